@@ -1,0 +1,238 @@
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api_internal.h"
+
+#define API_MAX_SEGMENTS 8
+
+struct route {
+    const char *method;
+    const char *pattern; /* "{}" matches one path segment */
+    api_handler fn;
+    bool public;         /* no API key needed */
+};
+
+/* 0.29 paths first; the 0.22.3 ones ("machine", user by name) reuse the same handlers,
+ * which accept an id or a name wherever 0.22 used a name. */
+static const struct route routes[] = {
+    { "GET", "/api/v1/health", api_health, false },
+    { "GET", "/api/v1/openapi.json", api_openapi, true },
+    { "GET", "/api/v1/user", api_user_list, false },
+    { "POST", "/api/v1/user", api_user_create, false },
+    { "GET", "/api/v1/user/{}", api_user_get, false },
+    { "POST", "/api/v1/user/{}/rename/{}", api_user_rename, false },
+    { "DELETE", "/api/v1/user/{}", api_user_delete, false },
+    { "GET", "/api/v1/preauthkey", api_preauthkey_list, false },
+    { "POST", "/api/v1/preauthkey", api_preauthkey_create, false },
+    { "POST", "/api/v1/preauthkey/expire", api_preauthkey_expire, false },
+    { "DELETE", "/api/v1/preauthkey", api_preauthkey_delete, false },
+    { "GET", "/api/v1/apikey", api_apikey_list, false },
+    { "POST", "/api/v1/apikey", api_apikey_create, false },
+    { "POST", "/api/v1/apikey/expire", api_apikey_expire, false },
+    { "DELETE", "/api/v1/apikey/{}", api_apikey_delete, false },
+    { "DELETE", "/api/v1/apikey", api_apikey_delete, false },
+    { "GET", "/api/v1/node", api_node_list, false },
+    { "GET", "/api/v1/node/{}", api_node_get, false },
+    { "DELETE", "/api/v1/node/{}", api_node_delete, false },
+    { "GET", "/api/v1/machine", api_node_list, false },
+    { "GET", "/api/v1/machine/{}", api_node_get, false },
+    { "DELETE", "/api/v1/machine/{}", api_node_delete, false },
+    { "GET", "/api/v1/policy", api_policy_get, false },
+    { "PUT", "/api/v1/policy", api_policy_set, false },
+    { "POST", "/api/v1/policy/check", api_policy_check, false },
+};
+
+struct api *api_new(const struct hs_config *cfg, struct store *st, struct auth *auth)
+{
+    struct api *a = hs_xcalloc(1, sizeof(*a));
+    *a = (struct api){ .cfg = cfg, .st = st, .auth = auth };
+    return a;
+}
+
+void api_free(struct api *a)
+{
+    free(a);
+}
+
+bool api_handles(const char *path)
+{
+    return hs_has_prefix(path, "/api/");
+}
+
+void api_response_free(struct api_response *resp)
+{
+    hs_buf_free(&resp->body);
+}
+
+/* Matches path against pattern segment by segment; {} segments are captured. */
+static bool route_match(const char *pattern, const char *path, char **args)
+{
+    size_t nargs = 0;
+
+    while (*pattern && *path) {
+        if (strncmp(pattern, "{}", 2) == 0) {
+            size_t n = strcspn(path, "/");
+            if (n == 0 || nargs == API_MAX_ARGS)
+                goto fail;
+            args[nargs++] = hs_strndup(path, n);
+            path += n;
+            pattern += 2;
+        } else if (*pattern == *path) {
+            pattern++;
+            path++;
+        } else {
+            goto fail;
+        }
+    }
+    if (*pattern == '\0' && (*path == '\0' || strcmp(path, "/") == 0))
+        return true;
+fail:
+    for (size_t i = 0; i < nargs; i++) {
+        free(args[i]);
+        args[i] = NULL;
+    }
+    return false;
+}
+
+void api_reply(struct api_call *c, int status, json_t *j)
+{
+    char *s = hs_json_dump(j, JSON_COMPACT);
+    c->resp->status = status;
+    c->resp->content_type = "application/json";
+    hs_buf_reset(&c->resp->body);
+    hs_buf_puts(&c->resp->body, s);
+    free(s);
+    json_decref(j);
+}
+
+static const char *status_title(int status)
+{
+    switch (status) {
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 503: return "Service Unavailable";
+    default: return "Internal Server Error";
+    }
+}
+
+void api_error(struct api_call *c, int status, const char *fmt, ...)
+{
+    char detail[512];
+    va_list ap;
+    json_t *j;
+
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof(detail), fmt, ap);
+    va_end(ap);
+    j = json_pack("{s:s, s:i, s:s, s:[{s:s}]}", "title", status_title(status), "status", status,
+                  "detail", detail, "errors", "message", detail);
+    api_reply(c, status, j);
+    c->resp->content_type = "application/problem+json";
+}
+
+void api_store_error(struct api_call *c, int rc, const char *what)
+{
+    switch (rc) {
+    case -ENOENT:
+        api_error(c, 404, "%s not found", what);
+        break;
+    case -EEXIST:
+        api_error(c, 409, "%s already exists", what);
+        break;
+    case -EINVAL:
+        api_error(c, 400, "invalid %s", what);
+        break;
+    default:
+        api_error(c, 500, "database error: %s", hs_strerror(rc));
+    }
+}
+
+static bool api_authorized(struct api_call *c)
+{
+    const char *h = c->req->authorization;
+    int rc;
+
+    if (c->req->trusted)
+        return true;
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0) {
+        api_error(c, 401, "missing API key: send \"Authorization: Bearer <api key>\"");
+        return false;
+    }
+    rc = auth_apikey_check(c->api->auth, h + 7, NULL);
+    if (rc == 0)
+        return true;
+    if (rc == -EKEYEXPIRED)
+        api_error(c, 401, "API key expired");
+    else if (rc == -EACCES)
+        api_error(c, 401, "invalid API key");
+    else
+        api_error(c, 500, "cannot check API key: %s", hs_strerror(rc));
+    return false;
+}
+
+void api_handle(struct api *a, const struct api_request *req, struct api_response *resp)
+{
+    struct api_call c = { .api = a, .req = req, .resp = resp };
+    bool path_known = false;
+
+    hs_buf_init(&resp->body, API_MAX_BODY * 4);
+    for (size_t i = 0; i < HS_ARRAY_LEN(routes); i++) {
+        if (!route_match(routes[i].pattern, req->path, c.args))
+            continue;
+        path_known = true;
+        if (strcmp(routes[i].method, req->method) != 0) {
+            for (size_t j = 0; j < API_MAX_ARGS; j++) {
+                free(c.args[j]);
+                c.args[j] = NULL;
+            }
+            continue;
+        }
+        if (routes[i].public || api_authorized(&c))
+            routes[i].fn(&c);
+        goto out;
+    }
+    if (path_known)
+        api_error(&c, 405, "method %s not allowed on %s", req->method, req->path);
+    else
+        api_error(&c, 404, "no such endpoint: %s", req->path);
+out:
+    for (size_t j = 0; j < API_MAX_ARGS; j++)
+        free(c.args[j]);
+    json_decref(c.body);
+}
+
+json_t *api_body(struct api_call *c)
+{
+    char err[256];
+
+    if (c->body)
+        return c->body;
+    if (c->req->body_len == 0) {
+        c->body = json_object();
+        return c->body;
+    }
+    c->body = hs_json_load(c->req->body, c->req->body_len, API_MAX_BODY, err, sizeof(err));
+    if (!c->body) {
+        api_error(c, 400, "%s", err);
+        return NULL;
+    }
+    if (!json_is_object(c->body)) {
+        api_error(c, 400, "request body must be a JSON object");
+        json_decref(c->body);
+        c->body = NULL;
+    }
+    return c->body;
+}
+
+const char *api_query(struct api_call *c, const char *key)
+{
+    const char *v = c->req->query ? c->req->query(c->req->qctx, key) : NULL;
+    return v && *v ? v : NULL;
+}

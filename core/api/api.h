@@ -1,0 +1,47 @@
+/* api: headscale's REST API under /api/v1 (0.29 paths and camelCase JSON, plus the 0.22.3
+ * paths where they don't clash), API-key authentication and the OpenAPI document.
+ *
+ * Transport-free: the server hands over a parsed request and writes the response out, so
+ * the same code serves the TCP listener and the unix socket, and unit tests call it directly.
+ * Thread-safe: api_handle may run on several HTTP threads at once. */
+#ifndef HS_API_H
+#define HS_API_H
+
+#include <stdbool.h>
+
+#include "auth/auth.h"
+#include "config/config.h"
+#include "store/store.h"
+
+#define API_MAX_BODY (1u << 20)
+
+struct api;
+
+struct api_request {
+    const char *method;        /* "GET", "POST", ... */
+    const char *path;          /* URL-decoded path, e.g. "/api/v1/user/3" */
+    /* Query parameter lookup (NULL when absent). */
+    const char *(*query)(void *qctx, const char *key);
+    void *qctx;
+    const char *body;          /* may be NULL when body_len is 0 */
+    size_t body_len;
+    const char *authorization; /* the Authorization header, or NULL */
+    bool trusted;              /* came in over the unix socket: no API key needed */
+};
+
+struct api_response {
+    int status;
+    const char *content_type; /* static string */
+    struct hs_buf body;       /* owned by the response: free with api_response_free */
+};
+
+/* Borrows cfg, st and auth for the lifetime of the api object. */
+struct api *api_new(const struct hs_config *cfg, struct store *st, struct auth *auth);
+void api_free(struct api *a);
+
+/* Returns false when the path is not under /api/ (the caller serves it elsewhere). */
+bool api_handles(const char *path);
+void api_handle(struct api *a, const struct api_request *req, struct api_response *resp);
+void api_response_free(struct api_response *resp);
+
+#endif

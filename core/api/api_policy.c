@@ -1,0 +1,98 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api_internal.h"
+#include "policy/policy.h"
+
+static void reply_policy(struct api_call *c, const char *text, int64_t updated_at)
+{
+    api_reply(c, 200, json_pack("{s:s, s:o}", "policy", text, "updatedAt",
+                                api_json_time(updated_at)));
+}
+
+void api_policy_get(struct api_call *c)
+{
+    const struct hs_config *cfg = c->api->cfg;
+    int64_t updated_at = 0;
+    char *text;
+    int rc;
+
+    if (cfg->policy_mode == POLICY_MODE_DATABASE) {
+        rc = store_policy_get(c->api->st, &text, &updated_at);
+        if (rc == -ENOENT) {
+            api_error(c, 404, "no policy has been set (policy.mode is database)");
+            return;
+        }
+    } else if (!cfg->policy_path || !*cfg->policy_path) {
+        api_error(c, 404, "no policy file is configured (policy.path is empty)");
+        return;
+    } else {
+        rc = hs_read_file(cfg->policy_path, POLICY_MAX_BYTES, &text, NULL);
+        if (rc < 0) {
+            api_error(c, 500, "cannot read policy file %s: %s", cfg->policy_path,
+                      hs_strerror(rc));
+            return;
+        }
+    }
+    if (rc < 0) {
+        api_store_error(c, rc, "policy");
+        return;
+    }
+    reply_policy(c, text, updated_at);
+    free(text);
+}
+
+/* Reads {"policy": "..."} and validates it; NULL after replying 400. */
+static const char *policy_from_body(struct api_call *c)
+{
+    json_t *body = api_body(c);
+    const char *text = NULL;
+    char err[256];
+
+    if (!body || api_field_str(c, body, "policy", &text) < 0)
+        return NULL;
+    if (!text) {
+        api_error(c, 400, "field \"policy\" is required");
+        return NULL;
+    }
+    if (policy_check(text, strlen(text), err, sizeof(err)) < 0) {
+        api_error(c, 400, "invalid policy: %s", err);
+        return NULL;
+    }
+    return text;
+}
+
+void api_policy_set(struct api_call *c)
+{
+    const char *text;
+    int64_t updated_at;
+    int rc;
+
+    if (c->api->cfg->policy_mode != POLICY_MODE_DATABASE) {
+        api_error(c, 400, "update is disabled: policy.mode is \"file\"; set it to \"database\" "
+                          "to manage the policy through the API");
+        return;
+    }
+    if (!(text = policy_from_body(c)))
+        return;
+    if ((rc = store_policy_set(c->api->st, text, &updated_at)) < 0) {
+        api_store_error(c, rc, "policy");
+        return;
+    }
+    reply_policy(c, text, updated_at);
+}
+
+void api_policy_check(struct api_call *c)
+{
+    if (policy_from_body(c))
+        api_reply(c, 200, json_object());
+}
+
+void api_openapi(struct api_call *c)
+{
+    c->resp->status = 200;
+    c->resp->content_type = "application/json";
+    hs_buf_reset(&c->resp->body);
+    hs_buf_puts(&c->resp->body, api_openapi_json);
+}

@@ -1,0 +1,49 @@
+/* auth: pre-auth keys and API keys — generation in headscale's formats, keyed hashing at rest,
+ * constant-time verification. (Interactive registration and OIDC join this module later.)
+ *
+ * Formats (headscale >= 0.28): hskey-auth-<12 hex prefix>-<64 hex secret> and
+ * hskey-api-<12 hex prefix>-<64 hex secret>. The store keeps only the prefix and
+ * BLAKE2b-256(key = per-database secret, prefix || secret): the secrets carry 256 bits of
+ * entropy, so a fast keyed hash is enough (no bcrypt needed), and the full key is shown once. */
+#ifndef HS_AUTH_H
+#define HS_AUTH_H
+
+#include <stdint.h>
+
+#include "store/store.h"
+
+#define AUTH_PREFIX_LEN 12
+#define AUTH_SECRET_LEN 32
+#define AUTH_KEY_TEXT_MAX 96 /* "hskey-auth-" + 12 + "-" + 64 + NUL */
+
+enum auth_cred_kind { AUTH_CRED_PREAUTH, AUTH_CRED_API };
+
+struct auth;
+
+/* Reads (or creates) the per-database hashing secret. */
+int auth_new(struct store *st, struct auth **out);
+void auth_free(struct auth *a); /* zeroes the secret; NULL is fine */
+
+/* Parses a full key of the given kind into its prefix (NUL-terminated) and secret. */
+int auth_cred_parse(enum auth_cred_kind kind, const char *text, char prefix[AUTH_PREFIX_LEN + 1],
+                    uint8_t secret[AUTH_SECRET_LEN]);
+/* Extracts the prefix of a full or masked key ("hskey-api-<prefix>-***", or just the 12-char
+ * prefix itself). -EINVAL if there is none. */
+int auth_cred_prefix(enum auth_cred_kind kind, const char *text, char prefix[AUTH_PREFIX_LEN + 1]);
+/* "hskey-auth-<prefix>-***" */
+void auth_cred_mask(enum auth_cred_kind kind, const char *prefix, char *out, size_t size);
+
+/* Creates and stores a key; on success full (>= AUTH_KEY_TEXT_MAX) holds the key, shown once. */
+int auth_apikey_create(struct auth *a, int64_t expiration, char *full, struct store_apikey *out);
+/* 0 when the bearer key is valid (and records last_seen); -EACCES unknown or malformed;
+ * -EKEYEXPIRED expired. */
+int auth_apikey_check(struct auth *a, const char *key, uint64_t *id_out);
+
+/* in: user_id, reusable, ephemeral, tags, expiration. */
+int auth_preauthkey_create(struct auth *a, const struct store_preauthkey *in, char *full,
+                           struct store_preauthkey *out);
+/* Validates a pre-auth key presented by a client: 0 and *out filled; -EACCES unknown or
+ * malformed; -EKEYEXPIRED expired; -EALREADY single-use key already used. */
+int auth_preauthkey_check(struct auth *a, const char *key, struct store_preauthkey *out);
+
+#endif

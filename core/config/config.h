@@ -1,0 +1,192 @@
+/* config: headscale's config.yaml (both the 0.22.3 flat layout and the current nested one),
+ * HEADSCALE_* environment overrides, defaults and validation.
+ *
+ * Loading never exits: every problem is collected into a struct config_diag list so that
+ * `headscale configtest` can print them all, and `serve` can refuse to start on errors. */
+#ifndef HS_CONFIG_H
+#define HS_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "util/util.h"
+
+#define CONFIG_MAX_FILE_BYTES (1u << 20)
+#define CONFIG_MAX_DEPTH 16
+#define CONFIG_MAX_NODES (1u << 18)   /* YAML nodes per document */
+#define CONFIG_MAX_MAP_KEYS 4096      /* keys in one mapping (duplicate check is quadratic) */
+#define CONFIG_MAX_KEY_LEN 256        /* a dotted key path */
+
+enum db_type { DB_SQLITE, DB_POSTGRES };
+enum ip_alloc { IP_ALLOC_SEQUENTIAL, IP_ALLOC_RANDOM };
+enum policy_mode { POLICY_MODE_FILE, POLICY_MODE_DATABASE };
+
+struct ip_prefix {
+    int family;       /* AF_INET or AF_INET6; 0 when unset */
+    uint8_t addr[16]; /* network address, host bits cleared */
+    uint8_t bits;
+    char text[64];    /* canonical "100.64.0.0/10" */
+};
+
+struct dns_split {
+    char *domain;
+    struct hs_strv nameservers;
+};
+
+struct dns_record {
+    char *name, *type, *value;
+};
+
+/* After config_load every char * field except path/dir is non-NULL (empty when unset). */
+struct hs_config {
+    char *path;   /* the file that was loaded, or NULL when none was found */
+    char *dir;    /* its directory; relative paths in the file are resolved against it */
+    bool legacy;  /* the file used the 0.22.3 flat layout */
+
+    char *server_url;          /* required; http:// or https:// */
+    char *listen_addr;         /* "127.0.0.1:8080" */
+    char *metrics_listen_addr; /* empty disables */
+    struct hs_strv trusted_proxies;
+    char *noise_private_key_path;
+    char *legacy_private_key_path; /* 0.22 private_key_path; accepted, unused */
+
+    struct ip_prefix prefix_v4, prefix_v6;
+    enum ip_alloc ip_allocation;
+
+    /* derp */
+    bool derp_server_enabled;
+    int derp_server_region_id;
+    char *derp_server_region_code, *derp_server_region_name;
+    char *derp_server_stun_listen_addr;
+    char *derp_server_private_key_path;
+    bool derp_server_auto_add_region;
+    char *derp_server_ipv4, *derp_server_ipv6;
+    bool derp_server_verify_clients;
+    struct hs_strv derp_urls, derp_paths;
+    bool derp_auto_update;
+    int64_t derp_update_frequency_us;
+
+    bool disable_check_updates;
+    int64_t node_expiry_us;                  /* 0 = never */
+    int64_t ephemeral_inactivity_timeout_us; /* > 65 s */
+    int64_t node_routes_ha_probe_interval_us; /* 0 disables HA probing */
+    int64_t node_routes_ha_probe_timeout_us;
+    int64_t preauth_keys_revoked_retention_us;
+    int64_t node_update_check_interval_us;   /* 0.22 node_update_check_interval; accepted */
+    bool auto_update_enabled;                /* default-auto-update node attribute */
+
+    /* database */
+    enum db_type db_type;
+    bool db_debug;
+    char *sqlite_path;
+    bool sqlite_wal;
+    int sqlite_wal_autocheckpoint;
+    char *pg_host; /* host name, IP, or a unix socket directory (starts with '/') */
+    int pg_port;
+    char *pg_name, *pg_user, *pg_pass;
+    char *pg_sslmode; /* "disable", "require", "verify-full", ... ("true" → require) */
+    int pg_max_open_conns, pg_max_idle_conns, pg_conn_max_idle_time_secs;
+
+    /* TLS */
+    char *tls_cert_path, *tls_key_path;
+    char *tls_letsencrypt_hostname, *acme_url, *acme_email;
+    char *tls_letsencrypt_cache_dir, *tls_letsencrypt_challenge_type, *tls_letsencrypt_listen;
+
+    /* logging */
+    enum log_level log_level;
+    bool log_json;
+
+    /* policy */
+    enum policy_mode policy_mode;
+    char *policy_path; /* empty = allow all */
+
+    /* dns */
+    bool dns_magic_dns;
+    char *dns_base_domain;
+    bool dns_override_local_dns;
+    struct hs_strv dns_nameservers_global;
+    struct dns_split *dns_split;
+    size_t dns_nsplit;
+    struct hs_strv dns_search_domains;
+    struct dns_record *dns_extra_records;
+    size_t dns_nextra_records;
+    char *dns_extra_records_path;
+    bool dns_use_username_in_magic_dns; /* 0.22 layout: <given>.<user>.<base_domain> */
+
+    char *unix_socket;
+    unsigned unix_socket_permission; /* mode bits, e.g. 0770 */
+
+    /* oidc (used by a later issue; parsed now so configs with it load) */
+    char *oidc_issuer, *oidc_client_id, *oidc_client_secret, *oidc_client_secret_path;
+    struct hs_strv oidc_scope, oidc_allowed_domains, oidc_allowed_users, oidc_allowed_groups;
+    bool oidc_only_start_if_available, oidc_use_expiry_from_token, oidc_email_verified_required;
+    bool oidc_pkce_enabled;
+    char *oidc_pkce_method;                /* "S256" or "plain" */
+    struct hs_strv oidc_extra_params;      /* "key=value", added to the authorize URL */
+    bool oidc_strip_email_domain;          /* 0.22 only (default true there, false otherwise) */
+    int64_t oidc_expiry_us;                /* 0.22 oidc.expiry (180d in the legacy layout, else 0);
+                                            * when non-zero it wins over node_expiry_us for
+                                            * OIDC-registered nodes */
+
+    bool logtail_enabled;
+    bool taildrop_enabled;
+    bool randomize_client_port;
+
+    /* cli */
+    char *cli_address, *cli_api_key;
+    int64_t cli_timeout_us;
+    bool cli_insecure;
+
+    /* tuning */
+    int64_t tuning_batch_change_delay_us;
+    int64_t tuning_register_cache_expiration_us;
+    int tuning_register_cache_max_entries;
+    int64_t tuning_keepalive_interval_us; /* map stream keep-alive (ours; ~50 s) */
+};
+
+enum config_diag_level { CONFIG_WARNING, CONFIG_ERROR };
+
+struct config_diag {
+    enum config_diag_level level;
+    char *file; /* the config file, or NULL (env, defaults, in-memory text) */
+    char *key;  /* dotted key ("database.postgres.port"), or NULL */
+    int line;   /* 1-based line in the file, 0 when unknown (env, defaults) */
+    char *msg;
+};
+
+struct config_diags {
+    struct config_diag *v;
+    size_t n;
+    size_t nerrors;
+};
+
+enum config_purpose {
+    CONFIG_FOR_SERVER, /* serve, configtest: everything is validated */
+    CONFIG_FOR_CLI,    /* the CLI needs unix_socket, cli.*, log.*: other keys only warn */
+};
+
+/* Finds and loads the config. path_override is -c/--config (may be NULL); otherwise
+ * HEADSCALE_CONFIG, then config.yaml (or .json) in /etc/headscale, $HOME/.headscale, ".".
+ * A missing file is a warning and defaults are used (as headscale does since 0.27), unless
+ * path_override/HEADSCALE_CONFIG names a file that does not exist (an error).
+ * Always fills *out (free with config_free) and *diags (free with config_diags_free).
+ * Returns 0, or -EINVAL when diags holds at least one error. */
+int config_load(const char *path_override, enum config_purpose purpose, struct hs_config *out,
+                struct config_diags *diags);
+
+/* Same, from an in-memory YAML text (unit tests); dir resolves relative paths. */
+int config_load_text(const char *text, size_t len, const char *dir, enum config_purpose purpose,
+                     struct hs_config *out, struct config_diags *diags);
+
+void config_free(struct hs_config *cfg);
+void config_diags_free(struct config_diags *d);
+/* Prints every diagnostic, one per line: "error: config.yaml:12: database.type: ..." */
+void config_diags_print(const struct config_diags *d, FILE *f);
+/* Logs them through util's logger (warnings as warn, errors as error). */
+void config_diags_log(const struct config_diags *d);
+
+/* "100.64.0.0/10" → prefix (host bits must be zero). -EINVAL otherwise. */
+int config_parse_prefix(const char *s, struct ip_prefix *out);
+
+#endif

@@ -1,0 +1,44 @@
+/* notify: the change bus. Every committed write in the store publishes one event here;
+ * subscribers (state, later the map streams) apply it. In-process fan-out today; a later
+ * issue adds PostgreSQL LISTEN/NOTIFY so events from other replicas arrive the same way.
+ *
+ * Thread-safety: publish and subscribe may be called from any thread. Callbacks run on the
+ * publishing thread, after the store has committed, with no store lock held. */
+#ifndef HS_NOTIFY_H
+#define HS_NOTIFY_H
+
+#include <stdint.h>
+
+enum notify_entity {
+    NOTIFY_USER = 1,
+    NOTIFY_NODE,
+    NOTIFY_PREAUTHKEY,
+    NOTIFY_APIKEY,
+    NOTIFY_POLICY,
+    NOTIFY_ROUTE,
+};
+
+enum notify_op { NOTIFY_CREATE = 1, NOTIFY_UPDATE, NOTIFY_DELETE };
+
+struct notify_event {
+    enum notify_entity entity;
+    enum notify_op op;
+    uint64_t id;      /* row id (0 for policy) */
+    uint64_t seq;     /* assigned by the bus: strictly increasing per process */
+};
+
+struct notify_bus;
+typedef void (*notify_fn)(const struct notify_event *ev, void *arg);
+
+struct notify_bus *notify_new(void);
+void notify_free(struct notify_bus *bus); /* NULL is fine */
+/* Returns a subscription id > 0, or a negative errno. */
+int notify_subscribe(struct notify_bus *bus, notify_fn fn, void *arg);
+void notify_unsubscribe(struct notify_bus *bus, int sub_id);
+/* Delivers ev to every subscriber; ev->seq is filled in. bus may be NULL (no-op). */
+void notify_publish(struct notify_bus *bus, struct notify_event *ev);
+
+const char *notify_entity_name(enum notify_entity e);
+const char *notify_op_name(enum notify_op op);
+
+#endif

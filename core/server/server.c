@@ -1,0 +1,402 @@
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "api/api.h"
+#include "auth/auth.h"
+#include "keys/keys.h"
+#include "notify/notify.h"
+#include "policy/policy.h"
+#include "server/server.h"
+#include "server/server_internal.h"
+#include "store/store.h"
+
+#define SERVER_HTTP_THREADS 4
+#define SERVER_CONN_TIMEOUT_S 60
+#define SERVER_MAX_HEADER_BYTES 16384
+
+struct server {
+    const struct hs_config *cfg;
+    struct key_pair noise_key;
+    struct notify_bus *bus;
+    struct store *st;
+    struct auth *auth;
+    struct api *api;
+    struct MHD_Daemon *tcp, *unix_sock;
+    char *unix_path;
+};
+
+/* What the HTTP layer keeps per request between access-handler calls. */
+struct request {
+    struct hs_buf body;
+    bool too_big;
+};
+
+/* One listener's identity: the unix socket is trusted (no API key), TCP is not. */
+struct listener {
+    struct server *srv;
+    bool trusted;
+};
+
+static struct listener tcp_listener, unix_listener;
+
+static void add_security_headers(struct MHD_Response *r)
+{
+    MHD_add_response_header(r, "X-Frame-Options", "DENY");
+    MHD_add_response_header(r, "Content-Security-Policy", "frame-ancestors 'none'");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+}
+
+static enum MHD_Result send_reply(struct MHD_Connection *conn, int status, const char *ctype,
+                                  const char *body, size_t len)
+{
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+
+    r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", ctype);
+    add_security_headers(r);
+    ret = MHD_queue_response(conn, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static const char *query_lookup(void *qctx, const char *key)
+{
+    return MHD_lookup_connection_value(qctx, MHD_GET_ARGUMENT_KIND, key);
+}
+
+static enum MHD_Result serve_api(struct listener *l, struct MHD_Connection *conn,
+                                 const char *url, const char *method, struct request *rq)
+{
+    struct api_request req = {
+        .method = method,
+        .path = url,
+        .query = query_lookup,
+        .qctx = conn,
+        .body = rq->body.data,
+        .body_len = rq->body.len,
+        .authorization = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization"),
+        .trusted = l->trusted,
+    };
+    struct api_response resp = { 0 };
+    enum MHD_Result ret;
+
+    api_handle(l->srv->api, &req, &resp);
+    ret = send_reply(conn, resp.status, resp.content_type, resp.body.data, resp.body.len);
+    if (resp.status >= 500)
+        log_warnx("api: %s %s: %d %s", method, url, resp.status, resp.body.data);
+    else
+        log_debug("api: %s %s: %d", method, url, resp.status);
+    api_response_free(&resp);
+    return ret;
+}
+
+static enum MHD_Result serve_health(struct server *srv, struct MHD_Connection *conn)
+{
+    static const char pass[] = "{\"status\":\"pass\"}", fail[] = "{\"status\":\"fail\"}";
+    bool ok = store_ping(srv->st) == 0;
+    return send_reply(conn, ok ? 200 : 500, "application/health+json", ok ? pass : fail,
+                      ok ? sizeof(pass) - 1 : sizeof(fail) - 1);
+}
+
+static enum MHD_Result serve_version(struct MHD_Connection *conn)
+{
+    static const char body[] = "{\"version\":\"" HS_VERSION "\",\"commit\":\"\",\"buildTime\":\""
+                               __DATE__ " " __TIME__ "\",\"dirty\":false}";
+    return send_reply(conn, 200, "application/json", body, sizeof(body) - 1);
+}
+
+/* Endpoints outside /api/ on the public listener. */
+static enum MHD_Result serve_root(struct server *srv, struct MHD_Connection *conn,
+                                  const char *url, const char *method)
+{
+    static const char robots[] = "User-agent: *\nDisallow: /\n";
+    static const char notfound[] = "404 page not found\n";
+
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+        return send_reply(conn, 405, "text/plain", "method not allowed\n", 19);
+    if (strcmp(url, "/health") == 0)
+        return serve_health(srv, conn);
+    if (strcmp(url, "/version") == 0)
+        return serve_version(conn);
+    if (strcmp(url, "/robots.txt") == 0)
+        return send_reply(conn, 200, "text/plain", robots, sizeof(robots) - 1);
+    if (strcmp(url, "/") == 0)
+        return send_reply(conn, 200, "text/html; charset=utf-8", "", 0);
+    return send_reply(conn, 404, "text/plain", notfound, sizeof(notfound) - 1);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **req_cls)
+{
+    struct listener *l = cls;
+    struct request *rq = *req_cls;
+
+    (void)version;
+    if (!rq) {
+        rq = hs_xcalloc(1, sizeof(*rq));
+        hs_buf_init(&rq->body, API_MAX_BODY);
+        *req_cls = rq;
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        /* Keep reading past the limit (and drop it) so the client gets a clean 413. */
+        if (!rq->too_big && hs_buf_append(&rq->body, upload_data, *upload_data_size) < 0)
+            rq->too_big = true;
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (rq->too_big) {
+        static const char msg[] = "{\"title\":\"Payload Too Large\",\"status\":413,"
+                                  "\"detail\":\"request body exceeds 1 MiB\"}";
+        return send_reply(conn, 413, "application/problem+json", msg, sizeof(msg) - 1);
+    }
+    if (api_handles(url))
+        return serve_api(l, conn, url, method, rq);
+    if (l->trusted)
+        return send_reply(conn, 404, "text/plain", "404 page not found\n", 19);
+    return serve_root(l->srv, conn, url, method);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct request *rq = *req_cls;
+
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    if (rq) {
+        hs_buf_free(&rq->body);
+        free(rq);
+        *req_cls = NULL;
+    }
+}
+
+static struct MHD_Daemon *start_daemon(struct listener *l, int fd, const char *cert,
+                                       const char *key)
+{
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    struct MHD_OptionItem opts[] = {
+        { MHD_OPTION_LISTEN_SOCKET, fd, NULL },
+        { MHD_OPTION_THREAD_POOL_SIZE, SERVER_HTTP_THREADS, NULL },
+        { MHD_OPTION_CONNECTION_TIMEOUT, SERVER_CONN_TIMEOUT_S, NULL },
+        { MHD_OPTION_CONNECTION_MEMORY_LIMIT, SERVER_MAX_HEADER_BYTES * 4, NULL },
+        { MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, NULL },
+        { cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, (void *)cert },
+        { cert ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, (void *)key },
+        { MHD_OPTION_END, 0, NULL },
+    };
+
+    if (cert)
+        flags |= MHD_USE_TLS;
+    return MHD_start_daemon(flags, 0, NULL, NULL, on_request, l, MHD_OPTION_ARRAY, opts,
+                            MHD_OPTION_END);
+}
+
+static int start_tcp(struct server *srv)
+{
+    const struct hs_config *cfg = srv->cfg;
+    char *cert = NULL, *key = NULL;
+    int fd, rc = 0;
+
+    if (cfg->tls_cert_path && *cfg->tls_cert_path) {
+        if ((rc = hs_read_file(cfg->tls_cert_path, 1 << 20, &cert, NULL)) < 0 ||
+            (rc = hs_read_file(cfg->tls_key_path, 1 << 20, &key, NULL)) < 0) {
+            log_errorx("server: cannot read TLS certificate or key: %s", hs_strerror(rc));
+            goto out;
+        }
+    }
+    if ((fd = listen_tcp(cfg->listen_addr)) < 0) {
+        rc = fd;
+        goto out;
+    }
+    tcp_listener = (struct listener){ .srv = srv, .trusted = false };
+    if (!(srv->tcp = start_daemon(&tcp_listener, fd, cert, key))) {
+        log_errorx("server: cannot start HTTP server on %s", cfg->listen_addr);
+        close(fd);
+        rc = -EIO;
+        goto out;
+    }
+    log_info("server: listening on %s (%s), server_url %s", cfg->listen_addr,
+             cert ? "https" : "http", cfg->server_url);
+out:
+    free(cert);
+    if (key) {
+        memset(key, 0, strlen(key));
+        free(key);
+    }
+    return rc;
+}
+
+static int start_unix(struct server *srv)
+{
+    int fd = listen_unix(srv->cfg->unix_socket, srv->cfg->unix_socket_permission);
+
+    if (fd < 0)
+        return fd;
+    srv->unix_path = hs_strdup(srv->cfg->unix_socket);
+    unix_listener = (struct listener){ .srv = srv, .trusted = true };
+    if (!(srv->unix_sock = start_daemon(&unix_listener, fd, NULL, NULL))) {
+        log_errorx("server: cannot serve the unix socket %s", srv->unix_path);
+        close(fd);
+        return -EIO;
+    }
+    log_info("server: CLI socket %s (mode %03o)", srv->unix_path,
+             srv->cfg->unix_socket_permission);
+    return 0;
+}
+
+/* The policy in force must be valid: a broken file would otherwise surface only when a
+ * client connects. */
+static int check_policy(struct server *srv)
+{
+    const struct hs_config *cfg = srv->cfg;
+    char err[512], *text = NULL;
+    size_t len = 0;
+    int64_t at;
+    int rc;
+
+    if (cfg->policy_mode == POLICY_MODE_DATABASE) {
+        rc = store_policy_get(srv->st, &text, &at);
+        if (rc == -ENOENT)
+            return 0;
+        if (rc == 0)
+            len = strlen(text);
+    } else if (cfg->policy_path && *cfg->policy_path) {
+        rc = hs_read_file(cfg->policy_path, POLICY_MAX_BYTES, &text, &len);
+    } else {
+        return 0;
+    }
+    if (rc < 0) {
+        log_errorx("policy: cannot load %s: %s", cfg->policy_mode == POLICY_MODE_DATABASE ?
+                   "the stored policy" : cfg->policy_path, hs_strerror(rc));
+        return rc;
+    }
+    if ((rc = policy_check(text, len, err, sizeof(err))) < 0)
+        log_errorx("policy: %s: %s", cfg->policy_mode == POLICY_MODE_DATABASE ?
+                   "stored policy" : cfg->policy_path, err);
+    free(text);
+    return rc;
+}
+
+static void server_stop(struct server *srv)
+{
+    if (srv->tcp)
+        MHD_stop_daemon(srv->tcp);
+    if (srv->unix_sock)
+        MHD_stop_daemon(srv->unix_sock);
+    if (srv->unix_path) {
+        unlink(srv->unix_path);
+        free(srv->unix_path);
+    }
+    api_free(srv->api);
+    auth_free(srv->auth);
+    store_close(srv->st);
+    notify_free(srv->bus);
+    memset(&srv->noise_key, 0, sizeof(srv->noise_key));
+}
+
+/* Everything `serve` and `configtest` share: key, database, migrations, policy. */
+static int server_build(struct server *srv, const struct hs_config *cfg)
+{
+    int rc;
+
+    *srv = (struct server){ .cfg = cfg };
+    log_set_level(cfg->log_level);
+    log_set_json(cfg->log_json);
+    if ((rc = keys_load_or_create(cfg->noise_private_key_path, &srv->noise_key)) < 0) {
+        log_errorx("server: noise.private_key_path %s: %s", cfg->noise_private_key_path,
+                   rc == -EINVAL ? "not a private key (expected privkey:<64 hex>)"
+                                 : hs_strerror(rc));
+        return rc;
+    }
+    srv->bus = notify_new();
+    if ((rc = store_open(cfg, srv->bus, &srv->st)) < 0) {
+        log_errorx("server: cannot open the %s database: %s",
+                   cfg->db_type == DB_POSTGRES ? "postgres" : "sqlite", hs_strerror(rc));
+        return rc;
+    }
+    if ((rc = auth_new(srv->st, &srv->auth)) < 0) {
+        log_errorx("server: cannot read the credential secret: %s", hs_strerror(rc));
+        return rc;
+    }
+    if ((rc = check_policy(srv)) < 0)
+        return rc;
+    srv->api = api_new(cfg, srv->st, srv->auth);
+    return 0;
+}
+
+int server_configtest(const struct hs_config *cfg)
+{
+    struct server srv;
+    int rc = server_build(&srv, cfg);
+
+    server_stop(&srv);
+    if (rc == 0)
+        log_info("configtest: configuration is valid");
+    return rc == 0 ? 0 : 1;
+}
+
+static int wait_for_signal(void)
+{
+    sigset_t set;
+    int sig;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGQUIT);
+    sigaddset(&set, SIGHUP);
+    for (;;) {
+        if (sigwait(&set, &sig) != 0)
+            return -1;
+        if (sig == SIGHUP) {
+            log_info("server: SIGHUP: nothing to reload yet");
+            continue;
+        }
+        return sig;
+    }
+}
+
+int server_run(const struct hs_config *cfg)
+{
+    struct server srv;
+    sigset_t set;
+    int sig;
+
+    /* Block the shutdown signals before any thread starts, so only sigwait sees them. */
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGQUIT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (server_build(&srv, cfg) < 0 || start_unix(&srv) < 0 || start_tcp(&srv) < 0) {
+        server_stop(&srv);
+        return 1;
+    }
+    log_info("headscale %s started (database %s)", HS_VERSION, store_backend_name(srv.st));
+    sig = wait_for_signal();
+    log_info("server: signal %d: shutting down", sig);
+    server_stop(&srv);
+    return 0;
+}

@@ -1,0 +1,155 @@
+/* store: the only module that speaks SQL. One interface, two backends picked at run time
+ * (SQLite: store_sqlite.c, PostgreSQL: store_pg.c) behind a small driver ops table.
+ *
+ * Contract for every function below:
+ *  - returns 0 on success or a negative errno: -ENOENT (no such row), -EEXIST (a unique value
+ *    is taken), -EBUSY (refused because of dependent rows), -EINVAL (bad argument), -EIO (backend
+ *    failure; details are logged);
+ *  - out-parameters are written only on success and then belong to the caller
+ *    (free with the matching *_free / *_list_free);
+ *  - every committed write publishes exactly one notify event per changed row, after commit;
+ *  - thread-safe: may be called from any thread (SQLite: one connection behind a mutex;
+ *    PostgreSQL: a pool of database.postgres.max_open_conns connections).
+ * Times are int64 microseconds since the epoch; 0 means NULL/unset. */
+#ifndef HS_STORE_H
+#define HS_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "notify/notify.h"
+#include "util/util.h"
+
+#define STORE_KEY_LEN 32
+#define STORE_PREFIX_MAX 16 /* credential prefixes are 12 hex chars (+NUL) */
+
+struct store;
+
+/* Opens the database of cfg, applies pending migrations in one transaction each and records
+ * them; refuses (-EPROTO, logged) a schema newer than this binary knows. bus may be NULL. */
+int store_open(const struct hs_config *cfg, struct notify_bus *bus, struct store **out);
+void store_close(struct store *st); /* NULL is fine */
+/* Cheap round trip to the database (health checks). */
+int store_ping(struct store *st);
+/* Highest applied migration version, and the highest this binary knows. */
+int store_schema_version(struct store *st, int *applied, int *known);
+const char *store_backend_name(const struct store *st); /* "sqlite" or "postgres" */
+
+/* A random 32-byte secret created once per database (kv table) and shared by all replicas:
+ * the key of the keyed hash that protects credentials at rest. */
+int store_server_secret(struct store *st, uint8_t out[STORE_KEY_LEN]);
+
+/* ---- users ---- */
+struct store_user {
+    uint64_t id;
+    char *name;
+    char *display_name;
+    char *email;
+    char *provider_id; /* OIDC "iss/sub"; NULL for local users */
+    char *provider;    /* "oidc" or NULL */
+    char *profile_pic_url;
+    int64_t created_at, updated_at;
+};
+void store_user_free(struct store_user *u); /* frees members, not u itself */
+void store_user_list_free(struct store_user *v, size_t n);
+
+/* in->id and timestamps are ignored. -EEXIST if a local user of that name exists. */
+int store_user_create(struct store *st, const struct store_user *in, struct store_user *out);
+int store_user_get(struct store *st, uint64_t id, struct store_user *out);
+int store_user_get_by_name(struct store *st, const char *name, struct store_user *out);
+/* Filters are ANDed; NULL/0 means no filter. Sorted by id. */
+struct store_user_filter {
+    uint64_t id;
+    const char *name;
+    const char *email;
+};
+int store_user_list(struct store *st, const struct store_user_filter *f, struct store_user **out,
+                    size_t *n);
+int store_user_rename(struct store *st, uint64_t id, const char *new_name);
+/* Deletes the user and its pre-auth keys; -EBUSY while the user still owns nodes. */
+int store_user_delete(struct store *st, uint64_t id);
+
+/* ---- pre-auth keys ---- */
+struct store_preauthkey {
+    uint64_t id;
+    char prefix[STORE_PREFIX_MAX];
+    uint8_t hash[STORE_KEY_LEN];
+    uint64_t user_id; /* 0 = none (tag-only key) */
+    bool reusable, ephemeral, used;
+    struct hs_strv tags;
+    int64_t expiration; /* 0 = never */
+    int64_t created_at;
+};
+void store_preauthkey_free(struct store_preauthkey *k);
+void store_preauthkey_list_free(struct store_preauthkey *v, size_t n);
+/* -EEXIST on a prefix clash (the caller draws a new key); -ENOENT if user_id is unknown. */
+int store_preauthkey_create(struct store *st, const struct store_preauthkey *in,
+                            struct store_preauthkey *out);
+int store_preauthkey_get(struct store *st, uint64_t id, struct store_preauthkey *out);
+int store_preauthkey_get_by_prefix(struct store *st, const char *prefix,
+                                   struct store_preauthkey *out);
+/* user_id 0 lists every key. Sorted by id. */
+int store_preauthkey_list(struct store *st, uint64_t user_id, struct store_preauthkey **out,
+                          size_t *n);
+/* Sets expiration to `at` (callers pass now). */
+int store_preauthkey_expire(struct store *st, uint64_t id, int64_t at);
+/* Marks a key used; for a single-use key that is already used: -EACCES (atomic check). */
+int store_preauthkey_use(struct store *st, uint64_t id);
+int store_preauthkey_delete(struct store *st, uint64_t id);
+
+/* ---- API keys ---- */
+struct store_apikey {
+    uint64_t id;
+    char prefix[STORE_PREFIX_MAX];
+    uint8_t hash[STORE_KEY_LEN];
+    int64_t expiration; /* 0 = never */
+    int64_t last_seen;
+    int64_t created_at;
+};
+int store_apikey_create(struct store *st, const struct store_apikey *in, struct store_apikey *out);
+int store_apikey_get(struct store *st, uint64_t id, struct store_apikey *out);
+int store_apikey_get_by_prefix(struct store *st, const char *prefix, struct store_apikey *out);
+int store_apikey_list(struct store *st, struct store_apikey **out, size_t *n); /* by id */
+int store_apikey_expire(struct store *st, uint64_t id, int64_t at);
+int store_apikey_delete(struct store *st, uint64_t id);
+/* Records use; does not publish an event (it changes nothing a client sees). */
+int store_apikey_touch(struct store *st, uint64_t id, int64_t at);
+
+/* ---- nodes (filled by the control-protocol issue; the table and reads exist now) ---- */
+enum register_method {
+    REGISTER_UNSPECIFIED = 0,
+    REGISTER_AUTH_KEY,
+    REGISTER_CLI,
+    REGISTER_OIDC,
+};
+struct store_node {
+    uint64_t id;
+    uint8_t machine_key[STORE_KEY_LEN];
+    uint8_t node_key[STORE_KEY_LEN];
+    uint8_t disco_key[STORE_KEY_LEN];
+    char *ipv4, *ipv6;     /* text addresses, NULL if none */
+    char *hostname;        /* raw Hostinfo.Hostname */
+    char *given_name;      /* DNS label */
+    uint64_t user_id;      /* 0 for tagged nodes */
+    enum register_method register_method;
+    struct hs_strv tags;
+    uint64_t auth_key_id;  /* 0 = none */
+    char *endpoints_json;  /* JSON array text, NULL = [] */
+    char *hostinfo_json;   /* JSON object text, NULL = {} */
+    struct hs_strv approved_routes;
+    int64_t last_seen, expiry, created_at, updated_at;
+};
+void store_node_free(struct store_node *n);
+void store_node_list_free(struct store_node *v, size_t n);
+/* user_id 0 lists every node. Sorted by id. */
+int store_node_list(struct store *st, uint64_t user_id, struct store_node **out, size_t *n);
+int store_node_get(struct store *st, uint64_t id, struct store_node *out);
+int store_node_delete(struct store *st, uint64_t id);
+
+/* ---- policy (policy.mode = database): newest row is the active policy ---- */
+/* -ENOENT when no policy has been stored. */
+int store_policy_get(struct store *st, char **text, int64_t *updated_at);
+int store_policy_set(struct store *st, const char *text, int64_t *updated_at);
+
+#endif

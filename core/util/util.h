@@ -1,0 +1,116 @@
+/* util: logging, bounded buffers, string/number parsing, time, hex, JSON helpers.
+ * Every other module may include this header; it depends only on libc, jansson, libsodium. */
+#ifndef HS_UTIL_H
+#define HS_UTIL_H
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define HS_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ---- logging (OpenBSD split: *_warn adds strerror(errno), *_warnx does not) ---- */
+enum log_level { LOG_TRACE, LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR, LOG_OFF };
+void log_set_level(enum log_level lvl);
+void log_set_json(bool json);
+enum log_level log_get_level(void);
+/* Parses headscale's level names (trace, debug, info, warn, error, fatal, panic, disabled). */
+int log_parse_level(const char *s, enum log_level *out);
+void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define log_trace(...) log_msg(LOG_TRACE, __VA_ARGS__)
+#define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
+#define log_warnx(...) log_msg(LOG_WARN, __VA_ARGS__)
+#define log_errorx(...) log_msg(LOG_ERROR, __VA_ARGS__)
+void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+void log_fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+/* ---- hs_buf: owned, growable up to max (curl's dynbuf); always NUL-terminated ---- */
+struct hs_buf {
+    char *data;
+    size_t len, cap, max;
+};
+void hs_buf_init(struct hs_buf *b, size_t max);
+void hs_buf_free(struct hs_buf *b);
+void hs_buf_reset(struct hs_buf *b);
+/* Append; -E2BIG past max, -ENOMEM. A failed append leaves the buffer unchanged. */
+int hs_buf_append(struct hs_buf *b, const void *p, size_t n);
+int hs_buf_puts(struct hs_buf *b, const char *s);
+int hs_buf_appendf(struct hs_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Hands the data to the caller (free()) and resets b. Never NULL on success. */
+char *hs_buf_steal(struct hs_buf *b);
+
+/* ---- hs_str: borrowed slice ---- */
+struct hs_str {
+    const char *p;
+    size_t len;
+};
+
+/* ---- string list (owned) ---- */
+struct hs_strv {
+    char **v;
+    size_t n;
+};
+int hs_strv_push(struct hs_strv *sv, const char *s);
+void hs_strv_free(struct hs_strv *sv);
+bool hs_strv_contains(const struct hs_strv *sv, const char *s);
+int hs_strv_copy(struct hs_strv *dst, const struct hs_strv *src);
+/* Splits s on any char of seps, skipping empty parts. */
+int hs_strv_split(struct hs_strv *sv, const char *s, const char *seps);
+
+/* ---- numbers, strings ---- */
+/* Whole string must be a decimal number <= max. -EINVAL / -ERANGE. */
+int hs_parse_u64(const char *s, uint64_t max, uint64_t *out);
+int hs_parse_i64(const char *s, int64_t *out);
+int hs_parse_bool(const char *s, bool *out); /* true/false/yes/no/on/off/1/0 */
+char *hs_strdup(const char *s);               /* NULL-safe; aborts on ENOMEM */
+char *hs_strndup(const char *s, size_t n);
+void *hs_xmalloc(size_t n);                   /* aborts on ENOMEM */
+void *hs_xcalloc(size_t n, size_t sz);
+void *hs_xrealloc(void *p, size_t n);
+char *hs_aprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+bool hs_streq(const char *a, const char *b); /* NULL-safe */
+bool hs_has_prefix(const char *s, const char *prefix);
+size_t hs_strlcpy(char *dst, const char *src, size_t size);
+
+/* ---- hex ---- */
+void hs_hex_encode(const uint8_t *in, size_t n, char *out /* 2n+1 */);
+/* Decodes exactly 2n hex chars into n bytes; -EINVAL otherwise. */
+int hs_hex_decode(const char *in, size_t inlen, uint8_t *out, size_t n);
+
+/* ---- time: int64 microseconds since the Unix epoch; 0 means "unset" ---- */
+#define HS_USEC_PER_SEC INT64_C(1000000)
+int64_t hs_now_us(void);
+int64_t hs_monotonic_us(void);
+/* Durations: Go style (1h30m, 800ms, 1.5h) plus d, w, y units (Prometheus style, 1d = 24h,
+ * 1w = 7d, 1y = 365d). Bare "0" is 0. Negative values are refused. */
+int hs_parse_duration(const char *s, int64_t *out_us);
+/* RFC 3339 in UTC ("2006-01-02T15:04:05Z", fraction only when non-zero); buf >= 40. */
+void hs_format_rfc3339(int64_t us, char *buf, size_t size);
+/* Accepts RFC 3339 with optional fraction and Z or +hh:mm offset. */
+int hs_parse_rfc3339(const char *s, int64_t *out_us);
+/* headscale's human format "2006-01-02 15:04:05" (UTC). */
+void hs_format_human(int64_t us, char *buf, size_t size);
+
+/* ---- JSON ---- */
+#define HS_JSON_MAX_BYTES (1u << 20)
+/* Parses at most max bytes, rejecting duplicate keys; on failure writes a message to err. */
+json_t *hs_json_load(const char *data, size_t len, size_t max, char *err, size_t errsize);
+/* String member or NULL (also NULL when the member has another type). */
+const char *hs_json_str(const json_t *obj, const char *key);
+char *hs_json_dump(const json_t *j, size_t flags); /* malloc'd, aborts on ENOMEM */
+
+/* ---- files ---- */
+/* Reads a whole file of at most max bytes; -E2BIG beyond. *out is NUL-terminated, caller frees. */
+int hs_read_file(const char *path, size_t max, char **out, size_t *len);
+/* Writes atomically (temp file + fsync + rename) with the given mode. */
+int hs_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode);
+int hs_mkdir_p(const char *path, unsigned mode);
+
+const char *hs_strerror(int rc); /* rc is a negative errno */
+
+#endif

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs every build and test dependency with apt-get (Debian 12). Idempotent:
+# packages already present are skipped, so a second run is quick and quiet.
+set -euo pipefail
+
+PKGS=(
+  build-essential cmake pkg-config git ca-certificates
+  libmicrohttpd-dev libpq-dev libssl-dev libsodium-dev libjansson-dev libyaml-dev
+  libfcgi-dev libcriterion-dev libsqlite3-dev libnghttp2-dev libzstd-dev libcurl4-openssl-dev
+  postgresql postgresql-client sqlite3 nginx iproute2 procps psmisc curl
+  clang libclang-rt-14-dev
+  python3 python3-pytest python3-yaml python3-requests
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "install-deps: all packages present"
+fi
+
+# Python test dependencies come from Debian above; pytest from pip only if Debian's is absent.
+python3 -c 'import pytest, yaml, requests' 2>/dev/null || python3 -m pip install -q pytest pyyaml requests

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The whole test suite: installs dependencies, builds with ASan+UBSan, runs the Criterion unit
+# tests and the pytest system tests on SQLite and on a throwaway PostgreSQL server.
+# Exit status is the verdict; the last line printed is the summary.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BUILD=${HS_BUILD_DIR:-$ROOT/build-asan}
+LOGDIR=$(mktemp -d /tmp/hs-tests.XXXXXX)
+PGDIR=$LOGDIR/pg
+status=0
+summary=()
+
+step() { echo "==> $*"; }
+
+bash deploy/install-deps.sh || exit 1
+
+step "build (ASan+UBSan) in $BUILD"
+cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Debug -DHS_SANITIZE=ON >/dev/null || exit 1
+cmake --build "$BUILD" -j"$(nproc)" || exit 1
+
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+step "start a throwaway PostgreSQL"
+eval "$(bash tests/lib/pgtmp.sh start "$PGDIR")" || exit 1
+trap 'bash tests/lib/pgtmp.sh stop "$PGDIR" >/dev/null 2>&1' EXIT
+export HS_TEST_PG_HOST=$PGHOST HS_TEST_PG_PORT=$PGPORT HS_TEST_PG_USER=$PGUSER \
+       HS_TEST_PG_DB=$PGDATABASE
+
+step "unit tests"
+if (cd "$BUILD" && ctest --output-on-failure -j2); then
+  summary+=("unit: pass")
+else
+  summary+=("unit: FAIL"); status=1
+fi
+
+step "system tests (sqlite + postgres)"
+export HS_BIN=$BUILD/headscale HS_PG_RUNNING_DIR=$PGDIR
+if python3 -m pytest tests/system -q -p no:cacheprovider --db=both; then
+  summary+=("system: pass")
+else
+  summary+=("system: FAIL"); status=1
+fi
+
+echo "SUMMARY: ${summary[*]} => $([ $status -eq 0 ] && echo PASS || echo FAIL)"
+exit $status

@@ -1,0 +1,128 @@
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "auth/auth.h"
+
+static char dir[64], dbpath[128];
+static struct hs_config cfg;
+static struct store *st;
+static struct auth *au;
+
+static void setup(void)
+{
+    snprintf(dir, sizeof(dir), "/tmp/hs-auth-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(dbpath, sizeof(dbpath), "%s/db.sqlite", dir);
+    cfg = (struct hs_config){ .db_type = DB_SQLITE, .sqlite_path = dbpath, .sqlite_wal = true };
+    cr_assert_eq(store_open(&cfg, NULL, &st), 0);
+    cr_assert_eq(auth_new(st, &au), 0);
+}
+
+static void teardown(void)
+{
+    char cmd[160];
+    auth_free(au);
+    store_close(st);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(auth, .init = setup, .fini = teardown);
+
+Test(auth, parse_formats)
+{
+    char prefix[AUTH_PREFIX_LEN + 1];
+    uint8_t secret[AUTH_SECRET_LEN];
+    const char *good = "hskey-api-0123456789ab-"
+                       "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+    cr_assert_eq(auth_cred_parse(AUTH_CRED_API, good, prefix, secret), 0);
+    cr_assert_str_eq(prefix, "0123456789ab");
+    cr_assert_eq(secret[1], 0x11);
+    cr_assert_eq(auth_cred_parse(AUTH_CRED_PREAUTH, good, prefix, secret), -EINVAL);
+    cr_assert_eq(auth_cred_parse(AUTH_CRED_API, "hskey-api-0123456789ab-00", prefix, secret),
+                 -EINVAL);
+    cr_assert_eq(auth_cred_parse(AUTH_CRED_API, "hskey-api-0123456789AB-"
+                 "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
+                 prefix, secret), -EINVAL);
+    cr_assert_eq(auth_cred_parse(AUTH_CRED_API, NULL, prefix, secret), -EINVAL);
+}
+
+Test(auth, prefix_and_mask)
+{
+    char prefix[AUTH_PREFIX_LEN + 1], masked[AUTH_KEY_TEXT_MAX];
+
+    cr_assert_eq(auth_cred_prefix(AUTH_CRED_API, "hskey-api-0123456789ab-***", prefix), 0);
+    cr_assert_str_eq(prefix, "0123456789ab");
+    cr_assert_eq(auth_cred_prefix(AUTH_CRED_API, "0123456789ab", prefix), 0);
+    cr_assert_eq(auth_cred_prefix(AUTH_CRED_API, "0123456789abc", prefix), -EINVAL);
+    cr_assert_eq(auth_cred_prefix(AUTH_CRED_API, "short", prefix), -EINVAL);
+    auth_cred_mask(AUTH_CRED_PREAUTH, "0123456789ab", masked, sizeof(masked));
+    cr_assert_str_eq(masked, "hskey-auth-0123456789ab-***");
+}
+
+Test(auth, apikey_lifecycle)
+{
+    char full[AUTH_KEY_TEXT_MAX], wrong[AUTH_KEY_TEXT_MAX];
+    struct store_apikey k;
+    uint64_t id;
+
+    cr_assert_eq(auth_apikey_create(au, hs_now_us() + 3600 * HS_USEC_PER_SEC, full, &k), 0);
+    cr_assert(hs_has_prefix(full, "hskey-api-"));
+    cr_assert_eq(strlen(full), 10 + 12 + 1 + 64);
+    cr_assert_eq(auth_apikey_check(au, full, &id), 0);
+    cr_assert_eq(id, k.id);
+    /* Same prefix, other secret. */
+    strcpy(wrong, full);
+    wrong[strlen(wrong) - 1] = wrong[strlen(wrong) - 1] == '0' ? '1' : '0';
+    cr_assert_eq(auth_apikey_check(au, wrong, NULL), -EACCES);
+    cr_assert_eq(auth_apikey_check(au, "garbage", NULL), -EACCES);
+    cr_assert_eq(store_apikey_expire(st, k.id, hs_now_us() - 1), 0);
+    cr_assert_eq(auth_apikey_check(au, full, NULL), -EKEYEXPIRED);
+}
+
+Test(auth, hash_only_at_rest)
+{
+    char full[AUTH_KEY_TEXT_MAX], *db;
+    struct store_apikey k;
+    size_t len;
+
+    cr_assert_eq(auth_apikey_create(au, 0, full, &k), 0);
+    store_close(st);
+    st = NULL;
+    cr_assert_eq(hs_read_file(dbpath, 64 << 20, &db, &len), 0);
+    cr_assert_null(memmem(db, len, full + 23, 64), "secret stored in clear");
+    free(db);
+    cr_assert_eq(store_open(&cfg, NULL, &st), 0);
+    auth_free(au);
+    cr_assert_eq(auth_new(st, &au), 0);
+    cr_assert_eq(auth_apikey_check(au, full, NULL), 0, "secret must survive a reopen");
+}
+
+Test(auth, preauthkey_single_use_and_expiry)
+{
+    struct store_user u = { .name = "alice" }, uo;
+    struct store_preauthkey in = { 0 }, k, got;
+    char full[AUTH_KEY_TEXT_MAX];
+
+    cr_assert_eq(store_user_create(st, &u, &uo), 0);
+    in.user_id = uo.id;
+    cr_assert_eq(auth_preauthkey_create(au, &in, full, &k), 0);
+    cr_assert(hs_has_prefix(full, "hskey-auth-"));
+    cr_assert_eq(auth_preauthkey_check(au, full, &got), 0);
+    cr_assert_eq(got.id, k.id);
+    store_preauthkey_free(&got);
+    cr_assert_eq(store_preauthkey_use(st, k.id), 0);
+    cr_assert_eq(auth_preauthkey_check(au, full, &got), -EALREADY);
+
+    in.reusable = true;
+    in.expiration = hs_now_us() - HS_USEC_PER_SEC;
+    store_preauthkey_free(&k);
+    cr_assert_eq(auth_preauthkey_create(au, &in, full, &k), 0);
+    cr_assert_eq(auth_preauthkey_check(au, full, &got), -EKEYEXPIRED);
+    store_preauthkey_free(&k);
+    store_user_free(&uo);
+}
