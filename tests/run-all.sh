@@ -43,5 +43,27 @@ else
   summary+=("system: FAIL"); status=1
 fi
 
+step "fuzz (short runs)"
+FUZZ_BUILD=${HS_FUZZ_BUILD_DIR:-$ROOT/build-fuzz}
+FUZZ_SECONDS=${HS_FUZZ_SECONDS:-20}
+fuzz_ok=1
+if CC=clang cmake -S . -B "$FUZZ_BUILD" -DCMAKE_BUILD_TYPE=Debug -DHS_FUZZ=ON -DHS_TESTS=OFF \
+     >/dev/null && cmake --build "$FUZZ_BUILD" -j"$(nproc)" --target fuzz_policy fuzz_config; then
+  for f in policy config; do
+    work=$LOGDIR/fuzz-$f
+    mkdir -p "$work"
+    cp tests/fuzz/corpus/$f/* "$work/"
+    if ! "$FUZZ_BUILD/tests/fuzz/fuzz_$f" -max_total_time="$FUZZ_SECONDS" -max_len=65536 \
+         -rss_limit_mb=2048 "$work" >"$LOGDIR/fuzz-$f.log" 2>&1; then
+      echo "fuzz_$f failed:"; tail -40 "$LOGDIR/fuzz-$f.log"; fuzz_ok=0
+    else
+      grep -E '^(Done|#[0-9]+ +DONE)' "$LOGDIR/fuzz-$f.log" | tail -1
+    fi
+  done
+else
+  fuzz_ok=0
+fi
+if [ $fuzz_ok = 1 ]; then summary+=("fuzz: pass"); else summary+=("fuzz: FAIL"); status=1; fi
+
 echo "SUMMARY: ${summary[*]} => $([ $status -eq 0 ] && echo PASS || echo FAIL)"
 exit $status

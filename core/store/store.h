@@ -111,6 +111,7 @@ int store_apikey_create(struct store *st, const struct store_apikey *in, struct 
 int store_apikey_get(struct store *st, uint64_t id, struct store_apikey *out);
 int store_apikey_get_by_prefix(struct store *st, const char *prefix, struct store_apikey *out);
 int store_apikey_list(struct store *st, struct store_apikey **out, size_t *n); /* by id */
+void store_apikey_list_free(struct store_apikey *v, size_t n); /* wipes the hashes; NULL ok */
 int store_apikey_expire(struct store *st, uint64_t id, int64_t at);
 int store_apikey_delete(struct store *st, uint64_t id);
 /* Records use; does not publish an event (it changes nothing a client sees). */

@@ -84,3 +84,21 @@ char *hs_buf_steal(struct hs_buf *b)
     *b = (struct hs_buf){ .max = b->max };
     return p;
 }
+
+int hs_buf_reserve(struct hs_buf *b, size_t n)
+{
+    if (n > b->max - b->len)
+        return -E2BIG;
+    return buf_reserve(b, b->len + n + 1);
+}
+
+void hs_buf_consume(struct hs_buf *b, size_t n)
+{
+    if (n >= b->len) {
+        hs_buf_reset(b);
+        return;
+    }
+    memmove(b->data, b->data + n, b->len - n);
+    b->len -= n;
+    b->data[b->len] = '\0';
+}

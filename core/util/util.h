@@ -41,6 +41,10 @@ void hs_buf_reset(struct hs_buf *b);
 int hs_buf_append(struct hs_buf *b, const void *p, size_t n);
 int hs_buf_puts(struct hs_buf *b, const char *s);
 int hs_buf_appendf(struct hs_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Makes room for n more bytes (plus the NUL) without changing len; -E2BIG past max. */
+int hs_buf_reserve(struct hs_buf *b, size_t n);
+/* Drops the first n bytes. */
+void hs_buf_consume(struct hs_buf *b, size_t n);
 /* Hands the data to the caller (free()) and resets b. Never NULL on success. */
 char *hs_buf_steal(struct hs_buf *b);
 

@@ -1,0 +1,145 @@
+/* serve, configtest, version, generate private-key, policy get/set. */
+#include <sodium.h>
+#include <stdlib.h>
+#include <sys/utsname.h>
+
+#include "cli/cli_internal.h"
+#include "keys/keys.h"
+#include "server/server.h"
+
+#ifndef HS_VERSION
+#define HS_VERSION "dev"
+#endif
+#ifndef HS_COMMIT
+#define HS_COMMIT "unknown"
+#endif
+#ifndef HS_BUILD_TIME
+#define HS_BUILD_TIME "unknown"
+#endif
+
+/* serve and configtest validate the whole config; print = configtest's stderr listing. */
+static int server_config(struct cli_ctx *ctx, bool print, struct hs_config *cfg)
+{
+    struct config_diags diags;
+    int rc = config_load(cli_flag_str(&ctx->args, "config"), CONFIG_FOR_SERVER, cfg, &diags);
+
+    log_set_level(cfg->log_level);
+    log_set_json(cfg->log_json);
+    if (print)
+        config_diags_print(&diags, stderr);
+    else
+        config_diags_log(&diags);
+    config_diags_free(&diags);
+    if (rc < 0)
+        config_free(cfg);
+    return rc;
+}
+
+int cli_cmd_serve(struct cli_ctx *ctx)
+{
+    struct hs_config cfg;
+    int rc;
+
+    if (server_config(ctx, false, &cfg) < 0)
+        return 1;
+    rc = server_run(&cfg);
+    config_free(&cfg);
+    return rc;
+}
+
+int cli_cmd_configtest(struct cli_ctx *ctx)
+{
+    struct hs_config cfg;
+    int rc;
+
+    if (server_config(ctx, true, &cfg) < 0)
+        return 1;
+    rc = server_configtest(&cfg);
+    config_free(&cfg);
+    return rc;
+}
+
+static const char *compiler(void)
+{
+#if defined(__clang__)
+    return "clang " __clang_version__;
+#elif defined(__GNUC__)
+    return "gcc " __VERSION__;
+#else
+    return "cc";
+#endif
+}
+
+int cli_cmd_version(struct cli_ctx *ctx)
+{
+    struct utsname u;
+    char *human;
+    json_t *j;
+    int rc;
+
+    if (uname(&u) < 0)
+        u = (struct utsname){ .sysname = "unknown", .machine = "unknown" };
+    j = json_pack("{s:s, s:s, s:s, s:{s:s, s:s, s:s}, s:b}", "version", HS_VERSION, "commit",
+                  HS_COMMIT, "buildTime", HS_BUILD_TIME, "compiler", "version", compiler(), "os",
+                  u.sysname, "arch", u.machine, "dirty", 0);
+    human = hs_aprintf("headscale version %s\ncommit: %s\nbuild time: %s\nbuilt with: %s %s/%s",
+                       HS_VERSION, HS_COMMIT, HS_BUILD_TIME, compiler(), u.sysname, u.machine);
+    rc = cli_print(ctx, j, human);
+    free(human);
+    json_decref(j);
+    return rc;
+}
+
+int cli_cmd_generate_private_key(struct cli_ctx *ctx)
+{
+    struct key_pair kp;
+    char text[KEY_TEXT_MAX];
+    json_t *j;
+    int rc;
+
+    if (sodium_init() < 0)
+        return cli_fail(ctx, "cannot initialise libsodium");
+    keys_generate(&kp);
+    keys_format("privkey:", kp.priv, text);
+    j = json_pack("{s:s}", "private_key", text);
+    rc = cli_print(ctx, j, text);
+    json_decref(j);
+    sodium_memzero(&kp, sizeof(kp));
+    sodium_memzero(text, sizeof(text));
+    return rc;
+}
+
+/* The policy is HuJSON text: printed raw whatever -o says, as headscale does. */
+int cli_cmd_policy_get(struct cli_ctx *ctx)
+{
+    json_t *resp;
+    const char *policy;
+
+    if (cli_api(ctx, "GET", "/api/v1/policy", NULL, &resp) < 0)
+        return 1;
+    policy = hs_json_str(resp, "policy");
+    fprintf(ctx->out, "%s\n", policy ? policy : "");
+    json_decref(resp);
+    return 0;
+}
+
+int cli_cmd_policy_set(struct cli_ctx *ctx)
+{
+    const char *path = cli_flag_str(&ctx->args, "file");
+    char *text;
+    size_t len;
+    json_t *resp;
+    int rc;
+
+    if (!path || !*path)
+        return cli_fail(ctx, "required flag(s) \"file\" not set");
+    if ((rc = hs_read_file(path, CLI_MAX_POLICY, &text, &len)) < 0)
+        return cli_fail(ctx, "reading policy file: %s: %s", path, hs_strerror(rc));
+    rc = cli_api(ctx, "PUT", "/api/v1/policy", json_pack("{s:s%}", "policy", text, len), &resp);
+    free(text);
+    if (rc < 0)
+        return 1;
+    json_decref(resp);
+    fprintf(ctx->out, "Policy updated.\n");
+    return 0;
+}

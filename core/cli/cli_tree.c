@@ -1,0 +1,217 @@
+/* The `headscale` command tree: headscale 0.22.3's commands, aliases and flags, plus the
+ * current tree's where they don't clash. Adding a subcommand = one entry here + a handler. */
+#include "cli/cli_internal.h"
+
+#define ALIASES(...) ((const char *const[]){ __VA_ARGS__, NULL })
+#define FLAGS(...) ((const struct cli_flag[]){ __VA_ARGS__, { 0 } })
+#define SUBS(...) ((const struct cli_cmd *const[]){ __VA_ARGS__, NULL })
+
+#define OUTPUT_HELP "Output format. Empty for human-readable, 'json', 'json-line' or 'yaml'"
+#define EXPIRATION_HELP "Human-readable expiration of the key (e.g. 30m, 24h)"
+
+/* ---- serve, configtest, version, generate ---- */
+
+static const struct cli_cmd cmd_serve = {
+    .name = "serve", .use = "serve", .summary = "Launches the headscale server",
+    .run = cli_cmd_serve, .max_args = 0,
+};
+
+static const struct cli_cmd cmd_configtest = {
+    .name = "configtest", .use = "configtest", .summary = "Test the configuration.",
+    .long_help = "Run a test of the configuration and exit.",
+    .run = cli_cmd_configtest, .max_args = 0,
+};
+
+static const struct cli_cmd cmd_version = {
+    .name = "version", .use = "version", .summary = "Print the version.",
+    .long_help = "The version of headscale.",
+    .run = cli_cmd_version, .max_args = 0,
+};
+
+static const struct cli_cmd cmd_gen_private_key = {
+    .name = "private-key", .use = "private-key",
+    .summary = "Generate a private key for the headscale server",
+    .run = cli_cmd_generate_private_key, .max_args = 0,
+};
+
+static const struct cli_cmd cmd_generate = {
+    .name = "generate", .aliases = ALIASES("gen"), .use = "generate",
+    .summary = "Generate commands", .subs = SUBS(&cmd_gen_private_key),
+};
+
+/* ---- users ---- */
+
+static const struct cli_cmd cmd_users_create = {
+    .name = "create", .aliases = ALIASES("c", "new"), .use = "create NAME",
+    .summary = "Creates a new user",
+    .flags = FLAGS({ "display-name", 'd', CLI_STRING, NULL, "Display name", false },
+                   { "email", 'e', CLI_STRING, NULL, "Email", false },
+                   { "picture-url", 'p', CLI_STRING, NULL, "Profile picture URL", false }),
+    .run = cli_cmd_users_create, .min_args = 1, .max_args = 1,
+};
+
+static const struct cli_cmd cmd_users_list = {
+    .name = "list", .aliases = ALIASES("ls", "show"), .use = "list",
+    .summary = "List all the users",
+    .flags = FLAGS({ "identifier", 'i', CLI_STRING, NULL, "User identifier (ID)", false },
+                   { "name", 'n', CLI_STRING, NULL, "Username", false },
+                   { "email", 'e', CLI_STRING, NULL, "Email", false }),
+    .run = cli_cmd_users_list, .max_args = 0,
+};
+
+static const struct cli_cmd cmd_users_destroy = {
+    .name = "destroy", .aliases = ALIASES("delete"),
+    .use = "destroy NAME | --identifier ID | --name NAME", .summary = "Destroys a user",
+    .long_help = "Destroys a user and its pre-auth keys, after a confirmation prompt unless\n"
+                 "--force is given. NAME may also be a numeric user ID.",
+    .flags = FLAGS({ "identifier", 'i', CLI_STRING, NULL, "User identifier (ID)", false },
+                   { "name", 'n', CLI_STRING, NULL, "Username", false }),
+    .run = cli_cmd_users_destroy, .max_args = 1,
+};
+
+static const struct cli_cmd cmd_users_rename = {
+    .name = "rename", .aliases = ALIASES("mv"),
+    .use = "rename OLD_NAME NEW_NAME | (--identifier ID | --name NAME) --new-name NEW_NAME",
+    .summary = "Renames a user",
+    .flags = FLAGS({ "identifier", 'i', CLI_STRING, NULL, "User identifier (ID)", false },
+                   { "name", 'n', CLI_STRING, NULL, "Username", false },
+                   { "new-name", 'r', CLI_STRING, NULL, "New username", false }),
+    .run = cli_cmd_users_rename, .max_args = 2,
+};
+
+static const struct cli_cmd cmd_users = {
+    .name = "users", .aliases = ALIASES("user", "namespace", "namespaces", "ns"),
+    .use = "users", .summary = "Manage the users of Headscale",
+    .subs = SUBS(&cmd_users_create, &cmd_users_list, &cmd_users_destroy, &cmd_users_rename),
+};
+
+/* ---- preauthkeys ---- */
+
+static const struct cli_cmd cmd_pak_list = {
+    .name = "list", .aliases = ALIASES("ls", "show"), .use = "list",
+    .summary = "List the preauthkeys (all, or those of --user)",
+    .run = cli_cmd_preauthkeys_list, .max_args = 0,
+};
+
+static const struct cli_cmd cmd_pak_create = {
+    .name = "create", .aliases = ALIASES("c", "new"), .use = "create",
+    .summary = "Creates a new preauthkey for --user, or a tagged one with --tags",
+    .flags = FLAGS({ "reusable", 0, CLI_BOOL, "false", "Make the preauthkey reusable", false },
+                   { "ephemeral", 0, CLI_BOOL, "false", "Preauthkey for ephemeral nodes", false },
+                   { "expiration", 'e', CLI_STRING, "1h", EXPIRATION_HELP, false },
+                   { "tags", 0, CLI_LIST, NULL, "Tags to automatically assign to node", false }),
+    .run = cli_cmd_preauthkeys_create, .max_args = 0,
+};
+
+static const struct cli_cmd cmd_pak_expire = {
+    .name = "expire", .aliases = ALIASES("revoke", "exp", "e"), .use = "expire KEY | --id ID",
+    .summary = "Expire a preauthkey",
+    .long_help = "KEY is the full key, or its prefix as shown by \"preauthkeys list\".",
+    .flags = FLAGS({ "id", 'i', CLI_STRING, NULL, "Authkey ID", false }),
+    .run = cli_cmd_preauthkeys_expire, .max_args = 1,
+};
+
+static const struct cli_cmd cmd_pak_delete = {
+    .name = "delete", .aliases = ALIASES("del", "rm", "d"), .use = "delete KEY | --id ID",
+    .summary = "Delete a preauthkey",
+    .flags = FLAGS({ "id", 'i', CLI_STRING, NULL, "Authkey ID", false }),
+    .run = cli_cmd_preauthkeys_delete, .max_args = 1,
+};
+
+static const struct cli_cmd cmd_preauthkeys = {
+    .name = "preauthkeys", .aliases = ALIASES("preauthkey", "authkey", "pre"),
+    .use = "preauthkeys", .summary = "Handle the preauthkeys in Headscale",
+    .pflags = FLAGS({ "user", 'u', CLI_STRING, NULL, "User (name or ID)", false },
+                    { "namespace", 'n', CLI_STRING, NULL, "User", true }),
+    .subs = SUBS(&cmd_pak_list, &cmd_pak_create, &cmd_pak_expire, &cmd_pak_delete),
+};
+
+/* ---- apikeys ---- */
+
+static const struct cli_cmd cmd_api_list = {
+    .name = "list", .aliases = ALIASES("ls", "show"), .use = "list",
+    .summary = "List the Api keys for headscale", .run = cli_cmd_apikeys_list, .max_args = 0,
+};
+
+static const struct cli_cmd cmd_api_create = {
+    .name = "create", .aliases = ALIASES("c", "new"), .use = "create",
+    .summary = "Creates a new Api key",
+    .long_help = "Creates a new Api key, the Api key is only visible on creation\n"
+                 "and cannot be retrieved again.\n"
+                 "If you lose a key, create a new one and revoke (expire) the old one.",
+    .flags = FLAGS({ "expiration", 'e', CLI_STRING, "90d", EXPIRATION_HELP, false }),
+    .run = cli_cmd_apikeys_create, .max_args = 0,
+};
+
+#define APIKEY_SELECT_FLAGS                                                                  \
+    FLAGS({ "prefix", 'p', CLI_STRING, NULL, "ApiKey prefix", false },                              \
+          { "id", 'i', CLI_STRING, NULL, "ApiKey ID", false })
+
+static const struct cli_cmd cmd_api_expire = {
+    .name = "expire", .aliases = ALIASES("revoke", "exp", "e"),
+    .use = "expire --prefix PREFIX | --id ID", .summary = "Expire an ApiKey",
+    .flags = APIKEY_SELECT_FLAGS, .run = cli_cmd_apikeys_expire, .max_args = 0,
+};
+
+static const struct cli_cmd cmd_api_delete = {
+    .name = "delete", .aliases = ALIASES("remove", "del"),
+    .use = "delete --prefix PREFIX | --id ID", .summary = "Delete an ApiKey",
+    .flags = APIKEY_SELECT_FLAGS, .run = cli_cmd_apikeys_delete, .max_args = 0,
+};
+
+static const struct cli_cmd cmd_apikeys = {
+    .name = "apikeys", .aliases = ALIASES("apikey", "api"), .use = "apikeys",
+    .summary = "Handle the Api keys in Headscale",
+    .subs = SUBS(&cmd_api_list, &cmd_api_create, &cmd_api_expire, &cmd_api_delete),
+};
+
+/* ---- nodes ---- */
+
+static const struct cli_cmd cmd_nodes_list = {
+    .name = "list", .aliases = ALIASES("ls", "show"), .use = "list",
+    .summary = "List nodes",
+    .flags = FLAGS({ "user", 'u', CLI_STRING, NULL, "Filter by user (name or ID)", false },
+                   { "namespace", 'n', CLI_STRING, NULL, "User", true },
+                   { "tags", 't', CLI_BOOL, "false", "Show tags", false }),
+    .run = cli_cmd_nodes_list, .max_args = 0,
+};
+
+static const struct cli_cmd cmd_nodes = {
+    .name = "nodes", .aliases = ALIASES("node", "machine", "machines"), .use = "nodes",
+    .summary = "Manage the nodes of Headscale", .subs = SUBS(&cmd_nodes_list),
+};
+
+/* ---- policy ---- */
+
+static const struct cli_cmd cmd_policy_get = {
+    .name = "get", .aliases = ALIASES("show", "view", "fetch"), .use = "get",
+    .summary = "Print the current ACL Policy", .run = cli_cmd_policy_get, .max_args = 0,
+};
+
+static const struct cli_cmd cmd_policy_set = {
+    .name = "set", .aliases = ALIASES("put", "update"), .use = "set --file PATH",
+    .summary = "Updates the ACL Policy",
+    .long_help = "Updates the existing ACL Policy with the provided policy. The policy must be a\n"
+                 "valid HuJSON object. This only works with policy.mode \"database\".",
+    .flags = FLAGS({ "file", 'f', CLI_STRING, NULL, "Path to a policy file in HuJSON format", false }),
+    .run = cli_cmd_policy_set, .max_args = 0,
+};
+
+static const struct cli_cmd cmd_policy = {
+    .name = "policy", .use = "policy", .summary = "Manage the Headscale ACL Policy",
+    .subs = SUBS(&cmd_policy_get, &cmd_policy_set),
+};
+
+/* ---- root ---- */
+
+const struct cli_cmd cli_root = {
+    .name = "headscale", .use = "headscale", .summary = "headscale - a Tailscale control server",
+    .long_help = "headscale is an open source implementation of the Tailscale control server\n\n"
+                 "https://github.com/juanfont/headscale",
+    .pflags = FLAGS({ "config", 'c', CLI_STRING, NULL,
+                      "config file (default is /etc/headscale/config.yaml)", false },
+                    { "output", 'o', CLI_STRING, NULL, OUTPUT_HELP, false },
+                    { "force", 0, CLI_BOOL, "false", "Disable prompts and forces the execution", false }),
+    .subs = SUBS(&cmd_apikeys, &cmd_configtest, &cmd_generate, &cmd_nodes, &cmd_policy,
+                 &cmd_preauthkeys, &cmd_serve, &cmd_users, &cmd_version),
+};

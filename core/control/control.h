@@ -1,0 +1,86 @@
+/* control: the ts2021 control channel. Upgraded /ts2021 connections (Noise transport carrying
+ * HTTP/2, h2c with prior knowledge) live in one epoll event loop thread, not a thread each;
+ * requests are handed to a small worker pool, whose replies (and map-stream messages) go back
+ * to the loop through a queue. The loop does I/O only: it never touches the database.
+ *
+ * Thread model: control_upgrade() runs on the HTTP server's threads; control_adopt() hands a
+ * socket to the loop; handlers run on workers; control_reply()/control_stream_*() may be
+ * called from any thread. */
+#ifndef HS_CONTROL_H
+#define HS_CONTROL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "keys/keys.h"
+#include "noise/noise.h"
+#include "util/util.h"
+
+#define CONTROL_MAX_REQUEST_BODY (1u << 20)
+#define CONTROL_MAX_PATH 512
+#define CONTROL_MAX_HEADER_BYTES 16384
+#define CONTROL_MAX_STREAMS 64           /* concurrent HTTP/2 streams per connection */
+#define CONTROL_MAX_STREAM_BACKLOG (32u << 20) /* unsent bytes per stream before we give up */
+#define CONTROL_MAX_CONN_TX (8u << 20)  /* encrypted bytes waiting for the socket */
+
+struct control;
+
+/* One HTTP/2 request received over a Noise connection. Owned by the handler once delivered;
+ * free with control_request_free(). */
+struct control_request {
+    uint64_t conn_id;
+    int32_t stream_id;
+    char method[16];
+    char path[CONTROL_MAX_PATH];
+    struct hs_buf body;
+    uint8_t machine_key[KEY_LEN]; /* authenticated by the Noise handshake */
+    uint16_t capver;              /* from the handshake */
+};
+void control_request_free(struct control_request *rq);
+
+struct control_handlers {
+    void *ctx;
+    /* Worker thread. Must answer eventually with control_reply() (or stream with
+     * control_stream_start/write/end), now or later from any thread. Owns rq. */
+    void (*request)(void *ctx, struct control_request *rq);
+    /* Loop thread: the client closed a stream (or the connection). Keep it short. */
+    void (*stream_closed)(void *ctx, uint64_t conn_id, int32_t stream_id);
+    /* Loop thread, about once a second (keep-alives, timers). */
+    void (*tick)(void *ctx);
+};
+
+struct control *control_new(const struct key_pair *noise_key, const struct control_handlers *h,
+                            int workers);
+int control_start(struct control *c);
+void control_free(struct control *c); /* stops the threads, closes every connection */
+
+/* GET /key body: {"legacyPublicKey":"mkey:000…","publicKey":"mkey:<hex>"}; caller frees. */
+char *control_key_json(const struct control *c);
+
+/* Runs the Noise responder over the X-Tailscale-Handshake header (base64 of the 101-byte
+ * initiation). 0 and *out filled, or -EINVAL / -EACCES with a reason in err. */
+int control_upgrade(struct control *c, const char *handshake_b64, struct noise_handshake_result *out,
+                    char *err, size_t errsize);
+
+/* Hands an upgraded socket to the loop: it writes hs->response and the early payload first.
+ * release(token) is called (on the loop thread) when the connection is done, and must close
+ * the socket. extra holds bytes already read past the HTTP request, if any. */
+void control_adopt(struct control *c, int fd, const uint8_t *extra, size_t extra_len,
+                   const struct noise_handshake_result *hs, void (*release)(void *token),
+                   void *token);
+
+/* Replies: body is copied. end=false keeps the stream open for control_stream_write(). */
+void control_reply(struct control *c, uint64_t conn_id, int32_t stream_id, int status,
+                   const char *content_type, const void *body, size_t len, bool end);
+void control_stream_write(struct control *c, uint64_t conn_id, int32_t stream_id,
+                          const void *data, size_t len);
+void control_stream_end(struct control *c, uint64_t conn_id, int32_t stream_id);
+void control_close_conn(struct control *c, uint64_t conn_id);
+
+/* Counters for /metrics and logs. */
+struct control_stats {
+    uint64_t conns_open, conns_total, streams_open, requests_total, bad_frames;
+};
+void control_get_stats(struct control *c, struct control_stats *out);
+
+#endif

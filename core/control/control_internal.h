@@ -1,0 +1,104 @@
+/* Shared between the control/ source files only. */
+#ifndef HS_CONTROL_INTERNAL_H
+#define HS_CONTROL_INTERNAL_H
+
+#include <nghttp2/nghttp2.h>
+#include <pthread.h>
+
+#include "control/control.h"
+
+#define CONN_HASH_BUCKETS 4096
+
+struct stream {
+    int32_t id;
+    char method[16];
+    char path[CONTROL_MAX_PATH];
+    size_t header_bytes;
+    struct hs_buf body;
+    bool too_big;
+    bool dispatched;   /* handed to a worker */
+    bool responded;    /* response headers submitted */
+    bool deferred;     /* the data provider ran dry and waits for more */
+    bool end;          /* no more data will come */
+    struct hs_buf out; /* response bytes not yet taken by nghttp2 */
+    struct stream *next;
+};
+
+struct conn {
+    uint64_t id;
+    int fd;
+    void (*release)(void *token);
+    void *token;
+    struct noise_transport nt;
+    uint8_t machine_key[KEY_LEN];
+    uint16_t capver;
+    uint8_t rx[2 * NOISE_MAX_FRAME];
+    size_t rxlen;
+    struct hs_buf tx; /* sealed bytes waiting for the socket */
+    size_t nstreams;
+    nghttp2_session *h2;
+    struct stream *streams;
+    bool closing;
+    bool epollout;
+    struct conn *hnext; /* hash chain */
+    struct control *ctl;
+};
+
+enum msg_kind { MSG_ADOPT, MSG_REPLY, MSG_DATA, MSG_END, MSG_CLOSE };
+
+/* Work for the loop thread, queued from any thread. */
+struct msg {
+    enum msg_kind kind;
+    uint64_t conn_id;
+    int32_t stream_id;
+    int status;
+    const char *content_type;
+    bool end;
+    struct hs_buf data;
+    struct conn *adopt; /* MSG_ADOPT: a new connection (not yet in the table) */
+    struct msg *next;
+};
+
+struct job {
+    struct control_request *rq;
+    struct job *next;
+};
+
+struct control {
+    struct key_pair key;
+    struct control_handlers h;
+    int epfd, evfd;
+    pthread_t loop_thread;
+    bool running;
+    uint64_t next_conn_id;
+
+    pthread_mutex_t qmu; /* protects inbox */
+    struct msg *inbox_head, *inbox_tail;
+
+    pthread_mutex_t jmu; /* protects jobs, stopping */
+    pthread_cond_t jcond;
+    struct job *jobs_head, *jobs_tail;
+    bool stopping;
+    pthread_t *workers;
+    int nworkers;
+
+    struct conn *conns[CONN_HASH_BUCKETS];
+    struct control_stats stats; /* loop thread writes; readers take qmu */
+};
+
+/* h2.c */
+int h2_session_new(struct conn *cn);
+/* Feeds decrypted bytes; -EPROTO on an HTTP/2 protocol error. */
+int h2_recv(struct conn *cn, const uint8_t *data, size_t len);
+/* Moves nghttp2's pending output into sealed records in cn->tx. */
+int h2_flush(struct conn *cn);
+void h2_reply(struct conn *cn, struct msg *m);
+void h2_data(struct conn *cn, struct msg *m);
+void h2_end(struct conn *cn, struct msg *m);
+void h2_session_free(struct conn *cn); /* reports every open stream closed */
+
+/* loop.c */
+void loop_dispatch(struct control *c, struct conn *cn, struct stream *st);
+int conn_seal(struct conn *cn, const uint8_t *pt, size_t len);
+
+#endif

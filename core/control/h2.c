@@ -1,0 +1,290 @@
+/* HTTP/2 (nghttp2, server side) over the decrypted Noise byte stream. The client speaks h2c
+ * with prior knowledge; requests are collected per stream and dispatched on END_STREAM;
+ * responses are fed from a per-stream buffer that workers fill through the loop's inbox. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "control/control_internal.h"
+
+static struct stream *stream_find(struct conn *cn, int32_t id)
+{
+    for (struct stream *st = cn->streams; st; st = st->next)
+        if (st->id == id)
+            return st;
+    return NULL;
+}
+
+static void stream_free(struct stream *st)
+{
+    hs_buf_free(&st->body);
+    hs_buf_free(&st->out);
+    free(st);
+}
+
+static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *user)
+{
+    struct conn *cn = user;
+    struct stream *st;
+
+    if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    if (cn->nstreams >= CONTROL_MAX_STREAMS) {
+        nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id,
+                                  NGHTTP2_REFUSED_STREAM);
+        return 0;
+    }
+    st = hs_xcalloc(1, sizeof(*st));
+    st->id = f->hd.stream_id;
+    hs_buf_init(&st->body, CONTROL_MAX_REQUEST_BODY);
+    hs_buf_init(&st->out, CONTROL_MAX_STREAM_BACKLOG);
+    st->next = cn->streams;
+    cn->streams = st;
+    cn->nstreams++;
+    cn->ctl->stats.streams_open++;
+    nghttp2_session_set_stream_user_data(s, st->id, st);
+    return 0;
+}
+
+static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *user)
+{
+    struct stream *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+
+    (void)flags;
+    (void)user;
+    if (!st)
+        return 0;
+    st->header_bytes += namelen + valuelen;
+    if (st->header_bytes > CONTROL_MAX_HEADER_BYTES)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets just this stream */
+    if (namelen == 7 && memcmp(name, ":method", 7) == 0)
+        snprintf(st->method, sizeof(st->method), "%.*s", (int)valuelen, value);
+    else if (namelen == 5 && memcmp(name, ":path", 5) == 0)
+        snprintf(st->path, sizeof(st->path), "%.*s", (int)valuelen, value);
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *data,
+                         size_t len, void *user)
+{
+    struct stream *st = nghttp2_session_get_stream_user_data(s, sid);
+
+    (void)flags;
+    (void)user;
+    if (st && !st->too_big && hs_buf_append(&st->body, data, len) < 0)
+        st->too_big = true;
+    return 0;
+}
+
+static void submit_simple(struct conn *cn, struct stream *st, int status, const char *text);
+
+static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
+{
+    struct conn *cn = user;
+    struct stream *st;
+
+    if ((f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) ||
+        !(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
+        return 0;
+    if (!(st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id)) || st->dispatched)
+        return 0;
+    st->dispatched = true;
+    if (st->too_big)
+        submit_simple(cn, st, 413, "request body too large\n");
+    else
+        loop_dispatch(cn->ctl, cn, st);
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t error_code, void *user)
+{
+    struct conn *cn = user;
+    struct stream **pp, *st;
+
+    (void)s;
+    (void)error_code;
+    for (pp = &cn->streams; (st = *pp); pp = &st->next) {
+        if (st->id != sid)
+            continue;
+        *pp = st->next;
+        cn->nstreams--;
+        cn->ctl->stats.streams_open--;
+        if (st->dispatched && cn->ctl->h.stream_closed)
+            cn->ctl->h.stream_closed(cn->ctl->h.ctx, cn->id, sid);
+        stream_free(st);
+        break;
+    }
+    return 0;
+}
+
+int h2_session_new(struct conn *cn)
+{
+    nghttp2_session_callbacks *cb;
+    nghttp2_option *opt;
+    nghttp2_settings_entry settings[] = {
+        { NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, CONTROL_MAX_STREAMS },
+        { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20 },
+        { NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, CONTROL_MAX_HEADER_BYTES },
+    };
+    int rc;
+
+    if (nghttp2_session_callbacks_new(&cb) != 0)
+        return -ENOMEM;
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+    nghttp2_option_new(&opt);
+    nghttp2_option_set_max_outbound_ack(opt, 1000); /* bounds SETTINGS/PING floods */
+    rc = nghttp2_session_server_new2(&cn->h2, cb, cn, opt);
+    nghttp2_option_del(opt);
+    nghttp2_session_callbacks_del(cb);
+    if (rc != 0)
+        return -ENOMEM;
+    if (nghttp2_submit_settings(cn->h2, NGHTTP2_FLAG_NONE, settings, HS_ARRAY_LEN(settings)))
+        return -EPROTO;
+    /* A map stream can carry megabytes: open the connection window wide, like Go does. */
+    nghttp2_session_set_local_window_size(cn->h2, NGHTTP2_FLAG_NONE, 0, 16 << 20);
+    return 0;
+}
+
+int h2_recv(struct conn *cn, const uint8_t *data, size_t len)
+{
+    ssize_t n = nghttp2_session_mem_recv(cn->h2, data, len);
+    return n < 0 ? -EPROTO : 0;
+}
+
+int h2_flush(struct conn *cn)
+{
+    for (;;) {
+        const uint8_t *out;
+        ssize_t n = nghttp2_session_mem_send(cn->h2, &out);
+        int rc;
+
+        if (n < 0)
+            return -EPROTO;
+        if (n == 0)
+            break;
+        if ((rc = conn_seal(cn, out, (size_t)n)) < 0)
+            return rc;
+        if (cn->tx.len >= CONTROL_MAX_CONN_TX / 2)
+            break; /* the rest waits until the socket drains */
+    }
+    if (!nghttp2_session_want_read(cn->h2) && !nghttp2_session_want_write(cn->h2))
+        cn->closing = true;
+    return 0;
+}
+
+static ssize_t read_out(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len,
+                        uint32_t *flags, nghttp2_data_source *src, void *user)
+{
+    struct stream *st = src->ptr;
+    size_t n = st->out.len < len ? st->out.len : len;
+
+    (void)s;
+    (void)sid;
+    (void)user;
+    if (n == 0 && !st->end) {
+        st->deferred = true;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    memcpy(buf, st->out.data, n);
+    hs_buf_consume(&st->out, n);
+    if (st->end && st->out.len == 0)
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+static void submit_response(struct conn *cn, struct stream *st, int status, const char *ctype)
+{
+    char code[8];
+    nghttp2_data_provider prd = { .source.ptr = st, .read_callback = read_out };
+    nghttp2_nv nva[] = {
+        { (uint8_t *)":status", (uint8_t *)code, 7, 0, NGHTTP2_NV_FLAG_NONE },
+        { (uint8_t *)"content-type", (uint8_t *)ctype, 12, strlen(ctype), NGHTTP2_NV_FLAG_NONE },
+    };
+
+    snprintf(code, sizeof(code), "%d", status);
+    nva[0].valuelen = strlen(code);
+    st->responded = true;
+    if (nghttp2_submit_response(cn->h2, st->id, nva, HS_ARRAY_LEN(nva), &prd) != 0)
+        nghttp2_submit_rst_stream(cn->h2, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+}
+
+static void submit_simple(struct conn *cn, struct stream *st, int status, const char *text)
+{
+    hs_buf_puts(&st->out, text);
+    st->end = true;
+    submit_response(cn, st, status, "text/plain; charset=utf-8");
+}
+
+static void stream_more(struct conn *cn, struct stream *st)
+{
+    if (st->deferred) {
+        st->deferred = false;
+        nghttp2_session_resume_data(cn->h2, st->id);
+    }
+}
+
+/* Appends to the stream's backlog; a client that stops reading for this long is cut off. */
+static void stream_append(struct conn *cn, struct stream *st, const struct hs_buf *data)
+{
+    if (hs_buf_append(&st->out, data->data, data->len) < 0) {
+        log_warnx("control: conn %llu stream %d: client not reading, %zu bytes backlog: reset",
+                  (unsigned long long)cn->id, st->id, st->out.len);
+        nghttp2_submit_rst_stream(cn->h2, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+    }
+}
+
+void h2_reply(struct conn *cn, struct msg *m)
+{
+    struct stream *st = stream_find(cn, m->stream_id);
+
+    if (!st || st->responded)
+        return;
+    stream_append(cn, st, &m->data);
+    st->end = m->end;
+    submit_response(cn, st, m->status, m->content_type ? m->content_type : "application/json");
+}
+
+void h2_data(struct conn *cn, struct msg *m)
+{
+    struct stream *st = stream_find(cn, m->stream_id);
+
+    if (!st || !st->responded || st->end)
+        return;
+    stream_append(cn, st, &m->data);
+    stream_more(cn, st);
+}
+
+void h2_end(struct conn *cn, struct msg *m)
+{
+    struct stream *st = stream_find(cn, m->stream_id);
+
+    if (!st || st->end)
+        return;
+    st->end = true;
+    if (st->responded)
+        stream_more(cn, st);
+    else
+        submit_response(cn, st, 200, "application/json");
+}
+
+void h2_session_free(struct conn *cn)
+{
+    struct stream *st, *next;
+
+    for (st = cn->streams; st; st = next) {
+        next = st->next;
+        cn->ctl->stats.streams_open--;
+        if (st->dispatched && cn->ctl->h.stream_closed)
+            cn->ctl->h.stream_closed(cn->ctl->h.ctx, cn->id, st->id);
+        stream_free(st);
+    }
+    cn->streams = NULL;
+    nghttp2_session_del(cn->h2);
+    cn->h2 = NULL;
+}

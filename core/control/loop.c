@@ -1,0 +1,550 @@
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "control/control_internal.h"
+
+#define LOOP_MAX_EVENTS 256
+#define LOOP_TICK_MS 1000
+#define EARLY_MAGIC "\xff\xff\xffTS"
+
+/* ---- connection table (loop thread only) ---- */
+
+static struct conn **bucket(struct control *c, uint64_t id)
+{
+    return &c->conns[id % CONN_HASH_BUCKETS];
+}
+
+static struct conn *conn_find(struct control *c, uint64_t id)
+{
+    for (struct conn *cn = *bucket(c, id); cn; cn = cn->hnext)
+        if (cn->id == id)
+            return cn;
+    return NULL;
+}
+
+static void conn_unlink(struct control *c, struct conn *cn)
+{
+    for (struct conn **pp = bucket(c, cn->id); *pp; pp = &(*pp)->hnext) {
+        if (*pp == cn) {
+            *pp = cn->hnext;
+            return;
+        }
+    }
+}
+
+static void conn_free(struct control *c, struct conn *cn)
+{
+    epoll_ctl(c->epfd, EPOLL_CTL_DEL, cn->fd, NULL);
+    conn_unlink(c, cn);
+    h2_session_free(cn);
+    noise_transport_wipe(&cn->nt);
+    hs_buf_free(&cn->tx);
+    cn->release(cn->token);
+    c->stats.conns_open--;
+    free(cn);
+}
+
+/* ---- output ---- */
+
+int conn_seal(struct conn *cn, const uint8_t *pt, size_t len)
+{
+    while (len) {
+        size_t n = len < NOISE_MAX_PLAINTEXT ? len : NOISE_MAX_PLAINTEXT;
+        ssize_t w;
+        int rc;
+
+        if ((rc = hs_buf_reserve(&cn->tx, n + NOISE_HDR_LEN + NOISE_TAG_LEN)) < 0)
+            return rc;
+        if ((w = noise_seal(&cn->nt, pt, n, (uint8_t *)cn->tx.data + cn->tx.len)) < 0)
+            return (int)w;
+        cn->tx.len += (size_t)w;
+        pt += n;
+        len -= n;
+    }
+    return 0;
+}
+
+static void conn_want_write(struct conn *cn, bool on)
+{
+    struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP | (on ? EPOLLOUT : 0),
+                              .data.ptr = cn };
+    if (cn->epollout == on)
+        return;
+    cn->epollout = on;
+    epoll_ctl(cn->ctl->epfd, EPOLL_CTL_MOD, cn->fd, &ev);
+}
+
+/* Writes what the socket takes now; the rest waits for EPOLLOUT. */
+static void conn_write(struct conn *cn)
+{
+    size_t off = 0;
+
+    while (off < cn->tx.len) {
+        ssize_t n = write(cn->fd, cn->tx.data + off, cn->tx.len - off);
+        if (n > 0) {
+            off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        cn->closing = true;
+        break;
+    }
+    hs_buf_consume(&cn->tx, off);
+    conn_want_write(cn, cn->tx.len > 0 && !cn->closing);
+}
+
+/* Pulls HTTP/2 output through Noise to the socket, unless the socket is already backed up. */
+static void conn_pump(struct conn *cn)
+{
+    if (!cn->closing && cn->tx.len < CONTROL_MAX_CONN_TX / 2 && h2_flush(cn) < 0)
+        cn->closing = true;
+    if (!cn->closing)
+        conn_write(cn);
+}
+
+/* ---- input ---- */
+
+static void conn_fail(struct conn *cn, const char *why)
+{
+    char mk[KEY_TEXT_MAX];
+    keys_format("mkey:", cn->machine_key, mk);
+    log_info("control: conn %llu (%.16s…): closing: %s", (unsigned long long)cn->id, mk, why);
+    cn->ctl->stats.bad_frames++;
+    cn->closing = true;
+}
+
+/* Decrypts every complete record in rx and feeds HTTP/2. */
+static void conn_process_rx(struct conn *cn)
+{
+    size_t off = 0;
+
+    while (!cn->closing) {
+        ssize_t flen = noise_frame_len(cn->rx + off, cn->rxlen - off);
+        uint8_t *pt;
+        size_t ptlen;
+
+        if (flen == -EAGAIN)
+            break;
+        if (flen < 0) {
+            conn_fail(cn, "malformed Noise frame");
+            break;
+        }
+        if (noise_open(&cn->nt, cn->rx + off, (size_t)flen, &pt, &ptlen) < 0) {
+            conn_fail(cn, "Noise record failed to decrypt");
+            break;
+        }
+        off += (size_t)flen;
+        if (h2_recv(cn, pt, ptlen) < 0)
+            conn_fail(cn, "HTTP/2 protocol error");
+    }
+    memmove(cn->rx, cn->rx + off, cn->rxlen - off);
+    cn->rxlen -= off;
+}
+
+static void conn_read(struct conn *cn)
+{
+    while (!cn->closing) {
+        ssize_t n = read(cn->fd, cn->rx + cn->rxlen, sizeof(cn->rx) - cn->rxlen);
+        if (n > 0) {
+            cn->rxlen += (size_t)n;
+            conn_process_rx(cn);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        cn->closing = true; /* EOF or error */
+    }
+}
+
+/* ---- the inbox: work for the loop from other threads ---- */
+
+static void queue_push(struct control *c, struct msg *m)
+{
+    uint64_t one = 1;
+
+    pthread_mutex_lock(&c->qmu);
+    if (c->inbox_tail)
+        c->inbox_tail->next = m;
+    else
+        c->inbox_head = m;
+    c->inbox_tail = m;
+    pthread_mutex_unlock(&c->qmu);
+    if (write(c->evfd, &one, sizeof(one)) < 0)
+        log_warn("control: eventfd");
+}
+
+static struct msg *msg_new(enum msg_kind kind, uint64_t conn_id, int32_t stream_id)
+{
+    struct msg *m = hs_xcalloc(1, sizeof(*m));
+    m->kind = kind;
+    m->conn_id = conn_id;
+    m->stream_id = stream_id;
+    hs_buf_init(&m->data, CONTROL_MAX_STREAM_BACKLOG);
+    return m;
+}
+
+static void msg_free(struct msg *m)
+{
+    hs_buf_free(&m->data);
+    free(m);
+}
+
+/* ---- adopting a connection ---- */
+
+static int conn_send_greeting(struct conn *cn, const struct noise_handshake_result *hs)
+{
+    uint8_t early[9 + 128], chal_priv[32], chal_pub[32];
+    char chal[KEY_TEXT_MAX], json[128];
+    int n, rc;
+
+    if ((rc = hs_buf_append(&cn->tx, hs->response, NOISE_RESP_LEN)) < 0)
+        return rc;
+    /* Early payload: a per-connection node-key challenge, as headscale and Tailscale send. */
+    randombytes_buf(chal_priv, sizeof(chal_priv));
+    crypto_scalarmult_base(chal_pub, chal_priv);
+    sodium_memzero(chal_priv, sizeof(chal_priv));
+    keys_format("chalpub:", chal_pub, chal);
+    n = snprintf(json, sizeof(json), "{\"nodeKeyChallenge\":\"%s\"}", chal);
+    memcpy(early, EARLY_MAGIC, 5);
+    early[5] = 0;
+    early[6] = 0;
+    early[7] = (uint8_t)(n >> 8);
+    early[8] = (uint8_t)n;
+    memcpy(early + 9, json, (size_t)n);
+    return conn_seal(cn, early, 9 + (size_t)n);
+}
+
+static void loop_adopt(struct control *c, struct conn *cn)
+{
+    struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.ptr = cn };
+
+    cn->id = ++c->next_conn_id;
+    cn->hnext = *bucket(c, cn->id);
+    *bucket(c, cn->id) = cn;
+    c->stats.conns_open++;
+    c->stats.conns_total++;
+    if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, cn->fd, &ev) < 0 || h2_session_new(cn) < 0) {
+        conn_free(c, cn);
+        return;
+    }
+    conn_process_rx(cn); /* bytes that arrived with the upgrade */
+    conn_pump(cn);
+}
+
+void control_adopt(struct control *c, int fd, const uint8_t *extra, size_t extra_len,
+                   const struct noise_handshake_result *hs, void (*release)(void *token),
+                   void *token)
+{
+    struct conn *cn = hs_xcalloc(1, sizeof(*cn));
+    struct msg *m = msg_new(MSG_ADOPT, 0, 0);
+
+    cn->fd = fd;
+    cn->release = release;
+    cn->token = token;
+    cn->ctl = c;
+    cn->nt = hs->transport;
+    cn->capver = hs->version;
+    memcpy(cn->machine_key, hs->peer_static, KEY_LEN);
+    hs_buf_init(&cn->tx, CONTROL_MAX_CONN_TX + 2 * NOISE_MAX_FRAME);
+    if (extra_len > sizeof(cn->rx))
+        extra_len = 0; /* cannot happen with a conforming client: it waits for our reply */
+    memcpy(cn->rx, extra, extra_len);
+    cn->rxlen = extra_len;
+    if (conn_send_greeting(cn, hs) < 0)
+        cn->closing = true;
+    m->adopt = cn;
+    queue_push(c, m);
+}
+
+void control_reply(struct control *c, uint64_t conn_id, int32_t stream_id, int status,
+                   const char *content_type, const void *body, size_t len, bool end)
+{
+    struct msg *m = msg_new(MSG_REPLY, conn_id, stream_id);
+    m->status = status;
+    m->content_type = content_type;
+    m->end = end;
+    if (hs_buf_append(&m->data, body, len) < 0)
+        m->status = 500;
+    queue_push(c, m);
+}
+
+void control_stream_write(struct control *c, uint64_t conn_id, int32_t stream_id,
+                          const void *data, size_t len)
+{
+    struct msg *m = msg_new(MSG_DATA, conn_id, stream_id);
+    if (hs_buf_append(&m->data, data, len) < 0) {
+        m->kind = MSG_CLOSE; /* a message this large means something is badly wrong */
+    }
+    queue_push(c, m);
+}
+
+void control_stream_end(struct control *c, uint64_t conn_id, int32_t stream_id)
+{
+    queue_push(c, msg_new(MSG_END, conn_id, stream_id));
+}
+
+void control_close_conn(struct control *c, uint64_t conn_id)
+{
+    queue_push(c, msg_new(MSG_CLOSE, conn_id, 0));
+}
+
+/* ---- the loop thread ---- */
+
+static void loop_handle_msg(struct control *c, struct msg *m)
+{
+    struct conn *cn;
+
+    if (m->kind == MSG_ADOPT) {
+        loop_adopt(c, m->adopt);
+        return;
+    }
+    if (!(cn = conn_find(c, m->conn_id)) || cn->closing)
+        return; /* the client went away first */
+    switch (m->kind) {
+    case MSG_REPLY: h2_reply(cn, m); break;
+    case MSG_DATA: h2_data(cn, m); break;
+    case MSG_END: h2_end(cn, m); break;
+    default: cn->closing = true; break;
+    }
+    conn_pump(cn);
+}
+
+static void loop_drain_inbox(struct control *c)
+{
+    struct msg *m, *next;
+    uint64_t v;
+
+    if (read(c->evfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+        log_warn("control: eventfd read");
+    pthread_mutex_lock(&c->qmu);
+    m = c->inbox_head;
+    c->inbox_head = c->inbox_tail = NULL;
+    pthread_mutex_unlock(&c->qmu);
+    for (; m; m = next) {
+        next = m->next;
+        loop_handle_msg(c, m);
+        msg_free(m);
+    }
+}
+
+static void loop_conn_event(struct conn *cn, uint32_t events)
+{
+    if (events & EPOLLIN)
+        conn_read(cn);
+    if (events & (EPOLLERR | EPOLLHUP))
+        cn->closing = true;
+    if (!cn->closing)
+        conn_pump(cn);
+    if (cn->closing) {
+        /* Last words (GOAWAY, RST) go out if the socket takes them; nothing waits. */
+        conn_write(cn);
+        conn_free(cn->ctl, cn);
+    }
+}
+
+static void loop_close_all(struct control *c)
+{
+    for (size_t i = 0; i < CONN_HASH_BUCKETS; i++)
+        while (c->conns[i])
+            conn_free(c, c->conns[i]);
+}
+
+static void *loop_main(void *arg)
+{
+    struct control *c = arg;
+    struct epoll_event evs[LOOP_MAX_EVENTS];
+    int64_t next_tick = hs_monotonic_us() + LOOP_TICK_MS * 1000;
+
+    while (c->running) {
+        int n = epoll_wait(c->epfd, evs, LOOP_MAX_EVENTS, LOOP_TICK_MS);
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.ptr == c)
+                loop_drain_inbox(c);
+            else
+                loop_conn_event(evs[i].data.ptr, evs[i].events);
+        }
+        if (hs_monotonic_us() >= next_tick) {
+            next_tick = hs_monotonic_us() + LOOP_TICK_MS * 1000;
+            if (c->h.tick)
+                c->h.tick(c->h.ctx);
+        }
+    }
+    loop_drain_inbox(c);
+    loop_close_all(c);
+    return NULL;
+}
+
+/* ---- workers ---- */
+
+void loop_dispatch(struct control *c, struct conn *cn, struct stream *st)
+{
+    struct control_request *rq = hs_xcalloc(1, sizeof(*rq));
+    struct job *j = hs_xcalloc(1, sizeof(*j));
+
+    rq->conn_id = cn->id;
+    rq->stream_id = st->id;
+    hs_strlcpy(rq->method, st->method, sizeof(rq->method));
+    hs_strlcpy(rq->path, st->path, sizeof(rq->path));
+    rq->body = st->body; /* moved */
+    hs_buf_init(&st->body, 0);
+    memcpy(rq->machine_key, cn->machine_key, KEY_LEN);
+    rq->capver = cn->capver;
+    c->stats.requests_total++;
+    j->rq = rq;
+    pthread_mutex_lock(&c->jmu);
+    if (c->jobs_tail)
+        c->jobs_tail->next = j;
+    else
+        c->jobs_head = j;
+    c->jobs_tail = j;
+    pthread_cond_signal(&c->jcond);
+    pthread_mutex_unlock(&c->jmu);
+}
+
+static void *worker_main(void *arg)
+{
+    struct control *c = arg;
+
+    for (;;) {
+        struct job *j;
+        pthread_mutex_lock(&c->jmu);
+        while (!c->jobs_head && !c->stopping)
+            pthread_cond_wait(&c->jcond, &c->jmu);
+        if (c->stopping) {
+            pthread_mutex_unlock(&c->jmu);
+            return NULL;
+        }
+        j = c->jobs_head;
+        c->jobs_head = j->next;
+        if (!c->jobs_head)
+            c->jobs_tail = NULL;
+        pthread_mutex_unlock(&c->jmu);
+        c->h.request(c->h.ctx, j->rq);
+        free(j);
+    }
+}
+
+void control_request_free(struct control_request *rq)
+{
+    if (!rq)
+        return;
+    hs_buf_free(&rq->body);
+    free(rq);
+}
+
+/* ---- lifecycle ---- */
+
+struct control *control_new(const struct key_pair *noise_key, const struct control_handlers *h,
+                            int workers)
+{
+    struct control *c = hs_xcalloc(1, sizeof(*c));
+
+    c->key = *noise_key;
+    c->h = *h;
+    c->nworkers = workers > 0 ? workers : 2;
+    c->epfd = -1;
+    c->evfd = -1;
+    pthread_mutex_init(&c->qmu, NULL);
+    pthread_mutex_init(&c->jmu, NULL);
+    pthread_cond_init(&c->jcond, NULL);
+    return c;
+}
+
+int control_start(struct control *c)
+{
+    struct epoll_event ev = { .events = EPOLLIN };
+
+    if ((c->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0 ||
+        (c->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
+        return -errno;
+    ev.data.ptr = c;
+    if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->evfd, &ev) < 0)
+        return -errno;
+    c->running = true;
+    if (pthread_create(&c->loop_thread, NULL, loop_main, c) != 0) {
+        c->running = false;
+        return -EAGAIN;
+    }
+    c->workers = hs_xcalloc((size_t)c->nworkers, sizeof(pthread_t));
+    for (int i = 0; i < c->nworkers; i++)
+        pthread_create(&c->workers[i], NULL, worker_main, c);
+    return 0;
+}
+
+void control_free(struct control *c)
+{
+    uint64_t one = 1;
+
+    if (!c)
+        return;
+    pthread_mutex_lock(&c->jmu);
+    c->stopping = true;
+    pthread_cond_broadcast(&c->jcond);
+    pthread_mutex_unlock(&c->jmu);
+    for (int i = 0; c->workers && i < c->nworkers; i++)
+        pthread_join(c->workers[i], NULL);
+    free(c->workers);
+    if (c->running) {
+        c->running = false;
+        if (write(c->evfd, &one, sizeof(one)) < 0)
+            log_warn("control: eventfd");
+        pthread_join(c->loop_thread, NULL);
+    }
+    while (c->jobs_head) {
+        struct job *j = c->jobs_head;
+        c->jobs_head = j->next;
+        control_request_free(j->rq);
+        free(j);
+    }
+    if (c->epfd >= 0)
+        close(c->epfd);
+    if (c->evfd >= 0)
+        close(c->evfd);
+    sodium_memzero(&c->key, sizeof(c->key));
+    free(c);
+}
+
+void control_get_stats(struct control *c, struct control_stats *out)
+{
+    pthread_mutex_lock(&c->qmu);
+    *out = c->stats;
+    pthread_mutex_unlock(&c->qmu);
+}
+
+char *control_key_json(const struct control *c)
+{
+    char pub[KEY_TEXT_MAX];
+    keys_format("mkey:", c->key.pub, pub);
+    return hs_aprintf("{\"legacyPublicKey\":\"mkey:%064d\",\"publicKey\":\"%s\"}", 0, pub);
+}
+
+int control_upgrade(struct control *c, const char *handshake_b64,
+                    struct noise_handshake_result *out, char *err, size_t errsize)
+{
+    uint8_t msg[NOISE_INIT_LEN + 8];
+    size_t len;
+    int rc;
+
+    if (!handshake_b64 || sodium_base642bin(msg, sizeof(msg), handshake_b64,
+                                            strlen(handshake_b64), NULL, &len, NULL,
+                                            sodium_base64_VARIANT_ORIGINAL) != 0) {
+        snprintf(err, errsize, "X-Tailscale-Handshake is missing or not base64");
+        return -EINVAL;
+    }
+    rc = noise_accept(&c->key, msg, len, out);
+    if (rc == -EINVAL)
+        snprintf(err, errsize, "malformed Noise handshake initiation (%zu bytes)", len);
+    else if (rc < 0)
+        snprintf(err, errsize, "Noise handshake failed");
+    return rc;
+}

@@ -1,0 +1,320 @@
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "state/state.h"
+#include "util/util.h"
+
+#define STATE_MAX_LISTENERS 8
+
+/* Nodes and users in arrays sorted by id: lookups by id are binary searches, iteration is in
+ * id order (what the API and the mapper want), and thousands of nodes stay compact. */
+struct state {
+    pthread_rwlock_t lock;
+    struct store *st;
+    struct state_node **nodes;
+    size_t nnodes, capnodes;
+    struct state_user **users;
+    size_t nusers, capusers;
+    struct { state_listener_fn fn; void *arg; } listeners[STATE_MAX_LISTENERS];
+    size_t nlisteners;
+    int sub_id;
+    struct notify_bus *bus;
+};
+
+static size_t node_pos(const struct state *s, uint64_t id)
+{
+    size_t lo = 0, hi = s->nnodes;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (s->nodes[mid]->n.id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static size_t user_pos(const struct state *s, uint64_t id)
+{
+    size_t lo = 0, hi = s->nusers;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (s->users[mid]->u.id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static void node_free(struct state_node *n)
+{
+    if (!n)
+        return;
+    store_node_free(&n->n);
+    free(n);
+}
+
+static void user_free(struct state_user *u)
+{
+    if (!u)
+        return;
+    store_user_free(&u->u);
+    free(u);
+}
+
+static int home_derp_of(const struct store_node *n)
+{
+    json_t *hi = n->hostinfo_json ? json_loads(n->hostinfo_json, 0, NULL) : NULL;
+    json_t *d = json_object_get(json_object_get(hi, "NetInfo"), "PreferredDERP");
+    int region = json_is_integer(d) ? (int)json_integer_value(d) : 0;
+    json_decref(hi);
+    return region;
+}
+
+/* Inserts or replaces (keeping runtime fields); takes ownership of n. Write lock held. */
+static bool put_node(struct state *s, struct store_node *n)
+{
+    size_t i = node_pos(s, n->id);
+    struct state_node *sn;
+
+    if (i < s->nnodes && s->nodes[i]->n.id == n->id) {
+        sn = s->nodes[i];
+        store_node_free(&sn->n);
+        sn->n = *n;
+        sn->home_derp = home_derp_of(n);
+        return false;
+    }
+    if (s->nnodes == s->capnodes) {
+        s->capnodes = s->capnodes ? 2 * s->capnodes : 64;
+        s->nodes = hs_xrealloc(s->nodes, s->capnodes * sizeof(*s->nodes));
+    }
+    memmove(s->nodes + i + 1, s->nodes + i, (s->nnodes - i) * sizeof(*s->nodes));
+    sn = hs_xcalloc(1, sizeof(*sn));
+    sn->n = *n;
+    sn->home_derp = home_derp_of(n);
+    s->nodes[i] = sn;
+    s->nnodes++;
+    return true;
+}
+
+static bool drop_node(struct state *s, uint64_t id)
+{
+    size_t i = node_pos(s, id);
+    if (i >= s->nnodes || s->nodes[i]->n.id != id)
+        return false;
+    node_free(s->nodes[i]);
+    memmove(s->nodes + i, s->nodes + i + 1, (s->nnodes - i - 1) * sizeof(*s->nodes));
+    s->nnodes--;
+    return true;
+}
+
+static void put_user(struct state *s, struct store_user *u)
+{
+    size_t i = user_pos(s, u->id);
+    if (i < s->nusers && s->users[i]->u.id == u->id) {
+        store_user_free(&s->users[i]->u);
+        s->users[i]->u = *u;
+        return;
+    }
+    if (s->nusers == s->capusers) {
+        s->capusers = s->capusers ? 2 * s->capusers : 16;
+        s->users = hs_xrealloc(s->users, s->capusers * sizeof(*s->users));
+    }
+    memmove(s->users + i + 1, s->users + i, (s->nusers - i) * sizeof(*s->users));
+    s->users[i] = hs_xcalloc(1, sizeof(struct state_user));
+    s->users[i]->u = *u;
+    s->nusers++;
+}
+
+static void drop_user(struct state *s, uint64_t id)
+{
+    size_t i = user_pos(s, id);
+    if (i >= s->nusers || s->users[i]->u.id != id)
+        return;
+    user_free(s->users[i]);
+    memmove(s->users + i, s->users + i + 1, (s->nusers - i - 1) * sizeof(*s->users));
+    s->nusers--;
+}
+
+static void emit(struct state *s, enum state_change_kind kind, uint64_t id)
+{
+    struct state_change ch = { .kind = kind, .id = id };
+    for (size_t i = 0; i < s->nlisteners; i++)
+        s->listeners[i].fn(s->listeners[i].arg, &ch);
+}
+
+/* Re-reads the node; returns the change to report. */
+static enum state_change_kind reload_node(struct state *s, uint64_t id)
+{
+    struct store_node n;
+    enum state_change_kind kind;
+    int rc = store_node_get(s->st, id, &n);
+
+    pthread_rwlock_wrlock(&s->lock);
+    if (rc == 0)
+        kind = put_node(s, &n) ? STATE_NODE_ADDED : STATE_NODE_CHANGED;
+    else
+        kind = drop_node(s, id) ? STATE_NODE_REMOVED : STATE_NODE_CHANGED;
+    pthread_rwlock_unlock(&s->lock);
+    if (rc < 0 && rc != -ENOENT)
+        log_warnx("state: cannot reload node %llu: %s", (unsigned long long)id,
+                  hs_strerror(rc));
+    return kind;
+}
+
+static void reload_user(struct state *s, uint64_t id)
+{
+    struct store_user u;
+    int rc = store_user_get(s->st, id, &u);
+
+    pthread_rwlock_wrlock(&s->lock);
+    if (rc == 0)
+        put_user(s, &u);
+    else
+        drop_user(s, id);
+    pthread_rwlock_unlock(&s->lock);
+}
+
+static void on_event(const struct notify_event *ev, void *arg)
+{
+    struct state *s = arg;
+
+    switch (ev->entity) {
+    case NOTIFY_NODE:
+        emit(s, reload_node(s, ev->id), ev->id);
+        break;
+    case NOTIFY_USER:
+        reload_user(s, ev->id);
+        emit(s, STATE_USER_CHANGED, ev->id);
+        break;
+    case NOTIFY_POLICY:
+        emit(s, STATE_POLICY_CHANGED, 0);
+        break;
+    default:
+        break;
+    }
+}
+
+static int load_all(struct state *s)
+{
+    struct store_user *users;
+    struct store_node *nodes;
+    size_t nu, nn;
+    int rc;
+
+    if ((rc = store_user_list(s->st, NULL, &users, &nu)) < 0)
+        return rc;
+    for (size_t i = 0; i < nu; i++)
+        put_user(s, &users[i]);
+    free(users); /* members now belong to the state */
+    if ((rc = store_node_list(s->st, 0, &nodes, &nn)) < 0)
+        return rc;
+    for (size_t i = 0; i < nn; i++)
+        put_node(s, &nodes[i]);
+    free(nodes);
+    return 0;
+}
+
+int state_new(struct store *st, struct notify_bus *bus, struct state **out)
+{
+    struct state *s = hs_xcalloc(1, sizeof(*s));
+    int rc;
+
+    pthread_rwlock_init(&s->lock, NULL);
+    s->st = st;
+    s->bus = bus;
+    if ((rc = load_all(s)) < 0) {
+        state_free(s);
+        return rc;
+    }
+    if ((s->sub_id = notify_subscribe(bus, on_event, s)) < 0) {
+        rc = s->sub_id;
+        state_free(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+void state_free(struct state *s)
+{
+    if (!s)
+        return;
+    if (s->sub_id > 0)
+        notify_unsubscribe(s->bus, s->sub_id);
+    for (size_t i = 0; i < s->nnodes; i++)
+        node_free(s->nodes[i]);
+    for (size_t i = 0; i < s->nusers; i++)
+        user_free(s->users[i]);
+    free(s->nodes);
+    free(s->users);
+    pthread_rwlock_destroy(&s->lock);
+    free(s);
+}
+
+void state_listen(struct state *s, state_listener_fn fn, void *arg)
+{
+    if (s->nlisteners < STATE_MAX_LISTENERS) {
+        s->listeners[s->nlisteners].fn = fn;
+        s->listeners[s->nlisteners].arg = arg;
+        s->nlisteners++;
+    }
+}
+
+void state_rdlock(struct state *s) { pthread_rwlock_rdlock(&s->lock); }
+void state_unlock(struct state *s) { pthread_rwlock_unlock(&s->lock); }
+
+const struct state_node *state_node_by_id(struct state *s, uint64_t id)
+{
+    size_t i = node_pos(s, id);
+    return i < s->nnodes && s->nodes[i]->n.id == id ? s->nodes[i] : NULL;
+}
+
+/* Linear: node-key lookups happen once per map request, not per peer. */
+const struct state_node *state_node_by_nodekey(struct state *s, const uint8_t key[32])
+{
+    for (size_t i = 0; i < s->nnodes; i++)
+        if (memcmp(s->nodes[i]->n.node_key, key, 32) == 0)
+            return s->nodes[i];
+    return NULL;
+}
+
+const struct state_user *state_user_by_id(struct state *s, uint64_t id)
+{
+    size_t i = user_pos(s, id);
+    return i < s->nusers && s->users[i]->u.id == id ? s->users[i] : NULL;
+}
+
+size_t state_node_count(struct state *s) { return s->nnodes; }
+const struct state_node *state_node_at(struct state *s, size_t i) { return s->nodes[i]; }
+size_t state_user_count(struct state *s) { return s->nusers; }
+const struct state_user *state_user_at(struct state *s, size_t i) { return s->users[i]; }
+
+void state_set_online(struct state *s, uint64_t id, bool online, uint16_t capver)
+{
+    bool changed = false;
+    size_t i;
+
+    pthread_rwlock_wrlock(&s->lock);
+    i = node_pos(s, id);
+    if (i < s->nnodes && s->nodes[i]->n.id == id) {
+        struct state_node *n = s->nodes[i];
+        changed = n->online != online;
+        n->online = online;
+        if (capver)
+            n->capver = capver;
+        if (online && changed)
+            n->online_since = hs_now_us();
+        n->disconnected_at = online ? 0 : hs_now_us();
+    }
+    pthread_rwlock_unlock(&s->lock);
+    if (changed)
+        emit(s, STATE_NODE_ONLINE, id);
+}
+
+void state_refresh_node(struct state *s, uint64_t id)
+{
+    reload_node(s, id);
+}

@@ -1,0 +1,71 @@
+/* state: the in-memory view of users and nodes that map generation reads, so a map poll never
+ * queries SQL. Loaded from the store at start, then kept current by the notify bus (each event
+ * re-reads the one changed row). Online status and the live map sessions are runtime-only.
+ *
+ * Thread-safety: readers take state_rdlock()/state_unlock() around any use of the pointers
+ * they get; the notify callback takes the write lock. Listeners are called after the write
+ * lock is released. */
+#ifndef HS_STATE_H
+#define HS_STATE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "notify/notify.h"
+#include "store/store.h"
+
+struct state;
+
+/* A node as the mapper sees it: the stored row plus runtime fields. */
+struct state_node {
+    struct store_node n;    /* owned */
+    bool online;            /* a map stream is open (on this replica) */
+    int64_t online_since;   /* us */
+    int64_t disconnected_at; /* us; 0 while online */
+    uint16_t capver;        /* from the last map request */
+    int home_derp;          /* Hostinfo.NetInfo.PreferredDERP */
+};
+
+struct state_user {
+    struct store_user u; /* owned */
+};
+
+/* What changed, for listeners (the map sessions). */
+enum state_change_kind {
+    STATE_NODE_ADDED,
+    STATE_NODE_CHANGED,  /* any stored field */
+    STATE_NODE_REMOVED,
+    STATE_NODE_ONLINE,   /* online flag flipped (runtime only) */
+    STATE_USER_CHANGED,  /* a user's profile (name...) changed */
+    STATE_POLICY_CHANGED,
+};
+struct state_change {
+    enum state_change_kind kind;
+    uint64_t id;
+};
+typedef void (*state_listener_fn)(void *arg, const struct state_change *ch);
+
+/* Loads every user and node and subscribes to bus. */
+int state_new(struct store *st, struct notify_bus *bus, struct state **out);
+void state_free(struct state *s);
+void state_listen(struct state *s, state_listener_fn fn, void *arg);
+
+void state_rdlock(struct state *s);
+void state_unlock(struct state *s);
+
+/* Lookups: valid until state_unlock(). NULL when absent. */
+const struct state_node *state_node_by_id(struct state *s, uint64_t id);
+const struct state_node *state_node_by_nodekey(struct state *s, const uint8_t key[32]);
+const struct state_user *state_user_by_id(struct state *s, uint64_t id);
+/* Iteration in id order: for (i = 0; i < state_node_count(s); i++) state_node_at(s, i). */
+size_t state_node_count(struct state *s);
+const struct state_node *state_node_at(struct state *s, size_t i);
+size_t state_user_count(struct state *s);
+const struct state_user *state_user_at(struct state *s, size_t i);
+
+/* Runtime-only updates (no store write): notify listeners with STATE_NODE_ONLINE. */
+void state_set_online(struct state *s, uint64_t id, bool online, uint16_t capver);
+/* Re-reads one node from the store (after a write that published no event, e.g. last_seen). */
+void state_refresh_node(struct state *s, uint64_t id);
+
+#endif

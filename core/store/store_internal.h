@@ -1,0 +1,148 @@
+/* store internals: the driver ops table both backends fill in, text-cell results, statement
+ * parameters, and the transaction/query helpers the entity files (store_user.c, store_keys.c,
+ * store_node.c, store_policy.c) are written with. Not for use outside core/store and its tests.
+ *
+ * Entity SQL is written once, with $1..$N placeholders, and has to run on both backends:
+ * - parameters travel as text (NULL = SQL NULL); SQLite's column affinity turns "42" into an
+ *   integer and PostgreSQL infers the type, so where no column gives a type, CAST($n AS ...);
+ * - booleans are written as "1"/"0" (PostgreSQL's boolean input accepts both) and read back as
+ *   't'/'f' (PostgreSQL) or '1'/'0' (SQLite);
+ * - times are BIGINT microseconds since the epoch, NULL when unset;
+ * - every UPDATE/DELETE says RETURNING id so "no such row" is told apart without a second query. */
+#ifndef HS_STORE_INTERNAL_H
+#define HS_STORE_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "notify/notify.h"
+#include "store/store.h"
+
+#define STORE_MAX_PARAMS 24
+#define STORE_NUM_LEN 24 /* "-9223372036854775808" + NUL */
+
+/* A result as rows of text cells; a NULL cell is SQL NULL. Owned; free with store__result_free. */
+struct store_result {
+    size_t nrows, ncols;
+    char **cells; /* nrows * ncols */
+};
+
+/* One connection of a backend (SQLite: the only one; PostgreSQL: one of the pool). */
+struct store_conn;
+
+struct store_ops {
+    const char *name; /* "sqlite" / "postgres": also the folder of its migrations */
+    int (*open)(const struct hs_config *cfg, void **drv);
+    void (*close)(void *drv);
+    /* Blocks until a connection is free; the caller has it to itself until release. */
+    int (*acquire)(void *drv, struct store_conn **out);
+    void (*release)(void *drv, struct store_conn *c);
+    int (*begin)(struct store_conn *c);
+    int (*commit)(struct store_conn *c);
+    int (*rollback)(struct store_conn *c);
+    /* One statement with text parameters; res may be NULL when no rows are wanted.
+     * Errors: -EEXIST (unique violation), -ENOENT / -EBUSY (foreign key, see store__fk_errno),
+     * -EINVAL (NOT NULL or CHECK violation), -EIO (anything else, logged). res is written only on success. */
+    int (*exec)(struct store_conn *c, const char *sql, int nparams, const char *const *params,
+                struct store_result *res);
+    /* Several statements without parameters (migration files). */
+    int (*exec_script)(struct store_conn *c, const char *sql);
+    /* Serialises migrations between processes; NULL when BEGIN already does (SQLite). */
+    int (*migrate_lock)(struct store_conn *c, bool lock);
+};
+
+extern const struct store_ops store__sqlite_ops;
+extern const struct store_ops store__pg_ops;
+
+struct store {
+    const struct store_ops *ops;
+    void *drv;
+    struct notify_bus *bus;
+};
+
+/* ---- results ---- */
+void store__result_init(struct store_result *r, size_t ncols);
+/* Appends a row of ncols NULL cells and returns it for the driver to fill (hs_strdup). */
+char **store__result_add_row(struct store_result *r);
+void store__result_free(struct store_result *r);
+const char *store__cell(const struct store_result *r, size_t row, size_t col);
+/* Cell decoders: NULL decodes as 0 / false / NULL. */
+uint64_t store__cell_u64(const struct store_result *r, size_t row, size_t col);
+int64_t store__cell_i64(const struct store_result *r, size_t row, size_t col);
+bool store__cell_bool(const struct store_result *r, size_t row, size_t col);
+char *store__cell_strdup(const struct store_result *r, size_t row, size_t col);
+/* A JSON array of strings ("[]" or NULL gives an empty list; other junk is logged, ignored). */
+int store__cell_strv(const struct store_result *r, size_t row, size_t col, struct hs_strv *out);
+/* 2*STORE_KEY_LEN hex chars after an optional text prefix ("mkey:"); NULL gives zeros. */
+int store__cell_key(const struct store_result *r, size_t row, size_t col, const char *prefix,
+                    uint8_t out[STORE_KEY_LEN]);
+
+/* ---- parameters: fixed slots, numbers formatted in place, owned strings freed at the end ---- */
+struct store_params {
+    int n;
+    const char *v[STORE_MAX_PARAMS];
+    char num[STORE_MAX_PARAMS][STORE_NUM_LEN];
+    char *owned[STORE_MAX_PARAMS];
+};
+void store__params_init(struct store_params *p);
+void store__params_free(struct store_params *p);
+void store__p_str(struct store_params *p, const char *s); /* borrowed; NULL = SQL NULL */
+void store__p_own(struct store_params *p, char *s);       /* takes ownership */
+void store__p_u64(struct store_params *p, uint64_t v);
+void store__p_i64(struct store_params *p, int64_t v);
+void store__p_id(struct store_params *p, uint64_t id);    /* 0 = NULL (optional FK) */
+void store__p_time(struct store_params *p, int64_t us);   /* 0 = NULL (unset) */
+void store__p_bool(struct store_params *p, bool b);
+void store__p_strv(struct store_params *p, const struct hs_strv *sv); /* JSON array text */
+void store__p_key(struct store_params *p, const char *prefix, const uint8_t key[STORE_KEY_LEN]);
+
+/* ---- queries and transactions ---- */
+typedef int (*store_row_fn)(const struct store_result *r, size_t row, void *out);
+
+/* Runs one statement on a pooled connection outside any transaction. */
+int store__query(struct store *st, const char *sql, struct store_params *p,
+                 struct store_result *res);
+/* First row through fn into out; -ENOENT when there is none. */
+int store__get_one(struct store *st, const char *sql, struct store_params *p, store_row_fn fn,
+                   void *out);
+/* Every row through fn into a new array of elem_size elements; free_fn undoes a partial one. */
+int store__get_all(struct store *st, const char *sql, struct store_params *p, store_row_fn fn,
+                   size_t elem_size, void (*free_fn)(void *elem), void **out, size_t *n);
+
+/* A transaction that owns its connection and collects notify events, which are published
+ * only after a successful commit (and dropped on rollback). */
+struct store_tx {
+    struct store *st;
+    struct store_conn *c;
+    struct notify_event *ev;
+    size_t nev, cap;
+};
+int store__begin(struct store *st, struct store_tx *tx);
+int store__tx_exec(struct store_tx *tx, const char *sql, struct store_params *p,
+                   struct store_result *res);
+void store__tx_event(struct store_tx *tx, enum notify_entity e, enum notify_op op, uint64_t id);
+/* Commits, releases the connection, then publishes; on failure behaves like rollback. */
+int store__commit(struct store_tx *tx);
+void store__rollback(struct store_tx *tx);
+
+/* One write statement that RETURNs the changed row (id first) in its own transaction:
+ * -ENOENT when it matched nothing; otherwise publishes (entity, op, id) after commit and, when
+ * out is not NULL, decodes the row into it through fn. */
+int store__write_row(struct store *st, const char *sql, struct store_params *p,
+                     enum notify_entity e, enum notify_op op, store_row_fn fn, void *out);
+
+/* Migrations (store_migrate.c): brings the schema up to date at open. */
+int store__migrate(struct store *st);
+int store__known_version(const char *backend);
+
+/* Drivers map a foreign-key violation through this: a DELETE that orphans rows is refused
+ * (-EBUSY); an INSERT/UPDATE naming a missing parent has no such row (-ENOENT). */
+int store__fk_errno(const char *sql);
+
+/* Test and maintenance hook: any one statement, outside a transaction. */
+int store__exec(struct store *st, const char *sql, int nparams, const char *const *params,
+                struct store_result *res);
+
+#endif

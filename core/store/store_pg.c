@@ -1,0 +1,326 @@
+/* store: the PostgreSQL driver. A pool of database.postgres.max_open_conns libpq connections
+ * (mutex + condvar), opened lazily after the first; a connection found broken outside a
+ * transaction is reset once and the statement retried, so a restarted server costs one slow
+ * query instead of an error. (Outside a transaction the store runs only reads, BEGIN and
+ * idempotent writes — apikey touch, the server-secret insert — so a retry is harmless.) Inside a transaction nothing is retried: the transaction is lost
+ * with its connection, and the caller sees -EIO. */
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/store_internal.h"
+
+#define PG_DEFAULT_POOL 10
+#define PG_CONNECT_TIMEOUT "10"
+#define PG_MAX_PARAMS 10
+/* pg_advisory_lock key for migrations: "hsmigrat" as a big-endian int64. */
+#define PG_MIGRATE_LOCK "7526479701740773748"
+
+struct pg_pool;
+
+struct store_conn {
+    struct pg_pool *pool;
+    PGconn *pg; /* NULL until first used, or after it was dropped */
+    bool busy, in_tx;
+};
+
+struct pg_pool {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int size;
+    struct store_conn *conns;
+    const char *kw[PG_MAX_PARAMS + 1];
+    char *val[PG_MAX_PARAMS + 1];
+};
+
+/* ---- connecting ---- */
+
+/* headscale's database.postgres.ssl is a boolean; libpq wants an sslmode. */
+static const char *pg_sslmode(const char *s)
+{
+    if (!s || !*s)
+        return NULL;
+    if (strcmp(s, "true") == 0)
+        return "require";
+    if (strcmp(s, "false") == 0)
+        return "disable";
+    return s;
+}
+
+static void add_param(struct pg_pool *p, int *n, const char *kw, const char *val)
+{
+    if (!val || !*val || *n >= PG_MAX_PARAMS)
+        return;
+    p->kw[*n] = kw;
+    p->val[*n] = hs_strdup(val);
+    (*n)++;
+}
+
+static void build_params(struct pg_pool *p, const struct hs_config *cfg)
+{
+    char port[16];
+    int n = 0;
+
+    snprintf(port, sizeof(port), "%d", cfg->pg_port);
+    add_param(p, &n, "host", cfg->pg_host); /* a leading '/' makes it a socket folder */
+    add_param(p, &n, "port", cfg->pg_port > 0 ? port : NULL);
+    add_param(p, &n, "dbname", cfg->pg_name);
+    add_param(p, &n, "user", cfg->pg_user);
+    add_param(p, &n, "password", cfg->pg_pass);
+    add_param(p, &n, "sslmode", pg_sslmode(cfg->pg_sslmode));
+    add_param(p, &n, "connect_timeout", PG_CONNECT_TIMEOUT);
+    add_param(p, &n, "application_name", "headscale");
+    p->kw[n] = NULL;
+    p->val[n] = NULL;
+}
+
+/* NOTICEs (e.g. "relation already exists, skipping") are not warnings for the operator. */
+static void pg_notice(void *arg, const char *msg)
+{
+    size_t len = strlen(msg);
+
+    (void)arg;
+    if (len && msg[len - 1] == '\n')
+        len--;
+    log_debug("store: postgres: %.*s", (int)len, msg);
+}
+
+/* libpq messages end in a newline; the log line should not. */
+static void log_pg_error(const char *what, const char *msg)
+{
+    size_t len = msg ? strlen(msg) : 0;
+
+    while (len && (msg[len - 1] == '\n' || msg[len - 1] == ' '))
+        len--;
+    log_warnx("store: postgres: %s: %.*s", what, (int)len, msg ? msg : "");
+}
+
+static int pg_connect(struct pg_pool *p, struct store_conn *c)
+{
+    c->pg = PQconnectdbParams(p->kw, (const char *const *)p->val, 0);
+    if (!c->pg || PQstatus(c->pg) != CONNECTION_OK) {
+        log_pg_error("connect", c->pg ? PQerrorMessage(c->pg) : "out of memory");
+        PQfinish(c->pg);
+        c->pg = NULL;
+        return -EIO;
+    }
+    PQsetNoticeProcessor(c->pg, pg_notice, NULL);
+    return 0;
+}
+
+static void pool_free(struct pg_pool *p)
+{
+    for (int i = 0; i < p->size; i++)
+        PQfinish(p->conns[i].pg);
+    for (int i = 0; p->kw[i]; i++)
+        free(p->val[i]);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    free(p->conns);
+    free(p);
+}
+
+static int pg_open(const struct hs_config *cfg, void **drv)
+{
+    struct pg_pool *p = hs_xcalloc(1, sizeof(*p));
+
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    p->size = cfg->pg_max_open_conns > 0 ? cfg->pg_max_open_conns : PG_DEFAULT_POOL;
+    p->conns = hs_xcalloc((size_t)p->size, sizeof(*p->conns));
+    for (int i = 0; i < p->size; i++)
+        p->conns[i].pool = p;
+    build_params(p, cfg);
+    /* The first connection now, so a wrong host or password fails at start. */
+    if (pg_connect(p, &p->conns[0]) < 0) {
+        pool_free(p);
+        return -EIO;
+    }
+    *drv = p;
+    return 0;
+}
+
+static void pg_close(void *drv)
+{
+    if (drv)
+        pool_free(drv);
+}
+
+/* ---- the pool ---- */
+
+/* An idle open connection if there is one, else a slot that still needs connecting. */
+static struct store_conn *pool_pick(struct pg_pool *p)
+{
+    struct store_conn *empty = NULL;
+
+    for (int i = 0; i < p->size; i++) {
+        if (p->conns[i].busy)
+            continue;
+        if (p->conns[i].pg)
+            return &p->conns[i];
+        if (!empty)
+            empty = &p->conns[i];
+    }
+    return empty;
+}
+
+static int pg_acquire(void *drv, struct store_conn **out)
+{
+    struct pg_pool *p = drv;
+    struct store_conn *c;
+
+    pthread_mutex_lock(&p->mu);
+    while (!(c = pool_pick(p)))
+        pthread_cond_wait(&p->cv, &p->mu);
+    c->busy = true;
+    pthread_mutex_unlock(&p->mu);
+    /* Connect outside the lock: it can take up to connect_timeout. */
+    if (!c->pg && pg_connect(p, c) < 0) {
+        pthread_mutex_lock(&p->mu);
+        c->busy = false;
+        pthread_cond_signal(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+        return -EIO;
+    }
+    *out = c;
+    return 0;
+}
+
+static void pg_release(void *drv, struct store_conn *c)
+{
+    struct pg_pool *p = drv;
+
+    /* A connection that is broken or still inside a transaction is no use to the next caller. */
+    if (PQstatus(c->pg) != CONNECTION_OK || PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
+        PQfinish(c->pg);
+        c->pg = NULL;
+    }
+    c->in_tx = false;
+    pthread_mutex_lock(&p->mu);
+    c->busy = false;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* ---- statements ---- */
+
+static int pg_check(struct store_conn *c, PGresult *r, const char *sql)
+{
+    ExecStatusType s = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    const char *state;
+
+    if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK)
+        return 0;
+    state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    if (state && strcmp(state, "23505") == 0) /* unique_violation */
+        return -EEXIST;
+    if (state && strcmp(state, "23503") == 0) /* foreign_key_violation */
+        return store__fk_errno(sql);
+    if (state && (strcmp(state, "23502") == 0 || strcmp(state, "23514") == 0))
+        return -EINVAL; /* not_null / check violation: the caller's bad argument */
+    log_pg_error("query", r ? PQresultErrorMessage(r) : PQerrorMessage(c->pg));
+    return -EIO;
+}
+
+static void copy_result(PGresult *r, struct store_result *res)
+{
+    int nrows = PQntuples(r), ncols = PQnfields(r);
+    char **row;
+
+    store__result_init(res, (size_t)ncols);
+    for (int i = 0; i < nrows; i++) {
+        row = store__result_add_row(res);
+        for (int j = 0; j < ncols; j++)
+            row[j] = PQgetisnull(r, i, j) ? NULL : hs_strdup(PQgetvalue(r, i, j));
+    }
+}
+
+/* Reconnects a broken connection once; only safe outside a transaction. */
+static bool pg_recover(struct store_conn *c)
+{
+    if (c->in_tx || PQstatus(c->pg) != CONNECTION_BAD)
+        return false;
+    log_warnx("store: postgres: connection lost, reconnecting");
+    PQreset(c->pg);
+    if (PQstatus(c->pg) != CONNECTION_OK) {
+        log_pg_error("reconnect", PQerrorMessage(c->pg));
+        return false;
+    }
+    return true;
+}
+
+static int pg_exec(struct store_conn *c, const char *sql, int nparams, const char *const *params,
+                   struct store_result *res)
+{
+    PGresult *r;
+    int rc;
+
+    r = PQexecParams(c->pg, sql, nparams, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) == PGRES_FATAL_ERROR && pg_recover(c)) {
+        PQclear(r);
+        r = PQexecParams(c->pg, sql, nparams, NULL, params, NULL, NULL, 0);
+    }
+    if ((rc = pg_check(c, r, sql)) == 0 && res)
+        copy_result(r, res);
+    PQclear(r);
+    return rc;
+}
+
+static int pg_exec_script(struct store_conn *c, const char *sql)
+{
+    PGresult *r = PQexec(c->pg, sql);
+    int rc = pg_check(c, r, sql);
+
+    PQclear(r);
+    return rc;
+}
+
+static int pg_begin(struct store_conn *c)
+{
+    int rc = pg_exec(c, "BEGIN", 0, NULL, NULL);
+
+    c->in_tx = rc == 0;
+    return rc;
+}
+
+static int pg_commit(struct store_conn *c)
+{
+    int rc = pg_exec_script(c, "COMMIT");
+
+    c->in_tx = false;
+    return rc;
+}
+
+static int pg_rollback(struct store_conn *c)
+{
+    int rc = 0;
+
+    if (PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+        rc = pg_exec_script(c, "ROLLBACK");
+    c->in_tx = false;
+    return rc;
+}
+
+/* Session-level, so it spans the one-transaction-per-migration loop; two replicas starting
+ * together migrate one after the other. */
+static int pg_migrate_lock(struct store_conn *c, bool lock)
+{
+    return pg_exec_script(c, lock ? "SELECT pg_advisory_lock(" PG_MIGRATE_LOCK ")"
+                                  : "SELECT pg_advisory_unlock(" PG_MIGRATE_LOCK ")");
+}
+
+const struct store_ops store__pg_ops = {
+    .name = "postgres",
+    .open = pg_open,
+    .close = pg_close,
+    .acquire = pg_acquire,
+    .release = pg_release,
+    .begin = pg_begin,
+    .commit = pg_commit,
+    .rollback = pg_rollback,
+    .exec = pg_exec,
+    .exec_script = pg_exec_script,
+    .migrate_lock = pg_migrate_lock,
+};

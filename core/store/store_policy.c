@@ -1,0 +1,117 @@
+/* store: server-wide data — the policy history and the server secret (kv table). */
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/store_internal.h"
+
+#define KV_SERVER_SECRET "server_secret"
+
+/* ---- policy ---- */
+
+struct policy_row {
+    char *text;
+    int64_t created_at;
+};
+
+static int policy_from_row(const struct store_result *r, size_t row, void *out)
+{
+    struct policy_row *p = out;
+
+    p->text = store__cell_strdup(r, row, 0);
+    p->created_at = store__cell_i64(r, row, 1);
+    return 0;
+}
+
+int store_policy_get(struct store *st, char **text, int64_t *updated_at)
+{
+    struct policy_row row = { 0 };
+    int rc;
+
+    if (!text)
+        return -EINVAL;
+    rc = store__get_one(st, "SELECT data, created_at FROM policies ORDER BY id DESC LIMIT 1",
+                        NULL, policy_from_row, &row);
+    if (rc < 0)
+        return rc;
+    *text = row.text;
+    if (updated_at)
+        *updated_at = row.created_at;
+    return 0;
+}
+
+/* Append-only: the new row becomes the active policy; the event carries id 0 (notify.h). */
+int store_policy_set(struct store *st, const char *text, int64_t *updated_at)
+{
+    struct store_params p;
+    struct store_tx tx;
+    int64_t now = hs_now_us();
+    int rc;
+
+    if (!text)
+        return -EINVAL;
+    store__params_init(&p);
+    store__p_str(&p, text);
+    store__p_i64(&p, now);
+    if ((rc = store__begin(st, &tx)) < 0)
+        return rc;
+    rc = store__tx_exec(&tx, "INSERT INTO policies (data, created_at) VALUES ($1, $2)", &p, NULL);
+    if (rc < 0) {
+        store__rollback(&tx);
+        return rc;
+    }
+    store__tx_event(&tx, NOTIFY_POLICY, NOTIFY_UPDATE, 0);
+    if ((rc = store__commit(&tx)) < 0)
+        return rc;
+    if (updated_at)
+        *updated_at = now;
+    return 0;
+}
+
+/* ---- server secret ---- */
+
+/* Reads the secret back; the hex copy in the result is wiped before it is freed. */
+static int read_secret(struct store *st, uint8_t out[STORE_KEY_LEN])
+{
+    struct store_params p;
+    struct store_result res;
+    char *cell;
+    int rc;
+
+    store__params_init(&p);
+    store__p_str(&p, KV_SERVER_SECRET);
+    if ((rc = store__query(st, "SELECT value FROM kv WHERE key = $1", &p, &res)) < 0)
+        return rc;
+    rc = res.nrows ? store__cell_key(&res, 0, 0, NULL, out) : -ENOENT;
+    if (res.nrows && (cell = res.cells[0]))
+        sodium_memzero(cell, strlen(cell));
+    store__result_free(&res);
+    return rc;
+}
+
+/* Every replica offers a fresh secret and the first insert wins; all then read the winner. */
+int store_server_secret(struct store *st, uint8_t out[STORE_KEY_LEN])
+{
+    uint8_t fresh[STORE_KEY_LEN], secret[STORE_KEY_LEN];
+    char hex[2 * STORE_KEY_LEN + 1];
+    struct store_params p;
+    int rc;
+
+    randombytes_buf(fresh, sizeof(fresh));
+    hs_hex_encode(fresh, sizeof(fresh), hex);
+    sodium_memzero(fresh, sizeof(fresh));
+    store__params_init(&p);
+    store__p_str(&p, KV_SERVER_SECRET);
+    store__p_str(&p, hex);
+    rc = store__query(st,
+                      "INSERT INTO kv (key, value) VALUES ($1, $2)"
+                      " ON CONFLICT (key) DO NOTHING",
+                      &p, NULL);
+    sodium_memzero(hex, sizeof(hex));
+    if (rc < 0)
+        return rc;
+    if ((rc = read_secret(st, secret)) == 0)
+        memcpy(out, secret, STORE_KEY_LEN);
+    sodium_memzero(secret, sizeof(secret));
+    return rc;
+}

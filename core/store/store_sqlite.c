@@ -1,0 +1,239 @@
+/* store: the SQLite driver. One connection behind a mutex (SQLite serialises writers anyway);
+ * WAL, synchronous=NORMAL, foreign keys on, 10 s busy timeout, immediate transactions — the
+ * settings headscale uses (hscontrol/db/sqliteconfig). */
+#include <fcntl.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "store/store_internal.h"
+
+#define SQLITE_BUSY_TIMEOUT_MS 10000
+
+struct store_conn {
+    sqlite3 *db;
+    pthread_mutex_t mu;
+};
+
+static int sqlite_err(sqlite3 *db, int rc, const char *sql)
+{
+    int ext = sqlite3_extended_errcode(db);
+
+    if (ext == SQLITE_CONSTRAINT_UNIQUE || ext == SQLITE_CONSTRAINT_PRIMARYKEY)
+        return -EEXIST;
+    if (ext == SQLITE_CONSTRAINT_FOREIGNKEY)
+        return store__fk_errno(sql);
+    if (ext == SQLITE_CONSTRAINT_NOTNULL || ext == SQLITE_CONSTRAINT_CHECK)
+        return -EINVAL; /* a value the schema refuses: the caller's bad argument */
+    log_warnx("store: sqlite: %s (%s)", sqlite3_errmsg(db), sqlite3_errstr(rc));
+    return -EIO;
+}
+
+/* The file is created 0600 before SQLite opens it (SQLite would use the umask); its -wal and
+ * -shm files copy that mode. */
+static int prepare_file(const char *path)
+{
+    char *copy = hs_strdup(path);
+    const char *dir = dirname(copy); /* points into copy */
+    int fd, rc = 0;
+
+    if (strcmp(dir, ".") != 0 && (rc = hs_mkdir_p(dir, 0700)) < 0)
+        log_warnx("store: sqlite: cannot create the folder of %s: %s", path, hs_strerror(rc));
+    free(copy);
+    if (rc < 0)
+        return rc;
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        rc = -errno;
+        log_warn("store: sqlite: %s", path);
+        return rc;
+    }
+    close(fd);
+    return 0;
+}
+
+static int apply_pragmas(sqlite3 *db, const struct hs_config *cfg)
+{
+    char sql[64];
+    int rc;
+
+    sqlite3_busy_timeout(db, SQLITE_BUSY_TIMEOUT_MS);
+    /* auto_vacuum only takes effect on a database without tables, i.e. before 0001. */
+    rc = sqlite3_exec(db, "PRAGMA auto_vacuum = INCREMENTAL; PRAGMA foreign_keys = ON;"
+                          "PRAGMA synchronous = NORMAL;", NULL, NULL, NULL);
+    if (rc == SQLITE_OK && cfg->sqlite_wal)
+        rc = sqlite3_exec(db, "PRAGMA journal_mode = WAL;", NULL, NULL, NULL);
+    if (rc == SQLITE_OK && cfg->sqlite_wal && cfg->sqlite_wal_autocheckpoint > 0) {
+        snprintf(sql, sizeof(sql), "PRAGMA wal_autocheckpoint = %d;",
+                 cfg->sqlite_wal_autocheckpoint);
+        rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    }
+    return rc == SQLITE_OK ? 0 : sqlite_err(db, rc, "PRAGMA");
+}
+
+static int sqlite_open(const struct hs_config *cfg, void **drv)
+{
+    struct store_conn *c;
+    int rc;
+
+    if (!cfg->sqlite_path || !*cfg->sqlite_path) {
+        log_warnx("store: sqlite: database.sqlite.path is empty");
+        return -EINVAL;
+    }
+    if ((rc = prepare_file(cfg->sqlite_path)) < 0)
+        return rc;
+    c = hs_xcalloc(1, sizeof(*c));
+    rc = sqlite3_open_v2(cfg->sqlite_path, &c->db,
+                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        log_warnx("store: sqlite: %s: %s", cfg->sqlite_path,
+                  c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
+        sqlite3_close(c->db);
+        free(c);
+        return -EIO;
+    }
+    sqlite3_extended_result_codes(c->db, 1);
+    if ((rc = apply_pragmas(c->db, cfg)) < 0) {
+        sqlite3_close(c->db);
+        free(c);
+        return rc;
+    }
+    pthread_mutex_init(&c->mu, NULL);
+    *drv = c;
+    return 0;
+}
+
+static void sqlite_close(void *drv)
+{
+    struct store_conn *c = drv;
+
+    if (!c)
+        return;
+    /* close_v2: a statement leaked by a bug must not keep the file open forever. */
+    sqlite3_close_v2(c->db);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+static int sqlite_acquire(void *drv, struct store_conn **out)
+{
+    struct store_conn *c = drv;
+
+    pthread_mutex_lock(&c->mu);
+    *out = c;
+    return 0;
+}
+
+static void sqlite_release(void *drv, struct store_conn *c)
+{
+    (void)drv;
+    pthread_mutex_unlock(&c->mu);
+}
+
+static int sqlite_exec_script(struct store_conn *c, const char *sql)
+{
+    int rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
+
+    return rc == SQLITE_OK ? 0 : sqlite_err(c->db, rc, sql);
+}
+
+/* IMMEDIATE takes the write lock up front, so a transaction never fails half-way with BUSY
+ * when it upgrades from reading to writing. */
+static int sqlite_begin(struct store_conn *c)
+{
+    return sqlite_exec_script(c, "BEGIN IMMEDIATE");
+}
+
+static int sqlite_commit(struct store_conn *c)
+{
+    return sqlite_exec_script(c, "COMMIT");
+}
+
+static int sqlite_rollback(struct store_conn *c)
+{
+    if (sqlite3_get_autocommit(c->db))
+        return 0; /* SQLite already rolled back (e.g. after SQLITE_FULL) */
+    return sqlite_exec_script(c, "ROLLBACK");
+}
+
+/* Entity SQL numbers its parameters $1..$N; SQLite knows them by name. */
+static int bind_params(sqlite3_stmt *stmt, int nparams, const char *const *params)
+{
+    char name[16];
+    int idx;
+
+    for (int i = 0; i < nparams; i++) {
+        snprintf(name, sizeof(name), "$%d", i + 1);
+        idx = sqlite3_bind_parameter_index(stmt, name);
+        if (idx == 0)
+            continue; /* this statement does not use $i */
+        if (params[i] ? sqlite3_bind_text(stmt, idx, params[i], -1, SQLITE_STATIC)
+                      : sqlite3_bind_null(stmt, idx))
+            return -EIO;
+    }
+    return 0;
+}
+
+static void read_row(sqlite3_stmt *stmt, struct store_result *res)
+{
+    char **row = store__result_add_row(res);
+    const unsigned char *text;
+
+    for (size_t i = 0; i < res->ncols; i++) {
+        text = sqlite3_column_text(stmt, (int)i);
+        row[i] = text ? hs_strdup((const char *)text) : NULL;
+    }
+}
+
+static int step_all(struct store_conn *c, sqlite3_stmt *stmt, const char *sql,
+                    struct store_result *res)
+{
+    int rc;
+
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        if (res)
+            read_row(stmt, res);
+    }
+    return rc == SQLITE_DONE ? 0 : sqlite_err(c->db, rc, sql);
+}
+
+static int sqlite_exec(struct store_conn *c, const char *sql, int nparams,
+                       const char *const *params, struct store_result *res)
+{
+    struct store_result tmp;
+    sqlite3_stmt *stmt = NULL;
+    int rc;
+
+    rc = sqlite3_prepare_v2(c->db, sql, -1, &stmt, NULL);
+    if (rc != SQLITE_OK)
+        return sqlite_err(c->db, rc, sql);
+    store__result_init(&tmp, (size_t)sqlite3_column_count(stmt));
+    if ((rc = bind_params(stmt, nparams, params)) < 0)
+        rc = sqlite_err(c->db, sqlite3_errcode(c->db), sql);
+    else
+        rc = step_all(c, stmt, sql, res ? &tmp : NULL);
+    sqlite3_finalize(stmt);
+    if (rc < 0 || !res)
+        store__result_free(&tmp);
+    else
+        *res = tmp;
+    return rc;
+}
+
+const struct store_ops store__sqlite_ops = {
+    .name = "sqlite",
+    .open = sqlite_open,
+    .close = sqlite_close,
+    .acquire = sqlite_acquire,
+    .release = sqlite_release,
+    .begin = sqlite_begin,
+    .commit = sqlite_commit,
+    .rollback = sqlite_rollback,
+    .exec = sqlite_exec,
+    .exec_script = sqlite_exec_script,
+    .migrate_lock = NULL,
+};

@@ -1,0 +1,160 @@
+"""CLI: nodes listing on an empty tailnet, version, generate, usage errors, a stopped server,
+and remote mode (HEADSCALE_CLI_ADDRESS + HEADSCALE_CLI_API_KEY over TCP)."""
+
+import json
+import re
+import time
+
+import pytest
+
+from helpers import API_KEY_RE, HS_BIN, assert_cli_error, unique
+
+
+@pytest.mark.parametrize("argv", [("nodes", "list"), ("node", "ls"), ("machines", "list"),
+                                  ("machine", "list"), ("nodes", "show")])
+def test_nodes_list_empty(mserver, argv):
+    r = mserver.cli_ok(*argv)
+    assert "Error" not in r.stderr
+
+
+def test_nodes_list_json_is_empty_array(mserver):
+    assert mserver.cli_json("nodes", "list") == []
+
+
+def test_nodes_list_by_user_empty(mserver):
+    name = unique()
+    mserver.cli_ok("users", "create", name)
+    assert mserver.cli_json("nodes", "list", "-u", name) == []
+
+
+def test_version(mserver):
+    r = mserver.cli_ok("version")
+    assert r.stdout.strip(), "version printed nothing"
+    assert re.search(r"\d+\.\d+", r.stdout) or "dev" in r.stdout, r.stdout
+
+
+def test_version_json(mserver):
+    r = mserver.cli_ok("version", "-o", "json", config=False)
+    data = json.loads(r.stdout)
+    assert "version" in data
+
+
+def test_version_without_config(tmp_path, mserver):
+    # version must not need a config file at all
+    r = mserver.cli("version", config=False, env={"HEADSCALE_CONFIG": str(tmp_path / "nope.yaml")})
+    assert r.returncode == 0, r.stderr
+
+
+def test_generate_private_key(mserver):
+    r = mserver.cli_ok("generate", "private-key")
+    assert re.fullmatch(r"privkey:[0-9a-f]{64}", r.stdout.strip()), r.stdout
+    r2 = mserver.cli_ok("gen", "private-key")
+    assert r2.stdout.strip() != r.stdout.strip(), "two generated keys are equal"
+
+
+def test_generate_private_key_json(mserver):
+    data = mserver.cli_json("generate", "private-key")
+    assert re.fullmatch(r"privkey:[0-9a-f]{64}", data["private_key"]), data
+
+
+@pytest.mark.parametrize("argv", [("frobnicate",), ("users", "frobnicate"),
+                                  ("users", "list", "--no-such-flag"), ("--bogus", "users", "list"),
+                                  ("users", "list", "-o"), ("preauthkeys", "create", "--reusable=maybe")])
+def test_unknown_command_or_flag_prints_usage(mserver, argv):
+    r = mserver.cli(*argv)
+    assert r.returncode != 0, (argv, r.stdout)
+    out = r.stdout + r.stderr
+    assert "Usage" in out or "usage" in out, out
+
+
+def test_bad_output_format_is_error(mserver):
+    r = mserver.cli("-o", "xml", "users", "list")
+    assert r.returncode != 0, r.stdout
+    assert r.stderr.strip()
+
+
+def test_help_exits_zero(mserver):
+    r = mserver.cli("--help")
+    assert r.returncode == 0
+    assert "users" in r.stdout and "preauthkeys" in r.stdout
+    r = mserver.cli("users", "--help")
+    assert r.returncode == 0 and "create" in r.stdout
+
+
+def test_cli_with_server_stopped_fails_fast(server_factory):
+    s = server_factory(api_key=False)
+    s.stop()
+    t0 = time.monotonic()
+    r = s.cli("users", "list", timeout=30)
+    took = time.monotonic() - t0
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert took < 15, f"took {took:.1f}s"
+    err_lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert err_lines, "no error message"
+    assert any(s.socket_path in l or "socket" in l.lower() for l in err_lines), r.stderr
+    assert len(err_lines) <= 3, f"not one clear line:\n{r.stderr}"
+    assert r.stdout.strip() == ""
+
+
+def test_cli_with_missing_config_file_is_error(mserver, tmp_path):
+    r = mserver.cli("-c", str(tmp_path / "missing.yaml"), "users", "list", config=False)
+    # headscale only warns about a missing file and then uses defaults (socket in /var/run):
+    # either way the command must not hang and must not claim success against our server
+    assert r.returncode != 0 or "[]" not in r.stdout
+
+
+# ---- remote mode ----
+
+def _remote_env(s, key):
+    env = {"HEADSCALE_CLI_ADDRESS": f"http://127.0.0.1:{s.port}"}
+    if key is not None:
+        env["HEADSCALE_CLI_API_KEY"] = key
+    return env
+
+
+def test_remote_mode_users_list(mserver):
+    name = unique()
+    mserver.cli_ok("users", "create", name)
+    data = mserver.cli_json("users", "list", env=_remote_env(mserver, mserver.api_key))
+    assert name in [u["name"] for u in data]
+
+
+def test_remote_mode_create_user(mserver):
+    name = unique()
+    mserver.cli_ok("users", "create", name, env=_remote_env(mserver, mserver.api_key))
+    assert name in mserver.user_names()
+
+
+def test_remote_mode_without_key_is_error(mserver):
+    name = unique()
+    r = mserver.cli("users", "create", name, env=_remote_env(mserver, None))
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert "HEADSCALE_CLI_API_KEY environment variable needs to be set" in r.stderr + r.stdout
+    assert name not in mserver.user_names()
+
+
+def test_remote_mode_wrong_key_is_error(mserver):
+    name = unique()
+    for key in ("garbage", "hskey-api-000000000000-" + "0" * 64):
+        r = mserver.cli("users", "create", name, env=_remote_env(mserver, key))
+        assert r.returncode == 1, (key, r.returncode, r.stdout, r.stderr)
+        assert "Error" in r.stderr or "error" in r.stderr.lower(), r.stderr
+    assert name not in mserver.user_names()
+
+
+def test_remote_mode_expired_key_is_error(mserver):
+    key = API_KEY_RE.search(mserver.cli_ok("apikeys", "create", "-e", "1h").stdout).group(0)
+    mserver.cli_ok("users", "list", env=_remote_env(mserver, key))
+    mserver.cli_ok("apikeys", "expire", "-p", key.split("-")[2])
+    r = mserver.cli("users", "list", env=_remote_env(mserver, key))
+    assert r.returncode == 1, (r.stdout, r.stderr)
+
+
+def test_remote_mode_unreachable_address_fails_fast(mserver):
+    from helpers import free_port
+    t0 = time.monotonic()
+    r = mserver.cli("users", "list", env={"HEADSCALE_CLI_ADDRESS": f"http://127.0.0.1:{free_port()}",
+                                          "HEADSCALE_CLI_API_KEY": mserver.api_key})
+    assert r.returncode == 1
+    assert time.monotonic() - t0 < 15
+    assert r.stderr.strip()

@@ -1,0 +1,234 @@
+"""Configuration: configtest on good and bad configs, serve refusing a bad config quickly and
+naming the key, a 0.22.3-style config, and HEADSCALE_* environment overrides."""
+
+import http.client
+import os
+import socket
+import time
+
+import pytest
+
+from helpers import DELETE, free_port, unique
+
+BAD_CONFIGS = [
+    # (id, overrides, words of which at least one must appear in the error output)
+    ("pg_port_not_a_number",
+     {"database": {"type": "postgres", "postgres": {"host": "127.0.0.1", "port": "abc",
+                                                    "name": "x", "user": "postgres"}}},
+     ["database.postgres.port"]),
+    ("server_url_without_scheme", {"server_url": "127.0.0.1:8080"}, ["server_url"]),
+    ("unknown_database_type", {"database": {"type": "mysql"}}, ["database.type"]),
+    ("bad_v4_prefix", {"prefixes": {"v4": "100.64.0.0/99"}}, ["prefixes.v4"]),
+    ("no_prefixes", {"prefixes": {"v4": DELETE, "v6": DELETE}}, ["prefixes"]),
+    ("no_noise_key_path", {"noise": {"private_key_path": DELETE}}, ["noise.private_key_path"]),
+    ("magic_dns_without_base_domain", {"dns": {"base_domain": DELETE}}, ["base_domain"]),
+    ("server_url_inside_base_domain", {"server_url": "http://hs.example.com:8080"},
+     ["server_url", "base_domain"]),
+    ("bad_policy_mode", {"policy": {"mode": "sometimes"}}, ["policy.mode"]),
+    ("sqlite_path_missing", {"database": {"type": "sqlite", "sqlite": {"path": DELETE}}},
+     ["database.sqlite.path"]),
+]
+
+
+def _bad_server(server_factory, overrides):
+    s = server_factory(start=False)
+    from helpers import deep_merge
+    deep_merge(s.config, overrides)
+    s.write_config()
+    return s
+
+
+def test_configtest_ok(server_factory):
+    s = server_factory(start=False)
+    r = s.cli("configtest")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "Error" not in r.stderr
+
+
+@pytest.mark.parametrize("case", BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
+def test_configtest_bad_value_names_key(server_factory, case):
+    _, overrides, words = case
+    s = _bad_server(server_factory, overrides)
+    r = s.cli("configtest", timeout=30)
+    assert r.returncode != 0, f"configtest accepted a bad config:\n{r.stdout}\n{r.stderr}"
+    out = r.stderr + r.stdout
+    assert any(w in out for w in words), f"error does not name {words}:\n{out}"
+
+
+@pytest.mark.parametrize("case", BAD_CONFIGS[:4], ids=[c[0] for c in BAD_CONFIGS[:4]])
+def test_serve_bad_config_exits_quickly_and_names_key(server_factory, case):
+    _, overrides, words = case
+    s = _bad_server(server_factory, overrides)
+    t0 = time.monotonic()
+    p = s.spawn()
+    try:
+        rc = p.wait(timeout=20)
+    except Exception:
+        p.kill()
+        p.wait(timeout=10)
+        raise AssertionError("serve with a bad config kept running")
+    assert rc != 0
+    assert time.monotonic() - t0 < 10
+    log = s.log_text()
+    assert any(w in log for w in words), f"serve error does not name {words}:\n{log}"
+    assert not os.path.exists(s.socket_path) or not _answers(s.socket_path)
+
+
+def _answers(path):
+    try:
+        with socket.socket(socket.AF_UNIX) as c:
+            c.settimeout(2)
+            c.connect(path)
+        return True
+    except OSError:
+        return False
+
+
+def test_configtest_yaml_syntax_error(server_factory):
+    s = server_factory(start=False)
+    with open(s.cfg_path, "a") as f:
+        f.write("\nlisten_addr: [unclosed\n")
+    r = s.cli("configtest")
+    assert r.returncode != 0
+    assert (r.stderr + r.stdout).strip()
+
+
+def test_configtest_duplicate_key_is_error(server_factory):
+    s = server_factory(start=False)
+    with open(s.cfg_path, "a") as f:
+        f.write(f"\nserver_url: http://127.0.0.1:{s.port}\n")
+    r = s.cli("configtest")
+    assert r.returncode != 0, r.stderr
+    assert "server_url" in r.stderr + r.stdout
+
+
+def test_unknown_key_is_not_fatal(server_factory):
+    s = server_factory(start=False)
+    s.config["some_future_key"] = {"x": 1}
+    s.write_config()
+    r = s.cli("configtest")
+    assert r.returncode == 0, r.stderr
+
+
+LEGACY_SQLITE = """\
+---
+server_url: http://127.0.0.1:{port}
+listen_addr: 127.0.0.1:{port}
+metrics_listen_addr: 127.0.0.1:{mport}
+grpc_listen_addr: 127.0.0.1:{gport}
+grpc_allow_insecure: false
+private_key_path: {tmp}/private.key
+noise:
+  private_key_path: {tmp}/noise.key
+ip_prefixes:
+  - fd7a:115c:a1e0::/48
+  - 100.64.0.0/10
+derp:
+  server:
+    enabled: false
+  urls: []
+  paths: []
+  auto_update_enabled: false
+  update_frequency: 24h
+disable_check_updates: true
+ephemeral_node_inactivity_timeout: 30m
+node_update_check_interval: 10s
+{db}
+acl_policy_path: {tmp}/acl.hujson
+dns_config:
+  override_local_dns: true
+  nameservers:
+    - 1.1.1.1
+  domains: []
+  magic_dns: true
+  base_domain: example.com
+unix_socket: {tmp}/headscale.sock
+unix_socket_permission: "0770"
+log:
+  format: text
+  level: debug
+logtail:
+  enabled: false
+randomize_client_port: false
+"""
+
+LEGACY_DB = {
+    "sqlite": "db_type: sqlite3\ndb_path: {tmp}/db.sqlite",
+    "postgres": ("db_type: postgres\ndb_host: {pghost}\ndb_port: {pgport}\ndb_name: {pgdb}\n"
+                 "db_user: postgres\ndb_pass: \"\"\ndb_ssl: false"),
+}
+
+LEGACY_POLICY = '{\n  // 0.22 acl file\n  "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],\n}\n'
+
+
+def _legacy(server_factory, db, start=True):
+    s = server_factory(start=False,
+                       raw_config=LEGACY_SQLITE.replace("{db}", LEGACY_DB[db.kind]))
+    with open(os.path.join(s.tmp, "acl.hujson"), "w") as f:
+        f.write(LEGACY_POLICY)
+    if start:
+        s.start()
+        s.ensure_api_key()
+    return s
+
+
+def test_legacy_022_config_configtest(server_factory, db):
+    s = _legacy(server_factory, db, start=False)
+    r = s.cli("configtest")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+
+
+def test_legacy_022_config_serves(server_factory, db):
+    s = _legacy(server_factory, db)
+    name = unique()
+    s.cli_ok("users", "create", name)
+    assert name in s.user_names()
+    # acl_policy_path is the policy file
+    assert s.api_ok("GET", "/api/v1/policy")["policy"] == LEGACY_POLICY
+    # the gRPC address is ignored (with a warning), nothing listens there
+    assert "grpc_listen_addr" in s.log_text()
+    gport = int(s.config["grpc_listen_addr"].rsplit(":", 1)[1])
+    with socket.socket() as c:
+        c.settimeout(2)
+        assert c.connect_ex(("127.0.0.1", gport)) != 0, "something listens on grpc_listen_addr"
+    if db.kind == "sqlite":
+        assert os.path.exists(os.path.join(s.tmp, "db.sqlite"))
+
+
+def test_env_overrides_listen_addr(server_factory):
+    s = server_factory(start=False)
+    cfg_port = s.port
+    s.port = free_port()
+    s.env["HEADSCALE_LISTEN_ADDR"] = f"127.0.0.1:{s.port}"
+    s.start()
+    s.ensure_api_key()
+    assert s.api("GET", "/api/v1/user")[0] == 200
+    with socket.socket() as c:
+        c.settimeout(2)
+        assert c.connect_ex(("127.0.0.1", cfg_port)) != 0, "still listening on the file's port"
+
+
+def test_env_overrides_sqlite_path(server_factory, db):
+    if db.kind != "sqlite":
+        pytest.skip("sqlite only")
+    s = server_factory(start=False)
+    other = os.path.join(s.tmp, "other.sqlite")
+    s.env["HEADSCALE_DATABASE_SQLITE_PATH"] = other
+    s.start()
+    s.ensure_api_key()
+    s.create_user()
+    assert os.path.exists(other)
+    assert not os.path.exists(s.sqlite_path), "the file's sqlite path was used anyway"
+
+
+def test_env_override_bad_value_names_key(server_factory):
+    s = server_factory(start=False)
+    r = s.cli("configtest", env={"HEADSCALE_SERVER_URL": "no-scheme.example.org"})
+    assert r.returncode != 0
+    assert "server_url" in (r.stderr + r.stdout).lower()
+
+
+def test_headscale_config_env_selects_file(server_factory):
+    s = server_factory()
+    r = s.cli("users", "list", config=False, env={"HEADSCALE_CONFIG": s.cfg_path})
+    assert r.returncode == 0, r.stderr

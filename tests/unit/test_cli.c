@@ -1,0 +1,576 @@
+/* cli: argv parsing, user references, tables, -o formats, key prefixes, expirations and
+ * the error paths that need no server. */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli_internal.h"
+
+#define ARGV(...) ((char *[]){ "headscale", __VA_ARGS__, NULL })
+#define ARGC(...) ((int)(sizeof((char *[]){ "headscale", __VA_ARGS__ }) / sizeof(char *)))
+#define PARSE(a, ...) cli_parse(&cli_root, ARGC(__VA_ARGS__), ARGV(__VA_ARGS__), (a))
+
+static const char *cmd_name(const struct cli_args *a)
+{
+    return cli_args_cmd(a)->name;
+}
+
+/* ---- parsing ---- */
+
+Test(cli_parse, flags_before_the_subcommand)
+{
+    struct cli_args a;
+
+    cr_assert_eq(PARSE(&a, "-n", "default", "node", "ls"), 0, "%s", a.err);
+    cr_assert_str_eq(cmd_name(&a), "list");
+    cr_assert_str_eq(a.path[1]->name, "nodes");
+    cr_assert_str_eq(cli_flag_str(&a, "namespace"), "default");
+
+    cr_assert_eq(PARSE(&a, "-u", "alice", "preauthkeys", "create"), 0, "%s", a.err);
+    cr_assert_str_eq(cmd_name(&a), "create");
+    cr_assert_str_eq(cli_flag_str(&a, "user"), "alice");
+
+    cr_assert_eq(PARSE(&a, "-o", "json", "users", "list"), 0, "%s", a.err);
+    cr_assert_str_eq(cli_flag_str(&a, "output"), "json");
+    cr_assert_eq(a.npos, 0);
+}
+
+Test(cli_parse, flags_after_and_between)
+{
+    struct cli_args a;
+
+    cr_assert_eq(PARSE(&a, "users", "create", "bob", "--email", "b@x", "-o", "yaml"), 0, "%s",
+                 a.err);
+    cr_assert_eq(a.npos, 1);
+    cr_assert_str_eq(a.pos[0], "bob");
+    cr_assert_str_eq(cli_flag_str(&a, "email"), "b@x");
+    cr_assert_str_eq(cli_flag_str(&a, "output"), "yaml");
+
+    cr_assert_eq(PARSE(&a, "preauthkeys", "--user", "7", "create", "--reusable"), 0, "%s", a.err);
+    cr_assert(cli_flag_bool(&a, "reusable"));
+    cr_assert_not(cli_flag_bool(&a, "ephemeral"));
+    cr_assert_str_eq(cli_flag_str(&a, "user"), "7");
+}
+
+Test(cli_parse, value_forms)
+{
+    struct cli_args a;
+
+    cr_assert_eq(PARSE(&a, "apikeys", "create", "--expiration=30m"), 0, "%s", a.err);
+    cr_assert_str_eq(cli_flag_str(&a, "expiration"), "30m");
+    cr_assert_eq(PARSE(&a, "apikeys", "create", "-e2h"), 0, "%s", a.err);
+    cr_assert_str_eq(cli_flag_str(&a, "expiration"), "2h");
+    cr_assert_eq(PARSE(&a, "apikeys", "create", "-e=3h"), 0, "%s", a.err);
+    cr_assert_str_eq(cli_flag_str(&a, "expiration"), "3h");
+    cr_assert_eq(PARSE(&a, "apikeys", "create"), 0, "%s", a.err);
+    cr_assert_str_eq(cli_flag_str(&a, "expiration"), "90d", "default");
+    cr_assert_eq(PARSE(&a, "--force=false", "users", "destroy", "x"), 0, "%s", a.err);
+    cr_assert_not(cli_flag_bool(&a, "force"));
+    cr_assert_eq(PARSE(&a, "users", "destroy", "x", "--force"), 0, "%s", a.err);
+    cr_assert(cli_flag_bool(&a, "force"));
+}
+
+Test(cli_parse, aliases)
+{
+    static const struct {
+        const char *group, *sub, *want_group, *want_sub;
+    } cases[] = {
+        { "ns", "new", "users", "create" },       { "namespace", "ls", "users", "list" },
+        { "user", "delete", "users", "destroy" }, { "users", "mv", "users", "rename" },
+        { "pre", "c", "preauthkeys", "create" },  { "authkey", "revoke", "preauthkeys", "expire" },
+        { "preauthkey", "rm", "preauthkeys", "delete" }, { "api", "show", "apikeys", "list" },
+        { "apikey", "e", "apikeys", "expire" },   { "apikeys", "remove", "apikeys", "delete" },
+        { "machines", "ls", "nodes", "list" },    { "machine", "show", "nodes", "list" },
+        { "gen", "private-key", "generate", "private-key" },
+        { "policy", "fetch", "policy", "get" },   { "policy", "put", "policy", "set" },
+    };
+    struct cli_args a;
+
+    for (size_t i = 0; i < HS_ARRAY_LEN(cases); i++) {
+        char *argv[] = { "headscale", (char *)cases[i].group, (char *)cases[i].sub, NULL };
+        cli_parse(&cli_root, 3, argv, &a); /* "users create" alone lacks NAME: path still set */
+        cr_assert_eq(a.depth, 3, "%s %s: %s", cases[i].group, cases[i].sub, a.err);
+        cr_assert_str_eq(a.path[1]->name, cases[i].want_group);
+        cr_assert_str_eq(cmd_name(&a), cases[i].want_sub);
+    }
+}
+
+Test(cli_parse, bad_input)
+{
+    struct cli_args a;
+
+    cr_assert_eq(PARSE(&a, "users", "list", "--bogus"), -EINVAL);
+    cr_assert_str_eq(a.err, "unknown flag: --bogus");
+    cr_assert_str_eq(cmd_name(&a), "list", "the path stays resolved for the usage text");
+    cr_assert_eq(PARSE(&a, "users", "list", "-z"), -EINVAL);
+    cr_assert_eq(PARSE(&a, "frobnicate"), -EINVAL);
+    cr_assert(strstr(a.err, "unknown command \"frobnicate\"") != NULL, "%s", a.err);
+    cr_assert_eq(PARSE(&a, "users", "frobnicate"), -EINVAL);
+    cr_assert_eq(PARSE(&a, "users", "create"), -EINVAL);
+    cr_assert_str_eq(a.err, "missing parameters");
+    cr_assert_eq(PARSE(&a, "users", "list", "extra"), -EINVAL);
+    cr_assert_eq(PARSE(&a, "apikeys", "create", "-e"), -EINVAL);
+    cr_assert(strstr(a.err, "needs an argument") != NULL, "%s", a.err);
+    cr_assert_eq(PARSE(&a, "--force=maybe", "users", "list"), -EINVAL);
+    cr_assert_eq(PARSE(&a, "version", "--user", "x"), -EINVAL, "-u is not a version flag");
+}
+
+Test(cli_parse, help_groups_and_dashdash)
+{
+    struct cli_args a;
+
+    cr_assert_eq(PARSE(&a, "users", "create", "--help"), 0);
+    cr_assert(a.help);
+    cr_assert_eq(PARSE(&a, "users"), 0);
+    cr_assert_null(cli_args_cmd(&a)->run, "a group prints its help");
+    cr_assert_eq(PARSE(&a, "users", "create", "--", "-weird"), 0, "%s", a.err);
+    cr_assert_str_eq(a.pos[0], "-weird");
+}
+
+Test(cli_parse, ambiguous_short_flag_before_command)
+{
+    struct cli_args a;
+
+    /* -t is a bool for nodes list: "list" after it is the subcommand, not its value. */
+    cr_assert_eq(PARSE(&a, "nodes", "-t", "list"), 0, "%s", a.err);
+    cr_assert_str_eq(cmd_name(&a), "list");
+    cr_assert(cli_flag_bool(&a, "tags"));
+}
+
+Test(cli_parse, list_flags_accumulate)
+{
+    struct cli_args a;
+    struct hs_strv tags = { 0 };
+
+    cr_assert_eq(PARSE(&a, "pre", "create", "--tags", "tag:a,tag:b", "--tags=tag:c"), 0, "%s",
+                 a.err);
+    cr_assert_eq(cli_flag_list(&a, "tags", &tags), 0);
+    cr_assert_eq(tags.n, 3);
+    cr_assert_str_eq(tags.v[0], "tag:a");
+    cr_assert_str_eq(tags.v[2], "tag:c");
+    hs_strv_free(&tags);
+}
+
+Test(cli_parse, help_text_lists_flags)
+{
+    struct cli_args a;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+
+    cr_assert_eq(PARSE(&a, "preauthkeys", "create", "-h"), 0);
+    cli_help(&a, f);
+    fclose(f);
+    cr_assert(strstr(text, "Usage:\n  headscale preauthkeys create [flags]") != NULL, "%s", text);
+    cr_assert(strstr(text, "--reusable") != NULL);
+    cr_assert(strstr(text, "-e, --expiration string") != NULL, "%s", text);
+    cr_assert(strstr(text, "(default \"1h\")") != NULL);
+    cr_assert(strstr(text, "-u, --user string") != NULL, "inherited flag shown");
+    cr_assert(strstr(text, "--namespace") == NULL, "hidden flag not shown");
+    cr_assert(strstr(text, "-o, --output string") != NULL);
+    free(text);
+}
+
+/* ---- helpers ---- */
+
+Test(cli_util, user_reference_rule)
+{
+    cr_assert_eq(cli_user_ref_kind("1"), CLI_USER_BY_ID);
+    cr_assert_eq(cli_user_ref_kind("123456"), CLI_USER_BY_ID);
+    cr_assert_eq(cli_user_ref_kind("alice"), CLI_USER_BY_NAME);
+    cr_assert_eq(cli_user_ref_kind("a1"), CLI_USER_BY_NAME);
+    cr_assert_eq(cli_user_ref_kind("1a"), CLI_USER_BY_NAME);
+    cr_assert_eq(cli_user_ref_kind("-1"), CLI_USER_BY_NAME);
+    cr_assert_eq(cli_user_ref_kind(""), CLI_USER_BY_NAME);
+}
+
+Test(cli_util, key_prefix)
+{
+    char p[64];
+
+    cr_assert_eq(cli_key_prefix("hskey-auth-", "hskey-auth-0123456789ab-" "ffffffff", p, sizeof(p)), 0);
+    cr_assert_str_eq(p, "0123456789ab");
+    cr_assert_eq(cli_key_prefix("hskey-auth-", "hskey-auth-0123456789ab-***", p, sizeof(p)), 0);
+    cr_assert_str_eq(p, "0123456789ab");
+    cr_assert_eq(cli_key_prefix("hskey-api-", "hskey-api-abcdefabcdef", p, sizeof(p)), 0);
+    cr_assert_str_eq(p, "abcdefabcdef");
+    cr_assert_eq(cli_key_prefix("hskey-api-", "abcdefabcdef", p, sizeof(p)), 0);
+    cr_assert_str_eq(p, "abcdefabcdef");
+    cr_assert_eq(cli_key_prefix("hskey-api-", "Ab3_x-9***", p, sizeof(p)), 0, "legacy masked");
+    cr_assert_str_eq(p, "Ab3_x-9");
+    cr_assert_eq(cli_key_prefix("hskey-api-", "Ab3_x-9.secretsecret", p, sizeof(p)), 0);
+    cr_assert_str_eq(p, "Ab3_x-9");
+    cr_assert_eq(cli_key_prefix("hskey-auth-", "hskey-auth-", p, sizeof(p)), -EINVAL);
+    cr_assert_eq(cli_key_prefix("hskey-auth-", "", p, sizeof(p)), -EINVAL);
+    cr_assert_eq(cli_key_prefix("hskey-auth-", "0123456789abcdef", p, 8), -EINVAL, "too long");
+}
+
+Test(cli_util, duration_to_expiration)
+{
+    char buf[40];
+    int64_t now = INT64_C(1700000000) * HS_USEC_PER_SEC; /* 2023-11-14T22:13:20Z */
+
+    cr_assert_eq(cli_expiration("1h", now, buf, sizeof(buf)), 0);
+    cr_assert_str_eq(buf, "2023-11-14T23:13:20Z");
+    cr_assert_eq(cli_expiration("90d", now, buf, sizeof(buf)), 0);
+    cr_assert_str_eq(buf, "2024-02-12T22:13:20Z");
+    cr_assert_eq(cli_expiration("1w", now, buf, sizeof(buf)), 0);
+    cr_assert_str_eq(buf, "2023-11-21T22:13:20Z");
+    cr_assert_eq(cli_expiration("30m", now, buf, sizeof(buf)), 0);
+    cr_assert_str_eq(buf, "2023-11-14T22:43:20Z");
+    cr_assert_lt(cli_expiration("soon", now, buf, sizeof(buf)), 0);
+    cr_assert_lt(cli_expiration("", now, buf, sizeof(buf)), 0);
+}
+
+Test(cli_util, short_key)
+{
+    char s[16];
+
+    /* 00 10 83 ... → base64 "ABCD..." */
+    cli_key_short("nodekey:0010830000000000000000000000000000000000000000000000000000000001", s,
+                  sizeof(s));
+    cr_assert_str_eq(s, "[ABCDA]");
+    cli_key_short("mkey:" "ffffffff00000000000000000000000000000000000000000000000000000000", s,
+                  sizeof(s));
+    cr_assert_str_eq(s, "[/////]");
+    cli_key_short("nodekey:0000000000000000000000000000000000000000000000000000000000000000", s,
+                  sizeof(s));
+    cr_assert_str_eq(s, "", "zero key");
+    cli_key_short("garbage", s, sizeof(s));
+    cr_assert_str_eq(s, "");
+    cli_key_short(NULL, s, sizeof(s));
+    cr_assert_str_eq(s, "");
+}
+
+Test(cli_util, base_url)
+{
+    char *u;
+
+    u = cli_base_url("hs.example.com:443");
+    cr_assert_str_eq(u, "https://hs.example.com:443");
+    free(u);
+    u = cli_base_url("http://127.0.0.1:8080/");
+    cr_assert_str_eq(u, "http://127.0.0.1:8080");
+    free(u);
+    u = cli_base_url("https://hs.example.com");
+    cr_assert_str_eq(u, "https://hs.example.com");
+    free(u);
+}
+
+Test(cli_util, path_escaping)
+{
+    char *p = cli_pathf("/api/v1/user/%s/rename/%s", "1", "a b/c");
+    cr_assert_str_eq(p, "/api/v1/user/1/rename/a%20b%2Fc");
+    free(p);
+}
+
+Test(cli_util, problem_messages)
+{
+    char m[256];
+    const char *problem = "{\"title\":\"Not Found\",\"status\":404,\"detail\":\"user not found\"}";
+    const char *nested = "{\"title\":\"Bad Request\",\"status\":400,\"detail\":\"creating user\","
+                         "\"errors\":[{\"message\":\"name is too long\"}]}";
+    const char *grpc = "{\"code\":5,\"message\":\"record not found\",\"details\":[]}";
+
+    cli_problem_message(404, problem, strlen(problem), m, sizeof(m));
+    cr_assert_str_eq(m, "user not found");
+    cli_problem_message(400, nested, strlen(nested), m, sizeof(m));
+    cr_assert_str_eq(m, "creating user: name is too long");
+    cli_problem_message(404, grpc, strlen(grpc), m, sizeof(m));
+    cr_assert_str_eq(m, "record not found");
+    cli_problem_message(401, "Unauthorized\n", 13, m, sizeof(m));
+    cr_assert_str_eq(m, "Unauthorized");
+    cli_problem_message(500, "", 0, m, sizeof(m));
+    cr_assert_str_eq(m, "unexpected response status: 500 Internal Server Error");
+    cli_problem_message(502, "<html>x</html>", 14, m, sizeof(m));
+    cr_assert_str_eq(m, "unexpected response status: 502 Bad Gateway");
+}
+
+/* ---- rendering ---- */
+
+static char *render(const char *json, enum cli_format fmt)
+{
+    json_error_t e;
+    json_t *j = json_loads(json, JSON_DECODE_ANY, &e);
+    struct hs_buf b;
+
+    cr_assert_not_null(j, "%s", e.text);
+    hs_buf_init(&b, 1u << 20);
+    cr_assert_eq(cli_render(j, fmt, &b), 0);
+    json_decref(j);
+    return hs_buf_steal(&b);
+}
+
+Test(cli_output, json_tab_indentation)
+{
+    char *s = render("{\"users\":[{\"id\":\"1\",\"name\":\"a  b\"}],\"empty\":[],\"n\":null}",
+                     CLI_FMT_JSON);
+    cr_assert_str_eq(s, "{\n"
+                        "\t\"users\": [\n"
+                        "\t\t{\n"
+                        "\t\t\t\"id\": \"1\",\n"
+                        "\t\t\t\"name\": \"a  b\"\n"
+                        "\t\t}\n"
+                        "\t],\n"
+                        "\t\"empty\": [],\n"
+                        "\t\"n\": null\n"
+                        "}");
+    free(s);
+}
+
+Test(cli_output, json_line)
+{
+    char *s = render("{\"a\": [1, 2], \"b\": \"x\"}", CLI_FMT_JSON_LINE);
+    cr_assert_str_eq(s, "{\"a\":[1,2],\"b\":\"x\"}");
+    free(s);
+}
+
+Test(cli_output, yaml)
+{
+    char *s = render("[{\"id\":\"1\",\"name\":\"alice\",\"reusable\":true,\"expiry\":null,"
+                     "\"createdAt\":\"2024-01-02T03:04:05Z\",\"aclTags\":[\"tag:a\"],"
+                     "\"empty\":\"\",\"yes\":\"no\",\"note\":\"a: b\"}]",
+                     CLI_FMT_YAML);
+    cr_assert(strstr(s, "id: \"1\"") != NULL, "%s", s);
+    cr_assert(strstr(s, "name: alice\n") != NULL, "%s", s);
+    cr_assert(strstr(s, "reusable: true\n") != NULL, "%s", s);
+    cr_assert(strstr(s, "expiry: null\n") != NULL, "%s", s);
+    cr_assert(strstr(s, "createdAt: \"2024-01-02T03:04:05Z\"") != NULL, "%s", s);
+    cr_assert(strstr(s, "- tag:a") != NULL, "%s", s);
+    cr_assert(strstr(s, "empty: \"\"") != NULL, "%s", s);
+    cr_assert(strstr(s, "\"yes\": \"no\"") != NULL, "%s", s);
+    cr_assert(strstr(s, "note: 'a: b'") != NULL || strstr(s, "note: \"a: b\"") != NULL, "%s", s);
+    cr_assert(s[0] == '-', "a top-level sequence: %s", s);
+    cr_assert(s[strlen(s) - 1] != '\n', "callers add the newline");
+    free(s);
+}
+
+Test(cli_output, yaml_scalar_string)
+{
+    char *s = render("\"hskey-api-abc-def\"", CLI_FMT_YAML);
+    cr_assert_str_eq(s, "hskey-api-abc-def");
+    free(s);
+}
+
+Test(cli_output, table_layout)
+{
+    static const char *const header[] = { "ID", "Name", "Created" };
+    struct cli_table t;
+    struct hs_buf b;
+
+    cli_table_init(&t, header, 3);
+    cli_table_add(&t, "1");
+    cli_table_add(&t, "alice");
+    cli_table_add(&t, "2024-01-02 03:04:05");
+    cli_table_add(&t, "10");
+    cli_table_add(&t, "\033[92mbö\033[0m"); /* colour and UTF-8 don't count as width */
+    cli_table_add(&t, "");
+    hs_buf_init(&b, 4096);
+    cr_assert_eq(cli_table_render(&t, false, &b), 0);
+    cr_assert_str_eq(b.data, "ID | Name  | Created\n"
+                             "1  | alice | 2024-01-02 03:04:05\n"
+                             "10 | \033[92mbö\033[0m    | \n");
+    hs_buf_free(&b);
+    cli_table_free(&t);
+}
+
+Test(cli_output, table_from_json_rows)
+{
+    static const struct cli_column cols[] = {
+        { "ID", "id", CELL_STR, NULL },
+        { "User", "user.name", CELL_STR, NULL },
+        { "Used", "used", CELL_BOOL, NULL },
+        { "Expiration", "expiration", CELL_EXPIRY, NULL },
+        { "Created", "createdAt", CELL_TIME, NULL },
+        { "Tags", "aclTags", CELL_STRV, NULL },
+    };
+    json_t *rows = json_loads("[{\"id\":\"3\",\"user\":{\"name\":\"bob\"},\"used\":true,"
+                              "\"expiration\":\"2030-01-01T00:00:00Z\","
+                              "\"createdAt\":\"2024-05-06T07:08:09.5Z\",\"aclTags\":[\"tag:a\",\"tag:b\"]},"
+                              "{\"id\":\"4\",\"user\":null,\"expiration\":null}]",
+                              0, NULL);
+    struct cli_ctx ctx = { .now_us = hs_now_us() };
+    struct cli_table t;
+    struct hs_buf b;
+
+    cli_table_init(&t, NULL, HS_ARRAY_LEN(cols));
+    cli_table_rows(&ctx, &t, cols, HS_ARRAY_LEN(cols), rows);
+    hs_buf_init(&b, 4096);
+    cr_assert_eq(cli_table_render(&t, false, &b), 0);
+    cr_assert_str_eq(b.data, "3 | bob | true  | 2030-01-01 00:00:00 | 2024-05-06 07:08:09 | tag:a,tag:b\n"
+                             "4 |     | false | -                   |                     | \n");
+    hs_buf_free(&b);
+    cli_table_free(&t);
+    json_decref(rows);
+}
+
+Test(cli_output, formats_and_machine_detection)
+{
+    enum cli_format f;
+
+    cr_assert_eq(cli_format_parse(NULL, &f), 0);
+    cr_assert_eq(f, CLI_FMT_HUMAN);
+    cr_assert_eq(cli_format_parse("json-line", &f), 0);
+    cr_assert_eq(f, CLI_FMT_JSON_LINE);
+    cr_assert_eq(cli_format_parse("xml", &f), -EINVAL);
+    cr_assert(cli_machine_output(ARGC("users", "list", "-o", "yaml"), ARGV("users", "list", "-o", "yaml")));
+    cr_assert_not(cli_machine_output(ARGC("users", "list", "-o=json"), ARGV("users", "list", "-o=json")));
+    cr_assert_not(cli_machine_output(ARGC("users", "list"), ARGV("users", "list")));
+}
+
+/* ---- whole runs without a server ---- */
+
+struct run {
+    int rc;
+    char *out, *err;
+};
+
+static struct run run_cli(int argc, char **argv)
+{
+    struct run r = { 0 };
+    size_t olen, elen;
+    FILE *out = open_memstream(&r.out, &olen), *err = open_memstream(&r.err, &elen);
+
+    r.rc = cli_run(argc, argv, out, err);
+    fclose(out);
+    fclose(err);
+    return r;
+}
+
+static void run_free(struct run *r)
+{
+    free(r->out);
+    free(r->err);
+}
+
+#define RUN(...) run_cli(ARGC(__VA_ARGS__), ARGV(__VA_ARGS__))
+
+Test(cli_run, version)
+{
+    struct run r = RUN("version");
+    cr_assert_eq(r.rc, 0);
+    cr_assert(hs_has_prefix(r.out, "headscale version " HS_VERSION "\ncommit: "), "%s", r.out);
+    run_free(&r);
+
+    r = RUN("version", "-o", "json");
+    cr_assert_eq(r.rc, 0);
+    cr_assert(hs_has_prefix(r.out, "{\n\t\"version\": \"" HS_VERSION "\",\n\t\"commit\""), "%s",
+              r.out);
+    run_free(&r);
+}
+
+Test(cli_run, generate_private_key)
+{
+    struct run r = RUN("gen", "private-key");
+    cr_assert_eq(r.rc, 0);
+    cr_assert(hs_has_prefix(r.out, "privkey:"), "%s", r.out);
+    cr_assert_eq(strlen(r.out), strlen("privkey:") + 64 + 1);
+    run_free(&r);
+
+    r = RUN("generate", "private-key", "-o", "json-line");
+    cr_assert(hs_has_prefix(r.out, "{\"private_key\":\"privkey:"), "%s", r.out);
+    run_free(&r);
+}
+
+Test(cli_run, usage_errors_exit_1)
+{
+    struct run r = RUN("users", "list", "--nope");
+    cr_assert_eq(r.rc, 1);
+    cr_assert(hs_has_prefix(r.err, "Error: unknown flag: --nope\n"), "%s", r.err);
+    cr_assert(strstr(r.err, "Usage:") != NULL);
+    run_free(&r);
+
+    r = RUN("nosuchcommand");
+    cr_assert_eq(r.rc, 1);
+    run_free(&r);
+
+    r = RUN("users", "--help");
+    cr_assert_eq(r.rc, 0);
+    cr_assert(strstr(r.out, "Available Commands:") != NULL);
+    cr_assert(strstr(r.out, "users, user, namespace, namespaces, ns") != NULL, "%s", r.out);
+    run_free(&r);
+}
+
+static char *write_config(const char *body)
+{
+    char *path = strdup("/tmp/test_cli_XXXXXX.yaml");
+    int fd = mkstemps(path, 5);
+
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(write(fd, body, strlen(body)), (ssize_t)strlen(body));
+    close(fd);
+    return path;
+}
+
+Test(cli_run, server_not_running)
+{
+    char *cfg = write_config("server_url: http://127.0.0.1:8080\n"
+                             "unix_socket: /tmp/test_cli_no_such_dir/headscale.sock\n"
+                             "cli:\n  timeout: 200ms\n");
+    struct run r = RUN("-c", cfg, "users", "list");
+
+    cr_assert_eq(r.rc, 1);
+    cr_assert(strstr(r.err, "Error: cannot reach headscale at "
+                            "/tmp/test_cli_no_such_dir/headscale.sock: is \"headscale serve\" "
+                            "running?\n") != NULL,
+              "%s", r.err);
+    run_free(&r);
+
+    r = RUN("-c", cfg, "users", "list", "-o", "json");
+    cr_assert_eq(r.rc, 1);
+    cr_assert(strstr(r.err, "{\n\t\"error\": \"cannot reach headscale") != NULL, "%s", r.err);
+    cr_assert_str_eq(r.out, "");
+    run_free(&r);
+    unlink(cfg);
+    free(cfg);
+}
+
+Test(cli_run, remote_needs_api_key)
+{
+    char *cfg = write_config("server_url: http://127.0.0.1:8080\n"
+                             "cli:\n  address: 127.0.0.1:1\n");
+    struct run r;
+
+    unsetenv("HEADSCALE_CLI_API_KEY");
+    r = RUN("-c", cfg, "apikeys", "list");
+    cr_assert_eq(r.rc, 1);
+    cr_assert(strstr(r.err, "Error: HEADSCALE_CLI_API_KEY environment variable needs to be set") !=
+                  NULL,
+              "%s", r.err);
+    run_free(&r);
+    unlink(cfg);
+    free(cfg);
+}
+
+Test(cli_run, argument_checks_before_the_server)
+{
+    struct run r = RUN("pre", "create");
+    cr_assert_eq(r.rc, 1);
+    cr_assert(strstr(r.err, "--user or --tags") != NULL, "%s", r.err);
+    run_free(&r);
+
+    r = RUN("apikeys", "expire");
+    cr_assert_eq(r.rc, 1);
+    cr_assert(strstr(r.err, "either --id or --prefix") != NULL, "%s", r.err);
+    run_free(&r);
+
+    r = RUN("apikeys", "delete", "-p", "abc", "-i", "2");
+    cr_assert_eq(r.rc, 1);
+    cr_assert(strstr(r.err, "only one of") != NULL, "%s", r.err);
+    run_free(&r);
+
+    r = RUN("apikeys", "create", "-e", "later");
+    cr_assert_eq(r.rc, 1);
+    cr_assert(strstr(r.err, "could not parse duration") != NULL, "%s", r.err);
+    run_free(&r);
+
+    r = RUN("users", "rename", "-n", "alice");
+    cr_assert_eq(r.rc, 1);
+    cr_assert(strstr(r.err, "new-name") != NULL, "%s", r.err);
+    run_free(&r);
+
+    r = RUN("users", "list", "-o", "xml");
+    cr_assert_eq(r.rc, 1);
+    run_free(&r);
+}

@@ -1,0 +1,873 @@
+/* Unit tests for core/config: both layouts, defaults, env overrides, validation messages,
+ * file search, limits. Criterion runs each test in its own process, so setenv/chdir are
+ * local to a test. */
+#include <criterion/criterion.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config/config.h"
+#include "config/config_internal.h"
+
+#define DATA HS_SOURCE_DIR "/tests/unit/data/config"
+#define SEC HS_USEC_PER_SEC
+
+static struct hs_config cfg;
+static struct config_diags diags;
+static char tmpdir[64];
+
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/lsan_interface.h>
+#endif
+
+/* Criterion ignores LeakSanitizer's exit status, so look for leaks ourselves. */
+static void leak_check(void)
+{
+#ifdef __SANITIZE_ADDRESS__
+    cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "memory leaked (see the report above)");
+#endif
+}
+
+static void fini(void)
+{
+    config_free(&cfg);
+    config_diags_free(&diags);
+    leak_check();
+}
+
+static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(p);
+}
+
+static void fini_tmp(void)
+{
+    fini();
+    if (tmpdir[0])
+        nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+static void make_tmp(void)
+{
+    strcpy(tmpdir, "/tmp/hs-config-XXXXXX");
+    cr_assert_not_null(mkdtemp(tmpdir));
+}
+
+/* Writes text to tmpdir/name (creating its directories) and returns the path. */
+static char *put(const char *name, const char *text)
+{
+    char *p = hs_aprintf("%s/%s", tmpdir, name), *slash = strrchr(p, '/');
+    FILE *f;
+
+    *slash = '\0';
+    cr_assert_eq(hs_mkdir_p(p, 0700), 0);
+    *slash = '/';
+    cr_assert_not_null(f = fopen(p, "w"));
+    fputs(text, f);
+    fclose(f);
+    return p;
+}
+
+static int load(const char *text)
+{
+    return config_load_text(text, strlen(text), "/etc/hs", CONFIG_FOR_SERVER, &cfg, &diags);
+}
+
+static size_t count(enum config_diag_level lvl)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < diags.n; i++)
+        n += diags.v[i].level == lvl;
+    return n;
+}
+
+static const struct config_diag *find(enum config_diag_level lvl, const char *key)
+{
+    for (size_t i = 0; i < diags.n; i++)
+        if (diags.v[i].level == lvl && hs_streq(diags.v[i].key, key))
+            return &diags.v[i];
+    return NULL;
+}
+
+static void dump(void)
+{
+    config_diags_print(&diags, stderr);
+}
+
+/* The text must fail with an error on key, at line (0 = don't care), mentioning substr. */
+static void expect_error(const char *text, const char *key, int line, const char *substr)
+{
+    const struct config_diag *g;
+
+    cr_assert_eq(load(text), -EINVAL, "no error for:\n%s", text);
+    g = find(CONFIG_ERROR, key);
+    if (!g)
+        dump();
+    cr_assert_not_null(g, "no error naming %s for:\n%s", key, text);
+    if (line)
+        cr_assert_eq(g->line, line, "%s: line %d, want %d", key, g->line, line);
+    if (substr)
+        cr_assert(strstr(g->msg, substr), "%s: \"%s\" lacks \"%s\"", key, g->msg, substr);
+    fini();
+}
+
+/* ---- defaults ---- */
+
+Test(config, bare_defaults, .fini = fini)
+{
+    cr_assert_eq(config_load_text("", 0, NULL, CONFIG_FOR_SERVER, &cfg, &diags), 0);
+    cr_assert_eq(diags.n, 0);
+    cr_assert_str_eq(cfg.server_url, "http://127.0.0.1:8080");
+    cr_assert_str_eq(cfg.listen_addr, "127.0.0.1:8080");
+    cr_assert_str_eq(cfg.metrics_listen_addr, "");
+    cr_assert_str_eq(cfg.noise_private_key_path, "/var/lib/headscale/noise_private.key");
+    cr_assert_str_eq(cfg.sqlite_path, "/var/lib/headscale/db.sqlite");
+    cr_assert_eq(cfg.db_type, DB_SQLITE);
+    cr_assert(cfg.sqlite_wal);
+    cr_assert_eq(cfg.sqlite_wal_autocheckpoint, 1000);
+    cr_assert_str_eq(cfg.prefix_v4.text, "100.64.0.0/10");
+    cr_assert_str_eq(cfg.prefix_v6.text, "fd7a:115c:a1e0::/48");
+    cr_assert_eq(cfg.ip_allocation, IP_ALLOC_SEQUENTIAL);
+    cr_assert_eq(cfg.ephemeral_inactivity_timeout_us, 30 * 60 * SEC);
+    cr_assert_eq(cfg.node_expiry_us, 0);
+    cr_assert_eq(cfg.derp_update_frequency_us, 3 * 3600 * SEC);
+    cr_assert_eq(cfg.derp_server_region_id, 999);
+    cr_assert_str_eq(cfg.derp_server_region_code, "headscale");
+    cr_assert_str_eq(cfg.derp_server_region_name, "Headscale Embedded DERP");
+    cr_assert(cfg.derp_server_verify_clients && cfg.derp_server_auto_add_region);
+    cr_assert(!cfg.derp_server_enabled);
+    cr_assert(!cfg.dns_magic_dns, "no base_domain: MagicDNS quietly off");
+    cr_assert_str_eq(cfg.dns_base_domain, "");
+    cr_assert(cfg.dns_override_local_dns);
+    cr_assert(!cfg.dns_use_username_in_magic_dns);
+    cr_assert_str_eq(cfg.unix_socket, "/var/run/headscale/headscale.sock");
+    cr_assert_eq(cfg.unix_socket_permission, 0770);
+    cr_assert_eq(cfg.cli_timeout_us, 5 * SEC);
+    cr_assert_eq(cfg.log_level, LOG_INFO);
+    cr_assert(!cfg.log_json);
+    cr_assert_eq(cfg.policy_mode, POLICY_MODE_FILE);
+    cr_assert_str_eq(cfg.policy_path, "");
+    cr_assert_eq(cfg.pg_port, 5432);
+    cr_assert_eq(cfg.pg_max_open_conns, 10);
+    cr_assert_eq(cfg.pg_max_idle_conns, 10);
+    cr_assert_eq(cfg.pg_conn_max_idle_time_secs, 3600);
+    cr_assert_str_eq(cfg.pg_sslmode, "disable");
+    cr_assert_eq(cfg.tuning_batch_change_delay_us, 20000);
+    cr_assert_eq(cfg.tuning_register_cache_expiration_us, 15 * 60 * SEC);
+    cr_assert_eq(cfg.tuning_register_cache_max_entries, 1024);
+    cr_assert_eq(cfg.tuning_keepalive_interval_us, 50 * SEC);
+    cr_assert(cfg.taildrop_enabled && !cfg.logtail_enabled);
+    cr_assert_eq(cfg.oidc_scope.n, 3);
+    cr_assert_str_eq(cfg.oidc_scope.v[0], "openid");
+    cr_assert_str_eq(cfg.oidc_pkce_method, "S256");
+    cr_assert(cfg.oidc_only_start_if_available && cfg.oidc_email_verified_required);
+    cr_assert_eq(cfg.oidc_expiry_us, 0);
+    cr_assert_str_eq(cfg.tls_letsencrypt_challenge_type, "HTTP-01");
+    cr_assert_str_eq(cfg.acme_url, "https://acme-v02.api.letsencrypt.org/directory");
+    cr_assert(!cfg.legacy);
+    cr_assert_null(cfg.path);
+}
+
+Test(config, default_paths_beside_config, .fini = fini)
+{
+    cr_assert_eq(load(""), 0);
+    cr_assert_str_eq(cfg.noise_private_key_path, "/etc/hs/noise_private.key");
+    cr_assert_str_eq(cfg.sqlite_path, "/etc/hs/db.sqlite");
+    cr_assert_str_eq(cfg.derp_server_private_key_path, "/etc/hs/derp_server_private.key");
+}
+
+Test(config, every_string_field_is_non_null, .fini = fini)
+{
+    cr_assert_eq(load("server_url: http://x\n"), 0);
+    for (size_t i = 0; i < config__nkeys; i++) {
+        const struct key_def *k = &config__keys[i];
+        if (k->type == K_STR || k->type == K_PATH || k->type == K_ADDR || k->type == K_CHOICE)
+            cr_assert_not_null(*(char **)((char *)&cfg + k->off), "%s", k->name);
+    }
+}
+
+/* ---- the two layouts ---- */
+
+Test(config, current_layout_file, .fini = fini)
+{
+    char *dir = realpath(DATA, NULL);
+    char *p;
+
+    cr_assert_eq(config_load(DATA "/current.yaml", CONFIG_FOR_SERVER, &cfg, &diags), 0);
+    if (diags.n)
+        dump();
+    cr_assert_eq(diags.n, 0);
+    cr_assert(!cfg.legacy);
+    cr_assert_str_eq(cfg.dir, dir);
+    cr_assert_str_eq(cfg.server_url, "https://headscale.example.com");
+    cr_assert_str_eq(cfg.listen_addr, "[::]:443");
+    cr_assert_eq(cfg.trusted_proxies.n, 2);
+    cr_assert_str_eq(cfg.prefix_v4.text, "100.100.0.0/16");
+    cr_assert_str_eq(cfg.prefix_v6.text, "fd7a:115c:a1e0:1::/64");
+    cr_assert_eq(cfg.ip_allocation, IP_ALLOC_RANDOM);
+    cr_assert(cfg.derp_server_enabled && !cfg.derp_server_verify_clients);
+    cr_assert_eq(cfg.derp_server_region_id, 901);
+    cr_assert_str_eq(cfg.derp_server_ipv4, "203.0.113.7");
+    cr_assert_eq(cfg.derp_update_frequency_us, 5400 * SEC);
+    cr_assert_eq(cfg.node_expiry_us, 90 * 86400 * SEC);
+    cr_assert_eq(cfg.ephemeral_inactivity_timeout_us, 600 * SEC);
+    cr_assert_eq(cfg.db_type, DB_SQLITE);
+    cr_assert(!cfg.sqlite_wal);
+    cr_assert_eq(cfg.sqlite_wal_autocheckpoint, 500);
+    p = hs_aprintf("%s/state/db.sqlite", dir);
+    cr_assert_str_eq(cfg.sqlite_path, p);
+    free(p);
+    p = hs_aprintf("%s/keys/noise.key", dir);
+    cr_assert_str_eq(cfg.noise_private_key_path, p);
+    free(p);
+    p = hs_aprintf("%s/derp/map.yaml", dir);
+    cr_assert_str_eq(cfg.derp_paths.v[0], p);
+    free(p);
+    cr_assert_str_eq(cfg.tls_key_path, "/etc/ssl/key.pem");
+    cr_assert_eq(cfg.log_level, LOG_WARN);
+    cr_assert_eq(cfg.policy_mode, POLICY_MODE_DATABASE);
+    cr_assert(cfg.dns_magic_dns && !cfg.dns_override_local_dns);
+    cr_assert_str_eq(cfg.dns_base_domain, "ts.example.net");
+    cr_assert_eq(cfg.dns_nameservers_global.n, 2);
+    cr_assert_str_eq(cfg.dns_nameservers_global.v[1], "https://dns.nextdns.io/abc123");
+    cr_assert_eq(cfg.dns_nsplit, 1);
+    cr_assert_str_eq(cfg.dns_split[0].domain, "corp.example.com");
+    cr_assert_str_eq(cfg.dns_split[0].nameservers.v[0], "10.0.0.1");
+    cr_assert_eq(cfg.dns_nextra_records, 2);
+    cr_assert_str_eq(cfg.dns_extra_records[1].type, "AAAA");
+    cr_assert_str_eq(cfg.unix_socket, "/run/hs.sock");
+    cr_assert_eq(cfg.unix_socket_permission, 0750);
+    cr_assert(cfg.oidc_pkce_enabled);
+    cr_assert_str_eq(cfg.oidc_pkce_method, "plain");
+    cr_assert(cfg.logtail_enabled && !cfg.taildrop_enabled);
+    cr_assert_str_eq(cfg.cli_address, "hs.example.com:443");
+    cr_assert(cfg.cli_insecure);
+    cr_assert_eq(cfg.cli_timeout_us, 10 * SEC);
+    cr_assert_eq(cfg.tuning_batch_change_delay_us, 50000);
+    cr_assert_eq(cfg.tuning_register_cache_max_entries, 64);
+    cr_assert(!cfg.dns_use_username_in_magic_dns);
+    free(dir);
+}
+
+Test(config, legacy_0_22_file, .fini = fini)
+{
+    char *dir = realpath(DATA, NULL), *p;
+
+    cr_assert_eq(config_load(DATA "/legacy-0.22.yaml", CONFIG_FOR_SERVER, &cfg, &diags), 0);
+    cr_assert(cfg.legacy);
+    /* grpc_listen_addr and grpc_allow_insecure: accepted, ignored, warned about; nothing else. */
+    cr_assert_eq(count(CONFIG_WARNING), 2);
+    cr_assert_not_null(find(CONFIG_WARNING, "grpc_listen_addr"));
+    cr_assert_eq(find(CONFIG_WARNING, "grpc_listen_addr")->line, 6);
+    cr_assert_eq(cfg.db_type, DB_POSTGRES);
+    cr_assert_str_eq(cfg.pg_host, "db.internal");
+    cr_assert_eq(cfg.pg_port, 5433);
+    cr_assert_str_eq(cfg.pg_name, "headscale");
+    cr_assert_str_eq(cfg.pg_user, "hs");
+    cr_assert_str_eq(cfg.pg_pass, "s3cret");
+    cr_assert_str_eq(cfg.pg_sslmode, "require");
+    cr_assert_str_eq(cfg.prefix_v4.text, "100.64.0.0/10");
+    cr_assert_str_eq(cfg.prefix_v6.text, "fd7a:115c:a1e0::/48");
+    cr_assert_eq(cfg.ephemeral_inactivity_timeout_us, 45 * 60 * SEC);
+    cr_assert_eq(cfg.node_update_check_interval_us, 15 * SEC);
+    cr_assert_eq(cfg.derp_update_frequency_us, 24 * 3600 * SEC, "0.22 default");
+    cr_assert_eq(cfg.derp_server_region_id, 900);
+    cr_assert(!cfg.derp_auto_update);
+    cr_assert(cfg.disable_check_updates);
+    p = hs_aprintf("%s/acl.hujson", dir);
+    cr_assert_str_eq(cfg.policy_path, p);
+    free(p);
+    p = hs_aprintf("%s/private.key", dir);
+    cr_assert_str_eq(cfg.legacy_private_key_path, p);
+    free(p);
+    p = hs_aprintf("%s/cache", dir);
+    cr_assert_str_eq(cfg.tls_letsencrypt_cache_dir, p);
+    free(p);
+    p = hs_aprintf("%s/oidc_secret", dir);
+    cr_assert_str_eq(cfg.oidc_client_secret_path, p);
+    free(p);
+    cr_assert_eq(cfg.log_level, LOG_DEBUG);
+    cr_assert(cfg.log_json);
+    cr_assert(cfg.dns_magic_dns && cfg.dns_override_local_dns);
+    cr_assert_str_eq(cfg.dns_base_domain, "tail.example.org");
+    cr_assert_eq(cfg.dns_nameservers_global.n, 2);
+    cr_assert_eq(cfg.dns_nsplit, 2);
+    cr_assert_str_eq(cfg.dns_split[1].domain, "lab.example.org");
+    cr_assert_eq(cfg.dns_split[1].nameservers.n, 2);
+    cr_assert_eq(cfg.dns_search_domains.n, 1);
+    cr_assert_eq(cfg.dns_nextra_records, 1);
+    cr_assert_str_eq(cfg.dns_extra_records[0].value, "100.64.0.3");
+    cr_assert(cfg.dns_use_username_in_magic_dns, "0.22 names are <node>.<user>.<base>");
+    cr_assert(!cfg.oidc_only_start_if_available);
+    cr_assert_eq(cfg.oidc_expiry_us, 30 * 86400 * SEC);
+    cr_assert(!cfg.oidc_strip_email_domain);
+    cr_assert_eq(cfg.oidc_scope.n, 4);
+    cr_assert_eq(cfg.oidc_extra_params.n, 1);
+    cr_assert_str_eq(cfg.oidc_extra_params.v[0], "domain_hint=example.org");
+    cr_assert(cfg.randomize_client_port);
+    free(dir);
+}
+
+Test(config, legacy_defaults, .fini = fini)
+{
+    cr_assert_eq(load("db_type: sqlite3\ndb_path: hs.db\n"), 0);
+    cr_assert(cfg.legacy);
+    cr_assert_str_eq(cfg.sqlite_path, "/etc/hs/hs.db");
+    cr_assert_str_eq(cfg.dns_base_domain, "headscale.net");
+    cr_assert(cfg.dns_magic_dns);
+    cr_assert(cfg.dns_use_username_in_magic_dns);
+    cr_assert_eq(cfg.derp_update_frequency_us, 24 * 3600 * SEC);
+    cr_assert_eq(cfg.oidc_expiry_us, 180 * 86400 * SEC);
+    cr_assert(cfg.oidc_strip_email_domain);
+}
+
+Test(config, legacy_ip_prefixes_single_family, .fini = fini)
+{
+    cr_assert_eq(load("ip_prefixes: [100.64.0.0/10]\n"), 0);
+    cr_assert_eq(cfg.prefix_v4.family, AF_INET);
+    cr_assert_eq(cfg.prefix_v6.family, 0, "0.22: only the listed families");
+}
+
+Test(config, both_layouts_current_wins, .fini = fini)
+{
+    const struct config_diag *g;
+
+    cr_assert_eq(load("db_path: old.db\ndatabase:\n  sqlite:\n    path: new.db\n"), 0);
+    cr_assert_str_eq(cfg.sqlite_path, "/etc/hs/new.db");
+    cr_assert_not_null(g = find(CONFIG_WARNING, "db_path"));
+    cr_assert_eq(g->line, 1);
+    cr_assert(strstr(g->msg, "database.sqlite.path"));
+}
+
+Test(config, both_prefix_layouts_current_wins, .fini = fini)
+{
+    cr_assert_eq(load("prefixes:\n  v4: 100.64.0.0/16\nip_prefixes: [100.64.0.0/10]\n"), 0);
+    cr_assert_str_eq(cfg.prefix_v4.text, "100.64.0.0/16");
+    cr_assert_not_null(find(CONFIG_WARNING, "ip_prefixes"));
+}
+
+Test(config, json_file_is_yaml, .fini = fini)
+{
+    cr_assert_eq(config_load(DATA "/json/config.json", CONFIG_FOR_SERVER, &cfg, &diags), 0);
+    cr_assert_str_eq(cfg.server_url, "https://json.example.com");
+    cr_assert(hs_has_prefix(cfg.sqlite_path, "/") && strstr(cfg.sqlite_path, "/json/j.db"));
+}
+
+/* ---- environment ---- */
+
+Test(config, env_overrides_file, .fini = fini)
+{
+    setenv("HEADSCALE_DATABASE_SQLITE_PATH", "env.db", 1);
+    setenv("HEADSCALE_SERVER_URL", "https://env.example.com", 1);
+    setenv("HEADSCALE_DNS_NAMESERVERS_GLOBAL", "127.0.0.11 1.1.1.1", 1);
+    setenv("HEADSCALE_DERP_SERVER_ENABLED", "true", 1);
+    setenv("HEADSCALE_DERP_SERVER_STUN_LISTEN_ADDR", ":3478", 1);
+    setenv("HEADSCALE_LOG_LEVEL", "trace", 1);
+    setenv("HEADSCALE_NODE_EXPIRY", "1h30m", 1);
+    setenv("HEADSCALE_TAILDROP_ENABLED", "", 1); /* empty = unset, as viper */
+    cr_assert_eq(load("server_url: https://file.example.com\ntaildrop:\n  enabled: false\n"), 0);
+    cr_assert_str_eq(cfg.sqlite_path, "/etc/hs/env.db");
+    cr_assert_str_eq(cfg.server_url, "https://env.example.com");
+    cr_assert_eq(cfg.dns_nameservers_global.n, 2);
+    cr_assert_str_eq(cfg.dns_nameservers_global.v[0], "127.0.0.11");
+    cr_assert(cfg.derp_server_enabled);
+    cr_assert_eq(cfg.log_level, LOG_TRACE);
+    cr_assert_eq(cfg.node_expiry_us, 5400 * SEC);
+    cr_assert(!cfg.taildrop_enabled);
+    unsetenv("HEADSCALE_DATABASE_SQLITE_PATH");
+    unsetenv("HEADSCALE_SERVER_URL");
+    unsetenv("HEADSCALE_DNS_NAMESERVERS_GLOBAL");
+    unsetenv("HEADSCALE_DERP_SERVER_ENABLED");
+    unsetenv("HEADSCALE_DERP_SERVER_STUN_LISTEN_ADDR");
+    unsetenv("HEADSCALE_LOG_LEVEL");
+    unsetenv("HEADSCALE_NODE_EXPIRY");
+    unsetenv("HEADSCALE_TAILDROP_ENABLED");
+}
+
+Test(config, env_legacy_keys, .fini = fini)
+{
+    setenv("HEADSCALE_DB_TYPE", "postgres", 1);
+    setenv("HEADSCALE_DB_PORT", "6000", 1);
+    setenv("HEADSCALE_DATABASE_POSTGRES_PORT", "6001", 1); /* current name wins */
+    setenv("HEADSCALE_DB_HOST", "pg", 1);
+    setenv("HEADSCALE_IP_PREFIXES", "100.64.0.0/10 fd7a:115c:a1e0::/48", 1);
+    cr_assert_eq(load("database:\n  type: sqlite\n"), 0);
+    cr_assert(cfg.legacy);
+    cr_assert_eq(cfg.db_type, DB_POSTGRES);
+    cr_assert_eq(cfg.pg_port, 6001);
+    cr_assert_str_eq(cfg.pg_host, "pg");
+    cr_assert_eq(cfg.prefix_v6.family, AF_INET6);
+    cr_assert_not_null(find(CONFIG_WARNING, "database.postgres.port"));
+    unsetenv("HEADSCALE_DB_TYPE");
+    unsetenv("HEADSCALE_DB_PORT");
+    unsetenv("HEADSCALE_DATABASE_POSTGRES_PORT");
+    unsetenv("HEADSCALE_DB_HOST");
+    unsetenv("HEADSCALE_IP_PREFIXES");
+}
+
+Test(config, env_structured_values, .fini = fini)
+{
+    setenv("HEADSCALE_DNS_NAMESERVERS_SPLIT", "{\"corp.example\": [\"10.0.0.1\", \"10.0.0.2\"]}", 1);
+    setenv("HEADSCALE_DNS_EXTRA_RECORDS", "[{name: x.example, type: A, value: 100.64.0.1}]", 1);
+    setenv("HEADSCALE_OIDC_SCOPE", "openid email", 1);
+    cr_assert_eq(load(""), 0);
+    cr_assert_eq(cfg.dns_nsplit, 1);
+    cr_assert_eq(cfg.dns_split[0].nameservers.n, 2);
+    cr_assert_eq(cfg.dns_nextra_records, 1);
+    cr_assert_eq(cfg.oidc_scope.n, 2);
+    unsetenv("HEADSCALE_DNS_NAMESERVERS_SPLIT");
+    unsetenv("HEADSCALE_DNS_EXTRA_RECORDS");
+    unsetenv("HEADSCALE_OIDC_SCOPE");
+}
+
+Test(config, env_bad_value_names_variable, .fini = fini)
+{
+    const struct config_diag *g;
+
+    setenv("HEADSCALE_DATABASE_POSTGRES_PORT", "abc", 1);
+    cr_assert_eq(load("database:\n  postgres:\n    port: 5433\n"), -EINVAL);
+    cr_assert_not_null(g = find(CONFIG_ERROR, "database.postgres.port"));
+    cr_assert_eq(g->line, 0);
+    cr_assert(strstr(g->msg, "$HEADSCALE_DATABASE_POSTGRES_PORT"));
+    cr_assert_eq(cfg.pg_port, 5433, "falls back to the file value");
+    unsetenv("HEADSCALE_DATABASE_POSTGRES_PORT");
+}
+
+/* ---- value syntax ---- */
+
+Test(config, durations, .fini = fini)
+{
+    static const struct { const char *s; int64_t us; } cases[] = {
+        { "30s", 30 * SEC },        { "30m", 1800 * SEC },   { "24h", 86400 * SEC },
+        { "365d", 365 * 86400 * SEC }, { "800ms", 800000 }, { "1h30m", 5400 * SEC },
+        { "0", 0 },
+    };
+    for (size_t i = 0; i < HS_ARRAY_LEN(cases); i++) {
+        char *t = hs_aprintf("node:\n  expiry: %s\n", cases[i].s);
+        cr_assert_eq(load(t), 0, "%s", cases[i].s);
+        cr_assert_eq(cfg.node_expiry_us, cases[i].us, "%s", cases[i].s);
+        fini();
+        free(t);
+    }
+    expect_error("node:\n  expiry: 5\n", "node.expiry", 2, "duration");
+    expect_error("node:\n  expiry: soon\n", "node.expiry", 2, "\"soon\"");
+}
+
+Test(config, socket_permission_forms, .fini = fini)
+{
+    static const struct { const char *s; unsigned mode; } cases[] = {
+        { "\"0770\"", 0770 }, { "0o770", 0770 }, { "0770", 0770 }, { "0600", 0600 },
+        { "'0o700'", 0700 },  { "755", 0755 },
+    };
+    for (size_t i = 0; i < HS_ARRAY_LEN(cases); i++) {
+        char *t = hs_aprintf("unix_socket_permission: %s\n", cases[i].s);
+        cr_assert_eq(load(t), 0, "%s", cases[i].s);
+        cr_assert_eq(cfg.unix_socket_permission, cases[i].mode, "%s", cases[i].s);
+        fini();
+        free(t);
+    }
+    expect_error("unix_socket_permission: \"0999\"\n", "unix_socket_permission", 1, "octal");
+    expect_error("unix_socket_permission: rwx\n", "unix_socket_permission", 1, "octal");
+}
+
+Test(config, yaml_booleans, .fini = fini)
+{
+    cr_assert_eq(load("logtail:\n  enabled: yes\ntaildrop:\n  enabled: off\n"), 0);
+    cr_assert(cfg.logtail_enabled && !cfg.taildrop_enabled);
+}
+
+Test(config, relative_paths_resolve_against_config_dir, .fini = fini)
+{
+    setenv("CREDS", "/run/creds", 1);
+    cr_assert_eq(load("policy:\n  path: acl.hujson\ntls_cert_path: c.pem\ntls_key_path: k.pem\n"
+                      "derp:\n  paths: [a.yaml, /abs/b.yaml]\n"
+                      "dns:\n  extra_records_path: rec.json\n"
+                      "oidc:\n  client_secret_path: ${CREDS}/secret\n"
+                      "noise:\n  private_key_path: n.key\n"),
+                 0);
+    cr_assert_str_eq(cfg.policy_path, "/etc/hs/acl.hujson");
+    cr_assert_str_eq(cfg.tls_cert_path, "/etc/hs/c.pem");
+    cr_assert_str_eq(cfg.tls_key_path, "/etc/hs/k.pem");
+    cr_assert_str_eq(cfg.derp_paths.v[0], "/etc/hs/a.yaml");
+    cr_assert_str_eq(cfg.derp_paths.v[1], "/abs/b.yaml");
+    cr_assert_str_eq(cfg.dns_extra_records_path, "/etc/hs/rec.json");
+    cr_assert_str_eq(cfg.oidc_client_secret_path, "/run/creds/secret");
+    cr_assert_str_eq(cfg.noise_private_key_path, "/etc/hs/n.key");
+    unsetenv("CREDS");
+}
+
+Test(config, parse_prefix, .fini = fini)
+{
+    struct ip_prefix p;
+
+    cr_assert_eq(config_parse_prefix("100.64.0.0/10", &p), 0);
+    cr_assert_eq(p.family, AF_INET);
+    cr_assert_eq(p.bits, 10);
+    for (int i = 0; i < 100; i++) hs_strdup("leakleakleak"); /* TEMP */
+    cr_assert_str_eq(p.text, "100.64.0.0/10");
+    cr_assert_eq(config_parse_prefix("FD7A:115C:A1E0:0::/48", &p), 0);
+    cr_assert_str_eq(p.text, "fd7a:115c:a1e0::/48");
+    cr_assert_eq(config_parse_prefix("100.64.0.1/10", &p), -EINVAL);
+    cr_assert_eq(config_parse_prefix("100.64.0.0/33", &p), -EINVAL);
+    cr_assert_eq(config_parse_prefix("100.64.0.0", &p), -EINVAL);
+    cr_assert_eq(config_parse_prefix("banana/8", &p), -EINVAL);
+    cr_assert_eq(config_parse_prefix("10.0.0.0/", &p), -EINVAL);
+}
+
+/* ---- validation: each bad value is an error naming the key and its line ---- */
+
+Test(config, bad_values, .fini = fini)
+{
+    expect_error("server_url: ftp://x\n", "server_url", 1, "http://");
+    expect_error("server_url: https://hs.example.com\ndns:\n  base_domain: example.com\n",
+                 "server_url", 1, "subdomain");
+    expect_error("server_url: https://example.com\ndns:\n  base_domain: example.com\n",
+                 "server_url", 1, "base_domain");
+    expect_error("database:\n  type: mysql\n", "database.type", 2, "sqlite, sqlite3, postgres");
+    expect_error("x: 1\ndatabase:\n  postgres:\n    port: abc\n", "database.postgres.port", 4,
+                 "must be a number between 1 and 65535, got \"abc\"");
+    expect_error("database:\n  postgres:\n    port: 70000\n", "database.postgres.port", 3, NULL);
+    expect_error("db_port: 0\n", "db_port", 1, "between 1 and 65535");
+    expect_error("prefixes:\n  v4: 100.64.0.1/10\n", "prefixes.v4", 2, "host bits");
+    expect_error("prefixes:\n  v4: banana\n", "prefixes.v4", 2, "banana");
+    expect_error("prefixes:\n  v4: fd7a:115c:a1e0::/48\n", "prefixes.v4", 2, "IPv4 one");
+    expect_error("prefixes:\n  v6: 100.64.0.0/10\n", "prefixes.v6", 2, "IPv6 one");
+    expect_error("prefixes:\n  v4: \"\"\n  v6: \"\"\n", "prefixes.v4", 0, "at least one");
+    expect_error("ip_prefixes: [100.64.0.0/33]\n", "ip_prefixes", 1, NULL);
+    expect_error("dns:\n  magic_dns: true\n", "dns.base_domain", 0, "magic_dns");
+    expect_error("node:\n  ephemeral:\n    inactivity_timeout: 60s\n",
+                 "node.ephemeral.inactivity_timeout", 3, "65s");
+    expect_error("ephemeral_node_inactivity_timeout: 65s\n", "ephemeral_node_inactivity_timeout",
+                 1, "65s");
+    expect_error("log:\n  level: loud\n", "log.level", 2, "loud");
+    expect_error("log:\n  format: xml\n", "log.format", 2, "text, json");
+    expect_error("policy:\n  mode: s3\n", "policy.mode", 2, "file, database");
+    expect_error("tls_cert_path: c.pem\n", "tls_key_path", 0, "tls_cert_path");
+    expect_error("tls_key_path: k.pem\n", "tls_cert_path", 0, NULL);
+    expect_error("derp:\n  server:\n    enabled: true\n", "derp.server.stun_listen_addr", 0,
+                 "derp.server.enabled");
+    expect_error("tls_letsencrypt_hostname: hs.example.com\ntls_cert_path: c\ntls_key_path: k\n",
+                 "tls_letsencrypt_hostname", 1, "tls_cert_path");
+    expect_error("tls_letsencrypt_challenge_type: DNS-01\n", "tls_letsencrypt_challenge_type", 1,
+                 "HTTP-01");
+    expect_error("listen_addr: localhost\n", "listen_addr", 1, "host:port");
+    expect_error("listen_addr: ::1:80\n", "listen_addr", 1, "brackets");
+    expect_error("logtail:\n  enabled: maybe\n", "logtail.enabled", 2, "true or false");
+    expect_error("dns:\n  base_domain: x.net\n  nameservers:\n    global: [8.8.8.8, not-an-ip]\n",
+                 "dns.nameservers.global", 4, "not-an-ip");
+    expect_error("dns:\n  base_domain: x.net\n  extra_records:\n    - {name: a, type: MX, value: x}\n",
+                 "dns.extra_records", 4, "A or AAAA");
+    expect_error("dns:\n  base_domain: x.net\n  extra_records:\n    - {name: a, type: A, value: \"::1\"}\n",
+                 "dns.extra_records", 4, "IPv4");
+    expect_error("dns:\n  override_local_dns: true\n  base_domain: x.net\n",
+                 "dns.nameservers.global", 0, NULL);
+    expect_error("trusted_proxies: [0.0.0.0/0]\n", "trusted_proxies", 1, "every address");
+    expect_error("derp:\n  server:\n    ipv4: 2001:db8::1\n", "derp.server.ipv4", 3, "IPv4");
+    expect_error("database:\n  postgres:\n    ssl: sometimes\n", "database.postgres.ssl", 3,
+                 "verify-full");
+    expect_error("oidc:\n  client_secret: a\n  client_secret_path: /b\n",
+                 "oidc.client_secret_path", 3, NULL);
+    expect_error("cli:\n  timeout: 0\n", "cli.timeout", 2, NULL);
+}
+
+Test(config, type_mismatches, .fini = fini)
+{
+    expect_error("database: sqlite\n", "database", 1, "mapping");
+    expect_error("server_url: [a, b]\n", "server_url", 1, "a single value, got a list");
+    expect_error("database:\n  postgres:\n    port: {a: 1}\n", "database.postgres.port", 3,
+                 "got a mapping");
+    expect_error("dns:\n  nameservers:\n    global: {a: b}\n", "dns.nameservers.global", 3,
+                 "list");
+    expect_error("dns:\n  nameservers:\n    split: [1.1.1.1]\n", "dns.nameservers.split", 3,
+                 "mapping");
+    expect_error("derp:\n  urls: [[a]]\n", "derp.urls", 2, "single values");
+}
+
+Test(config, duplicate_keys, .fini = fini)
+{
+    expect_error("server_url: http://a\nlisten_addr: :1\nserver_url: http://b\n", "server_url", 3,
+                 "line 1");
+    expect_error("database:\n  type: sqlite\n  type: postgres\n", "database.type", 3, NULL);
+    expect_error("database.type: sqlite\ndatabase:\n  type: postgres\n", "database.type", 3, NULL);
+}
+
+Test(config, duplicate_key_keeps_first, .fini = fini)
+{
+    cr_assert_eq(load("log:\n  level: debug\n  level:\n    nested: [1]\n"), -EINVAL);
+    cr_assert_eq(cfg.log_level, LOG_DEBUG);
+}
+
+Test(config, unknown_key_is_warning, .fini = fini)
+{
+    const struct config_diag *g;
+
+    cr_assert_eq(load("server_url: http://a\nbogus: 1\ndatabase:\n  sqlite:\n    pth: x\n"), 0);
+    cr_assert_eq(count(CONFIG_ERROR), 0);
+    cr_assert_not_null(g = find(CONFIG_WARNING, "bogus"));
+    cr_assert_eq(g->line, 2);
+    cr_assert_not_null(g = find(CONFIG_WARNING, "database.sqlite.pth"));
+    cr_assert_eq(g->line, 5);
+}
+
+Test(config, keys_are_case_insensitive, .fini = fini)
+{
+    cr_assert_eq(load("Server_URL: https://CASE.example.com\n"), 0);
+    cr_assert_str_eq(cfg.server_url, "https://CASE.example.com");
+}
+
+Test(config, null_values_keep_defaults, .fini = fini)
+{
+    cr_assert_eq(load("database:\n  sqlite:\n    path:\ndns:\nlog: ~\n"), 0);
+    cr_assert_str_eq(cfg.sqlite_path, "/etc/hs/db.sqlite");
+    cr_assert_eq(diags.n, 0);
+}
+
+Test(config, cli_purpose_downgrades_server_errors, .fini = fini)
+{
+    const char *t = "database:\n  type: mysql\nserver_url: ftp://x\nprefixes: banana\n";
+
+    cr_assert_eq(config_load_text(t, strlen(t), NULL, CONFIG_FOR_CLI, &cfg, &diags), 0);
+    cr_assert_eq(count(CONFIG_ERROR), 0);
+    cr_assert_not_null(find(CONFIG_WARNING, "database.type"));
+    cr_assert_not_null(find(CONFIG_WARNING, "server_url"));
+    fini();
+    t = "cli:\n  timeout: forever\n";
+    cr_assert_eq(config_load_text(t, strlen(t), NULL, CONFIG_FOR_CLI, &cfg, &diags), -EINVAL);
+    cr_assert_not_null(find(CONFIG_ERROR, "cli.timeout"));
+    fini();
+    t = "log:\n  level: loud\n";
+    cr_assert_eq(config_load_text(t, strlen(t), NULL, CONFIG_FOR_CLI, &cfg, &diags), -EINVAL);
+    fini();
+    t = "unix_socket: [a]\n";
+    cr_assert_eq(config_load_text(t, strlen(t), NULL, CONFIG_FOR_CLI, &cfg, &diags), -EINVAL);
+    cr_assert_not_null(find(CONFIG_ERROR, "unix_socket"));
+}
+
+/* ---- limits and malformed input ---- */
+
+Test(config, depth_bomb, .fini = fini)
+{
+    size_t n = 100000;
+    char *t = hs_xmalloc(n + 4);
+
+    memcpy(t, "a: ", 3);
+    memset(t + 3, '[', n);
+    t[n + 3] = '\0';
+    cr_assert_eq(load(t), -EINVAL);
+    cr_assert(strstr(diags.v[0].msg, "nested deeper"), "%s", diags.v[0].msg);
+    free(t);
+    fini();
+
+    struct hs_buf b;
+    hs_buf_init(&b, 1 << 16);
+    for (int i = 0; i < CONFIG_MAX_DEPTH + 2; i++)
+        hs_buf_appendf(&b, "%*sk%d:\n", i * 2, "", i);
+    cr_assert_eq(load(b.data), -EINVAL);
+    cr_assert(strstr(diags.v[0].msg, "nested deeper"));
+    hs_buf_free(&b);
+}
+
+Test(config, alias_and_multi_document_refused, .fini = fini)
+{
+    expect_error("a: &x [1]\nb: *x\n", NULL, 2, "aliases");
+    expect_error("server_url: http://a\n---\nserver_url: http://b\n", NULL, 2, "one YAML document");
+    expect_error("server_url: [unclosed\n", NULL, 0, "invalid YAML");
+    expect_error("- a\n- b\n", NULL, 1, "top level");
+}
+
+Test(config, oversized_file, .fini = fini_tmp)
+{
+    char *big = hs_xmalloc(CONFIG_MAX_FILE_BYTES + 2), *p;
+
+    make_tmp();
+    memset(big, '#', CONFIG_MAX_FILE_BYTES + 1);
+    big[CONFIG_MAX_FILE_BYTES + 1] = '\0';
+    p = put("config.yaml", big);
+    cr_assert_eq(config_load(p, CONFIG_FOR_SERVER, &cfg, &diags), -EINVAL);
+    cr_assert(strstr(diags.v[0].msg, "larger than"));
+    cr_assert_str_eq(cfg.server_url, "http://127.0.0.1:8080", "defaults still filled");
+    fini();
+    cr_assert_eq(config_load_text(big, CONFIG_MAX_FILE_BYTES + 1, NULL, CONFIG_FOR_SERVER, &cfg,
+                                  &diags), -EINVAL);
+    free(big);
+    free(p);
+}
+
+/* ---- finding the file ---- */
+
+Test(config, missing_explicit_file_is_error, .fini = fini)
+{
+    cr_assert_eq(config_load("/nonexistent/config.yaml", CONFIG_FOR_SERVER, &cfg, &diags),
+                 -EINVAL);
+    cr_assert(strstr(diags.v[0].msg, "not found"));
+    fini();
+    setenv("HEADSCALE_CONFIG", "/nonexistent/hs.yaml", 1);
+    cr_assert_eq(config_load(NULL, CONFIG_FOR_SERVER, &cfg, &diags), -EINVAL);
+    unsetenv("HEADSCALE_CONFIG");
+}
+
+Test(config, explicit_file_precedence, .fini = fini_tmp)
+{
+    char *a, *b;
+
+    make_tmp();
+    a = put("a.yaml", "server_url: https://a.example.com\n");
+    b = put("b.yaml", "server_url: https://b.example.com\n");
+    setenv("HEADSCALE_CONFIG", a, 1);
+    cr_assert_eq(config_load(NULL, CONFIG_FOR_SERVER, &cfg, &diags), 0);
+    cr_assert_str_eq(cfg.server_url, "https://a.example.com");
+    cr_assert_str_eq(cfg.path, a);
+    fini();
+    cr_assert_eq(config_load(b, CONFIG_FOR_SERVER, &cfg, &diags), 0, "-c beats the env");
+    cr_assert_str_eq(cfg.server_url, "https://b.example.com");
+    unsetenv("HEADSCALE_CONFIG");
+    free(a);
+    free(b);
+}
+
+Test(config, search_order, .fini = fini_tmp)
+{
+    char *h, *w;
+
+    cr_assert(access("/etc/headscale", F_OK) != 0, "test needs no /etc/headscale");
+    make_tmp();
+    h = put("home/.headscale/config.yaml", "server_url: https://home.example.com\n");
+    w = put("work/config.yaml", "server_url: https://cwd.example.com\n");
+    unsetenv("HEADSCALE_CONFIG");
+    char *home = hs_aprintf("%s/home", tmpdir), *work = hs_aprintf("%s/work", tmpdir);
+    setenv("HOME", home, 1);
+    cr_assert_eq(chdir(work), 0);
+    free(home);
+    free(work);
+    cr_assert_eq(config_load(NULL, CONFIG_FOR_SERVER, &cfg, &diags), 0);
+    cr_assert_str_eq(cfg.server_url, "https://home.example.com", "$HOME before cwd");
+    fini();
+    remove(h);
+    cr_assert_eq(config_load(NULL, CONFIG_FOR_SERVER, &cfg, &diags), 0);
+    cr_assert_str_eq(cfg.server_url, "https://cwd.example.com");
+    fini();
+    remove(w);
+    cr_assert_eq(config_load(NULL, CONFIG_FOR_SERVER, &cfg, &diags), 0);
+    cr_assert_null(cfg.path);
+    cr_assert_eq(diags.n, 1);
+    cr_assert_eq(diags.v[0].level, CONFIG_WARNING, "missing searched file only warns");
+    free(h);
+    free(w);
+}
+
+Test(config, json_before_yaml_in_a_directory, .fini = fini)
+{
+    cr_assert_eq(config_load(DATA "/json", CONFIG_FOR_SERVER, &cfg, &diags), 0);
+    cr_assert_str_eq(cfg.server_url, "https://json.example.com");
+}
+
+/* ---- diagnostics output ---- */
+
+Test(config, diag_print_format, .fini = fini_tmp)
+{
+    char *p, out[2048] = "";
+    FILE *f;
+
+    make_tmp();
+    p = put("config.yaml", "server_url: http://a\nbogus: 1\ndatabase:\n  postgres:\n    port: abc\n");
+    cr_assert_eq(config_load(p, CONFIG_FOR_SERVER, &cfg, &diags), -EINVAL);
+    f = fmemopen(out, sizeof(out) - 1, "w");
+    config_diags_print(&diags, f);
+    fclose(f);
+    char *want = hs_aprintf("warning: %s:2: bogus: unknown key\n"
+                            "error: %s:5: database.postgres.port: must be a number between 1 "
+                            "and 65535, got \"abc\"\n", p, p);
+    cr_assert_str_eq(out, want);
+    free(want);
+    free(p);
+    fini();
+    load("dns:\n  magic_dns: true\n");
+    memset(out, 0, sizeof(out));
+    f = fmemopen(out, sizeof(out) - 1, "w");
+    config_diags_print(&diags, f);
+    fclose(f);
+    cr_assert_str_eq(out, "error: dns.base_domain: must be set when dns.magic_dns is true\n");
+}
+
+/* ---- the shipped example ---- */
+
+#define EXAMPLE HS_SOURCE_DIR "/deploy/config-example.yaml"
+
+Test(config, example_loads_clean, .fini = fini)
+{
+    cr_assert_eq(config_load(EXAMPLE, CONFIG_FOR_SERVER, &cfg, &diags), 0);
+    if (diags.n)
+        dump();
+    cr_assert_eq(diags.n, 0);
+    cr_assert(!cfg.legacy);
+}
+
+static void collect(const struct ynode *map, const char *prefix, struct hs_strv *out)
+{
+    for (const struct ynode *n = map->child; n; n = n->next) {
+        char *p = *prefix ? hs_aprintf("%s.%s", prefix, n->key) : hs_strdup(n->key);
+        hs_strv_push(out, p);
+        if (n->kind == YN_MAP)
+            collect(n, p, out);
+        free(p);
+    }
+}
+
+static void ignore_report(void *arg, enum config_diag_level l, const char *k, int line,
+                          const char *m)
+{
+    (void)arg, (void)l, (void)k, (void)line, (void)m;
+}
+
+Test(config, example_documents_every_key, .fini = fini)
+{
+    struct ytree t = { 0 };
+    struct hs_strv keys = { 0 };
+    char *text;
+    size_t len;
+
+    cr_assert_eq(hs_read_file(EXAMPLE, CONFIG_MAX_FILE_BYTES, &text, &len), 0);
+    cr_assert_eq(ytree_parse(text, len, &t, ignore_report, NULL), 0);
+    collect(t.root, "", &keys);
+    for (size_t i = 0; i < config__nkeys; i++) {
+        const struct key_def *k = &config__keys[i];
+        if ((k->flags & KF_LEGACY) || k->type == K_IGNORED)
+            cr_assert(strstr(text, strrchr(k->name, '.') ? strrchr(k->name, '.') + 1 : k->name),
+                      "%s not in the 0.22.3 section", k->name);
+        else
+            cr_assert(hs_strv_contains(&keys, k->name), "%s is not documented", k->name);
+    }
+    hs_strv_free(&keys);
+    ytree_free(&t);
+    free(text);
+}
+
+/* The commented 0.22.3 section, uncommented, is a working 0.22.3 config. */
+Test(config, example_legacy_section_loads, .fini = fini)
+{
+    const char *b, *e;
+    struct hs_buf y;
+    char *text;
+    size_t len;
+
+    cr_assert_eq(hs_read_file(EXAMPLE, CONFIG_MAX_FILE_BYTES, &text, &len), 0);
+    cr_assert_not_null(b = strstr(text, "# BEGIN 0.22.3\n"));
+    cr_assert_not_null(e = strstr(text, "# END 0.22.3"));
+    hs_buf_init(&y, len);
+    for (const char *l = b + strlen("# BEGIN 0.22.3\n"); l < e; l = strchr(l, '\n') + 1)
+        hs_buf_appendf(&y, "%.*s\n", (int)(strchr(l, '\n') - l - 2), l + 2);
+    cr_assert_eq(load(y.data), 0);
+    if (count(CONFIG_WARNING) != 2)
+        dump();
+    cr_assert_eq(count(CONFIG_WARNING), 2, "only the two grpc keys");
+    cr_assert(cfg.legacy);
+    cr_assert_str_eq(cfg.dns_base_domain, "example.com");
+    cr_assert_eq(cfg.oidc_expiry_us, 180 * 86400 * SEC);
+    hs_buf_free(&y);
+    free(text);
+}
