@@ -3,23 +3,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "auth/auth.h"
+#include "auth/auth_internal.h"
 #include "util/util.h"
 
 /* A new key whose random prefix collides with an existing one is drawn again. */
 #define AUTH_CREATE_ATTEMPTS 5
 
-struct auth {
-    struct store *st;
-    uint8_t secret[STORE_KEY_LEN];
-};
 
 static const char *cred_tag(enum auth_cred_kind kind)
 {
     return kind == AUTH_CRED_API ? "hskey-api-" : "hskey-auth-";
 }
 
-int auth_new(struct store *st, struct auth **out)
+int auth_new(const struct hs_config *cfg, struct store *st, struct auth **out)
 {
     struct auth *a;
     int rc;
@@ -27,6 +23,7 @@ int auth_new(struct store *st, struct auth **out)
     if (sodium_init() < 0)
         return -EIO;
     a = hs_xcalloc(1, sizeof(*a));
+    a->cfg = cfg;
     a->st = st;
     if ((rc = store_server_secret(st, a->secret)) < 0) {
         auth_free(a);

@@ -20,8 +20,8 @@ enum auth_cred_kind { AUTH_CRED_PREAUTH, AUTH_CRED_API };
 
 struct auth;
 
-/* Reads (or creates) the per-database hashing secret. */
-int auth_new(struct store *st, struct auth **out);
+/* Reads (or creates) the per-database hashing secret. Borrows cfg and st. */
+int auth_new(const struct hs_config *cfg, struct store *st, struct auth **out);
 void auth_free(struct auth *a); /* zeroes the secret; NULL is fine */
 
 /* Parses a full key of the given kind into its prefix (NUL-terminated) and secret. */
@@ -45,5 +45,39 @@ int auth_preauthkey_create(struct auth *a, const struct store_preauthkey *in, ch
 /* Validates a pre-auth key presented by a client: 0 and *out filled; -EACCES unknown or
  * malformed; -EKEYEXPIRED expired; -EALREADY single-use key already used. */
 int auth_preauthkey_check(struct auth *a, const char *key, struct store_preauthkey *out);
+
+/* ---- node registration (pre-auth key and interactive) ---- */
+
+#define AUTH_REG_ID_MAX 48 /* "hskey-authreq-" + 24 hex + NUL */
+
+/* What a client presented in its RegisterRequest. */
+struct auth_node_request {
+    uint8_t machine_key[STORE_KEY_LEN];
+    uint8_t node_key[STORE_KEY_LEN];
+    const char *hostinfo_json; /* compact JSON object, may be NULL */
+    const char *hostname;      /* Hostinfo.Hostname, may be NULL */
+    int64_t expiry;            /* requested key expiry, 0 = none */
+    bool ephemeral;
+};
+
+/* The MagicDNS label for a host name (Tailscale's sanitiser): lowercase, space . @ _ → '-',
+ * other invalid characters dropped, edge hyphens trimmed, at most 63 chars, "node" if empty. */
+void auth_given_name(const char *hostname, char *out, size_t size);
+
+/* Pre-auth key login: validates the key (-EACCES, -EKEYEXPIRED, -EALREADY), then creates the
+ * node or, when this machine already has a node of the same owner, re-registers it in place
+ * (same id and addresses). A single-use key is marked used on first registration only. */
+int auth_register_with_key(struct auth *a, const char *key, const struct auth_node_request *rq,
+                           struct store_node *out);
+
+/* Interactive login: records a pending registration (shared by replicas) and returns its id
+ * ("hskey-authreq-<24 hex>"); the client is told <server_url>/register/<id>. */
+int auth_registration_start(struct auth *a, const struct auth_node_request *rq,
+                            char id[AUTH_REG_ID_MAX]);
+
+/* An operator completes a pending registration for a user (`nodes register`): creates or
+ * re-registers the node. -ENOENT for an unknown or expired id. */
+int auth_registration_complete(struct auth *a, const char *id, uint64_t user_id,
+                               struct store_node *out);
 
 #endif

@@ -383,9 +383,8 @@ static int apply_mode(struct load_ctx *c, const struct ynode *n, unsigned *field
     return 0;
 }
 
-static const struct enum_val *choose(struct load_ctx *c, const struct key_def *k,
-                                     const struct ynode *n, const struct enum_val *vals,
-                                     const char *s)
+static const struct enum_val *choose(struct load_ctx *c, const struct ynode *n,
+                                     const struct enum_val *vals, const char *s)
 {
     char list[256] = "";
     size_t len = 0;
@@ -395,7 +394,6 @@ static const struct enum_val *choose(struct load_ctx *c, const struct key_def *k
             return e;
     for (const struct enum_val *e = vals; e->name && len < sizeof(list); e++)
         len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%s", len ? ", " : "", e->name);
-    (void)k;
     bad(c, n, "must be one of %s, got \"%.64s\"", list, s);
     return NULL;
 }
@@ -406,7 +404,7 @@ static int apply_enum(struct load_ctx *c, const struct key_def *k, const struct 
     const struct enum_val *vals = k->aux, *e;
     const char *s = scalar(c, n);
 
-    if (!s || !(e = choose(c, k, n, vals, s)))
+    if (!s || !(e = choose(c, n, vals, s)))
         return -EINVAL;
     if (k->type == K_ENUM)
         *(int *)field = e->val;
@@ -440,8 +438,7 @@ static int apply_logfmt(struct load_ctx *c, const struct ynode *n, bool *json)
 }
 
 /* headscale: a boolean (true → "require"), or an explicit libpq sslmode. */
-static int apply_ssl(struct load_ctx *c, const struct key_def *k, const struct ynode *n,
-                     char **field)
+static int apply_ssl(struct load_ctx *c, const struct ynode *n, char **field)
 {
     const char *s = scalar(c, n);
     const struct enum_val *e;
@@ -453,7 +450,7 @@ static int apply_ssl(struct load_ctx *c, const struct key_def *k, const struct y
         set_str(field, hs_strdup(on ? "require" : "disable"));
         return 0;
     }
-    if (!(e = choose(c, k, n, sslmodes, s)))
+    if (!(e = choose(c, n, sslmodes, s)))
         return -EINVAL;
     set_str(field, hs_strdup(e->name));
     return 0;
@@ -643,7 +640,7 @@ static void free_split(struct dns_split *v, size_t n)
     free(v);
 }
 
-static int apply_split(struct load_ctx *c, const struct key_def *k, const struct ynode *n)
+static int apply_split(struct load_ctx *c, const struct ynode *n)
 {
     struct dns_split *v;
     size_t cnt = 0;
@@ -663,7 +660,6 @@ static int apply_split(struct load_ctx *c, const struct key_def *k, const struct
         v[cnt].domain = hs_strdup(d->key);
         v[cnt++].nameservers = la.out;
     }
-    (void)k;
     free_split(c->cfg->dns_split, c->cfg->dns_nsplit);
     c->cfg->dns_split = v;
     c->cfg->dns_nsplit = cnt;
@@ -773,12 +769,12 @@ int config__apply(struct load_ctx *c, const struct key_def *k, const struct ynod
     case K_ENUM: case K_CHOICE: return apply_enum(c, k, n, f);
     case K_LOGLEVEL: return apply_loglevel(c, n, f);
     case K_LOGFMT: return apply_logfmt(c, n, f);
-    case K_SSL: return apply_ssl(c, k, n, f);
+    case K_SSL: return apply_ssl(c, n, f);
     case K_IP: return apply_ip(c, k, n, f);
     case K_PREFIX: return apply_prefix(c, k, n, f);
     case K_PREFIXES: return apply_prefixes(c, n);
     case K_STRV: case K_PATHV: case K_NSV: case K_CIDRV: return apply_list(c, k, n, f);
-    case K_SPLIT: return apply_split(c, k, n);
+    case K_SPLIT: return apply_split(c, n);
     case K_RECORDS: return apply_records(c, n);
     case K_KV: return apply_kv(c, n, f);
     case K_ACCEPT: return 0;

@@ -83,4 +83,30 @@ struct control_stats {
 };
 void control_get_stats(struct control *c, struct control_stats *out);
 
+/* ---- the protocol service: /machine/register and /machine/map on top of the loop ---- */
+
+struct control_service;
+struct hs_config;
+struct store;
+struct auth;
+struct state;
+struct mapper;
+
+struct control_service_deps {
+    const struct hs_config *cfg;
+    struct store *st;
+    struct auth *auth;
+    struct state *state;
+    struct mapper *mapper;
+    const struct key_pair *noise_key;
+};
+
+int control_service_new(const struct control_service_deps *d, struct control_service **out);
+int control_service_start(struct control_service *s);
+void control_service_free(struct control_service *s);
+struct control *control_service_control(struct control_service *s);
+
+/* Oldest client accepted: Tailscale v1.80 (capability version 113), as headscale. */
+#define CONTROL_MIN_CAPVER 113
+
 #endif

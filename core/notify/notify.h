@@ -16,6 +16,7 @@ enum notify_entity {
     NOTIFY_APIKEY,
     NOTIFY_POLICY,
     NOTIFY_ROUTE,
+    NOTIFY_REGISTRATION, /* a pending interactive login changed; id is 0 (ids are text) */
 };
 
 enum notify_op { NOTIFY_CREATE = 1, NOTIFY_UPDATE, NOTIFY_DELETE };

@@ -14,6 +14,10 @@
 
 #include "api/api.h"
 #include "auth/auth.h"
+#include "control/control.h"
+#include "derp/derp.h"
+#include "mapper/mapper.h"
+#include "state/state.h"
 #include "keys/keys.h"
 #include "notify/notify.h"
 #include "policy/policy.h"
@@ -32,6 +36,10 @@ struct server {
     struct store *st;
     struct auth *auth;
     struct api *api;
+    struct state *state;
+    struct derpmap *derpmap;
+    struct mapper *mapper;
+    struct control_service *svc;
     struct MHD_Daemon *tcp, *unix_sock;
     char *unix_path;
 };
@@ -120,6 +128,83 @@ static enum MHD_Result serve_version(struct MHD_Connection *conn)
     return send_reply(conn, 200, "application/json", body, sizeof(body) - 1);
 }
 
+static enum MHD_Result serve_key(struct server *srv, struct MHD_Connection *conn)
+{
+    const char *v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "v");
+    uint64_t capver;
+    char *body;
+    enum MHD_Result ret;
+
+    if (!v || hs_parse_u64(v, 65535, &capver) < 0)
+        return send_reply(conn, 400, "text/plain", "missing or invalid ?v=\n", 23);
+    body = control_key_json(control_service_control(srv->svc));
+    ret = send_reply(conn, 200, "application/json", body, strlen(body));
+    free(body);
+    return ret;
+}
+
+/* What the upgrade callback needs: the handshake result, until the loop adopts the socket. */
+struct upgrade {
+    struct server *srv;
+    struct noise_handshake_result hs;
+};
+
+static void upgrade_release(void *token)
+{
+    MHD_upgrade_action(token, MHD_UPGRADE_ACTION_CLOSE);
+}
+
+static void on_upgraded(void *cls, struct MHD_Connection *conn, void *req_cls,
+                        const char *extra_in, size_t extra_in_size, MHD_socket sock,
+                        struct MHD_UpgradeResponseHandle *urh)
+{
+    struct upgrade *up = cls;
+    int flags = fcntl(sock, F_GETFL);
+
+    (void)conn;
+    (void)req_cls;
+    fcntl(sock, F_SETFL, flags | O_NONBLOCK);
+    control_adopt(control_service_control(up->srv->svc), sock, (const uint8_t *)extra_in,
+                  extra_in_size, &up->hs, upgrade_release, urh);
+    memset(&up->hs, 0, sizeof(up->hs));
+    free(up);
+}
+
+/* POST /ts2021: the Noise handshake travels in a header; the reply is 101 and then the
+ * socket belongs to the control loop. */
+static enum MHD_Result serve_ts2021(struct server *srv, struct MHD_Connection *conn)
+{
+    const char *upg = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Upgrade");
+    const char *hs = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Tailscale-Handshake");
+    struct upgrade *up;
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+    char err[160];
+
+    if (!upg || strcasecmp(upg, "tailscale-control-protocol") != 0) {
+        static const char msg[] = "expected Upgrade: tailscale-control-protocol (a reverse proxy "
+                                  "in front must pass the Upgrade header through)\n";
+        log_info("server: /ts2021 without the Upgrade header: check the reverse proxy");
+        return send_reply(conn, 500, "text/plain", msg, sizeof(msg) - 1);
+    }
+    up = hs_xcalloc(1, sizeof(*up));
+    up->srv = srv;
+    if (control_upgrade(control_service_control(srv->svc), hs, &up->hs, err, sizeof(err)) < 0) {
+        log_info("server: /ts2021: %s", err);
+        free(up);
+        return send_reply(conn, 400, "text/plain", err, strlen(err));
+    }
+    if (!(r = MHD_create_response_for_upgrade(on_upgraded, up))) {
+        free(up);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_UPGRADE, "tailscale-control-protocol");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "upgrade");
+    ret = MHD_queue_response(conn, MHD_HTTP_SWITCHING_PROTOCOLS, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
 /* Endpoints outside /api/ on the public listener. */
 static enum MHD_Result serve_root(struct server *srv, struct MHD_Connection *conn,
                                   const char *url, const char *method)
@@ -127,8 +212,12 @@ static enum MHD_Result serve_root(struct server *srv, struct MHD_Connection *con
     static const char robots[] = "User-agent: *\nDisallow: /\n";
     static const char notfound[] = "404 page not found\n";
 
+    if (strcmp(url, "/ts2021") == 0)
+        return serve_ts2021(srv, conn);
     if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
         return send_reply(conn, 405, "text/plain", "method not allowed\n", 19);
+    if (strcmp(url, "/key") == 0)
+        return serve_key(srv, conn);
     if (strcmp(url, "/health") == 0)
         return serve_health(srv, conn);
     if (strcmp(url, "/version") == 0)
@@ -192,7 +281,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 static struct MHD_Daemon *start_daemon(struct listener *l, int fd, const char *cert,
                                        const char *key)
 {
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
+                     MHD_ALLOW_UPGRADE;
     struct MHD_OptionItem opts[] = {
         { MHD_OPTION_LISTEN_SOCKET, fd, NULL },
         { MHD_OPTION_THREAD_POOL_SIZE, SERVER_HTTP_THREADS, NULL },
@@ -306,6 +396,10 @@ static void server_stop(struct server *srv)
         unlink(srv->unix_path);
         free(srv->unix_path);
     }
+    control_service_free(srv->svc);
+    mapper_free(srv->mapper);
+    derpmap_free(srv->derpmap);
+    state_free(srv->state);
     api_free(srv->api);
     auth_free(srv->auth);
     store_close(srv->st);
@@ -333,14 +427,24 @@ static int server_build(struct server *srv, const struct hs_config *cfg)
                    cfg->db_type == DB_POSTGRES ? "postgres" : "sqlite", hs_strerror(rc));
         return rc;
     }
-    if ((rc = auth_new(srv->st, &srv->auth)) < 0) {
+    if ((rc = auth_new(cfg, srv->st, &srv->auth)) < 0) {
         log_errorx("server: cannot read the credential secret: %s", hs_strerror(rc));
         return rc;
     }
     if ((rc = check_policy(srv)) < 0)
         return rc;
     srv->api = api_new(cfg, srv->st, srv->auth);
-    return 0;
+    if ((rc = state_new(srv->st, srv->bus, &srv->state)) < 0) {
+        log_errorx("server: cannot load nodes and users: %s", hs_strerror(rc));
+        return rc;
+    }
+    if ((rc = derpmap_new(cfg, &srv->derpmap)) < 0)
+        return rc;
+    srv->mapper = mapper_new(cfg, srv->derpmap);
+    struct control_service_deps deps = { .cfg = cfg, .st = srv->st, .auth = srv->auth,
+                                         .state = srv->state, .mapper = srv->mapper,
+                                         .noise_key = &srv->noise_key };
+    return control_service_new(&deps, &srv->svc);
 }
 
 int server_configtest(const struct hs_config *cfg)
@@ -390,7 +494,8 @@ int server_run(const struct hs_config *cfg)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    if (server_build(&srv, cfg) < 0 || start_unix(&srv) < 0 || start_tcp(&srv) < 0) {
+    if (server_build(&srv, cfg) < 0 || control_service_start(srv.svc) < 0 ||
+        derpmap_start(srv.derpmap) < 0 || start_unix(&srv) < 0 || start_tcp(&srv) < 0) {
         server_stop(&srv);
         return 1;
     }

@@ -192,6 +192,9 @@ static void on_event(const struct notify_event *ev, void *arg)
     case NOTIFY_POLICY:
         emit(s, STATE_POLICY_CHANGED, 0);
         break;
+    case NOTIFY_REGISTRATION:
+        emit(s, STATE_REGISTRATION_CHANGED, 0);
+        break;
     default:
         break;
     }

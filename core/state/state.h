@@ -38,6 +38,7 @@ enum state_change_kind {
     STATE_NODE_ONLINE,   /* online flag flipped (runtime only) */
     STATE_USER_CHANGED,  /* a user's profile (name...) changed */
     STATE_POLICY_CHANGED,
+    STATE_REGISTRATION_CHANGED, /* a pending interactive login changed (id 0) */
 };
 struct state_change {
     enum state_change_kind kind;

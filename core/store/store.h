@@ -134,6 +134,7 @@ struct store_node {
     char *given_name;      /* DNS label */
     uint64_t user_id;      /* 0 for tagged nodes */
     enum register_method register_method;
+    bool ephemeral;        /* deleted after node.ephemeral.inactivity_timeout offline */
     struct hs_strv tags;
     uint64_t auth_key_id;  /* 0 = none */
     char *endpoints_json;  /* JSON array text, NULL = [] */
@@ -147,6 +148,58 @@ void store_node_list_free(struct store_node *v, size_t n);
 int store_node_list(struct store *st, uint64_t user_id, struct store_node **out, size_t *n);
 int store_node_get(struct store *st, uint64_t id, struct store_node *out);
 int store_node_delete(struct store *st, uint64_t id);
+
+/* Where new nodes get their addresses (either prefix may be NULL or unset). */
+struct store_ip_config {
+    const struct ip_prefix *v4, *v6;
+    bool random; /* prefixes.allocation: random */
+};
+/* Inserts a node, allocating one address per configured family and making in->given_name
+ * unique with a -1, -2, ... suffix, all in one transaction. -ENOSPC when a prefix is full. */
+int store_node_create(struct store *st, const struct store_node *in,
+                      const struct store_ip_config *ips, struct store_node *out);
+
+/* Fields for store_node_update (bit numbers). */
+enum store_node_field {
+    STORE_NODE_NODE_KEY,
+    STORE_NODE_DISCO_KEY,
+    STORE_NODE_ENDPOINTS,
+    STORE_NODE_HOSTINFO,
+    STORE_NODE_HOSTNAME,
+    STORE_NODE_GIVEN_NAME,
+    STORE_NODE_USER,
+    STORE_NODE_REGISTER_METHOD,
+    STORE_NODE_TAGS,
+    STORE_NODE_AUTH_KEY,
+    STORE_NODE_LAST_SEEN,
+    STORE_NODE_EXPIRY,
+    STORE_NODE_APPROVED_ROUTES,
+};
+#define STORE_NODE_BIT(f) (1u << (f))
+/* Sets the fields named by the bit mask from v; out (may be NULL) gets the new row.
+ * -EEXIST when a new given name is taken. An update of last_seen alone publishes no event. */
+int store_node_update(struct store *st, uint64_t id, unsigned fields,
+                      const struct store_node *v, struct store_node *out);
+/* The newest node with this node key and/or machine key (NULL = any). */
+int store_node_find(struct store *st, const uint8_t machine_key[STORE_KEY_LEN],
+                    const uint8_t node_key[STORE_KEY_LEN], struct store_node *out);
+
+/* ---- pending interactive registrations (shared by replicas) ---- */
+struct store_registration {
+    char *id;        /* "hskey-authreq-<24 hex>" */
+    uint8_t machine_key[STORE_KEY_LEN];
+    uint8_t node_key[STORE_KEY_LEN];
+    char *data_json; /* the RegisterRequest fields needed to create the node */
+    uint64_t user_id, node_id; /* set once an operator completed it */
+    int64_t created_at, expires_at;
+};
+void store_registration_free(struct store_registration *r);
+int store_registration_create(struct store *st, const struct store_registration *in);
+int store_registration_get(struct store *st, const char *id, struct store_registration *out);
+/* Records who completed it and the node it produced; -ENOENT if unknown or expired. */
+int store_registration_complete(struct store *st, const char *id, uint64_t user_id,
+                                uint64_t node_id);
+int store_registration_delete_expired(struct store *st, int64_t now);
 
 /* ---- policy (policy.mode = database): newest row is the active policy ---- */
 /* -ENOENT when no policy has been stored. */

@@ -141,6 +141,11 @@ int store__known_version(const char *backend);
  * (-EBUSY); an INSERT/UPDATE naming a missing parent has no such row (-ENOENT). */
 int store__fk_errno(const char *sql);
 
+/* Next free tailnet address of pfx given the addresses in use (text, any may be NULL):
+ * the lowest free one, or from a random start when random; -ENOSPC when the prefix is full. */
+int store__ip_next(const struct ip_prefix *pfx, bool random, const char *const *used,
+                   size_t nused, char *out, size_t size);
+
 /* Test and maintenance hook: any one statement, outside a transaction. */
 int store__exec(struct store *st, const char *sql, int nparams, const char *const *params,
                 struct store_result *res);

@@ -3,6 +3,7 @@
  * with store__p_key(p, NODE_*_PREFIX, key), lists with store__p_strv, register_methods[] for
  * the method, and goes through store__write_row(... "RETURNING " NODE_COLS, node_from_row),
  * which publishes its NOTIFY_NODE event after commit. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,7 +17,7 @@
 #define NODE_COLS                                                                          \
     "id, machine_key, node_key, disco_key, ipv4, ipv6, hostname, given_name, user_id, "    \
     "register_method, tags, auth_key_id, endpoints, host_info, approved_routes, "          \
-    "last_seen, expiry, created_at, updated_at"
+    "last_seen, expiry, created_at, updated_at, ephemeral"
 
 /* register_method as stored by headscale (util.RegisterMethodAuthKey, ...). */
 static const char *const register_methods[] = {
@@ -86,6 +87,7 @@ static int node_from_row(const struct store_result *r, size_t row, void *out)
     n->expiry = store__cell_i64(r, row, 16);
     n->created_at = store__cell_i64(r, row, 17);
     n->updated_at = store__cell_i64(r, row, 18);
+    n->ephemeral = store__cell_bool(r, row, 19);
     return 0;
 }
 
@@ -123,4 +125,210 @@ int store_node_delete(struct store *st, uint64_t id)
     store__p_u64(&p, id);
     return store__write_row(st, "DELETE FROM nodes WHERE id = $1 RETURNING id", &p, NOTIFY_NODE,
                             NOTIFY_DELETE, NULL, NULL);
+}
+
+/* ---- writes ---- */
+
+/* Given names taken by name or name-N, to pick the first free suffix (headscale >= 0.29). */
+static int pick_given_name(struct store_tx *tx, const char *want, char *out, size_t size)
+{
+    struct store_params p;
+    struct store_result r;
+    int rc;
+
+    store__params_init(&p);
+    store__p_str(&p, want);
+    store__p_own(&p, hs_aprintf("%s-%%", want));
+    rc = store__tx_exec(tx, "SELECT given_name FROM nodes WHERE given_name = $1 OR "
+                            "given_name LIKE $2", &p, &r);
+    store__params_free(&p);
+    if (rc < 0)
+        return rc;
+    snprintf(out, size, "%s", want);
+    for (unsigned i = 1; i <= r.nrows + 1; i++) {
+        bool taken = false;
+        for (size_t row = 0; row < r.nrows && !taken; row++)
+            taken = hs_streq(store__cell(&r, row, 0), out);
+        if (!taken)
+            break;
+        /* Keep the label within 63 characters with the suffix. */
+        snprintf(out, size, "%.*s-%u", (int)(63 - 1 - (i < 10 ? 1 : i < 100 ? 2 : 6)), want, i);
+    }
+    store__result_free(&r);
+    return 0;
+}
+
+static int pick_ip(struct store_tx *tx, const struct ip_prefix *pfx, bool random,
+                   const char *column, char *out, size_t size)
+{
+    struct store_result r;
+    const char **used;
+    char sql[64];
+    int rc;
+
+    out[0] = '\0';
+    if (!pfx || !pfx->family)
+        return 0;
+    snprintf(sql, sizeof(sql), "SELECT %s FROM nodes WHERE %s IS NOT NULL", column, column);
+    if ((rc = store__tx_exec(tx, sql, NULL, &r)) < 0)
+        return rc;
+    used = hs_xcalloc(r.nrows ? r.nrows : 1, sizeof(*used));
+    for (size_t i = 0; i < r.nrows; i++)
+        used[i] = store__cell(&r, i, 0);
+    rc = store__ip_next(pfx, random, used, r.nrows, out, size);
+    free(used);
+    store__result_free(&r);
+    return rc;
+}
+
+int store_node_create(struct store *st, const struct store_node *in,
+                      const struct store_ip_config *ips, struct store_node *out)
+{
+    char v4[64], v6[64], name[64];
+    struct store_params p;
+    struct store_result r;
+    struct store_tx tx;
+    int64_t now = hs_now_us();
+    int rc;
+
+    if (!in->given_name || !*in->given_name)
+        return -EINVAL;
+    if ((rc = store__begin(st, &tx)) < 0)
+        return rc;
+    if ((rc = pick_given_name(&tx, in->given_name, name, sizeof(name))) < 0 ||
+        (rc = pick_ip(&tx, ips ? ips->v4 : NULL, ips && ips->random, "ipv4", v4, sizeof(v4))) ||
+        (rc = pick_ip(&tx, ips ? ips->v6 : NULL, ips && ips->random, "ipv6", v6, sizeof(v6)))) {
+        store__rollback(&tx);
+        return rc;
+    }
+    store__params_init(&p);
+    store__p_key(&p, NODE_MKEY_PREFIX, in->machine_key);
+    store__p_key(&p, NODE_NODEKEY_PREFIX, in->node_key);
+    store__p_key(&p, NODE_DISCO_PREFIX, in->disco_key);
+    store__p_str(&p, in->endpoints_json ? in->endpoints_json : "[]");
+    store__p_str(&p, in->hostinfo_json ? in->hostinfo_json : "{}");
+    store__p_str(&p, v4[0] ? v4 : NULL);
+    store__p_str(&p, v6[0] ? v6 : NULL);
+    store__p_str(&p, in->hostname ? in->hostname : "");
+    store__p_str(&p, name);
+    store__p_id(&p, in->user_id);
+    store__p_str(&p, register_methods[in->register_method]);
+    store__p_strv(&p, &in->tags);
+    store__p_id(&p, in->auth_key_id);
+    store__p_time(&p, in->last_seen);
+    store__p_time(&p, in->expiry);
+    store__p_strv(&p, &in->approved_routes);
+    store__p_i64(&p, now);
+    store__p_bool(&p, in->ephemeral);
+    rc = store__tx_exec(&tx,
+                        "INSERT INTO nodes (machine_key, node_key, disco_key, endpoints, "
+                        "host_info, ipv4, ipv6, hostname, given_name, user_id, register_method, "
+                        "tags, auth_key_id, last_seen, expiry, approved_routes, created_at, "
+                        "updated_at, ephemeral) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
+                        "$11, $12, $13, $14, $15, $16, $17, $17, $18) RETURNING " NODE_COLS,
+                        &p, &r);
+    store__params_free(&p);
+    if (rc < 0) {
+        store__rollback(&tx);
+        return rc;
+    }
+    node_from_row(&r, 0, out);
+    store__result_free(&r);
+    store__tx_event(&tx, NOTIFY_NODE, NOTIFY_CREATE, out->id);
+    if ((rc = store__commit(&tx)) < 0)
+        store_node_free(out);
+    return rc;
+}
+
+/* Column names for the patch bits, in bit order; values come from the patch, never from
+ * input, so the generated SQL is a fixed set of texts. */
+static void patch_param(struct store_params *p, unsigned bit, const struct store_node *v)
+{
+    switch (bit) {
+    case STORE_NODE_NODE_KEY: store__p_key(p, NODE_NODEKEY_PREFIX, v->node_key); break;
+    case STORE_NODE_DISCO_KEY: store__p_key(p, NODE_DISCO_PREFIX, v->disco_key); break;
+    case STORE_NODE_ENDPOINTS: store__p_str(p, v->endpoints_json ? v->endpoints_json : "[]");
+        break;
+    case STORE_NODE_HOSTINFO: store__p_str(p, v->hostinfo_json ? v->hostinfo_json : "{}");
+        break;
+    case STORE_NODE_HOSTNAME: store__p_str(p, v->hostname ? v->hostname : ""); break;
+    case STORE_NODE_GIVEN_NAME: store__p_str(p, v->given_name); break;
+    case STORE_NODE_USER: store__p_id(p, v->user_id); break;
+    case STORE_NODE_REGISTER_METHOD: store__p_str(p, register_methods[v->register_method]);
+        break;
+    case STORE_NODE_TAGS: store__p_strv(p, &v->tags); break;
+    case STORE_NODE_AUTH_KEY: store__p_id(p, v->auth_key_id); break;
+    case STORE_NODE_LAST_SEEN: store__p_time(p, v->last_seen); break;
+    case STORE_NODE_EXPIRY: store__p_time(p, v->expiry); break;
+    case STORE_NODE_APPROVED_ROUTES: store__p_strv(p, &v->approved_routes); break;
+    default: break;
+    }
+}
+
+static const char *const patch_columns[] = {
+    [STORE_NODE_NODE_KEY] = "node_key", [STORE_NODE_DISCO_KEY] = "disco_key",
+    [STORE_NODE_ENDPOINTS] = "endpoints", [STORE_NODE_HOSTINFO] = "host_info",
+    [STORE_NODE_HOSTNAME] = "hostname", [STORE_NODE_GIVEN_NAME] = "given_name",
+    [STORE_NODE_USER] = "user_id", [STORE_NODE_REGISTER_METHOD] = "register_method",
+    [STORE_NODE_TAGS] = "tags", [STORE_NODE_AUTH_KEY] = "auth_key_id",
+    [STORE_NODE_LAST_SEEN] = "last_seen", [STORE_NODE_EXPIRY] = "expiry",
+    [STORE_NODE_APPROVED_ROUTES] = "approved_routes",
+};
+
+int store_node_update(struct store *st, uint64_t id, unsigned fields,
+                      const struct store_node *v, struct store_node *out)
+{
+    struct store_params p;
+    struct hs_buf sql;
+    int rc;
+
+    if (!fields)
+        return -EINVAL;
+    hs_buf_init(&sql, 4096);
+    store__params_init(&p);
+    store__p_u64(&p, id);
+    store__p_i64(&p, hs_now_us());
+    hs_buf_puts(&sql, "UPDATE nodes SET updated_at = $2");
+    for (unsigned bit = 0; bit < HS_ARRAY_LEN(patch_columns); bit++) {
+        if (!(fields & (1u << bit)) || !patch_columns[bit])
+            continue;
+        patch_param(&p, bit, v);
+        hs_buf_appendf(&sql, ", %s = $%d", patch_columns[bit], p.n);
+    }
+    hs_buf_puts(&sql, " WHERE id = $1 RETURNING " NODE_COLS);
+    /* last_seen alone changes nothing peers see: no event, no map churn. */
+    if (fields == (1u << STORE_NODE_LAST_SEEN)) {
+        struct store_result r;
+        rc = store__query(st, sql.data, &p, &r);
+        if (rc == 0 && r.nrows == 0)
+            rc = -ENOENT;
+        if (rc == 0 && out)
+            node_from_row(&r, 0, out);
+        if (rc == 0)
+            store__result_free(&r);
+    } else {
+        rc = store__write_row(st, sql.data, &p, NOTIFY_NODE, NOTIFY_UPDATE,
+                              out ? node_from_row : NULL, out);
+    }
+    store__params_free(&p);
+    hs_buf_free(&sql);
+    return rc;
+}
+
+int store_node_find(struct store *st, const uint8_t machine_key[STORE_KEY_LEN],
+                    const uint8_t node_key[STORE_KEY_LEN], struct store_node *out)
+{
+    struct store_params p;
+    static const uint8_t zero[STORE_KEY_LEN];
+
+    store__params_init(&p);
+    store__p_key(&p, NODE_NODEKEY_PREFIX, node_key ? node_key : zero);
+    store__p_key(&p, NODE_MKEY_PREFIX, machine_key ? machine_key : zero);
+    store__p_bool(&p, node_key != NULL);
+    store__p_bool(&p, machine_key != NULL);
+    return store__get_one(st,
+                          "SELECT " NODE_COLS " FROM nodes WHERE "
+                          "(NOT CAST($3 AS BOOLEAN) OR node_key = $1) AND "
+                          "(NOT CAST($4 AS BOOLEAN) OR machine_key = $2) ORDER BY id DESC",
+                          &p, node_from_row, out);
 }

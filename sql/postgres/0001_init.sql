@@ -48,7 +48,7 @@ CREATE TABLE api_keys (
 -- user_id RESTRICT: deleting a user who still owns nodes is refused (headscale's DestroyUser).
 CREATE TABLE nodes (
     id BIGSERIAL PRIMARY KEY,
-    machine_key TEXT NOT NULL UNIQUE,
+    machine_key TEXT NOT NULL, -- one machine may hold several nodes (one per user)
     node_key TEXT NOT NULL,
     disco_key TEXT,
     endpoints TEXT NOT NULL DEFAULT '[]',
@@ -59,6 +59,7 @@ CREATE TABLE nodes (
     given_name TEXT NOT NULL UNIQUE CHECK (length(given_name) <= 63), -- a DNS label
     user_id BIGINT REFERENCES users (id) ON DELETE RESTRICT,
     register_method TEXT,
+    ephemeral BOOLEAN NOT NULL DEFAULT FALSE, -- removed after node.ephemeral.inactivity_timeout offline
     tags TEXT NOT NULL DEFAULT '[]',
     auth_key_id BIGINT REFERENCES pre_auth_keys (id) ON DELETE SET NULL,
     last_seen BIGINT,
@@ -68,6 +69,7 @@ CREATE TABLE nodes (
     updated_at BIGINT NOT NULL
 );
 CREATE INDEX nodes_node_key ON nodes (node_key);
+CREATE INDEX nodes_machine_key ON nodes (machine_key);
 CREATE INDEX nodes_user_id ON nodes (user_id);
 CREATE INDEX nodes_auth_key_id ON nodes (auth_key_id);
 

@@ -114,7 +114,7 @@ def _server_watch(request):
     start = {id(s): len(s.log_text()) for s in helpers.LIVE_SERVERS}
     yield
     failed = _failed(request)
-    bad = []
+    bad, died = [], []
     for s in list(helpers.LIVE_SERVERS):
         text = s.log_text()[start.get(id(s), 0):]
         if failed:
@@ -123,4 +123,15 @@ def _server_watch(request):
                   "of this test =====")
             print("\n".join(lines))
         bad += helpers.sanitizer_lines(text)
+        if s.proc is not None and s.proc.poll() is not None:
+            # It died under this test. Restart it on the same data so that the tests after
+            # this one (sharing a module server) still run, and fail this one.
+            died.append(f"headscale serve ({s.db.kind}) died with rc {s.proc.returncode} "
+                        f"during this test; log:\n" + "\n".join(text.splitlines()[-40:]))
+            s.proc = None
+            try:
+                s.start()
+            except AssertionError as e:
+                died.append(f"restart failed: {e}")
+    assert not died, "\n\n".join(died)
     assert not bad, "sanitizer report in a server log during this test:\n" + "\n".join(bad)

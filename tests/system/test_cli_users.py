@@ -209,7 +209,7 @@ def test_users_create_duplicate_is_error(mserver):
     assert mserver.users() == before
 
 
-@pytest.mark.parametrize("bad", ["a", "1abc", "bad name", "x/y"])
+@pytest.mark.parametrize("bad", ["a", "1abc", "bad name", "x/y", "bad\u2603"])
 def test_users_create_invalid_name_is_error(mserver, bad):
     before = mserver.users()
     r = mserver.cli("users", "create", bad)

@@ -19,7 +19,7 @@ static void setup(void)
     cfg = (struct hs_config){ .db_type = DB_SQLITE, .sqlite_path = dbpath, .sqlite_wal = true,
                               .policy_mode = POLICY_MODE_DATABASE };
     cr_assert_eq(store_open(&cfg, NULL, &st), 0);
-    cr_assert_eq(auth_new(st, &au), 0);
+    cr_assert_eq(auth_new(&cfg, st, &au), 0);
     api = api_new(&cfg, st, au);
 }
 

@@ -18,7 +18,7 @@ static void setup(void)
     snprintf(dbpath, sizeof(dbpath), "%s/db.sqlite", dir);
     cfg = (struct hs_config){ .db_type = DB_SQLITE, .sqlite_path = dbpath, .sqlite_wal = true };
     cr_assert_eq(store_open(&cfg, NULL, &st), 0);
-    cr_assert_eq(auth_new(st, &au), 0);
+    cr_assert_eq(auth_new(&cfg, st, &au), 0);
 }
 
 static void teardown(void)
@@ -98,7 +98,7 @@ Test(auth, hash_only_at_rest)
     free(db);
     cr_assert_eq(store_open(&cfg, NULL, &st), 0);
     auth_free(au);
-    cr_assert_eq(auth_new(st, &au), 0);
+    cr_assert_eq(auth_new(&cfg, st, &au), 0);
     cr_assert_eq(auth_apikey_check(au, full, NULL), 0, "secret must survive a reopen");
 }
 

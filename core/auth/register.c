@@ -1,0 +1,205 @@
+/* Node registration: the pre-auth key path and the interactive path (a pending registration
+ * an operator completes with `headscale nodes register`). Both end in register_node(), which
+ * either re-registers this machine's existing node of the same owner in place (keeping its id
+ * and addresses, as headscale does for tailscaled re-logins) or creates a new one. */
+#include <ctype.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth/auth_internal.h"
+
+#define REG_TTL_DEFAULT_US (15 * 60 * HS_USEC_PER_SEC)
+
+static bool strip_suffix(char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    if (n > m && strcasecmp(s + n - m, suffix) == 0) {
+        s[n - m] = '\0';
+        return true;
+    }
+    return false;
+}
+
+void auth_given_name(const char *hostname, char *out, size_t size)
+{
+    char buf[256];
+    size_t n = 0;
+
+    snprintf(buf, sizeof(buf), "%s", hostname ? hostname : "");
+    if (!strip_suffix(buf, ".localdomain") && !strip_suffix(buf, ".local"))
+        strip_suffix(buf, ".lan");
+    for (const char *p = buf; *p && n < 63 && n + 1 < size; p++) {
+        char c = (char)tolower((unsigned char)*p);
+        if (c == ' ' || c == '.' || c == '@' || c == '_')
+            c = '-';
+        if (!(isalnum((unsigned char)c) || c == '-') || (c & 0x80))
+            continue;
+        if (c == '-' && n == 0)
+            continue; /* no leading hyphen */
+        out[n++] = c;
+    }
+    while (n && out[n - 1] == '-')
+        n--;
+    out[n] = '\0';
+    if (n == 0)
+        snprintf(out, size, "node");
+}
+
+/* Key expiry for a new login: what the client asked for, else node.expiry for user-owned
+ * nodes; tagged nodes never expire. */
+static int64_t login_expiry(const struct auth *a, const struct auth_node_request *rq,
+                            bool tagged)
+{
+    if (rq->expiry)
+        return rq->expiry;
+    if (tagged || !a->cfg || !a->cfg->node_expiry_us)
+        return 0;
+    return hs_now_us() + a->cfg->node_expiry_us;
+}
+
+static bool same_owner(const struct store_node *n, uint64_t user_id, const struct hs_strv *tags)
+{
+    if (user_id)
+        return n->user_id == user_id;
+    return n->user_id == 0 && tags->n && n->tags.n;
+}
+
+/* Creates the node, or re-registers this machine's node of the same owner. */
+static int register_node(struct auth *a, const struct auth_node_request *rq, uint64_t user_id,
+                         const struct hs_strv *tags, enum register_method method,
+                         uint64_t auth_key_id, bool ephemeral, struct store_node *out)
+{
+    struct store_ip_config ips = {
+        .v4 = a->cfg ? &a->cfg->prefix_v4 : NULL,
+        .v6 = a->cfg ? &a->cfg->prefix_v6 : NULL,
+        .random = a->cfg && a->cfg->ip_allocation == IP_ALLOC_RANDOM,
+    };
+    struct store_node v = { 0 }, old;
+    char name[64];
+    int rc;
+
+    memcpy(v.machine_key, rq->machine_key, STORE_KEY_LEN);
+    memcpy(v.node_key, rq->node_key, STORE_KEY_LEN);
+    v.hostinfo_json = (char *)rq->hostinfo_json;
+    v.hostname = (char *)(rq->hostname ? rq->hostname : "");
+    v.user_id = user_id;
+    v.tags = *tags;
+    v.register_method = method;
+    v.auth_key_id = auth_key_id;
+    v.ephemeral = ephemeral;
+    v.expiry = login_expiry(a, rq, user_id == 0);
+    if (store_node_find(a->st, rq->machine_key, NULL, &old) == 0) {
+        if (same_owner(&old, user_id, tags)) {
+            rc = store_node_update(a->st, old.id,
+                                   STORE_NODE_BIT(STORE_NODE_NODE_KEY) |
+                                   STORE_NODE_BIT(STORE_NODE_HOSTINFO) |
+                                   STORE_NODE_BIT(STORE_NODE_HOSTNAME) |
+                                   STORE_NODE_BIT(STORE_NODE_REGISTER_METHOD) |
+                                   STORE_NODE_BIT(STORE_NODE_TAGS) |
+                                   STORE_NODE_BIT(STORE_NODE_AUTH_KEY) |
+                                   STORE_NODE_BIT(STORE_NODE_EXPIRY),
+                                   &v, out);
+            store_node_free(&old);
+            return rc;
+        }
+        store_node_free(&old);
+    }
+    auth_given_name(rq->hostname, name, sizeof(name));
+    v.given_name = name;
+    return store_node_create(a->st, &v, &ips, out);
+}
+
+int auth_register_with_key(struct auth *a, const char *key, const struct auth_node_request *rq,
+                           struct store_node *out)
+{
+    struct store_preauthkey k;
+    int rc;
+
+    if ((rc = auth_preauthkey_check(a, key, &k)) < 0) {
+        /* A container re-running `tailscale up --authkey` with its spent single-use key, on
+         * the machine and node key it registered with, just gets its node back. */
+        struct store_node n;
+        char prefix[AUTH_PREFIX_LEN + 1];
+        struct store_preauthkey used;
+        if (rc != -EALREADY || auth_cred_prefix(AUTH_CRED_PREAUTH, key, prefix) < 0 ||
+            store_preauthkey_get_by_prefix(a->st, prefix, &used) < 0)
+            return rc;
+        if (store_node_find(a->st, rq->machine_key, rq->node_key, &n) == 0 &&
+            n.auth_key_id == used.id) {
+            *out = n;
+            rc = 0;
+        }
+        store_preauthkey_free(&used);
+        return rc;
+    }
+    rc = register_node(a, rq, k.user_id, &k.tags, REGISTER_AUTH_KEY, k.id,
+                       k.ephemeral || rq->ephemeral, out);
+    if (rc == 0 && (rc = store_preauthkey_use(a->st, k.id)) == -EACCES) {
+        /* Another login won the race for this single-use key: undo ours. */
+        store_node_delete(a->st, out->id);
+        store_node_free(out);
+        rc = -EALREADY;
+    }
+    store_preauthkey_free(&k);
+    return rc;
+}
+
+int auth_registration_start(struct auth *a, const struct auth_node_request *rq,
+                            char id[AUTH_REG_ID_MAX])
+{
+    struct store_registration r = { 0 };
+    uint8_t rnd[12];
+    char hex[25];
+    json_t *data;
+    int rc;
+
+    randombytes_buf(rnd, sizeof(rnd));
+    hs_hex_encode(rnd, sizeof(rnd), hex);
+    snprintf(id, AUTH_REG_ID_MAX, "hskey-authreq-%s", hex);
+    data = json_pack("{s:s, s:s, s:I, s:b}", "hostname", rq->hostname ? rq->hostname : "",
+                     "hostinfo", rq->hostinfo_json ? rq->hostinfo_json : "{}", "expiry",
+                     (json_int_t)rq->expiry, "ephemeral", rq->ephemeral);
+    r.id = id;
+    memcpy(r.machine_key, rq->machine_key, STORE_KEY_LEN);
+    memcpy(r.node_key, rq->node_key, STORE_KEY_LEN);
+    r.data_json = hs_json_dump(data, JSON_COMPACT);
+    r.expires_at = hs_now_us() + (a->cfg && a->cfg->tuning_register_cache_expiration_us
+                                      ? a->cfg->tuning_register_cache_expiration_us
+                                      : REG_TTL_DEFAULT_US);
+    rc = store_registration_create(a->st, &r);
+    free(r.data_json);
+    json_decref(data);
+    return rc;
+}
+
+int auth_registration_complete(struct auth *a, const char *id, uint64_t user_id,
+                               struct store_node *out)
+{
+    struct store_registration r;
+    struct auth_node_request rq = { 0 };
+    struct hs_strv no_tags = { 0 };
+    json_t *data;
+    int rc;
+
+    if ((rc = store_registration_get(a->st, id, &r)) < 0)
+        return rc;
+    if (r.expires_at <= hs_now_us() || r.node_id) {
+        store_registration_free(&r);
+        return -ENOENT;
+    }
+    data = json_loads(r.data_json ? r.data_json : "{}", 0, NULL);
+    memcpy(rq.machine_key, r.machine_key, STORE_KEY_LEN);
+    memcpy(rq.node_key, r.node_key, STORE_KEY_LEN);
+    rq.hostname = hs_json_str(data, "hostname");
+    rq.hostinfo_json = hs_json_str(data, "hostinfo");
+    rq.expiry = json_integer_value(json_object_get(data, "expiry"));
+    rq.ephemeral = json_is_true(json_object_get(data, "ephemeral"));
+    rc = register_node(a, &rq, user_id, &no_tags, REGISTER_CLI, 0, rq.ephemeral, out);
+    if (rc == 0 && (rc = store_registration_complete(a->st, id, user_id, out->id)) < 0)
+        store_node_free(out);
+    json_decref(data);
+    store_registration_free(&r);
+    return rc;
+}

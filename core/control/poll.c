@@ -1,0 +1,345 @@
+/* POST /machine/map: lite updates (endpoints, Hostinfo, disco key), one-shot maps, and
+ * streaming polls. A stream gets a full map at once, then deltas: state changes are collected
+ * for tuning.batch_change_delay and turned into one message per session by the map thread,
+ * plus keep-alives well inside the client's 120 s watchdog. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "control/service_internal.h"
+
+#define BATCH_DELAY_DEFAULT_US (20 * 1000)
+#define KEEPALIVE_DEFAULT_US (50 * HS_USEC_PER_SEC)
+
+static int64_t keepalive_interval(const struct control_service *s)
+{
+    int64_t base = s->cfg->tuning_keepalive_interval_us ? s->cfg->tuning_keepalive_interval_us
+                                                        : KEEPALIVE_DEFAULT_US;
+    /* Up to 1/6 jitter so thousands of streams don't wake together. */
+    return base + (int64_t)(random() % (base / 6 + 1));
+}
+
+/* Encodes and queues one message on a stream; the first one also sends the headers. */
+static void session_send(struct control_service *s, uint64_t conn_id, int32_t stream_id,
+                         bool zstd, const json_t *msg, bool first, bool end)
+{
+    struct hs_buf out;
+
+    hs_buf_init(&out, MAPPER_MAX_FRAME + 8);
+    if (mapper_encode(msg, zstd, &out) < 0) {
+        log_warnx("control: cannot encode a map response for conn %llu",
+                  (unsigned long long)conn_id);
+        control_close_conn(s->ctl, conn_id);
+    } else if (first) {
+        control_reply(s->ctl, conn_id, stream_id, 200, "application/json", out.data, out.len,
+                      end);
+    } else {
+        control_stream_write(s->ctl, conn_id, stream_id, out.data, out.len);
+    }
+    hs_buf_free(&out);
+}
+
+/* Builds the full map under the state read lock. NULL if the node is gone. */
+static json_t *full_map(struct control_service *s, uint64_t node_id)
+{
+    json_t *m;
+    state_rdlock(s->state);
+    m = mapper_full(s->mapper, s->state, node_id, hs_now_us());
+    state_unlock(s->state);
+    return m;
+}
+
+/* Stores what the client reports, when it differs from what we have. */
+static void update_node_info(struct control_service *s, const struct store_node *n, json_t *req,
+                             const uint8_t disco[32])
+{
+    struct store_node v = { 0 };
+    json_t *hi = json_object_get(req, "Hostinfo"), *ep = json_object_get(req, "Endpoints");
+    unsigned fields = 0;
+    char *hi_text = json_is_object(hi) ? hs_json_dump(hi, JSON_COMPACT) : NULL;
+    char *ep_text = json_is_array(ep) ? hs_json_dump(ep, JSON_COMPACT) : NULL;
+
+    memcpy(v.disco_key, disco, 32);
+    if (memcmp(n->disco_key, disco, 32) != 0)
+        fields |= STORE_NODE_BIT(STORE_NODE_DISCO_KEY);
+    if (hi_text && !hs_streq(hi_text, n->hostinfo_json)) {
+        v.hostinfo_json = hi_text;
+        v.hostname = (char *)hs_json_str(hi, "Hostname");
+        fields |= STORE_NODE_BIT(STORE_NODE_HOSTINFO) | STORE_NODE_BIT(STORE_NODE_HOSTNAME);
+    }
+    if (ep_text && !hs_streq(ep_text, n->endpoints_json)) {
+        v.endpoints_json = ep_text;
+        fields |= STORE_NODE_BIT(STORE_NODE_ENDPOINTS);
+    }
+    if (fields && store_node_update(s->st, n->id, fields, &v, NULL) < 0)
+        log_warnx("control: node %llu: cannot store endpoints/hostinfo",
+                  (unsigned long long)n->id);
+    free(hi_text);
+    free(ep_text);
+}
+
+static void session_open(struct control_service *s, const struct control_request *rq,
+                         uint64_t node_id, bool zstd, uint16_t capver)
+{
+    struct session *x = hs_xcalloc(1, sizeof(*x));
+    json_t *m = full_map(s, node_id);
+
+    if (!m) {
+        free(x);
+        control_reply(s->ctl, rq->conn_id, rq->stream_id, 404, "text/plain", "node gone\n", 10,
+                      true);
+        return;
+    }
+    x->conn_id = rq->conn_id;
+    x->stream_id = rq->stream_id;
+    x->node_id = node_id;
+    x->zstd = zstd;
+    x->capver = capver;
+    x->next_keepalive = hs_monotonic_us() + keepalive_interval(s);
+    /* Register before sending: a change racing with the first map then arrives as a delta. */
+    pthread_mutex_lock(&s->mu);
+    x->next = s->sessions;
+    s->sessions = x;
+    pthread_mutex_unlock(&s->mu);
+    session_send(s, rq->conn_id, rq->stream_id, zstd, m, true, false);
+    json_decref(m);
+    state_set_online(s->state, node_id, true, capver);
+}
+
+void poll_handle(struct control_service *s, struct control_request *rq, json_t *req)
+{
+    uint8_t node_key[32], disco[32] = { 0 };
+    const char *nk = hs_json_str(req, "NodeKey"), *dk = hs_json_str(req, "DiscoKey");
+    bool stream = json_is_true(json_object_get(req, "Stream"));
+    bool omit_peers = json_is_true(json_object_get(req, "OmitPeers"));
+    bool zstd = hs_streq(hs_json_str(req, "Compress"), "zstd");
+    uint16_t capver = (uint16_t)json_integer_value(json_object_get(req, "Version"));
+    struct store_node n;
+    json_t *m;
+
+    if (keys_parse("nodekey:", nk, node_key) < 0 || (dk && *dk &&
+                                                     keys_parse("discokey:", dk, disco) < 0)) {
+        service_reply_text(s, rq, 400, "malformed MapRequest\n");
+        return;
+    }
+    if (store_node_find(s->st, NULL, node_key, &n) < 0) {
+        service_reply_text(s, rq, 404, "node not found\n");
+        return;
+    }
+    if (memcmp(n.machine_key, rq->machine_key, 32) != 0) {
+        store_node_free(&n);
+        service_reply_text(s, rq, 401, "node key belongs to another machine\n");
+        return;
+    }
+    if (!dk || !*dk)
+        memcpy(disco, n.disco_key, 32);
+    update_node_info(s, &n, req, disco);
+    if (stream) {
+        session_open(s, rq, n.id, zstd, capver);
+    } else if (omit_peers) {
+        control_reply(s->ctl, rq->conn_id, rq->stream_id, 200, "application/json", "", 0, true);
+    } else if ((m = full_map(s, n.id))) {
+        session_send(s, rq->conn_id, rq->stream_id, zstd, m, true, true);
+        json_decref(m);
+    } else {
+        service_reply_text(s, rq, 404, "node not found\n");
+    }
+    store_node_free(&n);
+}
+
+static bool node_has_session(struct control_service *s, uint64_t node_id)
+{
+    for (struct session *x = s->sessions; x; x = x->next)
+        if (x->node_id == node_id)
+            return true;
+    return false;
+}
+
+/* Loop thread: keep it short. The offline bookkeeping runs on the map thread. */
+void poll_stream_closed(struct control_service *s, uint64_t conn_id, int32_t stream_id)
+{
+    struct session **pp, *x;
+
+    pthread_mutex_lock(&s->mu);
+    for (pp = &s->sessions; (x = *pp); pp = &x->next) {
+        if (x->conn_id == conn_id && x->stream_id == stream_id) {
+            *pp = x->next;
+            if (!node_has_session(s, x->node_id))
+                idset_add(&s->closed_nodes, x->node_id);
+            free(x);
+            if (!s->batch_due)
+                s->batch_due = hs_monotonic_us();
+            pthread_cond_signal(&s->cond);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Any thread (the store writer's, after commit): collect, let the map thread batch. */
+void poll_on_state_change(void *arg, const struct state_change *ch)
+{
+    struct control_service *s = arg;
+    int64_t delay = s->cfg->tuning_batch_change_delay_us ? s->cfg->tuning_batch_change_delay_us
+                                                         : BATCH_DELAY_DEFAULT_US;
+
+    pthread_mutex_lock(&s->mu);
+    switch (ch->kind) {
+    case STATE_NODE_ADDED:
+    case STATE_NODE_CHANGED: idset_add(&s->changed, ch->id); break;
+    case STATE_NODE_REMOVED: idset_add(&s->removed, ch->id); break;
+    case STATE_NODE_ONLINE: idset_add(&s->online, ch->id); break;
+    case STATE_REGISTRATION_CHANGED: s->registrations_changed = true; break;
+    default: s->full_for_all = true; break;
+    }
+    if (!s->batch_due)
+        s->batch_due = hs_monotonic_us() + delay;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* One session's share of a batch: its own node changed → a full map; else a delta. */
+static json_t *session_message(struct control_service *s, const struct session *x,
+                               const struct idset *changed, const struct idset *removed,
+                               const struct idset *online, bool full)
+{
+    json_t *m;
+
+    if (idset_has(removed, x->node_id))
+        return NULL;
+    state_rdlock(s->state);
+    if (full || idset_has(changed, x->node_id)) {
+        m = mapper_full(s->mapper, s->state, x->node_id, hs_now_us());
+    } else {
+        struct idset pc = { 0 }, po = { 0 };
+        idset_copy_except(&pc, changed, x->node_id);
+        idset_copy_except(&po, online, x->node_id);
+        m = mapper_delta(s->mapper, s->state, x->node_id, pc.v, pc.n, removed->v, removed->n,
+                         po.v, po.n, hs_now_us());
+        idset_free(&pc);
+        idset_free(&po);
+    }
+    state_unlock(s->state);
+    return m;
+}
+
+/* Snapshot of the sessions to write to, taken under the lock. */
+struct target {
+    uint64_t conn_id, node_id;
+    int32_t stream_id;
+    bool zstd;
+};
+
+static struct target *snapshot_sessions(struct control_service *s, size_t *n)
+{
+    struct target *t;
+    size_t i = 0;
+
+    for (struct session *x = s->sessions; x; x = x->next)
+        i++;
+    t = hs_xcalloc(i ? i : 1, sizeof(*t));
+    *n = i;
+    i = 0;
+    for (struct session *x = s->sessions; x; x = x->next, i++)
+        t[i] = (struct target){ x->conn_id, x->node_id, x->stream_id, x->zstd };
+    return t;
+}
+
+static void mark_offline(struct control_service *s, const struct idset *nodes)
+{
+    for (size_t i = 0; i < nodes->n; i++) {
+        struct store_node v = { .last_seen = hs_now_us() };
+        store_node_update(s->st, nodes->v[i], STORE_NODE_BIT(STORE_NODE_LAST_SEEN), &v, NULL);
+        state_refresh_node(s->state, nodes->v[i]);
+        state_set_online(s->state, nodes->v[i], false, 0);
+    }
+}
+
+void poll_flush_batch(struct control_service *s)
+{
+    struct idset changed, removed, online, closed;
+    struct target *t;
+    bool full;
+    size_t n;
+
+    pthread_mutex_lock(&s->mu);
+    changed = s->changed;
+    removed = s->removed;
+    online = s->online;
+    closed = s->closed_nodes;
+    full = s->full_for_all;
+    s->changed = s->removed = s->online = s->closed_nodes = (struct idset){ 0 };
+    s->full_for_all = false;
+    s->batch_due = 0;
+    t = snapshot_sessions(s, &n);
+    pthread_mutex_unlock(&s->mu);
+
+    /* Going offline changes state, which queues the next batch for the peers. */
+    mark_offline(s, &closed);
+    for (size_t i = 0; i < n; i++) {
+        struct session x = { .conn_id = t[i].conn_id, .stream_id = t[i].stream_id,
+                             .node_id = t[i].node_id, .zstd = t[i].zstd };
+        json_t *m;
+        if (idset_has(&removed, x.node_id)) {
+            control_stream_end(s->ctl, x.conn_id, x.stream_id); /* deleted: log it out */
+            continue;
+        }
+        if (!(m = session_message(s, &x, &changed, &removed, &online, full)))
+            continue;
+        session_send(s, x.conn_id, x.stream_id, x.zstd, m, false, false);
+        json_decref(m);
+    }
+    free(t);
+    idset_free(&changed);
+    idset_free(&removed);
+    idset_free(&online);
+    idset_free(&closed);
+}
+
+void poll_keepalives(struct control_service *s)
+{
+    int64_t now = hs_monotonic_us();
+    json_t *ka = mapper_keepalive();
+    struct hs_buf raw, z;
+
+    hs_buf_init(&raw, 256);
+    hs_buf_init(&z, 256);
+    mapper_encode(ka, false, &raw);
+    mapper_encode(ka, true, &z);
+    pthread_mutex_lock(&s->mu);
+    for (struct session *x = s->sessions; x; x = x->next) {
+        if (x->next_keepalive > now)
+            continue;
+        x->next_keepalive = now + keepalive_interval(s);
+        control_stream_write(s->ctl, x->conn_id, x->stream_id, x->zstd ? z.data : raw.data,
+                             x->zstd ? z.len : raw.len);
+    }
+    pthread_mutex_unlock(&s->mu);
+    hs_buf_free(&raw);
+    hs_buf_free(&z);
+    json_decref(ka);
+}
+
+/* Ephemeral nodes go once offline for node.ephemeral.inactivity_timeout. */
+void poll_gc_ephemeral(struct control_service *s)
+{
+    int64_t now = hs_now_us(), timeout = s->cfg->ephemeral_inactivity_timeout_us;
+    struct idset doomed = { 0 };
+
+    if (timeout <= 0)
+        return;
+    state_rdlock(s->state);
+    for (size_t i = 0; i < state_node_count(s->state); i++) {
+        const struct state_node *n = state_node_at(s->state, i);
+        int64_t since = n->disconnected_at ? n->disconnected_at : n->n.last_seen;
+        if (n->n.ephemeral && !n->online && since && now - since >= timeout)
+            idset_add(&doomed, n->n.id);
+    }
+    state_unlock(s->state);
+    for (size_t i = 0; i < doomed.n; i++) {
+        log_info("control: ephemeral node %llu inactive: removing",
+                 (unsigned long long)doomed.v[i]);
+        store_node_delete(s->st, doomed.v[i]);
+    }
+    idset_free(&doomed);
+}

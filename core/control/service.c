@@ -1,0 +1,204 @@
+/* The protocol service: routes requests arriving over Noise to register and map handling,
+ * and runs the map thread that batches state changes into deltas, sends keep-alives,
+ * answers interactive-login follow-ups and removes idle ephemeral nodes. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "control/service_internal.h"
+
+#define MAP_THREAD_TICK_US (1000 * 1000)
+
+void idset_add(struct idset *s, uint64_t id)
+{
+    if (idset_has(s, id))
+        return;
+    if (s->n == s->cap) {
+        s->cap = s->cap ? 2 * s->cap : 16;
+        s->v = hs_xrealloc(s->v, s->cap * sizeof(*s->v));
+    }
+    s->v[s->n++] = id;
+}
+
+bool idset_has(const struct idset *s, uint64_t id)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (s->v[i] == id)
+            return true;
+    return false;
+}
+
+void idset_copy_except(struct idset *dst, const struct idset *src, uint64_t skip)
+{
+    for (size_t i = 0; i < src->n; i++)
+        if (src->v[i] != skip)
+            idset_add(dst, src->v[i]);
+}
+
+void idset_free(struct idset *s)
+{
+    free(s->v);
+    *s = (struct idset){ 0 };
+}
+
+void service_reply_json(struct control_service *s, const struct control_request *rq, int status,
+                        json_t *body)
+{
+    char *text = hs_json_dump(body, JSON_COMPACT);
+    control_reply(s->ctl, rq->conn_id, rq->stream_id, status, "application/json", text,
+                  strlen(text), true);
+    free(text);
+}
+
+void service_reply_text(struct control_service *s, const struct control_request *rq, int status,
+                        const char *text)
+{
+    control_reply(s->ctl, rq->conn_id, rq->stream_id, status, "text/plain; charset=utf-8",
+                  text, strlen(text), true);
+}
+
+static void on_request(void *ctx, struct control_request *rq)
+{
+    struct control_service *s = ctx;
+    char err[256];
+    json_t *req = NULL;
+    bool reg = strcmp(rq->path, "/machine/register") == 0;
+    bool map = strcmp(rq->path, "/machine/map") == 0;
+
+    if (!reg && !map) {
+        /* Optional endpoints (set-dns, id-token, audit-log, ...): the client carries on. */
+        service_reply_text(s, rq, 501, "not implemented\n");
+        goto out;
+    }
+    if (strcmp(rq->method, "POST") != 0) {
+        service_reply_text(s, rq, 405, "method not allowed\n");
+        goto out;
+    }
+    if (!(req = hs_json_load(rq->body.data ? rq->body.data : "", rq->body.len,
+                             CONTROL_MAX_REQUEST_BODY, err, sizeof(err))) || !json_is_object(req)) {
+        log_info("control: conn %llu: %s: bad request body: %s", (unsigned long long)rq->conn_id,
+                 rq->path, req ? "not an object" : err);
+        service_reply_text(s, rq, 400, "malformed JSON request\n");
+        goto out;
+    }
+    if (json_integer_value(json_object_get(req, "Version")) < CONTROL_MIN_CAPVER) {
+        service_reply_text(s, rq, 400, "unsupported client version: Tailscale v1.80 or newer "
+                                       "is required\n");
+        goto out;
+    }
+    if (reg)
+        register_handle(s, rq, req);
+    else
+        poll_handle(s, rq, req);
+out:
+    json_decref(req);
+    control_request_free(rq);
+}
+
+static void on_stream_closed(void *ctx, uint64_t conn_id, int32_t stream_id)
+{
+    poll_stream_closed(ctx, conn_id, stream_id);
+}
+
+static void *map_thread(void *arg)
+{
+    struct control_service *s = arg;
+    int64_t next_tick = hs_monotonic_us() + MAP_THREAD_TICK_US;
+
+    pthread_mutex_lock(&s->mu);
+    while (!s->stopping) {
+        int64_t now = hs_monotonic_us(), wake = next_tick;
+        struct timespec ts;
+
+        if (s->batch_due && s->batch_due < wake)
+            wake = s->batch_due;
+        if (wake > now) {
+            /* Condition waits use CLOCK_REALTIME; convert the monotonic deadline. */
+            int64_t abs = hs_now_us() + (wake - now);
+            ts.tv_sec = abs / HS_USEC_PER_SEC;
+            ts.tv_nsec = (abs % HS_USEC_PER_SEC) * 1000;
+            pthread_cond_timedwait(&s->cond, &s->mu, &ts);
+            continue;
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (s->batch_due && s->batch_due <= now)
+            poll_flush_batch(s);
+        register_check_followups(s);
+        if (now >= next_tick) {
+            next_tick = now + MAP_THREAD_TICK_US;
+            poll_keepalives(s);
+            poll_gc_ephemeral(s);
+        }
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+int control_service_new(const struct control_service_deps *d, struct control_service **out)
+{
+    struct control_service *s = hs_xcalloc(1, sizeof(*s));
+    struct control_handlers h = {
+        .ctx = s, .request = on_request, .stream_closed = on_stream_closed,
+    };
+
+    s->cfg = d->cfg;
+    s->st = d->st;
+    s->auth = d->auth;
+    s->state = d->state;
+    s->mapper = d->mapper;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    s->ctl = control_new(d->noise_key, &h, 4);
+    state_listen(s->state, poll_on_state_change, s);
+    *out = s;
+    return 0;
+}
+
+int control_service_start(struct control_service *s)
+{
+    int rc = control_start(s->ctl);
+    if (rc < 0)
+        return rc;
+    if (pthread_create(&s->thread, NULL, map_thread, s) != 0)
+        return -EAGAIN;
+    s->thread_started = true;
+    return 0;
+}
+
+struct control *control_service_control(struct control_service *s)
+{
+    return s->ctl;
+}
+
+void control_service_free(struct control_service *s)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->mu);
+    bool started = s->thread_started;
+    s->stopping = true;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->mu);
+    if (started)
+        pthread_join(s->thread, NULL);
+    control_free(s->ctl); /* closes streams: poll_stream_closed may run, sessions get freed */
+    while (s->sessions) {
+        struct session *x = s->sessions;
+        s->sessions = x->next;
+        free(x);
+    }
+    while (s->followups) {
+        struct followup *f = s->followups;
+        s->followups = f->next;
+        free(f);
+    }
+    idset_free(&s->changed);
+    idset_free(&s->removed);
+    idset_free(&s->online);
+    idset_free(&s->closed_nodes);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cond);
+    free(s);
+}

@@ -1,0 +1,86 @@
+/* Shared by service.c, register.c and poll.c. */
+#ifndef HS_CONTROL_SERVICE_INTERNAL_H
+#define HS_CONTROL_SERVICE_INTERNAL_H
+
+#include <pthread.h>
+
+#include "auth/auth.h"
+#include "config/config.h"
+#include "control/control.h"
+#include "mapper/mapper.h"
+#include "state/state.h"
+#include "store/store.h"
+
+/* A streaming map poll. */
+struct session {
+    uint64_t conn_id;
+    int32_t stream_id;
+    uint64_t node_id;
+    bool zstd;
+    uint16_t capver;
+    int64_t next_keepalive; /* monotonic us */
+    struct session *next;
+};
+
+/* A register request waiting for an operator (Followup long-poll). */
+struct followup {
+    uint64_t conn_id;
+    int32_t stream_id;
+    char reg_id[AUTH_REG_ID_MAX];
+    int64_t deadline; /* monotonic us */
+    struct followup *next;
+};
+
+/* Node ids touched since the last batch, by kind. */
+struct idset {
+    uint64_t *v;
+    size_t n, cap;
+};
+
+struct control_service {
+    const struct hs_config *cfg;
+    struct store *st;
+    struct auth *auth;
+    struct state *state;
+    struct mapper *mapper;
+    struct control *ctl;
+
+    pthread_mutex_t mu; /* everything below */
+    pthread_cond_t cond;
+    struct session *sessions;
+    struct followup *followups;
+    struct idset changed, removed, online, closed_nodes;
+    bool full_for_all;      /* user or policy change: everyone gets a full map */
+    bool registrations_changed;
+    int64_t batch_due;      /* monotonic us; 0 = nothing pending */
+    bool stopping;
+    bool thread_started;
+    pthread_t thread;       /* the map thread: batches, keep-alives, GC, follow-up timeouts */
+};
+
+void idset_add(struct idset *s, uint64_t id);
+bool idset_has(const struct idset *s, uint64_t id);
+void idset_copy_except(struct idset *dst, const struct idset *src, uint64_t skip);
+void idset_free(struct idset *s);
+
+/* Replies with a JSON body (compact) and ends the stream. */
+void service_reply_json(struct control_service *s, const struct control_request *rq, int status,
+                        json_t *body);
+void service_reply_text(struct control_service *s, const struct control_request *rq, int status,
+                        const char *text);
+
+/* register.c */
+void register_handle(struct control_service *s, struct control_request *rq, json_t *req);
+/* Map thread: answers follow-ups whose registration completed or timed out. */
+void register_check_followups(struct control_service *s);
+
+/* poll.c */
+void poll_handle(struct control_service *s, struct control_request *rq, json_t *req);
+void poll_stream_closed(struct control_service *s, uint64_t conn_id, int32_t stream_id);
+void poll_on_state_change(void *arg, const struct state_change *ch);
+/* Map thread. */
+void poll_flush_batch(struct control_service *s);
+void poll_keepalives(struct control_service *s);
+void poll_gc_ephemeral(struct control_service *s);
+
+#endif

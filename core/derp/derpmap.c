@@ -1,0 +1,276 @@
+/* derp: the current DERP map, merged from derp.urls and derp.paths, and its refresher.
+ *
+ * Each source keeps the regions of its last good load, so a source that fails on a refresh
+ * keeps contributing what it had instead of dropping its regions. The published map is a
+ * deep copy that shares nothing with the sources; derpmap_get() hands out deep copies too,
+ * so no jansson object is ever shared between threads. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "derp/derp_internal.h"
+
+#define DERPMAP_RETRY_MIN_US (5 * HS_USEC_PER_SEC)
+#define DERPMAP_RETRY_MAX_SHIFT 10
+#define DERPMAP_ERR_MAX 256
+
+struct derp_source {
+    char *where; /* URL or file path */
+    bool url;
+    json_t *regions; /* last good load: {"<id>": region or null}; NULL before the first */
+};
+
+struct derpmap {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* CLOCK_MONOTONIC; signalled on stop */
+    json_t *map;       /* guarded by mu */
+    struct derp_source *src;
+    size_t nsrc;
+    bool auto_update;
+    int64_t period_us;
+    atomic_bool stop;
+    bool running;
+    pthread_t thread;
+    derpmap_change_fn on_change;
+    void *on_change_arg;
+};
+
+static char *resolve_path(const struct hs_config *cfg, const char *path)
+{
+    if (path[0] == '/' || !cfg->dir || !*cfg->dir)
+        return hs_strdup(path);
+    return hs_aprintf("%s/%s", cfg->dir, path);
+}
+
+/* headscale's order: every URL, then every file; later sources win a region-id clash. */
+static void add_sources(struct derpmap *dm, const struct hs_config *cfg)
+{
+    dm->nsrc = cfg->derp_urls.n + cfg->derp_paths.n;
+    dm->src = hs_xcalloc(dm->nsrc ? dm->nsrc : 1, sizeof(*dm->src));
+    for (size_t i = 0; i < cfg->derp_urls.n; i++) {
+        dm->src[i].where = hs_strdup(cfg->derp_urls.v[i]);
+        dm->src[i].url = true;
+    }
+    for (size_t i = 0; i < cfg->derp_paths.n; i++)
+        dm->src[cfg->derp_urls.n + i].where = resolve_path(cfg, cfg->derp_paths.v[i]);
+}
+
+static int read_source(struct derpmap *dm, const struct derp_source *s, char **text, size_t *len,
+                       char *err, size_t errsize)
+{
+    struct hs_buf b;
+    int rc;
+
+    if (!s->url) {
+        if ((rc = hs_read_file(s->where, DERPMAP_MAX_BYTES, text, len)) < 0)
+            snprintf(err, errsize, "%s", hs_strerror(rc));
+        return rc;
+    }
+    if ((rc = derp__fetch_url(s->where, &dm->stop, &b, err, errsize)) < 0)
+        return rc;
+    *len = b.len;
+    *text = hs_buf_steal(&b);
+    return 0;
+}
+
+/* Loads one source; on failure its previous regions stay. */
+static int load_source(struct derpmap *dm, struct derp_source *s)
+{
+    char err[DERPMAP_ERR_MAX] = "";
+    char *text = NULL;
+    size_t len = 0;
+    json_t *m = NULL;
+    int rc;
+
+    if ((rc = read_source(dm, s, &text, &len, err, sizeof(err))) == 0) {
+        m = derpmap_parse(text, len, err, sizeof(err));
+        rc = m ? 0 : -EINVAL;
+    }
+    free(text);
+    if (rc < 0) {
+        log_warnx("derp: %s: cannot load the DERP map: %s", s->where, err);
+        return rc;
+    }
+    json_decref(s->regions);
+    s->regions = json_incref(json_object_get(m, "Regions"));
+    json_decref(m);
+    return 0;
+}
+
+static json_t *merge_sources(const struct derpmap *dm)
+{
+    json_t *regions = json_object(), *v;
+    const char *k;
+
+    for (size_t i = 0; i < dm->nsrc; i++) {
+        json_object_foreach(dm->src[i].regions, k, v) {
+            if (json_is_null(v))
+                json_object_del(regions, k);
+            else
+                json_object_set_new(regions, k, json_deep_copy(v));
+        }
+    }
+    return json_pack("{s:o}", "Regions", regions);
+}
+
+/* Loads every source; returns how many failed. */
+static size_t load_all(struct derpmap *dm)
+{
+    size_t failed = 0;
+
+    for (size_t i = 0; i < dm->nsrc && !atomic_load(&dm->stop); i++)
+        failed += load_source(dm, &dm->src[i]) < 0;
+    return failed;
+}
+
+/* Swaps in the merged map; true when it differs from the previous one. */
+static bool publish(struct derpmap *dm)
+{
+    json_t *m = merge_sources(dm), *old;
+    bool changed;
+
+    pthread_mutex_lock(&dm->mu);
+    old = dm->map;
+    changed = !json_equal(old, m);
+    dm->map = m;
+    pthread_mutex_unlock(&dm->mu);
+    json_decref(old);
+    return changed;
+}
+
+static void init_sync(struct derpmap *dm)
+{
+    pthread_condattr_t ca;
+
+    pthread_mutex_init(&dm->mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&dm->cv, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
+int derpmap_new(const struct hs_config *cfg, struct derpmap **out)
+{
+    struct derpmap *dm = hs_xcalloc(1, sizeof(*dm));
+
+    init_sync(dm);
+    atomic_init(&dm->stop, false);
+    dm->auto_update = cfg->derp_auto_update;
+    dm->period_us = cfg->derp_update_frequency_us;
+    add_sources(dm, cfg);
+    if (dm->nsrc > 0 && load_all(dm) == dm->nsrc) {
+        log_errorx("derp: none of the %zu DERP map sources could be loaded", dm->nsrc);
+        derpmap_free(dm);
+        return -EINVAL;
+    }
+    publish(dm);
+    *out = dm;
+    return 0;
+}
+
+void derpmap_set_listener(struct derpmap *dm, derpmap_change_fn fn, void *arg)
+{
+    dm->on_change = fn;
+    dm->on_change_arg = arg;
+}
+
+/* Sleeps up to us, or until stop; mu held. Returns true when stopping. */
+static bool wait_or_stop(struct derpmap *dm, int64_t us)
+{
+    struct timespec ts;
+    int64_t ns;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ns = ts.tv_nsec + (us % HS_USEC_PER_SEC) * 1000;
+    ts.tv_sec += (time_t)(us / HS_USEC_PER_SEC + ns / 1000000000);
+    ts.tv_nsec = (long)(ns % 1000000000);
+    while (!atomic_load(&dm->stop)) {
+        if (pthread_cond_timedwait(&dm->cv, &dm->mu, &ts) == ETIMEDOUT)
+            break;
+    }
+    return atomic_load(&dm->stop);
+}
+
+/* After a failure, retry sooner than the period (5 s, doubling), never later than it. */
+static int64_t next_wait(const struct derpmap *dm, unsigned failures)
+{
+    int64_t retry;
+
+    if (failures == 0)
+        return dm->period_us;
+    retry = DERPMAP_RETRY_MIN_US
+            << (failures - 1 < DERPMAP_RETRY_MAX_SHIFT ? failures - 1 : DERPMAP_RETRY_MAX_SHIFT);
+    return retry < dm->period_us ? retry : dm->period_us;
+}
+
+static void *refresh_main(void *arg)
+{
+    struct derpmap *dm = arg;
+    unsigned failures = 0;
+
+    pthread_mutex_lock(&dm->mu);
+    while (!wait_or_stop(dm, next_wait(dm, failures))) {
+        pthread_mutex_unlock(&dm->mu);
+        failures = load_all(dm) ? failures + 1 : 0;
+        if (!atomic_load(&dm->stop) && publish(dm)) {
+            log_info("derp: DERP map updated");
+            if (dm->on_change)
+                dm->on_change(dm->on_change_arg);
+        }
+        pthread_mutex_lock(&dm->mu);
+    }
+    pthread_mutex_unlock(&dm->mu);
+    return NULL;
+}
+
+int derpmap_start(struct derpmap *dm)
+{
+    int rc;
+
+    if (!dm->auto_update || dm->period_us <= 0 || dm->running)
+        return 0;
+    for (size_t i = 0; i < dm->nsrc; i++) {
+        if (!dm->src[i].url)
+            continue;
+        if ((rc = pthread_create(&dm->thread, NULL, refresh_main, dm)) != 0)
+            return -rc;
+        dm->running = true;
+        return 0;
+    }
+    return 0;
+}
+
+void derpmap_free(struct derpmap *dm)
+{
+    if (!dm)
+        return;
+    pthread_mutex_lock(&dm->mu);
+    atomic_store(&dm->stop, true);
+    pthread_cond_broadcast(&dm->cv);
+    pthread_mutex_unlock(&dm->mu);
+    if (dm->running)
+        pthread_join(dm->thread, NULL);
+    for (size_t i = 0; i < dm->nsrc; i++) {
+        free(dm->src[i].where);
+        json_decref(dm->src[i].regions);
+    }
+    free(dm->src);
+    json_decref(dm->map);
+    pthread_cond_destroy(&dm->cv);
+    pthread_mutex_destroy(&dm->mu);
+    free(dm);
+}
+
+json_t *derpmap_get(struct derpmap *dm)
+{
+    json_t *m;
+
+    if (!dm)
+        return json_pack("{s:{}}", "Regions");
+    pthread_mutex_lock(&dm->mu);
+    m = json_deep_copy(dm->map);
+    pthread_mutex_unlock(&dm->mu);
+    return m;
+}

@@ -1,0 +1,230 @@
+/* mapper: full MapResponses and deltas (protocol §6.3, §6.6; headscale mapper/builder.go). */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "derp/derp.h"
+#include "mapper/mapper_internal.h"
+
+/* Distinct user ids referenced by the nodes of one response. */
+struct uidset {
+    uint64_t *v;
+    size_t n, cap;
+};
+
+static void uidset_add(struct uidset *u, uint64_t id)
+{
+    for (size_t i = 0; i < u->n; i++) {
+        if (u->v[i] == id)
+            return;
+    }
+    if (u->n == u->cap) {
+        u->cap = u->cap ? 2 * u->cap : 8;
+        u->v = hs_xrealloc(u->v, u->cap * sizeof(*u->v));
+    }
+    u->v[u->n++] = id;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* UserProfiles sorted by id (as headscale); frees the set. */
+static json_t *profiles(struct state *s, struct uidset *u)
+{
+    json_t *a = json_array();
+
+    if (u->n)
+        qsort(u->v, u->n, sizeof(*u->v), cmp_u64);
+    for (size_t i = 0; i < u->n; i++)
+        json_array_append_new(a, mapper__user_profile(s, u->v[i]));
+    free(u->v);
+    *u = (struct uidset){ 0 };
+    return a;
+}
+
+static const char *nonempty(const char *a, const char *b)
+{
+    return a && *a ? a : b;
+}
+
+json_t *mapper__user_profile(struct state *s, uint64_t uid)
+{
+    const struct state_user *su = state_user_by_id(s, uid);
+    const struct store_user *u = su ? &su->u : NULL;
+    json_t *p;
+
+    if (uid == MAPPER_TAGGED_USER_ID)
+        return json_pack("{s:I, s:s, s:s}", "ID", (json_int_t)uid, "LoginName",
+                         MAPPER_TAGGED_USER_NAME, "DisplayName", MAPPER_TAGGED_DISPLAY_NAME);
+    if (!u) /* deleted meanwhile: still answer the reference (headscale: login name = id) */
+        return json_pack("{s:I, s:o, s:s}", "ID", (json_int_t)uid, "LoginName",
+                         json_sprintf("%llu", (unsigned long long)uid), "DisplayName", "");
+    p = json_pack("{s:I, s:s, s:s}", "ID", (json_int_t)uid, "LoginName",
+                  nonempty(u->email, nonempty(u->name, "")), "DisplayName",
+                  nonempty(u->display_name, nonempty(u->name, "")));
+    if (u->profile_pic_url && *u->profile_pic_url)
+        json_object_set_new(p, "ProfilePicURL", json_string(u->profile_pic_url));
+    return p;
+}
+
+struct mapper *mapper_new(const struct hs_config *cfg, struct derpmap *dm)
+{
+    struct mapper *m = hs_xcalloc(1, sizeof(*m));
+
+    m->cfg = cfg;
+    m->dm = dm;
+    return m;
+}
+
+void mapper_free(struct mapper *m)
+{
+    free(m);
+}
+
+json_t *mapper_keepalive(void)
+{
+    return json_pack("{s:b}", "KeepAlive", 1);
+}
+
+/* Allow-all, headscale's filter without a policy (protocol §6.5). */
+static json_t *allow_all(void)
+{
+    return json_pack("[{s:[s], s:[{s:s, s:{s:i, s:i}}]}]", "SrcIPs", "*", "DstPorts", "IP", "*",
+                     "Ports", "First", 0, "Last", 65535);
+}
+
+/* The tailnet name: base_domain, else the self node's user (headscale cfg.Domain()). */
+static json_t *domain(const struct mapper *m, struct state *s, const struct state_node *self)
+{
+    const struct state_user *u;
+
+    if (m->cfg->dns_base_domain && *m->cfg->dns_base_domain)
+        return json_string(m->cfg->dns_base_domain);
+    u = state_user_by_id(s, mapper__user_id(self));
+    return json_string(u && u->u.name ? u->u.name : MAPPER_TAGGED_USER_NAME);
+}
+
+static void add_tailnet(json_t *resp, struct mapper *m, struct state *s,
+                        const struct state_node *self, int64_t now)
+{
+    json_object_set_new(resp, "DNSConfig", mapper__dns_config(m));
+    json_object_set_new(resp, "DERPMap", derpmap_get(m->dm));
+    json_object_set_new(resp, "Domain", domain(m, s, self));
+    json_object_set_new(resp, "PacketFilter", allow_all());
+    json_object_set_new(resp, "CollectServices", json_false()); /* opt.Bool: a JSON bool */
+    mapper__set_time(resp, "ControlTime", now);
+    if (!m->cfg->logtail_enabled)
+        json_object_set_new(resp, "Debug", json_pack("{s:b}", "DisableLogTail", 1));
+}
+
+json_t *mapper_full(struct mapper *m, struct state *s, uint64_t self, int64_t now)
+{
+    const struct state_node *me = state_node_by_id(s, self);
+    struct uidset users = { 0 };
+    json_t *resp, *peers;
+
+    if (!me)
+        return NULL;
+    resp = json_object();
+    peers = json_array();
+    uidset_add(&users, mapper__user_id(me));
+    json_object_set_new(resp, "Node", mapper__node(m, s, me, self, now));
+    for (size_t i = 0; i < state_node_count(s); i++) {
+        const struct state_node *n = state_node_at(s, i);
+        if (n->n.id == self)
+            continue;
+        uidset_add(&users, mapper__user_id(n));
+        json_array_append_new(peers, mapper__node(m, s, n, self, now));
+    }
+    json_object_set_new(resp, "Peers", peers);
+    json_object_set_new(resp, "UserProfiles", profiles(s, &users));
+    add_tailnet(resp, m, s, me, now);
+    return resp;
+}
+
+/* Changed peers as full Nodes; the node itself, if listed, comes back as "Node". */
+static void add_changed(json_t *resp, struct mapper *m, struct state *s, uint64_t self,
+                        const uint64_t *ids, size_t n, int64_t now, struct uidset *users)
+{
+    json_t *changed = json_array();
+
+    for (size_t i = 0; i < n; i++) {
+        const struct state_node *sn = state_node_by_id(s, ids[i]);
+        if (!sn)
+            continue; /* gone meanwhile: the caller reports it in `removed` */
+        uidset_add(users, mapper__user_id(sn));
+        if (ids[i] == self)
+            json_object_set_new(resp, "Node", mapper__node(m, s, sn, self, now));
+        else
+            json_array_append_new(changed, mapper__node(m, s, sn, self, now));
+    }
+    if (json_array_size(changed))
+        json_object_set_new(resp, "PeersChanged", changed);
+    else
+        json_decref(changed);
+}
+
+static void add_removed(json_t *resp, uint64_t self, const uint64_t *ids, size_t n)
+{
+    json_t *removed = json_array();
+
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] != self)
+            json_array_append_new(removed, json_integer((json_int_t)ids[i]));
+    }
+    if (json_array_size(removed))
+        json_object_set_new(resp, "PeersRemoved", removed);
+    else
+        json_decref(removed);
+}
+
+/* OnlineChange with the peers' current flags, and PeerSeenChange to match: true (LastSeen =
+ * now) when a peer went offline, false (LastSeen cleared) when it came back, so an online
+ * peer never carries a LastSeen. */
+static void add_online(json_t *resp, struct state *s, uint64_t self, const uint64_t *ids,
+                       size_t n)
+{
+    json_t *online = json_object(), *seen = json_object();
+
+    for (size_t i = 0; i < n; i++) {
+        const struct state_node *sn = state_node_by_id(s, ids[i]);
+        char key[24];
+        if (!sn || ids[i] == self)
+            continue;
+        snprintf(key, sizeof(key), "%llu", (unsigned long long)ids[i]);
+        json_object_set_new(online, key, json_boolean(sn->online));
+        json_object_set_new(seen, key, json_boolean(!sn->online));
+    }
+    if (json_object_size(online)) {
+        json_object_set_new(resp, "OnlineChange", online);
+        json_object_set_new(resp, "PeerSeenChange", seen);
+    } else {
+        json_decref(online);
+        json_decref(seen);
+    }
+}
+
+json_t *mapper_delta(struct mapper *m, struct state *s, uint64_t self, const uint64_t *changed,
+                     size_t nchanged, const uint64_t *removed, size_t nremoved,
+                     const uint64_t *online, size_t nonline, int64_t now)
+{
+    struct uidset users = { 0 };
+    json_t *resp = json_object();
+
+    add_changed(resp, m, s, self, changed, nchanged, now, &users);
+    add_removed(resp, self, removed, nremoved);
+    add_online(resp, s, self, online, nonline);
+    if (json_object_size(resp) == 0) {
+        free(users.v);
+        json_decref(resp);
+        return NULL;
+    }
+    if (users.n)
+        json_object_set_new(resp, "UserProfiles", profiles(s, &users));
+    else
+        free(users.v);
+    return resp;
+}

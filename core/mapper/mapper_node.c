@@ -1,0 +1,260 @@
+/* mapper: one node as tailcfg.Node (protocol §6.4; headscale hscontrol/mapper/tail.go). */
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "keys/keys.h"
+#include "mapper/mapper_internal.h"
+
+/* Node attributes (tailcfg.NodeCapMap keys) headscale grants from the config. */
+#define CAP_FILE_SHARING "https://tailscale.com/cap/file-sharing"
+#define CAP_RANDOMIZE_CLIENT_PORT "randomize-client-port"
+/* The legacy home-DERP form clients < capver 111 understand (tailcfg.DerpMagicIP). */
+#define LEGACY_DERP_IP "127.3.3.40"
+
+void mapper__set_time(json_t *o, const char *field, int64_t us)
+{
+    char buf[40];
+
+    hs_format_rfc3339(us, buf, sizeof(buf));
+    json_object_set_new(o, field, json_string(buf));
+}
+
+static void set_key(json_t *o, const char *field, const char *prefix, const uint8_t key[KEY_LEN])
+{
+    char text[KEY_TEXT_MAX];
+
+    keys_format(prefix, key, text);
+    json_object_set_new(o, field, json_string(text));
+}
+
+static bool key_is_zero(const uint8_t key[KEY_LEN])
+{
+    uint8_t acc = 0;
+
+    for (size_t i = 0; i < KEY_LEN; i++)
+        acc |= key[i];
+    return acc == 0;
+}
+
+/* The stored JSON text (client input originally), or NULL when absent or of another type. */
+static json_t *load_stored(const char *text, json_type type)
+{
+    char err[128];
+    json_t *j;
+
+    if (!text)
+        return NULL;
+    j = hs_json_load(text, strlen(text), HS_JSON_MAX_BYTES, err, sizeof(err));
+    if (j && json_typeof(j) != type) {
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
+
+uint64_t mapper__user_id(const struct state_node *n)
+{
+    /* headscale's tags-as-identity: a tagged node belongs to no user, even if user_id is set. */
+    if (n->n.tags.n > 0 || n->n.user_id == 0)
+        return MAPPER_TAGGED_USER_ID;
+    return n->n.user_id;
+}
+
+/* headscale 0.22's NormalizeToFQDNRules for the user label of "<given>.<user>.<base>". */
+static void user_label(const struct mapper *m, struct state *s, const struct state_node *n,
+                       char *out, size_t size)
+{
+    const struct state_user *u = n->n.user_id ? state_user_by_id(s, n->n.user_id) : NULL;
+    const char *name = u && u->u.name ? u->u.name : MAPPER_TAGGED_USER_NAME;
+    const char *at = strchr(name, '@');
+    size_t o = 0;
+    bool dash = false;
+
+    for (const char *p = name; *p && o + 1 < size; p++) {
+        int c = tolower((unsigned char)*p);
+        if (p == at && m->cfg->oidc_strip_email_domain && p != name)
+            break;
+        if (c == '\'')
+            continue;
+        if (c == '@')
+            c = '.';
+        if (!isalnum(c) && c != '-' && c != '.') {
+            if (!dash)
+                out[o++] = '-';
+            dash = true;
+            continue;
+        }
+        out[o++] = (char)c;
+        dash = false;
+    }
+    out[o] = '\0';
+}
+
+void mapper_fqdn(struct mapper *m, struct state *s, const struct state_node *n, char *out,
+                 size_t size)
+{
+    const char *base = m->cfg->dns_base_domain ? m->cfg->dns_base_domain : "";
+    const char *given = n->n.given_name && *n->n.given_name ? n->n.given_name : "node";
+    int blen = (int)strnlen(base, MAPPER_FQDN_MAX);
+    char user[MAPPER_FQDN_MAX];
+
+    if (blen > 0 && base[blen - 1] == '.')
+        blen--; /* tolerate "example.com." in the config */
+    if (blen == 0) {
+        snprintf(out, size, "%s.", given);
+    } else if (m->cfg->dns_use_username_in_magic_dns) {
+        user_label(m, s, n, user, sizeof(user));
+        snprintf(out, size, "%s.%s.%.*s.", given, user, blen, base);
+    } else {
+        snprintf(out, size, "%s.%.*s.", given, blen, base);
+    }
+}
+
+static void node_identity(json_t *o, struct mapper *m, struct state *s,
+                          const struct state_node *sn)
+{
+    const struct store_node *n = &sn->n;
+    char fqdn[MAPPER_FQDN_MAX];
+
+    mapper_fqdn(m, s, sn, fqdn, sizeof(fqdn));
+    json_object_set_new(o, "ID", json_integer((json_int_t)n->id));
+    json_object_set_new(o, "StableID", json_sprintf("%llu", (unsigned long long)n->id));
+    json_object_set_new(o, "Name", json_string(fqdn));
+    json_object_set_new(o, "User", json_integer((json_int_t)mapper__user_id(sn)));
+    set_key(o, "Key", "nodekey:", n->node_key);
+    if (n->expiry)
+        mapper__set_time(o, "KeyExpiry", n->expiry);
+    set_key(o, "Machine", "mkey:", n->machine_key);
+    if (!key_is_zero(n->disco_key))
+        set_key(o, "DiscoKey", "discokey:", n->disco_key);
+}
+
+static json_t *addresses(const struct store_node *n)
+{
+    json_t *a = json_array();
+
+    if (n->ipv4 && *n->ipv4)
+        json_array_append_new(a, json_sprintf("%s/32", n->ipv4));
+    if (n->ipv6 && *n->ipv6)
+        json_array_append_new(a, json_sprintf("%s/128", n->ipv6));
+    return a;
+}
+
+static bool array_has_string(const json_t *a, const char *s)
+{
+    size_t i;
+    json_t *v;
+
+    json_array_foreach(a, i, v) {
+        if (json_is_string(v) && strcmp(json_string_value(v), s) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Addresses, plus each approved route the node still announces (exit routes included):
+ * headscale serves a route only while it is both approved and in Hostinfo.RoutableIPs. */
+static json_t *allowed_ips(const struct store_node *n, const json_t *addrs, const json_t *hostinfo)
+{
+    json_t *announced = json_object_get(hostinfo, "RoutableIPs");
+    json_t *a = json_deep_copy(addrs);
+
+    for (size_t i = 0; i < n->approved_routes.n; i++) {
+        const char *r = n->approved_routes.v[i];
+        if (array_has_string(announced, r) && !array_has_string(a, r))
+            json_array_append_new(a, json_string(r));
+    }
+    return a;
+}
+
+static json_t *endpoints(const struct store_node *n)
+{
+    json_t *stored = load_stored(n->endpoints_json, JSON_ARRAY), *out = json_array(), *v;
+    size_t i;
+
+    json_array_foreach(stored, i, v) {
+        if (json_is_string(v))
+            json_array_append(out, v);
+    }
+    json_decref(stored);
+    return out;
+}
+
+static void node_network(json_t *o, const struct state_node *sn)
+{
+    const struct store_node *n = &sn->n;
+    json_t *hostinfo = load_stored(n->hostinfo_json, JSON_OBJECT);
+    json_t *addrs = addresses(n);
+
+    if (!hostinfo)
+        hostinfo = json_object();
+    json_object_set_new(o, "AllowedIPs", allowed_ips(n, addrs, hostinfo));
+    json_object_set_new(o, "Addresses", addrs);
+    json_object_set_new(o, "Endpoints", endpoints(n));
+    if (sn->home_derp > 0) {
+        json_object_set_new(o, "HomeDERP", json_integer(sn->home_derp));
+        json_object_set_new(o, "DERP", json_sprintf(LEGACY_DERP_IP ":%d", sn->home_derp));
+    }
+    json_object_set_new(o, "Hostinfo", hostinfo);
+}
+
+static json_t *cap_map(const struct hs_config *cfg)
+{
+    json_t *caps = json_object();
+
+    if (cfg->taildrop_enabled)
+        json_object_set_new(caps, CAP_FILE_SHARING, json_array());
+    if (cfg->randomize_client_port)
+        json_object_set_new(caps, CAP_RANDOMIZE_CLIENT_PORT, json_array());
+    return caps;
+}
+
+static json_t *strv_json(const struct hs_strv *sv)
+{
+    json_t *a = json_array();
+
+    for (size_t i = 0; i < sv->n; i++)
+        json_array_append_new(a, json_string(sv->v[i]));
+    return a;
+}
+
+static void node_status(json_t *o, const struct mapper *m, const struct state_node *sn,
+                        int64_t now)
+{
+    const struct store_node *n = &sn->n;
+    bool expired = n->expiry != 0 && n->expiry <= now;
+
+    if (n->created_at)
+        mapper__set_time(o, "Created", n->created_at);
+    if (sn->capver)
+        json_object_set_new(o, "Cap", json_integer(sn->capver));
+    if (n->tags.n)
+        json_object_set_new(o, "Tags", strv_json(&n->tags));
+    json_object_set_new(o, "Online", json_boolean(sn->online));
+    /* Never on online nodes: clients may then treat them as offline (headscale types/node.go). */
+    if (!sn->online && n->last_seen)
+        mapper__set_time(o, "LastSeen", n->last_seen);
+    json_object_set_new(o, "MachineAuthorized", json_true());
+    if (expired)
+        json_object_set_new(o, "Expired", json_true());
+    json_object_set_new(o, "CapMap", cap_map(m->cfg));
+}
+
+json_t *mapper__node(struct mapper *m, struct state *s, const struct state_node *n,
+                     uint64_t viewer, int64_t now)
+{
+    json_t *o = json_object();
+
+    (void)viewer; /* per-viewer views (policy-filtered routes, masquerade) come with policy */
+    node_identity(o, m, s, n);
+    node_network(o, n);
+    node_status(o, m, n, now);
+    return o;
+}
+
+json_t *mapper_node(struct mapper *m, struct state *s, const struct state_node *n,
+                    uint64_t viewer)
+{
+    return mapper__node(m, s, n, viewer, hs_now_us());
+}

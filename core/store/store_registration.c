@@ -1,0 +1,98 @@
+/* store: pending interactive registrations. They live in the database, not in one process's
+ * memory, so an operator's `nodes register` on any replica completes a login that a client
+ * started on another; completion publishes NOTIFY_REGISTRATION to wake the waiting request. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/store_internal.h"
+
+#define REG_COLS "id, machine_key, node_key, data, user_id, node_id, created_at, expires_at"
+
+void store_registration_free(struct store_registration *r)
+{
+    if (!r)
+        return;
+    free(r->id);
+    free(r->data_json);
+    memset(r, 0, sizeof(*r));
+}
+
+static int reg_from_row(const struct store_result *r, size_t row, void *out)
+{
+    struct store_registration *g = out;
+
+    memset(g, 0, sizeof(*g));
+    g->id = store__cell_strdup(r, row, 0);
+    store__cell_key(r, row, 1, "mkey:", g->machine_key);
+    store__cell_key(r, row, 2, "nodekey:", g->node_key);
+    g->data_json = store__cell_strdup(r, row, 3);
+    g->user_id = store__cell_u64(r, row, 4);
+    g->node_id = store__cell_u64(r, row, 5);
+    g->created_at = store__cell_i64(r, row, 6);
+    g->expires_at = store__cell_i64(r, row, 7);
+    return 0;
+}
+
+int store_registration_create(struct store *st, const struct store_registration *in)
+{
+    struct store_params p;
+    int rc;
+
+    store__params_init(&p);
+    store__p_str(&p, in->id);
+    store__p_key(&p, "mkey:", in->machine_key);
+    store__p_key(&p, "nodekey:", in->node_key);
+    store__p_str(&p, in->data_json ? in->data_json : "{}");
+    store__p_i64(&p, hs_now_us());
+    store__p_i64(&p, in->expires_at);
+    rc = store__write_row(st,
+                          "INSERT INTO registrations (id, machine_key, node_key, data, "
+                          "created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING 0",
+                          &p, NOTIFY_REGISTRATION, NOTIFY_CREATE, NULL, NULL);
+    store__params_free(&p);
+    return rc;
+}
+
+int store_registration_get(struct store *st, const char *id, struct store_registration *out)
+{
+    struct store_params p;
+    int rc;
+
+    store__params_init(&p);
+    store__p_str(&p, id);
+    rc = store__get_one(st, "SELECT " REG_COLS " FROM registrations WHERE id = $1", &p,
+                        reg_from_row, out);
+    store__params_free(&p);
+    return rc;
+}
+
+int store_registration_complete(struct store *st, const char *id, uint64_t user_id,
+                                uint64_t node_id)
+{
+    struct store_params p;
+    int rc;
+
+    store__params_init(&p);
+    store__p_str(&p, id);
+    store__p_id(&p, user_id);
+    store__p_id(&p, node_id);
+    store__p_i64(&p, hs_now_us());
+    rc = store__write_row(st,
+                          "UPDATE registrations SET user_id = $2, node_id = $3 WHERE id = $1 "
+                          "AND expires_at > $4 RETURNING 0",
+                          &p, NOTIFY_REGISTRATION, NOTIFY_UPDATE, NULL, NULL);
+    store__params_free(&p);
+    return rc;
+}
+
+int store_registration_delete_expired(struct store *st, int64_t now)
+{
+    struct store_params p;
+    int rc;
+
+    store__params_init(&p);
+    store__p_i64(&p, now);
+    rc = store__query(st, "DELETE FROM registrations WHERE expires_at <= $1", &p, NULL);
+    store__params_free(&p);
+    return rc;
+}

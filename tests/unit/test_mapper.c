@@ -1,0 +1,637 @@
+/* Tests for core/mapper: full maps and deltas built from a state loaded from a real SQLite
+ * store, and the wire encoding (LE length + JSON or a zstd frame).
+ *
+ * The store has no node writes yet, so the fixture inserts node rows with sqlite3 directly
+ * into the migrated database file before state_new() loads them. */
+#include <criterion/criterion.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include "derp/derp.h"
+#include "mapper/mapper.h"
+
+#define TAGGED_USER 2147455555
+#define HOUR (3600 * HS_USEC_PER_SEC)
+
+static struct fixture {
+    char dir[64];
+    char path[128];
+    struct hs_config cfg;
+    struct notify_bus *bus;
+    struct store *st;
+    struct state *s;
+    struct mapper *m;
+    uint64_t alice, bob, carol;
+    int64_t now;
+} fx;
+
+struct node_row {
+    int id;
+    const char *given;
+    uint64_t user; /* 0 = NULL */
+    const char *tags;
+    bool disco;
+    const char *hostinfo;
+    const char *approved;
+    int64_t last_seen, expiry;
+};
+
+static void key_text(char *out, size_t size, const char *prefix, int id, int which)
+{
+    uint8_t k[32];
+    char hex[65];
+
+    memset(k, id * 16 + which, sizeof(k));
+    hs_hex_encode(k, sizeof(k), hex);
+    snprintf(out, size, "%s%s", prefix, hex);
+}
+
+static void bind_time(sqlite3_stmt *st, int col, int64_t us)
+{
+    if (us)
+        sqlite3_bind_int64(st, col, us);
+    else
+        sqlite3_bind_null(st, col);
+}
+
+static void insert_node(sqlite3 *db, const struct node_row *r)
+{
+    static const char sql[] =
+        "INSERT INTO nodes (id, machine_key, node_key, disco_key, endpoints, host_info, ipv4, "
+        "ipv6, hostname, given_name, user_id, register_method, tags, last_seen, expiry, "
+        "approved_routes, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
+        "?9, ?10, 'authkey', ?11, ?12, ?13, ?14, ?15, ?15)";
+    char mkey[80], nkey[80], dkey[80], v4[32], v6[48], ep[64];
+    sqlite3_stmt *st;
+
+    key_text(mkey, sizeof(mkey), "mkey:", r->id, 1);
+    key_text(nkey, sizeof(nkey), "nodekey:", r->id, 2);
+    key_text(dkey, sizeof(dkey), "discokey:", r->id, 3);
+    snprintf(v4, sizeof(v4), "100.64.0.%d", r->id);
+    snprintf(v6, sizeof(v6), "fd7a:115c:a1e0::%d", r->id);
+    snprintf(ep, sizeof(ep), "[\"192.0.2.%d:41641\",\"[2001:db8::%d]:41641\"]", r->id, r->id);
+    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
+    sqlite3_bind_int(st, 1, r->id);
+    sqlite3_bind_text(st, 2, mkey, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 3, nkey, -1, SQLITE_TRANSIENT);
+    if (r->disco)
+        sqlite3_bind_text(st, 4, dkey, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 5, ep, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 6, r->hostinfo ? r->hostinfo : "{}", -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 7, v4, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 8, v6, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 9, r->given, -1, SQLITE_STATIC);
+    if (r->user)
+        sqlite3_bind_int64(st, 10, (sqlite3_int64)r->user);
+    sqlite3_bind_text(st, 11, r->tags ? r->tags : "[]", -1, SQLITE_STATIC);
+    bind_time(st, 12, r->last_seen);
+    bind_time(st, 13, r->expiry);
+    sqlite3_bind_text(st, 14, r->approved ? r->approved : "[]", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 15, fx.now - 24 * HOUR);
+    cr_assert_eq(sqlite3_step(st), SQLITE_DONE, "%s", sqlite3_errmsg(db));
+    sqlite3_finalize(st);
+}
+
+static uint64_t add_user(const char *name, const char *display, const char *email)
+{
+    struct store_user in = { .name = (char *)name, .display_name = (char *)display,
+                             .email = (char *)email }, out;
+    uint64_t id;
+
+    cr_assert_eq(store_user_create(fx.st, &in, &out), 0);
+    id = out.id;
+    store_user_free(&out);
+    return id;
+}
+
+static void insert_nodes(void)
+{
+    const struct node_row rows[] = {
+        { 1, "laptop", fx.alice, NULL, true,
+          "{\"Hostname\":\"Laptop\",\"OS\":\"linux\",\"NetInfo\":{\"PreferredDERP\":900},"
+          "\"RoutableIPs\":[\"10.0.0.0/24\",\"172.16.0.0/24\",\"0.0.0.0/0\",\"::/0\"]}",
+          "[\"10.0.0.0/24\",\"192.168.0.0/24\",\"0.0.0.0/0\",\"::/0\"]", fx.now - HOUR,
+          fx.now + 24 * HOUR },
+        { 2, "server", fx.bob, NULL, false, "{\"Hostname\":\"server\"}", NULL, fx.now - HOUR,
+          fx.now - HOUR },
+        { 3, "tagged", fx.alice, "[\"tag:srv\"]", true,
+          "{\"NetInfo\":{\"PreferredDERP\":1}}", NULL, 0, 0 },
+        { 4, "phone", fx.carol, NULL, true, NULL, NULL, 0, 0 },
+    };
+    sqlite3 *db;
+
+    cr_assert_eq(sqlite3_open(fx.path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    for (size_t i = 0; i < HS_ARRAY_LEN(rows); i++)
+        insert_node(db, &rows[i]);
+    sqlite3_close(db);
+}
+
+static void set_dns(struct hs_config *c)
+{
+    static struct dns_split split = { .domain = "corp.example" };
+    static struct dns_record rec = { .name = "grafana.example.com", .type = "A",
+                                     .value = "100.64.0.3" };
+
+    c->dns_magic_dns = true;
+    c->dns_base_domain = "example.com";
+    c->dns_override_local_dns = true;
+    hs_strv_push(&c->dns_nameservers_global, "1.1.1.1");
+    hs_strv_push(&c->dns_nameservers_global, "https://dns.nextdns.io/abc");
+    if (split.nameservers.n == 0)
+        hs_strv_push(&split.nameservers, "10.0.0.53");
+    c->dns_split = &split;
+    c->dns_nsplit = 1;
+    hs_strv_push(&c->dns_search_domains, "search.example");
+    c->dns_extra_records = &rec;
+    c->dns_nextra_records = 1;
+    cr_assert_eq(config_parse_prefix("100.64.0.0/10", &c->prefix_v4), 0);
+    cr_assert_eq(config_parse_prefix("fd7a:115c:a1e0::/48", &c->prefix_v6), 0);
+}
+
+static void setup(void)
+{
+    memset(&fx, 0, sizeof(fx));
+    fx.now = hs_now_us();
+    strcpy(fx.dir, "/tmp/hs-mapper-XXXXXX");
+    cr_assert_not_null(mkdtemp(fx.dir));
+    snprintf(fx.path, sizeof(fx.path), "%s/db.sqlite", fx.dir);
+    fx.cfg.db_type = DB_SQLITE;
+    fx.cfg.sqlite_path = fx.path;
+    fx.cfg.taildrop_enabled = true;
+    fx.cfg.logtail_enabled = false;
+    set_dns(&fx.cfg);
+    fx.bus = notify_new();
+    cr_assert_eq(store_open(&fx.cfg, fx.bus, &fx.st), 0);
+    fx.alice = add_user("alice", "Alice", "alice@example.com");
+    fx.bob = add_user("bob", NULL, NULL);
+    fx.carol = add_user("Carol@Example.com", NULL, NULL);
+    insert_nodes();
+    cr_assert_eq(state_new(fx.st, fx.bus, &fx.s), 0);
+    state_set_online(fx.s, 1, true, 106);
+    state_set_online(fx.s, 3, true, 100);
+    fx.m = mapper_new(&fx.cfg, NULL);
+    state_rdlock(fx.s);
+}
+
+static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(p);
+}
+
+static void teardown(void)
+{
+    state_unlock(fx.s);
+    mapper_free(fx.m);
+    state_free(fx.s);
+    store_close(fx.st);
+    notify_free(fx.bus);
+    hs_strv_free(&fx.cfg.dns_nameservers_global);
+    hs_strv_free(&fx.cfg.dns_search_domains);
+    nftw(fx.dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+TestSuite(mapper, .init = setup, .fini = teardown);
+
+/* ---- helpers ---- */
+
+static json_t *by_id(const json_t *arr, json_int_t id)
+{
+    size_t i;
+    json_t *v;
+
+    json_array_foreach(arr, i, v) {
+        if (json_integer_value(json_object_get(v, "ID")) == id)
+            return v;
+    }
+    return NULL;
+}
+
+static bool has_str(const json_t *arr, const char *s)
+{
+    size_t i;
+    json_t *v;
+
+    json_array_foreach(arr, i, v) {
+        if (json_is_string(v) && strcmp(json_string_value(v), s) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void expect_key(const json_t *node, const char *field, const char *prefix)
+{
+    const char *k = hs_json_str(node, field);
+
+    cr_assert_not_null(k, "%s missing", field);
+    cr_expect(hs_has_prefix(k, prefix), "%s = %s", field, k);
+    cr_expect_eq(strlen(k), strlen(prefix) + 64, "%s = %s", field, k);
+}
+
+static json_t *full(uint64_t self)
+{
+    json_t *r = mapper_full(fx.m, fx.s, self, fx.now);
+
+    cr_assert_not_null(r);
+    return r;
+}
+
+/* ---- full map ---- */
+
+Test(mapper, self_node)
+{
+    json_t *r = full(1), *n = json_object_get(r, "Node"), *addrs, *allowed;
+    size_t i;
+    json_t *a;
+
+    cr_assert(json_is_object(n));
+    cr_expect_eq(json_integer_value(json_object_get(n, "ID")), 1);
+    cr_expect_str_eq(hs_json_str(n, "StableID"), "1");
+    cr_expect_str_eq(hs_json_str(n, "Name"), "laptop.example.com.");
+    cr_expect_eq(json_integer_value(json_object_get(n, "User")), (json_int_t)fx.alice);
+    expect_key(n, "Key", "nodekey:");
+    expect_key(n, "Machine", "mkey:");
+    expect_key(n, "DiscoKey", "discokey:");
+    cr_expect(json_is_true(json_object_get(n, "MachineAuthorized")));
+    cr_expect_not_null(hs_json_str(n, "KeyExpiry"));
+    cr_expect_null(json_object_get(n, "Expired"));
+    cr_expect_not_null(hs_json_str(n, "Created"));
+    cr_expect_eq(json_integer_value(json_object_get(n, "Cap")), 106);
+    cr_expect(json_is_true(json_object_get(n, "Online")));
+    cr_expect_null(json_object_get(n, "LastSeen"), "never on an online node");
+    cr_expect_eq(json_integer_value(json_object_get(n, "HomeDERP")), 900);
+    cr_expect_str_eq(hs_json_str(n, "DERP"), "127.3.3.40:900");
+    cr_expect_str_eq(hs_json_str(json_object_get(n, "Hostinfo"), "Hostname"), "Laptop");
+    cr_expect(has_str(json_object_get(n, "Endpoints"), "192.0.2.1:41641"));
+    cr_expect_null(json_object_get(n, "ComputedName"));
+
+    addrs = json_object_get(n, "Addresses");
+    cr_expect_eq(json_array_size(addrs), 2);
+    cr_expect(has_str(addrs, "100.64.0.1/32"));
+    cr_expect(has_str(addrs, "fd7a:115c:a1e0::1/128"));
+    allowed = json_object_get(n, "AllowedIPs");
+    json_array_foreach(addrs, i, a)
+        cr_expect(has_str(allowed, json_string_value(a)), "AllowedIPs lacks %s",
+                  json_string_value(a));
+    cr_expect(has_str(allowed, "10.0.0.0/24"), "approved and announced");
+    cr_expect(has_str(allowed, "0.0.0.0/0") && has_str(allowed, "::/0"), "exit routes");
+    cr_expect_not(has_str(allowed, "192.168.0.0/24"), "approved, not announced");
+    cr_expect_not(has_str(allowed, "172.16.0.0/24"), "announced, not approved");
+    cr_expect_eq(json_array_size(allowed), 5);
+
+    cr_expect_not_null(json_object_get(json_object_get(n, "CapMap"),
+                                       "https://tailscale.com/cap/file-sharing"));
+    cr_expect_eq(json_object_size(json_object_get(n, "CapMap")), 1);
+    json_decref(r);
+}
+
+Test(mapper, peers)
+{
+    json_t *r = full(1), *peers = json_object_get(r, "Peers"), *p;
+
+    cr_expect_eq(json_array_size(peers), 3);
+    cr_expect_null(by_id(peers, 1), "self is not a peer");
+
+    p = by_id(peers, 2);
+    cr_assert_not_null(p);
+    cr_expect_null(json_object_get(p, "DiscoKey"), "zero disco key omitted");
+    cr_expect(json_is_false(json_object_get(p, "Online")));
+    cr_expect_not_null(hs_json_str(p, "LastSeen"));
+    cr_expect(json_is_true(json_object_get(p, "Expired")));
+    cr_expect_null(json_object_get(p, "HomeDERP"));
+    cr_expect_str_eq(hs_json_str(p, "Name"), "server.example.com.");
+
+    p = by_id(peers, 3);
+    cr_assert_not_null(p);
+    expect_key(p, "DiscoKey", "discokey:");
+    cr_expect(json_is_true(json_object_get(p, "Online")));
+    cr_expect_null(json_object_get(p, "LastSeen"));
+    cr_expect_eq(json_integer_value(json_object_get(p, "HomeDERP")), 1);
+    cr_expect_eq(json_integer_value(json_object_get(p, "User")), TAGGED_USER,
+                 "a tagged node belongs to tagged-devices even with a user_id");
+    cr_expect(has_str(json_object_get(p, "Tags"), "tag:srv"));
+    cr_expect(has_str(json_object_get(p, "AllowedIPs"), "100.64.0.3/32"));
+    json_decref(r);
+}
+
+Test(mapper, user_profiles_cover_every_user)
+{
+    json_t *r = full(2), *ups = json_object_get(r, "UserProfiles"), *u, *peers, *p;
+    size_t i;
+
+    cr_expect_eq(json_array_size(ups), 4);
+    u = by_id(ups, (json_int_t)fx.alice);
+    cr_assert_not_null(u);
+    cr_expect_str_eq(hs_json_str(u, "LoginName"), "alice@example.com");
+    cr_expect_str_eq(hs_json_str(u, "DisplayName"), "Alice");
+    u = by_id(ups, (json_int_t)fx.bob);
+    cr_assert_not_null(u);
+    cr_expect_str_eq(hs_json_str(u, "LoginName"), "bob");
+    cr_expect_str_eq(hs_json_str(u, "DisplayName"), "bob");
+    u = by_id(ups, TAGGED_USER);
+    cr_assert_not_null(u);
+    cr_expect_str_eq(hs_json_str(u, "LoginName"), "tagged-devices");
+
+    /* Every User referenced by Node and Peers has its profile. */
+    cr_expect_not_null(by_id(ups, json_integer_value(json_object_get(json_object_get(r, "Node"),
+                                                                     "User"))));
+    peers = json_object_get(r, "Peers");
+    json_array_foreach(peers, i, p)
+        cr_expect_not_null(by_id(ups, json_integer_value(json_object_get(p, "User"))));
+    json_decref(r);
+}
+
+Test(mapper, dns_config)
+{
+    json_t *r = full(1), *dns = json_object_get(r, "DNSConfig"), *routes, *res;
+    char zone[64];
+
+    cr_assert(json_is_object(dns));
+    cr_expect(json_is_true(json_object_get(dns, "Proxied")));
+    res = json_object_get(dns, "Resolvers");
+    cr_expect_eq(json_array_size(res), 2);
+    cr_expect_str_eq(hs_json_str(json_array_get(res, 0), "Addr"), "1.1.1.1");
+    cr_expect_str_eq(hs_json_str(json_array_get(res, 1), "Addr"), "https://dns.nextdns.io/abc");
+    cr_expect_null(json_object_get(dns, "FallbackResolvers"));
+    cr_expect_str_eq(hs_json_str(r, "Domain"), "example.com");
+
+    routes = json_object_get(dns, "Routes");
+    cr_expect_eq(json_array_size(json_object_get(routes, "example.com")), 0);
+    cr_expect(json_is_array(json_object_get(routes, "example.com")));
+    cr_expect_str_eq(hs_json_str(json_array_get(json_object_get(routes, "corp.example"), 0),
+                                 "Addr"), "10.0.0.53");
+    for (int i = 64; i <= 127; i++) {
+        snprintf(zone, sizeof(zone), "%d.100.in-addr.arpa.", i);
+        cr_expect(json_is_array(json_object_get(routes, zone)), "%s", zone);
+    }
+    cr_expect_null(json_object_get(routes, "128.100.in-addr.arpa."));
+    cr_expect(json_is_array(json_object_get(routes, "0.e.1.a.c.5.1.1.a.7.d.f.ip6.arpa.")));
+    cr_expect_eq(json_object_size(routes), 2 + 64 + 1);
+
+    cr_expect_eq(json_array_size(json_object_get(dns, "Domains")), 2);
+    cr_expect_str_eq(json_string_value(json_array_get(json_object_get(dns, "Domains"), 0)),
+                     "example.com");
+    cr_expect_str_eq(json_string_value(json_array_get(json_object_get(dns, "Domains"), 1)),
+                     "search.example");
+    cr_expect_str_eq(hs_json_str(json_array_get(json_object_get(dns, "ExtraRecords"), 0), "Name"),
+                     "grafana.example.com");
+    json_decref(r);
+}
+
+Test(mapper, dns_without_override_or_magic)
+{
+    json_t *r, *dns, *routes;
+
+    fx.cfg.dns_override_local_dns = false;
+    fx.cfg.dns_magic_dns = false;
+    r = full(1);
+    dns = json_object_get(r, "DNSConfig");
+    cr_expect_null(json_object_get(dns, "Resolvers"));
+    cr_expect_eq(json_array_size(json_object_get(dns, "FallbackResolvers")), 2);
+    cr_expect(json_is_false(json_object_get(dns, "Proxied")));
+    routes = json_object_get(dns, "Routes");
+    cr_expect_eq(json_object_size(routes), 1, "split DNS only");
+    json_decref(r);
+
+    fx.cfg.dns_base_domain = "";
+    r = full(1);
+    cr_expect_str_eq(hs_json_str(r, "Domain"), "alice", "no base domain: the user name");
+    cr_expect_str_eq(hs_json_str(json_object_get(r, "Node"), "Name"), "laptop.");
+    json_decref(r);
+}
+
+Test(mapper, tailnet_fields)
+{
+    json_t *r = full(1);
+    json_t *want = json_loads("[{\"SrcIPs\":[\"*\"],\"DstPorts\":[{\"IP\":\"*\",\"Ports\":"
+                              "{\"First\":0,\"Last\":65535}}]}]", 0, NULL);
+    int64_t t;
+
+    cr_expect(json_equal(json_object_get(r, "PacketFilter"), want));
+    /* opt.Bool: Tailscale's decoder accepts true/false/null only; a string fails the map. */
+    cr_expect(json_is_false(json_object_get(r, "CollectServices")));
+    cr_assert_eq(hs_parse_rfc3339(hs_json_str(r, "ControlTime"), &t), 0);
+    cr_expect_lt(llabs(t - fx.now), HS_USEC_PER_SEC);
+    cr_expect_eq(json_object_size(json_object_get(json_object_get(r, "DERPMap"), "Regions")), 0);
+    cr_expect(json_is_true(json_object_get(json_object_get(r, "Debug"), "DisableLogTail")));
+    json_decref(want);
+    json_decref(r);
+
+    cr_expect_null(mapper_full(fx.m, fx.s, 99, fx.now), "unknown self");
+}
+
+Test(mapper, derp_map_comes_from_derpmap)
+{
+    struct hs_config dcfg = { 0 };
+    struct derpmap *dm;
+    struct mapper *m;
+    json_t *r;
+
+    hs_strv_push(&dcfg.derp_paths, HS_SOURCE_DIR "/tests/unit/data/derp/derp.yaml");
+    cr_assert_eq(derpmap_new(&dcfg, &dm), 0);
+    m = mapper_new(&fx.cfg, dm);
+    r = mapper_full(m, fx.s, 1, fx.now);
+    cr_expect_eq(json_integer_value(json_object_get(
+                     json_object_get(json_object_get(json_object_get(r, "DERPMap"), "Regions"),
+                                     "900"),
+                     "RegionID")),
+                 900);
+    json_decref(r);
+    mapper_free(m);
+    derpmap_free(dm);
+    hs_strv_free(&dcfg.derp_paths);
+}
+
+/* ---- names ---- */
+
+static void expect_fqdn(uint64_t id, const char *want)
+{
+    char out[256];
+
+    mapper_fqdn(fx.m, fx.s, state_node_by_id(fx.s, id), out, sizeof(out));
+    cr_expect_str_eq(out, want);
+}
+
+Test(mapper, fqdn_forms)
+{
+    expect_fqdn(1, "laptop.example.com.");
+    fx.cfg.dns_base_domain = "example.com."; /* a trailing dot in the config is tolerated */
+    expect_fqdn(1, "laptop.example.com.");
+
+    fx.cfg.dns_use_username_in_magic_dns = true; /* 0.22 layout */
+    expect_fqdn(1, "laptop.alice.example.com.");
+    expect_fqdn(3, "tagged.alice.example.com."); /* 0.22 had owners for tagged nodes */
+    fx.cfg.oidc_strip_email_domain = true;
+    expect_fqdn(4, "phone.carol.example.com.");
+    fx.cfg.oidc_strip_email_domain = false;
+    expect_fqdn(4, "phone.carol.example.com.example.com.");
+
+    fx.cfg.dns_base_domain = "";
+    expect_fqdn(1, "laptop.");
+}
+
+/* ---- deltas ---- */
+
+Test(mapper, delta_shapes)
+{
+    const uint64_t changed[] = { 2, 1, 77 }, removed[] = { 9, 1 }, online[] = { 2, 3 };
+    json_t *d = mapper_delta(fx.m, fx.s, 1, changed, 3, removed, 2, online, 2, fx.now), *pc;
+
+    cr_assert_not_null(d);
+    pc = json_object_get(d, "PeersChanged");
+    cr_expect_eq(json_array_size(pc), 1);
+    cr_expect_str_eq(hs_json_str(by_id(pc, 2), "Name"), "server.example.com.");
+    cr_expect(json_is_true(json_object_get(json_object_get(d, "Node"), "MachineAuthorized")),
+              "self in `changed` comes back as Node");
+    cr_expect_eq(json_array_size(json_object_get(d, "PeersRemoved")), 1);
+    cr_expect_eq(json_integer_value(json_array_get(json_object_get(d, "PeersRemoved"), 0)), 9);
+    cr_expect(json_is_false(json_object_get(json_object_get(d, "OnlineChange"), "2")));
+    cr_expect(json_is_true(json_object_get(json_object_get(d, "OnlineChange"), "3")));
+    cr_expect(json_is_true(json_object_get(json_object_get(d, "PeerSeenChange"), "2")));
+    cr_expect(json_is_false(json_object_get(json_object_get(d, "PeerSeenChange"), "3")));
+    cr_expect_not_null(by_id(json_object_get(d, "UserProfiles"), (json_int_t)fx.bob));
+    cr_expect_not_null(by_id(json_object_get(d, "UserProfiles"), (json_int_t)fx.alice));
+    cr_expect_null(json_object_get(d, "Peers"), "a delta never replaces the peer list");
+    cr_expect_null(json_object_get(d, "DERPMap"));
+    json_decref(d);
+
+    d = mapper_delta(fx.m, fx.s, 1, NULL, 0, removed, 1, NULL, 0, fx.now);
+    cr_expect_eq(json_object_size(d), 1, "removals only: no UserProfiles");
+    json_decref(d);
+}
+
+Test(mapper, empty_delta_is_null)
+{
+    const uint64_t unknown[] = { 77 }, self[] = { 1 };
+
+    cr_expect_null(mapper_delta(fx.m, fx.s, 1, NULL, 0, NULL, 0, NULL, 0, fx.now));
+    cr_expect_null(mapper_delta(fx.m, fx.s, 1, unknown, 1, self, 1, self, 1, fx.now));
+}
+
+Test(mapper, keepalive)
+{
+    json_t *k = mapper_keepalive();
+
+    cr_expect(json_is_true(json_object_get(k, "KeepAlive")));
+    cr_expect_eq(json_object_size(k), 1);
+    json_decref(k);
+}
+
+/* ---- encoding ---- */
+
+static uint32_t le32(const char *p)
+{
+    const uint8_t *b = (const uint8_t *)p;
+
+    return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+}
+
+/* Decodes one zstd message at p; returns the JSON (malloc'd) and its total wire size. */
+static char *unzstd(const char *p, size_t avail, size_t *used)
+{
+    uint32_t n = le32(p);
+    unsigned long long size;
+    char *out;
+
+    cr_assert_leq(4 + (size_t)n, avail);
+    cr_expect_eq((uint8_t)p[4], 0x28, "zstd frame magic");
+    size = ZSTD_getFrameContentSize(p + 4, n);
+    cr_assert(size != ZSTD_CONTENTSIZE_ERROR && size != ZSTD_CONTENTSIZE_UNKNOWN);
+    out = malloc(size + 1);
+    cr_assert_eq(ZSTD_decompress(out, size, p + 4, n), size);
+    out[size] = '\0';
+    *used = 4 + n;
+    return out;
+}
+
+Test(mapper, encode_raw_and_zstd)
+{
+    json_t *r = full(1);
+    char *json = json_dumps(r, JSON_COMPACT), *back;
+    struct hs_buf b;
+    size_t used;
+
+    hs_buf_init(&b, MAPPER_MAX_FRAME + 4);
+    cr_assert_eq(mapper_encode(r, false, &b), 0);
+    cr_expect_eq(le32(b.data), strlen(json));
+    cr_expect_eq(b.len, 4 + strlen(json));
+    cr_expect(memcmp(b.data + 4, json, strlen(json)) == 0);
+
+    hs_buf_reset(&b);
+    cr_assert_eq(mapper_encode(r, true, &b), 0);
+    back = unzstd(b.data, b.len, &used);
+    cr_expect_eq(used, b.len);
+    cr_expect_str_eq(back, json);
+    cr_expect_lt(b.len, strlen(json), "compressed");
+    free(back);
+
+    /* Messages append: a keep-alive after the map. */
+    json_t *k = mapper_keepalive();
+    size_t first = b.len;
+    cr_assert_eq(mapper_encode(k, true, &b), 0);
+    back = unzstd(b.data + first, b.len - first, &used);
+    cr_expect_str_eq(back, "{\"KeepAlive\":true}");
+    free(back);
+    json_decref(k);
+
+    hs_buf_free(&b);
+    free(json);
+    json_decref(r);
+}
+
+Test(mapper, encode_respects_the_buffer_cap)
+{
+    json_t *r = full(1);
+    struct hs_buf b;
+
+    hs_buf_init(&b, 64);
+    cr_expect_eq(mapper_encode(r, false, &b), -E2BIG);
+    cr_expect_eq(mapper_encode(r, true, &b), -E2BIG);
+    cr_expect_eq(b.len, 0, "nothing half-written");
+    hs_buf_free(&b);
+    json_decref(r);
+}
+
+static void *encode_many(void *arg)
+{
+    const json_t *r = arg;
+    char *json = json_dumps(r, JSON_COMPACT);
+    bool ok = true;
+
+    for (int i = 0; i < 50 && ok; i++) {
+        struct hs_buf b;
+        size_t used;
+        char *back;
+
+        hs_buf_init(&b, MAPPER_MAX_FRAME + 4);
+        ok = mapper_encode(r, true, &b) == 0;
+        back = ok ? unzstd(b.data, b.len, &used) : NULL;
+        ok = ok && strcmp(back, json) == 0;
+        free(back);
+        hs_buf_free(&b);
+    }
+    free(json);
+    return ok ? arg : NULL;
+}
+
+Test(mapper, encode_from_many_threads)
+{
+    json_t *r = full(1);
+    pthread_t t[4];
+    void *ret;
+
+    for (size_t i = 0; i < HS_ARRAY_LEN(t); i++)
+        cr_assert_eq(pthread_create(&t[i], NULL, encode_many, r), 0);
+    for (size_t i = 0; i < HS_ARRAY_LEN(t); i++) {
+        pthread_join(t[i], &ret);
+        cr_expect_eq(ret, r);
+    }
+    json_decref(r);
+}
