@@ -55,10 +55,11 @@ static const struct route routes[] = {
     { "POST", "/api/v1/policy/check", api_policy_check, false },
 };
 
-struct api *api_new(const struct hs_config *cfg, struct store *st, struct auth *auth)
+struct api *api_new(const struct hs_config *cfg, struct store *st, struct auth *auth,
+                    struct state *state)
 {
     struct api *a = hs_xcalloc(1, sizeof(*a));
-    *a = (struct api){ .cfg = cfg, .st = st, .auth = auth };
+    *a = (struct api){ .cfg = cfg, .st = st, .auth = auth, .state = state };
     return a;
 }
 

@@ -35,8 +35,12 @@ struct api_response {
     struct hs_buf body;       /* owned by the response: free with api_response_free */
 };
 
-/* Borrows cfg, st and auth for the lifetime of the api object. */
-struct api *api_new(const struct hs_config *cfg, struct store *st, struct auth *auth);
+struct state;
+
+/* Borrows cfg, st, auth and state (may be NULL: then no node shows online) for the lifetime
+ * of the api object. */
+struct api *api_new(const struct hs_config *cfg, struct store *st, struct auth *auth,
+                    struct state *state);
 void api_free(struct api *a);
 
 /* Returns false when the path is not under /api/ (the caller serves it elsewhere). */

@@ -10,6 +10,7 @@ struct api {
     const struct hs_config *cfg;
     struct store *st;
     struct auth *auth;
+    struct state *state;
 };
 
 /* One request in flight: the request, its path arguments, its parsed JSON body. */

@@ -4,6 +4,7 @@
 
 #include "api/api_internal.h"
 #include "keys/keys.h"
+#include "state/state.h"
 
 /* Protojson (headscale <= 0.29's gateway, golden-tested by main) emits "" for empty strings,
  * null for unset timestamps and messages, [] for empty lists, and uint64 as strings. */
@@ -138,10 +139,26 @@ static json_t *node_user(struct api_call *c, const struct store_node *n, bool in
                      "providerId", "", "provider", "", "profilePicUrl", "");
 }
 
+/* Online is runtime state (a map stream is open), not a column. */
+static bool node_online(struct api_call *c, uint64_t id)
+{
+    const struct state_node *sn;
+    bool online = false;
+
+    if (!c->api->state)
+        return false;
+    state_rdlock(c->api->state);
+    if ((sn = state_node_by_id(c->api->state, id)))
+        online = sn->online;
+    state_unlock(c->api->state);
+    return online;
+}
+
 json_t *api_json_node(struct api_call *c, const struct store_node *n, bool in_list)
 {
     json_t *j = json_object(), *ips = json_array();
     struct store_preauthkey k;
+    bool online = node_online(c, n->id);
 
     if (n->ipv4)
         json_array_append_new(ips, json_string(n->ipv4));
@@ -154,7 +171,7 @@ json_t *api_json_node(struct api_call *c, const struct store_node *n, bool in_li
     json_object_set_new(j, "ipAddresses", ips);
     json_object_set_new(j, "name", str_or_empty(n->hostname));
     json_object_set_new(j, "user", node_user(c, n, in_list));
-    json_object_set_new(j, "lastSeen", api_json_time(n->last_seen));
+    json_object_set_new(j, "lastSeen", api_json_time(online ? hs_now_us() : n->last_seen));
     json_object_set_new(j, "expiry", api_json_time(n->expiry));
     if (n->auth_key_id && store_preauthkey_get(c->api->st, n->auth_key_id, &k) == 0) {
         json_object_set_new(j, "preAuthKey", api_json_preauthkey(c, &k, NULL));
@@ -166,8 +183,7 @@ json_t *api_json_node(struct api_call *c, const struct store_node *n, bool in_li
     json_object_set_new(j, "registerMethod",
                         json_string(register_method_name(n->register_method)));
     json_object_set_new(j, "givenName", str_or_empty(n->given_name));
-    /* Online state lives in memory (control-protocol issue); nothing is connected yet. */
-    json_object_set_new(j, "online", json_false());
+    json_object_set_new(j, "online", json_boolean(online));
     json_object_set_new(j, "approvedRoutes", api_json_strv(&n->approved_routes));
     json_object_set_new(j, "availableRoutes", available_routes(n));
     json_object_set_new(j, "subnetRoutes", json_array());

@@ -105,6 +105,8 @@ int control_service_new(const struct control_service_deps *d, struct control_ser
 int control_service_start(struct control_service *s);
 void control_service_free(struct control_service *s);
 struct control *control_service_control(struct control_service *s);
+/* Every connected node gets a full map soon (the DERP map changed, for instance). */
+void control_service_resync(struct control_service *s);
 
 /* Oldest client accepted: Tailscale v1.80 (capability version 113), as headscale. */
 #define CONTROL_MIN_CAPVER 113

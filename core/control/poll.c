@@ -78,6 +78,14 @@ static void update_node_info(struct control_service *s, const struct store_node 
     free(ep_text);
 }
 
+/* Recorded at connect and disconnect; peers learn it only when the node goes offline. */
+static void touch_last_seen(struct control_service *s, uint64_t node_id)
+{
+    struct store_node v = { .last_seen = hs_now_us() };
+    store_node_update(s->st, node_id, STORE_NODE_BIT(STORE_NODE_LAST_SEEN), &v, NULL);
+    state_refresh_node(s->state, node_id);
+}
+
 static void session_open(struct control_service *s, const struct control_request *rq,
                          uint64_t node_id, bool zstd, uint16_t capver)
 {
@@ -103,6 +111,7 @@ static void session_open(struct control_service *s, const struct control_request
     pthread_mutex_unlock(&s->mu);
     session_send(s, rq->conn_id, rq->stream_id, zstd, m, true, false);
     json_decref(m);
+    touch_last_seen(s, node_id);
     state_set_online(s->state, node_id, true, capver);
 }
 
@@ -248,9 +257,7 @@ static struct target *snapshot_sessions(struct control_service *s, size_t *n)
 static void mark_offline(struct control_service *s, const struct idset *nodes)
 {
     for (size_t i = 0; i < nodes->n; i++) {
-        struct store_node v = { .last_seen = hs_now_us() };
-        store_node_update(s->st, nodes->v[i], STORE_NODE_BIT(STORE_NODE_LAST_SEEN), &v, NULL);
-        state_refresh_node(s->state, nodes->v[i]);
+        touch_last_seen(s, nodes->v[i]);
         state_set_online(s->state, nodes->v[i], false, 0);
     }
 }
@@ -342,4 +349,10 @@ void poll_gc_ephemeral(struct control_service *s)
         store_node_delete(s->st, doomed.v[i]);
     }
     idset_free(&doomed);
+}
+
+void control_service_resync(struct control_service *s)
+{
+    struct state_change ch = { .kind = STATE_POLICY_CHANGED };
+    poll_on_state_change(s, &ch);
 }

@@ -29,6 +29,8 @@ int derpmap_start(struct derpmap *dm);
  * session). Set before derpmap_start(). */
 typedef void (*derpmap_change_fn)(void *arg);
 void derpmap_set_listener(struct derpmap *dm, derpmap_change_fn fn, void *arg);
+/* Stops the refresh thread (no listener call after it returns); the map stays readable. */
+void derpmap_stop(struct derpmap *dm);
 void derpmap_free(struct derpmap *dm);
 
 /* The current tailcfg.DERPMap ({"Regions":{"<id>":{...}}}), a deep copy the caller owns

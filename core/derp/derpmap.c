@@ -242,7 +242,7 @@ int derpmap_start(struct derpmap *dm)
     return 0;
 }
 
-void derpmap_free(struct derpmap *dm)
+void derpmap_stop(struct derpmap *dm)
 {
     if (!dm)
         return;
@@ -252,6 +252,14 @@ void derpmap_free(struct derpmap *dm)
     pthread_mutex_unlock(&dm->mu);
     if (dm->running)
         pthread_join(dm->thread, NULL);
+    dm->running = false;
+}
+
+void derpmap_free(struct derpmap *dm)
+{
+    if (!dm)
+        return;
+    derpmap_stop(dm);
     for (size_t i = 0; i < dm->nsrc; i++) {
         free(dm->src[i].where);
         json_decref(dm->src[i].regions);

@@ -205,6 +205,31 @@ static enum MHD_Result serve_ts2021(struct server *srv, struct MHD_Connection *c
     return ret;
 }
 
+extern const char server_register_page[]; /* templates/register.html */
+
+/* GET /register/<id>: tells the operator the command that completes this login. The id is
+ * checked to be ours (hex only) before it goes into the page. */
+static enum MHD_Result serve_register(struct MHD_Connection *conn, const char *id)
+{
+    static const char prefix[] = "hskey-authreq-";
+    struct hs_buf page;
+    const char *p, *mark;
+    enum MHD_Result ret;
+
+    if (!hs_has_prefix(id, prefix) || strlen(id) != sizeof(prefix) - 1 + 24 ||
+        strspn(id + sizeof(prefix) - 1, "0123456789abcdef") != 24)
+        return send_reply(conn, 404, "text/plain", "unknown registration\n", 21);
+    hs_buf_init(&page, 1 << 16);
+    for (p = server_register_page; (mark = strstr(p, "{{ID}}")); p = mark + 6) {
+        hs_buf_append(&page, p, (size_t)(mark - p));
+        hs_buf_puts(&page, id);
+    }
+    hs_buf_puts(&page, p);
+    ret = send_reply(conn, 200, "text/html; charset=utf-8", page.data, page.len);
+    hs_buf_free(&page);
+    return ret;
+}
+
 /* Endpoints outside /api/ on the public listener. */
 static enum MHD_Result serve_root(struct server *srv, struct MHD_Connection *conn,
                                   const char *url, const char *method)
@@ -218,6 +243,8 @@ static enum MHD_Result serve_root(struct server *srv, struct MHD_Connection *con
         return send_reply(conn, 405, "text/plain", "method not allowed\n", 19);
     if (strcmp(url, "/key") == 0)
         return serve_key(srv, conn);
+    if (hs_has_prefix(url, "/register/"))
+        return serve_register(conn, url + strlen("/register/"));
     if (strcmp(url, "/health") == 0)
         return serve_health(srv, conn);
     if (strcmp(url, "/version") == 0)
@@ -386,6 +413,13 @@ static int check_policy(struct server *srv)
     return rc;
 }
 
+/* A refreshed DERP map reaches every client through a full map. */
+static void on_derpmap_change(void *arg)
+{
+    struct server *srv = arg;
+    control_service_resync(srv->svc);
+}
+
 static void server_stop(struct server *srv)
 {
     if (srv->tcp)
@@ -396,6 +430,7 @@ static void server_stop(struct server *srv)
         unlink(srv->unix_path);
         free(srv->unix_path);
     }
+    derpmap_stop(srv->derpmap); /* first: its refresher calls into the service */
     control_service_free(srv->svc);
     mapper_free(srv->mapper);
     derpmap_free(srv->derpmap);
@@ -433,18 +468,21 @@ static int server_build(struct server *srv, const struct hs_config *cfg)
     }
     if ((rc = check_policy(srv)) < 0)
         return rc;
-    srv->api = api_new(cfg, srv->st, srv->auth);
     if ((rc = state_new(srv->st, srv->bus, &srv->state)) < 0) {
         log_errorx("server: cannot load nodes and users: %s", hs_strerror(rc));
         return rc;
     }
+    srv->api = api_new(cfg, srv->st, srv->auth, srv->state);
     if ((rc = derpmap_new(cfg, &srv->derpmap)) < 0)
         return rc;
     srv->mapper = mapper_new(cfg, srv->derpmap);
     struct control_service_deps deps = { .cfg = cfg, .st = srv->st, .auth = srv->auth,
                                          .state = srv->state, .mapper = srv->mapper,
                                          .noise_key = &srv->noise_key };
-    return control_service_new(&deps, &srv->svc);
+    if ((rc = control_service_new(&deps, &srv->svc)) < 0)
+        return rc;
+    derpmap_set_listener(srv->derpmap, on_derpmap_change, srv);
+    return 0;
 }
 
 int server_configtest(const struct hs_config *cfg)

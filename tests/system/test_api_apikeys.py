@@ -54,6 +54,7 @@ def test_list_api_keys_shape_and_masking(mserver):
     exp = parse_time(k["expiration"])
     assert abs((exp - (now() + dt.timedelta(hours=5))).total_seconds()) < 120
     assert abs((parse_time(k["createdAt"]) - now()).total_seconds()) < 120
+    assert k["lastSeen"] is None, "a key never used has a lastSeen"
     for other in body["apiKeys"]:
         assert other["prefix"].endswith("***"), other
         assert not API_KEY_RE.search(other["prefix"])

@@ -188,3 +188,12 @@ def test_delete_user_removes_its_preauthkeys(mserver):
     k = mserver.api_ok("POST", "/api/v1/preauthkey", {"user": u["id"]})["preAuthKey"]
     mserver.api_ok("DELETE", f"/api/v1/user/{u['id']}")
     assert k["id"] not in [p["id"] for p in mserver.preauthkeys()]
+
+
+def test_rename_is_reflected_in_preauthkey_owner(mserver):
+    u = mserver.create_user()
+    k = mserver.api_ok("POST", "/api/v1/preauthkey", {"user": u["id"]})["preAuthKey"]
+    new = unique("r")
+    mserver.api_ok("POST", f"/api/v1/user/{u['id']}/rename/{new}")
+    (p,) = [p for p in mserver.preauthkeys() if p["id"] == k["id"]]
+    assert p["user"]["name"] == new and p["user"]["id"] == u["id"]

@@ -262,11 +262,24 @@ def test_serve_unknown_postgres_database_fails(server_factory, db):
     assert "hs_does_not_exist" in s.log_text() or "database" in s.log_text().lower()
 
 
-def test_serve_sqlite_in_missing_directory_fails_and_names_path(server_factory, db):
+def test_serve_sqlite_in_missing_directory_creates_it(server_factory, db):
     if db.kind != "sqlite":
         pytest.skip("sqlite only")
     s = server_factory(start=False)
-    bad = os.path.join(s.tmp, "no", "such", "dir", "db.sqlite")
+    path = os.path.join(s.tmp, "new", "dir", "db.sqlite")
+    s.config["database"]["sqlite"]["path"] = path
+    s.write_config()
+    s.start()
+    s.ensure_api_key()
+    s.create_user()
+    assert os.path.exists(path)
+
+
+def test_serve_unusable_sqlite_path_fails_and_names_path(server_factory, db):
+    if db.kind != "sqlite":
+        pytest.skip("sqlite only")
+    s = server_factory(start=False)
+    bad = os.path.join(s.cfg_path, "db.sqlite")  # parent is a regular file
     s.config["database"]["sqlite"]["path"] = bad
     s.write_config()
     p = s.spawn()
@@ -277,7 +290,7 @@ def test_serve_sqlite_in_missing_directory_fails_and_names_path(server_factory, 
         p.wait(timeout=10)
         raise AssertionError("serve kept running with an unusable sqlite path")
     assert rc != 0
-    assert bad in s.log_text() or "db.sqlite" in s.log_text(), s.log_text()
+    assert bad in s.log_text(), s.log_text()
 
 
 def test_noise_key_generated_private_and_kept(server_factory):

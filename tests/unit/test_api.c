@@ -20,7 +20,7 @@ static void setup(void)
                               .policy_mode = POLICY_MODE_DATABASE };
     cr_assert_eq(store_open(&cfg, NULL, &st), 0);
     cr_assert_eq(auth_new(&cfg, st, &au), 0);
-    api = api_new(&cfg, st, au);
+    api = api_new(&cfg, st, au, NULL);
 }
 
 static void teardown(void)
