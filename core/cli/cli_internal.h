@@ -229,6 +229,15 @@ int cli_cmd_apikeys_list(struct cli_ctx *ctx);
 int cli_cmd_apikeys_expire(struct cli_ctx *ctx);
 int cli_cmd_apikeys_delete(struct cli_ctx *ctx);
 int cli_cmd_nodes_list(struct cli_ctx *ctx);
+int cli_cmd_nodes_list_routes(struct cli_ctx *ctx);
+int cli_cmd_nodes_register(struct cli_ctx *ctx);
+int cli_cmd_nodes_delete(struct cli_ctx *ctx);
+int cli_cmd_nodes_expire(struct cli_ctx *ctx);
+int cli_cmd_nodes_rename(struct cli_ctx *ctx);
+int cli_cmd_nodes_move(struct cli_ctx *ctx);
+int cli_cmd_nodes_tag(struct cli_ctx *ctx);
+int cli_cmd_nodes_approve_routes(struct cli_ctx *ctx);
+int cli_cmd_auth_register(struct cli_ctx *ctx);
 int cli_cmd_policy_get(struct cli_ctx *ctx);
 int cli_cmd_policy_set(struct cli_ctx *ctx);
 

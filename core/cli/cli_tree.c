@@ -165,20 +165,125 @@ static const struct cli_cmd cmd_apikeys = {
     .subs = SUBS(&cmd_api_list, &cmd_api_create, &cmd_api_expire, &cmd_api_delete),
 };
 
-/* ---- nodes ---- */
+/* ---- nodes, auth ---- */
+
+#define NODE_ID_HELP "Node identifier (ID)"
+#define NODE_ID_FLAG { "identifier", 'i', CLI_STRING, NULL, NODE_ID_HELP, false }
+#define NAMESPACE_FLAG { "namespace", 'n', CLI_STRING, NULL, "User", true }
 
 static const struct cli_cmd cmd_nodes_list = {
     .name = "list", .aliases = ALIASES("ls", "show"), .use = "list",
     .summary = "List nodes",
+    .long_help = "List nodes, all or those of --user (name or ID). --tags adds 0.22's\n"
+                 "ForcedTags, InvalidTags and ValidTags columns.",
     .flags = FLAGS({ "user", 'u', CLI_STRING, NULL, "Filter by user (name or ID)", false },
-                   { "namespace", 'n', CLI_STRING, NULL, "User", true },
+                   NAMESPACE_FLAG,
                    { "tags", 't', CLI_BOOL, "false", "Show tags", false }),
     .run = cli_cmd_nodes_list, .max_args = 0,
 };
 
+static const struct cli_cmd cmd_nodes_list_routes = {
+    .name = "list-routes", .aliases = ALIASES("lsr", "routes"), .use = "list-routes",
+    .summary = "List routes available on nodes",
+    .long_help = "List the nodes that announce, have approved or serve routes (all nodes, or\n"
+                 "the one of --identifier), one prefix per line.",
+    .flags = FLAGS(NODE_ID_FLAG),
+    .run = cli_cmd_nodes_list_routes, .max_args = 0,
+};
+
+static const struct cli_cmd cmd_nodes_register = {
+    .name = "register", .use = "register",
+    .summary = "Registers a node to your network",
+    .long_help = "Completes an interactive login: KEY is the ID at the end of the URL the\n"
+                 "client shows (<server_url>/register/<ID>). Same as \"auth register\".",
+    .flags = FLAGS({ "user", 'u', CLI_STRING, NULL, "User", false }, NAMESPACE_FLAG,
+                   { "key", 'k', CLI_STRING, NULL, "Key", false }),
+    .run = cli_cmd_nodes_register, .max_args = 0,
+};
+
+static const struct cli_cmd cmd_nodes_delete = {
+    .name = "delete", .aliases = ALIASES("del"), .use = "delete",
+    .summary = "Delete a node",
+    .long_help = "Delete a node, after a confirmation prompt unless --force is given.",
+    .flags = FLAGS(NODE_ID_FLAG),
+    .run = cli_cmd_nodes_delete, .max_args = 0,
+};
+
+static const struct cli_cmd cmd_nodes_expire = {
+    .name = "expire", .aliases = ALIASES("logout", "exp", "e"), .use = "expire",
+    .summary = "Expire (log out) a node in your network",
+    .long_help = "Expiring a node will keep the node in the database and force it to reauthenticate.\n"
+                 "Without flags the node expires now; --expiry sets the time, --disable\n"
+                 "makes it never expire.",
+    .flags = FLAGS(NODE_ID_FLAG,
+                   { "expiry", 'e', CLI_STRING, NULL,
+                     "Set expire to (RFC3339 format, e.g. 2025-08-27T10:00:00Z), or leave empty "
+                     "to expire immediately.", false },
+                   { "disable", 'd', CLI_BOOL, "false",
+                     "Disable key expiry (node will never expire)", false }),
+    .run = cli_cmd_nodes_expire, .max_args = 0,
+};
+
+static const struct cli_cmd cmd_nodes_rename = {
+    .name = "rename", .use = "rename NEW_NAME",
+    .summary = "Renames a node in your network",
+    .long_help = "Sets the node's given name: a DNS label (lowercase letters, digits, '-'),\n"
+                 "unique in the tailnet.",
+    .flags = FLAGS(NODE_ID_FLAG),
+    .run = cli_cmd_nodes_rename, .min_args = 1, .max_args = 1,
+};
+
+static const struct cli_cmd cmd_nodes_move = {
+    .name = "move", .aliases = ALIASES("mv"), .use = "move",
+    .summary = "Move node to another user",
+    .flags = FLAGS(NODE_ID_FLAG, { "user", 'u', CLI_STRING, NULL, "New user (name or ID)", false },
+                   NAMESPACE_FLAG),
+    .run = cli_cmd_nodes_move, .max_args = 0,
+};
+
+static const struct cli_cmd cmd_nodes_tag = {
+    .name = "tag", .aliases = ALIASES("tags", "t"), .use = "tag",
+    .summary = "Manage the tags of a node",
+    .long_help = "Replaces the tags of a node with --tags (comma separated or repeated,\n"
+                 "e.g. -t tag:a,tag:b).",
+    .flags = FLAGS(NODE_ID_FLAG,
+                   { "tags", 't', CLI_LIST, NULL, "List of tags to add to the node", false }),
+    .run = cli_cmd_nodes_tag, .max_args = 0,
+};
+
+static const struct cli_cmd cmd_nodes_approve_routes = {
+    .name = "approve-routes", .use = "approve-routes",
+    .summary = "Manage the approved routes of a node",
+    .long_help = "Replaces the approved routes of a node with --routes.",
+    .flags = FLAGS(NODE_ID_FLAG,
+                   { "routes", 'r', CLI_LIST, NULL,
+                     "List of routes that will be approved (comma-separated, e.g. "
+                     "\"10.0.0.0/8,192.168.0.0/24\" or empty string to remove all approved "
+                     "routes)", false }),
+    .run = cli_cmd_nodes_approve_routes, .max_args = 0,
+};
+
 static const struct cli_cmd cmd_nodes = {
     .name = "nodes", .aliases = ALIASES("node", "machine", "machines"), .use = "nodes",
-    .summary = "Manage the nodes of Headscale", .subs = SUBS(&cmd_nodes_list),
+    .summary = "Manage the nodes of Headscale",
+    .subs = SUBS(&cmd_nodes_approve_routes, &cmd_nodes_delete, &cmd_nodes_expire,
+                 &cmd_nodes_list, &cmd_nodes_list_routes, &cmd_nodes_move, &cmd_nodes_register,
+                 &cmd_nodes_rename, &cmd_nodes_tag),
+};
+
+static const struct cli_cmd cmd_auth_register = {
+    .name = "register", .use = "register",
+    .summary = "Register a node to your network",
+    .long_help = "Completes a pending interactive login: --auth-id is the ID at the end of the\n"
+                 "URL the client shows (<server_url>/register/<ID>).",
+    .flags = FLAGS({ "user", 'u', CLI_STRING, NULL, "User", false },
+                   { "auth-id", 0, CLI_STRING, NULL, "Auth ID", false }),
+    .run = cli_cmd_auth_register, .max_args = 0,
+};
+
+static const struct cli_cmd cmd_auth = {
+    .name = "auth", .use = "auth", .summary = "Manage node authentication and approval",
+    .subs = SUBS(&cmd_auth_register),
 };
 
 /* ---- policy ---- */
@@ -212,6 +317,6 @@ const struct cli_cmd cli_root = {
                       "config file (default is /etc/headscale/config.yaml)", false },
                     { "output", 'o', CLI_STRING, NULL, OUTPUT_HELP, false },
                     { "force", 0, CLI_BOOL, "false", "Disable prompts and forces the execution", false }),
-    .subs = SUBS(&cmd_apikeys, &cmd_configtest, &cmd_generate, &cmd_nodes, &cmd_policy,
+    .subs = SUBS(&cmd_apikeys, &cmd_auth, &cmd_configtest, &cmd_generate, &cmd_nodes, &cmd_policy,
                  &cmd_preauthkeys, &cmd_serve, &cmd_users, &cmd_version),
 };

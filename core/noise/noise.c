@@ -34,7 +34,8 @@ static int blake2s_2(const uint8_t *a, size_t alen, const uint8_t *b, size_t ble
     if (alen + blen > sizeof(buf))
         return -E2BIG;
     memcpy(buf, a, alen);
-    memcpy(buf + alen, b, blen);
+    if (blen) /* b may be NULL for the empty input of Split() */
+        memcpy(buf + alen, b, blen);
     return noise_blake2s(buf, alen + blen, out);
 }
 

@@ -309,7 +309,7 @@ static struct MHD_Daemon *start_daemon(struct listener *l, int fd, const char *c
                                        const char *key)
 {
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
-                     MHD_ALLOW_UPGRADE;
+                     MHD_ALLOW_UPGRADE | MHD_USE_ITC;
     struct MHD_OptionItem opts[] = {
         { MHD_OPTION_LISTEN_SOCKET, fd, NULL },
         { MHD_OPTION_THREAD_POOL_SIZE, SERVER_HTTP_THREADS, NULL },
@@ -422,6 +422,17 @@ static void on_derpmap_change(void *arg)
 
 static void server_stop(struct server *srv)
 {
+    MHD_socket fd;
+
+    /* Stop accepting, then close the upgraded control connections while MHD still owns
+     * their handles, and only then stop MHD. */
+    if (srv->tcp && (fd = MHD_quiesce_daemon(srv->tcp)) != MHD_INVALID_SOCKET)
+        close(fd);
+    if (srv->unix_sock && (fd = MHD_quiesce_daemon(srv->unix_sock)) != MHD_INVALID_SOCKET)
+        close(fd);
+    derpmap_stop(srv->derpmap); /* its refresher calls into the service */
+    control_service_free(srv->svc);
+    srv->svc = NULL;
     if (srv->tcp)
         MHD_stop_daemon(srv->tcp);
     if (srv->unix_sock)
@@ -430,8 +441,6 @@ static void server_stop(struct server *srv)
         unlink(srv->unix_path);
         free(srv->unix_path);
     }
-    derpmap_stop(srv->derpmap); /* first: its refresher calls into the service */
-    control_service_free(srv->svc);
     mapper_free(srv->mapper);
     derpmap_free(srv->derpmap);
     state_free(srv->state);

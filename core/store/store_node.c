@@ -320,15 +320,18 @@ int store_node_find(struct store *st, const uint8_t machine_key[STORE_KEY_LEN],
 {
     struct store_params p;
     static const uint8_t zero[STORE_KEY_LEN];
+    int rc;
 
     store__params_init(&p);
     store__p_key(&p, NODE_NODEKEY_PREFIX, node_key ? node_key : zero);
     store__p_key(&p, NODE_MKEY_PREFIX, machine_key ? machine_key : zero);
     store__p_bool(&p, node_key != NULL);
     store__p_bool(&p, machine_key != NULL);
-    return store__get_one(st,
-                          "SELECT " NODE_COLS " FROM nodes WHERE "
-                          "(NOT CAST($3 AS BOOLEAN) OR node_key = $1) AND "
-                          "(NOT CAST($4 AS BOOLEAN) OR machine_key = $2) ORDER BY id DESC",
-                          &p, node_from_row, out);
+    rc = store__get_one(st,
+                        "SELECT " NODE_COLS " FROM nodes WHERE "
+                        "(NOT CAST($3 AS BOOLEAN) OR node_key = $1) AND "
+                        "(NOT CAST($4 AS BOOLEAN) OR machine_key = $2) ORDER BY id DESC",
+                        &p, node_from_row, out);
+    store__params_free(&p);
+    return rc;
 }

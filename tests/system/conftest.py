@@ -135,3 +135,11 @@ def _server_watch(request):
                 died.append(f"restart failed: {e}")
     assert not died, "\n\n".join(died)
     assert not bad, "sanitizer report in a server log during this test:\n" + "\n".join(bad)
+
+
+# ---- test_tailnet.py (real Tailscale clients in a network namespace; see tailnet.py) ----
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "smoke: the tailnet subset (login, peers, ping) run on every client version "
+        "of $HS_TS_VERSIONS; the other tailnet tests run on the first version only")

@@ -566,9 +566,10 @@ class Node:
                                                                                args]
         r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                            env=self.env, stdin=subprocess.DEVNULL, cwd=self.dir)
-        with open(self.up_log, "a") as f:
-            f.write(f"$ tailscale {' '.join(map(str, args))}\n-> rc {r.returncode}\n"
-                    f"{r.stdout}{r.stderr}\n")
+        if args[:1] != ("status",):  # polled often; its JSON would drown the log
+            with open(self.up_log, "a") as f:
+                f.write(f"$ tailscale {' '.join(map(str, args))}\n-> rc {r.returncode}\n"
+                        f"{r.stdout}{r.stderr}\n")
         return r
 
     def up(self, authkey=None, extra=(), timeout=UP_TIMEOUT, check=True):

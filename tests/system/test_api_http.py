@@ -7,8 +7,7 @@ import subprocess
 
 import pytest
 
-from helpers import API_KEY_RE, assert_problem, rfc3339, now, unique
-import datetime as dt
+from helpers import API_KEY_RE, assert_problem, unique
 
 
 def test_health_passes_without_key(mserver):

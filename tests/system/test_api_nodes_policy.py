@@ -1,8 +1,6 @@
 """REST nodes (empty tailnet) and policy: database mode (set/get/check, invalid input keeps the
 previous policy) and file mode (read-only, returns the file)."""
 
-import json
-
 import pytest
 
 from helpers import assert_problem, now, parse_time, unique

@@ -3,11 +3,10 @@ filters, expire (by id and the 0.22 {user, key} form), delete; rejected inputs c
 
 import datetime as dt
 import json
-import re
 
 import pytest
 
-from helpers import AUTH_KEY_RE, assert_problem, now, parse_time, rfc3339, unique
+from helpers import AUTH_KEY_RE, assert_problem, now, parse_time, rfc3339
 
 PAK_FIELDS = {"user", "id", "key", "reusable", "ephemeral", "used", "expiration", "createdAt",
               "aclTags"}

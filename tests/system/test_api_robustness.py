@@ -3,10 +3,7 @@ crashes, and changes nothing. Also concurrent writers on both databases."""
 
 import concurrent.futures as cf
 import http.client
-import json
 import socket
-import time
-import urllib.parse
 
 import pytest
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from helpers import API_KEY_RE, HS_BIN, assert_cli_error, unique
+from helpers import API_KEY_RE, unique
 
 
 @pytest.mark.parametrize("argv", [("nodes", "list"), ("node", "ls"), ("machines", "list"),

@@ -1,7 +1,6 @@
 """Configuration: configtest on good and bad configs, serve refusing a bad config quickly and
 naming the key, a 0.22.3-style config, and HEADSCALE_* environment overrides."""
 
-import http.client
 import os
 import socket
 import time

@@ -3,7 +3,6 @@ databases, a second `serve` on the same unix socket is refused, and secrets are 
 (or logged) in clear."""
 
 import datetime as dt
-import json
 import os
 import subprocess
 import time
