@@ -22,6 +22,9 @@
 #define CONTROL_MAX_STREAMS 64           /* concurrent HTTP/2 streams per connection */
 #define CONTROL_MAX_STREAM_BACKLOG (32u << 20) /* unsent bytes per stream before we give up */
 #define CONTROL_MAX_CONN_TX (8u << 20)  /* encrypted bytes waiting for the socket */
+/* A connection with no open stream and no traffic for this long is closed (Go's client
+ * drops idle connections sooner; this only reaps ones that will never be used). */
+#define CONTROL_IDLE_TIMEOUT_US (10 * 60 * INT64_C(1000000))
 
 struct control;
 

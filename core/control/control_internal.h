@@ -9,6 +9,9 @@
 
 #define CONN_HASH_BUCKETS 4096
 
+/* Counters are written by the loop and read by anyone: relaxed atomics are enough. */
+#define STAT_ADD(field, v) __atomic_add_fetch(&(field), (uint64_t)(int64_t)(v), __ATOMIC_RELAXED)
+
 struct stream {
     int32_t id;
     char method[16];
@@ -40,6 +43,7 @@ struct conn {
     struct stream *streams;
     bool closing;
     bool epollout;
+    int64_t last_active; /* monotonic us of the last byte in either direction */
     struct conn *hnext; /* hash chain */
     struct control *ctl;
 };
@@ -83,7 +87,7 @@ struct control {
     int nworkers;
 
     struct conn *conns[CONN_HASH_BUCKETS];
-    struct control_stats stats; /* loop thread writes; readers take qmu */
+    struct control_stats stats; /* STAT_ADD to write, __atomic_load to read */
 };
 
 /* h2.c */

@@ -41,7 +41,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *us
     st->next = cn->streams;
     cn->streams = st;
     cn->nstreams++;
-    cn->ctl->stats.streams_open++;
+    STAT_ADD(cn->ctl->stats.streams_open, 1);
     nghttp2_session_set_stream_user_data(s, st->id, st);
     return 0;
 }
@@ -110,7 +110,7 @@ static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t error_code,
             continue;
         *pp = st->next;
         cn->nstreams--;
-        cn->ctl->stats.streams_open--;
+        STAT_ADD(cn->ctl->stats.streams_open, -1);
         if (st->dispatched && cn->ctl->h.stream_closed)
             cn->ctl->h.stream_closed(cn->ctl->h.ctx, cn->id, sid);
         stream_free(st);
@@ -279,7 +279,7 @@ void h2_session_free(struct conn *cn)
 
     for (st = cn->streams; st; st = next) {
         next = st->next;
-        cn->ctl->stats.streams_open--;
+        STAT_ADD(cn->ctl->stats.streams_open, -1);
         if (st->dispatched && cn->ctl->h.stream_closed)
             cn->ctl->h.stream_closed(cn->ctl->h.ctx, cn->id, st->id);
         stream_free(st);

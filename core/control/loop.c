@@ -45,7 +45,7 @@ static void conn_free(struct control *c, struct conn *cn)
     noise_transport_wipe(&cn->nt);
     hs_buf_free(&cn->tx);
     cn->release(cn->token);
-    c->stats.conns_open--;
+    STAT_ADD(c->stats.conns_open, -1);
     free(cn);
 }
 
@@ -88,6 +88,7 @@ static void conn_write(struct conn *cn)
         ssize_t n = write(cn->fd, cn->tx.data + off, cn->tx.len - off);
         if (n > 0) {
             off += (size_t)n;
+            cn->last_active = hs_monotonic_us();
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -117,7 +118,7 @@ static void conn_fail(struct conn *cn, const char *why)
     char mk[KEY_TEXT_MAX];
     keys_format("mkey:", cn->machine_key, mk);
     log_info("control: conn %llu (%.16s…): closing: %s", (unsigned long long)cn->id, mk, why);
-    cn->ctl->stats.bad_frames++;
+    STAT_ADD(cn->ctl->stats.bad_frames, 1);
     cn->closing = true;
 }
 
@@ -155,6 +156,7 @@ static void conn_read(struct conn *cn)
         ssize_t n = read(cn->fd, cn->rx + cn->rxlen, sizeof(cn->rx) - cn->rxlen);
         if (n > 0) {
             cn->rxlen += (size_t)n;
+            cn->last_active = hs_monotonic_us();
             conn_process_rx(cn);
             continue;
         }
@@ -229,10 +231,11 @@ static void loop_adopt(struct control *c, struct conn *cn)
     struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.ptr = cn };
 
     cn->id = ++c->next_conn_id;
+    cn->last_active = hs_monotonic_us();
     cn->hnext = *bucket(c, cn->id);
     *bucket(c, cn->id) = cn;
-    c->stats.conns_open++;
-    c->stats.conns_total++;
+    STAT_ADD(c->stats.conns_open, 1);
+    STAT_ADD(c->stats.conns_total, 1);
     if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, cn->fd, &ev) < 0 || h2_session_new(cn) < 0) {
         conn_free(c, cn);
         return;
@@ -352,6 +355,21 @@ static void loop_conn_event(struct conn *cn, uint32_t events)
     }
 }
 
+/* Closes connections that carry no stream and have been silent past the idle timeout. */
+static void loop_reap_idle(struct control *c)
+{
+    int64_t now = hs_monotonic_us();
+
+    for (size_t i = 0; i < CONN_HASH_BUCKETS; i++) {
+        struct conn *cn = c->conns[i], *next;
+        for (; cn; cn = next) {
+            next = cn->hnext;
+            if (cn->nstreams == 0 && now - cn->last_active > CONTROL_IDLE_TIMEOUT_US)
+                conn_free(c, cn);
+        }
+    }
+}
+
 static void loop_close_all(struct control *c)
 {
     for (size_t i = 0; i < CONN_HASH_BUCKETS; i++)
@@ -375,6 +393,7 @@ static void *loop_main(void *arg)
         }
         if (hs_monotonic_us() >= next_tick) {
             next_tick = hs_monotonic_us() + LOOP_TICK_MS * 1000;
+            loop_reap_idle(c);
             if (c->h.tick)
                 c->h.tick(c->h.ctx);
         }
@@ -399,7 +418,7 @@ void loop_dispatch(struct control *c, struct conn *cn, struct stream *st)
     hs_buf_init(&st->body, 0);
     memcpy(rq->machine_key, cn->machine_key, KEY_LEN);
     rq->capver = cn->capver;
-    c->stats.requests_total++;
+    STAT_ADD(c->stats.requests_total, 1);
     j->rq = rq;
     pthread_mutex_lock(&c->jmu);
     if (c->jobs_tail)
@@ -516,9 +535,11 @@ void control_free(struct control *c)
 
 void control_get_stats(struct control *c, struct control_stats *out)
 {
-    pthread_mutex_lock(&c->qmu);
-    *out = c->stats;
-    pthread_mutex_unlock(&c->qmu);
+    out->conns_open = __atomic_load_n(&c->stats.conns_open, __ATOMIC_RELAXED);
+    out->conns_total = __atomic_load_n(&c->stats.conns_total, __ATOMIC_RELAXED);
+    out->streams_open = __atomic_load_n(&c->stats.streams_open, __ATOMIC_RELAXED);
+    out->requests_total = __atomic_load_n(&c->stats.requests_total, __ATOMIC_RELAXED);
+    out->bad_frames = __atomic_load_n(&c->stats.bad_frames, __ATOMIC_RELAXED);
 }
 
 char *control_key_json(const struct control *c)

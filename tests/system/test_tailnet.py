@@ -583,7 +583,11 @@ def test_bad_upgrade_without_handshake_header(world):
             s.sendall(nc.upgrade_request("x", None, upgrade=upgrade))
             data, closed = _drain(s)
             st = _status_of(data)
-            assert st is not None and st != 101 and 400 <= st < 500, (upgrade, data[:300])
+            # headscale answers a missing Upgrade header with 500 "Internal error" (and a hint
+            # about reverse proxies in its log); a 4xx is as good
+            assert st is not None and st != 101 and (400 <= st < 500 or
+                                                     (upgrade is None and st == 500)), \
+                (upgrade, data[:300])
         finally:
             s.close()
     assert_alive(world)
@@ -666,5 +670,6 @@ def test_bad_plain_http_machine_endpoints(world):
                                ("POST", "/ts2021", b"x" * 10000)):
         st, _, data = world.ns.http(method, tailnet.SERVER_IP, tailnet.HS_PORT, path, body,
                                     {"Content-Type": "application/json"})
-        assert 400 <= st < 500, (method, path, st, data[:200])
+        ok = 400 <= st < 500 or (path == "/ts2021" and st == 500)  # no Upgrade: as headscale
+        assert ok, (method, path, st, data[:200])
     assert_alive(world)
