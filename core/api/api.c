@@ -143,6 +143,8 @@ void api_error(struct api_call *c, int status, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(detail, sizeof(detail), fmt, ap);
     va_end(ap);
+    /* Messages quote client input, which may be cut mid-character or not be UTF-8 at all. */
+    hs_utf8_sanitize(detail);
     j = json_pack("{s:s, s:i, s:s, s:[{s:s}]}", "title", status_title(status), "status", status,
                   "detail", detail, "errors", "message", detail);
     api_reply(c, status, j);
@@ -189,6 +191,14 @@ static bool api_authorized(struct api_call *c)
     return false;
 }
 
+static bool args_valid(const struct api_call *c)
+{
+    for (size_t i = 0; i < API_MAX_ARGS; i++)
+        if (c->args[i] && !hs_utf8_valid(c->args[i], strlen(c->args[i])))
+            return false;
+    return true;
+}
+
 void api_handle(struct api *a, const struct api_request *req, struct api_response *resp)
 {
     struct api_call c = { .api = a, .req = req, .resp = resp };
@@ -206,7 +216,11 @@ void api_handle(struct api *a, const struct api_request *req, struct api_respons
             }
             continue;
         }
-        if (routes[i].public || api_authorized(&c))
+        if (!routes[i].public && !api_authorized(&c))
+            goto out;
+        if (!args_valid(&c) || req->invalid_utf8)
+            api_error(&c, 400, "the request path or query is not valid UTF-8");
+        else
             routes[i].fn(&c);
         goto out;
     }

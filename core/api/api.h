@@ -27,6 +27,7 @@ struct api_request {
     size_t body_len;
     const char *authorization; /* the Authorization header, or NULL */
     bool trusted;              /* came in over the unix socket: no API key needed */
+    bool invalid_utf8;         /* a query value is not UTF-8: answered 400, nothing runs */
 };
 
 struct api_response {

@@ -101,6 +101,27 @@ out:
     hs_strv_free(&in.tags);
 }
 
+/* 0.22 named the key's user too: a key of somebody else is not found. */
+static int check_key_owner(struct api_call *c, json_t *body, const struct store_preauthkey *k)
+{
+    const char *user = NULL;
+    struct store_user u;
+
+    if (api_field_str(c, body, "user", &user) < 0)
+        return -EINVAL;
+    if (!user || !*user)
+        return 0;
+    if (api_lookup_user(c, user, &u) < 0)
+        return -ENOENT;
+    if (u.id != k->user_id) {
+        api_error(c, 404, "user \"%s\" has no such pre-auth key", u.name);
+        store_user_free(&u);
+        return -ENOENT;
+    }
+    store_user_free(&u);
+    return 0;
+}
+
 /* {id} (0.28+), or {user, key} with the full key or its prefix (0.22). */
 static int find_preauthkey(struct api_call *c, json_t *body, uint64_t *id)
 {
@@ -125,9 +146,11 @@ static int find_preauthkey(struct api_call *c, json_t *body, uint64_t *id)
         api_store_error(c, rc, "pre-auth key");
         return rc;
     }
-    *id = k.id;
+    rc = check_key_owner(c, body, &k);
+    if (rc == 0)
+        *id = k.id;
     store_preauthkey_free(&k);
-    return 0;
+    return rc;
 }
 
 void api_preauthkey_expire(struct api_call *c)

@@ -92,6 +92,45 @@ static const char *const known_sections[] = {
     "disableIPv4", "OneCGNATRoute",
 };
 
+static bool string_list(json_t *v)
+{
+    size_t i;
+    json_t *item;
+
+    if (!json_is_array(v))
+        return false;
+    json_array_foreach(v, i, item)
+        if (!json_is_string(item))
+            return false;
+    return true;
+}
+
+/* Each ACL: {"action": "accept", "src": [...], "dst": [...], "proto"?: ...}. Deeper meaning
+ * (aliases, ports) is checked when the policy is compiled. */
+static int check_acls(json_t *acls, char *err, size_t errsize)
+{
+    size_t i;
+    json_t *acl;
+
+    json_array_foreach(acls, i, acl) {
+        const char *action = hs_json_str(acl, "action");
+        if (!json_is_object(acl)) {
+            snprintf(err, errsize, "acls[%zu]: must be an object", i);
+            return -EINVAL;
+        }
+        if (!action || strcmp(action, "accept") != 0) {
+            snprintf(err, errsize, "acls[%zu]: action must be \"accept\"", i);
+            return -EINVAL;
+        }
+        if (!string_list(json_object_get(acl, "src")) ||
+            !string_list(json_object_get(acl, "dst"))) {
+            snprintf(err, errsize, "acls[%zu]: src and dst must be lists of strings", i);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
 static int check_sections(json_t *doc, char *err, size_t errsize)
 {
     const char *key;
@@ -120,7 +159,7 @@ static int check_sections(json_t *doc, char *err, size_t errsize)
             return -EINVAL;
         }
     }
-    return 0;
+    return check_acls(json_object_get(doc, "acls"), err, errsize);
 }
 
 json_t *policy_parse(const char *text, size_t len, char *err, size_t errsize)

@@ -87,6 +87,16 @@ static const char *query_lookup(void *qctx, const char *key)
     return MHD_lookup_connection_value(qctx, MHD_GET_ARGUMENT_KIND, key);
 }
 
+static enum MHD_Result check_utf8(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  const char *value)
+{
+    bool *ok = cls;
+    (void)kind;
+    if (!hs_utf8_valid(key, strlen(key)) || (value && !hs_utf8_valid(value, strlen(value))))
+        *ok = false;
+    return *ok ? MHD_YES : MHD_NO;
+}
+
 static enum MHD_Result serve_api(struct listener *l, struct MHD_Connection *conn,
                                  const char *url, const char *method, struct request *rq)
 {
@@ -102,7 +112,10 @@ static enum MHD_Result serve_api(struct listener *l, struct MHD_Connection *conn
     };
     struct api_response resp = { 0 };
     enum MHD_Result ret;
+    bool utf8_ok = true;
 
+    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, check_utf8, &utf8_ok);
+    req.invalid_utf8 = !utf8_ok;
     api_handle(l->srv->api, &req, &resp);
     ret = send_reply(conn, resp.status, resp.content_type, resp.body.data, resp.body.len);
     if (resp.status >= 500)

@@ -81,6 +81,11 @@ bool hs_streq(const char *a, const char *b); /* NULL-safe */
 bool hs_has_prefix(const char *s, const char *prefix);
 size_t hs_strlcpy(char *dst, const char *src, size_t size);
 
+/* ---- UTF-8 ---- */
+bool hs_utf8_valid(const char *s, size_t n);
+/* Replaces every byte that is not part of a valid sequence with '?', in place. */
+void hs_utf8_sanitize(char *s);
+
 /* ---- hex ---- */
 void hs_hex_encode(const uint8_t *in, size_t n, char *out /* 2n+1 */);
 /* Decodes exactly 2n hex chars into n bytes; -EINVAL otherwise. */

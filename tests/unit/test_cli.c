@@ -1,8 +1,12 @@
 /* cli: argv parsing, user references, tables, -o formats, key prefixes, expirations and
  * the error paths that need no server. */
 #include <criterion/criterion.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cli/cli_internal.h"
@@ -573,4 +577,472 @@ Test(cli_run, argument_checks_before_the_server)
     r = RUN("users", "list", "-o", "xml");
     cr_assert_eq(r.rc, 1);
     run_free(&r);
+}
+
+/* ---- nodes and auth commands ---- */
+
+Test(cli_nodes, commands_and_aliases)
+{
+    static const struct {
+        const char *group, *sub, *want;
+    } cases[] = {
+        { "nodes", "register", "register" },   { "machine", "register", "register" },
+        { "node", "delete", "delete" },        { "machines", "del", "delete" },
+        { "nodes", "expire", "expire" },       { "nodes", "logout", "expire" },
+        { "node", "exp", "expire" },           { "node", "e", "expire" },
+        { "nodes", "rename", "rename" },       { "nodes", "move", "move" },
+        { "machine", "mv", "move" },           { "nodes", "tag", "tag" },
+        { "nodes", "tags", "tag" },            { "nodes", "t", "tag" },
+        { "nodes", "list-routes", "list-routes" }, { "nodes", "lsr", "list-routes" },
+        { "node", "routes", "list-routes" },   { "nodes", "approve-routes", "approve-routes" },
+        { "nodes", "ls", "list" },             { "auth", "register", "register" },
+    };
+    struct cli_args a;
+
+    for (size_t i = 0; i < HS_ARRAY_LEN(cases); i++) {
+        char *argv[] = { "headscale", (char *)cases[i].group, (char *)cases[i].sub, NULL };
+        cli_parse(&cli_root, 3, argv, &a);
+        cr_assert_eq(a.depth, 3, "%s %s: %s", cases[i].group, cases[i].sub, a.err);
+        cr_assert_str_eq(a.path[1]->name, hs_streq(cases[i].group, "auth") ? "auth" : "nodes");
+        cr_assert_str_eq(cmd_name(&a), cases[i].want, "%s %s", cases[i].group, cases[i].sub);
+        cr_assert_not_null(cli_args_cmd(&a)->run);
+    }
+}
+
+Test(cli_nodes, flag_placement)
+{
+    struct cli_args a;
+    struct hs_strv v = { 0 };
+
+    cr_assert_eq(PARSE(&a, "-u", "alice", "nodes", "register", "--key", "hskey-authreq-x"), 0,
+                 "%s", a.err);
+    cr_assert_str_eq(cmd_name(&a), "register");
+    cr_assert_str_eq(cli_flag_str(&a, "user"), "alice");
+    cr_assert_str_eq(cli_flag_str(&a, "key"), "hskey-authreq-x");
+
+    cr_assert_eq(PARSE(&a, "-n", "default", "machine", "register", "-k", "k1"), 0, "%s", a.err);
+    cr_assert_str_eq(cli_flag_str(&a, "namespace"), "default");
+
+    cr_assert_eq(PARSE(&a, "-i", "3", "nodes", "delete", "--force"), 0, "%s", a.err);
+    cr_assert_str_eq(cmd_name(&a), "delete");
+    cr_assert_str_eq(cli_flag_str(&a, "identifier"), "3");
+    cr_assert(cli_flag_bool(&a, "force"));
+
+    cr_assert_eq(PARSE(&a, "nodes", "-i", "4", "expire", "-d"), 0, "%s", a.err);
+    cr_assert_str_eq(cmd_name(&a), "expire");
+    cr_assert(cli_flag_bool(&a, "disable"));
+
+    cr_assert_eq(PARSE(&a, "nodes", "-d", "expire", "-i", "4"), 0, "%s", a.err);
+    cr_assert_str_eq(cmd_name(&a), "expire", "-d is a bool here: expire is the subcommand");
+
+    cr_assert_eq(PARSE(&a, "nodes", "rename", "-i", "5", "newname"), 0, "%s", a.err);
+    cr_assert_eq(a.npos, 1);
+    cr_assert_str_eq(a.pos[0], "newname");
+    cr_assert_eq(PARSE(&a, "nodes", "rename", "newname", "-i", "5"), 0, "%s", a.err);
+    cr_assert_str_eq(a.pos[0], "newname");
+
+    cr_assert_eq(PARSE(&a, "-t", "tag:a", "nodes", "tag", "-i", "1", "-t", "tag:b,tag:c"), 0,
+                 "%s", a.err);
+    cr_assert_eq(cli_flag_list(&a, "tags", &v), 0);
+    cr_assert_eq(v.n, 3);
+    cr_assert_str_eq(v.v[0], "tag:a");
+    cr_assert_str_eq(v.v[2], "tag:c");
+    hs_strv_free(&v);
+
+    cr_assert_eq(PARSE(&a, "auth", "register", "--auth-id", "x", "-u", "1"), 0, "%s", a.err);
+    cr_assert_str_eq(cli_flag_str(&a, "auth-id"), "x");
+
+    cr_assert_eq(PARSE(&a, "nodes", "list-routes"), 0, "-i is optional: %s", a.err);
+    cr_assert_eq(PARSE(&a, "nodes", "rename", "-i", "1"), -EINVAL, "NEW_NAME is required");
+    cr_assert_eq(PARSE(&a, "nodes", "delete", "-k", "x"), -EINVAL, "-k is register's only");
+}
+
+/* Every required-flag or ID error prints "Error: ..." and the usage, before any request. */
+Test(cli_nodes, required_flags)
+{
+    const struct {
+        int argc;
+        char **argv;
+        const char *want;
+    } cases[] = {
+        { ARGC("nodes", "delete"), ARGV("nodes", "delete"), "required flag(s) \"identifier\" not set" },
+        { ARGC("nodes", "expire"), ARGV("nodes", "expire"), "required flag(s) \"identifier\" not set" },
+        { ARGC("nodes", "rename", "x"), ARGV("nodes", "rename", "x"), "\"identifier\" not set" },
+        { ARGC("nodes", "tag", "-t", "tag:a"), ARGV("nodes", "tag", "-t", "tag:a"), "\"identifier\"" },
+        { ARGC("nodes", "approve-routes"), ARGV("nodes", "approve-routes"), "\"identifier\"" },
+        { ARGC("nodes", "move"), ARGV("nodes", "move"),
+          "required flag(s) \"identifier\", \"user\" not set" },
+        { ARGC("nodes", "move", "-i", "1"), ARGV("nodes", "move", "-i", "1"),
+          "required flag(s) \"user\" not set" },
+        { ARGC("nodes", "register"), ARGV("nodes", "register"),
+          "required flag(s) \"key\", \"user\" not set" },
+        { ARGC("nodes", "register", "-n", "ns"), ARGV("nodes", "register", "-n", "ns"),
+          "required flag(s) \"key\" not set" },
+        { ARGC("auth", "register", "-u", "a"), ARGV("auth", "register", "-u", "a"),
+          "required flag(s) \"auth-id\" not set" },
+        { ARGC("nodes", "delete", "-i", "abc"), ARGV("nodes", "delete", "-i", "abc"),
+          "invalid argument \"abc\" for \"-i, --identifier\" flag" },
+        { ARGC("nodes", "lsr", "-i", "-1"), ARGV("nodes", "lsr", "-i", "-1"),
+          "invalid argument \"-1\"" },
+    };
+
+    for (size_t i = 0; i < HS_ARRAY_LEN(cases); i++) {
+        struct run r = run_cli(cases[i].argc, cases[i].argv);
+        cr_assert_eq(r.rc, 1, "case %zu", i);
+        cr_assert(hs_has_prefix(r.err, "Error: "), "case %zu: %s", i, r.err);
+        cr_assert(strstr(r.err, cases[i].want) != NULL, "case %zu: %s", i, r.err);
+        cr_assert(strstr(r.err, "Usage:\n  headscale ") != NULL, "case %zu: %s", i, r.err);
+        cr_assert_str_eq(r.out, "");
+        run_free(&r);
+    }
+}
+
+Test(cli_nodes, expire_flag_checks)
+{
+    struct run r = RUN("nodes", "expire", "-i", "1", "-d", "-e", "2030-01-01T00:00:00Z");
+    cr_assert_eq(r.rc, 1);
+    cr_assert_str_eq(r.err, "Error: cannot use both --expiry and --disable flags together\n");
+    run_free(&r);
+
+    r = RUN("nodes", "expire", "-i", "1", "-e", "tomorrow", "-o", "json");
+    cr_assert_eq(r.rc, 1);
+    cr_assert(strstr(r.err, "\"error\": \"invalid expiry \\\"tomorrow\\\"") != NULL, "%s", r.err);
+    run_free(&r);
+}
+
+Test(cli_nodes, help_texts)
+{
+    struct run r = RUN("nodes", "--help");
+    cr_assert_eq(r.rc, 0);
+    cr_assert(strstr(r.out, "nodes, node, machine, machines") != NULL, "%s", r.out);
+    static const char *const subs[] = { "approve-routes", "delete", "expire", "list",
+                                        "list-routes", "move", "register", "rename", "tag" };
+    for (size_t i = 0; i < HS_ARRAY_LEN(subs); i++) {
+        char line[64];
+        snprintf(line, sizeof(line), "\n  %s ", subs[i]);
+        cr_assert(strstr(r.out, line) != NULL, "%s missing: %s", subs[i], r.out);
+    }
+    run_free(&r);
+
+    r = RUN("nodes", "expire", "-h");
+    cr_assert(strstr(r.out, "expire, logout, exp, e") != NULL, "%s", r.out);
+    cr_assert(strstr(r.out, "-i, --identifier string") != NULL, "%s", r.out);
+    cr_assert(strstr(r.out, "-e, --expiry string") != NULL, "%s", r.out);
+    cr_assert(strstr(r.out, "-d, --disable") != NULL, "%s", r.out);
+    run_free(&r);
+
+    r = RUN("nodes", "register", "--help");
+    cr_assert(strstr(r.out, "-k, --key string") != NULL, "%s", r.out);
+    cr_assert(strstr(r.out, "--namespace") == NULL, "hidden");
+    run_free(&r);
+
+    r = RUN("auth", "register", "--help");
+    cr_assert(strstr(r.out, "--auth-id string") != NULL, "%s", r.out);
+    run_free(&r);
+
+    r = RUN("--help");
+    cr_assert(strstr(r.out, "\n  auth ") != NULL, "%s", r.out);
+    run_free(&r);
+}
+
+/* A stand-in server on a unix socket: answers every request with one canned reply and
+ * appends "METHOD TARGET\nBODY\n" per request to a log, so tests see what the CLI sent. */
+struct fake {
+    pid_t pid;
+    char dir[64], sock[96], log[128], *cfg;
+};
+
+static size_t fake_read_request(int c, char *buf, size_t size)
+{
+    size_t len = 0, need = 0;
+    char *end;
+
+    while (len + 1 < size) {
+        ssize_t n = read(c, buf + len, size - 1 - len);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        buf[len] = '\0';
+        if (!need && (end = strstr(buf, "\r\n\r\n"))) {
+            const char *cl = strcasestr(buf, "Content-Length:");
+            need = (size_t)(end + 4 - buf) + (cl && cl < end ? strtoul(cl + 15, NULL, 10) : 0);
+        }
+        if (need && len >= need)
+            break;
+    }
+    buf[len] = '\0';
+    return len;
+}
+
+static void fake_serve(int ls, const char *log, int status, const char *body)
+{
+    static char req[65536];
+    char head[256];
+
+    for (;;) {
+        int c = accept(ls, NULL, NULL);
+        FILE *f;
+        char *sp, *eoh;
+
+        if (c < 0)
+            _exit(0);
+        fake_read_request(c, req, sizeof(req));
+        sp = strchr(req, ' ');
+        sp = sp ? strchr(sp + 1, ' ') : NULL;
+        eoh = strstr(req, "\r\n\r\n");
+        if ((f = fopen(log, "a"))) {
+            fprintf(f, "%.*s\n%s\n", sp ? (int)(sp - req) : 0, req, eoh ? eoh + 4 : "");
+            fclose(f);
+        }
+        snprintf(head, sizeof(head),
+                 "HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                 "Connection: close\r\n\r\n",
+                 status, strlen(body));
+        if (write(c, head, strlen(head)) < 0 || write(c, body, strlen(body)) < 0)
+            _exit(1);
+        close(c);
+    }
+}
+
+static void fake_start(struct fake *f, int status, const char *body)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    char cfg[512];
+    int ls;
+
+    snprintf(f->dir, sizeof(f->dir), "/tmp/test_cli_nodes_XXXXXX");
+    cr_assert_not_null(mkdtemp(f->dir));
+    snprintf(f->sock, sizeof(f->sock), "%s/hs.sock", f->dir);
+    snprintf(f->log, sizeof(f->log), "%s/requests.log", f->dir);
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", f->sock);
+    ls = socket(AF_UNIX, SOCK_STREAM, 0);
+    cr_assert_geq(ls, 0);
+    cr_assert_eq(bind(ls, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    cr_assert_eq(listen(ls, 16), 0);
+    f->pid = fork();
+    cr_assert_geq(f->pid, 0);
+    if (f->pid == 0)
+        fake_serve(ls, f->log, status, body);
+    close(ls);
+    snprintf(cfg, sizeof(cfg), "server_url: http://127.0.0.1:8080\nunix_socket: %s\n"
+                               "cli:\n  timeout: 2s\n", f->sock);
+    f->cfg = write_config(cfg);
+}
+
+/* The request log so far. */
+static char *fake_log(const struct fake *f)
+{
+    char *text = NULL;
+    size_t len;
+
+    if (hs_read_file(f->log, 1u << 20, &text, &len) < 0)
+        return hs_strdup("");
+    return text;
+}
+
+static void fake_stop(struct fake *f)
+{
+    kill(f->pid, SIGTERM);
+    waitpid(f->pid, NULL, 0);
+    unlink(f->sock);
+    unlink(f->log);
+    unlink(f->cfg);
+    free(f->cfg);
+    rmdir(f->dir);
+}
+
+#define NODE_JSON                                                                            \
+    "{\"id\":\"7\",\"machineKey\":\"mkey:" "ffffffff" "00000000000000000000000000000000"       \
+    "000000000000000000000000\",\"nodeKey\":\"nodekey:" "0010830000000000000000000000000000"   \
+    "000000000000000000000000000001\",\"ipAddresses\":[\"100.64.0.7\",\"fd7a::7\"],"           \
+    "\"name\":\"laptop\",\"givenName\":\"lap\",\"user\":{\"id\":\"1\",\"name\":\"alice\"},"     \
+    "\"lastSeen\":null,\"expiry\":null,\"online\":true,\"tags\":[\"tag:a\"],"                  \
+    "\"approvedRoutes\":[\"10.0.0.0/8\"],\"availableRoutes\":[\"10.0.0.0/8\",\"0.0.0.0/0\","   \
+    "\"::/0\"],\"subnetRoutes\":[\"10.0.0.0/8\"]}"
+
+#define FRUN(f, ...) RUN("-c", (f)->cfg, __VA_ARGS__)
+
+Test(cli_nodes, list_columns_and_tags)
+{
+    struct fake f;
+    struct run r;
+    char *log;
+
+    fake_start(&f, 200, "{\"nodes\":[" NODE_JSON "]}");
+    r = FRUN(&f, "nodes", "list", "-u", "alice");
+    cr_assert_eq(r.rc, 0, "%s", r.err);
+    cr_assert(hs_has_prefix(r.out, "ID | Hostname | Name | MachineKey | NodeKey | User  | Tags  | "
+                                   "IP addresses          | Ephemeral | Last seen | Expiration | "
+                                   "Connected | Expired\n"),
+              "%s", r.out);
+    cr_assert(strstr(r.out, "7  | laptop   | lap  | [/////]    | [ABCDA] | alice | tag:a | "
+                            "100.64.0.7, fd7a::7 | false     |           | N/A        | online    | no\n") != NULL,
+              "%s", r.out);
+    run_free(&r);
+
+    r = FRUN(&f, "-n", "alice", "machines", "ls", "-t");
+    cr_assert_eq(r.rc, 0, "%s", r.err);
+    cr_assert(strstr(r.out, "| Expired | ForcedTags | InvalidTags | ValidTags\n") != NULL, "%s", r.out);
+    cr_assert(strstr(r.out, "| no      |            |             | tag:a\n") != NULL, "%s", r.out);
+    run_free(&r);
+
+    log = fake_log(&f);
+    cr_assert(strstr(log, "GET /api/v1/node?user=alice\n\nGET /api/v1/node?user=alice\n") != NULL,
+              "%s", log);
+    free(log);
+    fake_stop(&f);
+}
+
+Test(cli_nodes, list_routes_one_prefix_per_line)
+{
+    struct fake f;
+    struct run r;
+
+    fake_start(&f, 200, "{\"nodes\":[" NODE_JSON ",{\"id\":\"8\",\"givenName\":\"bare\","
+                        "\"approvedRoutes\":[],\"availableRoutes\":[],\"subnetRoutes\":[]}]}");
+    r = FRUN(&f, "nodes", "lsr");
+    cr_assert_eq(r.rc, 0, "%s", r.err);
+    cr_assert_str_eq(r.out, "ID | Hostname | Approved   | Available  | Serving (Primary)\n"
+                            "7  | lap      | 10.0.0.0/8 | 10.0.0.0/8 | 10.0.0.0/8\n"
+                            "   |          |            | 0.0.0.0/0  | \n"
+                            "   |          |            | ::/0       | \n");
+    run_free(&r);
+
+    r = FRUN(&f, "nodes", "routes", "-o", "json-line");
+    cr_assert_eq(r.rc, 0, "%s", r.err);
+    cr_assert(hs_has_prefix(r.out, "[{\"id\":\"7\""), "%s", r.out);
+    cr_assert(strstr(r.out, "\"bare\"") == NULL, "nodes without routes are left out");
+    run_free(&r);
+    fake_stop(&f);
+}
+
+/* What each command sends, and what it prints for the {node} reply. */
+Test(cli_nodes, requests_and_messages)
+{
+    const struct {
+        int argc;
+        char **argv;
+        const char *request, *out;
+    } cases[] = {
+        { ARGC("nodes", "register", "-u", "alice", "-k", "hskey-authreq-1"),
+          ARGV("nodes", "register", "-u", "alice", "-k", "hskey-authreq-1"),
+          "POST /api/v1/node/register?user=alice&key=hskey-authreq-1\n\n", "Node lap registered\n" },
+        { ARGC("auth", "register", "--auth-id", "hskey-authreq-2", "-u", "3"),
+          ARGV("auth", "register", "--auth-id", "hskey-authreq-2", "-u", "3"),
+          "POST /api/v1/auth/register\n{\"user\":\"3\",\"authId\":\"hskey-authreq-2\"}\n",
+          "Node lap registered\n" },
+        { ARGC("nodes", "expire", "-i", "7"), ARGV("nodes", "expire", "-i", "7"),
+          "POST /api/v1/node/7/expire\n{}\n", "Node expired\n" },
+        { ARGC("nodes", "logout", "-i", "7", "-e", "2999-01-02T03:04:05+01:00"),
+          ARGV("nodes", "logout", "-i", "7", "-e", "2999-01-02T03:04:05+01:00"),
+          "POST /api/v1/node/7/expire\n{\"expiry\":\"2999-01-02T02:04:05Z\"}\n",
+          "Node expiration updated\n" },
+        { ARGC("nodes", "e", "-i", "7", "-e", "2001-01-01T00:00:00Z"),
+          ARGV("nodes", "e", "-i", "7", "-e", "2001-01-01T00:00:00Z"),
+          "POST /api/v1/node/7/expire\n{\"expiry\":\"2001-01-01T00:00:00Z\"}\n", "Node expired\n" },
+        { ARGC("nodes", "exp", "-i", "7", "-d"), ARGV("nodes", "exp", "-i", "7", "-d"),
+          "POST /api/v1/node/7/expire\n{\"disableExpiry\":true}\n", "Node expiry disabled\n" },
+        { ARGC("nodes", "rename", "-i", "7", "new-name"), ARGV("nodes", "rename", "-i", "7", "new-name"),
+          "POST /api/v1/node/7/rename/new-name\n\n", "Node renamed\n" },
+        { ARGC("-u", "bob", "nodes", "mv", "-i", "7"), ARGV("-u", "bob", "nodes", "mv", "-i", "7"),
+          "POST /api/v1/node/7/user?user=bob\n\n", "Node moved to another user\n" },
+        { ARGC("nodes", "t", "-i", "7", "-t", "tag:a,tag:b", "--tags", "tag:c"),
+          ARGV("nodes", "t", "-i", "7", "-t", "tag:a,tag:b", "--tags", "tag:c"),
+          "POST /api/v1/node/7/tags\n{\"tags\":[\"tag:a\",\"tag:b\",\"tag:c\"]}\n", "Node updated\n" },
+        { ARGC("nodes", "approve-routes", "-i", "7", "-r", "10.0.0.0/8,::/0"),
+          ARGV("nodes", "approve-routes", "-i", "7", "-r", "10.0.0.0/8,::/0"),
+          "POST /api/v1/node/7/approve_routes\n{\"routes\":[\"10.0.0.0/8\",\"::/0\"]}\n",
+          "Node updated\n" },
+        { ARGC("nodes", "approve-routes", "-i", "7", "-r", ""),
+          ARGV("nodes", "approve-routes", "-i", "7", "-r", ""),
+          "POST /api/v1/node/7/approve_routes\n{\"routes\":[]}\n", "Node updated\n" },
+        { ARGC("nodes", "del", "-i", "7", "--force"), ARGV("nodes", "del", "-i", "7", "--force"),
+          "GET /api/v1/node/7\n\nDELETE /api/v1/node/7\n\n", "Node deleted\n" },
+    };
+
+    for (size_t i = 0; i < HS_ARRAY_LEN(cases); i++) {
+        struct fake f;
+        char *argv[16], *log;
+        int argc = 0;
+        struct run r;
+
+        fake_start(&f, 200, "{\"node\":" NODE_JSON "}");
+        argv[argc++] = "headscale";
+        argv[argc++] = "-c";
+        argv[argc++] = f.cfg;
+        for (int j = 1; j < cases[i].argc; j++)
+            argv[argc++] = cases[i].argv[j];
+        argv[argc] = NULL;
+        r = run_cli(argc, argv);
+        cr_assert_eq(r.rc, 0, "case %zu: %s", i, r.err);
+        cr_assert_str_eq(r.out, cases[i].out, "case %zu", i);
+        log = fake_log(&f);
+        cr_assert_str_eq(log, cases[i].request, "case %zu", i);
+        free(log);
+        run_free(&r);
+        fake_stop(&f);
+    }
+}
+
+Test(cli_nodes, json_output_is_the_node)
+{
+    struct fake f;
+    struct run r;
+
+    fake_start(&f, 200, "{\"node\":" NODE_JSON "}");
+    r = FRUN(&f, "nodes", "register", "-u", "alice", "-k", "k", "-o", "json");
+    cr_assert_eq(r.rc, 0, "%s", r.err);
+    cr_assert(hs_has_prefix(r.out, "{\n\t\"id\": \"7\",\n"), "%s", r.out);
+    run_free(&r);
+    r = FRUN(&f, "nodes", "tag", "-i", "7", "-t", "tag:a", "-o", "json-line");
+    cr_assert(hs_has_prefix(r.out, "{\"id\":\"7\","), "%s", r.out);
+    run_free(&r);
+    fake_stop(&f);
+}
+
+Test(cli_nodes, server_errors)
+{
+    struct fake f;
+    struct run r;
+    char *log;
+
+    fake_start(&f, 404, "{\"title\":\"Not Found\",\"status\":404,\"detail\":\"node not found\"}");
+    r = FRUN(&f, "nodes", "expire", "-i", "99");
+    cr_assert_eq(r.rc, 1);
+    cr_assert_str_eq(r.err, "Error: node not found\n");
+    cr_assert_str_eq(r.out, "");
+    run_free(&r);
+
+    r = FRUN(&f, "nodes", "delete", "-i", "99", "--force");
+    cr_assert_eq(r.rc, 1);
+    cr_assert_str_eq(r.err, "Error: node not found\n");
+    run_free(&r);
+    log = fake_log(&f);
+    cr_assert(strstr(log, "DELETE") == NULL, "no delete after a failed lookup: %s", log);
+    free(log);
+
+    r = FRUN(&f, "nodes", "approve-routes", "-i", "1", "-r", "10.0.0.0/8", "-o", "json");
+    cr_assert_eq(r.rc, 1);
+    cr_assert_str_eq(r.err, "{\n\t\"error\": \"node not found\"\n}\n");
+    run_free(&r);
+    fake_stop(&f);
+}
+
+Test(cli_nodes, delete_without_tty_refuses)
+{
+    struct fake f;
+    struct run r;
+    char *log;
+
+    if (isatty(STDIN_FILENO))
+        cr_skip_test("stdin is a terminal");
+    fake_start(&f, 200, "{\"node\":" NODE_JSON "}");
+    r = FRUN(&f, "nodes", "delete", "-i", "7");
+    cr_assert_eq(r.rc, 1);
+    cr_assert(strstr(r.err, "use --force") != NULL, "%s", r.err);
+    run_free(&r);
+    log = fake_log(&f);
+    cr_assert_str_eq(log, "GET /api/v1/node/7\n\n");
+    free(log);
+    fake_stop(&f);
 }

@@ -60,3 +60,16 @@ Test(policy, byte_by_byte_prefixes_never_crash)
     for (size_t n = 0; n <= strlen(in); n++)
         policy_check(in, n, err, sizeof(err));
 }
+
+Test(policy, acl_entries_checked)
+{
+    char err[256];
+    cr_assert_eq(check("{\"acls\": [{\"action\": \"dance\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}]}",
+                       err, sizeof(err)), -EINVAL);
+    cr_assert(strstr(err, "accept"), "%s", err);
+    cr_assert_eq(check("{\"acls\": [{\"action\": \"accept\", \"src\": \"*\", \"dst\": [\"*:*\"]}]}",
+                       err, sizeof(err)), -EINVAL);
+    cr_assert_eq(check("{\"acls\": [1]}", err, sizeof(err)), -EINVAL);
+    cr_assert_eq(check("{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}]}",
+                       err, sizeof(err)), 0);
+}

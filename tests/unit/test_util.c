@@ -122,3 +122,16 @@ Test(json, rejects_duplicates_and_size)
     cr_assert_null(hs_json_load("{}", 2, 1, err, sizeof(err)));
     cr_assert(strstr(err, "limit") != NULL);
 }
+
+Test(utf8, valid_and_sanitize)
+{
+    char s[] = "ok \xe2\x98\x83 \xff \xe2\x98 end";
+    cr_assert(hs_utf8_valid("snow \xe2\x98\x83", 8));
+    cr_assert(!hs_utf8_valid("\xc0\xaf", 2), "overlong");
+    cr_assert(!hs_utf8_valid("\xed\xa0\x80", 3), "surrogate");
+    cr_assert(!hs_utf8_valid("\xf4\x90\x80\x80", 4), "beyond U+10FFFF");
+    cr_assert(!hs_utf8_valid(s, strlen(s)));
+    hs_utf8_sanitize(s);
+    cr_assert(hs_utf8_valid(s, strlen(s)));
+    cr_assert_str_eq(s, "ok \xe2\x98\x83 ? ?? end");
+}
