@@ -194,8 +194,12 @@ void poll_on_state_change(void *arg, const struct state_change *ch)
 
     pthread_mutex_lock(&s->mu);
     switch (ch->kind) {
-    case STATE_NODE_ADDED:
-    case STATE_NODE_CHANGED: idset_add(&s->changed, ch->id); break;
+    case STATE_NODE_ADDED: idset_add(&s->changed, ch->id); break;
+    case STATE_NODE_CHANGED:
+        /* Endpoints, keys and home region travel as a small patch; anything else as the
+         * whole node. */
+        idset_add(ch->fields & ~STATE_F_PATCHABLE ? &s->changed : &s->patched, ch->id);
+        break;
     case STATE_NODE_REMOVED: idset_add(&s->removed, ch->id); break;
     case STATE_NODE_ONLINE: idset_add(&s->online, ch->id); break;
     case STATE_REGISTRATION_CHANGED: s->registrations_changed = true; break;
@@ -207,26 +211,31 @@ void poll_on_state_change(void *arg, const struct state_change *ch)
     pthread_mutex_unlock(&s->mu);
 }
 
+/* The changes of one batch. */
+struct batch {
+    struct idset changed, patched, removed, online;
+    bool full;
+};
+
 /* One session's share of a batch: its own node changed → a full map; else a delta. */
-static json_t *session_message(struct control_service *s, const struct session *x,
-                               const struct idset *changed, const struct idset *removed,
-                               const struct idset *online, bool full)
+static json_t *session_message(struct control_service *s, uint64_t self, const struct batch *b)
 {
     json_t *m;
 
-    if (idset_has(removed, x->node_id))
+    if (idset_has(&b->removed, self))
         return NULL;
     state_rdlock(s->state);
-    if (full || idset_has(changed, x->node_id)) {
-        m = mapper_full(s->mapper, s->state, x->node_id, hs_now_us());
+    /* A patch of its own endpoints or keys tells a node nothing it does not know. */
+    if (b->full || idset_has(&b->changed, self)) {
+        m = mapper_full(s->mapper, s->state, self, hs_now_us());
     } else {
-        struct idset pc = { 0 }, po = { 0 };
-        idset_copy_except(&pc, changed, x->node_id);
-        idset_copy_except(&po, online, x->node_id);
-        m = mapper_delta(s->mapper, s->state, x->node_id, pc.v, pc.n, removed->v, removed->n,
-                         po.v, po.n, hs_now_us());
-        idset_free(&pc);
-        idset_free(&po);
+        struct mapper_changes ch = {
+            .changed = b->changed.v, .nchanged = b->changed.n,
+            .patched = b->patched.v, .npatched = b->patched.n,
+            .removed = b->removed.v, .nremoved = b->removed.n,
+            .online = b->online.v, .nonline = b->online.n,
+        };
+        m = mapper_delta(s->mapper, s->state, self, &ch, hs_now_us());
     }
     state_unlock(s->state);
     return m;
@@ -264,42 +273,47 @@ static void mark_offline(struct control_service *s, const struct idset *nodes)
 
 void poll_flush_batch(struct control_service *s)
 {
-    struct idset changed, removed, online, closed;
+    struct batch b = { 0 };
+    struct idset closed, patched;
     struct target *t;
-    bool full;
     size_t n;
 
     pthread_mutex_lock(&s->mu);
-    changed = s->changed;
-    removed = s->removed;
-    online = s->online;
+    b.changed = s->changed;
+    patched = s->patched;
+    b.removed = s->removed;
+    b.online = s->online;
     closed = s->closed_nodes;
-    full = s->full_for_all;
-    s->changed = s->removed = s->online = s->closed_nodes = (struct idset){ 0 };
+    b.full = s->full_for_all;
+    s->changed = s->patched = s->removed = s->online = s->closed_nodes = (struct idset){ 0 };
     s->full_for_all = false;
     s->batch_due = 0;
     t = snapshot_sessions(s, &n);
     pthread_mutex_unlock(&s->mu);
+    /* A node that also changed otherwise goes out whole; no need to patch it too. */
+    for (size_t i = 0; i < patched.n; i++)
+        if (!idset_has(&b.changed, patched.v[i]))
+            idset_add(&b.patched, patched.v[i]);
+    idset_free(&patched);
 
     /* Going offline changes state, which queues the next batch for the peers. */
     mark_offline(s, &closed);
     for (size_t i = 0; i < n; i++) {
-        struct session x = { .conn_id = t[i].conn_id, .stream_id = t[i].stream_id,
-                             .node_id = t[i].node_id, .zstd = t[i].zstd };
         json_t *m;
-        if (idset_has(&removed, x.node_id)) {
-            control_stream_end(s->ctl, x.conn_id, x.stream_id); /* deleted: log it out */
+        if (idset_has(&b.removed, t[i].node_id)) {
+            control_stream_end(s->ctl, t[i].conn_id, t[i].stream_id); /* deleted: log it out */
             continue;
         }
-        if (!(m = session_message(s, &x, &changed, &removed, &online, full)))
+        if (!(m = session_message(s, t[i].node_id, &b)))
             continue;
-        session_send(s, x.conn_id, x.stream_id, x.zstd, m, false, false);
+        session_send(s, t[i].conn_id, t[i].stream_id, t[i].zstd, m, false, false);
         json_decref(m);
     }
     free(t);
-    idset_free(&changed);
-    idset_free(&removed);
-    idset_free(&online);
+    idset_free(&b.changed);
+    idset_free(&b.patched);
+    idset_free(&b.removed);
+    idset_free(&b.online);
     idset_free(&closed);
 }
 

@@ -29,13 +29,6 @@ bool idset_has(const struct idset *s, uint64_t id)
     return false;
 }
 
-void idset_copy_except(struct idset *dst, const struct idset *src, uint64_t skip)
-{
-    for (size_t i = 0; i < src->n; i++)
-        if (src->v[i] != skip)
-            idset_add(dst, src->v[i]);
-}
-
 void idset_free(struct idset *s)
 {
     free(s->v);
@@ -195,6 +188,7 @@ void control_service_free(struct control_service *s)
         free(f);
     }
     idset_free(&s->changed);
+    idset_free(&s->patched);
     idset_free(&s->removed);
     idset_free(&s->online);
     idset_free(&s->closed_nodes);

@@ -49,7 +49,7 @@ struct control_service {
     pthread_cond_t cond;
     struct session *sessions;
     struct followup *followups;
-    struct idset changed, removed, online, closed_nodes;
+    struct idset changed, patched, removed, online, closed_nodes;
     bool full_for_all;      /* user or policy change: everyone gets a full map */
     bool registrations_changed;
     int64_t batch_due;      /* monotonic us; 0 = nothing pending */
@@ -60,7 +60,6 @@ struct control_service {
 
 void idset_add(struct idset *s, uint64_t id);
 bool idset_has(const struct idset *s, uint64_t id);
-void idset_copy_except(struct idset *dst, const struct idset *src, uint64_t skip);
 void idset_free(struct idset *s);
 
 /* Replies with a JSON body (compact) and ends the stream. */

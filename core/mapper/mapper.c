@@ -207,16 +207,41 @@ static void add_online(json_t *resp, struct state *s, uint64_t self, const uint6
     }
 }
 
-json_t *mapper_delta(struct mapper *m, struct state *s, uint64_t self, const uint64_t *changed,
-                     size_t nchanged, const uint64_t *removed, size_t nremoved,
-                     const uint64_t *online, size_t nonline, int64_t now)
+/* PeersChangedPatch: the fields that move often, without the whole Node. */
+static void add_patched(json_t *resp, struct state *s, uint64_t self, const uint64_t *ids,
+                        size_t n)
+{
+    json_t *patches = json_array();
+
+    for (size_t i = 0; i < n; i++) {
+        const struct state_node *sn = state_node_by_id(s, ids[i]);
+        json_t *pc;
+        if (!sn || ids[i] == self)
+            continue;
+        pc = json_pack("{s:I}", "NodeID", (json_int_t)ids[i]);
+        if (sn->home_derp)
+            json_object_set_new(pc, "DERPRegion", json_integer(sn->home_derp));
+        json_object_set_new(pc, "Endpoints", mapper__endpoints(&sn->n));
+        mapper__set_key(pc, "Key", "nodekey:", sn->n.node_key);
+        mapper__set_key(pc, "DiscoKey", "discokey:", sn->n.disco_key);
+        json_array_append_new(patches, pc);
+    }
+    if (json_array_size(patches))
+        json_object_set_new(resp, "PeersChangedPatch", patches);
+    else
+        json_decref(patches);
+}
+
+json_t *mapper_delta(struct mapper *m, struct state *s, uint64_t self,
+                     const struct mapper_changes *ch, int64_t now)
 {
     struct uidset users = { 0 };
     json_t *resp = json_object();
 
-    add_changed(resp, m, s, self, changed, nchanged, now, &users);
-    add_removed(resp, self, removed, nremoved);
-    add_online(resp, s, self, online, nonline);
+    add_changed(resp, m, s, self, ch->changed, ch->nchanged, now, &users);
+    add_patched(resp, s, self, ch->patched, ch->npatched);
+    add_removed(resp, self, ch->removed, ch->nremoved);
+    add_online(resp, s, self, ch->online, ch->nonline);
     if (json_object_size(resp) == 0) {
         free(users.v);
         json_decref(resp);

@@ -32,14 +32,22 @@ json_t *mapper_full(struct mapper *m, struct state *s, uint64_t self, int64_t no
 json_t *mapper_node(struct mapper *m, struct state *s, const struct state_node *n,
                     uint64_t viewer);
 
-/* A delta for `self`: peers changed (full Node objects), removed, and online flips. Any of the
- * id lists may be empty. Includes UserProfiles for the users the changed peers reference.
- * NULL when there is nothing to send. Ids unknown to the state are skipped in `changed` and
- * `online` (report deletions in `removed`); self in `changed` comes back as "Node". Online
- * flips also set PeerSeenChange (true when the peer went offline, false when it came back). */
-json_t *mapper_delta(struct mapper *m, struct state *s, uint64_t self, const uint64_t *changed,
-                     size_t nchanged, const uint64_t *removed, size_t nremoved,
-                     const uint64_t *online, size_t nonline, int64_t now);
+/* What a delta reports; any list may be empty. */
+struct mapper_changes {
+    const uint64_t *changed; /* full Nodes (PeersChanged) */
+    size_t nchanged;
+    const uint64_t *patched; /* only endpoints / keys / home DERP moved (PeersChangedPatch) */
+    size_t npatched;
+    const uint64_t *removed; /* PeersRemoved */
+    size_t nremoved;
+    const uint64_t *online;  /* online flag flipped (OnlineChange, PeerSeenChange) */
+    size_t nonline;
+};
+
+/* A delta for `self`. The node itself, if listed as changed, comes back as "Node". Includes
+ * UserProfiles for the users the changed peers reference. NULL when there is nothing to send. */
+json_t *mapper_delta(struct mapper *m, struct state *s, uint64_t self,
+                     const struct mapper_changes *ch, int64_t now);
 
 /* {"KeepAlive":true} */
 json_t *mapper_keepalive(void);

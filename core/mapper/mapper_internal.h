@@ -19,6 +19,9 @@ struct mapper {
 
 /* o[field] = RFC 3339 time (Go's time.Time JSON form). */
 void mapper__set_time(json_t *o, const char *field, int64_t us);
+void mapper__set_key(json_t *o, const char *field, const char *prefix, const uint8_t key[32]);
+/* The node's Endpoints as a JSON array (empty when none or unparsable). */
+json_t *mapper__endpoints(const struct store_node *n);
 /* tailcfg.Node with `now` deciding Expired. */
 json_t *mapper__node(struct mapper *m, struct state *s, const struct state_node *n,
                      uint64_t viewer, int64_t now);

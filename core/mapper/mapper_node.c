@@ -20,7 +20,7 @@ void mapper__set_time(json_t *o, const char *field, int64_t us)
     json_object_set_new(o, field, json_string(buf));
 }
 
-static void set_key(json_t *o, const char *field, const char *prefix, const uint8_t key[KEY_LEN])
+void mapper__set_key(json_t *o, const char *field, const char *prefix, const uint8_t key[KEY_LEN])
 {
     char text[KEY_TEXT_MAX];
 
@@ -122,12 +122,12 @@ static void node_identity(json_t *o, struct mapper *m, struct state *s,
     json_object_set_new(o, "StableID", json_sprintf("%llu", (unsigned long long)n->id));
     json_object_set_new(o, "Name", json_string(fqdn));
     json_object_set_new(o, "User", json_integer((json_int_t)mapper__user_id(sn)));
-    set_key(o, "Key", "nodekey:", n->node_key);
+    mapper__set_key(o, "Key", "nodekey:", n->node_key);
     if (n->expiry)
         mapper__set_time(o, "KeyExpiry", n->expiry);
-    set_key(o, "Machine", "mkey:", n->machine_key);
+    mapper__set_key(o, "Machine", "mkey:", n->machine_key);
     if (!key_is_zero(n->disco_key))
-        set_key(o, "DiscoKey", "discokey:", n->disco_key);
+        mapper__set_key(o, "DiscoKey", "discokey:", n->disco_key);
 }
 
 static json_t *addresses(const struct store_node *n)
@@ -168,7 +168,7 @@ static json_t *allowed_ips(const struct store_node *n, const json_t *addrs, cons
     return a;
 }
 
-static json_t *endpoints(const struct store_node *n)
+json_t *mapper__endpoints(const struct store_node *n)
 {
     json_t *stored = load_stored(n->endpoints_json, JSON_ARRAY), *out = json_array(), *v;
     size_t i;
@@ -191,7 +191,7 @@ static void node_network(json_t *o, const struct state_node *sn)
         hostinfo = json_object();
     json_object_set_new(o, "AllowedIPs", allowed_ips(n, addrs, hostinfo));
     json_object_set_new(o, "Addresses", addrs);
-    json_object_set_new(o, "Endpoints", endpoints(n));
+    json_object_set_new(o, "Endpoints", mapper__endpoints(n));
     if (sn->home_derp > 0) {
         json_object_set_new(o, "HomeDERP", json_integer(sn->home_derp));
         json_object_set_new(o, "DERP", json_sprintf(LEGACY_DERP_IP ":%d", sn->home_derp));

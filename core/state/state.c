@@ -138,25 +138,88 @@ static void drop_user(struct state *s, uint64_t id)
     s->nusers--;
 }
 
-static void emit(struct state *s, enum state_change_kind kind, uint64_t id)
+static void emit_fields(struct state *s, enum state_change_kind kind, uint64_t id,
+                        unsigned fields)
 {
-    struct state_change ch = { .kind = kind, .id = id };
+    struct state_change ch = { .kind = kind, .id = id, .fields = fields };
     for (size_t i = 0; i < s->nlisteners; i++)
         s->listeners[i].fn(s->listeners[i].arg, &ch);
 }
 
+static void emit(struct state *s, enum state_change_kind kind, uint64_t id)
+{
+    emit_fields(s, kind, id, STATE_F_OTHER);
+}
+
+/* Hostinfo without NetInfo: NetInfo (DERP latencies, mostly) changes all the time and peers
+ * need only the home region from it, which travels separately. */
+static bool hostinfo_same(const char *a, const char *b)
+{
+    json_t *ja, *jb;
+    bool same;
+
+    if (hs_streq(a, b))
+        return true;
+    ja = a ? json_loads(a, 0, NULL) : json_object();
+    jb = b ? json_loads(b, 0, NULL) : json_object();
+    json_object_del(ja, "NetInfo");
+    json_object_del(jb, "NetInfo");
+    same = ja && jb && json_equal(ja, jb);
+    json_decref(ja);
+    json_decref(jb);
+    return same;
+}
+
+static bool strv_same(const struct hs_strv *a, const struct hs_strv *b)
+{
+    if (a->n != b->n)
+        return false;
+    for (size_t i = 0; i < a->n; i++)
+        if (strcmp(a->v[i], b->v[i]) != 0)
+            return false;
+    return true;
+}
+
+/* What differs between two versions of a node, as peers see it (0 = nothing visible). */
+static unsigned node_diff(const struct store_node *a, const struct store_node *b, int old_derp,
+                          int new_derp)
+{
+    unsigned f = 0;
+
+    if (!hs_streq(a->endpoints_json, b->endpoints_json))
+        f |= STATE_F_ENDPOINTS;
+    if (memcmp(a->disco_key, b->disco_key, 32) != 0)
+        f |= STATE_F_DISCO_KEY;
+    if (memcmp(a->node_key, b->node_key, 32) != 0)
+        f |= STATE_F_NODE_KEY;
+    if (old_derp != new_derp)
+        f |= STATE_F_HOME_DERP;
+    if (!hostinfo_same(a->hostinfo_json, b->hostinfo_json) || !hs_streq(a->ipv4, b->ipv4) ||
+        !hs_streq(a->ipv6, b->ipv6) || !hs_streq(a->hostname, b->hostname) ||
+        !hs_streq(a->given_name, b->given_name) || a->user_id != b->user_id ||
+        !strv_same(&a->tags, &b->tags) || !strv_same(&a->approved_routes, &b->approved_routes) ||
+        a->expiry != b->expiry || memcmp(a->machine_key, b->machine_key, 32) != 0)
+        f |= STATE_F_OTHER;
+    return f;
+}
+
 /* Re-reads the node; returns the change to report. */
-static enum state_change_kind reload_node(struct state *s, uint64_t id)
+static enum state_change_kind reload_node(struct state *s, uint64_t id, unsigned *fields)
 {
     struct store_node n;
     enum state_change_kind kind;
     int rc = store_node_get(s->st, id, &n);
 
+    *fields = STATE_F_OTHER;
     pthread_rwlock_wrlock(&s->lock);
-    if (rc == 0)
+    if (rc == 0) {
+        size_t i = node_pos(s, id);
+        if (i < s->nnodes && s->nodes[i]->n.id == id)
+            *fields = node_diff(&s->nodes[i]->n, &n, s->nodes[i]->home_derp, home_derp_of(&n));
         kind = put_node(s, &n) ? STATE_NODE_ADDED : STATE_NODE_CHANGED;
-    else
+    } else {
         kind = drop_node(s, id) ? STATE_NODE_REMOVED : STATE_NODE_CHANGED;
+    }
     pthread_rwlock_unlock(&s->lock);
     if (rc < 0 && rc != -ENOENT)
         log_warnx("state: cannot reload node %llu: %s", (unsigned long long)id,
@@ -182,9 +245,13 @@ static void on_event(const struct notify_event *ev, void *arg)
     struct state *s = arg;
 
     switch (ev->entity) {
-    case NOTIFY_NODE:
-        emit(s, reload_node(s, ev->id), ev->id);
+    case NOTIFY_NODE: {
+        unsigned fields;
+        enum state_change_kind kind = reload_node(s, ev->id, &fields);
+        if (kind != STATE_NODE_CHANGED || fields)
+            emit_fields(s, kind, ev->id, fields);
         break;
+    }
     case NOTIFY_USER:
         reload_user(s, ev->id);
         emit(s, STATE_USER_CHANGED, ev->id);
@@ -319,5 +386,6 @@ void state_set_online(struct state *s, uint64_t id, bool online, uint16_t capver
 
 void state_refresh_node(struct state *s, uint64_t id)
 {
-    reload_node(s, id);
+    unsigned fields;
+    reload_node(s, id, &fields);
 }

@@ -40,9 +40,22 @@ enum state_change_kind {
     STATE_POLICY_CHANGED,
     STATE_REGISTRATION_CHANGED, /* a pending interactive login changed (id 0) */
 };
+/* For STATE_NODE_CHANGED: which parts changed. Only the first four fit a
+ * PeersChangedPatch; anything else needs the full Node. */
+enum state_field {
+    STATE_F_ENDPOINTS = 1 << 0,
+    STATE_F_DISCO_KEY = 1 << 1,
+    STATE_F_NODE_KEY = 1 << 2,
+    STATE_F_HOME_DERP = 1 << 3,
+    STATE_F_OTHER = 1 << 4,
+};
+#define STATE_F_PATCHABLE (STATE_F_ENDPOINTS | STATE_F_DISCO_KEY | STATE_F_NODE_KEY | \
+                           STATE_F_HOME_DERP)
+
 struct state_change {
     enum state_change_kind kind;
     uint64_t id;
+    unsigned fields; /* enum state_field bits, for STATE_NODE_CHANGED */
 };
 typedef void (*state_listener_fn)(void *arg, const struct state_change *ch);
 

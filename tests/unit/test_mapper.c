@@ -482,7 +482,9 @@ Test(mapper, fqdn_forms)
 Test(mapper, delta_shapes)
 {
     const uint64_t changed[] = { 2, 1, 77 }, removed[] = { 9, 1 }, online[] = { 2, 3 };
-    json_t *d = mapper_delta(fx.m, fx.s, 1, changed, 3, removed, 2, online, 2, fx.now), *pc;
+    struct mapper_changes ch = { .changed = changed, .nchanged = 3, .removed = removed,
+                                 .nremoved = 2, .online = online, .nonline = 2 };
+    json_t *d = mapper_delta(fx.m, fx.s, 1, &ch, fx.now), *pc;
 
     cr_assert_not_null(d);
     pc = json_object_get(d, "PeersChanged");
@@ -502,7 +504,8 @@ Test(mapper, delta_shapes)
     cr_expect_null(json_object_get(d, "DERPMap"));
     json_decref(d);
 
-    d = mapper_delta(fx.m, fx.s, 1, NULL, 0, removed, 1, NULL, 0, fx.now);
+    d = mapper_delta(fx.m, fx.s, 1, &(struct mapper_changes){ .removed = removed, .nremoved = 1 },
+                     fx.now);
     cr_expect_eq(json_object_size(d), 1, "removals only: no UserProfiles");
     json_decref(d);
 }
@@ -511,8 +514,34 @@ Test(mapper, empty_delta_is_null)
 {
     const uint64_t unknown[] = { 77 }, self[] = { 1 };
 
-    cr_expect_null(mapper_delta(fx.m, fx.s, 1, NULL, 0, NULL, 0, NULL, 0, fx.now));
-    cr_expect_null(mapper_delta(fx.m, fx.s, 1, unknown, 1, self, 1, self, 1, fx.now));
+    struct mapper_changes only_self = { .changed = unknown, .nchanged = 1, .patched = self,
+                                        .npatched = 1, .removed = self, .nremoved = 1,
+                                        .online = self, .nonline = 1 };
+
+    cr_expect_null(mapper_delta(fx.m, fx.s, 1, &(struct mapper_changes){ 0 }, fx.now));
+    cr_expect_null(mapper_delta(fx.m, fx.s, 1, &only_self, fx.now));
+}
+
+Test(mapper, patch_carries_only_moving_fields)
+{
+    const uint64_t patched[] = { 2 };
+    struct mapper_changes ch = { .patched = patched, .npatched = 1 };
+    json_t *d = mapper_delta(fx.m, fx.s, 1, &ch, fx.now), *pc;
+    char *text;
+
+    cr_assert_not_null(d);
+    pc = json_array_get(json_object_get(d, "PeersChangedPatch"), 0);
+    cr_assert_not_null(pc);
+    cr_expect_eq(json_integer_value(json_object_get(pc, "NodeID")), 2);
+    cr_expect(json_is_array(json_object_get(pc, "Endpoints")));
+    cr_expect(hs_has_prefix(hs_json_str(pc, "Key"), "nodekey:"));
+    cr_expect_null(json_object_get(pc, "Hostinfo"));
+    cr_expect_null(json_object_get(d, "PeersChanged"));
+    cr_expect_null(json_object_get(d, "UserProfiles"), "a patch names no new user");
+    text = json_dumps(d, JSON_COMPACT);
+    cr_expect_leq(strlen(text), 400, "patch is small: %zu bytes", strlen(text));
+    free(text);
+    json_decref(d);
 }
 
 Test(mapper, keepalive)
