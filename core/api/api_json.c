@@ -127,9 +127,10 @@ static json_t *available_routes(const struct store_node *n)
     return out;
 }
 
+/* A node with tags is owned by its tags (headscale >= 0.28): lists show the pseudo user. */
 static json_t *node_user(struct api_call *c, const struct store_node *n, bool in_list)
 {
-    if (n->user_id)
+    if (n->user_id && n->tags.n == 0)
         return user_by_id(c, n->user_id);
     if (!in_list)
         return json_null();

@@ -176,25 +176,27 @@ static const char *user_ref(const struct cli_ctx *ctx)
 
 static bool flag_set(const struct cli_ctx *ctx, const char *name)
 {
-    if (strcmp(name, "user") == 0)
-        return user_ref(ctx) != NULL || cli_flag_given(&ctx->args, "user");
+    if (strcmp(name, "user") == 0 && cli_flag_given(&ctx->args, "namespace"))
+        return true;
     return cli_flag_given(&ctx->args, name);
 }
 
 /* names: NULL-terminated and sorted, as cobra lists them: required flag(s) "a", "b" not set. */
 static int require_flags(struct cli_ctx *ctx, const char *const *names)
 {
-    char missing[256] = "";
-    size_t len = 0;
+    struct hs_buf missing;
+    int rc = 0;
 
+    hs_buf_init(&missing, 256);
     for (; *names; names++)
         if (!flag_set(ctx, *names))
-            len += (size_t)snprintf(missing + len, sizeof(missing) - len, "%s\"%s\"",
-                                    len ? ", " : "", *names);
-    if (len == 0)
-        return 0;
-    usage_fail(ctx, "required flag(s) %s not set", missing);
-    return -1;
+            hs_buf_appendf(&missing, "%s\"%s\"", missing.len ? ", " : "", *names);
+    if (missing.len) {
+        usage_fail(ctx, "required flag(s) %s not set", missing.data);
+        rc = -1;
+    }
+    hs_buf_free(&missing);
+    return rc;
 }
 
 /* -i/--identifier as cobra's Uint64 flag. *id is NULL when the flag is absent and optional. */

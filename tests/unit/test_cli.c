@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -821,8 +822,11 @@ static void fake_start(struct fake *f, int status, const char *body)
     cr_assert_eq(listen(ls, 16), 0);
     f->pid = fork();
     cr_assert_geq(f->pid, 0);
-    if (f->pid == 0)
+    if (f->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed assertion skips fake_stop */
+        alarm(60);
         fake_serve(ls, f->log, status, body);
+    }
     close(ls);
     snprintf(cfg, sizeof(cfg), "server_url: http://127.0.0.1:8080\nunix_socket: %s\n"
                                "cli:\n  timeout: 2s\n", f->sock);
@@ -872,7 +876,7 @@ Test(cli_nodes, list_columns_and_tags)
     r = FRUN(&f, "nodes", "list", "-u", "alice");
     cr_assert_eq(r.rc, 0, "%s", r.err);
     cr_assert(hs_has_prefix(r.out, "ID | Hostname | Name | MachineKey | NodeKey | User  | Tags  | "
-                                   "IP addresses          | Ephemeral | Last seen | Expiration | "
+                                   "IP addresses        | Ephemeral | Last seen | Expiration | "
                                    "Connected | Expired\n"),
               "%s", r.out);
     cr_assert(strstr(r.out, "7  | laptop   | lap  | [/////]    | [ABCDA] | alice | tag:a | "
