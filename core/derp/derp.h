@@ -1,10 +1,16 @@
 /* derp: the DERP map sent to clients (from derp.paths files and derp.urls, refreshed every
- * derp.update_frequency when derp.auto_update_enabled), and — in a later issue — the embedded
- * DERP relay and STUN server.
+ * derp.update_frequency when derp.auto_update_enabled, plus the embedded region), and the
+ * embedded DERP relay and STUN server.
  *
- * Thread-safety: derpmap_get() may be called from any thread while the refresher runs. */
+ * Thread-safety: derpmap_get() may be called from any thread while the refresher runs. The
+ * relay runs one epoll thread; derp_server_adopt() may be called from any thread. */
 #ifndef HS_DERP_H
 #define HS_DERP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
 
 #include "config/config.h"
 #include "util/util.h"
@@ -42,5 +48,82 @@ json_t *derpmap_get(struct derpmap *dm);
  * hostname, ipv4, ipv6, stunport, stunonly, derpport, insecurefortests, ...}]}}) into
  * tailcfg JSON with Go field names. NULL and a message in err on failure. */
 json_t *derpmap_parse(const char *text, size_t len, char *err, size_t errsize);
+
+/* Adds (or replaces, on a region-id clash) the embedded server's region; NULL removes it.
+ * Steals region. */
+void derpmap_set_embedded(struct derpmap *dm, json_t *region);
+
+/* ---- the DERP relay (derp_server.c) and STUN (stun.c) ---- */
+
+#define DERP_HDR_LEN 5
+#define DERP_KEY_LEN 32
+#define DERP_NONCE_LEN 24
+#define DERP_MAX_PACKET (64u << 10)
+#define DERP_MAX_CLIENT_INFO (256u << 10) /* Go's server refuses larger before decrypting */
+/* Largest frame a client may send: ForwardPacket (two keys + packet) bounds it. */
+#define DERP_MAX_FRAME (2 * DERP_KEY_LEN + DERP_MAX_PACKET)
+#define DERP_PROTOCOL_VERSION 2
+
+enum derp_frame_type {
+    DERP_FRAME_SERVER_KEY = 0x01,
+    DERP_FRAME_CLIENT_INFO = 0x02,
+    DERP_FRAME_SERVER_INFO = 0x03,
+    DERP_FRAME_SEND_PACKET = 0x04,
+    DERP_FRAME_RECV_PACKET = 0x05,
+    DERP_FRAME_KEEP_ALIVE = 0x06,
+    DERP_FRAME_NOTE_PREFERRED = 0x07,
+    DERP_FRAME_PEER_GONE = 0x08,
+    DERP_FRAME_PEER_PRESENT = 0x09,
+    DERP_FRAME_FORWARD_PACKET = 0x0a,
+    DERP_FRAME_WATCH_CONNS = 0x10,
+    DERP_FRAME_CLOSE_PEER = 0x11,
+    DERP_FRAME_PING = 0x12,
+    DERP_FRAME_PONG = 0x13,
+    DERP_FRAME_HEALTH = 0x14,
+    DERP_FRAME_RESTARTING = 0x15,
+};
+
+struct derp_frame {
+    uint8_t type;
+    uint32_t len;
+    const uint8_t *payload; /* points into the caller's buffer */
+};
+
+/* DERP framing: 1-byte type, 4-byte big-endian length, payload. Returns bytes consumed,
+ * -EAGAIN when incomplete, -E2BIG when the length exceeds max (refused before the bytes
+ * arrive). No allocation; f->payload points into buf. */
+ssize_t derp_frame_parse(const uint8_t *buf, size_t len, uint32_t max, struct derp_frame *f);
+
+/* STUN: answers a Binding Request in req (from addr) with a Binding Success carrying
+ * XOR-MAPPED-ADDRESS. Returns the response length in out, or -EINVAL for anything that is
+ * not a well-formed binding request (which gets no answer). */
+ssize_t stun_answer(const uint8_t *req, size_t len, const struct sockaddr_storage *from,
+                    uint8_t *out, size_t outsize);
+
+struct derp_server;
+
+/* Loads or creates derp.server.private_key_path (must differ from the Noise key). */
+int derp_server_new(const struct hs_config *cfg, struct derp_server **out);
+/* With derp.server.verify_clients: only node keys this returns true for may connect. */
+void derp_server_set_verifier(struct derp_server *d,
+                              bool (*known)(void *arg, const uint8_t key[DERP_KEY_LEN]),
+                              void *arg);
+/* Starts the relay thread and the STUN listener (derp.server.stun_listen_addr). */
+int derp_server_start(struct derp_server *d);
+void derp_server_free(struct derp_server *d); /* stops, closes every client */
+
+/* The hex public key for the Derp-Public-Key header (65 bytes). */
+void derp_server_key_hex(const struct derp_server *d, char out[65]);
+/* The embedded region (tailcfg.DERPRegion JSON) for the DERP map; caller owns it. */
+json_t *derp_server_region(const struct derp_server *d, const struct hs_config *cfg);
+/* Hands an upgraded /derp socket to the relay; it sends the ServerKey frame first.
+ * release(token) closes the socket when the client is done. */
+void derp_server_adopt(struct derp_server *d, int fd, const uint8_t *extra, size_t extra_len,
+                       void (*release)(void *token), void *token);
+
+struct derp_stats {
+    uint64_t clients, packets_relayed, bytes_relayed, packets_dropped, bad_frames;
+};
+void derp_server_stats(struct derp_server *d, struct derp_stats *out);
 
 #endif

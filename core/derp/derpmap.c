@@ -35,6 +35,7 @@ struct derpmap {
     pthread_t thread;
     derpmap_change_fn on_change;
     void *on_change_arg;
+    json_t *embedded; /* the embedded relay's region, guarded by mu; wins every clash */
 };
 
 static char *resolve_path(const struct hs_config *cfg, const char *path)
@@ -99,10 +100,11 @@ static int load_source(struct derpmap *dm, struct derp_source *s)
     return 0;
 }
 
-static json_t *merge_sources(const struct derpmap *dm)
+static json_t *merge_sources(const struct derpmap *dm, json_t *embedded)
 {
     json_t *regions = json_object(), *v;
     const char *k;
+    char id[24];
 
     for (size_t i = 0; i < dm->nsrc; i++) {
         json_object_foreach(dm->src[i].regions, k, v) {
@@ -111,6 +113,11 @@ static json_t *merge_sources(const struct derpmap *dm)
             else
                 json_object_set_new(regions, k, json_deep_copy(v));
         }
+    }
+    if (embedded) {
+        snprintf(id, sizeof(id), "%lld",
+                 (long long)json_integer_value(json_object_get(embedded, "RegionID")));
+        json_object_set_new(regions, id, json_deep_copy(embedded));
     }
     return json_pack("{s:o}", "Regions", regions);
 }
@@ -128,8 +135,14 @@ static size_t load_all(struct derpmap *dm)
 /* Swaps in the merged map; true when it differs from the previous one. */
 static bool publish(struct derpmap *dm)
 {
-    json_t *m = merge_sources(dm), *old;
+    json_t *m, *old, *embedded;
     bool changed;
+
+    pthread_mutex_lock(&dm->mu);
+    embedded = json_incref(dm->embedded);
+    pthread_mutex_unlock(&dm->mu);
+    m = merge_sources(dm, embedded);
+    json_decref(embedded);
 
     pthread_mutex_lock(&dm->mu);
     old = dm->map;
@@ -266,6 +279,7 @@ void derpmap_free(struct derpmap *dm)
     }
     free(dm->src);
     json_decref(dm->map);
+    json_decref(dm->embedded);
     pthread_cond_destroy(&dm->cv);
     pthread_mutex_destroy(&dm->mu);
     free(dm);
@@ -281,4 +295,16 @@ json_t *derpmap_get(struct derpmap *dm)
     m = json_deep_copy(dm->map);
     pthread_mutex_unlock(&dm->mu);
     return m;
+}
+
+void derpmap_set_embedded(struct derpmap *dm, json_t *region)
+{
+    json_t *old;
+
+    pthread_mutex_lock(&dm->mu);
+    old = dm->embedded;
+    dm->embedded = region;
+    pthread_mutex_unlock(&dm->mu);
+    json_decref(old);
+    publish(dm);
 }

@@ -40,6 +40,7 @@ struct server {
     struct derpmap *derpmap;
     struct mapper *mapper;
     struct control_service *svc;
+    struct derp_server *derp; /* NULL unless derp.server.enabled */
     struct MHD_Daemon *tcp, *unix_sock;
     char *unix_path;
 };
@@ -156,9 +157,11 @@ static enum MHD_Result serve_key(struct server *srv, struct MHD_Connection *conn
     return ret;
 }
 
-/* What the upgrade callback needs: the handshake result, until the loop adopts the socket. */
+/* What the upgrade callback needs: which loop takes the socket, and for /ts2021 the
+ * handshake result until the loop adopts it. */
 struct upgrade {
     struct server *srv;
+    bool derp;
     struct noise_handshake_result hs;
 };
 
@@ -177,8 +180,12 @@ static void on_upgraded(void *cls, struct MHD_Connection *conn, void *req_cls,
     (void)conn;
     (void)req_cls;
     fcntl(sock, F_SETFL, flags | O_NONBLOCK);
-    control_adopt(control_service_control(up->srv->svc), sock, (const uint8_t *)extra_in,
-                  extra_in_size, &up->hs, upgrade_release, urh);
+    if (up->derp)
+        derp_server_adopt(up->srv->derp, sock, (const uint8_t *)extra_in, extra_in_size,
+                          upgrade_release, urh);
+    else
+        control_adopt(control_service_control(up->srv->svc), sock, (const uint8_t *)extra_in,
+                      extra_in_size, &up->hs, upgrade_release, urh);
     memset(&up->hs, 0, sizeof(up->hs));
     free(up);
 }
@@ -214,6 +221,68 @@ static enum MHD_Result serve_ts2021(struct server *srv, struct MHD_Connection *c
     MHD_add_response_header(r, MHD_HTTP_HEADER_UPGRADE, "tailscale-control-protocol");
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "upgrade");
     ret = MHD_queue_response(conn, MHD_HTTP_SWITCHING_PROTOCOLS, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* GET /derp with Upgrade: DERP. The 101 carries the server key so clients can pin it. */
+static enum MHD_Result serve_derp(struct server *srv, struct MHD_Connection *conn)
+{
+    const char *upg = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Upgrade");
+    struct upgrade *up;
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+    char key[65];
+
+    if (!srv->derp)
+        return send_reply(conn, 404, "text/plain", "the embedded DERP server is disabled\n", 37);
+    if (!upg || strcasecmp(upg, "derp") != 0)
+        return send_reply(conn, 426, "text/plain", "DERP requires connection upgrade\n", 33);
+    up = hs_xcalloc(1, sizeof(*up));
+    up->srv = srv;
+    up->derp = true;
+    if (!(r = MHD_create_response_for_upgrade(on_upgraded, up))) {
+        free(up);
+        return MHD_NO;
+    }
+    derp_server_key_hex(srv->derp, key);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_UPGRADE, "DERP");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "Upgrade");
+    MHD_add_response_header(r, "Derp-Version", "2");
+    MHD_add_response_header(r, "Derp-Public-Key", key);
+    ret = MHD_queue_response(conn, MHD_HTTP_SWITCHING_PROTOCOLS, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* Latency probes clients use when UDP is blocked. */
+static enum MHD_Result serve_probe(struct MHD_Connection *conn)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    enum MHD_Result ret;
+
+    MHD_add_response_header(r, "Access-Control-Allow-Origin", "*");
+    add_security_headers(r);
+    ret = MHD_queue_response(conn, 200, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* Captive-portal check: echo a well-formed challenge. */
+static enum MHD_Result serve_generate_204(struct MHD_Connection *conn)
+{
+    const char *ch = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Tailscale-Challenge");
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    enum MHD_Result ret;
+    char resp[96];
+
+    if (ch && strlen(ch) <= 64 &&
+        strspn(ch, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-") ==
+            strlen(ch)) {
+        snprintf(resp, sizeof(resp), "response %s", ch);
+        MHD_add_response_header(r, "X-Tailscale-Response", resp);
+    }
+    ret = MHD_queue_response(conn, 204, r);
     MHD_destroy_response(r);
     return ret;
 }
@@ -256,6 +325,12 @@ static enum MHD_Result serve_root(struct server *srv, struct MHD_Connection *con
         return send_reply(conn, 405, "text/plain", "method not allowed\n", 19);
     if (strcmp(url, "/key") == 0)
         return serve_key(srv, conn);
+    if (strcmp(url, "/derp") == 0)
+        return serve_derp(srv, conn);
+    if (strcmp(url, "/derp/probe") == 0 || strcmp(url, "/derp/latency-check") == 0)
+        return serve_probe(conn);
+    if (strcmp(url, "/generate_204") == 0)
+        return serve_generate_204(conn);
     if (hs_has_prefix(url, "/register/"))
         return serve_register(conn, url + strlen("/register/"));
     if (strcmp(url, "/health") == 0)
@@ -446,6 +521,8 @@ static void server_stop(struct server *srv)
     derpmap_stop(srv->derpmap); /* its refresher calls into the service */
     control_service_free(srv->svc);
     srv->svc = NULL;
+    derp_server_free(srv->derp);
+    srv->derp = NULL;
     if (srv->tcp)
         MHD_stop_daemon(srv->tcp);
     if (srv->unix_sock)
@@ -462,6 +539,33 @@ static void server_stop(struct server *srv)
     store_close(srv->st);
     notify_free(srv->bus);
     memset(&srv->noise_key, 0, sizeof(srv->noise_key));
+}
+
+/* verify_clients: the relay admits node keys of this tailnet only. */
+static bool derp_key_known(void *arg, const uint8_t key[DERP_KEY_LEN])
+{
+    struct server *srv = arg;
+    bool known;
+
+    state_rdlock(srv->state);
+    known = state_node_by_nodekey(srv->state, key) != NULL;
+    state_unlock(srv->state);
+    return known;
+}
+
+static int build_derp(struct server *srv)
+{
+    const struct hs_config *cfg = srv->cfg;
+    int rc;
+
+    if (!cfg->derp_server_enabled)
+        return 0;
+    if ((rc = derp_server_new(cfg, &srv->derp)) < 0)
+        return rc;
+    derp_server_set_verifier(srv->derp, derp_key_known, srv);
+    if (cfg->derp_server_auto_add_region)
+        derpmap_set_embedded(srv->derpmap, derp_server_region(srv->derp, cfg));
+    return 0;
 }
 
 /* Everything `serve` and `configtest` share: key, database, migrations, policy. */
@@ -504,7 +608,7 @@ static int server_build(struct server *srv, const struct hs_config *cfg)
     if ((rc = control_service_new(&deps, &srv->svc)) < 0)
         return rc;
     derpmap_set_listener(srv->derpmap, on_derpmap_change, srv);
-    return 0;
+    return build_derp(srv);
 }
 
 int server_configtest(const struct hs_config *cfg)
@@ -555,6 +659,7 @@ int server_run(const struct hs_config *cfg)
     signal(SIGPIPE, SIG_IGN);
 
     if (server_build(&srv, cfg) < 0 || control_service_start(srv.svc) < 0 ||
+        (srv.derp && derp_server_start(srv.derp) < 0) ||
         derpmap_start(srv.derpmap) < 0 || start_unix(&srv) < 0 || start_tcp(&srv) < 0) {
         server_stop(&srv);
         return 1;

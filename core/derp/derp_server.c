@@ -1,0 +1,696 @@
+/* The embedded DERP relay: clients arrive as upgraded /derp sockets and live in one epoll
+ * thread with the STUN socket. Packets are copied from the sender's receive buffer straight
+ * into the recipient's send buffer; every client's send buffer is flushed once per loop
+ * iteration, so a burst costs one write per recipient, not one per packet. A recipient that
+ * cannot keep up loses packets (its buffer is capped) and is cut off when it stalls. */
+#include <fcntl.h>
+#include <netdb.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "derp/derp_server_internal.h"
+
+#define STAT_ADD(f, v) __atomic_add_fetch(&(f), (uint64_t)(v), __ATOMIC_RELAXED)
+#define LOOP_EVENTS 256
+#define PEERGONE_PER_SEC 20
+
+static const uint8_t derp_magic[8] = { 0x44, 0x45, 0x52, 0x50, 0xf0, 0x9f, 0x94, 0x91 };
+
+/* ---- sending ---- */
+
+static void mark_dirty(struct derp_server *d, struct dclient *c)
+{
+    if (!c->dirty) {
+        c->dirty = true;
+        c->dirty_next = d->dirty;
+        d->dirty = c;
+    }
+}
+
+/* Queues one frame; packets past DERP_TX_PACKET_LIMIT are dropped (false). */
+static bool queue_frame(struct dclient *c, uint8_t type, const void *a, size_t alen,
+                        const void *b, size_t blen, size_t limit)
+{
+    uint8_t hdr[DERP_HDR_LEN];
+    size_t len = alen + blen;
+
+    if (c->closing || c->tx.len + DERP_HDR_LEN + len > limit)
+        return false;
+    hdr[0] = type;
+    hdr[1] = (uint8_t)(len >> 24);
+    hdr[2] = (uint8_t)(len >> 16);
+    hdr[3] = (uint8_t)(len >> 8);
+    hdr[4] = (uint8_t)len;
+    if (hs_buf_reserve(&c->tx, DERP_HDR_LEN + len) < 0)
+        return false;
+    hs_buf_append(&c->tx, hdr, sizeof(hdr));
+    if (alen)
+        hs_buf_append(&c->tx, a, alen);
+    if (blen)
+        hs_buf_append(&c->tx, b, blen);
+    mark_dirty(c->srv, c);
+    return true;
+}
+
+static bool queue_control(struct dclient *c, uint8_t type, const void *p, size_t len)
+{
+    return queue_frame(c, type, p, len, NULL, 0, DERP_TX_HARD_LIMIT);
+}
+
+static void want_write(struct dclient *c, bool on)
+{
+    struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP | (on ? EPOLLOUT : 0),
+                              .data.ptr = c };
+    if (c->epollout != on) {
+        c->epollout = on;
+        epoll_ctl(c->srv->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    }
+}
+
+static void flush_client(struct dclient *c)
+{
+    size_t off = 0;
+
+    while (off < c->tx.len) {
+        ssize_t n = write(c->fd, c->tx.data + off, c->tx.len - off);
+        if (n > 0) {
+            off += (size_t)n;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            break;
+        } else {
+            c->closing = true;
+            break;
+        }
+    }
+    hs_buf_consume(&c->tx, off);
+    if (c->tx.len == 0)
+        c->stalled_since = 0;
+    else if (off > 0 || !c->stalled_since)
+        c->stalled_since = hs_monotonic_us();
+    want_write(c, c->tx.len > 0 && !c->closing);
+}
+
+/* ---- client lifecycle ---- */
+
+static void client_free(struct derp_server *d, struct dclient *c)
+{
+    epoll_ctl(d->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        d->all = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->release(c->token);
+    hs_buf_free(&c->tx);
+    free(c->rx);
+    free(c);
+}
+
+/* Tells those who sent to c that it left, and lets an older connection of the same key
+ * take over. */
+static void client_gone(struct derp_server *d, struct dclient *c)
+{
+    uint8_t msg[DERP_KEY_LEN + 1];
+
+    if (!c->registered)
+        return;
+    reg_remove(d, c);
+    STAT_ADD(d->stats.clients, -1);
+    for (struct dclient *o = d->all; o; o = o->next) {
+        if (o != c && o->ready && !o->registered && memcmp(o->key, c->key, DERP_KEY_LEN) == 0) {
+            reg_add(d, o);
+            STAT_ADD(d->stats.clients, 1);
+            return; /* the key is still here */
+        }
+    }
+    memcpy(msg, c->key, DERP_KEY_LEN);
+    msg[DERP_KEY_LEN] = 0; /* PeerGoneReasonDisconnected */
+    for (size_t i = 0; i < c->nsenders; i++) {
+        struct dclient *s = reg_find(d, c->senders[i]);
+        if (s)
+            queue_control(s, DERP_FRAME_PEER_GONE, msg, sizeof(msg));
+    }
+}
+
+static void remember_sender(struct dclient *dst, const uint8_t key[DERP_KEY_LEN])
+{
+    for (size_t i = 0; i < dst->nsenders; i++)
+        if (memcmp(dst->senders[i], key, DERP_KEY_LEN) == 0)
+            return;
+    memcpy(dst->senders[dst->next_sender], key, DERP_KEY_LEN);
+    dst->next_sender = (dst->next_sender + 1) % DERP_MAX_SENDERS;
+    if (dst->nsenders < DERP_MAX_SENDERS)
+        dst->nsenders++;
+}
+
+/* ---- frames from clients ---- */
+
+/* ClientInfo: client key, nonce, box(JSON) from the client's key to ours. */
+static int open_client_info(struct dclient *c, const struct derp_frame *f)
+{
+    const size_t head = DERP_KEY_LEN + DERP_NONCE_LEN;
+    size_t mlen;
+    uint8_t *msg;
+    json_t *info;
+    int rc = -EACCES;
+
+    if (f->type != DERP_FRAME_CLIENT_INFO || f->len < head + crypto_box_MACBYTES)
+        return -EINVAL;
+    memcpy(c->key, f->payload, DERP_KEY_LEN);
+    mlen = f->len - head - crypto_box_MACBYTES;
+    msg = hs_xmalloc(mlen + 1);
+    if (crypto_box_open_easy(msg, f->payload + head, f->len - head, f->payload + DERP_KEY_LEN,
+                             c->key, c->srv->key.priv) != 0)
+        goto out;
+    info = json_loadb((const char *)msg, mlen, JSON_REJECT_DUPLICATES, NULL);
+    /* Only its shape matters for now; meshKey arrives with the replica issue. */
+    rc = json_is_object(info) ? 0 : -EINVAL;
+    json_decref(info);
+out:
+    free(msg);
+    return rc;
+}
+
+/* ServerInfo: nonce + box({"version":2}) from our key to the client's. */
+static int send_server_info(struct dclient *c)
+{
+    static const char info[] = "{\"version\":2}";
+    uint8_t sealed[DERP_NONCE_LEN + sizeof(info) - 1 + crypto_box_MACBYTES];
+
+    randombytes_buf(sealed, DERP_NONCE_LEN);
+    if (crypto_box_easy(sealed + DERP_NONCE_LEN, (const uint8_t *)info, sizeof(info) - 1,
+                        sealed, c->key, c->srv->key.priv) != 0)
+        return -EACCES; /* a low-order client key */
+    queue_control(c, DERP_FRAME_SERVER_INFO, sealed, sizeof(sealed));
+    return 0;
+}
+
+static int handle_client_info(struct dclient *c, const struct derp_frame *f)
+{
+    struct derp_server *d = c->srv;
+    struct dclient *old;
+    int rc;
+
+    if ((rc = open_client_info(c, f)) < 0)
+        return rc;
+    if (d->cfg->derp_server_verify_clients && d->known && !d->known(d->known_arg, c->key))
+        return -EACCES;
+    if ((rc = send_server_info(c)) < 0)
+        return rc;
+    c->ready = true;
+    c->deadline = 0;
+    if ((old = reg_find(d, c->key)))
+        reg_remove(d, old);
+    else
+        STAT_ADD(d->stats.clients, 1);
+    reg_add(d, c);
+    return 0;
+}
+
+static void peer_gone_not_here(struct dclient *c, const uint8_t dst[DERP_KEY_LEN])
+{
+    uint8_t msg[DERP_KEY_LEN + 1];
+    int64_t now = hs_monotonic_us();
+
+    if (now - c->peergone_window > 1000000) {
+        c->peergone_window = now;
+        c->peergone_sent = 0;
+    }
+    if (c->peergone_sent++ >= PEERGONE_PER_SEC)
+        return;
+    memcpy(msg, dst, DERP_KEY_LEN);
+    msg[DERP_KEY_LEN] = 1; /* PeerGoneReasonNotHere */
+    queue_control(c, DERP_FRAME_PEER_GONE, msg, sizeof(msg));
+}
+
+static void handle_send_packet(struct dclient *c, const struct derp_frame *f)
+{
+    struct derp_server *d = c->srv;
+    struct dclient *dst;
+    size_t plen;
+
+    if (f->len < DERP_KEY_LEN || f->len - DERP_KEY_LEN > DERP_MAX_PACKET) {
+        c->closing = true;
+        return;
+    }
+    plen = f->len - DERP_KEY_LEN;
+    if (!(dst = reg_find(d, f->payload))) {
+        STAT_ADD(d->stats.packets_dropped, 1);
+        peer_gone_not_here(c, f->payload);
+        return;
+    }
+    /* RecvPacket: the source key, then the packet, straight from our receive buffer. */
+    if (!queue_frame(dst, DERP_FRAME_RECV_PACKET, c->key, DERP_KEY_LEN,
+                     f->payload + DERP_KEY_LEN, plen, DERP_TX_PACKET_LIMIT)) {
+        STAT_ADD(d->stats.packets_dropped, 1);
+        return;
+    }
+    remember_sender(dst, c->key);
+    STAT_ADD(d->stats.packets_relayed, 1);
+    STAT_ADD(d->stats.bytes_relayed, plen);
+}
+
+static void handle_frame(struct dclient *c, const struct derp_frame *f)
+{
+    switch (f->type) {
+    case DERP_FRAME_SEND_PACKET:
+        handle_send_packet(c, f);
+        break;
+    case DERP_FRAME_PING:
+        if (f->len < 8 || f->len > 1000) {
+            c->closing = true;
+            break;
+        }
+        queue_control(c, DERP_FRAME_PONG, f->payload, 8);
+        break;
+    case DERP_FRAME_CLIENT_INFO:
+        c->closing = true; /* only once, at the start */
+        break;
+    default:
+        /* NotePreferred, Pong, and frame types from newer clients: skipped by length. Mesh
+         * frames (WatchConns, ClosePeer, ForwardPacket) need a mesh key: not accepted. */
+        break;
+    }
+}
+
+static void process_rx(struct dclient *c)
+{
+    size_t off = 0;
+
+    while (!c->closing) {
+        struct derp_frame f;
+        uint32_t max = c->ready ? DERP_MAX_FRAME : DERP_MAX_CLIENT_INFO;
+        ssize_t n = derp_frame_parse((const uint8_t *)c->rx + off, c->rxlen - off, max, &f);
+
+        if (n == -EAGAIN)
+            break;
+        if (n < 0) {
+            log_info("derp: client %llu: frame over the size limit: closing",
+                     (unsigned long long)c->id);
+            STAT_ADD(c->srv->stats.bad_frames, 1);
+            c->closing = true;
+            break;
+        }
+        off += (size_t)n;
+        if (!c->ready) {
+            int rc = handle_client_info(c, &f);
+            if (rc < 0) {
+                log_info("derp: client %llu: %s: closing", (unsigned long long)c->id,
+                         rc == -EACCES ? "not admitted (unknown key or bad box)"
+                                       : "malformed ClientInfo");
+                STAT_ADD(c->srv->stats.bad_frames, 1);
+                c->closing = true;
+            }
+            continue;
+        }
+        handle_frame(c, &f);
+    }
+    memmove(c->rx, c->rx + off, c->rxlen - off);
+    c->rxlen -= off;
+}
+
+static void client_read(struct dclient *c)
+{
+    while (!c->closing) {
+        ssize_t n;
+        if (c->rxlen == DERP_RX_SIZE) {
+            c->closing = true; /* cannot happen: a full buffer always holds a frame */
+            break;
+        }
+        n = read(c->fd, c->rx + c->rxlen, DERP_RX_SIZE - c->rxlen);
+        if (n > 0) {
+            c->rxlen += (size_t)n;
+            process_rx(c);
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            break;
+        } else {
+            c->closing = true;
+        }
+    }
+}
+
+/* ---- the loop ---- */
+
+static void loop_client_event(struct derp_server *d, struct dclient *c, uint32_t events)
+{
+    if (events & EPOLLIN)
+        client_read(c);
+    if (events & (EPOLLERR | EPOLLHUP))
+        c->closing = true;
+    if ((events & EPOLLOUT) && !c->closing)
+        mark_dirty(d, c);
+}
+
+/* Writes every client that got bytes this round; frees the ones that are done. */
+static void flush_dirty(struct derp_server *d)
+{
+    while (d->dirty) {
+        struct dclient *c = d->dirty;
+        d->dirty = c->dirty_next;
+        c->dirty = false;
+        if (!c->closing)
+            flush_client(c);
+    }
+}
+
+static void reap(struct derp_server *d)
+{
+    struct dclient *c = d->all, *next;
+    for (; c; c = next) {
+        next = c->next;
+        if (c->closing) {
+            client_gone(d, c);
+            client_free(d, c);
+        }
+    }
+}
+
+static void tick(struct derp_server *d)
+{
+    int64_t now = hs_monotonic_us();
+
+    for (struct dclient *c = d->all; c; c = c->next) {
+        if (c->deadline && now > c->deadline) {
+            log_info("derp: client %llu: no ClientInfo in time: closing",
+                     (unsigned long long)c->id);
+            c->closing = true;
+        } else if (c->stalled_since && now - c->stalled_since > DERP_WRITE_STALL_US) {
+            log_info("derp: client %llu: not reading: closing", (unsigned long long)c->id);
+            c->closing = true;
+        } else if (c->ready && now >= c->next_keepalive) {
+            queue_control(c, DERP_FRAME_KEEP_ALIVE, NULL, 0);
+            c->next_keepalive = now + DERP_KEEPALIVE_US + (int64_t)randombytes_uniform(5000000);
+        }
+    }
+}
+
+static void stun_read(struct derp_server *d)
+{
+    for (int i = 0; i < 64; i++) {
+        struct sockaddr_storage from;
+        socklen_t fromlen = sizeof(from);
+        uint8_t req[1500], resp[64];
+        ssize_t n = recvfrom(d->stun_fd, req, sizeof(req), 0, (struct sockaddr *)&from,
+                             &fromlen);
+        if (n < 0)
+            break;
+        if ((n = stun_answer(req, (size_t)n, &from, resp, sizeof(resp))) > 0)
+            sendto(d->stun_fd, resp, (size_t)n, 0, (struct sockaddr *)&from, fromlen);
+    }
+}
+
+static void adopt_pending(struct derp_server *d)
+{
+    struct pending *p, *next;
+    uint64_t v;
+
+    if (read(d->evfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+        log_warn("derp: eventfd");
+    pthread_mutex_lock(&d->mu);
+    p = d->inbox;
+    d->inbox = NULL;
+    pthread_mutex_unlock(&d->mu);
+    for (; p; p = next) {
+        struct dclient *c = p->c;
+        struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.ptr = c };
+        next = p->next;
+        free(p);
+        c->id = ++d->next_id;
+        c->next = d->all;
+        if (d->all)
+            d->all->prev = c;
+        d->all = c;
+        if (epoll_ctl(d->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
+            c->closing = true;
+            continue;
+        }
+        mark_dirty(d, c); /* the ServerKey frame is queued already */
+        process_rx(c);    /* bytes that came with the upgrade */
+    }
+}
+
+static void *loop_main(void *arg)
+{
+    struct derp_server *d = arg;
+    struct epoll_event evs[LOOP_EVENTS];
+    int64_t next_tick = hs_monotonic_us() + 1000000;
+
+    while (__atomic_load_n(&d->running, __ATOMIC_ACQUIRE)) {
+        int n = epoll_wait(d->epfd, evs, LOOP_EVENTS, 1000);
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.ptr == d)
+                adopt_pending(d);
+            else if (evs[i].data.ptr == &d->stun_fd)
+                stun_read(d);
+            else
+                loop_client_event(d, evs[i].data.ptr, evs[i].events);
+        }
+        if (hs_monotonic_us() >= next_tick) {
+            next_tick = hs_monotonic_us() + 1000000;
+            tick(d);
+        }
+        flush_dirty(d);
+        reap(d);
+    }
+    for (struct dclient *c = d->all; c; c = c->next)
+        c->closing = true;
+    reap(d);
+    return NULL;
+}
+
+void derp_server_adopt(struct derp_server *d, int fd, const uint8_t *extra, size_t extra_len,
+                       void (*release)(void *token), void *token)
+{
+    struct dclient *c = hs_xcalloc(1, sizeof(*c));
+    struct pending *p = hs_xcalloc(1, sizeof(*p));
+    uint8_t sk[sizeof(derp_magic) + DERP_KEY_LEN];
+    uint64_t one = 1;
+
+    c->fd = fd;
+    c->release = release;
+    c->token = token;
+    c->srv = d;
+    c->rx = hs_xmalloc(DERP_RX_SIZE);
+    c->deadline = hs_monotonic_us() + DERP_HANDSHAKE_US;
+    c->next_keepalive = hs_monotonic_us() + DERP_KEEPALIVE_US;
+    hs_buf_init(&c->tx, DERP_TX_HARD_LIMIT);
+    if (extra_len <= DERP_RX_SIZE) {
+        memcpy(c->rx, extra, extra_len);
+        c->rxlen = extra_len;
+    }
+    memcpy(sk, derp_magic, sizeof(derp_magic));
+    memcpy(sk + sizeof(derp_magic), d->key.pub, DERP_KEY_LEN);
+    c->dirty = true; /* not yet on the dirty list: adopt_pending puts it there */
+    queue_control(c, DERP_FRAME_SERVER_KEY, sk, sizeof(sk));
+    c->dirty = false;
+    p->c = c;
+    pthread_mutex_lock(&d->mu);
+    p->next = d->inbox;
+    d->inbox = p;
+    pthread_mutex_unlock(&d->mu);
+    if (write(d->evfd, &one, sizeof(one)) < 0)
+        log_warn("derp: eventfd");
+}
+
+/* ---- lifecycle ---- */
+
+static int load_key(const struct hs_config *cfg, struct key_pair *kp)
+{
+    const char *path = cfg->derp_server_private_key_path;
+    int rc;
+
+    if (!path || !*path)
+        return -EINVAL;
+    if (cfg->noise_private_key_path && strcmp(path, cfg->noise_private_key_path) == 0) {
+        log_errorx("derp: derp.server.private_key_path must differ from noise.private_key_path");
+        return -EINVAL;
+    }
+    if ((rc = keys_load_or_create(path, kp)) < 0)
+        log_errorx("derp: derp.server.private_key_path %s: %s", path, hs_strerror(rc));
+    return rc;
+}
+
+int derp_server_new(const struct hs_config *cfg, struct derp_server **out)
+{
+    struct derp_server *d = hs_xcalloc(1, sizeof(*d));
+    int rc;
+
+    d->cfg = cfg;
+    d->epfd = d->evfd = d->stun_fd = -1;
+    pthread_mutex_init(&d->mu, NULL);
+    if ((rc = load_key(cfg, &d->key)) < 0) {
+        derp_server_free(d);
+        return rc;
+    }
+    *out = d;
+    return 0;
+}
+
+void derp_server_set_verifier(struct derp_server *d,
+                              bool (*known)(void *arg, const uint8_t key[DERP_KEY_LEN]), void *arg)
+{
+    d->known = known;
+    d->known_arg = arg;
+}
+
+static int open_stun(const char *addr)
+{
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_DGRAM,
+                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+    struct addrinfo *res;
+    char host[256], *colon;
+    const char *port;
+    int fd = -1, rc;
+
+    snprintf(host, sizeof(host), "%s", addr);
+    if (!(colon = strrchr(host, ':')))
+        return -EINVAL;
+    *colon = '\0';
+    port = colon + 1;
+    if (host[0] == '[') {
+        memmove(host, host + 1, strlen(host));
+        host[strlen(host) - 1] = '\0';
+    }
+    if ((rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &res)) != 0) {
+        log_errorx("derp: stun_listen_addr %s: %s", addr, gai_strerror(rc));
+        return -EINVAL;
+    }
+    fd = socket(res->ai_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && bind(fd, res->ai_addr, res->ai_addrlen) < 0) {
+        log_warn("derp: cannot bind STUN to %s", addr);
+        close(fd);
+        fd = -EADDRINUSE;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+int derp_server_start(struct derp_server *d)
+{
+    struct epoll_event ev = { .events = EPOLLIN };
+    int rc;
+
+    if ((d->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0 ||
+        (d->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
+        return -errno;
+    ev.data.ptr = d;
+    epoll_ctl(d->epfd, EPOLL_CTL_ADD, d->evfd, &ev);
+    if (d->cfg->derp_server_stun_listen_addr && *d->cfg->derp_server_stun_listen_addr) {
+        if ((d->stun_fd = open_stun(d->cfg->derp_server_stun_listen_addr)) < 0)
+            return d->stun_fd;
+        ev.data.ptr = &d->stun_fd;
+        epoll_ctl(d->epfd, EPOLL_CTL_ADD, d->stun_fd, &ev);
+        log_info("derp: STUN on %s", d->cfg->derp_server_stun_listen_addr);
+    }
+    __atomic_store_n(&d->running, true, __ATOMIC_RELEASE);
+    if ((rc = pthread_create(&d->thread, NULL, loop_main, d)) != 0) {
+        d->running = false;
+        return -rc;
+    }
+    log_info("derp: embedded relay (region %d \"%s\") running",
+             d->cfg->derp_server_region_id, d->cfg->derp_server_region_code);
+    return 0;
+}
+
+void derp_server_free(struct derp_server *d)
+{
+    uint64_t one = 1;
+
+    if (!d)
+        return;
+    if (__atomic_load_n(&d->running, __ATOMIC_ACQUIRE)) {
+        __atomic_store_n(&d->running, false, __ATOMIC_RELEASE);
+        if (write(d->evfd, &one, sizeof(one)) < 0)
+            log_warn("derp: eventfd");
+        pthread_join(d->thread, NULL);
+    }
+    while (d->inbox) {
+        struct pending *p = d->inbox;
+        d->inbox = p->next;
+        p->c->release(p->c->token);
+        hs_buf_free(&p->c->tx);
+        free(p->c->rx);
+        free(p->c);
+        free(p);
+    }
+    if (d->stun_fd >= 0)
+        close(d->stun_fd);
+    if (d->evfd >= 0)
+        close(d->evfd);
+    if (d->epfd >= 0)
+        close(d->epfd);
+    sodium_memzero(&d->key, sizeof(d->key));
+    pthread_mutex_destroy(&d->mu);
+    free(d);
+}
+
+void derp_server_key_hex(const struct derp_server *d, char out[65])
+{
+    hs_hex_encode(d->key.pub, DERP_KEY_LEN, out);
+}
+
+void derp_server_stats(struct derp_server *d, struct derp_stats *out)
+{
+    out->clients = __atomic_load_n(&d->stats.clients, __ATOMIC_RELAXED);
+    out->packets_relayed = __atomic_load_n(&d->stats.packets_relayed, __ATOMIC_RELAXED);
+    out->bytes_relayed = __atomic_load_n(&d->stats.bytes_relayed, __ATOMIC_RELAXED);
+    out->packets_dropped = __atomic_load_n(&d->stats.packets_dropped, __ATOMIC_RELAXED);
+    out->bad_frames = __atomic_load_n(&d->stats.bad_frames, __ATOMIC_RELAXED);
+}
+
+/* Host and port of server_url: clients reach the embedded relay where they reach us. */
+static void url_host_port(const char *url, char *host, size_t hostsize, int *port)
+{
+    const char *p = strstr(url, "://"), *end, *colon;
+    bool https = hs_has_prefix(url, "https://");
+
+    p = p ? p + 3 : url;
+    end = p + strcspn(p, "/?#");
+    if (*p == '[') {
+        const char *rb = memchr(p, ']', (size_t)(end - p));
+        snprintf(host, hostsize, "%.*s", rb ? (int)(rb - p - 1) : 0, p + 1);
+        colon = rb && rb + 1 < end && rb[1] == ':' ? rb + 1 : NULL;
+    } else {
+        colon = memchr(p, ':', (size_t)(end - p));
+        snprintf(host, hostsize, "%.*s", (int)((colon ? colon : end) - p), p);
+    }
+    *port = colon ? atoi(colon + 1) : https ? 443 : 80;
+}
+
+static int stun_port(const char *addr)
+{
+    const char *colon = addr ? strrchr(addr, ':') : NULL;
+    return colon ? atoi(colon + 1) : 3478;
+}
+
+json_t *derp_server_region(const struct derp_server *d, const struct hs_config *cfg)
+{
+    char host[256], name[32];
+    int port;
+    json_t *node;
+
+    (void)d;
+    url_host_port(cfg->server_url, host, sizeof(host), &port);
+    snprintf(name, sizeof(name), "%d", cfg->derp_server_region_id);
+    node = json_pack("{s:s, s:i, s:s, s:i, s:b, s:i}", "Name", name, "RegionID",
+                     cfg->derp_server_region_id, "HostName", host, "STUNPort",
+                     stun_port(cfg->derp_server_stun_listen_addr), "STUNOnly", 0, "DERPPort",
+                     port);
+    if (cfg->derp_server_ipv4 && *cfg->derp_server_ipv4)
+        json_object_set_new(node, "IPv4", json_string(cfg->derp_server_ipv4));
+    if (cfg->derp_server_ipv6 && *cfg->derp_server_ipv6)
+        json_object_set_new(node, "IPv6", json_string(cfg->derp_server_ipv6));
+    return json_pack("{s:i, s:s, s:s, s:[o]}", "RegionID", cfg->derp_server_region_id,
+                     "RegionCode", cfg->derp_server_region_code, "RegionName",
+                     cfg->derp_server_region_name, "Nodes", node);
+}
