@@ -106,6 +106,33 @@ def tail(path, n=80):
         return "(no log)"
 
 
+def _die_with_parent():
+    """preexec_fn: the child gets SIGKILL if the test process dies (kept across exec)."""
+    _libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+
+
+def sweep_stale_namespaces():
+    """Deletes namespaces left by earlier test processes that died (named hs-<pid>-<hex>),
+    killing what still runs inside them. Namespaces of live processes are left alone."""
+    r = _ip("netns", "list", check=False)
+    for line in r.stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        parts = name.split("-")
+        if len(parts) != 3 or parts[0] != "hs" or not parts[1].isdigit():
+            continue
+        if os.path.exists(f"/proc/{parts[1]}"):
+            continue
+        for pid in _ip("netns", "pids", name, check=False).stdout.split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        _ip("netns", "del", name, check=False)
+
+
+_swept = False
+
+
 class Proc:
     """A process running inside a namespace, in its own process group, logging to a file."""
 
@@ -125,7 +152,8 @@ class Proc:
             self.popen = subprocess.Popen(["ip", "netns", "exec", self.ns.name] + self.argv,
                                           stdout=log, stderr=subprocess.STDOUT,
                                           stdin=subprocess.DEVNULL, env=self.env, cwd=self.cwd,
-                                          start_new_session=True)
+                                          start_new_session=True,
+                                          preexec_fn=_die_with_parent)
         finally:
             log.close()
         self.ns.procs.append(self)
@@ -167,7 +195,7 @@ class Proc:
 
 class Namespace:
     def __init__(self, workdir):
-        self.name = "hs-" + uuid.uuid4().hex[:10]
+        self.name = f"hs-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.workdir = workdir
         self.procs = []
         self.created = False
@@ -181,6 +209,10 @@ class Namespace:
         self.close()
 
     def create(self):
+        global _swept
+        if not _swept:
+            sweep_stale_namespaces()
+            _swept = True
         _ip("netns", "add", self.name)
         self.created = True
         _LIVE_NS.append(self)
@@ -444,7 +476,7 @@ class Server(helpers.Server):
                                      "-c", self.cfg_path] + (args or ["serve"]),
                                     stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=self._env(extra_env),
-                                    cwd=self.tmp)
+                                    cwd=self.tmp, preexec_fn=_die_with_parent)
         finally:
             log.close()
 
@@ -593,7 +625,7 @@ class Node:
         try:
             p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL, env=self.env, cwd=self.dir,
-                                 start_new_session=True)
+                                 start_new_session=True, preexec_fn=_die_with_parent)
         finally:
             log.close()
         self.world.bg.append(p)

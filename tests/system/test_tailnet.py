@@ -11,6 +11,7 @@ n1..n3 joined with one reusable key. A test that needs more nodes adds its own a
 at its end; none relies on another having run. Server restarts get a world of their own."""
 
 import base64
+import json
 import os
 import socket
 import struct
@@ -19,10 +20,14 @@ import time
 
 import pytest
 
-import helpers
-import noise_client as nc
 import tailnet
 from tailnet import poll
+
+try:
+    import noise_client as nc  # needs the cryptography package
+    _NC_ERROR = None
+except ImportError as e:
+    nc, _NC_ERROR = None, e
 
 VERSIONS = tailnet.versions()
 FULL = VERSIONS[0]
@@ -452,6 +457,8 @@ def test_reusable_key_works_for_several(world):
 def test_server_restart_clients_reconnect(rworld, how):
     w = rworld
     r1, r2 = w.base
+    if not w.server.running:  # an earlier restart test left it down
+        w.server.start()
     for n in w.base:
         n.wait_running(timeout=60)
     assert_sees(r1, r2)
@@ -477,6 +484,11 @@ def test_server_restart_clients_reconnect(rworld, how):
 
 # ---------------------------------------------------------------- 9. bad input
 
+def need_noise():
+    if nc is None:
+        pytest.skip(f"noise_client unavailable (pip install cryptography): {_NC_ERROR}")
+
+
 def _raw(world, timeout=10):
     return world.ns.connect(tailnet.SERVER_IP, tailnet.HS_PORT, timeout)
 
@@ -484,15 +496,30 @@ def _raw(world, timeout=10):
 def _server_pub(world):
     st, _, body = world.ns.http("GET", tailnet.SERVER_IP, tailnet.HS_PORT, "/key?v=113")
     assert st == 200, (st, body)
-    import json
     return nc.key_from_text(json.loads(body)["publicKey"], "mkey:")
 
 
+def _http_complete(data):
+    """True when data holds a whole non-101 HTTP/1.x response (head + Content-Length body): a
+    server may keep such a connection open for the next request, so there is no EOF to wait
+    for."""
+    if not data.startswith(b"HTTP/1.") or b"\r\n\r\n" not in data:
+        return False
+    head, body = data.split(b"\r\n\r\n", 1)
+    if _status_of(data) == 101:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            return len(body) >= int(v.strip() or 0)
+    return False
+
+
 def _drain(sock, timeout=10):
-    """Reads until EOF/reset or the deadline → (bytes, closed)."""
+    """Reads until EOF/reset, a complete HTTP answer, or the deadline → (bytes, closed)."""
     data = b""
     end = time.monotonic() + timeout
-    while time.monotonic() < end:
+    while time.monotonic() < end and not _http_complete(data):
         sock.settimeout(max(0.05, end - time.monotonic()))
         try:
             chunk = sock.recv(65536)
@@ -550,6 +577,7 @@ def test_bad_garbage_bytes(world):
 
 
 def test_bad_truncated_handshake(world):
+    need_noise()
     pub = _server_pub(world)
     msg1 = nc.Handshake(pub, nc.new_private_key()).initiation()
     for cut in (0, 3, 50, 100):
@@ -577,6 +605,7 @@ def test_bad_truncated_handshake(world):
 
 
 def test_bad_upgrade_without_handshake_header(world):
+    need_noise()
     for upgrade in ("tailscale-control-protocol", None, "websocket"):
         s = _raw(world)
         try:
@@ -594,6 +623,7 @@ def test_bad_upgrade_without_handshake_header(world):
 
 
 def test_bad_handshake_for_wrong_server_key(world):
+    need_noise()
     wrong = nc._raw_pub(nc.new_private_key())
     s = _raw(world)
     try:
@@ -605,6 +635,7 @@ def test_bad_handshake_for_wrong_server_key(world):
 
 
 def test_bad_oversized_noise_frame(world):
+    need_noise()
     pub = _server_pub(world)
     s = _raw(world)
     try:
@@ -631,6 +662,7 @@ def test_bad_oversized_noise_frame(world):
 
 
 def test_bad_json_to_machine_register(world):
+    need_noise()
     pytest.importorskip("h2", reason="needs the h2 package (pip install h2)")
     pub = _server_pub(world)
     before = len(world.server.nodes())
@@ -648,7 +680,6 @@ def test_bad_json_to_machine_register(world):
                 break  # closing the session is a rejection too
             text = rbody.decode("utf-8", "replace")
             if st == 200:
-                import json
                 try:
                     doc = json.loads(text)
                 except ValueError:

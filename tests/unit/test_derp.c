@@ -1,6 +1,8 @@
 /* Tests for core/derp's DERP map: parsing (YAML and JSON), limits, merging of sources and
  * the refresh thread. URL sources use file:// URLs through libcurl. */
 #include <criterion/criterion.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -412,4 +414,68 @@ Test(derpmap, free_does_not_wait_for_the_period)
     t0 = hs_monotonic_us();
     derpmap_free(dm);
     cr_expect_lt(hs_monotonic_us() - t0, HS_USEC_PER_SEC / 2);
+}
+
+/* ---- relay framing and STUN ---- */
+
+Test(derp_frame, parse_bounds)
+{
+    uint8_t buf[16] = { DERP_FRAME_SEND_PACKET, 0, 0, 0, 3, 'a', 'b', 'c', 0x12 };
+    struct derp_frame f;
+
+    cr_assert_eq(derp_frame_parse(buf, 4, 100, &f), -EAGAIN);
+    cr_assert_eq(derp_frame_parse(buf, 7, 100, &f), -EAGAIN);
+    cr_assert_eq(derp_frame_parse(buf, 9, 100, &f), 8);
+    cr_assert_eq(f.type, DERP_FRAME_SEND_PACKET);
+    cr_assert_eq(f.len, 3);
+    cr_assert(memcmp(f.payload, "abc", 3) == 0);
+    cr_assert_eq(derp_frame_parse(buf, 9, 2, &f), -E2BIG, "over the limit before the bytes");
+    buf[1] = 0xff;
+    cr_assert_eq(derp_frame_parse(buf, 5, DERP_MAX_FRAME, &f), -E2BIG);
+}
+
+static size_t stun_request(uint8_t *req)
+{
+    static const uint8_t hdr[20] = { 0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42,
+                                     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12 };
+    memcpy(req, hdr, sizeof(hdr));
+    return sizeof(hdr);
+}
+
+Test(stun, ipv4_xor_mapped_address)
+{
+    struct sockaddr_storage ss = { 0 };
+    struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+    uint8_t req[64], resp[64];
+    size_t n = stun_request(req);
+    ssize_t r;
+
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons(41641);
+    inet_pton(AF_INET, "198.18.0.7", &sin->sin_addr);
+    r = stun_answer(req, n, &ss, resp, sizeof(resp));
+    cr_assert_eq(r, 32);
+    cr_assert_eq(resp[0], 0x01);
+    cr_assert_eq(resp[1], 0x01);
+    cr_assert(memcmp(resp + 8, req + 8, 12) == 0, "transaction id echoed");
+    cr_assert_eq(((resp[26] << 8) | resp[27]) ^ 0x2112, 41641);
+    cr_assert_eq(resp[28] ^ 0x21, 198);
+    cr_assert_eq(resp[31] ^ 0x42, 7);
+}
+
+Test(stun, rejects_non_requests)
+{
+    struct sockaddr_storage ss = { .ss_family = AF_INET };
+    uint8_t req[64], resp[64];
+    size_t n = stun_request(req);
+
+    cr_assert_eq(stun_answer(req, 19, &ss, resp, sizeof(resp)), -EINVAL, "short");
+    req[1] = 0x02;
+    cr_assert_eq(stun_answer(req, n, &ss, resp, sizeof(resp)), -EINVAL, "not a binding request");
+    req[1] = 0x01;
+    req[4] = 0;
+    cr_assert_eq(stun_answer(req, n, &ss, resp, sizeof(resp)), -EINVAL, "bad cookie");
+    req[4] = 0x21;
+    req[3] = 8;
+    cr_assert_eq(stun_answer(req, n, &ss, resp, sizeof(resp)), -EINVAL, "length past the end");
 }
