@@ -3,6 +3,8 @@
 #include <microhttpd.h>
 #include <pthread.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -170,6 +172,20 @@ static void upgrade_release(void *token)
     MHD_upgrade_action(token, MHD_UPGRADE_ACTION_CLOSE);
 }
 
+/* MHD corks the socket while it sends a response; an upgraded stream of small frames must
+ * leave at once instead (with TLS, MHD's forwarder writes to this socket for us). */
+static void tcp_push_now(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    int one = 1, zero = 0;
+
+    if (!ci)
+        return;
+    setsockopt(ci->connect_fd, IPPROTO_TCP, TCP_CORK, &zero, sizeof(zero));
+    setsockopt(ci->connect_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
 static void on_upgraded(void *cls, struct MHD_Connection *conn, void *req_cls,
                         const char *extra_in, size_t extra_in_size, MHD_socket sock,
                         struct MHD_UpgradeResponseHandle *urh)
@@ -177,9 +193,9 @@ static void on_upgraded(void *cls, struct MHD_Connection *conn, void *req_cls,
     struct upgrade *up = cls;
     int flags = fcntl(sock, F_GETFL);
 
-    (void)conn;
     (void)req_cls;
     fcntl(sock, F_SETFL, flags | O_NONBLOCK);
+    tcp_push_now(conn);
     if (up->derp)
         derp_server_adopt(up->srv->derp, sock, (const uint8_t *)extra_in, extra_in_size,
                           upgrade_release, urh);
