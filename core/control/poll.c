@@ -271,6 +271,59 @@ static void mark_offline(struct control_service *s, const struct idset *nodes)
     }
 }
 
+/* A node named in none of the batch's lists gets the same delta as every other such node:
+ * it is built and encoded once per compression mode and shared. */
+static bool batch_mentions(const struct batch *b, uint64_t id)
+{
+    return idset_has(&b->changed, id) || idset_has(&b->patched, id) ||
+           idset_has(&b->removed, id) || idset_has(&b->online, id);
+}
+
+static void send_shared(struct control_service *s, const struct target *t, json_t *generic,
+                        struct hs_buf enc[2])
+{
+    struct hs_buf *e = &enc[t->zstd];
+
+    if (!generic)
+        return;
+    if (e->len == 0 && mapper_encode(generic, t->zstd, e) < 0)
+        return;
+    control_stream_write(s->ctl, t->conn_id, t->stream_id, e->data, e->len);
+}
+
+static void send_batch(struct control_service *s, const struct batch *b, const struct target *t,
+                       size_t n)
+{
+    struct hs_buf enc[2];
+    json_t *generic = NULL;
+    bool generic_built = false;
+
+    hs_buf_init(&enc[0], MAPPER_MAX_FRAME + 8);
+    hs_buf_init(&enc[1], MAPPER_MAX_FRAME + 8);
+    for (size_t i = 0; i < n; i++) {
+        json_t *m;
+        if (idset_has(&b->removed, t[i].node_id)) {
+            control_stream_end(s->ctl, t[i].conn_id, t[i].stream_id); /* deleted: log it out */
+            continue;
+        }
+        if (!b->full && !batch_mentions(b, t[i].node_id)) {
+            if (!generic_built) {
+                generic = session_message(s, 0, b); /* id 0: nobody's own node */
+                generic_built = true;
+            }
+            send_shared(s, &t[i], generic, enc);
+            continue;
+        }
+        if (!(m = session_message(s, t[i].node_id, b)))
+            continue;
+        session_send(s, t[i].conn_id, t[i].stream_id, t[i].zstd, m, false, false);
+        json_decref(m);
+    }
+    json_decref(generic);
+    hs_buf_free(&enc[0]);
+    hs_buf_free(&enc[1]);
+}
+
 void poll_flush_batch(struct control_service *s)
 {
     struct batch b = { 0 };
@@ -298,17 +351,11 @@ void poll_flush_batch(struct control_service *s)
 
     /* Going offline changes state, which queues the next batch for the peers. */
     mark_offline(s, &closed);
-    for (size_t i = 0; i < n; i++) {
-        json_t *m;
-        if (idset_has(&b.removed, t[i].node_id)) {
-            control_stream_end(s->ctl, t[i].conn_id, t[i].stream_id); /* deleted: log it out */
-            continue;
-        }
-        if (!(m = session_message(s, t[i].node_id, &b)))
-            continue;
-        session_send(s, t[i].conn_id, t[i].stream_id, t[i].zstd, m, false, false);
-        json_decref(m);
-    }
+    idset_sort(&b.changed);
+    idset_sort(&b.patched);
+    idset_sort(&b.removed);
+    idset_sort(&b.online);
+    send_batch(s, &b, t, n);
     free(t);
     idset_free(&b.changed);
     idset_free(&b.patched);

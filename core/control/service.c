@@ -14,6 +14,7 @@ void idset_add(struct idset *s, uint64_t id)
 {
     if (idset_has(s, id))
         return;
+    s->sorted = false;
     if (s->n == s->cap) {
         s->cap = s->cap ? 2 * s->cap : 16;
         s->v = hs_xrealloc(s->v, s->cap * sizeof(*s->v));
@@ -21,12 +22,27 @@ void idset_add(struct idset *s, uint64_t id)
     s->v[s->n++] = id;
 }
 
+static int cmp_id(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 bool idset_has(const struct idset *s, uint64_t id)
 {
+    if (s->sorted)
+        return bsearch(&id, s->v, s->n, sizeof(*s->v), cmp_id) != NULL;
     for (size_t i = 0; i < s->n; i++)
         if (s->v[i] == id)
             return true;
     return false;
+}
+
+void idset_sort(struct idset *s)
+{
+    if (s->n)
+        qsort(s->v, s->n, sizeof(*s->v), cmp_id);
+    s->sorted = true;
 }
 
 void idset_free(struct idset *s)

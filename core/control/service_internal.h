@@ -35,6 +35,7 @@ struct followup {
 struct idset {
     uint64_t *v;
     size_t n, cap;
+    bool sorted; /* after idset_sort(): lookups are binary searches */
 };
 
 struct control_service {
@@ -61,6 +62,7 @@ struct control_service {
 void idset_add(struct idset *s, uint64_t id);
 bool idset_has(const struct idset *s, uint64_t id);
 void idset_free(struct idset *s);
+void idset_sort(struct idset *s);
 
 /* Replies with a JSON body (compact) and ends the stream. */
 void service_reply_json(struct control_service *s, const struct control_request *rq, int status,
