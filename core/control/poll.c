@@ -19,34 +19,55 @@ static int64_t keepalive_interval(const struct control_service *s)
     return base + (int64_t)(random() % (base / 6 + 1));
 }
 
-/* Encodes and queues one message on a stream; the first one also sends the headers. */
+/* Queues one encoded message on a stream; the first one also sends the headers. */
+static void session_write(struct control_service *s, uint64_t conn_id, int32_t stream_id,
+                          const struct hs_buf *enc, bool first, bool end)
+{
+    if (first)
+        control_reply(s->ctl, conn_id, stream_id, 200, "application/json", enc->data,
+                      enc->len, end);
+    else
+        control_stream_write(s->ctl, conn_id, stream_id, enc->data, enc->len);
+}
+
+static void encode_failed(struct control_service *s, uint64_t conn_id)
+{
+    log_warnx("control: cannot encode a map response for conn %llu",
+              (unsigned long long)conn_id);
+    control_close_conn(s->ctl, conn_id);
+}
+
+/* Encodes and queues one message on a stream. */
 static void session_send(struct control_service *s, uint64_t conn_id, int32_t stream_id,
                          bool zstd, const json_t *msg, bool first, bool end)
 {
     struct hs_buf out;
 
     hs_buf_init(&out, MAPPER_MAX_FRAME + 8);
-    if (mapper_encode(msg, zstd, &out) < 0) {
-        log_warnx("control: cannot encode a map response for conn %llu",
-                  (unsigned long long)conn_id);
-        control_close_conn(s->ctl, conn_id);
-    } else if (first) {
-        control_reply(s->ctl, conn_id, stream_id, 200, "application/json", out.data, out.len,
-                      end);
-    } else {
-        control_stream_write(s->ctl, conn_id, stream_id, out.data, out.len);
-    }
+    if (mapper_encode(msg, zstd, &out) < 0)
+        encode_failed(s, conn_id);
+    else
+        session_write(s, conn_id, stream_id, &out, first, end);
     hs_buf_free(&out);
 }
 
-/* Builds the full map under the state read lock. NULL if the node is gone. */
-static json_t *full_map(struct control_service *s, uint64_t node_id)
+/* Builds and sends the full map under the state read lock; -ENOENT if the node is gone. */
+static int send_full_map(struct control_service *s, uint64_t conn_id, int32_t stream_id,
+                         uint64_t node_id, bool zstd, bool first, bool end)
 {
-    json_t *m;
+    struct hs_buf out;
+    int rc;
+
+    hs_buf_init(&out, MAPPER_MAX_FRAME + 8);
     state_rdlock(s->state);
-    m = mapper_full(s->mapper, s->state, node_id, hs_now_us());
+    rc = mapper_full_encoded(s->mapper, s->state, node_id, hs_now_us(), zstd, &out);
     state_unlock(s->state);
-    return m;
+    if (rc == 0)
+        session_write(s, conn_id, stream_id, &out, first, end);
+    else if (rc != -ENOENT)
+        encode_failed(s, conn_id);
+    hs_buf_free(&out);
+    return rc;
 }
 
 /* Stores what the client reports, when it differs from what we have. */
@@ -90,14 +111,7 @@ static void session_open(struct control_service *s, const struct control_request
                          uint64_t node_id, bool zstd, uint16_t capver)
 {
     struct session *x = hs_xcalloc(1, sizeof(*x));
-    json_t *m = full_map(s, node_id);
 
-    if (!m) {
-        free(x);
-        control_reply(s->ctl, rq->conn_id, rq->stream_id, 404, "text/plain", "node gone\n", 10,
-                      true);
-        return;
-    }
     x->conn_id = rq->conn_id;
     x->stream_id = rq->stream_id;
     x->node_id = node_id;
@@ -109,8 +123,11 @@ static void session_open(struct control_service *s, const struct control_request
     x->next = s->sessions;
     s->sessions = x;
     pthread_mutex_unlock(&s->mu);
-    session_send(s, rq->conn_id, rq->stream_id, zstd, m, true, false);
-    json_decref(m);
+    if (send_full_map(s, rq->conn_id, rq->stream_id, node_id, zstd, true, false) == -ENOENT) {
+        control_reply(s->ctl, rq->conn_id, rq->stream_id, 404, "text/plain", "node gone\n", 10,
+                      true);
+        return; /* the stream's close removes the session */
+    }
     touch_last_seen(s, node_id);
     state_set_online(s->state, node_id, true, capver);
 }
@@ -124,7 +141,6 @@ void poll_handle(struct control_service *s, struct control_request *rq, json_t *
     bool zstd = hs_streq(hs_json_str(req, "Compress"), "zstd");
     uint16_t capver = (uint16_t)json_integer_value(json_object_get(req, "Version"));
     struct store_node n;
-    json_t *m;
 
     if (keys_parse("nodekey:", nk, node_key) < 0 || (dk && *dk &&
                                                      keys_parse("discokey:", dk, disco) < 0)) {
@@ -147,10 +163,7 @@ void poll_handle(struct control_service *s, struct control_request *rq, json_t *
         session_open(s, rq, n.id, zstd, capver);
     } else if (omit_peers) {
         control_reply(s->ctl, rq->conn_id, rq->stream_id, 200, "application/json", "", 0, true);
-    } else if ((m = full_map(s, n.id))) {
-        session_send(s, rq->conn_id, rq->stream_id, zstd, m, true, true);
-        json_decref(m);
-    } else {
+    } else if (send_full_map(s, rq->conn_id, rq->stream_id, n.id, zstd, true, true) < 0) {
         service_reply_text(s, rq, 404, "node not found\n");
     }
     store_node_free(&n);
@@ -217,26 +230,19 @@ struct batch {
     bool full;
 };
 
-/* One session's share of a batch: its own node changed → a full map; else a delta. */
-static json_t *session_message(struct control_service *s, uint64_t self, const struct batch *b)
+/* The delta for one node (NULL: nothing for it). The caller sends full maps itself. */
+static json_t *session_delta(struct control_service *s, uint64_t self, const struct batch *b)
 {
+    struct mapper_changes ch = {
+        .changed = b->changed.v, .nchanged = b->changed.n,
+        .patched = b->patched.v, .npatched = b->patched.n,
+        .removed = b->removed.v, .nremoved = b->removed.n,
+        .online = b->online.v, .nonline = b->online.n,
+    };
     json_t *m;
 
-    if (idset_has(&b->removed, self))
-        return NULL;
     state_rdlock(s->state);
-    /* A patch of its own endpoints or keys tells a node nothing it does not know. */
-    if (b->full || idset_has(&b->changed, self)) {
-        m = mapper_full(s->mapper, s->state, self, hs_now_us());
-    } else {
-        struct mapper_changes ch = {
-            .changed = b->changed.v, .nchanged = b->changed.n,
-            .patched = b->patched.v, .npatched = b->patched.n,
-            .removed = b->removed.v, .nremoved = b->removed.n,
-            .online = b->online.v, .nonline = b->online.n,
-        };
-        m = mapper_delta(s->mapper, s->state, self, &ch, hs_now_us());
-    }
+    m = mapper_delta(s->mapper, s->state, self, &ch, hs_now_us());
     state_unlock(s->state);
     return m;
 }
@@ -308,13 +314,20 @@ static void send_batch(struct control_service *s, const struct batch *b, const s
         }
         if (!b->full && !batch_mentions(b, t[i].node_id)) {
             if (!generic_built) {
-                generic = session_message(s, 0, b); /* id 0: nobody's own node */
+                generic = session_delta(s, 0, b); /* id 0: nobody's own node */
                 generic_built = true;
             }
             send_shared(s, &t[i], generic, enc);
             continue;
         }
-        if (!(m = session_message(s, t[i].node_id, b)))
+        /* Its own node changed, or everything did: a full map. A patch of its own endpoints
+         * or keys tells a node nothing it does not know. */
+        if (b->full || idset_has(&b->changed, t[i].node_id)) {
+            send_full_map(s, t[i].conn_id, t[i].stream_id, t[i].node_id, t[i].zstd, false,
+                          false);
+            continue;
+        }
+        if (!(m = session_delta(s, t[i].node_id, b)))
             continue;
         session_send(s, t[i].conn_id, t[i].stream_id, t[i].zstd, m, false, false);
         json_decref(m);

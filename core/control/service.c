@@ -138,6 +138,7 @@ static void *map_thread(void *arg)
             next_tick = now + MAP_THREAD_TICK_US;
             poll_keepalives(s);
             poll_gc_ephemeral(s);
+            state_check_expiry(s->state, hs_now_us());
         }
         pthread_mutex_lock(&s->mu);
     }

@@ -120,29 +120,89 @@ static void add_tailnet(json_t *resp, struct mapper *m, struct state *s,
         json_object_set_new(resp, "Debug", json_pack("{s:b}", "DisableLogTail", 1));
 }
 
-json_t *mapper_full(struct mapper *m, struct state *s, uint64_t self, int64_t now)
+/* A peer's Node JSON, serialised once and cached in the state until the node changes. The
+ * caller holds the state read lock; concurrent builders race benignly (one CAS wins). */
+static const char *peer_json(struct mapper *m, struct state *s, const struct state_node *n,
+                             int64_t now)
+{
+    char *cached = __atomic_load_n(&n->peer_json, __ATOMIC_ACQUIRE), *fresh, *expected = NULL;
+    json_t *o;
+
+    if (cached)
+        return cached;
+    o = mapper__node(m, s, n, 0, now);
+    fresh = hs_json_dump(o, JSON_COMPACT);
+    json_decref(o);
+    /* The cache slot is the one mutable part of a state node (see state.h). */
+    if (__atomic_compare_exchange_n((char **)&n->peer_json, &expected, fresh, false,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        return fresh;
+    free(fresh);
+    return expected;
+}
+
+int mapper_full_text(struct mapper *m, struct state *s, uint64_t self, int64_t now,
+                     struct hs_buf *out)
 {
     const struct state_node *me = state_node_by_id(s, self);
     struct uidset users = { 0 };
-    json_t *resp, *peers;
+    json_t *resp;
+    char *rest;
+    bool first = true;
+    int rc = 0;
 
     if (!me)
-        return NULL;
+        return -ENOENT;
     resp = json_object();
-    peers = json_array();
     uidset_add(&users, mapper__user_id(me));
     json_object_set_new(resp, "Node", mapper__node(m, s, me, self, now));
-    for (size_t i = 0; i < state_node_count(s); i++) {
+    /* Peers are spliced in as cached text: with thousands of nodes, building and dumping
+     * their JSON trees for every full map is what would cost the most. */
+    rc = hs_buf_puts(out, "{\"Peers\":[");
+    for (size_t i = 0; i < state_node_count(s) && rc == 0; i++) {
         const struct state_node *n = state_node_at(s, i);
         if (n->n.id == self)
             continue;
         uidset_add(&users, mapper__user_id(n));
-        json_array_append_new(peers, mapper__node(m, s, n, self, now));
+        if (!first)
+            rc = hs_buf_append(out, ",", 1);
+        if (rc == 0)
+            rc = hs_buf_puts(out, peer_json(m, s, n, now));
+        first = false;
     }
-    json_object_set_new(resp, "Peers", peers);
     json_object_set_new(resp, "UserProfiles", profiles(s, &users));
     add_tailnet(resp, m, s, me, now);
-    return resp;
+    rest = hs_json_dump(resp, JSON_COMPACT);
+    if (rc == 0)
+        rc = hs_buf_appendf(out, "],%s", rest + 1); /* rest is "{...}": drop its brace */
+    free(rest);
+    json_decref(resp);
+    return rc;
+}
+
+json_t *mapper_full(struct mapper *m, struct state *s, uint64_t self, int64_t now)
+{
+    struct hs_buf text;
+    json_t *j = NULL;
+
+    hs_buf_init(&text, MAPPER_MAX_FRAME);
+    if (mapper_full_text(m, s, self, now, &text) == 0)
+        j = json_loadb(text.data, text.len, 0, NULL);
+    hs_buf_free(&text);
+    return j;
+}
+
+int mapper_full_encoded(struct mapper *m, struct state *s, uint64_t self, int64_t now,
+                        bool zstd, struct hs_buf *out)
+{
+    struct hs_buf text;
+    int rc;
+
+    hs_buf_init(&text, MAPPER_MAX_FRAME);
+    if ((rc = mapper_full_text(m, s, self, now, &text)) == 0)
+        rc = mapper_encode_text(text.data, text.len, zstd, out);
+    hs_buf_free(&text);
+    return rc;
 }
 
 /* Changed peers as full Nodes; the node itself, if listed, comes back as "Node". */

@@ -28,6 +28,14 @@ void mapper_free(struct mapper *m);
  * CollectServices, ControlTime. NULL if self is unknown. Caller decrefs. */
 json_t *mapper_full(struct mapper *m, struct state *s, uint64_t self, int64_t now);
 
+/* The same, as compact JSON text appended to out, and as a wire message (see
+ * mapper_encode). -ENOENT if self is unknown. These are what the map streams use: peers come
+ * from a per-node cache of their serialised JSON. */
+int mapper_full_text(struct mapper *m, struct state *s, uint64_t self, int64_t now,
+                     struct hs_buf *out);
+int mapper_full_encoded(struct mapper *m, struct state *s, uint64_t self, int64_t now,
+                        bool zstd, struct hs_buf *out);
+
 /* One node as tailcfg.Node, as seen by `viewer` (its own Node when n->n.id == viewer). */
 json_t *mapper_node(struct mapper *m, struct state *s, const struct state_node *n,
                     uint64_t viewer);
@@ -55,6 +63,7 @@ json_t *mapper_keepalive(void);
 /* Serialises resp as one wire message into out: u32 LE length, then the JSON (zstd frame when
  * zstd is true). Returns 0, -E2BIG beyond MAPPER_MAX_FRAME, -EIO on a compression failure. */
 int mapper_encode(const json_t *resp, bool zstd, struct hs_buf *out);
+int mapper_encode_text(const char *json, size_t len, bool zstd, struct hs_buf *out);
 
 /* The MagicDNS FQDN of a node with a trailing dot ("laptop.example.com.", or with the 0.22
  * layout "laptop.alice.example.com."); the bare given name plus "." without a base domain. */

@@ -68,6 +68,11 @@ static int put_zstd(struct hs_buf *out, const char *json, size_t len)
     return rc;
 }
 
+int mapper_encode_text(const char *json, size_t len, bool zstd, struct hs_buf *out)
+{
+    return zstd ? put_zstd(out, json, len) : put_frame(out, json, len);
+}
+
 int mapper_encode(const json_t *resp, bool zstd, struct hs_buf *out)
 {
     char *json = json_dumps(resp, JSON_COMPACT);

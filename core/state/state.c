@@ -20,6 +20,7 @@ struct state {
     size_t nlisteners;
     int sub_id;
     struct notify_bus *bus;
+    int64_t expiry_checked; /* expiries up to here have been reported */
 };
 
 static size_t node_pos(const struct state *s, uint64_t id)
@@ -48,10 +49,17 @@ static size_t user_pos(const struct state *s, uint64_t id)
     return lo;
 }
 
+static void drop_cache(struct state_node *n)
+{
+    free(n->peer_json);
+    n->peer_json = NULL;
+}
+
 static void node_free(struct state_node *n)
 {
     if (!n)
         return;
+    drop_cache(n);
     store_node_free(&n->n);
     free(n);
 }
@@ -81,6 +89,7 @@ static bool put_node(struct state *s, struct store_node *n)
 
     if (i < s->nnodes && s->nodes[i]->n.id == n->id) {
         sn = s->nodes[i];
+        drop_cache(sn);
         store_node_free(&sn->n);
         sn->n = *n;
         sn->home_derp = home_derp_of(n);
@@ -237,6 +246,10 @@ static void reload_user(struct state *s, uint64_t id)
         put_user(s, &u);
     else
         drop_user(s, id);
+    /* A user's name can be part of its nodes' names (0.22 MagicDNS form). */
+    for (size_t i = 0; i < s->nnodes; i++)
+        if (s->nodes[i]->n.user_id == id)
+            drop_cache(s->nodes[i]);
     pthread_rwlock_unlock(&s->lock);
 }
 
@@ -295,11 +308,12 @@ int state_new(struct store *st, struct notify_bus *bus, struct state **out)
     pthread_rwlock_init(&s->lock, NULL);
     s->st = st;
     s->bus = bus;
+    s->expiry_checked = hs_now_us(); /* already expired at start: clients learn it on connect */
     if ((rc = load_all(s)) < 0) {
         state_free(s);
         return rc;
     }
-    if ((s->sub_id = notify_subscribe(bus, on_event, s)) < 0) {
+    if (bus && (s->sub_id = notify_subscribe(bus, on_event, s)) < 0) {
         rc = s->sub_id;
         state_free(s);
         return rc;
@@ -373,6 +387,8 @@ void state_set_online(struct state *s, uint64_t id, bool online, uint16_t capver
         struct state_node *n = s->nodes[i];
         changed = n->online != online;
         n->online = online;
+        if (changed)
+            drop_cache(n); /* Online and LastSeen are in it */
         if (capver)
             n->capver = capver;
         if (online && changed)
@@ -388,4 +404,24 @@ void state_refresh_node(struct state *s, uint64_t id)
 {
     unsigned fields;
     reload_node(s, id, &fields);
+}
+
+void state_check_expiry(struct state *s, int64_t now)
+{
+    struct { uint64_t *v; size_t n; } due = { 0 };
+
+    pthread_rwlock_wrlock(&s->lock);
+    for (size_t i = 0; i < s->nnodes; i++) {
+        struct state_node *n = s->nodes[i];
+        if (n->n.expiry && n->n.expiry <= now && n->n.expiry > s->expiry_checked) {
+            drop_cache(n); /* "Expired" is in it */
+            due.v = hs_xrealloc(due.v, (due.n + 1) * sizeof(*due.v));
+            due.v[due.n++] = n->n.id;
+        }
+    }
+    s->expiry_checked = now;
+    pthread_rwlock_unlock(&s->lock);
+    for (size_t i = 0; i < due.n; i++)
+        emit(s, STATE_NODE_CHANGED, due.v[i]);
+    free(due.v);
 }

@@ -24,6 +24,10 @@ struct state_node {
     int64_t disconnected_at; /* us; 0 while online */
     uint16_t capver;        /* from the last map request */
     int home_derp;          /* Hostinfo.NetInfo.PreferredDERP */
+    /* The node serialised as a peer (tailcfg.Node JSON), built once by the mapper under the
+     * read lock (installed with an atomic compare-and-swap) and dropped by the state under
+     * the write lock whenever anything in it may change. */
+    char *peer_json;
 };
 
 struct state_user {
@@ -59,7 +63,7 @@ struct state_change {
 };
 typedef void (*state_listener_fn)(void *arg, const struct state_change *ch);
 
-/* Loads every user and node and subscribes to bus. */
+/* Loads every user and node and subscribes to bus (NULL: a static snapshot, for tools). */
 int state_new(struct store *st, struct notify_bus *bus, struct state **out);
 void state_free(struct state *s);
 void state_listen(struct state *s, state_listener_fn fn, void *arg);
@@ -81,5 +85,8 @@ const struct state_user *state_user_at(struct state *s, size_t i);
 void state_set_online(struct state *s, uint64_t id, bool online, uint16_t capver);
 /* Re-reads one node from the store (after a write that published no event, e.g. last_seen). */
 void state_refresh_node(struct state *s, uint64_t id);
+/* Nodes whose key expiry passed since the last call (now in us) are reported to listeners
+ * as changed (their peers must see them expired). Call about once a second. */
+void state_check_expiry(struct state *s, int64_t now);
 
 #endif

@@ -1,0 +1,631 @@
+#!/usr/bin/env python3
+"""Side-by-side scale benchmark driver (called by bench/run.sh).
+
+For each server in --servers it makes a private directory, writes a config (same settings for
+every server apart from ports and paths; one DERP map file with a single region on 127.0.0.1),
+starts the server (PostgreSQL from tests/lib/pgtmp.sh for ours-postgres), creates a user and a
+reusable pre-auth key with the server's own CLI, runs bench/loadgen against it (connect storm,
+steady state, propagation), stops it, and finally writes
+
+    <out>/<date>-<nodes>.md      side-by-side table with ratios ours/headscale
+    <out>/<date>-<nodes>.json    [{"server","db","nodes","scenario","metric","value","unit"}, ...]
+    <out>/<date>-<nodes>.raw.json  the loadgen's own output per server (latency lists etc.)
+    <out>/<date>-<nodes>-cdf.png  propagation latency CDFs (if matplotlib imports)
+    <out>/rss-vs-n.png            server RSS vs N over every <date>-<N>.json in <out>
+
+Every wait has a deadline; every process it starts is stopped by PID."""
+
+import argparse
+import datetime as dt
+import glob
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+PGTMP = os.path.join(REPO, "tests", "lib", "pgtmp.sh")
+AUTH_KEY_RE = re.compile(r"hskey-auth-[0-9A-Za-z_-]+|[0-9a-f]{48}")
+
+DERP_MAP_YAML = """\
+# One region on loopback, so that no client or server looks for Tailscale's public DERP map.
+regions:
+  900:
+    regionid: 900
+    regioncode: bench
+    regionname: Bench loopback
+    nodes:
+      - name: 900a
+        regionid: 900
+        hostname: 127.0.0.1
+        ipv4: 127.0.0.1
+        ipv6: none
+        stunport: -1
+        derpport: {derpport}
+"""
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_yaml(path, obj):
+    # JSON is valid YAML 1.2 and both servers read it through a YAML parser; avoids a PyYAML
+    # dependency for the driver.
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=1)
+
+
+def server_config(tmp, port, db, pg=None, grpc=False):
+    cfg = {
+        "server_url": f"http://127.0.0.1:{port}",
+        "listen_addr": f"127.0.0.1:{port}",
+        "metrics_listen_addr": f"127.0.0.1:{free_port()}",
+        "noise": {"private_key_path": os.path.join(tmp, "noise_private.key")},
+        "prefixes": {"v4": "100.64.0.0/10", "v6": "fd7a:115c:a1e0::/48",
+                     "allocation": "sequential"},
+        "derp": {"server": {"enabled": False}, "urls": [],
+                 "paths": [os.path.join(tmp, "derp.yaml")],
+                 "auto_update_enabled": False, "update_frequency": "24h"},
+        "disable_check_updates": True,
+        "unix_socket": os.path.join(tmp, "hs.sock"),
+        "unix_socket_permission": "0770",
+        "log": {"level": "info", "format": "text"},
+        "policy": {"mode": "file", "path": ""},
+        "dns": {"magic_dns": True, "base_domain": "bench.example.com",
+                "override_local_dns": True, "nameservers": {"global": ["1.1.1.1"]}},
+        "logtail": {"enabled": False},
+    }
+    if grpc:
+        cfg["grpc_listen_addr"] = f"127.0.0.1:{free_port()}"
+        cfg["grpc_allow_insecure"] = False
+    if db == "sqlite":
+        cfg["database"] = {"type": "sqlite",
+                           "sqlite": {"path": os.path.join(tmp, "db.sqlite"),
+                                      "write_ahead_log": True}}
+    else:
+        cfg["database"] = {"type": "postgres",
+                           "postgres": {"host": pg["PGHOST"], "port": int(pg["PGPORT"]),
+                                        "name": pg.get("PGDATABASE", "headscale"),
+                                        "user": pg.get("PGUSER", "postgres"), "pass": ""}}
+    return cfg
+
+
+class Run:
+    """One server under test."""
+
+    def __init__(self, name, binary, args):
+        self.name = name                      # ours-sqlite | ours-postgres | headscale
+        self.server = "headscale" if name == "headscale" else "ours"
+        self.db = "postgres" if name.endswith("postgres") else "sqlite"
+        self.binary = binary
+        self.args = args
+        self.tmp = tempfile.mkdtemp(prefix=f"hsb-{self.server[:2]}-", dir="/tmp")
+        self.port = free_port()
+        self.proc = None
+        self.pg = None
+        self.cfg_path = os.path.join(self.tmp, "config.yaml")
+        self.log_path = os.path.join(self.tmp, "server.log")
+
+    def cli(self, *a, timeout=60):
+        r = subprocess.run([self.binary, "-c", self.cfg_path] + [str(x) for x in a],
+                           capture_output=True, text=True, timeout=timeout, cwd=self.tmp,
+                           stdin=subprocess.DEVNULL, env=self.env())
+        if r.returncode != 0:
+            raise RuntimeError(f"{self.name}: headscale {' '.join(map(str, a))} → rc "
+                               f"{r.returncode}\n{r.stdout}\n{r.stderr}")
+        return r.stdout
+
+    def env(self):
+        e = {k: v for k, v in os.environ.items()
+             if not k.startswith("HEADSCALE_") and k not in ("GODEBUG",)}
+        return e
+
+    def start(self):
+        if self.db == "postgres":
+            out = subprocess.run([PGTMP, "start", self.tmp], capture_output=True, text=True,
+                                 timeout=180)
+            if out.returncode != 0:
+                raise RuntimeError(f"pgtmp start: {out.stderr}")
+            self.pg = {}
+            for line in out.stdout.splitlines():
+                if "=" in line:
+                    k, v = line.split("=", 1)
+                    self.pg[k.strip()] = v.strip().strip("'\"")
+        with open(os.path.join(self.tmp, "derp.yaml"), "w") as f:
+            f.write(DERP_MAP_YAML.format(derpport=free_port()))
+        cfg = server_config(self.tmp, self.port, self.db, self.pg,
+                            grpc=(self.server == "headscale"))
+        write_yaml(self.cfg_path, cfg)
+        logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([self.binary, "-c", self.cfg_path, "serve"], stdout=logf,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     cwd=self.tmp, env=self.env())
+        logf.close()
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited {self.proc.returncode} at start:\n"
+                                   + self.log_tail())
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                c.request("GET", "/health")
+                r = c.getresponse()
+                r.read()
+                c.close()
+                if r.status == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"{self.name}: /health not answering after 60 s\n"
+                               + self.log_tail())
+        # user + reusable pre-auth key, through the server's own CLI
+        self.cli("users", "create", "bench")
+        users = json.loads(self.cli("users", "list", "-o", "json"))
+        uid = next(u["id"] for u in users if u.get("name") == "bench")
+        out = self.cli("preauthkeys", "create", "--user", uid, "--reusable",
+                       "--expiration", "24h", "-o", "json")
+        try:
+            body = json.loads(out)
+            self.authkey = body.get("key") or body.get("preAuthKey", {}).get("key")
+        except ValueError:
+            m = AUTH_KEY_RE.search(out)
+            self.authkey = m.group(0) if m else None
+        if not self.authkey:
+            raise RuntimeError(f"{self.name}: no pre-auth key in {out!r}")
+        log(f"{self.name}: pid {self.proc.pid} on :{self.port}, dir {self.tmp}")
+
+    def log_tail(self, n=40):
+        try:
+            with open(self.log_path, "rb") as f:
+                lines = f.read().decode("utf-8", "replace").splitlines()
+            return "\n".join(lines[-n:])
+        except FileNotFoundError:
+            return ""
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+        if self.pg is not None:
+            subprocess.run([PGTMP, "stop", self.tmp], capture_output=True, timeout=120)
+            self.pg = None
+
+    def cleanup(self, keep_log_to=None):
+        if keep_log_to:
+            try:
+                shutil.copy(self.log_path, keep_log_to)
+            except OSError:
+                pass
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def run_loadgen(run, a):
+    out_path = os.path.join(run.tmp, "loadgen.json")
+    log_path = os.path.join(run.tmp, "loadgen.log")
+    delete_cmd = f"{run.binary} -c {run.cfg_path} nodes delete --identifier {{id}} --force"
+    argv = [a.loadgen, "-url", f"http://127.0.0.1:{run.port}", "-authkey", run.authkey,
+            "-nodes", str(a.nodes), "-concurrency", str(a.concurrency),
+            "-server-pid", str(run.proc.pid), "-steady", str(a.duration),
+            "-ep-changes", str(a.ep_changes), "-delete-cmd", delete_cmd,
+            "-connect-timeout", f"{a.connect_timeout}s", "-event-timeout", f"{a.event_timeout}s",
+            "-settle", f"{a.settle}s", "-out", out_path, "-log", log_path,
+            "-label", run.name]
+    log(f"{run.name}: loadgen {a.nodes} nodes")
+    t0 = time.monotonic()
+    limit = a.connect_timeout + a.duration + 4 * (a.event_timeout + a.settle) + 300
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=os.environ.copy())
+    try:
+        p.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait(timeout=30)
+        raise RuntimeError(f"{run.name}: loadgen did not finish within {limit:.0f} s")
+    try:
+        with open(out_path) as f:
+            res = json.load(f)
+    except (OSError, ValueError) as e:
+        raise RuntimeError(f"{run.name}: loadgen rc {p.returncode}, no result ({e})")
+    res["loadgen_wall_s"] = time.monotonic() - t0
+    try:
+        with open(log_path) as f:
+            res["loadgen_log_tail"] = f.read().splitlines()[-30:]
+    except OSError:
+        pass
+    res["server_log_tail"] = run.log_tail(15).splitlines()
+    res["server_alive_after"] = run.proc.poll() is None
+    if not res["server_alive_after"]:
+        res["failed"] = (res.get("failed") or "") + \
+            f" server exited with {run.proc.returncode}"
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# figures → records
+
+def phase(res, name):
+    for p in res.get("phases", []):
+        if p["name"] == name:
+            return p
+    return None
+
+
+def pctl(xs, q):
+    xs = sorted(xs)
+    if not xs:
+        return None
+    i = max(0, min(len(xs) - 1, int(q * len(xs) + 0.5) - 1))
+    return xs[i]
+
+
+def records_for(run_name, res, nodes):
+    server = "headscale" if run_name == "headscale" else "ours"
+    db = "postgres" if run_name.endswith("postgres") else "sqlite"
+    recs = []
+
+    def add(scenario, metric, value, unit):
+        if value is None:
+            return
+        recs.append({"server": server, "db": db, "nodes": nodes, "scenario": scenario,
+                     "metric": metric, "value": round(float(value), 4), "unit": unit})
+
+    base = res.get("baseline", {})
+    storm = phase(res, "storm")
+    steady = phase(res, "steady")
+    add("storm", "connected_nodes", res.get("connected"), "nodes")
+    if res.get("connect_all_s", -1) >= 0:
+        add("storm", "connect_all_s", res["connect_all_s"], "s")
+    fm = res.get("first_map_ms") or []
+    add("storm", "first_map_p50_ms", pctl(fm, 0.5), "ms")
+    add("storm", "first_map_p99_ms", pctl(fm, 0.99), "ms")
+    add("storm", "peers_in_first_map_min", res.get("peers_in_first_map_min"), "peers")
+    add("storm", "reconnects", res.get("reconnects"), "count")
+    if storm:
+        add("storm", "server_cpu_s", storm["server_cpu_s"], "s")
+        add("storm", "server_rss_kib", storm["server_rss_kib"], "KiB")
+        add("storm", "server_rss_peak_kib", storm["server_hwm_kib"], "KiB")
+        add("storm", "loadgen_cpu_s", storm["loadgen_cpu_s"], "s")
+        add("storm", "loadgen_cpu_pct", storm["loadgen_cpu_pct"], "%")
+        add("storm", "loadgen_rss_kib", storm["loadgen_rss_kib"], "KiB")
+    add("baseline", "server_rss_kib", base.get("server_rss_kib"), "KiB")
+    if steady:
+        add("steady", "server_rss_kib", steady["server_rss_kib"], "KiB")
+        conn = max(1, res.get("connected") or 1)
+        add("steady", "rss_per_node_kib",
+            (steady["server_rss_kib"] - base.get("server_rss_kib", 0)) / conn, "KiB")
+        add("steady", "server_cpu_pct", steady["server_cpu_pct"], "%")
+        add("steady", "server_threads", steady["server_threads"], "threads")
+        add("steady", "loadgen_cpu_pct", steady["loadgen_cpu_pct"], "%")
+        add("steady", "duration_s", steady["wall_s"], "s")
+    events = res.get("events") or []
+    kinds = []
+    for e in events:
+        if e["kind"] not in kinds:
+            kinds.append(e["kind"])
+    all_lat, all_cpu, all_bytes = [], [], []
+    for k in kinds:
+        evs = [e for e in events if e["kind"] == k]
+        lat = [x for e in evs for x in (e.get("latency_ms") or [])]
+        rcpt = sum(e["recipients"] for e in evs)
+        obs = sum(e["observed"] for e in evs)
+        sc = f"propagation-{k}"
+        add(sc, "observed_fraction", obs / rcpt if rcpt else 0, "ratio")
+        add(sc, "recipients", rcpt / len(evs), "nodes")
+        add(sc, "propagation_p50_ms", pctl(lat, 0.5), "ms")
+        add(sc, "propagation_p99_ms", pctl(lat, 0.99), "ms")
+        add(sc, "propagation_max_ms", pctl(lat, 1.0), "ms")
+        cpu = sum(e["server_cpu_minus_idle_s"] for e in evs) / len(evs)
+        add(sc, "cpu_s_per_change", cpu, "s")
+        b = sum(e["map_bytes_per_recipient"] for e in evs) / len(evs)
+        add(sc, "bytes_per_update", b, "B")
+        add(sc, "wire_bytes_per_update", sum(e["wire_rx_bytes_per_recipient"] for e in evs)
+            / len(evs), "B")
+        add(sc, "server_write_bytes_per_recipient",
+            sum(e["server_wchar_bytes"] / max(1, e["recipients"]) for e in evs) / len(evs), "B")
+        add(sc, "loadgen_cpu_s", sum(e["loadgen_cpu_s"] for e in evs) / len(evs), "s")
+        all_lat += lat
+        all_cpu.append(cpu)
+        all_bytes.append(b)
+    if events:
+        add("propagation", "propagation_p50_ms", pctl(all_lat, 0.5), "ms")
+        add("propagation", "propagation_p99_ms", pctl(all_lat, 0.99), "ms")
+        add("propagation", "propagation_max_ms", pctl(all_lat, 1.0), "ms")
+        add("propagation", "cpu_s_per_change", sum(all_cpu) / len(all_cpu), "s")
+        add("propagation", "bytes_per_update", sum(all_bytes) / len(all_bytes), "B")
+    tot = phase(res, "total")
+    if tot:
+        add("total", "loadgen_rss_peak_kib", tot["loadgen_hwm_kib"], "KiB")
+        add("total", "server_rss_peak_kib", tot["server_hwm_kib"], "KiB")
+    return recs
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+ORDER = [
+    ("storm", "connected_nodes"), ("storm", "connect_all_s"), ("storm", "first_map_p50_ms"),
+    ("storm", "first_map_p99_ms"), ("storm", "server_cpu_s"), ("storm", "server_rss_kib"),
+    ("storm", "server_rss_peak_kib"), ("storm", "reconnects"), ("storm", "loadgen_cpu_s"),
+    ("storm", "loadgen_cpu_pct"),
+    ("baseline", "server_rss_kib"),
+    ("steady", "server_rss_kib"), ("steady", "rss_per_node_kib"), ("steady", "server_cpu_pct"),
+    ("steady", "server_threads"), ("steady", "loadgen_cpu_pct"),
+]
+for _k in ("endpoint", "join", "delete"):
+    for _m in ("observed_fraction", "propagation_p50_ms", "propagation_p99_ms",
+               "propagation_max_ms", "cpu_s_per_change", "bytes_per_update",
+               "wire_bytes_per_update", "server_write_bytes_per_recipient", "loadgen_cpu_s"):
+        ORDER.append((f"propagation-{_k}", _m))
+ORDER += [("propagation", "propagation_p50_ms"), ("propagation", "propagation_p99_ms"),
+          ("propagation", "cpu_s_per_change"), ("propagation", "bytes_per_update"),
+          ("total", "server_rss_peak_kib"), ("total", "loadgen_rss_peak_kib")]
+
+
+def fmt(v):
+    if v is None:
+        return "–"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    if abs(v) >= 1:
+        return f"{v:.2f}"
+    return f"{v:.4g}"
+
+
+def write_report(a, runs_done, records, raw, stamp, versions):
+    names = [r for r in a.servers if r in runs_done]
+    idx = {}
+    for rec in records:
+        name = "headscale" if rec["server"] == "headscale" else f"ours-{rec['db']}"
+        idx[(name, rec["scenario"], rec["metric"])] = rec
+    lines = [f"# Scale benchmark, {a.nodes} nodes ({stamp})", ""]
+    lines.append(f"Command: `bench/run.sh --nodes {a.nodes} --servers {','.join(a.servers)} "
+                 f"--duration {a.duration}`  ")
+    lines.append(f"Machine: {os.cpu_count()} cores, "
+                 f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB; "
+                 f"everything on loopback, one process at a time.  ")
+    lines.append("Servers: " + ", ".join(f"{k} = {v}" for k, v in versions.items()) + "  ")
+    lines.append(f"Load: Tailscale's controlclient v1.102.3 (ts2021, HTTP/2, zstd maps), "
+                 f"login concurrency {a.concurrency}, {a.ep_changes} endpoint changes, "
+                 f"1 join, 1 delete; steady state {a.duration} s.")
+    lines.append("")
+    ours = [n for n in names if n != "headscale"]
+    hs = "headscale" in names and bool(ours)
+    hdr = "| scenario | metric | unit | " + " | ".join(names)
+    if hs:
+        hdr += " | " + " | ".join(f"{o}/headscale" for o in ours)
+    lines.append(hdr + " |")
+    lines.append("|" + "---|" * (3 + len(names) + (len(ours) if hs else 0)))
+    for sc, m in ORDER:
+        vals = [idx.get((n, sc, m)) for n in names]
+        if not any(vals):
+            continue
+        unit = next(v["unit"] for v in vals if v)
+        row = f"| {sc} | {m} | {unit} | " + " | ".join(fmt(v["value"]) if v else "–"
+                                                        for v in vals)
+        if hs:
+            h = idx.get(("headscale", sc, m))
+            rats = []
+            for o in ours:
+                v = idx.get((o, sc, m))
+                if v and h and h["value"]:
+                    rats.append(f"{v['value'] / h['value']:.3g}")
+                else:
+                    rats.append("–")
+            row += " | " + " | ".join(rats)
+        lines.append(row + " |")
+    lines.append("")
+    lines.append("Scenario 4 (policy change with a 200-rule policy) is skipped: policy "
+                 "compilation is a later issue.")
+    lines.append("")
+    lines.append("## Failures and notes")
+    for n in a.servers:
+        r = raw.get(n)
+        if r is None:
+            continue
+        if isinstance(r, dict) and r.get("error"):
+            lines.append(f"- **{n}**: did not run to the end: {r['error'][:600]}")
+            continue
+        bits = []
+        if r.get("connected") != a.nodes:
+            bits.append(f"only {r.get('connected')}/{a.nodes} nodes connected within "
+                        f"{a.connect_timeout} s")
+        if r.get("failed"):
+            bits.append(r["failed"])
+        for e in r.get("events", []):
+            if e["observed"] < e["recipients"]:
+                bits.append(f"{e['kind']}: observed by {e['observed']}/{e['recipients']} "
+                            f"within {a.event_timeout} s")
+            if e.get("error"):
+                bits.append(f"{e['kind']}: {e['error'][:200]}")
+        if r.get("login_errors"):
+            bits.append("login errors: " + "; ".join(f"{k} ×{v}"
+                                                     for k, v in r["login_errors"].items()))
+        if r.get("stream_errors"):
+            bits.append("stream errors (last per node): " + "; ".join(
+                f"{k} ×{v}" for k, v in list(r["stream_errors"].items())[:5]))
+        lines.append(f"- **{n}**: " + ("; ".join(bits) if bits else "ran clean"))
+    lines.append("")
+    lines.append("## How each figure is measured")
+    lines.append("""
+- *connect_all_s*: from the first login attempt to the last node's first non-keep-alive
+  MapResponse (each node: GET /key, Noise handshake, /machine/register with the reusable key,
+  streaming /machine/map). At most `concurrency` nodes are between "start login" and "first map"
+  at a time. *first_map_p50/p99_ms*: per node, login start to its own first map.
+- *server_cpu_s*, *server_rss_kib*, *server_rss_peak_kib* (VmHWM), threads: /proc/<pid>/stat and
+  /proc/<pid>/status of the server process, at the end of each phase. *rss_per_node_kib* =
+  (steady-state RSS − RSS before the storm) / connected nodes.
+- *server_cpu_pct* (steady): CPU-seconds over the idle period / its length × 100 (100 = one core).
+- *propagation_*: per event the time from the loadgen's action (lite map update with a new
+  endpoint; start of the new node's login; the CLI `nodes delete` command) until each other
+  connected node had read a MapResponse showing it (the peer's new endpoint in
+  Peers/PeersChanged/PeersChangedPatch; the new node key in Peers/PeersChanged; the ID in
+  PeersRemoved or missing from a full Peers list). p50/p99/max over all recipients of all
+  events of that kind. The join figure includes the joiner's own login (register round trip).
+- *cpu_s_per_change*: server CPU-seconds from the action until everyone observed it plus the
+  settle time, minus the steady-state idle rate over that window.
+- *bytes_per_update*: per recipient, the bytes of non-keep-alive map frames (4-byte length +
+  zstd body) it received in the event window. *wire_bytes_per_update*: TCP bytes its socket read
+  in the window (Noise records + HTTP/2 frames + any keep-alive). *server_write_bytes_per_recipient*:
+  the server's /proc/<pid>/io `wchar` delta (all write/send syscalls: sockets, database, logs)
+  divided by the recipients.
+- *loadgen_cpu_s / loadgen_cpu_pct*: the load generator's own getrusage CPU in that phase
+  (100 % = one core of the 2). When it is near 100 % during the storm, the loadgen (which has to
+  zstd-decode and JSON-scan every map it is sent) shares the machine with the server and
+  slows both; see the raw JSON for per-phase figures.
+""")
+    with open(os.path.join(a.out_dir, f"{stamp}-{a.nodes}.md"), "w") as f:
+        f.write("\n".join(lines))
+
+
+def plots(a, raw, stamp):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception as e:  # noqa: BLE001
+        log(f"no plots: matplotlib not importable ({e})")
+        return []
+    made = []
+    kinds = ["endpoint", "join", "delete"]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    for ax, k in zip(axes, kinds):
+        for name, r in raw.items():
+            if not isinstance(r, dict) or "events" not in r:
+                continue
+            lat = sorted(x for e in r["events"] if e["kind"] == k
+                         for x in (e.get("latency_ms") or []))
+            if not lat:
+                continue
+            ys = [(i + 1) / len(lat) for i in range(len(lat))]
+            ax.step(lat, ys, where="post", label=name)
+        ax.set_xscale("log")
+        ax.set_xlabel("ms from change to observation")
+        ax.set_ylabel("fraction of recipients")
+        ax.set_title(f"{k} ({a.nodes} nodes)")
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.get_lines():
+            ax.legend()
+    fig.tight_layout()
+    p = os.path.join(a.out_dir, f"{stamp}-{a.nodes}-cdf.png")
+    fig.savefig(p, dpi=90)
+    plt.close(fig)
+    made.append(p)
+    # RSS vs N over every result file in the folder (the newest per N)
+    per = {}
+    for path in sorted(glob.glob(os.path.join(a.out_dir, "*-*.json"))):
+        if path.endswith(".raw.json"):
+            continue
+        try:
+            with open(path) as f:
+                recs = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if not isinstance(recs, list):
+            continue
+        for rec in recs:
+            if rec.get("scenario") == "steady" and rec.get("metric") == "server_rss_kib":
+                name = "headscale" if rec["server"] == "headscale" else f"ours-{rec['db']}"
+                per.setdefault(name, {})[rec["nodes"]] = rec["value"] / 1024
+    if per:
+        fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        for name, pts in sorted(per.items()):
+            ns = sorted(pts)
+            ax.plot(ns, [pts[n] for n in ns], marker="o", label=name)
+        ax.set_xlabel("connected nodes (N)")
+        ax.set_ylabel("server RSS, MiB (steady state)")
+        ax.set_xscale("log")
+        ax.set_title("Server RSS vs N")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        p = os.path.join(a.out_dir, "rss-vs-n.png")
+        fig.savefig(p, dpi=90)
+        plt.close(fig)
+        made.append(p)
+    return made
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--nodes", type=int, required=True)
+    ap.add_argument("--servers", default="ours-sqlite,ours-postgres,headscale")
+    ap.add_argument("--duration", type=float, default=60, help="steady-state seconds")
+    ap.add_argument("--concurrency", type=int, default=100)
+    ap.add_argument("--ep-changes", type=int, default=3)
+    ap.add_argument("--connect-timeout", type=float, default=900)
+    ap.add_argument("--event-timeout", type=float, default=60)
+    ap.add_argument("--settle", type=float, default=2)
+    ap.add_argument("--out-dir", required=True)
+    ap.add_argument("--loadgen", required=True)
+    ap.add_argument("--ours-bin", required=True)
+    ap.add_argument("--headscale-bin", default="")
+    ap.add_argument("--headscale-version", default="")
+    ap.add_argument("--ours-version", default="")
+    ap.add_argument("--stamp", default=dt.date.today().isoformat())
+    a = ap.parse_args()
+    a.loadgen = os.path.abspath(a.loadgen)
+    a.ours_bin = os.path.abspath(a.ours_bin)
+    if a.headscale_bin:
+        a.headscale_bin = os.path.abspath(a.headscale_bin)
+    a.servers = [s.strip() for s in a.servers.split(",") if s.strip()]
+    for s in a.servers:
+        if s not in ("ours-sqlite", "ours-postgres", "headscale"):
+            ap.error(f"unknown server {s}")
+    os.makedirs(a.out_dir, exist_ok=True)
+    versions = {}
+    records, raw, done = [], {}, []
+    for name in a.servers:
+        binary = a.headscale_bin if name == "headscale" else a.ours_bin
+        versions[name] = (f"headscale {a.headscale_version}" if name == "headscale"
+                          else f"ours {a.ours_version}".strip())
+        run = Run(name, binary, a)
+        try:
+            run.start()
+            res = run_loadgen(run, a)
+            raw[name] = res
+            records += records_for(name, res, a.nodes)
+            done.append(name)
+            log(f"{name}: connected {res.get('connected')}/{a.nodes}, all in "
+                f"{res.get('connect_all_s')} s")
+        except Exception as e:  # noqa: BLE001 — record and go on with the next server
+            log(f"{name}: FAILED: {e}")
+            raw[name] = {"error": str(e), "server_log_tail": run.log_tail(60)}
+            done.append(name)
+        finally:
+            run.stop()
+            run.cleanup()
+    with open(os.path.join(a.out_dir, f"{a.stamp}-{a.nodes}.json"), "w") as f:
+        json.dump(records, f, indent=1)
+    with open(os.path.join(a.out_dir, f"{a.stamp}-{a.nodes}.raw.json"), "w") as f:
+        json.dump(raw, f, indent=1)
+    write_report(a, done, records, raw, a.stamp, versions)
+    made = plots(a, raw, a.stamp)
+    log("wrote " + ", ".join([f"{a.out_dir}/{a.stamp}-{a.nodes}.md",
+                              f"{a.out_dir}/{a.stamp}-{a.nodes}.json"] + made))
+    ok = all(isinstance(raw.get(n), dict) and not raw[n].get("error") for n in a.servers)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1028 @@
+// loadgen: N simulated Tailscale nodes against one control server, over the real ts2021
+// protocol, using Tailscale's own control client (tailscale.com/control/controlclient.Direct)
+// for /key, the Noise handshake, HTTP/2, /machine/register (pre-auth key) and lite map
+// updates (endpoint changes). Each node then holds a streaming /machine/map poll on its Noise
+// connection exactly as a real client sends it (Stream, KeepAlive, Compress:"zstd", its
+// Hostinfo, endpoints and disco key), and reads the framed zstd MapResponses.
+//
+// What differs from a full tailscaled: the streaming responses are not fed into the library's
+// mapSession (which keeps a full tailcfg.Node per peer per node: ~N² nodes in one process,
+// tens of GiB at 5,000 nodes). Each message is zstd-decoded and JSON-scanned into a minimal
+// struct instead (Node.ID, peer IDs / keys / endpoints, PeersRemoved, PeersChangedPatch), so
+// per-node memory is a Noise+HTTP/2 connection and a few counters. The JSON scan still reads
+// every byte the server sends, so the loadgen pays the full decode cost of what it receives.
+//
+// Scenarios, in order, in one run (all times are wall clock of this process):
+//
+//	storm     all N nodes log in (at most -concurrency in flight) and get their first map
+//	steady    N idle streams for -steady seconds
+//	endpoint  -ep-changes times: one node sends a lite update with a new endpoint; every other
+//	          node's observation time (the peer's new endpoint in Peers/PeersChanged/Patch)
+//	join      one new node logs in; every other node's observation time (its node key shows up)
+//	delete    one node is deleted with -delete-cmd ({id} → node ID); observation time
+//	          (PeersRemoved, or a full Peers list without it)
+//
+// Server figures come from /proc/<-server-pid>; the loadgen's own CPU from getrusage and its
+// RSS from /proc/self/status. Per-recipient bytes: the map frames a node received during an
+// event's window (4-byte length + zstd body, keep-alives excluded) and the TCP bytes its
+// socket read (Noise records + HTTP/2 frames included). The result is one JSON document.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/debug"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"tailscale.com/control/controlclient"
+	"tailscale.com/control/ts2021"
+	"tailscale.com/net/netmon"
+	"tailscale.com/net/tsdial"
+	"tailscale.com/tailcfg"
+	"tailscale.com/types/key"
+	"tailscale.com/types/persist"
+	"tailscale.com/util/eventbus"
+	"tailscale.com/util/zstdframe"
+)
+
+var (
+	flagURL         = flag.String("url", "", "control server URL, e.g. http://127.0.0.1:8080")
+	flagAuthKey     = flag.String("authkey", "", "reusable pre-auth key")
+	flagNodes       = flag.Int("nodes", 10, "number of nodes in the connect storm")
+	flagConc        = flag.Int("concurrency", 100, "logins in flight at once during the storm (a slot is held until the node's first map)")
+	flagServerPID   = flag.Int("server-pid", 0, "PID of the server process (for /proc figures)")
+	flagSteady      = flag.Float64("steady", 60, "seconds of idle steady state")
+	flagEpChanges   = flag.Int("ep-changes", 3, "number of endpoint-change events")
+	flagJoin        = flag.Bool("join", true, "run the join event")
+	flagDeleteCmd   = flag.String("delete-cmd", "", "shell command deleting a node; {id} is replaced by its node ID (empty: skip the delete event)")
+	flagConnectTO   = flag.Duration("connect-timeout", 10*time.Minute, "give up on the storm after this long")
+	flagEventTO     = flag.Duration("event-timeout", 60*time.Second, "give up waiting for an event's observers after this long")
+	flagSettle      = flag.Duration("settle", 2*time.Second, "quiet time after each event before the next (and before its byte/CPU window closes)")
+	flagOut         = flag.String("out", "", "write the JSON result here (default stdout)")
+	flagLogFile     = flag.String("log", "", "write the loadgen's log here (default stderr)")
+	flagVerbose     = flag.Bool("v", false, "log the control client's own messages")
+	flagGCPercent   = flag.Int("gc-percent", 200, "GOGC for this process")
+	flagDecodeSlots = flag.Int("decode-slots", 0, "map messages decoded at once (0: 2×GOMAXPROCS); bounds memory during the storm")
+	flagLabel       = flag.String("label", "", "free text copied into the result")
+)
+
+// ---------------------------------------------------------------------------------------------
+// observation events
+
+type eventKind int
+
+const (
+	evEndpoint eventKind = iota
+	evJoin
+	evDelete
+)
+
+func (k eventKind) String() string {
+	return [...]string{"endpoint", "join", "delete"}[k]
+}
+
+// event is what the stream readers look for; the active one is published through curEvent.
+type event struct {
+	idx       int // index into the per-node observation arrays
+	kind      eventKind
+	targetID  int64  // endpoint, delete
+	keyJSON   []byte // join: `"nodekey:<hex>"` with the quotes, as it appears in JSON
+	epMarker  []byte // endpoint: `"198.18.x.y:port"` with the quotes
+	targetIdx int    // node index of the target (it does not observe itself)
+}
+
+var curEvent atomic.Pointer[event]
+
+const maxEvents = 16
+
+// keyMatch / epMatch decode a JSON value into "is it the active event's target?" without
+// allocating a string per peer.
+type keyMatch bool
+
+func (k *keyMatch) UnmarshalJSON(b []byte) error {
+	ev := curEvent.Load()
+	*k = keyMatch(ev != nil && ev.kind == evJoin && bytes.Equal(b, ev.keyJSON))
+	return nil
+}
+
+type epMatch bool
+
+func (e *epMatch) UnmarshalJSON(b []byte) error {
+	ev := curEvent.Load()
+	*e = epMatch(ev != nil && ev.kind == evEndpoint && bytes.Contains(b, ev.epMarker))
+	return nil
+}
+
+type peerLite struct {
+	ID        int64
+	Key       keyMatch
+	Endpoints epMatch
+}
+
+type patchLite struct {
+	NodeID    int64
+	Endpoints epMatch
+}
+
+type mapLite struct {
+	KeepAlive         bool
+	Node              *struct{ ID int64 }
+	Peers             []peerLite
+	PeersChanged      []peerLite
+	PeersRemoved      []int64
+	PeersChangedPatch []patchLite
+}
+
+// ---------------------------------------------------------------------------------------------
+// nodes
+
+type node struct {
+	idx      int
+	hostname string
+	mkey     key.MachinePrivate
+	nkey     key.NodePrivate
+	disco    key.DiscoPublic
+	hi       *tailcfg.Hostinfo
+	ep       netip.AddrPort
+	d        *controlclient.Direct
+
+	id atomic.Int64 // from its first map's Node.ID
+
+	tStart, tLogin, tFirstMap atomic.Int64 // unix ns
+
+	wireRx, wireTx  atomic.Int64 // TCP bytes of its connections
+	mapBytes        atomic.Int64 // frames (len prefix + body) of non-keep-alive messages
+	msgs, keepalive atomic.Int64
+	peersSeen       atomic.Int64 // size of the last full Peers list
+
+	obs [maxEvents]atomic.Int64 // unix ns when it saw event i
+
+	ctx      context.Context
+	cancel   context.CancelFunc
+	deleted  atomic.Bool
+	loginErr atomic.Value // string
+	streamErrs, reconnects atomic.Int64
+	lastErr  atomic.Value // string
+}
+
+var (
+	bus        *eventbus.Bus
+	netMon     *netmon.Monitor
+	keyClient  *http.Client
+	decodeSem  chan struct{}
+	bufPool    sync.Pool
+	clientLogf = func(string, ...any) {}
+	t0Run      = time.Now()
+)
+
+// countingConn counts the TCP bytes one node reads and writes.
+type countingConn struct {
+	net.Conn
+	n *node
+}
+
+func (c countingConn) Read(p []byte) (int, error) {
+	k, err := c.Conn.Read(p)
+	c.n.wireRx.Add(int64(k))
+	return k, err
+}
+
+func (c countingConn) Write(p []byte) (int, error) {
+	k, err := c.Conn.Write(p)
+	c.n.wireTx.Add(int64(k))
+	return k, err
+}
+
+var sysDialer = &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+
+func newNode(idx int, hostname string) *node {
+	n := &node{idx: idx, hostname: hostname}
+	n.mkey = key.NewMachine()
+	n.nkey = key.NewNode()
+	n.disco = key.NewDisco().Public()
+	n.ep = netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, byte(idx >> 8), byte(idx)}), 41641)
+	n.hi = &tailcfg.Hostinfo{
+		IPNVersion:    "1.102.3-bench",
+		BackendLogID:  fmt.Sprintf("%016x%016x", rand.Uint64(), rand.Uint64()),
+		FrontendLogID: fmt.Sprintf("%016x%016x", rand.Uint64(), rand.Uint64()),
+		OS:            "linux",
+		OSVersion:     "6.1.0",
+		Hostname:      hostname,
+		GoArch:        runtime.GOARCH,
+		GoVersion:     runtime.Version(),
+		Userspace:     "true",
+		NetInfo: &tailcfg.NetInfo{
+			WorkingUDP:    "true",
+			PreferredDERP: 900,
+			DERPLatency:   map[string]float64{"900-v4": 0.001},
+		},
+	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	return n
+}
+
+func (n *node) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := sysDialer.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return countingConn{Conn: c, n: n}, nil
+}
+
+// login: NewDirect + TryLogin with the pre-auth key (the node key is preset, so the join event
+// knows the key to look for before the server has seen it).
+func (n *node) login(ctx context.Context) error {
+	dialer := tsdial.NewFromFuncForDebug(clientLogf, n.dial)
+	dialer.SetNetMon(netMon)
+	mk := n.mkey
+	d, err := controlclient.NewDirect(controlclient.Options{
+		Persist:              persist.Persist{PrivateNodeKey: n.nkey},
+		GetMachinePrivateKey: func() (key.MachinePrivate, error) { return mk, nil },
+		ServerURL:            *flagURL,
+		AuthKey:              *flagAuthKey,
+		Hostinfo:             n.hi.Clone(),
+		DiscoPublicKey:       n.disco,
+		Logf:                 clientLogf,
+		HTTPTestClient:       keyClient,
+		Dialer:               dialer,
+		Bus:                  bus,
+	})
+	if err != nil {
+		return err
+	}
+	d.SetEndpoints([]tailcfg.Endpoint{{Addr: n.ep, Type: tailcfg.EndpointLocal}})
+	n.d = d
+	url, err := d.TryLogin(ctx, controlclient.LoginDefault)
+	if err != nil {
+		return err
+	}
+	if url != "" {
+		return fmt.Errorf("server wants interactive login: %s", url)
+	}
+	return nil
+}
+
+// stream opens the streaming map poll and reads it until the node is stopped. gotFirst is
+// closed at the first non-keep-alive message.
+func (n *node) stream(gotFirst chan struct{}) error {
+	req := &tailcfg.MapRequest{
+		Version:       tailcfg.CurrentCapabilityVersion,
+		KeepAlive:     true,
+		NodeKey:       n.nkey.Public(),
+		DiscoKey:      n.disco,
+		Endpoints:     []netip.AddrPort{n.ep},
+		EndpointTypes: []tailcfg.EndpointType{tailcfg.EndpointLocal},
+		Stream:        true,
+		Hostinfo:      n.hi,
+		Compress:      "zstd",
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	u := strings.Replace(strings.TrimRight(*flagURL, "/")+"/machine/map", "http:", "https:", 1)
+	hreq, err := http.NewRequestWithContext(n.ctx, "POST", u, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	ts2021.AddLBHeader(hreq, n.nkey.Public())
+	res, err := n.d.DoNoiseRequest(hreq)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != 200 {
+		msg, _ := io.ReadAll(io.LimitReader(res.Body, 512))
+		return fmt.Errorf("map: http %d: %s", res.StatusCode, strings.TrimSpace(string(msg)))
+	}
+	// Like the real client: a watchdog ends a stream silent for 120 s.
+	watchdog := time.AfterFunc(120*time.Second, func() { res.Body.Close() })
+	defer watchdog.Stop()
+	var keepAliveZ []byte
+	first := true
+	for {
+		var siz [4]byte
+		if _, err := io.ReadFull(res.Body, siz[:]); err != nil {
+			return err
+		}
+		size := int(binary.LittleEndian.Uint32(siz[:]))
+		if size > 64<<20 {
+			return fmt.Errorf("map message of %d bytes", size)
+		}
+		decodeSem <- struct{}{}
+		bp := bufPool.Get().(*[]byte)
+		zbuf := growTo((*bp)[:0], size)
+		_, err := io.ReadFull(res.Body, zbuf)
+		now := time.Now().UnixNano()
+		watchdog.Reset(120 * time.Second)
+		if err != nil {
+			*bp = zbuf
+			bufPool.Put(bp)
+			<-decodeSem
+			return err
+		}
+		if keepAliveZ != nil && bytes.Equal(zbuf, keepAliveZ) {
+			n.keepalive.Add(1)
+			*bp = zbuf
+			bufPool.Put(bp)
+			<-decodeSem
+			continue
+		}
+		jp := bufPool.Get().(*[]byte)
+		js, derr := zstdframe.AppendDecode((*jp)[:0], zbuf)
+		var m mapLite
+		if derr == nil {
+			derr = json.Unmarshal(js, &m)
+		}
+		if derr == nil && m.KeepAlive && keepAliveZ == nil && len(js) < 32 {
+			keepAliveZ = append([]byte(nil), zbuf...)
+		}
+		*bp = zbuf
+		bufPool.Put(bp)
+		*jp = js
+		bufPool.Put(jp)
+		<-decodeSem
+		if derr != nil {
+			return fmt.Errorf("decode: %w", derr)
+		}
+		n.msgs.Add(1)
+		if m.KeepAlive {
+			n.keepalive.Add(1)
+			continue
+		}
+		n.mapBytes.Add(int64(4 + size))
+		if first {
+			first = false
+			if m.Node == nil {
+				return errors.New("initial MapResponse lacked node")
+			}
+			n.id.Store(m.Node.ID)
+			if n.tFirstMap.Load() == 0 {
+				n.tFirstMap.Store(now)
+			}
+			if gotFirst != nil {
+				close(gotFirst)
+				gotFirst = nil
+			}
+		}
+		if m.Peers != nil {
+			n.peersSeen.Store(int64(len(m.Peers)))
+		}
+		n.observe(&m, now)
+	}
+}
+
+func growTo(b []byte, n int) []byte {
+	if cap(b) < n {
+		b = make([]byte, n, n+n/4)
+	}
+	return b[:n]
+}
+
+func (n *node) observe(m *mapLite, now int64) {
+	ev := curEvent.Load()
+	if ev == nil || ev.targetIdx == n.idx || n.obs[ev.idx].Load() != 0 {
+		return
+	}
+	seen := false
+	switch ev.kind {
+	case evEndpoint:
+		for i := range m.Peers {
+			seen = seen || (m.Peers[i].ID == ev.targetID && bool(m.Peers[i].Endpoints))
+		}
+		for i := range m.PeersChanged {
+			seen = seen || (m.PeersChanged[i].ID == ev.targetID && bool(m.PeersChanged[i].Endpoints))
+		}
+		for i := range m.PeersChangedPatch {
+			seen = seen || (m.PeersChangedPatch[i].NodeID == ev.targetID && bool(m.PeersChangedPatch[i].Endpoints))
+		}
+	case evJoin:
+		for i := range m.Peers {
+			seen = seen || bool(m.Peers[i].Key)
+		}
+		for i := range m.PeersChanged {
+			seen = seen || bool(m.PeersChanged[i].Key)
+		}
+	case evDelete:
+		for _, id := range m.PeersRemoved {
+			seen = seen || id == ev.targetID
+		}
+		if len(m.Peers) > 0 {
+			present := false
+			for i := range m.Peers {
+				present = present || m.Peers[i].ID == ev.targetID
+			}
+			seen = seen || !present
+		}
+	}
+	if seen {
+		n.obs[ev.idx].CompareAndSwap(0, now)
+	}
+}
+
+// run logs the node in and keeps its stream up (reconnecting like a client would) until stopped.
+// ready is signalled after the first map or after the node gave up.
+func (n *node) run(ready func(ok bool)) {
+	n.tStart.Store(time.Now().UnixNano())
+	backoff := 500 * time.Millisecond
+	deadline := time.Now().Add(*flagConnectTO)
+	for {
+		if n.ctx.Err() != nil {
+			ready(false)
+			return
+		}
+		ctx, cancel := context.WithTimeout(n.ctx, 60*time.Second)
+		err := n.login(ctx)
+		cancel()
+		if err == nil {
+			break
+		}
+		n.loginErr.Store(err.Error())
+		if n.d != nil {
+			n.d.Close()
+			n.d = nil
+		}
+		if time.Now().After(deadline) {
+			ready(false)
+			return
+		}
+		sleepCtx(n.ctx, jitter(backoff))
+		backoff = min(backoff*2, 30*time.Second)
+	}
+	n.tLogin.Store(time.Now().UnixNano())
+	gotFirst := make(chan struct{})
+	readyDone := false
+	go func() {
+		select {
+		case <-gotFirst:
+			readyDone = true
+			ready(true)
+		case <-n.ctx.Done():
+		}
+	}()
+	backoff = 500 * time.Millisecond
+	for {
+		err := n.stream(gotFirst)
+		if n.ctx.Err() != nil || n.deleted.Load() {
+			break
+		}
+		n.streamErrs.Add(1)
+		if err != nil {
+			n.lastErr.Store(err.Error())
+		}
+		if n.tFirstMap.Load() == 0 && time.Now().After(deadline) {
+			break
+		}
+		sleepCtx(n.ctx, jitter(backoff))
+		backoff = min(backoff*2, 30*time.Second)
+		n.reconnects.Add(1)
+		if n.tFirstMap.Load() != 0 {
+			gotFirst = nil
+		}
+	}
+	if n.tFirstMap.Load() == 0 && !readyDone {
+		ready(false)
+	}
+}
+
+func jitter(d time.Duration) time.Duration {
+	return d/2 + time.Duration(rand.Int64N(int64(d)))
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc figures
+
+type procSample struct {
+	T       time.Time
+	CPU     float64 // utime+stime seconds
+	RSSKiB  int64
+	HWMKiB  int64
+	WChar   int64 // /proc/<pid>/io wchar: bytes passed to write/send (sockets, files, logs)
+	ReadOK  bool
+	Threads int64
+}
+
+var clkTck = 100.0
+
+func sampleProc(pid int) procSample {
+	s := procSample{T: time.Now()}
+	if pid <= 0 {
+		return s
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return s
+	}
+	str := string(b)
+	i := strings.LastIndexByte(str, ')')
+	f := strings.Fields(str[i+2:])
+	ut, _ := strconv.ParseUint(f[11], 10, 64)
+	st, _ := strconv.ParseUint(f[12], 10, 64)
+	s.CPU = float64(ut+st) / clkTck
+	s.ReadOK = true
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			fs := strings.Fields(line)
+			if len(fs) < 2 {
+				continue
+			}
+			v, _ := strconv.ParseInt(fs[1], 10, 64)
+			switch fs[0] {
+			case "VmRSS:":
+				s.RSSKiB = v
+			case "VmHWM:":
+				s.HWMKiB = v
+			case "Threads:":
+				s.Threads = v
+			}
+		}
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid)); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "wchar: "); ok {
+				s.WChar, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			}
+		}
+	}
+	return s
+}
+
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return float64(ru.Utime.Sec+ru.Stime.Sec) + float64(ru.Utime.Usec+ru.Stime.Usec)/1e6
+}
+
+func selfRSS() (rss, hwm int64) {
+	s := sampleProc(os.Getpid())
+	return s.RSSKiB, s.HWMKiB
+}
+
+// ---------------------------------------------------------------------------------------------
+// result
+
+type phase struct {
+	Name          string  `json:"name"`
+	WallS         float64 `json:"wall_s"`
+	ServerCPUS    float64 `json:"server_cpu_s"`
+	ServerCPUPct  float64 `json:"server_cpu_pct"`
+	ServerRSSKiB  int64   `json:"server_rss_kib"`
+	ServerHWMKiB  int64   `json:"server_hwm_kib"`
+	ServerThreads int64   `json:"server_threads"`
+	ServerWChar   int64   `json:"server_wchar_bytes"`
+	LoadCPUS      float64 `json:"loadgen_cpu_s"`
+	LoadCPUPct    float64 `json:"loadgen_cpu_pct"`
+	LoadRSSKiB    int64   `json:"loadgen_rss_kib"`
+	LoadHWMKiB    int64   `json:"loadgen_hwm_kib"`
+	LoadHeapKiB   uint64  `json:"loadgen_heap_kib"`
+	Goroutines    int     `json:"loadgen_goroutines"`
+}
+
+type eventResult struct {
+	Kind            string    `json:"kind"`
+	Target          int64     `json:"target_node_id"`
+	Recipients      int       `json:"recipients"`
+	Observed        int       `json:"observed"`
+	LatMS           []float64 `json:"latency_ms"` // sorted, observed recipients only
+	P50MS           float64   `json:"p50_ms"`
+	P99MS           float64   `json:"p99_ms"`
+	MaxMS           float64   `json:"max_ms"`
+	WindowS         float64   `json:"window_s"`
+	ServerCPUS      float64   `json:"server_cpu_s"`
+	ServerCPUNetS   float64   `json:"server_cpu_minus_idle_s"`
+	ServerWChar     int64     `json:"server_wchar_bytes"`
+	MapBytesPerRcpt float64   `json:"map_bytes_per_recipient"`
+	WireRxPerRcpt   float64   `json:"wire_rx_bytes_per_recipient"`
+	MsgsPerRcpt     float64   `json:"messages_per_recipient"`
+	LoadCPUS        float64   `json:"loadgen_cpu_s"`
+	Error           string    `json:"error,omitempty"`
+}
+
+type result struct {
+	Label          string         `json:"label"`
+	URL            string         `json:"url"`
+	Nodes          int            `json:"nodes"`
+	Concurrency    int            `json:"concurrency"`
+	Connected      int            `json:"connected"`
+	ConnectAllS    float64        `json:"connect_all_s"` // first login start → last first map (-1: not all)
+	ConnectLastS   float64        `json:"connect_last_s"`
+	FirstMapMS     []float64      `json:"first_map_ms"` // per node: its login start → its first map, sorted
+	LoginErrors    map[string]int `json:"login_errors"`
+	StreamErrors   map[string]int `json:"stream_errors"`
+	Reconnects     int64          `json:"reconnects"`
+	PeersSeenMin   int64          `json:"peers_in_first_map_min"`
+	Baseline       phase          `json:"baseline"`
+	Phases         []phase        `json:"phases"`
+	Events         []eventResult  `json:"events"`
+	IdleCPUPctSrv  float64        `json:"server_idle_cpu_pct"`
+	GoMaxProcs     int            `json:"gomaxprocs"`
+	Notes          []string       `json:"notes"`
+	Failed         string         `json:"failed,omitempty"`
+}
+
+var (
+	res      result
+	allNodes []*node
+	nodesMu  sync.Mutex
+)
+
+func snapshotPhase(name string, startSrv procSample, startLoad float64, start time.Time) phase {
+	s := sampleProc(*flagServerPID)
+	lc := selfCPU()
+	rss, hwm := selfRSS()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	wall := time.Since(start).Seconds()
+	p := phase{
+		Name: name, WallS: wall,
+		ServerCPUS: s.CPU - startSrv.CPU, ServerRSSKiB: s.RSSKiB, ServerHWMKiB: s.HWMKiB,
+		ServerThreads: s.Threads, ServerWChar: s.WChar - startSrv.WChar,
+		LoadCPUS: lc - startLoad, LoadRSSKiB: rss, LoadHWMKiB: hwm, LoadHeapKiB: ms.HeapInuse / 1024,
+		Goroutines: runtime.NumGoroutine(),
+	}
+	if wall > 0 {
+		p.ServerCPUPct = 100 * p.ServerCPUS / wall
+		p.LoadCPUPct = 100 * p.LoadCPUS / wall
+	}
+	return p
+}
+
+func pct(sorted []float64, q float64) float64 {
+	if len(sorted) == 0 {
+		return -1
+	}
+	i := int(q*float64(len(sorted))+0.5) - 1
+	if i < 0 {
+		i = 0
+	}
+	if i >= len(sorted) {
+		i = len(sorted) - 1
+	}
+	return sorted[i]
+}
+
+func liveNodes() []*node {
+	nodesMu.Lock()
+	defer nodesMu.Unlock()
+	var out []*node
+	for _, n := range allNodes {
+		if n.tFirstMap.Load() != 0 && !n.deleted.Load() {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// runEvent publishes ev, runs act, waits until every live node but the target observed it (or
+// timeout), then settles and closes the byte/CPU window.
+func runEvent(ev *event, act func() error, idleRate float64) eventResult {
+	er := eventResult{Kind: ev.kind.String(), Target: ev.targetID}
+	recips := []*node{}
+	for _, n := range liveNodes() {
+		if n.idx != ev.targetIdx {
+			recips = append(recips, n)
+		}
+	}
+	er.Recipients = len(recips)
+	mb0 := make([]int64, len(recips))
+	rx0 := make([]int64, len(recips))
+	ms0 := make([]int64, len(recips))
+	for i, n := range recips {
+		mb0[i], rx0[i], ms0[i] = n.mapBytes.Load(), n.wireRx.Load(), n.msgs.Load()
+	}
+	curEvent.Store(ev)
+	srv0 := sampleProc(*flagServerPID)
+	load0 := selfCPU()
+	t0 := time.Now()
+	if err := act(); err != nil {
+		er.Error = err.Error()
+		log.Printf("event %s: %v", er.Kind, err)
+	}
+	deadline := t0.Add(*flagEventTO)
+	for time.Now().Before(deadline) {
+		all := true
+		for _, n := range recips {
+			if n.obs[ev.idx].Load() == 0 {
+				all = false
+				break
+			}
+		}
+		if all {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(*flagSettle)
+	srv1 := sampleProc(*flagServerPID)
+	load1 := selfCPU()
+	er.WindowS = time.Since(t0).Seconds()
+	er.ServerCPUS = srv1.CPU - srv0.CPU
+	er.ServerCPUNetS = max(0, er.ServerCPUS-idleRate*er.WindowS)
+	er.ServerWChar = srv1.WChar - srv0.WChar
+	er.LoadCPUS = load1 - load0
+	var mb, rx, ms int64
+	for i, n := range recips {
+		if o := n.obs[ev.idx].Load(); o != 0 {
+			er.LatMS = append(er.LatMS, float64(o-t0.UnixNano())/1e6)
+		}
+		mb += n.mapBytes.Load() - mb0[i]
+		rx += n.wireRx.Load() - rx0[i]
+		ms += n.msgs.Load() - ms0[i]
+	}
+	sort.Float64s(er.LatMS)
+	er.Observed = len(er.LatMS)
+	er.P50MS, er.P99MS = pct(er.LatMS, 0.5), pct(er.LatMS, 0.99)
+	er.MaxMS = pct(er.LatMS, 1)
+	if len(recips) > 0 {
+		er.MapBytesPerRcpt = float64(mb) / float64(len(recips))
+		er.WireRxPerRcpt = float64(rx) / float64(len(recips))
+		er.MsgsPerRcpt = float64(ms) / float64(len(recips))
+	}
+	curEvent.Store(nil)
+	log.Printf("event %-8s target=%d observed %d/%d p50=%.1fms p99=%.1fms max=%.1fms srv_cpu=%.3fs map_bytes/rcpt=%.0f wire/rcpt=%.0f",
+		er.Kind, er.Target, er.Observed, er.Recipients, er.P50MS, er.P99MS, er.MaxMS, er.ServerCPUS, er.MapBytesPerRcpt, er.WireRxPerRcpt)
+	return er
+}
+
+func countErrs(get func(n *node) string) map[string]int {
+	m := map[string]int{}
+	for _, n := range allNodes {
+		if s := get(n); s != "" {
+			if len(s) > 160 {
+				s = s[:160]
+			}
+			m[s]++
+		}
+	}
+	return m
+}
+
+func strOf(v *atomic.Value) string {
+	if s, ok := v.Load().(string); ok {
+		return s
+	}
+	return ""
+}
+
+func main() {
+	flag.Parse()
+	if *flagURL == "" || *flagAuthKey == "" {
+		log.Fatal("need -url and -authkey")
+	}
+	if *flagLogFile != "" {
+		f, err := os.Create(*flagLogFile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		log.SetOutput(f)
+	}
+	log.SetFlags(log.Ltime | log.Lmicroseconds)
+	if *flagVerbose {
+		clientLogf = log.Printf
+	}
+	debug.SetGCPercent(*flagGCPercent)
+	slots := *flagDecodeSlots
+	if slots <= 0 {
+		slots = 2 * runtime.GOMAXPROCS(0)
+	}
+	decodeSem = make(chan struct{}, slots)
+	bufPool.New = func() any { b := make([]byte, 0, 4096); return &b }
+
+	bus = eventbus.New()
+	netMon = netmon.NewStatic()
+	// /key is fetched over plain HTTP; one shared client without keep-alives so that no idle
+	// connection per node lingers (Direct closes idle ones after /key anyway).
+	keyClient = &http.Client{Transport: &http.Transport{
+		DisableKeepAlives: true, DialContext: sysDialer.DialContext, MaxIdleConns: 0,
+	}, Timeout: 30 * time.Second}
+
+	res = result{Label: *flagLabel, URL: *flagURL, Nodes: *flagNodes, Concurrency: *flagConc,
+		GoMaxProcs: runtime.GOMAXPROCS(0), ConnectAllS: -1}
+	res.Notes = append(res.Notes,
+		"streams are read and JSON-scanned into a minimal struct, not fed to controlclient's mapSession (which would hold N² tailcfg.Nodes)")
+
+	out := os.Stdout
+	if *flagOut != "" {
+		f, err := os.Create(*flagOut)
+		if err != nil {
+			log.Fatal(err)
+		}
+		out = f
+	}
+	defer func() {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", " ")
+		enc.Encode(&res)
+	}()
+
+	runStart := time.Now()
+	base := sampleProc(*flagServerPID)
+	loadBase := selfCPU()
+	res.Baseline = snapshotPhase("baseline", base, loadBase, runStart)
+	res.Baseline.ServerCPUS = base.CPU // absolute CPU used before the run (start-up)
+
+	// ---- 1. connect storm
+	N := *flagNodes
+	sem := make(chan struct{}, max(1, *flagConc))
+	var wg sync.WaitGroup
+	var connected atomic.Int64
+	stormStart := time.Now()
+	srvStorm0 := sampleProc(*flagServerPID)
+	loadStorm0 := selfCPU()
+	for i := 0; i < N; i++ {
+		n := newNode(i, fmt.Sprintf("bench-%05d", i))
+		nodesMu.Lock()
+		allNodes = append(allNodes, n)
+		nodesMu.Unlock()
+		sem <- struct{}{}
+		wg.Add(1)
+		var once sync.Once
+		go n.run(func(ok bool) {
+			once.Do(func() {
+				if ok {
+					connected.Add(1)
+				}
+				<-sem
+				wg.Done()
+			})
+		})
+	}
+	waitDone := make(chan struct{})
+	go func() { wg.Wait(); close(waitDone) }()
+	tick := time.NewTicker(5 * time.Second)
+loop:
+	for {
+		select {
+		case <-waitDone:
+			break loop
+		case <-tick.C:
+			s := sampleProc(*flagServerPID)
+			log.Printf("storm: %d/%d connected after %.1fs, server rss %d KiB cpu %.1fs, loadgen cpu %.1fs",
+				connected.Load(), N, time.Since(stormStart).Seconds(), s.RSSKiB, s.CPU-srvStorm0.CPU, selfCPU()-loadStorm0)
+			if !s.ReadOK && *flagServerPID > 0 {
+				res.Failed = "server process gone during the connect storm"
+				log.Print(res.Failed)
+				break loop
+			}
+		}
+	}
+	tick.Stop()
+	var last int64
+	for _, n := range allNodes {
+		if f := n.tFirstMap.Load(); f != 0 {
+			res.FirstMapMS = append(res.FirstMapMS, float64(f-n.tStart.Load())/1e6)
+			last = max(last, f)
+		}
+	}
+	sort.Float64s(res.FirstMapMS)
+	res.Connected = int(connected.Load())
+	if last != 0 {
+		res.ConnectLastS = float64(last-stormStart.UnixNano()) / 1e9
+	}
+	if res.Connected == N {
+		res.ConnectAllS = res.ConnectLastS
+	}
+	ph := snapshotPhase("storm", srvStorm0, loadStorm0, stormStart)
+	res.Phases = append(res.Phases, ph)
+	log.Printf("storm done: %d/%d connected, all in %.2fs; server cpu %.1fs rss %d KiB; loadgen cpu %.1fs rss %d KiB",
+		res.Connected, N, res.ConnectLastS, ph.ServerCPUS, ph.ServerRSSKiB, ph.LoadCPUS, ph.LoadRSSKiB)
+	res.LoginErrors = countErrs(func(n *node) string { return strOf(&n.loginErr) })
+	if res.Failed != "" || res.Connected == 0 {
+		if res.Failed == "" {
+			res.Failed = "no node connected"
+		}
+		shutdown()
+		return
+	}
+	// Let the deltas of the storm drain before measuring steady state.
+	time.Sleep(*flagSettle)
+	res.PeersSeenMin = -1
+	for _, n := range liveNodes() {
+		if p := n.peersSeen.Load(); res.PeersSeenMin < 0 || p < res.PeersSeenMin {
+			res.PeersSeenMin = p
+		}
+	}
+
+	// ---- 2. steady state
+	srvSt0 := sampleProc(*flagServerPID)
+	loadSt0 := selfCPU()
+	stStart := time.Now()
+	sleepCtx(context.Background(), time.Duration(*flagSteady*float64(time.Second)))
+	ph = snapshotPhase("steady", srvSt0, loadSt0, stStart)
+	res.Phases = append(res.Phases, ph)
+	idleRate := 0.0
+	if ph.WallS > 0 {
+		idleRate = ph.ServerCPUS / ph.WallS
+	}
+	res.IdleCPUPctSrv = 100 * idleRate
+	log.Printf("steady: %.1fs server cpu %.2f%% rss %d KiB; loadgen cpu %.2f%% rss %d KiB",
+		ph.WallS, ph.ServerCPUPct, ph.ServerRSSKiB, ph.LoadCPUPct, ph.LoadRSSKiB)
+
+	// ---- 3. propagation
+	srvPr0 := sampleProc(*flagServerPID)
+	loadPr0 := selfCPU()
+	prStart := time.Now()
+	evIdx := 0
+	live := liveNodes()
+	for k := 0; k < *flagEpChanges && k < len(live) && evIdx < maxEvents; k++ {
+		mover := live[k%len(live)]
+		newEP := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 19, byte(mover.idx >> 8), byte(mover.idx)}), uint16(40000+k))
+		ev := &event{idx: evIdx, kind: evEndpoint, targetID: mover.id.Load(), targetIdx: mover.idx,
+			epMarker: []byte(`"` + newEP.String() + `"`)}
+		evIdx++
+		res.Events = append(res.Events, runEvent(ev, func() error {
+			mover.d.SetEndpoints([]tailcfg.Endpoint{{Addr: newEP, Type: tailcfg.EndpointSTUN}})
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			return mover.d.SendUpdate(ctx)
+		}, idleRate))
+	}
+	if *flagJoin && evIdx < maxEvents {
+		j := newNode(N, fmt.Sprintf("bench-join-%05d", N))
+		nodesMu.Lock()
+		allNodes = append(allNodes, j)
+		nodesMu.Unlock()
+		kj, _ := j.nkey.Public().MarshalText()
+		ev := &event{idx: evIdx, kind: evJoin, targetIdx: j.idx, keyJSON: []byte(`"` + string(kj) + `"`)}
+		evIdx++
+		res.Events = append(res.Events, runEvent(ev, func() error {
+			done := make(chan bool, 1)
+			go j.run(func(ok bool) { done <- ok })
+			return nil // observers are what we wait for; the joiner's own map is not required
+		}, idleRate))
+	}
+	if *flagDeleteCmd != "" && evIdx < maxEvents {
+		live = liveNodes()
+		victim := live[len(live)-1]
+		if victim.idx >= N && len(live) > 1 { // prefer an original node over the joiner
+			victim = live[len(live)-2]
+		}
+		ev := &event{idx: evIdx, kind: evDelete, targetID: victim.id.Load(), targetIdx: victim.idx}
+		evIdx++
+		res.Events = append(res.Events, runEvent(ev, func() error {
+			victim.deleted.Store(true)
+			cmd := strings.ReplaceAll(*flagDeleteCmd, "{id}", strconv.FormatInt(victim.id.Load(), 10))
+			out, err := exec.Command("/bin/sh", "-c", cmd).CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("%s: %v: %s", cmd, err, strings.TrimSpace(string(out)))
+			}
+			return nil
+		}, idleRate))
+		victim.cancel()
+	}
+	res.Phases = append(res.Phases, snapshotPhase("propagation", srvPr0, loadPr0, prStart))
+	res.StreamErrors = countErrs(func(n *node) string { return strOf(&n.lastErr) })
+	for _, n := range allNodes {
+		res.Reconnects += n.reconnects.Load()
+	}
+	res.Phases = append(res.Phases, snapshotPhase("total", base, loadBase, runStart))
+	shutdown()
+}
+
+func shutdown() {
+	for _, n := range allNodes {
+		n.cancel()
+	}
+	done := make(chan struct{})
+	go func() {
+		for _, n := range allNodes {
+			if n.d != nil {
+				n.d.Close()
+			}
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+	}
+}

@@ -1,0 +1,95 @@
+#!/bin/bash
+# Side-by-side scale benchmark: our server (SQLite, PostgreSQL) and headscale, one after the
+# other on this machine, driven by bench/loadgen (N simulated Tailscale nodes).
+#
+#   bench/run.sh --nodes N [--servers ours-sqlite,ours-postgres,headscale] [--duration S]
+#                [--concurrency C] [--ep-changes K] [--out-dir DIR] [--ours-bin PATH]
+#                [--headscale-version vX.Y.Z] [--connect-timeout S] [--event-timeout S]
+#
+# Writes DIR/<date>-<N>.md, .json, .raw.json and PNG plots (DIR defaults to bench/results).
+# Builds (and caches under bench/.cache/) the loadgen and headscale; builds our server into
+# build-bench/ unless --ours-bin (or $HS_BIN) names a binary. See bench/README.md.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$HERE")
+CACHE=${HS_BENCH_CACHE:-$HERE/.cache}
+# Newest headscale release the Go module proxy serves (v0.29.4 and v0.30.0 are not served;
+# v0.29.3's go.mod says go 1.26.5, which the local Go 1.26 builds).
+HS_VERSION=${HS_BENCH_HEADSCALE_VERSION:-v0.29.3}
+
+NODES=
+SERVERS=ours-sqlite,ours-postgres,headscale
+DURATION=60
+OUT_DIR=$HERE/results
+OURS_BIN=${HS_BIN:-}
+PASS=()
+
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+
+while [ $# -gt 0 ]; do
+    case $1 in
+        --nodes) NODES=$2; shift 2 ;;
+        --servers) SERVERS=$2; shift 2 ;;
+        --duration) DURATION=$2; shift 2 ;;
+        --out-dir) OUT_DIR=$2; shift 2 ;;
+        --ours-bin) OURS_BIN=$2; shift 2 ;;
+        --headscale-version) HS_VERSION=$2; shift 2 ;;
+        --concurrency|--ep-changes|--connect-timeout|--event-timeout|--settle)
+            PASS+=("$1" "$2"); shift 2 ;;
+        -h|--help) usage 0 ;;
+        *) echo "run.sh: unknown argument $1" >&2; usage ;;
+    esac
+done
+[ -n "$NODES" ] || usage
+
+say() { echo "[run.sh $(date +%H:%M:%S)] $*" >&2; }
+
+export GOTOOLCHAIN=local
+export GOFLAGS=${GOFLAGS:-}
+
+# ---- the load generator, cached by the hash of its sources
+LG_HASH=$(cat "$HERE"/loadgen/go.mod "$HERE"/loadgen/go.sum "$HERE"/loadgen/*.go | sha256sum | cut -c1-16)
+LOADGEN=$CACHE/loadgen/$LG_HASH/loadgen
+if [ ! -x "$LOADGEN" ]; then
+    say "building loadgen → $LOADGEN"
+    mkdir -p "$(dirname "$LOADGEN")"
+    (cd "$HERE/loadgen" && go build -trimpath -o "$LOADGEN.tmp" .)
+    mv "$LOADGEN.tmp" "$LOADGEN"
+fi
+
+# ---- our server
+OURS_VERSION=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)
+if [[ ",$SERVERS," == *,ours-* ]] && [ -z "$OURS_BIN" ]; then
+    say "building our server in build-bench/ (Release)"
+    cmake -S "$REPO" -B "$REPO/build-bench" -DCMAKE_BUILD_TYPE=Release -DHS_TESTS=OFF >/dev/null
+    cmake --build "$REPO/build-bench" -j2 --target headscale >/dev/null
+    OURS_BIN=$REPO/build-bench/headscale
+fi
+
+# ---- headscale, cached per version
+HS_BIN_PATH=
+if [[ ",$SERVERS," == *,headscale,* ]]; then
+    HS_DIR=$CACHE/headscale/$HS_VERSION
+    HS_BIN_PATH=$HS_DIR/headscale
+    if [ ! -x "$HS_BIN_PATH" ]; then
+        mkdir -p "$HS_DIR"
+        say "installing headscale $HS_VERSION → $HS_DIR (a few minutes the first time)"
+        if ! GOBIN=$HS_DIR go install "github.com/juanfont/headscale/cmd/headscale@$HS_VERSION" \
+                2>"$HS_DIR/install.log"; then
+            # go install pkg@version also asks the proxy for the module's version list (to
+            # report deprecation); where that list is refused, build the downloaded module.
+            say "go install failed ($(tail -1 "$HS_DIR/install.log")); building from the module cache"
+            dir=$(go mod download -json "github.com/juanfont/headscale@$HS_VERSION" |
+                  sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+            [ -n "$dir" ] || { echo "run.sh: cannot download headscale $HS_VERSION" >&2; exit 1; }
+            (cd "$dir" && GOFLAGS=-mod=mod go build -trimpath -o "$HS_BIN_PATH.tmp" ./cmd/headscale)
+            mv "$HS_BIN_PATH.tmp" "$HS_BIN_PATH"
+        fi
+    fi
+fi
+
+exec python3 "$HERE/lib/bench.py" --nodes "$NODES" --servers "$SERVERS" --duration "$DURATION" \
+    --out-dir "$OUT_DIR" --loadgen "$LOADGEN" --ours-bin "${OURS_BIN:-/nonexistent}" \
+    --ours-version "$OURS_VERSION" --headscale-bin "$HS_BIN_PATH" \
+    --headscale-version "$HS_VERSION" ${PASS[@]+"${PASS[@]}"}
