@@ -193,6 +193,7 @@ static ssize_t read_out(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t le
     }
     memcpy(buf, st->out.data, n);
     hs_buf_consume(&st->out, n);
+    hs_buf_trim(&st->out, 4096); /* a full map is large, the deltas after it small */
     if (st->end && st->out.len == 0)
         *flags |= NGHTTP2_DATA_FLAG_EOF;
     return (ssize_t)n;

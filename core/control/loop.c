@@ -99,6 +99,7 @@ static void conn_write(struct conn *cn)
         break;
     }
     hs_buf_consume(&cn->tx, off);
+    hs_buf_trim(&cn->tx, 16384);
     conn_want_write(cn, cn->tx.len > 0 && !cn->closing);
 }
 

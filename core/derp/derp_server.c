@@ -90,6 +90,7 @@ static void flush_client(struct dclient *c)
         }
     }
     hs_buf_consume(&c->tx, off);
+    hs_buf_trim(&c->tx, 65536);
     if (c->tx.len == 0)
         c->stalled_since = 0;
     else if (off > 0 || !c->stalled_since)
@@ -317,15 +318,39 @@ static void process_rx(struct dclient *c)
     c->rxlen -= off;
 }
 
+/* Room for the frame that starts the buffer (its header says how long it is). Buffers
+ * start small: most clients only ever see packets of a few hundred bytes. */
+static void rx_make_room(struct dclient *c)
+{
+    size_t need = DERP_RX_INITIAL;
+
+    if (c->rxlen >= DERP_HDR_LEN) {
+        uint32_t plen = (uint32_t)c->rx[1] << 24 | (uint32_t)c->rx[2] << 16 |
+                        (uint32_t)c->rx[3] << 8 | c->rx[4];
+        if (plen <= DERP_MAX_FRAME && DERP_HDR_LEN + plen > need)
+            need = DERP_HDR_LEN + plen;
+    }
+    if (c->rxlen == 0 && c->rxcap > DERP_RX_INITIAL) {
+        free(c->rx);
+        c->rx = NULL;
+        c->rxcap = 0;
+    }
+    if (c->rxcap < need) {
+        c->rx = hs_xrealloc(c->rx, need);
+        c->rxcap = need;
+    }
+}
+
 static void client_read(struct dclient *c)
 {
     while (!c->closing) {
         ssize_t n;
-        if (c->rxlen == DERP_RX_SIZE) {
+        rx_make_room(c);
+        if (c->rxlen == c->rxcap) {
             c->closing = true; /* cannot happen: a full buffer always holds a frame */
             break;
         }
-        n = read(c->fd, c->rx + c->rxlen, DERP_RX_SIZE - c->rxlen);
+        n = read(c->fd, c->rx + c->rxlen, c->rxcap - c->rxlen);
         if (n > 0) {
             c->rxlen += (size_t)n;
             process_rx(c);
@@ -480,14 +505,13 @@ void derp_server_adopt(struct derp_server *d, int fd, const uint8_t *extra, size
     c->release = release;
     c->token = token;
     c->srv = d;
-    c->rx = hs_xmalloc(DERP_RX_SIZE);
+    c->rxcap = extra_len > DERP_RX_INITIAL ? extra_len : DERP_RX_INITIAL;
+    c->rx = hs_xmalloc(c->rxcap);
     c->deadline = hs_monotonic_us() + DERP_HANDSHAKE_US;
     c->next_keepalive = hs_monotonic_us() + DERP_KEEPALIVE_US;
     hs_buf_init(&c->tx, DERP_TX_HARD_LIMIT);
-    if (extra_len <= DERP_RX_SIZE) {
-        memcpy(c->rx, extra, extra_len);
-        c->rxlen = extra_len;
-    }
+    memcpy(c->rx, extra, extra_len);
+    c->rxlen = extra_len;
     memcpy(sk, derp_magic, sizeof(derp_magic));
     memcpy(sk + sizeof(derp_magic), d->key.pub, DERP_KEY_LEN);
     c->dirty = true; /* not yet on the dirty list: adopt_pending puts it there */

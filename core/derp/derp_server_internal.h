@@ -15,6 +15,7 @@
 #define DERP_WRITE_STALL_US (5 * INT64_C(1000000)) /* a reader this stuck is dropped */
 #define DERP_KEEPALIVE_US (60 * INT64_C(1000000))
 #define DERP_RX_SIZE (DERP_HDR_LEN + DERP_MAX_FRAME)
+#define DERP_RX_INITIAL 8192 /* grown for a large frame, shrunk back when drained */
 
 struct dclient {
     uint64_t id;
@@ -28,7 +29,7 @@ struct dclient {
     bool epollout;
     bool dirty;       /* has bytes queued since the last flush */
     uint8_t *rx;
-    size_t rxlen;
+    size_t rxlen, rxcap;
     struct hs_buf tx;
     int64_t deadline;      /* handshake deadline (monotonic us), 0 once ready */
     int64_t next_keepalive;

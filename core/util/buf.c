@@ -102,3 +102,9 @@ void hs_buf_consume(struct hs_buf *b, size_t n)
     b->len -= n;
     b->data[b->len] = '\0';
 }
+
+void hs_buf_trim(struct hs_buf *b, size_t keep)
+{
+    if (b->len == 0 && b->cap > keep)
+        hs_buf_free(b);
+}

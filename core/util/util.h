@@ -45,6 +45,9 @@ int hs_buf_appendf(struct hs_buf *b, const char *fmt, ...) __attribute__((format
 int hs_buf_reserve(struct hs_buf *b, size_t n);
 /* Drops the first n bytes. */
 void hs_buf_consume(struct hs_buf *b, size_t n);
+/* When empty and holding more than keep bytes of capacity, gives the memory back: buffers of
+ * long-lived connections must not keep the high-water mark of a burst. */
+void hs_buf_trim(struct hs_buf *b, size_t keep);
 /* Hands the data to the caller (free()) and resets b. Never NULL on success. */
 char *hs_buf_steal(struct hs_buf *b);
 

@@ -14,7 +14,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1 || size - 1 > DERP_RX_SIZE)
         return 0;
     keys_generate(&d.key);
-    c.rx = hs_xmalloc(DERP_RX_SIZE);
+    c.rx = hs_xmalloc(size);
+    c.rxcap = size;
     hs_buf_init(&c.tx, DERP_TX_HARD_LIMIT);
     c.ready = data[0] & 1;
     if (c.ready) {
