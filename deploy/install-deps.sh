@@ -30,5 +30,8 @@ else
   echo "install-deps: all packages present"
 fi
 
-# Python test dependencies come from Debian above; pytest from pip only if Debian's is absent.
-python3 -c 'import pytest, yaml, requests' 2>/dev/null || python3 -m pip install -q pytest pyyaml requests
+# Python test dependencies for whichever python3 is first on PATH (Debian's, or a pyenv one):
+# pytest, and the pieces the protocol tests use (h2 and cryptography for a Noise/HTTP/2 client,
+# PyNaCl for a DERP client).
+python3 -c 'import pytest, yaml, requests, h2, cryptography, nacl' 2>/dev/null ||
+  python3 -m pip install -q pytest pyyaml requests h2 cryptography pynacl

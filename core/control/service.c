@@ -30,6 +30,8 @@ static int cmp_id(const void *a, const void *b)
 
 bool idset_has(const struct idset *s, uint64_t id)
 {
+    if (s->n == 0)
+        return false;
     if (s->sorted)
         return bsearch(&id, s->v, s->n, sizeof(*s->v), cmp_id) != NULL;
     for (size_t i = 0; i < s->n; i++)

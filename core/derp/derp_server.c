@@ -388,13 +388,23 @@ static void flush_dirty(struct derp_server *d)
     }
 }
 
+/* Clients that finished this round: their peers are told first, so the PeerGone frames go
+ * out in this round's flush rather than a second later. */
+static void announce_gone(struct derp_server *d)
+{
+    for (struct dclient *c = d->all; c; c = c->next)
+        if (c->closing)
+            client_gone(d, c);
+}
+
+/* After the flush (which skips closing clients), so none is still on the dirty list. */
 static void reap(struct derp_server *d)
 {
     struct dclient *c = d->all, *next;
     for (; c; c = next) {
         next = c->next;
         if (c->closing) {
-            client_gone(d, c);
+            client_gone(d, c); /* no-op unless it started closing during the flush */
             client_free(d, c);
         }
     }
@@ -484,6 +494,7 @@ static void *loop_main(void *arg)
             next_tick = hs_monotonic_us() + 1000000;
             tick(d);
         }
+        announce_gone(d);
         flush_dirty(d);
         reap(d);
     }

@@ -217,7 +217,12 @@ static enum MHD_Result serve_ts2021(struct server *srv, struct MHD_Connection *c
     enum MHD_Result ret;
     char err[160];
 
-    if (!upg || strcasecmp(upg, "tailscale-control-protocol") != 0) {
+    if (upg && *upg && strcasecmp(upg, "tailscale-control-protocol") != 0) {
+        /* WebSocket (browser/WASM clients) is not served yet. */
+        log_info("server: /ts2021 with Upgrade: %.32s: not supported", upg);
+        return send_reply(conn, 400, "text/plain", "unsupported Upgrade for /ts2021\n", 32);
+    }
+    if (!upg || !*upg) {
         static const char msg[] = "expected Upgrade: tailscale-control-protocol (a reverse proxy "
                                   "in front must pass the Upgrade header through)\n";
         log_info("server: /ts2021 without the Upgrade header: check the reverse proxy");
