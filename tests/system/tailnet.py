@@ -35,6 +35,14 @@ import helpers
 REPO = helpers.REPO
 TS_CACHE = os.environ.get("HS_TS_CACHE", os.path.join(REPO, ".cache", "tailscale"))
 SERVER_IP = "198.18.0.1"
+# The clients' control URL host. Loopback (the clients share the server's namespace) on
+# purpose: for an http:// URL on a host that is not loopback/private (198.18.0.1 is neither),
+# tailscale also tries HTTPS :443, and after any Noise redial within 2 minutes of the last one
+# it dials *only* :443 ("controlhttp: forcing port 443 dial due to recent noise dial",
+# control/controlhttp/client.go forceNoise443) -- so after a server restart a client would
+# never come back on plain HTTP. The server still listens on 0.0.0.0, so raw tests can use
+# SERVER_IP; DERP and peer endpoints stay on the veth addresses.
+CONTROL_HOST = os.environ.get("HS_TS_CONTROL_HOST", "127.0.0.1")
 PEER_IP = "198.18.0.2"
 HS_PORT = 8080
 DERP_PORT = 3340
@@ -454,7 +462,7 @@ class Server(helpers.Server):
         super().__init__(db, policy_mode="file" if policy_text else "database",
                          policy_text=policy_text, env=env)
         self.port = HS_PORT
-        self.url = f"http://{SERVER_IP}:{HS_PORT}"
+        self.url = f"http://{CONTROL_HOST}:{HS_PORT}"
         cfg = self.config
         cfg["server_url"] = self.url
         cfg["listen_addr"] = f"0.0.0.0:{HS_PORT}"
@@ -774,8 +782,18 @@ class World:
                 except Exception:
                     pass
 
+    def dead(self):
+        """Processes of this world that should run but do not → [(name, returncode)]."""
+        procs = [n.proc for n in self.nodes.values()]
+        if self.derper:
+            procs.append(self.derper.proc)
+        return [(p.name, p.popen.returncode) for p in procs
+                if p.popen is not None and p.popen.poll() is not None]
+
     def logs(self, n=60):
         out = []
+        for name, rc in self.dead():
+            out.append(f"!!!!! {name} is not running (rc {rc})")
         for node in list(self.nodes.values()):
             out.append(f"===== tailscaled {node.name} ({node.dir}) =====\n{node.log(n)}")
             out.append(f"===== tailscale CLI {node.name} =====\n{tail(node.up_log, n)}")

@@ -88,8 +88,18 @@ def rworld(tmp_path_factory, db, tsver):
 
 @pytest.fixture(autouse=True)
 def _tailnet_logs(request):
-    """On failure, prints the tails of the client and derper logs of every live world (the
-    server log is printed by conftest's _server_watch)."""
+    """Before a test: every process of the live worlds still runs (a derper killed from outside
+    is restarted, a dead client fails the test with its exit status instead of a confusing
+    timeout). On failure: prints the tails of the client and derper logs of every live world
+    (the server log is printed by conftest's _server_watch)."""
+    gone = []
+    for w in list(tailnet.LIVE_WORLDS):
+        for name, rc in w.dead():
+            gone.append(f"{name} of {w.dir} exited with rc {rc} before this test")
+            if name == "derper":
+                w.derper.start()
+    if gone:
+        pytest.fail("processes died between tests (killed from outside?):\n" + "\n".join(gone))
     yield
     rep = getattr(request.node, "rep_call", None)
     if rep is not None and rep.failed:
@@ -475,6 +485,15 @@ def test_server_restart_clients_reconnect(rworld, how):
     for a, b in ((r1, r2), (r2, r1)):
         assert_sees(a, b, timeout=90)
     assert "pong" in r1.wait_ping(r2.ip4).stdout
+    # BackendState stays Running and the cached netmap keeps peers Online even when a client
+    # never gets its control session back, so prove the map stream is live: the server sees
+    # both online, and a change made now reaches the other client.
+    poll(lambda: all(tailnet.field(w.server.node_by_name(n.name) or {}, "online")
+                     for n in w.base), 60, "both nodes online on the server again")
+    new = f"{r2.name}-{how}"
+    w.server.cli_ok("nodes", "rename", "-i", ids[r2.name], new)
+    r1.wait_peer(r2.name, lambda p: p.get("DNSName", "").startswith(new + "."), timeout=60,
+                 what=f"{r1.name} to get the rename of {r2.name} after the restart")
     for n in w.base:
         assert n.proc.popen.pid == pids[n.name]
         assert server_id(w, n) == ids[n.name], "node id changed across restart"
