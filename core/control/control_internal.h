@@ -35,7 +35,7 @@ struct conn {
     struct noise_transport nt;
     uint8_t machine_key[KEY_LEN];
     uint16_t capver;
-    uint8_t rx[2 * NOISE_MAX_FRAME];
+    uint8_t rx[NOISE_MAX_FRAME]; /* one frame at most is ever incomplete */
     size_t rxlen;
     struct hs_buf tx; /* sealed bytes waiting for the socket */
     size_t nstreams;

@@ -1,6 +1,7 @@
 /* The protocol service: routes requests arriving over Noise to register and map handling,
  * and runs the map thread that batches state changes into deltas, sends keep-alives,
  * answers interactive-login follow-ups and removes idle ephemeral nodes. */
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include "control/service_internal.h"
 
 #define MAP_THREAD_TICK_US (1000 * 1000)
+#define TRIM_EVERY_TICKS 10 /* hand freed heap pages back to the system every 10 s */
 
 void idset_add(struct idset *s, uint64_t id)
 {
@@ -116,6 +118,7 @@ static void *map_thread(void *arg)
 {
     struct control_service *s = arg;
     int64_t next_tick = hs_monotonic_us() + MAP_THREAD_TICK_US;
+    unsigned ticks = 0;
 
     pthread_mutex_lock(&s->mu);
     while (!s->stopping) {
@@ -141,6 +144,8 @@ static void *map_thread(void *arg)
             poll_keepalives(s);
             poll_gc_ephemeral(s);
             state_check_expiry(s->state, hs_now_us());
+            if (++ticks % TRIM_EVERY_TICKS == 0)
+                malloc_trim(0);
         }
         pthread_mutex_lock(&s->mu);
     }

@@ -1,5 +1,6 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <microhttpd.h>
 #include <pthread.h>
 #include <netdb.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/resource.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -30,6 +32,7 @@
 #define SERVER_HTTP_THREADS 4
 #define SERVER_CONN_TIMEOUT_S 60
 #define SERVER_MAX_HEADER_BYTES 16384
+#define SERVER_MAX_CONNECTIONS 1000000
 
 struct server {
     const struct hs_config *cfg;
@@ -423,7 +426,10 @@ static struct MHD_Daemon *start_daemon(struct listener *l, int fd, const char *c
         { MHD_OPTION_LISTEN_SOCKET, fd, NULL },
         { MHD_OPTION_THREAD_POOL_SIZE, SERVER_HTTP_THREADS, NULL },
         { MHD_OPTION_CONNECTION_TIMEOUT, SERVER_CONN_TIMEOUT_S, NULL },
-        { MHD_OPTION_CONNECTION_MEMORY_LIMIT, SERVER_MAX_HEADER_BYTES * 4, NULL },
+        { MHD_OPTION_CONNECTION_MEMORY_LIMIT, SERVER_MAX_HEADER_BYTES * 2, NULL },
+        /* Upgraded /ts2021 and /derp sockets stay MHD connections: the limit is the fd
+         * limit, not MHD's select()-era default of FD_SETSIZE. */
+        { MHD_OPTION_CONNECTION_LIMIT, SERVER_MAX_CONNECTIONS, NULL },
         { MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, NULL },
         { cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, (void *)cert },
         { cert ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, (void *)key },
@@ -664,6 +670,32 @@ static int wait_for_signal(void)
     }
 }
 
+/* glibc gives each thread its own heap arena and keeps what was freed in it; the bursts of a
+ * connect storm (full maps of megabytes on several threads) then stay resident for good.
+ * Few arenas, large buffers in their own mappings, and a low trim threshold keep RSS close
+ * to what is live. The map thread also trims periodically (control/service.c). */
+static void tune_malloc(void)
+{
+    mallopt(M_ARENA_MAX, 2);
+    mallopt(M_MMAP_THRESHOLD, 64 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 256 * 1024);
+}
+
+/* Every client holds a socket: take the whole hard limit on descriptors, as Go programs
+ * (headscale) do by default, instead of the usual soft limit of 1024. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            log_warn("server: cannot raise the descriptor limit");
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+        log_info("server: up to %llu open descriptors", (unsigned long long)rl.rlim_cur);
+}
+
 int server_run(const struct hs_config *cfg)
 {
     struct server srv;
@@ -678,6 +710,8 @@ int server_run(const struct hs_config *cfg)
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
+    tune_malloc();
 
     if (server_build(&srv, cfg) < 0 || control_service_start(srv.svc) < 0 ||
         (srv.derp && derp_server_start(srv.derp) < 0) ||
