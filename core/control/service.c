@@ -10,7 +10,7 @@
 #include "control/service_internal.h"
 
 #define MAP_THREAD_TICK_US (1000 * 1000)
-#define TRIM_EVERY_TICKS 10 /* hand freed heap pages back to the system every 10 s */
+#define TRIM_EVERY_TICKS 60 /* hand freed heap pages back to the system every minute */
 
 void idset_add(struct idset *s, uint64_t id)
 {

@@ -406,10 +406,28 @@ void state_refresh_node(struct state *s, uint64_t id)
     reload_node(s, id, &fields);
 }
 
+static bool expiry_due(struct state *s, int64_t now)
+{
+    bool due = false;
+
+    pthread_rwlock_rdlock(&s->lock);
+    for (size_t i = 0; i < s->nnodes && !due; i++) {
+        int64_t e = s->nodes[i]->n.expiry;
+        due = e && e <= now && e > s->expiry_checked;
+    }
+    pthread_rwlock_unlock(&s->lock);
+    return due;
+}
+
 void state_check_expiry(struct state *s, int64_t now)
 {
     struct { uint64_t *v; size_t n; } due = { 0 };
 
+    /* Called every second: look under the read lock, write only when something expired. */
+    if (!expiry_due(s, now)) {
+        s->expiry_checked = now;
+        return;
+    }
     pthread_rwlock_wrlock(&s->lock);
     for (size_t i = 0; i < s->nnodes; i++) {
         struct state_node *n = s->nodes[i];
