@@ -4,7 +4,7 @@
 #
 #   bench/run.sh --nodes N [--servers ours-sqlite,ours-postgres,headscale] [--duration S]
 #                [--concurrency C] [--ep-changes K] [--out-dir DIR] [--ours-bin PATH]
-#                [--headscale-version vX.Y.Z] [--connect-timeout S] [--event-timeout S]
+#                [--headscale-version vX.Y.Z] [--connect-timeout S] [--event-timeout S] [--keep]
 #
 # Writes DIR/<date>-<N>.md, .json, .raw.json and PNG plots (DIR defaults to bench/results).
 # Builds (and caches under bench/.cache/) the loadgen and headscale; builds our server into
@@ -37,6 +37,7 @@ while [ $# -gt 0 ]; do
         --headscale-version) HS_VERSION=$2; shift 2 ;;
         --concurrency|--ep-changes|--connect-timeout|--event-timeout|--settle)
             PASS+=("$1" "$2"); shift 2 ;;
+        --keep) PASS+=("$1"); shift ;;
         -h|--help) usage 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; usage ;;
     esac

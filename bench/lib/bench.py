@@ -221,6 +221,24 @@ class Run:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def cpu_jiffies():
+    """(busy, total) jiffies of the whole machine from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return sum(v) - idle, sum(v)
+
+
+def pid_jiffies(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+        fs = s[s.rindex(")") + 2:].split()
+        return int(fs[11]) + int(fs[12])
+    except (OSError, ValueError):
+        return 0
+
+
 def run_loadgen(run, a):
     out_path = os.path.join(run.tmp, "loadgen.json")
     log_path = os.path.join(run.tmp, "loadgen.log")
@@ -235,9 +253,28 @@ def run_loadgen(run, a):
     log(f"{run.name}: loadgen {a.nodes} nodes")
     t0 = time.monotonic()
     limit = a.connect_timeout + a.duration + 4 * (a.event_timeout + a.settle) + 300
+    busy0, _ = cpu_jiffies()
+    srv0 = pid_jiffies(run.proc.pid)
+    with open("/proc/loadavg") as f:
+        load_before = f.read().split()[0]
     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=os.environ.copy())
+    lg_j = 0
     try:
-        p.wait(timeout=limit)
+        # the loadgen's own jiffies are read just before it exits (wait4 would lose them)
+        while True:
+            try:
+                p.wait(timeout=1)
+                break
+            except subprocess.TimeoutExpired:
+                lg_j = max(lg_j, pid_jiffies(p.pid))
+                if time.monotonic() - t0 > limit:
+                    raise
+        busy1, _ = cpu_jiffies()
+        srv1 = pid_jiffies(run.proc.pid)
+        wall = time.monotonic() - t0
+        tck = os.sysconf("SC_CLK_TCK")
+        other = (busy1 - busy0) - (srv1 - srv0) - lg_j
+        machine_other_cpu_pct = 100.0 * max(0, other) / tck / max(wall, 1e-3)
     except subprocess.TimeoutExpired:
         p.kill()
         p.wait(timeout=30)
@@ -248,6 +285,8 @@ def run_loadgen(run, a):
     except (OSError, ValueError) as e:
         raise RuntimeError(f"{run.name}: loadgen rc {p.returncode}, no result ({e})")
     res["loadgen_wall_s"] = time.monotonic() - t0
+    res["machine_other_cpu_pct"] = machine_other_cpu_pct
+    res["loadavg_before"] = float(load_before)
     try:
         with open(log_path) as f:
             res["loadgen_log_tail"] = f.read().splitlines()[-30:]
@@ -296,6 +335,13 @@ def records_for(run_name, res, nodes):
     add("storm", "connected_nodes", res.get("connected"), "nodes")
     if res.get("connect_all_s", -1) >= 0:
         add("storm", "connect_all_s", res["connect_all_s"], "s")
+    if res.get("converged_s"):
+        add("storm", "converged_s", res["converged_s"], "s")
+    add("storm", "drain_s", res.get("drain_s"), "s")
+    drain = phase(res, "drain")
+    if drain:
+        add("storm", "server_cpu_to_converged_s", drain["server_cpu_s"], "s")
+        add("storm", "loadgen_cpu_to_converged_s", drain["loadgen_cpu_s"], "s")
     fm = res.get("first_map_ms") or []
     add("storm", "first_map_p50_ms", pctl(fm, 0.5), "ms")
     add("storm", "first_map_p99_ms", pctl(fm, 0.99), "ms")
@@ -353,6 +399,8 @@ def records_for(run_name, res, nodes):
         add("propagation", "propagation_max_ms", pctl(all_lat, 1.0), "ms")
         add("propagation", "cpu_s_per_change", sum(all_cpu) / len(all_cpu), "s")
         add("propagation", "bytes_per_update", sum(all_bytes) / len(all_bytes), "B")
+    add("machine", "other_processes_cpu_pct", res.get("machine_other_cpu_pct"), "%")
+    add("machine", "loadavg_before", res.get("loadavg_before"), "load")
     tot = phase(res, "total")
     if tot:
         add("total", "loadgen_rss_peak_kib", tot["loadgen_hwm_kib"], "KiB")
@@ -364,7 +412,9 @@ def records_for(run_name, res, nodes):
 # report
 
 ORDER = [
-    ("storm", "connected_nodes"), ("storm", "connect_all_s"), ("storm", "first_map_p50_ms"),
+    ("storm", "connected_nodes"), ("storm", "connect_all_s"), ("storm", "converged_s"),
+    ("storm", "drain_s"), ("storm", "server_cpu_to_converged_s"),
+    ("storm", "loadgen_cpu_to_converged_s"), ("storm", "first_map_p50_ms"),
     ("storm", "first_map_p99_ms"), ("storm", "server_cpu_s"), ("storm", "server_rss_kib"),
     ("storm", "server_rss_peak_kib"), ("storm", "reconnects"), ("storm", "loadgen_cpu_s"),
     ("storm", "loadgen_cpu_pct"),
@@ -379,7 +429,8 @@ for _k in ("endpoint", "join", "delete"):
         ORDER.append((f"propagation-{_k}", _m))
 ORDER += [("propagation", "propagation_p50_ms"), ("propagation", "propagation_p99_ms"),
           ("propagation", "cpu_s_per_change"), ("propagation", "bytes_per_update"),
-          ("total", "server_rss_peak_kib"), ("total", "loadgen_rss_peak_kib")]
+          ("total", "server_rss_peak_kib"), ("total", "loadgen_rss_peak_kib"),
+          ("machine", "other_processes_cpu_pct"), ("machine", "loadavg_before")]
 
 
 def fmt(v):
@@ -472,6 +523,10 @@ def write_report(a, runs_done, records, raw, stamp, versions):
   MapResponse (each node: GET /key, Noise handshake, /machine/register with the reusable key,
   streaming /machine/map). At most `concurrency` nodes are between "start login" and "first map"
   at a time. *first_map_p50/p99_ms*: per node, login start to its own first map.
+  *converged_s*: from the storm's start until the last map message the storm caused was read by
+  any node (the loadgen waits after the storm until no node has read a non-keep-alive message
+  for 2 s; *drain_s* is that wait). At large N this tail is the deltas queued per stream, and
+  when the loadgen's CPU is near 100 % it is also its own reading speed.
 - *server_cpu_s*, *server_rss_kib*, *server_rss_peak_kib* (VmHWM), threads: /proc/<pid>/stat and
   /proc/<pid>/status of the server process, at the end of each phase. *rss_per_node_kib* =
   (steady-state RSS − RSS before the storm) / connected nodes.
@@ -489,6 +544,9 @@ def write_report(a, runs_done, records, raw, stamp, versions):
   in the window (Noise records + HTTP/2 frames + any keep-alive). *server_write_bytes_per_recipient*:
   the server's /proc/<pid>/io `wchar` delta (all write/send syscalls: sockets, database, logs)
   divided by the recipients.
+- *machine/other_processes_cpu_pct*: CPU used on the machine during the server's run by
+  processes other than the server and the loadgen (from /proc/stat; 100 = one core). This
+  machine is shared: anything above a few % means the figures of that server are disturbed.
 - *loadgen_cpu_s / loadgen_cpu_pct*: the load generator's own getrusage CPU in that phase
   (100 % = one core of the 2). When it is near 100 % during the storm, the loadgen (which has to
   zstd-decode and JSON-scan every map it is sent) shares the machine with the server and
@@ -513,15 +571,19 @@ def plots(a, raw, stamp):
         for name, r in raw.items():
             if not isinstance(r, dict) or "events" not in r:
                 continue
-            lat = sorted(x for e in r["events"] if e["kind"] == k
-                         for x in (e.get("latency_ms") or []))
-            if not lat:
+            evs = [e for e in r["events"] if e["kind"] == k]
+            lat = sorted(x for e in evs for x in (e.get("latency_ms") or []))
+            total = sum(e["recipients"] for e in evs)
+            if not lat or not total:
                 continue
-            ys = [(i + 1) / len(lat) for i in range(len(lat))]
-            ax.step(lat, ys, where="post", label=name)
+            # y: fraction of *all* recipients, so a server that left some unserved tops out
+            # below 1
+            ys = [(i + 1) / total for i in range(len(lat))]
+            ax.step(lat, ys, where="post", label=f"{name} ({len(lat)}/{total})")
         ax.set_xscale("log")
         ax.set_xlabel("ms from change to observation")
-        ax.set_ylabel("fraction of recipients")
+        ax.set_ylabel("fraction of recipients (all)")
+        ax.set_ylim(0, 1.02)
         ax.set_title(f"{k} ({a.nodes} nodes)")
         ax.grid(True, which="both", alpha=0.3)
         if ax.get_lines():
@@ -583,7 +645,16 @@ def main():
     ap.add_argument("--headscale-version", default="")
     ap.add_argument("--ours-version", default="")
     ap.add_argument("--stamp", default=dt.date.today().isoformat())
+    ap.add_argument("--keep", action="store_true",
+                    help="keep each server's /tmp/hsb-* folder (logs, config, loadgen output)")
+    ap.add_argument("--replot", action="store_true",
+                    help="only redraw the PNGs from <out>/<stamp>-<nodes>.raw.json")
     a = ap.parse_args()
+    if a.replot:
+        with open(os.path.join(a.out_dir, f"{a.stamp}-{a.nodes}.raw.json")) as f:
+            raw = json.load(f)
+        log("wrote " + ", ".join(plots(a, raw, a.stamp)))
+        return 0
     a.loadgen = os.path.abspath(a.loadgen)
     a.ours_bin = os.path.abspath(a.ours_bin)
     if a.headscale_bin:
@@ -595,6 +666,15 @@ def main():
     os.makedirs(a.out_dir, exist_ok=True)
     versions = {}
     records, raw, done = [], {}, []
+
+    def write_all():
+        # after every server, so that a run cut short keeps what it measured
+        with open(os.path.join(a.out_dir, f"{a.stamp}-{a.nodes}.json"), "w") as f:
+            json.dump(records, f, indent=1)
+        with open(os.path.join(a.out_dir, f"{a.stamp}-{a.nodes}.raw.json"), "w") as f:
+            json.dump(raw, f, indent=1)
+        write_report(a, done, records, raw, a.stamp, versions)
+
     for name in a.servers:
         binary = a.headscale_bin if name == "headscale" else a.ours_bin
         versions[name] = (f"headscale {a.headscale_version}" if name == "headscale"
@@ -614,12 +694,11 @@ def main():
             done.append(name)
         finally:
             run.stop()
-            run.cleanup()
-    with open(os.path.join(a.out_dir, f"{a.stamp}-{a.nodes}.json"), "w") as f:
-        json.dump(records, f, indent=1)
-    with open(os.path.join(a.out_dir, f"{a.stamp}-{a.nodes}.raw.json"), "w") as f:
-        json.dump(raw, f, indent=1)
-    write_report(a, done, records, raw, a.stamp, versions)
+            if a.keep:
+                log(f"{name}: kept {run.tmp} (server.log, loadgen.log, loadgen.json)")
+            else:
+                run.cleanup()
+        write_all()
     made = plots(a, raw, a.stamp)
     log("wrote " + ", ".join([f"{a.out_dir}/{a.stamp}-{a.nodes}.md",
                               f"{a.out_dir}/{a.stamp}-{a.nodes}.json"] + made))

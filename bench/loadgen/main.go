@@ -174,15 +174,16 @@ type node struct {
 	mapBytes        atomic.Int64 // frames (len prefix + body) of non-keep-alive messages
 	msgs, keepalive atomic.Int64
 	peersSeen       atomic.Int64 // size of the last full Peers list
+	lastMsgAt       atomic.Int64 // unix ns of its last non-keep-alive message
 
 	obs [maxEvents]atomic.Int64 // unix ns when it saw event i
 
-	ctx      context.Context
-	cancel   context.CancelFunc
-	deleted  atomic.Bool
-	loginErr atomic.Value // string
+	ctx                    context.Context
+	cancel                 context.CancelFunc
+	deleted                atomic.Bool
+	loginErr               atomic.Value // string
 	streamErrs, reconnects atomic.Int64
-	lastErr  atomic.Value // string
+	lastErr                atomic.Value // string
 }
 
 var (
@@ -351,8 +352,9 @@ func (n *node) stream(gotFirst chan struct{}) error {
 		jp := bufPool.Get().(*[]byte)
 		js, derr := zstdframe.AppendDecode((*jp)[:0], zbuf)
 		var m mapLite
+		fast, peers := -1, int64(-1)
 		if derr == nil {
-			derr = json.Unmarshal(js, &m)
+			fast, peers, derr = scanMsg(js, &m)
 		}
 		if derr == nil && m.KeepAlive && keepAliveZ == nil && len(js) < 32 {
 			keepAliveZ = append([]byte(nil), zbuf...)
@@ -371,6 +373,7 @@ func (n *node) stream(gotFirst chan struct{}) error {
 			continue
 		}
 		n.mapBytes.Add(int64(4 + size))
+		n.lastMsgAt.Store(now)
 		if first {
 			first = false
 			if m.Node == nil {
@@ -385,11 +388,76 @@ func (n *node) stream(gotFirst chan struct{}) error {
 				gotFirst = nil
 			}
 		}
-		if m.Peers != nil {
-			n.peersSeen.Store(int64(len(m.Peers)))
+		if peers >= 0 {
+			n.peersSeen.Store(peers)
 		}
-		n.observe(&m, now)
+		switch fast {
+		case 1:
+			if ev := curEvent.Load(); ev != nil && ev.targetIdx != n.idx {
+				n.obs[ev.idx].CompareAndSwap(0, now)
+			}
+		case -1:
+			n.observe(&m, now)
+		}
 	}
+}
+
+// Messages at least this big (full maps) are not JSON-decoded whole: at 5,000 nodes a full map
+// is megabytes and the loadgen would spend more CPU scanning them than the server spends
+// building them. Instead: Node.ID from the "Node" object alone, the peer count from the number
+// of node keys, and the endpoint/join events by a byte search for the event's unique marker
+// (the new endpoint string / the new node key, which can appear nowhere else). A delete event
+// against a big message still decodes it whole (the target's absence has to be proven).
+const fastScanMin = 32 << 10
+
+var (
+	nodeTag  = []byte(`"Node":`)
+	keyTag   = []byte(`"Key":"nodekey:`)
+	peersTag = []byte(`"Peers":[`)
+)
+
+// scanMsg fills m (wholly for small messages, only m.Node for big ones) and returns fast: 1 =
+// the active event is seen in this message, 0 = not seen, -1 = decide with observe(m); and the
+// number of peers if this was a full map (else -1).
+func scanMsg(js []byte, m *mapLite) (fast int, peers int64, err error) {
+	ev := curEvent.Load()
+	if len(js) < fastScanMin || (ev != nil && ev.kind == evDelete) {
+		if err := json.Unmarshal(js, m); err != nil {
+			return -1, -1, err
+		}
+		if m.Peers != nil {
+			return -1, int64(len(m.Peers)), nil
+		}
+		return -1, -1, nil
+	}
+	if i := bytes.Index(js, nodeTag); i >= 0 {
+		var nd struct{ ID int64 }
+		if err := json.NewDecoder(bytes.NewReader(js[i+len(nodeTag):])).Decode(&nd); err != nil {
+			return -1, -1, fmt.Errorf("Node: %w", err)
+		}
+		m.Node = &struct{ ID int64 }{nd.ID}
+	}
+	peers = -1
+	if bytes.Contains(js, peersTag) {
+		peers = int64(bytes.Count(js, keyTag))
+		if m.Node != nil {
+			peers--
+		}
+	}
+	fast = 0
+	if ev != nil {
+		switch ev.kind {
+		case evEndpoint:
+			if bytes.Contains(js, ev.epMarker) {
+				fast = 1
+			}
+		case evJoin:
+			if bytes.Contains(js, ev.keyJSON) {
+				fast = 1
+			}
+		}
+	}
+	return fast, peers, nil
 }
 
 func growTo(b []byte, n int) []byte {
@@ -628,25 +696,27 @@ type eventResult struct {
 }
 
 type result struct {
-	Label          string         `json:"label"`
-	URL            string         `json:"url"`
-	Nodes          int            `json:"nodes"`
-	Concurrency    int            `json:"concurrency"`
-	Connected      int            `json:"connected"`
-	ConnectAllS    float64        `json:"connect_all_s"` // first login start → last first map (-1: not all)
-	ConnectLastS   float64        `json:"connect_last_s"`
-	FirstMapMS     []float64      `json:"first_map_ms"` // per node: its login start → its first map, sorted
-	LoginErrors    map[string]int `json:"login_errors"`
-	StreamErrors   map[string]int `json:"stream_errors"`
-	Reconnects     int64          `json:"reconnects"`
-	PeersSeenMin   int64          `json:"peers_in_first_map_min"`
-	Baseline       phase          `json:"baseline"`
-	Phases         []phase        `json:"phases"`
-	Events         []eventResult  `json:"events"`
-	IdleCPUPctSrv  float64        `json:"server_idle_cpu_pct"`
-	GoMaxProcs     int            `json:"gomaxprocs"`
-	Notes          []string       `json:"notes"`
-	Failed         string         `json:"failed,omitempty"`
+	Label         string         `json:"label"`
+	URL           string         `json:"url"`
+	Nodes         int            `json:"nodes"`
+	Concurrency   int            `json:"concurrency"`
+	Connected     int            `json:"connected"`
+	ConnectAllS   float64        `json:"connect_all_s"` // first login start → last first map (-1: not all)
+	ConnectLastS  float64        `json:"connect_last_s"`
+	ConvergedS    float64        `json:"converged_s"`  // storm start → last storm delta read by any node
+	DrainS        float64        `json:"drain_s"`      // after the storm, until no map traffic for 2 s
+	FirstMapMS    []float64      `json:"first_map_ms"` // per node: its login start → its first map, sorted
+	LoginErrors   map[string]int `json:"login_errors"`
+	StreamErrors  map[string]int `json:"stream_errors"`
+	Reconnects    int64          `json:"reconnects"`
+	PeersSeenMin  int64          `json:"peers_in_first_map_min"`
+	Baseline      phase          `json:"baseline"`
+	Phases        []phase        `json:"phases"`
+	Events        []eventResult  `json:"events"`
+	IdleCPUPctSrv float64        `json:"server_idle_cpu_pct"`
+	GoMaxProcs    int            `json:"gomaxprocs"`
+	Notes         []string       `json:"notes"`
+	Failed        string         `json:"failed,omitempty"`
 }
 
 var (
@@ -690,11 +760,15 @@ func pct(sorted []float64, q float64) float64 {
 	return sorted[i]
 }
 
-func liveNodes() []*node {
+func nodesSnapshot() []*node {
 	nodesMu.Lock()
 	defer nodesMu.Unlock()
+	return append([]*node(nil), allNodes...)
+}
+
+func liveNodes() []*node {
 	var out []*node
-	for _, n := range allNodes {
+	for _, n := range nodesSnapshot() {
 		if n.tFirstMap.Load() != 0 && !n.deleted.Load() {
 			out = append(out, n)
 		}
@@ -775,7 +849,7 @@ func runEvent(ev *event, act func() error, idleRate float64) eventResult {
 
 func countErrs(get func(n *node) string) map[string]int {
 	m := map[string]int{}
-	for _, n := range allNodes {
+	for _, n := range nodesSnapshot() {
 		if s := get(n); s != "" {
 			if len(s) > 160 {
 				s = s[:160]
@@ -858,25 +932,27 @@ func main() {
 	stormStart := time.Now()
 	srvStorm0 := sampleProc(*flagServerPID)
 	loadStorm0 := selfCPU()
-	for i := 0; i < N; i++ {
-		n := newNode(i, fmt.Sprintf("bench-%05d", i))
-		nodesMu.Lock()
-		allNodes = append(allNodes, n)
-		nodesMu.Unlock()
-		sem <- struct{}{}
-		wg.Add(1)
-		var once sync.Once
-		go n.run(func(ok bool) {
-			once.Do(func() {
-				if ok {
-					connected.Add(1)
-				}
-				<-sem
-				wg.Done()
-			})
-		})
-	}
 	waitDone := make(chan struct{})
+	wg.Add(N)
+	go func() {
+		for i := 0; i < N; i++ {
+			n := newNode(i, fmt.Sprintf("bench-%05d", i))
+			nodesMu.Lock()
+			allNodes = append(allNodes, n)
+			nodesMu.Unlock()
+			sem <- struct{}{}
+			var once sync.Once
+			go n.run(func(ok bool) {
+				once.Do(func() {
+					if ok {
+						connected.Add(1)
+					}
+					<-sem
+					wg.Done()
+				})
+			})
+		}
+	}()
 	go func() { wg.Wait(); close(waitDone) }()
 	tick := time.NewTicker(5 * time.Second)
 loop:
@@ -897,7 +973,7 @@ loop:
 	}
 	tick.Stop()
 	var last int64
-	for _, n := range allNodes {
+	for _, n := range nodesSnapshot() {
 		if f := n.tFirstMap.Load(); f != 0 {
 			res.FirstMapMS = append(res.FirstMapMS, float64(f-n.tStart.Load())/1e6)
 			last = max(last, f)
@@ -923,7 +999,35 @@ loop:
 		shutdown()
 		return
 	}
-	// Let the deltas of the storm drain before measuring steady state.
+	// Let the deltas of the storm drain before measuring steady state: wait until no node has
+	// read a non-keep-alive message for 2 s (bounded by -connect-timeout). At large N the
+	// deltas queued for each stream (one per later join) keep arriving well after the last
+	// node's first map; converged_s is when the last one was read.
+	drainStart := time.Now()
+	var lastTotal int64 = -1
+	stableSince := time.Now()
+	for time.Since(drainStart) < *flagConnectTO {
+		var tot int64
+		for _, n := range nodesSnapshot() {
+			tot += n.mapBytes.Load()
+		}
+		if tot != lastTotal {
+			lastTotal, stableSince = tot, time.Now()
+		} else if time.Since(stableSince) >= 2*time.Second {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	res.DrainS = time.Since(drainStart).Seconds()
+	var lastMsg int64
+	for _, n := range nodesSnapshot() {
+		lastMsg = max(lastMsg, n.lastMsgAt.Load())
+	}
+	if lastMsg > 0 {
+		res.ConvergedS = float64(lastMsg-stormStart.UnixNano()) / 1e9
+	}
+	res.Phases = append(res.Phases, snapshotPhase("drain", srvStorm0, loadStorm0, stormStart))
+	log.Printf("drained after %.1fs more; storm converged at %.2fs", res.DrainS, res.ConvergedS)
 	time.Sleep(*flagSettle)
 	res.PeersSeenMin = -1
 	for _, n := range liveNodes() {
@@ -1001,7 +1105,7 @@ loop:
 	}
 	res.Phases = append(res.Phases, snapshotPhase("propagation", srvPr0, loadPr0, prStart))
 	res.StreamErrors = countErrs(func(n *node) string { return strOf(&n.lastErr) })
-	for _, n := range allNodes {
+	for _, n := range nodesSnapshot() {
 		res.Reconnects += n.reconnects.Load()
 	}
 	res.Phases = append(res.Phases, snapshotPhase("total", base, loadBase, runStart))
@@ -1009,12 +1113,12 @@ loop:
 }
 
 func shutdown() {
-	for _, n := range allNodes {
+	for _, n := range nodesSnapshot() {
 		n.cancel()
 	}
 	done := make(chan struct{})
 	go func() {
-		for _, n := range allNodes {
+		for _, n := range nodesSnapshot() {
 			if n.d != nil {
 				n.d.Close()
 			}

@@ -1,0 +1,99 @@
+"""Smoke run of the scale benchmark harness (bench/run.sh) so that it cannot rot: 20 simulated
+Tailscale nodes (Tailscale's own control client over ts2021) against our server on SQLite,
+a few seconds of steady state, then the propagation events. Checks that the result files are
+written and hold sane figures; the figures themselves are benchmark output, not asserted
+targets."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+import helpers
+
+RUN_SH = os.path.join(helpers.REPO, "bench", "run.sh")
+NODES = 20
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    if shutil.which("go") is None:
+        pytest.skip("Go toolchain not installed (bench/loadgen is Go)")
+    out = tmp_path_factory.mktemp("bench")
+    stamp_env = dict(os.environ)
+    stamp_env.pop("HEADSCALE_CONFIG", None)
+    r = subprocess.run([RUN_SH, "--nodes", str(NODES), "--servers", "ours-sqlite",
+                        "--duration", "5", "--out-dir", str(out),
+                        "--ours-bin", os.path.abspath(helpers.HS_BIN)],
+                       capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL,
+                       env=stamp_env)
+    assert r.returncode == 0, f"bench/run.sh rc {r.returncode}\n{r.stdout}\n{r.stderr[-4000:]}"
+    mds = sorted(p for p in os.listdir(out) if p.endswith(f"-{NODES}.md"))
+    assert mds, f"no report in {os.listdir(out)}\n{r.stderr[-2000:]}"
+    stem = mds[-1][:-3]
+    with open(out / f"{stem}.json") as f:
+        records = json.load(f)
+    with open(out / f"{stem}.raw.json") as f:
+        raw = json.load(f)
+    with open(out / f"{stem}.md") as f:
+        md = f.read()
+    return {"dir": out, "stem": stem, "records": records, "raw": raw, "md": md}
+
+
+def metric(records, scenario, name):
+    hits = [r for r in records if r["scenario"] == scenario and r["metric"] == name]
+    assert len(hits) == 1, f"{scenario}/{name}: {len(hits)} records"
+    return hits[0]["value"]
+
+
+def test_records_have_the_agreed_shape(bench_run):
+    recs = bench_run["records"]
+    assert recs, "empty result list"
+    for r in recs:
+        assert set(r) == {"server", "db", "nodes", "scenario", "metric", "value", "unit"}, r
+        assert r["server"] == "ours" and r["db"] == "sqlite" and r["nodes"] == NODES, r
+        assert isinstance(r["value"], (int, float)), r
+    names = {r["metric"] for r in recs}
+    for need in ("rss_per_node_kib", "cpu_s_per_change", "propagation_p50_ms",
+                 "propagation_p99_ms", "connect_all_s", "bytes_per_update"):
+        assert need in names, f"metric {need} missing"
+
+
+def test_all_nodes_connected(bench_run):
+    recs = bench_run["records"]
+    assert metric(recs, "storm", "connected_nodes") == NODES
+    assert 0 < metric(recs, "storm", "connect_all_s") < 120
+    # every node's first map listed every other node
+    assert metric(recs, "storm", "peers_in_first_map_min") >= 0
+    assert metric(recs, "steady", "server_rss_kib") > 1000
+    assert metric(recs, "steady", "rss_per_node_kib") > 0
+
+
+def test_every_change_observed_by_all(bench_run):
+    recs = bench_run["records"]
+    for kind in ("endpoint", "join", "delete"):
+        sc = f"propagation-{kind}"
+        assert metric(recs, sc, "observed_fraction") == 1.0, f"{kind} not seen by every node"
+        assert metric(recs, sc, "recipients") >= NODES - 1
+        p50 = metric(recs, sc, "propagation_p50_ms")
+        p99 = metric(recs, sc, "propagation_p99_ms")
+        assert 0 < p50 <= p99 < 30000, (kind, p50, p99)
+        assert metric(recs, sc, "bytes_per_update") > 0
+        assert metric(recs, sc, "cpu_s_per_change") >= 0
+    assert metric(recs, "propagation", "propagation_p99_ms") > 0
+
+
+def test_report_and_raw(bench_run):
+    md = bench_run["md"]
+    assert "| scenario | metric | unit | ours-sqlite |" in md
+    assert "connect_all_s" in md and "propagation_p99_ms" in md
+    raw = bench_run["raw"]["ours-sqlite"]
+    assert not raw.get("error"), raw
+    assert raw["connected"] == NODES
+    assert raw["server_alive_after"] is True
+    tail = "\n".join(raw.get("server_log_tail", []))
+    assert not helpers.sanitizer_lines(tail), tail
+    # loadgen CPU is reported for each phase
+    assert all("loadgen_cpu_s" in p for p in raw["phases"])
