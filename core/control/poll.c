@@ -211,7 +211,10 @@ void poll_on_state_change(void *arg, const struct state_change *ch)
     case STATE_NODE_CHANGED:
         /* Endpoints, keys and home region travel as a small patch; anything else as the
          * whole node. */
-        idset_add(ch->fields & ~STATE_F_PATCHABLE ? &s->changed : &s->patched, ch->id);
+        if (ch->fields & ~STATE_F_PATCHABLE)
+            idset_add(&s->changed, ch->id);
+        else
+            idset_add_fields(&s->patched, ch->id, ch->fields);
         break;
     case STATE_NODE_REMOVED: idset_add(&s->removed, ch->id); break;
     case STATE_NODE_ONLINE: idset_add(&s->online, ch->id); break;
@@ -235,7 +238,7 @@ static json_t *session_delta(struct control_service *s, uint64_t self, const str
 {
     struct mapper_changes ch = {
         .changed = b->changed.v, .nchanged = b->changed.n,
-        .patched = b->patched.v, .npatched = b->patched.n,
+        .patched = b->patched.v, .patched_fields = b->patched.f, .npatched = b->patched.n,
         .removed = b->removed.v, .nremoved = b->removed.n,
         .online = b->online.v, .nonline = b->online.n,
     };
@@ -359,7 +362,7 @@ void poll_flush_batch(struct control_service *s)
     /* A node that also changed otherwise goes out whole; no need to patch it too. */
     for (size_t i = 0; i < patched.n; i++)
         if (!idset_has(&b.changed, patched.v[i]))
-            idset_add(&b.patched, patched.v[i]);
+            idset_add_fields(&b.patched, patched.v[i], patched.f[i]);
     idset_free(&patched);
 
     /* Going offline changes state, which queues the next batch for the peers. */

@@ -12,16 +12,29 @@
 #define MAP_THREAD_TICK_US (1000 * 1000)
 #define TRIM_EVERY_TICKS 60 /* hand freed heap pages back to the system every minute */
 
-void idset_add(struct idset *s, uint64_t id)
+static ssize_t idset_find(const struct idset *s, uint64_t id);
+
+void idset_add_fields(struct idset *s, uint64_t id, unsigned fields)
 {
-    if (idset_has(s, id))
+    ssize_t i = idset_find(s, id);
+
+    if (i >= 0) {
+        s->f[i] |= fields;
         return;
+    }
     s->sorted = false;
     if (s->n == s->cap) {
         s->cap = s->cap ? 2 * s->cap : 16;
         s->v = hs_xrealloc(s->v, s->cap * sizeof(*s->v));
+        s->f = hs_xrealloc(s->f, s->cap * sizeof(*s->f));
     }
-    s->v[s->n++] = id;
+    s->v[s->n] = id;
+    s->f[s->n++] = fields;
+}
+
+void idset_add(struct idset *s, uint64_t id)
+{
+    idset_add_fields(s, id, 0);
 }
 
 static int cmp_id(const void *a, const void *b)
@@ -30,28 +43,64 @@ static int cmp_id(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-bool idset_has(const struct idset *s, uint64_t id)
+static ssize_t idset_find(const struct idset *s, uint64_t id)
 {
     if (s->n == 0)
-        return false;
-    if (s->sorted)
-        return bsearch(&id, s->v, s->n, sizeof(*s->v), cmp_id) != NULL;
+        return -1;
+    if (s->sorted) {
+        const uint64_t *p = bsearch(&id, s->v, s->n, sizeof(*s->v), cmp_id);
+        return p ? p - s->v : -1;
+    }
     for (size_t i = 0; i < s->n; i++)
         if (s->v[i] == id)
-            return true;
-    return false;
+            return (ssize_t)i;
+    return -1;
 }
 
+bool idset_has(const struct idset *s, uint64_t id)
+{
+    return idset_find(s, id) >= 0;
+}
+
+unsigned idset_fields(const struct idset *s, uint64_t id)
+{
+    ssize_t i = idset_find(s, id);
+    return i >= 0 ? s->f[i] : 0;
+}
+
+struct id_fields {
+    uint64_t id;
+    unsigned f;
+};
+
+static int cmp_pair(const void *a, const void *b)
+{
+    return cmp_id(&((const struct id_fields *)a)->id, &((const struct id_fields *)b)->id);
+}
+
+/* Sorts ids with their fields. */
 void idset_sort(struct idset *s)
 {
-    if (s->n)
-        qsort(s->v, s->n, sizeof(*s->v), cmp_id);
+    struct id_fields *p;
+
+    if (s->n > 1) {
+        p = hs_xcalloc(s->n, sizeof(*p));
+        for (size_t i = 0; i < s->n; i++)
+            p[i] = (struct id_fields){ s->v[i], s->f[i] };
+        qsort(p, s->n, sizeof(*p), cmp_pair);
+        for (size_t i = 0; i < s->n; i++) {
+            s->v[i] = p[i].id;
+            s->f[i] = p[i].f;
+        }
+        free(p);
+    }
     s->sorted = true;
 }
 
 void idset_free(struct idset *s)
 {
     free(s->v);
+    free(s->f);
     *s = (struct idset){ 0 };
 }
 

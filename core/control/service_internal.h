@@ -34,6 +34,7 @@ struct followup {
 /* Node ids touched since the last batch, by kind. */
 struct idset {
     uint64_t *v;
+    unsigned *f; /* per id: what changed (enum state_field bits), for patches */
     size_t n, cap;
     bool sorted; /* after idset_sort(): lookups are binary searches */
 };
@@ -60,7 +61,10 @@ struct control_service {
 };
 
 void idset_add(struct idset *s, uint64_t id);
+/* Adds id, or ORs fields into its entry. */
+void idset_add_fields(struct idset *s, uint64_t id, unsigned fields);
 bool idset_has(const struct idset *s, uint64_t id);
+unsigned idset_fields(const struct idset *s, uint64_t id);
 void idset_free(struct idset *s);
 void idset_sort(struct idset *s);
 

@@ -267,24 +267,36 @@ static void add_online(json_t *resp, struct state *s, uint64_t self, const uint6
     }
 }
 
-/* PeersChangedPatch: the fields that move often, without the whole Node. */
-static void add_patched(json_t *resp, struct state *s, uint64_t self, const uint64_t *ids,
-                        size_t n)
+/* PeersChangedPatch: only what moved (absent fields mean unchanged to the client), so an
+ * endpoint change costs a few dozen bytes per recipient. */
+static json_t *patch_of(const struct state_node *sn, unsigned f)
+{
+    json_t *pc = json_pack("{s:I}", "NodeID", (json_int_t)sn->n.id);
+
+    if (!f)
+        f = STATE_F_PATCHABLE;
+    if ((f & STATE_F_HOME_DERP) && sn->home_derp)
+        json_object_set_new(pc, "DERPRegion", json_integer(sn->home_derp));
+    if (f & STATE_F_ENDPOINTS)
+        json_object_set_new(pc, "Endpoints", mapper__endpoints(&sn->n));
+    if (f & STATE_F_NODE_KEY)
+        mapper__set_key(pc, "Key", "nodekey:", sn->n.node_key);
+    if (f & STATE_F_DISCO_KEY)
+        mapper__set_key(pc, "DiscoKey", "discokey:", sn->n.disco_key);
+    return pc;
+}
+
+static void add_patched(json_t *resp, struct state *s, uint64_t self,
+                        const struct mapper_changes *ch)
 {
     json_t *patches = json_array();
 
-    for (size_t i = 0; i < n; i++) {
-        const struct state_node *sn = state_node_by_id(s, ids[i]);
-        json_t *pc;
-        if (!sn || ids[i] == self)
+    for (size_t i = 0; i < ch->npatched; i++) {
+        const struct state_node *sn = state_node_by_id(s, ch->patched[i]);
+        if (!sn || ch->patched[i] == self)
             continue;
-        pc = json_pack("{s:I}", "NodeID", (json_int_t)ids[i]);
-        if (sn->home_derp)
-            json_object_set_new(pc, "DERPRegion", json_integer(sn->home_derp));
-        json_object_set_new(pc, "Endpoints", mapper__endpoints(&sn->n));
-        mapper__set_key(pc, "Key", "nodekey:", sn->n.node_key);
-        mapper__set_key(pc, "DiscoKey", "discokey:", sn->n.disco_key);
-        json_array_append_new(patches, pc);
+        json_array_append_new(patches,
+                              patch_of(sn, ch->patched_fields ? ch->patched_fields[i] : 0));
     }
     if (json_array_size(patches))
         json_object_set_new(resp, "PeersChangedPatch", patches);
@@ -299,7 +311,7 @@ json_t *mapper_delta(struct mapper *m, struct state *s, uint64_t self,
     json_t *resp = json_object();
 
     add_changed(resp, m, s, self, ch->changed, ch->nchanged, now, &users);
-    add_patched(resp, s, self, ch->patched, ch->npatched);
+    add_patched(resp, s, self, ch);
     add_removed(resp, self, ch->removed, ch->nremoved);
     add_online(resp, s, self, ch->online, ch->nonline);
     if (json_object_size(resp) == 0) {

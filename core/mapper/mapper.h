@@ -45,6 +45,7 @@ struct mapper_changes {
     const uint64_t *changed; /* full Nodes (PeersChanged) */
     size_t nchanged;
     const uint64_t *patched; /* only endpoints / keys / home DERP moved (PeersChangedPatch) */
+    const unsigned *patched_fields; /* per patched id: enum state_field bits (NULL: all) */
     size_t npatched;
     const uint64_t *removed; /* PeersRemoved */
     size_t nremoved;

@@ -542,6 +542,19 @@ Test(mapper, patch_carries_only_moving_fields)
     cr_expect_leq(strlen(text), 400, "patch is small: %zu bytes", strlen(text));
     free(text);
     json_decref(d);
+
+    /* Only the endpoints moved: the patch says just that. */
+    const unsigned fields[] = { STATE_F_ENDPOINTS };
+    ch.patched_fields = fields;
+    d = mapper_delta(fx.m, fx.s, 1, &ch, fx.now);
+    pc = json_array_get(json_object_get(d, "PeersChangedPatch"), 0);
+    cr_expect(json_is_array(json_object_get(pc, "Endpoints")));
+    cr_expect_null(json_object_get(pc, "Key"));
+    cr_expect_null(json_object_get(pc, "DiscoKey"));
+    text = json_dumps(d, JSON_COMPACT);
+    cr_expect_leq(strlen(text), 120, "endpoint patch: %zu bytes", strlen(text));
+    free(text);
+    json_decref(d);
 }
 
 Test(mapper, keepalive)
