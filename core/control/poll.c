@@ -9,6 +9,7 @@
 #include "control/service_internal.h"
 
 #define BATCH_DELAY_DEFAULT_US (20 * 1000)
+#define BATCH_DELAY_MAX_US (250 * 1000)
 #define KEEPALIVE_DEFAULT_US (50 * HS_USEC_PER_SEC)
 
 static int64_t keepalive_interval(const struct control_service *s)
@@ -205,6 +206,12 @@ void poll_on_state_change(void *arg, const struct state_change *ch)
     int64_t delay = s->cfg->tuning_batch_change_delay_us ? s->cfg->tuning_batch_change_delay_us
                                                          : BATCH_DELAY_DEFAULT_US;
 
+    /* Under load (a connect storm: every arrival is news for every session) a batch takes
+     * long to write out; wait as long as the last one took, so each session gets one larger
+     * delta instead of a queue of small ones. Bounded to keep propagation well under 1 s. */
+    if (s->last_batch_us > delay)
+        delay = s->last_batch_us < BATCH_DELAY_MAX_US ? s->last_batch_us : BATCH_DELAY_MAX_US;
+
     pthread_mutex_lock(&s->mu);
     switch (ch->kind) {
     case STATE_NODE_ADDED: idset_add(&s->changed, ch->id); break;
@@ -344,6 +351,7 @@ void poll_flush_batch(struct control_service *s)
 {
     struct batch b = { 0 };
     struct idset closed, patched;
+    int64_t started;
     struct target *t;
     size_t n;
 
@@ -366,12 +374,16 @@ void poll_flush_batch(struct control_service *s)
     idset_free(&patched);
 
     /* Going offline changes state, which queues the next batch for the peers. */
+    started = hs_monotonic_us();
     mark_offline(s, &closed);
     idset_sort(&b.changed);
     idset_sort(&b.patched);
     idset_sort(&b.removed);
     idset_sort(&b.online);
     send_batch(s, &b, t, n);
+    pthread_mutex_lock(&s->mu);
+    s->last_batch_us = hs_monotonic_us() - started;
+    pthread_mutex_unlock(&s->mu);
     free(t);
     idset_free(&b.changed);
     idset_free(&b.patched);

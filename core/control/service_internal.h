@@ -55,6 +55,7 @@ struct control_service {
     bool full_for_all;      /* user or policy change: everyone gets a full map */
     bool registrations_changed;
     int64_t batch_due;      /* monotonic us; 0 = nothing pending */
+    int64_t last_batch_us;  /* how long the last batch took to build and queue (under mu) */
     bool stopping;
     bool thread_started;
     pthread_t thread;       /* the map thread: batches, keep-alives, GC, follow-up timeouts */
