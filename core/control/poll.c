@@ -214,12 +214,12 @@ void poll_on_state_change(void *arg, const struct state_change *ch)
 
     pthread_mutex_lock(&s->mu);
     switch (ch->kind) {
-    case STATE_NODE_ADDED: idset_add(&s->changed, ch->id); break;
+    case STATE_NODE_ADDED: idset_add_fields(&s->changed, ch->id, STATE_F_OTHER); break;
     case STATE_NODE_CHANGED:
         /* Endpoints, keys and home region travel as a small patch; anything else as the
          * whole node. */
         if (ch->fields & ~STATE_F_PATCHABLE)
-            idset_add(&s->changed, ch->id);
+            idset_add_fields(&s->changed, ch->id, ch->fields);
         else
             idset_add_fields(&s->patched, ch->id, ch->fields);
         break;
@@ -332,7 +332,7 @@ static void send_batch(struct control_service *s, const struct batch *b, const s
         }
         /* Its own node changed, or everything did: a full map. A patch of its own endpoints
          * or keys tells a node nothing it does not know. */
-        if (b->full || idset_has(&b->changed, t[i].node_id)) {
+        if (b->full || (idset_fields(&b->changed, t[i].node_id) & ~STATE_F_SELF_REPORTED)) {
             send_full_map(s, t[i].conn_id, t[i].stream_id, t[i].node_id, t[i].zstd, false,
                           false);
             continue;

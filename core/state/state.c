@@ -203,7 +203,9 @@ static unsigned node_diff(const struct store_node *a, const struct store_node *b
         f |= STATE_F_NODE_KEY;
     if (old_derp != new_derp)
         f |= STATE_F_HOME_DERP;
-    if (!hostinfo_same(a->hostinfo_json, b->hostinfo_json) || !hs_streq(a->ipv4, b->ipv4) ||
+    if (!hostinfo_same(a->hostinfo_json, b->hostinfo_json))
+        f |= STATE_F_HOSTINFO;
+    if (!hs_streq(a->ipv4, b->ipv4) ||
         !hs_streq(a->ipv6, b->ipv6) || !hs_streq(a->hostname, b->hostname) ||
         !hs_streq(a->given_name, b->given_name) || a->user_id != b->user_id ||
         !strv_same(&a->tags, &b->tags) || !strv_same(&a->approved_routes, &b->approved_routes) ||

@@ -51,10 +51,13 @@ enum state_field {
     STATE_F_DISCO_KEY = 1 << 1,
     STATE_F_NODE_KEY = 1 << 2,
     STATE_F_HOME_DERP = 1 << 3,
-    STATE_F_OTHER = 1 << 4,
+    STATE_F_HOSTINFO = 1 << 4, /* what the node itself reported (peers need the full Node) */
+    STATE_F_OTHER = 1 << 5,    /* anything else: admin changes the node must hear about too */
 };
 #define STATE_F_PATCHABLE (STATE_F_ENDPOINTS | STATE_F_DISCO_KEY | STATE_F_NODE_KEY | \
                            STATE_F_HOME_DERP)
+/* Changes that come from the node's own requests: nothing it needs to be told. */
+#define STATE_F_SELF_REPORTED (STATE_F_PATCHABLE | STATE_F_HOSTINFO)
 
 struct state_change {
     enum state_change_kind kind;

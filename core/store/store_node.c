@@ -181,8 +181,25 @@ static int pick_ip(struct store_tx *tx, const struct ip_prefix *pfx, bool random
     return rc;
 }
 
+/* Concurrent registrations on PostgreSQL (READ COMMITTED) can pick the same address or name;
+ * the UNIQUE columns refuse the loser, which simply tries again with a fresh look. */
+#define NODE_CREATE_ATTEMPTS 8
+
+static int node_create_once(struct store *st, const struct store_node *in,
+                            const struct store_ip_config *ips, struct store_node *out);
+
 int store_node_create(struct store *st, const struct store_node *in,
                       const struct store_ip_config *ips, struct store_node *out)
+{
+    int rc = -EEXIST;
+
+    for (int i = 0; i < NODE_CREATE_ATTEMPTS && rc == -EEXIST; i++)
+        rc = node_create_once(st, in, ips, out);
+    return rc;
+}
+
+static int node_create_once(struct store *st, const struct store_node *in,
+                            const struct store_ip_config *ips, struct store_node *out)
 {
     char v4[64], v6[64], name[64];
     struct store_params p;

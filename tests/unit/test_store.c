@@ -11,6 +11,7 @@
 #include <ftw.h>
 #include <libpq-fe.h>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -784,4 +785,56 @@ Test(postgres, bad_password_or_host_fails_cleanly, .init = pg_init, .fini = fx_f
     cfg.pg_name = "no_such_database";
     cr_assert_eq(store_open(&cfg, NULL, &st), -EIO);
     cr_assert_null(st);
+}
+
+/* ---- node creation under concurrency (the PostgreSQL pool runs these in parallel) ---- */
+
+struct node_race {
+    uint64_t user;
+    int idx, rc;
+    char ipv4[64];
+};
+
+static void *create_node(void *arg)
+{
+    struct node_race *r = arg;
+    static const struct ip_prefix v4 = { .family = AF_INET, .addr = { 100, 64 }, .bits = 10 };
+    struct store_ip_config ips = { .v4 = &v4 };
+    struct store_node in = { .user_id = r->user, .given_name = "host" }, out;
+
+    memset(in.machine_key, r->idx + 1, sizeof(in.machine_key));
+    memset(in.node_key, r->idx + 1, sizeof(in.node_key));
+    r->rc = store_node_create(fx.st, &in, &ips, &out);
+    if (r->rc == 0) {
+        snprintf(r->ipv4, sizeof(r->ipv4), "%s", out.ipv4);
+        store_node_free(&out);
+    }
+    return NULL;
+}
+
+STORE_TEST(node_create_race_gets_distinct_addresses_and_names)
+{
+    enum { N = 8 };
+    pthread_t t[N];
+    struct node_race r[N];
+    uint64_t user = mk_user("alice");
+    struct store_node *nodes;
+    size_t n;
+
+    for (int i = 0; i < N; i++) {
+        r[i] = (struct node_race){ .user = user, .idx = i };
+        cr_assert_eq(pthread_create(&t[i], NULL, create_node, &r[i]), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(t[i], NULL);
+        cr_assert_eq(r[i].rc, 0, "node %d: %s", i, hs_strerror(r[i].rc));
+        for (int j = 0; j < i; j++)
+            cr_assert_str_neq(r[i].ipv4, r[j].ipv4);
+    }
+    cr_assert_eq(store_node_list(fx.st, 0, &nodes, &n), 0);
+    cr_assert_eq(n, N);
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < i; j++)
+            cr_assert_str_neq(nodes[i].given_name, nodes[j].given_name);
+    store_node_list_free(nodes, n);
 }
