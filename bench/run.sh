@@ -61,6 +61,10 @@ fi
 
 # ---- our server
 OURS_VERSION=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)
+if [ -n "$OURS_BIN" ]; then
+    # a prebuilt binary may be older than the tree: say when it was built
+    OURS_VERSION="$OURS_VERSION tree, binary $OURS_BIN built $(date -u -r "$OURS_BIN" +%FT%TZ 2>/dev/null)"
+fi
 if [[ ",$SERVERS," == *,ours-* ]] && [ -z "$OURS_BIN" ]; then
     say "building our server in build-bench/ (Release)"
     cmake -S "$REPO" -B "$REPO/build-bench" -DCMAKE_BUILD_TYPE=Release -DHS_TESTS=OFF >/dev/null

@@ -595,7 +595,7 @@ def plots(a, raw, stamp):
     made.append(p)
     # RSS vs N over every result file in the folder (the newest per N)
     per = {}
-    for path in sorted(glob.glob(os.path.join(a.out_dir, "*-*.json"))):
+    for path in sorted(glob.glob(os.path.join(a.out_dir, "[0-9]*-*.json"))):
         if path.endswith(".raw.json"):
             continue
         try:
@@ -606,7 +606,8 @@ def plots(a, raw, stamp):
         if not isinstance(recs, list):
             continue
         for rec in recs:
-            if rec.get("scenario") == "steady" and rec.get("metric") == "server_rss_kib":
+            if (isinstance(rec, dict) and rec.get("scenario") == "steady"
+                    and rec.get("metric") == "server_rss_kib"):
                 name = "headscale" if rec["server"] == "headscale" else f"ours-{rec['db']}"
                 per.setdefault(name, {})[rec["nodes"]] = rec["value"] / 1024
     if per:
