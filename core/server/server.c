@@ -649,16 +649,22 @@ int server_configtest(const struct hs_config *cfg)
     return rc == 0 ? 0 : 1;
 }
 
+/* The signals the main thread waits for: shutdown, and SIGHUP. */
+static void server_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGQUIT);
+    sigaddset(set, SIGHUP);
+}
+
 static int wait_for_signal(void)
 {
     sigset_t set;
     int sig;
 
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGQUIT);
-    sigaddset(&set, SIGHUP);
+    server_signals(&set);
     for (;;) {
         if (sigwait(&set, &sig) != 0)
             return -1;
@@ -703,11 +709,7 @@ int server_run(const struct hs_config *cfg)
     int sig;
 
     /* Block the shutdown signals before any thread starts, so only sigwait sees them. */
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGQUIT);
-    sigaddset(&set, SIGHUP);
+    server_signals(&set);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
