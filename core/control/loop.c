@@ -82,22 +82,13 @@ static void conn_want_write(struct conn *cn, bool on)
 /* Writes what the socket takes now; the rest waits for EPOLLOUT. */
 static void conn_write(struct conn *cn)
 {
-    size_t off = 0;
+    ssize_t n = hs_write_nonblock(cn->fd, cn->tx.data, cn->tx.len);
+    size_t off = n > 0 ? (size_t)n : 0;
 
-    while (off < cn->tx.len) {
-        ssize_t n = write(cn->fd, cn->tx.data + off, cn->tx.len - off);
-        if (n > 0) {
-            off += (size_t)n;
-            cn->last_active = hs_monotonic_us();
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            break;
+    if (n < 0)
         cn->closing = true;
-        break;
-    }
+    if (off)
+        cn->last_active = hs_monotonic_us();
     hs_buf_consume(&cn->tx, off);
     hs_buf_trim(&cn->tx, 16384);
     conn_want_write(cn, cn->tx.len > 0 && !cn->closing);

@@ -74,21 +74,11 @@ static void want_write(struct dclient *c, bool on)
 
 static void flush_client(struct dclient *c)
 {
-    size_t off = 0;
+    ssize_t n = hs_write_nonblock(c->fd, c->tx.data, c->tx.len);
+    size_t off = n > 0 ? (size_t)n : 0;
 
-    while (off < c->tx.len) {
-        ssize_t n = write(c->fd, c->tx.data + off, c->tx.len - off);
-        if (n > 0) {
-            off += (size_t)n;
-        } else if (n < 0 && errno == EINTR) {
-            continue;
-        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            break;
-        } else {
-            c->closing = true;
-            break;
-        }
-    }
+    if (n < 0)
+        c->closing = true;
     hs_buf_consume(&c->tx, off);
     hs_buf_trim(&c->tx, 65536);
     if (c->tx.len == 0)
@@ -583,18 +573,12 @@ static int open_stun(const char *addr)
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_DGRAM,
                               .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
     struct addrinfo *res;
-    char host[256], *colon;
-    const char *port;
+    char host[256], port[16];
     int fd = -1, rc;
 
-    snprintf(host, sizeof(host), "%s", addr);
-    if (!(colon = strrchr(host, ':')))
+    if (hs_split_host_port(addr, host, sizeof(host), port, sizeof(port)) < 0) {
+        log_errorx("derp: stun_listen_addr \"%s\" is not host:port", addr);
         return -EINVAL;
-    *colon = '\0';
-    port = colon + 1;
-    if (host[0] == '[') {
-        memmove(host, host + 1, strlen(host));
-        host[strlen(host) - 1] = '\0';
     }
     if ((rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &res)) != 0) {
         log_errorx("derp: stun_listen_addr %s: %s", addr, gai_strerror(rc));

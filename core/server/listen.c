@@ -13,29 +13,6 @@
 
 #define LISTEN_BACKLOG 1024
 
-/* Splits "host:port", "[v6]:port" or ":port" into host (NULL = any) and port. */
-static int split_host_port(const char *addr, char *host, size_t hostsize, char *port,
-                           size_t portsize)
-{
-    const char *colon;
-
-    if (addr[0] == '[') {
-        const char *end = strchr(addr, ']');
-        if (!end || end[1] != ':' || (size_t)(end - addr) >= hostsize)
-            return -EINVAL;
-        snprintf(host, hostsize, "%.*s", (int)(end - addr - 1), addr + 1);
-        colon = end + 1;
-    } else {
-        if (!(colon = strrchr(addr, ':')) || (size_t)(colon - addr) >= hostsize)
-            return -EINVAL;
-        snprintf(host, hostsize, "%.*s", (int)(colon - addr), addr);
-    }
-    if (!colon[1] || strlen(colon + 1) >= portsize)
-        return -EINVAL;
-    snprintf(port, portsize, "%s", colon + 1);
-    return 0;
-}
-
 int listen_tcp(const char *addr)
 {
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
@@ -44,7 +21,7 @@ int listen_tcp(const char *addr)
     char host[256], port[16];
     int fd = -1, one = 1, rc;
 
-    if (split_host_port(addr, host, sizeof(host), port, sizeof(port)) < 0) {
+    if (hs_split_host_port(addr, host, sizeof(host), port, sizeof(port)) < 0) {
         log_errorx("server: listen address \"%s\" is not host:port", addr);
         return -EINVAL;
     }

@@ -116,6 +116,14 @@ json_t *hs_json_load(const char *data, size_t len, size_t max, char *err, size_t
 const char *hs_json_str(const json_t *obj, const char *key);
 char *hs_json_dump(const json_t *j, size_t flags); /* malloc'd, aborts on ENOMEM */
 
+/* ---- sockets ---- */
+/* Writes what a non-blocking fd takes now: the bytes written (fewer than len when it would
+ * block), or a negative errno when the socket is broken. */
+ssize_t hs_write_nonblock(int fd, const void *data, size_t len);
+/* "host:port", "[v6]:port" or ":port" → host ("" = any) and port (non-empty). */
+int hs_split_host_port(const char *addr, char *host, size_t hostsize, char *port,
+                       size_t portsize);
+
 /* ---- files ---- */
 /* Reads a whole file of at most max bytes; -E2BIG beyond. *out is NUL-terminated, caller frees. */
 int hs_read_file(const char *path, size_t max, char **out, size_t *len);
