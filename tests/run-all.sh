@@ -26,6 +26,8 @@ step "real Tailscale clients (go install, cached in .cache/tailscale/<version>)"
 TS_VERSIONS=${HS_TS_VERSIONS:-v1.102.3,v1.80.3}
 export HS_TS_VERSIONS=$TS_VERSIONS
 bash tests/lib/install-tailscale.sh ${TS_VERSIONS//,/ } || exit 1
+# The same versions with Tailscale's ts_debug_websockets tag: DERP over WebSocket.
+bash tests/lib/install-tailscale-ws.sh ${TS_VERSIONS//,/ } || exit 1
 
 step "start a throwaway PostgreSQL"
 eval "$(bash tests/lib/pgtmp.sh start "$PGDIR")" || exit 1
@@ -53,8 +55,8 @@ FUZZ_BUILD=${HS_FUZZ_BUILD_DIR:-$ROOT/build-fuzz}
 FUZZ_SECONDS=${HS_FUZZ_SECONDS:-20}
 fuzz_ok=1
 if CC=clang cmake -S . -B "$FUZZ_BUILD" -DCMAKE_BUILD_TYPE=Debug -DHS_FUZZ=ON -DHS_TESTS=OFF \
-     >/dev/null && cmake --build "$FUZZ_BUILD" -j"$(nproc)" --target fuzz_policy fuzz_config fuzz_noise fuzz_derp; then
-  for f in policy config noise derp; do
+     >/dev/null && cmake --build "$FUZZ_BUILD" -j"$(nproc)" --target fuzz_policy fuzz_config fuzz_noise fuzz_derp fuzz_net; then
+  for f in policy config noise derp net; do
     work=$LOGDIR/fuzz-$f
     mkdir -p "$work"
     cp tests/fuzz/corpus/$f/* "$work/"

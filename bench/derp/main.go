@@ -9,6 +9,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -322,18 +323,35 @@ type directClient struct {
 func (c *directClient) Key() key.NodePublic { return c.pub }
 func (c *directClient) Close() error        { return c.nc.Close() }
 
-// dialDirect does what derphttp does for plain http:// (GET /derp, Upgrade: DERP, 101), then
-// hands the conn to derp.NewClient with large buffers.
+// dialDirect does what derphttp does (GET /derp, Upgrade: DERP, 101; for https:// over TLS
+// verified against the system roots, i.e. $SSL_CERT_FILE, no ALPN like derphttp), then hands
+// the conn to derp.NewClient with large buffers.
 func dialDirect(ctx context.Context, rawURL string, priv key.NodePrivate,
 	logf func(string, ...any)) (*directClient, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, err
 	}
+	addr := u.Host
+	if u.Port() == "" {
+		port := "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+		addr = net.JoinHostPort(u.Hostname(), port)
+	}
 	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", u.Host)
+	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
+	}
+	if u.Scheme == "https" {
+		tc := tls.Client(nc, &tls.Config{ServerName: u.Hostname()})
+		if err := tc.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
+		}
+		nc = tc
 	}
 	brw := bufio.NewReadWriter(bufio.NewReaderSize(nc, 1<<20), bufio.NewWriterSize(nc, 1<<17))
 	req, _ := http.NewRequest("GET", rawURL, nil)

@@ -4,15 +4,30 @@
 #
 #   bench/derp/run.sh                 full run: sizes 64 512 1200 8000, 1 and 4 pairs, 10 s each
 #   DURATION=2 SIZES="1200" PAIRS=1 bench/derp/run.sh     a quick smoke run
+#   bench/derp/run.sh --tls           the same over TLS (like production): a throwaway CA and a
+#                                     server cert for 127.0.0.1/localhost made here; ours with
+#                                     tls_cert_path/tls_key_path, derper with -certmode manual,
+#                                     the load generator trusting the CA through SSL_CERT_FILE
 #
 # Env: RUNS (load generator client/load pairs, default "direct/flood direct/window
 # derphttp/flood"; client: direct|derphttp, load: flood = open loop, window = at most $WINDOW
 # (24) packets in flight per pair; see main.go -client and -window), HS_BIN (default build-derp-rel/headscale, built Release if missing), TS_VERSION
 # (v1.102.3; derper from .cache/tailscale/<ver>/derper), DURATION, WARMUP, SIZES, PAIRS,
-# OUT (results dir, default bench/results), TAG (file name suffix, default the date).
+# OUT (results dir, default bench/results), TAG (file name suffix, default the date, plus -tls
+# with --tls), TLS=1 (same as --tls).
 # Everything runs inside a network namespace this script creates (loopback only) and deletes.
 # Writes $OUT/derp-$TAG.md (table, ours vs derper with ratios) and $OUT/derp-$TAG.json.
 set -euo pipefail
+
+die() { echo "run.sh: $*" >&2; exit 1; }
+TLS=${TLS:-0}
+for arg in "$@"; do
+    case $arg in
+        --tls) TLS=1 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
+        *) die "unknown argument $arg (see --help)" ;;
+    esac
+done
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 HERE=$REPO/bench/derp
@@ -24,13 +39,13 @@ PAIRS=${PAIRS:-"1 4"}
 RUNS=${RUNS:-"direct/flood direct/window derphttp/flood"}
 WINDOW=${WINDOW:-24}
 OUT=${OUT:-$REPO/bench/results}
-TAG=${TAG:-$(date +%Y-%m-%d)}
+if [ "$TLS" = 1 ]; then SCHEME=https; TAG=${TAG:-$(date +%Y-%m-%d)-tls}
+else SCHEME=http; TAG=${TAG:-$(date +%Y-%m-%d)}; fi
 HS_BIN=${HS_BIN:-$REPO/build-derp-rel/headscale}
 DERPER=$REPO/.cache/tailscale/$TS_VERSION/derper
 HS_PORT=18080
 DERPER_PORT=13340
 
-die() { echo "run.sh: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "needs root (ip netns)"
 [ -x "$DERPER" ] || die "no derper at $DERPER (run tests/lib/install-tailscale.sh)"
 
@@ -71,9 +86,38 @@ trap 'exit 130' INT TERM
 ip netns add "$NS"
 ip -n "$NS" link set lo up
 
+# TLS: a CA and one server certificate (ECDSA P-256, IP 127.0.0.1 + DNS localhost) for both
+# servers; derper's manual cert mode wants <hostname>.crt/.key in its -certdir.
+HS_TLS=""
+DERPER_TLS=()
+LG_ENV=()
+CURL_TLS=()
+if [ "$TLS" = 1 ]; then
+    T=$WORK/tls
+    mkdir -p "$T/derper"
+    ossl() { openssl "$@" </dev/null >>"$T/openssl.log" 2>&1 || { cat "$T/openssl.log"; die "openssl $1 failed"; }; }
+    ossl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$T/ca.key" \
+        -out "$T/ca.pem" -days 2 -subj /CN=derp-bench-ca \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+    ossl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$T/server.key" \
+        -out "$T/server.csr" -subj /CN=127.0.0.1
+    printf '%s\n' basicConstraints=CA:FALSE keyUsage=digitalSignature extendedKeyUsage=serverAuth \
+        subjectAltName=IP:127.0.0.1,DNS:localhost >"$T/server.ext"
+    ossl x509 -req -in "$T/server.csr" -CA "$T/ca.pem" -CAkey "$T/ca.key" -CAcreateserial \
+        -out "$T/server.pem" -days 2 -extfile "$T/server.ext"
+    cp "$T/server.pem" "$T/derper/127.0.0.1.crt"
+    cp "$T/server.key" "$T/derper/127.0.0.1.key"
+    HS_TLS="tls_cert_path: $T/server.pem
+tls_key_path: $T/server.key"
+    DERPER_TLS=(-certmode manual -certdir "$T/derper" -hostname 127.0.0.1)
+    LG_ENV=(SSL_CERT_FILE="$T/ca.pem")
+    CURL_TLS=(--cacert "$T/ca.pem")
+fi
+
 cat >"$WORK/config.yaml" <<YAML
-server_url: http://127.0.0.1:$HS_PORT
+server_url: $SCHEME://127.0.0.1:$HS_PORT
 listen_addr: 127.0.0.1:$HS_PORT
+$HS_TLS
 metrics_listen_addr: 127.0.0.1:19090
 unix_socket: $WORK/hs.sock
 noise:
@@ -111,12 +155,14 @@ ip netns exec "$NS" "$HS_BIN" -c "$WORK/config.yaml" serve >"$WORK/hs.log" 2>&1 
 HS_PID=$!
 PIDS+=("$HS_PID")
 ip netns exec "$NS" env HOME="$WORK" "$DERPER" -a "127.0.0.1:$DERPER_PORT" -http-port=-1 \
-    -stun-port=13479 -c "$WORK/derper.json" >"$WORK/derper.log" 2>&1 &
+    -stun-port=13479 -c "$WORK/derper.json" "${DERPER_TLS[@]}" >"$WORK/derper.log" 2>&1 &
 DERPER_PID=$!
 PIDS+=("$DERPER_PID")
 
-probe() { ip netns exec "$NS" curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" || true; }
-for what in "http://127.0.0.1:$HS_PORT/derp/probe" "http://127.0.0.1:$DERPER_PORT/derp/probe"; do
+probe() {
+    ip netns exec "$NS" curl -s "${CURL_TLS[@]}" -o /dev/null -w '%{http_code}' --max-time 2 "$1" || true
+}
+for what in "$SCHEME://127.0.0.1:$HS_PORT/derp/probe" "$SCHEME://127.0.0.1:$DERPER_PORT/derp/probe"; do
     ok=
     for _ in $(seq 100); do
         [ "$(probe "$what")" = 200 ] && { ok=1; break; }
@@ -136,9 +182,9 @@ case $load in flood) window=0 ;; window) window=$WINDOW ;; *) die "bad load $loa
 for pairs in $PAIRS; do
     for size in $SIZES; do
         for target in ours derper; do
-            if [ $target = ours ]; then url=http://127.0.0.1:$HS_PORT/derp; pid=$HS_PID
-            else url=http://127.0.0.1:$DERPER_PORT/derp; pid=$DERPER_PID; fi
-            line=$(timeout $((DURATION + WARMUP + 60)) ip netns exec "$NS" "$LG" -url "$url" \
+            if [ $target = ours ]; then url=$SCHEME://127.0.0.1:$HS_PORT/derp; pid=$HS_PID
+            else url=$SCHEME://127.0.0.1:$DERPER_PORT/derp; pid=$DERPER_PID; fi
+            line=$(timeout $((DURATION + WARMUP + 60)) ip netns exec "$NS" env "${LG_ENV[@]}" "$LG" -url "$url" \
                 -pairs "$pairs" -size "$size" -duration "${DURATION}s" -warmup "${WARMUP}s" \
                 -server-pid "$pid" -client "$client" -window "$window") ||
                 die "load generator failed against $target ($client, $pairs x $size)"
@@ -167,7 +213,9 @@ meta = {"date": "$TAG", "git": rev(), "headscale_bin": "$HS_BIN", "derper": "$DE
         "cpus": os.cpu_count(), "cpu_model": cpu, "kernel": platform.release(),
         "duration_s": $DURATION, "warmup_s": $WARMUP,
         "peak_rss_kib": {"ours": int("$RSS_OURS" or 0), "derper": int("$RSS_DERPER" or 0)},
-        "transport": "plain HTTP DERP over loopback in a private network namespace"}
+        "transport": ("DERP over TLS (ours: OpenSSL; derper: Go crypto/tls, -certmode manual; "
+                      "ECDSA P-256 certificate from a throwaway CA)" if "$TLS" == "1" else
+                      "plain HTTP DERP") + " over loopback in a private network namespace"}
 by = {}
 for r in rows:
     by.setdefault((r["r"]["client"] + "/" + r["load"], r["r"]["pairs"], r["r"]["size"]), {})[r["server"]] = r["r"]
@@ -185,7 +233,7 @@ for (client, pairs, size), d in sorted(by.items(), key=lambda kv: (order.get(kv[
                                               t["recv_pps"] / max(t["server_cpu_pct"], 1e-9))})
 json.dump({"meta": meta, "results": table}, open(base + ".json", "w"), indent=2)
 f = lambda x, n=0: "-" if x is None else f"{x:,.{n}f}"
-md = [f"# DERP relay benchmark, {meta['date']}", "",
+md = [f"# DERP relay benchmark{' over TLS' if '$TLS' == '1' else ''}, {meta['date']}", "",
       f"Ours: embedded relay of \`headscale serve\` (git {meta['git']}, release build), "
       f"verify_clients false. Reference: Tailscale's derper {meta['derper']}. "
       f"Load: bench/derp/run.sh, {meta['loadgen']}; N sender/receiver pairs, each sender "

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "keys/keys.h"
+#include "net/net.h"
 #include "noise/noise.h"
 #include "util/util.h"
 
@@ -65,12 +66,10 @@ char *control_key_json(const struct control *c);
 int control_upgrade(struct control *c, const char *handshake_b64, struct noise_handshake_result *out,
                     char *err, size_t errsize);
 
-/* Hands an upgraded socket to the loop: it writes hs->response and the early payload first.
- * release(token) is called (on the loop thread) when the connection is done, and must close
- * the socket. extra holds bytes already read past the HTTP request, if any. */
-void control_adopt(struct control *c, int fd, const uint8_t *extra, size_t extra_len,
-                   const struct noise_handshake_result *hs, void (*release)(void *token),
-                   void *token);
+/* Hands an upgraded connection to the loop, which owns it from now on: it writes
+ * hs->response and the early payload after whatever nc has queued (the 101 head). */
+void control_adopt(struct control *c, struct net_conn *nc,
+                   const struct noise_handshake_result *hs);
 
 /* Replies: body is copied. end=false keeps the stream open for control_stream_write(). */
 void control_reply(struct control *c, uint64_t conn_id, int32_t stream_id, int status,

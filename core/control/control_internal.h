@@ -6,6 +6,7 @@
 #include <pthread.h>
 
 #include "control/control.h"
+#include "net/net.h"
 
 #define CONN_HASH_BUCKETS 4096
 
@@ -29,9 +30,7 @@ struct stream {
 
 struct conn {
     uint64_t id;
-    int fd;
-    void (*release)(void *token);
-    void *token;
+    struct net_conn *nc; /* owned: the socket, TLS, WebSocket framing */
     struct noise_transport nt;
     uint8_t machine_key[KEY_LEN];
     uint16_t capver;

@@ -39,12 +39,12 @@ static void conn_unlink(struct control *c, struct conn *cn)
 
 static void conn_free(struct control *c, struct conn *cn)
 {
-    epoll_ctl(c->epfd, EPOLL_CTL_DEL, cn->fd, NULL);
+    epoll_ctl(c->epfd, EPOLL_CTL_DEL, net_conn_fd(cn->nc), NULL);
     conn_unlink(c, cn);
     h2_session_free(cn);
     noise_transport_wipe(&cn->nt);
     hs_buf_free(&cn->tx);
-    cn->release(cn->token);
+    net_conn_close(cn->nc);
     STAT_ADD(c->stats.conns_open, -1);
     free(cn);
 }
@@ -76,22 +76,21 @@ static void conn_want_write(struct conn *cn, bool on)
     if (cn->epollout == on)
         return;
     cn->epollout = on;
-    epoll_ctl(cn->ctl->epfd, EPOLL_CTL_MOD, cn->fd, &ev);
+    epoll_ctl(cn->ctl->epfd, EPOLL_CTL_MOD, net_conn_fd(cn->nc), &ev);
 }
 
 /* Writes what the socket takes now; the rest waits for EPOLLOUT. */
 static void conn_write(struct conn *cn)
 {
-    ssize_t n = hs_write_nonblock(cn->fd, cn->tx.data, cn->tx.len);
-    size_t off = n > 0 ? (size_t)n : 0;
+    ssize_t n = net_conn_send(cn->nc, &cn->tx);
 
     if (n < 0)
         cn->closing = true;
-    if (off)
+    if (n > 0)
         cn->last_active = hs_monotonic_us();
-    hs_buf_consume(&cn->tx, off);
     hs_buf_trim(&cn->tx, 16384);
-    conn_want_write(cn, cn->tx.len > 0 && !cn->closing);
+    conn_want_write(cn, (cn->tx.len > 0 || net_conn_backlog(cn->nc) ||
+                         net_conn_wants_write(cn->nc)) && !cn->closing);
 }
 
 /* Pulls HTTP/2 output through Noise to the socket, unless the socket is already backed up. */
@@ -145,16 +144,14 @@ static void conn_process_rx(struct conn *cn)
 static void conn_read(struct conn *cn)
 {
     while (!cn->closing) {
-        ssize_t n = read(cn->fd, cn->rx + cn->rxlen, sizeof(cn->rx) - cn->rxlen);
+        ssize_t n = net_conn_read(cn->nc, cn->rx + cn->rxlen, sizeof(cn->rx) - cn->rxlen);
         if (n > 0) {
             cn->rxlen += (size_t)n;
             cn->last_active = hs_monotonic_us();
             conn_process_rx(cn);
             continue;
         }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        if (n == -EAGAIN)
             break;
         cn->closing = true; /* EOF or error */
     }
@@ -228,33 +225,27 @@ static void loop_adopt(struct control *c, struct conn *cn)
     *bucket(c, cn->id) = cn;
     STAT_ADD(c->stats.conns_open, 1);
     STAT_ADD(c->stats.conns_total, 1);
-    if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, cn->fd, &ev) < 0 || h2_session_new(cn) < 0) {
+    if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, net_conn_fd(cn->nc), &ev) < 0 ||
+        h2_session_new(cn) < 0) {
         conn_free(c, cn);
         return;
     }
-    conn_process_rx(cn); /* bytes that arrived with the upgrade */
+    conn_read(cn); /* bytes that came with the upgrade, and what TLS holds already */
     conn_pump(cn);
 }
 
-void control_adopt(struct control *c, int fd, const uint8_t *extra, size_t extra_len,
-                   const struct noise_handshake_result *hs, void (*release)(void *token),
-                   void *token)
+void control_adopt(struct control *c, struct net_conn *nc,
+                   const struct noise_handshake_result *hs)
 {
     struct conn *cn = hs_xcalloc(1, sizeof(*cn));
     struct msg *m = msg_new(MSG_ADOPT, 0, 0);
 
-    cn->fd = fd;
-    cn->release = release;
-    cn->token = token;
+    cn->nc = nc;
     cn->ctl = c;
     cn->nt = hs->transport;
     cn->capver = hs->version;
     memcpy(cn->machine_key, hs->peer_static, KEY_LEN);
     hs_buf_init(&cn->tx, CONTROL_MAX_CONN_TX + 2 * NOISE_MAX_FRAME);
-    if (extra_len > sizeof(cn->rx))
-        extra_len = 0; /* cannot happen with a conforming client: it waits for our reply */
-    memcpy(cn->rx, extra, extra_len);
-    cn->rxlen = extra_len;
     if (conn_send_greeting(cn, hs) < 0)
         cn->closing = true;
     m->adopt = cn;
@@ -334,7 +325,7 @@ static void loop_drain_inbox(struct control *c)
 
 static void loop_conn_event(struct conn *cn, uint32_t events)
 {
-    if (events & EPOLLIN)
+    if ((events & EPOLLIN) || ((events & EPOLLOUT) && net_conn_wants_write(cn->nc)))
         conn_read(cn);
     if (events & (EPOLLERR | EPOLLHUP))
         cn->closing = true;

@@ -13,6 +13,7 @@
 #include <sys/types.h>
 
 #include "config/config.h"
+#include "net/net.h"
 #include "util/util.h"
 
 #define DERPMAP_MAX_BYTES (4u << 20)
@@ -116,10 +117,9 @@ void derp_server_free(struct derp_server *d); /* stops, closes every client */
 void derp_server_key_hex(const struct derp_server *d, char out[65]);
 /* The embedded region (tailcfg.DERPRegion JSON) for the DERP map; caller owns it. */
 json_t *derp_server_region(const struct derp_server *d, const struct hs_config *cfg);
-/* Hands an upgraded /derp socket to the relay; it sends the ServerKey frame first.
- * release(token) closes the socket when the client is done. */
-void derp_server_adopt(struct derp_server *d, int fd, const uint8_t *extra, size_t extra_len,
-                       void (*release)(void *token), void *token);
+/* Hands an upgraded /derp connection to the relay, which owns it from now on; it sends the
+ * ServerKey frame after whatever nc has queued (the 101 head). */
+void derp_server_adopt(struct derp_server *d, struct net_conn *nc);
 
 struct derp_stats {
     uint64_t clients, packets_relayed, bytes_relayed, packets_dropped, bad_frames;

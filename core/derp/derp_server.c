@@ -68,38 +68,41 @@ static void want_write(struct dclient *c, bool on)
                               .data.ptr = c };
     if (c->epollout != on) {
         c->epollout = on;
-        epoll_ctl(c->srv->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+        epoll_ctl(c->srv->epfd, EPOLL_CTL_MOD, net_conn_fd(c->nc), &ev);
     }
 }
 
 static void flush_client(struct dclient *c)
 {
-    ssize_t n = hs_write_nonblock(c->fd, c->tx.data, c->tx.len);
-    size_t off = n > 0 ? (size_t)n : 0;
+    ssize_t n = net_conn_send(c->nc, &c->tx);
+    bool pending;
 
     if (n < 0)
         c->closing = true;
-    hs_buf_consume(&c->tx, off);
     hs_buf_trim(&c->tx, 65536);
-    if (c->tx.len == 0)
+    pending = c->tx.len > 0 || net_conn_backlog(c->nc);
+    if (!pending)
         c->stalled_since = 0;
-    else if (off > 0 || !c->stalled_since)
+    else if (n > 0 || !c->stalled_since)
         c->stalled_since = hs_monotonic_us();
-    want_write(c, c->tx.len > 0 && !c->closing);
+    want_write(c, (pending || net_conn_wants_write(c->nc)) && !c->closing);
 }
 
 /* ---- client lifecycle ---- */
 
 static void client_free(struct derp_server *d, struct dclient *c)
 {
-    epoll_ctl(d->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    epoll_ctl(d->epfd, EPOLL_CTL_DEL, net_conn_fd(c->nc), NULL);
     if (c->prev)
         c->prev->next = c->next;
     else
         d->all = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    c->release(c->token);
+    if (c->abort)
+        net_conn_abort(c->nc);
+    else
+        net_conn_close(c->nc);
     hs_buf_free(&c->tx);
     free(c->rx);
     free(c);
@@ -340,13 +343,13 @@ static void client_read(struct dclient *c)
             c->closing = true; /* cannot happen: a full buffer always holds a frame */
             break;
         }
-        n = read(c->fd, c->rx + c->rxlen, c->rxcap - c->rxlen);
+        n = net_conn_read(c->nc, c->rx + c->rxlen, c->rxcap - c->rxlen);
         if (n > 0) {
             c->rxlen += (size_t)n;
             process_rx(c);
-        } else if (n < 0 && errno == EINTR) {
-            continue;
-        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        } else if (n == -EAGAIN) {
+            if (net_conn_wants_write(c->nc) || net_conn_backlog(c->nc))
+                mark_dirty(c->srv, c); /* the flush sends a WebSocket pong, asks for EPOLLOUT */
             break;
         } else {
             c->closing = true;
@@ -358,7 +361,7 @@ static void client_read(struct dclient *c)
 
 static void loop_client_event(struct derp_server *d, struct dclient *c, uint32_t events)
 {
-    if (events & EPOLLIN)
+    if ((events & EPOLLIN) || ((events & EPOLLOUT) && net_conn_wants_write(c->nc)))
         client_read(c);
     if (events & (EPOLLERR | EPOLLHUP))
         c->closing = true;
@@ -412,6 +415,7 @@ static void tick(struct derp_server *d)
         } else if (c->stalled_since && now - c->stalled_since > DERP_WRITE_STALL_US) {
             log_info("derp: client %llu: not reading: closing", (unsigned long long)c->id);
             c->closing = true;
+            c->abort = true;
         } else if (c->ready && now >= c->next_keepalive) {
             queue_control(c, DERP_FRAME_KEEP_ALIVE, NULL, 0);
             c->next_keepalive = now + DERP_KEEPALIVE_US + (int64_t)randombytes_uniform(5000000);
@@ -455,12 +459,12 @@ static void adopt_pending(struct derp_server *d)
         if (d->all)
             d->all->prev = c;
         d->all = c;
-        if (epoll_ctl(d->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
+        if (epoll_ctl(d->epfd, EPOLL_CTL_ADD, net_conn_fd(c->nc), &ev) < 0) {
             c->closing = true;
             continue;
         }
         mark_dirty(d, c); /* the ServerKey frame is queued already */
-        process_rx(c);    /* bytes that came with the upgrade */
+        client_read(c);   /* bytes that came with the upgrade, and what TLS holds already */
     }
 }
 
@@ -494,25 +498,20 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
-void derp_server_adopt(struct derp_server *d, int fd, const uint8_t *extra, size_t extra_len,
-                       void (*release)(void *token), void *token)
+void derp_server_adopt(struct derp_server *d, struct net_conn *nc)
 {
     struct dclient *c = hs_xcalloc(1, sizeof(*c));
     struct pending *p = hs_xcalloc(1, sizeof(*p));
     uint8_t sk[sizeof(derp_magic) + DERP_KEY_LEN];
     uint64_t one = 1;
 
-    c->fd = fd;
-    c->release = release;
-    c->token = token;
+    c->nc = nc;
     c->srv = d;
-    c->rxcap = extra_len > DERP_RX_INITIAL ? extra_len : DERP_RX_INITIAL;
+    c->rxcap = DERP_RX_INITIAL;
     c->rx = hs_xmalloc(c->rxcap);
     c->deadline = hs_monotonic_us() + DERP_HANDSHAKE_US;
     c->next_keepalive = hs_monotonic_us() + DERP_KEEPALIVE_US;
     hs_buf_init(&c->tx, DERP_TX_HARD_LIMIT);
-    memcpy(c->rx, extra, extra_len);
-    c->rxlen = extra_len;
     memcpy(sk, derp_magic, sizeof(derp_magic));
     memcpy(sk + sizeof(derp_magic), d->key.pub, DERP_KEY_LEN);
     c->dirty = true; /* not yet on the dirty list: adopt_pending puts it there */
@@ -636,7 +635,7 @@ void derp_server_free(struct derp_server *d)
     while (d->inbox) {
         struct pending *p = d->inbox;
         d->inbox = p->next;
-        p->c->release(p->c->token);
+        net_conn_close(p->c->nc);
         hs_buf_free(&p->c->tx);
         free(p->c->rx);
         free(p->c);

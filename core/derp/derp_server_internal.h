@@ -6,6 +6,7 @@
 
 #include "derp/derp.h"
 #include "keys/keys.h"
+#include "net/net.h"
 
 #define DERP_REG_BUCKETS 4096
 #define DERP_MAX_SENDERS 16          /* remembered per client, for PeerGone on disconnect */
@@ -19,13 +20,12 @@
 
 struct dclient {
     uint64_t id;
-    int fd;
-    void (*release)(void *token);
-    void *token;
+    struct net_conn *nc; /* owned: the socket, TLS, WebSocket framing */
     uint8_t key[DERP_KEY_LEN];
     bool ready;       /* ClientInfo accepted */
     bool registered;  /* in the key registry */
     bool closing;
+    bool abort;       /* closing because it does not read: reset, do not drain */
     bool epollout;
     bool dirty;       /* has bytes queued since the last flush */
     uint8_t *rx;

@@ -30,12 +30,13 @@ int listen_tcp(const char *addr)
         return -EINVAL;
     }
     for (ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                    ai->ai_protocol);
         if (fd < 0)
             continue;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
         /* Accepted sockets inherit it: DERP and map frames are small and must not wait for
-         * Nagle (with TLS, MHD writes them on our behalf). */
+         * Nagle. Non-blocking: the front door accepts until EAGAIN. */
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, LISTEN_BACKLOG) == 0)
             break;

@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,8 @@ struct server {
     struct mapper *mapper;
     struct control_service *svc;
     struct derp_server *derp; /* NULL unless derp.server.enabled */
+    struct front *front;  /* accepts on listen_addr */
+    struct net_tls *tls;  /* NULL: plain HTTP */
     struct MHD_Daemon *tcp, *unix_sock;
     char *unix_path;
 };
@@ -162,121 +165,29 @@ static enum MHD_Result serve_key(struct server *srv, struct MHD_Connection *conn
     return ret;
 }
 
-/* What the upgrade callback needs: which loop takes the socket, and for /ts2021 the
- * handshake result until the loop adopts it. */
-struct upgrade {
-    struct server *srv;
-    bool derp;
-    struct noise_handshake_result hs;
-};
-
-static void upgrade_release(void *token)
-{
-    MHD_upgrade_action(token, MHD_UPGRADE_ACTION_CLOSE);
-}
-
-/* MHD corks the socket while it sends a response; an upgraded stream of small frames must
- * leave at once instead (with TLS, MHD's forwarder writes to this socket for us). */
-static void tcp_push_now(struct MHD_Connection *conn)
-{
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    int one = 1, zero = 0;
-
-    if (!ci)
-        return;
-    setsockopt(ci->connect_fd, IPPROTO_TCP, TCP_CORK, &zero, sizeof(zero));
-    setsockopt(ci->connect_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-}
-
-static void on_upgraded(void *cls, struct MHD_Connection *conn, void *req_cls,
-                        const char *extra_in, size_t extra_in_size, MHD_socket sock,
-                        struct MHD_UpgradeResponseHandle *urh)
-{
-    struct upgrade *up = cls;
-    int flags = fcntl(sock, F_GETFL);
-
-    (void)req_cls;
-    fcntl(sock, F_SETFL, flags | O_NONBLOCK);
-    tcp_push_now(conn);
-    if (up->derp)
-        derp_server_adopt(up->srv->derp, sock, (const uint8_t *)extra_in, extra_in_size,
-                          upgrade_release, urh);
-    else
-        control_adopt(control_service_control(up->srv->svc), sock, (const uint8_t *)extra_in,
-                      extra_in_size, &up->hs, upgrade_release, urh);
-    memset(&up->hs, 0, sizeof(up->hs));
-    free(up);
-}
-
-/* POST /ts2021: the Noise handshake travels in a header; the reply is 101 and then the
- * socket belongs to the control loop. */
-static enum MHD_Result serve_ts2021(struct server *srv, struct MHD_Connection *conn)
+/* /ts2021 and /derp upgrades are taken by the front door (front.c) before they get here;
+ * what reaches this is a request that cannot be upgraded. */
+static enum MHD_Result serve_ts2021(struct MHD_Connection *conn)
 {
     const char *upg = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Upgrade");
-    const char *hs = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Tailscale-Handshake");
-    struct upgrade *up;
-    struct MHD_Response *r;
-    enum MHD_Result ret;
-    char err[160];
 
-    if (upg && *upg && strcasecmp(upg, "tailscale-control-protocol") != 0) {
-        /* WebSocket (browser/WASM clients) is not served yet. */
-        log_info("server: /ts2021 with Upgrade: %.32s: not supported", upg);
-        return send_reply(conn, 400, "text/plain", "unsupported Upgrade for /ts2021\n", 32);
-    }
     if (!upg || !*upg) {
         static const char msg[] = "expected Upgrade: tailscale-control-protocol (a reverse proxy "
                                   "in front must pass the Upgrade header through)\n";
         log_info("server: /ts2021 without the Upgrade header: check the reverse proxy");
         return send_reply(conn, 500, "text/plain", msg, sizeof(msg) - 1);
     }
-    up = hs_xcalloc(1, sizeof(*up));
-    up->srv = srv;
-    if (control_upgrade(control_service_control(srv->svc), hs, &up->hs, err, sizeof(err)) < 0) {
-        log_info("server: /ts2021: %s", err);
-        free(up);
-        return send_reply(conn, 400, "text/plain", err, strlen(err));
-    }
-    if (!(r = MHD_create_response_for_upgrade(on_upgraded, up))) {
-        free(up);
-        return MHD_NO;
-    }
-    MHD_add_response_header(r, MHD_HTTP_HEADER_UPGRADE, "tailscale-control-protocol");
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "upgrade");
-    ret = MHD_queue_response(conn, MHD_HTTP_SWITCHING_PROTOCOLS, r);
-    MHD_destroy_response(r);
-    return ret;
+    log_info("server: /ts2021 with Upgrade: %.32s: not supported", upg);
+    static const char msg[] = "unsupported Upgrade for /ts2021 (it must be the first request "
+                              "on its connection)\n";
+    return send_reply(conn, 400, "text/plain", msg, sizeof(msg) - 1);
 }
 
-/* GET /derp with Upgrade: DERP. The 101 carries the server key so clients can pin it. */
 static enum MHD_Result serve_derp(struct server *srv, struct MHD_Connection *conn)
 {
-    const char *upg = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Upgrade");
-    struct upgrade *up;
-    struct MHD_Response *r;
-    enum MHD_Result ret;
-    char key[65];
-
     if (!srv->derp)
         return send_reply(conn, 404, "text/plain", "the embedded DERP server is disabled\n", 37);
-    if (!upg || strcasecmp(upg, "derp") != 0)
-        return send_reply(conn, 426, "text/plain", "DERP requires connection upgrade\n", 33);
-    up = hs_xcalloc(1, sizeof(*up));
-    up->srv = srv;
-    up->derp = true;
-    if (!(r = MHD_create_response_for_upgrade(on_upgraded, up))) {
-        free(up);
-        return MHD_NO;
-    }
-    derp_server_key_hex(srv->derp, key);
-    MHD_add_response_header(r, MHD_HTTP_HEADER_UPGRADE, "DERP");
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "Upgrade");
-    MHD_add_response_header(r, "Derp-Version", "2");
-    MHD_add_response_header(r, "Derp-Public-Key", key);
-    ret = MHD_queue_response(conn, MHD_HTTP_SWITCHING_PROTOCOLS, r);
-    MHD_destroy_response(r);
-    return ret;
+    return send_reply(conn, 426, "text/plain", "DERP requires connection upgrade\n", 33);
 }
 
 /* Latency probes clients use when UDP is blocked. */
@@ -344,7 +255,7 @@ static enum MHD_Result serve_root(struct server *srv, struct MHD_Connection *con
     static const char notfound[] = "404 page not found\n";
 
     if (strcmp(url, "/ts2021") == 0)
-        return serve_ts2021(srv, conn);
+        return serve_ts2021(conn);
     if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
         return send_reply(conn, 405, "text/plain", "method not allowed\n", 19);
     if (strcmp(url, "/key") == 0)
@@ -417,27 +328,34 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     }
 }
 
-static struct MHD_Daemon *start_daemon(struct listener *l, int fd, const char *cert,
-                                       const char *key)
+/* libmicrohttpd's own messages are about single connections (and, on the front door's
+ * local sockets, TCP options that do not apply): debug detail, not operator news. */
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+
+    (void)cls;
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    msg[strcspn(msg, "\n")] = '\0';
+    log_debug("http: %s", msg);
+}
+
+/* fd < 0: no listening socket, connections come from the front door (MHD_add_connection). */
+static struct MHD_Daemon *start_daemon(struct listener *l, int fd)
 {
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
-                     MHD_ALLOW_UPGRADE | MHD_USE_ITC;
+                     MHD_USE_ITC | (fd < 0 ? MHD_USE_NO_LISTEN_SOCKET : 0);
     struct MHD_OptionItem opts[] = {
-        { MHD_OPTION_LISTEN_SOCKET, fd, NULL },
         { MHD_OPTION_THREAD_POOL_SIZE, SERVER_HTTP_THREADS, NULL },
         { MHD_OPTION_CONNECTION_TIMEOUT, SERVER_CONN_TIMEOUT_S, NULL },
         { MHD_OPTION_CONNECTION_MEMORY_LIMIT, SERVER_MAX_HEADER_BYTES * 2, NULL },
-        /* Upgraded /ts2021 and /derp sockets stay MHD connections: the limit is the fd
-         * limit, not MHD's select()-era default of FD_SETSIZE. */
         { MHD_OPTION_CONNECTION_LIMIT, SERVER_MAX_CONNECTIONS, NULL },
         { MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, NULL },
-        { cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, (void *)cert },
-        { cert ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, (void *)key },
+        { MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL },
+        { fd < 0 ? MHD_OPTION_END : MHD_OPTION_LISTEN_SOCKET, fd, NULL },
         { MHD_OPTION_END, 0, NULL },
     };
 
-    if (cert)
-        flags |= MHD_USE_TLS;
     return MHD_start_daemon(flags, 0, NULL, NULL, on_request, l, MHD_OPTION_ARRAY, opts,
                             MHD_OPTION_END);
 }
@@ -445,36 +363,31 @@ static struct MHD_Daemon *start_daemon(struct listener *l, int fd, const char *c
 static int start_tcp(struct server *srv)
 {
     const struct hs_config *cfg = srv->cfg;
-    char *cert = NULL, *key = NULL;
-    int fd, rc = 0;
+    struct front_deps deps = { .listen_fd = -1 };
+    char err[512];
+    int rc;
 
-    if (cfg->tls_cert_path && *cfg->tls_cert_path) {
-        if ((rc = hs_read_file(cfg->tls_cert_path, 1 << 20, &cert, NULL)) < 0 ||
-            (rc = hs_read_file(cfg->tls_key_path, 1 << 20, &key, NULL)) < 0) {
-            log_errorx("server: cannot read TLS certificate or key: %s", hs_strerror(rc));
-            goto out;
-        }
-    }
-    if ((fd = listen_tcp(cfg->listen_addr)) < 0) {
-        rc = fd;
-        goto out;
+    if (cfg->tls_cert_path && *cfg->tls_cert_path &&
+        !(srv->tls = net_tls_new(cfg->tls_cert_path, cfg->tls_key_path, err, sizeof(err)))) {
+        log_errorx("server: cannot load the TLS certificate: %s", err);
+        return -EINVAL;
     }
     tcp_listener = (struct listener){ .srv = srv, .trusted = false };
-    if (!(srv->tcp = start_daemon(&tcp_listener, fd, cert, key))) {
-        log_errorx("server: cannot start HTTP server on %s", cfg->listen_addr);
-        close(fd);
-        rc = -EIO;
-        goto out;
+    if (!(srv->tcp = start_daemon(&tcp_listener, -1))) {
+        log_errorx("server: cannot start the HTTP server");
+        return -EIO;
     }
+    if ((deps.listen_fd = listen_tcp(cfg->listen_addr)) < 0)
+        return deps.listen_fd;
+    deps.tls = srv->tls;
+    deps.control = control_service_control(srv->svc);
+    deps.derp = srv->derp;
+    deps.mhd = srv->tcp;
+    if ((rc = front_start(&deps, &srv->front)) < 0)
+        return rc;
     log_info("server: listening on %s (%s), server_url %s", cfg->listen_addr,
-             cert ? "https" : "http", cfg->server_url);
-out:
-    free(cert);
-    if (key) {
-        memset(key, 0, strlen(key));
-        free(key);
-    }
-    return rc;
+             srv->tls ? "https" : "http", cfg->server_url);
+    return 0;
 }
 
 static int start_unix(struct server *srv)
@@ -485,7 +398,7 @@ static int start_unix(struct server *srv)
         return fd;
     srv->unix_path = hs_strdup(srv->cfg->unix_socket);
     unix_listener = (struct listener){ .srv = srv, .trusted = true };
-    if (!(srv->unix_sock = start_daemon(&unix_listener, fd, NULL, NULL))) {
+    if (!(srv->unix_sock = start_daemon(&unix_listener, fd))) {
         log_errorx("server: cannot serve the unix socket %s", srv->unix_path);
         close(fd);
         return -EIO;
@@ -539,10 +452,10 @@ static void server_stop(struct server *srv)
 {
     MHD_socket fd;
 
-    /* Stop accepting, then close the upgraded control connections while MHD still owns
-     * their handles, and only then stop MHD. */
-    if (srv->tcp && (fd = MHD_quiesce_daemon(srv->tcp)) != MHD_INVALID_SOCKET)
-        close(fd);
+    /* Stop accepting, then close the control and DERP connections (nothing hands them new
+     * ones any more), and only then stop MHD. */
+    front_stop(srv->front);
+    srv->front = NULL;
     if (srv->unix_sock && (fd = MHD_quiesce_daemon(srv->unix_sock)) != MHD_INVALID_SOCKET)
         close(fd);
     derpmap_stop(srv->derpmap); /* its refresher calls into the service */
@@ -552,6 +465,7 @@ static void server_stop(struct server *srv)
     srv->derp = NULL;
     if (srv->tcp)
         MHD_stop_daemon(srv->tcp);
+    net_tls_free(srv->tls);
     if (srv->unix_sock)
         MHD_stop_daemon(srv->unix_sock);
     if (srv->unix_path) {

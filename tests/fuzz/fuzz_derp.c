@@ -9,7 +9,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static struct hs_config cfg;
     struct derp_server d = { .cfg = &cfg };
-    struct dclient c = { .srv = &d, .fd = -1 };
+    struct dclient c = { .srv = &d };
 
     if (size < 1 || size - 1 > DERP_RX_SIZE)
         return 0;

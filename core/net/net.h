@@ -1,0 +1,140 @@
+/* net: the byte streams clients hold with us, however they are wrapped. A net_conn is a
+ * non-blocking socket, optionally with TLS on it (OpenSSL, terminated here so that upgraded
+ * /ts2021 and /derp streams live directly in their event loops), optionally with WebSocket
+ * framing on top (browser clients, and DERP clients told to use it). The event loops read
+ * and write through it without knowing which.
+ *
+ * Also here: the HTTP/1.1 request-head parser and the WebSocket codec, both bounded and
+ * fuzzed, which the front door (server/front.c) uses to route a new connection.
+ *
+ * Thread model: a net_conn belongs to one thread at a time (the front door, then the loop
+ * that adopts it). A net_tls context is shared and read-only once built. */
+#ifndef HS_NET_H
+#define HS_NET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "util/util.h"
+
+/* ---- TLS ---- */
+
+struct net_tls;
+
+/* Loads a PEM certificate chain and key. NULL with a reason in err on failure. */
+struct net_tls *net_tls_new(const char *cert_path, const char *key_path, char *err,
+                            size_t errsize);
+void net_tls_free(struct net_tls *t);
+
+/* ---- connections ---- */
+
+struct net_conn;
+
+/* Takes ownership of fd (already non-blocking). tls may be NULL for plain TCP. */
+struct net_conn *net_conn_new(int fd, struct net_tls *tls);
+/* Sends our end of the stream (TLS close_notify, then FIN) but keeps reading possible. */
+void net_conn_shutdown(struct net_conn *c);
+/* Closes the socket (after a best-effort TLS close_notify) and frees everything. */
+void net_conn_close(struct net_conn *c);
+/* Closes with a reset instead: for a peer that stopped reading, whose unsent bytes (up to
+ * megabytes in the kernel) would otherwise keep the socket alive while it trickles. */
+void net_conn_abort(struct net_conn *c);
+int net_conn_fd(const struct net_conn *c);
+bool net_conn_is_tls(const struct net_conn *c);
+
+/* Drives the TLS handshake: 0 done (or plain TCP), -EAGAIN to call again when the socket is
+ * ready (net_conn_wants_write() says for which), other negative errno on failure. */
+int net_conn_handshake(struct net_conn *c);
+
+/* Reads payload bytes: >0 bytes, 0 end of stream, -EAGAIN nothing now, other -errno.
+ * Read until -EAGAIN: TLS and WebSocket keep bytes the socket no longer shows to epoll. */
+ssize_t net_conn_read(struct net_conn *c, void *buf, size_t cap);
+
+/* Sends as much of tx as the socket takes, consuming it (framed if WebSocket). Returns the
+ * payload bytes taken from tx, or a negative errno when the connection is broken. */
+ssize_t net_conn_send(struct net_conn *c, struct hs_buf *tx);
+
+/* Bytes queued inside the connection (framing, control replies, a 101 head): keep asking
+ * for EPOLLOUT and calling net_conn_send() while true. Counts as unsent data (a stalled
+ * reader), unlike net_conn_wants_write(). */
+bool net_conn_backlog(const struct net_conn *c);
+
+/* TLS can need the socket writable to make progress on a read (or the reverse): when true,
+ * wait for EPOLLOUT too and retry the read. */
+bool net_conn_wants_write(const struct net_conn *c);
+
+/* Bytes to hand out again before anything read from the socket: what the front door read
+ * past the request head. Call before net_conn_websocket() for it to see them as frames. */
+void net_conn_unread(struct net_conn *c, const void *data, size_t len);
+
+/* Raw bytes (an HTTP response head) sent before any payload, never framed. */
+int net_conn_queue_raw(struct net_conn *c, const void *data, size_t len);
+
+/* From now on payload travels in WebSocket binary messages (server side of RFC 6455). */
+void net_conn_websocket(struct net_conn *c);
+
+/* ---- HTTP/1.1 request heads ---- */
+
+#define HTTP1_MAX_HEAD 8192
+
+/* A parsed head. Strings point into the caller's buffer (NUL-terminated in place). Only the
+ * headers routing needs are kept; a missing one is NULL. */
+struct http1_head {
+    const char *method;
+    const char *target; /* path and query as sent */
+    const char *upgrade, *connection;
+    const char *ts_handshake;                  /* X-Tailscale-Handshake */
+    const char *ws_key, *ws_version, *ws_protocol;
+    const char *derp_fast_start;
+    int minor_version;                         /* HTTP/1.<minor> */
+};
+
+/* Parses buf[0..len). Returns the head's length (through the blank line), -EAGAIN when more
+ * bytes are needed, -EINVAL when malformed, -E2BIG when no head ends within HTTP1_MAX_HEAD.
+ * buf must be writable and hold len+1 bytes; on success the head part is modified. */
+int http1_parse_head(char *buf, size_t len, struct http1_head *h);
+
+/* Whether a comma-separated header value lists token (case-insensitive). */
+bool http1_has_token(const char *value, const char *token);
+
+/* The value of a query parameter of target, percent-decoded into out. 0, -ENOENT, or -EINVAL
+ * (bad escape, too long). */
+int http1_query_param(const char *target, const char *name, char *out, size_t outsize);
+
+/* Whether target's path (before any '?') is exactly path. */
+bool http1_path_is(const char *target, const char *path);
+
+/* ---- WebSocket codec ---- */
+
+#define WS_OP_CONT 0x0
+#define WS_OP_TEXT 0x1
+#define WS_OP_BINARY 0x2
+#define WS_OP_CLOSE 0x8
+#define WS_OP_PING 0x9
+#define WS_OP_PONG 0xA
+#define WS_MAX_HEADER 14
+#define WS_MAX_CONTROL 125
+
+struct ws_header {
+    bool fin, masked;
+    uint8_t opcode;
+    uint8_t mask[4];
+    uint64_t len;    /* payload length */
+    size_t hdr_len;  /* bytes of header */
+};
+
+/* Parses a frame header. Returns its length, -EAGAIN for more bytes, -EPROTO when invalid
+ * (reserved bits, unknown opcode, oversized or fragmented control frame, 64-bit length with
+ * the top bit set, non-minimal length encoding is accepted as RFC 6455 does not forbid it). */
+ssize_t ws_parse_header(const uint8_t *p, size_t n, struct ws_header *h);
+/* Writes an unmasked (server) frame header; returns its length (≤ WS_MAX_HEADER). */
+size_t ws_encode_header(uint8_t out[WS_MAX_HEADER], uint8_t opcode, bool fin, uint64_t len);
+/* XORs p with the mask, starting at payload offset off. */
+void ws_unmask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t off);
+/* Sec-WebSocket-Accept for a Sec-WebSocket-Key (base64 of 16 bytes). -EINVAL if the key is
+ * not that. out holds 29 bytes. */
+int ws_accept_key(const char *key, char out[29]);
+
+#endif

@@ -1,0 +1,304 @@
+/* net: request-head parsing, WebSocket framing, and connections over real socket pairs. */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "net/net.h"
+
+/* ---- HTTP/1 heads ---- */
+
+static int parse(const char *text, struct http1_head *h, char *buf)
+{
+    size_t n = strlen(text);
+    memcpy(buf, text, n + 1);
+    return http1_parse_head(buf, n, h);
+}
+
+Test(http1, upgrade_request)
+{
+    static char buf[HTTP1_MAX_HEAD + 1];
+    struct http1_head h;
+    const char *req = "POST /ts2021 HTTP/1.1\r\nHost: x\r\nUpgrade:  tailscale-control-protocol \r\n"
+                      "Connection: upgrade\r\nX-Tailscale-Handshake: AAAA\r\n\r\nextra";
+    int n = parse(req, &h, buf);
+
+    cr_assert_eq(n, (int)(strstr(req, "extra") - req));
+    cr_assert_str_eq(h.method, "POST");
+    cr_assert_str_eq(h.target, "/ts2021");
+    cr_assert_str_eq(h.upgrade, "tailscale-control-protocol");
+    cr_assert_str_eq(h.ts_handshake, "AAAA");
+    cr_assert_eq(h.minor_version, 1);
+    cr_assert_null(h.ws_key);
+}
+
+Test(http1, incomplete_needs_more)
+{
+    static char buf[HTTP1_MAX_HEAD + 1];
+    struct http1_head h;
+
+    cr_assert_eq(parse("GET / HTTP/1.1\r\nHost: x\r\n", &h, buf), -EAGAIN);
+    cr_assert_eq(parse("GET / HTTP/1.1\r\nHost: x\r\n\r", &h, buf), -EAGAIN);
+}
+
+Test(http1, malformed_is_refused)
+{
+    static char buf[HTTP1_MAX_HEAD + 1];
+    static const char *bad[] = {
+        "GET / HTTP/2.0\r\n\r\n",
+        "GET  / HTTP/1.1\r\n\r\n",
+        "GET noslash HTTP/1.1\r\n\r\n",
+        "G(T / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nNo colon here\r\n\r\n",
+        "GET / HTTP/1.1\r\n folded: x\r\n\r\n",
+        "GET / HTTP/1.1\r\nA: b\rc\r\n\r\n",
+        "GET / HTTP/1.1\nA: b\r\n\r\n",
+        "GET / HTTP/1.1\r\nUpgrade: a\r\nUpgrade: b\r\n\r\n",
+        "GET /\x01 HTTP/1.1\r\n\r\n",
+        "\r\n\r\n",
+    };
+    struct http1_head h;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_expect_eq(parse(bad[i], &h, buf), -EINVAL, "accepted: %s", bad[i]);
+}
+
+Test(http1, too_large)
+{
+    static char buf[2 * HTTP1_MAX_HEAD + 1];
+    struct http1_head h;
+    size_t n;
+
+    strcpy(buf, "GET / HTTP/1.1\r\nX: ");
+    n = strlen(buf);
+    memset(buf + n, 'a', sizeof(buf) - n - 1);
+    buf[sizeof(buf) - 1] = '\0';
+    cr_assert_eq(http1_parse_head(buf, sizeof(buf) - 1, &h), -E2BIG);
+}
+
+Test(http1, tokens_paths_and_query)
+{
+    char out[64];
+
+    cr_assert(http1_has_token("keep-alive, Upgrade", "upgrade"));
+    cr_assert(http1_has_token(" derp ,x", "derp"));
+    cr_assert_not(http1_has_token("derpy", "derp"));
+    cr_assert_not(http1_has_token(NULL, "derp"));
+    cr_assert(http1_path_is("/derp", "/derp"));
+    cr_assert(http1_path_is("/derp?x=1", "/derp"));
+    cr_assert_not(http1_path_is("/derp/probe", "/derp"));
+    cr_assert_eq(http1_query_param("/ts2021?a=1&X-Tailscale-Handshake=AB%2Bc%2F%3D%3D", "X-Tailscale-Handshake",
+                                   out, sizeof(out)), 0);
+    cr_assert_str_eq(out, "AB+c/==");
+    cr_assert_eq(http1_query_param("/ts2021?a=1", "b", out, sizeof(out)), -ENOENT);
+    cr_assert_eq(http1_query_param("/x?a=%4", "a", out, sizeof(out)), -EINVAL);
+    cr_assert_eq(http1_query_param("/x?a=%00", "a", out, sizeof(out)), -EINVAL);
+    cr_assert_eq(http1_query_param("/x?a=0123456789", "a", out, 5), -EINVAL);
+}
+
+/* ---- WebSocket codec ---- */
+
+Test(ws, accept_key_rfc6455_example)
+{
+    char out[29];
+
+    cr_assert_eq(ws_accept_key("dGhlIHNhbXBsZSBub25jZQ==", out), 0);
+    cr_assert_str_eq(out, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    cr_assert_eq(ws_accept_key("short", out), -EINVAL);
+    cr_assert_eq(ws_accept_key(NULL, out), -EINVAL);
+}
+
+Test(ws, header_round_trip)
+{
+    uint64_t lens[] = { 0, 125, 126, 65535, 65536, (uint64_t)1 << 40 };
+    uint8_t buf[WS_MAX_HEADER];
+    struct ws_header h;
+
+    for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+        size_t n = ws_encode_header(buf, WS_OP_BINARY, true, lens[i]);
+        cr_assert_eq(ws_parse_header(buf, n, &h), (ssize_t)n);
+        cr_assert_eq(h.len, lens[i]);
+        cr_assert(h.fin);
+        cr_assert_not(h.masked);
+        cr_assert_eq(ws_parse_header(buf, n - 1, &h), -EAGAIN);
+    }
+}
+
+Test(ws, invalid_headers)
+{
+    struct ws_header h;
+    uint8_t rsv[] = { 0xc2, 0x80, 0, 0, 0, 0 };            /* RSV1 without an extension */
+    uint8_t op[] = { 0x83, 0x80, 0, 0, 0, 0 };             /* reserved opcode */
+    uint8_t bigctl[] = { 0x89, 0xfe, 0, 200, 0, 0, 0, 0 }; /* ping over 125 bytes */
+    uint8_t fragctl[] = { 0x09, 0x80, 0, 0, 0, 0 };        /* fragmented ping */
+    uint8_t top[] = { 0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }; /* 2^63 */
+
+    cr_assert_eq(ws_parse_header(rsv, sizeof(rsv), &h), -EPROTO);
+    cr_assert_eq(ws_parse_header(op, sizeof(op), &h), -EPROTO);
+    cr_assert_eq(ws_parse_header(bigctl, sizeof(bigctl), &h), -EPROTO);
+    cr_assert_eq(ws_parse_header(fragctl, sizeof(fragctl), &h), -EPROTO);
+    cr_assert_eq(ws_parse_header(top, sizeof(top), &h), -EPROTO);
+}
+
+/* ---- connections over a socket pair ---- */
+
+static struct net_conn *pair_conn(int *peer)
+{
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    fcntl(sv[0], F_SETFL, O_NONBLOCK);
+    *peer = sv[1];
+    return net_conn_new(sv[0], NULL);
+}
+
+/* A masked client frame as a browser would send it. */
+static size_t client_frame(uint8_t *out, uint8_t op, bool fin, const void *p, size_t n)
+{
+    static const uint8_t mask[4] = { 0x11, 0x22, 0x33, 0x44 };
+    size_t hl = ws_encode_header(out, op, fin, n);
+
+    out[1] |= 0x80;
+    memcpy(out + hl, mask, 4);
+    memcpy(out + hl + 4, p, n);
+    ws_unmask(out + hl + 4, n, mask, 0);
+    return hl + 4 + n;
+}
+
+Test(conn, plain_unread_then_socket)
+{
+    int peer;
+    struct net_conn *c = pair_conn(&peer);
+    char buf[16];
+
+    net_conn_unread(c, "ab", 2);
+    cr_assert_eq(write(peer, "cd", 2), 2);
+    cr_assert_eq(net_conn_read(c, buf, sizeof(buf)), 2);
+    cr_assert_eq(memcmp(buf, "ab", 2), 0);
+    cr_assert_eq(net_conn_read(c, buf, sizeof(buf)), 2);
+    cr_assert_eq(memcmp(buf, "cd", 2), 0);
+    cr_assert_eq(net_conn_read(c, buf, sizeof(buf)), -EAGAIN);
+    close(peer);
+    cr_assert_eq(net_conn_read(c, buf, sizeof(buf)), 0);
+    net_conn_close(c);
+}
+
+Test(conn, websocket_stream_across_frames_and_reads)
+{
+    int peer;
+    struct net_conn *c = pair_conn(&peer);
+    uint8_t wire[256], got[64];
+    size_t n = 0, have = 0;
+    ssize_t r;
+
+    n += client_frame(wire + n, WS_OP_BINARY, false, "hello ", 6);
+    n += client_frame(wire + n, WS_OP_PING, true, "p", 1); /* between fragments */
+    n += client_frame(wire + n, WS_OP_CONT, true, "world", 5);
+    net_conn_websocket(c);
+    /* One byte at a time: headers split anywhere must still decode. */
+    for (size_t i = 0; i < n; i++) {
+        cr_assert_eq(write(peer, wire + i, 1), 1);
+        while ((r = net_conn_read(c, got + have, sizeof(got) - have)) > 0)
+            have += (size_t)r;
+        cr_assert_eq(r, -EAGAIN);
+    }
+    cr_assert_eq(have, 11);
+    cr_assert_eq(memcmp(got, "hello world", 11), 0);
+    /* The ping is answered with a pong carrying its payload. */
+    cr_assert(net_conn_backlog(c));
+    struct hs_buf none;
+    hs_buf_init(&none, 0);
+    cr_assert_eq(net_conn_send(c, &none), 0);
+    cr_assert_not(net_conn_backlog(c));
+    cr_assert_eq(read(peer, wire, sizeof(wire)), 3);
+    cr_assert_eq(wire[0], 0x80 | WS_OP_PONG);
+    cr_assert_eq(wire[1], 1);
+    cr_assert_eq(wire[2], 'p');
+    close(peer);
+    net_conn_close(c);
+}
+
+Test(conn, websocket_send_is_framed_in_32k_messages)
+{
+    int peer;
+    struct net_conn *c = pair_conn(&peer);
+    struct hs_buf tx;
+    static uint8_t payload[40000], wire[50000];
+    size_t got = 0;
+    struct ws_header h;
+
+    for (size_t i = 0; i < sizeof(payload); i++)
+        payload[i] = (uint8_t)i;
+    net_conn_queue_raw(c, "HTTP/1.1 101\r\n\r\n", 16);
+    net_conn_websocket(c);
+    hs_buf_init(&tx, 1 << 20);
+    hs_buf_append(&tx, payload, sizeof(payload));
+    cr_assert_eq(net_conn_send(c, &tx), (ssize_t)sizeof(payload));
+    cr_assert_eq(tx.len, 0);
+    while (got < 16 + 2 * 4 + sizeof(payload)) {
+        ssize_t r = read(peer, wire + got, sizeof(wire) - got);
+        cr_assert_gt(r, 0);
+        got += (size_t)r;
+    }
+    cr_assert_eq(memcmp(wire, "HTTP/1.1 101\r\n\r\n", 16), 0);
+    cr_assert_eq(ws_parse_header(wire + 16, got - 16, &h), 4);
+    cr_assert_eq(h.len, 32768);
+    cr_assert_eq(h.opcode, WS_OP_BINARY);
+    cr_assert_eq(memcmp(wire + 20, payload, 32768), 0);
+    cr_assert_eq(ws_parse_header(wire + 20 + 32768, got - 20 - 32768, &h), 4);
+    cr_assert_eq(h.len, sizeof(payload) - 32768);
+    cr_assert_eq(memcmp(wire + 24 + 32768, payload + 32768, h.len), 0);
+    hs_buf_free(&tx);
+    close(peer);
+    net_conn_close(c);
+}
+
+Test(conn, websocket_refuses_unmasked_and_text)
+{
+    uint8_t unmasked[] = { 0x82, 0x01, 'x' };
+    uint8_t text[16];
+    char buf[16];
+    int peer;
+    struct net_conn *c = pair_conn(&peer);
+
+    net_conn_websocket(c);
+    cr_assert_eq(write(peer, unmasked, sizeof(unmasked)), (ssize_t)sizeof(unmasked));
+    cr_assert_eq(net_conn_read(c, buf, sizeof(buf)), -EPROTO);
+    close(peer);
+    net_conn_close(c);
+
+    c = pair_conn(&peer);
+    net_conn_websocket(c);
+    size_t n = client_frame(text, WS_OP_TEXT, true, "hi", 2);
+    cr_assert_eq(write(peer, text, n), (ssize_t)n);
+    cr_assert_eq(net_conn_read(c, buf, sizeof(buf)), -EPROTO);
+    close(peer);
+    net_conn_close(c);
+}
+
+Test(conn, websocket_close_is_echoed_then_eof)
+{
+    uint8_t wire[32];
+    char buf[16];
+    int peer;
+    struct net_conn *c = pair_conn(&peer);
+    size_t n = client_frame(wire, WS_OP_CLOSE, true, "\x03\xe8", 2);
+
+    net_conn_websocket(c);
+    cr_assert_eq(write(peer, wire, n), (ssize_t)n);
+    cr_assert_eq(net_conn_read(c, buf, sizeof(buf)), 0);
+    net_conn_close(c); /* flushes the echo */
+    cr_assert_eq(read(peer, wire, sizeof(wire)), 4);
+    cr_assert_eq(wire[0], 0x80 | WS_OP_CLOSE);
+    cr_assert_eq(wire[2], 0x03);
+    cr_assert_eq(wire[3], 0xe8);
+    close(peer);
+}
+
+Test(tls, bad_paths_are_reported)
+{
+    char err[256] = "";
+
+    cr_assert_null(net_tls_new("/nonexistent/cert.pem", "/nonexistent/key.pem", err, sizeof(err)));
+    cr_assert(strstr(err, "tls_cert_path") != NULL, "%s", err);
+}
