@@ -3,6 +3,7 @@
 # other on this machine, driven by bench/loadgen (N simulated Tailscale nodes).
 #
 #   bench/run.sh --nodes N [--servers ours-sqlite,ours-postgres,headscale] [--duration S]
+#                [--scenarios storm,steady,propagation,restart] [--api-poll-ms MS]
 #                [--concurrency C] [--ep-changes K] [--out-dir DIR] [--ours-bin PATH]
 #                [--headscale-version vX.Y.Z] [--connect-timeout S] [--event-timeout S] [--keep]
 #
@@ -35,7 +36,7 @@ while [ $# -gt 0 ]; do
         --out-dir) OUT_DIR=$2; shift 2 ;;
         --ours-bin) OURS_BIN=$2; shift 2 ;;
         --headscale-version) HS_VERSION=$2; shift 2 ;;
-        --concurrency|--ep-changes|--connect-timeout|--event-timeout|--settle)
+        --concurrency|--ep-changes|--connect-timeout|--event-timeout|--settle|--scenarios|--api-poll-ms)
             PASS+=("$1" "$2"); shift 2 ;;
         --keep) PASS+=("$1"); shift ;;
         -h|--help) usage 0 ;;

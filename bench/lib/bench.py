@@ -4,8 +4,8 @@
 For each server in --servers it makes a private directory, writes a config (same settings for
 every server apart from ports and paths; one DERP map file with a single region on 127.0.0.1),
 starts the server (PostgreSQL from tests/lib/pgtmp.sh for ours-postgres), creates a user and a
-reusable pre-auth key with the server's own CLI, runs bench/loadgen against it (connect storm,
-steady state, propagation), stops it, and finally writes
+reusable pre-auth key (and an API key) with the server's own CLI, runs bench/loadgen against it
+(connect storm, steady state, propagation, restart: --scenarios), stops it, and finally writes
 
     <out>/<date>-<nodes>.md      side-by-side table with ratios ours/headscale
     <out>/<date>-<nodes>.json    [{"server","db","nodes","scenario","metric","value","unit"}, ...]
@@ -28,12 +28,17 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 PGTMP = os.path.join(REPO, "tests", "lib", "pgtmp.sh")
 AUTH_KEY_RE = re.compile(r"hskey-auth-[0-9A-Za-z_-]+|[0-9a-f]{48}")
+API_KEY_RE = re.compile(r"hskey-api-[0-9A-Za-z_-]+")
+# Storm and steady state always run (the others build on them); these can be left out.
+OPTIONAL_SCENARIOS = ("propagation", "restart")
+SCENARIOS = ("storm", "steady") + OPTIONAL_SCENARIOS
 
 DERP_MAP_YAML = """\
 # One region on loopback, so that no client or server looks for Tailscale's public DERP map.
@@ -118,6 +123,7 @@ class Run:
         self.port = free_port()
         self.proc = None
         self.pg = None
+        self.first_exit = None  # after a restart: how the first server process ended
         self.cfg_path = os.path.join(self.tmp, "config.yaml")
         self.log_path = os.path.join(self.tmp, "server.log")
 
@@ -136,6 +142,7 @@ class Run:
         return e
 
     def start(self):
+        """Database, config, server; then the user, pre-auth key and API key."""
         if self.db == "postgres":
             out = subprocess.run([PGTMP, "start", self.tmp], capture_output=True, text=True,
                                  timeout=180)
@@ -151,30 +158,8 @@ class Run:
         cfg = server_config(self.tmp, self.port, self.db, self.pg,
                             grpc=(self.server == "headscale"))
         write_yaml(self.cfg_path, cfg)
-        logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([self.binary, "-c", self.cfg_path, "serve"], stdout=logf,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     cwd=self.tmp, env=self.env())
-        logf.close()
-        end = time.monotonic() + 60
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited {self.proc.returncode} at start:\n"
-                                   + self.log_tail())
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                c.request("GET", "/health")
-                r = c.getresponse()
-                r.read()
-                c.close()
-                if r.status == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise RuntimeError(f"{self.name}: /health not answering after 60 s\n"
-                               + self.log_tail())
+        self.spawn()
+        self.wait_healthy(0.1)
         # user + reusable pre-auth key, through the server's own CLI
         self.cli("users", "create", "bench")
         users = json.loads(self.cli("users", "list", "-o", "json"))
@@ -189,7 +174,66 @@ class Run:
             self.authkey = m.group(0) if m else None
         if not self.authkey:
             raise RuntimeError(f"{self.name}: no pre-auth key in {out!r}")
+        # an API key for polling GET /api/v1/node during the storms (same REST path on both)
+        out = self.cli("apikeys", "create", "--expiration", "24h")
+        m = API_KEY_RE.search(out)
+        self.apikey = m.group(0) if m else (out.strip().splitlines() or [""])[-1].strip()
+        if not self.apikey:
+            raise RuntimeError(f"{self.name}: no API key in {out!r}")
         log(f"{self.name}: pid {self.proc.pid} on :{self.port}, dir {self.tmp}")
+
+    def spawn(self):
+        logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([self.binary, "-c", self.cfg_path, "serve"], stdout=logf,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     cwd=self.tmp, env=self.env())
+        logf.close()
+
+    def wait_healthy(self, every, deadline=60):
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited {self.proc.returncode} at start:\n"
+                                   + self.log_tail())
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                c.request("GET", "/health")
+                r = c.getresponse()
+                r.read()
+                c.close()
+                if r.status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(every)
+        raise RuntimeError(f"{self.name}: /health not answering after {deadline} s\n"
+                           + self.log_tail())
+
+    def restart(self):
+        """SIGTERM, wait for the exit, start again on the same config and database.
+        Returns (old process's CPU jiffies just before the SIGTERM, sigterm/exit/up unix ns);
+        the old process's exit code and last log lines go to self.first_exit."""
+        old = self.proc
+        jiffies = pid_jiffies(old.pid)
+        t_term = time.time_ns()
+        old.send_signal(signal.SIGTERM)
+        try:
+            old.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            old.kill()
+            old.wait(timeout=10)
+            log(f"{self.name}: did not stop within 60 s of SIGTERM, killed")
+        t_exit = time.time_ns()
+        self.first_exit = {"returncode": old.returncode,
+                           "log_tail": self.log_tail(15).splitlines()}
+        with open(self.log_path, "ab") as f:
+            f.write(b"\n===== bench: restarted =====\n")
+        self.spawn()
+        self.wait_healthy(0.01)  # fine-grained: the clients are retrying meanwhile
+        t_up = time.time_ns()
+        log(f"{self.name}: restarted (pid {self.proc.pid}): exit after "
+            f"{(t_exit - t_term) / 1e9:.2f} s, up after {(t_up - t_term) / 1e9:.2f} s")
+        return jiffies, t_term, t_exit, t_up
 
     def log_tail(self, n=40):
         try:
@@ -239,25 +283,151 @@ def pid_jiffies(pid):
         return 0
 
 
-def run_loadgen(run, a):
-    out_path = os.path.join(run.tmp, "loadgen.json")
-    log_path = os.path.join(run.tmp, "loadgen.log")
-    delete_cmd = f"{run.binary} -c {run.cfg_path} nodes delete --identifier {{id}} --force"
+def loadgen_argv(run, a, out_path, log_path):
     argv = [a.loadgen, "-url", f"http://127.0.0.1:{run.port}", "-authkey", run.authkey,
             "-nodes", str(a.nodes), "-concurrency", str(a.concurrency),
             "-server-pid", str(run.proc.pid), "-steady", str(a.duration),
-            "-ep-changes", str(a.ep_changes), "-delete-cmd", delete_cmd,
             "-connect-timeout", f"{a.connect_timeout}s", "-event-timeout", f"{a.event_timeout}s",
             "-settle", f"{a.settle}s", "-out", out_path, "-log", log_path,
-            "-label", run.name]
-    log(f"{run.name}: loadgen {a.nodes} nodes")
+            "-label", run.name, "-driver"]
+    if "propagation" in a.scenarios:
+        argv += ["-ep-changes", str(a.ep_changes), "-delete-cmd",
+                 f"{run.binary} -c {run.cfg_path} nodes delete --identifier {{id}} --force"]
+    else:
+        argv += ["-ep-changes", "0", "-join=false"]
+    if "restart" in a.scenarios:
+        argv.append("-restart")
+    return argv
+
+
+class ApiPoller:
+    """GET /api/v1/node with the run's API key: one request in flight, one started every
+    interval (back to back when slower), timed from its start until the whole body was read.
+    It runs in this (mostly idle) process rather than in the loadgen, whose thousands of busy
+    goroutines would delay the poller more than the server does."""
+
+    def __init__(self, run, interval_ms):
+        self.run, self.interval = run, interval_ms / 1000.0
+        self.samples = []  # (start unix ns, ms, error or None, nodes listed)
+        self.stop_ev = threading.Event()
+        self.thread = None
+
+    def start(self):
+        if self.interval <= 0 or self.thread is not None:
+            return
+        self.stop_ev.clear()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        if self.thread is not None:
+            self.stop_ev.set()
+            self.thread.join(timeout=120)
+            self.thread = None
+
+    def loop(self):
+        conn = None
+        nxt = time.monotonic()
+        while not self.stop_ev.is_set():
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", self.run.port, timeout=60)
+            t_ns, t0 = time.time_ns(), time.monotonic()
+            err, nodes = None, 0
+            try:
+                conn.request("GET", "/api/v1/node",
+                             headers={"Authorization": f"Bearer {self.run.apikey}"})
+                r = conn.getresponse()
+                body = r.read()
+                if r.status != 200:
+                    err = f"http {r.status}: {body[:120]!r}"
+                elif not body:
+                    err = "http 200 with an empty body"
+                nodes = body.count(b'"machineKey"')
+            except (OSError, http.client.HTTPException) as e:
+                err = f"{type(e).__name__}: {e}"
+                conn.close()
+                conn = None
+            self.samples.append((t_ns, (time.monotonic() - t0) * 1000, err, nodes))
+            nxt = max(nxt + self.interval, time.monotonic())
+            self.stop_ev.wait(max(0, nxt - time.monotonic()))
+        if conn is not None:
+            conn.close()
+
+    def summary(self, win):
+        """The samples started inside win ({"from_ns","to_ns"}), in the shape records_for
+        reads; None when there was no polling."""
+        if self.interval <= 0 or not win:
+            return None
+        lat, errors, last_err, nodes = [], 0, None, 0
+        for t_ns, ms, err, n in self.samples:
+            if not win["from_ns"] <= t_ns <= win["to_ns"]:
+                continue
+            if err:
+                errors, last_err = errors + 1, err
+            else:
+                lat.append(ms)
+                nodes = n
+        lat.sort()
+        return {"interval_ms": self.interval * 1000, "count": len(lat), "errors": errors,
+                "latency_ms": lat, "p50_ms": pctl(lat, 0.5), "p99_ms": pctl(lat, 0.99),
+                "max_ms": pctl(lat, 1.0), "nodes_in_last_response": nodes,
+                "last_error": last_err}
+
+
+class Driver:
+    """Serves the loadgen's lines on its stdout: "POLL start|stop" switch the API poller on and
+    off; "RESTART" restarts the server and is answered on its stdin with
+    "UP <pid> <sigterm ns> <exit ns> <health ns>" (or "FAIL <why>")."""
+
+    def __init__(self, run, proc, poller):
+        self.run, self.proc, self.poller = run, proc, poller
+        self.old_jiffies = None  # CPU of the first server process just before its SIGTERM
+        self.error = None
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        for line in self.proc.stdout:
+            line = line.strip()
+            if line == "POLL start":
+                self.poller.start()
+            elif line == "POLL stop":
+                self.poller.stop()
+            elif line == "RESTART":
+                self.restart()
+        self.poller.stop()
+
+    def restart(self):
+        try:
+            j, t_term, t_exit, t_up = self.run.restart()
+            self.old_jiffies = j
+            reply = f"UP {self.run.proc.pid} {t_term} {t_exit} {t_up}\n"
+        except Exception as e:  # noqa: BLE001 — reported to the loadgen and the report
+            self.error = str(e)
+            reply = "FAIL " + " ".join(str(e).split())[:300] + "\n"
+        try:
+            self.proc.stdin.write(reply)
+            self.proc.stdin.flush()
+        except OSError:
+            pass
+
+
+def run_loadgen(run, a):
+    out_path = os.path.join(run.tmp, "loadgen.json")
+    log_path = os.path.join(run.tmp, "loadgen.log")
+    argv = loadgen_argv(run, a, out_path, log_path)
+    log(f"{run.name}: loadgen {a.nodes} nodes, scenarios {','.join(a.scenarios)}")
     t0 = time.monotonic()
-    limit = a.connect_timeout + a.duration + 4 * (a.event_timeout + a.settle) + 300
+    limit = 2 * a.connect_timeout + a.duration + 4 * (a.event_timeout + a.settle) + 300
     busy0, _ = cpu_jiffies()
     srv0 = pid_jiffies(run.proc.pid)
     with open("/proc/loadavg") as f:
         load_before = f.read().split()[0]
-    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=os.environ.copy())
+    own0 = sum(os.times()[:2])
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                         env=os.environ.copy())
+    poller = ApiPoller(run, a.api_poll_ms)
+    driver = Driver(run, p, poller)
     lg_j = 0
     try:
         # the loadgen's own jiffies are read just before it exits (wait4 would lose them)
@@ -269,11 +439,17 @@ def run_loadgen(run, a):
                 lg_j = max(lg_j, pid_jiffies(p.pid))
                 if time.monotonic() - t0 > limit:
                     raise
+        driver.thread.join(timeout=120)
+        p.stdin.close()
+        p.stdout.close()
         busy1, _ = cpu_jiffies()
         srv1 = pid_jiffies(run.proc.pid)
+        if driver.old_jiffies is not None:  # two server processes: the old one's share
+            srv1 += driver.old_jiffies
         wall = time.monotonic() - t0
         tck = os.sysconf("SC_CLK_TCK")
-        other = (busy1 - busy0) - (srv1 - srv0) - lg_j
+        own = (sum(os.times()[:2]) - own0) * tck  # this process: the API poller
+        other = (busy1 - busy0) - (srv1 - srv0) - lg_j - own
         machine_other_cpu_pct = 100.0 * max(0, other) / tck / max(wall, 1e-3)
     except subprocess.TimeoutExpired:
         p.kill()
@@ -284,6 +460,11 @@ def run_loadgen(run, a):
             res = json.load(f)
     except (OSError, ValueError) as e:
         raise RuntimeError(f"{run.name}: loadgen rc {p.returncode}, no result ({e})")
+    if driver.error:
+        res["failed"] = (res.get("failed") or "") + f" restart: {driver.error}"
+    res["storm_api"] = poller.summary(res.get("storm_window"))
+    if res.get("restart"):
+        res["restart"]["api"] = poller.summary(res["restart"].get("api_window"))
     res["loadgen_wall_s"] = time.monotonic() - t0
     res["machine_other_cpu_pct"] = machine_other_cpu_pct
     res["loadavg_before"] = float(load_before)
@@ -293,6 +474,8 @@ def run_loadgen(run, a):
     except OSError:
         pass
     res["server_log_tail"] = run.log_tail(15).splitlines()
+    if run.first_exit is not None:
+        res["first_server_exit"] = run.first_exit
     res["server_alive_after"] = run.proc.poll() is None
     if not res["server_alive_after"]:
         res["failed"] = (res.get("failed") or "") + \
@@ -399,6 +582,8 @@ def records_for(run_name, res, nodes):
         add("propagation", "propagation_max_ms", pctl(all_lat, 1.0), "ms")
         add("propagation", "cpu_s_per_change", sum(all_cpu) / len(all_cpu), "s")
         add("propagation", "bytes_per_update", sum(all_bytes) / len(all_bytes), "B")
+    api_records(add, "storm", "storm", res.get("storm_api"))
+    restart_records(add, res.get("restart"), phase(res, "restart"))
     add("machine", "other_processes_cpu_pct", res.get("machine_other_cpu_pct"), "%")
     add("machine", "loadavg_before", res.get("loadavg_before"), "load")
     tot = phase(res, "total")
@@ -406,6 +591,48 @@ def records_for(run_name, res, nodes):
         add("total", "loadgen_rss_peak_kib", tot["loadgen_hwm_kib"], "KiB")
         add("total", "server_rss_peak_kib", tot["server_hwm_kib"], "KiB")
     return recs
+
+
+def api_records(add, scenario, prefix, api):
+    """GET /api/v1/node as polled during a storm (the loadgen's apiResult)."""
+    if not api:
+        return
+    add(scenario, f"{prefix}_api_list_count", api["count"], "requests")
+    add(scenario, f"{prefix}_api_list_errors", api["errors"], "requests")
+    if api["count"]:
+        add(scenario, f"{prefix}_api_list_p50_ms", api["p50_ms"], "ms")
+        add(scenario, f"{prefix}_api_list_p99_ms", api["p99_ms"], "ms")
+        add(scenario, f"{prefix}_api_list_max_ms", api["max_ms"], "ms")
+
+
+def restart_records(add, rr, ph):
+    if not rr or rr.get("error"):
+        return
+    add("restart", "restart_nodes", rr["nodes"], "nodes")
+    add("restart", "restart_back_nodes", rr["back"], "nodes")
+    if rr["all_back_s"] >= 0:
+        add("restart", "restart_all_back_s", rr["all_back_s"], "s")
+        add("restart", "restart_all_back_after_up_s", rr["all_back_after_up_s"], "s")
+    add("restart", "restart_exit_s", rr["exit_s"], "s")
+    add("restart", "restart_down_s", rr["down_s"], "s")
+    add("restart", "restart_converged_s", rr.get("converged_s") or None, "s")
+    back = rr.get("back_ms") or []
+    add("restart", "restart_back_p50_ms", pctl(back, 0.5), "ms")
+    add("restart", "restart_back_p99_ms", pctl(back, 0.99), "ms")
+    add("restart", "restart_stream_closed_max_ms", pctl(rr.get("break_ms") or [], 1.0), "ms")
+    am = rr.get("attempt_ms") or []
+    add("restart", "restart_map_after_attempt_p50_ms", pctl(am, 0.5), "ms")
+    add("restart", "restart_map_after_attempt_p99_ms", pctl(am, 0.99), "ms")
+    att = rr.get("attempts") or []
+    if att:
+        add("restart", "restart_attempts_mean", sum(att) / len(att), "requests")
+        add("restart", "restart_attempts_max", max(att), "requests")
+    api_records(add, "restart", "restart", rr.get("api"))
+    if ph:
+        add("restart", "restart_server_cpu_s", ph["server_cpu_s"], "s")
+        add("restart", "restart_server_rss_kib", ph["server_rss_kib"], "KiB")
+        add("restart", "restart_server_rss_peak_kib", ph["server_hwm_kib"], "KiB")
+        add("restart", "restart_loadgen_cpu_s", ph["loadgen_cpu_s"], "s")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,7 +644,9 @@ ORDER = [
     ("storm", "loadgen_cpu_to_converged_s"), ("storm", "first_map_p50_ms"),
     ("storm", "first_map_p99_ms"), ("storm", "server_cpu_s"), ("storm", "server_rss_kib"),
     ("storm", "server_rss_peak_kib"), ("storm", "reconnects"), ("storm", "loadgen_cpu_s"),
-    ("storm", "loadgen_cpu_pct"),
+    ("storm", "loadgen_cpu_pct"), ("storm", "storm_api_list_count"),
+    ("storm", "storm_api_list_errors"), ("storm", "storm_api_list_p50_ms"),
+    ("storm", "storm_api_list_p99_ms"), ("storm", "storm_api_list_max_ms"),
     ("baseline", "server_rss_kib"),
     ("steady", "server_rss_kib"), ("steady", "rss_per_node_kib"), ("steady", "server_cpu_pct"),
     ("steady", "server_threads"), ("steady", "loadgen_cpu_pct"),
@@ -429,8 +658,17 @@ for _k in ("endpoint", "join", "delete"):
         ORDER.append((f"propagation-{_k}", _m))
 ORDER += [("propagation", "propagation_p50_ms"), ("propagation", "propagation_p99_ms"),
           ("propagation", "cpu_s_per_change"), ("propagation", "bytes_per_update"),
-          ("total", "server_rss_peak_kib"), ("total", "loadgen_rss_peak_kib"),
-          ("machine", "other_processes_cpu_pct"), ("machine", "loadavg_before")]
+          ("total", "server_rss_peak_kib"), ("total", "loadgen_rss_peak_kib")]
+ORDER += [("restart", m) for m in (
+    "restart_nodes", "restart_back_nodes", "restart_all_back_s", "restart_all_back_after_up_s",
+    "restart_exit_s", "restart_down_s", "restart_converged_s", "restart_back_p50_ms",
+    "restart_back_p99_ms", "restart_stream_closed_max_ms", "restart_map_after_attempt_p50_ms",
+    "restart_map_after_attempt_p99_ms", "restart_attempts_mean",
+    "restart_attempts_max", "restart_api_list_count", "restart_api_list_errors",
+    "restart_api_list_p50_ms", "restart_api_list_p99_ms", "restart_api_list_max_ms",
+    "restart_server_cpu_s", "restart_server_rss_kib", "restart_server_rss_peak_kib",
+    "restart_loadgen_cpu_s")]
+ORDER += [("machine", "other_processes_cpu_pct"), ("machine", "loadavg_before")]
 
 
 def fmt(v):
@@ -451,14 +689,21 @@ def write_report(a, runs_done, records, raw, stamp, versions):
         idx[(name, rec["scenario"], rec["metric"])] = rec
     lines = [f"# Scale benchmark, {a.nodes} nodes ({stamp})", ""]
     lines.append(f"Command: `bench/run.sh --nodes {a.nodes} --servers {','.join(a.servers)} "
-                 f"--duration {a.duration}`  ")
+                 f"--duration {a.duration} --scenarios {','.join(a.scenarios)}`  ")
     lines.append(f"Machine: {os.cpu_count()} cores, "
                  f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB; "
                  f"everything on loopback, one process at a time.  ")
     lines.append("Servers: " + ", ".join(f"{k} = {v}" for k, v in versions.items()) + "  ")
-    lines.append(f"Load: Tailscale's controlclient v1.102.3 (ts2021, HTTP/2, zstd maps), "
-                 f"login concurrency {a.concurrency}, {a.ep_changes} endpoint changes, "
-                 f"1 join, 1 delete; steady state {a.duration} s.")
+    load = (f"Load: Tailscale's controlclient v1.102.3 (ts2021, HTTP/2, zstd maps), "
+            f"login concurrency {a.concurrency}")
+    if "propagation" in a.scenarios:
+        load += f", {a.ep_changes} endpoint changes, 1 join, 1 delete"
+    load += f"; steady state {a.duration} s"
+    if "restart" in a.scenarios:
+        load += "; then a server restart (SIGTERM, start again on the same database)"
+    if a.api_poll_ms > 0:
+        load += f"; GET /api/v1/node every {a.api_poll_ms} ms during both storms"
+    lines.append(load + ".")
     lines.append("")
     ours = [n for n in names if n != "headscale"]
     hs = "headscale" in names and bool(ours)
@@ -503,7 +748,7 @@ def write_report(a, runs_done, records, raw, stamp, versions):
                         f"{a.connect_timeout} s")
         if r.get("failed"):
             bits.append(r["failed"])
-        for e in r.get("events", []):
+        for e in r.get("events") or []:
             if e["observed"] < e["recipients"]:
                 bits.append(f"{e['kind']}: observed by {e['observed']}/{e['recipients']} "
                             f"within {a.event_timeout} s")
@@ -512,6 +757,20 @@ def write_report(a, runs_done, records, raw, stamp, versions):
         if r.get("login_errors"):
             bits.append("login errors: " + "; ".join(f"{k} ×{v}"
                                                      for k, v in r["login_errors"].items()))
+        rr = r.get("restart")
+        if rr and rr.get("error"):
+            bits.append(f"restart: {rr['error'][:300]}")
+        elif rr and rr["back"] < rr["nodes"]:
+            bits.append(f"restart: only {rr['back']}/{rr['nodes']} nodes back within "
+                        f"{a.connect_timeout} s")
+        if rr and rr.get("errors"):
+            bits.append("restart: failed map attempts (last per node): " + "; ".join(
+                f"{k} ×{v}" for k, v in list(rr["errors"].items())[:4]))
+        for key, what in (("storm_api", "storm"), ("restart", "restart")):
+            api = (r.get(key) or {}).get("api") if key == "restart" else r.get(key)
+            if api and api.get("errors"):
+                bits.append(f"GET /api/v1/node during the {what}: {api['errors']} failed "
+                            f"(last: {(api.get('last_error') or '')[:160]})")
         if r.get("stream_errors"):
             bits.append("stream errors (last per node): " + "; ".join(
                 f"{k} ×{v}" for k, v in list(r["stream_errors"].items())[:5]))
@@ -544,6 +803,24 @@ def write_report(a, runs_done, records, raw, stamp, versions):
   in the window (Noise records + HTTP/2 frames + any keep-alive). *server_write_bytes_per_recipient*:
   the server's /proc/<pid>/io `wchar` delta (all write/send syscalls: sockets, database, logs)
   divided by the recipients.
+- *storm_api_list_* / restart_api_list_*: `GET /api/v1/node` with an API key made by the
+  server's CLI, from the benchmark driver's own process (not the busy loadgen), one request in
+  flight and one started every `--api-poll-ms` (back to back when slower), from the storm's
+  start (restart: from the new server answering /health) until the last map message that storm
+  caused; latency is request start → whole body read, p50/p99/max over the 200s (*_count*);
+  anything else counts in *_errors*.
+- *restart_*: with every node idle, the server gets SIGTERM and is started again on the same
+  config and database as soon as the old process is gone. Times are from the SIGTERM:
+  *restart_exit_s* (old process gone), *restart_down_s* (new one answers /health),
+  *restart_all_back_s* (every node read its first full map from the new server;
+  *_after_up_s* counts from /health instead), *restart_back_p50/p99_ms* (per node),
+  *restart_stream_closed_max_ms* (the last node noticed its stream end), *restart_converged_s*
+  (last map message of the reconnect storm). The nodes retry on Tailscale's own map-poll
+  backoff (controlclient.Auto's: n²·10 ms × 0.5–1.5 before attempt n+1, 30 s cap, reset by a
+  map): after an outage of 1 s the next attempt comes up to ~0.45 s later, after 5 s up to
+  ~1.3 s later; *restart_attempts_mean/max* are the map requests per node until one got a map.
+  *restart_server_cpu_s / rss_kib / rss_peak_kib*: the new process from its start until the
+  reconnect storm drained (start-up included).
 - *machine/other_processes_cpu_pct*: CPU used on the machine during the server's run by
   processes other than the server and the loadgen (from /proc/stat; 100 = one core). This
   machine is shared: anything above a few % means the figures of that server are disturbed.
@@ -571,7 +848,7 @@ def plots(a, raw, stamp):
         for name, r in raw.items():
             if not isinstance(r, dict) or "events" not in r:
                 continue
-            evs = [e for e in r["events"] if e["kind"] == k]
+            evs = [e for e in r.get("events") or [] if e["kind"] == k]
             lat = sorted(x for e in evs for x in (e.get("latency_ms") or []))
             total = sum(e["recipients"] for e in evs)
             if not lat or not total:
@@ -639,6 +916,10 @@ def main():
     ap.add_argument("--connect-timeout", type=float, default=900)
     ap.add_argument("--event-timeout", type=float, default=60)
     ap.add_argument("--settle", type=float, default=2)
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS),
+                    help="storm and steady always run; propagation and restart may be left out")
+    ap.add_argument("--api-poll-ms", type=int, default=100,
+                    help="GET /api/v1/node this often during the storms (0: not at all)")
     ap.add_argument("--out-dir", required=True)
     ap.add_argument("--loadgen", required=True)
     ap.add_argument("--ours-bin", required=True)
@@ -664,6 +945,11 @@ def main():
     for s in a.servers:
         if s not in ("ours-sqlite", "ours-postgres", "headscale"):
             ap.error(f"unknown server {s}")
+    a.scenarios = [s.strip() for s in a.scenarios.split(",") if s.strip()]
+    for s in a.scenarios:
+        if s not in SCENARIOS:
+            ap.error(f"unknown scenario {s} (known: {','.join(SCENARIOS)})")
+    a.scenarios = [s for s in SCENARIOS if s in a.scenarios or s not in OPTIONAL_SCENARIOS]
     os.makedirs(a.out_dir, exist_ok=True)
     versions = {}
     records, raw, done = [], {}, []

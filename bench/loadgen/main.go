@@ -21,6 +21,21 @@
 //	join      one new node logs in; every other node's observation time (its node key shows up)
 //	delete    one node is deleted with -delete-cmd ({id} → node ID); observation time
 //	          (PeersRemoved, or a full Peers list without it)
+//	restart   (-restart) with every node idle, the driver stops the server (SIGTERM) and starts
+//	          it again on the same config and database; per node: when its stream broke, how
+//	          many attempts it made and when its first full map from the new server arrived
+//
+// Streams that break are reopened on Tailscale's own backoff schedule, as controlclient.Auto's
+// mapRoutine does it (util/backoff, 30 s cap, reset whenever a map arrived): n²·10 ms × 0.5–1.5
+// before attempt n+1, so 10 ms, 40 ms, 90 ms, … (3.9 s in total after ten failed attempts).
+//
+// With -driver, the loadgen talks to its driver (bench/lib/bench.py) over stdout/stdin (the
+// result then goes to -out): "POLL start" / "POLL stop" frame the connect storm and the
+// restart's reconnect storm, during which the driver polls GET /api/v1/node from its own process
+// (a poller in here would wait behind thousands of busy goroutines and time the loadgen, not
+// the server); the windows to cut its samples to are in the result. For the restart it prints
+// "RESTART" and waits for "UP <pid> <sigterm ns> <exit ns> <health ns>" (unix ns, the new
+// server's PID) or "FAIL <reason>".
 //
 // Server figures come from /proc/<-server-pid>; the loadgen's own CPU from getrusage and its
 // RSS from /proc/self/status. Per-recipient bytes: the map frames a node received during an
@@ -29,6 +44,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -61,6 +77,7 @@ import (
 	"tailscale.com/tailcfg"
 	"tailscale.com/types/key"
 	"tailscale.com/types/persist"
+	"tailscale.com/util/backoff"
 	"tailscale.com/util/eventbus"
 	"tailscale.com/util/zstdframe"
 )
@@ -84,6 +101,8 @@ var (
 	flagGCPercent   = flag.Int("gc-percent", 200, "GOGC for this process")
 	flagDecodeSlots = flag.Int("decode-slots", 0, "map messages decoded at once (0: 2×GOMAXPROCS); bounds memory during the storm")
 	flagLabel       = flag.String("label", "", "free text copied into the result")
+	flagDriver      = flag.Bool("driver", false, "talk to the driver on stdout/stdin: storm windows for its API polling, restart requests")
+	flagRestart     = flag.Bool("restart", false, "run the restart scenario (needs -driver, which restarts the server)")
 )
 
 // ---------------------------------------------------------------------------------------------
@@ -177,6 +196,12 @@ type node struct {
 	lastMsgAt       atomic.Int64 // unix ns of its last non-keep-alive message
 
 	obs [maxEvents]atomic.Int64 // unix ns when it saw event i
+
+	// restart scenario: unix ns when its stream broke after the restart began, when its
+	// first full map from the new server arrived, and the map requests it made in between
+	rsBreak, rsBack, rsAttempts atomic.Int64
+	rsTry                       atomic.Int64 // unix ns: start of its latest attempt
+	rsErr                       atomic.Value // string: its last failed attempt after the break
 
 	ctx                    context.Context
 	cancel                 context.CancelFunc
@@ -283,9 +308,13 @@ func (n *node) login(ctx context.Context) error {
 	return nil
 }
 
+// restartAt is the unix ns at which the restart scenario asked for the server's restart (0:
+// not armed); streams that break and come back after it are recorded on the node.
+var restartAt atomic.Int64
+
 // stream opens the streaming map poll and reads it until the node is stopped. gotFirst is
-// closed at the first non-keep-alive message.
-func (n *node) stream(gotFirst chan struct{}) error {
+// closed at the first non-keep-alive message; *gotMap tells the caller that a map arrived.
+func (n *node) stream(gotFirst chan struct{}, gotMap *bool) error {
 	req := &tailcfg.MapRequest{
 		Version:       tailcfg.CurrentCapabilityVersion,
 		KeepAlive:     true,
@@ -378,6 +407,10 @@ func (n *node) stream(gotFirst chan struct{}) error {
 			first = false
 			if m.Node == nil {
 				return errors.New("initial MapResponse lacked node")
+			}
+			*gotMap = true
+			if restartAt.Load() != 0 && n.rsBreak.Load() != 0 {
+				n.rsBack.CompareAndSwap(0, now)
 			}
 			n.id.Store(m.Node.ID)
 			if n.tFirstMap.Load() == 0 {
@@ -512,7 +545,7 @@ func (n *node) observe(m *mapLite, now int64) {
 // ready is signalled after the first map or after the node gave up.
 func (n *node) run(ready func(ok bool)) {
 	n.tStart.Store(time.Now().UnixNano())
-	backoff := 500 * time.Millisecond
+	loginWait := 500 * time.Millisecond
 	deadline := time.Now().Add(*flagConnectTO)
 	for {
 		if n.ctx.Err() != nil {
@@ -534,8 +567,8 @@ func (n *node) run(ready func(ok bool)) {
 			ready(false)
 			return
 		}
-		sleepCtx(n.ctx, jitter(backoff))
-		backoff = min(backoff*2, 30*time.Second)
+		sleepCtx(n.ctx, jitter(loginWait))
+		loginWait = min(loginWait*2, 30*time.Second)
 	}
 	n.tLogin.Store(time.Now().UnixNano())
 	gotFirst := make(chan struct{})
@@ -548,21 +581,36 @@ func (n *node) run(ready func(ok bool)) {
 		case <-n.ctx.Done():
 		}
 	}()
-	backoff = 500 * time.Millisecond
+	// The map poll's retry schedule is controlclient.Auto's (mapRoutine): Tailscale's backoff
+	// with a 30 s cap, reset whenever a map arrived.
+	bo := backoff.NewBackoff("mapRoutine", clientLogf, 30*time.Second)
 	for {
-		err := n.stream(gotFirst)
+		if restartAt.Load() != 0 && n.rsBreak.Load() != 0 && n.rsBack.Load() == 0 {
+			n.rsAttempts.Add(1)
+			n.rsTry.Store(time.Now().UnixNano())
+		}
+		gotMap := false
+		err := n.stream(gotFirst, &gotMap)
 		if n.ctx.Err() != nil || n.deleted.Load() {
 			break
+		}
+		if restartAt.Load() != 0 && !n.rsBreak.CompareAndSwap(0, time.Now().UnixNano()) &&
+			n.rsBack.Load() == 0 && err != nil {
+			n.rsErr.Store(fmt.Sprintf("attempt %d: %v", n.rsAttempts.Load(), err))
 		}
 		n.streamErrs.Add(1)
 		if err != nil {
 			n.lastErr.Store(err.Error())
+		} else {
+			err = errors.New("map stream ended")
 		}
 		if n.tFirstMap.Load() == 0 && time.Now().After(deadline) {
 			break
 		}
-		sleepCtx(n.ctx, jitter(backoff))
-		backoff = min(backoff*2, 30*time.Second)
+		if gotMap {
+			bo.Reset()
+		}
+		bo.BackOff(n.ctx, err)
 		n.reconnects.Add(1)
 		if n.tFirstMap.Load() != 0 {
 			gotFirst = nil
@@ -695,6 +743,27 @@ type eventResult struct {
 	Error           string    `json:"error,omitempty"`
 }
 
+// restartResult: the server stopped (SIGTERM) and started again with every node idle. Times are
+// from the SIGTERM unless named otherwise.
+type restartResult struct {
+	Nodes           int            `json:"nodes"` // live nodes that had to come back
+	Back            int            `json:"back"`  // ... and did, within -connect-timeout
+	ServerPID       int            `json:"server_pid"`
+	ExitS           float64        `json:"exit_s"`              // until the old process was gone
+	DownS           float64        `json:"down_s"`              // until the new one answered /health
+	AllBackS        float64        `json:"all_back_s"`          // until the last node's first full map (-1: not all)
+	AllBackAfterUpS float64        `json:"all_back_after_up_s"` // the same from /health answering
+	ConvergedS      float64        `json:"converged_s"`         // until the last map message any node read
+	DrainS          float64        `json:"drain_s"`
+	BackMS          []float64      `json:"back_ms"`    // per node, sorted: its first full map
+	BreakMS         []float64      `json:"break_ms"`   // per node, sorted: its stream ended
+	Attempts        []float64      `json:"attempts"`   // per node, sorted: map requests until one got a map
+	AttemptMS       []float64      `json:"attempt_ms"` // per node, sorted: start of the attempt that got the map → the map
+	Errors          map[string]int `json:"errors"`     // per node its last failed attempt, counted
+	APIWindow       window         `json:"api_window"` // the reconnect storm: /health answering → last map message
+	Error           string         `json:"error,omitempty"`
+}
+
 type result struct {
 	Label         string         `json:"label"`
 	URL           string         `json:"url"`
@@ -717,6 +786,8 @@ type result struct {
 	GoMaxProcs    int            `json:"gomaxprocs"`
 	Notes         []string       `json:"notes"`
 	Failed        string         `json:"failed,omitempty"`
+	StormWindow   window         `json:"storm_window"` // start → last map message the storm caused
+	Restart       *restartResult `json:"restart,omitempty"`
 }
 
 var (
@@ -847,6 +918,160 @@ func runEvent(ev *event, act func() error, idleRate float64) eventResult {
 	return er
 }
 
+// ---------------------------------------------------------------------------------------------
+// the driver
+
+// window: unix ns, the span a storm's API samples are cut to.
+type window struct {
+	FromNS int64 `json:"from_ns"`
+	ToNS   int64 `json:"to_ns"`
+}
+
+// driverSay tells the driver something (only the main goroutine writes stdout).
+func driverSay(line string) {
+	if *flagDriver {
+		fmt.Fprintln(os.Stdout, line)
+	}
+}
+
+// drain waits until no node has read a non-keep-alive message for 2 s (at most limit) and
+// returns how long that took and the unix ns of the last message any node read.
+func drain(limit time.Duration) (float64, int64) {
+	start := time.Now()
+	var lastTotal int64 = -1
+	stableSince := time.Now()
+	for time.Since(start) < limit {
+		var tot int64
+		for _, n := range nodesSnapshot() {
+			tot += n.mapBytes.Load()
+		}
+		if tot != lastTotal {
+			lastTotal, stableSince = tot, time.Now()
+		} else if time.Since(stableSince) >= 2*time.Second {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	var lastMsg int64
+	for _, n := range nodesSnapshot() {
+		lastMsg = max(lastMsg, n.lastMsgAt.Load())
+	}
+	return time.Since(start).Seconds(), lastMsg
+}
+
+// ---------------------------------------------------------------------------------------------
+// restart
+
+var stdinLines = bufio.NewReader(os.Stdin)
+
+// askRestart has the driver restart the server: it answers once the new one serves /health.
+func askRestart() (pid int, term, exit, up int64, err error) {
+	driverSay("RESTART")
+	line, err := stdinLines.ReadString('\n')
+	if err != nil {
+		return 0, 0, 0, 0, fmt.Errorf("no answer from the driver: %w", err)
+	}
+	f := strings.Fields(line)
+	if len(f) == 5 && f[0] == "UP" {
+		pid, _ = strconv.Atoi(f[1])
+		term, _ = strconv.ParseInt(f[2], 10, 64)
+		exit, _ = strconv.ParseInt(f[3], 10, 64)
+		up, _ = strconv.ParseInt(f[4], 10, 64)
+		if pid > 0 && term > 0 {
+			return pid, term, exit, up, nil
+		}
+	}
+	return 0, 0, 0, 0, fmt.Errorf("driver: %s", strings.TrimSpace(line))
+}
+
+// waitBack waits until every node in live got a full map from the new server (or deadline).
+func waitBack(live []*node, term int64, deadline time.Time) int {
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	for {
+		back := 0
+		for _, n := range live {
+			if n.rsBack.Load() != 0 {
+				back++
+			}
+		}
+		if back == len(live) || time.Now().After(deadline) {
+			return back
+		}
+		select {
+		case <-tick.C:
+			log.Printf("restart: %d/%d back after %.1fs", back, len(live),
+				float64(time.Now().UnixNano()-term)/1e9)
+		default:
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// restartFigures fills rr's per-node figures; returns when the last node was back (unix ns).
+func restartFigures(rr *restartResult, live []*node, term int64) int64 {
+	var lastBack int64
+	for _, n := range live {
+		if b := n.rsBack.Load(); b != 0 {
+			rr.BackMS = append(rr.BackMS, float64(b-term)/1e6)
+			rr.Attempts = append(rr.Attempts, float64(n.rsAttempts.Load()))
+			rr.AttemptMS = append(rr.AttemptMS, float64(b-n.rsTry.Load())/1e6)
+			lastBack = max(lastBack, b)
+		}
+		if b := n.rsBreak.Load(); b != 0 {
+			rr.BreakMS = append(rr.BreakMS, float64(max(0, b-term))/1e6)
+		}
+	}
+	rr.Errors = countErrs(func(n *node) string {
+		if n.deleted.Load() {
+			return ""
+		}
+		return strOf(&n.rsErr)
+	})
+	for _, v := range [][]float64{rr.BackMS, rr.BreakMS, rr.Attempts, rr.AttemptMS} {
+		sort.Float64s(v)
+	}
+	return lastBack
+}
+
+func runRestart() (*restartResult, phase) {
+	rr := &restartResult{AllBackS: -1, AllBackAfterUpS: -1}
+	live := liveNodes()
+	rr.Nodes = len(live)
+	load0 := selfCPU()
+	restartAt.Store(time.Now().UnixNano())
+	pid, term, exit, up, err := askRestart()
+	if err != nil {
+		rr.Error = err.Error()
+		log.Printf("restart: %v", err)
+		return rr, phase{Name: "restart"}
+	}
+	*flagServerPID = pid
+	rr.ServerPID = pid
+	rr.ExitS, rr.DownS = float64(exit-term)/1e9, float64(up-term)/1e9
+	log.Printf("restart: old server gone %.2fs after SIGTERM, new one (pid %d) up after %.2fs",
+		rr.ExitS, pid, rr.DownS)
+	driverSay("POLL start")
+	rr.Back = waitBack(live, term, time.Unix(0, term).Add(*flagConnectTO))
+	var lastMsg int64
+	rr.DrainS, lastMsg = drain(*flagConnectTO)
+	driverSay("POLL stop")
+	lastBack := restartFigures(rr, live, term)
+	if rr.Back == rr.Nodes && lastBack != 0 {
+		rr.AllBackS = float64(lastBack-term) / 1e9
+		rr.AllBackAfterUpS = float64(lastBack-up) / 1e9
+	}
+	if lastMsg > term {
+		rr.ConvergedS = float64(lastMsg-term) / 1e9
+	}
+	rr.APIWindow = window{up, max(lastMsg, lastBack, up)}
+	// the new process's whole life so far: start-up, reconnect storm, deltas
+	ph := snapshotPhase("restart", procSample{}, load0, time.Unix(0, up))
+	log.Printf("restart: %d/%d back, all in %.2fs (%.2fs after /health); server cpu %.2fs rss %d KiB",
+		rr.Back, rr.Nodes, rr.AllBackS, rr.AllBackAfterUpS, ph.ServerCPUS, ph.ServerRSSKiB)
+	return rr, ph
+}
+
 func countErrs(get func(n *node) string) map[string]int {
 	m := map[string]int{}
 	for _, n := range nodesSnapshot() {
@@ -871,6 +1096,12 @@ func main() {
 	flag.Parse()
 	if *flagURL == "" || *flagAuthKey == "" {
 		log.Fatal("need -url and -authkey")
+	}
+	if *flagDriver && *flagOut == "" {
+		log.Fatal("-driver talks to the driver on stdout: write the result with -out")
+	}
+	if *flagRestart && !*flagDriver {
+		log.Fatal("-restart needs -driver (the driver restarts the server)")
 	}
 	if *flagLogFile != "" {
 		f, err := os.Create(*flagLogFile)
@@ -932,6 +1163,7 @@ func main() {
 	stormStart := time.Now()
 	srvStorm0 := sampleProc(*flagServerPID)
 	loadStorm0 := selfCPU()
+	driverSay("POLL start")
 	waitDone := make(chan struct{})
 	wg.Add(N)
 	go func() {
@@ -996,6 +1228,7 @@ loop:
 		if res.Failed == "" {
 			res.Failed = "no node connected"
 		}
+		driverSay("POLL stop")
 		shutdown()
 		return
 	}
@@ -1003,29 +1236,13 @@ loop:
 	// read a non-keep-alive message for 2 s (bounded by -connect-timeout). At large N the
 	// deltas queued for each stream (one per later join) keep arriving well after the last
 	// node's first map; converged_s is when the last one was read.
-	drainStart := time.Now()
-	var lastTotal int64 = -1
-	stableSince := time.Now()
-	for time.Since(drainStart) < *flagConnectTO {
-		var tot int64
-		for _, n := range nodesSnapshot() {
-			tot += n.mapBytes.Load()
-		}
-		if tot != lastTotal {
-			lastTotal, stableSince = tot, time.Now()
-		} else if time.Since(stableSince) >= 2*time.Second {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	res.DrainS = time.Since(drainStart).Seconds()
 	var lastMsg int64
-	for _, n := range nodesSnapshot() {
-		lastMsg = max(lastMsg, n.lastMsgAt.Load())
-	}
+	res.DrainS, lastMsg = drain(*flagConnectTO)
 	if lastMsg > 0 {
 		res.ConvergedS = float64(lastMsg-stormStart.UnixNano()) / 1e9
 	}
+	driverSay("POLL stop")
+	res.StormWindow = window{stormStart.UnixNano(), max(lastMsg, last)}
 	res.Phases = append(res.Phases, snapshotPhase("drain", srvStorm0, loadStorm0, stormStart))
 	log.Printf("drained after %.1fs more; storm converged at %.2fs", res.DrainS, res.ConvergedS)
 	time.Sleep(*flagSettle)
@@ -1108,7 +1325,18 @@ loop:
 	for _, n := range nodesSnapshot() {
 		res.Reconnects += n.reconnects.Load()
 	}
+	// "total" is the first server process's run; the restart is measured on its own
 	res.Phases = append(res.Phases, snapshotPhase("total", base, loadBase, runStart))
+
+	// ---- 4. restart
+	if *flagRestart {
+		time.Sleep(*flagSettle)
+		rr, ph := runRestart()
+		res.Restart = rr
+		if rr.Error == "" {
+			res.Phases = append(res.Phases, ph)
+		}
+	}
 	shutdown()
 }
 

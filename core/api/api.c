@@ -111,12 +111,33 @@ fail:
 void api_reply(struct api_call *c, int status, json_t *j)
 {
     char *s = hs_json_dump(j, JSON_COMPACT);
+    int rc;
+
+    json_decref(j);
     c->resp->status = status;
     c->resp->content_type = "application/json";
     hs_buf_reset(&c->resp->body);
-    hs_buf_puts(&c->resp->body, s);
+    rc = hs_buf_puts(&c->resp->body, s);
     free(s);
-    json_decref(j);
+    /* Never a 200 with a cut or empty body: say that it did not fit. */
+    if (rc < 0)
+        api_error(c, 500, "response of %s too large", c->req->path);
+}
+
+void api_reply_begin(struct api_call *c, struct api_jw *w)
+{
+    c->resp->status = 200;
+    c->resp->content_type = "application/json";
+    hs_buf_reset(&c->resp->body);
+    api_jw_begin(w, &c->resp->body);
+}
+
+void api_reply_end(struct api_call *c, struct api_jw *w)
+{
+    int rc = api_jw_end(w);
+
+    if (rc < 0)
+        api_error(c, 500, "response of %s not written: %s", c->req->path, hs_strerror(rc));
 }
 
 static const char *status_title(int status)
@@ -204,7 +225,7 @@ void api_handle(struct api *a, const struct api_request *req, struct api_respons
     struct api_call c = { .api = a, .req = req, .resp = resp };
     bool path_known = false;
 
-    hs_buf_init(&resp->body, API_MAX_BODY * 4);
+    hs_buf_init(&resp->body, API_MAX_RESPONSE);
     for (size_t i = 0; i < HS_ARRAY_LEN(routes); i++) {
         if (!route_match(routes[i].pattern, req->path, c.args))
             continue;

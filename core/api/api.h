@@ -14,6 +14,9 @@
 #include "store/store.h"
 
 #define API_MAX_BODY (1u << 20)
+/* Responses are ours and sized by the data (a node is about 1 KiB in a list): the cap only
+ * stops a runaway, it must not cut a large tailnet's node list. */
+#define API_MAX_RESPONSE (256u << 20)
 
 struct api;
 

@@ -52,11 +52,71 @@ int api_lookup_user(struct api_call *c, const char *id_or_name, struct store_use
 json_t *api_json_time(int64_t us);        /* null when 0 */
 json_t *api_json_id(uint64_t id);         /* "123" */
 json_t *api_json_user(const struct store_user *u);
-json_t *api_json_strv(const struct hs_strv *sv);
 json_t *api_json_preauthkey(struct api_call *c, const struct store_preauthkey *k,
                             const char *full_key);
 json_t *api_json_apikey(const struct store_apikey *k);
 json_t *api_json_node(struct api_call *c, const struct store_node *n, bool in_list);
+
+/* A JSON writer straight into a buffer (api_jw.c) for large responses: the output is what
+ * json_dumps(JSON_COMPACT) writes for the same values. Members are api_jw_key + one value, or
+ * api_jw_kstr; an append error (the buffer's cap) sticks and is returned by api_jw_end. */
+#define API_JW_MAX_DEPTH 64
+struct api_jw {
+    struct hs_buf *b; /* borrowed */
+    int err;
+    unsigned depth;
+    uint64_t items; /* bit d: the container at depth d has a member already */
+    bool after_key;
+};
+void api_jw_begin(struct api_jw *w, struct hs_buf *b);
+int api_jw_end(struct api_jw *w); /* 0, or the first error (-E2BIG, -ENOMEM, -EINVAL) */
+void api_jw_obj(struct api_jw *w);
+void api_jw_obj_end(struct api_jw *w);
+void api_jw_arr(struct api_jw *w);
+void api_jw_arr_end(struct api_jw *w);
+void api_jw_key(struct api_jw *w, const char *key); /* a literal: ASCII, nothing to escape */
+/* A string value; NULL or invalid UTF-8 writes nothing and returns false (jansson's
+ * json_string() refuses those, and the member or element is then left out). */
+bool api_jw_str(struct api_jw *w, const char *s);
+/* A string member, left out entirely when s is NULL or not UTF-8 (see api_jw_str). */
+void api_jw_kstr(struct api_jw *w, const char *key, const char *s);
+/* A string member known to be ASCII with nothing to escape (hex keys, times): no scan. */
+void api_jw_kascii(struct api_jw *w, const char *key, const char *s, size_t len);
+void api_jw_null(struct api_jw *w);
+void api_jw_bool(struct api_jw *w, bool v);
+void api_jw_raw(struct api_jw *w, const char *json); /* an encoded value, copied as is */
+void api_jw_id(struct api_jw *w, uint64_t id);       /* "123" */
+void api_jw_time(struct api_jw *w, int64_t us);      /* RFC 3339, null when 0 */
+#define API_JW_TIME_MAX 48
+/* What hs_format_rfc3339 writes, faster; returns the length. */
+size_t api_jw_format_time(int64_t us, char out[API_JW_TIME_MAX]);
+void api_jw_strv(struct api_jw *w, const struct hs_strv *sv);
+/* Parses what a writer wrote into b (one value) and frees b; json null if it is not JSON. */
+json_t *api_jw_to_json(struct hs_buf *b);
+
+/* Starts a 200 JSON reply written in place with w; api_reply_end answers 500 instead when the
+ * body did not fit. */
+void api_reply_begin(struct api_call *c, struct api_jw *w);
+void api_reply_end(struct api_call *c, struct api_jw *w);
+
+/* Users and pre-auth keys loaded once for a whole list, so that N rows cost a fixed number of
+ * queries instead of one or two per row (each also waiting for the store's connection behind
+ * the control plane's writes). Sorted by id, as the store lists them. */
+struct api_refs {
+    struct store_user *users;
+    size_t nusers;
+    struct store_preauthkey *keys; /* only when loaded with_keys */
+    size_t nkeys;
+    /* Their JSON text, rendered on first use (a list names the same few rows many times). */
+    char **user_json, **key_json;
+};
+int api_refs_load(struct api_call *c, bool with_keys, struct api_refs *out);
+void api_refs_free(struct api_refs *r);
+/* Lists in the shapes above as one array value, the rows they refer to found in refs. */
+void api_jw_nodes(struct api_call *c, struct api_jw *w, struct api_refs *refs,
+                  const struct store_node *v, size_t n);
+void api_jw_preauthkeys(struct api_call *c, struct api_jw *w, struct api_refs *refs,
+                        const struct store_preauthkey *v, size_t n);
 
 bool api_valid_username(const char *name, char *why, size_t whysize);
 bool api_valid_tag(const char *tag);

@@ -1,3 +1,4 @@
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,62 +26,184 @@ json_t *api_json_id(uint64_t id)
     return json_string(buf);
 }
 
-static json_t *str_or_empty(const char *s)
+/* ---- the shapes of users, pre-auth keys and nodes, written with api_jw (one implementation
+ * for lists and single objects) ---- */
+
+static void kstr_or_empty(struct api_jw *w, const char *key, const char *s)
 {
-    return json_string(s ? s : "");
+    api_jw_kstr(w, key, s ? s : "");
 }
 
-json_t *api_json_strv(const struct hs_strv *sv)
+static void jw_user(struct api_jw *w, const struct store_user *u)
 {
-    json_t *a = json_array();
-    for (size_t i = 0; i < sv->n; i++)
-        json_array_append_new(a, json_string(sv->v[i]));
-    return a;
+    api_jw_obj(w);
+    api_jw_key(w, "id");
+    api_jw_id(w, u->id);
+    kstr_or_empty(w, "name", u->name);
+    api_jw_key(w, "createdAt");
+    api_jw_time(w, u->created_at);
+    kstr_or_empty(w, "displayName", u->display_name);
+    kstr_or_empty(w, "email", u->email);
+    kstr_or_empty(w, "providerId", u->provider_id);
+    kstr_or_empty(w, "provider", u->provider);
+    kstr_or_empty(w, "profilePicUrl", u->profile_pic_url);
+    api_jw_obj_end(w);
 }
 
 json_t *api_json_user(const struct store_user *u)
 {
-    json_t *j = json_object();
-    json_object_set_new(j, "id", api_json_id(u->id));
-    json_object_set_new(j, "name", str_or_empty(u->name));
-    json_object_set_new(j, "createdAt", api_json_time(u->created_at));
-    json_object_set_new(j, "displayName", str_or_empty(u->display_name));
-    json_object_set_new(j, "email", str_or_empty(u->email));
-    json_object_set_new(j, "providerId", str_or_empty(u->provider_id));
-    json_object_set_new(j, "provider", str_or_empty(u->provider));
-    json_object_set_new(j, "profilePicUrl", str_or_empty(u->profile_pic_url));
-    return j;
+    struct hs_buf b;
+    struct api_jw w;
+
+    hs_buf_init(&b, API_MAX_RESPONSE);
+    api_jw_begin(&w, &b);
+    jw_user(&w, u);
+    return api_jw_to_json(&b);
 }
 
-static json_t *user_by_id(struct api_call *c, uint64_t id)
-{
-    struct store_user u;
-    json_t *j;
+/* ---- rows the shapes refer to: queried one by one, or found in tables loaded once ---- */
 
-    if (!id || store_user_get(c->api->st, id, &u) < 0)
-        return json_null();
-    j = api_json_user(&u);
-    store_user_free(&u);
-    return j;
+void api_refs_free(struct api_refs *r)
+{
+    for (size_t i = 0; r->user_json && i < r->nusers; i++)
+        free(r->user_json[i]);
+    for (size_t i = 0; r->key_json && i < r->nkeys; i++)
+        free(r->key_json[i]);
+    free(r->user_json);
+    free(r->key_json);
+    store_user_list_free(r->users, r->nusers);
+    store_preauthkey_list_free(r->keys, r->nkeys);
+    memset(r, 0, sizeof(*r));
+}
+
+/* Rows created after the list they serve was read are harmless; rows deleted meanwhile render
+ * as null, as a per-row lookup that lost the same race would. */
+int api_refs_load(struct api_call *c, bool with_keys, struct api_refs *out)
+{
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    rc = store_user_list(c->api->st, NULL, &out->users, &out->nusers);
+    if (rc == 0 && with_keys)
+        rc = store_preauthkey_list(c->api->st, 0, &out->keys, &out->nkeys);
+    if (rc < 0) {
+        api_refs_free(out);
+        return rc;
+    }
+    out->user_json = hs_xcalloc(out->nusers ? out->nusers : 1, sizeof(char *));
+    out->key_json = hs_xcalloc(out->nkeys ? out->nkeys : 1, sizeof(char *));
+    return 0;
+}
+
+/* Binary search over an array sorted by a leading uint64_t id field. */
+_Static_assert(offsetof(struct store_user, id) == 0, "find_by_id needs id first");
+_Static_assert(offsetof(struct store_preauthkey, id) == 0, "find_by_id needs id first");
+static const void *find_by_id(const void *base, size_t n, size_t size, uint64_t id)
+{
+    size_t lo = 0, hi = n;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const void *e = (const char *)base + mid * size;
+        uint64_t eid = *(const uint64_t *)e;
+        if (eid == id)
+            return e;
+        if (eid < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+/* JSON text of one object, for the refs cache; NULL (render null) if it did not fit. */
+static char *render_user(const struct store_user *u)
+{
+    struct hs_buf b;
+    struct api_jw w;
+
+    hs_buf_init(&b, API_MAX_RESPONSE);
+    api_jw_begin(&w, &b);
+    jw_user(&w, u);
+    if (api_jw_end(&w) < 0) {
+        hs_buf_free(&b);
+        return NULL;
+    }
+    return hs_buf_steal(&b);
+}
+
+/* The user as a value; null when there is none (or it is gone). A list names the same few
+ * users thousands of times, so each is rendered once and then copied. */
+static void jw_user_by_id(struct api_call *c, struct api_jw *w, struct api_refs *refs,
+                          uint64_t id)
+{
+    const struct store_user *found;
+    struct store_user u;
+    size_t i;
+
+    if (id && refs) {
+        found = find_by_id(refs->users, refs->nusers, sizeof(*refs->users), id);
+        if (found) {
+            i = (size_t)(found - refs->users);
+            if (!refs->user_json[i])
+                refs->user_json[i] = render_user(found);
+            api_jw_raw(w, refs->user_json[i] ? refs->user_json[i] : "null");
+            return;
+        }
+    } else if (id && store_user_get(c->api->st, id, &u) == 0) {
+        jw_user(w, &u);
+        store_user_free(&u);
+        return;
+    }
+    api_jw_null(w);
+}
+
+static void jw_preauthkey(struct api_call *c, struct api_jw *w, struct api_refs *refs,
+                          const struct store_preauthkey *k, const char *full_key)
+{
+    char masked[AUTH_KEY_TEXT_MAX];
+
+    auth_cred_mask(AUTH_CRED_PREAUTH, k->prefix, masked, sizeof(masked));
+    api_jw_obj(w);
+    api_jw_key(w, "user");
+    jw_user_by_id(c, w, refs, k->user_id);
+    api_jw_key(w, "id");
+    api_jw_id(w, k->id);
+    api_jw_kstr(w, "key", full_key ? full_key : masked);
+    api_jw_key(w, "reusable");
+    api_jw_bool(w, k->reusable);
+    api_jw_key(w, "ephemeral");
+    api_jw_bool(w, k->ephemeral);
+    api_jw_key(w, "used");
+    api_jw_bool(w, k->used);
+    api_jw_key(w, "expiration");
+    api_jw_time(w, k->expiration);
+    api_jw_key(w, "createdAt");
+    api_jw_time(w, k->created_at);
+    api_jw_key(w, "aclTags");
+    api_jw_strv(w, &k->tags);
+    api_jw_obj_end(w);
 }
 
 json_t *api_json_preauthkey(struct api_call *c, const struct store_preauthkey *k,
                             const char *full_key)
 {
-    char masked[AUTH_KEY_TEXT_MAX];
-    json_t *j = json_object();
+    struct hs_buf b;
+    struct api_jw w;
 
-    auth_cred_mask(AUTH_CRED_PREAUTH, k->prefix, masked, sizeof(masked));
-    json_object_set_new(j, "user", user_by_id(c, k->user_id));
-    json_object_set_new(j, "id", api_json_id(k->id));
-    json_object_set_new(j, "key", json_string(full_key ? full_key : masked));
-    json_object_set_new(j, "reusable", json_boolean(k->reusable));
-    json_object_set_new(j, "ephemeral", json_boolean(k->ephemeral));
-    json_object_set_new(j, "used", json_boolean(k->used));
-    json_object_set_new(j, "expiration", api_json_time(k->expiration));
-    json_object_set_new(j, "createdAt", api_json_time(k->created_at));
-    json_object_set_new(j, "aclTags", api_json_strv(&k->tags));
-    return j;
+    hs_buf_init(&b, API_MAX_RESPONSE);
+    api_jw_begin(&w, &b);
+    jw_preauthkey(c, &w, NULL, k, full_key);
+    return api_jw_to_json(&b);
+}
+
+void api_jw_preauthkeys(struct api_call *c, struct api_jw *w, struct api_refs *refs,
+                        const struct store_preauthkey *v, size_t n)
+{
+    api_jw_arr(w);
+    for (size_t i = 0; i < n; i++)
+        jw_preauthkey(c, w, refs, &v[i], NULL);
+    api_jw_arr_end(w);
 }
 
 json_t *api_json_apikey(const struct store_apikey *k)
@@ -97,14 +220,18 @@ json_t *api_json_apikey(const struct store_apikey *k)
     return j;
 }
 
-static json_t *key_text(const char *prefix, const uint8_t key[KEY_LEN])
+static void jw_key_text(struct api_jw *w, const char *member, const char *prefix,
+                        const uint8_t key[KEY_LEN])
 {
     static const uint8_t zero[KEY_LEN];
     char buf[KEY_TEXT_MAX];
-    if (memcmp(key, zero, KEY_LEN) == 0)
-        return json_string("");
+
+    if (memcmp(key, zero, KEY_LEN) == 0) {
+        api_jw_kascii(w, member, "", 0);
+        return;
+    }
     keys_format(prefix, key, buf);
-    return json_string(buf);
+    api_jw_kascii(w, member, buf, strlen(buf));
 }
 
 static const char *register_method_name(enum register_method m)
@@ -117,77 +244,165 @@ static const char *register_method_name(enum register_method m)
     }
 }
 
-/* Announced routes come from Hostinfo.RoutableIPs. */
-static json_t *available_routes(const struct store_node *n)
+/* Announced routes come from Hostinfo.RoutableIPs, copied as they are. The stored Hostinfo is
+ * a JSON dump (ours or Go's: neither escapes letters), so a text without the literal key has
+ * no such member and the parse, the costliest step of a node, can be skipped. */
+static void jw_available_routes(struct api_jw *w, const struct store_node *n)
 {
-    json_t *hi = n->hostinfo_json ? json_loads(n->hostinfo_json, 0, NULL) : NULL;
-    json_t *r = json_object_get(hi, "RoutableIPs");
-    json_t *out = json_is_array(r) ? json_deep_copy(r) : json_array();
+    json_t *hi, *r;
+    char *text;
+
+    if (!n->hostinfo_json || !strstr(n->hostinfo_json, "\"RoutableIPs\"")) {
+        api_jw_raw(w, "[]");
+        return;
+    }
+    hi = json_loads(n->hostinfo_json, 0, NULL);
+    r = json_object_get(hi, "RoutableIPs");
+    if (!json_is_array(r)) {
+        api_jw_raw(w, "[]");
+    } else {
+        text = hs_json_dump(r, JSON_COMPACT);
+        api_jw_raw(w, text);
+        free(text);
+    }
     json_decref(hi);
-    return out;
 }
 
 /* A node with tags is owned by its tags (headscale >= 0.28): lists show the pseudo user. */
-static json_t *node_user(struct api_call *c, const struct store_node *n, bool in_list)
+static void jw_node_user(struct api_call *c, struct api_jw *w, struct api_refs *refs,
+                         const struct store_node *n, bool in_list)
 {
     if (n->user_id && n->tags.n == 0)
-        return user_by_id(c, n->user_id);
-    if (!in_list)
-        return json_null();
-    /* Tagged nodes belong to headscale's pseudo user in lists. */
-    return json_pack("{s:s, s:s, s:n, s:s, s:s, s:s, s:s, s:s}", "id", "2147455555", "name",
-                     "tagged-devices", "createdAt", "displayName", "Tagged Devices", "email", "",
-                     "providerId", "", "provider", "", "profilePicUrl", "");
+        jw_user_by_id(c, w, refs, n->user_id);
+    else if (!in_list)
+        api_jw_null(w);
+    else /* tagged nodes belong to headscale's pseudo user in lists */
+        api_jw_raw(w, "{\"id\":\"2147455555\",\"name\":\"tagged-devices\",\"createdAt\":null,"
+                      "\"displayName\":\"Tagged Devices\",\"email\":\"\",\"providerId\":\"\","
+                      "\"provider\":\"\",\"profilePicUrl\":\"\"}");
 }
 
-/* Online is runtime state (a map stream is open), not a column. */
-static bool node_online(struct api_call *c, uint64_t id)
+static char *render_preauthkey(struct api_call *c, struct api_refs *refs,
+                               const struct store_preauthkey *k)
+{
+    struct hs_buf b;
+    struct api_jw w;
+
+    hs_buf_init(&b, API_MAX_RESPONSE);
+    api_jw_begin(&w, &b);
+    jw_preauthkey(c, &w, refs, k, NULL);
+    if (api_jw_end(&w) < 0) {
+        hs_buf_free(&b);
+        return NULL;
+    }
+    return hs_buf_steal(&b);
+}
+
+/* Like users, a shared (reusable) key is rendered once per list. */
+static void jw_node_preauthkey(struct api_call *c, struct api_jw *w, struct api_refs *refs,
+                               const struct store_node *n)
+{
+    const struct store_preauthkey *found;
+    struct store_preauthkey k;
+    size_t i;
+
+    if (n->auth_key_id && refs) {
+        found = find_by_id(refs->keys, refs->nkeys, sizeof(*refs->keys), n->auth_key_id);
+        if (found) {
+            i = (size_t)(found - refs->keys);
+            if (!refs->key_json[i])
+                refs->key_json[i] = render_preauthkey(c, refs, found);
+            api_jw_raw(w, refs->key_json[i] ? refs->key_json[i] : "null");
+            return;
+        }
+    } else if (n->auth_key_id && store_preauthkey_get(c->api->st, n->auth_key_id, &k) == 0) {
+        jw_preauthkey(c, w, NULL, &k, NULL);
+        store_preauthkey_free(&k);
+        return;
+    }
+    api_jw_null(w);
+}
+
+/* Online is runtime state (a map stream is open), not a column. Lists read every flag under
+ * one read lock: taking it per node would queue the API behind each state writer N times. */
+static void nodes_online(struct api_call *c, const struct store_node *v, size_t n, bool *online)
 {
     const struct state_node *sn;
-    bool online = false;
 
+    memset(online, 0, n * sizeof(*online));
     if (!c->api->state)
-        return false;
+        return;
     state_rdlock(c->api->state);
-    if ((sn = state_node_by_id(c->api->state, id)))
-        online = sn->online;
+    for (size_t i = 0; i < n; i++)
+        if ((sn = state_node_by_id(c->api->state, v[i].id)))
+            online[i] = sn->online;
     state_unlock(c->api->state);
-    return online;
+}
+
+static void jw_node(struct api_call *c, struct api_jw *w, struct api_refs *refs,
+                    const struct store_node *n, bool in_list, bool online)
+{
+    api_jw_obj(w);
+    api_jw_key(w, "id");
+    api_jw_id(w, n->id);
+    jw_key_text(w, "machineKey", "mkey:", n->machine_key);
+    jw_key_text(w, "nodeKey", "nodekey:", n->node_key);
+    jw_key_text(w, "discoKey", "discokey:", n->disco_key);
+    api_jw_key(w, "ipAddresses");
+    api_jw_arr(w);
+    if (n->ipv4)
+        api_jw_str(w, n->ipv4);
+    if (n->ipv6)
+        api_jw_str(w, n->ipv6);
+    api_jw_arr_end(w);
+    kstr_or_empty(w, "name", n->hostname);
+    api_jw_key(w, "user");
+    jw_node_user(c, w, refs, n, in_list);
+    api_jw_key(w, "lastSeen");
+    api_jw_time(w, online ? hs_now_us() : n->last_seen);
+    api_jw_key(w, "expiry");
+    api_jw_time(w, n->expiry);
+    api_jw_key(w, "preAuthKey");
+    jw_node_preauthkey(c, w, refs, n);
+    api_jw_key(w, "createdAt");
+    api_jw_time(w, n->created_at);
+    api_jw_kstr(w, "registerMethod", register_method_name(n->register_method));
+    kstr_or_empty(w, "givenName", n->given_name);
+    api_jw_key(w, "online");
+    api_jw_bool(w, online);
+    api_jw_key(w, "approvedRoutes");
+    api_jw_strv(w, &n->approved_routes);
+    api_jw_key(w, "availableRoutes");
+    jw_available_routes(w, n);
+    api_jw_key(w, "subnetRoutes");
+    api_jw_raw(w, "[]");
+    api_jw_key(w, "tags");
+    api_jw_strv(w, &n->tags);
+    api_jw_obj_end(w);
 }
 
 json_t *api_json_node(struct api_call *c, const struct store_node *n, bool in_list)
 {
-    json_t *j = json_object(), *ips = json_array();
-    struct store_preauthkey k;
-    bool online = node_online(c, n->id);
+    struct hs_buf b;
+    struct api_jw w;
+    bool online;
 
-    if (n->ipv4)
-        json_array_append_new(ips, json_string(n->ipv4));
-    if (n->ipv6)
-        json_array_append_new(ips, json_string(n->ipv6));
-    json_object_set_new(j, "id", api_json_id(n->id));
-    json_object_set_new(j, "machineKey", key_text("mkey:", n->machine_key));
-    json_object_set_new(j, "nodeKey", key_text("nodekey:", n->node_key));
-    json_object_set_new(j, "discoKey", key_text("discokey:", n->disco_key));
-    json_object_set_new(j, "ipAddresses", ips);
-    json_object_set_new(j, "name", str_or_empty(n->hostname));
-    json_object_set_new(j, "user", node_user(c, n, in_list));
-    json_object_set_new(j, "lastSeen", api_json_time(online ? hs_now_us() : n->last_seen));
-    json_object_set_new(j, "expiry", api_json_time(n->expiry));
-    if (n->auth_key_id && store_preauthkey_get(c->api->st, n->auth_key_id, &k) == 0) {
-        json_object_set_new(j, "preAuthKey", api_json_preauthkey(c, &k, NULL));
-        store_preauthkey_free(&k);
-    } else {
-        json_object_set_new(j, "preAuthKey", json_null());
-    }
-    json_object_set_new(j, "createdAt", api_json_time(n->created_at));
-    json_object_set_new(j, "registerMethod",
-                        json_string(register_method_name(n->register_method)));
-    json_object_set_new(j, "givenName", str_or_empty(n->given_name));
-    json_object_set_new(j, "online", json_boolean(online));
-    json_object_set_new(j, "approvedRoutes", api_json_strv(&n->approved_routes));
-    json_object_set_new(j, "availableRoutes", available_routes(n));
-    json_object_set_new(j, "subnetRoutes", json_array());
-    json_object_set_new(j, "tags", api_json_strv(&n->tags));
-    return j;
+    nodes_online(c, n, 1, &online);
+    hs_buf_init(&b, API_MAX_RESPONSE);
+    api_jw_begin(&w, &b);
+    jw_node(c, &w, NULL, n, in_list, online);
+    return api_jw_to_json(&b);
+}
+
+void api_jw_nodes(struct api_call *c, struct api_jw *w, struct api_refs *refs,
+                  const struct store_node *v, size_t n)
+{
+    bool *online = hs_xcalloc(n ? n : 1, sizeof(*online));
+
+    nodes_online(c, v, n, online);
+    api_jw_arr(w);
+    for (size_t i = 0; i < n; i++)
+        jw_node(c, w, refs, &v[i], true, online[i]);
+    api_jw_arr_end(w);
+    free(online);
 }

@@ -22,7 +22,8 @@ void api_preauthkey_list(struct api_call *c)
     const char *user = api_query(c, "user");
     struct store_user u = { 0 };
     struct store_preauthkey *v;
-    json_t *arr;
+    struct api_refs refs;
+    struct api_jw w;
     size_t n;
     int rc;
 
@@ -30,15 +31,20 @@ void api_preauthkey_list(struct api_call *c)
         return;
     rc = store_preauthkey_list(c->api->st, u.id, &v, &n);
     store_user_free(&u);
+    if (rc == 0 && (rc = api_refs_load(c, false, &refs)) < 0)
+        store_preauthkey_list_free(v, n);
     if (rc < 0) {
         api_store_error(c, rc, "pre-auth key");
         return;
     }
-    arr = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(arr, api_json_preauthkey(c, &v[i], NULL));
+    api_reply_begin(c, &w);
+    api_jw_obj(&w);
+    api_jw_key(&w, "preAuthKeys");
+    api_jw_preauthkeys(c, &w, &refs, v, n);
+    api_jw_obj_end(&w);
+    api_reply_end(c, &w);
+    api_refs_free(&refs);
     store_preauthkey_list_free(v, n);
-    api_reply(c, 200, json_pack("{s:o}", "preAuthKeys", arr));
 }
 
 static int read_tags(struct api_call *c, json_t *body, struct hs_strv *tags)

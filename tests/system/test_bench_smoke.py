@@ -1,8 +1,9 @@
 """Smoke run of the scale benchmark harness (bench/run.sh) so that it cannot rot: 20 simulated
 Tailscale nodes (Tailscale's own control client over ts2021) against our server on SQLite,
-a few seconds of steady state, then the propagation events. Checks that the result files are
-written and hold sane figures; the figures themselves are benchmark output, not asserted
-targets."""
+a few seconds of steady state, the propagation events, then a server restart with every node
+reconnecting (about 10 s: over plain HTTP the client's Noise dial to a server that is down
+waits out its 10 s timeout). Checks that the result files are written and hold sane figures;
+the figures themselves are benchmark output, not asserted targets."""
 
 import json
 import os
@@ -57,7 +58,9 @@ def test_records_have_the_agreed_shape(bench_run):
         assert isinstance(r["value"], (int, float)), r
     names = {r["metric"] for r in recs}
     for need in ("rss_per_node_kib", "cpu_s_per_change", "propagation_p50_ms",
-                 "propagation_p99_ms", "connect_all_s", "bytes_per_update"):
+                 "propagation_p99_ms", "connect_all_s", "bytes_per_update",
+                 "storm_api_list_p99_ms", "restart_all_back_s", "restart_api_list_p50_ms",
+                 "restart_api_list_p99_ms", "restart_api_list_max_ms"):
         assert need in names, f"metric {need} missing"
 
 
@@ -83,6 +86,37 @@ def test_every_change_observed_by_all(bench_run):
         assert metric(recs, sc, "bytes_per_update") > 0
         assert metric(recs, sc, "cpu_s_per_change") >= 0
     assert metric(recs, "propagation", "propagation_p99_ms") > 0
+
+
+def test_api_polled_during_both_storms(bench_run):
+    recs = bench_run["records"]
+    for sc in ("storm", "restart"):
+        assert metric(recs, sc, f"{sc}_api_list_count") >= 1
+        assert metric(recs, sc, f"{sc}_api_list_errors") == 0
+        p50 = metric(recs, sc, f"{sc}_api_list_p50_ms")
+        assert 0 < p50 <= metric(recs, sc, f"{sc}_api_list_p99_ms") \
+            <= metric(recs, sc, f"{sc}_api_list_max_ms") < 30000
+
+
+def test_every_node_back_after_restart(bench_run):
+    recs = bench_run["records"]
+    # the join and the delete of the propagation events leave NODES live nodes
+    assert metric(recs, "restart", "restart_nodes") == NODES
+    assert metric(recs, "restart", "restart_back_nodes") == NODES
+    down = metric(recs, "restart", "restart_down_s")
+    assert 0 < metric(recs, "restart", "restart_exit_s") <= down < 60
+    assert down < metric(recs, "restart", "restart_all_back_s") < 60
+    assert metric(recs, "restart", "restart_attempts_mean") >= 1
+    assert metric(recs, "restart", "restart_server_cpu_s") > 0
+    assert metric(recs, "restart", "restart_server_rss_kib") > 1000
+    raw = bench_run["raw"]["ours-sqlite"]
+    assert len(raw["restart"]["back_ms"]) == NODES and not raw["restart"].get("error"), raw
+    # the first process stopped cleanly on SIGTERM
+    first = raw["first_server_exit"]
+    assert first["returncode"] == 0, first
+    tail = "\n".join(first["log_tail"])
+    assert not helpers.sanitizer_lines(tail), tail
+    assert "| restart | restart_all_back_s |" in bench_run["md"]
 
 
 def test_report_and_raw(bench_run):

@@ -1,9 +1,11 @@
 #include <criterion/criterion.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api/api.h"
+#include "api/api_internal.h"
 
 static char dir[64], dbpath[128];
 static struct hs_config cfg;
@@ -174,5 +176,250 @@ Test(api, policy_roundtrip_and_rejects)
     json_decref(j);
     cr_assert_eq(local("GET", "/api/v1/policy", NULL, &j), 200);
     cr_assert(strstr(hs_json_str(j, "policy"), "// hi") != NULL);
+    json_decref(j);
+}
+
+/* ---- the JSON writer and the list shapes it writes ---- */
+
+static void both_str(json_t *o, json_t *a, struct api_jw *w, const char *key, const char *s)
+{
+    json_object_set_new(o, key, json_string(s)); /* NULL (refused) leaves the member out */
+    json_array_append_new(a, json_string(s));
+    api_jw_kstr(w, key, s);
+}
+
+/* Lists are written with api_jw and single objects with it too (parsed back), so the writer
+ * must produce byte for byte what json_dumps(JSON_COMPACT) makes of the same values. */
+Test(api, jw_writes_what_jansson_dumps)
+{
+    static const char *const samples[] = {
+        "", "plain", "quote\" back\\slash /slash", "tab\tnl\ncr\rbs\bff\f", "\x01\x1f\x7f",
+        "h\xc3\xa9llo \xe2\x9c\x93 \xf0\x9f\x98\x80", "\xff bad", "cut \xc3", "\xed\xa0\x80",
+        "\xc0\xaf", NULL,
+    };
+    json_t *o = json_object(), *a = json_array(), *inner = json_object();
+    struct hs_buf b, arr;
+    struct api_jw w, aw;
+    char all[128], key[16];
+    char *want;
+
+    for (int i = 1; i < 128; i++)
+        all[i - 1] = (char)i;
+    all[127] = '\0';
+    hs_buf_init(&b, 1 << 20);
+    hs_buf_init(&arr, 1 << 20);
+    api_jw_begin(&w, &b);
+    api_jw_begin(&aw, &arr);
+    api_jw_obj(&w);
+    api_jw_arr(&aw);
+    for (size_t i = 0; i < HS_ARRAY_LEN(samples); i++) {
+        snprintf(key, sizeof(key), "k%zu", i);
+        both_str(o, a, &w, key, samples[i]);
+        api_jw_str(&aw, samples[i]);
+    }
+    both_str(o, a, &w, "all", all);
+    api_jw_str(&aw, all);
+    api_jw_arr_end(&aw);
+    cr_assert_eq(api_jw_end(&aw), 0);
+    api_jw_key(&w, "arr");
+    api_jw_raw(&w, arr.data);
+    json_object_set_new(o, "arr", a);
+    api_jw_key(&w, "inner");
+    api_jw_obj(&w);
+    api_jw_key(&w, "n");
+    api_jw_null(&w);
+    api_jw_key(&w, "t");
+    api_jw_bool(&w, true);
+    api_jw_key(&w, "id");
+    api_jw_id(&w, 18446744073709551615ull);
+    api_jw_key(&w, "at");
+    api_jw_time(&w, 1700000000123456);
+    api_jw_key(&w, "never");
+    api_jw_time(&w, 0);
+    api_jw_key(&w, "e");
+    api_jw_arr(&w);
+    api_jw_arr_end(&w);
+    api_jw_obj_end(&w);
+    api_jw_obj_end(&w);
+    cr_assert_eq(api_jw_end(&w), 0);
+    json_object_set_new(inner, "n", json_null());
+    json_object_set_new(inner, "t", json_true());
+    json_object_set_new(inner, "id", api_json_id(18446744073709551615ull));
+    json_object_set_new(inner, "at", api_json_time(1700000000123456));
+    json_object_set_new(inner, "never", api_json_time(0));
+    json_object_set_new(inner, "e", json_array());
+    json_object_set_new(o, "inner", inner);
+    want = json_dumps(o, JSON_COMPACT);
+    cr_assert_str_eq(b.data, want);
+    free(want);
+    json_decref(o);
+    hs_buf_free(&b);
+    hs_buf_free(&arr);
+}
+
+/* The fast time formatter must agree with hs_format_rfc3339 everywhere. */
+Test(api, jw_time_matches_hs_format_rfc3339)
+{
+    static const int64_t fixed[] = {
+        1, 999, 1000, 1000000, 86399999999, 86400000000, 951782400000000 /* 2000-02-29 */,
+        951868800000000, 4107542400000000 /* 2100-03-01 */, 1700000000123456, 1700000000123000,
+        253402300799999999 /* 9999-12-31 */, 253402300800000000 /* year 10000 */,
+        -1, -86400000000, -30610224000000000 /* year 1000 */, -30610224000000001,
+    };
+    char want[API_JW_TIME_MAX], got[API_JW_TIME_MAX];
+    uint64_t x = 88172645463325252ull;
+
+    for (size_t i = 0; i < HS_ARRAY_LEN(fixed) + 200000; i++) {
+        int64_t us;
+        if (i < HS_ARRAY_LEN(fixed)) {
+            us = fixed[i];
+        } else { /* xorshift over 1970-9999, whole seconds and milliseconds too */
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            us = (int64_t)(x % 253402300800000000ull);
+            if (i % 3 == 1)
+                us -= us % 1000000;
+            else if (i % 3 == 2)
+                us -= us % 1000;
+        }
+        hs_format_rfc3339(us, want, sizeof(want));
+        cr_assert_eq(api_jw_format_time(us, got), strlen(want));
+        cr_assert_str_eq(got, want, "us=%lld", (long long)us);
+    }
+}
+
+Test(api, jw_reports_a_full_buffer)
+{
+    struct hs_buf b;
+    struct api_jw w;
+
+    hs_buf_init(&b, 16);
+    api_jw_begin(&w, &b);
+    api_jw_arr(&w);
+    for (int i = 0; i < 10; i++)
+        api_jw_str(&w, "long enough");
+    api_jw_arr_end(&w);
+    cr_assert_eq(api_jw_end(&w), -E2BIG);
+    hs_buf_free(&b);
+}
+
+static uint64_t make_node(uint64_t user, uint64_t key, const char *tag, const char *hostname,
+                          const char *hostinfo)
+{
+    static const struct ip_prefix v4 = { .family = AF_INET, .addr = { 100, 64 }, .bits = 10 };
+    static int seq;
+    struct store_ip_config ips = { .v4 = &v4 };
+    struct store_node in = { .user_id = user, .auth_key_id = key, .hostname = (char *)hostname,
+                             .given_name = "host", .hostinfo_json = (char *)hostinfo,
+                             .register_method = REGISTER_AUTH_KEY, .expiry = 1900000000000000 },
+                      out;
+    uint64_t id;
+
+    seq++;
+    memset(in.machine_key, seq, sizeof(in.machine_key));
+    memset(in.node_key, seq, sizeof(in.node_key));
+    if (tag)
+        hs_strv_push(&in.tags, tag);
+    cr_assert_eq(store_node_create(st, &in, &ips, &out), 0);
+    hs_strv_free(&in.tags);
+    id = out.id;
+    store_node_free(&out);
+    return id;
+}
+
+static uint64_t make_key(const char *body)
+{
+    json_t *j;
+    uint64_t id;
+
+    cr_assert_eq(local("POST", "/api/v1/preauthkey", body, &j), 200);
+    id = strtoull(hs_json_str(json_object_get(j, "preAuthKey"), "id"), NULL, 10);
+    json_decref(j);
+    return id;
+}
+
+/* GET /api/v1/node reads users and keys once for the whole list: every element must still be
+ * what GET /api/v1/node/{id} says of that node (bar the pseudo user lists give tagged nodes). */
+Test(api, node_list_matches_node_get)
+{
+    json_t *j, *list, *one, *el;
+    uint64_t ka, kb, kt, deleted;
+    char path[64];
+    size_t i;
+
+    cr_assert_eq(local("POST", "/api/v1/user", "{\"name\":\"alice\",\"email\":\"a@x.org\"}", &j),
+                 200);
+    json_decref(j);
+    cr_assert_eq(local("POST", "/api/v1/user", "{\"name\":\"bob\"}", &j), 200);
+    json_decref(j);
+    ka = make_key("{\"user\":\"1\",\"reusable\":true}");
+    kb = make_key("{\"user\":\"2\"}");
+    kt = make_key("{\"aclTags\":[\"tag:web\"]}");
+    deleted = make_key("{\"user\":\"2\",\"reusable\":true}");
+    make_node(1, ka, NULL, "a1", "{\"Hostname\":\"a1\",\"RoutableIPs\":[\"10.1.0.0/16\"]}");
+    make_node(1, ka, NULL, "a\"2 \xc3\xa9", "{\"Hostname\":\"x\",\"NetInfo\":{\"RoutableIPs\":1}}");
+    make_node(2, kb, NULL, "b1", NULL);
+    make_node(0, kt, "tag:web", "t1", "{}");
+    make_node(1, 0, NULL, "nokey", NULL);
+    make_node(2, deleted, NULL, "gone", NULL);
+    snprintf(path, sizeof(path), "%llu", (unsigned long long)deleted);
+    cr_assert_eq(call("DELETE", "/api/v1/preauthkey", NULL, NULL, true,
+                      (struct query[]){ { "id", path }, { NULL, NULL } }, &j), 200);
+    json_decref(j);
+
+    cr_assert_eq(local("GET", "/api/v1/node", NULL, &j), 200);
+    list = json_object_get(j, "nodes");
+    cr_assert_eq(json_array_size(list), 6);
+    json_array_foreach(list, i, el) {
+        snprintf(path, sizeof(path), "/api/v1/node/%s", hs_json_str(el, "id"));
+        cr_assert_eq(local("GET", path, NULL, &one), 200);
+        if (json_array_size(json_object_get(el, "tags"))) {
+            cr_assert_str_eq(hs_json_str(json_object_get(el, "user"), "name"), "tagged-devices");
+            json_object_del(el, "user");
+            json_object_del(json_object_get(one, "node"), "user");
+        }
+        cr_assert(json_equal(el, json_object_get(one, "node")), "node %s differs: %s vs %s",
+                  hs_json_str(el, "id"), json_dumps(el, 0),
+                  json_dumps(json_object_get(one, "node"), 0));
+        json_decref(one);
+    }
+    el = json_array_get(list, 0);
+    cr_assert_str_eq(json_string_value(json_array_get(json_object_get(el, "availableRoutes"), 0)),
+                     "10.1.0.0/16");
+    cr_assert_str_eq(hs_json_str(json_object_get(json_object_get(el, "preAuthKey"), "user"),
+                                 "email"), "a@x.org");
+    cr_assert_eq(json_array_size(json_object_get(json_array_get(list, 1), "availableRoutes")), 0);
+    cr_assert_str_eq(hs_json_str(json_array_get(list, 1), "name"), "a\"2 \xc3\xa9");
+    cr_assert(json_is_null(json_object_get(json_array_get(list, 4), "preAuthKey")));
+    cr_assert(json_is_null(json_object_get(json_array_get(list, 5), "preAuthKey")));
+    json_decref(j);
+
+    cr_assert_eq(local("GET", "/api/v1/node", NULL, &j), 200);
+    json_decref(j);
+    cr_assert_eq(call("GET", "/api/v1/node", NULL, NULL, true,
+                      (struct query[]){ { "user", "bob" }, { NULL, NULL } }, &j), 200);
+    cr_assert_eq(json_array_size(json_object_get(j, "nodes")), 2);
+    json_decref(j);
+}
+
+/* Same for the pre-auth key list, whose users come from one query too. */
+Test(api, preauthkey_list_matches_create)
+{
+    json_t *j, *made, *list;
+
+    cr_assert_eq(local("POST", "/api/v1/user", "{\"name\":\"carol\",\"email\":\"c@x.org\"}", &j),
+                 200);
+    json_decref(j);
+    cr_assert_eq(local("POST", "/api/v1/preauthkey", "{\"user\":\"1\",\"reusable\":true}", &made),
+                 200);
+    cr_assert_eq(local("POST", "/api/v1/preauthkey", "{\"aclTags\":[\"tag:x\"]}", &j), 200);
+    json_decref(j);
+    cr_assert_eq(local("GET", "/api/v1/preauthkey", NULL, &j), 200);
+    list = json_object_get(j, "preAuthKeys");
+    cr_assert_eq(json_array_size(list), 2);
+    json_object_del(json_object_get(made, "preAuthKey"), "key");
+    json_object_del(json_array_get(list, 0), "key");
+    cr_assert(json_equal(json_array_get(list, 0), json_object_get(made, "preAuthKey")));
+    cr_assert(json_is_null(json_object_get(json_array_get(list, 1), "user")));
+    json_decref(made);
     json_decref(j);
 }
