@@ -28,13 +28,16 @@ struct stream {
     struct stream *next;
 };
 
+#define CONTROL_READ_CHUNK 65536
+
 struct conn {
     uint64_t id;
     struct net_conn *nc; /* owned: the socket, TLS, WebSocket framing */
     struct noise_transport nt;
     uint8_t machine_key[KEY_LEN];
     uint16_t capver;
-    uint8_t rx[NOISE_MAX_FRAME]; /* one frame at most is ever incomplete */
+    uint8_t *rx; /* NOISE_MAX_FRAME bytes while a frame is incomplete, else NULL: idle
+                  * connections (thousands of map streams) hold no receive buffer */
     size_t rxlen;
     struct hs_buf tx; /* sealed bytes waiting for the socket */
     size_t nstreams;
@@ -87,6 +90,7 @@ struct control {
 
     struct conn *conns[CONN_HASH_BUCKETS];
     struct control_stats stats; /* STAT_ADD to write, __atomic_load to read */
+    uint8_t *scratch;           /* CONTROL_READ_CHUNK: the loop thread reads into it */
 };
 
 /* h2.c */

@@ -44,6 +44,7 @@ static void conn_free(struct control *c, struct conn *cn)
     h2_session_free(cn);
     noise_transport_wipe(&cn->nt);
     hs_buf_free(&cn->tx);
+    free(cn->rx);
     net_conn_close(cn->nc);
     STAT_ADD(c->stats.conns_open, -1);
     free(cn);
@@ -88,7 +89,7 @@ static void conn_write(struct conn *cn)
         cn->closing = true;
     if (n > 0)
         cn->last_active = hs_monotonic_us();
-    hs_buf_trim(&cn->tx, 16384);
+    hs_buf_trim(&cn->tx, 0);
     conn_want_write(cn, (cn->tx.len > 0 || net_conn_backlog(cn->nc) ||
                          net_conn_wants_write(cn->nc)) && !cn->closing);
 }
@@ -113,13 +114,14 @@ static void conn_fail(struct conn *cn, const char *why)
     cn->closing = true;
 }
 
-/* Decrypts every complete record in rx and feeds HTTP/2. */
-static void conn_process_rx(struct conn *cn)
+/* Decrypts every complete record in buf[0..len) and feeds HTTP/2; returns the bytes used
+ * (an incomplete record at the end stays). */
+static size_t conn_process_rx(struct conn *cn, uint8_t *buf, size_t len)
 {
     size_t off = 0;
 
     while (!cn->closing) {
-        ssize_t flen = noise_frame_len(cn->rx + off, cn->rxlen - off);
+        ssize_t flen = noise_frame_len(buf + off, len - off);
         uint8_t *pt;
         size_t ptlen;
 
@@ -129,7 +131,7 @@ static void conn_process_rx(struct conn *cn)
             conn_fail(cn, "malformed Noise frame");
             break;
         }
-        if (noise_open(&cn->nt, cn->rx + off, (size_t)flen, &pt, &ptlen) < 0) {
+        if (noise_open(&cn->nt, buf + off, (size_t)flen, &pt, &ptlen) < 0) {
             conn_fail(cn, "Noise record failed to decrypt");
             break;
         }
@@ -137,23 +139,43 @@ static void conn_process_rx(struct conn *cn)
         if (h2_recv(cn, pt, ptlen) < 0)
             conn_fail(cn, "HTTP/2 protocol error");
     }
-    memmove(cn->rx, cn->rx + off, cn->rxlen - off);
-    cn->rxlen -= off;
+    return off;
 }
 
+/* Keeps an incomplete record for the next read; frees the buffer when none is left. */
+static void conn_keep_rest(struct conn *cn, const uint8_t *rest, size_t n)
+{
+    if (n == 0) {
+        free(cn->rx);
+        cn->rx = NULL;
+    } else {
+        if (!cn->rx)
+            cn->rx = hs_xmalloc(NOISE_MAX_FRAME);
+        memmove(cn->rx, rest, n);
+    }
+    cn->rxlen = n;
+}
+
+/* Reads until the socket is drained: into the loop's scratch buffer, or behind the
+ * incomplete record this connection holds (a record is at most NOISE_MAX_FRAME). */
 static void conn_read(struct conn *cn)
 {
     while (!cn->closing) {
-        ssize_t n = net_conn_read(cn->nc, cn->rx + cn->rxlen, sizeof(cn->rx) - cn->rxlen);
-        if (n > 0) {
-            cn->rxlen += (size_t)n;
-            cn->last_active = hs_monotonic_us();
-            conn_process_rx(cn);
-            continue;
-        }
+        uint8_t *buf = cn->rxlen ? cn->rx : cn->ctl->scratch;
+        size_t have = cn->rxlen, cap = cn->rxlen ? NOISE_MAX_FRAME : CONTROL_READ_CHUNK, used;
+        ssize_t n = net_conn_read(cn->nc, buf + have, cap - have);
+
         if (n == -EAGAIN)
             break;
-        cn->closing = true; /* EOF or error */
+        if (n <= 0) {
+            cn->closing = true; /* EOF or error */
+            break;
+        }
+        have += (size_t)n;
+        cn->last_active = hs_monotonic_us();
+        used = conn_process_rx(cn, buf, have);
+        /* What is left is one incomplete record (it fits), unless the input was refused. */
+        conn_keep_rest(cn, buf + used, cn->closing ? 0 : have - used);
     }
 }
 
@@ -459,6 +481,7 @@ struct control *control_new(const struct key_pair *noise_key, const struct contr
     pthread_mutex_init(&c->qmu, NULL);
     pthread_mutex_init(&c->jmu, NULL);
     pthread_cond_init(&c->jcond, NULL);
+    c->scratch = hs_xmalloc(CONTROL_READ_CHUNK);
     return c;
 }
 
@@ -513,6 +536,7 @@ void control_free(struct control *c)
     if (c->evfd >= 0)
         close(c->evfd);
     sodium_memzero(&c->key, sizeof(c->key));
+    free(c->scratch);
     free(c);
 }
 
