@@ -292,17 +292,24 @@ static int conn_exec(struct store *st, struct store_conn *c, const char *sql,
     return st->ops->exec(c, sql, p ? p->n : 0, p ? p->v : NULL, res);
 }
 
-int store__exec(struct store *st, const char *sql, int nparams, const char *const *params,
-                struct store_result *res)
+static int exec_on(struct store *st, bool read_only, const char *sql, int nparams,
+                   const char *const *params, struct store_result *res)
 {
     struct store_conn *c;
     int rc;
 
-    if ((rc = st->ops->acquire(st->drv, &c)) < 0)
+    rc = read_only ? st->ops->acquire_read(st->drv, &c) : st->ops->acquire(st->drv, &c);
+    if (rc < 0)
         return rc;
     rc = st->ops->exec(c, sql, nparams, params, res);
     st->ops->release(st->drv, c);
     return rc;
+}
+
+int store__exec(struct store *st, const char *sql, int nparams, const char *const *params,
+                struct store_result *res)
+{
+    return exec_on(st, false, sql, nparams, params, res);
 }
 
 int store__query(struct store *st, const char *sql, struct store_params *p,
@@ -332,7 +339,8 @@ int store__get_all(struct store *st, const char *sql, struct store_params *p, st
     size_t i;
     int rc;
 
-    if ((rc = store__query(st, sql, p, &res)) < 0)
+    /* Lists only read: on the reader connection where there is one. */
+    if ((rc = exec_on(st, true, sql, p ? p->n : 0, p ? p->v : NULL, &res)) < 0)
         return rc;
     v = hs_xcalloc(res.nrows ? res.nrows : 1, elem_size);
     for (i = 0; i < res.nrows; i++) {

@@ -38,6 +38,8 @@ struct store_ops {
     void (*close)(void *drv);
     /* Blocks until a connection is free; the caller has it to itself until release. */
     int (*acquire)(void *drv, struct store_conn **out);
+    /* The same for a statement that only reads (it may see the state of the last commit). */
+    int (*acquire_read)(void *drv, struct store_conn **out);
     void (*release)(void *drv, struct store_conn *c);
     int (*begin)(struct store_conn *c);
     int (*commit)(struct store_conn *c);

@@ -316,6 +316,7 @@ const struct store_ops store__pg_ops = {
     .open = pg_open,
     .close = pg_close,
     .acquire = pg_acquire,
+    .acquire_read = pg_acquire,
     .release = pg_release,
     .begin = pg_begin,
     .commit = pg_commit,

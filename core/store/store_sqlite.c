@@ -75,9 +75,54 @@ static int apply_pragmas(sqlite3 *db, const struct hs_config *cfg)
     return rc == SQLITE_OK ? 0 : sqlite_err(db, rc, "PRAGMA");
 }
 
+/* The writer, and with WAL a second connection that only reads: lists (the API's node list
+ * during a reconnect storm) do not wait behind writes, and writes do not wait behind them. */
+struct sqlite_drv {
+    struct store_conn w, r; /* r.db is NULL without WAL */
+};
+
+static int open_conn(const struct hs_config *cfg, struct store_conn *c, bool reader)
+{
+    int rc = sqlite3_open_v2(cfg->sqlite_path, &c->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+
+    if (rc != SQLITE_OK) {
+        log_warnx("store: sqlite: %s: %s", cfg->sqlite_path,
+                  c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
+        sqlite3_close(c->db);
+        c->db = NULL;
+        return -EIO;
+    }
+    sqlite3_extended_result_codes(c->db, 1);
+    if (reader) {
+        sqlite3_busy_timeout(c->db, SQLITE_BUSY_TIMEOUT_MS);
+        rc = sqlite3_exec(c->db, "PRAGMA query_only = ON;", NULL, NULL, NULL);
+        rc = rc == SQLITE_OK ? 0 : sqlite_err(c->db, rc, "PRAGMA");
+    } else {
+        rc = apply_pragmas(c->db, cfg);
+    }
+    if (rc < 0) {
+        sqlite3_close(c->db);
+        c->db = NULL;
+        return rc;
+    }
+    pthread_mutex_init(&c->mu, NULL);
+    return 0;
+}
+
+static void close_conn(struct store_conn *c)
+{
+    if (!c->db)
+        return;
+    /* close_v2: a statement leaked by a bug must not keep the file open forever. */
+    sqlite3_close_v2(c->db);
+    pthread_mutex_destroy(&c->mu);
+}
+
 static int sqlite_open(const struct hs_config *cfg, void **drv)
 {
-    struct store_conn *c;
+    struct sqlite_drv *d;
     int rc;
 
     if (!cfg->sqlite_path || !*cfg->sqlite_path) {
@@ -86,42 +131,44 @@ static int sqlite_open(const struct hs_config *cfg, void **drv)
     }
     if ((rc = prepare_file(cfg->sqlite_path)) < 0)
         return rc;
-    c = hs_xcalloc(1, sizeof(*c));
-    rc = sqlite3_open_v2(cfg->sqlite_path, &c->db,
-                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc != SQLITE_OK) {
-        log_warnx("store: sqlite: %s: %s", cfg->sqlite_path,
-                  c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
-        sqlite3_close(c->db);
-        free(c);
-        return -EIO;
-    }
-    sqlite3_extended_result_codes(c->db, 1);
-    if ((rc = apply_pragmas(c->db, cfg)) < 0) {
-        sqlite3_close(c->db);
-        free(c);
+    d = hs_xcalloc(1, sizeof(*d));
+    /* Without WAL a reader would block the writer (and ":memory:" is one database per
+     * connection): one connection then. */
+    if ((rc = open_conn(cfg, &d->w, false)) < 0 ||
+        (cfg->sqlite_wal && strcmp(cfg->sqlite_path, ":memory:") != 0 &&
+         (rc = open_conn(cfg, &d->r, true)) < 0)) {
+        close_conn(&d->w);
+        free(d);
         return rc;
     }
-    pthread_mutex_init(&c->mu, NULL);
-    *drv = c;
+    *drv = d;
     return 0;
 }
 
 static void sqlite_close(void *drv)
 {
-    struct store_conn *c = drv;
+    struct sqlite_drv *d = drv;
 
-    if (!c)
+    if (!d)
         return;
-    /* close_v2: a statement leaked by a bug must not keep the file open forever. */
-    sqlite3_close_v2(c->db);
-    pthread_mutex_destroy(&c->mu);
-    free(c);
+    close_conn(&d->r);
+    close_conn(&d->w);
+    free(d);
 }
 
 static int sqlite_acquire(void *drv, struct store_conn **out)
 {
-    struct store_conn *c = drv;
+    struct sqlite_drv *d = drv;
+
+    pthread_mutex_lock(&d->w.mu);
+    *out = &d->w;
+    return 0;
+}
+
+static int sqlite_acquire_read(void *drv, struct store_conn **out)
+{
+    struct sqlite_drv *d = drv;
+    struct store_conn *c = d->r.db ? &d->r : &d->w;
 
     pthread_mutex_lock(&c->mu);
     *out = c;
@@ -229,6 +276,7 @@ const struct store_ops store__sqlite_ops = {
     .open = sqlite_open,
     .close = sqlite_close,
     .acquire = sqlite_acquire,
+    .acquire_read = sqlite_acquire_read,
     .release = sqlite_release,
     .begin = sqlite_begin,
     .commit = sqlite_commit,
