@@ -29,6 +29,7 @@ struct stream {
 };
 
 #define CONTROL_READ_CHUNK 65536
+#define CONTROL_READ_BUDGET (256u << 10) /* per connection and round: none starves the rest */
 
 struct conn {
     uint64_t id;
@@ -45,6 +46,9 @@ struct conn {
     struct stream *streams;
     bool closing;
     bool epollout;
+    bool unread;       /* stopped at the read budget: more input waits (maybe inside TLS) */
+    bool attn;         /* on the loop's attention list */
+    struct conn *anext;
     int64_t last_active; /* monotonic us of the last byte in either direction */
     struct conn *hnext; /* hash chain */
     struct control *ctl;
@@ -91,6 +95,7 @@ struct control {
     struct conn *conns[CONN_HASH_BUCKETS];
     struct control_stats stats; /* STAT_ADD to write, __atomic_load to read */
     uint8_t *scratch;           /* CONTROL_READ_CHUNK: the loop thread reads into it */
+    struct conn *attn;          /* to close, or to read again, at the end of the round */
 };
 
 /* h2.c */

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "control/control_internal.h"
 
@@ -119,6 +120,85 @@ static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t error_code,
     return 0;
 }
 
+/* nghttp2 keeps a 16 KiB frame buffer per session from the start, and an idle map stream
+ * writes small frames into its first page only. Blocks that large get their own mapping
+ * (pages never written are never resident: thousands of streams, a few KiB each); the rest
+ * comes from malloc. A header before each block says which. */
+#define H2_MMAP_MIN 16384
+
+struct h2_block {
+    size_t size;
+    size_t mapped;
+};
+
+static void *h2_malloc(size_t size, void *ud)
+{
+    size_t total = sizeof(struct h2_block) + size;
+    struct h2_block *b;
+
+    (void)ud;
+    if (total < size)
+        return NULL;
+    if (size >= H2_MMAP_MIN) {
+        void *p = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p != MAP_FAILED) {
+            b = p;
+            *b = (struct h2_block){ .size = size, .mapped = 1 };
+            return b + 1;
+        }
+    }
+    if (!(b = malloc(total)))
+        return NULL;
+    *b = (struct h2_block){ .size = size };
+    return b + 1;
+}
+
+static void h2_free(void *ptr, void *ud)
+{
+    struct h2_block *b = (struct h2_block *)ptr - 1;
+
+    (void)ud;
+    if (!ptr)
+        return;
+    if (b->mapped)
+        munmap(b, sizeof(*b) + b->size);
+    else
+        free(b);
+}
+
+static void *h2_calloc(size_t n, size_t size, void *ud)
+{
+    void *p;
+
+    if (size && n > SIZE_MAX / size)
+        return NULL;
+    if ((p = h2_malloc(n * size, ud)) && !((struct h2_block *)p - 1)->mapped)
+        memset(p, 0, n * size); /* fresh mappings are zero already */
+    return p;
+}
+
+static void *h2_realloc(void *ptr, size_t size, void *ud)
+{
+    struct h2_block *b = (struct h2_block *)ptr - 1, *nb;
+    void *p;
+
+    if (!ptr)
+        return h2_malloc(size, ud);
+    if (!b->mapped && size < H2_MMAP_MIN) {
+        if (!(nb = realloc(b, sizeof(*b) + size)))
+            return NULL;
+        nb->size = size;
+        return nb + 1;
+    }
+    if (!(p = h2_malloc(size, ud)))
+        return NULL;
+    memcpy(p, ptr, b->size < size ? b->size : size);
+    h2_free(ptr, ud);
+    return p;
+}
+
+static nghttp2_mem h2_mem = { NULL, h2_malloc, h2_free, h2_calloc, h2_realloc };
+
 int h2_session_new(struct conn *cn)
 {
     nghttp2_session_callbacks *cb;
@@ -139,7 +219,7 @@ int h2_session_new(struct conn *cn)
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
     nghttp2_option_new(&opt);
     nghttp2_option_set_max_outbound_ack(opt, 1000); /* bounds SETTINGS/PING floods */
-    rc = nghttp2_session_server_new2(&cn->h2, cb, cn, opt);
+    rc = nghttp2_session_server_new3(&cn->h2, cb, cn, opt, &h2_mem);
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);
     if (rc != 0)

@@ -156,11 +156,30 @@ static void conn_keep_rest(struct conn *cn, const uint8_t *rest, size_t n)
     cn->rxlen = n;
 }
 
-/* Reads until the socket is drained: into the loop's scratch buffer, or behind the
- * incomplete record this connection holds (a record is at most NOISE_MAX_FRAME). */
+/* Puts cn on the list handled at the end of the loop round. */
+static void conn_attention(struct conn *cn)
+{
+    if (!cn->attn) {
+        cn->attn = true;
+        cn->anext = cn->ctl->attn;
+        cn->ctl->attn = cn;
+    }
+}
+
+/* Reads until the socket is drained or the round's budget is spent: into the loop's
+ * scratch buffer, or behind the incomplete record this connection holds (a record is at
+ * most NOISE_MAX_FRAME). */
 static void conn_read(struct conn *cn)
 {
+    size_t budget = CONTROL_READ_BUDGET;
+
+    cn->unread = false;
     while (!cn->closing) {
+        if (budget == 0) {
+            cn->unread = true;
+            conn_attention(cn);
+            break;
+        }
         uint8_t *buf = cn->rxlen ? cn->rx : cn->ctl->scratch;
         size_t have = cn->rxlen, cap = cn->rxlen ? NOISE_MAX_FRAME : CONTROL_READ_CHUNK, used;
         ssize_t n = net_conn_read(cn->nc, buf + have, cap - have);
@@ -172,6 +191,7 @@ static void conn_read(struct conn *cn)
             break;
         }
         have += (size_t)n;
+        budget -= (size_t)n < budget ? (size_t)n : budget;
         cn->last_active = hs_monotonic_us();
         used = conn_process_rx(cn, buf, have);
         /* What is left is one incomplete record (it fits), unless the input was refused. */
@@ -324,7 +344,10 @@ static void loop_handle_msg(struct control *c, struct msg *m)
     case MSG_END: h2_end(cn, m); break;
     default: cn->closing = true; break;
     }
-    conn_pump(cn);
+    if (!cn->closing)
+        conn_pump(cn);
+    if (cn->closing)
+        conn_attention(cn);
 }
 
 static void loop_drain_inbox(struct control *c)
@@ -353,10 +376,30 @@ static void loop_conn_event(struct conn *cn, uint32_t events)
         cn->closing = true;
     if (!cn->closing)
         conn_pump(cn);
-    if (cn->closing) {
-        /* Last words (GOAWAY, RST) go out if the socket takes them; nothing waits. */
-        conn_write(cn);
-        conn_free(cn->ctl, cn);
+    if (cn->closing)
+        conn_attention(cn);
+}
+
+/* The end of a round: connections that finished are freed (no event of this round can
+ * name them any more), those with input left past their budget read again. */
+static void loop_attention(struct control *c)
+{
+    struct conn *cn = c->attn, *next;
+
+    c->attn = NULL;
+    for (; cn; cn = next) {
+        next = cn->anext;
+        cn->attn = false;
+        if (!cn->closing && cn->unread) {
+            conn_read(cn);
+            if (!cn->closing)
+                conn_pump(cn);
+        }
+        if (cn->closing) {
+            /* Last words (GOAWAY, RST) go out if the socket takes them; nothing waits. */
+            conn_write(cn);
+            conn_free(c, cn);
+        }
     }
 }
 
@@ -369,14 +412,17 @@ static void loop_reap_idle(struct control *c)
         struct conn *cn = c->conns[i], *next;
         for (; cn; cn = next) {
             next = cn->hnext;
-            if (cn->nstreams == 0 && now - cn->last_active > CONTROL_IDLE_TIMEOUT_US)
-                conn_free(c, cn);
+            if (cn->nstreams == 0 && now - cn->last_active > CONTROL_IDLE_TIMEOUT_US) {
+                cn->closing = true;
+                conn_attention(cn);
+            }
         }
     }
 }
 
 static void loop_close_all(struct control *c)
 {
+    c->attn = NULL; /* everything goes */
     for (size_t i = 0; i < CONN_HASH_BUCKETS; i++)
         while (c->conns[i])
             conn_free(c, c->conns[i]);
@@ -389,7 +435,7 @@ static void *loop_main(void *arg)
     int64_t next_tick = hs_monotonic_us() + LOOP_TICK_MS * 1000;
 
     while (c->running) {
-        int n = epoll_wait(c->epfd, evs, LOOP_MAX_EVENTS, LOOP_TICK_MS);
+        int n = epoll_wait(c->epfd, evs, LOOP_MAX_EVENTS, c->attn ? 0 : LOOP_TICK_MS);
         for (int i = 0; i < n; i++) {
             if (evs[i].data.ptr == c)
                 loop_drain_inbox(c);
@@ -402,6 +448,7 @@ static void *loop_main(void *arg)
             if (c->h.tick)
                 c->h.tick(c->h.ctx);
         }
+        loop_attention(c);
     }
     loop_drain_inbox(c);
     loop_close_all(c);

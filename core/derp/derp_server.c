@@ -92,6 +92,12 @@ static void flush_client(struct dclient *c)
 
 static void client_free(struct derp_server *d, struct dclient *c)
 {
+    for (struct dclient **pp = &d->unread; c->unread && *pp; pp = &(*pp)->unread_next) {
+        if (*pp == c) {
+            *pp = c->unread_next;
+            break;
+        }
+    }
     epoll_ctl(d->epfd, EPOLL_CTL_DEL, net_conn_fd(c->nc), NULL);
     if (c->prev)
         c->prev->next = c->next;
@@ -336,8 +342,18 @@ static void rx_make_room(struct dclient *c)
 
 static void client_read(struct dclient *c)
 {
+    size_t budget = DERP_READ_BUDGET;
+
     while (!c->closing) {
         ssize_t n;
+        if (budget == 0) {
+            if (!c->unread) {
+                c->unread = true;
+                c->unread_next = c->srv->unread;
+                c->srv->unread = c;
+            }
+            break;
+        }
         rx_make_room(c);
         if (c->rxlen == c->rxcap) {
             c->closing = true; /* cannot happen: a full buffer always holds a frame */
@@ -346,6 +362,7 @@ static void client_read(struct dclient *c)
         n = net_conn_read(c->nc, c->rx + c->rxlen, c->rxcap - c->rxlen);
         if (n > 0) {
             c->rxlen += (size_t)n;
+            budget -= (size_t)n < budget ? (size_t)n : budget;
             process_rx(c);
         } else if (n == -EAGAIN) {
             if (net_conn_wants_write(c->nc) || net_conn_backlog(c->nc))
@@ -468,6 +485,19 @@ static void adopt_pending(struct derp_server *d)
     }
 }
 
+/* Clients that had more to read than one round's budget. */
+static void read_unread(struct derp_server *d)
+{
+    struct dclient *c = d->unread, *next;
+
+    d->unread = NULL;
+    for (; c; c = next) {
+        next = c->unread_next;
+        c->unread = false;
+        client_read(c);
+    }
+}
+
 static void *loop_main(void *arg)
 {
     struct derp_server *d = arg;
@@ -475,7 +505,8 @@ static void *loop_main(void *arg)
     int64_t next_tick = hs_monotonic_us() + 1000000;
 
     while (__atomic_load_n(&d->running, __ATOMIC_ACQUIRE)) {
-        int n = epoll_wait(d->epfd, evs, LOOP_EVENTS, 1000);
+        int n = epoll_wait(d->epfd, evs, LOOP_EVENTS, d->unread ? 0 : 1000);
+        read_unread(d);
         for (int i = 0; i < n; i++) {
             if (evs[i].data.ptr == d)
                 adopt_pending(d);

@@ -16,6 +16,8 @@
 #define DERP_WRITE_STALL_US (5 * INT64_C(1000000)) /* a reader this stuck is dropped */
 #define DERP_KEEPALIVE_US (60 * INT64_C(1000000))
 #define DERP_RX_SIZE (DERP_HDR_LEN + DERP_MAX_FRAME)
+#define DERP_READ_BUDGET (256u << 10) /* per client and loop round: a flooding sender
+                                       * cannot starve the others */
 #define DERP_RX_INITIAL 8192 /* grown for a large frame, shrunk back when drained */
 
 struct dclient {
@@ -28,6 +30,7 @@ struct dclient {
     bool abort;       /* closing because it does not read: reset, do not drain */
     bool epollout;
     bool dirty;       /* has bytes queued since the last flush */
+    bool unread;      /* stopped reading at its budget: more input waits (maybe inside TLS) */
     uint8_t *rx;
     size_t rxlen, rxcap;
     struct hs_buf tx;
@@ -41,6 +44,7 @@ struct dclient {
     struct dclient *hnext;     /* registry chain */
     struct dclient *next, *prev; /* all clients */
     struct dclient *dirty_next;
+    struct dclient *unread_next;
     struct derp_server *srv;
 };
 
@@ -63,6 +67,7 @@ struct derp_server {
     struct dclient *reg[DERP_REG_BUCKETS];
     struct dclient *all;
     struct dclient *dirty;
+    struct dclient *unread; /* read again next round, without waiting for epoll */
     struct derp_stats stats; /* __atomic */
 };
 

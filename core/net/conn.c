@@ -77,6 +77,9 @@ struct net_tls *net_tls_new(const char *cert_path, const char *key_path, char *e
     SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION |
                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_set_num_tickets(ctx, 0); /* no resumption state to keep per process */
+    /* Read what the socket has, not a record header and then its body: a DERP sender
+     * writes one small record per packet. */
+    SSL_CTX_set_read_ahead(ctx, 1);
     SSL_CTX_set_alpn_select_cb(ctx, select_alpn, NULL);
     if (SSL_CTX_use_certificate_chain_file(ctx, cert_path) != 1) {
         tls_error("tls_cert_path", cert_path, err, errsize);

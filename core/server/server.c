@@ -597,9 +597,7 @@ static int wait_for_signal(void)
 static void tune_malloc(void)
 {
     mallopt(M_ARENA_MAX, 2);
-    /* 16 KiB: HTTP/2's per-connection frame buffer (16 KiB + 10) gets its own mapping, in
-     * which the small frames of an idle stream touch one page, not four. */
-    mallopt(M_MMAP_THRESHOLD, 16 * 1024);
+    mallopt(M_MMAP_THRESHOLD, 64 * 1024);
     mallopt(M_TRIM_THRESHOLD, 256 * 1024);
 }
 
