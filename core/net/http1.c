@@ -144,17 +144,6 @@ bool http1_path_is(const char *target, const char *path)
     return strncmp(target, path, n) == 0 && (target[n] == '\0' || target[n] == '?');
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static int percent_decode(const char *s, size_t n, char *out, size_t outsize)
 {
     size_t o = 0;
@@ -162,12 +151,10 @@ static int percent_decode(const char *s, size_t n, char *out, size_t outsize)
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
         if (c == '%') {
-            int hi, lo;
-            if (i + 2 >= n)
+            uint8_t byte;
+            if (i + 2 >= n || hs_hex_decode(s + i + 1, 2, &byte, 1) < 0)
                 return -EINVAL;
-            if ((hi = hexval(s[i + 1])) < 0 || (lo = hexval(s[i + 2])) < 0)
-                return -EINVAL;
-            c = (char)(hi << 4 | lo);
+            c = (char)byte;
             i += 2;
         } else if (c == '+') {
             c = ' ';
