@@ -112,5 +112,8 @@ void h2_session_free(struct conn *cn); /* reports every open stream closed */
 /* loop.c */
 void loop_dispatch(struct control *c, struct conn *cn, struct stream *st);
 int conn_seal(struct conn *cn, const uint8_t *pt, size_t len);
+/* A frame header and its payload, the header in the same record as the payload's start. */
+int conn_seal_frame(struct conn *cn, const uint8_t *hd, size_t hdlen, const uint8_t *data,
+                    size_t len);
 
 #endif

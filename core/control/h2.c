@@ -199,6 +199,9 @@ static void *h2_realloc(void *ptr, size_t size, void *ud)
 
 static nghttp2_mem h2_mem = { NULL, h2_malloc, h2_free, h2_calloc, h2_realloc };
 
+static int send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t *framehd,
+                     size_t length, nghttp2_data_source *src, void *user);
+
 int h2_session_new(struct conn *cn)
 {
     nghttp2_session_callbacks *cb;
@@ -217,6 +220,7 @@ int h2_session_new(struct conn *cn)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+    nghttp2_session_callbacks_set_send_data_callback(cb, send_data);
     nghttp2_option_new(&opt);
     nghttp2_option_set_max_outbound_ack(opt, 1000); /* bounds SETTINGS/PING floods */
     rc = nghttp2_session_server_new3(&cn->h2, cb, cn, opt, &h2_mem);
@@ -267,16 +271,35 @@ static ssize_t read_out(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t le
     (void)s;
     (void)sid;
     (void)user;
+    (void)buf;
     if (n == 0 && !st->end) {
         st->deferred = true;
         return NGHTTP2_ERR_DEFERRED;
     }
-    memcpy(buf, st->out.data, n);
-    hs_buf_consume(&st->out, n);
-    hs_buf_trim(&st->out, 4096); /* a full map is large, the deltas after it small */
-    if (st->end && st->out.len == 0)
+    *flags |= NGHTTP2_DATA_FLAG_NO_COPY; /* send_data() takes it from st->out */
+    if (st->end && st->out.len == n)
         *flags |= NGHTTP2_DATA_FLAG_EOF;
     return (ssize_t)n;
+}
+
+/* A DATA frame's payload goes from the stream's buffer straight into Noise records: nghttp2's
+ * 16 KiB frame buffer then only ever holds headers and control frames, so an idle stream keeps
+ * one page of it resident (after a full map of megabytes, too), and the payload is copied once
+ * less. */
+static int send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t *framehd,
+                     size_t length, nghttp2_data_source *src, void *user)
+{
+    struct conn *cn = user;
+    struct stream *st = src->ptr;
+
+    (void)s;
+    if (frame->data.padlen > 0 || length > st->out.len)
+        return NGHTTP2_ERR_CALLBACK_FAILURE; /* we never pad; read_out() measured st->out */
+    if (conn_seal_frame(cn, framehd, 9, (const uint8_t *)st->out.data, length) < 0)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    hs_buf_consume(&st->out, length);
+    hs_buf_trim(&st->out, 4096); /* a full map is large, the deltas after it small */
+    return 0;
 }
 
 static void submit_response(struct conn *cn, struct stream *st, int status, const char *ctype)

@@ -70,6 +70,21 @@ int conn_seal(struct conn *cn, const uint8_t *pt, size_t len)
     return 0;
 }
 
+int conn_seal_frame(struct conn *cn, const uint8_t *hd, size_t hdlen, const uint8_t *data,
+                    size_t len)
+{
+    uint8_t first[NOISE_MAX_PLAINTEXT];
+    size_t take = len < sizeof(first) - hdlen ? len : sizeof(first) - hdlen;
+    int rc;
+
+    memcpy(first, hd, hdlen);
+    memcpy(first + hdlen, data, take);
+    rc = conn_seal(cn, first, hdlen + take);
+    if (rc == 0 && len > take)
+        rc = conn_seal(cn, data + take, len - take);
+    return rc;
+}
+
 static void conn_want_write(struct conn *cn, bool on)
 {
     struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP | (on ? EPOLLOUT : 0),
