@@ -918,7 +918,7 @@ def main():
     ap.add_argument("--settle", type=float, default=2)
     ap.add_argument("--scenarios", default=",".join(SCENARIOS),
                     help="storm and steady always run; propagation and restart may be left out")
-    ap.add_argument("--api-poll-ms", type=int, default=100,
+    ap.add_argument("--api-poll-ms", type=int, default=1000,
                     help="GET /api/v1/node this often during the storms (0: not at all)")
     ap.add_argument("--out-dir", required=True)
     ap.add_argument("--loadgen", required=True)

@@ -210,6 +210,9 @@ int h2_session_new(struct conn *cn)
         { NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, CONTROL_MAX_STREAMS },
         { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20 },
         { NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, CONTROL_MAX_HEADER_BYTES },
+        /* No HPACK dynamic table for what clients send: a client makes a few requests per
+         * connection, and thousands of idle connections would each keep its table. */
+        { NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, 0 },
     };
     int rc;
 
@@ -223,6 +226,10 @@ int h2_session_new(struct conn *cn)
     nghttp2_session_callbacks_set_send_data_callback(cb, send_data);
     nghttp2_option_new(&opt);
     nghttp2_option_set_max_outbound_ack(opt, 1000); /* bounds SETTINGS/PING floods */
+    /* Per idle connection: no closed streams kept for priorities, no table for our few
+     * response headers. */
+    nghttp2_option_set_no_closed_streams(opt, 1);
+    nghttp2_option_set_max_deflate_dynamic_table_size(opt, 0);
     rc = nghttp2_session_server_new3(&cn->h2, cb, cn, opt, &h2_mem);
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);
@@ -298,7 +305,7 @@ static int send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t *fr
     if (conn_seal_frame(cn, framehd, 9, (const uint8_t *)st->out.data, length) < 0)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     hs_buf_consume(&st->out, length);
-    hs_buf_trim(&st->out, 4096); /* a full map is large, the deltas after it small */
+    hs_buf_trim(&st->out, 0); /* an idle map stream keeps no buffer between messages */
     return 0;
 }
 
