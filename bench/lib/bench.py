@@ -383,6 +383,7 @@ class Driver:
         self.run, self.proc, self.poller = run, proc, poller
         self.old_jiffies = None  # CPU of the first server process just before its SIGTERM
         self.error = None
+        self.restarting = False  # the server is down on purpose
         self.thread = threading.Thread(target=self.serve, daemon=True)
         self.thread.start()
 
@@ -398,6 +399,7 @@ class Driver:
         self.poller.stop()
 
     def restart(self):
+        self.restarting = True
         try:
             j, t_term, t_exit, t_up = self.run.restart()
             self.old_jiffies = j
@@ -405,6 +407,8 @@ class Driver:
         except Exception as e:  # noqa: BLE001 — reported to the loadgen and the report
             self.error = str(e)
             reply = "FAIL " + " ".join(str(e).split())[:300] + "\n"
+        finally:
+            self.restarting = False
         try:
             self.proc.stdin.write(reply)
             self.proc.stdin.flush()
@@ -439,6 +443,11 @@ def run_loadgen(run, a):
                 lg_j = max(lg_j, pid_jiffies(p.pid))
                 if time.monotonic() - t0 > limit:
                     raise
+                if not driver.restarting and run.proc is not None and run.proc.poll() is not None:
+                    p.kill()
+                    p.wait(timeout=30)
+                    raise RuntimeError(f"{run.name}: the server exited ({run.proc.returncode}) "
+                                       f"during the run:\n{run.log_tail(30)}")
         driver.thread.join(timeout=120)
         p.stdin.close()
         p.stdout.close()

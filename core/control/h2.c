@@ -155,11 +155,12 @@ static void *h2_malloc(size_t size, void *ud)
 
 static void h2_free(void *ptr, void *ud)
 {
-    struct h2_block *b = (struct h2_block *)ptr - 1;
+    struct h2_block *b;
 
     (void)ud;
     if (!ptr)
         return;
+    b = (struct h2_block *)ptr - 1;
     if (b->mapped)
         munmap(b, sizeof(*b) + b->size);
     else
@@ -179,11 +180,12 @@ static void *h2_calloc(size_t n, size_t size, void *ud)
 
 static void *h2_realloc(void *ptr, size_t size, void *ud)
 {
-    struct h2_block *b = (struct h2_block *)ptr - 1, *nb;
+    struct h2_block *b, *nb;
     void *p;
 
     if (!ptr)
         return h2_malloc(size, ud);
+    b = (struct h2_block *)ptr - 1;
     if (!b->mapped && size < H2_MMAP_MIN) {
         if (!(nb = realloc(b, sizeof(*b) + size)))
             return NULL;

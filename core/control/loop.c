@@ -78,7 +78,8 @@ int conn_seal_frame(struct conn *cn, const uint8_t *hd, size_t hdlen, const uint
     int rc;
 
     memcpy(first, hd, hdlen);
-    memcpy(first + hdlen, data, take);
+    if (take) /* an empty frame (end of stream) has no payload buffer */
+        memcpy(first + hdlen, data, take);
     rc = conn_seal(cn, first, hdlen + take);
     if (rc == 0 && len > take)
         rc = conn_seal(cn, data + take, len - take);

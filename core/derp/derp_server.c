@@ -274,9 +274,18 @@ static void handle_frame(struct dclient *c, const struct derp_frame *f)
     case DERP_FRAME_CLIENT_INFO:
         c->closing = true; /* only once, at the start */
         break;
+    case DERP_FRAME_WATCH_CONNS:
+    case DERP_FRAME_CLOSE_PEER:
+    case DERP_FRAME_FORWARD_PACKET:
+        /* Mesh peers only, and a mesh peer proves itself with the mesh key in ClientInfo;
+         * there is no mesh key yet, so no client may (derper closes such clients too). */
+        log_info("derp: client %llu: mesh frame 0x%02x from a client without the mesh key: "
+                 "closing", (unsigned long long)c->id, f->type);
+        STAT_ADD(c->srv->stats.bad_frames, 1);
+        c->closing = true;
+        break;
     default:
-        /* NotePreferred, Pong, and frame types from newer clients: skipped by length. Mesh
-         * frames (WatchConns, ClosePeer, ForwardPacket) need a mesh key: not accepted. */
+        /* NotePreferred, Pong, and frame types from newer clients: skipped by length. */
         break;
     }
 }

@@ -560,6 +560,19 @@ def test_unknown_frames_are_skipped(relay_sqlite, member):
     relay_sqlite.ping_via_derp()
 
 
+def test_mesh_frames_without_mesh_key_close_the_client(relay_sqlite, member):
+    """WatchConns, ClosePeer and ForwardPacket are for mesh peers (mesh key in ClientInfo);
+    a client sending one is dropped, as derper does, and others keep relaying."""
+    bystander = member()
+    for ftype, payload in ((0x10, b""), (0x11, os.urandom(32)),
+                           (0x0a, os.urandom(64) + b"packet")):
+        c = member()
+        c.send_frame(ftype, payload)
+        assert c.closed_within(5), f"mesh frame 0x{ftype:02x} from a plain client not refused"
+    assert bystander.ping() < 5
+    relay_sqlite.ping_via_derp()
+
+
 def test_send_to_unknown_key_gets_peer_gone(relay_sqlite, member):
     c = member()
     nobody = os.urandom(32)
