@@ -146,7 +146,32 @@ def close_payload(code=None, reason=b""):
     return b"" if code is None else struct.pack(">H", code) + reason
 
 
-class WebSocket:
+class _BufferedReader:
+    """Reads from self.sock into self.buf with a deadline; EOF and resets raise Closed."""
+
+    def _fill(self, deadline, head=False):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no data from the {self.peer_name} in time" +
+                               (" (HTTP head)" if head else ""))
+        self.sock.settimeout(left)
+        try:
+            chunk = self.sock.recv(65536)
+        except (ConnectionResetError, BrokenPipeError) as e:
+            raise Closed(f"connection reset: {e}") from e
+        if not chunk:
+            raise Closed("the server closed the connection" +
+                         (" before its HTTP answer" if head else ""))
+        self.buf += chunk
+
+    def _take(self, n, deadline):
+        while len(self.buf) < n:
+            self._fill(deadline)
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+
+class WebSocket(_BufferedReader):
     """Client side of RFC 6455 over a connected (plain or TLS) socket.
 
     handshake() sends the GET with Upgrade: websocket and checks the 101 answer (Connection,
@@ -238,28 +263,9 @@ class WebSocket:
             self.subprotocol = proto
         return self.status
 
+    peer_name = "server (WebSocket)"
+
     # ---- raw bytes ----
-    def _fill(self, deadline, head=False):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("no data from the server in time" +
-                               (" (HTTP head)" if head else " (WebSocket)"))
-        self.sock.settimeout(left)
-        try:
-            chunk = self.sock.recv(65536)
-        except (ConnectionResetError, BrokenPipeError) as e:
-            raise Closed(f"connection reset: {e}") from e
-        if not chunk:
-            raise Closed("the server closed the connection" +
-                         (" before its HTTP answer" if head else ""))
-        self.buf += chunk
-
-    def _take(self, n, deadline):
-        while len(self.buf) < n:
-            self._fill(deadline)
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
     def send_raw(self, data):
         self.sock.sendall(data)
 
@@ -430,8 +436,10 @@ class WebSocket:
             pass
 
 
-class DerpConn:
+class DerpConn(_BufferedReader):
     """One connection to a DERP server over an already connected (maybe TLS) socket."""
+
+    peer_name = "DERP server"
 
     def __init__(self, sock, host="127.0.0.1", timeout=10.0):
         self.sock = sock
@@ -446,25 +454,6 @@ class DerpConn:
         self.ws = None  # the WebSocket after ws_upgrade()
 
     # ---- bytes ----
-    def _recv_some(self, deadline):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("no data from the DERP server in time")
-        self.sock.settimeout(left)
-        try:
-            chunk = self.sock.recv(65536)
-        except (ConnectionResetError, BrokenPipeError) as e:
-            raise Closed(f"connection reset: {e}") from e
-        if not chunk:
-            raise Closed("the server closed the connection")
-        self.buf += chunk
-
-    def _take(self, n, deadline):
-        while len(self.buf) < n:
-            self._recv_some(deadline)
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
     def send_raw(self, data):
         self.sock.sendall(data)
 
@@ -505,7 +494,7 @@ class DerpConn:
         try:
             while True:
                 self.buf = b""
-                self._recv_some(deadline)
+                self._fill(deadline)
         except Closed:
             return True
         except TimeoutError:
@@ -520,7 +509,7 @@ class DerpConn:
         while b"\r\n\r\n" not in self.buf:
             if len(self.buf) > 65536:
                 raise ValueError("HTTP head too long")
-            self._recv_some(deadline)
+            self._fill(deadline)
         head, self.buf = self.buf.split(b"\r\n\r\n", 1)
         lines = head.decode("latin-1").split("\r\n")
         self.http_status = int(lines[0].split()[1])

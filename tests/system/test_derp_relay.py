@@ -211,6 +211,36 @@ class Relay:
         return tn.poll(ok, timeout, f"{src.name} → {dst.name} pong via DERP({REGION_CODE})",
                        interval=0.5)
 
+    def relays_both_ways(self, what):
+        """n1 and n2 see each other online, homed on our region with no direct path; pings
+        go via our DERP both ways; 300 KiB cross byte-exact over TCP (n1's SOCKS5 → n2's
+        tailnet IP → an echo server on n2's side)."""
+        n1, n2 = self.n1, self.n2
+        for a, b in ((n1, n2), (n2, n1)):
+            p = a.wait_peer(b.name,
+                            cond=lambda p: p.get("Relay") == REGION_CODE and p.get("Online"),
+                            what=f"{a.name} to see {b.name} online with Relay {REGION_CODE}")
+            assert not p.get("CurAddr"), f"direct path despite TS_DEBUG_ALWAYS_USE_DERP: {p!r}"
+        self.ping_via_derp(n1, n2)
+        self.ping_via_derp(n2, n1)
+        echo = tn.EchoServer(self.ns)
+        try:
+            before = n1.peer(n2.name)["TxBytes"]
+            payload = os.urandom(300 * 1024)
+            s = tn.socks5_connect(self.ns, n1.socks_port, n2.ip4, echo.port, timeout=30)
+            try:
+                s.settimeout(30)
+                got = tn.echo_roundtrip(s, payload)
+            finally:
+                s.close()
+            assert got == payload, (f"echo through {what}: {len(got)} of {len(payload)} bytes, "
+                                    f"equal prefix {len(os.path.commonprefix([got, payload]))}")
+            p = n1.peer(n2.name)
+            assert p["TxBytes"] - before >= len(payload), p
+            assert p.get("Relay") == REGION_CODE and not p.get("CurAddr"), p
+        finally:
+            echo.close()
+
 
 @pytest.fixture(scope="module")
 def relay(db, tmp_path_factory, request):
@@ -246,35 +276,7 @@ def _client_logs_on_failure(request):
 # ---------------------------------------------------------------- real clients
 
 def test_real_clients_relay_through_embedded_derp(relay):
-    n1, n2 = relay.n1, relay.n2
-    # Each sees the other, homed on our region, with no direct path.
-    for a, b in ((n1, n2), (n2, n1)):
-        p = a.wait_peer(b.name, cond=lambda p: p.get("Relay") == REGION_CODE and p.get("Online"),
-                        what=f"{a.name} to see {b.name} online with Relay {REGION_CODE}")
-        assert not p.get("CurAddr"), f"direct path despite TS_DEBUG_ALWAYS_USE_DERP: {p!r}"
-
-    out = relay.ping_via_derp(n1, n2)
-    assert f"via DERP({REGION_CODE})" in out
-    relay.ping_via_derp(n2, n1)
-
-    # TCP through the tailnet, byte-exact: n1's SOCKS5 → n2's tailnet IP → echo on 127.0.0.1.
-    echo = tn.EchoServer(relay.ns)
-    try:
-        before = n1.peer(n2.name)["TxBytes"]
-        payload = os.urandom(300 * 1024)
-        s = tn.socks5_connect(relay.ns, n1.socks_port, n2.ip4, echo.port, timeout=30)
-        try:
-            s.settimeout(30)
-            got = tn.echo_roundtrip(s, payload)
-        finally:
-            s.close()
-        assert got == payload, f"echo through DERP: {len(got)} of {len(payload)} bytes, " \
-                               f"equal prefix {os.path.commonprefix([got, payload]).__len__()}"
-        p = n1.peer(n2.name)
-        assert p["TxBytes"] - before >= len(payload), p
-        assert p.get("Relay") == REGION_CODE and not p.get("CurAddr"), p
-    finally:
-        echo.close()
+    relay.relays_both_ways("DERP")
 
 
 def test_netcheck_sees_our_stun_and_region(relay):

@@ -502,7 +502,6 @@ def test_real_clients_relay_over_websocket_derp(db, tmp_path_factory):
             if r.server is not None:
                 print(r.server.log_tail(100))
             raise
-        n1, n2 = r.n1, r.n2
 
         def ws_lines(n):
             return [l for l in n.log(2000).splitlines() if "websocket" in l.lower()]
@@ -522,32 +521,7 @@ def test_real_clients_relay_over_websocket_derp(db, tmp_path_factory):
             assert any("connecting websocket to https://127.0.0.1/derp" in l
                        for l in ws_lines(n)), (n.name, ws_lines(n))
 
-        for a, b in ((n1, n2), (n2, n1)):
-            p = a.wait_peer(b.name,
-                            cond=lambda p: p.get("Relay") == dr.REGION_CODE and p.get("Online"),
-                            what=f"{a.name} to see {b.name} online with Relay {dr.REGION_CODE}")
-            assert not p.get("CurAddr"), f"direct path despite TS_DEBUG_ALWAYS_USE_DERP: {p!r}"
-        r.ping_via_derp(n1, n2)
-        r.ping_via_derp(n2, n1)
-
-        echo = tn.EchoServer(r.ns)
-        try:
-            before = n1.peer(n2.name)["TxBytes"]
-            payload = os.urandom(300 * 1024)
-            s = tn.socks5_connect(r.ns, n1.socks_port, n2.ip4, echo.port, timeout=30)
-            try:
-                s.settimeout(30)
-                got = tn.echo_roundtrip(s, payload)
-            finally:
-                s.close()
-            assert got == payload, (f"echo through WebSocket DERP: {len(got)} of {len(payload)} "
-                                    f"bytes, equal prefix "
-                                    f"{len(os.path.commonprefix([got, payload]))}")
-            p = n1.peer(n2.name)
-            assert p["TxBytes"] - before >= len(payload), p
-            assert p.get("Relay") == dr.REGION_CODE and not p.get("CurAddr"), p
-        finally:
-            echo.close()
+        r.relays_both_ways("WebSocket DERP")
         # Still on WebSocket (no silent fallback; there is none in tailscaled, but check).
         for n in r.nodes:
             assert not any("websocket to" in l and "error" in l for l in ws_lines(n)[-3:]), \
