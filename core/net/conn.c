@@ -125,7 +125,6 @@ struct net_conn *net_conn_new(int fd, struct net_tls *tls)
 }
 
 int net_conn_fd(const struct net_conn *c) { return c->fd; }
-bool net_conn_is_tls(const struct net_conn *c) { return c->ssl != NULL; }
 bool net_conn_wants_write(const struct net_conn *c) { return c->want_write; }
 bool net_conn_backlog(const struct net_conn *c) { return c->out.len > 0; }
 

@@ -42,7 +42,6 @@ void net_conn_close(struct net_conn *c);
  * megabytes in the kernel) would otherwise keep the socket alive while it trickles. */
 void net_conn_abort(struct net_conn *c);
 int net_conn_fd(const struct net_conn *c);
-bool net_conn_is_tls(const struct net_conn *c);
 
 /* Drives the TLS handshake: 0 done (or plain TCP), -EAGAIN to call again when the socket is
  * ready (net_conn_wants_write() says for which), other negative errno on failure. */

@@ -289,7 +289,8 @@ static void move_up(struct fconn *fc, bool *progress)
         }
     }
     if (fc->up.len) {
-        n = fc->pair_shut ? (ssize_t)fc->up.len : hs_write_nonblock(fc->pair, fc->up.data, fc->up.len);
+        n = fc->pair_shut ? (ssize_t)fc->up.len
+                          : hs_write_nonblock(fc->pair, fc->up.data, fc->up.len);
         if (n < 0) {
             shutdown(fc->pair, SHUT_WR);
             fc->pair_shut = true;

@@ -1,20 +1,13 @@
-#include <arpa/inet.h>
-#include <fcntl.h>
 #include <malloc.h>
 #include <microhttpd.h>
 #include <pthread.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/resource.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "api/api.h"
