@@ -43,6 +43,8 @@ struct conn {
     struct hs_buf tx; /* sealed bytes waiting for the socket */
     size_t nstreams;
     nghttp2_session *h2;
+    struct h2_map *h2maps; /* nghttp2's blocks of 16 KiB and more, each its own mapping */
+    bool h2_dirty;         /* its frame buffer was written since the last h2_trim() */
     struct stream *streams;
     bool closing;
     bool epollout;
@@ -108,6 +110,8 @@ void h2_reply(struct conn *cn, struct msg *m);
 void h2_data(struct conn *cn, struct msg *m);
 void h2_end(struct conn *cn, struct msg *m);
 void h2_session_free(struct conn *cn); /* reports every open stream closed */
+/* Between frames, gives the pages of nghttp2's frame buffer back to the kernel. */
+void h2_trim(struct conn *cn);
 
 /* loop.c */
 void loop_dispatch(struct control *c, struct conn *cn, struct stream *st);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "control/control_internal.h"
 
@@ -121,50 +122,92 @@ static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t error_code,
 }
 
 /* nghttp2 keeps a 16 KiB frame buffer per session from the start, and an idle map stream
- * writes small frames into its first page only. Blocks that large get their own mapping
- * (pages never written are never resident: thousands of streams, a few KiB each); the rest
- * comes from malloc. A header before each block says which. */
+ * writes small frames into its first page only. Blocks that large get their own mapping,
+ * listed on the connection (pages never written are never resident); the rest comes from
+ * malloc with a header giving its size. The frame buffer's content is dead whenever nghttp2
+ * has nothing to send, so h2_trim() returns its pages to the kernel: an idle stream then
+ * keeps none of it (thousands of streams, 4 KiB each). */
 #define H2_MMAP_MIN 16384
+
+struct h2_map {
+    uint8_t *p;
+    size_t len;    /* of the mapping: page multiple */
+    bool framebuf; /* allocated while the session was made: nghttp2's frame buffer */
+    struct h2_map *next;
+};
 
 struct h2_block {
     size_t size;
-    size_t mapped;
+    size_t pad; /* keeps malloc's 16-byte alignment */
 };
+
+static size_t page_size(void)
+{
+    static size_t ps;
+    if (!ps)
+        ps = (size_t)sysconf(_SC_PAGESIZE);
+    return ps;
+}
+
+static struct h2_map *map_find(struct conn *cn, const void *ptr, struct h2_map ***link)
+{
+    struct h2_map **pp, *m;
+
+    if ((uintptr_t)ptr & (page_size() - 1))
+        return NULL; /* malloc's blocks sit after a header: mappings are page-aligned */
+    for (pp = &cn->h2maps; (m = *pp); pp = &m->next)
+        if (m->p == ptr) {
+            if (link)
+                *link = pp;
+            return m;
+        }
+    return NULL;
+}
+
+static void *map_new(struct conn *cn, size_t size)
+{
+    size_t len = (size + page_size() - 1) & ~(page_size() - 1);
+    struct h2_map *m;
+    void *p;
+
+    if (len < size || !(m = malloc(sizeof(*m))))
+        return NULL;
+    if ((p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)) ==
+        MAP_FAILED) {
+        free(m);
+        return NULL;
+    }
+    *m = (struct h2_map){ .p = p, .len = len, .framebuf = cn->h2 == NULL, .next = cn->h2maps };
+    cn->h2maps = m;
+    return p;
+}
 
 static void *h2_malloc(size_t size, void *ud)
 {
-    size_t total = sizeof(struct h2_block) + size;
     struct h2_block *b;
+    void *p;
 
-    (void)ud;
-    if (total < size)
+    if (size >= H2_MMAP_MIN && (p = map_new(ud, size)))
+        return p;
+    if (size > SIZE_MAX - sizeof(*b) || !(b = malloc(sizeof(*b) + size)))
         return NULL;
-    if (size >= H2_MMAP_MIN) {
-        void *p = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (p != MAP_FAILED) {
-            b = p;
-            *b = (struct h2_block){ .size = size, .mapped = 1 };
-            return b + 1;
-        }
-    }
-    if (!(b = malloc(total)))
-        return NULL;
-    *b = (struct h2_block){ .size = size };
+    b->size = size;
     return b + 1;
 }
 
 static void h2_free(void *ptr, void *ud)
 {
-    struct h2_block *b;
+    struct h2_map **pp, *m;
 
-    (void)ud;
     if (!ptr)
         return;
-    b = (struct h2_block *)ptr - 1;
-    if (b->mapped)
-        munmap(b, sizeof(*b) + b->size);
-    else
-        free(b);
+    if ((m = map_find(ud, ptr, &pp))) {
+        *pp = m->next;
+        munmap(m->p, m->len);
+        free(m);
+        return;
+    }
+    free((struct h2_block *)ptr - 1);
 }
 
 static void *h2_calloc(size_t n, size_t size, void *ud)
@@ -173,7 +216,7 @@ static void *h2_calloc(size_t n, size_t size, void *ud)
 
     if (size && n > SIZE_MAX / size)
         return NULL;
-    if ((p = h2_malloc(n * size, ud)) && !((struct h2_block *)p - 1)->mapped)
+    if ((p = h2_malloc(n * size, ud)) && !map_find(ud, p, NULL))
         memset(p, 0, n * size); /* fresh mappings are zero already */
     return p;
 }
@@ -181,25 +224,37 @@ static void *h2_calloc(size_t n, size_t size, void *ud)
 static void *h2_realloc(void *ptr, size_t size, void *ud)
 {
     struct h2_block *b, *nb;
+    struct h2_map *m;
+    size_t old;
     void *p;
 
     if (!ptr)
         return h2_malloc(size, ud);
+    m = map_find(ud, ptr, NULL);
     b = (struct h2_block *)ptr - 1;
-    if (!b->mapped && size < H2_MMAP_MIN) {
-        if (!(nb = realloc(b, sizeof(*b) + size)))
+    if (!m && size < H2_MMAP_MIN) {
+        if (size > SIZE_MAX - sizeof(*b) || !(nb = realloc(b, sizeof(*b) + size)))
             return NULL;
         nb->size = size;
         return nb + 1;
     }
+    old = m ? m->len : b->size;
     if (!(p = h2_malloc(size, ud)))
         return NULL;
-    memcpy(p, ptr, b->size < size ? b->size : size);
+    memcpy(p, ptr, old < size ? old : size);
     h2_free(ptr, ud);
     return p;
 }
 
-static nghttp2_mem h2_mem = { NULL, h2_malloc, h2_free, h2_calloc, h2_realloc };
+void h2_trim(struct conn *cn)
+{
+    if (!cn->h2 || nghttp2_session_want_write(cn->h2))
+        return; /* a frame may be half taken out of the buffer */
+    for (struct h2_map *m = cn->h2maps; m; m = m->next)
+        if (m->framebuf)
+            madvise(m->p, m->len, MADV_DONTNEED); /* next use finds zero pages */
+    cn->h2_dirty = false;
+}
 
 static int send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t *framehd,
                      size_t length, nghttp2_data_source *src, void *user);
@@ -208,6 +263,7 @@ int h2_session_new(struct conn *cn)
 {
     nghttp2_session_callbacks *cb;
     nghttp2_option *opt;
+    nghttp2_mem mem = { cn, h2_malloc, h2_free, h2_calloc, h2_realloc }; /* nghttp2 copies it */
     nghttp2_settings_entry settings[] = {
         { NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, CONTROL_MAX_STREAMS },
         { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20 },
@@ -232,7 +288,7 @@ int h2_session_new(struct conn *cn)
      * response headers. */
     nghttp2_option_set_no_closed_streams(opt, 1);
     nghttp2_option_set_max_deflate_dynamic_table_size(opt, 0);
-    rc = nghttp2_session_server_new3(&cn->h2, cb, cn, opt, &h2_mem);
+    rc = nghttp2_session_server_new3(&cn->h2, cb, cn, opt, &mem);
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);
     if (rc != 0)
@@ -263,6 +319,7 @@ int h2_flush(struct conn *cn)
             break;
         if ((rc = conn_seal(cn, out, (size_t)n)) < 0)
             return rc;
+        cn->h2_dirty = true;
         if (cn->tx.len >= CONTROL_MAX_CONN_TX / 2)
             break; /* the rest waits until the socket drains */
     }

@@ -419,8 +419,9 @@ static void loop_attention(struct control *c)
     }
 }
 
-/* Closes connections that carry no stream and have been silent past the idle timeout. */
-static void loop_reap_idle(struct control *c)
+/* Once a tick: closes connections that carry no stream and have been silent past the idle
+ * timeout; gives back the frame buffer pages of those that wrote since the last tick. */
+static void loop_sweep(struct control *c)
 {
     int64_t now = hs_monotonic_us();
 
@@ -431,6 +432,8 @@ static void loop_reap_idle(struct control *c)
             if (cn->nstreams == 0 && now - cn->last_active > CONTROL_IDLE_TIMEOUT_US) {
                 cn->closing = true;
                 conn_attention(cn);
+            } else if (cn->h2_dirty) {
+                h2_trim(cn);
             }
         }
     }
@@ -460,7 +463,7 @@ static void *loop_main(void *arg)
         }
         if (hs_monotonic_us() >= next_tick) {
             next_tick = hs_monotonic_us() + LOOP_TICK_MS * 1000;
-            loop_reap_idle(c);
+            loop_sweep(c);
             if (c->h.tick)
                 c->h.tick(c->h.ctx);
         }
