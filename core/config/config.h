@@ -143,6 +143,7 @@ struct hs_config {
     int64_t tuning_register_cache_expiration_us;
     int tuning_register_cache_max_entries;
     int64_t tuning_keepalive_interval_us; /* map stream keep-alive (ours; ~50 s) */
+    int tuning_map_peer_run; /* peers per cached zstd frame of full maps (ours) */
 };
 
 enum config_diag_level { CONFIG_WARNING, CONFIG_ERROR };

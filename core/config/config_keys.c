@@ -164,6 +164,7 @@ const struct key_def config__keys[] = {
     KEY("tuning.register_cache_expiration", K_DUR, tuning_register_cache_expiration_us, "15m"),
     KEY("tuning.register_cache_max_entries", K_INT, tuning_register_cache_max_entries, "1024", .min = 1, .max = 10000000),
     KEY("tuning.keepalive_interval", K_DUR, tuning_keepalive_interval_us, "50s"),
+    KEY("tuning.map_peer_run", K_INT, tuning_map_peer_run, "256", .min = 2, .max = 65536),
     NOFIELD("tuning.notifier_send_timeout", K_ACCEPT, .help = "Go batcher tuning"),
     NOFIELD("tuning.node_mapsession_buffered_chan_size", K_ACCEPT, .help = "Go batcher tuning"),
     NOFIELD("tuning.batcher_workers", K_ACCEPT, .help = "Go batcher tuning"),

@@ -76,11 +76,17 @@ struct mapper *mapper_new(const struct hs_config *cfg, struct derpmap *dm)
 
     m->cfg = cfg;
     m->dm = dm;
+    m->run = cfg->tuning_map_peer_run >= 2 ? (size_t)cfg->tuning_map_peer_run : MAPPER_RUN_DEFAULT;
+    pthread_mutex_init(&m->runs_mu, NULL);
     return m;
 }
 
 void mapper_free(struct mapper *m)
 {
+    if (!m)
+        return;
+    mapper__runs_free(m);
+    pthread_mutex_destroy(&m->runs_mu);
     free(m);
 }
 
@@ -122,8 +128,8 @@ static void add_tailnet(json_t *resp, struct mapper *m, struct state *s,
 
 /* A peer's Node JSON, serialised once and cached in the state until the node changes. The
  * caller holds the state read lock; concurrent builders race benignly (one CAS wins). */
-static const char *peer_json(struct mapper *m, struct state *s, const struct state_node *n,
-                             int64_t now)
+const char *mapper__peer_json(struct mapper *m, struct state *s, const struct state_node *n,
+                              int64_t now)
 {
     char *cached = __atomic_load_n(&n->peer_json, __ATOMIC_ACQUIRE), *fresh, *expected = NULL;
     json_t *o;
@@ -141,43 +147,101 @@ static const char *peer_json(struct mapper *m, struct state *s, const struct sta
     return expected;
 }
 
+/* What follows the peers in a full map: `],` and the rest of the response (Node,
+ * UserProfiles of every node's user, DNS, DERP map, ...) without its opening brace. */
+static int full_tail(struct mapper *m, struct state *s, const struct state_node *me, int64_t now,
+                     struct hs_buf *out)
+{
+    struct uidset users = { 0 };
+    json_t *resp = json_object();
+    char *rest;
+    int rc;
+
+    uidset_add(&users, mapper__user_id(me));
+    for (size_t i = 0; i < state_node_count(s); i++)
+        uidset_add(&users, mapper__user_id(state_node_at(s, i)));
+    json_object_set_new(resp, "Node", mapper__node(m, s, me, me->n.id, now));
+    json_object_set_new(resp, "UserProfiles", profiles(s, &users));
+    add_tailnet(resp, m, s, me, now);
+    rest = hs_json_dump(resp, JSON_COMPACT);
+    rc = hs_buf_appendf(out, "],%s", rest + 1); /* rest is "{...}": drop its brace */
+    free(rest);
+    json_decref(resp);
+    return rc;
+}
+
 int mapper_full_text(struct mapper *m, struct state *s, uint64_t self, int64_t now,
                      struct hs_buf *out)
 {
     const struct state_node *me = state_node_by_id(s, self);
-    struct uidset users = { 0 };
-    json_t *resp;
-    char *rest;
     bool first = true;
-    int rc = 0;
+    int rc;
 
     if (!me)
         return -ENOENT;
-    resp = json_object();
-    uidset_add(&users, mapper__user_id(me));
-    json_object_set_new(resp, "Node", mapper__node(m, s, me, self, now));
     /* Peers are spliced in as cached text: with thousands of nodes, building and dumping
      * their JSON trees for every full map is what would cost the most. */
     rc = hs_buf_puts(out, "{\"Peers\":[");
     for (size_t i = 0; i < state_node_count(s) && rc == 0; i++) {
         const struct state_node *n = state_node_at(s, i);
-        if (n->n.id == self)
+        if (n == me)
             continue;
-        uidset_add(&users, mapper__user_id(n));
         if (!first)
             rc = hs_buf_append(out, ",", 1);
         if (rc == 0)
-            rc = hs_buf_puts(out, peer_json(m, s, n, now));
+            rc = hs_buf_puts(out, mapper__peer_json(m, s, n, now));
         first = false;
     }
-    json_object_set_new(resp, "UserProfiles", profiles(s, &users));
-    add_tailnet(resp, m, s, me, now);
-    rest = hs_json_dump(resp, JSON_COMPACT);
+    return rc ? rc : full_tail(m, s, me, now, out);
+}
+
+/* The full map as a zstd message: the peers in runs of m->run whose frames are cached
+ * (mapper_runs.c); the viewer's own run, and the head and tail, compressed here. */
+static int full_zstd(struct mapper *m, struct state *s, const struct state_node *me, int64_t now,
+                     struct hs_buf *out)
+{
+    size_t n = state_node_count(s), start;
+    struct hs_buf text;
+    bool any = false; /* a peer is out: the next one needs a comma. A cached run after the
+                       * first starts with one: runs hold two nodes or more, so a peer is
+                       * out by then even when the viewer is in the first run. */
+    int rc;
+
+    if ((rc = mapper__begin_message(out, &start)) < 0)
+        return rc;
+    hs_buf_init(&text, MAPPER_MAX_FRAME);
+    rc = hs_buf_puts(&text, "{\"Peers\":[");
+    for (size_t lo = 0; lo < n && rc == 0; lo += m->run) {
+        size_t len = n - lo < m->run ? n - lo : m->run;
+        /* Nodes are sorted by id: is the viewer in this run? */
+        bool mine = state_node_at(s, lo)->n.id <= me->n.id &&
+                    me->n.id <= state_node_at(s, lo + len - 1)->n.id;
+        if (!mine) {
+            if (text.len > 0) /* what came before goes out as a frame of its own */
+                rc = mapper__zstd_frame(out, text.data, text.len);
+            hs_buf_reset(&text);
+            if (rc == 0)
+                rc = mapper__append_run(m, s, lo, len, now, out);
+            any = true;
+            continue;
+        }
+        for (size_t i = lo; i < lo + len && rc == 0; i++) {
+            const struct state_node *sn = state_node_at(s, i);
+            if (sn == me)
+                continue;
+            if (any)
+                rc = hs_buf_append(&text, ",", 1);
+            if (rc == 0)
+                rc = hs_buf_puts(&text, mapper__peer_json(m, s, sn, now));
+            any = true;
+        }
+    }
     if (rc == 0)
-        rc = hs_buf_appendf(out, "],%s", rest + 1); /* rest is "{...}": drop its brace */
-    free(rest);
-    json_decref(resp);
-    return rc;
+        rc = full_tail(m, s, me, now, &text);
+    if (rc == 0)
+        rc = mapper__zstd_frame(out, text.data, text.len);
+    hs_buf_free(&text);
+    return mapper__end_message(out, start, rc);
 }
 
 json_t *mapper_full(struct mapper *m, struct state *s, uint64_t self, int64_t now)
@@ -195,12 +259,17 @@ json_t *mapper_full(struct mapper *m, struct state *s, uint64_t self, int64_t no
 int mapper_full_encoded(struct mapper *m, struct state *s, uint64_t self, int64_t now,
                         bool zstd, struct hs_buf *out)
 {
+    const struct state_node *me = state_node_by_id(s, self);
     struct hs_buf text;
     int rc;
 
+    if (!me)
+        return -ENOENT;
+    if (zstd)
+        return full_zstd(m, s, me, now, out);
     hs_buf_init(&text, MAPPER_MAX_FRAME);
     if ((rc = mapper_full_text(m, s, self, now, &text)) == 0)
-        rc = mapper_encode_text(text.data, text.len, zstd, out);
+        rc = mapper_encode_text(text.data, text.len, false, out);
     hs_buf_free(&text);
     return rc;
 }

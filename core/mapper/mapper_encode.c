@@ -1,5 +1,6 @@
 /* mapper: wire framing of MapResponses (protocol §6.2): u32 little-endian body length, then
- * the compact JSON, or one standard zstd frame of it (current clients always ask for zstd). */
+ * the compact JSON, or standard zstd of it (current clients always ask for zstd): one frame,
+ * or for full maps several concatenated ones, which a zstd decoder reads one after another. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,37 +36,80 @@ static ZSTD_CCtx *thread_cctx(void)
     return c;
 }
 
-static int put_frame(struct hs_buf *out, const void *body, size_t len)
-{
-    uint8_t hdr[4] = { (uint8_t)len, (uint8_t)(len >> 8), (uint8_t)(len >> 16),
-                       (uint8_t)(len >> 24) };
-    int rc;
-
-    if (len > MAPPER_MAX_FRAME)
-        return -E2BIG;
-    if ((rc = hs_buf_reserve(out, sizeof(hdr) + len)) < 0)
-        return rc;
-    hs_buf_append(out, hdr, sizeof(hdr)); /* cannot fail after the reserve */
-    return hs_buf_append(out, body, len);
-}
-
-static int put_zstd(struct hs_buf *out, const char *json, size_t len)
+int mapper__zstd_frame(struct hs_buf *out, const char *text, size_t len)
 {
     ZSTD_CCtx *c = thread_cctx();
     size_t bound = ZSTD_compressBound(len), n;
-    void *z;
+    char *tmp = NULL, *dst;
     int rc;
 
     if (!c || ZSTD_isError(bound))
         return -EIO;
-    if (!(z = malloc(bound)))
-        return -ENOMEM;
-    n = ZSTD_compressCCtx(c, z, bound, json, len, MAPPER_ZSTD_LEVEL);
-    rc = ZSTD_isError(n) ? -EIO : put_frame(out, z, n);
-    if (ZSTD_isError(n))
+    /* Straight into out; or, when the worst case would pass its cap, through a copy: the
+     * frame itself may still fit. */
+    if ((rc = hs_buf_reserve(out, bound)) == -E2BIG && (tmp = malloc(bound)))
+        rc = 0;
+    if (rc < 0)
+        return rc;
+    dst = tmp ? tmp : out->data + out->len;
+    n = ZSTD_compressCCtx(c, dst, bound, text, len, MAPPER_ZSTD_LEVEL);
+    if (ZSTD_isError(n)) {
         log_warnx("mapper: zstd: %s", ZSTD_getErrorName(n));
-    free(z);
+        rc = -EIO;
+    } else if (tmp) {
+        rc = hs_buf_append(out, tmp, n);
+    } else {
+        out->len += n;
+    }
+    if (!tmp)
+        out->data[out->len] = '\0';
+    free(tmp);
     return rc;
+}
+
+int mapper__begin_message(struct hs_buf *out, size_t *start)
+{
+    *start = out->len;
+    return hs_buf_append(out, "\0\0\0\0", 4);
+}
+
+int mapper__end_message(struct hs_buf *out, size_t start, int rc)
+{
+    size_t len = out->len - start - 4;
+    uint8_t *hdr = (uint8_t *)out->data + start;
+
+    if (rc == 0 && len > MAPPER_MAX_FRAME)
+        rc = -E2BIG;
+    if (rc < 0) {
+        out->len = start; /* nothing half-written stays */
+        out->data[start] = '\0';
+        return rc;
+    }
+    hdr[0] = (uint8_t)len;
+    hdr[1] = (uint8_t)(len >> 8);
+    hdr[2] = (uint8_t)(len >> 16);
+    hdr[3] = (uint8_t)(len >> 24);
+    return 0;
+}
+
+static int put_frame(struct hs_buf *out, const void *body, size_t len)
+{
+    size_t start;
+    int rc;
+
+    if ((rc = mapper__begin_message(out, &start)) < 0)
+        return rc;
+    return mapper__end_message(out, start, hs_buf_append(out, body, len));
+}
+
+static int put_zstd(struct hs_buf *out, const char *json, size_t len)
+{
+    size_t start;
+    int rc;
+
+    if ((rc = mapper__begin_message(out, &start)) < 0)
+        return rc;
+    return mapper__end_message(out, start, mapper__zstd_frame(out, json, len));
 }
 
 int mapper_encode_text(const char *json, size_t len, bool zstd, struct hs_buf *out)

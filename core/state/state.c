@@ -21,6 +21,7 @@ struct state {
     int sub_id;
     struct notify_bus *bus;
     int64_t expiry_checked; /* expiries up to here have been reported */
+    uint64_t versions;      /* the last state_node.version handed out */
 };
 
 static size_t node_pos(const struct state *s, uint64_t id)
@@ -49,17 +50,19 @@ static size_t user_pos(const struct state *s, uint64_t id)
     return lo;
 }
 
-static void drop_cache(struct state_node *n)
+/* Write lock held. */
+static void drop_cache(struct state *s, struct state_node *n)
 {
     free(n->peer_json);
     n->peer_json = NULL;
+    n->version = ++s->versions;
 }
 
 static void node_free(struct state_node *n)
 {
     if (!n)
         return;
-    drop_cache(n);
+    free(n->peer_json);
     store_node_free(&n->n);
     free(n);
 }
@@ -89,7 +92,7 @@ static bool put_node(struct state *s, struct store_node *n)
 
     if (i < s->nnodes && s->nodes[i]->n.id == n->id) {
         sn = s->nodes[i];
-        drop_cache(sn);
+        drop_cache(s, sn);
         store_node_free(&sn->n);
         sn->n = *n;
         sn->home_derp = home_derp_of(n);
@@ -102,6 +105,7 @@ static bool put_node(struct state *s, struct store_node *n)
     memmove(s->nodes + i + 1, s->nodes + i, (s->nnodes - i) * sizeof(*s->nodes));
     sn = hs_xcalloc(1, sizeof(*sn));
     sn->n = *n;
+    sn->version = ++s->versions;
     sn->home_derp = home_derp_of(n);
     s->nodes[i] = sn;
     s->nnodes++;
@@ -251,7 +255,7 @@ static void reload_user(struct state *s, uint64_t id)
     /* A user's name can be part of its nodes' names (0.22 MagicDNS form). */
     for (size_t i = 0; i < s->nnodes; i++)
         if (s->nodes[i]->n.user_id == id)
-            drop_cache(s->nodes[i]);
+            drop_cache(s, s->nodes[i]);
     pthread_rwlock_unlock(&s->lock);
 }
 
@@ -390,7 +394,7 @@ void state_set_online(struct state *s, uint64_t id, bool online, uint16_t capver
         changed = n->online != online;
         n->online = online;
         if (changed)
-            drop_cache(n); /* Online and LastSeen are in it */
+            drop_cache(s, n); /* Online and LastSeen are in it */
         if (capver)
             n->capver = capver;
         if (online && changed)
@@ -434,7 +438,7 @@ void state_check_expiry(struct state *s, int64_t now)
     for (size_t i = 0; i < s->nnodes; i++) {
         struct state_node *n = s->nodes[i];
         if (n->n.expiry && n->n.expiry <= now && n->n.expiry > s->expiry_checked) {
-            drop_cache(n); /* "Expired" is in it */
+            drop_cache(s, n); /* "Expired" is in it */
             due.v = hs_xrealloc(due.v, (due.n + 1) * sizeof(*due.v));
             due.v[due.n++] = n->n.id;
         }

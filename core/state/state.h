@@ -28,6 +28,9 @@ struct state_node {
      * read lock (installed with an atomic compare-and-swap) and dropped by the state under
      * the write lock whenever anything in it may change. */
     char *peer_json;
+    /* Changes (from one counter for all nodes, never reused) whenever peer_json is dropped:
+     * what the mapper checks its cached runs of consecutive peers against. */
+    uint64_t version;
 };
 
 struct state_user {

@@ -61,8 +61,12 @@ def _new_world(tmp_path_factory, db, tsver, tag, **kw):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, db, tsver):
-    """Server + derper + n1..n3 joined with one reusable pre-auth key, all Running."""
-    with _new_world(tmp_path_factory, db, tsver, "w") as w:
+    """Server + derper + n1..n3 joined with one reusable pre-auth key, all Running.
+
+    Ours cuts full maps into cached zstd frames of tuning.map_peer_run peers (default 256);
+    here runs of 2, so every full map these clients decode is several frames."""
+    ours = {"tuning": {"map_peer_run": 2}} if tailnet.FLAVOR != "headscale" else None
+    with _new_world(tmp_path_factory, db, tsver, "w", server_overrides=ours) as w:
         key = w.key(reusable=True)
         nodes = [w.node(f"n{i}") for i in (1, 2, 3)]
         for n in nodes:

@@ -48,6 +48,8 @@ static void key_text(char *out, size_t size, const char *prefix, int id, int whi
     char hex[65];
 
     memset(k, id * 16 + which, sizeof(k));
+    k[30] = (uint8_t)(id >> 8); /* unique past id 15 too */
+    k[31] = (uint8_t)id;
     hs_hex_encode(k, sizeof(k), hex);
     snprintf(out, size, "%s%s", prefix, hex);
 }
@@ -73,7 +75,7 @@ static void insert_node(sqlite3 *db, const struct node_row *r)
     key_text(mkey, sizeof(mkey), "mkey:", r->id, 1);
     key_text(nkey, sizeof(nkey), "nodekey:", r->id, 2);
     key_text(dkey, sizeof(dkey), "discokey:", r->id, 3);
-    snprintf(v4, sizeof(v4), "100.64.0.%d", r->id);
+    snprintf(v4, sizeof(v4), "100.64.%d.%d", r->id / 256, r->id % 256);
     snprintf(v6, sizeof(v6), "fd7a:115c:a1e0::%d", r->id);
     snprintf(ep, sizeof(ep), "[\"192.0.2.%d:41641\",\"[2001:db8::%d]:41641\"]", r->id, r->id);
     cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
@@ -176,6 +178,7 @@ static void setup(void)
     cr_assert_eq(state_new(fx.st, fx.bus, &fx.s), 0);
     state_set_online(fx.s, 1, true, 106);
     state_set_online(fx.s, 3, true, 100);
+    fx.cfg.tuning_map_peer_run = 16;
     fx.m = mapper_new(&fx.cfg, NULL);
     state_rdlock(fx.s);
 }
@@ -575,7 +578,8 @@ static uint32_t le32(const char *p)
     return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
 }
 
-/* Decodes one zstd message at p; returns the JSON (malloc'd) and its total wire size. */
+/* Decodes one zstd message at p (one frame or several); returns the JSON (malloc'd) and its
+ * total wire size. */
 static char *unzstd(const char *p, size_t avail, size_t *used)
 {
     uint32_t n = le32(p);
@@ -584,8 +588,15 @@ static char *unzstd(const char *p, size_t avail, size_t *used)
 
     cr_assert_leq(4 + (size_t)n, avail);
     cr_expect_eq((uint8_t)p[4], 0x28, "zstd frame magic");
-    size = ZSTD_getFrameContentSize(p + 4, n);
-    cr_assert(size != ZSTD_CONTENTSIZE_ERROR && size != ZSTD_CONTENTSIZE_UNKNOWN);
+    size = 0;
+    for (size_t off = 0; off < n;) { /* frames one after another: their sizes add up */
+        size_t f = ZSTD_findFrameCompressedSize(p + 4 + off, n - off);
+        unsigned long long c = ZSTD_getFrameContentSize(p + 4 + off, n - off);
+        cr_assert(!ZSTD_isError(f));
+        cr_assert(c != ZSTD_CONTENTSIZE_ERROR && c != ZSTD_CONTENTSIZE_UNKNOWN);
+        size += c;
+        off += f;
+    }
     out = malloc(size + 1);
     cr_assert_eq(ZSTD_decompress(out, size, p + 4, n), size);
     out[size] = '\0';
@@ -676,4 +687,157 @@ Test(mapper, encode_from_many_threads)
         cr_expect_eq(ret, r);
     }
     json_decref(r);
+}
+
+/* ---- full maps for zstd clients: cached runs of peers ---- */
+
+#define R 16                /* tuning.map_peer_run in these tests */
+#define LAST (2 * R + 22) /* three runs, the last a short one */
+
+/* Nodes 5..last join (state indexes 4..last-1), as new rows the state reloads. */
+static void add_nodes(int last)
+{
+    sqlite3 *db;
+
+    cr_assert_eq(sqlite3_open(fx.path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    for (int id = 5; id <= last; id++) {
+        char name[16];
+        snprintf(name, sizeof(name), "n%d", id);
+        insert_node(db, &(struct node_row){ id, name, id % 2 ? fx.alice : fx.bob, NULL, true,
+                                           "{\"OS\":\"linux\"}", NULL, 0, 0 });
+    }
+    sqlite3_close(db);
+    state_unlock(fx.s);
+    for (int id = 5; id <= last; id++)
+        state_refresh_node(fx.s, (uint64_t)id);
+    state_rdlock(fx.s);
+}
+
+static size_t count_frames(const char *z, size_t len)
+{
+    size_t n = 0;
+
+    while (len > 0) {
+        size_t f = ZSTD_findFrameCompressedSize(z, len);
+        cr_assert(!ZSTD_isError(f));
+        z += f;
+        len -= f;
+        n++;
+    }
+    return n;
+}
+
+/* The zstd full map for self decodes to exactly the text one; returns its frame count. */
+static size_t expect_zstd_is_text(uint64_t self)
+{
+    struct hs_buf text, enc;
+    size_t used, frames;
+    char *back;
+
+    hs_buf_init(&text, MAPPER_MAX_FRAME);
+    hs_buf_init(&enc, MAPPER_MAX_FRAME + 4);
+    cr_assert_eq(mapper_full_text(fx.m, fx.s, self, fx.now, &text), 0);
+    cr_assert_eq(mapper_full_encoded(fx.m, fx.s, self, fx.now, true, &enc), 0);
+    back = unzstd(enc.data, enc.len, &used);
+    cr_expect_eq(used, enc.len);
+    cr_expect_str_eq(back, text.data, "self %llu", (unsigned long long)self);
+    frames = count_frames(enc.data + 4, enc.len - 4);
+    free(back);
+    hs_buf_free(&text);
+    hs_buf_free(&enc);
+    return frames;
+}
+
+Test(mapper, zstd_full_map_from_cached_runs)
+{
+    const uint64_t selves[] = { 1, 2, R, R + 1, R + 2, R + R / 2, 2 * R, 2 * R + 1, LAST };
+
+    add_nodes(LAST); /* ids 1..LAST: runs [0,R) [R,2R) [2R,LAST) */
+    for (size_t i = 0; i < HS_ARRAY_LEN(selves); i++)
+        cr_expect_geq(expect_zstd_is_text(selves[i]), 3, "cached runs are frames of their own");
+    for (size_t i = 0; i < HS_ARRAY_LEN(selves); i++) /* again, from the cache */
+        expect_zstd_is_text(selves[i]);
+    /* Not raw JSON: only zstd maps are cut into runs. */
+    struct hs_buf raw, text;
+    hs_buf_init(&raw, MAPPER_MAX_FRAME + 4);
+    hs_buf_init(&text, MAPPER_MAX_FRAME);
+    cr_assert_eq(mapper_full_encoded(fx.m, fx.s, 7, fx.now, false, &raw), 0);
+    cr_assert_eq(mapper_full_text(fx.m, fx.s, 7, fx.now, &text), 0);
+    cr_expect_eq(raw.len, 4 + text.len);
+    cr_expect(memcmp(raw.data + 4, text.data, text.len) == 0);
+    hs_buf_free(&raw);
+    hs_buf_free(&text);
+    cr_expect_eq(mapper_full_encoded(fx.m, fx.s, 9999, fx.now, true, &raw), -ENOENT);
+}
+
+Test(mapper, zstd_runs_follow_changes)
+{
+    sqlite3 *db;
+
+    add_nodes(LAST);
+    expect_zstd_is_text(1);
+    /* A node in the second run goes online: its run is rebuilt. */
+    state_unlock(fx.s);
+    state_set_online(fx.s, R + 5, true, 0);
+    state_rdlock(fx.s);
+    expect_zstd_is_text(1);
+    expect_zstd_is_text(LAST);
+    /* A node of the first run is deleted: every later run shifts by one. */
+    cr_assert_eq(sqlite3_open(fx.path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, "DELETE FROM nodes WHERE id = 10", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    state_unlock(fx.s);
+    state_refresh_node(fx.s, 10);
+    state_rdlock(fx.s);
+    cr_assert_null(state_node_by_id(fx.s, 10));
+    expect_zstd_is_text(1);
+    expect_zstd_is_text(R + 2);
+    expect_zstd_is_text(LAST);
+}
+
+/* The viewer alone in the last run: nothing of that run goes out. */
+Test(mapper, zstd_viewer_alone_in_a_run)
+{
+    add_nodes(2 * R + 1);
+    expect_zstd_is_text(2 * R + 1);
+    expect_zstd_is_text(1);
+}
+
+static void *full_maps_many(void *arg)
+{
+    uint64_t first = (uint64_t)(uintptr_t)arg;
+    bool ok = true;
+
+    for (uint64_t self = first; self <= LAST && ok; self += 23) {
+        struct hs_buf text, enc;
+        size_t used;
+        char *back;
+
+        hs_buf_init(&text, MAPPER_MAX_FRAME);
+        hs_buf_init(&enc, MAPPER_MAX_FRAME + 4);
+        ok = mapper_full_text(fx.m, fx.s, self, fx.now, &text) == 0 &&
+             mapper_full_encoded(fx.m, fx.s, self, fx.now, true, &enc) == 0;
+        back = ok ? unzstd(enc.data, enc.len, &used) : NULL;
+        ok = ok && strcmp(back, text.data) == 0;
+        free(back);
+        hs_buf_free(&text);
+        hs_buf_free(&enc);
+    }
+    return ok ? arg : NULL;
+}
+
+Test(mapper, zstd_full_maps_from_many_threads)
+{
+    pthread_t t[4];
+    void *ret;
+
+    add_nodes(LAST);
+    /* The caller's read lock (setup) covers the threads too: the state cannot change. */
+    for (size_t i = 0; i < HS_ARRAY_LEN(t); i++)
+        cr_assert_eq(pthread_create(&t[i], NULL, full_maps_many, (void *)(uintptr_t)(i + 1)), 0);
+    for (size_t i = 0; i < HS_ARRAY_LEN(t); i++) {
+        pthread_join(t[i], &ret);
+        cr_expect_eq(ret, (void *)(uintptr_t)(i + 1));
+    }
 }
