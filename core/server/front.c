@@ -269,7 +269,8 @@ static void proxy_watch(struct fconn *fc)
     if (fc->up.len)
         pe |= EPOLLOUT;
     side_watch(fc, &fc->cside, net_conn_fd(fc->nc), ce);
-    side_watch(fc, &fc->pside, fc->pair, pe);
+    if (fc->pair >= 0)
+        side_watch(fc, &fc->pside, fc->pair, pe);
 }
 
 /* Moves what it can in both directions. false when the connection is finished. */
@@ -305,6 +306,18 @@ static void move_up(struct fconn *fc, bool *progress)
     }
 }
 
+/* libmicrohttpd is done with the connection: our end goes too. Kept open, the socketpair
+ * would report EPOLLHUP on every wait (whatever the mask) while the client still reads the
+ * response or lingers. What the client still sends is dropped. */
+static void pair_close(struct fconn *fc)
+{
+    epoll_ctl(fc->f->epfd, EPOLL_CTL_DEL, fc->pair, NULL);
+    close(fc->pair);
+    fc->pair = -1;
+    fc->pair_eof = true;
+    fc->pair_shut = true;
+}
+
 /* libmicrohttpd → client. */
 static bool move_down(struct fconn *fc, bool *progress)
 {
@@ -316,7 +329,7 @@ static bool move_down(struct fconn *fc, bool *progress)
             fc->down.len += (size_t)n;
             *progress = true;
         } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
-            fc->pair_eof = true;
+            pair_close(fc);
         }
     }
     if (fc->down.len || net_conn_backlog(fc->nc)) {
@@ -474,12 +487,18 @@ static void handshake(struct fconn *fc)
     read_head(fc);
 }
 
-static void fconn_event(struct fside *s)
+static void fconn_event(struct fside *s, uint32_t events)
 {
     struct fconn *fc = s->fc;
 
     if (fc->dead)
         return;
+    /* A hung-up client socket (reset, or its FIN after ours) is reported on every wait:
+     * nothing more can reach it. */
+    if (!s->pair && (events & (EPOLLHUP | EPOLLERR))) {
+        fconn_free(fc);
+        return;
+    }
     switch (fc->st) {
     case F_HANDSHAKE:
         handshake(fc);
@@ -572,7 +591,7 @@ static void *front_main(void *arg)
             if (evs[i].data.ptr == &f->deps.listen_fd)
                 accept_all(f);
             else if (evs[i].data.ptr != f)
-                fconn_event(evs[i].data.ptr);
+                fconn_event(evs[i].data.ptr, evs[i].events);
         }
         if (hs_monotonic_us() >= next_sweep) {
             sweep(f);

@@ -3,7 +3,9 @@ crashes, and changes nothing. Also concurrent writers on both databases."""
 
 import concurrent.futures as cf
 import http.client
+import os
 import socket
+import time
 
 import pytest
 
@@ -287,3 +289,32 @@ def test_many_keepalive_requests_on_one_connection(mserver):
             assert r.status == 200
     finally:
         c.close()
+
+
+def _cpu_seconds(pid):
+    """utime + stime of a process, from /proc (clock ticks)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_finished_response_does_not_keep_the_server_busy(mserver):
+    """Once libmicrohttpd is done with a connection, the front door keeps the client side open
+    for a lingering close (or while the client reads the rest): that wait must cost nothing. A
+    socketpair end left open reported EPOLLHUP on every wait and spun a core meanwhile."""
+    s = socket.create_connection(("127.0.0.1", mserver.port), timeout=10)
+    try:
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        first = s.recv(1024)
+        assert first.startswith(b"HTTP/1.1 200"), first[:100]
+        before = _cpu_seconds(mserver.proc.pid)
+        t0 = time.monotonic()
+        time.sleep(1.5)  # the window measured: the client neither reads on nor closes
+        spent = _cpu_seconds(mserver.proc.pid) - before
+        waited = time.monotonic() - t0
+        assert spent < 0.3 * waited, f"server used {spent:.2f} s of CPU in {waited:.2f} s idle"
+        while s.recv(4096):  # the rest, then the server's close (a timeout fails the test)
+            pass
+    finally:
+        s.close()
+    _alive(mserver)
