@@ -566,9 +566,11 @@ int control_start(struct control *c)
         c->running = false;
         return -EAGAIN;
     }
+    pthread_setname_np(c->loop_thread, "hs-control"); /* shows in top -H, perf, gdb */
     c->workers = hs_xcalloc((size_t)c->nworkers, sizeof(pthread_t));
     for (int i = 0; i < c->nworkers; i++)
-        pthread_create(&c->workers[i], NULL, worker_main, c);
+        if (pthread_create(&c->workers[i], NULL, worker_main, c) == 0)
+            pthread_setname_np(c->workers[i], "hs-worker");
     return 0;
 }
 

@@ -655,6 +655,7 @@ int derp_server_start(struct derp_server *d)
         d->running = false;
         return -rc;
     }
+    pthread_setname_np(d->thread, "hs-derp"); /* shows in top -H, perf, gdb */
     log_info("derp: embedded relay (region %d \"%s\") running",
              d->cfg->derp_server_region_id, d->cfg->derp_server_region_code);
     return 0;

@@ -620,6 +620,7 @@ int front_start(const struct front_deps *deps, struct front **out)
         f->running = false;
         goto fail;
     }
+    pthread_setname_np(f->thread, "hs-front"); /* shows in top -H, perf, gdb */
     *out = f;
     return 0;
 fail:
