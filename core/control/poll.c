@@ -10,6 +10,13 @@
 
 #define BATCH_DELAY_DEFAULT_US (20 * 1000)
 #define BATCH_DELAY_MAX_US (250 * 1000)
+/* From this many node changes a second on, changes come in a herd: every session then gets
+ * one delta a second instead of one every few tens of milliseconds. Each message costs the
+ * server a write per session and every client a decode, whatever its size; at thousands of
+ * sessions the message count, not the bytes, is what a herd costs. A lone change still goes
+ * out after tuning.batch_change_delay. */
+#define HERD_CHANGES_PER_S 20
+#define HERD_DELAY_US HS_USEC_PER_SEC
 #define KEEPALIVE_DEFAULT_US (50 * HS_USEC_PER_SEC)
 
 static int64_t keepalive_interval(const struct control_service *s)
@@ -200,19 +207,32 @@ void poll_stream_closed(struct control_service *s, uint64_t conn_id, int32_t str
 }
 
 /* Any thread (the store writer's, after commit): collect, let the map thread batch. */
+/* Under mu: counts a change; whether changes are coming in a herd. */
+static bool herd_count(struct control_service *s, int64_t now)
+{
+    if (now - s->rate_since >= HS_USEC_PER_SEC) {
+        s->rate_prev = now - s->rate_since < 2 * HS_USEC_PER_SEC ? s->rate_now : 0;
+        s->rate_now = 0;
+        s->rate_since = now;
+    }
+    s->rate_now++;
+    return s->rate_now >= HERD_CHANGES_PER_S || s->rate_prev >= HERD_CHANGES_PER_S;
+}
+
 void poll_on_state_change(void *arg, const struct state_change *ch)
 {
     struct control_service *s = arg;
     int64_t delay = s->cfg->tuning_batch_change_delay_us ? s->cfg->tuning_batch_change_delay_us
                                                          : BATCH_DELAY_DEFAULT_US;
-
-    /* Under load (a connect storm: every arrival is news for every session) a batch takes
-     * long to write out; wait as long as the last one took, so each session gets one larger
-     * delta instead of a queue of small ones. Bounded to keep propagation well under 1 s. */
-    if (s->last_batch_us > delay)
-        delay = s->last_batch_us < BATCH_DELAY_MAX_US ? s->last_batch_us : BATCH_DELAY_MAX_US;
+    int64_t now = hs_monotonic_us();
 
     pthread_mutex_lock(&s->mu);
+    /* Under load a batch takes long to write out; wait as long as the last one took, so each
+     * session gets one larger delta instead of a queue of small ones; in a herd, a second. */
+    if (s->last_batch_us > delay)
+        delay = s->last_batch_us < BATCH_DELAY_MAX_US ? s->last_batch_us : BATCH_DELAY_MAX_US;
+    if (herd_count(s, now) && delay < HERD_DELAY_US)
+        delay = HERD_DELAY_US;
     switch (ch->kind) {
     case STATE_NODE_ADDED: idset_add_fields(&s->changed, ch->id, STATE_F_OTHER); break;
     case STATE_NODE_CHANGED:
@@ -229,7 +249,7 @@ void poll_on_state_change(void *arg, const struct state_change *ch)
     default: s->full_for_all = true; break;
     }
     if (!s->batch_due)
-        s->batch_due = hs_monotonic_us() + delay;
+        s->batch_due = now + delay;
     pthread_cond_signal(&s->cond);
     pthread_mutex_unlock(&s->mu);
 }
