@@ -463,7 +463,7 @@ func scanMsg(js []byte, m *mapLite) (fast int, peers int64, err error) {
 		}
 		return -1, -1, nil
 	}
-	if i := bytes.Index(js, nodeTag); i >= 0 {
+	if i := nodeAt(js); i >= 0 {
 		var nd struct{ ID int64 }
 		if err := json.NewDecoder(bytes.NewReader(js[i+len(nodeTag):])).Decode(&nd); err != nil {
 			return -1, -1, fmt.Errorf("Node: %w", err)
@@ -491,6 +491,20 @@ func scanMsg(js []byte, m *mapLite) (fast int, peers int64, err error) {
 		}
 	}
 	return fast, peers, nil
+}
+
+// nodeAt finds the "Node" key of a full map without scanning its megabytes of peers twice:
+// servers put it before the peers (headscale, in Go's field order) or after them (ours), so
+// it is looked for in the first 64 KiB, then from the end.
+func nodeAt(js []byte) int {
+	head := js
+	if len(head) > 64<<10 {
+		head = head[:64<<10]
+	}
+	if i := bytes.Index(head, nodeTag); i >= 0 {
+		return i
+	}
+	return bytes.LastIndex(js, nodeTag)
 }
 
 func growTo(b []byte, n int) []byte {
