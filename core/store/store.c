@@ -324,7 +324,9 @@ int store__get_one(struct store *st, const char *sql, struct store_params *p, st
     struct store_result res;
     int rc;
 
-    if ((rc = store__query(st, sql, p, &res)) < 0)
+    /* Single-row reads too go to the reader connection where there is one: a lookup (an
+     * API key, a node) then never waits behind a burst of writes. */
+    if ((rc = exec_on(st, true, sql, p ? p->n : 0, p ? p->v : NULL, &res)) < 0)
         return rc;
     rc = res.nrows ? fn(&res, 0, out) : -ENOENT;
     store__result_free(&res);
