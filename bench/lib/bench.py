@@ -358,10 +358,11 @@ class ApiPoller:
         reads; None when there was no polling."""
         if self.interval <= 0 or not win:
             return None
-        lat, errors, last_err, nodes = [], 0, None, 0
+        lat, errors, last_err, nodes, timeline = [], 0, None, 0, []
         for t_ns, ms, err, n in self.samples:
             if not win["from_ns"] <= t_ns <= win["to_ns"]:
                 continue
+            timeline.append([round((t_ns - win["from_ns"]) / 1e6, 1), round(ms, 1)])
             if err:
                 errors, last_err = errors + 1, err
             else:
@@ -371,7 +372,8 @@ class ApiPoller:
         return {"interval_ms": self.interval * 1000, "count": len(lat), "errors": errors,
                 "latency_ms": lat, "p50_ms": pctl(lat, 0.5), "p99_ms": pctl(lat, 0.99),
                 "max_ms": pctl(lat, 1.0), "nodes_in_last_response": nodes,
-                "last_error": last_err}
+                "last_error": last_err,
+                "timeline_ms": timeline}  # [ms from the window's start, latency ms] in order
 
 
 class Driver:
