@@ -230,15 +230,18 @@ static void *h2_realloc(void *ptr, size_t size, void *ud)
 
     if (!ptr)
         return h2_malloc(size, ud);
-    m = map_find(ud, ptr, NULL);
-    b = (struct h2_block *)ptr - 1;
-    if (!m && size < H2_MMAP_MIN) {
-        if (size > SIZE_MAX - sizeof(*b) || !(nb = realloc(b, sizeof(*b) + size)))
-            return NULL;
-        nb->size = size;
-        return nb + 1;
+    if ((m = map_find(ud, ptr, NULL))) {
+        old = m->len;
+    } else {
+        b = (struct h2_block *)ptr - 1;
+        if (size < H2_MMAP_MIN) {
+            if (size > SIZE_MAX - sizeof(*b) || !(nb = realloc(b, sizeof(*b) + size)))
+                return NULL;
+            nb->size = size;
+            return nb + 1;
+        }
+        old = b->size;
     }
-    old = m ? m->len : b->size;
     if (!(p = h2_malloc(size, ud)))
         return NULL;
     memcpy(p, ptr, old < size ? old : size);

@@ -206,7 +206,6 @@ void poll_stream_closed(struct control_service *s, uint64_t conn_id, int32_t str
     pthread_mutex_unlock(&s->mu);
 }
 
-/* Any thread (the store writer's, after commit): collect, let the map thread batch. */
 /* Under mu: counts a change; whether changes are coming in a herd. */
 static bool herd_count(struct control_service *s, int64_t now)
 {
@@ -219,6 +218,7 @@ static bool herd_count(struct control_service *s, int64_t now)
     return s->rate_now >= HERD_CHANGES_PER_S || s->rate_prev >= HERD_CHANGES_PER_S;
 }
 
+/* Any thread (the store writer's, after commit): collect, let the map thread batch. */
 void poll_on_state_change(void *arg, const struct state_change *ch)
 {
     struct control_service *s = arg;

@@ -157,8 +157,7 @@ static int full_tail(struct mapper *m, struct state *s, const struct state_node 
     char *rest;
     int rc;
 
-    uidset_add(&users, mapper__user_id(me));
-    for (size_t i = 0; i < state_node_count(s); i++)
+    for (size_t i = 0; i < state_node_count(s); i++) /* the viewer's own user included */
         uidset_add(&users, mapper__user_id(state_node_at(s, i)));
     json_object_set_new(resp, "Node", mapper__node(m, s, me, me->n.id, now));
     json_object_set_new(resp, "UserProfiles", profiles(s, &users));
@@ -170,15 +169,12 @@ static int full_tail(struct mapper *m, struct state *s, const struct state_node 
     return rc;
 }
 
-int mapper_full_text(struct mapper *m, struct state *s, uint64_t self, int64_t now,
+static int full_text(struct mapper *m, struct state *s, const struct state_node *me, int64_t now,
                      struct hs_buf *out)
 {
-    const struct state_node *me = state_node_by_id(s, self);
     bool first = true;
     int rc;
 
-    if (!me)
-        return -ENOENT;
     /* Peers are spliced in as cached text: with thousands of nodes, building and dumping
      * their JSON trees for every full map is what would cost the most. */
     rc = hs_buf_puts(out, "{\"Peers\":[");
@@ -193,6 +189,14 @@ int mapper_full_text(struct mapper *m, struct state *s, uint64_t self, int64_t n
         first = false;
     }
     return rc ? rc : full_tail(m, s, me, now, out);
+}
+
+int mapper_full_text(struct mapper *m, struct state *s, uint64_t self, int64_t now,
+                     struct hs_buf *out)
+{
+    const struct state_node *me = state_node_by_id(s, self);
+
+    return me ? full_text(m, s, me, now, out) : -ENOENT;
 }
 
 /* The full map as a zstd message: the peers in runs of m->run whose frames are cached
@@ -268,7 +272,7 @@ int mapper_full_encoded(struct mapper *m, struct state *s, uint64_t self, int64_
     if (zstd)
         return full_zstd(m, s, me, now, out);
     hs_buf_init(&text, MAPPER_MAX_FRAME);
-    if ((rc = mapper_full_text(m, s, self, now, &text)) == 0)
+    if ((rc = full_text(m, s, me, now, &text)) == 0)
         rc = mapper_encode_text(text.data, text.len, false, out);
     hs_buf_free(&text);
     return rc;

@@ -318,15 +318,21 @@ int store__query(struct store *st, const char *sql, struct store_params *p,
     return store__exec(st, sql, p ? p->n : 0, p ? p->v : NULL, res);
 }
 
+/* Reads go to the reader connection where there is one: a lookup or a list then never waits
+ * behind a burst of writes. */
+static int query_read(struct store *st, const char *sql, struct store_params *p,
+                      struct store_result *res)
+{
+    return exec_on(st, true, sql, p ? p->n : 0, p ? p->v : NULL, res);
+}
+
 int store__get_one(struct store *st, const char *sql, struct store_params *p, store_row_fn fn,
                    void *out)
 {
     struct store_result res;
     int rc;
 
-    /* Single-row reads too go to the reader connection where there is one: a lookup (an
-     * API key, a node) then never waits behind a burst of writes. */
-    if ((rc = exec_on(st, true, sql, p ? p->n : 0, p ? p->v : NULL, &res)) < 0)
+    if ((rc = query_read(st, sql, p, &res)) < 0)
         return rc;
     rc = res.nrows ? fn(&res, 0, out) : -ENOENT;
     store__result_free(&res);
@@ -341,8 +347,7 @@ int store__get_all(struct store *st, const char *sql, struct store_params *p, st
     size_t i;
     int rc;
 
-    /* Lists only read: on the reader connection where there is one. */
-    if ((rc = exec_on(st, true, sql, p ? p->n : 0, p ? p->v : NULL, &res)) < 0)
+    if ((rc = query_read(st, sql, p, &res)) < 0)
         return rc;
     v = hs_xcalloc(res.nrows ? res.nrows : 1, elem_size);
     for (i = 0; i < res.nrows; i++) {
