@@ -41,7 +41,7 @@ struct api_response {
 
 struct state;
 
-/* Borrows cfg, st, auth and state (may be NULL: then no node shows online) for the lifetime
+/* Borrows cfg, st, auth and state (kept current by the bus st publishes on) for the lifetime
  * of the api object. */
 struct api *api_new(const struct hs_config *cfg, struct store *st, struct auth *auth,
                     struct state *state);

@@ -109,12 +109,15 @@ struct api_refs {
     size_t nkeys;
     /* Their JSON text, rendered on first use (a list names the same few rows many times). */
     char **user_json, **key_json;
+    bool missed; /* a row named a user or key not in the tables (rendered null) */
 };
 int api_refs_load(struct api_call *c, bool with_keys, struct api_refs *out);
 void api_refs_free(struct api_refs *r);
-/* Lists in the shapes above as one array value, the rows they refer to found in refs. */
-void api_jw_nodes(struct api_call *c, struct api_jw *w, struct api_refs *refs,
-                  const struct store_node *v, size_t n);
+/* Every node of the in-memory state (of one user unless user_id is 0) as one array value,
+ * in id order, the rows they refer to found in refs. False if one named a user or key refs
+ * lacks: created after refs were loaded (load again and retry) or deleted since. */
+bool api_jw_state_nodes(struct api_call *c, struct api_jw *w, struct api_refs *refs,
+                        uint64_t user_id);
 void api_jw_preauthkeys(struct api_call *c, struct api_jw *w, struct api_refs *refs,
                         const struct store_preauthkey *v, size_t n);
 

@@ -150,6 +150,7 @@ static void jw_user_by_id(struct api_call *c, struct api_jw *w, struct api_refs 
             api_jw_raw(w, refs->user_json[i] ? refs->user_json[i] : "null");
             return;
         }
+        refs->missed = true;
     } else if (id && store_user_get(c->api->st, id, &u) == 0) {
         jw_user(w, &u);
         store_user_free(&u);
@@ -315,6 +316,7 @@ static void jw_node_preauthkey(struct api_call *c, struct api_jw *w, struct api_
             api_jw_raw(w, refs->key_json[i] ? refs->key_json[i] : "null");
             return;
         }
+        refs->missed = true;
     } else if (n->auth_key_id && store_preauthkey_get(c->api->st, n->auth_key_id, &k) == 0) {
         jw_preauthkey(c, w, NULL, &k, NULL);
         store_preauthkey_free(&k);
@@ -323,20 +325,16 @@ static void jw_node_preauthkey(struct api_call *c, struct api_jw *w, struct api_
     api_jw_null(w);
 }
 
-/* Online is runtime state (a map stream is open), not a column. Lists read every flag under
- * one read lock: taking it per node would queue the API behind each state writer N times. */
-static void nodes_online(struct api_call *c, const struct store_node *v, size_t n, bool *online)
+/* Online is runtime state (a map stream is open), not a column. */
+static bool node_online(struct api_call *c, uint64_t id)
 {
     const struct state_node *sn;
+    bool online;
 
-    memset(online, 0, n * sizeof(*online));
-    if (!c->api->state)
-        return;
     state_rdlock(c->api->state);
-    for (size_t i = 0; i < n; i++)
-        if ((sn = state_node_by_id(c->api->state, v[i].id)))
-            online[i] = sn->online;
+    online = (sn = state_node_by_id(c->api->state, id)) && sn->online;
     state_unlock(c->api->state);
+    return online;
 }
 
 static void jw_node(struct api_call *c, struct api_jw *w, struct api_refs *refs,
@@ -385,24 +383,29 @@ json_t *api_json_node(struct api_call *c, const struct store_node *n, bool in_li
 {
     struct hs_buf b;
     struct api_jw w;
-    bool online;
+    bool online = node_online(c, n->id);
 
-    nodes_online(c, n, 1, &online);
     hs_buf_init(&b, API_MAX_RESPONSE);
     api_jw_begin(&w, &b);
     jw_node(c, &w, NULL, n, in_list, online);
     return api_jw_to_json(&b);
 }
 
-void api_jw_nodes(struct api_call *c, struct api_jw *w, struct api_refs *refs,
-                  const struct store_node *v, size_t n)
+bool api_jw_state_nodes(struct api_call *c, struct api_jw *w, struct api_refs *refs,
+                        uint64_t user_id)
 {
-    bool *online = hs_xcalloc(n ? n : 1, sizeof(*online));
+    struct state *s = c->api->state;
+    const struct state_node *sn;
 
-    nodes_online(c, v, n, online);
+    refs->missed = false;
     api_jw_arr(w);
-    for (size_t i = 0; i < n; i++)
-        jw_node(c, w, refs, &v[i], true, online[i]);
+    state_rdlock(s);
+    for (size_t i = 0; i < state_node_count(s); i++) {
+        sn = state_node_at(s, i);
+        if (!user_id || sn->n.user_id == user_id)
+            jw_node(c, w, refs, &sn->n, true, sn->online);
+    }
+    state_unlock(s);
     api_jw_arr_end(w);
-    free(online);
+    return !refs->missed;
 }

@@ -68,13 +68,11 @@ static void add_security_headers(struct MHD_Response *r)
     MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
 }
 
-static enum MHD_Result send_reply(struct MHD_Connection *conn, int status, const char *ctype,
-                                  const char *body, size_t len)
+static enum MHD_Result queue_reply(struct MHD_Connection *conn, int status, const char *ctype,
+                                   struct MHD_Response *r)
 {
-    struct MHD_Response *r;
     enum MHD_Result ret;
 
-    r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
     if (!r)
         return MHD_NO;
     MHD_add_response_header(r, "Content-Type", ctype);
@@ -82,6 +80,26 @@ static enum MHD_Result send_reply(struct MHD_Connection *conn, int status, const
     ret = MHD_queue_response(conn, (unsigned)status, r);
     MHD_destroy_response(r);
     return ret;
+}
+
+static enum MHD_Result send_reply(struct MHD_Connection *conn, int status, const char *ctype,
+                                  const char *body, size_t len)
+{
+    return queue_reply(conn, status, ctype,
+                       MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY));
+}
+
+/* Hands the body over instead of copying it: a node list is megabytes at thousands of nodes. */
+static enum MHD_Result send_body(struct MHD_Connection *conn, int status, const char *ctype,
+                                 struct hs_buf *body)
+{
+    size_t len = body->len;
+    char *data = hs_buf_steal(body);
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
+
+    if (!r)
+        free(data);
+    return queue_reply(conn, status, ctype, r);
 }
 
 static const char *query_lookup(void *qctx, const char *key)
@@ -119,11 +137,11 @@ static enum MHD_Result serve_api(struct listener *l, struct MHD_Connection *conn
     MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, check_utf8, &utf8_ok);
     req.invalid_utf8 = !utf8_ok;
     api_handle(l->srv->api, &req, &resp);
-    ret = send_reply(conn, resp.status, resp.content_type, resp.body.data, resp.body.len);
     if (resp.status >= 500)
         log_warnx("api: %s %s: %d %s", method, url, resp.status, resp.body.data);
     else
         log_debug("api: %s %s: %d", method, url, resp.status);
+    ret = send_body(conn, resp.status, resp.content_type, &resp.body);
     api_response_free(&resp);
     return ret;
 }

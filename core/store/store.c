@@ -86,7 +86,10 @@ char **store__result_add_row(struct store_result *r)
     size_t ncells = (r->nrows + 1) * r->ncols;
     char **row;
 
-    r->cells = hs_xrealloc(r->cells, (ncells ? ncells : 1) * sizeof(*r->cells));
+    if (ncells > r->cap || !r->cells) {
+        r->cap = ncells > 2 * r->cap ? ncells : 2 * r->cap;
+        r->cells = hs_xrealloc(r->cells, (r->cap ? r->cap : 1) * sizeof(*r->cells));
+    }
     row = r->cells + r->nrows * r->ncols;
     memset(row, 0, r->ncols * sizeof(*row));
     r->nrows++;
@@ -138,9 +141,15 @@ bool store__cell_bool(const struct store_result *r, size_t row, size_t col)
     return s && (s[0] == 't' || s[0] == 'T' || s[0] == '1');
 }
 
-char *store__cell_strdup(const struct store_result *r, size_t row, size_t col)
+char *store__cell_take(struct store_result *r, size_t row, size_t col)
 {
-    return hs_strdup(store__cell(r, row, col));
+    char *s;
+
+    if (row >= r->nrows || col >= r->ncols)
+        return NULL;
+    s = r->cells[row * r->ncols + col];
+    r->cells[row * r->ncols + col] = NULL;
+    return s;
 }
 
 int store__cell_strv(const struct store_result *r, size_t row, size_t col, struct hs_strv *out)

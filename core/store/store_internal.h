@@ -26,7 +26,8 @@
 /* A result as rows of text cells; a NULL cell is SQL NULL. Owned; free with store__result_free. */
 struct store_result {
     size_t nrows, ncols;
-    char **cells; /* nrows * ncols */
+    char **cells; /* nrows * ncols, room for cap */
+    size_t cap;
 };
 
 /* One connection of a backend (SQLite: the only one; PostgreSQL: one of the pool). */
@@ -74,7 +75,8 @@ const char *store__cell(const struct store_result *r, size_t row, size_t col);
 uint64_t store__cell_u64(const struct store_result *r, size_t row, size_t col);
 int64_t store__cell_i64(const struct store_result *r, size_t row, size_t col);
 bool store__cell_bool(const struct store_result *r, size_t row, size_t col);
-char *store__cell_strdup(const struct store_result *r, size_t row, size_t col);
+/* Moves the cell's text out (the caller frees it); the cell reads as NULL afterwards. */
+char *store__cell_take(struct store_result *r, size_t row, size_t col);
 /* A JSON array of strings ("[]" or NULL gives an empty list; other junk is logged, ignored). */
 int store__cell_strv(const struct store_result *r, size_t row, size_t col, struct hs_strv *out);
 /* 2*STORE_KEY_LEN hex chars after an optional text prefix ("mkey:"); NULL gives zeros. */
@@ -101,7 +103,7 @@ void store__p_strv(struct store_params *p, const struct hs_strv *sv); /* JSON ar
 void store__p_key(struct store_params *p, const char *prefix, const uint8_t key[STORE_KEY_LEN]);
 
 /* ---- queries and transactions ---- */
-typedef int (*store_row_fn)(const struct store_result *r, size_t row, void *out);
+typedef int (*store_row_fn)(struct store_result *r, size_t row, void *out);
 
 /* Runs one statement on a pooled connection outside any transaction. */
 int store__query(struct store *st, const char *sql, struct store_params *p,

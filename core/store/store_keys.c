@@ -52,7 +52,7 @@ void store_preauthkey_list_free(struct store_preauthkey *v, size_t n)
     free(v);
 }
 
-static int preauthkey_from_row(const struct store_result *r, size_t row, void *out)
+static int preauthkey_from_row(struct store_result *r, size_t row, void *out)
 {
     struct store_preauthkey *k = out;
 
@@ -144,7 +144,7 @@ int store_preauthkey_expire(struct store *st, uint64_t id, int64_t at)
                        id, &at, NOTIFY_PREAUTHKEY, NOTIFY_UPDATE);
 }
 
-static int bool_from_row(const struct store_result *r, size_t row, void *out)
+static int bool_from_row(struct store_result *r, size_t row, void *out)
 {
     *(bool *)out = store__cell_bool(r, row, 0);
     return 0;
@@ -193,7 +193,7 @@ static void apikey_free_elem(void *elem)
     (void)elem; /* no owned members */
 }
 
-static int apikey_from_row(const struct store_result *r, size_t row, void *out)
+static int apikey_from_row(struct store_result *r, size_t row, void *out)
 {
     struct store_apikey *k = out;
 

@@ -63,7 +63,7 @@ void store_node_list_free(struct store_node *v, size_t n)
     free(v);
 }
 
-static int node_from_row(const struct store_result *r, size_t row, void *out)
+static int node_from_row(struct store_result *r, size_t row, void *out)
 {
     struct store_node *n = out;
 
@@ -72,16 +72,16 @@ static int node_from_row(const struct store_result *r, size_t row, void *out)
     store__cell_key(r, row, 1, NODE_MKEY_PREFIX, n->machine_key);
     store__cell_key(r, row, 2, NODE_NODEKEY_PREFIX, n->node_key);
     store__cell_key(r, row, 3, NODE_DISCO_PREFIX, n->disco_key);
-    n->ipv4 = store__cell_strdup(r, row, 4);
-    n->ipv6 = store__cell_strdup(r, row, 5);
-    n->hostname = store__cell_strdup(r, row, 6);
-    n->given_name = store__cell_strdup(r, row, 7);
+    n->ipv4 = store__cell_take(r, row, 4);
+    n->ipv6 = store__cell_take(r, row, 5);
+    n->hostname = store__cell_take(r, row, 6);
+    n->given_name = store__cell_take(r, row, 7);
     n->user_id = store__cell_u64(r, row, 8);
     n->register_method = register_method_parse(store__cell(r, row, 9));
     store__cell_strv(r, row, 10, &n->tags);
     n->auth_key_id = store__cell_u64(r, row, 11);
-    n->endpoints_json = store__cell_strdup(r, row, 12);
-    n->hostinfo_json = store__cell_strdup(r, row, 13);
+    n->endpoints_json = store__cell_take(r, row, 12);
+    n->hostinfo_json = store__cell_take(r, row, 13);
     store__cell_strv(r, row, 14, &n->approved_routes);
     n->last_seen = store__cell_i64(r, row, 15);
     n->expiry = store__cell_i64(r, row, 16);

@@ -14,11 +14,11 @@ struct policy_row {
     int64_t created_at;
 };
 
-static int policy_from_row(const struct store_result *r, size_t row, void *out)
+static int policy_from_row(struct store_result *r, size_t row, void *out)
 {
     struct policy_row *p = out;
 
-    p->text = store__cell_strdup(r, row, 0);
+    p->text = store__cell_take(r, row, 0);
     p->created_at = store__cell_i64(r, row, 1);
     return 0;
 }

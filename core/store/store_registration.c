@@ -17,15 +17,15 @@ void store_registration_free(struct store_registration *r)
     memset(r, 0, sizeof(*r));
 }
 
-static int reg_from_row(const struct store_result *r, size_t row, void *out)
+static int reg_from_row(struct store_result *r, size_t row, void *out)
 {
     struct store_registration *g = out;
 
     memset(g, 0, sizeof(*g));
-    g->id = store__cell_strdup(r, row, 0);
+    g->id = store__cell_take(r, row, 0);
     store__cell_key(r, row, 1, "mkey:", g->machine_key);
     store__cell_key(r, row, 2, "nodekey:", g->node_key);
-    g->data_json = store__cell_strdup(r, row, 3);
+    g->data_json = store__cell_take(r, row, 3);
     g->user_id = store__cell_u64(r, row, 4);
     g->node_id = store__cell_u64(r, row, 5);
     g->created_at = store__cell_i64(r, row, 6);

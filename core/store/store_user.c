@@ -33,18 +33,18 @@ void store_user_list_free(struct store_user *v, size_t n)
     free(v);
 }
 
-static int user_from_row(const struct store_result *r, size_t row, void *out)
+static int user_from_row(struct store_result *r, size_t row, void *out)
 {
     struct store_user *u = out;
 
     *u = (struct store_user){
         .id = store__cell_u64(r, row, 0),
-        .name = store__cell_strdup(r, row, 1),
-        .display_name = store__cell_strdup(r, row, 2),
-        .email = store__cell_strdup(r, row, 3),
-        .provider_id = store__cell_strdup(r, row, 4),
-        .provider = store__cell_strdup(r, row, 5),
-        .profile_pic_url = store__cell_strdup(r, row, 6),
+        .name = store__cell_take(r, row, 1),
+        .display_name = store__cell_take(r, row, 2),
+        .email = store__cell_take(r, row, 3),
+        .provider_id = store__cell_take(r, row, 4),
+        .provider = store__cell_take(r, row, 5),
+        .profile_pic_url = store__cell_take(r, row, 6),
         .created_at = store__cell_i64(r, row, 7),
         .updated_at = store__cell_i64(r, row, 8),
     };

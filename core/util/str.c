@@ -196,28 +196,25 @@ void hs_hex_encode(const uint8_t *in, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-static int hex_nibble(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
+/* Nibble values plus one (0: not a hex digit): keys are decoded for every row a list reads. */
+static const uint8_t hex_value[256] = {
+    ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7, ['7'] = 8,
+    ['8'] = 9, ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15,
+    ['f'] = 16, ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
+};
 
 int hs_hex_decode(const char *in, size_t inlen, uint8_t *out, size_t n)
 {
+    unsigned bad = 0;
+
     if (inlen != 2 * n)
         return -EINVAL;
     for (size_t i = 0; i < n; i++) {
-        int hi = hex_nibble(in[2 * i]), lo = hex_nibble(in[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return -EINVAL;
-        out[i] = (uint8_t)(hi << 4 | lo);
+        unsigned hi = hex_value[(uint8_t)in[2 * i]], lo = hex_value[(uint8_t)in[2 * i + 1]];
+        bad |= (hi == 0) | (lo == 0);
+        out[i] = (uint8_t)((hi - 1) << 4 | (lo - 1));
     }
-    return 0;
+    return bad ? -EINVAL : 0;
 }
 
 const char *hs_strerror(int rc)

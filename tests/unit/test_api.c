@@ -6,10 +6,14 @@
 
 #include "api/api.h"
 #include "api/api_internal.h"
+#include "notify/notify.h"
+#include "state/state.h"
 
 static char dir[64], dbpath[128];
 static struct hs_config cfg;
+static struct notify_bus *bus;
 static struct store *st;
+static struct state *state;
 static struct auth *au;
 static struct api *api;
 
@@ -20,9 +24,11 @@ static void setup(void)
     snprintf(dbpath, sizeof(dbpath), "%s/db.sqlite", dir);
     cfg = (struct hs_config){ .db_type = DB_SQLITE, .sqlite_path = dbpath, .sqlite_wal = true,
                               .policy_mode = POLICY_MODE_DATABASE };
-    cr_assert_eq(store_open(&cfg, NULL, &st), 0);
+    bus = notify_new();
+    cr_assert_eq(store_open(&cfg, bus, &st), 0);
+    cr_assert_eq(state_new(st, bus, &state), 0);
     cr_assert_eq(auth_new(&cfg, st, &au), 0);
-    api = api_new(&cfg, st, au, NULL);
+    api = api_new(&cfg, st, au, state);
 }
 
 static void teardown(void)
@@ -30,7 +36,9 @@ static void teardown(void)
     char cmd[160];
     api_free(api);
     auth_free(au);
+    state_free(state);
     store_close(st);
+    notify_free(bus);
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     cr_assert_eq(system(cmd), 0);
 }
