@@ -3,8 +3,8 @@
  * requests are handed to a small worker pool, whose replies (and map-stream messages) go back
  * to the loop through a queue. The loop does I/O only: it never touches the database.
  *
- * Thread model: control_upgrade() runs on the HTTP server's threads; control_adopt() hands a
- * socket to the loop; handlers run on workers; control_reply()/control_stream_*() may be
+ * Thread model: control_upgrade_async() queues the Noise handshake for a worker, which hands
+ * the socket to the loop; handlers run on workers; control_reply()/control_stream_*() may be
  * called from any thread. */
 #ifndef HS_CONTROL_H
 #define HS_CONTROL_H
@@ -61,15 +61,21 @@ void control_free(struct control *c); /* stops the threads, closes every connect
 /* GET /key body: {"legacyPublicKey":"mkey:000…","publicKey":"mkey:<hex>"}; caller frees. */
 char *control_key_json(const struct control *c);
 
-/* Runs the Noise responder over the X-Tailscale-Handshake header (base64 of the 101-byte
- * initiation). 0 and *out filled, or -EINVAL / -EACCES with a reason in err. */
-int control_upgrade(struct control *c, const char *handshake_b64, struct noise_handshake_result *out,
-                    char *err, size_t errsize);
+/* An upgrade request for /ts2021, as the front door hands it over. */
+struct control_upgrade_req {
+    struct net_conn *nc;     /* owned by the control from the call on */
+    char handshake_b64[512]; /* X-Tailscale-Handshake: base64 of the 101-byte initiation */
+    char ok_head[256];       /* the 101 response, sent before the handshake response */
+    size_t ok_len;
+    bool websocket;          /* frame everything after ok_head as WebSocket messages */
+    char peer[128];          /* "host:port", for the log */
+};
 
-/* Hands an upgraded connection to the loop, which owns it from now on: it writes
- * hs->response and the early payload after whatever nc has queued (the 101 head). */
-void control_adopt(struct control *c, struct net_conn *nc,
-                   const struct noise_handshake_result *hs);
+/* Runs the Noise responder on a worker (four X25519 and a dozen hashes: the thread that
+ * accepts connections must not queue everything else behind a connect storm's). Success:
+ * ok_head and the handshake response go out and the loop owns the connection. Failure: a
+ * 400 with the reason, logged, and the connection is closed. rq is copied. */
+void control_upgrade_async(struct control *c, const struct control_upgrade_req *rq);
 
 /* Replies: body is copied. end=false keeps the stream open for control_stream_write(). */
 void control_reply(struct control *c, uint64_t conn_id, int32_t stream_id, int status,

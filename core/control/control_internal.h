@@ -71,10 +71,18 @@ struct msg {
     struct msg *next;
 };
 
+/* Work for the pool: a request, or an upgrade's handshake. */
 struct job {
     struct control_request *rq;
+    struct control_upgrade_req *up;
     struct job *next;
 };
+struct jobq {
+    struct job *head, *tail;
+};
+/* Handshakes go first: a third of a millisecond each, against milliseconds for a full map,
+ * and a client waits on each before it can ask for anything. */
+enum { JOBQ_HANDSHAKE, JOBQ_REQUEST, JOBQ_COUNT };
 
 struct control {
     struct key_pair key;
@@ -89,7 +97,7 @@ struct control {
 
     pthread_mutex_t jmu; /* protects jobs, stopping */
     pthread_cond_t jcond;
-    struct job *jobs_head, *jobs_tail;
+    struct jobq jobs[JOBQ_COUNT];
     bool stopping;
     pthread_t *workers;
     int nworkers;

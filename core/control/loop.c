@@ -292,8 +292,10 @@ static void loop_adopt(struct control *c, struct conn *cn)
     conn_pump(cn);
 }
 
-void control_adopt(struct control *c, struct net_conn *nc,
-                   const struct noise_handshake_result *hs)
+/* Hands an upgraded connection to the loop, which owns it from now on: it writes
+ * hs->response and the early payload after whatever nc has queued (the 101 head). */
+static void control_adopt(struct control *c, struct net_conn *nc,
+                          const struct noise_handshake_result *hs)
 {
     struct conn *cn = hs_xcalloc(1, sizeof(*cn));
     struct msg *m = msg_new(MSG_ADOPT, 0, 0);
@@ -476,6 +478,36 @@ static void *loop_main(void *arg)
 
 /* ---- workers ---- */
 
+static void job_push(struct control *c, int queue, struct job *j)
+{
+    struct jobq *q = &c->jobs[queue];
+
+    pthread_mutex_lock(&c->jmu);
+    if (q->tail)
+        q->tail->next = j;
+    else
+        q->head = j;
+    q->tail = j;
+    pthread_cond_signal(&c->jcond);
+    pthread_mutex_unlock(&c->jmu);
+}
+
+/* The next job, handshakes first; NULL if there is none. Called with jmu held. */
+static struct job *job_pop(struct control *c)
+{
+    for (int i = 0; i < JOBQ_COUNT; i++) {
+        struct jobq *q = &c->jobs[i];
+        struct job *j = q->head;
+        if (!j)
+            continue;
+        q->head = j->next;
+        if (!q->head)
+            q->tail = NULL;
+        return j;
+    }
+    return NULL;
+}
+
 void loop_dispatch(struct control *c, struct conn *cn, struct stream *st)
 {
     struct control_request *rq = hs_xcalloc(1, sizeof(*rq));
@@ -491,14 +523,68 @@ void loop_dispatch(struct control *c, struct conn *cn, struct stream *st)
     rq->capver = cn->capver;
     STAT_ADD(c->stats.requests_total, 1);
     j->rq = rq;
-    pthread_mutex_lock(&c->jmu);
-    if (c->jobs_tail)
-        c->jobs_tail->next = j;
-    else
-        c->jobs_head = j;
-    c->jobs_tail = j;
-    pthread_cond_signal(&c->jcond);
-    pthread_mutex_unlock(&c->jmu);
+    job_push(c, JOBQ_REQUEST, j);
+}
+
+void control_upgrade_async(struct control *c, const struct control_upgrade_req *rq)
+{
+    struct job *j = hs_xcalloc(1, sizeof(*j));
+
+    j->up = hs_xmalloc(sizeof(*j->up));
+    *j->up = *rq;
+    job_push(c, JOBQ_HANDSHAKE, j);
+}
+
+/* Runs the Noise responder over the X-Tailscale-Handshake header (base64 of the 101-byte
+ * initiation). 0 and *out filled, or -EINVAL / -EACCES with a reason in err. */
+static int handshake(struct control *c, const char *handshake_b64,
+                     struct noise_handshake_result *out, char *err, size_t errsize)
+{
+    uint8_t msg[NOISE_INIT_LEN + 8];
+    size_t len;
+    int rc;
+
+    if (!handshake_b64 || sodium_base642bin(msg, sizeof(msg), handshake_b64,
+                                            strlen(handshake_b64), NULL, &len, NULL,
+                                            sodium_base64_VARIANT_ORIGINAL) != 0) {
+        snprintf(err, errsize, "X-Tailscale-Handshake is missing or not base64");
+        return -EINVAL;
+    }
+    rc = noise_accept(&c->key, msg, len, out);
+    if (rc == -EINVAL)
+        snprintf(err, errsize, "malformed Noise handshake initiation (%zu bytes)", len);
+    else if (rc < 0)
+        snprintf(err, errsize, "Noise handshake failed");
+    return rc;
+}
+
+/* The worker's half of control_upgrade_async(). */
+static void run_upgrade(struct control *c, struct control_upgrade_req *up)
+{
+    struct noise_handshake_result res;
+    char err[160];
+
+    if (handshake(c, up->handshake_b64, &res, err, sizeof(err)) < 0) {
+        log_info("server: /ts2021 from %s: %s", up->peer, err);
+        net_conn_reply(up->nc, 400, "Bad Request", err);
+        net_conn_close(up->nc);
+        return;
+    }
+    net_conn_queue_raw(up->nc, up->ok_head, up->ok_len);
+    if (up->websocket)
+        net_conn_websocket(up->nc);
+    control_adopt(c, up->nc, &res);
+    sodium_memzero(&res, sizeof(res));
+}
+
+static void job_free(struct job *j)
+{
+    if (j->up) {
+        net_conn_close(j->up->nc);
+        free(j->up);
+    }
+    control_request_free(j->rq);
+    free(j);
 }
 
 static void *worker_main(void *arg)
@@ -506,20 +592,21 @@ static void *worker_main(void *arg)
     struct control *c = arg;
 
     for (;;) {
-        struct job *j;
+        struct job *j = NULL;
         pthread_mutex_lock(&c->jmu);
-        while (!c->jobs_head && !c->stopping)
+        while (!c->stopping && !(j = job_pop(c)))
             pthread_cond_wait(&c->jcond, &c->jmu);
         if (c->stopping) {
             pthread_mutex_unlock(&c->jmu);
             return NULL;
         }
-        j = c->jobs_head;
-        c->jobs_head = j->next;
-        if (!c->jobs_head)
-            c->jobs_tail = NULL;
         pthread_mutex_unlock(&c->jmu);
-        c->h.request(c->h.ctx, j->rq);
+        if (j->up) {
+            run_upgrade(c, j->up);
+            free(j->up);
+        } else {
+            c->h.request(c->h.ctx, j->rq);
+        }
         free(j);
     }
 }
@@ -593,12 +680,8 @@ void control_free(struct control *c)
             log_warn("control: eventfd");
         pthread_join(c->loop_thread, NULL);
     }
-    while (c->jobs_head) {
-        struct job *j = c->jobs_head;
-        c->jobs_head = j->next;
-        control_request_free(j->rq);
-        free(j);
-    }
+    for (struct job *j; (j = job_pop(c));)
+        job_free(j);
     if (c->epfd >= 0)
         close(c->epfd);
     if (c->evfd >= 0)
@@ -622,25 +705,4 @@ char *control_key_json(const struct control *c)
     char pub[KEY_TEXT_MAX];
     keys_format("mkey:", c->key.pub, pub);
     return hs_aprintf("{\"legacyPublicKey\":\"mkey:%064d\",\"publicKey\":\"%s\"}", 0, pub);
-}
-
-int control_upgrade(struct control *c, const char *handshake_b64,
-                    struct noise_handshake_result *out, char *err, size_t errsize)
-{
-    uint8_t msg[NOISE_INIT_LEN + 8];
-    size_t len;
-    int rc;
-
-    if (!handshake_b64 || sodium_base642bin(msg, sizeof(msg), handshake_b64,
-                                            strlen(handshake_b64), NULL, &len, NULL,
-                                            sodium_base64_VARIANT_ORIGINAL) != 0) {
-        snprintf(err, errsize, "X-Tailscale-Handshake is missing or not base64");
-        return -EINVAL;
-    }
-    rc = noise_accept(&c->key, msg, len, out);
-    if (rc == -EINVAL)
-        snprintf(err, errsize, "malformed Noise handshake initiation (%zu bytes)", len);
-    else if (rc < 0)
-        snprintf(err, errsize, "Noise handshake failed");
-    return rc;
 }

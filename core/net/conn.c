@@ -2,6 +2,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -277,6 +278,20 @@ void net_conn_unread(struct net_conn *c, const void *data, size_t len)
 int net_conn_queue_raw(struct net_conn *c, const void *data, size_t len)
 {
     return hs_buf_append(&c->out, data, len);
+}
+
+void net_conn_reply(struct net_conn *c, int status, const char *reason, const char *msg)
+{
+    char buf[512];
+    int n = snprintf(buf, sizeof(buf),
+                     "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                     "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                     status, reason, strlen(msg), msg);
+    struct hs_buf none;
+
+    hs_buf_init(&none, 0);
+    if (n > 0 && (size_t)n < sizeof(buf) && net_conn_queue_raw(c, buf, (size_t)n) == 0)
+        net_conn_send(c, &none);
 }
 
 void net_conn_websocket(struct net_conn *c)

@@ -74,6 +74,10 @@ int net_conn_queue_raw(struct net_conn *c, const void *data, size_t len);
 /* From now on payload travels in WebSocket binary messages (server side of RFC 6455). */
 void net_conn_websocket(struct net_conn *c);
 
+/* A short HTTP/1.1 answer with "Connection: close" for a request refused before any protocol
+ * took over, sent best effort (a fresh socket takes a small reply); the caller closes next. */
+void net_conn_reply(struct net_conn *c, int status, const char *reason, const char *msg);
+
 /* ---- HTTP/1.1 request heads ---- */
 
 #define HTTP1_MAX_HEAD 8192

@@ -133,23 +133,14 @@ static const char *peer(const struct fconn *fc, char *buf, size_t size)
     if (getnameinfo((const struct sockaddr *)&fc->addr, fc->addrlen, host, sizeof(host), port,
                     sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV) != 0)
         return "?";
-    snprintf(buf, size, "%s:%s", host, port);
+    snprintf(buf, size, "%.100s:%.8s", host, port); /* numeric: both fit */
     return buf;
 }
 
 /* A short answer for a request we refuse ourselves, then the connection is closed. */
 static void reply_and_close(struct fconn *fc, int status, const char *reason, const char *msg)
 {
-    char buf[512];
-    int n = snprintf(buf, sizeof(buf),
-                     "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                     "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
-                     status, reason, strlen(msg), msg);
-    struct hs_buf none;
-
-    hs_buf_init(&none, 0);
-    if (n > 0 && (size_t)n < sizeof(buf) && net_conn_queue_raw(fc->nc, buf, (size_t)n) == 0)
-        net_conn_send(fc->nc, &none); /* best effort: the socket takes a small reply */
+    net_conn_reply(fc->nc, status, reason, msg);
     fconn_free(fc);
 }
 
@@ -176,17 +167,25 @@ static bool websocket_ok(const struct http1_head *h, const char *proto)
 }
 
 /* Queues the 101 that accepts a checked WebSocket handshake; framing starts after it. */
-static void accept_websocket(struct fconn *fc, const struct http1_head *h, const char *proto)
+/* The 101 that accepts a WebSocket (resp holds 256 bytes); its length. */
+static size_t websocket_101(const struct http1_head *h, const char *proto, char *resp)
 {
-    char accept[29], resp[256];
+    char accept[29];
     int n;
 
     ws_accept_key(h->ws_key, accept);
-    n = snprintf(resp, sizeof(resp),
+    n = snprintf(resp, 256,
                  "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                  "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n"
                  "Sec-WebSocket-Protocol: %s\r\n\r\n", accept, proto);
-    net_conn_queue_raw(fc->nc, resp, (size_t)n);
+    return n > 0 && n < 256 ? (size_t)n : 0;
+}
+
+static void accept_websocket(struct fconn *fc, const struct http1_head *h, const char *proto)
+{
+    char resp[256];
+
+    net_conn_queue_raw(fc->nc, resp, websocket_101(h, proto, resp));
     net_conn_websocket(fc->nc);
 }
 
@@ -199,13 +198,15 @@ static void refuse_websocket(struct fconn *fc, const char *proto)
     reply_and_close(fc, 400, "Bad Request", msg);
 }
 
+/* The Noise handshake itself runs on a control worker: during a connect storm this thread
+ * would otherwise spend a third of a millisecond per client on it while every API request
+ * and new connection waits behind the queue. */
 static void route_ts2021(struct fconn *fc, const struct http1_head *h, bool ws)
 {
     static const char head[] = "HTTP/1.1 101 Switching Protocols\r\n"
                                "Upgrade: tailscale-control-protocol\r\nConnection: upgrade\r\n\r\n";
     static const char proto[] = "tailscale-control-protocol";
-    struct noise_handshake_result res;
-    char b64[512], err[160];
+    struct control_upgrade_req rq = { .websocket = ws };
     const char *hs = h->ts_handshake;
 
     if (ws) {
@@ -214,21 +215,25 @@ static void route_ts2021(struct fconn *fc, const struct http1_head *h, bool ws)
             return;
         }
         /* Browsers cannot set headers on a WebSocket: the initiation rides in the query. */
-        hs = http1_query_param(h->target, "X-Tailscale-Handshake", b64, sizeof(b64)) == 0 ? b64
-                                                                                         : NULL;
+        hs = http1_query_param(h->target, "X-Tailscale-Handshake", rq.handshake_b64,
+                               sizeof(rq.handshake_b64)) == 0 ? rq.handshake_b64 : NULL;
+        rq.ok_len = websocket_101(h, proto, rq.ok_head);
+    } else {
+        memcpy(rq.ok_head, head, sizeof(head) - 1);
+        rq.ok_len = sizeof(head) - 1;
     }
-    if (control_upgrade(fc->f->deps.control, hs, &res, err, sizeof(err)) < 0) {
+    if (!hs || strlen(hs) >= sizeof(rq.handshake_b64)) {
         char who[NI_MAXHOST + NI_MAXSERV + 2];
-        log_info("server: /ts2021 from %s: %s", peer(fc, who, sizeof(who)), err);
-        reply_and_close(fc, 400, "Bad Request", err);
+        log_info("server: /ts2021 from %s: X-Tailscale-Handshake is missing or too long",
+                 peer(fc, who, sizeof(who)));
+        reply_and_close(fc, 400, "Bad Request", "X-Tailscale-Handshake is missing or not base64");
         return;
     }
-    if (ws)
-        accept_websocket(fc, h, proto);
-    else
-        net_conn_queue_raw(fc->nc, head, sizeof(head) - 1);
-    control_adopt(fc->f->deps.control, fconn_release(fc), &res);
-    sodium_memzero(&res, sizeof(res));
+    if (hs != rq.handshake_b64)
+        memcpy(rq.handshake_b64, hs, strlen(hs) + 1);
+    peer(fc, rq.peer, sizeof(rq.peer));
+    rq.nc = fconn_release(fc);
+    control_upgrade_async(fc->f->deps.control, &rq);
 }
 
 static void route_derp(struct fconn *fc, const struct http1_head *h, bool ws)

@@ -180,7 +180,7 @@ enum store_node_field {
  * -EEXIST when a new given name is taken. An update of last_seen alone publishes no event. */
 int store_node_update(struct store *st, uint64_t id, unsigned fields,
                       const struct store_node *v, struct store_node *out);
-/* The newest node with this node key and/or machine key (NULL = any). */
+/* The newest node with this node key and/or machine key (NULL = any, but not both). */
 int store_node_find(struct store *st, const uint8_t machine_key[STORE_KEY_LEN],
                     const uint8_t node_key[STORE_KEY_LEN], struct store_node *out);
 

@@ -335,20 +335,25 @@ int store_node_update(struct store *st, uint64_t id, unsigned fields,
 int store_node_find(struct store *st, const uint8_t machine_key[STORE_KEY_LEN],
                     const uint8_t node_key[STORE_KEY_LEN], struct store_node *out)
 {
+    /* One statement per combination, each able to use its key's index: a single statement
+     * with "($n OR ...)" conditions scans the table, once per map poll. */
+    static const char *const sql[] = {
+        "SELECT " NODE_COLS " FROM nodes WHERE node_key = $1 ORDER BY id DESC",
+        "SELECT " NODE_COLS " FROM nodes WHERE machine_key = $1 ORDER BY id DESC",
+        "SELECT " NODE_COLS " FROM nodes WHERE node_key = $1 AND machine_key = $2"
+        " ORDER BY id DESC",
+    };
     struct store_params p;
-    static const uint8_t zero[STORE_KEY_LEN];
     int rc;
 
+    if (!machine_key && !node_key)
+        return -EINVAL;
     store__params_init(&p);
-    store__p_key(&p, NODE_NODEKEY_PREFIX, node_key ? node_key : zero);
-    store__p_key(&p, NODE_MKEY_PREFIX, machine_key ? machine_key : zero);
-    store__p_bool(&p, node_key != NULL);
-    store__p_bool(&p, machine_key != NULL);
-    rc = store__get_one(st,
-                        "SELECT " NODE_COLS " FROM nodes WHERE "
-                        "(NOT CAST($3 AS BOOLEAN) OR node_key = $1) AND "
-                        "(NOT CAST($4 AS BOOLEAN) OR machine_key = $2) ORDER BY id DESC",
-                        &p, node_from_row, out);
+    if (node_key)
+        store__p_key(&p, NODE_NODEKEY_PREFIX, node_key);
+    if (machine_key)
+        store__p_key(&p, NODE_MKEY_PREFIX, machine_key);
+    rc = store__get_one(st, sql[machine_key ? (node_key ? 2 : 1) : 0], &p, node_from_row, out);
     store__params_free(&p);
     return rc;
 }
