@@ -23,6 +23,10 @@
 #define CONTROL_MAX_STREAMS 64           /* concurrent HTTP/2 streams per connection */
 #define CONTROL_MAX_STREAM_BACKLOG (32u << 20) /* unsent bytes per stream before we give up */
 #define CONTROL_MAX_CONN_TX (8u << 20)  /* encrypted bytes waiting for the socket */
+/* Reply bytes waiting for all clients together above which new full maps wait a little
+ * (control_wait_backlog): after a restart thousands of clients ask at once, and maps built
+ * faster than the clients read would only pile up in memory (a gigabyte at 5000 nodes). */
+#define CONTROL_BACKLOG_SOFT (64u << 20)
 /* A connection with no open stream and no traffic for this long is closed (Go's client
  * drops idle connections sooner; this only reaps ones that will never be used). */
 #define CONTROL_IDLE_TIMEOUT_US (10 * 60 * INT64_C(1000000))
@@ -76,6 +80,10 @@ struct control_upgrade_req {
  * ok_head and the handshake response go out and the loop owns the connection. Failure: a
  * 400 with the reason, logged, and the connection is closed. rq is copied. */
 void control_upgrade_async(struct control *c, const struct control_upgrade_req *rq);
+
+/* Waits until the reply bytes not yet taken by the sockets fall under CONTROL_BACKLOG_SOFT,
+ * or timeout_us passed (clients that stopped reading must not stall everyone). */
+void control_wait_backlog(struct control *c, int64_t timeout_us);
 
 /* Replies: body is copied. end=false keeps the stream open for control_stream_write(). */
 void control_reply(struct control *c, uint64_t conn_id, int32_t stream_id, int status,

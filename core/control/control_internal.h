@@ -102,6 +102,12 @@ struct control {
     pthread_t *workers;
     int nworkers;
 
+    /* Reply bytes queued for the loop or in streams' buffers, not yet sealed: atomics. */
+    size_t backlog;
+    int backlog_waiters;
+    pthread_mutex_t bmu; /* with bcond: control_wait_backlog() */
+    pthread_cond_t bcond;
+
     struct conn *conns[CONN_HASH_BUCKETS];
     struct control_stats stats; /* STAT_ADD to write, __atomic_load to read */
     uint8_t *scratch;           /* CONTROL_READ_CHUNK: the loop thread reads into it */
@@ -122,6 +128,8 @@ void h2_session_free(struct conn *cn); /* reports every open stream closed */
 void h2_trim(struct conn *cn);
 
 /* loop.c */
+/* Counts reply bytes in (delta > 0) and out of (delta < 0) the backlog; any thread. */
+void control__backlog_add(struct control *c, int64_t delta);
 void loop_dispatch(struct control *c, struct conn *cn, struct stream *st);
 int conn_seal(struct conn *cn, const uint8_t *pt, size_t len);
 /* A frame header and its payload, the header in the same record as the payload's start. */

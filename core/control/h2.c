@@ -17,8 +17,9 @@ static struct stream *stream_find(struct conn *cn, int32_t id)
     return NULL;
 }
 
-static void stream_free(struct stream *st)
+static void stream_free(struct conn *cn, struct stream *st)
 {
+    control__backlog_add(cn->ctl, -(int64_t)st->out.len);
     hs_buf_free(&st->body);
     hs_buf_free(&st->out);
     free(st);
@@ -115,7 +116,7 @@ static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t error_code,
         STAT_ADD(cn->ctl->stats.streams_open, -1);
         if (st->dispatched && cn->ctl->h.stream_closed)
             cn->ctl->h.stream_closed(cn->ctl->h.ctx, cn->id, sid);
-        stream_free(st);
+        stream_free(cn, st);
         break;
     }
     return 0;
@@ -367,6 +368,7 @@ static int send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t *fr
     if (conn_seal_frame(cn, framehd, 9, (const uint8_t *)st->out.data, length) < 0)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     hs_buf_consume(&st->out, length);
+    control__backlog_add(cn->ctl, -(int64_t)length);
     hs_buf_trim(&st->out, 0); /* an idle map stream keeps no buffer between messages */
     return 0;
 }
@@ -389,7 +391,8 @@ static void submit_response(struct conn *cn, struct stream *st, int status, cons
 
 static void submit_simple(struct conn *cn, struct stream *st, int status, const char *text)
 {
-    hs_buf_puts(&st->out, text);
+    if (hs_buf_puts(&st->out, text) == 0)
+        control__backlog_add(cn->ctl, (int64_t)strlen(text));
     st->end = true;
     submit_response(cn, st, status, "text/plain; charset=utf-8");
 }
@@ -405,7 +408,9 @@ static void stream_more(struct conn *cn, struct stream *st)
 /* Appends to the stream's backlog; a client that stops reading for this long is cut off. */
 static void stream_append(struct conn *cn, struct stream *st, const struct hs_buf *data)
 {
-    if (hs_buf_append(&st->out, data->data, data->len) < 0) {
+    if (hs_buf_append(&st->out, data->data, data->len) == 0) {
+        control__backlog_add(cn->ctl, (int64_t)data->len);
+    } else {
         log_warnx("control: conn %llu stream %d: client not reading, %zu bytes backlog: reset",
                   (unsigned long long)cn->id, st->id, st->out.len);
         nghttp2_submit_rst_stream(cn->h2, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
@@ -455,7 +460,7 @@ void h2_session_free(struct conn *cn)
         STAT_ADD(cn->ctl->stats.streams_open, -1);
         if (st->dispatched && cn->ctl->h.stream_closed)
             cn->ctl->h.stream_closed(cn->ctl->h.ctx, cn->id, st->id);
-        stream_free(st);
+        stream_free(cn, st);
     }
     cn->streams = NULL;
     nghttp2_session_del(cn->h2);

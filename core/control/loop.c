@@ -1,9 +1,11 @@
+#include <errno.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "control/control_internal.h"
@@ -217,10 +219,40 @@ static void conn_read(struct conn *cn)
 
 /* ---- the inbox: work for the loop from other threads ---- */
 
+void control__backlog_add(struct control *c, int64_t delta)
+{
+    size_t now = __atomic_add_fetch(&c->backlog, (size_t)delta, __ATOMIC_RELAXED);
+
+    if (delta < 0 && now < CONTROL_BACKLOG_SOFT && __atomic_load_n(&c->backlog_waiters,
+                                                                    __ATOMIC_RELAXED)) {
+        pthread_mutex_lock(&c->bmu);
+        pthread_cond_broadcast(&c->bcond);
+        pthread_mutex_unlock(&c->bmu);
+    }
+}
+
+void control_wait_backlog(struct control *c, int64_t timeout_us)
+{
+    int64_t deadline = hs_monotonic_us() + timeout_us;
+    struct timespec ts = { .tv_sec = deadline / HS_USEC_PER_SEC,
+                           .tv_nsec = (deadline % HS_USEC_PER_SEC) * 1000 };
+
+    if (__atomic_load_n(&c->backlog, __ATOMIC_RELAXED) < CONTROL_BACKLOG_SOFT)
+        return;
+    pthread_mutex_lock(&c->bmu);
+    __atomic_add_fetch(&c->backlog_waiters, 1, __ATOMIC_RELAXED);
+    while (__atomic_load_n(&c->backlog, __ATOMIC_RELAXED) >= CONTROL_BACKLOG_SOFT)
+        if (pthread_cond_timedwait(&c->bcond, &c->bmu, &ts) == ETIMEDOUT)
+            break;
+    __atomic_sub_fetch(&c->backlog_waiters, 1, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&c->bmu);
+}
+
 static void queue_push(struct control *c, struct msg *m)
 {
     uint64_t one = 1;
 
+    control__backlog_add(c, (int64_t)m->data.len);
     pthread_mutex_lock(&c->qmu);
     if (c->inbox_tail)
         c->inbox_tail->next = m;
@@ -381,6 +413,7 @@ static void loop_drain_inbox(struct control *c)
     pthread_mutex_unlock(&c->qmu);
     for (; m; m = next) {
         next = m->next;
+        control__backlog_add(c, -(int64_t)m->data.len); /* moves to a stream, or is dropped */
         loop_handle_msg(c, m);
         msg_free(m);
     }
@@ -634,6 +667,14 @@ struct control *control_new(const struct key_pair *noise_key, const struct contr
     pthread_mutex_init(&c->qmu, NULL);
     pthread_mutex_init(&c->jmu, NULL);
     pthread_cond_init(&c->jcond, NULL);
+    pthread_mutex_init(&c->bmu, NULL);
+    {
+        pthread_condattr_t a;
+        pthread_condattr_init(&a);
+        pthread_condattr_setclock(&a, CLOCK_MONOTONIC); /* control_wait_backlog's deadline */
+        pthread_cond_init(&c->bcond, &a);
+        pthread_condattr_destroy(&a);
+    }
     c->scratch = hs_xmalloc(CONTROL_READ_CHUNK);
     return c;
 }

@@ -18,6 +18,8 @@
 #define HERD_CHANGES_PER_S 20
 #define HERD_DELAY_US HS_USEC_PER_SEC
 #define KEEPALIVE_DEFAULT_US (50 * HS_USEC_PER_SEC)
+/* The longest a full map waits for the clients to catch up on reading (control.h). */
+#define POLL_BACKLOG_WAIT_US (2 * HS_USEC_PER_SEC)
 
 static int64_t keepalive_interval(const struct control_service *s)
 {
@@ -167,6 +169,8 @@ void poll_handle(struct control_service *s, struct control_request *rq, json_t *
     if (!dk || !*dk)
         memcpy(disco, n.disco_key, 32);
     update_node_info(s, &n, req, disco);
+    if (stream || !omit_peers) /* a full map follows: not while clients are behind reading */
+        control_wait_backlog(s->ctl, POLL_BACKLOG_WAIT_US);
     if (stream) {
         session_open(s, rq, n.id, zstd, capver);
     } else if (omit_peers) {

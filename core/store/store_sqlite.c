@@ -5,6 +5,7 @@
 #include <libgen.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,9 +15,22 @@
 
 #define SQLITE_BUSY_TIMEOUT_MS 10000
 
+/* Prepared statements kept per connection: parsing and planning a statement costs as much
+ * as running a one-row lookup, and a map poll runs several. Keyed by the SQL text. */
+#define STMT_CACHE_SLOTS 48
+
+struct stmt_slot {
+    char *sql; /* owned; NULL: free slot */
+    uint64_t hash;
+    sqlite3_stmt *stmt;
+    uint64_t last_use;
+};
+
 struct store_conn {
     sqlite3 *db;
     pthread_mutex_t mu;
+    struct stmt_slot cache[STMT_CACHE_SLOTS];
+    uint64_t uses;
 };
 
 static int sqlite_err(sqlite3 *db, int rc, const char *sql)
@@ -111,10 +125,65 @@ static int open_conn(const struct hs_config *cfg, struct store_conn *c, bool rea
     return 0;
 }
 
+static void cache_drop(struct stmt_slot *slot)
+{
+    sqlite3_finalize(slot->stmt);
+    free(slot->sql);
+    *slot = (struct stmt_slot){ 0 };
+}
+
+static uint64_t sql_hash(const char *sql)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+
+    for (; *sql; sql++)
+        h = (h ^ (uint8_t)*sql) * 1099511628211ULL;
+    return h;
+}
+
+/* A ready statement for sql from the cache, or prepared now and cached (the least recently
+ * used one makes room). Reset and unbound after each use by cache_done(). */
+static int cache_get(struct store_conn *c, const char *sql, sqlite3_stmt **out)
+{
+    uint64_t h = sql_hash(sql);
+    struct stmt_slot *victim = &c->cache[0];
+    sqlite3_stmt *stmt;
+    int rc;
+
+    c->uses++;
+    for (size_t i = 0; i < STMT_CACHE_SLOTS; i++) {
+        struct stmt_slot *slot = &c->cache[i];
+        if (slot->sql && slot->hash == h && strcmp(slot->sql, sql) == 0) {
+            slot->last_use = c->uses;
+            *out = slot->stmt;
+            return SQLITE_OK;
+        }
+        if (slot->last_use < victim->last_use)
+            victim = slot;
+    }
+    rc = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, NULL);
+    if (rc != SQLITE_OK)
+        return rc;
+    if (victim->sql)
+        cache_drop(victim);
+    *victim = (struct stmt_slot){ hs_strdup(sql), h, stmt, c->uses };
+    *out = stmt;
+    return SQLITE_OK;
+}
+
+static void cache_done(sqlite3_stmt *stmt)
+{
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+}
+
 static void close_conn(struct store_conn *c)
 {
     if (!c->db)
         return;
+    for (size_t i = 0; i < STMT_CACHE_SLOTS; i++)
+        if (c->cache[i].sql)
+            cache_drop(&c->cache[i]);
     /* close_v2: a statement leaked by a bug must not keep the file open forever. */
     sqlite3_close_v2(c->db);
     pthread_mutex_destroy(&c->mu);
@@ -252,10 +321,10 @@ static int sqlite_exec(struct store_conn *c, const char *sql, int nparams,
                        const char *const *params, struct store_result *res)
 {
     struct store_result tmp;
-    sqlite3_stmt *stmt = NULL;
+    sqlite3_stmt *stmt;
     int rc;
 
-    rc = sqlite3_prepare_v2(c->db, sql, -1, &stmt, NULL);
+    rc = cache_get(c, sql, &stmt);
     if (rc != SQLITE_OK)
         return sqlite_err(c->db, rc, sql);
     store__result_init(&tmp, (size_t)sqlite3_column_count(stmt));
@@ -263,7 +332,7 @@ static int sqlite_exec(struct store_conn *c, const char *sql, int nparams,
         rc = sqlite_err(c->db, sqlite3_errcode(c->db), sql);
     else
         rc = step_all(c, stmt, sql, res ? &tmp : NULL);
-    sqlite3_finalize(stmt);
+    cache_done(stmt);
     if (rc < 0 || !res)
         store__result_free(&tmp);
     else
