@@ -758,6 +758,37 @@ Test(sqlite, file_and_folder_are_private, .init = sqlite_init, .fini = fx_fini)
     store__result_free(&res);
 }
 
+/* Statements are cached per connection: more distinct ones than the cache holds, a failed
+ * step, and a schema change under a cached statement must all still give the right rows. */
+Test(sqlite, cached_statements_stay_correct, .init = sqlite_init, .fini = fx_fini)
+{
+    struct store_result res;
+    const char *param[1];
+    char sql[96], want[32];
+
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 100; i++) {
+            snprintf(sql, sizeof(sql), "SELECT %d + CAST($1 AS INTEGER)", i);
+            param[0] = round ? "1000" : "7";
+            cr_assert_eq(store__exec(fx.st, sql, 1, param, &res), 0);
+            snprintf(want, sizeof(want), "%d", i + (round ? 1000 : 7));
+            cr_assert_str_eq(store__cell(&res, 0, 0), want, "%s", sql);
+            store__result_free(&res);
+        }
+    }
+    cr_assert_eq(store__exec(fx.st, "CREATE TABLE t (v TEXT UNIQUE)", 0, NULL, NULL), 0);
+    param[0] = "a";
+    cr_assert_eq(store__exec(fx.st, "INSERT INTO t (v) VALUES ($1)", 1, param, NULL), 0);
+    cr_assert_eq(store__exec(fx.st, "INSERT INTO t (v) VALUES ($1)", 1, param, NULL), -EEXIST);
+    param[0] = "b";
+    cr_assert_eq(store__exec(fx.st, "INSERT INTO t (v) VALUES ($1)", 1, param, NULL), 0);
+    cr_assert_eq(count_rows("SELECT count(*) FROM t"), 2);
+    cr_assert_eq(store__exec(fx.st, "DROP TABLE t", 0, NULL, NULL), 0);
+    cr_assert_lt(store__exec(fx.st, "SELECT count(*) FROM t", 0, NULL, &res), 0);
+    cr_assert_eq(store__exec(fx.st, "CREATE TABLE t (v TEXT, w TEXT)", 0, NULL, NULL), 0);
+    cr_assert_eq(count_rows("SELECT count(*) FROM t"), 0);
+}
+
 Test(postgres, reconnects_after_the_server_drops_it, .init = pg_init, .fini = fx_fini)
 {
     char sql[200];
