@@ -166,7 +166,6 @@ static bool websocket_ok(const struct http1_head *h, const char *proto)
            ws_accept_key(h->ws_key, accept) == 0 && http1_has_token(h->ws_protocol, proto);
 }
 
-/* Queues the 101 that accepts a checked WebSocket handshake; framing starts after it. */
 /* The 101 that accepts a WebSocket (resp holds 256 bytes); its length. */
 static size_t websocket_101(const struct http1_head *h, const char *proto, char *resp)
 {
@@ -181,6 +180,7 @@ static size_t websocket_101(const struct http1_head *h, const char *proto, char 
     return n > 0 && n < 256 ? (size_t)n : 0;
 }
 
+/* Queues the 101 that accepts a checked WebSocket handshake; framing starts after it. */
 static void accept_websocket(struct fconn *fc, const struct http1_head *h, const char *proto)
 {
     char resp[256];
@@ -208,6 +208,7 @@ static void route_ts2021(struct fconn *fc, const struct http1_head *h, bool ws)
     static const char proto[] = "tailscale-control-protocol";
     struct control_upgrade_req rq = { .websocket = ws };
     const char *hs = h->ts_handshake;
+    char who[NI_MAXHOST + NI_MAXSERV + 2];
 
     if (ws) {
         if (!websocket_ok(h, proto)) {
@@ -222,16 +223,15 @@ static void route_ts2021(struct fconn *fc, const struct http1_head *h, bool ws)
         memcpy(rq.ok_head, head, sizeof(head) - 1);
         rq.ok_len = sizeof(head) - 1;
     }
+    hs_strlcpy(rq.peer, peer(fc, who, sizeof(who)), sizeof(rq.peer));
     if (!hs || strlen(hs) >= sizeof(rq.handshake_b64)) {
-        char who[NI_MAXHOST + NI_MAXSERV + 2];
-        log_info("server: /ts2021 from %s: X-Tailscale-Handshake is missing or too long",
-                 peer(fc, who, sizeof(who)));
-        reply_and_close(fc, 400, "Bad Request", "X-Tailscale-Handshake is missing or not base64");
+        static const char msg[] = "X-Tailscale-Handshake is missing or too long";
+        log_info("server: /ts2021 from %s: %s", rq.peer, msg);
+        reply_and_close(fc, 400, "Bad Request", msg);
         return;
     }
     if (hs != rq.handshake_b64)
         memcpy(rq.handshake_b64, hs, strlen(hs) + 1);
-    peer(fc, rq.peer, sizeof(rq.peer));
     rq.nc = fconn_release(fc);
     control_upgrade_async(fc->f->deps.control, &rq);
 }
