@@ -72,7 +72,8 @@ struct control_upgrade_req {
     char ok_head[256];       /* the 101 response, sent before the handshake response */
     size_t ok_len;
     bool websocket;          /* frame everything after ok_head as WebSocket messages */
-    char peer[128];          /* "host:port", for the log */
+    struct sockaddr_storage addr; /* the client's, for the log */
+    socklen_t addrlen;
 };
 
 /* Runs the Noise responder on a worker (four X25519 and a dozen hashes: the thread that

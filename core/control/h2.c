@@ -389,10 +389,20 @@ static void submit_response(struct conn *cn, struct stream *st, int status, cons
         nghttp2_submit_rst_stream(cn->h2, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
 }
 
+/* Every byte into st->out goes through here: the backlog counts them (send_data() and
+ * stream_free() count them out). */
+static int out_append(struct conn *cn, struct stream *st, const void *data, size_t len)
+{
+    int rc = hs_buf_append(&st->out, data, len);
+
+    if (rc == 0)
+        control__backlog_add(cn->ctl, (int64_t)len);
+    return rc;
+}
+
 static void submit_simple(struct conn *cn, struct stream *st, int status, const char *text)
 {
-    if (hs_buf_puts(&st->out, text) == 0)
-        control__backlog_add(cn->ctl, (int64_t)strlen(text));
+    out_append(cn, st, text, strlen(text));
     st->end = true;
     submit_response(cn, st, status, "text/plain; charset=utf-8");
 }
@@ -408,9 +418,7 @@ static void stream_more(struct conn *cn, struct stream *st)
 /* Appends to the stream's backlog; a client that stops reading for this long is cut off. */
 static void stream_append(struct conn *cn, struct stream *st, const struct hs_buf *data)
 {
-    if (hs_buf_append(&st->out, data->data, data->len) == 0) {
-        control__backlog_add(cn->ctl, (int64_t)data->len);
-    } else {
+    if (out_append(cn, st, data->data, data->len) < 0) {
         log_warnx("control: conn %llu stream %d: client not reading, %zu bytes backlog: reset",
                   (unsigned long long)cn->id, st->id, st->out.len);
         nghttp2_submit_rst_stream(cn->h2, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);

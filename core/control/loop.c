@@ -233,12 +233,14 @@ void control__backlog_add(struct control *c, int64_t delta)
 
 void control_wait_backlog(struct control *c, int64_t timeout_us)
 {
-    int64_t deadline = hs_monotonic_us() + timeout_us;
-    struct timespec ts = { .tv_sec = deadline / HS_USEC_PER_SEC,
-                           .tv_nsec = (deadline % HS_USEC_PER_SEC) * 1000 };
+    int64_t deadline;
+    struct timespec ts;
 
     if (__atomic_load_n(&c->backlog, __ATOMIC_RELAXED) < CONTROL_BACKLOG_SOFT)
         return;
+    deadline = hs_monotonic_us() + timeout_us;
+    ts = (struct timespec){ .tv_sec = deadline / HS_USEC_PER_SEC,
+                            .tv_nsec = (deadline % HS_USEC_PER_SEC) * 1000 };
     pthread_mutex_lock(&c->bmu);
     __atomic_add_fetch(&c->backlog_waiters, 1, __ATOMIC_RELAXED);
     while (__atomic_load_n(&c->backlog, __ATOMIC_RELAXED) >= CONTROL_BACKLOG_SOFT)
@@ -577,10 +579,9 @@ static int handshake(struct control *c, const char *handshake_b64,
     size_t len;
     int rc;
 
-    if (!handshake_b64 || sodium_base642bin(msg, sizeof(msg), handshake_b64,
-                                            strlen(handshake_b64), NULL, &len, NULL,
-                                            sodium_base64_VARIANT_ORIGINAL) != 0) {
-        snprintf(err, errsize, "X-Tailscale-Handshake is missing or not base64");
+    if (sodium_base642bin(msg, sizeof(msg), handshake_b64, strlen(handshake_b64), NULL, &len,
+                          NULL, sodium_base64_VARIANT_ORIGINAL) != 0) {
+        snprintf(err, errsize, "X-Tailscale-Handshake is not base64");
         return -EINVAL;
     }
     rc = noise_accept(&c->key, msg, len, out);
@@ -595,10 +596,11 @@ static int handshake(struct control *c, const char *handshake_b64,
 static void run_upgrade(struct control *c, struct control_upgrade_req *up)
 {
     struct noise_handshake_result res;
-    char err[160];
+    char err[160], who[NET_ADDR_TEXT];
 
     if (handshake(c, up->handshake_b64, &res, err, sizeof(err)) < 0) {
-        log_info("server: /ts2021 from %s: %s", up->peer, err);
+        log_info("server: /ts2021 from %s: %s", net_addr_text(&up->addr, up->addrlen, who,
+                                                               sizeof(who)), err);
         net_conn_reply(up->nc, 400, "Bad Request", err);
         net_conn_close(up->nc);
         return;

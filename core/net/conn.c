@@ -1,4 +1,5 @@
 /* A client's byte stream: socket → optional TLS → optional WebSocket framing. */
+#include <netdb.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <stdlib.h>
@@ -278,6 +279,18 @@ void net_conn_unread(struct net_conn *c, const void *data, size_t len)
 int net_conn_queue_raw(struct net_conn *c, const void *data, size_t len)
 {
     return hs_buf_append(&c->out, data, len);
+}
+
+const char *net_addr_text(const struct sockaddr_storage *sa, socklen_t len, char *buf,
+                          size_t size)
+{
+    char host[NI_MAXHOST], port[NI_MAXSERV];
+
+    if (getnameinfo((const struct sockaddr *)sa, len, host, sizeof(host), port, sizeof(port),
+                    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+        return "?";
+    snprintf(buf, size, "%.100s:%.8s", host, port); /* numeric: both fit */
+    return buf;
 }
 
 void net_conn_reply(struct net_conn *c, int status, const char *reason, const char *msg)

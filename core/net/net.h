@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include "util/util.h"
@@ -73,6 +74,12 @@ int net_conn_queue_raw(struct net_conn *c, const void *data, size_t len);
 
 /* From now on payload travels in WebSocket binary messages (server side of RFC 6455). */
 void net_conn_websocket(struct net_conn *c);
+
+/* "host:port" of a socket address, numeric, for logs (buf: NET_ADDR_TEXT bytes); "?" if it
+ * cannot be written. */
+#define NET_ADDR_TEXT 112
+const char *net_addr_text(const struct sockaddr_storage *sa, socklen_t len, char *buf,
+                          size_t size);
 
 /* A short HTTP/1.1 answer with "Connection: close" for a request refused before any protocol
  * took over, sent best effort (a fresh socket takes a small reply); the caller closes next. */

@@ -8,7 +8,6 @@
  *     REST API, the registration page, probes: small and few).
  * Slow or silent clients are bounded by a head deadline; a proxied connection that makes
  * no progress is cut. */
-#include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -125,16 +124,10 @@ static void reap(struct front *f)
     }
 }
 
-/* The client's address for logs. */
+/* The client's address for logs (buf: NET_ADDR_TEXT bytes). */
 static const char *peer(const struct fconn *fc, char *buf, size_t size)
 {
-    char host[NI_MAXHOST], port[NI_MAXSERV];
-
-    if (getnameinfo((const struct sockaddr *)&fc->addr, fc->addrlen, host, sizeof(host), port,
-                    sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV) != 0)
-        return "?";
-    snprintf(buf, size, "%.100s:%.8s", host, port); /* numeric: both fit */
-    return buf;
+    return net_addr_text(&fc->addr, fc->addrlen, buf, size);
 }
 
 /* A short answer for a request we refuse ourselves, then the connection is closed. */
@@ -208,7 +201,7 @@ static void route_ts2021(struct fconn *fc, const struct http1_head *h, bool ws)
     static const char proto[] = "tailscale-control-protocol";
     struct control_upgrade_req rq = { .websocket = ws };
     const char *hs = h->ts_handshake;
-    char who[NI_MAXHOST + NI_MAXSERV + 2];
+    char who[NET_ADDR_TEXT];
 
     if (ws) {
         if (!websocket_ok(h, proto)) {
@@ -223,15 +216,16 @@ static void route_ts2021(struct fconn *fc, const struct http1_head *h, bool ws)
         memcpy(rq.ok_head, head, sizeof(head) - 1);
         rq.ok_len = sizeof(head) - 1;
     }
-    hs_strlcpy(rq.peer, peer(fc, who, sizeof(who)), sizeof(rq.peer));
     if (!hs || strlen(hs) >= sizeof(rq.handshake_b64)) {
         static const char msg[] = "X-Tailscale-Handshake is missing or too long";
-        log_info("server: /ts2021 from %s: %s", rq.peer, msg);
+        log_info("server: /ts2021 from %s: %s", peer(fc, who, sizeof(who)), msg);
         reply_and_close(fc, 400, "Bad Request", msg);
         return;
     }
     if (hs != rq.handshake_b64)
         memcpy(rq.handshake_b64, hs, strlen(hs) + 1);
+    rq.addr = fc->addr;
+    rq.addrlen = fc->addrlen;
     rq.nc = fconn_release(fc);
     control_upgrade_async(fc->f->deps.control, &rq);
 }
@@ -481,7 +475,7 @@ static void handshake(struct fconn *fc)
         return;
     }
     if (rc < 0) {
-        char who[NI_MAXHOST + NI_MAXSERV + 2];
+        char who[NET_ADDR_TEXT];
         log_debug("server: TLS handshake with %s failed: %s", peer(fc, who, sizeof(who)),
                   hs_strerror(rc));
         fconn_free(fc);

@@ -106,11 +106,19 @@ void store__result_free(struct store_result *r)
     *r = (struct store_result){ 0 };
 }
 
-const char *store__cell(const struct store_result *r, size_t row, size_t col)
+/* The cell's slot; NULL outside the result. */
+static char **cell_at(const struct store_result *r, size_t row, size_t col)
 {
     if (row >= r->nrows || col >= r->ncols)
         return NULL;
-    return r->cells[row * r->ncols + col];
+    return &r->cells[row * r->ncols + col];
+}
+
+const char *store__cell(const struct store_result *r, size_t row, size_t col)
+{
+    char **cell = cell_at(r, row, col);
+
+    return cell ? *cell : NULL;
 }
 
 uint64_t store__cell_u64(const struct store_result *r, size_t row, size_t col)
@@ -143,12 +151,10 @@ bool store__cell_bool(const struct store_result *r, size_t row, size_t col)
 
 char *store__cell_take(struct store_result *r, size_t row, size_t col)
 {
-    char *s;
+    char **cell = cell_at(r, row, col), *s = cell ? *cell : NULL;
 
-    if (row >= r->nrows || col >= r->ncols)
-        return NULL;
-    s = r->cells[row * r->ncols + col];
-    r->cells[row * r->ncols + col] = NULL;
+    if (cell)
+        *cell = NULL;
     return s;
 }
 
