@@ -4,6 +4,8 @@
 
 #include "policy/policy.h"
 
+json_t *policy__parse(const char *text, size_t len, char *err, size_t errsize);
+
 /* HuJSON → JSON in one pass, no allocation, no recursion: a small state machine over the
  * bytes. Trailing commas are found by remembering the last comma seen outside strings and
  * blanking it when the next significant byte closes an object or array. */
@@ -162,7 +164,7 @@ static int check_sections(json_t *doc, char *err, size_t errsize)
     return check_acls(json_object_get(doc, "acls"), err, errsize);
 }
 
-json_t *policy_parse(const char *text, size_t len, char *err, size_t errsize)
+json_t *policy__parse(const char *text, size_t len, char *err, size_t errsize)
 {
     char *std;
     json_t *doc;
@@ -188,7 +190,7 @@ json_t *policy_parse(const char *text, size_t len, char *err, size_t errsize)
 
 int policy_check(const char *text, size_t len, char *err, size_t errsize)
 {
-    json_t *doc = policy_parse(text, len, err, errsize);
+    json_t *doc = policy__parse(text, len, err, errsize);
     if (!doc)
         return -EINVAL;
     json_decref(doc);

@@ -1,25 +1,108 @@
-/* policy: ACL policy documents. This first part parses and checks the document (HuJSON: JSON
- * with comments and trailing commas, as Tailscale writes it); compiling it into packet filters
- * comes with the policy issue. */
+/* policy: ACL policy documents (HuJSON or YAML), checked and compiled for a set of nodes into
+ * what each node is sent: its packet filter, the peers it may see, its SSH policy and its
+ * capabilities (Tailscale's semantics: tailscale.com/kb/1337, checked against the captures in
+ * shared/testdata/policy-conformance).
+ *
+ * Two steps. policy_load() parses a document and checks everything that does not depend on
+ * the tailnet (syntax, sections, ports, protocols, tag owners, groups); the result is
+ * immutable and may be shared between threads. policy_compile() resolves it against a
+ * topology (users and nodes), runs the document's own `tests` and `sshTests`, and gives a
+ * struct policy_net that answers per-node questions. A policy_net is immutable too: a change
+ * of nodes or policy compiles a new one (cheap: see bench/policy). */
 #ifndef HS_POLICY_H
 #define HS_POLICY_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "util/util.h"
 
 #define POLICY_MAX_BYTES (4u << 20)
+#define POLICY_MAX_DEPTH 64 /* nesting of objects/arrays in a document */
+
+enum policy_format {
+    POLICY_FORMAT_AUTO, /* YAML if the text does not start with '{' (after blanks/comments) */
+    POLICY_FORMAT_HUJSON,
+    POLICY_FORMAT_YAML,
+};
+
+struct policy;
+
+/* Parses and checks a policy document. On success *out is the caller's (policy_free).
+ * -EINVAL (or -E2BIG past POLICY_MAX_BYTES) with a message naming the element in err. */
+int policy_load(const char *text, size_t len, enum policy_format fmt, struct policy **out,
+                char *err, size_t errsize);
+void policy_free(struct policy *p);
+/* The format to assume for a file name: YAML for .yaml/.yml, HuJSON otherwise. */
+enum policy_format policy_format_for_path(const char *path);
+
+/* The tailnet a policy is compiled for. Strings are borrowed for the duration of
+ * policy_compile(); the result copies what it keeps. */
+struct policy_user {
+    uint64_t id;
+    const char *name;  /* login name ("alice"); may be NULL */
+    const char *email; /* may be NULL */
+};
+
+struct policy_node {
+    uint64_t id;
+    const char *name;             /* for messages and `debug policy` output */
+    uint64_t user_id;             /* owner; 0 = none */
+    const char *const *tags;      /* a node with tags is tagged: it is not in its user's alias */
+    size_t ntags;
+    const char *ipv4, *ipv6;      /* addresses as text; NULL when absent */
+    const char *const *routes;    /* routes the node advertises (CIDR text) */
+    size_t nroutes;
+    const char *const *approved;  /* routes approved for it (CIDR text; autoApprovers add more) */
+    size_t napproved;
+};
+
+struct policy_topology {
+    const struct policy_user *users;
+    size_t nusers;
+    const struct policy_node *nodes; /* addressed by index below */
+    size_t nnodes;
+};
+
+struct policy_net;
+
+/* Compiles p (NULL: no policy, every node reaches every other) for t. -EINVAL with a message
+ * when the policy names something it cannot (a user matching two users) or when its `tests`
+ * or `sshTests` fail. On success *out is the caller's (policy_net_free). */
+int policy_compile(const struct policy *p, const struct policy_topology *t,
+                   struct policy_net **out, char *err, size_t errsize);
+void policy_net_free(struct policy_net *c);
+
+/* Node i's packet filter as JSON (an array of tailcfg.FilterRule) appended to out. */
+int policy_net_filter(const struct policy_net *c, size_t i, struct hs_buf *out);
+/* Node i's SSH policy rules (tailcfg.SSHPolicy.Rules) as a JSON array appended to out;
+ * "[]" when no one may SSH to it. */
+int policy_net_ssh(const struct policy_net *c, size_t i, struct hs_buf *out);
+/* Node i's own capabilities (tailcfg.NodeCapMap) from nodeAttrs, a JSON object. */
+int policy_net_capmap(const struct policy_net *c, size_t i, struct hs_buf *out);
+/* Whether node a has b in its peer list: either may reach the other. Symmetric. */
+bool policy_net_sees(const struct policy_net *c, size_t a, size_t b);
+/* The routes of node b that viewer a gets in b's AllowedIPs (besides b's addresses), as
+ * CIDR text; *n set to their count. Borrowed from c. */
+const char *const *policy_net_peer_routes(const struct policy_net *c, size_t a, size_t b,
+                                          size_t *n);
+/* Routes of node i approved by the policy's autoApprovers or by the topology. */
+const char *const *policy_net_approved(const struct policy_net *c, size_t i, size_t *n);
+
+/* Old interface kept for the API's `policy check` and the server's start-up check: parses
+ * and checks a document (format auto-detected). */
+int policy_check(const char *text, size_t len, char *err, size_t errsize);
 
 /* Rewrites HuJSON into standard JSON of the same length (comments and trailing commas become
  * spaces, so line/column numbers in later errors still point at the original text).
  * out must hold len + 1 bytes. Returns 0 or -EINVAL with a message in err. */
 int policy_hujson_standardize(const char *in, size_t len, char *out, char *err, size_t errsize);
 
-/* Parses a policy document; NULL on error with a message ("line 3: ...") in err.
- * The caller owns the returned object. */
-json_t *policy_parse(const char *text, size_t len, char *err, size_t errsize);
-
-/* Checks that text is a valid policy document; 0 or -EINVAL with a message in err. */
-int policy_check(const char *text, size_t len, char *err, size_t errsize);
+/* A YAML document as the equivalent JSON value (mappings → objects, sequences → arrays,
+ * plain scalars that read as numbers/booleans/null → those, everything else → strings).
+ * Nesting past POLICY_MAX_DEPTH, anchors/aliases, several documents, and non-string keys are
+ * refused. NULL with "line N: ..." in err. The caller owns the result. */
+json_t *policy_yaml_to_json(const char *text, size_t len, char *err, size_t errsize);
 
 #endif
