@@ -307,6 +307,34 @@ static const struct cli_cmd cmd_policy = {
     .subs = SUBS(&cmd_policy_get, &cmd_policy_set),
 };
 
+/* ---- debug ---- */
+
+static const struct cli_cmd cmd_debug_policy = {
+    .name = "policy", .use = "policy --policy FILE --topology FILE",
+    .summary = "Compile a policy for a described tailnet and show each node's view",
+    .long_help =
+        "Works offline: no server, configuration or database is involved.\n\n"
+        "--policy is a policy document (YAML when the name ends in .yaml or .yml, HuJSON\n"
+        "otherwise). --topology is a JSON file describing the tailnet:\n"
+        "  {\"users\": [{\"id\": 1, \"name\": \"alice\", \"email\": \"alice@example.com\"}],\n"
+        "   \"nodes\": {\"laptop\": {\"user\": \"alice\", \"tags\": [], \"ipv4\": \"100.64.0.1\",\n"
+        "              \"ipv6\": \"fd7a:115c:a1e0::1\", \"routable_ips\": [],\n"
+        "              \"approved_routes\": []}}}\n"
+        "A node's \"user\" is a user name; leave it out for a tagged node.\n\n"
+        "For every node, in name order, prints the peers it would see, the routes it would\n"
+        "reach through them, its packet filter, who may SSH to it and its capabilities.\n"
+        "With -o json the result is one object keyed by node name. When the policy does\n"
+        "not load or compile, the reason goes to stderr and the exit status is 1.",
+    .flags = FLAGS({ "policy", 0, CLI_STRING, NULL, "Policy file (HuJSON or YAML)", false },
+                   { "topology", 0, CLI_STRING, NULL, "Tailnet description (JSON)", false }),
+    .run = cli_cmd_debug_policy, .max_args = 0,
+};
+
+static const struct cli_cmd cmd_debug = {
+    .name = "debug", .use = "debug", .summary = "Tools for looking into headscale's decisions",
+    .subs = SUBS(&cmd_debug_policy),
+};
+
 /* ---- root ---- */
 
 const struct cli_cmd cli_root = {
@@ -317,6 +345,6 @@ const struct cli_cmd cli_root = {
                       "config file (default is /etc/headscale/config.yaml)", false },
                     { "output", 'o', CLI_STRING, NULL, OUTPUT_HELP, false },
                     { "force", 0, CLI_BOOL, "false", "Disable prompts and forces the execution", false }),
-    .subs = SUBS(&cmd_apikeys, &cmd_auth, &cmd_configtest, &cmd_generate, &cmd_nodes, &cmd_policy,
-                 &cmd_preauthkeys, &cmd_serve, &cmd_users, &cmd_version),
+    .subs = SUBS(&cmd_apikeys, &cmd_auth, &cmd_configtest, &cmd_debug, &cmd_generate,
+                 &cmd_nodes, &cmd_policy, &cmd_preauthkeys, &cmd_serve, &cmd_users, &cmd_version),
 };

@@ -1050,3 +1050,98 @@ Test(cli_nodes, delete_without_tty_refuses)
     free(log);
     fake_stop(&f);
 }
+
+/* ---- debug policy: offline, from files ---- */
+
+static char *write_tmp(const char *body, const char *suffix)
+{
+    char *path = hs_aprintf("/tmp/test_cli_debug_XXXXXX%s", suffix);
+    int fd = mkstemps(path, (int)strlen(suffix));
+
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(write(fd, body, strlen(body)), (ssize_t)strlen(body));
+    close(fd);
+    return path;
+}
+
+#define ALLOW_ALL "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}]}"
+/* Nodes listed out of order: the command numbers them by sorted name. "c" has no IPv6. */
+#define TOPOLOGY                                                                             \
+    "{\"users\": [{\"id\": 1, \"name\": \"alice\", \"email\": \"alice@example.com\"}],"      \
+    " \"nodes\": {"                                                                          \
+    "  \"c\": {\"tags\": [\"tag:srv\"], \"ipv4\": \"100.64.0.3\"},"                           \
+    "  \"a\": {\"user\": \"alice\", \"tags\": [], \"ipv4\": \"100.64.0.1\","                  \
+    "         \"ipv6\": \"fd7a:115c:a1e0::1\", \"routable_ips\": [], \"approved_routes\": []},"\
+    "  \"b\": {\"user\": \"alice\", \"ipv4\": \"100.64.0.2\", \"ipv6\": \"fd7a:115c:a1e0::2\"}}}"
+
+Test(cli_debug, policy_json_answer_per_node)
+{
+    char *pol = write_tmp(ALLOW_ALL, ".json"), *top = write_tmp(TOPOLOGY, ".json");
+    struct run r = RUN("-c", "/nonexistent/config.yaml", "debug", "policy", "--policy", pol,
+                       "--topology", top, "-o", "json");
+    json_t *j, *a;
+
+    cr_assert_eq(r.rc, 0, "%s", r.err);
+    j = json_loads(r.out, 0, NULL);
+    cr_assert_not_null(j, "%s", r.out);
+    cr_assert_eq(json_object_size(j), 3);
+    a = json_object_get(j, "a");
+    cr_assert(json_is_array(json_object_get(a, "packet_filter_rules")));
+    cr_assert(json_is_array(json_object_get(a, "ssh_policy")));
+    cr_assert(json_is_object(json_object_get(a, "cap_map")));
+    cr_assert(json_is_object(json_object_get(a, "peer_allowed_ips")));
+    cr_assert_str_eq(json_string_value(json_array_get(json_object_get(a, "peers"), 0)), "b");
+    cr_assert_str_eq(json_string_value(json_array_get(json_object_get(a, "peers"), 1)), "c");
+    cr_assert_eq(json_array_size(json_object_get(json_object_get(j, "c"), "peers")), 2);
+    json_decref(j);
+    run_free(&r);
+
+    r = RUN("debug", "policy", "--policy", pol, "--topology", top);
+    cr_assert_eq(r.rc, 0, "%s", r.err);
+    cr_assert(hs_has_prefix(r.out, "a (100.64.0.1, fd7a:115c:a1e0::1) user alice\n"
+                                   "  peers (2): b, c\n"),
+              "%s", r.out);
+    cr_assert(strstr(r.out, "\nc (100.64.0.3) tags tag:srv\n") != NULL, "%s", r.out);
+    run_free(&r);
+    unlink(pol);
+    unlink(top);
+    free(pol);
+    free(top);
+}
+
+Test(cli_debug, policy_errors_exit_1)
+{
+    char *bad = write_tmp("{\"acls\": [", ".json"), *pol = write_tmp(ALLOW_ALL, ".json");
+    char *top = write_tmp(TOPOLOGY, ".json");
+    char *nouser = write_tmp("{\"users\": [], \"nodes\": {\"a\": {\"user\": \"bob\"}}}", ".json");
+    struct run r = RUN("debug", "policy", "--policy", bad, "--topology", top);
+
+    cr_assert_eq(r.rc, 1);
+    cr_assert(strstr(r.err, "policy: ") != NULL, "%s", r.err);
+    cr_assert_str_eq(r.out, "");
+    run_free(&r);
+
+    r = RUN("debug", "policy", "--policy", pol, "--topology", nouser);
+    cr_assert_eq(r.rc, 1);
+    cr_assert(strstr(r.err, "topology: node a: ") != NULL, "%s", r.err);
+    run_free(&r);
+
+    r = RUN("debug", "policy", "--policy", pol, "--topology", bad);
+    cr_assert_eq(r.rc, 1);
+    cr_assert(strstr(r.err, "topology: ") != NULL, "%s", r.err);
+    run_free(&r);
+
+    r = RUN("debug", "policy", "--policy", pol);
+    cr_assert_eq(r.rc, 1);
+    cr_assert(strstr(r.err, "topology") != NULL, "%s", r.err);
+    run_free(&r);
+
+    r = RUN("debug", "policy", "--policy", "/nonexistent/policy.json", "--topology", top);
+    cr_assert_eq(r.rc, 1);
+    cr_assert(strstr(r.err, "policy: /nonexistent/policy.json: ") != NULL, "%s", r.err);
+    run_free(&r);
+    for (char **p = (char *[]){ bad, pol, top, nouser, NULL }; *p; p++) {
+        unlink(*p);
+        free(*p);
+    }
+}
