@@ -1,0 +1,268 @@
+/* One node's packet filter: the rules whose destinations cover it, each reduced to the
+ * destinations that do (its own addresses, `*`, prefixes overlapping its approved routes,
+ * the internet when it is an exit node), as tailcfg.FilterRule JSON. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "policy/policy_internal.h"
+
+#define ALL_PORTS ((struct pol_ports){ 0, 65535 })
+
+static const char allow_all[] =
+    "[{\"SrcIPs\":[\"*\"],\"DstPorts\":[{\"IP\":\"*\",\"Ports\":{\"First\":0,\"Last\":65535}}]}]";
+
+/* DstPorts entries of one destination, collected before the rule is written. */
+struct dsts {
+    struct hs_buf *out;
+    bool any;
+};
+
+static void dst_port(struct dsts *d, const char *ip, const struct pol_ports *pr)
+{
+    hs_buf_appendf(d->out, "%s{\"IP\":\"%s\",\"Ports\":{\"First\":%u,\"Last\":%u}}",
+                   d->any ? "," : "", ip, pr->first, pr->last);
+    d->any = true;
+}
+
+static void dst_ent(struct dsts *d, const struct pol_ent *e, const struct pol_ports *ports,
+                    size_t nports)
+{
+    char text[96];
+
+    pol__ent_text(e, text, sizeof(text));
+    for (size_t k = 0; k < nports; k++)
+        dst_port(d, text, &ports[k]);
+}
+
+static void dst_self_addrs(struct dsts *d, const struct pol_node *n,
+                           const struct pol_ports *ports, size_t nports)
+{
+    for (int f = 0; f < 2; f++) {
+        struct pol_ent e = pol__ent_addr(n->ip[f], f == 0);
+        if (n->has[f])
+            dst_ent(d, &e, ports, nports);
+    }
+}
+
+/* The entries of destination alias a that concern node i. */
+static void dst_alias(const struct policy_net *c, const struct pol_alias *a, size_t i,
+                      struct dsts *d, const struct pol_ports *ports, size_t nports)
+{
+    const struct pol_node *n = &c->nodes[i];
+    struct pol_ents inet = { 0 };
+
+    switch (a->kind) {
+    case PA_STAR:
+        for (size_t k = 0; k < nports; k++)
+            dst_port(d, "*", &ports[k]);
+        return;
+    case PA_SELF:
+        return; /* written by the rule's autogroup:self part */
+    case PA_HOST:
+    case PA_PREFIX: {
+        bool mine = false;
+        for (int f = 0; f < 2 && !mine; f++)
+            mine = n->has[f] && pol__ent_contains(&a->ent, n->ip[f]);
+        for (size_t k = 0; k < n->routes.n && !mine; k++)
+            mine = pol__ent_overlaps(&a->ent, &n->routes.v[k]);
+        if (mine)
+            dst_ent(d, &a->ent, ports, nports);
+        return;
+    }
+    case PA_INTERNET:
+        if (!n->exit)
+            return;
+        pol__internet_ranges(&inet);
+        for (size_t k = 0; k < inet.n; k++)
+            dst_ent(d, &inet.v[k], ports, nports);
+        pol__ents_free(&inet);
+        return;
+    default:
+        if (pol__node_in_alias(c, a, i))
+            dst_self_addrs(d, n, ports, nports);
+    }
+}
+
+static void write_protos(struct hs_buf *out, const uint8_t *protos, size_t n)
+{
+    if (!n)
+        return;
+    hs_buf_puts(out, ",\"IPProto\":[");
+    for (size_t k = 0; k < n; k++)
+        hs_buf_appendf(out, "%s%u", k ? "," : "", protos[k]);
+    hs_buf_puts(out, "]");
+}
+
+/* A rule's head, its DstPorts from fill(), and its tail; taken back if no entry came. */
+struct rule_out {
+    struct hs_buf *out;
+    bool *first;
+    size_t mark;
+    struct dsts d;
+};
+
+static void rule_begin(struct rule_out *ro, const char *src_json)
+{
+    ro->mark = ro->out->len;
+    hs_buf_appendf(ro->out, "%s{\"SrcIPs\":%s,\"DstPorts\":[", *ro->first ? "" : ",", src_json);
+    ro->d = (struct dsts){ .out = ro->out };
+}
+
+static void rule_end(struct rule_out *ro, const uint8_t *protos, size_t nprotos)
+{
+    if (!ro->d.any) {
+        hs_buf_trim(ro->out, ro->mark);
+        return;
+    }
+    hs_buf_puts(ro->out, "]");
+    write_protos(ro->out, protos, nprotos);
+    hs_buf_puts(ro->out, "}");
+    *ro->first = false;
+}
+
+static void acl_rule(const struct policy_net *c, const struct pol_crule *cr, size_t i,
+                     struct rule_out *ro)
+{
+    const struct pol_rule *r = cr->r;
+
+    rule_begin(ro, cr->src_json);
+    for (size_t k = 0; k < r->ndst; k++)
+        dst_alias(c, &r->dst[k].a, i, &ro->d, r->dst[k].ports, r->dst[k].nports);
+    rule_end(ro, r->protos, r->nprotos);
+}
+
+static void grant_ip_rules(const struct policy_net *c, const struct pol_crule *cr, size_t i,
+                           struct rule_out *ro)
+{
+    const struct pol_rule *r = cr->r;
+
+    for (size_t s = 0; s < r->nips; s++) {
+        rule_begin(ro, cr->src_json);
+        for (size_t k = 0; k < r->ndst; k++)
+            dst_alias(c, &r->dst[k].a, i, &ro->d, r->ips[s].ports, r->ips[s].nports);
+        rule_end(ro, r->ips[s].protos, r->ips[s].nprotos);
+    }
+}
+
+static void cap_dsts(struct hs_buf *out, const struct pol_node *n)
+{
+    char a[48];
+
+    hs_buf_puts(out, "\"Dsts\":[");
+    for (int f = 0, any = 0; f < 2; f++) {
+        if (!n->has[f])
+            continue;
+        pol__addr_text(n->ip[f], f == 0, a, sizeof(a));
+        hs_buf_appendf(out, "%s\"%s/%d\"", any++ ? "," : "", a, f == 0 ? 32 : 128);
+    }
+    hs_buf_puts(out, "]");
+}
+
+static void cap_rule(struct hs_buf *out, bool *first, const char *src_json,
+                     const struct pol_node *n, const char *name, const char *value_json)
+{
+    hs_buf_appendf(out, "%s{\"SrcIPs\":%s,\"CapGrant\":[{", *first ? "" : ",", src_json);
+    cap_dsts(out, n);
+    hs_buf_appendf(out, ",\"CapMap\":{\"%s\":%s}}]}", name, value_json);
+    *first = false;
+}
+
+static void grant_app_rules(const struct policy_net *c, const struct pol_crule *cr, size_t i,
+                            struct hs_buf *out, bool *first)
+{
+    const char *name;
+    json_t *v;
+
+    json_object_foreach(cr->r->app, name, v) {
+        char *value = hs_json_dump(v, JSON_COMPACT);
+        cap_rule(out, first, cr->src_json, &c->nodes[i], name, value);
+        free(value);
+    }
+}
+
+/* The addresses of user u's untagged nodes that rule cr lets in, as a JSON array. */
+static char *self_sources(const struct policy_net *c, const struct pol_crule *cr, size_t u)
+{
+    struct pol_ents s = { 0 };
+    char *json;
+
+    for (size_t i = 0; i < c->nnodes; i++) {
+        if (pol__node_is_users(c, i, u) && pol__bit(cr->src_nodes, i)) {
+            for (int f = 0; f < 2; f++) {
+                struct pol_ent e = pol__ent_addr(c->nodes[i].ip[f], f == 0);
+                if (c->nodes[i].has[f])
+                    pol__ents_push(&s, &e);
+            }
+        }
+    }
+    json = pol__ents_json(&s);
+    pol__ents_free(&s);
+    return json;
+}
+
+static void self_rules(const struct policy_net *c, const struct pol_crule *cr, size_t i,
+                       struct rule_out *ro)
+{
+    const struct pol_node *n = &c->nodes[i];
+    const struct pol_rule *r = cr->r;
+    char *src;
+
+    if (n->tagged || n->user == (size_t)-1)
+        return;
+    src = self_sources(c, cr, n->user);
+    if (strcmp(src, "[]") != 0) {
+        if (!r->grant) {
+            rule_begin(ro, src);
+            for (size_t k = 0; k < r->ndst; k++) {
+                if (r->dst[k].a.kind == PA_SELF)
+                    dst_self_addrs(&ro->d, n, r->dst[k].ports, r->dst[k].nports);
+            }
+            rule_end(ro, r->protos, r->nprotos);
+        }
+        for (size_t s = 0; r->grant && s < r->nips; s++) {
+            rule_begin(ro, src);
+            dst_self_addrs(&ro->d, n, r->ips[s].ports, r->ips[s].nports);
+            rule_end(ro, r->ips[s].protos, r->ips[s].nprotos);
+        }
+        if (r->app) {
+            const char *name;
+            json_t *v;
+            json_object_foreach(r->app, name, v) {
+                char *value = hs_json_dump(v, JSON_COMPACT);
+                cap_rule(ro->out, ro->first, src, n, name, value);
+                free(value);
+            }
+        }
+    }
+    free(src);
+}
+
+int policy_net_filter(const struct policy_net *c, size_t i, struct hs_buf *out)
+{
+    bool first = true;
+    struct rule_out ro = { .out = out, .first = &first };
+    size_t start = out->len;
+
+    if (!c->p || (!c->p->has_acls && !c->p->has_grants))
+        return hs_buf_puts(out, allow_all);
+    hs_buf_puts(out, "[");
+    for (size_t r = 0; r < c->nrules; r++) {
+        const struct pol_crule *cr = &c->rules[r];
+        if (pol__bit(cr->dst_nodes, i)) {
+            if (!cr->r->grant)
+                acl_rule(c, cr, i, &ro);
+            else
+                grant_ip_rules(c, cr, i, &ro);
+            if (cr->r->app)
+                grant_app_rules(c, cr, i, out, &first);
+        }
+        if (cr->self)
+            self_rules(c, cr, i, &ro);
+    }
+    if (hs_buf_puts(out, "]") < 0) {
+        hs_buf_trim(out, start);
+        return -E2BIG;
+    }
+    return 0;
+}

@@ -1,0 +1,239 @@
+/* policy internals: the checked document (struct policy) and the compiled tailnet
+ * (struct policy_net), shared by the files of core/policy. */
+#ifndef HS_POLICY_INTERNAL_H
+#define HS_POLICY_INTERNAL_H
+
+#include <stdarg.h>
+
+#include "policy/policy.h"
+
+/* Addresses live in one 128-bit space: IPv6 as is, IPv4 as ::ffff:a.b.c.d. */
+typedef unsigned __int128 pol_u128;
+
+enum pol_ent_kind {
+    PE_ADDR,   /* one address: written bare */
+    PE_PREFIX, /* a CIDR: written a.b.c.d/n */
+    PE_RANGE,  /* written lo-hi */
+    PE_STAR,   /* "*": written literally */
+};
+
+/* One entry of a filter's SrcIPs or DstPorts IP, and what it covers. */
+struct pol_ent {
+    pol_u128 lo, hi; /* inclusive; [0, max] for PE_STAR */
+    uint8_t kind;    /* enum pol_ent_kind */
+    uint8_t bits;    /* PE_PREFIX: prefix length in its own family */
+    bool v4;
+};
+
+struct pol_ents {
+    struct pol_ent *v;
+    size_t n, cap;
+};
+
+/* Addresses (policy_addr.c). */
+int pol__parse_ip(const char *s, pol_u128 *out, bool *v4);
+/* "ip", "ip/n" (host bits must be zero unless loose) into e. */
+int pol__parse_prefix(const char *s, bool loose, struct pol_ent *e);
+void pol__ent_text(const struct pol_ent *e, char *out, size_t size); /* >= 96 bytes */
+void pol__addr_text(pol_u128 a, bool v4, char *out, size_t size);
+bool pol__ent_contains(const struct pol_ent *e, pol_u128 a);
+bool pol__ent_overlaps(const struct pol_ent *a, const struct pol_ent *b);
+void pol__ents_push(struct pol_ents *s, const struct pol_ent *e);
+void pol__ents_free(struct pol_ents *s);
+struct pol_ent pol__ent_addr(pol_u128 a, bool v4);
+struct pol_ent pol__ent_range(pol_u128 lo, pol_u128 hi, bool v4);
+/* Sorts s by text and drops exact repeats (Tailscale keeps overlapping entries), and
+ * returns it as a JSON array of strings (malloc'd). */
+char *pol__ents_json(struct pol_ents *s);
+/* "*" as a source: the tailnet's CGNAT and ULA ranges (routes are added by the caller). */
+void pol__star_ranges(struct pol_ents *out);
+/* autogroup:internet: the public address space, both families. */
+void pol__internet_ranges(struct pol_ents *out);
+bool pol__is_exit_route(const struct pol_ent *e); /* 0.0.0.0/0 or ::/0 */
+
+/* ---- the checked document ---- */
+
+enum pol_alias_kind {
+    PA_STAR,
+    PA_USER,     /* name: the token as written ("alice@example.com", "alice@", "alice") */
+    PA_GROUP,    /* name: "group:x" */
+    PA_TAG,      /* name: "tag:x" */
+    PA_HOST,     /* name: the host's name; ent: its prefix */
+    PA_PREFIX,   /* ent */
+    PA_MEMBER,   /* autogroup:member */
+    PA_TAGGED,   /* autogroup:tagged */
+    PA_SELF,     /* autogroup:self */
+    PA_INTERNET, /* autogroup:internet */
+    PA_DANGER_ALL, /* autogroup:danger-all */
+};
+
+struct pol_alias {
+    uint8_t kind; /* enum pol_alias_kind */
+    char *name;
+    struct pol_ent ent;
+};
+
+struct pol_ports {
+    uint16_t first, last;
+};
+
+/* A destination of an ACL ("alias:ports") or of a grant (alias, ports from `ip`). */
+struct pol_dst {
+    struct pol_alias a;
+    struct pol_ports *ports;
+    size_t nports;
+};
+
+/* One protocol/ports pair of a grant's `ip`; protos empty = the default set. */
+struct pol_ipspec {
+    uint8_t protos[8];
+    size_t nprotos;
+    struct pol_ports *ports;
+    size_t nports;
+};
+
+/* An ACL or a grant, in one form. ACLs become one ipspec from their proto and per-dst ports. */
+struct pol_rule {
+    struct pol_alias *src;
+    size_t nsrc;
+    struct pol_dst *dst;
+    size_t ndst;
+    uint8_t protos[8]; /* ACL proto; nprotos 0 = default (IPProto omitted) */
+    size_t nprotos;
+    bool grant;            /* ports come from ips, not from dst */
+    struct pol_ipspec *ips;
+    size_t nips;
+    json_t *app;           /* grant app capabilities (borrowed from doc), NULL if none */
+    char **via;            /* grant via tags */
+    size_t nvia;
+};
+
+struct pol_group {
+    char *name;            /* "group:x" */
+    struct pol_alias *members; /* users only */
+    size_t n;
+};
+
+struct pol_tagowner {
+    char *tag;
+    struct pol_alias *owners; /* users, groups, tags, autogroups */
+    size_t n;
+};
+
+struct pol_host {
+    char *name;
+    struct pol_ent ent;
+};
+
+struct pol_approver {
+    struct pol_ent route;  /* exitNode: both exit routes */
+    bool exit;
+    struct pol_alias *who;
+    size_t n;
+};
+
+struct policy {
+    json_t *doc; /* the document as JSON; sections below borrow from it */
+    struct pol_group *groups;
+    size_t ngroups;
+    struct pol_host *hosts;
+    size_t nhosts;
+    struct pol_tagowner *tags;
+    size_t ntags;
+    struct pol_rule *rules;
+    size_t nrules;
+    bool has_acls, has_grants; /* an empty list in either = deny all */
+    struct pol_approver *approvers;
+    size_t napprovers;
+};
+
+/* A formatted message into err; returns -EINVAL. */
+int pol__err(char *err, size_t errsize, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Parses an alias as written in a policy into a; -EINVAL with a message. */
+int pol__parse_alias(const struct policy *p, const char *s, struct pol_alias *a, char *err,
+                     size_t errsize);
+void pol__alias_fini(struct pol_alias *a);
+const struct pol_group *pol__group(const struct policy *p, const char *name);
+const struct pol_tagowner *pol__tagowner(const struct policy *p, const char *tag);
+/* Ports "*", "22", "80-443", "22,80" into a new array. */
+int pol__parse_ports(const char *s, struct pol_ports **out, size_t *n, char *err, size_t errsize);
+/* A protocol name or number into its IANA number; -EINVAL. */
+int pol__parse_proto(const char *s, uint8_t *out);
+
+int pol__load_rules(struct policy *p, char *err, size_t errsize);
+
+/* ---- the compiled tailnet ---- */
+
+struct pol_node {
+    const char *name;
+    uint64_t id, user_id;
+    size_t user;            /* index into net->users, (size_t)-1 when none */
+    bool tagged;
+    char **tags;
+    size_t ntags;
+    pol_u128 ip[2];         /* [0] IPv4 (mapped), [1] IPv6 */
+    bool has[2];
+    struct pol_ents routes;   /* approved, non-exit, as the policy sees them */
+    bool exit;                /* approved 0.0.0.0/0 or ::/0 */
+    char **approved;          /* text of every approved route (topology + autoApprovers) */
+    size_t napproved;
+};
+
+struct pol_user {
+    uint64_t id;
+    char *name, *email;
+};
+
+/* A node set as bits over net->nodes. */
+struct pol_bits {
+    uint64_t *w;
+};
+
+/* One rule of the policy resolved for this tailnet. */
+struct pol_crule {
+    const struct pol_rule *r;
+    struct pol_ents src;       /* SrcIPs, sorted as text, distinct */
+    char *src_json;            /* SrcIPs as a JSON array */
+    uint64_t *src_nodes;       /* nodes whose address (or approved route) is in src */
+    uint64_t *dst_nodes;       /* nodes some non-self dst covers */
+    bool self;                 /* some dst is autogroup:self */
+    bool dst_star, dst_internet;
+};
+
+struct policy_net {
+    const struct policy *p;    /* NULL: allow all */
+    struct pol_node *nodes;
+    size_t nnodes;
+    struct pol_user *users;
+    size_t nusers;
+    size_t words;              /* uint64_t per node bitset */
+    struct pol_crule *rules;
+    size_t nrules;
+    uint64_t **peers;          /* per node; nodes with the same rule memberships share one */
+    uint64_t **peer_sets;      /* the distinct sets, owned */
+    size_t npeer_sets;
+    char *all_filter;          /* allow-all filter, when p is NULL */
+};
+
+static inline bool pol__bit(const uint64_t *w, size_t i)
+{
+    return (w[i / 64] >> (i % 64)) & 1;
+}
+static inline void pol__set(uint64_t *w, size_t i)
+{
+    w[i / 64] |= UINT64_C(1) << (i % 64);
+}
+
+/* Whether node n is one the alias names as a source (identity or address). */
+bool pol__node_in_alias(const struct policy_net *c, const struct pol_alias *a, size_t n);
+/* Nodes of user u that are not tagged. */
+bool pol__node_is_users(const struct policy_net *c, size_t n, size_t user);
+/* Resolves a user token to a user index; (size_t)-1 when it names no one. */
+size_t pol__user_index(const struct policy_net *c, const char *token);
+
+/* The document's `tests` and `sshTests` against the compiled net: 0 or -EINVAL. */
+int pol__check_tests(const struct policy_net *c, char *err, size_t errsize);
+
+#endif
