@@ -33,6 +33,7 @@ struct policy;
  * -EINVAL (or -E2BIG past POLICY_MAX_BYTES) with a message naming the element in err. */
 int policy_load(const char *text, size_t len, enum policy_format fmt, struct policy **out,
                 char *err, size_t errsize);
+/* Drops the caller's reference: a policy_net compiled from p keeps its own. */
 void policy_free(struct policy *p);
 /* The format to assume for a file name: YAML for .yaml/.yml, HuJSON otherwise. */
 enum policy_format policy_format_for_path(const char *path);

@@ -118,9 +118,10 @@ static bool auto_approved(const struct policy_net *c, size_t i, const struct pol
 
     for (size_t k = 0; p && k < p->napprovers; k++) {
         const struct pol_approver *ap = &p->approvers[k];
+        /* Exit routes only through exitNode: a routes entry of 0.0.0.0/0 approves none. */
         bool covers = ap->exit ? pol__is_exit_route(route)
-                               : (ap->route.v4 == route->v4 && ap->route.lo <= route->lo &&
-                                  route->hi <= ap->route.hi);
+                               : (!pol__is_exit_route(route) && ap->route.v4 == route->v4 &&
+                                  ap->route.lo <= route->lo && route->hi <= ap->route.hi);
         for (size_t j = 0; covers && j < ap->n; j++) {
             if (owner_matches(c, &ap->who[j], i))
                 return true;
@@ -399,6 +400,8 @@ int policy_compile(const struct policy *p, const struct policy_topology *t,
     int rc;
 
     c->p = p;
+    if (p)
+        __atomic_add_fetch(&((struct policy *)p)->refs, 1, __ATOMIC_ACQ_REL);
     load_topology(c, t);
     if (p) {
         c->rules = hs_xcalloc(p->nrules + 1, sizeof(*c->rules));
@@ -446,6 +449,7 @@ void policy_net_free(struct policy_net *c)
     free(c->rules);
     free(c->nodes);
     free(c->users);
+    policy_free((struct policy *)c->p);
     free(c);
 }
 

@@ -133,6 +133,7 @@ struct pol_approver {
 };
 
 struct policy {
+    int refs;    /* the caller's, plus one per policy_net compiled from it */
     json_t *doc; /* the document as JSON; sections below borrow from it */
     struct pol_group *groups;
     size_t ngroups;

@@ -225,7 +225,7 @@ static void rule_fini(struct pol_rule *r)
 
 void policy_free(struct policy *p)
 {
-    if (!p)
+    if (!p || __atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) > 0)
         return;
     for (size_t i = 0; i < p->ngroups; i++) {
         for (size_t j = 0; j < p->groups[i].n; j++)
@@ -346,6 +346,7 @@ int policy_load(const char *text, size_t len, enum policy_format fmt, struct pol
     if (!doc)
         return -EINVAL;
     p = hs_xcalloc(1, sizeof(*p));
+    p->refs = 1;
     p->doc = doc;
     if ((rc = load_doc(p, err, errsize)) < 0) {
         policy_free(p);
