@@ -146,7 +146,19 @@ struct policy {
     bool has_acls, has_grants; /* an empty list in either = deny all */
     struct pol_approver *approvers;
     size_t napprovers;
+    struct pol_ssh *ssh;     /* policy_ssh.c: `ssh` and `sshTests` */
+    struct pol_attrs *attrs; /* policy_attrs.c: `nodeAttrs` */
+    struct pol_tests *tests; /* policy_tests.c: `tests` */
 };
+
+/* Each section's loader fills its field of p (NULL when the section is absent) or returns
+ * -EINVAL with a message; its free function takes NULL. */
+int pol__load_ssh(struct policy *p, char *err, size_t errsize);
+void pol__ssh_free(struct pol_ssh *s);
+int pol__load_attrs(struct policy *p, char *err, size_t errsize);
+void pol__attrs_free(struct pol_attrs *a);
+int pol__load_tests(struct policy *p, char *err, size_t errsize);
+void pol__tests_free(struct pol_tests *t);
 
 /* A formatted message into err; returns -EINVAL. */
 int pol__err(char *err, size_t errsize, const char *fmt, ...)
@@ -234,7 +246,9 @@ bool pol__node_is_users(const struct policy_net *c, size_t n, size_t user);
 /* Resolves a user token to a user index; (size_t)-1 when it names no one. */
 size_t pol__user_index(const struct policy_net *c, const char *token);
 
-/* The document's `tests` and `sshTests` against the compiled net: 0 or -EINVAL. */
+/* The document's `tests` (policy_tests.c) and `sshTests` (policy_ssh.c) against the
+ * compiled net: 0 or -EINVAL with a message. */
 int pol__check_tests(const struct policy_net *c, char *err, size_t errsize);
+int pol__check_ssh_tests(const struct policy_net *c, char *err, size_t errsize);
 
 #endif

@@ -248,6 +248,9 @@ void policy_free(struct policy *p)
     }
     for (size_t i = 0; i < p->nrules; i++)
         rule_fini(&p->rules[i]);
+    pol__ssh_free(p->ssh);
+    pol__attrs_free(p->attrs);
+    pol__tests_free(p->tests);
     free(p->groups);
     free(p->hosts);
     free(p->tags);
@@ -299,7 +302,10 @@ static int load_doc(struct policy *p, char *err, size_t errsize)
     if ((v = json_object_get(doc, "autoApprovers")) &&
         (rc = load_approvers(p, v, err, errsize)) < 0)
         return rc;
-    return pol__load_rules(p, err, errsize);
+    if ((rc = pol__load_rules(p, err, errsize)) < 0 || (rc = pol__load_ssh(p, err, errsize)) < 0 ||
+        (rc = pol__load_attrs(p, err, errsize)) < 0)
+        return rc;
+    return pol__load_tests(p, err, errsize);
 }
 
 /* The first significant byte decides: a JSON document starts with '{' (after blanks and
