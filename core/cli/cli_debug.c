@@ -2,13 +2,15 @@
  * would be sent. Offline: no server, no configuration, no database. The topology file is the
  * conformance corpus's shape (shared/testdata/policy-conformance/README.md):
  *
- *   {"users": [{"id": 1, "name": "odin", "email": "odin@example.com"}, ...],
+ *   {"users": [{"name": "odin", "email": "odin@example.com"}, ...],
  *    "nodes": {"squirtle": {"user": "odin", "tags": [...], "ipv4": "...", "ipv6": "...",
  *                           "routable_ips": [...], "approved_routes": [...]}, ...}}
  *
- * Nodes are numbered in the order of their sorted names (id = index + 1); a node's `user` is a
- * user *name*, absent for a tagged node. With -o json the answer is one object keyed by node
- * name, in the corpus's `expect` shape, so tests/system/policy_conformance.py can compare it. */
+ * Users are numbered in file order, nodes by their optional "id" (the order they registered
+ * in), then by name (id = index + 1);
+ * a node's `user` is a user *name*, absent for a tagged node. With -o json the answer is one
+ * object keyed by node name, in the corpus's `expect` shape, so that
+ * tests/system/policy_conformance.py can compare it. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -79,6 +81,13 @@ static int addr_field(const json_t *obj, const char *key, const char **out)
     return 0;
 }
 
+static const char *nonempty(const char *s)
+{
+    return s && *s ? s : NULL;
+}
+
+/* Users are numbered in file order: nodes name their user, so a file's own "id" values (the
+ * corpus has captures with id 0 and an empty email) link nothing and are not used. */
 static int topo_users(struct topo *t, char *err, size_t errsize)
 {
     const json_t *arr = json_object_get(t->doc, "users");
@@ -92,14 +101,13 @@ static int topo_users(struct topo *t, char *err, size_t errsize)
     t->users = hs_xcalloc(json_array_size(arr) + 1, sizeof(*t->users));
     for (size_t i = 0; i < json_array_size(arr); i++) {
         const json_t *u = json_array_get(arr, i);
-        json_int_t id = json_integer_value(json_object_get(u, "id"));
 
-        if (!json_is_object(u) || id <= 0) {
-            snprintf(err, errsize, "users[%zu]: needs a positive integer \"id\"", i);
+        if (!json_is_object(u) || !nonempty(hs_json_str(u, "name"))) {
+            snprintf(err, errsize, "users[%zu]: needs a \"name\"", i);
             return -EINVAL;
         }
-        t->users[i] = (struct policy_user){ .id = (uint64_t)id, .name = hs_json_str(u, "name"),
-                                            .email = hs_json_str(u, "email") };
+        t->users[i] = (struct policy_user){ .id = i + 1, .name = hs_json_str(u, "name"),
+                                            .email = nonempty(hs_json_str(u, "email")) };
         t->nusers = i + 1;
     }
     return 0;
@@ -148,15 +156,27 @@ static int topo_node(struct topo *t, struct policy_node *n, const json_t *obj, c
     return 0;
 }
 
-static int cmp_str(const void *a, const void *b)
+/* A node's optional "id": the order nodes registered in, which decides, as in the server,
+ * which of two routers of one prefix is its primary (the lower id). */
+struct named {
+    const char *name;
+    uint64_t id; /* UINT64_MAX when the file gives none */
+};
+
+static int cmp_named(const void *a, const void *b)
 {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
+    const struct named *x = a, *y = b;
+
+    if (x->id != y->id)
+        return x->id < y->id ? -1 : 1;
+    return strcmp(x->name, y->name);
 }
 
 static int topo_nodes(struct topo *t, char *err, size_t errsize)
 {
     json_t *obj = json_object_get(t->doc, "nodes");
-    const char **names, *key;
+    struct named *names;
+    const char *key;
     json_t *v;
     size_t i = 0;
     int rc = 0;
@@ -166,15 +186,19 @@ static int topo_nodes(struct topo *t, char *err, size_t errsize)
         return -EINVAL;
     }
     names = hs_xcalloc(json_object_size(obj) + 1, sizeof(*names));
-    json_object_foreach(obj, key, v)
-        names[i++] = key;
-    qsort(names, i, sizeof(*names), cmp_str);
+    json_object_foreach(obj, key, v) {
+        json_t *id = json_object_get(v, "id");
+        names[i].name = key;
+        names[i++].id = json_is_integer(id) && json_integer_value(id) > 0
+                            ? (uint64_t)json_integer_value(id) : UINT64_MAX;
+    }
+    qsort(names, i, sizeof(*names), cmp_named);
     t->nodes = hs_xcalloc(i + 1, sizeof(*t->nodes));
     for (t->nnodes = 0; t->nnodes < i; t->nnodes++) {
         struct policy_node *n = &t->nodes[t->nnodes];
 
         n->id = t->nnodes + 1;
-        n->name = names[t->nnodes];
+        n->name = names[t->nnodes].name;
         if ((rc = topo_node(t, n, json_object_get(obj, n->name), err, errsize)) < 0)
             break;
     }
@@ -239,12 +263,16 @@ static json_t *net_json(int (*fn)(const struct policy_net *, size_t, struct hs_b
 static json_t *allowed_ips(const struct policy_net *net, const struct policy_node *peer,
                            size_t a, size_t b)
 {
-    size_t n;
-    const char *const *routes = policy_net_peer_routes(net, a, b, &n);
+    const char *few[16], **routes = few;
+    size_t n = policy_net_peer_routes(net, a, b, few, HS_ARRAY_LEN(few));
     json_t *arr;
 
     if (n == 0)
         return NULL;
+    if (n > HS_ARRAY_LEN(few)) { /* rare: ask again with room for all of them */
+        routes = hs_xcalloc(n, sizeof(*routes));
+        n = policy_net_peer_routes(net, a, b, routes, n);
+    }
     arr = json_array();
     if (peer->ipv4)
         json_array_append_new(arr, json_sprintf("%s/32", peer->ipv4));
@@ -252,6 +280,8 @@ static json_t *allowed_ips(const struct policy_net *net, const struct policy_nod
         json_array_append_new(arr, json_sprintf("%s/128", peer->ipv6));
     for (size_t k = 0; k < n; k++)
         json_array_append_new(arr, json_string(routes[k]));
+    if (routes != few)
+        free(routes);
     return arr;
 }
 

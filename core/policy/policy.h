@@ -84,10 +84,12 @@ int policy_net_ssh(const struct policy_net *c, size_t i, struct hs_buf *out);
 int policy_net_capmap(const struct policy_net *c, size_t i, struct hs_buf *out);
 /* Whether node a has b in its peer list: either may reach the other. Symmetric. */
 bool policy_net_sees(const struct policy_net *c, size_t a, size_t b);
-/* The routes of node b that viewer a gets in b's AllowedIPs (besides b's addresses), as
- * CIDR text; *n set to their count. Borrowed from c. */
-const char *const *policy_net_peer_routes(const struct policy_net *c, size_t a, size_t b,
-                                          size_t *n);
+/* The routes of node b that viewer a gets in b's AllowedIPs (besides b's addresses): b's
+ * approved exit routes, and those of its subnet routes that a may reach or be reached from
+ * and for which b is the primary router. Up to cap of them (CIDR text, borrowed from c) go
+ * into out; returns how many there are. */
+size_t policy_net_peer_routes(const struct policy_net *c, size_t a, size_t b, const char **out,
+                              size_t cap);
 /* Routes of node i approved by the policy's autoApprovers or by the topology. */
 const char *const *policy_net_approved(const struct policy_net *c, size_t i, size_t *n);
 

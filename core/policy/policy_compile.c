@@ -138,10 +138,13 @@ static void add_route(struct pol_node *n, const char *text, const struct pol_ent
     }
     n->approved = hs_xrealloc(n->approved, (n->napproved + 1) * sizeof(*n->approved));
     n->approved[n->napproved++] = hs_strdup(text);
-    if (pol__is_exit_route(e))
+    if (pol__is_exit_route(e)) {
         n->exit = true;
-    else
-        pol__ents_push(&n->routes, e);
+        return;
+    }
+    pol__ents_push(&n->routes, e);
+    n->route_text = hs_xrealloc(n->route_text, n->routes.n * sizeof(*n->route_text));
+    n->route_text[n->routes.n - 1] = n->approved[n->napproved - 1];
 }
 
 static void node_routes(struct policy_net *c, size_t i, const struct policy_node *in)
@@ -199,6 +202,31 @@ static void load_topology(struct policy_net *c, const struct policy_topology *t)
 }
 
 /* ---- rules ---- */
+
+static bool is_route_alias(const struct pol_alias *a)
+{
+    return a->kind == PA_PREFIX || a->kind == PA_HOST || a->kind == PA_INTERNET;
+}
+
+static bool has_via_tag(const struct pol_rule *r, const struct pol_node *n)
+{
+    for (size_t k = 0; k < r->nvia; k++) {
+        if (node_has_tag(n, r->via[k]))
+            return true;
+    }
+    return false;
+}
+
+bool pol__dst_covers(const struct policy_net *c, const struct pol_rule *r,
+                     const struct pol_alias *a, size_t i)
+{
+    if (a->kind == PA_SELF)
+        return false;
+    /* A grant with `via` reaches its prefixes only through routers with one of its tags. */
+    if (r->nvia && is_route_alias(a) && !has_via_tag(r, &c->nodes[i]))
+        return false;
+    return pol__node_in_alias(c, a, i);
+}
 
 static uint64_t *bits_new(const struct policy_net *c)
 {
@@ -297,7 +325,7 @@ static void resolve_rule(struct policy_net *c, const struct pol_rule *r, struct 
             }
         }
         for (size_t k = 0; k < r->ndst; k++) {
-            if (r->dst[k].a.kind != PA_SELF && pol__node_in_alias(c, &r->dst[k].a, i)) {
+            if (pol__dst_covers(c, r, &r->dst[k].a, i)) {
                 pol__set(cr->dst_nodes, i);
                 break;
             }
@@ -391,6 +419,69 @@ static void compute_peers(struct policy_net *c)
     free(owner);
 }
 
+/* ---- routes in AllowedIPs ---- */
+
+static bool src_touches(const struct pol_crule *cr, const struct pol_ent *route)
+{
+    for (size_t k = 0; k < cr->src.n; k++) {
+        if (pol__ent_overlaps(&cr->src.v[k], route))
+            return true;
+    }
+    return false;
+}
+
+static bool dst_touches(const struct pol_crule *cr, const struct pol_node *n,
+                        const struct pol_ent *route)
+{
+    const struct pol_rule *r = cr->r;
+
+    if (r->nvia && !has_via_tag(r, n))
+        return false;
+    for (size_t k = 0; k < r->ndst; k++) {
+        const struct pol_alias *a = &r->dst[k].a;
+        if (a->kind == PA_STAR ||
+            ((a->kind == PA_PREFIX || a->kind == PA_HOST) && pol__ent_overlaps(&a->ent, route)))
+            return true;
+    }
+    return false;
+}
+
+/* Whether an earlier node already serves the same route: the first router is its primary. */
+static bool primary(const struct policy_net *c, size_t b, const char *route)
+{
+    for (size_t i = 0; i < b; i++) {
+        for (size_t k = 0; k < c->nodes[i].napproved; k++) {
+            if (strcmp(c->nodes[i].approved[k], route) == 0)
+                return false;
+        }
+    }
+    return true;
+}
+
+/* A viewer gets a subnet route in the router's AllowedIPs when some rule lets it reach the
+ * route or lets the route reach it. */
+static void compute_route_viewers(struct policy_net *c)
+{
+    for (size_t b = 0; b < c->nnodes; b++) {
+        struct pol_node *n = &c->nodes[b];
+        n->route_viewers = hs_xcalloc(n->routes.n + 1, sizeof(*n->route_viewers));
+        for (size_t k = 0; k < n->routes.n; k++) {
+            uint64_t *v = n->route_viewers[k] = bits_new(c);
+            if (!primary(c, b, n->route_text[k]))
+                continue;
+            for (size_t r = 0; r < c->nrules; r++) {
+                const struct pol_crule *cr = &c->rules[r];
+                bool in_src = src_touches(cr, &n->routes.v[k]);
+                bool in_dst = dst_touches(cr, n, &n->routes.v[k]);
+                for (size_t w = 0; w < c->words; w++)
+                    v[w] |= (in_src ? cr->dst_nodes[w] : 0) | (in_dst ? cr->src_nodes[w] : 0);
+            }
+            if (!c->p || (!c->p->has_acls && !c->p->has_grants))
+                memset(v, 0xff, c->words * sizeof(*v));
+        }
+    }
+}
+
 /* ---- the net ---- */
 
 int policy_compile(const struct policy *p, const struct policy_topology *t,
@@ -409,6 +500,7 @@ int policy_compile(const struct policy *p, const struct policy_topology *t,
             resolve_rule(c, &p->rules[r], &c->rules[c->nrules++]);
     }
     compute_peers(c);
+    compute_route_viewers(c);
     if ((rc = pol__check_tests(c, err, errsize)) < 0) {
         policy_net_free(c);
         return rc;
@@ -430,6 +522,10 @@ void policy_net_free(struct policy_net *c)
             free(n->approved[k]);
         free(n->tags);
         free(n->approved);
+        for (size_t k = 0; n->route_viewers && k < n->routes.n; k++)
+            free(n->route_viewers[k]);
+        free(n->route_viewers);
+        free(n->route_text);
         pol__ents_free(&n->routes);
     }
     for (size_t i = 0; i < c->nusers; i++) {
@@ -462,12 +558,28 @@ bool policy_net_sees(const struct policy_net *c, size_t a, size_t b)
     return pol__bit(c->peers[a], b) || pol__bit(c->peers[b], a);
 }
 
-const char *const *policy_net_peer_routes(const struct policy_net *c, size_t a, size_t b,
-                                          size_t *n)
+size_t policy_net_peer_routes(const struct policy_net *c, size_t a, size_t b, const char **out,
+                              size_t cap)
 {
-    (void)a;
-    *n = c->nodes[b].napproved;
-    return (const char *const *)c->nodes[b].approved;
+    const struct pol_node *n = &c->nodes[b];
+    size_t count = 0;
+
+    for (size_t k = 0; k < n->napproved; k++) {
+        struct pol_ent e;
+        if (pol__parse_prefix(n->approved[k], true, &e) == 0 && pol__is_exit_route(&e)) {
+            if (count < cap)
+                out[count] = n->approved[k];
+            count++;
+        }
+    }
+    for (size_t k = 0; k < n->routes.n; k++) {
+        if (!pol__bit(n->route_viewers[k], a))
+            continue;
+        if (count < cap)
+            out[count] = n->route_text[k];
+        count++;
+    }
+    return count;
 }
 
 const char *const *policy_net_approved(const struct policy_net *c, size_t i, size_t *n)

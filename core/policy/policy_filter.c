@@ -46,12 +46,14 @@ static void dst_self_addrs(struct dsts *d, const struct pol_node *n,
 }
 
 /* The entries of destination alias a that concern node i. */
-static void dst_alias(const struct policy_net *c, const struct pol_alias *a, size_t i,
-                      struct dsts *d, const struct pol_ports *ports, size_t nports)
+static void dst_alias(const struct policy_net *c, const struct pol_rule *r,
+                      const struct pol_alias *a, size_t i, struct dsts *d, const struct pol_ports *ports, size_t nports)
 {
     const struct pol_node *n = &c->nodes[i];
     struct pol_ents inet = { 0 };
 
+    if (!pol__dst_covers(c, r, a, i) && a->kind != PA_SELF)
+        return;
     switch (a->kind) {
     case PA_STAR:
         for (size_t k = 0; k < nports; k++)
@@ -79,8 +81,7 @@ static void dst_alias(const struct policy_net *c, const struct pol_alias *a, siz
         pol__ents_free(&inet);
         return;
     default:
-        if (pol__node_in_alias(c, a, i))
-            dst_self_addrs(d, n, ports, nports);
+        dst_self_addrs(d, n, ports, nports);
     }
 }
 
@@ -128,7 +129,7 @@ static void acl_rule(const struct policy_net *c, const struct pol_crule *cr, siz
 
     rule_begin(ro, cr->src_json);
     for (size_t k = 0; k < r->ndst; k++)
-        dst_alias(c, &r->dst[k].a, i, &ro->d, r->dst[k].ports, r->dst[k].nports);
+        dst_alias(c, r, &r->dst[k].a, i, &ro->d, r->dst[k].ports, r->dst[k].nports);
     rule_end(ro, r->protos, r->nprotos);
 }
 
@@ -140,7 +141,7 @@ static void grant_ip_rules(const struct policy_net *c, const struct pol_crule *c
     for (size_t s = 0; s < r->nips; s++) {
         rule_begin(ro, cr->src_json);
         for (size_t k = 0; k < r->ndst; k++)
-            dst_alias(c, &r->dst[k].a, i, &ro->d, r->ips[s].ports, r->ips[s].nports);
+            dst_alias(c, r, &r->dst[k].a, i, &ro->d, r->ips[s].ports, r->ips[s].nports);
         rule_end(ro, r->ips[s].protos, r->ips[s].nprotos);
     }
 }

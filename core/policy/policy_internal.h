@@ -189,6 +189,8 @@ struct pol_node {
     pol_u128 ip[2];         /* [0] IPv4 (mapped), [1] IPv6 */
     bool has[2];
     struct pol_ents routes;   /* approved, non-exit, as the policy sees them */
+    char **route_text;        /* their text, in the same order */
+    uint64_t **route_viewers; /* per route: nodes that get it in this node's AllowedIPs */
     bool exit;                /* approved 0.0.0.0/0 or ::/0 */
     char **approved;          /* text of every approved route (topology + autoApprovers) */
     size_t napproved;
@@ -210,7 +212,7 @@ struct pol_crule {
     struct pol_ents src;       /* SrcIPs, sorted as text, distinct */
     char *src_json;            /* SrcIPs as a JSON array */
     uint64_t *src_nodes;       /* nodes whose address (or approved route) is in src */
-    uint64_t *dst_nodes;       /* nodes some non-self dst covers */
+    uint64_t *dst_nodes;       /* nodes some non-self dst covers (via: only via routers) */
     bool self;                 /* some dst is autogroup:self */
     bool dst_star, dst_internet;
 };
@@ -239,6 +241,10 @@ static inline void pol__set(uint64_t *w, size_t i)
     w[i / 64] |= UINT64_C(1) << (i % 64);
 }
 
+/* Whether destination a of rule r covers node i (never for autogroup:self, which is per
+ * node; prefixes of a `via` grant only on routers with a via tag). */
+bool pol__dst_covers(const struct policy_net *c, const struct pol_rule *r,
+                     const struct pol_alias *a, size_t i);
 /* Whether node n is one the alias names as a source (identity or address). */
 bool pol__node_in_alias(const struct policy_net *c, const struct pol_alias *a, size_t n);
 /* Nodes of user u that are not tagged. */
