@@ -458,6 +458,30 @@ static bool primary(const struct policy_net *c, size_t b, const char *route)
     return true;
 }
 
+/* Whether b is the first router of the route among those a via grant names. */
+static bool via_primary(const struct policy_net *c, const struct pol_rule *r, size_t b,
+                        const char *route)
+{
+    for (size_t i = 0; i <= b; i++) {
+        for (size_t k = 0; k < c->nodes[i].napproved; k++) {
+            if (strcmp(c->nodes[i].approved[k], route) == 0 && has_via_tag(r, &c->nodes[i]))
+                return i == b;
+        }
+    }
+    return false;
+}
+
+/* The other routers of a route that are peers of its primary get it too (HA standbys). */
+static void secondaries(const struct policy_net *c, size_t b, const char *route, uint64_t *v)
+{
+    for (size_t i = 0; i < c->nnodes; i++) {
+        for (size_t k = 0; i != b && k < c->nodes[i].napproved; k++) {
+            if (strcmp(c->nodes[i].approved[k], route) == 0 && policy_net_sees(c, i, b))
+                pol__set(v, i);
+        }
+    }
+}
+
 /* A viewer gets a subnet route in the router's AllowedIPs when some rule lets it reach the
  * route or lets the route reach it. */
 static void compute_route_viewers(struct policy_net *c)
@@ -467,17 +491,21 @@ static void compute_route_viewers(struct policy_net *c)
         n->route_viewers = hs_xcalloc(n->routes.n + 1, sizeof(*n->route_viewers));
         for (size_t k = 0; k < n->routes.n; k++) {
             uint64_t *v = n->route_viewers[k] = bits_new(c);
-            if (!primary(c, b, n->route_text[k]))
-                continue;
+            bool prim = primary(c, b, n->route_text[k]);
             for (size_t r = 0; r < c->nrules; r++) {
                 const struct pol_crule *cr = &c->rules[r];
-                bool in_src = src_touches(cr, &n->routes.v[k]);
-                bool in_dst = dst_touches(cr, n, &n->routes.v[k]);
+                /* A via grant steers its sources to its routers, primary or not. */
+                bool in_src = prim && src_touches(cr, &n->routes.v[k]);
+                bool in_dst = (cr->r->nvia ? via_primary(c, cr->r, b, n->route_text[k]) : prim) &&
+                              dst_touches(cr, n, &n->routes.v[k]);
                 for (size_t w = 0; w < c->words; w++)
                     v[w] |= (in_src ? cr->dst_nodes[w] : 0) | (in_dst ? cr->src_nodes[w] : 0);
             }
+            if (!prim)
+                continue;
             if (!c->p || (!c->p->has_acls && !c->p->has_grants))
                 memset(v, 0xff, c->words * sizeof(*v));
+            secondaries(c, b, n->route_text[k], v);
         }
     }
 }

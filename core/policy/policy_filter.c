@@ -255,7 +255,7 @@ int policy_net_filter(const struct policy_net *c, size_t i, struct hs_buf *out)
                 acl_rule(c, cr, i, &ro);
             else
                 grant_ip_rules(c, cr, i, &ro);
-            if (cr->r->app)
+            if (cr->r->app && !cr->r->nvia) /* capabilities are not routed */
                 grant_app_rules(c, cr, i, out, &first);
         }
         if (cr->self)
