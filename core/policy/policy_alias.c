@@ -82,6 +82,12 @@ int pol__parse_alias(const struct policy *p, const char *s, struct pol_alias *a,
         if (!pol__tagowner(p, s))
             return pol__err(err, errsize, "tag not found: \"%s\"", s);
         a->kind = PA_TAG;
+    } else if (hs_has_prefix(s, "user:")) {
+        /* "user:*@example.com": every user with an address at that domain. */
+        const char *u = s + strlen("user:");
+        if (!*u || (u[0] == '*' && (u[1] != '@' || !u[2])) || (u[0] != '*' && strchr(u, '*')))
+            return pol__err(err, errsize, "invalid user alias \"%s\"", s);
+        a->kind = PA_USER;
     } else if ((h = host(p, s))) {
         a->kind = PA_HOST;
         a->ent = h->ent;

@@ -11,7 +11,15 @@
 
 static bool token_matches(const struct pol_user *u, const char *tok)
 {
-    size_t n = strlen(tok);
+    size_t n;
+
+    if (hs_has_prefix(tok, "user:*@")) {
+        const char *at = u->email ? strrchr(u->email, '@') : NULL;
+        return at && strcmp(at + 1, tok + strlen("user:*@")) == 0;
+    }
+    if (hs_has_prefix(tok, "user:"))
+        tok += strlen("user:");
+    n = strlen(tok);
 
     if (u->email && strcmp(u->email, tok) == 0)
         return true;
@@ -309,6 +317,27 @@ char *pol__ents_json(struct pol_ents *s)
     return hs_buf_steal(&b);
 }
 
+const char *pol__companion_cap(const char *name)
+{
+    if (strcmp(name, "tailscale.com/cap/drive") == 0)
+        return "tailscale.com/cap/drive-sharer";
+    if (strcmp(name, "tailscale.com/cap/relay") == 0)
+        return "tailscale.com/cap/relay-target";
+    return NULL;
+}
+
+static bool has_companion(const struct pol_rule *r)
+{
+    const char *name;
+    json_t *v;
+
+    json_object_foreach(r->app, name, v) {
+        if (pol__companion_cap(name))
+            return true;
+    }
+    return false;
+}
+
 static void resolve_rule(struct policy_net *c, const struct pol_rule *r, struct pol_crule *cr)
 {
     cr->r = r;
@@ -317,6 +346,15 @@ static void resolve_rule(struct policy_net *c, const struct pol_rule *r, struct 
     for (size_t k = 0; k < r->nsrc; k++)
         resolve_src(c, &r->src[k], &cr->src);
     cr->src_json = pol__ents_json(&cr->src);
+    if (has_companion(r)) {
+        struct pol_ents rev = { 0 };
+        for (size_t k = 0; k < r->ndst; k++) {
+            if (r->dst[k].a.kind != PA_SELF)
+                resolve_src(c, &r->dst[k].a, &rev);
+        }
+        cr->rev_json = pol__ents_json(&rev);
+        pol__ents_free(&rev);
+    }
     for (size_t i = 0; i < c->nnodes; i++) {
         for (size_t k = 0; k < r->nsrc; k++) {
             if (pol__node_in_alias(c, &r->src[k], i)) {
@@ -482,6 +520,33 @@ static void secondaries(const struct policy_net *c, size_t b, const char *route,
     }
 }
 
+/* The primary's viewers of a route, if b is not its primary: NULL otherwise. */
+static const uint64_t *primary_viewers(const struct policy_net *c, size_t b, const char *route)
+{
+    for (size_t i = 0; i < b; i++) {
+        const struct pol_node *n = &c->nodes[i];
+        for (size_t k = 0; k < n->routes.n; k++) {
+            if (strcmp(n->route_text[k], route) == 0)
+                return n->route_viewers[k];
+        }
+    }
+    return NULL;
+}
+
+/* A viewer that reaches a route through its primary gets it from there only, even when a
+ * via grant would also steer it to another router. */
+static void drop_doubles(struct policy_net *c)
+{
+    for (size_t b = 0; b < c->nnodes; b++) {
+        struct pol_node *n = &c->nodes[b];
+        for (size_t k = 0; k < n->routes.n; k++) {
+            const uint64_t *pv = primary_viewers(c, b, n->route_text[k]);
+            for (size_t w = 0; pv && w < c->words; w++)
+                n->route_viewers[k][w] &= ~pv[w];
+        }
+    }
+}
+
 /* A viewer gets a subnet route in the router's AllowedIPs when some rule lets it reach the
  * route or lets the route reach it. */
 static void compute_route_viewers(struct policy_net *c)
@@ -508,6 +573,7 @@ static void compute_route_viewers(struct policy_net *c)
             secondaries(c, b, n->route_text[k], v);
         }
     }
+    drop_doubles(c);
 }
 
 /* ---- the net ---- */
@@ -563,6 +629,7 @@ void policy_net_free(struct policy_net *c)
     for (size_t r = 0; r < c->nrules; r++) {
         pol__ents_free(&c->rules[r].src);
         free(c->rules[r].src_json);
+        free(c->rules[r].rev_json);
         free(c->rules[r].src_nodes);
         free(c->rules[r].dst_nodes);
     }

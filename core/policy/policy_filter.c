@@ -182,6 +182,21 @@ static void grant_app_rules(const struct policy_net *c, const struct pol_crule *
     }
 }
 
+/* The capabilities granted back to the rule's sources (node i among them), from its
+ * destinations (src_json: the destinations as sources). */
+static void companion_rules(const struct pol_crule *cr, const struct pol_node *n,
+                            const char *src_json, struct hs_buf *out, bool *first)
+{
+    const char *name;
+    json_t *v;
+
+    json_object_foreach(cr->r->app, name, v) {
+        const char *back = pol__companion_cap(name);
+        if (back && strcmp(src_json, "[]") != 0)
+            cap_rule(out, first, src_json, n, back, "null");
+    }
+}
+
 /* The addresses of user u's untagged nodes that rule cr lets in, as a JSON array. */
 static char *self_sources(const struct policy_net *c, const struct pol_crule *cr, size_t u)
 {
@@ -234,6 +249,8 @@ static void self_rules(const struct policy_net *c, const struct pol_crule *cr, s
                 cap_rule(ro->out, ro->first, src, n, name, value);
                 free(value);
             }
+            if (pol__bit(cr->src_nodes, i))
+                companion_rules(cr, n, src, ro->out, ro->first);
         }
     }
     free(src);
@@ -260,6 +277,8 @@ int policy_net_filter(const struct policy_net *c, size_t i, struct hs_buf *out)
         }
         if (cr->self)
             self_rules(c, cr, i, &ro);
+        if (cr->rev_json && !cr->r->nvia && pol__bit(cr->src_nodes, i))
+            companion_rules(cr, &c->nodes[i], cr->rev_json, out, &first);
     }
     if (hs_buf_puts(out, "]") < 0) {
         hs_buf_trim(out, start);

@@ -213,6 +213,8 @@ struct pol_crule {
     char *src_json;            /* SrcIPs as a JSON array */
     uint64_t *src_nodes;       /* nodes whose address (or approved route) is in src */
     uint64_t *dst_nodes;       /* nodes some non-self dst covers (via: only via routers) */
+    char *rev_json;            /* the dsts as sources (NULL unless a capability has a
+                                * companion granted back: drive, relay) */
     bool self;                 /* some dst is autogroup:self */
     bool dst_star, dst_internet;
 };
@@ -251,6 +253,10 @@ bool pol__node_in_alias(const struct policy_net *c, const struct pol_alias *a, s
 bool pol__node_is_users(const struct policy_net *c, size_t n, size_t user);
 /* Resolves a user token to a user index; (size_t)-1 when it names no one. */
 size_t pol__user_index(const struct policy_net *c, const char *token);
+
+/* The capability Tailscale grants back, from the destinations to the sources, alongside
+ * name ("tailscale.com/cap/drive" → "tailscale.com/cap/drive-sharer"); NULL for most. */
+const char *pol__companion_cap(const char *name);
 
 /* The document's `tests` (policy_tests.c) and `sshTests` (policy_ssh.c) against the
  * compiled net: 0 or -EINVAL with a message. */
