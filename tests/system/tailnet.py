@@ -11,6 +11,13 @@ into .cache/tailscale/<version>/).
   World      all of the above with users and keys; a context manager whose exit kills every
              process and deletes the namespace, whatever happened.
 
+Opt-in, World(node_netns=True): every node gets a namespace of its own (NodeNamespace), joined
+by a veth pair to a bridge in the server's namespace (198.18.1.1/24 there, 198.18.1.N in the
+node's, a route to 198.18.0.0/24 and nothing else), plus a small relay on 127.0.0.1:8080 of the
+node's namespace to the server (so the control URL stays loopback, see CONTROL_HOST). A node's
+SOCKS5 proxy, echo servers and non-tailnet dials then live in its own namespace, so a path that
+the policy forbids is really absent.
+
 Every wait is a poll with a deadline and every subprocess has a timeout. Logs live in the
 world's directory (pytest's tmp dir); World.logs() gives their tails for failure reports."""
 
@@ -24,6 +31,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -44,6 +52,10 @@ SERVER_IP = "198.18.0.1"
 # SERVER_IP; DERP and peer endpoints stay on the veth addresses.
 CONTROL_HOST = os.environ.get("HS_TS_CONTROL_HOST", "127.0.0.1")
 PEER_IP = "198.18.0.2"
+# node_netns worlds: a bridge in the server's namespace, one veth per node namespace
+BRIDGE = "hsbr0"
+NODE_NET = "198.18.1"
+BRIDGE_IP = f"{NODE_NET}.1"
 HS_PORT = 8080
 DERP_PORT = 3340
 STUN_PORT = 3478
@@ -225,16 +237,19 @@ class Namespace:
         self.created = True
         _LIVE_NS.append(self)
         try:
-            n = self.name
-            _ip("-n", n, "link", "set", "lo", "up")
-            _ip("-n", n, "link", "add", "hsv0", "type", "veth", "peer", "name", "hsv1")
-            _ip("-n", n, "addr", "add", f"{SERVER_IP}/24", "dev", "hsv0")
-            _ip("-n", n, "addr", "add", f"{PEER_IP}/24", "dev", "hsv1")
-            _ip("-n", n, "link", "set", "hsv0", "up")
-            _ip("-n", n, "link", "set", "hsv1", "up")
+            _ip("-n", self.name, "link", "set", "lo", "up")
+            self._links()
         except Exception:
             self.close()
             raise
+
+    def _links(self):
+        n = self.name
+        _ip("-n", n, "link", "add", "hsv0", "type", "veth", "peer", "name", "hsv1")
+        _ip("-n", n, "addr", "add", f"{SERVER_IP}/24", "dev", "hsv0")
+        _ip("-n", n, "addr", "add", f"{PEER_IP}/24", "dev", "hsv1")
+        _ip("-n", n, "link", "set", "hsv0", "up")
+        _ip("-n", n, "link", "set", "hsv1", "up")
 
     def port(self):
         """A TCP port for a listener inside the namespace (nothing else runs there)."""
@@ -323,6 +338,79 @@ class Namespace:
             return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
         finally:
             c.close()
+
+    def add_bridge(self):
+        """A bridge with BRIDGE_IP/24 for node namespaces (node_netns worlds)."""
+        n = self.name
+        _ip("-n", n, "link", "add", BRIDGE, "type", "bridge")
+        _ip("-n", n, "addr", "add", f"{BRIDGE_IP}/24", "dev", BRIDGE)
+        _ip("-n", n, "link", "set", BRIDGE, "up")
+
+
+class NodeNamespace(Namespace):
+    """A node's own namespace: lo, and eth0 (NODE_NET.<index>/24) whose veth peer is a port of
+    the server namespace's bridge; a route to the server's 198.18.0.0/24, no default route."""
+
+    def __init__(self, workdir, server_ns, index):
+        super().__init__(workdir)
+        assert 2 <= index <= 254, f"node namespace index {index} out of range"
+        self.server_ns = server_ns
+        self.index = index
+        self.addr = f"{NODE_NET}.{index}"
+
+    def _links(self):
+        n, s = self.name, self.server_ns.name
+        port = f"hsp{self.index}"
+        _ip("-n", s, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", n)
+        _ip("-n", s, "link", "set", port, "master", BRIDGE)
+        _ip("-n", s, "link", "set", port, "up")
+        _ip("-n", n, "addr", "add", f"{self.addr}/24", "dev", "eth0")
+        _ip("-n", n, "link", "set", "eth0", "up")
+        _ip("-n", n, "route", "add", "198.18.0.0/24", "via", BRIDGE_IP)
+
+
+# A TCP relay (listen host, port → target host, port), run inside a node namespace so that
+# its loopback control URL reaches the server. Threads, half-close passed on, no timeouts on
+# established streams (long polls).
+RELAY_SRC = r"""
+import socket, sys, threading
+lh, lp, th, tp = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((lh, lp))
+srv.listen(128)
+print("relay listening", lh, lp, "->", th, tp, flush=True)
+def pipe(a, b):
+    try:
+        while True:
+            d = a.recv(65536)
+            if not d:
+                break
+            b.sendall(d)
+    except OSError:
+        pass
+    try:
+        b.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+def serve(c):
+    try:
+        u = socket.create_connection((th, tp), timeout=10)
+        u.settimeout(None)
+    except OSError as e:
+        print("relay: upstream:", e, flush=True)
+        c.close()
+        return
+    t = threading.Thread(target=pipe, args=(u, c), daemon=True)
+    t.start()
+    pipe(c, u)
+    t.join()
+    c.close()
+    u.close()
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
 
 
 @atexit.register
@@ -562,11 +650,23 @@ class Node:
 
     def __init__(self, world, name, version):
         self.world = world
-        self.ns = world.ns
         self.name = name
         self.version = version
         self.dir = os.path.join(world.dir, name)
         os.makedirs(os.path.join(self.dir, "logs"), exist_ok=True)
+        self.relay = None
+        self.addr = None  # its own address in a node_netns world
+        if world.node_netns:
+            self.ns = world.node_namespace()
+            self.addr = self.ns.addr
+            self.relay = Proc(self.ns, f"relay-{name}",
+                              [sys.executable, "-c", RELAY_SRC, "127.0.0.1", str(HS_PORT),
+                               SERVER_IP, str(HS_PORT)],
+                              os.path.join(self.dir, "relay.log"),
+                              env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                              cwd=self.dir)
+        else:
+            self.ns = world.ns
         self.sock = os.path.join(self.dir, "ts.sock")
         self.socks_port = self.ns.port()
         self.env = {
@@ -585,6 +685,14 @@ class Node:
         self.up_log = os.path.join(self.dir, "up.log")
 
     def start(self, timeout=20):
+        if self.relay is not None and not self.relay.alive:
+            self.relay.start()
+
+            def relay_ready():
+                assert self.relay.alive, f"relay of {self.name} exited:\n{self.relay.log()}"
+                return "relay listening" in self.relay.log(5)
+
+            poll(relay_ready, timeout, f"the control relay in {self.name}'s namespace")
         self.proc.start()
 
         def ready():
@@ -709,7 +817,15 @@ class World:
     """Namespace + derper + server + users (alice, bob) + nodes, torn down on exit."""
 
     def __init__(self, workdir, db, version, policy_text=None, server_overrides=None,
-                 node_env=None, ephemeral_timeout="70s"):
+                 node_env=None, ephemeral_timeout="70s", node_netns=False,
+                 users=("alice", "bob"), server_setup=None):
+        """node_netns: every node in a namespace of its own (see the module docstring).
+        users: the users created at start. server_setup(server): called after the server's
+        config is made and before it starts (e.g. to write another config layout)."""
+        self.node_netns = node_netns
+        self.user_names = tuple(users)
+        self.server_setup = server_setup
+        self.node_nses = []
         self.dir = str(workdir)
         self.db = db
         self.version = version
@@ -729,13 +845,17 @@ class World:
         LIVE_WORLDS.append(self)
         try:
             self.ns = Namespace(self.dir).__enter__()
+            if self.node_netns:
+                self.ns.add_bridge()
             self.derper = Derper(self.ns, self.version, self.dir).start()
             derp_map = write_derp_map(os.path.join(self.dir, "derpmap.yaml"))
             self.server = Server(self.ns, self.db, derp_map, policy_text=self.policy_text,
                                  overrides=self.server_overrides,
                                  ephemeral_timeout=self.ephemeral_timeout)
+            if self.server_setup is not None:
+                self.server_setup(self.server)
             self.server.start()
-            for u in ("alice", "bob"):
+            for u in self.user_names:
                 self.users[u] = self.server.create_user_cli(u)
         except BaseException:
             self.close()
@@ -748,6 +868,14 @@ class World:
     def unique_name(self, prefix="n"):
         self._seq += 1
         return f"{prefix}{self._seq}-{uuid.uuid4().hex[:4]}"
+
+    def node_namespace(self):
+        """A new NodeNamespace on the bridge (node_netns worlds) → it, created."""
+        index = 10 + len(self.node_nses)
+        ns = NodeNamespace(self.dir, self.ns, index)
+        self.node_nses.append(ns)
+        ns.create()
+        return ns
 
     def key(self, user="alice", **kw):
         return self.server.preauth_key(self.users[user], **kw)
@@ -772,6 +900,8 @@ class World:
         """Stops node's tailscaled and (delete=True) removes it from the server, best effort."""
         try:
             node.stop()
+            if node.ns is not self.ns:
+                node.ns.close()
         finally:
             self.nodes.pop(node.name, None)
             if delete and self.server and self.server.running:
@@ -785,6 +915,7 @@ class World:
     def dead(self):
         """Processes of this world that should run but do not → [(name, returncode)]."""
         procs = [n.proc for n in self.nodes.values()]
+        procs += [n.relay for n in self.nodes.values() if n.relay is not None]
         if self.derper:
             procs.append(self.derper.proc)
         return [(p.name, p.popen.returncode) for p in procs
@@ -826,6 +957,12 @@ class World:
                         pass
                     self.server.cleanup()
         finally:
+            for ns in self.node_nses:
+                try:
+                    ns.close()
+                except Exception:
+                    pass
+            self.node_nses.clear()
             if self.ns is not None:
                 self.ns.close()
             if self in LIVE_WORLDS:
