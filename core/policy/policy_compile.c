@@ -568,7 +568,7 @@ static void compute_route_viewers(struct policy_net *c)
             }
             if (!prim)
                 continue;
-            if (!c->p || (!c->p->has_acls && !c->p->has_grants))
+            if (!c->p)
                 memset(v, 0xff, c->words * sizeof(*v));
             secondaries(c, b, n->route_text[k], v);
         }

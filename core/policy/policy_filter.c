@@ -262,7 +262,7 @@ int policy_net_filter(const struct policy_net *c, size_t i, struct hs_buf *out)
     struct rule_out ro = { .out = out, .first = &first };
     size_t start = out->len;
 
-    if (!c->p || (!c->p->has_acls && !c->p->has_grants))
+    if (!c->p)
         return hs_buf_puts(out, allow_all);
     hs_buf_puts(out, "[");
     for (size_t r = 0; r < c->nrules; r++) {

@@ -299,6 +299,20 @@ static int load_grant(const struct policy *p, json_t *g, struct pol_rule *r, cha
     return check_sides(r, err, errsize);
 }
 
+/* A policy with neither `acls` nor `grants` lets every node reach every other, as Tailscale's
+ * default policy does: one rule from "*" to "*:*". (An empty list of either denies all.) */
+static void default_rule(struct pol_rule *r)
+{
+    r->src = hs_xcalloc(1, sizeof(*r->src));
+    r->src[r->nsrc++].kind = PA_STAR;
+    r->dst = hs_xcalloc(1, sizeof(*r->dst));
+    r->dst[0].a.kind = PA_STAR;
+    r->dst[0].ports = hs_xcalloc(1, sizeof(*r->dst[0].ports));
+    r->dst[0].ports[0] = (struct pol_ports){ 0, 65535 };
+    r->dst[0].nports = 1;
+    r->ndst = 1;
+}
+
 int pol__load_rules(struct policy *p, char *err, size_t errsize)
 {
     json_t *acls = json_object_get(p->doc, "acls"), *grants = json_object_get(p->doc, "grants");
@@ -322,5 +336,7 @@ int pol__load_rules(struct policy *p, char *err, size_t errsize)
         if (rc < 0)
             return pol__err(err, errsize, "grants[%zu]: %s", i, inner);
     }
+    if (!p->has_acls && !p->has_grants)
+        default_rule(&p->rules[p->nrules++]);
     return 0;
 }
