@@ -7,10 +7,10 @@
  *                           "routable_ips": [...], "approved_routes": [...]}, ...}}
  *
  * Users are numbered in file order, nodes by their optional "id" (the order they registered
- * in), then by name (id = index + 1);
- * a node's `user` is a user *name*, absent for a tagged node. With -o json the answer is one
- * object keyed by node name, in the corpus's `expect` shape, so that
- * tests/system/policy_conformance.py can compare it. */
+ * in), then by name (id = index + 1); a node's `user` is a user *name*, absent for a tagged
+ * node. Output lists nodes and peers by name. With -o json the answer is one object keyed by
+ * node name, in the corpus's `expect` shape, so that tests/system/policy_conformance.py can
+ * compare it. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,8 +23,9 @@ struct topo {
     json_t *doc; /* owns every string the arrays below point to */
     struct policy_user *users;
     size_t nusers;
-    struct policy_node *nodes; /* sorted by name */
+    struct policy_node *nodes; /* by id, then name */
     size_t nnodes;
+    size_t *by_name; /* node indexes in name order, for output */
 };
 
 static void topo_fini(struct topo *t)
@@ -35,6 +36,7 @@ static void topo_fini(struct topo *t)
         free((void *)t->nodes[i].approved);
     }
     free(t->nodes);
+    free(t->by_name);
     free(t->users);
     json_decref(t->doc);
     *t = (struct topo){ 0 };
@@ -172,6 +174,25 @@ static int cmp_named(const void *a, const void *b)
     return strcmp(x->name, y->name);
 }
 
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(((const struct named *)a)->name, ((const struct named *)b)->name);
+}
+
+/* by_name from nodes: sorts (name, index) pairs, the index riding in `id`. */
+static void topo_sort_names(struct topo *t)
+{
+    struct named *v = hs_xcalloc(t->nnodes + 1, sizeof(*v));
+
+    for (size_t i = 0; i < t->nnodes; i++)
+        v[i] = (struct named){ .name = t->nodes[i].name, .id = i };
+    qsort(v, t->nnodes, sizeof(*v), cmp_name);
+    t->by_name = hs_xcalloc(t->nnodes + 1, sizeof(*t->by_name));
+    for (size_t i = 0; i < t->nnodes; i++)
+        t->by_name[i] = (size_t)v[i].id;
+    free(v);
+}
+
 static int topo_nodes(struct topo *t, char *err, size_t errsize)
 {
     json_t *obj = json_object_get(t->doc, "nodes");
@@ -203,6 +224,8 @@ static int topo_nodes(struct topo *t, char *err, size_t errsize)
             break;
     }
     free(names);
+    if (rc == 0)
+        topo_sort_names(t);
     return rc;
 }
 
@@ -304,7 +327,9 @@ static json_t *node_json(const struct policy_net *net, const struct topo *t, siz
         json_decref(filter);
         filter = json_array();
     }
-    for (size_t b = 0; b < t->nnodes; b++) {
+    for (size_t k = 0; k < t->nnodes; k++) {
+        size_t b = t->by_name[k];
+
         if (b == a || !policy_net_sees(net, a, b))
             continue;
         json_array_append_new(peers, json_string(t->nodes[b].name));
@@ -567,14 +592,16 @@ static int print_nodes(struct cli_ctx *ctx, const struct policy_net *net, const 
     int rc = 0;
 
     hs_buf_init(&human, CLI_MAX_OUTPUT);
-    for (size_t i = 0; i < t->nnodes && rc == 0; i++) {
+    for (size_t k = 0; k < t->nnodes && rc == 0; k++) {
+        size_t i = t->by_name[k];
+
         if (!(j = node_json(net, t, i))) {
             rc = cli_fail(ctx, "policy: node %s: the compiled answer is not valid JSON",
                           t->nodes[i].name);
         } else if (ctx->fmt == CLI_FMT_HUMAN) {
             hs_buf_reset(&human);
             put_node(t, &t->nodes[i], j, &human);
-            fprintf(ctx->out, "%s%s", i ? "\n" : "", human.data ? human.data : "");
+            fprintf(ctx->out, "%s%s", k ? "\n" : "", human.data ? human.data : "");
             json_decref(j);
         } else {
             json_object_set_new(all, t->nodes[i].name, j);

@@ -1065,14 +1065,16 @@ static char *write_tmp(const char *body, const char *suffix)
 }
 
 #define ALLOW_ALL "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}]}"
-/* Nodes listed out of order: the command numbers them by sorted name. "c" has no IPv6. */
+/* Nodes listed out of order, with ids against name order: output is still by name. "c" has
+ * no IPv6. The user's id 0 and empty email are as in some corpus captures. */
 #define TOPOLOGY                                                                             \
-    "{\"users\": [{\"id\": 1, \"name\": \"alice\", \"email\": \"alice@example.com\"}],"      \
+    "{\"users\": [{\"id\": 0, \"name\": \"alice\", \"email\": \"\"}],"                      \
     " \"nodes\": {"                                                                          \
-    "  \"c\": {\"tags\": [\"tag:srv\"], \"ipv4\": \"100.64.0.3\"},"                           \
+    "  \"c\": {\"id\": 1, \"tags\": [\"tag:srv\"], \"ipv4\": \"100.64.0.3\"},"                \
     "  \"a\": {\"user\": \"alice\", \"tags\": [], \"ipv4\": \"100.64.0.1\","                  \
     "         \"ipv6\": \"fd7a:115c:a1e0::1\", \"routable_ips\": [], \"approved_routes\": []},"\
-    "  \"b\": {\"user\": \"alice\", \"ipv4\": \"100.64.0.2\", \"ipv6\": \"fd7a:115c:a1e0::2\"}}}"
+    "  \"b\": {\"id\": 2, \"user\": \"alice\", \"ipv4\": \"100.64.0.2\","                     \
+    "         \"ipv6\": \"fd7a:115c:a1e0::2\"}}}"
 
 Test(cli_debug, policy_json_answer_per_node)
 {
@@ -1085,6 +1087,7 @@ Test(cli_debug, policy_json_answer_per_node)
     j = json_loads(r.out, 0, NULL);
     cr_assert_not_null(j, "%s", r.out);
     cr_assert_eq(json_object_size(j), 3);
+    cr_assert_str_eq(json_object_iter_key(json_object_iter(j)), "a"); /* by name, not id */
     a = json_object_get(j, "a");
     cr_assert(json_is_array(json_object_get(a, "packet_filter_rules")));
     cr_assert(json_is_array(json_object_get(a, "ssh_policy")));
