@@ -1,213 +1,11 @@
-/* Compiling a policy for a tailnet: nodes and users indexed, every rule's sources resolved
- * once (their SrcIPs text shared by every node the rule reaches), and node sets as bitsets,
- * so that a node's filter, and whom it sees, cost only the rules that touch it. */
+/* Compiling a policy for a tailnet: every rule's sources resolved once (their SrcIPs text
+ * shared by every node the rule reaches) and its node sets kept as bitsets, so that a node's
+ * filter, and whom it sees, cost only the rules that touch it. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "policy/policy_internal.h"
-
-/* ---- users and nodes ---- */
-
-static bool token_matches(const struct pol_user *u, const char *tok)
-{
-    size_t n;
-
-    if (hs_has_prefix(tok, "user:*@")) {
-        const char *at = u->email ? strrchr(u->email, '@') : NULL;
-        return at && strcmp(at + 1, tok + strlen("user:*@")) == 0;
-    }
-    if (hs_has_prefix(tok, "user:"))
-        tok += strlen("user:");
-    n = strlen(tok);
-
-    if (u->email && strcmp(u->email, tok) == 0)
-        return true;
-    if (u->name && strcmp(u->name, tok) == 0)
-        return true;
-    /* "alice@" names the user alice (headscale's form for users without a domain). */
-    return n > 1 && tok[n - 1] == '@' && u->name && strlen(u->name) == n - 1 &&
-           strncmp(u->name, tok, n - 1) == 0;
-}
-
-size_t pol__user_index(const struct policy_net *c, const char *token)
-{
-    for (size_t i = 0; i < c->nusers; i++) {
-        if (token_matches(&c->users[i], token))
-            return i;
-    }
-    return (size_t)-1;
-}
-
-bool pol__node_is_users(const struct policy_net *c, size_t n, size_t user)
-{
-    return !c->nodes[n].tagged && c->nodes[n].user == user && user != (size_t)-1;
-}
-
-static bool node_has_tag(const struct pol_node *n, const char *tag)
-{
-    for (size_t i = 0; i < n->ntags; i++) {
-        if (strcmp(n->tags[i], tag) == 0)
-            return true;
-    }
-    return false;
-}
-
-static bool node_addr_in(const struct pol_node *n, const struct pol_ent *e)
-{
-    return (n->has[0] && pol__ent_contains(e, n->ip[0])) ||
-           (n->has[1] && pol__ent_contains(e, n->ip[1]));
-}
-
-static bool node_routes_overlap(const struct pol_node *n, const struct pol_ent *e)
-{
-    for (size_t i = 0; i < n->routes.n; i++) {
-        if (pol__ent_overlaps(&n->routes.v[i], e))
-            return true;
-    }
-    return false;
-}
-
-/* Identity aliases by who the node is; address aliases by its addresses or approved routes. */
-bool pol__node_in_alias(const struct policy_net *c, const struct pol_alias *a, size_t i)
-{
-    const struct pol_node *n = &c->nodes[i];
-
-    switch (a->kind) {
-    case PA_STAR:
-    case PA_DANGER_ALL:
-        return true;
-    case PA_USER:
-        return !n->tagged && n->user != (size_t)-1 && token_matches(&c->users[n->user], a->name);
-    case PA_GROUP: {
-        const struct pol_group *g = pol__group(c->p, a->name);
-        for (size_t j = 0; g && j < g->n; j++) {
-            if (!n->tagged && n->user != (size_t)-1 &&
-                token_matches(&c->users[n->user], g->members[j].name))
-                return true;
-        }
-        return false;
-    }
-    case PA_TAG:
-        return node_has_tag(n, a->name);
-    case PA_HOST:
-    case PA_PREFIX:
-        return node_addr_in(n, &a->ent) || node_routes_overlap(n, &a->ent);
-    case PA_MEMBER:
-        return !n->tagged;
-    case PA_TAGGED:
-        return n->tagged;
-    case PA_INTERNET:
-        return n->exit;
-    default:
-        return false;
-    }
-}
-
-/* An alias owns a node for tagOwners and autoApprovers: users and groups by the node's
- * owner (tagged or not), tags by the node's tags. */
-static bool owner_matches(const struct policy_net *c, const struct pol_alias *a, size_t i)
-{
-    struct pol_node *n = &c->nodes[i];
-    bool was = n->tagged;
-    bool r;
-
-    if (a->kind == PA_TAG || a->kind == PA_TAGGED || a->kind == PA_MEMBER)
-        return pol__node_in_alias(c, a, i);
-    n->tagged = false;
-    r = pol__node_in_alias(c, a, i);
-    n->tagged = was;
-    return r && !was;
-}
-
-static bool auto_approved(const struct policy_net *c, size_t i, const struct pol_ent *route)
-{
-    const struct policy *p = c->p;
-
-    for (size_t k = 0; p && k < p->napprovers; k++) {
-        const struct pol_approver *ap = &p->approvers[k];
-        /* Exit routes only through exitNode: a routes entry of 0.0.0.0/0 approves none. */
-        bool covers = ap->exit ? pol__is_exit_route(route)
-                               : (!pol__is_exit_route(route) && ap->route.v4 == route->v4 &&
-                                  ap->route.lo <= route->lo && route->hi <= ap->route.hi);
-        for (size_t j = 0; covers && j < ap->n; j++) {
-            if (owner_matches(c, &ap->who[j], i))
-                return true;
-        }
-    }
-    return false;
-}
-
-static void add_route(struct pol_node *n, const char *text, const struct pol_ent *e)
-{
-    for (size_t i = 0; i < n->napproved; i++) {
-        if (strcmp(n->approved[i], text) == 0)
-            return;
-    }
-    n->approved = hs_xrealloc(n->approved, (n->napproved + 1) * sizeof(*n->approved));
-    n->approved[n->napproved++] = hs_strdup(text);
-    if (pol__is_exit_route(e)) {
-        n->exit = true;
-        return;
-    }
-    pol__ents_push(&n->routes, e);
-    n->route_text = hs_xrealloc(n->route_text, n->routes.n * sizeof(*n->route_text));
-    n->route_text[n->routes.n - 1] = n->approved[n->napproved - 1];
-}
-
-static void node_routes(struct policy_net *c, size_t i, const struct policy_node *in)
-{
-    struct pol_ent e;
-
-    for (size_t k = 0; k < in->napproved; k++) {
-        if (pol__parse_prefix(in->approved[k], true, &e) == 0)
-            add_route(&c->nodes[i], in->approved[k], &e);
-    }
-    for (size_t k = 0; k < in->nroutes; k++) {
-        if (pol__parse_prefix(in->routes[k], true, &e) == 0 && auto_approved(c, i, &e))
-            add_route(&c->nodes[i], in->routes[k], &e);
-    }
-}
-
-static void load_node(struct policy_net *c, size_t i, const struct policy_node *in)
-{
-    struct pol_node *n = &c->nodes[i];
-    bool v4;
-
-    n->name = hs_strdup(in->name ? in->name : "");
-    n->id = in->id;
-    n->user_id = in->user_id;
-    n->user = (size_t)-1;
-    for (size_t u = 0; u < c->nusers && in->user_id; u++) {
-        if (c->users[u].id == in->user_id)
-            n->user = u;
-    }
-    n->tagged = in->ntags > 0;
-    n->tags = hs_xcalloc(in->ntags + 1, sizeof(*n->tags));
-    for (size_t k = 0; k < in->ntags; k++)
-        n->tags[n->ntags++] = hs_strdup(in->tags[k]);
-    n->has[0] = in->ipv4 && pol__parse_ip(in->ipv4, &n->ip[0], &v4) == 0 && v4;
-    n->has[1] = in->ipv6 && pol__parse_ip(in->ipv6, &n->ip[1], &v4) == 0 && !v4;
-}
-
-static void load_topology(struct policy_net *c, const struct policy_topology *t)
-{
-    c->users = hs_xcalloc(t->nusers + 1, sizeof(*c->users));
-    for (size_t i = 0; i < t->nusers; i++) {
-        c->users[i].id = t->users[i].id;
-        c->users[i].name = hs_strdup(t->users[i].name);
-        c->users[i].email = hs_strdup(t->users[i].email);
-    }
-    c->nusers = t->nusers;
-    c->nodes = hs_xcalloc(t->nnodes + 1, sizeof(*c->nodes));
-    c->nnodes = t->nnodes;
-    c->words = (t->nnodes + 63) / 64;
-    for (size_t i = 0; i < t->nnodes; i++)
-        load_node(c, i, &t->nodes[i]);
-    /* Routes after every node is known: auto-approval looks at owners and tags. */
-    for (size_t i = 0; i < t->nnodes; i++)
-        node_routes(c, i, &t->nodes[i]);
-}
 
 /* ---- rules ---- */
 
@@ -216,29 +14,15 @@ static bool is_route_alias(const struct pol_alias *a)
     return a->kind == PA_PREFIX || a->kind == PA_HOST || a->kind == PA_INTERNET;
 }
 
-static bool has_via_tag(const struct pol_rule *r, const struct pol_node *n)
-{
-    for (size_t k = 0; k < r->nvia; k++) {
-        if (node_has_tag(n, r->via[k]))
-            return true;
-    }
-    return false;
-}
-
 bool pol__dst_covers(const struct policy_net *c, const struct pol_rule *r,
                      const struct pol_alias *a, size_t i)
 {
     if (a->kind == PA_SELF)
         return false;
     /* A grant with `via` reaches its prefixes only through routers with one of its tags. */
-    if (r->nvia && is_route_alias(a) && !has_via_tag(r, &c->nodes[i]))
+    if (r->nvia && is_route_alias(a) && !pol__has_via_tag(r, &c->nodes[i]))
         return false;
     return pol__node_in_alias(c, a, i);
-}
-
-static uint64_t *bits_new(const struct policy_net *c)
-{
-    return hs_xcalloc(c->words + 1, sizeof(uint64_t));
 }
 
 static void push_node_addrs(const struct pol_node *n, struct pol_ents *out)
@@ -260,8 +44,9 @@ static void push_star(const struct policy_net *c, struct pol_ents *out)
     }
 }
 
+/* SrcIPs entries of source alias a, whose nodes are in bits. */
 static void resolve_src(const struct policy_net *c, const struct pol_alias *a,
-                        struct pol_ents *out)
+                        const uint64_t *bits, struct pol_ents *out)
 {
     switch (a->kind) {
     case PA_STAR:
@@ -275,9 +60,9 @@ static void resolve_src(const struct policy_net *c, const struct pol_alias *a,
         pol__ents_push(out, &a->ent);
         return;
     default:
-        for (size_t i = 0; i < c->nnodes; i++) {
-            if (pol__node_in_alias(c, a, i))
-                push_node_addrs(&c->nodes[i], out);
+        for (size_t w = 0; w < c->words; w++) {
+            for (uint64_t m = bits[w]; m; m &= m - 1)
+                push_node_addrs(&c->nodes[w * 64 + (size_t)__builtin_ctzll(m)], out);
         }
     }
 }
@@ -338,41 +123,56 @@ static bool has_companion(const struct pol_rule *r)
     return false;
 }
 
-static void resolve_rule(struct policy_net *c, const struct pol_rule *r, struct pol_crule *cr)
+/* Sources: each alias's nodes (tmp) into src_nodes and its entries into src. */
+static void resolve_sources(struct policy_net *c, const struct pol_rule *r,
+                            struct pol_crule *cr, uint64_t *tmp)
+{
+    for (size_t k = 0; k < r->nsrc; k++) {
+        memset(tmp, 0, c->words * sizeof(*tmp));
+        pol__alias_bits(c, &r->src[k], tmp);
+        for (size_t w = 0; w < c->words; w++)
+            cr->src_nodes[w] |= tmp[w];
+        resolve_src(c, &r->src[k], tmp, &cr->src);
+    }
+    cr->src_json = pol__ents_json(&cr->src);
+}
+
+/* Destinations: each one's nodes (a via grant's prefixes only on its routers). */
+static void resolve_dsts(struct policy_net *c, const struct pol_rule *r, struct pol_crule *cr)
+{
+    cr->dst_bits = hs_xcalloc(r->ndst + 1, sizeof(*cr->dst_bits));
+    for (size_t k = 0; k < r->ndst; k++) {
+        const struct pol_alias *a = &r->dst[k].a;
+        uint64_t *b = cr->dst_bits[k] = pol__bits_new(c);
+        pol__alias_bits(c, a, b);
+        for (size_t i = 0; r->nvia && is_route_alias(a) && i < c->nnodes; i++) {
+            if (pol__bit(b, i) && !pol__has_via_tag(r, &c->nodes[i]))
+                b[i / 64] &= ~(UINT64_C(1) << (i % 64));
+        }
+        for (size_t w = 0; w < c->words; w++)
+            cr->dst_nodes[w] |= b[w];
+        cr->self |= a->kind == PA_SELF;
+        cr->dst_star |= a->kind == PA_STAR;
+        cr->dst_internet |= a->kind == PA_INTERNET;
+    }
+}
+
+static void resolve_rule(struct policy_net *c, const struct pol_rule *r, struct pol_crule *cr,
+                         uint64_t *tmp)
 {
     cr->r = r;
-    cr->src_nodes = bits_new(c);
-    cr->dst_nodes = bits_new(c);
-    for (size_t k = 0; k < r->nsrc; k++)
-        resolve_src(c, &r->src[k], &cr->src);
-    cr->src_json = pol__ents_json(&cr->src);
+    cr->src_nodes = pol__bits_new(c);
+    cr->dst_nodes = pol__bits_new(c);
+    resolve_sources(c, r, cr, tmp);
+    resolve_dsts(c, r, cr);
     if (has_companion(r)) {
         struct pol_ents rev = { 0 };
         for (size_t k = 0; k < r->ndst; k++) {
             if (r->dst[k].a.kind != PA_SELF)
-                resolve_src(c, &r->dst[k].a, &rev);
+                resolve_src(c, &r->dst[k].a, cr->dst_bits[k], &rev);
         }
         cr->rev_json = pol__ents_json(&rev);
         pol__ents_free(&rev);
-    }
-    for (size_t i = 0; i < c->nnodes; i++) {
-        for (size_t k = 0; k < r->nsrc; k++) {
-            if (pol__node_in_alias(c, &r->src[k], i)) {
-                pol__set(cr->src_nodes, i);
-                break;
-            }
-        }
-        for (size_t k = 0; k < r->ndst; k++) {
-            if (pol__dst_covers(c, r, &r->dst[k].a, i)) {
-                pol__set(cr->dst_nodes, i);
-                break;
-            }
-        }
-    }
-    for (size_t k = 0; k < r->ndst; k++) {
-        cr->self |= r->dst[k].a.kind == PA_SELF;
-        cr->dst_star |= r->dst[k].a.kind == PA_STAR;
-        cr->dst_internet |= r->dst[k].a.kind == PA_INTERNET;
     }
 }
 
@@ -396,8 +196,9 @@ static void rule_peers(const struct policy_net *c, const struct pol_crule *cr, s
     if (!cr->self || n->tagged || n->user == (size_t)-1)
         return;
     /* autogroup:self: the same user's untagged nodes, either way. */
-    for (size_t i = 0; i < c->nnodes; i++) {
-        if (pol__node_is_users(c, i, n->user) && (in_src || pol__bit(cr->src_nodes, i)))
+    for (size_t k = 0; k < c->user_nodes[n->user].n; k++) {
+        size_t i = c->user_nodes[n->user].v[k];
+        if (in_src || pol__bit(cr->src_nodes, i))
             pol__set(out, i);
     }
 }
@@ -449,131 +250,12 @@ static void compute_peers(struct policy_net *c)
         if (c->peers[a])
             continue;
         owner[c->npeer_sets] = a;
-        c->peers[a] = c->peer_sets[c->npeer_sets++] = bits_new(c);
+        c->peers[a] = c->peer_sets[c->npeer_sets++] = pol__bits_new(c);
         for (size_t r = 0; r < c->nrules; r++)
             rule_peers(c, &c->rules[r], a, c->peers[a]);
     }
     free(hash);
     free(owner);
-}
-
-/* ---- routes in AllowedIPs ---- */
-
-static bool src_touches(const struct pol_crule *cr, const struct pol_ent *route)
-{
-    for (size_t k = 0; k < cr->src.n; k++) {
-        if (pol__ent_overlaps(&cr->src.v[k], route))
-            return true;
-    }
-    return false;
-}
-
-static bool dst_touches(const struct pol_crule *cr, const struct pol_node *n,
-                        const struct pol_ent *route)
-{
-    const struct pol_rule *r = cr->r;
-
-    if (r->nvia && !has_via_tag(r, n))
-        return false;
-    for (size_t k = 0; k < r->ndst; k++) {
-        const struct pol_alias *a = &r->dst[k].a;
-        if (a->kind == PA_STAR ||
-            ((a->kind == PA_PREFIX || a->kind == PA_HOST) && pol__ent_overlaps(&a->ent, route)))
-            return true;
-    }
-    return false;
-}
-
-/* Whether an earlier node already serves the same route: the first router is its primary. */
-static bool primary(const struct policy_net *c, size_t b, const char *route)
-{
-    for (size_t i = 0; i < b; i++) {
-        for (size_t k = 0; k < c->nodes[i].napproved; k++) {
-            if (strcmp(c->nodes[i].approved[k], route) == 0)
-                return false;
-        }
-    }
-    return true;
-}
-
-/* Whether b is the first router of the route among those a via grant names. */
-static bool via_primary(const struct policy_net *c, const struct pol_rule *r, size_t b,
-                        const char *route)
-{
-    for (size_t i = 0; i <= b; i++) {
-        for (size_t k = 0; k < c->nodes[i].napproved; k++) {
-            if (strcmp(c->nodes[i].approved[k], route) == 0 && has_via_tag(r, &c->nodes[i]))
-                return i == b;
-        }
-    }
-    return false;
-}
-
-/* The other routers of a route that are peers of its primary get it too (HA standbys). */
-static void secondaries(const struct policy_net *c, size_t b, const char *route, uint64_t *v)
-{
-    for (size_t i = 0; i < c->nnodes; i++) {
-        for (size_t k = 0; i != b && k < c->nodes[i].napproved; k++) {
-            if (strcmp(c->nodes[i].approved[k], route) == 0 && policy_net_sees(c, i, b))
-                pol__set(v, i);
-        }
-    }
-}
-
-/* The primary's viewers of a route, if b is not its primary: NULL otherwise. */
-static const uint64_t *primary_viewers(const struct policy_net *c, size_t b, const char *route)
-{
-    for (size_t i = 0; i < b; i++) {
-        const struct pol_node *n = &c->nodes[i];
-        for (size_t k = 0; k < n->routes.n; k++) {
-            if (strcmp(n->route_text[k], route) == 0)
-                return n->route_viewers[k];
-        }
-    }
-    return NULL;
-}
-
-/* A viewer that reaches a route through its primary gets it from there only, even when a
- * via grant would also steer it to another router. */
-static void drop_doubles(struct policy_net *c)
-{
-    for (size_t b = 0; b < c->nnodes; b++) {
-        struct pol_node *n = &c->nodes[b];
-        for (size_t k = 0; k < n->routes.n; k++) {
-            const uint64_t *pv = primary_viewers(c, b, n->route_text[k]);
-            for (size_t w = 0; pv && w < c->words; w++)
-                n->route_viewers[k][w] &= ~pv[w];
-        }
-    }
-}
-
-/* A viewer gets a subnet route in the router's AllowedIPs when some rule lets it reach the
- * route or lets the route reach it. */
-static void compute_route_viewers(struct policy_net *c)
-{
-    for (size_t b = 0; b < c->nnodes; b++) {
-        struct pol_node *n = &c->nodes[b];
-        n->route_viewers = hs_xcalloc(n->routes.n + 1, sizeof(*n->route_viewers));
-        for (size_t k = 0; k < n->routes.n; k++) {
-            uint64_t *v = n->route_viewers[k] = bits_new(c);
-            bool prim = primary(c, b, n->route_text[k]);
-            for (size_t r = 0; r < c->nrules; r++) {
-                const struct pol_crule *cr = &c->rules[r];
-                /* A via grant steers its sources to its routers, primary or not. */
-                bool in_src = prim && src_touches(cr, &n->routes.v[k]);
-                bool in_dst = (cr->r->nvia ? via_primary(c, cr->r, b, n->route_text[k]) : prim) &&
-                              dst_touches(cr, n, &n->routes.v[k]);
-                for (size_t w = 0; w < c->words; w++)
-                    v[w] |= (in_src ? cr->dst_nodes[w] : 0) | (in_dst ? cr->src_nodes[w] : 0);
-            }
-            if (!prim)
-                continue;
-            if (!c->p)
-                memset(v, 0xff, c->words * sizeof(*v));
-            secondaries(c, b, n->route_text[k], v);
-        }
-    }
-    drop_doubles(c);
 }
 
 /* ---- the net ---- */
@@ -582,19 +264,22 @@ int policy_compile(const struct policy *p, const struct policy_topology *t,
                    struct policy_net **out, char *err, size_t errsize)
 {
     struct policy_net *c = hs_xcalloc(1, sizeof(*c));
+    uint64_t *tmp;
     int rc;
 
     c->p = p;
     if (p)
         __atomic_add_fetch(&((struct policy *)p)->refs, 1, __ATOMIC_ACQ_REL);
-    load_topology(c, t);
+    pol__load_topology(c, t);
+    tmp = pol__bits_new(c);
     if (p) {
         c->rules = hs_xcalloc(p->nrules + 1, sizeof(*c->rules));
         for (size_t r = 0; r < p->nrules; r++)
-            resolve_rule(c, &p->rules[r], &c->rules[c->nrules++]);
+            resolve_rule(c, &p->rules[r], &c->rules[c->nrules++], tmp);
     }
+    free(tmp);
     compute_peers(c);
-    compute_route_viewers(c);
+    pol__route_viewers(c);
     if ((rc = pol__check_tests(c, err, errsize)) < 0) {
         policy_net_free(c);
         return rc;
@@ -607,39 +292,23 @@ void policy_net_free(struct policy_net *c)
 {
     if (!c)
         return;
-    for (size_t i = 0; i < c->nnodes; i++) {
-        struct pol_node *n = &c->nodes[i];
-        free((char *)n->name);
-        for (size_t k = 0; k < n->ntags; k++)
-            free(n->tags[k]);
-        for (size_t k = 0; k < n->napproved; k++)
-            free(n->approved[k]);
-        free(n->tags);
-        free(n->approved);
-        for (size_t k = 0; n->route_viewers && k < n->routes.n; k++)
-            free(n->route_viewers[k]);
-        free(n->route_viewers);
-        free(n->route_text);
-        pol__ents_free(&n->routes);
-    }
-    for (size_t i = 0; i < c->nusers; i++) {
-        free(c->users[i].name);
-        free(c->users[i].email);
-    }
+    pol__topology_free(c);
     for (size_t r = 0; r < c->nrules; r++) {
-        pol__ents_free(&c->rules[r].src);
-        free(c->rules[r].src_json);
-        free(c->rules[r].rev_json);
-        free(c->rules[r].src_nodes);
-        free(c->rules[r].dst_nodes);
+        struct pol_crule *cr = &c->rules[r];
+        pol__ents_free(&cr->src);
+        free(cr->src_json);
+        free(cr->rev_json);
+        free(cr->src_nodes);
+        free(cr->dst_nodes);
+        for (size_t k = 0; cr->dst_bits && k < cr->r->ndst; k++)
+            free(cr->dst_bits[k]);
+        free(cr->dst_bits);
     }
     for (size_t k = 0; k < c->npeer_sets; k++)
         free(c->peer_sets[k]);
     free(c->peer_sets);
     free(c->peers);
     free(c->rules);
-    free(c->nodes);
-    free(c->users);
     policy_free((struct policy *)c->p);
     free(c);
 }
@@ -651,34 +320,4 @@ bool policy_net_sees(const struct policy_net *c, size_t a, size_t b)
     if (!c->p)
         return true;
     return pol__bit(c->peers[a], b) || pol__bit(c->peers[b], a);
-}
-
-size_t policy_net_peer_routes(const struct policy_net *c, size_t a, size_t b, const char **out,
-                              size_t cap)
-{
-    const struct pol_node *n = &c->nodes[b];
-    size_t count = 0;
-
-    for (size_t k = 0; k < n->napproved; k++) {
-        struct pol_ent e;
-        if (pol__parse_prefix(n->approved[k], true, &e) == 0 && pol__is_exit_route(&e)) {
-            if (count < cap)
-                out[count] = n->approved[k];
-            count++;
-        }
-    }
-    for (size_t k = 0; k < n->routes.n; k++) {
-        if (!pol__bit(n->route_viewers[k], a))
-            continue;
-        if (count < cap)
-            out[count] = n->route_text[k];
-        count++;
-    }
-    return count;
-}
-
-const char *const *policy_net_approved(const struct policy_net *c, size_t i, size_t *n)
-{
-    *n = c->nodes[i].napproved;
-    return (const char *const *)c->nodes[i].approved;
 }

@@ -46,13 +46,14 @@ static void dst_self_addrs(struct dsts *d, const struct pol_node *n,
 }
 
 /* The entries of destination alias a that concern node i. */
-static void dst_alias(const struct policy_net *c, const struct pol_rule *r,
-                      const struct pol_alias *a, size_t i, struct dsts *d, const struct pol_ports *ports, size_t nports)
+static void dst_alias(const struct policy_net *c, const struct pol_crule *cr, size_t di,
+                      size_t i, struct dsts *d, const struct pol_ports *ports, size_t nports)
 {
+    const struct pol_alias *a = &cr->r->dst[di].a;
     const struct pol_node *n = &c->nodes[i];
     struct pol_ents inet = { 0 };
 
-    if (!pol__dst_covers(c, r, a, i) && a->kind != PA_SELF)
+    if (!pol__bit(cr->dst_bits[di], i))
         return;
     switch (a->kind) {
     case PA_STAR:
@@ -129,7 +130,7 @@ static void acl_rule(const struct policy_net *c, const struct pol_crule *cr, siz
 
     rule_begin(ro, cr->src_json);
     for (size_t k = 0; k < r->ndst; k++)
-        dst_alias(c, r, &r->dst[k].a, i, &ro->d, r->dst[k].ports, r->dst[k].nports);
+        dst_alias(c, cr, k, i, &ro->d, r->dst[k].ports, r->dst[k].nports);
     rule_end(ro, r->protos, r->nprotos);
 }
 
@@ -141,7 +142,7 @@ static void grant_ip_rules(const struct policy_net *c, const struct pol_crule *c
     for (size_t s = 0; s < r->nips; s++) {
         rule_begin(ro, cr->src_json);
         for (size_t k = 0; k < r->ndst; k++)
-            dst_alias(c, r, &r->dst[k].a, i, &ro->d, r->ips[s].ports, r->ips[s].nports);
+            dst_alias(c, cr, k, i, &ro->d, r->ips[s].ports, r->ips[s].nports);
         rule_end(ro, r->ips[s].protos, r->ips[s].nprotos);
     }
 }
@@ -203,13 +204,14 @@ static char *self_sources(const struct policy_net *c, const struct pol_crule *cr
     struct pol_ents s = { 0 };
     char *json;
 
-    for (size_t i = 0; i < c->nnodes; i++) {
-        if (pol__node_is_users(c, i, u) && pol__bit(cr->src_nodes, i)) {
-            for (int f = 0; f < 2; f++) {
-                struct pol_ent e = pol__ent_addr(c->nodes[i].ip[f], f == 0);
-                if (c->nodes[i].has[f])
-                    pol__ents_push(&s, &e);
-            }
+    for (size_t k = 0; k < c->user_nodes[u].n; k++) {
+        const struct pol_node *n = &c->nodes[c->user_nodes[u].v[k]];
+        if (!pol__bit(cr->src_nodes, c->user_nodes[u].v[k]))
+            continue;
+        for (int f = 0; f < 2; f++) {
+            struct pol_ent e = pol__ent_addr(n->ip[f], f == 0);
+            if (n->has[f])
+                pol__ents_push(&s, &e);
         }
     }
     json = pol__ents_json(&s);

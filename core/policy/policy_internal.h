@@ -213,11 +213,19 @@ struct pol_crule {
     char *src_json;            /* SrcIPs as a JSON array */
     uint64_t *src_nodes;       /* nodes whose address (or approved route) is in src */
     uint64_t *dst_nodes;       /* nodes some non-self dst covers (via: only via routers) */
+    uint64_t **dst_bits;       /* per dst of r: the nodes it covers (likewise) */
     char *rev_json;            /* the dsts as sources (NULL unless a capability has a
                                 * companion granted back: drive, relay) */
     bool self;                 /* some dst is autogroup:self */
     bool dst_star, dst_internet;
 };
+
+struct pol_list {
+    size_t *v;
+    size_t n;
+};
+
+struct tag_node;
 
 struct policy_net {
     const struct policy *p;    /* NULL: allow all */
@@ -225,6 +233,10 @@ struct policy_net {
     size_t nnodes;
     struct pol_user *users;
     size_t nusers;
+    size_t *users_by_id, *users_by_email, *users_by_name; /* user indexes, sorted */
+    struct pol_list *user_nodes; /* per user: its untagged nodes */
+    struct tag_node *tag_nodes;  /* (tag, node) sorted by tag */
+    size_t ntag_nodes;
     size_t words;              /* uint64_t per node bitset */
     struct pol_crule *rules;
     size_t nrules;
@@ -247,6 +259,16 @@ static inline void pol__set(uint64_t *w, size_t i)
  * node; prefixes of a `via` grant only on routers with a via tag). */
 bool pol__dst_covers(const struct policy_net *c, const struct pol_rule *r,
                      const struct pol_alias *a, size_t i);
+/* policy_nodes.c: the topology copied and indexed (nodes' routes approved, autoApprovers
+ * included), freed; an alias's nodes added to a bitset of c->words words. */
+void pol__load_topology(struct policy_net *c, const struct policy_topology *t);
+void pol__topology_free(struct policy_net *c);
+void pol__alias_bits(const struct policy_net *c, const struct pol_alias *a, uint64_t *bits);
+bool pol__has_via_tag(const struct pol_rule *r, const struct pol_node *n);
+uint64_t *pol__bits_new(const struct policy_net *c);
+/* policy_routes.c: every route's viewers, once the rules are resolved. */
+void pol__route_viewers(struct policy_net *c);
+
 /* Whether node n is one the alias names as a source (identity or address). */
 bool pol__node_in_alias(const struct policy_net *c, const struct pol_alias *a, size_t n);
 /* Nodes of user u that are not tagged. */

@@ -1,0 +1,451 @@
+/* The tailnet as the compiler sees it: users and nodes copied from the topology, indexed so
+ * that an alias resolves to its nodes in time proportional to its members (users by id, email
+ * and name; each user's untagged nodes; nodes by tag). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "policy/policy_internal.h"
+
+/* ---- indexes ---- */
+
+static const struct policy_net *sort_ctx; /* qsort has no context argument */
+
+static int cmp_user_id(const void *a, const void *b)
+{
+    uint64_t x = sort_ctx->users[*(const size_t *)a].id, y = sort_ctx->users[*(const size_t *)b].id;
+
+    return x < y ? -1 : x > y;
+}
+
+static int cmp_str0(const char *x, const char *y)
+{
+    return strcmp(x ? x : "", y ? y : "");
+}
+
+static int cmp_user_email(const void *a, const void *b)
+{
+    return cmp_str0(sort_ctx->users[*(const size_t *)a].email,
+                    sort_ctx->users[*(const size_t *)b].email);
+}
+
+static int cmp_user_name(const void *a, const void *b)
+{
+    return cmp_str0(sort_ctx->users[*(const size_t *)a].name,
+                    sort_ctx->users[*(const size_t *)b].name);
+}
+
+static size_t *sorted_users(struct policy_net *c, int (*cmp)(const void *, const void *))
+{
+    size_t *v = hs_xcalloc(c->nusers + 1, sizeof(*v));
+
+    for (size_t i = 0; i < c->nusers; i++)
+        v[i] = i;
+    sort_ctx = c;
+    qsort(v, c->nusers, sizeof(*v), cmp);
+    sort_ctx = NULL;
+    return v;
+}
+
+static void index_users(struct policy_net *c)
+{
+    c->users_by_id = sorted_users(c, cmp_user_id);
+    c->users_by_email = sorted_users(c, cmp_user_email);
+    c->users_by_name = sorted_users(c, cmp_user_name);
+}
+
+static size_t user_by_id(const struct policy_net *c, uint64_t id)
+{
+    size_t lo = 0, hi = c->nusers;
+
+    while (id && lo < hi) {
+        size_t mid = lo + (hi - lo) / 2, u = c->users_by_id[mid];
+        if (c->users[u].id == id)
+            return u;
+        if (c->users[u].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return (size_t)-1;
+}
+
+/* The user whose email (by_email) or name is key, by binary search over idx. */
+static size_t user_by(const struct policy_net *c, const size_t *idx, bool by_email,
+                      const char *key, size_t keylen)
+{
+    size_t lo = 0, hi = c->nusers;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2, u = idx[mid];
+        const char *v = by_email ? c->users[u].email : c->users[u].name;
+        int r;
+        v = v ? v : "";
+        r = strncmp(v, key, keylen);
+        if (r == 0 && v[keylen])
+            r = 1;
+        if (r == 0)
+            return u;
+        if (r < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return (size_t)-1;
+}
+
+struct tag_node {
+    const char *tag;
+    size_t node;
+};
+
+static int cmp_tag_node(const void *a, const void *b)
+{
+    const struct tag_node *x = a, *y = b;
+    int r = strcmp(x->tag, y->tag);
+
+    return r ? r : (x->node > y->node) - (x->node < y->node);
+}
+
+/* Each user's untagged nodes, and (tag, node) pairs sorted by tag. */
+static void index_nodes(struct policy_net *c)
+{
+    size_t ntags = 0, k = 0;
+
+    c->user_nodes = hs_xcalloc(c->nusers + 1, sizeof(*c->user_nodes));
+    for (size_t i = 0; i < c->nnodes; i++) {
+        const struct pol_node *n = &c->nodes[i];
+        ntags += n->ntags;
+        if (!n->tagged && n->user != (size_t)-1) {
+            struct pol_list *l = &c->user_nodes[n->user];
+            l->v = hs_xrealloc(l->v, (l->n + 1) * sizeof(*l->v));
+            l->v[l->n++] = i;
+        }
+    }
+    c->tag_nodes = hs_xcalloc(ntags + 1, sizeof(*c->tag_nodes));
+    for (size_t i = 0; i < c->nnodes; i++) {
+        for (size_t t = 0; t < c->nodes[i].ntags; t++)
+            c->tag_nodes[k++] = (struct tag_node){ c->nodes[i].tags[t], i };
+    }
+    c->ntag_nodes = k;
+    qsort(c->tag_nodes, k, sizeof(*c->tag_nodes), cmp_tag_node);
+}
+
+void pol__topology_free(struct policy_net *c)
+{
+    for (size_t i = 0; i < c->nnodes; i++) {
+        struct pol_node *n = &c->nodes[i];
+        free((char *)n->name);
+        for (size_t k = 0; k < n->ntags; k++)
+            free(n->tags[k]);
+        for (size_t k = 0; k < n->napproved; k++)
+            free(n->approved[k]);
+        for (size_t k = 0; n->route_viewers && k < n->routes.n; k++)
+            free(n->route_viewers[k]);
+        free(n->route_viewers);
+        free(n->route_text);
+        free(n->tags);
+        free(n->approved);
+        pol__ents_free(&n->routes);
+    }
+    for (size_t i = 0; i < c->nusers; i++) {
+        free(c->users[i].name);
+        free(c->users[i].email);
+        free(c->user_nodes ? c->user_nodes[i].v : NULL);
+    }
+    free(c->user_nodes);
+    free(c->tag_nodes);
+    free(c->users_by_id);
+    free(c->users_by_email);
+    free(c->users_by_name);
+    free(c->nodes);
+    free(c->users);
+}
+
+/* ---- users and nodes ---- */
+
+static bool token_matches(const struct pol_user *u, const char *tok)
+{
+    size_t n;
+
+    if (hs_has_prefix(tok, "user:*@")) {
+        const char *at = u->email ? strrchr(u->email, '@') : NULL;
+        return at && strcmp(at + 1, tok + strlen("user:*@")) == 0;
+    }
+    if (hs_has_prefix(tok, "user:"))
+        tok += strlen("user:");
+    n = strlen(tok);
+
+    if (u->email && strcmp(u->email, tok) == 0)
+        return true;
+    if (u->name && strcmp(u->name, tok) == 0)
+        return true;
+    /* "alice@" names the user alice (headscale's form for users without a domain). */
+    return n > 1 && tok[n - 1] == '@' && u->name && strlen(u->name) == n - 1 &&
+           strncmp(u->name, tok, n - 1) == 0;
+}
+
+size_t pol__user_index(const struct policy_net *c, const char *token)
+{
+    for (size_t i = 0; i < c->nusers; i++) {
+        if (token_matches(&c->users[i], token))
+            return i;
+    }
+    return (size_t)-1;
+}
+
+bool pol__node_is_users(const struct policy_net *c, size_t n, size_t user)
+{
+    return !c->nodes[n].tagged && c->nodes[n].user == user && user != (size_t)-1;
+}
+
+static bool node_has_tag(const struct pol_node *n, const char *tag)
+{
+    for (size_t i = 0; i < n->ntags; i++) {
+        if (strcmp(n->tags[i], tag) == 0)
+            return true;
+    }
+    return false;
+}
+
+static bool node_addr_in(const struct pol_node *n, const struct pol_ent *e)
+{
+    return (n->has[0] && pol__ent_contains(e, n->ip[0])) ||
+           (n->has[1] && pol__ent_contains(e, n->ip[1]));
+}
+
+static bool node_routes_overlap(const struct pol_node *n, const struct pol_ent *e)
+{
+    for (size_t i = 0; i < n->routes.n; i++) {
+        if (pol__ent_overlaps(&n->routes.v[i], e))
+            return true;
+    }
+    return false;
+}
+
+/* Identity aliases by who the node is; address aliases by its addresses or approved routes. */
+bool pol__node_in_alias(const struct policy_net *c, const struct pol_alias *a, size_t i)
+{
+    const struct pol_node *n = &c->nodes[i];
+
+    switch (a->kind) {
+    case PA_STAR:
+    case PA_DANGER_ALL:
+        return true;
+    case PA_USER:
+        return !n->tagged && n->user != (size_t)-1 && token_matches(&c->users[n->user], a->name);
+    case PA_GROUP: {
+        const struct pol_group *g = pol__group(c->p, a->name);
+        for (size_t j = 0; g && j < g->n; j++) {
+            if (!n->tagged && n->user != (size_t)-1 &&
+                token_matches(&c->users[n->user], g->members[j].name))
+                return true;
+        }
+        return false;
+    }
+    case PA_TAG:
+        return node_has_tag(n, a->name);
+    case PA_HOST:
+    case PA_PREFIX:
+        return node_addr_in(n, &a->ent) || node_routes_overlap(n, &a->ent);
+    case PA_MEMBER:
+        return !n->tagged;
+    case PA_TAGGED:
+        return n->tagged;
+    case PA_INTERNET:
+        return n->exit;
+    default:
+        return false;
+    }
+}
+
+/* An alias owns a node for tagOwners and autoApprovers: users and groups by the node's
+ * owner (tagged or not), tags by the node's tags. */
+static bool owner_matches(const struct policy_net *c, const struct pol_alias *a, size_t i)
+{
+    struct pol_node *n = &c->nodes[i];
+    bool was = n->tagged;
+    bool r;
+
+    if (a->kind == PA_TAG || a->kind == PA_TAGGED || a->kind == PA_MEMBER)
+        return pol__node_in_alias(c, a, i);
+    n->tagged = false;
+    r = pol__node_in_alias(c, a, i);
+    n->tagged = was;
+    return r && !was;
+}
+
+static bool auto_approved(const struct policy_net *c, size_t i, const struct pol_ent *route)
+{
+    const struct policy *p = c->p;
+
+    for (size_t k = 0; p && k < p->napprovers; k++) {
+        const struct pol_approver *ap = &p->approvers[k];
+        /* Exit routes only through exitNode: a routes entry of 0.0.0.0/0 approves none. */
+        bool covers = ap->exit ? pol__is_exit_route(route)
+                               : (!pol__is_exit_route(route) && ap->route.v4 == route->v4 &&
+                                  ap->route.lo <= route->lo && route->hi <= ap->route.hi);
+        for (size_t j = 0; covers && j < ap->n; j++) {
+            if (owner_matches(c, &ap->who[j], i))
+                return true;
+        }
+    }
+    return false;
+}
+
+static void add_route(struct pol_node *n, const char *text, const struct pol_ent *e)
+{
+    for (size_t i = 0; i < n->napproved; i++) {
+        if (strcmp(n->approved[i], text) == 0)
+            return;
+    }
+    n->approved = hs_xrealloc(n->approved, (n->napproved + 1) * sizeof(*n->approved));
+    n->approved[n->napproved++] = hs_strdup(text);
+    if (pol__is_exit_route(e)) {
+        n->exit = true;
+        return;
+    }
+    pol__ents_push(&n->routes, e);
+    n->route_text = hs_xrealloc(n->route_text, n->routes.n * sizeof(*n->route_text));
+    n->route_text[n->routes.n - 1] = n->approved[n->napproved - 1];
+}
+
+static void node_routes(struct policy_net *c, size_t i, const struct policy_node *in)
+{
+    struct pol_ent e;
+
+    for (size_t k = 0; k < in->napproved; k++) {
+        if (pol__parse_prefix(in->approved[k], true, &e) == 0)
+            add_route(&c->nodes[i], in->approved[k], &e);
+    }
+    for (size_t k = 0; k < in->nroutes; k++) {
+        if (pol__parse_prefix(in->routes[k], true, &e) == 0 && auto_approved(c, i, &e))
+            add_route(&c->nodes[i], in->routes[k], &e);
+    }
+}
+
+static void load_node(struct policy_net *c, size_t i, const struct policy_node *in)
+{
+    struct pol_node *n = &c->nodes[i];
+    bool v4;
+
+    n->name = hs_strdup(in->name ? in->name : "");
+    n->id = in->id;
+    n->user_id = in->user_id;
+    n->user = user_by_id(c, in->user_id);
+    n->tagged = in->ntags > 0;
+    n->tags = hs_xcalloc(in->ntags + 1, sizeof(*n->tags));
+    for (size_t k = 0; k < in->ntags; k++)
+        n->tags[n->ntags++] = hs_strdup(in->tags[k]);
+    n->has[0] = in->ipv4 && pol__parse_ip(in->ipv4, &n->ip[0], &v4) == 0 && v4;
+    n->has[1] = in->ipv6 && pol__parse_ip(in->ipv6, &n->ip[1], &v4) == 0 && !v4;
+}
+
+void pol__load_topology(struct policy_net *c, const struct policy_topology *t)
+{
+    c->users = hs_xcalloc(t->nusers + 1, sizeof(*c->users));
+    for (size_t i = 0; i < t->nusers; i++) {
+        c->users[i].id = t->users[i].id;
+        c->users[i].name = hs_strdup(t->users[i].name);
+        c->users[i].email = hs_strdup(t->users[i].email);
+    }
+    c->nusers = t->nusers;
+    index_users(c);
+    c->nodes = hs_xcalloc(t->nnodes + 1, sizeof(*c->nodes));
+    c->nnodes = t->nnodes;
+    c->words = (t->nnodes + 63) / 64;
+    for (size_t i = 0; i < t->nnodes; i++)
+        load_node(c, i, &t->nodes[i]);
+    index_nodes(c);
+    /* Routes after every node is known: auto-approval looks at owners and tags. */
+    for (size_t i = 0; i < t->nnodes; i++)
+        node_routes(c, i, &t->nodes[i]);
+}
+
+/* ---- aliases as node sets ---- */
+
+uint64_t *pol__bits_new(const struct policy_net *c)
+{
+    return hs_xcalloc(c->words + 1, sizeof(uint64_t));
+}
+
+bool pol__has_via_tag(const struct pol_rule *r, const struct pol_node *n)
+{
+    for (size_t k = 0; k < r->nvia; k++) {
+        if (node_has_tag(n, r->via[k]))
+            return true;
+    }
+    return false;
+}
+
+static void set_user(const struct policy_net *c, size_t u, uint64_t *bits)
+{
+    if (u == (size_t)-1)
+        return;
+    for (size_t k = 0; k < c->user_nodes[u].n; k++)
+        pol__set(bits, c->user_nodes[u].v[k]);
+}
+
+/* A user token: "alice@example.com" (email, else name), "alice@" (name), "alice" (0.22
+ * name), "user:*@example.com" (everyone at the domain). */
+static void set_token(const struct policy_net *c, const char *tok, uint64_t *bits)
+{
+    size_t n, u;
+
+    if (hs_has_prefix(tok, "user:*@")) {
+        for (u = 0; u < c->nusers; u++) {
+            if (token_matches(&c->users[u], tok))
+                set_user(c, u, bits);
+        }
+        return;
+    }
+    if (hs_has_prefix(tok, "user:"))
+        tok += strlen("user:");
+    n = strlen(tok);
+    if ((u = user_by(c, c->users_by_email, true, tok, n)) == (size_t)-1 &&
+        (u = user_by(c, c->users_by_name, false, tok, n)) == (size_t)-1 && n > 1 &&
+        tok[n - 1] == '@')
+        u = user_by(c, c->users_by_name, false, tok, n - 1);
+    set_user(c, u, bits);
+}
+
+static void set_tag(const struct policy_net *c, const char *tag, uint64_t *bits)
+{
+    size_t lo = 0, hi = c->ntag_nodes;
+
+    while (lo < hi) { /* the first pair with this tag */
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(c->tag_nodes[mid].tag, tag) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (; lo < c->ntag_nodes && strcmp(c->tag_nodes[lo].tag, tag) == 0; lo++)
+        pol__set(bits, c->tag_nodes[lo].node);
+}
+
+void pol__alias_bits(const struct policy_net *c, const struct pol_alias *a, uint64_t *bits)
+{
+    const struct pol_group *g;
+
+    switch (a->kind) {
+    case PA_USER:
+        set_token(c, a->name, bits);
+        return;
+    case PA_GROUP:
+        g = pol__group(c->p, a->name);
+        for (size_t j = 0; g && j < g->n; j++)
+            set_token(c, g->members[j].name, bits);
+        return;
+    case PA_TAG:
+        set_tag(c, a->name, bits);
+        return;
+    case PA_SELF:
+        return;
+    default: /* addresses and the autogroups: a look at every node */
+        for (size_t i = 0; i < c->nnodes; i++) {
+            if (pol__node_in_alias(c, a, i))
+                pol__set(bits, i);
+        }
+    }
+}
