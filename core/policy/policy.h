@@ -93,6 +93,12 @@ size_t policy_net_peer_routes(const struct policy_net *c, size_t a, size_t b, co
 /* Routes of node i approved by the policy's autoApprovers or by the topology. */
 const char *const *policy_net_approved(const struct policy_net *c, size_t i, size_t *n);
 
+/* Whether a node of user u (NULL: no user), carrying the tags in have, may take tag: the
+ * tag is in tagOwners and lists u, a group with u in it, or one of the node's tags. With no
+ * policy (p NULL) every tag is allowed, as headscale does. */
+bool policy_tag_allowed(const struct policy *p, const struct policy_user *u,
+                        const char *const *have, size_t nhave, const char *tag);
+
 /* Old interface kept for the API's `policy check` and the server's start-up check: parses
  * and checks a document (format auto-detected). */
 int policy_check(const char *text, size_t len, char *err, size_t errsize);

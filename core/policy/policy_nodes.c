@@ -449,3 +449,32 @@ void pol__alias_bits(const struct policy_net *c, const struct pol_alias *a, uint
         }
     }
 }
+
+bool policy_tag_allowed(const struct policy *p, const struct policy_user *u,
+                        const char *const *have, size_t nhave, const char *tag)
+{
+    struct pol_user pu = { .name = u ? (char *)u->name : NULL, .email = u ? (char *)u->email : NULL };
+    const struct pol_tagowner *t;
+
+    if (!p)
+        return true;
+    if (!(t = pol__tagowner(p, tag)))
+        return false;
+    for (size_t i = 0; i < t->n; i++) {
+        const struct pol_alias *o = &t->owners[i];
+        const struct pol_group *g = o->kind == PA_GROUP ? pol__group(p, o->name) : NULL;
+        if (o->kind == PA_USER && u && token_matches(&pu, o->name))
+            return true;
+        for (size_t j = 0; g && u && j < g->n; j++) {
+            if (token_matches(&pu, g->members[j].name))
+                return true;
+        }
+        for (size_t j = 0; o->kind == PA_TAG && j < nhave; j++) {
+            if (strcmp(have[j], o->name) == 0)
+                return true;
+        }
+        if ((o->kind == PA_MEMBER && u && !nhave) || (o->kind == PA_TAGGED && nhave))
+            return true;
+    }
+    return false;
+}
