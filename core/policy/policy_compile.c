@@ -94,7 +94,9 @@ char *pol__ents_json(struct pol_ents *s)
         if (i && strcmp(t[i].text, t[i - 1].text) == 0)
             continue;
         s->v[n++] = t[i].e;
-        hs_buf_appendf(&b, "%s\"%s\"", n > 1 ? "," : "", t[i].text);
+        hs_buf_puts(&b, n > 1 ? ",\"" : "\"");
+        hs_buf_puts(&b, t[i].text);
+        hs_buf_puts(&b, "\"");
     }
     hs_buf_puts(&b, "]");
     s->n = n;

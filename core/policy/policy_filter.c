@@ -18,10 +18,27 @@ struct dsts {
     bool any;
 };
 
+static void put_u16(struct hs_buf *out, unsigned v)
+{
+    char b[6];
+    size_t n = sizeof(b);
+
+    do
+        b[--n] = (char)('0' + v % 10);
+    while ((v /= 10) && n);
+    hs_buf_append(out, b + n, sizeof(b) - n);
+}
+
+/* Written by hand, not with printf: a node's filter is thousands of these at scale. */
 static void dst_port(struct dsts *d, const char *ip, const struct pol_ports *pr)
 {
-    hs_buf_appendf(d->out, "%s{\"IP\":\"%s\",\"Ports\":{\"First\":%u,\"Last\":%u}}",
-                   d->any ? "," : "", ip, pr->first, pr->last);
+    hs_buf_puts(d->out, d->any ? ",{\"IP\":\"" : "{\"IP\":\"");
+    hs_buf_puts(d->out, ip);
+    hs_buf_puts(d->out, "\",\"Ports\":{\"First\":");
+    put_u16(d->out, pr->first);
+    hs_buf_puts(d->out, ",\"Last\":");
+    put_u16(d->out, pr->last);
+    hs_buf_puts(d->out, "}}");
     d->any = true;
 }
 
@@ -107,7 +124,9 @@ struct rule_out {
 static void rule_begin(struct rule_out *ro, const char *src_json)
 {
     ro->mark = ro->out->len;
-    hs_buf_appendf(ro->out, "%s{\"SrcIPs\":%s,\"DstPorts\":[", *ro->first ? "" : ",", src_json);
+    hs_buf_puts(ro->out, *ro->first ? "{\"SrcIPs\":" : ",{\"SrcIPs\":");
+    hs_buf_puts(ro->out, src_json);
+    hs_buf_puts(ro->out, ",\"DstPorts\":[");
     ro->d = (struct dsts){ .out = ro->out };
 }
 
