@@ -260,30 +260,6 @@ void policy_free(struct policy *p)
     free(p);
 }
 
-static int load_tag_cycles(const struct policy *p, char *err, size_t errsize)
-{
-    /* A tag owned (through tags) by itself can never be given out. */
-    for (size_t i = 0; i < p->ntags; i++) {
-        const struct pol_tagowner *t = &p->tags[i];
-        const char *cur = t->tag;
-        for (size_t hop = 0; hop <= p->ntags; hop++) {
-            const struct pol_tagowner *o = pol__tagowner(p, cur);
-            const char *next = NULL;
-            for (size_t j = 0; o && j < o->n && !next; j++) {
-                if (o->owners[j].kind == PA_TAG)
-                    next = o->owners[j].name;
-            }
-            if (!next)
-                break;
-            if (strcmp(next, t->tag) == 0)
-                return pol__err(err, errsize, "tagOwners[\"%s\"]: tag ownership is circular",
-                                t->tag);
-            cur = next;
-        }
-    }
-    return 0;
-}
-
 static int load_doc(struct policy *p, char *err, size_t errsize)
 {
     json_t *doc = p->doc, *v;
@@ -296,8 +272,6 @@ static int load_doc(struct policy *p, char *err, size_t errsize)
     if ((v = json_object_get(doc, "hosts")) && (rc = load_hosts(p, v, err, errsize)) < 0)
         return rc;
     if ((v = json_object_get(doc, "tagOwners")) && (rc = load_tag_owners(p, v, err, errsize)) < 0)
-        return rc;
-    if ((rc = load_tag_cycles(p, err, errsize)) < 0)
         return rc;
     if ((v = json_object_get(doc, "autoApprovers")) &&
         (rc = load_approvers(p, v, err, errsize)) < 0)
