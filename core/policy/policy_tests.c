@@ -291,6 +291,9 @@ static bool node_in_ents(const struct pol_node *n, const struct pol_ents *s)
  * such tests even though rules tolerate them). */
 static int resolve(const struct policy_net *c, const struct pol_alias *a, struct side *out)
 {
+    bool by_addr = a->kind == PA_STAR || a->kind == PA_DANGER_ALL || a->kind == PA_HOST ||
+                   a->kind == PA_PREFIX;
+
     switch (a->kind) {
     case PA_USER:
         if (pol__user_index(c, a->name) == (size_t)-1)
@@ -313,8 +316,6 @@ static int resolve(const struct policy_net *c, const struct pol_alias *a, struct
     out->nodes = hs_xcalloc(c->nnodes + 1, sizeof(*out->nodes));
     for (size_t i = 0; i < c->nnodes; i++) {
         const struct pol_node *n = &c->nodes[i];
-        bool by_addr = a->kind == PA_STAR || a->kind == PA_DANGER_ALL || a->kind == PA_HOST ||
-                       a->kind == PA_PREFIX;
         if (by_addr ? !node_in_ents(n, &out->ents) : !pol__node_in_alias(c, a, i))
             continue;
         out->nodes[out->nnodes++] = i;
@@ -453,8 +454,6 @@ static bool allowed(const struct run *run, const struct side *src, const struct 
 {
     const struct policy_net *c = run->c;
 
-    if (!c->p->has_acls && !c->p->has_grants)
-        return true; /* no rules at all: allow all */
     for (size_t k = 0; k < src->ents.n; k++) {
         bool any = false;
         for (size_t r = 0; r < c->nrules && !any; r++)
