@@ -75,6 +75,15 @@ int policy_compile(const struct policy *p, const struct policy_topology *t,
                    struct policy_net **out, char *err, size_t errsize);
 void policy_net_free(struct policy_net *c);
 
+/* The same policy compiled again for t after the nodes with the given ids were added,
+ * removed or changed (nothing else did: users and every other node are as in old). Reuses
+ * what the change did not touch, so a one-node change costs far less than a compile.
+ * changed NULL: anything may have changed (a full compile). Unlike policy_compile() it does
+ * not run the policy's tests (a tailnet change is not refused because a test no longer
+ * holds) and cannot fail; *out is the caller's. old stays valid. */
+int policy_recompile(const struct policy_net *old, const struct policy_topology *t,
+                     const uint64_t *changed, size_t nchanged, struct policy_net **out);
+
 /* Node i's packet filter as JSON (an array of tailcfg.FilterRule) appended to out. */
 int policy_net_filter(const struct policy_net *c, size_t i, struct hs_buf *out);
 /* Node i's SSH policy rules (tailcfg.SSHPolicy.Rules) as a JSON array appended to out;

@@ -159,10 +159,12 @@ static void resolve_dsts(struct policy_net *c, const struct pol_rule *r, struct 
     }
 }
 
-static void resolve_rule(struct policy_net *c, const struct pol_rule *r, struct pol_crule *cr,
-                         uint64_t *tmp)
+void pol__resolve_rule(struct policy_net *c, const struct pol_rule *r, struct pol_crule *cr,
+                       uint64_t *tmp)
 {
     cr->r = r;
+    cr->shared = hs_xcalloc(1, sizeof(*cr->shared));
+    *cr->shared = 1;
     cr->src_nodes = pol__bits_new(c);
     cr->dst_nodes = pol__bits_new(c);
     resolve_sources(c, r, cr, tmp);
@@ -205,65 +207,71 @@ static void rule_peers(const struct policy_net *c, const struct pol_crule *cr, s
     }
 }
 
-/* Nodes in the same rules on the same sides (and, with autogroup:self, of the same user)
- * see the same peers: they share one set. */
-static uint64_t signature_hash(const struct policy_net *c, size_t a, bool self_rules)
+uint64_t pol__signature(const struct policy_net *c, size_t a, uint64_t *sig, size_t *user)
 {
     uint64_t h = 1469598103934665603u;
 
+    memset(sig, 0, c->sig_words * sizeof(*sig));
     for (size_t r = 0; r < c->nrules; r++) {
-        unsigned v = pol__bit(c->rules[r].src_nodes, a) | pol__bit(c->rules[r].dst_nodes, a) << 1;
-        h = (h ^ v) * 1099511628211u;
+        if (pol__bit(c->rules[r].src_nodes, a))
+            pol__set(sig, 2 * r);
+        if (pol__bit(c->rules[r].dst_nodes, a))
+            pol__set(sig, 2 * r + 1);
     }
-    if (self_rules)
-        h = (h ^ (c->nodes[a].tagged ? (uint64_t)-1 : c->nodes[a].user)) * 1099511628211u;
-    return h;
+    *user = c->self_rules && !c->nodes[a].tagged ? c->nodes[a].user : (size_t)-1;
+    for (size_t w = 0; w < c->sig_words; w++)
+        h = (h ^ sig[w]) * 1099511628211u;
+    return (h ^ *user) * 1099511628211u;
 }
 
-static bool same_signature(const struct policy_net *c, size_t a, size_t b, bool self_rules)
+size_t pol__class_of(struct policy_net *c, size_t a)
 {
-    for (size_t r = 0; r < c->nrules; r++) {
-        const struct pol_crule *cr = &c->rules[r];
-        if (pol__bit(cr->src_nodes, a) != pol__bit(cr->src_nodes, b) ||
-            pol__bit(cr->dst_nodes, a) != pol__bit(cr->dst_nodes, b))
-            return false;
+    uint64_t *sig = hs_xcalloc(c->sig_words + 1, sizeof(*sig));
+    size_t user, k;
+    uint64_t h = pol__signature(c, a, sig, &user);
+    struct pol_class *cl;
+
+    for (k = 0; k < c->nclasses; k++) {
+        cl = &c->classes[k];
+        if (cl->hash == h && cl->user == user &&
+            memcmp(cl->sig, sig, c->sig_words * sizeof(*sig)) == 0) {
+            free(sig);
+            return k;
+        }
     }
-    return !self_rules || (c->nodes[a].tagged == c->nodes[b].tagged &&
-                           (c->nodes[a].tagged || c->nodes[a].user == c->nodes[b].user));
+    if (c->nclasses == c->cap_classes) {
+        c->cap_classes = c->cap_classes ? 2 * c->cap_classes : 16;
+        c->classes = hs_xrealloc(c->classes, c->cap_classes * sizeof(*c->classes));
+    }
+    cl = &c->classes[c->nclasses];
+    *cl = (struct pol_class){ .hash = h, .sig = sig, .user = user, .peers = pol__bits_new(c) };
+    for (size_t r = 0; r < c->nrules; r++)
+        rule_peers(c, &c->rules[r], a, cl->peers);
+    return c->nclasses++;
 }
 
 static void compute_peers(struct policy_net *c)
 {
-    bool self_rules = false;
-    uint64_t *hash = hs_xcalloc(c->nnodes + 1, sizeof(*hash));
-    size_t *owner = hs_xcalloc(c->nnodes + 1, sizeof(*owner)); /* node whose set it uses */
-
     for (size_t r = 0; r < c->nrules; r++)
-        self_rules |= c->rules[r].self;
-    c->peers = hs_xcalloc(c->nnodes + 1, sizeof(*c->peers));
-    c->peer_sets = hs_xcalloc(c->nnodes + 1, sizeof(*c->peer_sets));
+        c->self_rules |= c->rules[r].self;
+    c->sig_words = (2 * c->nrules + 63) / 64;
+    c->cls = hs_xcalloc(c->nnodes + 1, sizeof(*c->cls));
     for (size_t a = 0; a < c->nnodes; a++) {
-        hash[a] = signature_hash(c, a, self_rules);
-        for (size_t k = 0; k < c->npeer_sets && !c->peers[a]; k++) {
-            size_t b = owner[k];
-            if (hash[b] == hash[a] && same_signature(c, a, b, self_rules))
-                c->peers[a] = c->peer_sets[k];
-        }
-        if (c->peers[a])
-            continue;
-        owner[c->npeer_sets] = a;
-        c->peers[a] = c->peer_sets[c->npeer_sets++] = pol__bits_new(c);
-        for (size_t r = 0; r < c->nrules; r++)
-            rule_peers(c, &c->rules[r], a, c->peers[a]);
+        c->cls[a] = pol__class_of(c, a);
+        c->classes[c->cls[a]].members++;
     }
-    free(hash);
-    free(owner);
 }
 
 /* ---- the net ---- */
 
 int policy_compile(const struct policy *p, const struct policy_topology *t,
                    struct policy_net **out, char *err, size_t errsize)
+{
+    return pol__compile(p, t, true, out, err, errsize);
+}
+
+int pol__compile(const struct policy *p, const struct policy_topology *t, bool tests,
+                 struct policy_net **out, char *err, size_t errsize)
 {
     struct policy_net *c = hs_xcalloc(1, sizeof(*c));
     uint64_t *tmp;
@@ -277,12 +285,12 @@ int policy_compile(const struct policy *p, const struct policy_topology *t,
     if (p) {
         c->rules = hs_xcalloc(p->nrules + 1, sizeof(*c->rules));
         for (size_t r = 0; r < p->nrules; r++)
-            resolve_rule(c, &p->rules[r], &c->rules[c->nrules++], tmp);
+            pol__resolve_rule(c, &p->rules[r], &c->rules[c->nrules++], tmp);
     }
     free(tmp);
     compute_peers(c);
     pol__route_viewers(c);
-    if ((rc = pol__check_tests(c, err, errsize)) < 0) {
+    if (tests && (rc = pol__check_tests(c, err, errsize)) < 0) {
         policy_net_free(c);
         return rc;
     }
@@ -290,26 +298,34 @@ int policy_compile(const struct policy *p, const struct policy_topology *t,
     return 0;
 }
 
+void pol__crule_fini(struct pol_crule *cr)
+{
+    free(cr->src_nodes);
+    free(cr->dst_nodes);
+    for (size_t k = 0; cr->dst_bits && k < cr->r->ndst; k++)
+        free(cr->dst_bits[k]);
+    free(cr->dst_bits);
+    if (!cr->shared || __atomic_sub_fetch(cr->shared, 1, __ATOMIC_ACQ_REL) > 0)
+        return;
+    free(cr->shared);
+    pol__ents_free(&cr->src);
+    free(cr->src_json);
+    free(cr->rev_json);
+}
+
 void policy_net_free(struct policy_net *c)
 {
     if (!c)
         return;
     pol__topology_free(c);
-    for (size_t r = 0; r < c->nrules; r++) {
-        struct pol_crule *cr = &c->rules[r];
-        pol__ents_free(&cr->src);
-        free(cr->src_json);
-        free(cr->rev_json);
-        free(cr->src_nodes);
-        free(cr->dst_nodes);
-        for (size_t k = 0; cr->dst_bits && k < cr->r->ndst; k++)
-            free(cr->dst_bits[k]);
-        free(cr->dst_bits);
+    for (size_t r = 0; r < c->nrules; r++)
+        pol__crule_fini(&c->rules[r]);
+    for (size_t k = 0; k < c->nclasses; k++) {
+        free(c->classes[k].sig);
+        free(c->classes[k].peers);
     }
-    for (size_t k = 0; k < c->npeer_sets; k++)
-        free(c->peer_sets[k]);
-    free(c->peer_sets);
-    free(c->peers);
+    free(c->classes);
+    free(c->cls);
     free(c->rules);
     policy_free((struct policy *)c->p);
     free(c);
@@ -321,5 +337,5 @@ bool policy_net_sees(const struct policy_net *c, size_t a, size_t b)
         return false;
     if (!c->p)
         return true;
-    return pol__bit(c->peers[a], b) || pol__bit(c->peers[b], a);
+    return pol__bit(c->classes[c->cls[a]].peers, b) || pol__bit(c->classes[c->cls[b]].peers, a);
 }

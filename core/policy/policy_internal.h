@@ -194,6 +194,9 @@ struct pol_node {
     bool exit;                /* approved 0.0.0.0/0 or ::/0 */
     char **approved;          /* text of every approved route (topology + autoApprovers) */
     size_t napproved;
+    /* name, tags, approved, routes and route_text are shared by the nets a recompile made
+     * from this one (policy_update.c): *shared counts them. route_viewers is the net's. */
+    int *shared;
 };
 
 struct pol_user {
@@ -206,9 +209,12 @@ struct pol_bits {
     uint64_t *w;
 };
 
-/* One rule of the policy resolved for this tailnet. */
+/* One rule of the policy resolved for this tailnet. src, src_json and rev_json are shared
+ * with the nets a recompile made from this one when the change did not touch the rule
+ * (*shared counts them); the bitsets are each net's. */
 struct pol_crule {
     const struct pol_rule *r;
+    int *shared;
     struct pol_ents src;       /* SrcIPs, sorted as text, distinct */
     char *src_json;            /* SrcIPs as a JSON array */
     uint64_t *src_nodes;       /* nodes whose address (or approved route) is in src */
@@ -240,10 +246,21 @@ struct policy_net {
     size_t words;              /* uint64_t per node bitset */
     struct pol_crule *rules;
     size_t nrules;
-    uint64_t **peers;          /* per node; nodes with the same rule memberships share one */
-    uint64_t **peer_sets;      /* the distinct sets, owned */
-    size_t npeer_sets;
-    char *all_filter;          /* allow-all filter, when p is NULL */
+    /* Nodes in the same rules on the same sides (and, with autogroup:self, of the same user)
+     * see the same peers: one class each. */
+    struct pol_class *classes;
+    size_t nclasses, cap_classes;
+    size_t sig_words;          /* uint64_t per class signature: 2 bits per rule */
+    bool self_rules;           /* some rule has autogroup:self: classes also by user */
+    size_t *cls;               /* per node: its class */
+};
+
+struct pol_class {
+    uint64_t hash;
+    uint64_t *sig;             /* bit 2r: in rule r's sources; 2r+1: in its destinations */
+    size_t user;               /* with self_rules: the nodes' user ((size_t)-1 if tagged) */
+    uint64_t *peers;           /* nodes its members see (a member itself may be in it) */
+    size_t members;
 };
 
 static inline bool pol__bit(const uint64_t *w, size_t i)
@@ -266,6 +283,23 @@ void pol__topology_free(struct policy_net *c);
 void pol__alias_bits(const struct policy_net *c, const struct pol_alias *a, uint64_t *bits);
 bool pol__has_via_tag(const struct pol_rule *r, const struct pol_node *n);
 uint64_t *pol__bits_new(const struct policy_net *c);
+/* policy_compile.c: the whole compile, with or without the policy's tests. */
+int pol__compile(const struct policy *p, const struct policy_topology *t, bool tests,
+                 struct policy_net **out, char *err, size_t errsize);
+/* policy_compile.c, for policy_update.c: one rule resolved from scratch; its compiled parts
+ * freed; a node's class signature (into sig, sig_words long), its hash, and a class's full
+ * peer set; the class of node a found or made. */
+void pol__resolve_rule(struct policy_net *c, const struct pol_rule *r, struct pol_crule *cr,
+                       uint64_t *tmp);
+void pol__crule_fini(struct pol_crule *cr);
+uint64_t pol__signature(const struct policy_net *c, size_t a, uint64_t *sig, size_t *user);
+size_t pol__class_of(struct policy_net *c, size_t a);
+/* policy_nodes.c, for policy_update.c: one node loaded from the topology (routes approved
+ * too), and the indexes rebuilt. */
+void pol__load_node(struct policy_net *c, size_t i, const struct policy_node *in);
+void pol__index_nodes(struct policy_net *c);
+void pol__index_users(struct policy_net *c);
+void pol__copy_users(struct policy_net *c, const struct policy_topology *t);
 /* policy_routes.c: every route's viewers, once the rules are resolved. */
 void pol__route_viewers(struct policy_net *c);
 

@@ -47,7 +47,7 @@ static size_t *sorted_users(struct policy_net *c, int (*cmp)(const void *, const
     return v;
 }
 
-static void index_users(struct policy_net *c)
+void pol__index_users(struct policy_net *c)
 {
     c->users_by_id = sorted_users(c, cmp_user_id);
     c->users_by_email = sorted_users(c, cmp_user_email);
@@ -108,7 +108,7 @@ static int cmp_tag_node(const void *a, const void *b)
 }
 
 /* Each user's untagged nodes, and (tag, node) pairs sorted by tag. */
-static void index_nodes(struct policy_net *c)
+void pol__index_nodes(struct policy_net *c)
 {
     size_t ntags = 0, k = 0;
 
@@ -135,14 +135,17 @@ void pol__topology_free(struct policy_net *c)
 {
     for (size_t i = 0; i < c->nnodes; i++) {
         struct pol_node *n = &c->nodes[i];
+        for (size_t k = 0; n->route_viewers && k < n->routes.n; k++)
+            free(n->route_viewers[k]);
+        free(n->route_viewers);
+        if (__atomic_sub_fetch(n->shared, 1, __ATOMIC_ACQ_REL) > 0)
+            continue;
+        free(n->shared);
         free((char *)n->name);
         for (size_t k = 0; k < n->ntags; k++)
             free(n->tags[k]);
         for (size_t k = 0; k < n->napproved; k++)
             free(n->approved[k]);
-        for (size_t k = 0; n->route_viewers && k < n->routes.n; k++)
-            free(n->route_viewers[k]);
-        free(n->route_viewers);
         free(n->route_text);
         free(n->tags);
         free(n->approved);
@@ -324,11 +327,14 @@ static void node_routes(struct policy_net *c, size_t i, const struct policy_node
     }
 }
 
-static void load_node(struct policy_net *c, size_t i, const struct policy_node *in)
+void pol__load_node(struct policy_net *c, size_t i, const struct policy_node *in)
 {
     struct pol_node *n = &c->nodes[i];
     bool v4;
 
+    *n = (struct pol_node){ 0 };
+    n->shared = hs_xcalloc(1, sizeof(*n->shared));
+    *n->shared = 1;
     n->name = hs_strdup(in->name ? in->name : "");
     n->id = in->id;
     n->user_id = in->user_id;
@@ -339,9 +345,10 @@ static void load_node(struct policy_net *c, size_t i, const struct policy_node *
         n->tags[n->ntags++] = hs_strdup(in->tags[k]);
     n->has[0] = in->ipv4 && pol__parse_ip(in->ipv4, &n->ip[0], &v4) == 0 && v4;
     n->has[1] = in->ipv6 && pol__parse_ip(in->ipv6, &n->ip[1], &v4) == 0 && !v4;
+    node_routes(c, i, in); /* auto-approval looks only at the node itself and its user */
 }
 
-void pol__load_topology(struct policy_net *c, const struct policy_topology *t)
+void pol__copy_users(struct policy_net *c, const struct policy_topology *t)
 {
     c->users = hs_xcalloc(t->nusers + 1, sizeof(*c->users));
     for (size_t i = 0; i < t->nusers; i++) {
@@ -350,16 +357,18 @@ void pol__load_topology(struct policy_net *c, const struct policy_topology *t)
         c->users[i].email = hs_strdup(t->users[i].email);
     }
     c->nusers = t->nusers;
-    index_users(c);
+    pol__index_users(c);
+}
+
+void pol__load_topology(struct policy_net *c, const struct policy_topology *t)
+{
+    pol__copy_users(c, t);
     c->nodes = hs_xcalloc(t->nnodes + 1, sizeof(*c->nodes));
     c->nnodes = t->nnodes;
     c->words = (t->nnodes + 63) / 64;
     for (size_t i = 0; i < t->nnodes; i++)
-        load_node(c, i, &t->nodes[i]);
-    index_nodes(c);
-    /* Routes after every node is known: auto-approval looks at owners and tags. */
-    for (size_t i = 0; i < t->nnodes; i++)
-        node_routes(c, i, &t->nodes[i]);
+        pol__load_node(c, i, &t->nodes[i]);
+    pol__index_nodes(c);
 }
 
 /* ---- aliases as node sets ---- */

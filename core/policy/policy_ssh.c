@@ -27,15 +27,9 @@ static const char action_check[] =
     "{\"holdAndDelegate\":\"https://unused/machine/ssh/action/$SRC_NODE_ID/to/$DST_NODE_ID"
     "?local_user=$LOCAL_USER\"}";
 
-/* A source: an alias, or `user:*@domain` (every user whose email is in domain). */
-struct ssh_src {
-    struct pol_alias a;
-    char *domain;
-};
-
 struct ssh_rule {
     bool check;                /* action "check", else "accept" */
-    struct ssh_src *src;
+    struct pol_alias *src;
     size_t nsrc;
     struct pol_alias *dst;
     size_t ndst;
@@ -462,19 +456,15 @@ static int load_check_period(json_t *rule, const struct ssh_rule *r, char *err, 
     return 0;
 }
 
-static int load_src(const struct policy *p, const char *s, struct ssh_src *src, char *err,
+static int load_src(const struct policy *p, const char *s, struct pol_alias *a, char *err,
                     size_t errsize)
 {
     char inner[256];
     int rc;
 
-    if (hs_has_prefix(s, "user:*@") && s[strlen("user:*@")]) {
-        src->domain = hs_strdup(s + strlen("user:*@"));
-        return 0;
-    }
-    if ((rc = pol__parse_alias(p, s, &src->a, inner, sizeof(inner))) < 0)
+    if ((rc = pol__parse_alias(p, s, a, inner, sizeof(inner))) < 0)
         return pol__err(err, errsize, "src=%s", inner);
-    switch (src->a.kind) {
+    switch (a->kind) {
     case PA_USER:
     case PA_GROUP:
     case PA_TAG:
@@ -540,6 +530,13 @@ static int load_sides(const struct policy *p, json_t *rule, struct ssh_rule *r, 
     return rc;
 }
 
+/* "user:*@domain" (every user at the domain): its domain, else NULL. */
+static const char *user_domain(const struct pol_alias *a)
+{
+    return a->kind == PA_USER && hs_has_prefix(a->name, "user:*@") ? a->name + strlen("user:*@")
+                                                                    : NULL;
+}
+
 /* Tailscale's model: tags never reach user-owned devices, and a user's devices only that
  * user (autogroup:self is the way to say "each user their own"). */
 static int check_sides(const struct ssh_rule *r, char *err, size_t errsize)
@@ -548,15 +545,15 @@ static int check_sides(const struct ssh_rule *r, char *err, size_t errsize)
     const char *user = NULL;
 
     for (size_t i = 0; i < r->nsrc; i++) {
-        const struct ssh_src *s = &r->src[i];
-        if (s->domain || s->a.kind == PA_GROUP || s->a.kind == PA_MEMBER)
+        const struct pol_alias *s = &r->src[i];
+        if (user_domain(s) || s->kind == PA_GROUP || s->kind == PA_MEMBER)
             many = true;
-        else if (s->a.kind == PA_TAG || s->a.kind == PA_TAGGED)
+        else if (s->kind == PA_TAG || s->kind == PA_TAGGED)
             tagged = true;
-        else if (user && strcmp(user, s->a.name) != 0)
+        else if (user && strcmp(user, s->name) != 0)
             many = true;
         else
-            user = s->a.name;
+            user = s->name;
     }
     for (size_t i = 0; i < r->ndst; i++) {
         const struct pol_alias *d = &r->dst[i];
@@ -684,10 +681,8 @@ int pol__load_ssh(struct policy *p, char *err, size_t errsize)
 
 static void rule_free(struct ssh_rule *r)
 {
-    for (size_t i = 0; i < r->nsrc; i++) {
-        pol__alias_fini(&r->src[i].a);
-        free(r->src[i].domain);
-    }
+    for (size_t i = 0; i < r->nsrc; i++)
+        pol__alias_fini(&r->src[i]);
     for (size_t i = 0; i < r->ndst; i++)
         pol__alias_fini(&r->dst[i]);
     free(r->src);
@@ -740,20 +735,6 @@ static bool user_in_domain(const struct pol_user *u, const char *domain)
     return d && strcasecmp(d, domain) == 0;
 }
 
-static bool node_in_src(const struct policy_net *c, const struct ssh_rule *r, size_t i)
-{
-    const struct pol_node *n = &c->nodes[i];
-
-    for (size_t k = 0; k < r->nsrc; k++) {
-        const struct ssh_src *s = &r->src[k];
-        if (s->domain ? !n->tagged && n->user != (size_t)-1 &&
-                            user_in_domain(&c->users[n->user], s->domain)
-                      : pol__node_in_alias(c, &s->a, i))
-            return true;
-    }
-    return false;
-}
-
 static bool node_in_dst(const struct policy_net *c, const struct ssh_rule *r, size_t i)
 {
     for (size_t k = 0; k < r->ndst; k++) {
@@ -763,11 +744,14 @@ static bool node_in_dst(const struct policy_net *c, const struct ssh_rule *r, si
     return false;
 }
 
-/* One principal: a source node's address; uid orders user-owned ones. */
+/* One principal: a source node's address (with its text, which orders it), and for a
+ * user-owned node its owner (uid orders users, user indexes c->users). */
 struct ssh_princ {
     uint64_t uid;
+    size_t user;
     pol_u128 ip;
     bool v4;
+    char text[48];
 };
 
 struct princs {
@@ -775,33 +759,77 @@ struct princs {
     size_t n, cap;
 };
 
-static void princ_push(struct princs *p, uint64_t uid, pol_u128 ip, bool v4)
+static void princs_add(struct princs *p, const struct ssh_princ *e)
 {
     if (p->n == p->cap) {
         p->cap = p->cap ? 2 * p->cap : 8;
         p->v = hs_xrealloc(p->v, p->cap * sizeof(*p->v));
     }
-    p->v[p->n++] = (struct ssh_princ){ .uid = uid, .ip = ip, .v4 = v4 };
+    p->v[p->n++] = *e;
 }
 
-static void push_node(struct princs *p, const struct pol_node *n, uint64_t uid)
+static void push_addr(struct princs *p, const struct policy_net *c, pol_u128 ip, bool v4,
+                      size_t user)
 {
+    struct ssh_princ e = { .user = user, .ip = ip, .v4 = v4 };
+
+    e.uid = user != (size_t)-1 ? c->users[user].id : 0;
+    pol__addr_text(ip, v4, e.text, sizeof(e.text));
+    princs_add(p, &e);
+}
+
+static void push_node(struct princs *p, const struct policy_net *c, size_t i, size_t user)
+{
+    const struct pol_node *n = &c->nodes[i];
+
     for (int f = 0; f < 2; f++) {
         if (n->has[f])
-            princ_push(p, uid, n->ip[f], f == 0);
+            push_addr(p, c, n->ip[f], f == 0, user);
     }
 }
 
-/* By owner, then IPv4 before IPv6, then address: one owner's addresses as a sorted set. */
+/* IPv4 before IPv6, then as text (Tailscale's order: 100.64.0.11 before 100.64.0.2). */
+static int cmp_addr(const void *a, const void *b)
+{
+    const struct ssh_princ *x = a, *y = b;
+
+    if (x->v4 != y->v4)
+        return x->v4 ? -1 : 1;
+    return strcmp(x->text, y->text);
+}
+
+/* By owner, then address. */
 static int cmp_princ(const void *a, const void *b)
 {
     const struct ssh_princ *x = a, *y = b;
 
     if (x->uid != y->uid)
         return x->uid < y->uid ? -1 : 1;
-    if (x->v4 != y->v4)
-        return x->v4 ? -1 : 1;
-    return x->ip < y->ip ? -1 : x->ip > y->ip;
+    return cmp_addr(a, b);
+}
+
+/* Sorts p and drops repeats: each owner's addresses become a sorted set. */
+static void sort_unique(struct princs *p)
+{
+    size_t m = 0;
+
+    if (p->n == 0)
+        return;
+    qsort(p->v, p->n, sizeof(*p->v), cmp_princ);
+    for (size_t k = 0; k < p->n; k++) {
+        if (m == 0 || cmp_princ(&p->v[m - 1], &p->v[k]) != 0)
+            p->v[m++] = p->v[k];
+    }
+    p->n = m;
+}
+
+static bool node_in_src(const struct policy_net *c, const struct ssh_rule *r, size_t i)
+{
+    for (size_t k = 0; k < r->nsrc; k++) {
+        if (pol__node_in_alias(c, &r->src[k], i))
+            return true;
+    }
+    return false;
 }
 
 /* A rule's sources split as Tailscale sends them: user-owned nodes' addresses grouped by
@@ -811,35 +839,43 @@ struct sources {
     struct princs users, tagged;
 };
 
-static bool rule_sources(const struct policy_net *c, const struct ssh_rule *r,
-                         struct sources *s, bool *in_src, size_t self)
+static void rule_sources(const struct policy_net *c, const struct ssh_rule *r,
+                         struct sources *s)
 {
-    size_t n = 0;
+    uint64_t *bits = pol__bits_new(c);
 
-    *s = (struct sources){ 0 };
-    *in_src = false;
+    for (size_t k = 0; k < r->nsrc; k++)
+        pol__alias_bits(c, &r->src[k], bits);
     for (size_t i = 0; i < c->nnodes; i++) {
         const struct pol_node *nd = &c->nodes[i];
-        if (!node_in_src(c, r, i))
+        if (!bits[i / 64]) {
+            i |= 63; /* a whole word of nodes outside the sources */
             continue;
-        *in_src |= i == self;
+        }
+        if (!pol__bit(bits, i))
+            continue;
         if (nd->tagged) {
             for (size_t t = 0; t < nd->ntags; t++)
-                push_node(&s->tagged, nd, 0);
+                push_node(&s->tagged, c, i, (size_t)-1);
         } else if (nd->user != (size_t)-1) {
-            push_node(&s->users, nd, c->users[nd->user].id);
+            push_node(&s->users, c, i, nd->user);
         }
-        n++;
     }
-    if (s->users.n)
-        qsort(s->users.v, s->users.n, sizeof(*s->users.v), cmp_princ);
-    for (size_t k = 0, m = 0; k < s->users.n; k++) {
-        if (m == 0 || cmp_princ(&s->users.v[m - 1], &s->users.v[k]) != 0)
-            s->users.v[m++] = s->users.v[k];
-        if (k + 1 == s->users.n)
-            s->users.n = m;
+    free(bits);
+    sort_unique(&s->users);
+}
+
+/* The rule's sources among user u's own (untagged) nodes, as a sorted set. */
+static void user_sources(const struct policy_net *c, const struct ssh_rule *r, size_t u,
+                         struct princs *out)
+{
+    const struct pol_list *mine = &c->user_nodes[u];
+
+    for (size_t k = 0; k < mine->n; k++) {
+        if (node_in_src(c, r, mine->v[k]))
+            push_node(out, c, mine->v[k], u);
     }
-    return n > 0;
+    sort_unique(out);
 }
 
 /* One rule as node i gets it: principals, and either the rule's own sshUsers or (lp set)
@@ -882,95 +918,94 @@ static void out_push(struct ssh_outs *o, const struct ssh_rule *r, const struct 
         memcpy(e->p, p, np * sizeof(*p));
 }
 
-/* The local part user uid logs in as through the rule's localpart:*@domain users, or NULL. */
-static char *user_localpart(const struct policy_net *c, const struct ssh_rule *r, uint64_t uid)
+/* The local part user u logs in as through the rule's localpart:*@domain users, or NULL. */
+static char *user_localpart(const struct policy_net *c, const struct ssh_rule *r, size_t u)
 {
-    for (size_t u = 0; u < c->nusers; u++) {
-        const struct pol_user *pu = &c->users[u];
-        if (pu->id != uid || !email_domain(pu))
-            continue;
-        for (size_t k = 0; k < r->nlp; k++) {
-            if (user_in_domain(pu, r->lp_domains[k]))
-                return hs_strndup(pu->email, (size_t)(email_domain(pu) - 1 - pu->email));
-        }
+    const struct pol_user *pu = &c->users[u];
+
+    for (size_t k = 0; k < r->nlp; k++) {
+        if (user_in_domain(pu, r->lp_domains[k]))
+            return hs_strndup(pu->email, (size_t)(email_domain(pu) - 1 - pu->email));
     }
     return NULL;
 }
 
-/* The common rule for these principals and, for a user whose email is in a localpart domain,
- * the rule mapping that user's local part (in this order: the first match wins). */
+/* The common rule for these principals and, for a user (u) whose email is in a localpart
+ * domain, the rule mapping that user's local part (in this order: the first match wins). */
 static void emit(const struct policy_net *c, const struct ssh_rule *r, struct ssh_outs *o,
-                 const struct ssh_princ *p, size_t np, const uint64_t *uid)
+                 const struct ssh_princ *p, size_t np, size_t u)
 {
     char *lp;
 
     if (np == 0)
         return;
     out_push(o, r, p, np, NULL);
-    if (uid && r->nlp && (lp = user_localpart(c, r, *uid)))
+    if (u != (size_t)-1 && r->nlp && (lp = user_localpart(c, r, u)))
         out_push(o, r, p, np, lp);
 }
 
-/* The principals of user uid: a run of the sorted user principals. */
-static const struct ssh_princ *user_run(const struct princs *u, uint64_t uid, size_t *n)
+/* The rule's sources that are user u's own nodes, as one rule (and u's localpart rule). */
+static void emit_user(const struct policy_net *c, const struct ssh_rule *r, struct ssh_outs *o,
+                      size_t u)
 {
-    size_t a = 0, b;
+    struct princs mine = { 0 };
 
-    while (a < u->n && u->v[a].uid != uid)
-        a++;
-    for (b = a; b < u->n && u->v[b].uid == uid; b++)
-        ;
-    *n = b - a;
-    return u->v + a;
+    user_sources(c, r, u, &mine);
+    emit(c, r, o, mine.v, mine.n, u);
+    free(mine.v);
 }
 
-/* Node i as a destination of rule r. With localpart users the rule is split per source user
- * (so each user's own mapping follows its common rule), and a source node that the rule does
- * not target still gets the rule for itself, as Tailscale sends it. */
+/* Node i as a non-self destination: every source. With localpart users the rule is split
+ * per source user, so that each user's own mapping follows its common rule. */
+static void emit_all(const struct policy_net *c, const struct ssh_rule *r, struct ssh_outs *o)
+{
+    struct sources s = { 0 };
+
+    rule_sources(c, r, &s);
+    if (r->nlp) {
+        for (size_t a = 0, b; a < s.users.n; a = b) {
+            for (b = a; b < s.users.n && s.users.v[b].uid == s.users.v[a].uid; b++)
+                ;
+            emit(c, r, o, s.users.v + a, b - a, s.users.v[a].user);
+        }
+        emit(c, r, o, s.tagged.v, s.tagged.n, (size_t)-1);
+    } else {
+        for (size_t k = 0; k < s.tagged.n; k++)
+            princs_add(&s.users, &s.tagged.v[k]);
+        if (s.users.n) /* one list, sorted as one (a tagged node's repeats included) */
+            qsort(s.users.v, s.users.n, sizeof(*s.users.v), cmp_addr);
+        emit(c, r, o, s.users.v, s.users.n, (size_t)-1);
+    }
+    free(s.users.v);
+    free(s.tagged.v);
+}
+
+/* Rule r as node i gets it. Besides autogroup:self and the other destinations, a rule with
+ * localpart users also reaches its own sources: a source node gets the rule for itself (its
+ * user's sources when user-owned), as Tailscale sends it. Costs only the rule's size unless
+ * node i is concerned. */
 static void rule_for_node(const struct policy_net *c, const struct ssh_rule *r, size_t i,
                           struct ssh_outs *o)
 {
     const struct pol_node *n = &c->nodes[i];
-    bool owned = !n->tagged && n->user != (size_t)-1, in_src;
-    uint64_t uid = owned ? c->users[n->user].id : 0;
-    struct sources s;
-    size_t np;
-    const struct ssh_princ *p;
+    bool owned = !n->tagged && n->user != (size_t)-1;
 
-    if (!rule_sources(c, r, &s, &in_src, i))
-        goto out;
-    if (r->self_dst && owned) {
-        p = user_run(&s.users, uid, &np);
-        emit(c, r, o, p, np, &uid);
-    }
+    if (r->self_dst && owned)
+        emit_user(c, r, o, n->user);
     if (!r->other_dst)
-        goto out;
+        return;
     if (node_in_dst(c, r, i)) {
-        if (r->nlp) {
-            for (size_t a = 0; a < s.users.n; a += np) {
-                p = user_run(&s.users, s.users.v[a].uid, &np);
-                emit(c, r, o, p, np, &p->uid);
-            }
-            emit(c, r, o, s.tagged.v, s.tagged.n, NULL);
-        } else {
-            for (size_t k = 0; k < s.tagged.n; k++)
-                princ_push(&s.users, 0, s.tagged.v[k].ip, s.tagged.v[k].v4);
-            emit(c, r, o, s.users.v, s.users.n, NULL);
-        }
-    } else if (r->nlp && in_src) {
+        emit_all(c, r, o);
+    } else if (r->nlp && node_in_src(c, r, i)) {
         if (n->tagged) {
             struct princs own = { 0 };
-            push_node(&own, n, 0);
-            emit(c, r, o, own.v, own.n, NULL);
+            push_node(&own, c, i, (size_t)-1);
+            emit(c, r, o, own.v, own.n, (size_t)-1);
             free(own.v);
         } else if (owned) {
-            p = user_run(&s.users, uid, &np);
-            emit(c, r, o, p, np, &uid);
+            emit_user(c, r, o, n->user);
         }
     }
-out:
-    free(s.users.v);
-    free(s.tagged.v);
 }
 
 static void node_rules(const struct policy_net *c, size_t i, struct ssh_outs *o)
@@ -986,13 +1021,10 @@ static void node_rules(const struct policy_net *c, size_t i, struct ssh_outs *o)
 
 static int put_out(struct hs_buf *b, const struct ssh_out *e, bool first)
 {
-    char ip[48];
     int rc = hs_buf_puts(b, first ? "{\"principals\":[" : ",{\"principals\":[");
 
-    for (size_t k = 0; k < e->np && rc == 0; k++) {
-        pol__addr_text(e->p[k].ip, e->p[k].v4, ip, sizeof(ip));
-        rc = hs_buf_appendf(b, "%s{\"nodeIP\":\"%s\"}", k ? "," : "", ip);
-    }
+    for (size_t k = 0; k < e->np && rc == 0; k++)
+        rc = hs_buf_appendf(b, "%s{\"nodeIP\":\"%s\"}", k ? "," : "", e->p[k].text);
     if (rc == 0 && e->lp) {
         json_t *m = json_object();
         char *text;
@@ -1091,7 +1123,7 @@ static void test_sources(const struct policy_net *c, const struct ssh_test *t,
 
     *user = a->kind == PA_USER ? pol__user_index(c, a->name) : (size_t)-1;
     if ((a->kind == PA_PREFIX || a->kind == PA_HOST) && a->ent.kind == PE_ADDR) {
-        princ_push(src, 0, a->ent.lo, a->ent.v4);
+        push_addr(src, c, a->ent.lo, a->ent.v4, (size_t)-1);
         return;
     }
     for (size_t i = 0; i < c->nnodes; i++) {
@@ -1101,7 +1133,7 @@ static void test_sources(const struct policy_net *c, const struct ssh_test *t,
                             (n->has[1] && pol__ent_contains(&a->ent, n->ip[1]))
                       : pol__node_in_alias(c, a, i);
         if (in)
-            push_node(src, n, 0);
+            push_node(src, c, i, (size_t)-1);
     }
 }
 
@@ -1234,8 +1266,9 @@ static int check_domains(const struct policy_net *c, const struct pol_ssh *s, ch
         const struct ssh_rule *r = &s->rules[i];
         const char *bad = NULL;
         for (size_t k = 0; k < r->nsrc && !bad; k++) {
-            if (r->src[k].domain && strcmp(r->src[k].domain, own) != 0)
-                bad = r->src[k].domain;
+            const char *d = user_domain(&r->src[k]);
+            if (d && strcmp(d, own) != 0)
+                bad = d;
         }
         for (size_t k = 0; k < r->nlp && !bad; k++) {
             if (strcmp(r->lp_domains[k], own) != 0)
