@@ -50,6 +50,7 @@ static size_t blank_comment(const char *in, size_t len, size_t i, char *out)
 int policy_hujson_standardize(const char *in, size_t len, char *out, char *err, size_t errsize)
 {
     size_t i = 0, last_comma = (size_t)-1;
+    int depth = 0;
 
     memcpy(out, in, len);
     out[len] = '\0';
@@ -76,8 +77,15 @@ int policy_hujson_standardize(const char *in, size_t len, char *out, char *err, 
             if (last_comma != (size_t)-1)
                 out[last_comma] = ' ';
             last_comma = (size_t)-1;
+            depth--;
             i++;
         } else {
+            /* A policy is a few levels deep; the JSON parser behind this one recurses. */
+            if ((c == '{' || c == '[') && ++depth > POLICY_MAX_DEPTH) {
+                snprintf(err, errsize, "line %d: nested deeper than %d levels", line_of(in, i),
+                         POLICY_MAX_DEPTH);
+                return -EINVAL;
+            }
             if (c != ' ' && c != '\t' && c != '\n' && c != '\r')
                 last_comma = (size_t)-1;
             i++;

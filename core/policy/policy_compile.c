@@ -270,6 +270,41 @@ int policy_compile(const struct policy *p, const struct policy_topology *t,
     return pol__compile(p, t, true, out, err, errsize);
 }
 
+static int check_user(const struct policy_net *c, const struct pol_alias *a, size_t r,
+                      const char *side, char *err, size_t errsize)
+{
+    bool grant = c->p->rules[r].grant;
+    size_t idx = r;
+
+    if (a->kind != PA_USER || hs_has_prefix(a->name, "user:*@") ||
+        pol__user_index(c, a->name) != (size_t)-1)
+        return 0;
+    for (size_t k = 0; grant && k < r; k++) /* acls come first, then grants */
+        idx -= !c->p->rules[k].grant;
+    return pol__err(err, errsize, "%s[%zu]: %s: user \"%s\" not found", grant ? "grants" : "acls",
+                    idx, side, a->name);
+}
+
+/* A user named in a rule must exist (a typo would silently match no one). Group members are
+ * not checked: Tailscale lets groups list users who have not joined yet. */
+static int check_users(const struct policy_net *c, char *err, size_t errsize)
+{
+    int rc;
+
+    for (size_t r = 0; c->p && r < c->p->nrules; r++) {
+        const struct pol_rule *rule = &c->p->rules[r];
+        for (size_t k = 0; k < rule->nsrc; k++) {
+            if ((rc = check_user(c, &rule->src[k], r, "src", err, errsize)) < 0)
+                return rc;
+        }
+        for (size_t k = 0; k < rule->ndst; k++) {
+            if ((rc = check_user(c, &rule->dst[k].a, r, "dst", err, errsize)) < 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
 int pol__compile(const struct policy *p, const struct policy_topology *t, bool tests,
                  struct policy_net **out, char *err, size_t errsize)
 {
@@ -290,7 +325,8 @@ int pol__compile(const struct policy *p, const struct policy_topology *t, bool t
     free(tmp);
     compute_peers(c);
     pol__route_viewers(c);
-    if (tests && (rc = pol__check_tests(c, err, errsize)) < 0) {
+    if (tests && ((rc = check_users(c, err, errsize)) < 0 ||
+                  (rc = pol__check_tests(c, err, errsize)) < 0)) {
         policy_net_free(c);
         return rc;
     }

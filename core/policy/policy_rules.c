@@ -146,7 +146,8 @@ static int load_acl(const struct policy *p, json_t *acl, struct pol_rule *r, cha
         (rc = field_list(acl, "dst", "acl", err, errsize)) < 0)
         return rc;
     if (!action || strcmp(action, "accept") != 0)
-        return pol__err(err, errsize, "action=\"%s\" is not supported", action ? action : "");
+        return pol__err(err, errsize, "action=\"%s\" is not supported (only \"accept\")",
+                        action ? action : "");
     if (proto && !json_is_null(proto)) {
         const char *ps = json_is_string(proto) ? json_string_value(proto) : "";
         if (!*ps || pol__parse_proto(ps, &r->protos[0]) < 0)

@@ -1,4 +1,5 @@
 #include <criterion/criterion.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "policy/policy.h"
@@ -72,4 +73,106 @@ Test(policy, acl_entries_checked)
     cr_assert_eq(check("{\"acls\": [1]}", err, sizeof(err)), -EINVAL);
     cr_assert_eq(check("{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}]}",
                        err, sizeof(err)), 0);
+}
+
+/* Broken policies: each refused with a message that names what is wrong (and where). */
+Test(policy, broken_policies_named)
+{
+    static const struct {
+        const char *text, *want;
+    } cases[] = {
+        { "{\"acls\": [", "line" },
+        { "{\"acls\": [{\"action\": \"accept\", \"src\": [\"group:nope\"], \"dst\": [\"*:*\"]}]}",
+          "group not found: \"group:nope\"" },
+        { "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"tag:nope:22\"]}]}",
+          "tag not found: \"tag:nope\"" },
+        { "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:99999\"]}]}",
+          "port range \"99999\"" },
+        { "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:0\"]}]}",
+          "first port must be >0" },
+        { "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:90-80\"]}]}",
+          "last port is before the first" },
+        { "{\"acls\": [{\"action\": \"accept\", \"proto\": \"bogus\", \"src\": [\"*\"], "
+          "\"dst\": [\"*:*\"]}]}", "unknown protocol" },
+        { "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"host\"]}]}",
+          "alias:ports" },
+        { "{\"acls\": [{\"action\": \"accept\", \"src\": [\"autogroup:self\"], "
+          "\"dst\": [\"*:*\"]}]}", "not valid on the src side" },
+        { "{\"tagOwners\": {\"tag:1x\": []}}", "tag names must start with a letter" },
+        { "{\"groups\": {\"group:a\": [\"group:b\"]}}", "cannot be recursive" },
+        { "{\"hosts\": {\"web\": \"not-an-ip\"}}", "hosts[\"web\"]" },
+        { "{\"acl\": []}", "unknown field \"acl\"" },
+        { "{\"grants\": [{\"src\": [\"*\"], \"dst\": [\"*\"]}]}", "ip and app can not both be empty" },
+    };
+    char err[512];
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        err[0] = '\0';
+        cr_assert_eq(check(cases[i].text, err, sizeof(err)), -EINVAL, "%s", cases[i].text);
+        cr_assert(strstr(err, cases[i].want), "%s: want \"%s\" in \"%s\"", cases[i].text,
+                  cases[i].want, err);
+    }
+}
+
+Test(policy, deep_nesting_refused)
+{
+    char text[1024], err[256];
+    size_t n = 0;
+
+    n += (size_t)snprintf(text + n, sizeof(text) - n, "{\"acls\": ");
+    for (int i = 0; i < POLICY_MAX_DEPTH + 1; i++)
+        text[n++] = '[';
+    for (int i = 0; i < POLICY_MAX_DEPTH + 1; i++)
+        text[n++] = ']';
+    snprintf(text + n, sizeof(text) - n, "}");
+    cr_assert_eq(check(text, err, sizeof(err)), -EINVAL);
+    cr_assert(strstr(err, "nested deeper"), "%s", err);
+}
+
+Test(policy, oversized_document_refused)
+{
+    size_t len = 10u << 20;
+    char *text = malloc(len), err[256];
+    struct policy *p = NULL;
+
+    memset(text, ' ', len);
+    text[0] = '{';
+    text[len - 1] = '}';
+    cr_assert_eq(policy_load(text, len, POLICY_FORMAT_AUTO, &p, err, sizeof(err)), -E2BIG);
+    cr_assert_null(p);
+    cr_assert(strstr(err, "exceeds the limit"), "%s", err);
+    free(text);
+}
+
+/* Compile-time refusals: a user who does not exist, a failing test. */
+Test(policy, compile_refusals_named)
+{
+    static const struct policy_user users[] = { { .id = 1, .name = "alice",
+                                                  .email = "alice@example.com" } };
+    static const struct policy_node nodes[] = { { .id = 1, .name = "a", .user_id = 1,
+                                                  .ipv4 = "100.64.0.1" } };
+    static const struct policy_topology topo = { users, 1, nodes, 1 };
+    static const struct {
+        const char *text, *want;
+    } cases[] = {
+        { "{\"acls\": [{\"action\": \"accept\", \"src\": [\"bob@example.com\"], "
+          "\"dst\": [\"*:*\"]}]}", "acls[0]: src: user \"bob@example.com\" not found" },
+        { "{\"acls\": [{\"action\": \"accept\", \"src\": [\"alice@example.com\"], "
+          "\"dst\": [\"alice@example.com:22\"]}], \"tests\": [{\"src\": \"alice@example.com\", "
+          "\"accept\": [\"alice@example.com:22\"], \"deny\": [\"alice@example.com:22\"]}]}",
+          "test(s) failed" },
+    };
+    char err[512];
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct policy *p;
+        struct policy_net *net = NULL;
+        cr_assert_eq(policy_load(cases[i].text, strlen(cases[i].text), POLICY_FORMAT_AUTO, &p,
+                                 err, sizeof(err)), 0, "%s", err);
+        cr_assert_eq(policy_compile(p, &topo, &net, err, sizeof(err)), -EINVAL, "%s",
+                     cases[i].text);
+        cr_assert_null(net);
+        cr_assert(strstr(err, cases[i].want), "want \"%s\" in \"%s\"", cases[i].want, err);
+        policy_free(p);
+    }
 }
