@@ -75,6 +75,12 @@ int policy_compile(const struct policy *p, const struct policy_topology *t,
                    struct policy_net **out, char *err, size_t errsize);
 void policy_net_free(struct policy_net *c);
 
+/* Whether every user the rules name directly exists (a typo would match no one): -EINVAL
+ * naming the first that does not. Group members are not checked (Tailscale lets a group
+ * list users who have not joined yet). For `policy set`/`check` and reloads; at start a
+ * policy may name users the operator is about to create. */
+int policy_net_check_users(const struct policy_net *c, char *err, size_t errsize);
+
 /* The same policy compiled again for t after the nodes with the given ids were added,
  * removed or changed (nothing else did: users and every other node are as in old). Reuses
  * what the change did not touch, so a one-node change costs far less than a compile.
