@@ -1023,8 +1023,11 @@ static int put_out(struct hs_buf *b, const struct ssh_out *e, bool first)
 {
     int rc = hs_buf_puts(b, first ? "{\"principals\":[" : ",{\"principals\":[");
 
-    for (size_t k = 0; k < e->np && rc == 0; k++)
-        rc = hs_buf_appendf(b, "%s{\"nodeIP\":\"%s\"}", k ? "," : "", e->p[k].text);
+    for (size_t k = 0; k < e->np && rc == 0; k++) { /* puts: this loop is most of a netmap */
+        if ((rc = hs_buf_puts(b, k ? ",{\"nodeIP\":\"" : "{\"nodeIP\":\"")) == 0 &&
+            (rc = hs_buf_puts(b, e->p[k].text)) == 0)
+            rc = hs_buf_puts(b, "\"}");
+    }
     if (rc == 0 && e->lp) {
         json_t *m = json_object();
         char *text;
