@@ -288,16 +288,19 @@ static json_t *allowed_ips(const struct policy_net *net, const struct policy_nod
 {
     const char *few[16], **routes = few;
     size_t n = policy_net_peer_routes(net, a, b, few, HS_ARRAY_LEN(few));
+    /* disable-ipv4 on either side: the two see each other over IPv6 only. */
+    bool no_v4 = policy_net_has_attr(net, a, "disable-ipv4") ||
+                 policy_net_has_attr(net, b, "disable-ipv4");
     json_t *arr;
 
-    if (n == 0)
+    if (n == 0 && !(no_v4 && peer->ipv4))
         return NULL;
     if (n > HS_ARRAY_LEN(few)) { /* rare: ask again with room for all of them */
         routes = hs_xcalloc(n, sizeof(*routes));
         n = policy_net_peer_routes(net, a, b, routes, n);
     }
     arr = json_array();
-    if (peer->ipv4)
+    if (peer->ipv4 && !no_v4)
         json_array_append_new(arr, json_sprintf("%s/32", peer->ipv4));
     if (peer->ipv6)
         json_array_append_new(arr, json_sprintf("%s/128", peer->ipv6));

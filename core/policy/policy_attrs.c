@@ -228,3 +228,16 @@ int policy_net_capmap(const struct policy_net *c, size_t i, struct hs_buf *out)
     json_decref(caps);
     return rc;
 }
+
+bool policy_net_has_attr(const struct policy_net *c, size_t i, const char *attr)
+{
+    const struct pol_attrs *a = c->p ? c->p->attrs : NULL;
+
+    for (size_t k = 0; a && i < c->nnodes && k < a->n; k++) {
+        for (size_t j = 0; j < a->v[k].nattrs; j++) {
+            if (strcmp(a->v[k].attrs[j], attr) == 0 && targets_node(c, &a->v[k], i))
+                return true;
+        }
+    }
+    return false;
+}

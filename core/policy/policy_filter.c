@@ -133,7 +133,7 @@ static void rule_begin(struct rule_out *ro, const char *src_json)
 static void rule_end(struct rule_out *ro, const uint8_t *protos, size_t nprotos)
 {
     if (!ro->d.any) {
-        hs_buf_trim(ro->out, ro->mark);
+        hs_buf_truncate(ro->out, ro->mark);
         return;
     }
     hs_buf_puts(ro->out, "]");
@@ -302,7 +302,7 @@ int policy_net_filter(const struct policy_net *c, size_t i, struct hs_buf *out)
             companion_rules(cr, &c->nodes[i], cr->rev_json, out, &first);
     }
     if (hs_buf_puts(out, "]") < 0) {
-        hs_buf_trim(out, start);
+        hs_buf_truncate(out, start);
         return -E2BIG;
     }
     return 0;

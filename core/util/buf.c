@@ -103,6 +103,14 @@ void hs_buf_consume(struct hs_buf *b, size_t n)
     b->data[b->len] = '\0';
 }
 
+void hs_buf_truncate(struct hs_buf *b, size_t len)
+{
+    if (len < b->len) {
+        b->len = len;
+        b->data[len] = '\0';
+    }
+}
+
 void hs_buf_trim(struct hs_buf *b, size_t keep)
 {
     if (b->len == 0 && b->cap > keep)

@@ -43,6 +43,8 @@ int hs_buf_puts(struct hs_buf *b, const char *s);
 int hs_buf_appendf(struct hs_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Makes room for n more bytes (plus the NUL) without changing len; -E2BIG past max. */
 int hs_buf_reserve(struct hs_buf *b, size_t n);
+/* Cuts the contents back to their first len bytes (len <= b->len): undoes appends. */
+void hs_buf_truncate(struct hs_buf *b, size_t len);
 /* Drops the first n bytes. */
 void hs_buf_consume(struct hs_buf *b, size_t n);
 /* When empty and holding more than keep bytes of capacity, gives the memory back: buffers of

@@ -135,3 +135,18 @@ Test(utf8, valid_and_sanitize)
     cr_assert(hs_utf8_valid(s, strlen(s)));
     cr_assert_str_eq(s, "ok \xe2\x98\x83 ? ?? end");
 }
+
+Test(buf, truncate_undoes_appends)
+{
+    struct hs_buf b;
+
+    hs_buf_init(&b, 64);
+    cr_assert_eq(hs_buf_puts(&b, "keep"), 0);
+    cr_assert_eq(hs_buf_puts(&b, "-drop"), 0);
+    hs_buf_truncate(&b, 4);
+    cr_assert_eq(b.len, 4);
+    cr_assert_str_eq(b.data, "keep");
+    hs_buf_truncate(&b, 10); /* past the end: nothing to cut */
+    cr_assert_str_eq(b.data, "keep");
+    hs_buf_free(&b);
+}
