@@ -125,6 +125,12 @@ static bool has_companion(const struct pol_rule *r)
     return false;
 }
 
+static bool is_identity(const struct pol_alias *a)
+{
+    return a->kind == PA_USER || a->kind == PA_GROUP || a->kind == PA_TAG ||
+           a->kind == PA_MEMBER || a->kind == PA_TAGGED;
+}
+
 /* Sources: each alias's nodes (tmp) into src_nodes and its entries into src. */
 static void resolve_sources(struct policy_net *c, const struct pol_rule *r,
                             struct pol_crule *cr, uint64_t *tmp)
@@ -135,6 +141,8 @@ static void resolve_sources(struct policy_net *c, const struct pol_rule *r,
         for (size_t w = 0; w < c->words; w++)
             cr->src_nodes[w] |= tmp[w];
         resolve_src(c, &r->src[k], tmp, &cr->src);
+        if (!is_identity(&r->src[k]))
+            resolve_src(c, &r->src[k], tmp, &cr->src_lit);
     }
     cr->src_json = pol__ents_json(&cr->src);
 }
@@ -224,29 +232,43 @@ uint64_t pol__signature(const struct policy_net *c, size_t a, uint64_t *sig, siz
     return (h ^ *user) * 1099511628211u;
 }
 
+static void grow_classes(struct policy_net *c)
+{
+    size_t cap = c->cap_classes ? 2 * c->cap_classes : 16;
+
+    c->classes = hs_xrealloc(c->classes, cap * sizeof(*c->classes));
+    c->class_sigs = hs_xrealloc(c->class_sigs, (cap * c->sig_words + 1) * sizeof(uint64_t));
+    c->class_peers = hs_xrealloc(c->class_peers, (cap * c->words + 1) * sizeof(uint64_t));
+    c->cap_classes = cap;
+}
+
 size_t pol__class_of(struct policy_net *c, size_t a)
 {
-    uint64_t *sig = hs_xcalloc(c->sig_words + 1, sizeof(*sig));
+    uint64_t few[64], *sig = c->sig_words <= 64 ? few : hs_xcalloc(c->sig_words, sizeof(*sig));
     size_t user, k;
     uint64_t h = pol__signature(c, a, sig, &user);
-    struct pol_class *cl;
+    uint64_t *peers;
 
     for (k = 0; k < c->nclasses; k++) {
-        cl = &c->classes[k];
-        if (cl->hash == h && cl->user == user &&
-            memcmp(cl->sig, sig, c->sig_words * sizeof(*sig)) == 0) {
+        if (c->classes[k].hash == h && c->classes[k].user == user &&
+            memcmp(pol__class_sig(c, k), sig, c->sig_words * sizeof(*sig)) == 0)
+            break;
+    }
+    if (k < c->nclasses) {
+        if (sig != few)
             free(sig);
-            return k;
-        }
+        return k;
     }
-    if (c->nclasses == c->cap_classes) {
-        c->cap_classes = c->cap_classes ? 2 * c->cap_classes : 16;
-        c->classes = hs_xrealloc(c->classes, c->cap_classes * sizeof(*c->classes));
-    }
-    cl = &c->classes[c->nclasses];
-    *cl = (struct pol_class){ .hash = h, .sig = sig, .user = user, .peers = pol__bits_new(c) };
+    if (c->nclasses == c->cap_classes)
+        grow_classes(c);
+    c->classes[k] = (struct pol_class){ .hash = h, .user = user };
+    memcpy(pol__class_sig(c, k), sig, c->sig_words * sizeof(*sig));
+    if (sig != few)
+        free(sig);
+    peers = pol__class_peers(c, k);
+    memset(peers, 0, c->words * sizeof(*peers));
     for (size_t r = 0; r < c->nrules; r++)
-        rule_peers(c, &c->rules[r], a, cl->peers);
+        rule_peers(c, &c->rules[r], a, peers);
     return c->nclasses++;
 }
 
@@ -342,6 +364,7 @@ void pol__crule_fini(struct pol_crule *cr)
         return;
     free(cr->shared);
     pol__ents_free(&cr->src);
+    pol__ents_free(&cr->src_lit);
     free(cr->src_json);
     free(cr->rev_json);
 }
@@ -353,11 +376,9 @@ void policy_net_free(struct policy_net *c)
     pol__topology_free(c);
     for (size_t r = 0; r < c->nrules; r++)
         pol__crule_fini(&c->rules[r]);
-    for (size_t k = 0; k < c->nclasses; k++) {
-        free(c->classes[k].sig);
-        free(c->classes[k].peers);
-    }
     free(c->classes);
+    free(c->class_sigs);
+    free(c->class_peers);
     free(c->cls);
     free(c->rules);
     policy_free((struct policy *)c->p);
@@ -370,5 +391,6 @@ bool policy_net_sees(const struct policy_net *c, size_t a, size_t b)
         return false;
     if (!c->p)
         return true;
-    return pol__bit(c->classes[c->cls[a]].peers, b) || pol__bit(c->classes[c->cls[b]].peers, a);
+    return pol__bit(pol__class_peers(c, c->cls[a]), b) ||
+           pol__bit(pol__class_peers(c, c->cls[b]), a);
 }

@@ -209,13 +209,15 @@ struct pol_bits {
     uint64_t *w;
 };
 
-/* One rule of the policy resolved for this tailnet. src, src_json and rev_json are shared
+/* One rule of the policy resolved for this tailnet. src, src_lit, src_json and rev_json are shared
  * with the nets a recompile made from this one when the change did not touch the rule
  * (*shared counts them); the bitsets are each net's. */
 struct pol_crule {
     const struct pol_rule *r;
     int *shared;
     struct pol_ents src;       /* SrcIPs, sorted as text, distinct */
+    struct pol_ents src_lit;   /* the entries of its address sources (*, hosts, prefixes):
+                                * all a subnet route can overlap but a node's address */
     char *src_json;            /* SrcIPs as a JSON array */
     uint64_t *src_nodes;       /* nodes whose address (or approved route) is in src */
     uint64_t *dst_nodes;       /* nodes some non-self dst covers (via: only via routers) */
@@ -251,17 +253,28 @@ struct policy_net {
     struct pol_class *classes;
     size_t nclasses, cap_classes;
     size_t sig_words;          /* uint64_t per class signature: 2 bits per rule */
+    uint64_t *class_sigs;      /* cap_classes rows of sig_words: bit 2r, in rule r's
+                                * sources; 2r+1, in its destinations */
+    uint64_t *class_peers;     /* cap_classes rows of words: the nodes a member sees (a
+                                * member itself may be in it) */
     bool self_rules;           /* some rule has autogroup:self: classes also by user */
     size_t *cls;               /* per node: its class */
 };
 
 struct pol_class {
     uint64_t hash;
-    uint64_t *sig;             /* bit 2r: in rule r's sources; 2r+1: in its destinations */
     size_t user;               /* with self_rules: the nodes' user ((size_t)-1 if tagged) */
-    uint64_t *peers;           /* nodes its members see (a member itself may be in it) */
     size_t members;
 };
+
+static inline uint64_t *pol__class_sig(const struct policy_net *c, size_t k)
+{
+    return c->class_sigs + k * c->sig_words;
+}
+static inline uint64_t *pol__class_peers(const struct policy_net *c, size_t k)
+{
+    return c->class_peers + k * c->words;
+}
 
 static inline bool pol__bit(const uint64_t *w, size_t i)
 {

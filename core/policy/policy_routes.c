@@ -5,10 +5,26 @@
 
 #include "policy/policy_internal.h"
 
-static bool src_touches(const struct pol_crule *cr, const struct pol_ent *route)
+/* covers_node: some node's address lies in the route (then every entry counts; otherwise
+ * only those of address sources can overlap it). */
+static bool src_touches(const struct pol_crule *cr, const struct pol_ent *route,
+                        bool covers_node)
 {
-    for (size_t k = 0; k < cr->src.n; k++) {
-        if (pol__ent_overlaps(&cr->src.v[k], route))
+    const struct pol_ents *e = covers_node ? &cr->src : &cr->src_lit;
+
+    for (size_t k = 0; k < e->n; k++) {
+        if (pol__ent_overlaps(&e->v[k], route))
+            return true;
+    }
+    return false;
+}
+
+static bool covers_a_node(const struct policy_net *c, const struct pol_ent *route)
+{
+    for (size_t i = 0; i < c->nnodes; i++) {
+        const struct pol_node *n = &c->nodes[i];
+        if ((n->has[0] && pol__ent_contains(route, n->ip[0])) ||
+            (n->has[1] && pol__ent_contains(route, n->ip[1])))
             return true;
     }
     return false;
@@ -103,10 +119,11 @@ void pol__route_viewers(struct policy_net *c)
         for (size_t k = 0; k < n->routes.n; k++) {
             uint64_t *v = n->route_viewers[k] = pol__bits_new(c);
             bool prim = primary(c, b, n->route_text[k]);
+            bool covers = prim && covers_a_node(c, &n->routes.v[k]);
             for (size_t r = 0; r < c->nrules; r++) {
                 const struct pol_crule *cr = &c->rules[r];
                 /* A via grant steers its sources to its routers, primary or not. */
-                bool in_src = prim && src_touches(cr, &n->routes.v[k]);
+                bool in_src = prim && src_touches(cr, &n->routes.v[k], covers);
                 bool in_dst = (cr->r->nvia ? via_primary(c, cr->r, b, n->route_text[k]) : prim) &&
                               dst_touches(cr, n, &n->routes.v[k]);
                 for (size_t w = 0; w < c->words; w++)

@@ -161,18 +161,37 @@ static void carry_rule(struct policy_net *c, const struct plan *pl, const struct
         cr->dst_bits[k] = remap(c, pl, o->dst_bits[k]);
 }
 
-/* Whether a member of class cl sees node j, which changed: the rules' side bits of the class
- * against those of j (what rule_peers sets in a class's full set). */
-static bool class_sees(const struct policy_net *c, const struct pol_class *cl, size_t j)
+/* The rules node j (changed) takes part in: only they can make a class see it. */
+static size_t rules_of(const struct policy_net *c, size_t j, size_t *out)
 {
     const struct pol_node *n = &c->nodes[j];
+    size_t k = 0;
 
     for (size_t r = 0; r < c->nrules; r++) {
         const struct pol_crule *cr = &c->rules[r];
-        bool in_src = pol__bit(cl->sig, 2 * r), in_dst = pol__bit(cl->sig, 2 * r + 1);
+        if (pol__bit(cr->src_nodes, j) || pol__bit(cr->dst_nodes, j) ||
+            (cr->self && !n->tagged && n->user != (size_t)-1))
+            out[k++] = r;
+    }
+    return k;
+}
+
+/* Whether a member of class k sees node j (changed), through the rules j takes part in:
+ * the class's side bits against j's (what rule_peers sets in a class's full set). */
+static bool class_sees(const struct policy_net *c, size_t k, size_t j, const size_t *rules,
+                       size_t nrules)
+{
+    const struct pol_node *n = &c->nodes[j];
+    const uint64_t *sig = pol__class_sig(c, k);
+    size_t user = c->classes[k].user;
+
+    for (size_t x = 0; x < nrules; x++) {
+        size_t r = rules[x];
+        const struct pol_crule *cr = &c->rules[r];
+        bool in_src = pol__bit(sig, 2 * r), in_dst = pol__bit(sig, 2 * r + 1);
         if ((in_src && pol__bit(cr->dst_nodes, j)) || (in_dst && pol__bit(cr->src_nodes, j)))
             return true;
-        if (cr->self && cl->user != (size_t)-1 && !n->tagged && n->user == cl->user &&
+        if (cr->self && user != (size_t)-1 && !n->tagged && n->user == user &&
             (in_src || pol__bit(cr->src_nodes, j)))
             return true;
     }
@@ -182,25 +201,33 @@ static bool class_sees(const struct policy_net *c, const struct pol_class *cl, s
 static void carry_classes(struct policy_net *c, const struct policy_net *old,
                           const struct plan *pl)
 {
-    c->cap_classes = old->nclasses + 16;
-    c->classes = hs_xcalloc(c->cap_classes, sizeof(*c->classes));
-    for (size_t k = 0; k < old->nclasses; k++) {
-        const struct pol_class *o = &old->classes[k];
-        struct pol_class *cl = &c->classes[k];
-        *cl = (struct pol_class){ .hash = o->hash, .user = o->user };
-        cl->sig = hs_xcalloc(c->sig_words + 1, sizeof(*cl->sig));
-        memcpy(cl->sig, o->sig, c->sig_words * sizeof(*cl->sig));
-        cl->peers = remap(c, pl, o->peers);
-        for (size_t f = 0; f < pl->nfresh; f++) {
-            if (class_sees(c, cl, pl->fresh[f]))
-                pol__set(cl->peers, pl->fresh[f]);
+    size_t *rules = hs_xcalloc(c->nrules + 1, sizeof(*rules));
+
+    c->nclasses = c->cap_classes = old->nclasses;
+    c->classes = hs_xcalloc(c->cap_classes + 1, sizeof(*c->classes));
+    c->class_sigs = hs_xcalloc(c->cap_classes * c->sig_words + 1, sizeof(uint64_t));
+    c->class_peers = hs_xcalloc(c->cap_classes * c->words + 1, sizeof(uint64_t));
+    memcpy(c->classes, old->classes, old->nclasses * sizeof(*c->classes));
+    memcpy(c->class_sigs, old->class_sigs, old->nclasses * c->sig_words * sizeof(uint64_t));
+    for (size_t k = 0; k < c->nclasses; k++) {
+        uint64_t *peers = pol__class_peers(c, k);
+        c->classes[k].members = 0;
+        for (size_t x = 0; x < pl->nruns; x++)
+            copy_bits(peers, pl->runs[x].to, pol__class_peers(old, k), pl->runs[x].from,
+                      pl->runs[x].len);
+    }
+    for (size_t f = 0; f < pl->nfresh; f++) {
+        size_t j = pl->fresh[f], n = rules_of(c, j, rules);
+        for (size_t k = 0; k < c->nclasses; k++) {
+            if (class_sees(c, k, j, rules, n))
+                pol__set(pol__class_peers(c, k), j);
         }
     }
-    c->nclasses = old->nclasses;
+    free(rules);
     c->cls = hs_xcalloc(c->nnodes + 1, sizeof(*c->cls));
-    for (size_t k = 0; k < pl->nruns; k++) {
-        for (size_t n = 0; n < pl->runs[k].len; n++)
-            c->cls[pl->runs[k].to + n] = old->cls[pl->runs[k].from + n];
+    for (size_t x = 0; x < pl->nruns; x++) {
+        for (size_t n = 0; n < pl->runs[x].len; n++)
+            c->cls[pl->runs[x].to + n] = old->cls[pl->runs[x].from + n];
     }
     for (size_t f = 0; f < pl->nfresh; f++)
         c->cls[pl->fresh[f]] = pol__class_of(c, pl->fresh[f]);
@@ -214,13 +241,15 @@ static void drop_empty_classes(struct policy_net *c)
     size_t *to = hs_xcalloc(c->nclasses + 1, sizeof(*to)), n = 0;
 
     for (size_t k = 0; k < c->nclasses; k++) {
-        if (!c->classes[k].members) {
-            free(c->classes[k].sig);
-            free(c->classes[k].peers);
+        if (!c->classes[k].members)
             continue;
-        }
         to[k] = n;
-        c->classes[n++] = c->classes[k];
+        if (n != k) {
+            c->classes[n] = c->classes[k];
+            memcpy(pol__class_sig(c, n), pol__class_sig(c, k), c->sig_words * sizeof(uint64_t));
+            memcpy(pol__class_peers(c, n), pol__class_peers(c, k), c->words * sizeof(uint64_t));
+        }
+        n++;
     }
     c->nclasses = n;
     for (size_t i = 0; i < c->nnodes; i++)
