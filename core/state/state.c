@@ -2,27 +2,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "state/state.h"
+#include "state/state_internal.h"
 #include "util/util.h"
 
-#define STATE_MAX_LISTENERS 8
-
 /* Nodes and users in arrays sorted by id: lookups by id are binary searches, iteration is in
- * id order (what the API and the mapper want), and thousands of nodes stay compact. */
-struct state {
-    pthread_rwlock_t lock;
-    struct store *st;
-    struct state_node **nodes;
-    size_t nnodes, capnodes;
-    struct state_user **users;
-    size_t nusers, capusers;
-    struct { state_listener_fn fn; void *arg; } listeners[STATE_MAX_LISTENERS];
-    size_t nlisteners;
-    int sub_id;
-    struct notify_bus *bus;
-    int64_t expiry_checked; /* expiries up to here have been reported */
-    uint64_t versions;      /* the last state_node.version handed out */
-};
+ * id order (what the API and the mapper want), and thousands of nodes stay compact. The
+ * struct is in state_internal.h. */
 
 static size_t node_pos(const struct state *s, uint64_t id)
 {
@@ -63,6 +48,7 @@ static void node_free(struct state_node *n)
     if (!n)
         return;
     free(n->peer_json);
+    hs_strv_free(&n->routes);
     store_node_free(&n->n);
     free(n);
 }
@@ -75,13 +61,28 @@ static void user_free(struct state_user *u)
     free(u);
 }
 
-static int home_derp_of(const struct store_node *n)
+/* What the state keeps from the node's Hostinfo: its home DERP region and advertised routes
+ * (one parse; routes may be NULL). */
+static int hostinfo_facts(const struct store_node *n, struct hs_strv *routes)
 {
     json_t *hi = n->hostinfo_json ? json_loads(n->hostinfo_json, 0, NULL) : NULL;
-    json_t *d = json_object_get(json_object_get(hi, "NetInfo"), "PreferredDERP");
+    json_t *d = json_object_get(json_object_get(hi, "NetInfo"), "PreferredDERP"), *r;
     int region = json_is_integer(d) ? (int)json_integer_value(d) : 0;
+    size_t i;
+
+    if (routes) {
+        json_array_foreach(json_object_get(hi, "RoutableIPs"), i, r) {
+            if (json_is_string(r))
+                hs_strv_push(routes, json_string_value(r));
+        }
+    }
     json_decref(hi);
     return region;
+}
+
+static int home_derp_of(const struct store_node *n)
+{
+    return hostinfo_facts(n, NULL);
 }
 
 /* Inserts or replaces (keeping runtime fields); takes ownership of n. Write lock held. */
@@ -94,8 +95,9 @@ static bool put_node(struct state *s, struct store_node *n)
         sn = s->nodes[i];
         drop_cache(s, sn);
         store_node_free(&sn->n);
+        hs_strv_free(&sn->routes);
         sn->n = *n;
-        sn->home_derp = home_derp_of(n);
+        sn->home_derp = hostinfo_facts(n, &sn->routes);
         return false;
     }
     if (s->nnodes == s->capnodes) {
@@ -106,7 +108,7 @@ static bool put_node(struct state *s, struct store_node *n)
     sn = hs_xcalloc(1, sizeof(*sn));
     sn->n = *n;
     sn->version = ++s->versions;
-    sn->home_derp = home_derp_of(n);
+    sn->home_derp = hostinfo_facts(n, &sn->routes);
     s->nodes[i] = sn;
     s->nnodes++;
     return true;
@@ -164,6 +166,11 @@ static void emit(struct state *s, enum state_change_kind kind, uint64_t id)
     emit_fields(s, kind, id, STATE_F_OTHER);
 }
 
+void state__emit(struct state *s, enum state_change_kind kind, uint64_t id)
+{
+    emit(s, kind, id);
+}
+
 /* Hostinfo without NetInfo: NetInfo (DERP latencies, mostly) changes all the time and peers
  * need only the home region from it, which travels separately. */
 static bool hostinfo_same(const char *a, const char *b)
@@ -218,36 +225,82 @@ static unsigned node_diff(const struct store_node *a, const struct store_node *b
     return f;
 }
 
+/* Whether the compiled policy depends on what differs between two versions of a node (the
+ * fields of struct policy_node; routes compared as the Hostinfo they come from). */
+static bool policy_relevant(const struct state_node *old, const struct store_node *b)
+{
+    const struct store_node *a = &old->n;
+    struct hs_strv routes = { 0 };
+    bool differ;
+
+    if (!hs_streq(a->ipv4, b->ipv4) || !hs_streq(a->ipv6, b->ipv6) ||
+        !hs_streq(a->given_name, b->given_name) || a->user_id != b->user_id ||
+        !strv_same(&a->tags, &b->tags) || !strv_same(&a->approved_routes, &b->approved_routes))
+        return true;
+    if (hs_streq(a->hostinfo_json, b->hostinfo_json))
+        return false;
+    if (old->routes.n == 0 && (!b->hostinfo_json || !strstr(b->hostinfo_json, "\"RoutableIPs\"")))
+        return false; /* most Hostinfo updates: no routes before or after, nothing to parse */
+    hostinfo_facts(b, &routes);
+    differ = !strv_same(&old->routes, &routes);
+    hs_strv_free(&routes);
+    return differ;
+}
+
 /* Re-reads the node; returns the change to report. */
 static enum state_change_kind reload_node(struct state *s, uint64_t id, unsigned *fields)
 {
     struct store_node n;
     enum state_change_kind kind;
     int rc = store_node_get(s->st, id, &n);
+    bool relevant = true, exact;
 
     *fields = STATE_F_OTHER;
+    pthread_mutex_lock(&s->wmu);
     pthread_rwlock_wrlock(&s->lock);
     if (rc == 0) {
         size_t i = node_pos(s, id);
-        if (i < s->nnodes && s->nodes[i]->n.id == id)
+        if (i < s->nnodes && s->nodes[i]->n.id == id) {
             *fields = node_diff(&s->nodes[i]->n, &n, s->nodes[i]->home_derp, home_derp_of(&n));
+            relevant = policy_relevant(s->nodes[i], &n);
+        }
         kind = put_node(s, &n) ? STATE_NODE_ADDED : STATE_NODE_CHANGED;
     } else {
         kind = drop_node(s, id) ? STATE_NODE_REMOVED : STATE_NODE_CHANGED;
+        relevant = kind == STATE_NODE_REMOVED;
     }
+    exact = s->net_exact;
+    if (relevant)
+        s->net_exact = false; /* until the recompile below installs a net for these nodes */
     pthread_rwlock_unlock(&s->lock);
+    if (relevant) /* only this node changed since the net was compiled, if it was exact */
+        state__recompile(s, exact ? &id : NULL, exact ? 1 : 0);
+    pthread_mutex_unlock(&s->wmu);
     if (rc < 0 && rc != -ENOENT)
         log_warnx("state: cannot reload node %llu: %s", (unsigned long long)id,
                   hs_strerror(rc));
     return kind;
 }
 
+/* Whether the policy can tell the two apart: its users are ids, names and emails. */
+static bool user_relevant(const struct state *s, uint64_t id, const struct store_user *u)
+{
+    const struct state_user *old = state_user_by_id((struct state *)s, id);
+
+    if (!old || !u)
+        return old || u;
+    return !hs_streq(old->u.name, u->name) || !hs_streq(old->u.email, u->email);
+}
+
 static void reload_user(struct state *s, uint64_t id)
 {
     struct store_user u;
     int rc = store_user_get(s->st, id, &u);
+    bool relevant;
 
+    pthread_mutex_lock(&s->wmu);
     pthread_rwlock_wrlock(&s->lock);
+    relevant = user_relevant(s, id, rc == 0 ? &u : NULL);
     if (rc == 0)
         put_user(s, &u);
     else
@@ -256,7 +309,12 @@ static void reload_user(struct state *s, uint64_t id)
     for (size_t i = 0; i < s->nnodes; i++)
         if (s->nodes[i]->n.user_id == id)
             drop_cache(s, s->nodes[i]);
+    if (relevant)
+        s->net_exact = false;
     pthread_rwlock_unlock(&s->lock);
+    if (relevant)
+        state__recompile(s, NULL, 0); /* users changed: everything may have */
+    pthread_mutex_unlock(&s->wmu);
 }
 
 static void on_event(const struct notify_event *ev, void *arg)
@@ -276,7 +334,7 @@ static void on_event(const struct notify_event *ev, void *arg)
         emit(s, STATE_USER_CHANGED, ev->id);
         break;
     case NOTIFY_POLICY:
-        emit(s, STATE_POLICY_CHANGED, 0);
+        state__policy_event(s); /* reloads the stored row and tells listeners if it took */
         break;
     case NOTIFY_REGISTRATION:
         emit(s, STATE_REGISTRATION_CHANGED, 0);
@@ -309,13 +367,26 @@ static int load_all(struct state *s)
 int state_new(struct store *st, struct notify_bus *bus, struct state **out)
 {
     struct state *s = hs_xcalloc(1, sizeof(*s));
+    char err[256];
     int rc;
 
     pthread_rwlock_init(&s->lock, NULL);
+    pthread_mutex_init(&s->wmu, NULL);
     s->st = st;
     s->bus = bus;
     s->expiry_checked = hs_now_us(); /* already expired at start: clients learn it on connect */
     if ((rc = load_all(s)) < 0) {
+        state_free(s);
+        return rc;
+    }
+    pthread_mutex_lock(&s->wmu);
+    /* No policy yet: everyone sees everyone. */
+    rc = state__compile(s, NULL, &s->net, err, sizeof(err));
+    if (rc == 0)
+        s->net->gen = ++s->gens;
+    s->net_exact = rc == 0;
+    pthread_mutex_unlock(&s->wmu);
+    if (rc < 0) {
         state_free(s);
         return rc;
     }
@@ -340,7 +411,9 @@ void state_free(struct state *s)
         user_free(s->users[i]);
     free(s->nodes);
     free(s->users);
+    state__policy_free(s);
     pthread_rwlock_destroy(&s->lock);
+    pthread_mutex_destroy(&s->wmu);
     free(s);
 }
 

@@ -1,6 +1,7 @@
 /* state: the in-memory view of users and nodes that map generation reads, so a map poll never
  * queries SQL. Loaded from the store at start, then kept current by the notify bus (each event
  * re-reads the one changed row). Online status and the live map sessions are runtime-only.
+ * It also holds the policy in force and its compiled form for the current nodes (below).
  *
  * Thread-safety: readers take state_rdlock()/state_unlock() around any use of the pointers
  * they get; the notify callback takes the write lock. Listeners are called after the write
@@ -12,6 +13,7 @@
 #include <stdint.h>
 
 #include "notify/notify.h"
+#include "policy/policy.h"
 #include "store/store.h"
 
 struct state;
@@ -24,6 +26,7 @@ struct state_node {
     int64_t disconnected_at; /* us; 0 while online */
     uint16_t capver;        /* from the last map request */
     int home_derp;          /* Hostinfo.NetInfo.PreferredDERP */
+    struct hs_strv routes;  /* Hostinfo.RoutableIPs: the routes it advertises */
     /* The node serialised as a peer (tailcfg.Node JSON), built once by the mapper under the
      * read lock (installed with an atomic compare-and-swap) and dropped by the state under
      * the write lock whenever anything in it may change. */
@@ -44,7 +47,7 @@ enum state_change_kind {
     STATE_NODE_REMOVED,
     STATE_NODE_ONLINE,   /* online flag flipped (runtime only) */
     STATE_USER_CHANGED,  /* a user's profile (name...) changed */
-    STATE_POLICY_CHANGED,
+    STATE_POLICY_CHANGED, /* a new policy is in force (its compiled form changed too) */
     STATE_REGISTRATION_CHANGED, /* a pending interactive login changed (id 0) */
 };
 /* For STATE_NODE_CHANGED: which parts changed. Only the first four fit a
@@ -94,5 +97,69 @@ void state_refresh_node(struct state *s, uint64_t id);
 /* Nodes whose key expiry passed since the last call (now in us) are reported to listeners
  * as changed (their peers must see them expired). Call about once a second. */
 void state_check_expiry(struct state *s, int64_t now);
+
+/* ---- the policy in force ----
+ * Compiled for the current users and nodes, and compiled again whenever something it depends
+ * on changes: a node added or removed, or its tags, user, addresses, name, advertised or
+ * approved routes; a user added, renamed or removed; a new policy. Not for endpoints, keys,
+ * Hostinfo or online changes. Without a policy every node reaches every other.
+ *
+ * A compiled policy is a struct state_net: immutable and reference counted, so a map session
+ * can keep the one its node was last told about and compare it with the next. Its nodes are
+ * addressed by index into its own id-sorted list: for the current net that is the state's
+ * order (state_net_index_at() is then the identity). A recompile for a changed tailnet does
+ * not run the policy's tests (a node joining is never refused); should one still fail (out of
+ * memory), the previous net stays in force and does not know the nodes added since: they see
+ * no one and no one sees them. */
+#define STATE_NET_NONE SIZE_MAX
+struct state_net;
+
+/* The current net: read lock held; borrowed until state_unlock() unless referenced. */
+struct state_net *state_net_current(struct state *s);
+void state_net_ref(struct state_net *n);
+void state_net_unref(struct state_net *n); /* NULL is fine; any thread, no lock needed */
+const struct policy_net *state_net_policy(const struct state_net *n);
+uint64_t state_net_gen(const struct state_net *n); /* increases with every compile */
+/* Compiled without a policy: every node it knows sees every other. */
+bool state_net_all(const struct state_net *n);
+/* The nodes n was compiled for: count, and the id at an index (ascending). */
+size_t state_net_count(const struct state_net *n);
+uint64_t state_net_id(const struct state_net *n, size_t i);
+/* Index of node id in n, or STATE_NET_NONE. */
+size_t state_net_index(const struct state_net *n, uint64_t id);
+/* Index in n of state_node_at(s, i) (read lock held), or STATE_NET_NONE. */
+size_t state_net_index_at(struct state *s, const struct state_net *n, size_t i);
+/* n is the current net and was compiled for exactly the current nodes (read lock held). */
+bool state_net_exact(struct state *s, const struct state_net *n);
+/* Whether a has b in its peer list (indexes in n; STATE_NET_NONE sees and is seen by none). */
+bool state_net_sees(const struct state_net *n, size_t a, size_t b);
+/* Ids in n that are not in other, ascending (other NULL: all of n's). Caller frees. */
+uint64_t *state_net_minus(const struct state_net *n, const struct state_net *other, size_t *count);
+
+/* Read lock held: the current compiled policy, and a node's index in it (STATE_NET_NONE). */
+const struct policy_net *state_policy_net(struct state *s);
+size_t state_node_net_index(struct state *s, uint64_t id);
+
+/* Where the policy comes from (policy.mode, policy.path): nothing, a file (format from its
+ * name), or the newest stored row. */
+enum state_policy_from { STATE_POLICY_NONE, STATE_POLICY_FILE, STATE_POLICY_STORE };
+void state_policy_source(struct state *s, enum state_policy_from from, const char *path);
+/* Reads the source (again) and puts what it holds in force, compiled for the current nodes;
+ * listeners then get STATE_POLICY_CHANGED. Nothing changes when the text is the one in force,
+ * or on failure: unreadable, invalid, failing its own tests, naming a user the tailnet lacks:
+ * -errno and a message naming the source in err ("policy file /etc/x.hujson: ..."). In
+ * STATE_POLICY_STORE mode a policy event on the bus calls this. Any thread. */
+int state_policy_reload(struct state *s, char *err, size_t errsize);
+/* The same at start: users the policy names may be missing (the operator may be about to
+ * create them). */
+int state_policy_load(struct state *s, char *err, size_t errsize);
+/* Whether text would load and compile for the current users and nodes, naming no missing
+ * user (what a new policy must pass before it is stored). Installs nothing. -EINVAL/-E2BIG
+ * with a message in err. */
+int state_policy_check(struct state *s, const char *text, size_t len, enum policy_format fmt,
+                       char *err, size_t errsize);
+/* A copy of the policy text in force (caller frees) and when it was stored (0 for a file).
+ * -ENOENT when there is none. */
+int state_policy_text(struct state *s, char **text, int64_t *updated_at);
 
 #endif

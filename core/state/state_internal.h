@@ -1,0 +1,67 @@
+/* state internals shared by state.c (users, nodes, events) and state_policy.c (the policy in
+ * force and its compiled forms). */
+#ifndef HS_STATE_INTERNAL_H
+#define HS_STATE_INTERNAL_H
+
+#include <pthread.h>
+
+#include "policy/policy.h"
+#include "state/state.h"
+
+#define STATE_MAX_LISTENERS 8
+
+/* A compiled policy for the nodes it was compiled for (ids ascending: index i is node ids[i]).
+ * Immutable after state__net_install(); freed with the last reference. */
+struct state_net {
+    struct policy_net *pn;
+    uint64_t gen;  /* from one counter per state, never reused */
+    uint64_t *ids;
+    size_t n;
+    bool all;      /* compiled without a policy: every node sees every other */
+    int refs;      /* atomic */
+};
+
+/* Lock order: wmu, then lock. Every change of a node's stored fields or of the node and user
+ * arrays holds wmu (and lock while it writes), so a compile that holds wmu alone may read them
+ * while map builders hold the read lock. Runtime fields (online, peer_json, version) change
+ * under lock only; no compile reads them. */
+struct state {
+    pthread_rwlock_t lock;
+    pthread_mutex_t wmu;
+    struct store *st;
+    struct state_node **nodes;
+    size_t nnodes, capnodes;
+    struct state_user **users;
+    size_t nusers, capusers;
+    struct { state_listener_fn fn; void *arg; } listeners[STATE_MAX_LISTENERS];
+    size_t nlisteners;
+    int sub_id;
+    struct notify_bus *bus;
+    int64_t expiry_checked; /* expiries up to here have been reported */
+    uint64_t versions;      /* the last state_node.version handed out */
+
+    /* The policy (under wmu to change, lock to swap). */
+    enum state_policy_from policy_from;
+    char *policy_path;
+    struct policy *policy;     /* NULL: none, everyone reaches everyone */
+    char *policy_text;         /* the text in force, NULL with no policy */
+    int64_t policy_updated_at; /* stored row's time; 0 for a file */
+    struct state_net *net;     /* never NULL after state_new() */
+    bool net_exact;            /* net was compiled for exactly the current nodes */
+    uint64_t gens;             /* the last state_net.gen handed out */
+};
+
+/* wmu held. Compiles the policy in force again for the current users and nodes, after the
+ * nodes listed changed (NULL: anything may have; a user change), and installs the result; on
+ * failure logs why and keeps the previous net (which then misses the new nodes). The policy's
+ * tests are not run: a tailnet change is never refused. */
+void state__recompile(struct state *s, const uint64_t *changed, size_t nchanged);
+/* wmu held: compiles p (NULL: no policy) for the current users and nodes. */
+int state__compile(struct state *s, const struct policy *p, struct state_net **out, char *err,
+                   size_t errsize);
+/* A policy event from the store (database mode): reload, log a refusal. */
+void state__policy_event(struct state *s);
+void state__policy_free(struct state *s);
+void state__emit(struct state *s, enum state_change_kind kind, uint64_t id);
+
+#endif

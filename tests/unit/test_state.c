@@ -1,0 +1,372 @@
+/* Tests for core/state's policy: loading it from a file or the store, refusing a policy that
+ * does not load or compile (the one in force stays), and recompiling its compiled form when,
+ * and only when, something it depends on changes. A real SQLite store feeds the state
+ * through the notify bus, as in the server. Several tests need the real compiler
+ * (core/policy) to refuse or tell nodes apart. */
+#include <criterion/criterion.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "state/state.h"
+
+static struct fixture {
+    char dir[64];
+    char db[128], file[128];
+    struct hs_config cfg;
+    struct notify_bus *bus;
+    struct store *st;
+    struct state *s;
+    uint64_t alice, bob;
+    int policy_events;
+} fx;
+
+#define POLICY_ALL "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}]}"
+/* alice's devices may reach bob's; the policy's own test says so. */
+#define POLICY_AB                                                                            \
+    "{\"acls\": [{\"action\": \"accept\", \"src\": [\"alice@\"], \"dst\": [\"bob@:*\"]}],"   \
+    " \"tests\": [{\"src\": \"alice@\", \"accept\": [\"bob@:22\"]}]}"
+/* The same without its test. */
+#define POLICY_AB_UNTESTED                                                                   \
+    "{\"acls\": [{\"action\": \"accept\", \"src\": [\"alice@\"], \"dst\": [\"bob@:*\"]}]}"
+/* A test that fails whatever the tailnet: only port 22 is open, the test wants 80. */
+#define POLICY_FAILING_TEST                                                                  \
+    "{\"hosts\": {\"srv\": \"100.100.0.1\"},"                                                \
+    " \"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"srv:22\"]}],"          \
+    " \"tests\": [{\"src\": \"100.64.0.1\", \"accept\": [\"srv:80\"]}]}"
+
+static void on_change(void *arg, const struct state_change *ch)
+{
+    (void)arg;
+    if (ch->kind == STATE_POLICY_CHANGED)
+        __atomic_add_fetch(&fx.policy_events, 1, __ATOMIC_RELAXED);
+}
+
+static uint64_t add_user(const char *name)
+{
+    struct store_user in = { .name = (char *)name }, out;
+    uint64_t id;
+
+    cr_assert_eq(store_user_create(fx.st, &in, &out), 0);
+    id = out.id;
+    store_user_free(&out);
+    return id;
+}
+
+static uint64_t add_node(uint64_t user, const char *tag, int key)
+{
+    static const struct ip_prefix v4 = { .family = AF_INET, .addr = { 100, 64 }, .bits = 10 };
+    struct store_ip_config ips = { .v4 = &v4 };
+    struct store_node in = { .user_id = user, .given_name = "host" }, out;
+    uint64_t id;
+
+    memset(in.machine_key, key, sizeof(in.machine_key));
+    memset(in.node_key, key, sizeof(in.node_key));
+    if (tag)
+        hs_strv_push(&in.tags, tag);
+    cr_assert_eq(store_node_create(fx.st, &in, &ips, &out), 0);
+    hs_strv_free(&in.tags);
+    id = out.id;
+    store_node_free(&out);
+    return id;
+}
+
+static void write_file(const char *text)
+{
+    FILE *f = fopen(fx.file, "w");
+
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void setup(void)
+{
+    memset(&fx, 0, sizeof(fx));
+    strcpy(fx.dir, "/tmp/hs-state-XXXXXX");
+    cr_assert_not_null(mkdtemp(fx.dir));
+    snprintf(fx.db, sizeof(fx.db), "%s/db.sqlite", fx.dir);
+    snprintf(fx.file, sizeof(fx.file), "%s/policy.hujson", fx.dir);
+    fx.cfg = (struct hs_config){ .db_type = DB_SQLITE, .sqlite_path = fx.db, .sqlite_wal = true };
+    fx.bus = notify_new();
+    cr_assert_eq(store_open(&fx.cfg, fx.bus, &fx.st), 0);
+    fx.alice = add_user("alice");
+    fx.bob = add_user("bob");
+    add_node(fx.alice, NULL, 1); /* 100.64.0.1 */
+    add_node(fx.bob, NULL, 2);
+    cr_assert_eq(state_new(fx.st, fx.bus, &fx.s), 0);
+    state_listen(fx.s, on_change, NULL);
+}
+
+static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(p);
+}
+
+static void teardown(void)
+{
+    state_free(fx.s);
+    store_close(fx.st);
+    notify_free(fx.bus);
+    nftw(fx.dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+TestSuite(state, .init = setup, .fini = teardown);
+
+static uint64_t gen(void)
+{
+    uint64_t g;
+
+    state_rdlock(fx.s);
+    g = state_net_gen(state_net_current(fx.s));
+    state_unlock(fx.s);
+    return g;
+}
+
+static void expect_text(const char *want)
+{
+    char *text = NULL;
+    int rc = state_policy_text(fx.s, &text, NULL);
+
+    if (!want) {
+        cr_expect_eq(rc, -ENOENT, "no policy in force");
+        return;
+    }
+    cr_assert_eq(rc, 0);
+    cr_expect_str_eq(text, want);
+    free(text);
+}
+
+static bool sees(uint64_t a, uint64_t b)
+{
+    bool r;
+
+    state_rdlock(fx.s);
+    r = state_net_sees(state_net_current(fx.s), state_node_net_index(fx.s, a),
+                       state_node_net_index(fx.s, b));
+    state_unlock(fx.s);
+    return r;
+}
+
+Test(state, no_policy_allows_all)
+{
+    expect_text(NULL);
+    cr_expect(sees(1, 2) && sees(2, 1));
+    cr_expect_not(sees(1, 1), "a node is not its own peer");
+    state_rdlock(fx.s);
+    cr_expect(state_net_all(state_net_current(fx.s)));
+    cr_expect_eq(state_node_net_index(fx.s, 2), 1, "the current net is in state order");
+    cr_expect_eq(state_node_net_index(fx.s, 99), STATE_NET_NONE);
+    state_unlock(fx.s);
+}
+
+Test(state, file_policy_loads_and_bad_one_keeps_old)
+{
+    char err[512] = "";
+    uint64_t g;
+
+    write_file(POLICY_AB);
+    state_policy_source(fx.s, STATE_POLICY_FILE, fx.file);
+    cr_assert_eq(state_policy_reload(fx.s, err, sizeof(err)), 0, "%s", err);
+    expect_text(POLICY_AB);
+    cr_expect_eq(fx.policy_events, 1);
+    cr_expect(sees(1, 2) && sees(2, 1), "alice reaches bob: they see each other");
+    g = gen();
+
+    write_file("{\"acls\": [}");
+    cr_expect_lt(state_policy_reload(fx.s, err, sizeof(err)), 0);
+    cr_expect(strstr(err, fx.file) != NULL, "the message names the file: %s", err);
+    expect_text(POLICY_AB);
+    cr_expect_eq(gen(), g, "nothing recompiled");
+    cr_expect_eq(fx.policy_events, 1, "listeners hear nothing");
+
+    write_file(POLICY_FAILING_TEST);
+    cr_expect_eq(state_policy_reload(fx.s, err, sizeof(err)), -EINVAL);
+    cr_expect(strstr(err, "test") != NULL, "its test fails: %s", err);
+    expect_text(POLICY_AB);
+
+    unlink(fx.file);
+    cr_expect_lt(state_policy_reload(fx.s, err, sizeof(err)), 0, "a missing file is refused");
+    expect_text(POLICY_AB);
+}
+
+Test(state, unchanged_text_is_not_recompiled)
+{
+    char err[512] = "";
+    uint64_t g;
+
+    write_file(POLICY_ALL);
+    state_policy_source(fx.s, STATE_POLICY_FILE, fx.file);
+    cr_assert_eq(state_policy_reload(fx.s, err, sizeof(err)), 0, "%s", err);
+    g = gen();
+    cr_assert_eq(state_policy_reload(fx.s, err, sizeof(err)), 0, "%s", err);
+    cr_expect_eq(gen(), g);
+    cr_expect_eq(fx.policy_events, 1);
+}
+
+Test(state, no_file_configured_is_allow_all)
+{
+    char err[512] = "";
+
+    state_policy_source(fx.s, STATE_POLICY_FILE, "");
+    cr_expect_eq(state_policy_reload(fx.s, err, sizeof(err)), 0, "%s", err);
+    expect_text(NULL);
+    cr_expect(sees(1, 2));
+}
+
+Test(state, store_policy_follows_the_bus)
+{
+    char err[512] = "";
+
+    state_policy_source(fx.s, STATE_POLICY_STORE, NULL);
+    cr_assert_eq(state_policy_reload(fx.s, err, sizeof(err)), 0, "no row yet: %s", err);
+    expect_text(NULL);
+    cr_assert_eq(store_policy_set(fx.st, POLICY_AB, NULL), 0); /* the event reloads it */
+    expect_text(POLICY_AB);
+    cr_expect_eq(fx.policy_events, 1);
+    /* A row that does not compile (written behind the API's back): the old one stays. */
+    cr_assert_eq(store_policy_set(fx.st, POLICY_FAILING_TEST, NULL), 0);
+    expect_text(POLICY_AB);
+    cr_expect_eq(fx.policy_events, 1);
+    cr_expect_lt(state_policy_reload(fx.s, err, sizeof(err)), 0);
+    cr_expect(strstr(err, "stored policy") != NULL, "%s", err);
+}
+
+Test(state, store_mode_ignores_nothing_file_mode_ignores_rows)
+{
+    char err[512] = "";
+
+    write_file(POLICY_ALL);
+    state_policy_source(fx.s, STATE_POLICY_FILE, fx.file);
+    cr_assert_eq(state_policy_reload(fx.s, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(store_policy_set(fx.st, POLICY_AB, NULL), 0);
+    expect_text(POLICY_ALL);
+}
+
+Test(state, check_installs_nothing)
+{
+    char err[512] = "";
+    uint64_t g = gen();
+
+    cr_expect_eq(state_policy_check(fx.s, POLICY_AB, strlen(POLICY_AB), POLICY_FORMAT_AUTO, err,
+                                    sizeof(err)), 0, "%s", err);
+    cr_expect_eq(state_policy_check(fx.s, POLICY_FAILING_TEST, strlen(POLICY_FAILING_TEST),
+                                    POLICY_FORMAT_AUTO, err, sizeof(err)), -EINVAL);
+    cr_expect_eq(state_policy_check(fx.s, "{", 1, POLICY_FORMAT_HUJSON, err, sizeof(err)),
+                 -EINVAL);
+    expect_text(NULL);
+    cr_expect_eq(gen(), g);
+    cr_expect_eq(fx.policy_events, 0);
+}
+
+Test(state, recompiled_when_the_policy_depends_on_it)
+{
+    struct store_node v = { 0 };
+    char err[512] = "";
+    uint64_t g, carol;
+
+    write_file(POLICY_AB_UNTESTED);
+    state_policy_source(fx.s, STATE_POLICY_FILE, fx.file);
+    cr_assert_eq(state_policy_reload(fx.s, err, sizeof(err)), 0, "%s", err);
+    g = gen();
+
+    v.endpoints_json = "[\"192.0.2.1:41641\"]";
+    v.hostinfo_json = "{\"Hostname\":\"h\",\"NetInfo\":{\"PreferredDERP\":1}}";
+    cr_assert_eq(store_node_update(fx.st, 1, STORE_NODE_BIT(STORE_NODE_ENDPOINTS) |
+                                   STORE_NODE_BIT(STORE_NODE_HOSTINFO), &v, NULL), 0);
+    cr_expect_eq(gen(), g, "endpoints and Hostinfo: no recompile");
+
+    v.hostinfo_json = "{\"Hostname\":\"h\",\"RoutableIPs\":[\"10.1.0.0/24\"]}";
+    cr_assert_eq(store_node_update(fx.st, 1, STORE_NODE_BIT(STORE_NODE_HOSTINFO), &v, NULL), 0);
+    cr_expect_eq(gen(), g + 1, "an advertised route: recompiled");
+
+    hs_strv_push(&v.tags, "tag:x");
+    cr_assert_eq(store_node_update(fx.st, 2, STORE_NODE_BIT(STORE_NODE_TAGS), &v, NULL), 0);
+    hs_strv_free(&v.tags);
+    cr_expect_eq(gen(), g + 2, "tags: recompiled");
+    cr_expect_not(sees(1, 2), "bob's node is tagged now: not in bob@");
+
+    carol = add_user("carol");
+    cr_expect_eq(gen(), g + 3, "a user added: recompiled");
+    cr_assert_eq(store_user_rename(fx.st, carol, "carla"), 0);
+    cr_expect_eq(gen(), g + 4, "a user renamed: recompiled");
+    add_node(carol, NULL, 3);
+    cr_expect_eq(gen(), g + 5, "a node added: recompiled");
+    cr_assert_eq(store_node_delete(fx.st, 3), 0);
+    cr_expect_eq(gen(), g + 6, "a node removed: recompiled");
+    cr_expect_eq(fx.policy_events, 1, "only the policy's own change is a policy event");
+}
+
+Test(state, nets_outlive_the_state_s_reference)
+{
+    struct state_net *old;
+    char err[512] = "";
+
+    state_rdlock(fx.s);
+    old = state_net_current(fx.s);
+    state_net_ref(old);
+    state_unlock(fx.s);
+    write_file(POLICY_AB);
+    state_policy_source(fx.s, STATE_POLICY_FILE, fx.file);
+    cr_assert_eq(state_policy_reload(fx.s, err, sizeof(err)), 0, "%s", err);
+    add_node(fx.alice, NULL, 3);
+    /* The old net still answers for the nodes it knew; the new node is not in it. */
+    cr_expect(state_net_all(old));
+    cr_expect_eq(state_net_count(old), 2);
+    cr_expect_eq(state_net_index(old, 3), STATE_NET_NONE);
+    cr_expect(state_net_sees(old, state_net_index(old, 1), state_net_index(old, 2)));
+    state_net_unref(old);
+}
+
+/* A recompile for changed nodes does not run the policy's tests: when one no longer holds
+ * (here bob's only node is tagged away, so "alice@ -> bob@:22" has no destination), the
+ * tailnet change still takes effect. */
+Test(state, tailnet_change_is_not_refused_by_the_tests)
+{
+    struct store_node v = { 0 };
+    char err[512] = "";
+    uint64_t g, late;
+
+    write_file(POLICY_AB);
+    state_policy_source(fx.s, STATE_POLICY_FILE, fx.file);
+    cr_assert_eq(state_policy_reload(fx.s, err, sizeof(err)), 0, "%s", err);
+    g = gen();
+    hs_strv_push(&v.tags, "tag:x");
+    cr_assert_eq(store_node_update(fx.st, 2, STORE_NODE_BIT(STORE_NODE_TAGS), &v, NULL), 0);
+    hs_strv_free(&v.tags);
+    cr_expect_eq(gen(), g + 1);
+    cr_expect_not(sees(1, 2), "bob's node is tagged: not in bob@ any more");
+    late = add_node(fx.bob, NULL, 3);
+    cr_expect_eq(gen(), g + 2);
+    cr_expect(sees(1, late), "bob's new node");
+    state_rdlock(fx.s);
+    cr_expect(state_net_exact(fx.s, state_net_current(fx.s)));
+    state_unlock(fx.s);
+    /* The same text reloaded is not compiled again; the policy itself is still in force. */
+    cr_expect_eq(state_policy_reload(fx.s, err, sizeof(err)), 0, "%s", err);
+    expect_text(POLICY_AB);
+}
+
+/* A rule naming a user the tailnet lacks: refused when set, checked or reloaded; taken at
+ * start, where the operator may be about to create the user. */
+#define POLICY_ZED                                                                           \
+    "{\"acls\": [{\"action\": \"accept\", \"src\": [\"zed@\"], \"dst\": [\"bob@:*\"]}]}"
+
+Test(state, unknown_user_refused_except_at_start)
+{
+    char err[512] = "";
+
+    cr_expect_eq(state_policy_check(fx.s, POLICY_ZED, strlen(POLICY_ZED), POLICY_FORMAT_AUTO,
+                                    err, sizeof(err)), -EINVAL);
+    cr_expect(strstr(err, "zed") != NULL, "%s", err);
+    write_file(POLICY_ZED);
+    state_policy_source(fx.s, STATE_POLICY_FILE, fx.file);
+    cr_expect_eq(state_policy_reload(fx.s, err, sizeof(err)), -EINVAL);
+    expect_text(NULL);
+    cr_expect_eq(state_policy_load(fx.s, err, sizeof(err)), 0, "%s", err);
+    expect_text(POLICY_ZED);
+}
