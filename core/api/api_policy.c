@@ -4,6 +4,7 @@
 
 #include "api/api_internal.h"
 #include "policy/policy.h"
+#include "state/state.h"
 
 static void reply_policy(struct api_call *c, const char *text, int64_t updated_at)
 {
@@ -11,44 +12,35 @@ static void reply_policy(struct api_call *c, const char *text, int64_t updated_a
                                 api_json_time(updated_at)));
 }
 
+/* The policy in force (what SIGHUP or the last accepted PUT put there), not whatever the
+ * file holds now: a file edited into something invalid is not what the tailnet runs. */
 void api_policy_get(struct api_call *c)
 {
     const struct hs_config *cfg = c->api->cfg;
     int64_t updated_at = 0;
     char *text;
-    int rc;
 
-    if (cfg->policy_mode == POLICY_MODE_DATABASE) {
-        rc = store_policy_get(c->api->st, &text, &updated_at);
-        if (rc == -ENOENT) {
+    if (state_policy_text(c->api->state, &text, &updated_at) < 0) {
+        if (cfg->policy_mode == POLICY_MODE_DATABASE)
             api_error(c, 404, "no policy has been set (policy.mode is database)");
-            return;
-        }
-    } else if (!cfg->policy_path || !*cfg->policy_path) {
-        api_error(c, 404, "no policy file is configured (policy.path is empty)");
-        return;
-    } else {
-        rc = hs_read_file(cfg->policy_path, POLICY_MAX_BYTES, &text, NULL);
-        if (rc < 0) {
-            api_error(c, 500, "cannot read policy file %s: %s", cfg->policy_path,
-                      hs_strerror(rc));
-            return;
-        }
-    }
-    if (rc < 0) {
-        api_store_error(c, rc, "policy");
+        else if (!cfg->policy_path || !*cfg->policy_path)
+            api_error(c, 404, "no policy file is configured (policy.path is empty)");
+        else
+            api_error(c, 404, "no policy is in force");
         return;
     }
     reply_policy(c, text, updated_at);
     free(text);
 }
 
-/* Reads {"policy": "..."} and validates it; NULL after replying 400. */
+/* Reads {"policy": "..."} and checks that it loads and compiles for the current users and
+ * nodes (a policy naming a user the tailnet lacks, or failing its own tests, is refused);
+ * NULL after replying 400. */
 static const char *policy_from_body(struct api_call *c)
 {
     json_t *body = api_body(c);
     const char *text = NULL;
-    char err[256];
+    char err[1024];
 
     if (!body || api_field_str(c, body, "policy", &text) < 0)
         return NULL;
@@ -56,7 +48,8 @@ static const char *policy_from_body(struct api_call *c)
         api_error(c, 400, "field \"policy\" is required");
         return NULL;
     }
-    if (policy_check(text, strlen(text), err, sizeof(err)) < 0) {
+    if (state_policy_check(c->api->state, text, strlen(text), POLICY_FORMAT_AUTO, err,
+                           sizeof(err)) < 0) {
         api_error(c, 400, "invalid policy: %s", err);
         return NULL;
     }
@@ -76,6 +69,7 @@ void api_policy_set(struct api_call *c)
     }
     if (!(text = policy_from_body(c)))
         return;
+    /* The store's event makes the state load the new row (state_policy_reload). */
     if ((rc = store_policy_set(c->api->st, text, &updated_at)) < 0) {
         api_store_error(c, rc, "policy");
         return;

@@ -240,6 +240,7 @@ int cli_cmd_nodes_approve_routes(struct cli_ctx *ctx);
 int cli_cmd_auth_register(struct cli_ctx *ctx);
 int cli_cmd_policy_get(struct cli_ctx *ctx);
 int cli_cmd_policy_set(struct cli_ctx *ctx);
+int cli_cmd_policy_check(struct cli_ctx *ctx);
 int cli_cmd_debug_policy(struct cli_ctx *ctx); /* offline: cli_debug.c */
 
 /* Runs a parsed command line with the given streams (cli_main uses stdout/stderr). */

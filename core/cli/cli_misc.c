@@ -1,4 +1,4 @@
-/* serve, configtest, version, generate private-key, policy get/set. */
+/* serve, configtest, version, generate private-key, policy get/set/check. */
 #include <sodium.h>
 #include <stdlib.h>
 #include <sys/utsname.h>
@@ -123,23 +123,35 @@ int cli_cmd_policy_get(struct cli_ctx *ctx)
     return 0;
 }
 
-int cli_cmd_policy_set(struct cli_ctx *ctx)
+/* Sends the --file policy to the server: PUT stores it, POST .../check only checks it. */
+static int policy_send(struct cli_ctx *ctx, const char *method, const char *path,
+                       const char *done)
 {
-    const char *path = cli_flag_str(&ctx->args, "file");
+    const char *file = cli_flag_str(&ctx->args, "file");
     char *text;
     size_t len;
     json_t *resp;
     int rc;
 
-    if (!path || !*path)
+    if (!file || !*file)
         return cli_fail(ctx, "required flag(s) \"file\" not set");
-    if ((rc = hs_read_file(path, CLI_MAX_POLICY, &text, &len)) < 0)
-        return cli_fail(ctx, "reading policy file: %s: %s", path, hs_strerror(rc));
-    rc = cli_api(ctx, "PUT", "/api/v1/policy", json_pack("{s:s%}", "policy", text, len), &resp);
+    if ((rc = hs_read_file(file, CLI_MAX_POLICY, &text, &len)) < 0)
+        return cli_fail(ctx, "reading policy file: %s: %s", file, hs_strerror(rc));
+    rc = cli_api(ctx, method, path, json_pack("{s:s%}", "policy", text, len), &resp);
     free(text);
     if (rc < 0)
         return 1;
     json_decref(resp);
-    fprintf(ctx->out, "Policy updated.\n");
+    fprintf(ctx->out, "%s\n", done);
     return 0;
+}
+
+int cli_cmd_policy_set(struct cli_ctx *ctx)
+{
+    return policy_send(ctx, "PUT", "/api/v1/policy", "Policy updated.");
+}
+
+int cli_cmd_policy_check(struct cli_ctx *ctx)
+{
+    return policy_send(ctx, "POST", "/api/v1/policy/check", "Policy is valid");
 }

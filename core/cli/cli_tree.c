@@ -302,9 +302,19 @@ static const struct cli_cmd cmd_policy_set = {
     .run = cli_cmd_policy_set, .max_args = 0,
 };
 
+static const struct cli_cmd cmd_policy_check = {
+    .name = "check", .use = "check --file PATH", .summary = "Check the Policy file for errors",
+    .long_help = "Checks a policy file the way \"policy set\" and a reload do: it must load, and\n"
+                 "compile for the running server's users and nodes, its tests passing. Nothing\n"
+                 "is stored. Needs the server (unix socket or HEADSCALE_CLI_ADDRESS); \"debug\n"
+                 "policy\" checks a policy offline against a topology file.",
+    .flags = FLAGS({ "file", 'f', CLI_STRING, NULL, "Path to a policy file in HuJSON format", false }),
+    .run = cli_cmd_policy_check, .max_args = 0,
+};
+
 static const struct cli_cmd cmd_policy = {
     .name = "policy", .use = "policy", .summary = "Manage the Headscale ACL Policy",
-    .subs = SUBS(&cmd_policy_get, &cmd_policy_set),
+    .subs = SUBS(&cmd_policy_check, &cmd_policy_get, &cmd_policy_set),
 };
 
 /* ---- debug ---- */

@@ -419,37 +419,37 @@ static int start_unix(struct server *srv)
     return 0;
 }
 
-/* The policy in force must be valid: a broken file would otherwise surface only when a
- * client connects. */
-static int check_policy(struct server *srv)
+/* The policy in force: the file of policy.path (or the legacy acl_policy_path) in file mode,
+ * the newest stored row in database mode. At start it must load and compile for the nodes
+ * there are: a broken policy would otherwise surface only when a client connects. */
+static int load_policy(struct server *srv)
 {
     const struct hs_config *cfg = srv->cfg;
-    char err[512], *text = NULL;
-    size_t len = 0;
-    int64_t at;
+    char err[1024];
     int rc;
 
-    if (cfg->policy_mode == POLICY_MODE_DATABASE) {
-        rc = store_policy_get(srv->st, &text, &at);
-        if (rc == -ENOENT)
-            return 0;
-        if (rc == 0)
-            len = strlen(text);
-    } else if (cfg->policy_path && *cfg->policy_path) {
-        rc = hs_read_file(cfg->policy_path, POLICY_MAX_BYTES, &text, &len);
-    } else {
-        return 0;
-    }
-    if (rc < 0) {
-        log_errorx("policy: cannot load %s: %s", cfg->policy_mode == POLICY_MODE_DATABASE ?
-                   "the stored policy" : cfg->policy_path, hs_strerror(rc));
-        return rc;
-    }
-    if ((rc = policy_check(text, len, err, sizeof(err))) < 0)
-        log_errorx("policy: %s: %s", cfg->policy_mode == POLICY_MODE_DATABASE ?
-                   "stored policy" : cfg->policy_path, err);
-    free(text);
+    if (cfg->policy_mode == POLICY_MODE_DATABASE)
+        state_policy_source(srv->state, STATE_POLICY_STORE, NULL);
+    else
+        state_policy_source(srv->state, STATE_POLICY_FILE, cfg->policy_path);
+    if ((rc = state_policy_load(srv->state, err, sizeof(err))) < 0)
+        log_errorx("policy: %s", err);
     return rc;
+}
+
+/* SIGHUP: the policy file (file mode) or the stored policy (database mode) again; a policy
+ * that does not load or compile leaves the one in force. */
+static void reload_policy(struct server *srv)
+{
+    char err[1024];
+
+    if (state_policy_reload(srv->state, err, sizeof(err)) < 0)
+        log_errorx("policy: not reloaded: %s; the policy in force stays", err);
+    else
+        log_info("policy: reloaded (%s)", srv->cfg->policy_mode == POLICY_MODE_DATABASE
+                                              ? "the stored policy"
+                                              : srv->cfg->policy_path && *srv->cfg->policy_path
+                                              ? srv->cfg->policy_path : "no policy file: allow all");
 }
 
 /* A refreshed DERP map reaches every client through a full map. */
@@ -544,12 +544,12 @@ static int server_build(struct server *srv, const struct hs_config *cfg)
         log_errorx("server: cannot read the credential secret: %s", hs_strerror(rc));
         return rc;
     }
-    if ((rc = check_policy(srv)) < 0)
-        return rc;
     if ((rc = state_new(srv->st, srv->bus, &srv->state)) < 0) {
         log_errorx("server: cannot load nodes and users: %s", hs_strerror(rc));
         return rc;
     }
+    if ((rc = load_policy(srv)) < 0)
+        return rc;
     srv->api = api_new(cfg, srv->st, srv->auth, srv->state);
     if ((rc = derpmap_new(cfg, &srv->derpmap)) < 0)
         return rc;
@@ -584,7 +584,7 @@ static void server_signals(sigset_t *set)
     sigaddset(set, SIGHUP);
 }
 
-static int wait_for_signal(void)
+static int wait_for_signal(struct server *srv)
 {
     sigset_t set;
     int sig;
@@ -594,7 +594,8 @@ static int wait_for_signal(void)
         if (sigwait(&set, &sig) != 0)
             return -1;
         if (sig == SIGHUP) {
-            log_info("server: SIGHUP: nothing to reload yet");
+            log_info("server: SIGHUP: reloading the policy");
+            reload_policy(srv);
             continue;
         }
         return sig;
@@ -647,7 +648,7 @@ int server_run(const struct hs_config *cfg)
         return 1;
     }
     log_info("headscale %s started (database %s)", HS_VERSION, store_backend_name(srv.st));
-    sig = wait_for_signal();
+    sig = wait_for_signal(&srv);
     log_info("server: signal %d: shutting down", sig);
     server_stop(&srv);
     return 0;

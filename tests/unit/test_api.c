@@ -27,6 +27,7 @@ static void setup(void)
     bus = notify_new();
     cr_assert_eq(store_open(&cfg, bus, &st), 0);
     cr_assert_eq(state_new(st, bus, &state), 0);
+    state_policy_source(state, STATE_POLICY_STORE, NULL); /* as the server does in this mode */
     cr_assert_eq(auth_new(&cfg, st, &au), 0);
     api = api_new(&cfg, st, au, state);
 }
