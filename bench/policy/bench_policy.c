@@ -182,7 +182,8 @@ static void run(size_t nnodes)
         exit(1);
     }
     t_load = now_ms() - t0;
-    struct policy_topology t = { w.users, w.nusers, w.nodes, w.nnodes };
+    struct policy_topology t = { .users = w.users, .nusers = w.nusers, .nodes = w.nodes,
+                               .nnodes = w.nnodes };
     t0 = now_ms();
     if (policy_compile(p, &t, &net, err, sizeof(err)) < 0) {
         fprintf(stderr, "compile: %s\n", err);

@@ -64,6 +64,7 @@ struct policy_topology {
     size_t nusers;
     const struct policy_node *nodes; /* addressed by index below */
     size_t nnodes;
+    const char *server_url; /* SSH `check` rules send clients here; NULL: a placeholder */
 };
 
 struct policy_net;

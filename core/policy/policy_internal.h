@@ -237,6 +237,7 @@ struct tag_node;
 
 struct policy_net {
     const struct policy *p;    /* NULL: allow all */
+    char *server_url;          /* from the topology; may be NULL */
     struct pol_node *nodes;
     size_t nnodes;
     struct pol_user *users;

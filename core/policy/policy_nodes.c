@@ -163,6 +163,7 @@ void pol__topology_free(struct policy_net *c)
     free(c->users_by_name);
     free(c->nodes);
     free(c->users);
+    free(c->server_url);
 }
 
 /* ---- users and nodes ---- */
@@ -350,6 +351,7 @@ void pol__load_node(struct policy_net *c, size_t i, const struct policy_node *in
 
 void pol__copy_users(struct policy_net *c, const struct policy_topology *t)
 {
+    c->server_url = hs_strdup(t->server_url);
     c->users = hs_xcalloc(t->nusers + 1, sizeof(*c->users));
     for (size_t i = 0; i < t->nusers; i++) {
         c->users[i].id = t->users[i].id;

@@ -21,11 +21,10 @@
 static const char action_accept[] = "{\"accept\":true,\"allowAgentForwarding\":true,"
                                     "\"allowLocalPortForwarding\":true,"
                                     "\"allowRemotePortForwarding\":true}";
-/* The hold URL as Tailscale's captures show it; the client asks it whether to let a `check`
- * session through. The host is a placeholder the server must replace with its own URL. */
-static const char action_check[] =
-    "{\"holdAndDelegate\":\"https://unused/machine/ssh/action/$SRC_NODE_ID/to/$DST_NODE_ID"
-    "?local_user=$LOCAL_USER\"}";
+/* The hold URL the client asks whether to let a `check` session through: the server's own
+ * (policy_topology.server_url), or the placeholder host of Tailscale's captures. */
+static const char check_path[] =
+    "/machine/ssh/action/$SRC_NODE_ID/to/$DST_NODE_ID?local_user=$LOCAL_USER";
 
 struct ssh_rule {
     bool check;                /* action "check", else "accept" */
@@ -1019,7 +1018,21 @@ static void node_rules(const struct policy_net *c, size_t i, struct ssh_outs *o)
 
 /* ---- node i's rules as JSON ---- */
 
-static int put_out(struct hs_buf *b, const struct ssh_out *e, bool first)
+static int put_check(const struct policy_net *c, struct hs_buf *b)
+{
+    char *url = hs_aprintf("%s%s", c->server_url ? c->server_url : "https://unused", check_path);
+    json_t *a = json_pack("{s:s}", "holdAndDelegate", url);
+    char *text = hs_json_dump(a, JSON_COMPACT);
+    int rc = hs_buf_appendf(b, ",\"action\":%s", text);
+
+    free(text);
+    json_decref(a);
+    free(url);
+    return rc;
+}
+
+static int put_out(const struct policy_net *c, struct hs_buf *b, const struct ssh_out *e,
+                   bool first)
 {
     int rc = hs_buf_puts(b, first ? "{\"principals\":[" : ",{\"principals\":[");
 
@@ -1040,7 +1053,7 @@ static int put_out(struct hs_buf *b, const struct ssh_out *e, bool first)
         rc = hs_buf_appendf(b, "],\"sshUsers\":%s", e->r->users_json);
     }
     if (rc == 0)
-        rc = hs_buf_appendf(b, ",\"action\":%s", e->r->check ? action_check : action_accept);
+        rc = e->r->check ? put_check(c, b) : hs_buf_appendf(b, ",\"action\":%s", action_accept);
     if (rc == 0 && e->r->env_json)
         rc = hs_buf_appendf(b, ",\"acceptEnv\":%s", e->r->env_json);
     return rc ? rc : hs_buf_puts(b, "}");
@@ -1059,7 +1072,7 @@ int policy_net_ssh(const struct policy_net *c, size_t i, struct hs_buf *out)
     for (int pass = 0; pass < 2 && rc == 0; pass++) {
         for (size_t k = 0; k < o.n && rc == 0; k++) {
             if (o.v[k].r->check == (pass == 0))
-                rc = put_out(out, &o.v[k], written++ == 0);
+                rc = put_out(c, out, &o.v[k], written++ == 0);
         }
     }
     if (rc == 0)

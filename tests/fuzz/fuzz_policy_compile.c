@@ -52,7 +52,7 @@ static void answers(const struct policy_net *c, size_t n, struct hs_buf *out)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct policy_topology t = { users, 2, nodes, NNODES };
+    struct policy_topology t = { .users = users, .nusers = 2, .nodes = nodes, .nnodes = NNODES };
     struct policy *p;
     struct policy_net *net, *again, *full;
     struct hs_buf a, b;

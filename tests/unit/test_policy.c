@@ -152,7 +152,8 @@ Test(policy, compile_refusals_named)
                                                   .email = "alice@example.com" } };
     static const struct policy_node nodes[] = { { .id = 1, .name = "a", .user_id = 1,
                                                   .ipv4 = "100.64.0.1" } };
-    static const struct policy_topology topo = { users, 1, nodes, 1 };
+    static const struct policy_topology topo = { .users = users, .nusers = 1, .nodes = nodes,
+                                                 .nnodes = 1 };
     static const struct {
         const char *text, *want;
     } cases[] = {

@@ -89,7 +89,8 @@ static struct policy_topology topology(struct net *t)
         t->nodes[i].ipv4 = t->ip4[i];
         t->nodes[i].ipv6 = t->ip6[i];
     }
-    return (struct policy_topology){ t->users, t->nusers, t->nodes, t->nnodes };
+    return (struct policy_topology){ .users = t->users, .nusers = t->nusers, .nodes = t->nodes,
+                                     .nnodes = t->nnodes };
 }
 
 static void remove_node(struct net *t, size_t i)
