@@ -1,7 +1,8 @@
 /* Map generation at scale, in-process: a SQLite store with N nodes carrying realistic
  * Hostinfo, then the time to build + serialise + zstd-compress a full map for one node (cold:
- * peer cache empty; warm: cached), and a PeersChangedPatch delta. Run:
- *   build/bench/mapper/bench_mapper 5000
+ * peer cache empty; warm: cached), and a PeersChangedPatch delta; then the same full maps
+ * under an allow-all ACL policy, and the time to compile that for N nodes. Run:
+ *   build/bench/mapper/bench_mapper 5000 [rounds of warm full maps, default 20]
  * Prints one line per measurement; not a test (no thresholds). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,9 +64,46 @@ static void insert_nodes(struct store *st, int n)
     store__exec(st, "COMMIT", 0, NULL, NULL);
 }
 
+/* The same full maps under a policy that lets everyone reach everyone: no shortcut then, the
+ * mapper asks the compiled policy about each peer. Also times compiling it for n nodes (what
+ * every node added or removed costs). */
+static void bench_policy(struct state *s, struct mapper *m, int n, int rounds, const char *dir)
+{
+    static const char allow_all[] =
+        "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}]}";
+    char path[160], err[512];
+    struct hs_buf out;
+    double t0, compile, warm = 0;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/policy.hujson", dir);
+    if (!(f = fopen(path, "w")) || fputs(allow_all, f) < 0 || fclose(f) != 0)
+        return;
+    state_policy_source(s, STATE_POLICY_FILE, path);
+    t0 = now_ms();
+    if (state_policy_reload(s, err, sizeof(err)) < 0) {
+        fprintf(stderr, "bench_mapper: %s\n", err);
+        return;
+    }
+    compile = now_ms() - t0;
+    hs_buf_init(&out, MAPPER_MAX_FRAME + 8);
+    state_rdlock(s);
+    mapper_full_encoded(m, s, 1, hs_now_us(), true, &out, NULL); /* the new filter's runs */
+    for (int r = 0; r < rounds; r++) {
+        hs_buf_reset(&out);
+        t0 = now_ms();
+        mapper_full_encoded(m, s, (uint64_t)(r % n) + 1, hs_now_us(), true, &out, NULL);
+        warm += now_ms() - t0;
+    }
+    state_unlock(s);
+    printf("policy=allow-all-acl compile_ms=%.2f full_map_warm_ms=%.2f zstd_bytes=%zu\n", compile,
+           warm / rounds, out.len);
+    hs_buf_free(&out);
+}
+
 int main(int argc, char **argv)
 {
-    int n = argc > 1 ? atoi(argv[1]) : 5000, rounds = 20;
+    int n = argc > 1 ? atoi(argv[1]) : 5000, rounds = argc > 2 ? atoi(argv[2]) : 20;
     char dir[] = "/tmp/bench-mapper-XXXXXX", db[128];
     struct hs_config cfg = { .db_type = DB_SQLITE, .sqlite_wal = true, .taildrop_enabled = true,
                              .dns_magic_dns = true, .dns_base_domain = "tailnet.example" };
@@ -91,17 +129,17 @@ int main(int argc, char **argv)
 
     state_rdlock(s);
     t0 = now_ms();
-    mapper_full_encoded(m, s, 1, hs_now_us(), true, &out);
+    mapper_full_encoded(m, s, 1, hs_now_us(), true, &out, NULL);
     cold = now_ms() - t0;
     z_len = out.len;
     for (int r = 0; r < rounds; r++) {
         hs_buf_reset(&out);
         t0 = now_ms();
-        mapper_full_encoded(m, s, (uint64_t)(r % n) + 1, hs_now_us(), true, &out);
+        mapper_full_encoded(m, s, (uint64_t)(r % n) + 1, hs_now_us(), true, &out, NULL);
         warm += now_ms() - t0;
     }
     hs_buf_reset(&out);
-    mapper_full_text(m, s, 1, hs_now_us(), &out);
+    mapper_full_text(m, s, 1, hs_now_us(), &out, NULL);
     raw_len = out.len;
     for (int r = 0; r < 1000; r++) {
         uint64_t patched = 2;
@@ -120,6 +158,7 @@ int main(int argc, char **argv)
            n, cold, warm / rounds, raw_len, z_len);
     printf("patch_delta_us=%.1f patch_wire_bytes=%zu (built once, shared by every recipient)\n",
            delta, d_len);
+    bench_policy(s, m, n, rounds, dir);
     hs_buf_free(&out);
     mapper_free(m);
     state_free(s);

@@ -61,16 +61,23 @@ static void session_send(struct control_service *s, uint64_t conn_id, int32_t st
     hs_buf_free(&out);
 }
 
-/* Builds and sends the full map under the state read lock; -ENOENT if the node is gone. */
+/* Builds and sends the full map under the state read lock; -ENOENT if the node is gone.
+ * told (may be NULL) gets what the map told about the policy, its net referenced. */
 static int send_full_map(struct control_service *s, uint64_t conn_id, int32_t stream_id,
-                         uint64_t node_id, bool zstd, bool first, bool end)
+                         uint64_t node_id, bool zstd, bool first, bool end,
+                         struct mapper_policy_state *told)
 {
+    struct mapper_policy_state t = { 0 };
     struct hs_buf out;
     int rc;
 
     hs_buf_init(&out, MAPPER_MAX_FRAME + 8);
     state_rdlock(s->state);
-    rc = mapper_full_encoded(s->mapper, s->state, node_id, hs_now_us(), zstd, &out);
+    rc = mapper_full_encoded(s->mapper, s->state, node_id, hs_now_us(), zstd, &out, &t);
+    if (rc == 0 && told) {
+        state_net_ref(t.net); /* before the lock goes: a recompile may drop the state's */
+        *told = t;
+    }
     state_unlock(s->state);
     if (rc == 0)
         session_write(s, conn_id, stream_id, &out, first, end);
@@ -117,27 +124,56 @@ static void touch_last_seen(struct control_service *s, uint64_t node_id)
     state_refresh_node(s->state, node_id);
 }
 
+void poll_session_free(struct session *x)
+{
+    if (!x)
+        return;
+    state_net_unref(x->told.net);
+    free(x);
+}
+
+/* After the first map: the session is the map thread's from now on, or, if its stream
+ * closed meanwhile, gone. */
+static bool session_opened(struct control_service *s, struct session *x,
+                           const struct mapper_policy_state *told)
+{
+    bool closed;
+
+    pthread_mutex_lock(&s->mu);
+    closed = x->closed;
+    x->told = *told;
+    x->opening = false;
+    pthread_mutex_unlock(&s->mu);
+    if (closed)
+        poll_session_free(x);
+    return !closed;
+}
+
 static void session_open(struct control_service *s, const struct control_request *rq,
                          uint64_t node_id, bool zstd, uint16_t capver)
 {
     struct session *x = hs_xcalloc(1, sizeof(*x));
+    struct mapper_policy_state told = { 0 };
+    int rc;
 
     x->conn_id = rq->conn_id;
     x->stream_id = rq->stream_id;
     x->node_id = node_id;
     x->zstd = zstd;
     x->capver = capver;
+    x->opening = true;
     x->next_keepalive = hs_monotonic_us() + keepalive_interval(s);
     /* Register before sending: a change racing with the first map then arrives as a delta. */
     pthread_mutex_lock(&s->mu);
     x->next = s->sessions;
     s->sessions = x;
     pthread_mutex_unlock(&s->mu);
-    if (send_full_map(s, rq->conn_id, rq->stream_id, node_id, zstd, true, false) == -ENOENT) {
+    rc = send_full_map(s, rq->conn_id, rq->stream_id, node_id, zstd, true, false, &told);
+    if (rc == -ENOENT)
         control_reply(s->ctl, rq->conn_id, rq->stream_id, 404, "text/plain", "node gone\n", 10,
-                      true);
-        return; /* the stream's close removes the session */
-    }
+                      true); /* the stream's close removes the session */
+    if (!session_opened(s, x, &told) || rc < 0)
+        return;
     touch_last_seen(s, node_id);
     state_set_online(s->state, node_id, true, capver);
 }
@@ -175,7 +211,7 @@ void poll_handle(struct control_service *s, struct control_request *rq, json_t *
         session_open(s, rq, n.id, zstd, capver);
     } else if (omit_peers) {
         control_reply(s->ctl, rq->conn_id, rq->stream_id, 200, "application/json", "", 0, true);
-    } else if (send_full_map(s, rq->conn_id, rq->stream_id, n.id, zstd, true, true) < 0) {
+    } else if (send_full_map(s, rq->conn_id, rq->stream_id, n.id, zstd, true, true, NULL) < 0) {
         service_reply_text(s, rq, 404, "node not found\n");
     }
     store_node_free(&n);
@@ -200,7 +236,12 @@ void poll_stream_closed(struct control_service *s, uint64_t conn_id, int32_t str
             *pp = x->next;
             if (!node_has_session(s, x->node_id))
                 idset_add(&s->closed_nodes, x->node_id);
-            free(x);
+            if (x->opening) {
+                x->closed = true; /* session_open frees it */
+            } else {
+                x->next = s->dead;
+                s->dead = x;
+            }
             if (!s->batch_due)
                 s->batch_due = hs_monotonic_us();
             pthread_cond_signal(&s->cond);
@@ -250,7 +291,10 @@ void poll_on_state_change(void *arg, const struct state_change *ch)
     case STATE_NODE_REMOVED: idset_add(&s->removed, ch->id); break;
     case STATE_NODE_ONLINE: idset_add(&s->online, ch->id); break;
     case STATE_REGISTRATION_CHANGED: s->registrations_changed = true; break;
-    default: s->full_for_all = true; break;
+    /* Sessions compare the compiled policy they were told about with the current one: a
+     * batch with no lists still tells each what changed for it. */
+    case STATE_POLICY_CHANGED: break;
+    default: s->full_for_all = true; break; /* a user's profile or name */
     }
     if (!s->batch_due)
         s->batch_due = now + delay;
@@ -264,28 +308,24 @@ struct batch {
     bool full;
 };
 
-/* The delta for one node (NULL: nothing for it). The caller sends full maps itself. */
-static json_t *session_delta(struct control_service *s, uint64_t self, const struct batch *b)
+static struct mapper_changes batch_changes(const struct batch *b)
 {
-    struct mapper_changes ch = {
+    return (struct mapper_changes){
         .changed = b->changed.v, .nchanged = b->changed.n,
         .patched = b->patched.v, .patched_fields = b->patched.f, .npatched = b->patched.n,
         .removed = b->removed.v, .nremoved = b->removed.n,
         .online = b->online.v, .nonline = b->online.n,
     };
-    json_t *m;
-
-    state_rdlock(s->state);
-    m = mapper_delta(s->mapper, s->state, self, &ch, hs_now_us());
-    state_unlock(s->state);
-    return m;
 }
 
-/* Snapshot of the sessions to write to, taken under the lock. */
+/* Snapshot of the sessions to write to, taken under the lock. x is NULL for a session whose
+ * first map is still being sent: its `told` is not the batch's to update. */
 struct target {
     uint64_t conn_id, node_id;
     int32_t stream_id;
     bool zstd;
+    struct session *x;
+    struct mapper_policy_state told; /* net borrowed from the session */
 };
 
 static struct target *snapshot_sessions(struct control_service *s, size_t *n)
@@ -298,9 +338,30 @@ static struct target *snapshot_sessions(struct control_service *s, size_t *n)
     t = hs_xcalloc(i ? i : 1, sizeof(*t));
     *n = i;
     i = 0;
-    for (struct session *x = s->sessions; x; x = x->next, i++)
-        t[i] = (struct target){ x->conn_id, x->node_id, x->stream_id, x->zstd };
+    for (struct session *x = s->sessions; x; x = x->next, i++) {
+        t[i] = (struct target){ x->conn_id, x->node_id, x->stream_id, x->zstd,
+                                x->opening ? NULL : x, x->opening ? (struct mapper_policy_state){ 0 }
+                                                                  : x->told };
+    }
     return t;
+}
+
+/* Map thread: what the node has now been told replaces what it had. Takes the reference to
+ * told->net the caller took. */
+static void session_told(struct control_service *s, const struct target *t,
+                         const struct mapper_policy_state *told)
+{
+    struct state_net *old;
+
+    if (!t->x) { /* still opening: its first map will say what it was told */
+        state_net_unref(told->net);
+        return;
+    }
+    pthread_mutex_lock(&s->mu);
+    old = t->x->told.net;
+    t->x->told = *told;
+    pthread_mutex_unlock(&s->mu);
+    state_net_unref(old);
 }
 
 static void mark_offline(struct control_service *s, const struct idset *nodes)
@@ -311,64 +372,181 @@ static void mark_offline(struct control_service *s, const struct idset *nodes)
     }
 }
 
-/* A node named in none of the batch's lists gets the same delta as every other such node:
- * it is built and encoded once per compression mode and shared. */
 static bool batch_mentions(const struct batch *b, uint64_t id)
 {
     return idset_has(&b->changed, id) || idset_has(&b->patched, id) ||
            idset_has(&b->removed, id) || idset_has(&b->online, id);
 }
 
-static void send_shared(struct control_service *s, const struct target *t, json_t *generic,
-                        struct hs_buf enc[2])
-{
-    struct hs_buf *e = &enc[t->zstd];
+/* Deltas that several sessions share, built and encoded once: the batch as it is for nodes
+ * that see everyone (`generic`), and one per distinct plan otherwise (mapper_plan_same). */
+struct shared {
+    uint64_t hash;
+    struct mapper_plan plan;
+    bool built;
+    json_t *msg;              /* NULL: nothing to send */
+    struct hs_buf enc[2];     /* by zstd; filled on first use */
+};
 
-    if (!generic)
+struct share_table {
+    struct shared *v;
+    size_t n, cap;
+};
+
+#define SHARE_MAX 1024 /* distinct plans kept per batch; past that, deltas are built per node */
+
+static void shared_init(struct shared *e)
+{
+    memset(e, 0, sizeof(*e));
+    hs_buf_init(&e->enc[0], MAPPER_MAX_FRAME + 8);
+    hs_buf_init(&e->enc[1], MAPPER_MAX_FRAME + 8);
+}
+
+static void shared_fini(struct shared *e)
+{
+    mapper_plan_free(&e->plan);
+    json_decref(e->msg);
+    hs_buf_free(&e->enc[0]);
+    hs_buf_free(&e->enc[1]);
+}
+
+static void share_table_free(struct share_table *tb)
+{
+    for (size_t i = 0; i < tb->n; i++)
+        shared_fini(&tb->v[i]);
+    free(tb->v);
+}
+
+/* Read lock held. The entry for plan p, built if new (takes p's lists then); NULL when the
+ * table is full. */
+static struct shared *share_get(struct control_service *s, struct share_table *tb,
+                                struct mapper_plan *p)
+{
+    uint64_t h = mapper_plan_hash(p);
+    struct shared *e;
+
+    for (size_t i = 0; i < tb->n; i++)
+        if (tb->v[i].hash == h && mapper_plan_same(&tb->v[i].plan, p))
+            return &tb->v[i];
+    if (tb->n == SHARE_MAX)
+        return NULL;
+    if (tb->n == tb->cap) {
+        tb->cap = tb->cap ? 2 * tb->cap : 16;
+        tb->v = hs_xrealloc(tb->v, tb->cap * sizeof(*tb->v));
+    }
+    e = &tb->v[tb->n++];
+    shared_init(e);
+    e->hash = h;
+    e->built = true;
+    e->msg = mapper_plan_delta(s->mapper, s->state, 0, p, hs_now_us());
+    e->plan = *p;
+    p->changed = p->patched = p->removed = p->online = (struct mapper_ids){ 0 };
+    return e;
+}
+
+static void send_shared(struct control_service *s, const struct target *t, struct shared *e)
+{
+    struct hs_buf *enc = &e->enc[t->zstd];
+
+    if (!e->msg)
         return;
-    if (e->len == 0 && mapper_encode(generic, t->zstd, e) < 0)
+    if (enc->len == 0 && mapper_encode(e->msg, t->zstd, enc) < 0)
         return;
-    control_stream_write(s->ctl, t->conn_id, t->stream_id, e->data, e->len);
+    control_stream_write(s->ctl, t->conn_id, t->stream_id, enc->data, enc->len);
+}
+
+/* Read lock held: the node sees every node under the net it was told about, which is still
+ * the current one, and nothing in the batch is about it: the generic delta is its. */
+static bool sees_batch_whole(struct control_service *s, const struct target *t,
+                             const struct batch *b)
+{
+    return t->told.net == state_net_current(s->state) && b->removed.n == 0 &&
+           !batch_mentions(b, t->node_id) && mapper_sees_everyone(s->mapper, s->state, t->node_id);
+}
+
+/* One session's delta: shared when it can be, else its own. */
+static void send_delta(struct control_service *s, const struct batch *b, const struct target *t,
+                       struct share_table *tb, struct shared *generic)
+{
+    struct mapper_changes ch = batch_changes(b);
+    struct mapper_policy_state told = t->told;
+    struct mapper_plan p;
+    struct shared *e = NULL;
+    json_t *m = NULL;
+    bool ref = false;
+
+    state_rdlock(s->state);
+    if (sees_batch_whole(s, t, b)) {
+        if (!generic->built) {
+            generic->built = true;
+            generic->msg = mapper_delta(s->mapper, s->state, 0, &ch, hs_now_us());
+        }
+        e = generic;
+    } else if (mapper_plan(s->mapper, s->state, t->node_id, &ch, &t->told, &p) == 0) {
+        told = p.told;
+        if ((ref = told.net != NULL))
+            state_net_ref(told.net); /* for session_told, or dropped below */
+        if (!mapper_plan_empty(&p) &&
+            (!mapper_plan_shareable(&p) || !(e = share_get(s, tb, &p))))
+            m = mapper_plan_delta(s->mapper, s->state, t->node_id, &p, hs_now_us());
+        mapper_plan_free(&p);
+    }
+    state_unlock(s->state);
+    if (e)
+        send_shared(s, t, e);
+    else if (m)
+        session_send(s, t->conn_id, t->stream_id, t->zstd, m, false, false);
+    json_decref(m);
+    if (told.net == t->told.net && told.filter == t->told.filter && told.ssh == t->told.ssh &&
+        told.capmap == t->told.capmap) {
+        if (ref)
+            state_net_unref(told.net); /* nothing new: the session keeps its own reference */
+        return;
+    }
+    session_told(s, t, &told); /* told differs, so it came from the plan: ref is taken */
 }
 
 static void send_batch(struct control_service *s, const struct batch *b, const struct target *t,
                        size_t n)
 {
-    struct hs_buf enc[2];
-    json_t *generic = NULL;
-    bool generic_built = false;
+    struct share_table tb = { 0 };
+    struct shared generic;
 
-    hs_buf_init(&enc[0], MAPPER_MAX_FRAME + 8);
-    hs_buf_init(&enc[1], MAPPER_MAX_FRAME + 8);
+    shared_init(&generic);
     for (size_t i = 0; i < n; i++) {
-        json_t *m;
+        struct mapper_policy_state told = { 0 };
         if (idset_has(&b->removed, t[i].node_id)) {
             control_stream_end(s->ctl, t[i].conn_id, t[i].stream_id); /* deleted: log it out */
-            continue;
-        }
-        if (!b->full && !batch_mentions(b, t[i].node_id)) {
-            if (!generic_built) {
-                generic = session_delta(s, 0, b); /* id 0: nobody's own node */
-                generic_built = true;
-            }
-            send_shared(s, &t[i], generic, enc);
             continue;
         }
         /* Its own node changed, or everything did: a full map. A patch of its own endpoints
          * or keys tells a node nothing it does not know. */
         if (b->full || (idset_fields(&b->changed, t[i].node_id) & ~STATE_F_SELF_REPORTED)) {
-            send_full_map(s, t[i].conn_id, t[i].stream_id, t[i].node_id, t[i].zstd, false,
-                          false);
+            if (send_full_map(s, t[i].conn_id, t[i].stream_id, t[i].node_id, t[i].zstd, false,
+                              false, &told) == 0)
+                session_told(s, &t[i], &told);
             continue;
         }
-        if (!(m = session_delta(s, t[i].node_id, b)))
-            continue;
-        session_send(s, t[i].conn_id, t[i].stream_id, t[i].zstd, m, false, false);
-        json_decref(m);
+        send_delta(s, b, &t[i], &tb, &generic);
     }
-    json_decref(generic);
-    hs_buf_free(&enc[0]);
-    hs_buf_free(&enc[1]);
+    shared_fini(&generic);
+    share_table_free(&tb);
+}
+
+/* Map thread: sessions closed since the last batch (none of them is in a snapshot now). */
+static void free_dead(struct control_service *s)
+{
+    struct session *dead;
+
+    pthread_mutex_lock(&s->mu);
+    dead = s->dead;
+    s->dead = NULL;
+    pthread_mutex_unlock(&s->mu);
+    while (dead) {
+        struct session *x = dead;
+        dead = x->next;
+        poll_session_free(x);
+    }
 }
 
 void poll_flush_batch(struct control_service *s)
@@ -379,6 +557,7 @@ void poll_flush_batch(struct control_service *s)
     struct target *t;
     size_t n;
 
+    free_dead(s);
     pthread_mutex_lock(&s->mu);
     b.changed = s->changed;
     patched = s->patched;
@@ -466,6 +645,6 @@ void poll_gc_ephemeral(struct control_service *s)
 
 void control_service_resync(struct control_service *s)
 {
-    struct state_change ch = { .kind = STATE_POLICY_CHANGED };
+    struct state_change ch = { .kind = STATE_USER_CHANGED }; /* everyone: a full map */
     poll_on_state_change(s, &ch);
 }

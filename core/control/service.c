@@ -254,7 +254,12 @@ void control_service_free(struct control_service *s)
     while (s->sessions) {
         struct session *x = s->sessions;
         s->sessions = x->next;
-        free(x);
+        poll_session_free(x);
+    }
+    while (s->dead) {
+        struct session *x = s->dead;
+        s->dead = x->next;
+        poll_session_free(x);
     }
     while (s->followups) {
         struct followup *f = s->followups;

@@ -11,14 +11,21 @@
 #include "state/state.h"
 #include "store/store.h"
 
-/* A streaming map poll. */
+/* A streaming map poll. Freed by the map thread (closed sessions wait on the dead list until
+ * the next batch, so a batch in progress may still write `told`), or by session_open() when
+ * its stream closed while the first map was being sent. */
 struct session {
     uint64_t conn_id;
     int32_t stream_id;
     uint64_t node_id;
     bool zstd;
     uint16_t capver;
+    bool opening;  /* its first map is being sent (session_open owns `told` until then) */
+    bool closed;   /* its stream closed while opening: session_open frees it */
     int64_t next_keepalive; /* monotonic us */
+    /* What the node was told about the policy (holds a reference to told.net); written by
+     * session_open, then only by the map thread. */
+    struct mapper_policy_state told;
     struct session *next;
 };
 
@@ -50,9 +57,10 @@ struct control_service {
     pthread_mutex_t mu; /* everything below */
     pthread_cond_t cond;
     struct session *sessions;
+    struct session *dead;   /* closed, freed by the map thread at its next batch */
     struct followup *followups;
     struct idset changed, patched, removed, online, closed_nodes;
-    bool full_for_all;      /* user or policy change: everyone gets a full map */
+    bool full_for_all;      /* user or DERP map change: everyone gets a full map */
     bool registrations_changed;
     int64_t batch_due;      /* monotonic us; 0 = nothing pending */
     int64_t last_batch_us;  /* how long the last batch took to build and queue (under mu) */
@@ -92,5 +100,7 @@ void poll_on_state_change(void *arg, const struct state_change *ch);
 void poll_flush_batch(struct control_service *s);
 void poll_keepalives(struct control_service *s);
 void poll_gc_ephemeral(struct control_service *s);
+/* Frees a session and its reference to a compiled policy. */
+void poll_session_free(struct session *x);
 
 #endif

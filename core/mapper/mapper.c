@@ -1,6 +1,8 @@
 /* mapper: full MapResponses and deltas (protocol §6.3, §6.6; headscale mapper/builder.go). */
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "derp/derp.h"
 #include "mapper/mapper_internal.h"
@@ -78,6 +80,8 @@ struct mapper *mapper_new(const struct hs_config *cfg, struct derpmap *dm)
     m->dm = dm;
     m->run = cfg->tuning_map_peer_run >= 2 ? (size_t)cfg->tuning_map_peer_run : MAPPER_RUN_DEFAULT;
     pthread_mutex_init(&m->runs_mu, NULL);
+    pthread_mutex_init(&m->diff_mu, NULL);
+    randombytes_buf(m->hash_key, sizeof(m->hash_key));
     return m;
 }
 
@@ -87,19 +91,15 @@ void mapper_free(struct mapper *m)
         return;
     mapper__runs_free(m);
     pthread_mutex_destroy(&m->runs_mu);
+    pthread_mutex_destroy(&m->diff_mu);
+    free(m->appeared);
+    free(m->vanished);
     free(m);
 }
 
 json_t *mapper_keepalive(void)
 {
     return json_pack("{s:b}", "KeepAlive", 1);
-}
-
-/* Allow-all, headscale's filter without a policy (protocol §6.5). */
-static json_t *allow_all(void)
-{
-    return json_pack("[{s:[s], s:[{s:s, s:{s:i, s:i}}]}]", "SrcIPs", "*", "DstPorts", "IP", "*",
-                     "Ports", "First", 0, "Last", 65535);
 }
 
 /* The tailnet name: base_domain, else the self node's user (headscale cfg.Domain()). */
@@ -119,7 +119,6 @@ static void add_tailnet(json_t *resp, struct mapper *m, struct state *s,
     json_object_set_new(resp, "DNSConfig", mapper__dns_config(m));
     json_object_set_new(resp, "DERPMap", derpmap_get(m->dm));
     json_object_set_new(resp, "Domain", domain(m, s, self));
-    json_object_set_new(resp, "PacketFilter", allow_all());
     json_object_set_new(resp, "CollectServices", json_false()); /* opt.Bool: a JSON bool */
     mapper__set_time(resp, "ControlTime", now);
     if (!m->cfg->logtail_enabled)
@@ -147,72 +146,124 @@ const char *mapper__peer_json(struct mapper *m, struct state *s, const struct st
     return expected;
 }
 
-/* What follows the peers in a full map: `],` and the rest of the response (Node,
- * UserProfiles of every node's user, DNS, DERP map, ...) without its opening brace. */
-static int full_tail(struct mapper *m, struct state *s, const struct state_node *me, int64_t now,
-                     struct hs_buf *out)
+/* The policy part of a full map, spliced in as text: the compiled filter is JSON already.
+ * PacketFilter always (an empty one blocks everything: tailcfg.MapResponse), SSHPolicy only
+ * when there are rules (a new stream starts without one). */
+static int policy_tail(struct mapper *m, const struct mapper__view *v, struct hs_buf *out,
+                       struct mapper_policy_state *told)
 {
-    struct uidset users = { 0 };
+    struct mapper__texts t;
+    int rc;
+
+    mapper__texts_init(&t);
+    rc = mapper__texts_get(v->net, v->self, &t);
+    if (rc == 0)
+        rc = hs_buf_puts(out, ",\"PacketFilter\":");
+    if (rc == 0)
+        rc = hs_buf_append(out, t.filter.data, t.filter.len);
+    if (rc == 0 && !mapper__rules_empty(&t.ssh)) {
+        rc = hs_buf_puts(out, ",\"SSHPolicy\":{\"rules\":");
+        if (rc == 0)
+            rc = hs_buf_append(out, t.ssh.data, t.ssh.len);
+        if (rc == 0)
+            rc = hs_buf_append(out, "}", 1);
+    }
+    if (rc == 0 && told)
+        mapper__texts_told(m, &t, v->net, told);
+    mapper__texts_free(&t);
+    return rc;
+}
+
+/* What follows the peers in a full map: `],` and the rest of the response (Node,
+ * UserProfiles of the viewer's and its peers' users, DNS, DERP map, policy, ...) without its
+ * opening brace. Frees users. */
+static int full_tail(struct mapper *m, struct state *s, const struct state_node *me,
+                     const struct mapper__view *v, struct uidset *users, int64_t now,
+                     struct hs_buf *out, struct mapper_policy_state *told)
+{
     json_t *resp = json_object();
     char *rest;
     int rc;
 
-    for (size_t i = 0; i < state_node_count(s); i++) /* the viewer's own user included */
-        uidset_add(&users, mapper__user_id(state_node_at(s, i)));
+    uidset_add(users, mapper__user_id(me));
     json_object_set_new(resp, "Node", mapper__node(m, s, me, me->n.id, now));
-    json_object_set_new(resp, "UserProfiles", profiles(s, &users));
+    json_object_set_new(resp, "UserProfiles", profiles(s, users));
     add_tailnet(resp, m, s, me, now);
     rest = hs_json_dump(resp, JSON_COMPACT);
-    rc = hs_buf_appendf(out, "],%s", rest + 1); /* rest is "{...}": drop its brace */
+    /* rest is "{...}": drop both braces, the policy part and the closing brace follow. */
+    rc = hs_buf_appendf(out, "],%.*s", (int)(strlen(rest) - 2), rest + 1);
     free(rest);
     json_decref(resp);
-    return rc;
+    if (rc == 0)
+        rc = policy_tail(m, v, out, told);
+    return rc ? rc : hs_buf_append(out, "}", 1);
 }
 
 static int full_text(struct mapper *m, struct state *s, const struct state_node *me, int64_t now,
-                     struct hs_buf *out)
+                     struct hs_buf *out, struct mapper_policy_state *told)
 {
+    struct uidset users = { 0 };
+    struct mapper__view v;
     bool first = true;
     int rc;
 
     /* Peers are spliced in as cached text: with thousands of nodes, building and dumping
      * their JSON trees for every full map is what would cost the most. */
+    mapper__view_init(&v, s, me->n.id);
     rc = hs_buf_puts(out, "{\"Peers\":[");
     for (size_t i = 0; i < state_node_count(s) && rc == 0; i++) {
         const struct state_node *n = state_node_at(s, i);
-        if (n == me)
+        if (n == me || !mapper__view_sees(&v, s, i))
             continue;
         if (!first)
             rc = hs_buf_append(out, ",", 1);
         if (rc == 0)
             rc = hs_buf_puts(out, mapper__peer_json(m, s, n, now));
+        uidset_add(&users, mapper__user_id(n));
         first = false;
     }
-    return rc ? rc : full_tail(m, s, me, now, out);
+    if (rc == 0)
+        return full_tail(m, s, me, &v, &users, now, out, told);
+    free(users.v);
+    return rc;
 }
 
 int mapper_full_text(struct mapper *m, struct state *s, uint64_t self, int64_t now,
-                     struct hs_buf *out)
+                     struct hs_buf *out, struct mapper_policy_state *told)
 {
     const struct state_node *me = state_node_by_id(s, self);
 
-    return me ? full_text(m, s, me, now, out) : -ENOENT;
+    return me ? full_text(m, s, me, now, out, told) : -ENOENT;
 }
 
-/* The full map as a zstd message: the peers in runs of m->run whose frames are cached
- * (mapper_runs.c); the viewer's own run, and the head and tail, compressed here. */
+/* Whether the viewer sees every node of the run (it is not in it). */
+static bool run_all_seen(const struct mapper__view *v, struct state *s, size_t lo, size_t len)
+{
+    if (v->everyone)
+        return true;
+    for (size_t i = lo; i < lo + len; i++)
+        if (!mapper__view_sees(v, s, i))
+            return false;
+    return true;
+}
+
+/* The full map as a zstd message: the peers in runs of m->run; a run the viewer sees whole
+ * is a cached frame (mapper_runs.c); the viewer's own run, runs it sees in part, and the head
+ * and tail are compressed here. */
 static int full_zstd(struct mapper *m, struct state *s, const struct state_node *me, int64_t now,
-                     struct hs_buf *out)
+                     struct hs_buf *out, struct mapper_policy_state *told)
 {
     size_t n = state_node_count(s), start;
+    struct uidset users = { 0 };
+    struct mapper__view v;
     struct hs_buf text;
-    bool any = false; /* a peer is out: the next one needs a comma. A cached run after the
-                       * first starts with one: runs hold two nodes or more, so a peer is
-                       * out by then even when the viewer is in the first run. */
+    bool any = false; /* a peer is out: the next one needs a comma. A cached run starts with
+                       * one unless it is the first run, so it can follow a peer only. */
     int rc;
 
     if ((rc = mapper__begin_message(out, &start)) < 0)
         return rc;
+    mapper__view_init(&v, s, me->n.id);
     hs_buf_init(&text, MAPPER_MAX_FRAME);
     rc = hs_buf_puts(&text, "{\"Peers\":[");
     for (size_t lo = 0; lo < n && rc == 0; lo += m->run) {
@@ -220,28 +271,33 @@ static int full_zstd(struct mapper *m, struct state *s, const struct state_node 
         /* Nodes are sorted by id: is the viewer in this run? */
         bool mine = state_node_at(s, lo)->n.id <= me->n.id &&
                     me->n.id <= state_node_at(s, lo + len - 1)->n.id;
-        if (!mine) {
+        if (!mine && (lo == 0 || any) && run_all_seen(&v, s, lo, len)) {
             if (text.len > 0) /* what came before goes out as a frame of its own */
                 rc = mapper__zstd_frame(out, text.data, text.len);
             hs_buf_reset(&text);
             if (rc == 0)
                 rc = mapper__append_run(m, s, lo, len, now, out);
+            for (size_t i = lo; i < lo + len; i++)
+                uidset_add(&users, mapper__user_id(state_node_at(s, i)));
             any = true;
             continue;
         }
         for (size_t i = lo; i < lo + len && rc == 0; i++) {
             const struct state_node *sn = state_node_at(s, i);
-            if (sn == me)
+            if (sn == me || !mapper__view_sees(&v, s, i))
                 continue;
             if (any)
                 rc = hs_buf_append(&text, ",", 1);
             if (rc == 0)
                 rc = hs_buf_puts(&text, mapper__peer_json(m, s, sn, now));
+            uidset_add(&users, mapper__user_id(sn));
             any = true;
         }
     }
     if (rc == 0)
-        rc = full_tail(m, s, me, now, &text);
+        rc = full_tail(m, s, me, &v, &users, now, &text, told);
+    else
+        free(users.v);
     if (rc == 0)
         rc = mapper__zstd_frame(out, text.data, text.len);
     hs_buf_free(&text);
@@ -254,14 +310,14 @@ json_t *mapper_full(struct mapper *m, struct state *s, uint64_t self, int64_t no
     json_t *j = NULL;
 
     hs_buf_init(&text, MAPPER_MAX_FRAME);
-    if (mapper_full_text(m, s, self, now, &text) == 0)
+    if (mapper_full_text(m, s, self, now, &text, NULL) == 0)
         j = json_loadb(text.data, text.len, 0, NULL);
     hs_buf_free(&text);
     return j;
 }
 
 int mapper_full_encoded(struct mapper *m, struct state *s, uint64_t self, int64_t now,
-                        bool zstd, struct hs_buf *out)
+                        bool zstd, struct hs_buf *out, struct mapper_policy_state *told)
 {
     const struct state_node *me = state_node_by_id(s, self);
     struct hs_buf text;
@@ -270,9 +326,9 @@ int mapper_full_encoded(struct mapper *m, struct state *s, uint64_t self, int64_
     if (!me)
         return -ENOENT;
     if (zstd)
-        return full_zstd(m, s, me, now, out);
+        return full_zstd(m, s, me, now, out, told);
     hs_buf_init(&text, MAPPER_MAX_FRAME);
-    if ((rc = full_text(m, s, me, now, &text)) == 0)
+    if ((rc = full_text(m, s, me, now, &text, told)) == 0)
         rc = mapper_encode_text(text.data, text.len, false, out);
     hs_buf_free(&text);
     return rc;
@@ -377,16 +433,36 @@ static void add_patched(json_t *resp, struct state *s, uint64_t self,
         json_decref(patches);
 }
 
-json_t *mapper_delta(struct mapper *m, struct state *s, uint64_t self,
-                     const struct mapper_changes *ch, int64_t now)
+/* PacketFilter and SSHPolicy of a plan: texts from the compiled policy, parsed back. An SSH
+ * policy that changed goes out even when empty: that is how a client drops the old rules. */
+static void add_policy(json_t *resp, const struct mapper_plan *p)
+{
+    json_t *j;
+
+    if (p->filter && (j = json_loads(p->filter, 0, NULL)))
+        json_object_set_new(resp, "PacketFilter", j);
+    if (p->ssh && (j = json_loads(p->ssh, 0, NULL)))
+        json_object_set_new(resp, "SSHPolicy", json_pack("{s:o}", "rules", j));
+}
+
+static json_t *delta_of(struct mapper *m, struct state *s, uint64_t self,
+                        const struct mapper_changes *ch, const struct mapper_plan *p,
+                        int64_t now)
 {
     struct uidset users = { 0 };
     json_t *resp = json_object();
+    const struct state_node *me;
 
     add_changed(resp, m, s, self, ch->changed, ch->nchanged, now, &users);
     add_patched(resp, s, self, ch);
     add_removed(resp, self, ch->removed, ch->nremoved);
     add_online(resp, s, self, ch->online, ch->nonline);
+    if (p && p->node && (me = state_node_by_id(s, self))) {
+        uidset_add(&users, mapper__user_id(me));
+        json_object_set_new(resp, "Node", mapper__node(m, s, me, self, now));
+    }
+    if (p)
+        add_policy(resp, p);
     if (json_object_size(resp) == 0) {
         free(users.v);
         json_decref(resp);
@@ -397,4 +473,32 @@ json_t *mapper_delta(struct mapper *m, struct state *s, uint64_t self,
     else
         free(users.v);
     return resp;
+}
+
+json_t *mapper_plan_delta(struct mapper *m, struct state *s, uint64_t self,
+                          const struct mapper_plan *p, int64_t now)
+{
+    struct mapper_changes ch = {
+        .changed = p->changed.v, .nchanged = p->changed.n,
+        .patched = p->patched.v, .patched_fields = p->patched.f, .npatched = p->patched.n,
+        .removed = p->removed.v, .nremoved = p->removed.n,
+        .online = p->online.v, .nonline = p->online.n,
+    };
+
+    return delta_of(m, s, self, &ch, p, now);
+}
+
+json_t *mapper_delta(struct mapper *m, struct state *s, uint64_t self,
+                     const struct mapper_changes *ch, int64_t now)
+{
+    struct mapper_plan p;
+    json_t *j;
+
+    if (self == 0)
+        return delta_of(m, s, 0, ch, NULL, now);
+    if (mapper_plan(m, s, self, ch, NULL, &p) < 0)
+        return NULL;
+    j = mapper_plan_delta(m, s, self, &p, now);
+    mapper_plan_free(&p);
+    return j;
 }

@@ -23,22 +23,36 @@ struct derpmap; /* from derp/derp.h */
 struct mapper *mapper_new(const struct hs_config *cfg, struct derpmap *dm);
 void mapper_free(struct mapper *m);
 
-/* The full MapResponse for node `self`: Node, Peers (every other node; policy filtering comes
- * with the policy issue), UserProfiles, DNSConfig, DERPMap, Domain, PacketFilter (allow-all),
- * CollectServices, ControlTime. NULL if self is unknown. Caller decrefs. */
+/* What a node was last told about the policy: the compiled policy its peer list was worked
+ * out with, and hashes of the PacketFilter, SSH rules and own CapMap it holds. All zero:
+ * nothing yet (its first full map fills it in). */
+struct mapper_policy_state {
+    struct state_net *net; /* the holder of this struct keeps a reference (state_net_ref) */
+    uint64_t filter, ssh, capmap;
+};
+
+/* The full MapResponse for node `self`: Node (its CapMap with the policy's nodeAttrs), Peers
+ * (the nodes the compiled policy lets it see), UserProfiles (its own and its peers' users),
+ * DNSConfig, DERPMap, Domain, PacketFilter and, when not empty, SSHPolicy (from the compiled
+ * policy), CollectServices, ControlTime. NULL if self is unknown. Caller decrefs. */
 json_t *mapper_full(struct mapper *m, struct state *s, uint64_t self, int64_t now);
 
 /* The same, as compact JSON text appended to out, and as a wire message (see
  * mapper_encode). -ENOENT if self is unknown. These are what the map streams use: peers come
- * from a per-node cache of their serialised JSON. */
+ * from a per-node cache of their serialised JSON. told (may be NULL) gets what the map tells
+ * about the policy; its net is borrowed under the read lock (reference it to keep it). */
 int mapper_full_text(struct mapper *m, struct state *s, uint64_t self, int64_t now,
-                     struct hs_buf *out);
+                     struct hs_buf *out, struct mapper_policy_state *told);
 int mapper_full_encoded(struct mapper *m, struct state *s, uint64_t self, int64_t now,
-                        bool zstd, struct hs_buf *out);
+                        bool zstd, struct hs_buf *out, struct mapper_policy_state *told);
 
 /* One node as tailcfg.Node, as seen by `viewer` (its own Node when n->n.id == viewer). */
 json_t *mapper_node(struct mapper *m, struct state *s, const struct state_node *n,
                     uint64_t viewer);
+
+/* Whether self sees every other node under the current compiled policy, without asking per
+ * node (no policy, compiled for exactly the current nodes). */
+bool mapper_sees_everyone(struct mapper *m, struct state *s, uint64_t self);
 
 /* What a delta reports; any list may be empty. */
 struct mapper_changes {
@@ -54,9 +68,41 @@ struct mapper_changes {
 };
 
 /* A delta for `self`. The node itself, if listed as changed, comes back as "Node". Includes
- * UserProfiles for the users the changed peers reference. NULL when there is nothing to send. */
+ * UserProfiles for the users the changed peers reference. NULL when there is nothing to send.
+ * Peers self does not see under the current compiled policy are left out (self 0: nobody's
+ * view, every listed peer goes in). */
 json_t *mapper_delta(struct mapper *m, struct state *s, uint64_t self,
                      const struct mapper_changes *ch, int64_t now);
+
+/* A batch of changes as one node is to be told them: ch's peers kept to those it sees now
+ * (removed ones: that it saw), plus, when the compiled policy changed since `was`, the peers
+ * that appeared (whole, in `changed`) or vanished (`removed`) for it and the policy texts that
+ * changed for it. Lists are ascending and never hold the node itself. */
+struct mapper_ids {
+    uint64_t *v;
+    unsigned *f; /* enum state_field bits (patched) */
+    size_t n, cap;
+};
+struct mapper_plan {
+    struct mapper_ids changed, patched, removed, online;
+    bool node;          /* its own Node: listed as changed, or its CapMap changed */
+    char *filter, *ssh; /* PacketFilter / SSH rules JSON that changed; NULL when not */
+    struct mapper_policy_state told; /* what it will have been told (net borrowed) */
+};
+/* was may be NULL (or its net NULL): the node's first map is on its way; then nothing is
+ * compared and told stays empty. -ENOMEM or a policy error; p is empty then. */
+int mapper_plan(struct mapper *m, struct state *s, uint64_t self, const struct mapper_changes *ch,
+                const struct mapper_policy_state *was, struct mapper_plan *p);
+/* Nothing in it depends on who gets it (no own Node, no policy texts): nodes with the same
+ * lists may share one encoded delta. */
+bool mapper_plan_shareable(const struct mapper_plan *p);
+bool mapper_plan_empty(const struct mapper_plan *p);
+uint64_t mapper_plan_hash(const struct mapper_plan *p);
+bool mapper_plan_same(const struct mapper_plan *a, const struct mapper_plan *b);
+/* The delta the plan describes for self; NULL when empty. */
+json_t *mapper_plan_delta(struct mapper *m, struct state *s, uint64_t self,
+                          const struct mapper_plan *p, int64_t now);
+void mapper_plan_free(struct mapper_plan *p);
 
 /* {"KeepAlive":true} */
 json_t *mapper_keepalive(void);

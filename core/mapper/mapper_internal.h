@@ -30,7 +30,41 @@ struct mapper {
     pthread_mutex_t runs_mu;
     struct mapper_run **runs; /* by lo / run; NULL or possibly stale */
     size_t nruns;
+    unsigned char hash_key[16]; /* for mapper__hash (crypto_shorthash), drawn at start */
+    /* The last pair of nets compared for viewers that see everyone in both (mapper_policy.c):
+     * ids that appeared and vanished between net generations diff_a and diff_b. */
+    pthread_mutex_t diff_mu;
+    uint64_t diff_a, diff_b;
+    uint64_t *appeared, *vanished;
+    size_t nappeared, nvanished;
 };
+
+/* Whom a viewer sees under the current compiled policy (state read lock held). */
+struct mapper__view {
+    struct state_net *net;
+    size_t self;   /* the viewer's index in net; STATE_NET_NONE: it sees no one */
+    bool everyone; /* no policy and net compiled for these nodes: it sees every other node */
+};
+void mapper__view_init(struct mapper__view *v, struct state *s, uint64_t self);
+/* Whether the viewer sees state_node_at(s, i). */
+bool mapper__view_sees(const struct mapper__view *v, struct state *s, size_t i);
+
+/* A node's policy texts: PacketFilter rules, SSH rules, CapMap (JSON). */
+struct mapper__texts {
+    struct hs_buf filter, ssh, capmap;
+};
+void mapper__texts_init(struct mapper__texts *t);
+void mapper__texts_free(struct mapper__texts *t);
+/* Node i of net (STATE_NET_NONE: a node the net does not know: deny all, no SSH, no caps). */
+int mapper__texts_get(const struct state_net *net, size_t i, struct mapper__texts *t);
+/* told = net and the texts' hashes. */
+void mapper__texts_told(const struct mapper *m, const struct mapper__texts *t,
+                        struct state_net *net, struct mapper_policy_state *told);
+/* "[]" (or nothing): no rules. */
+bool mapper__rules_empty(const struct hs_buf *b);
+uint64_t mapper__hash(const struct mapper *m, const char *text, size_t len);
+/* Merges the policy's nodeAttrs for self into node's CapMap. */
+void mapper__merge_capmap(json_t *node, struct state *s, uint64_t self);
 
 /* o[field] = RFC 3339 time (Go's time.Time JSON form). */
 void mapper__set_time(json_t *o, const char *field, int64_t us);

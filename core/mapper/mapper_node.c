@@ -246,10 +246,12 @@ json_t *mapper__node(struct mapper *m, struct state *s, const struct state_node 
 {
     json_t *o = json_object();
 
-    (void)viewer; /* per-viewer views (policy-filtered routes, masquerade) come with policy */
+    /* Per-viewer views of peers (policy-filtered routes, masquerade) come with routes. */
     node_identity(o, m, s, n);
     node_network(o, n);
     node_status(o, m, n, now);
+    if (viewer == n->n.id)
+        mapper__merge_capmap(o, s, viewer);
     return o;
 }
 

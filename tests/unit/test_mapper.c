@@ -739,8 +739,8 @@ static bool zstd_is_text(uint64_t self, size_t *frames)
 
     hs_buf_init(&text, MAPPER_MAX_FRAME);
     hs_buf_init(&enc, MAPPER_MAX_FRAME + 4);
-    ok = mapper_full_text(fx.m, fx.s, self, fx.now, &text) == 0 &&
-         mapper_full_encoded(fx.m, fx.s, self, fx.now, true, &enc) == 0;
+    ok = mapper_full_text(fx.m, fx.s, self, fx.now, &text, NULL) == 0 &&
+         mapper_full_encoded(fx.m, fx.s, self, fx.now, true, &enc, NULL) == 0;
     if (ok) {
         back = unzstd(enc.data, enc.len, &used);
         ok = used == enc.len && strcmp(back, text.data) == 0;
@@ -774,13 +774,13 @@ Test(mapper, zstd_full_map_from_cached_runs)
     struct hs_buf raw, text;
     hs_buf_init(&raw, MAPPER_MAX_FRAME + 4);
     hs_buf_init(&text, MAPPER_MAX_FRAME);
-    cr_assert_eq(mapper_full_encoded(fx.m, fx.s, 7, fx.now, false, &raw), 0);
-    cr_assert_eq(mapper_full_text(fx.m, fx.s, 7, fx.now, &text), 0);
+    cr_assert_eq(mapper_full_encoded(fx.m, fx.s, 7, fx.now, false, &raw, NULL), 0);
+    cr_assert_eq(mapper_full_text(fx.m, fx.s, 7, fx.now, &text, NULL), 0);
     cr_expect_eq(raw.len, 4 + text.len);
     cr_expect(memcmp(raw.data + 4, text.data, text.len) == 0);
     hs_buf_free(&raw);
     hs_buf_free(&text);
-    cr_expect_eq(mapper_full_encoded(fx.m, fx.s, 9999, fx.now, true, &raw), -ENOENT);
+    cr_expect_eq(mapper_full_encoded(fx.m, fx.s, 9999, fx.now, true, &raw, NULL), -ENOENT);
 }
 
 Test(mapper, zstd_runs_follow_changes)
@@ -840,4 +840,340 @@ Test(mapper, zstd_full_maps_from_many_threads)
         pthread_join(t[i], &ret);
         cr_expect_eq(ret, (void *)(uintptr_t)(i + 1));
     }
+}
+
+/* ---- the compiled policy in maps and deltas ----
+ * Fixture: alice owns 1 (laptop) and 3 (tagged tag:srv, so not in alice's alias), bob owns 2,
+ * carol owns 4. These need the real compiler (core/policy), not an allow-all stub. */
+
+/* alice's devices may reach tag:srv on port 22; no one else reaches anything. */
+#define POLICY_SRV                                                                           \
+    "{\"tagOwners\": {\"tag:srv\": [\"alice@\"]},"                                           \
+    " \"acls\": [{\"action\": \"accept\", \"src\": [\"alice@\"], \"dst\": [\"tag:srv:22\"]}]," \
+    " \"ssh\": [{\"action\": \"accept\", \"src\": [\"alice@\"], \"dst\": [\"tag:srv\"],"     \
+    "            \"users\": [\"root\"]}],"                                                   \
+    " \"nodeAttrs\": [{\"target\": [\"alice@\"], \"attr\": [\"custom:laptop\"]}]}"
+/* alice's devices may reach bob's on any port. */
+#define POLICY_BOB                                                                           \
+    "{\"acls\": [{\"action\": \"accept\", \"src\": [\"alice@\"], \"dst\": [\"bob@:*\"]}]}"
+
+/* Puts text in force through the state (a policy file), outside the fixture's read lock. */
+static int set_policy(const char *text, char *err, size_t errsize)
+{
+    char path[160];
+    FILE *f;
+    int rc;
+
+    snprintf(path, sizeof(path), "%s/policy.hujson", fx.dir);
+    cr_assert_not_null(f = fopen(path, "w"));
+    fputs(text, f);
+    fclose(f);
+    state_unlock(fx.s);
+    state_policy_source(fx.s, STATE_POLICY_FILE, path);
+    rc = state_policy_reload(fx.s, err, errsize);
+    state_rdlock(fx.s);
+    return rc;
+}
+
+static void expect_policy(const char *text)
+{
+    char err[512] = "";
+
+    cr_assert_eq(set_policy(text, err, sizeof(err)), 0, "%s", err);
+}
+
+/* The peer ids of a full map, ascending, as "a,b,c". */
+static void peer_ids(const json_t *resp, char *out, size_t size)
+{
+    json_t *peers = json_object_get(resp, "Peers"), *p;
+    size_t i, o = 0;
+
+    cr_assert(json_is_array(peers), "Peers is always there, empty or not");
+    out[0] = '\0';
+    json_array_foreach(peers, i, p)
+        o += (size_t)snprintf(out + o, size - o, "%s%lld", i ? "," : "",
+                              (long long)json_integer_value(json_object_get(p, "ID")));
+}
+
+static void expect_peers(uint64_t self, const char *want)
+{
+    json_t *r = full(self);
+    char got[256];
+
+    peer_ids(r, got, sizeof(got));
+    cr_expect_str_eq(got, want, "node %llu sees %s, not %s", (unsigned long long)self, want, got);
+    json_decref(r);
+}
+
+/* Whether some SrcIPs entry of the filter starts with ip. */
+static bool filter_from(const json_t *filter, const char *ip)
+{
+    size_t i, j;
+    json_t *rule, *src;
+
+    json_array_foreach(filter, i, rule) {
+        json_array_foreach(json_object_get(rule, "SrcIPs"), j, src) {
+            if (json_is_string(src) && hs_has_prefix(json_string_value(src), ip))
+                return true;
+        }
+    }
+    return false;
+}
+
+Test(mapper, policy_filters_peers)
+{
+    expect_policy(POLICY_SRV);
+    expect_peers(1, "3");
+    expect_peers(3, "1"); /* seeing is symmetric: 3 may be reached by 1 */
+    expect_peers(2, "");
+    expect_peers(4, "");
+    /* The zstd map is built from runs too: the same text. */
+    for (uint64_t self = 1; self <= 4; self++)
+        expect_zstd_is_text(self);
+}
+
+Test(mapper, policy_packet_filter_from_the_net)
+{
+    json_t *r, *pf, *rule;
+
+    expect_policy(POLICY_SRV);
+    r = full(3);
+    pf = json_object_get(r, "PacketFilter");
+    cr_assert(json_is_array(pf) && json_array_size(pf) > 0, "tag:srv takes port 22 from alice");
+    cr_expect(filter_from(pf, "100.64.0.1"), "from alice's laptop");
+    cr_expect_not(filter_from(pf, "100.64.0.2"), "not from bob's server");
+    rule = json_array_get(pf, 0);
+    cr_expect_eq(json_integer_value(json_object_get(json_object_get(json_array_get(
+                     json_object_get(rule, "DstPorts"), 0), "Ports"), "First")), 22);
+    json_decref(r);
+
+    r = full(1);
+    pf = json_object_get(r, "PacketFilter");
+    cr_expect(json_is_array(pf) && json_array_size(pf) == 0,
+              "no one may reach the laptop: an empty filter (blocks all), not a missing one");
+    json_decref(r);
+}
+
+Test(mapper, policy_ssh_and_capmap)
+{
+    json_t *r, *ssh, *caps;
+
+    expect_policy(POLICY_SRV);
+    r = full(3);
+    ssh = json_object_get(r, "SSHPolicy");
+    cr_assert(json_is_object(ssh), "tag:srv takes SSH from alice");
+    cr_expect(json_array_size(json_object_get(ssh, "rules")) > 0);
+    json_decref(r);
+
+    r = full(1);
+    cr_expect_null(json_object_get(r, "SSHPolicy"), "no rules: no SSHPolicy in a full map");
+    caps = json_object_get(json_object_get(r, "Node"), "CapMap");
+    cr_expect_not_null(json_object_get(caps, "custom:laptop"), "nodeAttrs for alice's laptop");
+    cr_expect_not_null(json_object_get(caps, "https://tailscale.com/cap/file-sharing"),
+                       "the config's capabilities stay");
+    json_decref(r);
+    r = full(2);
+    cr_expect_null(json_object_get(json_object_get(json_object_get(r, "Node"), "CapMap"),
+                                   "custom:laptop"));
+    json_decref(r);
+}
+
+Test(mapper, policy_user_profiles_only_of_peers)
+{
+    json_t *r, *ups;
+
+    expect_policy(POLICY_SRV);
+    r = full(1);
+    ups = json_object_get(r, "UserProfiles");
+    cr_expect_not_null(by_id(ups, (json_int_t)fx.alice), "its own user");
+    cr_expect_not_null(by_id(ups, TAGGED_USER), "its peer's (tagged)");
+    cr_expect_null(by_id(ups, (json_int_t)fx.bob), "bob's node is not its peer");
+    cr_expect_null(by_id(ups, (json_int_t)fx.carol));
+    json_decref(r);
+}
+
+/* What a full map told node self (its net referenced: state_net_unref when done). */
+static struct mapper_policy_state told_by_full_map(uint64_t self)
+{
+    struct mapper_policy_state told = { 0 };
+    struct hs_buf text;
+
+    hs_buf_init(&text, MAPPER_MAX_FRAME);
+    cr_assert_eq(mapper_full_text(fx.m, fx.s, self, fx.now, &text, &told), 0);
+    cr_assert_not_null(told.net);
+    state_net_ref(told.net);
+    hs_buf_free(&text);
+    return told;
+}
+
+static void ids_text(const struct mapper_ids *l, char *out, size_t size)
+{
+    size_t o = 0;
+
+    out[0] = '\0';
+    for (size_t i = 0; i < l->n; i++)
+        o += (size_t)snprintf(out + o, size - o, "%s%llu", i ? "," : "",
+                              (unsigned long long)l->v[i]);
+}
+
+static void expect_plan(uint64_t self, const struct mapper_changes *ch,
+                        const struct mapper_policy_state *was, const char *changed,
+                        const char *removed, bool filter)
+{
+    struct mapper_plan p;
+    char got[128];
+
+    cr_assert_eq(mapper_plan(fx.m, fx.s, self, ch, was, &p), 0);
+    ids_text(&p.changed, got, sizeof(got));
+    cr_expect_str_eq(got, changed, "node %llu: appeared %s, want %s", (unsigned long long)self,
+                     got, changed);
+    ids_text(&p.removed, got, sizeof(got));
+    cr_expect_str_eq(got, removed, "node %llu: vanished %s, want %s", (unsigned long long)self,
+                     got, removed);
+    cr_expect_eq(p.filter != NULL, filter, "node %llu: filter %s", (unsigned long long)self,
+                 p.filter ? p.filter : "unchanged");
+    if (!*changed && !*removed && !filter)
+        cr_expect(mapper_plan_empty(&p), "node %llu: nothing changed, nothing to send",
+                  (unsigned long long)self);
+    mapper_plan_free(&p);
+}
+
+Test(mapper, policy_change_plans_deltas)
+{
+    struct mapper_policy_state t1, t2, t3, t4, again;
+    struct mapper_changes none = { 0 };
+    struct mapper_plan p;
+    json_t *d, *pf;
+
+    expect_policy(POLICY_SRV);
+    t1 = told_by_full_map(1);
+    t2 = told_by_full_map(2);
+    t3 = told_by_full_map(3);
+    t4 = told_by_full_map(4);
+    expect_policy(POLICY_BOB);
+    expect_plan(1, &none, &t1, "2", "3", false); /* nothing reaches 1 in either */
+    expect_plan(2, &none, &t2, "1", "", true);   /* alice may reach it now */
+    expect_plan(3, &none, &t3, "", "1", true);   /* port 22 from alice is gone */
+    expect_plan(4, &none, &t4, "", "", false);   /* no change for carol: nothing */
+
+    /* The deltas themselves: a new peer whole, a vanished one by id, the new filter. */
+    cr_assert_eq(mapper_plan(fx.m, fx.s, 2, &none, &t2, &p), 0);
+    cr_expect_eq(p.told.net, state_net_current(fx.s));
+    d = mapper_plan_delta(fx.m, fx.s, 2, &p, fx.now);
+    cr_assert_not_null(d);
+    cr_expect_not_null(by_id(json_object_get(d, "PeersChanged"), 1));
+    cr_expect(filter_from(json_object_get(d, "PacketFilter"), "100.64.0.1"));
+    cr_expect_not_null(by_id(json_object_get(d, "UserProfiles"), (json_int_t)fx.alice));
+    json_decref(d);
+    mapper_plan_free(&p);
+    cr_assert_eq(mapper_plan(fx.m, fx.s, 3, &none, &t3, &p), 0);
+    d = mapper_plan_delta(fx.m, fx.s, 3, &p, fx.now);
+    cr_assert_not_null(d);
+    cr_expect_eq(json_integer_value(json_array_get(json_object_get(d, "PeersRemoved"), 0)), 1);
+    pf = json_object_get(d, "PacketFilter");
+    cr_expect(json_is_array(pf) && json_array_size(pf) == 0, "an empty filter is sent, not left out");
+    cr_expect(json_is_array(json_object_get(json_object_get(d, "SSHPolicy"), "rules")),
+              "the SSH rules are dropped with an empty list");
+    json_decref(d);
+    mapper_plan_free(&p);
+
+    /* Told the new policy, a node's plan is empty again. */
+    cr_assert_eq(mapper_plan(fx.m, fx.s, 1, &none, &t1, &p), 0);
+    cr_expect(p.node, "its CapMap lost custom:laptop: its own Node goes out");
+    cr_expect_not(mapper_plan_shareable(&p));
+    again = p.told;
+    mapper_plan_free(&p);
+    expect_plan(1, &none, &again, "", "", false);
+    state_net_unref(t1.net);
+    state_net_unref(t2.net);
+    state_net_unref(t3.net);
+    state_net_unref(t4.net);
+}
+
+Test(mapper, policy_batch_lists_kept_to_peers_seen)
+{
+    const uint64_t patched[] = { 2, 3 }, online[] = { 2, 3, 4 };
+    struct mapper_changes ch = { .patched = patched, .npatched = 2, .online = online,
+                                 .nonline = 3 };
+    struct mapper_policy_state t1;
+    json_t *d;
+
+    expect_policy(POLICY_SRV);
+    t1 = told_by_full_map(1);
+    d = mapper_delta(fx.m, fx.s, 1, &ch, fx.now);
+    cr_assert_not_null(d);
+    cr_expect_eq(json_array_size(json_object_get(d, "PeersChangedPatch")), 1);
+    cr_expect_eq(json_object_size(json_object_get(d, "OnlineChange")), 1);
+    cr_expect_not_null(json_object_get(json_object_get(d, "OnlineChange"), "3"));
+    json_decref(d);
+    cr_expect_null(mapper_delta(fx.m, fx.s, 4, &ch, fx.now), "carol sees none of them");
+    state_net_unref(t1.net);
+}
+
+Test(mapper, policy_node_added_and_removed_only_to_viewers)
+{
+    struct mapper_policy_state t1, t2, t3, n1, n2, n3;
+    const uint64_t five[] = { 5 };
+    struct mapper_changes added = { .changed = five, .nchanged = 1 };
+    struct mapper_changes removed = { .removed = five, .nremoved = 1 };
+    struct mapper_plan p;
+    sqlite3 *db;
+
+    expect_policy(POLICY_SRV);
+    t1 = told_by_full_map(1);
+    t2 = told_by_full_map(2);
+    t3 = told_by_full_map(3);
+    add_nodes(5); /* alice's: it reaches tag:srv */
+    expect_plan(3, &added, &t3, "5", "", true); /* and may now reach 3's port 22 */
+    expect_plan(1, &added, &t1, "", "", false);
+    expect_plan(2, &added, &t2, "", "", false);
+    expect_peers(5, "3");
+
+    n1 = told_by_full_map(1);
+    n2 = told_by_full_map(2);
+    n3 = told_by_full_map(3);
+    cr_assert_eq(sqlite3_open(fx.path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, "DELETE FROM nodes WHERE id = 5", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    state_unlock(fx.s);
+    state_refresh_node(fx.s, 5);
+    state_rdlock(fx.s);
+    expect_plan(3, &removed, &n3, "", "5", true);
+    expect_plan(1, &removed, &n1, "", "", false);
+    expect_plan(2, &removed, &n2, "", "", false);
+    /* Not knowing what it was told (its first map is on the way): told of the removal. */
+    cr_assert_eq(mapper_plan(fx.m, fx.s, 2, &removed, NULL, &p), 0);
+    cr_expect_eq(p.removed.n, 1);
+    mapper_plan_free(&p);
+    state_net_unref(t1.net);
+    state_net_unref(t2.net);
+    state_net_unref(t3.net);
+    state_net_unref(n1.net);
+    state_net_unref(n2.net);
+    state_net_unref(n3.net);
+}
+
+/* IP rules over nodes 1..LAST (100.64.0.<id>): everyone may reach 1..31 (two whole runs),
+ * and 40 may reach 45. Viewers see whole runs, parts of runs, or nothing: the zstd map,
+ * cached runs where it can, must still be exactly the text one. */
+#define POLICY_RUNS                                                                          \
+    "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"100.64.0.0/27:*\"]},"  \
+    "           {\"action\": \"accept\", \"src\": [\"100.64.0.40\"],"                        \
+    "            \"dst\": [\"100.64.0.45:*\"]}]}"
+
+Test(mapper, policy_zstd_runs_partly_seen)
+{
+    const uint64_t selves[] = { 1, 2, 17, 31, 32, 33, 40, 45, 46, LAST };
+    json_t *r;
+
+    add_nodes(LAST);
+    expect_policy(POLICY_RUNS);
+    for (size_t i = 0; i < HS_ARRAY_LEN(selves); i++)
+        expect_zstd_is_text(selves[i]);
+    r = full(46);
+    cr_expect_eq(json_array_size(json_object_get(r, "Peers")), 31, "1..31 only");
+    json_decref(r);
+    r = full(1);
+    cr_expect_eq(json_array_size(json_object_get(r, "Peers")), LAST - 1, "reached by all");
+    json_decref(r);
 }

@@ -1,0 +1,388 @@
+/* mapper: what the compiled policy puts in a node's maps (the peers it sees, its
+ * PacketFilter, SSH policy and CapMap) and, after a change, the plan of what one node is to
+ * be told. */
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mapper/mapper_internal.h"
+
+#define EMPTY_RULES "[]"
+#define EMPTY_CAPS "{}"
+#define POLICY_TEXT_MAX MAPPER_MAX_FRAME
+
+/* ---- views ---- */
+
+void mapper__view_init(struct mapper__view *v, struct state *s, uint64_t self)
+{
+    v->net = state_net_current(s);
+    v->self = state_net_index(v->net, self);
+    /* Without a policy, and compiled for exactly these nodes: no per-node questions. */
+    v->everyone = v->self != STATE_NET_NONE && state_net_all(v->net) &&
+                  state_net_exact(s, v->net);
+}
+
+bool mapper__view_sees(const struct mapper__view *v, struct state *s, size_t i)
+{
+    if (v->everyone)
+        return i != v->self; /* exact: the state index is the net index */
+    return state_net_sees(v->net, v->self, state_net_index_at(s, v->net, i));
+}
+
+bool mapper_sees_everyone(struct mapper *m, struct state *s, uint64_t self)
+{
+    struct mapper__view v;
+
+    (void)m;
+    mapper__view_init(&v, s, self);
+    return v.everyone;
+}
+
+/* ---- policy texts ---- */
+
+uint64_t mapper__hash(const struct mapper *m, const char *text, size_t len)
+{
+    unsigned char h[crypto_shorthash_BYTES];
+    uint64_t v;
+
+    crypto_shorthash(h, (const unsigned char *)text, len, m->hash_key);
+    memcpy(&v, h, sizeof(v));
+    return v;
+}
+
+void mapper__texts_init(struct mapper__texts *t)
+{
+    hs_buf_init(&t->filter, POLICY_TEXT_MAX);
+    hs_buf_init(&t->ssh, POLICY_TEXT_MAX);
+    hs_buf_init(&t->capmap, POLICY_TEXT_MAX);
+}
+
+void mapper__texts_free(struct mapper__texts *t)
+{
+    hs_buf_free(&t->filter);
+    hs_buf_free(&t->ssh);
+    hs_buf_free(&t->capmap);
+}
+
+/* A node the net does not know (it joined after a recompile failed) may reach nothing. */
+int mapper__texts_get(const struct state_net *net, size_t i, struct mapper__texts *t)
+{
+    const struct policy_net *pn = state_net_policy(net);
+    int rc;
+
+    hs_buf_reset(&t->filter);
+    hs_buf_reset(&t->ssh);
+    hs_buf_reset(&t->capmap);
+    if (i == STATE_NET_NONE) {
+        rc = hs_buf_puts(&t->filter, EMPTY_RULES);
+        if (rc == 0)
+            rc = hs_buf_puts(&t->ssh, EMPTY_RULES);
+        return rc ? rc : hs_buf_puts(&t->capmap, EMPTY_CAPS);
+    }
+    rc = policy_net_filter(pn, i, &t->filter);
+    if (rc == 0)
+        rc = policy_net_ssh(pn, i, &t->ssh);
+    if (rc == 0)
+        rc = policy_net_capmap(pn, i, &t->capmap);
+    return rc;
+}
+
+void mapper__texts_told(const struct mapper *m, const struct mapper__texts *t,
+                        struct state_net *net, struct mapper_policy_state *told)
+{
+    told->net = net;
+    told->filter = mapper__hash(m, t->filter.data, t->filter.len);
+    told->ssh = mapper__hash(m, t->ssh.data, t->ssh.len);
+    told->capmap = mapper__hash(m, t->capmap.data, t->capmap.len);
+}
+
+bool mapper__rules_empty(const struct hs_buf *b)
+{
+    return b->len == 0 || (b->len == 2 && memcmp(b->data, EMPTY_RULES, 2) == 0);
+}
+
+/* The node's own CapMap: the config's attributes plus the policy's nodeAttrs for it. */
+void mapper__merge_capmap(json_t *node, struct state *s, uint64_t self)
+{
+    struct state_net *net = state_net_current(s);
+    size_t i = state_net_index(net, self);
+    struct hs_buf text;
+    json_t *caps, *add;
+
+    if (i == STATE_NET_NONE || state_net_all(net))
+        return;
+    hs_buf_init(&text, POLICY_TEXT_MAX);
+    if (policy_net_capmap(state_net_policy(net), i, &text) == 0 &&
+        (add = json_loadb(text.data, text.len, 0, NULL))) {
+        if (!json_is_object(caps = json_object_get(node, "CapMap"))) {
+            caps = json_object();
+            json_object_set_new(node, "CapMap", caps);
+        }
+        if (json_is_object(add))
+            json_object_update(caps, add);
+        json_decref(add);
+    }
+    hs_buf_free(&text);
+}
+
+/* ---- plans ---- */
+
+static void ids_add(struct mapper_ids *l, uint64_t id, unsigned f)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 16;
+        l->v = hs_xrealloc(l->v, l->cap * sizeof(*l->v));
+        l->f = hs_xrealloc(l->f, l->cap * sizeof(*l->f));
+    }
+    l->v[l->n] = id;
+    l->f[l->n++] = f;
+}
+
+static void ids_free(struct mapper_ids *l)
+{
+    free(l->v);
+    free(l->f);
+    *l = (struct mapper_ids){ 0 };
+}
+
+static int cmp_idf(const void *a, const void *b)
+{
+    const struct { uint64_t id; unsigned f; } *x = a, *y = b;
+
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Sorts, merging duplicates (their fields ORed). */
+static void ids_normalise(struct mapper_ids *l)
+{
+    struct { uint64_t id; unsigned f; } *p;
+    size_t k = 0;
+
+    if (l->n < 2)
+        return;
+    p = hs_xcalloc(l->n, sizeof(*p));
+    for (size_t i = 0; i < l->n; i++) {
+        p[i].id = l->v[i];
+        p[i].f = l->f[i];
+    }
+    qsort(p, l->n, sizeof(*p), cmp_idf);
+    for (size_t i = 0; i < l->n; i++) {
+        if (k > 0 && l->v[k - 1] == p[i].id) {
+            l->f[k - 1] |= p[i].f;
+            continue;
+        }
+        l->v[k] = p[i].id;
+        l->f[k++] = p[i].f;
+    }
+    l->n = k;
+    free(p);
+}
+
+static bool ids_has(const struct mapper_ids *sorted, uint64_t id)
+{
+    size_t lo = 0, hi = sorted->n;
+
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (sorted->v[mid] < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < sorted->n && sorted->v[lo] == id;
+}
+
+/* Drops from l the ids in sorted. */
+static void ids_minus(struct mapper_ids *l, const struct mapper_ids *sorted)
+{
+    size_t k = 0;
+
+    if (sorted->n == 0)
+        return;
+    for (size_t i = 0; i < l->n; i++) {
+        if (ids_has(sorted, l->v[i]))
+            continue;
+        l->v[k] = l->v[i];
+        l->f[k++] = l->f[i];
+    }
+    l->n = k;
+}
+
+/* The ids of a batch list the viewer sees in net (viewer index vi). */
+static void keep_seen(struct mapper_ids *out, const uint64_t *ids, const unsigned *f, size_t n,
+                      uint64_t self, const struct state_net *net, size_t vi)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] == self)
+            continue;
+        if (net && !state_net_sees(net, vi, state_net_index(net, ids[i])))
+            continue;
+        ids_add(out, ids[i], f ? f[i] : 0);
+    }
+}
+
+/* Peers that appeared and vanished for a viewer that sees everyone in both nets: the ids
+ * one net has and the other lacks, the same for every such viewer, so worked out once per
+ * pair of nets (under the mapper's lock; a flush asks for it thousands of times). */
+static void everyone_diff(struct mapper *m, struct state_net *a, struct state_net *b,
+                          uint64_t self, struct mapper_plan *p)
+{
+    pthread_mutex_lock(&m->diff_mu);
+    if (m->diff_a != state_net_gen(a) || m->diff_b != state_net_gen(b)) {
+        free(m->appeared);
+        free(m->vanished);
+        m->appeared = state_net_minus(b, a, &m->nappeared);
+        m->vanished = state_net_minus(a, b, &m->nvanished);
+        m->diff_a = state_net_gen(a);
+        m->diff_b = state_net_gen(b);
+    }
+    for (size_t i = 0; i < m->nappeared; i++)
+        if (m->appeared[i] != self)
+            ids_add(&p->changed, m->appeared[i], STATE_F_OTHER);
+    for (size_t i = 0; i < m->nvanished; i++)
+        if (m->vanished[i] != self)
+            ids_add(&p->removed, m->vanished[i], 0);
+    pthread_mutex_unlock(&m->diff_mu);
+}
+
+/* Any viewer: one merge walk over the current nodes and the old net's ids (both ascend). */
+static void general_diff(struct state *s, struct state_net *a, size_t va, struct state_net *b,
+                         size_t vb, uint64_t self, struct mapper_plan *p)
+{
+    size_t n = state_node_count(s), na = state_net_count(a), i = 0, j = 0;
+
+    while (i < n || j < na) {
+        uint64_t sid = i < n ? state_node_at(s, i)->n.id : UINT64_MAX;
+        uint64_t aid = j < na ? state_net_id(a, j) : UINT64_MAX;
+        uint64_t id = sid < aid ? sid : aid;
+        bool was = false, is = false;
+
+        if (aid == id)
+            was = state_net_sees(a, va, j++);
+        if (sid == id)
+            is = state_net_sees(b, vb, state_net_index_at(s, b, i++));
+        if (id == self || was == is)
+            continue;
+        if (is)
+            ids_add(&p->changed, id, STATE_F_OTHER);
+        else
+            ids_add(&p->removed, id, 0);
+    }
+}
+
+/* The viewer's policy texts in the current net, against what it was told: those that differ
+ * go into the plan, and what it will have been told replaces `told`. */
+static int plan_texts(struct mapper *m, struct state_net *b, size_t vb,
+                      const struct mapper_policy_state *was, struct mapper_plan *p)
+{
+    struct mapper__texts t;
+    struct mapper_policy_state now;
+    int rc;
+
+    mapper__texts_init(&t);
+    if ((rc = mapper__texts_get(b, vb, &t)) == 0) {
+        mapper__texts_told(m, &t, b, &now);
+        if (now.filter != was->filter)
+            p->filter = hs_buf_steal(&t.filter);
+        if (now.ssh != was->ssh)
+            p->ssh = hs_buf_steal(&t.ssh);
+        if (now.capmap != was->capmap)
+            p->node = true;
+        p->told = now;
+    }
+    mapper__texts_free(&t);
+    return rc;
+}
+
+int mapper_plan(struct mapper *m, struct state *s, uint64_t self, const struct mapper_changes *ch,
+                const struct mapper_policy_state *was, struct mapper_plan *p)
+{
+    struct state_net *b = state_net_current(s), *a = was ? was->net : NULL;
+    size_t vb = state_net_index(b, self), va = a ? state_net_index(a, self) : STATE_NET_NONE;
+    int rc = 0;
+
+    memset(p, 0, sizeof(*p));
+    if (was)
+        p->told = *was;
+    for (size_t i = 0; i < ch->nchanged; i++)
+        if (ch->changed[i] == self)
+            p->node = true; /* its own Node */
+    keep_seen(&p->changed, ch->changed, NULL, ch->nchanged, self, b, vb);
+    keep_seen(&p->patched, ch->patched, ch->patched_fields, ch->npatched, self, b, vb);
+    keep_seen(&p->online, ch->online, NULL, ch->nonline, self, b, vb);
+    /* Removed nodes are in no current net: only the one the viewer was told about can say
+     * whether it had them. Not knowing that (its first map is still on its way), tell it. */
+    keep_seen(&p->removed, ch->removed, NULL, ch->nremoved, self, a, va);
+    if (a && a != b) {
+        bool a_all = state_net_all(a) && va != STATE_NET_NONE;
+        bool b_all = state_net_all(b) && vb != STATE_NET_NONE && state_net_exact(s, b);
+        if (a_all && b_all)
+            everyone_diff(m, a, b, self, p);
+        else
+            general_diff(s, a, va, b, vb, self, p);
+        rc = plan_texts(m, b, vb, was, p);
+    }
+    ids_normalise(&p->changed);
+    ids_normalise(&p->removed);
+    ids_normalise(&p->patched);
+    ids_normalise(&p->online);
+    /* A peer sent whole needs no patch besides. */
+    ids_minus(&p->patched, &p->changed);
+    if (rc < 0)
+        mapper_plan_free(p);
+    return rc;
+}
+
+bool mapper_plan_shareable(const struct mapper_plan *p)
+{
+    return !p->node && !p->filter && !p->ssh;
+}
+
+bool mapper_plan_empty(const struct mapper_plan *p)
+{
+    return mapper_plan_shareable(p) && !p->changed.n && !p->patched.n && !p->removed.n &&
+           !p->online.n;
+}
+
+static uint64_t mix(uint64_t h, uint64_t v)
+{
+    h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+    return h;
+}
+
+uint64_t mapper_plan_hash(const struct mapper_plan *p)
+{
+    const struct mapper_ids *l[] = { &p->changed, &p->patched, &p->removed, &p->online };
+    uint64_t h = 0;
+
+    for (size_t k = 0; k < HS_ARRAY_LEN(l); k++) {
+        h = mix(h, l[k]->n);
+        for (size_t i = 0; i < l[k]->n; i++)
+            h = mix(mix(h, l[k]->v[i]), l[k]->f[i]);
+    }
+    return h;
+}
+
+static bool ids_same(const struct mapper_ids *a, const struct mapper_ids *b)
+{
+    return a->n == b->n && (a->n == 0 || (memcmp(a->v, b->v, a->n * sizeof(*a->v)) == 0 &&
+                                          memcmp(a->f, b->f, a->n * sizeof(*a->f)) == 0));
+}
+
+bool mapper_plan_same(const struct mapper_plan *a, const struct mapper_plan *b)
+{
+    return mapper_plan_shareable(a) && mapper_plan_shareable(b) &&
+           ids_same(&a->changed, &b->changed) && ids_same(&a->patched, &b->patched) &&
+           ids_same(&a->removed, &b->removed) && ids_same(&a->online, &b->online);
+}
+
+void mapper_plan_free(struct mapper_plan *p)
+{
+    ids_free(&p->changed);
+    ids_free(&p->patched);
+    ids_free(&p->removed);
+    ids_free(&p->online);
+    free(p->filter);
+    free(p->ssh);
+    p->filter = p->ssh = NULL;
+}

@@ -1,0 +1,356 @@
+"""The policy in force, in the running server: set with `headscale policy set` (database mode)
+or re-read on SIGHUP (file mode); a policy that does not load or compile is refused and the
+one in force stays (GET /api/v1/policy); `headscale policy check`. Its effect on maps is seen
+through our own control-protocol client (tests/system/noise_client.py): peers and
+PacketFilter of full maps, and the deltas live map streams get when the policy changes; the
+real-traffic checks with tailscaled are in the tailnet tests."""
+
+import http.client
+import json
+import os
+import signal
+import socket
+import struct
+import time
+
+import pytest
+
+import noise_client
+from helpers import assert_problem, unique
+
+CAPVER = 113
+
+POLICY_ALL = '{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}\n'
+# The users are created per test with unique names: policies are made from them.
+
+
+def policy_ab(a, b):
+    """a's devices may reach b's on port 22, and the policy's own test says so."""
+    return ('{\n  // %s may ssh to %s\n  "acls": [{"action": "accept", "src": ["%s@"],'
+            ' "dst": ["%s@:22"]}],\n  "tests": [{"src": "%s@", "accept": ["%s@:22"]}],\n}\n'
+            % (a, b, a, b, a, b))
+
+
+# Fails whatever the tailnet: only port 22 is open, its test wants 80.
+POLICY_FAILING_TEST = ('{"hosts": {"srv": "100.100.0.1"},'
+                       ' "acls": [{"action": "accept", "src": ["*"], "dst": ["srv:22"]}],'
+                       ' "tests": [{"src": "100.64.0.1", "accept": ["srv:80"]}]}\n')
+POLICY_SYNTAX_ERROR = '{"acls": [}\n'
+
+
+# ---------------------------------------------------------------- a control client
+
+class Client:
+    """One node through the real control protocol: Noise over plain HTTP, HTTP/2, a pre-auth
+    key registration, one-shot full maps and a streaming map poll (no zstd)."""
+
+    def __init__(self, server):
+        self.server = server
+        self.host = f"127.0.0.1:{server.port}"
+        self.machine = noise_client.new_private_key()
+        self.node_key = os.urandom(32)
+        self.disco_key = os.urandom(32)
+        self.sock = None
+        self.h2 = None
+        self.sid = None
+        self.buf = b""
+        self.id = None
+
+    def _connect(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=10)
+        conn.request("GET", f"/key?v={CAPVER}")
+        body = conn.getresponse().read()
+        conn.close()
+        server_pub = noise_client.key_from_text(json.loads(body)["publicKey"], "mkey:")
+        sock = socket.create_connection(("127.0.0.1", self.server.port), timeout=10)
+        nconn = noise_client.handshake(sock, self.host, server_pub, self.machine)
+        return sock, noise_client.H2Session(nconn, self.host)
+
+    def _map_request(self, stream):
+        return {"Version": CAPVER, "NodeKey": "nodekey:" + self.node_key.hex(),
+                "DiscoKey": "discokey:" + self.disco_key.hex(), "Stream": stream,
+                "KeepAlive": stream, "OmitPeers": False, "Compress": "",
+                "Hostinfo": {"Hostname": "h", "OS": "linux"}}
+
+    def register(self, user_id):
+        key = self.server.cli_json("preauthkeys", "-u", str(user_id), "create",
+                                   "-e", "1h")["key"]
+        sock, h2 = self._connect()
+        try:
+            req = {"Version": CAPVER, "NodeKey": "nodekey:" + self.node_key.hex(),
+                   "OldNodeKey": "nodekey:" + "0" * 64, "Auth": {"AuthKey": key},
+                   "Hostinfo": {"Hostname": unique("n"), "OS": "linux"},
+                   "Expiry": "0001-01-01T00:00:00Z"}
+            st, _, body = h2.request("POST", "/machine/register", json.dumps(req).encode())
+            assert st == 200 and json.loads(body).get("MachineAuthorized"), (st, body)
+        finally:
+            sock.close()
+        self.id = self.full_map()["Node"]["ID"]
+        return self
+
+    def full_map(self):
+        sock, h2 = self._connect()
+        try:
+            st, _, body = h2.request("POST", "/machine/map",
+                                     json.dumps(self._map_request(False)).encode())
+        finally:
+            sock.close()
+        assert st == 200, (st, body)
+        (n,) = struct.unpack("<I", body[:4])
+        return json.loads(body[4:4 + n])
+
+    # ---- streaming ----
+    def open_stream(self):
+        import h2.events  # noqa: F401 (the package the session uses)
+        self.sock, self.h2 = self._connect()
+        body = json.dumps(self._map_request(True)).encode()
+        c = self.h2.conn
+        self.sid = c.get_next_available_stream_id()
+        c.send_headers(self.sid, [(":method", "POST"), (":scheme", "http"),
+                                  (":authority", self.host), (":path", "/machine/map"),
+                                  ("content-type", "application/json"),
+                                  ("content-length", str(len(body)))])
+        c.send_data(self.sid, body, end_stream=True)
+        self.h2._flush()
+        first = self.next_message(10)
+        assert first and "Peers" in first, first
+        return first
+
+    def next_message(self, timeout):
+        """The next map message on the stream (keep-alives skipped), or None by timeout."""
+        import h2.events
+        deadline = time.monotonic() + timeout
+        while True:
+            if len(self.buf) >= 4:
+                (n,) = struct.unpack("<I", self.buf[:4])
+                if len(self.buf) >= 4 + n:
+                    msg = json.loads(self.buf[4:4 + n])
+                    self.buf = self.buf[4 + n:]
+                    if msg == {"KeepAlive": True}:
+                        continue
+                    return msg
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                data = self.h2.n.read(left)
+            except (TimeoutError, socket.timeout):
+                return None
+            for ev in self.h2.conn.receive_data(data):
+                if isinstance(ev, h2.events.DataReceived) and ev.stream_id == self.sid:
+                    self.buf += ev.data
+                    self.h2.conn.acknowledge_received_data(ev.flow_controlled_length, self.sid)
+                elif isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset,
+                                     h2.events.ConnectionTerminated)):
+                    raise EOFError(f"map stream ended: {ev!r}")
+            self.h2._flush()
+
+    def drain(self, quiet=1.5, limit=15):
+        """Every message until none came for `quiet` seconds."""
+        msgs, end = [], time.monotonic() + limit
+        while time.monotonic() < end:
+            m = self.next_message(quiet)
+            if m is None:
+                return msgs
+            msgs.append(m)
+        raise AssertionError(f"node {self.id}: messages never stopped: {msgs[-3:]}")
+
+    def close(self):
+        if self.sock:
+            self.sock.close()
+            self.sock = None
+
+
+def peer_ids(full):
+    return sorted(p["ID"] for p in full.get("Peers") or [])
+
+
+def merged(msgs):
+    """What a run of deltas says: peers added/removed, the last PacketFilter (or None)."""
+    added, removed, pf = set(), set(), None
+    for m in msgs:
+        added |= {p["ID"] for p in m.get("PeersChanged") or []}
+        removed |= set(m.get("PeersRemoved") or [])
+        if "PacketFilter" in m:
+            pf = m["PacketFilter"]
+    return added, removed, pf
+
+
+def allows_all(pf):
+    """Some rule opens every port of every address (the sources are "*" without a policy,
+    the tailnet's ranges with one that says "*")."""
+    return any(d.get("IP") == "*" and d.get("Ports") == {"First": 0, "Last": 65535}
+               for r in pf or [] for d in r.get("DstPorts") or [])
+
+
+@pytest.fixture
+def clients():
+    made = []
+
+    def make(server, user_id):
+        c = Client(server).register(user_id)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def wait_for(pred, what, timeout=10):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# ---------------------------------------------------------------- database mode
+
+def test_policy_set_takes_effect_and_bad_one_keeps_old(server_factory, clients, tmp_path):
+    s = server_factory()
+    alice, bob = s.create_user(), s.create_user()
+    a = clients(s, alice["id"])
+    b = clients(s, bob["id"])
+    a2 = clients(s, alice["id"])
+    full = a.full_map()
+    assert peer_ids(full) == sorted([b.id, a2.id]), "no policy: everyone sees everyone"
+    assert allows_all(full["PacketFilter"])
+    for c in (a, b, a2):
+        c.open_stream()
+    for c in (a, b, a2):
+        c.drain()
+
+    good = policy_ab(alice["name"], bob["name"])
+    f = tmp_path / "good.hujson"
+    f.write_text(good)
+    r = s.cli_ok("policy", "check", "-f", str(f))
+    assert "valid" in r.stdout
+    r = s.cli_ok("policy", "set", "-f", str(f))
+    assert "Policy updated" in r.stdout
+    assert s.api_ok("GET", "/api/v1/policy")["policy"] == good
+
+    # alice's devices reach bob's: a and a2 see b, not each other; b sees both.
+    added, removed, pf = merged(a.drain())
+    assert removed == {a2.id} and not added, (added, removed)
+    assert pf == [], "nothing may reach alice's laptop any more: an empty filter"
+    added, removed, pf = merged(a2.drain())
+    assert removed == {a.id} and pf == []
+    added, removed, pf = merged(b.drain())
+    assert not added and not removed, "bob's node sees the same peers"
+    assert pf and not allows_all(pf), f"port 22 from alice only: {pf}"
+    assert any(d["Ports"]["First"] == 22 for rule in pf for d in rule["DstPorts"]), pf
+    assert peer_ids(a.full_map()) == [b.id]
+    assert peer_ids(b.full_map()) == sorted([a.id, a2.id])
+
+    # The same policy in other words (a comment more): nobody is told anything.
+    f.write_text("// reworded\n" + good)
+    s.cli_ok("policy", "set", "-f", str(f))
+    for c in (a, b, a2):
+        assert c.drain(quiet=1.0) == [], f"node {c.id}: no change, no message"
+
+    # Refused: its own test fails, or it does not parse. Nothing stored, nothing sent.
+    before = s.api_ok("GET", "/api/v1/policy")
+    for bad in (POLICY_FAILING_TEST, POLICY_SYNTAX_ERROR):
+        f.write_text(bad)
+        r = s.cli("policy", "check", "-f", str(f))
+        assert r.returncode != 0 and "Error" in r.stderr, (r.stdout, r.stderr)
+        r = s.cli("policy", "set", "-f", str(f))
+        assert r.returncode != 0 and "Error" in r.stderr, (r.stdout, r.stderr)
+        st, body = s.api("PUT", "/api/v1/policy", {"policy": bad})
+        assert_problem(st, body, 400, f"PUT {bad!r}")
+        st, body = s.api("POST", "/api/v1/policy/check", {"policy": bad})
+        assert_problem(st, body, 400, f"check {bad!r}")
+    assert "test(s) failed" in s.api("PUT", "/api/v1/policy",
+                                     {"policy": POLICY_FAILING_TEST})[1]["detail"]
+    assert s.api_ok("GET", "/api/v1/policy") == before
+    for c in (a, b, a2):
+        assert c.drain(quiet=1.0) == [], f"node {c.id}: a refused policy changes nothing"
+
+    # Back to allow-all: a and a2 see each other again, filters open up.
+    f.write_text(POLICY_ALL)
+    s.cli_ok("policy", "set", "-f", str(f))
+    added, removed, pf = merged(a.drain())
+    assert added == {a2.id} and not removed and allows_all(pf)
+    added, removed, pf = merged(b.drain())
+    assert not added and not removed and allows_all(pf)
+
+
+def test_stored_policy_in_force_after_restart(server_factory, clients):
+    s = server_factory()
+    alice, bob = s.create_user(), s.create_user()
+    a = clients(s, alice["id"])
+    clients(s, bob["id"])
+    a2 = clients(s, alice["id"])
+    good = policy_ab(alice["name"], bob["name"])
+    s.api_ok("PUT", "/api/v1/policy", {"policy": good})
+    s.stop()
+    s.start()
+    assert s.api_ok("GET", "/api/v1/policy")["policy"] == good
+    assert a2.id not in peer_ids(a.full_map())
+
+
+# ---------------------------------------------------------------- file mode, SIGHUP
+
+def sighup_and_wait(s, marker, before):
+    s.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: s.log_text().count(marker) > before, f"log line {marker!r}")
+
+
+def test_sighup_reloads_the_policy_file(server_factory, clients):
+    s = server_factory(policy_mode="file", policy_text=POLICY_ALL)
+    alice, bob = s.create_user(), s.create_user()
+    a = clients(s, alice["id"])
+    b = clients(s, bob["id"])
+    a2 = clients(s, alice["id"])
+    a.open_stream()
+    a.drain()
+    ok, refused = "policy: reloaded", "policy: not reloaded"
+
+    good = policy_ab(alice["name"], bob["name"])
+    write(s.policy_path, good)
+    sighup_and_wait(s, ok, s.log_text().count(ok))
+    assert s.api_ok("GET", "/api/v1/policy")["policy"] == good
+    added, removed, pf = merged(a.drain())
+    assert removed == {a2.id} and not added and pf == []
+    assert peer_ids(a.full_map()) == [b.id]
+
+    for bad, why in ((POLICY_SYNTAX_ERROR, s.policy_path),
+                     (POLICY_FAILING_TEST, "test(s) failed")):
+        write(s.policy_path, bad)
+        sighup_and_wait(s, refused, s.log_text().count(refused))
+        line = [ln for ln in s.log_text().splitlines() if refused in ln][-1]
+        assert why in line, line
+        assert s.api_ok("GET", "/api/v1/policy")["policy"] == good, "the old one stays"
+        assert a.drain(quiet=1.0) == []
+        assert peer_ids(a.full_map()) == [b.id]
+
+    # A file that is gone is refused the same way; then a good one is taken again.
+    os.unlink(s.policy_path)
+    sighup_and_wait(s, refused, s.log_text().count(refused))
+    assert s.api_ok("GET", "/api/v1/policy")["policy"] == good
+    write(s.policy_path, POLICY_ALL)
+    sighup_and_wait(s, ok, s.log_text().count(ok))
+    assert s.api_ok("GET", "/api/v1/policy")["policy"] == POLICY_ALL
+    added, removed, pf = merged(a.drain())
+    assert added == {a2.id} and allows_all(pf)
+    assert s.running
+
+
+def test_policy_file_that_fails_its_tests_refuses_to_start(server_factory):
+    s = server_factory(start=False, policy_mode="file", policy_text=POLICY_FAILING_TEST)
+    p = s.spawn()
+    try:
+        rc = p.wait(timeout=20)
+    except Exception:
+        p.kill()
+        p.wait(timeout=10)
+        raise AssertionError("serve with a failing policy file did not exit")
+    assert rc != 0
+    assert "test(s) failed" in s.log_text() and s.policy_path in s.log_text()
