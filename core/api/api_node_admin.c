@@ -162,6 +162,9 @@ static void complete_registration(struct api_call *c, const char *user, const ch
     if (rc == -ENOENT)
         api_error(c, 404, "no pending registration \"%s\" (it may have expired)",
                   registration_id(key));
+    else if (rc == -EPERM)
+        api_error(c, 400, "the node's requested tags (--advertise-tags) are invalid or not "
+                          "permitted for user \"%s\" by the policy's tagOwners", user);
     else if (rc < 0)
         api_store_error(c, rc, "node");
     else

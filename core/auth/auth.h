@@ -60,13 +60,25 @@ struct auth_node_request {
     bool ephemeral;
 };
 
+/* Whether a node of user_id may take tag: the policy's tagOwners (the server answers from
+ * the policy in force). Any thread. */
+typedef bool (*auth_tag_check_fn)(void *arg, uint64_t user_id, const char *tag);
+/* Tags a client asks for (Hostinfo.RequestTags, `tailscale up --advertise-tags`) are given
+ * only when fn allows every one of them for the user the node would belong to: the node is
+ * then tagged (owned by its tags, no user, no key expiry). Otherwise the registration is
+ * refused with -EPERM, as headscale refuses it ("requested tags ... are invalid or not
+ * permitted"). Without fn every requested tag is refused. */
+void auth_set_tag_check(struct auth *a, auth_tag_check_fn fn, void *arg);
+
 /* The MagicDNS label for a host name (Tailscale's sanitiser): lowercase, space . @ _ → '-',
  * other invalid characters dropped, edge hyphens trimmed, at most 63 chars, "node" if empty. */
 void auth_given_name(const char *hostname, char *out, size_t size);
 
 /* Pre-auth key login: validates the key (-EACCES, -EKEYEXPIRED, -EALREADY), then creates the
  * node or, when this machine already has a node of the same owner, re-registers it in place
- * (same id and addresses). A single-use key is marked used on first registration only. */
+ * (same id and addresses). A single-use key is marked used on first registration only. With a
+ * user's key, requested tags are checked for that user (-EPERM, see auth_set_tag_check); a
+ * tagged key's tags are the node's, whatever it asks for. */
 int auth_register_with_key(struct auth *a, const char *key, const struct auth_node_request *rq,
                            struct store_node *out);
 
@@ -76,7 +88,8 @@ int auth_registration_start(struct auth *a, const struct auth_node_request *rq,
                             char id[AUTH_REG_ID_MAX]);
 
 /* An operator completes a pending registration for a user (`nodes register`): creates or
- * re-registers the node. -ENOENT for an unknown or expired id. */
+ * re-registers the node. -ENOENT for an unknown or expired id; -EPERM when the node asked
+ * for tags the user may not give it. */
 int auth_registration_complete(struct auth *a, const char *id, uint64_t user_id,
                                struct store_node *out);
 

@@ -59,6 +59,74 @@ static int64_t login_expiry(const struct auth *a, const struct auth_node_request
     return hs_now_us() + a->cfg->node_expiry_us;
 }
 
+void auth_set_tag_check(struct auth *a, auth_tag_check_fn fn, void *arg)
+{
+    a->tag_check = fn;
+    a->tag_check_arg = arg;
+}
+
+/* tailcfg.CheckTag: "tag:", a letter, then letters, digits and dashes. */
+static bool tag_well_formed(const char *t)
+{
+    if (!hs_has_prefix(t, "tag:") || !isalpha((unsigned char)t[4]))
+        return false;
+    for (t += 4; *t; t++)
+        if (!isalnum((unsigned char)*t) && *t != '-')
+            return false;
+    return true;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Hostinfo.RequestTags, sorted without duplicates, into out (empty when none). -EPERM (the
+ * refused ones logged) unless each is well formed and allowed for user_id. */
+static int requested_tags(struct auth *a, const char *hostinfo_json, uint64_t user_id,
+                          struct hs_strv *out)
+{
+    json_t *hi = hostinfo_json ? json_loads(hostinfo_json, 0, NULL) : NULL, *t;
+    struct hs_buf refused;
+    size_t i;
+    int rc = 0;
+
+    hs_buf_init(&refused, 1024);
+    json_array_foreach(json_object_get(hi, "RequestTags"), i, t) {
+        const char *tag = json_string_value(t);
+        if (tag && tag_well_formed(tag) && a->tag_check &&
+            a->tag_check(a->tag_check_arg, user_id, tag)) {
+            if (!hs_strv_contains(out, tag))
+                hs_strv_push(out, tag);
+            continue;
+        }
+        hs_buf_appendf(&refused, "%s%.64s", refused.len ? " " : "", tag ? tag : "(not a string)");
+        rc = -EPERM;
+    }
+    if (rc < 0) {
+        log_info("auth: requested tags [%s] are invalid or not permitted for user %llu",
+                 refused.data, (unsigned long long)user_id);
+        hs_strv_free(out);
+    } else if (out->n > 1) {
+        qsort(out->v, out->n, sizeof(*out->v), cmp_str);
+    }
+    hs_buf_free(&refused);
+    json_decref(hi);
+    return rc;
+}
+
+/* The owner of a node registered for user_id: user_id itself, or, if it asked for tags
+ * (all allowed), no user and those tags. */
+static int owner_of(struct auth *a, const struct auth_node_request *rq, uint64_t *user_id,
+                    struct hs_strv *tags)
+{
+    int rc = requested_tags(a, rq->hostinfo_json, *user_id, tags);
+
+    if (rc == 0 && tags->n)
+        *user_id = 0; /* tagged: owned by its tags */
+    return rc;
+}
+
 static bool same_owner(const struct store_node *n, uint64_t user_id, const struct hs_strv *tags)
 {
     if (user_id)
@@ -134,6 +202,12 @@ int auth_register_with_key(struct auth *a, const char *key, const struct auth_no
         store_preauthkey_free(&used);
         return rc;
     }
+    if (k.tags.n == 0) { /* a user's key: the node may ask for tags that user owns */
+        if ((rc = owner_of(a, rq, &k.user_id, &k.tags)) < 0) {
+            store_preauthkey_free(&k);
+            return rc;
+        }
+    }
     rc = register_node(a, rq, k.user_id, &k.tags, REGISTER_AUTH_KEY, k.id,
                        k.ephemeral || rq->ephemeral, out);
     if (rc == 0 && (rc = store_preauthkey_use(a->st, k.id)) == -EACCES) {
@@ -177,9 +251,10 @@ int auth_registration_start(struct auth *a, const struct auth_node_request *rq,
 int auth_registration_complete(struct auth *a, const char *id, uint64_t user_id,
                                struct store_node *out)
 {
+    uint64_t owner = user_id;
     struct store_registration r;
     struct auth_node_request rq = { 0 };
-    struct hs_strv no_tags = { 0 };
+    struct hs_strv tags = { 0 };
     json_t *data;
     int rc;
 
@@ -196,9 +271,12 @@ int auth_registration_complete(struct auth *a, const char *id, uint64_t user_id,
     rq.hostinfo_json = hs_json_str(data, "hostinfo");
     rq.expiry = json_integer_value(json_object_get(data, "expiry"));
     rq.ephemeral = json_is_true(json_object_get(data, "ephemeral"));
-    rc = register_node(a, &rq, user_id, &no_tags, REGISTER_CLI, 0, rq.ephemeral, out);
+    rc = owner_of(a, &rq, &owner, &tags);
+    if (rc == 0)
+        rc = register_node(a, &rq, owner, &tags, REGISTER_CLI, 0, rq.ephemeral, out);
     if (rc == 0 && (rc = store_registration_complete(a->st, id, user_id, out->id)) < 0)
         store_node_free(out);
+    hs_strv_free(&tags);
     json_decref(data);
     store_registration_free(&r);
     return rc;

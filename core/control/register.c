@@ -105,6 +105,7 @@ static const char *key_error_text(int rc)
     case -EKEYEXPIRED: return "authkey expired";
     case -EALREADY: return "authkey already used";
     case -EACCES: return "invalid pre auth key";
+    case -EPERM: return "requested tags are invalid or not permitted";
     default: return "registration failed";
     }
 }

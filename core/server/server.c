@@ -452,6 +452,14 @@ static void reload_policy(struct server *srv)
                                               ? srv->cfg->policy_path : "no policy file: allow all");
 }
 
+/* Tags a registering node asks for, against the policy in force (auth_set_tag_check). */
+static bool tag_check(void *arg, uint64_t user_id, const char *tag)
+{
+    struct server *srv = arg;
+
+    return state_policy_tag_allowed(srv->state, user_id, tag);
+}
+
 /* A refreshed DERP map reaches every client through a full map. */
 static void on_derpmap_change(void *arg)
 {
@@ -550,6 +558,7 @@ static int server_build(struct server *srv, const struct hs_config *cfg)
     }
     if ((rc = load_policy(srv)) < 0)
         return rc;
+    auth_set_tag_check(srv->auth, tag_check, srv);
     srv->api = api_new(cfg, srv->st, srv->auth, srv->state);
     if ((rc = derpmap_new(cfg, &srv->derpmap)) < 0)
         return rc;

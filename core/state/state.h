@@ -158,6 +158,10 @@ int state_policy_load(struct state *s, char *err, size_t errsize);
  * with a message in err. */
 int state_policy_check(struct state *s, const char *text, size_t len, enum policy_format fmt,
                        char *err, size_t errsize);
+/* Whether a node of user_id (0: none) may take tag under the policy in force: the tag is in
+ * its tagOwners and lists the user or a group the user is in. Without a policy every tag is
+ * allowed (policy_tag_allowed). Any thread. */
+bool state_policy_tag_allowed(struct state *s, uint64_t user_id, const char *tag);
 /* A copy of the policy text in force (caller frees) and when it was stored (0 for a file).
  * -ENOENT when there is none. */
 int state_policy_text(struct state *s, char **text, int64_t *updated_at);

@@ -177,7 +177,9 @@ void state__recompile(struct state *s, const uint64_t *changed, size_t nchanged)
     struct policy_net *pn;
     int rc;
 
-    /* The current net stands for the nodes before this change only if it was exact. */
+    /* An empty tailnet leaves nothing to carry over: compile it whole. */
+    if (s->net->n == 0)
+        changed = NULL;
     topology_build(s, &tp);
     rc = policy_recompile(s->net->pn, &tp.t, changed, nchanged, &pn);
     free(tp.users);
@@ -342,6 +344,21 @@ int state_policy_check(struct state *s, const char *text, size_t len, enum polic
     }
     policy_free(p);
     return rc;
+}
+
+bool state_policy_tag_allowed(struct state *s, uint64_t user_id, const char *tag)
+{
+    const struct state_user *su;
+    struct policy_user u;
+    bool ok;
+
+    pthread_rwlock_rdlock(&s->lock);
+    su = user_id ? state_user_by_id(s, user_id) : NULL;
+    if (su)
+        u = (struct policy_user){ .id = su->u.id, .name = su->u.name, .email = su->u.email };
+    ok = policy_tag_allowed(s->policy, su ? &u : NULL, NULL, 0, tag);
+    pthread_rwlock_unlock(&s->lock);
+    return ok;
 }
 
 int state_policy_text(struct state *s, char **text, int64_t *updated_at)

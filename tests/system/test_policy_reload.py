@@ -72,19 +72,28 @@ class Client:
                 "KeepAlive": stream, "OmitPeers": False, "Compress": "",
                 "Hostinfo": {"Hostname": "h", "OS": "linux"}}
 
-    def register(self, user_id):
+    def register(self, user_id, request_tags=None, refused=False):
+        """Registers with a pre-auth key of the user (Hostinfo.RequestTags when given);
+        refused=True expects the server to say no → its RegisterResponse."""
         key = self.server.cli_json("preauthkeys", "-u", str(user_id), "create",
                                    "-e", "1h")["key"]
+        hostinfo = {"Hostname": unique("n"), "OS": "linux"}
+        if request_tags is not None:
+            hostinfo["RequestTags"] = request_tags
         sock, h2 = self._connect()
         try:
             req = {"Version": CAPVER, "NodeKey": "nodekey:" + self.node_key.hex(),
                    "OldNodeKey": "nodekey:" + "0" * 64, "Auth": {"AuthKey": key},
-                   "Hostinfo": {"Hostname": unique("n"), "OS": "linux"},
-                   "Expiry": "0001-01-01T00:00:00Z"}
+                   "Hostinfo": hostinfo, "Expiry": "0001-01-01T00:00:00Z"}
             st, _, body = h2.request("POST", "/machine/register", json.dumps(req).encode())
-            assert st == 200 and json.loads(body).get("MachineAuthorized"), (st, body)
         finally:
             sock.close()
+        assert st == 200, (st, body)
+        resp = json.loads(body)
+        if refused:
+            assert not resp.get("MachineAuthorized") and resp.get("Error"), resp
+            return resp
+        assert resp.get("MachineAuthorized"), resp
         self.id = self.full_map()["Node"]["ID"]
         return self
 
@@ -294,6 +303,32 @@ def test_stored_policy_in_force_after_restart(server_factory, clients):
     s.start()
     assert s.api_ok("GET", "/api/v1/policy")["policy"] == good
     assert a2.id not in peer_ids(a.full_map())
+
+
+# ---------------------------------------------------------------- requested tags
+
+TAGGED_DEVICES = 2147455555
+
+
+def test_requested_tags_follow_tag_owners(server_factory):
+    s = server_factory()
+    alice, bob = s.create_user(), s.create_user()
+    pol = ('{"tagOwners": {"tag:web": ["%s@"]},'
+           ' "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}' % alice["name"])
+    s.api_ok("PUT", "/api/v1/policy", {"policy": pol})
+
+    web = Client(s).register(alice["id"], request_tags=["tag:web"])
+    node = web.full_map()["Node"]
+    assert node.get("Tags") == ["tag:web"], node
+    assert node["User"] == TAGGED_DEVICES, "a tagged node belongs to its tags"
+    assert "KeyExpiry" not in node, "tagged nodes do not expire"
+
+    resp = Client(s).register(bob["id"], request_tags=["tag:web"], refused=True)
+    assert "not permitted" in resp["Error"], resp
+    resp = Client(s).register(alice["id"], request_tags=["tag:web", "tag:db"], refused=True)
+    assert "not permitted" in resp["Error"], resp
+    names = [n.get("givenName") or n.get("given_name") for n in s.cli_json("nodes", "list")]
+    assert len(names) == 1, f"refused registrations leave no node: {names}"
 
 
 # ---------------------------------------------------------------- file mode, SIGHUP

@@ -126,3 +126,129 @@ Test(auth, preauthkey_single_use_and_expiry)
     store_preauthkey_free(&k);
     store_user_free(&uo);
 }
+
+/* ---- tags a client asks for (Hostinfo.RequestTags) ---- */
+
+/* The policy stand-in: the first user may take tag:ok and tag:also, nobody anything else. */
+static uint64_t tag_owner;
+
+static bool allow_ok(void *arg, uint64_t user_id, const char *tag)
+{
+    (void)arg;
+    return user_id == tag_owner && (strcmp(tag, "tag:ok") == 0 || strcmp(tag, "tag:also") == 0);
+}
+
+static struct auth_node_request tag_request(int key, const char *hostinfo)
+{
+    struct auth_node_request rq = { .hostinfo_json = hostinfo, .hostname = "tagged-host" };
+
+    memset(rq.machine_key, key, sizeof(rq.machine_key));
+    memset(rq.node_key, key, sizeof(rq.node_key));
+    return rq;
+}
+
+static void user_key(const char *name, uint64_t *user, char full[AUTH_KEY_TEXT_MAX])
+{
+    struct store_user u = { .name = (char *)name }, uo;
+    struct store_preauthkey in = { .reusable = true }, k;
+
+    cr_assert_eq(store_user_create(st, &u, &uo), 0);
+    *user = uo.id;
+    in.user_id = uo.id;
+    cr_assert_eq(auth_preauthkey_create(au, &in, full, &k), 0);
+    store_preauthkey_free(&k);
+    store_user_free(&uo);
+}
+
+static size_t node_count(void)
+{
+    struct store_node *v;
+    size_t n;
+
+    cr_assert_eq(store_node_list(st, 0, &v, &n), 0);
+    store_node_list_free(v, n);
+    return n;
+}
+
+Test(auth, requested_tags_need_the_policy)
+{
+    static const char want[] = "{\"Hostname\":\"h\",\"RequestTags\":[\"tag:ok\",\"tag:also\","
+                               "\"tag:ok\"]}";
+    char full[AUTH_KEY_TEXT_MAX];
+    struct auth_node_request rq;
+    struct store_node n;
+    uint64_t alice;
+
+    user_key("alice", &alice, full);
+    tag_owner = alice;
+    rq = tag_request(1, want);
+    cr_expect_eq(auth_register_with_key(au, full, &rq, &n), -EPERM, "no check set: refused");
+    cr_expect_eq(node_count(), 0);
+
+    auth_set_tag_check(au, allow_ok, NULL);
+    cr_assert_eq(auth_register_with_key(au, full, &rq, &n), 0);
+    cr_expect_eq(n.user_id, 0, "tagged: owned by its tags");
+    cr_assert_eq(n.tags.n, 2, "sorted, without the duplicate");
+    cr_expect_str_eq(n.tags.v[0], "tag:also");
+    cr_expect_str_eq(n.tags.v[1], "tag:ok");
+    cr_expect_eq(n.expiry, 0, "tagged nodes do not expire");
+    store_node_free(&n);
+
+    rq = tag_request(2, "{\"RequestTags\":[\"tag:ok\",\"tag:nope\"]}");
+    cr_expect_eq(auth_register_with_key(au, full, &rq, &n), -EPERM, "one refused: all are");
+    rq = tag_request(2, "{\"RequestTags\":[\"tag:Bad_Name\"]}");
+    cr_expect_eq(auth_register_with_key(au, full, &rq, &n), -EPERM, "malformed");
+    cr_expect_eq(node_count(), 1);
+
+    rq = tag_request(2, "{\"RequestTags\":[]}");
+    cr_assert_eq(auth_register_with_key(au, full, &rq, &n), 0, "none asked: the key's user");
+    cr_expect_eq(n.user_id, alice);
+    cr_expect_eq(n.tags.n, 0);
+    store_node_free(&n);
+}
+
+Test(auth, requested_tags_by_user_and_key)
+{
+    char full[AUTH_KEY_TEXT_MAX], bob_key[AUTH_KEY_TEXT_MAX], tagged[AUTH_KEY_TEXT_MAX];
+    struct store_preauthkey in = { .reusable = true }, k;
+    struct auth_node_request rq = tag_request(3, "{\"RequestTags\":[\"tag:ok\"]}");
+    struct store_node n;
+    uint64_t alice, bob;
+
+    user_key("alice", &alice, full);
+    user_key("bob", &bob, bob_key);
+    tag_owner = alice;
+    auth_set_tag_check(au, allow_ok, NULL);
+    cr_expect_eq(auth_register_with_key(au, bob_key, &rq, &n), -EPERM, "bob owns no tag");
+
+    /* A tagged key: its tags are the node's, whatever the node asks for. */
+    hs_strv_push(&in.tags, "tag:key");
+    cr_assert_eq(auth_preauthkey_create(au, &in, tagged, &k), 0);
+    store_preauthkey_free(&k);
+    hs_strv_free(&in.tags);
+    rq = tag_request(4, "{\"RequestTags\":[\"tag:nope\"]}");
+    cr_assert_eq(auth_register_with_key(au, tagged, &rq, &n), 0);
+    cr_assert_eq(n.tags.n, 1);
+    cr_expect_str_eq(n.tags.v[0], "tag:key");
+    store_node_free(&n);
+}
+
+Test(auth, requested_tags_on_interactive_login)
+{
+    struct auth_node_request rq = tag_request(5, "{\"RequestTags\":[\"tag:ok\"]}");
+    char id[AUTH_REG_ID_MAX], full[AUTH_KEY_TEXT_MAX];
+    struct store_node n;
+    uint64_t alice, bob;
+
+    user_key("alice", &alice, full);
+    user_key("bob", &bob, full);
+    tag_owner = alice;
+    auth_set_tag_check(au, allow_ok, NULL);
+    cr_assert_eq(auth_registration_start(au, &rq, id), 0);
+    cr_expect_eq(auth_registration_complete(au, id, bob, &n), -EPERM, "not bob's tag");
+    cr_assert_eq(auth_registration_complete(au, id, alice, &n), 0, "still pending: alice's");
+    cr_expect_eq(n.user_id, 0);
+    cr_assert_eq(n.tags.n, 1);
+    cr_expect_str_eq(n.tags.v[0], "tag:ok");
+    store_node_free(&n);
+}

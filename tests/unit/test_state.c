@@ -370,3 +370,24 @@ Test(state, unknown_user_refused_except_at_start)
     cr_expect_eq(state_policy_load(fx.s, err, sizeof(err)), 0, "%s", err);
     expect_text(POLICY_ZED);
 }
+
+Test(state, tag_owners_decide_requested_tags)
+{
+    static const char pol[] =
+        "{\"groups\": {\"group:ops\": [\"bob@\"]},"
+        " \"tagOwners\": {\"tag:web\": [\"alice@\"], \"tag:db\": [\"group:ops\"]},"
+        " \"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}]}";
+    char err[512] = "";
+
+    cr_expect(state_policy_tag_allowed(fx.s, fx.bob, "tag:anything"), "no policy: any tag");
+    write_file(pol);
+    state_policy_source(fx.s, STATE_POLICY_FILE, fx.file);
+    cr_assert_eq(state_policy_reload(fx.s, err, sizeof(err)), 0, "%s", err);
+    cr_expect(state_policy_tag_allowed(fx.s, fx.alice, "tag:web"));
+    cr_expect_not(state_policy_tag_allowed(fx.s, fx.bob, "tag:web"));
+    cr_expect(state_policy_tag_allowed(fx.s, fx.bob, "tag:db"), "through group:ops");
+    cr_expect_not(state_policy_tag_allowed(fx.s, fx.alice, "tag:db"));
+    cr_expect_not(state_policy_tag_allowed(fx.s, fx.alice, "tag:nowhere"), "not in tagOwners");
+    cr_expect_not(state_policy_tag_allowed(fx.s, 0, "tag:web"), "no user");
+    cr_expect_not(state_policy_tag_allowed(fx.s, 999, "tag:web"), "an unknown user");
+}
