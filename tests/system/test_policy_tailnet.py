@@ -225,14 +225,26 @@ def _bring_up(w, names, user_of, extra=()):
         t.start()
     for t in threads:
         t.join(tailnet.UP_TIMEOUT + 30)
-    if errors:
-        raise errors[0]
-    for n in nodes.values():
-        n.wait_running()
-        n.echo = tailnet.EchoServer(n.ns, ECHO_PORT)
-        n.ipv4 = n.ip4
+    try:
+        if errors:
+            raise errors[0]
+        for n in nodes.values():
+            n.wait_running()
+            n.echo = tailnet.EchoServer(n.ns, ECHO_PORT)
+            n.ipv4 = n.ip4
+    except AssertionError as e:
+        # a fixture's failure is not followed by conftest's server log: say what the server did
+        raise AssertionError(f"{e}\n{server_state(w)}") from None
     w.pids = {name: n.proc.popen.pid for name, n in nodes.items()}
     return nodes
+
+
+def server_state(w):
+    s = w.server
+    state = "running" if s.running else f"exited with rc {s.proc.returncode if s.proc else None}"
+    bad = tailnet.helpers.sanitizer_lines(s.log_text())
+    return (f"===== server {state}; sanitizer lines: {bad or 'none'}; log tail =====\n"
+            + s.log_tail(40))
 
 
 def _user_of(name):
