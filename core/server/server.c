@@ -428,6 +428,7 @@ static int load_policy(struct server *srv)
     char err[1024];
     int rc;
 
+    state_set_server_url(srv->state, cfg->server_url);
     if (cfg->policy_mode == POLICY_MODE_DATABASE)
         state_policy_source(srv->state, STATE_POLICY_STORE, NULL);
     else

@@ -140,6 +140,9 @@ uint64_t *state_net_minus(const struct state_net *n, const struct state_net *oth
 const struct policy_net *state_policy_net(struct state *s);
 size_t state_node_net_index(struct state *s, uint64_t id);
 
+/* The server's URL (server_url), where SSH `check` rules send clients; borrowed for the
+ * state's life. Call before the policy is loaded. */
+void state_set_server_url(struct state *s, const char *url);
 /* Where the policy comes from (policy.mode, policy.path): nothing, a file (format from its
  * name), or the newest stored row. */
 enum state_policy_from { STATE_POLICY_NONE, STATE_POLICY_FILE, STATE_POLICY_STORE };

@@ -43,6 +43,7 @@ struct state {
     /* The policy (under wmu to change, lock to swap). */
     enum state_policy_from policy_from;
     char *policy_path;
+    const char *server_url;    /* for SSH check rules (borrowed) */
     struct policy *policy;     /* NULL: none, everyone reaches everyone */
     char *policy_text;         /* the text in force, NULL with no policy */
     int64_t policy_updated_at; /* stored row's time; 0 for a file */

@@ -121,7 +121,8 @@ static void topology_build(struct state *s, struct topology *tp)
         };
     }
     tp->t = (struct policy_topology){ .users = tp->users, .nusers = s->nusers,
-                                      .nodes = tp->nodes, .nnodes = s->nnodes };
+                                      .nodes = tp->nodes, .nnodes = s->nnodes,
+                                      .server_url = s->server_url };
 }
 
 /* A net around pn, for the current nodes (wmu held). */
@@ -194,6 +195,13 @@ void state__recompile(struct state *s, const uint64_t *changed, size_t nchanged)
 }
 
 /* ---- the source ---- */
+
+void state_set_server_url(struct state *s, const char *url)
+{
+    pthread_mutex_lock(&s->wmu);
+    s->server_url = url;
+    pthread_mutex_unlock(&s->wmu);
+}
 
 void state_policy_source(struct state *s, enum state_policy_from from, const char *path)
 {

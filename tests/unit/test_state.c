@@ -391,3 +391,24 @@ Test(state, tag_owners_decide_requested_tags)
     cr_expect_not(state_policy_tag_allowed(fx.s, 0, "tag:web"), "no user");
     cr_expect_not(state_policy_tag_allowed(fx.s, 999, "tag:web"), "an unknown user");
 }
+
+Test(state, ssh_check_rules_point_at_the_server)
+{
+    static const char pol[] =
+        "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}],"
+        " \"ssh\": [{\"action\": \"check\", \"src\": [\"alice@\"], \"dst\": [\"alice@\"],"
+        "            \"users\": [\"root\"]}]}";
+    char err[512] = "";
+    struct hs_buf ssh;
+
+    state_set_server_url(fx.s, "https://hs.example.com:8443");
+    write_file(pol);
+    state_policy_source(fx.s, STATE_POLICY_FILE, fx.file);
+    cr_assert_eq(state_policy_reload(fx.s, err, sizeof(err)), 0, "%s", err);
+    hs_buf_init(&ssh, 1 << 20);
+    state_rdlock(fx.s);
+    cr_assert_eq(policy_net_ssh(state_policy_net(fx.s), state_node_net_index(fx.s, 1), &ssh), 0);
+    state_unlock(fx.s);
+    cr_expect(strstr(ssh.data, "https://hs.example.com:8443/") != NULL, "%s", ssh.data);
+    hs_buf_free(&ssh);
+}
