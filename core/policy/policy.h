@@ -7,8 +7,9 @@
  * the tailnet (syntax, sections, ports, protocols, tag owners, groups); the result is
  * immutable and may be shared between threads. policy_compile() resolves it against a
  * topology (users and nodes), runs the document's own `tests` and `sshTests`, and gives a
- * struct policy_net that answers per-node questions. A policy_net is immutable too: a change
- * of nodes or policy compiles a new one (cheap: see bench/policy). */
+ * struct policy_net that answers per-node questions. A policy_net is immutable too: a new
+ * policy compiles a new one; a change of nodes, policy_recompile() from the previous one
+ * (bench/policy times both). */
 #ifndef HS_POLICY_H
 #define HS_POLICY_H
 
@@ -109,7 +110,8 @@ bool policy_net_sees(const struct policy_net *c, size_t a, size_t b);
  * into out; returns how many there are. */
 size_t policy_net_peer_routes(const struct policy_net *c, size_t a, size_t b, const char **out,
                               size_t cap);
-/* Routes of node i approved by the policy's autoApprovers or by the topology. */
+/* Routes of node i approved by the policy's autoApprovers or by the topology (for the
+ * routes issue: the server does not approve routes yet). */
 const char *const *policy_net_approved(const struct policy_net *c, size_t i, size_t *n);
 
 /* Whether a node of user u (NULL: no user), carrying the tags in have, may take tag: the
@@ -118,8 +120,8 @@ const char *const *policy_net_approved(const struct policy_net *c, size_t i, siz
 bool policy_tag_allowed(const struct policy *p, const struct policy_user *u,
                         const char *const *have, size_t nhave, const char *tag);
 
-/* Old interface kept for the API's `policy check` and the server's start-up check: parses
- * and checks a document (format auto-detected). */
+/* Parses and checks a document (format auto-detected) without keeping it: the fuzz target's
+ * way in. */
 int policy_check(const char *text, size_t len, char *err, size_t errsize);
 
 /* Rewrites HuJSON into standard JSON of the same length (comments and trailing commas become
