@@ -295,10 +295,12 @@ static const struct cli_cmd cmd_policy_get = {
 
 static const struct cli_cmd cmd_policy_set = {
     .name = "set", .aliases = ALIASES("put", "update"), .use = "set --file PATH",
-    .summary = "Updates the ACL Policy",
-    .long_help = "Updates the existing ACL Policy with the provided policy. The policy must be a\n"
-                 "valid HuJSON object. This only works with policy.mode \"database\".",
-    .flags = FLAGS({ "file", 'f', CLI_STRING, NULL, "Path to a policy file in HuJSON format", false }),
+    .summary = "Replace the policy in force",
+    .long_help = "Sends a policy document (HuJSON, or YAML) to the server, which stores it and\n"
+                 "puts it in force at once if it loads, compiles for the tailnet and passes its\n"
+                 "tests; otherwise it is refused with the reason and nothing changes. Needs\n"
+                 "policy.mode \"database\".",
+    .flags = FLAGS({ "file", 'f', CLI_STRING, NULL, "Policy document to send (HuJSON or YAML)", false }),
     .run = cli_cmd_policy_set, .max_args = 0,
 };
 
@@ -308,7 +310,7 @@ static const struct cli_cmd cmd_policy_check = {
                  "compile for the running server's users and nodes, its tests passing. Nothing\n"
                  "is stored. Needs the server (unix socket or HEADSCALE_CLI_ADDRESS); \"debug\n"
                  "policy\" checks a policy offline against a topology file.",
-    .flags = FLAGS({ "file", 'f', CLI_STRING, NULL, "Path to a policy file in HuJSON format", false }),
+    .flags = FLAGS({ "file", 'f', CLI_STRING, NULL, "Policy document to check (HuJSON or YAML)", false }),
     .run = cli_cmd_policy_check, .max_args = 0,
 };
 
