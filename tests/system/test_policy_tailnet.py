@@ -616,7 +616,15 @@ def test_ssh_rule_allows_session(dworld):
     assert not any(g1.ipv4 in _principal_ips(r) for r in rules), rules
     assert not ssh_rules(g1) or not any(d1.ipv4 in _principal_ips(r) for r in ssh_rules(g1))
 
-    # The tailnet grants the SSH capability: an admin can (re)enable it on a running node.
+
+def test_ssh_capability_granted(dworld):
+    """Like headscale, the server grants every node Tailscale's SSH capability; without it a
+    running client refuses `tailscale set --ssh` ("not enabled on Tailnet")."""
+    d2 = dworld.n["default-2"]
+    r = d2.cli("debug", "netmap", timeout=20)
+    assert r.returncode == 0, r.stderr
+    caps = (json.loads(r.stdout).get("SelfNode") or {}).get("CapMap") or {}
+    assert "https://tailscale.com/cap/ssh" in caps, f"SelfNode.CapMap: {sorted(caps)}"
     r = d2.cli("set", "--ssh=true")
     assert r.returncode == 0, f"tailscale set --ssh on a running node: {r.stderr}"
 
