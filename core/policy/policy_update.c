@@ -207,8 +207,10 @@ static void carry_classes(struct policy_net *c, const struct policy_net *old,
     c->classes = hs_xcalloc(c->cap_classes + 1, sizeof(*c->classes));
     c->class_sigs = hs_xcalloc(c->cap_classes * c->sig_words + 1, sizeof(uint64_t));
     c->class_peers = hs_xcalloc(c->cap_classes * c->words + 1, sizeof(uint64_t));
-    memcpy(c->classes, old->classes, old->nclasses * sizeof(*c->classes));
-    memcpy(c->class_sigs, old->class_sigs, old->nclasses * c->sig_words * sizeof(uint64_t));
+    if (old->nclasses) { /* an empty tailnet has none, and no tables */
+        memcpy(c->classes, old->classes, old->nclasses * sizeof(*c->classes));
+        memcpy(c->class_sigs, old->class_sigs, old->nclasses * c->sig_words * sizeof(uint64_t));
+    }
     for (size_t k = 0; k < c->nclasses; k++) {
         uint64_t *peers = pol__class_peers(c, k);
         c->classes[k].members = 0;

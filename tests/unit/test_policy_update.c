@@ -237,3 +237,33 @@ Test(policy_update, grant_captures) { run_file("grant.jsonl"); }
 Test(policy_update, routes_captures) { run_file("routes.jsonl"); }
 Test(policy_update, ssh_captures) { run_file("ssh.jsonl"); }
 Test(policy_update, nodeattrs_captures) { run_file("nodeattrs.jsonl"); }
+
+/* The first node of a tailnet arrives, and the last one leaves. */
+Test(policy_update, from_and_to_an_empty_tailnet)
+{
+    static const char text[] = "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], "
+                               "\"dst\": [\"*:*\"]}]}";
+    static const struct policy_user users[] = { { .id = 1, .name = "a", .email = "a@x" } };
+    static const struct policy_node nodes[] = { { .id = 1, .name = "n1", .user_id = 1,
+                                                  .ipv4 = "100.64.0.1" } };
+    struct policy_topology none = { .users = users, .nusers = 1 };
+    struct policy_topology one = { .users = users, .nusers = 1, .nodes = nodes, .nnodes = 1 };
+    struct policy *p;
+    struct policy_net *empty, *first, *gone;
+    struct hs_buf f;
+    uint64_t id = 1;
+    char err[256];
+
+    cr_assert_eq(policy_load(text, strlen(text), POLICY_FORMAT_HUJSON, &p, err, sizeof(err)), 0);
+    cr_assert_eq(policy_compile(p, &none, &empty, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(policy_recompile(empty, &one, &id, 1, &first), 0);
+    hs_buf_init(&f, 1 << 20);
+    cr_assert_eq(policy_net_filter(first, 0, &f), 0);
+    cr_assert(strstr(f.data, "100.64.0.1") || strstr(f.data, "100.64.0.0-"), "%s", f.data);
+    cr_assert_eq(policy_recompile(first, &none, &id, 1, &gone), 0);
+    hs_buf_free(&f);
+    policy_net_free(gone);
+    policy_net_free(first);
+    policy_net_free(empty);
+    policy_free(p);
+}
