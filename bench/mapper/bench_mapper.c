@@ -88,11 +88,11 @@ static void bench_policy(struct state *s, struct mapper *m, int n, int rounds, c
     compile = now_ms() - t0;
     hs_buf_init(&out, MAPPER_MAX_FRAME + 8);
     state_rdlock(s);
-    mapper_full_encoded(m, s, 1, hs_now_us(), true, &out, NULL); /* the new filter's runs */
+    mapper_full_encoded(m, s, 1, hs_now_us(), NULL, true, &out, NULL); /* the new filter's runs */
     for (int r = 0; r < rounds; r++) {
         hs_buf_reset(&out);
         t0 = now_ms();
-        mapper_full_encoded(m, s, (uint64_t)(r % n) + 1, hs_now_us(), true, &out, NULL);
+        mapper_full_encoded(m, s, (uint64_t)(r % n) + 1, hs_now_us(), NULL, true, &out, NULL);
         warm += now_ms() - t0;
     }
     state_unlock(s);
@@ -129,17 +129,17 @@ int main(int argc, char **argv)
 
     state_rdlock(s);
     t0 = now_ms();
-    mapper_full_encoded(m, s, 1, hs_now_us(), true, &out, NULL);
+    mapper_full_encoded(m, s, 1, hs_now_us(), NULL, true, &out, NULL);
     cold = now_ms() - t0;
     z_len = out.len;
     for (int r = 0; r < rounds; r++) {
         hs_buf_reset(&out);
         t0 = now_ms();
-        mapper_full_encoded(m, s, (uint64_t)(r % n) + 1, hs_now_us(), true, &out, NULL);
+        mapper_full_encoded(m, s, (uint64_t)(r % n) + 1, hs_now_us(), NULL, true, &out, NULL);
         warm += now_ms() - t0;
     }
     hs_buf_reset(&out);
-    mapper_full_text(m, s, 1, hs_now_us(), &out, NULL);
+    mapper_full_text(m, s, 1, hs_now_us(), NULL, &out, NULL);
     raw_len = out.len;
     for (int r = 0; r < 1000; r++) {
         uint64_t patched = 2;

@@ -62,10 +62,12 @@ static void session_send(struct control_service *s, uint64_t conn_id, int32_t st
 }
 
 /* Builds and sends the full map under the state read lock; -ENOENT if the node is gone.
- * told (may be NULL) gets what the map told about the policy, its net referenced. */
+ * net: the compiled policy to build it under (NULL: the current one). told (may be NULL) gets
+ * what the map told about the policy, its net referenced when it was given, else unpinned
+ * (only its generation kept). */
 static int send_full_map(struct control_service *s, uint64_t conn_id, int32_t stream_id,
                          uint64_t node_id, bool zstd, bool first, bool end,
-                         struct mapper_policy_state *told)
+                         struct state_net *net, struct mapper_policy_state *told)
 {
     struct mapper_policy_state t = { 0 };
     struct hs_buf out;
@@ -73,12 +75,14 @@ static int send_full_map(struct control_service *s, uint64_t conn_id, int32_t st
 
     hs_buf_init(&out, MAPPER_MAX_FRAME + 8);
     state_rdlock(s->state);
-    rc = mapper_full_encoded(s->mapper, s->state, node_id, hs_now_us(), zstd, &out, &t);
+    rc = mapper_full_encoded(s->mapper, s->state, node_id, hs_now_us(), net, zstd, &out, &t);
+    state_unlock(s->state);
     if (rc == 0 && told) {
-        state_net_ref(t.net); /* before the lock goes: a recompile may drop the state's */
+        t.net = net;
+        if (net)
+            state_net_ref(net);
         *told = t;
     }
-    state_unlock(s->state);
     if (rc == 0)
         session_write(s, conn_id, stream_id, &out, first, end);
     else if (rc != -ENOENT)
@@ -168,7 +172,7 @@ static void session_open(struct control_service *s, const struct control_request
     x->next = s->sessions;
     s->sessions = x;
     pthread_mutex_unlock(&s->mu);
-    rc = send_full_map(s, rq->conn_id, rq->stream_id, node_id, zstd, true, false, &told);
+    rc = send_full_map(s, rq->conn_id, rq->stream_id, node_id, zstd, true, false, NULL, &told);
     if (rc == -ENOENT)
         control_reply(s->ctl, rq->conn_id, rq->stream_id, 404, "text/plain", "node gone\n", 10,
                       true); /* the stream's close removes the session */
@@ -211,7 +215,8 @@ void poll_handle(struct control_service *s, struct control_request *rq, json_t *
         session_open(s, rq, n.id, zstd, capver);
     } else if (omit_peers) {
         control_reply(s->ctl, rq->conn_id, rq->stream_id, 200, "application/json", "", 0, true);
-    } else if (send_full_map(s, rq->conn_id, rq->stream_id, n.id, zstd, true, true, NULL) < 0) {
+    } else if (send_full_map(s, rq->conn_id, rq->stream_id, n.id, zstd, true, true, NULL,
+                             NULL) < 0) {
         service_reply_text(s, rq, 404, "node not found\n");
     }
     store_node_free(&n);
@@ -302,10 +307,12 @@ void poll_on_state_change(void *arg, const struct state_change *ch)
     pthread_mutex_unlock(&s->mu);
 }
 
-/* The changes of one batch. */
+/* The changes of one batch, and the compiled policy they are told under (the current one
+ * when the batch began; referenced). */
 struct batch {
     struct idset changed, patched, removed, online;
     bool full;
+    struct state_net *net;
 };
 
 static struct mapper_changes batch_changes(const struct batch *b)
@@ -455,13 +462,24 @@ static void send_shared(struct control_service *s, const struct target *t, struc
     control_stream_write(s->ctl, t->conn_id, t->stream_id, enc->data, enc->len);
 }
 
-/* Read lock held: the node sees every node under the net it was told about, which is still
- * the current one, and nothing in the batch is about it: the generic delta is its. */
-static bool sees_batch_whole(struct control_service *s, const struct target *t,
-                             const struct batch *b)
+/* What the node was told is the batch's net (pinned, or its generation). */
+static bool told_batch_net(const struct target *t, const struct batch *b)
 {
-    return t->told.net == state_net_current(s->state) && b->removed.n == 0 &&
-           !batch_mentions(b, t->node_id) && mapper_sees_everyone(s->mapper, s->state, t->node_id);
+    return t->told.net == b->net || (!t->told.net && t->told.gen == state_net_gen(b->net));
+}
+
+/* The node was told about the batch's net, sees everyone in it, and nothing in the batch is
+ * about it: the generic delta is its. */
+static bool sees_batch_whole(const struct target *t, const struct batch *b)
+{
+    return told_batch_net(t, b) && b->removed.n == 0 && !batch_mentions(b, t->node_id) &&
+           mapper_sees_everyone(b->net, t->node_id);
+}
+
+static bool told_same(const struct mapper_policy_state *a, const struct mapper_policy_state *b)
+{
+    return a->net == b->net && a->gen == b->gen && a->filter == b->filter && a->ssh == b->ssh &&
+           a->capmap == b->capmap;
 }
 
 /* One session's delta: shared when it can be, else its own. */
@@ -473,21 +491,21 @@ static void send_delta(struct control_service *s, const struct batch *b, const s
     struct mapper_plan p;
     struct shared *e = NULL;
     json_t *m = NULL;
-    bool ref = false;
 
     state_rdlock(s->state);
-    if (sees_batch_whole(s, t, b)) {
+    if (sees_batch_whole(t, b)) {
         if (!generic->built) {
             generic->built = true;
             generic->msg = mapper_delta(s->mapper, s->state, 0, &ch, hs_now_us());
         }
         e = generic;
-    } else if (mapper_plan(s->mapper, s->state, t->node_id, &ch, &t->told, &p) == 0) {
+    } else if (mapper_plan(s->mapper, s->state, t->node_id, &ch, &t->told, b->net, &p) == 0) {
         told = p.told;
-        if ((ref = told.net != NULL))
-            state_net_ref(told.net); /* for session_told, or dropped below */
+        /* A node the batch names gets lists without itself: a plan of its own, not worth
+         * keeping for others (at thousands of new nodes a second, that memory adds up). */
         if (!mapper_plan_empty(&p) &&
-            (!mapper_plan_shareable(&p) || !(e = share_get(s, tb, &p))))
+            (!mapper_plan_shareable(&p) || batch_mentions(b, t->node_id) ||
+             !(e = share_get(s, tb, &p))))
             m = mapper_plan_delta(s->mapper, s->state, t->node_id, &p, hs_now_us());
         mapper_plan_free(&p);
     }
@@ -497,13 +515,15 @@ static void send_delta(struct control_service *s, const struct batch *b, const s
     else if (m)
         session_send(s, t->conn_id, t->stream_id, t->zstd, m, false, false);
     json_decref(m);
-    if (told.net == t->told.net && told.filter == t->told.filter && told.ssh == t->told.ssh &&
-        told.capmap == t->told.capmap) {
-        if (ref)
-            state_net_unref(told.net); /* nothing new: the session keeps its own reference */
+    /* It now knows the batch's net: pin that (an unpinned generation that is the batch's
+     * counts as it). Either net is alive here: the session's, or the batch's. */
+    if (!told.net && told.gen && told.gen == state_net_gen(b->net))
+        told.net = b->net;
+    if (told_same(&told, &t->told))
         return;
-    }
-    session_told(s, t, &told); /* told differs, so it came from the plan: ref is taken */
+    if (told.net)
+        state_net_ref(told.net);
+    session_told(s, t, &told);
 }
 
 static void send_batch(struct control_service *s, const struct batch *b, const struct target *t,
@@ -520,10 +540,12 @@ static void send_batch(struct control_service *s, const struct batch *b, const s
             continue;
         }
         /* Its own node changed, or everything did: a full map. A patch of its own endpoints
-         * or keys tells a node nothing it does not know. */
-        if (b->full || (idset_fields(&b->changed, t[i].node_id) & ~STATE_F_SELF_REPORTED)) {
+         * or keys tells a node nothing it does not know. So does a node whose first map came
+         * from a compiled policy older than the batch's, which it no longer pins. */
+        if (b->full || (idset_fields(&b->changed, t[i].node_id) & ~STATE_F_SELF_REPORTED) ||
+            (t[i].x && !t[i].told.net && !told_batch_net(&t[i], b))) {
             if (send_full_map(s, t[i].conn_id, t[i].stream_id, t[i].node_id, t[i].zstd, false,
-                              false, &told) == 0)
+                              false, b->net, &told) == 0)
                 session_told(s, &t[i], &told);
             continue;
         }
@@ -570,6 +592,10 @@ void poll_flush_batch(struct control_service *s)
     s->batch_due = 0;
     t = snapshot_sessions(s, &n);
     pthread_mutex_unlock(&s->mu);
+    state_rdlock(s->state);
+    b.net = state_net_current(s->state);
+    state_net_ref(b.net);
+    state_unlock(s->state);
     /* A node that also changed otherwise goes out whole; no need to patch it too. */
     for (size_t i = 0; i < patched.n; i++)
         if (!idset_has(&b.changed, patched.v[i]))
@@ -588,6 +614,7 @@ void poll_flush_batch(struct control_service *s)
     s->last_batch_us = hs_monotonic_us() - started;
     pthread_mutex_unlock(&s->mu);
     free(t);
+    state_net_unref(b.net);
     idset_free(&b.changed);
     idset_free(&b.patched);
     idset_free(&b.removed);
@@ -643,8 +670,13 @@ void poll_gc_ephemeral(struct control_service *s)
     idset_free(&doomed);
 }
 
+/* A new DERP map: everyone gets a full map with the next batch. */
 void control_service_resync(struct control_service *s)
 {
-    struct state_change ch = { .kind = STATE_USER_CHANGED }; /* everyone: a full map */
-    poll_on_state_change(s, &ch);
+    pthread_mutex_lock(&s->mu);
+    s->full_for_all = true;
+    if (!s->batch_due)
+        s->batch_due = hs_monotonic_us();
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->mu);
 }

@@ -23,7 +23,8 @@ struct session {
     bool opening;  /* its first map is being sent (session_open owns `told` until then) */
     bool closed;   /* its stream closed while opening: session_open frees it */
     int64_t next_keepalive; /* monotonic us */
-    /* What the node was told about the policy (holds a reference to told.net); written by
+    /* What the node was told about the policy (a reference to told.net when that is set:
+     * batches pin theirs; the first map only records the generation); written by
      * session_open, then only by the map thread. */
     struct mapper_policy_state told;
     struct session *next;

@@ -181,12 +181,14 @@ static int full_tail(struct mapper *m, struct state *s, const struct state_node 
                      const struct mapper__view *v, struct uidset *users, int64_t now,
                      struct hs_buf *out, struct mapper_policy_state *told)
 {
-    json_t *resp = json_object();
+    json_t *resp = json_object(), *node;
     char *rest;
     int rc;
 
     uidset_add(users, mapper__user_id(me));
-    json_object_set_new(resp, "Node", mapper__node(m, s, me, me->n.id, now));
+    node = mapper__node(m, s, me, me->n.id, now);
+    mapper__self_capmap(node, v->net, v->self);
+    json_object_set_new(resp, "Node", node);
     json_object_set_new(resp, "UserProfiles", profiles(s, users));
     add_tailnet(resp, m, s, me, now);
     rest = hs_json_dump(resp, JSON_COMPACT);
@@ -200,7 +202,8 @@ static int full_tail(struct mapper *m, struct state *s, const struct state_node 
 }
 
 static int full_text(struct mapper *m, struct state *s, const struct state_node *me, int64_t now,
-                     struct hs_buf *out, struct mapper_policy_state *told)
+                     struct state_net *net, struct hs_buf *out,
+                     struct mapper_policy_state *told)
 {
     struct uidset users = { 0 };
     struct mapper__view v;
@@ -209,7 +212,7 @@ static int full_text(struct mapper *m, struct state *s, const struct state_node 
 
     /* Peers are spliced in as cached text: with thousands of nodes, building and dumping
      * their JSON trees for every full map is what would cost the most. */
-    mapper__view_init(&v, s, me->n.id);
+    mapper__view_init(&v, s, me->n.id, net);
     rc = hs_buf_puts(out, "{\"Peers\":[");
     for (size_t i = 0; i < state_node_count(s) && rc == 0; i++) {
         const struct state_node *n = state_node_at(s, i);
@@ -229,11 +232,11 @@ static int full_text(struct mapper *m, struct state *s, const struct state_node 
 }
 
 int mapper_full_text(struct mapper *m, struct state *s, uint64_t self, int64_t now,
-                     struct hs_buf *out, struct mapper_policy_state *told)
+                     struct state_net *net, struct hs_buf *out, struct mapper_policy_state *told)
 {
     const struct state_node *me = state_node_by_id(s, self);
 
-    return me ? full_text(m, s, me, now, out, told) : -ENOENT;
+    return me ? full_text(m, s, me, now, net, out, told) : -ENOENT;
 }
 
 /* Whether the viewer sees every node of the run (it is not in it). */
@@ -251,7 +254,8 @@ static bool run_all_seen(const struct mapper__view *v, struct state *s, size_t l
  * is a cached frame (mapper_runs.c); the viewer's own run, runs it sees in part, and the head
  * and tail are compressed here. */
 static int full_zstd(struct mapper *m, struct state *s, const struct state_node *me, int64_t now,
-                     struct hs_buf *out, struct mapper_policy_state *told)
+                     struct state_net *net, struct hs_buf *out,
+                     struct mapper_policy_state *told)
 {
     size_t n = state_node_count(s), start;
     struct uidset users = { 0 };
@@ -263,7 +267,7 @@ static int full_zstd(struct mapper *m, struct state *s, const struct state_node 
 
     if ((rc = mapper__begin_message(out, &start)) < 0)
         return rc;
-    mapper__view_init(&v, s, me->n.id);
+    mapper__view_init(&v, s, me->n.id, net);
     hs_buf_init(&text, MAPPER_MAX_FRAME);
     rc = hs_buf_puts(&text, "{\"Peers\":[");
     for (size_t lo = 0; lo < n && rc == 0; lo += m->run) {
@@ -310,14 +314,15 @@ json_t *mapper_full(struct mapper *m, struct state *s, uint64_t self, int64_t no
     json_t *j = NULL;
 
     hs_buf_init(&text, MAPPER_MAX_FRAME);
-    if (mapper_full_text(m, s, self, now, &text, NULL) == 0)
+    if (mapper_full_text(m, s, self, now, NULL, &text, NULL) == 0)
         j = json_loadb(text.data, text.len, 0, NULL);
     hs_buf_free(&text);
     return j;
 }
 
 int mapper_full_encoded(struct mapper *m, struct state *s, uint64_t self, int64_t now,
-                        bool zstd, struct hs_buf *out, struct mapper_policy_state *told)
+                        struct state_net *net, bool zstd, struct hs_buf *out,
+                        struct mapper_policy_state *told)
 {
     const struct state_node *me = state_node_by_id(s, self);
     struct hs_buf text;
@@ -326,9 +331,9 @@ int mapper_full_encoded(struct mapper *m, struct state *s, uint64_t self, int64_
     if (!me)
         return -ENOENT;
     if (zstd)
-        return full_zstd(m, s, me, now, out, told);
+        return full_zstd(m, s, me, now, net, out, told);
     hs_buf_init(&text, MAPPER_MAX_FRAME);
-    if ((rc = full_text(m, s, me, now, &text, told)) == 0)
+    if ((rc = full_text(m, s, me, now, net, &text, told)) == 0)
         rc = mapper_encode_text(text.data, text.len, false, out);
     hs_buf_free(&text);
     return rc;
@@ -458,8 +463,10 @@ static json_t *delta_of(struct mapper *m, struct state *s, uint64_t self,
     add_removed(resp, self, ch->removed, ch->nremoved);
     add_online(resp, s, self, ch->online, ch->nonline);
     if (p && p->node && (me = state_node_by_id(s, self))) {
+        json_t *node = mapper__node(m, s, me, self, now);
+        mapper__self_capmap(node, p->now, state_net_index(p->now, self));
         uidset_add(&users, mapper__user_id(me));
-        json_object_set_new(resp, "Node", mapper__node(m, s, me, self, now));
+        json_object_set_new(resp, "Node", node);
     }
     if (p)
         add_policy(resp, p);
@@ -496,7 +503,7 @@ json_t *mapper_delta(struct mapper *m, struct state *s, uint64_t self,
 
     if (self == 0)
         return delta_of(m, s, 0, ch, NULL, now);
-    if (mapper_plan(m, s, self, ch, NULL, &p) < 0)
+    if (mapper_plan(m, s, self, ch, NULL, NULL, &p) < 0)
         return NULL;
     j = mapper_plan_delta(m, s, self, &p, now);
     mapper_plan_free(&p);

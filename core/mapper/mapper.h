@@ -27,7 +27,11 @@ void mapper_free(struct mapper *m);
  * out with, and hashes of the PacketFilter, SSH rules and own CapMap it holds. All zero:
  * nothing yet (its first full map fills it in). */
 struct mapper_policy_state {
-    struct state_net *net; /* the holder of this struct keeps a reference (state_net_ref) */
+    /* The net itself, which a holder keeps a reference to (state_net_ref); or NULL when only
+     * its generation is kept (a compiled policy is large: a session opened while the tailnet
+     * changes by the second does not pin the one its first map used). */
+    struct state_net *net;
+    uint64_t gen; /* state_net_gen() of that net; 0: nothing yet */
     uint64_t filter, ssh, capmap;
 };
 
@@ -39,20 +43,22 @@ json_t *mapper_full(struct mapper *m, struct state *s, uint64_t self, int64_t no
 
 /* The same, as compact JSON text appended to out, and as a wire message (see
  * mapper_encode). -ENOENT if self is unknown. These are what the map streams use: peers come
- * from a per-node cache of their serialised JSON. told (may be NULL) gets what the map tells
- * about the policy; its net is borrowed under the read lock (reference it to keep it). */
+ * from a per-node cache of their serialised JSON. net: the compiled policy to build it under
+ * (NULL: the current one; a batch passes its own, see mapper_plan: nodes that joined since
+ * come with the next batch). told (may be NULL) gets what the map tells about the policy;
+ * its net is borrowed under the read lock (reference it to keep it). */
 int mapper_full_text(struct mapper *m, struct state *s, uint64_t self, int64_t now,
-                     struct hs_buf *out, struct mapper_policy_state *told);
+                     struct state_net *net, struct hs_buf *out, struct mapper_policy_state *told);
 int mapper_full_encoded(struct mapper *m, struct state *s, uint64_t self, int64_t now,
-                        bool zstd, struct hs_buf *out, struct mapper_policy_state *told);
+                        struct state_net *net, bool zstd, struct hs_buf *out,
+                        struct mapper_policy_state *told);
 
 /* One node as tailcfg.Node, as seen by `viewer` (its own Node when n->n.id == viewer). */
 json_t *mapper_node(struct mapper *m, struct state *s, const struct state_node *n,
                     uint64_t viewer);
 
-/* Whether self sees every other node under the current compiled policy, without asking per
- * node (no policy, compiled for exactly the current nodes). */
-bool mapper_sees_everyone(struct mapper *m, struct state *s, uint64_t self);
+/* Whether self sees every other node net knows, without asking per node (no policy). */
+bool mapper_sees_everyone(const struct state_net *net, uint64_t self);
 
 /* What a delta reports; any list may be empty. */
 struct mapper_changes {
@@ -74,10 +80,10 @@ struct mapper_changes {
 json_t *mapper_delta(struct mapper *m, struct state *s, uint64_t self,
                      const struct mapper_changes *ch, int64_t now);
 
-/* A batch of changes as one node is to be told them: ch's peers kept to those it sees now
- * (removed ones: that it saw), plus, when the compiled policy changed since `was`, the peers
- * that appeared (whole, in `changed`) or vanished (`removed`) for it and the policy texts that
- * changed for it. Lists are ascending and never hold the node itself. */
+/* A batch of changes as one node is to be told them: ch's peers kept to those it sees under
+ * `now` (removed ones: that it saw), plus, when the compiled policy changed since `was`, the
+ * peers that appeared (whole, in `changed`) or vanished (`removed`) for it and the policy
+ * texts that changed for it. Lists are ascending and never hold the node itself. */
 struct mapper_ids {
     uint64_t *v;
     unsigned *f; /* enum state_field bits (patched) */
@@ -88,11 +94,17 @@ struct mapper_plan {
     bool node;          /* its own Node: listed as changed, or its CapMap changed */
     char *filter, *ssh; /* PacketFilter / SSH rules JSON that changed; NULL when not */
     struct mapper_policy_state told; /* what it will have been told (net borrowed) */
+    struct state_net *now;           /* the net it was planned under (borrowed) */
 };
-/* was may be NULL (or its net NULL): the node's first map is on its way; then nothing is
- * compared and told stays empty. -ENOMEM or a policy error; p is empty then. */
+/* was may be NULL or empty: the node's first map is on its way; then nothing is compared
+ * and told stays empty. A `was` whose net is not pinned counts only if its generation is
+ * now's. now: the compiled policy to tell it about (NULL: the current
+ * one); a batch passes the one it started with to every node, so that nodes alike get alike
+ * plans (and one shared delta) however the tailnet moves meanwhile; nodes that joined since
+ * come with the next batch. -ENOMEM or a policy error; p is empty then. */
 int mapper_plan(struct mapper *m, struct state *s, uint64_t self, const struct mapper_changes *ch,
-                const struct mapper_policy_state *was, struct mapper_plan *p);
+                const struct mapper_policy_state *was, struct state_net *now,
+                struct mapper_plan *p);
 /* Nothing in it depends on who gets it (no own Node, no policy texts): nodes with the same
  * lists may share one encoded delta. */
 bool mapper_plan_shareable(const struct mapper_plan *p);

@@ -39,13 +39,15 @@ struct mapper {
     size_t nappeared, nvanished;
 };
 
-/* Whom a viewer sees under the current compiled policy (state read lock held). */
+/* Whom a viewer sees under a compiled policy (state read lock held). */
 struct mapper__view {
     struct state_net *net;
     size_t self;   /* the viewer's index in net; STATE_NET_NONE: it sees no one */
     bool everyone; /* no policy and net compiled for these nodes: it sees every other node */
 };
-void mapper__view_init(struct mapper__view *v, struct state *s, uint64_t self);
+/* net NULL: the current one. */
+void mapper__view_init(struct mapper__view *v, struct state *s, uint64_t self,
+                       struct state_net *net);
 /* Whether the viewer sees state_node_at(s, i). */
 bool mapper__view_sees(const struct mapper__view *v, struct state *s, size_t i);
 
@@ -63,8 +65,9 @@ void mapper__texts_told(const struct mapper *m, const struct mapper__texts *t,
 /* "[]" (or nothing): no rules. */
 bool mapper__rules_empty(const struct hs_buf *b);
 uint64_t mapper__hash(const struct mapper *m, const char *text, size_t len);
-/* Merges the policy's nodeAttrs for self into node's CapMap. */
-void mapper__merge_capmap(json_t *node, struct state *s, uint64_t self);
+/* A node's own Node (node i of net): the capabilities every node gets for itself (SSH, admin,
+ * as headscale grants them) and the policy's nodeAttrs for it, added to its CapMap. */
+void mapper__self_capmap(json_t *node, const struct state_net *net, size_t i);
 
 /* o[field] = RFC 3339 time (Go's time.Time JSON form). */
 void mapper__set_time(json_t *o, const char *field, int64_t us);

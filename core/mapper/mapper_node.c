@@ -250,13 +250,16 @@ json_t *mapper__node(struct mapper *m, struct state *s, const struct state_node 
     node_identity(o, m, s, n);
     node_network(o, n);
     node_status(o, m, n, now);
-    if (viewer == n->n.id)
-        mapper__merge_capmap(o, s, viewer);
+    (void)viewer;
     return o;
 }
 
 json_t *mapper_node(struct mapper *m, struct state *s, const struct state_node *n,
                     uint64_t viewer)
 {
-    return mapper__node(m, s, n, viewer, hs_now_us());
+    json_t *o = mapper__node(m, s, n, viewer, hs_now_us());
+
+    if (viewer == n->n.id)
+        mapper__self_capmap(o, state_net_current(s), state_node_net_index(s, viewer));
+    return o;
 }

@@ -7,15 +7,19 @@
 
 #include "mapper/mapper_internal.h"
 
+/* tailcfg.CapabilitySSH, tailcfg.CapabilityAdmin */
+#define CAP_SSH "https://tailscale.com/cap/ssh"
+#define CAP_ADMIN "https://tailscale.com/cap/is-admin"
 #define EMPTY_RULES "[]"
 #define EMPTY_CAPS "{}"
 #define POLICY_TEXT_MAX MAPPER_MAX_FRAME
 
 /* ---- views ---- */
 
-void mapper__view_init(struct mapper__view *v, struct state *s, uint64_t self)
+void mapper__view_init(struct mapper__view *v, struct state *s, uint64_t self,
+                       struct state_net *net)
 {
-    v->net = state_net_current(s);
+    v->net = net ? net : state_net_current(s);
     v->self = state_net_index(v->net, self);
     /* Without a policy, and compiled for exactly these nodes: no per-node questions. */
     v->everyone = v->self != STATE_NET_NONE && state_net_all(v->net) &&
@@ -29,13 +33,9 @@ bool mapper__view_sees(const struct mapper__view *v, struct state *s, size_t i)
     return state_net_sees(v->net, v->self, state_net_index_at(s, v->net, i));
 }
 
-bool mapper_sees_everyone(struct mapper *m, struct state *s, uint64_t self)
+bool mapper_sees_everyone(const struct state_net *net, uint64_t self)
 {
-    struct mapper__view v;
-
-    (void)m;
-    mapper__view_init(&v, s, self);
-    return v.everyone;
+    return state_net_all(net) && state_net_index(net, self) != STATE_NET_NONE;
 }
 
 /* ---- policy texts ---- */
@@ -91,6 +91,7 @@ void mapper__texts_told(const struct mapper *m, const struct mapper__texts *t,
                         struct state_net *net, struct mapper_policy_state *told)
 {
     told->net = net;
+    told->gen = state_net_gen(net);
     told->filter = mapper__hash(m, t->filter.data, t->filter.len);
     told->ssh = mapper__hash(m, t->ssh.data, t->ssh.len);
     told->capmap = mapper__hash(m, t->capmap.data, t->capmap.len);
@@ -101,23 +102,25 @@ bool mapper__rules_empty(const struct hs_buf *b)
     return b->len == 0 || (b->len == 2 && memcmp(b->data, EMPTY_RULES, 2) == 0);
 }
 
-/* The node's own CapMap: the config's attributes plus the policy's nodeAttrs for it. */
-void mapper__merge_capmap(json_t *node, struct state *s, uint64_t self)
+/* The node's own CapMap: the config's attributes (in every Node), what every node may do on
+ * itself (headscale's baseline: without the SSH capability a client refuses `tailscale set
+ * --ssh`), and the policy's nodeAttrs for it. */
+void mapper__self_capmap(json_t *node, const struct state_net *net, size_t i)
 {
-    struct state_net *net = state_net_current(s);
-    size_t i = state_net_index(net, self);
+    json_t *caps = json_object_get(node, "CapMap"), *add;
     struct hs_buf text;
-    json_t *caps, *add;
 
+    if (!json_is_object(caps)) {
+        caps = json_object();
+        json_object_set_new(node, "CapMap", caps);
+    }
+    json_object_set_new(caps, CAP_SSH, json_array());
+    json_object_set_new(caps, CAP_ADMIN, json_array());
     if (i == STATE_NET_NONE || state_net_all(net))
         return;
     hs_buf_init(&text, POLICY_TEXT_MAX);
     if (policy_net_capmap(state_net_policy(net), i, &text) == 0 &&
         (add = json_loadb(text.data, text.len, 0, NULL))) {
-        if (!json_is_object(caps = json_object_get(node, "CapMap"))) {
-            caps = json_object();
-            json_object_set_new(node, "CapMap", caps);
-        }
         if (json_is_object(add))
             json_object_update(caps, add);
         json_decref(add);
@@ -245,22 +248,23 @@ static void everyone_diff(struct mapper *m, struct state_net *a, struct state_ne
     pthread_mutex_unlock(&m->diff_mu);
 }
 
-/* Any viewer: one merge walk over the current nodes and the old net's ids (both ascend). */
-static void general_diff(struct state *s, struct state_net *a, size_t va, struct state_net *b,
-                         size_t vb, uint64_t self, struct mapper_plan *p)
+/* Any viewer: one merge walk over the two nets' ids (both ascend). A node only the state has
+ * (it joined after b was compiled) is in neither: it comes with a later batch. */
+static void general_diff(struct state_net *a, size_t va, struct state_net *b, size_t vb,
+                         uint64_t self, struct mapper_plan *p)
 {
-    size_t n = state_node_count(s), na = state_net_count(a), i = 0, j = 0;
+    size_t na = state_net_count(a), nb = state_net_count(b), i = 0, j = 0;
 
-    while (i < n || j < na) {
-        uint64_t sid = i < n ? state_node_at(s, i)->n.id : UINT64_MAX;
-        uint64_t aid = j < na ? state_net_id(a, j) : UINT64_MAX;
-        uint64_t id = sid < aid ? sid : aid;
+    while (i < na || j < nb) {
+        uint64_t aid = i < na ? state_net_id(a, i) : UINT64_MAX;
+        uint64_t bid = j < nb ? state_net_id(b, j) : UINT64_MAX;
+        uint64_t id = aid < bid ? aid : bid;
         bool was = false, is = false;
 
         if (aid == id)
-            was = state_net_sees(a, va, j++);
-        if (sid == id)
-            is = state_net_sees(b, vb, state_net_index_at(s, b, i++));
+            was = state_net_sees(a, va, i++);
+        if (bid == id)
+            is = state_net_sees(b, vb, j++);
         if (id == self || was == is)
             continue;
         if (is)
@@ -270,7 +274,7 @@ static void general_diff(struct state *s, struct state_net *a, size_t va, struct
     }
 }
 
-/* The viewer's policy texts in the current net, against what it was told: those that differ
+/* The viewer's policy texts in net b, against what it was told: those that differ
  * go into the plan, and what it will have been told replaces `told`. */
 static int plan_texts(struct mapper *m, struct state_net *b, size_t vb,
                       const struct mapper_policy_state *was, struct mapper_plan *p)
@@ -295,13 +299,19 @@ static int plan_texts(struct mapper *m, struct state_net *b, size_t vb,
 }
 
 int mapper_plan(struct mapper *m, struct state *s, uint64_t self, const struct mapper_changes *ch,
-                const struct mapper_policy_state *was, struct mapper_plan *p)
+                const struct mapper_policy_state *was, struct state_net *now,
+                struct mapper_plan *p)
 {
-    struct state_net *b = state_net_current(s), *a = was ? was->net : NULL;
-    size_t vb = state_net_index(b, self), va = a ? state_net_index(a, self) : STATE_NET_NONE;
+    struct state_net *b = now ? now : state_net_current(s), *a = NULL;
+    size_t vb = state_net_index(b, self), va;
     int rc = 0;
 
+    /* Unpinned (was->net NULL): only its generation is known; if that is b's, it is b. */
+    if (was)
+        a = was->net ? was->net : was->gen && was->gen == state_net_gen(b) ? b : NULL;
+    va = a ? state_net_index(a, self) : STATE_NET_NONE;
     memset(p, 0, sizeof(*p));
+    p->now = b;
     if (was)
         p->told = *was;
     for (size_t i = 0; i < ch->nchanged; i++)
@@ -314,12 +324,11 @@ int mapper_plan(struct mapper *m, struct state *s, uint64_t self, const struct m
      * whether it had them. Not knowing that (its first map is still on its way), tell it. */
     keep_seen(&p->removed, ch->removed, NULL, ch->nremoved, self, a, va);
     if (a && a != b) {
-        bool a_all = state_net_all(a) && va != STATE_NET_NONE;
-        bool b_all = state_net_all(b) && vb != STATE_NET_NONE && state_net_exact(s, b);
-        if (a_all && b_all)
+        if (state_net_all(a) && va != STATE_NET_NONE && state_net_all(b) &&
+            vb != STATE_NET_NONE)
             everyone_diff(m, a, b, self, p);
         else
-            general_diff(s, a, va, b, vb, self, p);
+            general_diff(a, va, b, vb, self, p);
         rc = plan_texts(m, b, vb, was, p);
     }
     ids_normalise(&p->changed);

@@ -291,7 +291,11 @@ Test(mapper, self_node)
 
     cr_expect_not_null(json_object_get(json_object_get(n, "CapMap"),
                                        "https://tailscale.com/cap/file-sharing"));
-    cr_expect_eq(json_object_size(json_object_get(n, "CapMap")), 1);
+    cr_expect_not_null(json_object_get(json_object_get(n, "CapMap"),
+                                       "https://tailscale.com/cap/ssh"), "its own: SSH");
+    cr_expect_not_null(json_object_get(json_object_get(n, "CapMap"),
+                                       "https://tailscale.com/cap/is-admin"));
+    cr_expect_eq(json_object_size(json_object_get(n, "CapMap")), 3);
     json_decref(r);
 }
 
@@ -321,6 +325,8 @@ Test(mapper, peers)
                  "a tagged node belongs to tagged-devices even with a user_id");
     cr_expect(has_str(json_object_get(p, "Tags"), "tag:srv"));
     cr_expect(has_str(json_object_get(p, "AllowedIPs"), "100.64.0.3/32"));
+    cr_expect_null(json_object_get(json_object_get(p, "CapMap"), "https://tailscale.com/cap/ssh"),
+                   "what a node may do on itself is not in its peers' view of it");
     json_decref(r);
 }
 
@@ -739,8 +745,8 @@ static bool zstd_is_text(uint64_t self, size_t *frames)
 
     hs_buf_init(&text, MAPPER_MAX_FRAME);
     hs_buf_init(&enc, MAPPER_MAX_FRAME + 4);
-    ok = mapper_full_text(fx.m, fx.s, self, fx.now, &text, NULL) == 0 &&
-         mapper_full_encoded(fx.m, fx.s, self, fx.now, true, &enc, NULL) == 0;
+    ok = mapper_full_text(fx.m, fx.s, self, fx.now, NULL, &text, NULL) == 0 &&
+         mapper_full_encoded(fx.m, fx.s, self, fx.now, NULL, true, &enc, NULL) == 0;
     if (ok) {
         back = unzstd(enc.data, enc.len, &used);
         ok = used == enc.len && strcmp(back, text.data) == 0;
@@ -774,13 +780,13 @@ Test(mapper, zstd_full_map_from_cached_runs)
     struct hs_buf raw, text;
     hs_buf_init(&raw, MAPPER_MAX_FRAME + 4);
     hs_buf_init(&text, MAPPER_MAX_FRAME);
-    cr_assert_eq(mapper_full_encoded(fx.m, fx.s, 7, fx.now, false, &raw, NULL), 0);
-    cr_assert_eq(mapper_full_text(fx.m, fx.s, 7, fx.now, &text, NULL), 0);
+    cr_assert_eq(mapper_full_encoded(fx.m, fx.s, 7, fx.now, NULL, false, &raw, NULL), 0);
+    cr_assert_eq(mapper_full_text(fx.m, fx.s, 7, fx.now, NULL, &text, NULL), 0);
     cr_expect_eq(raw.len, 4 + text.len);
     cr_expect(memcmp(raw.data + 4, text.data, text.len) == 0);
     hs_buf_free(&raw);
     hs_buf_free(&text);
-    cr_expect_eq(mapper_full_encoded(fx.m, fx.s, 9999, fx.now, true, &raw, NULL), -ENOENT);
+    cr_expect_eq(mapper_full_encoded(fx.m, fx.s, 9999, fx.now, NULL, true, &raw, NULL), -ENOENT);
 }
 
 Test(mapper, zstd_runs_follow_changes)
@@ -999,7 +1005,7 @@ static struct mapper_policy_state told_by_full_map(uint64_t self)
     struct hs_buf text;
 
     hs_buf_init(&text, MAPPER_MAX_FRAME);
-    cr_assert_eq(mapper_full_text(fx.m, fx.s, self, fx.now, &text, &told), 0);
+    cr_assert_eq(mapper_full_text(fx.m, fx.s, self, fx.now, NULL, &text, &told), 0);
     cr_assert_not_null(told.net);
     state_net_ref(told.net);
     hs_buf_free(&text);
@@ -1023,7 +1029,7 @@ static void expect_plan(uint64_t self, const struct mapper_changes *ch,
     struct mapper_plan p;
     char got[128];
 
-    cr_assert_eq(mapper_plan(fx.m, fx.s, self, ch, was, &p), 0);
+    cr_assert_eq(mapper_plan(fx.m, fx.s, self, ch, was, NULL, &p), 0);
     ids_text(&p.changed, got, sizeof(got));
     cr_expect_str_eq(got, changed, "node %llu: appeared %s, want %s", (unsigned long long)self,
                      got, changed);
@@ -1057,7 +1063,7 @@ Test(mapper, policy_change_plans_deltas)
     expect_plan(4, &none, &t4, "", "", false);   /* no change for carol: nothing */
 
     /* The deltas themselves: a new peer whole, a vanished one by id, the new filter. */
-    cr_assert_eq(mapper_plan(fx.m, fx.s, 2, &none, &t2, &p), 0);
+    cr_assert_eq(mapper_plan(fx.m, fx.s, 2, &none, &t2, NULL, &p), 0);
     cr_expect_eq(p.told.net, state_net_current(fx.s));
     d = mapper_plan_delta(fx.m, fx.s, 2, &p, fx.now);
     cr_assert_not_null(d);
@@ -1066,7 +1072,7 @@ Test(mapper, policy_change_plans_deltas)
     cr_expect_not_null(by_id(json_object_get(d, "UserProfiles"), (json_int_t)fx.alice));
     json_decref(d);
     mapper_plan_free(&p);
-    cr_assert_eq(mapper_plan(fx.m, fx.s, 3, &none, &t3, &p), 0);
+    cr_assert_eq(mapper_plan(fx.m, fx.s, 3, &none, &t3, NULL, &p), 0);
     d = mapper_plan_delta(fx.m, fx.s, 3, &p, fx.now);
     cr_assert_not_null(d);
     cr_expect_eq(json_integer_value(json_array_get(json_object_get(d, "PeersRemoved"), 0)), 1);
@@ -1078,7 +1084,7 @@ Test(mapper, policy_change_plans_deltas)
     mapper_plan_free(&p);
 
     /* Told the new policy, a node's plan is empty again. */
-    cr_assert_eq(mapper_plan(fx.m, fx.s, 1, &none, &t1, &p), 0);
+    cr_assert_eq(mapper_plan(fx.m, fx.s, 1, &none, &t1, NULL, &p), 0);
     cr_expect(p.node, "its CapMap lost custom:laptop: its own Node goes out");
     cr_expect_not(mapper_plan_shareable(&p));
     again = p.told;
@@ -1142,7 +1148,7 @@ Test(mapper, policy_node_added_and_removed_only_to_viewers)
     expect_plan(1, &removed, &n1, "", "", false);
     expect_plan(2, &removed, &n2, "", "", false);
     /* Not knowing what it was told (its first map is on the way): told of the removal. */
-    cr_assert_eq(mapper_plan(fx.m, fx.s, 2, &removed, NULL, &p), 0);
+    cr_assert_eq(mapper_plan(fx.m, fx.s, 2, &removed, NULL, NULL, &p), 0);
     cr_expect_eq(p.removed.n, 1);
     mapper_plan_free(&p);
     state_net_unref(t1.net);
