@@ -21,6 +21,9 @@
 //	join      one new node logs in; every other node's observation time (its node key shows up)
 //	delete    one node is deleted with -delete-cmd ({id} → node ID); observation time
 //	          (PeersRemoved, or a full Peers list without it)
+//	policy    (-policy) with every node idle, the driver sets a new ACL policy; per node the
+//	          time until a message left it with a PacketFilter different from the one it held
+//	          before (policy.go), server CPU over the change, bytes, peers removed
 //	restart   (-restart) with every node idle, the driver stops the server (SIGTERM) and starts
 //	          it again on the same config and database; per node: when its stream broke, how
 //	          many attempts it made and when its first full map from the new server arrived
@@ -35,7 +38,11 @@
 // (a poller in here would wait behind thousands of busy goroutines and time the loadgen, not
 // the server); the windows to cut its samples to are in the result. For the restart it prints
 // "RESTART" and waits for "UP <pid> <sigterm ns> <exit ns> <health ns>" (unix ns, the new
-// server's PID) or "FAIL <reason>".
+// server's PID) or "FAIL <reason>". For the policy change it prints "POLICY" and waits for
+// "SET <t0 ns> <answered ns> <http status>" (T0: just before the driver's PUT) or "FAIL <reason>".
+//
+// With -authkeys-file, node i logs in with line i of the file (the driver gives the policy
+// scenario's users and tags one key each), else every node with -authkey.
 //
 // Server figures come from /proc/<-server-pid>; the loadgen's own CPU from getrusage and its
 // RSS from /proc/self/status. Per-recipient bytes: the map frames a node received during an
@@ -103,6 +110,9 @@ var (
 	flagLabel       = flag.String("label", "", "free text copied into the result")
 	flagDriver      = flag.Bool("driver", false, "talk to the driver on stdout/stdin: storm windows for its API polling, restart requests")
 	flagRestart     = flag.Bool("restart", false, "run the restart scenario (needs -driver, which restarts the server)")
+	flagAuthKeys    = flag.String("authkeys-file", "", "pre-auth keys, one a line: node i (the joiner is node -nodes) logs in with line i (modulo the count); overrides -authkey")
+	flagPolicy      = flag.Bool("policy", false, "run the policy scenario (needs -driver, which sets the new policy): track every node's PacketFilter")
+	flagPolicyTO    = flag.Duration("policy-timeout", 120*time.Second, "give up waiting for the nodes' new PacketFilter after this long")
 )
 
 // ---------------------------------------------------------------------------------------------
@@ -183,6 +193,7 @@ type node struct {
 	disco    key.DiscoPublic
 	hi       *tailcfg.Hostinfo
 	ep       netip.AddrPort
+	authKey  string
 	d        *controlclient.Direct
 
 	id atomic.Int64 // from its first map's Node.ID
@@ -202,6 +213,13 @@ type node struct {
 	rsBreak, rsBack, rsAttempts atomic.Int64
 	rsTry                       atomic.Int64 // unix ns: start of its latest attempt
 	rsErr                       atomic.Value // string: its last failed attempt after the break
+
+	// policy scenario (-policy): the PacketFilter this node holds (see filterTrack), and what
+	// happened to it after the scenario armed
+	pf                                    filterTrack
+	pfBefore                              atomic.Uint64 // pf.hash when the scenario armed
+	pfFirst, pfLast                       atomic.Int64  // unix ns: first / last message that changed it
+	pfMsgs, pfRemoved, pfFull, pfFullPeer atomic.Int64  // filter messages, PeersRemoved entries, full maps, peers in the last one
 
 	ctx                    context.Context
 	cancel                 context.CancelFunc
@@ -242,7 +260,10 @@ func (c countingConn) Write(p []byte) (int, error) {
 var sysDialer = &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 
 func newNode(idx int, hostname string) *node {
-	n := &node{idx: idx, hostname: hostname}
+	n := &node{idx: idx, hostname: hostname, authKey: *flagAuthKey}
+	if len(authKeys) > 0 {
+		n.authKey = authKeys[idx%len(authKeys)]
+	}
 	n.mkey = key.NewMachine()
 	n.nkey = key.NewNode()
 	n.disco = key.NewDisco().Public()
@@ -285,7 +306,7 @@ func (n *node) login(ctx context.Context) error {
 		Persist:              persist.Persist{PrivateNodeKey: n.nkey},
 		GetMachinePrivateKey: func() (key.MachinePrivate, error) { return mk, nil },
 		ServerURL:            *flagURL,
-		AuthKey:              *flagAuthKey,
+		AuthKey:              n.authKey,
 		Hostinfo:             n.hi.Clone(),
 		DiscoPublicKey:       n.disco,
 		Logf:                 clientLogf,
@@ -387,6 +408,9 @@ func (n *node) stream(gotFirst chan struct{}, gotMap *bool) error {
 		}
 		if derr == nil && m.KeepAlive && keepAliveZ == nil && len(js) < 32 {
 			keepAliveZ = append([]byte(nil), zbuf...)
+		}
+		if derr == nil && !m.KeepAlive && *flagPolicy {
+			n.trackPolicy(js, now, peers)
 		}
 		*bp = zbuf
 		bufPool.Put(bp)
@@ -802,12 +826,14 @@ type result struct {
 	Failed        string         `json:"failed,omitempty"`
 	StormWindow   window         `json:"storm_window"` // start → last map message the storm caused
 	Restart       *restartResult `json:"restart,omitempty"`
+	Policy        *policyResult  `json:"policy,omitempty"`
 }
 
 var (
 	res      result
 	allNodes []*node
 	nodesMu  sync.Mutex
+	authKeys []string // -authkeys-file
 )
 
 func snapshotPhase(name string, startSrv procSample, startLoad float64, start time.Time) phase {
@@ -1108,14 +1134,31 @@ func strOf(v *atomic.Value) string {
 
 func main() {
 	flag.Parse()
-	if *flagURL == "" || *flagAuthKey == "" {
-		log.Fatal("need -url and -authkey")
+	if *flagURL == "" || (*flagAuthKey == "" && *flagAuthKeys == "") {
+		log.Fatal("need -url and -authkey (or -authkeys-file)")
 	}
 	if *flagDriver && *flagOut == "" {
 		log.Fatal("-driver talks to the driver on stdout: write the result with -out")
 	}
 	if *flagRestart && !*flagDriver {
 		log.Fatal("-restart needs -driver (the driver restarts the server)")
+	}
+	if *flagPolicy && !*flagDriver {
+		log.Fatal("-policy needs -driver (the driver sets the policy)")
+	}
+	if *flagAuthKeys != "" {
+		b, err := os.ReadFile(*flagAuthKeys)
+		if err != nil {
+			log.Fatal(err)
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if l = strings.TrimSpace(l); l != "" {
+				authKeys = append(authKeys, l)
+			}
+		}
+		if len(authKeys) == 0 {
+			log.Fatalf("%s: no keys", *flagAuthKeys)
+		}
 	}
 	if *flagLogFile != "" {
 		f, err := os.Create(*flagLogFile)
@@ -1335,6 +1378,16 @@ loop:
 		victim.cancel()
 	}
 	res.Phases = append(res.Phases, snapshotPhase("propagation", srvPr0, loadPr0, prStart))
+
+	// ---- 4. policy change
+	if *flagPolicy {
+		time.Sleep(*flagSettle)
+		pr, ph := runPolicy(idleRate)
+		res.Policy = pr
+		if pr.Error == "" {
+			res.Phases = append(res.Phases, ph)
+		}
+	}
 	res.StreamErrors = countErrs(func(n *node) string { return strOf(&n.lastErr) })
 	for _, n := range nodesSnapshot() {
 		res.Reconnects += n.reconnects.Load()
@@ -1342,7 +1395,7 @@ loop:
 	// "total" is the first server process's run; the restart is measured on its own
 	res.Phases = append(res.Phases, snapshotPhase("total", base, loadBase, runStart))
 
-	// ---- 4. restart
+	// ---- 5. restart
 	if *flagRestart {
 		time.Sleep(*flagSettle)
 		rr, ph := runRestart()

@@ -1,6 +1,7 @@
 """Smoke run of the scale benchmark harness (bench/run.sh) so that it cannot rot: 20 simulated
 Tailscale nodes (Tailscale's own control client over ts2021) against our server on SQLite,
-a few seconds of steady state, the propagation events, then a server restart with every node
+a few seconds of steady state, the propagation events, a 200-rule policy set over REST (the
+nodes belong to several users and tags for it), then a server restart with every node
 reconnecting (about 10 s: over plain HTTP the client's Noise dial to a server that is down
 waits out its 10 s timeout). Checks that the result files are written and hold sane figures;
 the figures themselves are benchmark output, not asserted targets."""
@@ -27,6 +28,7 @@ def bench_run(tmp_path_factory):
     stamp_env.pop("HEADSCALE_CONFIG", None)
     r = subprocess.run([RUN_SH, "--nodes", str(NODES), "--servers", "ours-sqlite",
                         "--duration", "5", "--out-dir", str(out),
+                        "--scenarios", "storm,steady,propagation,policy,restart",
                         "--ours-bin", os.path.abspath(helpers.HS_BIN)],
                        capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL,
                        env=stamp_env)
@@ -86,6 +88,28 @@ def test_every_change_observed_by_all(bench_run):
         assert metric(recs, sc, "bytes_per_update") > 0
         assert metric(recs, sc, "cpu_s_per_change") >= 0
     assert metric(recs, "propagation", "propagation_p99_ms") > 0
+
+
+def test_policy_change_reaches_every_node(bench_run):
+    recs = bench_run["records"]
+    assert metric(recs, "policy", "policy_rules") == 200
+    # after the join and the delete there are NODES live nodes, and every one of them had its
+    # PacketFilter changed by the new policy (the initial one allowed everything)
+    assert metric(recs, "policy", "policy_nodes") == NODES
+    assert metric(recs, "policy", "policy_changed_nodes") == NODES
+    assert metric(recs, "policy", "policy_unchanged_nodes") == 0
+    p50 = metric(recs, "policy", "policy_p50_ms")
+    assert 0 < p50 <= metric(recs, "policy", "policy_p99_ms") \
+        <= metric(recs, "policy", "policy_max_ms") < 30000
+    assert 0 < metric(recs, "policy", "policy_api_ms") < 30000
+    assert metric(recs, "policy", "policy_server_cpu_s") >= 0
+    assert metric(recs, "policy", "policy_bytes_per_node") > 0
+    # the new policy hides some peers, never all of them
+    before = metric(recs, "policy", "policy_peers_before")
+    assert 0 < metric(recs, "policy", "policy_peers_after_min") < before
+    raw = bench_run["raw"]["ours-sqlite"]["policy"]
+    assert len(raw["latency_ms"]) == NODES and not raw.get("missing"), raw
+    assert "| policy | policy_p99_ms |" in bench_run["md"]
 
 
 def test_api_polled_during_both_storms(bench_run):
