@@ -21,9 +21,9 @@ void mapper__view_init(struct mapper__view *v, struct state *s, uint64_t self,
 {
     v->net = net ? net : state_net_current(s);
     v->self = state_net_index(v->net, self);
-    /* Without a policy, and compiled for exactly these nodes: no per-node questions. */
-    v->everyone = v->self != STATE_NET_NONE && state_net_all(v->net) &&
-                  state_net_exact(s, v->net);
+    /* Seeing everyone (no policy, or one that lets it), in a net compiled for exactly these
+     * nodes: no per-node questions. */
+    v->everyone = state_net_sees_all(v->net, v->self) && state_net_exact(s, v->net);
 }
 
 bool mapper__view_sees(const struct mapper__view *v, struct state *s, size_t i)
@@ -324,8 +324,7 @@ int mapper_plan(struct mapper *m, struct state *s, uint64_t self, const struct m
      * whether it had them. Not knowing that (its first map is still on its way), tell it. */
     keep_seen(&p->removed, ch->removed, NULL, ch->nremoved, self, a, va);
     if (a && a != b) {
-        if (state_net_all(a) && va != STATE_NET_NONE && state_net_all(b) &&
-            vb != STATE_NET_NONE)
+        if (state_net_sees_all(a, va) && state_net_sees_all(b, vb))
             everyone_diff(m, a, b, self, p);
         else
             general_diff(a, va, b, vb, self, p);

@@ -102,6 +102,9 @@ int policy_net_capmap(const struct policy_net *c, size_t i, struct hs_buf *out);
 /* Whether nodeAttrs gives node i the attribute (e.g. "disable-ipv4": the node is sent no
  * IPv4 address, and it and its peers see each other over IPv6 only). */
 bool policy_net_has_attr(const struct policy_net *c, size_t i, const char *attr);
+/* Whether node i sees every other node (then a map needs no per-peer question). A cheap
+ * answer that may say false for a node that does: then ask policy_net_sees. */
+bool policy_net_sees_all(const struct policy_net *c, size_t i);
 /* Whether node a has b in its peer list: either may reach the other. Symmetric. */
 bool policy_net_sees(const struct policy_net *c, size_t a, size_t b);
 /* The routes of node b that viewer a gets in b's AllowedIPs (besides b's addresses): b's

@@ -272,6 +272,20 @@ size_t pol__class_of(struct policy_net *c, size_t a)
     return c->nclasses++;
 }
 
+void pol__mark_all(struct policy_net *c)
+{
+    size_t full = c->nnodes / 64;
+    uint64_t last = c->nnodes % 64 ? (UINT64_C(1) << (c->nnodes % 64)) - 1 : 0;
+
+    for (size_t k = 0; k < c->nclasses; k++) {
+        const uint64_t *w = pol__class_peers(c, k);
+        bool all = !last || (w[full] & last) == last;
+        for (size_t x = 0; x < full && all; x++)
+            all = w[x] == UINT64_MAX;
+        c->classes[k].all = all;
+    }
+}
+
 static void compute_peers(struct policy_net *c)
 {
     for (size_t r = 0; r < c->nrules; r++)
@@ -344,6 +358,7 @@ int pol__compile(const struct policy *p, const struct policy_topology *t, bool t
     }
     free(tmp);
     compute_peers(c);
+    pol__mark_all(c);
     pol__route_viewers(c);
     if (tests && (rc = pol__check_tests(c, err, errsize)) < 0) {
         policy_net_free(c);
@@ -383,6 +398,11 @@ void policy_net_free(struct policy_net *c)
     free(c->rules);
     policy_free((struct policy *)c->p);
     free(c);
+}
+
+bool policy_net_sees_all(const struct policy_net *c, size_t i)
+{
+    return !c->p || (i < c->nnodes && c->classes[c->cls[i]].all);
 }
 
 bool policy_net_sees(const struct policy_net *c, size_t a, size_t b)

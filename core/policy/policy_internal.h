@@ -266,6 +266,7 @@ struct pol_class {
     uint64_t hash;
     size_t user;               /* with self_rules: the nodes' user ((size_t)-1 if tagged) */
     size_t members;
+    bool all;                  /* its peer set has every node (pol__mark_all) */
 };
 
 static inline uint64_t *pol__class_sig(const struct policy_net *c, size_t k)
@@ -308,6 +309,8 @@ void pol__resolve_rule(struct policy_net *c, const struct pol_rule *r, struct po
 void pol__crule_fini(struct pol_crule *cr);
 uint64_t pol__signature(const struct policy_net *c, size_t a, uint64_t *sig, size_t *user);
 size_t pol__class_of(struct policy_net *c, size_t a);
+/* Sets each class's `all` once its peer set is final (end of a compile or recompile). */
+void pol__mark_all(struct policy_net *c);
 /* policy_nodes.c, for policy_update.c: one node loaded from the topology (routes approved
  * too), and the indexes rebuilt. */
 void pol__load_node(struct policy_net *c, size_t i, const struct policy_node *in);

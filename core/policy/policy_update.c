@@ -312,6 +312,7 @@ int policy_recompile(const struct policy_net *old, const struct policy_topology 
     c->sig_words = old->sig_words;
     carry_classes(c, old, &pl);
     drop_empty_classes(c);
+    pol__mark_all(c);
     pol__route_viewers(c);
     free(tmp);
     free(ids);

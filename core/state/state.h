@@ -133,6 +133,9 @@ size_t state_net_index_at(struct state *s, const struct state_net *n, size_t i);
 bool state_net_exact(struct state *s, const struct state_net *n);
 /* Whether a has b in its peer list (indexes in n; STATE_NET_NONE sees and is seen by none). */
 bool state_net_sees(const struct state_net *n, size_t a, size_t b);
+/* Whether node a (a net index) sees every other node: no policy, or one that lets it. May say
+ * false when it does (then ask state_net_sees). */
+bool state_net_sees_all(const struct state_net *n, size_t a);
 /* Ids in n that are not in other, ascending (other NULL: all of n's). Caller frees. */
 uint64_t *state_net_minus(const struct state_net *n, const struct state_net *other, size_t *count);
 

@@ -61,6 +61,11 @@ size_t state_net_index_at(struct state *s, const struct state_net *n, size_t i)
     return state_net_index(n, state_node_at(s, i)->n.id);
 }
 
+bool state_net_sees_all(const struct state_net *n, size_t a)
+{
+    return a != STATE_NET_NONE && (n->all || policy_net_sees_all(n->pn, a));
+}
+
 bool state_net_sees(const struct state_net *n, size_t a, size_t b)
 {
     if (a == STATE_NET_NONE || b == STATE_NET_NONE || a == b)
