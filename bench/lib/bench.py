@@ -564,6 +564,7 @@ class Driver:
         self.run, self.proc, self.poller = run, proc, poller
         self.old_jiffies = None  # CPU of the first server process just before its SIGTERM
         self.error = None
+        self.policy_note = None  # how the PUT ended when it did not answer
         self.restarting = False  # the server is down on purpose
         self.thread = threading.Thread(target=self.serve, daemon=True)
         self.thread.start()
@@ -587,6 +588,7 @@ class Driver:
         hdrs = {"Authorization": f"Bearer {run.apikey}", "Content-Type": "application/json"}
         c = http.client.HTTPConnection("127.0.0.1", run.port,
                                        timeout=max(60, run.args.policy_timeout))
+        t0 = None
         try:
             c.connect()  # the TCP handshake is not the server's work on the policy
             t0 = time.time_ns()
@@ -600,8 +602,21 @@ class Driver:
                 self.error = f"PUT /api/v1/policy → {r.status}: {data[:400]!r}"
                 reply = "FAIL " + " ".join(self.error.split())[:300] + "\n"
         except (OSError, http.client.HTTPException) as e:
-            self.error = f"PUT /api/v1/policy: {type(e).__name__}: {e}"
-            reply = "FAIL " + " ".join(self.error.split())[:300] + "\n"
+            # headscale closes a request's connection without an answer once its handler ran
+            # past the server's 30 s write timeout (http.Server.WriteTimeout), though the
+            # handler finished: if the policy in force is ours, time the PUT to the close.
+            t1 = time.time_ns()
+            why = f"{type(e).__name__}: {e}"
+            st, cur = (run.api("GET", "/api/v1/policy", timeout=max(60, run.args.policy_timeout))
+                       if t0 is not None else (0, None))
+            if st == 200 and isinstance(cur, dict) and cur.get("policy") == run.policy_new:
+                self.policy_note = (f"PUT /api/v1/policy: the connection closed without an "
+                                    f"answer after {(t1 - t0) / 1e9:.1f} s ({why}); "
+                                    f"GET /api/v1/policy then showed the new policy in force")
+                reply = f"SET {t0} {t1} 0\n"
+            else:
+                self.error = f"PUT /api/v1/policy: {why}; the policy in force is not the new one"
+                reply = "FAIL " + " ".join(self.error.split())[:300] + "\n"
         finally:
             c.close()
         log(f"{run.name}: policy set: {reply.strip()}")
@@ -690,6 +705,8 @@ def run_loadgen(run, a):
         res["policy"]["rules"] = POLICY_RULES
         res["policy"]["policy_bytes"] = len(run.policy_new)
         res["policy"]["users"] = len(policy_layout(a.nodes)["users"])
+        if driver.policy_note:
+            res["policy"]["api_note"] = driver.policy_note
     res["storm_api"] = poller.summary(res.get("storm_window"))
     if res.get("restart"):
         res["restart"]["api"] = poller.summary(res["restart"].get("api_window"))
@@ -862,6 +879,10 @@ def policy_records(add, pr):
     add(sc, "policy_converged_s", pr.get("converged_s") or None, "s")
     add(sc, "policy_server_rss_kib", pr["server_rss_kib"], "KiB")
     add(sc, "policy_bytes_per_node", pr["map_bytes_per_node"], "B")
+    add(sc, "policy_filter_json_bytes_p50", pctl(pr.get("filter_json_bytes") or [], 0.5), "B")
+    add(sc, "policy_filter_json_bytes_max", pctl(pr.get("filter_json_bytes") or [], 1.0), "B")
+    add(sc, "policy_message_json_bytes_p50", pctl(pr.get("message_json_bytes") or [], 0.5),
+        "B")
     add(sc, "policy_wire_bytes_per_node", pr["wire_rx_bytes_per_node"], "B")
     add(sc, "policy_filter_messages_mean", pr["filter_messages_mean"], "messages")
     add(sc, "policy_unchanged_nodes", pr["unchanged"], "nodes")
@@ -936,6 +957,8 @@ ORDER += [("policy", m) for m in (
     "policy_api_ms", "policy_server_cpu_s", "policy_server_cpu_minus_idle_s",
     "policy_server_cpu_to_all_s", "policy_window_s", "policy_converged_s",
     "policy_server_rss_kib", "policy_bytes_per_node", "policy_wire_bytes_per_node",
+    "policy_filter_json_bytes_p50", "policy_filter_json_bytes_max",
+    "policy_message_json_bytes_p50",
     "policy_filter_messages_mean", "policy_unchanged_nodes", "policy_multi_change_nodes",
     "policy_full_map_nodes", "policy_peers_before", "policy_peers_after_min",
     "policy_peers_after_p50", "policy_peers_removed_mean", "policy_reconnects",
@@ -1061,7 +1084,9 @@ def write_report(a, runs_done, records, raw, stamp, versions):
             if pr["unchanged"]:
                 bits.append(f"policy: {pr['unchanged']} nodes ended with the filter they had "
                             "before")
-            if pr.get("api_status") != 200:
+            if pr.get("api_note"):
+                bits.append(f"policy: {pr['api_note']}")
+            elif pr.get("api_status") != 200:
                 bits.append(f"policy: PUT answered {pr.get('api_status')}")
         rr = r.get("restart")
         if rr and rr.get("error"):
@@ -1130,7 +1155,9 @@ def write_report(a, runs_done, records, raw, stamp, versions):
   *policy_server_cpu_s*: server CPU-seconds from just before the PUT until no node had read a
   map message for 2 s (*policy_window_s*; *_minus_idle_s* subtracts the steady-state idle rate
   over it; *policy_server_cpu_to_all_s* stops when the last node had its new filter).
-  *policy_bytes_per_node*: map frames (length + zstd body) per node in the window.
+  *policy_bytes_per_node*: map frames (length + zstd body) per node in the window;
+  *policy_filter_json_bytes_**: the new filter's JSON as it came (per node), and
+  *policy_message_json_bytes_p50* the whole MapResponse that brought it, zstd-decoded.
   *policy_peers_after_*: per node, the peers of its last full map in the window, else every
   other node minus the PeersRemoved it was sent (the initial policy showed every node to every
   other); *policy_full_map_nodes* counts the nodes that were sent a full map.

@@ -220,6 +220,7 @@ type node struct {
 	pfBefore                              atomic.Uint64 // pf.hash when the scenario armed
 	pfFirst, pfLast                       atomic.Int64  // unix ns: first / last message that changed it
 	pfMsgs, pfRemoved, pfFull, pfFullPeer atomic.Int64  // filter messages, PeersRemoved entries, full maps, peers in the last one
+	pfSize, pfMsgSize                     atomic.Int64  // JSON bytes of the new filter / of the message that brought it
 
 	ctx                    context.Context
 	cancel                 context.CancelFunc

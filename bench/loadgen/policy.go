@@ -188,18 +188,19 @@ func objectEach(v []byte, fn func(k, val []byte)) {
 	}
 }
 
-// update applies a message; it reports whether the message carried a filter.
-func (f *filterTrack) update(js []byte) bool {
-	carried := false
+// update applies a message; it reports whether the message carried a filter, and the bytes
+// of JSON the filter took in it.
+func (f *filterTrack) update(js []byte) (bool, int) {
+	carried, size := false, 0
 	if v, ok := fieldValue(js, tagPacketFilter); ok && !isNull(v) {
 		if f.named == nil {
 			f.named = map[string]uint64{}
 		}
 		f.named["base"] = hashJSON(v)
-		carried = true
+		carried, size = true, len(v)
 	}
 	if v, ok := fieldValue(js, tagPacketFilters); ok && !isNull(v) {
-		carried = true
+		carried, size = true, size+len(v)
 		if f.named == nil {
 			f.named = map[string]uint64{}
 		}
@@ -242,7 +243,7 @@ func (f *filterTrack) update(js []byte) bool {
 		}
 		f.hash.Store(h)
 	}
-	return carried
+	return carried, size
 }
 
 // countArray: the elements of a flat JSON array of numbers.
@@ -263,7 +264,7 @@ var policyArmed atomic.Bool
 // trackPolicy runs for every non-keep-alive message of a node when -policy is on.
 func (n *node) trackPolicy(js []byte, now int64, peers int64) {
 	prev := n.pf.hash.Load()
-	carried := n.pf.update(js)
+	carried, size := n.pf.update(js)
 	if !policyArmed.Load() {
 		return
 	}
@@ -279,8 +280,9 @@ func (n *node) trackPolicy(js []byte, now int64, peers int64) {
 	}
 	n.pfMsgs.Add(1)
 	h := n.pf.hash.Load()
-	if h != n.pfBefore.Load() {
-		n.pfFirst.CompareAndSwap(0, now)
+	if h != n.pfBefore.Load() && n.pfFirst.CompareAndSwap(0, now) {
+		n.pfSize.Store(int64(size))
+		n.pfMsgSize.Store(int64(len(js)))
 	}
 	if h != prev {
 		n.pfLast.Store(now)
@@ -323,6 +325,8 @@ type policyResult struct {
 	ServerWChar    int64         `json:"server_wchar_bytes"`
 	LoadCPUS       float64       `json:"loadgen_cpu_s"`
 	MapBytesPerRx  float64       `json:"map_bytes_per_node"`
+	FilterJSON     []float64     `json:"filter_json_bytes"`  // per node, sorted: its new filter's JSON in the message that brought it
+	MessageJSON    []float64     `json:"message_json_bytes"` // per node, sorted: that message's JSON (zstd-decoded)
 	WireRxPerNode  float64       `json:"wire_rx_bytes_per_node"`
 	FilterMsgsMean float64       `json:"filter_messages_mean"` // messages carrying a filter, per node
 	FilterMsgsMax  int64         `json:"filter_messages_max"`
@@ -372,6 +376,8 @@ func runPolicy(idleRate float64) (*policyResult, phase) {
 		n.pfRemoved.Store(0)
 		n.pfFull.Store(0)
 		n.pfFullPeer.Store(0)
+		n.pfSize.Store(0)
+		n.pfMsgSize.Store(0)
 		mb0[i], rx0[i], rc0[i] = n.mapBytes.Load(), n.wireRx.Load(), n.reconnects.Load()
 	}
 	srv0 := sampleProc(*flagServerPID)
@@ -452,6 +458,8 @@ func runPolicy(idleRate float64) (*policyResult, phase) {
 		if f != 0 && f <= deadline.UnixNano() {
 			pr.Changed++
 			pr.LatMS = append(pr.LatMS, float64(f-t0)/1e6)
+			pr.FilterJSON = append(pr.FilterJSON, float64(n.pfSize.Load()))
+			pr.MessageJSON = append(pr.MessageJSON, float64(n.pfMsgSize.Load()))
 			lastFirst = max(lastFirst, f)
 			if l := n.pfLast.Load(); l != 0 {
 				pr.LastMS = append(pr.LastMS, float64(l-t0)/1e6)
@@ -469,7 +477,7 @@ func runPolicy(idleRate float64) (*policyResult, phase) {
 				Reconnects: n.reconnects.Load() - rc0[i], LastErr: strOf(&n.lastErr)})
 		}
 	}
-	for _, v := range [][]float64{pr.LatMS, pr.LastMS, pr.PeersAfter} {
+	for _, v := range [][]float64{pr.LatMS, pr.LastMS, pr.PeersAfter, pr.FilterJSON, pr.MessageJSON} {
 		sort.Float64s(v)
 	}
 	if pr.Changed == pr.Nodes && lastFirst != 0 {

@@ -22,7 +22,7 @@ func TestHashJSONIgnoresLayoutNotStrings(t *testing.T) {
 
 func TestFilterTrackFollowsTheClient(t *testing.T) {
 	var f filterTrack
-	if f.update([]byte(`{"Node":{"ID":1},"Peers":[]}`)) || f.hash.Load() != 0 {
+	if c, _ := f.update([]byte(`{"Node":{"ID":1},"Peers":[]}`)); c || f.hash.Load() != 0 {
 		t.Fatal("a message without a filter set one")
 	}
 	// PacketFilter is the chunk "base": the same rules as PacketFilters {"base": ...}
@@ -34,7 +34,7 @@ func TestFilterTrackFollowsTheClient(t *testing.T) {
 		t.Fatalf("PacketFilter %x vs PacketFilters base %x", a, g.hash.Load())
 	}
 	// null leaves it alone; a new filter changes it; the old one comes back to the old hash
-	if f.update([]byte(`{"PacketFilter":null}`)) || f.hash.Load() != a {
+	if c, _ := f.update([]byte(`{"PacketFilter":null}`)); c || f.hash.Load() != a {
 		t.Fatal("null PacketFilter changed the filter")
 	}
 	f.update([]byte(`{"PacketFilter":` + ruleB + `}`))
@@ -63,7 +63,7 @@ func TestFilterTrackFollowsTheClient(t *testing.T) {
 	}
 	// an empty filter (block everything) is a filter
 	var e filterTrack
-	if !e.update([]byte(`{"PacketFilter":[]}`)) || e.hash.Load() == 0 {
+	if c, size := e.update([]byte(`{"PacketFilter":[]}`)); !c || size != 2 || e.hash.Load() == 0 {
 		t.Fatal("an empty PacketFilter was not taken")
 	}
 }
