@@ -208,3 +208,44 @@ int pol__parse_proto(const char *s, uint8_t *out)
     *out = (uint8_t)v;
     return 0;
 }
+
+bool pol__string_list(const json_t *v)
+{
+    size_t k;
+    json_t *item;
+
+    if (!v || json_is_null(v))
+        return true;
+    if (!json_is_array(v))
+        return false;
+    json_array_foreach(v, k, item) {
+        if (!json_is_string(item))
+            return false;
+    }
+    return true;
+}
+
+int pol__split_alias_port(const char *s, char *alias, size_t asize, const char **port)
+{
+    const char *colon;
+    size_t n;
+
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+        if (!close || close[1] != ':')
+            return -EINVAL;
+        n = (size_t)(close - s - 1);
+        colon = close + 1;
+        s++;
+    } else {
+        if (!(colon = strrchr(s, ':')))
+            return -EINVAL;
+        n = (size_t)(colon - s);
+    }
+    if (n == 0 || n >= asize)
+        return -EINVAL;
+    memcpy(alias, s, n);
+    alias[n] = '\0';
+    *port = colon + 1;
+    return 0;
+}

@@ -34,22 +34,6 @@ static const char *const funnel_caps[] = {
 
 /* ---- loading ---- */
 
-static bool string_list(json_t *v)
-{
-    size_t k;
-    json_t *item;
-
-    if (!v || json_is_null(v))
-        return true;
-    if (!json_is_array(v))
-        return false;
-    json_array_foreach(v, k, item) {
-        if (!json_is_string(item))
-            return false;
-    }
-    return true;
-}
-
 static pol_u128 v4addr(unsigned a, unsigned b, unsigned c, unsigned d)
 {
     return (pol_u128)0xffff << 32 | (pol_u128)(a << 24 | b << 16 | c << 8 | d);
@@ -110,7 +94,7 @@ static int load_entry(const struct policy *p, json_t *o, struct pol_attr_entry *
             strcmp(key, "ipPool") != 0)
             return pol__err(err, errsize, "nodeAttrs[%zu]: unknown field \"%s\"", i, key);
     }
-    if (!string_list(target) || !string_list(attr) || !string_list(pool))
+    if (!pol__string_list(target) || !pol__string_list(attr) || !pol__string_list(pool))
         return pol__err(err, errsize, "nodeAttrs[%zu]: target, attr and ipPool must be lists "
                                       "of strings", i);
     json_array_foreach(pool, k, v) {

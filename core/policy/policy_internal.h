@@ -172,6 +172,11 @@ const struct pol_group *pol__group(const struct policy *p, const char *name);
 const struct pol_tagowner *pol__tagowner(const struct policy *p, const char *tag);
 /* Ports "*", "22", "80-443", "22,80" into a new array. */
 int pol__parse_ports(const char *s, struct pol_ports **out, size_t *n, char *err, size_t errsize);
+/* Absent, null, or an array of strings only. */
+bool pol__string_list(const json_t *v);
+/* "alias:port(s)", the alias possibly a bracketed IPv6 address: the alias copied into alias
+ * (asize bytes), *port pointing after the colon. -EINVAL when there is no colon. */
+int pol__split_alias_port(const char *s, char *alias, size_t asize, const char **port);
 /* A protocol name or number into its IANA number; -EINVAL. */
 int pol__parse_proto(const char *s, uint8_t *out);
 

@@ -43,18 +43,7 @@ static int check_sections(json_t *doc, char *err, size_t errsize)
 /* A list of strings, or -EINVAL naming where. NULL and absent are an empty list. */
 static int string_list(json_t *v, const char *where, char *err, size_t errsize)
 {
-    size_t i;
-    json_t *item;
-
-    if (!v || json_is_null(v))
-        return 0;
-    if (!json_is_array(v))
-        return pol__err(err, errsize, "%s: must be a list of strings", where);
-    json_array_foreach(v, i, item) {
-        if (!json_is_string(item))
-            return pol__err(err, errsize, "%s: must be a list of strings", where);
-    }
-    return 0;
+    return pol__string_list(v) ? 0 : pol__err(err, errsize, "%s: must be a list of strings", where);
 }
 
 static bool tag_name_ok(const char *tag)

@@ -10,18 +10,9 @@
 
 static int field_list(json_t *o, const char *key, const char *where, char *err, size_t errsize)
 {
-    json_t *v = json_object_get(o, key), *item;
-    size_t i;
-
-    if (!v || json_is_null(v))
+    if (pol__string_list(json_object_get(o, key)))
         return 0;
-    if (!json_is_array(v))
-        return pol__err(err, errsize, "%s: \"%s\" must be a list of strings", where, key);
-    json_array_foreach(v, i, item) {
-        if (!json_is_string(item))
-            return pol__err(err, errsize, "%s: \"%s\" must be a list of strings", where, key);
-    }
-    return 0;
+    return pol__err(err, errsize, "%s: \"%s\" must be a list of strings", where, key);
 }
 
 static int only_fields(json_t *o, const char *const *known, const char *where, char *err,
@@ -65,32 +56,6 @@ static int load_sources(const struct policy *p, json_t *list, struct pol_rule *r
     return 0;
 }
 
-/* "alias:ports", the alias possibly a bracketed IPv6 address. */
-static int split_dst(const char *s, char *alias, size_t asize, const char **ports)
-{
-    const char *colon;
-    size_t n;
-
-    if (s[0] == '[') {
-        const char *close = strchr(s, ']');
-        if (!close || close[1] != ':')
-            return -EINVAL;
-        n = (size_t)(close - s - 1);
-        colon = close + 1;
-        s++;
-    } else {
-        if (!(colon = strrchr(s, ':')))
-            return -EINVAL;
-        n = (size_t)(colon - s);
-    }
-    if (n == 0 || n >= asize)
-        return -EINVAL;
-    memcpy(alias, s, n);
-    alias[n] = '\0';
-    *ports = colon + 1;
-    return 0;
-}
-
 static int load_acl_dst(const struct policy *p, const char *s, struct pol_dst *d, char *err,
                         size_t errsize)
 {
@@ -98,7 +63,7 @@ static int load_acl_dst(const struct policy *p, const char *s, struct pol_dst *d
     const char *ports;
     int rc;
 
-    if (split_dst(s, alias, sizeof(alias), &ports) < 0)
+    if (pol__split_alias_port(s, alias, sizeof(alias), &ports) < 0)
         return pol__err(err, errsize, "dst=\"%s\": expected alias:ports", s);
     if ((rc = pol__parse_ports(ports, &d->ports, &d->nports, inner, sizeof(inner))) < 0 ||
         (rc = pol__parse_alias(p, alias, &d->a, inner, sizeof(inner))) < 0)

@@ -56,32 +56,6 @@ static int test_err(char *err, size_t errsize, size_t i, const char *fmt, ...)
     return pol__err(err, errsize, "test(s) failed: tests[%zu]: %s", i, inner);
 }
 
-/* "alias:port", the alias possibly a bracketed IPv6 address. */
-static int split_host_port(const char *s, char *alias, size_t asize, const char **port)
-{
-    const char *colon;
-    size_t n;
-
-    if (s[0] == '[') {
-        const char *close = strchr(s, ']');
-        if (!close || close[1] != ':')
-            return -EINVAL;
-        n = (size_t)(close - s - 1);
-        colon = close + 1;
-        s++;
-    } else {
-        if (!(colon = strrchr(s, ':')))
-            return -EINVAL;
-        n = (size_t)(colon - s);
-    }
-    if (n == 0 || n >= asize)
-        return -EINVAL;
-    memcpy(alias, s, n);
-    alias[n] = '\0';
-    *port = colon + 1;
-    return 0;
-}
-
 /* One connection attempt: one host (never a CIDR or autogroup:internet, whose traffic exit
  * nodes route) on one port. */
 static int load_dst(const struct policy *p, const char *s, struct pol_test_dst *d, size_t i,
@@ -94,7 +68,7 @@ static int load_dst(const struct policy *p, const char *s, struct pol_test_dst *
     bool one;
 
     d->text = hs_strdup(s);
-    if (split_host_port(s, alias, sizeof(alias), &port) < 0)
+    if (pol__split_alias_port(s, alias, sizeof(alias), &port) < 0)
         return test_err(err, errsize, i, "\"%s\": expected host:port", s);
     if (strchr(alias, '/'))
         return test_err(err, errsize, i, "\"%s\": a test destination is one host, not a CIDR",
@@ -146,22 +120,6 @@ static int load_dsts(const struct policy *p, json_t *list, bool accept, struct p
 }
 
 /* NULL and absent are an empty list. */
-static bool string_list(json_t *v)
-{
-    size_t k;
-    json_t *item;
-
-    if (!v || json_is_null(v))
-        return true;
-    if (!json_is_array(v))
-        return false;
-    json_array_foreach(v, k, item) {
-        if (!json_is_string(item))
-            return false;
-    }
-    return true;
-}
-
 static int load_proto(json_t *proto, struct pol_test *t, size_t i, char *err, size_t errsize)
 {
     const char *s = json_string_value(proto);
@@ -204,7 +162,7 @@ static int load_test(const struct policy *p, json_t *o, struct pol_test *t, size
         return test_err(err, errsize, i, "src \"%s\" cannot be a test source", src);
     if ((rc = load_proto(json_object_get(o, "proto"), t, i, err, errsize)) < 0)
         return rc;
-    if (!string_list(accept) || !string_list(deny))
+    if (!pol__string_list(accept) || !pol__string_list(deny))
         return test_err(err, errsize, i, "accept and deny must be lists of strings");
     if (json_array_size(accept) + json_array_size(deny) == 0)
         return test_err(err, errsize, i, "has neither accept nor deny entries");
