@@ -869,7 +869,10 @@ def policy_records(add, pr):
             add(sc, m, v, "ms")
     if pr["all_s"] >= 0:
         add(sc, "policy_all_s", pr["all_s"], "s")
-    add(sc, "policy_last_change_p99_ms", pctl(pr.get("last_change_ms") or [], 0.99), "ms")
+    last = (pr.get("last_change_ms") or []) + [float("inf")] * (pr["nodes"] - pr["changed"])
+    v = pctl(last, 0.99)
+    if v is not None and v != float("inf"):
+        add(sc, "policy_last_change_p99_ms", v, "ms")
     add(sc, "policy_api_ms", pr["api_ms"], "ms")
     add(sc, "policy_server_cpu_s", pr["server_cpu_s"], "s")
     add(sc, "policy_server_cpu_minus_idle_s", pr["server_cpu_minus_idle_s"], "s")
@@ -1140,11 +1143,12 @@ def write_report(a, runs_done, records, raw, stamp, versions):
   start (restart: from the new server answering /health) until the last map message that storm
   caused; latency is request start → whole body read, p50/p99/max over the 200s (*_count*);
   anything else counts in *_errors*.
-- *policy_*: with every node idle (after the propagation events), the driver sets a new
-  policy of *policy_rules* rules with `PUT /api/v1/policy` (API key); T0 is its clock just
-  before the request. The initial policy (set over REST before the storm) had the same groups
-  and tagOwners and one allow-all rule. Each node follows its packet filter as the client does
-  (`PacketFilter` replaces the chunk "base", `PacketFilters` sets/deletes named chunks) and
+- *policy_*: with every node idle (after steady state and any propagation events), the
+  driver sets a new policy of *policy_rules* rules with `PUT /api/v1/policy` (API key); T0 is
+  its clock just before the request. The initial policy (set over REST before the storm) had
+  the same groups and tagOwners and one allow-all rule. Each node follows its packet filter as
+  the client does (`PacketFilter` replaces the chunk "base", `PacketFilters` sets/deletes named
+  chunks) and
   *policy_p50/p99/max_ms* are, per node, T0 → the first MapResponse that left it with a filter
   different from the one it held before T0 (its arrival at the loadgen); *policy_changed_nodes*
   counts the nodes that got one within *policy_timeout_s*, *policy_all_s* is the last of them.
