@@ -161,7 +161,7 @@ static const struct cli_cmd cmd_api_delete = {
 
 static const struct cli_cmd cmd_apikeys = {
     .name = "apikeys", .aliases = ALIASES("apikey", "api"), .use = "apikeys",
-    .summary = "Handle the Api keys in Headscale",
+    .summary = "Create, list and expire API keys",
     .subs = SUBS(&cmd_api_list, &cmd_api_create, &cmd_api_expire, &cmd_api_delete),
 };
 
@@ -265,7 +265,7 @@ static const struct cli_cmd cmd_nodes_approve_routes = {
 
 static const struct cli_cmd cmd_nodes = {
     .name = "nodes", .aliases = ALIASES("node", "machine", "machines"), .use = "nodes",
-    .summary = "Manage the nodes of Headscale",
+    .summary = "List, register, tag and remove nodes",
     .subs = SUBS(&cmd_nodes_approve_routes, &cmd_nodes_delete, &cmd_nodes_expire,
                  &cmd_nodes_list, &cmd_nodes_list_routes, &cmd_nodes_move, &cmd_nodes_register,
                  &cmd_nodes_rename, &cmd_nodes_tag),
@@ -353,8 +353,8 @@ static const struct cli_cmd cmd_debug = {
 
 const struct cli_cmd cli_root = {
     .name = "headscale", .use = "headscale", .summary = "headscale - a Tailscale control server",
-    .long_help = "headscale is an open source implementation of the Tailscale control server\n\n"
-                 "https://github.com/juanfont/headscale",
+    .long_help = "A self-hosted control server for Tailscale clients, run and managed with\n"
+                 "headscale's commands, configuration and REST API.",
     .pflags = FLAGS({ "config", 'c', CLI_STRING, NULL,
                       "config file (default is /etc/headscale/config.yaml)", false },
                     { "output", 'o', CLI_STRING, NULL, OUTPUT_HELP, false },
