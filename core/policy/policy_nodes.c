@@ -263,22 +263,7 @@ bool pol__node_in_alias(const struct policy_net *c, const struct pol_alias *a, s
     }
 }
 
-/* An alias owns a node for tagOwners and autoApprovers: users and groups by the node's
- * owner (tagged or not), tags by the node's tags. */
-static bool owner_matches(const struct policy_net *c, const struct pol_alias *a, size_t i)
-{
-    struct pol_node *n = &c->nodes[i];
-    bool was = n->tagged;
-    bool r;
-
-    if (a->kind == PA_TAG || a->kind == PA_TAGGED || a->kind == PA_MEMBER)
-        return pol__node_in_alias(c, a, i);
-    n->tagged = false;
-    r = pol__node_in_alias(c, a, i);
-    n->tagged = was;
-    return r && !was;
-}
-
+/* Approvers name nodes as sources do: users and groups their untagged nodes, tags theirs. */
 static bool auto_approved(const struct policy_net *c, size_t i, const struct pol_ent *route)
 {
     const struct policy *p = c->p;
@@ -290,7 +275,7 @@ static bool auto_approved(const struct policy_net *c, size_t i, const struct pol
                                : (!pol__is_exit_route(route) && ap->route.v4 == route->v4 &&
                                   ap->route.lo <= route->lo && route->hi <= ap->route.hi);
         for (size_t j = 0; covers && j < ap->n; j++) {
-            if (owner_matches(c, &ap->who[j], i))
+            if (pol__node_in_alias(c, &ap->who[j], i))
                 return true;
         }
     }
