@@ -57,12 +57,39 @@ static int keys_create(const char *path, struct key_pair *kp)
     return rc;
 }
 
+/* A private key whose file or directory other users can write is not the server's own: they
+ * could have planted one they know (and read everything sealed to it) or swap it at any time.
+ * A directory open to a group is only warned about: members are usually the admins. */
+static int keys_check_place(const char *path)
+{
+    char why[1024];
+    struct stat st;
+    int v = hs_path_trust(path, 0, why, sizeof(why));
+
+    if (v == HS_PATH_UNSAFE) {
+        log_errorx("keys: refusing %s: %s: another user could plant or replace this private "
+                   "key", path, why);
+        return -EPERM;
+    }
+    if (v == HS_PATH_GROUP_WRITABLE)
+        log_warnx("keys: %s: %s: its members could plant or replace this private key", path,
+                  why);
+    if (stat(path, &st) == 0 && (st.st_mode & (S_IWGRP | S_IWOTH))) {
+        log_errorx("keys: refusing %s: other users may write it (mode %04o); make it 0600",
+                   path, (unsigned)st.st_mode & 07777);
+        return -EPERM;
+    }
+    return 0;
+}
+
 int keys_load_or_create(const char *path, struct key_pair *kp)
 {
     char *text;
     size_t len;
     int rc;
 
+    if ((rc = keys_check_place(path)) < 0)
+        return rc;
     rc = hs_read_file(path, KEYS_FILE_MAX, &text, &len);
     if (rc == -ENOENT)
         return keys_create(path, kp);

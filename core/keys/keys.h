@@ -25,7 +25,9 @@ void keys_generate(struct key_pair *kp);
 void keys_derive_public(struct key_pair *kp);
 
 /* Loads the private key file "privkey:<hex>\n"; if it does not exist, creates it (and its
- * directory) with mode 0600. -EINVAL for a malformed file (the file is left alone). */
+ * directory) with mode 0600. -EINVAL for a malformed file (the file is left alone); -EPERM
+ * (logged with the reason) when other users could have planted or could replace it: the
+ * file is writable by group or others, or a directory above it is unsafe (hs_path_trust). */
 int keys_load_or_create(const char *path, struct key_pair *kp);
 
 #endif

@@ -47,6 +47,24 @@ static int sqlite_err(sqlite3 *db, int rc, const char *sql)
     return -EIO;
 }
 
+/* The database holds every credential's hash and the whole tailnet: in a directory other users
+ * can write they could plant their own (with their API key in it) or swap it. */
+static int check_place(const char *path)
+{
+    char why[1024];
+    int v = hs_path_trust(path, 0, why, sizeof(why));
+
+    if (v == HS_PATH_UNSAFE) {
+        log_errorx("store: sqlite: refusing %s: %s: another user could plant or replace the "
+                   "database", path, why);
+        return -EPERM;
+    }
+    if (v == HS_PATH_GROUP_WRITABLE)
+        log_warnx("store: sqlite: %s: %s: its members could plant or replace the database",
+                  path, why);
+    return 0;
+}
+
 /* The file is created 0600 before SQLite opens it (SQLite would use the umask); its -wal and
  * -shm files copy that mode. */
 static int prepare_file(const char *path)
@@ -58,7 +76,7 @@ static int prepare_file(const char *path)
     if (strcmp(dir, ".") != 0 && (rc = hs_mkdir_p(dir, 0700)) < 0)
         log_warnx("store: sqlite: cannot create the folder of %s: %s", path, hs_strerror(rc));
     free(copy);
-    if (rc < 0)
+    if (rc < 0 || (rc = check_place(path)) < 0)
         return rc;
     fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0) {

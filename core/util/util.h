@@ -129,8 +129,23 @@ int hs_split_host_port(const char *addr, char *host, size_t hostsize, char *port
 /* ---- files ---- */
 /* Reads a whole file of at most max bytes; -E2BIG beyond. *out is NUL-terminated, caller frees. */
 int hs_read_file(const char *path, size_t max, char **out, size_t *len);
-/* Writes atomically (temp file + fsync + rename) with the given mode. */
+/* Replaces path with data, atomically and durably: a temporary file with a random name in
+ * path's directory (created exclusively: nothing planted there is opened or followed), mode
+ * set before any byte is written, fsync, rename over path, fsync of the directory. 0 or
+ * -errno; on failure before the rename nothing is left behind and path is unchanged (a failed
+ * directory fsync after it means the new file is in place but may not survive a crash). */
 int hs_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode);
+/* Whether other local users could replace or plant what sits at path (a socket, a key file):
+ * every directory from / down to path's own is judged, the path as written and with symlinks
+ * resolved. Returns the worst finding (reason in why), or -errno when a part cannot be
+ * examined; parts that do not exist yet are not judged.
+ *   HS_PATH_UNSAFE: a directory writable by every user without the sticky bit; an entry of a
+ *     sticky directory that others can write, owned by a user other than root or us (whoever
+ *     got there first owns it); with HS_PATH_STRICT_OWNER, a directory owned by such a user.
+ *   HS_PATH_GROUP_WRITABLE: a directory writable by its group, without the sticky bit. */
+enum hs_path_verdict { HS_PATH_SAFE, HS_PATH_GROUP_WRITABLE, HS_PATH_UNSAFE };
+#define HS_PATH_STRICT_OWNER 1u
+int hs_path_trust(const char *path, unsigned flags, char *why, size_t whysize);
 int hs_mkdir_p(const char *path, unsigned mode);
 
 const char *hs_strerror(int rc); /* rc is a negative errno */

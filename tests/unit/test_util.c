@@ -1,5 +1,11 @@
 #include <criterion/criterion.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "util/util.h"
 
@@ -149,4 +155,239 @@ Test(buf, truncate_undoes_appends)
     hs_buf_truncate(&b, 10); /* past the end: nothing to cut */
     cr_assert_str_eq(b.data, "keep");
     hs_buf_free(&b);
+}
+
+/* ---- hs_write_file_atomic ---- */
+
+static char *tmp_dir(void)
+{
+    char *d = strdup("/tmp/test_util_XXXXXX");
+    cr_assert_not_null(mkdtemp(d));
+    return d;
+}
+
+static void put(const char *path, const char *text, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    cr_assert_geq(fd, 0, "%s", path);
+    cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+}
+
+static char *slurp(const char *path)
+{
+    char *text = NULL;
+    cr_assert_eq(hs_read_file(path, 1 << 20, &text, NULL), 0, "%s", path);
+    return text;
+}
+
+static size_t dir_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    size_t n = 0;
+
+    cr_assert_not_null(d);
+    while ((e = readdir(d)))
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    return n;
+}
+
+static void rm_rf(const char *dir)
+{
+    char *cmd = hs_aprintf("rm -rf '%s'", dir);
+    cr_expect_eq(system(cmd), 0);
+    free(cmd);
+}
+
+Test(file, write_atomic_sets_the_mode_whatever_the_umask)
+{
+    char *d = tmp_dir(), *p = hs_aprintf("%s/key", d), *text;
+    mode_t old = umask(077);
+    struct stat st;
+
+    cr_assert_eq(hs_write_file_atomic(p, "secret\n", 7, 0640), 0);
+    umask(old);
+    cr_assert_eq(lstat(p, &st), 0);
+    cr_assert(S_ISREG(st.st_mode));
+    cr_assert_eq(st.st_mode & 07777, 0640, "mode %o", st.st_mode & 07777);
+    cr_assert_eq(st.st_uid, geteuid());
+    text = slurp(p);
+    cr_assert_str_eq(text, "secret\n");
+    free(text);
+    cr_assert_eq(dir_entries(d), 1, "a temporary file was left behind");
+    rm_rf(d);
+    free(p);
+    free(d);
+}
+
+Test(file, write_atomic_replaces_a_file_and_a_symlink_without_following_it)
+{
+    char *d = tmp_dir(), *p = hs_aprintf("%s/key", d), *victim = hs_aprintf("%s/victim", d);
+    char *text;
+    struct stat st;
+
+    put(p, "old contents, longer than the new\n", 0644);
+    cr_assert_eq(hs_write_file_atomic(p, "new\n", 4, 0600), 0);
+    text = slurp(p);
+    cr_assert_str_eq(text, "new\n");
+    free(text);
+    /* A symlink at the target is replaced, not written through. */
+    put(victim, "victim\n", 0644);
+    cr_assert_eq(unlink(p), 0);
+    cr_assert_eq(symlink(victim, p), 0);
+    cr_assert_eq(hs_write_file_atomic(p, "new\n", 4, 0600), 0);
+    cr_assert_eq(lstat(p, &st), 0);
+    cr_assert(S_ISREG(st.st_mode), "the symlink is still there");
+    text = slurp(victim);
+    cr_assert_str_eq(text, "victim\n");
+    free(text);
+    cr_assert_eq(dir_entries(d), 2);
+    rm_rf(d);
+    free(victim);
+    free(p);
+    free(d);
+}
+
+/* Another user who can write the directory plants what the old code opened: "<path>.tmp.<pid>"
+ * as a file of theirs (to read the secret from) and as a symlink (to clobber its target). */
+Test(file, write_atomic_ignores_planted_temporary_names)
+{
+    char *d = tmp_dir(), *p = hs_aprintf("%s/key", d);
+    char *planted = hs_aprintf("%s.tmp.%ld", p, (long)getpid());
+    char *link = hs_aprintf("%s.tmp", p), *victim = hs_aprintf("%s/victim", d), *text;
+    struct stat st;
+
+    put(planted, "", 0666);
+    cr_assert_eq(chmod(planted, 0666), 0); /* the umask took some */
+    put(victim, "do not touch\n", 0644);
+    cr_assert_eq(symlink(victim, link), 0);
+    cr_assert_eq(hs_write_file_atomic(p, "privkey:secret\n", 15, 0600), 0);
+    text = slurp(planted);
+    cr_assert_str_eq(text, "", "the secret went into the planted file");
+    free(text);
+    cr_assert_eq(stat(planted, &st), 0);
+    cr_assert_eq(st.st_mode & 07777, 0666, "the planted file was changed");
+    text = slurp(victim);
+    cr_assert_str_eq(text, "do not touch\n", "the symlink was followed");
+    free(text);
+    cr_assert_eq(lstat(p, &st), 0);
+    cr_assert(S_ISREG(st.st_mode) && (st.st_mode & 07777) == 0600);
+    text = slurp(p);
+    cr_assert_str_eq(text, "privkey:secret\n");
+    free(text);
+    cr_assert_eq(dir_entries(d), 4, "planted, link, victim, key and nothing else");
+    /* The same with the planted symlink at the old predictable name itself. */
+    cr_assert_eq(unlink(planted), 0);
+    cr_assert_eq(symlink(victim, planted), 0);
+    cr_assert_eq(hs_write_file_atomic(p, "privkey:other\n", 14, 0600), 0);
+    text = slurp(victim);
+    cr_assert_str_eq(text, "do not touch\n", "the symlink was followed");
+    free(text);
+    cr_assert_eq(lstat(planted, &st), 0);
+    cr_assert(S_ISLNK(st.st_mode));
+    rm_rf(d);
+    free(victim);
+    free(link);
+    free(planted);
+    free(p);
+    free(d);
+}
+
+Test(file, write_atomic_failure_changes_nothing)
+{
+    char *d = tmp_dir(), *missing = hs_aprintf("%s/no/such/key", d);
+    char *sub = hs_aprintf("%s/sub", d);
+
+    cr_assert_eq(hs_write_file_atomic(missing, "x", 1, 0600), -ENOENT);
+    cr_assert_eq(mkdir(sub, 0700), 0);
+    cr_assert_lt(hs_write_file_atomic(sub, "x", 1, 0600), 0, "a directory is not replaced");
+    cr_assert_eq(dir_entries(d), 1, "a temporary file was left behind");
+    cr_assert_eq(dir_entries(sub), 0);
+    rm_rf(d);
+    free(sub);
+    free(missing);
+    free(d);
+}
+
+/* ---- hs_path_trust ---- */
+
+static int trust(const char *path, unsigned flags, char *why)
+{
+    return hs_path_trust(path, flags, why, 1024);
+}
+
+Test(file, path_trust_judges_every_directory)
+{
+    char *d = tmp_dir(), why[1024];
+    char *sub = hs_aprintf("%s/sub", d), *sock = hs_aprintf("%s/sub/x.sock", d);
+
+    cr_assert_eq(mkdir(sub, 0755), 0);
+    cr_assert_eq(trust(sock, 0, why), HS_PATH_SAFE, "%s", why);
+    cr_assert_eq(trust(sock, HS_PATH_STRICT_OWNER, why), HS_PATH_SAFE, "%s", why);
+    /* Missing parts are not judged: there is nothing yet that could be replaced. */
+    cr_assert_eq(trust("/tmp/test_util_no_such_dir/a/b", 0, why), HS_PATH_SAFE, "%s", why);
+
+    cr_assert_eq(chmod(sub, 0777), 0);
+    cr_assert_eq(trust(sock, 0, why), HS_PATH_UNSAFE);
+    cr_assert(strstr(why, sub) && strstr(why, "writable by every user"), "%s", why);
+    cr_assert_eq(chmod(d, 0777), 0); /* the first unsafe directory is named */
+    cr_assert_eq(trust(sock, 0, why), HS_PATH_UNSAFE);
+    cr_assert(strstr(why, d) && !strstr(why, "/sub"), "%s", why);
+    cr_assert_eq(chmod(d, 0700), 0);
+
+    cr_assert_eq(chmod(sub, 0775), 0);
+    cr_assert_eq(trust(sock, 0, why), HS_PATH_GROUP_WRITABLE);
+    cr_assert(strstr(why, "writable by its group"), "%s", why);
+    cr_assert_eq(chmod(sub, 01777), 0); /* sticky: others cannot touch our entries */
+    cr_assert_eq(trust(sock, 0, why), HS_PATH_SAFE, "%s", why);
+    rm_rf(d);
+    free(sock);
+    free(sub);
+    free(d);
+}
+
+Test(file, path_trust_owners)
+{
+    char *d = tmp_dir(), why[1024];
+    char *sub = hs_aprintf("%s/sub", d), *sock = hs_aprintf("%s/sub/x.sock", d);
+
+    if (geteuid() != 0)
+        cr_skip_test("needs root to give a directory to another user");
+    cr_assert_eq(mkdir(sub, 0755), 0);
+    cr_assert_eq(chown(sub, 54321, 54321), 0);
+    /* Another user's directory inside ours: handed over by us, fine unless strict. */
+    cr_assert_eq(trust(sock, 0, why), HS_PATH_SAFE, "%s", why);
+    cr_assert_eq(trust(sock, HS_PATH_STRICT_OWNER, why), HS_PATH_UNSAFE);
+    cr_assert(strstr(why, "belongs to uid 54321"), "%s", why);
+    /* In a sticky directory anyone can write, whoever came first owns the name. */
+    cr_assert_eq(chmod(d, 01777), 0);
+    cr_assert_eq(trust(sock, 0, why), HS_PATH_UNSAFE);
+    cr_assert(strstr(why, "sticky"), "%s", why);
+    cr_assert_eq(chown(sub, 0, 0), 0);
+    cr_assert_eq(trust(sock, 0, why), HS_PATH_SAFE, "%s", why);
+    rm_rf(d);
+    free(sock);
+    free(sub);
+    free(d);
+}
+
+Test(file, path_trust_follows_symlinks_both_ways)
+{
+    char *d = tmp_dir(), why[1024];
+    char *open_dir = hs_aprintf("%s/open", d), *link = hs_aprintf("%s/link", d);
+    char *sock = hs_aprintf("%s/link/x.sock", d);
+
+    cr_assert_eq(mkdir(open_dir, 0700), 0);
+    cr_assert_eq(symlink(open_dir, link), 0);
+    cr_assert_eq(trust(sock, 0, why), HS_PATH_SAFE, "%s", why);
+    cr_assert_eq(chmod(open_dir, 0777), 0);
+    cr_assert_eq(trust(sock, 0, why), HS_PATH_UNSAFE, "a safe link into an open directory");
+    cr_assert(strstr(why, "writable by every user"), "%s", why);
+    rm_rf(d);
+    free(sock);
+    free(link);
+    free(open_dir);
+    free(d);
 }
