@@ -111,7 +111,7 @@ int cli_api(struct cli_ctx *ctx, const char *method, const char *path, json_t *b
             json_t **resp)
 {
     char *text = body ? hs_json_dump(body, JSON_COMPACT) : NULL;
-    char err[512];
+    char err[1536]; /* a refused socket's reason names two paths */
     struct hs_buf reply;
     long status = 0;
     int rc = -1;

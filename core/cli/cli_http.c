@@ -17,6 +17,7 @@ struct cli_http {
     char *socket; /* NULL in remote mode */
     struct curl_slist *headers;
     int64_t timeout_us;
+    char refused[1200]; /* why the socket was not trusted, "" when it was */
 };
 
 char *cli_base_url(const char *address)
@@ -56,6 +57,35 @@ static int socket_check(const char *path, char *err, size_t errsize)
     return 0;
 }
 
+/* Called once connected, before the request goes out. Anyone who can write a directory on
+ * the socket's path could have put their own server there, one that reads the request and
+ * answers with made-up data; the server refuses to start in such a place, and so does the
+ * CLI refuse to talk there. The socket may belong to any user (the server may run as a
+ * service user the CLI does not know) as long as no one else could have put it there. */
+static int socket_vet(void *arg, char *primary_ip, char *local_ip, int primary_port,
+                      int local_port)
+{
+    struct cli_http *h = arg;
+    char why[1024];
+    int v = hs_path_trust(h->socket, 0, why, sizeof(why));
+
+    (void)primary_ip;
+    (void)local_ip;
+    (void)primary_port;
+    (void)local_port;
+    if (v == HS_PATH_UNSAFE)
+        snprintf(h->refused, sizeof(h->refused),
+                 "refusing the headscale socket \"%s\": %s, so another user could have put "
+                 "their own server there", h->socket, why);
+    else if (v < 0)
+        snprintf(h->refused, sizeof(h->refused),
+                 "refusing the headscale socket \"%s\": cannot examine its directories: %s",
+                 h->socket, hs_strerror(v));
+    else
+        return CURL_PREREQFUNC_OK;
+    return CURL_PREREQFUNC_ABORT;
+}
+
 static int http_mode(struct cli_http *h, const struct hs_config *cfg, char *err, size_t errsize)
 {
     if (cfg->cli_address && *cfg->cli_address) {
@@ -79,6 +109,8 @@ static int http_mode(struct cli_http *h, const struct hs_config *cfg, char *err,
     h->base = hs_strdup("http://localhost");
     http_headers(h, NULL);
     curl_easy_setopt(h->curl, CURLOPT_UNIX_SOCKET_PATH, h->socket);
+    curl_easy_setopt(h->curl, CURLOPT_PREREQFUNCTION, socket_vet);
+    curl_easy_setopt(h->curl, CURLOPT_PREREQDATA, h);
     return socket_check(h->socket, err, errsize);
 }
 
@@ -148,7 +180,9 @@ static void http_error(struct cli_http *h, CURLcode cc, const char *errbuf, char
     long oserr = 0;
 
     curl_easy_getinfo(h->curl, CURLINFO_OS_ERRNO, &oserr);
-    if (h->socket && oserr == EACCES)
+    if (cc == CURLE_ABORTED_BY_CALLBACK && h->refused[0])
+        snprintf(err, errsize, "%s", h->refused);
+    else if (h->socket && oserr == EACCES)
         snprintf(err, errsize,
                  "unable to read/write to headscale socket \"%s\", do you have the correct "
                  "permissions?",
@@ -198,6 +232,7 @@ int cli_http_do(struct cli_http *h, const char *method, const char *path, const 
     char *url = hs_aprintf("%s%s", h->base, path);
     CURLcode cc;
 
+    h->refused[0] = '\0';
     http_prepare(h, method, url, body, resp, errbuf);
     log_debug("cli: %s %s", method, url);
     cc = http_perform(h, hs_monotonic_us() + h->timeout_us);

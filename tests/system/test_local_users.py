@@ -1,17 +1,22 @@
-"""Attacks by another local user on the files the server makes (issue 18, item 5), each run
-as a second unprivileged user (`hsother`, created here when missing) through `runuser -u`; the
-tests themselves run as root.
+"""Attacks by another local user on the files and the socket the server makes (issue 18, items
+5 and 6), each run as a second unprivileged user (`hsother`, created here when missing) through
+`runuser -u`; the tests themselves run as root.
 
 - Key files: the old writer opened a predictable "<key>.tmp.<pid>" with O_CREAT|O_TRUNC, so a
   user who could write the key's directory planted a file there (and got the private key) or a
   symlink (and had root overwrite its target). A key in a directory every user can write, or
   one others may write, is refused: anyone could have planted their own.
-"""
+- The CLI socket: a directory others can write lets them put their own server where the CLI
+  looks; the server refuses to start there, and the CLI refuses to talk to a socket in such a
+  place. The service-user layout (socket directory owned by the server's user, CLI run by
+  root) keeps working."""
 
 import os
 import pwd
 import stat
 import subprocess
+import textwrap
+import time
 
 import pytest
 
@@ -180,3 +185,130 @@ def test_sqlite_database_in_a_directory_everyone_can_write_is_refused(db, made):
     s.write_config()
     wait_refused(s, f"refusing {d}/db.sqlite: {d} is writable by every user")
     assert os.listdir(d) == [], "the database was created there anyway"
+
+
+# ---------------------------------------------------------------- item 6: the CLI socket
+
+def _socket_in(s, d):
+    s.config["unix_socket"] = os.path.join(d, "headscale.sock")
+    s.socket_path = s.config["unix_socket"]
+    s.write_config()
+    return s.socket_path
+
+
+def test_socket_directory_everyone_can_write_is_refused(db, made):
+    s = made(db)
+    d = mkdir(os.path.join(s.tmp, "run"), 0o777)
+    sock = _socket_in(s, d)
+    wait_refused(s, f"refusing unix_socket {sock}: {d} is writable by every user")
+    assert not os.path.exists(sock)
+
+
+def test_socket_directory_of_another_user_is_refused(db, other, made):
+    s = made(db)
+    d = mkdir(os.path.join(s.tmp, "run"), 0o755, other.pw_uid, other.pw_gid)
+    sock = _socket_in(s, d)
+    wait_refused(s, f"refusing unix_socket {sock}: {d} belongs to uid {other.pw_uid}")
+
+
+def test_socket_directory_writable_by_group_warns(db, other, made):
+    s = made(db)
+    d = mkdir(os.path.join(s.tmp, "run"), 0o770, 0, other.pw_gid)
+    sock = _socket_in(s, d)
+    s.start()
+    assert f"unix_socket {sock}: {d} is writable by its group" in s.log_text()
+    assert stat.S_IMODE(os.stat(sock).st_mode) == 0o770
+    s.cli_ok("users", "create", "groupwarn")
+
+
+FAKE_SERVER = textwrap.dedent("""\
+    import os, socket, sys
+    path, log = sys.argv[1], sys.argv[2]
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(path)
+    os.chmod(path, 0o777)
+    s.listen(8)
+    print("ready", flush=True)
+    body = b'{"users":[{"id":"1","name":"fake-user","createdAt":"2020-01-01T00:00:00Z"}]}'
+    while True:
+        c, _ = s.accept()
+        c.settimeout(5)
+        data = b""
+        try:
+            while b"\\r\\n\\r\\n" not in data:
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError:
+            pass
+        with open(log, "ab") as f:
+            f.write(data)
+        if data:
+            c.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Type: application/json\\r\\n"
+                      b"Content-Length: %d\\r\\nConnection: close\\r\\n\\r\\n" % len(body) + body)
+        c.close()
+""")
+
+
+def test_cli_refuses_a_socket_another_user_could_have_replaced(db, other, made):
+    """The server started in a safe directory; later the directory is opened to everyone (a
+    mistake, or a package that chmods it) and the other user replaces the socket with a server
+    of their own. The CLI refuses to send it anything instead of printing its answers."""
+    s = made(db)
+    d = mkdir(os.path.join(s.tmp, "run"), 0o755)
+    sock = _socket_in(s, d)
+    s.start()
+    s.cli_ok("users", "create", "realuser")
+    os.chmod(d, 0o777)
+    script, reqlog = os.path.join(s.tmp, "fake.py"), os.path.join(s.tmp, "fake.log")
+    write(script, FAKE_SERVER)
+    write(reqlog, "", 0o666)
+    fake = subprocess.Popen(["runuser", "-u", OTHER, "--", "python3", script, sock, reqlog],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    try:
+        assert fake.stdout.readline().strip() == "ready", fake.stderr.read()
+        assert os.stat(sock).st_uid == other.pw_uid
+        r = s.cli("users", "list")
+        assert "fake-user" not in r.stdout, "the CLI showed the other user's answer"
+        assert r.returncode != 0
+        assert f'refusing the headscale socket "{sock}": {d} is writable by every user' \
+            in r.stderr, r.stderr
+        assert read(reqlog) == "", "the request went to the other user's server"
+    finally:
+        fake.kill()
+        fake.wait(timeout=10)
+    os.chmod(d, 0o755)
+
+
+def test_service_user_layout_works_for_root_cli(db, other, made):
+    """The packaged layout: the server runs as its own user, owns its data and the socket's
+    directory (as systemd's RuntimeDirectory makes it, in a directory of root's), and root
+    runs the CLI. Both sides accept it."""
+    s = made(db, pg_host="127.0.0.1")
+    os.chmod(s.tmp, 0o755)
+    data = mkdir(os.path.join(s.tmp, "lib"), 0o700, other.pw_uid, other.pw_gid)
+    d = mkdir(os.path.join(s.tmp, "run"), 0o755, other.pw_uid, other.pw_gid)
+    sock = _socket_in(s, d)
+    s.config["noise"]["private_key_path"] = os.path.join(data, "noise.key")
+    if db.kind == "sqlite":
+        s.config["database"]["sqlite"]["path"] = os.path.join(data, "db.sqlite")
+    s.write_config()
+    log = open(s.log_path, "ab")
+    try:
+        s.proc = subprocess.Popen([helpers.HS_BIN, "-c", s.cfg_path, "serve"], stdout=log,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  env=s._env(), cwd=s.tmp, user=other.pw_uid,
+                                  group=other.pw_gid, extra_groups=[])
+    finally:
+        log.close()
+    s.wait_healthy()
+    assert os.stat(sock).st_uid == other.pw_uid
+    s.cli_ok("users", "create", "svcuser")
+    assert "svcuser" in [u["name"] for u in s.cli_json("users", "list")]
+    assert "refusing" not in s.log_text()
