@@ -105,10 +105,15 @@ struct derp_server;
 
 /* Loads or creates derp.server.private_key_path (must differ from the Noise key). */
 int derp_server_new(const struct hs_config *cfg, struct derp_server **out);
-/* With derp.server.verify_clients: only node keys this returns true for may connect. */
-void derp_server_set_verifier(struct derp_server *d,
-                              bool (*known)(void *arg, const uint8_t key[DERP_KEY_LEN]),
-                              void *arg);
+/* With derp.server.verify_clients: the node a key belongs to, or 0 when the key may not relay
+ * (unknown, expired). Called on the relay thread, at ClientInfo and again by rechecks. */
+typedef uint64_t (*derp_verify_fn)(void *arg, const uint8_t key[DERP_KEY_LEN]);
+void derp_server_set_verifier(struct derp_server *d, derp_verify_fn verify, void *arg);
+/* Node node_id changed in a way that may end its right to relay (deleted, expired, new node
+ * key): the relay thread asks the verifier again about every connection admitted for that
+ * node and closes those it now refuses. Any thread, any time after derp_server_new(); it only
+ * queues the id (and never blocks on the relay). */
+void derp_server_recheck(struct derp_server *d, uint64_t node_id);
 /* Starts the relay thread and the STUN listener (derp.server.stun_listen_addr). */
 int derp_server_start(struct derp_server *d);
 void derp_server_free(struct derp_server *d); /* stops, closes every client */

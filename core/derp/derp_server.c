@@ -201,7 +201,8 @@ static int handle_client_info(struct dclient *c, const struct derp_frame *f)
 
     if ((rc = open_client_info(c, f)) < 0)
         return rc;
-    if (d->cfg->derp_server_verify_clients && d->known && !d->known(d->known_arg, c->key))
+    if (d->cfg->derp_server_verify_clients && d->verify &&
+        !(c->node_id = d->verify(d->verify_arg, c->key)))
         return -EACCES;
     if ((rc = send_server_info(c)) < 0)
         return rc;
@@ -494,6 +495,52 @@ static void adopt_pending(struct derp_server *d)
     }
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* verify_clients is checked at ClientInfo; a node deleted, expired or re-keyed afterwards
+ * must not keep relaying over the connection it has: ask the verifier again. */
+static void recheck_client(struct derp_server *d, struct dclient *c)
+{
+    uint64_t id = d->verify(d->verify_arg, c->key);
+
+    if (id) {
+        c->node_id = id;
+        return;
+    }
+    log_info("derp: client %llu (node %llu): no longer admitted (node deleted, expired or "
+             "re-keyed): closing", (unsigned long long)c->id, (unsigned long long)c->node_id);
+    c->closing = true;
+}
+
+/* The nodes derp_server_recheck() named since the last round. */
+static void run_rechecks(struct derp_server *d)
+{
+    uint64_t ids[DERP_MAX_RECHECKS];
+    size_t n;
+    bool all;
+
+    pthread_mutex_lock(&d->mu);
+    n = d->nrechecks;
+    all = d->recheck_all;
+    memcpy(ids, d->rechecks, n * sizeof(*ids));
+    d->nrechecks = 0;
+    d->recheck_all = false;
+    pthread_mutex_unlock(&d->mu);
+    if (n == 0 && !all)
+        return;
+    qsort(ids, n, sizeof(*ids), cmp_u64);
+    for (struct dclient *c = d->all; c; c = c->next) {
+        if (!c->node_id || c->closing)
+            continue; /* not admitted yet: the verifier sees the change at ClientInfo */
+        if (all || bsearch(&c->node_id, ids, n, sizeof(*ids), cmp_u64))
+            recheck_client(d, c);
+    }
+}
+
 /* Clients that had more to read than one round's budget. */
 static void read_unread(struct derp_server *d)
 {
@@ -517,9 +564,10 @@ static void *loop_main(void *arg)
         int n = epoll_wait(d->epfd, evs, LOOP_EVENTS, d->unread ? 0 : 1000);
         read_unread(d);
         for (int i = 0; i < n; i++) {
-            if (evs[i].data.ptr == d)
+            if (evs[i].data.ptr == d) {
                 adopt_pending(d);
-            else if (evs[i].data.ptr == &d->stun_fd)
+                run_rechecks(d);
+            } else if (evs[i].data.ptr == &d->stun_fd)
                 stun_read(d);
             else
                 loop_client_event(d, evs[i].data.ptr, evs[i].events);
@@ -566,6 +614,22 @@ void derp_server_adopt(struct derp_server *d, struct net_conn *nc)
         log_warn("derp: eventfd");
 }
 
+void derp_server_recheck(struct derp_server *d, uint64_t node_id)
+{
+    uint64_t one = 1;
+
+    if (!d->cfg->derp_server_verify_clients || !d->verify)
+        return; /* every key is admitted: nothing to withdraw */
+    pthread_mutex_lock(&d->mu);
+    if (d->nrechecks == DERP_MAX_RECHECKS)
+        d->recheck_all = true;
+    else if (!d->recheck_all)
+        d->rechecks[d->nrechecks++] = node_id;
+    pthread_mutex_unlock(&d->mu);
+    if (write(d->evfd, &one, sizeof(one)) < 0)
+        log_warn("derp: eventfd");
+}
+
 /* ---- lifecycle ---- */
 
 static int load_key(const struct hs_config *cfg, struct key_pair *kp)
@@ -590,9 +654,14 @@ int derp_server_new(const struct hs_config *cfg, struct derp_server **out)
     int rc;
 
     d->cfg = cfg;
-    d->epfd = d->evfd = d->stun_fd = -1;
+    d->epfd = d->stun_fd = -1;
     pthread_mutex_init(&d->mu, NULL);
-    if ((rc = load_key(cfg, &d->key)) < 0) {
+    /* Made here, not at start: derp_server_recheck() may be called before the relay runs. */
+    if ((d->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
+        rc = -errno;
+    else
+        rc = load_key(cfg, &d->key);
+    if (rc < 0) {
         derp_server_free(d);
         return rc;
     }
@@ -600,11 +669,10 @@ int derp_server_new(const struct hs_config *cfg, struct derp_server **out)
     return 0;
 }
 
-void derp_server_set_verifier(struct derp_server *d,
-                              bool (*known)(void *arg, const uint8_t key[DERP_KEY_LEN]), void *arg)
+void derp_server_set_verifier(struct derp_server *d, derp_verify_fn verify, void *arg)
 {
-    d->known = known;
-    d->known_arg = arg;
+    d->verify = verify;
+    d->verify_arg = arg;
 }
 
 static int open_stun(const char *addr)
@@ -638,8 +706,7 @@ int derp_server_start(struct derp_server *d)
     struct epoll_event ev = { .events = EPOLLIN };
     int rc;
 
-    if ((d->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0 ||
-        (d->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
+    if ((d->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0)
         return -errno;
     ev.data.ptr = d;
     epoll_ctl(d->epfd, EPOLL_CTL_ADD, d->evfd, &ev);

@@ -19,11 +19,13 @@
 #define DERP_READ_BUDGET (256u << 10) /* per client and loop round: a flooding sender
                                        * cannot starve the others */
 #define DERP_RX_INITIAL 8192 /* grown for a large frame, shrunk back when drained */
+#define DERP_MAX_RECHECKS 1024 /* queued node ids; past it every client is checked again */
 
 struct dclient {
     uint64_t id;
     struct net_conn *nc; /* owned: the socket, TLS, WebSocket framing */
     uint8_t key[DERP_KEY_LEN];
+    uint64_t node_id; /* the verifier's answer at admission; 0 without verify_clients */
     bool ready;       /* ClientInfo accepted */
     bool registered;  /* in the key registry */
     bool closing;
@@ -56,14 +58,17 @@ struct pending {
 struct derp_server {
     struct key_pair key;
     const struct hs_config *cfg;
-    bool (*known)(void *arg, const uint8_t key[DERP_KEY_LEN]);
-    void *known_arg;
+    derp_verify_fn verify;
+    void *verify_arg;
     int epfd, evfd, stun_fd;
     pthread_t thread;
     bool running;
     uint64_t next_id;
-    pthread_mutex_t mu; /* inbox */
+    pthread_mutex_t mu; /* inbox and rechecks */
     struct pending *inbox;
+    uint64_t rechecks[DERP_MAX_RECHECKS]; /* node ids to verify again */
+    size_t nrechecks;
+    bool recheck_all;   /* too many queued: verify every client */
     struct dclient *reg[DERP_REG_BUCKETS];
     struct dclient *all;
     struct dclient *dirty;

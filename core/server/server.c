@@ -40,6 +40,9 @@ struct server {
     struct mapper *mapper;
     struct control_service *svc;
     struct derp_server *derp; /* NULL unless derp.server.enabled */
+    /* Held by the state listener while it uses derp, and by server_stop() to free it: API
+     * threads can still change nodes then. */
+    pthread_mutex_t derp_mu;
     struct front *front;  /* accepts on listen_addr */
     struct net_tls *tls;  /* NULL: plain HTTP */
     struct MHD_Daemon *tcp, *unix_sock;
@@ -481,8 +484,10 @@ static void server_stop(struct server *srv)
     derpmap_stop(srv->derpmap); /* its refresher calls into the service */
     control_service_free(srv->svc);
     srv->svc = NULL;
+    pthread_mutex_lock(&srv->derp_mu);
     derp_server_free(srv->derp);
     srv->derp = NULL;
+    pthread_mutex_unlock(&srv->derp_mu);
     if (srv->tcp)
         MHD_stop_daemon(srv->tcp);
     net_tls_free(srv->tls);
@@ -499,19 +504,40 @@ static void server_stop(struct server *srv)
     auth_free(srv->auth);
     store_close(srv->st);
     notify_free(srv->bus);
+    pthread_mutex_destroy(&srv->derp_mu);
     memset(&srv->noise_key, 0, sizeof(srv->noise_key));
 }
 
-/* verify_clients: the relay admits node keys of this tailnet only. */
-static bool derp_key_known(void *arg, const uint8_t key[DERP_KEY_LEN])
+/* verify_clients: the relay admits the node keys of this tailnet that have not expired. */
+static uint64_t derp_key_node(void *arg, const uint8_t key[DERP_KEY_LEN])
 {
     struct server *srv = arg;
-    bool known;
+    const struct state_node *n;
+    uint64_t id = 0;
 
     state_rdlock(srv->state);
-    known = state_node_by_nodekey(srv->state, key) != NULL;
+    n = state_node_by_nodekey(srv->state, key);
+    if (n && !(n->n.expiry && n->n.expiry <= hs_now_us()))
+        id = n->n.id;
     state_unlock(srv->state);
-    return known;
+    return id;
+}
+
+/* A node deleted, expired (by an admin, a logout, or its expiry passing: state_check_expiry
+ * reports those as changes) or given a new node key loses its relay connections: the relay
+ * asks derp_key_node again. Changes reach us through the state, so a deletion on another
+ * replica does too once the bus carries it. */
+static void derp_on_state_change(void *arg, const struct state_change *ch)
+{
+    struct server *srv = arg;
+
+    if (ch->kind != STATE_NODE_REMOVED &&
+        !(ch->kind == STATE_NODE_CHANGED && (ch->fields & (STATE_F_OTHER | STATE_F_NODE_KEY))))
+        return;
+    pthread_mutex_lock(&srv->derp_mu);
+    if (srv->derp)
+        derp_server_recheck(srv->derp, ch->id);
+    pthread_mutex_unlock(&srv->derp_mu);
 }
 
 static int build_derp(struct server *srv)
@@ -523,7 +549,12 @@ static int build_derp(struct server *srv)
         return 0;
     if ((rc = derp_server_new(cfg, &srv->derp)) < 0)
         return rc;
-    derp_server_set_verifier(srv->derp, derp_key_known, srv);
+    derp_server_set_verifier(srv->derp, derp_key_node, srv);
+    if (cfg->derp_server_verify_clients)
+        state_listen(srv->state, derp_on_state_change, srv);
+    else
+        log_info("derp: verify_clients is off: any client may relay through the embedded "
+                 "server, including deleted and expired nodes");
     if (cfg->derp_server_auto_add_region)
         derpmap_set_embedded(srv->derpmap, derp_server_region(srv->derp, cfg));
     return 0;
@@ -535,6 +566,7 @@ static int server_build(struct server *srv, const struct hs_config *cfg)
     int rc;
 
     *srv = (struct server){ .cfg = cfg };
+    pthread_mutex_init(&srv->derp_mu, NULL);
     log_set_level(cfg->log_level);
     log_set_json(cfg->log_json);
     if ((rc = keys_load_or_create(cfg->noise_private_key_path, &srv->noise_key)) < 0) {

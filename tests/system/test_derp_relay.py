@@ -385,9 +385,9 @@ def test_upgrade_header_carries_the_server_key(relay_sqlite):
 
 # ---------------------------------------------------------------- verify_clients
 
-def _register_node_key(relay, node_pub, hostname):
+def _register_node_key(relay, node_pub, hostname, expiry="0001-01-01T00:00:00Z"):
     """Registers a node with our own node key through the real control protocol (Noise over
-    TLS, pre-auth key) → the server's node id."""
+    TLS, pre-auth key; expiry as the client asks for it, RFC 3339) → the server's node id."""
     srv = relay.server
     st, _, body = srv.https("GET", "/key?v=113")
     assert st == 200, (st, body)
@@ -400,7 +400,7 @@ def _register_node_key(relay, node_pub, hostname):
                "OldNodeKey": "nodekey:" + "0" * 64,
                "Auth": {"AuthKey": srv.preauth_key(relay.user_id)},
                "Hostinfo": {"Hostname": hostname, "OS": "linux"},
-               "Expiry": "0001-01-01T00:00:00Z"}
+               "Expiry": expiry}
         st, _, body = h2s.request("POST", "/machine/register", json.dumps(req).encode())
         assert st == 200, (st, body)
         resp = json.loads(body)
@@ -461,6 +461,100 @@ def test_verify_clients_refuses_unknown_keys(relay_sqlite):
     finally:
         c.close()
     r.ping_via_derp()
+
+
+# ---------------------------------------------------------------- verify_clients, later on
+# verify_clients is checked when a client connects and again whenever its node changes: a
+# node deleted or expired loses the DERP connections it holds (issue 18, item 3).
+
+def _member(relay, name, expiry="0001-01-01T00:00:00Z"):
+    """→ (node id, DerpConn with the handshake done) for a freshly registered node key."""
+    pub, priv = dc.keypair()
+    node_id = _register_node_key(relay, pub, name, expiry)
+    c = relay.server.derp()
+    c.handshake(pub, priv)
+    return node_id, c
+
+
+def _relayed(sender, dst, data):
+    sender.send_packet(dst.pub, data)
+    src, got = dst.recv_packet(timeout=10)
+    assert (src, got) == (sender.pub, data)
+
+
+def _assert_cut(relay, c, witness, what):
+    """c's connection is closed by the relay, the witness (who sent to it) hears it left, a
+    new connection with its key is refused, and the real clients still relay."""
+    assert c.closed_within(10), f"the relay kept the DERP connection of a node {what}"
+    p = witness.wait_frame(dc.PEER_GONE, timeout=10)
+    assert p == c.pub + bytes([dc.GONE_DISCONNECTED]), p.hex()
+    again = relay.server.derp()
+    try:
+        assert again.upgrade() == 101
+        again.read_server_key()
+        again.client_info(c.pub, c.priv)
+        with pytest.raises(dc.Closed):
+            again.wait_frame(dc.SERVER_INFO, timeout=10)
+    finally:
+        again.close()
+    witness.send_packet(c.pub, b"anyone there?")
+    p = witness.wait_frame(dc.PEER_GONE, timeout=10)
+    assert p == c.pub + bytes([dc.GONE_NOT_HERE]), p.hex()
+    assert witness.ping() < 5
+    relay.ping_via_derp()
+
+
+def _api_key(srv):
+    if getattr(srv, "derp_api_key", None) is None:
+        out = srv.cli_ok("apikeys", "create", "-e", "1h").stdout
+        srv.derp_api_key = helpers.API_KEY_RE.search(out).group(0)
+    return srv.derp_api_key
+
+
+def test_node_deleted_through_the_api_is_cut_from_the_relay(relay):
+    srv = relay.server
+    node_id, c = _member(relay, "derpdel" + os.urandom(2).hex())
+    _, witness = _member(relay, "derpwit" + os.urandom(2).hex())
+    try:
+        _relayed(witness, c, b"before")
+        assert c.ping() < 5
+        st, _, body = srv.https("DELETE", f"/api/v1/node/{node_id}",
+                                headers={"Authorization": f"Bearer {_api_key(srv)}"})
+        assert st == 200, (st, body)
+        _assert_cut(relay, c, witness, "deleted through the API")
+    finally:
+        c.close()
+        witness.close()
+
+
+def test_node_expired_by_the_cli_is_cut_from_the_relay(relay):
+    srv = relay.server
+    node_id, c = _member(relay, "derpexp" + os.urandom(2).hex())
+    _, witness = _member(relay, "derpwit" + os.urandom(2).hex())
+    try:
+        _relayed(witness, c, b"before")
+        srv.cli_ok("nodes", "expire", "-i", str(node_id))
+        _assert_cut(relay, c, witness, "expired with `headscale nodes expire`")
+    finally:
+        c.close()
+        witness.close()
+
+
+def test_node_whose_key_expires_is_cut_from_the_relay(relay):
+    """No admin action: the expiry the client asked for passes while it is connected."""
+    expiry = time.time() + 6
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(expiry)) + \
+        f".{int(expiry % 1 * 1e6):06d}Z"
+    _, c = _member(relay, "derpttl" + os.urandom(2).hex(), stamp)
+    _, witness = _member(relay, "derpwit" + os.urandom(2).hex())
+    try:
+        _relayed(witness, c, b"before")
+        assert time.time() < expiry, "registering took longer than the expiry allows"
+        assert c.closed_within(expiry - time.time() + 10), "still connected after expiry"
+        _assert_cut(relay, c, witness, "whose key expired")
+    finally:
+        c.close()
+        witness.close()
 
 
 # ---------------------------------------------------------------- hostile input
