@@ -161,7 +161,7 @@ void pol__attrs_free(struct pol_attrs *a)
 /* Host and prefix targets by the node's own addresses (not by routes it serves). */
 static bool targets_node(const struct policy_net *c, const struct pol_attr_entry *e, size_t i)
 {
-    const struct pol_node *n = &c->nodes[i];
+    const struct pol_node *n = c->nodes[i];
 
     for (size_t k = 0; k < e->ntargets; k++) {
         const struct pol_alias *a = &e->targets[k];

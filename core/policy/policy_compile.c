@@ -20,7 +20,7 @@ bool pol__dst_covers(const struct policy_net *c, const struct pol_rule *r,
     if (a->kind == PA_SELF)
         return false;
     /* A grant with `via` reaches its prefixes only through routers with one of its tags. */
-    if (r->nvia && is_route_alias(a) && !pol__has_via_tag(r, &c->nodes[i]))
+    if (r->nvia && is_route_alias(a) && !pol__has_via_tag(r, c->nodes[i]))
         return false;
     return pol__node_in_alias(c, a, i);
 }
@@ -38,9 +38,10 @@ static void push_node_addrs(const struct pol_node *n, struct pol_ents *out)
 static void push_star(const struct policy_net *c, struct pol_ents *out)
 {
     pol__star_ranges(out);
-    for (size_t i = 0; i < c->nnodes; i++) {
-        for (size_t k = 0; k < c->nodes[i].routes.n; k++)
-            pol__ents_push(out, &c->nodes[i].routes.v[k]);
+    for (size_t x = 0; x < c->nrouters; x++) {
+        const struct pol_node *n = c->nodes[c->routers[x].node];
+        for (size_t k = 0; k < n->routes.n; k++)
+            pol__ents_push(out, &n->routes.v[k]);
     }
 }
 
@@ -62,7 +63,7 @@ static void resolve_src(const struct policy_net *c, const struct pol_alias *a,
     default:
         for (size_t w = 0; w < c->words; w++) {
             for (uint64_t m = bits[w]; m; m &= m - 1)
-                push_node_addrs(&c->nodes[w * 64 + (size_t)__builtin_ctzll(m)], out);
+                push_node_addrs(c->nodes[w * 64 + (size_t)__builtin_ctzll(m)], out);
         }
     }
 }
@@ -156,7 +157,7 @@ static void resolve_dsts(struct policy_net *c, const struct pol_rule *r, struct 
         uint64_t *b = cr->dst_bits[k] = pol__bits_new(c);
         pol__alias_bits(c, a, b);
         for (size_t i = 0; r->nvia && is_route_alias(a) && i < c->nnodes; i++) {
-            if (pol__bit(b, i) && !pol__has_via_tag(r, &c->nodes[i]))
+            if (pol__bit(b, i) && !pol__has_via_tag(r, c->nodes[i]))
                 b[i / 64] &= ~(UINT64_C(1) << (i % 64));
         }
         for (size_t w = 0; w < c->words; w++)
@@ -173,6 +174,8 @@ void pol__resolve_rule(struct policy_net *c, const struct pol_rule *r, struct po
     cr->r = r;
     cr->shared = hs_xcalloc(1, sizeof(*cr->shared));
     *cr->shared = 1;
+    cr->bits_shared = hs_xcalloc(1, sizeof(*cr->bits_shared));
+    *cr->bits_shared = 1;
     cr->src_nodes = pol__bits_new(c);
     cr->dst_nodes = pol__bits_new(c);
     resolve_sources(c, r, cr, tmp);
@@ -194,7 +197,7 @@ void pol__resolve_rule(struct policy_net *c, const struct pol_rule *r, struct po
 static void rule_peers(const struct policy_net *c, const struct pol_crule *cr, size_t a,
                        uint64_t *out)
 {
-    const struct pol_node *n = &c->nodes[a];
+    const struct pol_node *n = c->nodes[a];
     bool in_src = pol__bit(cr->src_nodes, a);
 
     if (in_src) {
@@ -226,7 +229,7 @@ uint64_t pol__signature(const struct policy_net *c, size_t a, uint64_t *sig, siz
         if (pol__bit(c->rules[r].dst_nodes, a))
             pol__set(sig, 2 * r + 1);
     }
-    *user = c->self_rules && !c->nodes[a].tagged ? c->nodes[a].user : (size_t)-1;
+    *user = c->self_rules && !c->nodes[a]->tagged ? c->nodes[a]->user : (size_t)-1;
     for (size_t w = 0; w < c->sig_words; w++)
         h = (h ^ sig[w]) * 1099511628211u;
     return (h ^ *user) * 1099511628211u;
@@ -237,9 +240,14 @@ static void grow_classes(struct policy_net *c)
     size_t cap = c->cap_classes ? 2 * c->cap_classes : 16;
 
     c->classes = hs_xrealloc(c->classes, cap * sizeof(*c->classes));
-    c->class_sigs = hs_xrealloc(c->class_sigs, (cap * c->sig_words + 1) * sizeof(uint64_t));
-    c->class_peers = hs_xrealloc(c->class_peers, (cap * c->words + 1) * sizeof(uint64_t));
+    c->members = hs_xrealloc(c->members, cap * sizeof(*c->members));
     c->cap_classes = cap;
+}
+
+void pol__class_unref(struct pol_class *k)
+{
+    if (__atomic_sub_fetch(&k->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        free(k);
 }
 
 size_t pol__class_of(struct policy_net *c, size_t a)
@@ -247,10 +255,11 @@ size_t pol__class_of(struct policy_net *c, size_t a)
     uint64_t few[64], *sig = c->sig_words <= 64 ? few : hs_xcalloc(c->sig_words, sizeof(*sig));
     size_t user, k;
     uint64_t h = pol__signature(c, a, sig, &user);
+    struct pol_class *cl;
     uint64_t *peers;
 
     for (k = 0; k < c->nclasses; k++) {
-        if (c->classes[k].hash == h && c->classes[k].user == user &&
+        if (c->classes[k]->hash == h && c->classes[k]->user == user &&
             memcmp(pol__class_sig(c, k), sig, c->sig_words * sizeof(*sig)) == 0)
             break;
     }
@@ -261,29 +270,19 @@ size_t pol__class_of(struct policy_net *c, size_t a)
     }
     if (c->nclasses == c->cap_classes)
         grow_classes(c);
-    c->classes[k] = (struct pol_class){ .hash = h, .user = user };
-    memcpy(pol__class_sig(c, k), sig, c->sig_words * sizeof(*sig));
+    cl = hs_xcalloc(1, sizeof(*cl) + (c->sig_words + c->words + 1) * sizeof(uint64_t));
+    *cl = (struct pol_class){ .refs = 1, .hash = h, .user = user };
+    memcpy(cl->bits, sig, c->sig_words * sizeof(*sig));
     if (sig != few)
         free(sig);
+    c->classes[k] = cl;
+    c->members[k] = 0;
     peers = pol__class_peers(c, k);
-    memset(peers, 0, c->words * sizeof(*peers));
     for (size_t r = 0; r < c->nrules; r++)
         rule_peers(c, &c->rules[r], a, peers);
+    for (size_t w = 0; w < c->words; w++)
+        cl->npeers += (size_t)__builtin_popcountll(peers[w]);
     return c->nclasses++;
-}
-
-void pol__mark_all(struct policy_net *c)
-{
-    size_t full = c->nnodes / 64;
-    uint64_t last = c->nnodes % 64 ? (UINT64_C(1) << (c->nnodes % 64)) - 1 : 0;
-
-    for (size_t k = 0; k < c->nclasses; k++) {
-        const uint64_t *w = pol__class_peers(c, k);
-        bool all = !last || (w[full] & last) == last;
-        for (size_t x = 0; x < full && all; x++)
-            all = w[x] == UINT64_MAX;
-        c->classes[k].all = all;
-    }
 }
 
 static void compute_peers(struct policy_net *c)
@@ -294,7 +293,7 @@ static void compute_peers(struct policy_net *c)
     c->cls = hs_xcalloc(c->nnodes + 1, sizeof(*c->cls));
     for (size_t a = 0; a < c->nnodes; a++) {
         c->cls[a] = pol__class_of(c, a);
-        c->classes[c->cls[a]].members++;
+        c->members[c->cls[a]]++;
     }
 }
 
@@ -358,7 +357,6 @@ int pol__compile(const struct policy *p, const struct policy_topology *t, bool t
     }
     free(tmp);
     compute_peers(c);
-    pol__mark_all(c);
     pol__route_viewers(c);
     if (tests && (rc = pol__check_tests(c, err, errsize)) < 0) {
         policy_net_free(c);
@@ -370,11 +368,14 @@ int pol__compile(const struct policy *p, const struct policy_topology *t, bool t
 
 void pol__crule_fini(struct pol_crule *cr)
 {
-    free(cr->src_nodes);
-    free(cr->dst_nodes);
-    for (size_t k = 0; cr->dst_bits && k < cr->r->ndst; k++)
-        free(cr->dst_bits[k]);
-    free(cr->dst_bits);
+    if (cr->bits_shared && __atomic_sub_fetch(cr->bits_shared, 1, __ATOMIC_ACQ_REL) == 0) {
+        free(cr->bits_shared);
+        free(cr->src_nodes);
+        free(cr->dst_nodes);
+        for (size_t k = 0; cr->dst_bits && k < cr->r->ndst; k++)
+            free(cr->dst_bits[k]);
+        free(cr->dst_bits);
+    }
     if (!cr->shared || __atomic_sub_fetch(cr->shared, 1, __ATOMIC_ACQ_REL) > 0)
         return;
     free(cr->shared);
@@ -391,9 +392,10 @@ void policy_net_free(struct policy_net *c)
     pol__topology_free(c);
     for (size_t r = 0; r < c->nrules; r++)
         pol__crule_fini(&c->rules[r]);
+    for (size_t k = 0; k < c->nclasses; k++)
+        pol__class_unref(c->classes[k]);
     free(c->classes);
-    free(c->class_sigs);
-    free(c->class_peers);
+    free(c->members);
     free(c->cls);
     free(c->rules);
     policy_free((struct policy *)c->p);
@@ -402,7 +404,7 @@ void policy_net_free(struct policy_net *c)
 
 bool policy_net_sees_all(const struct policy_net *c, size_t i)
 {
-    return !c->p || (i < c->nnodes && c->classes[c->cls[i]].all);
+    return !c->p || (i < c->nnodes && c->classes[c->cls[i]]->npeers == c->nnodes);
 }
 
 bool policy_net_sees(const struct policy_net *c, size_t a, size_t b)

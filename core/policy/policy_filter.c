@@ -67,7 +67,7 @@ static void dst_alias(const struct policy_net *c, const struct pol_crule *cr, si
                       size_t i, struct dsts *d, const struct pol_ports *ports, size_t nports)
 {
     const struct pol_alias *a = &cr->r->dst[di].a;
-    const struct pol_node *n = &c->nodes[i];
+    const struct pol_node *n = c->nodes[i];
     struct pol_ents inet = { 0 };
 
     if (!pol__bit(cr->dst_bits[di], i))
@@ -197,7 +197,7 @@ static void grant_app_rules(const struct policy_net *c, const struct pol_crule *
 
     json_object_foreach(cr->r->app, name, v) {
         char *value = hs_json_dump(v, JSON_COMPACT);
-        cap_rule(out, first, cr->src_json, &c->nodes[i], name, value);
+        cap_rule(out, first, cr->src_json, c->nodes[i], name, value);
         free(value);
     }
 }
@@ -224,7 +224,7 @@ static char *self_sources(const struct policy_net *c, const struct pol_crule *cr
     char *json;
 
     for (size_t k = 0; k < c->user_nodes[u].n; k++) {
-        const struct pol_node *n = &c->nodes[c->user_nodes[u].v[k]];
+        const struct pol_node *n = c->nodes[c->user_nodes[u].v[k]];
         if (!pol__bit(cr->src_nodes, c->user_nodes[u].v[k]))
             continue;
         for (int f = 0; f < 2; f++) {
@@ -241,7 +241,7 @@ static char *self_sources(const struct policy_net *c, const struct pol_crule *cr
 static void self_rules(const struct policy_net *c, const struct pol_crule *cr, size_t i,
                        struct rule_out *ro)
 {
-    const struct pol_node *n = &c->nodes[i];
+    const struct pol_node *n = c->nodes[i];
     const struct pol_rule *r = cr->r;
     char *src;
 
@@ -299,7 +299,7 @@ int policy_net_filter(const struct policy_net *c, size_t i, struct hs_buf *out)
         if (cr->self)
             self_rules(c, cr, i, &ro);
         if (cr->rev_json && !cr->r->nvia && pol__bit(cr->src_nodes, i))
-            companion_rules(cr, &c->nodes[i], cr->rev_json, out, &first);
+            companion_rules(cr, c->nodes[i], cr->rev_json, out, &first);
     }
     if (hs_buf_puts(out, "]") < 0) {
         hs_buf_truncate(out, start);

@@ -184,6 +184,7 @@ int pol__load_rules(struct policy *p, char *err, size_t errsize);
 
 /* ---- the compiled tailnet ---- */
 
+/* A node as the compiler sees it; immutable once loaded. */
 struct pol_node {
     const char *name;
     uint64_t id, user_id;
@@ -195,13 +196,23 @@ struct pol_node {
     bool has[2];
     struct pol_ents routes;   /* approved, non-exit, as the policy sees them */
     char **route_text;        /* their text, in the same order */
-    uint64_t **route_viewers; /* per route: nodes that get it in this node's AllowedIPs */
     bool exit;                /* approved 0.0.0.0/0 or ::/0 */
     char **approved;          /* text of every approved route (topology + autoApprovers) */
     size_t napproved;
-    /* name, tags, approved, routes and route_text are shared by the nets a recompile made
-     * from this one (policy_update.c): *shared counts them. route_viewers is the net's. */
+    /* name, tags, routes, route_text and approved belong to every copy of the record (a
+     * block copied because another node of it changed): *shared counts the copies. */
     int *shared;
+};
+
+/* Nodes are stored in blocks, in node order, that a net shares with the nets recompiled
+ * from it: a change copies the blocks it touches and takes a reference on the others, so a
+ * one-node change costs one block, not every node. */
+#define POL_BLOCK 256 /* nodes per block as a compile lays them out */
+
+struct pol_nblock {
+    int refs; /* nets holding it */
+    size_t n;
+    struct pol_node v[];
 };
 
 struct pol_user {
@@ -214,12 +225,13 @@ struct pol_bits {
     uint64_t *w;
 };
 
-/* One rule of the policy resolved for this tailnet. src, src_lit, src_json and rev_json are shared
- * with the nets a recompile made from this one when the change did not touch the rule
- * (*shared counts them); the bitsets are each net's. */
+/* One rule of the policy resolved for this tailnet. A recompile whose change did not touch
+ * the rule shares src, src_lit, src_json and rev_json (*shared counts the nets), and the
+ * bitsets too (*bits_shared) when no node moved to another index. */
 struct pol_crule {
     const struct pol_rule *r;
     int *shared;
+    int *bits_shared;
     struct pol_ents src;       /* SrcIPs, sorted as text, distinct */
     struct pol_ents src_lit;   /* the entries of its address sources (*, hosts, prefixes):
                                 * all a subnet route can overlap but a node's address */
@@ -238,49 +250,64 @@ struct pol_list {
     size_t n;
 };
 
+/* A node with approved subnet routes, and per route the nodes that get it in the node's
+ * AllowedIPs. */
+struct pol_router {
+    size_t node;
+    uint64_t **viewers; /* per route of the node; NULL until pol__route_viewers */
+};
+
 struct tag_node;
 
 struct policy_net {
     const struct policy *p;    /* NULL: allow all */
     char *server_url;          /* from the topology; may be NULL */
-    struct pol_node *nodes;
+    const struct pol_node **nodes; /* node i, in the topology's order (by id) */
     size_t nnodes;
+    struct pol_nblock **blocks;    /* the nodes, in the same order */
+    size_t nblocks;
     struct pol_user *users;
     size_t nusers;
     size_t *users_by_id, *users_by_email, *users_by_name; /* user indexes, sorted */
-    struct pol_list *user_nodes; /* per user: its untagged nodes */
+    int *users_shared;         /* nets sharing users and their indexes (same users) */
+    struct pol_list *user_nodes; /* per user: its untagged nodes (into user_node_v) */
+    size_t *user_node_v;
     struct tag_node *tag_nodes;  /* (tag, node) sorted by tag */
     size_t ntag_nodes;
-    size_t words;              /* uint64_t per node bitset */
+    struct pol_router *routers;  /* nodes with subnet routes, in node order */
+    size_t nrouters;
+    size_t words;              /* uint64_t per node bitset (room for more nodes: a
+                                * recompile that adds one can share bitsets) */
     struct pol_crule *rules;
     size_t nrules;
     /* Nodes in the same rules on the same sides (and, with autogroup:self, of the same user)
      * see the same peers: one class each. */
-    struct pol_class *classes;
+    struct pol_class **classes;
     size_t nclasses, cap_classes;
+    size_t *members;           /* per class: how many nodes are in it */
     size_t sig_words;          /* uint64_t per class signature: 2 bits per rule */
-    uint64_t *class_sigs;      /* cap_classes rows of sig_words: bit 2r, in rule r's
-                                * sources; 2r+1, in its destinations */
-    uint64_t *class_peers;     /* cap_classes rows of words: the nodes a member sees (a
-                                * member itself may be in it) */
     bool self_rules;           /* some rule has autogroup:self: classes also by user */
     size_t *cls;               /* per node: its class */
 };
 
+/* A class, shared by the nets recompiled from its net while its peer set stays the same. */
 struct pol_class {
+    int refs;
     uint64_t hash;
     size_t user;               /* with self_rules: the nodes' user ((size_t)-1 if tagged) */
-    size_t members;
-    bool all;                  /* its peer set has every node (pol__mark_all) */
+    size_t npeers;             /* bits set in its peers: every node's when it is nnodes */
+    uint64_t bits[];           /* the signature (sig_words: bit 2r, in rule r's sources;
+                                * 2r+1, in its destinations), then the peers (words: the
+                                * nodes a member sees, maybe itself among them) */
 };
 
 static inline uint64_t *pol__class_sig(const struct policy_net *c, size_t k)
 {
-    return c->class_sigs + k * c->sig_words;
+    return c->classes[k]->bits;
 }
 static inline uint64_t *pol__class_peers(const struct policy_net *c, size_t k)
 {
-    return c->class_peers + k * c->words;
+    return c->classes[k]->bits + c->sig_words;
 }
 
 static inline bool pol__bit(const uint64_t *w, size_t i)
@@ -291,6 +318,25 @@ static inline void pol__set(uint64_t *w, size_t i)
 {
     w[i / 64] |= UINT64_C(1) << (i % 64);
 }
+
+/* What a recompile (policy_update.c) does to the node order: runs of old indexes that stay
+ * consecutive at their new place, and the nodes that came (fresh: loaded from the topology,
+ * changed or new) and went (gone: changed or removed). */
+struct pol_run {
+    size_t from, to, len;
+};
+
+struct pol_plan {
+    struct pol_run *runs;
+    size_t nruns;
+    size_t *map;      /* per old index: the new one, SIZE_MAX for a gone node */
+    size_t *fresh;    /* new indexes, ascending */
+    size_t nfresh;
+    size_t *gone;     /* old indexes, ascending */
+    size_t ngone;
+    bool aligned;     /* no carried node moved and bitsets keep their size: a bitset the
+                       * change did not touch is the same bits in both nets */
+};
 
 /* Whether destination a of rule r covers node i (never for autogroup:self, which is per
  * node; prefixes of a `via` grant only on routers with a via tag). */
@@ -303,6 +349,8 @@ void pol__topology_free(struct policy_net *c);
 void pol__alias_bits(const struct policy_net *c, const struct pol_alias *a, uint64_t *bits);
 bool pol__has_via_tag(const struct pol_rule *r, const struct pol_node *n);
 uint64_t *pol__bits_new(const struct policy_net *c);
+/* The words of a bitset over n nodes, with room to grow. */
+size_t pol__words_for(size_t n);
 /* policy_compile.c: the whole compile, with or without the policy's tests. */
 int pol__compile(const struct policy *p, const struct policy_topology *t, bool tests,
                  struct policy_net **out, char *err, size_t errsize);
@@ -314,19 +362,35 @@ void pol__resolve_rule(struct policy_net *c, const struct pol_rule *r, struct po
 void pol__crule_fini(struct pol_crule *cr);
 uint64_t pol__signature(const struct policy_net *c, size_t a, uint64_t *sig, size_t *user);
 size_t pol__class_of(struct policy_net *c, size_t a);
-/* Sets each class's `all` once its peer set is final (end of a compile or recompile). */
-void pol__mark_all(struct policy_net *c);
-/* policy_nodes.c, for policy_update.c: one node loaded from the topology (routes approved
- * too), and the indexes rebuilt. */
-void pol__load_node(struct policy_net *c, size_t i, const struct policy_node *in);
-void pol__index_nodes(struct policy_net *c);
-void pol__index_users(struct policy_net *c);
-void pol__copy_users(struct policy_net *c, const struct policy_topology *t);
-/* policy_routes.c: every route's viewers, once the rules are resolved. */
+/* A class's reference dropped. */
+void pol__class_unref(struct pol_class *k);
+/* policy_nodes.c, for policy_update.c: a node loaded from the topology into n (routes
+ * approved too); a block of n records (one reference) and a reference dropped; a record
+ * copied into another block; old's users shared; the node table made from c->blocks; the
+ * indexes (users' nodes, tags, routers) of old carried through pl. */
+void pol__load_node(const struct policy_net *c, struct pol_node *n, const struct policy_node *in);
+struct pol_nblock *pol__block_new(size_t n);
+void pol__block_unref(struct pol_nblock *b);
+void pol__node_copy(struct pol_node *dst, const struct pol_node *src);
+void pol__share_users(struct policy_net *c, const struct policy_net *old);
+void pol__node_table(struct policy_net *c);
+void pol__patch_indexes(struct policy_net *c, const struct policy_net *old,
+                        const struct pol_plan *pl);
+/* Bitset old of the old net carried to c's node order (new nodes' bits clear). */
+uint64_t *pol__remap_bits(const struct policy_net *c, const struct pol_plan *pl,
+                          const uint64_t *old);
+/* policy_routes.c: every route's viewers, once the rules are resolved; in a recompile, only
+ * those of routes the change may concern (redone[r]: rule r was resolved again), the others
+ * carried from old. */
 void pol__route_viewers(struct policy_net *c);
+void pol__carry_route_viewers(struct policy_net *c, const struct policy_net *old,
+                              const struct pol_plan *pl, const bool *redone);
+void pol__routers_free(struct policy_net *c);
 
-/* Whether node n is one the alias names as a source (identity or address). */
+/* Whether node n (or record nd) is one the alias names as a source (identity or address). */
 bool pol__node_in_alias(const struct policy_net *c, const struct pol_alias *a, size_t n);
+bool pol__rec_in_alias(const struct policy_net *c, const struct pol_alias *a,
+                       const struct pol_node *nd);
 /* Nodes of user u that are not tagged. */
 bool pol__node_is_users(const struct policy_net *c, size_t n, size_t user);
 /* Resolves a user token to a user index; (size_t)-1 when it names no one. */

@@ -47,7 +47,7 @@ static size_t *sorted_users(struct policy_net *c, int (*cmp)(const void *, const
     return v;
 }
 
-void pol__index_users(struct policy_net *c)
+static void index_users(struct policy_net *c)
 {
     c->users_by_id = sorted_users(c, cmp_user_id);
     c->users_by_email = sorted_users(c, cmp_user_email);
@@ -107,62 +107,246 @@ static int cmp_tag_node(const void *a, const void *b)
     return r ? r : (x->node > y->node) - (x->node < y->node);
 }
 
-/* Each user's untagged nodes, and (tag, node) pairs sorted by tag. */
-void pol__index_nodes(struct policy_net *c)
+static bool is_users(const struct pol_node *n)
+{
+    return !n->tagged && n->user != (size_t)-1;
+}
+
+/* The per-user lists as slices of one array, from their lengths (already in user_nodes). */
+static void user_lists(struct policy_net *c)
+{
+    size_t total = 0;
+
+    for (size_t u = 0; u < c->nusers; u++)
+        total += c->user_nodes[u].n;
+    c->user_node_v = hs_xcalloc(total + 1, sizeof(*c->user_node_v));
+    total = 0;
+    for (size_t u = 0; u < c->nusers; u++) {
+        c->user_nodes[u].v = c->user_node_v + total;
+        total += c->user_nodes[u].n;
+        c->user_nodes[u].n = 0; /* filled again by the caller */
+    }
+}
+
+/* Each user's untagged nodes, (tag, node) pairs sorted by tag, and the routers. */
+static void index_nodes(struct policy_net *c)
 {
     size_t ntags = 0, k = 0;
 
     c->user_nodes = hs_xcalloc(c->nusers + 1, sizeof(*c->user_nodes));
+    c->routers = hs_xcalloc(c->nnodes + 1, sizeof(*c->routers));
     for (size_t i = 0; i < c->nnodes; i++) {
-        const struct pol_node *n = &c->nodes[i];
+        const struct pol_node *n = c->nodes[i];
         ntags += n->ntags;
-        if (!n->tagged && n->user != (size_t)-1) {
-            struct pol_list *l = &c->user_nodes[n->user];
-            l->v = hs_xrealloc(l->v, (l->n + 1) * sizeof(*l->v));
-            l->v[l->n++] = i;
-        }
+        if (is_users(n))
+            c->user_nodes[n->user].n++;
+        if (n->routes.n)
+            c->routers[c->nrouters++].node = i;
     }
+    user_lists(c);
     c->tag_nodes = hs_xcalloc(ntags + 1, sizeof(*c->tag_nodes));
     for (size_t i = 0; i < c->nnodes; i++) {
-        for (size_t t = 0; t < c->nodes[i].ntags; t++)
-            c->tag_nodes[k++] = (struct tag_node){ c->nodes[i].tags[t], i };
+        const struct pol_node *n = c->nodes[i];
+        if (is_users(n)) {
+            struct pol_list *l = &c->user_nodes[n->user];
+            l->v[l->n++] = i;
+        }
+        for (size_t t = 0; t < n->ntags; t++)
+            c->tag_nodes[k++] = (struct tag_node){ n->tags[t], i };
     }
     c->ntag_nodes = k;
     qsort(c->tag_nodes, k, sizeof(*c->tag_nodes), cmp_tag_node);
 }
 
-void pol__topology_free(struct policy_net *c)
+/* old's lists carried through pl, the fresh nodes put in at their place. */
+static void patch_user_nodes(struct policy_net *c, const struct policy_net *old,
+                             const struct pol_plan *pl)
 {
-    for (size_t i = 0; i < c->nnodes; i++) {
-        struct pol_node *n = &c->nodes[i];
-        for (size_t k = 0; n->route_viewers && k < n->routes.n; k++)
-            free(n->route_viewers[k]);
-        free(n->route_viewers);
-        if (__atomic_sub_fetch(n->shared, 1, __ATOMIC_ACQ_REL) > 0)
-            continue;
-        free(n->shared);
-        free((char *)n->name);
-        for (size_t k = 0; k < n->ntags; k++)
-            free(n->tags[k]);
-        for (size_t k = 0; k < n->napproved; k++)
-            free(n->approved[k]);
-        free(n->route_text);
-        free(n->tags);
-        free(n->approved);
-        pol__ents_free(&n->routes);
+    c->user_nodes = hs_xcalloc(c->nusers + 1, sizeof(*c->user_nodes));
+    for (size_t u = 0; u < c->nusers; u++)
+        c->user_nodes[u].n = old->user_nodes[u].n;
+    for (size_t g = 0; g < pl->ngone; g++) {
+        const struct pol_node *n = old->nodes[pl->gone[g]];
+        if (is_users(n))
+            c->user_nodes[n->user].n--;
     }
+    for (size_t f = 0; f < pl->nfresh; f++) {
+        const struct pol_node *n = c->nodes[pl->fresh[f]];
+        if (is_users(n))
+            c->user_nodes[n->user].n++;
+    }
+    user_lists(c);
+    for (size_t u = 0; u < c->nusers; u++) {
+        const struct pol_list *o = &old->user_nodes[u];
+        struct pol_list *l = &c->user_nodes[u];
+        for (size_t k = 0; k < o->n; k++) {
+            if (pl->map[o->v[k]] != SIZE_MAX)
+                l->v[l->n++] = pl->map[o->v[k]];
+        }
+    }
+    for (size_t f = 0; f < pl->nfresh; f++) { /* few: each put in by moving the larger ones */
+        size_t j = pl->fresh[f], k;
+        struct pol_list *l;
+        if (!is_users(c->nodes[j]))
+            continue;
+        l = &c->user_nodes[c->nodes[j]->user];
+        for (k = l->n; k > 0 && l->v[k - 1] > j; k--)
+            l->v[k] = l->v[k - 1];
+        l->v[k] = j;
+        l->n++;
+    }
+}
+
+static void patch_tag_nodes(struct policy_net *c, const struct policy_net *old,
+                            const struct pol_plan *pl)
+{
+    size_t n = old->ntag_nodes, k = 0;
+
+    for (size_t g = 0; g < pl->ngone; g++)
+        n -= old->nodes[pl->gone[g]]->ntags;
+    for (size_t f = 0; f < pl->nfresh; f++)
+        n += c->nodes[pl->fresh[f]]->ntags;
+    c->tag_nodes = hs_xcalloc(n + 1, sizeof(*c->tag_nodes));
+    for (size_t x = 0; x < old->ntag_nodes; x++) { /* the map keeps the order */
+        size_t i = pl->map[old->tag_nodes[x].node];
+        if (i != SIZE_MAX)
+            c->tag_nodes[k++] = (struct tag_node){ old->tag_nodes[x].tag, i };
+    }
+    for (size_t f = 0; f < pl->nfresh; f++) {
+        const struct pol_node *nd = c->nodes[pl->fresh[f]];
+        for (size_t t = 0; t < nd->ntags; t++) {
+            struct tag_node e = { nd->tags[t], pl->fresh[f] };
+            size_t lo = 0, hi = k;
+            while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (cmp_tag_node(&c->tag_nodes[mid], &e) < 0)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            memmove(&c->tag_nodes[lo + 1], &c->tag_nodes[lo], (k - lo) * sizeof(e));
+            c->tag_nodes[lo] = e;
+            k++;
+        }
+    }
+    c->ntag_nodes = k;
+}
+
+/* The fresh nodes from pl->fresh[f] on that come before index end and have routes; returns
+ * where it stopped. */
+static size_t fresh_routers(struct policy_net *c, const struct pol_plan *pl, size_t f,
+                            size_t end)
+{
+    for (; f < pl->nfresh && pl->fresh[f] < end; f++) {
+        if (c->nodes[pl->fresh[f]]->routes.n)
+            c->routers[c->nrouters++].node = pl->fresh[f];
+    }
+    return f;
+}
+
+static void patch_routers(struct policy_net *c, const struct policy_net *old,
+                          const struct pol_plan *pl)
+{
+    size_t f = 0;
+
+    c->routers = hs_xcalloc(old->nrouters + pl->nfresh + 1, sizeof(*c->routers));
+    for (size_t x = 0; x < old->nrouters; x++) {
+        size_t i = pl->map[old->routers[x].node];
+        if (i == SIZE_MAX)
+            continue;
+        f = fresh_routers(c, pl, f, i);
+        c->routers[c->nrouters++].node = i;
+    }
+    fresh_routers(c, pl, f, SIZE_MAX);
+}
+
+void pol__patch_indexes(struct policy_net *c, const struct policy_net *old,
+                        const struct pol_plan *pl)
+{
+    patch_user_nodes(c, old, pl);
+    patch_tag_nodes(c, old, pl);
+    patch_routers(c, old, pl);
+}
+
+/* ---- node records and their blocks ---- */
+
+struct pol_nblock *pol__block_new(size_t n)
+{
+    struct pol_nblock *b = hs_xcalloc(1, sizeof(*b) + (n + 1) * sizeof(b->v[0]));
+
+    b->refs = 1;
+    b->n = n;
+    return b;
+}
+
+static void node_release(struct pol_node *n)
+{
+    if (__atomic_sub_fetch(n->shared, 1, __ATOMIC_ACQ_REL) > 0)
+        return;
+    free(n->shared);
+    free((char *)n->name);
+    for (size_t k = 0; k < n->ntags; k++)
+        free(n->tags[k]);
+    for (size_t k = 0; k < n->napproved; k++)
+        free(n->approved[k]);
+    free(n->route_text);
+    free(n->tags);
+    free(n->approved);
+    pol__ents_free(&n->routes);
+}
+
+void pol__block_unref(struct pol_nblock *b)
+{
+    if (__atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) > 0)
+        return;
+    for (size_t i = 0; i < b->n; i++)
+        node_release(&b->v[i]);
+    free(b);
+}
+
+void pol__node_copy(struct pol_node *dst, const struct pol_node *src)
+{
+    *dst = *src;
+    __atomic_add_fetch(dst->shared, 1, __ATOMIC_ACQ_REL);
+}
+
+void pol__node_table(struct policy_net *c)
+{
+    size_t i = 0;
+
+    c->nodes = hs_xcalloc(c->nnodes + 1, sizeof(*c->nodes));
+    for (size_t b = 0; b < c->nblocks; b++) {
+        for (size_t k = 0; k < c->blocks[b]->n && i < c->nnodes; k++)
+            c->nodes[i++] = &c->blocks[b]->v[k];
+    }
+}
+
+static void users_free(struct policy_net *c)
+{
+    if (!c->users_shared || __atomic_sub_fetch(c->users_shared, 1, __ATOMIC_ACQ_REL) > 0)
+        return;
     for (size_t i = 0; i < c->nusers; i++) {
         free(c->users[i].name);
         free(c->users[i].email);
-        free(c->user_nodes ? c->user_nodes[i].v : NULL);
     }
-    free(c->user_nodes);
-    free(c->tag_nodes);
+    free(c->users_shared);
     free(c->users_by_id);
     free(c->users_by_email);
     free(c->users_by_name);
-    free(c->nodes);
     free(c->users);
+}
+
+void pol__topology_free(struct policy_net *c)
+{
+    pol__routers_free(c); /* before the nodes: it reads their routes */
+    for (size_t b = 0; b < c->nblocks; b++)
+        pol__block_unref(c->blocks[b]);
+    free(c->blocks);
+    free(c->nodes);
+    users_free(c);
+    free(c->user_nodes);
+    free(c->user_node_v);
+    free(c->tag_nodes);
     free(c->server_url);
 }
 
@@ -200,7 +384,7 @@ size_t pol__user_index(const struct policy_net *c, const char *token)
 
 bool pol__node_is_users(const struct policy_net *c, size_t n, size_t user)
 {
-    return !c->nodes[n].tagged && c->nodes[n].user == user && user != (size_t)-1;
+    return is_users(c->nodes[n]) && c->nodes[n]->user == user;
 }
 
 static bool node_has_tag(const struct pol_node *n, const char *tag)
@@ -227,11 +411,15 @@ static bool node_routes_overlap(const struct pol_node *n, const struct pol_ent *
     return false;
 }
 
-/* Identity aliases by who the node is; address aliases by its addresses or approved routes. */
 bool pol__node_in_alias(const struct policy_net *c, const struct pol_alias *a, size_t i)
 {
-    const struct pol_node *n = &c->nodes[i];
+    return pol__rec_in_alias(c, a, c->nodes[i]);
+}
 
+/* Identity aliases by who the node is; address aliases by its addresses or approved routes. */
+bool pol__rec_in_alias(const struct policy_net *c, const struct pol_alias *a,
+                       const struct pol_node *n)
+{
     switch (a->kind) {
     case PA_STAR:
     case PA_DANGER_ALL:
@@ -264,7 +452,8 @@ bool pol__node_in_alias(const struct policy_net *c, const struct pol_alias *a, s
 }
 
 /* Approvers name nodes as sources do: users and groups their untagged nodes, tags theirs. */
-static bool auto_approved(const struct policy_net *c, size_t i, const struct pol_ent *route)
+static bool auto_approved(const struct policy_net *c, const struct pol_node *n,
+                          const struct pol_ent *route)
 {
     const struct policy *p = c->p;
 
@@ -275,7 +464,7 @@ static bool auto_approved(const struct policy_net *c, size_t i, const struct pol
                                : (!pol__is_exit_route(route) && ap->route.v4 == route->v4 &&
                                   ap->route.lo <= route->lo && route->hi <= ap->route.hi);
         for (size_t j = 0; covers && j < ap->n; j++) {
-            if (pol__node_in_alias(c, &ap->who[j], i))
+            if (pol__rec_in_alias(c, &ap->who[j], n))
                 return true;
         }
     }
@@ -299,23 +488,23 @@ static void add_route(struct pol_node *n, const char *text, const struct pol_ent
     n->route_text[n->routes.n - 1] = n->approved[n->napproved - 1];
 }
 
-static void node_routes(struct policy_net *c, size_t i, const struct policy_node *in)
+static void node_routes(const struct policy_net *c, struct pol_node *n,
+                        const struct policy_node *in)
 {
     struct pol_ent e;
 
     for (size_t k = 0; k < in->napproved; k++) {
         if (pol__parse_prefix(in->approved[k], true, &e) == 0)
-            add_route(&c->nodes[i], in->approved[k], &e);
+            add_route(n, in->approved[k], &e);
     }
     for (size_t k = 0; k < in->nroutes; k++) {
-        if (pol__parse_prefix(in->routes[k], true, &e) == 0 && auto_approved(c, i, &e))
-            add_route(&c->nodes[i], in->routes[k], &e);
+        if (pol__parse_prefix(in->routes[k], true, &e) == 0 && auto_approved(c, n, &e))
+            add_route(n, in->routes[k], &e);
     }
 }
 
-void pol__load_node(struct policy_net *c, size_t i, const struct policy_node *in)
+void pol__load_node(const struct policy_net *c, struct pol_node *n, const struct policy_node *in)
 {
-    struct pol_node *n = &c->nodes[i];
     bool v4;
 
     *n = (struct pol_node){ 0 };
@@ -331,12 +520,14 @@ void pol__load_node(struct policy_net *c, size_t i, const struct policy_node *in
         n->tags[n->ntags++] = hs_strdup(in->tags[k]);
     n->has[0] = in->ipv4 && pol__parse_ip(in->ipv4, &n->ip[0], &v4) == 0 && v4;
     n->has[1] = in->ipv6 && pol__parse_ip(in->ipv6, &n->ip[1], &v4) == 0 && !v4;
-    node_routes(c, i, in); /* auto-approval looks only at the node itself and its user */
+    node_routes(c, n, in); /* auto-approval looks only at the node itself and its user */
 }
 
-void pol__copy_users(struct policy_net *c, const struct policy_topology *t)
+static void copy_users(struct policy_net *c, const struct policy_topology *t)
 {
     c->server_url = hs_strdup(t->server_url);
+    c->users_shared = hs_xcalloc(1, sizeof(*c->users_shared));
+    *c->users_shared = 1;
     c->users = hs_xcalloc(t->nusers + 1, sizeof(*c->users));
     for (size_t i = 0; i < t->nusers; i++) {
         c->users[i].id = t->users[i].id;
@@ -344,18 +535,41 @@ void pol__copy_users(struct policy_net *c, const struct policy_topology *t)
         c->users[i].email = hs_strdup(t->users[i].email);
     }
     c->nusers = t->nusers;
-    pol__index_users(c);
+    index_users(c);
+}
+
+void pol__share_users(struct policy_net *c, const struct policy_net *old)
+{
+    c->users = old->users;
+    c->nusers = old->nusers;
+    c->users_by_id = old->users_by_id;
+    c->users_by_email = old->users_by_email;
+    c->users_by_name = old->users_by_name;
+    c->users_shared = old->users_shared;
+    __atomic_add_fetch(c->users_shared, 1, __ATOMIC_ACQ_REL);
+}
+
+size_t pol__words_for(size_t n)
+{
+    return ((n + 63) / 64 + 7) / 8 * 8; /* up to 511 nodes more fit */
 }
 
 void pol__load_topology(struct policy_net *c, const struct policy_topology *t)
 {
-    pol__copy_users(c, t);
-    c->nodes = hs_xcalloc(t->nnodes + 1, sizeof(*c->nodes));
+    copy_users(c, t);
     c->nnodes = t->nnodes;
-    c->words = (t->nnodes + 63) / 64;
-    for (size_t i = 0; i < t->nnodes; i++)
-        pol__load_node(c, i, &t->nodes[i]);
-    pol__index_nodes(c);
+    c->words = pol__words_for(t->nnodes);
+    c->nblocks = (t->nnodes + POL_BLOCK - 1) / POL_BLOCK;
+    c->blocks = hs_xcalloc(c->nblocks + 1, sizeof(*c->blocks));
+    for (size_t b = 0; b < c->nblocks; b++) {
+        size_t first = b * POL_BLOCK, n = t->nnodes - first < POL_BLOCK ? t->nnodes - first
+                                                                       : POL_BLOCK;
+        c->blocks[b] = pol__block_new(n);
+        for (size_t k = 0; k < n; k++)
+            pol__load_node(c, &c->blocks[b]->v[k], &t->nodes[first + k]);
+    }
+    pol__node_table(c);
+    index_nodes(c);
 }
 
 /* ---- aliases as node sets ---- */

@@ -779,7 +779,7 @@ static void push_addr(struct princs *p, const struct policy_net *c, pol_u128 ip,
 
 static void push_node(struct princs *p, const struct policy_net *c, size_t i, size_t user)
 {
-    const struct pol_node *n = &c->nodes[i];
+    const struct pol_node *n = c->nodes[i];
 
     for (int f = 0; f < 2; f++) {
         if (n->has[f])
@@ -846,7 +846,7 @@ static void rule_sources(const struct policy_net *c, const struct ssh_rule *r,
     for (size_t k = 0; k < r->nsrc; k++)
         pol__alias_bits(c, &r->src[k], bits);
     for (size_t i = 0; i < c->nnodes; i++) {
-        const struct pol_node *nd = &c->nodes[i];
+        const struct pol_node *nd = c->nodes[i];
         if (!bits[i / 64]) {
             i |= 63; /* a whole word of nodes outside the sources */
             continue;
@@ -986,7 +986,7 @@ static void emit_all(const struct policy_net *c, const struct ssh_rule *r, struc
 static void rule_for_node(const struct policy_net *c, const struct ssh_rule *r, size_t i,
                           struct ssh_outs *o)
 {
-    const struct pol_node *n = &c->nodes[i];
+    const struct pol_node *n = c->nodes[i];
     bool owned = !n->tagged && n->user != (size_t)-1;
 
     if (r->self_dst && owned)
@@ -1143,7 +1143,7 @@ static void test_sources(const struct policy_net *c, const struct ssh_test *t,
         return;
     }
     for (size_t i = 0; i < c->nnodes; i++) {
-        const struct pol_node *n = &c->nodes[i];
+        const struct pol_node *n = c->nodes[i];
         bool in = a->kind == PA_PREFIX || a->kind == PA_HOST
                       ? (n->has[0] && pol__ent_contains(&a->ent, n->ip[0])) ||
                             (n->has[1] && pol__ent_contains(&a->ent, n->ip[1]))
@@ -1159,7 +1159,7 @@ static void test_sources(const struct policy_net *c, const struct ssh_test *t,
 static bool test_dst_has(const struct policy_net *c, const struct pol_alias *a, size_t user,
                          size_t i)
 {
-    const struct pol_node *n = &c->nodes[i];
+    const struct pol_node *n = c->nodes[i];
 
     switch (a->kind) {
     case PA_SELF:
@@ -1200,7 +1200,7 @@ static void test_node(struct test_run *run, const struct princs *src, size_t d)
 {
     static const char *const kinds[ASSERT_KINDS] = { "accept", "deny", "check" };
     const struct ssh_test *t = run->t;
-    const char *name = run->c->nodes[d].name;
+    const char *name = run->c->nodes[d]->name;
     struct ssh_outs o;
 
     node_rules(run->c, d, &o);

@@ -273,7 +273,7 @@ static int resolve(const struct policy_net *c, const struct pol_alias *a, struct
     }
     out->nodes = hs_xcalloc(c->nnodes + 1, sizeof(*out->nodes));
     for (size_t i = 0; i < c->nnodes; i++) {
-        const struct pol_node *n = &c->nodes[i];
+        const struct pol_node *n = c->nodes[i];
         if (by_addr ? !node_in_ents(n, &out->ents) : !pol__node_in_alias(c, a, i))
             continue;
         out->nodes[out->nnodes++] = i;
@@ -357,12 +357,12 @@ static bool self_allows(const struct policy_net *c, const struct pol_crule *cr,
                         const struct pol_ent *s, const struct side *d)
 {
     for (size_t k = 0; k < d->nnodes; k++) {
-        const struct pol_node *t = &c->nodes[d->nodes[k]];
+        const struct pol_node *t = c->nodes[d->nodes[k]];
         if (t->tagged || t->user == (size_t)-1)
             continue;
         for (size_t n = 0; n < c->nnodes; n++) {
             if (pol__node_is_users(c, n, t->user) && pol__bit(cr->src_nodes, n) &&
-                node_addr_in(&c->nodes[n], s))
+                node_addr_in(c->nodes[n], s))
                 return true;
         }
     }

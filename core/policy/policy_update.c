@@ -1,88 +1,240 @@
 /* Recompiling after a few nodes changed: what the change did not touch is carried over from
- * the previous net instead of computed again. Unchanged nodes share their data; a rule that
- * none of the changed nodes is (or was) part of keeps its SrcIPs and only has its bitsets
- * moved to the new node order; peer classes keep their sets and get one bit worked out per
- * changed node. What is left to do is proportional to the change, not to the tailnet. */
+ * the previous net instead of computed again, and shared rather than copied where it can be.
+ *
+ * - Nodes: the blocks no changed node is in are shared (one reference each); a block with
+ *   one is copied, the changed node loaded again in it. Users and their indexes are shared.
+ * - Indexes (each user's nodes, nodes by tag, routers): old's, patched.
+ * - Rules: one that none of the changed nodes is (or was) part of keeps its SrcIPs; its
+ *   bitsets are shared when no node moved to another index (a node changed in place, or
+ *   added or removed at the end), else moved to the new order.
+ * - Peer classes keep their sets and get one bit worked out per changed node; a class whose
+ *   set that leaves as it was is shared.
+ * - Route viewers: carried for every route the change cannot concern.
+ *
+ * What is left is proportional to the change and to the number of blocks, classes and
+ * rules, not to the nodes (a few tables of one word per node are copied). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "policy/policy_internal.h"
 
-/* Where the nodes of the old net went: runs of consecutive old indexes that stay consecutive
- * in the new net (nodes are in id order in both, so a removal or an insertion splits a run). */
-struct run {
-    size_t from, to, len;
-};
+/* ---- where the nodes go ---- */
 
-struct plan {
-    struct run *runs;
-    size_t nruns;
-    size_t *fresh;      /* new indexes of nodes loaded from the topology (changed or new) */
-    size_t nfresh;
-    size_t *gone;       /* old indexes of nodes that changed or left */
-    size_t ngone;
-};
-
-static bool is_changed(const uint64_t *changed, size_t n, uint64_t id)
+static int cmp_u64(const void *a, const void *b)
 {
-    size_t lo = 0, hi = n;
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* The index of the node with this id in old, or SIZE_MAX (nodes are in id order). */
+static size_t old_index(const struct policy_net *old, uint64_t id)
+{
+    size_t lo = 0, hi = old->nnodes;
 
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (changed[mid] == id)
-            return true;
-        if (changed[mid] < id)
+        if (old->nodes[mid]->id == id)
+            return mid;
+        if (old->nodes[mid]->id < id)
             lo = mid + 1;
         else
             hi = mid;
     }
-    return false;
+    return SIZE_MAX;
 }
 
-static void add_run(struct plan *pl, size_t from, size_t to)
+static size_t new_index(const struct policy_topology *t, uint64_t id)
 {
-    struct run *last = pl->nruns ? &pl->runs[pl->nruns - 1] : NULL;
+    size_t lo = 0, hi = t->nnodes;
 
-    if (last && last->from + last->len == from && last->to + last->len == to) {
-        last->len++;
-        return;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (t->nodes[mid].id == id)
+            return mid;
+        if (t->nodes[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
-    pl->runs = hs_xrealloc(pl->runs, (pl->nruns + 1) * sizeof(*pl->runs));
-    pl->runs[pl->nruns++] = (struct run){ from, to, 1 };
+    return SIZE_MAX;
 }
 
-/* Merges the old nodes and the new topology by id (both sorted by id). */
-static void plan_nodes(struct policy_net *c, const struct policy_net *old,
-                       const struct policy_topology *t, const uint64_t *changed, size_t nch,
-                       struct plan *pl)
+static void add_run(struct pol_plan *pl, size_t from, size_t to, size_t len)
 {
-    size_t i = 0;
+    pl->runs = hs_xrealloc(pl->runs, (pl->nruns + 1) * sizeof(*pl->runs));
+    pl->runs[pl->nruns++] = (struct pol_run){ from, to, len };
+}
 
-    pl->fresh = hs_xcalloc(t->nnodes + 1, sizeof(*pl->fresh));
-    pl->gone = hs_xcalloc(old->nnodes + 1, sizeof(*pl->gone));
-    for (size_t j = 0; j < t->nnodes; j++) {
-        uint64_t id = t->nodes[j].id;
-        for (; i < old->nnodes && old->nodes[i].id < id; i++)
-            pl->gone[pl->ngone++] = i;
-        if (i < old->nnodes && old->nodes[i].id == id && !is_changed(changed, nch, id)) {
-            c->nodes[j] = old->nodes[i];
-            c->nodes[j].route_viewers = NULL;
-            __atomic_add_fetch(c->nodes[j].shared, 1, __ATOMIC_ACQ_REL);
-            add_run(pl, i++, j);
+/* The runs between the gone and the fresh nodes; false if the topology does not match old
+ * with the changes (a changed node not named): the caller then compiles in full. */
+static bool plan_runs(struct pol_plan *pl, const struct policy_net *old,
+                      const struct policy_topology *t)
+{
+    size_t i = 0, j = 0, g = 0, f = 0;
+
+    if (t->nnodes != old->nnodes - pl->ngone + pl->nfresh)
+        return false;
+    while (i < old->nnodes || j < t->nnodes) {
+        size_t len;
+        if (g < pl->ngone && pl->gone[g] == i) {
+            i++, g++;
             continue;
         }
-        if (i < old->nnodes && old->nodes[i].id == id)
-            pl->gone[pl->ngone++] = i++;
-        pol__load_node(c, j, &t->nodes[j]);
-        pl->fresh[pl->nfresh++] = j;
+        if (f < pl->nfresh && pl->fresh[f] == j) {
+            j++, f++;
+            continue;
+        }
+        len = (g < pl->ngone ? pl->gone[g] : old->nnodes) - i;
+        if (f < pl->nfresh && pl->fresh[f] - j < len)
+            len = pl->fresh[f] - j;
+        if (len == 0 || len > t->nnodes - j || old->nodes[i]->id != t->nodes[j].id ||
+            old->nodes[i + len - 1]->id != t->nodes[j + len - 1].id)
+            return false;
+        add_run(pl, i, j, len);
+        i += len, j += len;
     }
-    for (; i < old->nnodes; i++)
-        pl->gone[pl->ngone++] = i;
+    return true;
 }
+
+/* Which old nodes went, which new ones are fresh, and where the others moved. */
+static bool plan_nodes(struct pol_plan *pl, const struct policy_net *old,
+                       const struct policy_topology *t, const uint64_t *ids, size_t n)
+{
+    pl->gone = hs_xcalloc(n + 1, sizeof(*pl->gone));
+    pl->fresh = hs_xcalloc(n + 1, sizeof(*pl->fresh));
+    for (size_t k = 0; k < n; k++) {
+        size_t i, j;
+        if (k && ids[k] == ids[k - 1])
+            continue;
+        i = old_index(old, ids[k]);
+        j = new_index(t, ids[k]);
+        if (i != SIZE_MAX)
+            pl->gone[pl->ngone++] = i;
+        if (j != SIZE_MAX)
+            pl->fresh[pl->nfresh++] = j;
+    }
+    if (!plan_runs(pl, old, t))
+        return false;
+    pl->map = hs_xcalloc(old->nnodes + 1, sizeof(*pl->map));
+    for (size_t g = 0; g < pl->ngone; g++)
+        pl->map[pl->gone[g]] = SIZE_MAX;
+    pl->aligned = true;
+    for (size_t r = 0; r < pl->nruns; r++) {
+        const struct pol_run *run = &pl->runs[r];
+        for (size_t k = 0; k < run->len; k++)
+            pl->map[run->from + k] = run->to + k;
+        pl->aligned &= run->from == run->to;
+    }
+    return true;
+}
+
+static void plan_free(struct pol_plan *pl)
+{
+    free(pl->runs);
+    free(pl->map);
+    free(pl->fresh);
+    free(pl->gone);
+}
+
+/* Bitsets keep old's size while the nodes fit (and it is not far too large): then a
+ * bitset the change did not touch can be shared. */
+static size_t words_after(const struct policy_net *old, size_t nnodes)
+{
+    size_t need = (nnodes + 63) / 64;
+
+    if (need <= old->words && old->words <= 2 * pol__words_for(nnodes))
+        return old->words;
+    return pol__words_for(nnodes);
+}
+
+/* ---- node blocks ---- */
+
+static void push_block(struct policy_net *c, struct pol_nblock *b)
+{
+    c->blocks = hs_xrealloc(c->blocks, (c->nblocks + 1) * sizeof(*c->blocks));
+    c->blocks[c->nblocks++] = b;
+}
+
+/* A block grown past twice the usual size is cut in blocks of the usual size (the records
+ * move, their references with them). */
+static void push_split(struct policy_net *c, struct pol_nblock *b)
+{
+    if (b->n <= 2 * POL_BLOCK) {
+        push_block(c, b);
+        return;
+    }
+    for (size_t first = 0; first < b->n; first += POL_BLOCK) {
+        size_t n = b->n - first < POL_BLOCK ? b->n - first : POL_BLOCK;
+        struct pol_nblock *part = pol__block_new(n);
+        memcpy(part->v, &b->v[first], n * sizeof(b->v[0]));
+        push_block(c, part);
+    }
+    free(b);
+}
+
+/* Block ob of old (its first node old index s) without its gone nodes and with the fresh
+ * nodes fresh[f..fend), merged in id order; records kept are copies of old's. */
+static void copy_block(struct policy_net *c, const struct pol_nblock *ob, size_t s,
+                       const struct policy_topology *t, const struct pol_plan *pl, size_t g,
+                       size_t gend, size_t f, size_t fend)
+{
+    struct pol_nblock *b = pol__block_new(ob->n - (gend - g) + (fend - f));
+    size_t k = 0, n = 0;
+
+    while (k < ob->n || f < fend) {
+        if (k < ob->n && g < gend && pl->gone[g] == s + k) {
+            k++, g++;
+        } else if (f < fend && (k == ob->n || t->nodes[pl->fresh[f]].id < ob->v[k].id)) {
+            pol__load_node(c, &b->v[n++], &t->nodes[pl->fresh[f++]]);
+        } else {
+            pol__node_copy(&b->v[n++], &ob->v[k++]);
+        }
+    }
+    if (n)
+        push_split(c, b);
+    else
+        free(b);
+}
+
+/* Each fresh node goes to the block of the nodes around it: the first whose next block
+ * starts past its id. A block with no gone or fresh node is shared. */
+static void plan_blocks(struct policy_net *c, const struct policy_net *old,
+                        const struct policy_topology *t, const struct pol_plan *pl)
+{
+    size_t s = 0, g = 0, f = 0;
+
+    for (size_t b = 0; b < old->nblocks; b++) {
+        const struct pol_nblock *ob = old->blocks[b];
+        uint64_t next = b + 1 < old->nblocks ? old->blocks[b + 1]->v[0].id : UINT64_MAX;
+        size_t gend = g, fend = f;
+        while (gend < pl->ngone && pl->gone[gend] < s + ob->n)
+            gend++;
+        while (fend < pl->nfresh && t->nodes[pl->fresh[fend]].id < next)
+            fend++;
+        if (gend == g && fend == f) {
+            __atomic_add_fetch(&old->blocks[b]->refs, 1, __ATOMIC_ACQ_REL);
+            push_block(c, old->blocks[b]);
+        } else {
+            copy_block(c, ob, s, t, pl, g, gend, f, fend);
+        }
+        s += ob->n, g = gend, f = fend;
+    }
+    if (f < pl->nfresh) { /* old had no nodes (or a node has the largest id there is) */
+        struct pol_nblock none = { .n = 0 };
+        copy_block(c, &none, 0, t, pl, 0, 0, f, pl->nfresh);
+    }
+}
+
+/* ---- rules ---- */
 
 /* Copies len bits from src at bit from to dst at bit to (dst zeroed beforehand). */
 static void copy_bits(uint64_t *dst, size_t to, const uint64_t *src, size_t from, size_t len)
 {
+    if (from % 64 == 0 && to % 64 == 0 && len >= 64) { /* whole words, as most runs start */
+        memcpy(dst + to / 64, src + from / 64, len / 64 * sizeof(*dst));
+        to += len / 64 * 64, from += len / 64 * 64, len %= 64;
+    }
     while (len > 0) {
         size_t sb = from % 64, db = to % 64;
         size_t n = 64 - (sb > db ? sb : db);
@@ -97,7 +249,8 @@ static void copy_bits(uint64_t *dst, size_t to, const uint64_t *src, size_t from
     }
 }
 
-static uint64_t *remap(const struct policy_net *c, const struct plan *pl, const uint64_t *old)
+uint64_t *pol__remap_bits(const struct policy_net *c, const struct pol_plan *pl,
+                          const uint64_t *old)
 {
     uint64_t *b = pol__bits_new(c);
 
@@ -121,7 +274,7 @@ static bool has_star(const struct pol_rule *r)
 
 /* Whether a changed node is, or was, part of rule r: then the rule is resolved again. */
 static bool touched(const struct policy_net *c, const struct policy_net *old,
-                    const struct plan *pl, size_t r)
+                    const struct pol_plan *pl, size_t r)
 {
     const struct pol_crule *ocr = &old->rules[r];
     const struct pol_rule *rule = ocr->r;
@@ -130,12 +283,12 @@ static bool touched(const struct policy_net *c, const struct policy_net *old,
     for (size_t k = 0; k < pl->ngone; k++) {
         size_t i = pl->gone[k];
         if (pol__bit(ocr->src_nodes, i) || pol__bit(ocr->dst_nodes, i) ||
-            (star && old->nodes[i].routes.n))
+            (star && old->nodes[i]->routes.n))
             return true;
     }
     for (size_t k = 0; k < pl->nfresh; k++) {
         size_t j = pl->fresh[k];
-        if (star && c->nodes[j].routes.n)
+        if (star && c->nodes[j]->routes.n)
             return true;
         for (size_t a = 0; a < rule->nsrc; a++) {
             if (pol__node_in_alias(c, &rule->src[a], j))
@@ -149,22 +302,32 @@ static bool touched(const struct policy_net *c, const struct policy_net *old,
     return false;
 }
 
-static void carry_rule(struct policy_net *c, const struct plan *pl, const struct pol_crule *o,
-                       struct pol_crule *cr)
+/* An untouched rule has no changed node in its bitsets, before or after: when the others
+ * kept their indexes they are the same bits. */
+static void carry_rule(struct policy_net *c, const struct pol_plan *pl,
+                       const struct pol_crule *o, struct pol_crule *cr)
 {
     *cr = *o;
     __atomic_add_fetch(cr->shared, 1, __ATOMIC_ACQ_REL);
-    cr->src_nodes = remap(c, pl, o->src_nodes);
-    cr->dst_nodes = remap(c, pl, o->dst_nodes);
+    if (pl->aligned) {
+        __atomic_add_fetch(cr->bits_shared, 1, __ATOMIC_ACQ_REL);
+        return;
+    }
+    cr->bits_shared = hs_xcalloc(1, sizeof(*cr->bits_shared));
+    *cr->bits_shared = 1;
+    cr->src_nodes = pol__remap_bits(c, pl, o->src_nodes);
+    cr->dst_nodes = pol__remap_bits(c, pl, o->dst_nodes);
     cr->dst_bits = hs_xcalloc(o->r->ndst + 1, sizeof(*cr->dst_bits));
     for (size_t k = 0; k < o->r->ndst; k++)
-        cr->dst_bits[k] = remap(c, pl, o->dst_bits[k]);
+        cr->dst_bits[k] = pol__remap_bits(c, pl, o->dst_bits[k]);
 }
 
-/* The rules node j (changed) takes part in: only they can make a class see it. */
+/* ---- peer classes ---- */
+
+/* The rules node j (fresh) takes part in: only they can make a class see it. */
 static size_t rules_of(const struct policy_net *c, size_t j, size_t *out)
 {
-    const struct pol_node *n = &c->nodes[j];
+    const struct pol_node *n = c->nodes[j];
     size_t k = 0;
 
     for (size_t r = 0; r < c->nrules; r++) {
@@ -176,14 +339,13 @@ static size_t rules_of(const struct policy_net *c, size_t j, size_t *out)
     return k;
 }
 
-/* Whether a member of class k sees node j (changed), through the rules j takes part in:
- * the class's side bits against j's (what rule_peers sets in a class's full set). */
-static bool class_sees(const struct policy_net *c, size_t k, size_t j, const size_t *rules,
-                       size_t nrules)
+/* Whether a member of class cl sees node j (fresh), through the rules j takes part in: the
+ * class's side bits against j's (what rule_peers sets in a class's full set). */
+static bool class_sees(const struct policy_net *c, const struct pol_class *cl, size_t j,
+                       const size_t *rules, size_t nrules)
 {
-    const struct pol_node *n = &c->nodes[j];
-    const uint64_t *sig = pol__class_sig(c, k);
-    size_t user = c->classes[k].user;
+    const struct pol_node *n = c->nodes[j];
+    const uint64_t *sig = cl->bits;
 
     for (size_t x = 0; x < nrules; x++) {
         size_t r = rules[x];
@@ -191,73 +353,120 @@ static bool class_sees(const struct policy_net *c, size_t k, size_t j, const siz
         bool in_src = pol__bit(sig, 2 * r), in_dst = pol__bit(sig, 2 * r + 1);
         if ((in_src && pol__bit(cr->dst_nodes, j)) || (in_dst && pol__bit(cr->src_nodes, j)))
             return true;
-        if (cr->self && user != (size_t)-1 && !n->tagged && n->user == user &&
+        if (cr->self && cl->user != (size_t)-1 && !n->tagged && n->user == cl->user &&
             (in_src || pol__bit(cr->src_nodes, j)))
             return true;
     }
     return false;
 }
 
-static void carry_classes(struct policy_net *c, const struct policy_net *old,
-                          const struct plan *pl)
+/* Per fresh node, the rules it takes part in (rows of c->nrules + 1, the count first). */
+static size_t *fresh_rules(const struct policy_net *c, const struct pol_plan *pl)
 {
-    size_t *rules = hs_xcalloc(c->nrules + 1, sizeof(*rules));
+    size_t stride = c->nrules + 1;
+    size_t *v = hs_xcalloc(pl->nfresh * stride + 1, sizeof(*v));
+
+    for (size_t f = 0; f < pl->nfresh; f++)
+        v[f * stride] = rules_of(c, pl->fresh[f], &v[f * stride + 1]);
+    return v;
+}
+
+/* Whether class old_cl's peers change: a fresh node it sees or no longer sees at the same
+ * index, or a gone node past the new end (aligned plans only). */
+static bool class_changes(const struct policy_net *c, const struct pol_plan *pl,
+                          const struct pol_class *ocl, const size_t *fr)
+{
+    const uint64_t *peers = ocl->bits + c->sig_words;
+    size_t stride = c->nrules + 1;
+
+    for (size_t f = 0; f < pl->nfresh; f++) {
+        size_t j = pl->fresh[f];
+        if (pol__bit(peers, j) != class_sees(c, ocl, j, &fr[f * stride + 1], fr[f * stride]))
+            return true;
+    }
+    for (size_t g = 0; g < pl->ngone; g++) {
+        if (pl->gone[g] >= c->nnodes && pol__bit(peers, pl->gone[g]))
+            return true;
+    }
+    return false;
+}
+
+/* Class ocl for c: its peers carried through pl and the fresh nodes' bits worked out. */
+static struct pol_class *class_copy(const struct policy_net *c, const struct policy_net *old,
+                                    const struct pol_plan *pl, const struct pol_class *ocl,
+                                    const size_t *fr)
+{
+    struct pol_class *cl = hs_xcalloc(1, sizeof(*cl) + (c->sig_words + c->words + 1) *
+                                                          sizeof(uint64_t));
+    uint64_t *peers = cl->bits + c->sig_words;
+    size_t stride = c->nrules + 1;
+
+    *cl = (struct pol_class){ .refs = 1, .hash = ocl->hash, .user = ocl->user };
+    memcpy(cl->bits, ocl->bits, c->sig_words * sizeof(uint64_t));
+    for (size_t x = 0; x < pl->nruns; x++)
+        copy_bits(peers, pl->runs[x].to, ocl->bits + old->sig_words, pl->runs[x].from,
+                  pl->runs[x].len);
+    for (size_t f = 0; f < pl->nfresh; f++) {
+        if (class_sees(c, cl, pl->fresh[f], &fr[f * stride + 1], fr[f * stride]))
+            pol__set(peers, pl->fresh[f]);
+    }
+    for (size_t w = 0; w < c->words; w++)
+        cl->npeers += (size_t)__builtin_popcountll(peers[w]);
+    return cl;
+}
+
+static void carry_classes(struct policy_net *c, const struct policy_net *old,
+                          const struct pol_plan *pl)
+{
+    size_t *fr = fresh_rules(c, pl);
 
     c->nclasses = c->cap_classes = old->nclasses;
     c->classes = hs_xcalloc(c->cap_classes + 1, sizeof(*c->classes));
-    c->class_sigs = hs_xcalloc(c->cap_classes * c->sig_words + 1, sizeof(uint64_t));
-    c->class_peers = hs_xcalloc(c->cap_classes * c->words + 1, sizeof(uint64_t));
-    if (old->nclasses) { /* an empty tailnet has none, and no tables */
-        memcpy(c->classes, old->classes, old->nclasses * sizeof(*c->classes));
-        memcpy(c->class_sigs, old->class_sigs, old->nclasses * c->sig_words * sizeof(uint64_t));
-    }
+    c->members = hs_xcalloc(c->cap_classes + 1, sizeof(*c->members));
     for (size_t k = 0; k < c->nclasses; k++) {
-        uint64_t *peers = pol__class_peers(c, k);
-        c->classes[k].members = 0;
-        for (size_t x = 0; x < pl->nruns; x++)
-            copy_bits(peers, pl->runs[x].to, pol__class_peers(old, k), pl->runs[x].from,
-                      pl->runs[x].len);
-    }
-    for (size_t f = 0; f < pl->nfresh; f++) {
-        size_t j = pl->fresh[f], n = rules_of(c, j, rules);
-        for (size_t k = 0; k < c->nclasses; k++) {
-            if (class_sees(c, k, j, rules, n))
-                pol__set(pol__class_peers(c, k), j);
+        struct pol_class *ocl = old->classes[k];
+        c->members[k] = old->members[k];
+        if (pl->aligned && !class_changes(c, pl, ocl, fr)) {
+            __atomic_add_fetch(&ocl->refs, 1, __ATOMIC_ACQ_REL);
+            c->classes[k] = ocl;
+        } else {
+            c->classes[k] = class_copy(c, old, pl, ocl, fr);
         }
     }
-    free(rules);
+    free(fr);
     c->cls = hs_xcalloc(c->nnodes + 1, sizeof(*c->cls));
-    for (size_t x = 0; x < pl->nruns; x++) {
-        for (size_t n = 0; n < pl->runs[x].len; n++)
-            c->cls[pl->runs[x].to + n] = old->cls[pl->runs[x].from + n];
+    for (size_t x = 0; x < pl->nruns; x++)
+        memcpy(&c->cls[pl->runs[x].to], &old->cls[pl->runs[x].from],
+               pl->runs[x].len * sizeof(*c->cls));
+    for (size_t g = 0; g < pl->ngone; g++)
+        c->members[old->cls[pl->gone[g]]]--;
+    for (size_t f = 0; f < pl->nfresh; f++) {
+        size_t j = pl->fresh[f];
+        c->cls[j] = pol__class_of(c, j);
+        c->members[c->cls[j]]++;
     }
-    for (size_t f = 0; f < pl->nfresh; f++)
-        c->cls[pl->fresh[f]] = pol__class_of(c, pl->fresh[f]);
-    for (size_t i = 0; i < c->nnodes; i++)
-        c->classes[c->cls[i]].members++;
 }
 
-/* Classes no node is in any more go, so a churning tailnet does not collect them. */
+/* Classes no node is in any more go (the last one takes the place of each), so a churning
+ * tailnet does not collect them. */
 static void drop_empty_classes(struct policy_net *c)
 {
-    size_t *to = hs_xcalloc(c->nclasses + 1, sizeof(*to)), n = 0;
-
-    for (size_t k = 0; k < c->nclasses; k++) {
-        if (!c->classes[k].members)
+    for (size_t k = c->nclasses; k-- > 0;) {
+        size_t last = c->nclasses - 1;
+        if (c->members[k])
             continue;
-        to[k] = n;
-        if (n != k) {
-            c->classes[n] = c->classes[k];
-            memcpy(pol__class_sig(c, n), pol__class_sig(c, k), c->sig_words * sizeof(uint64_t));
-            memcpy(pol__class_peers(c, n), pol__class_peers(c, k), c->words * sizeof(uint64_t));
+        pol__class_unref(c->classes[k]);
+        c->classes[k] = c->classes[last];
+        c->members[k] = c->members[last];
+        for (size_t i = 0; k != last && i < c->nnodes; i++) {
+            if (c->cls[i] == last)
+                c->cls[i] = k;
         }
-        n++;
+        c->nclasses--;
     }
-    c->nclasses = n;
-    for (size_t i = 0; i < c->nnodes; i++)
-        c->cls[i] = to[c->cls[i]];
-    free(to);
 }
+
+/* ---- the recompile ---- */
 
 static bool same_users(const struct policy_net *old, const struct policy_topology *t)
 {
@@ -272,53 +481,65 @@ static bool same_users(const struct policy_net *old, const struct policy_topolog
     return true;
 }
 
-static int cmp_u64(const void *a, const void *b)
+/* The rules: resolved again where the change touched them (redone), carried elsewhere. */
+static void carry_rules(struct policy_net *c, const struct policy_net *old,
+                        const struct pol_plan *pl, bool *redone)
 {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    uint64_t *tmp = pol__bits_new(c);
 
-    return x < y ? -1 : x > y;
+    c->rules = hs_xcalloc(old->nrules + 1, sizeof(*c->rules));
+    for (size_t r = 0; r < old->nrules; r++, c->nrules++) {
+        redone[r] = touched(c, old, pl, r);
+        if (redone[r])
+            pol__resolve_rule(c, old->rules[r].r, &c->rules[r], tmp);
+        else
+            carry_rule(c, pl, &old->rules[r], &c->rules[r]);
+    }
+    free(tmp);
+}
+
+static struct policy_net *recompile(const struct policy_net *old,
+                                    const struct policy_topology *t, struct pol_plan *pl)
+{
+    struct policy_net *c = hs_xcalloc(1, sizeof(*c));
+    bool *redone = hs_xcalloc(old->nrules + 1, sizeof(*redone));
+
+    c->p = old->p;
+    __atomic_add_fetch(&((struct policy *)c->p)->refs, 1, __ATOMIC_ACQ_REL);
+    c->server_url = hs_strdup(t->server_url);
+    pol__share_users(c, old);
+    c->nnodes = t->nnodes;
+    c->words = words_after(old, t->nnodes);
+    pl->aligned &= c->words == old->words;
+    plan_blocks(c, old, t, pl);
+    pol__node_table(c);
+    pol__patch_indexes(c, old, pl);
+    carry_rules(c, old, pl, redone);
+    c->self_rules = old->self_rules;
+    c->sig_words = old->sig_words;
+    carry_classes(c, old, pl);
+    drop_empty_classes(c);
+    pol__carry_route_viewers(c, old, pl, redone);
+    free(redone);
+    return c;
 }
 
 int policy_recompile(const struct policy_net *old, const struct policy_topology *t,
                      const uint64_t *changed, size_t nchanged, struct policy_net **out)
 {
-    struct policy_net *c;
-    struct plan pl = { 0 };
-    uint64_t *ids, *tmp;
+    struct pol_plan pl = { 0 };
+    uint64_t *ids;
+    bool ok;
 
     if (!changed || !old->p || !same_users(old, t))
         return pol__compile(old->p, t, false, out, NULL, 0);
     ids = hs_xcalloc(nchanged + 1, sizeof(*ids));
     memcpy(ids, changed, nchanged * sizeof(*ids));
     qsort(ids, nchanged, sizeof(*ids), cmp_u64);
-    c = hs_xcalloc(1, sizeof(*c));
-    c->p = old->p;
-    __atomic_add_fetch(&((struct policy *)c->p)->refs, 1, __ATOMIC_ACQ_REL);
-    pol__copy_users(c, t);
-    c->nodes = hs_xcalloc(t->nnodes + 1, sizeof(*c->nodes));
-    c->nnodes = t->nnodes;
-    c->words = (t->nnodes + 63) / 64;
-    plan_nodes(c, old, t, ids, nchanged, &pl);
-    pol__index_nodes(c);
-    tmp = pol__bits_new(c);
-    c->rules = hs_xcalloc(old->nrules + 1, sizeof(*c->rules));
-    for (size_t r = 0; r < old->nrules; r++, c->nrules++) {
-        if (touched(c, old, &pl, r))
-            pol__resolve_rule(c, old->rules[r].r, &c->rules[r], tmp);
-        else
-            carry_rule(c, &pl, &old->rules[r], &c->rules[r]);
-    }
-    c->self_rules = old->self_rules;
-    c->sig_words = old->sig_words;
-    carry_classes(c, old, &pl);
-    drop_empty_classes(c);
-    pol__mark_all(c);
-    pol__route_viewers(c);
-    free(tmp);
+    ok = plan_nodes(&pl, old, t, ids, nchanged);
     free(ids);
-    free(pl.runs);
-    free(pl.fresh);
-    free(pl.gone);
-    *out = c;
-    return 0;
+    if (ok)
+        *out = recompile(old, t, &pl);
+    plan_free(&pl);
+    return ok ? 0 : pol__compile(old->p, t, false, out, NULL, 0);
 }
