@@ -75,7 +75,7 @@ int pol__parse_alias(const struct policy *p, const char *s, struct pol_alias *a,
     if (hs_has_prefix(s, "autogroup:"))
         return parse_autogroup(s, a, err, errsize);
     if (hs_has_prefix(s, "group:")) {
-        if (!pol__group(p, s))
+        if (!(a->group = pol__group(p, s)))
             return pol__err(err, errsize, "group not found: \"%s\"", s);
         a->kind = PA_GROUP;
     } else if (hs_has_prefix(s, "tag:")) {

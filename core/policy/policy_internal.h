@@ -71,6 +71,7 @@ struct pol_alias {
     uint8_t kind; /* enum pol_alias_kind */
     char *name;
     struct pol_ent ent;
+    const struct pol_group *group; /* PA_GROUP: the group (p->groups never moves) */
 };
 
 struct pol_ports {
@@ -263,6 +264,7 @@ struct policy_net {
     const struct policy *p;    /* NULL: allow all */
     char *server_url;          /* from the topology; may be NULL */
     const struct pol_node **nodes; /* node i, in the topology's order (by id) */
+    uint64_t *ids;                 /* node i's id (a recompile checks the order with it) */
     size_t nnodes;
     struct pol_nblock **blocks;    /* the nodes, in the same order */
     size_t nblocks;
@@ -276,6 +278,8 @@ struct policy_net {
     size_t ntag_nodes;
     struct pol_router *routers;  /* nodes with subnet routes, in node order */
     size_t nrouters;
+    pol_u128 addr_lo[2], addr_hi[2]; /* per family, every node's address is in [lo, hi]
+                                       * (a recompile may leave it wider) */
     size_t words;              /* uint64_t per node bitset (room for more nodes: a
                                 * recompile that adds one can share bitsets) */
     struct pol_crule *rules;

@@ -128,15 +128,29 @@ static void user_lists(struct policy_net *c)
     }
 }
 
-/* Each user's untagged nodes, (tag, node) pairs sorted by tag, and the routers. */
+/* The address envelope takes in n's addresses. */
+static void widen(struct policy_net *c, const struct pol_node *n)
+{
+    for (int f = 0; f < 2; f++) {
+        if (n->has[f] && n->ip[f] < c->addr_lo[f])
+            c->addr_lo[f] = n->ip[f];
+        if (n->has[f] && n->ip[f] > c->addr_hi[f])
+            c->addr_hi[f] = n->ip[f];
+    }
+}
+
+/* Each user's untagged nodes, (tag, node) pairs sorted by tag, the routers and the address
+ * envelope. */
 static void index_nodes(struct policy_net *c)
 {
     size_t ntags = 0, k = 0;
 
     c->user_nodes = hs_xcalloc(c->nusers + 1, sizeof(*c->user_nodes));
     c->routers = hs_xcalloc(c->nnodes + 1, sizeof(*c->routers));
+    c->addr_lo[0] = c->addr_lo[1] = ~(pol_u128)0; /* empty: lo > hi */
     for (size_t i = 0; i < c->nnodes; i++) {
         const struct pol_node *n = c->nodes[i];
+        widen(c, n);
         ntags += n->ntags;
         if (is_users(n))
             c->user_nodes[n->user].n++;
@@ -263,6 +277,10 @@ static void patch_routers(struct policy_net *c, const struct policy_net *old,
 void pol__patch_indexes(struct policy_net *c, const struct policy_net *old,
                         const struct pol_plan *pl)
 {
+    memcpy(c->addr_lo, old->addr_lo, sizeof(c->addr_lo));
+    memcpy(c->addr_hi, old->addr_hi, sizeof(c->addr_hi));
+    for (size_t f = 0; f < pl->nfresh; f++)
+        widen(c, c->nodes[pl->fresh[f]]);
     patch_user_nodes(c, old, pl);
     patch_tag_nodes(c, old, pl);
     patch_routers(c, old, pl);
@@ -343,6 +361,7 @@ void pol__topology_free(struct policy_net *c)
         pol__block_unref(c->blocks[b]);
     free(c->blocks);
     free(c->nodes);
+    free(c->ids);
     users_free(c);
     free(c->user_nodes);
     free(c->user_node_v);
@@ -427,7 +446,7 @@ bool pol__rec_in_alias(const struct policy_net *c, const struct pol_alias *a,
     case PA_USER:
         return !n->tagged && n->user != (size_t)-1 && token_matches(&c->users[n->user], a->name);
     case PA_GROUP: {
-        const struct pol_group *g = pol__group(c->p, a->name);
+        const struct pol_group *g = a->group;
         for (size_t j = 0; g && j < g->n; j++) {
             if (!n->tagged && n->user != (size_t)-1 &&
                 token_matches(&c->users[n->user], g->members[j].name))
@@ -569,6 +588,9 @@ void pol__load_topology(struct policy_net *c, const struct policy_topology *t)
             pol__load_node(c, &c->blocks[b]->v[k], &t->nodes[first + k]);
     }
     pol__node_table(c);
+    c->ids = hs_xcalloc(c->nnodes + 1, sizeof(*c->ids));
+    for (size_t i = 0; i < c->nnodes; i++)
+        c->ids[i] = c->nodes[i]->id;
     index_nodes(c);
 }
 
@@ -643,7 +665,7 @@ void pol__alias_bits(const struct policy_net *c, const struct pol_alias *a, uint
         set_token(c, a->name, bits);
         return;
     case PA_GROUP:
-        g = pol__group(c->p, a->name);
+        g = a->group;
         for (size_t j = 0; g && j < g->n; j++)
             set_token(c, g->members[j].name, bits);
         return;
@@ -672,7 +694,7 @@ bool policy_tag_allowed(const struct policy *p, const struct policy_user *u,
         return false;
     for (size_t i = 0; i < t->n; i++) {
         const struct pol_alias *o = &t->owners[i];
-        const struct pol_group *g = o->kind == PA_GROUP ? pol__group(p, o->name) : NULL;
+        const struct pol_group *g = o->kind == PA_GROUP ? o->group : NULL;
         if (o->kind == PA_USER && u && token_matches(&pu, o->name))
             return true;
         for (size_t j = 0; g && u && j < g->n; j++) {

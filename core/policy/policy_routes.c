@@ -21,7 +21,11 @@ static bool src_touches(const struct pol_crule *cr, const struct pol_ent *route,
 
 static bool covers_a_node(const struct policy_net *c, const struct pol_ent *route)
 {
-    for (size_t i = 0; i < c->nnodes; i++) {
+    bool maybe = false;
+
+    for (int f = 0; f < 2; f++) /* most routes lie outside the tailnet's addresses */
+        maybe |= route->lo <= c->addr_hi[f] && c->addr_lo[f] <= route->hi;
+    for (size_t i = 0; maybe && i < c->nnodes; i++) {
         const struct pol_node *n = c->nodes[i];
         if ((n->has[0] && pol__ent_contains(route, n->ip[0])) ||
             (n->has[1] && pol__ent_contains(route, n->ip[1])))

@@ -34,9 +34,9 @@ static size_t old_index(const struct policy_net *old, uint64_t id)
 
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (old->nodes[mid]->id == id)
+        if (old->ids[mid] == id)
             return mid;
-        if (old->nodes[mid]->id < id)
+        if (old->ids[mid] < id)
             lo = mid + 1;
         else
             hi = mid;
@@ -66,8 +66,8 @@ static void add_run(struct pol_plan *pl, size_t from, size_t to, size_t len)
     pl->runs[pl->nruns++] = (struct pol_run){ from, to, len };
 }
 
-/* The runs between the gone and the fresh nodes; false if the topology does not match old
- * with the changes (a changed node not named): the caller then compiles in full. */
+/* The runs between the gone and the fresh nodes; false if the topology is not old with the
+ * changes (a node added or removed but not named): the caller then compiles in full. */
 static bool plan_runs(struct pol_plan *pl, const struct policy_net *old,
                       const struct policy_topology *t)
 {
@@ -75,6 +75,12 @@ static bool plan_runs(struct pol_plan *pl, const struct policy_net *old,
 
     if (t->nnodes != old->nnodes - pl->ngone + pl->nfresh)
         return false;
+    for (size_t k = 0; k < pl->nfresh; k++) { /* in id order with its neighbours */
+        size_t x = pl->fresh[k];
+        if ((x > 0 && t->nodes[x - 1].id >= t->nodes[x].id) ||
+            (x + 1 < t->nnodes && t->nodes[x].id >= t->nodes[x + 1].id))
+            return false;
+    }
     while (i < old->nnodes || j < t->nnodes) {
         size_t len;
         if (g < pl->ngone && pl->gone[g] == i) {
@@ -88,9 +94,12 @@ static bool plan_runs(struct pol_plan *pl, const struct policy_net *old,
         len = (g < pl->ngone ? pl->gone[g] : old->nnodes) - i;
         if (f < pl->nfresh && pl->fresh[f] - j < len)
             len = pl->fresh[f] - j;
-        if (len == 0 || len > t->nnodes - j || old->nodes[i]->id != t->nodes[j].id ||
-            old->nodes[i + len - 1]->id != t->nodes[j + len - 1].id)
+        if (len == 0 || len > t->nnodes - j)
             return false;
+        for (size_t k = 0; k < len; k++) {
+            if (old->ids[i + k] != t->nodes[j + k].id)
+                return false;
+        }
         add_run(pl, i, j, len);
         i += len, j += len;
     }
@@ -228,24 +237,24 @@ static void plan_blocks(struct policy_net *c, const struct policy_net *old,
 
 /* ---- rules ---- */
 
-/* Copies len bits from src at bit from to dst at bit to (dst zeroed beforehand). */
+/* Copies len bits from src at bit from to dst at bit to (dst zeroed beforehand): bit by bit
+ * to a word boundary of dst, then a word at a time. */
 static void copy_bits(uint64_t *dst, size_t to, const uint64_t *src, size_t from, size_t len)
 {
-    if (from % 64 == 0 && to % 64 == 0 && len >= 64) { /* whole words, as most runs start */
-        memcpy(dst + to / 64, src + from / 64, len / 64 * sizeof(*dst));
-        to += len / 64 * 64, from += len / 64 * 64, len %= 64;
+    size_t sh;
+
+    for (; len && to % 64; len--, from++, to++) {
+        if (pol__bit(src, from))
+            pol__set(dst, to);
     }
-    while (len > 0) {
-        size_t sb = from % 64, db = to % 64;
-        size_t n = 64 - (sb > db ? sb : db);
-        uint64_t v;
-        if (n > len)
-            n = len;
-        v = src[from / 64] >> sb;
-        if (n < 64)
-            v &= (UINT64_C(1) << n) - 1;
-        dst[to / 64] |= v << db;
-        from += n, to += n, len -= n;
+    sh = from % 64;
+    for (; len >= 64; len -= 64, from += 64, to += 64) {
+        const uint64_t *w = &src[from / 64];
+        dst[to / 64] = sh ? w[0] >> sh | w[1] << (64 - sh) : w[0];
+    }
+    for (; len; len--, from++, to++) {
+        if (pol__bit(src, from))
+            pol__set(dst, to);
     }
 }
 
@@ -324,64 +333,75 @@ static void carry_rule(struct policy_net *c, const struct pol_plan *pl,
 
 /* ---- peer classes ---- */
 
-/* The rules node j (fresh) takes part in: only they can make a class see it. */
-static size_t rules_of(const struct policy_net *c, size_t j, size_t *out)
+/* What makes a class see fresh node j, in terms of class signatures (what rule_peers sets in
+ * a class's full set): a class in rule r's sources sees j if j is in its destinations
+ * (sig bit 2r), one in its destinations if j is in its sources (2r+1); and with
+ * autogroup:self, a class of j's user (untagged j) if it or j is in the rule's sources. */
+struct seen_by {
+    uint64_t *sig;      /* sig_words: the bits above */
+    uint64_t *self_sig; /* sig_words: bit 2r for each self rule r */
+    bool self_any;      /* j is in a self rule's sources */
+    size_t user;        /* j's user; (size_t)-1 when tagged or none */
+};
+
+static void seen_by_init(const struct policy_net *c, size_t j, struct seen_by *s)
 {
     const struct pol_node *n = c->nodes[j];
-    size_t k = 0;
 
+    s->sig = hs_xcalloc(2 * c->sig_words + 1, sizeof(uint64_t));
+    s->self_sig = s->sig + c->sig_words;
+    s->self_any = false;
+    s->user = !n->tagged ? n->user : (size_t)-1;
     for (size_t r = 0; r < c->nrules; r++) {
         const struct pol_crule *cr = &c->rules[r];
-        if (pol__bit(cr->src_nodes, j) || pol__bit(cr->dst_nodes, j) ||
-            (cr->self && !n->tagged && n->user != (size_t)-1))
-            out[k++] = r;
+        bool in_src = pol__bit(cr->src_nodes, j);
+        if (pol__bit(cr->dst_nodes, j))
+            pol__set(s->sig, 2 * r);
+        if (in_src)
+            pol__set(s->sig, 2 * r + 1);
+        if (cr->self && s->user != (size_t)-1) {
+            pol__set(s->self_sig, 2 * r);
+            s->self_any |= in_src;
+        }
     }
-    return k;
 }
 
-/* Whether a member of class cl sees node j (fresh), through the rules j takes part in: the
- * class's side bits against j's (what rule_peers sets in a class's full set). */
-static bool class_sees(const struct policy_net *c, const struct pol_class *cl, size_t j,
-                       const size_t *rules, size_t nrules)
+static bool class_sees(const struct policy_net *c, const struct pol_class *cl,
+                       const struct seen_by *s)
 {
-    const struct pol_node *n = c->nodes[j];
-    const uint64_t *sig = cl->bits;
+    bool mine = cl->user != (size_t)-1 && cl->user == s->user;
 
-    for (size_t x = 0; x < nrules; x++) {
-        size_t r = rules[x];
-        const struct pol_crule *cr = &c->rules[r];
-        bool in_src = pol__bit(sig, 2 * r), in_dst = pol__bit(sig, 2 * r + 1);
-        if ((in_src && pol__bit(cr->dst_nodes, j)) || (in_dst && pol__bit(cr->src_nodes, j)))
+    for (size_t w = 0; w < c->sig_words; w++) {
+        if (cl->bits[w] & s->sig[w])
             return true;
-        if (cr->self && cl->user != (size_t)-1 && !n->tagged && n->user == cl->user &&
-            (in_src || pol__bit(cr->src_nodes, j)))
+    }
+    if (!mine || s->self_any)
+        return mine;
+    for (size_t w = 0; w < c->sig_words; w++) {
+        if (cl->bits[w] & s->self_sig[w])
             return true;
     }
     return false;
 }
 
-/* Per fresh node, the rules it takes part in (rows of c->nrules + 1, the count first). */
-static size_t *fresh_rules(const struct policy_net *c, const struct pol_plan *pl)
+static struct seen_by *seen_by_fresh(const struct policy_net *c, const struct pol_plan *pl)
 {
-    size_t stride = c->nrules + 1;
-    size_t *v = hs_xcalloc(pl->nfresh * stride + 1, sizeof(*v));
+    struct seen_by *s = hs_xcalloc(pl->nfresh + 1, sizeof(*s));
 
     for (size_t f = 0; f < pl->nfresh; f++)
-        v[f * stride] = rules_of(c, pl->fresh[f], &v[f * stride + 1]);
-    return v;
+        seen_by_init(c, pl->fresh[f], &s[f]);
+    return s;
 }
 
-/* Whether class old_cl's peers change: a fresh node it sees or no longer sees at the same
+/* Whether class ocl's peers change: a fresh node it now sees or no longer sees at the same
  * index, or a gone node past the new end (aligned plans only). */
 static bool class_changes(const struct policy_net *c, const struct pol_plan *pl,
-                          const struct pol_class *ocl, const size_t *fr)
+                          const struct pol_class *ocl, const struct seen_by *s)
 {
     const uint64_t *peers = ocl->bits + c->sig_words;
-    size_t stride = c->nrules + 1;
 
     for (size_t f = 0; f < pl->nfresh; f++) {
-        size_t j = pl->fresh[f];
-        if (pol__bit(peers, j) != class_sees(c, ocl, j, &fr[f * stride + 1], fr[f * stride]))
+        if (pol__bit(peers, pl->fresh[f]) != class_sees(c, ocl, &s[f]))
             return true;
     }
     for (size_t g = 0; g < pl->ngone; g++) {
@@ -394,31 +414,33 @@ static bool class_changes(const struct policy_net *c, const struct pol_plan *pl,
 /* Class ocl for c: its peers carried through pl and the fresh nodes' bits worked out. */
 static struct pol_class *class_copy(const struct policy_net *c, const struct policy_net *old,
                                     const struct pol_plan *pl, const struct pol_class *ocl,
-                                    const size_t *fr)
+                                    const struct seen_by *s)
 {
     struct pol_class *cl = hs_xcalloc(1, sizeof(*cl) + (c->sig_words + c->words + 1) *
                                                           sizeof(uint64_t));
+    const uint64_t *opeers = ocl->bits + old->sig_words;
     uint64_t *peers = cl->bits + c->sig_words;
-    size_t stride = c->nrules + 1;
 
-    *cl = (struct pol_class){ .refs = 1, .hash = ocl->hash, .user = ocl->user };
+    *cl = (struct pol_class){ .refs = 1, .hash = ocl->hash, .user = ocl->user,
+                              .npeers = ocl->npeers };
     memcpy(cl->bits, ocl->bits, c->sig_words * sizeof(uint64_t));
     for (size_t x = 0; x < pl->nruns; x++)
-        copy_bits(peers, pl->runs[x].to, ocl->bits + old->sig_words, pl->runs[x].from,
-                  pl->runs[x].len);
+        copy_bits(peers, pl->runs[x].to, opeers, pl->runs[x].from, pl->runs[x].len);
+    for (size_t g = 0; g < pl->ngone; g++)
+        cl->npeers -= pol__bit(opeers, pl->gone[g]);
     for (size_t f = 0; f < pl->nfresh; f++) {
-        if (class_sees(c, cl, pl->fresh[f], &fr[f * stride + 1], fr[f * stride]))
+        if (class_sees(c, cl, &s[f])) {
             pol__set(peers, pl->fresh[f]);
+            cl->npeers++;
+        }
     }
-    for (size_t w = 0; w < c->words; w++)
-        cl->npeers += (size_t)__builtin_popcountll(peers[w]);
     return cl;
 }
 
 static void carry_classes(struct policy_net *c, const struct policy_net *old,
                           const struct pol_plan *pl)
 {
-    size_t *fr = fresh_rules(c, pl);
+    struct seen_by *s = seen_by_fresh(c, pl);
 
     c->nclasses = c->cap_classes = old->nclasses;
     c->classes = hs_xcalloc(c->cap_classes + 1, sizeof(*c->classes));
@@ -426,14 +448,16 @@ static void carry_classes(struct policy_net *c, const struct policy_net *old,
     for (size_t k = 0; k < c->nclasses; k++) {
         struct pol_class *ocl = old->classes[k];
         c->members[k] = old->members[k];
-        if (pl->aligned && !class_changes(c, pl, ocl, fr)) {
+        if (pl->aligned && !class_changes(c, pl, ocl, s)) {
             __atomic_add_fetch(&ocl->refs, 1, __ATOMIC_ACQ_REL);
             c->classes[k] = ocl;
         } else {
-            c->classes[k] = class_copy(c, old, pl, ocl, fr);
+            c->classes[k] = class_copy(c, old, pl, ocl, s);
         }
     }
-    free(fr);
+    for (size_t f = 0; f < pl->nfresh; f++)
+        free(s[f].sig);
+    free(s);
     c->cls = hs_xcalloc(c->nnodes + 1, sizeof(*c->cls));
     for (size_t x = 0; x < pl->nruns; x++)
         memcpy(&c->cls[pl->runs[x].to], &old->cls[pl->runs[x].from],
@@ -513,6 +537,12 @@ static struct policy_net *recompile(const struct policy_net *old,
     pl->aligned &= c->words == old->words;
     plan_blocks(c, old, t, pl);
     pol__node_table(c);
+    c->ids = hs_xcalloc(c->nnodes + 1, sizeof(*c->ids));
+    for (size_t x = 0; x < pl->nruns; x++)
+        memcpy(&c->ids[pl->runs[x].to], &old->ids[pl->runs[x].from],
+               pl->runs[x].len * sizeof(*c->ids));
+    for (size_t f = 0; f < pl->nfresh; f++)
+        c->ids[pl->fresh[f]] = t->nodes[pl->fresh[f]].id;
     pol__patch_indexes(c, old, pl);
     carry_rules(c, old, pl, redone);
     c->self_rules = old->self_rules;

@@ -182,3 +182,34 @@ Test(policy, compile_refusals_named)
         policy_free(p);
     }
 }
+
+/* No policy: every node gets a subnet route from its primary router only (the first to serve
+ * it), and sees everyone. */
+Test(policy, no_policy_routes_from_the_primary)
+{
+    static const char *const route[] = { "10.9.0.0/24" };
+    static const struct policy_user users[] = { { .id = 1, .name = "alice" } };
+    static const struct policy_node nodes[] = {
+        { .id = 1, .name = "a", .user_id = 1, .ipv4 = "100.64.0.1" },
+        { .id = 2, .name = "r1", .user_id = 1, .ipv4 = "100.64.0.2", .routes = route,
+          .nroutes = 1, .approved = route, .napproved = 1 },
+        { .id = 3, .name = "r2", .user_id = 1, .ipv4 = "100.64.0.3", .routes = route,
+          .nroutes = 1, .approved = route, .napproved = 1 },
+    };
+    static const struct policy_topology topo = { .users = users, .nusers = 1, .nodes = nodes,
+                                                 .nnodes = 3 };
+    struct policy_net *net;
+    const char *got[2];
+    char err[256];
+
+    cr_assert_eq(policy_compile(NULL, &topo, &net, err, sizeof(err)), 0, "%s", err);
+    for (size_t a = 0; a < 3; a++) {
+        cr_assert(policy_net_sees_all(net, a));
+        cr_assert_eq(policy_net_peer_routes(net, a, 2, got, 2), 0, "node %zu from r2", a);
+        if (a == 1)
+            continue;
+        cr_assert_eq(policy_net_peer_routes(net, a, 1, got, 2), 1, "node %zu from r1", a);
+        cr_assert_str_eq(got[0], "10.9.0.0/24");
+    }
+    policy_net_free(net);
+}
