@@ -380,7 +380,8 @@ void pol__share_users(struct policy_net *c, const struct policy_net *old);
 void pol__node_table(struct policy_net *c);
 void pol__patch_indexes(struct policy_net *c, const struct policy_net *old,
                         const struct pol_plan *pl);
-/* Bitset old of the old net carried to c's node order (new nodes' bits clear). */
+/* policy_update.c, for policy_routes.c: bitset old of the old net carried to c's node order
+ * (fresh nodes' bits clear). */
 uint64_t *pol__remap_bits(const struct policy_net *c, const struct pol_plan *pl,
                           const uint64_t *old);
 /* policy_routes.c: every route's viewers, once the rules are resolved; in a recompile, only

@@ -50,6 +50,8 @@ static bool dst_touches(const struct pol_crule *cr, const struct pol_node *n,
     return false;
 }
 
+/* Whether n serves the subnet route. Only routers (c->routers) can: an approved route that is
+ * not an exit route is in the node's routes. */
 static bool has_route(const struct pol_node *n, const char *route)
 {
     for (size_t k = 0; k < n->routes.n; k++) {
@@ -58,9 +60,6 @@ static bool has_route(const struct pol_node *n, const char *route)
     }
     return false;
 }
-
-/* Only routers (nodes with subnet routes) can serve one: an approved route that is not an
- * exit route is in the node's routes. */
 
 /* Whether an earlier router already serves the same route: the first one is its primary. */
 static bool primary(const struct policy_net *c, size_t b, const char *route)
