@@ -1,7 +1,8 @@
 /* Policy compile cost at scale: a generated tailnet of N nodes (users of five nodes each, a
  * quarter of the nodes tagged, a few subnet routers) and a 200-rule policy (groups, tags,
- * autogroup:self, ports), timed through load, full compile, every node's filter, and a
- * compile after one node changed. Usage: bench_policy [nodes...] (default 1000 5000 10000). */
+ * autogroup:self, ports), timed through load, full compile, every node's filter, and
+ * recompiles after one node changed (in place, added, removed), each checked against a full
+ * compile. Usage: bench_policy [nodes...] (default 1000 5000 10000). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,8 +163,9 @@ static bool same_answers(const struct policy_net *a, const struct policy_net *b,
     return same;
 }
 
-/* The tailnet with one node different: retagged, given another route (both in place), or
- * removed (a node in the middle); w's arrays are shared, the node array is the variant's. */
+/* The tailnet with one node different: retagged, given another route (both in place), added
+ * (the next id, last) or removed (from the middle: the nodes after it move up). w's strings are
+ * shared, the node array is the variant's. */
 enum change { RETAG, ROUTE, ADD, REMOVE, NCHANGES };
 static const char *const change_names[NCHANGES] = { "retagged", "new route", "added (last)",
                                                     "removed (middle)" };
