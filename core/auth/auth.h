@@ -1,5 +1,6 @@
 /* auth: pre-auth keys and API keys — generation in headscale's formats, keyed hashing at rest,
- * constant-time verification. (Interactive registration and OIDC join this module later.)
+ * constant-time verification, and node registration (pre-auth key and interactive). OIDC is not
+ * there yet.
  *
  * Formats (headscale >= 0.28): hskey-auth-<12 hex prefix>-<64 hex secret> and
  * hskey-api-<12 hex prefix>-<64 hex secret>. The store keeps only the prefix and
@@ -83,7 +84,9 @@ int auth_register_with_key(struct auth *a, const char *key, const struct auth_no
                            struct store_node *out);
 
 /* Interactive login: records a pending registration (shared by replicas) and returns its id
- * ("hskey-authreq-<24 hex>"); the client is told <server_url>/register/<id>. */
+ * ("hskey-authreq-<24 hex>"); the client is told <server_url>/register/<id>. It expires after
+ * tuning.register_cache_expiration; past tuning.register_cache_max_entries the oldest pending
+ * ones are deleted. rq->hostinfo_json is stored as it is: the caller bounds it. */
 int auth_registration_start(struct auth *a, const struct auth_node_request *rq,
                             char id[AUTH_REG_ID_MAX]);
 

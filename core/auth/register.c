@@ -11,6 +11,7 @@
 #include "auth/auth_internal.h"
 
 #define REG_TTL_DEFAULT_US (15 * 60 * HS_USEC_PER_SEC)
+#define REG_MAX_DEFAULT 1024 /* tuning.register_cache_max_entries, as headscale */
 
 static bool strip_suffix(char *s, const char *suffix)
 {
@@ -220,32 +221,65 @@ int auth_register_with_key(struct auth *a, const char *key, const struct auth_no
     return rc;
 }
 
+/* The pending registration's data: what completing it needs. Hostinfo is kept as an object
+ * (as text inside the JSON it would be escaped, up to twice as long). */
+static char *registration_data(const struct auth_node_request *rq)
+{
+    json_t *hi = rq->hostinfo_json ? json_loads(rq->hostinfo_json, 0, NULL) : NULL;
+    json_t *data = json_pack("{s:s, s:o, s:I, s:b}", "hostname", rq->hostname ? rq->hostname : "",
+                             "hostinfo", json_is_object(hi) ? json_incref(hi) : json_object(),
+                             "expiry", (json_int_t)rq->expiry, "ephemeral", rq->ephemeral);
+    char *text = hs_json_dump(data, JSON_COMPACT);
+
+    json_decref(hi);
+    json_decref(data);
+    return text;
+}
+
+static size_t registrations_max(const struct auth *a)
+{
+    return a->cfg && a->cfg->tuning_register_cache_max_entries > 0
+               ? (size_t)a->cfg->tuning_register_cache_max_entries
+               : REG_MAX_DEFAULT;
+}
+
 int auth_registration_start(struct auth *a, const struct auth_node_request *rq,
                             char id[AUTH_REG_ID_MAX])
 {
     struct store_registration r = { 0 };
+    int64_t now = hs_now_us();
     uint8_t rnd[12];
     char hex[25];
-    json_t *data;
     int rc;
 
     randombytes_buf(rnd, sizeof(rnd));
     hs_hex_encode(rnd, sizeof(rnd), hex);
     snprintf(id, AUTH_REG_ID_MAX, "hskey-authreq-%s", hex);
-    data = json_pack("{s:s, s:s, s:I, s:b}", "hostname", rq->hostname ? rq->hostname : "",
-                     "hostinfo", rq->hostinfo_json ? rq->hostinfo_json : "{}", "expiry",
-                     (json_int_t)rq->expiry, "ephemeral", rq->ephemeral);
     r.id = id;
     memcpy(r.machine_key, rq->machine_key, STORE_KEY_LEN);
     memcpy(r.node_key, rq->node_key, STORE_KEY_LEN);
-    r.data_json = hs_json_dump(data, JSON_COMPACT);
-    r.expires_at = hs_now_us() + (a->cfg && a->cfg->tuning_register_cache_expiration_us
-                                      ? a->cfg->tuning_register_cache_expiration_us
-                                      : REG_TTL_DEFAULT_US);
+    r.data_json = registration_data(rq);
+    r.expires_at = now + (a->cfg && a->cfg->tuning_register_cache_expiration_us
+                              ? a->cfg->tuning_register_cache_expiration_us
+                              : REG_TTL_DEFAULT_US);
     rc = store_registration_create(a->st, &r);
     free(r.data_json);
-    json_decref(data);
+    /* After the insert, not before: concurrent starts (workers, replicas) each trim what all
+     * of them added, so the bound holds once they are done. The oldest give way, as in
+     * headscale's LRU. */
+    if (rc == 0 && store_registration_trim(a->st, now, registrations_max(a)) < 0)
+        log_warnx("auth: cannot trim pending registrations");
     return rc;
+}
+
+/* Hostinfo of a pending registration: an object, or text in rows older versions wrote. */
+static char *registration_hostinfo(json_t *data)
+{
+    json_t *hi = json_object_get(data, "hostinfo");
+
+    if (json_is_object(hi))
+        return hs_json_dump(hi, JSON_COMPACT);
+    return json_is_string(hi) ? hs_strdup(json_string_value(hi)) : NULL;
 }
 
 int auth_registration_complete(struct auth *a, const char *id, uint64_t user_id,
@@ -255,6 +289,7 @@ int auth_registration_complete(struct auth *a, const char *id, uint64_t user_id,
     struct store_registration r;
     struct auth_node_request rq = { 0 };
     struct hs_strv tags = { 0 };
+    char *hostinfo = NULL;
     json_t *data;
     int rc;
 
@@ -268,7 +303,7 @@ int auth_registration_complete(struct auth *a, const char *id, uint64_t user_id,
     memcpy(rq.machine_key, r.machine_key, STORE_KEY_LEN);
     memcpy(rq.node_key, r.node_key, STORE_KEY_LEN);
     rq.hostname = hs_json_str(data, "hostname");
-    rq.hostinfo_json = hs_json_str(data, "hostinfo");
+    rq.hostinfo_json = hostinfo = registration_hostinfo(data);
     rq.expiry = json_integer_value(json_object_get(data, "expiry"));
     rq.ephemeral = json_is_true(json_object_get(data, "ephemeral"));
     rc = owner_of(a, &rq, &owner, &tags);
@@ -277,6 +312,7 @@ int auth_registration_complete(struct auth *a, const char *id, uint64_t user_id,
     if (rc == 0 && (rc = store_registration_complete(a->st, id, user_id, out->id)) < 0)
         store_node_free(out);
     hs_strv_free(&tags);
+    free(hostinfo);
     json_decref(data);
     store_registration_free(&r);
     return rc;

@@ -142,6 +142,8 @@ struct hs_config {
     int64_t tuning_batch_change_delay_us;
     int64_t tuning_register_cache_expiration_us;
     int tuning_register_cache_max_entries;
+    /* New pending registrations a client address may start per minute (ours; 0 = no limit) */
+    int tuning_register_rate_limit;
     int64_t tuning_keepalive_interval_us; /* map stream keep-alive (ours; ~50 s) */
     int tuning_map_peer_run; /* peers per cached zstd frame of full maps (ours) */
 };

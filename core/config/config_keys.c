@@ -163,6 +163,7 @@ const struct key_def config__keys[] = {
     KEY("tuning.batch_change_delay", K_DUR, tuning_batch_change_delay_us, "20ms"),
     KEY("tuning.register_cache_expiration", K_DUR, tuning_register_cache_expiration_us, "15m"),
     KEY("tuning.register_cache_max_entries", K_INT, tuning_register_cache_max_entries, "1024", .min = 1, .max = 10000000),
+    KEY("tuning.register_rate_limit", K_INT, tuning_register_rate_limit, "20", .min = 0, .max = 1000000),
     KEY("tuning.keepalive_interval", K_DUR, tuning_keepalive_interval_us, "50s"),
     KEY("tuning.map_peer_run", K_INT, tuning_map_peer_run, "256", .min = 2, .max = 65536),
     NOFIELD("tuning.notifier_send_timeout", K_ACCEPT, .help = "Go batcher tuning"),

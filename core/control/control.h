@@ -43,6 +43,9 @@ struct control_request {
     struct hs_buf body;
     uint8_t machine_key[KEY_LEN]; /* authenticated by the Noise handshake */
     uint16_t capver;              /* from the handshake */
+    /* The client's address as the front door saw it (IPv4 as ::ffff:a.b.c.d), all zero when
+     * unknown (not IP): what per-source limits count against. */
+    uint8_t client_ip[16];
 };
 void control_request_free(struct control_request *rq);
 
@@ -89,6 +92,10 @@ void control_wait_backlog(struct control *c, int64_t timeout_us);
 /* Replies: body is copied. end=false keeps the stream open for control_stream_write(). */
 void control_reply(struct control *c, uint64_t conn_id, int32_t stream_id, int status,
                    const char *content_type, const void *body, size_t len, bool end);
+/* 429 Too Many Requests with a text body and Retry-After: seconds (Tailscale's client waits
+ * that long before it asks again), ending the stream. */
+void control_reply_busy(struct control *c, uint64_t conn_id, int32_t stream_id,
+                        unsigned retry_after_s, const char *text);
 void control_stream_write(struct control *c, uint64_t conn_id, int32_t stream_id,
                           const void *data, size_t len);
 void control_stream_end(struct control *c, uint64_t conn_id, int32_t stream_id);

@@ -37,6 +37,7 @@ struct conn {
     struct noise_transport nt;
     uint8_t machine_key[KEY_LEN];
     uint16_t capver;
+    uint8_t client_ip[16]; /* see control_request */
     uint8_t *rx; /* NOISE_MAX_FRAME bytes while a frame is incomplete, else NULL: idle
                   * connections (thousands of map streams) hold no receive buffer */
     size_t rxlen;
@@ -65,6 +66,7 @@ struct msg {
     int32_t stream_id;
     int status;
     const char *content_type;
+    unsigned retry_after; /* MSG_REPLY: seconds for a Retry-After header; 0 = none */
     bool end;
     struct hs_buf data;
     struct conn *adopt; /* MSG_ADOPT: a new connection (not yet in the table) */

@@ -373,19 +373,25 @@ static int send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t *fr
     return 0;
 }
 
-static void submit_response(struct conn *cn, struct stream *st, int status, const char *ctype)
+/* retry_after: seconds for a Retry-After header (429 answers), 0 for none. */
+static void submit_response(struct conn *cn, struct stream *st, int status, const char *ctype,
+                            unsigned retry_after)
 {
-    char code[8];
+    char code[8], retry[12];
     nghttp2_data_provider prd = { .source.ptr = st, .read_callback = read_out };
     nghttp2_nv nva[] = {
         { (uint8_t *)":status", (uint8_t *)code, 7, 0, NGHTTP2_NV_FLAG_NONE },
         { (uint8_t *)"content-type", (uint8_t *)ctype, 12, strlen(ctype), NGHTTP2_NV_FLAG_NONE },
+        { (uint8_t *)"retry-after", (uint8_t *)retry, 11, 0, NGHTTP2_NV_FLAG_NONE },
     };
 
     snprintf(code, sizeof(code), "%d", status);
     nva[0].valuelen = strlen(code);
+    snprintf(retry, sizeof(retry), "%u", retry_after);
+    nva[2].valuelen = strlen(retry);
     st->responded = true;
-    if (nghttp2_submit_response(cn->h2, st->id, nva, HS_ARRAY_LEN(nva), &prd) != 0)
+    /* Retry-After, the last header, goes only with a value. */
+    if (nghttp2_submit_response(cn->h2, st->id, nva, HS_ARRAY_LEN(nva) - !retry_after, &prd) != 0)
         nghttp2_submit_rst_stream(cn->h2, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
 }
 
@@ -404,7 +410,7 @@ static void submit_simple(struct conn *cn, struct stream *st, int status, const 
 {
     out_append(cn, st, text, strlen(text));
     st->end = true;
-    submit_response(cn, st, status, "text/plain; charset=utf-8");
+    submit_response(cn, st, status, "text/plain; charset=utf-8", 0);
 }
 
 static void stream_more(struct conn *cn, struct stream *st)
@@ -433,7 +439,8 @@ void h2_reply(struct conn *cn, struct msg *m)
         return;
     stream_append(cn, st, &m->data);
     st->end = m->end;
-    submit_response(cn, st, m->status, m->content_type ? m->content_type : "application/json");
+    submit_response(cn, st, m->status, m->content_type ? m->content_type : "application/json",
+                    m->retry_after);
 }
 
 void h2_data(struct conn *cn, struct msg *m)
@@ -456,7 +463,7 @@ void h2_end(struct conn *cn, struct msg *m)
     if (st->responded)
         stream_more(cn, st);
     else
-        submit_response(cn, st, 200, "application/json");
+        submit_response(cn, st, 200, "application/json", 0);
 }
 
 void h2_session_free(struct conn *cn)

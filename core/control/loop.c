@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <netinet/in.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -326,19 +327,32 @@ static void loop_adopt(struct control *c, struct conn *cn)
     conn_pump(cn);
 }
 
+/* The client's IP as 16 bytes (IPv4 mapped into ::ffff:0:0/96); zero when not IP. */
+static void client_ip_of(const struct sockaddr_storage *sa, uint8_t out[16])
+{
+    memset(out, 0, 16);
+    if (sa->ss_family == AF_INET6) {
+        memcpy(out, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+    } else if (sa->ss_family == AF_INET) {
+        out[10] = out[11] = 0xff;
+        memcpy(out + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+    }
+}
+
 /* Hands an upgraded connection to the loop, which owns it from now on: it writes
  * hs->response and the early payload after whatever nc has queued (the 101 head). */
-static void control_adopt(struct control *c, struct net_conn *nc,
+static void control_adopt(struct control *c, const struct control_upgrade_req *up,
                           const struct noise_handshake_result *hs)
 {
     struct conn *cn = hs_xcalloc(1, sizeof(*cn));
     struct msg *m = msg_new(MSG_ADOPT, 0, 0);
 
-    cn->nc = nc;
+    cn->nc = up->nc;
     cn->ctl = c;
     cn->nt = hs->transport;
     cn->capver = hs->version;
     memcpy(cn->machine_key, hs->peer_static, KEY_LEN);
+    client_ip_of(&up->addr, cn->client_ip);
     hs_buf_init(&cn->tx, CONTROL_MAX_CONN_TX + 2 * NOISE_MAX_FRAME);
     if (conn_send_greeting(cn, hs) < 0)
         cn->closing = true;
@@ -354,6 +368,19 @@ void control_reply(struct control *c, uint64_t conn_id, int32_t stream_id, int s
     m->content_type = content_type;
     m->end = end;
     if (hs_buf_append(&m->data, body, len) < 0)
+        m->status = 500;
+    queue_push(c, m);
+}
+
+void control_reply_busy(struct control *c, uint64_t conn_id, int32_t stream_id,
+                        unsigned retry_after_s, const char *text)
+{
+    struct msg *m = msg_new(MSG_REPLY, conn_id, stream_id);
+    m->status = 429;
+    m->content_type = "text/plain; charset=utf-8";
+    m->retry_after = retry_after_s ? retry_after_s : 1;
+    m->end = true;
+    if (hs_buf_append(&m->data, text, strlen(text)) < 0)
         m->status = 500;
     queue_push(c, m);
 }
@@ -556,6 +583,7 @@ void loop_dispatch(struct control *c, struct conn *cn, struct stream *st)
     hs_buf_init(&st->body, 0);
     memcpy(rq->machine_key, cn->machine_key, KEY_LEN);
     rq->capver = cn->capver;
+    memcpy(rq->client_ip, cn->client_ip, sizeof(rq->client_ip));
     STAT_ADD(c->stats.requests_total, 1);
     j->rq = rq;
     job_push(c, JOBQ_REQUEST, j);
@@ -608,7 +636,7 @@ static void run_upgrade(struct control *c, struct control_upgrade_req *up)
     net_conn_queue_raw(up->nc, up->ok_head, up->ok_len);
     if (up->websocket)
         net_conn_websocket(up->nc);
-    control_adopt(c, up->nc, &res);
+    control_adopt(c, up, &res);
     sodium_memzero(&res, sizeof(res));
 }
 

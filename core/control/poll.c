@@ -91,15 +91,31 @@ static int send_full_map(struct control_service *s, uint64_t conn_id, int32_t st
     return rc;
 }
 
-/* Stores what the client reports, when it differs from what we have. */
+/* The Hostinfo to store: NULL to keep the stored one (none sent, or one over the limit,
+ * which is logged now and then: the rest of the request still counts). */
+static char *hostinfo_update(struct control_service *s, const struct store_node *n, json_t *hi)
+{
+    char *text = NULL;
+    size_t len = 0;
+
+    if (!json_is_object(hi) || control__hostinfo_text(hi, &text, &len) == 0)
+        return text;
+    if (control__log_due(&s->log_refused_at))
+        log_info("control: node %llu: Hostinfo of %zu bytes ignored (limit %u)",
+                 (unsigned long long)n->id, len, CONTROL_HOSTINFO_MAX);
+    return NULL;
+}
+
+/* Stores what the client reports, when it differs from what we have, within the limits of
+ * what a node may make its peers carry (CONTROL_HOSTINFO_MAX, CONTROL_ENDPOINTS_MAX). */
 static void update_node_info(struct control_service *s, const struct store_node *n, json_t *req,
                              const uint8_t disco[32])
 {
     struct store_node v = { 0 };
     json_t *hi = json_object_get(req, "Hostinfo"), *ep = json_object_get(req, "Endpoints");
     unsigned fields = 0;
-    char *hi_text = json_is_object(hi) ? hs_json_dump(hi, JSON_COMPACT) : NULL;
-    char *ep_text = json_is_array(ep) ? hs_json_dump(ep, JSON_COMPACT) : NULL;
+    char *hi_text = hostinfo_update(s, n, hi);
+    char *ep_text = json_is_array(ep) ? control__endpoints_text(ep, NULL) : NULL;
 
     memcpy(v.disco_key, disco, 32);
     if (memcmp(n->disco_key, disco, 32) != 0)

@@ -1,6 +1,7 @@
 /* POST /machine/register: logout, node-key rotation, re-login of a known node key, pre-auth
  * key login, and the interactive flow (AuthURL, then a Followup long-poll that completes when
  * an operator runs `headscale nodes register`). The order follows headscale's auth.go. */
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,11 @@
 
 /* Go's zero time.Time marshals as this; it means "no expiry requested". */
 #define GO_ZERO_TIME "0001-01-01T00:00:00Z"
+
+/* Retry-After for a follow-up refused because too many wait already. */
+#define FOLLOWUP_BUSY_S 30
+/* Pending registrations are swept this often (and expire at most this late). */
+#define REG_SWEEP_EVERY_US (5 * HS_USEC_PER_SEC)
 
 static json_t *user_json(const struct store_user *u, bool login)
 {
@@ -45,13 +51,20 @@ static void reply_authorized(struct control_service *s, const struct control_req
         store_user_free(&u);
 }
 
+static void reply_error_to(struct control_service *s, uint64_t conn_id, int32_t stream_id,
+                           const char *msg)
+{
+    struct control_request rq = { .conn_id = conn_id, .stream_id = stream_id };
+    json_t *resp = json_pack("{s:s, s:b, s:b}", "Error", msg, "MachineAuthorized", false,
+                             "NodeKeyExpired", false);
+    service_reply_json(s, &rq, 200, resp);
+    json_decref(resp);
+}
+
 static void reply_error(struct control_service *s, const struct control_request *rq,
                         const char *msg)
 {
-    json_t *resp = json_pack("{s:s, s:b, s:b}", "Error", msg, "MachineAuthorized", false,
-                             "NodeKeyExpired", false);
-    service_reply_json(s, rq, 200, resp);
-    json_decref(resp);
+    reply_error_to(s, rq->conn_id, rq->stream_id, msg);
 }
 
 static int parse_key(json_t *req, const char *field, const char *prefix, uint8_t out[32])
@@ -110,18 +123,33 @@ static const char *key_error_text(int rc)
     }
 }
 
-static void fill_node_request(struct auth_node_request *nr, const struct control_request *rq,
-                              json_t *req, const uint8_t node_key[32], char **hostinfo)
+/* What the request says about the node. The Hostinfo is held to CONTROL_HOSTINFO_MAX: a
+ * larger one is refused with an Error the client shows (`tailscale up` prints it). */
+static int fill_node_request(struct control_service *s, const struct control_request *rq,
+                             json_t *req, const uint8_t node_key[32],
+                             struct auth_node_request *nr, char **hostinfo)
 {
     json_t *hi = json_object_get(req, "Hostinfo");
+    char msg[128];
+    size_t len = 0;
 
     memset(nr, 0, sizeof(*nr));
     memcpy(nr->machine_key, rq->machine_key, 32);
     memcpy(nr->node_key, node_key, 32);
-    *hostinfo = json_is_object(hi) ? hs_json_dump(hi, JSON_COMPACT) : NULL;
+    *hostinfo = NULL;
+    if (json_is_object(hi) && control__hostinfo_text(hi, hostinfo, &len) == -E2BIG) {
+        if (control__log_due(&s->log_refused_at))
+            log_info("control: conn %llu: register refused: Hostinfo of %zu bytes",
+                     (unsigned long long)rq->conn_id, len);
+        snprintf(msg, sizeof(msg), "Hostinfo too large: %zu bytes, the limit is %u", len,
+                 CONTROL_HOSTINFO_MAX);
+        reply_error(s, rq, msg);
+        return -E2BIG;
+    }
     nr->hostinfo_json = *hostinfo;
     nr->hostname = hs_json_str(hi, "Hostname");
     nr->ephemeral = json_is_true(json_object_get(req, "Ephemeral"));
+    return 0;
 }
 
 static void do_authkey(struct control_service *s, const struct control_request *rq,
@@ -144,11 +172,22 @@ static void do_authkey(struct control_service *s, const struct control_request *
 static void do_interactive(struct control_service *s, const struct control_request *rq,
                            const struct auth_node_request *nr)
 {
-    char id[AUTH_REG_ID_MAX], *url;
+    char id[AUTH_REG_ID_MAX], *url, msg[128];
+    unsigned wait = control__reglimit_take(s->reglimit, rq->client_ip, hs_monotonic_us());
     json_t *resp;
-    int rc = auth_registration_start(s->auth, nr, id);
+    int rc;
 
-    if (rc < 0) {
+    if (wait) {
+        if (control__log_due(&s->log_refused_at))
+            log_info("control: conn %llu: too many new registrations from its address "
+                     "(tuning.register_rate_limit): told to wait %us",
+                     (unsigned long long)rq->conn_id, wait);
+        snprintf(msg, sizeof(msg), "too many new logins from this address: try again in %us\n",
+                 wait);
+        control_reply_busy(s->ctl, rq->conn_id, rq->stream_id, wait, msg);
+        return;
+    }
+    if ((rc = auth_registration_start(s->auth, nr, id)) < 0) {
         service_reply_text(s, rq, 500, "cannot start registration\n");
         return;
     }
@@ -160,30 +199,83 @@ static void do_interactive(struct control_service *s, const struct control_reque
     free(url);
 }
 
-/* Followup: the id is the last path segment of the AuthURL we handed out. */
-static void do_followup(struct control_service *s, const struct control_request *rq,
-                        const char *url)
+/* Under mu: the held follow-up of reg_id, unlinked, or NULL. */
+static struct followup *followup_take(struct control_service *s, const char *reg_id)
 {
-    const char *slash = strrchr(url, '/');
-    struct followup *f;
+    for (struct followup **pp = &s->followups, *f; (f = *pp); pp = &f->next) {
+        if (strcmp(f->reg_id, reg_id) == 0) {
+            *pp = f->next;
+            s->nfollowups--;
+            return f;
+        }
+    }
+    return NULL;
+}
 
-    if (!slash || !hs_has_prefix(slash + 1, "hskey-authreq-") ||
-        strlen(slash + 1) >= AUTH_REG_ID_MAX) {
+/* Holds the request until the registration completes or its hold runs out. One per
+ * registration (a client that asks again has given up on its older request), and no more
+ * than there may be pending registrations; past that, 429. */
+static void followup_hold(struct control_service *s, const struct control_request *rq,
+                          const char *reg_id)
+{
+    struct followup *f = hs_xcalloc(1, sizeof(*f)), *old;
+    size_t max = (size_t)s->cfg->tuning_register_cache_max_entries;
+    bool held;
+
+    f->conn_id = rq->conn_id;
+    f->stream_id = rq->stream_id;
+    snprintf(f->reg_id, sizeof(f->reg_id), "%s", reg_id);
+    f->deadline = hs_monotonic_us() + FOLLOWUP_HOLD_US(s);
+    pthread_mutex_lock(&s->mu);
+    old = followup_take(s, reg_id);
+    held = max == 0 || s->nfollowups < max;
+    if (held) {
+        f->next = s->followups;
+        s->followups = f;
+        s->nfollowups++;
+        s->registrations_changed = true; /* check it once now: it may be done already */
+        s->batch_due = s->batch_due ? s->batch_due : hs_monotonic_us();
+        pthread_cond_signal(&s->cond);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (old)
+        reply_error_to(s, old->conn_id, old->stream_id, "login request superseded");
+    free(old);
+    if (!held) {
+        free(f);
+        control_reply_busy(s->ctl, rq->conn_id, rq->stream_id, FOLLOWUP_BUSY_S,
+                           "too many logins waiting: try again later\n");
+    }
+}
+
+/* Followup: the id is the last path segment of the AuthURL we handed out. Only the machine
+ * that started a registration may wait for it; one that expired or gave way to newer ones
+ * (tuning.register_cache_max_entries) is started afresh, as headscale does, so the client
+ * shows a new URL. */
+static void do_followup(struct control_service *s, const struct control_request *rq,
+                        const char *url, const struct auth_node_request *nr)
+{
+    const char *slash = strrchr(url, '/'), *id = slash ? slash + 1 : "";
+    struct store_registration r;
+    bool mine, live;
+
+    if (!hs_has_prefix(id, "hskey-authreq-") || strlen(id) >= AUTH_REG_ID_MAX) {
         reply_error(s, rq, "unknown login URL");
         return;
     }
-    f = hs_xcalloc(1, sizeof(*f));
-    f->conn_id = rq->conn_id;
-    f->stream_id = rq->stream_id;
-    snprintf(f->reg_id, sizeof(f->reg_id), "%s", slash + 1);
-    f->deadline = hs_monotonic_us() + FOLLOWUP_HOLD_US(s);
-    pthread_mutex_lock(&s->mu);
-    f->next = s->followups;
-    s->followups = f;
-    s->registrations_changed = true; /* check it once now: it may be done already */
-    s->batch_due = s->batch_due ? s->batch_due : hs_monotonic_us();
-    pthread_cond_signal(&s->cond);
-    pthread_mutex_unlock(&s->mu);
+    if (store_registration_get(s->st, id, &r) < 0) {
+        do_interactive(s, rq, nr);
+        return;
+    }
+    mine = sodium_memcmp(r.machine_key, rq->machine_key, 32) == 0;
+    live = r.node_id || r.expires_at > hs_now_us();
+    store_registration_free(&r);
+    if (!mine)
+        reply_error(s, rq, "unknown login URL");
+    else if (!live)
+        do_interactive(s, rq, nr);
+    else
+        followup_hold(s, rq, id);
 }
 
 /* A known node key (tailscaled restart) or a rotation from OldNodeKey. */
@@ -223,6 +315,7 @@ void register_handle(struct control_service *s, struct control_request *rq, json
     struct auth_node_request nr;
     const char *authkey = hs_json_str(json_object_get(req, "Auth"), "AuthKey");
     const char *followup = hs_json_str(req, "Followup");
+    bool with_key = authkey && *authkey, follows = followup && *followup;
     char *hostinfo = NULL;
     int64_t expiry;
 
@@ -235,27 +328,31 @@ void register_handle(struct control_service *s, struct control_request *rq, json
         do_logout(s, rq, node_key);
         return;
     }
-    if (followup && *followup) {
-        do_followup(s, rq, followup);
+    if (!follows && !with_key && do_known(s, rq, node_key, old_key))
         return;
-    }
-    fill_node_request(&nr, rq, req, node_key, &hostinfo);
+    if (fill_node_request(s, rq, req, node_key, &nr, &hostinfo) < 0)
+        return;
     nr.expiry = expiry;
-    if (authkey && *authkey)
+    if (follows)
+        do_followup(s, rq, followup, &nr);
+    else if (with_key)
         do_authkey(s, rq, &nr, authkey);
-    else if (!do_known(s, rq, node_key, old_key))
+    else
         do_interactive(s, rq, &nr);
     free(hostinfo);
 }
 
-/* True when the operator completed it; *node_id then names the node. */
+/* True when the operator completed it (*node_id then names the node), or when it is gone
+ * (expired, or given way to newer ones: *node_id is 0). */
 static bool followup_done(struct control_service *s, const char *reg_id, uint64_t *node_id)
 {
     struct store_registration r;
     bool done;
+    int rc = store_registration_get(s->st, reg_id, &r);
 
-    if (store_registration_get(s->st, reg_id, &r) < 0)
-        return false;
+    *node_id = 0;
+    if (rc < 0)
+        return rc == -ENOENT;
     done = r.node_id != 0;
     *node_id = r.node_id;
     store_registration_free(&r);
@@ -275,12 +372,14 @@ static void followup_answer(struct control_service *s, struct followup *f, uint6
     }
 }
 
-/* Answers the follow-ups whose registration an operator completed, or whose hold ran out.
- * The list is taken out of the lock for the database look-ups and the rest put back. */
+/* Answers the follow-ups whose registration an operator completed or that is gone, or whose
+ * hold ran out. The list is taken out of the lock for the database look-ups and the rest put
+ * back (they still count in nfollowups meanwhile). */
 void register_check_followups(struct control_service *s)
 {
     struct followup *list, *f, *keep = NULL;
     int64_t now = hs_monotonic_us();
+    size_t answered = 0;
     bool check;
 
     pthread_mutex_lock(&s->mu);
@@ -295,16 +394,50 @@ void register_check_followups(struct control_service *s)
         if ((check && followup_done(s, f->reg_id, &node_id)) || now >= f->deadline) {
             followup_answer(s, f, node_id);
             free(f);
+            answered++;
             continue;
         }
         f->next = keep;
         keep = f;
     }
     pthread_mutex_lock(&s->mu);
+    s->nfollowups -= answered;
     while ((f = keep)) {
         keep = f->next;
         f->next = s->followups;
         s->followups = f;
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+void register_sweep(struct control_service *s)
+{
+    int64_t now = hs_monotonic_us();
+    int n;
+
+    if (now < s->next_sweep)
+        return;
+    s->next_sweep = now + REG_SWEEP_EVERY_US;
+    n = store_registration_trim(s->st, hs_now_us(),
+                                (size_t)s->cfg->tuning_register_cache_max_entries);
+    if (n > 0) {
+        log_debug("control: %d pending registrations expired", n);
+        pthread_mutex_lock(&s->mu);
+        s->registrations_changed = true; /* their follow-ups can be told at once */
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
+void register_stream_closed(struct control_service *s, uint64_t conn_id, int32_t stream_id)
+{
+    pthread_mutex_lock(&s->mu);
+    for (struct followup **pp = &s->followups, *f; (f = *pp); pp = &f->next) {
+        if (f->conn_id == conn_id && f->stream_id == stream_id) {
+            *pp = f->next;
+            s->nfollowups--;
+            free(f);
+            break;
+        }
     }
     pthread_mutex_unlock(&s->mu);
 }

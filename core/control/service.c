@@ -161,6 +161,7 @@ out:
 static void on_stream_closed(void *ctx, uint64_t conn_id, int32_t stream_id)
 {
     poll_stream_closed(ctx, conn_id, stream_id);
+    register_stream_closed(ctx, conn_id, stream_id);
 }
 
 static void *map_thread(void *arg)
@@ -188,6 +189,7 @@ static void *map_thread(void *arg)
         if (s->batch_due && s->batch_due <= now)
             poll_flush_batch(s);
         register_check_followups(s);
+        register_sweep(s);
         if (now >= next_tick) {
             next_tick = now + MAP_THREAD_TICK_US;
             poll_keepalives(s);
@@ -214,6 +216,8 @@ int control_service_new(const struct control_service_deps *d, struct control_ser
     s->auth = d->auth;
     s->state = d->state;
     s->mapper = d->mapper;
+    s->reglimit = control__reglimit_new((unsigned)d->cfg->tuning_register_rate_limit,
+                                        REGLIMIT_SOURCES);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cond, NULL);
     s->ctl = control_new(d->noise_key, &h, 4);
@@ -271,6 +275,7 @@ void control_service_free(struct control_service *s)
     idset_free(&s->removed);
     idset_free(&s->online);
     idset_free(&s->closed_nodes);
+    control__reglimit_free(s->reglimit);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cond);
     free(s);

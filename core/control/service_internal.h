@@ -39,6 +39,38 @@ struct followup {
     struct followup *next;
 };
 
+/* ---- limits on what clients send (clientinfo.c) ---- */
+
+/* The most Hostinfo (compact JSON) stored for a node or a pending registration: 1024 pending
+ * registrations (tuning.register_cache_max_entries) then hold at most 16 MiB. */
+#define CONTROL_HOSTINFO_MAX (16u << 10)
+#define CONTROL_ENDPOINTS_MAX 64      /* endpoints stored per node (the first ones reported) */
+#define CONTROL_ENDPOINT_TEXT_MAX 64  /* "[v6]:port" is 47 */
+
+/* Hostinfo as compact JSON of at most CONTROL_HOSTINFO_MAX bytes into *out (caller frees).
+ * When it is larger, the port list in Services goes first (the PeerAPI entries stay);
+ * -E2BIG if it is still too large (*len, when not NULL, says how large), -EINVAL when hi is
+ * not an object. */
+int control__hostinfo_text(const json_t *hi, char **out, size_t *len);
+/* Endpoints as a compact JSON array (caller frees): the valid "ip:port" strings, at most
+ * CONTROL_ENDPOINTS_MAX, in the client's order; *dropped (may be NULL) counts the rest. */
+char *control__endpoints_text(const json_t *ep, size_t *dropped);
+
+/* Refusals of what clients send are logged at most this often: a flood must not flood the
+ * log too. control__log_due(&last) says whether a line may go out now (any thread). */
+#define CONTROL_REFUSAL_LOG_EVERY_US (10 * HS_USEC_PER_SEC)
+bool control__log_due(int64_t *last);
+
+/* ---- new pending registrations per client address (reglimit.c); any thread ---- */
+
+struct reglimit;
+#define REGLIMIT_SOURCES 4096 /* client addresses tracked (about 100 KiB) */
+/* NULL (no limit) when per_minute is 0. Tracks at most max_sources addresses. */
+struct reglimit *control__reglimit_new(unsigned per_minute, size_t max_sources);
+void control__reglimit_free(struct reglimit *l); /* NULL is fine */
+/* 0: ip may start one now (counted); otherwise the seconds until it may. */
+unsigned control__reglimit_take(struct reglimit *l, const uint8_t ip[16], int64_t now_us);
+
 /* Node ids touched since the last batch, by kind. */
 struct idset {
     uint64_t *v;
@@ -60,6 +92,10 @@ struct control_service {
     struct session *sessions;
     struct session *dead;   /* closed, freed by the map thread at its next batch */
     struct followup *followups;
+    size_t nfollowups;      /* held, including those register_check_followups has out */
+    struct reglimit *reglimit; /* NULL: tuning.register_rate_limit is 0 (any thread) */
+    int64_t log_refused_at; /* monotonic us of the last refusal logged (atomic) */
+    int64_t next_sweep;     /* map thread: monotonic us of the next registration sweep */
     struct idset changed, patched, removed, online, closed_nodes;
     bool full_for_all;      /* user or DERP map change: everyone gets a full map */
     bool registrations_changed;
@@ -90,8 +126,12 @@ void service_reply_text(struct control_service *s, const struct control_request 
 
 /* register.c */
 void register_handle(struct control_service *s, struct control_request *rq, json_t *req);
-/* Map thread: answers follow-ups whose registration completed or timed out. */
+/* Map thread: answers follow-ups whose registration completed, vanished or timed out. */
 void register_check_followups(struct control_service *s);
+/* Map thread: deletes expired pending registrations (and any past the count bound). */
+void register_sweep(struct control_service *s);
+/* Loop thread: a follow-up's client went away. */
+void register_stream_closed(struct control_service *s, uint64_t conn_id, int32_t stream_id);
 
 /* poll.c */
 void poll_handle(struct control_service *s, struct control_request *rq, json_t *req);

@@ -199,7 +199,9 @@ int store_registration_get(struct store *st, const char *id, struct store_regist
 /* Records who completed it and the node it produced; -ENOENT if unknown or expired. */
 int store_registration_complete(struct store *st, const char *id, uint64_t user_id,
                                 uint64_t node_id);
-int store_registration_delete_expired(struct store *st, int64_t now);
+/* Deletes the rows expired at `now` and all but the `keep` newest others → how many went. */
+int store_registration_trim(struct store *st, int64_t now, size_t keep);
+int store_registration_count(struct store *st, size_t *out);
 
 /* ---- policy (policy.mode = database): newest row is the active policy ---- */
 /* -ENOENT when no policy has been stored. */

@@ -1,6 +1,7 @@
 /* store: pending interactive registrations. They live in the database, not in one process's
  * memory, so an operator's `nodes register` on any replica completes a login that a client
  * started on another; completion publishes NOTIFY_REGISTRATION to wake the waiting request. */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,14 +86,39 @@ int store_registration_complete(struct store *st, const char *id, uint64_t user_
     return rc;
 }
 
-int store_registration_delete_expired(struct store *st, int64_t now)
+/* Expired rows go, and so do all but the `keep` that expire last: every row has the same
+ * lifetime, so those are the newest. Deletions publish nothing: a waiting follow-up learns
+ * it from its next look-up. */
+int store_registration_trim(struct store *st, int64_t now, size_t keep)
 {
+    struct store_result res;
     struct store_params p;
     int rc;
 
     store__params_init(&p);
     store__p_i64(&p, now);
-    rc = store__query(st, "DELETE FROM registrations WHERE expires_at <= $1", &p, NULL);
+    store__p_u64(&p, keep);
+    rc = store__query(st,
+                      "DELETE FROM registrations WHERE expires_at <= $1 OR expires_at <= "
+                      "(SELECT expires_at FROM registrations ORDER BY expires_at DESC "
+                      "LIMIT 1 OFFSET CAST($2 AS BIGINT)) RETURNING id",
+                      &p, &res);
     store__params_free(&p);
+    if (rc < 0)
+        return rc;
+    rc = res.nrows > INT_MAX ? INT_MAX : (int)res.nrows;
+    store__result_free(&res);
     return rc;
+}
+
+int store_registration_count(struct store *st, size_t *out)
+{
+    struct store_result res;
+    int rc = store__query(st, "SELECT count(*) FROM registrations", NULL, &res);
+
+    if (rc < 0)
+        return rc;
+    *out = res.nrows ? (size_t)store__cell_u64(&res, 0, 0) : 0;
+    store__result_free(&res);
+    return 0;
 }

@@ -6,6 +6,9 @@ nonces) and, on top of it, just enough HTTP/2 (through the `h2` package) to send
 It is a test tool: it lets tests send well-formed handshakes, handshakes sealed for the wrong
 server key, oversized frames and malformed bodies, and report what the server answered.
 
+ControlClient (at the end) is one node on top of it: register requests, one-shot full maps
+and a streaming map poll, as the system tests drive the server's control protocol.
+
 Framing (all integers big-endian):
   initiation  u16 version · 0x01 · u16 96 · e(32) · enc(s)(48) · tag(16)     101 bytes
   response    0x02 · u16 48 · e(32) · tag(16)                                  51 bytes
@@ -16,7 +19,10 @@ Framing (all integers big-endian):
 import base64
 import hashlib
 import hmac
+import http.client
 import json
+import os
+import socket
 import struct
 import time
 
@@ -340,6 +346,28 @@ class H2Session:
         if data:
             self.n.write(data)
 
+    def _send_body(self, sid, body, deadline):
+        """Sends body in frames the peer's flow-control window and frame size allow, reading
+        (and acting on) its frames whenever the window is shut."""
+        import h2.events
+        off = 0
+        while off < len(body):
+            room = min(self.conn.local_flow_control_window(sid),
+                       self.conn.max_outbound_frame_size, len(body) - off)
+            if room > 0:
+                self.conn.send_data(sid, body[off:off + room], end_stream=off + room == len(body))
+                off += room
+                self._flush()
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"flow-control window shut with {len(body) - off} bytes "
+                                   "left to send")
+            for ev in self.conn.receive_data(self.n.read(left)):
+                if isinstance(ev, (h2.events.StreamReset, h2.events.ConnectionTerminated)):
+                    raise EOFError(f"server ended the request while it was sent: {ev!r}")
+            self._flush()
+
     def request(self, method, path, body=b"", headers=None, timeout=10.0):
         """→ (status, headers dict, body bytes); raises EOFError when the server closes."""
         import h2.events
@@ -350,11 +378,11 @@ class H2Session:
             hdrs += [("content-type", "application/json"), ("content-length", str(len(body)))]
         hdrs += list((headers or {}).items())
         self.conn.send_headers(sid, hdrs, end_stream=not body)
+        deadline = time.monotonic() + timeout
         if body:
-            self.conn.send_data(sid, body, end_stream=True)
+            self._send_body(sid, body, deadline)
         self._flush()
         status, rhdrs, rbody = None, {}, b""
-        deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -376,3 +404,173 @@ class H2Session:
                 elif isinstance(ev, h2.events.ConnectionTerminated):
                     raise EOFError(f"GOAWAY from the server: {ev!r}")
             self._flush()
+
+
+GO_ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+class ControlClient:
+    """One machine (its own machine key) speaking the control protocol to a server on
+    loopback: Noise over plain HTTP, HTTP/2, register requests, one-shot full maps and a
+    streaming map poll (no zstd). Every request but the stream goes over a connection of its
+    own unless the caller passes one from connect()."""
+
+    def __init__(self, port, host="127.0.0.1", capver=DEFAULT_CAPVER):
+        self.port = port
+        self.hostaddr = host
+        self.authority = f"{host}:{port}"
+        self.capver = capver
+        self.machine = new_private_key()
+        self.node_key = os.urandom(32)
+        self.disco_key = os.urandom(32)
+        self.hostinfo = {"Hostname": "h", "OS": "linux"}
+        self.endpoints = None
+        self.sock = None
+        self.h2 = None
+        self.sid = None
+        self.buf = b""
+        self.id = None
+        self._server_pub = None
+
+    # ---- connections ----
+    def server_pub(self):
+        if self._server_pub is None:
+            conn = http.client.HTTPConnection(self.hostaddr, self.port, timeout=10)
+            conn.request("GET", f"/key?v={self.capver}")
+            body = conn.getresponse().read()
+            conn.close()
+            self._server_pub = key_from_text(json.loads(body)["publicKey"], "mkey:")
+        return self._server_pub
+
+    def connect(self):
+        """→ (socket, H2Session) of a new Noise connection; close the socket when done."""
+        sock = socket.create_connection((self.hostaddr, self.port), timeout=10)
+        try:
+            nconn = handshake(sock, self.authority, self.server_pub(), self.machine,
+                              self.capver)
+            return sock, H2Session(nconn, self.authority)
+        except BaseException:
+            sock.close()
+            raise
+
+    def post(self, path, obj, session=None, timeout=10.0):
+        """POSTs obj as JSON → (status, headers, body bytes)."""
+        body = obj if isinstance(obj, (bytes, bytearray)) else json.dumps(obj).encode()
+        if session is not None:
+            return session.request("POST", path, body, timeout=timeout)
+        sock, h2 = self.connect()
+        try:
+            return h2.request("POST", path, body, timeout=timeout)
+        finally:
+            sock.close()
+
+    # ---- registration ----
+    def register_request(self, auth_key=None, followup=None, old_node_key=None, **extra):
+        req = {"Version": self.capver, "NodeKey": "nodekey:" + self.node_key.hex(),
+               "OldNodeKey": "nodekey:" + (old_node_key or bytes(32)).hex(),
+               "Hostinfo": self.hostinfo, "Expiry": GO_ZERO_TIME}
+        if auth_key:
+            req["Auth"] = {"AuthKey": auth_key}
+        if followup:
+            req["Followup"] = followup
+        req.update(extra)
+        return req
+
+    def register(self, session=None, timeout=10.0, **kw):
+        """→ (status, headers, the RegisterResponse as a dict, or the text of a non-JSON
+        answer)."""
+        st, hdrs, body = self.post("/machine/register", self.register_request(**kw), session,
+                                   timeout)
+        try:
+            return st, hdrs, json.loads(body)
+        except ValueError:
+            return st, hdrs, body.decode("utf-8", "replace")
+
+    def new_node_key(self):
+        """A fresh node key (tailscaled's regen); → the old one."""
+        old, self.node_key = self.node_key, os.urandom(32)
+        return old
+
+    # ---- maps ----
+    def map_request(self, stream, **extra):
+        req = {"Version": self.capver, "NodeKey": "nodekey:" + self.node_key.hex(),
+               "DiscoKey": "discokey:" + self.disco_key.hex(), "Stream": stream,
+               "KeepAlive": stream, "OmitPeers": False, "Compress": "",
+               "Hostinfo": self.hostinfo}
+        if self.endpoints is not None:
+            req["Endpoints"] = self.endpoints
+        req.update(extra)
+        return req
+
+    def full_map(self, **extra):
+        st, _, body = self.post("/machine/map", self.map_request(False, **extra))
+        assert st == 200, (st, body)
+        (n,) = struct.unpack("<I", body[:4])
+        return json.loads(body[4:4 + n])
+
+    def lite_update(self, **extra):
+        """A map request that only reports (OmitPeers, no stream) → status."""
+        st, _, body = self.post("/machine/map",
+                                self.map_request(False, OmitPeers=True, **extra))
+        return st
+
+    def open_stream(self):
+        """Starts a streaming map poll → its first message (the full map)."""
+        import h2.events  # noqa: F401 (the package the session uses)
+        self.sock, self.h2 = self.connect()
+        body = json.dumps(self.map_request(True)).encode()
+        c = self.h2.conn
+        self.sid = c.get_next_available_stream_id()
+        c.send_headers(self.sid, [(":method", "POST"), (":scheme", "http"),
+                                  (":authority", self.authority), (":path", "/machine/map"),
+                                  ("content-type", "application/json"),
+                                  ("content-length", str(len(body)))])
+        c.send_data(self.sid, body, end_stream=True)
+        self.h2._flush()
+        first = self.next_message(10)
+        assert first and "Peers" in first, first
+        return first
+
+    def next_message(self, timeout):
+        """The next map message on the stream (keep-alives skipped), or None by timeout."""
+        import h2.events
+        deadline = time.monotonic() + timeout
+        while True:
+            if len(self.buf) >= 4:
+                (n,) = struct.unpack("<I", self.buf[:4])
+                if len(self.buf) >= 4 + n:
+                    msg = json.loads(self.buf[4:4 + n])
+                    self.buf = self.buf[4 + n:]
+                    if msg == {"KeepAlive": True}:
+                        continue
+                    return msg
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                data = self.h2.n.read(left)
+            except (TimeoutError, socket.timeout):
+                return None
+            for ev in self.h2.conn.receive_data(data):
+                if isinstance(ev, h2.events.DataReceived) and ev.stream_id == self.sid:
+                    self.buf += ev.data
+                    self.h2.conn.acknowledge_received_data(ev.flow_controlled_length, self.sid)
+                elif isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset,
+                                     h2.events.ConnectionTerminated)):
+                    raise EOFError(f"map stream ended: {ev!r}")
+            self.h2._flush()
+
+    def drain(self, quiet=1.5, limit=15):
+        """Every message until none came for `quiet` seconds."""
+        msgs, end = [], time.monotonic() + limit
+        while time.monotonic() < end:
+            m = self.next_message(quiet)
+            if m is None:
+                return msgs
+            msgs.append(m)
+        raise AssertionError(f"node {self.id}: messages never stopped: {msgs[-3:]}")
+
+    def close(self):
+        if self.sock:
+            self.sock.close()
+            self.sock = None

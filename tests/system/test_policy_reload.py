@@ -5,20 +5,14 @@ through our own control-protocol client (tests/system/noise_client.py): peers an
 PacketFilter of full maps, and the deltas live map streams get when the policy changes; the
 real-traffic checks with tailscaled are in the tailnet tests."""
 
-import http.client
-import json
 import os
 import signal
-import socket
-import struct
 import time
 
 import pytest
 
 import noise_client
 from helpers import assert_problem, unique
-
-CAPVER = 113
 
 POLICY_ALL = '{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}\n'
 # The users are created per test with unique names: policies are made from them.
@@ -40,37 +34,12 @@ POLICY_SYNTAX_ERROR = '{"acls": [}\n'
 
 # ---------------------------------------------------------------- a control client
 
-class Client:
-    """One node through the real control protocol: Noise over plain HTTP, HTTP/2, a pre-auth
-    key registration, one-shot full maps and a streaming map poll (no zstd)."""
+class Client(noise_client.ControlClient):
+    """One node of a test server, registered with a pre-auth key of a user."""
 
     def __init__(self, server):
+        super().__init__(server.port)
         self.server = server
-        self.host = f"127.0.0.1:{server.port}"
-        self.machine = noise_client.new_private_key()
-        self.node_key = os.urandom(32)
-        self.disco_key = os.urandom(32)
-        self.sock = None
-        self.h2 = None
-        self.sid = None
-        self.buf = b""
-        self.id = None
-
-    def _connect(self):
-        conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=10)
-        conn.request("GET", f"/key?v={CAPVER}")
-        body = conn.getresponse().read()
-        conn.close()
-        server_pub = noise_client.key_from_text(json.loads(body)["publicKey"], "mkey:")
-        sock = socket.create_connection(("127.0.0.1", self.server.port), timeout=10)
-        nconn = noise_client.handshake(sock, self.host, server_pub, self.machine)
-        return sock, noise_client.H2Session(nconn, self.host)
-
-    def _map_request(self, stream):
-        return {"Version": CAPVER, "NodeKey": "nodekey:" + self.node_key.hex(),
-                "DiscoKey": "discokey:" + self.disco_key.hex(), "Stream": stream,
-                "KeepAlive": stream, "OmitPeers": False, "Compress": "",
-                "Hostinfo": {"Hostname": "h", "OS": "linux"}}
 
     def register(self, user_id, request_tags=None, refused=False):
         """Registers with a pre-auth key of the user (Hostinfo.RequestTags when given);
@@ -80,94 +49,16 @@ class Client:
         hostinfo = {"Hostname": unique("n"), "OS": "linux"}
         if request_tags is not None:
             hostinfo["RequestTags"] = request_tags
-        sock, h2 = self._connect()
-        try:
-            req = {"Version": CAPVER, "NodeKey": "nodekey:" + self.node_key.hex(),
-                   "OldNodeKey": "nodekey:" + "0" * 64, "Auth": {"AuthKey": key},
-                   "Hostinfo": hostinfo, "Expiry": "0001-01-01T00:00:00Z"}
-            st, _, body = h2.request("POST", "/machine/register", json.dumps(req).encode())
-        finally:
-            sock.close()
-        assert st == 200, (st, body)
-        resp = json.loads(body)
+        self.hostinfo = hostinfo
+        st, _, resp = super().register(auth_key=key)
+        assert st == 200, (st, resp)
         if refused:
             assert not resp.get("MachineAuthorized") and resp.get("Error"), resp
             return resp
         assert resp.get("MachineAuthorized"), resp
+        self.hostinfo = {"Hostname": "h", "OS": "linux"}
         self.id = self.full_map()["Node"]["ID"]
         return self
-
-    def full_map(self):
-        sock, h2 = self._connect()
-        try:
-            st, _, body = h2.request("POST", "/machine/map",
-                                     json.dumps(self._map_request(False)).encode())
-        finally:
-            sock.close()
-        assert st == 200, (st, body)
-        (n,) = struct.unpack("<I", body[:4])
-        return json.loads(body[4:4 + n])
-
-    # ---- streaming ----
-    def open_stream(self):
-        import h2.events  # noqa: F401 (the package the session uses)
-        self.sock, self.h2 = self._connect()
-        body = json.dumps(self._map_request(True)).encode()
-        c = self.h2.conn
-        self.sid = c.get_next_available_stream_id()
-        c.send_headers(self.sid, [(":method", "POST"), (":scheme", "http"),
-                                  (":authority", self.host), (":path", "/machine/map"),
-                                  ("content-type", "application/json"),
-                                  ("content-length", str(len(body)))])
-        c.send_data(self.sid, body, end_stream=True)
-        self.h2._flush()
-        first = self.next_message(10)
-        assert first and "Peers" in first, first
-        return first
-
-    def next_message(self, timeout):
-        """The next map message on the stream (keep-alives skipped), or None by timeout."""
-        import h2.events
-        deadline = time.monotonic() + timeout
-        while True:
-            if len(self.buf) >= 4:
-                (n,) = struct.unpack("<I", self.buf[:4])
-                if len(self.buf) >= 4 + n:
-                    msg = json.loads(self.buf[4:4 + n])
-                    self.buf = self.buf[4 + n:]
-                    if msg == {"KeepAlive": True}:
-                        continue
-                    return msg
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            try:
-                data = self.h2.n.read(left)
-            except (TimeoutError, socket.timeout):
-                return None
-            for ev in self.h2.conn.receive_data(data):
-                if isinstance(ev, h2.events.DataReceived) and ev.stream_id == self.sid:
-                    self.buf += ev.data
-                    self.h2.conn.acknowledge_received_data(ev.flow_controlled_length, self.sid)
-                elif isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset,
-                                     h2.events.ConnectionTerminated)):
-                    raise EOFError(f"map stream ended: {ev!r}")
-            self.h2._flush()
-
-    def drain(self, quiet=1.5, limit=15):
-        """Every message until none came for `quiet` seconds."""
-        msgs, end = [], time.monotonic() + limit
-        while time.monotonic() < end:
-            m = self.next_message(quiet)
-            if m is None:
-                return msgs
-            msgs.append(m)
-        raise AssertionError(f"node {self.id}: messages never stopped: {msgs[-3:]}")
-
-    def close(self):
-        if self.sock:
-            self.sock.close()
-            self.sock = None
 
 
 def peer_ids(full):

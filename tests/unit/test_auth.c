@@ -252,3 +252,26 @@ Test(auth, requested_tags_on_interactive_login)
     cr_expect_str_eq(n.tags.v[0], "tag:ok");
     store_node_free(&n);
 }
+
+/* tuning.register_cache_max_entries: the newest stay, the oldest give way (headscale's LRU);
+ * Hostinfo is kept as an object, not as escaped text. */
+Test(auth, pending_registrations_are_bounded)
+{
+    char ids[5][AUTH_REG_ID_MAX];
+    struct store_registration r;
+    size_t n = 0;
+
+    cfg.tuning_register_cache_max_entries = 3;
+    for (int i = 0; i < 5; i++) {
+        struct auth_node_request rq = tag_request(20 + i, "{\"Hostname\":\"h\\\"q\"}");
+        cr_assert_eq(auth_registration_start(au, &rq, ids[i]), 0);
+    }
+    cr_assert_eq(store_registration_count(st, &n), 0);
+    cr_expect_eq(n, 3);
+    cr_expect_eq(store_registration_get(st, ids[0], &r), -ENOENT);
+    cr_expect_eq(store_registration_get(st, ids[1], &r), -ENOENT);
+    cr_assert_eq(store_registration_get(st, ids[4], &r), 0);
+    cr_expect(strstr(r.data_json, "\"hostinfo\":{\"Hostname\":\"h\\\"q\"}") != NULL, "%s",
+              r.data_json);
+    store_registration_free(&r);
+}

@@ -174,6 +174,7 @@ CFG_TEST(bare_defaults)
     cr_assert_eq(cfg.tuning_batch_change_delay_us, 20000);
     cr_assert_eq(cfg.tuning_register_cache_expiration_us, 15 * 60 * SEC);
     cr_assert_eq(cfg.tuning_register_cache_max_entries, 1024);
+    cr_assert_eq(cfg.tuning_register_rate_limit, 20);
     cr_assert_eq(cfg.tuning_keepalive_interval_us, 50 * SEC);
     cr_assert(cfg.taildrop_enabled && !cfg.logtail_enabled);
     cr_assert_eq(cfg.oidc_scope.n, 3);

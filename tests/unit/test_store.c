@@ -682,6 +682,47 @@ STORE_TEST(policy_history)
     cr_assert_eq(count_rows("SELECT COUNT(*) FROM policies"), 2, "history is kept");
 }
 
+/* ---- pending registrations ---- */
+
+static void mk_registration(const char *id, int64_t expires_at)
+{
+    struct store_registration r = { .id = (char *)id, .data_json = "{}",
+                                    .expires_at = expires_at };
+
+    memset(r.machine_key, 1, sizeof(r.machine_key));
+    memset(r.node_key, 2, sizeof(r.node_key));
+    cr_assert_eq(store_registration_create(fx.st, &r), 0, "create %s", id);
+}
+
+STORE_TEST(registration_trim_expires_and_bounds)
+{
+    int64_t now = hs_now_us();
+    struct store_registration r;
+    size_t n = 0;
+
+    mk_registration("hskey-authreq-gone1", now - 2);
+    mk_registration("hskey-authreq-gone2", now);
+    for (int i = 1; i <= 4; i++) {
+        char id[40];
+        snprintf(id, sizeof(id), "hskey-authreq-live%d", i);
+        mk_registration(id, now + i * HS_USEC_PER_SEC);
+    }
+    cr_assert_eq(store_registration_trim(fx.st, now, 100), 2, "the expired ones only");
+    cr_assert_eq(store_registration_count(fx.st, &n), 0);
+    cr_expect_eq(n, 4);
+    cr_expect_eq(store_registration_get(fx.st, "hskey-authreq-gone2", &r), -ENOENT);
+    cr_assert_eq(store_registration_trim(fx.st, now, 100), 0, "nothing more to do");
+    cr_assert_eq(store_registration_trim(fx.st, now, 2), 2, "the two that expire first go");
+    cr_assert_eq(store_registration_count(fx.st, &n), 0);
+    cr_expect_eq(n, 2);
+    cr_expect_eq(store_registration_get(fx.st, "hskey-authreq-live2", &r), -ENOENT);
+    cr_assert_eq(store_registration_get(fx.st, "hskey-authreq-live4", &r), 0);
+    store_registration_free(&r);
+    cr_assert_eq(store_registration_trim(fx.st, now, 0), 2, "keep 0: all go");
+    cr_assert_eq(store_registration_count(fx.st, &n), 0);
+    cr_expect_eq(n, 0);
+}
+
 /* ---- replicas ---- */
 
 /* A config for a second, empty database of this test's backend (cleaned up by fx_fini). */
