@@ -91,6 +91,11 @@ static int send_full_map(struct control_service *s, uint64_t conn_id, int32_t st
     return rc;
 }
 
+static bool node_expired(const struct store_node *n)
+{
+    return n->expiry && n->expiry <= hs_now_us();
+}
+
 /* The Hostinfo to store: NULL to keep the stored one (none sent, or one over the limit,
  * which is logged now and then: the rest of the request still counts). */
 static char *hostinfo_update(struct control_service *s, const struct store_node *n, json_t *hi)
@@ -107,16 +112,20 @@ static char *hostinfo_update(struct control_service *s, const struct store_node 
 }
 
 /* Stores what the client reports, when it differs from what we have, within the limits of
- * what a node may make its peers carry (CONTROL_HOSTINFO_MAX, CONTROL_ENDPOINTS_MAX). */
+ * what a node may make its peers carry (CONTROL_HOSTINFO_MAX, CONTROL_ENDPOINTS_MAX). An
+ * expired node's reports are not taken: its peers must not learn where it is now. */
 static void update_node_info(struct control_service *s, const struct store_node *n, json_t *req,
                              const uint8_t disco[32])
 {
     struct store_node v = { 0 };
     json_t *hi = json_object_get(req, "Hostinfo"), *ep = json_object_get(req, "Endpoints");
     unsigned fields = 0;
-    char *hi_text = hostinfo_update(s, n, hi);
-    char *ep_text = json_is_array(ep) ? control__endpoints_text(ep, NULL) : NULL;
+    char *hi_text, *ep_text;
 
+    if (node_expired(n))
+        return;
+    hi_text = hostinfo_update(s, n, hi);
+    ep_text = json_is_array(ep) ? control__endpoints_text(ep, NULL) : NULL;
     memcpy(v.disco_key, disco, 32);
     if (memcmp(n->disco_key, disco, 32) != 0)
         fields |= STORE_NODE_BIT(STORE_NODE_DISCO_KEY);
@@ -134,6 +143,20 @@ static void update_node_info(struct control_service *s, const struct store_node 
                   (unsigned long long)n->id);
     free(hi_text);
     free(ep_text);
+}
+
+/* Whether the node of a map session has its key expired: it is then told nothing about its
+ * peers (mapper: its full maps list none) until it logs in again or an admin extends it. */
+static bool session_expired(struct control_service *s, uint64_t node_id)
+{
+    const struct state_node *sn;
+    bool expired;
+
+    state_rdlock(s->state);
+    sn = state_node_by_id(s->state, node_id);
+    expired = sn && node_expired(&sn->n);
+    state_unlock(s->state);
+    return expired;
 }
 
 /* Recorded at connect and disconnect; peers learn it only when the node goes offline. */
@@ -565,7 +588,8 @@ static void send_batch(struct control_service *s, const struct batch *b, const s
                 session_told(s, &t[i], &told);
             continue;
         }
-        send_delta(s, b, &t[i], &tb, &generic);
+        if (!session_expired(s, t[i].node_id)) /* its full maps are all an expired node gets */
+            send_delta(s, b, &t[i], &tb, &generic);
     }
     shared_fini(&generic);
     share_table_free(&tb);

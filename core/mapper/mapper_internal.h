@@ -74,6 +74,9 @@ void mapper__set_time(json_t *o, const char *field, int64_t us);
 void mapper__set_key(json_t *o, const char *field, const char *prefix, const uint8_t key[32]);
 /* The node's Endpoints as a JSON array (empty when none or unparsable). */
 json_t *mapper__endpoints(const struct store_node *n);
+/* Whether n's node key expired by `now`: it then sees no peers, and its peers see it
+ * Expired, without endpoints and under a broken key (mapper_node.c). */
+bool mapper__expired(const struct store_node *n, int64_t now);
 /* tailcfg.Node with `now` deciding Expired. */
 json_t *mapper__node(struct mapper *m, struct state *s, const struct state_node *n,
                      uint64_t viewer, int64_t now);

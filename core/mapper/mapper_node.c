@@ -219,11 +219,16 @@ static json_t *strv_json(const struct hs_strv *sv)
     return a;
 }
 
+bool mapper__expired(const struct store_node *n, int64_t now)
+{
+    return n->expiry != 0 && n->expiry <= now;
+}
+
 static void node_status(json_t *o, const struct mapper *m, const struct state_node *sn,
                         int64_t now)
 {
     const struct store_node *n = &sn->n;
-    bool expired = n->expiry != 0 && n->expiry <= now;
+    bool expired = mapper__expired(n, now);
 
     if (n->created_at)
         mapper__set_time(o, "Created", n->created_at);
@@ -241,6 +246,25 @@ static void node_status(json_t *o, const struct mapper *m, const struct state_no
     json_object_set_new(o, "CapMap", cap_map(m->cfg));
 }
 
+/* An expired node as its peers see it: marked Expired (node_status), with no endpoints and
+ * no home DERP region, and a node key that is not its own. That is what Tailscale's control
+ * server sends (ipn/ipnlocal/expiry.go relies on it): a peer that trusted the real key would
+ * still take WireGuard packets from the node, which can reach it through DERP without any
+ * endpoint. The broken key starts with the bytes Tailscale uses for this, which base64 as
+ * "bad01", so it is recognisable in logs and `tailscale status`. */
+static void expired_peer_view(json_t *o, const struct store_node *n)
+{
+    static const uint8_t bad01[6] = { 0x6d, 0xa7, 0x74, 0xd5, 0xd7, 0x74 };
+    uint8_t key[KEY_LEN];
+
+    memcpy(key, n->node_key, KEY_LEN);
+    memcpy(key, bad01, sizeof(bad01));
+    mapper__set_key(o, "Key", "nodekey:", key);
+    json_object_set_new(o, "Endpoints", json_array());
+    json_object_del(o, "HomeDERP");
+    json_object_del(o, "DERP");
+}
+
 json_t *mapper__node(struct mapper *m, struct state *s, const struct state_node *n,
                      uint64_t viewer, int64_t now)
 {
@@ -250,7 +274,8 @@ json_t *mapper__node(struct mapper *m, struct state *s, const struct state_node 
     node_identity(o, m, s, n);
     node_network(o, n);
     node_status(o, m, n, now);
-    (void)viewer;
+    if (viewer != n->n.id && mapper__expired(&n->n, now))
+        expired_peer_view(o, &n->n);
     return o;
 }
 

@@ -19,8 +19,13 @@
 void mapper__view_init(struct mapper__view *v, struct state *s, uint64_t self,
                        struct state_net *net)
 {
+    const struct state_node *me = state_node_by_id(s, self);
+
     v->net = net ? net : state_net_current(s);
     v->self = state_net_index(v->net, self);
+    /* An expired node is told of no one, and may reach no one, until it logs in again. */
+    if (me && mapper__expired(&me->n, hs_now_us()))
+        v->self = STATE_NET_NONE;
     /* Seeing everyone (no policy, or one that lets it), in a net compiled for exactly these
      * nodes: no per-node questions. */
     v->everyone = state_net_sees_all(v->net, v->self) && state_net_exact(s, v->net);

@@ -120,7 +120,8 @@ static void insert_nodes(void)
           "\"RoutableIPs\":[\"10.0.0.0/24\",\"172.16.0.0/24\",\"0.0.0.0/0\",\"::/0\"]}",
           "[\"10.0.0.0/24\",\"192.168.0.0/24\",\"0.0.0.0/0\",\"::/0\"]", fx.now - HOUR,
           fx.now + 24 * HOUR },
-        { 2, "server", fx.bob, NULL, false, "{\"Hostname\":\"server\"}", NULL, fx.now - HOUR,
+        { 2, "server", fx.bob, NULL, false,
+          "{\"Hostname\":\"server\",\"NetInfo\":{\"PreferredDERP\":2}}", NULL, fx.now - HOUR,
           fx.now - HOUR },
         { 3, "tagged", fx.alice, "[\"tag:srv\"]", true,
           "{\"NetInfo\":{\"PreferredDERP\":1}}", NULL, 0, 0 },
@@ -330,9 +331,48 @@ Test(mapper, peers)
     json_decref(r);
 }
 
+/* Node 2's key expired an hour ago. It is told of no one and may reach no one (it must log in
+ * again); the others see it Expired, with no way to reach it: no endpoints, no home DERP, a
+ * node key that is not its own. */
+Test(mapper, expired_node_sees_no_one_and_is_seen_expired)
+{
+    json_t *r = full(2), *me = json_object_get(r, "Node"), *p, *peers;
+    const char *key;
+
+    cr_expect_eq(json_array_size(json_object_get(r, "Peers")), 0);
+    cr_expect_eq(json_array_size(json_object_get(r, "PacketFilter")), 0, "an expired node may "
+                 "reach no one");
+    cr_expect_null(json_object_get(r, "SSHPolicy"));
+    cr_expect_eq(json_array_size(json_object_get(r, "UserProfiles")), 1);
+    cr_expect(json_is_true(json_object_get(me, "Expired")));
+    cr_expect_not_null(hs_json_str(me, "KeyExpiry"), "the client sees its key expired: "
+                       "NeedsLogin");
+    cr_expect_not(hs_has_prefix(hs_json_str(me, "Key"), "nodekey:6da774d5d774"),
+                  "its own Node carries its real key");
+    json_decref(r);
+
+    r = full(1);
+    peers = json_object_get(r, "Peers");
+    p = by_id(peers, 2);
+    cr_assert_not_null(p);
+    cr_expect(json_is_true(json_object_get(p, "Expired")));
+    cr_expect_not_null(hs_json_str(p, "KeyExpiry"));
+    cr_expect_eq(json_array_size(json_object_get(p, "Endpoints")), 0);
+    cr_expect_null(json_object_get(p, "HomeDERP"));
+    cr_expect_null(json_object_get(p, "DERP"));
+    key = hs_json_str(p, "Key");
+    cr_assert_not_null(key);
+    cr_expect(hs_has_prefix(key, "nodekey:6da774d5d774"), "Key = %s", key);
+    cr_expect_eq(strlen(key), strlen("nodekey:") + 64);
+    p = by_id(peers, 3);
+    cr_expect_not(hs_has_prefix(hs_json_str(p, "Key"), "nodekey:6da774d5d774"));
+    cr_expect_eq(json_integer_value(json_object_get(p, "HomeDERP")), 1);
+    json_decref(r);
+}
+
 Test(mapper, user_profiles_cover_every_user)
 {
-    json_t *r = full(2), *ups = json_object_get(r, "UserProfiles"), *u, *peers, *p;
+    json_t *r = full(4), *ups = json_object_get(r, "UserProfiles"), *u, *peers, *p;
     size_t i;
 
     cr_expect_eq(json_array_size(ups), 4);
@@ -769,7 +809,7 @@ static size_t expect_zstd_is_text(uint64_t self)
 
 Test(mapper, zstd_full_map_from_cached_runs)
 {
-    const uint64_t selves[] = { 1, 2, R, R + 1, R + 2, R + R / 2, 2 * R, 2 * R + 1, LAST };
+    const uint64_t selves[] = { 1, 4, R, R + 1, R + 2, R + R / 2, 2 * R, 2 * R + 1, LAST };
 
     add_nodes(LAST); /* ids 1..LAST: runs [0,R) [R,2R) [2R,LAST) */
     for (size_t i = 0; i < HS_ARRAY_LEN(selves); i++)
