@@ -30,6 +30,7 @@ struct api_request {
     size_t body_len;
     const char *authorization; /* the Authorization header, or NULL */
     bool trusted;              /* came in over the unix socket: no API key needed */
+    bool authenticated;        /* api_authenticate() passed on this request's headers */
     bool invalid_utf8;         /* a query value is not UTF-8: answered 400, nothing runs */
 };
 
@@ -47,8 +48,18 @@ struct api *api_new(const struct hs_config *cfg, struct store *st, struct auth *
                     struct state *state);
 void api_free(struct api *a);
 
-/* Returns false when the path is not under /api/ (the caller serves it elsewhere). */
+/* Returns false when the path is not /api or under /api/ (the caller serves it elsewhere). */
 bool api_handles(const char *path);
+
+/* The API key check, on the method, path and headers alone: call it before reading a body,
+ * so that nobody without a key makes the server hold one. true when the request may go on
+ * (the unix socket, the public OpenAPI document, a valid key); false with resp holding the
+ * answer (401 "Unauthorized" as headscale 0.29 words it, or a 500 when the key store
+ * fails), which the caller sends and frees with api_response_free. Every /api path needs a
+ * key, known or not, so that routes cannot be mapped without one. */
+bool api_authenticate(struct api *a, const struct api_request *req, struct api_response *resp);
+
+/* Authenticates (unless req->authenticated says the caller did), routes and answers. */
 void api_handle(struct api *a, const struct api_request *req, struct api_response *resp);
 void api_response_free(struct api_response *resp);
 

@@ -53,6 +53,7 @@ struct server {
 struct request {
     struct hs_buf body;
     bool too_big;
+    bool authenticated; /* the API key passed on the headers */
 };
 
 /* One listener's identity: the unix socket is trusted (no API key), TCP is not. */
@@ -132,6 +133,7 @@ static enum MHD_Result serve_api(struct listener *l, struct MHD_Connection *conn
         .body_len = rq->body.len,
         .authorization = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization"),
         .trusted = l->trusted,
+        .authenticated = rq->authenticated,
     };
     struct api_response resp = { 0 };
     enum MHD_Result ret;
@@ -147,6 +149,26 @@ static enum MHD_Result serve_api(struct listener *l, struct MHD_Connection *conn
     ret = send_body(conn, resp.status, resp.content_type, &resp.body);
     api_response_free(&resp);
     return ret;
+}
+
+/* The API key is checked on the headers, before libmicrohttpd reads any body: a refused
+ * request is answered at once (*ret) and its body never held (libmicrohttpd then closes
+ * the connection instead of reading on). */
+static void api_gate(struct listener *l, struct MHD_Connection *conn, const char *url,
+                     const char *method, struct request *rq, enum MHD_Result *ret)
+{
+    struct api_request req = {
+        .method = method,
+        .path = url,
+        .authorization = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization"),
+        .trusted = l->trusted,
+    };
+    struct api_response resp = { 0 };
+
+    rq->authenticated = api_authenticate(l->srv->api, &req, &resp);
+    if (!rq->authenticated)
+        *ret = send_body(conn, resp.status, resp.content_type, &resp.body);
+    api_response_free(&resp);
 }
 
 static enum MHD_Result serve_health(struct server *srv, struct MHD_Connection *conn)
@@ -300,13 +322,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 {
     struct listener *l = cls;
     struct request *rq = *req_cls;
+    enum MHD_Result ret = MHD_YES;
 
     (void)version;
     if (!rq) {
         rq = hs_xcalloc(1, sizeof(*rq));
         hs_buf_init(&rq->body, API_MAX_BODY);
         *req_cls = rq;
-        return MHD_YES;
+        if (api_handles(url))
+            api_gate(l, conn, url, method, rq, &ret);
+        return ret;
     }
     if (*upload_data_size) {
         /* Keep reading past the limit (and drop it) so the client gets a clean 413. */

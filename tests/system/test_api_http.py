@@ -25,12 +25,10 @@ def test_openapi_served_without_key(mserver):
 
 
 def _assert_401(st, hdrs, body, what):
+    """headscale 0.29.3's answer, word for word: it tells no caller why its key failed."""
     assert st == 401, f"{what}: expected 401, got {st} {body!r}"
-    assert isinstance(body, dict), f"{what}: 401 body not JSON: {body!r}"
-    for k in ("title", "status", "detail"):
-        assert k in body, f"{what}: 401 body lacks {k!r}: {body!r}"
-    assert body["status"] == 401
-    assert "json" in hdrs.get("content-type", ""), hdrs
+    assert body == "Unauthorized", f"{what}: 401 body: {body!r}"
+    assert hdrs.get("content-type") == "text/plain; charset=utf-8", hdrs
 
 
 @pytest.mark.parametrize("path", ["/api/v1/user", "/api/v1/apikey", "/api/v1/preauthkey",
