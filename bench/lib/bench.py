@@ -103,6 +103,10 @@ def server_config(tmp, port, db, pg=None, grpc=False, policy_db=False):
     if grpc:
         cfg["grpc_listen_addr"] = f"127.0.0.1:{free_port()}"
         cfg["grpc_allow_insecure"] = False
+    else:
+        # ours: the load generator is one address for thousands of clients connecting at
+        # once, which the per-address cap of the HTTP front door would otherwise refuse
+        cfg["tuning"] = {"http_max_connections_per_ip": 0}
     if db == "sqlite":
         cfg["database"] = {"type": "sqlite",
                            "sqlite": {"path": os.path.join(tmp, "db.sqlite"),

@@ -85,12 +85,15 @@ const char *net_addr_text(const struct sockaddr_storage *sa, socklen_t len, char
  * took over, sent best effort (a fresh socket takes a small reply); the caller closes next. */
 void net_conn_reply(struct net_conn *c, int status, const char *reason, const char *msg);
 
-/* ---- HTTP/1.1 request heads ---- */
+/* ---- HTTP/1.1 requests ---- */
 
 #define HTTP1_MAX_HEAD 8192
+#define HTTP1_MAX_CONTENT_LENGTH (UINT64_C(1) << 50)
+#define HTTP1_MAX_CHUNK_DIGITS 12   /* chunk-size in hex: up to 2^48 - 1 bytes */
+#define HTTP1_MAX_CHUNK_LINE 1024   /* chunk-size line with its extensions */
 
 /* A parsed head. Strings point into the caller's buffer (NUL-terminated in place). Only the
- * headers routing needs are kept; a missing one is NULL. */
+ * headers routing and framing need are kept; a missing one is NULL. */
 struct http1_head {
     const char *method;
     const char *target; /* path and query as sent */
@@ -98,13 +101,38 @@ struct http1_head {
     const char *ts_handshake;                  /* X-Tailscale-Handshake */
     const char *ws_key, *ws_version, *ws_protocol;
     const char *derp_fast_start;
-    int minor_version;                         /* HTTP/1.<minor> */
+    const char *content_length, *transfer_encoding;
+    const char *repeated; /* on -EINVAL: the header sent twice (lower case, static), or NULL */
+    int minor_version;    /* HTTP/1.<minor> */
 };
 
 /* Parses buf[0..len). Returns the head's length (through the blank line), -EAGAIN when more
- * bytes are needed, -EINVAL when malformed, -E2BIG when no head ends within HTTP1_MAX_HEAD.
- * buf must be writable and hold len+1 bytes; on success the head part is modified. */
+ * bytes are needed, -EINVAL when malformed (a header it keeps sent twice included), -E2BIG
+ * when no head ends within HTTP1_MAX_HEAD. buf must be writable and hold len+1 bytes; on
+ * success the head part is modified. */
 int http1_parse_head(char *buf, size_t len, struct http1_head *h);
+
+/* Where a request body ends, tracked byte by byte as it passes (no copy, no decoding). */
+struct http1_body {
+    uint8_t st;
+    uint8_t digits;  /* of the chunk-size being read */
+    uint32_t line;   /* bytes of the current chunk line, or of the whole trailer section */
+    uint64_t left;   /* bytes of the body (Content-Length) or of the chunk still to come */
+};
+
+/* What must hold of a parsed request before it is passed on (RFC 9112 §6.1, §6.3): not both
+ * Content-Length and Transfer-Encoding, one decimal Content-Length, chunked as the last
+ * coding and none in HTTP/1.0, no %00 in the target (a decoded NUL would cut a value). On
+ * success b is set to frame the body. -EINVAL (answer 400) or -EOPNOTSUPP (a coding other
+ * than chunked: 501) with *why, a static sentence. */
+int http1_request_body(const struct http1_head *h, struct http1_body *b, const char **why);
+
+/* Walks buf[0..len) as the next bytes of the body: returns how many belong to it (what
+ * follows is the next request), -EINVAL on broken chunked framing, -E2BIG when chunk lines
+ * or trailers pass their limits. */
+ssize_t http1_body_scan(struct http1_body *b, const char *buf, size_t len);
+/* Whether the whole body has passed (at once for a request without one). */
+bool http1_body_done(const struct http1_body *b);
 
 /* Whether a comma-separated header value lists token (case-insensitive). */
 bool http1_has_token(const char *value, const char *token);

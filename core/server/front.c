@@ -6,8 +6,14 @@
  *     that uses them;
  *   - every other request goes to libmicrohttpd over a socketpair this thread pumps (the
  *     REST API, the registration page, probes: small and few).
- * Slow or silent clients are bounded by a head deadline; a proxied connection that makes
- * no progress is cut. */
+ *
+ * Every request on a pumped connection is checked here before libmicrohttpd sees a byte of
+ * it: its head parsed, its framing unambiguous (RFC 9112 §6.3: a proxy in front and we must
+ * agree where each request ends, or one could hide a request in another's body), its body
+ * followed to its end so that the next head is found. A request's head and body must
+ * arrive within tuning.http_request_timeout from its first byte, however they trickle; a
+ * connection that makes no progress is cut; and there are caps on the connections held in
+ * total and per client address. Handed-off streams are not bound by any of this. */
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -26,13 +32,13 @@
 #include "server/server_internal.h"
 
 #define FRONT_EVENTS 256
-#define FRONT_HEAD_US (10 * INT64_C(1000000))   /* TLS handshake + request head */
+#define FRONT_HEAD_US (10 * INT64_C(1000000))   /* TLS handshake + first request head */
 #define FRONT_IDLE_US (120 * INT64_C(1000000))  /* proxied connection without progress */
-#define FRONT_MAX_CONNS 65536                   /* handshaking, reading heads, or proxied */
 #define FRONT_LINGER_US (2 * INT64_C(1000000))  /* reading after our FIN, before close */
+#define FRONT_WARN_US (10 * INT64_C(1000000))   /* one warning per kind in this long */
 #define PROXY_BUF 65536                         /* per direction */
 
-enum fstate { F_HANDSHAKE, F_HEAD, F_PROXY };
+enum fstate { F_HANDSHAKE, F_HEAD, F_PROXY, F_LINGER };
 
 struct fconn;
 
@@ -43,6 +49,13 @@ struct fside {
     uint32_t events; /* registered interest */
 };
 
+/* A request we answer ourselves instead of passing it on. */
+struct refusal {
+    int status;        /* 0: none */
+    const char *why;   /* static */
+    const char *field; /* a header sent twice (static), or NULL */
+};
+
 struct fconn {
     struct front *f;
     struct fconn *prev, *next;
@@ -51,14 +64,26 @@ struct fconn {
     struct net_conn *nc;
     struct sockaddr_storage addr;
     socklen_t addrlen;
-    int64_t deadline;
+    struct front_addr *slot; /* this client address's count, NULL when not counted */
+    int64_t deadline;     /* TLS + first head; then progress (proxied) or the linger */
+    int64_t req_deadline; /* the request being received is whole by then; 0: none pending */
     char *head; /* HTTP1_MAX_HEAD + 1 while reading the head */
     size_t headlen;
     /* proxying to libmicrohttpd */
     int pair;
     struct hs_buf up, down;
-    bool client_eof, pair_eof, pair_shut, lingering;
+    size_t checked; /* bytes at the front of up that are whole heads or body: only these go on */
+    size_t scanned; /* bytes after checked searched for a head's end without finding it */
+    struct http1_body body; /* the framing of the request passing up */
+    struct refusal refusal; /* a request that is not passed on: answered after the others */
+    bool client_eof, pair_eof, pair_shut;
     struct fside cside, pside;
+};
+
+/* Warnings about refused connections, at most one per FRONT_WARN_US and kind. */
+struct warn_limit {
+    int64_t next;
+    unsigned skipped;
 };
 
 struct front {
@@ -68,6 +93,8 @@ struct front {
     bool running;
     struct fconn *all, *dead;
     size_t count;
+    struct front_addrs *addrs;
+    struct warn_limit warn_total, warn_per_ip;
 };
 
 /* ---- bookkeeping ---- */
@@ -82,7 +109,8 @@ static void side_watch(struct fconn *fc, struct fside *s, int fd, uint32_t event
     epoll_ctl(fc->f->epfd, EPOLL_CTL_MOD, fd, &ev);
 }
 
-/* Takes fc out of epoll and the list; its memory goes at the end of the event batch. */
+/* Takes fc out of epoll, the list and its address's count; its memory goes at the end of
+ * the event batch. */
 static void fconn_unlink(struct fconn *fc)
 {
     struct front *f = fc->f;
@@ -97,6 +125,8 @@ static void fconn_unlink(struct fconn *fc)
     if (fc->next)
         fc->next->prev = fc->prev;
     f->count--;
+    front_addrs_put(f->addrs, fc->slot);
+    fc->slot = NULL;
     free(fc->head);
     fc->head = NULL;
     fc->dead = true;
@@ -104,15 +134,23 @@ static void fconn_unlink(struct fconn *fc)
     f->dead = fc;
 }
 
+static void proxy_buffers_free(struct fconn *fc)
+{
+    if (fc->pair >= 0) {
+        epoll_ctl(fc->f->epfd, EPOLL_CTL_DEL, fc->pair, NULL);
+        close(fc->pair);
+        fc->pair = -1;
+    }
+    hs_buf_free(&fc->up);
+    hs_buf_free(&fc->down);
+}
+
 /* Closes a connection the front door still owns. */
 static void fconn_free(struct fconn *fc)
 {
     fconn_unlink(fc);
-    if (fc->pair >= 0)
-        close(fc->pair);
+    proxy_buffers_free(fc);
     net_conn_close(fc->nc);
-    hs_buf_free(&fc->up);
-    hs_buf_free(&fc->down);
 }
 
 static void reap(struct front *f)
@@ -135,6 +173,90 @@ static void reply_and_close(struct fconn *fc, int status, const char *reason, co
 {
     net_conn_reply(fc->nc, status, reason, msg);
     fconn_free(fc);
+}
+
+/* Whether a warning of this kind is due now; counts the ones held back. */
+static bool warn_due(struct warn_limit *w, unsigned *skipped)
+{
+    int64_t now = hs_monotonic_us();
+
+    if (now < w->next) {
+        w->skipped++;
+        return false;
+    }
+    *skipped = w->skipped;
+    w->skipped = 0;
+    w->next = now + FRONT_WARN_US;
+    return true;
+}
+
+/* ---- lingering close ---- */
+
+/* Reads and drops what the client still sends, until it closes or the linger ends. */
+static void linger_drain(struct fconn *fc)
+{
+    char sink[4096];
+    ssize_t n;
+
+    for (int i = 0; i < 64; i++) {
+        n = net_conn_read(fc->nc, sink, sizeof(sink));
+        if (n == -EAGAIN)
+            return;
+        if (n <= 0) {
+            fconn_free(fc);
+            return;
+        }
+    }
+}
+
+/* Our answer is out: the client gets our FIN and a moment to read it before we close.
+ * Closing with its unread request bytes pending would reset the connection and could
+ * destroy the answer in flight (a lingering close). */
+static void linger(struct fconn *fc)
+{
+    proxy_buffers_free(fc);
+    free(fc->head);
+    fc->head = NULL;
+    net_conn_shutdown(fc->nc);
+    fc->st = F_LINGER;
+    fc->deadline = hs_monotonic_us() + FRONT_LINGER_US;
+    fc->req_deadline = 0;
+    side_watch(fc, &fc->cside, net_conn_fd(fc->nc), EPOLLIN);
+    linger_drain(fc);
+}
+
+static const char *status_reason(int status)
+{
+    switch (status) {
+    case 400: return "Bad Request";
+    case 431: return "Request Header Fields Too Large";
+    case 501: return "Not Implemented";
+    default: return "Error";
+    }
+}
+
+/* Sends the refusal (with Connection: close) and lingers. */
+static void refuse_now(struct fconn *fc, const struct refusal *r)
+{
+    char msg[160], who[NET_ADDR_TEXT];
+
+    if (r->field)
+        snprintf(msg, sizeof(msg), "header %s sent twice\n", r->field);
+    else
+        snprintf(msg, sizeof(msg), "%s\n", r->why);
+    log_debug("server: %s: %d: %s", peer(fc, who, sizeof(who)), r->status, msg);
+    net_conn_reply(fc->nc, r->status, status_reason(r->status), msg);
+    linger(fc);
+}
+
+/* What to answer a head that failed to parse (hlen < 0) or to check (rc < 0, why). */
+static struct refusal head_refusal(int hlen, const struct http1_head *h, int rc, const char *why)
+{
+    if (hlen == -E2BIG)
+        return (struct refusal){ 431, "request head too large", NULL };
+    if (hlen < 0)
+        return (struct refusal){ 400, "malformed HTTP request", h->repeated };
+    return (struct refusal){ rc == -EOPNOTSUPP ? 501 : 400, why, NULL };
 }
 
 /* ---- handing upgrades to the loops ---- */
@@ -265,41 +387,131 @@ static void proxy_watch(struct fconn *fc)
         ce |= EPOLLOUT;
     if (!fc->pair_eof && fc->down.len < PROXY_BUF)
         pe |= EPOLLIN;
-    if (fc->up.len)
+    if (fc->checked && !fc->pair_shut)
         pe |= EPOLLOUT;
     side_watch(fc, &fc->cside, net_conn_fd(fc->nc), ce);
     if (fc->pair >= 0)
         side_watch(fc, &fc->pside, fc->pair, pe);
 }
 
-/* Moves what it can in both directions. false when the connection is finished. */
-/* client → libmicrohttpd. Once libmicrohttpd stopped reading (it answered early, say a
- * 413 to an oversized body), what the client still sends is dropped. */
+/* Nothing more goes to libmicrohttpd: what is not checked is dropped, and once the checked
+ * rest is out it sees the end of the stream, answers what it has and closes. */
+static void refuse_later(struct fconn *fc, struct refusal r)
+{
+    fc->refusal = r;
+    fc->req_deadline = 0;
+    hs_buf_truncate(&fc->up, fc->checked);
+}
+
+/* A head at the front of p[0..n), once whole: parsed and checked on a copy (the parser
+ * writes into its buffer; the bytes go on as sent). false to wait for more bytes. */
+static bool check_head(struct fconn *fc, const char *p, size_t n)
+{
+    char copy[HTTP1_MAX_HEAD + 1];
+    struct http1_head h;
+    const char *why = NULL;
+    size_t from = fc->scanned > 3 ? fc->scanned - 3 : 0, m = n < HTTP1_MAX_HEAD ? n : HTTP1_MAX_HEAD;
+    int hlen, rc = 0;
+
+    /* Search only the new bytes for the blank line: a head trickling in a byte at a time
+     * must not cost a parse per byte. */
+    if (!memmem(p + from, m - from, "\r\n\r\n", 4)) {
+        fc->scanned = m;
+        if (n >= HTTP1_MAX_HEAD)
+            refuse_later(fc, (struct refusal){ 431, "request head too large", NULL });
+        return false;
+    }
+    memcpy(copy, p, m);
+    hlen = http1_parse_head(copy, m, &h);
+    if (hlen < 0 || (rc = http1_request_body(&h, &fc->body, &why)) < 0) {
+        refuse_later(fc, head_refusal(hlen, &h, rc, why));
+        return false;
+    }
+    fc->checked += (size_t)hlen;
+    fc->scanned = 0;
+    return true;
+}
+
+/* Moves fc->checked over what has arrived: each head is checked whole before any of it
+ * goes on, each body is followed to its end by its framing. The clock of a request runs
+ * from its first byte (an empty line before it included) to its last; the first request's
+ * from the accept. Between requests only the idle timeout applies. */
+static void check_up(struct fconn *fc)
+{
+    while (fc->checked < fc->up.len && !fc->refusal.status) {
+        const char *p = fc->up.data + fc->checked;
+        size_t n = fc->up.len - fc->checked;
+        ssize_t k;
+
+        if (!http1_body_done(&fc->body)) {
+            if ((k = http1_body_scan(&fc->body, p, n)) < 0) {
+                refuse_later(fc, (struct refusal){ 400, "broken chunked framing", NULL });
+                return;
+            }
+            fc->checked += (size_t)k;
+            if (http1_body_done(&fc->body))
+                fc->req_deadline = 0;
+            continue;
+        }
+        if (!fc->req_deadline)
+            fc->req_deadline = hs_monotonic_us() + fc->f->deps.request_us;
+        if (n >= 2 && p[0] == '\r' && p[1] == '\n') {
+            fc->checked += 2; /* an empty line before a request is ignored (RFC 9112 §2.2) */
+            fc->scanned = 0;
+        } else if (!check_head(fc, p, n)) {
+            break;
+        } else if (http1_body_done(&fc->body)) {
+            fc->req_deadline = 0;
+        }
+    }
+}
+
+/* client → libmicrohttpd. */
+static void read_client(struct fconn *fc, bool *progress)
+{
+    size_t room = PROXY_BUF - fc->up.len;
+    ssize_t n;
+
+    if (fc->client_eof || !room || hs_buf_reserve(&fc->up, room) < 0)
+        return;
+    n = net_conn_read(fc->nc, fc->up.data + fc->up.len, room);
+    if (n > 0) {
+        fc->up.len += (size_t)n;
+        *progress = true;
+    } else if (n != -EAGAIN) {
+        fc->client_eof = true;
+    }
+}
+
+/* Once libmicrohttpd stopped reading (it answered early, say a 401 before the body), what
+ * the client still sends is dropped. */
 static void move_up(struct fconn *fc, bool *progress)
 {
     ssize_t n;
 
-    if (!fc->client_eof && fc->up.len < PROXY_BUF && hs_buf_reserve(&fc->up, PROXY_BUF) == 0) {
-        n = net_conn_read(fc->nc, fc->up.data + fc->up.len, PROXY_BUF - fc->up.len);
-        if (n > 0) {
-            fc->up.len += (size_t)n;
-            *progress = true;
-        } else if (n != -EAGAIN) {
-            fc->client_eof = true;
-        }
+    read_client(fc, progress);
+    if (fc->pair_shut || fc->refusal.status) {
+        fc->checked = fc->pair_shut ? fc->up.len : fc->checked;
+        hs_buf_truncate(&fc->up, fc->checked); /* refused: nothing past the last request */
+    } else {
+        check_up(fc);
     }
-    if (fc->up.len) {
-        n = fc->pair_shut ? (ssize_t)fc->up.len
-                          : hs_write_nonblock(fc->pair, fc->up.data, fc->up.len);
+    if (fc->checked) {
+        n = fc->pair_shut ? (ssize_t)fc->checked
+                          : hs_write_nonblock(fc->pair, fc->up.data, fc->checked);
         if (n < 0) {
             shutdown(fc->pair, SHUT_WR);
             fc->pair_shut = true;
-            n = (ssize_t)fc->up.len;
+            n = (ssize_t)fc->checked;
         }
         hs_buf_consume(&fc->up, (size_t)n);
+        fc->checked -= (size_t)n;
         *progress |= n > 0;
     }
-    if (fc->client_eof && !fc->up.len && !fc->pair_shut) {
+    /* The end of the stream: the client's, or ours after a refusal. A partial head left
+     * behind by the client is dropped: libmicrohttpd could not answer it either. */
+    if ((fc->client_eof || fc->refusal.status) && !fc->checked && !fc->pair_shut) {
+        hs_buf_reset(&fc->up);
         shutdown(fc->pair, SHUT_WR);
         fc->pair_shut = true;
     }
@@ -307,7 +519,7 @@ static void move_up(struct fconn *fc, bool *progress)
 
 /* libmicrohttpd is done with the connection: our end goes too. Kept open, the socketpair
  * would report EPOLLHUP on every wait (whatever the mask) while the client still reads the
- * response or lingers. What the client still sends is dropped. */
+ * response or lingers. */
 static void pair_close(struct fconn *fc)
 {
     epoll_ctl(fc->f->epfd, EPOLL_CTL_DEL, fc->pair, NULL);
@@ -320,10 +532,11 @@ static void pair_close(struct fconn *fc)
 /* libmicrohttpd → client. */
 static bool move_down(struct fconn *fc, bool *progress)
 {
+    size_t room = PROXY_BUF - fc->down.len;
     ssize_t n;
 
-    if (!fc->pair_eof && fc->down.len < PROXY_BUF && hs_buf_reserve(&fc->down, PROXY_BUF) == 0) {
-        n = read(fc->pair, fc->down.data + fc->down.len, PROXY_BUF - fc->down.len);
+    if (!fc->pair_eof && room && hs_buf_reserve(&fc->down, room) == 0) {
+        n = read(fc->pair, fc->down.data + fc->down.len, room);
         if (n > 0) {
             fc->down.len += (size_t)n;
             *progress = true;
@@ -339,44 +552,48 @@ static bool move_down(struct fconn *fc, bool *progress)
     return true;
 }
 
-/* Moves what it can both ways. false when the connection is finished. When libmicrohttpd
- * is done and its last bytes are out, the client gets our FIN and a moment to read them
- * before we close: closing with its unread request bytes pending would reset the
- * connection and could destroy the response in flight (a lingering close). */
-static bool proxy_move(struct fconn *fc, bool *progress)
+enum pump { PUMP_ON, PUMP_DONE, PUMP_LINGER, PUMP_REFUSE };
+
+/* Moves what it can both ways and says what comes next. When libmicrohttpd is done and its
+ * last bytes are out, the client gets our refusal if there is one, then a lingering close
+ * (or the close at once when it has closed its side). */
+static enum pump proxy_move(struct fconn *fc, bool *progress)
 {
     move_up(fc, progress);
     if (!move_down(fc, progress))
-        return false;
+        return PUMP_DONE;
     if (!fc->pair_eof || fc->down.len || net_conn_backlog(fc->nc))
-        return true;
-    if (fc->client_eof)
-        return false;
-    if (!fc->lingering) {
-        fc->lingering = true;
-        net_conn_shutdown(fc->nc);
-        fc->deadline = hs_monotonic_us() + FRONT_LINGER_US;
-    }
-    fc->up.len = 0;
-    return true;
+        return PUMP_ON;
+    if (fc->refusal.status)
+        return PUMP_REFUSE;
+    return fc->client_eof ? PUMP_DONE : PUMP_LINGER;
 }
 
 static void proxy_pump(struct fconn *fc)
 {
     for (int round = 0; round < 16; round++) {
         bool progress = false;
-        if (!proxy_move(fc, &progress)) {
+        switch (proxy_move(fc, &progress)) {
+        case PUMP_ON:
+            break;
+        case PUMP_DONE:
             fconn_free(fc);
+            return;
+        case PUMP_LINGER:
+            linger(fc);
+            return;
+        case PUMP_REFUSE:
+            refuse_now(fc, &fc->refusal);
             return;
         }
         if (!progress)
             break;
-        if (!fc->lingering)
-            fc->deadline = hs_monotonic_us() + FRONT_IDLE_US;
+        fc->deadline = hs_monotonic_us() + FRONT_IDLE_US;
     }
     proxy_watch(fc);
 }
 
+/* The first request (its head already checked) and what came after it start the pump. */
 static void route_proxy(struct fconn *fc)
 {
     struct epoll_event ev = { .events = 0, .data.ptr = &fc->pside };
@@ -397,9 +614,10 @@ static void route_proxy(struct fconn *fc)
     }
     fc->pair = sv[0];
     fc->st = F_PROXY;
+    fc->deadline = hs_monotonic_us() + FRONT_IDLE_US;
     hs_buf_init(&fc->up, PROXY_BUF + 1);
     hs_buf_init(&fc->down, PROXY_BUF + 1);
-    hs_buf_append(&fc->up, fc->head, fc->headlen); /* the request as read so far */
+    hs_buf_append(&fc->up, fc->head, fc->headlen); /* checked again as it goes up */
     free(fc->head);
     fc->head = NULL;
     fc->headlen = 0;
@@ -431,38 +649,56 @@ static void route(struct fconn *fc, const struct http1_head *h, size_t hlen)
         route_derp(fc, h, ws);
 }
 
-static void read_head(struct fconn *fc)
+/* Reads what the client sent so far: false when the connection is gone. *eof when the
+ * client closed its side (it may still wait for the answer to what it sent). */
+static bool read_some_head(struct fconn *fc, bool *eof)
 {
-    struct http1_head h;
     ssize_t n;
-    int hlen;
 
     while (fc->headlen < HTTP1_MAX_HEAD) {
         n = net_conn_read(fc->nc, fc->head + fc->headlen, HTTP1_MAX_HEAD - fc->headlen);
         if (n == -EAGAIN)
-            break;
-        if (n <= 0) {
+            return true;
+        if (n == 0) {
+            *eof = true;
+            return true;
+        }
+        if (n < 0) {
             fconn_free(fc);
-            return;
+            return false;
         }
         fc->headlen += (size_t)n;
     }
-    /* The parser writes NULs into the head: parse a copy, keep the bytes as sent. */
+    return true;
+}
+
+static void read_head(struct fconn *fc)
+{
     char copy[HTTP1_MAX_HEAD + 1];
+    struct http1_head h;
+    struct http1_body body;
+    struct refusal r;
+    const char *why = NULL;
+    bool eof = false;
+    int hlen, rc = 0;
+
+    if (!read_some_head(fc, &eof))
+        return;
+    /* The parser writes NULs into the head: parse a copy, keep the bytes as sent. */
     memcpy(copy, fc->head, fc->headlen);
     hlen = http1_parse_head(copy, fc->headlen, &h);
-    if (hlen == -EAGAIN) {
+    if (hlen == -EAGAIN && eof) {
+        fconn_free(fc);
+    } else if (hlen == -EAGAIN) {
         side_watch(fc, &fc->cside, net_conn_fd(fc->nc),
                    EPOLLIN | (net_conn_wants_write(fc->nc) ? EPOLLOUT : 0));
-        return;
+    } else if (hlen < 0 || (rc = http1_request_body(&h, &body, &why)) < 0) {
+        r = head_refusal(hlen, &h, rc, why);
+        refuse_now(fc, &r);
+    } else {
+        fc->client_eof = eof;
+        route(fc, &h, (size_t)hlen);
     }
-    if (hlen < 0) {
-        reply_and_close(fc, hlen == -E2BIG ? 431 : 400,
-                        hlen == -E2BIG ? "Request Header Fields Too Large" : "Bad Request",
-                        "malformed HTTP request\n");
-        return;
-    }
-    route(fc, &h, (size_t)hlen);
 }
 
 static void handshake(struct fconn *fc)
@@ -508,31 +744,91 @@ static void fconn_event(struct fside *s, uint32_t events)
     case F_PROXY:
         proxy_pump(fc);
         break;
+    case F_LINGER:
+        linger_drain(fc);
+        break;
     }
 }
 
 /* ---- accepting ---- */
 
+/* A connection over a cap gets a plain answer and is closed at once, best effort: it holds
+ * nothing here, not even a lingering close (the client may not have sent its request yet;
+ * if it has, a reset may beat the answer). Over TLS there is no answer without the very
+ * handshake we refuse to spend: the connection is just closed. */
+static void refuse_at_accept(struct front *f, int fd, const char *msg)
+{
+    char resp[512], sink[4096];
+    int n;
+
+    if (!f->deps.tls) {
+        n = snprintf(resp, sizeof(resp),
+                     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; "
+                     "charset=utf-8\r\nContent-Length: %zu\r\nRetry-After: 10\r\n"
+                     "Connection: close\r\n\r\n%s", strlen(msg), msg);
+        if (n > 0 && (size_t)n < sizeof(resp) &&
+            send(fd, resp, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) == n) {
+            shutdown(fd, SHUT_WR);
+            while (recv(fd, sink, sizeof(sink), MSG_DONTWAIT) > 0)
+                ;
+        }
+    }
+    close(fd);
+}
+
+/* The caps: total first (the server's memory), then the client's address. 0 when fd may
+ * be taken, with *slot to count it under its address. */
+static int admit(struct front *f, int fd, const struct sockaddr_storage *sa, socklen_t len,
+                 struct front_addr **slot)
+{
+    char who[NET_ADDR_TEXT];
+    unsigned skipped;
+
+    if (f->count >= f->deps.max_conns) {
+        if (warn_due(&f->warn_total, &skipped))
+            log_warnx("server: %zu HTTP connections are open (tuning.http_max_connections): "
+                      "refusing new ones (%u more refused since the last warning)",
+                      f->count, skipped);
+        refuse_at_accept(f, fd, "the server is busy: too many connections\n");
+        return -EMFILE;
+    }
+    if (front_addrs_take(f->addrs, sa, slot) < 0) {
+        if (warn_due(&f->warn_per_ip, &skipped))
+            log_warnx("server: %s holds %u HTTP connections "
+                      "(tuning.http_max_connections_per_ip): refusing more; a reverse proxy "
+                      "belongs in trusted_proxies (%u more refused since the last warning)",
+                      net_addr_text(sa, len, who, sizeof(who)), f->deps.max_conns_per_ip,
+                      skipped);
+        refuse_at_accept(f, fd, "too many connections from your address\n");
+        return -EMFILE;
+    }
+    return 0;
+}
+
 static void accept_one(struct front *f, int fd, const struct sockaddr_storage *sa, socklen_t len)
 {
     struct fconn *fc;
     struct net_conn *nc;
+    struct front_addr *slot;
     struct epoll_event ev = { .events = EPOLLIN };
+    int64_t now = hs_monotonic_us(), head_us = f->deps.request_us;
 
-    if (f->count >= FRONT_MAX_CONNS) {
-        log_warnx("server: %d connections are being set up: refusing one", FRONT_MAX_CONNS);
-        close(fd);
+    if (admit(f, fd, sa, len, &slot) < 0)
         return;
-    }
-    if (!(nc = net_conn_new(fd, f->deps.tls)))
+    if (!(nc = net_conn_new(fd, f->deps.tls))) {
+        front_addrs_put(f->addrs, slot);
         return; /* it closed fd */
+    }
     fc = hs_xcalloc(1, sizeof(*fc));
     fc->f = f;
     fc->nc = nc;
     fc->pair = -1;
     fc->addr = *sa;
     fc->addrlen = len;
-    fc->deadline = hs_monotonic_us() + FRONT_HEAD_US;
+    fc->slot = slot;
+    fc->deadline = now + (head_us < FRONT_HEAD_US ? head_us : FRONT_HEAD_US);
+    fc->req_deadline = now + f->deps.request_us;
+    fc->body = (struct http1_body){ 0 };
     fc->cside = (struct fside){ .fc = fc, .events = EPOLLIN };
     fc->pside = (struct fside){ .fc = fc, .pair = true };
     ev.data.ptr = &fc->cside;
@@ -564,8 +860,23 @@ static void accept_all(struct front *f)
     }
 }
 
-/* Drops connections past their deadline: a head that never came, a proxied connection
- * that stopped moving. */
+/* Whether fc is past a deadline: a head that never came, a request that did not arrive
+ * whole in time (however steadily it trickled), a proxied connection that stopped moving,
+ * a linger that ran out. */
+static bool expired(const struct fconn *fc, int64_t now)
+{
+    char who[NET_ADDR_TEXT];
+
+    if (now >= fc->deadline)
+        return true;
+    if (fc->st != F_PROXY || !fc->req_deadline || now < fc->req_deadline)
+        return false;
+    log_debug("server: %s: request not received within %llds: closing",
+              peer(fc, who, sizeof(who)),
+              (long long)(fc->f->deps.request_us / HS_USEC_PER_SEC));
+    return true;
+}
+
 static void sweep(struct front *f)
 {
     int64_t now = hs_monotonic_us();
@@ -573,7 +884,7 @@ static void sweep(struct front *f)
 
     for (; fc; fc = next) {
         next = fc->next;
-        if (now >= fc->deadline)
+        if (expired(fc, now))
             fconn_free(fc);
     }
 }
@@ -608,6 +919,8 @@ int front_start(const struct front_deps *deps, struct front **out)
     struct epoll_event eev = { .events = EPOLLIN, .data.ptr = f };
 
     f->deps = *deps;
+    f->deps.trusted_proxies = NULL; /* read here only */
+    f->addrs = front_addrs_new(deps->trusted_proxies, deps->max_conns_per_ip);
     f->epfd = epoll_create1(EPOLL_CLOEXEC);
     f->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (f->epfd < 0 || f->evfd < 0 ||
@@ -643,6 +956,7 @@ void front_stop(struct front *f)
     while (f->all)
         fconn_free(f->all);
     reap(f);
+    front_addrs_free(f->addrs);
     if (f->deps.listen_fd >= 0)
         close(f->deps.listen_fd);
     if (f->evfd >= 0)

@@ -379,11 +379,16 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     log_debug("http: %s", msg);
 }
 
-/* fd < 0: no listening socket, connections come from the front door (MHD_add_connection). */
+/* fd < 0: no listening socket, connections come from the front door (MHD_add_connection).
+ * Those are watched with poll, not epoll: the front door ends a stream with its last bytes
+ * (a client that half-closed, a request refused mid-body), and libmicrohttpd's
+ * edge-triggered epoll loop, having read those bytes, never sees the end that came with
+ * them and waits out its timeout instead of answering or closing. Level-triggered poll sees
+ * it; the front door's connections are few (API calls, probes), so poll costs nothing. */
 static struct MHD_Daemon *start_daemon(struct listener *l, int fd)
 {
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
-                     MHD_USE_ITC | (fd < 0 ? MHD_USE_NO_LISTEN_SOCKET : 0);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | (fd < 0 ? MHD_USE_POLL : MHD_USE_EPOLL) |
+                     MHD_USE_ERROR_LOG | MHD_USE_ITC | (fd < 0 ? MHD_USE_NO_LISTEN_SOCKET : 0);
     struct MHD_OptionItem opts[] = {
         { MHD_OPTION_THREAD_POOL_SIZE, SERVER_HTTP_THREADS, NULL },
         { MHD_OPTION_CONNECTION_TIMEOUT, SERVER_CONN_TIMEOUT_S, NULL },
@@ -422,6 +427,10 @@ static int start_tcp(struct server *srv)
     deps.control = control_service_control(srv->svc);
     deps.derp = srv->derp;
     deps.mhd = srv->tcp;
+    deps.request_us = cfg->tuning_http_request_timeout_us;
+    deps.max_conns = (unsigned)cfg->tuning_http_max_connections;
+    deps.max_conns_per_ip = (unsigned)cfg->tuning_http_max_connections_per_ip;
+    deps.trusted_proxies = &cfg->trusted_proxies;
     if ((rc = front_start(&deps, &srv->front)) < 0)
         return rc;
     log_info("server: listening on %s (%s), server_url %s", cfg->listen_addr,

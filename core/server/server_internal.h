@@ -14,17 +14,34 @@ int listen_tcp(const char *addr);
 int listen_unix(const char *path, unsigned mode);
 
 /* The front door of the TCP listener (front.c): it accepts, terminates TLS, and sends
- * /ts2021 and /derp upgrades to their loops and every other request to mhd. */
+ * /ts2021 and /derp upgrades to their loops and every other request to mhd, checking the
+ * framing of each. The limits bound connections it holds (being set up, reading a head, or
+ * carrying HTTP requests), never the streams it handed on. */
 struct front_deps {
     int listen_fd;            /* owned by the front door from front_start() on */
     struct net_tls *tls;      /* NULL for plain HTTP */
     struct control *control;
     struct derp_server *derp; /* NULL when the embedded DERP server is off */
     struct MHD_Daemon *mhd;   /* started without a listening socket */
+    int64_t request_us;       /* a request's head and body arrive within this */
+    unsigned max_conns;       /* in total */
+    unsigned max_conns_per_ip; /* 0: no cap */
+    const struct hs_strv *trusted_proxies; /* not capped per address; read at start only */
 };
 struct front;
 int front_start(const struct front_deps *deps, struct front **out);
 /* Stops accepting and closes what it has not handed on; before the loops and mhd stop. */
 void front_stop(struct front *f);
+
+/* Connections per client address (front_addr.c). */
+struct front_addr;
+struct front_addrs;
+struct front_addrs *front_addrs_new(const struct hs_strv *trusted, unsigned per_address);
+void front_addrs_free(struct front_addrs *a);
+/* Counts a connection from sa: 0 with *slot to give back with front_addrs_put (NULL when
+ * the address is not counted), or -EMFILE when the address holds its share already. */
+int front_addrs_take(struct front_addrs *a, const struct sockaddr_storage *sa,
+                     struct front_addr **slot);
+void front_addrs_put(struct front_addrs *a, struct front_addr *slot);
 
 #endif

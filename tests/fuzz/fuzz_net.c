@@ -1,6 +1,9 @@
-/* net: hostile bytes at the front door. The first byte picks the parser: the HTTP/1 request
- * head (and the query decoder on its target), or a WebSocket stream decoded by a real
- * connection (ping/close replies queued, payload handed out in pieces). */
+/* net: hostile bytes at the front door. The first byte picks the parser (mod 3): 0 the
+ * HTTP/1 request head (and the query decoder on its target), 1 a WebSocket stream decoded by
+ * a real connection (ping/close replies queued, payload handed out in pieces), 2 a stream of
+ * requests framed as the front door frames a proxied connection: each head checked, each
+ * body followed to its end (Content-Length or chunked) in pieces of a size the next byte
+ * sets. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,13 +38,64 @@ static void fuzz_ws(const uint8_t *data, size_t size)
     net_conn_close(c);
 }
 
+/* The next head at data[0..size): its length (then *b frames its body), or 0 to stop. */
+static size_t stream_head(const uint8_t *data, size_t size, struct http1_body *b)
+{
+    char buf[HTTP1_MAX_HEAD + 1];
+    size_t m = size < HTTP1_MAX_HEAD ? size : HTTP1_MAX_HEAD;
+    struct http1_head h;
+    const char *why = NULL;
+    int hlen;
+
+    memcpy(buf, data, m);
+    buf[m] = '\0';
+    hlen = http1_parse_head(buf, m, &h);
+    if (hlen <= 0 || http1_request_body(&h, b, &why) < 0)
+        return 0;
+    return (size_t)hlen;
+}
+
+static void fuzz_stream(const uint8_t *data, size_t size)
+{
+    struct http1_body b = { 0 };
+    size_t off = 0, step, n, hlen;
+    ssize_t k;
+
+    if (size < 1)
+        return;
+    step = (size_t)data[0] % 16 + 1;
+    data++;
+    size--;
+    while (off < size) {
+        if (http1_body_done(&b)) {
+            if (!(hlen = stream_head(data + off, size - off, &b)))
+                return;
+            off += hlen;
+            continue;
+        }
+        n = step < size - off ? step : size - off;
+        if ((k = http1_body_scan(&b, (const char *)data + off, n)) < 0)
+            return;
+        if ((size_t)k > n || (k == 0 && !http1_body_done(&b)))
+            abort(); /* the scan took what it was not given, or stalled */
+        off += (size_t)k;
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 1 || size > HTTP1_MAX_HEAD + 1024)
+    if (size < 1 || size > 4 * HTTP1_MAX_HEAD)
         return 0;
-    if (data[0] & 1)
+    switch (data[0] % 3) {
+    case 1:
         fuzz_ws(data + 1, size - 1);
-    else
+        break;
+    case 2:
+        fuzz_stream(data + 1, size - 1);
+        break;
+    default:
         fuzz_head(data + 1, size - 1);
+        break;
+    }
     return 0;
 }

@@ -97,6 +97,129 @@ Test(http1, tokens_paths_and_query)
     cr_assert_eq(http1_query_param("/x?a=0123456789", "a", out, 5), -EINVAL);
 }
 
+/* ---- request framing ---- */
+
+/* Parses the head of req and checks it: the http1_request_body result, why on failure. */
+static int frame(const char *req, struct http1_body *b, const char **why)
+{
+    static char buf[HTTP1_MAX_HEAD + 1];
+    struct http1_head h;
+    int n = parse(req, &h, buf);
+
+    cr_assert_gt(n, 0, "head does not parse: %s", req);
+    *why = NULL;
+    return http1_request_body(&h, b, why);
+}
+
+Test(http1, framing_that_is_refused)
+{
+    static const struct {
+        const char *req;
+        int rc;
+    } bad[] = {
+        { "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", -EINVAL },
+        { "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n", -EINVAL },
+        { "POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n", -EINVAL },
+        { "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", -EINVAL },
+        { "POST / HTTP/1.1\r\nContent-Length: 0x10\r\n\r\n", -EINVAL },
+        { "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n", -EINVAL },
+        { "POST / HTTP/1.1\r\nContent-Length: \r\n\r\n", -EINVAL },
+        { "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", -EINVAL },
+        { "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", -EINVAL },
+        { "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", -EOPNOTSUPP },
+        { "GET /api/v1/user/alice%00xyz HTTP/1.1\r\n\r\n", -EINVAL },
+        { "GET /api/v1/user?name=a%00 HTTP/1.1\r\n\r\n", -EINVAL },
+    };
+    struct http1_body b;
+    const char *why;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cr_expect_eq(frame(bad[i].req, &b, &why), bad[i].rc, "accepted: %s", bad[i].req);
+        cr_expect_not_null(why, "no reason for: %s", bad[i].req);
+    }
+}
+
+Test(http1, repeated_length_is_named)
+{
+    static char buf[HTTP1_MAX_HEAD + 1];
+    struct http1_head h;
+
+    cr_assert_eq(parse("POST / HTTP/1.1\r\nContent-Length: 2\r\ncontent-length: 3\r\n\r\n",
+                       &h, buf), -EINVAL);
+    cr_assert_str_eq(h.repeated, "content-length");
+    cr_assert_eq(parse("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+                       "Transfer-Encoding: chunked\r\n\r\n", &h, buf), -EINVAL);
+    cr_assert_str_eq(h.repeated, "transfer-encoding");
+}
+
+/* Feeds body in pieces of step bytes (0: all at once); the bytes taken before the end. */
+static ssize_t scan_in_steps(struct http1_body *b, const char *body, size_t len, size_t step)
+{
+    size_t off = 0;
+
+    while (off < len && !http1_body_done(b)) {
+        size_t n = step && step < len - off ? step : len - off;
+        ssize_t k = http1_body_scan(b, body + off, n);
+        if (k < 0)
+            return k;
+        cr_assert_leq((size_t)k, n);
+        off += (size_t)k;
+        if ((size_t)k < n)
+            break; /* the rest is the next request */
+    }
+    return (ssize_t)off;
+}
+
+Test(http1, bodies_end_where_their_framing_says)
+{
+    static const char chunked[] = "5;ext=\"a b\"\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n"
+                                  "0\r\nX-Trailer: 1\r\n\r\nGET /next";
+    static const char length[] = "0123456789GET /next";
+    size_t steps[] = { 0, 1, 2, 3, 7 };
+    struct http1_body b;
+    const char *why;
+
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        cr_assert_eq(frame("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n", &b, &why), 0);
+        cr_assert_eq(scan_in_steps(&b, chunked, strlen(chunked), steps[i]),
+                     (ssize_t)(strstr(chunked, "GET") - chunked), "step %zu", steps[i]);
+        cr_assert(http1_body_done(&b));
+        cr_assert_eq(frame("POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n", &b, &why), 0);
+        cr_assert_eq(scan_in_steps(&b, length, strlen(length), steps[i]), 10);
+        cr_assert(http1_body_done(&b));
+    }
+    cr_assert_eq(frame("GET / HTTP/1.1\r\n\r\n", &b, &why), 0);
+    cr_assert(http1_body_done(&b)); /* neither header: no body */
+    cr_assert_eq(http1_body_scan(&b, "GET", 3), 0);
+}
+
+Test(http1, broken_chunks_are_refused)
+{
+    static const char *bad[] = {
+        "zz\r\n",                  /* not hex */
+        "\r\n",                    /* no size */
+        "5\nhello\r\n",            /* bare LF */
+        "5\r\nhelloX\r\n",          /* data longer than its size */
+        "5;a\nb\r\n",              /* LF inside an extension */
+        "1000000000000\r\n",       /* 13 hex digits */
+        "0\r\nX: a\nb\r\n\r\n",     /* bare LF in a trailer */
+        "0\r\n\rX",                /* CR without LF at the end */
+    };
+    struct http1_body b;
+    const char *why;
+    char line[HTTP1_MAX_CHUNK_LINE + 8];
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cr_assert_eq(frame("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", &b, &why), 0);
+        cr_expect_lt(scan_in_steps(&b, bad[i], strlen(bad[i]), 1), 0, "accepted: %s", bad[i]);
+    }
+    /* Framing that is all extension, no data, stops at its limit. */
+    memset(line, 'a', sizeof(line));
+    memcpy(line, "1;", 2);
+    cr_assert_eq(frame("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", &b, &why), 0);
+    cr_assert_eq(http1_body_scan(&b, line, sizeof(line)), -E2BIG);
+}
+
 /* ---- WebSocket codec ---- */
 
 Test(ws, accept_key_rfc6455_example)
