@@ -47,20 +47,6 @@ static void encode_failed(struct control_service *s, uint64_t conn_id)
     control_close_conn(s->ctl, conn_id);
 }
 
-/* Encodes and queues one message on a stream. */
-static void session_send(struct control_service *s, uint64_t conn_id, int32_t stream_id,
-                         bool zstd, const json_t *msg, bool first, bool end)
-{
-    struct hs_buf out;
-
-    hs_buf_init(&out, MAPPER_MAX_FRAME + 8);
-    if (mapper_encode(msg, zstd, &out) < 0)
-        encode_failed(s, conn_id);
-    else
-        session_write(s, conn_id, stream_id, &out, first, end);
-    hs_buf_free(&out);
-}
-
 /* Builds and sends the full map under the state read lock; -ENOENT if the node is gone.
  * net: the compiled policy to build it under (NULL: the current one). told (may be NULL) gets
  * what the map told about the policy, its net referenced when it was given, else unpinned
@@ -529,8 +515,10 @@ static void send_delta(struct control_service *s, const struct batch *b, const s
     struct mapper_policy_state told = t->told;
     struct mapper_plan p;
     struct shared *e = NULL;
-    json_t *m = NULL;
+    struct hs_buf own;
+    int rc = -ENODATA;
 
+    hs_buf_init(&own, MAPPER_MAX_FRAME + 8);
     state_rdlock(s->state);
     if (sees_batch_whole(t, b)) {
         if (!generic->built) {
@@ -545,15 +533,18 @@ static void send_delta(struct control_service *s, const struct batch *b, const s
         if (!mapper_plan_empty(&p) &&
             (!mapper_plan_shareable(&p) || batch_mentions(b, t->node_id) ||
              !(e = share_get(s, tb, &p))))
-            m = mapper_plan_delta(s->mapper, s->state, t->node_id, &p, hs_now_us());
+            rc = mapper_plan_encoded(s->mapper, s->state, t->node_id, &p, hs_now_us(),
+                                     t->zstd, &own);
         mapper_plan_free(&p);
     }
     state_unlock(s->state);
     if (e)
         send_shared(s, t, e);
-    else if (m)
-        session_send(s, t->conn_id, t->stream_id, t->zstd, m, false, false);
-    json_decref(m);
+    else if (rc == 0)
+        session_write(s, t->conn_id, t->stream_id, &own, false, false);
+    else if (rc != -ENODATA)
+        encode_failed(s, t->conn_id);
+    hs_buf_free(&own);
     /* It now knows the batch's net: pin that (an unpinned generation that is the batch's
      * counts as it). Either net is alive here: the session's, or the batch's. */
     if (!told.net && told.gen && told.gen == state_net_gen(b->net))

@@ -81,6 +81,7 @@ struct mapper *mapper_new(const struct hs_config *cfg, struct derpmap *dm)
     m->run = cfg->tuning_map_peer_run >= 2 ? (size_t)cfg->tuning_map_peer_run : MAPPER_RUN_DEFAULT;
     pthread_mutex_init(&m->runs_mu, NULL);
     pthread_mutex_init(&m->diff_mu, NULL);
+    pthread_mutex_init(&m->parts_mu, NULL);
     randombytes_buf(m->hash_key, sizeof(m->hash_key));
     return m;
 }
@@ -92,6 +93,8 @@ void mapper_free(struct mapper *m)
     mapper__runs_free(m);
     pthread_mutex_destroy(&m->runs_mu);
     pthread_mutex_destroy(&m->diff_mu);
+    mapper__zparts_free(m);
+    pthread_mutex_destroy(&m->parts_mu);
     free(m->appeared);
     free(m->vanished);
     free(m);
@@ -149,7 +152,7 @@ const char *mapper__peer_json(struct mapper *m, struct state *s, const struct st
 /* The policy part of a full map, spliced in as text: the compiled filter is JSON already.
  * PacketFilter always (an empty one blocks everything: tailcfg.MapResponse), SSHPolicy only
  * when there are rules (a new stream starts without one). */
-static int policy_tail(struct mapper *m, const struct mapper__view *v, struct hs_buf *out,
+static int policy_tail(struct mapper *m, const struct mapper__view *v, struct mapper__sink *k,
                        struct mapper_policy_state *told)
 {
     struct mapper__texts t;
@@ -158,15 +161,15 @@ static int policy_tail(struct mapper *m, const struct mapper__view *v, struct hs
     mapper__texts_init(&t);
     rc = mapper__texts_get(v->net, v->self, &t);
     if (rc == 0)
-        rc = hs_buf_puts(out, ",\"PacketFilter\":");
+        rc = hs_buf_puts(k->text, ",\"PacketFilter\":");
     if (rc == 0)
-        rc = hs_buf_append(out, t.filter.data, t.filter.len);
+        rc = mapper__sink_put(k, t.filter.data, t.filter.len, &t.filter_parts);
     if (rc == 0 && !mapper__rules_empty(&t.ssh)) {
-        rc = hs_buf_puts(out, ",\"SSHPolicy\":{\"rules\":");
+        rc = hs_buf_puts(k->text, ",\"SSHPolicy\":{\"rules\":");
         if (rc == 0)
-            rc = hs_buf_append(out, t.ssh.data, t.ssh.len);
+            rc = hs_buf_append(k->text, t.ssh.data, t.ssh.len);
         if (rc == 0)
-            rc = hs_buf_append(out, "}", 1);
+            rc = hs_buf_append(k->text, "}", 1);
     }
     if (rc == 0 && told)
         mapper__texts_told(m, &t, v->net, told);
@@ -179,7 +182,7 @@ static int policy_tail(struct mapper *m, const struct mapper__view *v, struct hs
  * opening brace. Frees users. */
 static int full_tail(struct mapper *m, struct state *s, const struct state_node *me,
                      const struct mapper__view *v, struct uidset *users, int64_t now,
-                     struct hs_buf *out, struct mapper_policy_state *told)
+                     struct mapper__sink *k, struct mapper_policy_state *told)
 {
     json_t *resp = json_object(), *node;
     char *rest;
@@ -193,12 +196,12 @@ static int full_tail(struct mapper *m, struct state *s, const struct state_node 
     add_tailnet(resp, m, s, me, now);
     rest = hs_json_dump(resp, JSON_COMPACT);
     /* rest is "{...}": drop both braces, the policy part and the closing brace follow. */
-    rc = hs_buf_appendf(out, "],%.*s", (int)(strlen(rest) - 2), rest + 1);
+    rc = hs_buf_appendf(k->text, "],%.*s", (int)(strlen(rest) - 2), rest + 1);
     free(rest);
     json_decref(resp);
     if (rc == 0)
-        rc = policy_tail(m, v, out, told);
-    return rc ? rc : hs_buf_append(out, "}", 1);
+        rc = policy_tail(m, v, k, told);
+    return rc ? rc : hs_buf_append(k->text, "}", 1);
 }
 
 static int full_text(struct mapper *m, struct state *s, const struct state_node *me, int64_t now,
@@ -225,8 +228,10 @@ static int full_text(struct mapper *m, struct state *s, const struct state_node 
         uidset_add(&users, mapper__user_id(n));
         first = false;
     }
-    if (rc == 0)
-        return full_tail(m, s, me, &v, &users, now, out, told);
+    if (rc == 0) {
+        struct mapper__sink k = { .m = m, .text = out };
+        return full_tail(m, s, me, &v, &users, now, &k, told);
+    }
     free(users.v);
     return rc;
 }
@@ -298,12 +303,13 @@ static int full_zstd(struct mapper *m, struct state *s, const struct state_node 
             any = true;
         }
     }
-    if (rc == 0)
-        rc = full_tail(m, s, me, &v, &users, now, &text, told);
-    else
+    if (rc == 0) {
+        struct mapper__sink k = { .m = m, .text = &text, .z = out };
+        if ((rc = full_tail(m, s, me, &v, &users, now, &k, told)) == 0)
+            rc = mapper__sink_flush(&k);
+    } else {
         free(users.v);
-    if (rc == 0)
-        rc = mapper__zstd_frame(out, text.data, text.len);
+    }
     hs_buf_free(&text);
     return mapper__end_message(out, start, rc);
 }
@@ -438,18 +444,6 @@ static void add_patched(json_t *resp, struct state *s, uint64_t self,
         json_decref(patches);
 }
 
-/* PacketFilter and SSHPolicy of a plan: texts from the compiled policy, parsed back. An SSH
- * policy that changed goes out even when empty: that is how a client drops the old rules. */
-static void add_policy(json_t *resp, const struct mapper_plan *p)
-{
-    json_t *j;
-
-    if (p->filter && (j = json_loads(p->filter, 0, NULL)))
-        json_object_set_new(resp, "PacketFilter", j);
-    if (p->ssh && (j = json_loads(p->ssh, 0, NULL)))
-        json_object_set_new(resp, "SSHPolicy", json_pack("{s:o}", "rules", j));
-}
-
 static json_t *delta_of(struct mapper *m, struct state *s, uint64_t self,
                         const struct mapper_changes *ch, const struct mapper_plan *p,
                         int64_t now)
@@ -468,8 +462,6 @@ static json_t *delta_of(struct mapper *m, struct state *s, uint64_t self,
         uidset_add(&users, mapper__user_id(me));
         json_object_set_new(resp, "Node", node);
     }
-    if (p)
-        add_policy(resp, p);
     if (json_object_size(resp) == 0) {
         free(users.v);
         json_decref(resp);
@@ -482,8 +474,59 @@ static json_t *delta_of(struct mapper *m, struct state *s, uint64_t self,
     return resp;
 }
 
-json_t *mapper_plan_delta(struct mapper *m, struct state *s, uint64_t self,
-                          const struct mapper_plan *p, int64_t now)
+static bool removed_any(const struct mapper_plan *p, uint64_t self)
+{
+    return p->removed.n > 1 || (p->removed.n == 1 && p->removed.v[0] != self);
+}
+
+/* PeersRemoved (as add_removed writes it), after sep; nothing when none. */
+static int put_removed(const struct mapper_plan *p, uint64_t self, const char *sep,
+                       struct hs_buf *out)
+{
+    bool first = true;
+    int rc = 0;
+
+    if (!removed_any(p, self))
+        return 0;
+    rc = hs_buf_appendf(out, "%s\"PeersRemoved\":[", sep);
+    for (size_t i = 0; i < p->removed.n && rc == 0; i++) {
+        char num[24];
+        size_t n = sizeof(num);
+        uint64_t v = p->removed.v[i];
+        if (v == self)
+            continue;
+        do /* by hand: printf is most of the cost of thousands of ids */
+            num[--n] = (char)('0' + v % 10);
+        while ((v /= 10) != 0);
+        if (!first)
+            num[--n] = ',';
+        rc = hs_buf_append(out, num + n, sizeof(num) - n);
+        first = false;
+    }
+    return rc ? rc : hs_buf_append(out, "]", 1);
+}
+
+/* The policy texts of a plan, after sep. An SSH policy that changed goes out even when
+ * empty: that is how a client drops the old rules. */
+static int plan_policy(const struct mapper_plan *p, const char *sep, struct mapper__sink *k)
+{
+    int rc = 0;
+
+    if (p->filter) {
+        rc = hs_buf_appendf(k->text, "%s\"PacketFilter\":", sep);
+        if (rc == 0)
+            rc = mapper__sink_put(k, p->filter, p->filter_len, &p->filter_parts);
+        sep = ",";
+    }
+    if (rc == 0 && p->ssh)
+        rc = hs_buf_appendf(k->text, "%s\"SSHPolicy\":{\"rules\":%s}", sep, p->ssh);
+    return rc;
+}
+
+/* The plan's delta as JSON text into k: what delta_of builds, the policy texts spliced in
+ * before the closing brace. -ENODATA when there is nothing to say. */
+static int plan_body(struct mapper *m, struct state *s, uint64_t self,
+                     const struct mapper_plan *p, int64_t now, struct mapper__sink *k)
 {
     struct mapper_changes ch = {
         .changed = p->changed.v, .nchanged = p->changed.n,
@@ -491,8 +534,60 @@ json_t *mapper_plan_delta(struct mapper *m, struct state *s, uint64_t self,
         .removed = p->removed.v, .nremoved = p->removed.n,
         .online = p->online.v, .nonline = p->online.n,
     };
+    json_t *j;
+    char *rest;
+    int rc;
 
-    return delta_of(m, s, self, &ch, p, now);
+    ch.nremoved = 0; /* written by hand below: a policy change can remove thousands */
+    j = delta_of(m, s, self, &ch, p, now);
+    if (!j && !p->filter && !p->ssh && !removed_any(p, self))
+        return -ENODATA;
+    rest = j ? hs_json_dump(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    /* rest is "{...}": all but its closing brace, then the rest and the brace. */
+    rc = rest ? hs_buf_append(k->text, rest, strlen(rest) - 1) : hs_buf_puts(k->text, "{");
+    if (rc == 0)
+        rc = put_removed(p, self, rest ? "," : "", k->text);
+    if (rc == 0)
+        rc = plan_policy(p, rest || removed_any(p, self) ? "," : "", k);
+    free(rest);
+    return rc ? rc : hs_buf_append(k->text, "}", 1);
+}
+
+json_t *mapper_plan_delta(struct mapper *m, struct state *s, uint64_t self,
+                          const struct mapper_plan *p, int64_t now)
+{
+    struct hs_buf text;
+    struct mapper__sink k = { .m = m, .text = &text };
+    json_t *j = NULL;
+
+    hs_buf_init(&text, MAPPER_MAX_FRAME);
+    if (plan_body(m, s, self, p, now, &k) == 0)
+        j = json_loadb(text.data, text.len, 0, NULL);
+    hs_buf_free(&text);
+    return j;
+}
+
+int mapper_plan_encoded(struct mapper *m, struct state *s, uint64_t self,
+                        const struct mapper_plan *p, int64_t now, bool zstd,
+                        struct hs_buf *out)
+{
+    struct hs_buf text;
+    struct mapper__sink k = { .m = m, .text = &text, .z = zstd ? out : NULL };
+    size_t start;
+    int rc;
+
+    hs_buf_init(&text, MAPPER_MAX_FRAME);
+    if ((rc = mapper__begin_message(out, &start)) == 0) {
+        rc = plan_body(m, s, self, p, now, &k);
+        if (rc == 0 && zstd)
+            rc = mapper__sink_flush(&k);
+        else if (rc == 0)
+            rc = hs_buf_append(out, text.data, text.len);
+        rc = mapper__end_message(out, start, rc);
+    }
+    hs_buf_free(&text);
+    return rc;
 }
 
 json_t *mapper_delta(struct mapper *m, struct state *s, uint64_t self,

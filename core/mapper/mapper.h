@@ -93,6 +93,8 @@ struct mapper_plan {
     struct mapper_ids changed, patched, removed, online;
     bool node;          /* its own Node: listed as changed, or its CapMap changed */
     char *filter, *ssh; /* PacketFilter / SSH rules JSON that changed; NULL when not */
+    size_t filter_len;  /* the filter's own text, with its shared parts held apart: */
+    struct policy_parts filter_parts;
     struct mapper_policy_state told; /* what it will have been told (net borrowed) */
     struct state_net *now;           /* the net it was planned under (borrowed) */
 };
@@ -114,6 +116,12 @@ bool mapper_plan_same(const struct mapper_plan *a, const struct mapper_plan *b);
 /* The delta the plan describes for self; NULL when empty. */
 json_t *mapper_plan_delta(struct mapper *m, struct state *s, uint64_t self,
                           const struct mapper_plan *p, int64_t now);
+/* The same as a wire message appended to out (see mapper_encode), built as text: policy
+ * texts are spliced in, never parsed, and in zstd their shared parts are frames compressed
+ * once for every node. -ENODATA when the plan holds nothing to send. */
+int mapper_plan_encoded(struct mapper *m, struct state *s, uint64_t self,
+                        const struct mapper_plan *p, int64_t now, bool zstd,
+                        struct hs_buf *out);
 void mapper_plan_free(struct mapper_plan *p);
 
 /* {"KeepAlive":true} */

@@ -130,3 +130,111 @@ int mapper_encode(const json_t *resp, bool zstd, struct hs_buf *out)
     free(json);
     return rc;
 }
+
+/* ---- shared parts and sinks ---- */
+
+#define ZPARTS_SLOTS 4096               /* open addressing; emptied when half full */
+#define ZPARTS_MAX_BYTES (32u << 20)    /* or when the frames held pass this */
+
+struct mapper__zpart {
+    uint64_t hash; /* 0: free slot (part hashes never are 0) */
+    size_t len;    /* of the text */
+    char *z;
+    size_t zlen;
+};
+
+void mapper__zparts_free(struct mapper *m)
+{
+    for (size_t i = 0; m->zparts && i < ZPARTS_SLOTS; i++)
+        free(m->zparts[i].z);
+    free(m->zparts);
+    m->zparts = NULL;
+    m->nzparts = m->zparts_bytes = 0;
+}
+
+/* Lock held. The slot of (hash, len): its entry, or the free slot where it would go. */
+static struct mapper__zpart *zpart_slot(struct mapper *m, const struct policy_part *p)
+{
+    size_t i = (size_t)p->hash & (ZPARTS_SLOTS - 1);
+
+    if (!m->zparts)
+        m->zparts = hs_xcalloc(ZPARTS_SLOTS, sizeof(*m->zparts));
+    while (m->zparts[i].hash && (m->zparts[i].hash != p->hash || m->zparts[i].len != p->len))
+        i = (i + 1) & (ZPARTS_SLOTS - 1);
+    return &m->zparts[i];
+}
+
+/* Lock held. Keeps a frame of p (taking z) unless the cache is full: then it starts over
+ * (the parts in use come back at the next message; policies do not change by the second). */
+static void zpart_keep(struct mapper *m, const struct policy_part *p, char *z, size_t zlen)
+{
+    struct mapper__zpart *e;
+
+    if (m->nzparts >= ZPARTS_SLOTS / 2 || m->zparts_bytes + zlen > ZPARTS_MAX_BYTES)
+        mapper__zparts_free(m);
+    e = zpart_slot(m, p);
+    if (e->hash) { /* another thread was first */
+        free(z);
+        return;
+    }
+    *e = (struct mapper__zpart){ .hash = p->hash, .len = p->len, .z = z, .zlen = zlen };
+    m->nzparts++;
+    m->zparts_bytes += zlen;
+}
+
+/* Appends p's zstd frame to out, from the cache or compressed (outside the lock) and kept. */
+static int zpart_append(struct mapper *m, const struct policy_part *p, struct hs_buf *out)
+{
+    struct mapper__zpart *e;
+    struct hs_buf f;
+    int rc;
+
+    pthread_mutex_lock(&m->parts_mu);
+    e = zpart_slot(m, p);
+    if (e->hash) {
+        rc = hs_buf_append(out, e->z, e->zlen);
+        pthread_mutex_unlock(&m->parts_mu);
+        return rc;
+    }
+    pthread_mutex_unlock(&m->parts_mu);
+    hs_buf_init(&f, MAPPER_MAX_FRAME);
+    if ((rc = mapper__zstd_frame(&f, p->text, p->len)) == 0)
+        rc = hs_buf_append(out, f.data, f.len);
+    if (rc == 0) {
+        size_t zlen = f.len;
+        pthread_mutex_lock(&m->parts_mu);
+        zpart_keep(m, p, hs_buf_steal(&f), zlen);
+        pthread_mutex_unlock(&m->parts_mu);
+    }
+    hs_buf_free(&f);
+    return rc;
+}
+
+int mapper__sink_flush(struct mapper__sink *k)
+{
+    int rc;
+
+    if (!k->z || k->text->len == 0)
+        return 0;
+    rc = mapper__zstd_frame(k->z, k->text->data, k->text->len);
+    hs_buf_reset(k->text);
+    return rc;
+}
+
+int mapper__sink_put(struct mapper__sink *k, const char *own, size_t len,
+                     const struct policy_parts *parts)
+{
+    size_t pos = 0;
+    int rc = 0;
+
+    for (size_t i = 0; parts && i < parts->n && rc == 0; i++) {
+        const struct policy_part *p = &parts->v[i];
+        rc = hs_buf_append(k->text, own + pos, p->at - pos);
+        pos = p->at;
+        if (rc == 0 && !k->z)
+            rc = hs_buf_append(k->text, p->text, p->len);
+        else if (rc == 0 && (rc = mapper__sink_flush(k)) == 0)
+            rc = zpart_append(k->m, p, k->z);
+    }
+    return rc ? rc : hs_buf_append(k->text, own + pos, len - pos);
+}

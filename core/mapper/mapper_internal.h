@@ -37,6 +37,10 @@ struct mapper {
     uint64_t diff_a, diff_b;
     uint64_t *appeared, *vanished;
     size_t nappeared, nvanished;
+    /* zstd frames of the long texts policies share between nodes (policy_part), by hash */
+    pthread_mutex_t parts_mu;
+    struct mapper__zpart *zparts;
+    size_t nzparts, zparts_bytes;
 };
 
 /* Whom a viewer sees under a compiled policy (state read lock held). */
@@ -51,9 +55,11 @@ void mapper__view_init(struct mapper__view *v, struct state *s, uint64_t self,
 /* Whether the viewer sees state_node_at(s, i). */
 bool mapper__view_sees(const struct mapper__view *v, struct state *s, size_t i);
 
-/* A node's policy texts: PacketFilter rules, SSH rules, CapMap (JSON). */
+/* A node's policy texts: PacketFilter rules, SSH rules, CapMap (JSON). The filter's long
+ * shared texts are held by reference (filter_parts), not copied into filter. */
 struct mapper__texts {
     struct hs_buf filter, ssh, capmap;
+    struct policy_parts filter_parts;
 };
 void mapper__texts_init(struct mapper__texts *t);
 void mapper__texts_free(struct mapper__texts *t);
@@ -91,6 +97,24 @@ int mapper__append_run(struct mapper *m, struct state *s, size_t lo, size_t n, i
 void mapper__runs_free(struct mapper *m);
 /* One zstd frame of text[0..len) appended to out. */
 int mapper__zstd_frame(struct hs_buf *out, const char *text, size_t len);
+
+/* Where a message body goes as it is written. Plain: everything into text. zstd: text is
+ * gathered, and before a shared part (policy_part) it goes out as a frame of its own into z,
+ * followed by the part's frame, compressed once and cached in the mapper: thousands of
+ * nodes' filters carry the same 150 KB of sources, which then cost a copy each. */
+struct mapper__sink {
+    struct mapper *m;
+    struct hs_buf *text;
+    struct hs_buf *z; /* NULL: plain */
+};
+/* own[0..len) with parts spliced in at their offsets. */
+int mapper__sink_put(struct mapper__sink *k, const char *own, size_t len,
+                     const struct policy_parts *parts);
+/* zstd: what text holds, as a frame into z (text emptied). Plain: nothing. */
+int mapper__sink_flush(struct mapper__sink *k);
+void mapper__zparts_free(struct mapper *m);
+/* The filter hash a node is told: its own text and its parts' hashes and places. */
+uint64_t mapper__filter_hash(const struct mapper *m, const struct mapper__texts *t);
 /* A wire message is begun (its length left open), filled, then ended: the length is written,
  * or on rc < 0 (or a body past MAPPER_MAX_FRAME) everything from begin is taken back. */
 int mapper__begin_message(struct hs_buf *out, size_t *start);

@@ -57,6 +57,7 @@ uint64_t mapper__hash(const struct mapper *m, const char *text, size_t len)
 
 void mapper__texts_init(struct mapper__texts *t)
 {
+    t->filter_parts = (struct policy_parts){ 0 };
     hs_buf_init(&t->filter, POLICY_TEXT_MAX);
     hs_buf_init(&t->ssh, POLICY_TEXT_MAX);
     hs_buf_init(&t->capmap, POLICY_TEXT_MAX);
@@ -64,6 +65,7 @@ void mapper__texts_init(struct mapper__texts *t)
 
 void mapper__texts_free(struct mapper__texts *t)
 {
+    policy_parts_free(&t->filter_parts);
     hs_buf_free(&t->filter);
     hs_buf_free(&t->ssh);
     hs_buf_free(&t->capmap);
@@ -76,6 +78,7 @@ int mapper__texts_get(const struct state_net *net, size_t i, struct mapper__text
     int rc;
 
     hs_buf_reset(&t->filter);
+    t->filter_parts.n = 0;
     hs_buf_reset(&t->ssh);
     hs_buf_reset(&t->capmap);
     if (i == STATE_NET_NONE) {
@@ -84,7 +87,7 @@ int mapper__texts_get(const struct state_net *net, size_t i, struct mapper__text
             rc = hs_buf_puts(&t->ssh, EMPTY_RULES);
         return rc ? rc : hs_buf_puts(&t->capmap, EMPTY_CAPS);
     }
-    rc = policy_net_filter(pn, i, &t->filter);
+    rc = policy_net_filter_parts(pn, i, &t->filter, &t->filter_parts);
     if (rc == 0)
         rc = policy_net_ssh(pn, i, &t->ssh);
     if (rc == 0)
@@ -97,9 +100,29 @@ void mapper__texts_told(const struct mapper *m, const struct mapper__texts *t,
 {
     told->net = net;
     told->gen = state_net_gen(net);
-    told->filter = mapper__hash(m, t->filter.data, t->filter.len);
+    told->filter = mapper__filter_hash(m, t);
     told->ssh = mapper__hash(m, t->ssh.data, t->ssh.len);
     told->capmap = mapper__hash(m, t->capmap.data, t->capmap.len);
+}
+
+uint64_t mapper__filter_hash(const struct mapper *m, const struct mapper__texts *t)
+{
+    const struct policy_parts *pp = &t->filter_parts;
+    uint64_t *v;
+    uint64_t h;
+
+    if (pp->n == 0)
+        return mapper__hash(m, t->filter.data, t->filter.len);
+    /* The own text's hash, then each part's place and hash, hashed again. */
+    v = hs_xcalloc(1 + 2 * pp->n, sizeof(*v));
+    v[0] = mapper__hash(m, t->filter.data, t->filter.len);
+    for (size_t i = 0; i < pp->n; i++) {
+        v[1 + 2 * i] = pp->v[i].at;
+        v[2 + 2 * i] = pp->v[i].hash;
+    }
+    h = mapper__hash(m, (const char *)v, (1 + 2 * pp->n) * sizeof(*v));
+    free(v);
+    return h;
 }
 
 bool mapper__rules_empty(const struct hs_buf *b)
@@ -166,8 +189,12 @@ static void ids_normalise(struct mapper_ids *l)
     struct { uint64_t id; unsigned f; } *p;
     size_t k = 0;
 
-    if (l->n < 2)
-        return;
+    size_t asc = 1;
+
+    while (asc < l->n && l->v[asc - 1] < l->v[asc])
+        asc++;
+    if (asc >= l->n)
+        return; /* ascending already, as the merge walks leave their lists */
     p = hs_xcalloc(l->n, sizeof(*p));
     for (size_t i = 0; i < l->n; i++) {
         p[i].id = l->v[i];
@@ -291,8 +318,12 @@ static int plan_texts(struct mapper *m, struct state_net *b, size_t vb,
     mapper__texts_init(&t);
     if ((rc = mapper__texts_get(b, vb, &t)) == 0) {
         mapper__texts_told(m, &t, b, &now);
-        if (now.filter != was->filter)
+        if (now.filter != was->filter) {
+            p->filter_len = t.filter.len;
             p->filter = hs_buf_steal(&t.filter);
+            p->filter_parts = t.filter_parts;
+            t.filter_parts = (struct policy_parts){ 0 };
+        }
         if (now.ssh != was->ssh)
             p->ssh = hs_buf_steal(&t.ssh);
         if (now.capmap != was->capmap)
@@ -397,5 +428,7 @@ void mapper_plan_free(struct mapper_plan *p)
     ids_free(&p->online);
     free(p->filter);
     free(p->ssh);
+    policy_parts_free(&p->filter_parts);
     p->filter = p->ssh = NULL;
+    p->filter_len = 0;
 }

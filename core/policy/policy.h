@@ -94,6 +94,28 @@ int policy_recompile(const struct policy_net *old, const struct policy_topology 
 
 /* Node i's packet filter as JSON (an array of tailcfg.FilterRule) appended to out. */
 int policy_net_filter(const struct policy_net *c, size_t i, struct hs_buf *out);
+
+/* A long text that many nodes' filters share (a rule's SrcIPs: at 5,000 nodes one group's
+ * addresses fill 150 KB), handed out by reference so that a map writer can hash and compress
+ * it once for every node: it belongs at byte `at` of the filter's own text. It lives as long
+ * as the compiled policy. hash: keyed SipHash of the text (a secret drawn at start), so equal
+ * hashes mean equal texts. */
+struct policy_part {
+    size_t at;
+    const char *text;
+    size_t len;
+    uint64_t hash;
+};
+struct policy_parts {
+    struct policy_part *v;
+    size_t n, cap;
+};
+#define POLICY_PART_MIN 512 /* shorter texts are written inline */
+/* The filter of policy_net_filter() with the shared texts of POLICY_PART_MIN bytes or more
+ * left out of out and listed in parts (appended, in order). */
+int policy_net_filter_parts(const struct policy_net *c, size_t i, struct hs_buf *out,
+                            struct policy_parts *parts);
+void policy_parts_free(struct policy_parts *parts);
 /* Node i's SSH policy rules (tailcfg.SSHPolicy.Rules) as a JSON array appended to out;
  * "[]" when no one may SSH to it. */
 int policy_net_ssh(const struct policy_net *c, size_t i, struct hs_buf *out);

@@ -146,6 +146,7 @@ static void resolve_sources(struct policy_net *c, const struct pol_rule *r,
             resolve_src(c, &r->src[k], tmp, &cr->src_lit);
     }
     cr->src_json = pol__ents_json(&cr->src);
+    cr->src_len = strlen(cr->src_json);
 }
 
 /* Destinations: each one's nodes (a via grant's prefixes only on its routers). */

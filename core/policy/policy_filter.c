@@ -1,6 +1,8 @@
 /* One node's packet filter: the rules whose destinations cover it, each reduced to the
  * destinations that do (its own addresses, `*`, prefixes overlapping its approved routes,
  * the internet when it is an exit node), as tailcfg.FilterRule JSON. */
+#include <pthread.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,19 +115,76 @@ static void write_protos(struct hs_buf *out, const uint8_t *protos, size_t n)
     hs_buf_puts(out, "]");
 }
 
+/* ---- shared source texts ---- */
+
+static unsigned char part_key[crypto_shorthash_KEYBYTES];
+static pthread_once_t part_key_once = PTHREAD_ONCE_INIT;
+
+static void part_key_init(void)
+{
+    randombytes_buf(part_key, sizeof(part_key));
+}
+
+/* The rule's SrcIPs hash, worked out by the first filter that hands the text out by
+ * reference. Like a cache, the one field of a compiled policy written after the compile:
+ * racing writers store the same value. Never 0, which means "not yet". */
+static uint64_t src_hash(const struct pol_crule *cr)
+{
+    uint64_t h = __atomic_load_n(&cr->src_hash, __ATOMIC_RELAXED);
+    unsigned char d[crypto_shorthash_BYTES];
+
+    if (h)
+        return h;
+    pthread_once(&part_key_once, part_key_init);
+    crypto_shorthash(d, (const unsigned char *)cr->src_json, cr->src_len, part_key);
+    memcpy(&h, d, sizeof(h));
+    h |= 1;
+    __atomic_store_n((uint64_t *)&cr->src_hash, h, __ATOMIC_RELAXED);
+    return h;
+}
+
+void policy_parts_free(struct policy_parts *parts)
+{
+    free(parts->v);
+    *parts = (struct policy_parts){ 0 };
+}
+
 /* A rule's head, its DstPorts from fill(), and its tail; taken back if no entry came. */
 struct rule_out {
     struct hs_buf *out;
+    struct policy_parts *parts; /* NULL: every text inline */
     bool *first;
-    size_t mark;
+    size_t mark, mark_parts;
     struct dsts d;
 };
 
-static void rule_begin(struct rule_out *ro, const char *src_json)
+/* The rule's sources: inline, or by reference when long and shared. */
+static void put_src(struct rule_out *ro, const struct pol_crule *cr)
+{
+    struct policy_parts *p = ro->parts;
+
+    if (!p || cr->src_len < POLICY_PART_MIN) {
+        hs_buf_append(ro->out, cr->src_json, cr->src_len);
+        return;
+    }
+    if (p->n == p->cap) {
+        p->cap = p->cap ? 2 * p->cap : 16;
+        p->v = hs_xrealloc(p->v, p->cap * sizeof(*p->v));
+    }
+    p->v[p->n++] = (struct policy_part){ .at = ro->out->len, .text = cr->src_json,
+                                         .len = cr->src_len, .hash = src_hash(cr) };
+}
+
+/* cr: the rule whose sources head it; NULL: src_json (its own text) does. */
+static void rule_begin(struct rule_out *ro, const struct pol_crule *cr, const char *src_json)
 {
     ro->mark = ro->out->len;
+    ro->mark_parts = ro->parts ? ro->parts->n : 0;
     hs_buf_puts(ro->out, *ro->first ? "{\"SrcIPs\":" : ",{\"SrcIPs\":");
-    hs_buf_puts(ro->out, src_json);
+    if (cr)
+        put_src(ro, cr);
+    else
+        hs_buf_puts(ro->out, src_json);
     hs_buf_puts(ro->out, ",\"DstPorts\":[");
     ro->d = (struct dsts){ .out = ro->out };
 }
@@ -134,6 +193,8 @@ static void rule_end(struct rule_out *ro, const uint8_t *protos, size_t nprotos)
 {
     if (!ro->d.any) {
         hs_buf_truncate(ro->out, ro->mark);
+        if (ro->parts)
+            ro->parts->n = ro->mark_parts;
         return;
     }
     hs_buf_puts(ro->out, "]");
@@ -147,7 +208,7 @@ static void acl_rule(const struct policy_net *c, const struct pol_crule *cr, siz
 {
     const struct pol_rule *r = cr->r;
 
-    rule_begin(ro, cr->src_json);
+    rule_begin(ro, cr, NULL);
     for (size_t k = 0; k < r->ndst; k++)
         dst_alias(c, cr, k, i, &ro->d, r->dst[k].ports, r->dst[k].nports);
     rule_end(ro, r->protos, r->nprotos);
@@ -159,7 +220,7 @@ static void grant_ip_rules(const struct policy_net *c, const struct pol_crule *c
     const struct pol_rule *r = cr->r;
 
     for (size_t s = 0; s < r->nips; s++) {
-        rule_begin(ro, cr->src_json);
+        rule_begin(ro, cr, NULL);
         for (size_t k = 0; k < r->ndst; k++)
             dst_alias(c, cr, k, i, &ro->d, r->ips[s].ports, r->ips[s].nports);
         rule_end(ro, r->ips[s].protos, r->ips[s].nprotos);
@@ -250,7 +311,7 @@ static void self_rules(const struct policy_net *c, const struct pol_crule *cr, s
     src = self_sources(c, cr, n->user);
     if (strcmp(src, "[]") != 0) {
         if (!r->grant) {
-            rule_begin(ro, src);
+            rule_begin(ro, NULL, src);
             for (size_t k = 0; k < r->ndst; k++) {
                 if (r->dst[k].a.kind == PA_SELF)
                     dst_self_addrs(&ro->d, n, r->dst[k].ports, r->dst[k].nports);
@@ -258,7 +319,7 @@ static void self_rules(const struct policy_net *c, const struct pol_crule *cr, s
             rule_end(ro, r->protos, r->nprotos);
         }
         for (size_t s = 0; r->grant && s < r->nips; s++) {
-            rule_begin(ro, src);
+            rule_begin(ro, NULL, src);
             dst_self_addrs(&ro->d, n, r->ips[s].ports, r->ips[s].nports);
             rule_end(ro, r->ips[s].protos, r->ips[s].nprotos);
         }
@@ -279,9 +340,15 @@ static void self_rules(const struct policy_net *c, const struct pol_crule *cr, s
 
 int policy_net_filter(const struct policy_net *c, size_t i, struct hs_buf *out)
 {
+    return policy_net_filter_parts(c, i, out, NULL);
+}
+
+int policy_net_filter_parts(const struct policy_net *c, size_t i, struct hs_buf *out,
+                            struct policy_parts *parts)
+{
     bool first = true;
-    struct rule_out ro = { .out = out, .first = &first };
-    size_t start = out->len;
+    struct rule_out ro = { .out = out, .parts = parts, .first = &first };
+    size_t start = out->len, start_parts = parts ? parts->n : 0;
 
     if (!c->p)
         return hs_buf_puts(out, allow_all);
@@ -303,6 +370,8 @@ int policy_net_filter(const struct policy_net *c, size_t i, struct hs_buf *out)
     }
     if (hs_buf_puts(out, "]") < 0) {
         hs_buf_truncate(out, start);
+        if (parts)
+            parts->n = start_parts;
         return -E2BIG;
     }
     return 0;

@@ -237,6 +237,8 @@ struct pol_crule {
     struct pol_ents src_lit;   /* the entries of its address sources (*, hosts, prefixes):
                                 * all a subnet route can overlap but a node's address */
     char *src_json;            /* SrcIPs as a JSON array */
+    size_t src_len;            /* its length */
+    uint64_t src_hash;         /* its policy_part hash; 0 until a filter first asks for it */
     uint64_t *src_nodes;       /* nodes whose address (or approved route) is in src */
     uint64_t *dst_nodes;       /* nodes some non-self dst covers (via: only via routers) */
     uint64_t **dst_bits;       /* per dst of r: the nodes it covers (likewise) */

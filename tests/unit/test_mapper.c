@@ -1223,3 +1223,90 @@ Test(mapper, policy_zstd_runs_partly_seen)
     cr_expect_eq(json_array_size(json_object_get(r, "Peers")), LAST - 1, "reached by all");
     json_decref(r);
 }
+
+/* alice's devices (some 27 once add_nodes ran: SrcIPs well past POLICY_PART_MIN) may reach
+ * bob's: every bob node's filter carries the same long source list, by reference. */
+#define POLICY_SHARED_ANY                                                                    \
+    "{\"acls\": [{\"action\": \"accept\", \"src\": [\"alice@\"], \"dst\": [\"bob@:*\"]}]}"
+#define POLICY_SHARED_SSH                                                                    \
+    "{\"acls\": [{\"action\": \"accept\", \"src\": [\"alice@\"], \"dst\": [\"bob@:22\"]}]}"
+#define POLICY_SHARED_MORE                                                                   \
+    "{\"acls\": [{\"action\": \"accept\","                                                   \
+    "             \"src\": [\"alice@\", \"Carol@Example.com\"], \"dst\": [\"bob@:22\"]}]}"
+
+/* The plan's delta for self: its zstd message decodes to its plain one; that text parsed
+ * (caller decrefs). */
+static json_t *delta_both_ways(uint64_t self, const struct mapper_plan *p)
+{
+    struct hs_buf plain, z;
+    size_t used;
+    char *back;
+    json_t *d;
+
+    hs_buf_init(&plain, MAPPER_MAX_FRAME + 8);
+    hs_buf_init(&z, MAPPER_MAX_FRAME + 8);
+    cr_assert_eq(mapper_plan_encoded(fx.m, fx.s, self, p, fx.now, false, &plain), 0);
+    cr_assert_eq(mapper_plan_encoded(fx.m, fx.s, self, p, fx.now, true, &z), 0);
+    cr_assert_eq(le32(plain.data), plain.len - 4);
+    back = unzstd(z.data, z.len, &used);
+    cr_expect_eq(used, z.len);
+    cr_expect(strlen(back) == plain.len - 4 && memcmp(back, plain.data + 4, plain.len - 4) == 0,
+              "node %llu: the zstd delta is not the plain one", (unsigned long long)self);
+    cr_expect_gt(count_frames(z.data + 4, z.len - 4), 1, "the sources went as a frame apart");
+    d = json_loadb(plain.data + 4, plain.len - 4, 0, NULL);
+    cr_assert_not_null(d, "the delta is JSON");
+    free(back);
+    hs_buf_free(&plain);
+    hs_buf_free(&z);
+    return d;
+}
+
+/* The filter a full map for self carries now (caller decrefs). */
+static json_t *full_filter(uint64_t self)
+{
+    json_t *r = full(self), *pf = json_incref(json_object_get(r, "PacketFilter"));
+
+    json_decref(r);
+    return pf;
+}
+
+Test(mapper, policy_shared_sources_by_reference)
+{
+    struct mapper_changes none = { 0 };
+    struct mapper_policy_state t;
+    struct mapper_plan p;
+    json_t *d, *pf;
+
+    add_nodes(LAST);
+    expect_policy(POLICY_SHARED_ANY);
+    for (uint64_t self = 6; self <= LAST; self += 6) /* bob's nodes (node 2 has expired) */
+        cr_expect_gt(expect_zstd_is_text(self), 1);
+    /* What a full map told about the filter is what a plan finds: nothing to resend. */
+    t = told_by_full_map(6);
+    cr_assert_eq(mapper_plan(fx.m, fx.s, 6, &none, &t, NULL, &p), 0);
+    cr_expect_null(p.filter, "same net, same filter: no resend");
+    mapper_plan_free(&p);
+    /* The same sources before other ports: a new filter, its parts spliced back in order. */
+    expect_policy(POLICY_SHARED_SSH);
+    cr_assert_eq(mapper_plan(fx.m, fx.s, 6, &none, &t, NULL, &p), 0);
+    cr_assert_not_null(p.filter);
+    cr_expect_gt(p.filter_parts.n, 0, "alice's sources are held by reference");
+    d = delta_both_ways(6, &p);
+    pf = full_filter(6);
+    cr_expect(json_equal(json_object_get(d, "PacketFilter"), pf), "the delta's filter is the map's");
+    json_decref(pf);
+    json_decref(d);
+    state_net_unref(t.net);
+    t = p.told;
+    state_net_ref(t.net);
+    mapper_plan_free(&p);
+    /* Only the shared text changes (carol's node joins the sources): a new filter too. */
+    expect_policy(POLICY_SHARED_MORE);
+    cr_assert_eq(mapper_plan(fx.m, fx.s, 6, &none, &t, NULL, &p), 0);
+    cr_expect_not_null(p.filter, "a changed source list is a changed filter");
+    d = delta_both_ways(6, &p);
+    cr_expect(filter_from(json_object_get(d, "PacketFilter"), "100.64.0.4"), "carol's node");
+    json_decref(d);
+    mapper_plan_free(&p);
+    state_net_unref(t.net);
+}
