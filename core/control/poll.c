@@ -2,9 +2,11 @@
  * streaming polls. A stream gets a full map at once, then deltas: state changes are collected
  * for tuning.batch_change_delay and turned into one message per session by the map thread,
  * plus keep-alives well inside the client's 120 s watchdog. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "control/service_internal.h"
 
@@ -586,6 +588,63 @@ static void send_batch(struct control_service *s, const struct batch *b, const s
     share_table_free(&tb);
 }
 
+/* A batch is shared among threads, one per core (up to BATCH_THREADS_MAX) with at least
+ * BATCH_SPLIT_MIN sessions each: after a policy change every node gets a delta of its own,
+ * thousands of them, each a plan and a compression. Starting a thread costs about as much
+ * as one small delta. */
+#define BATCH_SPLIT_MIN 8
+#define BATCH_THREADS_MAX 8
+
+struct batch_share {
+    struct control_service *s;
+    const struct batch *b;
+    const struct target *t;
+    size_t n;
+};
+
+static void *batch_share_run(void *arg)
+{
+    struct batch_share *p = arg;
+
+    send_batch(p->s, p->b, p->t, p->n);
+    return NULL;
+}
+
+/* send_batch over the targets in contiguous shares, the first on this thread. Each share
+ * has its own table of shared deltas: alike nodes in two shares cost two builds, not a
+ * lock per node. */
+static void send_batch_split(struct control_service *s, const struct batch *b,
+                             const struct target *t, size_t n)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    size_t k = cores > 1 ? (size_t)cores : 1, started = 0, each;
+    struct batch_share share[BATCH_THREADS_MAX];
+    pthread_t th[BATCH_THREADS_MAX];
+    bool running[BATCH_THREADS_MAX] = { false };
+
+    if (k > BATCH_THREADS_MAX)
+        k = BATCH_THREADS_MAX;
+    if (k > n / BATCH_SPLIT_MIN)
+        k = n / BATCH_SPLIT_MIN;
+    if (k < 2) {
+        send_batch(s, b, t, n);
+        return;
+    }
+    each = (n + k - 1) / k;
+    for (size_t i = 0; i < k; i++, started += each)
+        share[i] = (struct batch_share){ s, b, t + started,
+                                         n - started < each ? n - started : each };
+    for (size_t i = 1; i < k; i++)
+        running[i] = pthread_create(&th[i], NULL, batch_share_run, &share[i]) == 0;
+    send_batch(s, b, share[0].t, share[0].n);
+    for (size_t i = 1; i < k; i++) {
+        if (running[i])
+            pthread_join(th[i], NULL);
+        else /* no thread to be had: this one does it */
+            send_batch(s, b, share[i].t, share[i].n);
+    }
+}
+
 /* Map thread: sessions closed since the last batch (none of them is in a snapshot now). */
 static void free_dead(struct control_service *s)
 {
@@ -640,7 +699,7 @@ void poll_flush_batch(struct control_service *s)
     idset_sort(&b.patched);
     idset_sort(&b.removed);
     idset_sort(&b.online);
-    send_batch(s, &b, t, n);
+    send_batch_split(s, &b, t, n);
     pthread_mutex_lock(&s->mu);
     s->last_batch_us = hs_monotonic_us() - started;
     pthread_mutex_unlock(&s->mu);

@@ -1,6 +1,7 @@
 /* mapper: wire framing of MapResponses (protocol §6.2): u32 little-endian body length, then
  * the compact JSON, or standard zstd of it (current clients always ask for zstd): one frame,
- * or for full maps several concatenated ones, which a zstd decoder reads one after another. */
+ * or several concatenated ones, which a zstd decoder reads one after another (full maps
+ * reuse cached frames of peers, and any message those of policy texts many nodes share). */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>

@@ -78,10 +78,17 @@ static int cmp_text(const void *a, const void *b)
     return strcmp(((const struct text_ent *)a)->text, ((const struct text_ent *)b)->text);
 }
 
-char *pol__ents_json(struct pol_ents *s)
+static int cmp_lo(const void *a, const void *b)
+{
+    const struct pol_ent *x = a, *y = b;
+
+    return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+/* Drops exact repeats from s, leaving it sorted by text. */
+static void ents_distinct(struct pol_ents *s)
 {
     struct text_ent *t = hs_xcalloc(s->n + 1, sizeof(*t));
-    struct hs_buf b;
     size_t n = 0;
 
     for (size_t i = 0; i < s->n; i++) {
@@ -89,18 +96,83 @@ char *pol__ents_json(struct pol_ents *s)
         pol__ent_text(&s->v[i], t[i].text, sizeof(t[i].text));
     }
     qsort(t, s->n, sizeof(*t), cmp_text);
-    hs_buf_init(&b, SIZE_MAX);
-    hs_buf_puts(&b, "[");
     for (size_t i = 0; i < s->n; i++) {
         if (i && strcmp(t[i].text, t[i - 1].text) == 0)
             continue;
         s->v[n++] = t[i].e;
-        hs_buf_puts(&b, n > 1 ? ",\"" : "\"");
+    }
+    s->n = n;
+    free(t);
+}
+
+/* A run of neighbouring addresses as one entry: the address itself, the CIDR it fills
+ * exactly, or the range. */
+static struct pol_ent run_ent(const struct pol_ent *first, pol_u128 hi)
+{
+    pol_u128 size = hi - first->lo + 1;
+    unsigned width = first->v4 ? 32 : 128, bits = width;
+
+    if (size == 1)
+        return *first;
+    if ((size & (size - 1)) == 0 && (first->lo & (size - 1)) == 0) {
+        while (size > 1) {
+            size >>= 1;
+            bits--;
+        }
+        return (struct pol_ent){ .lo = first->lo, .hi = hi, .kind = PE_PREFIX,
+                                 .bits = (uint8_t)bits, .v4 = first->v4 };
+    }
+    return pol__ent_range(first->lo, hi, first->v4);
+}
+
+/* The entries as they are written: other entries as they are, node addresses that follow
+ * one another folded into runs (a tailnet hands addresses out in order, so a group of a
+ * thousand nodes is a handful of ranges, not 2,000 strings every member's filter repeats),
+ * all sorted by text. */
+static struct text_ent *ents_written(const struct pol_ents *s, size_t *count)
+{
+    struct text_ent *t = hs_xcalloc(s->n + 1, sizeof(*t));
+    struct pol_ent *addrs = hs_xcalloc(s->n + 1, sizeof(*addrs));
+    size_t n = 0, na = 0;
+
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->v[i].kind == PE_ADDR)
+            addrs[na++] = s->v[i];
+        else
+            t[n++].e = s->v[i];
+    }
+    qsort(addrs, na, sizeof(*addrs), cmp_lo);
+    for (size_t i = 0; i < na;) {
+        size_t j = i + 1;
+        while (j < na && addrs[j].v4 == addrs[i].v4 && addrs[j].lo == addrs[j - 1].lo + 1)
+            j++;
+        t[n++].e = run_ent(&addrs[i], addrs[j - 1].lo);
+        i = j;
+    }
+    for (size_t i = 0; i < n; i++)
+        pol__ent_text(&t[i].e, t[i].text, sizeof(t[i].text));
+    qsort(t, n, sizeof(*t), cmp_text);
+    free(addrs);
+    *count = n;
+    return t;
+}
+
+char *pol__ents_json(struct pol_ents *s)
+{
+    struct text_ent *t;
+    struct hs_buf b;
+    size_t n;
+
+    ents_distinct(s);
+    t = ents_written(s, &n);
+    hs_buf_init(&b, SIZE_MAX);
+    hs_buf_puts(&b, "[");
+    for (size_t i = 0; i < n; i++) {
+        hs_buf_puts(&b, i ? ",\"" : "\"");
         hs_buf_puts(&b, t[i].text);
         hs_buf_puts(&b, "\"");
     }
     hs_buf_puts(&b, "]");
-    s->n = n;
     free(t);
     return hs_buf_steal(&b);
 }

@@ -43,7 +43,8 @@ void pol__ents_free(struct pol_ents *s);
 struct pol_ent pol__ent_addr(pol_u128 a, bool v4);
 struct pol_ent pol__ent_range(pol_u128 lo, pol_u128 hi, bool v4);
 /* Sorts s by text and drops exact repeats (Tailscale keeps overlapping entries), and
- * returns it as a JSON array of strings (malloc'd). */
+ * returns it as a JSON array of strings (malloc'd), neighbouring node addresses written as
+ * one range. */
 char *pol__ents_json(struct pol_ents *s);
 /* "*" as a source: the tailnet's CGNAT and ULA ranges (routes are added by the caller). */
 void pol__star_ranges(struct pol_ents *out);

@@ -213,3 +213,110 @@ Test(policy, no_policy_routes_from_the_primary)
     }
     policy_net_free(net);
 }
+
+/* alice's nodes 1-5 (100.64.0.1-5, fd7a:115c:a1e0::1-5) and 8 reach bob's node 20. */
+static struct policy_net *runs_net(void)
+{
+    static const struct policy_user users[] = {
+        { .id = 1, .name = "alice", .email = "alice@example.com" },
+        { .id = 2, .name = "bob", .email = "bob@example.com" },
+    };
+    static const char *v4[] = { "100.64.0.1", "100.64.0.2", "100.64.0.3", "100.64.0.4",
+                                "100.64.0.5", "100.64.0.8", "100.64.0.20" };
+    static const char *v6[] = { "fd7a:115c:a1e0::1", "fd7a:115c:a1e0::2", "fd7a:115c:a1e0::3",
+                                "fd7a:115c:a1e0::4", "fd7a:115c:a1e0::5", "fd7a:115c:a1e0::8",
+                                "fd7a:115c:a1e0::20" };
+    static const char *text =
+        "{\"acls\": [{\"action\": \"accept\", \"src\": [\"alice@example.com\", \"10.0.0.1\"],"
+        " \"dst\": [\"bob@example.com:22\"]}]}";
+    struct policy_node nodes[7] = { 0 };
+    struct policy_topology topo = { .users = users, .nusers = 2, .nodes = nodes, .nnodes = 7 };
+    struct policy_net *net = NULL;
+    struct policy *p;
+    char err[512];
+
+    for (size_t i = 0; i < 7; i++)
+        nodes[i] = (struct policy_node){ .id = i + 1, .name = v4[i], .user_id = i < 6 ? 1 : 2,
+                                         .ipv4 = v4[i], .ipv6 = v6[i] };
+    cr_assert_eq(policy_load(text, strlen(text), POLICY_FORMAT_AUTO, &p, err, sizeof(err)), 0);
+    cr_assert_eq(policy_compile(p, &topo, &net, err, sizeof(err)), 0, "%s", err);
+    policy_free(p);
+    return net;
+}
+
+/* Neighbouring addresses are written as one range (or the CIDR they fill); lone ones stay
+ * as they are. */
+Test(policy, neighbouring_addresses_as_ranges)
+{
+    struct policy_net *net = runs_net();
+    struct hs_buf f;
+    json_t *rules, *src;
+
+    hs_buf_init(&f, 1 << 20);
+    cr_assert_eq(policy_net_filter(net, 6, &f), 0);
+    rules = json_loadb(f.data, f.len, 0, NULL);
+    src = json_object_get(json_array_get(rules, 0), "SrcIPs");
+    cr_assert_eq(json_array_size(src), 5, "%s", f.data);
+    cr_expect_str_eq(json_string_value(json_array_get(src, 0)), "10.0.0.1");
+    cr_expect_str_eq(json_string_value(json_array_get(src, 1)), "100.64.0.1-100.64.0.5");
+    cr_expect_str_eq(json_string_value(json_array_get(src, 2)), "100.64.0.8");
+    cr_expect_str_eq(json_string_value(json_array_get(src, 3)),
+                     "fd7a:115c:a1e0::1-fd7a:115c:a1e0::5");
+    cr_expect_str_eq(json_string_value(json_array_get(src, 4)), "fd7a:115c:a1e0::8");
+    json_decref(rules);
+    hs_buf_free(&f);
+    policy_net_free(net);
+}
+
+/* A filter with its long texts held apart is the same filter once they are put back:
+ * alice's 60 nodes on every other address (no runs to fold) reach bob's. */
+Test(policy, filter_parts_splice_back)
+{
+    static const struct policy_user users[] = {
+        { .id = 1, .name = "alice", .email = "alice@example.com" },
+        { .id = 2, .name = "bob", .email = "bob@example.com" },
+    };
+    static const char *text =
+        "{\"acls\": [{\"action\": \"accept\", \"src\": [\"alice@example.com\"],"
+        " \"dst\": [\"bob@example.com:22\", \"bob@example.com:80\"]},"
+        " {\"action\": \"accept\", \"src\": [\"alice@example.com\"],"
+        " \"dst\": [\"bob@example.com:443\"]}]}";
+    char v4[61][20], v6[61][40], err[512];
+    struct policy_node nodes[61] = { 0 };
+    struct policy_topology topo = { .users = users, .nusers = 2, .nodes = nodes, .nnodes = 61 };
+    struct policy_parts parts = { 0 };
+    struct policy_net *net = NULL;
+    struct hs_buf whole, own, back;
+    struct policy *p;
+    size_t pos = 0;
+
+    for (size_t i = 0; i < 61; i++) {
+        snprintf(v4[i], sizeof(v4[i]), "100.64.%zu.%zu", i / 100, 2 * (i % 100) + 1);
+        snprintf(v6[i], sizeof(v6[i]), "fd7a:115c:a1e0::%zx", 2 * i + 1);
+        nodes[i] = (struct policy_node){ .id = i + 1, .name = v4[i], .user_id = i < 60 ? 1 : 2,
+                                         .ipv4 = v4[i], .ipv6 = v6[i] };
+    }
+    cr_assert_eq(policy_load(text, strlen(text), POLICY_FORMAT_AUTO, &p, err, sizeof(err)), 0);
+    cr_assert_eq(policy_compile(p, &topo, &net, err, sizeof(err)), 0, "%s", err);
+    hs_buf_init(&whole, 1 << 20);
+    hs_buf_init(&own, 1 << 20);
+    hs_buf_init(&back, 1 << 20);
+    cr_assert_eq(policy_net_filter(net, 60, &whole), 0);
+    cr_assert_eq(policy_net_filter_parts(net, 60, &own, &parts), 0);
+    cr_expect_eq(parts.n, 2, "each rule's 120 sources held apart");
+    cr_expect_eq(parts.v[0].hash, parts.v[1].hash, "the same text, the same hash");
+    cr_expect_lt(own.len + 2 * POLICY_PART_MIN, whole.len);
+    for (size_t i = 0; i < parts.n; i++) {
+        hs_buf_append(&back, own.data + pos, parts.v[i].at - pos);
+        hs_buf_append(&back, parts.v[i].text, parts.v[i].len);
+        pos = parts.v[i].at;
+    }
+    hs_buf_append(&back, own.data + pos, own.len - pos);
+    cr_expect_str_eq(back.data, whole.data);
+    policy_parts_free(&parts);
+    hs_buf_free(&whole);
+    hs_buf_free(&own);
+    hs_buf_free(&back);
+    policy_net_free(net);
+    policy_free(p);
+}
