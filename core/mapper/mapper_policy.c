@@ -280,23 +280,31 @@ static void everyone_diff(struct mapper *m, struct state_net *a, struct state_ne
     pthread_mutex_unlock(&m->diff_mu);
 }
 
-/* Any viewer: one merge walk over the two nets' ids (both ascend). A node only the state has
- * (it joined after b was compiled) is in neither: it comes with a later batch. */
+static bool row_bit(const uint64_t *row, size_t i)
+{
+    return (row[i / 64] >> (i % 64)) & 1;
+}
+
+/* Any viewer: one merge walk over the two nets' ids (both ascend), with the viewer's peer
+ * list in each taken whole. A node only the state has (it joined after b was compiled) is in
+ * neither: it comes with a later batch. */
 static void general_diff(struct state_net *a, size_t va, struct state_net *b, size_t vb,
                          uint64_t self, struct mapper_plan *p)
 {
     size_t na = state_net_count(a), nb = state_net_count(b), i = 0, j = 0;
+    const uint64_t *ida = state_net_ids(a), *idb = state_net_ids(b);
+    uint64_t *ra = state_net_sees_row(a, va), *rb = state_net_sees_row(b, vb);
 
     while (i < na || j < nb) {
-        uint64_t aid = i < na ? state_net_id(a, i) : UINT64_MAX;
-        uint64_t bid = j < nb ? state_net_id(b, j) : UINT64_MAX;
+        uint64_t aid = i < na ? ida[i] : UINT64_MAX;
+        uint64_t bid = j < nb ? idb[j] : UINT64_MAX;
         uint64_t id = aid < bid ? aid : bid;
         bool was = false, is = false;
 
         if (aid == id)
-            was = state_net_sees(a, va, i++);
+            was = row_bit(ra, i++);
         if (bid == id)
-            is = state_net_sees(b, vb, j++);
+            is = row_bit(rb, j++);
         if (id == self || was == is)
             continue;
         if (is)
@@ -304,6 +312,8 @@ static void general_diff(struct state_net *a, size_t va, struct state_net *b, si
         else
             ids_add(&p->removed, id, 0);
     }
+    free(ra);
+    free(rb);
 }
 
 /* The viewer's policy texts in net b, against what it was told: those that differ

@@ -129,6 +129,9 @@ bool policy_net_has_attr(const struct policy_net *c, size_t i, const char *attr)
 bool policy_net_sees_all(const struct policy_net *c, size_t i);
 /* Whether node a has b in its peer list: either may reach the other. Symmetric. */
 bool policy_net_sees(const struct policy_net *c, size_t a, size_t b);
+/* Node a's whole peer list at once: bit b of row (nodes / 64 words, rounded up) set when
+ * policy_net_sees(c, a, b); a bound check and a call per node less than asking each. */
+void policy_net_sees_row(const struct policy_net *c, size_t a, uint64_t *row);
 /* The routes of node b that viewer a gets in b's AllowedIPs (besides b's addresses): b's
  * approved exit routes, and those of its subnet routes that a may reach or be reached from
  * and for which b is the primary router. Up to cap of them (CIDR text, borrowed from c) go

@@ -480,6 +480,28 @@ bool policy_net_sees_all(const struct policy_net *c, size_t i)
     return !c->p || (i < c->nnodes && c->classes[c->cls[i]]->npeers == c->nnodes);
 }
 
+void policy_net_sees_row(const struct policy_net *c, size_t a, uint64_t *row)
+{
+    size_t words = (c->nnodes + 63) / 64;
+
+    if (a >= c->nnodes) {
+        memset(row, 0, words * sizeof(*row));
+        return;
+    }
+    if (!c->p) {
+        memset(row, 0xff, words * sizeof(*row));
+        if (c->nnodes % 64)
+            row[words - 1] = (UINT64_C(1) << (c->nnodes % 64)) - 1;
+    } else {
+        /* Those a may reach, then those that may reach a. */
+        memcpy(row, pol__class_peers(c, c->cls[a]), words * sizeof(*row));
+        for (size_t b = 0; b < c->nnodes; b++)
+            if (!pol__bit(row, b) && pol__bit(pol__class_peers(c, c->cls[b]), a))
+                row[b / 64] |= UINT64_C(1) << (b % 64);
+    }
+    row[a / 64] &= ~(UINT64_C(1) << (a % 64));
+}
+
 bool policy_net_sees(const struct policy_net *c, size_t a, size_t b)
 {
     if (a == b || a >= c->nnodes || b >= c->nnodes)

@@ -17,6 +17,7 @@ static const char allow_all[] =
 /* DstPorts entries of one destination, collected before the rule is written. */
 struct dsts {
     struct hs_buf *out;
+    const char *const *self; /* the filter's node's addresses as text; NULL when it has none */
     bool any;
 };
 
@@ -54,13 +55,12 @@ static void dst_ent(struct dsts *d, const struct pol_ent *e, const struct pol_po
         dst_port(d, text, &ports[k]);
 }
 
-static void dst_self_addrs(struct dsts *d, const struct pol_node *n,
-                           const struct pol_ports *ports, size_t nports)
+/* The filter's own node's addresses (written once per filter: most rules name them). */
+static void dst_self_addrs(struct dsts *d, const struct pol_ports *ports, size_t nports)
 {
     for (int f = 0; f < 2; f++) {
-        struct pol_ent e = pol__ent_addr(n->ip[f], f == 0);
-        if (n->has[f])
-            dst_ent(d, &e, ports, nports);
+        for (size_t k = 0; d->self[f] && k < nports; k++)
+            dst_port(d, d->self[f], &ports[k]);
     }
 }
 
@@ -101,7 +101,7 @@ static void dst_alias(const struct policy_net *c, const struct pol_crule *cr, si
         pol__ents_free(&inet);
         return;
     default:
-        dst_self_addrs(d, n, ports, nports);
+        dst_self_addrs(d, ports, nports);
     }
 }
 
@@ -152,6 +152,7 @@ void policy_parts_free(struct policy_parts *parts)
 /* A rule's head, its DstPorts from fill(), and its tail; taken back if no entry came. */
 struct rule_out {
     struct hs_buf *out;
+    const char *self[2];        /* the node's addresses as text, NULL when absent */
     struct policy_parts *parts; /* NULL: every text inline */
     bool *first;
     size_t mark, mark_parts;
@@ -186,7 +187,7 @@ static void rule_begin(struct rule_out *ro, const struct pol_crule *cr, const ch
     else
         hs_buf_puts(ro->out, src_json);
     hs_buf_puts(ro->out, ",\"DstPorts\":[");
-    ro->d = (struct dsts){ .out = ro->out };
+    ro->d = (struct dsts){ .out = ro->out, .self = ro->self };
 }
 
 static void rule_end(struct rule_out *ro, const uint8_t *protos, size_t nprotos)
@@ -314,13 +315,13 @@ static void self_rules(const struct policy_net *c, const struct pol_crule *cr, s
             rule_begin(ro, NULL, src);
             for (size_t k = 0; k < r->ndst; k++) {
                 if (r->dst[k].a.kind == PA_SELF)
-                    dst_self_addrs(&ro->d, n, r->dst[k].ports, r->dst[k].nports);
+                    dst_self_addrs(&ro->d, r->dst[k].ports, r->dst[k].nports);
             }
             rule_end(ro, r->protos, r->nprotos);
         }
         for (size_t s = 0; r->grant && s < r->nips; s++) {
             rule_begin(ro, NULL, src);
-            dst_self_addrs(&ro->d, n, r->ips[s].ports, r->ips[s].nports);
+            dst_self_addrs(&ro->d, r->ips[s].ports, r->ips[s].nports);
             rule_end(ro, r->ips[s].protos, r->ips[s].nprotos);
         }
         if (r->app) {
@@ -349,9 +350,15 @@ int policy_net_filter_parts(const struct policy_net *c, size_t i, struct hs_buf 
     bool first = true;
     struct rule_out ro = { .out = out, .parts = parts, .first = &first };
     size_t start = out->len, start_parts = parts ? parts->n : 0;
+    char addr[2][48];
 
     if (!c->p)
         return hs_buf_puts(out, allow_all);
+    for (int f = 0; f < 2; f++) {
+        if (c->nodes[i]->has[f])
+            pol__addr_text(c->nodes[i]->ip[f], f == 0, addr[f], sizeof(addr[f]));
+        ro.self[f] = c->nodes[i]->has[f] ? addr[f] : NULL;
+    }
     hs_buf_puts(out, "[");
     for (size_t r = 0; r < c->nrules; r++) {
         const struct pol_crule *cr = &c->rules[r];

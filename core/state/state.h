@@ -133,6 +133,11 @@ size_t state_net_index_at(struct state *s, const struct state_net *n, size_t i);
 bool state_net_exact(struct state *s, const struct state_net *n);
 /* Whether a has b in its peer list (indexes in n; STATE_NET_NONE sees and is seen by none). */
 bool state_net_sees(const struct state_net *n, size_t a, size_t b);
+/* a's whole peer list as bits over n's indexes (malloc'd, state_net_count bits rounded up to
+ * 64): what state_net_sees answers for every b at once. */
+uint64_t *state_net_sees_row(const struct state_net *n, size_t a);
+/* n's node ids, ascending (state_net_count of them; borrowed). */
+const uint64_t *state_net_ids(const struct state_net *n);
 /* Whether node a (a net index) sees every other node: no policy, or one that lets it. May say
  * false when it does (then ask state_net_sees). */
 bool state_net_sees_all(const struct state_net *n, size_t a);

@@ -73,6 +73,28 @@ bool state_net_sees(const struct state_net *n, size_t a, size_t b)
     return n->all || policy_net_sees(n->pn, a, b);
 }
 
+uint64_t *state_net_sees_row(const struct state_net *n, size_t a)
+{
+    size_t words = (n->n + 63) / 64;
+    uint64_t *row = hs_xcalloc(words ? words : 1, sizeof(*row));
+
+    if (a == STATE_NET_NONE || a >= n->n)
+        return row;
+    if (!n->all) {
+        policy_net_sees_row(n->pn, a, row);
+        return row;
+    }
+    for (size_t b = 0; b < n->n; b++)
+        if (b != a)
+            row[b / 64] |= UINT64_C(1) << (b % 64);
+    return row;
+}
+
+const uint64_t *state_net_ids(const struct state_net *n)
+{
+    return n->ids;
+}
+
 uint64_t *state_net_minus(const struct state_net *n, const struct state_net *other, size_t *count)
 {
     uint64_t *v = hs_xcalloc(n->n ? n->n : 1, sizeof(*v));

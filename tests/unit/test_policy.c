@@ -320,3 +320,46 @@ Test(policy, filter_parts_splice_back)
     policy_net_free(net);
     policy_free(p);
 }
+
+/* A peer list taken whole is policy_net_sees asked about every node, both ways round: alice
+ * may reach the server, so the server sees alice's nodes too; bob sees no one. */
+Test(policy, sees_row_is_sees_per_node)
+{
+    static const struct policy_user users[] = {
+        { .id = 1, .name = "alice", .email = "alice@example.com" },
+        { .id = 2, .name = "bob", .email = "bob@example.com" },
+    };
+    static const char *srv_tags[] = { "tag:srv" };
+    static const struct policy_node nodes[] = {
+        { .id = 1, .name = "a1", .user_id = 1, .ipv4 = "100.64.0.1" },
+        { .id = 2, .name = "b1", .user_id = 2, .ipv4 = "100.64.0.2" },
+        { .id = 3, .name = "srv", .user_id = 1, .tags = srv_tags, .ntags = 1,
+          .ipv4 = "100.64.0.3" },
+        { .id = 4, .name = "a2", .user_id = 1, .ipv4 = "100.64.0.4" },
+    };
+    static const struct policy_topology topo = { .users = users, .nusers = 2, .nodes = nodes,
+                                                 .nnodes = 4 };
+    static const char *text =
+        "{\"tagOwners\": {\"tag:srv\": [\"alice@example.com\"]}, \"acls\": [{\"action\":"
+        " \"accept\", \"src\": [\"alice@example.com\"], \"dst\": [\"tag:srv:22\"]}]}";
+    const char *want[] = { "0010", "0000", "1001", "0010" };
+    struct policy_net *net = NULL;
+    struct policy *p;
+    char err[512];
+
+    cr_assert_eq(policy_load(text, strlen(text), POLICY_FORMAT_AUTO, &p, err, sizeof(err)), 0);
+    cr_assert_eq(policy_compile(p, &topo, &net, err, sizeof(err)), 0, "%s", err);
+    for (size_t a = 0; a < 4; a++) {
+        uint64_t row = ~UINT64_C(0);
+        char got[5] = "";
+        policy_net_sees_row(net, a, &row);
+        for (size_t b = 0; b < 4; b++) {
+            got[b] = (row >> b) & 1 ? '1' : '0';
+            cr_expect_eq((row >> b) & 1, policy_net_sees(net, a, b), "%zu sees %zu", a, b);
+        }
+        cr_expect_str_eq(got, want[a], "node %zu", a);
+        cr_expect_eq(row >> 4, 0, "no bits past the last node");
+    }
+    policy_net_free(net);
+    policy_free(p);
+}
