@@ -3,6 +3,7 @@
 #define HS_API_INTERNAL_H
 
 #include "api/api.h"
+#include "state/state.h"
 
 #define API_MAX_ARGS 4
 
@@ -56,6 +57,15 @@ json_t *api_json_preauthkey(struct api_call *c, const struct store_preauthkey *k
                             const char *full_key);
 json_t *api_json_apikey(const struct store_apikey *k);
 json_t *api_json_node(struct api_call *c, const struct store_node *n, bool in_list);
+/* The same with "subnetRoutes" listing subnet (NULL: empty). */
+json_t *api_json_node_subnet(struct api_call *c, const struct store_node *n, bool in_list,
+                             const struct hs_strv *subnet);
+/* A node of the state (read lock held), as GET /api/v1/node/{id} shows it. */
+json_t *api_json_state_node(struct api_call *c, const struct state_node *sn);
+/* Read lock held: what headscale 0.29 shows as a node's subnetRoutes: its primary routes and,
+ * with_exit (in lists), its approved and announced exit routes after them. */
+void api_node_subnet_routes(struct state *s, const struct state_node *sn, bool with_exit,
+                            struct hs_strv *out);
 
 /* A JSON writer straight into a buffer (api_jw.c) for large responses: the output is what
  * json_dumps(JSON_COMPACT) writes for the same values. Members are api_jw_key + one value, or
@@ -149,6 +159,12 @@ void api_node_tags(struct api_call *c);
 void api_node_move(struct api_call *c);
 void api_node_register(struct api_call *c);
 void api_auth_register(struct api_call *c);
+void api_node_approve_routes(struct api_call *c);
+void api_routes_list(struct api_call *c);
+void api_routes_node_list(struct api_call *c);
+void api_route_enable(struct api_call *c);
+void api_route_disable(struct api_call *c);
+void api_route_delete(struct api_call *c);
 void api_policy_get(struct api_call *c);
 void api_policy_set(struct api_call *c);
 void api_policy_check(struct api_call *c);

@@ -337,8 +337,12 @@ static bool node_online(struct api_call *c, uint64_t id)
     return online;
 }
 
+/* subnet: what "subnetRoutes" lists (NULL: none). headscale 0.29 fills it only in lists
+ * (primary routes, then approved exit routes) and in the answer to approve_routes (primary
+ * routes); every other answer has it empty. */
 static void jw_node(struct api_call *c, struct api_jw *w, struct api_refs *refs,
-                    const struct store_node *n, bool in_list, bool online)
+                    const struct store_node *n, bool in_list, bool online,
+                    const struct hs_strv *subnet)
 {
     api_jw_obj(w);
     api_jw_key(w, "id");
@@ -373,7 +377,10 @@ static void jw_node(struct api_call *c, struct api_jw *w, struct api_refs *refs,
     api_jw_key(w, "availableRoutes");
     jw_available_routes(w, n);
     api_jw_key(w, "subnetRoutes");
-    api_jw_raw(w, "[]");
+    if (subnet)
+        api_jw_strv(w, subnet);
+    else
+        api_jw_raw(w, "[]");
     api_jw_key(w, "tags");
     api_jw_strv(w, &n->tags);
     api_jw_obj_end(w);
@@ -381,14 +388,39 @@ static void jw_node(struct api_call *c, struct api_jw *w, struct api_refs *refs,
 
 json_t *api_json_node(struct api_call *c, const struct store_node *n, bool in_list)
 {
+    return api_json_node_subnet(c, n, in_list, NULL);
+}
+
+static json_t *node_json(struct api_call *c, const struct store_node *n, bool in_list,
+                         bool online, const struct hs_strv *subnet)
+{
     struct hs_buf b;
     struct api_jw w;
-    bool online = node_online(c, n->id);
 
     hs_buf_init(&b, API_MAX_RESPONSE);
     api_jw_begin(&w, &b);
-    jw_node(c, &w, NULL, n, in_list, online);
+    jw_node(c, &w, NULL, n, in_list, online, subnet);
     return api_jw_to_json(&b);
+}
+
+json_t *api_json_node_subnet(struct api_call *c, const struct store_node *n, bool in_list,
+                             const struct hs_strv *subnet)
+{
+    return node_json(c, n, in_list, node_online(c, n->id), subnet);
+}
+
+json_t *api_json_state_node(struct api_call *c, const struct state_node *sn)
+{
+    return node_json(c, &sn->n, false, sn->online, NULL);
+}
+
+void api_node_subnet_routes(struct state *s, const struct state_node *sn, bool with_exit,
+                            struct hs_strv *out)
+{
+    state_node_primary_routes(s, sn, out);
+    for (size_t k = 0; with_exit && k < sn->serving.n; k++)
+        if (state_route_is_exit(sn->serving.v[k]))
+            hs_strv_push(out, sn->serving.v[k]);
 }
 
 bool api_jw_state_nodes(struct api_call *c, struct api_jw *w, struct api_refs *refs,
@@ -401,9 +433,14 @@ bool api_jw_state_nodes(struct api_call *c, struct api_jw *w, struct api_refs *r
     api_jw_arr(w);
     state_rdlock(s);
     for (size_t i = 0; i < state_node_count(s); i++) {
+        struct hs_strv subnet = { 0 };
         sn = state_node_at(s, i);
-        if (!user_id || sn->n.user_id == user_id)
-            jw_node(c, w, refs, &sn->n, true, sn->online);
+        if (user_id && sn->n.user_id != user_id)
+            continue;
+        if (sn->serving.n)
+            api_node_subnet_routes(s, sn, true, &subnet);
+        jw_node(c, w, refs, &sn->n, true, sn->online, &subnet);
+        hs_strv_free(&subnet);
     }
     state_unlock(s);
     api_jw_arr_end(w);

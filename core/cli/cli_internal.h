@@ -210,6 +210,11 @@ void cli_key_short(const char *text, char *out, size_t size);
 /* RFC 3339 → microseconds; false for null, unparsable or Go's zero time (year 1). */
 bool cli_json_time(const json_t *v, int64_t *us);
 
+/* A numeric flag (an ID): *out NULL when not given. A missing required one or one that is
+ * not a number prints cobra's usage error and returns -1. */
+int cli_uint_flag(struct cli_ctx *ctx, const char *name, char shorthand, bool required,
+                  const char **out);
+
 /* ---- command handlers ---- */
 
 int cli_cmd_serve(struct cli_ctx *ctx);
@@ -238,6 +243,10 @@ int cli_cmd_nodes_move(struct cli_ctx *ctx);
 int cli_cmd_nodes_tag(struct cli_ctx *ctx);
 int cli_cmd_nodes_approve_routes(struct cli_ctx *ctx);
 int cli_cmd_auth_register(struct cli_ctx *ctx);
+int cli_cmd_routes_list(struct cli_ctx *ctx);
+int cli_cmd_routes_enable(struct cli_ctx *ctx);
+int cli_cmd_routes_disable(struct cli_ctx *ctx);
+int cli_cmd_routes_delete(struct cli_ctx *ctx);
 int cli_cmd_policy_get(struct cli_ctx *ctx);
 int cli_cmd_policy_set(struct cli_ctx *ctx);
 int cli_cmd_policy_check(struct cli_ctx *ctx);

@@ -219,6 +219,27 @@ static int node_id(struct cli_ctx *ctx, bool required, const char **id)
     return 0;
 }
 
+int cli_uint_flag(struct cli_ctx *ctx, const char *name, char shorthand, bool required,
+                  const char **out)
+{
+    const char *names[] = { name, NULL };
+    const char *v = cli_flag_str(&ctx->args, name);
+    uint64_t n;
+
+    *out = NULL;
+    if (required && require_flags(ctx, names) < 0)
+        return -1;
+    if (!v)
+        return 0;
+    if (hs_parse_u64(v, UINT64_MAX, &n) < 0) {
+        usage_fail(ctx, "invalid argument \"%s\" for \"-%c, --%s\" flag: not an ID", v,
+                   shorthand, name);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
 /* ---- requests answered with {node} ---- */
 
 /* path is freed; body is stolen. Prints the node (machine formats) or human. */
@@ -433,29 +454,29 @@ static bool has_routes(const json_t *node)
            json_array_size(json_object_get(node, "subnetRoutes")) > 0;
 }
 
-/* The nodes having any route: all of them, or the one of -i. */
+/* The nodes having any route: all of them, or the one of -i. From the list, as headscale 0.29
+ * does: only lists fill subnetRoutes. An unknown -i is an error (0.29 then listed all). */
 static int routes_fetch(struct cli_ctx *ctx, const char *id, json_t **out)
 {
-    char *path = id ? cli_pathf("/api/v1/node/%s", id) : hs_strdup("/api/v1/node");
     json_t *resp, *n;
+    bool found = false;
     size_t i;
-    int rc;
 
-    rc = cli_api(ctx, "GET", path, NULL, &resp);
-    free(path);
-    if (rc < 0)
+    if (cli_api(ctx, "GET", "/api/v1/node", NULL, &resp) < 0)
         return -1;
     *out = json_array();
-    if (id) {
-        n = json_object_get(resp, "node");
-        if (has_routes(n))
+    json_array_foreach(json_object_get(resp, "nodes"), i, n) {
+        bool match = !id || hs_streq(hs_json_str(n, "id"), id);
+        found |= match;
+        if (match && has_routes(n))
             json_array_append(*out, n);
-    } else {
-        json_array_foreach(json_object_get(resp, "nodes"), i, n)
-            if (has_routes(n))
-                json_array_append(*out, n);
     }
     json_decref(resp);
+    if (id && !found) {
+        json_decref(*out);
+        cli_fail(ctx, "node %s not found", id);
+        return -1;
+    }
     return 0;
 }
 

@@ -286,6 +286,51 @@ static const struct cli_cmd cmd_auth = {
     .subs = SUBS(&cmd_auth_register),
 };
 
+/* ---- routes (headscale 0.22.3) ---- */
+
+#define ROUTE_ID_FLAG { "route", 'r', CLI_STRING, NULL, "Route identifier (ID)", false }
+
+static const struct cli_cmd cmd_routes_list = {
+    .name = "list", .aliases = ALIASES("ls", "show"), .use = "list",
+    .summary = "List all routes",
+    .long_help = "Lists every announced or approved route with its route ID (all nodes, or the\n"
+                 "one of --identifier). Enabled means approved; Primary says which node serves\n"
+                 "a subnet route (\"-\" for exit routes).",
+    .flags = FLAGS(NODE_ID_FLAG),
+    .run = cli_cmd_routes_list, .max_args = 0,
+};
+
+static const struct cli_cmd cmd_routes_enable = {
+    .name = "enable", .use = "enable --route ID",
+    .summary = "Set a route as enabled",
+    .long_help = "Approves the route of --route, which its node must announce. Enabling an\n"
+                 "exit route (0.0.0.0/0 or ::/0) enables both.",
+    .flags = FLAGS(ROUTE_ID_FLAG), .run = cli_cmd_routes_enable, .max_args = 0,
+};
+
+static const struct cli_cmd cmd_routes_disable = {
+    .name = "disable", .use = "disable --route ID",
+    .summary = "Set as disabled a given route",
+    .long_help = "Withdraws the approval of the route of --route (exit routes: both).",
+    .flags = FLAGS(ROUTE_ID_FLAG), .run = cli_cmd_routes_disable, .max_args = 0,
+};
+
+static const struct cli_cmd cmd_routes_delete = {
+    .name = "delete", .use = "delete --route ID",
+    .summary = "Delete a given route",
+    .long_help = "Withdraws the approval of the route of --route (exit routes: both) and forgets\n"
+                 "its ID; a route the node still announces is listed again under a new ID.",
+    .flags = FLAGS(ROUTE_ID_FLAG), .run = cli_cmd_routes_delete, .max_args = 0,
+};
+
+static const struct cli_cmd cmd_routes = {
+    .name = "routes", .aliases = ALIASES("r", "route"), .use = "routes",
+    .summary = "Manage the routes of Headscale",
+    .long_help = "headscale 0.22's route commands, by route ID. \"nodes list-routes\" and\n"
+                 "\"nodes approve-routes\" change the same approvals.",
+    .subs = SUBS(&cmd_routes_delete, &cmd_routes_disable, &cmd_routes_enable, &cmd_routes_list),
+};
+
 /* ---- policy ---- */
 
 static const struct cli_cmd cmd_policy_get = {
@@ -360,5 +405,6 @@ const struct cli_cmd cli_root = {
                     { "output", 'o', CLI_STRING, NULL, OUTPUT_HELP, false },
                     { "force", 0, CLI_BOOL, "false", "Disable prompts and forces the execution", false }),
     .subs = SUBS(&cmd_apikeys, &cmd_auth, &cmd_configtest, &cmd_debug, &cmd_generate,
-                 &cmd_nodes, &cmd_policy, &cmd_preauthkeys, &cmd_serve, &cmd_users, &cmd_version),
+                 &cmd_nodes, &cmd_policy, &cmd_preauthkeys, &cmd_routes, &cmd_serve, &cmd_users,
+                 &cmd_version),
 };

@@ -49,6 +49,7 @@ static void node_free(struct state_node *n)
         return;
     free(n->peer_json);
     hs_strv_free(&n->routes);
+    hs_strv_free(&n->serving);
     store_node_free(&n->n);
     free(n);
 }
@@ -98,6 +99,7 @@ static bool put_node(struct state *s, struct store_node *n)
         hs_strv_free(&sn->routes);
         sn->n = *n;
         sn->home_derp = hostinfo_facts(n, &sn->routes);
+        state__node_serving(sn);
         return false;
     }
     if (s->nnodes == s->capnodes) {
@@ -109,6 +111,7 @@ static bool put_node(struct state *s, struct store_node *n)
     sn->n = *n;
     sn->version = ++s->versions;
     sn->home_derp = hostinfo_facts(n, &sn->routes);
+    state__node_serving(sn);
     s->nodes[i] = sn;
     s->nnodes++;
     return true;
@@ -327,6 +330,8 @@ static void on_event(const struct notify_event *ev, void *arg)
         enum state_change_kind kind = reload_node(s, ev->id, &fields);
         if (kind != STATE_NODE_CHANGED || fields)
             emit_fields(s, kind, ev->id, fields);
+        if (kind != STATE_NODE_REMOVED)
+            state__auto_approve(s, ev->id); /* its announced routes may be new */
         break;
     }
     case NOTIFY_USER:

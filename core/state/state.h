@@ -26,7 +26,12 @@ struct state_node {
     int64_t disconnected_at; /* us; 0 while online */
     uint16_t capver;        /* from the last map request */
     int home_derp;          /* Hostinfo.NetInfo.PreferredDERP */
-    struct hs_strv routes;  /* Hostinfo.RoutableIPs: the routes it advertises */
+    /* Routes (see "routes" below): announced = Hostinfo.RoutableIPs as the client sent them;
+     * approved = n.approved_routes (stored: the operator's, and autoApprovers' once written
+     * back); serving = those announced and approved, in announced order, exit routes
+     * included: the only routes the node may route. */
+    struct hs_strv routes;  /* announced */
+    struct hs_strv serving; /* announced and approved */
     /* The node serialised as a peer (tailcfg.Node JSON), built once by the mapper under the
      * read lock (installed with an atomic compare-and-swap) and dropped by the state under
      * the write lock whenever anything in it may change. */
@@ -97,6 +102,40 @@ void state_refresh_node(struct state *s, uint64_t id);
 /* Nodes whose key expiry passed since the last call (now in us) are reported to listeners
  * as changed (their peers must see them expired). Call about once a second. */
 void state_check_expiry(struct state *s, int64_t now);
+
+/* ---- routes ----
+ * A route is usable when the node announces it (Hostinfo.RoutableIPs: --advertise-routes,
+ * --advertise-exit-node) and it is approved (nodes.approved_routes: `nodes approve-routes`,
+ * 0.22's `routes enable`, or the policy's autoApprovers). Approval outlives the announcement.
+ * The policy is compiled with each node's serving routes as its approved ones, so filters
+ * and route visibility follow every approval and announcement change.
+ *
+ * autoApprovers: whenever a node's routes or the policy change, the routes the policy
+ * approves (policy_net_approved) that the store does not list are written to
+ * nodes.approved_routes, as headscale 0.29 does; they then stay approved as if the operator
+ * had approved them (a later policy without them does not take them back).
+ *
+ * Read lock held for the two below. */
+/* Whether node sn announces and has approved prefix (canonical text). */
+bool state_node_serves(const struct state_node *sn, const char *prefix);
+/* The primary router of a subnet route (not 0.0.0.0/0 or ::/0): the node whose route peers
+ * use. For now the lowest node id among the online nodes serving it (0 when none): a
+ * stand-in, meant to be replaced by the HA election (issue 11 part B), which is the one
+ * place that decides. Exit routes have no primary: every approved exit node is offered. */
+uint64_t state_route_primary(struct state *s, const char *prefix);
+/* Node sn's subnet routes for which it is the primary (sorted as headscale sorts prefixes:
+ * IPv4 first, then by length, then by address) are appended to out. */
+void state_node_primary_routes(struct state *s, const struct state_node *sn,
+                               struct hs_strv *out);
+
+/* Canonical route list from operator input: each prefix parsed (host bits must be clear;
+ * "10.0.0.1/24" is refused, not guessed), 0.0.0.0/0 or ::/0 bringing the other exit route
+ * along, duplicates dropped, sorted as above. -EINVAL naming the first bad entry in err. */
+int state_routes_normalize(const char *const *in, size_t n, struct hs_strv *out, char *err,
+                           size_t errsize);
+/* Sorts canonical prefixes in place as above (unparsable ones last, as given). */
+void state_routes_sort(struct hs_strv *v);
+bool state_route_is_exit(const char *prefix); /* "0.0.0.0/0" or "::/0" */
 
 /* ---- the policy in force ----
  * Compiled for the current users and nodes, and compiled again whenever something it depends

@@ -63,6 +63,12 @@ int state__compile(struct state *s, const struct policy *p, struct state_net **o
 /* A policy event from the store (database mode): reload, log a refusal. */
 void state__policy_event(struct state *s);
 void state__policy_free(struct state *s);
+/* Write lock held: sn->serving from its announced and approved routes. */
+void state__node_serving(struct state_node *sn);
+/* No lock held: the routes the policy's autoApprovers approve for the node (all nodes that
+ * announce routes) that the store lacks are written to it. */
+void state__auto_approve(struct state *s, uint64_t id);
+void state__auto_approve_all(struct state *s);
 void state__emit(struct state *s, enum state_change_kind kind, uint64_t id);
 
 #endif

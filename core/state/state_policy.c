@@ -143,8 +143,8 @@ static void topology_build(struct state *s, struct topology *tp)
             .tags = (const char *const *)n->tags.v, .ntags = n->tags.n,
             .ipv4 = n->ipv4, .ipv6 = n->ipv6,
             .routes = (const char *const *)sn->routes.v, .nroutes = sn->routes.n,
-            .approved = (const char *const *)n->approved_routes.v,
-            .napproved = n->approved_routes.n,
+            /* approval counts only for what it announces (autoApprovers add to it) */
+            .approved = (const char *const *)sn->serving.v, .napproved = sn->serving.n,
         };
     }
     tp->t = (struct policy_topology){ .users = tp->users, .nusers = s->nusers,
@@ -334,8 +334,10 @@ static int reload(struct state *s, bool check_users, char *err, size_t errsize)
     pthread_mutex_lock(&s->wmu);
     rc = reload_locked(s, check_users, err, errsize);
     pthread_mutex_unlock(&s->wmu);
-    if (rc > 0)
+    if (rc > 0) {
         state__emit(s, STATE_POLICY_CHANGED, 0);
+        state__auto_approve_all(s);
+    }
     return rc < 0 ? rc : 0;
 }
 

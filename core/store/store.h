@@ -184,6 +184,26 @@ int store_node_update(struct store *st, uint64_t id, unsigned fields,
 int store_node_find(struct store *st, const uint8_t machine_key[STORE_KEY_LEN],
                     const uint8_t node_key[STORE_KEY_LEN], struct store_node *out);
 
+/* ---- route ids (headscale 0.22's routes API) ----
+ * Approval lives in nodes.approved_routes and announcement in the node's Hostinfo; the routes
+ * table only gives each (node, prefix) pair an operator may address with `routes enable -r ID`
+ * a stable id (its advertised and enabled columns are not used: the state answers those).
+ * Rows go with their node (ON DELETE CASCADE). Creating ids publishes no event (clients see
+ * nothing of them). */
+struct store_route {
+    uint64_t id, node_id;
+    char *prefix;
+    int64_t created_at, updated_at;
+};
+void store_route_free(struct store_route *r);
+void store_route_list_free(struct store_route *v, size_t n);
+/* node_id 0 lists every route. Sorted by id. */
+int store_route_list(struct store *st, uint64_t node_id, struct store_route **out, size_t *n);
+int store_route_get(struct store *st, uint64_t id, struct store_route *out);
+/* Gives every prefix of node_id that has no row one. -ENOENT if the node is gone. */
+int store_route_ensure(struct store *st, uint64_t node_id, const struct hs_strv *prefixes);
+int store_route_delete(struct store *st, uint64_t id);
+
 /* ---- pending interactive registrations (shared by replicas) ---- */
 struct store_registration {
     char *id;        /* "hskey-authreq-<24 hex>" */
