@@ -1,0 +1,308 @@
+/* Tests for core/state's routes (state.h, "routes"): canonical approval lists, what a node
+ * serves, the stand-in primary, and autoApprovers written back to the store; and the store's
+ * route ids (0.22's routes API). A real SQLite store feeds the state through the bus. */
+#include <criterion/criterion.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "state/state.h"
+
+static struct fixture {
+    char dir[64];
+    char db[128], file[128];
+    struct hs_config cfg;
+    struct notify_bus *bus;
+    struct store *st;
+    struct state *s;
+    uint64_t alice, bob;
+} fx;
+
+static uint64_t add_user(const char *name)
+{
+    struct store_user in = { .name = (char *)name }, out;
+    uint64_t id;
+
+    cr_assert_eq(store_user_create(fx.st, &in, &out), 0);
+    id = out.id;
+    store_user_free(&out);
+    return id;
+}
+
+static uint64_t add_node(uint64_t user, int key)
+{
+    static const struct ip_prefix v4 = { .family = AF_INET, .addr = { 100, 64 }, .bits = 10 };
+    struct store_ip_config ips = { .v4 = &v4 };
+    struct store_node in = { .user_id = user, .given_name = "host" }, out;
+    uint64_t id;
+
+    memset(in.machine_key, key, sizeof(in.machine_key));
+    memset(in.node_key, key, sizeof(in.node_key));
+    cr_assert_eq(store_node_create(fx.st, &in, &ips, &out), 0);
+    id = out.id;
+    store_node_free(&out);
+    return id;
+}
+
+/* The node announces routes (a JSON array text), as a map request's Hostinfo would. */
+static void announce(uint64_t id, const char *routes)
+{
+    char hi[512];
+    struct store_node v = { .hostinfo_json = hi };
+
+    snprintf(hi, sizeof(hi), "{\"Hostname\":\"h\",\"RoutableIPs\":%s}", routes);
+    cr_assert_eq(store_node_update(fx.st, id, STORE_NODE_BIT(STORE_NODE_HOSTINFO), &v, NULL), 0);
+}
+
+static void set_approved(uint64_t id, const char *a, const char *b)
+{
+    struct store_node v = { 0 };
+
+    if (a)
+        hs_strv_push(&v.approved_routes, a);
+    if (b)
+        hs_strv_push(&v.approved_routes, b);
+    cr_assert_eq(store_node_update(fx.st, id, STORE_NODE_BIT(STORE_NODE_APPROVED_ROUTES), &v,
+                                   NULL), 0);
+    hs_strv_free(&v.approved_routes);
+}
+
+/* The stored approved routes joined with ",". */
+static char *stored(uint64_t id)
+{
+    struct store_node n;
+    struct hs_buf b;
+
+    cr_assert_eq(store_node_get(fx.st, id, &n), 0);
+    hs_buf_init(&b, 4096);
+    for (size_t i = 0; i < n.approved_routes.n; i++)
+        hs_buf_appendf(&b, "%s%s", i ? "," : "", n.approved_routes.v[i]);
+    store_node_free(&n);
+    return hs_buf_steal(&b);
+}
+
+static void expect_stored(uint64_t id, const char *want)
+{
+    char *got = stored(id);
+    cr_expect_str_eq(got, want, "node %llu approved", (unsigned long long)id);
+    free(got);
+}
+
+static void setup(void)
+{
+    memset(&fx, 0, sizeof(fx));
+    strcpy(fx.dir, "/tmp/hs-sroutes-XXXXXX");
+    cr_assert_not_null(mkdtemp(fx.dir));
+    snprintf(fx.db, sizeof(fx.db), "%s/db.sqlite", fx.dir);
+    snprintf(fx.file, sizeof(fx.file), "%s/policy.hujson", fx.dir);
+    fx.cfg = (struct hs_config){ .db_type = DB_SQLITE, .sqlite_path = fx.db, .sqlite_wal = true };
+    fx.bus = notify_new();
+    cr_assert_eq(store_open(&fx.cfg, fx.bus, &fx.st), 0);
+    fx.alice = add_user("alice");
+    fx.bob = add_user("bob");
+    cr_assert_eq(state_new(fx.st, fx.bus, &fx.s), 0);
+}
+
+static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(p);
+}
+
+static void teardown(void)
+{
+    state_free(fx.s);
+    store_close(fx.st);
+    notify_free(fx.bus);
+    nftw(fx.dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+TestSuite(routes, .init = setup, .fini = teardown);
+
+static void expect_normalized(const char *const *in, size_t n, const char *want)
+{
+    struct hs_strv v;
+    struct hs_buf b;
+    char err[256];
+
+    cr_assert_eq(state_routes_normalize(in, n, &v, err, sizeof(err)), 0, "%s", err);
+    hs_buf_init(&b, 4096);
+    for (size_t i = 0; i < v.n; i++)
+        hs_buf_appendf(&b, "%s%s", i ? "," : "", v.v[i]);
+    cr_expect_str_eq(b.data ? b.data : "", want);
+    hs_buf_free(&b);
+    hs_strv_free(&v);
+}
+
+Test(routes, normalize_sorts_pairs_exits_and_drops_doubles)
+{
+    /* Go's netip.Prefix.Compare: IPv4 first, then shorter, then lower address */
+    const char *in[] = { "fd00::/8", "10.1.0.0/24", "192.168.0.0/16", "10.0.0.0/8",
+                         "10.1.0.0/24", "::/0" };
+    const char *exit4[] = { "0.0.0.0/0" };
+
+    expect_normalized(in, 6, "0.0.0.0/0,10.0.0.0/8,192.168.0.0/16,10.1.0.0/24,::/0,fd00::/8");
+    expect_normalized(exit4, 1, "0.0.0.0/0,::/0");
+    expect_normalized(NULL, 0, "");
+}
+
+Test(routes, normalize_refuses_what_is_not_a_network)
+{
+    static const char *const bad[] = { "10.0.0.1/24", "banana", "10.0.0.0/33", "10.0.0.0",
+                                       "", "fe80::1%eth0/64", "::/129", "010.0.0.0/8" };
+    struct hs_strv v = { 0 };
+    char err[256];
+
+    for (size_t i = 0; i < HS_ARRAY_LEN(bad); i++) {
+        const char *in[] = { "10.0.0.0/8", bad[i] };
+        err[0] = '\0';
+        cr_expect_eq(state_routes_normalize(in, 2, &v, err, sizeof(err)), -EINVAL, "%s", bad[i]);
+        cr_expect_not_null(strstr(err, bad[i]), "the message names \"%s\": %s", bad[i], err);
+    }
+}
+
+/* What node id serves, joined with ",", and its primary routes. */
+static void expect_serving(uint64_t id, const char *serving, const char *primary)
+{
+    struct hs_buf b;
+    struct hs_strv p = { 0 };
+    const struct state_node *sn;
+
+    hs_buf_init(&b, 4096);
+    state_rdlock(fx.s);
+    sn = state_node_by_id(fx.s, id);
+    cr_assert_not_null(sn);
+    for (size_t i = 0; i < sn->serving.n; i++)
+        hs_buf_appendf(&b, "%s%s", i ? "," : "", sn->serving.v[i]);
+    state_node_primary_routes(fx.s, sn, &p);
+    state_unlock(fx.s);
+    cr_expect_str_eq(b.data ? b.data : "", serving, "node %llu serves", (unsigned long long)id);
+    hs_buf_free(&b);
+    hs_buf_init(&b, 4096);
+    for (size_t i = 0; i < p.n; i++)
+        hs_buf_appendf(&b, "%s%s", i ? "," : "", p.v[i]);
+    cr_expect_str_eq(b.data ? b.data : "", primary, "node %llu primary", (unsigned long long)id);
+    hs_buf_free(&b);
+    hs_strv_free(&p);
+}
+
+static uint64_t primary_of(const char *prefix)
+{
+    uint64_t id;
+
+    state_rdlock(fx.s);
+    id = state_route_primary(fx.s, prefix);
+    state_unlock(fx.s);
+    return id;
+}
+
+Test(routes, serving_is_announced_and_approved_primary_is_online)
+{
+    uint64_t a = add_node(fx.alice, 1), b = add_node(fx.bob, 2);
+
+    announce(a, "[\"10.1.0.0/24\",\"0.0.0.0/0\",\"::/0\",\"10.2.0.0/24\"]");
+    announce(b, "[\"10.1.0.0/24\"]");
+    set_approved(a, "10.1.0.0/24", "0.0.0.0/0");
+    set_approved(b, "10.1.0.0/24", "192.168.9.0/24"); /* the second is not announced */
+    expect_serving(a, "10.1.0.0/24,0.0.0.0/0", "");
+    expect_serving(b, "10.1.0.0/24", "");
+    cr_expect_eq(primary_of("10.1.0.0/24"), 0, "no one online");
+    state_set_online(fx.s, b, true, 0);
+    cr_expect_eq(primary_of("10.1.0.0/24"), b);
+    state_set_online(fx.s, a, true, 0);
+    cr_expect_eq(primary_of("10.1.0.0/24"), a, "the lowest online id");
+    expect_serving(a, "10.1.0.0/24,0.0.0.0/0", "10.1.0.0/24");
+    expect_serving(b, "10.1.0.0/24", "");
+    cr_expect_eq(primary_of("0.0.0.0/0"), 0, "exit routes have no primary");
+    cr_expect_eq(primary_of("192.168.9.0/24"), 0, "approved but not announced");
+    state_set_online(fx.s, a, false, 0);
+    cr_expect_eq(primary_of("10.1.0.0/24"), b);
+    /* approval outlives the announcement, but serving does not */
+    announce(b, "[]");
+    expect_serving(b, "", "");
+    expect_stored(b, "10.1.0.0/24,192.168.9.0/24");
+    cr_expect_eq(primary_of("10.1.0.0/24"), 0);
+}
+
+static void put_policy(const char *text)
+{
+    FILE *f = fopen(fx.file, "w");
+    char err[512];
+
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+    state_policy_source(fx.s, STATE_POLICY_FILE, fx.file);
+    cr_assert_eq(state_policy_reload(fx.s, err, sizeof(err)), 0, "%s", err);
+}
+
+#define AUTO_POLICY(user)                                                                    \
+    "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}],"            \
+    " \"autoApprovers\": {\"routes\": {\"10.20.0.0/16\": [\"" user "@\"]},"                   \
+    " \"exitNode\": [\"" user "@\"]}}"
+
+Test(routes, auto_approvers_write_to_the_store)
+{
+    uint64_t a = add_node(fx.alice, 1), b = add_node(fx.bob, 2);
+
+    put_policy(AUTO_POLICY("alice"));
+    /* at announce time: the write-back happens before the announcement's write returns */
+    announce(a, "[\"10.20.1.0/24\",\"10.30.0.0/24\",\"0.0.0.0/0\",\"::/0\"]");
+    expect_stored(a, "0.0.0.0/0,10.20.1.0/24,::/0");
+    expect_serving(a, "10.20.1.0/24,0.0.0.0/0,::/0", "");
+    announce(b, "[\"10.20.2.0/24\"]");
+    expect_stored(b, "");
+    /* at policy change; only ever adding */
+    put_policy(AUTO_POLICY("bob"));
+    expect_stored(b, "10.20.2.0/24");
+    expect_stored(a, "0.0.0.0/0,10.20.1.0/24,::/0");
+    /* an operator's approval is kept beside it */
+    set_approved(b, "10.20.2.0/24", "10.99.0.0/24");
+    announce(b, "[\"10.20.2.0/24\",\"10.20.3.0/24\"]");
+    expect_stored(b, "10.20.2.0/24,10.20.3.0/24,10.99.0.0/24");
+}
+
+Test(routes, no_policy_approves_nothing)
+{
+    uint64_t a = add_node(fx.alice, 1);
+
+    announce(a, "[\"10.20.1.0/24\",\"0.0.0.0/0\",\"::/0\"]");
+    expect_stored(a, "");
+    expect_serving(a, "", "");
+}
+
+Test(routes, route_ids_are_stable_and_go_with_their_node)
+{
+    uint64_t a = add_node(fx.alice, 1), b = add_node(fx.bob, 2);
+    struct hs_strv p = { 0 };
+    struct store_route *v;
+    struct store_route r;
+    size_t n;
+
+    hs_strv_push(&p, "10.1.0.0/24");
+    hs_strv_push(&p, "::/0");
+    cr_assert_eq(store_route_ensure(fx.st, a, &p), 0);
+    cr_assert_eq(store_route_ensure(fx.st, a, &p), 0, "twice: nothing new");
+    cr_assert_eq(store_route_ensure(fx.st, b, &p), 0);
+    cr_assert_eq(store_route_list(fx.st, 0, &v, &n), 0);
+    cr_assert_eq(n, 4);
+    cr_expect_eq(v[0].node_id, a);
+    cr_expect_str_eq(v[0].prefix, "10.1.0.0/24");
+    cr_expect_eq(v[2].node_id, b);
+    cr_assert_eq(store_route_get(fx.st, v[1].id, &r), 0);
+    cr_expect_str_eq(r.prefix, "::/0");
+    store_route_free(&r);
+    cr_expect_eq(store_route_delete(fx.st, v[0].id), 0);
+    cr_expect_eq(store_route_delete(fx.st, v[0].id), -ENOENT);
+    cr_expect_eq(store_route_get(fx.st, v[0].id, &r), -ENOENT);
+    store_route_list_free(v, n);
+    cr_assert_eq(store_node_delete(fx.st, a), 0);
+    cr_assert_eq(store_route_list(fx.st, a, &v, &n), 0);
+    cr_expect_eq(n, 0, "a node's route ids go with it");
+    store_route_list_free(v, n);
+    cr_expect_eq(store_route_ensure(fx.st, a, &p), -ENOENT, "no such node");
+    hs_strv_free(&p);
+}
