@@ -138,7 +138,7 @@ const char *mapper__peer_json(struct mapper *m, struct state *s, const struct st
 
     if (cached)
         return cached;
-    o = mapper__node(m, s, n, 0, now);
+    o = mapper__node(m, s, n, 0, now, NULL);
     fresh = hs_json_dump(o, JSON_COMPACT);
     json_decref(o);
     /* The cache slot is the one mutable part of a state node (see state.h). */
@@ -147,6 +147,25 @@ const char *mapper__peer_json(struct mapper *m, struct state *s, const struct st
         return fresh;
     free(fresh);
     return expected;
+}
+
+/* A peer's JSON for the viewer: the cached default view, or its Node built for this viewer
+ * alone when the routes it gets from the peer differ (mapper_routes.c). */
+static int put_peer(struct mapper *m, struct state *s, const struct mapper__view *v,
+                    uint64_t viewer, const struct state_node *n, int64_t now, struct hs_buf *out)
+{
+    json_t *o;
+    char *text;
+    int rc;
+
+    if (mapper__view_default(v->net, viewer, n))
+        return hs_buf_puts(out, mapper__peer_json(m, s, n, now));
+    o = mapper__node(m, s, n, viewer, now, v->net);
+    text = hs_json_dump(o, JSON_COMPACT);
+    json_decref(o);
+    rc = text ? hs_buf_puts(out, text) : -ENOMEM;
+    free(text);
+    return rc;
 }
 
 /* The policy part of a full map, spliced in as text: the compiled filter is JSON already.
@@ -189,7 +208,7 @@ static int full_tail(struct mapper *m, struct state *s, const struct state_node 
     int rc;
 
     uidset_add(users, mapper__user_id(me));
-    node = mapper__node(m, s, me, me->n.id, now);
+    node = mapper__node(m, s, me, me->n.id, now, v->net);
     mapper__self_capmap(node, v->net, v->self);
     json_object_set_new(resp, "Node", node);
     json_object_set_new(resp, "UserProfiles", profiles(s, users));
@@ -224,7 +243,7 @@ static int full_text(struct mapper *m, struct state *s, const struct state_node 
         if (!first)
             rc = hs_buf_append(out, ",", 1);
         if (rc == 0)
-            rc = hs_buf_puts(out, mapper__peer_json(m, s, n, now));
+            rc = put_peer(m, s, &v, me->n.id, n, now, out);
         uidset_add(&users, mapper__user_id(n));
         first = false;
     }
@@ -244,14 +263,18 @@ int mapper_full_text(struct mapper *m, struct state *s, uint64_t self, int64_t n
     return me ? full_text(m, s, me, now, net, out, told) : -ENOENT;
 }
 
-/* Whether the viewer sees every node of the run (it is not in it). */
-static bool run_all_seen(const struct mapper__view *v, struct state *s, size_t lo, size_t len)
+/* Whether the viewer sees every node of the run (it is not in it) as the cached run has them:
+ * whole, with every router's default routes. */
+static bool run_all_seen(const struct mapper__view *v, struct state *s, uint64_t viewer,
+                         size_t lo, size_t len)
 {
-    if (v->everyone)
-        return true;
-    for (size_t i = lo; i < lo + len; i++)
-        if (!mapper__view_sees(v, s, i))
+    for (size_t i = lo; i < lo + len; i++) {
+        const struct state_node *sn = state_node_at(s, i);
+        if (!v->everyone && !mapper__view_sees(v, s, i))
             return false;
+        if (sn->serving.n && !mapper__view_default(v->net, viewer, sn))
+            return false;
+    }
     return true;
 }
 
@@ -280,7 +303,7 @@ static int full_zstd(struct mapper *m, struct state *s, const struct state_node 
         /* Nodes are sorted by id: is the viewer in this run? */
         bool mine = state_node_at(s, lo)->n.id <= me->n.id &&
                     me->n.id <= state_node_at(s, lo + len - 1)->n.id;
-        if (!mine && (lo == 0 || any) && run_all_seen(&v, s, lo, len)) {
+        if (!mine && (lo == 0 || any) && run_all_seen(&v, s, me->n.id, lo, len)) {
             if (text.len > 0) /* what came before goes out as a frame of its own */
                 rc = mapper__zstd_frame(out, text.data, text.len);
             hs_buf_reset(&text);
@@ -298,7 +321,7 @@ static int full_zstd(struct mapper *m, struct state *s, const struct state_node 
             if (any)
                 rc = hs_buf_append(&text, ",", 1);
             if (rc == 0)
-                rc = hs_buf_puts(&text, mapper__peer_json(m, s, sn, now));
+                rc = put_peer(m, s, &v, me->n.id, sn, now, &text);
             uidset_add(&users, mapper__user_id(sn));
             any = true;
         }
@@ -347,7 +370,8 @@ int mapper_full_encoded(struct mapper *m, struct state *s, uint64_t self, int64_
 
 /* Changed peers as full Nodes; the node itself, if listed, comes back as "Node". */
 static void add_changed(json_t *resp, struct mapper *m, struct state *s, uint64_t self,
-                        const uint64_t *ids, size_t n, int64_t now, struct uidset *users)
+                        const uint64_t *ids, size_t n, int64_t now, struct uidset *users,
+                        const struct state_net *net)
 {
     json_t *changed = json_array();
 
@@ -357,9 +381,9 @@ static void add_changed(json_t *resp, struct mapper *m, struct state *s, uint64_
             continue; /* gone meanwhile: the caller reports it in `removed` */
         uidset_add(users, mapper__user_id(sn));
         if (ids[i] == self)
-            json_object_set_new(resp, "Node", mapper__node(m, s, sn, self, now));
+            json_object_set_new(resp, "Node", mapper__node(m, s, sn, self, now, net));
         else
-            json_array_append_new(changed, mapper__node(m, s, sn, self, now));
+            json_array_append_new(changed, mapper__node(m, s, sn, self, now, net));
     }
     if (json_array_size(changed))
         json_object_set_new(resp, "PeersChanged", changed);
@@ -452,12 +476,12 @@ static json_t *delta_of(struct mapper *m, struct state *s, uint64_t self,
     json_t *resp = json_object();
     const struct state_node *me;
 
-    add_changed(resp, m, s, self, ch->changed, ch->nchanged, now, &users);
+    add_changed(resp, m, s, self, ch->changed, ch->nchanged, now, &users, p ? p->now : NULL);
     add_patched(resp, s, self, ch);
     add_removed(resp, self, ch->removed, ch->nremoved);
     add_online(resp, s, self, ch->online, ch->nonline);
     if (p && p->node && (me = state_node_by_id(s, self))) {
-        json_t *node = mapper__node(m, s, me, self, now);
+        json_t *node = mapper__node(m, s, me, self, now, p->now);
         mapper__self_capmap(node, p->now, state_net_index(p->now, self));
         uidset_add(&users, mapper__user_id(me));
         json_object_set_new(resp, "Node", node);

@@ -97,6 +97,8 @@ struct mapper_plan {
     struct policy_parts filter_parts;
     struct mapper_policy_state told; /* what it will have been told (net borrowed) */
     struct state_net *now;           /* the net it was planned under (borrowed) */
+    uint64_t views; /* the routes it gets from the routers in `changed` where they are not
+                     * their default (0: none): nodes alike share a delta only with these */
 };
 /* was may be NULL or empty: the node's first map is on its way; then nothing is compared
  * and told stays empty. A `was` whose net is not pinned counts only if its generation is

@@ -83,9 +83,32 @@ json_t *mapper__endpoints(const struct store_node *n);
 /* Whether n's node key expired by `now`: it then sees no peers, and its peers see it
  * Expired, without endpoints and under a broken key (mapper_node.c). */
 bool mapper__expired(const struct store_node *n, int64_t now);
-/* tailcfg.Node with `now` deciding Expired. */
+/* tailcfg.Node with `now` deciding Expired, as viewer sees it (0: the default view, what the
+ * peer cache holds) under net (NULL: the current one). */
 json_t *mapper__node(struct mapper *m, struct state *s, const struct state_node *n,
-                     uint64_t viewer, int64_t now);
+                     uint64_t viewer, int64_t now, const struct state_net *net);
+
+/* Routes of a peer in AllowedIPs (mapper_routes.c); v borrows from the state node or net. */
+struct mapper__routes {
+    const char **v;
+    size_t n;
+};
+void mapper__routes_free(struct mapper__routes *r);
+/* n's default routes: the exit routes it serves and the subnet routes it is primary for. */
+void mapper__default_routes(const struct state_node *n, struct mapper__routes *out);
+/* The routes viewer gets in n's AllowedIPs under net (viewer 0 or n itself: the default). */
+void mapper__view_routes(const struct state_net *net, uint64_t viewer, const struct state_node *n,
+                         struct mapper__routes *out);
+/* Whether viewer gets n's default routes (then n's cached JSON is its view). */
+bool mapper__view_default(const struct state_net *net, uint64_t viewer,
+                          const struct state_node *n);
+/* A hash of n's id and the routes viewer gets from it: plans that send n to viewers alike may
+ * share a delta. */
+uint64_t mapper__view_hash(const struct state_net *net, uint64_t viewer,
+                           const struct state_node *n);
+/* Whether viewer gets other routes from n under b than under a. */
+bool mapper__views_differ(const struct state_net *a, const struct state_net *b, uint64_t viewer,
+                          const struct state_node *n);
 /* n as a peer (viewer 0), serialised once and cached in the state node. */
 const char *mapper__peer_json(struct mapper *m, struct state *s, const struct state_node *n,
                               int64_t now);

@@ -153,17 +153,27 @@ static bool array_has_string(const json_t *a, const char *s)
     return false;
 }
 
-/* Addresses, plus each approved route the node still announces (exit routes included):
- * headscale serves a route only while it is both approved and in Hostinfo.RoutableIPs. */
-static json_t *allowed_ips(const struct store_node *n, const json_t *addrs, const json_t *hostinfo)
+/* Addresses and the routes the viewer gets (mapper_routes.c): served routes only, those
+ * both approved and still advertised (reference §6). */
+static json_t *allowed_ips(const json_t *addrs, const struct mapper__routes *r)
 {
-    json_t *announced = json_object_get(hostinfo, "RoutableIPs");
     json_t *a = json_deep_copy(addrs);
 
-    for (size_t i = 0; i < n->approved_routes.n; i++) {
-        const char *r = n->approved_routes.v[i];
-        if (array_has_string(announced, r) && !array_has_string(a, r))
-            json_array_append_new(a, json_string(r));
+    for (size_t i = 0; i < r->n; i++) {
+        if (!array_has_string(a, r->v[i]))
+            json_array_append_new(a, json_string(r->v[i]));
+    }
+    return a;
+}
+
+/* The subnet routes among them (exit routes are never primary routes). */
+static json_t *primary_routes(const struct mapper__routes *r)
+{
+    json_t *a = json_array();
+
+    for (size_t i = 0; i < r->n; i++) {
+        if (!state_route_is_exit(r->v[i]))
+            json_array_append_new(a, json_string(r->v[i]));
     }
     return a;
 }
@@ -181,16 +191,20 @@ json_t *mapper__endpoints(const struct store_node *n)
     return out;
 }
 
-static void node_network(json_t *o, const struct state_node *sn)
+static void node_network(json_t *o, const struct state_node *sn, const struct mapper__routes *r)
 {
     const struct store_node *n = &sn->n;
     json_t *hostinfo = load_stored(n->hostinfo_json, JSON_OBJECT);
-    json_t *addrs = addresses(n);
+    json_t *addrs = addresses(n), *prim = primary_routes(r);
 
     if (!hostinfo)
         hostinfo = json_object();
-    json_object_set_new(o, "AllowedIPs", allowed_ips(n, addrs, hostinfo));
+    json_object_set_new(o, "AllowedIPs", allowed_ips(addrs, r));
     json_object_set_new(o, "Addresses", addrs);
+    if (json_array_size(prim))
+        json_object_set_new(o, "PrimaryRoutes", prim);
+    else
+        json_decref(prim);
     json_object_set_new(o, "Endpoints", mapper__endpoints(n));
     if (sn->home_derp > 0) {
         json_object_set_new(o, "HomeDERP", json_integer(sn->home_derp));
@@ -266,13 +280,15 @@ static void expired_peer_view(json_t *o, const struct store_node *n)
 }
 
 json_t *mapper__node(struct mapper *m, struct state *s, const struct state_node *n,
-                     uint64_t viewer, int64_t now)
+                     uint64_t viewer, int64_t now, const struct state_net *net)
 {
     json_t *o = json_object();
+    struct mapper__routes r;
 
-    /* Per-viewer views of peers (policy-filtered routes, masquerade) come with routes. */
+    mapper__view_routes(net ? net : state_net_current(s), viewer, n, &r);
     node_identity(o, m, s, n);
-    node_network(o, n);
+    node_network(o, n, &r);
+    mapper__routes_free(&r);
     node_status(o, m, n, now);
     if (viewer != n->n.id && mapper__expired(&n->n, now))
         expired_peer_view(o, &n->n);
@@ -282,7 +298,7 @@ json_t *mapper__node(struct mapper *m, struct state *s, const struct state_node 
 json_t *mapper_node(struct mapper *m, struct state *s, const struct state_node *n,
                     uint64_t viewer)
 {
-    json_t *o = mapper__node(m, s, n, viewer, hs_now_us());
+    json_t *o = mapper__node(m, s, n, viewer, hs_now_us(), NULL);
 
     if (viewer == n->n.id)
         mapper__self_capmap(o, state_net_current(s), state_node_net_index(s, viewer));

@@ -316,6 +316,36 @@ static void general_diff(struct state_net *a, size_t va, struct state_net *b, si
     free(rb);
 }
 
+/* Routers the viewer sees in both nets whose routes for it differ between them: a policy
+ * change that leaves the peer list alone can still give or take a route. */
+static void route_diffs(struct state *s, uint64_t self, struct state_net *a, size_t va,
+                        struct state_net *b, size_t vb, struct mapper_plan *p)
+{
+    for (size_t i = 0; i < state_node_count(s); i++) {
+        const struct state_node *sn = state_node_at(s, i);
+        uint64_t id = sn->n.id;
+        if (!sn->serving.n || id == self ||
+            !state_net_sees(b, vb, state_net_index(b, id)) ||
+            !state_net_sees(a, va, state_net_index(a, id)))
+            continue; /* no routes, or appeared or vanished whole (general_diff) */
+        if (mapper__views_differ(a, b, self, sn))
+            ids_add(&p->changed, id, STATE_F_OTHER);
+    }
+}
+
+/* What the routers sent whole look like to this viewer where that is not the default. */
+static uint64_t plan_views(struct state *s, uint64_t self, const struct mapper_plan *p)
+{
+    uint64_t h = 0;
+
+    for (size_t i = 0; i < p->changed.n; i++) {
+        const struct state_node *sn = state_node_by_id(s, p->changed.v[i]);
+        if (sn && sn->serving.n && !mapper__view_default(p->now, self, sn))
+            h = h * 31 + mapper__view_hash(p->now, self, sn) + 1;
+    }
+    return h;
+}
+
 /* The viewer's policy texts in net b, against what it was told: those that differ
  * go into the plan, and what it will have been told replaces `told`. */
 static int plan_texts(struct mapper *m, struct state_net *b, size_t vb,
@@ -374,6 +404,7 @@ int mapper_plan(struct mapper *m, struct state *s, uint64_t self, const struct m
             everyone_diff(m, a, b, self, p);
         else
             general_diff(a, va, b, vb, self, p);
+        route_diffs(s, self, a, va, b, vb, p);
         rc = plan_texts(m, b, vb, was, p);
     }
     ids_normalise(&p->changed);
@@ -382,6 +413,7 @@ int mapper_plan(struct mapper *m, struct state *s, uint64_t self, const struct m
     ids_normalise(&p->online);
     /* A peer sent whole needs no patch besides. */
     ids_minus(&p->patched, &p->changed);
+    p->views = plan_views(s, self, p);
     if (rc < 0)
         mapper_plan_free(p);
     return rc;
@@ -407,7 +439,7 @@ static uint64_t mix(uint64_t h, uint64_t v)
 uint64_t mapper_plan_hash(const struct mapper_plan *p)
 {
     const struct mapper_ids *l[] = { &p->changed, &p->patched, &p->removed, &p->online };
-    uint64_t h = 0;
+    uint64_t h = p->views;
 
     for (size_t k = 0; k < HS_ARRAY_LEN(l); k++) {
         h = mix(h, l[k]->n);
@@ -425,7 +457,7 @@ static bool ids_same(const struct mapper_ids *a, const struct mapper_ids *b)
 
 bool mapper_plan_same(const struct mapper_plan *a, const struct mapper_plan *b)
 {
-    return mapper_plan_shareable(a) && mapper_plan_shareable(b) &&
+    return mapper_plan_shareable(a) && mapper_plan_shareable(b) && a->views == b->views &&
            ids_same(&a->changed, &b->changed) && ids_same(&a->patched, &b->patched) &&
            ids_same(&a->removed, &b->removed) && ids_same(&a->online, &b->online);
 }

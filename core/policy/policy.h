@@ -58,6 +58,9 @@ struct policy_node {
     size_t nroutes;
     const char *const *approved;  /* routes approved for it (CIDR text; autoApprovers add more) */
     size_t napproved;
+    const char *const *primary;   /* with policy_topology.elected: the approved subnet routes
+                                   * it is the elected primary router for */
+    size_t nprimary;
 };
 
 struct policy_topology {
@@ -66,6 +69,9 @@ struct policy_topology {
     const struct policy_node *nodes; /* addressed by index below */
     size_t nnodes;
     const char *server_url; /* SSH `check` rules send clients here; NULL: a placeholder */
+    /* The server elected each route's primary router (policy_node.primary): without it the
+     * first router of a route in node order is its primary (tools, tests). */
+    bool elected;
 };
 
 struct policy_net;

@@ -198,10 +198,11 @@ struct pol_node {
     bool has[2];
     struct pol_ents routes;   /* approved, non-exit, as the policy sees them */
     char **route_text;        /* their text, in the same order */
+    bool *route_prim;         /* per route: the node is its elected primary (net->elected) */
     bool exit;                /* approved 0.0.0.0/0 or ::/0 */
     char **approved;          /* text of every approved route (topology + autoApprovers) */
     size_t napproved;
-    /* name, tags, routes, route_text and approved belong to every copy of the record (a
+    /* name, tags, routes, route_text, route_prim and approved belong to every copy of the record (a
      * block copied because another node of it changed): *shared counts the copies. */
     int *shared;
 };
@@ -266,6 +267,7 @@ struct tag_node;
 struct policy_net {
     const struct policy *p;    /* NULL: allow all */
     char *server_url;          /* from the topology; may be NULL */
+    bool elected;              /* primaries from the topology (pol_node.route_prim) */
     const struct pol_node **nodes; /* node i, in the topology's order (by id) */
     uint64_t *ids;                 /* node i's id (a recompile checks the order with it) */
     size_t nnodes;

@@ -308,6 +308,7 @@ static void node_release(struct pol_node *n)
     for (size_t k = 0; k < n->napproved; k++)
         free(n->approved[k]);
     free(n->route_text);
+    free(n->route_prim);
     free(n->tags);
     free(n->approved);
     pol__ents_free(&n->routes);
@@ -505,6 +506,18 @@ static void add_route(struct pol_node *n, const char *text, const struct pol_ent
     pol__ents_push(&n->routes, e);
     n->route_text = hs_xrealloc(n->route_text, n->routes.n * sizeof(*n->route_text));
     n->route_text[n->routes.n - 1] = n->approved[n->napproved - 1];
+    n->route_prim = hs_xrealloc(n->route_prim, n->routes.n * sizeof(*n->route_prim));
+    n->route_prim[n->routes.n - 1] = false;
+}
+
+static void mark_primaries(struct pol_node *n, const struct policy_node *in)
+{
+    for (size_t k = 0; k < n->routes.n; k++) {
+        for (size_t j = 0; j < in->nprimary; j++) {
+            if (strcmp(n->route_text[k], in->primary[j]) == 0)
+                n->route_prim[k] = true;
+        }
+    }
 }
 
 static void node_routes(const struct policy_net *c, struct pol_node *n,
@@ -540,11 +553,13 @@ void pol__load_node(const struct policy_net *c, struct pol_node *n, const struct
     n->has[0] = in->ipv4 && pol__parse_ip(in->ipv4, &n->ip[0], &v4) == 0 && v4;
     n->has[1] = in->ipv6 && pol__parse_ip(in->ipv6, &n->ip[1], &v4) == 0 && !v4;
     node_routes(c, n, in); /* auto-approval looks only at the node itself and its user */
+    mark_primaries(n, in);
 }
 
 static void copy_users(struct policy_net *c, const struct policy_topology *t)
 {
     c->server_url = hs_strdup(t->server_url);
+    c->elected = t->elected;
     c->users_shared = hs_xcalloc(1, sizeof(*c->users_shared));
     *c->users_shared = 1;
     c->users = hs_xcalloc(t->nusers + 1, sizeof(*c->users));

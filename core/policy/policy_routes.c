@@ -61,9 +61,14 @@ static bool has_route(const struct pol_node *n, const char *route)
     return false;
 }
 
-/* Whether an earlier router already serves the same route: the first one is its primary. */
-static bool primary(const struct policy_net *c, size_t b, const char *route)
+/* Whether b is the primary router of its k-th route: the one the server elected (the state
+ * elects among the online routers, net->elected), or else the first router that serves it. */
+static bool primary(const struct policy_net *c, size_t b, size_t k)
 {
+    const char *route = c->nodes[b]->route_text[k];
+
+    if (c->elected)
+        return c->nodes[b]->route_prim[k];
     for (size_t x = 0; x < c->nrouters && c->routers[x].node < b; x++) {
         if (has_route(c->nodes[c->routers[x].node], route))
             return false;
@@ -96,11 +101,12 @@ static void secondaries(const struct policy_net *c, size_t b, const char *route,
 /* The primary's viewers of a route, if router x is not its primary: NULL otherwise. */
 static const uint64_t *primary_viewers(const struct policy_net *c, size_t x, const char *route)
 {
-    for (size_t y = 0; y < x; y++) {
+    for (size_t y = 0; y < c->nrouters; y++) {
         const struct pol_node *n = c->nodes[c->routers[y].node];
         for (size_t k = 0; k < n->routes.n; k++) {
-            if (strcmp(n->route_text[k], route) == 0)
-                return c->routers[y].viewers[k];
+            if (strcmp(n->route_text[k], route) != 0 || !primary(c, c->routers[y].node, k))
+                continue;
+            return y == x ? NULL : c->routers[y].viewers[k];
         }
     }
     return NULL;
@@ -126,7 +132,7 @@ static uint64_t *viewers_of(const struct policy_net *c, size_t b, size_t k)
 {
     const struct pol_node *n = c->nodes[b];
     uint64_t *v = pol__bits_new(c);
-    bool prim = primary(c, b, n->route_text[k]);
+    bool prim = primary(c, b, k);
     bool covers = prim && covers_a_node(c, &n->routes.v[k]);
 
     for (size_t r = 0; r < c->nrules; r++) {

@@ -531,6 +531,7 @@ static struct policy_net *recompile(const struct policy_net *old,
     c->p = old->p;
     __atomic_add_fetch(&((struct policy *)c->p)->refs, 1, __ATOMIC_ACQ_REL);
     c->server_url = hs_strdup(t->server_url);
+    c->elected = t->elected;
     pol__share_users(c, old);
     c->nnodes = t->nnodes;
     c->words = words_after(old, t->nnodes);

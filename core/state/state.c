@@ -43,6 +43,11 @@ static void drop_cache(struct state *s, struct state_node *n)
     n->version = ++s->versions;
 }
 
+void state__drop_cache(struct state *s, struct state_node *n)
+{
+    drop_cache(s, n);
+}
+
 static void node_free(struct state_node *n)
 {
     if (!n)
@@ -50,6 +55,7 @@ static void node_free(struct state_node *n)
     free(n->peer_json);
     hs_strv_free(&n->routes);
     hs_strv_free(&n->serving);
+    hs_strv_free(&n->primary);
     store_node_free(&n->n);
     free(n);
 }
@@ -99,7 +105,7 @@ static bool put_node(struct state *s, struct store_node *n)
         hs_strv_free(&sn->routes);
         sn->n = *n;
         sn->home_derp = hostinfo_facts(n, &sn->routes);
-        state__node_serving(sn);
+        state__node_serving(sn); /* its primaries stay until the next election */
         return false;
     }
     if (s->nnodes == s->capnodes) {
@@ -250,8 +256,42 @@ static bool policy_relevant(const struct state_node *old, const struct store_nod
     return differ;
 }
 
-/* Re-reads the node; returns the change to report. */
-static enum state_change_kind reload_node(struct state *s, uint64_t id, unsigned *fields)
+/* Nodes whose primary routes moved, reported to listeners as changed. */
+struct moved {
+    uint64_t *v;
+    size_t n;
+};
+
+static void emit_moved(struct state *s, struct moved *m, uint64_t skip)
+{
+    for (size_t i = 0; i < m->n; i++) {
+        if (m->v[i] != skip)
+            emit(s, STATE_NODE_CHANGED, m->v[i]);
+    }
+    free(m->v);
+    *m = (struct moved){ 0 };
+}
+
+/* The ids a recompile after a change of node id must look at: id and the nodes whose
+ * primaries the election moved (malloc'd). */
+static uint64_t *with_moved(uint64_t id, const struct moved *m, size_t *n)
+{
+    uint64_t *v = hs_xcalloc(m->n + 1, sizeof(*v));
+    size_t k = 0;
+
+    v[k++] = id;
+    for (size_t i = 0; i < m->n; i++) {
+        if (m->v[i] != id)
+            v[k++] = m->v[i];
+    }
+    *n = k;
+    return v;
+}
+
+/* Re-reads the node; returns the change to report. Routers whose primaries moved because of
+ * it are left in *m. */
+static enum state_change_kind reload_node(struct state *s, uint64_t id, unsigned *fields,
+                                          struct moved *m)
 {
     struct store_node n;
     enum state_change_kind kind;
@@ -272,12 +312,22 @@ static enum state_change_kind reload_node(struct state *s, uint64_t id, unsigned
         kind = drop_node(s, id) ? STATE_NODE_REMOVED : STATE_NODE_CHANGED;
         relevant = kind == STATE_NODE_REMOVED;
     }
+    /* Its served routes may have changed: so may the primaries. */
+    if (relevant && (m->n = state__elect(s, &m->v)) > 0) {
+        for (size_t i = 0; i < m->n; i++)
+            if (m->v[i] == id)
+                *fields |= STATE_F_OTHER;
+    }
     exact = s->net_exact;
     if (relevant)
         s->net_exact = false; /* until the recompile below installs a net for these nodes */
     pthread_rwlock_unlock(&s->lock);
-    if (relevant) /* only this node changed since the net was compiled, if it was exact */
-        state__recompile(s, exact ? &id : NULL, exact ? 1 : 0);
+    if (relevant) { /* only these nodes changed since the net was compiled, if it was exact */
+        size_t nids;
+        uint64_t *ids = with_moved(id, m, &nids);
+        state__recompile(s, exact ? ids : NULL, exact ? nids : 0);
+        free(ids);
+    }
     pthread_mutex_unlock(&s->wmu);
     if (rc < 0 && rc != -ENOENT)
         log_warnx("state: cannot reload node %llu: %s", (unsigned long long)id,
@@ -326,12 +376,14 @@ static void on_event(const struct notify_event *ev, void *arg)
 
     switch (ev->entity) {
     case NOTIFY_NODE: {
+        struct moved m = { 0 };
         unsigned fields;
-        enum state_change_kind kind = reload_node(s, ev->id, &fields);
+        enum state_change_kind kind = reload_node(s, ev->id, &fields, &m);
         if (kind != STATE_NODE_CHANGED || fields)
             emit_fields(s, kind, ev->id, fields);
         if (kind != STATE_NODE_REMOVED)
             state__auto_approve(s, ev->id); /* its announced routes may be new */
+        emit_moved(s, &m, ev->id);
         break;
     }
     case NOTIFY_USER:
@@ -417,6 +469,7 @@ void state_free(struct state *s)
     free(s->nodes);
     free(s->users);
     state__policy_free(s);
+    state__routes_free(s);
     pthread_rwlock_destroy(&s->lock);
     pthread_mutex_destroy(&s->wmu);
     free(s);
@@ -462,7 +515,8 @@ const struct state_user *state_user_at(struct state *s, size_t i) { return s->us
 
 void state_set_online(struct state *s, uint64_t id, bool online, uint16_t capver)
 {
-    bool changed = false;
+    struct moved m = { 0 };
+    bool changed = false, router = false;
     size_t i;
 
     pthread_rwlock_wrlock(&s->lock);
@@ -478,16 +532,28 @@ void state_set_online(struct state *s, uint64_t id, bool online, uint16_t capver
         if (online && changed)
             n->online_since = hs_now_us();
         n->disconnected_at = online ? 0 : hs_now_us();
+        router = changed && state__serves_subnet(n);
     }
     pthread_rwlock_unlock(&s->lock);
+    /* A router came or went: primaries may move (failover). Most nodes route nothing and
+     * never wait for wmu here. */
+    if (router) {
+        pthread_mutex_lock(&s->wmu);
+        m.n = state__elect_compile(s, &m.v);
+        pthread_mutex_unlock(&s->wmu);
+    }
     if (changed)
         emit(s, STATE_NODE_ONLINE, id);
+    emit_moved(s, &m, 0);
 }
 
 void state_refresh_node(struct state *s, uint64_t id)
 {
+    struct moved m = { 0 };
     unsigned fields;
-    reload_node(s, id, &fields);
+
+    reload_node(s, id, &fields, &m);
+    emit_moved(s, &m, 0);
 }
 
 static bool expiry_due(struct state *s, int64_t now)

@@ -32,6 +32,8 @@ struct state_node {
      * included: the only routes the node may route. */
     struct hs_strv routes;  /* announced */
     struct hs_strv serving; /* announced and approved */
+    struct hs_strv primary; /* the subnet routes it is the elected primary router for (runtime:
+                             * see "routes" below); in serving's order */
     /* The node serialised as a peer (tailcfg.Node JSON), built once by the mapper under the
      * read lock (installed with an atomic compare-and-swap) and dropped by the state under
      * the write lock whenever anything in it may change. */
@@ -115,13 +117,17 @@ void state_check_expiry(struct state *s, int64_t now);
  * nodes.approved_routes, as headscale 0.29 does; they then stay approved as if the operator
  * had approved them (a later policy without them does not take them back).
  *
- * Read lock held for the two below. */
+ * Primary routers: each subnet route has at most one, elected among the online nodes serving
+ * it: the current one stays while online, else the lowest node id takes over (no flapping
+ * back). Routers whose primaries move are compiled again into the policy and reported to
+ * listeners as STATE_NODE_CHANGED (their peers' AllowedIPs and PrimaryRoutes change).
+ *
+ * Read lock held for the three below. */
 /* Whether node sn announces and has approved prefix (canonical text). */
 bool state_node_serves(const struct state_node *sn, const char *prefix);
 /* The primary router of a subnet route (not 0.0.0.0/0 or ::/0): the node whose route peers
- * use. For now the lowest node id among the online nodes serving it (0 when none): a
- * stand-in, meant to be replaced by the HA election (issue 11 part B), which is the one
- * place that decides. Exit routes have no primary: every approved exit node is offered. */
+ * use, as the election left it (0 when no online node serves it). Exit routes have no
+ * primary: every approved exit node is offered. */
 uint64_t state_route_primary(struct state *s, const char *prefix);
 /* Node sn's subnet routes for which it is the primary (sorted as headscale sorts prefixes:
  * IPv4 first, then by length, then by address) are appended to out. */

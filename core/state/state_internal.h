@@ -21,6 +21,12 @@ struct state_net {
     int refs;      /* atomic */
 };
 
+/* A subnet route and its primary router. */
+struct state_primary {
+    const char *route;
+    uint64_t id;
+};
+
 /* Lock order: wmu, then lock. Every change of a node's stored fields or of the node and user
  * arrays holds wmu (and lock while it writes), so a compile that holds wmu alone may read them
  * while map builders hold the read lock. Runtime fields (online, peer_json, version) change
@@ -39,6 +45,9 @@ struct state {
     struct notify_bus *bus;
     int64_t expiry_checked; /* expiries up to here have been reported */
     uint64_t versions;      /* the last state_node.version handed out */
+    struct state_primary *prim; /* each served subnet route's primary, sorted by route (owned
+                                 * texts; under wmu and lock to change) */
+    size_t nprim;
 
     /* The policy (under wmu to change, lock to swap). */
     enum state_policy_from policy_from;
@@ -70,5 +79,19 @@ void state__node_serving(struct state_node *sn);
 void state__auto_approve(struct state *s, uint64_t id);
 void state__auto_approve_all(struct state *s);
 void state__emit(struct state *s, enum state_change_kind kind, uint64_t id);
+/* Write lock held: drops n's serialised form (it changed). */
+void state__drop_cache(struct state *s, struct state_node *n);
+
+/* state_primary.c. Whether sn serves a subnet route or is primary for one (a change of its online flag may move
+ * a primary). */
+bool state__serves_subnet(const struct state_node *sn);
+/* wmu and the write lock held: elects every subnet route's primary again. Returns how many
+ * nodes' primaries changed, their ids in *changed (caller frees; NULL when none); their
+ * cached peer JSON is dropped. */
+size_t state__elect(struct state *s, uint64_t **changed);
+/* wmu held: the same, taking the write lock itself, then compiles the policy again for the
+ * nodes it changed. */
+size_t state__elect_compile(struct state *s, uint64_t **changed);
+void state__routes_free(struct state *s);
 
 #endif

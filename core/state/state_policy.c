@@ -143,13 +143,15 @@ static void topology_build(struct state *s, struct topology *tp)
             .tags = (const char *const *)n->tags.v, .ntags = n->tags.n,
             .ipv4 = n->ipv4, .ipv6 = n->ipv6,
             .routes = (const char *const *)sn->routes.v, .nroutes = sn->routes.n,
-            /* approval counts only for what it announces (autoApprovers add to it) */
+            /* Only the routes it serves: an approved route it no longer advertises is
+             * in no filter and no AllowedIPs (reference §6). */
             .approved = (const char *const *)sn->serving.v, .napproved = sn->serving.n,
+            .primary = (const char *const *)sn->primary.v, .nprimary = sn->primary.n,
         };
     }
     tp->t = (struct policy_topology){ .users = tp->users, .nusers = s->nusers,
                                       .nodes = tp->nodes, .nnodes = s->nnodes,
-                                      .server_url = s->server_url };
+                                      .server_url = s->server_url, .elected = true };
 }
 
 /* A net around pn, for the current nodes (wmu held). */

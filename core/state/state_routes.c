@@ -1,5 +1,5 @@
 /* state: announced, approved and primary routes, and the autoApprovers write-back (state.h,
- * "routes"). */
+ * "routes"; the election of primaries is in state_primary.c). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,30 +74,14 @@ bool state_node_serves(const struct state_node *sn, const char *prefix)
     return hs_strv_contains(&sn->serving, prefix);
 }
 
-/* Stand-in for the HA election of part B: the lowest id among the online nodes serving it
- * (nodes are in id order, so the first one found). */
-uint64_t state_route_primary(struct state *s, const char *prefix)
-{
-    if (state_route_is_exit(prefix))
-        return 0;
-    for (size_t i = 0; i < s->nnodes; i++) {
-        const struct state_node *sn = s->nodes[i];
-        if (sn->online && state_node_serves(sn, prefix))
-            return sn->n.id;
-    }
-    return 0;
-}
-
+/* Node sn's primaries (the election keeps them with the node), sorted. */
 void state_node_primary_routes(struct state *s, const struct state_node *sn,
                                struct hs_strv *out)
 {
     struct hs_strv v = { 0 };
 
-    for (size_t k = 0; k < sn->serving.n; k++) {
-        const char *r = sn->serving.v[k];
-        if (!hs_strv_contains(&v, r) && state_route_primary(s, r) == sn->n.id)
-            hs_strv_push(&v, r);
-    }
+    (void)s;
+    hs_strv_copy(&v, &sn->primary);
     state_routes_sort(&v);
     for (size_t k = 0; k < v.n; k++)
         hs_strv_push(out, v.v[k]);

@@ -1310,3 +1310,202 @@ Test(mapper, policy_shared_sources_by_reference)
     mapper_plan_free(&p);
     state_net_unref(t.net);
 }
+
+/* ---- routes: primaries, failover, views ---- */
+
+#define HA_ROUTE "10.9.0.0/24"
+
+struct recorded {
+    uint64_t changed[32];
+    size_t n;
+};
+
+static void record_changes(void *arg, const struct state_change *ch)
+{
+    struct recorded *r = arg;
+
+    if (ch->kind == STATE_NODE_CHANGED && r->n < HS_ARRAY_LEN(r->changed))
+        r->changed[r->n++] = ch->id;
+}
+
+static bool recorded_has(const struct recorded *r, uint64_t id)
+{
+    for (size_t i = 0; i < r->n; i++)
+        if (r->changed[i] == id)
+            return true;
+    return false;
+}
+
+/* Bob's routers 5 and 6 announce and have HA_ROUTE approved; neither is online yet. */
+static void add_ha_routers(void)
+{
+    const struct node_row rows[] = {
+        { 5, "router-a", fx.bob, NULL, true, "{\"RoutableIPs\":[\"" HA_ROUTE "\"]}",
+          "[\"" HA_ROUTE "\"]", 0, 0 },
+        { 6, "router-b", fx.bob, NULL, true, "{\"RoutableIPs\":[\"" HA_ROUTE "\"]}",
+          "[\"" HA_ROUTE "\"]", 0, 0 },
+    };
+    sqlite3 *db;
+
+    cr_assert_eq(sqlite3_open(fx.path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    for (size_t i = 0; i < HS_ARRAY_LEN(rows); i++)
+        insert_node(db, &rows[i]);
+    sqlite3_close(db);
+    state_unlock(fx.s);
+    state_refresh_node(fx.s, 5);
+    state_refresh_node(fx.s, 6);
+    state_rdlock(fx.s);
+}
+
+static void set_online(uint64_t id, bool on)
+{
+    state_unlock(fx.s);
+    state_set_online(fx.s, id, on, 106);
+    state_rdlock(fx.s);
+}
+
+/* Whether viewer's full map gives peer the route, in AllowedIPs and PrimaryRoutes alike. */
+static bool peer_has_route(uint64_t viewer, json_int_t peer, const char *route)
+{
+    json_t *r = full(viewer), *p = by_id(json_object_get(r, "Peers"), peer);
+    bool allowed, primary;
+
+    cr_assert_not_null(p, "node %llu sees %lld", (unsigned long long)viewer, (long long)peer);
+    allowed = has_str(json_object_get(p, "AllowedIPs"), route);
+    primary = has_str(json_object_get(p, "PrimaryRoutes"), route);
+    cr_expect_eq(allowed, primary, "AllowedIPs and PrimaryRoutes agree on %s", route);
+    json_decref(r);
+    expect_zstd_is_text(viewer);
+    return allowed;
+}
+
+Test(mapper, routes_offline_router_serves_nothing)
+{
+    add_ha_routers();
+    cr_expect_eq(state_route_primary(fx.s, HA_ROUTE), 0, "no router online");
+    cr_expect_not(peer_has_route(1, 5, HA_ROUTE));
+    cr_expect_not(peer_has_route(1, 6, HA_ROUTE));
+    /* The laptop's own approved routes: served, and primary for 10.0.0.0/24 (online). */
+    cr_expect_eq(state_route_primary(fx.s, "10.0.0.0/24"), 1);
+    cr_expect_eq(state_route_primary(fx.s, "192.168.0.0/24"), 0, "approved, not announced");
+    cr_expect(peer_has_route(3, 1, "10.0.0.0/24"));
+}
+
+Test(mapper, routes_failover_and_no_flap)
+{
+    struct recorded rec = { 0 };
+
+    add_ha_routers();
+    state_listen(fx.s, record_changes, &rec);
+    set_online(6, true);
+    cr_expect_eq(state_route_primary(fx.s, HA_ROUTE), 6, "the only online router");
+    set_online(5, true);
+    cr_expect_eq(state_route_primary(fx.s, HA_ROUTE), 6, "a lower id does not take it over");
+    cr_expect(peer_has_route(1, 6, HA_ROUTE));
+    cr_expect_not(peer_has_route(1, 5, HA_ROUTE), "the standby is not given to peers");
+    cr_expect(peer_has_route(5, 6, HA_ROUTE), "the standby hears who the primary is");
+
+    rec.n = 0;
+    set_online(6, false); /* the primary goes: failover */
+    cr_expect_eq(state_route_primary(fx.s, HA_ROUTE), 5);
+    cr_expect(recorded_has(&rec, 5) && recorded_has(&rec, 6),
+              "both routers reported changed, so every peer gets a delta");
+    cr_expect(peer_has_route(1, 5, HA_ROUTE));
+    cr_expect_not(peer_has_route(1, 6, HA_ROUTE));
+
+    rec.n = 0;
+    set_online(6, true); /* back: no flap */
+    cr_expect_eq(state_route_primary(fx.s, HA_ROUTE), 5);
+    cr_expect_eq(rec.n, 0, "nothing moved");
+    cr_expect(peer_has_route(1, 5, HA_ROUTE));
+}
+
+Test(mapper, routes_failover_delta_carries_new_allowed_ips)
+{
+    uint64_t ids[] = { 5, 6 };
+    struct mapper_changes ch = { .changed = ids, .nchanged = 2 };
+    json_t *d, *p5, *p6;
+
+    add_ha_routers();
+    set_online(5, true);
+    set_online(6, true);
+    set_online(5, false);
+    d = mapper_delta(fx.m, fx.s, 1, &ch, fx.now);
+    cr_assert_not_null(d);
+    p5 = by_id(json_object_get(d, "PeersChanged"), 5);
+    p6 = by_id(json_object_get(d, "PeersChanged"), 6);
+    cr_assert(p5 && p6);
+    cr_expect_not(has_str(json_object_get(p5, "AllowedIPs"), HA_ROUTE));
+    cr_expect(has_str(json_object_get(p6, "AllowedIPs"), HA_ROUTE));
+    cr_expect(has_str(json_object_get(p6, "PrimaryRoutes"), HA_ROUTE));
+    json_decref(d);
+}
+
+/* Members see each other; only alice's devices may reach the routed subnet. */
+#define POLICY_ROUTE_ALICE                                                                   \
+    "{\"acls\": [{\"action\": \"accept\", \"src\": [\"autogroup:member\"],"                  \
+    "            \"dst\": [\"autogroup:member:*\"]},"                                        \
+    "           {\"action\": \"accept\", \"src\": [\"alice@\"], \"dst\": [\"" HA_ROUTE ":*\"]}]}"
+
+Test(mapper, routes_given_only_to_viewers_the_policy_lets_reach_them)
+{
+    uint64_t ids[] = { 5 };
+    struct mapper_changes ch = { .changed = ids, .nchanged = 1 };
+    struct mapper_plan p1, p4, p6;
+
+    add_ha_routers();
+    set_online(5, true);
+    expect_policy(POLICY_ROUTE_ALICE);
+    cr_expect(peer_has_route(1, 5, HA_ROUTE), "alice's laptop may reach it");
+    cr_expect_not(peer_has_route(4, 5, HA_ROUTE), "carol's phone sees the router, not the route");
+    cr_expect(peer_has_route(6, 5, HA_ROUTE), "the standby router");
+    /* The cached peer JSON is the default view; carol's map is built apart and the cache
+     * stays as it was. */
+    cr_expect(peer_has_route(1, 5, HA_ROUTE));
+
+    /* Viewers who get different routes from a router do not share its delta. */
+    cr_assert_eq(mapper_plan(fx.m, fx.s, 1, &ch, NULL, NULL, &p1), 0);
+    cr_assert_eq(mapper_plan(fx.m, fx.s, 4, &ch, NULL, NULL, &p4), 0);
+    cr_assert_eq(mapper_plan(fx.m, fx.s, 6, &ch, NULL, NULL, &p6), 0);
+    cr_expect_not(mapper_plan_same(&p1, &p4));
+    cr_expect_eq(mapper_plan_hash(&p1), mapper_plan_hash(&p6), "both get the route");
+    mapper_plan_free(&p1);
+    mapper_plan_free(&p4);
+    mapper_plan_free(&p6);
+}
+
+Test(mapper, routes_policy_change_tells_viewers_of_routes_that_moved)
+{
+    struct mapper_policy_state was = { 0 };
+    struct mapper_changes none = { 0 };
+    struct mapper_plan p;
+    struct hs_buf text;
+
+    add_ha_routers();
+    set_online(5, true);
+    expect_policy(POLICY_ROUTE_ALICE);
+    /* What carol's phone was told: the current net, without the route. */
+    hs_buf_init(&text, MAPPER_MAX_FRAME);
+    cr_assert_eq(mapper_full_text(fx.m, fx.s, 4, fx.now, NULL, &text, &was), 0);
+    hs_buf_free(&text);
+    state_net_ref(was.net);
+    expect_policy("{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}]}");
+    cr_assert_eq(mapper_plan(fx.m, fx.s, 4, &none, &was, NULL, &p), 0);
+    /* Carol saw router 5 before and after: only its routes changed for her. The standby
+     * (no route for her either way) and bob's server (nothing changed) stay out. */
+    {
+        bool has5 = false, has6 = false, has2 = false;
+        for (size_t i = 0; i < p.changed.n; i++) {
+            has5 |= p.changed.v[i] == 5;
+            has6 |= p.changed.v[i] == 6;
+            has2 |= p.changed.v[i] == 2;
+        }
+        cr_expect(has5, "router 5 comes again, with the route");
+        cr_expect_not(has6);
+        cr_expect_not(has2);
+    }
+    cr_expect_eq(p.removed.n, 0);
+    mapper_plan_free(&p);
+    state_net_unref(was.net);
+}

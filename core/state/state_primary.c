@@ -1,0 +1,173 @@
+/* state: the primary router of each subnet route.
+ *
+ * A node serves a route it both announces (Hostinfo.RoutableIPs) and has approved. Exit routes
+ * are offered by every node that serves them; a subnet route is given to peers by one router
+ * at a time, its primary: among the online nodes that serve it, the current primary stays
+ * while it is online (a router coming back does not take the route back, which would move
+ * every peer's traffic twice), otherwise the lowest node id wins (reference §6; headscale's
+ * electPrimaryRoutes). The election runs whenever a router comes or goes online and whenever
+ * a node's routes change; the nodes whose primaries moved are compiled again into the policy
+ * (so the policy's route viewers and the maps agree) and reported to listeners as changed. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "state/state_internal.h"
+
+bool state__serves_subnet(const struct state_node *sn)
+{
+    for (size_t i = 0; i < sn->serving.n; i++) {
+        if (!state_route_is_exit(sn->serving.v[i]))
+            return true;
+    }
+    return sn->primary.n > 0;
+}
+
+static int cmp_primary(const void *a, const void *b)
+{
+    const struct state_primary *x = a, *y = b;
+    int c = strcmp(x->route, y->route);
+
+    return c ? c : (x->id > y->id) - (x->id < y->id);
+}
+
+/* The primary of route in a sorted list, 0 when none. */
+static uint64_t lookup(const struct state_primary *v, size_t n, const char *route)
+{
+    size_t lo = 0, hi = n;
+
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(v[mid].route, route);
+        if (c == 0)
+            return v[mid].id;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return 0;
+}
+
+/* Every (subnet route, online node serving it), sorted by route then node id. Routes are
+ * borrowed from the nodes. */
+static struct state_primary *candidates(struct state *s, size_t *count)
+{
+    struct state_primary *v = NULL;
+    size_t n = 0, cap = 0;
+
+    for (size_t i = 0; i < s->nnodes; i++) {
+        const struct state_node *sn = s->nodes[i];
+        for (size_t k = 0; sn->online && k < sn->serving.n; k++) {
+            if (state_route_is_exit(sn->serving.v[k]))
+                continue;
+            if (n == cap) {
+                cap = cap ? 2 * cap : 16;
+                v = hs_xrealloc(v, cap * sizeof(*v));
+            }
+            v[n++] = (struct state_primary){ .route = sn->serving.v[k], .id = sn->n.id };
+        }
+    }
+    if (n)
+        qsort(v, n, sizeof(*v), cmp_primary);
+    *count = n;
+    return v;
+}
+
+/* One primary per route among the candidates (a group per route, ids ascending): the old
+ * one while it is still a candidate, else the first. Routes are copied. */
+static struct state_primary *choose(const struct state *s, const struct state_primary *c,
+                                    size_t n, size_t *count)
+{
+    struct state_primary *out = hs_xcalloc(n ? n : 1, sizeof(*out));
+    size_t k = 0;
+
+    for (size_t i = 0, j; i < n; i = j) {
+        uint64_t prev = lookup(s->prim, s->nprim, c[i].route), pick = c[i].id;
+        for (j = i; j < n && strcmp(c[j].route, c[i].route) == 0; j++) {
+            if (c[j].id == prev)
+                pick = prev;
+        }
+        out[k++] = (struct state_primary){ .route = hs_strdup(c[i].route), .id = pick };
+    }
+    *count = k;
+    return out;
+}
+
+static void prim_free(struct state_primary *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free((char *)v[i].route);
+    free(v);
+}
+
+/* Gives sn the routes it is now primary for; whether they differ from before. */
+static bool node_primaries(struct state *s, struct state_node *sn)
+{
+    struct hs_strv now = { 0 };
+    bool same;
+
+    for (size_t k = 0; k < sn->serving.n; k++) {
+        const char *r = sn->serving.v[k];
+        if (!state_route_is_exit(r) && lookup(s->prim, s->nprim, r) == sn->n.id)
+            hs_strv_push(&now, r);
+    }
+    same = now.n == sn->primary.n;
+    for (size_t k = 0; same && k < now.n; k++)
+        same = strcmp(now.v[k], sn->primary.v[k]) == 0;
+    if (same) {
+        hs_strv_free(&now);
+        return false;
+    }
+    hs_strv_free(&sn->primary);
+    sn->primary = now;
+    return true;
+}
+
+size_t state__elect(struct state *s, uint64_t **changed)
+{
+    size_t nc, np, k = 0;
+    struct state_primary *c = candidates(s, &nc), *p = choose(s, c, nc, &np);
+
+    free(c);
+    prim_free(s->prim, s->nprim);
+    s->prim = p;
+    s->nprim = np;
+    *changed = NULL;
+    for (size_t i = 0; i < s->nnodes; i++) {
+        struct state_node *sn = s->nodes[i];
+        if ((sn->serving.n || sn->primary.n) && node_primaries(s, sn)) {
+            state__drop_cache(s, sn); /* AllowedIPs and PrimaryRoutes are in it */
+            *changed = hs_xrealloc(*changed, (k + 1) * sizeof(**changed));
+            (*changed)[k++] = sn->n.id;
+        }
+    }
+    return k;
+}
+
+size_t state__elect_compile(struct state *s, uint64_t **changed)
+{
+    size_t n;
+    bool exact;
+
+    pthread_rwlock_wrlock(&s->lock);
+    n = state__elect(s, changed);
+    exact = s->net_exact;
+    if (n)
+        s->net_exact = false;
+    pthread_rwlock_unlock(&s->lock);
+    if (n) /* only the routers whose primaries moved changed, if the net was exact */
+        state__recompile(s, exact ? *changed : NULL, exact ? n : 0);
+    return n;
+}
+
+void state__routes_free(struct state *s)
+{
+    prim_free(s->prim, s->nprim);
+    s->prim = NULL;
+    s->nprim = 0;
+}
+
+uint64_t state_route_primary(struct state *s, const char *route)
+{
+    return lookup(s->prim, s->nprim, route);
+}
