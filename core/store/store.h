@@ -187,7 +187,7 @@ int store_node_find(struct store *st, const uint8_t machine_key[STORE_KEY_LEN],
 /* ---- route ids (headscale 0.22's routes API) ----
  * Approval lives in nodes.approved_routes and announcement in the node's Hostinfo; the routes
  * table only gives each (node, prefix) pair an operator may address with `routes enable -r ID`
- * a stable id (its advertised and enabled columns are not used: the state answers those).
+ * a stable id (the state answers whether it is announced and approved).
  * Rows go with their node (ON DELETE CASCADE). Creating ids publishes no event (clients see
  * nothing of them). */
 struct store_route {
