@@ -12,6 +12,8 @@
 
 #define BATCH_DELAY_DEFAULT_US (20 * 1000)
 #define BATCH_DELAY_MAX_US (250 * 1000)
+/* A batch that ended longer ago than this no longer stretches the next one's wait. */
+#define BATCH_BUSY_US HS_USEC_PER_SEC
 /* From this many node changes a second on, changes come in a herd: every session then gets
  * one delta a second instead of one every few tens of milliseconds. Each message costs the
  * server a write per session and every client a decode, whatever its size; at thousands of
@@ -305,8 +307,10 @@ void poll_on_state_change(void *arg, const struct state_change *ch)
 
     pthread_mutex_lock(&s->mu);
     /* Under load a batch takes long to write out; wait as long as the last one took, so each
-     * session gets one larger delta instead of a queue of small ones; in a herd, a second. */
-    if (s->last_batch_us > delay)
+     * session gets one larger delta instead of a queue of small ones; in a herd, a second.
+     * A long batch that ended a while ago says nothing about load now: the first change after
+     * a quiet spell goes out at once. */
+    if (s->last_batch_us > delay && now - s->last_batch_end < BATCH_BUSY_US)
         delay = s->last_batch_us < BATCH_DELAY_MAX_US ? s->last_batch_us : BATCH_DELAY_MAX_US;
     if (herd_count(s, now) && delay < HERD_DELAY_US)
         delay = HERD_DELAY_US;
@@ -701,7 +705,8 @@ void poll_flush_batch(struct control_service *s)
     idset_sort(&b.online);
     send_batch_split(s, &b, t, n);
     pthread_mutex_lock(&s->mu);
-    s->last_batch_us = hs_monotonic_us() - started;
+    s->last_batch_end = hs_monotonic_us();
+    s->last_batch_us = s->last_batch_end - started;
     pthread_mutex_unlock(&s->mu);
     free(t);
     state_net_unref(b.net);

@@ -101,6 +101,7 @@ struct control_service {
     bool registrations_changed;
     int64_t batch_due;      /* monotonic us; 0 = nothing pending */
     int64_t last_batch_us;  /* how long the last batch took to build and queue (under mu) */
+    int64_t last_batch_end; /* when it ended (monotonic) */
     /* Node changes per second (under mu): a herd (a connect storm, everyone back after a
      * restart) is batched longer. */
     int64_t rate_since;     /* monotonic us: start of the current one-second window */
