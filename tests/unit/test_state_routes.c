@@ -213,18 +213,19 @@ Test(routes, serving_is_announced_and_approved_primary_is_online)
     state_set_online(fx.s, b, true, 0);
     cr_expect_eq(primary_of("10.1.0.0/24"), b);
     state_set_online(fx.s, a, true, 0);
-    cr_expect_eq(primary_of("10.1.0.0/24"), a, "the lowest online id");
-    expect_serving(a, "10.1.0.0/24,0.0.0.0/0", "10.1.0.0/24");
-    expect_serving(b, "10.1.0.0/24", "");
+    cr_expect_eq(primary_of("10.1.0.0/24"), b, "the primary stays while online");
+    expect_serving(a, "10.1.0.0/24,0.0.0.0/0", "");
+    expect_serving(b, "10.1.0.0/24", "10.1.0.0/24");
     cr_expect_eq(primary_of("0.0.0.0/0"), 0, "exit routes have no primary");
     cr_expect_eq(primary_of("192.168.9.0/24"), 0, "approved but not announced");
-    state_set_online(fx.s, a, false, 0);
-    cr_expect_eq(primary_of("10.1.0.0/24"), b);
+    state_set_online(fx.s, b, false, 0);
+    cr_expect_eq(primary_of("10.1.0.0/24"), a);
+    expect_serving(a, "10.1.0.0/24,0.0.0.0/0", "10.1.0.0/24");
     /* approval outlives the announcement, but serving does not */
-    announce(b, "[]");
-    expect_serving(b, "", "");
-    expect_stored(b, "10.1.0.0/24,192.168.9.0/24");
-    cr_expect_eq(primary_of("10.1.0.0/24"), 0);
+    announce(a, "[]");
+    expect_serving(a, "", "");
+    expect_stored(a, "10.1.0.0/24,0.0.0.0/0"); /* as written */
+    cr_expect_eq(primary_of("10.1.0.0/24"), 0, "b is offline, a no longer announces it");
 }
 
 static void put_policy(const char *text)
