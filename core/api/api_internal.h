@@ -60,8 +60,6 @@ json_t *api_json_node(struct api_call *c, const struct store_node *n, bool in_li
 /* The same with "subnetRoutes" listing subnet (NULL: empty). */
 json_t *api_json_node_subnet(struct api_call *c, const struct store_node *n, bool in_list,
                              const struct hs_strv *subnet);
-/* A node of the state (read lock held), as GET /api/v1/node/{id} shows it. */
-json_t *api_json_state_node(struct api_call *c, const struct state_node *sn);
 /* Read lock held: what headscale 0.29 shows as a node's subnetRoutes: its primary routes and,
  * with_exit (in lists), its approved and announced exit routes after them. */
 void api_node_subnet_routes(struct state *s, const struct state_node *sn, bool with_exit,
@@ -128,6 +126,10 @@ void api_refs_free(struct api_refs *r);
  * lacks: created after refs were loaded (load again and retry) or deleted since. */
 bool api_jw_state_nodes(struct api_call *c, struct api_jw *w, struct api_refs *refs,
                         uint64_t user_id);
+/* A node of the state (read lock held) as GET /api/v1/node/{id} shows it, its user and key
+ * found in refs (refs->missed set when they are not). */
+void api_jw_state_node(struct api_call *c, struct api_jw *w, struct api_refs *refs,
+                       const struct state_node *sn);
 void api_jw_preauthkeys(struct api_call *c, struct api_jw *w, struct api_refs *refs,
                         const struct store_preauthkey *v, size_t n);
 

@@ -409,9 +409,10 @@ json_t *api_json_node_subnet(struct api_call *c, const struct store_node *n, boo
     return node_json(c, n, in_list, node_online(c, n->id), subnet);
 }
 
-json_t *api_json_state_node(struct api_call *c, const struct state_node *sn)
+void api_jw_state_node(struct api_call *c, struct api_jw *w, struct api_refs *refs,
+                       const struct state_node *sn)
 {
-    return node_json(c, &sn->n, false, sn->online, NULL);
+    jw_node(c, w, refs, &sn->n, false, sn->online, NULL);
 }
 
 void api_node_subnet_routes(struct state *s, const struct state_node *sn, bool with_exit,

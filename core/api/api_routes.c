@@ -56,83 +56,148 @@ void api_node_approve_routes(struct api_call *c)
 
 /* ---- 0.22.3: route ids ---- */
 
-/* Every announced or approved (node, prefix) gets its id before the ids are shown or used,
- * so an id seen once keeps naming the same route. */
-static int sync_ids(struct api_call *c, uint64_t only)
+static int route_cmp(const void *pa, const void *pb)
+{
+    const struct store_route *a = *(const struct store_route *const *)pa;
+    const struct store_route *b = *(const struct store_route *const *)pb;
+
+    if (a->node_id != b->node_id)
+        return a->node_id < b->node_id ? -1 : 1;
+    return strcmp(a->prefix, b->prefix);
+}
+
+static bool has_id(struct store_route **sorted, size_t n, uint64_t node_id, const char *prefix)
+{
+    struct store_route key = { .node_id = node_id, .prefix = (char *)prefix }, *kp = &key;
+
+    return n && bsearch(&kp, sorted, n, sizeof(*sorted), route_cmp) != NULL;
+}
+
+/* Pairs the state has (announced or approved routes of node only, or of all) that v lacks. */
+static size_t missing_pairs(struct api_call *c, uint64_t only, const struct store_route *v,
+                            size_t n, uint64_t **ids, struct hs_strv *prefixes)
 {
     struct state *s = c->api->state;
-    struct { uint64_t id; struct hs_strv p; } *v;
-    size_t n = 0;
-    int rc = 0;
+    struct store_route **sorted = hs_xcalloc(n + 1, sizeof(*sorted));
+    size_t count = 0;
 
+    for (size_t i = 0; i < n; i++)
+        sorted[i] = (struct store_route *)&v[i];
+    qsort(sorted, n, sizeof(*sorted), route_cmp);
     state_rdlock(s);
-    v = hs_xcalloc(state_node_count(s) + 1, sizeof(*v));
     for (size_t i = 0; i < state_node_count(s); i++) {
         const struct state_node *sn = state_node_at(s, i);
-        if ((only && sn->n.id != only) || (!sn->routes.n && !sn->n.approved_routes.n))
+        const struct hs_strv *lists[2] = { &sn->routes, &sn->n.approved_routes };
+        if (only && sn->n.id != only)
             continue;
-        v[n].id = sn->n.id;
-        hs_strv_copy(&v[n].p, &sn->routes);
-        for (size_t k = 0; k < sn->n.approved_routes.n; k++)
-            if (!hs_strv_contains(&v[n].p, sn->n.approved_routes.v[k]))
-                hs_strv_push(&v[n].p, sn->n.approved_routes.v[k]);
-        n++;
+        for (size_t l = 0; l < 2; l++) {
+            for (size_t k = 0; k < lists[l]->n; k++) {
+                if (has_id(sorted, n, sn->n.id, lists[l]->v[k]))
+                    continue;
+                *ids = hs_xrealloc(*ids, (count + 1) * sizeof(**ids));
+                (*ids)[count++] = sn->n.id;
+                hs_strv_push(prefixes, lists[l]->v[k]);
+            }
+        }
     }
     state_unlock(s);
-    for (size_t i = 0; i < n; i++) {
-        int r = store_route_ensure(c->api->st, v[i].id, &v[i].p);
-        if (r < 0 && r != -ENOENT && rc == 0) /* a node deleted meanwhile has no routes */
-            rc = r;
-        hs_strv_free(&v[i].p);
+    free(sorted);
+    return count;
+}
+
+/* The route ids of node only (0: all), after every announced or approved (node, prefix)
+ * got one, so an id seen once keeps naming the same route. One query when none is new. */
+static int route_ids(struct api_call *c, uint64_t only, struct store_route **out, size_t *nout)
+{
+    struct hs_strv prefixes = { 0 };
+    uint64_t *ids = NULL;
+    size_t missing;
+    int rc;
+
+    if ((rc = store_route_list(c->api->st, only, out, nout)) < 0)
+        return rc;
+    missing = missing_pairs(c, only, *out, *nout, &ids, &prefixes);
+    for (size_t i = 0; i < missing && rc == 0; i++) {
+        rc = store_route_add(c->api->st, ids[i], prefixes.v[i]);
+        rc = rc == -ENOENT ? 0 : rc; /* a node deleted meanwhile has no routes */
     }
-    free(v);
+    free(ids);
+    hs_strv_free(&prefixes);
+    if (missing && rc == 0) {
+        store_route_list_free(*out, *nout);
+        rc = store_route_list(c->api->st, only, out, nout);
+    }
     return rc;
 }
 
 /* Route (0.22.3 protojson): {id, machine, prefix, advertised, enabled, isPrimary, createdAt,
- * updatedAt, deletedAt}; machine is the node as the other answers show it. Read lock held
- * for sn; NULL when the state has no such node (deleted since: left out). */
-static json_t *route_json(struct api_call *c, const struct store_route *r,
-                          const struct state_node *sn)
+ * updatedAt, deletedAt}; machine is the node as the other answers show it. Read lock held. */
+static void jw_route(struct api_call *c, struct api_jw *w, struct api_refs *refs,
+                     const struct store_route *r, const struct state_node *sn)
 {
     bool exit = state_route_is_exit(r->prefix);
-    json_t *j = json_object();
 
-    json_object_set_new(j, "id", api_json_id(r->id));
-    json_object_set_new(j, "machine", api_json_state_node(c, sn));
-    json_object_set_new(j, "prefix", json_string(r->prefix));
-    json_object_set_new(j, "advertised", json_boolean(hs_strv_contains(&sn->routes, r->prefix)));
-    json_object_set_new(j, "enabled",
-                        json_boolean(hs_strv_contains(&sn->n.approved_routes, r->prefix)));
-    json_object_set_new(j, "isPrimary", json_boolean(!exit && state_route_primary(
-                                            c->api->state, r->prefix) == sn->n.id));
-    json_object_set_new(j, "createdAt", api_json_time(r->created_at));
-    json_object_set_new(j, "updatedAt", api_json_time(r->updated_at));
-    json_object_set_new(j, "deletedAt", json_null());
-    return j;
+    api_jw_obj(w);
+    api_jw_key(w, "id");
+    api_jw_id(w, r->id);
+    api_jw_key(w, "machine");
+    api_jw_state_node(c, w, refs, sn);
+    api_jw_kstr(w, "prefix", r->prefix);
+    api_jw_key(w, "advertised");
+    api_jw_bool(w, hs_strv_contains(&sn->routes, r->prefix));
+    api_jw_key(w, "enabled");
+    api_jw_bool(w, hs_strv_contains(&sn->n.approved_routes, r->prefix));
+    api_jw_key(w, "isPrimary");
+    api_jw_bool(w, !exit && state_route_primary(c->api->state, r->prefix) == sn->n.id);
+    api_jw_key(w, "createdAt");
+    api_jw_time(w, r->created_at);
+    api_jw_key(w, "updatedAt");
+    api_jw_time(w, r->updated_at);
+    api_jw_key(w, "deletedAt");
+    api_jw_null(w);
+    api_jw_obj_end(w);
 }
 
+/* Users and keys are loaded once for the whole list (as GET /api/v1/node does); a second
+ * pass only when one appeared between the two reads. Routes of nodes deleted since are left
+ * out. */
 static void reply_routes(struct api_call *c, uint64_t node_id)
 {
     struct store_route *v = NULL;
+    struct api_refs refs;
+    struct api_jw w;
+    bool complete = false;
     size_t n = 0;
-    json_t *arr;
     int rc;
 
-    if ((rc = sync_ids(c, node_id)) < 0 || (rc = store_route_list(c->api->st, node_id, &v, &n)) < 0) {
+    if ((rc = route_ids(c, node_id, &v, &n)) < 0) {
         api_store_error(c, rc, "route");
         return;
     }
-    arr = json_array();
-    state_rdlock(c->api->state);
-    for (size_t i = 0; i < n; i++) {
-        const struct state_node *sn = state_node_by_id(c->api->state, v[i].node_id);
-        if (sn)
-            json_array_append_new(arr, route_json(c, &v[i], sn));
+    for (int pass = 0; pass < 2 && !complete; pass++) {
+        if ((rc = api_refs_load(c, true, &refs)) < 0) {
+            api_store_error(c, rc, "route");
+            break;
+        }
+        api_reply_begin(c, &w);
+        api_jw_obj(&w);
+        api_jw_key(&w, "routes");
+        api_jw_arr(&w);
+        state_rdlock(c->api->state);
+        for (size_t i = 0; i < n; i++) {
+            const struct state_node *sn = state_node_by_id(c->api->state, v[i].node_id);
+            if (sn)
+                jw_route(c, &w, &refs, &v[i], sn);
+        }
+        state_unlock(c->api->state);
+        api_jw_arr_end(&w);
+        api_jw_obj_end(&w);
+        complete = !refs.missed;
+        if (complete || pass == 1)
+            api_reply_end(c, &w);
+        api_refs_free(&refs);
     }
-    state_unlock(c->api->state);
     store_route_list_free(v, n);
-    api_reply(c, 200, json_pack("{s:o}", "routes", arr));
 }
 
 /* GET /api/v1/routes */
@@ -226,23 +291,37 @@ static int delete_rows(struct api_call *c, const struct store_route *r, const st
     return rc;
 }
 
+/* The route of the path's id, or an answered error. An id may name a route no one listed
+ * yet (scripts count on the first announced route being 1): ids are then given out first. */
+static int find_route(struct api_call *c, struct store_route *r)
+{
+    struct store_route *all = NULL;
+    size_t nall = 0;
+    uint64_t id;
+    int rc;
+
+    if (api_parse_id(c, c->args[0], "route", &id) < 0)
+        return -EINVAL;
+    rc = store_route_get(c->api->st, id, r);
+    if (rc == -ENOENT && (rc = route_ids(c, 0, &all, &nall)) == 0)
+        rc = store_route_get(c->api->st, id, r);
+    store_route_list_free(all, nall);
+    if (rc == -ENOENT)
+        api_error(c, 404, "route %llu not found", (unsigned long long)id);
+    else if (rc < 0)
+        api_store_error(c, rc, "route");
+    return rc;
+}
+
 static void route_change(struct api_call *c, enum route_op op)
 {
     struct hs_strv which = { 0 }, v = { 0 };
     struct store_route r;
     struct store_node n;
-    uint64_t id;
     int rc;
 
-    if (api_parse_id(c, c->args[0], "route", &id) < 0)
+    if (find_route(c, &r) < 0)
         return;
-    if ((rc = sync_ids(c, 0)) < 0 || (rc = store_route_get(c->api->st, id, &r)) < 0) {
-        if (rc == -ENOENT)
-            api_error(c, 404, "route %llu not found", (unsigned long long)id);
-        else
-            api_store_error(c, rc, "route");
-        return;
-    }
     route_prefixes(r.prefix, &which);
     if (new_approval(c, &r, op, &which, &v) == 0 && set_approved(c, r.node_id, &v, &n) == 0) {
         store_node_free(&n);

@@ -200,8 +200,8 @@ void store_route_list_free(struct store_route *v, size_t n);
 /* node_id 0 lists every route. Sorted by id. */
 int store_route_list(struct store *st, uint64_t node_id, struct store_route **out, size_t *n);
 int store_route_get(struct store *st, uint64_t id, struct store_route *out);
-/* Gives every prefix of node_id that has no row one. -ENOENT if the node is gone. */
-int store_route_ensure(struct store *st, uint64_t node_id, const struct hs_strv *prefixes);
+/* Gives the pair an id unless it has one. -ENOENT if the node is gone. */
+int store_route_add(struct store *st, uint64_t node_id, const char *prefix);
 int store_route_delete(struct store *st, uint64_t id);
 
 /* ---- pending interactive registrations (shared by replicas) ---- */

@@ -64,36 +64,22 @@ int store_route_get(struct store *st, uint64_t id, struct store_route *out)
                           route_from_row, out);
 }
 
-/* Looks first and inserts only what is missing, so that listing does not draw (and, on
- * PostgreSQL, burn) sequence values; a concurrent insert of the same pair is fine. */
-int store_route_ensure(struct store *st, uint64_t node_id, const struct hs_strv *prefixes)
+/* A pair that has its id already is left alone (on PostgreSQL the sequence value drawn is
+ * lost: callers add only pairs they did not see listed). */
+int store_route_add(struct store *st, uint64_t node_id, const char *prefix)
 {
-    struct store_route *have = NULL;
-    size_t nhave = 0;
+    struct store_params p;
     int rc;
 
-    if (!prefixes->n)
-        return 0;
-    if ((rc = store_route_list(st, node_id, &have, &nhave)) < 0)
-        return rc;
-    for (size_t k = 0; k < prefixes->n && rc == 0; k++) {
-        struct store_params p;
-        bool found = false;
-        for (size_t i = 0; i < nhave && !found; i++)
-            found = strcmp(have[i].prefix, prefixes->v[k]) == 0;
-        if (found)
-            continue;
-        store__params_init(&p);
-        store__p_u64(&p, node_id);
-        store__p_str(&p, prefixes->v[k]);
-        store__p_i64(&p, hs_now_us());
-        rc = store__query(st,
-                          "INSERT INTO routes (node_id, prefix, created_at, updated_at)"
-                          " VALUES ($1, $2, $3, $3) ON CONFLICT (node_id, prefix) DO NOTHING",
-                          &p, NULL);
-        store__params_free(&p);
-    }
-    store_route_list_free(have, nhave);
+    store__params_init(&p);
+    store__p_u64(&p, node_id);
+    store__p_str(&p, prefix);
+    store__p_i64(&p, hs_now_us());
+    rc = store__query(st,
+                      "INSERT INTO routes (node_id, prefix, created_at, updated_at)"
+                      " VALUES ($1, $2, $3, $3) ON CONFLICT (node_id, prefix) DO NOTHING",
+                      &p, NULL);
+    store__params_free(&p);
     return rc;
 }
 

@@ -281,3 +281,17 @@ def test_openapi_lists_route_operations(mserver):
     assert "post" in paths["/api/v1/routes/{routeId}/disable"]
     assert "delete" in paths["/api/v1/routes/{routeId}"]
     assert "get" in paths["/api/v1/machine/{machineId}/routes"]
+
+
+def test_route_ids_usable_before_any_list(server_factory):
+    """0.22 scripts enable route 1 right after the first node announced: ids are given out
+    when an id is first used, not only when listed."""
+    s = server_factory()
+    r = router(s, user_key(s, s.create_user()), ["10.9.9.0/24"])
+    try:
+        s.cli_ok("routes", "enable", "-r", "1")
+        assert listed(s, r.id)["approvedRoutes"] == ["10.9.9.0/24"]
+        (row,) = s.cli_json("routes", "list")
+        assert (row["id"], row["prefix"], row["enabled"]) == ("1", "10.9.9.0/24", True)
+    finally:
+        r.close()
