@@ -32,7 +32,7 @@ static uint64_t add_user(const char *name)
     return id;
 }
 
-static uint64_t add_node(uint64_t user, int key)
+static uint64_t add_tagged_node(uint64_t user, int key, const char *tag)
 {
     static const struct ip_prefix v4 = { .family = AF_INET, .addr = { 100, 64 }, .bits = 10 };
     struct store_ip_config ips = { .v4 = &v4 };
@@ -41,10 +41,18 @@ static uint64_t add_node(uint64_t user, int key)
 
     memset(in.machine_key, key, sizeof(in.machine_key));
     memset(in.node_key, key, sizeof(in.node_key));
+    if (tag)
+        hs_strv_push(&in.tags, tag);
     cr_assert_eq(store_node_create(fx.st, &in, &ips, &out), 0);
+    hs_strv_free(&in.tags);
     id = out.id;
     store_node_free(&out);
     return id;
+}
+
+static uint64_t add_node(uint64_t user, int key)
+{
+    return add_tagged_node(user, key, NULL);
 }
 
 /* The node announces routes (a JSON array text), as a map request's Hostinfo would. */
@@ -264,6 +272,24 @@ Test(routes, auto_approvers_write_to_the_store)
     set_approved(b, "10.20.2.0/24", "10.99.0.0/24");
     announce(b, "[\"10.20.2.0/24\",\"10.20.3.0/24\"]");
     expect_stored(b, "10.20.2.0/24,10.20.3.0/24,10.99.0.0/24");
+}
+
+Test(routes, auto_approvers_name_groups_and_tags)
+{
+    uint64_t tagged = add_tagged_node(fx.alice, 1, "tag:router");
+    uint64_t b = add_node(fx.bob, 2), a = add_node(fx.alice, 3);
+
+    put_policy("{\"groups\": {\"group:ops\": [\"bob@\"]},"
+               " \"tagOwners\": {\"tag:router\": [\"alice@\"]},"
+               " \"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}],"
+               " \"autoApprovers\": {\"routes\": {\"10.60.0.0/16\": [\"group:ops\", \"tag:router\"]},"
+               " \"exitNode\": [\"tag:router\"]}}");
+    announce(tagged, "[\"10.60.1.0/24\",\"0.0.0.0/0\",\"::/0\"]");
+    announce(b, "[\"10.60.2.0/24\",\"0.0.0.0/0\",\"::/0\"]");
+    announce(a, "[\"10.60.3.0/24\"]");
+    expect_stored(tagged, "0.0.0.0/0,10.60.1.0/24,::/0");
+    expect_stored(b, "10.60.2.0/24"); /* the group approves routes, not bob's exit node */
+    expect_stored(a, ""); /* alice only owns the tag: her untagged node is not the tag */
 }
 
 Test(routes, no_policy_approves_nothing)
