@@ -8,7 +8,6 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local
 for v in "$@"; do
-  base=$ROOT/.cache/tailscale/$v
   dest=$ROOT/.cache/tailscale/$v-ws
   if [ -x "$dest/tailscaled" ] && [ -x "$dest/tailscale" ] && [ -x "$dest/derper" ]; then
     echo "install-tailscale-ws: $v-ws cached in $dest"
@@ -17,8 +16,9 @@ for v in "$@"; do
   "$ROOT/tests/lib/install-tailscale.sh" "$v"
   rm -rf "$dest.tmp" && mkdir -p "$dest.tmp"
   GOBIN=$dest.tmp go install -tags ts_debug_websockets "tailscale.com/cmd/tailscaled@$v"
-  ln -s "$base/tailscale" "$dest.tmp/tailscale"
-  ln -s "$base/derper" "$dest.tmp/derper"
+  # Relative links: a copy or move of .cache (or of the whole checkout) keeps them working.
+  ln -s "../$v/tailscale" "$dest.tmp/tailscale"
+  ln -s "../$v/derper" "$dest.tmp/derper"
   rm -rf "$dest" && mv "$dest.tmp" "$dest"
   echo "install-tailscale-ws: $v-ws built into $dest"
 done
