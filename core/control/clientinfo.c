@@ -59,6 +59,36 @@ int control__hostinfo_text(const json_t *hi, char **out, size_t *len)
     return 0;
 }
 
+/* Hostinfo fields the client sends again with every map request: a pending registration need
+ * not keep them (tailcfg.Hostinfo: the port list, network conditions, announced routes, SSH
+ * host keys). */
+static const char *const resent_fields[] = { "Services", "NetInfo", "RoutableIPs",
+                                             "SSH_HostKeys" };
+
+int control__hostinfo_pending(const json_t *hi, char **out, size_t *len)
+{
+    json_t *copy;
+    char *text;
+    size_t n;
+
+    if (!json_is_object(hi))
+        return -EINVAL;
+    copy = json_copy((json_t *)hi);
+    for (size_t i = 0; i < HS_ARRAY_LEN(resent_fields); i++)
+        json_object_del(copy, resent_fields[i]);
+    text = hs_json_dump(copy, JSON_COMPACT);
+    json_decref(copy);
+    n = strlen(text);
+    if (len)
+        *len = n;
+    if (n > CONTROL_PENDING_HOSTINFO_MAX) {
+        free(text);
+        return -E2BIG;
+    }
+    *out = text;
+    return 0;
+}
+
 /* "a.b.c.d:port" or "[v6]:port" (a zone is not allowed: it means nothing to a peer). */
 static bool endpoint_valid(const char *t)
 {

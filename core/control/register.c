@@ -169,34 +169,82 @@ static void do_authkey(struct control_service *s, const struct control_request *
     store_node_free(&n);
 }
 
-static void do_interactive(struct control_service *s, const struct control_request *rq,
-                           const struct auth_node_request *nr)
+/* The pending registration's copy of the Hostinfo into *out (NULL: none was sent); a copy
+ * over CONTROL_PENDING_HOSTINFO_MAX is refused with an Error. */
+static int pending_hostinfo(struct control_service *s, const struct control_request *rq,
+                            const struct auth_node_request *nr, char **out)
 {
-    char id[AUTH_REG_ID_MAX], *url, msg[128];
-    unsigned wait = control__reglimit_take(s->reglimit, rq->client_ip, hs_monotonic_us());
-    json_t *resp;
+    json_t *hi = nr->hostinfo_json ? json_loads(nr->hostinfo_json, 0, NULL) : NULL;
+    size_t len = 0;
+    char msg[160];
     int rc;
 
-    if (wait) {
-        if (control__log_due(&s->log_refused_at))
-            log_info("control: conn %llu: too many new registrations from its address "
-                     "(tuning.register_rate_limit): told to wait %us",
-                     (unsigned long long)rq->conn_id, wait);
-        snprintf(msg, sizeof(msg), "too many new logins from this address: try again in %us\n",
-                 wait);
-        control_reply_busy(s->ctl, rq->conn_id, rq->stream_id, wait, msg);
-        return;
+    *out = NULL;
+    rc = hi ? control__hostinfo_pending(hi, out, &len) : 0;
+    json_decref(hi);
+    if (rc != -E2BIG)
+        return 0;
+    if (control__log_due(&s->log_refused_at))
+        log_info("control: conn %llu: login refused: Hostinfo of %zu bytes without what map "
+                 "requests resend", (unsigned long long)rq->conn_id, len);
+    snprintf(msg, sizeof(msg), "Hostinfo too large for a login: %zu bytes without Services, "
+             "NetInfo, RoutableIPs and SSH_HostKeys, the limit is %u", len,
+             CONTROL_PENDING_HOSTINFO_MAX);
+    reply_error(s, rq, msg);
+    return -E2BIG;
+}
+
+/* Whether a new pending registration may start now; if not, the client was told 429 and
+ * when to ask again. Per client address (tuning.register_rate_limit), and for everyone
+ * together no faster than the table turns over by itself: register_cache_max_entries per
+ * register_cache_expiration. So a flood from any number of addresses writes a bounded number
+ * of rows (PostgreSQL keeps every deleted row until it vacuums), and a pending registration,
+ * once made, lives out its time instead of giving way within moments. */
+static bool registration_allowed(struct control_service *s, const struct control_request *rq)
+{
+    static const uint8_t everyone[16];
+    int64_t now = hs_monotonic_us();
+    unsigned wait = control__reglimit_take(s->reglimit, rq->client_ip, now);
+    const char *who = "from this address";
+    char msg[128];
+
+    if (!wait) {
+        wait = control__reglimit_take(s->regturnover, everyone, now);
+        who = "waiting";
     }
-    if ((rc = auth_registration_start(s->auth, nr, id)) < 0) {
+    if (!wait)
+        return true;
+    if (control__log_due(&s->log_refused_at))
+        log_info("control: conn %llu: too many new registrations %s: told to wait %us",
+                 (unsigned long long)rq->conn_id, who, wait);
+    snprintf(msg, sizeof(msg), "too many new logins %s: try again in %us\n", who, wait);
+    control_reply_busy(s->ctl, rq->conn_id, rq->stream_id, wait, msg);
+    return false;
+}
+
+static void do_interactive(struct control_service *s, const struct control_request *rq,
+                           const struct auth_node_request *full)
+{
+    char id[AUTH_REG_ID_MAX], *url, *hostinfo;
+    struct auth_node_request nr = *full;
+    json_t *resp;
+
+    if (pending_hostinfo(s, rq, full, &hostinfo) < 0)
+        return;
+    nr.hostinfo_json = hostinfo;
+    if (!registration_allowed(s, rq)) {
+        /* told when to come back */
+    } else if (auth_registration_start(s->auth, &nr, id) < 0) {
         service_reply_text(s, rq, 500, "cannot start registration\n");
-        return;
+    } else {
+        url = hs_aprintf("%s/register/%s", s->cfg->server_url, id);
+        resp = json_pack("{s:s, s:b, s:b}", "AuthURL", url, "MachineAuthorized", false,
+                         "NodeKeyExpired", false);
+        service_reply_json(s, rq, 200, resp);
+        json_decref(resp);
+        free(url);
     }
-    url = hs_aprintf("%s/register/%s", s->cfg->server_url, id);
-    resp = json_pack("{s:s, s:b, s:b}", "AuthURL", url, "MachineAuthorized", false,
-                     "NodeKeyExpired", false);
-    service_reply_json(s, rq, 200, resp);
-    json_decref(resp);
-    free(url);
+    free(hostinfo);
 }
 
 /* Under mu: the held follow-up of reg_id, unlinked, or NULL. */

@@ -1,9 +1,9 @@
-/* New pending registrations per client address: a generic cell rate (GCRA) limiter, one
- * 64-bit "theoretical arrival time" per address. An address may start `per_minute` at once,
- * then one every 60 s / per_minute. IPv6 clients are counted per /64, the block one host
- * usually holds, so rotating through its addresses gains nothing. The table is bounded: an
- * idle entry (its time in the past) is as good as none and is reused; when every entry is
- * busy the least busy one is dropped. */
+/* New pending registrations per client address, or all together: a generic cell rate
+ * (GCRA) limiter, one 64-bit "theoretical arrival time" per address. An address may start
+ * `burst` at once, then one every window / burst. IPv6 clients are counted per /64, the block
+ * one host usually holds, so rotating through its addresses gains nothing. The table is
+ * bounded: an idle entry (its time in the past) is as good as none and is reused; when every
+ * entry is busy the least busy one is dropped. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,16 +23,16 @@ struct reglimit {
     size_t n, max;
 };
 
-struct reglimit *control__reglimit_new(unsigned per_minute, size_t max_sources)
+struct reglimit *control__reglimit_new(unsigned burst, int64_t window_us, size_t max_sources)
 {
     struct reglimit *l;
 
-    if (per_minute == 0 || max_sources == 0)
+    if (burst == 0 || window_us <= 0 || max_sources == 0)
         return NULL;
     l = hs_xcalloc(1, sizeof(*l));
     pthread_mutex_init(&l->mu, NULL);
-    l->interval = 60 * HS_USEC_PER_SEC / per_minute;
-    l->tolerance = l->interval * (int64_t)(per_minute - 1);
+    l->interval = window_us / burst > 0 ? window_us / burst : 1;
+    l->tolerance = l->interval * (int64_t)(burst - 1);
     l->v = hs_xcalloc(max_sources, sizeof(*l->v));
     l->max = max_sources;
     return l;

@@ -217,7 +217,9 @@ int control_service_new(const struct control_service_deps *d, struct control_ser
     s->state = d->state;
     s->mapper = d->mapper;
     s->reglimit = control__reglimit_new((unsigned)d->cfg->tuning_register_rate_limit,
-                                        REGLIMIT_SOURCES);
+                                        60 * HS_USEC_PER_SEC, REGLIMIT_SOURCES);
+    s->regturnover = control__reglimit_new((unsigned)d->cfg->tuning_register_cache_max_entries,
+                                           d->cfg->tuning_register_cache_expiration_us, 1);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cond, NULL);
     s->ctl = control_new(d->noise_key, &h, 4);
@@ -276,6 +278,7 @@ void control_service_free(struct control_service *s)
     idset_free(&s->online);
     idset_free(&s->closed_nodes);
     control__reglimit_free(s->reglimit);
+    control__reglimit_free(s->regturnover);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cond);
     free(s);

@@ -41,9 +41,15 @@ struct followup {
 
 /* ---- limits on what clients send (clientinfo.c) ---- */
 
-/* The most Hostinfo (compact JSON) stored for a node or a pending registration: 1024 pending
- * registrations (tuning.register_cache_max_entries) then hold at most 16 MiB. */
+/* The most Hostinfo (compact JSON) a client may send at registration and have stored for its
+ * node: every peer's maps carry it. */
 #define CONTROL_HOSTINFO_MAX (16u << 10)
+/* What a pending registration keeps of it, before anyone vouched for the client: its identity
+ * (names, versions, requested tags) without what its first map request resends (ports,
+ * network conditions, routes, SSH host keys). 1024 of them (tuning.register_cache_max_entries)
+ * then take a few MiB of disk, whatever a flood sends; a real client's identity is under
+ * 1 KiB. */
+#define CONTROL_PENDING_HOSTINFO_MAX (4u << 10)
 #define CONTROL_ENDPOINTS_MAX 64      /* endpoints stored per node (the first ones reported) */
 #define CONTROL_ENDPOINT_TEXT_MAX 64  /* "[v6]:port" is 47 */
 
@@ -52,6 +58,10 @@ struct followup {
  * -E2BIG if it is still too large (*len, when not NULL, says how large), -EINVAL when hi is
  * not an object. */
 int control__hostinfo_text(const json_t *hi, char **out, size_t *len);
+/* The pending registration's copy of a Hostinfo (compact JSON, see above) into *out (caller
+ * frees); -E2BIG when it is over CONTROL_PENDING_HOSTINFO_MAX (*len says how large), -EINVAL
+ * when hi is not an object. */
+int control__hostinfo_pending(const json_t *hi, char **out, size_t *len);
 /* Endpoints as a compact JSON array (caller frees): the valid "ip:port" strings, at most
  * CONTROL_ENDPOINTS_MAX, in the client's order; *dropped (may be NULL) counts the rest. */
 char *control__endpoints_text(const json_t *ep, size_t *dropped);
@@ -65,8 +75,9 @@ bool control__log_due(int64_t *last);
 
 struct reglimit;
 #define REGLIMIT_SOURCES 4096 /* client addresses tracked (about 100 KiB) */
-/* NULL (no limit) when per_minute is 0. Tracks at most max_sources addresses. */
-struct reglimit *control__reglimit_new(unsigned per_minute, size_t max_sources);
+/* `burst` at once, then `burst` per window_us in the long run, per address; NULL (no limit)
+ * when burst is 0. Tracks at most max_sources addresses (1: one count for everyone). */
+struct reglimit *control__reglimit_new(unsigned burst, int64_t window_us, size_t max_sources);
 void control__reglimit_free(struct reglimit *l); /* NULL is fine */
 /* 0: ip may start one now (counted); otherwise the seconds until it may. */
 unsigned control__reglimit_take(struct reglimit *l, const uint8_t ip[16], int64_t now_us);
@@ -94,6 +105,7 @@ struct control_service {
     struct followup *followups;
     size_t nfollowups;      /* held, including those register_check_followups has out */
     struct reglimit *reglimit; /* NULL: tuning.register_rate_limit is 0 (any thread) */
+    struct reglimit *regturnover; /* all addresses: the table's size per its lifetime */
     int64_t log_refused_at; /* monotonic us of the last refusal logged (atomic) */
     int64_t next_sweep;     /* map thread: monotonic us of the next registration sweep */
     struct idset changed, patched, removed, online, closed_nodes;

@@ -125,6 +125,38 @@ Test(control, hostinfo_too_large_is_refused)
     json_decref(hi);
 }
 
+Test(control, pending_registration_keeps_the_identity)
+{
+    json_t *hi = hostinfo_of_size(100, 3000), *back;
+    char *text = NULL;
+    size_t len = 0;
+
+    json_object_set_new(hi, "NetInfo", json_pack("{s:i}", "PreferredDERP", 1));
+    json_object_set_new(hi, "RoutableIPs", json_pack("[s]", "10.0.0.0/24"));
+    json_object_set_new(hi, "SSH_HostKeys", json_pack("[s]", "ssh-ed25519 AAAA"));
+    json_object_set_new(hi, "RequestTags", json_pack("[s]", "tag:a"));
+    cr_assert_eq(control__hostinfo_pending(hi, &text, &len), 0);
+    back = json_loads(text, 0, NULL);
+    cr_expect_str_eq(hs_json_str(back, "Hostname"), "h");
+    cr_expect_eq(json_array_size(json_object_get(back, "RequestTags")), 1, "tags are checked "
+                 "when it completes");
+    cr_expect_null(json_object_get(back, "Services"));
+    cr_expect_null(json_object_get(back, "NetInfo"));
+    cr_expect_null(json_object_get(back, "RoutableIPs"));
+    cr_expect_null(json_object_get(back, "SSH_HostKeys"));
+    cr_expect_eq(len, strlen(text));
+    json_decref(back);
+    free(text);
+    json_decref(hi);
+    /* Identity fields padded past the limit: refused. */
+    hi = hostinfo_of_size(CONTROL_PENDING_HOSTINFO_MAX, 0);
+    text = NULL;
+    cr_expect_eq(control__hostinfo_pending(hi, &text, &len), -E2BIG);
+    cr_expect_null(text);
+    cr_expect_gt(len, CONTROL_PENDING_HOSTINFO_MAX);
+    json_decref(hi);
+}
+
 Test(control, endpoints_valid_and_bounded)
 {
     json_t *ep = json_pack("[s, s, i, s, s, s, s, s, s, s]", "192.0.2.1:41641",
@@ -164,7 +196,7 @@ static void ip4(uint8_t out[16], uint8_t last)
 
 Test(control, reglimit_burst_then_steady_rate)
 {
-    struct reglimit *l = control__reglimit_new(6, 16); /* 6 at once, then one per 10 s */
+    struct reglimit *l = control__reglimit_new(6, 60 * HS_USEC_PER_SEC, 16); /* 6 at once, then one per 10 s */
     int64_t t = 1000 * HS_USEC_PER_SEC;
     uint8_t a[16], b[16];
 
@@ -179,13 +211,27 @@ Test(control, reglimit_burst_then_steady_rate)
     cr_expect_eq(control__reglimit_take(l, a, t + 10 * HS_USEC_PER_SEC), 10);
     cr_expect_eq(control__reglimit_take(l, a, t + 3600 * HS_USEC_PER_SEC), 0, "idle: refilled");
     control__reglimit_free(l);
-    cr_expect_null(control__reglimit_new(0, 16), "0: no limit");
+    cr_expect_null(control__reglimit_new(0, 60 * HS_USEC_PER_SEC, 16), "0: no limit");
     cr_expect_eq(control__reglimit_take(NULL, a, t), 0);
+}
+
+Test(control, reglimit_one_count_for_everyone)
+{
+    /* 1024 per 15 minutes, as the registration table turns over by itself. */
+    struct reglimit *l = control__reglimit_new(1024, 15 * 60 * HS_USEC_PER_SEC, 1);
+    static const uint8_t everyone[16];
+    int64_t t = 5 * HS_USEC_PER_SEC;
+
+    for (int i = 0; i < 1024; i++)
+        cr_assert_eq(control__reglimit_take(l, everyone, t), 0, "%d", i);
+    cr_expect_eq(control__reglimit_take(l, everyone, t), 1, "then one every 0.88 s");
+    cr_expect_eq(control__reglimit_take(l, everyone, t + 900 * 1000), 0);
+    control__reglimit_free(l);
 }
 
 Test(control, reglimit_counts_ipv6_per_64)
 {
-    struct reglimit *l = control__reglimit_new(2, 16);
+    struct reglimit *l = control__reglimit_new(2, 60 * HS_USEC_PER_SEC, 16);
     uint8_t x[16] = { 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 1 }, y[16];
     int64_t t = 5 * HS_USEC_PER_SEC;
 
@@ -202,7 +248,7 @@ Test(control, reglimit_counts_ipv6_per_64)
 
 Test(control, reglimit_table_is_bounded)
 {
-    struct reglimit *l = control__reglimit_new(1, 4);
+    struct reglimit *l = control__reglimit_new(1, 60 * HS_USEC_PER_SEC, 4);
     int64_t t = 5 * HS_USEC_PER_SEC;
     uint8_t a[16];
 
