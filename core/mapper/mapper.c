@@ -128,43 +128,69 @@ static void add_tailnet(json_t *resp, struct mapper *m, struct state *s,
         json_object_set_new(resp, "Debug", json_pack("{s:b}", "DisableLogTail", 1));
 }
 
-/* A peer's Node JSON, serialised once and cached in the state until the node changes. The
- * caller holds the state read lock; concurrent builders race benignly (one CAS wins). */
-const char *mapper__peer_json(struct mapper *m, struct state *s, const struct state_node *n,
-                              int64_t now)
+/* A peer's Node JSON in one of its two cached views (slot: the state node's peer_json or
+ * peer_json_bare), serialised once and kept until the node changes. The caller holds the
+ * state read lock; concurrent builders race benignly (one CAS wins). */
+static const char *cached(struct mapper *m, struct state *s, const struct state_node *n,
+                          int64_t now, char *const *slot, bool bare)
 {
-    char *cached = __atomic_load_n(&n->peer_json, __ATOMIC_ACQUIRE), *fresh, *expected = NULL;
+    char *have = __atomic_load_n(slot, __ATOMIC_ACQUIRE), *fresh, *expected = NULL;
+    struct mapper__routes none = { 0 };
     json_t *o;
 
-    if (cached)
-        return cached;
-    o = mapper__node(m, s, n, 0, now, NULL);
+    if (have)
+        return have;
+    o = bare ? mapper__node_routes(m, s, n, 0, now, &none) : mapper__node(m, s, n, 0, now, NULL);
     fresh = hs_json_dump(o, JSON_COMPACT);
     json_decref(o);
-    /* The cache slot is the one mutable part of a state node (see state.h). */
-    if (__atomic_compare_exchange_n((char **)&n->peer_json, &expected, fresh, false,
-                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+    /* The cache slots are the one mutable part of a state node (see state.h). */
+    if (__atomic_compare_exchange_n((char **)slot, &expected, fresh, false, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE))
         return fresh;
     free(fresh);
     return expected;
 }
 
-/* A peer's JSON for the viewer: the cached default view, or its Node built for this viewer
- * alone when the routes it gets from the peer differ (mapper_routes.c). */
+const char *mapper__peer_json(struct mapper *m, struct state *s, const struct state_node *n,
+                              int64_t now)
+{
+    return cached(m, s, n, now, &n->peer_json, false);
+}
+
+const char *mapper__peer_json_bare(struct mapper *m, struct state *s, const struct state_node *n,
+                                   int64_t now)
+{
+    return cached(m, s, n, now, &n->peer_json_bare, true);
+}
+
+/* A peer's JSON for the viewer: one of its cached views (its default routes, or none of
+ * them: the two a policy mostly gives), or its Node built for this viewer alone when the
+ * routes it gets from the peer are another set (mapper_routes.c). */
 static int put_peer(struct mapper *m, struct state *s, const struct mapper__view *v,
                     uint64_t viewer, const struct state_node *n, int64_t now, struct hs_buf *out)
 {
+    struct mapper__routes d, r;
+    const char *text = NULL;
+    char *own = NULL;
     json_t *o;
-    char *text;
     int rc;
 
-    if (mapper__view_default(v->net, viewer, n))
+    if (n->serving.n == 0 || state_net_all(v->net))
         return hs_buf_puts(out, mapper__peer_json(m, s, n, now));
-    o = mapper__node(m, s, n, viewer, now, v->net);
-    text = hs_json_dump(o, JSON_COMPACT);
-    json_decref(o);
+    mapper__default_routes(n, &d);
+    mapper__view_routes(v->net, viewer, n, &r);
+    if (mapper__same_routes(&d, &r))
+        text = mapper__peer_json(m, s, n, now);
+    else if (r.n == 0)
+        text = mapper__peer_json_bare(m, s, n, now);
+    else if ((o = mapper__node_routes(m, s, n, viewer, now, &r))) {
+        text = own = hs_json_dump(o, JSON_COMPACT);
+        json_decref(o);
+    }
+    mapper__routes_free(&d);
+    mapper__routes_free(&r);
     rc = text ? hs_buf_puts(out, text) : -ENOMEM;
-    free(text);
+    free(own);
     return rc;
 }
 

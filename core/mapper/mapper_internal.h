@@ -93,6 +93,14 @@ struct mapper__routes {
     const char **v;
     size_t n;
 };
+/* The same with the routes given. */
+json_t *mapper__node_routes(struct mapper *m, struct state *s, const struct state_node *n,
+                            uint64_t viewer, int64_t now, const struct mapper__routes *r);
+/* Whether two route lists hold the same routes. */
+bool mapper__same_routes(const struct mapper__routes *x, const struct mapper__routes *y);
+/* n as a peer without its routes, cached like mapper__peer_json. */
+const char *mapper__peer_json_bare(struct mapper *m, struct state *s, const struct state_node *n,
+                                   int64_t now);
 void mapper__routes_free(struct mapper__routes *r);
 /* n's default routes: the exit routes it serves and the subnet routes it is primary for. */
 void mapper__default_routes(const struct state_node *n, struct mapper__routes *out);

@@ -282,13 +282,22 @@ static void expired_peer_view(json_t *o, const struct store_node *n)
 json_t *mapper__node(struct mapper *m, struct state *s, const struct state_node *n,
                      uint64_t viewer, int64_t now, const struct state_net *net)
 {
-    json_t *o = json_object();
     struct mapper__routes r;
+    json_t *o;
 
     mapper__view_routes(net ? net : state_net_current(s), viewer, n, &r);
-    node_identity(o, m, s, n);
-    node_network(o, n, &r);
+    o = mapper__node_routes(m, s, n, viewer, now, &r);
     mapper__routes_free(&r);
+    return o;
+}
+
+json_t *mapper__node_routes(struct mapper *m, struct state *s, const struct state_node *n,
+                            uint64_t viewer, int64_t now, const struct mapper__routes *r)
+{
+    json_t *o = json_object();
+
+    node_identity(o, m, s, n);
+    node_network(o, n, r);
     node_status(o, m, n, now);
     if (viewer != n->n.id && mapper__expired(&n->n, now))
         expired_peer_view(o, &n->n);

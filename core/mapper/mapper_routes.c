@@ -50,7 +50,7 @@ static void policy_routes(const struct state_net *net, size_t a, size_t b,
     out->n = policy_net_peer_routes(pn, a, b, out->v, n);
 }
 
-static bool same_set(const struct mapper__routes *x, const struct mapper__routes *y)
+bool mapper__same_routes(const struct mapper__routes *x, const struct mapper__routes *y)
 {
     if (x->n != y->n)
         return false;
@@ -90,7 +90,7 @@ bool mapper__view_default(const struct state_net *net, uint64_t viewer,
         return true; /* the common case: no routes to differ in */
     mapper__default_routes(n, &d);
     mapper__view_routes(net, viewer, n, &v);
-    same = same_set(&d, &v);
+    same = mapper__same_routes(&d, &v);
     mapper__routes_free(&d);
     mapper__routes_free(&v);
     return same;
@@ -120,7 +120,7 @@ bool mapper__views_differ(const struct state_net *a, const struct state_net *b, 
 
     mapper__view_routes(a, viewer, n, &x);
     mapper__view_routes(b, viewer, n, &y);
-    differ = !same_set(&x, &y);
+    differ = !mapper__same_routes(&x, &y);
     mapper__routes_free(&x);
     mapper__routes_free(&y);
     return differ;

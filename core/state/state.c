@@ -40,6 +40,8 @@ static void drop_cache(struct state *s, struct state_node *n)
 {
     free(n->peer_json);
     n->peer_json = NULL;
+    free(n->peer_json_bare);
+    n->peer_json_bare = NULL;
     n->version = ++s->versions;
 }
 
@@ -53,6 +55,7 @@ static void node_free(struct state_node *n)
     if (!n)
         return;
     free(n->peer_json);
+    free(n->peer_json_bare);
     hs_strv_free(&n->routes);
     hs_strv_free(&n->serving);
     hs_strv_free(&n->primary);

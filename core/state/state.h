@@ -38,6 +38,9 @@ struct state_node {
      * read lock (installed with an atomic compare-and-swap) and dropped by the state under
      * the write lock whenever anything in it may change. */
     char *peer_json;
+    /* The same without its routes (AllowedIPs its addresses alone): a router as seen by the
+     * peers the policy gives none of its routes. Built and dropped like peer_json. */
+    char *peer_json_bare;
     /* Changes (from one counter for all nodes, never reused) whenever peer_json is dropped:
      * what the mapper checks its cached runs of consecutive peers against. */
     uint64_t version;

@@ -1459,6 +1459,8 @@ Test(mapper, routes_given_only_to_viewers_the_policy_lets_reach_them)
     expect_policy(POLICY_ROUTE_ALICE);
     cr_expect(peer_has_route(1, 5, HA_ROUTE), "alice's laptop may reach it");
     cr_expect_not(peer_has_route(4, 5, HA_ROUTE), "carol's phone sees the router, not the route");
+    cr_expect_not_null(state_node_by_id(fx.s, 5)->peer_json_bare,
+                       "the router without its routes is cached for viewers like carol");
     cr_expect(peer_has_route(6, 5, HA_ROUTE), "the standby router");
     /* The cached peer JSON is the default view; carol's map is built apart and the cache
      * stays as it was. */
