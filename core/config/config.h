@@ -198,4 +198,15 @@ void config_diags_log(const struct config_diags *d);
 /* "100.64.0.0/10" → prefix (host bits must be zero). -EINVAL otherwise. */
 int config_parse_prefix(const char *s, struct ip_prefix *out);
 
+/* The dns.extra_records_path file: a JSON list of {"Name","Type","Value"} (field names in any
+ * case, other fields ignored), each an A or AAAA record with an address of that family;
+ * duplicates are dropped. Returns 0 with the records in *out and *n (free with
+ * config_dns_records_free), 1 when the file holds nothing to apply (empty, or JSON null: a
+ * file being written; the records in force stay), -EINVAL with the reason in err. */
+#define CONFIG_MAX_EXTRA_RECORDS 65536u
+#define CONFIG_MAX_EXTRA_RECORDS_BYTES (8u << 20)
+int config_dns_records_parse(const char *text, size_t len, struct dns_record **out, size_t *n,
+                             char *err, size_t errsize);
+void config_dns_records_free(struct dns_record *v, size_t n);
+
 #endif

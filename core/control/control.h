@@ -131,6 +131,9 @@ void control_service_free(struct control_service *s);
 struct control *control_service_control(struct control_service *s);
 /* Every connected node gets a full map soon (the DERP map changed, for instance). */
 void control_service_resync(struct control_service *s);
+/* Every connected node gets the new DNSConfig soon, alone in a message of its own (the extra
+ * records file changed). */
+void control_service_dns_changed(struct control_service *s);
 
 /* Oldest client accepted: Tailscale v1.80 (capability version 113), as headscale. */
 #define CONTROL_MIN_CAPVER 113

@@ -332,6 +332,12 @@ void poll_on_state_change(void *arg, const struct state_change *ch)
     case STATE_POLICY_CHANGED: break;
     default: s->full_for_all = true; break; /* a user's profile or name */
     }
+    /* 0.22 naming: a node coming, going or moving between users may change which user
+     * domains its peers route to MagicDNS. */
+    if (mapper_dns_per_user(s->mapper) &&
+        (ch->kind == STATE_NODE_ADDED || ch->kind == STATE_NODE_REMOVED ||
+         (ch->kind == STATE_NODE_CHANGED && (ch->fields & STATE_F_OTHER))))
+        s->dns_for_all = true;
     if (!s->batch_due)
         s->batch_due = now + delay;
     pthread_cond_signal(&s->cond);
@@ -343,6 +349,7 @@ void poll_on_state_change(void *arg, const struct state_change *ch)
 struct batch {
     struct idset changed, patched, removed, online;
     bool full;
+    bool dns; /* the DNS configuration changed: a DNSConfig for everyone not sent a full map */
     struct state_net *net;
 };
 
@@ -562,6 +569,24 @@ static void send_delta(struct control_service *s, const struct batch *b, const s
     session_told(s, t, &told);
 }
 
+/* A DNSConfig of its own: small, and in the 0.22 layout it differs by user. */
+static void send_dns(struct control_service *s, const struct target *t)
+{
+    struct hs_buf enc;
+    json_t *msg;
+
+    hs_buf_init(&enc, MAPPER_MAX_FRAME + 8);
+    state_rdlock(s->state);
+    msg = mapper_dns_update(s->mapper, s->state, t->node_id);
+    state_unlock(s->state);
+    if (msg && mapper_encode(msg, t->zstd, &enc) == 0)
+        session_write(s, t->conn_id, t->stream_id, &enc, false, false);
+    else if (msg)
+        encode_failed(s, t->conn_id);
+    json_decref(msg);
+    hs_buf_free(&enc);
+}
+
 static void send_batch(struct control_service *s, const struct batch *b, const struct target *t,
                        size_t n)
 {
@@ -585,8 +610,11 @@ static void send_batch(struct control_service *s, const struct batch *b, const s
                 session_told(s, &t[i], &told);
             continue;
         }
-        if (!session_expired(s, t[i].node_id)) /* its full maps are all an expired node gets */
-            send_delta(s, b, &t[i], &tb, &generic);
+        if (session_expired(s, t[i].node_id)) /* its full maps are all an expired node gets */
+            continue;
+        if (b->dns)
+            send_dns(s, &t[i]);
+        send_delta(s, b, &t[i], &tb, &generic);
     }
     shared_fini(&generic);
     share_table_free(&tb);
@@ -681,8 +709,9 @@ void poll_flush_batch(struct control_service *s)
     b.online = s->online;
     closed = s->closed_nodes;
     b.full = s->full_for_all;
+    b.dns = s->dns_for_all;
     s->changed = s->patched = s->removed = s->online = s->closed_nodes = (struct idset){ 0 };
-    s->full_for_all = false;
+    s->full_for_all = s->dns_for_all = false;
     s->batch_due = 0;
     t = snapshot_sessions(s, &n);
     pthread_mutex_unlock(&s->mu);
@@ -763,6 +792,16 @@ void poll_gc_ephemeral(struct control_service *s)
         store_node_delete(s->st, doomed.v[i]);
     }
     idset_free(&doomed);
+}
+
+void control_service_dns_changed(struct control_service *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->dns_for_all = true;
+    if (!s->batch_due)
+        s->batch_due = hs_monotonic_us();
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->mu);
 }
 
 /* A new DERP map: everyone gets a full map with the next batch. */

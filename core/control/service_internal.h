@@ -110,6 +110,7 @@ struct control_service {
     int64_t next_sweep;     /* map thread: monotonic us of the next registration sweep */
     struct idset changed, patched, removed, online, closed_nodes;
     bool full_for_all;      /* user or DERP map change: everyone gets a full map */
+    bool dns_for_all;       /* DNS configuration changed: everyone gets a DNSConfig */
     bool registrations_changed;
     int64_t batch_due;      /* monotonic us; 0 = nothing pending */
     int64_t last_batch_us;  /* how long the last batch took to build and queue (under mu) */

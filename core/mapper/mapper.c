@@ -82,6 +82,7 @@ struct mapper *mapper_new(const struct hs_config *cfg, struct derpmap *dm)
     pthread_mutex_init(&m->runs_mu, NULL);
     pthread_mutex_init(&m->diff_mu, NULL);
     pthread_mutex_init(&m->parts_mu, NULL);
+    pthread_mutex_init(&m->dns_mu, NULL);
     randombytes_buf(m->hash_key, sizeof(m->hash_key));
     return m;
 }
@@ -95,6 +96,8 @@ void mapper_free(struct mapper *m)
     pthread_mutex_destroy(&m->diff_mu);
     mapper__zparts_free(m);
     pthread_mutex_destroy(&m->parts_mu);
+    config_dns_records_free(m->file_records, m->nfile_records);
+    pthread_mutex_destroy(&m->dns_mu);
     free(m->appeared);
     free(m->vanished);
     free(m);
@@ -117,9 +120,9 @@ static json_t *domain(const struct mapper *m, struct state *s, const struct stat
 }
 
 static void add_tailnet(json_t *resp, struct mapper *m, struct state *s,
-                        const struct state_node *self, int64_t now)
+                        const struct state_node *self, const struct uidset *users, int64_t now)
 {
-    json_object_set_new(resp, "DNSConfig", mapper__dns_config(m));
+    json_object_set_new(resp, "DNSConfig", mapper__dns_config(m, s, self, users->v, users->n));
     json_object_set_new(resp, "DERPMap", derpmap_get(m->dm));
     json_object_set_new(resp, "Domain", domain(m, s, self));
     json_object_set_new(resp, "CollectServices", json_false()); /* opt.Bool: a JSON bool */
@@ -237,8 +240,8 @@ static int full_tail(struct mapper *m, struct state *s, const struct state_node 
     node = mapper__node(m, s, me, me->n.id, now, v->net);
     mapper__self_capmap(node, v->net, v->self);
     json_object_set_new(resp, "Node", node);
+    add_tailnet(resp, m, s, me, users, now);
     json_object_set_new(resp, "UserProfiles", profiles(s, users));
-    add_tailnet(resp, m, s, me, now);
     rest = hs_json_dump(resp, JSON_COMPACT);
     /* rest is "{...}": drop both braces, the policy part and the closing brace follow. */
     rc = hs_buf_appendf(k->text, "],%.*s", (int)(strlen(rest) - 2), rest + 1);
@@ -653,4 +656,40 @@ json_t *mapper_delta(struct mapper *m, struct state *s, uint64_t self,
     j = mapper_plan_delta(m, s, self, &p, now);
     mapper_plan_free(&p);
     return j;
+}
+
+void mapper_set_extra_records(struct mapper *m, struct dns_record *v, size_t n)
+{
+    struct dns_record *old;
+    size_t nold;
+
+    pthread_mutex_lock(&m->dns_mu);
+    old = m->file_records;
+    nold = m->nfile_records;
+    m->file_records = v;
+    m->nfile_records = n;
+    m->file_records_set = true;
+    pthread_mutex_unlock(&m->dns_mu);
+    config_dns_records_free(old, nold);
+}
+
+json_t *mapper_dns_update(struct mapper *m, struct state *s, uint64_t self)
+{
+    const struct state_node *me = state_node_by_id(s, self);
+    struct uidset users = { 0 };
+    struct mapper__view v;
+    json_t *resp;
+
+    if (!me)
+        return NULL;
+    if (mapper_dns_per_user(m)) { /* the users of the peers it sees name MagicDNS routes */
+        mapper__view_init(&v, s, self, NULL);
+        uidset_add(&users, mapper__user_id(me));
+        for (size_t i = 0; i < state_node_count(s); i++)
+            if (state_node_at(s, i) != me && mapper__view_sees(&v, s, i))
+                uidset_add(&users, mapper__user_id(state_node_at(s, i)));
+    }
+    resp = json_pack("{s:o}", "DNSConfig", mapper__dns_config(m, s, me, users.v, users.n));
+    free(users.v);
+    return resp;
 }

@@ -126,6 +126,17 @@ int mapper_plan_encoded(struct mapper *m, struct state *s, uint64_t self,
                         struct hs_buf *out);
 void mapper_plan_free(struct mapper_plan *p);
 
+/* Replaces the records read from dns.extra_records_path (takes v, from
+ * config_dns_records_parse); every map built afterwards carries them. Any thread. */
+void mapper_set_extra_records(struct mapper *m, struct dns_record *v, size_t n);
+/* Whether DNSConfig depends on the users among a node's peers (the 0.22 naming with MagicDNS:
+ * each user is a domain of its own). */
+bool mapper_dns_per_user(const struct mapper *m);
+/* {"DNSConfig":{...}}: what a node is sent when only the DNS configuration changed (the
+ * extra records file, or in the 0.22 layout the users among its peers). NULL if self is
+ * unknown. */
+json_t *mapper_dns_update(struct mapper *m, struct state *s, uint64_t self);
+
 /* {"KeepAlive":true} */
 json_t *mapper_keepalive(void);
 

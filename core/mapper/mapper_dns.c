@@ -70,9 +70,28 @@ void mapper__reverse_zones(const struct ip_prefix *p, json_t *routes)
         v6_zones(p, routes);
 }
 
-static json_t *routes(const struct hs_config *cfg)
+bool mapper_dns_per_user(const struct mapper *m)
 {
+    const struct hs_config *cfg = m->cfg;
+
+    return cfg->dns_magic_dns && cfg->dns_use_username_in_magic_dns && cfg->dns_base_domain &&
+           *cfg->dns_base_domain;
+}
+
+/* "<user label>.<base_domain>" of the 0.22 naming. */
+static void user_domain(struct mapper *m, struct state *s, uint64_t uid, char *out, size_t size)
+{
+    char label[MAPPER_FQDN_MAX];
+
+    mapper__user_label(m, s, uid, label, sizeof(label));
+    snprintf(out, size, "%s.%s", label, m->cfg->dns_base_domain);
+}
+
+static json_t *routes(struct mapper *m, struct state *s, const uint64_t *uids, size_t nuids)
+{
+    const struct hs_config *cfg = m->cfg;
     json_t *r = json_object();
+    char dom[2 * MAPPER_FQDN_MAX];
 
     for (size_t i = 0; i < cfg->dns_nsplit; i++)
         json_object_set_new(r, cfg->dns_split[i].domain,
@@ -84,30 +103,56 @@ static json_t *routes(const struct hs_config *cfg)
         mapper__reverse_zones(&cfg->prefix_v4, r);
         mapper__reverse_zones(&cfg->prefix_v6, r);
     }
+    /* 0.22: each user among the viewer and its peers is a MagicDNS zone of its own. */
+    for (size_t i = 0; mapper_dns_per_user(m) && i < nuids; i++) {
+        user_domain(m, s, uids[i], dom, sizeof(dom));
+        json_object_set_new(r, dom, json_array());
+    }
     return r;
 }
 
-static json_t *domains(const struct hs_config *cfg)
+static json_t *domains(struct mapper *m, struct state *s, const struct state_node *self)
 {
+    const struct hs_config *cfg = m->cfg;
     json_t *a = json_array();
+    char dom[2 * MAPPER_FQDN_MAX];
 
     if (cfg->dns_base_domain && *cfg->dns_base_domain)
         json_array_append_new(a, json_string(cfg->dns_base_domain));
     for (size_t i = 0; i < cfg->dns_search_domains.n; i++)
         json_array_append_new(a, json_string(cfg->dns_search_domains.v[i]));
+    /* 0.22: the viewer's own user's domain, so its user's nodes answer to their bare name;
+     * other users' nodes need their full name. */
+    if (mapper_dns_per_user(m) && self) {
+        user_domain(m, s, self->n.user_id ? self->n.user_id : MAPPER_TAGGED_USER_ID, dom,
+                    sizeof(dom));
+        json_array_append_new(a, json_string(dom));
+    }
     return a;
 }
 
-static json_t *extra_records(const struct hs_config *cfg)
+static json_t *records_json(const struct dns_record *v, size_t n)
 {
     json_t *a = json_array();
 
-    for (size_t i = 0; i < cfg->dns_nextra_records; i++) {
-        const struct dns_record *r = &cfg->dns_extra_records[i];
-        json_array_append_new(a, json_pack("{s:s, s:s, s:s}", "Name", r->name ? r->name : "",
-                                           "Type", r->type ? r->type : "", "Value",
-                                           r->value ? r->value : ""));
-    }
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_pack("{s:s, s:s, s:s}", "Name", v[i].name ? v[i].name : "",
+                                           "Type", v[i].type ? v[i].type : "", "Value",
+                                           v[i].value ? v[i].value : ""));
+    return a;
+}
+
+/* The file's records once it has been read, else the config's. */
+static json_t *extra_records(struct mapper *m)
+{
+    json_t *a;
+
+    pthread_mutex_lock(&m->dns_mu);
+    if (m->file_records_set)
+        a = records_json(m->file_records, m->nfile_records);
+    else
+        a = records_json(m->cfg->dns_extra_records, m->cfg->dns_nextra_records);
+    pthread_mutex_unlock(&m->dns_mu);
     return a;
 }
 
@@ -120,7 +165,8 @@ static void set_nonempty(json_t *o, const char *field, json_t *v)
         json_decref(v);
 }
 
-json_t *mapper__dns_config(const struct mapper *m)
+json_t *mapper__dns_config(struct mapper *m, struct state *s, const struct state_node *self,
+                           const uint64_t *uids, size_t nuids)
 {
     const struct hs_config *cfg = m->cfg;
     json_t *dns = json_object();
@@ -128,9 +174,9 @@ json_t *mapper__dns_config(const struct mapper *m)
     /* Without override_local_dns the global servers only back up the OS resolver. */
     set_nonempty(dns, cfg->dns_override_local_dns ? "Resolvers" : "FallbackResolvers",
                  resolvers(&cfg->dns_nameservers_global));
-    set_nonempty(dns, "Routes", routes(cfg));
-    set_nonempty(dns, "Domains", domains(cfg));
+    set_nonempty(dns, "Routes", routes(m, s, uids, nuids));
+    set_nonempty(dns, "Domains", domains(m, s, self));
     json_object_set_new(dns, "Proxied", json_boolean(cfg->dns_magic_dns));
-    set_nonempty(dns, "ExtraRecords", extra_records(cfg));
+    set_nonempty(dns, "ExtraRecords", extra_records(m));
     return dns;
 }

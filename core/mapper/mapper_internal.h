@@ -41,6 +41,12 @@ struct mapper {
     pthread_mutex_t parts_mu;
     struct mapper__zpart *zparts;
     size_t nzparts, zparts_bytes;
+    /* The records of dns.extra_records_path, replaced whenever the file changes; once set
+     * they stand in for dns.extra_records (the two are exclusive in the config). */
+    pthread_mutex_t dns_mu;
+    struct dns_record *file_records;
+    size_t nfile_records;
+    bool file_records_set;
 };
 
 /* Whom a viewer sees under a compiled policy (state read lock held). */
@@ -154,8 +160,14 @@ int mapper__end_message(struct hs_buf *out, size_t start, int rc);
 uint64_t mapper__user_id(const struct state_node *n);
 /* tailcfg.UserProfile for a User id from mapper__user_id(). */
 json_t *mapper__user_profile(struct state *s, uint64_t uid);
-/* tailcfg.DNSConfig per headscale (config.go dns + magic DNS routes), never NULL. */
-json_t *mapper__dns_config(const struct mapper *m);
+/* tailcfg.DNSConfig per headscale (config.go dns + magic DNS routes), never NULL. For the
+ * 0.22 naming (<name>.<user>.<base_domain>) it depends on the viewer: its own user's domain is
+ * a search domain and each user among it and its peers (uids) gets a MagicDNS route. */
+json_t *mapper__dns_config(struct mapper *m, struct state *s, const struct state_node *self,
+                           const uint64_t *uids, size_t nuids);
+/* A user's DNS label as the 0.22 layout writes it into names (lower case, '@' → '.'). */
+void mapper__user_label(const struct mapper *m, struct state *s, uint64_t user_id, char *out,
+                        size_t size);
 /* Adds routes["<zone>."] = [] for each reverse-DNS zone MagicDNS answers for the prefix. */
 void mapper__reverse_zones(const struct ip_prefix *p, json_t *routes);
 

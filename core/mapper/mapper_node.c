@@ -62,10 +62,11 @@ uint64_t mapper__user_id(const struct state_node *n)
 }
 
 /* headscale 0.22's NormalizeToFQDNRules for the user label of "<given>.<user>.<base>". */
-static void user_label(const struct mapper *m, struct state *s, const struct state_node *n,
-                       char *out, size_t size)
+void mapper__user_label(const struct mapper *m, struct state *s, uint64_t user_id, char *out,
+                        size_t size)
 {
-    const struct state_user *u = n->n.user_id ? state_user_by_id(s, n->n.user_id) : NULL;
+    const struct state_user *u = user_id && user_id != MAPPER_TAGGED_USER_ID
+                                     ? state_user_by_id(s, user_id) : NULL;
     const char *name = u && u->u.name ? u->u.name : MAPPER_TAGGED_USER_NAME;
     const char *at = strchr(name, '@');
     size_t o = 0;
@@ -101,10 +102,11 @@ void mapper_fqdn(struct mapper *m, struct state *s, const struct state_node *n, 
 
     if (blen > 0 && base[blen - 1] == '.')
         blen--; /* tolerate "example.com." in the config */
-    if (blen == 0) {
+    /* The 0.22 layout names nodes in the base domain only with MagicDNS on. */
+    if (blen == 0 || (m->cfg->legacy && !m->cfg->dns_magic_dns)) {
         snprintf(out, size, "%s.", given);
     } else if (m->cfg->dns_use_username_in_magic_dns) {
-        user_label(m, s, n, user, sizeof(user));
+        mapper__user_label(m, s, n->n.user_id, user, sizeof(user));
         snprintf(out, size, "%s.%s.%.*s.", given, user, blen, base);
     } else {
         snprintf(out, size, "%s.%.*s.", given, blen, base);

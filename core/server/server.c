@@ -1,4 +1,6 @@
+#include <arpa/inet.h>
 #include <malloc.h>
+#include <netdb.h>
 #include <microhttpd.h>
 #include <pthread.h>
 #include <signal.h>
@@ -19,6 +21,7 @@
 #include "keys/keys.h"
 #include "notify/notify.h"
 #include "policy/policy.h"
+#include "server/dns_watch.h"
 #include "server/server.h"
 #include "server/server_internal.h"
 #include "store/store.h"
@@ -39,6 +42,7 @@ struct server {
     struct derpmap *derpmap;
     struct mapper *mapper;
     struct control_service *svc;
+    struct dns_watch *dns;    /* NULL unless dns.extra_records_path is set */
     struct derp_server *derp; /* NULL unless derp.server.enabled */
     /* Held by the state listener while it uses derp, and by server_stop() to free it: API
      * threads can still change nodes then. */
@@ -239,6 +243,60 @@ static enum MHD_Result serve_probe(struct MHD_Connection *conn)
     return ret;
 }
 
+/* The addresses of one DERP host name into ips (none when it does not resolve: headscale
+ * leaves such a name out). */
+static void resolve_into(const char *host, json_t *out)
+{
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *res, *a;
+    json_t *ips = json_array();
+
+    if (getaddrinfo(host, NULL, &hints, &res) == 0) {
+        for (a = res; a; a = a->ai_next) {
+            char txt[INET6_ADDRSTRLEN];
+            const void *p = a->ai_family == AF_INET
+                                ? (const void *)&((struct sockaddr_in *)a->ai_addr)->sin_addr
+                                : (const void *)&((struct sockaddr_in6 *)a->ai_addr)->sin6_addr;
+            if ((a->ai_family == AF_INET || a->ai_family == AF_INET6) &&
+                inet_ntop(a->ai_family, p, txt, sizeof(txt)))
+                json_array_append_new(ips, json_string(txt));
+        }
+        freeaddrinfo(res);
+    }
+    if (json_array_size(ips))
+        json_object_set_new(out, host, ips);
+    else
+        json_decref(ips);
+}
+
+/* /bootstrap-dns (with the embedded DERP server, as headscale): every DERP host name of the
+ * map with the addresses this server resolves it to, so a client whose own DNS is broken can
+ * still reach its relays. */
+static enum MHD_Result serve_bootstrap_dns(struct server *srv, struct MHD_Connection *conn)
+{
+    json_t *map = derpmap_get(srv->derpmap), *out = json_object(), *region, *node;
+    const char *rid;
+    enum MHD_Result ret;
+    size_t i;
+    char *text, *doc;
+
+    json_object_foreach(json_object_get(map, "Regions"), rid, region) {
+        json_array_foreach(json_object_get(region, "Nodes"), i, node) {
+            const char *host = json_string_value(json_object_get(node, "HostName"));
+            if (host && *host && !json_object_get(out, host))
+                resolve_into(host, out);
+        }
+    }
+    /* Go's JSON encoder: keys sorted, a newline after the document */
+    text = hs_json_dump(out, JSON_COMPACT | JSON_SORT_KEYS);
+    doc = hs_aprintf("%s\n", text);
+    ret = send_reply(conn, 200, "application/json", doc, strlen(doc));
+    free(doc);
+    free(text);
+    json_decref(out);
+    json_decref(map);
+    return ret;
+}
+
 /* Captive-portal check: echo a well-formed challenge. */
 static enum MHD_Result serve_generate_204(struct MHD_Connection *conn)
 {
@@ -302,6 +360,8 @@ static enum MHD_Result serve_root(struct server *srv, struct MHD_Connection *con
         return serve_probe(conn);
     if (strcmp(url, "/generate_204") == 0)
         return serve_generate_204(conn);
+    if (strcmp(url, "/bootstrap-dns") == 0 && srv->derp)
+        return serve_bootstrap_dns(srv, conn);
     if (hs_has_prefix(url, "/register/"))
         return serve_register(conn, url + strlen("/register/"));
     if (strcmp(url, "/health") == 0)
@@ -498,6 +558,13 @@ static bool tag_check(void *arg, uint64_t user_id, const char *tag)
     return state_policy_tag_allowed(srv->state, user_id, tag);
 }
 
+/* New extra records reach every client as a DNSConfig of their own. */
+static void on_dns_change(void *arg)
+{
+    struct server *srv = arg;
+    control_service_dns_changed(srv->svc);
+}
+
 /* A refreshed DERP map reaches every client through a full map. */
 static void on_derpmap_change(void *arg)
 {
@@ -516,6 +583,8 @@ static void server_stop(struct server *srv)
     if (srv->unix_sock && (fd = MHD_quiesce_daemon(srv->unix_sock)) != MHD_INVALID_SOCKET)
         close(fd);
     derpmap_stop(srv->derpmap); /* its refresher calls into the service */
+    dns_watch_free(srv->dns);   /* so does the extra records watcher */
+    srv->dns = NULL;
     control_service_free(srv->svc);
     srv->svc = NULL;
     pthread_mutex_lock(&srv->derp_mu);
@@ -630,6 +699,9 @@ static int server_build(struct server *srv, const struct hs_config *cfg)
     if ((rc = derpmap_new(cfg, &srv->derpmap)) < 0)
         return rc;
     srv->mapper = mapper_new(cfg, srv->derpmap);
+    if (*cfg->dns_extra_records_path &&
+        (rc = dns_watch_new(cfg->dns_extra_records_path, srv->mapper, &srv->dns)) < 0)
+        return rc;
     struct control_service_deps deps = { .cfg = cfg, .st = srv->st, .auth = srv->auth,
                                          .state = srv->state, .mapper = srv->mapper,
                                          .noise_key = &srv->noise_key };
@@ -719,7 +791,9 @@ int server_run(const struct hs_config *cfg)
 
     if (server_build(&srv, cfg) < 0 || control_service_start(srv.svc) < 0 ||
         (srv.derp && derp_server_start(srv.derp) < 0) ||
-        derpmap_start(srv.derpmap) < 0 || start_unix(&srv) < 0 || start_tcp(&srv) < 0) {
+        derpmap_start(srv.derpmap) < 0 ||
+        (srv.dns && dns_watch_start(srv.dns, on_dns_change, &srv) < 0) || start_unix(&srv) < 0 ||
+        start_tcp(&srv) < 0) {
         server_stop(&srv);
         return 1;
     }
