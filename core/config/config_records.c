@@ -127,9 +127,10 @@ int config_dns_records_parse(const char *text, size_t len, struct dns_record **o
         return 1;
     }
     if (!json_is_array(root)) {
+        bool obj = json_is_object(root);
         json_decref(root);
         return fail(err, errsize, "expected a JSON list of records, got a %s",
-                    json_is_object(root) ? "JSON object" : "single value");
+                    obj ? "JSON object" : "single value");
     }
     if (json_array_size(root) > CONFIG_MAX_EXTRA_RECORDS) {
         json_decref(root);

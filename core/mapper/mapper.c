@@ -119,10 +119,31 @@ static json_t *domain(const struct mapper *m, struct state *s, const struct stat
     return json_string(u && u->u.name ? u->u.name : MAPPER_TAGGED_USER_NAME);
 }
 
-static void add_tailnet(json_t *resp, struct mapper *m, struct state *s,
-                        const struct state_node *self, const struct uidset *users, int64_t now)
+/* The 0.22 naming's users for a viewer's DNSConfig: its own and its peers' owners (tagged
+ * nodes had owners then, and their names carry them). Empty in other layouts. */
+static void dns_users(const struct mapper *m, struct state *s, const struct mapper__view *v,
+                      const struct state_node *me, struct uidset *out)
 {
-    json_object_set_new(resp, "DNSConfig", mapper__dns_config(m, s, self, users->v, users->n));
+    if (!mapper_dns_per_user(m))
+        return;
+    uidset_add(out, me->n.user_id ? me->n.user_id : MAPPER_TAGGED_USER_ID);
+    for (size_t i = 0; i < state_node_count(s); i++) {
+        const struct state_node *n = state_node_at(s, i);
+        if (n != me && mapper__view_sees(v, s, i))
+            uidset_add(out, n->n.user_id ? n->n.user_id : MAPPER_TAGGED_USER_ID);
+    }
+}
+
+static void add_tailnet(json_t *resp, struct mapper *m, struct state *s,
+                        const struct state_node *self, const struct mapper__view *v, int64_t now)
+{
+    json_t *capmap = json_object_get(json_object_get(resp, "Node"), "CapMap");
+    struct uidset users = { 0 };
+
+    dns_users(m, s, v, self, &users);
+    json_object_set_new(resp, "DNSConfig",
+                        mapper__dns_config(m, s, self, capmap, users.v, users.n));
+    free(users.v);
     json_object_set_new(resp, "DERPMap", derpmap_get(m->dm));
     json_object_set_new(resp, "Domain", domain(m, s, self));
     json_object_set_new(resp, "CollectServices", json_false()); /* opt.Bool: a JSON bool */
@@ -240,7 +261,7 @@ static int full_tail(struct mapper *m, struct state *s, const struct state_node 
     node = mapper__node(m, s, me, me->n.id, now, v->net);
     mapper__self_capmap(node, v->net, v->self);
     json_object_set_new(resp, "Node", node);
-    add_tailnet(resp, m, s, me, users, now);
+    add_tailnet(resp, m, s, me, v, now);
     json_object_set_new(resp, "UserProfiles", profiles(s, users));
     rest = hs_json_dump(resp, JSON_COMPACT);
     /* rest is "{...}": drop both braces, the policy part and the closing brace follow. */
@@ -678,18 +699,18 @@ json_t *mapper_dns_update(struct mapper *m, struct state *s, uint64_t self)
     const struct state_node *me = state_node_by_id(s, self);
     struct uidset users = { 0 };
     struct mapper__view v;
-    json_t *resp;
+    json_t *resp, *node;
 
     if (!me)
         return NULL;
-    if (mapper_dns_per_user(m)) { /* the users of the peers it sees name MagicDNS routes */
-        mapper__view_init(&v, s, self, NULL);
-        uidset_add(&users, mapper__user_id(me));
-        for (size_t i = 0; i < state_node_count(s); i++)
-            if (state_node_at(s, i) != me && mapper__view_sees(&v, s, i))
-                uidset_add(&users, mapper__user_id(state_node_at(s, i)));
-    }
-    resp = json_pack("{s:o}", "DNSConfig", mapper__dns_config(m, s, me, users.v, users.n));
+    mapper__view_init(&v, s, self, NULL);
+    dns_users(m, s, &v, me, &users);
+    node = json_object(); /* only for its CapMap: NextDNS attributes */
+    mapper__self_capmap(node, v.net, v.self);
+    resp = json_pack("{s:o}", "DNSConfig",
+                     mapper__dns_config(m, s, me, json_object_get(node, "CapMap"), users.v,
+                                        users.n));
+    json_decref(node);
     free(users.v);
     return resp;
 }

@@ -16,7 +16,7 @@ static json_t *resolvers(const struct hs_strv *ns)
 }
 
 /* headscale's GenerateIPv4DNSRootDomain: the zones of the last octet the mask touches, e.g.
- * 100.64.0.0/10 → 64.100.in-addr.arpa. … 127.100.in-addr.arpa. */
+ * 100.64.0.0/10 → 64.100.in-addr.arpa … 127.100.in-addr.arpa (no final dot) */
 static void v4_zones(const struct ip_prefix *p, json_t *routes)
 {
     unsigned last = p->bits / 8, wild = 8 - p->bits % 8;
@@ -31,7 +31,7 @@ static void v4_zones(const struct ip_prefix *p, json_t *routes)
         off += (size_t)snprintf(base + off, sizeof(base) - off, "%u.", p->addr[i]);
     for (unsigned v = p->addr[last]; v <= p->addr[last] + (1u << wild) - 1; v++) {
         char zone[64];
-        snprintf(zone, sizeof(zone), "%u.%sin-addr.arpa.", v, base);
+        snprintf(zone, sizeof(zone), "%u.%sin-addr.arpa", v, base);
         json_object_set_new(routes, zone, json_array());
     }
 }
@@ -55,9 +55,9 @@ static void v6_zones(const struct ip_prefix *p, json_t *routes)
     for (unsigned i = 0; i < count; i++) {
         char zone[96];
         if (fixed)
-            snprintf(zone, sizeof(zone), "%x.%sip6.arpa.", nibble(p->addr, whole) | i, base);
+            snprintf(zone, sizeof(zone), "%x.%sip6.arpa", nibble(p->addr, whole) | i, base);
         else
-            snprintf(zone, sizeof(zone), "%sip6.arpa.", base);
+            snprintf(zone, sizeof(zone), "%sip6.arpa", base);
         json_object_set_new(routes, zone, json_array());
     }
 }
@@ -97,9 +97,9 @@ static json_t *routes(struct mapper *m, struct state *s, const uint64_t *uids, s
         json_object_set_new(r, cfg->dns_split[i].domain,
                             resolvers(&cfg->dns_split[i].nameservers));
     if (cfg->dns_magic_dns) {
-        /* An empty resolver list: answered by MagicDNS itself (100.100.100.100). */
-        if (cfg->dns_base_domain && *cfg->dns_base_domain)
-            json_object_set_new(r, cfg->dns_base_domain, json_array());
+        /* An empty resolver list: answered by MagicDNS itself (100.100.100.100). The base
+         * domain needs no route: clients answer their peers' names anyway (headscale sends
+         * none either). Zones are written without the final dot, as headscale does. */
         mapper__reverse_zones(&cfg->prefix_v4, r);
         mapper__reverse_zones(&cfg->prefix_v6, r);
     }
@@ -166,7 +166,7 @@ static void set_nonempty(json_t *o, const char *field, json_t *v)
 }
 
 json_t *mapper__dns_config(struct mapper *m, struct state *s, const struct state_node *self,
-                           const uint64_t *uids, size_t nuids)
+                           json_t *capmap, const uint64_t *uids, size_t nuids)
 {
     const struct hs_config *cfg = m->cfg;
     json_t *dns = json_object();
@@ -176,7 +176,9 @@ json_t *mapper__dns_config(struct mapper *m, struct state *s, const struct state
                  resolvers(&cfg->dns_nameservers_global));
     set_nonempty(dns, "Routes", routes(m, s, uids, nuids));
     set_nonempty(dns, "Domains", domains(m, s, self));
-    json_object_set_new(dns, "Proxied", json_boolean(cfg->dns_magic_dns));
+    if (cfg->dns_magic_dns) /* omitted when false, as Go's omitempty does */
+        json_object_set_new(dns, "Proxied", json_true());
     set_nonempty(dns, "ExtraRecords", extra_records(m));
+    mapper__nextdns(dns, self, capmap);
     return dns;
 }

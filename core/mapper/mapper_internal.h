@@ -164,7 +164,11 @@ json_t *mapper__user_profile(struct state *s, uint64_t uid);
  * 0.22 naming (<name>.<user>.<base_domain>) it depends on the viewer: its own user's domain is
  * a search domain and each user among it and its peers (uids) gets a MagicDNS route. */
 json_t *mapper__dns_config(struct mapper *m, struct state *s, const struct state_node *self,
-                           const uint64_t *uids, size_t nuids);
+                           json_t *capmap, const uint64_t *uids, size_t nuids);
+/* NextDNS resolvers of dns made self's: the profile of a "nextdns:<profile>" attribute in
+ * capmap (its own CapMap), and its name, OS and address as query parameters unless
+ * "nextdns:no-device-info" is there. */
+void mapper__nextdns(json_t *dns, const struct state_node *self, json_t *capmap);
 /* A user's DNS label as the 0.22 layout writes it into names (lower case, '@' → '.'). */
 void mapper__user_label(const struct mapper *m, struct state *s, uint64_t user_id, char *out,
                         size_t size);

@@ -900,3 +900,70 @@ CFG_TEST(truncated_input_byte_by_byte)
     }
     free(text);
 }
+
+/* ---- the dns.extra_records_path file ---- */
+
+static int records(const char *text, struct dns_record **v, size_t *n, char *err, size_t errsize)
+{
+    err[0] = '\0';
+    return config_dns_records_parse(text, strlen(text), v, n, err, errsize);
+}
+
+Test(config, extra_records_file_parses)
+{
+    struct dns_record *v;
+    size_t n;
+    char err[256];
+
+    cr_assert_eq(records("[{\"Name\":\"a.example\",\"Type\":\"A\",\"Value\":\"100.64.0.1\"},"
+                         " {\"name\":\"b.example\",\"TYPE\":\"aaaa\",\"value\":\"fd7a::1\","
+                         "  \"Comment\":\"ignored\"},"
+                         " {\"Name\":\"a.example\",\"Type\":\"A\",\"Value\":\"100.64.0.1\"}]",
+                         &v, &n, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(n, 2, "the duplicate is dropped");
+    cr_expect_str_eq(v[0].name, "a.example");
+    cr_expect_str_eq(v[1].name, "b.example");
+    cr_expect_str_eq(v[1].type, "aaaa");
+    cr_expect_str_eq(v[1].value, "fd7a::1");
+    config_dns_records_free(v, n);
+
+    cr_expect_eq(records("[]", &v, &n, err, sizeof(err)), 0, "an empty list clears");
+    cr_expect_eq(n, 0);
+    config_dns_records_free(v, n);
+    cr_expect_eq(records("", &v, &n, err, sizeof(err)), 1, "empty file: being written");
+    cr_expect_eq(records("null", &v, &n, err, sizeof(err)), 1);
+    cr_expect_null(v);
+}
+
+Test(config, extra_records_file_refused)
+{
+    static const struct {
+        const char *text, *needle;
+    } bad[] = {
+        { "[{\"Name\":\"a\",\"Type\":\"A\",\"Value\":\"100.64.0.1\"}", "not valid JSON" },
+        { "{\"Name\":\"a\",\"Type\":\"A\",\"Value\":\"100.64.0.1\"}", "JSON object" },
+        { "42", "single value" },
+        { "[\"a.example\"]", "record 0 is not an object" },
+        { "[{\"Type\":\"A\",\"Value\":\"100.64.0.1\"}]", "needs a Name" },
+        { "[{\"Name\":\"\",\"Type\":\"A\",\"Value\":\"100.64.0.1\"}]", "needs a Name" },
+        { "[{\"Name\":\"a\",\"Type\":\"CNAME\",\"Value\":\"b\"}]", "must be A or AAAA" },
+        { "[{\"Name\":\"a\",\"Type\":\"A\",\"Value\":\"fd7a::1\"}]", "not an IPv4 address" },
+        { "[{\"Name\":\"a\",\"Type\":\"AAAA\",\"Value\":\"100.64.0.1\"}]", "not an IPv6" },
+        { "[{\"Name\":\"a\",\"Type\":\"A\",\"Value\":\"100.64.0.300\"}]", "not an IPv4" },
+        { "[{\"Name\":1,\"Type\":\"A\",\"Value\":\"100.64.0.1\"}]", "must be strings" },
+        { "[{\"Name\":\"a\",\"Name\":\"b\",\"Type\":\"A\",\"Value\":\"100.64.0.1\"}]",
+          "not valid JSON" },
+        { "[{\"Name\":\"ok\",\"Type\":\"A\",\"Value\":\"100.64.0.1\"},{\"Name\":\"x\"}]",
+          "record 1" },
+    };
+    struct dns_record *v = (void *)1;
+    size_t n = 7;
+    char err[256];
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cr_expect_eq(records(bad[i].text, &v, &n, err, sizeof(err)), -EINVAL, "%s", bad[i].text);
+        cr_expect(strstr(err, bad[i].needle) != NULL, "%s: %s", bad[i].text, err);
+        cr_expect_null(v);
+        cr_expect_eq(n, 0);
+    }
+}

@@ -15,6 +15,7 @@
 
 #include "derp/derp.h"
 #include "mapper/mapper.h"
+#include "mapper/mapper_internal.h" /* mapper__nextdns */
 
 #define TAGGED_USER 2147455555
 #define HOUR (3600 * HS_USEC_PER_SEC)
@@ -407,22 +408,25 @@ Test(mapper, dns_config)
     res = json_object_get(dns, "Resolvers");
     cr_expect_eq(json_array_size(res), 2);
     cr_expect_str_eq(hs_json_str(json_array_get(res, 0), "Addr"), "1.1.1.1");
-    cr_expect_str_eq(hs_json_str(json_array_get(res, 1), "Addr"), "https://dns.nextdns.io/abc");
+    /* headscale tells NextDNS which device asks */
+    cr_expect_str_eq(hs_json_str(json_array_get(res, 1), "Addr"),
+                     "https://dns.nextdns.io/abc?device_ip=100.64.0.1&device_model=linux"
+                     "&device_name=laptop");
     cr_expect_null(json_object_get(dns, "FallbackResolvers"));
     cr_expect_str_eq(hs_json_str(r, "Domain"), "example.com");
 
     routes = json_object_get(dns, "Routes");
-    cr_expect_eq(json_array_size(json_object_get(routes, "example.com")), 0);
-    cr_expect(json_is_array(json_object_get(routes, "example.com")));
+    /* headscale 0.29.3 routes no base domain, and writes zones without the final dot */
+    cr_expect_null(json_object_get(routes, "example.com"));
     cr_expect_str_eq(hs_json_str(json_array_get(json_object_get(routes, "corp.example"), 0),
                                  "Addr"), "10.0.0.53");
     for (int i = 64; i <= 127; i++) {
-        snprintf(zone, sizeof(zone), "%d.100.in-addr.arpa.", i);
+        snprintf(zone, sizeof(zone), "%d.100.in-addr.arpa", i);
         cr_expect(json_is_array(json_object_get(routes, zone)), "%s", zone);
     }
-    cr_expect_null(json_object_get(routes, "128.100.in-addr.arpa."));
-    cr_expect(json_is_array(json_object_get(routes, "0.e.1.a.c.5.1.1.a.7.d.f.ip6.arpa.")));
-    cr_expect_eq(json_object_size(routes), 2 + 64 + 1);
+    cr_expect_null(json_object_get(routes, "128.100.in-addr.arpa"));
+    cr_expect(json_is_array(json_object_get(routes, "0.e.1.a.c.5.1.1.a.7.d.f.ip6.arpa")));
+    cr_expect_eq(json_object_size(routes), 1 + 64 + 1);
 
     cr_expect_eq(json_array_size(json_object_get(dns, "Domains")), 2);
     cr_expect_str_eq(json_string_value(json_array_get(json_object_get(dns, "Domains"), 0)),
@@ -444,7 +448,7 @@ Test(mapper, dns_without_override_or_magic)
     dns = json_object_get(r, "DNSConfig");
     cr_expect_null(json_object_get(dns, "Resolvers"));
     cr_expect_eq(json_array_size(json_object_get(dns, "FallbackResolvers")), 2);
-    cr_expect(json_is_false(json_object_get(dns, "Proxied")));
+    cr_expect_null(json_object_get(dns, "Proxied"), "false is left out, as headscale does");
     routes = json_object_get(dns, "Routes");
     cr_expect_eq(json_object_size(routes), 1, "split DNS only");
     json_decref(r);
@@ -524,6 +528,112 @@ Test(mapper, fqdn_forms)
 
     fx.cfg.dns_base_domain = "";
     expect_fqdn(1, "laptop.");
+}
+
+/* ---- DNS: the 0.22 layout, the extra records file, NextDNS ---- */
+
+Test(mapper, dns_022_user_domains)
+{
+    json_t *r, *dns, *routes;
+
+    fx.cfg.dns_use_username_in_magic_dns = true; /* what the 0.22 layout sets */
+    r = full(4); /* carol's phone sees alice's, bob's and the tagged node (owned by alice) */
+    dns = json_object_get(r, "DNSConfig");
+    cr_expect_str_eq(hs_json_str(json_object_get(r, "Node"), "Name"),
+                     "phone.carol.example.com.example.com.");
+    cr_expect(has_str(json_object_get(dns, "Domains"), "carol.example.com.example.com"),
+              "own user's domain");
+    cr_expect_not(has_str(json_object_get(dns, "Domains"), "alice.example.com"));
+    routes = json_object_get(dns, "Routes");
+    cr_expect(json_is_array(json_object_get(routes, "alice.example.com")));
+    cr_expect(json_is_array(json_object_get(routes, "bob.example.com")));
+    cr_expect(json_is_array(json_object_get(routes, "carol.example.com.example.com")));
+    cr_expect_null(json_object_get(routes, "tagged-devices.example.com"),
+                   "a tagged node is named after its owner in 0.22");
+    json_decref(r);
+
+    fx.cfg.dns_magic_dns = false; /* no MagicDNS: no user domains, bare names */
+    fx.cfg.legacy = true;
+    r = full(1);
+    dns = json_object_get(r, "DNSConfig");
+    cr_expect_not(has_str(json_object_get(dns, "Domains"), "alice.example.com"));
+    cr_expect_null(json_object_get(json_object_get(dns, "Routes"), "alice.example.com"));
+    cr_expect_str_eq(hs_json_str(json_object_get(r, "Node"), "Name"), "laptop.");
+    json_decref(r);
+}
+
+static json_t *records_of(json_t *msg)
+{
+    return json_object_get(json_object_get(msg, "DNSConfig"), "ExtraRecords");
+}
+
+Test(mapper, dns_extra_records_replaced)
+{
+    struct dns_record *v;
+    size_t n;
+    char err[128];
+    const char *file = "[{\"Name\":\"db.example.com\",\"Type\":\"A\",\"Value\":\"100.64.0.9\"},"
+                       "{\"name\":\"v6.example.com\",\"type\":\"AAAA\",\"value\":\"fd7a::9\"}]";
+    json_t *msg, *r;
+
+    msg = mapper_dns_update(fx.m, fx.s, 1);
+    cr_assert_not_null(msg);
+    cr_expect_eq(json_object_size(msg), 1, "a DNSConfig alone");
+    cr_expect_str_eq(hs_json_str(json_array_get(records_of(msg), 0), "Name"),
+                     "grafana.example.com", "the config's records until a file is read");
+    json_decref(msg);
+
+    cr_assert_eq(config_dns_records_parse(file, strlen(file), &v, &n, err, sizeof(err)), 0, "%s",
+                 err);
+    mapper_set_extra_records(fx.m, v, n);
+    msg = mapper_dns_update(fx.m, fx.s, 1);
+    cr_assert_eq(json_array_size(records_of(msg)), 2);
+    cr_expect_str_eq(hs_json_str(json_array_get(records_of(msg), 1), "Name"), "v6.example.com");
+    cr_expect_str_eq(hs_json_str(json_array_get(records_of(msg), 1), "Value"), "fd7a::9");
+    json_decref(msg);
+    r = full(2);
+    cr_expect_eq(json_array_size(records_of(r)), 2, "full maps carry them too");
+    json_decref(r);
+
+    mapper_set_extra_records(fx.m, NULL, 0);
+    msg = mapper_dns_update(fx.m, fx.s, 1);
+    cr_expect_null(records_of(msg), "an empty list in the file: none");
+    json_decref(msg);
+    cr_expect_null(mapper_dns_update(fx.m, fx.s, 99), "unknown node");
+}
+
+static const char *nextdns_addr(json_t *capmap, const char *addr)
+{
+    static char out[512];
+    json_t *dns = json_pack("{s:[{s:s}]}", "Resolvers", "Addr", addr);
+
+    mapper__nextdns(dns, state_node_by_id(fx.s, 1), capmap);
+    snprintf(out, sizeof(out), "%s",
+             hs_json_str(json_array_get(json_object_get(dns, "Resolvers"), 0), "Addr"));
+    json_decref(dns);
+    return out;
+}
+
+Test(mapper, dns_nextdns_per_node)
+{
+    json_t *caps = json_object();
+
+    cr_expect_str_eq(nextdns_addr(caps, "https://dns.nextdns.io/abc?x=a+b&device_name=zz"),
+                     "https://dns.nextdns.io/abc?device_ip=100.64.0.1&device_model=linux"
+                     "&device_name=laptop&x=a+b");
+    cr_expect_str_eq(nextdns_addr(caps, "https://dns.nextdns.io.evil.example/abc"),
+                     "https://dns.nextdns.io.evil.example/abc", "not NextDNS");
+    cr_expect_str_eq(nextdns_addr(caps, "1.1.1.1"), "1.1.1.1");
+    json_object_set_new(caps, "nextdns:zz9", json_array());
+    json_object_set_new(caps, "nextdns:abc", json_array());
+    json_object_set_new(caps, "nextdns:bad/../x", json_array());
+    cr_expect_str_eq(nextdns_addr(caps, "https://dns.nextdns.io/global"),
+                     "https://dns.nextdns.io/abc?device_ip=100.64.0.1&device_model=linux"
+                     "&device_name=laptop", "the first valid profile in byte order");
+    json_object_set_new(caps, "nextdns:no-device-info", json_array());
+    cr_expect_str_eq(nextdns_addr(caps, "https://dns.nextdns.io/global"),
+                     "https://dns.nextdns.io/abc");
+    json_decref(caps);
 }
 
 /* ---- deltas ---- */
