@@ -539,10 +539,22 @@ struct list_arg {
     struct hs_strv out;
 };
 
-static int is_nameserver(const char *s)
+/* What a Tailscale client takes as a resolver (dnstype.Resolver.Addr): an IP address, an
+ * IP:port ([v6]:port), or a DNS-over-HTTP(S) URL. */
+static bool is_nameserver(const char *s)
 {
+    char host[64], port[16];
     uint8_t a[16];
-    return config__parse_ip(s, 0, a) > 0 || hs_has_prefix(s, "https://");
+    char *end;
+
+    if (config__parse_ip(s, 0, a) > 0 || hs_has_prefix(s, "https://") ||
+        hs_has_prefix(s, "http://"))
+        return true;
+    if (hs_split_host_port(s, host, sizeof(host), port, sizeof(port)) < 0 ||
+        config__parse_ip(host, 0, a) <= 0)
+        return false;
+    unsigned long p = strtoul(port, &end, 10);
+    return *end == '\0' && p > 0 && p <= 65535;
 }
 
 static int list_item(struct load_ctx *c, const struct ynode *n, const char *s, void *arg)
@@ -554,8 +566,14 @@ static int list_item(struct load_ctx *c, const struct ynode *n, const char *s, v
 
     switch (la->k->type) {
     case K_NSV:
-        if (!is_nameserver(s))
-            return bad(c, n, "\"%.64s\" is not an IP address or https:// URL", s);
+        /* headscale passes any string on; a client drops what it cannot use. Say so, and
+         * leave it out, rather than refuse a config headscale starts with. */
+        if (!is_nameserver(s)) {
+            config__diag(c, CONFIG_WARNING, c->cur_name, c->cur_env ? 0 : ynode_line(n),
+                         "\"%.64s\" is not an IP address, IP:port or http(s):// URL: left out "
+                         "(clients could not use it)", s);
+            return 0;
+        }
         break;
     case K_CIDRV:
         if (config__parse_ip(s, 0, a) <= 0 && config_parse_prefix(s, &p) < 0)

@@ -572,8 +572,6 @@ CFG_TEST(bad_values)
     expect_error("listen_addr: localhost\n", "listen_addr", 1, "host:port");
     expect_error("listen_addr: ::1:80\n", "listen_addr", 1, "brackets");
     expect_error("logtail:\n  enabled: maybe\n", "logtail.enabled", 2, "true or false");
-    expect_error("dns:\n  base_domain: x.net\n  nameservers:\n    global: [8.8.8.8, not-an-ip]\n",
-                 "dns.nameservers.global", 4, "not-an-ip");
     expect_error("dns:\n  base_domain: x.net\n  extra_records:\n    - {name: a, type: MX, value: x}\n",
                  "dns.extra_records", 4, "A or AAAA");
     expect_error("dns:\n  base_domain: x.net\n  extra_records:\n    - {name: a, type: A, value: \"::1\"}\n",
@@ -966,4 +964,31 @@ Test(config, extra_records_file_refused)
         cr_expect_null(v);
         cr_expect_eq(n, 0);
     }
+}
+
+/* headscale passes any nameserver string on; we keep what a client can use and warn about the
+ * rest, so a config headscale starts with starts here too. */
+CFG_TEST(nameservers_clients_cannot_use)
+{
+    const struct config_diag *g;
+
+    cr_assert_eq(load("dns:\n  base_domain: x.net\n  nameservers:\n"
+                      "    global: [8.8.8.8, not-an-ip, \"1.1.1.1:5353\", \"[fd00::1]:53\","
+                      " \"tls://1.1.1.1\", \"http://100.64.0.5:8053/dns-query\"]\n"
+                      "    split:\n      corp.example: [nope, 10.0.0.1]\n"), 0);
+    cr_assert_eq(cfg.dns_nameservers_global.n, 4);
+    cr_expect_str_eq(cfg.dns_nameservers_global.v[1], "1.1.1.1:5353");
+    cr_expect_str_eq(cfg.dns_nameservers_global.v[3], "http://100.64.0.5:8053/dns-query");
+    cr_assert_not_null(g = find(CONFIG_WARNING, "dns.nameservers.global"));
+    cr_expect(strstr(g->msg, "not-an-ip") || strstr(g->msg, "tls://"), "%s", g->msg);
+    cr_expect_eq(g->line, 4);
+    cr_assert_eq(cfg.dns_nsplit, 1);
+    cr_assert_eq(cfg.dns_split[0].nameservers.n, 1);
+    cr_expect_str_eq(cfg.dns_split[0].nameservers.v[0], "10.0.0.1");
+    cr_expect_eq(count(CONFIG_WARNING), 3);
+    fini();
+
+    /* with override_local_dns, nothing usable left is still an error */
+    expect_error("dns:\n  base_domain: x.net\n  override_local_dns: true\n  nameservers:\n"
+                 "    global: [bogus]\n", "dns.nameservers.global", 0, "at least one");
 }
