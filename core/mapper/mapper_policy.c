@@ -321,26 +321,33 @@ static void general_diff(struct state_net *a, size_t va, struct state_net *b, si
 static void route_diffs(struct state *s, uint64_t self, struct state_net *a, size_t va,
                         struct state_net *b, size_t vb, struct mapper_plan *p)
 {
-    for (size_t i = 0; i < state_node_count(s); i++) {
-        const struct state_node *sn = state_node_at(s, i);
-        uint64_t id = sn->n.id;
-        if (!sn->serving.n || id == self ||
-            !state_net_sees(b, vb, state_net_index(b, id)) ||
-            !state_net_sees(a, va, state_net_index(a, id)))
-            continue; /* no routes, or appeared or vanished whole (general_diff) */
+    size_t n;
+    const uint64_t *ids = state_router_ids(s, &n);
+
+    for (size_t i = 0; i < n; i++) {
+        const struct state_node *sn = state_node_by_id(s, ids[i]);
+        if (!sn || ids[i] == self || !state_net_sees(b, vb, state_net_index(b, ids[i])) ||
+            !state_net_sees(a, va, state_net_index(a, ids[i])))
+            continue; /* appeared or vanished whole (general_diff) */
         if (mapper__views_differ(a, b, self, sn))
-            ids_add(&p->changed, id, STATE_F_OTHER);
+            ids_add(&p->changed, ids[i], STATE_F_OTHER);
     }
 }
 
-/* What the routers sent whole look like to this viewer where that is not the default. */
+/* What the routers sent whole look like to this viewer where that is not the default (the
+ * routers are few; `changed`, after a policy change, may be thousands: look up the former in
+ * the latter, sorted by then). */
 static uint64_t plan_views(struct state *s, uint64_t self, const struct mapper_plan *p)
 {
+    size_t n;
+    const uint64_t *ids = state_router_ids(s, &n);
     uint64_t h = 0;
 
-    for (size_t i = 0; i < p->changed.n; i++) {
-        const struct state_node *sn = state_node_by_id(s, p->changed.v[i]);
-        if (sn && sn->serving.n && !mapper__view_default(p->now, self, sn))
+    for (size_t i = 0; i < n && p->changed.n; i++) {
+        const struct state_node *sn;
+        if (!ids_has(&p->changed, ids[i]) || !(sn = state_node_by_id(s, ids[i])))
+            continue;
+        if (!mapper__view_default(p->now, self, sn))
             h = h * 31 + mapper__view_hash(p->now, self, sn) + 1;
     }
     return h;

@@ -439,6 +439,7 @@ int state_new(struct store *st, struct notify_bus *bus, struct state **out)
         state_free(s);
         return rc;
     }
+    state__list_routers(s); /* no one online yet: no primaries to elect */
     pthread_mutex_lock(&s->wmu);
     /* No policy yet: everyone sees everyone. */
     rc = state__compile(s, NULL, &s->net, err, sizeof(err));

@@ -132,6 +132,9 @@ bool state_node_serves(const struct state_node *sn, const char *prefix);
  * use, as the election left it (0 when no online node serves it). Exit routes have no
  * primary: every approved exit node is offered. */
 uint64_t state_route_primary(struct state *s, const char *prefix);
+/* The ids of the nodes that serve any route (exit routes too), ascending; n set to their
+ * count. Borrowed until state_unlock(). */
+const uint64_t *state_router_ids(struct state *s, size_t *n);
 /* Node sn's subnet routes for which it is the primary (sorted as headscale sorts prefixes:
  * IPv4 first, then by length, then by address) are appended to out. */
 void state_node_primary_routes(struct state *s, const struct state_node *sn,

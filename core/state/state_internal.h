@@ -48,6 +48,8 @@ struct state {
     struct state_primary *prim; /* each served subnet route's primary, sorted by route (owned
                                  * texts; under wmu and lock to change) */
     size_t nprim;
+    uint64_t *routers;          /* ids of the nodes serving any route, ascending (same locks) */
+    size_t nrouters;
 
     /* The policy (under wmu to change, lock to swap). */
     enum state_policy_from policy_from;
@@ -93,5 +95,7 @@ size_t state__elect(struct state *s, uint64_t **changed);
  * nodes it changed. */
 size_t state__elect_compile(struct state *s, uint64_t **changed);
 void state__routes_free(struct state *s);
+/* Write lock held (or no one else yet): s->routers again from the nodes' serving routes. */
+void state__list_routers(struct state *s);
 
 #endif

@@ -123,12 +123,30 @@ static bool node_primaries(struct state *s, struct state_node *sn)
     return true;
 }
 
+void state__list_routers(struct state *s)
+{
+    s->nrouters = 0;
+    for (size_t i = 0; i < s->nnodes; i++) {
+        if (!s->nodes[i]->serving.n)
+            continue;
+        s->routers = hs_xrealloc(s->routers, (s->nrouters + 1) * sizeof(*s->routers));
+        s->routers[s->nrouters++] = s->nodes[i]->n.id;
+    }
+}
+
+const uint64_t *state_router_ids(struct state *s, size_t *n)
+{
+    *n = s->nrouters;
+    return s->routers;
+}
+
 size_t state__elect(struct state *s, uint64_t **changed)
 {
     size_t nc, np, k = 0;
     struct state_primary *c = candidates(s, &nc), *p = choose(s, c, nc, &np);
 
     free(c);
+    state__list_routers(s); /* the election follows every change of what nodes serve */
     prim_free(s->prim, s->nprim);
     s->prim = p;
     s->nprim = np;
@@ -165,6 +183,9 @@ void state__routes_free(struct state *s)
     prim_free(s->prim, s->nprim);
     s->prim = NULL;
     s->nprim = 0;
+    free(s->routers);
+    s->routers = NULL;
+    s->nrouters = 0;
 }
 
 uint64_t state_route_primary(struct state *s, const char *route)
