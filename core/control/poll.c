@@ -338,6 +338,10 @@ void poll_on_state_change(void *arg, const struct state_change *ch)
         (ch->kind == STATE_NODE_ADDED || ch->kind == STATE_NODE_REMOVED ||
          (ch->kind == STATE_NODE_CHANGED && (ch->fields & STATE_F_OTHER))))
         s->dns_for_all = true;
+    /* nodeAttrs may pick another NextDNS profile or stop the device info (headscale sends
+     * DNSConfig with every policy change) */
+    if (ch->kind == STATE_POLICY_CHANGED && mapper_dns_has_nextdns(s->mapper))
+        s->dns_for_all = true;
     if (!s->batch_due)
         s->batch_due = now + delay;
     pthread_cond_signal(&s->cond);

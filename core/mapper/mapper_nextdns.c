@@ -22,6 +22,20 @@ static bool is_nextdns(const char *addr)
            (addr[n] == '\0' || addr[n] == '/' || addr[n] == '?');
 }
 
+bool mapper_dns_has_nextdns(const struct mapper *m)
+{
+    const struct hs_config *cfg = m->cfg;
+
+    for (size_t i = 0; i < cfg->dns_nameservers_global.n; i++)
+        if (is_nextdns(cfg->dns_nameservers_global.v[i]))
+            return true;
+    for (size_t i = 0; i < cfg->dns_nsplit; i++)
+        for (size_t j = 0; j < cfg->dns_split[i].nameservers.n; j++)
+            if (is_nextdns(cfg->dns_split[i].nameservers.v[j]))
+                return true;
+    return false;
+}
+
 static bool profile_ok(const char *p)
 {
     size_t n = strlen(p);

@@ -463,3 +463,68 @@ def test_dns_config_same_as_headscale(server_factory, tmp_path, from_file):
     assert got[2][0] == want[2][0] == 200
     assert got[2][1].get("content-type") == want[2][1].get("content-type")
     assert got[2][2] == want[2][2] == {"127.0.0.1": ["127.0.0.1"]}
+
+
+# ---------------------------------------------------------------- what a live map stream gets
+
+def _stream_client(s, user="alice"):
+    s.cli_ok("users", "create", user)
+    uid = [u for u in s.cli_json("users", "list") if u["name"] == user][0]["id"]
+    key = s.cli_json("preauthkeys", "-u", str(uid), "create", "-e", "1h")["key"]
+    c = noise_client.ControlClient(s.port)
+    c.hostinfo = {"Hostname": "laptop", "OS": "linux"}
+    st, _, resp = c.register(auth_key=key)
+    assert st == 200 and resp.get("MachineAuthorized"), resp
+    return c, c.open_stream()
+
+
+def _next_dns(c, cond, timeout=10.0):
+    """Reads the stream until a message carries a DNSConfig meeting cond → that message."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        msg = c.next_message(end - time.monotonic())
+        if msg and "DNSConfig" in msg and cond(msg["DNSConfig"]):
+            return msg
+    raise AssertionError("no DNSConfig as expected on the stream")
+
+
+def test_stream_gets_dns_update_alone(server_factory, tmp_path):
+    """An edited records file reaches a live stream as a message with the DNSConfig alone."""
+    records = str(tmp_path / "records.json")
+    write_records(records, [RECORD])
+    s = server_factory(start=False, api_key=False)
+    s.config["dns"] = dict(s.config["dns"], extra_records_path=records)
+    s.write_config()
+    s.start()
+    c, first = _stream_client(s)
+    assert first["DNSConfig"]["ExtraRecords"] == [RECORD]
+    write_records(records, [dict(RECORD, Value="100.64.0.98")])
+    msg = _next_dns(c, lambda d: d.get("ExtraRecords") == [dict(RECORD, Value="100.64.0.98")])
+    assert set(msg) == {"DNSConfig"}, msg
+    assert msg["DNSConfig"]["Resolvers"] == first["DNSConfig"]["Resolvers"]
+
+
+def test_policy_nextdns_attrs_reach_stream(server_factory):
+    """nodeAttrs nextdns:<profile> and nextdns:no-device-info change the node's NextDNS
+    resolver, and a policy change sends it."""
+    s = server_factory(start=False, api_key=False)
+    s.config["dns"] = dict(s.config["dns"], nameservers={
+        "global": ["https://dns.nextdns.io/global"]})
+    s.write_config()
+    s.start()
+    c, first = _stream_client(s)
+    addr = first["DNSConfig"]["Resolvers"][0]["Addr"]
+    assert addr == ("https://dns.nextdns.io/global?device_ip=100.64.0.1&device_model=linux"
+                    "&device_name=laptop"), addr
+    pol = {"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+           "nodeAttrs": [{"target": ["*"], "attr": ["nextdns:prof1"]}]}
+    path = os.path.join(s.tmp, "p.json")
+    for attrs, want in ((["nextdns:prof1"], "https://dns.nextdns.io/prof1?device_ip="),
+                        (["nextdns:prof1", "nextdns:no-device-info"],
+                         "https://dns.nextdns.io/prof1")):
+        pol["nodeAttrs"][0]["attr"] = attrs
+        with open(path, "w") as f:
+            json.dump(pol, f)
+        s.cli_ok("policy", "set", "-f", path)
+        _next_dns(c, lambda d: d["Resolvers"][0]["Addr"] == want or (
+            want.endswith("=") and d["Resolvers"][0]["Addr"].startswith(want)))
