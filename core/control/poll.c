@@ -573,22 +573,29 @@ static void send_delta(struct control_service *s, const struct batch *b, const s
     session_told(s, t, &told);
 }
 
-/* A DNSConfig of its own: small, and in the 0.22 layout it differs by user. */
-static void send_dns(struct control_service *s, const struct target *t)
+/* The DNSConfig message for one session. The same for every node unless it names users (the
+ * 0.22 layout) or NextDNS device info: then each its own. shared[zstd] keeps the common one
+ * encoded for the batch. */
+static void send_dns(struct control_service *s, const struct target *t, struct hs_buf shared[2])
 {
-    struct hs_buf enc;
-    json_t *msg;
+    bool same = !mapper_dns_per_user(s->mapper) && !mapper_dns_has_nextdns(s->mapper);
+    struct hs_buf own, *enc = same ? &shared[t->zstd] : &own;
+    json_t *msg = NULL;
+    int rc = 0;
 
-    hs_buf_init(&enc, MAPPER_MAX_FRAME + 8);
-    state_rdlock(s->state);
-    msg = mapper_dns_update(s->mapper, s->state, t->node_id);
-    state_unlock(s->state);
-    if (msg && mapper_encode(msg, t->zstd, &enc) == 0)
-        session_write(s, t->conn_id, t->stream_id, &enc, false, false);
-    else if (msg)
+    hs_buf_init(&own, MAPPER_MAX_FRAME + 8);
+    if (enc->len == 0) {
+        state_rdlock(s->state);
+        msg = mapper_dns_update(s->mapper, s->state, t->node_id);
+        state_unlock(s->state);
+        rc = msg ? mapper_encode(msg, t->zstd, enc) : -ENOENT;
+    }
+    if (rc == 0)
+        session_write(s, t->conn_id, t->stream_id, enc, false, false);
+    else if (rc != -ENOENT)
         encode_failed(s, t->conn_id);
     json_decref(msg);
-    hs_buf_free(&enc);
+    hs_buf_free(&own);
 }
 
 static void send_batch(struct control_service *s, const struct batch *b, const struct target *t,
@@ -596,8 +603,11 @@ static void send_batch(struct control_service *s, const struct batch *b, const s
 {
     struct share_table tb = { 0 };
     struct shared generic;
+    struct hs_buf dns[2];
 
     shared_init(&generic);
+    hs_buf_init(&dns[0], MAPPER_MAX_FRAME + 8);
+    hs_buf_init(&dns[1], MAPPER_MAX_FRAME + 8);
     for (size_t i = 0; i < n; i++) {
         struct mapper_policy_state told = { 0 };
         if (idset_has(&b->removed, t[i].node_id)) {
@@ -617,11 +627,13 @@ static void send_batch(struct control_service *s, const struct batch *b, const s
         if (session_expired(s, t[i].node_id)) /* its full maps are all an expired node gets */
             continue;
         if (b->dns)
-            send_dns(s, &t[i]);
+            send_dns(s, &t[i], dns);
         send_delta(s, b, &t[i], &tb, &generic);
     }
     shared_fini(&generic);
     share_table_free(&tb);
+    hs_buf_free(&dns[0]);
+    hs_buf_free(&dns[1]);
 }
 
 /* A batch is shared among threads, one per core (up to BATCH_THREADS_MAX) with at least
