@@ -246,6 +246,23 @@ def test_extra_records_bad_file_keeps_old(cworld, bad, reason):
         wait_answer(a, RECORD["Name"], [RECORD["Value"]])
 
 
+def test_extra_records_file_deleted_and_back(cworld):
+    """Deleted: a warning, the records in force stay; put back: applied again."""
+    a = cworld.a
+    path = cworld.server.records
+    log_from = len(cworld.server.log_text())
+    try:
+        os.unlink(path)
+        poll(lambda: "the records in force stay until it is back"
+             in cworld.server.log_text()[log_from:], 10, "a warning about the missing file")
+        assert query(a, RECORD["Name"]) == [RECORD["Value"]]
+        write_records(path, [dict(RECORD, Value="100.64.0.95")])
+        wait_answer(a, RECORD["Name"], ["100.64.0.95"])
+    finally:
+        write_records(path, [RECORD])
+        wait_answer(a, RECORD["Name"], [RECORD["Value"]])
+
+
 def test_rename_reaches_peer_names(cworld):
     a, b = cworld.a, cworld.b
     new = "renamed-" + b.name
