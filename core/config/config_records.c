@@ -118,6 +118,8 @@ int config_dns_records_parse(const char *text, size_t len, struct dns_record **o
     /* An empty file is most likely one being written: headscale waits for the next change. */
     if (len == 0)
         return 1;
+    if (len > CONFIG_MAX_EXTRA_RECORDS_BYTES)
+        return fail(err, errsize, "larger than %u bytes", CONFIG_MAX_EXTRA_RECORDS_BYTES);
     root = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
     if (!root)
         return fail(err, errsize, "not valid JSON (line %d, column %d): %s", je.line,

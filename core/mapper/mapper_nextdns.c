@@ -116,46 +116,58 @@ static int cmp_param(const void *a, const void *b)
     return strcmp(((const struct param *)a)->key, ((const struct param *)b)->key);
 }
 
+/* The parameters of addr's query, decoded, into *v (n of them). */
+static size_t parse_query(const char *q, struct param **v)
+{
+    size_t n = 0;
+
+    *v = NULL;
+    for (const char *p = q; p && *p;) {
+        size_t len = strcspn(p, "&"), klen = strcspn(p, "=&");
+        if (len > 0) {
+            *v = hs_xrealloc(*v, (n + 1) * sizeof(**v));
+            (*v)[n].key = query_unescape(p, klen);
+            (*v)[n].value = klen < len ? query_unescape(p + klen + 1, len - klen - 1)
+                                       : hs_strdup("");
+            n++;
+        }
+        p += len + (p[len] == '&');
+    }
+    return n;
+}
+
+/* Sets key to value in v, dropping its earlier values (url.Values.Set); v has room. */
+static size_t set_param(struct param *v, size_t n, const char *key, const char *value)
+{
+    size_t w = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(v[i].key, key) == 0) {
+            free(v[i].key);
+            free(v[i].value);
+        } else {
+            v[w++] = v[i];
+        }
+    }
+    v[w].key = hs_strdup(key);
+    v[w].value = hs_strdup(value);
+    return w + 1;
+}
+
 /* addr with the device parameters set in its query, the others kept; keys sorted as Go's
  * url.Values.Encode writes them (a stable sort keeps repeated keys in order). */
 static char *with_device_info(const char *addr, const char *const dev[3][2])
 {
     const char *q = strchr(addr, '?');
-    struct param *v = NULL;
-    size_t n = 0;
+    struct param *v;
+    size_t n = parse_query(q ? q + 1 : NULL, &v);
     struct hs_buf b;
     char *out;
 
-    if (q) {
-        for (const char *p = q + 1; *p;) {
-            size_t len = strcspn(p, "&"), klen = strcspn(p, "=&");
-            if (len > 0) {
-                v = hs_xrealloc(v, (n + 1) * sizeof(*v));
-                v[n].key = query_unescape(p, klen);
-                v[n].value = klen < len ? query_unescape(p + klen + 1, len - klen - 1)
-                                        : hs_strdup("");
-                n++;
-            }
-            p += len + (p[len] == '&');
-        }
-    }
     v = hs_xrealloc(v, (n + 3) * sizeof(*v));
-    for (int d = 0; d < 3; d++) {
-        size_t w = 0;
-        if (!dev[d][1])
-            continue;
-        for (size_t i = 0; i < n; i++) { /* Set replaces every earlier value of the key */
-            if (strcmp(v[i].key, dev[d][0]) == 0) {
-                free(v[i].key);
-                free(v[i].value);
-            } else {
-                v[w++] = v[i];
-            }
-        }
-        n = w;
-        v[n].key = hs_strdup(dev[d][0]);
-        v[n++].value = hs_strdup(dev[d][1]);
-    }
+    for (int d = 0; d < 3; d++)
+        if (dev[d][1])
+            n = set_param(v, n, dev[d][0], dev[d][1]);
     for (size_t i = 1; i < n; i++) /* insertion sort: stable */
         for (size_t j = i; j > 0 && cmp_param(&v[j - 1], &v[j]) > 0; j--) {
             struct param t = v[j];
