@@ -108,11 +108,44 @@ json_t *mapper_keepalive(void)
     return json_pack("{s:b}", "KeepAlive", 1);
 }
 
-/* The tailnet name: base_domain, else the self node's user (headscale cfg.Domain()). */
+/* The host of server_url, brackets of an IPv6 literal dropped (Go's URL.Hostname()); false
+ * when there is none. */
+static bool url_host(const char *url, char *out, size_t size)
+{
+    const char *p = strstr(url, "://"), *end;
+    size_t n;
+
+    if (!p)
+        return false;
+    p += 3;
+    end = p + strcspn(p, "/?#");
+    if (memchr(p, '@', (size_t)(end - p))) /* user info */
+        p = (const char *)memchr(p, '@', (size_t)(end - p)) + 1;
+    if (*p == '[') {
+        const char *close = memchr(p, ']', (size_t)(end - p));
+        if (!close)
+            return false;
+        p++;
+        n = (size_t)(close - p);
+    } else {
+        n = strcspn(p, ":/?#");
+    }
+    if (n == 0 || n >= size)
+        return false;
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return true;
+}
+
+/* The tailnet name (clients show it as the tailnet's): headscale 0.29 sends server_url's
+ * host; the 0.22 layout base_domain; failing those, the self node's user. */
 static json_t *domain(const struct mapper *m, struct state *s, const struct state_node *self)
 {
     const struct state_user *u;
+    char host[256];
 
+    if (!m->cfg->legacy && m->cfg->server_url && url_host(m->cfg->server_url, host, sizeof(host)))
+        return json_string(host);
     if (m->cfg->dns_base_domain && *m->cfg->dns_base_domain)
         return json_string(m->cfg->dns_base_domain);
     u = state_user_by_id(s, mapper__user_id(self));

@@ -418,7 +418,7 @@ DIFF_DNS = {
 
 def _first_map(s, records_file=None):
     """Starts s (embedded DERP, for /bootstrap-dns) with DIFF_DNS; registers one node and
-    opens its map stream → (DNSConfig, Node.Name, the /bootstrap-dns answer)."""
+    opens its map stream → (DNSConfig, Node.Name, the /bootstrap-dns answer, Domain)."""
     dns = dict(DIFF_DNS)
     if records_file:
         dns["extra_records_path"] = records_file
@@ -448,7 +448,7 @@ def _first_map(s, records_file=None):
         assert isinstance(first, dict), e
     conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
     boot = helpers.http_request(conn, "GET", "/bootstrap-dns")
-    return first["DNSConfig"], first["Node"]["Name"], boot
+    return first["DNSConfig"], first["Node"]["Name"], boot, first.get("Domain")
 
 
 def _normal(dns):
@@ -480,6 +480,7 @@ def test_dns_config_same_as_headscale(server_factory, tmp_path, from_file):
     assert got[2][0] == want[2][0] == 200
     assert got[2][1].get("content-type") == want[2][1].get("content-type")
     assert got[2][2] == want[2][2] == {"127.0.0.1": ["127.0.0.1"]}
+    assert got[3] == want[3] == "127.0.0.1", "the tailnet name: server_url's host"
 
 
 # ---------------------------------------------------------------- what a live map stream gets

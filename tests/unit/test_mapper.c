@@ -413,7 +413,7 @@ Test(mapper, dns_config)
                      "https://dns.nextdns.io/abc?device_ip=100.64.0.1&device_model=linux"
                      "&device_name=laptop");
     cr_expect_null(json_object_get(dns, "FallbackResolvers"));
-    cr_expect_str_eq(hs_json_str(r, "Domain"), "example.com");
+    cr_expect_str_eq(hs_json_str(r, "Domain"), "example.com", "no server_url: base_domain");
 
     routes = json_object_get(dns, "Routes");
     /* headscale 0.29.3 routes no base domain, and writes zones without the final dot */
@@ -458,6 +458,29 @@ Test(mapper, dns_without_override_or_magic)
     cr_expect_str_eq(hs_json_str(r, "Domain"), "alice", "no base domain: the user name");
     cr_expect_str_eq(hs_json_str(json_object_get(r, "Node"), "Name"), "laptop.");
     json_decref(r);
+}
+
+Test(mapper, domain_is_server_url_host)
+{
+    static const char *const urls[][2] = {
+        { "https://hs.example.net", "hs.example.net" },
+        { "http://127.0.0.1:8080", "127.0.0.1" },
+        { "https://[fd00::1]:443/x", "fd00::1" },
+        { "https://u:p@hs.example.net:8443/", "hs.example.net" },
+    };
+    json_t *r;
+
+    for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); i++) {
+        fx.cfg.server_url = (char *)urls[i][0];
+        r = full(1);
+        cr_expect_str_eq(hs_json_str(r, "Domain"), urls[i][1], "%s", urls[i][0]);
+        json_decref(r);
+    }
+    fx.cfg.legacy = true; /* 0.22.3: the base domain */
+    r = full(1);
+    cr_expect_str_eq(hs_json_str(r, "Domain"), "example.com");
+    json_decref(r);
+    fx.cfg.server_url = NULL;
 }
 
 Test(mapper, tailnet_fields)
