@@ -467,9 +467,11 @@ static void share_table_free(struct share_table *tb)
 }
 
 /* Read lock held. The entry for plan p, built if new (takes p's lists then); NULL when the
- * table is full. */
+ * table is full. It is built as nobody's view, unless the routers it sends whole give its
+ * nodes other routes than their default (p->views): then as the first one's, which every
+ * node sharing the plan sees alike. */
 static struct shared *share_get(struct control_service *s, struct share_table *tb,
-                                struct mapper_plan *p)
+                                struct mapper_plan *p, uint64_t viewer)
 {
     uint64_t h = mapper_plan_hash(p);
     struct shared *e;
@@ -487,7 +489,7 @@ static struct shared *share_get(struct control_service *s, struct share_table *t
     shared_init(e);
     e->hash = h;
     e->built = true;
-    e->msg = mapper_plan_delta(s->mapper, s->state, 0, p, hs_now_us());
+    e->msg = mapper_plan_delta(s->mapper, s->state, p->views ? viewer : 0, p, hs_now_us());
     e->plan = *p;
     p->changed = p->patched = p->removed = p->online = (struct mapper_ids){ 0 };
     return e;
@@ -549,7 +551,7 @@ static void send_delta(struct control_service *s, const struct batch *b, const s
          * keeping for others (at thousands of new nodes a second, that memory adds up). */
         if (!mapper_plan_empty(&p) &&
             (!mapper_plan_shareable(&p) || batch_mentions(b, t->node_id) ||
-             !(e = share_get(s, tb, &p))))
+             !(e = share_get(s, tb, &p, t->node_id))))
             rc = mapper_plan_encoded(s->mapper, s->state, t->node_id, &p, hs_now_us(),
                                      t->zstd, &own);
         mapper_plan_free(&p);

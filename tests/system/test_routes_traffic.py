@@ -318,10 +318,13 @@ def test_subnet_route_follows_the_policy(rworld):
 
 def test_ha_failover_and_no_flap(rworld):
     """Two routers for one route: the one with the lower node id is primary; when its
-    tailscaled dies the other takes over without the operator, every peer is told, and when
-    the first comes back it does not take the route back (a lowest-id rule would)."""
+    tailscaled dies the other takes over without the operator, every peer is told (and a
+    peer the policy keeps off the route is told without it: its delta is not the one the
+    others share), and when the first comes back it does not take the route back (a lowest-id
+    rule would)."""
     w = rworld
-    client = w.n["client"]
+    client, bob = w.n["client"], w.n["client-bob"]
+    set_policy(w, ALICE_ROUTE)
     first, second = sorted(("router-1", "router-2"), key=lambda name: w.ids[name])
     via = {"router-1": f"{LAN}.1", "router-2": f"{LAN}.2"}
     approve(w, first, LAN_ROUTE)
@@ -340,7 +343,11 @@ def test_ha_failover_and_no_flap(rworld):
     print(f"failover: client reached the far network through {second} {took:.2f}s after "
           f"{first}'s tailscaled was killed")
     assert server_primary(w) == [w.ids[second]]
-    wait_primary(w.n["client-bob"], second)  # every peer got the delta
+    # bob was told too (the old primary went offline in the same delta), without the route
+    poll(lambda: (bob.peer(first) or {}).get("Online") is False, REACH,
+         f"bob to see {first} offline", interval=0.3)
+    allowed, primary = peer_routes(bob, second)
+    assert LAN_ROUTE not in allowed and LAN_ROUTE not in primary, (allowed, primary)
 
     w.n[first].start()
     poll(lambda: (client.peer(first) or {}).get("Online"), REACH,
@@ -353,6 +360,7 @@ def test_ha_failover_and_no_flap(rworld):
     assert LAN_ROUTE not in primary
     approve(w, first)
     approve(w, second)
+    set_policy(w, ALLOW_ALL)
     wait_refused(client, w.lan)
 
 
