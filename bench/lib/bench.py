@@ -38,7 +38,7 @@ PGTMP = os.path.join(REPO, "tests", "lib", "pgtmp.sh")
 AUTH_KEY_RE = re.compile(r"hskey-auth-[0-9A-Za-z_-]+|[0-9a-f]{48}")
 API_KEY_RE = re.compile(r"hskey-api-[0-9A-Za-z_-]+")
 # Storm and steady state always run (the others build on them); these can be left out.
-OPTIONAL_SCENARIOS = ("propagation", "policy", "restart")
+OPTIONAL_SCENARIOS = ("propagation", "policy", "failover", "restart")
 SCENARIOS = ("storm", "steady") + OPTIONAL_SCENARIOS
 
 DERP_MAP_YAML = """\
@@ -476,6 +476,8 @@ def loadgen_argv(run, a, out_path, log_path):
     if "policy" in a.scenarios:
         argv += ["-policy", "-policy-timeout", f"{a.policy_timeout}s",
                  "-authkeys-file", run.keys_path]
+    if "failover" in a.scenarios:
+        argv += ["-failover", "-routers", str(a.routers)]
     if "restart" in a.scenarios:
         argv.append("-restart")
     return argv
@@ -584,6 +586,8 @@ class Driver:
                 self.restart()
             elif line == "POLICY":
                 self.set_policy()
+            elif line == "APPROVE":
+                self.approve_routes()
         self.poller.stop()
 
     def set_policy(self):
@@ -624,6 +628,34 @@ class Driver:
         finally:
             c.close()
         log(f"{run.name}: policy set: {reply.strip()}")
+        try:
+            self.proc.stdin.write(reply)
+            self.proc.stdin.flush()
+        except OSError:
+            pass
+
+    def approve_routes(self):
+        """Every route a node announces is approved (the failover scenario's routers), over
+        REST: "APPROVED <count>" (or "FAIL <why>")."""
+        run, n = self.run, 0
+        try:
+            st, body = run.api("GET", "/api/v1/node")
+            if st != 200:
+                raise RuntimeError(f"GET /api/v1/node → {st}")
+            for node in body.get("nodes") or []:
+                routes = node.get("availableRoutes") or []
+                if not routes:
+                    continue
+                st, resp = run.api("POST", f"/api/v1/node/{node['id']}/approve_routes",
+                                   {"routes": routes})
+                if st != 200:
+                    raise RuntimeError(f"approve_routes {node['id']} → {st}: {resp}")
+                n += len(routes)
+            reply = f"APPROVED {n}\n"
+        except (OSError, RuntimeError, http.client.HTTPException) as e:
+            self.error = f"approving routes: {e}"
+            reply = "FAIL " + " ".join(self.error.split())[:300] + "\n"
+        log(f"{run.name}: routes approved: {reply.strip()}")
         try:
             self.proc.stdin.write(reply)
             self.proc.stdin.flush()
@@ -833,6 +865,7 @@ def records_for(run_name, res, nodes):
         add("propagation", "bytes_per_update", sum(all_bytes) / len(all_bytes), "B")
     api_records(add, "storm", "storm", res.get("storm_api"))
     policy_records(add, res.get("policy"))
+    failover_records(add, res.get("failover"))
     restart_records(add, res.get("restart"), phase(res, "restart"))
     add("machine", "other_processes_cpu_pct", res.get("machine_other_cpu_pct"), "%")
     add("machine", "loadavg_before", res.get("loadavg_before"), "load")
@@ -853,6 +886,25 @@ def api_records(add, scenario, prefix, api):
         add(scenario, f"{prefix}_api_list_p50_ms", api["p50_ms"], "ms")
         add(scenario, f"{prefix}_api_list_p99_ms", api["p99_ms"], "ms")
         add(scenario, f"{prefix}_api_list_max_ms", api["max_ms"], "ms")
+
+
+def failover_records(add, fr):
+    """The failover scenario (the loadgen's failoverResult): percentiles over every node, one
+    never told counting as later than any (left out where a percentile lands on it)."""
+    if not fr or fr.get("error"):
+        return
+    sc = "failover"
+    add(sc, "failover_routes_approved", fr["approved"], "routes")
+    add(sc, "failover_nodes", fr["nodes"], "nodes")
+    add(sc, "failover_told_nodes", fr["told"], "nodes")
+    add(sc, "failover_unrouted_nodes", fr.get("unrouted", 0), "nodes")
+    lat = (fr.get("latency_ms") or []) + [float("inf")] * (fr["nodes"] - fr["told"])
+    for q, m in ((0.5, "failover_p50_ms"), (0.99, "failover_p99_ms"), (1.0, "failover_max_ms")):
+        v = pctl(lat, q)
+        if v is not None and v != float("inf"):
+            add(sc, m, v, "ms")
+    if fr["all_s"] >= 0:
+        add(sc, "failover_all_s", fr["all_s"], "s")
 
 
 def policy_records(add, pr):
@@ -970,6 +1022,10 @@ ORDER += [("policy", m) for m in (
     "policy_full_map_nodes", "policy_peers_before", "policy_peers_after_min",
     "policy_peers_after_p50", "policy_peers_removed_mean", "policy_reconnects",
     "policy_loadgen_cpu_s")]
+ORDER += [("failover", m) for m in (
+    "failover_routes_approved", "failover_nodes", "failover_told_nodes",
+    "failover_unrouted_nodes", "failover_p50_ms",
+    "failover_p99_ms", "failover_max_ms", "failover_all_s")]
 ORDER += [("restart", m) for m in (
     "restart_nodes", "restart_back_nodes", "restart_all_back_s", "restart_all_back_after_up_s",
     "restart_exit_s", "restart_down_s", "restart_converged_s", "restart_back_p50_ms",
@@ -1016,6 +1072,9 @@ def write_report(a, runs_done, records, raw, stamp, versions):
         load += (f"; then a {POLICY_RULES}-rule policy set over REST ({len(lay['users'])} users "
                  f"of {POLICY_DEVICES_PER_USER} devices, {len(lay['tags'])} tags on a quarter "
                  f"of the nodes; the initial policy allowed all)")
+    if "failover" in a.scenarios:
+        load += (f"; then an HA failover: {a.routers} nodes announce subnet routes in pairs, "
+                 f"approved over REST, and the primary of one route closes its stream")
     if "restart" in a.scenarios:
         load += "; then a server restart (SIGTERM, start again on the same database)"
     if a.api_poll_ms > 0:
@@ -1278,9 +1337,12 @@ def main():
     ap.add_argument("--settle", type=float, default=2)
     ap.add_argument("--policy-timeout", type=float, default=120,
                     help="policy scenario: how long to wait for every node's new PacketFilter")
-    ap.add_argument("--scenarios", default=",".join(s for s in SCENARIOS if s != "policy"),
-                    help="storm and steady always run; propagation, policy and restart are "
-                         "optional (policy is not in the default)")
+    ap.add_argument("--scenarios",
+                    default=",".join(s for s in SCENARIOS if s not in ("policy", "failover")),
+                    help="storm and steady always run; propagation, policy, failover and "
+                         "restart are optional (policy and failover are not in the default)")
+    ap.add_argument("--routers", type=int, default=50,
+                    help="failover scenario: nodes announcing subnet routes, two per route")
     ap.add_argument("--api-poll-ms", type=int, default=1000,
                     help="GET /api/v1/node this often during the storms (0: not at all)")
     ap.add_argument("--out-dir", required=True)

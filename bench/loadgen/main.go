@@ -113,6 +113,8 @@ var (
 	flagAuthKeys    = flag.String("authkeys-file", "", "pre-auth keys, one a line: node i (the joiner is node -nodes) logs in with line i (modulo the count); overrides -authkey")
 	flagPolicy      = flag.Bool("policy", false, "run the policy scenario (needs -driver, which sets the new policy): track every node's PacketFilter")
 	flagPolicyTO    = flag.Duration("policy-timeout", 120*time.Second, "give up waiting for the nodes' new PacketFilter after this long")
+	flagFailover    = flag.Bool("failover", false, "run the HA failover scenario (needs -driver, which approves the routes): the first -routers nodes announce routes in pairs")
+	flagRouters     = flag.Int("routers", 50, "nodes announcing subnet routes in the failover scenario (two per route)")
 )
 
 // ---------------------------------------------------------------------------------------------
@@ -197,6 +199,8 @@ type node struct {
 	d        *controlclient.Direct
 
 	id atomic.Int64 // from its first map's Node.ID
+
+	foPrimary, foAfter atomic.Int64 // failover scenario: heard of a primary; of the new one
 
 	tStart, tLogin, tFirstMap atomic.Int64 // unix ns
 
@@ -284,6 +288,9 @@ func newNode(idx int, hostname string) *node {
 			PreferredDERP: 900,
 			DERPLatency:   map[string]float64{"900-v4": 0.001},
 		},
+	}
+	if p, ok := routerPrefix(idx); ok {
+		n.hi.RoutableIPs = []netip.Prefix{p}
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	return n
@@ -412,6 +419,9 @@ func (n *node) stream(gotFirst chan struct{}, gotMap *bool) error {
 		}
 		if derr == nil && !m.KeepAlive && *flagPolicy {
 			n.trackPolicy(js, now, peers)
+		}
+		if derr == nil && !m.KeepAlive && *flagFailover {
+			n.trackFailover(js, now)
 		}
 		*bp = zbuf
 		bufPool.Put(bp)
@@ -804,30 +814,31 @@ type restartResult struct {
 }
 
 type result struct {
-	Label         string         `json:"label"`
-	URL           string         `json:"url"`
-	Nodes         int            `json:"nodes"`
-	Concurrency   int            `json:"concurrency"`
-	Connected     int            `json:"connected"`
-	ConnectAllS   float64        `json:"connect_all_s"` // first login start → last first map (-1: not all)
-	ConnectLastS  float64        `json:"connect_last_s"`
-	ConvergedS    float64        `json:"converged_s"`  // storm start → last storm delta read by any node
-	DrainS        float64        `json:"drain_s"`      // after the storm, until no map traffic for 2 s
-	FirstMapMS    []float64      `json:"first_map_ms"` // per node: its login start → its first map, sorted
-	LoginErrors   map[string]int `json:"login_errors"`
-	StreamErrors  map[string]int `json:"stream_errors"`
-	Reconnects    int64          `json:"reconnects"`
-	PeersSeenMin  int64          `json:"peers_in_first_map_min"`
-	Baseline      phase          `json:"baseline"`
-	Phases        []phase        `json:"phases"`
-	Events        []eventResult  `json:"events"`
-	IdleCPUPctSrv float64        `json:"server_idle_cpu_pct"`
-	GoMaxProcs    int            `json:"gomaxprocs"`
-	Notes         []string       `json:"notes"`
-	Failed        string         `json:"failed,omitempty"`
-	StormWindow   window         `json:"storm_window"` // start → last map message the storm caused
-	Restart       *restartResult `json:"restart,omitempty"`
-	Policy        *policyResult  `json:"policy,omitempty"`
+	Label         string          `json:"label"`
+	URL           string          `json:"url"`
+	Nodes         int             `json:"nodes"`
+	Concurrency   int             `json:"concurrency"`
+	Connected     int             `json:"connected"`
+	ConnectAllS   float64         `json:"connect_all_s"` // first login start → last first map (-1: not all)
+	ConnectLastS  float64         `json:"connect_last_s"`
+	ConvergedS    float64         `json:"converged_s"`  // storm start → last storm delta read by any node
+	DrainS        float64         `json:"drain_s"`      // after the storm, until no map traffic for 2 s
+	FirstMapMS    []float64       `json:"first_map_ms"` // per node: its login start → its first map, sorted
+	LoginErrors   map[string]int  `json:"login_errors"`
+	StreamErrors  map[string]int  `json:"stream_errors"`
+	Reconnects    int64           `json:"reconnects"`
+	PeersSeenMin  int64           `json:"peers_in_first_map_min"`
+	Baseline      phase           `json:"baseline"`
+	Phases        []phase         `json:"phases"`
+	Events        []eventResult   `json:"events"`
+	IdleCPUPctSrv float64         `json:"server_idle_cpu_pct"`
+	GoMaxProcs    int             `json:"gomaxprocs"`
+	Notes         []string        `json:"notes"`
+	Failed        string          `json:"failed,omitempty"`
+	StormWindow   window          `json:"storm_window"` // start → last map message the storm caused
+	Restart       *restartResult  `json:"restart,omitempty"`
+	Policy        *policyResult   `json:"policy,omitempty"`
+	Failover      *failoverResult `json:"failover,omitempty"`
 }
 
 var (
@@ -1147,6 +1158,9 @@ func main() {
 	if *flagPolicy && !*flagDriver {
 		log.Fatal("-policy needs -driver (the driver sets the policy)")
 	}
+	if *flagFailover && (!*flagDriver || *flagRouters < 2 || *flagRouters > 2*256) {
+		log.Fatal("-failover needs -driver (the driver approves the routes) and 2 <= -routers <= 512")
+	}
 	if *flagAuthKeys != "" {
 		b, err := os.ReadFile(*flagAuthKeys)
 		if err != nil {
@@ -1388,6 +1402,11 @@ loop:
 		if pr.Error == "" {
 			res.Phases = append(res.Phases, ph)
 		}
+	}
+	// ---- 4b. HA failover of a subnet router
+	if *flagFailover {
+		time.Sleep(*flagSettle)
+		res.Failover = runFailover()
 	}
 	res.StreamErrors = countErrs(func(n *node) string { return strOf(&n.lastErr) })
 	for _, n := range nodesSnapshot() {

@@ -1,7 +1,8 @@
 """Smoke run of the scale benchmark harness (bench/run.sh) so that it cannot rot: 20 simulated
 Tailscale nodes (Tailscale's own control client over ts2021) against our server on SQLite,
 a few seconds of steady state, the propagation events, a 200-rule policy set over REST (the
-nodes belong to several users and tags for it), then a server restart with every node
+nodes belong to several users and tags for it), an HA failover (every node announces a route,
+nodes 0 and 1 the same one; the primary's stream is closed), then a server restart with every node
 reconnecting (about 10 s: over plain HTTP the client's Noise dial to a server that is down
 waits out its 10 s timeout). Checks that the result files are written and hold sane figures;
 the figures themselves are benchmark output, not asserted targets."""
@@ -28,7 +29,7 @@ def bench_run(tmp_path_factory):
     stamp_env.pop("HEADSCALE_CONFIG", None)
     r = subprocess.run([RUN_SH, "--nodes", str(NODES), "--servers", "ours-sqlite",
                         "--duration", "5", "--out-dir", str(out),
-                        "--scenarios", "storm,steady,propagation,policy,restart",
+                        "--scenarios", "storm,steady,propagation,policy,failover,restart",
                         "--ours-bin", os.path.abspath(helpers.HS_BIN)],
                        capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL,
                        env=stamp_env)
@@ -112,6 +113,19 @@ def test_policy_change_reaches_every_node(bench_run):
     assert "| policy | policy_p99_ms |" in bench_run["md"]
 
 
+def test_failover_reaches_every_node_given_the_route(bench_run):
+    recs = bench_run["records"]
+    assert metric(recs, "failover", "failover_routes_approved") == NODES
+    nodes = metric(recs, "failover", "failover_nodes")
+    # the 200-rule policy gives the route to some of the other nodes, never none of them
+    assert 0 < nodes <= NODES - 2
+    assert nodes + metric(recs, "failover", "failover_unrouted_nodes") == NODES - 2
+    assert metric(recs, "failover", "failover_told_nodes") == nodes
+    assert 0 < metric(recs, "failover", "failover_p50_ms") \
+        <= metric(recs, "failover", "failover_p99_ms") < 30000
+    assert "| failover | failover_p99_ms |" in bench_run["md"]
+
+
 def test_api_polled_during_both_storms(bench_run):
     recs = bench_run["records"]
     for sc in ("storm", "restart"):
@@ -124,9 +138,11 @@ def test_api_polled_during_both_storms(bench_run):
 
 def test_every_node_back_after_restart(bench_run):
     recs = bench_run["records"]
-    # the join and the delete of the propagation events leave NODES live nodes
-    assert metric(recs, "restart", "restart_nodes") == NODES
-    assert metric(recs, "restart", "restart_back_nodes") == NODES
+    # the join and the delete of the propagation events leave NODES live nodes, and the
+    # failover's dead router one less
+    live = NODES - 1
+    assert metric(recs, "restart", "restart_nodes") == live
+    assert metric(recs, "restart", "restart_back_nodes") == live
     down = metric(recs, "restart", "restart_down_s")
     assert 0 < metric(recs, "restart", "restart_exit_s") <= down < 60
     assert down < metric(recs, "restart", "restart_all_back_s") < 60
@@ -134,7 +150,7 @@ def test_every_node_back_after_restart(bench_run):
     assert metric(recs, "restart", "restart_server_cpu_s") > 0
     assert metric(recs, "restart", "restart_server_rss_kib") > 1000
     raw = bench_run["raw"]["ours-sqlite"]
-    assert len(raw["restart"]["back_ms"]) == NODES and not raw["restart"].get("error"), raw
+    assert len(raw["restart"]["back_ms"]) == live and not raw["restart"].get("error"), raw
     # the first process stopped cleanly on SIGTERM
     first = raw["first_server_exit"]
     assert first["returncode"] == 0, first
