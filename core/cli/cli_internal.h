@@ -211,9 +211,9 @@ void cli_key_short(const char *text, char *out, size_t size);
 bool cli_json_time(const json_t *v, int64_t *us);
 
 /* A numeric flag (an ID): *out NULL when not given. A missing required one or one that is
- * not a number prints cobra's usage error and returns -1. */
-int cli_uint_flag(struct cli_ctx *ctx, const char *name, char shorthand, bool required,
-                  const char **out);
+ * not a number prints cobra's usage error ("... flag: not <what>") and returns -1. */
+int cli_uint_flag(struct cli_ctx *ctx, const char *name, char shorthand, const char *what,
+                  bool required, const char **out);
 
 /* ---- command handlers ---- */
 

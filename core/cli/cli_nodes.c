@@ -202,25 +202,11 @@ static int require_flags(struct cli_ctx *ctx, const char *const *names)
 /* -i/--identifier as cobra's Uint64 flag. *id is NULL when the flag is absent and optional. */
 static int node_id(struct cli_ctx *ctx, bool required, const char **id)
 {
-    static const char *const names[] = { "identifier", NULL };
-    const char *v = cli_flag_str(&ctx->args, "identifier");
-    uint64_t n;
-
-    *id = NULL;
-    if (required && require_flags(ctx, names) < 0)
-        return -1;
-    if (!v)
-        return 0;
-    if (hs_parse_u64(v, UINT64_MAX, &n) < 0) {
-        usage_fail(ctx, "invalid argument \"%s\" for \"-i, --identifier\" flag: not a node ID", v);
-        return -1;
-    }
-    *id = v;
-    return 0;
+    return cli_uint_flag(ctx, "identifier", 'i', "a node ID", required, id);
 }
 
-int cli_uint_flag(struct cli_ctx *ctx, const char *name, char shorthand, bool required,
-                  const char **out)
+int cli_uint_flag(struct cli_ctx *ctx, const char *name, char shorthand, const char *what,
+                  bool required, const char **out)
 {
     const char *names[] = { name, NULL };
     const char *v = cli_flag_str(&ctx->args, name);
@@ -232,8 +218,8 @@ int cli_uint_flag(struct cli_ctx *ctx, const char *name, char shorthand, bool re
     if (!v)
         return 0;
     if (hs_parse_u64(v, UINT64_MAX, &n) < 0) {
-        usage_fail(ctx, "invalid argument \"%s\" for \"-%c, --%s\" flag: not an ID", v,
-                   shorthand, name);
+        usage_fail(ctx, "invalid argument \"%s\" for \"-%c, --%s\" flag: not %s", v,
+                   shorthand, name, what);
         return -1;
     }
     *out = v;

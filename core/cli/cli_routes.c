@@ -35,7 +35,7 @@ int cli_cmd_routes_list(struct cli_ctx *ctx)
     json_t *resp;
     int rc;
 
-    if (cli_uint_flag(ctx, "identifier", 'i', false, &id) < 0)
+    if (cli_uint_flag(ctx, "identifier", 'i', "an ID", false, &id) < 0)
         return 1;
     if (id && strspn(id, "0") == strlen(id))
         id = NULL;
@@ -58,7 +58,7 @@ static int route_call(struct cli_ctx *ctx, const char *method, const char *fmt,
     json_t *resp;
     int rc;
 
-    if (cli_uint_flag(ctx, "route", 'r', true, &id) < 0)
+    if (cli_uint_flag(ctx, "route", 'r', "an ID", true, &id) < 0)
         return 1;
     path = cli_pathf(fmt, id);
     rc = cli_api(ctx, method, path, NULL, &resp);

@@ -34,13 +34,9 @@ static bool covers_a_node(const struct policy_net *c, const struct pol_ent *rout
     return false;
 }
 
-static bool dst_touches(const struct pol_crule *cr, const struct pol_node *n,
-                        const struct pol_ent *route)
+/* Whether some destination of r is `*` or an address alias overlapping the route. */
+static bool dst_overlaps(const struct pol_rule *r, const struct pol_ent *route)
 {
-    const struct pol_rule *r = cr->r;
-
-    if (r->nvia && !pol__has_via_tag(r, n))
-        return false;
     for (size_t k = 0; k < r->ndst; k++) {
         const struct pol_alias *a = &r->dst[k].a;
         if (a->kind == PA_STAR ||
@@ -48,6 +44,14 @@ static bool dst_touches(const struct pol_crule *cr, const struct pol_node *n,
             return true;
     }
     return false;
+}
+
+static bool dst_touches(const struct pol_crule *cr, const struct pol_node *n,
+                        const struct pol_ent *route)
+{
+    const struct pol_rule *r = cr->r;
+
+    return (!r->nvia || pol__has_via_tag(r, n)) && dst_overlaps(r, route);
 }
 
 /* Whether n serves the subnet route. Only routers (c->routers) can: an approved route that is
@@ -172,17 +176,7 @@ void pol__route_viewers(struct policy_net *c)
  * dst_touches, without their conditions on the router). */
 static bool may_touch(const struct pol_crule *cr, const struct pol_ent *route)
 {
-    const struct pol_rule *r = cr->r;
-
-    if (src_touches(cr, route, true))
-        return true;
-    for (size_t k = 0; k < r->ndst; k++) {
-        const struct pol_alias *a = &r->dst[k].a;
-        if (a->kind == PA_STAR ||
-            ((a->kind == PA_PREFIX || a->kind == PA_HOST) && pol__ent_overlaps(&a->ent, route)))
-            return true;
-    }
-    return false;
+    return src_touches(cr, route, true) || dst_overlaps(cr->r, route);
 }
 
 static bool node_concerns(const struct pol_node *n, const char *text, const struct pol_ent *e)
