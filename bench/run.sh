@@ -9,7 +9,8 @@
 #                [--policy-timeout S] [--routers N] [--keep]
 #
 # Writes DIR/<date>-<N>.md, .json, .raw.json and PNG plots (DIR defaults to bench/results).
-# Builds (and caches under bench/.cache/) the loadgen and headscale; builds our server into
+# Builds the loadgen (cached under bench/.cache/) and headscale (tests/lib/install-headscale.sh,
+# cached under .cache/headscale/); builds our server into
 # build-bench/ unless --ours-bin (or $HS_BIN) names a binary. See bench/README.md.
 set -euo pipefail
 
@@ -74,26 +75,12 @@ if [[ ",$SERVERS," == *,ours-* ]] && [ -z "$OURS_BIN" ]; then
     OURS_BIN=$REPO/build-bench/headscale
 fi
 
-# ---- headscale, cached per version
+# ---- headscale, cached per version (the same cache the tests compare against)
 HS_BIN_PATH=
 if [[ ",$SERVERS," == *,headscale,* ]]; then
-    HS_DIR=$CACHE/headscale/$HS_VERSION
-    HS_BIN_PATH=$HS_DIR/headscale
-    if [ ! -x "$HS_BIN_PATH" ]; then
-        mkdir -p "$HS_DIR"
-        say "installing headscale $HS_VERSION → $HS_DIR (a few minutes the first time)"
-        if ! GOBIN=$HS_DIR go install "github.com/juanfont/headscale/cmd/headscale@$HS_VERSION" \
-                2>"$HS_DIR/install.log"; then
-            # go install pkg@version also asks the proxy for the module's version list (to
-            # report deprecation); where that list is refused, build the downloaded module.
-            say "go install failed ($(tail -1 "$HS_DIR/install.log")); building from the module cache"
-            dir=$(go mod download -json "github.com/juanfont/headscale@$HS_VERSION" |
-                  sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-            [ -n "$dir" ] || { echo "run.sh: cannot download headscale $HS_VERSION" >&2; exit 1; }
-            (cd "$dir" && GOFLAGS=-mod=mod go build -trimpath -o "$HS_BIN_PATH.tmp" ./cmd/headscale)
-            mv "$HS_BIN_PATH.tmp" "$HS_BIN_PATH"
-        fi
-    fi
+    HS_BIN_PATH=$REPO/.cache/headscale/$HS_VERSION/headscale
+    [ -x "$HS_BIN_PATH" ] || say "installing headscale $HS_VERSION (a few minutes the first time)"
+    bash "$REPO/tests/lib/install-headscale.sh" "$HS_VERSION" >&2 || exit 1
 fi
 
 exec python3 "$HERE/lib/bench.py" --nodes "$NODES" --servers "$SERVERS" --duration "$DURATION" \

@@ -23,9 +23,7 @@ VERSION = tailnet.versions()[0]
 BASE = "ts.example.org"
 RECORD = {"Name": "db." + BASE, "Type": "A", "Value": "100.64.0.99"}
 REF_BIN = os.environ.get("HS_REF_BIN", os.path.join(
-    helpers.REPO, "bench", ".cache", "headscale", "v0.29.3", "headscale"))
-if not os.path.exists(REF_BIN):
-    REF_BIN = "/work/main/bench/.cache/headscale/v0.29.3/headscale"
+    helpers.REPO, ".cache", "headscale", "v0.29.3", "headscale"))
 CHANGE_DEADLINE = 15.0  # seconds for an edited records file to show in a client's answers
 
 

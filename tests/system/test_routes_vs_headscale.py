@@ -1,4 +1,4 @@
-"""Routes side by side with headscale v0.29.3 (the binary bench/run.sh builds; set
+"""Routes side by side with headscale v0.29.3 (the binary tests/lib/install-headscale.sh builds; set
 HEADSCALE_REF to another path, or the test is skipped without one): the same steps on both
 servers, through REST and the Noise test client, and the answers compared — node JSON
 (approvedRoutes, availableRoutes, subnetRoutes in lists, by id and after approve_routes),
@@ -23,8 +23,7 @@ from noise_client import ControlClient
 
 REPO = Path(__file__).resolve().parents[2]
 CANDIDATES = [os.environ.get("HEADSCALE_REF", ""),
-              str(REPO / "bench/.cache/headscale/v0.29.3/headscale"),
-              "/work/main/bench/.cache/headscale/v0.29.3/headscale"]
+              str(REPO / ".cache/headscale/v0.29.3/headscale")]
 REF_BIN = next((p for p in CANDIDATES if p and os.access(p, os.X_OK)), None)
 OURS_BIN = os.environ.get("HS_BIN", str(REPO / "build/headscale"))
 
