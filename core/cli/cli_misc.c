@@ -1,21 +1,10 @@
 /* serve, configtest, version, generate private-key, policy get/set/check. */
 #include <sodium.h>
 #include <stdlib.h>
-#include <sys/utsname.h>
 
 #include "cli/cli_internal.h"
 #include "keys/keys.h"
 #include "server/server.h"
-
-#ifndef HS_VERSION
-#define HS_VERSION "dev"
-#endif
-#ifndef HS_COMMIT
-#define HS_COMMIT "unknown"
-#endif
-#ifndef HS_BUILD_TIME
-#define HS_BUILD_TIME "unknown"
-#endif
 
 /* serve and configtest validate the whole config; print = configtest's stderr listing. */
 static int server_config(struct cli_ctx *ctx, bool print, struct hs_config *cfg)
@@ -59,32 +48,12 @@ int cli_cmd_configtest(struct cli_ctx *ctx)
     return rc;
 }
 
-static const char *compiler(void)
-{
-#if defined(__clang__)
-    return "clang " __clang_version__;
-#elif defined(__GNUC__)
-    return "gcc " __VERSION__;
-#else
-    return "cc";
-#endif
-}
-
 int cli_cmd_version(struct cli_ctx *ctx)
 {
-    struct utsname u;
-    char *human;
-    json_t *j;
-    int rc;
+    json_t *j = server_version_json();
+    char *human = server_version_text();
+    int rc = cli_print(ctx, j, human);
 
-    if (uname(&u) < 0)
-        u = (struct utsname){ .sysname = "unknown", .machine = "unknown" };
-    j = json_pack("{s:s, s:s, s:s, s:{s:s, s:s, s:s}, s:b}", "version", HS_VERSION, "commit",
-                  HS_COMMIT, "buildTime", HS_BUILD_TIME, "compiler", "version", compiler(), "os",
-                  u.sysname, "arch", u.machine, "dirty", 0);
-    human = hs_aprintf("headscale version %s\ncommit: %s\nbuild time: %s\nbuilt with: %s %s/%s",
-                       HS_VERSION, HS_COMMIT, HS_BUILD_TIME, compiler(), u.sysname, u.machine);
-    rc = cli_print(ctx, j, human);
     free(human);
     json_decref(j);
     return rc;

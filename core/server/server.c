@@ -185,9 +185,13 @@ static enum MHD_Result serve_health(struct server *srv, struct MHD_Connection *c
 
 static enum MHD_Result serve_version(struct MHD_Connection *conn)
 {
-    static const char body[] = "{\"version\":\"" HS_VERSION "\",\"commit\":\"\",\"buildTime\":\""
-                               __DATE__ " " __TIME__ "\",\"dirty\":false}";
-    return send_reply(conn, 200, "application/json", body, sizeof(body) - 1);
+    json_t *j = server_version_json();
+    char *body = hs_json_dump(j, JSON_COMPACT);
+    enum MHD_Result ret = send_reply(conn, 200, "application/json", body, strlen(body));
+
+    free(body);
+    json_decref(j);
+    return ret;
 }
 
 static enum MHD_Result serve_key(struct server *srv, struct MHD_Connection *conn)
