@@ -146,36 +146,71 @@ void api_reply_end(struct api_call *c, struct api_jw *w)
         api_error(c, 500, "response of %s not written: %s", c->req->path, hs_strerror(rc));
 }
 
-static const char *status_title(int status)
+/* One row per status we answer: its reason phrase (the RFC 7807 title) and the gRPC code that
+ * grpc-gateway, headscale 0.29's REST front, would put in "code" for it. */
+static const struct {
+    int status;
+    int grpc_code;
+    const char *title;
+} error_kinds[] = {
+    { 400, 3, "Bad Request" },        /* INVALID_ARGUMENT */
+    { 401, 16, "Unauthorized" },      /* UNAUTHENTICATED */
+    { 403, 7, "Forbidden" },          /* PERMISSION_DENIED */
+    { 404, 5, "Not Found" },          /* NOT_FOUND */
+    { 405, 12, "Method Not Allowed" }, /* UNIMPLEMENTED (the gateway answers 501) */
+    { 409, 6, "Conflict" },           /* ALREADY_EXISTS */
+    { 413, 8, "Payload Too Large" },  /* RESOURCE_EXHAUSTED */
+    { 503, 14, "Service Unavailable" }, /* UNAVAILABLE */
+    { 500, 13, "Internal Server Error" }, /* INTERNAL; also the row for any other status */
+};
+
+static size_t error_kind(int status)
 {
-    switch (status) {
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 503: return "Service Unavailable";
-    default: return "Internal Server Error";
-    }
+    size_t i = 0;
+
+    while (i < HS_ARRAY_LEN(error_kinds) - 1 && error_kinds[i].status != status)
+        i++;
+    return i;
+}
+
+/* The body is both error shapes at once: headscale 0.29's gateway error ({code, message,
+ * details}, which its go-swagger clients decode) and RFC 7807's members, which headscale's
+ * next release answers with; each kind of client reads its own members and ignores the rest.
+ * It is typed application/json, as 0.29 types it: a go-swagger client refuses a
+ * problem+json body. */
+static void error_reply(struct api_call *c, int status, int grpc_code, const char *fmt,
+                        va_list ap)
+{
+    size_t k = error_kind(status);
+    char detail[512];
+    json_t *j;
+
+    vsnprintf(detail, sizeof(detail), fmt, ap);
+    /* Messages quote client input, which may be cut mid-character or not be UTF-8 at all. */
+    hs_utf8_sanitize(detail);
+    j = json_pack("{s:i, s:s, s:[], s:s, s:s, s:i, s:s}", "code",
+                  grpc_code < 0 ? error_kinds[k].grpc_code : grpc_code, "message", detail,
+                  "details", "type", "about:blank", "title", error_kinds[k].title, "status",
+                  status, "detail", detail);
+    api_reply(c, status, j);
 }
 
 void api_error(struct api_call *c, int status, const char *fmt, ...)
 {
-    char detail[512];
     va_list ap;
-    json_t *j;
 
     va_start(ap, fmt);
-    vsnprintf(detail, sizeof(detail), fmt, ap);
+    error_reply(c, status, -1, fmt, ap);
     va_end(ap);
-    /* Messages quote client input, which may be cut mid-character or not be UTF-8 at all. */
-    hs_utf8_sanitize(detail);
-    j = json_pack("{s:s, s:i, s:s, s:[{s:s}]}", "title", status_title(status), "status", status,
-                  "detail", detail, "errors", "message", detail);
-    api_reply(c, status, j);
-    c->resp->content_type = "application/problem+json";
+}
+
+void api_error_code(struct api_call *c, int status, int grpc_code, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    error_reply(c, status, grpc_code, fmt, ap);
+    va_end(ap);
 }
 
 void api_store_error(struct api_call *c, int rc, const char *what)

@@ -67,12 +67,23 @@ int api_field_strv(struct api_call *c, json_t *obj, const char *key, struct hs_s
     return 0;
 }
 
+/* As headscale 0.29's gateway parses a uint64: digits only (no sign, no spaces), at most
+ * UINT64_MAX, else 400. 0 is well formed and names nothing (the lookup answers 404); ids
+ * above INT64_MAX name nothing either and are answered 404 here, as no store column holds
+ * them (PostgreSQL would refuse the comparison). */
 int api_parse_id(struct api_call *c, const char *s, const char *what, uint64_t *out)
 {
-    if (hs_parse_u64(s, INT64_MAX, out) < 0 || *out == 0) {
-        api_error(c, 400, "invalid %s id \"%s\"", what, s ? s : "");
+    uint64_t v;
+
+    if (hs_parse_u64(s, UINT64_MAX, &v) < 0) {
+        api_error(c, 400, "invalid %s id \"%s\": not a number", what, s ? s : "");
         return -EINVAL;
     }
+    if (v > INT64_MAX) {
+        api_error(c, 404, "%s %s not found", what, s);
+        return -ENOENT;
+    }
+    *out = v;
     return 0;
 }
 
@@ -83,7 +94,7 @@ int api_field_id(struct api_call *c, json_t *obj, const char *key, uint64_t *out
 
     if (!v || json_is_null(v))
         return 0;
-    if (json_is_integer(v) && json_integer_value(v) > 0) {
+    if (json_is_integer(v) && json_integer_value(v) >= 0) {
         *out = (uint64_t)json_integer_value(v);
         return 0;
     }
@@ -106,6 +117,7 @@ static bool all_digits(const char *s)
 
 int api_lookup_user(struct api_call *c, const char *id_or_name, struct store_user *out)
 {
+    char why[128];
     uint64_t id;
     int rc;
 
@@ -113,11 +125,16 @@ int api_lookup_user(struct api_call *c, const char *id_or_name, struct store_use
         api_error(c, 400, "a user is required");
         return -EINVAL;
     }
-    /* User names start with a letter, so a number is always an id. */
+    /* User names start with a letter, so a number is always an id. Other text can only be
+     * a name (0.22.3 named users where 0.29 takes ids); what no user could be named is a
+     * malformed id, 400 as in 0.29. */
     if (all_digits(id_or_name)) {
         if (api_parse_id(c, id_or_name, "user", &id) < 0)
             return -EINVAL;
         rc = store_user_get(c->api->st, id, out);
+    } else if (!api_valid_username(id_or_name, why, sizeof(why))) {
+        api_error(c, 400, "invalid user id \"%s\": not a number, nor a user name", id_or_name);
+        return -EINVAL;
     } else {
         rc = store_user_get_by_name(c->api->st, id_or_name, out);
     }

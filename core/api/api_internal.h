@@ -25,9 +25,14 @@ struct api_call {
 
 /* Writes a JSON response (steals j). */
 void api_reply(struct api_call *c, int status, json_t *j);
-/* Writes an RFC 7807 problem+json error. */
+/* Writes an error: headscale 0.29's {code, message, details} with RFC 7807's members. */
 void api_error(struct api_call *c, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The same with the gRPC code headscale 0.29 puts in "code" where it is not the status's
+ * usual one (API_GRPC_UNKNOWN on its 500s that mean "not there"). */
+#define API_GRPC_UNKNOWN 2
+void api_error_code(struct api_call *c, int status, int grpc_code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 /* Maps a store/auth errno to an HTTP error with the given object name ("user", "node"). */
 void api_store_error(struct api_call *c, int rc, const char *what);
 
@@ -43,7 +48,7 @@ int api_field_time(struct api_call *c, json_t *obj, const char *key, int64_t *ou
 int api_field_strv(struct api_call *c, json_t *obj, const char *key, struct hs_strv *out);
 /* Accepts a JSON string or number holding a uint64 id. */
 int api_field_id(struct api_call *c, json_t *obj, const char *key, uint64_t *out);
-/* Parses a path/query id; replies 400 on garbage. */
+/* Parses a path/query id; replies 400 on garbage, 404 past INT64_MAX (no row has it). */
 int api_parse_id(struct api_call *c, const char *s, const char *what, uint64_t *out);
 
 /* Resolves a user given by id (digits) or name; replies 404/400 itself on failure. */

@@ -405,9 +405,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     if (rq->too_big) {
-        static const char msg[] = "{\"title\":\"Payload Too Large\",\"status\":413,"
+        /* api_error's shape: headscale 0.29's gateway error with RFC 7807's members. */
+        static const char msg[] = "{\"code\":8,\"message\":\"request body exceeds 1 MiB\","
+                                  "\"details\":[],\"type\":\"about:blank\","
+                                  "\"title\":\"Payload Too Large\",\"status\":413,"
                                   "\"detail\":\"request body exceeds 1 MiB\"}";
-        return send_reply(conn, 413, "application/problem+json", msg, sizeof(msg) - 1);
+        return send_reply(conn, 413, "application/json", msg, sizeof(msg) - 1);
     }
     if (api_handles(url))
         return serve_api(l, conn, url, method, rq);

@@ -139,6 +139,7 @@ def test_body_over_1mib_is_413_and_changes_nothing(mserver):
     raw = ('{"name":"%s","displayName":"%s"}' % (name, pad)).encode()
     st, body = mserver.api("POST", "/api/v1/user", raw_body=raw)
     assert st == 413, (st, str(body)[:200])
+    assert body["code"] == 8 and body["status"] == 413 and body["details"] == [], body
     assert name not in mserver.user_names()
     # the server keeps serving
     assert mserver.api("GET", "/api/v1/user")[0] == 200
@@ -161,10 +162,12 @@ def test_malformed_user_body_is_400(mserver, raw):
     assert mserver.users() == before
 
 
-def test_error_bodies_are_problem_json(mserver):
-    st, hdrs, body = mserver.api_full("GET", "/api/v1/user/999999999")
+def test_error_bodies_carry_both_shapes(mserver):
+    """headscale 0.29's gateway error (what its go-swagger clients decode), typed
+    application/json as 0.29 types it, with RFC 7807's members beside it."""
+    st, hdrs, body = mserver.api_full("GET", "/api/v1/node/999999999")
     assert st == 404, body
-    assert isinstance(body, dict)
-    assert body.get("status") == 404
-    assert body.get("title") and "detail" in body
-    assert "json" in hdrs.get("content-type", "")
+    assert hdrs.get("content-type") == "application/json", hdrs
+    assert body["code"] == 5 and body["details"] == [] and body["message"], body
+    assert body["type"] == "about:blank" and body["title"] == "Not Found", body
+    assert body["status"] == 404 and body["detail"] == body["message"], body
