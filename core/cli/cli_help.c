@@ -42,7 +42,8 @@ static void flag_lines(const struct cli_flag *fl, struct hs_buf *b)
 /* The command's own flags (and, for a group, the ones it hands down), then the inherited. */
 static void flags_blocks(const struct cli_args *a, struct hs_buf *b)
 {
-    static const struct cli_flag help_flag = { "help", 'h', CLI_BOOL, NULL, "help for this command", false };
+    static const struct cli_flag help_flag = { "help", 'h', CLI_BOOL, NULL,
+                                               "Show this help", false };
     const struct cli_cmd *c = cli_args_cmd(a);
     size_t mark;
 
@@ -100,9 +101,9 @@ void cli_help(const struct cli_args *a, FILE *f)
     subs_block(c, &b);
     flags_blocks(a, &b);
     if (c->subs) {
-        hs_buf_puts(&b, "\nUse \"");
+        hs_buf_puts(&b, "\nEach command explains itself: \"");
         cmd_path(a, &b);
-        hs_buf_puts(&b, " [command] --help\" for more information about a command.\n");
+        hs_buf_puts(&b, " COMMAND --help\".\n");
     }
     fputs(b.data, f);
     hs_buf_free(&parent);

@@ -44,13 +44,13 @@ static void http_headers(struct cli_http *h, const char *api_key)
     }
 }
 
-/* headscale probes the socket for write access first to give a clear hint. */
+/* Checked before connecting, so a permission problem is named as such. */
 static int socket_check(const char *path, char *err, size_t errsize)
 {
     if (access(path, F_OK) == 0 && access(path, R_OK | W_OK) < 0 && errno == EACCES) {
         snprintf(err, errsize,
-                 "unable to read/write to headscale socket \"%s\", do you have the correct "
-                 "permissions?",
+                 "no permission to use the headscale socket \"%s\": run as the server's "
+                 "user or a member of its group",
                  path);
         return -EACCES;
     }
@@ -90,7 +90,8 @@ static int http_mode(struct cli_http *h, const struct hs_config *cfg, char *err,
 {
     if (cfg->cli_address && *cfg->cli_address) {
         if (!cfg->cli_api_key || !*cfg->cli_api_key) {
-            snprintf(err, errsize, "HEADSCALE_CLI_API_KEY environment variable needs to be set");
+            snprintf(err, errsize, "talking to a remote server (cli.address) takes an API key: set "
+                     "HEADSCALE_CLI_API_KEY or cli.api_key");
             return -EINVAL;
         }
         h->base = cli_base_url(cfg->cli_address);
@@ -184,8 +185,8 @@ static void http_error(struct cli_http *h, CURLcode cc, const char *errbuf, char
         snprintf(err, errsize, "%s", h->refused);
     else if (h->socket && oserr == EACCES)
         snprintf(err, errsize,
-                 "unable to read/write to headscale socket \"%s\", do you have the correct "
-                 "permissions?",
+                 "no permission to use the headscale socket \"%s\": run as the server's "
+                 "user or a member of its group",
                  h->socket);
     else if (h->socket && (unreachable(cc) || cc == CURLE_OPERATION_TIMEDOUT))
         snprintf(err, errsize, "cannot reach headscale at %s: is \"headscale serve\" running?",

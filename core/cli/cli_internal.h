@@ -220,6 +220,7 @@ int cli_uint_flag(struct cli_ctx *ctx, const char *name, char shorthand, const c
 int cli_cmd_serve(struct cli_ctx *ctx);
 int cli_cmd_configtest(struct cli_ctx *ctx);
 int cli_cmd_version(struct cli_ctx *ctx);
+int cli_cmd_health(struct cli_ctx *ctx);
 int cli_cmd_generate_private_key(struct cli_ctx *ctx);
 int cli_cmd_users_create(struct cli_ctx *ctx);
 int cli_cmd_users_list(struct cli_ctx *ctx);

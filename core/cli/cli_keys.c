@@ -197,7 +197,7 @@ static char *pak_target(struct cli_ctx *ctx)
         return NULL;
     }
     if (ctx->args.npos == 0) {
-        cli_fail(ctx, "missing --id parameter: missing parameters");
+        cli_fail(ctx, "name the key with --id, or give the key itself");
         return NULL;
     }
     if (pak_fetch(ctx, &resp, &keys) < 0)
@@ -205,7 +205,7 @@ static char *pak_target(struct cli_ctx *ctx)
     found = id_by_key(keys, "key", AUTH_KEY_KIND, ctx->args.pos[0]);
     out = hs_strdup(found);
     if (!found)
-        cli_fail(ctx, "preauthkey not found");
+        cli_fail(ctx, "no pre-auth key matches \"%s\"", ctx->args.pos[0]);
     json_decref(keys);
     json_decref(resp);
     return out;
@@ -221,7 +221,7 @@ int cli_cmd_preauthkeys_expire(struct cli_ctx *ctx)
         return 1;
     rc = cli_api(ctx, "POST", "/api/v1/preauthkey/expire", json_pack("{s:s}", "id", id), &resp);
     free(id);
-    return print_done(ctx, rc, resp, "Key expired");
+    return print_done(ctx, rc, resp, "The key can no longer be used");
 }
 
 int cli_cmd_preauthkeys_delete(struct cli_ctx *ctx)
@@ -236,7 +236,7 @@ int cli_cmd_preauthkeys_delete(struct cli_ctx *ctx)
     rc = cli_api(ctx, "DELETE", path, NULL, &resp);
     free(path);
     free(id);
-    return print_done(ctx, rc, resp, "Key deleted");
+    return print_done(ctx, rc, resp, "The key is removed");
 }
 
 /* ---- apikeys ---- */
@@ -284,9 +284,9 @@ static int api_select(struct cli_ctx *ctx, char *prefix, size_t size, const char
     if (*id && !**id)
         *id = NULL;
     if (!has_p && !*id)
-        cli_fail(ctx, "either --id or --prefix must be provided: missing parameters");
+        cli_fail(ctx, "name the key with --id or --prefix");
     else if (has_p && *id)
-        cli_fail(ctx, "only one of --id or --prefix can be provided: missing parameters");
+        cli_fail(ctx, "name the key with --id or --prefix, not both");
     else if (*id && !valid_id(*id))
         cli_fail(ctx, "invalid api key ID \"%s\"", *id);
     else if (has_p && cli_key_prefix(API_KEY_KIND, p, prefix, size) < 0)
@@ -307,7 +307,7 @@ int cli_cmd_apikeys_expire(struct cli_ctx *ctx)
         return 1;
     body = id ? json_pack("{s:s}", "id", id) : json_pack("{s:s}", "prefix", prefix);
     rc = cli_api(ctx, "POST", "/api/v1/apikey/expire", body, &resp);
-    return print_done(ctx, rc, resp, "Key expired");
+    return print_done(ctx, rc, resp, "The key can no longer be used");
 }
 
 /* DELETE addresses the key by prefix in the path: an id is resolved through the list. */
@@ -341,5 +341,5 @@ int cli_cmd_apikeys_delete(struct cli_ctx *ctx)
     path = cli_pathf("/api/v1/apikey/%s", prefix);
     rc = cli_api(ctx, "DELETE", path, NULL, &resp);
     free(path);
-    return print_done(ctx, rc, resp, "Key deleted");
+    return print_done(ctx, rc, resp, "The key is removed");
 }

@@ -1,4 +1,4 @@
-/* serve, configtest, version, generate private-key, policy get/set/check. */
+/* serve, configtest, version, health, generate private-key, policy get/set/check. */
 #include <sodium.h>
 #include <stdlib.h>
 
@@ -59,6 +59,22 @@ int cli_cmd_version(struct cli_ctx *ctx)
     return rc;
 }
 
+/* Exit status 0 only when the server answers and says its database is reachable. */
+int cli_cmd_health(struct cli_ctx *ctx)
+{
+    json_t *resp;
+    int rc;
+
+    if (cli_api(ctx, "GET", "/api/v1/health", NULL, &resp) < 0)
+        return 1;
+    if (!json_is_true(json_object_get(resp, "databaseConnectivity")))
+        rc = cli_fail(ctx, "the server answers but cannot reach its database");
+    else
+        rc = cli_print(ctx, resp, "The server answers and its database is reachable");
+    json_decref(resp);
+    return rc;
+}
+
 int cli_cmd_generate_private_key(struct cli_ctx *ctx)
 {
     struct key_pair kp;
@@ -103,9 +119,9 @@ static int policy_send(struct cli_ctx *ctx, const char *method, const char *path
     int rc;
 
     if (!file || !*file)
-        return cli_fail(ctx, "required flag(s) \"file\" not set");
+        return cli_fail(ctx, "--file is required");
     if ((rc = hs_read_file(file, CLI_MAX_POLICY, &text, &len)) < 0)
-        return cli_fail(ctx, "reading policy file: %s: %s", file, hs_strerror(rc));
+        return cli_fail(ctx, "cannot read %s: %s", file, hs_strerror(rc));
     rc = cli_api(ctx, method, path, json_pack("{s:s%}", "policy", text, len), &resp);
     free(text);
     if (rc < 0)
@@ -117,10 +133,11 @@ static int policy_send(struct cli_ctx *ctx, const char *method, const char *path
 
 int cli_cmd_policy_set(struct cli_ctx *ctx)
 {
-    return policy_send(ctx, "PUT", "/api/v1/policy", "Policy updated.");
+    return policy_send(ctx, "PUT", "/api/v1/policy", "The new policy is in force");
 }
 
 int cli_cmd_policy_check(struct cli_ctx *ctx)
 {
-    return policy_send(ctx, "POST", "/api/v1/policy/check", "Policy is valid");
+    return policy_send(ctx, "POST", "/api/v1/policy/check",
+                       "The policy loads and compiles, and its tests pass");
 }

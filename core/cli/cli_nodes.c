@@ -181,7 +181,7 @@ static bool flag_set(const struct cli_ctx *ctx, const char *name)
     return cli_flag_given(&ctx->args, name);
 }
 
-/* names: NULL-terminated and sorted, as cobra lists them: required flag(s) "a", "b" not set. */
+/* names: NULL-terminated and sorted; every missing one is named: "--a, --b are required". */
 static int require_flags(struct cli_ctx *ctx, const char *const *names)
 {
     struct hs_buf missing;
@@ -190,9 +190,9 @@ static int require_flags(struct cli_ctx *ctx, const char *const *names)
     hs_buf_init(&missing, 256);
     for (; *names; names++)
         if (!flag_set(ctx, *names))
-            hs_buf_appendf(&missing, "%s\"%s\"", missing.len ? ", " : "", *names);
+            hs_buf_appendf(&missing, "%s--%s", missing.len ? ", " : "", *names);
     if (missing.len) {
-        usage_fail(ctx, "required flag(s) %s not set", missing.data);
+        usage_fail(ctx, "%s %s required", missing.data, strchr(missing.data, ',') ? "are" : "is");
         rc = -1;
     }
     hs_buf_free(&missing);
@@ -218,8 +218,7 @@ int cli_uint_flag(struct cli_ctx *ctx, const char *name, char shorthand, const c
     if (!v)
         return 0;
     if (hs_parse_u64(v, UINT64_MAX, &n) < 0) {
-        usage_fail(ctx, "invalid argument \"%s\" for \"-%c, --%s\" flag: not %s", v,
-                   shorthand, name, what);
+        usage_fail(ctx, "-%c/--%s: \"%s\" is not %s", shorthand, name, v, what);
         return -1;
     }
     *out = v;
@@ -243,7 +242,7 @@ static int node_call(struct cli_ctx *ctx, char *path, json_t *body, const char *
     return rc;
 }
 
-/* "Node <given name> registered" (0.22 said "Machine"). */
+/* Names the node by its given name. */
 static int print_registered(struct cli_ctx *ctx, char *path, json_t *body)
 {
     const json_t *node;
@@ -258,7 +257,7 @@ static int print_registered(struct cli_ctx *ctx, char *path, json_t *body)
         return 1;
     node = json_object_get(resp, "node");
     name = hs_json_str(node, "givenName");
-    human = hs_aprintf("Node %s registered", name ? name : "");
+    human = hs_aprintf("Login finished: node %s joined the tailnet", name ? name : "");
     rc = cli_print(ctx, node, human);
     free(human);
     json_decref(resp);
@@ -298,7 +297,7 @@ int cli_cmd_nodes_expire(struct cli_ctx *ctx)
     const char *id, *expiry = cli_flag_str(&ctx->args, "expiry");
     bool disable = cli_flag_bool(&ctx->args, "disable");
     int64_t when = ctx->now_us;
-    const char *human = "Node expired";
+    const char *human = "The node is logged out: it must log in again";
     json_t *body = json_object();
     char text[40];
 
@@ -316,11 +315,11 @@ int cli_cmd_nodes_expire(struct cli_ctx *ctx)
         hs_format_rfc3339(when, text, sizeof(text));
         json_object_set_new(body, "expiry", json_string(text));
         if (when > ctx->now_us)
-            human = "Node expiration updated";
+            human = "The node's key expiry is set";
     }
     if (disable) {
         json_object_set_new(body, "disableExpiry", json_true());
-        human = "Node expiry disabled";
+        human = "The node's key no longer expires";
     }
     return node_call(ctx, cli_pathf("/api/v1/node/%s/expire", id), body, human);
 fail:
@@ -335,7 +334,7 @@ int cli_cmd_nodes_rename(struct cli_ctx *ctx)
     if (node_id(ctx, true, &id) < 0)
         return 1;
     return node_call(ctx, cli_pathf("/api/v1/node/%s/rename/%s", id, ctx->args.pos[0]), NULL,
-                     "Node renamed");
+                     "The node has its new name");
 }
 
 /* 0.22 path shape: POST .../user?user=REF; the server takes a name or an ID. */
@@ -347,7 +346,7 @@ int cli_cmd_nodes_move(struct cli_ctx *ctx)
     if (require_flags(ctx, required) < 0 || node_id(ctx, true, &id) < 0)
         return 1;
     return node_call(ctx, cli_pathf("/api/v1/node/%s/user?user=%s", id, user_ref(ctx)), NULL,
-                     "Node moved to another user");
+                     "The node belongs to its new user");
 }
 
 static json_t *list_flag_json(const struct cli_ctx *ctx, const char *name)
@@ -370,7 +369,8 @@ int cli_cmd_nodes_tag(struct cli_ctx *ctx)
     if (node_id(ctx, true, &id) < 0)
         return 1;
     return node_call(ctx, cli_pathf("/api/v1/node/%s/tags", id),
-                     json_pack("{s:o}", "tags", list_flag_json(ctx, "tags")), "Node updated");
+                     json_pack("{s:o}", "tags", list_flag_json(ctx, "tags")),
+                     "The node has its new tags");
 }
 
 /* Replaces the approved routes; -r "" clears them. */
@@ -381,7 +381,8 @@ int cli_cmd_nodes_approve_routes(struct cli_ctx *ctx)
     if (node_id(ctx, true, &id) < 0)
         return 1;
     return node_call(ctx, cli_pathf("/api/v1/node/%s/approve_routes", id),
-                     json_pack("{s:o}", "routes", list_flag_json(ctx, "routes")), "Node updated");
+                     json_pack("{s:o}", "routes", list_flag_json(ctx, "routes")),
+                     "The node's approved routes are set");
 }
 
 /* ---- delete ---- */
@@ -396,7 +397,7 @@ static int node_delete(struct cli_ctx *ctx, const char *id)
     free(path);
     if (rc < 0)
         return 1;
-    rc = cli_print(ctx, resp, "Node deleted");
+    rc = cli_print(ctx, resp, "The node is removed");
     json_decref(resp);
     return rc;
 }
@@ -417,7 +418,7 @@ int cli_cmd_nodes_delete(struct cli_ctx *ctx)
     if (rc < 0)
         return 1;
     name = hs_json_str(json_object_get(resp, "node"), "name");
-    prompt = hs_aprintf("Do you want to remove the node %s?", name ? name : id);
+    prompt = hs_aprintf("Remove node %s from the tailnet?", name ? name : id);
     json_decref(resp);
     ok = cli_confirm(ctx, prompt);
     free(prompt);
@@ -425,8 +426,8 @@ int cli_cmd_nodes_delete(struct cli_ctx *ctx)
         return 1;
     if (ok > 0)
         return node_delete(ctx, id);
-    declined = json_pack("{s:s}", "Result", "Node not deleted");
-    rc = cli_print(ctx, declined, "Node not deleted");
+    declined = json_pack("{s:s}", "Result", "Nothing removed: not confirmed");
+    rc = cli_print(ctx, declined, "Nothing removed: not confirmed");
     json_decref(declined);
     return rc;
 }

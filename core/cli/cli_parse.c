@@ -162,7 +162,7 @@ static int bool_value(struct cli_args *a, const char *tok, const char *v, const 
         return 0;
     }
     if (hs_parse_bool(v, &b) < 0) {
-        snprintf(a->err, sizeof(a->err), "invalid argument \"%s\" for \"%s\" flag", v, tok);
+        snprintf(a->err, sizeof(a->err), "%s takes true or false, not \"%s\"", tok, v);
         return -EINVAL;
     }
     *out = b ? "true" : "false";
@@ -180,9 +180,11 @@ static int parse_flag(struct cli_args *a, int argc, char **argv, const bool *is_
     flag_token(tok, &name, &len, &is_short);
     if (!(f = flag_lookup(a, name, len, is_short))) {
         if (is_short)
-            snprintf(a->err, sizeof(a->err), "unknown shorthand flag: '%c' in %s", name[0], tok);
+            snprintf(a->err, sizeof(a->err), "-%c (in %s) is not a flag of this command", name[0],
+                     tok);
         else
-            snprintf(a->err, sizeof(a->err), "unknown flag: --%.*s", (int)len, name);
+            snprintf(a->err, sizeof(a->err), "--%.*s is not a flag of this command", (int)len,
+                     name);
         return -EINVAL;
     }
     if (name[len] != '\0')
@@ -196,7 +198,7 @@ static int parse_flag(struct cli_args *a, int argc, char **argv, const bool *is_
     }
     if (!value) {
         if (*i + 1 >= argc || is_cmd[*i + 1]) {
-            snprintf(a->err, sizeof(a->err), "flag needs an argument: %s", tok);
+            snprintf(a->err, sizeof(a->err), "%s needs a value", tok);
             return -EINVAL;
         }
         value = argv[++*i];
@@ -207,7 +209,7 @@ static int parse_flag(struct cli_args *a, int argc, char **argv, const bool *is_
 static int add_pos(struct cli_args *a, const char *tok)
 {
     if (a->npos == CLI_MAX_POSITIONAL) {
-        snprintf(a->err, sizeof(a->err), "too many arguments");
+        snprintf(a->err, sizeof(a->err), "more than %d arguments", CLI_MAX_POSITIONAL);
         return -E2BIG;
     }
     a->pos[a->npos++] = tok;
@@ -244,17 +246,17 @@ static int check_args(struct cli_args *a)
     if (!c->run) {
         if (a->npos == 0)
             return 0;
-        snprintf(a->err, sizeof(a->err), "unknown command \"%s\" for \"%s\"", a->pos[0],
-                 c == a->path[0] ? c->name : c->use);
+        snprintf(a->err, sizeof(a->err), "\"%s\" has no command \"%s\"",
+                 c == a->path[0] ? c->name : c->use, a->pos[0]);
         return -EINVAL;
     }
     if ((int)a->npos < c->min_args) {
-        snprintf(a->err, sizeof(a->err), "missing parameters");
+        snprintf(a->err, sizeof(a->err), "missing argument: the usage is \"%s\"", c->use);
         return -EINVAL;
     }
     if (c->max_args >= 0 && (int)a->npos > c->max_args) {
-        snprintf(a->err, sizeof(a->err), "accepts at most %d arg(s), received %zu", c->max_args,
-                 a->npos);
+        snprintf(a->err, sizeof(a->err), "%s takes at most %d argument(s), got %zu", c->name,
+                 c->max_args, a->npos);
         return -EINVAL;
     }
     return 0;

@@ -6,82 +6,108 @@
 #define FLAGS(...) ((const struct cli_flag[]){ __VA_ARGS__, { 0 } })
 #define SUBS(...) ((const struct cli_cmd *const[]){ __VA_ARGS__, NULL })
 
-#define OUTPUT_HELP "Output format. Empty for human-readable, 'json', 'json-line' or 'yaml'"
-#define EXPIRATION_HELP "Human-readable expiration of the key (e.g. 30m, 24h)"
+#define OUTPUT_HELP                                                                          \
+    "Print results as json, json-line (one line) or yaml instead of tables and messages"
+#define EXPIRATION_HELP                                                                      \
+    "How long the key stays valid: a number and a unit (s, m, h, d, w, y), e.g. 30m or 90d"
 
-/* ---- serve, configtest, version, generate ---- */
+/* Hidden: 0.22's name for --user, still accepted. */
+#define NAMESPACE_FLAG { "namespace", 'n', CLI_STRING, NULL, "Old name of --user", true }
+#define USER_ID_FLAG { "identifier", 'i', CLI_STRING, NULL, "The user's numeric ID", false }
+#define USER_NAME_FLAG { "name", 'n', CLI_STRING, NULL, "The user's name", false }
+#define PAK_ID_FLAG { "id", 'i', CLI_STRING, NULL, "The key's numeric ID", false }
+
+/* ---- serve, configtest, version, health, generate ---- */
 
 static const struct cli_cmd cmd_serve = {
-    .name = "serve", .use = "serve", .summary = "Launches the headscale server",
+    .name = "serve", .use = "serve", .summary = "Run the control server in the foreground",
     .run = cli_cmd_serve, .max_args = 0,
 };
 
 static const struct cli_cmd cmd_configtest = {
-    .name = "configtest", .use = "configtest", .summary = "Test the configuration.",
-    .long_help = "Run a test of the configuration and exit.",
+    .name = "configtest", .use = "configtest",
+    .summary = "Check that the server could start with this configuration",
+    .long_help = "Loads the configuration, the noise private key (creating it if missing),\n"
+                 "the database (applying migrations), the policy and the DERP map, as\n"
+                 "\"serve\" would, then exits: status 0 if all of them loaded, 1 with the reason\n"
+                 "otherwise.",
     .run = cli_cmd_configtest, .max_args = 0,
 };
 
 static const struct cli_cmd cmd_version = {
-    .name = "version", .use = "version", .summary = "Print the version.",
-    .long_help = "The version of headscale.",
+    .name = "version", .use = "version",
+    .summary = "Show the version, commit, build time and compiler of this binary",
     .run = cli_cmd_version, .max_args = 0,
+};
+
+static const struct cli_cmd cmd_health = {
+    .name = "health", .use = "health",
+    .summary = "Ask the running server whether it and its database are up",
+    .long_help = "Asks the running server (GET /api/v1/health) whether it can reach its\n"
+                 "database. Exit status 0 when it can, 1 when it cannot or does not answer.",
+    .run = cli_cmd_health, .max_args = 0,
 };
 
 static const struct cli_cmd cmd_gen_private_key = {
     .name = "private-key", .use = "private-key",
-    .summary = "Generate a private key for the headscale server",
+    .summary = "Print a new random private key (privkey:<64 hex digits>)",
     .run = cli_cmd_generate_private_key, .max_args = 0,
 };
 
 static const struct cli_cmd cmd_generate = {
     .name = "generate", .aliases = ALIASES("gen"), .use = "generate",
-    .summary = "Generate commands", .subs = SUBS(&cmd_gen_private_key),
+    .summary = "Make keys", .subs = SUBS(&cmd_gen_private_key),
 };
 
 /* ---- users ---- */
 
 static const struct cli_cmd cmd_users_create = {
     .name = "create", .aliases = ALIASES("c", "new"), .use = "create NAME",
-    .summary = "Creates a new user",
-    .flags = FLAGS({ "display-name", 'd', CLI_STRING, NULL, "Display name", false },
-                   { "email", 'e', CLI_STRING, NULL, "Email", false },
-                   { "picture-url", 'p', CLI_STRING, NULL, "Profile picture URL", false }),
+    .summary = "Add a user with the given name",
+    .flags = FLAGS({ "display-name", 'd', CLI_STRING, NULL,
+                     "Name shown for the user in clients", false },
+                   { "email", 'e', CLI_STRING, NULL, "The user's email address", false },
+                   { "picture-url", 'p', CLI_STRING, NULL,
+                     "Address of the user's avatar image", false }),
     .run = cli_cmd_users_create, .min_args = 1, .max_args = 1,
 };
 
 static const struct cli_cmd cmd_users_list = {
     .name = "list", .aliases = ALIASES("ls", "show"), .use = "list",
-    .summary = "List all the users",
-    .flags = FLAGS({ "identifier", 'i', CLI_STRING, NULL, "User identifier (ID)", false },
-                   { "name", 'n', CLI_STRING, NULL, "Username", false },
-                   { "email", 'e', CLI_STRING, NULL, "Email", false }),
+    .summary = "Show users, all or those matching a filter",
+    .long_help = "Shows every user, or those matching one filter: --identifier when given,\n"
+                 "else --name, else --email.",
+    .flags = FLAGS({ "identifier", 'i', CLI_STRING, NULL,
+                     "Only the user with this numeric ID", false },
+                   { "name", 'n', CLI_STRING, NULL, "Only the user with this name", false },
+                   { "email", 'e', CLI_STRING, NULL,
+                     "Only the user with this email address", false }),
     .run = cli_cmd_users_list, .max_args = 0,
 };
 
 static const struct cli_cmd cmd_users_destroy = {
     .name = "destroy", .aliases = ALIASES("delete"),
-    .use = "destroy NAME | --identifier ID | --name NAME", .summary = "Destroys a user",
-    .long_help = "Destroys a user and its pre-auth keys, after a confirmation prompt unless\n"
-                 "--force is given. NAME may also be a numeric user ID.",
-    .flags = FLAGS({ "identifier", 'i', CLI_STRING, NULL, "User identifier (ID)", false },
-                   { "name", 'n', CLI_STRING, NULL, "Username", false }),
+    .use = "destroy NAME | --identifier ID | --name NAME",
+    .summary = "Remove a user and its pre-auth keys",
+    .long_help = "Removes a user and its pre-auth keys, after a confirmation prompt unless\n"
+                 "--force is given. NAME may also be a numeric user ID. A user who still owns\n"
+                 "nodes is kept: delete or move the nodes first.",
+    .flags = FLAGS(USER_ID_FLAG, USER_NAME_FLAG),
     .run = cli_cmd_users_destroy, .max_args = 1,
 };
 
 static const struct cli_cmd cmd_users_rename = {
     .name = "rename", .aliases = ALIASES("mv"),
     .use = "rename OLD_NAME NEW_NAME | (--identifier ID | --name NAME) --new-name NEW_NAME",
-    .summary = "Renames a user",
-    .flags = FLAGS({ "identifier", 'i', CLI_STRING, NULL, "User identifier (ID)", false },
-                   { "name", 'n', CLI_STRING, NULL, "Username", false },
-                   { "new-name", 'r', CLI_STRING, NULL, "New username", false }),
+    .summary = "Change a user's name",
+    .flags = FLAGS(USER_ID_FLAG, USER_NAME_FLAG,
+                   { "new-name", 'r', CLI_STRING, NULL, "The name the user gets", false }),
     .run = cli_cmd_users_rename, .max_args = 2,
 };
 
 static const struct cli_cmd cmd_users = {
     .name = "users", .aliases = ALIASES("user", "namespace", "namespaces", "ns"),
-    .use = "users", .summary = "Manage the users of Headscale",
+    .use = "users", .summary = "Create, list, rename and remove users",
     .subs = SUBS(&cmd_users_create, &cmd_users_list, &cmd_users_destroy, &cmd_users_rename),
 };
 
@@ -89,40 +115,46 @@ static const struct cli_cmd cmd_users = {
 
 static const struct cli_cmd cmd_pak_list = {
     .name = "list", .aliases = ALIASES("ls", "show"), .use = "list",
-    .summary = "List the preauthkeys (all, or those of --user)",
+    .summary = "Show pre-auth keys: all, or those of --user",
     .run = cli_cmd_preauthkeys_list, .max_args = 0,
 };
 
 static const struct cli_cmd cmd_pak_create = {
     .name = "create", .aliases = ALIASES("c", "new"), .use = "create",
-    .summary = "Creates a new preauthkey for --user, or a tagged one with --tags",
-    .flags = FLAGS({ "reusable", 0, CLI_BOOL, "false", "Make the preauthkey reusable", false },
-                   { "ephemeral", 0, CLI_BOOL, "false", "Preauthkey for ephemeral nodes", false },
+    .summary = "Make a pre-auth key for --user, or a tagged one with --tags",
+    .flags = FLAGS({ "reusable", 0, CLI_BOOL, "false",
+                     "Let the key register any number of nodes, not just one", false },
+                   { "ephemeral", 0, CLI_BOOL, "false",
+                     "Nodes registered with the key are removed once offline longer than "
+                     "node.ephemeral.inactivity_timeout", false },
                    { "expiration", 'e', CLI_STRING, "1h", EXPIRATION_HELP, false },
-                   { "tags", 0, CLI_LIST, NULL, "Tags to automatically assign to node", false }),
+                   { "tags", 0, CLI_LIST, NULL,
+                     "Tags given to the nodes registered with the key (comma separated)", false }),
     .run = cli_cmd_preauthkeys_create, .max_args = 0,
 };
 
 static const struct cli_cmd cmd_pak_expire = {
     .name = "expire", .aliases = ALIASES("revoke", "exp", "e"), .use = "expire KEY | --id ID",
-    .summary = "Expire a preauthkey",
-    .long_help = "KEY is the full key, or its prefix as shown by \"preauthkeys list\".",
-    .flags = FLAGS({ "id", 'i', CLI_STRING, NULL, "Authkey ID", false }),
+    .summary = "Make a pre-auth key unusable from now on",
+    .long_help = "Makes the key of --id, or KEY, unusable from now on; nodes it registered stay.\n"
+                 "KEY is the full key, or its prefix as shown by \"preauthkeys list\".",
+    .flags = FLAGS(PAK_ID_FLAG),
     .run = cli_cmd_preauthkeys_expire, .max_args = 1,
 };
 
 static const struct cli_cmd cmd_pak_delete = {
     .name = "delete", .aliases = ALIASES("del", "rm", "d"), .use = "delete KEY | --id ID",
-    .summary = "Delete a preauthkey",
-    .flags = FLAGS({ "id", 'i', CLI_STRING, NULL, "Authkey ID", false }),
+    .summary = "Remove a pre-auth key; nodes registered with it stay",
+    .flags = FLAGS(PAK_ID_FLAG),
     .run = cli_cmd_preauthkeys_delete, .max_args = 1,
 };
 
 static const struct cli_cmd cmd_preauthkeys = {
     .name = "preauthkeys", .aliases = ALIASES("preauthkey", "authkey", "pre"),
-    .use = "preauthkeys", .summary = "Handle the preauthkeys in Headscale",
-    .pflags = FLAGS({ "user", 'u', CLI_STRING, NULL, "User (name or ID)", false },
-                    { "namespace", 'n', CLI_STRING, NULL, "User", true }),
+    .use = "preauthkeys", .summary = "Create, list, expire and remove pre-auth keys",
+    .pflags = FLAGS({ "user", 'u', CLI_STRING, NULL,
+                      "The user owning the keys (name or numeric ID)", false },
+                    NAMESPACE_FLAG),
     .subs = SUBS(&cmd_pak_list, &cmd_pak_create, &cmd_pak_expire, &cmd_pak_delete),
 };
 
@@ -130,32 +162,33 @@ static const struct cli_cmd cmd_preauthkeys = {
 
 static const struct cli_cmd cmd_api_list = {
     .name = "list", .aliases = ALIASES("ls", "show"), .use = "list",
-    .summary = "List the Api keys for headscale", .run = cli_cmd_apikeys_list, .max_args = 0,
+    .summary = "Show API keys by prefix, with their expiry",
+    .run = cli_cmd_apikeys_list, .max_args = 0,
 };
 
 static const struct cli_cmd cmd_api_create = {
     .name = "create", .aliases = ALIASES("c", "new"), .use = "create",
-    .summary = "Creates a new Api key",
-    .long_help = "Creates a new Api key, the Api key is only visible on creation\n"
-                 "and cannot be retrieved again.\n"
-                 "If you lose a key, create a new one and revoke (expire) the old one.",
+    .summary = "Make an API key and print it",
+    .long_help = "Makes an API key and shows it once: the server keeps only a hash of it, so\n"
+                 "store it now. A lost key cannot be recovered: expire it and make another.",
     .flags = FLAGS({ "expiration", 'e', CLI_STRING, "90d", EXPIRATION_HELP, false }),
     .run = cli_cmd_apikeys_create, .max_args = 0,
 };
 
 #define APIKEY_SELECT_FLAGS                                                                  \
-    FLAGS({ "prefix", 'p', CLI_STRING, NULL, "ApiKey prefix", false },                              \
-          { "id", 'i', CLI_STRING, NULL, "ApiKey ID", false })
+    FLAGS({ "prefix", 'p', CLI_STRING, NULL, "The key's prefix, as \"apikeys list\" shows it",  \
+            false },                                                                        \
+          { "id", 'i', CLI_STRING, NULL, "The key's numeric ID", false })
 
 static const struct cli_cmd cmd_api_expire = {
     .name = "expire", .aliases = ALIASES("revoke", "exp", "e"),
-    .use = "expire --prefix PREFIX | --id ID", .summary = "Expire an ApiKey",
+    .use = "expire --prefix PREFIX | --id ID", .summary = "Make an API key unusable from now on",
     .flags = APIKEY_SELECT_FLAGS, .run = cli_cmd_apikeys_expire, .max_args = 0,
 };
 
 static const struct cli_cmd cmd_api_delete = {
     .name = "delete", .aliases = ALIASES("remove", "del"),
-    .use = "delete --prefix PREFIX | --id ID", .summary = "Delete an ApiKey",
+    .use = "delete --prefix PREFIX | --id ID", .summary = "Remove an API key",
     .flags = APIKEY_SELECT_FLAGS, .run = cli_cmd_apikeys_delete, .max_args = 0,
 };
 
@@ -167,24 +200,25 @@ static const struct cli_cmd cmd_apikeys = {
 
 /* ---- nodes, auth ---- */
 
-#define NODE_ID_HELP "Node identifier (ID)"
+#define NODE_ID_HELP "The node's numeric ID"
 #define NODE_ID_FLAG { "identifier", 'i', CLI_STRING, NULL, NODE_ID_HELP, false }
-#define NAMESPACE_FLAG { "namespace", 'n', CLI_STRING, NULL, "User", true }
 
 static const struct cli_cmd cmd_nodes_list = {
     .name = "list", .aliases = ALIASES("ls", "show"), .use = "list",
-    .summary = "List nodes",
-    .long_help = "List nodes, all or those of --user (name or ID). --tags adds 0.22's\n"
+    .summary = "Show nodes with their addresses, owner and state",
+    .long_help = "Shows all nodes, or those of --user (name or ID). --tags adds 0.22's\n"
                  "ForcedTags, InvalidTags and ValidTags columns.",
-    .flags = FLAGS({ "user", 'u', CLI_STRING, NULL, "Filter by user (name or ID)", false },
+    .flags = FLAGS({ "user", 'u', CLI_STRING, NULL,
+                     "Only the nodes of this user (name or numeric ID)", false },
                    NAMESPACE_FLAG,
-                   { "tags", 't', CLI_BOOL, "false", "Show tags", false }),
+                   { "tags", 't', CLI_BOOL, "false",
+                     "Add the forced, invalid and valid tag columns", false }),
     .run = cli_cmd_nodes_list, .max_args = 0,
 };
 
 static const struct cli_cmd cmd_nodes_list_routes = {
     .name = "list-routes", .aliases = ALIASES("lsr", "routes"), .use = "list-routes",
-    .summary = "List routes available on nodes",
+    .summary = "Show each node's announced, approved and served routes",
     .long_help = "List the nodes that announce, have approved or serve routes (all nodes, or\n"
                  "the one of --identifier), one prefix per line.",
     .flags = FLAGS(NODE_ID_FLAG),
@@ -193,40 +227,42 @@ static const struct cli_cmd cmd_nodes_list_routes = {
 
 static const struct cli_cmd cmd_nodes_register = {
     .name = "register", .use = "register",
-    .summary = "Registers a node to your network",
+    .summary = "Finish a node's login for a user (older name of auth register)",
     .long_help = "Completes an interactive login: KEY is the ID at the end of the URL the\n"
                  "client shows (<server_url>/register/<ID>). Same as \"auth register\".",
-    .flags = FLAGS({ "user", 'u', CLI_STRING, NULL, "User", false }, NAMESPACE_FLAG,
-                   { "key", 'k', CLI_STRING, NULL, "Key", false }),
+    .flags = FLAGS({ "user", 'u', CLI_STRING, NULL, "The user the node will belong to", false },
+                   NAMESPACE_FLAG,
+                   { "key", 'k', CLI_STRING, NULL, "The ID from the client's login URL", false }),
     .run = cli_cmd_nodes_register, .max_args = 0,
 };
 
 static const struct cli_cmd cmd_nodes_delete = {
     .name = "delete", .aliases = ALIASES("del"), .use = "delete",
-    .summary = "Delete a node",
-    .long_help = "Delete a node, after a confirmation prompt unless --force is given.",
+    .summary = "Remove a node from the tailnet",
+    .long_help = "Removes a node, after a confirmation prompt unless --force is given. Its peers\n"
+                 "lose it at once; the client has to log in again to come back.",
     .flags = FLAGS(NODE_ID_FLAG),
     .run = cli_cmd_nodes_delete, .max_args = 0,
 };
 
 static const struct cli_cmd cmd_nodes_expire = {
     .name = "expire", .aliases = ALIASES("logout", "exp", "e"), .use = "expire",
-    .summary = "Expire (log out) a node in your network",
-    .long_help = "Expiring a node will keep the node in the database and force it to reauthenticate.\n"
-                 "Without flags the node expires now; --expiry sets the time, --disable\n"
-                 "makes it never expire.",
+    .summary = "Log a node out now, at a set time, or never",
+    .long_help = "Sets when the node's key expires. Without flags it expires now: the node stays\n"
+                 "listed but must log in again before it can talk to its peers. --expiry sets a\n"
+                 "time instead, --disable removes the expiry.",
     .flags = FLAGS(NODE_ID_FLAG,
                    { "expiry", 'e', CLI_STRING, NULL,
-                     "Set expire to (RFC3339 format, e.g. 2025-08-27T10:00:00Z), or leave empty "
-                     "to expire immediately.", false },
+                     "When the key expires, in RFC 3339 (2025-08-27T10:00:00Z); default now",
+                     false },
                    { "disable", 'd', CLI_BOOL, "false",
-                     "Disable key expiry (node will never expire)", false }),
+                     "Remove the expiry: the key stays valid", false }),
     .run = cli_cmd_nodes_expire, .max_args = 0,
 };
 
 static const struct cli_cmd cmd_nodes_rename = {
     .name = "rename", .use = "rename NEW_NAME",
-    .summary = "Renames a node in your network",
+    .summary = "Change the name a node has in the tailnet",
     .long_help = "Sets the node's given name: a DNS label (lowercase letters, digits, '-'),\n"
                  "unique in the tailnet.",
     .flags = FLAGS(NODE_ID_FLAG),
@@ -235,31 +271,32 @@ static const struct cli_cmd cmd_nodes_rename = {
 
 static const struct cli_cmd cmd_nodes_move = {
     .name = "move", .aliases = ALIASES("mv"), .use = "move",
-    .summary = "Move node to another user",
-    .flags = FLAGS(NODE_ID_FLAG, { "user", 'u', CLI_STRING, NULL, "New user (name or ID)", false },
+    .summary = "Hand a node over to a different user",
+    .flags = FLAGS(NODE_ID_FLAG, { "user", 'u', CLI_STRING, NULL,
+                                   "The user who gets the node (name or numeric ID)", false },
                    NAMESPACE_FLAG),
     .run = cli_cmd_nodes_move, .max_args = 0,
 };
 
 static const struct cli_cmd cmd_nodes_tag = {
     .name = "tag", .aliases = ALIASES("tags", "t"), .use = "tag",
-    .summary = "Manage the tags of a node",
+    .summary = "Set a node's tags, replacing the ones it has",
     .long_help = "Replaces the tags of a node with --tags (comma separated or repeated,\n"
                  "e.g. -t tag:a,tag:b).",
     .flags = FLAGS(NODE_ID_FLAG,
-                   { "tags", 't', CLI_LIST, NULL, "List of tags to add to the node", false }),
+                   { "tags", 't', CLI_LIST, NULL, "The node's new tags, e.g. tag:a,tag:b", false }),
     .run = cli_cmd_nodes_tag, .max_args = 0,
 };
 
 static const struct cli_cmd cmd_nodes_approve_routes = {
     .name = "approve-routes", .use = "approve-routes",
-    .summary = "Manage the approved routes of a node",
-    .long_help = "Replaces the approved routes of a node with --routes.",
+    .summary = "Replace the routes a node may serve",
+    .long_help = "Sets the routes the node may serve to exactly --routes; approvals not listed\n"
+                 "are dropped. Approving 0.0.0.0/0 or ::/0 approves both exit routes.",
     .flags = FLAGS(NODE_ID_FLAG,
                    { "routes", 'r', CLI_LIST, NULL,
-                     "List of routes that will be approved (comma-separated, e.g. "
-                     "\"10.0.0.0/8,192.168.0.0/24\" or empty string to remove all approved "
-                     "routes)", false }),
+                     "Prefixes the node may serve, e.g. 10.0.0.0/8,192.168.0.0/24; \"\" approves "
+                     "none", false }),
     .run = cli_cmd_nodes_approve_routes, .max_args = 0,
 };
 
@@ -273,26 +310,27 @@ static const struct cli_cmd cmd_nodes = {
 
 static const struct cli_cmd cmd_auth_register = {
     .name = "register", .use = "register",
-    .summary = "Register a node to your network",
+    .summary = "Finish a node's login for a user",
     .long_help = "Completes a pending interactive login: --auth-id is the ID at the end of the\n"
                  "URL the client shows (<server_url>/register/<ID>).",
-    .flags = FLAGS({ "user", 'u', CLI_STRING, NULL, "User", false },
-                   { "auth-id", 0, CLI_STRING, NULL, "Auth ID", false }),
+    .flags = FLAGS({ "user", 'u', CLI_STRING, NULL, "The user the node will belong to", false },
+                   { "auth-id", 0, CLI_STRING, NULL, "The ID from the client's login URL", false }),
     .run = cli_cmd_auth_register, .max_args = 0,
 };
 
 static const struct cli_cmd cmd_auth = {
-    .name = "auth", .use = "auth", .summary = "Manage node authentication and approval",
+    .name = "auth", .use = "auth", .summary = "Act on logins waiting for an operator",
     .subs = SUBS(&cmd_auth_register),
 };
 
 /* ---- routes (headscale 0.22.3) ---- */
 
-#define ROUTE_ID_FLAG { "route", 'r', CLI_STRING, NULL, "Route identifier (ID)", false }
+#define ROUTE_ID_HELP "The route's numeric ID, as \"routes list\" shows it"
+#define ROUTE_ID_FLAG { "route", 'r', CLI_STRING, NULL, ROUTE_ID_HELP, false }
 
 static const struct cli_cmd cmd_routes_list = {
     .name = "list", .aliases = ALIASES("ls", "show"), .use = "list",
-    .summary = "List all routes",
+    .summary = "Show routes by ID with their node and state",
     .long_help = "Lists every announced or approved route with its route ID (all nodes, or the\n"
                  "one of --identifier). Enabled means approved; Primary says which node serves\n"
                  "a subnet route (\"-\" for exit routes).",
@@ -302,7 +340,7 @@ static const struct cli_cmd cmd_routes_list = {
 
 static const struct cli_cmd cmd_routes_enable = {
     .name = "enable", .use = "enable --route ID",
-    .summary = "Set a route as enabled",
+    .summary = "Approve a route",
     .long_help = "Approves the route of --route, which its node must announce. Enabling an\n"
                  "exit route (0.0.0.0/0 or ::/0) enables both.",
     .flags = FLAGS(ROUTE_ID_FLAG), .run = cli_cmd_routes_enable, .max_args = 0,
@@ -310,14 +348,14 @@ static const struct cli_cmd cmd_routes_enable = {
 
 static const struct cli_cmd cmd_routes_disable = {
     .name = "disable", .use = "disable --route ID",
-    .summary = "Set as disabled a given route",
+    .summary = "Withdraw a route's approval",
     .long_help = "Withdraws the approval of the route of --route (exit routes: both).",
     .flags = FLAGS(ROUTE_ID_FLAG), .run = cli_cmd_routes_disable, .max_args = 0,
 };
 
 static const struct cli_cmd cmd_routes_delete = {
     .name = "delete", .use = "delete --route ID",
-    .summary = "Delete a given route",
+    .summary = "Withdraw a route's approval and forget its ID",
     .long_help = "Withdraws the approval of the route of --route (exit routes: both) and forgets\n"
                  "its ID; a route the node still announces is listed again under a new ID.",
     .flags = FLAGS(ROUTE_ID_FLAG), .run = cli_cmd_routes_delete, .max_args = 0,
@@ -325,7 +363,7 @@ static const struct cli_cmd cmd_routes_delete = {
 
 static const struct cli_cmd cmd_routes = {
     .name = "routes", .aliases = ALIASES("r", "route"), .use = "routes",
-    .summary = "Manage the routes of Headscale",
+    .summary = "Approve and withdraw routes by route ID",
     .long_help = "headscale 0.22's route commands, by route ID. \"nodes list-routes\" and\n"
                  "\"nodes approve-routes\" change the same approvals.",
     .subs = SUBS(&cmd_routes_delete, &cmd_routes_disable, &cmd_routes_enable, &cmd_routes_list),
@@ -335,7 +373,7 @@ static const struct cli_cmd cmd_routes = {
 
 static const struct cli_cmd cmd_policy_get = {
     .name = "get", .aliases = ALIASES("show", "view", "fetch"), .use = "get",
-    .summary = "Print the current ACL Policy", .run = cli_cmd_policy_get, .max_args = 0,
+    .summary = "Print the policy in force, as stored", .run = cli_cmd_policy_get, .max_args = 0,
 };
 
 static const struct cli_cmd cmd_policy_set = {
@@ -345,22 +383,25 @@ static const struct cli_cmd cmd_policy_set = {
                  "puts it in force at once if it loads, compiles for the tailnet and passes its\n"
                  "tests; otherwise it is refused with the reason and nothing changes. Needs\n"
                  "policy.mode \"database\".",
-    .flags = FLAGS({ "file", 'f', CLI_STRING, NULL, "Policy document to send (HuJSON or YAML)", false }),
+    .flags = FLAGS({ "file", 'f', CLI_STRING, NULL,
+                     "Policy document to send (HuJSON or YAML)", false }),
     .run = cli_cmd_policy_set, .max_args = 0,
 };
 
 static const struct cli_cmd cmd_policy_check = {
-    .name = "check", .use = "check --file PATH", .summary = "Check the Policy file for errors",
+    .name = "check", .use = "check --file PATH",
+    .summary = "Try a policy file on the running server without storing it",
     .long_help = "Checks a policy file the way \"policy set\" and a reload do: it must load, and\n"
                  "compile for the running server's users and nodes, its tests passing. Nothing\n"
                  "is stored. Needs the server (unix socket or HEADSCALE_CLI_ADDRESS); \"debug\n"
                  "policy\" checks a policy offline against a topology file.",
-    .flags = FLAGS({ "file", 'f', CLI_STRING, NULL, "Policy document to check (HuJSON or YAML)", false }),
+    .flags = FLAGS({ "file", 'f', CLI_STRING, NULL,
+                     "Policy document to check (HuJSON or YAML)", false }),
     .run = cli_cmd_policy_check, .max_args = 0,
 };
 
 static const struct cli_cmd cmd_policy = {
-    .name = "policy", .use = "policy", .summary = "Manage the Headscale ACL Policy",
+    .name = "policy", .use = "policy", .summary = "Show, check and replace the access policy",
     .subs = SUBS(&cmd_policy_check, &cmd_policy_get, &cmd_policy_set),
 };
 
@@ -384,27 +425,31 @@ static const struct cli_cmd cmd_debug_policy = {
         "reach through them, its packet filter, who may SSH to it and its capabilities.\n"
         "With -o json the result is one object keyed by node name. When the policy does\n"
         "not load or compile, the reason goes to stderr and the exit status is 1.",
-    .flags = FLAGS({ "policy", 0, CLI_STRING, NULL, "Policy file (HuJSON or YAML)", false },
+    .flags = FLAGS({ "policy", 0, CLI_STRING, NULL,
+                     "The policy to compile: HuJSON, or YAML by file name", false },
                    { "topology", 0, CLI_STRING, NULL, "Tailnet description (JSON)", false }),
     .run = cli_cmd_debug_policy, .max_args = 0,
 };
 
 static const struct cli_cmd cmd_debug = {
-    .name = "debug", .use = "debug", .summary = "Tools for looking into headscale's decisions",
+    .name = "debug", .use = "debug", .summary = "Tools for looking into the server's decisions",
     .subs = SUBS(&cmd_debug_policy),
 };
 
 /* ---- root ---- */
 
 const struct cli_cmd cli_root = {
-    .name = "headscale", .use = "headscale", .summary = "headscale - a Tailscale control server",
+    .name = "headscale", .use = "headscale",
+    .summary = "A Tailscale control server that stands in for headscale",
     .long_help = "A self-hosted control server for Tailscale clients, run and managed with\n"
                  "headscale's commands, configuration and REST API.",
     .pflags = FLAGS({ "config", 'c', CLI_STRING, NULL,
-                      "config file (default is /etc/headscale/config.yaml)", false },
+                      "Configuration file or directory (else $HEADSCALE_CONFIG, then "
+                      "config.yaml in /etc/headscale, ~/.headscale or .)", false },
                     { "output", 'o', CLI_STRING, NULL, OUTPUT_HELP, false },
-                    { "force", 0, CLI_BOOL, "false", "Disable prompts and forces the execution", false }),
-    .subs = SUBS(&cmd_apikeys, &cmd_auth, &cmd_configtest, &cmd_debug, &cmd_generate,
+                    { "force", 0, CLI_BOOL, "false",
+                      "Answer yes to every confirmation prompt", false }),
+    .subs = SUBS(&cmd_apikeys, &cmd_auth, &cmd_configtest, &cmd_debug, &cmd_generate, &cmd_health,
                  &cmd_nodes, &cmd_policy, &cmd_preauthkeys, &cmd_routes, &cmd_serve, &cmd_users,
                  &cmd_version),
 };

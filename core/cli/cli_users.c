@@ -29,7 +29,7 @@ int cli_cmd_users_create(struct cli_ctx *ctx)
     set_if(body, "pictureUrl", cli_flag_str(&ctx->args, "picture-url"));
     if (cli_api(ctx, "POST", "/api/v1/user", body, &resp) < 0)
         return 1;
-    rc = cli_print(ctx, json_object_get(resp, "user"), "User created");
+    rc = cli_print(ctx, json_object_get(resp, "user"), "The user is created");
     json_decref(resp);
     return rc;
 }
@@ -82,7 +82,7 @@ static int target_user(struct cli_ctx *ctx, const char *positional, json_t **use
     }
     if (name && *name)
         return cli_user_find(ctx, name, true, user);
-    cli_fail(ctx, "--name or --identifier flag is required");
+    cli_fail(ctx, "name the user with --name or --identifier");
     return -1;
 }
 
@@ -92,15 +92,15 @@ static int destroy(struct cli_ctx *ctx, const json_t *user)
     json_t *resp;
     int ok, rc;
 
-    prompt = hs_aprintf("Do you want to remove the user \"%s\" (%s) and any associated preauthkeys?",
+    prompt = hs_aprintf("Remove user \"%s\" (ID %s) and its pre-auth keys?",
                         hs_json_str(user, "name"), hs_json_str(user, "id"));
     ok = cli_confirm(ctx, prompt);
     free(prompt);
     if (ok < 0)
         return 1;
     if (ok == 0) {
-        resp = json_pack("{s:s}", "Result", "User not destroyed");
-        rc = cli_print(ctx, resp, "User not destroyed");
+        resp = json_pack("{s:s}", "Result", "Nothing removed: not confirmed");
+        rc = cli_print(ctx, resp, "Nothing removed: not confirmed");
         json_decref(resp);
         return rc;
     }
@@ -109,7 +109,7 @@ static int destroy(struct cli_ctx *ctx, const json_t *user)
     free(path);
     if (rc < 0)
         return 1;
-    rc = cli_print(ctx, resp, "User destroyed");
+    rc = cli_print(ctx, resp, "The user is removed");
     json_decref(resp);
     return rc;
 }
@@ -136,9 +136,10 @@ int cli_cmd_users_rename(struct cli_ctx *ctx)
     int rc;
 
     if (ctx->args.npos == 1)
-        return cli_fail(ctx, "missing parameters: rename OLD_NAME NEW_NAME");
+        return cli_fail(ctx, "give OLD_NAME and NEW_NAME, or --new-name with --name or "
+                              "--identifier");
     if (!new_name || !*new_name)
-        return cli_fail(ctx, "required flag(s) \"new-name\" not set");
+        return cli_fail(ctx, "--new-name is required");
     if (target_user(ctx, old, &user) < 0)
         return 1;
     path = cli_pathf("/api/v1/user/%s/rename/%s", hs_json_str(user, "id"), new_name);
@@ -147,7 +148,7 @@ int cli_cmd_users_rename(struct cli_ctx *ctx)
     free(path);
     if (rc < 0)
         return 1;
-    rc = cli_print(ctx, json_object_get(resp, "user"), "User renamed");
+    rc = cli_print(ctx, json_object_get(resp, "user"), "The user has its new name");
     json_decref(resp);
     return rc;
 }

@@ -32,7 +32,7 @@ int cli_user_find(struct cli_ctx *ctx, const char *ref, bool force_name, json_t 
         if (json_array_size(users) == 0)
             cli_fail(ctx, by_id ? "user with ID %s not found" : "user \"%s\" not found", ref);
         else
-            cli_fail(ctx, "multiple users match query, specify an ID");
+            cli_fail(ctx, "more than one user matches \"%s\": use the numeric ID", ref);
     }
     json_decref(resp);
     return rc;

@@ -107,17 +107,17 @@ Test(cli_parse, bad_input)
     struct cli_args a;
 
     cr_assert_eq(PARSE(&a, "users", "list", "--bogus"), -EINVAL);
-    cr_assert_str_eq(a.err, "unknown flag: --bogus");
+    cr_assert_str_eq(a.err, "--bogus is not a flag of this command");
     cr_assert_str_eq(cmd_name(&a), "list", "the path stays resolved for the usage text");
     cr_assert_eq(PARSE(&a, "users", "list", "-z"), -EINVAL);
     cr_assert_eq(PARSE(&a, "frobnicate"), -EINVAL);
-    cr_assert(strstr(a.err, "unknown command \"frobnicate\"") != NULL, "%s", a.err);
+    cr_assert(strstr(a.err, "has no command \"frobnicate\"") != NULL, "%s", a.err);
     cr_assert_eq(PARSE(&a, "users", "frobnicate"), -EINVAL);
     cr_assert_eq(PARSE(&a, "users", "create"), -EINVAL);
-    cr_assert_str_eq(a.err, "missing parameters");
+    cr_assert_str_eq(a.err, "missing argument: the usage is \"create NAME\"");
     cr_assert_eq(PARSE(&a, "users", "list", "extra"), -EINVAL);
     cr_assert_eq(PARSE(&a, "apikeys", "create", "-e"), -EINVAL);
-    cr_assert(strstr(a.err, "needs an argument") != NULL, "%s", a.err);
+    cr_assert(strstr(a.err, "-e needs a value") != NULL, "%s", a.err);
     cr_assert_eq(PARSE(&a, "--force=maybe", "users", "list"), -EINVAL);
     cr_assert_eq(PARSE(&a, "version", "--user", "x"), -EINVAL, "-u is not a version flag");
 }
@@ -484,7 +484,7 @@ Test(cli_run, usage_errors_exit_1)
 {
     struct run r = RUN("users", "list", "--nope");
     cr_assert_eq(r.rc, 1);
-    cr_assert(hs_has_prefix(r.err, "Error: unknown flag: --nope\n"), "%s", r.err);
+    cr_assert(hs_has_prefix(r.err, "Error: --nope is not a flag of this command\n"), "%s", r.err);
     cr_assert(strstr(r.err, "Usage:") != NULL);
     run_free(&r);
 
@@ -542,8 +542,8 @@ Test(cli_run, remote_needs_api_key)
     unsetenv("HEADSCALE_CLI_API_KEY");
     r = RUN("-c", cfg, "apikeys", "list");
     cr_assert_eq(r.rc, 1);
-    cr_assert(strstr(r.err, "Error: HEADSCALE_CLI_API_KEY environment variable needs to be set") !=
-                  NULL,
+    cr_assert(strstr(r.err, "Error: talking to a remote server (cli.address) takes an API key: "
+                            "set HEADSCALE_CLI_API_KEY") != NULL,
               "%s", r.err);
     run_free(&r);
     unlink(cfg);
@@ -559,12 +559,12 @@ Test(cli_run, argument_checks_before_the_server)
 
     r = RUN("apikeys", "expire");
     cr_assert_eq(r.rc, 1);
-    cr_assert(strstr(r.err, "either --id or --prefix") != NULL, "%s", r.err);
+    cr_assert(strstr(r.err, "name the key with --id or --prefix") != NULL, "%s", r.err);
     run_free(&r);
 
     r = RUN("apikeys", "delete", "-p", "abc", "-i", "2");
     cr_assert_eq(r.rc, 1);
-    cr_assert(strstr(r.err, "only one of") != NULL, "%s", r.err);
+    cr_assert(strstr(r.err, "not both") != NULL, "%s", r.err);
     run_free(&r);
 
     r = RUN("apikeys", "create", "-e", "later");
@@ -668,25 +668,25 @@ Test(cli_nodes, required_flags)
         char **argv;
         const char *want;
     } cases[] = {
-        { ARGC("nodes", "delete"), ARGV("nodes", "delete"), "required flag(s) \"identifier\" not set" },
-        { ARGC("nodes", "expire"), ARGV("nodes", "expire"), "required flag(s) \"identifier\" not set" },
-        { ARGC("nodes", "rename", "x"), ARGV("nodes", "rename", "x"), "\"identifier\" not set" },
-        { ARGC("nodes", "tag", "-t", "tag:a"), ARGV("nodes", "tag", "-t", "tag:a"), "\"identifier\"" },
-        { ARGC("nodes", "approve-routes"), ARGV("nodes", "approve-routes"), "\"identifier\"" },
+        { ARGC("nodes", "delete"), ARGV("nodes", "delete"), "--identifier is required" },
+        { ARGC("nodes", "expire"), ARGV("nodes", "expire"), "--identifier is required" },
+        { ARGC("nodes", "rename", "x"), ARGV("nodes", "rename", "x"), "--identifier is required" },
+        { ARGC("nodes", "tag", "-t", "tag:a"), ARGV("nodes", "tag", "-t", "tag:a"), "--identifier is" },
+        { ARGC("nodes", "approve-routes"), ARGV("nodes", "approve-routes"), "--identifier is" },
         { ARGC("nodes", "move"), ARGV("nodes", "move"),
-          "required flag(s) \"identifier\", \"user\" not set" },
+          "--identifier, --user are required" },
         { ARGC("nodes", "move", "-i", "1"), ARGV("nodes", "move", "-i", "1"),
-          "required flag(s) \"user\" not set" },
+          "--user is required" },
         { ARGC("nodes", "register"), ARGV("nodes", "register"),
-          "required flag(s) \"key\", \"user\" not set" },
+          "--key, --user are required" },
         { ARGC("nodes", "register", "-n", "ns"), ARGV("nodes", "register", "-n", "ns"),
-          "required flag(s) \"key\" not set" },
+          "--key is required" },
         { ARGC("auth", "register", "-u", "a"), ARGV("auth", "register", "-u", "a"),
-          "required flag(s) \"auth-id\" not set" },
+          "--auth-id is required" },
         { ARGC("nodes", "delete", "-i", "abc"), ARGV("nodes", "delete", "-i", "abc"),
-          "invalid argument \"abc\" for \"-i, --identifier\" flag" },
+          "-i/--identifier: \"abc\" is not a node ID" },
         { ARGC("nodes", "lsr", "-i", "-1"), ARGV("nodes", "lsr", "-i", "-1"),
-          "invalid argument \"-1\"" },
+          "-i/--identifier: \"-1\" is not" },
     };
 
     for (size_t i = 0; i < HS_ARRAY_LEN(cases); i++) {
@@ -932,38 +932,38 @@ Test(cli_nodes, requests_and_messages)
     } cases[] = {
         { ARGC("nodes", "register", "-u", "alice", "-k", "hskey-authreq-1"),
           ARGV("nodes", "register", "-u", "alice", "-k", "hskey-authreq-1"),
-          "POST /api/v1/node/register?user=alice&key=hskey-authreq-1\n\n", "Node lap registered\n" },
+          "POST /api/v1/node/register?user=alice&key=hskey-authreq-1\n\n", "Login finished: node lap joined the tailnet\n" },
         { ARGC("auth", "register", "--auth-id", "hskey-authreq-2", "-u", "3"),
           ARGV("auth", "register", "--auth-id", "hskey-authreq-2", "-u", "3"),
           "POST /api/v1/auth/register\n{\"user\":\"3\",\"authId\":\"hskey-authreq-2\"}\n",
-          "Node lap registered\n" },
+          "Login finished: node lap joined the tailnet\n" },
         { ARGC("nodes", "expire", "-i", "7"), ARGV("nodes", "expire", "-i", "7"),
-          "POST /api/v1/node/7/expire\n{}\n", "Node expired\n" },
+          "POST /api/v1/node/7/expire\n{}\n", "The node is logged out: it must log in again\n" },
         { ARGC("nodes", "logout", "-i", "7", "-e", "2999-01-02T03:04:05+01:00"),
           ARGV("nodes", "logout", "-i", "7", "-e", "2999-01-02T03:04:05+01:00"),
           "POST /api/v1/node/7/expire\n{\"expiry\":\"2999-01-02T02:04:05Z\"}\n",
-          "Node expiration updated\n" },
+          "The node's key expiry is set\n" },
         { ARGC("nodes", "e", "-i", "7", "-e", "2001-01-01T00:00:00Z"),
           ARGV("nodes", "e", "-i", "7", "-e", "2001-01-01T00:00:00Z"),
-          "POST /api/v1/node/7/expire\n{\"expiry\":\"2001-01-01T00:00:00Z\"}\n", "Node expired\n" },
+          "POST /api/v1/node/7/expire\n{\"expiry\":\"2001-01-01T00:00:00Z\"}\n", "The node is logged out: it must log in again\n" },
         { ARGC("nodes", "exp", "-i", "7", "-d"), ARGV("nodes", "exp", "-i", "7", "-d"),
-          "POST /api/v1/node/7/expire\n{\"disableExpiry\":true}\n", "Node expiry disabled\n" },
+          "POST /api/v1/node/7/expire\n{\"disableExpiry\":true}\n", "The node's key no longer expires\n" },
         { ARGC("nodes", "rename", "-i", "7", "new-name"), ARGV("nodes", "rename", "-i", "7", "new-name"),
-          "POST /api/v1/node/7/rename/new-name\n\n", "Node renamed\n" },
+          "POST /api/v1/node/7/rename/new-name\n\n", "The node has its new name\n" },
         { ARGC("-u", "bob", "nodes", "mv", "-i", "7"), ARGV("-u", "bob", "nodes", "mv", "-i", "7"),
-          "POST /api/v1/node/7/user?user=bob\n\n", "Node moved to another user\n" },
+          "POST /api/v1/node/7/user?user=bob\n\n", "The node belongs to its new user\n" },
         { ARGC("nodes", "t", "-i", "7", "-t", "tag:a,tag:b", "--tags", "tag:c"),
           ARGV("nodes", "t", "-i", "7", "-t", "tag:a,tag:b", "--tags", "tag:c"),
-          "POST /api/v1/node/7/tags\n{\"tags\":[\"tag:a\",\"tag:b\",\"tag:c\"]}\n", "Node updated\n" },
+          "POST /api/v1/node/7/tags\n{\"tags\":[\"tag:a\",\"tag:b\",\"tag:c\"]}\n", "The node has its new tags\n" },
         { ARGC("nodes", "approve-routes", "-i", "7", "-r", "10.0.0.0/8,::/0"),
           ARGV("nodes", "approve-routes", "-i", "7", "-r", "10.0.0.0/8,::/0"),
           "POST /api/v1/node/7/approve_routes\n{\"routes\":[\"10.0.0.0/8\",\"::/0\"]}\n",
-          "Node updated\n" },
+          "The node's approved routes are set\n" },
         { ARGC("nodes", "approve-routes", "-i", "7", "-r", ""),
           ARGV("nodes", "approve-routes", "-i", "7", "-r", ""),
-          "POST /api/v1/node/7/approve_routes\n{\"routes\":[]}\n", "Node updated\n" },
+          "POST /api/v1/node/7/approve_routes\n{\"routes\":[]}\n", "The node's approved routes are set\n" },
         { ARGC("nodes", "del", "-i", "7", "--force"), ARGV("nodes", "del", "-i", "7", "--force"),
-          "GET /api/v1/node/7\n\nDELETE /api/v1/node/7\n\n", "Node deleted\n" },
+          "GET /api/v1/node/7\n\nDELETE /api/v1/node/7\n\n", "The node is removed\n" },
     };
 
     for (size_t i = 0; i < HS_ARRAY_LEN(cases); i++) {
