@@ -270,10 +270,15 @@ static bool try_file(struct load_ctx *c, size_t i)
     return true;
 }
 
+static const char *default_of(const struct load_ctx *c, const struct key_def *k)
+{
+    return c->cfg->legacy && k->legacy_def ? k->legacy_def : k->def;
+}
+
 static void apply_default(struct load_ctx *c, size_t i)
 {
     const struct key_def *k = &config__keys[i];
-    const char *def = c->cfg->legacy && k->legacy_def ? k->legacy_def : k->def;
+    const char *def = default_of(c, k);
 
     c->src[i] = SRC_DEFAULT;
     if (!def)
@@ -291,6 +296,42 @@ static void apply_all(struct load_ctx *c)
         if (!try_env(c, i) && !try_file(c, i))
             apply_default(c, i);
         c->cur_env = NULL;
+    }
+}
+
+/* ---- keys that do nothing here ---- */
+
+/* True when key i holds what its idle value (by default: its default) gives it. */
+static bool at_idle(struct load_ctx *c, size_t i)
+{
+    const struct key_def *k = &config__keys[i];
+    const char *v = k->idle ? k->idle : default_of(c, k);
+    struct hs_config ref = { .dir = c->cfg->dir, .legacy = c->cfg->legacy };
+    struct load_ctx rc = *c;
+    bool same;
+
+    if (k->type == K_NOFIELD)
+        return false;
+    rc.cfg = &ref;
+    rc.cur_name = k->name;
+    rc.cur_env = NULL;
+    if (v)
+        config__apply(&rc, k, ytree_scalar(&c->scratch, v));
+    same = config__field_equal(k, c->cfg, &ref);
+    config__free_fields(&ref); /* ref.dir is borrowed: not a table field */
+    return same;
+}
+
+void config__warn_inert(struct load_ctx *c)
+{
+    if (c->purpose != CONFIG_FOR_SERVER)
+        return; /* serve and configtest say it; every CLI command need not */
+    for (size_t i = 0; i < config__nkeys; i++) {
+        const struct key_def *k = &config__keys[i];
+        if (!k->inert || c->src[i] == SRC_DEFAULT || at_idle(c, i))
+            continue;
+        config__diag(c, CONFIG_WARNING, c->used_name[i], c->line[i], "has no effect%s: %s",
+                     (k->flags & KF_NEVER) ? "" : " yet", k->inert);
     }
 }
 
@@ -372,6 +413,7 @@ static int load_common(const char *text, size_t len, const char *file, const cha
     apply_all(&c);
     fill_empty_strings(out);
     config__check(&c);
+    config__warn_inert(&c);
     ytree_free(&tree);
     ctx_fini(&c);
     return d->nerrors ? -EINVAL : 0;

@@ -49,7 +49,7 @@ struct hs_config {
     char *metrics_listen_addr; /* empty disables */
     struct hs_strv trusted_proxies;
     char *noise_private_key_path;
-    char *legacy_private_key_path; /* 0.22 private_key_path; accepted, unused */
+    char *legacy_private_key_path; /* 0.22 private_key_path: the DERP key when no other is set */
 
     struct ip_prefix prefix_v4, prefix_v6;
     enum ip_alloc ip_allocation;
@@ -73,8 +73,8 @@ struct hs_config {
     int64_t node_routes_ha_probe_interval_us; /* 0 disables HA probing */
     int64_t node_routes_ha_probe_timeout_us;
     int64_t preauth_keys_revoked_retention_us;
-    int64_t node_update_check_interval_us;   /* 0.22 node_update_check_interval; accepted */
-    bool auto_update_enabled;                /* default-auto-update node attribute */
+    int64_t node_update_check_interval_us;   /* 0.22 node_update_check_interval (inert) */
+    bool auto_update_enabled;                /* default-auto-update node attribute (inert) */
 
     /* database */
     enum db_type db_type;

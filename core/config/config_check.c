@@ -202,6 +202,19 @@ static void check_tls(struct load_ctx *c)
                 "cannot be used together with tls_cert_path");
 }
 
+/* 0.22.3's private_key_path was the legacy protocol's key and the embedded DERP server's;
+ * the latter lives on, so a 0.22.3 config keeps its relay's key. */
+static void derive_derp_key(struct load_ctx *c)
+{
+    struct hs_config *cfg = c->cfg;
+
+    if (!is_set(c, "private_key_path") || !*cfg->legacy_private_key_path ||
+        is_set(c, "derp.server.private_key_path"))
+        return;
+    free(cfg->derp_server_private_key_path);
+    cfg->derp_server_private_key_path = hs_strdup(cfg->legacy_private_key_path);
+}
+
 static void check_derp(struct load_ctx *c)
 {
     const struct hs_config *cfg = c->cfg;
@@ -266,6 +279,7 @@ void config__check(struct load_ctx *c)
     check_prefixes(c);
     check_dns(c);
     check_tls(c);
+    derive_derp_key(c);
     check_derp(c);
     check_times(c);
     check_oidc(c);

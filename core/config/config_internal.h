@@ -48,11 +48,13 @@ static inline int ynode_line(const struct ynode *n)
 enum key_type {
     K_STR, K_PATH, K_PATH_ENV, K_ADDR, K_BOOL, K_INT, K_DUR, K_MODE, K_ENUM, K_CHOICE,
     K_LOGLEVEL, K_LOGFMT, K_SSL, K_IP, K_PREFIX, K_PREFIXES, K_STRV, K_PATHV, K_NSV,
-    K_CIDRV, K_SPLIT, K_RECORDS, K_KV, K_ACCEPT, K_IGNORED,
+    K_CIDRV, K_SPLIT, K_RECORDS, K_KV,
+    K_NOFIELD, /* read and dropped: only for keys with .inert set */
 };
 
 enum key_flags {
     KF_LEGACY = 1u << 0, /* a 0.22.3-only key: using it selects the legacy layout */
+    KF_NEVER = 1u << 1,  /* .inert is for good, not for now ("has no effect", no "yet") */
 };
 
 struct enum_val {
@@ -70,7 +72,12 @@ struct key_def {
     int64_t min, max;       /* K_INT range */
     const void *aux;        /* K_ENUM/K_CHOICE: struct enum_val[]; K_IP/K_PREFIX: family */
     unsigned flags;
-    const char *help;       /* one line, for humans reading the table */
+    /* Set when the key has no effect in this server: why, in a few words. Given a value
+     * other than its default (or .idle), it earns one warning at start and in configtest,
+     * so no setting is dropped silently; tests/unit/test_config.c checks that every row
+     * either has this or names the test that shows it working. */
+    const char *inert;
+    const char *idle;       /* inert keys: the value that asks for what we do anyway */
 };
 
 extern const struct key_def config__keys[];
@@ -108,9 +115,14 @@ bool config__is_section(const char *name);
 int config__apply(struct load_ctx *c, const struct key_def *k, const struct ynode *n);
 /* Frees every field the table owns and clears it. */
 void config__free_fields(struct hs_config *cfg);
+/* True when key k holds the same value in a and b (NULL and "" are the same string). */
+bool config__field_equal(const struct key_def *k, const struct hs_config *a,
+                         const struct hs_config *b);
 
 /* Cross-key validation; runs after every key has a value. */
 void config__check(struct load_ctx *c);
+/* One warning per inert key given a value other than its idle one (server purpose only). */
+void config__warn_inert(struct load_ctx *c);
 /* Parses an IP address of the given family (0 = any) into out[16]; returns the family. */
 int config__parse_ip(const char *s, int family, uint8_t out[16]);
 

@@ -3,7 +3,9 @@
  * Every key headscale main or 0.22.3 reads has one row here. The same row drives file
  * lookup (current and 0.22.3 name), the HEADSCALE_* environment override, the default,
  * unknown-key detection (a key in no row and under no section is unknown), parsing and
- * freeing. Order matters only for K_PREFIXES, which must come after prefixes.v4/v6. */
+ * freeing. Order matters only for K_PREFIXES, which must come after prefixes.v4/v6.
+ * A key that does nothing here carries .inert (why) and warns when set; the others are
+ * listed with the test that shows them working in tests/unit/test_config.c. */
 #include <arpa/inet.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -39,21 +41,30 @@ static const int fam4 = AF_INET, fam6 = AF_INET6;
 
 #define F(field) offsetof(struct hs_config, field)
 #define KEY(n, t, field, d, ...) { .name = n, .type = t, .off = F(field), .def = d, __VA_ARGS__ }
-#define NOFIELD(n, t, ...) { .name = n, .type = t, __VA_ARGS__ }
+#define NOFIELD(n, ...) { .name = n, .type = K_NOFIELD, __VA_ARGS__ }
 #define INT_MAXV INT32_MAX
+
+/* Why inert keys do nothing (see key_def.inert). */
+#define NO_GRPC "gRPC is not served; the CLI uses the unix socket or the REST API"
+#define NO_ACME "ACME is not implemented; use tls_cert_path and tls_key_path"
+#define NO_OIDC "OIDC login is not implemented"
+#define NO_ORM "there is no ORM: statements are always prepared and parameterized"
+#define NO_BATCHER "it tunes headscale's Go batcher; here tuning.batch_change_delay does"
+#define PG_POOL "the PostgreSQL pool keeps the connections it opens"
 
 const struct key_def config__keys[] = {
     KEY("server_url", K_STR, server_url, "http://127.0.0.1:8080"),
     KEY("listen_addr", K_ADDR, listen_addr, "127.0.0.1:8080"),
-    KEY("metrics_listen_addr", K_ADDR, metrics_listen_addr, ""),
-    NOFIELD("grpc_listen_addr", K_IGNORED, .help = "gRPC is not served; the CLI uses the unix socket or the REST API"),
-    NOFIELD("grpc_allow_insecure", K_IGNORED, .help = "gRPC is not served; the CLI uses the unix socket or the REST API"),
+    KEY("metrics_listen_addr", K_ADDR, metrics_listen_addr, "",
+        .inert = "there is no metrics listener"),
+    NOFIELD("grpc_listen_addr", .inert = NO_GRPC, .flags = KF_NEVER),
+    NOFIELD("grpc_allow_insecure", .inert = NO_GRPC, .flags = KF_NEVER),
     KEY("trusted_proxies", K_CIDRV, trusted_proxies, NULL),
     KEY("noise.private_key_path", K_PATH, noise_private_key_path, "noise_private.key"),
     KEY("private_key_path", K_PATH, legacy_private_key_path, NULL, .flags = KF_LEGACY),
 
     KEY("prefixes.v4", K_PREFIX, prefix_v4, "100.64.0.0/10", .aux = &fam4),
-    KEY("prefixes.v6", K_PREFIX, prefix_v6, "fd7a:115c:a1e0::/48", .aux = &fam6),
+    KEY("prefixes.v6", K_PREFIX, prefix_v6, "fd7a:115c:a1e0::/48", .aux = &fam6, .legacy_def = ""),
     KEY("prefixes.allocation", K_ENUM, ip_allocation, "sequential", .aux = ip_allocs),
     KEY("ip_prefixes", K_PREFIXES, prefix_v4, NULL, .flags = KF_LEGACY),
 
@@ -67,27 +78,31 @@ const struct key_def config__keys[] = {
     KEY("derp.server.ipv4", K_IP, derp_server_ipv4, "", .aux = &fam4),
     KEY("derp.server.ipv6", K_IP, derp_server_ipv6, "", .aux = &fam6),
     KEY("derp.server.verify_clients", K_BOOL, derp_server_verify_clients, "true"),
-    NOFIELD("derp.server.stun.enabled", K_ACCEPT, .help = "STUN runs whenever the embedded DERP does"),
+    NOFIELD("derp.server.stun.enabled", .flags = KF_NEVER,
+            .inert = "STUN runs whenever the embedded DERP does (headscale ignores the key too)"),
     KEY("derp.urls", K_STRV, derp_urls, NULL),
     KEY("derp.paths", K_PATHV, derp_paths, NULL),
-    KEY("derp.auto_update_enabled", K_BOOL, derp_auto_update, "true"),
+    KEY("derp.auto_update_enabled", K_BOOL, derp_auto_update, "false"), /* headscale: unset */
     KEY("derp.update_frequency", K_DUR, derp_update_frequency_us, "3h", .legacy_def = "24h"),
 
-    KEY("disable_check_updates", K_BOOL, disable_check_updates, "false"),
+    KEY("disable_check_updates", K_BOOL, disable_check_updates, "false", .idle = "true",
+        .inert = "this server never looks for newer releases", .flags = KF_NEVER),
     KEY("node.expiry", K_DUR, node_expiry_us, "0"),
-    KEY("node.ephemeral.inactivity_timeout", K_DUR, ephemeral_inactivity_timeout_us, "30m",
+    KEY("node.ephemeral.inactivity_timeout", K_DUR, ephemeral_inactivity_timeout_us, "120s",
         .legacy = "ephemeral_node_inactivity_timeout"),
     KEY("node.routes.ha.probe_interval", K_DUR, node_routes_ha_probe_interval_us, "10s"),
     KEY("node.routes.ha.probe_timeout", K_DUR, node_routes_ha_probe_timeout_us, "5s"),
-    KEY("node_update_check_interval", K_DUR, node_update_check_interval_us, "10s", .flags = KF_LEGACY),
-    KEY("preauth_keys.revoked_retention", K_DUR, preauth_keys_revoked_retention_us, "168h"),
+    KEY("node_update_check_interval", K_DUR, node_update_check_interval_us, "10s",
+        .flags = KF_LEGACY | KF_NEVER, .inert = "changes are pushed to nodes as they happen"),
+    KEY("preauth_keys.revoked_retention", K_DUR, preauth_keys_revoked_retention_us, "168h",
+        .inert = "revoked pre-auth keys are not deleted automatically"),
 
     KEY("database.type", K_ENUM, db_type, "sqlite", .legacy = "db_type", .aux = db_types),
-    KEY("database.debug", K_BOOL, db_debug, "false"),
-    NOFIELD("database.gorm.prepare_stmt", K_ACCEPT, .help = "no ORM"),
-    NOFIELD("database.gorm.parameterized_queries", K_ACCEPT, .help = "always parameterized"),
-    NOFIELD("database.gorm.skip_err_record_not_found", K_ACCEPT, .help = "no ORM"),
-    NOFIELD("database.gorm.slow_threshold", K_ACCEPT, .help = "no ORM"),
+    KEY("database.debug", K_BOOL, db_debug, "false", .inert = "SQL statements are not logged"),
+    NOFIELD("database.gorm.prepare_stmt", .inert = NO_ORM, .flags = KF_NEVER),
+    NOFIELD("database.gorm.parameterized_queries", .inert = NO_ORM, .flags = KF_NEVER),
+    NOFIELD("database.gorm.skip_err_record_not_found", .inert = NO_ORM, .flags = KF_NEVER),
+    NOFIELD("database.gorm.slow_threshold", .inert = NO_ORM, .flags = KF_NEVER),
     KEY("database.sqlite.path", K_PATH, sqlite_path, "db.sqlite", .legacy = "db_path"),
     KEY("database.sqlite.write_ahead_log", K_BOOL, sqlite_wal, "true"),
     KEY("database.sqlite.wal_autocheckpoint", K_INT, sqlite_wal_autocheckpoint, "1000", .min = -1, .max = INT_MAXV),
@@ -98,15 +113,20 @@ const struct key_def config__keys[] = {
     KEY("database.postgres.pass", K_STR, pg_pass, "", .legacy = "db_pass"),
     KEY("database.postgres.ssl", K_SSL, pg_sslmode, "false", .legacy = "db_ssl"),
     KEY("database.postgres.max_open_conns", K_INT, pg_max_open_conns, "10", .min = 1, .max = 100000),
-    KEY("database.postgres.max_idle_conns", K_INT, pg_max_idle_conns, "10", .min = 0, .max = 100000),
-    KEY("database.postgres.conn_max_idle_time_secs", K_INT, pg_conn_max_idle_time_secs, "3600", .min = 0, .max = INT_MAXV),
+    KEY("database.postgres.max_idle_conns", K_INT, pg_max_idle_conns, "10", .min = 0, .max = 100000,
+        .inert = PG_POOL),
+    KEY("database.postgres.conn_max_idle_time_secs", K_INT, pg_conn_max_idle_time_secs, "3600",
+        .min = 0, .max = INT_MAXV, .inert = PG_POOL),
 
-    KEY("acme_url", K_STR, acme_url, "https://acme-v02.api.letsencrypt.org/directory"),
-    KEY("acme_email", K_STR, acme_email, ""),
-    KEY("tls_letsencrypt_hostname", K_STR, tls_letsencrypt_hostname, ""),
-    KEY("tls_letsencrypt_cache_dir", K_PATH, tls_letsencrypt_cache_dir, "/var/www/.cache"),
-    KEY("tls_letsencrypt_challenge_type", K_CHOICE, tls_letsencrypt_challenge_type, "HTTP-01", .aux = challenges),
-    KEY("tls_letsencrypt_listen", K_STR, tls_letsencrypt_listen, ":http"),
+    KEY("acme_url", K_STR, acme_url, "https://acme-v02.api.letsencrypt.org/directory",
+        .inert = NO_ACME),
+    KEY("acme_email", K_STR, acme_email, "", .inert = NO_ACME),
+    KEY("tls_letsencrypt_hostname", K_STR, tls_letsencrypt_hostname, "", .inert = NO_ACME),
+    KEY("tls_letsencrypt_cache_dir", K_PATH, tls_letsencrypt_cache_dir, "/var/www/.cache",
+        .inert = NO_ACME),
+    KEY("tls_letsencrypt_challenge_type", K_CHOICE, tls_letsencrypt_challenge_type, "HTTP-01",
+        .aux = challenges, .inert = NO_ACME),
+    KEY("tls_letsencrypt_listen", K_STR, tls_letsencrypt_listen, ":http", .inert = NO_ACME),
     KEY("tls_cert_path", K_PATH, tls_cert_path, ""),
     KEY("tls_key_path", K_PATH, tls_key_path, ""),
 
@@ -116,7 +136,8 @@ const struct key_def config__keys[] = {
     KEY("policy.mode", K_ENUM, policy_mode, "file", .aux = policy_modes),
     KEY("policy.path", K_PATH, policy_path, "", .legacy = "acl_policy_path"),
 
-    KEY("dns.magic_dns", K_BOOL, dns_magic_dns, "true", .legacy = "dns_config.magic_dns"),
+    KEY("dns.magic_dns", K_BOOL, dns_magic_dns, "true", .legacy = "dns_config.magic_dns",
+        .legacy_def = "false"),
     KEY("dns.base_domain", K_STR, dns_base_domain, "", .legacy = "dns_config.base_domain",
         .legacy_def = "headscale.net"),
     KEY("dns.override_local_dns", K_BOOL, dns_override_local_dns, "true", .legacy = "dns_config.override_local_dns"),
@@ -131,28 +152,34 @@ const struct key_def config__keys[] = {
     KEY("unix_socket", K_STR, unix_socket, "/var/run/headscale/headscale.sock"),
     KEY("unix_socket_permission", K_MODE, unix_socket_permission, "0770"),
 
-    KEY("oidc.only_start_if_oidc_is_available", K_BOOL, oidc_only_start_if_available, "true"),
-    KEY("oidc.issuer", K_STR, oidc_issuer, ""),
-    KEY("oidc.client_id", K_STR, oidc_client_id, ""),
-    KEY("oidc.client_secret", K_STR, oidc_client_secret, ""),
-    KEY("oidc.client_secret_path", K_PATH_ENV, oidc_client_secret_path, ""),
-    KEY("oidc.scope", K_STRV, oidc_scope, "openid profile email"),
-    KEY("oidc.extra_params", K_KV, oidc_extra_params, NULL),
-    KEY("oidc.allowed_domains", K_STRV, oidc_allowed_domains, NULL),
-    KEY("oidc.allowed_users", K_STRV, oidc_allowed_users, NULL),
-    KEY("oidc.allowed_groups", K_STRV, oidc_allowed_groups, NULL),
-    KEY("oidc.email_verified_required", K_BOOL, oidc_email_verified_required, "true"),
-    KEY("oidc.use_expiry_from_token", K_BOOL, oidc_use_expiry_from_token, "false"),
-    KEY("oidc.pkce.enabled", K_BOOL, oidc_pkce_enabled, "false"),
-    KEY("oidc.pkce.method", K_CHOICE, oidc_pkce_method, "S256", .aux = pkce_methods),
+    KEY("oidc.only_start_if_oidc_is_available", K_BOOL, oidc_only_start_if_available, "true",
+        .inert = NO_OIDC),
+    KEY("oidc.issuer", K_STR, oidc_issuer, "", .inert = NO_OIDC),
+    KEY("oidc.client_id", K_STR, oidc_client_id, "", .inert = NO_OIDC),
+    KEY("oidc.client_secret", K_STR, oidc_client_secret, "", .inert = NO_OIDC),
+    KEY("oidc.client_secret_path", K_PATH_ENV, oidc_client_secret_path, "", .inert = NO_OIDC),
+    KEY("oidc.scope", K_STRV, oidc_scope, "openid profile email", .inert = NO_OIDC),
+    KEY("oidc.extra_params", K_KV, oidc_extra_params, NULL, .inert = NO_OIDC),
+    KEY("oidc.allowed_domains", K_STRV, oidc_allowed_domains, NULL, .inert = NO_OIDC),
+    KEY("oidc.allowed_users", K_STRV, oidc_allowed_users, NULL, .inert = NO_OIDC),
+    KEY("oidc.allowed_groups", K_STRV, oidc_allowed_groups, NULL, .inert = NO_OIDC),
+    KEY("oidc.email_verified_required", K_BOOL, oidc_email_verified_required, "true",
+        .inert = NO_OIDC),
+    KEY("oidc.use_expiry_from_token", K_BOOL, oidc_use_expiry_from_token, "false",
+        .inert = NO_OIDC),
+    KEY("oidc.pkce.enabled", K_BOOL, oidc_pkce_enabled, "false", .inert = NO_OIDC),
+    KEY("oidc.pkce.method", K_CHOICE, oidc_pkce_method, "S256", .aux = pkce_methods,
+        .inert = NO_OIDC),
     KEY("oidc.strip_email_domain", K_BOOL, oidc_strip_email_domain, "false", .legacy_def = "true",
         .flags = KF_LEGACY),
-    KEY("oidc.expiry", K_DUR, oidc_expiry_us, "0", .legacy_def = "180d", .flags = KF_LEGACY),
-    NOFIELD("oidc.map_legacy_users", K_IGNORED, .help = "removed in headscale 0.26"),
+    KEY("oidc.expiry", K_DUR, oidc_expiry_us, "0", .legacy_def = "180d", .flags = KF_LEGACY,
+        .inert = NO_OIDC),
+    NOFIELD("oidc.map_legacy_users", .inert = "headscale 0.26 removed it", .flags = KF_NEVER),
 
     KEY("logtail.enabled", K_BOOL, logtail_enabled, "false"),
     KEY("taildrop.enabled", K_BOOL, taildrop_enabled, "true"),
-    KEY("auto_update.enabled", K_BOOL, auto_update_enabled, "false"),
+    KEY("auto_update.enabled", K_BOOL, auto_update_enabled, "false",
+        .inert = "the default-auto-update node attribute is not sent"),
     KEY("randomize_client_port", K_BOOL, randomize_client_port, "false"),
 
     KEY("cli.address", K_STR, cli_address, ""),
@@ -169,11 +196,11 @@ const struct key_def config__keys[] = {
     KEY("tuning.http_request_timeout", K_DUR, tuning_http_request_timeout_us, "30s"),
     KEY("tuning.http_max_connections", K_INT, tuning_http_max_connections, "16384", .min = 1, .max = 1000000),
     KEY("tuning.http_max_connections_per_ip", K_INT, tuning_http_max_connections_per_ip, "256", .min = 0, .max = 1000000),
-    NOFIELD("tuning.notifier_send_timeout", K_ACCEPT, .help = "Go batcher tuning"),
-    NOFIELD("tuning.node_mapsession_buffered_chan_size", K_ACCEPT, .help = "Go batcher tuning"),
-    NOFIELD("tuning.batcher_workers", K_ACCEPT, .help = "Go batcher tuning"),
-    NOFIELD("tuning.node_store_batch_size", K_ACCEPT, .help = "Go batcher tuning"),
-    NOFIELD("tuning.node_store_batch_timeout", K_ACCEPT, .help = "Go batcher tuning"),
+    NOFIELD("tuning.notifier_send_timeout", .inert = NO_BATCHER, .flags = KF_NEVER),
+    NOFIELD("tuning.node_mapsession_buffered_chan_size", .inert = NO_BATCHER, .flags = KF_NEVER),
+    NOFIELD("tuning.batcher_workers", .inert = NO_BATCHER, .flags = KF_NEVER),
+    NOFIELD("tuning.node_store_batch_size", .inert = NO_BATCHER, .flags = KF_NEVER),
+    NOFIELD("tuning.node_store_batch_timeout", .inert = NO_BATCHER, .flags = KF_NEVER),
 };
 const size_t config__nkeys = HS_ARRAY_LEN(config__keys);
 
@@ -800,13 +827,49 @@ int config__apply(struct load_ctx *c, const struct key_def *k, const struct ynod
     case K_SPLIT: return apply_split(c, n);
     case K_RECORDS: return apply_records(c, n);
     case K_KV: return apply_kv(c, n, f);
-    case K_ACCEPT: return 0;
-    case K_IGNORED:
-        config__diag(c, CONFIG_WARNING, c->cur_name, c->cur_env ? 0 : ynode_line(n),
-                     "accepted and ignored: %s", k->help);
-        return 0;
+    case K_NOFIELD: return 0; /* config__warn_inert says so */
     }
     return -EINVAL;
+}
+
+static bool str_equal(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+static bool strv_equal(const struct hs_strv *a, const struct hs_strv *b)
+{
+    if (a->n != b->n)
+        return false;
+    for (size_t i = 0; i < a->n; i++)
+        if (strcmp(a->v[i], b->v[i]) != 0)
+            return false;
+    return true;
+}
+
+bool config__field_equal(const struct key_def *k, const struct hs_config *a,
+                         const struct hs_config *b)
+{
+    const void *fa = (const char *)a + k->off, *fb = (const char *)b + k->off;
+
+    switch (k->type) {
+    case K_STR: case K_PATH: case K_PATH_ENV: case K_ADDR: case K_CHOICE: case K_SSL: case K_IP:
+        return str_equal(*(char *const *)fa, *(char *const *)fb);
+    case K_STRV: case K_PATHV: case K_NSV: case K_CIDRV: case K_KV:
+        return strv_equal(fa, fb);
+    case K_BOOL: case K_LOGFMT:
+        return *(const bool *)fa == *(const bool *)fb;
+    case K_INT: case K_ENUM: case K_LOGLEVEL:
+        return *(const int *)fa == *(const int *)fb;
+    case K_MODE:
+        return *(const unsigned *)fa == *(const unsigned *)fb;
+    case K_DUR:
+        return *(const int64_t *)fa == *(const int64_t *)fb;
+    case K_PREFIX:
+        return memcmp(fa, fb, sizeof(struct ip_prefix)) == 0;
+    default:
+        return false; /* compound values and K_NOFIELD: treated as changed */
+    }
 }
 
 void config__free_fields(struct hs_config *cfg)

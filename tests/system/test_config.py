@@ -304,3 +304,61 @@ def test_noise_key_generated_private_and_kept(server_factory):
     s.start()
     with open(path) as f:
         assert f.read() == first, "noise key changed across a restart"
+
+
+# ---------------------------------------------------------------- keys that do nothing here
+
+INERT = {"metrics_listen_addr": "127.0.0.1:19090", "grpc_listen_addr": "127.0.0.1:50443",
+         "oidc": {"issuer": "https://id.example", "client_id": "hs"},
+         "tls_letsencrypt_hostname": "hs.example", "auto_update": {"enabled": True}}
+INERT_KEYS = ["metrics_listen_addr", "grpc_listen_addr", "oidc.issuer", "oidc.client_id",
+              "tls_letsencrypt_hostname", "auto_update.enabled"]
+
+
+def _inert_server(server_factory):
+    from helpers import deep_merge
+    s = server_factory(start=False)
+    deep_merge(s.config, INERT)
+    s.config["some_future_key"] = {"x": 1}
+    s.write_config()
+    return s
+
+
+def _count(text, key, words):
+    return sum(1 for line in text.splitlines() if f"{key}: {words}" in line)
+
+
+def test_inert_keys_warn_once_in_configtest_and_at_start(server_factory):
+    s = _inert_server(server_factory)
+    r = s.cli("configtest")
+    assert r.returncode == 0, r.stderr
+    for key in INERT_KEYS:
+        assert _count(r.stderr, key, "has no effect") == 1, (key, r.stderr)
+    assert _count(r.stderr, "some_future_key", "unknown key") == 1, r.stderr
+    s.start()
+    log = s.log_text()
+    for key in INERT_KEYS:
+        assert _count(log, key, "has no effect") == 1, (key, s.log_tail())
+    assert _count(log, "some_future_key", "unknown key") == 1, s.log_tail()
+    # A CLI command is not the place to repeat them.
+    r = s.cli("users", "list")
+    assert r.returncode == 0 and "has no effect" not in r.stderr, r.stderr
+
+
+def test_log_level_and_format(server_factory):
+    import json
+    s = _inert_server(server_factory)
+    s.config["log"] = {"level": "warn", "format": "json"}
+    s.write_config()
+    s.start()
+    recs = [json.loads(line) for line in s.log_text().splitlines() if line.startswith("{")]
+    assert any("has no effect" in r["message"] for r in recs), s.log_tail()
+    assert {r["level"] for r in recs} <= {"warn", "error"}, s.log_tail()
+    s.stop()
+    before = len(s.log_text())
+    s.config["log"] = {"level": "debug", "format": "text"}
+    s.write_config()
+    s.start()
+    text = s.log_text()[before:]
+    assert " debug " in text and not any(line.startswith("{") for line in text.splitlines()), \
+        s.log_tail()

@@ -503,6 +503,22 @@ Test(mapper, tailnet_fields)
     cr_expect_null(mapper_full(fx.m, fx.s, 99, fx.now), "unknown self");
 }
 
+/* taildrop.enabled, randomize_client_port and logtail.enabled, set the other way. */
+Test(mapper, config_switches_reach_the_map)
+{
+    json_t *r, *caps;
+
+    fx.cfg.taildrop_enabled = false;
+    fx.cfg.randomize_client_port = true;
+    fx.cfg.logtail_enabled = true;
+    r = full(1);
+    caps = json_object_get(json_object_get(r, "Node"), "CapMap");
+    cr_expect_null(json_object_get(caps, "https://tailscale.com/cap/file-sharing"));
+    cr_expect_not_null(json_object_get(caps, "randomize-client-port"));
+    cr_expect_null(json_object_get(r, "Debug"), "logtail allowed: no DisableLogTail");
+    json_decref(r);
+}
+
 Test(mapper, derp_map_comes_from_derpmap)
 {
     struct hs_config dcfg = { 0 };
