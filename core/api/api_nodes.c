@@ -66,3 +66,42 @@ void api_node_delete(struct api_call *c)
     else
         api_reply(c, 200, json_object());
 }
+
+/* POST /api/v1/node/backfillips?confirmed=true: addresses brought in line with the configured
+ * prefixes (see store_node_backfill_ips); answers {"changes": [...]}. Without confirmed=true
+ * nothing changes: the call renumbers nodes, so it must be meant. */
+void api_node_backfill_ips(struct api_call *c)
+{
+    const struct hs_config *cfg = c->api->cfg;
+    struct store_ip_config ips = {
+        .v4 = &cfg->prefix_v4, .v6 = &cfg->prefix_v6,
+        .random = cfg->ip_allocation == IP_ALLOC_RANDOM,
+    };
+    const char *q = api_query(c, "confirmed");
+    struct hs_strv changes = { 0 };
+    bool confirmed = false;
+    json_t *list;
+    int rc;
+
+    if (q && hs_parse_bool(q, &confirmed) < 0) {
+        api_error(c, 400, "confirmed must be true or false");
+        return;
+    }
+    if (!confirmed) {
+        api_error(c, 400, "not confirmed: nothing changed (add ?confirmed=true to give and take "
+                          "away node addresses)");
+        return;
+    }
+    if ((rc = store_node_backfill_ips(c->api->st, &ips, &changes)) == -ENOSPC) {
+        api_error(c, 409, "a configured prefix has no free address left");
+        return;
+    } else if (rc < 0) {
+        api_store_error(c, rc, "node");
+        return;
+    }
+    list = json_array();
+    for (size_t i = 0; i < changes.n; i++)
+        json_array_append_new(list, json_string(changes.v[i]));
+    hs_strv_free(&changes);
+    api_reply(c, 200, json_pack("{s:o}", "changes", list));
+}

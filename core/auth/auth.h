@@ -49,7 +49,12 @@ int auth_preauthkey_check(struct auth *a, const char *key, struct store_preauthk
 
 /* ---- node registration (pre-auth key and interactive) ---- */
 
-#define AUTH_REG_ID_MAX 48 /* "hskey-authreq-" + 24 hex + NUL */
+#define AUTH_REG_ID_MAX 48    /* "hskey-authreq-" + 24 hex + NUL */
+#define AUTH_REG_ID_RANDOM 24 /* characters after the prefix */
+
+/* Whether id has the shape of a registration id: "hskey-authreq-" and 24 URL-safe base64
+ * characters (headscale's auth ids; ours use hex, a subset). */
+bool auth_registration_id_valid(const char *id);
 
 /* What a client presented in its RegisterRequest. */
 struct auth_node_request {
@@ -90,10 +95,21 @@ int auth_register_with_key(struct auth *a, const char *key, const struct auth_no
 int auth_registration_start(struct auth *a, const struct auth_node_request *rq,
                             char id[AUTH_REG_ID_MAX]);
 
+/* The same under a given id (`headscale debug create-node`, which names it): -EEXIST when
+ * that id is taken. */
+int auth_registration_add(struct auth *a, const char *id, const struct auth_node_request *rq);
+
 /* An operator completes a pending registration for a user (`nodes register`): creates or
- * re-registers the node. -ENOENT for an unknown or expired id; -EPERM when the node asked
- * for tags the user may not give it. */
+ * re-registers the node. -ENOENT for an unknown, expired, completed or refused id; -EPERM
+ * when the node asked for tags the user may not give it. */
 int auth_registration_complete(struct auth *a, const char *id, uint64_t user_id,
                                struct store_node *out);
+/* `auth approve`: completes it for the owner this machine's node already has (a re-login after
+ * a logout or an expiry), tags included. -ENXIO when the machine has no node yet: only
+ * auth_registration_complete can say whose it is. -ENOENT as above. */
+int auth_registration_approve(struct auth *a, const char *id, struct store_node *out);
+/* `auth reject`: refuses it; the client waiting on it is told, and it can no longer be
+ * completed. Rejecting it again is fine. -ENOENT when it is not pending. */
+int auth_registration_reject(struct auth *a, const char *id);
 
 #endif

@@ -243,19 +243,25 @@ static size_t registrations_max(const struct auth *a)
                : REG_MAX_DEFAULT;
 }
 
-int auth_registration_start(struct auth *a, const struct auth_node_request *rq,
-                            char id[AUTH_REG_ID_MAX])
+bool auth_registration_id_valid(const char *id)
 {
-    struct store_registration r = { 0 };
+    static const char prefix[] = "hskey-authreq-";
+    size_t n = sizeof(prefix) - 1;
+
+    if (!id || strncmp(id, prefix, n) != 0 || strlen(id) != n + AUTH_REG_ID_RANDOM)
+        return false;
+    for (id += n; *id; id++)
+        if (!isalnum((unsigned char)*id) && *id != '-' && *id != '_')
+            return false;
+    return true;
+}
+
+int auth_registration_add(struct auth *a, const char *id, const struct auth_node_request *rq)
+{
+    struct store_registration r = { .id = (char *)id };
     int64_t now = hs_now_us();
-    uint8_t rnd[12];
-    char hex[25];
     int rc;
 
-    randombytes_buf(rnd, sizeof(rnd));
-    hs_hex_encode(rnd, sizeof(rnd), hex);
-    snprintf(id, AUTH_REG_ID_MAX, "hskey-authreq-%s", hex);
-    r.id = id;
     memcpy(r.machine_key, rq->machine_key, STORE_KEY_LEN);
     memcpy(r.node_key, rq->node_key, STORE_KEY_LEN);
     r.data_json = registration_data(rq);
@@ -272,6 +278,18 @@ int auth_registration_start(struct auth *a, const struct auth_node_request *rq,
     return rc;
 }
 
+int auth_registration_start(struct auth *a, const struct auth_node_request *rq,
+                            char id[AUTH_REG_ID_MAX])
+{
+    uint8_t rnd[AUTH_REG_ID_RANDOM / 2];
+    char hex[AUTH_REG_ID_RANDOM + 1];
+
+    randombytes_buf(rnd, sizeof(rnd));
+    hs_hex_encode(rnd, sizeof(rnd), hex);
+    snprintf(id, AUTH_REG_ID_MAX, "hskey-authreq-%s", hex);
+    return auth_registration_add(a, id, rq);
+}
+
 /* Hostinfo of a pending registration: an object, or text in rows older versions wrote. */
 static char *registration_hostinfo(json_t *data)
 {
@@ -282,23 +300,33 @@ static char *registration_hostinfo(json_t *data)
     return json_is_string(hi) ? hs_strdup(json_string_value(hi)) : NULL;
 }
 
-int auth_registration_complete(struct auth *a, const char *id, uint64_t user_id,
-                               struct store_node *out)
+/* The registration id names, if it is still pending: not expired, completed or refused. */
+static int pending_get(struct auth *a, const char *id, struct store_registration *r)
+{
+    int rc = store_registration_get(a->st, id, r);
+
+    if (rc == 0 && (r->expires_at <= hs_now_us() || r->node_id || r->rejected)) {
+        store_registration_free(r);
+        rc = -ENOENT;
+    }
+    return rc;
+}
+
+/* Completes registration id for user_id (0: a tagged node keeping `tags`; otherwise the tags
+ * the node asks for are checked for that user). */
+static int complete_as(struct auth *a, const char *id, uint64_t user_id,
+                       const struct hs_strv *tags, struct store_node *out)
 {
     uint64_t owner = user_id;
     struct store_registration r;
     struct auth_node_request rq = { 0 };
-    struct hs_strv tags = { 0 };
+    struct hs_strv asked = { 0 };
     char *hostinfo = NULL;
     json_t *data;
     int rc;
 
-    if ((rc = store_registration_get(a->st, id, &r)) < 0)
+    if ((rc = pending_get(a, id, &r)) < 0)
         return rc;
-    if (r.expires_at <= hs_now_us() || r.node_id) {
-        store_registration_free(&r);
-        return -ENOENT;
-    }
     data = json_loads(r.data_json ? r.data_json : "{}", 0, NULL);
     memcpy(rq.machine_key, r.machine_key, STORE_KEY_LEN);
     memcpy(rq.node_key, r.node_key, STORE_KEY_LEN);
@@ -306,14 +334,43 @@ int auth_registration_complete(struct auth *a, const char *id, uint64_t user_id,
     rq.hostinfo_json = hostinfo = registration_hostinfo(data);
     rq.expiry = json_integer_value(json_object_get(data, "expiry"));
     rq.ephemeral = json_is_true(json_object_get(data, "ephemeral"));
-    rc = owner_of(a, &rq, &owner, &tags);
+    rc = user_id ? owner_of(a, &rq, &owner, &asked) : 0;
     if (rc == 0)
-        rc = register_node(a, &rq, owner, &tags, REGISTER_CLI, 0, rq.ephemeral, out);
+        rc = register_node(a, &rq, owner, user_id ? &asked : tags, REGISTER_CLI, 0,
+                           rq.ephemeral, out);
     if (rc == 0 && (rc = store_registration_complete(a->st, id, user_id, out->id)) < 0)
         store_node_free(out);
-    hs_strv_free(&tags);
+    hs_strv_free(&asked);
     free(hostinfo);
     json_decref(data);
     store_registration_free(&r);
     return rc;
+}
+
+int auth_registration_complete(struct auth *a, const char *id, uint64_t user_id,
+                               struct store_node *out)
+{
+    return user_id ? complete_as(a, id, user_id, NULL, out) : -EINVAL;
+}
+
+int auth_registration_approve(struct auth *a, const char *id, struct store_node *out)
+{
+    struct store_registration r;
+    struct store_node old;
+    int rc;
+
+    if ((rc = pending_get(a, id, &r)) < 0)
+        return rc;
+    rc = store_node_find(a->st, r.machine_key, NULL, &old);
+    store_registration_free(&r);
+    if (rc < 0)
+        return rc == -ENOENT ? -ENXIO : rc;
+    rc = old.user_id || old.tags.n ? complete_as(a, id, old.user_id, &old.tags, out) : -ENXIO;
+    store_node_free(&old);
+    return rc;
+}
+
+int auth_registration_reject(struct auth *a, const char *id)
+{
+    return store_registration_reject(a->st, id);
 }

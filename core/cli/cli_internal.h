@@ -215,6 +215,10 @@ bool cli_json_time(const json_t *v, int64_t *us);
 int cli_uint_flag(struct cli_ctx *ctx, const char *name, char shorthand, const char *what,
                   bool required, const char **out);
 
+/* Flags a command needs (NULL-terminated, sorted): when some are not given, prints a usage
+ * error naming every missing one ("--a, --b are required") and returns -1. */
+int cli_require_flags(struct cli_ctx *ctx, const char *const *names);
+
 /* ---- command handlers ---- */
 
 int cli_cmd_serve(struct cli_ctx *ctx);
@@ -244,6 +248,10 @@ int cli_cmd_nodes_move(struct cli_ctx *ctx);
 int cli_cmd_nodes_tag(struct cli_ctx *ctx);
 int cli_cmd_nodes_approve_routes(struct cli_ctx *ctx);
 int cli_cmd_auth_register(struct cli_ctx *ctx);
+int cli_cmd_auth_approve(struct cli_ctx *ctx);
+int cli_cmd_auth_reject(struct cli_ctx *ctx);
+int cli_cmd_nodes_backfill_ips(struct cli_ctx *ctx);
+int cli_cmd_debug_create_node(struct cli_ctx *ctx);
 int cli_cmd_routes_list(struct cli_ctx *ctx);
 int cli_cmd_routes_enable(struct cli_ctx *ctx);
 int cli_cmd_routes_disable(struct cli_ctx *ctx);

@@ -181,8 +181,7 @@ static bool flag_set(const struct cli_ctx *ctx, const char *name)
     return cli_flag_given(&ctx->args, name);
 }
 
-/* names: NULL-terminated and sorted; every missing one is named: "--a, --b are required". */
-static int require_flags(struct cli_ctx *ctx, const char *const *names)
+int cli_require_flags(struct cli_ctx *ctx, const char *const *names)
 {
     struct hs_buf missing;
     int rc = 0;
@@ -213,7 +212,7 @@ int cli_uint_flag(struct cli_ctx *ctx, const char *name, char shorthand, const c
     uint64_t n;
 
     *out = NULL;
-    if (required && require_flags(ctx, names) < 0)
+    if (required && cli_require_flags(ctx, names) < 0)
         return -1;
     if (!v)
         return 0;
@@ -269,7 +268,7 @@ int cli_cmd_nodes_register(struct cli_ctx *ctx)
 {
     static const char *const required[] = { "key", "user", NULL };
 
-    if (require_flags(ctx, required) < 0)
+    if (cli_require_flags(ctx, required) < 0)
         return 1;
     return print_registered(ctx,
                             cli_pathf("/api/v1/node/register?user=%s&key=%s",
@@ -284,7 +283,7 @@ int cli_cmd_auth_register(struct cli_ctx *ctx)
     static const char *const required[] = { "auth-id", "user", NULL };
     const char *user = user_ref(ctx);
 
-    if (require_flags(ctx, required) < 0)
+    if (cli_require_flags(ctx, required) < 0)
         return 1;
     return print_registered(ctx, hs_strdup("/api/v1/auth/register"),
                             json_pack("{s:s, s:s}", "user", user ? user : "", "authId",
@@ -343,7 +342,7 @@ int cli_cmd_nodes_move(struct cli_ctx *ctx)
     static const char *const required[] = { "identifier", "user", NULL };
     const char *id;
 
-    if (require_flags(ctx, required) < 0 || node_id(ctx, true, &id) < 0)
+    if (cli_require_flags(ctx, required) < 0 || node_id(ctx, true, &id) < 0)
         return 1;
     return node_call(ctx, cli_pathf("/api/v1/node/%s/user?user=%s", id, user_ref(ctx)), NULL,
                      "The node belongs to its new user");

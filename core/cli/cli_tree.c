@@ -300,10 +300,21 @@ static const struct cli_cmd cmd_nodes_approve_routes = {
     .run = cli_cmd_nodes_approve_routes, .max_args = 0,
 };
 
+static const struct cli_cmd cmd_nodes_backfill_ips = {
+    .name = "backfillips", .use = "backfillips",
+    .summary = "Give nodes the addresses the configured prefixes call for",
+    .long_help = "After prefixes.v4 or prefixes.v6 changed: every node lacking an address of a\n"
+                 "configured family gets one, and addresses of a family no longer configured\n"
+                 "are taken away. Clients learn their new addresses with their next map. Asks\n"
+                 "first unless --force; prints each change.",
+    .run = cli_cmd_nodes_backfill_ips, .max_args = 0,
+};
+
 static const struct cli_cmd cmd_nodes = {
     .name = "nodes", .aliases = ALIASES("node", "machine", "machines"), .use = "nodes",
     .summary = "List, register, tag and remove nodes",
-    .subs = SUBS(&cmd_nodes_approve_routes, &cmd_nodes_delete, &cmd_nodes_expire,
+    .subs = SUBS(&cmd_nodes_approve_routes, &cmd_nodes_backfill_ips, &cmd_nodes_delete,
+                 &cmd_nodes_expire,
                  &cmd_nodes_list, &cmd_nodes_list_routes, &cmd_nodes_move, &cmd_nodes_register,
                  &cmd_nodes_rename, &cmd_nodes_tag),
 };
@@ -318,9 +329,30 @@ static const struct cli_cmd cmd_auth_register = {
     .run = cli_cmd_auth_register, .max_args = 0,
 };
 
+#define AUTH_ID_FLAG { "auth-id", 0, CLI_STRING, NULL, "ID of the pending login", false }
+
+static const struct cli_cmd cmd_auth_approve = {
+    .name = "approve", .use = "approve --auth-id ID",
+    .summary = "Let a pending login through for the owner its machine already has",
+    .long_help = "Completes a pending interactive login from a machine that has a node already\n"
+                 "(it logged out, or its key expired): the node keeps its user or its tags.\n"
+                 "A machine new to the server needs \"auth register\", which names the user.\n"
+                 "--auth-id is the ID at the end of the URL the client shows\n"
+                 "(<server_url>/register/<ID>).",
+    .flags = FLAGS(AUTH_ID_FLAG), .run = cli_cmd_auth_approve, .max_args = 0,
+};
+
+static const struct cli_cmd cmd_auth_reject = {
+    .name = "reject", .use = "reject --auth-id ID",
+    .summary = "Refuse a pending login",
+    .long_help = "Refuses a pending interactive login: the waiting client is told so (tailscale\n"
+                 "up stops with the message) and the login can no longer be completed.",
+    .flags = FLAGS(AUTH_ID_FLAG), .run = cli_cmd_auth_reject, .max_args = 0,
+};
+
 static const struct cli_cmd cmd_auth = {
     .name = "auth", .use = "auth", .summary = "Act on logins waiting for an operator",
-    .subs = SUBS(&cmd_auth_register),
+    .subs = SUBS(&cmd_auth_approve, &cmd_auth_register, &cmd_auth_reject),
 };
 
 /* ---- routes (headscale 0.22.3) ---- */
@@ -431,9 +463,24 @@ static const struct cli_cmd cmd_debug_policy = {
     .run = cli_cmd_debug_policy, .max_args = 0,
 };
 
+static const struct cli_cmd cmd_debug_create_node = {
+    .name = "create-node", .use = "create-node --user USER --key ID --name NAME",
+    .summary = "Make up a pending login, to try auth register, approve or reject on",
+    .long_help = "Starts a pending interactive login under the ID --key (\"hskey-authreq-\" and\n"
+                 "24 letters, digits, '-' or '_') from a made-up machine named --name that\n"
+                 "announces --route. \"auth register --auth-id ID --user USER\" then makes it a\n"
+                 "node (which never connects). Prints the node it would be.",
+    .flags = FLAGS({ "key", 'k', CLI_STRING, NULL, "ID of the pending login to create", false },
+                   { "name", 0, CLI_STRING, NULL, "Host name of the made-up machine", false },
+                   { "route", 'r', CLI_LIST, NULL,
+                     "Routes it announces (comma separated or repeated)", false },
+                   { "user", 'u', CLI_STRING, NULL, "User named in the printed node", false }),
+    .run = cli_cmd_debug_create_node, .max_args = 0,
+};
+
 static const struct cli_cmd cmd_debug = {
     .name = "debug", .use = "debug", .summary = "Tools for looking into the server's decisions",
-    .subs = SUBS(&cmd_debug_policy),
+    .subs = SUBS(&cmd_debug_create_node, &cmd_debug_policy),
 };
 
 /* ---- root ---- */

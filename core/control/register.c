@@ -16,6 +16,10 @@
 /* Go's zero time.Time marshals as this; it means "no expiry requested". */
 #define GO_ZERO_TIME "0001-01-01T00:00:00Z"
 
+/* What a client whose login an operator refused (`headscale auth reject`) is told; `tailscale
+ * up` prints it and gives up. */
+#define LOGIN_REFUSED "login refused by the server's administrator"
+
 /* Retry-After for a follow-up refused because too many wait already. */
 #define FOLLOWUP_BUSY_S 30
 /* Pending registrations are swept this often (and expire at most this late). */
@@ -305,7 +309,7 @@ static void do_followup(struct control_service *s, const struct control_request 
 {
     const char *slash = strrchr(url, '/'), *id = slash ? slash + 1 : "";
     struct store_registration r;
-    bool mine, live;
+    bool mine, live, refused;
 
     if (!hs_has_prefix(id, "hskey-authreq-") || strlen(id) >= AUTH_REG_ID_MAX) {
         reply_error(s, rq, "unknown login URL");
@@ -317,9 +321,12 @@ static void do_followup(struct control_service *s, const struct control_request 
     }
     mine = sodium_memcmp(r.machine_key, rq->machine_key, 32) == 0;
     live = r.node_id || r.expires_at > hs_now_us();
+    refused = r.rejected;
     store_registration_free(&r);
     if (!mine)
         reply_error(s, rq, "unknown login URL");
+    else if (refused && live)
+        reply_error(s, rq, LOGIN_REFUSED);
     else if (!live)
         do_interactive(s, rq, nr);
     else
@@ -390,33 +397,42 @@ void register_handle(struct control_service *s, struct control_request *rq, json
     free(hostinfo);
 }
 
-/* True when the operator completed it (*node_id then names the node), or when it is gone
- * (expired, or given way to newer ones: *node_id is 0). */
-static bool followup_done(struct control_service *s, const char *reg_id, uint64_t *node_id)
+/* How a follow-up ends: completed (with the node), refused by an operator, or gone
+ * (expired, given way to newer ones, or its hold ran out). */
+struct followup_end {
+    uint64_t node_id;
+    bool refused;
+};
+
+/* True when the operator completed or refused it, or when it is gone. */
+static bool followup_done(struct control_service *s, const char *reg_id,
+                          struct followup_end *end)
 {
     struct store_registration r;
     bool done;
     int rc = store_registration_get(s->st, reg_id, &r);
 
-    *node_id = 0;
+    *end = (struct followup_end){ 0 };
     if (rc < 0)
         return rc == -ENOENT;
-    done = r.node_id != 0;
-    *node_id = r.node_id;
+    done = r.node_id != 0 || r.rejected;
+    *end = (struct followup_end){ .node_id = r.node_id, .refused = r.rejected };
     store_registration_free(&r);
     return done;
 }
 
-static void followup_answer(struct control_service *s, struct followup *f, uint64_t node_id)
+static void followup_answer(struct control_service *s, struct followup *f,
+                            const struct followup_end *end)
 {
     struct control_request rq = { .conn_id = f->conn_id, .stream_id = f->stream_id };
     struct store_node n;
 
-    if (node_id && store_node_get(s->st, node_id, &n) == 0) {
+    if (end->node_id && store_node_get(s->st, end->node_id, &n) == 0) {
         reply_authorized(s, &rq, &n);
         store_node_free(&n);
     } else {
-        reply_error(s, &rq, "login timed out: run tailscale up again");
+        reply_error(s, &rq,
+                    end->refused ? LOGIN_REFUSED : "login timed out: run tailscale up again");
     }
 }
 
@@ -437,10 +453,10 @@ void register_check_followups(struct control_service *s)
     s->followups = NULL;
     pthread_mutex_unlock(&s->mu);
     while ((f = list)) {
-        uint64_t node_id = 0;
+        struct followup_end end = { 0 };
         list = f->next;
-        if ((check && followup_done(s, f->reg_id, &node_id)) || now >= f->deadline) {
-            followup_answer(s, f, node_id);
+        if ((check && followup_done(s, f->reg_id, &end)) || now >= f->deadline) {
+            followup_answer(s, f, &end);
             free(f);
             answered++;
             continue;

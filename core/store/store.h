@@ -159,6 +159,13 @@ struct store_ip_config {
 int store_node_create(struct store *st, const struct store_node *in,
                       const struct store_ip_config *ips, struct store_node *out);
 
+/* `nodes backfillips`: gives every node an address of each family ips has a prefix for and
+ * lacks, and takes away the addresses of a family it has none for (after the operator changed
+ * prefixes.v4/v6), in one transaction. changes gets one line per address given or taken away
+ * (empty when nothing changed; the caller frees it). -ENOSPC when a prefix is full. */
+int store_node_backfill_ips(struct store *st, const struct store_ip_config *ips,
+                            struct hs_strv *changes);
+
 /* Fields for store_node_update (bit numbers). */
 enum store_node_field {
     STORE_NODE_NODE_KEY,
@@ -212,13 +219,17 @@ struct store_registration {
     char *data_json; /* the RegisterRequest fields needed to create the node */
     uint64_t user_id, node_id; /* set once an operator completed it */
     int64_t created_at, expires_at;
+    bool rejected;             /* an operator refused it: it can no longer be completed */
 };
 void store_registration_free(struct store_registration *r);
 int store_registration_create(struct store *st, const struct store_registration *in);
 int store_registration_get(struct store *st, const char *id, struct store_registration *out);
-/* Records who completed it and the node it produced; -ENOENT if unknown or expired. */
+/* Records who completed it and the node it produced; -ENOENT if unknown, expired or
+ * rejected. */
 int store_registration_complete(struct store *st, const char *id, uint64_t user_id,
                                 uint64_t node_id);
+/* Marks it refused (again is fine); -ENOENT if unknown, expired or completed. */
+int store_registration_reject(struct store *st, const char *id);
 /* Deletes the rows expired at `now` and all but the `keep` newest others → how many went. */
 int store_registration_trim(struct store *st, int64_t now, size_t keep);
 int store_registration_count(struct store *st, size_t *out);

@@ -3,6 +3,7 @@
  * with store__p_key(p, NODE_*_PREFIX, key), lists with store__p_strv, register_methods[] for
  * the method, and goes through store__write_row(... "RETURNING " NODE_COLS, node_from_row),
  * which publishes its NOTIFY_NODE event after commit. */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -355,5 +356,92 @@ int store_node_find(struct store *st, const uint8_t machine_key[STORE_KEY_LEN],
         store__p_key(&p, NODE_MKEY_PREFIX, machine_key);
     rc = store__get_one(st, sql[machine_key ? (node_key ? 2 : 1) : 0], &p, node_from_row, out);
     store__params_free(&p);
+    return rc;
+}
+
+/* ---- addresses after a change of prefixes ---- */
+
+/* One node's addresses brought in line with ips; its changes described in changes. */
+static int backfill_node(struct store_tx *tx, const struct store_ip_config *ips,
+                         struct store_result *nodes, size_t row, struct hs_strv *changes)
+{
+    const struct ip_prefix *pfx[2] = { ips->v4, ips->v6 };
+    static const char *const family[2] = { "IPv4", "IPv6" }, *const column[2] = { "ipv4", "ipv6" };
+    const char *name = store__cell(nodes, row, 1);
+    uint64_t id = store__cell_u64(nodes, row, 0);
+    char addr[2][64], msg[256];
+    bool changed = false;
+    struct store_params p;
+    int rc;
+
+    for (int f = 0; f < 2; f++) {
+        const char *now = store__cell(nodes, row, 2 + (size_t)f);
+        bool want = pfx[f] && pfx[f]->family;
+        snprintf(addr[f], sizeof(addr[f]), "%s", now ? now : "");
+        if (want && !now) {
+            if ((rc = pick_ip(tx, pfx[f], ips->random, column[f], addr[f], sizeof(addr[f]))) < 0)
+                return rc;
+            snprintf(msg, sizeof(msg), "node %" PRIu64 " (%s): %s %s given", id, name,
+                     family[f], addr[f]);
+        } else if (!want && now) {
+            snprintf(msg, sizeof(msg), "node %" PRIu64 " (%s): %s %s taken away, no %s prefix "
+                     "is configured", id, name, family[f], now, family[f]);
+            addr[f][0] = '\0';
+        } else {
+            continue;
+        }
+        hs_strv_push(changes, msg);
+        changed = true;
+    }
+    if (!changed)
+        return 0;
+    store__params_init(&p);
+    store__p_u64(&p, id);
+    store__p_str(&p, addr[0][0] ? addr[0] : NULL);
+    store__p_str(&p, addr[1][0] ? addr[1] : NULL);
+    rc = store__tx_exec(tx, "UPDATE nodes SET ipv4 = $2, ipv6 = $3 WHERE id = $1", &p, NULL);
+    store__params_free(&p);
+    if (rc == 0)
+        store__tx_event(tx, NOTIFY_NODE, NOTIFY_UPDATE, id);
+    return rc;
+}
+
+static int backfill_once(struct store *st, const struct store_ip_config *ips,
+                         struct hs_strv *changes)
+{
+    struct store_result nodes;
+    struct store_tx tx;
+    int rc;
+
+    if ((rc = store__begin(st, &tx)) < 0)
+        return rc;
+    rc = store__tx_exec(&tx, "SELECT id, given_name, ipv4, ipv6 FROM nodes ORDER BY id", NULL,
+                        &nodes);
+    if (rc < 0) {
+        store__rollback(&tx);
+        return rc;
+    }
+    for (size_t row = 0; row < nodes.nrows && rc == 0; row++)
+        rc = backfill_node(&tx, ips, &nodes, row, changes);
+    store__result_free(&nodes);
+    if (rc < 0) {
+        store__rollback(&tx);
+        return rc;
+    }
+    return store__commit(&tx);
+}
+
+int store_node_backfill_ips(struct store *st, const struct store_ip_config *ips,
+                            struct hs_strv *changes)
+{
+    int rc = -EEXIST;
+
+    /* As in store_node_create: a registration racing us for an address makes us look again. */
+    for (int i = 0; i < NODE_CREATE_ATTEMPTS && rc == -EEXIST; i++) {
+        hs_strv_free(changes);
+        rc = backfill_once(st, ips, changes);
+    }
+    if (rc < 0)
+        hs_strv_free(changes);
     return rc;
 }

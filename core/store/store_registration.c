@@ -7,7 +7,8 @@
 
 #include "store/store_internal.h"
 
-#define REG_COLS "id, machine_key, node_key, data, user_id, node_id, created_at, expires_at"
+#define REG_COLS \
+    "id, machine_key, node_key, data, user_id, node_id, created_at, expires_at, rejected"
 
 void store_registration_free(struct store_registration *r)
 {
@@ -31,6 +32,7 @@ static int reg_from_row(struct store_result *r, size_t row, void *out)
     g->node_id = store__cell_u64(r, row, 5);
     g->created_at = store__cell_i64(r, row, 6);
     g->expires_at = store__cell_i64(r, row, 7);
+    g->rejected = store__cell_bool(r, row, 8);
     return 0;
 }
 
@@ -78,9 +80,27 @@ int store_registration_complete(struct store *st, const char *id, uint64_t user_
     store__p_id(&p, user_id);
     store__p_id(&p, node_id);
     store__p_i64(&p, hs_now_us());
+    store__p_bool(&p, false);
     rc = store__write_row(st,
                           "UPDATE registrations SET user_id = $2, node_id = $3 WHERE id = $1 "
-                          "AND expires_at > $4 RETURNING 0",
+                          "AND expires_at > $4 AND rejected = $5 RETURNING 0",
+                          &p, NOTIFY_REGISTRATION, NOTIFY_UPDATE, NULL, NULL);
+    store__params_free(&p);
+    return rc;
+}
+
+int store_registration_reject(struct store *st, const char *id)
+{
+    struct store_params p;
+    int rc;
+
+    store__params_init(&p);
+    store__p_str(&p, id);
+    store__p_i64(&p, hs_now_us());
+    store__p_bool(&p, true);
+    rc = store__write_row(st,
+                          "UPDATE registrations SET rejected = $3 WHERE id = $1 "
+                          "AND expires_at > $2 AND node_id IS NULL RETURNING 0",
                           &p, NOTIFY_REGISTRATION, NOTIFY_UPDATE, NULL, NULL);
     store__params_free(&p);
     return rc;

@@ -23,10 +23,6 @@ REF_22 = str(REPO / ".cache/headscale/v0.22.3/headscale")
 # Commands of headscale's that ours does not have yet, and why. Each is a gap to close, not a
 # choice: the test still checks everything under and around them.
 NOT_YET = {
-    "nodes backfillips": "needs POST /api/v1/node/backfillips on the server",
-    "auth approve": "needs the pending-auth approval flow (SSH check / re-auth) on the server",
-    "auth reject": "needs the pending-auth approval flow (SSH check / re-auth) on the server",
-    "debug create-node": "headscale's integration-test helper (plants a fake registration)",
     "mockoidc": "headscale's integration-test OIDC provider",
 }
 # Flags of headscale's that ours does not have yet, as (command path, flag).

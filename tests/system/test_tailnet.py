@@ -384,6 +384,60 @@ def test_interactive_login_register(world):
         world.discard(y)
 
 
+def auth_url_id(world, node):
+    """The registration id of the AuthURL node is shown after `tailscale up` without a key."""
+    url = poll(lambda: node.status().get("AuthURL"), 30, f"{node.name} AuthURL")
+    prefix = world.server.url + "/register/"
+    assert url.startswith(prefix), url
+    return url[len(prefix):]
+
+
+def test_interactive_login_rejected(world):
+    """`headscale auth reject` refuses a pending login: `tailscale up` stops with the message,
+    and no node is made."""
+    y = world.node(world.unique_name("rej"))
+    try:
+        p = y.up_async()
+        reg_id = auth_url_id(world, y)
+        require_cli(world, "auth", "reject")
+        world.server.cli_ok("auth", "reject", "--auth-id", reg_id)
+        rc = p.wait(timeout=60)
+        with open(y.up_log, errors="replace") as f:
+            out = f.read()
+        assert rc != 0, out
+        assert "login refused by the server's administrator" in out, out
+        assert y.state() != "Running"
+        assert world.server.node_by_name(y.name) is None
+        r = world.server.cli("auth", "register", "--auth-id", reg_id, "--user", "alice")
+        assert r.returncode != 0, "a refused login was completed afterwards"
+        assert world.server.node_by_name(y.name) is None
+    finally:
+        world.discard(y, delete=False)
+
+
+def test_interactive_relogin_approved(world):
+    """A node that logged out logs in again without a key; `headscale auth approve` lets it
+    through as the node it was (same id, same user) and the client runs again."""
+    z = world.join(world.unique_name("appr"))
+    try:
+        before = world.server.node_by_name(z.name)
+        r = z.cli("logout", timeout=30)
+        assert r.returncode == 0, r.stderr
+        z.wait_state("NeedsLogin", timeout=30)
+        z.up_async()
+        reg_id = auth_url_id(world, z)
+        require_cli(world, "auth", "approve")
+        world.server.cli_ok("auth", "approve", "--auth-id", reg_id)
+        z.wait_running(timeout=60)
+        after = world.server.node_by_name(z.name)
+        assert after["id"] == before["id"], (before, after)
+        assert after["user"]["name"] == "alice", after
+        assert after["nodeKey"] != before["nodeKey"], "logout and login give a new node key"
+        assert_sees(world.base[0], z)
+    finally:
+        world.discard(z)
+
+
 def test_register_page_unknown_id(world):
     st, _, body = world.ns.http("GET", tailnet.SERVER_IP, tailnet.HS_PORT,
                                 "/register/" + "z" * 24)
