@@ -177,6 +177,7 @@ type patchLite struct {
 
 type mapLite struct {
 	KeepAlive         bool
+	PingRequest       *struct{ URL string }
 	Node              *struct{ ID int64 }
 	Peers             []peerLite
 	PeersChanged      []peerLite
@@ -432,6 +433,9 @@ func (n *node) stream(gotFirst chan struct{}, gotMap *bool) error {
 			return fmt.Errorf("decode: %w", derr)
 		}
 		n.msgs.Add(1)
+		if m.PingRequest != nil && m.PingRequest.URL != "" {
+			go answerPing(m.PingRequest.URL) // HA health probes: a real client fetches the URL
+		}
 		if m.KeepAlive {
 			n.keepalive.Add(1)
 			continue
@@ -467,6 +471,18 @@ func (n *node) stream(gotFirst chan struct{}, gotMap *bool) error {
 		case -1:
 			n.observe(&m, now)
 		}
+	}
+}
+
+// answerPing does what tailscaled does with a PingRequest that names no ping type: a HEAD of
+// its URL (the server's HA health probe).
+func answerPing(url string) {
+	req, err := http.NewRequest("HEAD", url, nil)
+	if err != nil {
+		return
+	}
+	if resp, err := keyClient.Do(req); err == nil {
+		resp.Body.Close()
 	}
 }
 
@@ -1196,8 +1212,9 @@ func main() {
 
 	bus = eventbus.New()
 	netMon = netmon.NewStatic()
-	// /key is fetched over plain HTTP; one shared client without keep-alives so that no idle
-	// connection per node lingers (Direct closes idle ones after /key anyway).
+	// /key (and the HA probes' ping URLs) are fetched over plain HTTP; one shared client
+	// without keep-alives so that no idle connection per node lingers (Direct closes idle
+	// ones after /key anyway).
 	keyClient = &http.Client{Transport: &http.Transport{
 		DisableKeepAlives: true, DialContext: sysDialer.DialContext, MaxIdleConns: 0,
 	}, Timeout: 30 * time.Second}

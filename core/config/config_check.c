@@ -249,10 +249,6 @@ static void check_times(struct load_ctx *c)
         problem(c, CONFIG_ERROR, "tuning.http_request_timeout", "must be at least 1s");
     if (cfg->node_routes_ha_probe_interval_us == 0)
         return; /* probing disabled */
-    if (is_set(c, "node.routes.ha.probe_interval"))
-        problem(c, CONFIG_WARNING, "node.routes.ha.probe_interval",
-                "HA routers are not probed yet: a primary router fails over when its map "
-                "stream closes");
     if (cfg->node_routes_ha_probe_interval_us < 2 * HS_USEC_PER_SEC)
         problem(c, CONFIG_ERROR, "node.routes.ha.probe_interval", "must be 0 or at least 2s");
     if (cfg->node_routes_ha_probe_timeout_us < HS_USEC_PER_SEC ||

@@ -135,6 +135,11 @@ void control_service_resync(struct control_service *s);
  * records file changed). */
 void control_service_dns_changed(struct control_service *s);
 
+/* HEAD /machine/ping-response?id=ID (on the front door, as headscale): completes the HA health
+ * probe with that id; false when no probe out has it (unknown, answered, or judged). Any
+ * thread. */
+bool control_service_ping_answered(struct control_service *s, const char *id);
+
 /* Oldest client accepted: Tailscale v1.80 (capability version 113), as headscale. */
 #define CONTROL_MIN_CAPVER 113
 

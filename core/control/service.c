@@ -195,6 +195,7 @@ static void *map_thread(void *arg)
             poll_keepalives(s);
             poll_gc_ephemeral(s);
             state_check_expiry(s->state, hs_now_us());
+            haprobe_tick(s, now);
             if (++ticks % TRIM_EVERY_TICKS == 0)
                 malloc_trim(0);
         }
@@ -222,6 +223,7 @@ int control_service_new(const struct control_service_deps *d, struct control_ser
                                            d->cfg->tuning_register_cache_expiration_us, 1);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cond, NULL);
+    haprobe_init(&s->probe);
     s->ctl = control_new(d->noise_key, &h, 4);
     state_listen(s->state, poll_on_state_change, s);
     *out = s;
@@ -279,6 +281,7 @@ void control_service_free(struct control_service *s)
     idset_free(&s->closed_nodes);
     control__reglimit_free(s->reglimit);
     control__reglimit_free(s->regturnover);
+    haprobe_free(&s->probe);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cond);
     free(s);

@@ -82,6 +82,35 @@ void control__reglimit_free(struct reglimit *l); /* NULL is fine */
 /* 0: ip may start one now (counted); otherwise the seconds until it may. */
 unsigned control__reglimit_take(struct reglimit *l, const uint8_t ip[16], int64_t now_us);
 
+/* ---- HA health probes (haprobe.c) ---- */
+
+#define HAPROBE_ID_LEN 32 /* hex of 128 random bits */
+struct ha_ping {
+    char id[HAPROBE_ID_LEN + 1];
+    uint64_t node_id;
+    uint64_t epoch;  /* the node's session_epoch when the ping went out */
+    bool stable;     /* that session was asked in the previous cycle too */
+    bool unsent;     /* no session of the node could take it */
+    bool answered;   /* under mu */
+};
+struct ha_seen {
+    uint64_t id, epoch;
+};
+struct haprobe {
+    pthread_mutex_t mu;      /* pings' answered flags and the list's lifetime */
+    struct ha_ping *pings;   /* the cycle out now */
+    size_t npings;
+    int64_t verdict_at;      /* monotonic us when it is judged; 0: no cycle out */
+    int64_t next_cycle;      /* monotonic us */
+    struct ha_seen *seen;    /* the sessions asked in the last cycle (map thread) */
+    size_t nseen;
+};
+void haprobe_init(struct haprobe *p);
+void haprobe_free(struct haprobe *p);
+/* Map thread, every tick: starts a cycle every node.routes.ha.probe_interval and judges it
+ * probe_timeout later. */
+void haprobe_tick(struct control_service *s, int64_t now);
+
 /* Node ids touched since the last batch, by kind. */
 struct idset {
     uint64_t *v;
@@ -119,6 +148,7 @@ struct control_service {
      * restart) is batched longer. */
     int64_t rate_since;     /* monotonic us: start of the current one-second window */
     unsigned rate_now, rate_prev; /* changes in it, and in the window before */
+    struct haprobe probe;
     bool stopping;
     bool thread_started;
     pthread_t thread;       /* the map thread: batches, keep-alives, GC, follow-up timeouts */

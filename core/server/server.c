@@ -345,6 +345,21 @@ static enum MHD_Result serve_register(struct MHD_Connection *conn, const char *i
     return ret;
 }
 
+/* A node answering an HA health probe (control/haprobe.c): the id is its credential. */
+static enum MHD_Result serve_ping_response(struct server *srv, struct MHD_Connection *conn,
+                                           const char *method)
+{
+    const char *id = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "id");
+
+    if (strcmp(method, "HEAD") != 0)
+        return send_reply(conn, 405, "text/plain", "method not allowed\n", 19);
+    if (!id || !*id)
+        return send_reply(conn, 400, "text/plain", "missing ping id\n", 16);
+    if (!control_service_ping_answered(srv->svc, id))
+        return send_reply(conn, 404, "text/plain", "unknown or expired ping\n", 24);
+    return send_reply(conn, 200, "text/plain", "", 0);
+}
+
 /* Endpoints outside /api/ on the public listener. */
 static enum MHD_Result serve_root(struct server *srv, struct MHD_Connection *conn,
                                   const char *url, const char *method)
@@ -354,6 +369,8 @@ static enum MHD_Result serve_root(struct server *srv, struct MHD_Connection *con
 
     if (strcmp(url, "/ts2021") == 0)
         return serve_ts2021(conn);
+    if (strcmp(url, "/machine/ping-response") == 0)
+        return serve_ping_response(srv, conn, method);
     if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
         return send_reply(conn, 405, "text/plain", "method not allowed\n", 19);
     if (strcmp(url, "/key") == 0)

@@ -535,8 +535,12 @@ void state_set_online(struct state *s, uint64_t id, bool online, uint16_t capver
             n->capver = capver;
         if (online && changed)
             n->online_since = hs_now_us();
+        if (online)
+            n->session_epoch++;
         n->disconnected_at = online ? 0 : hs_now_us();
-        router = changed && state__serves_subnet(n);
+        /* A new session proves the node reachable again; an offline one is no candidate. */
+        router = (changed || n->unhealthy) && state__serves_subnet(n);
+        n->unhealthy = false;
     }
     pthread_rwlock_unlock(&s->lock);
     /* A router came or went: primaries may move (failover). Most nodes route nothing and
@@ -548,6 +552,17 @@ void state_set_online(struct state *s, uint64_t id, bool online, uint16_t capver
     }
     if (changed)
         emit(s, STATE_NODE_ONLINE, id);
+    emit_moved(s, &m, 0);
+}
+
+void state_set_health(struct state *s, const uint64_t *ids, const bool *healthy, size_t n)
+{
+    struct moved m = { 0 };
+
+    pthread_mutex_lock(&s->wmu);
+    if (state__set_health(s, ids, healthy, n))
+        m.n = state__elect_compile(s, &m.v);
+    pthread_mutex_unlock(&s->wmu);
     emit_moved(s, &m, 0);
 }
 

@@ -24,6 +24,9 @@ struct state_node {
     bool online;            /* a map stream is open (on this replica) */
     int64_t online_since;   /* us */
     int64_t disconnected_at; /* us; 0 while online */
+    uint64_t session_epoch; /* map sessions opened so far (runtime): an HA probe is judged
+                             * against the session it was sent on */
+    bool unhealthy;         /* its last HA probe went unanswered (runtime; see "routes") */
     uint16_t capver;        /* from the last map request */
     int home_derp;          /* Hostinfo.NetInfo.PreferredDERP */
     /* Routes (see "routes" below): announced = Hostinfo.RoutableIPs as the client sent them;
@@ -121,11 +124,25 @@ void state_check_expiry(struct state *s, int64_t now);
  * had approved them (a later policy without them does not take them back).
  *
  * Primary routers: each subnet route has at most one, elected among the online nodes serving
- * it: the current one stays while online, else the lowest node id takes over (no flapping
- * back). Routers whose primaries move are compiled again into the policy and reported to
- * listeners as STATE_NODE_CHANGED (their peers' AllowedIPs and PrimaryRoutes change).
+ * it: the current one stays while online and healthy, else the lowest healthy node id takes
+ * over (no flapping back). Health comes from control's HA probes (node.routes.ha): a router
+ * that leaves a ping unanswered while its stream stays open is unhealthy until it answers
+ * one, reconnects or stops serving routes. When every router of a route is unhealthy the
+ * current primary keeps it if still online, else the route has none (pointing peers at a
+ * router known not to answer helps no one). Routers whose primaries move are compiled again
+ * into the policy and reported to listeners as STATE_NODE_CHANGED (their peers' AllowedIPs
+ * and PrimaryRoutes change).
  *
  * Read lock held for the three below. */
+/* The nodes an HA probe asks: the online ones that serve a subnet route some other online
+ * node serves too, and those marked unhealthy (a lone router left of a pair must be able to
+ * prove itself healthy again, or its route would stay without a router). Ascending,
+ * deduplicated; *n their count. Caller frees. Takes the lock. */
+uint64_t *state_ha_nodes(struct state *s, size_t *n);
+/* One probe cycle's verdicts: healthy[i] for ids[i]. An unhealthy mark sticks only on a node
+ * still online and serving routes. Primaries are elected again when a mark changed; the
+ * routers that moved are reported as STATE_NODE_CHANGED. Takes the locks. */
+void state_set_health(struct state *s, const uint64_t *ids, const bool *healthy, size_t n);
 /* Whether node sn announces and has approved prefix (canonical text). */
 bool state_node_serves(const struct state_node *sn, const char *prefix);
 /* The primary router of a subnet route (not 0.0.0.0/0 or ::/0): the node whose route peers

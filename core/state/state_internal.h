@@ -25,6 +25,7 @@ struct state_net {
 struct state_primary {
     const char *route;
     uint64_t id;
+    bool unhealthy; /* candidates only: the node's HA probe mark */
 };
 
 /* Lock order: wmu, then lock. Every change of a node's stored fields or of the node and user
@@ -83,6 +84,8 @@ void state__auto_approve_all(struct state *s);
 void state__emit(struct state *s, enum state_change_kind kind, uint64_t id);
 /* Write lock held: drops n's serialised form (it changed). */
 void state__drop_cache(struct state *s, struct state_node *n);
+/* wmu held: marks each node healthy or not (see state_set_health); whether any mark changed. */
+bool state__set_health(struct state *s, const uint64_t *ids, const bool *healthy, size_t n);
 
 /* state_primary.c. Whether sn serves a subnet route or is primary for one (a change of its online flag may move
  * a primary). */

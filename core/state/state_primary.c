@@ -3,11 +3,13 @@
  * A node serves a route it both announces (Hostinfo.RoutableIPs) and has approved. Exit routes
  * are offered by every node that serves them; a subnet route is given to peers by one router
  * at a time, its primary: among the online nodes that serve it, the current primary stays
- * while it is online (a router coming back does not take the route back, which would move
- * every peer's traffic twice), otherwise the lowest node id wins (reference §6; headscale's
- * electPrimaryRoutes). The election runs whenever a router comes or goes online and whenever
- * a node's routes change; the nodes whose primaries moved are compiled again into the policy
- * (so the policy's route viewers and the maps agree) and reported to listeners as changed. */
+ * while it is online and healthy (a router coming back does not take the route back, which
+ * would move every peer's traffic twice), otherwise the lowest healthy node id wins; with no
+ * healthy one the current primary stays if still online, else the route has none (reference
+ * §6; headscale's electPrimaryRoutes). The election runs whenever a router comes or goes
+ * online, whenever a node's routes change and when an HA probe cycle changed a router's
+ * health; the nodes whose primaries moved are compiled again into the policy (so the policy's
+ * route viewers and the maps agree) and reported to listeners as changed. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,7 +66,8 @@ static struct state_primary *candidates(struct state *s, size_t *count)
                 cap = cap ? 2 * cap : 16;
                 v = hs_xrealloc(v, cap * sizeof(*v));
             }
-            v[n++] = (struct state_primary){ .route = sn->serving.v[k], .id = sn->n.id };
+            v[n++] = (struct state_primary){ .route = sn->serving.v[k], .id = sn->n.id,
+                                             .unhealthy = sn->unhealthy };
         }
     }
     if (n)
@@ -73,8 +76,26 @@ static struct state_primary *candidates(struct state *s, size_t *count)
     return v;
 }
 
-/* One primary per route among the candidates (a group per route, ids ascending): the old
- * one while it is still a candidate, else the first. Routes are copied. */
+/* The pick among one route's candidates c[0..n) (ids ascending): the previous primary while
+ * it is a healthy candidate, else the first healthy one, else the previous one if it is still
+ * a candidate; 0 for none. */
+static uint64_t pick(const struct state_primary *c, size_t n, uint64_t prev)
+{
+    const struct state_primary *was = NULL, *healthy = NULL;
+
+    for (size_t i = 0; i < n; i++) {
+        if (c[i].id == prev)
+            was = &c[i];
+        if (!healthy && !c[i].unhealthy)
+            healthy = &c[i];
+    }
+    if (was && !was->unhealthy)
+        return prev;
+    return healthy ? healthy->id : was ? prev : 0;
+}
+
+/* One primary per route among the candidates (a group per route, ids ascending). Routes are
+ * copied. */
 static struct state_primary *choose(const struct state *s, const struct state_primary *c,
                                     size_t n, size_t *count)
 {
@@ -82,12 +103,12 @@ static struct state_primary *choose(const struct state *s, const struct state_pr
     size_t k = 0;
 
     for (size_t i = 0, j; i < n; i = j) {
-        uint64_t prev = lookup(s->prim, s->nprim, c[i].route), pick = c[i].id;
-        for (j = i; j < n && strcmp(c[j].route, c[i].route) == 0; j++) {
-            if (c[j].id == prev)
-                pick = prev;
-        }
-        out[k++] = (struct state_primary){ .route = hs_strdup(c[i].route), .id = pick };
+        uint64_t id;
+        for (j = i; j < n && strcmp(c[j].route, c[i].route) == 0; j++)
+            ;
+        id = pick(c + i, j - i, lookup(s->prim, s->nprim, c[i].route));
+        if (id)
+            out[k++] = (struct state_primary){ .route = hs_strdup(c[i].route), .id = id };
     }
     *count = k;
     return out;
@@ -186,6 +207,66 @@ void state__routes_free(struct state *s)
     free(s->routers);
     s->routers = NULL;
     s->nrouters = 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return (x > y) - (x < y);
+}
+
+uint64_t *state_ha_nodes(struct state *s, size_t *count)
+{
+    size_t nc, n = 0;
+    struct state_primary *c;
+    uint64_t *ids;
+
+    pthread_rwlock_rdlock(&s->lock);
+    c = candidates(s, &nc);
+    pthread_rwlock_unlock(&s->lock);
+    ids = hs_xcalloc(nc ? nc : 1, sizeof(*ids));
+    for (size_t i = 0, j; i < nc; i = j) {
+        for (j = i; j < nc && strcmp(c[j].route, c[i].route) == 0; j++)
+            ;
+        for (size_t k = i; k < j; k++) {
+            if (j - i >= 2 || c[k].unhealthy)
+                ids[n++] = c[k].id;
+        }
+    }
+    free(c); /* its routes were borrowed from the nodes: use none after the lock */
+    qsort(ids, n, sizeof(*ids), cmp_u64);
+    *count = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!*count || ids[*count - 1] != ids[i])
+            ids[(*count)++] = ids[i];
+    }
+    return ids;
+}
+
+/* Write lock held: applies one verdict; whether the mark changed. */
+static bool set_health(struct state *s, uint64_t id, bool healthy)
+{
+    const struct state_node *c = state_node_by_id(s, id);
+    struct state_node *sn = (struct state_node *)c;
+
+    if (!sn || sn->unhealthy == !healthy)
+        return false;
+    if (!healthy && (!sn->online || !sn->serving.n))
+        return false; /* it left HA candidacy while the probe was out */
+    sn->unhealthy = !healthy;
+    return true;
+}
+
+bool state__set_health(struct state *s, const uint64_t *ids, const bool *healthy, size_t n)
+{
+    bool any = false;
+
+    pthread_rwlock_wrlock(&s->lock);
+    for (size_t i = 0; i < n; i++)
+        any |= set_health(s, ids[i], healthy[i]);
+    pthread_rwlock_unlock(&s->lock);
+    return any;
 }
 
 uint64_t state_route_primary(struct state *s, const char *route)

@@ -97,6 +97,8 @@ void state__node_serving(struct state_node *sn)
         if (hs_strv_contains(&sn->n.approved_routes, r) && !hs_strv_contains(&sn->serving, r))
             hs_strv_push(&sn->serving, r);
     }
+    if (!sn->serving.n)
+        sn->unhealthy = false; /* no longer a router: a stale mark must not outlive that */
 }
 
 /* ---- autoApprovers: written back to the store ---- */

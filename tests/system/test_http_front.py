@@ -6,6 +6,7 @@ libmicrohttpd sees them, and 401 for any /api request without a key, whatever it
 
 import concurrent.futures as cf
 import fcntl
+import http.client
 import select
 import socket
 import struct
@@ -449,3 +450,24 @@ def test_unauthenticated_api_is_401_whatever_the_route(mserver, method, path):
 def test_openapi_stays_public(mserver):
     st, _, body = mserver.api_full("GET", "/api/v1/openapi.json", key=None)
     assert st == 200 and isinstance(body, dict) and "openapi" in body
+
+
+def test_ping_response_endpoint_refuses_what_no_probe_sent(mserver):
+    """/machine/ping-response completes an HA health probe only with the id the probe sent
+    (its only credential): a made-up id, an empty one, or another method get nothing done."""
+    def ask(method, query):
+        c = http.client.HTTPConnection("127.0.0.1", mserver.port, timeout=10)
+        try:
+            c.request(method, "/machine/ping-response" + query)
+            r = c.getresponse()
+            r.read()
+            return r.status
+        finally:
+            c.close()
+
+    assert ask("HEAD", "?id=" + "0" * 32) == 404
+    assert ask("HEAD", "?id=" + "ab" * 40) == 404
+    assert ask("HEAD", "?id=") == 400
+    assert ask("HEAD", "") == 400
+    assert ask("GET", "?id=" + "0" * 32) == 405
+    assert ask("POST", "?id=" + "0" * 32) == 405

@@ -19,6 +19,7 @@ a poll with a deadline."""
 
 import json
 import os
+import signal
 import socket
 import threading
 import time
@@ -40,6 +41,8 @@ ATTEMPT = 3.0       # one TCP attempt through the tailnet
 REACH = 45.0        # a path starts working within this
 REFUSE = 30.0       # a path stops working within this
 REFUSED_IN_A_ROW = 2
+# HA health probes as fast as the configuration allows, so a hung router is found quickly.
+PROBES = {"node": {"routes": {"ha": {"probe_interval": "2s", "probe_timeout": "1s"}}}}
 
 ALLOW_ALL = json.dumps({"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]})
 # Members reach each other; only alice's devices may use the routed subnet. (A source of "*"
@@ -123,7 +126,7 @@ def rworld(tmp_path_factory, db):
         pytest.skip(f"Tailscale {VERSION} not built in {tailnet.TS_CACHE}")
     d = tmp_path_factory.mktemp(f"routes-traffic-{db.kind[:2]}")
     with tailnet.World(d, db, VERSION, node_netns=True, users=("alice", "bob"),
-                       node_env=json.loads(os.environ.get("RM_NODE_ENV", "{}"))) as w:
+                       server_overrides=PROBES, node_env=json.loads(os.environ.get("RM_NODE_ENV", "{}"))) as w:
         lan, wan = FarNetwork(str(d), LAN), FarNetwork(str(d), WAN, beyond=INTERNET)
         try:
             lan.create()
@@ -361,6 +364,55 @@ def test_ha_failover_and_no_flap(rworld):
     approve(w, first)
     approve(w, second)
     set_policy(w, ALLOW_ALL)
+    wait_refused(client, w.lan)
+
+
+def test_ha_probe_fails_over_a_hung_router(rworld):
+    """A primary router whose tailscaled hangs (SIGSTOP: its kernel keeps the map stream's TCP
+    connection open, so the server still sees it online) stops answering the HA health probes:
+    the route moves to the other router, and peers reach the subnet through it. When the hung
+    one wakes up it answers probes again but does not take the route back; that it counts as
+    healthy again shows when the new primary then dies: the route comes back to it (with
+    both unhealthy and the primary gone the route would have no router at all)."""
+    w = rworld
+    client = w.n["client"]
+    set_policy(w, ALLOW_ALL)
+    first, second = sorted(("router-1", "router-2"), key=lambda name: w.ids[name])
+    via = {"router-1": f"{LAN}.1", "router-2": f"{LAN}.2"}
+    approve(w, first, LAN_ROUTE)
+    approve(w, second, LAN_ROUTE)
+    wait_primary(client, first)
+    wait_via(client, w.lan, via[first])
+
+    hung = w.n[first].proc
+    hung._signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        wait_primary(client, second)
+        wait_via(client, w.lan, via[second])
+        print(f"probe failover: {time.monotonic() - started:.2f}s after {first} hung")
+        assert server_primary(w) == [w.ids[second]]
+        hung_row = next(n for n in w.server.nodes() if int(n["id"]) == w.ids[first])
+        assert hung_row.get("online") is True, "the failover came from the probe, not a close"
+        assert "left a health probe unanswered" in w.server.log_tail(400)
+    finally:
+        hung._signal(signal.SIGCONT)
+
+    # Awake again: answers the next probes, keeps out of the way (no flap).
+    for _ in range(4):
+        wait_via(client, w.lan, via[second], deadline=10)
+    assert server_primary(w) == [w.ids[second]]
+    w.n[second].kill9()
+    try:
+        wait_primary(client, first)
+        wait_via(client, w.lan, via[first])
+        assert server_primary(w) == [w.ids[first]]
+    finally:
+        w.n[second].start()
+        poll(lambda: (client.peer(second) or {}).get("Online"), REACH,
+             f"{second} back online as the client sees it", interval=0.3)
+        approve(w, first)
+        approve(w, second)
     wait_refused(client, w.lan)
 
 

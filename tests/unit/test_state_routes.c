@@ -236,6 +236,82 @@ Test(routes, serving_is_announced_and_approved_primary_is_online)
     cr_expect_eq(primary_of("10.1.0.0/24"), 0, "b is offline, a no longer announces it");
 }
 
+static void health(uint64_t id, bool healthy)
+{
+    state_set_health(fx.s, &id, &healthy, 1);
+}
+
+static bool marked(uint64_t id)
+{
+    bool m;
+
+    state_rdlock(fx.s);
+    m = state_node_by_id(fx.s, id)->unhealthy;
+    state_unlock(fx.s);
+    return m;
+}
+
+static char *ha_nodes(void)
+{
+    size_t n;
+    uint64_t *v = state_ha_nodes(fx.s, &n);
+    struct hs_buf b;
+
+    hs_buf_init(&b, 4096);
+    hs_buf_puts(&b, "");
+    for (size_t i = 0; i < n; i++)
+        hs_buf_appendf(&b, "%s%llu", i ? "," : "", (unsigned long long)v[i]);
+    free(v);
+    return b.data;
+}
+
+Test(routes, probes_move_a_primary_to_the_lowest_healthy_router)
+{
+    uint64_t a = add_node(fx.alice, 1), b = add_node(fx.alice, 2), c = add_node(fx.bob, 3);
+    char *ids, want[64];
+
+    for (uint64_t id = a; id <= c; id++) {
+        announce(id, "[\"10.1.0.0/24\"]");
+        set_approved(id, "10.1.0.0/24", NULL);
+        state_set_online(fx.s, id, true, 0);
+    }
+    cr_expect_eq(primary_of("10.1.0.0/24"), a);
+    snprintf(want, sizeof(want), "%llu,%llu,%llu", (unsigned long long)a,
+             (unsigned long long)b, (unsigned long long)c);
+    cr_expect_str_eq(ids = ha_nodes(), want, "every router of a shared route is probed");
+    free(ids);
+    health(a, false);
+    cr_expect_eq(primary_of("10.1.0.0/24"), b, "the lowest healthy router takes over");
+    health(a, true);
+    cr_expect_eq(primary_of("10.1.0.0/24"), b, "a router answering again takes nothing back");
+    health(b, false);
+    health(a, false);
+    cr_expect_eq(primary_of("10.1.0.0/24"), c);
+    health(c, false);
+    cr_expect_eq(primary_of("10.1.0.0/24"), c, "all unhealthy: the primary stays");
+    state_set_online(fx.s, c, false, 0);
+    cr_expect_eq(primary_of("10.1.0.0/24"), 0, "none healthy, the primary gone: no router");
+    state_set_online(fx.s, c, true, 0);
+    cr_expect_eq(primary_of("10.1.0.0/24"), c, "a new session clears the mark");
+    state_set_online(fx.s, c, false, 0);
+    state_set_online(fx.s, b, false, 0);
+    snprintf(want, sizeof(want), "%llu", (unsigned long long)a);
+    cr_expect_str_eq(ids = ha_nodes(), want, "a lone unhealthy router is still probed");
+    free(ids);
+    health(a, true);
+    cr_expect_eq(primary_of("10.1.0.0/24"), a, "and gets the route once it answers");
+    cr_expect_str_eq(ids = ha_nodes(), "", "a lone healthy router is not probed");
+    free(ids);
+    health(b, false);
+    cr_expect_not(marked(b), "no mark on an offline node");
+    health(a, false);
+    cr_expect(marked(a));
+    announce(a, "[]");
+    cr_expect_not(marked(a), "a node that stops serving loses its mark");
+    health(a, false);
+    cr_expect_not(marked(a), "no mark on a node that serves nothing");
+}
+
 static void put_policy(const char *text)
 {
     FILE *f = fopen(fx.file, "w");
