@@ -1049,9 +1049,10 @@ static const struct {
     { "derp.update_frequency", "tests/unit/test_derp.c::refresh_picks_up_changes_and_stops_promptly" },
     { "node.expiry", "tests/unit/test_auth.c::requested_tags_need_the_policy" },
     { "node.ephemeral.inactivity_timeout", "tests/system/test_tailnet.py::test_ephemeral_inactivity_deletes_node" },
-    /* The HA probes are being built (the lead's part of issue 12); probe_interval warns. */
-    { "node.routes.ha.probe_interval", "tests/unit/test_config.c::every_key_works_or_warns" },
-    { "node.routes.ha.probe_timeout", "tests/unit/test_config.c::every_key_works_or_warns" },
+    { "node.routes.ha.probe_interval",
+      "tests/system/test_routes_traffic.py::test_ha_probe_fails_over_a_hung_router" },
+    { "node.routes.ha.probe_timeout",
+      "tests/system/test_routes_traffic.py::test_ha_probe_fails_over_a_hung_router" },
     { "database.type", "tests/system/test_config.py::test_legacy_022_config_serves" },
     { "database.sqlite.path", "tests/system/test_config.py::test_env_overrides_sqlite_path" },
     { "database.sqlite.write_ahead_log", "tests/system/test_persistence.py::test_state_survives_kill9" },
