@@ -20,16 +20,18 @@
 
 struct derpmap;
 
-/* Loads every URL and path once; a source that fails is logged and skipped, but if none
- * loads while some were configured, returns -EINVAL (with the reason logged). Regions from
+/* Loads every URL and path once; a source that fails is logged and left out until it loads
+ * (derpmap_start retries it), so this only fails for lack of memory. Regions from
  * later sources win over earlier ones on a region-id clash, in headscale's order (urls first,
  * then paths, so a local file can override a fetched region); a region set to null in a later
  * source removes it (headscale 0.29). Relative paths resolve against cfg->dir. */
 int derpmap_new(const struct hs_config *cfg, struct derpmap **out);
-/* Starts the refresh thread when derp.auto_update_enabled and urls are configured. Every
- * update_frequency it reloads every source (after a failure it retries sooner: 5 s, doubling,
- * capped at the period); a source that fails keeps its previous regions. derpmap_free() stops
- * it promptly, aborting a download in progress. */
+/* Starts the refresh thread when derp.auto_update_enabled and sources are configured, or
+ * when a source has not loaded yet. With auto-update, every update_frequency it reloads
+ * every source; a source that fails keeps its previous regions. After a failure it retries
+ * sooner: 5 s, doubling, capped at the period and at 5 min. Without auto-update it retries
+ * only the sources that never loaded, and ends once all have. derpmap_free() stops it
+ * promptly, aborting a download in progress. */
 int derpmap_start(struct derpmap *dm);
 
 /* Called on the refresh thread after the published map changed (push a DERPMap to every

@@ -1,7 +1,9 @@
 /* derp: the current DERP map, merged from derp.urls and derp.paths, and its refresher.
  *
  * Each source keeps the regions of its last good load, so a source that fails on a refresh
- * keeps contributing what it had instead of dropping its regions. The published map is a
+ * keeps contributing what it had instead of dropping its regions. A source that cannot be
+ * loaded at start does not stop the server (headscale 0.22.3 started without it, 0.29.3
+ * refuses to start): it is retried with a backoff until it loads, even without auto-update. The published map is a
  * deep copy that shares nothing with the sources; derpmap_get() hands out deep copies too,
  * so no jansson object is ever shared between threads. */
 #include <pthread.h>
@@ -13,7 +15,8 @@
 #include "derp/derp_internal.h"
 
 #define DERPMAP_RETRY_MIN_US (5 * HS_USEC_PER_SEC)
-#define DERPMAP_RETRY_MAX_SHIFT 10
+#define DERPMAP_RETRY_MAX_SHIFT 6 /* 5 s doubling stops at 320 s... */
+#define DERPMAP_RETRY_MAX_US (300 * HS_USEC_PER_SEC) /* ...and never waits past 5 min */
 #define DERPMAP_ERR_MAX 256
 
 struct derp_source {
@@ -28,7 +31,7 @@ struct derpmap {
     json_t *map;       /* guarded by mu */
     struct derp_source *src;
     size_t nsrc;
-    bool auto_update;
+    bool refresh; /* derp.auto_update_enabled with a period: reload every source each period */
     int64_t period_us;
     atomic_bool stop;
     bool running;
@@ -122,14 +125,24 @@ static json_t *merge_sources(const struct derpmap *dm, json_t *embedded)
     return json_pack("{s:o}", "Regions", regions);
 }
 
-/* Loads every source; returns how many failed. */
-static size_t load_all(struct derpmap *dm)
+/* Loads every source, or only those that never loaded; returns how many failed. */
+static size_t load_all(struct derpmap *dm, bool only_missing)
 {
     size_t failed = 0;
 
     for (size_t i = 0; i < dm->nsrc && !atomic_load(&dm->stop); i++)
-        failed += load_source(dm, &dm->src[i]) < 0;
+        if (!only_missing || !dm->src[i].regions)
+            failed += load_source(dm, &dm->src[i]) < 0;
     return failed;
+}
+
+static size_t never_loaded(const struct derpmap *dm)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < dm->nsrc; i++)
+        n += !dm->src[i].regions;
+    return n;
 }
 
 /* Swaps in the merged map; true when it differs from the previous one. */
@@ -164,20 +177,34 @@ static void init_sync(struct derpmap *dm)
     pthread_condattr_destroy(&ca);
 }
 
+/* After a failure, retry sooner than the period (5 s, doubling), never later than it or
+ * DERPMAP_RETRY_MAX_US. */
+static int64_t next_wait(const struct derpmap *dm, unsigned failures)
+{
+    int64_t retry, cap = DERPMAP_RETRY_MAX_US;
+
+    if (failures == 0)
+        return dm->period_us;
+    if (dm->period_us > 0 && dm->period_us < cap)
+        cap = dm->period_us;
+    retry = DERPMAP_RETRY_MIN_US
+            << (failures - 1 < DERPMAP_RETRY_MAX_SHIFT ? failures - 1 : DERPMAP_RETRY_MAX_SHIFT);
+    return retry < cap ? retry : cap;
+}
+
 int derpmap_new(const struct hs_config *cfg, struct derpmap **out)
 {
     struct derpmap *dm = hs_xcalloc(1, sizeof(*dm));
 
     init_sync(dm);
     atomic_init(&dm->stop, false);
-    dm->auto_update = cfg->derp_auto_update;
     dm->period_us = cfg->derp_update_frequency_us;
+    dm->refresh = cfg->derp_auto_update && dm->period_us > 0;
     add_sources(dm, cfg);
-    if (dm->nsrc > 0 && load_all(dm) == dm->nsrc) {
-        log_errorx("derp: none of the %zu DERP map sources could be loaded", dm->nsrc);
-        derpmap_free(dm);
-        return -EINVAL;
-    }
+    if (dm->nsrc > 0 && load_all(dm, false) > 0)
+        log_warnx("derp: %zu of %zu DERP map sources could not be loaded; trying again in %.3gs",
+                  never_loaded(dm), dm->nsrc,
+                  (double)next_wait(dm, 1) / HS_USEC_PER_SEC);
     publish(dm);
     *out = dm;
     return 0;
@@ -206,27 +233,16 @@ static bool wait_or_stop(struct derpmap *dm, int64_t us)
     return atomic_load(&dm->stop);
 }
 
-/* After a failure, retry sooner than the period (5 s, doubling), never later than it. */
-static int64_t next_wait(const struct derpmap *dm, unsigned failures)
-{
-    int64_t retry;
-
-    if (failures == 0)
-        return dm->period_us;
-    retry = DERPMAP_RETRY_MIN_US
-            << (failures - 1 < DERPMAP_RETRY_MAX_SHIFT ? failures - 1 : DERPMAP_RETRY_MAX_SHIFT);
-    return retry < dm->period_us ? retry : dm->period_us;
-}
-
+/* Without refresh, only the sources that never loaded are tried, until all have. */
 static void *refresh_main(void *arg)
 {
     struct derpmap *dm = arg;
-    unsigned failures = 0;
+    unsigned failures = never_loaded(dm) ? 1 : 0;
 
     pthread_mutex_lock(&dm->mu);
-    while (!wait_or_stop(dm, next_wait(dm, failures))) {
+    while ((dm->refresh || failures) && !wait_or_stop(dm, next_wait(dm, failures))) {
         pthread_mutex_unlock(&dm->mu);
-        failures = load_all(dm) ? failures + 1 : 0;
+        failures = load_all(dm, !dm->refresh) ? failures + 1 : 0;
         if (!atomic_load(&dm->stop) && publish(dm)) {
             log_info("derp: DERP map updated");
             if (dm->on_change)
@@ -242,16 +258,11 @@ int derpmap_start(struct derpmap *dm)
 {
     int rc;
 
-    if (!dm->auto_update || dm->period_us <= 0 || dm->running)
+    if (dm->running || !((dm->refresh && dm->nsrc > 0) || never_loaded(dm)))
         return 0;
-    for (size_t i = 0; i < dm->nsrc; i++) {
-        if (!dm->src[i].url)
-            continue;
-        if ((rc = pthread_create(&dm->thread, NULL, refresh_main, dm)) != 0)
-            return -rc;
-        dm->running = true;
-        return 0;
-    }
+    if ((rc = pthread_create(&dm->thread, NULL, refresh_main, dm)) != 0)
+        return -rc;
+    dm->running = true;
     return 0;
 }
 

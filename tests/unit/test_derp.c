@@ -305,7 +305,11 @@ Test(derpmap, failing_sources)
 
     hs_strv_push(&cfg.derp_paths, DATA "no-such-file.yaml");
     hs_strv_push(&cfg.derp_urls, "file://" DATA "bad-type.yaml");
-    cr_expect_eq(derpmap_new(&cfg, &dm), -EINVAL, "nothing loads");
+    cr_assert_eq(derpmap_new(&cfg, &dm), 0, "nothing loads: logged, not fatal");
+    m = derpmap_get(dm);
+    cr_expect_eq(json_object_size(json_object_get(m, "Regions")), 0);
+    json_decref(m);
+    derpmap_free(dm);
 
     hs_strv_push(&cfg.derp_paths, DATA "derp.json");
     cr_assert_eq(derpmap_new(&cfg, &dm), 0, "one good source is enough");
@@ -395,6 +399,54 @@ Test(derpmap, refresh_picks_up_changes_and_stops_promptly)
     json_decref(m);
     cr_expect_eq(changes, 1);
 
+    derpmap_free(dm);
+    unlink(path);
+    rmdir(dir);
+}
+
+static void wait_for_change(int want)
+{
+    int64_t t0 = hs_monotonic_us();
+
+    pthread_mutex_lock(&chg_mu);
+    while (changes < want && hs_monotonic_us() - t0 < 5 * HS_USEC_PER_SEC) {
+        pthread_mutex_unlock(&chg_mu);
+        usleep(10000);
+        pthread_mutex_lock(&chg_mu);
+    }
+    pthread_mutex_unlock(&chg_mu);
+    cr_assert_eq(changes, want);
+}
+
+/* A source missing at start is tried again, without auto-update too, until it loads. */
+Test(derpmap, source_missing_at_start_is_retried)
+{
+    char dir[] = "/tmp/hs-derp-XXXXXX", path[64];
+    struct derpmap *dm;
+    json_t *m;
+
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/map.json", dir);
+    hs_strv_push(&cfg.derp_paths, path);
+    cfg.derp_auto_update = false;
+    cfg.derp_update_frequency_us = 50000; /* caps the backoff, so the test need not wait 5 s */
+    cr_assert_eq(derpmap_new(&cfg, &dm), 0);
+    derpmap_set_listener(dm, on_change, NULL);
+    cr_assert_eq(derpmap_start(dm), 0);
+    usleep(120000);
+    cr_expect_eq(changes, 0, "still missing: nothing changed");
+    write_text(path, "{\"Regions\":{\"7\":{\"RegionCode\":\"late\"}}}");
+    wait_for_change(1);
+    m = derpmap_get(dm);
+    cr_expect_str_eq(hs_json_str(region(m, "7"), "RegionCode"), "late");
+    json_decref(m);
+
+    /* Loaded once and no auto-update: later edits are not picked up. */
+    write_text(path, "{\"Regions\":{\"7\":{\"RegionCode\":\"later\"}}}");
+    usleep(200000);
+    m = derpmap_get(dm);
+    cr_expect_str_eq(hs_json_str(region(m, "7"), "RegionCode"), "late");
+    json_decref(m);
     derpmap_free(dm);
     unlink(path);
     rmdir(dir);
