@@ -65,6 +65,18 @@ static const struct route routes[] = {
     { "POST", "/api/v1/policy/check", api_policy_check, false },
 };
 
+size_t api_route_count(void)
+{
+    return HS_ARRAY_LEN(routes);
+}
+
+void api_route_at(size_t i, const char **method, const char **pattern, bool *public)
+{
+    *method = routes[i].method;
+    *pattern = routes[i].pattern;
+    *public = routes[i].public;
+}
+
 struct api *api_new(const struct hs_config *cfg, struct store *st, struct auth *auth,
                     struct state *state)
 {

@@ -63,4 +63,8 @@ bool api_authenticate(struct api *a, const struct api_request *req, struct api_r
 void api_handle(struct api *a, const struct api_request *req, struct api_response *resp);
 void api_response_free(struct api_response *resp);
 
+/* The OpenAPI (swagger 2.0) document of every operation served, as GET /api/v1/openapi.json
+ * and headscale's /swagger/v1/openapiv2.json answer it. */
+const char *api_openapi_document(void);
+
 #endif

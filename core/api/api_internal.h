@@ -141,6 +141,11 @@ void api_jw_preauthkeys(struct api_call *c, struct api_jw *w, struct api_refs *r
 bool api_valid_username(const char *name, char *why, size_t whysize);
 bool api_valid_tag(const char *tag);
 
+/* The route table (method, pattern with "{}" per path argument, no key needed), read by the
+ * unit test that holds it and core/api/openapi.json to each other. i < api_route_count(). */
+size_t api_route_count(void);
+void api_route_at(size_t i, const char **method, const char **pattern, bool *public);
+
 /* Handlers, one per route. */
 typedef void (*api_handler)(struct api_call *c);
 void api_health(struct api_call *c);

@@ -93,3 +93,8 @@ void api_openapi(struct api_call *c)
     hs_buf_reset(&c->resp->body);
     hs_buf_puts(&c->resp->body, api_openapi_json);
 }
+
+const char *api_openapi_document(void)
+{
+    return api_openapi_json;
+}

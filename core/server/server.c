@@ -389,6 +389,9 @@ static enum MHD_Result serve_root(struct server *srv, struct MHD_Connection *con
         return serve_health(srv, conn);
     if (strcmp(url, "/version") == 0)
         return serve_version(conn);
+    if (strcmp(url, "/swagger/v1/openapiv2.json") == 0)
+        return send_reply(conn, 200, "application/json", api_openapi_document(),
+                          strlen(api_openapi_document()));
     if (strcmp(url, "/robots.txt") == 0)
         return send_reply(conn, 200, "text/plain", robots, sizeof(robots) - 1);
     if (strcmp(url, "/") == 0)

@@ -1,4 +1,5 @@
 #include <criterion/criterion.h>
+#include <ctype.h>
 #include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,7 +114,7 @@ Test(api, untrusted_needs_key)
     cr_assert(api_authenticate(api, &pub, &resp));
     api_response_free(&resp);
     cr_assert_eq(call("GET", "/api/v1/openapi.json", NULL, NULL, false, NULL, &j), 200);
-    cr_assert_str_eq(hs_json_str(j, "openapi"), "3.1.0");
+    cr_assert_str_eq(hs_json_str(j, "swagger"), "2.0");
     json_decref(j);
 }
 
@@ -458,4 +459,122 @@ Test(api, preauthkey_list_matches_create)
     cr_assert(json_is_null(json_object_get(json_array_get(list, 1), "user")));
     json_decref(made);
     json_decref(j);
+}
+
+/* ---- core/api/openapi.json against the route table, both ways ---- */
+
+/* A document path with each {name} segment written {}, as the route table writes it. */
+static void doc_pattern(const char *path, char *out, size_t size)
+{
+    size_t n = 0;
+
+    while (*path && n + 3 < size) {
+        if (*path == '{') {
+            out[n++] = '{';
+            out[n++] = '}';
+            path += strcspn(path, "}");
+            if (*path)
+                path++;
+        } else {
+            out[n++] = *path++;
+        }
+    }
+    out[n] = '\0';
+}
+
+static size_t count_args(const char *pattern)
+{
+    size_t n = 0;
+
+    for (const char *p = pattern; (p = strstr(p, "{}")); p += 2)
+        n++;
+    return n;
+}
+
+/* The operation of the document for (method, pattern), or NULL. */
+static json_t *doc_operation(json_t *doc, const char *method, const char *pattern)
+{
+    char lower[16], pat[256];
+    const char *path;
+    json_t *ops;
+    size_t i;
+
+    for (i = 0; method[i] && i + 1 < sizeof(lower); i++)
+        lower[i] = (char)tolower((unsigned char)method[i]);
+    lower[i] = '\0';
+    json_object_foreach(json_object_get(doc, "paths"), path, ops) {
+        doc_pattern(path, pat, sizeof(pat));
+        if (strcmp(pat, pattern) == 0 && json_object_get(ops, lower))
+            return json_object_get(ops, lower);
+    }
+    return NULL;
+}
+
+static json_t *load_doc(void)
+{
+    json_error_t err;
+    json_t *doc = json_loads(api_openapi_json, JSON_REJECT_DUPLICATES, &err);
+
+    cr_assert_not_null(doc, "openapi.json: %s (line %d)", err.text, err.line);
+    cr_assert_str_eq(hs_json_str(doc, "swagger"), "2.0");
+    return doc;
+}
+
+Test(openapi, every_route_documented)
+{
+    json_t *doc = load_doc(), *op, *params, *p;
+    const char *method, *pattern;
+    bool public;
+    size_t i, k, in_path;
+
+    for (i = 0; i < api_route_count(); i++) {
+        api_route_at(i, &method, &pattern, &public);
+        op = doc_operation(doc, method, pattern);
+        cr_assert_not_null(op, "%s %s is served but not in core/api/openapi.json", method,
+                           pattern);
+        cr_assert(hs_has_prefix(hs_json_str(op, "operationId"), "HeadscaleService_"),
+                  "%s %s: operationId", method, pattern);
+        cr_assert_not_null(json_object_get(json_object_get(op, "responses"), "200"));
+        cr_assert_not_null(json_object_get(json_object_get(op, "responses"), "default"));
+        in_path = 0;
+        params = json_object_get(op, "parameters");
+        json_array_foreach(params, k, p)
+            in_path += hs_streq(hs_json_str(p, "in"), "path");
+        cr_assert_eq(in_path, count_args(pattern), "%s %s: %zu path parameters documented",
+                     method, pattern, in_path);
+        /* The public routes are the ones documented without security. */
+        cr_assert_eq(public, json_is_array(json_object_get(op, "security")) &&
+                             json_array_size(json_object_get(op, "security")) == 0,
+                     "%s %s: security", method, pattern);
+    }
+    json_decref(doc);
+}
+
+Test(openapi, every_documented_operation_served)
+{
+    json_t *doc = load_doc(), *ops, *op;
+    const char *path, *method, *rmethod, *pattern;
+    char pat[256], upper[16];
+    bool public, found;
+    size_t n = 0;
+
+    json_object_foreach(json_object_get(doc, "paths"), path, ops) {
+        doc_pattern(path, pat, sizeof(pat));
+        json_object_foreach(ops, method, op) {
+            size_t j;
+            for (j = 0; method[j] && j + 1 < sizeof(upper); j++)
+                upper[j] = (char)toupper((unsigned char)method[j]);
+            upper[j] = '\0';
+            found = false;
+            for (size_t i = 0; i < api_route_count() && !found; i++) {
+                api_route_at(i, &rmethod, &pattern, &public);
+                found = strcmp(rmethod, upper) == 0 && strcmp(pattern, pat) == 0;
+            }
+            cr_assert(found, "%s %s is documented but not served", upper, path);
+            n++;
+        }
+    }
+    cr_assert_eq(n, api_route_count(), "%zu operations documented, %zu routes", n,
+                 api_route_count());
+    json_decref(doc);
 }
