@@ -32,6 +32,9 @@ bash tests/lib/install-tailscale-ws.sh ${TS_VERSIONS//,/ } || exit 1
 step "real headscale servers to compare with (cached in .cache/headscale/<version>)"
 bash tests/lib/install-headscale.sh v0.29.3 v0.22.3 || exit 1
 
+step "the REST client go-swagger generates from headscale's OpenAPI document (as the Terraform provider's)"
+bash tests/lib/install-swagger-client.sh v0.29.3 >/dev/null || exit 1
+
 step "start a throwaway PostgreSQL"
 eval "$(bash tests/lib/pgtmp.sh start "$PGDIR")" || exit 1
 trap 'bash tests/lib/pgtmp.sh stop "$PGDIR" >/dev/null 2>&1' EXIT
