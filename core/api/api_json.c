@@ -221,16 +221,13 @@ json_t *api_json_apikey(const struct store_apikey *k)
     return j;
 }
 
+/* A key not known yet (a node's disco key before its first map request) is all zeros, and
+ * written as such, as headscale writes it. */
 static void jw_key_text(struct api_jw *w, const char *member, const char *prefix,
                         const uint8_t key[KEY_LEN])
 {
-    static const uint8_t zero[KEY_LEN];
     char buf[KEY_TEXT_MAX];
 
-    if (memcmp(key, zero, KEY_LEN) == 0) {
-        api_jw_kascii(w, member, "", 0);
-        return;
-    }
     keys_format(prefix, key, buf);
     api_jw_kascii(w, member, buf, strlen(buf));
 }
