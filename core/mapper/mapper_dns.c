@@ -111,16 +111,26 @@ static json_t *routes(struct mapper *m, struct state *s, const uint64_t *uids, s
     return r;
 }
 
-static json_t *domains(struct mapper *m, struct state *s, const struct state_node *self)
+/* Search domains. The current layout: base_domain, then search_domains. The 0.22.3 layout as
+ * headscale 0.22.3 sent them (checked side by side in test_dns.py): no base_domain, and
+ * without `domains` the split-DNS domains are searched. (0.22.3 also dropped `domains` unless
+ * override_local_dns was on, with a warning; we keep what the operator wrote.) */
+static void config_domains(const struct hs_config *cfg, json_t *a)
 {
-    const struct hs_config *cfg = m->cfg;
-    json_t *a = json_array();
-    char dom[2 * MAPPER_FQDN_MAX];
-
-    if (cfg->dns_base_domain && *cfg->dns_base_domain)
+    if (!cfg->legacy && cfg->dns_base_domain && *cfg->dns_base_domain)
         json_array_append_new(a, json_string(cfg->dns_base_domain));
     for (size_t i = 0; i < cfg->dns_search_domains.n; i++)
         json_array_append_new(a, json_string(cfg->dns_search_domains.v[i]));
+    for (size_t i = 0; cfg->legacy && !cfg->dns_search_domains.n && i < cfg->dns_nsplit; i++)
+        json_array_append_new(a, json_string(cfg->dns_split[i].domain));
+}
+
+static json_t *domains(struct mapper *m, struct state *s, const struct state_node *self)
+{
+    json_t *a = json_array();
+    char dom[2 * MAPPER_FQDN_MAX];
+
+    config_domains(m->cfg, a);
     /* 0.22: the viewer's own user's domain, so its user's nodes answer to their bare name;
      * other users' nodes need their full name. */
     if (mapper_dns_per_user(m) && self) {

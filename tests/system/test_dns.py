@@ -24,6 +24,7 @@ BASE = "ts.example.org"
 RECORD = {"Name": "db." + BASE, "Type": "A", "Value": "100.64.0.99"}
 REF_BIN = os.environ.get("HS_REF_BIN", os.path.join(
     helpers.REPO, ".cache", "headscale", "v0.29.3", "headscale"))
+REF022_BIN = os.path.join(helpers.REPO, ".cache", "headscale", "v0.22.3", "headscale")
 CHANGE_DEADLINE = 15.0  # seconds for an edited records file to show in a client's answers
 
 
@@ -289,8 +290,8 @@ def test_022_layout_client_shows_dns(lworld):
     assert st["MagicDNSSuffix"] == "alice.example.com", st["MagicDNSSuffix"]
     s = dns_status(a)
     assert s["Fallback Resolvers"] == [tailnet.SERVER_IP]
-    assert sorted(s["Search Domains"]) == sorted(
-        ["search.example", "example.com", "alice.example.com"])
+    # as headscale 0.22.3 (test_022_dns_config_same_as_headscale_022): never the base domain
+    assert sorted(s["Search Domains"]) == ["alice.example.com", "search.example"]
     # (routes answered by MagicDNS itself, such as each user's domain, are not listed)
     assert [r.split() for r in s["Split DNS Routes"]] == [["corp.example", "->", "198.18.0.53"]]
     assert s["Resolvers (in preference order)"] == []
@@ -386,12 +387,17 @@ def test_nameserver_clients_cannot_use_warns(server_factory):
 # ---------------------------------------------------------------- side by side with headscale
 
 class _Ref(helpers.Server):
-    """headscale v0.29.3 with the same kind of config (its own SQLite database)."""
+    """A real headscale (v0.29.3 unless told) with the same kind of config (its own SQLite
+    database)."""
+
+    def __init__(self, db, binary=REF_BIN, **kw):
+        self.binary = binary
+        super().__init__(db, **kw)
 
     def spawn(self, extra_env=None, args=None):
         log = open(self.log_path, "ab")
         try:
-            return subprocess.Popen([REF_BIN, "-c", self.cfg_path] + (args or ["serve"]),
+            return subprocess.Popen([self.binary, "-c", self.cfg_path] + (args or ["serve"]),
                                     stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=self._env(extra_env),
                                     cwd=self.tmp)
@@ -399,7 +405,7 @@ class _Ref(helpers.Server):
             log.close()
 
     def cli(self, *args, env=None, timeout=helpers.CLI_TIMEOUT, config=True, input=None):
-        return subprocess.run([REF_BIN, "-c", self.cfg_path] + [str(a) for a in args],
+        return subprocess.run([self.binary, "-c", self.cfg_path] + [str(a) for a in args],
                               capture_output=True, text=True, timeout=timeout,
                               env=self._env(env), cwd=self.tmp, stdin=subprocess.DEVNULL)
 
@@ -479,6 +485,87 @@ def test_dns_config_same_as_headscale(server_factory, tmp_path, from_file):
     assert got[2][1].get("content-type") == want[2][1].get("content-type")
     assert got[2][2] == want[2][2] == {"127.0.0.1": ["127.0.0.1"]}
     assert got[3] == want[3] == "127.0.0.1", "the tailnet name: server_url's host"
+
+
+# The 0.22.3 layout side by side with headscale v0.22.3: split DNS, search domains, NextDNS,
+# extra records and the per-user MagicDNS domains, with override_local_dns off and on.
+DNS_022 = {
+    "magic_dns": True, "base_domain": BASE,
+    "nameservers": ["1.1.1.1", "https://dns.nextdns.io/abc123"],
+    "restricted_nameservers": {"corp.example": ["10.0.0.1"], "lab.example": ["10.0.0.2"]},
+    "extra_records": [{"name": "db." + BASE, "type": "A", "value": "100.64.0.99"}],
+}
+
+
+def _first_map_022(s, dns):
+    """s on the 0.22.3 flat layout with dns_config dns; registers one node of user alice →
+    (DNSConfig, Node.Name, Domain)."""
+    s.config = {
+        "server_url": f"http://127.0.0.1:{s.port}", "listen_addr": f"127.0.0.1:{s.port}",
+        "metrics_listen_addr": f"127.0.0.1:{helpers.free_port()}",
+        "grpc_listen_addr": f"127.0.0.1:{helpers.free_port()}",
+        "private_key_path": os.path.join(s.tmp, "private.key"),
+        "noise": {"private_key_path": os.path.join(s.tmp, "noise.key")},
+        "ip_prefixes": ["100.64.0.0/10", "fd7a:115c:a1e0::/48"],
+        "derp": s.config["derp"], "disable_check_updates": True,
+        "db_type": "sqlite3", "db_path": os.path.join(s.tmp, "db.sqlite"),
+        "unix_socket": s.socket_path, "log": {"level": "info"}, "dns_config": dns,
+    }
+    if not isinstance(s, _Ref):
+        del s.config["grpc_listen_addr"]  # ours serves no gRPC and says so at start
+    s.write_config()
+    s.start()
+    s.cli_ok("users", "create", "alice")
+    # headscale 0.22.3 prints its config warnings on stdout too: the JSON is what follows.
+    out = s.cli_ok("preauthkeys", "-u", "alice", "create", "-e", "1h", "-o", "json").stdout
+    key = json.loads(out[out.index("{"):])["key"]
+    c = noise_client.ControlClient(s.port)
+    c.hostinfo = {"Hostname": "laptop", "OS": "linux"}
+    st, _, resp = c.register(auth_key=key)
+    assert st == 200 and resp.get("MachineAuthorized"), resp
+    try:
+        first = c.open_stream()
+    except AssertionError as e:  # headscale may send its first map without Peers
+        first = e.args[0]
+        assert isinstance(first, dict), e
+    return first["DNSConfig"], first["Node"]["Name"], first.get("Domain")
+
+
+def _normal_022(dns):
+    """_normal, and what 0.22.3 sent that clients no longer read or that we send better:
+    fields it sent as null, the deprecated Nameservers list, and NextDNS device metadata (which 0.22.3 added to
+    Resolvers only; we add it to the fallback ones too, as headscale 0.29 does)."""
+    d = {k: v for k, v in _normal(dns).items() if v is not None}  # null: as if absent
+    d.pop("Nameservers", None)
+    d["Domains"] = sorted(d.get("Domains", []))  # 0.22.3 walked the split domains in map order
+    for r in d.get("FallbackResolvers", []) + d.get("Resolvers", []):
+        r["Addr"] = r["Addr"].split("?")[0]
+    return d
+
+
+@pytest.mark.parametrize("override", [False, True], ids=["fallback", "override-local"])
+def test_022_dns_config_same_as_headscale_022(server_factory, override):
+    """What headscale v0.22.3 sends for its own dns_config: per-user domains (the viewer's as a
+    search domain, routes for each user), reverse zones of the prefixes, split DNS, resolvers
+    or fallback resolvers, extra records; without `domains` it searches the split-DNS domains
+    and never the base domain. Kept differences: Node.Name carries the final dot as every
+    later headscale sends it (clients accept both), and with `domains` set but
+    override_local_dns off 0.22.3 dropped them with a warning where we keep them."""
+    if not os.access(REF022_BIN, os.X_OK):
+        pytest.skip(f"headscale v0.22.3 not built at {REF022_BIN}")
+    dns = dict(DNS_022, override_local_dns=override)
+    if override:
+        dns["domains"] = ["search.example"]
+    ref = _Ref(helpers.Db("sqlite"), binary=REF022_BIN)
+    try:
+        want = _first_map_022(ref, dns)
+    finally:
+        ref.cleanup()
+    got = _first_map_022(server_factory(start=False, api_key=False), dns)
+    assert _normal_022(got[0]) == _normal_022(want[0])
+    assert got[0]["Domains"][-1] == want[0]["Domains"][-1] == "alice." + BASE
+    assert got[1] == want[1] + "." == "laptop.alice." + BASE + "."
+    assert got[2] == want[2] == BASE
 
 
 # ---------------------------------------------------------------- what a live map stream gets
