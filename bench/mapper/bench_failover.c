@@ -126,7 +126,7 @@ static double full_maps(struct mapper *m, struct state *s, int n, size_t *bytes)
 int main(int argc, char **argv)
 {
     char dir[] = "/tmp/bench-failover-XXXXXX", db[128], err[512];
-    struct hs_config cfg = { .db_type = DB_SQLITE, .sqlite_wal = true,
+    struct hs_config cfg = { .db_type = DB_SQLITE, .sqlite_wal = true, .sqlite_wal_autocheckpoint = 1000,
                              .dns_magic_dns = true, .dns_base_domain = "tailnet.example" };
     int n = argc > 1 ? atoi(argv[1]) : 5000;
     struct totals t = { 0 };

@@ -105,7 +105,7 @@ int main(int argc, char **argv)
 {
     int n = argc > 1 ? atoi(argv[1]) : 5000, rounds = argc > 2 ? atoi(argv[2]) : 20;
     char dir[] = "/tmp/bench-mapper-XXXXXX", db[128];
-    struct hs_config cfg = { .db_type = DB_SQLITE, .sqlite_wal = true, .taildrop_enabled = true,
+    struct hs_config cfg = { .db_type = DB_SQLITE, .sqlite_wal = true, .sqlite_wal_autocheckpoint = 1000, .taildrop_enabled = true,
                              .dns_magic_dns = true, .dns_base_domain = "tailnet.example" };
     struct store *st;
     struct state *s;

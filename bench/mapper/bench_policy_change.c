@@ -140,7 +140,7 @@ static void tell_node(struct mapper *m, struct state *s, uint64_t id,
 int main(int argc, char **argv)
 {
     char dir[] = "/tmp/bench-polchange-XXXXXX", db[128], allow[160];
-    struct hs_config cfg = { .db_type = DB_SQLITE, .sqlite_wal = true,
+    struct hs_config cfg = { .db_type = DB_SQLITE, .sqlite_wal = true, .sqlite_wal_autocheckpoint = 1000,
                              .dns_magic_dns = true, .dns_base_domain = "tailnet.example" };
     struct mapper_policy_state told = { 0 };
     struct totals t = { 0 };

@@ -99,7 +99,8 @@ static int apply_pragmas(sqlite3 *db, const struct hs_config *cfg)
                           "PRAGMA synchronous = NORMAL;", NULL, NULL, NULL);
     if (rc == SQLITE_OK && cfg->sqlite_wal)
         rc = sqlite3_exec(db, "PRAGMA journal_mode = WAL;", NULL, NULL, NULL);
-    if (rc == SQLITE_OK && cfg->sqlite_wal && cfg->sqlite_wal_autocheckpoint > 0) {
+    /* As headscale: 0 turns automatic checkpoints off, -1 leaves SQLite's default. */
+    if (rc == SQLITE_OK && cfg->sqlite_wal && cfg->sqlite_wal_autocheckpoint >= 0) {
         snprintf(sql, sizeof(sql), "PRAGMA wal_autocheckpoint = %d;",
                  cfg->sqlite_wal_autocheckpoint);
         rc = sqlite3_exec(db, sql, NULL, NULL, NULL);

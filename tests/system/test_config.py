@@ -1,6 +1,7 @@
 """Configuration: configtest on good and bad configs, serve refusing a bad config quickly and
 naming the key, a 0.22.3-style config, and HEADSCALE_* environment overrides."""
 
+import json
 import os
 import socket
 import time
@@ -346,7 +347,6 @@ def test_inert_keys_warn_once_in_configtest_and_at_start(server_factory):
 
 
 def test_log_level_and_format(server_factory):
-    import json
     s = _inert_server(server_factory)
     s.config["log"] = {"level": "warn", "format": "json"}
     s.write_config()
@@ -362,3 +362,73 @@ def test_log_level_and_format(server_factory):
     text = s.log_text()[before:]
     assert " debug " in text and not any(line.startswith("{") for line in text.splitlines()), \
         s.log_tail()
+
+
+# ---------------------------------------------------------------- tuning keys at work
+
+def _raw_message(c, timeout):
+    """The next message on c's map stream, keep-alives included, or None by timeout."""
+    import h2.events
+    import struct
+    end = time.monotonic() + timeout
+    while True:
+        if len(c.buf) >= 4:
+            (n,) = struct.unpack("<I", c.buf[:4])
+            if len(c.buf) >= 4 + n:
+                msg = json.loads(c.buf[4:4 + n])
+                c.buf = c.buf[4 + n:]
+                return msg
+        left = end - time.monotonic()
+        if left <= 0:
+            return None
+        try:
+            data = c.h2.n.read(left)
+        except (TimeoutError, socket.timeout):
+            return None
+        for ev in c.h2.conn.receive_data(data):
+            if isinstance(ev, h2.events.DataReceived) and ev.stream_id == c.sid:
+                c.buf += ev.data
+
+
+def _streaming_client(s, key, host):
+    import noise_client
+    c = noise_client.ControlClient(s.port)
+    c.hostinfo = {"Hostname": host, "OS": "linux"}
+    st, _, resp = c.register(auth_key=key)
+    assert st == 200 and resp.get("MachineAuthorized"), resp
+    c.open_stream(require_peers=False)
+    return c
+
+
+def test_tuning_keepalive_and_batch_delay(server_factory):
+    """tuning.keepalive_interval paces the keep-alives, tuning.batch_change_delay holds a
+    change back (defaults: 50s and 20ms, so neither shows below without its key)."""
+    s = server_factory(start=False)
+    s.config["tuning"] = {"keepalive_interval": "1s", "batch_change_delay": "2s"}
+    s.write_config()
+    s.start()
+    s.cli_ok("users", "create", "alice")
+    uid = [u for u in s.cli_json("users", "list") if u["name"] == "alice"][0]["id"]
+    key = s.cli_json("preauthkeys", "-u", str(uid), "create", "--reusable", "-e", "1h")["key"]
+    a = _streaming_client(s, key, "a")
+    b = _streaming_client(s, key, "b")
+    try:
+        t0, alive = time.monotonic(), 0
+        while alive < 2 and time.monotonic() - t0 < 6:
+            alive += _raw_message(a, 6 - (time.monotonic() - t0)) == {"KeepAlive": True}
+        assert alive == 2 and time.monotonic() - t0 < 4, "no keep-alive every ~1s"
+
+        bid = [n["id"] for n in s.cli_json("nodes", "list") if n["givenName"] == "b"][0]
+        t0 = time.monotonic()
+        s.cli_ok("nodes", "rename", "-i", str(bid), "b-renamed")
+        seen = None
+        while seen is None and time.monotonic() - t0 < 10:
+            m = a.next_message(10 - (time.monotonic() - t0))
+            peers = (m or {}).get("PeersChanged") or (m or {}).get("Peers") or []
+            if any(p.get("Name", "").startswith("b-renamed") for p in peers):
+                seen = time.monotonic() - t0
+        assert seen is not None, "the rename never reached a\n" + s.log_tail()
+        assert 1.8 <= seen < 6, f"the rename reached a after {seen:.2f}s, not after ~2s"
+    finally:
+        a.close()
+        b.close()

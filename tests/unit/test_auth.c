@@ -275,3 +275,35 @@ Test(auth, pending_registrations_are_bounded)
               r.data_json);
     store_registration_free(&r);
 }
+
+/* node.expiry, prefixes.v4/v6 and prefixes.allocation as register uses them. */
+Test(auth, config_expiry_prefixes_and_allocation)
+{
+    char full[AUTH_KEY_TEXT_MAX];
+    struct auth_node_request rq;
+    struct store_node n;
+    uint64_t alice;
+    int64_t now = hs_now_us();
+    bool in_order = true;
+
+    cfg.node_expiry_us = 3600 * HS_USEC_PER_SEC;
+    cr_assert_eq(config_parse_prefix("100.100.0.0/16", &cfg.prefix_v4), 0);
+    cfg.prefix_v6 = (struct ip_prefix){ 0 }; /* "" disables the family */
+    cfg.ip_allocation = IP_ALLOC_RANDOM;
+    user_key("alice", &alice, full);
+    for (int i = 1; i <= 5; i++) {
+        char want[32];
+        rq = tag_request(i, "{\"Hostname\":\"h\"}");
+        cr_assert_eq(auth_register_with_key(au, full, &rq, &n), 0);
+        cr_expect(n.expiry >= now + 3600 * HS_USEC_PER_SEC &&
+                      n.expiry < hs_now_us() + 3601 * HS_USEC_PER_SEC,
+                  "expiry %lld is not an hour from now", (long long)n.expiry);
+        cr_assert_not_null(n.ipv4);
+        cr_expect(hs_has_prefix(n.ipv4, "100.100."), "%s outside prefixes.v4", n.ipv4);
+        cr_expect_null(n.ipv6, "no IPv6 prefix: no IPv6 address");
+        snprintf(want, sizeof(want), "100.100.0.%d", i);
+        in_order = in_order && strcmp(n.ipv4, want) == 0;
+        store_node_free(&n);
+    }
+    cr_expect_not(in_order, "random allocation gave 100.100.0.1 to .5 in order");
+}

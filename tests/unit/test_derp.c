@@ -531,3 +531,25 @@ Test(stun, rejects_non_requests)
     req[3] = 8;
     cr_assert_eq(stun_answer(req, n, &ss, resp, sizeof(resp)), -EINVAL, "length past the end");
 }
+
+/* derp.server.region_*, ipv4, ipv6 and stun_listen_addr as the embedded region shows them. */
+Test(derpmap, embedded_region_from_the_config)
+{
+    struct hs_config c = {
+        .server_url = "https://hs.example.com:8443", .derp_server_region_id = 901,
+        .derp_server_region_code = "ams", .derp_server_region_name = "Amsterdam",
+        .derp_server_stun_listen_addr = "0.0.0.0:3479", .derp_server_ipv4 = "198.18.0.7",
+        .derp_server_ipv6 = "2001:db8::7",
+    };
+    json_t *r = derp_server_region(NULL, &c), *n = json_array_get(json_object_get(r, "Nodes"), 0);
+
+    cr_expect_eq(json_integer_value(json_object_get(r, "RegionID")), 901);
+    cr_expect_str_eq(hs_json_str(r, "RegionCode"), "ams");
+    cr_expect_str_eq(hs_json_str(r, "RegionName"), "Amsterdam");
+    cr_expect_str_eq(hs_json_str(n, "HostName"), "hs.example.com");
+    cr_expect_eq(json_integer_value(json_object_get(n, "DERPPort")), 8443);
+    cr_expect_eq(json_integer_value(json_object_get(n, "STUNPort")), 3479);
+    cr_expect_str_eq(hs_json_str(n, "IPv4"), "198.18.0.7");
+    cr_expect_str_eq(hs_json_str(n, "IPv6"), "2001:db8::7");
+    json_decref(r);
+}

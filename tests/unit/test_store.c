@@ -799,6 +799,48 @@ Test(sqlite, file_and_folder_are_private, .init = sqlite_init, .fini = fx_fini)
     store__result_free(&res);
 }
 
+static const char *pragma(const char *name)
+{
+    static char out[32];
+    struct store_result res;
+    char sql[64];
+
+    snprintf(sql, sizeof(sql), "PRAGMA %s", name);
+    cr_assert_eq(store__exec(fx.st, sql, 0, NULL, &res), 0);
+    snprintf(out, sizeof(out), "%s", store__cell(&res, 0, 0));
+    store__result_free(&res);
+    return out;
+}
+
+/* database.sqlite.write_ahead_log and wal_autocheckpoint (0 turns checkpoints off, -1 keeps
+ * SQLite's 1000), as headscale passes them to SQLite. */
+Test(sqlite, wal_follows_the_config, .init = sqlite_init, .fini = fx_fini)
+{
+    static const struct {
+        bool wal;
+        int checkpoint;
+        const char *mode, *pages;
+    } cases[] = {
+        { true, 500, "wal", "500" },
+        { true, 0, "wal", "0" },
+        { true, -1, "wal", "1000" },
+        { false, 500, "delete", "1000" },
+    };
+
+    for (size_t i = 0; i < HS_ARRAY_LEN(cases); i++) {
+        fx.cfg.sqlite_wal = cases[i].wal;
+        fx.cfg.sqlite_wal_autocheckpoint = cases[i].checkpoint;
+        if (!cases[i].wal) { /* leaving WAL needs the database to itself: start afresh */
+            store_close(fx.st);
+            fx.st = NULL;
+            snprintf(fx.path, sizeof(fx.path), "%s/plain.sqlite", fx.dir);
+        }
+        reopen_store();
+        cr_expect_str_eq(pragma("journal_mode"), cases[i].mode, "case %zu", i);
+        cr_expect_str_eq(pragma("wal_autocheckpoint"), cases[i].pages, "case %zu", i);
+    }
+}
+
 /* Statements are cached per connection: more distinct ones than the cache holds, a failed
  * step, and a schema change under a cached statement must all still give the right rows. */
 Test(sqlite, cached_statements_stay_correct, .init = sqlite_init, .fini = fx_fini)
