@@ -432,3 +432,84 @@ def test_tuning_keepalive_and_batch_delay(server_factory):
     finally:
         a.close()
         b.close()
+
+
+# ---------------------------------------------------------------- cli.* keys at work
+
+def _self_signed(d):
+    """A self-signed certificate for 127.0.0.1 → (cert, key) paths."""
+    import subprocess
+    cert, key = os.path.join(d, "cli-test.pem"), os.path.join(d, "cli-test.key")
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
+                        "-days", "1", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1"],
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    return cert, key
+
+
+class _FakeApi:
+    """An HTTPS server that answers every GET with an empty user list, or (silent=True) a
+    TCP listener that accepts and never answers."""
+
+    def __init__(self, tmp, silent=False):
+        import http.server
+        import ssl
+        import threading
+        self.port = free_port()
+        if silent:
+            self.sock = socket.create_server(("127.0.0.1", self.port))
+            self.httpd = None
+            return
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = b'{"users": []}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*_self_signed(tmp))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        if self.httpd:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+        else:
+            self.sock.close()
+
+
+def test_cli_insecure_and_timeout(server_factory):
+    s = server_factory(start=False)
+    api = _FakeApi(s.tmp)
+    env = {"HEADSCALE_CLI_ADDRESS": f"https://127.0.0.1:{api.port}",
+           "HEADSCALE_CLI_API_KEY": "hskey-api-000000000000-" + "0" * 64}
+    try:
+        r = s.cli("users", "list", env=env)
+        assert r.returncode != 0, "a self-signed certificate was trusted without cli.insecure"
+        r = s.cli("-o", "json", "users", "list", env=dict(env, HEADSCALE_CLI_INSECURE="true"))
+        assert r.returncode == 0 and json.loads(r.stdout) == [], (r.stdout, r.stderr)
+    finally:
+        api.close()
+
+    silent = _FakeApi(s.tmp, silent=True)
+    env["HEADSCALE_CLI_ADDRESS"] = f"http://127.0.0.1:{silent.port}"
+    try:
+        for timeout, low, high in (("1s", 0.8, 3.5), ("4s", 3.8, 7)):
+            t0 = time.monotonic()
+            r = s.cli("users", "list", env=dict(env, HEADSCALE_CLI_TIMEOUT=timeout))
+            took = time.monotonic() - t0
+            assert r.returncode != 0, r.stdout
+            assert low <= took < high, f"cli.timeout {timeout}: gave up after {took:.1f}s"
+    finally:
+        silent.close()

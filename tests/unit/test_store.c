@@ -872,6 +872,57 @@ Test(sqlite, cached_statements_stay_correct, .init = sqlite_init, .fini = fx_fin
     cr_assert_eq(count_rows("SELECT count(*) FROM t"), 0);
 }
 
+static void *sleep_query(void *arg)
+{
+    (void)arg;
+    cr_assert_eq(store__exec(fx.st, "SELECT pg_sleep(0.3)", 0, NULL, NULL), 0);
+    return NULL;
+}
+
+/* Connections open at once when 6 queries run together. */
+static size_t peak_connections(void)
+{
+    pthread_t t[6];
+
+    for (size_t i = 0; i < HS_ARRAY_LEN(t); i++)
+        cr_assert_eq(pthread_create(&t[i], NULL, sleep_query, NULL), 0);
+    for (size_t i = 0; i < HS_ARRAY_LEN(t); i++)
+        pthread_join(t[i], NULL);
+    return count_rows("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                      "AND application_name = 'headscale'");
+}
+
+/* database.postgres.max_open_conns caps the pool; database.postgres.ssl reaches libpq as its
+ * sslmode (true: require, which a server without TLS refuses). */
+Test(postgres, pool_size_and_ssl_follow_the_config, .init = pg_init, .fini = fx_fini)
+{
+    struct store_result res;
+    bool server_tls;
+
+    if (fx.skip)
+        cr_skip("HS_TEST_PG_HOST is not set (start one with tests/lib/pgtmp.sh)");
+    fx.cfg.pg_max_open_conns = 2;
+    reopen_store();
+    cr_expect_eq(peak_connections(), 2);
+    fx.cfg.pg_max_open_conns = 5;
+    reopen_store();
+    cr_expect_eq(peak_connections(), 5);
+
+    cr_assert_eq(store__exec(fx.st, "SHOW ssl", 0, NULL, &res), 0);
+    server_tls = strcmp(store__cell(&res, 0, 0), "on") == 0;
+    store__result_free(&res);
+    if (server_tls)
+        return; /* a test server with TLS would take both: nothing to tell apart */
+    store_close(fx.st);
+    fx.st = NULL;
+    fx.cfg.pg_host = "127.0.0.1"; /* libpq ignores sslmode on a unix socket */
+    fx.cfg.pg_sslmode = "true";
+    cr_expect_neq(store_open(&fx.cfg, fx.bus, &fx.st), 0, "ssl: true must insist on TLS");
+    fx.st = NULL;
+    fx.cfg.pg_sslmode = "false";
+    open_store();
+}
+
 Test(postgres, reconnects_after_the_server_drops_it, .init = pg_init, .fini = fx_fini)
 {
     char sql[200];
