@@ -176,7 +176,7 @@ static void jw_preauthkey(struct api_call *c, struct api_jw *w, struct api_refs 
     api_jw_key(w, "ephemeral");
     api_jw_bool(w, k->ephemeral);
     api_jw_key(w, "used");
-    api_jw_bool(w, k->used);
+    api_jw_bool(w, k->used && !k->reusable); /* as headscale: a reusable key is never used up */
     api_jw_key(w, "expiration");
     api_jw_time(w, k->expiration);
     api_jw_key(w, "createdAt");
@@ -275,7 +275,8 @@ static void jw_node_user(struct api_call *c, struct api_jw *w, struct api_refs *
     else if (!in_list)
         api_jw_null(w);
     else /* tagged nodes belong to headscale's pseudo user in lists */
-        api_jw_raw(w, "{\"id\":\"2147455555\",\"name\":\"tagged-devices\",\"createdAt\":null,"
+        api_jw_raw(w, "{\"id\":\"2147455555\",\"name\":\"tagged-devices\","
+                      "\"createdAt\":\"0001-01-01T00:00:00Z\","
                       "\"displayName\":\"Tagged Devices\",\"email\":\"\",\"providerId\":\"\","
                       "\"provider\":\"\",\"profilePicUrl\":\"\"}");
 }
@@ -433,7 +434,8 @@ bool api_jw_state_nodes(struct api_call *c, struct api_jw *w, struct api_refs *r
     for (size_t i = 0; i < state_node_count(s); i++) {
         struct hs_strv subnet = { 0 };
         sn = state_node_at(s, i);
-        if (user_id && sn->n.user_id != user_id)
+        /* Tagged nodes are the tags' (headscale 0.29 leaves them out of a user's list). */
+        if (user_id && (sn->n.user_id != user_id || sn->n.tags.n))
             continue;
         if (sn->serving.n)
             api_node_subnet_routes(s, sn, true, &subnet);

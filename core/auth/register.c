@@ -159,6 +159,7 @@ static int register_node(struct auth *a, const struct auth_node_request *rq, uin
     v.auth_key_id = auth_key_id;
     v.ephemeral = ephemeral;
     v.expiry = login_expiry(a, rq, user_id == 0);
+    v.last_seen = hs_now_us(); /* registering is being seen, as headscale records it */
     if (store_node_find(a->st, rq->machine_key, NULL, &old) == 0) {
         if (same_owner(&old, user_id, tags)) {
             rc = store_node_update(a->st, old.id,
@@ -168,7 +169,8 @@ static int register_node(struct auth *a, const struct auth_node_request *rq, uin
                                    STORE_NODE_BIT(STORE_NODE_REGISTER_METHOD) |
                                    STORE_NODE_BIT(STORE_NODE_TAGS) |
                                    STORE_NODE_BIT(STORE_NODE_AUTH_KEY) |
-                                   STORE_NODE_BIT(STORE_NODE_EXPIRY),
+                                   STORE_NODE_BIT(STORE_NODE_EXPIRY) |
+                                   STORE_NODE_BIT(STORE_NODE_LAST_SEEN),
                                    &v, out);
             store_node_free(&old);
             return rc;

@@ -10,17 +10,23 @@ gRPC `code` and `details: []`; ours adds RFC 7807's `type`, `title`, `status` an
 (= `message`) for clients of headscale's next release.
 
 Where headscale 0.29.3 is broken or inconsistent we keep what its clients can rely on and
-differ on purpose; each such case is a `differ=` below with the reason, asserted exactly on
-both sides (so a change on either side shows up):
-- "not found" answered 500 (gRPC UNKNOWN) by some of headscale's handlers (user delete and
-  rename, node expire and rename, unknown user in a node list) is our 404 NOT_FOUND, the
-  answer the same handlers give elsewhere (GET/DELETE node);
-- a duplicate user name (500 INTERNAL, the SQL constraint text) is our 409 ALREADY_EXISTS;
-- a user created with no name (headscale names it after its id) and other invalid names are
-  refused with 400;
+differ on purpose; each such case is a `differ=` (or an `adjust=`) below with the reason,
+asserted exactly on both sides, so a change on either side shows up:
+- "not found" answered 500 (gRPC UNKNOWN) by many of headscale's handlers (user delete and
+  rename, node expire and rename, API keys, registrations, unknown users) is our 404
+  NOT_FOUND, the answer its other handlers give (GET/DELETE node);
+- bad input it answers 500 (invalid node names and tags, policies that do not load, a
+  registration without its key or user) is our 400 INVALID_ARGUMENT; a name in use is 409;
+- input it takes and should not: a user without a name (named after its id), expiring or
+  deleting a pre-auth key that does not exist, or without an id (200, nothing done);
+- an API key created without an expiration is born expired there; ours gets 90 days. Ours
+  records when a key was last used (headscale leaves lastSeen null);
 - a user given by name where 0.29 wants an id (0.22.3's paths and fields) is looked up by
-  name; 0.29 answers 400 to any such text;
+  name; any tag may be set by an admin and a node stripped of its tags goes back to its user
+  (0.22.3's forced tags);
 - a method a path does not serve is 405 (the gateway's 501), both with gRPC UNIMPLEMENTED.
+Two differences are gaps of ours, marked KNOWN GAP: a policy naming a user not created yet
+is refused, and a deleted node's addresses are handed out again.
 
 Operations another change is still adding (auth approve/reject, node backfillips, debug
 node) are skipped while ours does not serve them, and compared once it does."""
@@ -28,12 +34,10 @@ node) are skipped while ours does not serve them, and compared once it does."""
 import json
 import os
 import re
-import time
 import urllib.parse
 
 import pytest
 
-from helpers import unique
 from noise_client import ControlClient
 from refserver import REF_BIN, OURS_BIN, Side, needs_ref, sides  # noqa: F401 (sides: fixture)
 
@@ -55,6 +59,8 @@ COLLECT = os.environ.get("REST_DIFF_COLLECT") == "1"
 SENT = set()
 PENDING = "ours does not serve this operation yet (another change adds it)"
 GONE = "not found is 404 (headscale: 500 UNKNOWN)"
+BAD_POLICY = "a policy that does not load is bad input, 400 (headscale: 500 UNKNOWN)"
+BAD_INPUT = "bad input is 400 INVALID_ARGUMENT (headscale: 500 UNKNOWN)"
 SILENT = "a request naming nothing is refused (headscale answers 200 and does nothing)"
 
 
@@ -108,7 +114,7 @@ class Pair:
 
     def fill(self, side, t):
         if isinstance(t, str):
-            return t.format_map(self.vars[side.name])
+            return re.sub(r"\{(\w+)\}", lambda m: str(self.vars[side.name][m[1]]), t)
         if isinstance(t, dict):
             return {k: self.fill(side, v) for k, v in t.items()}
         if isinstance(t, list):
@@ -145,12 +151,13 @@ class Pair:
     @staticmethod
     def compare(what, method, path, body, raw, got, differ, why, code, adjust):
         (st_o, ct_o, b_o), (st_h, ct_h, b_h) = got["ours"], got["headscale"]
-        where = f"{what}: {method} {path} {body or raw or ''!r}\n  ours {st_o} {b_o!r}\n" \
-                f"  headscale {st_h} {b_h!r}"
+        where = f"{what}: {method} {path} {body or raw or ''!r}\n  ours {st_o} " \
+                f"{brief(b_o)}\n  headscale {st_h} {brief(b_h)}"
         if differ:
             assert why, where
             assert (st_o, st_h) == differ, f"deliberate difference changed ({why}): {where}"
-            assert_error(st_o, ct_o, b_o, where, ours=True)
+            if st_o != 200:
+                assert_error(st_o, ct_o, b_o, where, ours=True)
             if st_h != 200:
                 assert_error(st_h, ct_h, b_h, where, ours=False)
         else:
@@ -160,7 +167,7 @@ class Pair:
                 n_o, n_h = normal(b_o), normal(b_h)
                 if adjust:
                     adjust(n_o, n_h)
-                assert n_o == n_h, where
+                assert n_o == n_h, f"{where}\n  differences: {differences(n_o, n_h)}"
             elif st_o == 401:
                 assert b_o == b_h, where
             else:
@@ -176,6 +183,21 @@ class Pair:
         st, _, b = self.send(self.sides[0], method, path, body)
         return not (st in (404, 405) and isinstance(b, dict) and
                     re.search(r"no such endpoint|not allowed", b.get("message", "")))
+
+
+def brief(body, limit=300):
+    text = json.dumps(body)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def differences(a, b, at=""):
+    """Where two JSON values differ: [(path, ours, headscale)]."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b))
+                for d in differences(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{at}.{k}")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in differences(x, y, f"{at}[{i}]")]
+    return [] if a == b else [(at, a, b)]
 
 
 def assert_error(status, ctype, body, where, ours):
@@ -373,3 +395,246 @@ def test_apikeys(pair):
     pair.check("delete malformed id", "DELETE", "/api/v1/apikey/?id=x", code=INVALID)
     pair.check("delete both", "DELETE", "/api/v1/apikey/{p2}?id={i3}")
     pair.check("list after delete", "GET", "/api/v1/apikey", adjust=apikeys_seen)
+
+
+# ---------------------------------------------------------------------------------- policy
+
+POLICY = json.dumps({
+    "tagOwners": {"tag:web": ["nuser@"], "tag:db": ["nuser@"], "tag:ops": ["ouser@"]},
+    "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+})
+
+
+def test_policy(pair):
+    for name in ("nuser", "ouser"):  # the users it names (test_nodes uses them)
+        pair.check("user", "POST", "/api/v1/user", {"name": name})
+    pair.check("set", "PUT", "/api/v1/policy", {"policy": POLICY})
+    pair.check("get", "GET", "/api/v1/policy")
+    for bad in ("{", '{"acls": 5}', '{"bogus": 1}'):
+        pair.check("set invalid", "PUT", "/api/v1/policy", {"policy": bad}, differ=(400, 500),
+                   why=BAD_POLICY)
+        pair.check("check invalid", "POST", "/api/v1/policy/check", {"policy": bad},
+                   code=INVALID)
+    failing = json.dumps({"acls": [{"action": "accept", "src": ["*"], "dst": ["*:22"]}],
+                          "tests": [{"src": "nuser@", "deny": ["nuser@:22"]}]})
+    pair.check("set, its tests fail", "PUT", "/api/v1/policy", {"policy": failing},
+               differ=(400, 500), why=BAD_POLICY)
+    pair.check("check, its tests fail", "POST", "/api/v1/policy/check", {"policy": failing},
+               code=INVALID)
+    pair.check("check", "POST", "/api/v1/policy/check", {"policy": POLICY})
+    pair.check("policy not a string", "PUT", "/api/v1/policy", {"policy": 5}, code=INVALID)
+    pair.check("get: unchanged", "GET", "/api/v1/policy")
+    # KNOWN GAP (policy/, not a choice): headscale takes a policy naming a user that does not
+    # exist yet (it matches nothing until the user is made, e.g. at an OIDC login); ours
+    # refuses it, so such a headscale policy does not load here.
+    unknown = json.dumps({"acls": [{"action": "accept", "src": ["nobody@"], "dst": ["*:*"]}]})
+    pair.check("check, unknown user", "POST", "/api/v1/policy/check", {"policy": unknown},
+               differ=(400, 200), why="KNOWN GAP: a policy naming a user not created yet")
+    pair.check("set, unknown user", "PUT", "/api/v1/policy", {"policy": unknown},
+               differ=(400, 200), why="KNOWN GAP: a policy naming a user not created yet")
+    pair.check("set again", "PUT", "/api/v1/policy", {"policy": POLICY})
+    pair.check("get: the same again", "GET", "/api/v1/policy")
+
+
+# ----------------------------------------------------------------------------------- nodes
+
+def register(side, key, hostname, routes=()):
+    """A node registered with a pre-auth key through the control protocol."""
+    c = ControlClient(side.port)
+    c.hostinfo = {"Hostname": hostname, "OS": "linux", "RoutableIPs": list(routes)}
+    st, _, resp = c.register(auth_key=key)
+    assert st == 200 and resp.get("MachineAuthorized"), (side.name, st, resp)
+    return c
+
+
+def auth_id(side, hostname):
+    """A pending interactive registration → its id (the last part of its AuthURL)."""
+    c = ControlClient(side.port)
+    c.hostinfo = {"Hostname": hostname, "OS": "linux"}
+    st, _, resp = c.register()
+    assert st == 200 and resp.get("AuthURL"), (side.name, st, resp)
+    return resp["AuthURL"].rstrip("/").rsplit("/", 1)[1]
+
+
+def pending(pair, var, hostname):
+    for s in pair.sides:
+        pair.vars[s.name][var] = auth_id(s, hostname)
+
+
+def test_nodes(pair):
+    got = pair.check("users", "GET", "/api/v1/user?name=nuser")
+    for name, b in got.items():
+        pair.vars[name]["nu"] = b["users"][0]["id"]
+    pair.check("key", "POST", "/api/v1/preauthkey",
+               {"user": "{nu}", "reusable": True, "expiration": "2099-01-01T00:00:00Z"},
+               save={"key": lambda b: b["preAuthKey"]["key"]})
+    pair.check("tagged key", "POST", "/api/v1/preauthkey",
+               {"user": "{nu}", "reusable": True, "aclTags": ["tag:db"],
+                "expiration": "2099-01-01T00:00:00Z"},
+               save={"tkey": lambda b: b["preAuthKey"]["key"]})
+    pair.check("single-use key", "POST", "/api/v1/preauthkey",
+               {"user": "{nu}", "expiration": "2099-01-01T00:00:00Z"},
+               save={"skey": lambda b: b["preAuthKey"]["key"]})
+    for s in pair.sides:
+        v = pair.vars[s.name]
+        v["a"] = register(s, v["key"], "node-a", ["10.1.0.0/24", "0.0.0.0/0", "::/0"])
+        v["b"] = register(s, v["tkey"], "node-b")
+        register(s, v["skey"], "node-c").close()
+    got = pair.check("list", "GET", "/api/v1/node")
+    for name, b in got.items():
+        ids = sorted(int(n["id"]) for n in b["nodes"])
+        pair.vars[name].update(na=ids[0], nb=ids[1])
+    pair.check("list of a user", "GET", "/api/v1/node?user=nuser")
+    pair.check("list of an unknown user", "GET", "/api/v1/node?user=nobody", differ=(404, 500),
+               why=GONE)
+    pair.check("get", "GET", "/api/v1/node/{na}")
+    pair.check("get tagged", "GET", "/api/v1/node/{nb}")
+    for nid in ("abc", "-1", "1.5"):
+        pair.check("get malformed id", "GET", f"/api/v1/node/{nid}", code=INVALID)
+    for nid in ("0", "99", "18446744073709551615"):
+        pair.check("get unknown", "GET", f"/api/v1/node/{nid}", code=NOT_FOUND)
+    pair.check("get too large an id", "GET", "/api/v1/node/18446744073709551616", code=INVALID)
+
+    pair.check("rename", "POST", "/api/v1/node/{na}/rename/web-1")
+    pair.check("rename to the name of another", "POST", "/api/v1/node/{nb}/rename/web-1",
+               differ=(409, 500), why="a name in use is a conflict (headscale: 500 UNKNOWN)")
+    pair.check("rename, invalid name", "POST", "/api/v1/node/{na}/rename/Bad_Name",
+               differ=(400, 500), why=BAD_INPUT)
+    pair.check("rename unknown", "POST", "/api/v1/node/99/rename/x", differ=(404, 500),
+               why=GONE)
+    pair.check("rename malformed id", "POST", "/api/v1/node/x/rename/y", code=INVALID)
+
+    pair.check("tags", "POST", "/api/v1/node/{na}/tags", {"tags": ["tag:web"]})
+    pair.check("tags of another user", "POST", "/api/v1/node/{na}/tags", {"tags": ["tag:ops"]})
+    pair.check("tag the policy lacks", "POST", "/api/v1/node/{nb}/tags",
+               {"tags": ["tag:other"]}, differ=(200, 400),
+               why="an admin may set any tag, as 0.22.3's forced tags (test_policy_tailnet "
+                   "relies on it); it owns the node once a policy defines it")
+    pair.check("back to a tag it defines", "POST", "/api/v1/node/{nb}/tags",
+               {"tags": ["tag:db"]})
+    pair.check("tag without tag:", "POST", "/api/v1/node/{na}/tags", {"tags": ["web"]},
+               differ=(400, 500), why=BAD_INPUT)
+    pair.check("tags not a list", "POST", "/api/v1/node/{na}/tags", {"tags": "tag:web"},
+               code=INVALID)
+    pair.check("tags of unknown", "POST", "/api/v1/node/99/tags", {"tags": ["tag:web"]})
+
+    pair.check("approve", "POST", "/api/v1/node/{na}/approve_routes",
+               {"routes": ["10.1.0.0/24", "::/0"]})
+    pair.check("approve nothing", "POST", "/api/v1/node/{na}/approve_routes", {"routes": []})
+    pair.check("approve unknown", "POST", "/api/v1/node/99/approve_routes", {"routes": []},
+               differ=(404, 400), why="not found is 404 (headscale: 400 INVALID_ARGUMENT)")
+    pair.check("approve, not a list", "POST", "/api/v1/node/{na}/approve_routes",
+               {"routes": "10.1.0.0/24"}, code=INVALID)
+
+    pair.check("expire", "POST", "/api/v1/node/{nb}/expire")
+    pair.check("expire at a time", "POST", "/api/v1/node/{na}/expire?expiry=2099-01-01T00:00:00Z")
+    pair.check("disable expiry", "POST", "/api/v1/node/{na}/expire?disableExpiry=true")
+    pair.check("expire, both", "POST",
+               "/api/v1/node/{na}/expire?expiry=2099-01-01T00:00:00Z&disableExpiry=true")
+    pair.check("expire, bad time", "POST", "/api/v1/node/{na}/expire?expiry=soon", code=INVALID)
+    pair.check("expire, bad bool", "POST", "/api/v1/node/{na}/expire?disableExpiry=maybe",
+               code=INVALID)
+    pair.check("expire unknown", "POST", "/api/v1/node/99/expire", differ=(404, 500), why=GONE)
+    pair.check("expire malformed id", "POST", "/api/v1/node/x/expire", code=INVALID)
+    pair.check("list after changes", "GET", "/api/v1/node")
+    pair.check("keys, used or not", "GET", "/api/v1/preauthkey")
+
+
+def test_register_interactive(pair):
+    pending(pair, "r1", "node-r1")
+    pair.check("register (deprecated)", "POST", "/api/v1/node/register?user=nuser&key={r1}")
+    pair.check("register it again", "POST", "/api/v1/node/register?user=nuser&key={r1}",
+               differ=(404, 500), why=GONE)
+    pair.check("register, unknown key", "POST", "/api/v1/node/register?user=nuser&key=nope",
+               differ=(404, 500), why=GONE)
+    pending(pair, "r2", "node-r2")
+    pair.check("register, unknown user", "POST", "/api/v1/node/register?user=nobody&key={r2}",
+               differ=(404, 500), why=GONE)
+    pair.check("register, no key", "POST", "/api/v1/node/register?user=nuser",
+               differ=(400, 500), why=BAD_INPUT)
+    pair.check("auth register", "POST", "/api/v1/auth/register",
+               {"user": "nuser", "authId": "{r2}"})
+    pair.check("auth register again", "POST", "/api/v1/auth/register",
+               {"user": "nuser", "authId": "{r2}"}, differ=(404, 500), why=GONE)
+    pair.check("auth register, unknown id", "POST", "/api/v1/auth/register",
+               {"user": "nuser", "authId": "nope"}, differ=(404, 500), why=GONE)
+    pending(pair, "r3", "node-r3")
+    pair.check("auth register, unknown user", "POST", "/api/v1/auth/register",
+               {"user": "nobody", "authId": "{r3}"}, differ=(404, 500), why=GONE)
+    pair.check("auth register, no user", "POST", "/api/v1/auth/register", {"authId": "{r3}"},
+               differ=(400, 500), why=BAD_INPUT)
+    pair.check("list", "GET", "/api/v1/node")
+
+
+# ----------------------------------------------- operations another change is still adding
+
+def skip_unless_ours_serves(pair, method, path, body=None):
+    if not pair.ours_serves(method, path, body):
+        pytest.skip(f"{method} {path}: {PENDING}")
+
+
+def test_auth_approve_reject(pair):
+    served = [pair.ours_serves("POST", f"/api/v1/auth/{op}", {}) for op in ("approve", "reject")]
+    if not all(served):
+        pytest.skip(f"POST /api/v1/auth/approve|reject: {PENDING}")
+    for op in ("approve", "reject"):
+        pair.check(f"{op}, no id", "POST", f"/api/v1/auth/{op}", {})
+        pair.check(f"{op}, unknown id", "POST", f"/api/v1/auth/{op}", {"authId": "nope"})
+        pending(pair, "p", f"node-{op}")
+        pair.check(op, "POST", f"/api/v1/auth/{op}", {"authId": "{p}"})
+        pair.check(f"{op} again", "POST", f"/api/v1/auth/{op}", {"authId": "{p}"})
+    pair.check("list", "GET", "/api/v1/node")
+
+
+def test_backfill_ips(pair):
+    skip_unless_ours_serves(pair, "POST", "/api/v1/node/backfillips")
+    pair.check("not confirmed", "POST", "/api/v1/node/backfillips")
+    pair.check("confirmed, nothing to do", "POST", "/api/v1/node/backfillips?confirmed=true")
+    pair.check("confirmed, bad bool", "POST", "/api/v1/node/backfillips?confirmed=maybe",
+               code=INVALID)
+
+
+def test_debug_node(pair):
+    skip_unless_ours_serves(pair, "POST", "/api/v1/debug/node", {})
+    pending(pair, "d", "node-debug")
+    pair.check("no key", "POST", "/api/v1/debug/node", {"user": "nuser", "name": "dbg"})
+    pair.check("unknown user", "POST", "/api/v1/debug/node",
+               {"user": "nobody", "key": "{d}", "name": "dbg"})
+    pair.check("create", "POST", "/api/v1/debug/node",
+               {"user": "nuser", "key": "{d}", "name": "dbg", "routes": ["10.7.0.0/24"]})
+    pair.check("list", "GET", "/api/v1/node")
+
+
+def test_untag_and_delete(pair):
+    pair.check("no tags", "POST", "/api/v1/node/{nb}/tags", {"tags": []}, differ=(200, 400),
+               why="ours gives a node stripped of its tags back to the user that registered "
+                   "it; headscale refuses")
+    pair.check("delete", "DELETE", "/api/v1/node/{nb}")
+    pair.check("delete again", "DELETE", "/api/v1/node/{nb}", code=NOT_FOUND)
+    pair.check("delete malformed id", "DELETE", "/api/v1/node/x", code=INVALID)
+    pair.check("list after delete", "GET", "/api/v1/node")
+    for s in pair.sides:
+        for k in ("a", "b"):
+            pair.vars[s.name].pop(k).close()
+    pending(pair, "r4", "node-r4")
+    pair.check("the next node's addresses", "POST", "/api/v1/auth/register",
+               {"user": "nuser", "authId": "{r4}"}, adjust=addresses_reused)
+
+
+def addresses_reused(ours, hs):
+    """KNOWN GAP (IP allocation, not a choice): headscale's sequential allocator goes on past
+    the last address it handed out; ours hands the deleted node's addresses out again."""
+    assert ours["node"]["ipAddresses"] == ["100.64.0.2", "fd7a:115c:a1e0::2"], ours
+    assert hs["node"]["ipAddresses"] == ["100.64.0.6", "fd7a:115c:a1e0::6"], hs
+    ours["node"]["ipAddresses"] = hs["node"]["ipAddresses"]
+
+
+# ------------------------------------------------------------------------------ coverage
+
+def test_every_operation_is_sent(sides):  # noqa: F811
+    """Runs last: every operation of the reference's own OpenAPI document was sent above."""
+    st, _, doc = sides[1].request("GET", "/swagger/v1/openapiv2.json", auth=False)
+    assert st == 200, doc
+    ops = {(m.upper(), p) for p, v in doc["paths"].items() for m in v}
+    assert len(ops) == 29, sorted(ops)  # headscale v0.29.3's count
+    assert ops - SENT == set(), f"not sent: {sorted(ops - SENT)}"
