@@ -15,13 +15,14 @@ struct route {
 };
 
 /* 0.29 paths first; the 0.22.3 ones ("machine", user by name) reuse the same handlers,
- * which accept an id or a name wherever 0.22 used a name. */
+ * which accept an id or a name wherever 0.22 used a name, through api_machine.c's wrappers
+ * that make them answer in 0.22.3's shapes. */
 static const struct route routes[] = {
     { "GET", "/api/v1/health", api_health, false },
     { "GET", "/api/v1/openapi.json", api_openapi, true },
     { "GET", "/api/v1/user", api_user_list, false },
     { "POST", "/api/v1/user", api_user_create, false },
-    { "GET", "/api/v1/user/{}", api_user_get, false },
+    { "GET", "/api/v1/user/{}", api_user_get_v022, false },
     { "POST", "/api/v1/user/{}/rename/{}", api_user_rename, false },
     { "DELETE", "/api/v1/user/{}", api_user_delete, false },
     { "GET", "/api/v1/preauthkey", api_preauthkey_list, false },
@@ -47,13 +48,13 @@ static const struct route routes[] = {
     { "POST", "/api/v1/auth/approve", api_auth_approve, false },
     { "POST", "/api/v1/auth/reject", api_auth_reject, false },
     { "POST", "/api/v1/debug/node", api_debug_create_node, false },
-    { "POST", "/api/v1/machine/register", api_node_register, false },
-    { "POST", "/api/v1/machine/{}/expire", api_node_expire, false },
-    { "POST", "/api/v1/machine/{}/rename/{}", api_node_rename, false },
-    { "POST", "/api/v1/machine/{}/tags", api_node_tags, false },
-    { "POST", "/api/v1/machine/{}/user", api_node_move, false },
-    { "GET", "/api/v1/machine", api_node_list, false },
-    { "GET", "/api/v1/machine/{}", api_node_get, false },
+    { "POST", "/api/v1/machine/register", api_machine_register, false },
+    { "POST", "/api/v1/machine/{}/expire", api_machine_expire, false },
+    { "POST", "/api/v1/machine/{}/rename/{}", api_machine_rename, false },
+    { "POST", "/api/v1/machine/{}/tags", api_machine_tags, false },
+    { "POST", "/api/v1/machine/{}/user", api_machine_move, false },
+    { "GET", "/api/v1/machine", api_machine_list, false },
+    { "GET", "/api/v1/machine/{}", api_machine_get, false },
     { "DELETE", "/api/v1/machine/{}", api_node_delete, false },
     { "GET", "/api/v1/machine/{}/routes", api_routes_node_list, false },
     { "GET", "/api/v1/routes", api_routes_list, false },

@@ -21,7 +21,12 @@ struct api_call {
     struct api_response *resp;
     char *args[API_MAX_ARGS]; /* {} segments of the route pattern, URL-decoded */
     json_t *body;             /* parsed lazily by api_body() */
+    bool v022;                /* a headscale 0.22.3 path: nodes and users in its shapes */
 };
+
+/* The member naming a node, or a list of them, in this call's answer: "node"/"nodes", or
+ * 0.22.3's "machine"/"machines". */
+const char *api_node_member(const struct api_call *c, bool list);
 
 /* Writes a JSON response (steals j). */
 void api_reply(struct api_call *c, int status, json_t *j);
@@ -57,7 +62,8 @@ int api_lookup_user(struct api_call *c, const char *id_or_name, struct store_use
 /* JSON shapes of headscale 0.29 (protojson: camelCase, string ids, RFC 3339 times). */
 json_t *api_json_time(int64_t us);        /* null when 0 */
 json_t *api_json_id(uint64_t id);         /* "123" */
-json_t *api_json_user(const struct store_user *u);
+/* The user in the call's shape (0.22.3's paths: {id, name, createdAt}); c may be NULL. */
+json_t *api_json_user(const struct api_call *c, const struct store_user *u);
 json_t *api_json_preauthkey(struct api_call *c, const struct store_preauthkey *k,
                             const char *full_key);
 json_t *api_json_apikey(const struct store_apikey *k);
@@ -162,6 +168,15 @@ void api_apikey_list(struct api_call *c);
 void api_apikey_create(struct api_call *c);
 void api_apikey_expire(struct api_call *c);
 void api_apikey_delete(struct api_call *c);
+/* headscale 0.22.3's paths (api_machine.c): the handlers above, answering in its shapes. */
+void api_machine_list(struct api_call *c);
+void api_machine_get(struct api_call *c);
+void api_machine_register(struct api_call *c);
+void api_machine_expire(struct api_call *c);
+void api_machine_rename(struct api_call *c);
+void api_machine_tags(struct api_call *c);
+void api_machine_move(struct api_call *c);
+void api_user_get_v022(struct api_call *c);
 void api_node_list(struct api_call *c);
 void api_node_get(struct api_call *c);
 void api_node_delete(struct api_call *c);

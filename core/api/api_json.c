@@ -34,13 +34,30 @@ static void kstr_or_empty(struct api_jw *w, const char *key, const char *s)
     api_jw_kstr(w, key, s ? s : "");
 }
 
-static void jw_user(struct api_jw *w, const struct store_user *u)
+/* Go's zero time.Time, which headscale 0.22.3 writes for an unset time (0.29: null). */
+#define GO_ZERO_TIME "0001-01-01T00:00:00Z"
+
+static void jw_time_v022(struct api_jw *w, int64_t us)
+{
+    if (us)
+        api_jw_time(w, us);
+    else
+        api_jw_str(w, GO_ZERO_TIME);
+}
+
+/* v022: headscale 0.22.3's User, {id, name, createdAt}. */
+static void jw_user(struct api_jw *w, const struct store_user *u, bool v022)
 {
     api_jw_obj(w);
     api_jw_key(w, "id");
     api_jw_id(w, u->id);
     kstr_or_empty(w, "name", u->name);
     api_jw_key(w, "createdAt");
+    if (v022) {
+        jw_time_v022(w, u->created_at);
+        api_jw_obj_end(w);
+        return;
+    }
     api_jw_time(w, u->created_at);
     kstr_or_empty(w, "displayName", u->display_name);
     kstr_or_empty(w, "email", u->email);
@@ -50,15 +67,22 @@ static void jw_user(struct api_jw *w, const struct store_user *u)
     api_jw_obj_end(w);
 }
 
-json_t *api_json_user(const struct store_user *u)
+json_t *api_json_user(const struct api_call *c, const struct store_user *u)
 {
     struct hs_buf b;
     struct api_jw w;
 
     hs_buf_init(&b, API_MAX_RESPONSE);
     api_jw_begin(&w, &b);
-    jw_user(&w, u);
+    jw_user(&w, u, c && c->v022);
     return api_jw_to_json(&b);
+}
+
+const char *api_node_member(const struct api_call *c, bool list)
+{
+    if (c->v022)
+        return list ? "machines" : "machine";
+    return list ? "nodes" : "node";
 }
 
 /* ---- rows the shapes refer to: queried one by one, or found in tables loaded once ---- */
@@ -117,14 +141,14 @@ static const void *find_by_id(const void *base, size_t n, size_t size, uint64_t 
 }
 
 /* JSON text of one object, for the refs cache; NULL (render null) if it did not fit. */
-static char *render_user(const struct store_user *u)
+static char *render_user(const struct api_call *c, const struct store_user *u)
 {
     struct hs_buf b;
     struct api_jw w;
 
     hs_buf_init(&b, API_MAX_RESPONSE);
     api_jw_begin(&w, &b);
-    jw_user(&w, u);
+    jw_user(&w, u, c->v022);
     if (api_jw_end(&w) < 0) {
         hs_buf_free(&b);
         return NULL;
@@ -146,17 +170,34 @@ static void jw_user_by_id(struct api_call *c, struct api_jw *w, struct api_refs 
         if (found) {
             i = (size_t)(found - refs->users);
             if (!refs->user_json[i])
-                refs->user_json[i] = render_user(found);
+                refs->user_json[i] = render_user(c, found); /* one shape per call */
             api_jw_raw(w, refs->user_json[i] ? refs->user_json[i] : "null");
             return;
         }
         refs->missed = true;
     } else if (id && store_user_get(c->api->st, id, &u) == 0) {
-        jw_user(w, &u);
+        jw_user(w, &u, c->v022);
         store_user_free(&u);
         return;
     }
     api_jw_null(w);
+}
+
+/* 0.22.3's PreAuthKey names its user by name. */
+static void jw_user_name(struct api_call *c, struct api_jw *w, struct api_refs *refs,
+                         uint64_t id)
+{
+    const struct store_user *found = NULL;
+    struct store_user u = { 0 };
+
+    if (id && refs)
+        found = find_by_id(refs->users, refs->nusers, sizeof(*refs->users), id);
+    else if (id && store_user_get(c->api->st, id, &u) == 0)
+        found = &u;
+    if (!found || !api_jw_str(w, found->name))
+        api_jw_str(w, "");
+    if (found == &u)
+        store_user_free(&u);
 }
 
 static void jw_preauthkey(struct api_call *c, struct api_jw *w, struct api_refs *refs,
@@ -167,7 +208,10 @@ static void jw_preauthkey(struct api_call *c, struct api_jw *w, struct api_refs 
     auth_cred_mask(AUTH_CRED_PREAUTH, k->prefix, masked, sizeof(masked));
     api_jw_obj(w);
     api_jw_key(w, "user");
-    jw_user_by_id(c, w, refs, k->user_id);
+    if (c->v022)
+        jw_user_name(c, w, refs, k->user_id);
+    else
+        jw_user_by_id(c, w, refs, k->user_id);
     api_jw_key(w, "id");
     api_jw_id(w, k->id);
     api_jw_kstr(w, "key", full_key ? full_key : masked);
@@ -178,9 +222,9 @@ static void jw_preauthkey(struct api_call *c, struct api_jw *w, struct api_refs 
     api_jw_key(w, "used");
     api_jw_bool(w, k->used && !k->reusable); /* as headscale: a reusable key is never used up */
     api_jw_key(w, "expiration");
-    api_jw_time(w, k->expiration);
+    c->v022 ? jw_time_v022(w, k->expiration) : api_jw_time(w, k->expiration);
     api_jw_key(w, "createdAt");
-    api_jw_time(w, k->created_at);
+    c->v022 ? jw_time_v022(w, k->created_at) : api_jw_time(w, k->created_at);
     api_jw_key(w, "aclTags");
     api_jw_strv(w, &k->tags);
     api_jw_obj_end(w);
@@ -335,6 +379,99 @@ static bool node_online(struct api_call *c, uint64_t id)
     return online;
 }
 
+/* 0.22.3 had one list of tags per origin: forced by an operator, asked for by the node
+ * (Hostinfo.RequestTags) and given (valid), or asked for and refused (invalid). */
+static void machine_tags(const struct store_node *n, struct hs_strv *forced,
+                         struct hs_strv *valid, struct hs_strv *invalid)
+{
+    json_t *hi = n->hostinfo_json ? json_loads(n->hostinfo_json, 0, NULL) : NULL, *t;
+    struct hs_strv asked = { 0 };
+    size_t i;
+
+    json_array_foreach(json_object_get(hi, "RequestTags"), i, t)
+        if (json_is_string(t) && !hs_strv_contains(&asked, json_string_value(t)))
+            hs_strv_push(&asked, json_string_value(t));
+    json_decref(hi);
+    for (i = 0; i < n->tags.n; i++)
+        hs_strv_push(hs_strv_contains(&asked, n->tags.v[i]) ? valid : forced, n->tags.v[i]);
+    for (i = 0; i < asked.n; i++)
+        if (!hs_strv_contains(&n->tags, asked.v[i]))
+            hs_strv_push(invalid, asked.v[i]);
+    hs_strv_free(&asked);
+}
+
+/* A key, or "" while it is all zeros (0.22.3 wrote an unset key so). */
+static void jw_key_v022(struct api_jw *w, const char *member, const char *prefix,
+                        const uint8_t key[KEY_LEN])
+{
+    static const uint8_t zero[KEY_LEN];
+    char buf[KEY_TEXT_MAX];
+
+    if (memcmp(key, zero, KEY_LEN) == 0) {
+        api_jw_kascii(w, member, "", 0);
+        return;
+    }
+    keys_format(prefix, key, buf);
+    api_jw_kascii(w, member, buf, strlen(buf));
+}
+
+/* headscale 0.22.3's Machine, the node as its paths (/api/v1/machine..., /api/v1/routes)
+ * answered it. Nodes owned by their tags alone, which 0.22.3 could not have, belong to the
+ * tagged-devices user as in 0.29's lists. It tracked no separate last update: lastSeen
+ * stands for it. */
+static void jw_machine(struct api_call *c, struct api_jw *w, struct api_refs *refs,
+                       const struct store_node *n, bool online)
+{
+    struct hs_strv forced = { 0 }, valid = { 0 }, invalid = { 0 };
+    int64_t seen = online ? hs_now_us() : n->last_seen;
+
+    api_jw_obj(w);
+    api_jw_key(w, "id");
+    api_jw_id(w, n->id);
+    jw_key_v022(w, "machineKey", "mkey:", n->machine_key);
+    jw_key_v022(w, "nodeKey", "nodekey:", n->node_key);
+    jw_key_v022(w, "discoKey", "discokey:", n->disco_key);
+    api_jw_key(w, "ipAddresses");
+    api_jw_arr(w);
+    if (n->ipv4)
+        api_jw_str(w, n->ipv4);
+    if (n->ipv6)
+        api_jw_str(w, n->ipv6);
+    api_jw_arr_end(w);
+    kstr_or_empty(w, "name", n->hostname);
+    api_jw_key(w, "user");
+    if (n->user_id) /* 0.22 tags were a node's attribute: a tagged node kept its user */
+        jw_user_by_id(c, w, refs, n->user_id);
+    else
+        api_jw_raw(w, "{\"id\":\"2147455555\",\"name\":\"tagged-devices\",\"createdAt\":\""
+                      GO_ZERO_TIME "\"}");
+    api_jw_key(w, "lastSeen");
+    jw_time_v022(w, seen);
+    api_jw_key(w, "lastSuccessfulUpdate");
+    jw_time_v022(w, seen);
+    api_jw_key(w, "expiry");
+    jw_time_v022(w, n->expiry);
+    api_jw_key(w, "preAuthKey");
+    jw_node_preauthkey(c, w, refs, n);
+    api_jw_key(w, "createdAt");
+    jw_time_v022(w, n->created_at);
+    api_jw_kstr(w, "registerMethod", register_method_name(n->register_method));
+    machine_tags(n, &forced, &valid, &invalid);
+    api_jw_key(w, "forcedTags");
+    api_jw_strv(w, &forced);
+    api_jw_key(w, "invalidTags");
+    api_jw_strv(w, &invalid);
+    api_jw_key(w, "validTags");
+    api_jw_strv(w, &valid);
+    kstr_or_empty(w, "givenName", n->given_name);
+    api_jw_key(w, "online");
+    api_jw_bool(w, online);
+    api_jw_obj_end(w);
+    hs_strv_free(&forced);
+    hs_strv_free(&valid);
+    hs_strv_free(&invalid);
+}
+
 /* subnet: what "subnetRoutes" lists (NULL: none). headscale 0.29 fills it only in lists
  * (primary routes, then approved exit routes) and in the answer to approve_routes (primary
  * routes); every other answer has it empty. */
@@ -342,6 +479,10 @@ static void jw_node(struct api_call *c, struct api_jw *w, struct api_refs *refs,
                     const struct store_node *n, bool in_list, bool online,
                     const struct hs_strv *subnet)
 {
+    if (c->v022) {
+        jw_machine(c, w, refs, n, online);
+        return;
+    }
     api_jw_obj(w);
     api_jw_key(w, "id");
     api_jw_id(w, n->id);

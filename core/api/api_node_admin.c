@@ -10,7 +10,7 @@
 
 static void reply_node(struct api_call *c, struct store_node *n)
 {
-    api_reply(c, 200, json_pack("{s:o}", "node", api_json_node(c, n, false)));
+    api_reply(c, 200, json_pack("{s:o}", api_node_member(c, false), api_json_node(c, n, false)));
     store_node_free(n);
 }
 

@@ -28,7 +28,7 @@ void api_node_list(struct api_call *c)
         /* A node takes about 1 KiB: growing by doubling would copy the body a dozen times. */
         hs_buf_reserve(&c->resp->body, state_node_count(c->api->state) * 1024);
         api_jw_obj(&w);
-        api_jw_key(&w, "nodes");
+        api_jw_key(&w, api_node_member(c, true));
         complete = api_jw_state_nodes(c, &w, &refs, u.id);
         api_jw_obj_end(&w);
         if (complete || pass == 1)
@@ -50,7 +50,7 @@ void api_node_get(struct api_call *c)
         api_store_error(c, rc, "node");
         return;
     }
-    api_reply(c, 200, json_pack("{s:o}", "node", api_json_node(c, &n, false)));
+    api_reply(c, 200, json_pack("{s:o}", api_node_member(c, false), api_json_node(c, &n, false)));
     store_node_free(&n);
 }
 

@@ -131,7 +131,7 @@ static int route_ids(struct api_call *c, uint64_t only, struct store_route **out
 }
 
 /* Route (0.22.3 protojson): {id, machine, prefix, advertised, enabled, isPrimary, createdAt,
- * updatedAt, deletedAt}; machine is the node as the other answers show it. Read lock held. */
+ * updatedAt, deletedAt}; machine is 0.22.3's Machine. Read lock held. */
 static void jw_route(struct api_call *c, struct api_jw *w, struct api_refs *refs,
                      const struct store_route *r, const struct state_node *sn)
 {
@@ -170,6 +170,7 @@ static void reply_routes(struct api_call *c, uint64_t node_id)
     size_t n = 0;
     int rc;
 
+    c->v022 = true; /* a 0.22.3 answer: each route's machine in its Machine shape */
     if ((rc = route_ids(c, node_id, &v, &n)) < 0) {
         api_store_error(c, rc, "route");
         return;

@@ -12,7 +12,7 @@ void api_health(struct api_call *c)
 
 static void reply_user(struct api_call *c, int status, struct store_user *u)
 {
-    api_reply(c, status, json_pack("{s:o}", "user", api_json_user(u)));
+    api_reply(c, status, json_pack("{s:o}", "user", api_json_user(c, u)));
     store_user_free(u);
 }
 
@@ -33,7 +33,7 @@ void api_user_list(struct api_call *c)
     }
     arr = json_array();
     for (size_t i = 0; i < n; i++)
-        json_array_append_new(arr, api_json_user(&v[i]));
+        json_array_append_new(arr, api_json_user(c, &v[i]));
     store_user_list_free(v, n);
     api_reply(c, 200, json_pack("{s:o}", "users", arr));
 }
@@ -86,6 +86,8 @@ void api_user_rename(struct api_call *c)
 
     if (api_lookup_user(c, c->args[0], &u) < 0)
         return;
+    /* 0.22.3 renamed by name (0.29: by id), and answers in its shape. */
+    c->v022 = hs_streq(c->args[0], u.name);
     if (u.provider && *u.provider) {
         api_error(c, 400, "user \"%s\" comes from OIDC and cannot be renamed", u.name);
     } else if (!api_valid_username(new_name, why, sizeof(why))) {
