@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "config/config_internal.h"
 
@@ -201,6 +202,43 @@ static void env_scan_legacy(struct load_ctx *c)
         if (env_get(k->legacy, name, sizeof(name)) ||
             ((k->flags & KF_LEGACY) && env_get(k->name, name, sizeof(name))))
             c->cfg->legacy = true;
+    }
+}
+
+static bool env_is_key(const char *var)
+{
+    char name[CONFIG_MAX_ENV_NAME];
+
+    for (size_t i = 0; i < config__nkeys; i++) {
+        env_name(config__keys[i].name, name, sizeof(name));
+        if (strcmp(name, var) == 0)
+            return true;
+        if (config__keys[i].legacy) {
+            env_name(config__keys[i].legacy, name, sizeof(name));
+            if (strcmp(name, var) == 0)
+                return true;
+        }
+    }
+    return false;
+}
+
+/* A HEADSCALE_* variable that no key reads: viper passes over it in silence, which hides a
+ * misspelt override (HEADSCALE_DNS_BASEDOMAIN). HEADSCALE_CONFIG names the file. */
+static void warn_unknown_env(struct load_ctx *c)
+{
+    char var[CONFIG_MAX_ENV_NAME];
+
+    if (c->purpose != CONFIG_FOR_SERVER)
+        return;
+    for (char **e = environ; *e; e++) {
+        size_t n = strcspn(*e, "=");
+        if (strncmp(*e, "HEADSCALE_", 10) != 0 || n >= sizeof(var))
+            continue;
+        memcpy(var, *e, n);
+        var[n] = '\0';
+        if (strcmp(var, "HEADSCALE_CONFIG") != 0 && !env_is_key(var))
+            config__diag(c, CONFIG_WARNING, var, 0,
+                         "unknown environment variable: no config key reads it");
     }
 }
 
@@ -410,6 +448,7 @@ static int load_common(const char *text, size_t len, const char *file, const cha
     if (text)
         parse_text(&c, text, len, &tree);
     env_scan_legacy(&c);
+    warn_unknown_env(&c);
     apply_all(&c);
     fill_empty_strings(out);
     config__check(&c);

@@ -150,7 +150,9 @@ const struct key_def config__keys[] = {
         .legacy = "dns_config.use_username_in_magic_dns", .legacy_def = "true"),
 
     KEY("unix_socket", K_STR, unix_socket, "/var/run/headscale/headscale.sock"),
-    KEY("unix_socket_permission", K_MODE, unix_socket_permission, "0770"),
+    /* headscale's default text "0o770" fails its own octal parse and falls back to 0700,
+     * so 0700 is what its socket really gets (checked with HEADSCALE_DEBUG_DUMP_CONFIG). */
+    KEY("unix_socket_permission", K_MODE, unix_socket_permission, "0700"),
 
     KEY("oidc.only_start_if_oidc_is_available", K_BOOL, oidc_only_start_if_available, "true",
         .inert = NO_OIDC),

@@ -331,11 +331,12 @@ def _count(text, key, words):
 
 def test_inert_keys_warn_once_in_configtest_and_at_start(server_factory):
     s = _inert_server(server_factory)
-    r = s.cli("configtest")
+    r = s.cli("configtest", env={"HEADSCALE_DNS_BASEDOMAIN": "typo.example"})
     assert r.returncode == 0, r.stderr
     for key in INERT_KEYS:
         assert _count(r.stderr, key, "has no effect") == 1, (key, r.stderr)
     assert _count(r.stderr, "some_future_key", "unknown key") == 1, r.stderr
+    assert _count(r.stderr, "HEADSCALE_DNS_BASEDOMAIN", "unknown environment variable") == 1
     s.start()
     log = s.log_text()
     for key in INERT_KEYS:

@@ -161,7 +161,7 @@ CFG_TEST(bare_defaults)
     cr_assert(cfg.dns_override_local_dns);
     cr_assert(!cfg.dns_use_username_in_magic_dns);
     cr_assert_str_eq(cfg.unix_socket, "/var/run/headscale/headscale.sock");
-    cr_assert_eq(cfg.unix_socket_permission, 0770);
+    cr_assert_eq(cfg.unix_socket_permission, 0700, "what headscale's socket really gets");
     cr_assert_eq(cfg.cli_timeout_us, 5 * SEC);
     cr_assert_eq(cfg.log_level, LOG_INFO);
     cr_assert(!cfg.log_json);
@@ -1258,6 +1258,22 @@ CFG_TEST(unknown_key_named_once)
     cr_assert_eq(diags.n, 2);
     cr_assert_eq(diags_naming("some_future_key", "unknown key"), 1);
     cr_assert_eq(diags_naming("derp.bogus", "unknown key"), 1);
+}
+
+CFG_TEST(unknown_env_variable_named_once)
+{
+    setenv("HEADSCALE_DNS_BASEDOMAIN", "example.com", 1); /* dns.base_domain, misspelt */
+    setenv("HEADSCALE_DNS_BASE_DOMAIN", "example.com", 1);
+    setenv("HEADSCALE_DB_PORT", "5433", 1);               /* the 0.22.3 name is a key too */
+    setenv("HEADSCALE_CONFIG", "/nonexistent", 1);        /* names the file, read elsewhere */
+    cr_assert_eq(load(""), 0);
+    if (diags.n != 1)
+        dump();
+    cr_assert_eq(diags.n, 1);
+    cr_assert_eq(diags_naming("HEADSCALE_DNS_BASEDOMAIN", "unknown environment variable"), 1);
+    fini();
+    cr_assert_eq(config_load_text("", 0, NULL, CONFIG_FOR_CLI, &cfg, &diags), 0);
+    cr_assert_eq(diags.n, 0, "CLI commands do not repeat it");
 }
 
 /* 0.22.3 used private_key_path for its embedded DERP server too; the relay keeps that key. */
