@@ -117,8 +117,12 @@ def machine_shape(m):
     for k in ("machineKey", "nodeKey", "discoKey"):
         m[k] = "<key or empty>"
     m["ipAddresses"] = sorted(m["ipAddresses"])
-    # 0.22.3 leaves a machine registered from its debug call UNSPECIFIED; ours says CLI
+    # 0.22.3 leaves a machine registered from its debug call UNSPECIFIED and never seen;
+    # ours says CLI and, as 0.29 does, counts the registration as seen
     m["registerMethod"] = "<method>"
+    for k in ("lastSeen", "lastSuccessfulUpdate"):
+        assert m[k] in ("<time>", "<zero time>"), m
+        m[k] = "<time or zero time>"
     return m
 
 
