@@ -177,6 +177,7 @@ const struct key_def config__keys[] = {
     KEY("oidc.expiry", K_DUR, oidc_expiry_us, "0", .legacy_def = "180d", .flags = KF_LEGACY,
         .inert = NO_OIDC),
     NOFIELD("oidc.map_legacy_users", .inert = "headscale 0.26 removed it", .flags = KF_NEVER),
+    NOFIELD("oidc.enabled", .inert = NO_OIDC), /* headscale reads it only to check pkce.method */
 
     KEY("logtail.enabled", K_BOOL, logtail_enabled, "false"),
     KEY("taildrop.enabled", K_BOOL, taildrop_enabled, "true"),
