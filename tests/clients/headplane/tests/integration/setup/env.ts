@@ -10,7 +10,7 @@ export type Version = (typeof HS_VERSIONS)[number];
 let bootstrap: Headscale | undefined;
 
 async function ensure(): Promise<Headscale> {
-  bootstrap ??= await createHeadscale({ url: process.env.HP_API_URL! });
+  bootstrap ??= await createHeadscale({ url: process.env.UI_API_URL! });
   return bootstrap;
 }
 
@@ -19,12 +19,12 @@ export async function getBootstrapClient(_version: Version) {
 }
 
 export async function getRuntimeClient(_version: Version) {
-  return (await ensure()).client(process.env.HP_API_KEY!);
+  return (await ensure()).client(process.env.UI_API_KEY!);
 }
 
 // A pending interactive login the test harness started, and the host name it announced.
 export async function getNode(_version: Version) {
-  return { authCode: process.env.HP_AUTH_CODE!, nodeName: process.env.HP_NODE_NAME! };
+  return { authCode: process.env.UI_AUTH_ID!, nodeName: process.env.UI_NODE_NAME! };
 }
 
 export async function stopAllVersions() {
