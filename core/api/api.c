@@ -1,3 +1,4 @@
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -343,6 +344,41 @@ out:
     json_decref(c.body);
 }
 
+/* grpc-gateway's protojson reads a field under its proto name (acl_tags) as well as its JSON
+ * name (aclTags), and headscale 0.29's clients send either: each snake_case member is also
+ * given under its lowerCamelCase name. Both names at once is a duplicate field, refused as
+ * protojson refuses it. */
+static int add_camel_case_names(struct api_call *c, json_t *obj)
+{
+    json_t *extra = json_object(), *v;
+    const char *key;
+    char camel[64];
+    int rc = 0;
+
+    json_object_foreach(obj, key, v) {
+        size_t n = 0;
+        if (!strchr(key, '_') || strlen(key) >= sizeof(camel))
+            continue;
+        for (const char *k = key; *k; k++) {
+            if (*k == '_' && k[1] && k != key)
+                camel[n++] = (char)toupper((unsigned char)*++k);
+            else
+                camel[n++] = *k;
+        }
+        camel[n] = '\0';
+        if (json_object_get(obj, camel) || json_object_get(extra, camel)) {
+            api_error(c, 400, "field \"%s\" is given twice (as \"%s\" too)", camel, key);
+            rc = -EINVAL;
+            break;
+        }
+        json_object_set(extra, camel, v);
+    }
+    if (rc == 0)
+        json_object_update(obj, extra);
+    json_decref(extra);
+    return rc;
+}
+
 json_t *api_body(struct api_call *c)
 {
     char err[256];
@@ -360,6 +396,11 @@ json_t *api_body(struct api_call *c)
     }
     if (!json_is_object(c->body)) {
         api_error(c, 400, "request body must be a JSON object");
+        json_decref(c->body);
+        c->body = NULL;
+        return NULL;
+    }
+    if (add_camel_case_names(c, c->body) < 0) {
         json_decref(c->body);
         c->body = NULL;
     }
