@@ -6,7 +6,7 @@ set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config git ca-certificates
   libmicrohttpd-dev libpq-dev libssl-dev libsodium-dev libjansson-dev libyaml-dev
-  libfcgi-dev libcriterion-dev libsqlite3-dev libnghttp2-dev libzstd-dev libcurl4-openssl-dev
+  libfcgi-dev libcriterion-dev libsqlite3-dev libcrypt-dev libnghttp2-dev libzstd-dev libcurl4-openssl-dev
   postgresql postgresql-client sqlite3 nginx iproute2 procps psmisc curl
   clang libclang-rt-14-dev
   python3 python3-pytest python3-yaml python3-requests

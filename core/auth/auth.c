@@ -1,3 +1,4 @@
+#include <ctype.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +52,15 @@ static bool is_lower_hex(const char *s, size_t n)
     return true;
 }
 
+/* base64url: headscale 0.28+ draws its prefixes and secrets from it (ours are hex). */
+static bool is_url_safe(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!(isalnum((unsigned char)s[i]) || s[i] == '-' || s[i] == '_'))
+            return false;
+    return true;
+}
+
 int auth_cred_parse(enum auth_cred_kind kind, const char *text, char prefix[AUTH_PREFIX_LEN + 1],
                     uint8_t secret[AUTH_SECRET_LEN])
 {
@@ -78,7 +88,7 @@ int auth_cred_prefix(enum auth_cred_kind kind, const char *text, char prefix[AUT
         return -EINVAL;
     if (hs_has_prefix(text, tag))
         text += strlen(tag);
-    if (strlen(text) < AUTH_PREFIX_LEN || !is_lower_hex(text, AUTH_PREFIX_LEN) ||
+    if (strlen(text) < AUTH_PREFIX_LEN || !is_url_safe(text, AUTH_PREFIX_LEN) ||
         (text[AUTH_PREFIX_LEN] != '\0' && text[AUTH_PREFIX_LEN] != '-'))
         return -EINVAL;
     memcpy(prefix, text, AUTH_PREFIX_LEN);
@@ -149,33 +159,92 @@ int auth_preauthkey_create(struct auth *a, const struct store_preauthkey *in, ch
     return rc;
 }
 
-/* Parses key, looks its prefix up, and compares hashes in constant time. */
-static int cred_verify(struct auth *a, enum auth_cred_kind kind, const char *key,
-                       char prefix[AUTH_PREFIX_LEN + 1], uint8_t hash[STORE_KEY_LEN])
-{
-    uint8_t secret[AUTH_SECRET_LEN];
+/* A presented key split into the prefix the store knows it by and the secret after it.
+ * Forms: hskey-<kind>-<12>-<64> (ours in hex; headscale 0.28+ in base64url); headscale's older
+ * API keys "<prefix>.<secret>"; its older pre-auth keys, 48 hex chars stored in clear, which
+ * the import hashed whole under their first 12 chars as prefix. */
+struct cred_text {
+    char prefix[STORE_PREFIX_MAX];
+    const char *secret; /* points into the key */
+    size_t len;
+};
 
-    if (auth_cred_parse(kind, key, prefix, secret) < 0)
-        return -EACCES;
-    cred_hash(a, prefix, secret, hash);
-    sodium_memzero(secret, sizeof(secret));
+static int cred_split_legacy(enum auth_cred_kind kind, const char *key, size_t len,
+                             struct cred_text *out)
+{
+    const char *dot = memchr(key, '.', len);
+    size_t plen;
+
+    if (kind == AUTH_CRED_PREAUTH) {
+        if (len != AUTH_LEGACY_PAK_LEN || !is_lower_hex(key, len))
+            return -EACCES;
+        plen = AUTH_PREFIX_LEN;
+        *out = (struct cred_text){ .secret = key, .len = len };
+    } else {
+        plen = dot ? (size_t)(dot - key) : 0;
+        if (!plen || plen >= STORE_PREFIX_MAX || !is_url_safe(key, plen))
+            return -EACCES;
+        *out = (struct cred_text){ .secret = dot + 1, .len = len - plen - 1 };
+    }
+    memcpy(out->prefix, key, plen);
+    out->prefix[plen] = '\0';
     return 0;
+}
+
+static int cred_split(enum auth_cred_kind kind, const char *key, struct cred_text *out)
+{
+    const char *tag = cred_tag(kind);
+    size_t taglen = strlen(tag), len = key ? strnlen(key, AUTH_KEY_TEXT_MAX) : 0;
+
+    if (!len || len == AUTH_KEY_TEXT_MAX)
+        return -EACCES;
+    if (!hs_has_prefix(key, tag))
+        return cred_split_legacy(kind, key, len, out);
+    key += taglen;
+    if (len != taglen + AUTH_PREFIX_LEN + 1 + 2 * AUTH_SECRET_LEN ||
+        key[AUTH_PREFIX_LEN] != '-' || !is_url_safe(key, len - taglen))
+        return -EACCES;
+    memcpy(out->prefix, key, AUTH_PREFIX_LEN);
+    out->prefix[AUTH_PREFIX_LEN] = '\0';
+    out->secret = key + AUTH_PREFIX_LEN + 1;
+    out->len = 2 * AUTH_SECRET_LEN;
+    return 0;
+}
+
+/* Whether the presented secret matches what is stored: bcrypt for a key imported from
+ * headscale, otherwise our keyed hash (constant-time either way). */
+static int cred_match(const struct auth *a, const struct cred_text *ct,
+                      const uint8_t hash[STORE_KEY_LEN], const char *bcrypt)
+{
+    uint8_t secret[AUTH_SECRET_LEN], mine[STORE_KEY_LEN];
+    int rc = -EACCES;
+
+    if (bcrypt[0])
+        return hs_bcrypt_verify(ct->secret, ct->len, bcrypt) == 0 ? 0 : -EACCES;
+    if (strlen(ct->prefix) != AUTH_PREFIX_LEN || ct->len != 2 * AUTH_SECRET_LEN ||
+        hs_hex_decode(ct->secret, ct->len, secret, sizeof(secret)) < 0)
+        return -EACCES;
+    cred_hash(a, ct->prefix, secret, mine);
+    if (crypto_verify_32(mine, hash) == 0)
+        rc = 0;
+    sodium_memzero(secret, sizeof(secret));
+    sodium_memzero(mine, sizeof(mine));
+    return rc;
 }
 
 int auth_apikey_check(struct auth *a, const char *key, uint64_t *id_out)
 {
-    char prefix[AUTH_PREFIX_LEN + 1];
-    uint8_t hash[STORE_KEY_LEN];
+    struct cred_text ct;
     struct store_apikey k;
     int64_t now = hs_now_us();
     int rc;
 
-    if ((rc = cred_verify(a, AUTH_CRED_API, key, prefix, hash)) < 0)
+    if ((rc = cred_split(AUTH_CRED_API, key, &ct)) < 0)
         return rc;
-    if ((rc = store_apikey_get_by_prefix(a->st, prefix, &k)) < 0)
+    if ((rc = store_apikey_get_by_prefix(a->st, ct.prefix, &k)) < 0)
         return rc == -ENOENT ? -EACCES : rc;
-    if (crypto_verify_32(hash, k.hash) != 0)
-        return -EACCES;
+    if ((rc = cred_match(a, &ct, k.hash, k.bcrypt)) < 0)
+        return rc;
     if (k.expiration && k.expiration <= now)
         return -EKEYEXPIRED;
     /* Last use to the minute: a dashboard polling every second would otherwise queue a
@@ -189,20 +258,18 @@ int auth_apikey_check(struct auth *a, const char *key, uint64_t *id_out)
 
 int auth_preauthkey_check(struct auth *a, const char *key, struct store_preauthkey *out)
 {
-    char prefix[AUTH_PREFIX_LEN + 1];
-    uint8_t hash[STORE_KEY_LEN];
+    struct cred_text ct;
     struct store_preauthkey k;
     int rc;
 
-    if ((rc = cred_verify(a, AUTH_CRED_PREAUTH, key, prefix, hash)) < 0)
+    if ((rc = cred_split(AUTH_CRED_PREAUTH, key, &ct)) < 0)
         return rc;
-    if ((rc = store_preauthkey_get_by_prefix(a->st, prefix, &k)) < 0)
+    if ((rc = store_preauthkey_get_by_prefix(a->st, ct.prefix, &k)) < 0)
         return rc == -ENOENT ? -EACCES : rc;
-    if (crypto_verify_32(hash, k.hash) != 0)
-        rc = -EACCES;
-    else if (k.expiration && k.expiration <= hs_now_us())
+    rc = cred_match(a, &ct, k.hash, k.bcrypt);
+    if (rc == 0 && k.expiration && k.expiration <= hs_now_us())
         rc = -EKEYEXPIRED;
-    else if (k.used && !k.reusable)
+    if (rc == 0 && k.used && !k.reusable)
         rc = -EALREADY;
     if (rc < 0) {
         store_preauthkey_free(&k);

@@ -5,7 +5,10 @@
  * Formats (headscale >= 0.28): hskey-auth-<12 hex prefix>-<64 hex secret> and
  * hskey-api-<12 hex prefix>-<64 hex secret>. The store keeps only the prefix and
  * BLAKE2b-256(key = per-database secret, prefix || secret): the secrets carry 256 bits of
- * entropy, so a fast keyed hash is enough (no bcrypt needed), and the full key is shown once. */
+ * entropy, so a fast keyed hash is enough (no bcrypt needed), and the full key is shown once.
+ * Keys imported from a headscale database keep headscale's bcrypt hashes and forms (base64url
+ * prefixes and secrets; "<prefix>.<secret>" API keys and bare 48-hex pre-auth keys of older
+ * versions), and the checks below accept them too. */
 #ifndef HS_AUTH_H
 #define HS_AUTH_H
 
@@ -16,6 +19,7 @@
 #define AUTH_PREFIX_LEN 12
 #define AUTH_SECRET_LEN 32
 #define AUTH_KEY_TEXT_MAX 96 /* "hskey-auth-" + 12 + "-" + 64 + NUL */
+#define AUTH_LEGACY_PAK_LEN 48 /* headscale <= 0.27's pre-auth keys: 24 bytes in hex */
 
 enum auth_cred_kind { AUTH_CRED_PREAUTH, AUTH_CRED_API };
 
@@ -29,7 +33,7 @@ void auth_free(struct auth *a); /* zeroes the secret; NULL is fine */
 int auth_cred_parse(enum auth_cred_kind kind, const char *text, char prefix[AUTH_PREFIX_LEN + 1],
                     uint8_t secret[AUTH_SECRET_LEN]);
 /* Extracts the prefix of a full or masked key ("hskey-api-<prefix>-***", or just the 12-char
- * prefix itself). -EINVAL if there is none. */
+ * prefix itself, hex or headscale's base64url). -EINVAL if there is none. */
 int auth_cred_prefix(enum auth_cred_kind kind, const char *text, char prefix[AUTH_PREFIX_LEN + 1]);
 /* "hskey-auth-<prefix>-***" */
 void auth_cred_mask(enum auth_cred_kind kind, const char *prefix, char *out, size_t size);

@@ -11,6 +11,12 @@
 
 /* ---- open / close ---- */
 
+/* The database named for messages, without credentials. */
+static const char *store_where(const struct hs_config *cfg)
+{
+    return cfg->db_type == DB_POSTGRES ? (cfg->pg_name ? cfg->pg_name : "") : cfg->sqlite_path;
+}
+
 int store_open(const struct hs_config *cfg, struct notify_bus *bus, struct store **out)
 {
     struct store *st;
@@ -25,7 +31,8 @@ int store_open(const struct hs_config *cfg, struct notify_bus *bus, struct store
         free(st);
         return rc;
     }
-    if ((rc = store__migrate(st)) < 0) {
+    if ((rc = store__migrate(st, store_where(cfg))) < 0 ||
+        (st->ops->ready && (rc = st->ops->ready(st->drv)) < 0)) {
         store_close(st);
         return rc;
     }

@@ -22,7 +22,7 @@
 #include "util/util.h"
 
 #define STORE_KEY_LEN 32
-#define STORE_PREFIX_MAX 16 /* credential prefixes are 12 hex chars (+NUL) */
+#define STORE_PREFIX_MAX 16 /* credential prefixes: 12 chars (headscale 0.22.3 API keys: 10) + NUL */
 
 struct store;
 
@@ -75,6 +75,7 @@ struct store_preauthkey {
     uint64_t id;
     char prefix[STORE_PREFIX_MAX];
     uint8_t hash[STORE_KEY_LEN];
+    char bcrypt[HS_BCRYPT_LEN + 1]; /* see store_apikey */
     uint64_t user_id; /* 0 = none (tag-only key) */
     bool reusable, ephemeral, used;
     struct hs_strv tags;
@@ -103,6 +104,9 @@ struct store_apikey {
     uint64_t id;
     char prefix[STORE_PREFIX_MAX];
     uint8_t hash[STORE_KEY_LEN];
+    /* A key imported from a headscale database: its bcrypt hash (hash is then unused); ""
+     * for keys made here. Read only: creating a key always stores hash. */
+    char bcrypt[HS_BCRYPT_LEN + 1];
     int64_t expiration; /* 0 = never */
     int64_t last_seen;
     int64_t created_at;

@@ -54,6 +54,25 @@ struct store_ops {
     int (*exec_script)(struct store_conn *c, const char *sql);
     /* Serialises migrations between processes; NULL when BEGIN already does (SQLite). */
     int (*migrate_lock)(struct store_conn *c, bool lock);
+    /* After migrations, before the store is used: SQLite turns on WAL and opens its reader
+     * here, so that a database refused at open is left byte for byte as it was. May be NULL. */
+    int (*ready)(void *drv);
+
+    /* Importing a headscale database (store_import.c). */
+    /* Rows of (table, column) for every table of the database, sorted by table. */
+    const char *columns_sql;
+    /* Keeps a usable copy of the database before the import transaction and makes it
+     * readable as the schema headscale_backup; where (for the log) says where it is. */
+    int (*backup)(void *drv, struct store_conn *c, char *where, size_t size);
+    /* Undoes what backup did for reading (SQLite detaches the file). May be NULL. */
+    void (*backup_done)(void *drv, struct store_conn *c);
+    /* In the import transaction, before our schema is made: clears the way for it (SQLite
+     * drops headscale's tables, which the copy keeps; PostgreSQL moves them into the schema
+     * headscale_backup, which is the copy). */
+    const char *set_aside_sql;
+    /* In the import transaction, after the rows are copied with their ids (PostgreSQL moves
+     * its id sequences past them). May be NULL. */
+    const char *import_finish_sql;
 };
 
 extern const struct store_ops store__sqlite_ops;
@@ -137,9 +156,31 @@ void store__rollback(struct store_tx *tx);
 int store__write_row(struct store *st, const char *sql, struct store_params *p,
                      enum notify_entity e, enum notify_op op, store_row_fn fn, void *out);
 
-/* Migrations (store_migrate.c): brings the schema up to date at open. */
-int store__migrate(struct store *st);
+/* Migrations (store_migrate.c): brings the schema up to date at open (importing a headscale
+ * database first, see below); refuses (-EPROTO, logged) a database it does not recognise. */
+int store__migrate(struct store *st, const char *where);
 int store__known_version(const char *backend);
+/* Creates schema_migrations and applies every migration inside the caller's transaction. */
+int store__migrate_all(struct store *st, struct store_conn *c);
+
+/* ---- recognising the database and importing headscale's (store_import.c) ---- */
+enum store_schema {
+    STORE_SCHEMA_EMPTY,
+    STORE_SCHEMA_OURS,
+    STORE_SCHEMA_HEADSCALE_022, /* 0.22.3: machines, routes, kvs */
+    STORE_SCHEMA_HEADSCALE_029, /* 0.29.x: nodes with approved_routes, policies, migrations */
+    STORE_SCHEMA_UNKNOWN,       /* refused; logged with the tables found (where names it) */
+};
+int store__schema_detect(const struct store_ops *ops, struct store_conn *c, const char *where,
+                         enum store_schema *out);
+/* Backs the headscale database up, then in one transaction replaces its tables with our
+ * schema holding its users, keys, nodes, routes and policies. Under the migration lock. */
+int store__import_headscale(struct store *st, struct store_conn *c, enum store_schema kind);
+
+/* headscale's text encodings of the three node keys (key.MachinePublic.MarshalText & co). */
+#define NODE_MKEY_PREFIX "mkey:"
+#define NODE_NODEKEY_PREFIX "nodekey:"
+#define NODE_DISCO_PREFIX "discokey:"
 
 /* Drivers map a foreign-key violation through this: a DELETE that orphans rows is refused
  * (-EBUSY); an INSERT/UPDATE naming a missing parent has no such row (-ENOENT). */

@@ -30,6 +30,18 @@ static int write_by_id(struct store *st, const char *sql, uint64_t id, const int
     return store__write_row(st, sql, &p, e, op, NULL, NULL);
 }
 
+/* The hash cell: our keyed hash in hex, or the bcrypt hash of a key imported from headscale. */
+static void hash_from_cell(const struct store_result *r, size_t row, uint8_t hash[STORE_KEY_LEN],
+                           char bcrypt[HS_BCRYPT_LEN + 1])
+{
+    const char *cell = store__cell(r, row, 2);
+
+    if (hs_bcrypt_is_hash(cell))
+        memcpy(bcrypt, cell, HS_BCRYPT_LEN + 1);
+    else
+        store__cell_key(r, row, 2, NULL, hash);
+}
+
 /* ---- pre-auth keys ---- */
 
 void store_preauthkey_free(struct store_preauthkey *k)
@@ -38,6 +50,7 @@ void store_preauthkey_free(struct store_preauthkey *k)
         return;
     hs_strv_free(&k->tags);
     sodium_memzero(k->hash, sizeof(k->hash));
+    sodium_memzero(k->bcrypt, sizeof(k->bcrypt));
 }
 
 static void preauthkey_free_elem(void *elem)
@@ -60,7 +73,7 @@ static int preauthkey_from_row(struct store_result *r, size_t row, void *out)
     k->id = store__cell_u64(r, row, 0);
     hs_strlcpy(k->prefix, store__cell(r, row, 1) ? store__cell(r, row, 1) : "",
                sizeof(k->prefix));
-    store__cell_key(r, row, 2, NULL, k->hash);
+    hash_from_cell(r, row, k->hash, k->bcrypt);
     k->user_id = store__cell_u64(r, row, 3);
     k->reusable = store__cell_bool(r, row, 4);
     k->ephemeral = store__cell_bool(r, row, 5);
@@ -183,8 +196,10 @@ int store_preauthkey_delete(struct store *st, uint64_t id)
 
 void store_apikey_list_free(struct store_apikey *v, size_t n)
 {
-    for (size_t i = 0; v && i < n; i++)
+    for (size_t i = 0; v && i < n; i++) {
         sodium_memzero(v[i].hash, sizeof(v[i].hash));
+        sodium_memzero(v[i].bcrypt, sizeof(v[i].bcrypt));
+    }
     free(v);
 }
 
@@ -201,7 +216,7 @@ static int apikey_from_row(struct store_result *r, size_t row, void *out)
     k->id = store__cell_u64(r, row, 0);
     hs_strlcpy(k->prefix, store__cell(r, row, 1) ? store__cell(r, row, 1) : "",
                sizeof(k->prefix));
-    store__cell_key(r, row, 2, NULL, k->hash);
+    hash_from_cell(r, row, k->hash, k->bcrypt);
     k->expiration = store__cell_i64(r, row, 3);
     k->last_seen = store__cell_i64(r, row, 4);
     k->created_at = store__cell_i64(r, row, 5);

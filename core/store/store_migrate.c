@@ -1,7 +1,8 @@
 /* store: schema migrations. sql/<backend>/NNNN_name.sql are embedded at build time
  * (store_migrations[]); each pending one runs in its own transaction together with its row in
  * schema_migrations, so a crash leaves the schema at a recorded version. A database newer than
- * the binary is refused rather than used with a schema this code does not know. */
+ * the binary is refused rather than used with a schema this code does not know, and so is a
+ * database of tables that are neither ours nor a headscale's we can import (store_import.c). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -110,12 +111,37 @@ out_rollback:
     return rc;
 }
 
-static int migrate_locked(struct store *st, struct store_conn *c)
+int store__migrate_all(struct store *st, struct store_conn *c)
+{
+    const char *backend = st->ops->name;
+    int rc;
+
+    if ((rc = st->ops->exec_script(c, create_table_sql)) < 0)
+        return rc;
+    for (const struct migration *m = next_migration(backend, 0); m;
+         m = next_migration(backend, m->version)) {
+        if ((rc = st->ops->exec_script(c, m->sql)) < 0 || (rc = record(st, c, m)) < 0) {
+            log_errorx("store: %s: migration %04d_%s failed: %s", backend, m->version,
+                       m->name, hs_strerror(rc));
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static int migrate_locked(struct store *st, struct store_conn *c, const char *where)
 {
     const char *backend = st->ops->name;
     const struct migration *m;
+    enum store_schema kind;
     int applied, known = store__known_version(backend), rc;
 
+    if ((rc = store__schema_detect(st->ops, c, where, &kind)) < 0)
+        return rc;
+    if (kind == STORE_SCHEMA_UNKNOWN)
+        return -EPROTO;
+    if (kind == STORE_SCHEMA_HEADSCALE_022 || kind == STORE_SCHEMA_HEADSCALE_029)
+        return store__import_headscale(st, c, kind);
     if ((rc = st->ops->exec_script(c, create_table_sql)) < 0 ||
         (rc = applied_version(st, c, &applied)) < 0)
         return rc;
@@ -131,7 +157,7 @@ static int migrate_locked(struct store *st, struct store_conn *c)
     return 0;
 }
 
-int store__migrate(struct store *st)
+int store__migrate(struct store *st, const char *where)
 {
     struct store_conn *c;
     int rc;
@@ -139,7 +165,7 @@ int store__migrate(struct store *st)
     if ((rc = st->ops->acquire(st->drv, &c)) < 0)
         return rc;
     if (!st->ops->migrate_lock || (rc = st->ops->migrate_lock(c, true)) == 0) {
-        rc = migrate_locked(st, c);
+        rc = migrate_locked(st, c, where);
         if (st->ops->migrate_lock)
             st->ops->migrate_lock(c, false);
     }

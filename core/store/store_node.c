@@ -10,11 +10,6 @@
 
 #include "store/store_internal.h"
 
-/* headscale's text encodings of the three keys (key.MachinePublic.MarshalText & co). */
-#define NODE_MKEY_PREFIX "mkey:"
-#define NODE_NODEKEY_PREFIX "nodekey:"
-#define NODE_DISCO_PREFIX "discokey:"
-
 #define NODE_COLS                                                                          \
     "id, machine_key, node_key, disco_key, ipv4, ipv6, hostname, given_name, user_id, "    \
     "register_method, tags, auth_key_id, endpoints, host_info, approved_routes, "          \

@@ -311,6 +311,21 @@ static int pg_migrate_lock(struct store_conn *c, bool lock)
                                   : "SELECT pg_advisory_unlock(" PG_MIGRATE_LOCK ")");
 }
 
+/* The import moves headscale's tables into the schema headscale_backup inside its
+ * transaction (set_aside_sql): that schema is the copy, and nothing needs doing before. */
+static int pg_backup(void *drv, struct store_conn *c, char *where, size_t size)
+{
+    (void)drv;
+    (void)c;
+    hs_strlcpy(where, "the schema headscale_backup", size);
+    return 0;
+}
+
+#define PG_SET_ASIDE(table) "ALTER TABLE IF EXISTS " table " SET SCHEMA headscale_backup;"
+#define PG_SEQ_PAST_IDS(table)                                                             \
+    "SELECT setval(pg_get_serial_sequence('" table "', 'id'), COALESCE(MAX(id), 0) + 1, false)" \
+    " FROM " table ";"
+
 const struct store_ops store__pg_ops = {
     .name = "postgres",
     .open = pg_open,
@@ -324,4 +339,19 @@ const struct store_ops store__pg_ops = {
     .exec = pg_exec,
     .exec_script = pg_exec_script,
     .migrate_lock = pg_migrate_lock,
+    .ready = NULL,
+    .columns_sql = "SELECT table_name, column_name FROM information_schema.columns"
+                   " WHERE table_schema = current_schema() ORDER BY table_name, ordinal_position",
+    .backup = pg_backup,
+    .backup_done = NULL,
+    /* A schema of that name left from before stops the import (CREATE fails): nothing is
+     * overwritten. */
+    .set_aside_sql = "CREATE SCHEMA headscale_backup;" PG_SET_ASIDE("routes")
+        PG_SET_ASIDE("pre_auth_key_acl_tags") PG_SET_ASIDE("machines") PG_SET_ASIDE("nodes")
+        PG_SET_ASIDE("pre_auth_keys") PG_SET_ASIDE("api_keys") PG_SET_ASIDE("policies")
+        PG_SET_ASIDE("users") PG_SET_ASIDE("kvs") PG_SET_ASIDE("migrations")
+        PG_SET_ASIDE("database_versions"),
+    .import_finish_sql = PG_SEQ_PAST_IDS("users") PG_SEQ_PAST_IDS("pre_auth_keys")
+        PG_SEQ_PAST_IDS("api_keys") PG_SEQ_PAST_IDS("nodes") PG_SEQ_PAST_IDS("routes")
+        PG_SEQ_PAST_IDS("policies"),
 };

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "store/store_internal.h"
@@ -88,23 +89,15 @@ static int prepare_file(const char *path)
     return 0;
 }
 
-static int apply_pragmas(sqlite3 *db, const struct hs_config *cfg)
+/* Settings of the connection only: nothing here writes to the file (see sqlite_ready). */
+static int apply_pragmas(sqlite3 *db)
 {
-    char sql[64];
     int rc;
 
     sqlite3_busy_timeout(db, SQLITE_BUSY_TIMEOUT_MS);
     /* auto_vacuum only takes effect on a database without tables, i.e. before 0001. */
     rc = sqlite3_exec(db, "PRAGMA auto_vacuum = INCREMENTAL; PRAGMA foreign_keys = ON;"
                           "PRAGMA synchronous = NORMAL;", NULL, NULL, NULL);
-    if (rc == SQLITE_OK && cfg->sqlite_wal)
-        rc = sqlite3_exec(db, "PRAGMA journal_mode = WAL;", NULL, NULL, NULL);
-    /* As headscale: 0 turns automatic checkpoints off, -1 leaves SQLite's default. */
-    if (rc == SQLITE_OK && cfg->sqlite_wal && cfg->sqlite_wal_autocheckpoint >= 0) {
-        snprintf(sql, sizeof(sql), "PRAGMA wal_autocheckpoint = %d;",
-                 cfg->sqlite_wal_autocheckpoint);
-        rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
-    }
     return rc == SQLITE_OK ? 0 : sqlite_err(db, rc, "PRAGMA");
 }
 
@@ -112,16 +105,19 @@ static int apply_pragmas(sqlite3 *db, const struct hs_config *cfg)
  * during a reconnect storm) do not wait behind writes, and writes do not wait behind them. */
 struct sqlite_drv {
     struct store_conn w, r; /* r.db is NULL without WAL */
+    char *path;
+    bool wal;
+    int wal_autocheckpoint;
 };
 
-static int open_conn(const struct hs_config *cfg, struct store_conn *c, bool reader)
+static int open_conn(const char *path, struct store_conn *c, bool reader)
 {
-    int rc = sqlite3_open_v2(cfg->sqlite_path, &c->db,
+    int rc = sqlite3_open_v2(path, &c->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                              NULL);
 
     if (rc != SQLITE_OK) {
-        log_warnx("store: sqlite: %s: %s", cfg->sqlite_path,
+        log_warnx("store: sqlite: %s: %s", path,
                   c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
         sqlite3_close(c->db);
         c->db = NULL;
@@ -133,7 +129,7 @@ static int open_conn(const struct hs_config *cfg, struct store_conn *c, bool rea
         rc = sqlite3_exec(c->db, "PRAGMA query_only = ON;", NULL, NULL, NULL);
         rc = rc == SQLITE_OK ? 0 : sqlite_err(c->db, rc, "PRAGMA");
     } else {
-        rc = apply_pragmas(c->db, cfg);
+        rc = apply_pragmas(c->db);
     }
     if (rc < 0) {
         sqlite3_close(c->db);
@@ -220,17 +216,39 @@ static int sqlite_open(const struct hs_config *cfg, void **drv)
     if ((rc = prepare_file(cfg->sqlite_path)) < 0)
         return rc;
     d = hs_xcalloc(1, sizeof(*d));
-    /* Without WAL a reader would block the writer (and ":memory:" is one database per
-     * connection): one connection then. */
-    if ((rc = open_conn(cfg, &d->w, false)) < 0 ||
-        (cfg->sqlite_wal && strcmp(cfg->sqlite_path, ":memory:") != 0 &&
-         (rc = open_conn(cfg, &d->r, true)) < 0)) {
-        close_conn(&d->w);
+    if ((rc = open_conn(cfg->sqlite_path, &d->w, false)) < 0) {
         free(d);
         return rc;
     }
+    d->path = hs_strdup(cfg->sqlite_path);
+    d->wal = cfg->sqlite_wal;
+    d->wal_autocheckpoint = cfg->sqlite_wal_autocheckpoint;
     *drv = d;
     return 0;
+}
+
+/* WAL is a setting of the file, so it waits until the schema is known to be ours. Without
+ * WAL a reader would block the writer (and ":memory:" is one database per connection): one
+ * connection then. */
+static int sqlite_ready(void *drv)
+{
+    struct sqlite_drv *d = drv;
+    char sql[64];
+    int rc;
+
+    if (!d->wal)
+        return 0;
+    rc = sqlite3_exec(d->w.db, "PRAGMA journal_mode = WAL;", NULL, NULL, NULL);
+    /* As headscale: 0 turns automatic checkpoints off, -1 leaves SQLite's default. */
+    if (rc == SQLITE_OK && d->wal_autocheckpoint >= 0) {
+        snprintf(sql, sizeof(sql), "PRAGMA wal_autocheckpoint = %d;", d->wal_autocheckpoint);
+        rc = sqlite3_exec(d->w.db, sql, NULL, NULL, NULL);
+    }
+    if (rc != SQLITE_OK)
+        return sqlite_err(d->w.db, rc, "PRAGMA");
+    if (strcmp(d->path, ":memory:") == 0)
+        return 0;
+    return open_conn(d->path, &d->r, true);
 }
 
 static void sqlite_close(void *drv)
@@ -241,6 +259,7 @@ static void sqlite_close(void *drv)
         return;
     close_conn(&d->r);
     close_conn(&d->w);
+    free(d->path);
     free(d);
 }
 
@@ -359,6 +378,53 @@ static int sqlite_exec(struct store_conn *c, const char *sql, int nparams,
     return rc;
 }
 
+/* One statement with text parameters, outside the statement cache (ATTACH, VACUUM INTO). */
+static int exec_once(struct store_conn *c, const char *sql, const char *arg)
+{
+    sqlite3_stmt *stmt;
+    int rc = sqlite3_prepare_v2(c->db, sql, -1, &stmt, NULL);
+
+    if (rc == SQLITE_OK && arg)
+        rc = sqlite3_bind_text(stmt, 1, arg, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_DONE)
+        rc = SQLITE_OK;
+    sqlite3_finalize(stmt);
+    return rc == SQLITE_OK ? 0 : sqlite_err(c->db, rc, sql);
+}
+
+/* A headscale database is copied with VACUUM INTO (a consistent snapshot, WAL included) to
+ * <path>.<UTC time>.bak beside it, created 0600 first as the database holds credentials; the
+ * copy is then attached as headscale_backup for the import to read from. */
+static int sqlite_backup(void *drv, struct store_conn *c, char *where, size_t size)
+{
+    struct sqlite_drv *d = drv;
+    char stamp[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    int fd, rc;
+
+    strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", gmtime_r(&now, &tm));
+    if ((size_t)snprintf(where, size, "%s.%s.bak", d->path, stamp) >= size)
+        return -ENAMETOOLONG;
+    fd = open(where, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        rc = -errno;
+        log_warn("store: sqlite: %s", where);
+        return rc;
+    }
+    close(fd);
+    if ((rc = exec_once(c, "VACUUM INTO ?1", where)) < 0 ||
+        (rc = exec_once(c, "ATTACH DATABASE ?1 AS headscale_backup", where)) < 0)
+        return rc;
+    return 0;
+}
+
+static void sqlite_backup_done(void *drv, struct store_conn *c)
+{
+    (void)drv;
+    exec_once(c, "DETACH DATABASE headscale_backup", NULL);
+}
+
 const struct store_ops store__sqlite_ops = {
     .name = "sqlite",
     .open = sqlite_open,
@@ -372,4 +438,24 @@ const struct store_ops store__sqlite_ops = {
     .exec = sqlite_exec,
     .exec_script = sqlite_exec_script,
     .migrate_lock = NULL,
+    .ready = sqlite_ready,
+    .columns_sql = "SELECT m.name, p.name FROM sqlite_master m, pragma_table_info(m.name) p"
+                   " WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+                   " ORDER BY m.name, p.cid",
+    .backup = sqlite_backup,
+    .backup_done = sqlite_backup_done,
+    /* Children first, for the foreign keys; "main." so that the attached copy's tables of
+     * the same names are never the ones dropped. */
+    .set_aside_sql = "DROP TABLE IF EXISTS main.routes;"
+                     "DROP TABLE IF EXISTS main.pre_auth_key_acl_tags;"
+                     "DROP TABLE IF EXISTS main.machines;"
+                     "DROP TABLE IF EXISTS main.nodes;"
+                     "DROP TABLE IF EXISTS main.pre_auth_keys;"
+                     "DROP TABLE IF EXISTS main.api_keys;"
+                     "DROP TABLE IF EXISTS main.policies;"
+                     "DROP TABLE IF EXISTS main.users;"
+                     "DROP TABLE IF EXISTS main.kvs;"
+                     "DROP TABLE IF EXISTS main.migrations;"
+                     "DROP TABLE IF EXISTS main.database_versions;",
+    .import_finish_sql = NULL,
 };

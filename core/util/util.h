@@ -1,5 +1,6 @@
 /* util: logging, bounded buffers, string/number parsing, time, hex, JSON helpers.
- * Every other module may include this header; it depends only on libc, jansson, libsodium. */
+ * Every other module may include this header; it depends only on libc, jansson, libsodium and
+ * libcrypt. */
 #ifndef HS_UTIL_H
 #define HS_UTIL_H
 
@@ -95,6 +96,16 @@ void hs_utf8_sanitize(char *s);
 void hs_hex_encode(const uint8_t *in, size_t n, char *out /* 2n+1 */);
 /* Decodes exactly 2n hex chars into n bytes; -EINVAL otherwise. */
 int hs_hex_decode(const char *in, size_t inlen, uint8_t *out, size_t n);
+
+/* ---- bcrypt (libcrypt): only for credentials brought over from a headscale database ---- */
+#define HS_BCRYPT_LEN 60        /* "$2b$10$" + 22 salt + 31 hash chars */
+#define HS_BCRYPT_MAX_SECRET 72 /* bcrypt ignores the rest */
+bool hs_bcrypt_is_hash(const char *s); /* "$2a$"/"$2b$"/"$2y$" and 60 chars */
+/* 0 when secret matches hash (constant-time compare); -EACCES when not; -EINVAL for a
+ * malformed hash. */
+int hs_bcrypt_verify(const char *secret, size_t len, const char *hash);
+/* A new "$2b$10$..." hash of secret (random salt). -EINVAL for a secret bcrypt cannot take. */
+int hs_bcrypt_hash(const char *secret, size_t len, char out[HS_BCRYPT_LEN + 1]);
 
 /* ---- time: int64 microseconds since the Unix epoch; 0 means "unset" ---- */
 #define HS_USEC_PER_SEC INT64_C(1000000)

@@ -224,6 +224,7 @@ class Server:
     def __init__(self, db, overrides=None, raw_config=None, policy_mode="database",
                  policy_text=None, pg_host=None, env=None):
         self.db = db
+        self.binary = HS_BIN  # serve and CLI; a test may run another server on the same files
         self.tmp = tempfile.mkdtemp(prefix="hs-", dir="/tmp")  # short: unix socket path limit
         self.port = free_port()
         self.cfg_path = os.path.join(self.tmp, "config.yaml")
@@ -281,7 +282,7 @@ class Server:
         """Starts `headscale serve` without waiting; returns the Popen."""
         log = open(self.log_path, "ab")
         try:
-            return subprocess.Popen([HS_BIN, "-c", self.cfg_path] + (args or ["serve"]),
+            return subprocess.Popen([self.binary, "-c", self.cfg_path] + (args or ["serve"]),
                                     stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=self._env(extra_env),
                                     cwd=self.tmp)
@@ -376,7 +377,7 @@ class Server:
 
     # ---- CLI ----
     def cli(self, *args, env=None, timeout=CLI_TIMEOUT, config=True, input=None):
-        argv = [HS_BIN] + (["-c", self.cfg_path] if config else []) + [str(a) for a in args]
+        argv = [self.binary] + (["-c", self.cfg_path] if config else []) + [str(a) for a in args]
         r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                            env=self._env(env), cwd=self.tmp,
                            stdin=subprocess.DEVNULL if input is None else None, input=input)

@@ -571,7 +571,7 @@ class Server(helpers.Server):
     def spawn(self, extra_env=None, args=None):
         log = open(self.log_path, "ab")
         try:
-            return subprocess.Popen(["ip", "netns", "exec", self.ns.name, helpers.HS_BIN,
+            return subprocess.Popen(["ip", "netns", "exec", self.ns.name, self.binary,
                                      "-c", self.cfg_path] + (args or ["serve"]),
                                     stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=self._env(extra_env),

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "auth/auth.h"
+#include "store/store_internal.h"
 
 static char dir[64], dbpath[128];
 static struct hs_config cfg;
@@ -306,4 +307,48 @@ Test(auth, config_expiry_prefixes_and_allocation)
         store_node_free(&n);
     }
     cr_expect_not(in_order, "random allocation gave 100.100.0.1 to .5 in order");
+}
+
+/* Keys imported from a headscale database keep its bcrypt hashes and its forms. */
+static void put_imported(const char *table, const char *prefix, const char *secret)
+{
+    char hash[HS_BCRYPT_LEN + 1];
+    const char *sql = strcmp(table, "api_keys") == 0
+                          ? "INSERT INTO api_keys (prefix, hash, created_at) VALUES ($1, $2, 1)"
+                          : "INSERT INTO pre_auth_keys (prefix, hash, reusable, created_at)"
+                            " VALUES ($1, $2, 1, 1)";
+    const char *params[2] = { prefix, hash };
+
+    cr_assert_eq(hs_bcrypt_hash(secret, strlen(secret), hash), 0);
+    cr_assert_eq(store__exec(st, sql, 2, params, NULL), 0);
+}
+
+Test(auth, imported_headscale_keys)
+{
+    const char *secret64 = "FRwj25GkV_VRzOuQtkG521pShMdS9CY6j9G8S_ipyMotdgQ-_F45sqVR_hlQdV0o";
+    const char *legacy_pak = "c6a23af49991173ac4ca6670b6b88a3117767731f75a5240";
+    char key[AUTH_KEY_TEXT_MAX];
+    struct store_preauthkey k;
+
+    put_imported("api_keys", "ANZXKcZ-GY9Y", secret64);
+    snprintf(key, sizeof(key), "hskey-api-ANZXKcZ-GY9Y-%s", secret64);
+    cr_assert_eq(auth_apikey_check(au, key, NULL), 0);
+    key[strlen(key) - 1] = 'x';
+    cr_assert_eq(auth_apikey_check(au, key, NULL), -EACCES);
+
+    put_imported("api_keys", "oqS0p9fGFw", "tKvHdfKMWmVgHM3aRAeNVkK7CMn13MPENcZH_aa8Qy0");
+    cr_assert_eq(auth_apikey_check(au, "oqS0p9fGFw.tKvHdfKMWmVgHM3aRAeNVkK7CMn13MPENcZH_aa8Qy0",
+                                   NULL), 0);
+    cr_assert_eq(auth_apikey_check(au, "oqS0p9fGFw.tKvHdfKMWmVgHM3aRAeNVkK7CMn13MPENcZH_aa8Qy1",
+                                   NULL), -EACCES);
+    cr_assert_eq(auth_apikey_check(au, ".x", NULL), -EACCES);
+
+    put_imported("pre_auth_keys", "c6a23af49991", legacy_pak);
+    cr_assert_eq(auth_preauthkey_check(au, legacy_pak, &k), 0);
+    store_preauthkey_free(&k);
+    cr_assert_eq(auth_preauthkey_check(au, "c6a23af49991173ac4ca6670b6b88a3117767731f75a5241",
+                                       &k), -EACCES);
+    /* The prefix alone finds the key for expire/delete, base64url as headscale draws it. */
+    cr_assert_eq(auth_cred_prefix(AUTH_CRED_API, "hskey-api-ANZXKcZ-GY9Y-***", key), 0);
+    cr_assert_str_eq(key, "ANZXKcZ-GY9Y");
 }

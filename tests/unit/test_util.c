@@ -391,3 +391,22 @@ Test(file, path_trust_follows_symlinks_both_ways)
     free(open_dir);
     free(d);
 }
+
+/* A hash headscale 0.29.3 (Go's bcrypt) made for one of its API key secrets. */
+Test(bcrypt, verifies_headscale_hashes)
+{
+    const char *hash = "$2a$10$/7lse68C.jHAOjhbfMjbsueH7SiF61QEa1Mv/Pi/ouaR6obt0Au4W";
+    const char *secret = "FRwj25GkV_VRzOuQtkG521pShMdS9CY6j9G8S_ipyMotdgQ-_F45sqVR_hlQdV0o";
+    char mine[HS_BCRYPT_LEN + 1];
+
+    cr_assert(hs_bcrypt_is_hash(hash));
+    cr_assert_eq(hs_bcrypt_verify(secret, strlen(secret), hash), 0);
+    cr_assert_eq(hs_bcrypt_verify(secret, strlen(secret) - 1, hash), -EACCES);
+    cr_assert_eq(hs_bcrypt_verify("x", 1, "$2a$10$short"), -EINVAL);
+    cr_assert_not(hs_bcrypt_is_hash("0123abcd"));
+    cr_assert_eq(hs_bcrypt_hash("abc", 3, mine), 0);
+    cr_assert(hs_bcrypt_is_hash(mine));
+    cr_assert_eq(hs_bcrypt_verify("abc", 3, mine), 0);
+    cr_assert_eq(hs_bcrypt_verify("abd", 3, mine), -EACCES);
+    cr_assert_eq(hs_bcrypt_verify("a\0c", 3, mine), -EACCES, "a NUL would cut the secret short");
+}
