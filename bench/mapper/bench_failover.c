@@ -158,7 +158,7 @@ int main(int argc, char **argv)
     m = mapper_new(&cfg, NULL);
     t0 = now_ms();
     for (int i = 1; i <= n; i++)
-        state_set_online(s, (uint64_t)i, true, 106);
+        state_node_session(s, (uint64_t)i, true, 106);
     online_ms = now_ms() - t0;
     state_rdlock(s);
     full_ms = full_maps(m, s, n, &full_bytes);
@@ -166,7 +166,7 @@ int main(int argc, char **argv)
     state_unlock(s);
 
     t0 = now_ms();
-    state_set_online(s, old, false, 0); /* elects the standby, compiles the two routers again */
+    state_node_session(s, old, false, 0); /* elects the standby, compiles the two routers again */
     fail_ms = now_ms() - t0;
     state_rdlock(s);
     now_primary = state_route_primary(s, "10.0.0.0/24");

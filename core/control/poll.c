@@ -196,11 +196,14 @@ static void session_open(struct control_service *s, const struct control_request
     x->capver = capver;
     x->opening = true;
     x->next_keepalive = hs_monotonic_us() + keepalive_interval(s);
-    /* Register before sending: a change racing with the first map then arrives as a delta. */
+    /* Register before sending: a change racing with the first map then arrives as a delta.
+     * The node is online from here on, before its first map: a close right after that map
+     * must find the session counted, or it would leave the node online for good. */
     pthread_mutex_lock(&s->mu);
     x->next = s->sessions;
     s->sessions = x;
     pthread_mutex_unlock(&s->mu);
+    state_node_session(s->state, node_id, true, capver);
     rc = send_full_map(s, rq->conn_id, rq->stream_id, node_id, zstd, true, false, NULL, &told);
     if (rc == -ENOENT)
         control_reply(s->ctl, rq->conn_id, rq->stream_id, 404, "text/plain", "node gone\n", 10,
@@ -208,7 +211,6 @@ static void session_open(struct control_service *s, const struct control_request
     if (!session_opened(s, x, &told) || rc < 0)
         return;
     touch_last_seen(s, node_id);
-    state_set_online(s->state, node_id, true, capver);
 }
 
 void poll_handle(struct control_service *s, struct control_request *rq, json_t *req)
@@ -251,15 +253,7 @@ void poll_handle(struct control_service *s, struct control_request *rq, json_t *
     store_node_free(&n);
 }
 
-static bool node_has_session(struct control_service *s, uint64_t node_id)
-{
-    for (struct session *x = s->sessions; x; x = x->next)
-        if (x->node_id == node_id)
-            return true;
-    return false;
-}
-
-/* Loop thread: keep it short. The offline bookkeeping runs on the map thread. */
+/* Loop thread: keep it short. The session's end is told to the state on the map thread. */
 void poll_stream_closed(struct control_service *s, uint64_t conn_id, int32_t stream_id)
 {
     struct session **pp, *x;
@@ -268,8 +262,11 @@ void poll_stream_closed(struct control_service *s, uint64_t conn_id, int32_t str
     for (pp = &s->sessions; (x = *pp); pp = &x->next) {
         if (x->conn_id == conn_id && x->stream_id == stream_id) {
             *pp = x->next;
-            if (!node_has_session(s, x->node_id))
-                idset_add(&s->closed_nodes, x->node_id);
+            if (s->nended == s->capended) {
+                s->capended = s->capended ? 2 * s->capended : 64;
+                s->ended = hs_xrealloc(s->ended, s->capended * sizeof(*s->ended));
+            }
+            s->ended[s->nended++] = x->node_id;
             if (x->opening) {
                 x->closed = true; /* session_open frees it */
             } else {
@@ -413,11 +410,12 @@ static void session_told(struct control_service *s, const struct target *t,
     state_net_unref(old);
 }
 
-static void mark_offline(struct control_service *s, const struct idset *nodes)
+/* One entry per closed session (a node may have had several). */
+static void sessions_ended(struct control_service *s, const uint64_t *ids, size_t n)
 {
-    for (size_t i = 0; i < nodes->n; i++) {
-        touch_last_seen(s, nodes->v[i]);
-        state_set_online(s->state, nodes->v[i], false, 0);
+    for (size_t i = 0; i < n; i++) {
+        touch_last_seen(s, ids[i]);
+        state_node_session(s->state, ids[i], false, 0);
     }
 }
 
@@ -714,7 +712,9 @@ static void free_dead(struct control_service *s)
 void poll_flush_batch(struct control_service *s)
 {
     struct batch b = { 0 };
-    struct idset closed, patched;
+    struct idset patched;
+    uint64_t *ended;
+    size_t nended;
     int64_t started;
     struct target *t;
     size_t n;
@@ -725,10 +725,13 @@ void poll_flush_batch(struct control_service *s)
     patched = s->patched;
     b.removed = s->removed;
     b.online = s->online;
-    closed = s->closed_nodes;
+    ended = s->ended;
+    nended = s->nended;
+    s->ended = NULL;
+    s->nended = s->capended = 0;
     b.full = s->full_for_all;
     b.dns = s->dns_for_all;
-    s->changed = s->patched = s->removed = s->online = s->closed_nodes = (struct idset){ 0 };
+    s->changed = s->patched = s->removed = s->online = (struct idset){ 0 };
     s->full_for_all = s->dns_for_all = false;
     s->batch_due = 0;
     t = snapshot_sessions(s, &n);
@@ -745,7 +748,7 @@ void poll_flush_batch(struct control_service *s)
 
     /* Going offline changes state, which queues the next batch for the peers. */
     started = hs_monotonic_us();
-    mark_offline(s, &closed);
+    sessions_ended(s, ended, nended);
     idset_sort(&b.changed);
     idset_sort(&b.patched);
     idset_sort(&b.removed);
@@ -761,7 +764,7 @@ void poll_flush_batch(struct control_service *s)
     idset_free(&b.patched);
     idset_free(&b.removed);
     idset_free(&b.online);
-    idset_free(&closed);
+    free(ended);
 }
 
 void poll_keepalives(struct control_service *s)

@@ -278,7 +278,7 @@ void control_service_free(struct control_service *s)
     idset_free(&s->patched);
     idset_free(&s->removed);
     idset_free(&s->online);
-    idset_free(&s->closed_nodes);
+    free(s->ended);
     control__reglimit_free(s->reglimit);
     control__reglimit_free(s->regturnover);
     haprobe_free(&s->probe);

@@ -137,7 +137,9 @@ struct control_service {
     struct reglimit *regturnover; /* all addresses: the table's size per its lifetime */
     int64_t log_refused_at; /* monotonic us of the last refusal logged (atomic) */
     int64_t next_sweep;     /* map thread: monotonic us of the next registration sweep */
-    struct idset changed, patched, removed, online, closed_nodes;
+    struct idset changed, patched, removed, online;
+    uint64_t *ended;        /* the node of each session closed since the last batch */
+    size_t nended, capended;
     bool full_for_all;      /* user or DERP map change: everyone gets a full map */
     bool dns_for_all;       /* DNS configuration changed: everyone gets a DNSConfig */
     bool registrations_changed;

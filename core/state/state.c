@@ -517,7 +517,7 @@ const struct state_node *state_node_at(struct state *s, size_t i) { return s->no
 size_t state_user_count(struct state *s) { return s->nusers; }
 const struct state_user *state_user_at(struct state *s, size_t i) { return s->users[i]; }
 
-void state_set_online(struct state *s, uint64_t id, bool online, uint16_t capver)
+void state_node_session(struct state *s, uint64_t id, bool opened, uint16_t capver)
 {
     struct moved m = { 0 };
     bool changed = false, router = false;
@@ -527,20 +527,27 @@ void state_set_online(struct state *s, uint64_t id, bool online, uint16_t capver
     i = node_pos(s, id);
     if (i < s->nnodes && s->nodes[i]->n.id == id) {
         struct state_node *n = s->nodes[i];
-        changed = n->online != online;
-        n->online = online;
-        if (changed)
+        bool was_unhealthy = n->unhealthy;
+        if (opened)
+            n->sessions++;
+        else if (n->sessions)
+            n->sessions--;
+        changed = n->online != (n->sessions > 0);
+        n->online = n->sessions > 0;
+        if (changed) {
             drop_cache(s, n); /* Online and LastSeen are in it */
-        if (capver)
+            if (n->online)
+                n->online_since = hs_now_us();
+            n->disconnected_at = n->online ? 0 : hs_now_us();
+        }
+        if (capver && opened)
             n->capver = capver;
-        if (online && changed)
-            n->online_since = hs_now_us();
-        if (online)
+        if (opened)
             n->session_epoch++;
-        n->disconnected_at = online ? 0 : hs_now_us();
         /* A new session proves the node reachable again; an offline one is no candidate. */
-        router = (changed || n->unhealthy) && state__serves_subnet(n);
-        n->unhealthy = false;
+        if (opened || !n->online)
+            n->unhealthy = false;
+        router = (changed || was_unhealthy != n->unhealthy) && state__serves_subnet(n);
     }
     pthread_rwlock_unlock(&s->lock);
     /* A router came or went: primaries may move (failover). Most nodes route nothing and

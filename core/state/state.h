@@ -22,6 +22,7 @@ struct state;
 struct state_node {
     struct store_node n;    /* owned */
     bool online;            /* a map stream is open (on this replica) */
+    unsigned sessions;      /* map streams open: online while any is */
     int64_t online_since;   /* us */
     int64_t disconnected_at; /* us; 0 while online */
     uint64_t session_epoch; /* map sessions opened so far (runtime): an HA probe is judged
@@ -103,8 +104,11 @@ const struct state_node *state_node_at(struct state *s, size_t i);
 size_t state_user_count(struct state *s);
 const struct state_user *state_user_at(struct state *s, size_t i);
 
-/* Runtime-only updates (no store write): notify listeners with STATE_NODE_ONLINE. */
-void state_set_online(struct state *s, uint64_t id, bool online, uint16_t capver);
+/* Runtime-only (no store write): a map session of node id opened or closed. The node is
+ * online while it has any, so sessions may open and close in any order (a client's new
+ * stream often opens before its old one is seen closing); each opened one must be closed
+ * exactly once. Listeners hear STATE_NODE_ONLINE when that flips. */
+void state_node_session(struct state *s, uint64_t id, bool opened, uint16_t capver);
 /* Re-reads one node from the store (after a write that published no event, e.g. last_seen). */
 void state_refresh_node(struct state *s, uint64_t id);
 /* Nodes whose key expiry passed since the last call (now in us) are reported to listeners

@@ -178,8 +178,8 @@ static void setup(void)
     fx.carol = add_user("Carol@Example.com", NULL, NULL);
     insert_nodes();
     cr_assert_eq(state_new(fx.st, fx.bus, &fx.s), 0);
-    state_set_online(fx.s, 1, true, 106);
-    state_set_online(fx.s, 3, true, 100);
+    state_node_session(fx.s, 1, true, 106);
+    state_node_session(fx.s, 3, true, 100);
     fx.cfg.tuning_map_peer_run = 16;
     fx.m = mapper_new(&fx.cfg, NULL);
     state_rdlock(fx.s);
@@ -986,7 +986,7 @@ Test(mapper, zstd_runs_follow_changes)
     expect_zstd_is_text(1);
     /* A node in the second run goes online: its run is rebuilt. */
     state_unlock(fx.s);
-    state_set_online(fx.s, R + 5, true, 0);
+    state_node_session(fx.s, R + 5, true, 0);
     state_rdlock(fx.s);
     expect_zstd_is_text(1);
     expect_zstd_is_text(LAST);
@@ -1510,7 +1510,7 @@ static void add_ha_routers(void)
 static void set_online(uint64_t id, bool on)
 {
     state_unlock(fx.s);
-    state_set_online(fx.s, id, on, 106);
+    state_node_session(fx.s, id, on, 106);
     state_rdlock(fx.s);
 }
 

@@ -22,6 +22,7 @@ static struct fixture {
     struct state *s;
     uint64_t alice, bob;
     int policy_events;
+    int online_events;
 } fx;
 
 #define POLICY_ALL "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}]}"
@@ -43,6 +44,8 @@ static void on_change(void *arg, const struct state_change *ch)
     (void)arg;
     if (ch->kind == STATE_POLICY_CHANGED)
         __atomic_add_fetch(&fx.policy_events, 1, __ATOMIC_RELAXED);
+    if (ch->kind == STATE_NODE_ONLINE)
+        __atomic_add_fetch(&fx.online_events, 1, __ATOMIC_RELAXED);
 }
 
 static uint64_t add_user(const char *name)
@@ -150,6 +153,35 @@ static bool sees(uint64_t a, uint64_t b)
                        state_node_net_index(fx.s, b));
     state_unlock(fx.s);
     return r;
+}
+
+static bool is_online(uint64_t id)
+{
+    bool on;
+
+    state_rdlock(fx.s);
+    on = state_node_by_id(fx.s, id)->online;
+    state_unlock(fx.s);
+    return on;
+}
+
+Test(state, online_while_any_session_is_open)
+{
+    /* A reconnecting client's new stream opens before its old one's close is told. */
+    state_node_session(fx.s, 1, true, 113);
+    state_node_session(fx.s, 1, true, 113);
+    cr_expect_eq(fx.online_events, 1);
+    state_node_session(fx.s, 1, false, 0);
+    cr_expect(is_online(1), "the late close of the old stream leaves the new one's node online");
+    cr_expect_eq(fx.online_events, 1, "peers are told nothing");
+    state_node_session(fx.s, 1, false, 0);
+    cr_expect_not(is_online(1));
+    cr_expect_eq(fx.online_events, 2);
+    state_node_session(fx.s, 1, false, 0); /* a close too many must not go below zero */
+    state_node_session(fx.s, 1, true, 113);
+    cr_expect(is_online(1));
+    state_node_session(fx.s, 99, true, 113); /* an unknown node: nothing */
+    cr_expect_eq(fx.online_events, 3);
 }
 
 Test(state, no_policy_allows_all)

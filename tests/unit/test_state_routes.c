@@ -218,15 +218,15 @@ Test(routes, serving_is_announced_and_approved_primary_is_online)
     expect_serving(a, "10.1.0.0/24,0.0.0.0/0", "");
     expect_serving(b, "10.1.0.0/24", "");
     cr_expect_eq(primary_of("10.1.0.0/24"), 0, "no one online");
-    state_set_online(fx.s, b, true, 0);
+    state_node_session(fx.s, b, true, 0);
     cr_expect_eq(primary_of("10.1.0.0/24"), b);
-    state_set_online(fx.s, a, true, 0);
+    state_node_session(fx.s, a, true, 0);
     cr_expect_eq(primary_of("10.1.0.0/24"), b, "the primary stays while online");
     expect_serving(a, "10.1.0.0/24,0.0.0.0/0", "");
     expect_serving(b, "10.1.0.0/24", "10.1.0.0/24");
     cr_expect_eq(primary_of("0.0.0.0/0"), 0, "exit routes have no primary");
     cr_expect_eq(primary_of("192.168.9.0/24"), 0, "approved but not announced");
-    state_set_online(fx.s, b, false, 0);
+    state_node_session(fx.s, b, false, 0);
     cr_expect_eq(primary_of("10.1.0.0/24"), a);
     expect_serving(a, "10.1.0.0/24,0.0.0.0/0", "10.1.0.0/24");
     /* approval outlives the announcement, but serving does not */
@@ -273,7 +273,7 @@ Test(routes, probes_move_a_primary_to_the_lowest_healthy_router)
     for (uint64_t id = a; id <= c; id++) {
         announce(id, "[\"10.1.0.0/24\"]");
         set_approved(id, "10.1.0.0/24", NULL);
-        state_set_online(fx.s, id, true, 0);
+        state_node_session(fx.s, id, true, 0);
     }
     cr_expect_eq(primary_of("10.1.0.0/24"), a);
     snprintf(want, sizeof(want), "%llu,%llu,%llu", (unsigned long long)a,
@@ -289,12 +289,12 @@ Test(routes, probes_move_a_primary_to_the_lowest_healthy_router)
     cr_expect_eq(primary_of("10.1.0.0/24"), c);
     health(c, false);
     cr_expect_eq(primary_of("10.1.0.0/24"), c, "all unhealthy: the primary stays");
-    state_set_online(fx.s, c, false, 0);
+    state_node_session(fx.s, c, false, 0);
     cr_expect_eq(primary_of("10.1.0.0/24"), 0, "none healthy, the primary gone: no router");
-    state_set_online(fx.s, c, true, 0);
+    state_node_session(fx.s, c, true, 0);
     cr_expect_eq(primary_of("10.1.0.0/24"), c, "a new session clears the mark");
-    state_set_online(fx.s, c, false, 0);
-    state_set_online(fx.s, b, false, 0);
+    state_node_session(fx.s, c, false, 0);
+    state_node_session(fx.s, b, false, 0);
     snprintf(want, sizeof(want), "%llu", (unsigned long long)a);
     cr_expect_str_eq(ids = ha_nodes(), want, "a lone unhealthy router is still probed");
     free(ids);
