@@ -29,6 +29,7 @@ void api_preauthkey_list(struct api_call *c)
 
     if (user && api_lookup_user(c, user, &u) < 0)
         return;
+    c->v022 = user && hs_streq(user, u.name); /* 0.22.3 named the user: its shapes */
     rc = store_preauthkey_list(c->api->st, u.id, &v, &n);
     store_user_free(&u);
     if (rc == 0 && (rc = api_refs_load(c, false, &refs)) < 0)
@@ -94,6 +95,7 @@ void api_preauthkey_create(struct api_call *c)
         if (api_lookup_user(c, user, &u) < 0)
             goto out;
         in.user_id = u.id;
+        c->v022 = hs_streq(user, u.name); /* 0.22.3 named the user: its shapes */
     }
     if ((rc = auth_preauthkey_create(c->api->auth, &in, full, &out)) < 0) {
         api_store_error(c, rc, "pre-auth key");

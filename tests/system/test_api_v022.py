@@ -1,7 +1,8 @@
 """headscale 0.22.3's REST paths answer in 0.22.3's shapes: /api/v1/machine... with
 {"machine"}/{"machines"} holding its Machine (forcedTags/validTags/invalidTags, Go's zero time
 for unset times, "" for an unset key, lastSuccessfulUpdate), the routes API's machine the same,
-and users by name as its User {id, name, createdAt}.
+users by name as its User {id, name, createdAt}, and pre-auth keys created or listed for a
+user named by name with that user's name as their "user".
 
 Side by side with the real headscale v0.22.3 (tests/lib/install-headscale.sh builds it; the
 comparison is skipped without it): a node made on each the way each can (ours: debug node +
@@ -166,6 +167,29 @@ def test_machine_paths_answer_as_0223(pair):
     compare("POST", lambda i: f"/api/v1/user/{user}/rename/{user}x")
     compare("DELETE", lambda i: f"/api/v1/machine/{i}")
     compare("GET", lambda i: "/api/v1/machine", member="machines")
+
+
+def key_shape(k):
+    k = shape(k)
+    k["key"] = "<key>"  # 0.22.3: 48 hex digits, shown in full; ours: hskey-auth-..., masked
+    return k
+
+
+@needs_022
+def test_preauthkeys_by_user_name_answer_as_0223(pair):
+    user = unique("k22")
+    for s in pair:
+        s.ok("POST", "/api/v1/user", {"name": user})
+    body = {"user": user, "reusable": True, "ephemeral": False,
+            "expiration": "2099-01-01T00:00:00Z"}  # 0.22.3 drops aclTags without a policy
+    made = {s.name: s.ok("POST", "/api/v1/preauthkey", body) for s in pair}
+    ours, ref = made["ours"], made["headscale-0.22.3"]
+    assert set(ours) == set(ref) == {"preAuthKey"}
+    assert key_shape(ours["preAuthKey"]) == key_shape(ref["preAuthKey"]), (ours, ref)
+    assert ours["preAuthKey"]["user"] == user
+    listed = {s.name: s.ok("GET", f"/api/v1/preauthkey?user={user}") for s in pair}
+    a, b = listed["ours"]["preAuthKeys"], listed["headscale-0.22.3"]["preAuthKeys"]
+    assert [key_shape(k) for k in a] == [key_shape(k) for k in b], (a, b)
 
 
 def test_v029_paths_keep_their_shapes(mserver):
