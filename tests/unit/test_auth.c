@@ -254,6 +254,65 @@ Test(auth, requested_tags_on_interactive_login)
     store_node_free(&n);
 }
 
+Test(auth, registration_id_shape)
+{
+    cr_expect(auth_registration_id_valid("hskey-authreq-0123456789abcdefABCD-_xy"));
+    cr_expect(!auth_registration_id_valid("hskey-authreq-0123456789abcdefABCD-_x"), "short");
+    cr_expect(!auth_registration_id_valid("hskey-authreq-0123456789abcdefABCD-_xyz"), "long");
+    cr_expect(!auth_registration_id_valid("hskey-authreq-0123456789abcdefABCD-_x!"), "!");
+    cr_expect(!auth_registration_id_valid("hskey-auth-0123456789abcdefABCD-_xy"), "prefix");
+    cr_expect(!auth_registration_id_valid(NULL));
+}
+
+/* approve: the owner the machine's node has already; a new machine has none (-ENXIO) and
+ * stays pending. reject: final, repeatable; nothing completes it afterwards. */
+Test(auth, registration_approve_and_reject)
+{
+    struct auth_node_request rq = tag_request(30, "{\"Hostname\":\"h\"}");
+    char id[AUTH_REG_ID_MAX], id2[AUTH_REG_ID_MAX], full[AUTH_KEY_TEXT_MAX];
+    struct store_node n, again;
+    uint64_t alice;
+
+    user_key("alice", &alice, full);
+    cr_assert_eq(auth_registration_start(au, &rq, id), 0);
+    cr_expect_eq(auth_registration_approve(au, id, &n), -ENXIO, "a new machine has no owner");
+    cr_assert_eq(auth_registration_complete(au, id, alice, &n), 0, "still pending");
+    cr_expect_eq(auth_registration_approve(au, id, &again), -ENOENT, "completed already");
+    cr_expect_eq(auth_registration_reject(au, id), -ENOENT, "completed already");
+    /* The same machine logs in again (new node key): approve keeps its node and user. */
+    memset(rq.node_key, 31, sizeof(rq.node_key));
+    cr_assert_eq(auth_registration_start(au, &rq, id2), 0);
+    cr_assert_eq(auth_registration_approve(au, id2, &again), 0);
+    cr_expect_eq(again.id, n.id);
+    cr_expect_eq(again.user_id, alice);
+    cr_expect_eq(again.node_key[0], 31);
+    store_node_free(&again);
+    store_node_free(&n);
+    /* Refused: for good, and again is fine. */
+    cr_assert_eq(auth_registration_start(au, &rq, id), 0);
+    cr_assert_eq(auth_registration_reject(au, id), 0);
+    cr_assert_eq(auth_registration_reject(au, id), 0);
+    cr_expect_eq(auth_registration_approve(au, id, &n), -ENOENT);
+    cr_expect_eq(auth_registration_complete(au, id, alice, &n), -ENOENT);
+    cr_expect_eq(auth_registration_reject(au, "hskey-authreq-000000000000000000000000"),
+                 -ENOENT);
+}
+
+/* debug create-node names the id; a taken one is refused. */
+Test(auth, registration_add_under_a_given_id)
+{
+    struct auth_node_request rq = tag_request(40, NULL);
+    const char *id = "hskey-authreq-debugdebugdebugdebug_-12";
+    struct store_registration r;
+
+    cr_assert_eq(auth_registration_add(au, id, &rq), 0);
+    cr_expect_eq(auth_registration_add(au, id, &rq), -EEXIST);
+    cr_assert_eq(store_registration_get(st, id, &r), 0);
+    cr_expect_eq(r.machine_key[0], 40);
+    cr_expect(!r.rejected && r.node_id == 0);
+    store_registration_free(&r);
+}
+
 /* tuning.register_cache_max_entries: the newest stay, the oldest give way (headscale's LRU);
  * Hostinfo is kept as an object, not as escaped text. */
 Test(auth, pending_registrations_are_bounded)
