@@ -67,6 +67,37 @@ int api_field_strv(struct api_call *c, json_t *obj, const char *key, struct hs_s
     return 0;
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int api_field_tags(struct api_call *c, json_t *obj, const char *key, struct hs_strv *out)
+{
+    size_t n = 0;
+
+    if (api_field_strv(c, obj, key, out) < 0)
+        return -EINVAL;
+    for (size_t i = 0; i < out->n; i++) {
+        if (!api_valid_tag(out->v[i])) {
+            api_error(c, 400, "invalid tag \"%s\": tags look like \"tag:name\" (lowercase "
+                              "letters, digits, '-')", out->v[i]);
+            hs_strv_free(out);
+            return -EINVAL;
+        }
+    }
+    if (out->n)
+        qsort(out->v, out->n, sizeof(*out->v), cmp_str);
+    for (size_t i = 0; i < out->n; i++) {
+        if (n && strcmp(out->v[n - 1], out->v[i]) == 0)
+            free(out->v[i]);
+        else
+            out->v[n++] = out->v[i];
+    }
+    out->n = n;
+    return 0;
+}
+
 /* As headscale 0.29's gateway parses a uint64: digits only (no sign, no spaces), at most
  * UINT64_MAX, else 400. 0 is well formed and names nothing (the lookup answers 404); ids
  * above INT64_MAX name nothing either and are answered 404 here, as no store column holds

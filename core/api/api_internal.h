@@ -51,6 +51,8 @@ int api_field_str(struct api_call *c, json_t *obj, const char *key, const char *
 int api_field_bool(struct api_call *c, json_t *obj, const char *key, bool *out);
 int api_field_time(struct api_call *c, json_t *obj, const char *key, int64_t *out);
 int api_field_strv(struct api_call *c, json_t *obj, const char *key, struct hs_strv *out);
+/* A list of tags ("tag:name"), sorted and without repeats as headscale 0.29 stores them. */
+int api_field_tags(struct api_call *c, json_t *obj, const char *key, struct hs_strv *out);
 /* Accepts a JSON string or number holding a uint64 id. */
 int api_field_id(struct api_call *c, json_t *obj, const char *key, uint64_t *out);
 /* Parses a path/query id; replies 400 on garbage, 404 past INT64_MAX (no row has it). */

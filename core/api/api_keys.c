@@ -48,21 +48,6 @@ void api_preauthkey_list(struct api_call *c)
     store_preauthkey_list_free(v, n);
 }
 
-static int read_tags(struct api_call *c, json_t *body, struct hs_strv *tags)
-{
-    if (api_field_strv(c, body, "aclTags", tags) < 0)
-        return -EINVAL;
-    for (size_t i = 0; i < tags->n; i++) {
-        if (!api_valid_tag(tags->v[i])) {
-            api_error(c, 400, "invalid tag \"%s\": tags look like \"tag:name\" (lowercase "
-                              "letters, digits, '-')", tags->v[i]);
-            hs_strv_free(tags);
-            return -EINVAL;
-        }
-    }
-    return 0;
-}
-
 void api_preauthkey_create(struct api_call *c)
 {
     json_t *body = api_body(c), *uv;
@@ -85,7 +70,7 @@ void api_preauthkey_create(struct api_call *c)
     if (api_field_bool(c, body, "reusable", &in.reusable) ||
         api_field_bool(c, body, "ephemeral", &in.ephemeral) ||
         api_field_time(c, body, "expiration", &in.expiration) ||
-        check_future(c, in.expiration) || read_tags(c, body, &in.tags))
+        check_future(c, in.expiration) || api_field_tags(c, body, "aclTags", &in.tags) < 0)
         return;
     if ((!user || !*user) && in.tags.n == 0) {
         api_error(c, 400, "a pre-auth key needs a user or at least one tag");

@@ -96,16 +96,8 @@ void api_node_tags(struct api_call *c)
     struct store_node v = { 0 };
     uint64_t id;
 
-    if (!body || node_id_arg(c, &id) < 0 || api_field_strv(c, body, "tags", &v.tags) < 0)
+    if (!body || node_id_arg(c, &id) < 0 || api_field_tags(c, body, "tags", &v.tags) < 0)
         return;
-    for (size_t i = 0; i < v.tags.n; i++) {
-        if (!api_valid_tag(v.tags.v[i])) {
-            api_error(c, 400, "invalid tag \"%s\": tags look like \"tag:name\" (lowercase "
-                              "letters, digits, '-')", v.tags.v[i]);
-            hs_strv_free(&v.tags);
-            return;
-        }
-    }
     update_node(c, id, STORE_NODE_BIT(STORE_NODE_TAGS), &v);
     hs_strv_free(&v.tags);
 }
