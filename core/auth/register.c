@@ -211,14 +211,17 @@ int auth_register_with_key(struct auth *a, const char *key, const struct auth_no
             return rc;
         }
     }
+    /* The key is claimed before any node is touched: a single-use key lost to a concurrent
+     * login then changes nothing (undoing a registration afterwards could delete or rewrite
+     * a node this machine already had), and a key completes one registration only. */
+    if ((rc = store_preauthkey_use(a->st, k.id)) < 0) {
+        store_preauthkey_free(&k);
+        return rc == -EACCES ? -EALREADY : rc;
+    }
     rc = register_node(a, rq, k.user_id, &k.tags, REGISTER_AUTH_KEY, k.id,
                        k.ephemeral || rq->ephemeral, out);
-    if (rc == 0 && (rc = store_preauthkey_use(a->st, k.id)) == -EACCES) {
-        /* Another login won the race for this single-use key: undo ours. */
-        store_node_delete(a->st, out->id);
-        store_node_free(out);
-        rc = -EALREADY;
-    }
+    if (rc < 0 && !k.used)
+        store_preauthkey_release(a->st, k.id); /* nothing registered: the key stays good */
     store_preauthkey_free(&k);
     return rc;
 }

@@ -97,6 +97,8 @@ int store_preauthkey_list(struct store *st, uint64_t user_id, struct store_preau
 int store_preauthkey_expire(struct store *st, uint64_t id, int64_t at);
 /* Marks a key used; for a single-use key that is already used: -EACCES (atomic check). */
 int store_preauthkey_use(struct store *st, uint64_t id);
+/* Marks a key unused again (its use registered nothing after all). */
+int store_preauthkey_release(struct store *st, uint64_t id);
 int store_preauthkey_delete(struct store *st, uint64_t id);
 
 /* ---- API keys ---- */

@@ -186,6 +186,12 @@ int store_preauthkey_use(struct store *st, uint64_t id)
     return reusable ? 0 : -EACCES;
 }
 
+int store_preauthkey_release(struct store *st, uint64_t id)
+{
+    return write_by_id(st, "UPDATE pre_auth_keys SET used = FALSE WHERE id = $1 RETURNING id",
+                       id, NULL, NOTIFY_PREAUTHKEY, NOTIFY_UPDATE);
+}
+
 int store_preauthkey_delete(struct store *st, uint64_t id)
 {
     return write_by_id(st, "DELETE FROM pre_auth_keys WHERE id = $1 RETURNING id", id, NULL,

@@ -1,7 +1,9 @@
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "auth/auth.h"
@@ -124,6 +126,102 @@ Test(auth, preauthkey_single_use_and_expiry)
     store_preauthkey_free(&k);
     cr_assert_eq(auth_preauthkey_create(au, &in, full, &k), 0);
     cr_assert_eq(auth_preauthkey_check(au, full, &got), -EKEYEXPIRED);
+    store_preauthkey_free(&k);
+    store_user_free(&uo);
+}
+
+/* Logins racing for one single-use key, from a machine that already has a node of the key's
+ * user (a re-login): one wins, the others are refused, and the node is never lost. (The
+ * losers used to undo their registration by deleting the node, the winner's included.) */
+struct racer {
+    const char *key;
+    struct auth_node_request rq;
+    int rc;
+    struct store_node node;
+};
+
+static void *race(void *arg)
+{
+    struct racer *r = arg;
+
+    r->rc = auth_register_with_key(au, r->key, &r->rq, &r->node);
+    return NULL;
+}
+
+Test(auth, single_use_key_race_never_loses_a_node)
+{
+    struct store_user u = { .name = "alice" }, uo;
+    struct store_preauthkey in = { .reusable = true }, k;
+    char first[AUTH_KEY_TEXT_MAX], once[AUTH_KEY_TEXT_MAX];
+    struct auth_node_request rq = { .hostinfo_json = "{\"Hostname\":\"box\"}",
+                                    .hostname = "box" };
+    struct store_node had, now;
+    enum { RACERS = 8, ROUNDS = 10 };
+
+    cr_assert_eq(store_user_create(st, &u, &uo), 0);
+    in.user_id = uo.id;
+    cr_assert_eq(auth_preauthkey_create(au, &in, first, &k), 0);
+    store_preauthkey_free(&k);
+    memset(rq.machine_key, 7, sizeof(rq.machine_key));
+    memset(rq.node_key, 7, sizeof(rq.node_key));
+    cr_assert_eq(auth_register_with_key(au, first, &rq, &had), 0);
+    in.reusable = false;
+    for (int round = 0; round < ROUNDS; round++) {
+        struct racer r[RACERS];
+        pthread_t t[RACERS];
+        int won = 0;
+
+        cr_assert_eq(auth_preauthkey_create(au, &in, once, &k), 0);
+        store_preauthkey_free(&k);
+        for (int i = 0; i < RACERS; i++) {
+            r[i] = (struct racer){ .key = once, .rq = rq };
+            r[i].rq.node_key[0] = (uint8_t)(round * RACERS + i); /* a new node key each */
+            cr_assert_eq(pthread_create(&t[i], NULL, race, &r[i]), 0);
+        }
+        for (int i = 0; i < RACERS; i++) {
+            pthread_join(t[i], NULL);
+            if (r[i].rc == 0) {
+                won++;
+                cr_expect_eq(r[i].node.id, had.id, "the machine's node, logged in again");
+                store_node_free(&r[i].node);
+            } else {
+                cr_expect_eq(r[i].rc, -EALREADY, "a loser is told the key is spent");
+            }
+        }
+        cr_expect_eq(won, 1, "round %d: one login per single-use key", round);
+        cr_assert_eq(store_node_get(st, had.id, &now), 0, "round %d: the node is gone", round);
+        store_node_free(&now);
+    }
+    store_node_free(&had);
+    store_user_free(&uo);
+}
+
+Test(auth, failed_registration_leaves_the_key_unused)
+{
+    static const struct ip_prefix tiny = { .family = AF_INET, .addr = { 100, 64, 0, 0 },
+                                           .bits = 30 }; /* two usable addresses */
+    struct store_user u = { .name = "bob" }, uo;
+    struct store_preauthkey in = { .reusable = true }, k, got;
+    char many[AUTH_KEY_TEXT_MAX], once[AUTH_KEY_TEXT_MAX];
+    struct auth_node_request rq = { .hostname = "box" };
+    struct store_node n;
+
+    cr_assert_eq(store_user_create(st, &u, &uo), 0);
+    in.user_id = uo.id;
+    cfg.prefix_v4 = tiny;
+    cr_assert_eq(auth_preauthkey_create(au, &in, many, &k), 0);
+    store_preauthkey_free(&k);
+    for (int i = 1; i <= 2; i++) { /* the pool is full after these */
+        memset(rq.machine_key, i, sizeof(rq.machine_key));
+        cr_assert_eq(auth_register_with_key(au, many, &rq, &n), 0);
+        store_node_free(&n);
+    }
+    in.reusable = false;
+    cr_assert_eq(auth_preauthkey_create(au, &in, once, &k), 0);
+    memset(rq.machine_key, 3, sizeof(rq.machine_key));
+    cr_assert_lt(auth_register_with_key(au, once, &rq, &n), 0, "no address left");
+    cr_assert_eq(auth_preauthkey_check(au, once, &got), 0, "the key is still good");
+    store_preauthkey_free(&got);
     store_preauthkey_free(&k);
     store_user_free(&uo);
 }
