@@ -25,7 +25,8 @@ static void flag_line(const struct cli_flag *f, struct hs_buf *b)
         hs_buf_puts(&left, " string");
     else if (f->type == CLI_LIST)
         hs_buf_puts(&left, " strings");
-    hs_buf_appendf(b, "%-30s %s", left.data, f->help);
+    /* A name longer than the column still gets two spaces, so the text stays apart. */
+    hs_buf_appendf(b, "%-30s%s%s", left.data, left.len >= 30 ? "  " : " ", f->help);
     if (f->def && f->type != CLI_BOOL)
         hs_buf_appendf(b, " (default \"%s\")", f->def);
     hs_buf_puts(b, "\n");

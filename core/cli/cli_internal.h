@@ -160,6 +160,10 @@ int cli_print(struct cli_ctx *ctx, const json_t *result, const char *human);
 /* A list: the array in machine formats, else a table of cols. Returns 0 or 1. */
 int cli_print_list(struct cli_ctx *ctx, const json_t *rows, const struct cli_column *cols,
                    size_t ncols);
+/* The whole configuration, checked as the server checks it (serve, configtest, and commands
+ * that open the database themselves); print = list the diagnostics on stderr, else log
+ * them. 0, or -errno with nothing to free. */
+int cli_server_config(struct cli_ctx *ctx, bool print, struct hs_config *cfg);
 /* Loads the CLI config once (diagnostics logged; errors → printed, -EINVAL). */
 int cli_config(struct cli_ctx *ctx);
 /* Asks "prompt [y/n]" on stderr unless --force. 1 = go ahead, 0 = declined; -1 when stdin
@@ -256,7 +260,7 @@ int cli_cmd_routes_list(struct cli_ctx *ctx);
 int cli_cmd_routes_enable(struct cli_ctx *ctx);
 int cli_cmd_routes_disable(struct cli_ctx *ctx);
 int cli_cmd_routes_delete(struct cli_ctx *ctx);
-int cli_cmd_policy_get(struct cli_ctx *ctx);
+int cli_cmd_policy_get(struct cli_ctx *ctx); /* cli_policy.c */
 int cli_cmd_policy_set(struct cli_ctx *ctx);
 int cli_cmd_policy_check(struct cli_ctx *ctx);
 int cli_cmd_debug_policy(struct cli_ctx *ctx); /* offline: cli_debug.c */

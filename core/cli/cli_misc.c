@@ -1,4 +1,4 @@
-/* serve, configtest, version, health, generate private-key, policy get/set/check. */
+/* serve, configtest, version, health, generate private-key. */
 #include <sodium.h>
 #include <stdlib.h>
 
@@ -6,8 +6,7 @@
 #include "keys/keys.h"
 #include "server/server.h"
 
-/* serve and configtest validate the whole config; print = configtest's stderr listing. */
-static int server_config(struct cli_ctx *ctx, bool print, struct hs_config *cfg)
+int cli_server_config(struct cli_ctx *ctx, bool print, struct hs_config *cfg)
 {
     struct config_diags diags;
     int rc = config_load(cli_flag_str(&ctx->args, "config"), CONFIG_FOR_SERVER, cfg, &diags);
@@ -29,7 +28,7 @@ int cli_cmd_serve(struct cli_ctx *ctx)
     struct hs_config cfg;
     int rc;
 
-    if (server_config(ctx, false, &cfg) < 0)
+    if (cli_server_config(ctx, false, &cfg) < 0)
         return 1;
     rc = server_run(&cfg);
     config_free(&cfg);
@@ -41,7 +40,7 @@ int cli_cmd_configtest(struct cli_ctx *ctx)
     struct hs_config cfg;
     int rc;
 
-    if (server_config(ctx, true, &cfg) < 0)
+    if (cli_server_config(ctx, true, &cfg) < 0)
         return 1;
     rc = server_configtest(&cfg);
     config_free(&cfg);
@@ -92,52 +91,4 @@ int cli_cmd_generate_private_key(struct cli_ctx *ctx)
     sodium_memzero(&kp, sizeof(kp));
     sodium_memzero(text, sizeof(text));
     return rc;
-}
-
-/* The policy is HuJSON text: printed raw whatever -o says, as headscale does. */
-int cli_cmd_policy_get(struct cli_ctx *ctx)
-{
-    json_t *resp;
-    const char *policy;
-
-    if (cli_api(ctx, "GET", "/api/v1/policy", NULL, &resp) < 0)
-        return 1;
-    policy = hs_json_str(resp, "policy");
-    fprintf(ctx->out, "%s\n", policy ? policy : "");
-    json_decref(resp);
-    return 0;
-}
-
-/* Sends the --file policy to the server: PUT stores it, POST .../check only checks it. */
-static int policy_send(struct cli_ctx *ctx, const char *method, const char *path,
-                       const char *done)
-{
-    const char *file = cli_flag_str(&ctx->args, "file");
-    char *text;
-    size_t len;
-    json_t *resp;
-    int rc;
-
-    if (!file || !*file)
-        return cli_fail(ctx, "--file is required");
-    if ((rc = hs_read_file(file, CLI_MAX_POLICY, &text, &len)) < 0)
-        return cli_fail(ctx, "cannot read %s: %s", file, hs_strerror(rc));
-    rc = cli_api(ctx, method, path, json_pack("{s:s%}", "policy", text, len), &resp);
-    free(text);
-    if (rc < 0)
-        return 1;
-    json_decref(resp);
-    fprintf(ctx->out, "%s\n", done);
-    return 0;
-}
-
-int cli_cmd_policy_set(struct cli_ctx *ctx)
-{
-    return policy_send(ctx, "PUT", "/api/v1/policy", "The new policy is in force");
-}
-
-int cli_cmd_policy_check(struct cli_ctx *ctx)
-{
-    return policy_send(ctx, "POST", "/api/v1/policy/check",
-                       "The policy loads and compiles, and its tests pass");
 }

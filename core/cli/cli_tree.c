@@ -403,9 +403,18 @@ static const struct cli_cmd cmd_routes = {
 
 /* ---- policy ---- */
 
+#define BYPASS_FLAG                                                                          \
+    { "bypass-grpc-and-access-database-directly", 0, CLI_BOOL, "false",                      \
+      "Use the database of the configuration directly instead of the server; only while "    \
+      "no server runs on it (asks first unless --force)", false }
+
 static const struct cli_cmd cmd_policy_get = {
     .name = "get", .aliases = ALIASES("show", "view", "fetch"), .use = "get",
-    .summary = "Print the policy in force, as stored", .run = cli_cmd_policy_get, .max_args = 0,
+    .summary = "Print the policy in force, as stored",
+    .long_help = "Prints the policy text the server holds. With\n"
+                 "--bypass-grpc-and-access-database-directly no server is asked: the stored\n"
+                 "policy (policy.mode \"database\") or the policy file is read instead.",
+    .flags = FLAGS(BYPASS_FLAG), .run = cli_cmd_policy_get, .max_args = 0,
 };
 
 static const struct cli_cmd cmd_policy_set = {
@@ -414,9 +423,11 @@ static const struct cli_cmd cmd_policy_set = {
     .long_help = "Sends a policy document (HuJSON, or YAML) to the server, which stores it and\n"
                  "puts it in force at once if it loads, compiles for the tailnet and passes its\n"
                  "tests; otherwise it is refused with the reason and nothing changes. Needs\n"
-                 "policy.mode \"database\".",
+                 "policy.mode \"database\". With --bypass-grpc-and-access-database-directly\n"
+                 "the same checks run here against the stored users and nodes and the policy\n"
+                 "is written to the database; a server started later puts it in force.",
     .flags = FLAGS({ "file", 'f', CLI_STRING, NULL,
-                     "Policy document to send (HuJSON or YAML)", false }),
+                     "Policy document to send (HuJSON or YAML)", false }, BYPASS_FLAG),
     .run = cli_cmd_policy_set, .max_args = 0,
 };
 
@@ -425,10 +436,12 @@ static const struct cli_cmd cmd_policy_check = {
     .summary = "Try a policy file on the running server without storing it",
     .long_help = "Checks a policy file the way \"policy set\" and a reload do: it must load, and\n"
                  "compile for the running server's users and nodes, its tests passing. Nothing\n"
-                 "is stored. Needs the server (unix socket or HEADSCALE_CLI_ADDRESS); \"debug\n"
-                 "policy\" checks a policy offline against a topology file.",
+                 "is stored. Needs the server (unix socket or HEADSCALE_CLI_ADDRESS), or\n"
+                 "--bypass-grpc-and-access-database-directly to check against the users and\n"
+                 "nodes in the database; \"debug policy\" checks a policy offline against a\n"
+                 "topology file.",
     .flags = FLAGS({ "file", 'f', CLI_STRING, NULL,
-                     "Policy document to check (HuJSON or YAML)", false }),
+                     "Policy document to check (HuJSON or YAML)", false }, BYPASS_FLAG),
     .run = cli_cmd_policy_check, .max_args = 0,
 };
 
@@ -479,7 +492,7 @@ static const struct cli_cmd cmd_debug_create_node = {
 };
 
 static const struct cli_cmd cmd_debug = {
-    .name = "debug", .use = "debug", .summary = "Tools for looking into the server's decisions",
+    .name = "debug", .use = "debug", .summary = "Offline policy checks and test helpers",
     .subs = SUBS(&cmd_debug_create_node, &cmd_debug_policy),
 };
 

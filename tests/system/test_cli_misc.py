@@ -110,6 +110,33 @@ def test_health_with_server_stopped_fails(server_factory):
     assert r.stdout.strip() == ""
 
 
+BYPASS = "--bypass-grpc-and-access-database-directly"
+
+
+def test_policy_commands_on_the_database_of_a_stopped_server(server_factory, tmp_path):
+    s = server_factory()
+    user = unique()
+    s.cli_ok("users", "create", user)
+    good, bad = tmp_path / "good.hujson", tmp_path / "bad.hujson"
+    good.write_text('{"acls": [{"action": "accept", "src": ["%s@"], "dst": ["*:*"]}]}' % user)
+    bad.write_text('{"acls": [{"action": "accept", "src": ["nobody@"], "dst": ["*:*"]}]}')
+    s.stop()
+
+    r = s.cli("policy", "set", "-f", good, BYPASS)  # no terminal to ask on, no --force
+    assert r.returncode == 1 and "--force" in r.stderr, (r.stdout, r.stderr)
+    r = s.cli("policy", "get", BYPASS, "--force")
+    assert r.returncode == 1 and "no policy has been stored" in r.stderr, (r.stdout, r.stderr)
+    for cmd in ("check", "set"):
+        r = s.cli("policy", cmd, "-f", bad, BYPASS, "--force")
+        assert r.returncode == 1 and "nobody" in r.stderr, (cmd, r.stdout, r.stderr)
+    s.cli_ok("policy", "check", "-f", good, BYPASS, "--force")
+    s.cli_ok("policy", "set", "-f", good, BYPASS, "--force")
+    assert s.cli_ok("policy", "get", BYPASS, "--force").stdout.strip() == good.read_text()
+
+    s.start()  # the server puts the policy written behind its back in force
+    assert s.api_ok("GET", "/api/v1/policy")["policy"] == good.read_text()
+
+
 def test_cli_with_missing_config_file_is_error(mserver, tmp_path):
     r = mserver.cli("-c", str(tmp_path / "missing.yaml"), "users", "list", config=False)
     # headscale only warns about a missing file and then uses defaults (socket in /var/run):
