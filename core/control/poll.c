@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "control/service_internal.h"
 
@@ -664,8 +663,7 @@ static void *batch_share_run(void *arg)
 static void send_batch_split(struct control_service *s, const struct batch *b,
                              const struct target *t, size_t n)
 {
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    size_t k = cores > 1 ? (size_t)cores : 1, started = 0, each;
+    size_t k = s->cores, started = 0, each;
     struct batch_share share[BATCH_THREADS_MAX];
     pthread_t th[BATCH_THREADS_MAX];
     bool running[BATCH_THREADS_MAX] = { false };

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "control/service_internal.h"
@@ -208,6 +209,7 @@ static void *map_thread(void *arg)
 int control_service_new(const struct control_service_deps *d, struct control_service **out)
 {
     struct control_service *s = hs_xcalloc(1, sizeof(*s));
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
     struct control_handlers h = {
         .ctx = s, .request = on_request, .stream_closed = on_stream_closed,
     };
@@ -224,6 +226,8 @@ int control_service_new(const struct control_service_deps *d, struct control_ser
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cond, NULL);
     haprobe_init(&s->probe);
+    /* Asked once: sysconf reads /sys each time, and batches come many times a second. */
+    s->cores = cores > 1 ? (size_t)cores : 1;
     s->ctl = control_new(d->noise_key, &h, 4);
     state_listen(s->state, poll_on_state_change, s);
     *out = s;

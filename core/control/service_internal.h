@@ -151,6 +151,7 @@ struct control_service {
     int64_t rate_since;     /* monotonic us: start of the current one-second window */
     unsigned rate_now, rate_prev; /* changes in it, and in the window before */
     struct haprobe probe;
+    size_t cores;           /* online CPUs at start: threads a large batch is split over */
     bool stopping;
     bool thread_started;
     pthread_t thread;       /* the map thread: batches, keep-alives, GC, follow-up timeouts */
