@@ -49,6 +49,7 @@ static const struct route routes[] = {
     { "POST", "/api/v1/auth/approve", api_auth_approve, false },
     { "POST", "/api/v1/auth/reject", api_auth_reject, false },
     { "POST", "/api/v1/debug/node", api_debug_create_node, false },
+    { "POST", "/api/v1/debug/machine", api_debug_create_machine, false },
     { "POST", "/api/v1/machine/register", api_machine_register, false },
     { "POST", "/api/v1/machine/{}/expire", api_machine_expire, false },
     { "POST", "/api/v1/machine/{}/rename/{}", api_machine_rename, false },

@@ -108,11 +108,17 @@ static int debug_routes_valid(struct api_call *c, const struct hs_strv *routes)
 }
 
 /* The node as it will be once registered, as headscale echoes it: not stored yet (id 0, no
- * addresses or given name, Go's zero time for its times). */
-static json_t *debug_node_json(struct api_call *c, const struct store_node *n)
+ * addresses or given name, Go's zero time for its times; 0.22.3's Machine writes those so
+ * itself, and echoed the name as given name). */
+static json_t *debug_node_json(struct api_call *c, struct store_node *n)
 {
-    json_t *j = api_json_node(c, n, false);
+    json_t *j;
 
+    if (c->v022) {
+        n->given_name = n->hostname;
+        return api_json_node(c, n, false);
+    }
+    j = api_json_node(c, n, false);
     json_object_set_new(j, "lastSeen", json_string("0001-01-01T00:00:00Z"));
     json_object_set_new(j, "expiry", json_string("0001-01-01T00:00:00Z"));
     json_object_set_new(j, "createdAt", json_string("0001-01-01T00:00:00Z"));
@@ -143,12 +149,22 @@ static void debug_login(struct api_call *c, const char *key, const char *name,
     else if (rc < 0)
         api_store_error(c, rc, "login");
     else
-        api_reply(c, 200, json_pack("{s:o}", "node", debug_node_json(c, &n)));
+        api_reply(c, 200, json_pack("{s:o}", api_node_member(c, false), debug_node_json(c, &n)));
     free(n.hostinfo_json);
 }
 
+/* A debug login's id: a login id, or, as headscale 0.22.3 took it, a node key's text
+ * ("nodekey:<64 hex>"), which `nodes register --key` then names. */
+static bool debug_key_valid(const char *key)
+{
+    uint8_t k[KEY_LEN];
+
+    return auth_registration_id_valid(key) || (key && keys_parse("nodekey:", key, k) == 0);
+}
+
 /* POST /api/v1/debug/node {user, key, name, routes}: a pending login under the id `key`, from
- * a made-up machine, for `auth register` (or approve/reject) to act on; answers {"node"}. */
+ * a made-up machine, for `auth register` (or approve/reject) to act on; answers {"node"}.
+ * 0.22.3's POST /api/v1/debug/machine is the same, answering {"machine"}. */
 void api_debug_create_node(struct api_call *c)
 {
     json_t *body = api_body(c);
@@ -160,9 +176,10 @@ void api_debug_create_node(struct api_call *c)
         api_field_str(c, body, "key", &key) < 0 || api_field_str(c, body, "name", &name) < 0 ||
         api_field_strv(c, body, "routes", &routes) < 0)
         return;
-    if (!auth_registration_id_valid(key)) {
+    if (!debug_key_valid(key)) {
         api_error(c, 400, "invalid key \"%s\": a login id is \"hskey-authreq-\" followed by 24 "
-                          "letters, digits, '-' or '_'", key ? key : "");
+                          "letters, digits, '-' or '_' (or, as in 0.22, \"nodekey:\" and 64 hex "
+                          "digits)", key ? key : "");
     } else if (strlen(name) > DEBUG_NODE_NAME_MAX) {
         api_error(c, 400, "name longer than %d bytes", DEBUG_NODE_NAME_MAX);
     } else if (debug_routes_valid(c, &routes) == 0 && api_lookup_user(c, user, &u) == 0) {

@@ -178,6 +178,7 @@ void api_machine_expire(struct api_call *c);
 void api_machine_rename(struct api_call *c);
 void api_machine_tags(struct api_call *c);
 void api_machine_move(struct api_call *c);
+void api_debug_create_machine(struct api_call *c);
 void api_user_get_v022(struct api_call *c);
 void api_node_list(struct api_call *c);
 void api_node_get(struct api_call *c);

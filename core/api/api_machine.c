@@ -17,5 +17,6 @@ V022(api_machine_expire, api_node_expire)
 V022(api_machine_rename, api_node_rename)
 V022(api_machine_tags, api_node_tags)
 V022(api_machine_move, api_node_move)
+V022(api_debug_create_machine, api_debug_create_node)
 /* 0.29 has no GET /api/v1/user/{id}: this path is 0.22.3's alone. */
 V022(api_user_get_v022, api_user_get)

@@ -480,9 +480,10 @@ static const struct cli_cmd cmd_debug_create_node = {
     .name = "create-node", .use = "create-node --user USER --key ID --name NAME",
     .summary = "Make up a pending login, to try auth register, approve or reject on",
     .long_help = "Starts a pending interactive login under the ID --key (\"hskey-authreq-\" and\n"
-                 "24 letters, digits, '-' or '_') from a made-up machine named --name that\n"
-                 "announces --route. \"auth register --auth-id ID --user USER\" then makes it a\n"
-                 "node (which never connects). Prints the node it would be.",
+                 "24 letters, digits, '-' or '_'; or, as headscale 0.22 took it, \"nodekey:\"\n"
+                 "and 64 hex digits) from a made-up machine named --name that announces\n"
+                 "--route. \"auth register --auth-id ID --user USER\" then makes it a node\n"
+                 "(which never connects). Prints the node it would be.",
     .flags = FLAGS({ "key", 'k', CLI_STRING, NULL, "ID of the pending login to create", false },
                    { "name", 0, CLI_STRING, NULL, "Host name of the made-up machine", false },
                    { "route", 'r', CLI_LIST, NULL,

@@ -5,9 +5,9 @@ users by name as its User {id, name, createdAt}, and pre-auth keys created or li
 user named by name with that user's name as their "user".
 
 Side by side with the real headscale v0.22.3 (tests/lib/install-headscale.sh builds it; the
-comparison is skipped without it): a node made on each the way each can (ours: debug node +
-auth register; 0.22.3: debug machine + machine register) and every 0.22.3 path's answer
-compared member by member after times, keys and addresses are normalised."""
+comparison is skipped without it): a node made on each with 0.22.3's debug machine (keyed by a
+node key's text) + machine register, and every 0.22.3 path's answer compared member by member
+after times, keys and addresses are normalised."""
 
 import json
 import os
@@ -83,14 +83,11 @@ def pair():
 
 
 def make_node(side, user, name):
-    """A registered node named name for user → its id (text)."""
-    if side.name == "ours":
-        key = "hskey-authreq-" + secrets.token_hex(12)
-        side.ok("POST", "/api/v1/debug/node", {"user": user, "key": key, "name": name})
-        return side.ok("POST", "/api/v1/auth/register", {"user": user, "authId": key})["node"]["id"]
+    """A node named name registered for user the 0.22.3 way → (the debug answer, its id)."""
     key = "nodekey:" + secrets.token_hex(32)
-    side.ok("POST", "/api/v1/debug/machine", {"user": user, "key": key, "name": name})
-    return side.ok("POST", f"/api/v1/machine/register?user={user}&key={key}")["machine"]["id"]
+    made = side.ok("POST", "/api/v1/debug/machine", {"user": user, "key": key, "name": name})
+    reg = side.ok("POST", f"/api/v1/machine/register?user={user}&key={key}")
+    return made, reg["machine"]["id"]
 
 
 def shape(v):
@@ -132,8 +129,12 @@ def test_machine_paths_answer_as_0223(pair):
     user = unique("v22")
     for s in pair:
         s.ok("POST", "/api/v1/user", {"name": user})
-    ids = {s.name: make_node(s, user, "box") for s in pair}
+    made = {s.name: make_node(s, user, "box") for s in pair}
+    ids = {k: v[1] for k, v in made.items()}
     ours, ref = pair
+    a, b = made["ours"][0], made[ref.name][0]
+    assert set(a) == set(b) == {"machine"}, (a, b)
+    assert machine_shape(a["machine"]) == machine_shape(b["machine"]), (a, b)
 
     def compare(method, path_of, body=None, member=None):
         got = {}
