@@ -246,6 +246,18 @@ def apikeys_seen(ours, hs):
             o["expiration"] = h["expiration"]
 
 
+def key_expiry_unset(ours, hs):
+    """A pre-auth key made without an expiration: headscale stores the zero time, which makes
+    it expired from birth (registering with it fails); ours stores none and the key does not
+    expire (null)."""
+    pairs = [(ours["preAuthKey"], hs["preAuthKey"])] if "preAuthKey" in ours else \
+        zip(ours["preAuthKeys"], hs["preAuthKeys"])
+    for o, h in pairs:
+        if h["expiration"] == "<zero time>":
+            assert o["expiration"] is None, (o, h)
+            o["expiration"] = h["expiration"]
+
+
 def ids_of(var):
     return lambda b: b[var]["id"]
 
@@ -364,7 +376,10 @@ def test_preauthkeys(pair):
                 "expiration": "2099-01-01T00:00:00Z"})
     pair.check("create, user as a number", "POST", "/api/v1/preauthkey",
                {"user": 1, "expiration": "2099-01-01T00:00:00Z"})
-    pair.check("list", "GET", "/api/v1/preauthkey")
+    pair.check("create without an expiration", "POST", "/api/v1/preauthkey", {"user": "{ku}"},
+               adjust=key_expiry_unset, save={"k0": lambda b: b["preAuthKey"]["id"]})
+    pair.check("list", "GET", "/api/v1/preauthkey", adjust=key_expiry_unset)
+    pair.check("delete it", "DELETE", "/api/v1/preauthkey?id={k0}")
     pair.check("unknown user", "POST", "/api/v1/preauthkey",
                {"user": "99", "expiration": "2099-01-01T00:00:00Z"}, differ=(404, 500),
                why=GONE)
