@@ -578,3 +578,13 @@ class ControlClient:
         if self.sock:
             self.sock.close()
             self.sock = None
+
+
+def joined_stream(port, auth_key, hostname="laptop"):
+    """A new node registered with auth_key, its map stream open → (client, first message).
+    headscale may leave Peers out of a first map with none; that is accepted."""
+    c = ControlClient(port)
+    c.hostinfo = {"Hostname": hostname, "OS": "linux"}
+    st, _, resp = c.register(auth_key=auth_key)
+    assert st == 200 and resp.get("MachineAuthorized"), resp
+    return c, c.open_stream(require_peers=False)
