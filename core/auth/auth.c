@@ -28,6 +28,7 @@ int auth_new(const struct hs_config *cfg, struct store *st, struct auth **out)
     a = hs_xcalloc(1, sizeof(*a));
     a->cfg = cfg;
     a->st = st;
+    pthread_mutex_init(&a->seen_mu, NULL);
     if ((rc = store_server_secret(st, a->secret)) < 0) {
         auth_free(a);
         return rc;
@@ -41,6 +42,8 @@ void auth_free(struct auth *a)
     if (!a)
         return;
     sodium_memzero(a->secret, sizeof(a->secret));
+    sodium_memzero(a->seen, sizeof(a->seen));
+    pthread_mutex_destroy(&a->seen_mu);
     free(a);
 }
 
@@ -211,16 +214,57 @@ static int cred_split(enum auth_cred_kind kind, const char *key, struct cred_tex
     return 0;
 }
 
-/* Whether the presented secret matches what is stored: bcrypt for a key imported from
- * headscale, otherwise our keyed hash (constant-time either way). */
-static int cred_match(const struct auth *a, const struct cred_text *ct,
-                      const uint8_t hash[STORE_KEY_LEN], const char *bcrypt)
+static void seen_mac(const struct auth *a, enum auth_cred_kind kind, uint64_t id,
+                     const struct cred_text *ct, uint8_t mac[STORE_KEY_LEN])
+{
+    crypto_generichash_state h;
+    uint8_t head[sizeof(kind) + sizeof(id)];
+
+    memcpy(head, &kind, sizeof(kind));
+    memcpy(head + sizeof(kind), &id, sizeof(id));
+    crypto_generichash_init(&h, a->secret, sizeof(a->secret), STORE_KEY_LEN);
+    crypto_generichash_update(&h, head, sizeof(head));
+    crypto_generichash_update(&h, (const uint8_t *)ct->secret, ct->len);
+    crypto_generichash_final(&h, mac, STORE_KEY_LEN);
+    sodium_memzero(&h, sizeof(h));
+}
+
+/* bcrypt, unless this very key was verified lately (see AUTH_BCRYPT_SEEN). */
+static int bcrypt_match(struct auth *a, enum auth_cred_kind kind, uint64_t id,
+                        const struct cred_text *ct, const char *bcrypt)
+{
+    uint8_t mac[STORE_KEY_LEN];
+    bool hit = false;
+
+    seen_mac(a, kind, id, ct, mac);
+    pthread_mutex_lock(&a->seen_mu);
+    for (size_t i = 0; i < AUTH_BCRYPT_SEEN && !hit; i++)
+        hit = a->seen[i].id == id && a->seen[i].kind == kind &&
+              crypto_verify_32(a->seen[i].mac, mac) == 0;
+    pthread_mutex_unlock(&a->seen_mu);
+    if (hit)
+        return 0;
+    if (hs_bcrypt_verify(ct->secret, ct->len, bcrypt) < 0)
+        return -EACCES;
+    pthread_mutex_lock(&a->seen_mu);
+    a->seen[a->seen_next] = (struct auth_bcrypt_seen){ .id = id, .kind = kind };
+    memcpy(a->seen[a->seen_next].mac, mac, sizeof(mac));
+    a->seen_next = (a->seen_next + 1) % AUTH_BCRYPT_SEEN;
+    pthread_mutex_unlock(&a->seen_mu);
+    return 0;
+}
+
+/* Whether the presented secret matches what is stored for key id: bcrypt for a key imported
+ * from headscale, otherwise our keyed hash (constant-time either way). */
+static int cred_match(struct auth *a, enum auth_cred_kind kind, uint64_t id,
+                      const struct cred_text *ct, const uint8_t hash[STORE_KEY_LEN],
+                      const char *bcrypt)
 {
     uint8_t secret[AUTH_SECRET_LEN], mine[STORE_KEY_LEN];
     int rc = -EACCES;
 
     if (bcrypt[0])
-        return hs_bcrypt_verify(ct->secret, ct->len, bcrypt) == 0 ? 0 : -EACCES;
+        return bcrypt_match(a, kind, id, ct, bcrypt);
     if (strlen(ct->prefix) != AUTH_PREFIX_LEN || ct->len != 2 * AUTH_SECRET_LEN ||
         hs_hex_decode(ct->secret, ct->len, secret, sizeof(secret)) < 0)
         return -EACCES;
@@ -243,7 +287,7 @@ int auth_apikey_check(struct auth *a, const char *key, uint64_t *id_out)
         return rc;
     if ((rc = store_apikey_get_by_prefix(a->st, ct.prefix, &k)) < 0)
         return rc == -ENOENT ? -EACCES : rc;
-    if ((rc = cred_match(a, &ct, k.hash, k.bcrypt)) < 0)
+    if ((rc = cred_match(a, AUTH_CRED_API, k.id, &ct, k.hash, k.bcrypt)) < 0)
         return rc;
     if (k.expiration && k.expiration <= now)
         return -EKEYEXPIRED;
@@ -266,7 +310,7 @@ int auth_preauthkey_check(struct auth *a, const char *key, struct store_preauthk
         return rc;
     if ((rc = store_preauthkey_get_by_prefix(a->st, ct.prefix, &k)) < 0)
         return rc == -ENOENT ? -EACCES : rc;
-    rc = cred_match(a, &ct, k.hash, k.bcrypt);
+    rc = cred_match(a, AUTH_CRED_PREAUTH, k.id, &ct, k.hash, k.bcrypt);
     if (rc == 0 && k.expiration && k.expiration <= hs_now_us())
         rc = -EKEYEXPIRED;
     if (rc == 0 && k.used && !k.reusable)

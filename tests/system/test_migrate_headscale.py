@@ -140,6 +140,14 @@ def view(nodes):
     return {n.name: (sorted(n.ips()), n.node_key()) for n in nodes}
 
 
+def server_key(w):
+    """The Noise public key the control server gives clients, and its private key file."""
+    st, _, body = w.ns.http("GET", tailnet.SERVER_IP, tailnet.HS_PORT, "/key?v=113")
+    assert st == 200, (st, body)
+    with open(w.server.config["noise"]["private_key_path"], "rb") as f:
+        return json.loads(body)["publicKey"], f.read()
+
+
 def check_backup(server, legacy):
     nodes_table = "machines" if legacy else "nodes"
     if server.db.kind == "sqlite":
@@ -193,6 +201,7 @@ def run_migration(w, op, legacy):
     laptop.wait_ping(router.ip4)
     api_key = op.api_key()
     before = view(nodes)
+    noise_before = server_key(w)
 
     try:
         s.stop(check=False)  # headscale's own exit status is not ours to judge
@@ -200,6 +209,8 @@ def run_migration(w, op, legacy):
         pass  # 0.22.3 waits for its open long polls; it was killed, as systemd would
     s.binary = helpers.HS_BIN
     s.start()
+    # headscale's noise key file is read as it is, so clients talk to the same server key.
+    assert server_key(w) == noise_before
 
     # The clients come back by themselves: same addresses, same node keys (no new login).
     for n in nodes:

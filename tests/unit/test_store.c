@@ -11,6 +11,7 @@
 #include <ftw.h>
 #include <libpq-fe.h>
 #include <pthread.h>
+#include <sqlite3.h>
 #include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1002,4 +1003,48 @@ STORE_TEST(node_create_race_gets_distinct_addresses_and_names)
         for (size_t j = 0; j < i; j++)
             cr_assert_str_neq(nodes[i].given_name, nodes[j].given_name);
     store_node_list_free(nodes, n);
+}
+
+/* Databases that look like headscale's but not like a version the import knows (here 0.25,
+ * with a routes table and no approved_routes; and 0.29 with a table of someone else's) are
+ * refused at open and not written to. */
+static void refused_as_is(const char *schema)
+{
+    struct hs_config cfg = fx.cfg;
+    struct store *st = NULL;
+    char path[160], *before, *after;
+    size_t nb, na;
+    sqlite3 *db;
+
+    snprintf(path, sizeof(path), "%s/other.sqlite", fx.dir);
+    unlink(path);
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, schema, NULL, NULL, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
+    sqlite3_close(db);
+    cr_assert_eq(hs_read_file(path, 1 << 20, &before, &nb), 0);
+    cfg.sqlite_path = path;
+    cr_expect_eq(store_open(&cfg, NULL, &st), -EPROTO);
+    cr_assert_eq(hs_read_file(path, 1 << 20, &after, &na), 0);
+    cr_expect(nb == na && memcmp(before, after, nb) == 0, "the file was changed");
+    free(before);
+    free(after);
+}
+
+Test(sqlite, unknown_headscale_versions_are_refused, .init = sqlite_init, .fini = fx_fini)
+{
+    refused_as_is("CREATE TABLE migrations (id TEXT PRIMARY KEY);"
+                  "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, deleted_at TEXT);"
+                  "CREATE TABLE nodes (id INTEGER PRIMARY KEY, machine_key TEXT, ipv4 TEXT,"
+                  " deleted_at TEXT);"
+                  "CREATE TABLE routes (id INTEGER PRIMARY KEY, node_id INTEGER, prefix TEXT);");
+    refused_as_is("CREATE TABLE migrations (id TEXT PRIMARY KEY);"
+                  "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, deleted_at TEXT,"
+                  " provider_identifier TEXT);"
+                  "CREATE TABLE nodes (id INTEGER PRIMARY KEY, ipv4 TEXT, approved_routes TEXT,"
+                  " tags TEXT, deleted_at TEXT);"
+                  "CREATE TABLE pre_auth_keys (id INTEGER PRIMARY KEY, prefix TEXT, hash BLOB,"
+                  " tags TEXT);"
+                  "CREATE TABLE api_keys (id INTEGER PRIMARY KEY, hash BLOB);"
+                  "CREATE TABLE policies (id INTEGER PRIMARY KEY, data TEXT);"
+                  "CREATE TABLE invoices (id INTEGER PRIMARY KEY);");
 }
