@@ -39,7 +39,8 @@ STEPS = [
     "preauthkey.list", "preauthkey.expire", "preauthkey.delete", "apikey.expire-by-prefix",
     "apikey.expire-by-id", "apikey.delete", "node.get", "node.list", "node.routes-announced",
     "node.approve-routes", "node.unapprove-routes", "node.rename", "node.expire-later",
-    "node.expire-never", "node.tag", "node.register", "auth.register", "node.delete",
+    "node.expire-never", "node.tag", "node.register", "auth.register", "debug.create-node",
+    "auth.reject", "node.backfill-ips", "node.backfill-ips-unconfirmed", "node.delete",
     "error.node-not-found", "error.bad-api-key", "user.delete",
 ]
 

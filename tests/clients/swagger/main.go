@@ -10,6 +10,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -160,11 +161,7 @@ func (r *run) policies() {
 	r.step("policy.check-bad", func() (string, error) {
 		_, err := r.api.HeadscaleServiceCheckPolicy(hs.NewHeadscaleServiceCheckPolicyParams().
 			WithContext(r.ctx).WithBody(&models.V1CheckPolicyRequest{Policy: `{"acls": [`}))
-		var ae apiError
-		if err == nil || !errors.As(err, &ae) || ae.GetPayload() == nil || ae.GetPayload().Message == "" {
-			return "", fmt.Errorf("want a decoded error, got %T %v", err, err)
-		}
-		return fmt.Sprintf("%d %q", ae.Code(), ae.GetPayload().Message), nil
+		return decodedFailure(err)
 	})
 }
 
@@ -204,11 +201,7 @@ func (r *run) users() {
 	r.step("user.create-duplicate", func() (string, error) {
 		_, err := r.api.HeadscaleServiceCreateUser(hs.NewHeadscaleServiceCreateUserParams().
 			WithContext(r.ctx).WithBody(&models.V1CreateUserRequest{Name: r.userName}))
-		var ae apiError
-		if err == nil || !errors.As(err, &ae) || ae.GetPayload() == nil || ae.GetPayload().Message == "" {
-			return "", fmt.Errorf("want a decoded error, got %T %v", err, err)
-		}
-		return fmt.Sprintf("%d %q", ae.Code(), ae.GetPayload().Message), nil
+		return decodedFailure(err)
 	})
 	r.step("user.list", func() (string, error) {
 		resp, err := r.api.HeadscaleServiceListUsers(hs.NewHeadscaleServiceListUsersParams().WithContext(r.ctx))
@@ -600,6 +593,7 @@ func (r *run) registrations() {
 		ids = append(ids, n.ID)
 		return "node " + n.ID, valid(resp.Payload)
 	})
+	r.pendingLogins()
 	r.step("node.delete", func() (string, error) {
 		for _, id := range ids {
 			resp, err := r.api.HeadscaleServiceDeleteNode(hs.NewHeadscaleServiceDeleteNodeParams().
@@ -617,6 +611,57 @@ func (r *run) registrations() {
 			}
 		}
 		return fmt.Sprintf("%d nodes", len(ids)), nil
+	})
+}
+
+// decodedFailure checks that err is the generated error type with a decoded message.
+func decodedFailure(err error) (string, error) {
+	var ae apiError
+	if err == nil || !errors.As(err, &ae) || ae.GetPayload() == nil || ae.GetPayload().Message == "" {
+		return "", fmt.Errorf("want a decoded error, got %T %v", err, err)
+	}
+	return fmt.Sprintf("%d %q", ae.Code(), ae.GetPayload().Message), nil
+}
+
+// pendingLogins makes up a pending login (DebugCreateNode) and refuses it (AuthReject), then
+// asks for the address backfill, confirmed and not.
+func (r *run) pendingLogins() {
+	key := "hskey-authreq-" + rand.Text()[:24]
+	name := r.o.prefix + "-dbg"
+	r.step("debug.create-node", func() (string, error) {
+		resp, err := r.api.HeadscaleServiceDebugCreateNode(hs.NewHeadscaleServiceDebugCreateNodeParams().
+			WithContext(r.ctx).WithBody(&models.V1DebugCreateNodeRequest{User: r.userName, Key: key,
+			Name: name, Routes: []string{"10.78.0.0/24"}}))
+		if err != nil {
+			return "", err
+		}
+		if n := resp.Payload.Node; n == nil || n.Name != name {
+			return "", fmt.Errorf("answer %+v", resp.Payload.Node)
+		}
+		return "pending " + key, valid(resp.Payload)
+	})
+	r.step("auth.reject", func() (string, error) {
+		resp, err := r.api.HeadscaleServiceAuthReject(hs.NewHeadscaleServiceAuthRejectParams().
+			WithContext(r.ctx).WithBody(&models.V1AuthRejectRequest{AuthID: key}))
+		if err != nil {
+			return "", err
+		}
+		return "refused", valid(resp.Payload)
+	})
+	r.step("node.backfill-ips", func() (string, error) {
+		yes := true
+		resp, err := r.api.HeadscaleServiceBackfillNodeIPs(hs.NewHeadscaleServiceBackfillNodeIPsParams().
+			WithContext(r.ctx).WithConfirmed(&yes))
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%d changes", len(resp.Payload.Changes)), valid(resp.Payload)
+	})
+	r.step("node.backfill-ips-unconfirmed", func() (string, error) {
+		no := false
+		_, err := r.api.HeadscaleServiceBackfillNodeIPs(hs.NewHeadscaleServiceBackfillNodeIPsParams().
+			WithContext(r.ctx).WithConfirmed(&no))
+		return decodedFailure(err)
 	})
 }
 
