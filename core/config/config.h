@@ -74,7 +74,7 @@ struct hs_config {
     int64_t node_routes_ha_probe_timeout_us;
     int64_t preauth_keys_revoked_retention_us;
     int64_t node_update_check_interval_us;   /* 0.22 node_update_check_interval (inert) */
-    bool auto_update_enabled;                /* default-auto-update node attribute (inert) */
+    bool auto_update_enabled;                /* the default-auto-update node attribute */
 
     /* database */
     enum db_type db_type;

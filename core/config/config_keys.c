@@ -181,8 +181,7 @@ const struct key_def config__keys[] = {
 
     KEY("logtail.enabled", K_BOOL, logtail_enabled, "false"),
     KEY("taildrop.enabled", K_BOOL, taildrop_enabled, "true"),
-    KEY("auto_update.enabled", K_BOOL, auto_update_enabled, "false",
-        .inert = "the default-auto-update node attribute is not sent"),
+    KEY("auto_update.enabled", K_BOOL, auto_update_enabled, "false"),
     KEY("randomize_client_port", K_BOOL, randomize_client_port, "false"),
 
     KEY("cli.address", K_STR, cli_address, ""),

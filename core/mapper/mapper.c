@@ -292,7 +292,7 @@ static int full_tail(struct mapper *m, struct state *s, const struct state_node 
 
     uidset_add(users, mapper__user_id(me));
     node = mapper__node(m, s, me, me->n.id, now, v->net);
-    mapper__self_capmap(node, v->net, v->self);
+    mapper__self_capmap(m, node, v->net, v->self);
     json_object_set_new(resp, "Node", node);
     add_tailnet(resp, m, s, me, v, now);
     json_object_set_new(resp, "UserProfiles", profiles(s, users));
@@ -565,7 +565,7 @@ static json_t *delta_of(struct mapper *m, struct state *s, uint64_t self,
     add_online(resp, s, self, ch->online, ch->nonline);
     if (p && p->node && (me = state_node_by_id(s, self))) {
         json_t *node = mapper__node(m, s, me, self, now, p->now);
-        mapper__self_capmap(node, p->now, state_net_index(p->now, self));
+        mapper__self_capmap(m, node, p->now, state_net_index(p->now, self));
         uidset_add(&users, mapper__user_id(me));
         json_object_set_new(resp, "Node", node);
     }
@@ -739,7 +739,7 @@ json_t *mapper_dns_update(struct mapper *m, struct state *s, uint64_t self)
     mapper__view_init(&v, s, self, NULL);
     dns_users(m, s, &v, me, &users);
     node = json_object(); /* only for its CapMap: NextDNS attributes */
-    mapper__self_capmap(node, v.net, v.self);
+    mapper__self_capmap(m, node, v.net, v.self);
     resp = json_pack("{s:o}", "DNSConfig",
                      mapper__dns_config(m, s, me, json_object_get(node, "CapMap"), users.v,
                                         users.n));

@@ -79,7 +79,8 @@ bool mapper__rules_empty(const struct hs_buf *b);
 uint64_t mapper__hash(const struct mapper *m, const char *text, size_t len);
 /* A node's own Node (node i of net): the capabilities every node gets for itself (SSH, admin,
  * as headscale grants them) and the policy's nodeAttrs for it, added to its CapMap. */
-void mapper__self_capmap(json_t *node, const struct state_net *net, size_t i);
+void mapper__self_capmap(const struct mapper *m, json_t *node, const struct state_net *net,
+                         size_t i);
 
 /* o[field] = RFC 3339 time (Go's time.Time JSON form). */
 void mapper__set_time(json_t *o, const char *field, int64_t us);

@@ -312,6 +312,6 @@ json_t *mapper_node(struct mapper *m, struct state *s, const struct state_node *
     json_t *o = mapper__node(m, s, n, viewer, hs_now_us(), NULL);
 
     if (viewer == n->n.id)
-        mapper__self_capmap(o, state_net_current(s), state_node_net_index(s, viewer));
+        mapper__self_capmap(m, o, state_net_current(s), state_node_net_index(s, viewer));
     return o;
 }

@@ -10,6 +10,7 @@
 /* tailcfg.CapabilitySSH, tailcfg.CapabilityAdmin */
 #define CAP_SSH "https://tailscale.com/cap/ssh"
 #define CAP_ADMIN "https://tailscale.com/cap/is-admin"
+#define CAP_DEFAULT_AUTO_UPDATE "default-auto-update" /* tailcfg.NodeAttrDefaultAutoUpdate */
 #define EMPTY_RULES "[]"
 #define EMPTY_CAPS "{}"
 #define POLICY_TEXT_MAX MAPPER_MAX_FRAME
@@ -132,8 +133,10 @@ bool mapper__rules_empty(const struct hs_buf *b)
 
 /* The node's own CapMap: the config's attributes (in every Node), what every node may do on
  * itself (headscale's baseline: without the SSH capability a client refuses `tailscale set
- * --ssh`), and the policy's nodeAttrs for it. */
-void mapper__self_capmap(json_t *node, const struct state_net *net, size_t i)
+ * --ssh`), auto_update.enabled as default-auto-update (always sent, [true] or [false], as
+ * headscale does: a client adopts it once, on its first map), and the policy's nodeAttrs. */
+void mapper__self_capmap(const struct mapper *m, json_t *node, const struct state_net *net,
+                         size_t i)
 {
     json_t *caps = json_object_get(node, "CapMap"), *add;
     struct hs_buf text;
@@ -144,6 +147,8 @@ void mapper__self_capmap(json_t *node, const struct state_net *net, size_t i)
     }
     json_object_set_new(caps, CAP_SSH, json_array());
     json_object_set_new(caps, CAP_ADMIN, json_array());
+    json_object_set_new(caps, CAP_DEFAULT_AUTO_UPDATE,
+                        json_pack("[b]", m->cfg && m->cfg->auto_update_enabled));
     if (i == STATE_NET_NONE || state_net_all(net))
         return;
     hs_buf_init(&text, POLICY_TEXT_MAX);

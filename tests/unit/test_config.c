@@ -1086,6 +1086,7 @@ static const struct {
     { "logtail.enabled", "tests/unit/test_mapper.c::config_switches_reach_the_map" },
     { "taildrop.enabled", "tests/unit/test_mapper.c::config_switches_reach_the_map" },
     { "randomize_client_port", "tests/unit/test_mapper.c::config_switches_reach_the_map" },
+    { "auto_update.enabled", "tests/unit/test_mapper.c::config_switches_reach_the_map" },
     { "cli.address", "tests/system/test_cli_misc.py::test_remote_mode_users_list" },
     { "cli.api_key", "tests/system/test_cli_misc.py::test_remote_mode_users_list" },
     { "cli.timeout", "tests/system/test_config.py::test_cli_insecure_and_timeout" },

@@ -297,7 +297,9 @@ Test(mapper, self_node)
                                        "https://tailscale.com/cap/ssh"), "its own: SSH");
     cr_expect_not_null(json_object_get(json_object_get(n, "CapMap"),
                                        "https://tailscale.com/cap/is-admin"));
-    cr_expect_eq(json_object_size(json_object_get(n, "CapMap")), 3);
+    cr_expect(json_is_false(json_array_get(
+        json_object_get(json_object_get(n, "CapMap"), "default-auto-update"), 0)));
+    cr_expect_eq(json_object_size(json_object_get(n, "CapMap")), 4);
     json_decref(r);
 }
 
@@ -503,7 +505,8 @@ Test(mapper, tailnet_fields)
     cr_expect_null(mapper_full(fx.m, fx.s, 99, fx.now), "unknown self");
 }
 
-/* taildrop.enabled, randomize_client_port and logtail.enabled, set the other way. */
+/* taildrop.enabled, randomize_client_port, logtail.enabled and auto_update.enabled, set the
+ * other way. */
 Test(mapper, config_switches_reach_the_map)
 {
     json_t *r, *caps;
@@ -511,10 +514,12 @@ Test(mapper, config_switches_reach_the_map)
     fx.cfg.taildrop_enabled = false;
     fx.cfg.randomize_client_port = true;
     fx.cfg.logtail_enabled = true;
+    fx.cfg.auto_update_enabled = true;
     r = full(1);
     caps = json_object_get(json_object_get(r, "Node"), "CapMap");
     cr_expect_null(json_object_get(caps, "https://tailscale.com/cap/file-sharing"));
     cr_expect_not_null(json_object_get(caps, "randomize-client-port"));
+    cr_expect(json_is_true(json_array_get(json_object_get(caps, "default-auto-update"), 0)));
     cr_expect_null(json_object_get(r, "Debug"), "logtail allowed: no DisableLogTail");
     json_decref(r);
 }
