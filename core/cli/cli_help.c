@@ -110,3 +110,28 @@ void cli_help(const struct cli_args *a, FILE *f)
     hs_buf_free(&parent);
     hs_buf_free(&b);
 }
+
+/* "headscale help [COMMAND...]": the help of that command, as "COMMAND... --help" gives. A
+ * word that names no command is reported, and the help of the group it was looked up in is
+ * shown (exit status 0, as cobra's help command does). */
+int cli_cmd_help(struct cli_ctx *ctx)
+{
+    char *argv[CLI_MAX_POSITIONAL + 2];
+    struct cli_args topic;
+    int argc = 0;
+
+    argv[argc++] = "headscale";
+    for (size_t i = 0; i < ctx->args.npos; i++)
+        argv[argc++] = (char *)ctx->args.pos[i];
+    argv[argc++] = "--help";
+    if (cli_parse(&cli_root, argc, argv, &topic) < 0) {
+        fprintf(ctx->err, "Error: %s\n", topic.err);
+        cli_help(&topic, ctx->err);
+        return 1;
+    }
+    if (cli_args_cmd(&topic)->subs && topic.npos > 0)
+        fprintf(ctx->err, "No command \"%s\" here: the help of \"%s\" follows.\n",
+                topic.pos[0], cli_args_cmd(&topic)->name);
+    cli_help(&topic, ctx->out);
+    return 0;
+}

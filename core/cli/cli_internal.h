@@ -229,6 +229,7 @@ int cli_cmd_serve(struct cli_ctx *ctx);
 int cli_cmd_configtest(struct cli_ctx *ctx);
 int cli_cmd_version(struct cli_ctx *ctx);
 int cli_cmd_health(struct cli_ctx *ctx);
+int cli_cmd_help(struct cli_ctx *ctx); /* cli_help.c */
 int cli_cmd_generate_private_key(struct cli_ctx *ctx);
 int cli_cmd_users_create(struct cli_ctx *ctx);
 int cli_cmd_users_list(struct cli_ctx *ctx);

@@ -48,6 +48,12 @@ static const struct cli_cmd cmd_health = {
     .run = cli_cmd_health, .max_args = 0,
 };
 
+static const struct cli_cmd cmd_help = {
+    .name = "help", .use = "help [COMMAND...]",
+    .summary = "Show the help of a command, like COMMAND --help",
+    .run = cli_cmd_help, .max_args = CLI_MAX_POSITIONAL,
+};
+
 static const struct cli_cmd cmd_gen_private_key = {
     .name = "private-key", .use = "private-key",
     .summary = "Print a new random private key (privkey:<64 hex digits>)",
@@ -510,7 +516,8 @@ const struct cli_cmd cli_root = {
                     { "output", 'o', CLI_STRING, NULL, OUTPUT_HELP, false },
                     { "force", 0, CLI_BOOL, "false",
                       "Answer yes to every confirmation prompt", false }),
-    .subs = SUBS(&cmd_apikeys, &cmd_auth, &cmd_configtest, &cmd_debug, &cmd_generate, &cmd_health,
+    .subs = SUBS(&cmd_apikeys, &cmd_auth, &cmd_configtest, &cmd_debug, &cmd_generate,
+                 &cmd_health, &cmd_help,
                  &cmd_nodes, &cmd_policy, &cmd_preauthkeys, &cmd_routes, &cmd_serve, &cmd_users,
                  &cmd_version),
 };

@@ -81,6 +81,19 @@ def test_help_exits_zero(mserver):
     assert r.returncode == 0 and "create" in r.stdout
 
 
+@pytest.mark.parametrize("topic", [(), ("users",), ("users", "create"), ("nodes", "ls")])
+def test_help_command_is_the_help_flag(mserver, topic):
+    r = mserver.cli("help", *topic)
+    assert r.returncode == 0 and r.stdout == mserver.cli(*topic, "--help").stdout, r.stderr
+    assert "Usage:" in r.stdout
+
+
+def test_help_for_an_unknown_command_says_so(mserver):
+    r = mserver.cli("help", "users", "frobnicate")
+    assert r.returncode == 0 and '"frobnicate"' in r.stderr, (r.stdout, r.stderr)
+    assert r.stdout == mserver.cli("users", "--help").stdout
+
+
 def test_cli_with_server_stopped_fails_fast(server_factory):
     s = server_factory(api_key=False)
     s.stop()
