@@ -98,7 +98,7 @@ const struct key_def config__keys[] = {
         .inert = "revoked pre-auth keys are not deleted automatically"),
 
     KEY("database.type", K_ENUM, db_type, "sqlite", .legacy = "db_type", .aux = db_types),
-    KEY("database.debug", K_BOOL, db_debug, "false", .inert = "SQL statements are not logged"),
+    KEY("database.debug", K_BOOL, db_debug, "false"),
     NOFIELD("database.gorm.prepare_stmt", .inert = NO_ORM, .flags = KF_NEVER),
     NOFIELD("database.gorm.parameterized_queries", .inert = NO_ORM, .flags = KF_NEVER),
     NOFIELD("database.gorm.skip_err_record_not_found", .inert = NO_ORM, .flags = KF_NEVER),

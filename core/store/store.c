@@ -27,6 +27,7 @@ int store_open(const struct hs_config *cfg, struct notify_bus *bus, struct store
     st = hs_xcalloc(1, sizeof(*st));
     st->ops = cfg->db_type == DB_POSTGRES ? &store__pg_ops : &store__sqlite_ops;
     st->bus = bus;
+    st->debug = cfg->db_debug;
     if ((rc = st->ops->open(cfg, &st->drv)) < 0) {
         free(st);
         return rc;
@@ -308,10 +309,21 @@ void store__p_key(struct store_params *p, const char *prefix, const uint8_t key[
 
 /* ---- queries ---- */
 
+/* Every query and statement goes through here. With database.debug its text is logged, as
+ * headscale's ORM logs each statement whatever log.level says; parameters are left out, so
+ * keys and passwords stay out of the log. */
+static int run(struct store *st, struct store_conn *c, const char *sql, int nparams,
+               const char *const *params, struct store_result *res)
+{
+    if (st->debug)
+        log_info("store: sql: %s", sql);
+    return st->ops->exec(c, sql, nparams, params, res);
+}
+
 static int conn_exec(struct store *st, struct store_conn *c, const char *sql,
                      struct store_params *p, struct store_result *res)
 {
-    return st->ops->exec(c, sql, p ? p->n : 0, p ? p->v : NULL, res);
+    return run(st, c, sql, p ? p->n : 0, p ? p->v : NULL, res);
 }
 
 static int exec_on(struct store *st, bool read_only, const char *sql, int nparams,
@@ -323,7 +335,7 @@ static int exec_on(struct store *st, bool read_only, const char *sql, int nparam
     rc = read_only ? st->ops->acquire_read(st->drv, &c) : st->ops->acquire(st->drv, &c);
     if (rc < 0)
         return rc;
-    rc = st->ops->exec(c, sql, nparams, params, res);
+    rc = run(st, c, sql, nparams, params, res);
     st->ops->release(st->drv, c);
     return rc;
 }

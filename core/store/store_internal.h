@@ -82,6 +82,7 @@ struct store {
     const struct store_ops *ops;
     void *drv;
     struct notify_bus *bus;
+    bool debug; /* database.debug: log every statement's text (never its parameters) */
 };
 
 /* ---- results ---- */

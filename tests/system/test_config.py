@@ -514,3 +514,25 @@ def test_cli_insecure_and_timeout(server_factory):
             assert low <= took < high, f"cli.timeout {timeout}: gave up after {took:.1f}s"
     finally:
         silent.close()
+
+
+def test_database_debug_logs_statements(server_factory, db):
+    s = server_factory(start=False)
+    s.config["database"]["debug"] = True
+    s.write_config()
+    s.start()
+    s.ensure_api_key()
+    s.cli_ok("users", "create", "alice")
+    uid = [u for u in s.cli_json("users", "list") if u["name"] == "alice"][0]["id"]
+    key = s.cli_json("preauthkeys", "-u", str(uid), "create", "-e", "1h")["key"]
+    log = s.log_text()
+    assert "store: sql: INSERT INTO users" in log, s.log_tail()
+    for secret in (key, key.split("-")[-1], s.api_key.split("-")[-1]):
+        assert secret not in log, "a parameter reached the log"
+    s.stop()
+    before = len(s.log_text())
+    s.config["database"]["debug"] = False
+    s.write_config()
+    s.start()
+    s.cli_ok("users", "create", unique())
+    assert "store: sql:" not in s.log_text()[before:]

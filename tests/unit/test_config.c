@@ -1054,6 +1054,7 @@ static const struct {
     { "node.routes.ha.probe_timeout",
       "tests/system/test_routes_traffic.py::test_ha_probe_fails_over_a_hung_router" },
     { "database.type", "tests/system/test_config.py::test_legacy_022_config_serves" },
+    { "database.debug", "tests/system/test_config.py::test_database_debug_logs_statements" },
     { "database.sqlite.path", "tests/system/test_config.py::test_env_overrides_sqlite_path" },
     { "database.sqlite.write_ahead_log", "tests/unit/test_store.c::wal_follows_the_config" },
     { "database.sqlite.wal_autocheckpoint", "tests/unit/test_store.c::wal_follows_the_config" },
