@@ -3,9 +3,9 @@
  * Each source keeps the regions of its last good load, so a source that fails on a refresh
  * keeps contributing what it had instead of dropping its regions. A source that cannot be
  * loaded at start does not stop the server (headscale 0.22.3 started without it, 0.29.3
- * refuses to start): it is retried with a backoff until it loads, even without auto-update. The published map is a
- * deep copy that shares nothing with the sources; derpmap_get() hands out deep copies too,
- * so no jansson object is ever shared between threads. */
+ * refuses to start): it is retried with a backoff until it loads, even without auto-update.
+ * The published map is a deep copy that shares nothing with the sources; derpmap_get()
+ * hands out deep copies too, so no jansson object is ever shared between threads. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
