@@ -3,8 +3,8 @@ each Side is one server on loopback with SQLite and the policy in the database, 
 the same config, with an admin API key. The reference binary is the one
 tests/lib/install-headscale.sh builds (or $HEADSCALE_REF); without one, `needs_ref` skips.
 
-A test module takes the `sides` fixture (import it from here): a fresh pair per module, ours
-first, so the two databases see the same requests in the same order and hand out the same
+A test module takes the `sides` fixture (import it from here): a fresh pair per module and
+database (ours on SQLite or PostgreSQL as --db says, headscale on SQLite), ours first, so the two databases see the same requests in the same order and hand out the same
 ids."""
 
 import http.client
@@ -45,10 +45,15 @@ DERP_YAML = """regions:
 
 
 class Side:
-    """One server (ours or headscale's) on loopback, SQLite, policy in the database."""
+    """One server (ours or headscale's) on loopback, policy in the database; SQLite, or for
+    ours a fresh database on the session's PostgreSQL when db (conftest's fixture) says so."""
 
-    def __init__(self, name, binary):
+    pg = pg_dbname = None  # also for subclasses with a start of their own
+
+    def __init__(self, name, binary, db=None):
         self.name, self.binary = name, binary
+        self.pg, self.pg_dbname = (db.pg, db.pg.create_db()) if db and db.kind == "postgres" \
+            else (None, None)
         self.tmp = tempfile.mkdtemp(prefix=f"ref-{name}-")
         self.port = free_port()
         self.cfg = os.path.join(self.tmp, "config.yaml")
@@ -77,6 +82,11 @@ class Side:
         }
         if name == "ours":
             del cfg["grpc_listen_addr"]
+        if self.pg:
+            cfg["database"] = {"type": "postgres",
+                               "postgres": {"host": self.pg.host, "port": self.pg.port,
+                                            "name": self.pg_dbname, "user": "postgres",
+                                            "pass": ""}}
         Path(self.cfg).write_text(json.dumps(cfg))  # JSON is YAML to both
         self.log = open(os.path.join(self.tmp, "server.log"), "ab")
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("HEADSCALE_")}
@@ -144,13 +154,16 @@ class Side:
             self.proc.kill()
             self.proc.wait()
         self.log.close()
+        if self.pg:
+            self.pg.psql(f'DROP DATABASE IF EXISTS "{self.pg_dbname}"', check=False)
 
 
 @pytest.fixture(scope="module")
-def sides():
+def sides(db):
+    """Ours on the module's database (--db), headscale on SQLite."""
     made = []
     try:
-        made.append(Side("ours", OURS_BIN))
+        made.append(Side("ours", OURS_BIN, db))
         made.append(Side("headscale", REF_BIN))
         yield made
     finally:
