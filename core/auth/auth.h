@@ -116,4 +116,10 @@ int auth_registration_approve(struct auth *a, const char *id, struct store_node 
  * completed. Rejecting it again is fine. -ENOENT when it is not pending. */
 int auth_registration_reject(struct auth *a, const char *id);
 
+/* Once after a headscale 0.22.3 import (STORE_KV_IMPORTED_REQUEST_TAGS), with the policy in
+ * force and auth_set_tag_check set: each user's node that requested tags (Hostinfo.
+ * RequestTags) the policy lets its user give becomes tagged, as 0.22.3 treated it; nodes whose
+ * requests are refused stay their user's. Errors are the store's. */
+int auth_adopt_requested_tags(struct auth *a);
+
 #endif

@@ -379,3 +379,40 @@ int auth_registration_reject(struct auth *a, const char *id)
 {
     return store_registration_reject(a->st, id);
 }
+
+static int adopt_tags(struct auth *a, const struct store_node *n)
+{
+    struct store_node v = { 0 };
+    int rc;
+
+    if (!n->user_id || n->tags.n || requested_tags(a, n->hostinfo_json, n->user_id, &v.tags) < 0 ||
+        !v.tags.n)
+        return 0;
+    /* Tagged: owned by its tags, without a user or a key expiry. */
+    rc = store_node_update(a->st, n->id,
+                           STORE_NODE_BIT(STORE_NODE_TAGS) | STORE_NODE_BIT(STORE_NODE_USER) |
+                               STORE_NODE_BIT(STORE_NODE_EXPIRY),
+                           &v, NULL);
+    if (rc == 0)
+        log_info("auth: node %llu (%s): tagged with the %zu tags it requested, as headscale "
+                 "0.22.3 had it", (unsigned long long)n->id, n->given_name, v.tags.n);
+    hs_strv_free(&v.tags);
+    return rc;
+}
+
+int auth_adopt_requested_tags(struct auth *a)
+{
+    struct store_node *nodes;
+    size_t n;
+    bool pending;
+    int rc;
+
+    if ((rc = store_kv_take(a->st, STORE_KV_IMPORTED_REQUEST_TAGS, &pending)) < 0 || !pending)
+        return rc;
+    if ((rc = store_node_list(a->st, 0, &nodes, &n)) < 0)
+        return rc;
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = adopt_tags(a, &nodes[i]);
+    store_node_list_free(nodes, n);
+    return rc;
+}

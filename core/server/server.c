@@ -722,6 +722,11 @@ static int server_build(struct server *srv, const struct hs_config *cfg)
     if ((rc = load_policy(srv)) < 0)
         return rc;
     auth_set_tag_check(srv->auth, tag_check, srv);
+    if ((rc = auth_adopt_requested_tags(srv->auth)) < 0) {
+        log_errorx("server: cannot tag the nodes imported from headscale 0.22.3: %s",
+                   hs_strerror(rc));
+        return rc;
+    }
     srv->api = api_new(cfg, srv->st, srv->auth, srv->state);
     if ((rc = derpmap_new(cfg, &srv->derpmap)) < 0)
         return rc;

@@ -39,6 +39,12 @@ const char *store_backend_name(const struct store *st); /* "sqlite" or "postgres
 /* A random 32-byte secret created once per database (kv table) and shared by all replicas:
  * the key of the keyed hash that protects credentials at rest. */
 int store_server_secret(struct store *st, uint8_t out[STORE_KEY_LEN]);
+/* Work a migration left for the server (STORE_KV_*): deletes the entry; *taken says whether
+ * it was there (so one replica does the work). */
+int store_kv_take(struct store *st, const char *key, bool *taken);
+/* A headscale 0.22.3 import: nodes' requested tags (Hostinfo.RequestTags) are still to be
+ * checked against the policy, as 0.22.3 did at run time (auth_adopt_requested_tags). */
+#define STORE_KV_IMPORTED_REQUEST_TAGS "import_request_tags"
 
 /* ---- users ---- */
 struct store_user {

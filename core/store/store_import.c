@@ -670,13 +670,28 @@ static int import_policies(struct import *im)
     return rc;
 }
 
+/* 0.22.3 gave a node the tags it requested when the policy let it, at run time, without
+ * storing them; the store cannot read the policy, so the server does it once it has it. */
+static int leave_request_tags(struct import *im)
+{
+    struct store_params p;
+
+    if (im->kind != STORE_SCHEMA_HEADSCALE_022)
+        return 0;
+    store__params_init(&p);
+    store__p_str(&p, STORE_KV_IMPORTED_REQUEST_TAGS);
+    store__p_str(&p, "1");
+    return insert(im, "INSERT INTO kv (key, value) VALUES ($1, $2)", &p);
+}
+
 static int copy_rows(struct import *im)
 {
     int rc;
 
     if ((rc = import_users(im)) < 0 || (rc = import_paks(im)) < 0 ||
         (rc = import_apikeys(im)) < 0 || (rc = import_nodes(im)) < 0 ||
-        (rc = import_route_ids(im)) < 0 || (rc = import_policies(im)) < 0)
+        (rc = import_route_ids(im)) < 0 || (rc = import_policies(im)) < 0 ||
+        (rc = leave_request_tags(im)) < 0)
         return rc;
     if (im->st->ops->import_finish_sql)
         rc = im->st->ops->exec_script(im->c, im->st->ops->import_finish_sql);

@@ -115,3 +115,19 @@ int store_server_secret(struct store *st, uint8_t out[STORE_KEY_LEN])
     sodium_memzero(secret, sizeof(secret));
     return rc;
 }
+
+/* DELETE ... RETURNING: of replicas starting together, one gets the entry. */
+int store_kv_take(struct store *st, const char *key, bool *taken)
+{
+    struct store_params p;
+    struct store_result res;
+    int rc;
+
+    store__params_init(&p);
+    store__p_str(&p, key);
+    if ((rc = store__query(st, "DELETE FROM kv WHERE key = $1 RETURNING key", &p, &res)) < 0)
+        return rc;
+    *taken = res.nrows > 0;
+    store__result_free(&res);
+    return 0;
+}

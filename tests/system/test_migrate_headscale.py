@@ -1,7 +1,7 @@
 """Migration in place from headscale, as an operator does it: real Tailscale clients registered
 on a real headscale (v0.29.3 and v0.22.3, built into .cache/headscale/ by
-tests/lib/install-headscale.sh) with two users, a tagged node, an approved subnet route, an API
-key and (0.29) a policy in the database; headscale stopped; this server started on the very
+tests/lib/install-headscale.sh) with two users, a node tagged by its key and one by the tags it
+requested (0.22.3), an approved subnet route, an API key and (0.29) a policy in the database; headscale stopped; this server started on the very
 same config.yaml, database and noise key. The clients must come back without a new login,
 with their addresses and node keys, and reach each other; our CLI lists the same users and
 nodes; the old API key works on our REST API; the backup is there and usable (SQLite: a file
@@ -32,8 +32,8 @@ def hs_bin(version):
 
 
 def policy(legacy):
-    owner = "bob" if legacy else "bob@"
-    return json.dumps({"tagOwners": {"tag:srv": [owner]},
+    at = "" if legacy else "@"
+    return json.dumps({"tagOwners": {"tag:srv": [f"bob{at}"], "tag:web": [f"alice{at}"]},
                        "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]})
 
 
@@ -186,14 +186,17 @@ def test_migrate_from_headscale(tmp_path_factory, db, version):
 
 def run_migration(w, op, legacy):
     s = w.server
-    op.set_policy()
     alice, bob = op.user("alice"), op.user("bob")
+    op.set_policy()
     key_a, key_b = op.key("alice", alice), op.key("bob", bob, tags=["tag:srv"])
     router, laptop, srv = w.node("router"), w.node("laptop"), w.node("srv")
     router.up(key_a, extra=[f"--advertise-routes={ROUTE}"])
     laptop.up(key_a)
     srv.up(key_b)
     nodes = [router, laptop, srv]
+    if legacy:  # 0.22.3 gave requested tags at run time and did not store them
+        nodes.append(w.node("web"))
+        nodes[-1].up(key_a, extra=["--advertise-tags=tag:web"])
     for n in nodes:
         n.wait_running()
     op.approve("router")
@@ -224,26 +227,28 @@ def run_migration(w, op, legacy):
     assert sorted(u["name"] for u in s.cli_json("users", "list")) == ["alice", "bob"]
     f = tailnet.field
     listed = {f(n, "given_name", "givenName"): n for n in s.cli_json("nodes", "list")}
-    assert set(listed) == {"router", "laptop", "srv"}, listed
+    assert set(listed) == {n.name for n in nodes}, listed
     for n in nodes:
         got = f(listed[n.name], "ip_addresses", "ipAddresses")
         assert sorted(got) == before[n.name][0], listed[n.name]
     assert listed["srv"]["tags"] == ["tag:srv"], listed["srv"]
+    if legacy:
+        assert listed["web"]["tags"] == ["tag:web"], listed["web"]
     assert listed["laptop"]["user"]["name"] == "alice"
     assert ROUTE in f(listed["router"], "approved_routes", "approvedRoutes"), listed["router"]
 
     st, body = s.api("GET", "/api/v1/node", key=api_key)
-    assert st == 200 and len(body["nodes"]) == 3, (st, body)
+    assert st == 200 and len(body["nodes"]) == len(nodes), (st, body)
     assert s.api("GET", "/api/v1/node", key=api_key[:-1] + ("A" if api_key[-1] != "A"
                                                             else "B"))[0] == 401
     if not legacy:
-        assert json.loads(s.cli_ok("policy", "get").stdout)["tagOwners"] == {"tag:srv": ["bob@"]}
-    assert check_backup(s, legacy) == 3
+        assert json.loads(s.cli_ok("policy", "get").stdout)["tagOwners"]["tag:srv"] == ["bob@"]
+    assert check_backup(s, legacy) == len(nodes)
     # A restart finds our schema and imports nothing again.
     s.stop()
     s.start()
     assert s.log_text().count("importing it") == 1
-    assert len(s.cli_json("nodes", "list")) == 3
+    assert len(s.cli_json("nodes", "list")) == len(nodes)
 
 
 def file_digest(path):
