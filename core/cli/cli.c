@@ -83,6 +83,8 @@ static int dispatch(struct cli_ctx *ctx, int argc, char **argv)
 {
     const struct cli_cmd *c;
 
+    if (argc >= 2 && strcmp(argv[1], "__complete") == 0)
+        return cli_complete(argc - 2, argv + 2, ctx->out);
     if (cli_parse(&cli_root, argc, argv, &ctx->args) < 0)
         return usage_error(ctx);
     c = cli_args_cmd(&ctx->args);

@@ -230,6 +230,10 @@ int cli_cmd_configtest(struct cli_ctx *ctx);
 int cli_cmd_version(struct cli_ctx *ctx);
 int cli_cmd_health(struct cli_ctx *ctx);
 int cli_cmd_help(struct cli_ctx *ctx); /* cli_help.c */
+int cli_cmd_completion(struct cli_ctx *ctx); /* cli_complete.c */
+/* "headscale __complete WORD... CURRENT" (the completion scripts' callback): prints the
+ * subcommands or flags that may follow the words and start with CURRENT. Returns 0. */
+int cli_complete(int nwords, char **words, FILE *out);
 int cli_cmd_generate_private_key(struct cli_ctx *ctx);
 int cli_cmd_users_create(struct cli_ctx *ctx);
 int cli_cmd_users_list(struct cli_ctx *ctx);

@@ -54,6 +54,31 @@ static const struct cli_cmd cmd_help = {
     .run = cli_cmd_help, .max_args = CLI_MAX_POSITIONAL,
 };
 
+#define COMPLETION_SHELL(sym, shell, where)                                                  \
+    static const struct cli_cmd sym = {                                                      \
+        .name = shell, .use = shell,                                                         \
+        .summary = "Print the " shell " completion script for headscale",                    \
+        .long_help = "Prints a " shell " script that completes headscale's commands and "     \
+                     "flags\n(" where ").",                                                  \
+        .flags = FLAGS({ "no-descriptions", 0, CLI_BOOL, "false",                            \
+                         "Accepted for compatibility: completions carry no descriptions",     \
+                         false }),                                                           \
+        .run = cli_cmd_completion, .max_args = 0,                                            \
+    }
+COMPLETION_SHELL(cmd_completion_bash, "bash", "source it, or install it as "
+                                              "/etc/bash_completion.d/headscale");
+COMPLETION_SHELL(cmd_completion_zsh, "zsh", "install it as _headscale in a directory of $fpath");
+COMPLETION_SHELL(cmd_completion_fish, "fish",
+                 "install it as ~/.config/fish/completions/headscale.fish");
+COMPLETION_SHELL(cmd_completion_powershell, "powershell", "add it to your PowerShell profile");
+
+static const struct cli_cmd cmd_completion = {
+    .name = "completion", .use = "completion",
+    .summary = "Print a shell script that completes headscale's commands and flags",
+    .subs = SUBS(&cmd_completion_bash, &cmd_completion_fish, &cmd_completion_powershell,
+                 &cmd_completion_zsh),
+};
+
 static const struct cli_cmd cmd_gen_private_key = {
     .name = "private-key", .use = "private-key",
     .summary = "Print a new random private key (privkey:<64 hex digits>)",
@@ -516,8 +541,8 @@ const struct cli_cmd cli_root = {
                     { "output", 'o', CLI_STRING, NULL, OUTPUT_HELP, false },
                     { "force", 0, CLI_BOOL, "false",
                       "Answer yes to every confirmation prompt", false }),
-    .subs = SUBS(&cmd_apikeys, &cmd_auth, &cmd_configtest, &cmd_debug, &cmd_generate,
-                 &cmd_health, &cmd_help,
+    .subs = SUBS(&cmd_apikeys, &cmd_auth, &cmd_completion, &cmd_configtest, &cmd_debug,
+                 &cmd_generate, &cmd_health, &cmd_help,
                  &cmd_nodes, &cmd_policy, &cmd_preauthkeys, &cmd_routes, &cmd_serve, &cmd_users,
                  &cmd_version),
 };

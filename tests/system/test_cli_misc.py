@@ -2,12 +2,15 @@
 and remote mode (HEADSCALE_CLI_ADDRESS + HEADSCALE_CLI_API_KEY over TCP)."""
 
 import json
+import os
 import re
+import shlex
+import subprocess
 import time
 
 import pytest
 
-from helpers import API_KEY_RE, unique
+from helpers import API_KEY_RE, HS_BIN, unique
 
 
 @pytest.mark.parametrize("argv", [("nodes", "list"), ("node", "ls"), ("machines", "list"),
@@ -92,6 +95,30 @@ def test_help_for_an_unknown_command_says_so(mserver):
     r = mserver.cli("help", "users", "frobnicate")
     assert r.returncode == 0 and '"frobnicate"' in r.stderr, (r.stdout, r.stderr)
     assert r.stdout == mserver.cli("users", "--help").stdout
+
+
+def bash_complete(script, *words):
+    """What the bash script offers after `headscale WORDS...` (the last being typed)."""
+    prog = (f"{script}\nCOMP_WORDS=(headscale {' '.join(shlex.quote(w) for w in words)})\n"
+            f"COMP_CWORD={len(words)}; _headscale; printf '%s\\n' \"${{COMPREPLY[@]}}\"")
+    r = subprocess.run(["bash", "-c", prog], capture_output=True, text=True, timeout=30,
+                       env=dict(os.environ, PATH=f"{os.path.dirname(HS_BIN)}:/usr/bin:/bin"))
+    assert r.returncode == 0, r.stderr
+    return [w for w in r.stdout.splitlines() if w]
+
+
+def test_bash_completion(mserver):
+    script = mserver.cli_ok("completion", "bash").stdout
+    assert bash_complete(script, "nod") == ["nodes"]
+    assert bash_complete(script, "nodes", "li") == ["list", "list-routes"]
+    assert bash_complete(script, "users", "") == ["create", "list", "destroy", "rename"]
+    assert bash_complete(script, "nodes", "list", "--u") == ["--user"]
+    assert bash_complete(script, "-c", "x.yaml", "policy", "get", "--b") == \
+        ["--bypass-grpc-and-access-database-directly"]
+    assert {"--help", "--user", "--tags", "--config"} <= set(
+        bash_complete(script, "nodes", "list", "--"))
+    for shell in ("zsh", "fish", "powershell"):
+        assert "headscale __complete" in mserver.cli_ok("completion", shell).stdout
 
 
 def test_cli_with_server_stopped_fails_fast(server_factory):
