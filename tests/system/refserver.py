@@ -10,6 +10,7 @@ ids."""
 import http.client
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import free_port
+from helpers import SANITIZER_PATTERNS, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CANDIDATES = [os.environ.get("HEADSCALE_REF", ""),
@@ -156,6 +157,10 @@ class Side:
         self.log.close()
         if self.pg:
             self.pg.psql(f'DROP DATABASE IF EXISTS "{self.pg_dbname}"', check=False)
+        log = Path(self.tmp, "server.log").read_text(errors="replace")
+        found = [p for p in SANITIZER_PATTERNS if p in log]
+        assert not found, f"{self.name}: sanitizer report in {self.tmp}/server.log: {found}"
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
