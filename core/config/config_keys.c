@@ -50,7 +50,6 @@ static const int fam4 = AF_INET, fam6 = AF_INET6;
 #define NO_OIDC "OIDC login is not implemented"
 #define NO_ORM "there is no ORM: statements are always prepared and parameterized"
 #define NO_BATCHER "it tunes headscale's Go batcher; here tuning.batch_change_delay does"
-#define PG_POOL "the PostgreSQL pool keeps the connections it opens"
 
 const struct key_def config__keys[] = {
     KEY("server_url", K_STR, server_url, "http://127.0.0.1:8080"),
@@ -113,10 +112,9 @@ const struct key_def config__keys[] = {
     KEY("database.postgres.pass", K_STR, pg_pass, "", .legacy = "db_pass"),
     KEY("database.postgres.ssl", K_SSL, pg_sslmode, "false", .legacy = "db_ssl"),
     KEY("database.postgres.max_open_conns", K_INT, pg_max_open_conns, "10", .min = 1, .max = 100000),
-    KEY("database.postgres.max_idle_conns", K_INT, pg_max_idle_conns, "10", .min = 0, .max = 100000,
-        .inert = PG_POOL),
+    KEY("database.postgres.max_idle_conns", K_INT, pg_max_idle_conns, "10", .min = 0, .max = 100000),
     KEY("database.postgres.conn_max_idle_time_secs", K_INT, pg_conn_max_idle_time_secs, "3600",
-        .min = 0, .max = INT_MAXV, .inert = PG_POOL),
+        .min = 0, .max = INT_MAXV),
 
     KEY("acme_url", K_STR, acme_url, "https://acme-v02.api.letsencrypt.org/directory",
         .inert = NO_ACME),

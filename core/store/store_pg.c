@@ -1,5 +1,7 @@
 /* store: the PostgreSQL driver. A pool of database.postgres.max_open_conns libpq connections
- * (mutex + condvar), opened lazily after the first; a connection found broken outside a
+ * (mutex + condvar), opened lazily after the first; at most max_idle_conns stay open while
+ * unused, none longer than conn_max_idle_time_secs (0: no limit), as Go's database/sql
+ * pool that headscale configures with them. A connection found broken outside a
  * transaction is reset once and the statement retried, so a restarted server costs one slow
  * query instead of an error. (Outside a transaction the store runs only reads, BEGIN and
  * idempotent writes — apikey touch, the server-secret insert — so a retry is harmless.) Inside a transaction nothing is retried: the transaction is lost
@@ -24,12 +26,15 @@ struct store_conn {
     struct pg_pool *pool;
     PGconn *pg; /* NULL until first used, or after it was dropped */
     bool busy, in_tx;
+    int64_t idle_since; /* monotonic; when it was last released */
 };
 
 struct pg_pool {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int size;
+    int max_idle;         /* open connections kept while unused */
+    int64_t idle_max_us;  /* an unused connection is closed after this long; 0: never */
     struct store_conn *conns;
     const char *kw[PG_MAX_PARAMS + 1];
     char *val[PG_MAX_PARAMS + 1];
@@ -129,11 +134,14 @@ static int pg_open(const struct hs_config *cfg, void **drv)
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     p->size = cfg->pg_max_open_conns > 0 ? cfg->pg_max_open_conns : PG_DEFAULT_POOL;
+    p->max_idle = cfg->pg_max_idle_conns;
+    p->idle_max_us = (int64_t)cfg->pg_conn_max_idle_time_secs * HS_USEC_PER_SEC;
     p->conns = hs_xcalloc((size_t)p->size, sizeof(*p->conns));
     for (int i = 0; i < p->size; i++)
         p->conns[i].pool = p;
     build_params(p, cfg);
     /* The first connection now, so a wrong host or password fails at start. */
+    p->conns[0].idle_since = hs_monotonic_us();
     if (pg_connect(p, &p->conns[0]) < 0) {
         pool_free(p);
         return -EIO;
@@ -166,12 +174,38 @@ static struct store_conn *pool_pick(struct pg_pool *p)
     return empty;
 }
 
+/* Closes unused connections idle past conn_max_idle_time_secs; mu held. */
+static void pool_expire(struct pg_pool *p)
+{
+    int64_t now = hs_monotonic_us();
+
+    if (p->idle_max_us <= 0)
+        return;
+    for (int i = 0; i < p->size; i++) {
+        struct store_conn *c = &p->conns[i];
+        if (!c->busy && c->pg && now - c->idle_since > p->idle_max_us) {
+            PQfinish(c->pg);
+            c->pg = NULL;
+        }
+    }
+}
+
+static int idle_open(const struct pg_pool *p)
+{
+    int n = 0;
+
+    for (int i = 0; i < p->size; i++)
+        n += !p->conns[i].busy && p->conns[i].pg;
+    return n;
+}
+
 static int pg_acquire(void *drv, struct store_conn **out)
 {
     struct pg_pool *p = drv;
     struct store_conn *c;
 
     pthread_mutex_lock(&p->mu);
+    pool_expire(p);
     while (!(c = pool_pick(p)))
         pthread_cond_wait(&p->cv, &p->mu);
     c->busy = true;
@@ -199,6 +233,11 @@ static void pg_release(void *drv, struct store_conn *c)
     }
     c->in_tx = false;
     pthread_mutex_lock(&p->mu);
+    if (c->pg && idle_open(p) >= p->max_idle) {
+        PQfinish(c->pg); /* max_idle_conns already wait unused */
+        c->pg = NULL;
+    }
+    c->idle_since = hs_monotonic_us();
     c->busy = false;
     pthread_cond_signal(&p->cv);
     pthread_mutex_unlock(&p->mu);

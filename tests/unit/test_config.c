@@ -1066,6 +1066,10 @@ static const struct {
     { "database.postgres.ssl", "tests/unit/test_store.c::pool_size_and_ssl_follow_the_config" },
     { "database.postgres.max_open_conns",
       "tests/unit/test_store.c::pool_size_and_ssl_follow_the_config" },
+    { "database.postgres.max_idle_conns",
+      "tests/unit/test_store.c::idle_connections_follow_the_config" },
+    { "database.postgres.conn_max_idle_time_secs",
+      "tests/unit/test_store.c::idle_connections_follow_the_config" },
     { "tls_cert_path", "tests/system/test_derp_relay.py::test_real_clients_relay_through_embedded_derp" },
     { "tls_key_path", "tests/system/test_derp_relay.py::test_real_clients_relay_through_embedded_derp" },
     { "log.level", "tests/system/test_config.py::test_log_level_and_format" },
@@ -1244,7 +1248,7 @@ CFG_TEST(inert_key_at_its_idle_value_is_quiet)
 {
     cr_assert_eq(load("acme_url: https://acme-v02.api.letsencrypt.org/directory\n"
                       "disable_check_updates: true\noidc:\n  scope: [openid, profile, email]\n"
-                      "  issuer: \"\"\ndatabase:\n  postgres:\n    max_idle_conns: 10\n"),
+                      "  issuer: \"\"\npreauth_keys:\n  revoked_retention: 168h\n"),
                  0);
     if (diags.n)
         dump();

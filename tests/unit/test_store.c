@@ -159,6 +159,7 @@ static void pg_init(void)
     fx.cfg.pg_pass = (char *)env_or("HS_TEST_PG_PASS", NULL);
     fx.cfg.pg_sslmode = "false";
     fx.cfg.pg_max_open_conns = 4;
+    fx.cfg.pg_max_idle_conns = 4;
     open_store();
 }
 
@@ -902,6 +903,7 @@ Test(postgres, pool_size_and_ssl_follow_the_config, .init = pg_init, .fini = fx_
 
     if (fx.skip)
         cr_skip("HS_TEST_PG_HOST is not set (start one with tests/lib/pgtmp.sh)");
+    fx.cfg.pg_max_idle_conns = 10;
     fx.cfg.pg_max_open_conns = 2;
     reopen_store();
     cr_expect_eq(peak_connections(), 2);
@@ -922,6 +924,42 @@ Test(postgres, pool_size_and_ssl_follow_the_config, .init = pg_init, .fini = fx_
     fx.st = NULL;
     fx.cfg.pg_sslmode = "false";
     open_store();
+}
+
+static size_t open_connections(void)
+{
+    return count_rows("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                      "AND application_name = 'headscale'");
+}
+
+/* Polls until n connections are open (a closed one leaves pg_stat_activity a moment later);
+ * returns how long that took. */
+static int64_t wait_open(size_t n)
+{
+    int64_t t0 = hs_monotonic_us();
+
+    while (open_connections() != n && hs_monotonic_us() - t0 < 5 * HS_USEC_PER_SEC)
+        usleep(50000);
+    cr_expect_eq(open_connections(), n);
+    return hs_monotonic_us() - t0;
+}
+
+/* database.postgres.max_idle_conns and conn_max_idle_time_secs: what stays open unused. */
+Test(postgres, idle_connections_follow_the_config, .init = pg_init, .fini = fx_fini)
+{
+    if (fx.skip)
+        cr_skip("HS_TEST_PG_HOST is not set (start one with tests/lib/pgtmp.sh)");
+    fx.cfg.pg_max_open_conns = 5;
+    fx.cfg.pg_max_idle_conns = 1;
+    reopen_store();
+    peak_connections();
+    wait_open(1); /* 5 opened, 1 kept */
+
+    fx.cfg.pg_max_idle_conns = 5;
+    fx.cfg.pg_conn_max_idle_time_secs = 1;
+    reopen_store();
+    cr_expect_eq(peak_connections(), 5, "all 5 kept for now");
+    cr_expect_geq(wait_open(1), HS_USEC_PER_SEC / 2, "the unused ones closed, not too soon");
 }
 
 Test(postgres, reconnects_after_the_server_drops_it, .init = pg_init, .fini = fx_fini)
