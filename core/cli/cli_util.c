@@ -5,7 +5,8 @@
 #include "cli/cli_internal.h"
 #include "keys/keys.h"
 
-#define CLI_KEY_PREFIX_LEN 12 /* hskey-{auth,api}-<12 hex>-<secret> */
+/* hskey-{auth,api}-<12>-<secret>: ours hex, headscale 0.28+'s base64url, which has '-' too */
+#define CLI_KEY_PREFIX_LEN 12
 
 enum cli_user_ref cli_user_ref_kind(const char *ref)
 {
@@ -46,7 +47,11 @@ int cli_key_prefix(const char *kind, const char *text, char *out, size_t size)
         return -EINVAL;
     if (hs_has_prefix(text, kind)) {
         text += strlen(kind);
-        n = strcspn(text, "-");
+        n = strnlen(text, CLI_KEY_PREFIX_LEN + 1);
+        if (n < CLI_KEY_PREFIX_LEN || (n > CLI_KEY_PREFIX_LEN && text[n - 1] != '-'))
+            n = strcspn(text, "-");
+        else
+            n = CLI_KEY_PREFIX_LEN;
     } else {
         n = strcspn(text, ".");
         if (n >= 3 && strcmp(text + n - 3, "***") == 0 && text[n] == '\0')

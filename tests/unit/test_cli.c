@@ -207,6 +207,11 @@ Test(cli_util, key_prefix)
     cr_assert_str_eq(p, "Ab3_x-9");
     cr_assert_eq(cli_key_prefix("hskey-api-", "Ab3_x-9.secretsecret", p, sizeof(p)), 0);
     cr_assert_str_eq(p, "Ab3_x-9");
+    /* headscale 0.28+ draws prefixes in base64url, '-' included (keys imported from it) */
+    cr_assert_eq(cli_key_prefix("hskey-auth-", "hskey-auth-Hyms-8CsilzL-***", p, sizeof(p)), 0);
+    cr_assert_str_eq(p, "Hyms-8CsilzL");
+    cr_assert_eq(cli_key_prefix("hskey-api-", "hskey-api-ANZXKcZ-GY9Y", p, sizeof(p)), 0);
+    cr_assert_str_eq(p, "ANZXKcZ-GY9Y");
     cr_assert_eq(cli_key_prefix("hskey-auth-", "hskey-auth-", p, sizeof(p)), -EINVAL);
     cr_assert_eq(cli_key_prefix("hskey-auth-", "", p, sizeof(p)), -EINVAL);
     cr_assert_eq(cli_key_prefix("hskey-auth-", "0123456789abcdef", p, 8), -EINVAL, "too long");
