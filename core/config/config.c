@@ -339,6 +339,21 @@ static void apply_all(struct load_ctx *c)
 
 /* ---- keys that do nothing here ---- */
 
+/* A key without a field has only its text: a boolean that says what we do anyway. */
+static bool nofield_at_idle(const struct load_ctx *c, size_t i)
+{
+    const struct key_def *k = &config__keys[i];
+    const struct ynode *n = c->file_cur[i] ? c->file_cur[i] : c->file_leg[i];
+    char env[CONFIG_MAX_ENV_NAME];
+    const char *s = c->src[i] == SRC_ENV         ? env_get(k->name, env, sizeof(env))
+                    : n && n->kind == YN_SCALAR ? n->str
+                                                : NULL;
+    bool given, idle;
+
+    return k->idle && s && hs_parse_bool(s, &given) == 0 && hs_parse_bool(k->idle, &idle) == 0 &&
+           given == idle;
+}
+
 /* True when key i holds what its idle value (by default: its default) gives it. */
 static bool at_idle(struct load_ctx *c, size_t i)
 {
@@ -349,7 +364,7 @@ static bool at_idle(struct load_ctx *c, size_t i)
     bool same;
 
     if (k->type == K_NOFIELD)
-        return false;
+        return nofield_at_idle(c, i);
     rc.cfg = &ref;
     rc.cur_name = k->name;
     rc.cur_env = NULL;

@@ -1248,7 +1248,8 @@ CFG_TEST(inert_key_at_its_idle_value_is_quiet)
 {
     cr_assert_eq(load("acme_url: https://acme-v02.api.letsencrypt.org/directory\n"
                       "disable_check_updates: true\noidc:\n  scope: [openid, profile, email]\n"
-                      "  issuer: \"\"\npreauth_keys:\n  revoked_retention: 168h\n"),
+                      "  issuer: \"\"\npreauth_keys:\n  revoked_retention: 168h\n"
+                      "database:\n  gorm:\n    prepare_stmt: true\n"),
                  0);
     if (diags.n)
         dump();
@@ -1256,6 +1257,11 @@ CFG_TEST(inert_key_at_its_idle_value_is_quiet)
     fini();
     cr_assert_eq(load("disable_check_updates: false\n"), 0);
     cr_assert_eq(diags_naming("disable_check_updates", "has no effect: this server never"), 1);
+    fini();
+    setenv("HEADSCALE_DATABASE_GORM_PARAMETERIZED_QUERIES", "true", 1);
+    cr_assert_eq(load("database:\n  gorm:\n    prepare_stmt: false\n"), 0);
+    cr_assert_eq(diags.n, 1, "prepare_stmt: false asks for what we never do");
+    cr_assert_eq(diags_naming("database.gorm.prepare_stmt", "has no effect"), 1);
 }
 
 CFG_TEST(unknown_key_named_once)
