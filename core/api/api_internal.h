@@ -34,7 +34,7 @@ void api_reply(struct api_call *c, int status, json_t *j);
 void api_error(struct api_call *c, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* The same with the gRPC code headscale 0.29 puts in "code" where it is not the status's
- * usual one (API_GRPC_UNKNOWN on its 500s that mean "not there"). */
+ * usual one (API_GRPC_UNKNOWN on its 500 for "no policy"). */
 #define API_GRPC_UNKNOWN 2
 void api_error_code(struct api_call *c, int status, int grpc_code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

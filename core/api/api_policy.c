@@ -21,15 +21,16 @@ void api_policy_get(struct api_call *c)
     char *text;
 
     if (state_policy_text(c->api->state, &text, &updated_at) < 0) {
-        /* headscale 0.29 answers an empty database so (500, gRPC UNKNOWN), and its clients
-         * (the CLI, web UIs) know that answer as "no policy yet". */
+        /* headscale 0.29 answers "no policy" so (500, gRPC UNKNOWN) in either mode, and its
+         * clients (the CLI, web UIs) know that answer. */
         if (cfg->policy_mode == POLICY_MODE_DATABASE)
             api_error_code(c, 500, API_GRPC_UNKNOWN,
                            "no policy has been set (policy.mode is database)");
         else if (!cfg->policy_path || !*cfg->policy_path)
-            api_error(c, 404, "no policy file is configured (policy.path is empty)");
+            api_error_code(c, 500, API_GRPC_UNKNOWN,
+                           "no policy file is configured (policy.path is empty)");
         else
-            api_error(c, 404, "no policy is in force");
+            api_error_code(c, 500, API_GRPC_UNKNOWN, "no policy is in force");
         return;
     }
     reply_policy(c, text, updated_at);

@@ -51,7 +51,7 @@ class Side:
 
     pg = pg_dbname = None  # also for subclasses with a start of their own
 
-    def __init__(self, name, binary, db=None):
+    def __init__(self, name, binary, db=None, policy_file=None):
         self.name, self.binary = name, binary
         self.pg, self.pg_dbname = (db.pg, db.pg.create_db()) if db and db.kind == "postgres" \
             else (None, None)
@@ -83,6 +83,8 @@ class Side:
         }
         if name == "ours":
             del cfg["grpc_listen_addr"]
+        if policy_file is not None:  # the policy from a file ("" for none): file mode
+            cfg["policy"] = {"mode": "file", "path": policy_file}
         if self.pg:
             cfg["database"] = {"type": "postgres",
                                "postgres": {"host": self.pg.host, "port": self.pg.port,

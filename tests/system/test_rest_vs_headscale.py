@@ -35,6 +35,7 @@ import json
 import os
 import re
 import urllib.parse
+from pathlib import Path
 
 import pytest
 
@@ -494,6 +495,28 @@ def test_policy(pair):
                differ=(400, 200), why="KNOWN GAP: a policy naming a user not created yet")
     pair.check("set again", "PUT", "/api/v1/policy", {"policy": POLICY})
     pair.check("get: the same again", "GET", "/api/v1/policy")
+
+
+@pytest.mark.parametrize("text", [POLICY, None], ids=["file", "no file"])
+def test_policy_file_mode(db, tmp_path, text):
+    path = ""
+    if text is not None:
+        path = str(tmp_path / "policy.hujson")
+        Path(path).write_text("// a comment, kept as written\n" + text + "\n")
+    made = []
+    try:
+        made.append(Side("ours", OURS_BIN, db, policy_file=path))
+        made.append(Side("headscale", REF_BIN, policy_file=path))
+        p = Pair(made)
+        more = {} if text else dict(code=UNKNOWN)  # "no policy": 500 UNKNOWN, as in database mode
+        p.check("get", "GET", "/api/v1/policy", **more)
+        p.check("set", "PUT", "/api/v1/policy", {"policy": POLICY}, differ=(400, 500),
+                why="updating a policy read from a file is a bad request (headscale: 500)")
+        p.check("check", "POST", "/api/v1/policy/check", {"policy": POLICY})
+        p.check("get: unchanged", "GET", "/api/v1/policy", **more)
+    finally:
+        for s in made:
+            s.stop()
 
 
 # ----------------------------------------------------------------------------------- nodes
