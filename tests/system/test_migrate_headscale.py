@@ -225,6 +225,9 @@ def run_migration(w, op, legacy):
     assert all(n.state() == "Running" for n in nodes)
 
     assert sorted(u["name"] for u in s.cli_json("users", "list")) == ["alice", "bob"]
+    # New rows take ids after the imported ones (PostgreSQL: the sequences were moved on).
+    s.cli_ok("users", "create", "carol")
+    assert {u["name"]: int(u["id"]) for u in s.cli_json("users", "list")}["carol"] == 3
     f = tailnet.field
     listed = {f(n, "given_name", "givenName"): n for n in s.cli_json("nodes", "list")}
     assert set(listed) == {n.name for n in nodes}, listed
