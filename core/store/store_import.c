@@ -10,6 +10,7 @@
  * pre-auth keys of 0.22.3, stored in clear there, are bcrypt-hashed here. */
 #include <ctype.h>
 #include <sodium.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -93,24 +94,25 @@ static bool matches(const struct store_result *cols, const struct hs_schema *hs)
     return true;
 }
 
-/* The database's tables, named once each, for the refusal message. */
+/* The database's tables, named once each, for the refusal message; cut with ", ..." when
+ * they do not fit. */
 static void list_tables(const struct store_result *cols, char *out, size_t size)
 {
-    struct hs_buf b;
+    size_t len = 0;
+    int n;
 
-    hs_buf_init(&b, size - 1);
+    out[0] = '\0';
     for (size_t i = 0; i < cols->nrows; i++) {
         const char *t = store__cell(cols, i, 0);
         if (i > 0 && hs_streq(t, store__cell(cols, i - 1, 0)))
             continue;
-        if (hs_buf_appendf(&b, "%s%s", b.len ? ", " : "", t ? t : "?") < 0) {
-            hs_buf_truncate(&b, size > 5 ? size - 5 : 0);
-            hs_buf_puts(&b, ", …");
-            break;
+        n = snprintf(out + len, size - len, "%s%s", len ? ", " : "", t ? t : "?");
+        if (n < 0 || (size_t)n >= size - len) {
+            hs_strlcpy(out + size - sizeof(", ..."), ", ...", sizeof(", ..."));
+            return;
         }
+        len += (size_t)n;
     }
-    hs_strlcpy(out, b.data ? b.data : "", size);
-    hs_buf_free(&b);
 }
 
 static enum store_schema classify(const struct store_result *cols)
