@@ -86,13 +86,17 @@ int auth_cred_parse(enum auth_cred_kind kind, const char *text, char prefix[AUTH
 int auth_cred_prefix(enum auth_cred_kind kind, const char *text, char prefix[AUTH_PREFIX_LEN + 1])
 {
     const char *tag = cred_tag(kind);
+    bool legacy = false;
 
     if (!text)
         return -EINVAL;
     if (hs_has_prefix(text, tag))
         text += strlen(tag);
+    else if (kind == AUTH_CRED_PREAUTH && strlen(text) == AUTH_LEGACY_PAK_LEN &&
+             is_lower_hex(text, AUTH_LEGACY_PAK_LEN))
+        legacy = true; /* 0.22.3's bare key: imported under its first 12 chars */
     if (strlen(text) < AUTH_PREFIX_LEN || !is_url_safe(text, AUTH_PREFIX_LEN) ||
-        (text[AUTH_PREFIX_LEN] != '\0' && text[AUTH_PREFIX_LEN] != '-'))
+        (!legacy && text[AUTH_PREFIX_LEN] != '\0' && text[AUTH_PREFIX_LEN] != '-'))
         return -EINVAL;
     memcpy(prefix, text, AUTH_PREFIX_LEN);
     prefix[AUTH_PREFIX_LEN] = '\0';

@@ -33,7 +33,8 @@ void auth_free(struct auth *a); /* zeroes the secret; NULL is fine */
 int auth_cred_parse(enum auth_cred_kind kind, const char *text, char prefix[AUTH_PREFIX_LEN + 1],
                     uint8_t secret[AUTH_SECRET_LEN]);
 /* Extracts the prefix of a full or masked key ("hskey-api-<prefix>-***", or just the 12-char
- * prefix itself, hex or headscale's base64url). -EINVAL if there is none. */
+ * prefix itself, hex or headscale's base64url; a 0.22.3 pre-auth key gives its first 12
+ * chars). -EINVAL if there is none. */
 int auth_cred_prefix(enum auth_cred_kind kind, const char *text, char prefix[AUTH_PREFIX_LEN + 1]);
 /* "hskey-auth-<prefix>-***" */
 void auth_cred_mask(enum auth_cred_kind kind, const char *prefix, char *out, size_t size);

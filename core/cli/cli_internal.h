@@ -204,7 +204,8 @@ enum cli_user_ref cli_user_ref_kind(const char *ref);
 int cli_user_find(struct cli_ctx *ctx, const char *ref, bool force_name, json_t **user);
 /* The database prefix of a key as the user may type it: "hskey-auth-<12>-<secret>",
  * "hskey-auth-<12>-***", "hskey-auth-<12>" or the bare prefix (likewise "hskey-api-");
- * legacy forms lose a trailing "***" (and, for API keys, the ".secret"). */
+ * legacy forms lose a trailing "***" (and, for API keys, the ".secret"); a 0.22.3 pre-auth key
+ * (48 hex) gives its first 12 chars, which its import made its prefix. */
 int cli_key_prefix(const char *kind, const char *text, char *out, size_t size);
 /* now + duration ("1h", "90d", ...) as RFC 3339 into buf (>= 40 bytes). */
 int cli_expiration(const char *duration, int64_t now_us, char *buf, size_t size);

@@ -7,6 +7,8 @@
 
 /* hskey-{auth,api}-<12>-<secret>: ours hex, headscale 0.28+'s base64url, which has '-' too */
 #define CLI_KEY_PREFIX_LEN 12
+/* headscale 0.22.3's pre-auth keys: 48 hex chars, imported under their first 12 */
+#define CLI_LEGACY_PAK_LEN 48
 
 enum cli_user_ref cli_user_ref_kind(const char *ref)
 {
@@ -52,6 +54,9 @@ int cli_key_prefix(const char *kind, const char *text, char *out, size_t size)
             n = strcspn(text, "-");
         else
             n = CLI_KEY_PREFIX_LEN;
+    } else if (strlen(text) == CLI_LEGACY_PAK_LEN && strspn(text, "0123456789abcdef") ==
+                                                         CLI_LEGACY_PAK_LEN) {
+        n = CLI_KEY_PREFIX_LEN; /* as the import keyed it */
     } else {
         n = strcspn(text, ".");
         if (n >= 3 && strcmp(text + n - 3, "***") == 0 && text[n] == '\0')

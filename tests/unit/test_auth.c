@@ -508,4 +508,7 @@ Test(auth, imported_headscale_keys)
     /* The prefix alone finds the key for expire/delete, base64url as headscale draws it. */
     cr_assert_eq(auth_cred_prefix(AUTH_CRED_API, "hskey-api-ANZXKcZ-GY9Y-***", key), 0);
     cr_assert_str_eq(key, "ANZXKcZ-GY9Y");
+    cr_assert_eq(auth_cred_prefix(AUTH_CRED_PREAUTH, legacy_pak, key), 0);
+    cr_assert_str_eq(key, "c6a23af49991");
+    cr_assert_eq(auth_cred_prefix(AUTH_CRED_API, legacy_pak, key), -EINVAL);
 }

@@ -212,6 +212,9 @@ Test(cli_util, key_prefix)
     cr_assert_str_eq(p, "Hyms-8CsilzL");
     cr_assert_eq(cli_key_prefix("hskey-api-", "hskey-api-ANZXKcZ-GY9Y", p, sizeof(p)), 0);
     cr_assert_str_eq(p, "ANZXKcZ-GY9Y");
+    cr_assert_eq(cli_key_prefix("hskey-auth-", "c6a23af49991173ac4ca6670b6b88a3117767731f75a5240",
+                                p, sizeof(p)), 0, "a 0.22.3 pre-auth key");
+    cr_assert_str_eq(p, "c6a23af49991");
     cr_assert_eq(cli_key_prefix("hskey-auth-", "hskey-auth-", p, sizeof(p)), -EINVAL);
     cr_assert_eq(cli_key_prefix("hskey-auth-", "", p, sizeof(p)), -EINVAL);
     cr_assert_eq(cli_key_prefix("hskey-auth-", "0123456789abcdef", p, 8), -EINVAL, "too long");
