@@ -27,7 +27,9 @@
 struct store;
 
 /* Opens the database of cfg, applies pending migrations in one transaction each and records
- * them; refuses (-EPROTO, logged) a schema newer than this binary knows. bus may be NULL. */
+ * them; refuses (-EPROTO, logged) a schema newer than this binary knows, and a database whose
+ * tables are neither ours nor headscale's, which it leaves untouched. A headscale 0.22.3 or
+ * 0.29 database is backed up and imported first (store_import.c). bus may be NULL. */
 int store_open(const struct hs_config *cfg, struct notify_bus *bus, struct store **out);
 void store_close(struct store *st); /* NULL is fine */
 /* Cheap round trip to the database (health checks). */
