@@ -34,6 +34,7 @@ bash tests/lib/install-headscale.sh v0.29.3 v0.22.3 || exit 1
 
 step "the REST client go-swagger generates from headscale's OpenAPI document (as the Terraform provider's)"
 bash tests/lib/install-swagger-client.sh v0.29.3 >/dev/null || exit 1
+bash tests/lib/install-swagger-client.sh v0.22.3 >/dev/null || exit 1
 
 step "start a throwaway PostgreSQL"
 eval "$(bash tests/lib/pgtmp.sh start "$PGDIR")" || exit 1

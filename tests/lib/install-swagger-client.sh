@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds tests/clients/swagger (our scenario program) against a REST client that go-swagger
+# Builds tests/clients/swagger/<version>/main.go (our scenario program for that headscale
+# version) with tests/clients/swagger/common.go against a REST client that go-swagger
 # generates from headscale's published OpenAPI document, the way headscale's Terraform
 # provider makes its client (`swagger generate client -f <headscale swagger> -A headscale`).
 # The generated code lives only in the cache:
@@ -14,8 +15,9 @@ HS_VERSION=${1:-v0.29.3}
 SWAGGER_VERSION=${2:-v0.36.7}
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local
 SRC=$ROOT/tests/clients/swagger
+[ -f "$SRC/$HS_VERSION/main.go" ] || { echo "install-swagger-client: no $SRC/$HS_VERSION" >&2; exit 2; }
 
-sum=$(cat "$SRC/main.go" "$0" | sha256sum | cut -c1-12)
+sum=$(cat "$SRC/common.go" "$SRC/$HS_VERSION/main.go" "$0" | sha256sum | cut -c1-12)
 dest=$ROOT/.cache/swagger-client/$HS_VERSION-goswagger-$SWAGGER_VERSION-$sum
 if [ -x "$dest/hsclient" ]; then
   echo "install-swagger-client: cached in $dest" >&2
@@ -55,7 +57,7 @@ require (
 	github.com/go-openapi/validate v1.0.2
 )
 EOF
-cp "$SRC/main.go" "$work/"
+cp "$SRC/common.go" "$SRC/$HS_VERSION/main.go" "$work/"
 (cd "$work" &&
   "$gen/swagger" generate client -q -f "$doc" -A headscale -t ./internal/gen >&2 &&
   go mod tidy >&2 &&

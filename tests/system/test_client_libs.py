@@ -9,6 +9,9 @@ the provider's calls (users, pre-auth keys, API keys, nodes, tags, routes, polic
 that must fail) and checking each answer decodes into the generated types and validates.
 This test gives it a server with a node announcing a route and two pending logins, runs it,
 and checks every step passed and the server agrees with what the client was told.
+The provider's first releases were generated from headscale 0.22's document; the same is done
+from v0.22.3's (tests/clients/swagger/v0.22.3: machines, users and pre-auth keys by user name,
+routes by route ID) and run against ours and the real headscale v0.22.3.
 
 headplane and headscale-ui are not published to the npm registry, so their request code
 cannot be had in CI. Given their source trees (work trees or git directories) in
@@ -28,6 +31,7 @@ import pytest
 from helpers import REPO, unique
 from noise_client import ControlClient
 from refserver import needs_ref, sides  # noqa: F401 (sides: fixture)
+from test_api_v022 import REF_022, Side022
 
 INSTALL = os.path.join(REPO, "tests", "lib", "install-swagger-client.sh")
 INSTALL_UI = os.path.join(REPO, "tests", "lib", "install-ui-check.sh")
@@ -45,15 +49,24 @@ STEPS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def hsclient():
-    r = subprocess.run(["bash", INSTALL], capture_output=True, text=True, timeout=900)
+def build_client(version):
+    r = subprocess.run(["bash", INSTALL, version], capture_output=True, text=True, timeout=900)
     if r.returncode != 0:
         pytest.skip("cannot build the go-swagger client (needs the Go module proxy): "
                     + r.stderr[-2000:])
     path = r.stdout.strip().splitlines()[-1]
     assert os.access(path, os.X_OK), path
     return path
+
+
+@pytest.fixture(scope="module")
+def hsclient():
+    return build_client("v0.29.3")
+
+
+@pytest.fixture(scope="module")
+def hsclient022():
+    return build_client("v0.22.3")
 
 
 class Target:
@@ -72,11 +85,13 @@ def pending_login(t):
     return urlparse(resp["AuthURL"]).path.rsplit("/", 1)[-1]
 
 
-def router(t):
-    """A node of its own user announcing ROUTE, its map stream open → the client."""
+def router(t, by_name=False):
+    """A node of its own user announcing ROUTE, its map stream open → the client. by_name:
+    the key is asked for as 0.22.3 asks, naming the user."""
     user = t.ok("POST", "/api/v1/user", {"name": unique("r")})["user"]
-    key = t.ok("POST", "/api/v1/preauthkey", {"user": user["id"], "reusable": False,
-                                               "expiration": "2999-01-01T00:00:00Z"})
+    key = t.ok("POST", "/api/v1/preauthkey",
+               {"user": user["name" if by_name else "id"], "reusable": False,
+                "expiration": "2999-01-01T00:00:00Z"})
     c = ControlClient(t.port)
     c.hostinfo = {"Hostname": unique("r"), "OS": "linux", "RoutableIPs": [ROUTE]}
     st, _, resp = c.register(auth_key=key["preAuthKey"]["key"])
@@ -128,6 +143,47 @@ def test_same_client_same_answers_as_headscale(sides, hsclient):
     for step in ("error.node-not-found", "policy.check-bad", "error.bad-api-key"):
         ours, theirs = (got[side][step]["detail"] for side in ("ours", "headscale"))
         assert ours.split(" \"")[0] == theirs.split(" \"")[0], (step, ours, theirs)
+
+
+STEPS_022 = [
+    "user.create", "user.get", "user.list", "user.rename", "preauthkey.create", "preauthkey.list",
+    "preauthkey.expire", "apikey.create-list-expire", "machine.debug-create", "machine.register",
+    "machine.list-get", "machine.rename", "machine.tags", "machine.move", "machine.expire",
+    "routes.list", "routes.enable", "routes.disable", "routes.delete",
+    "error.machine-not-found", "error.bad-api-key", "machine.delete", "user.delete",
+]
+
+
+def drive022(hsclient022, t):
+    """The v0.22.3 scenario (tests/clients/swagger/v0.22.3) against t: every step passes."""
+    rc = router(t, by_name=True)
+    try:
+        r = subprocess.run([hsclient022, "-endpoint", f"http://127.0.0.1:{t.port}", "-key",
+                            t.key, "-prefix", unique("swg"), "-router", rc.id, "-route", ROUTE],
+                           capture_output=True, text=True, timeout=120)
+    finally:
+        rc.close()
+    got = {s["step"]: s for s in map(json.loads, r.stdout.splitlines())}
+    failed = {k: v["detail"] for k, v in got.items() if not v["ok"]}
+    assert not failed, failed
+    assert list(got) == STEPS_022, f"steps run: {list(got)}\nstderr: {r.stderr}"
+    assert r.returncode == 0, r.stderr
+    return got
+
+
+def test_v0223_client_against_ours(mserver, hsclient022):
+    # The provider's first releases were generated from headscale 0.22's document: machines,
+    # users by name, routes by route ID.
+    drive022(hsclient022, Target(mserver.port, mserver.api_key, mserver.api_ok))
+
+
+@pytest.mark.skipif(not os.access(REF_022, os.X_OK), reason="no headscale v0.22.3 binary")
+def test_v0223_client_against_headscale_v0223(hsclient022):
+    side = Side022(REF_022)
+    try:
+        drive022(hsclient022, Target(side.port, side.key, side.ok))
+    finally:
+        side.stop()
 
 
 UI_SOURCE_VARS = {"headplane": "HEADPLANE_SRC", "headscale-ui": "HEADSCALE_UI_SRC"}
