@@ -413,10 +413,11 @@ static int sqlite_backup(void *drv, struct store_conn *c, char *where, size_t si
         return rc;
     }
     close(fd);
-    if ((rc = exec_once(c, "VACUUM INTO ?1", where)) < 0 ||
-        (rc = exec_once(c, "ATTACH DATABASE ?1 AS headscale_backup", where)) < 0)
+    if ((rc = exec_once(c, "VACUUM INTO ?1", where)) < 0) {
+        unlink(where); /* a partial copy (disk full...) is no backup */
         return rc;
-    return 0;
+    }
+    return exec_once(c, "ATTACH DATABASE ?1 AS headscale_backup", where);
 }
 
 static void sqlite_backup_done(void *drv, struct store_conn *c)
