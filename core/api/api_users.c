@@ -19,7 +19,8 @@ static void reply_user(struct api_call *c, int status, struct store_user *u)
 void api_user_list(struct api_call *c)
 {
     struct store_user_filter f = { .name = api_query(c, "name"), .email = api_query(c, "email") };
-    const char *id = api_query(c, "id");
+    /* Present but empty ("?id=") is a malformed id, as the gateway parses it. */
+    const char *id = c->req->query ? c->req->query(c->req->qctx, "id") : NULL;
     struct store_user *v;
     json_t *arr;
     size_t n;

@@ -302,7 +302,7 @@ def test_users(pair):
     for q in ("id={bob}", "name=alice", "email=bob@example.com", "name=nobody", "id=99",
               "id=0"):
         pair.check("filter " + q, "GET", "/api/v1/user?" + q)
-    for q in ("id=abc", "id=-1", "id=1.5"):
+    for q in ("id=abc", "id=-1", "id=1.5", "id="):
         pair.check("malformed id filter", "GET", "/api/v1/user?" + q, code=INVALID)
     pair.check("not JSON", "POST", "/api/v1/user", raw=b"garbage", code=INVALID)
     pair.check("name not a string", "POST", "/api/v1/user", {"name": 5}, code=INVALID)
