@@ -40,6 +40,7 @@ doc=$dir/gen/openapiv2/headscale/v1/headscale.swagger.json
 
 work=$dest.tmp
 rm -rf "$work" && mkdir -p "$work/internal/gen"
+trap 'rm -rf "$work"' ERR  # a failed build leaves nothing half-made
 # The go-openapi runtime the generated code needs, pinned so a later release cannot change
 # what this builds; `go mod tidy` adds what they need in turn.
 cat >"$work/go.mod" <<'EOF'

@@ -36,6 +36,7 @@ fi
 
 work=$dest.tmp
 rm -rf "$work" && mkdir -p "$work"
+trap 'rm -rf "$work"' ERR  # a failed build leaves nothing half-made
 # shellcheck disable=SC2086 # PARTS is a list of paths
 if [ -d "$SRC/.git" ] || [ ! -d "$SRC/${PARTS%% *}" ]; then
   git -C "$SRC" archive HEAD $PARTS | tar -xf - -C "$work"
