@@ -289,9 +289,18 @@ static void policy_install(struct state *s, struct policy *p, char *text, int64_
     free(old_text);
 }
 
-/* wmu held. 1: installed; 0: unchanged; <0 with err. check_users: refuse rules naming users
- * the tailnet lacks (not at start: the operator may be about to create them). */
-static int reload_locked(struct state *s, bool check_users, char *err, size_t errsize)
+/* A rule naming a user the tailnet lacks matches no one until that user exists (an OIDC user
+ * who has not logged in yet, say): taken, as headscale takes it, with a warning. */
+static void warn_unknown_users(const struct state_net *n, const char *name)
+{
+    char msg[STATE_POLICY_ERR_MAX];
+
+    if (policy_net_check_users(n->pn, msg, sizeof(msg)) < 0)
+        log_warnx("policy: %s: %s: the rule matches no one until that user exists", name, msg);
+}
+
+/* wmu held. 1: installed; 0: unchanged; <0 with err. */
+static int reload_locked(struct state *s, char *err, size_t errsize)
 {
     char name[PATH_MAX + 32], msg[STATE_POLICY_ERR_MAX], *text;
     struct policy *p = NULL;
@@ -316,10 +325,8 @@ static int reload_locked(struct state *s, bool check_users, char *err, size_t er
         goto fail;
     if ((rc = state__compile(s, p, &n, msg, sizeof(msg))) < 0)
         goto fail;
-    if (check_users && p && (rc = policy_net_check_users(n->pn, msg, sizeof(msg))) < 0) {
-        state_net_unref(n);
-        goto fail;
-    }
+    if (p)
+        warn_unknown_users(n, name);
     policy_install(s, p, text, at, n);
     return 1;
 fail:
@@ -329,12 +336,12 @@ fail:
     return rc;
 }
 
-static int reload(struct state *s, bool check_users, char *err, size_t errsize)
+static int reload(struct state *s, char *err, size_t errsize)
 {
     int rc;
 
     pthread_mutex_lock(&s->wmu);
-    rc = reload_locked(s, check_users, err, errsize);
+    rc = reload_locked(s, err, errsize);
     pthread_mutex_unlock(&s->wmu);
     if (rc > 0) {
         state__emit(s, STATE_POLICY_CHANGED, 0);
@@ -345,12 +352,12 @@ static int reload(struct state *s, bool check_users, char *err, size_t errsize)
 
 int state_policy_load(struct state *s, char *err, size_t errsize)
 {
-    return reload(s, false, err, errsize);
+    return reload(s, err, errsize);
 }
 
 int state_policy_reload(struct state *s, char *err, size_t errsize)
 {
-    return reload(s, true, err, errsize);
+    return reload(s, err, errsize);
 }
 
 void state__policy_event(struct state *s)
@@ -377,10 +384,8 @@ int state_policy_check(struct state *s, const char *text, size_t len, enum polic
     pthread_mutex_lock(&s->wmu);
     rc = state__compile(s, p, &n, err, errsize);
     pthread_mutex_unlock(&s->wmu);
-    if (rc == 0) {
-        rc = policy_net_check_users(n->pn, err, errsize);
+    if (rc == 0)
         net_free(n);
-    }
     policy_free(p);
     return rc;
 }

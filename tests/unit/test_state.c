@@ -388,19 +388,24 @@ Test(state, tailnet_change_is_not_refused_by_the_tests)
 #define POLICY_ZED                                                                           \
     "{\"acls\": [{\"action\": \"accept\", \"src\": [\"zed@\"], \"dst\": [\"bob@:*\"]}]}"
 
-Test(state, unknown_user_refused_except_at_start)
+Test(state, unknown_user_is_taken_and_matches_once_created)
 {
     char err[512] = "";
+    uint64_t zed, node;
 
+    /* As headscale: a rule naming a user not created yet (an OIDC user who has not logged
+     * in) is no error; it matches no one until the user exists. */
     cr_expect_eq(state_policy_check(fx.s, POLICY_ZED, strlen(POLICY_ZED), POLICY_FORMAT_AUTO,
-                                    err, sizeof(err)), -EINVAL);
-    cr_expect(strstr(err, "zed") != NULL, "%s", err);
+                                    err, sizeof(err)), 0, "%s", err);
     write_file(POLICY_ZED);
     state_policy_source(fx.s, STATE_POLICY_FILE, fx.file);
-    cr_expect_eq(state_policy_reload(fx.s, err, sizeof(err)), -EINVAL);
-    expect_text(NULL);
-    cr_expect_eq(state_policy_load(fx.s, err, sizeof(err)), 0, "%s", err);
+    cr_expect_eq(state_policy_reload(fx.s, err, sizeof(err)), 0, "%s", err);
     expect_text(POLICY_ZED);
+    cr_expect_not(sees(1, 2), "the rule is zed's alone");
+    zed = add_user("zed");
+    node = add_node(zed, NULL, 3);
+    cr_expect(sees(node, 2), "zed's node reaches bob's once zed exists");
+    cr_expect_not(sees(1, 2));
 }
 
 Test(state, tag_owners_decide_requested_tags)
