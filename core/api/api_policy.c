@@ -38,8 +38,8 @@ void api_policy_get(struct api_call *c)
 }
 
 /* Reads {"policy": "..."} and checks that it loads and compiles for the current users and
- * nodes (a policy naming a user the tailnet lacks, or failing its own tests, is refused);
- * NULL after replying 400. */
+ * nodes (a policy failing its own tests is refused); NULL after replying 400. An empty text
+ * is no policy (every node reaches every other): how headscale's clients clear it. */
 static const char *policy_from_body(struct api_call *c)
 {
     json_t *body = api_body(c);
@@ -52,8 +52,8 @@ static const char *policy_from_body(struct api_call *c)
         api_error(c, 400, "field \"policy\" is required");
         return NULL;
     }
-    if (state_policy_check(c->api->state, text, strlen(text), POLICY_FORMAT_AUTO, err,
-                           sizeof(err)) < 0) {
+    if (*text && state_policy_check(c->api->state, text, strlen(text), POLICY_FORMAT_AUTO, err,
+                                    sizeof(err)) < 0) {
         api_error(c, 400, "invalid policy: %s", err);
         return NULL;
     }

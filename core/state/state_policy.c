@@ -321,7 +321,9 @@ static int reload_locked(struct state *s, char *err, size_t errsize)
     if (s->policy_from == STATE_POLICY_FILE)
         fmt = policy_format_for_path(s->policy_path);
     msg[0] = '\0';
-    if (text && (rc = policy_load(text, len, fmt, &p, msg, sizeof(msg))) < 0)
+    /* An empty stored policy is none (allow all), as headscale clears its policy with it. */
+    if (text && (*text || s->policy_from != STATE_POLICY_STORE) &&
+        (rc = policy_load(text, len, fmt, &p, msg, sizeof(msg))) < 0)
         goto fail;
     if ((rc = state__compile(s, p, &n, msg, sizeof(msg))) < 0)
         goto fail;

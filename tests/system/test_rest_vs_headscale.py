@@ -26,12 +26,7 @@ asserted exactly on both sides, so a change on either side shows up:
   (0.22.3's forced tags);
 - a method a path does not serve is 405 (the gateway's 501), both with gRPC UNIMPLEMENTED;
 - sequential addresses restart from the first free one at every allocation (headscale: only
-  after a restart), so replicas agree.
-One difference is a gap of ours, marked KNOWN GAP: an empty policy cannot be set to clear
-the one in force.
-
-Operations another change is still adding (auth approve/reject, node backfillips, debug
-node) are skipped while ours does not serve them, and compared once it does."""
+  after a restart), so replicas agree."""
 
 import json
 import os
@@ -364,12 +359,14 @@ def test_what_headscale_takes(fresh_pair):
         body["expiration"] = "2000-01-01T00:00:00Z"
         p.check("expired at birth", "POST", path, body, differ=(400, 200),
                 why="a key that expired before it was made is refused; headscale makes it")
-    # KNOWN GAP: an empty policy clears headscale's (every node then sees every other);
-    # ours has no way back to "no policy" once one is stored.
-    p.check("check an empty policy", "POST", "/api/v1/policy/check", {"policy": ""},
-            differ=(400, 200), why="KNOWN GAP: no empty policy")
-    p.check("set an empty policy", "PUT", "/api/v1/policy", {"policy": ""},
-            differ=(400, 200), why="KNOWN GAP: no empty policy")
+    # An empty policy clears the one in force (every node then sees every other); a blank one
+    # is not empty and does not parse.
+    p.check("check an empty policy", "POST", "/api/v1/policy/check", {"policy": ""})
+    p.check("set an empty policy", "PUT", "/api/v1/policy", {"policy": ""})
+    p.check("get: the empty policy", "GET", "/api/v1/policy")
+    p.check("check a blank policy", "POST", "/api/v1/policy/check", {"policy": " \n"})
+    p.check("set a blank policy", "PUT", "/api/v1/policy", {"policy": " \n"},
+            differ=(400, 500), why="bad input is a 400 here")
 
 
 # ------------------------------------------------------------------------- pre-auth keys

@@ -268,6 +268,19 @@ Test(state, store_policy_follows_the_bus)
     cr_expect(strstr(err, "stored policy") != NULL, "%s", err);
 }
 
+Test(state, empty_stored_policy_is_none)
+{
+    state_policy_source(fx.s, STATE_POLICY_STORE, NULL);
+    cr_assert_eq(store_policy_set(fx.st, POLICY_AB, NULL), 0);
+    expect_text(POLICY_AB);
+    cr_assert_eq(store_policy_set(fx.st, "{\"acls\": []}", NULL), 0);
+    cr_expect_not(sees(1, 2), "a policy without rules lets no one through");
+    cr_assert_eq(store_policy_set(fx.st, "", NULL), 0); /* how headscale's clients clear it */
+    expect_text("");
+    cr_expect(sees(1, 2) && sees(2, 1), "no policy: every node reaches every other");
+    cr_expect_eq(fx.policy_events, 3);
+}
+
 Test(state, store_mode_ignores_nothing_file_mode_ignores_rows)
 {
     char err[512] = "";
