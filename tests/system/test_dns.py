@@ -474,36 +474,44 @@ DNS_022 = {
 }
 
 
-def _first_map_022(s, dns):
-    """s on the 0.22.3 flat layout with dns_config dns; registers one node of user alice →
-    (DNSConfig, Node.Name, Domain)."""
+def first_map_022(s, **keys):
+    """s served on a 0.22.3 flat config (what every server needs, plus keys); one node of user
+    alice registered → the first message of its map stream."""
     s.config = {
         "server_url": f"http://127.0.0.1:{s.port}", "listen_addr": f"127.0.0.1:{s.port}",
-        "metrics_listen_addr": f"127.0.0.1:{helpers.free_port()}",
-        "grpc_listen_addr": f"127.0.0.1:{helpers.free_port()}",
         "private_key_path": os.path.join(s.tmp, "private.key"),
         "noise": {"private_key_path": os.path.join(s.tmp, "noise.key")},
-        "ip_prefixes": ["100.64.0.0/10", "fd7a:115c:a1e0::/48"],
         "derp": s.config["derp"], "disable_check_updates": True,
         "db_type": "sqlite3", "db_path": os.path.join(s.tmp, "db.sqlite"),
-        "unix_socket": s.socket_path, "log": {"level": "info"}, "dns_config": dns,
+        "unix_socket": s.socket_path, **keys,
     }
-    if not isinstance(s, _Ref):
-        del s.config["grpc_listen_addr"]  # ours serves no gRPC and says so at start
     s.write_config()
     s.start()
     s.cli_ok("users", "create", "alice")
     # headscale 0.22.3 prints its config warnings on stdout too: the JSON is what follows.
     out = s.cli_ok("preauthkeys", "-u", "alice", "create", "-e", "1h", "-o", "json").stdout
     key = json.loads(out[out.index("{"):])["key"]
-    _, first = noise_client.joined_stream(s.port, key)
+    c, first = noise_client.joined_stream(s.port, key)
+    c.close()
+    return first
+
+
+def _dns_022(s, dns):
+    """The first map on a 0.22.3 config with dns_config dns → (DNSConfig, Node.Name, Domain)."""
+    keys = {"metrics_listen_addr": f"127.0.0.1:{helpers.free_port()}",
+            "ip_prefixes": ["100.64.0.0/10", "fd7a:115c:a1e0::/48"],
+            "log": {"level": "info"}, "dns_config": dns}
+    if isinstance(s, _Ref):  # ours serves no gRPC and says so at start
+        keys["grpc_listen_addr"] = f"127.0.0.1:{helpers.free_port()}"
+    first = first_map_022(s, **keys)
     return first["DNSConfig"], first["Node"]["Name"], first.get("Domain")
 
 
 def _normal_022(dns):
     """_normal, and what 0.22.3 sent that clients no longer read or that we send better:
-    fields it sent as null, the deprecated Nameservers list, and NextDNS device metadata (which 0.22.3 added to
-    Resolvers only; we add it to the fallback ones too, as headscale 0.29 does)."""
+    fields it sent as null, the deprecated Nameservers list, and NextDNS device metadata
+    (which 0.22.3 added to Resolvers only; we add it to the fallback ones too, as headscale
+    0.29 does)."""
     d = {k: v for k, v in _normal(dns).items() if v is not None}  # null: as if absent
     d.pop("Nameservers", None)
     d["Domains"] = sorted(d.get("Domains", []))  # 0.22.3 walked the split domains in map order
@@ -527,10 +535,10 @@ def test_022_dns_config_same_as_headscale_022(server_factory, override):
         dns["domains"] = ["search.example"]
     ref = _Ref(helpers.Db("sqlite"), binary=REF022_BIN)
     try:
-        want = _first_map_022(ref, dns)
+        want = _dns_022(ref, dns)
     finally:
         ref.cleanup()
-    got = _first_map_022(server_factory(start=False, api_key=False), dns)
+    got = _dns_022(server_factory(start=False, api_key=False), dns)
     assert _normal_022(got[0]) == _normal_022(want[0])
     assert got[0]["Domains"][-1] == want[0]["Domains"][-1] == "alice." + BASE
     assert got[1] == want[1] + "." == "laptop.alice." + BASE + "."
