@@ -415,6 +415,28 @@ static void jw_key_v022(struct api_jw *w, const char *member, const char *prefix
     api_jw_kascii(w, member, buf, strlen(buf));
 }
 
+/* Opens a node object with the members both shapes start with: id, the three keys (written
+ * by key: 0.22.3 wrote an unset one as ""), the addresses and the host name. */
+static void jw_node_head(struct api_jw *w, const struct store_node *n,
+                         void (*key)(struct api_jw *, const char *, const char *,
+                                     const uint8_t *))
+{
+    api_jw_obj(w);
+    api_jw_key(w, "id");
+    api_jw_id(w, n->id);
+    key(w, "machineKey", "mkey:", n->machine_key);
+    key(w, "nodeKey", "nodekey:", n->node_key);
+    key(w, "discoKey", "discokey:", n->disco_key);
+    api_jw_key(w, "ipAddresses");
+    api_jw_arr(w);
+    if (n->ipv4)
+        api_jw_str(w, n->ipv4);
+    if (n->ipv6)
+        api_jw_str(w, n->ipv6);
+    api_jw_arr_end(w);
+    kstr_or_empty(w, "name", n->hostname);
+}
+
 /* headscale 0.22.3's Machine, the node as its paths (/api/v1/machine..., /api/v1/routes)
  * answered it. Nodes owned by their tags alone, which 0.22.3 could not have, belong to the
  * tagged-devices user as in 0.29's lists. It tracked no separate last update: lastSeen
@@ -425,20 +447,7 @@ static void jw_machine(struct api_call *c, struct api_jw *w, struct api_refs *re
     struct hs_strv forced = { 0 }, valid = { 0 }, invalid = { 0 };
     int64_t seen = online ? hs_now_us() : n->last_seen;
 
-    api_jw_obj(w);
-    api_jw_key(w, "id");
-    api_jw_id(w, n->id);
-    jw_key_v022(w, "machineKey", "mkey:", n->machine_key);
-    jw_key_v022(w, "nodeKey", "nodekey:", n->node_key);
-    jw_key_v022(w, "discoKey", "discokey:", n->disco_key);
-    api_jw_key(w, "ipAddresses");
-    api_jw_arr(w);
-    if (n->ipv4)
-        api_jw_str(w, n->ipv4);
-    if (n->ipv6)
-        api_jw_str(w, n->ipv6);
-    api_jw_arr_end(w);
-    kstr_or_empty(w, "name", n->hostname);
+    jw_node_head(w, n, jw_key_v022);
     api_jw_key(w, "user");
     if (n->user_id) /* 0.22 tags were a node's attribute: a tagged node kept its user */
         jw_user_by_id(c, w, refs, n->user_id);
@@ -483,20 +492,7 @@ static void jw_node(struct api_call *c, struct api_jw *w, struct api_refs *refs,
         jw_machine(c, w, refs, n, online);
         return;
     }
-    api_jw_obj(w);
-    api_jw_key(w, "id");
-    api_jw_id(w, n->id);
-    jw_key_text(w, "machineKey", "mkey:", n->machine_key);
-    jw_key_text(w, "nodeKey", "nodekey:", n->node_key);
-    jw_key_text(w, "discoKey", "discokey:", n->disco_key);
-    api_jw_key(w, "ipAddresses");
-    api_jw_arr(w);
-    if (n->ipv4)
-        api_jw_str(w, n->ipv4);
-    if (n->ipv6)
-        api_jw_str(w, n->ipv6);
-    api_jw_arr_end(w);
-    kstr_or_empty(w, "name", n->hostname);
+    jw_node_head(w, n, jw_key_text);
     api_jw_key(w, "user");
     jw_node_user(c, w, refs, n, in_list);
     api_jw_key(w, "lastSeen");
