@@ -838,16 +838,6 @@ static bool str_equal(const char *a, const char *b)
     return strcmp(a ? a : "", b ? b : "") == 0;
 }
 
-static bool strv_equal(const struct hs_strv *a, const struct hs_strv *b)
-{
-    if (a->n != b->n)
-        return false;
-    for (size_t i = 0; i < a->n; i++)
-        if (strcmp(a->v[i], b->v[i]) != 0)
-            return false;
-    return true;
-}
-
 bool config__field_equal(const struct key_def *k, const struct hs_config *a,
                          const struct hs_config *b)
 {
@@ -857,7 +847,7 @@ bool config__field_equal(const struct key_def *k, const struct hs_config *a,
     case K_STR: case K_PATH: case K_PATH_ENV: case K_ADDR: case K_CHOICE: case K_SSL: case K_IP:
         return str_equal(*(char *const *)fa, *(char *const *)fb);
     case K_STRV: case K_PATHV: case K_NSV: case K_CIDRV: case K_KV:
-        return strv_equal(fa, fb);
+        return hs_strv_equal(fa, fb);
     case K_BOOL: case K_LOGFMT:
         return *(const bool *)fa == *(const bool *)fb;
     case K_INT: case K_ENUM: case K_LOGLEVEL:

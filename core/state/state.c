@@ -202,16 +202,6 @@ static bool hostinfo_same(const char *a, const char *b)
     return same;
 }
 
-static bool strv_same(const struct hs_strv *a, const struct hs_strv *b)
-{
-    if (a->n != b->n)
-        return false;
-    for (size_t i = 0; i < a->n; i++)
-        if (strcmp(a->v[i], b->v[i]) != 0)
-            return false;
-    return true;
-}
-
 /* What differs between two versions of a node, as peers see it (0 = nothing visible). */
 static unsigned node_diff(const struct store_node *a, const struct store_node *b, int old_derp,
                           int new_derp)
@@ -231,7 +221,8 @@ static unsigned node_diff(const struct store_node *a, const struct store_node *b
     if (!hs_streq(a->ipv4, b->ipv4) ||
         !hs_streq(a->ipv6, b->ipv6) || !hs_streq(a->hostname, b->hostname) ||
         !hs_streq(a->given_name, b->given_name) || a->user_id != b->user_id ||
-        !strv_same(&a->tags, &b->tags) || !strv_same(&a->approved_routes, &b->approved_routes) ||
+        !hs_strv_equal(&a->tags, &b->tags) ||
+        !hs_strv_equal(&a->approved_routes, &b->approved_routes) ||
         a->expiry != b->expiry || memcmp(a->machine_key, b->machine_key, 32) != 0)
         f |= STATE_F_OTHER;
     return f;
@@ -247,14 +238,15 @@ static bool policy_relevant(const struct state_node *old, const struct store_nod
 
     if (!hs_streq(a->ipv4, b->ipv4) || !hs_streq(a->ipv6, b->ipv6) ||
         !hs_streq(a->given_name, b->given_name) || a->user_id != b->user_id ||
-        !strv_same(&a->tags, &b->tags) || !strv_same(&a->approved_routes, &b->approved_routes))
+        !hs_strv_equal(&a->tags, &b->tags) ||
+        !hs_strv_equal(&a->approved_routes, &b->approved_routes))
         return true;
     if (hs_streq(a->hostinfo_json, b->hostinfo_json))
         return false;
     if (old->routes.n == 0 && (!b->hostinfo_json || !strstr(b->hostinfo_json, "\"RoutableIPs\"")))
         return false; /* most Hostinfo updates: no routes before or after, nothing to parse */
     hostinfo_facts(b, &routes);
-    differ = !strv_same(&old->routes, &routes);
+    differ = !hs_strv_equal(&old->routes, &routes);
     hs_strv_free(&routes);
     return differ;
 }

@@ -163,6 +163,16 @@ bool hs_strv_contains(const struct hs_strv *sv, const char *s)
     return false;
 }
 
+bool hs_strv_equal(const struct hs_strv *a, const struct hs_strv *b)
+{
+    if (a->n != b->n)
+        return false;
+    for (size_t i = 0; i < a->n; i++)
+        if (strcmp(a->v[i], b->v[i]) != 0)
+            return false;
+    return true;
+}
+
 int hs_strv_copy(struct hs_strv *dst, const struct hs_strv *src)
 {
     *dst = (struct hs_strv){ 0 };

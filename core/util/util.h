@@ -68,6 +68,8 @@ struct hs_strv {
 int hs_strv_push(struct hs_strv *sv, const char *s);
 void hs_strv_free(struct hs_strv *sv);
 bool hs_strv_contains(const struct hs_strv *sv, const char *s);
+/* The same strings in the same order. */
+bool hs_strv_equal(const struct hs_strv *a, const struct hs_strv *b);
 int hs_strv_copy(struct hs_strv *dst, const struct hs_strv *src);
 /* Splits s on any char of seps, skipping empty parts. */
 int hs_strv_split(struct hs_strv *sv, const char *s, const char *seps);

@@ -119,6 +119,22 @@ Test(strv, split_and_contains)
     hs_strv_free(&sv);
 }
 
+Test(strv, equal_means_same_strings_in_the_same_order)
+{
+    struct hs_strv a = { 0 }, b = { 0 };
+
+    hs_strv_split(&a, "x,y", ",");
+    hs_strv_split(&b, "y,x", ",");
+    cr_assert(!hs_strv_equal(&a, &b));
+    hs_strv_free(&b);
+    hs_strv_split(&b, "x,y", ",");
+    cr_assert(hs_strv_equal(&a, &b));
+    hs_strv_push(&b, "z");
+    cr_assert(!hs_strv_equal(&a, &b));
+    hs_strv_free(&a);
+    hs_strv_free(&b);
+}
+
 Test(json, rejects_duplicates_and_size)
 {
     char err[128];
