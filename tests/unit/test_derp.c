@@ -354,6 +354,20 @@ static void on_change(void *arg)
     pthread_mutex_unlock(&chg_mu);
 }
 
+static void wait_for_change(int want)
+{
+    int64_t t0 = hs_monotonic_us();
+
+    pthread_mutex_lock(&chg_mu);
+    while (changes < want && hs_monotonic_us() - t0 < 5 * HS_USEC_PER_SEC) {
+        pthread_mutex_unlock(&chg_mu);
+        usleep(10000);
+        pthread_mutex_lock(&chg_mu);
+    }
+    pthread_mutex_unlock(&chg_mu);
+    cr_assert_eq(changes, want);
+}
+
 static void write_text(const char *path, const char *text)
 {
     cr_assert_eq(hs_write_file_atomic(path, text, strlen(text), 0600), 0);
@@ -363,7 +377,6 @@ Test(derpmap, refresh_picks_up_changes_and_stops_promptly)
 {
     char dir[] = "/tmp/hs-derp-XXXXXX", path[64], url[80];
     struct derpmap *dm;
-    int64_t t0;
     json_t *m;
 
     cr_assert_not_null(mkdtemp(dir));
@@ -378,15 +391,7 @@ Test(derpmap, refresh_picks_up_changes_and_stops_promptly)
     cr_assert_eq(derpmap_start(dm), 0);
     write_text(path, "{\"Regions\":{\"5\":{\"RegionCode\":\"new\"}}}");
 
-    pthread_mutex_lock(&chg_mu);
-    t0 = hs_monotonic_us();
-    while (changes == 0 && hs_monotonic_us() - t0 < 5 * HS_USEC_PER_SEC) {
-        pthread_mutex_unlock(&chg_mu);
-        usleep(10000);
-        pthread_mutex_lock(&chg_mu);
-    }
-    pthread_mutex_unlock(&chg_mu);
-    cr_expect_eq(changes, 1);
+    wait_for_change(1);
     m = derpmap_get(dm);
     cr_expect_str_eq(hs_json_str(region(m, "5"), "RegionCode"), "new");
     json_decref(m);
@@ -402,20 +407,6 @@ Test(derpmap, refresh_picks_up_changes_and_stops_promptly)
     derpmap_free(dm);
     unlink(path);
     rmdir(dir);
-}
-
-static void wait_for_change(int want)
-{
-    int64_t t0 = hs_monotonic_us();
-
-    pthread_mutex_lock(&chg_mu);
-    while (changes < want && hs_monotonic_us() - t0 < 5 * HS_USEC_PER_SEC) {
-        pthread_mutex_unlock(&chg_mu);
-        usleep(10000);
-        pthread_mutex_lock(&chg_mu);
-    }
-    pthread_mutex_unlock(&chg_mu);
-    cr_assert_eq(changes, want);
 }
 
 /* A source missing at start is tried again, without auto-update too, until it loads. */
