@@ -336,18 +336,28 @@ static int import_users(struct import *im)
     return rc;
 }
 
+/* A key kept as headscale 0.29 keeps it: a prefix (column col) and a bcrypt hash (col + 1). */
+static int cell_prefix_hash(const struct store_result *r, size_t row, size_t col,
+                            char prefix[STORE_PREFIX_MAX], char hash[HS_BCRYPT_LEN + 1])
+{
+    const char *pfx = store__cell(r, row, col);
+
+    if (!pfx || !*pfx || strlen(pfx) >= STORE_PREFIX_MAX || cell_bcrypt(r, row, col + 1, hash) < 0)
+        return -EINVAL;
+    hs_strlcpy(prefix, pfx, STORE_PREFIX_MAX);
+    return 0;
+}
+
 /* The prefix and hash a pre-auth key is kept under: headscale 0.29's own (prefix + bcrypt), or
  * for a bare 0.22.3 key, its first 12 chars and a bcrypt hash of the whole key made now. */
 static int pak_secret(const struct store_result *r, size_t row, char prefix[STORE_PREFIX_MAX],
                       char hash[HS_BCRYPT_LEN + 1])
 {
-    const char *plain = store__cell(r, row, 1), *pfx = store__cell(r, row, 2);
+    const char *plain = store__cell(r, row, 1);
     size_t n = plain ? strlen(plain) : 0;
 
-    if (pfx && *pfx && strlen(pfx) < STORE_PREFIX_MAX && cell_bcrypt(r, row, 3, hash) == 0) {
-        hs_strlcpy(prefix, pfx, STORE_PREFIX_MAX);
+    if (cell_prefix_hash(r, row, 2, prefix, hash) == 0)
         return 0;
-    }
     if (n != IMPORT_LEGACY_PAK_LEN || hs_bcrypt_hash(plain, n, hash) < 0)
         return -EINVAL;
     memcpy(prefix, plain, IMPORT_PREFIX_LEN);
@@ -433,7 +443,7 @@ static int import_apikeys(struct import *im)
 {
     struct store_result r;
     struct store_params p;
-    char hash[HS_BCRYPT_LEN + 1];
+    char prefix[STORE_PREFIX_MAX], hash[HS_BCRYPT_LEN + 1];
     size_t n = 0;
     int rc;
 
@@ -442,9 +452,7 @@ static int import_apikeys(struct import *im)
     if (rc < 0)
         return rc;
     for (size_t i = 0; i < r.nrows && rc == 0; i++) {
-        const char *prefix = store__cell(&r, i, 1);
-        if (!prefix || !*prefix || strlen(prefix) >= STORE_PREFIX_MAX ||
-            cell_bcrypt(&r, i, 2, hash) < 0) {
+        if (cell_prefix_hash(&r, i, 1, prefix, hash) < 0) {
             log_warnx("store: import: API key %s has no usable hash: left out",
                       store__cell(&r, i, 0));
             im->skipped++;
