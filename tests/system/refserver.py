@@ -90,6 +90,11 @@ class Side:
                                "postgres": {"host": self.pg.host, "port": self.pg.port,
                                             "name": self.pg_dbname, "user": "postgres",
                                             "pass": ""}}
+        self._start(binary, cfg)
+
+    def _start(self, binary, cfg):
+        """Writes cfg as the config, starts the server on it, waits until it is healthy and
+        makes the admin API key."""
         Path(self.cfg).write_text(json.dumps(cfg))  # JSON is YAML to both
         self.log = open(os.path.join(self.tmp, "server.log"), "ab")
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("HEADSCALE_")}

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import secrets
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -58,16 +57,7 @@ class Side022(Side):
                            "nameservers": ["1.1.1.1"]},
             "log": {"level": "info"},
         }
-        Path(self.cfg).write_text(json.dumps(cfg))
-        self.log = open(os.path.join(self.tmp, "server.log"), "ab")
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("HEADSCALE_")}
-        self.proc = subprocess.Popen([binary, "-c", self.cfg, "serve"], stdout=self.log,
-                                     stderr=subprocess.STDOUT, cwd=self.tmp, env=self.env,
-                                     stdin=subprocess.DEVNULL)
-        self._wait_healthy()
-        out = self.cli("apikeys", "create", "-e", "1d")
-        assert out.returncode == 0, out.stderr
-        self.key = out.stdout.strip().splitlines()[-1].strip()
+        self._start(binary, cfg)
 
 
 @pytest.fixture(scope="module")
