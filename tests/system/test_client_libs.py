@@ -100,6 +100,18 @@ def router(t, by_name=False):
     return c
 
 
+def run_steps(cmd, steps):
+    """Runs a scenario client (one JSON line a step) → {step: {"ok", "detail"}}, after
+    checking that every step passed and that the steps run were `steps`, in that order."""
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    got = {s["step"]: s for s in map(json.loads, r.stdout.splitlines())}
+    failed = {k: v["detail"] for k, v in got.items() if not v["ok"]}
+    assert not failed, failed
+    assert list(got) == steps, f"steps run: {list(got)}\nstderr: {r.stderr}"
+    assert r.returncode == 0, r.stderr
+    return got
+
+
 def drive(hsclient, t):
     """Runs the whole scenario against t → {step: {"ok", "detail"}}, after checking that
     every step ran and passed and that the server keeps what the client was told."""
@@ -107,17 +119,11 @@ def drive(hsclient, t):
     node = rc.id
     t0 = time.monotonic()
     try:
-        r = subprocess.run([hsclient, "-endpoint", f"http://127.0.0.1:{t.port}", "-key", t.key,
-                            "-prefix", prefix, "-router", node, "-route", ROUTE,
-                            "-auth-id", pending_login(t), "-auth-id2", pending_login(t)],
-                           capture_output=True, text=True, timeout=120)
+        got = run_steps([hsclient, "-endpoint", f"http://127.0.0.1:{t.port}", "-key", t.key,
+                         "-prefix", prefix, "-router", node, "-route", ROUTE,
+                         "-auth-id", pending_login(t), "-auth-id2", pending_login(t)], STEPS)
     finally:
         rc.close()
-    got = {s["step"]: s for s in map(json.loads, r.stdout.splitlines())}
-    failed = {k: v["detail"] for k, v in got.items() if not v["ok"]}
-    assert not failed, failed
-    assert list(got) == STEPS, f"steps run: {list(got)}\nstderr: {r.stderr}"
-    assert r.returncode == 0, r.stderr
     assert time.monotonic() - t0 < 60
 
     n = t.ok("GET", f"/api/v1/node/{node}")["node"]
@@ -158,17 +164,11 @@ def drive022(hsclient022, t):
     """The v0.22.3 scenario (tests/clients/swagger/v0.22.3) against t: every step passes."""
     rc = router(t, by_name=True)
     try:
-        r = subprocess.run([hsclient022, "-endpoint", f"http://127.0.0.1:{t.port}", "-key",
-                            t.key, "-prefix", unique("swg"), "-router", rc.id, "-route", ROUTE],
-                           capture_output=True, text=True, timeout=120)
+        return run_steps([hsclient022, "-endpoint", f"http://127.0.0.1:{t.port}", "-key",
+                          t.key, "-prefix", unique("swg"), "-router", rc.id, "-route", ROUTE],
+                         STEPS_022)
     finally:
         rc.close()
-    got = {s["step"]: s for s in map(json.loads, r.stdout.splitlines())}
-    failed = {k: v["detail"] for k, v in got.items() if not v["ok"]}
-    assert not failed, failed
-    assert list(got) == STEPS_022, f"steps run: {list(got)}\nstderr: {r.stderr}"
-    assert r.returncode == 0, r.stderr
-    return got
 
 
 def test_v0223_client_against_ours(mserver, hsclient022):
