@@ -32,6 +32,7 @@ fi
 
 # Python test dependencies for whichever python3 is first on PATH (Debian's, or a pyenv one):
 # pytest, and the pieces the protocol tests use (h2 and cryptography for a Noise/HTTP/2 client,
-# PyNaCl for a DERP client).
-python3 -c 'import pytest, yaml, requests, h2, cryptography, nacl' 2>/dev/null ||
-  python3 -m pip install -q pytest pyyaml requests h2 cryptography pynacl
+# PyNaCl for a DERP client, prometheus_client's parser for /metrics).
+python3 -c 'import pytest, yaml, requests, h2, cryptography, nacl, prometheus_client' \
+  2>/dev/null ||
+  python3 -m pip install -q pytest pyyaml requests h2 cryptography pynacl prometheus_client

@@ -54,8 +54,7 @@ static const int fam4 = AF_INET, fam6 = AF_INET6;
 const struct key_def config__keys[] = {
     KEY("server_url", K_STR, server_url, "http://127.0.0.1:8080"),
     KEY("listen_addr", K_ADDR, listen_addr, "127.0.0.1:8080"),
-    KEY("metrics_listen_addr", K_ADDR, metrics_listen_addr, "",
-        .inert = "there is no metrics listener"),
+    KEY("metrics_listen_addr", K_ADDR, metrics_listen_addr, ""),
     NOFIELD("grpc_listen_addr", .inert = NO_GRPC, .flags = KF_NEVER),
     NOFIELD("grpc_allow_insecure", .inert = NO_GRPC, .flags = KF_NEVER),
     KEY("trusted_proxies", K_CIDRV, trusted_proxies, NULL),

@@ -135,6 +135,15 @@ void control_service_resync(struct control_service *s);
  * records file changed). */
 void control_service_dns_changed(struct control_service *s);
 
+/* Counts of the map sessions, for /metrics. Any thread. */
+struct control_service_stats {
+    uint64_t sessions;    /* map streams open */
+    uint64_t full_maps, deltas, keepalives; /* map messages sent, by kind */
+    uint64_t batches;     /* batches of changes sent out */
+    uint64_t last_batch_us; /* how long the last one took to build and queue */
+};
+void control_service_get_stats(struct control_service *s, struct control_service_stats *out);
+
 /* HEAD /machine/ping-response?id=ID (on the front door, as headscale): completes the HA health
  * probe with that id; false when no probe out has it (unknown, answered, or judged). Any
  * thread. */

@@ -72,9 +72,10 @@ static int send_full_map(struct control_service *s, uint64_t conn_id, int32_t st
             state_net_ref(net);
         *told = t;
     }
-    if (rc == 0)
+    if (rc == 0) {
         session_write(s, conn_id, stream_id, &out, first, end);
-    else if (rc != -ENOENT)
+        SERVICE_COUNT(s->stats.full_maps);
+    } else if (rc != -ENOENT)
         encode_failed(s, conn_id);
     hs_buf_free(&out);
     return rc;
@@ -501,6 +502,7 @@ static void send_shared(struct control_service *s, const struct target *t, struc
     if (enc->len == 0 && mapper_encode(e->msg, t->zstd, enc) < 0)
         return;
     control_stream_write(s->ctl, t->conn_id, t->stream_id, enc->data, enc->len);
+    SERVICE_COUNT(s->stats.deltas);
 }
 
 /* What the node was told is the batch's net (pinned, or its generation). */
@@ -556,9 +558,10 @@ static void send_delta(struct control_service *s, const struct batch *b, const s
     state_unlock(s->state);
     if (e)
         send_shared(s, t, e);
-    else if (rc == 0)
+    else if (rc == 0) {
         session_write(s, t->conn_id, t->stream_id, &own, false, false);
-    else if (rc != -ENODATA)
+        SERVICE_COUNT(s->stats.deltas);
+    } else if (rc != -ENODATA)
         encode_failed(s, t->conn_id);
     hs_buf_free(&own);
     /* It now knows the batch's net: pin that (an unpinned generation that is the batch's
@@ -589,9 +592,10 @@ static void send_dns(struct control_service *s, const struct target *t, struct h
         state_unlock(s->state);
         rc = msg ? mapper_encode(msg, t->zstd, enc) : -ENOENT;
     }
-    if (rc == 0)
+    if (rc == 0) {
         session_write(s, t->conn_id, t->stream_id, enc, false, false);
-    else if (rc != -ENOENT)
+        SERVICE_COUNT(s->stats.deltas);
+    } else if (rc != -ENOENT)
         encode_failed(s, t->conn_id);
     json_decref(msg);
     hs_buf_free(&own);
@@ -755,6 +759,7 @@ void poll_flush_batch(struct control_service *s)
     pthread_mutex_lock(&s->mu);
     s->last_batch_end = hs_monotonic_us();
     s->last_batch_us = s->last_batch_end - started;
+    SERVICE_COUNT(s->stats.batches);
     pthread_mutex_unlock(&s->mu);
     free(t);
     state_net_unref(b.net);
@@ -780,6 +785,7 @@ void poll_keepalives(struct control_service *s)
         if (x->next_keepalive > now)
             continue;
         x->next_keepalive = now + keepalive_interval(s);
+        SERVICE_COUNT(s->stats.keepalives);
         control_stream_write(s->ctl, x->conn_id, x->stream_id, x->zstd ? z.data : raw.data,
                              x->zstd ? z.len : raw.len);
     }

@@ -246,6 +246,22 @@ int control_service_start(struct control_service *s)
     return 0;
 }
 
+void control_service_get_stats(struct control_service *s, struct control_service_stats *out)
+{
+    uint64_t n = 0;
+
+    pthread_mutex_lock(&s->mu);
+    for (const struct session *x = s->sessions; x; x = x->next)
+        n++;
+    out->last_batch_us = (uint64_t)s->last_batch_us;
+    pthread_mutex_unlock(&s->mu);
+    out->sessions = n;
+    out->full_maps = __atomic_load_n(&s->stats.full_maps, __ATOMIC_RELAXED);
+    out->deltas = __atomic_load_n(&s->stats.deltas, __ATOMIC_RELAXED);
+    out->keepalives = __atomic_load_n(&s->stats.keepalives, __ATOMIC_RELAXED);
+    out->batches = __atomic_load_n(&s->stats.batches, __ATOMIC_RELAXED);
+}
+
 struct control *control_service_control(struct control_service *s)
 {
     return s->ctl;

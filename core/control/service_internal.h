@@ -151,11 +151,15 @@ struct control_service {
     int64_t rate_since;     /* monotonic us: start of the current one-second window */
     unsigned rate_now, rate_prev; /* changes in it, and in the window before */
     struct haprobe probe;
+    /* SERVICE_COUNT to write, control_service_get_stats to read (sessions is counted there) */
+    struct control_service_stats stats;
     size_t cores;           /* online CPUs at start: threads a large batch is split over */
     bool stopping;
     bool thread_started;
     pthread_t thread;       /* the map thread: batches, keep-alives, GC, follow-up timeouts */
 };
+
+#define SERVICE_COUNT(field) __atomic_add_fetch(&(field), 1, __ATOMIC_RELAXED)
 
 void idset_add(struct idset *s, uint64_t id);
 /* Adds id, or ORs fields into its entry. */

@@ -51,6 +51,8 @@ struct server {
     struct net_tls *tls;  /* NULL: plain HTTP */
     struct MHD_Daemon *tcp, *unix_sock;
     char *unix_path;
+    struct MHD_Daemon *metrics_http;  /* NULL unless metrics_listen_addr is set */
+    struct server_metrics *metrics;
 };
 
 /* What the HTTP layer keeps per request between access-handler calls. */
@@ -60,13 +62,15 @@ struct request {
     bool authenticated; /* the API key passed on the headers */
 };
 
-/* One listener's identity: the unix socket is trusted (no API key), TCP is not. */
+/* One listener's identity: the unix socket is trusted (no API key), TCP is not; the metrics
+ * listener serves /metrics and /health only. */
 struct listener {
     struct server *srv;
     bool trusted;
+    bool metrics;
 };
 
-static struct listener tcp_listener, unix_listener;
+static struct listener tcp_listener, unix_listener, metrics_listener;
 
 static void add_security_headers(struct MHD_Response *r)
 {
@@ -399,6 +403,35 @@ static enum MHD_Result serve_root(struct server *srv, struct MHD_Connection *con
     return send_reply(conn, 404, "text/plain", notfound, sizeof(notfound) - 1);
 }
 
+static enum MHD_Result serve_metrics(struct server *srv, struct MHD_Connection *conn)
+{
+    struct hs_buf text;
+    enum MHD_Result ret;
+
+    hs_buf_init(&text, METRICS_MAX_TEXT);
+    if (server_metrics_render(srv->metrics, &text) < 0) {
+        log_warnx("server: /metrics: the text passed %u bytes", METRICS_MAX_TEXT);
+        hs_buf_free(&text);
+        return send_reply(conn, 500, "text/plain", "metrics too large\n", 18);
+    }
+    ret = send_body(conn, 200, METRICS_CONTENT_TYPE, &text);
+    hs_buf_free(&text);
+    return ret;
+}
+
+/* Everything the metrics listener answers: no API, no client protocol. */
+static enum MHD_Result serve_metrics_listener(struct server *srv, struct MHD_Connection *conn,
+                                              const char *url, const char *method)
+{
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+        return send_reply(conn, 405, "text/plain", "method not allowed\n", 19);
+    if (strcmp(url, "/metrics") == 0)
+        return serve_metrics(srv, conn);
+    if (strcmp(url, "/health") == 0)
+        return serve_health(srv, conn);
+    return send_reply(conn, 404, "text/plain", "404 page not found\n", 19);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
@@ -409,6 +442,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     enum MHD_Result ret = MHD_YES;
 
     (void)version;
+    if (l->metrics)
+        return serve_metrics_listener(l->srv, conn, url, method);
     if (!rq) {
         rq = hs_xcalloc(1, sizeof(*rq));
         hs_buf_init(&rq->body, API_MAX_BODY);
@@ -543,6 +578,30 @@ static int start_unix(struct server *srv)
     return 0;
 }
 
+/* metrics_listen_addr: /metrics and /health on a listener of their own, plain HTTP, meant
+ * for a monitoring network (as headscale's). */
+static int start_metrics(struct server *srv)
+{
+    const char *addr = srv->cfg->metrics_listen_addr;
+    struct server_metrics_deps deps = { .svc = srv->svc, .state = srv->state,
+                                        .derp = srv->derp };
+    int fd;
+
+    if (!addr || !*addr)
+        return 0;
+    if ((fd = listen_tcp(addr)) < 0)
+        return fd;
+    srv->metrics = server_metrics_new(&deps);
+    metrics_listener = (struct listener){ .srv = srv, .metrics = true };
+    if (!(srv->metrics_http = start_daemon(&metrics_listener, fd))) {
+        log_errorx("server: cannot serve metrics on %s", addr);
+        close(fd);
+        return -EIO;
+    }
+    log_info("server: metrics on http://%s/metrics", addr);
+    return 0;
+}
+
 /* The policy in force: the file of policy.path (or the legacy acl_policy_path) in file mode,
  * the newest stored row in database mode. At start it must load and compile for the nodes
  * there are: a broken policy would otherwise surface only when a client connects. */
@@ -603,8 +662,11 @@ static void server_stop(struct server *srv)
 {
     MHD_socket fd;
 
-    /* Stop accepting, then close the control and DERP connections (nothing hands them new
-     * ones any more), and only then stop MHD. */
+    /* Metrics read everything below: they go first. Then stop accepting, close the control
+     * and DERP connections (nothing hands them new ones any more), and only then stop MHD. */
+    if (srv->metrics_http)
+        MHD_stop_daemon(srv->metrics_http);
+    server_metrics_free(srv->metrics);
     front_stop(srv->front);
     srv->front = NULL;
     if (srv->unix_sock && (fd = MHD_quiesce_daemon(srv->unix_sock)) != MHD_INVALID_SOCKET)
@@ -825,7 +887,7 @@ int server_run(const struct hs_config *cfg)
         (srv.derp && derp_server_start(srv.derp) < 0) ||
         derpmap_start(srv.derpmap) < 0 ||
         (srv.dns && dns_watch_start(srv.dns, on_dns_change, &srv) < 0) || start_unix(&srv) < 0 ||
-        start_tcp(&srv) < 0) {
+        start_tcp(&srv) < 0 || start_metrics(&srv) < 0) {
         server_stop(&srv);
         return 1;
     }

@@ -6,6 +6,7 @@
 
 #include "control/control.h"
 #include "derp/derp.h"
+#include "metrics/metrics.h"
 #include "net/net.h"
 #include "util/util.h"
 
@@ -43,5 +44,18 @@ void front_addrs_free(struct front_addrs *a);
 int front_addrs_take(struct front_addrs *a, const struct sockaddr_storage *sa,
                      struct front_addr **slot);
 void front_addrs_put(struct front_addrs *a, struct front_addr *slot);
+
+/* /metrics on metrics_listen_addr (server_metrics.c). The deps must outlive the metrics
+ * listener: stop it before freeing them. */
+struct server_metrics_deps {
+    struct control_service *svc;
+    struct state *state;
+    struct derp_server *derp; /* NULL when the embedded DERP server is off */
+};
+struct server_metrics;
+struct server_metrics *server_metrics_new(const struct server_metrics_deps *d);
+void server_metrics_free(struct server_metrics *sm); /* NULL is fine */
+/* The exposition text (metrics.h) appended to out; any thread. */
+int server_metrics_render(struct server_metrics *sm, struct hs_buf *out);
 
 #endif

@@ -1,0 +1,205 @@
+"""/metrics on metrics_listen_addr (issue 16): a listener of its own serving the Prometheus text
+format (0.0.4) and /health, nothing else. The text is read by prometheus_client's parser and
+checked line by line against the format (# HELP and # TYPE before each family's samples,
+counters ending in _total); headscale's metric names where headscale has the measure
+(headscale_nodestore_nodes, headscale_mapresponse_sent_total), ours with the headscale_ prefix
+otherwise, and the process_ metrics. A node registering with a pre-auth key and opening a map
+stream (noise_client) moves the connection, session, online and map counts; its stream
+closing moves them back. The main listener has no /metrics."""
+
+import http.client
+import re
+import socket
+import time
+
+import pytest
+
+from helpers import unique
+from noise_client import ControlClient
+
+prom = pytest.importorskip("prometheus_client.parser",
+                           reason="needs prometheus_client (deploy/install-deps.sh)")
+pytest.importorskip("h2", reason="needs the h2 package (pip install h2)")
+
+# Family names as the parser gives them (a counter's without _total) and their types.
+FAMILIES = {
+    "headscale_nodestore_nodes": "gauge",
+    "headscale_nodes_online": "gauge",
+    "headscale_policy_compiles": "counter",
+    "headscale_map_sessions": "gauge",
+    "headscale_mapresponse_sent": "counter",
+    "headscale_map_batches": "counter",
+    "headscale_map_batch_last_duration_seconds": "gauge",
+    "headscale_control_connections": "gauge",
+    "headscale_control_connections_accepted": "counter",
+    "headscale_control_streams": "gauge",
+    "headscale_control_requests": "counter",
+    "headscale_control_bad_frames": "counter",
+    "process_cpu_seconds": "counter",
+    "process_resident_memory_bytes": "gauge",
+    "process_virtual_memory_bytes": "gauge",
+    "process_open_fds": "gauge",
+    "process_max_fds": "gauge",
+    "process_start_time_seconds": "gauge",
+}
+
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[a-z_]+="[^"\\\n]*"(,[a-z_]+="[^"\\\n]*")*\})?'
+                    r' (-?[0-9.e+-]+|NaN|[+-]Inf)$')
+
+
+def get(addr, path, method="GET"):
+    host, port = addr.rsplit(":", 1)
+    c = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        c.request(method, path)
+        r = c.getresponse()
+        return r.status, r.getheader("Content-Type"), r.read()
+    finally:
+        c.close()
+
+
+def check_format(text):
+    """Every line is # HELP, # TYPE or a sample of the family announced just before it."""
+    helped, typed, family = set(), {}, None
+    assert text.endswith("\n")
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            name = line.split()[2]
+            assert name not in helped, f"{name}: two families"
+            helped.add(name)
+            family = None
+        elif line.startswith("# TYPE "):
+            _, _, name, typ = line.split()
+            assert name in helped and name not in typed, line
+            assert typ in ("counter", "gauge"), line
+            assert typ != "counter" or name.endswith("_total"), f"counter {name} lacks _total"
+            typed[name] = typ
+            family = name
+        else:
+            m = SAMPLE.match(line)
+            assert m, f"not a sample line: {line!r}"
+            assert m.group(1) == family, f"{line!r} outside its family ({family})"
+    return typed
+
+
+def scrape(s):
+    st, ctype, body = get(s.config["metrics_listen_addr"], "/metrics")
+    assert st == 200, body
+    assert ctype.startswith("text/plain; version=0.0.4"), ctype
+    text = body.decode()
+    check_format(text)
+    return {f.name: f for f in prom.text_string_to_metric_families(text)}
+
+
+def value(fams, family, **labels):
+    (v,) = [x.value for x in fams[family].samples
+            if all(x.labels.get(k) == w for k, w in labels.items())]
+    return v
+
+
+def wait_for(pred, what, timeout=20):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def registered_client(s, key):
+    c = ControlClient(s.port)
+    c.hostinfo = {"Hostname": unique("m"), "OS": "linux"}
+    st, _, resp = c.register(auth_key=key)
+    assert st == 200 and resp.get("MachineAuthorized"), (st, resp)
+    return c
+
+
+def test_metrics_families_and_types(server_factory):
+    s = server_factory()
+    fams = scrape(s)
+    for name, typ in FAMILIES.items():
+        assert name in fams, f"{name} missing"
+        assert fams[name].type == typ, (name, fams[name].type)
+    assert not [n for n in fams if n.startswith("headscale_derp_")], "DERP is off"
+    kinds = {x.labels["type"] for x in fams["headscale_mapresponse_sent"].samples}
+    assert kinds == {"full", "delta", "keepalive"}, kinds
+    assert value(fams, "headscale_nodestore_nodes") == 0
+    assert value(fams, "headscale_map_sessions") == 0
+    assert value(fams, "process_resident_memory_bytes") > 1 << 20
+    assert 3 < value(fams, "process_open_fds") <= value(fams, "process_max_fds")
+    assert time.time() - 600 < value(fams, "process_start_time_seconds") <= time.time()
+    assert value(fams, "process_cpu_seconds") > 0
+
+    maddr, main = s.config["metrics_listen_addr"], f"127.0.0.1:{s.port}"
+    # /health as the main listener answers it; nothing else here, no /metrics there.
+    assert get(maddr, "/health") == get(main, "/health")
+    assert get(maddr, "/health")[0] == 200
+    for path in ("/", "/key?v=113", "/api/v1/user", "/metrics/"):
+        assert get(maddr, path)[0] == 404, path
+    assert get(maddr, "/metrics", "POST")[0] == 405
+    assert get(main, "/metrics")[0] == 404
+
+
+def test_metrics_move_with_a_connected_node(server_factory):
+    s = server_factory(overrides={"tuning": {"keepalive_interval": "1s"}})
+    user = s.create_user()
+    key = s.cli_json("preauthkeys", "-u", str(user["id"]), "create", "--reusable",
+                     "-e", "1h")["key"]
+    before = scrape(s)
+    a = registered_client(s, key)
+    a.open_stream(require_peers=False)
+    fams = wait_for(lambda: (f := scrape(s)) and value(f, "headscale_map_sessions") == 1 and f,
+                    "the stream to count")
+    assert value(fams, "headscale_nodestore_nodes") == 1
+    assert value(fams, "headscale_nodes_online") == 1
+    assert value(fams, "headscale_control_connections") >= 1
+    assert value(fams, "headscale_control_streams") >= 1
+    # /key is plain HTTP; the register request and the stream each came on a Noise connection.
+    assert value(fams, "headscale_control_connections_accepted") >= \
+        value(before, "headscale_control_connections_accepted") + 2
+    assert value(fams, "headscale_control_requests") >= \
+        value(before, "headscale_control_requests") + 2
+    assert value(fams, "headscale_mapresponse_sent", type="full") >= \
+        value(before, "headscale_mapresponse_sent", type="full") + 1
+    assert value(fams, "headscale_policy_compiles") >= value(before, "headscale_policy_compiles")
+
+    # Keep-alives go out on the open stream (tuning.keepalive_interval: 1s).
+    wait_for(lambda: value(scrape(s), "headscale_mapresponse_sent", type="keepalive") >= 1,
+             "a keep-alive to count")
+    # A second node: the first hears of it as a delta, sent in a batch.
+    mid = scrape(s)
+    b = registered_client(s, key)
+    b.open_stream()
+    fams = wait_for(lambda: (f := scrape(s)) and value(f, "headscale_nodes_online") == 2 and
+                    value(f, "headscale_mapresponse_sent", type="delta") >
+                    value(mid, "headscale_mapresponse_sent", type="delta") and f,
+                    "the second node online and a delta to the first")
+    assert value(fams, "headscale_map_sessions") == 2
+    assert value(fams, "headscale_map_batches") > value(mid, "headscale_map_batches")
+    assert value(fams, "headscale_map_batch_last_duration_seconds") >= 0
+
+    # The first stream closes: the counts go back.
+    a.sock.close()
+    fams = wait_for(lambda: (f := scrape(s)) and value(f, "headscale_map_sessions") == 1 and
+                    value(f, "headscale_nodes_online") == 1 and f, "the closed stream to go")
+    assert value(fams, "headscale_nodestore_nodes") == 2
+    b.sock.close()
+    s.check_sanitizers()
+
+
+def test_metrics_address_taken_stops_the_start(server_factory):
+    s = server_factory(start=False)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        s.config["metrics_listen_addr"] = "127.0.0.1:%d" % taken.getsockname()[1]
+        s.write_config()
+        proc = s.spawn()
+        try:
+            assert proc.wait(timeout=30) != 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert "cannot listen on " + s.config["metrics_listen_addr"] in s.log_text(), s.log_tail()
+    s.check_sanitizers()
