@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from helpers import DELETE, free_port, unique
+from helpers import DELETE, JsonServer, free_port, unique
 
 # Missing prefixes / noise.private_key_path / database.sqlite.path are not listed: headscale
 # refuses them, this product deliberately falls back to defaults (core/config/config_keys.c).
@@ -455,37 +455,19 @@ class _FakeApi:
     TCP listener that accepts and never answers."""
 
     def __init__(self, tmp, silent=False):
-        import http.server
         import ssl
-        import threading
         self.port = free_port()
         if silent:
             self.sock = socket.create_server(("127.0.0.1", self.port))
-            self.httpd = None
+            self.server = None
             return
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                body = b'{"users": []}'
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(*_self_signed(tmp))
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.server = JsonServer(self.port, b'{"users": []}', tls=ctx)
 
     def close(self):
-        if self.httpd:
-            self.httpd.shutdown()
-            self.httpd.server_close()
+        if self.server:
+            self.server.close()
         else:
             self.sock.close()
 

@@ -7,46 +7,18 @@ headscale 0.29.3 refuses to start ("getting DERPMap: ... connection refused"). W
 server up: a DERP map host being down for a moment should not take the control plane with
 it."""
 
-import http.server
 import json
 import os
-import threading
 import time
 
 import pytest
 
 import noise_client
-from helpers import free_port
+from helpers import JsonServer, free_port
 
 MAP = {"Regions": {"901": {"RegionID": 901, "RegionCode": "late", "RegionName": "Late region",
                            "Nodes": [{"Name": "901a", "RegionID": 901,
                                       "HostName": "derp.invalid", "DERPPort": 443}]}}}
-
-
-class _MapServer:
-    """Serves MAP at http://127.0.0.1:port/derp.json until stopped."""
-
-    def __init__(self, port):
-        body = json.dumps(MAP).encode()
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                self.send_response(200 if self.path == "/derp.json" else 404)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def _stream(s):
@@ -89,7 +61,7 @@ def test_unreachable_derp_source_is_retried(server_factory, kind):
     try:
         assert _regions(first) == {}, first.get("DERPMap")
         if kind == "url":
-            src = _MapServer(port)
+            src = JsonServer(port, json.dumps(MAP).encode(), path="/derp.json")
         else:
             with open(where + ".tmp", "w") as f:
                 json.dump(MAP, f)
@@ -99,7 +71,7 @@ def test_unreachable_derp_source_is_retried(server_factory, kind):
             msg = _wait_for_region(c, "901", 45)
         finally:
             if kind == "url":
-                src.stop()
+                src.close()
         assert msg, "the client never got the DERP map\n" + s.log_tail()
         assert msg["DERPMap"]["Regions"]["901"]["RegionCode"] == "late"
         assert "derp: DERP map updated" in s.log_text()
