@@ -493,6 +493,16 @@ func (r *run) nodes() {
 	})
 }
 
+// registered checks that a registration answer (payload) gives a node of the run's user, n,
+// and adds it to ids.
+func (r *run) registered(n *models.V1Node, payload any, ids *[]string) (string, error) {
+	if n == nil || n.ID == "" || n.User == nil || n.User.Name != r.userName {
+		return "", fmt.Errorf("answer %+v", n)
+	}
+	*ids = append(*ids, n.ID)
+	return "node " + n.ID, valid(payload)
+}
+
 // registrations completes the two pending logins: one the provider's way (RegisterNode), one
 // the 0.29 way (AuthRegister); then deletes both nodes.
 func (r *run) registrations() {
@@ -503,12 +513,7 @@ func (r *run) registrations() {
 		if err != nil {
 			return "", err
 		}
-		n := resp.Payload.Node
-		if n == nil || n.ID == "" || n.User == nil || n.User.Name != r.userName {
-			return "", fmt.Errorf("answer %+v", n)
-		}
-		ids = append(ids, n.ID)
-		return "node " + n.ID, valid(resp.Payload)
+		return r.registered(resp.Payload.Node, resp.Payload, &ids)
 	})
 	r.step("auth.register", func() (string, error) {
 		resp, err := r.api.HeadscaleServiceAuthRegister(hs.NewHeadscaleServiceAuthRegisterParams().
@@ -516,12 +521,7 @@ func (r *run) registrations() {
 		if err != nil {
 			return "", err
 		}
-		n := resp.Payload.Node
-		if n == nil || n.ID == "" || n.User == nil || n.User.Name != r.userName {
-			return "", fmt.Errorf("answer %+v", n)
-		}
-		ids = append(ids, n.ID)
-		return "node " + n.ID, valid(resp.Payload)
+		return r.registered(resp.Payload.Node, resp.Payload, &ids)
 	})
 	r.pendingLogins()
 	r.step("node.delete", func() (string, error) {
