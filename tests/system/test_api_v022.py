@@ -98,6 +98,14 @@ def shape(v):
     return v
 
 
+def user_on_both(pair, prefix):
+    """Makes a user of one new name on each side → that name."""
+    user = unique(prefix)
+    for s in pair:
+        s.ok("POST", "/api/v1/user", {"name": user})
+    return user
+
+
 def machine_shape(m):
     """shape() of a Machine, its keys and addresses reduced to what both can agree on: ours
     are the node's real Noise keys, 0.22.3's debug machine keeps the text it was given."""
@@ -116,9 +124,7 @@ def machine_shape(m):
 
 @needs_022
 def test_machine_paths_answer_as_0223(pair):
-    user = unique("v22")
-    for s in pair:
-        s.ok("POST", "/api/v1/user", {"name": user})
+    user = user_on_both(pair, "v22")
     made = {s.name: make_node(s, user, "box") for s in pair}
     ids = {k: v[1] for k, v in made.items()}
     ours, ref = pair
@@ -168,9 +174,7 @@ def key_shape(k):
 
 @needs_022
 def test_preauthkeys_by_user_name_answer_as_0223(pair):
-    user = unique("k22")
-    for s in pair:
-        s.ok("POST", "/api/v1/user", {"name": user})
+    user = user_on_both(pair, "k22")
     body = {"user": user, "reusable": True, "ephemeral": False,
             "expiration": "2099-01-01T00:00:00Z"}  # 0.22.3 drops aclTags without a policy
     made = {s.name: s.ok("POST", "/api/v1/preauthkey", body) for s in pair}
