@@ -276,6 +276,18 @@ def server_primary(w, route=LAN_ROUTE):
 
 # ---- tests ---------------------------------------------------------------------------------
 
+def two_routers(w, client):
+    """Approves LAN_ROUTE on both routers and waits until client reaches the LAN through the
+    one with the lower node id, the primary → (that one, the other, {router: its LAN address})."""
+    first, second = sorted(("router-1", "router-2"), key=lambda name: w.ids[name])
+    via = {"router-1": f"{LAN}.1", "router-2": f"{LAN}.2"}
+    approve(w, first, LAN_ROUTE)
+    approve(w, second, LAN_ROUTE)
+    wait_primary(client, first)
+    wait_via(client, w.lan, via[first])
+    return first, second, via
+
+
 def test_subnet_route_served_only_while_approved(rworld):
     """A route announced but not approved is not given to peers; approved, a peer with
     --accept-routes reaches the far network through the router; no longer approved, it
@@ -328,12 +340,7 @@ def test_ha_failover_and_no_flap(rworld):
     w = rworld
     client, bob = w.n["client"], w.n["client-bob"]
     set_policy(w, ALICE_ROUTE)
-    first, second = sorted(("router-1", "router-2"), key=lambda name: w.ids[name])
-    via = {"router-1": f"{LAN}.1", "router-2": f"{LAN}.2"}
-    approve(w, first, LAN_ROUTE)
-    approve(w, second, LAN_ROUTE)
-    wait_primary(client, first)
-    wait_via(client, w.lan, via[first])
+    first, second, via = two_routers(w, client)
     assert server_primary(w) == [w.ids[first]]
     _, standby = peer_routes(client, second)
     assert LAN_ROUTE not in standby, "the standby is not given to peers"
@@ -377,12 +384,7 @@ def test_ha_probe_fails_over_a_hung_router(rworld):
     w = rworld
     client = w.n["client"]
     set_policy(w, ALLOW_ALL)
-    first, second = sorted(("router-1", "router-2"), key=lambda name: w.ids[name])
-    via = {"router-1": f"{LAN}.1", "router-2": f"{LAN}.2"}
-    approve(w, first, LAN_ROUTE)
-    approve(w, second, LAN_ROUTE)
-    wait_primary(client, first)
-    wait_via(client, w.lan, via[first])
+    first, second, via = two_routers(w, client)
 
     hung = w.n[first].proc
     hung._signal(signal.SIGSTOP)
