@@ -368,6 +368,25 @@ static void wait_for_change(int want)
     cr_assert_eq(changes, want);
 }
 
+/* A DERP map started on cfg whose changes are counted in `changes`. */
+static struct derpmap *start_counted(void)
+{
+    struct derpmap *dm;
+
+    cr_assert_eq(derpmap_new(&cfg, &dm), 0);
+    derpmap_set_listener(dm, on_change, NULL);
+    cr_assert_eq(derpmap_start(dm), 0);
+    return dm;
+}
+
+static void expect_region_code(struct derpmap *dm, const char *id, const char *want)
+{
+    json_t *m = derpmap_get(dm);
+
+    cr_expect_str_eq(hs_json_str(region(m, id), "RegionCode"), want);
+    json_decref(m);
+}
+
 static void write_text(const char *path, const char *text)
 {
     cr_assert_eq(hs_write_file_atomic(path, text, strlen(text), 0600), 0);
@@ -377,7 +396,6 @@ Test(derpmap, refresh_picks_up_changes_and_stops_promptly)
 {
     char dir[] = "/tmp/hs-derp-XXXXXX", path[64], url[80];
     struct derpmap *dm;
-    json_t *m;
 
     cr_assert_not_null(mkdtemp(dir));
     snprintf(path, sizeof(path), "%s/map.json", dir);
@@ -386,22 +404,16 @@ Test(derpmap, refresh_picks_up_changes_and_stops_promptly)
     hs_strv_push(&cfg.derp_urls, url);
     cfg.derp_auto_update = true;
     cfg.derp_update_frequency_us = 50000;
-    cr_assert_eq(derpmap_new(&cfg, &dm), 0);
-    derpmap_set_listener(dm, on_change, NULL);
-    cr_assert_eq(derpmap_start(dm), 0);
+    dm = start_counted();
     write_text(path, "{\"Regions\":{\"5\":{\"RegionCode\":\"new\"}}}");
 
     wait_for_change(1);
-    m = derpmap_get(dm);
-    cr_expect_str_eq(hs_json_str(region(m, "5"), "RegionCode"), "new");
-    json_decref(m);
+    expect_region_code(dm, "5", "new");
 
     /* A broken update keeps the last good regions. */
     write_text(path, "{\"Regions\": 5}");
     usleep(200000);
-    m = derpmap_get(dm);
-    cr_expect_str_eq(hs_json_str(region(m, "5"), "RegionCode"), "new");
-    json_decref(m);
+    expect_region_code(dm, "5", "new");
     cr_expect_eq(changes, 1);
 
     derpmap_free(dm);
@@ -414,30 +426,23 @@ Test(derpmap, source_missing_at_start_is_retried)
 {
     char dir[] = "/tmp/hs-derp-XXXXXX", path[64];
     struct derpmap *dm;
-    json_t *m;
 
     cr_assert_not_null(mkdtemp(dir));
     snprintf(path, sizeof(path), "%s/map.json", dir);
     hs_strv_push(&cfg.derp_paths, path);
     cfg.derp_auto_update = false;
     cfg.derp_update_frequency_us = 50000; /* caps the backoff, so the test need not wait 5 s */
-    cr_assert_eq(derpmap_new(&cfg, &dm), 0);
-    derpmap_set_listener(dm, on_change, NULL);
-    cr_assert_eq(derpmap_start(dm), 0);
+    dm = start_counted();
     usleep(120000);
     cr_expect_eq(changes, 0, "still missing: nothing changed");
     write_text(path, "{\"Regions\":{\"7\":{\"RegionCode\":\"late\"}}}");
     wait_for_change(1);
-    m = derpmap_get(dm);
-    cr_expect_str_eq(hs_json_str(region(m, "7"), "RegionCode"), "late");
-    json_decref(m);
+    expect_region_code(dm, "7", "late");
 
     /* Loaded once and no auto-update: later edits are not picked up. */
     write_text(path, "{\"Regions\":{\"7\":{\"RegionCode\":\"later\"}}}");
     usleep(200000);
-    m = derpmap_get(dm);
-    cr_expect_str_eq(hs_json_str(region(m, "7"), "RegionCode"), "late");
-    json_decref(m);
+    expect_region_code(dm, "7", "late");
     derpmap_free(dm);
     unlink(path);
     rmdir(dir);
