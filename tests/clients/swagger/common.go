@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
+	"time"
 
 	httptransport "github.com/go-openapi/runtime/client"
 	"github.com/go-openapi/strfmt"
@@ -42,6 +44,18 @@ func newAPI(endpoint, key string) (hs.ClientService, error) {
 	tr := httptransport.New(u.Host, u.Path, []string{u.Scheme})
 	tr.DefaultAuthentication = httptransport.BearerToken(key)
 	return client.New(tr, strfmt.Default).HeadscaleService, nil
+}
+
+// connect makes the client of the server at endpoint and the deadline of the whole run; a
+// malformed endpoint ends the program (status 2, as missing flags do).
+func connect(endpoint, key string) (hs.ClientService, context.Context, context.CancelFunc) {
+	api, err := newAPI(endpoint, key)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hsclient:", err)
+		os.Exit(2)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	return api, ctx, cancel
 }
 
 // step runs one check and reports it; fn returns what it saw, or why it failed.

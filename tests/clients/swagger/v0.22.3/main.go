@@ -369,12 +369,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "hsclient: -endpoint, -key, -router and -route are required")
 		os.Exit(2)
 	}
-	api, err := newAPI(endpoint, key)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "hsclient:", err)
-		os.Exit(2)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	api, ctx, cancel := connect(endpoint, key)
 	defer cancel()
 	r := &run{api: api, ctx: ctx, endpoint: endpoint, prefix: prefix, router: router, route: route}
 	r.users()

@@ -624,12 +624,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "hsclient: -endpoint, -key, -router, -route, -auth-id and -auth-id2 are required")
 		os.Exit(2)
 	}
-	api, err := newAPI(o.endpoint, o.key)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "hsclient:", err)
-		os.Exit(2)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	api, ctx, cancel := connect(o.endpoint, o.key)
 	defer cancel()
 	r := &run{o: o, api: api, ctx: ctx}
 	r.health()
