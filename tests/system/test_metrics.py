@@ -5,7 +5,8 @@ counters ending in _total); headscale's metric names where headscale has the mea
 (headscale_nodestore_nodes, headscale_mapresponse_sent_total), ours with the headscale_ prefix
 otherwise, and the process_ metrics. A node registering with a pre-auth key and opening a map
 stream (noise_client) moves the connection, session, online and map counts; its stream
-closing moves them back. The main listener has no /metrics."""
+closing moves them back. DERP clients (derp_client, over plain HTTP) move the embedded relay's
+counts. The main listener has no /metrics."""
 
 import http.client
 import re
@@ -14,12 +15,14 @@ import time
 
 import pytest
 
-from helpers import unique
+import derp_client as dc
+from helpers import free_port, unique
 from noise_client import ControlClient
 
 prom = pytest.importorskip("prometheus_client.parser",
                            reason="needs prometheus_client (deploy/install-deps.sh)")
 pytest.importorskip("h2", reason="needs the h2 package (pip install h2)")
+pytest.importorskip("nacl", reason="needs PyNaCl for the DERP client (pip install pynacl)")
 
 # Family names as the parser gives them (a counter's without _total) and their types.
 FAMILIES = {
@@ -202,4 +205,37 @@ def test_metrics_address_taken_stops_the_start(server_factory):
             if proc.poll() is None:
                 proc.kill()
     assert "cannot listen on " + s.config["metrics_listen_addr"] in s.log_text(), s.log_tail()
+    s.check_sanitizers()
+
+
+def test_derp_metrics_move_with_relay_clients(server_factory):
+    s = server_factory(overrides={"derp": {"server": {
+        "enabled": True, "stun_listen_addr": f"127.0.0.1:{free_port()}",
+        "verify_clients": False}}}, start=False)
+    s.config["derp"]["server"]["private_key_path"] = s.tmp + "/derp.key"
+    s.write_config()
+    s.start()
+    fams = scrape(s)
+    for name in ("headscale_derp_clients", "headscale_derp_packets_relayed",
+                 "headscale_derp_bytes_relayed", "headscale_derp_packets_dropped",
+                 "headscale_derp_bad_frames"):
+        assert name in fams, name
+    assert fams["headscale_derp_clients"].type == "gauge"
+    assert value(fams, "headscale_derp_clients") == 0
+
+    a, b = (dc.DerpConn(socket.create_connection(("127.0.0.1", s.port), timeout=10),
+                        f"127.0.0.1:{s.port}") for _ in range(2))
+    a.handshake()
+    b.handshake()
+    a.send_packet(b.pub, b"x" * 100)
+    assert b.recv_packet() == (a.pub, b"x" * 100)
+    a.send_packet(bytes(32), b"nobody")  # no such client: dropped
+    fams = wait_for(lambda: (f := scrape(s)) and
+                    value(f, "headscale_derp_packets_dropped") >= 1 and f, "a drop to count")
+    assert value(fams, "headscale_derp_clients") == 2
+    assert value(fams, "headscale_derp_packets_relayed") == 1
+    assert value(fams, "headscale_derp_bytes_relayed") == 100
+    a.close()
+    wait_for(lambda: value(scrape(s), "headscale_derp_clients") == 1, "the client to go")
+    b.close()
     s.check_sanitizers()
