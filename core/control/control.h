@@ -136,11 +136,16 @@ void control_service_resync(struct control_service *s);
 void control_service_dns_changed(struct control_service *s);
 
 /* Counts of the map sessions, for /metrics. Any thread. */
+enum control_map_kind { CONTROL_MAP_FULL, CONTROL_MAP_DELTA, CONTROL_MAP_KEEPALIVE,
+                        CONTROL_MAP_KINDS };
 struct control_service_stats {
-    uint64_t sessions;    /* map streams open */
-    uint64_t full_maps, deltas, keepalives; /* map messages sent, by kind */
-    uint64_t batches;     /* batches of changes sent out */
-    uint64_t last_batch_us; /* how long the last one took to build and queue */
+    uint64_t sessions;       /* map streams open */
+    uint64_t sessions_ended; /* map streams closed (by the client or its connection) */
+    uint64_t sent[CONTROL_MAP_KINDS];       /* map messages queued, by kind */
+    uint64_t sent_bytes[CONTROL_MAP_KINDS]; /* their bytes as written (compressed or not) */
+    uint64_t batches;        /* batches of changes sent out */
+    uint64_t batch_nodes;    /* node changes they carried (a node once per kind of change) */
+    uint64_t last_batch_us;  /* how long the last one took to build and queue */
 };
 void control_service_get_stats(struct control_service *s, struct control_service_stats *out);
 

@@ -74,7 +74,7 @@ static int send_full_map(struct control_service *s, uint64_t conn_id, int32_t st
     }
     if (rc == 0) {
         session_write(s, conn_id, stream_id, &out, first, end);
-        SERVICE_COUNT(s->stats.full_maps);
+        SERVICE_SENT(s, CONTROL_MAP_FULL, out.len);
     } else if (rc != -ENOENT)
         encode_failed(s, conn_id);
     hs_buf_free(&out);
@@ -267,6 +267,7 @@ void poll_stream_closed(struct control_service *s, uint64_t conn_id, int32_t str
                 s->ended = hs_xrealloc(s->ended, s->capended * sizeof(*s->ended));
             }
             s->ended[s->nended++] = x->node_id;
+            SERVICE_COUNT(s->stats.sessions_ended, 1);
             if (x->opening) {
                 x->closed = true; /* session_open frees it */
             } else {
@@ -502,7 +503,7 @@ static void send_shared(struct control_service *s, const struct target *t, struc
     if (enc->len == 0 && mapper_encode(e->msg, t->zstd, enc) < 0)
         return;
     control_stream_write(s->ctl, t->conn_id, t->stream_id, enc->data, enc->len);
-    SERVICE_COUNT(s->stats.deltas);
+    SERVICE_SENT(s, CONTROL_MAP_DELTA, enc->len);
 }
 
 /* What the node was told is the batch's net (pinned, or its generation). */
@@ -560,7 +561,7 @@ static void send_delta(struct control_service *s, const struct batch *b, const s
         send_shared(s, t, e);
     else if (rc == 0) {
         session_write(s, t->conn_id, t->stream_id, &own, false, false);
-        SERVICE_COUNT(s->stats.deltas);
+        SERVICE_SENT(s, CONTROL_MAP_DELTA, own.len);
     } else if (rc != -ENODATA)
         encode_failed(s, t->conn_id);
     hs_buf_free(&own);
@@ -594,7 +595,7 @@ static void send_dns(struct control_service *s, const struct target *t, struct h
     }
     if (rc == 0) {
         session_write(s, t->conn_id, t->stream_id, enc, false, false);
-        SERVICE_COUNT(s->stats.deltas);
+        SERVICE_SENT(s, CONTROL_MAP_DELTA, enc->len);
     } else if (rc != -ENOENT)
         encode_failed(s, t->conn_id);
     json_decref(msg);
@@ -759,7 +760,8 @@ void poll_flush_batch(struct control_service *s)
     pthread_mutex_lock(&s->mu);
     s->last_batch_end = hs_monotonic_us();
     s->last_batch_us = s->last_batch_end - started;
-    SERVICE_COUNT(s->stats.batches);
+    SERVICE_COUNT(s->stats.batches, 1);
+    SERVICE_COUNT(s->stats.batch_nodes, b.changed.n + b.patched.n + b.removed.n + b.online.n);
     pthread_mutex_unlock(&s->mu);
     free(t);
     state_net_unref(b.net);
@@ -785,7 +787,7 @@ void poll_keepalives(struct control_service *s)
         if (x->next_keepalive > now)
             continue;
         x->next_keepalive = now + keepalive_interval(s);
-        SERVICE_COUNT(s->stats.keepalives);
+        SERVICE_SENT(s, CONTROL_MAP_KEEPALIVE, x->zstd ? z.len : raw.len);
         control_stream_write(s->ctl, x->conn_id, x->stream_id, x->zstd ? z.data : raw.data,
                              x->zstd ? z.len : raw.len);
     }

@@ -256,10 +256,13 @@ void control_service_get_stats(struct control_service *s, struct control_service
     out->last_batch_us = (uint64_t)s->last_batch_us;
     pthread_mutex_unlock(&s->mu);
     out->sessions = n;
-    out->full_maps = __atomic_load_n(&s->stats.full_maps, __ATOMIC_RELAXED);
-    out->deltas = __atomic_load_n(&s->stats.deltas, __ATOMIC_RELAXED);
-    out->keepalives = __atomic_load_n(&s->stats.keepalives, __ATOMIC_RELAXED);
+    for (int k = 0; k < CONTROL_MAP_KINDS; k++) {
+        out->sent[k] = __atomic_load_n(&s->stats.sent[k], __ATOMIC_RELAXED);
+        out->sent_bytes[k] = __atomic_load_n(&s->stats.sent_bytes[k], __ATOMIC_RELAXED);
+    }
+    out->sessions_ended = __atomic_load_n(&s->stats.sessions_ended, __ATOMIC_RELAXED);
     out->batches = __atomic_load_n(&s->stats.batches, __ATOMIC_RELAXED);
+    out->batch_nodes = __atomic_load_n(&s->stats.batch_nodes, __ATOMIC_RELAXED);
 }
 
 struct control *control_service_control(struct control_service *s)

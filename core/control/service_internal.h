@@ -159,7 +159,10 @@ struct control_service {
     pthread_t thread;       /* the map thread: batches, keep-alives, GC, follow-up timeouts */
 };
 
-#define SERVICE_COUNT(field) __atomic_add_fetch(&(field), 1, __ATOMIC_RELAXED)
+#define SERVICE_COUNT(field, n) __atomic_add_fetch(&(field), (uint64_t)(n), __ATOMIC_RELAXED)
+/* A map message of `bytes` queued on a stream. */
+#define SERVICE_SENT(s, kind, bytes)                                                            \
+    (SERVICE_COUNT((s)->stats.sent[kind], 1), SERVICE_COUNT((s)->stats.sent_bytes[kind], bytes))
 
 void idset_add(struct idset *s, uint64_t id);
 /* Adds id, or ORs fields into its entry. */

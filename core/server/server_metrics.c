@@ -17,7 +17,8 @@ struct server_metrics {
     struct server_metrics_deps d;
     struct metrics *reg;
     struct metric *nodes, *online, *policy_compiles;
-    struct metric *sessions, *full_maps, *deltas, *keepalives, *batches, *batch_us;
+    struct metric *sessions, *ended, *sent[CONTROL_MAP_KINDS], *sent_bytes[CONTROL_MAP_KINDS];
+    struct metric *batches, *batch_nodes, *batch_us;
     struct metric *conns, *conns_total, *streams, *requests, *bad_frames;
     struct metric *derp_clients, *derp_packets, *derp_bytes, *derp_drops, *derp_bad;
     struct metric *cpu_us, *rss, *vsize, *fds, *max_fds, *start_us;
@@ -41,20 +42,36 @@ static void add_state(struct server_metrics *sm)
                               "Times the policy was compiled for the current nodes", 1);
 }
 
+/* headscale labels its count by status and type (it counts keep-alives only); ours counts
+ * every kind, and their bytes. */
+static void add_sent(struct server_metrics *sm)
+{
+    static const char *const labels[CONTROL_MAP_KINDS] = {
+        [CONTROL_MAP_FULL] = "status=\"ok\",type=\"full\"",
+        [CONTROL_MAP_DELTA] = "status=\"ok\",type=\"delta\"",
+        [CONTROL_MAP_KEEPALIVE] = "status=\"ok\",type=\"keepalive\"",
+    };
+
+    for (int k = 0; k < CONTROL_MAP_KINDS; k++)
+        sm->sent[k] = add(sm, METRIC_COUNTER, "headscale_mapresponse_sent_total", labels[k],
+                          "Map messages sent to clients, by kind", 1);
+    for (int k = 0; k < CONTROL_MAP_KINDS; k++)
+        sm->sent_bytes[k] = add(sm, METRIC_COUNTER, "headscale_mapresponse_sent_bytes_total",
+                                labels[k], "Bytes of the map messages sent, as written", 1);
+}
+
 static void add_maps(struct server_metrics *sm)
 {
-    static const char help[] = "Map messages sent to clients, by kind";
-
     sm->sessions = add(sm, METRIC_GAUGE, "headscale_map_sessions", NULL,
                        "Streaming map polls open", 1);
-    sm->full_maps = add(sm, METRIC_COUNTER, "headscale_mapresponse_sent_total",
-                        "status=\"ok\",type=\"full\"", help, 1);
-    sm->deltas = add(sm, METRIC_COUNTER, "headscale_mapresponse_sent_total",
-                     "status=\"ok\",type=\"delta\"", help, 1);
-    sm->keepalives = add(sm, METRIC_COUNTER, "headscale_mapresponse_sent_total",
-                         "status=\"ok\",type=\"keepalive\"", help, 1);
+    sm->ended = add(sm, METRIC_COUNTER, "headscale_mapresponse_ended_total", "reason=\"done\"",
+                    "Streaming map polls ended", 1);
+    add_sent(sm);
     sm->batches = add(sm, METRIC_COUNTER, "headscale_map_batches_total", NULL,
                       "Batches of changes sent out to the map streams", 1);
+    sm->batch_nodes = add(sm, METRIC_COUNTER, "headscale_map_batch_nodes_total", NULL,
+                          "Node changes the batches carried (a node once per kind of change)",
+                          1);
     sm->batch_us = add(sm, METRIC_GAUGE, "headscale_map_batch_last_duration_seconds", NULL,
                        "How long the last batch took to build and queue", USEC);
 }
@@ -127,10 +144,13 @@ static void collect_control(struct server_metrics *sm)
 
     control_service_get_stats(sm->d.svc, &ss);
     metric_set(sm->sessions, (int64_t)ss.sessions);
-    metric_set(sm->full_maps, (int64_t)ss.full_maps);
-    metric_set(sm->deltas, (int64_t)ss.deltas);
-    metric_set(sm->keepalives, (int64_t)ss.keepalives);
+    metric_set(sm->ended, (int64_t)ss.sessions_ended);
+    for (int k = 0; k < CONTROL_MAP_KINDS; k++) {
+        metric_set(sm->sent[k], (int64_t)ss.sent[k]);
+        metric_set(sm->sent_bytes[k], (int64_t)ss.sent_bytes[k]);
+    }
     metric_set(sm->batches, (int64_t)ss.batches);
+    metric_set(sm->batch_nodes, (int64_t)ss.batch_nodes);
     metric_set(sm->batch_us, (int64_t)ss.last_batch_us);
     control_get_stats(control_service_control(sm->d.svc), &cs);
     metric_set(sm->conns, (int64_t)cs.conns_open);

@@ -31,7 +31,10 @@ FAMILIES = {
     "headscale_policy_compiles": "counter",
     "headscale_map_sessions": "gauge",
     "headscale_mapresponse_sent": "counter",
+    "headscale_mapresponse_sent_bytes": "counter",
+    "headscale_mapresponse_ended": "counter",
     "headscale_map_batches": "counter",
+    "headscale_map_batch_nodes": "counter",
     "headscale_map_batch_last_duration_seconds": "gauge",
     "headscale_control_connections": "gauge",
     "headscale_control_connections_accepted": "counter",
@@ -127,6 +130,8 @@ def test_metrics_families_and_types(server_factory):
     assert not [n for n in fams if n.startswith("headscale_derp_")], "DERP is off"
     kinds = {x.labels["type"] for x in fams["headscale_mapresponse_sent"].samples}
     assert kinds == {"full", "delta", "keepalive"}, kinds
+    kinds = {x.labels["type"] for x in fams["headscale_mapresponse_sent_bytes"].samples}
+    assert kinds == {"full", "delta", "keepalive"}, kinds
     assert value(fams, "headscale_nodestore_nodes") == 0
     assert value(fams, "headscale_map_sessions") == 0
     assert value(fams, "process_resident_memory_bytes") > 1 << 20
@@ -165,11 +170,17 @@ def test_metrics_move_with_a_connected_node(server_factory):
         value(before, "headscale_control_requests") + 2
     assert value(fams, "headscale_mapresponse_sent", type="full") >= \
         value(before, "headscale_mapresponse_sent", type="full") + 1
+    # A full map carries at least the node itself, DERP map and DNS: hundreds of bytes.
+    assert value(fams, "headscale_mapresponse_sent_bytes", type="full") >= \
+        value(before, "headscale_mapresponse_sent_bytes", type="full") + 300
     assert value(fams, "headscale_policy_compiles") >= value(before, "headscale_policy_compiles")
 
     # Keep-alives go out on the open stream (tuning.keepalive_interval: 1s).
-    wait_for(lambda: value(scrape(s), "headscale_mapresponse_sent", type="keepalive") >= 1,
-             "a keep-alive to count")
+    fams = wait_for(lambda: (f := scrape(s)) and
+                    value(f, "headscale_mapresponse_sent", type="keepalive") >= 1 and f,
+                    "a keep-alive to count")
+    assert value(fams, "headscale_mapresponse_sent_bytes", type="keepalive") >= \
+        5 * value(fams, "headscale_mapresponse_sent", type="keepalive")  # a length, a JSON object
     # A second node: the first hears of it as a delta, sent in a batch.
     mid = scrape(s)
     b = registered_client(s, key)
@@ -180,6 +191,9 @@ def test_metrics_move_with_a_connected_node(server_factory):
                     "the second node online and a delta to the first")
     assert value(fams, "headscale_map_sessions") == 2
     assert value(fams, "headscale_map_batches") > value(mid, "headscale_map_batches")
+    assert value(fams, "headscale_map_batch_nodes") > value(mid, "headscale_map_batch_nodes")
+    assert value(fams, "headscale_mapresponse_sent_bytes", type="delta") > \
+        value(mid, "headscale_mapresponse_sent_bytes", type="delta")
     assert value(fams, "headscale_map_batch_last_duration_seconds") >= 0
 
     # The first stream closes: the counts go back.
@@ -187,6 +201,8 @@ def test_metrics_move_with_a_connected_node(server_factory):
     fams = wait_for(lambda: (f := scrape(s)) and value(f, "headscale_map_sessions") == 1 and
                     value(f, "headscale_nodes_online") == 1 and f, "the closed stream to go")
     assert value(fams, "headscale_nodestore_nodes") == 2
+    assert value(fams, "headscale_mapresponse_ended", reason="done") == \
+        value(before, "headscale_mapresponse_ended", reason="done") + 1
     b.sock.close()
     s.check_sanitizers()
 
