@@ -15,7 +15,9 @@
 #define NAMESPACE_FLAG { "namespace", 'n', CLI_STRING, NULL, "Old name of --user", true }
 #define USER_ID_FLAG { "identifier", 'i', CLI_STRING, NULL, "The user's numeric ID", false }
 #define USER_NAME_FLAG { "name", 'n', CLI_STRING, NULL, "The user's name", false }
-#define PAK_ID_FLAG { "id", 'i', CLI_STRING, NULL, "The key's numeric ID", false }
+#define KEY_ID_FLAG { "id", 'i', CLI_STRING, NULL, "The key's numeric ID", false }
+#define REGISTER_USER_FLAG                                                                   \
+    { "user", 'u', CLI_STRING, NULL, "The user the node will belong to", false }
 
 /* ---- serve, configtest, version, health, generate ---- */
 
@@ -169,14 +171,14 @@ static const struct cli_cmd cmd_pak_expire = {
     .summary = "Make a pre-auth key unusable from now on",
     .long_help = "Makes the key of --id, or KEY, unusable from now on; nodes it registered stay.\n"
                  "KEY is the full key, or its prefix as shown by \"preauthkeys list\".",
-    .flags = FLAGS(PAK_ID_FLAG),
+    .flags = FLAGS(KEY_ID_FLAG),
     .run = cli_cmd_preauthkeys_expire, .max_args = 1,
 };
 
 static const struct cli_cmd cmd_pak_delete = {
     .name = "delete", .aliases = ALIASES("del", "rm", "d"), .use = "delete KEY | --id ID",
     .summary = "Remove a pre-auth key; nodes registered with it stay",
-    .flags = FLAGS(PAK_ID_FLAG),
+    .flags = FLAGS(KEY_ID_FLAG),
     .run = cli_cmd_preauthkeys_delete, .max_args = 1,
 };
 
@@ -209,7 +211,7 @@ static const struct cli_cmd cmd_api_create = {
 #define APIKEY_SELECT_FLAGS                                                                  \
     FLAGS({ "prefix", 'p', CLI_STRING, NULL, "The key's prefix, as \"apikeys list\" shows it",  \
             false },                                                                        \
-          { "id", 'i', CLI_STRING, NULL, "The key's numeric ID", false })
+          KEY_ID_FLAG)
 
 static const struct cli_cmd cmd_api_expire = {
     .name = "expire", .aliases = ALIASES("revoke", "exp", "e"),
@@ -261,7 +263,7 @@ static const struct cli_cmd cmd_nodes_register = {
     .summary = "Finish a node's login for a user (older name of auth register)",
     .long_help = "Completes an interactive login: KEY is the ID at the end of the URL the\n"
                  "client shows (<server_url>/register/<ID>). Same as \"auth register\".",
-    .flags = FLAGS({ "user", 'u', CLI_STRING, NULL, "The user the node will belong to", false },
+    .flags = FLAGS(REGISTER_USER_FLAG,
                    NAMESPACE_FLAG,
                    { "key", 'k', CLI_STRING, NULL, "The ID from the client's login URL", false }),
     .run = cli_cmd_nodes_register, .max_args = 0,
@@ -355,7 +357,7 @@ static const struct cli_cmd cmd_auth_register = {
     .summary = "Finish a node's login for a user",
     .long_help = "Completes a pending interactive login: --auth-id is the ID at the end of the\n"
                  "URL the client shows (<server_url>/register/<ID>).",
-    .flags = FLAGS({ "user", 'u', CLI_STRING, NULL, "The user the node will belong to", false },
+    .flags = FLAGS(REGISTER_USER_FLAG,
                    { "auth-id", 0, CLI_STRING, NULL, "The ID from the client's login URL", false }),
     .run = cli_cmd_auth_register, .max_args = 0,
 };
