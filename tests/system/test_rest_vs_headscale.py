@@ -375,18 +375,18 @@ def test_preauthkeys(pair):
     pair.check("user", "POST", "/api/v1/user", {"name": "kuser"}, save={"ku": ids_of("user")})
     pair.check("create", "POST", "/api/v1/preauthkey",
                {"user": "{ku}", "reusable": True, "expiration": "2099-01-01T00:00:00Z"},
-               save={"k1": lambda b: b["preAuthKey"]["id"]})
+               save={"k1": ids_of("preAuthKey")})
     pair.check("create ephemeral, tagged", "POST", "/api/v1/preauthkey",
                {"user": "{ku}", "ephemeral": True, "aclTags": ["tag:web"],
                 "expiration": "2099-01-01T00:00:00Z"},
-               save={"k2": lambda b: b["preAuthKey"]["id"]})
+               save={"k2": ids_of("preAuthKey")})
     pair.check("create, tags repeated, unsorted", "POST", "/api/v1/preauthkey",
                {"user": "{ku}", "aclTags": ["tag:web", "tag:db", "tag:web"],
                 "expiration": "2099-01-01T00:00:00Z"})
     pair.check("create, user as a number", "POST", "/api/v1/preauthkey",
                {"user": 1, "expiration": "2099-01-01T00:00:00Z"})
     pair.check("create without an expiration", "POST", "/api/v1/preauthkey", {"user": "{ku}"},
-               adjust=key_expiry_unset, save={"k0": lambda b: b["preAuthKey"]["id"]})
+               adjust=key_expiry_unset, save={"k0": ids_of("preAuthKey")})
     pair.check("list", "GET", "/api/v1/preauthkey", adjust=key_expiry_unset)
     pair.check("delete it", "DELETE", "/api/v1/preauthkey?id={k0}")
     pair.check("unknown user", "POST", "/api/v1/preauthkey",
