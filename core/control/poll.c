@@ -73,8 +73,8 @@ static int send_full_map(struct control_service *s, uint64_t conn_id, int32_t st
         *told = t;
     }
     if (rc == 0) {
+        SERVICE_SENT(s, CONTROL_MAP_FULL, out.len); /* before the client can have it */
         session_write(s, conn_id, stream_id, &out, first, end);
-        SERVICE_SENT(s, CONTROL_MAP_FULL, out.len);
     } else if (rc != -ENOENT)
         encode_failed(s, conn_id);
     hs_buf_free(&out);
@@ -502,8 +502,8 @@ static void send_shared(struct control_service *s, const struct target *t, struc
         return;
     if (enc->len == 0 && mapper_encode(e->msg, t->zstd, enc) < 0)
         return;
-    control_stream_write(s->ctl, t->conn_id, t->stream_id, enc->data, enc->len);
     SERVICE_SENT(s, CONTROL_MAP_DELTA, enc->len);
+    control_stream_write(s->ctl, t->conn_id, t->stream_id, enc->data, enc->len);
 }
 
 /* What the node was told is the batch's net (pinned, or its generation). */
@@ -560,8 +560,8 @@ static void send_delta(struct control_service *s, const struct batch *b, const s
     if (e)
         send_shared(s, t, e);
     else if (rc == 0) {
-        session_write(s, t->conn_id, t->stream_id, &own, false, false);
         SERVICE_SENT(s, CONTROL_MAP_DELTA, own.len);
+        session_write(s, t->conn_id, t->stream_id, &own, false, false);
     } else if (rc != -ENODATA)
         encode_failed(s, t->conn_id);
     hs_buf_free(&own);
@@ -594,8 +594,8 @@ static void send_dns(struct control_service *s, const struct target *t, struct h
         rc = msg ? mapper_encode(msg, t->zstd, enc) : -ENOENT;
     }
     if (rc == 0) {
-        session_write(s, t->conn_id, t->stream_id, enc, false, false);
         SERVICE_SENT(s, CONTROL_MAP_DELTA, enc->len);
+        session_write(s, t->conn_id, t->stream_id, enc, false, false);
     } else if (rc != -ENOENT)
         encode_failed(s, t->conn_id);
     json_decref(msg);

@@ -160,7 +160,8 @@ struct control_service {
 };
 
 #define SERVICE_COUNT(field, n) __atomic_add_fetch(&(field), (uint64_t)(n), __ATOMIC_RELAXED)
-/* A map message of `bytes` queued on a stream. */
+/* A map message of `bytes`, counted before it is queued: a client that has it must find it
+ * counted. */
 #define SERVICE_SENT(s, kind, bytes)                                                            \
     (SERVICE_COUNT((s)->stats.sent[kind], 1), SERVICE_COUNT((s)->stats.sent_bytes[kind], bytes))
 

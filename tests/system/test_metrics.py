@@ -157,8 +157,9 @@ def test_metrics_move_with_a_connected_node(server_factory):
     before = scrape(s)
     a = registered_client(s, key)
     a.open_stream(require_peers=False)
-    fams = wait_for(lambda: (f := scrape(s)) and value(f, "headscale_map_sessions") == 1 and f,
-                    "the stream to count")
+    # The session is listed a moment before its node is marked online.
+    fams = wait_for(lambda: (f := scrape(s)) and value(f, "headscale_map_sessions") == 1 and
+                    value(f, "headscale_nodes_online") == 1 and f, "the stream to count")
     assert value(fams, "headscale_nodestore_nodes") == 1
     assert value(fams, "headscale_nodes_online") == 1
     assert value(fams, "headscale_control_connections") >= 1
