@@ -16,7 +16,7 @@
 struct server_metrics {
     struct server_metrics_deps d;
     struct metrics *reg;
-    struct metric *nodes, *online, *policy_compiles;
+    struct metric *nodes, *online, *policy_compiles, *policy_compile_us;
     struct metric *sessions, *ended, *sent[CONTROL_MAP_KINDS], *sent_bytes[CONTROL_MAP_KINDS];
     struct metric *batches, *batch_nodes, *batch_us;
     struct metric *conns, *conns_total, *streams, *requests, *bad_frames;
@@ -39,7 +39,10 @@ static void add_state(struct server_metrics *sm)
     sm->online = add(sm, METRIC_GAUGE, "headscale_nodes_online", NULL,
                      "Nodes with a map stream open on this server", 1);
     sm->policy_compiles = add(sm, METRIC_COUNTER, "headscale_policy_compiles_total", NULL,
-                              "Times the policy was compiled for the current nodes", 1);
+                              "Policy compiles for the nodes (whole or for the changed ones)",
+                              1);
+    sm->policy_compile_us = add(sm, METRIC_COUNTER, "headscale_policy_compile_seconds_total",
+                                NULL, "Time spent compiling the policy", USEC);
 }
 
 /* headscale labels its count by status and type (it counts keep-alives only); ours counts
@@ -124,17 +127,18 @@ static void add_process(struct server_metrics *sm)
 static void collect_state(struct server_metrics *sm)
 {
     size_t n, online = 0;
-    uint64_t gen;
+    uint64_t compiles, us;
 
     state_rdlock(sm->d.state);
     n = state_node_count(sm->d.state);
     for (size_t i = 0; i < n; i++)
         online += state_node_at(sm->d.state, i)->online;
-    gen = state_net_gen(state_net_current(sm->d.state));
     state_unlock(sm->d.state);
+    state_compile_stats(sm->d.state, &compiles, &us);
     metric_set(sm->nodes, (int64_t)n);
     metric_set(sm->online, (int64_t)online);
-    metric_set(sm->policy_compiles, (int64_t)gen);
+    metric_set(sm->policy_compiles, (int64_t)compiles);
+    metric_set(sm->policy_compile_us, (int64_t)us);
 }
 
 static void collect_control(struct server_metrics *sm)

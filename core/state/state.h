@@ -192,6 +192,9 @@ void state_net_ref(struct state_net *n);
 void state_net_unref(struct state_net *n); /* NULL is fine; any thread, no lock needed */
 const struct policy_net *state_net_policy(const struct state_net *n);
 uint64_t state_net_gen(const struct state_net *n); /* increases with every compile */
+/* Policy compiles (whole, or for the changed nodes; taken or not) and the microseconds they
+ * took, since start. Any thread, no lock needed. */
+void state_compile_stats(struct state *s, uint64_t *compiles, uint64_t *us);
 /* Compiled without a policy: every node it knows sees every other. */
 bool state_net_all(const struct state_net *n);
 /* The nodes n was compiled for: count, and the id at an index (ascending). */

@@ -62,6 +62,7 @@ struct state {
     struct state_net *net;     /* never NULL after state_new() */
     bool net_exact;            /* net was compiled for exactly the current nodes */
     uint64_t gens;             /* the last state_net.gen handed out */
+    uint64_t compiles, compile_us; /* policy compiles and their time (atomic; for /metrics) */
 };
 
 /* wmu held. Compiles the policy in force again for the current users and nodes, after the

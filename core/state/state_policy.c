@@ -169,15 +169,30 @@ static struct state_net *net_new(struct state *s, struct policy_net *pn, bool al
     return n;
 }
 
+void state_compile_stats(struct state *s, uint64_t *compiles, uint64_t *us)
+{
+    *compiles = __atomic_load_n(&s->compiles, __ATOMIC_RELAXED);
+    *us = __atomic_load_n(&s->compile_us, __ATOMIC_RELAXED);
+}
+
+/* A compile that started at `started` (monotonic us) is over. */
+static void compile_counted(struct state *s, int64_t started)
+{
+    __atomic_add_fetch(&s->compiles, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&s->compile_us, (uint64_t)(hs_monotonic_us() - started), __ATOMIC_RELAXED);
+}
+
 int state__compile(struct state *s, const struct policy *p, struct state_net **out, char *err,
                    size_t errsize)
 {
+    int64_t started = hs_monotonic_us();
     struct topology tp;
     struct policy_net *pn;
     int rc;
 
     topology_build(s, &tp);
     rc = policy_compile(p, &tp.t, &pn, err, errsize);
+    compile_counted(s, started);
     free(tp.users);
     free(tp.nodes);
     if (rc < 0)
@@ -203,6 +218,7 @@ static void net_install(struct state *s, struct state_net *n)
 
 void state__recompile(struct state *s, const uint64_t *changed, size_t nchanged)
 {
+    int64_t started = hs_monotonic_us();
     struct topology tp;
     struct policy_net *pn;
     int rc;
@@ -212,6 +228,7 @@ void state__recompile(struct state *s, const uint64_t *changed, size_t nchanged)
         changed = NULL;
     topology_build(s, &tp);
     rc = policy_recompile(s->net->pn, &tp.t, changed, nchanged, &pn);
+    compile_counted(s, started);
     free(tp.users);
     free(tp.nodes);
     if (rc < 0) {
