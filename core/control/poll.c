@@ -81,14 +81,57 @@ static int send_full_map(struct control_service *s, uint64_t conn_id, int32_t st
     return rc;
 }
 
-static bool node_expired(const struct store_node *n)
+static bool node_expired(int64_t expiry)
 {
-    return n->expiry && n->expiry <= hs_now_us();
+    return expiry && expiry <= hs_now_us();
+}
+
+/* What a map request needs of its node, copied out of the state under its read lock: the
+ * lock is not held across the store write and the reply that follow. */
+struct poll_node {
+    uint64_t id;
+    uint8_t disco_key[32];
+    int64_t expiry;
+    char *hostinfo_json, *endpoints_json; /* owned; NULL as in struct store_node */
+};
+
+/* The node with this node key, from the state (no SQL on the map path): 404 when there is
+ * none, 401 when it belongs to another machine, else 0 and *out filled. The store publishes
+ * each commit to the bus on the writer's thread before its call returns, and the state
+ * applies it there, so a node registered (or a key rotated) before its client's map request
+ * is in the state when that request comes: no fallback to the store is needed. */
+static int poll_node_find(struct control_service *s, const uint8_t node_key[32],
+                          const uint8_t machine_key[32], struct poll_node *out)
+{
+    const struct state_node *sn;
+    int status = 0;
+
+    state_rdlock(s->state);
+    sn = state_node_by_nodekey(s->state, node_key);
+    if (!sn)
+        status = 404;
+    else if (memcmp(sn->n.machine_key, machine_key, 32) != 0)
+        status = 401;
+    if (status == 0) {
+        out->id = sn->n.id;
+        memcpy(out->disco_key, sn->n.disco_key, 32);
+        out->expiry = sn->n.expiry;
+        out->hostinfo_json = hs_strdup(sn->n.hostinfo_json);
+        out->endpoints_json = hs_strdup(sn->n.endpoints_json);
+    }
+    state_unlock(s->state);
+    return status;
+}
+
+static void poll_node_free(struct poll_node *n)
+{
+    free(n->hostinfo_json);
+    free(n->endpoints_json);
 }
 
 /* The Hostinfo to store: NULL to keep the stored one (none sent, or one over the limit,
  * which is logged now and then: the rest of the request still counts). */
-static char *hostinfo_update(struct control_service *s, const struct store_node *n, json_t *hi)
+static char *hostinfo_update(struct control_service *s, const struct poll_node *n, json_t *hi)
 {
     char *text = NULL;
     size_t len = 0;
@@ -104,7 +147,7 @@ static char *hostinfo_update(struct control_service *s, const struct store_node 
 /* Stores what the client reports, when it differs from what we have, within the limits of
  * what a node may make its peers carry (CONTROL_HOSTINFO_MAX, CONTROL_ENDPOINTS_MAX). An
  * expired node's reports are not taken: its peers must not learn where it is now. */
-static void update_node_info(struct control_service *s, const struct store_node *n, json_t *req,
+static void update_node_info(struct control_service *s, const struct poll_node *n, json_t *req,
                              const uint8_t disco[32])
 {
     struct store_node v = { 0 };
@@ -112,7 +155,7 @@ static void update_node_info(struct control_service *s, const struct store_node 
     unsigned fields = 0;
     char *hi_text, *ep_text;
 
-    if (node_expired(n))
+    if (node_expired(n->expiry))
         return;
     hi_text = hostinfo_update(s, n, hi);
     ep_text = json_is_array(ep) ? control__endpoints_text(ep, NULL) : NULL;
@@ -144,7 +187,7 @@ static bool session_expired(struct control_service *s, uint64_t node_id)
 
     state_rdlock(s->state);
     sn = state_node_by_id(s->state, node_id);
-    expired = sn && node_expired(&sn->n);
+    expired = sn && node_expired(sn->n.expiry);
     state_unlock(s->state);
     return expired;
 }
@@ -153,8 +196,8 @@ static bool session_expired(struct control_service *s, uint64_t node_id)
 static void touch_last_seen(struct control_service *s, uint64_t node_id)
 {
     struct store_node v = { .last_seen = hs_now_us() };
-    store_node_update(s->st, node_id, STORE_NODE_BIT(STORE_NODE_LAST_SEEN), &v, NULL);
-    state_refresh_node(s->state, node_id);
+    if (store_node_update(s->st, node_id, STORE_NODE_BIT(STORE_NODE_LAST_SEEN), &v, NULL) == 0)
+        state_node_seen(s->state, node_id, v.last_seen);
 }
 
 void poll_session_free(struct session *x)
@@ -221,21 +264,17 @@ void poll_handle(struct control_service *s, struct control_request *rq, json_t *
     bool omit_peers = json_is_true(json_object_get(req, "OmitPeers"));
     bool zstd = hs_streq(hs_json_str(req, "Compress"), "zstd");
     uint16_t capver = (uint16_t)json_integer_value(json_object_get(req, "Version"));
-    struct store_node n;
+    struct poll_node n = { 0 };
 
     if (keys_parse("nodekey:", nk, node_key) < 0 || (dk && *dk &&
                                                      keys_parse("discokey:", dk, disco) < 0)) {
         service_reply_text(s, rq, 400, "malformed MapRequest\n");
         return;
     }
-    if (store_node_find(s->st, NULL, node_key, &n) < 0) {
-        service_reply_text(s, rq, 404, "node not found\n");
-        return;
-    }
-    if (memcmp(n.machine_key, rq->machine_key, 32) != 0) {
-        store_node_free(&n);
-        service_reply_text(s, rq, 401, "node key belongs to another machine\n");
-        return;
+    switch (poll_node_find(s, node_key, rq->machine_key, &n)) {
+    case 404: service_reply_text(s, rq, 404, "node not found\n"); return;
+    case 401: service_reply_text(s, rq, 401, "node key belongs to another machine\n"); return;
+    default: break;
     }
     if (!dk || !*dk)
         memcpy(disco, n.disco_key, 32);
@@ -250,7 +289,7 @@ void poll_handle(struct control_service *s, struct control_request *rq, json_t *
                              NULL) < 0) {
         service_reply_text(s, rq, 404, "node not found\n");
     }
-    store_node_free(&n);
+    poll_node_free(&n);
 }
 
 /* Loop thread: keep it short. The session's end is told to the state on the map thread. */

@@ -489,13 +489,23 @@ const struct state_node *state_node_by_id(struct state *s, uint64_t id)
     return i < s->nnodes && s->nodes[i]->n.id == id ? s->nodes[i] : NULL;
 }
 
-/* Linear: node-key lookups happen once per map request, not per peer. */
+/* Linear, newest first (the store's answer when keys repeat): key lookups happen once per
+ * map or registration request, not per peer. */
+const struct state_node *state_node_find(struct state *s, const uint8_t machine_key[32],
+                                         const uint8_t node_key[32])
+{
+    for (size_t i = s->nnodes; i-- > 0;) {
+        const struct store_node *n = &s->nodes[i]->n;
+        if ((!machine_key || memcmp(n->machine_key, machine_key, 32) == 0) &&
+            (!node_key || memcmp(n->node_key, node_key, 32) == 0))
+            return s->nodes[i];
+    }
+    return NULL;
+}
+
 const struct state_node *state_node_by_nodekey(struct state *s, const uint8_t key[32])
 {
-    for (size_t i = 0; i < s->nnodes; i++)
-        if (memcmp(s->nodes[i]->n.node_key, key, 32) == 0)
-            return s->nodes[i];
-    return NULL;
+    return state_node_find(s, NULL, key);
 }
 
 const struct state_user *state_user_by_id(struct state *s, uint64_t id)
@@ -572,6 +582,21 @@ void state_refresh_node(struct state *s, uint64_t id)
 
     reload_node(s, id, &fields, &m);
     emit_moved(s, &m, 0);
+}
+
+void state_node_seen(struct state *s, uint64_t id, int64_t at)
+{
+    size_t i;
+
+    pthread_mutex_lock(&s->wmu);
+    pthread_rwlock_wrlock(&s->lock);
+    i = node_pos(s, id);
+    if (i < s->nnodes && s->nodes[i]->n.id == id) {
+        s->nodes[i]->n.last_seen = at;
+        drop_cache(s, s->nodes[i]); /* LastSeen is in it */
+    }
+    pthread_rwlock_unlock(&s->lock);
+    pthread_mutex_unlock(&s->wmu);
 }
 
 static bool expiry_due(struct state *s, int64_t now)

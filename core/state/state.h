@@ -94,9 +94,12 @@ void state_listen(struct state *s, state_listener_fn fn, void *arg);
 void state_rdlock(struct state *s);
 void state_unlock(struct state *s);
 
-/* Lookups: valid until state_unlock(). NULL when absent. */
+/* Lookups: valid until state_unlock(). NULL when absent. By key: the newest node (highest
+ * id) with this node key and/or machine key (NULL = any), as store_node_find answers. */
 const struct state_node *state_node_by_id(struct state *s, uint64_t id);
 const struct state_node *state_node_by_nodekey(struct state *s, const uint8_t key[32]);
+const struct state_node *state_node_find(struct state *s, const uint8_t machine_key[32],
+                                         const uint8_t node_key[32]);
 const struct state_user *state_user_by_id(struct state *s, uint64_t id);
 /* Iteration in id order: for (i = 0; i < state_node_count(s); i++) state_node_at(s, i). */
 size_t state_node_count(struct state *s);
@@ -109,8 +112,11 @@ const struct state_user *state_user_at(struct state *s, size_t i);
  * stream often opens before its old one is seen closing); each opened one must be closed
  * exactly once. Listeners hear STATE_NODE_ONLINE when that flips. */
 void state_node_session(struct state *s, uint64_t id, bool opened, uint16_t capver);
-/* Re-reads one node from the store (after a write that published no event, e.g. last_seen). */
+/* Re-reads one node from the store (a static snapshot's way to see a write: it has no bus). */
 void state_refresh_node(struct state *s, uint64_t id);
+/* Sets a node's last_seen (us) after the store wrote it: that write publishes no event, and
+ * reading the row back would put SQL on the map path. Peers are not told (see poll.c). */
+void state_node_seen(struct state *s, uint64_t id, int64_t at);
 /* Nodes whose key expiry passed since the last call (now in us) are reported to listeners
  * as changed (their peers must see them expired). Call about once a second. */
 void state_check_expiry(struct state *s, int64_t now);
