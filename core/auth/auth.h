@@ -117,6 +117,17 @@ int auth_registration_approve(struct auth *a, const char *id, struct store_node 
  * completed. Rejecting it again is fine. -ENOENT when it is not pending. */
 int auth_registration_reject(struct auth *a, const char *id);
 
+/* Registrations by how they ended, since start (for /metrics). Any thread. */
+enum auth_outcome {
+    AUTH_KEY_OK,          /* a pre-auth key login registered its node */
+    AUTH_KEY_REFUSED,     /* a pre-auth key login failed (bad, spent or expired key, tags) */
+    AUTH_LOGIN_STARTED,   /* an interactive login is pending */
+    AUTH_LOGIN_COMPLETED, /* an operator completed one (nodes register, auth approve) */
+    AUTH_LOGIN_REJECTED,  /* an operator refused one (auth reject) */
+    AUTH_OUTCOMES
+};
+void auth_outcomes(struct auth *a, uint64_t out[AUTH_OUTCOMES]);
+
 /* Once after a headscale 0.22.3 import (STORE_KV_IMPORTED_REQUEST_TAGS), with the policy in
  * force and auth_set_tag_check set: each user's node that requested tags (Hostinfo.
  * RequestTags) the policy lets its user give becomes tagged, as 0.22.3 treated it; nodes whose

@@ -26,6 +26,7 @@ struct auth {
     pthread_mutex_t seen_mu;
     struct auth_bcrypt_seen seen[AUTH_BCRYPT_SEEN];
     unsigned seen_next; /* the slot the next one takes, round robin */
+    uint64_t outcomes[AUTH_OUTCOMES]; /* atomic */
 };
 
 #endif

@@ -182,8 +182,24 @@ static int register_node(struct auth *a, const struct auth_node_request *rq, uin
     return store_node_create(a->st, &v, &ips, out);
 }
 
-int auth_register_with_key(struct auth *a, const char *key, const struct auth_node_request *rq,
-                           struct store_node *out)
+void auth_outcomes(struct auth *a, uint64_t out[AUTH_OUTCOMES])
+{
+    for (int i = 0; i < AUTH_OUTCOMES; i++)
+        out[i] = __atomic_load_n(&a->outcomes[i], __ATOMIC_RELAXED);
+}
+
+/* Counts rc's outcome (refused: AUTH_OUTCOMES when a failure is not counted); returns rc. */
+static int counted(struct auth *a, int rc, enum auth_outcome ok, enum auth_outcome refused)
+{
+    enum auth_outcome o = rc == 0 ? ok : refused;
+
+    if (o < AUTH_OUTCOMES)
+        __atomic_add_fetch(&a->outcomes[o], 1, __ATOMIC_RELAXED);
+    return rc;
+}
+
+static int register_with_key(struct auth *a, const char *key, const struct auth_node_request *rq,
+                             struct store_node *out)
 {
     struct store_preauthkey k;
     int rc;
@@ -224,6 +240,12 @@ int auth_register_with_key(struct auth *a, const char *key, const struct auth_no
         store_preauthkey_release(a->st, k.id); /* nothing registered: the key stays good */
     store_preauthkey_free(&k);
     return rc;
+}
+
+int auth_register_with_key(struct auth *a, const char *key, const struct auth_node_request *rq,
+                           struct store_node *out)
+{
+    return counted(a, register_with_key(a, key, rq, out), AUTH_KEY_OK, AUTH_KEY_REFUSED);
 }
 
 /* The pending registration's data: what completing it needs. Hostinfo is kept as an object
@@ -292,7 +314,7 @@ int auth_registration_start(struct auth *a, const struct auth_node_request *rq,
     randombytes_buf(rnd, sizeof(rnd));
     hs_hex_encode(rnd, sizeof(rnd), hex);
     snprintf(id, AUTH_REG_ID_MAX, "hskey-authreq-%s", hex);
-    return auth_registration_add(a, id, rq);
+    return counted(a, auth_registration_add(a, id, rq), AUTH_LOGIN_STARTED, AUTH_OUTCOMES);
 }
 
 /* Hostinfo of a pending registration: an object, or text in rows older versions wrote. */
@@ -355,7 +377,10 @@ static int complete_as(struct auth *a, const char *id, uint64_t user_id,
 int auth_registration_complete(struct auth *a, const char *id, uint64_t user_id,
                                struct store_node *out)
 {
-    return user_id ? complete_as(a, id, user_id, NULL, out) : -EINVAL;
+    if (!user_id)
+        return -EINVAL;
+    return counted(a, complete_as(a, id, user_id, NULL, out), AUTH_LOGIN_COMPLETED,
+                   AUTH_OUTCOMES);
 }
 
 int auth_registration_approve(struct auth *a, const char *id, struct store_node *out)
@@ -372,12 +397,12 @@ int auth_registration_approve(struct auth *a, const char *id, struct store_node 
         return rc == -ENOENT ? -ENXIO : rc;
     rc = old.user_id || old.tags.n ? complete_as(a, id, old.user_id, &old.tags, out) : -ENXIO;
     store_node_free(&old);
-    return rc;
+    return counted(a, rc, AUTH_LOGIN_COMPLETED, AUTH_OUTCOMES);
 }
 
 int auth_registration_reject(struct auth *a, const char *id)
 {
-    return store_registration_reject(a->st, id);
+    return counted(a, store_registration_reject(a->st, id), AUTH_LOGIN_REJECTED, AUTH_OUTCOMES);
 }
 
 static int adopt_tags(struct auth *a, const struct store_node *n)

@@ -584,7 +584,7 @@ static int start_metrics(struct server *srv)
 {
     const char *addr = srv->cfg->metrics_listen_addr;
     struct server_metrics_deps deps = { .svc = srv->svc, .state = srv->state,
-                                        .derp = srv->derp };
+                                        .auth = srv->auth, .derp = srv->derp };
     int fd;
 
     if (!addr || !*addr)

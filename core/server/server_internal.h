@@ -50,6 +50,7 @@ void front_addrs_put(struct front_addrs *a, struct front_addr *slot);
 struct server_metrics_deps {
     struct control_service *svc;
     struct state *state;
+    struct auth *auth;
     struct derp_server *derp; /* NULL when the embedded DERP server is off */
 };
 struct server_metrics;

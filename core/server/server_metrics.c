@@ -8,6 +8,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "auth/auth.h"
 #include "server/server_internal.h"
 #include "state/state.h"
 
@@ -21,6 +22,7 @@ struct server_metrics {
     struct metric *batches, *batch_nodes, *batch_us;
     struct metric *conns, *conns_total, *streams, *requests, *bad_frames;
     struct metric *derp_clients, *derp_packets, *derp_bytes, *derp_drops, *derp_bad;
+    struct metric *registrations[AUTH_OUTCOMES];
     struct metric *cpu_us, *rss, *vsize, *fds, *max_fds, *start_us;
 };
 
@@ -91,6 +93,21 @@ static void add_control(struct server_metrics *sm)
                        "Requests received over the control connections", 1);
     sm->bad_frames = add(sm, METRIC_COUNTER, "headscale_control_bad_frames_total", NULL,
                          "Control connections closed for a malformed frame", 1);
+}
+
+static void add_registrations(struct server_metrics *sm)
+{
+    static const char *const labels[AUTH_OUTCOMES] = {
+        [AUTH_KEY_OK] = "auth=\"authkey\",status=\"ok\"",
+        [AUTH_KEY_REFUSED] = "auth=\"authkey\",status=\"refused\"",
+        [AUTH_LOGIN_STARTED] = "auth=\"interactive\",status=\"pending\"",
+        [AUTH_LOGIN_COMPLETED] = "auth=\"interactive\",status=\"ok\"",
+        [AUTH_LOGIN_REJECTED] = "auth=\"interactive\",status=\"rejected\"",
+    };
+
+    for (int i = 0; i < AUTH_OUTCOMES; i++)
+        sm->registrations[i] = add(sm, METRIC_COUNTER, "headscale_registrations_total",
+                                   labels[i], "Node registrations by how they ended", 1);
 }
 
 static void add_derp(struct server_metrics *sm)
@@ -164,6 +181,15 @@ static void collect_control(struct server_metrics *sm)
     metric_set(sm->bad_frames, (int64_t)cs.bad_frames);
 }
 
+static void collect_registrations(struct server_metrics *sm)
+{
+    uint64_t n[AUTH_OUTCOMES];
+
+    auth_outcomes(sm->d.auth, n);
+    for (int i = 0; i < AUTH_OUTCOMES; i++)
+        metric_set(sm->registrations[i], (int64_t)n[i]);
+}
+
 static void collect_derp(struct server_metrics *sm)
 {
     struct derp_stats ds;
@@ -233,6 +259,7 @@ static void collect(void *arg)
 
     collect_state(sm);
     collect_control(sm);
+    collect_registrations(sm);
     collect_derp(sm);
     collect_process(sm);
 }
@@ -246,6 +273,7 @@ struct server_metrics *server_metrics_new(const struct server_metrics_deps *d)
     add_state(sm);
     add_maps(sm);
     add_control(sm);
+    add_registrations(sm);
     add_derp(sm);
     add_process(sm);
     metric_set(sm->start_us, hs_now_us()); /* the server's start, moments after the process's */

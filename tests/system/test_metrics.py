@@ -37,6 +37,7 @@ FAMILIES = {
     "headscale_map_batches": "counter",
     "headscale_map_batch_nodes": "counter",
     "headscale_map_batch_last_duration_seconds": "gauge",
+    "headscale_registrations": "counter",
     "headscale_control_connections": "gauge",
     "headscale_control_connections_accepted": "counter",
     "headscale_control_streams": "gauge",
@@ -208,6 +209,19 @@ def test_metrics_move_with_a_connected_node(server_factory):
     assert value(fams, "headscale_nodestore_nodes") == 2
     assert value(fams, "headscale_mapresponse_ended", reason="done") == \
         value(before, "headscale_mapresponse_ended", reason="done") + 1
+
+    # Registrations by outcome: the two key logins above, a bad key, a pending login.
+    def regs(f, auth, status):
+        return value(f, "headscale_registrations", auth=auth, status=status)
+    bad = ControlClient(s.port)
+    st, _, resp = bad.register(auth_key="hskey-auth-" + "x" * 60)
+    assert st != 200 or not resp.get("MachineAuthorized"), resp
+    st, _, resp = ControlClient(s.port).register()
+    assert st == 200 and resp.get("AuthURL"), resp
+    fams = scrape(s)
+    assert regs(fams, "authkey", "ok") == regs(before, "authkey", "ok") + 2
+    assert regs(fams, "authkey", "refused") == regs(before, "authkey", "refused") + 1
+    assert regs(fams, "interactive", "pending") == regs(before, "interactive", "pending") + 1
     b.sock.close()
     s.check_sanitizers()
 
