@@ -141,6 +141,7 @@ enum control_map_kind { CONTROL_MAP_FULL, CONTROL_MAP_DELTA, CONTROL_MAP_KEEPALI
 struct control_service_stats {
     uint64_t sessions;       /* map streams open */
     uint64_t sessions_ended; /* map streams closed (by the client or its connection) */
+    uint64_t lite_updates;   /* map requests that only report (OmitPeers, no stream) */
     uint64_t sent[CONTROL_MAP_KINDS];       /* map messages queued, by kind */
     uint64_t sent_bytes[CONTROL_MAP_KINDS]; /* their bytes as written (compressed or not) */
     uint64_t batches;        /* batches of changes sent out */

@@ -284,6 +284,7 @@ void poll_handle(struct control_service *s, struct control_request *rq, json_t *
     if (stream) {
         session_open(s, rq, n.id, zstd, capver);
     } else if (omit_peers) {
+        SERVICE_COUNT(s->stats.lite_updates, 1); /* before the client can have the answer */
         control_reply(s->ctl, rq->conn_id, rq->stream_id, 200, "application/json", "", 0, true);
     } else if (send_full_map(s, rq->conn_id, rq->stream_id, n.id, zstd, true, true, NULL,
                              NULL) < 0) {

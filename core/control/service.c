@@ -261,6 +261,7 @@ void control_service_get_stats(struct control_service *s, struct control_service
         out->sent_bytes[k] = __atomic_load_n(&s->stats.sent_bytes[k], __ATOMIC_RELAXED);
     }
     out->sessions_ended = __atomic_load_n(&s->stats.sessions_ended, __ATOMIC_RELAXED);
+    out->lite_updates = __atomic_load_n(&s->stats.lite_updates, __ATOMIC_RELAXED);
     out->batches = __atomic_load_n(&s->stats.batches, __ATOMIC_RELAXED);
     out->batch_nodes = __atomic_load_n(&s->stats.batch_nodes, __ATOMIC_RELAXED);
 }

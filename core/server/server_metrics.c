@@ -18,7 +18,7 @@ struct server_metrics {
     struct server_metrics_deps d;
     struct metrics *reg;
     struct metric *nodes, *online, *policy_compiles, *policy_compile_us;
-    struct metric *sessions, *ended, *sent[CONTROL_MAP_KINDS], *sent_bytes[CONTROL_MAP_KINDS];
+    struct metric *sessions, *ended, *lite_updates, *sent[CONTROL_MAP_KINDS], *sent_bytes[CONTROL_MAP_KINDS];
     struct metric *batches, *batch_nodes, *batch_us;
     struct metric *conns, *conns_total, *streams, *requests, *bad_frames;
     struct metric *derp_clients, *derp_packets, *derp_bytes, *derp_drops, *derp_bad;
@@ -71,6 +71,9 @@ static void add_maps(struct server_metrics *sm)
                        "Streaming map polls open", 1);
     sm->ended = add(sm, METRIC_COUNTER, "headscale_mapresponse_ended_total", "reason=\"done\"",
                     "Streaming map polls ended", 1);
+    sm->lite_updates = add(sm, METRIC_COUNTER, "headscale_mapresponse_endpoint_updates_total",
+                           "status=\"ok\"", "Map requests that only report (endpoints, "
+                           "Hostinfo) without a stream", 1);
     add_sent(sm);
     sm->batches = add(sm, METRIC_COUNTER, "headscale_map_batches_total", NULL,
                       "Batches of changes sent out to the map streams", 1);
@@ -166,6 +169,7 @@ static void collect_control(struct server_metrics *sm)
     control_service_get_stats(sm->d.svc, &ss);
     metric_set(sm->sessions, (int64_t)ss.sessions);
     metric_set(sm->ended, (int64_t)ss.sessions_ended);
+    metric_set(sm->lite_updates, (int64_t)ss.lite_updates);
     for (int k = 0; k < CONTROL_MAP_KINDS; k++) {
         metric_set(sm->sent[k], (int64_t)ss.sent[k]);
         metric_set(sm->sent_bytes[k], (int64_t)ss.sent_bytes[k]);

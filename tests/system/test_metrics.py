@@ -34,6 +34,7 @@ FAMILIES = {
     "headscale_mapresponse_sent": "counter",
     "headscale_mapresponse_sent_bytes": "counter",
     "headscale_mapresponse_ended": "counter",
+    "headscale_mapresponse_endpoint_updates": "counter",
     "headscale_map_batches": "counter",
     "headscale_map_batch_nodes": "counter",
     "headscale_map_batch_last_duration_seconds": "gauge",
@@ -209,6 +210,11 @@ def test_metrics_move_with_a_connected_node(server_factory):
     assert value(fams, "headscale_nodestore_nodes") == 2
     assert value(fams, "headscale_mapresponse_ended", reason="done") == \
         value(before, "headscale_mapresponse_ended", reason="done") + 1
+
+    # A lite update (OmitPeers, no stream) is headscale's endpoint update.
+    assert b.lite_update() == 200
+    assert value(scrape(s), "headscale_mapresponse_endpoint_updates", status="ok") == \
+        value(before, "headscale_mapresponse_endpoint_updates", status="ok") + 1
 
     # Registrations by outcome: the two key logins above, a bad key, a pending login.
     def regs(f, auth, status):
