@@ -37,22 +37,54 @@ static json_t *user_json(const struct store_user *u, bool login)
                      "ProfilePicURL", u->profile_pic_url ? u->profile_pic_url : "");
 }
 
-/* The success answer: who the node belongs to (tagged nodes: headscale's pseudo user). */
+/* The success answer: who the node belongs to (user_id 0, tagged nodes: headscale's pseudo
+ * user), read from the state; expiry as in struct store_node. */
 static void reply_authorized(struct control_service *s, const struct control_request *rq,
-                             const struct store_node *n)
+                             uint64_t user_id, int64_t expiry)
 {
-    struct store_user u = { .id = 2147455555, .name = "tagged-devices",
-                            .display_name = "Tagged Devices" };
-    bool have = n->user_id && store_user_get(s->st, n->user_id, &u) == 0;
-    bool expired = n->expiry && n->expiry <= hs_now_us();
-    json_t *resp = json_pack("{s:o, s:o, s:b, s:b, s:s}", "User", user_json(&u, false), "Login",
-                             user_json(&u, true), "NodeKeyExpired", expired,
-                             "MachineAuthorized", !expired, "AuthURL", "");
+    static const struct store_user tagged = { .id = 2147455555, .name = "tagged-devices",
+                                              .display_name = "Tagged Devices" };
+    const struct state_user *su;
+    const struct store_user *u = &tagged;
+    bool expired = expiry && expiry <= hs_now_us();
+    json_t *resp;
 
+    state_rdlock(s->state);
+    if (user_id && (su = state_user_by_id(s->state, user_id)))
+        u = &su->u;
+    resp = json_pack("{s:o, s:o, s:b, s:b, s:s}", "User", user_json(u, false), "Login",
+                     user_json(u, true), "NodeKeyExpired", expired, "MachineAuthorized",
+                     !expired, "AuthURL", "");
+    state_unlock(s->state);
     service_reply_json(s, rq, 200, resp);
     json_decref(resp);
-    if (have)
-        store_user_free(&u);
+}
+
+/* What a registration request needs of a known node, copied from the state under its lock.
+ * The store publishes each commit on the writer's thread before its call returns and the
+ * state applies it there, so every node written before this request is in the state. */
+struct known_node {
+    uint64_t id, user_id;
+    uint8_t machine_key[32];
+    bool ephemeral;
+    int64_t expiry;
+};
+
+/* The newest node with these keys (machine_key NULL: any), as store_node_find. */
+static bool known_find(struct control_service *s, const uint8_t machine_key[32],
+                       const uint8_t node_key[32], struct known_node *out)
+{
+    const struct state_node *sn;
+
+    state_rdlock(s->state);
+    sn = state_node_find(s->state, machine_key, node_key);
+    if (sn) {
+        *out = (struct known_node){ .id = sn->n.id, .user_id = sn->n.user_id,
+                                    .ephemeral = sn->n.ephemeral, .expiry = sn->n.expiry };
+        memcpy(out->machine_key, sn->n.machine_key, 32);
+    }
+    state_unlock(s->state);
+    return sn != NULL;
 }
 
 static void reply_error_to(struct control_service *s, uint64_t conn_id, int32_t stream_id,
@@ -100,16 +132,16 @@ static int parse_expiry(json_t *req, int64_t *out)
 static void do_logout(struct control_service *s, const struct control_request *rq,
                       const uint8_t node_key[32])
 {
-    struct store_node n, v = { .expiry = hs_now_us() };
+    struct store_node v = { .expiry = hs_now_us() };
+    struct known_node n;
     json_t *resp;
 
-    if (store_node_find(s->st, rq->machine_key, node_key, &n) == 0) {
+    if (known_find(s, rq->machine_key, node_key, &n)) {
         /* Stored as now, not the client's 1970 sentinel, so peers see a sane time. */
         if (n.ephemeral)
             store_node_delete(s->st, n.id);
         else
             store_node_update(s->st, n.id, STORE_NODE_BIT(STORE_NODE_EXPIRY), &v, NULL);
-        store_node_free(&n);
     }
     resp = json_pack("{s:b, s:b}", "NodeKeyExpired", true, "MachineAuthorized", false);
     service_reply_json(s, rq, 200, resp);
@@ -169,7 +201,7 @@ static void do_authkey(struct control_service *s, const struct control_request *
     }
     log_info("control: node %llu (%s) registered with a pre-auth key",
              (unsigned long long)n.id, n.given_name);
-    reply_authorized(s, rq, &n);
+    reply_authorized(s, rq, n.user_id, n.expiry);
     store_node_free(&n);
 }
 
@@ -337,30 +369,23 @@ static void do_followup(struct control_service *s, const struct control_request 
 static bool do_known(struct control_service *s, const struct control_request *rq,
                      const uint8_t node_key[32], const uint8_t old_key[32])
 {
-    struct store_node n, v;
+    struct store_node v = { 0 };
+    struct known_node n;
 
-    if (store_node_find(s->st, NULL, node_key, &n) == 0) {
-        if (memcmp(n.machine_key, rq->machine_key, 32) != 0) {
-            store_node_free(&n);
+    if (known_find(s, NULL, node_key, &n)) {
+        if (memcmp(n.machine_key, rq->machine_key, 32) != 0)
             service_reply_text(s, rq, 401, "node key belongs to another machine\n");
-            return true;
-        }
-        reply_authorized(s, rq, &n);
-        store_node_free(&n);
+        else
+            reply_authorized(s, rq, n.user_id, n.expiry);
         return true;
     }
-    if (key_zero(old_key) || store_node_find(s->st, rq->machine_key, old_key, &n) < 0)
+    if (key_zero(old_key) || !known_find(s, rq->machine_key, old_key, &n))
         return false;
-    if (n.expiry && n.expiry <= hs_now_us()) {
-        store_node_free(&n);
+    if (n.expiry && n.expiry <= hs_now_us())
         return false; /* an expired node must log in again */
-    }
-    memset(&v, 0, sizeof(v));
     memcpy(v.node_key, node_key, 32);
     store_node_update(s->st, n.id, STORE_NODE_BIT(STORE_NODE_NODE_KEY), &v, NULL);
-    memcpy(n.node_key, node_key, 32);
-    reply_authorized(s, rq, &n);
-    store_node_free(&n);
+    reply_authorized(s, rq, n.user_id, n.expiry);
     return true;
 }
 
@@ -425,11 +450,22 @@ static void followup_answer(struct control_service *s, struct followup *f,
                             const struct followup_end *end)
 {
     struct control_request rq = { .conn_id = f->conn_id, .stream_id = f->stream_id };
-    struct store_node n;
+    const struct state_node *sn;
+    uint64_t user_id = 0;
+    int64_t expiry = 0;
+    bool have = false;
 
-    if (end->node_id && store_node_get(s->st, end->node_id, &n) == 0) {
-        reply_authorized(s, &rq, &n);
-        store_node_free(&n);
+    if (end->node_id) {
+        state_rdlock(s->state);
+        if ((sn = state_node_by_id(s->state, end->node_id))) {
+            have = true;
+            user_id = sn->n.user_id;
+            expiry = sn->n.expiry;
+        }
+        state_unlock(s->state);
+    }
+    if (have) {
+        reply_authorized(s, &rq, user_id, expiry);
     } else {
         reply_error(s, &rq,
                     end->refused ? LOGIN_REFUSED : "login timed out: run tailscale up again");
