@@ -886,8 +886,10 @@ int server_run(const struct hs_config *cfg)
     if (server_build(&srv, cfg) < 0 || control_service_start(srv.svc) < 0 ||
         (srv.derp && derp_server_start(srv.derp) < 0) ||
         derpmap_start(srv.derpmap) < 0 ||
-        (srv.dns && dns_watch_start(srv.dns, on_dns_change, &srv) < 0) || start_unix(&srv) < 0 ||
-        start_tcp(&srv) < 0 || start_metrics(&srv) < 0) {
+        (srv.dns && dns_watch_start(srv.dns, on_dns_change, &srv) < 0) ||
+        /* metrics first: whoever sees the server answer (health on the main listener) can
+         * scrape it at once */
+        start_metrics(&srv) < 0 || start_unix(&srv) < 0 || start_tcp(&srv) < 0) {
         server_stop(&srv);
         return 1;
     }
