@@ -7,18 +7,10 @@ then collected under it); and a stream closing right after its first map could l
 online for good."""
 
 from helpers import unique
-from noise_client import ControlClient
+from noise_client import joined_stream
 from tailnet import poll
 
 DELAY = "2s"  # tuning.batch_change_delay: a batch is due this long after a change
-
-
-def joined(server, key, name):
-    c = ControlClient(server.port)
-    c.hostinfo = {"Hostname": name, "OS": "linux"}
-    st, _, resp = c.register(auth_key=key)
-    assert st == 200 and resp.get("MachineAuthorized"), (st, resp)
-    return c
 
 
 def online(server, node_id):
@@ -57,10 +49,9 @@ def test_new_stream_before_old_close_is_seen_keeps_node_online(server_factory):
                      "-e", "1h")["key"]
     watch_key = key
     name = unique("roamer")
-    roamer = joined(s, key, name)
-    roamer_id = roamer.open_stream(require_peers=False)["Node"]["ID"]
-    watcher = joined(s, watch_key, unique("watcher"))
-    watcher.open_stream()
+    roamer, first = joined_stream(s.port, key, name)
+    roamer_id = first["Node"]["ID"]
+    watcher, _ = joined_stream(s.port, watch_key, unique("watcher"))
     poll(lambda: online(s, roamer_id), 20, f"{name} online")
 
     # A change makes the next batch due in DELAY; the roamer's old stream closes and its new
