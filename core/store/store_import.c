@@ -534,7 +534,8 @@ static void p_approved(struct store_params *p, const struct import *im,
         return;
     }
     for (size_t i = 0; i < im->routes.nrows; i++)
-        if (store__cell_u64(&im->routes, i, 1) == id && store__cell_bool(&im->routes, i, 3))
+        if (store__cell_u64(&im->routes, i, 1) == id && store__cell_bool(&im->routes, i, 3) &&
+            !hs_strv_contains(&sv, store__cell(&im->routes, i, 2)))
             hs_strv_push(&sv, store__cell(&im->routes, i, 2));
     store__p_strv(p, &sv);
     hs_strv_free(&sv);
@@ -635,6 +636,20 @@ static int import_nodes(struct import *im)
     return rc;
 }
 
+/* 0.22.3 had no unique key on (machine, prefix): two map requests announcing a route at
+ * once could both add it. The first row (the lowest id) is the one kept. */
+static bool route_seen_before(const struct import *im, size_t row)
+{
+    uint64_t node = store__cell_u64(&im->routes, row, 1);
+    const char *prefix = store__cell(&im->routes, row, 2);
+
+    for (size_t i = 0; i < row; i++)
+        if (store__cell_u64(&im->routes, i, 1) == node &&
+            strcmp(store__cell(&im->routes, i, 2), prefix) == 0)
+            return true;
+    return false;
+}
+
 /* 0.22.3's route ids stay what operators' scripts know them as. */
 static int import_route_ids(struct import *im)
 {
@@ -642,7 +657,8 @@ static int import_route_ids(struct import *im)
     int rc = 0;
 
     for (size_t i = 0; i < im->routes.nrows && rc == 0; i++) {
-        if (!idset_has(&im->nodes, store__cell_u64(&im->routes, i, 1)))
+        if (!idset_has(&im->nodes, store__cell_u64(&im->routes, i, 1)) ||
+            route_seen_before(im, i))
             continue;
         store__params_init(&p);
         for (size_t col = 0; col <= 2; col++)

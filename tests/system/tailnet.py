@@ -732,7 +732,7 @@ class Node:
         if check:
             assert r.returncode == 0, (f"tailscale up ({self.name}) → rc {r.returncode}\n"
                                        f"stdout: {r.stdout}\nstderr: {r.stderr}\n"
-                                       f"tailscaled log:\n{self.proc.log(60)}")
+                                       f"tailscaled log:\n{self.proc.log(150)}")
         return r
 
     def up_async(self, extra=()):

@@ -123,9 +123,11 @@ class Operator:
             routes = tailnet.poll(lambda: [r for r in self.s.cli_json("routes", "list") or []
                                            if r["prefix"] == ROUTE], 30, "the announced route")
             self.s.cli_ok("routes", "enable", "-r", routes[0]["id"])
+            return routes[0]["id"]
         else:
             node = tailnet.poll(lambda: self.s.node_by_name(node_name), 30, node_name)
             self.s.cli_ok("nodes", "approve-routes", "-i", node["id"], "-r", ROUTE)
+            return None
 
     def api_key(self):
         return self.s.cli_ok("apikeys", "create", "-e", "90d").stdout.strip().splitlines()[-1]
@@ -199,7 +201,7 @@ def run_migration(w, op, legacy):
         nodes[-1].up(key_a, extra=["--advertise-tags=tag:web"])
     for n in nodes:
         n.wait_running()
-    op.approve("router")
+    route_id = op.approve("router")
     laptop.wait_peer("router", routed, what="the approved route on headscale")
     laptop.wait_ping(router.ip4)
     api_key = op.api_key()
@@ -210,6 +212,8 @@ def run_migration(w, op, legacy):
         s.stop(check=False)  # headscale's own exit status is not ours to judge
     except AssertionError:
         pass  # 0.22.3 waits for its open long polls; it was killed, as systemd would
+    if legacy:
+        duplicate_route(s)
     s.binary = helpers.HS_BIN
     s.start()
     # headscale's noise key file is read as it is, so clients talk to the same server key.
@@ -239,6 +243,9 @@ def run_migration(w, op, legacy):
         assert listed["web"]["tags"] == ["tag:web"], listed["web"]
     assert listed["laptop"]["user"]["name"] == "alice"
     assert ROUTE in f(listed["router"], "approved_routes", "approvedRoutes"), listed["router"]
+    if legacy:  # the duplicate row was folded into the first: one route, its id, enabled
+        rows = [r for r in s.cli_json("routes", "list") if r["prefix"] == ROUTE]
+        assert [(str(r["id"]), r["enabled"]) for r in rows] == [(str(route_id), True)], rows
 
     st, body = s.api("GET", "/api/v1/node", key=api_key)
     assert st == 200 and len(body["nodes"]) == len(nodes), (st, body)
@@ -252,6 +259,24 @@ def run_migration(w, op, legacy):
     s.start()
     assert s.log_text().count("importing it") == 1
     assert len(s.cli_json("nodes", "list")) == len(nodes)
+
+
+def duplicate_route(server):
+    """0.22.3 had no unique key on (machine, prefix): two map requests announcing a route at
+    once could both add it (seen in CI). Make sure the import meets such a pair: a second,
+    disabled row for the approved route."""
+    sql = ("INSERT INTO routes (created_at, updated_at, machine_id, prefix, advertised,"
+           " enabled, is_primary) SELECT created_at, updated_at, machine_id, prefix, advertised,"
+           " false, false FROM routes WHERE prefix = '%s'" % ROUTE)
+    if server.db.kind == "sqlite":
+        con = sqlite3.connect(server.config["db_path"])
+        try:
+            con.execute(sql + " LIMIT 1")
+            con.commit()
+        finally:
+            con.close()
+    else:
+        server.db.pg.psql(sql + " LIMIT 1", dbname=server.pg_dbname)
 
 
 def file_digest(path):
