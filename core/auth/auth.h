@@ -8,10 +8,14 @@
  * entropy, so a fast keyed hash is enough (no bcrypt needed), and the full key is shown once.
  * Keys imported from a headscale database keep headscale's bcrypt hashes and forms (base64url
  * prefixes and secrets; "<prefix>.<secret>" API keys and bare 48-hex pre-auth keys of older
- * versions), and the checks below accept them too. */
+ * versions), and the checks below accept them too.
+ *
+ * OIDC: logins through an OpenID provider (oidc.c) and the JWT code it shares with
+ * `headscale mockoidc` (jwt.c). */
 #ifndef HS_AUTH_H
 #define HS_AUTH_H
 
+#include <openssl/evp.h>
 #include <stdint.h>
 
 #include "store/store.h"
@@ -133,5 +137,23 @@ void auth_outcomes(struct auth *a, uint64_t out[AUTH_OUTCOMES]);
  * RequestTags) the policy lets its user give becomes tagged, as 0.22.3 treated it; nodes whose
  * requests are refused stay their user's. Errors are the store's. */
 int auth_adopt_requested_tags(struct auth *a);
+
+/* ---- JWT (RFC 7519 compact JWS, RS256 and ES256) ---- */
+
+#define AUTH_JWT_MAX 16384 /* bytes of a token we look at; longer ones are refused */
+
+/* base64url without padding; the result is malloc'd. */
+char *auth_b64url(const uint8_t *in, size_t n);
+/* Checks token's signature with the key of jwks (a JWK Set) its header names and, on success,
+ * gives its claims (*claims is the caller's). -E2BIG over AUTH_JWT_MAX, -EINVAL malformed,
+ * -ENOTSUP another algorithm, -ENOKEY no such key in jwks (fetch them again), -EBADMSG bad
+ * signature; err says which in words. The claims are not checked here. */
+int auth_jwt_verify(const char *token, const json_t *jwks, json_t **claims, char *err,
+                    size_t errsize);
+/* Signs claims with an RSA key: *out (malloc'd) is the token. */
+int auth_jwt_sign_rs256(EVP_PKEY *key, const char *kid, const json_t *claims, char **out);
+/* The public half of an RSA key as a JWK, and a key id for it (SHA-256 of its DER form). */
+json_t *auth_jwk_rsa_public(const EVP_PKEY *key, const char *kid);
+char *auth_jwk_kid(EVP_PKEY *key);
 
 #endif

@@ -262,6 +262,7 @@ int cli_cmd_auth_approve(struct cli_ctx *ctx);
 int cli_cmd_auth_reject(struct cli_ctx *ctx);
 int cli_cmd_nodes_backfill_ips(struct cli_ctx *ctx);
 int cli_cmd_debug_create_node(struct cli_ctx *ctx);
+int cli_cmd_mockoidc(struct cli_ctx *ctx); /* cli_mockoidc.c */
 int cli_cmd_routes_list(struct cli_ctx *ctx);
 int cli_cmd_routes_enable(struct cli_ctx *ctx);
 int cli_cmd_routes_disable(struct cli_ctx *ctx);

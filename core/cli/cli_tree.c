@@ -50,6 +50,19 @@ static const struct cli_cmd cmd_health = {
     .run = cli_cmd_health, .max_args = 0,
 };
 
+static const struct cli_cmd cmd_mockoidc = {
+    .name = "mockoidc", .use = "mockoidc",
+    .summary = "Run a stand-in OpenID provider for tests and demos",
+    .long_help = "Serves an OpenID Connect provider that signs in every authorization request\n"
+                 "as the next user of MOCKOIDC_USERS (a JSON list with Subject, Email,\n"
+                 "EmailVerified, PreferredUsername and Groups) without asking anything. It\n"
+                 "listens on MOCKOIDC_ADDR:MOCKOIDC_PORT with the issuer\n"
+                 "http://MOCKOIDC_ADDR:MOCKOIDC_PORT/oidc, knows one client\n"
+                 "(MOCKOIDC_CLIENT_ID, MOCKOIDC_CLIENT_SECRET), and its tokens last\n"
+                 "MOCKOIDC_ACCESS_TTL (default 2m). Never use it for real logins.",
+    .run = cli_cmd_mockoidc, .max_args = 0,
+};
+
 static const struct cli_cmd cmd_help = {
     .name = "help", .use = "help [COMMAND...]",
     .summary = "Show the help of a command, like COMMAND --help",
@@ -544,7 +557,7 @@ const struct cli_cmd cli_root = {
                     { "force", 0, CLI_BOOL, "false",
                       "Answer yes to every confirmation prompt", false }),
     .subs = SUBS(&cmd_apikeys, &cmd_auth, &cmd_completion, &cmd_configtest, &cmd_debug,
-                 &cmd_generate, &cmd_health, &cmd_help,
+                 &cmd_generate, &cmd_health, &cmd_help, &cmd_mockoidc,
                  &cmd_nodes, &cmd_policy, &cmd_preauthkeys, &cmd_routes, &cmd_serve, &cmd_users,
                  &cmd_version),
 };

@@ -22,9 +22,7 @@ REF_22 = str(REPO / ".cache/headscale/v0.22.3/headscale")
 
 # Commands of headscale's that ours does not have yet, and why. Each is a gap to close, not a
 # choice: the test still checks everything under and around them.
-NOT_YET = {
-    "mockoidc": "headscale's integration-test OIDC provider",
-}
+NOT_YET = {}
 # Flags of headscale's that ours does not have yet, as (command path, flag).
 FLAGS_NOT_YET = {}
 # cobra's help command: "help COMMAND" is a command path of its own (ours has it too).
