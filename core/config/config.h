@@ -195,6 +195,12 @@ void config_diags_print(const struct config_diags *d, FILE *f);
 /* Logs them through util's logger (warnings as warn, errors as error). */
 void config_diags_log(const struct config_diags *d);
 
+/* Calls fn(arg, key) with the dotted name of every key whose value differs between a and b
+ * (the current layout's name; a 0.22.3-only key under its own). */
+typedef void (*config_changed_fn)(void *arg, const char *key);
+void config_each_changed(const struct hs_config *a, const struct hs_config *b,
+                         config_changed_fn fn, void *arg);
+
 /* "100.64.0.0/10" → prefix (host bits must be zero). -EINVAL otherwise. */
 int config_parse_prefix(const char *s, struct ip_prefix *out);
 

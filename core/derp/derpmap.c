@@ -79,24 +79,21 @@ static int read_source(struct derpmap *dm, const struct derp_source *s, char **t
     return 0;
 }
 
-/* Loads one source; on failure its previous regions stay. */
-static int load_source(struct derpmap *dm, struct derp_source *s)
+/* Loads one source; on failure its previous regions stay and err says why. */
+static int load_source(struct derpmap *dm, struct derp_source *s, char *err, size_t errsize)
 {
-    char err[DERPMAP_ERR_MAX] = "";
     char *text = NULL;
     size_t len = 0;
     json_t *m = NULL;
     int rc;
 
-    if ((rc = read_source(dm, s, &text, &len, err, sizeof(err))) == 0) {
-        m = derpmap_parse(text, len, err, sizeof(err));
+    if ((rc = read_source(dm, s, &text, &len, err, errsize)) == 0) {
+        m = derpmap_parse(text, len, err, errsize);
         rc = m ? 0 : -EINVAL;
     }
     free(text);
-    if (rc < 0) {
-        log_warnx("derp: %s: cannot load the DERP map: %s", s->where, err);
+    if (rc < 0)
         return rc;
-    }
     json_decref(s->regions);
     s->regions = json_incref(json_object_get(m, "Regions"));
     json_decref(m);
@@ -128,11 +125,18 @@ static json_t *merge_sources(const struct derpmap *dm, json_t *embedded)
 /* Loads every source, or only those that never loaded; returns how many failed. */
 static size_t load_all(struct derpmap *dm, bool only_missing)
 {
+    char err[DERPMAP_ERR_MAX];
     size_t failed = 0;
 
-    for (size_t i = 0; i < dm->nsrc && !atomic_load(&dm->stop); i++)
-        if (!only_missing || !dm->src[i].regions)
-            failed += load_source(dm, &dm->src[i]) < 0;
+    for (size_t i = 0; i < dm->nsrc && !atomic_load(&dm->stop); i++) {
+        if (only_missing && dm->src[i].regions)
+            continue;
+        err[0] = '\0';
+        if (load_source(dm, &dm->src[i], err, sizeof(err)) < 0) {
+            log_warnx("derp: %s: cannot load the DERP map: %s", dm->src[i].where, err);
+            failed++;
+        }
+    }
     return failed;
 }
 
@@ -279,16 +283,21 @@ void derpmap_stop(struct derpmap *dm)
     dm->running = false;
 }
 
+static void free_sources(struct derp_source *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(src[i].where);
+        json_decref(src[i].regions);
+    }
+    free(src);
+}
+
 void derpmap_free(struct derpmap *dm)
 {
     if (!dm)
         return;
     derpmap_stop(dm);
-    for (size_t i = 0; i < dm->nsrc; i++) {
-        free(dm->src[i].where);
-        json_decref(dm->src[i].regions);
-    }
-    free(dm->src);
+    free_sources(dm->src, dm->nsrc);
     json_decref(dm->map);
     json_decref(dm->embedded);
     pthread_cond_destroy(&dm->cv);
@@ -318,4 +327,39 @@ void derpmap_set_embedded(struct derpmap *dm, json_t *region)
     pthread_mutex_unlock(&dm->mu);
     json_decref(old);
     publish(dm);
+}
+
+/* The new sources are loaded aside (a fetch is not cancelled by derpmap_stop here: it ends
+ * within DERPMAP_FETCH_TIMEOUT_MS), then swapped in with the refresher stopped, since it
+ * reads the sources without the lock. */
+int derpmap_reload(struct derpmap *dm, const struct hs_config *cfg, char *err, size_t errsize)
+{
+    struct derpmap fresh = { 0 };
+    char why[DERPMAP_ERR_MAX];
+    struct derp_source *old;
+    size_t nold;
+
+    atomic_init(&fresh.stop, false);
+    add_sources(&fresh, cfg);
+    for (size_t i = 0; i < fresh.nsrc; i++) {
+        why[0] = '\0';
+        if (load_source(&fresh, &fresh.src[i], why, sizeof(why)) < 0) {
+            snprintf(err, errsize, "%s: %s", fresh.src[i].where, why);
+            free_sources(fresh.src, fresh.nsrc);
+            return -EINVAL;
+        }
+    }
+    derpmap_stop(dm);
+    old = dm->src;
+    nold = dm->nsrc;
+    dm->src = fresh.src;
+    dm->nsrc = fresh.nsrc;
+    dm->period_us = cfg->derp_update_frequency_us;
+    dm->refresh = cfg->derp_auto_update && dm->period_us > 0;
+    free_sources(old, nold);
+    publish(dm);
+    atomic_store(&dm->stop, false);
+    if (derpmap_start(dm) < 0)
+        log_warnx("derp: cannot restart the DERP map refresher; the map stays as loaded now");
+    return 0;
 }

@@ -2,6 +2,8 @@
 #include <netdb.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -32,8 +34,11 @@ struct net_conn {
 
 /* ---- TLS context ---- */
 
+/* The context is swapped whole on a reload: a connection being set up holds its own
+ * reference (SSL_new takes one), so what it started with stays valid to its end. */
 struct net_tls {
-    SSL_CTX *ctx;
+    pthread_mutex_t mu;
+    SSL_CTX *ctx; /* guarded by mu */
 };
 
 /* Everything we serve over TLS is HTTP/1.1 (upgrades, and the REST API through
@@ -61,11 +66,10 @@ static void tls_error(const char *what, const char *path, char *err, size_t errs
     ERR_clear_error();
 }
 
-struct net_tls *net_tls_new(const char *cert_path, const char *key_path, char *err,
-                            size_t errsize)
+static SSL_CTX *build_ctx(const char *cert_path, const char *key_path, char *err,
+                          size_t errsize)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-    struct net_tls *t;
 
     if (!ctx) {
         tls_error("TLS", "context", err, errsize);
@@ -90,18 +94,77 @@ struct net_tls *net_tls_new(const char *cert_path, const char *key_path, char *e
     } else if (SSL_CTX_check_private_key(ctx) != 1) {
         tls_error("tls_key_path", key_path, err, errsize);
     } else {
-        t = hs_xcalloc(1, sizeof(*t));
-        t->ctx = ctx;
-        return t;
+        return ctx;
     }
     SSL_CTX_free(ctx);
     return NULL;
+}
+
+struct net_tls *net_tls_new(const char *cert_path, const char *key_path, char *err,
+                            size_t errsize)
+{
+    SSL_CTX *ctx = build_ctx(cert_path, key_path, err, errsize);
+    struct net_tls *t;
+
+    if (!ctx)
+        return NULL;
+    t = hs_xcalloc(1, sizeof(*t));
+    pthread_mutex_init(&t->mu, NULL);
+    t->ctx = ctx;
+    return t;
+}
+
+int net_tls_reload(struct net_tls *t, const char *cert_path, const char *key_path, char *err,
+                   size_t errsize)
+{
+    SSL_CTX *ctx = build_ctx(cert_path, key_path, err, errsize), *old;
+
+    if (!ctx)
+        return -EINVAL;
+    pthread_mutex_lock(&t->mu);
+    old = t->ctx;
+    t->ctx = ctx;
+    pthread_mutex_unlock(&t->mu);
+    SSL_CTX_free(old);
+    return 0;
+}
+
+void net_tls_describe(struct net_tls *t, char *out, size_t outsize)
+{
+    X509 *cert;
+    BIGNUM *bn = NULL;
+    char *serial = NULL, until[64] = "?";
+    BIO *bio;
+
+    pthread_mutex_lock(&t->mu);
+    if ((cert = SSL_CTX_get0_certificate(t->ctx)))
+        X509_up_ref(cert);
+    pthread_mutex_unlock(&t->mu);
+    if (!cert) {
+        snprintf(out, outsize, "no certificate");
+        return;
+    }
+    if ((bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL)))
+        serial = BN_bn2hex(bn);
+    if ((bio = BIO_new(BIO_s_mem()))) {
+        if (ASN1_TIME_print(bio, X509_get0_notAfter(cert)) == 1) {
+            int n = BIO_read(bio, until, (int)sizeof(until) - 1);
+            until[n > 0 ? n : 0] = '\0';
+        }
+        BIO_free(bio);
+    }
+    snprintf(out, outsize, "serial %s, valid until %s", serial ? serial : "?", until);
+    OPENSSL_free(serial);
+    BN_free(bn);
+    X509_free(cert);
+    ERR_clear_error();
 }
 
 void net_tls_free(struct net_tls *t)
 {
     if (t) {
         SSL_CTX_free(t->ctx);
+        pthread_mutex_destroy(&t->mu);
         free(t);
     }
 }
@@ -116,7 +179,10 @@ struct net_conn *net_conn_new(int fd, struct net_tls *tls)
     hs_buf_init(&c->in, HTTP1_MAX_HEAD + 65536);
     hs_buf_init(&c->out, OUT_MAX);
     if (tls) {
-        if (!(c->ssl = SSL_new(tls->ctx)) || SSL_set_fd(c->ssl, fd) != 1) {
+        pthread_mutex_lock(&tls->mu);
+        c->ssl = SSL_new(tls->ctx);
+        pthread_mutex_unlock(&tls->mu);
+        if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) {
             ERR_clear_error();
             net_conn_close(c);
             return NULL;

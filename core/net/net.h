@@ -8,7 +8,8 @@
  * fuzzed, which the front door (server/front.c) uses to route a new connection.
  *
  * Thread model: a net_conn belongs to one thread at a time (the front door, then the loop
- * that adopts it). A net_tls context is shared and read-only once built. */
+ * that adopts it). A net_tls context is shared; net_tls_reload may replace its certificate
+ * while connections are made from it. */
 #ifndef HS_NET_H
 #define HS_NET_H
 
@@ -28,6 +29,13 @@ struct net_tls;
 struct net_tls *net_tls_new(const char *cert_path, const char *key_path, char *err,
                             size_t errsize);
 void net_tls_free(struct net_tls *t);
+/* Loads the pair again (new files, or new content at the same paths): handshakes from now on
+ * use it; connections already made keep the one they started with. On failure nothing
+ * changes: -EINVAL with the reason in err. Any thread. */
+int net_tls_reload(struct net_tls *t, const char *cert_path, const char *key_path, char *err,
+                   size_t errsize);
+/* The certificate in use, for people: "serial 1A2B..., valid until Jan  1 00:00:00 2027 GMT". */
+void net_tls_describe(struct net_tls *t, char *out, size_t outsize);
 
 /* ---- connections ---- */
 

@@ -26,7 +26,9 @@ struct dns_watch {
     pthread_mutex_t mu;
     pthread_cond_t cond;
     bool stop;
-    /* what the thread saw last: the file's identity, and the text last applied */
+    /* held while the file is looked at: by the thread, or by dns_watch_reload */
+    pthread_mutex_t check_mu;
+    /* what was seen last: the file's identity, and the text last applied */
     struct stat seen;
     bool missing;
     char *applied;
@@ -97,6 +99,7 @@ int dns_watch_new(const char *path, struct mapper *m, struct dns_watch **out)
     w->path = hs_strdup(path);
     w->mapper = m;
     pthread_mutex_init(&w->mu, NULL);
+    pthread_mutex_init(&w->check_mu, NULL);
     pthread_cond_init(&w->cond, NULL);
     if (stat(path, &w->seen) < 0) {
         rc = -errno;
@@ -117,6 +120,7 @@ int dns_watch_new(const char *path, struct mapper *m, struct dns_watch **out)
     return 0;
 }
 
+/* check_mu held. */
 static void check(struct dns_watch *w)
 {
     struct stat st;
@@ -151,7 +155,9 @@ static void *run(void *arg)
         if (w->stop)
             break;
         pthread_mutex_unlock(&w->mu);
+        pthread_mutex_lock(&w->check_mu);
         check(w);
+        pthread_mutex_unlock(&w->check_mu);
         pthread_mutex_lock(&w->mu);
     }
     pthread_mutex_unlock(&w->mu);
@@ -180,6 +186,24 @@ int dns_watch_start(struct dns_watch *w, dns_watch_fn changed, void *arg)
     return 0;
 }
 
+int dns_watch_reload(struct dns_watch *w)
+{
+    struct stat st;
+    int rc;
+
+    pthread_mutex_lock(&w->check_mu);
+    if (stat(w->path, &st) == 0) {
+        w->seen = st;
+        w->missing = false;
+    }
+    if ((rc = load(w, false)) > 0 && w->changed)
+        w->changed(w->arg);
+    pthread_mutex_unlock(&w->check_mu);
+    return rc;
+}
+
+const char *dns_watch_path(const struct dns_watch *w) { return w->path; }
+
 void dns_watch_free(struct dns_watch *w)
 {
     if (!w)
@@ -192,6 +216,7 @@ void dns_watch_free(struct dns_watch *w)
         pthread_join(w->thread, NULL);
     }
     pthread_mutex_destroy(&w->mu);
+    pthread_mutex_destroy(&w->check_mu);
     pthread_cond_destroy(&w->cond);
     free(w->applied);
     free(w->path);

@@ -19,6 +19,10 @@ int dns_watch_new(const char *path, struct mapper *m, struct dns_watch **out);
 /* Follows the file on a thread of its own; changed(arg) runs there after new records went to
  * the mapper. */
 int dns_watch_start(struct dns_watch *w, dns_watch_fn changed, void *arg);
+/* SIGHUP: reads the file now, whatever its time stamps say. 1: new records applied (and
+ * changed called); 0: the same records; <0: refused, logged, the records in force stay. */
+int dns_watch_reload(struct dns_watch *w);
+const char *dns_watch_path(const struct dns_watch *w);
 /* Stops the thread (no call to changed after it returns). NULL is fine. */
 void dns_watch_free(struct dns_watch *w);
 

@@ -53,6 +53,7 @@ struct server {
     char *unix_path;
     struct MHD_Daemon *metrics_http;  /* NULL unless metrics_listen_addr is set */
     struct server_metrics *metrics;
+    struct reload *reload; /* SIGHUP; made once everything runs */
 };
 
 /* What the HTTP layer keeps per request between access-handler calls. */
@@ -621,21 +622,6 @@ static int load_policy(struct server *srv)
     return rc;
 }
 
-/* SIGHUP: the policy file (file mode) or the stored policy (database mode) again; a policy
- * that does not load or compile leaves the one in force. */
-static void reload_policy(struct server *srv)
-{
-    char err[1024];
-
-    if (state_policy_reload(srv->state, err, sizeof(err)) < 0)
-        log_errorx("policy: not reloaded: %s; the policy in force stays", err);
-    else
-        log_info("policy: reloaded (%s)", srv->cfg->policy_mode == POLICY_MODE_DATABASE
-                                              ? "the stored policy"
-                                              : srv->cfg->policy_path && *srv->cfg->policy_path
-                                              ? srv->cfg->policy_path : "no policy file: allow all");
-}
-
 /* Tags a registering node asks for, against the policy in force (auth_set_tag_check). */
 static bool tag_check(void *arg, uint64_t user_id, const char *tag)
 {
@@ -664,6 +650,8 @@ static void server_stop(struct server *srv)
 
     /* Metrics read everything below: they go first. Then stop accepting, close the control
      * and DERP connections (nothing hands them new ones any more), and only then stop MHD. */
+    reload_free(srv->reload);
+    srv->reload = NULL;
     if (srv->metrics_http)
         MHD_stop_daemon(srv->metrics_http);
     server_metrics_free(srv->metrics);
@@ -836,12 +824,22 @@ static int wait_for_signal(struct server *srv)
         if (sigwait(&set, &sig) != 0)
             return -1;
         if (sig == SIGHUP) {
-            log_info("server: SIGHUP: reloading the policy");
-            reload_policy(srv);
+            reload_run(srv->reload);
             continue;
         }
         return sig;
     }
+}
+
+static void start_reload(struct server *srv)
+{
+    struct reload_deps deps = {
+        .cfg = srv->cfg, .state = srv->state, .derpmap = srv->derpmap, .derp = srv->derp,
+        .tls = srv->tls, .mapper = srv->mapper, .svc = srv->svc, .dns = &srv->dns,
+        .dns_changed = on_dns_change, .dns_arg = srv,
+    };
+
+    srv->reload = reload_new(&deps);
 }
 
 /* glibc gives each thread its own heap arena and keeps what was freed in it; the bursts of a
@@ -893,6 +891,7 @@ int server_run(const struct hs_config *cfg)
         server_stop(&srv);
         return 1;
     }
+    start_reload(&srv);
     log_info("headscale %s started (database %s)", HS_VERSION, store_backend_name(srv.st));
     sig = wait_for_signal(&srv);
     log_info("server: signal %d: shutting down", sig);

@@ -59,4 +59,24 @@ void server_metrics_free(struct server_metrics *sm); /* NULL is fine */
 /* The exposition text (metrics.h) appended to out; any thread. */
 int server_metrics_render(struct server_metrics *sm, struct hs_buf *out);
 
+/* SIGHUP (reload.c): the config file read again and what can change while serving put in
+ * force; see there. Runs on the thread that waits for signals; the deps outlive it. */
+struct dns_watch;
+struct reload_deps {
+    const struct hs_config *cfg; /* the configuration the server runs with */
+    struct state *state;
+    struct derpmap *derpmap;
+    struct derp_server *derp; /* NULL unless derp.server.enabled */
+    struct net_tls *tls;      /* NULL: plain HTTP */
+    struct mapper *mapper;
+    struct control_service *svc;
+    struct dns_watch **dns;   /* NULL inside: no extra records file; a new path replaces it */
+    void (*dns_changed)(void *arg);
+    void *dns_arg;
+};
+struct reload;
+struct reload *reload_new(const struct reload_deps *d);
+void reload_run(struct reload *r);
+void reload_free(struct reload *r); /* NULL is fine */
+
 #endif

@@ -1,4 +1,9 @@
+/* util: the logger. Text lines ("<RFC 3339 time> <level> <message>[: <error>]") or, with
+ * log.format json, one JSON object per line shaped as headscale's zerolog writes them:
+ * level first, then the fields (here only "error"), then "time" in Unix seconds and
+ * "message" last. Level and format may change while other threads log (SIGHUP). */
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -6,14 +11,16 @@
 
 #include "util/util.h"
 
-static enum log_level cur_level = LOG_INFO;
-static bool as_json;
+static _Atomic int cur_level = LOG_INFO;
+static atomic_bool as_json;
 
-static const char *const level_names[] = { "trace", "debug", "info", "warn", "error", "off" };
+static const char *const level_names[] = { "trace", "debug", "info", "warn", "error", "disabled" };
 
-void log_set_level(enum log_level lvl) { cur_level = lvl; }
-void log_set_json(bool json) { as_json = json; }
-enum log_level log_get_level(void) { return cur_level; }
+void log_set_level(enum log_level lvl) { atomic_store(&cur_level, (int)lvl); }
+void log_set_json(bool json) { atomic_store(&as_json, json); }
+enum log_level log_get_level(void) { return (enum log_level)atomic_load(&cur_level); }
+bool log_get_json(void) { return atomic_load(&as_json); }
+const char *log_level_name(enum log_level lvl) { return level_names[lvl]; }
 
 int log_parse_level(const char *s, enum log_level *out)
 {
@@ -31,20 +38,30 @@ int log_parse_level(const char *s, enum log_level *out)
     return -EINVAL;
 }
 
-static void log_write(enum log_level lvl, const char *msg, const char *errstr)
+static void log_write(enum log_level lvl, char *msg, const char *errstr)
 {
+    int64_t now = hs_now_us();
     char ts[40];
-    hs_format_rfc3339(hs_now_us(), ts, sizeof(ts));
-    if (as_json) {
-        json_t *j = json_pack("{s:s, s:s, s:s}", "time", ts, "level", level_names[lvl],
-                              "message", msg);
+
+    if (atomic_load(&as_json)) {
+        json_t *j = json_pack("{s:s}", "level", level_names[lvl]);
+
+        hs_utf8_sanitize(msg); /* a client's bytes in a message must not void the line */
         if (j && errstr)
             json_object_set_new(j, "error", json_string(errstr));
-        char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        if (j) {
+            json_object_set_new(j, "time", json_integer(now / HS_USEC_PER_SEC));
+            json_object_set_new(j, "message", json_string(msg));
+        }
+        /* jansson keeps insertion order: the order above is the order written */
+        char *s = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
         fprintf(stderr, "%s\n", s ? s : msg);
         free(s);
         json_decref(j);
-    } else if (errstr) {
+        return;
+    }
+    hs_format_rfc3339(now, ts, sizeof(ts));
+    if (errstr) {
         fprintf(stderr, "%s %-5s %s: %s\n", ts, level_names[lvl], msg, errstr);
     } else {
         fprintf(stderr, "%s %-5s %s\n", ts, level_names[lvl], msg);
@@ -61,7 +78,7 @@ static void log_v(enum log_level lvl, const char *errstr, const char *fmt, va_li
 void log_msg(enum log_level lvl, const char *fmt, ...)
 {
     va_list ap;
-    if (lvl < cur_level)
+    if ((int)lvl < atomic_load(&cur_level))
         return;
     va_start(ap, fmt);
     log_v(lvl, NULL, fmt, ap);
@@ -72,7 +89,7 @@ void log_warn(const char *fmt, ...)
 {
     va_list ap;
     const char *e = strerror(errno);
-    if (LOG_WARN < cur_level)
+    if (LOG_WARN < atomic_load(&cur_level))
         return;
     va_start(ap, fmt);
     log_v(LOG_WARN, e, fmt, ap);

@@ -18,6 +18,8 @@ enum log_level { LOG_TRACE, LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR, LOG_OFF };
 void log_set_level(enum log_level lvl);
 void log_set_json(bool json);
 enum log_level log_get_level(void);
+bool log_get_json(void);
+const char *log_level_name(enum log_level lvl); /* "trace" ... "disabled" */
 /* Parses headscale's level names (trace, debug, info, warn, error, fatal, panic, disabled). */
 int log_parse_level(const char *s, enum log_level *out);
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -161,11 +161,15 @@ class Relay:
                          **self.extra_env}
         self.server = TlsServer(self.ns, self.db, cert, key, ca, self.port)
         self.server.start()
-        uid = self.server.create_user_cli("derpuser")
-        self.user_id = uid
-        key = self.server.preauth_key(uid, reusable=True)
+        self.join_nodes("derpuser", "relay")
+        return self
+
+    def join_nodes(self, user, prefix):
+        """Creates user and logs in one node per version (prefix1, prefix2) as n1, n2."""
+        self.user_id = self.server.create_user_cli(user)
+        key = self.server.preauth_key(self.user_id, reusable=True)
         for i, v in enumerate(self.versions):
-            n = tn.Node(self, f"relay{i + 1}", v)
+            n = tn.Node(self, f"{prefix}{i + 1}", v)
             n.env.pop("TS_DEBUG_USE_DERP_HTTP", None)  # DERP over TLS, like production
             self.nodes.append(n)
             n.start()
@@ -174,7 +178,6 @@ class Relay:
         for n in self.nodes:
             n.wait_running()
         self.n1, self.n2 = self.nodes
-        return self
 
     def close(self):
         for n in self.nodes:

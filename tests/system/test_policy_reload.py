@@ -244,7 +244,7 @@ def test_sighup_reloads_the_policy_file(server_factory, clients):
     a2 = clients(s, alice["id"])
     a.open_stream()
     a.drain()
-    ok, refused = "policy: reloaded", "policy: not reloaded"
+    ok, refused = "reload: policy changed", "reload: policy not reloaded"
 
     good = policy_ab(alice["name"], bob["name"])
     write(s.policy_path, good)

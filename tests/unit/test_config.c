@@ -1013,6 +1013,37 @@ CFG_TEST(nameservers_clients_cannot_use)
                  "    global: [bogus]\n", "dns.nameservers.global", 0, "at least one");
 }
 
+/* ---- what a reload compares ---- */
+
+static void add_key(void *arg, const char *key)
+{
+    hs_strv_push(arg, key);
+}
+
+CFG_TEST(each_changed_names_the_keys_that_differ)
+{
+    static const char a[] = "listen_addr: 127.0.0.1:8080\nlog: {level: info}\n"
+                            "dns:\n  extra_records: [{name: a.x.net, type: A, value: 100.64.0.9}]\n";
+    static const char b[] = "listen_addr: 127.0.0.1:9090\nlog: {level: debug}\n"
+                            "dns:\n  extra_records: [{name: a.x.net, type: A, value: 100.64.0.8}]\n";
+    struct hs_config other;
+    struct config_diags d2;
+    struct hs_strv keys = { 0 };
+
+    cr_assert_eq(load(a), 0);
+    cr_assert_eq(config_load_text(b, strlen(b), "/etc/hs", CONFIG_FOR_SERVER, &other, &d2), 0);
+    config_each_changed(&cfg, &cfg, add_key, &keys);
+    cr_expect_eq(keys.n, 0, "a config differs from itself in %zu keys", keys.n);
+    config_each_changed(&cfg, &other, add_key, &keys);
+    cr_assert_eq(keys.n, 3);
+    cr_expect_str_eq(keys.v[0], "listen_addr");
+    cr_expect_str_eq(keys.v[1], "log.level");
+    cr_expect_str_eq(keys.v[2], "dns.extra_records");
+    hs_strv_free(&keys);
+    config_free(&other);
+    config_diags_free(&d2);
+}
+
 /* ---- no silent keys: every key works or says it does not ---- */
 
 /* The keys that work, each with the test that shows it working ("file::test"). A key added
