@@ -63,6 +63,8 @@ struct hs_config {
     bool derp_server_auto_add_region;
     char *derp_server_ipv4, *derp_server_ipv6;
     bool derp_server_verify_clients;
+    char *derp_server_mesh_key_path; /* our key: DERP mesh between replicas */
+    struct hs_strv derp_server_mesh_with;
     struct hs_strv derp_urls, derp_paths;
     bool derp_auto_update;
     int64_t derp_update_frequency_us;
@@ -214,5 +216,15 @@ int config_parse_prefix(const char *s, struct ip_prefix *out);
 int config_dns_records_parse(const char *text, size_t len, struct dns_record **out, size_t *n,
                              char *err, size_t errsize);
 void config_dns_records_free(struct dns_record *v, size_t n);
+
+/* One derp.server.mesh_with entry: "host:port", "[v6]:port" or "http://host[:port][/path]"
+ * (port 80 and path /derp when left out) → its parts. -EINVAL with the reason in *why (a
+ * static sentence) otherwise; https:// is refused (the mesh dials peers in plain HTTP). */
+#define CONFIG_MESH_HOST_MAX 256
+#define CONFIG_MESH_PORT_MAX 8
+#define CONFIG_MESH_PATH_MAX 256
+int config_mesh_peer_split(const char *entry, char host[CONFIG_MESH_HOST_MAX],
+                           char port[CONFIG_MESH_PORT_MAX], char path[CONFIG_MESH_PATH_MAX],
+                           const char **why);
 
 #endif

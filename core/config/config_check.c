@@ -215,12 +215,70 @@ static void derive_derp_key(struct load_ctx *c)
     cfg->derp_server_private_key_path = hs_strdup(cfg->legacy_private_key_path);
 }
 
+int config_mesh_peer_split(const char *entry, char host[CONFIG_MESH_HOST_MAX],
+                           char port[CONFIG_MESH_PORT_MAX], char path[CONFIG_MESH_PATH_MAX],
+                           const char **why)
+{
+    char authority[CONFIG_MESH_HOST_MAX + CONFIG_MESH_PORT_MAX + 4];
+    const char *p = entry, *slash;
+    bool url = hs_has_prefix(entry, "http://");
+    uint64_t num;
+
+    *why = "is neither host:port nor http://host[:port][/path]";
+    if (hs_has_prefix(entry, "https://")) {
+        *why = "uses https://: mesh peers are dialled in plain HTTP (give the peer's listen_addr)";
+        return -EINVAL;
+    }
+    if (url)
+        p += strlen("http://");
+    else if (strstr(entry, "://"))
+        return -EINVAL;
+    slash = p + strcspn(p, "/?#");
+    if (*slash && (*slash != '/' || !url || strlen(slash) >= CONFIG_MESH_PATH_MAX ||
+                   strpbrk(slash, "?# \t\r\n")))
+        return -EINVAL;
+    if (slash == p || (size_t)(slash - p) >= CONFIG_MESH_HOST_MAX + CONFIG_MESH_PORT_MAX)
+        return -EINVAL;
+    snprintf(authority, sizeof(authority), "%.*s%s", (int)(slash - p), p,
+             url && !memchr(p, ':', (size_t)(slash - p)) ? ":80" : "");
+    if (url && authority[0] == '[' && !strstr(authority, "]:"))
+        strcat(authority, ":80"); /* [v6] without a port */
+    if (hs_split_host_port(authority, host, CONFIG_MESH_HOST_MAX, port, CONFIG_MESH_PORT_MAX) < 0 ||
+        !host[0] || strpbrk(host, " \t\r\n@") ||
+        hs_parse_u64(port, 65535, &num) < 0 || num == 0)
+        return -EINVAL;
+    snprintf(path, CONFIG_MESH_PATH_MAX, "%s", *slash ? slash : "/derp");
+    return 0;
+}
+
+/* The DERP mesh (ours): peers need the shared key, and each entry must be dialable. */
+static void check_mesh(struct load_ctx *c)
+{
+    const struct hs_config *cfg = c->cfg;
+    char host[CONFIG_MESH_HOST_MAX], port[CONFIG_MESH_PORT_MAX], path[CONFIG_MESH_PATH_MAX];
+    const char *why;
+
+    if (cfg->derp_server_mesh_with.n && !*cfg->derp_server_mesh_key_path)
+        problem(c, CONFIG_ERROR, "derp.server.mesh_with",
+                "needs derp.server.mesh_key_path (the key the peers share)");
+    for (size_t i = 0; i < cfg->derp_server_mesh_with.n; i++)
+        if (config_mesh_peer_split(cfg->derp_server_mesh_with.v[i], host, port, path, &why) < 0)
+            problem(c, CONFIG_ERROR, "derp.server.mesh_with", "entry \"%s\" %s",
+                    cfg->derp_server_mesh_with.v[i], why);
+}
+
 static void check_derp(struct load_ctx *c)
 {
     const struct hs_config *cfg = c->cfg;
 
-    if (!cfg->derp_server_enabled)
+    if (!cfg->derp_server_enabled) {
+        if (cfg->derp_server_mesh_with.n || *cfg->derp_server_mesh_key_path)
+            problem(c, CONFIG_WARNING, cfg->derp_server_mesh_with.n ? "derp.server.mesh_with"
+                                                                     : "derp.server.mesh_key_path",
+                    "has no effect while derp.server.enabled is false");
         return;
+    }
+    check_mesh(c);
     if (!*cfg->derp_server_stun_listen_addr)
         problem(c, CONFIG_ERROR, "derp.server.stun_listen_addr",
                 "must be set when derp.server.enabled is true");

@@ -76,6 +76,10 @@ const struct key_def config__keys[] = {
     KEY("derp.server.ipv4", K_IP, derp_server_ipv4, "", .aux = &fam4),
     KEY("derp.server.ipv6", K_IP, derp_server_ipv6, "", .aux = &fam6),
     KEY("derp.server.verify_clients", K_BOOL, derp_server_verify_clients, "true"),
+    /* Ours, not headscale's: the DERP mesh between replicas (derper's --mesh-psk-file and
+     * --mesh-with). */
+    KEY("derp.server.mesh_key_path", K_PATH, derp_server_mesh_key_path, ""),
+    KEY("derp.server.mesh_with", K_STRV, derp_server_mesh_with, NULL),
     NOFIELD("derp.server.stun.enabled", .flags = KF_NEVER, .idle = "true",
             .inert = "STUN runs whenever the embedded DERP does (headscale ignores the key too)"),
     KEY("derp.urls", K_STRV, derp_urls, NULL),

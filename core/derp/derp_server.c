@@ -4,6 +4,7 @@
  * iteration, so a burst costs one write per recipient, not one per packet. A recipient that
  * cannot keep up loses packets (its buffer is capped) and is cut off when it stalls. */
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -88,10 +89,83 @@ static void flush_client(struct dclient *c)
     want_write(c, (pending || net_conn_wants_write(c->nc)) && !c->closing);
 }
 
+/* ---- mesh watchers: other servers of the region following our connections ---- */
+
+/* A watcher that cannot take an update has a wrong picture of who is here: it is closed,
+ * and its server reconnects and gets the whole list again. */
+static void watcher_send(struct dclient *w, uint8_t type, const void *p, size_t len)
+{
+    if (!queue_frame(w, type, p, len, NULL, 0, DERP_MESH_TX_LIMIT) && !w->closing) {
+        log_info("derp: mesh peer %llu: too far behind on connection updates: closing",
+                 (unsigned long long)w->id);
+        w->closing = true;
+    }
+}
+
+static void send_present(struct dclient *w, const struct dclient *c)
+{
+    uint8_t msg[DERP_PEER_PRESENT_LEN];
+
+    memcpy(msg, c->key, DERP_KEY_LEN);
+    memcpy(msg + DERP_KEY_LEN, c->addr16, 16);
+    msg[DERP_KEY_LEN + 16] = (uint8_t)(c->port >> 8);
+    msg[DERP_KEY_LEN + 17] = (uint8_t)c->port;
+    msg[DERP_KEY_LEN + 18] = c->mesh ? DERP_PRESENT_MESH_PEER : DERP_PRESENT_REGULAR;
+    watcher_send(w, DERP_FRAME_PEER_PRESENT, msg, sizeof(msg));
+}
+
+static void broadcast_present(struct derp_server *d, const struct dclient *c)
+{
+    for (size_t i = 0; i < d->nwatchers; i++)
+        send_present(d->watchers[i], c);
+}
+
+static void broadcast_gone(struct derp_server *d, const uint8_t key[DERP_KEY_LEN])
+{
+    uint8_t msg[DERP_KEY_LEN + 1];
+
+    memcpy(msg, key, DERP_KEY_LEN);
+    msg[DERP_KEY_LEN] = 0; /* PeerGoneReasonDisconnected */
+    for (size_t i = 0; i < d->nwatchers; i++)
+        watcher_send(d->watchers[i], DERP_FRAME_PEER_GONE, msg, sizeof(msg));
+}
+
+static void remove_watcher(struct derp_server *d, struct dclient *c)
+{
+    for (size_t i = 0; c->watcher && i < d->nwatchers; i++) {
+        if (d->watchers[i] == c) {
+            d->watchers[i] = d->watchers[--d->nwatchers];
+            break;
+        }
+    }
+    c->watcher = false;
+}
+
+/* WatchConns: every client here now, then each arrival and departure. */
+static void add_watcher(struct derp_server *d, struct dclient *w)
+{
+    if (w->watcher)
+        return;
+    if (memcmp(w->key, d->key.pub, DERP_KEY_LEN) == 0)
+        return; /* our own mesh client dialled us: nothing to tell ourselves */
+    if (d->nwatchers == DERP_MESH_MAX_WATCHERS) {
+        log_warnx("derp: mesh peer %llu: already %d mesh peers watch: closing",
+                  (unsigned long long)w->id, DERP_MESH_MAX_WATCHERS);
+        w->closing = true;
+        return;
+    }
+    for (size_t i = 0; i < DERP_REG_BUCKETS; i++)
+        for (struct dclient *c = d->reg[i]; c; c = c->hnext)
+            send_present(w, c);
+    d->watchers[d->nwatchers++] = w;
+    w->watcher = true;
+}
+
 /* ---- client lifecycle ---- */
 
 static void client_free(struct derp_server *d, struct dclient *c)
 {
+    remove_watcher(d, c);
     for (struct dclient **pp = &d->unread; c->unread && *pp; pp = &(*pp)->unread_next) {
         if (*pp == c) {
             *pp = c->unread_next;
@@ -131,6 +205,7 @@ static void client_gone(struct derp_server *d, struct dclient *c)
             return; /* the key is still here */
         }
     }
+    broadcast_gone(d, c->key);
     memcpy(msg, c->key, DERP_KEY_LEN);
     msg[DERP_KEY_LEN] = 0; /* PeerGoneReasonDisconnected */
     for (size_t i = 0; i < c->nsenders; i++) {
@@ -153,6 +228,26 @@ static void remember_sender(struct dclient *dst, const uint8_t key[DERP_KEY_LEN]
 
 /* ---- frames from clients ---- */
 
+/* ClientInfo's meshKey (64 hex digits, as derper reads it): a client that knows ours is
+ * another server of the region. Any other well-formed key, or none, makes a plain client;
+ * a malformed one refuses the ClientInfo, as derper's JSON decoding does. */
+static int check_mesh_key(struct dclient *c, const json_t *v)
+{
+    uint8_t key[DERP_KEY_LEN];
+    const char *hex = json_string_value(v);
+    size_t len;
+
+    if (!v)
+        return 0;
+    if (!hex || (len = json_string_length(v)) != 2 * DERP_KEY_LEN ||
+        sodium_hex2bin(key, sizeof(key), hex, len, NULL, &len, NULL) != 0 ||
+        len != DERP_KEY_LEN)
+        return -EINVAL;
+    c->mesh = c->srv->has_mesh_key && crypto_verify_32(key, c->srv->mesh_key) == 0;
+    sodium_memzero(key, sizeof(key));
+    return 0;
+}
+
 /* ClientInfo: client key, nonce, box(JSON) from the client's key to ours. */
 static int open_client_info(struct dclient *c, const struct derp_frame *f)
 {
@@ -171,10 +266,10 @@ static int open_client_info(struct dclient *c, const struct derp_frame *f)
                              c->key, c->srv->key.priv) != 0)
         goto out;
     info = json_loadb((const char *)msg, mlen, JSON_REJECT_DUPLICATES, NULL);
-    /* Only its shape matters for now; meshKey arrives with the replica issue. */
-    rc = json_is_object(info) ? 0 : -EINVAL;
+    rc = json_is_object(info) ? check_mesh_key(c, json_object_get(info, "meshKey")) : -EINVAL;
     json_decref(info);
 out:
+    sodium_memzero(msg, mlen); /* it may hold the mesh key */
     free(msg);
     return rc;
 }
@@ -201,9 +296,14 @@ static int handle_client_info(struct dclient *c, const struct derp_frame *f)
 
     if ((rc = open_client_info(c, f)) < 0)
         return rc;
-    if (d->cfg->derp_server_verify_clients && d->verify &&
+    /* A mesh peer is no node of the tailnet: the key it proved is its admission. */
+    if (!c->mesh && d->cfg->derp_server_verify_clients && d->verify &&
         !(c->node_id = d->verify(d->verify_arg, c->key)))
         return -EACCES;
+    if (c->mesh) {
+        c->tx.max = DERP_MESH_TX_LIMIT;
+        log_info("derp: client %llu: mesh peer (it has the mesh key)", (unsigned long long)c->id);
+    }
     if ((rc = send_server_info(c)) < 0)
         return rc;
     c->ready = true;
@@ -213,6 +313,7 @@ static int handle_client_info(struct dclient *c, const struct derp_frame *f)
     else
         STAT_ADD(d->stats.clients, 1);
     reg_add(d, c);
+    broadcast_present(d, c);
     return 0;
 }
 
@@ -232,31 +333,117 @@ static void peer_gone_not_here(struct dclient *c, const uint8_t dst[DERP_KEY_LEN
     queue_control(c, DERP_FRAME_PEER_GONE, msg, sizeof(msg));
 }
 
+/* RecvPacket: the source key, then the packet, straight from the sender's receive buffer. */
+static void deliver(struct dclient *dst, const uint8_t src[DERP_KEY_LEN], const uint8_t *pkt,
+                    size_t len)
+{
+    struct derp_server *d = dst->srv;
+
+    if (!queue_frame(dst, DERP_FRAME_RECV_PACKET, src, DERP_KEY_LEN, pkt, len,
+                     DERP_TX_PACKET_LIMIT)) {
+        STAT_ADD(d->stats.packets_dropped, 1);
+        return;
+    }
+    remember_sender(dst, src);
+    STAT_ADD(d->stats.packets_relayed, 1);
+    STAT_ADD(d->stats.bytes_relayed, len);
+}
+
+/* A remote key is no longer announced by any server of the region: local clients that got
+ * packets from it are told it left (derper's PeerGone once a peer is gone everywhere). */
+void derp__remote_gone(struct derp_server *d, const uint8_t key[DERP_KEY_LEN])
+{
+    uint8_t msg[DERP_KEY_LEN + 1];
+
+    if (reg_find(d, key))
+        return; /* it is here now */
+    memcpy(msg, key, DERP_KEY_LEN);
+    msg[DERP_KEY_LEN] = 0; /* PeerGoneReasonDisconnected */
+    for (struct dclient *c = d->all; c; c = c->next) {
+        for (size_t i = 0; c->registered && i < c->nsenders; i++) {
+            if (memcmp(c->senders[i], key, DERP_KEY_LEN) == 0) {
+                queue_control(c, DERP_FRAME_PEER_GONE, msg, sizeof(msg));
+                break;
+            }
+        }
+    }
+}
+
 static void handle_send_packet(struct dclient *c, const struct derp_frame *f)
 {
     struct derp_server *d = c->srv;
     struct dclient *dst;
     size_t plen;
+    int rc;
 
     if (f->len < DERP_KEY_LEN || f->len - DERP_KEY_LEN > DERP_MAX_PACKET) {
         c->closing = true;
         return;
     }
     plen = f->len - DERP_KEY_LEN;
-    if (!(dst = reg_find(d, f->payload))) {
-        STAT_ADD(d->stats.packets_dropped, 1);
+    if ((dst = reg_find(d, f->payload))) {
+        deliver(dst, c->key, f->payload + DERP_KEY_LEN, plen);
+        return;
+    }
+    /* Not here: another server of the region may have it (a local client always wins). */
+    rc = derp__mesh_forward(d, c->key, f->payload, f->payload + DERP_KEY_LEN, plen);
+    if (rc == 0) {
+        STAT_ADD(d->stats.packets_relayed, 1);
+        STAT_ADD(d->stats.bytes_relayed, plen);
+        return;
+    }
+    STAT_ADD(d->stats.packets_dropped, 1);
+    if (rc == -ENOENT)
         peer_gone_not_here(c, f->payload);
+}
+
+/* ForwardPacket from a mesh peer: source key, destination key, packet. It goes to a local
+ * client only: a forwarded packet is never forwarded again. */
+static void handle_forward_packet(struct dclient *c, const struct derp_frame *f)
+{
+    struct dclient *dst;
+
+    if (f->len < 2 * DERP_KEY_LEN || f->len - 2 * DERP_KEY_LEN > DERP_MAX_PACKET) {
+        c->closing = true;
         return;
     }
-    /* RecvPacket: the source key, then the packet, straight from our receive buffer. */
-    if (!queue_frame(dst, DERP_FRAME_RECV_PACKET, c->key, DERP_KEY_LEN,
-                     f->payload + DERP_KEY_LEN, plen, DERP_TX_PACKET_LIMIT)) {
-        STAT_ADD(d->stats.packets_dropped, 1);
+    if (!(dst = reg_find(c->srv, f->payload + DERP_KEY_LEN))) {
+        STAT_ADD(c->srv->stats.packets_dropped, 1);
+        peer_gone_not_here(c, f->payload + DERP_KEY_LEN);
         return;
     }
-    remember_sender(dst, c->key);
-    STAT_ADD(d->stats.packets_relayed, 1);
-    STAT_ADD(d->stats.bytes_relayed, plen);
+    deliver(dst, f->payload, f->payload + 2 * DERP_KEY_LEN, f->len - 2 * DERP_KEY_LEN);
+}
+
+/* ClosePeer from a mesh peer: drop every connection of that key here. */
+static void handle_close_peer(struct dclient *c, const struct derp_frame *f)
+{
+    unsigned n = 0;
+
+    if (f->len != DERP_KEY_LEN) {
+        c->closing = true;
+        return;
+    }
+    for (struct dclient *o = c->srv->all; o; o = o->next) {
+        if (o->ready && !o->closing && memcmp(o->key, f->payload, DERP_KEY_LEN) == 0) {
+            o->closing = true;
+            n++;
+        }
+    }
+    log_info("derp: mesh peer %llu: ClosePeer closed %u connection(s)", (unsigned long long)c->id,
+             n);
+}
+
+/* Mesh frames need the mesh key in ClientInfo; derper closes other clients that send them. */
+static bool may_mesh(struct dclient *c, uint8_t type)
+{
+    if (c->mesh)
+        return true;
+    log_info("derp: client %llu: mesh frame 0x%02x from a client without the mesh key: closing",
+             (unsigned long long)c->id, type);
+    STAT_ADD(c->srv->stats.bad_frames, 1);
+    c->closing = true;
+    return false;
 }
 
 static void handle_frame(struct dclient *c, const struct derp_frame *f)
@@ -276,14 +463,20 @@ static void handle_frame(struct dclient *c, const struct derp_frame *f)
         c->closing = true; /* only once, at the start */
         break;
     case DERP_FRAME_WATCH_CONNS:
+        if (may_mesh(c, f->type)) {
+            if (f->len != 0)
+                c->closing = true;
+            else
+                add_watcher(c->srv, c);
+        }
+        break;
     case DERP_FRAME_CLOSE_PEER:
+        if (may_mesh(c, f->type))
+            handle_close_peer(c, f);
+        break;
     case DERP_FRAME_FORWARD_PACKET:
-        /* Mesh peers only, and a mesh peer proves itself with the mesh key in ClientInfo;
-         * there is no mesh key yet, so no client may (derper closes such clients too). */
-        log_info("derp: client %llu: mesh frame 0x%02x from a client without the mesh key: "
-                 "closing", (unsigned long long)c->id, f->type);
-        STAT_ADD(c->srv->stats.bad_frames, 1);
-        c->closing = true;
+        if (may_mesh(c, f->type))
+            handle_forward_packet(c, f);
         break;
     default:
         /* NotePreferred, Pong, and frame types from newer clients: skipped by length. */
@@ -560,6 +753,8 @@ static void *loop_main(void *arg)
     struct epoll_event evs[LOOP_EVENTS];
     int64_t next_tick = hs_monotonic_us() + 1000000;
 
+    derp__mesh_tick(d); /* dial the peers now, not a second from now */
+
     while (__atomic_load_n(&d->running, __ATOMIC_ACQUIRE)) {
         int n = epoll_wait(d->epfd, evs, LOOP_EVENTS, d->unread ? 0 : 1000);
         read_unread(d);
@@ -569,21 +764,45 @@ static void *loop_main(void *arg)
                 run_rechecks(d);
             } else if (evs[i].data.ptr == &d->stun_fd)
                 stun_read(d);
+            else if (derp__mesh_owns(d, evs[i].data.ptr))
+                derp__mesh_event(evs[i].data.ptr, evs[i].events);
             else
                 loop_client_event(d, evs[i].data.ptr, evs[i].events);
         }
         if (hs_monotonic_us() >= next_tick) {
             next_tick = hs_monotonic_us() + 1000000;
             tick(d);
+            derp__mesh_tick(d);
         }
         announce_gone(d);
         flush_dirty(d);
+        derp__mesh_flush(d);
         reap(d);
     }
     for (struct dclient *c = d->all; c; c = c->next)
         c->closing = true;
     reap(d);
     return NULL;
+}
+
+/* The client's address as PeerPresent carries it: IPv6 (v4-mapped) and port. */
+static void remote_addr(struct dclient *c)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+
+    if (getpeername(net_conn_fd(c->nc), (struct sockaddr *)&ss, &len) < 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+        c->addr16[10] = c->addr16[11] = 0xff;
+        memcpy(c->addr16 + 12, &in->sin_addr, 4);
+        c->port = ntohs(in->sin_port);
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+        memcpy(c->addr16, &in6->sin6_addr, 16);
+        c->port = ntohs(in6->sin6_port);
+    }
 }
 
 void derp_server_adopt(struct derp_server *d, struct net_conn *nc)
@@ -595,6 +814,7 @@ void derp_server_adopt(struct derp_server *d, struct net_conn *nc)
 
     c->nc = nc;
     c->srv = d;
+    remote_addr(c);
     c->rxcap = DERP_RX_INITIAL;
     c->rx = hs_xmalloc(c->rxcap);
     c->deadline = hs_monotonic_us() + DERP_HANDSHAKE_US;
@@ -659,8 +879,8 @@ int derp_server_new(const struct hs_config *cfg, struct derp_server **out)
     /* Made here, not at start: derp_server_recheck() may be called before the relay runs. */
     if ((d->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
         rc = -errno;
-    else
-        rc = load_key(cfg, &d->key);
+    else if ((rc = load_key(cfg, &d->key)) == 0)
+        rc = derp__mesh_init(d);
     if (rc < 0) {
         derp_server_free(d);
         return rc;
@@ -749,6 +969,7 @@ void derp_server_free(struct derp_server *d)
         free(p->c);
         free(p);
     }
+    derp__mesh_fini(d);
     if (d->stun_fd >= 0)
         close(d->stun_fd);
     if (d->evfd >= 0)

@@ -1,9 +1,11 @@
-/* Shared by the relay's source files (derp_server.c, registry.c). */
+/* Shared by the relay's source files (derp_server.c, registry.c, and the mesh between
+ * replicas: mesh.c, mesh_routes.c). */
 #ifndef HS_DERP_SERVER_INTERNAL_H
 #define HS_DERP_SERVER_INTERNAL_H
 
 #include <pthread.h>
 
+#include "config/config.h"
 #include "derp/derp.h"
 #include "keys/keys.h"
 #include "net/net.h"
@@ -21,11 +23,86 @@
 #define DERP_RX_INITIAL 8192 /* grown for a large frame, shrunk back when drained */
 #define DERP_MAX_RECHECKS 1024 /* queued node ids; past it every client is checked again */
 
+/* ---- the mesh (derper's --mesh-with) ---- */
+#define DERP_MESH_MAX_PEERS 64     /* derp.server.mesh_with entries */
+#define DERP_MESH_MAX_WATCHERS 64  /* mesh peers subscribed to our connections */
+#define DERP_MESH_MAX_VIA 8        /* servers remembered per remote key (first one wins) */
+#define DERP_MESH_MAX_ROUTES (1u << 21) /* remote keys: far above any real region */
+/* A watcher is sent one PeerPresent per client at once: room for a large region. */
+#define DERP_MESH_TX_LIMIT (64u << 20)
+#define DERP_MESH_RETRY_MIN_US (1 * INT64_C(1000000))
+#define DERP_MESH_RETRY_MAX_US (30 * INT64_C(1000000))
+#define DERP_MESH_STABLE_US (10 * INT64_C(1000000)) /* up this long: retry fast again */
+#define DERP_MESH_SILENCE_US (150 * INT64_C(1000000)) /* peers send KeepAlive every 60 s */
+#define DERP_PEER_PRESENT_LEN (DERP_KEY_LEN + 16 + 2 + 1) /* key, IPv6, port, flags */
+#define DERP_PRESENT_REGULAR 0x01
+#define DERP_PRESENT_MESH_PEER 0x02
+
+/* Which mesh peers hold which remote key. Owned by the relay thread. */
+struct mroute {
+    uint8_t key[DERP_KEY_LEN];
+    uint8_t via[DERP_MESH_MAX_VIA]; /* peer indices in the order they announced the key */
+    uint8_t nvia;
+    struct mroute *next;
+};
+
+struct mesh_routes {
+    struct mroute *b[DERP_REG_BUCKETS];
+    size_t n;
+};
+
+/* 0 added, 1 already known through that peer, -E2BIG when the table (or the key's list of
+ * peers) is full. */
+int derp__route_add(struct mesh_routes *t, const uint8_t key[DERP_KEY_LEN], uint8_t peer);
+/* Forgets that peer holds key; true when no peer holds it any more. */
+bool derp__route_remove(struct mesh_routes *t, const uint8_t key[DERP_KEY_LEN], uint8_t peer);
+/* The peer to forward to (the first that announced the key and still has it), or -1. */
+int derp__route_lookup(const struct mesh_routes *t, const uint8_t key[DERP_KEY_LEN]);
+/* Forgets every key learnt from peer (its connection broke); gone() is called for each key
+ * that no peer holds any more. */
+void derp__route_drop_peer(struct mesh_routes *t, uint8_t peer,
+                       void (*gone)(void *arg, const uint8_t key[DERP_KEY_LEN]), void *arg);
+void derp__routes_free(struct mesh_routes *t);
+
+enum mesh_state {
+    MESH_IDLE,       /* waiting for next_try */
+    MESH_CONNECTING, /* TCP connect in flight */
+    MESH_UPGRADING,  /* GET /derp sent, waiting for 101 */
+    MESH_KEYING,     /* waiting for the ServerKey frame */
+    MESH_HANDSHAKE,  /* ClientInfo + WatchConns sent, waiting for ServerInfo */
+    MESH_WATCHING,   /* receiving PeerPresent / PeerGone; packets may be forwarded */
+    MESH_SELF,       /* the entry is this server: never dialled again */
+};
+
+/* Our connection to one other server of the region. */
+struct mesh_peer {
+    const char *entry; /* the config's text, for logs */
+    char host[CONFIG_MESH_HOST_MAX], port[CONFIG_MESH_PORT_MAX], path[CONFIG_MESH_PATH_MAX];
+    uint8_t index;
+    enum mesh_state st;
+    int fd;
+    bool epollout;
+    bool listed; /* got a PeerPresent on this connection */
+    uint8_t *rx; /* DERP_RX_SIZE bytes while connected */
+    size_t rxlen;
+    struct hs_buf tx;
+    int64_t next_try, backoff;
+    int64_t deadline;      /* of the handshake (monotonic us) */
+    int64_t connected_at;  /* when WATCHING began */
+    int64_t last_rx;
+    int64_t stalled_since; /* bytes queued and none written since */
+    struct derp_server *srv;
+};
+
 struct dclient {
     uint64_t id;
     struct net_conn *nc; /* owned: the socket, TLS, WebSocket framing */
     uint8_t key[DERP_KEY_LEN];
     uint64_t node_id; /* the verifier's answer at admission; 0 without verify_clients */
+    bool mesh;        /* ClientInfo carried our mesh key: another server of the region */
+    bool watcher;     /* a mesh peer that sent WatchConns */
+    uint8_t addr16[16]; /* remote IP (v4-mapped) and port, for PeerPresent */
+    uint16_t port;
     bool ready;       /* ClientInfo accepted */
     bool registered;  /* in the key registry */
     bool closing;
@@ -74,10 +151,38 @@ struct derp_server {
     struct dclient *dirty;
     struct dclient *unread; /* read again next round, without waiting for epoll */
     struct derp_stats stats; /* __atomic */
+    /* mesh */
+    uint8_t mesh_key[DERP_KEY_LEN];
+    bool has_mesh_key;
+    struct dclient *watchers[DERP_MESH_MAX_WATCHERS];
+    size_t nwatchers;
+    struct mesh_peer *mesh; /* derp.server.mesh_with, in order */
+    size_t nmesh;
+    struct mesh_routes routes;
 };
 
 struct dclient *reg_find(struct derp_server *d, const uint8_t key[DERP_KEY_LEN]);
 void reg_add(struct derp_server *d, struct dclient *c);
 void reg_remove(struct derp_server *d, struct dclient *c);
+
+/* ---- mesh.c (relay thread unless noted) ---- */
+/* Reads derp.server.mesh_key_path and sets up a peer per mesh_with entry (derp_server_new). */
+int derp__mesh_init(struct derp_server *d);
+void derp__mesh_fini(struct derp_server *d);
+/* Dials the peers whose retry time came; fails the ones stuck or silent. Once a second. */
+void derp__mesh_tick(struct derp_server *d);
+bool derp__mesh_owns(const struct derp_server *d, const void *ptr); /* an epoll tag of a peer */
+void derp__mesh_event(struct mesh_peer *p, uint32_t events);
+void derp__mesh_flush(struct derp_server *d);
+/* Forwards a packet from src to a key held by another server: 0 when queued there,
+ * -ENOENT when no server announced the key, -ENOBUFS when its link is backed up. */
+int derp__mesh_forward(struct derp_server *d, const uint8_t src[DERP_KEY_LEN],
+                   const uint8_t dst[DERP_KEY_LEN], const uint8_t *pkt, size_t len);
+/* The 32 bytes of a mesh key in derper's file format: 64 hex digits, whitespace around. */
+int derp__mesh_parse_key(const char *text, size_t len, uint8_t out[DERP_KEY_LEN]);
+
+/* derp_server.c, for the mesh: key no longer reachable through any server of the region;
+ * local clients that got packets from it are told (PeerGone). */
+void derp__remote_gone(struct derp_server *d, const uint8_t key[DERP_KEY_LEN]);
 
 #endif

@@ -1,6 +1,5 @@
-/* Who is connected, by node key. Today every route is a local client; a later issue adds
- * routes through a mesh peer (another replica's DERP server), which is why lookups return a
- * route and not a client. */
+/* Who is connected here, by node key. Keys connected to other servers of the region are in
+ * the mesh's route table (mesh_routes.c); a local client always wins over those. */
 #include <string.h>
 
 #include "derp/derp_server_internal.h"

@@ -1076,6 +1076,8 @@ static const struct {
     { "derp.server.ipv4", "tests/unit/test_derp.c::embedded_region_from_the_config" },
     { "derp.server.ipv6", "tests/unit/test_derp.c::embedded_region_from_the_config" },
     { "derp.server.verify_clients", "tests/system/test_derp_relay.py::test_verify_clients_refuses_unknown_keys" },
+    { "derp.server.mesh_key_path", "tests/system/test_derp_mesh.py::test_wrong_mesh_key_is_refused" },
+    { "derp.server.mesh_with", "tests/system/test_derp_mesh.py::test_packets_cross_the_mesh_both_ways" },
     { "derp.urls", "tests/system/test_derp_sources.py::test_unreachable_derp_source_is_retried" },
     { "derp.paths", "tests/system/test_derp_sources.py::test_unreachable_derp_source_is_retried" },
     { "derp.auto_update_enabled", "tests/unit/test_derp.c::refresh_picks_up_changes_and_stops_promptly" },

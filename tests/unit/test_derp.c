@@ -3,7 +3,11 @@
 #include <criterion/criterion.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sodium.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +15,7 @@
 
 #include "derp/derp.h"
 #include "derp/derp_internal.h"
+#include "derp/derp_server_internal.h"
 
 #define DATA HS_SOURCE_DIR "/tests/unit/data/derp/"
 
@@ -548,4 +553,501 @@ Test(derpmap, embedded_region_from_the_config)
     cr_expect_str_eq(hs_json_str(n, "IPv4"), "198.18.0.7");
     cr_expect_str_eq(hs_json_str(n, "IPv6"), "2001:db8::7");
     json_decref(r);
+}
+
+/* ---- the DERP mesh: route table, mesh key, mesh_with entries ---- */
+
+static void fill_key(uint8_t key[DERP_KEY_LEN], uint8_t v)
+{
+    memset(key, v, DERP_KEY_LEN);
+}
+
+static int gone_count;
+static uint8_t gone_last[DERP_KEY_LEN];
+
+static void count_gone(void *arg, const uint8_t key[DERP_KEY_LEN])
+{
+    (void)arg;
+    gone_count++;
+    memcpy(gone_last, key, DERP_KEY_LEN);
+}
+
+/* A key on two servers goes to the one that announced it first, until that one drops it. */
+Test(derp_mesh, routes_first_announcer_wins)
+{
+    struct mesh_routes t = { 0 };
+    uint8_t k[DERP_KEY_LEN], other[DERP_KEY_LEN];
+
+    fill_key(k, 7);
+    fill_key(other, 8);
+    cr_assert_eq(derp__route_lookup(&t, k), -1);
+    cr_assert_eq(derp__route_add(&t, k, 3), 0);
+    cr_assert_eq(derp__route_add(&t, k, 1), 0);
+    cr_assert_eq(derp__route_add(&t, k, 3), 1, "a repeated PeerPresent changes nothing");
+    cr_assert_eq(derp__route_lookup(&t, k), 3);
+    cr_assert_eq(t.n, 1);
+    cr_assert_not(derp__route_remove(&t, other, 3), "unknown key: nothing to forget");
+    cr_assert_not(derp__route_remove(&t, k, 5), "a peer that never had it");
+    cr_assert_not(derp__route_remove(&t, k, 3), "still on peer 1");
+    cr_assert_eq(derp__route_lookup(&t, k), 1);
+    cr_assert(derp__route_remove(&t, k, 1), "gone from the region");
+    cr_assert_eq(derp__route_lookup(&t, k), -1);
+    cr_assert_eq(t.n, 0);
+    derp__routes_free(&t);
+}
+
+Test(derp_mesh, routes_per_key_list_is_bounded)
+{
+    struct mesh_routes t = { 0 };
+    uint8_t k[DERP_KEY_LEN];
+
+    fill_key(k, 1);
+    for (uint8_t i = 0; i < DERP_MESH_MAX_VIA; i++)
+        cr_assert_eq(derp__route_add(&t, k, i), 0);
+    cr_assert_eq(derp__route_add(&t, k, DERP_MESH_MAX_VIA), -E2BIG);
+    cr_assert_eq(derp__route_lookup(&t, k), 0);
+    derp__routes_free(&t);
+}
+
+/* A broken link forgets what the peer announced; keys still held elsewhere stay. */
+Test(derp_mesh, routes_dropped_with_their_peer)
+{
+    struct mesh_routes t = { 0 };
+    uint8_t a[DERP_KEY_LEN], b[DERP_KEY_LEN], c[DERP_KEY_LEN];
+
+    fill_key(a, 1);
+    fill_key(b, 2);
+    fill_key(c, 3);
+    derp__route_add(&t, a, 0);
+    derp__route_add(&t, b, 0);
+    derp__route_add(&t, b, 1);
+    derp__route_add(&t, c, 1);
+    gone_count = 0;
+    derp__route_drop_peer(&t, 0, count_gone, NULL);
+    cr_assert_eq(gone_count, 1, "only a left the region");
+    cr_assert_eq(memcmp(gone_last, a, DERP_KEY_LEN), 0);
+    cr_assert_eq(derp__route_lookup(&t, b), 1);
+    cr_assert_eq(derp__route_lookup(&t, c), 1);
+    cr_assert_eq(t.n, 2);
+    derp__routes_free(&t);
+    cr_assert_eq(t.n, 0);
+}
+
+/* derper's --mesh-psk-file format. */
+Test(derp_mesh, mesh_key_file_format)
+{
+    static const char hex[] = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF";
+    char text[128];
+    uint8_t k[DERP_KEY_LEN];
+
+    snprintf(text, sizeof(text), "  %s\n", hex);
+    cr_assert_eq(derp__mesh_parse_key(text, strlen(text), k), 0);
+    cr_assert_eq(k[1], 0x11);
+    cr_assert_eq(k[31], 0xff);
+    cr_assert_eq(derp__mesh_parse_key(hex, 63, k), -EINVAL, "63 digits");
+    snprintf(text, sizeof(text), "%s0", hex);
+    cr_assert_eq(derp__mesh_parse_key(text, strlen(text), k), -EINVAL, "65 digits");
+    snprintf(text, sizeof(text), "%s", hex);
+    text[10] = 'g';
+    cr_assert_eq(derp__mesh_parse_key(text, strlen(text), k), -EINVAL, "not hex");
+    memset(text, '0', 64);
+    cr_assert_eq(derp__mesh_parse_key(text, 64, k), -EINVAL, "zero is derper's 'no key'");
+    cr_assert_eq(derp__mesh_parse_key("", 0, k), -EINVAL);
+}
+
+Test(derp_mesh, mesh_with_entries)
+{
+    char host[CONFIG_MESH_HOST_MAX], port[CONFIG_MESH_PORT_MAX], path[CONFIG_MESH_PATH_MAX];
+    const char *why;
+
+    cr_assert_eq(config_mesh_peer_split("10.0.0.2:8080", host, port, path, &why), 0);
+    cr_assert_str_eq(host, "10.0.0.2");
+    cr_assert_str_eq(port, "8080");
+    cr_assert_str_eq(path, "/derp");
+    cr_assert_eq(config_mesh_peer_split("http://replica-2", host, port, path, &why), 0);
+    cr_assert_str_eq(host, "replica-2");
+    cr_assert_str_eq(port, "80");
+    cr_assert_eq(config_mesh_peer_split("http://[fd00::2]:81/relay/derp", host, port, path, &why),
+                 0);
+    cr_assert_str_eq(host, "fd00::2");
+    cr_assert_str_eq(port, "81");
+    cr_assert_str_eq(path, "/relay/derp");
+    cr_assert_eq(config_mesh_peer_split("http://[fd00::2]", host, port, path, &why), 0);
+    cr_assert_str_eq(port, "80");
+    cr_assert_eq(config_mesh_peer_split("https://r2:443", host, port, path, &why), -EINVAL);
+    cr_assert(strstr(why, "https"));
+    static const char *bad[] = { "r2", "r2:", ":8080", "r2:0", "r2:65536", "r2:80x",
+                                 "ftp://r2:21", "r2:80/derp", "http://", "http://r2:80/d?x=1",
+                                 "http://u@r2:80", "http://r 2:80", "" };
+    for (size_t i = 0; i < HS_ARRAY_LEN(bad); i++)
+        cr_assert_eq(config_mesh_peer_split(bad[i], host, port, path, &why), -EINVAL, "%s",
+                     bad[i]);
+}
+
+/* ---- the mesh over real sockets: our relay thread on one side, a raw DERP speaker here ---- */
+
+#define MESH_HEX "5555555555555555555555555555555555555555555555555555555555555555"
+#define IO_MS 5000
+
+struct raw {
+    int fd;
+    uint8_t pub[DERP_KEY_LEN], priv[DERP_KEY_LEN], server[DERP_KEY_LEN];
+    uint8_t buf[DERP_RX_SIZE];
+    size_t len;
+};
+
+static struct hs_config mcfg;
+static char mdir[64];
+static struct derp_server *msrv;
+
+/* Reads until one whole frame is buffered → its type, payload copied into out. -1 on EOF. */
+static int raw_frame(struct raw *r, uint8_t *out, size_t *outlen, int ms)
+{
+    struct derp_frame f;
+    ssize_t n;
+
+    while ((n = derp_frame_parse(r->buf, r->len, DERP_MAX_FRAME, &f)) == -EAGAIN) {
+        struct pollfd p = { .fd = r->fd, .events = POLLIN };
+        if (poll(&p, 1, ms) <= 0)
+            return -2;
+        if ((n = read(r->fd, r->buf + r->len, sizeof(r->buf) - r->len)) <= 0)
+            return -1;
+        r->len += (size_t)n;
+    }
+    cr_assert_geq(n, 0);
+    memcpy(out, f.payload, f.len);
+    *outlen = f.len;
+    int type = f.type;
+    memmove(r->buf, r->buf + n, r->len - (size_t)n);
+    r->len -= (size_t)n;
+    return type;
+}
+
+/* The next frame of type want, skipping keep-alives. */
+static size_t raw_expect(struct raw *r, int want, uint8_t *out)
+{
+    size_t len = 0;
+    int type;
+
+    while ((type = raw_frame(r, out, &len, IO_MS)) == DERP_FRAME_KEEP_ALIVE)
+        ;
+    cr_assert_eq(type, want, "frame 0x%02x, expected 0x%02x", type, want);
+    return len;
+}
+
+static void raw_send(struct raw *r, uint8_t type, const void *a, size_t alen, const void *b,
+                     size_t blen)
+{
+    uint8_t hdr[DERP_HDR_LEN] = { type, (uint8_t)((alen + blen) >> 24),
+                                  (uint8_t)((alen + blen) >> 16), (uint8_t)((alen + blen) >> 8),
+                                  (uint8_t)(alen + blen) };
+    cr_assert_eq(write(r->fd, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr));
+    cr_assert_eq(write(r->fd, a, alen), (ssize_t)alen);
+    if (blen)
+        cr_assert_eq(write(r->fd, b, blen), (ssize_t)blen);
+}
+
+static bool raw_closed(struct raw *r)
+{
+    uint8_t tmp[DERP_RX_SIZE];
+    size_t len;
+    int type;
+
+    while ((type = raw_frame(r, tmp, &len, IO_MS)) >= 0)
+        ;
+    return type == -1;
+}
+
+static void raw_client_info(struct raw *r, const char *json)
+{
+    uint8_t sealed[DERP_NONCE_LEN + 256 + crypto_box_MACBYTES];
+
+    randombytes_buf(sealed, DERP_NONCE_LEN);
+    cr_assert_eq(crypto_box_easy(sealed + DERP_NONCE_LEN, (const uint8_t *)json, strlen(json),
+                                 sealed, r->server, r->priv), 0);
+    raw_send(r, DERP_FRAME_CLIENT_INFO, r->pub, DERP_KEY_LEN, sealed,
+             DERP_NONCE_LEN + strlen(json) + crypto_box_MACBYTES);
+}
+
+/* A client of msrv over a socketpair; meshkey NULL for a plain client. Returns after
+ * ServerInfo unless expect_refusal. */
+static void raw_connect(struct raw *r, const char *meshkey, bool expect_refusal)
+{
+    int sv[2];
+    uint8_t p[DERP_RX_SIZE];
+    char json[160];
+
+    memset(r, 0, sizeof(*r));
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    fcntl(sv[0], F_SETFL, O_NONBLOCK);
+    derp_server_adopt(msrv, net_conn_new(sv[0], NULL));
+    r->fd = sv[1];
+    cr_assert_eq(raw_expect(r, DERP_FRAME_SERVER_KEY, p), 8 + DERP_KEY_LEN);
+    memcpy(r->server, p + 8, DERP_KEY_LEN);
+    crypto_box_keypair(r->pub, r->priv);
+    if (meshkey)
+        snprintf(json, sizeof(json), "{\"version\":2,\"meshKey\":\"%s\"}", meshkey);
+    else
+        snprintf(json, sizeof(json), "{\"version\":2}");
+    raw_client_info(r, json);
+    if (expect_refusal)
+        cr_assert(raw_closed(r), "ClientInfo should have been refused");
+    else
+        raw_expect(r, DERP_FRAME_SERVER_INFO, p);
+}
+
+static void mesh_setup(const char *mesh_with)
+{
+    char path[96];
+    FILE *f;
+
+    snprintf(mdir, sizeof(mdir), "/tmp/hs-derp-mesh-XXXXXX");
+    cr_assert_not_null(mkdtemp(mdir));
+    snprintf(path, sizeof(path), "%s/mesh.key", mdir);
+    cr_assert_not_null(f = fopen(path, "w"));
+    fprintf(f, "%s\n", MESH_HEX);
+    fclose(f);
+    mcfg = (struct hs_config){ .derp_server_region_code = "t" };
+    mcfg.derp_server_mesh_key_path = hs_strdup(path);
+    snprintf(path, sizeof(path), "%s/derp.key", mdir);
+    mcfg.derp_server_private_key_path = hs_strdup(path);
+    if (mesh_with)
+        hs_strv_push(&mcfg.derp_server_mesh_with, mesh_with);
+    cr_assert_eq(derp_server_new(&mcfg, &msrv), 0);
+    cr_assert_eq(derp_server_start(msrv), 0);
+}
+
+static void mesh_teardown(void)
+{
+    char cmd[96];
+
+    derp_server_free(msrv);
+    msrv = NULL;
+    free(mcfg.derp_server_mesh_key_path);
+    free(mcfg.derp_server_private_key_path);
+    hs_strv_free(&mcfg.derp_server_mesh_with);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", mdir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+/* Expects PeerPresent frames (any order) for the n keys given. */
+static void expect_present(struct raw *w, const uint8_t *keys[], const uint8_t flags[], size_t n)
+{
+    bool seen[8] = { 0 };
+    uint8_t p[DERP_RX_SIZE];
+
+    for (size_t got = 0; got < n; got++) {
+        cr_assert_eq(raw_expect(w, DERP_FRAME_PEER_PRESENT, p), DERP_PEER_PRESENT_LEN);
+        size_t i = 0;
+        while (i < n && memcmp(p, keys[i], DERP_KEY_LEN) != 0)
+            i++;
+        cr_assert_lt(i, n, "PeerPresent for a key nobody connected");
+        cr_assert_not(seen[i]);
+        cr_assert_eq(p[DERP_PEER_PRESENT_LEN - 1], flags[i]);
+        seen[i] = true;
+    }
+}
+
+Test(derp_mesh, server_side_watch_forward_close)
+{
+    struct raw x, m, y;
+    uint8_t p[DERP_RX_SIZE], src[DERP_KEY_LEN], msg[DERP_KEY_LEN * 2];
+    size_t len;
+
+    mesh_setup(NULL);
+    raw_connect(&x, NULL, false);
+    raw_connect(&m, MESH_HEX, false);
+    raw_send(&m, DERP_FRAME_WATCH_CONNS, NULL, 0, NULL, 0);
+    expect_present(&m, (const uint8_t *[]){ x.pub, m.pub },
+                   (const uint8_t[]){ DERP_PRESENT_REGULAR, DERP_PRESENT_MESH_PEER }, 2);
+    raw_connect(&y, NULL, false);
+    expect_present(&m, (const uint8_t *[]){ y.pub }, (const uint8_t[]){ DERP_PRESENT_REGULAR }, 1);
+
+    /* ForwardPacket: delivered to the local client with the original source key. */
+    fill_key(src, 0x42);
+    memcpy(msg, src, DERP_KEY_LEN);
+    memcpy(msg + DERP_KEY_LEN, x.pub, DERP_KEY_LEN);
+    raw_send(&m, DERP_FRAME_FORWARD_PACKET, msg, sizeof(msg), "hello", 5);
+    len = raw_expect(&x, DERP_FRAME_RECV_PACKET, p);
+    cr_assert_eq(len, DERP_KEY_LEN + 5);
+    cr_assert_eq(memcmp(p, src, DERP_KEY_LEN), 0);
+    cr_assert_eq(memcmp(p + DERP_KEY_LEN, "hello", 5), 0);
+
+    /* A leaving client is announced... */
+    close(y.fd);
+    len = raw_expect(&m, DERP_FRAME_PEER_GONE, p);
+    cr_assert_eq(len, DERP_KEY_LEN + 1);
+    cr_assert_eq(memcmp(p, y.pub, DERP_KEY_LEN), 0);
+    cr_assert_eq(p[DERP_KEY_LEN], 0);
+    /* ...and a forward to a key not here answers NotHere. */
+    memcpy(msg + DERP_KEY_LEN, y.pub, DERP_KEY_LEN);
+    raw_send(&m, DERP_FRAME_FORWARD_PACKET, msg, sizeof(msg), "x", 1);
+    raw_expect(&m, DERP_FRAME_PEER_GONE, p);
+    cr_assert_eq(p[DERP_KEY_LEN], 1);
+
+    /* ClosePeer: the server drops that client. */
+    raw_send(&m, DERP_FRAME_CLOSE_PEER, x.pub, DERP_KEY_LEN, NULL, 0);
+    cr_assert(raw_closed(&x));
+    close(x.fd);
+    close(m.fd);
+    mesh_teardown();
+}
+
+Test(derp_mesh, server_side_refuses_without_the_key)
+{
+    struct raw w, b, f;
+    uint8_t msg[2 * DERP_KEY_LEN] = { 0 };
+
+    mesh_setup(NULL);
+    /* A well-formed but wrong key makes a plain client, which may not watch... */
+    raw_connect(&w, "6666666666666666666666666666666666666666666666666666666666666666", false);
+    raw_send(&w, DERP_FRAME_WATCH_CONNS, NULL, 0, NULL, 0);
+    cr_assert(raw_closed(&w));
+    /* ...nor forward... */
+    raw_connect(&f, NULL, false);
+    raw_send(&f, DERP_FRAME_FORWARD_PACKET, msg, sizeof(msg), "x", 1);
+    cr_assert(raw_closed(&f));
+    /* ...and a malformed one is no ClientInfo at all, as in derper. */
+    raw_connect(&b, "55", true);
+    close(w.fd);
+    close(f.fd);
+    close(b.fd);
+    mesh_teardown();
+}
+
+/* ---- our mesh client, against a peer played here ---- */
+
+static int listen_local(int *port)
+{
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    cr_assert_eq(listen(fd, 4), 0);
+    getsockname(fd, (struct sockaddr *)&sa, &len);
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+/* Accepts the relay's mesh connection and answers as a DERP server with key pair (pub, priv):
+ * checks the upgrade request and the ClientInfo (our mesh key), then WatchConns. */
+static void accept_mesh(int lfd, struct raw *peer, const uint8_t pub[DERP_KEY_LEN])
+{
+    static const char ok[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: DERP\r\n"
+                             "Connection: Upgrade\r\n\r\n";
+    struct pollfd pf = { .fd = lfd, .events = POLLIN };
+    char head[2048] = { 0 };
+    size_t hl = 0;
+    uint8_t sk[8 + DERP_KEY_LEN] = { 'D', 'E', 'R', 'P', 0xf0, 0x9f, 0x94, 0x91 };
+
+    cr_assert_eq(poll(&pf, 1, IO_MS), 1, "the relay did not dial its mesh peer");
+    peer->fd = accept(lfd, NULL, NULL);
+    peer->len = 0;
+    while (!strstr(head, "\r\n\r\n")) {
+        struct pollfd q = { .fd = peer->fd, .events = POLLIN };
+        ssize_t n;
+        cr_assert_eq(poll(&q, 1, IO_MS), 1);
+        cr_assert_gt(n = read(peer->fd, head + hl, sizeof(head) - 1 - hl), 0);
+        hl += (size_t)n;
+    }
+    cr_assert(hs_has_prefix(head, "GET /derp HTTP/1.1\r\n"), "%s", head);
+    cr_assert_not_null(strstr(head, "Upgrade: DERP\r\n"));
+    memcpy(sk + 8, pub, DERP_KEY_LEN);
+    cr_assert_eq(write(peer->fd, ok, sizeof(ok) - 1), (ssize_t)sizeof(ok) - 1);
+    raw_send(peer, DERP_FRAME_SERVER_KEY, sk, sizeof(sk), NULL, 0);
+}
+
+static void expect_client_info(struct raw *peer, const uint8_t priv[DERP_KEY_LEN])
+{
+    uint8_t p[DERP_RX_SIZE], msg[512];
+    size_t len = raw_expect(peer, DERP_FRAME_CLIENT_INFO, p);
+    size_t mlen = len - DERP_KEY_LEN - DERP_NONCE_LEN - crypto_box_MACBYTES;
+    json_t *info;
+
+    cr_assert_lt(mlen, sizeof(msg));
+    cr_assert_eq(crypto_box_open_easy(msg, p + DERP_KEY_LEN + DERP_NONCE_LEN,
+                                      len - DERP_KEY_LEN - DERP_NONCE_LEN, p + DERP_KEY_LEN, p,
+                                      priv), 0);
+    memcpy(peer->server, p, DERP_KEY_LEN); /* the relay's key: its mesh client's identity */
+    info = json_loadb((const char *)msg, mlen, 0, NULL);
+    cr_assert_str_eq(hs_json_str(info, "meshKey"), MESH_HEX);
+    json_decref(info);
+    cr_assert_eq(raw_expect(peer, DERP_FRAME_WATCH_CONNS, p), 0);
+}
+
+Test(derp_mesh, client_side_forwards_to_the_peer_that_has_the_key)
+{
+    struct raw peer, x;
+    uint8_t pub[DERP_KEY_LEN], priv[DERP_KEY_LEN], remote[DERP_KEY_LEN], p[DERP_RX_SIZE];
+    uint8_t present[DERP_PEER_PRESENT_LEN] = { 0 }, gone[DERP_KEY_LEN + 1] = { 0 };
+    char entry[32];
+    int port, lfd = listen_local(&port), type = 0;
+    size_t len = 0;
+
+    snprintf(entry, sizeof(entry), "127.0.0.1:%d", port);
+    mesh_setup(entry);
+    crypto_box_keypair(pub, priv);
+    accept_mesh(lfd, &peer, pub);
+    expect_client_info(&peer, priv);
+    raw_send(&peer, DERP_FRAME_SERVER_INFO, "x", 1, NULL, 0);
+    fill_key(remote, 0x77);
+    memcpy(present, remote, DERP_KEY_LEN);
+    raw_send(&peer, DERP_FRAME_PEER_PRESENT, present, sizeof(present), NULL, 0);
+
+    /* A local client's packet for the remote key goes to the peer as ForwardPacket. The
+     * PeerPresent may still be on its way: NotHere answers mean "try again". */
+    raw_connect(&x, NULL, false);
+    for (int i = 0; i < 50 && type != DERP_FRAME_FORWARD_PACKET; i++) {
+        raw_send(&x, DERP_FRAME_SEND_PACKET, remote, DERP_KEY_LEN, "ping", 4);
+        type = raw_frame(&peer, p, &len, 100);
+    }
+    cr_assert_eq(type, DERP_FRAME_FORWARD_PACKET);
+    cr_assert_eq(len, 2 * DERP_KEY_LEN + 4);
+    cr_assert_eq(memcmp(p, x.pub, DERP_KEY_LEN), 0, "source: the local sender");
+    cr_assert_eq(memcmp(p + DERP_KEY_LEN, remote, DERP_KEY_LEN), 0);
+    cr_assert_eq(memcmp(p + 2 * DERP_KEY_LEN, "ping", 4), 0);
+
+    /* PeerGone: no route any more, the sender hears NotHere. */
+    memcpy(gone, remote, DERP_KEY_LEN);
+    raw_send(&peer, DERP_FRAME_PEER_GONE, gone, sizeof(gone), NULL, 0);
+    while (raw_frame(&x, p, &len, 200) >= 0)
+        ; /* NotHere answers from before the PeerPresent: not what is checked next */
+    for (int i = 0; i < 50; i++) {
+        raw_send(&x, DERP_FRAME_SEND_PACKET, remote, DERP_KEY_LEN, "ping", 4);
+        if (raw_frame(&x, p, &len, 100) == DERP_FRAME_PEER_GONE && p[DERP_KEY_LEN] == 1)
+            break;
+    }
+    cr_assert_eq(p[DERP_KEY_LEN], 1);
+    cr_assert_eq(memcmp(p, remote, DERP_KEY_LEN), 0);
+
+    /* The peer's link breaks: the relay dials again (1 s back-off). */
+    close(peer.fd);
+    accept_mesh(lfd, &peer, pub);
+    expect_client_info(&peer, priv);
+    close(peer.fd);
+    close(x.fd);
+    mesh_teardown();
+    close(lfd);
+}
+
+/* mesh_with may list this very server: it sees its own key and leaves that entry alone. */
+Test(derp_mesh, client_side_skips_itself)
+{
+    struct raw peer;
+    uint8_t self[DERP_KEY_LEN];
+    char entry[32], hex[65];
+    int port, lfd = listen_local(&port);
+    struct pollfd pf = { .fd = lfd, .events = POLLIN };
+
+    snprintf(entry, sizeof(entry), "http://127.0.0.1:%d", port);
+    mesh_setup(entry);
+    derp_server_key_hex(msrv, hex);
+    cr_assert_eq(sodium_hex2bin(self, sizeof(self), hex, 64, NULL, NULL, NULL), 0);
+    accept_mesh(lfd, &peer, self);
+    cr_assert(raw_closed(&peer), "a connection to itself is dropped");
+    close(peer.fd);
+    cr_assert_eq(poll(&pf, 1, 2500), 0, "and never dialled again (back-off is 1 s)");
+    mesh_teardown();
+    close(lfd);
 }

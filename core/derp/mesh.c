@@ -1,0 +1,490 @@
+/* The DERP mesh: the embedded relays of all replicas form one region, as derper does with
+ * --mesh-with and --mesh-psk-file. For every derp.server.mesh_with entry the relay thread
+ * holds one connection to that server, presenting our DERP key and the shared mesh key in
+ * ClientInfo, and subscribes to its connections (WatchConns). The PeerPresent / PeerGone
+ * frames it gets fill the route table (mesh_routes.c); a packet for a key that is not
+ * connected here but is on a peer goes there as ForwardPacket. The other half, serving
+ * such connections from the peers, is in derp_server.c.
+ *
+ * Everything here runs on the relay thread, except init and fini. */
+#include <netdb.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "derp/derp_server_internal.h"
+
+#define MESH_HANDSHAKE_US (10 * INT64_C(1000000))
+#define MESH_WRITE_STALL_US (5 * INT64_C(1000000))
+
+static const uint8_t derp_magic[8] = { 0x44, 0x45, 0x52, 0x50, 0xf0, 0x9f, 0x94, 0x91 };
+
+/* ---- setup ---- */
+
+int derp__mesh_parse_key(const char *text, size_t len, uint8_t out[DERP_KEY_LEN])
+{
+    size_t bin_len;
+
+    while (len && (text[len - 1] == ' ' || text[len - 1] == '\n' || text[len - 1] == '\r' ||
+                   text[len - 1] == '\t'))
+        len--;
+    while (len && (*text == ' ' || *text == '\n' || *text == '\r' || *text == '\t')) {
+        text++;
+        len--;
+    }
+    if (len != 2 * DERP_KEY_LEN ||
+        sodium_hex2bin(out, DERP_KEY_LEN, text, len, NULL, &bin_len, NULL) != 0 ||
+        bin_len != DERP_KEY_LEN)
+        return -EINVAL;
+    if (sodium_is_zero(out, DERP_KEY_LEN))
+        return -EINVAL; /* derper reads an all-zero key as "no mesh key" */
+    return 0;
+}
+
+static int load_mesh_key(struct derp_server *d, const char *path)
+{
+    char *text = NULL;
+    size_t len = 0;
+    int rc = hs_read_file(path, 4096, &text, &len);
+
+    if (rc == 0 && (rc = derp__mesh_parse_key(text, len, d->mesh_key)) < 0)
+        log_errorx("derp: derp.server.mesh_key_path %s: not a mesh key (64 hex digits, as "
+                   "derper's --mesh-psk-file)", path);
+    else if (rc < 0)
+        log_errorx("derp: derp.server.mesh_key_path %s: %s", path, hs_strerror(rc));
+    if (text) {
+        sodium_memzero(text, len);
+        free(text);
+    }
+    d->has_mesh_key = rc == 0;
+    return rc;
+}
+
+int derp__mesh_init(struct derp_server *d)
+{
+    const struct hs_config *cfg = d->cfg;
+    const struct hs_strv *with = &cfg->derp_server_mesh_with;
+    const char *why;
+    int rc;
+
+    if (cfg->derp_server_mesh_key_path && *cfg->derp_server_mesh_key_path &&
+        (rc = load_mesh_key(d, cfg->derp_server_mesh_key_path)) < 0)
+        return rc;
+    if (with->n > DERP_MESH_MAX_PEERS) {
+        log_errorx("derp: derp.server.mesh_with: at most %d peers", DERP_MESH_MAX_PEERS);
+        return -E2BIG;
+    }
+    if (with->n && !d->has_mesh_key) {
+        log_errorx("derp: derp.server.mesh_with needs derp.server.mesh_key_path");
+        return -EINVAL;
+    }
+    d->mesh = with->n ? hs_xcalloc(with->n, sizeof(*d->mesh)) : NULL;
+    for (size_t i = 0; i < with->n; i++) {
+        struct mesh_peer *p = &d->mesh[d->nmesh++]; /* counted as set up: fini frees it */
+        p->entry = with->v[i];
+        p->index = (uint8_t)i;
+        p->fd = -1;
+        p->srv = d;
+        p->backoff = DERP_MESH_RETRY_MIN_US;
+        hs_buf_init(&p->tx, DERP_TX_HARD_LIMIT);
+        if (config_mesh_peer_split(p->entry, p->host, p->port, p->path, &why) < 0) {
+            log_errorx("derp: derp.server.mesh_with entry \"%s\" %s", p->entry, why);
+            return -EINVAL;
+        }
+    }
+    if (d->nmesh)
+        log_info("derp: mesh with %zu peer(s)", d->nmesh);
+    return 0;
+}
+
+static void peer_disconnect(struct mesh_peer *p);
+
+void derp__mesh_fini(struct derp_server *d)
+{
+    for (size_t i = 0; i < d->nmesh; i++) {
+        peer_disconnect(&d->mesh[i]);
+        hs_buf_free(&d->mesh[i].tx);
+    }
+    free(d->mesh);
+    d->mesh = NULL;
+    d->nmesh = 0;
+    derp__routes_free(&d->routes);
+    sodium_memzero(d->mesh_key, sizeof(d->mesh_key));
+}
+
+bool derp__mesh_owns(const struct derp_server *d, const void *ptr)
+{
+    uintptr_t a = (uintptr_t)ptr, lo = (uintptr_t)d->mesh;
+    return d->nmesh && a >= lo && a < lo + d->nmesh * sizeof(*d->mesh);
+}
+
+/* ---- connection lifecycle ---- */
+
+static void set_events(struct mesh_peer *p, bool out)
+{
+    struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP | (out ? EPOLLOUT : 0),
+                              .data.ptr = p };
+    if (p->epollout != out) {
+        p->epollout = out;
+        epoll_ctl(p->srv->epfd, EPOLL_CTL_MOD, p->fd, &ev);
+    }
+}
+
+static void route_gone(void *arg, const uint8_t key[DERP_KEY_LEN])
+{
+    derp__remote_gone(arg, key);
+}
+
+/* Closes the socket and forgets what the peer announced (derper's mesh client clears its
+ * forwarding entries on reconnect the same way; they come back with the next WatchConns). */
+static void peer_disconnect(struct mesh_peer *p)
+{
+    if (p->fd >= 0) {
+        epoll_ctl(p->srv->epfd, EPOLL_CTL_DEL, p->fd, NULL);
+        close(p->fd);
+        p->fd = -1;
+    }
+    free(p->rx);
+    p->rx = NULL;
+    p->rxlen = 0;
+    hs_buf_reset(&p->tx);
+    p->epollout = false;
+    p->stalled_since = 0;
+    derp__route_drop_peer(&p->srv->routes, p->index, route_gone, p->srv);
+}
+
+/* Tries again later: quickly after a connection that lasted, backing off otherwise. */
+static void peer_fail(struct mesh_peer *p, const char *why)
+{
+    int64_t now = hs_monotonic_us();
+
+    if (p->st == MESH_WATCHING && now - p->connected_at >= DERP_MESH_STABLE_US)
+        p->backoff = DERP_MESH_RETRY_MIN_US;
+    log_info("derp: mesh peer %s: %s; retrying in %llds", p->entry, why,
+             (long long)((p->backoff + 999999) / 1000000));
+    peer_disconnect(p);
+    p->st = MESH_IDLE;
+    p->next_try = now + p->backoff + (int64_t)randombytes_uniform(250000);
+    p->backoff = p->backoff * 2 > DERP_MESH_RETRY_MAX_US ? DERP_MESH_RETRY_MAX_US : p->backoff * 2;
+}
+
+/* Hostnames are resolved here, on the relay thread: mesh_with is meant to name replicas on a
+ * private network (addresses, or names a local resolver answers at once). */
+static int open_socket(struct mesh_peer *p)
+{
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_NUMERICSERV };
+    struct addrinfo *res;
+    int fd, rc;
+
+    if ((rc = getaddrinfo(p->host, p->port, &hints, &res)) != 0) {
+        log_info("derp: mesh peer %s: %s", p->entry, gai_strerror(rc));
+        return -EHOSTUNREACH;
+    }
+    fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen) < 0 && errno != EINPROGRESS) {
+        rc = -errno;
+        close(fd);
+        fd = rc;
+    } else if (fd < 0) {
+        fd = -errno;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+static void peer_connect(struct mesh_peer *p)
+{
+    struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP, .data.ptr = p };
+    int fd = open_socket(p);
+
+    if (fd < 0 || (p->fd = fd, epoll_ctl(p->srv->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)) {
+        if (fd >= 0)
+            close(fd);
+        p->fd = -1;
+        p->st = MESH_CONNECTING; /* for peer_fail's message only */
+        peer_fail(p, "cannot connect");
+        return;
+    }
+    p->epollout = true;
+    p->rx = hs_xmalloc(DERP_RX_SIZE);
+    p->rxlen = 0;
+    p->st = MESH_CONNECTING;
+    p->listed = false;
+    p->deadline = hs_monotonic_us() + MESH_HANDSHAKE_US;
+    p->last_rx = hs_monotonic_us();
+    hs_buf_appendf(&p->tx,
+                   "GET %s HTTP/1.1\r\nHost: %s:%s\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n"
+                   "User-Agent: headscale-derp-mesh\r\n\r\n",
+                   p->path, p->host, p->port);
+}
+
+void derp__mesh_tick(struct derp_server *d)
+{
+    int64_t now = hs_monotonic_us();
+
+    for (size_t i = 0; i < d->nmesh; i++) {
+        struct mesh_peer *p = &d->mesh[i];
+        if (p->st == MESH_IDLE && now >= p->next_try)
+            peer_connect(p);
+        else if (p->st != MESH_IDLE && p->st != MESH_SELF && p->st != MESH_WATCHING &&
+                 now > p->deadline)
+            peer_fail(p, "no DERP handshake in time");
+        else if (p->st == MESH_WATCHING && now - p->last_rx > DERP_MESH_SILENCE_US)
+            peer_fail(p, "silent (no keep-alive)");
+        else if (p->stalled_since && now - p->stalled_since > MESH_WRITE_STALL_US)
+            peer_fail(p, "not reading");
+    }
+}
+
+/* ---- sending ---- */
+
+static bool queue(struct mesh_peer *p, uint8_t type, const void *a, size_t alen, const void *b,
+                  size_t blen, const void *c, size_t clen)
+{
+    size_t len = alen + blen + clen;
+    uint8_t hdr[DERP_HDR_LEN] = { type, (uint8_t)(len >> 24), (uint8_t)(len >> 16),
+                                  (uint8_t)(len >> 8), (uint8_t)len };
+
+    if (p->tx.len + DERP_HDR_LEN + len > p->tx.max || hs_buf_reserve(&p->tx, DERP_HDR_LEN + len) < 0)
+        return false;
+    hs_buf_append(&p->tx, hdr, sizeof(hdr));
+    if (alen) /* room was reserved: these cannot fail */
+        hs_buf_append(&p->tx, a, alen);
+    if (blen)
+        hs_buf_append(&p->tx, b, blen);
+    if (clen)
+        hs_buf_append(&p->tx, c, clen);
+    return true;
+}
+
+int derp__mesh_forward(struct derp_server *d, const uint8_t src[DERP_KEY_LEN],
+                       const uint8_t dst[DERP_KEY_LEN], const uint8_t *pkt, size_t len)
+{
+    int i = derp__route_lookup(&d->routes, dst);
+    struct mesh_peer *p;
+
+    if (i < 0)
+        return -ENOENT;
+    p = &d->mesh[i];
+    /* Routes exist only while WATCHING; packets are kept below the control frames' room. */
+    if (p->tx.len + DERP_HDR_LEN + 2 * DERP_KEY_LEN + len > DERP_TX_PACKET_LIMIT ||
+        !queue(p, DERP_FRAME_FORWARD_PACKET, src, DERP_KEY_LEN, dst, DERP_KEY_LEN, pkt, len))
+        return -ENOBUFS;
+    return 0;
+}
+
+static void peer_flush(struct mesh_peer *p)
+{
+    ssize_t n;
+
+    if (p->st == MESH_CONNECTING || p->fd < 0)
+        return;
+    n = p->tx.len ? send(p->fd, p->tx.data, p->tx.len, MSG_NOSIGNAL | MSG_DONTWAIT) : 0;
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        peer_fail(p, "write failed");
+        return;
+    }
+    if (n > 0)
+        hs_buf_consume(&p->tx, (size_t)n);
+    hs_buf_trim(&p->tx, 65536);
+    if (!p->tx.len)
+        p->stalled_since = 0;
+    else if (n > 0 || !p->stalled_since)
+        p->stalled_since = hs_monotonic_us();
+    set_events(p, p->tx.len > 0);
+}
+
+void derp__mesh_flush(struct derp_server *d)
+{
+    for (size_t i = 0; i < d->nmesh; i++)
+        if (d->mesh[i].tx.len)
+            peer_flush(&d->mesh[i]);
+}
+
+/* ---- receiving ---- */
+
+/* ClientInfo: our key, nonce, box({"version":2,"meshKey":"<hex>"}) to the server's key. */
+static int send_client_info(struct mesh_peer *p, const uint8_t server_key[DERP_KEY_LEN])
+{
+    struct derp_server *d = p->srv;
+    char hex[2 * DERP_KEY_LEN + 1], json[sizeof(hex) + 32];
+    uint8_t sealed[DERP_NONCE_LEN + sizeof(json) + crypto_box_MACBYTES];
+    int len, rc = 0;
+
+    sodium_bin2hex(hex, sizeof(hex), d->mesh_key, DERP_KEY_LEN);
+    len = snprintf(json, sizeof(json), "{\"version\":%d,\"meshKey\":\"%s\"}",
+                   DERP_PROTOCOL_VERSION, hex);
+    randombytes_buf(sealed, DERP_NONCE_LEN);
+    if (crypto_box_easy(sealed + DERP_NONCE_LEN, (const uint8_t *)json, (size_t)len, sealed,
+                        server_key, d->key.priv) != 0 ||
+        !queue(p, DERP_FRAME_CLIENT_INFO, d->key.pub, DERP_KEY_LEN, sealed,
+               DERP_NONCE_LEN + (size_t)len + crypto_box_MACBYTES, NULL, 0))
+        rc = -EPROTO;
+    sodium_memzero(hex, sizeof(hex));
+    sodium_memzero(json, sizeof(json));
+    return rc;
+}
+
+/* The server's key: it may be this very server (mesh_with lists every replica, ours too). */
+static int on_server_key(struct mesh_peer *p, const struct derp_frame *f)
+{
+    if (f->type != DERP_FRAME_SERVER_KEY || f->len < sizeof(derp_magic) + DERP_KEY_LEN ||
+        memcmp(f->payload, derp_magic, sizeof(derp_magic)) != 0)
+        return -EPROTO;
+    if (memcmp(f->payload + sizeof(derp_magic), p->srv->key.pub, DERP_KEY_LEN) == 0) {
+        log_info("derp: mesh peer %s is this server (same DERP key): not meshing with it",
+                 p->entry);
+        peer_disconnect(p);
+        p->st = MESH_SELF;
+        return 1;
+    }
+    if (send_client_info(p, f->payload + sizeof(derp_magic)) < 0 ||
+        !queue(p, DERP_FRAME_WATCH_CONNS, NULL, 0, NULL, 0, NULL, 0))
+        return -EPROTO;
+    p->st = MESH_HANDSHAKE;
+    return 0;
+}
+
+static void on_watch_frame(struct mesh_peer *p, const struct derp_frame *f)
+{
+    struct derp_server *d = p->srv;
+
+    switch (f->type) {
+    case DERP_FRAME_PEER_PRESENT:
+        p->listed = true;
+        if (f->len >= DERP_KEY_LEN && derp__route_add(&d->routes, f->payload, p->index) < 0)
+            log_warnx("derp: mesh peer %s: route table full", p->entry);
+        break;
+    case DERP_FRAME_PEER_GONE:
+        if (f->len >= DERP_KEY_LEN && derp__route_remove(&d->routes, f->payload, p->index))
+            derp__remote_gone(d, f->payload);
+        break;
+    case DERP_FRAME_PING:
+        if (f->len >= 8)
+            queue(p, DERP_FRAME_PONG, f->payload, 8, NULL, 0, NULL, 0);
+        break;
+    default:
+        break; /* KeepAlive, RecvPacket (for our own key), Health, newer frame types */
+    }
+}
+
+/* One frame in the handshake or afterwards. <0 fails the peer, 1 stops reading. */
+static int on_frame(struct mesh_peer *p, const struct derp_frame *f)
+{
+    switch (p->st) {
+    case MESH_KEYING:
+        return on_server_key(p, f);
+    case MESH_HANDSHAKE:
+        if (f->type != DERP_FRAME_SERVER_INFO)
+            return f->type == DERP_FRAME_KEEP_ALIVE ? 0 : -EPROTO;
+        p->st = MESH_WATCHING;
+        p->connected_at = hs_monotonic_us();
+        log_info("derp: mesh peer %s: connected, watching its clients", p->entry);
+        return 0;
+    default:
+        on_watch_frame(p, f);
+        return 0;
+    }
+}
+
+/* The HTTP answer to GET /derp: 101 or nothing. Returns the head's length, 0 while
+ * incomplete, <0 when refused. */
+static ssize_t parse_upgrade(struct mesh_peer *p)
+{
+    const uint8_t *end = memmem(p->rx, p->rxlen, "\r\n\r\n", 4);
+
+    if (!end)
+        return p->rxlen > HTTP1_MAX_HEAD ? -E2BIG : 0;
+    if (p->rxlen < 12 || (memcmp(p->rx, "HTTP/1.1 101", 12) != 0 &&
+                          memcmp(p->rx, "HTTP/1.0 101", 12) != 0))
+        return -EPROTO;
+    return end + 4 - p->rx;
+}
+
+static int process_rx(struct mesh_peer *p)
+{
+    size_t off = 0;
+    int rc = 0;
+
+    if (p->st == MESH_UPGRADING) {
+        ssize_t n = parse_upgrade(p);
+        if (n <= 0)
+            return (int)n;
+        off = (size_t)n;
+        p->st = MESH_KEYING;
+    }
+    while (rc == 0) {
+        struct derp_frame f;
+        ssize_t n = derp_frame_parse(p->rx + off, p->rxlen - off, DERP_MAX_FRAME, &f);
+        if (n == -EAGAIN)
+            break;
+        if (n < 0)
+            return (int)n;
+        off += (size_t)n;
+        rc = on_frame(p, &f);
+    }
+    if (rc == 0 && off) {
+        memmove(p->rx, p->rx + off, p->rxlen - off);
+        p->rxlen -= off;
+    }
+    return rc < 0 ? rc : 0;
+}
+
+/* A peer that ends the connection in the handshake did not take our ClientInfo; one that
+ * ends it right after WatchConns, before listing anyone (a watcher is always listed itself),
+ * took us for a plain client: the mesh keys differ. */
+static const char *closed_why(const struct mesh_peer *p)
+{
+    if (p->st == MESH_HANDSHAKE)
+        return "refused our ClientInfo (unknown key: is its mesh key ours?)";
+    if (p->st == MESH_WATCHING && !p->listed)
+        return "closed on WatchConns: its mesh key is not ours";
+    return "connection closed by the peer";
+}
+
+static void peer_read(struct mesh_peer *p)
+{
+    for (int round = 0; round < 16 && p->fd >= 0; round++) {
+        ssize_t n = recv(p->fd, p->rx + p->rxlen, DERP_RX_SIZE - p->rxlen, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            peer_fail(p, n < 0 ? "read failed" : closed_why(p));
+            return;
+        }
+        if (n < 0)
+            return;
+        p->rxlen += (size_t)n;
+        p->last_rx = hs_monotonic_us();
+        if (process_rx(p) < 0) {
+            peer_fail(p, p->st == MESH_UPGRADING ? "refused the DERP upgrade"
+                         : p->st == MESH_HANDSHAKE ? "refused our ClientInfo"
+                                                   : "broke the DERP protocol");
+            return;
+        }
+    }
+}
+
+void derp__mesh_event(struct mesh_peer *p, uint32_t events)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+
+    if (p->fd < 0)
+        return;
+    if (p->st == MESH_CONNECTING && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
+        if (getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err) {
+            peer_fail(p, err ? strerror(err) : "connect failed");
+            return;
+        }
+        p->st = MESH_UPGRADING;
+        peer_flush(p);
+    }
+    if (p->fd >= 0 && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+        peer_read(p);
+    if (p->fd >= 0 && (events & EPOLLOUT) && p->tx.len)
+        peer_flush(p);
+}
