@@ -3,12 +3,18 @@
 # re-running cmake; OUT is rewritten only when the commit or the dirty state changed, so an
 # unchanged tree does not relink. A source tree without git (a release tarball) or without
 # the git program says "unknown" and still builds.
-# Inputs: -DSRC=<source dir> -DOUT=<file>. SOURCE_DATE_EPOCH, when set, fixes the build time
-# (reproducible builds).
+# Inputs: -DSRC=<source dir> -DOUT=<file>, and -DCOMMIT=<hash> -DDIRTY=true|false for a copy
+# of the tree that knows its commit without git. SOURCE_DATE_EPOCH, when set, fixes the build
+# time (reproducible builds).
 set(commit "unknown")
 set(dirty "false")
 find_program(GIT git)
-if(GIT AND EXISTS "${SRC}/.git")
+if(COMMIT MATCHES "^[0-9a-f]+$")
+  set(commit "${COMMIT}")
+  if(DIRTY)
+    set(dirty "true")
+  endif()
+elseif(GIT AND EXISTS "${SRC}/.git")
   execute_process(COMMAND ${GIT} -C ${SRC} rev-parse HEAD
     OUTPUT_VARIABLE out RESULT_VARIABLE rc ERROR_QUIET OUTPUT_STRIP_TRAILING_WHITESPACE)
   if(rc EQUAL 0 AND out MATCHES "^[0-9a-f]+$")
