@@ -1,6 +1,6 @@
 /* notify: the change bus. Every committed write in the store publishes one event here;
- * subscribers (state, later the map streams) apply it. In-process fan-out today; a later
- * issue adds PostgreSQL LISTEN/NOTIFY so events from other replicas arrive the same way.
+ * subscribers (state, later the map streams) apply it. Events from other replicas sharing a
+ * PostgreSQL database arrive the same way (core/replica publishes them).
  *
  * Thread-safety: publish and subscribe may be called from any thread. Callbacks run on the
  * publishing thread, after the store has committed, with no store lock held. */
@@ -17,6 +17,8 @@ enum notify_entity {
     NOTIFY_POLICY,
     NOTIFY_ROUTE,
     NOTIFY_REGISTRATION, /* a pending interactive login changed; id is 0 (ids are text) */
+    NOTIFY_RESYNC,       /* changes from other replicas were missed: read everything again
+                          * (published by core/replica only; never announced) */
 };
 
 enum notify_op { NOTIFY_CREATE = 1, NOTIFY_UPDATE, NOTIFY_DELETE };

@@ -21,6 +21,7 @@
 #include "keys/keys.h"
 #include "notify/notify.h"
 #include "policy/policy.h"
+#include "replica/replica.h"
 #include "server/dns_watch.h"
 #include "server/server.h"
 #include "server/server_internal.h"
@@ -39,6 +40,8 @@ struct server {
     struct auth *auth;
     struct api *api;
     struct state *state;
+    uint64_t loaded_seq;      /* the database's change number when the state loaded */
+    struct replica *replica;  /* NULL on SQLite */
     struct derpmap *derpmap;
     struct mapper *mapper;
     struct control_service *svc;
@@ -659,6 +662,8 @@ static void server_stop(struct server *srv)
     srv->front = NULL;
     if (srv->unix_sock && (fd = MHD_quiesce_daemon(srv->unix_sock)) != MHD_INVALID_SOCKET)
         close(fd);
+    replica_stop(srv->replica); /* its changes reach the service through the state */
+    srv->replica = NULL;
     derpmap_stop(srv->derpmap); /* its refresher calls into the service */
     dns_watch_free(srv->dns);   /* so does the extra records watcher */
     srv->dns = NULL;
@@ -765,7 +770,8 @@ static int server_build(struct server *srv, const struct hs_config *cfg)
         log_errorx("server: cannot read the credential secret: %s", hs_strerror(rc));
         return rc;
     }
-    if ((rc = state_new(srv->st, srv->bus, &srv->state)) < 0) {
+    if ((rc = store_change_seq(srv->st, &srv->loaded_seq)) < 0 ||
+        (rc = state_new(srv->st, srv->bus, &srv->state)) < 0) {
         log_errorx("server: cannot load nodes and users: %s", hs_strerror(rc));
         return rc;
     }
@@ -868,6 +874,21 @@ static void raise_fd_limit(void)
         log_info("server: up to %llu open descriptors", (unsigned long long)rl.rlim_cur);
 }
 
+/* SQLite serves one process; replicas share PostgreSQL. */
+static int claim_database(struct server *srv)
+{
+    int rc = store_claim(srv->st);
+
+    if (rc == -EBUSY)
+        log_errorx("server: the SQLite database %s is in use by another headscale serve; "
+                   "SQLite serves one process (replicas share a PostgreSQL database)",
+                   srv->cfg->sqlite_path);
+    else if (rc < 0)
+        log_errorx("server: cannot lock the SQLite database %s: %s", srv->cfg->sqlite_path,
+                   hs_strerror(rc));
+    return rc;
+}
+
 int server_run(const struct hs_config *cfg)
 {
     struct server srv;
@@ -881,7 +902,9 @@ int server_run(const struct hs_config *cfg)
     raise_fd_limit();
     tune_malloc();
 
-    if (server_build(&srv, cfg) < 0 || control_service_start(srv.svc) < 0 ||
+    if (server_build(&srv, cfg) < 0 || claim_database(&srv) < 0 ||
+        replica_start(srv.st, srv.bus, srv.loaded_seq, &srv.replica) < 0 ||
+        control_service_start(srv.svc) < 0 ||
         (srv.derp && derp_server_start(srv.derp) < 0) ||
         derpmap_start(srv.derpmap) < 0 ||
         (srv.dns && dns_watch_start(srv.dns, on_dns_change, &srv) < 0) ||

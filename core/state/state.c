@@ -290,11 +290,14 @@ static enum state_change_kind reload_node(struct state *s, uint64_t id, unsigned
 {
     struct store_node n;
     enum state_change_kind kind;
-    int rc = store_node_get(s->st, id, &n);
     bool relevant = true, exact;
+    int rc;
 
     *fields = STATE_F_OTHER;
+    /* Read and installed under wmu: two reloads of one row (ours and another replica's
+     * announcement of it) install in the order they read, so the newer row stays. */
     pthread_mutex_lock(&s->wmu);
+    rc = store_node_get(s->st, id, &n);
     pthread_rwlock_wrlock(&s->lock);
     if (rc == 0) {
         size_t i = node_pos(s, id);
@@ -343,10 +346,11 @@ static bool user_relevant(const struct state *s, uint64_t id, const struct store
 static void reload_user(struct state *s, uint64_t id)
 {
     struct store_user u;
-    int rc = store_user_get(s->st, id, &u);
     bool relevant;
+    int rc;
 
-    pthread_mutex_lock(&s->wmu);
+    pthread_mutex_lock(&s->wmu); /* read under it too, as reload_node */
+    rc = store_user_get(s->st, id, &u);
     pthread_rwlock_wrlock(&s->lock);
     relevant = user_relevant(s, id, rc == 0 ? &u : NULL);
     if (rc == 0)
@@ -363,6 +367,146 @@ static void reload_user(struct state *s, uint64_t id)
     if (relevant)
         state__recompile(s, NULL, 0); /* users changed: everything may have */
     pthread_mutex_unlock(&s->wmu);
+}
+
+/* ---- reading everything again (changes from other replicas were missed) ---- */
+
+/* What a resync found different, to report once the locks are released. */
+struct found {
+    struct state_change *v;
+    size_t n, cap;
+};
+
+static void found_add(struct found *f, enum state_change_kind kind, uint64_t id,
+                      unsigned fields)
+{
+    if (f->n == f->cap) {
+        f->cap = f->cap ? 2 * f->cap : 16;
+        f->v = hs_xrealloc(f->v, f->cap * sizeof(*f->v));
+    }
+    f->v[f->n++] = (struct state_change){ .kind = kind, .id = id, .fields = fields };
+}
+
+static bool user_same(const struct store_user *a, const struct store_user *b)
+{
+    return hs_streq(a->name, b->name) && hs_streq(a->display_name, b->display_name) &&
+           hs_streq(a->email, b->email) && hs_streq(a->provider_id, b->provider_id) &&
+           hs_streq(a->profile_pic_url, b->profile_pic_url);
+}
+
+static bool id_listed(const uint64_t *ids, size_t n, uint64_t id)
+{
+    size_t lo = 0, hi = n;
+
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (ids[mid] == id)
+            return true;
+        if (ids[mid] < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return false;
+}
+
+/* Write lock held: the users as listed (id order; taken over), the ones gone dropped. */
+static void resync_users(struct state *s, struct store_user *v, size_t n, struct found *f)
+{
+    uint64_t *ids = hs_xcalloc(n + 1, sizeof(*ids));
+
+    for (size_t i = 0; i < n; i++) {
+        const struct state_user *old = state_user_by_id(s, v[i].id);
+        ids[i] = v[i].id;
+        if (old && user_same(&old->u, &v[i])) {
+            store_user_free(&v[i]);
+            continue;
+        }
+        found_add(f, STATE_USER_CHANGED, v[i].id, STATE_F_OTHER);
+        put_user(s, &v[i]);
+    }
+    for (size_t i = s->nusers; i-- > 0;) {
+        uint64_t id = s->users[i]->u.id;
+        if (!id_listed(ids, n, id)) {
+            found_add(f, STATE_USER_CHANGED, id, STATE_F_OTHER);
+            drop_user(s, id);
+        }
+    }
+    free(ids);
+}
+
+/* Write lock held: the same for nodes; runtime fields (online, sessions) stay. */
+static void resync_nodes(struct state *s, struct store_node *v, size_t n, struct found *f)
+{
+    uint64_t *ids = hs_xcalloc(n + 1, sizeof(*ids));
+
+    for (size_t i = 0; i < n; i++) {
+        size_t pos = node_pos(s, v[i].id);
+        unsigned fields = STATE_F_OTHER;
+        ids[i] = v[i].id;
+        if (pos < s->nnodes && s->nodes[pos]->n.id == v[i].id) {
+            struct state_node *sn = s->nodes[pos];
+            fields = node_diff(&sn->n, &v[i], sn->home_derp, home_derp_of(&v[i]));
+            if (!fields) {
+                store_node_free(&v[i]);
+                continue;
+            }
+        }
+        found_add(f, put_node(s, &v[i]) ? STATE_NODE_ADDED : STATE_NODE_CHANGED, ids[i],
+                  fields);
+    }
+    for (size_t i = s->nnodes; i-- > 0;) {
+        uint64_t id = s->nodes[i]->n.id;
+        if (!id_listed(ids, n, id)) {
+            found_add(f, STATE_NODE_REMOVED, id, STATE_F_OTHER);
+            drop_node(s, id);
+        }
+    }
+    free(ids);
+}
+
+/* Everything read again and compared: what differs is installed, compiled once and reported
+ * as the single-row events would have reported it. Under wmu throughout, so no single-row
+ * reload interleaves. */
+static void resync(struct state *s)
+{
+    struct store_user *users = NULL;
+    struct store_node *nodes = NULL;
+    size_t nu = 0, nn = 0;
+    struct found f = { 0 };
+    struct moved m = { 0 };
+    bool users_changed;
+    int rc;
+
+    pthread_mutex_lock(&s->wmu);
+    if ((rc = store_user_list(s->st, NULL, &users, &nu)) < 0 ||
+        (rc = store_node_list(s->st, 0, &nodes, &nn)) < 0) {
+        pthread_mutex_unlock(&s->wmu);
+        store_user_list_free(users, nu);
+        log_warnx("state: cannot read users and nodes again: %s", hs_strerror(rc));
+        return;
+    }
+    pthread_rwlock_wrlock(&s->lock);
+    resync_users(s, users, nu, &f);
+    users_changed = f.n > 0;
+    resync_nodes(s, nodes, nn, &f);
+    free(users); /* members now belong to the state, or were freed */
+    free(nodes);
+    for (size_t i = 0; users_changed && i < s->nnodes; i++)
+        drop_cache(s, s->nodes[i]); /* user names are in node names (0.22 MagicDNS form) */
+    m.n = state__elect(s, &m.v);
+    s->net_exact = false;
+    pthread_rwlock_unlock(&s->lock);
+    state__recompile(s, NULL, 0);
+    pthread_mutex_unlock(&s->wmu);
+    log_info("state: read again: %zu users and %zu nodes, %zu changes", nu, nn, f.n);
+    for (size_t i = 0; i < f.n; i++)
+        emit_fields(s, f.v[i].kind, f.v[i].id, f.v[i].fields);
+    free(f.v);
+    emit_moved(s, &m, 0);
+    state__policy_event(s);
+    emit(s, STATE_REGISTRATION_CHANGED, 0);
+    state__auto_approve_all(s);
 }
 
 static void on_event(const struct notify_event *ev, void *arg)
@@ -390,6 +534,9 @@ static void on_event(const struct notify_event *ev, void *arg)
         break;
     case NOTIFY_REGISTRATION:
         emit(s, STATE_REGISTRATION_CHANGED, 0);
+        break;
+    case NOTIFY_RESYNC:
+        resync(s);
         break;
     default:
         break;

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <sodium.h>
+
 #include "store/store_internal.h"
 
 /* ---- open / close ---- */
@@ -28,6 +30,11 @@ int store_open(const struct hs_config *cfg, struct notify_bus *bus, struct store
     st->ops = cfg->db_type == DB_POSTGRES ? &store__pg_ops : &store__sqlite_ops;
     st->bus = bus;
     st->debug = cfg->db_debug;
+    if (sodium_init() < 0) {
+        free(st);
+        return -EIO;
+    }
+    randombytes_buf(&st->origin, sizeof(st->origin));
     if ((rc = st->ops->open(cfg, &st->drv)) < 0) {
         free(st);
         return rc;
@@ -443,7 +450,10 @@ static void tx_end(struct store_tx *tx)
 
 int store__commit(struct store_tx *tx)
 {
-    int rc = tx->st->ops->commit(tx->c);
+    int rc = store__announce(tx);
+
+    if (rc == 0)
+        rc = tx->st->ops->commit(tx->c);
 
     if (rc < 0) {
         tx->st->ops->rollback(tx->c);

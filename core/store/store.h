@@ -38,6 +38,39 @@ int store_ping(struct store *st);
 int store_schema_version(struct store *st, int *applied, int *known);
 const char *store_backend_name(const struct store *st); /* "sqlite" or "postgres" */
 
+/* serve claims the database for itself where only one process may use it: SQLite (a second
+ * `serve` on the same file gets -EBUSY). PostgreSQL is shared by replicas: nothing to claim. */
+int store_claim(struct store *st);
+
+/* ---- changes from other replicas (PostgreSQL) ----
+ * On PostgreSQL every committed transaction numbers its events from one counter in the
+ * database (gap-free, in commit order) and announces each with NOTIFY, tagged with the
+ * writing process's origin. A feed is a connection of its own that LISTENs for them; SQLite has
+ * none (one process per file). */
+struct store_change {
+    struct notify_event ev; /* ev.entity 0: an announcement this binary cannot read */
+    uint64_t seq;           /* the change's number in the database */
+    uint64_t origin;        /* the process that wrote it (store_origin) */
+};
+struct store_feed;
+/* Whether other processes may write the same database (PostgreSQL). */
+bool store_shared(const struct store *st);
+/* This process's origin: random, fixed for the store's life. */
+uint64_t store_origin(const struct store *st);
+/* The number of the last committed change (0 on SQLite). */
+int store_change_seq(struct store *st, uint64_t *seq);
+/* -ENOTSUP on SQLite, -EIO when the database cannot be reached. */
+int store_feed_open(struct store *st, struct store_feed **out);
+void store_feed_close(struct store_feed *f); /* NULL is fine */
+/* Readable when announcements (or the end of the connection) arrived. */
+int store_feed_fd(const struct store_feed *f);
+/* What arrived, up to max, in commit order; 0 when nothing did; -EIO when the connection is
+ * lost (close it and open another). */
+int store_feed_read(struct store_feed *f, struct store_change *out, size_t max);
+/* A round trip on the feed's connection: the number of the last committed change (a dead
+ * connection that never said so is found here). -EIO when lost. */
+int store_feed_seq(struct store_feed *f, uint64_t *seq);
+
 /* A random 32-byte secret created once per database (kv table) and shared by all replicas:
  * the key of the keyed hash that protects credentials at rest. */
 int store_server_secret(struct store *st, uint8_t out[STORE_KEY_LEN]);

@@ -73,6 +73,20 @@ struct store_ops {
     /* In the import transaction, after the rows are copied with their ids (PostgreSQL moves
      * its id sequences past them). May be NULL. */
     const char *import_finish_sql;
+
+    /* Replicas (store_feed.c). NULL on SQLite. In the writing transaction, before COMMIT:
+     * takes $1 numbers from the change counter and NOTIFYs each element of the text array $2,
+     * prefixed with its number. */
+    const char *announce_sql;
+    /* A connection that LISTENs for announcements, its descriptor, the next payload (1; 0: none
+     * waiting; -EIO: lost), and a query on it. NULL on SQLite. */
+    int (*feed_open)(void *drv, void **feed);
+    void (*feed_close)(void *feed);
+    int (*feed_fd)(const void *feed);
+    int (*feed_next)(void *feed, char *payload, size_t size);
+    int (*feed_query)(void *feed, const char *sql, struct store_result *res);
+    /* serve's exclusive use of the database; NULL when it is shared. */
+    int (*claim)(void *drv);
 };
 
 extern const struct store_ops store__sqlite_ops;
@@ -83,6 +97,7 @@ struct store {
     void *drv;
     struct notify_bus *bus;
     bool debug; /* database.debug: log every statement's text (never its parameters) */
+    uint64_t origin; /* tags this process's announcements (store_origin) */
 };
 
 /* ---- results ---- */
@@ -147,7 +162,8 @@ int store__begin(struct store *st, struct store_tx *tx);
 int store__tx_exec(struct store_tx *tx, const char *sql, struct store_params *p,
                    struct store_result *res);
 void store__tx_event(struct store_tx *tx, enum notify_entity e, enum notify_op op, uint64_t id);
-/* Commits, releases the connection, then publishes; on failure behaves like rollback. */
+/* Announces the events to other replicas (PostgreSQL), commits, releases the connection,
+ * then publishes; on failure behaves like rollback. */
 int store__commit(struct store_tx *tx);
 void store__rollback(struct store_tx *tx);
 
@@ -191,6 +207,9 @@ int store__fk_errno(const char *sql);
  * the lowest free one, or from a random start when random; -ENOSPC when the prefix is full. */
 int store__ip_next(const struct ip_prefix *pfx, bool random, const char *const *used,
                    size_t nused, char *out, size_t size);
+
+/* store_feed.c: in tx, before its COMMIT: numbers and announces its events (announce_sql). */
+int store__announce(struct store_tx *tx);
 
 /* Test and maintenance hook: any one statement, outside a transaction. */
 int store__exec(struct store *st, const char *sql, int nparams, const char *const *params,

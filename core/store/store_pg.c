@@ -360,6 +360,63 @@ static int pg_backup(void *drv, struct store_conn *c, char *where, size_t size)
     return 0;
 }
 
+/* ---- replicas: the feed ---- */
+
+#define PG_CHANNEL "headscale_changes"
+
+static int pg_feed_open(void *drv, void **feed)
+{
+    struct pg_pool *p = drv;
+    struct store_conn c = { .pool = p };
+
+    if (pg_connect(p, &c) < 0)
+        return -EIO;
+    /* Named apart from the pool's connections, for operators looking at pg_stat_activity. */
+    if (pg_exec_script(&c, "SET application_name = 'headscale feed'; LISTEN " PG_CHANNEL) < 0) {
+        PQfinish(c.pg);
+        return -EIO;
+    }
+    *feed = c.pg;
+    return 0;
+}
+
+static void pg_feed_close(void *feed)
+{
+    PQfinish(feed);
+}
+
+static int pg_feed_fd(const void *feed)
+{
+    return PQsocket(feed);
+}
+
+/* libpq's sockets never block: PQconsumeInput reads what is there and returns. */
+static int pg_feed_next(void *feed, char *payload, size_t size)
+{
+    PGnotify *n = PQnotifies(feed);
+
+    if (!n) {
+        if (!PQconsumeInput(feed) || PQstatus(feed) != CONNECTION_OK) {
+            log_pg_error("the replicas' feed", PQerrorMessage(feed));
+            return -EIO;
+        }
+        if (!(n = PQnotifies(feed)))
+            return 0;
+    }
+    hs_strlcpy(payload, n->extra, size);
+    PQfreemem(n);
+    return 1;
+}
+
+static int pg_feed_query(void *feed, const char *sql, struct store_result *res)
+{
+    /* As if in a transaction: a reset would reconnect without the LISTEN. The follower
+     * opens a new feed instead. */
+    struct store_conn c = { .pg = feed, .in_tx = true };
+
+    return pg_exec(&c, sql, 0, NULL, res);
+}
+
 #define PG_SET_ASIDE(table) "ALTER TABLE IF EXISTS " table " SET SCHEMA headscale_backup;"
 #define PG_SEQ_PAST_IDS(table)                                                             \
     "SELECT setval(pg_get_serial_sequence('" table "', 'id'), COALESCE(MAX(id), 0) + 1, false)" \
@@ -393,4 +450,14 @@ const struct store_ops store__pg_ops = {
     .import_finish_sql = PG_SEQ_PAST_IDS("users") PG_SEQ_PAST_IDS("pre_auth_keys")
         PG_SEQ_PAST_IDS("api_keys") PG_SEQ_PAST_IDS("nodes") PG_SEQ_PAST_IDS("routes")
         PG_SEQ_PAST_IDS("policies"),
+    /* One statement: the counter's row lock, held from here to COMMIT, orders the writers. */
+    .announce_sql = "WITH c AS (UPDATE changes SET seq = seq + $1 WHERE id = 1 RETURNING seq)"
+                    " SELECT pg_notify('" PG_CHANNEL "', (c.seq - $1 + e.n) || ' ' || e.body)"
+                    " FROM c, unnest(CAST($2 AS text[])) WITH ORDINALITY AS e(body, n)",
+    .feed_open = pg_feed_open,
+    .feed_close = pg_feed_close,
+    .feed_fd = pg_feed_fd,
+    .feed_next = pg_feed_next,
+    .feed_query = pg_feed_query,
+    .claim = NULL,
 };

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -106,6 +107,7 @@ static int apply_pragmas(sqlite3 *db)
 struct sqlite_drv {
     struct store_conn w, r; /* r.db is NULL without WAL */
     char *path;
+    int claim_fd; /* -1, or the file held with flock by serve */
     bool wal;
     int wal_autocheckpoint;
 };
@@ -221,6 +223,7 @@ static int sqlite_open(const struct hs_config *cfg, void **drv)
         return rc;
     }
     d->path = hs_strdup(cfg->sqlite_path);
+    d->claim_fd = -1;
     d->wal = cfg->sqlite_wal;
     d->wal_autocheckpoint = cfg->sqlite_wal_autocheckpoint;
     *drv = d;
@@ -259,8 +262,30 @@ static void sqlite_close(void *drv)
         return;
     close_conn(&d->r);
     close_conn(&d->w);
+    if (d->claim_fd >= 0)
+        close(d->claim_fd);
     free(d->path);
     free(d);
+}
+
+/* Two `serve` on one file would each keep nodes in memory and never hear of the other's
+ * writes. flock is apart from SQLite's own (fcntl) locks and goes away with the process. */
+static int sqlite_claim(void *drv)
+{
+    struct sqlite_drv *d = drv;
+    int fd;
+
+    if (d->claim_fd >= 0 || strcmp(d->path, ":memory:") == 0)
+        return 0;
+    if ((fd = open(d->path, O_RDONLY | O_CLOEXEC)) < 0)
+        return -errno;
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int err = errno;
+        close(fd);
+        return err == EWOULDBLOCK ? -EBUSY : -err;
+    }
+    d->claim_fd = fd;
+    return 0;
 }
 
 static int sqlite_acquire(void *drv, struct store_conn **out)
@@ -440,6 +465,7 @@ const struct store_ops store__sqlite_ops = {
     .exec_script = sqlite_exec_script,
     .migrate_lock = NULL,
     .ready = sqlite_ready,
+    .claim = sqlite_claim,
     .columns_sql = "SELECT m.name, p.name FROM sqlite_master m, pragma_table_info(m.name) p"
                    " WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
                    " ORDER BY m.name, p.cid",

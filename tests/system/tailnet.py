@@ -585,7 +585,7 @@ class Server(helpers.Server):
             if rc is not None:
                 raise RuntimeError(f"headscale serve exited with {rc} during start:\n"
                                    + self.log_tail())
-            st, _, body = self.ns.http("GET", SERVER_IP, HS_PORT, "/health", timeout=2)
+            st, _, body = self.ns.http("GET", SERVER_IP, self.port, "/health", timeout=2)
             return st == 200
 
         try:
@@ -603,7 +603,7 @@ class Server(helpers.Server):
         body = raw_body if json_body is None else json.dumps(json_body).encode()
         if body is not None:
             hdrs.setdefault("Content-Type", "application/json")
-        st, h, data = self.ns.http(method, SERVER_IP, HS_PORT, path, body, hdrs)
+        st, h, data = self.ns.http(method, SERVER_IP, self.port, path, body, hdrs)
         return st, h, helpers._decode(data, h.get("content-type", ""))
 
     # ---- CLI helpers that work with ours and with headscale ----
@@ -658,6 +658,7 @@ class Node:
         self.dir = os.path.join(world.dir, name)
         os.makedirs(os.path.join(self.dir, "logs"), exist_ok=True)
         self.relay = None
+        self.server = None
         self.addr = None  # its own address in a node_netns world
         if getattr(world, "node_netns", False):  # worlds of other tests (Relay) lack it
             self.ns = world.node_namespace()
@@ -723,8 +724,12 @@ class Node:
                         f"{r.stdout}{r.stderr}\n")
         return r
 
+    def login_server(self):
+        """The world's server, or the one this node was pointed at (self.server: a replica)."""
+        return (self.server or self.world.server).url
+
     def up(self, authkey=None, extra=(), timeout=UP_TIMEOUT, check=True):
-        args = ["up", f"--login-server={self.world.server.url}", f"--hostname={self.name}",
+        args = ["up", f"--login-server={self.login_server()}", f"--hostname={self.name}",
                 "--accept-dns=false", f"--timeout={timeout}s"]
         if authkey:
             args.append(f"--authkey={authkey}")
@@ -738,7 +743,7 @@ class Node:
     def up_async(self, extra=()):
         """`tailscale up` without a key, in the background (interactive login) → Popen."""
         argv = [ts_bin(self.version, "tailscale"), f"--socket={self.sock}", "up",
-                f"--login-server={self.world.server.url}", f"--hostname={self.name}",
+                f"--login-server={self.login_server()}", f"--hostname={self.name}",
                 "--accept-dns=false", f"--timeout={UP_TIMEOUT}s"] + list(extra)
         log = open(self.up_log, "ab")
         try:

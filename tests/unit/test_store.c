@@ -10,6 +10,7 @@
 #include <criterion/criterion.h>
 #include <ftw.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <sys/socket.h>
@@ -976,6 +977,103 @@ Test(postgres, reconnects_after_the_server_drops_it, .init = pg_init, .fini = fx
     cr_assert_eq(store_ping(fx.st), 0);
     mk_user("bob");
     cr_assert_eq(count_rows("SELECT COUNT(*) FROM users"), 2);
+}
+
+/* Reads the feed until want changes arrived (or 5 s passed). */
+static size_t feed_wait(struct store_feed *f, struct store_change *out, size_t want)
+{
+    size_t n = 0;
+    int64_t until = hs_monotonic_us() + 5 * HS_USEC_PER_SEC;
+
+    while (n < want && hs_monotonic_us() < until) {
+        struct pollfd p = { .fd = store_feed_fd(f), .events = POLLIN };
+        poll(&p, 1, 100);
+        int got = store_feed_read(f, out + n, want - n);
+        cr_assert_geq(got, 0);
+        n += (size_t)got;
+    }
+    return n;
+}
+
+/* Another replica's committed writes reach a feed numbered one after the other, in commit
+ * order, with the writer's origin; a rolled-back one is never announced. */
+Test(postgres, feed_hears_other_replicas_in_order, .init = pg_init, .fini = fx_fini)
+{
+    struct store *other;
+    struct store_feed *f;
+    struct store_change c[4];
+    uint64_t seq0, seq;
+    struct store_user dup = { .name = "alice" }, out;
+
+    if (fx.skip)
+        cr_skip("HS_TEST_PG_HOST is not set (start one with tests/lib/pgtmp.sh)");
+    cr_assert(store_shared(fx.st));
+    cr_assert_eq(store_open(&fx.cfg, NULL, &other), 0);
+    cr_assert_neq(store_origin(other), store_origin(fx.st));
+    cr_assert_eq(store_feed_open(fx.st, &f), 0);
+    cr_assert_eq(store_feed_seq(f, &seq0), 0);
+
+    uint64_t alice = mk_user("alice");
+    cr_assert_eq(store_user_create(other, &dup, &out), -EEXIST); /* rolled back */
+    struct store_user bob = { .name = "bob" };
+    cr_assert_eq(store_user_create(other, &bob, &out), 0);
+    cr_assert_eq(feed_wait(f, c, 3), 2, "two commits, two announcements");
+    cr_expect_eq(c[0].seq, seq0 + 1);
+    cr_expect_eq(c[0].ev.entity, NOTIFY_USER);
+    cr_expect_eq(c[0].ev.op, NOTIFY_CREATE);
+    cr_expect_eq(c[0].ev.id, alice);
+    cr_expect_eq(c[0].origin, store_origin(fx.st));
+    cr_expect_eq(c[1].seq, seq0 + 2);
+    cr_expect_eq(c[1].ev.id, out.id);
+    cr_expect_eq(c[1].origin, store_origin(other));
+    cr_assert_eq(store_change_seq(other, &seq), 0);
+    cr_expect_eq(seq, seq0 + 2);
+    store_user_free(&out);
+
+    /* Something this binary cannot read keeps its number and reads as entity 0. */
+    cr_assert_eq(store__exec(other, "SELECT pg_notify('headscale_changes', '99 bogus')", 0,
+                             NULL, NULL), 0);
+    cr_assert_eq(feed_wait(f, c, 1), 1);
+    cr_expect_eq(c[0].seq, 99);
+    cr_expect_eq(c[0].ev.entity, 0);
+
+    /* A feed whose connection the database dropped says so. */
+    char sql[200];
+    snprintf(sql, sizeof(sql),
+             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '%s'"
+             " AND application_name = 'headscale feed'", fx.dbname);
+    pg_admin_exec(sql);
+    int rc = 0;
+    for (int i = 0; i < 50 && rc == 0; i++) {
+        struct pollfd p = { .fd = store_feed_fd(f), .events = POLLIN };
+        poll(&p, 1, 100);
+        rc = store_feed_read(f, c, 1);
+    }
+    cr_expect_eq(rc, -EIO);
+    store_feed_close(f);
+    store_close(other);
+}
+
+Test(sqlite, no_feed_and_one_serve_per_file, .init = sqlite_init, .fini = fx_fini)
+{
+    struct store *other;
+    struct store_feed *f = NULL;
+    uint64_t seq = 1;
+
+    cr_assert(!store_shared(fx.st));
+    cr_assert_eq(store_feed_open(fx.st, &f), -ENOTSUP);
+    cr_assert_eq(store_change_seq(fx.st, &seq), 0);
+    cr_expect_eq(seq, 0);
+    mk_user("alice"); /* announces nothing, fails nothing */
+    cr_assert_eq(store_open(&fx.cfg, NULL, &other), 0);
+    cr_assert_eq(store_claim(fx.st), 0);
+    cr_assert_eq(store_claim(fx.st), 0, "claiming twice in one process is fine");
+    cr_expect_eq(store_claim(other), -EBUSY);
+    store_close(fx.st);
+    fx.st = NULL;
+    cr_expect_eq(store_claim(other), 0, "free again once the first closed");
+    store_close(other);
+    open_store();
 }
 
 Test(postgres, bad_password_or_host_fails_cleanly, .init = pg_init, .fini = fx_fini)

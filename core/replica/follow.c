@@ -1,0 +1,179 @@
+/* The follower: one thread, one LISTEN connection, a poll on it and on a pipe that stops it. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "replica/replica.h"
+#include "util/util.h"
+
+#define FOLLOW_BATCH 64
+#define QUIET_CHECK_MS 2000  /* a round trip on the feed after this long without one */
+#define RETRY_MIN_MS 100
+#define RETRY_MAX_MS 5000
+
+struct replica {
+    struct store *st;
+    struct notify_bus *bus;
+    uint64_t origin;
+    uint64_t last;    /* every change up to here has been applied */
+    uint64_t behind;  /* the database's number at the last quiet check, if past last */
+    struct store_feed *feed;
+    int stop_pipe[2];
+    pthread_t thread;
+};
+
+static void resync(struct replica *r, uint64_t seq, const char *why)
+{
+    struct notify_event ev = { .entity = NOTIFY_RESYNC, .op = NOTIFY_UPDATE };
+
+    log_info("replica: %s: reading every user, node and policy again (changes %llu to %llu)",
+             why, (unsigned long long)r->last + 1, (unsigned long long)seq);
+    r->last = seq;
+    r->behind = 0;
+    notify_publish(r->bus, &ev);
+}
+
+/* Waits up to ms for the feed (or anything, without one) or the stop pipe: false to stop. */
+static bool wait_for(struct replica *r, int ms)
+{
+    struct pollfd p[2] = { { .fd = r->stop_pipe[0], .events = POLLIN },
+                           { .fd = r->feed ? store_feed_fd(r->feed) : -1, .events = POLLIN } };
+
+    while (poll(p, 2, ms) < 0) {
+        if (errno != EINTR)
+            return false;
+    }
+    return !(p[0].revents & (POLLIN | POLLHUP));
+}
+
+static void lost(struct replica *r, const char *what)
+{
+    log_warnx("replica: %s: the connection that hears other replicas was lost; reconnecting",
+              what);
+    store_feed_close(r->feed);
+    r->feed = NULL;
+}
+
+/* A new feed; whatever was committed while there was none is read again. */
+static bool connect_feed(struct replica *r)
+{
+    uint64_t seq;
+
+    if (store_feed_open(r->st, &r->feed) < 0)
+        return false;
+    if (store_feed_seq(r->feed, &seq) < 0) {
+        lost(r, "first query");
+        return false;
+    }
+    if (seq != r->last)
+        resync(r, seq, seq < r->last ? "the database's change counter went back"
+                                     : "changes were committed while not listening");
+    return true;
+}
+
+static void apply(struct replica *r, struct store_change *c)
+{
+    if (c->seq <= r->last)
+        return; /* read again already */
+    if (c->seq != r->last + 1 || c->ev.entity == 0) {
+        resync(r, c->seq, c->ev.entity ? "changes were missed" : "an unreadable change");
+        return;
+    }
+    r->last = c->seq;
+    if (c->origin != r->origin)
+        notify_publish(r->bus, &c->ev);
+}
+
+/* Between announcements, a round trip: a dead connection shows here, and so does a number the
+ * database has passed twice in a row without its announcement arriving. */
+static void quiet_check(struct replica *r)
+{
+    uint64_t seq;
+
+    if (store_feed_seq(r->feed, &seq) < 0) {
+        lost(r, "check");
+        return;
+    }
+    if (seq <= r->last) {
+        r->behind = 0;
+    } else if (r->behind && r->last < r->behind) {
+        resync(r, seq, "announcements did not arrive");
+    } else {
+        r->behind = seq; /* may still be on its way */
+    }
+}
+
+static void *follow(void *arg)
+{
+    struct replica *r = arg;
+    struct store_change batch[FOLLOW_BATCH];
+    int retry = RETRY_MIN_MS;
+    int64_t checked = hs_monotonic_us();
+
+    for (;;) {
+        if (!r->feed && !connect_feed(r)) {
+            if (!wait_for(r, retry))
+                break;
+            retry = retry * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : retry * 2;
+            continue;
+        }
+        retry = RETRY_MIN_MS;
+        if (!wait_for(r, QUIET_CHECK_MS))
+            break;
+        int n = store_feed_read(r->feed, batch, FOLLOW_BATCH);
+        if (n < 0) {
+            lost(r, "read");
+            continue;
+        }
+        for (int i = 0; i < n; i++)
+            apply(r, &batch[i]);
+        if (hs_monotonic_us() - checked >= QUIET_CHECK_MS * 1000LL) {
+            quiet_check(r);
+            checked = hs_monotonic_us();
+        }
+    }
+    store_feed_close(r->feed);
+    r->feed = NULL;
+    return NULL;
+}
+
+int replica_start(struct store *st, struct notify_bus *bus, uint64_t seq, struct replica **out)
+{
+    struct replica *r;
+    int rc;
+
+    *out = NULL;
+    if (!store_shared(st))
+        return 0;
+    r = hs_xcalloc(1, sizeof(*r));
+    r->st = st;
+    r->bus = bus;
+    r->origin = store_origin(st);
+    r->last = seq;
+    if (pipe2(r->stop_pipe, O_CLOEXEC) < 0) {
+        rc = -errno;
+        free(r);
+        return rc;
+    }
+    if ((rc = pthread_create(&r->thread, NULL, follow, r)) != 0) {
+        close(r->stop_pipe[0]);
+        close(r->stop_pipe[1]);
+        free(r);
+        return -rc;
+    }
+    *out = r;
+    return 0;
+}
+
+void replica_stop(struct replica *r)
+{
+    if (!r)
+        return;
+    close(r->stop_pipe[1]); /* the follower sees POLLHUP */
+    pthread_join(r->thread, NULL);
+    close(r->stop_pipe[0]);
+    free(r);
+}
