@@ -83,11 +83,21 @@ def test_restart_after_kill9_reuses_stale_socket(server_factory):
     s.cli_ok("users", "list")
 
 
+def second_config(s):
+    """s's config for a second serve: on SQLite a database of its own, so that what is refused
+    is the socket or address under test, not the database (one serve per SQLite file)."""
+    cfg2 = dict(s.config)
+    if s.db.kind == "sqlite":
+        cfg2["database"] = {"type": "sqlite",
+                            "sqlite": {"path": os.path.join(s.tmp, "second.sqlite")}}
+    return cfg2
+
+
 def test_second_serve_on_same_socket_is_refused(server_factory):
     s = server_factory()
     name = unique()
     s.cli_ok("users", "create", name)
-    cfg2 = dict(s.config)
+    cfg2 = second_config(s)
     port2 = free_port()
     cfg2["listen_addr"] = f"127.0.0.1:{port2}"
     cfg2["server_url"] = f"http://127.0.0.1:{port2}"
@@ -116,7 +126,7 @@ def test_second_serve_on_same_socket_is_refused(server_factory):
 
 def test_second_serve_on_same_listen_addr_is_refused(server_factory):
     s = server_factory()
-    cfg2 = dict(s.config)
+    cfg2 = second_config(s)
     cfg2["unix_socket"] = os.path.join(s.tmp, "second.sock")
     cfg2["metrics_listen_addr"] = f"127.0.0.1:{free_port()}"
     path2 = os.path.join(s.tmp, "config2.yaml")
