@@ -11,6 +11,7 @@ PKGS=(
   clang libclang-rt-14-dev
   python3 python3-pytest python3-yaml python3-requests
   debhelper help2man debootstrap systemd strace
+  chromium chromium-driver
 )
 
 missing=()
@@ -34,6 +35,8 @@ fi
 # Python test dependencies for whichever python3 is first on PATH (Debian's, or a pyenv one):
 # pytest, and the pieces the protocol tests use (h2 and cryptography for a Noise/HTTP/2 client,
 # PyNaCl for a DERP client, prometheus_client's parser for /metrics).
-python3 -c 'import pytest, yaml, requests, h2, cryptography, nacl, prometheus_client' \
+# Selenium drives Debian's chromium through chromium-driver in the web admin's tests.
+python3 -c 'import pytest, yaml, requests, h2, cryptography, nacl, prometheus_client, selenium' \
   2>/dev/null ||
-  python3 -m pip install -q pytest pyyaml requests h2 cryptography pynacl prometheus_client
+  python3 -m pip install -q pytest pyyaml requests h2 cryptography pynacl prometheus_client \
+    selenium

@@ -24,6 +24,7 @@ world's directory (pytest's tmp dir); World.logs() gives their tails for failure
 import atexit
 import ctypes
 import http.client
+import inspect
 import json
 import os
 import shutil
@@ -369,18 +370,8 @@ class NodeNamespace(Namespace):
         _ip("-n", n, "route", "add", "198.18.0.0/24", "via", BRIDGE_IP)
 
 
-# A TCP relay (listen host, port → target host, port), run inside a node namespace so that
-# its loopback control URL reaches the server. Threads, half-close passed on, no timeouts on
-# established streams (long polls).
-RELAY_SRC = r"""
-import socket, sys, threading
-lh, lp, th, tp = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-srv = socket.socket()
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind((lh, lp))
-srv.listen(128)
-print("relay listening", lh, lp, "->", th, tp, flush=True)
 def pipe(a, b):
+    """Copies a → b until a ends, then passes the half-close on (RELAY_SRC runs it too)."""
     try:
         while True:
             d = a.recv(65536)
@@ -393,6 +384,20 @@ def pipe(a, b):
         b.shutdown(socket.SHUT_WR)
     except OSError:
         pass
+
+
+# A TCP relay (listen host, port → target host, port), run inside a node namespace so that
+# its loopback control URL reaches the server. Threads, half-close passed on, no timeouts on
+# established streams (long polls).
+RELAY_SRC = r"""
+import socket, sys, threading
+lh, lp, th, tp = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((lh, lp))
+srv.listen(128)
+print("relay listening", lh, lp, "->", th, tp, flush=True)
+""" + inspect.getsource(pipe) + r"""
 def serve(c):
     try:
         u = socket.create_connection((th, tp), timeout=10)

@@ -1,0 +1,438 @@
+"""The web admin as an administrator meets it: a real server in a network namespace (tailnet.py's
+World), headscale-webadmin (FastCGI) and nginx beside it, configured by
+deploy/webadmin-local.sh from deploy/nginx-headscale.conf with TLS, and headless Chromium driven by Selenium through
+chromedriver from the test process (a small relay carries 127.0.0.1:R into the namespace's
+nginx). A real tailscaled joins with a key made in the browser.
+
+Security checks: XSS payloads in a node's name and in a refused user name render as text, a
+form posted without or with a wrong CSRF token is refused and changes nothing, a forged or
+stale session cookie gets the sign-in page, and an expired API key cannot sign in.
+
+Screenshots of every page at 1280x800 are kept under the test's tmp dir (webadmin-shots/)."""
+
+import os
+import re
+import socket
+import subprocess
+import threading
+import uuid
+
+import pytest
+import requests
+import urllib3
+
+import helpers
+import tailnet
+
+selenium = pytest.importorskip("selenium")
+from selenium import webdriver  # noqa: E402
+from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import Select  # noqa: E402
+
+urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+REPO = helpers.REPO
+WA_BIN = os.environ.get("HS_WEBADMIN_BIN",
+                        os.path.join(os.path.dirname(helpers.HS_BIN), "headscale-webadmin"))
+CHROMIUM = os.environ.get("HS_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("HS_CHROMEDRIVER", "/usr/bin/chromedriver")
+NGINX_PORT = 8443
+SESSION_COOKIE = "__Host-wa_session"
+WAIT = 30  # seconds for anything the browser waits for
+
+pytestmark = pytest.mark.skipif(
+    not (os.access(WA_BIN, os.X_OK) and os.access(CHROMIUM, os.X_OK)
+         and os.access(CHROMEDRIVER, os.X_OK) and tailnet.have_version(tailnet.versions()[0])),
+    reason="needs headscale-webadmin, chromium, chromedriver and a cached tailscale")
+
+
+class Relay:
+    """127.0.0.1:port of the test's namespace → host:port inside ns, one thread pair per
+    connection, until close()."""
+
+    def __init__(self, ns, port):
+        self.ns = ns
+        self.target = port
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(64)
+        self.port = self.srv.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        try:
+            u = self.ns.connect("127.0.0.1", self.target)
+            u.settimeout(None)
+        except OSError:
+            c.close()
+            return
+        c.settimeout(None)
+        t = threading.Thread(target=tailnet.pipe, args=(u, c), daemon=True)
+        t.start()
+        tailnet.pipe(c, u)
+        t.join(60)
+        c.close()
+        u.close()
+
+    def close(self):
+        self.srv.close()
+
+
+def write_config(d):
+    """deploy/webadmin-local.sh --config-only: deploy/nginx-headscale.conf with a self-signed
+    certificate, the socket in d and the repository's static/ → nginx.conf's path."""
+    subprocess.run([os.path.join(REPO, "deploy", "webadmin-local.sh"), "--config-only", d],
+                   check=True, capture_output=True, timeout=60,
+                   env=dict(os.environ, WEBADMIN_PORT=str(NGINX_PORT),
+                            HEADSCALE_URL=f"http://127.0.0.1:{tailnet.HS_PORT}"))
+    return os.path.join(d, "nginx.conf")
+
+
+class Stack:
+    """World + headscale-webadmin + nginx + the relay + Chromium."""
+
+    def __init__(self, tmp, db):
+        self.tmp = str(tmp)
+        self.shots = os.path.join(self.tmp, "webadmin-shots")
+        os.makedirs(self.shots, exist_ok=True)
+        self.world = tailnet.World(os.path.join(self.tmp, "world"), db, tailnet.versions()[0],
+                                   users=("alice",))
+        self.driver = None
+        self.relay = None
+        self.webadmin = None
+
+    def __enter__(self):
+        os.makedirs(self.world.dir, exist_ok=True)
+        self.world.__enter__()
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        problems = self.close()
+        assert not problems, "\n".join(problems)
+
+    def _start(self):
+        srv = self.world.server
+        srv.ensure_api_key()
+        d = os.path.join(self.tmp, "web")
+        os.makedirs(d, exist_ok=True)
+        sock = os.path.join(d, "webadmin.sock")
+        self.webadmin = tailnet.Proc(
+            self.world.ns, "webadmin",
+            [WA_BIN, "--server", f"http://127.0.0.1:{tailnet.HS_PORT}", "--templates",
+             os.path.join(REPO, "templates"), "--listen", sock],
+            os.path.join(d, "webadmin.log"), env=srv._env()).start()
+        self.nginx = tailnet.Proc(self.world.ns, "nginx",
+                                  ["nginx", "-c", write_config(d), "-p", d],
+                                  os.path.join(d, "nginx.out")).start()
+        self.relay = Relay(self.world.ns, NGINX_PORT)
+        self.url = f"https://127.0.0.1:{self.relay.port}"
+        tailnet.poll(lambda: self._ready(), 20, "nginx and the webadmin to answer")
+        self.driver = browser(os.path.join(self.tmp, "chromium"))
+
+    def _ready(self):
+        assert self.webadmin.alive, f"webadmin exited:\n{self.webadmin.log()}"
+        assert self.nginx.alive, f"nginx exited:\n{self.nginx.log()}"
+        r = requests.get(self.url + "/admin/signin", verify=False, timeout=5)
+        assert r.status_code == 200, (r.status_code, r.text[:300], self.webadmin.log(5))
+        return True
+
+    def close(self):
+        """Stops everything; → problems of the webadmin (exit status, sanitizer reports)."""
+        problems = []
+        if self.driver is not None:
+            self.driver.quit()
+        if self.relay is not None:
+            self.relay.close()
+        if self.webadmin is not None:
+            rc = self.webadmin.stop()
+            bad = helpers.sanitizer_lines(tailnet.tail(self.webadmin.log_path, 100000))
+            if rc != 0 or bad:
+                problems.append(f"webadmin exited {rc} on SIGTERM:\n{self.webadmin.log(60)}")
+        self.world.close()
+        return problems
+
+    def logs(self):
+        return (f"===== webadmin =====\n{self.webadmin.log(80) if self.webadmin else ''}\n"
+                + self.world.logs())
+
+    # ---- browser steps ----
+    def go(self, path):
+        self.driver.get(self.url + path)
+
+    def shot(self, name):
+        path = os.path.join(self.shots, f"{name}.png")
+        self.driver.save_screenshot(path)
+        return path
+
+    def sign_in(self, key=None):
+        self.go("/admin/signin")
+        self.driver.find_element(By.ID, "api_key").send_keys(key or self.world.server.api_key)
+        self.driver.find_element(By.ID, "signin").click()
+
+    def submit(self, form_button_id):
+        self.driver.find_element(By.ID, form_button_id).click()
+
+    def text(self):
+        return self.driver.find_element(By.TAG_NAME, "body").text
+
+    def wait_text(self, needle, path=None, timeout=WAIT):
+        def seen():
+            if path:
+                self.go(path)
+            return needle in self.text()
+        tailnet.poll(seen, timeout, f"{needle!r} on {path or self.driver.current_url}")
+
+    def session_cookie(self):
+        c = self.driver.get_cookie(SESSION_COOKIE)
+        return c and c["value"]
+
+    def csrf(self):
+        return self.driver.find_element(By.NAME, "csrf").get_attribute("value")
+
+
+def browser(profile):
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              "--disable-background-networking", "--disable-component-update",
+              "--disable-sync", "--no-first-run", "--ignore-certificate-errors",
+              "--window-size=1280,800", f"--user-data-dir={profile}"):
+        opts.add_argument(a)
+    d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    # The screenshots are of a 1280x800 viewport exactly.
+    d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                      {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False})
+    d.set_page_load_timeout(WAIT)
+    return d
+
+
+@pytest.fixture(scope="module")
+def stack(db, tmp_path_factory):
+    with Stack(tmp_path_factory.mktemp(f"webadmin-{db.kind}"), db) as s:
+        yield s
+
+
+@pytest.fixture
+def web(stack, request):
+    yield stack
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        print(stack.logs())
+
+
+def post(web, path, data, cookie):
+    """A form post from outside the browser with the given session cookie → Response."""
+    return requests.post(web.url + path, data=data, cookies={SESSION_COOKIE: cookie},
+                         verify=False, allow_redirects=False, timeout=10)
+
+
+def png_size(path):
+    with open(path, "rb") as f:
+        head = f.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+# ---- tests ----
+
+def test_sign_in_pages_and_headers(web):
+    """Signing in with the admin key opens the overview; every page answers with a strict CSP,
+    and the session cookie is HttpOnly, Secure and SameSite=Strict."""
+    web.sign_in()
+    web.wait_text("Overview")
+    c = web.driver.get_cookie(SESSION_COOKIE)
+    assert c and c["httpOnly"] and c["secure"] and c["sameSite"] == "Strict", c
+    r = requests.get(web.url + "/admin/nodes", cookies={SESSION_COOKIE: c["value"]},
+                     verify=False, timeout=10)
+    assert r.status_code == 200 and 'id="nodes"' in r.text
+    csp = r.headers.get("Content-Security-Policy", "")
+    assert "default-src 'none'" in csp and "script-src 'self'" in csp, csp
+    assert "unsafe-inline" not in csp
+    assert not re.search(r"<script(?![^>]*\bsrc=)", r.text), "an inline script on the page"
+    assert " style=" not in r.text and "<style" not in r.text
+    # the API on the same origin, through the same nginx site
+    st = requests.get(web.url + "/api/v1/user", verify=False, timeout=10,
+                      headers={"Authorization": f"Bearer {web.world.server.api_key}"})
+    assert st.status_code == 200 and "alice" in st.text
+
+
+def test_user_key_node_rename_sign_out(web):
+    """In the browser: a user, a pre-auth key for it (shown once); a real tailscaled joins with
+    that key and shows on the nodes page; it is renamed there; then sign out."""
+    user = helpers.unique("web")
+    web.sign_in()
+    web.go("/admin/users")
+    web.driver.find_element(By.ID, "new-user").send_keys(user)
+    web.submit("create-user")
+    web.wait_text(user)
+    assert user in [u["name"] for u in web.world.server.users()]
+    web.shot("users")
+
+    web.go("/admin/preauthkeys")
+    Select(web.driver.find_element(By.ID, "pak-user")).select_by_visible_text(user)
+    web.driver.find_element(By.ID, "pak-reusable").click()
+    web.submit("create-key")
+    key = web.driver.find_element(By.ID, "created-key").text
+    assert helpers.AUTH_KEY_RE.fullmatch(key), key
+    web.shot("preauthkeys")
+    web.go("/admin/preauthkeys")
+    assert key not in web.driver.page_source, "the full key is shown again"
+
+    node = web.world.node()
+    node.up(key)
+    node.wait_running()
+    web.wait_text(node.name, path="/admin/nodes")
+    row = web.driver.find_element(By.XPATH, f"//tr[.//div[text()='{node.name}']]")
+    assert user in row.text
+    tailnet.poll(lambda: (web.go("/admin/nodes?status=online") or node.name in web.text()),
+                 WAIT, "the node listed as online")
+    web.shot("nodes")
+    row = web.driver.find_element(By.XPATH, f"//tr[.//div[text()='{node.name}']]")
+    row.find_element(By.CLASS_NAME, "node-name").click()
+    web.wait_text(node.name)
+    web.shot("node")
+    new = "renamed-" + uuid.uuid4().hex[:6]
+    box = web.driver.find_element(By.ID, "new_name")
+    box.clear()
+    box.send_keys(new)
+    web.submit("rename")
+    tailnet.poll(lambda: web.driver.find_element(By.ID, "node-title").text == new, WAIT,
+                 "the new name on the node page")
+    assert web.world.server.node_by_name(new) is not None
+
+    web.go("/admin/")
+    web.shot("overview")
+    assert int(web.driver.find_element(By.ID, "count-online").text) >= 1
+    web.go("/admin/apikeys")
+    web.shot("apikeys")
+    old = web.session_cookie()
+    web.submit("signout")
+    web.wait_text("Sign in")
+    web.shot("signin")
+    assert web.session_cookie() in (None, "")
+    # the old cookie is dead on the server, not just in the browser
+    r = requests.get(web.url + "/admin/nodes", cookies={SESSION_COOKIE: old}, verify=False,
+                     allow_redirects=False, timeout=10)
+    assert r.status_code == 303 and r.headers["Location"].endswith("/admin/signin")
+    for name in ("users", "preauthkeys", "nodes", "node", "overview", "apikeys", "signin"):
+        assert png_size(os.path.join(web.shots, f"{name}.png")) == (1280, 800)
+
+
+def no_script_ran(web):
+    try:
+        web.driver.switch_to.alert
+        raise AssertionError("an alert opened")
+    except NoAlertPresentException:
+        pass
+    assert web.driver.execute_script("return window.__xss === undefined")
+    # only our own script element, and no element with an event handler
+    assert len(web.driver.find_elements(By.TAG_NAME, "script")) == 1
+    assert not web.driver.find_elements(By.CSS_SELECTOR, "[onerror],[onload],[onclick]")
+
+
+XSS = '<script>window.__xss=1;alert(1)</script><img src=x onerror="window.__xss=2">"\'&'
+
+
+def test_xss_in_names_is_inert(web):
+    """A node whose host name is an XSS payload is listed and shown with the payload as text;
+    a user name that is one comes back in the refusal as text."""
+    srv = web.world.server
+    user = srv.create_user()
+    auth_id = "hskey-authreq-" + uuid.uuid4().hex[:24]
+    srv.api_ok("POST", "/api/v1/debug/node", {"user": user["name"], "key": auth_id,
+                                              "name": XSS})
+    node = srv.api_ok("POST", "/api/v1/auth/register", {"user": user["name"],
+                                                        "authId": auth_id})["node"]
+    web.sign_in()
+    web.go("/admin/nodes?q=" + requests.utils.quote(user["name"]))
+    assert XSS in web.text(), web.text()
+    no_script_ran(web)
+    web.go(f"/admin/nodes/{node['id']}")
+    assert web.driver.find_element(By.ID, "hostname").text == XSS
+    no_script_ran(web)
+    web.shot("node-xss")
+
+    web.go("/admin/users")
+    web.driver.find_element(By.ID, "new-user").send_keys(XSS)
+    web.submit("create-user")
+    err = web.driver.find_element(By.ID, "error").text
+    assert XSS in err, err
+    no_script_ran(web)
+
+
+def test_csrf_token_required(web):
+    """Posts with the session cookie but no CSRF token, or a wrong one, get 403 and change
+    nothing; the same post with the page's token works (so the refusals are about the token)."""
+    srv = web.world.server
+    web.sign_in()
+    web.go("/admin/users")
+    cookie, token = web.session_cookie(), web.csrf()
+    assert cookie and token
+    names = [helpers.unique("csrf") for _ in range(3)]
+    r1 = post(web, "/admin/users/create", {"name": names[0]}, cookie)
+    r2 = post(web, "/admin/users/create", {"name": names[1], "csrf": token[:-2] + "xx"}, cookie)
+    assert (r1.status_code, r2.status_code) == (403, 403), (r1.text, r2.text)
+    assert "nothing was changed" in r1.text
+    have = [u["name"] for u in srv.users()]
+    assert names[0] not in have and names[1] not in have
+    r3 = post(web, "/admin/users/create", {"name": names[2], "csrf": token}, cookie)
+    assert r3.status_code == 303, r3.text
+    assert names[2] in [u["name"] for u in srv.users()]
+    # the sign-in form has its own token: a post without it does not sign in
+    r = requests.post(web.url + "/admin/signin", data={"api_key": srv.api_key}, verify=False,
+                      allow_redirects=False, timeout=10)
+    assert r.status_code == 403 and SESSION_COOKIE not in r.cookies
+
+
+def test_forged_or_stale_cookie_gets_sign_in(web):
+    web.go("/admin/signin")
+    web.driver.delete_all_cookies()
+    forged = "A" * 43
+    web.driver.add_cookie({"name": SESSION_COOKIE, "value": forged, "path": "/",
+                           "secure": True})
+    web.go("/admin/nodes")
+    assert web.driver.current_url.endswith("/admin/signin")
+    assert web.driver.find_elements(By.ID, "api_key")
+    for bad in (forged, "x" * 300, "", "../../etc"):
+        r = requests.get(web.url + "/admin/users", cookies={SESSION_COOKIE: bad}, verify=False,
+                         allow_redirects=False, timeout=10)
+        assert r.status_code == 303 and r.headers["Location"].endswith("/admin/signin"), bad
+        r = post(web, "/admin/users/create", {"name": "forged", "csrf": "x"}, bad)
+        assert r.status_code == 303
+    assert "forged" not in [u["name"] for u in web.world.server.users()]
+
+
+def test_expired_api_key_cannot_sign_in(web):
+    srv = web.world.server
+    out = srv.cli_ok("apikeys", "create", "-e", "1h").stdout
+    key = helpers.API_KEY_RE.search(out).group(0)
+    web.driver.delete_all_cookies()
+    web.sign_in(key)
+    web.wait_text("Overview")  # the key works while it is valid
+    cookie = web.session_cookie()
+    web.driver.delete_all_cookies()
+    prefix = key.split("-")[2]
+    srv.cli_ok("apikeys", "expire", "--prefix", prefix)
+    # a session opened with it ends at its next call to the server
+    r = requests.get(web.url + "/admin/users", cookies={SESSION_COOKIE: cookie}, verify=False,
+                     allow_redirects=False, timeout=10)
+    assert r.status_code == 401 and 'id="api_key"' in r.text, r.text
+    web.sign_in(key)
+    assert "not valid" in web.driver.find_element(By.ID, "error").text
+    assert web.session_cookie() is None
+    assert web.driver.find_elements(By.ID, "api_key")

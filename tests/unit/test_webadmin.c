@@ -1,0 +1,356 @@
+/* webadmin: the template engine's escaping and refusals, forms and cookies, sessions, and the
+ * front door (sign-in, CSRF, sessions) answered without a server. */
+#include <criterion/criterion.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "webadmin/tmpl.h"
+#include "webadmin/wa_internal.h"
+
+/* Renders src with data (JSON text) → a new string; fails the test on a compile error. */
+static char *render(const char *src, const char *data)
+{
+    struct tmpl *t = NULL;
+    struct hs_buf out;
+    char err[256];
+    json_t *d = json_loads(data, 0, NULL);
+    int rc = tmpl_compile(src, strlen(src), &t, err, sizeof(err));
+
+    cr_assert_eq(rc, 0, "%s: %s", src, err);
+    cr_assert_not_null(d, "%s", data);
+    hs_buf_init(&out, 1u << 20);
+    cr_assert_eq(tmpl_render(t, d, &out), 0);
+    json_decref(d);
+    tmpl_free(t);
+    return hs_buf_steal(&out);
+}
+
+static void expect(const char *src, const char *data, const char *want)
+{
+    char *got = render(src, data);
+    cr_expect_str_eq(got, want, "%s", src);
+    free(got);
+}
+
+/* The compile error of src, which must be refused with rc. */
+static void refused(const char *src, int rc, const char *needle)
+{
+    struct tmpl *t = NULL;
+    char err[256];
+
+    cr_expect_eq(tmpl_compile(src, strlen(src), &t, err, sizeof(err)), rc, "%s", src);
+    cr_expect_null(t);
+    tmpl_free(t);
+    cr_expect(strstr(err, needle) != NULL, "%s: %s", src, err);
+}
+
+Test(tmpl, text_and_attributes_are_escaped)
+{
+    expect("<p>{{x}}</p>", "{\"x\":\"<script>&\\\"'\"}", "<p>&lt;script&gt;&amp;&quot;&#39;</p>");
+    expect("<a title=\"{{x}}\" class='{{x}}'>", "{\"x\":\"\\\" onclick='1'\"}",
+           "<a title=\"&quot; onclick=&#39;1&#39;\" class='&quot; onclick=&#39;1&#39;'>");
+    expect("{{n}} {{f}} {{t}} {{z}} {{missing}}.", "{\"n\":42,\"f\":false,\"t\":true,\"z\":null}",
+           "42  true  .");
+}
+
+Test(tmpl, urls_are_checked_at_the_start_and_encoded_inside)
+{
+    const char *src = "<a href=\"{{u}}\">";
+    expect(src, "{\"u\":\"javascript:alert(1)\"}", "<a href=\"#\">");
+    expect(src, "{\"u\":\" JaVaScRiPt:alert(1)\"}", "<a href=\"#\">");
+    expect(src, "{\"u\":\"data:text/html,x\"}", "<a href=\"#\">");
+    expect(src, "{\"u\":\"//evil.example/\"}", "<a href=\"#\">");
+    expect(src, "{\"u\":\"/\\\\evil.example/\"}", "<a href=\"#\">");
+    expect(src, "{\"u\":\"/admin/nodes?q=a&b\"}", "<a href=\"/admin/nodes?q=a&amp;b\">");
+    expect(src, "{\"u\":\"https://example.com/\"}", "<a href=\"https://example.com/\">");
+    expect("<a href=\"/n/{{id}}?q={{q}}\">", "{\"id\":\"1/../x\",\"q\":\"a b&c=\\\"\"}",
+           "<a href=\"/n/1%2F..%2Fx?q=a%20b%26c%3D%22\">");
+}
+
+Test(tmpl, values_where_no_escaping_is_safe_are_refused)
+{
+    refused("<a {{x}}>", -EINVAL, "line 1");
+    refused("<{{x}}>", -EINVAL, "'<' right before");
+    refused("<{{#x}}script{{/x}}>{{y}}", -EINVAL, "'<' right before");
+    refused("<a href={{x}}>", -EINVAL, "no escaping");
+    refused("<a onclick=\"{{x}}\">", -EINVAL, "no escaping");
+    refused("<a style=\"{{x}}\">", -EINVAL, "no escaping");
+    refused("<script>var a = \"{{x}}\";</script>", -EINVAL, "no escaping");
+    refused("<style>{{x}}</style>", -EINVAL, "no escaping");
+    refused("\n\n<!-- {{x}} -->", -EINVAL, "line 3");
+    /* after the script ends, text is text again */
+    expect("<script src=\"/a.js\"></script><p>{{x}}</p>", "{\"x\":\"<\"}",
+           "<script src=\"/a.js\"></script><p>&lt;</p>");
+}
+
+Test(tmpl, sections)
+{
+    const char *src = "{{#xs}}[{{name}}|{{top}}]{{/xs}}{{^xs}}none{{/xs}}";
+    expect(src, "{\"xs\":[{\"name\":\"a\"},{\"name\":\"b\"}],\"top\":1}", "[a|1][b|1]");
+    expect(src, "{\"xs\":[]}", "none");
+    expect(src, "{\"xs\":false}", "none");
+    expect(src, "{\"xs\":{\"name\":\"o\"},\"top\":2}", "[o|2]");
+    expect("{{#a.b}}{{a.b.c}}{{.}}{{/a.b}}", "{\"a\":{\"b\":{\"c\":\"x\"}}}", "x");
+    expect("{{#xs}}{{.}},{{/xs}}{{xs.1}}", "{\"xs\":[\"p\",\"q\"]}", "p,q,q");
+    expect("<option{{#s}} selected{{/s}}>", "{\"s\":true}", "<option selected>");
+    expect("<option{{#s}} selected{{/s}}>", "{\"s\":false}", "<option>");
+}
+
+Test(tmpl, malformed_sections_are_refused)
+{
+    refused("{{#a}}", -EINVAL, "not closed");
+    refused("{{#a}}text after", -EINVAL, "not closed");
+    refused("<a{{#x}} b{{/x}}", -EINVAL, "ends inside a tag");
+    refused("{{/a}}", -EINVAL, "closes no section");
+    refused("{{#a}}{{/b}}", -EINVAL, "closes");
+    refused("{{#a}}<b {{/a}}>", -EINVAL, "another HTML context");
+    refused("<a {{#x}}href{{/x}}=\"{{v}}\">", -EINVAL, "followed by the tag's '>'");
+    refused("{{a", -EINVAL, "without }}");
+    refused("{{}}", -EINVAL, "empty");
+    refused("{{a b}}", -EINVAL, "not a name");
+    refused("{{a..b}}", -EINVAL, "not a name");
+}
+
+Test(tmpl, limits)
+{
+    struct hs_buf deep, big;
+    struct tmpl *t;
+    char err[128];
+
+    hs_buf_init(&deep, 1u << 20);
+    for (int i = 0; i <= TMPL_MAX_DEPTH; i++)
+        hs_buf_puts(&deep, "{{#a}}");
+    cr_expect_eq(tmpl_compile(deep.data, deep.len, &t, err, sizeof(err)), -E2BIG);
+    hs_buf_free(&deep);
+    hs_buf_init(&big, TMPL_MAX_SOURCE + 2);
+    hs_buf_reserve(&big, TMPL_MAX_SOURCE + 1);
+    memset(big.data, 'x', TMPL_MAX_SOURCE + 1);
+    cr_expect_eq(tmpl_compile(big.data, TMPL_MAX_SOURCE + 1, &t, err, sizeof(err)), -E2BIG);
+    hs_buf_free(&big);
+}
+
+Test(tmpl, output_limit_leaves_the_buffer_as_it_was)
+{
+    struct tmpl *t;
+    struct hs_buf out;
+    char err[128];
+    json_t *d = json_pack("{s:[s,s,s]}", "xs", "aaaa", "bbbb", "cccc");
+
+    cr_assert_eq(tmpl_compile("{{#xs}}{{.}}{{/xs}}", 19, &t, err, sizeof(err)), 0);
+    hs_buf_init(&out, 10);
+    hs_buf_puts(&out, "ab");
+    cr_expect_eq(tmpl_render(t, d, &out), -E2BIG);
+    cr_expect_str_eq(out.data, "ab");
+    hs_buf_free(&out);
+    json_decref(d);
+    tmpl_free(t);
+}
+
+Test(tmpl, broken_utf8_and_nul_are_replaced)
+{
+    struct hs_buf out;
+
+    hs_buf_init(&out, 100);
+    cr_assert_eq(tmpl_escape_html(&out, "a\xff\xc3\xa9<\0b", 7), 0);
+    cr_expect_eq(out.len, 10);
+    cr_expect(memcmp(out.data, "a?\xc3\xa9&lt;?b", 10) == 0);
+    hs_buf_free(&out);
+}
+
+Test(tmpl, every_template_of_the_web_admin_compiles)
+{
+    const char *names[] = { "_head", "_foot", "signin", "error", "overview", "users", "nodes",
+                            "node", "preauthkeys", "apikeys" };
+
+    for (size_t i = 0; i < HS_ARRAY_LEN(names); i++) {
+        char *path = hs_aprintf("%s/templates/%s.html", HS_SOURCE_DIR, names[i]), *src, err[256];
+        struct tmpl *t = NULL;
+        size_t len;
+
+        cr_assert_eq(hs_read_file(path, TMPL_MAX_SOURCE, &src, &len), 0, "%s", path);
+        cr_expect_eq(tmpl_compile(src, len, &t, err, sizeof(err)), 0, "%s: %s", path, err);
+        tmpl_free(t);
+        free(src);
+        free(path);
+    }
+}
+
+/* ---- forms and cookies ---- */
+
+Test(form, fields_are_decoded_and_checked)
+{
+    struct wa_form f;
+
+    cr_assert_eq(wa__form_parse(&f, "a=1&b=x+y%21&&c&a=2", 19), 0);
+    cr_expect_str_eq(wa__form_get(&f, "a"), "1");
+    cr_expect_str_eq(wa__form_get(&f, "b"), "x y!");
+    cr_expect_str_eq(wa__form_get(&f, "c"), "");
+    cr_expect_null(wa__form_get(&f, "d"));
+    wa__form_free(&f);
+    cr_expect_eq(wa__form_parse(&f, "a=%2", 4), -EINVAL);
+    cr_expect_eq(wa__form_parse(&f, "a=%zz", 5), -EINVAL);
+    cr_expect_eq(wa__form_parse(&f, "a=%00", 5), -EINVAL);
+    cr_expect_eq(wa__form_parse(&f, "a=%ff", 5), -EINVAL);
+    cr_expect_eq(f.n, 0);
+}
+
+Test(form, limits)
+{
+    struct hs_buf b;
+    struct wa_form f;
+
+    hs_buf_init(&b, 1u << 20);
+    for (int i = 0; i <= WA_MAX_FIELDS; i++)
+        hs_buf_puts(&b, "a=1&");
+    cr_expect_eq(wa__form_parse(&f, b.data, b.len), -E2BIG);
+    hs_buf_reset(&b);
+    hs_buf_puts(&b, "a=");
+    for (int i = 0; i < WA_MAX_FIELD_LEN; i++)
+        hs_buf_puts(&b, "x");
+    cr_expect_eq(wa__form_parse(&f, b.data, b.len), -E2BIG);
+    hs_buf_free(&b);
+}
+
+Test(form, cookies)
+{
+    char v[8];
+
+    cr_expect(wa__cookie_get("a=1; sess=abc; b=2", "sess", v, sizeof(v)));
+    cr_expect_str_eq(v, "abc");
+    cr_expect_not(wa__cookie_get("xsess=abc", "sess", v, sizeof(v)));
+    cr_expect_not(wa__cookie_get("sess=12345678", "sess", v, sizeof(v)));
+    cr_expect_not(wa__cookie_get(NULL, "sess", v, sizeof(v)));
+}
+
+/* ---- sessions ---- */
+
+Test(session, open_with_the_id_only)
+{
+    struct wa_sessions *ss = wa__sessions_new(3600 * HS_USEC_PER_SEC, 600 * HS_USEC_PER_SEC);
+    char id[WA_SESSION_ID_LEN + 1], id2[WA_SESSION_ID_LEN + 1], other[WA_SESSION_ID_LEN + 1];
+    struct wa_session_view v, v2;
+
+    cr_assert_eq(wa__session_create(ss, "hskey-api-secret", id), 0);
+    cr_assert_eq(wa__session_create(ss, "hskey-api-other", id2), 0);
+    cr_assert_eq(wa__session_open(ss, id, &v), 0);
+    cr_expect_str_eq(v.api_key, "hskey-api-secret");
+    cr_assert_eq(wa__session_open(ss, id2, &v2), 0);
+    cr_expect_str_eq(v2.api_key, "hskey-api-other");
+    cr_expect_str_neq(v.csrf, v2.csrf);
+    wa__random_token(other);
+    cr_expect_eq(wa__session_open(ss, other, &v), -ENOENT);
+    cr_expect_eq(wa__session_open(ss, "short", &v), -ENOENT);
+    cr_expect_eq(wa__session_open(ss, NULL, &v), -ENOENT);
+    wa__session_end(ss, id);
+    cr_expect_eq(wa__session_open(ss, id, &v), -ENOENT);
+    cr_expect_eq(wa__session_open(ss, id2, &v), 0);
+    wa__sessions_free(ss);
+}
+
+Test(session, expiry)
+{
+    struct wa_sessions *ss = wa__sessions_new(3600 * HS_USEC_PER_SEC, 1000);
+    char id[WA_SESSION_ID_LEN + 1];
+    struct wa_session_view v;
+
+    cr_assert_eq(wa__session_create(ss, "k", id), 0);
+    usleep(5000);
+    cr_expect_eq(wa__session_open(ss, id, &v), -ENOENT, "idle too long");
+    wa__sessions_free(ss);
+}
+
+Test(session, tokens_compare)
+{
+    cr_expect(wa__token_equal("abc", "abc"));
+    cr_expect_not(wa__token_equal("abc", "abd"));
+    cr_expect_not(wa__token_equal("abc", "ab"));
+    cr_expect_not(wa__token_equal("", ""));
+    cr_expect_not(wa__token_equal(NULL, "a"));
+}
+
+/* ---- the front door, with no server behind it ---- */
+
+static struct webadmin *front(void)
+{
+    struct webadmin_config cfg = { .server_url = "http://127.0.0.1:1",
+                                   .templates_dir = HS_SOURCE_DIR "/templates",
+                                   .base_path = "/admin",
+                                   .session_max_us = 3600 * HS_USEC_PER_SEC,
+                                   .session_idle_us = 600 * HS_USEC_PER_SEC };
+    char err[256];
+    struct webadmin *wa = webadmin_new(&cfg, err, sizeof(err));
+
+    cr_assert_not_null(wa, "%s", err);
+    return wa;
+}
+
+static int answer(struct webadmin *wa, const char *method, const char *path, const char *cookie,
+                  const char *body, struct wa_response *rs)
+{
+    char *p = hs_strdup(path), *q = strchr(p, '?');
+    struct wa_request rq = { .method = method, .path = p, .cookie = cookie, .body = body,
+                             .body_len = body ? strlen(body) : 0,
+                             .content_type = "application/x-www-form-urlencoded" };
+
+    if (q) {
+        *q = '\0';
+        rq.query = q + 1;
+    }
+    webadmin_handle(wa, &rq, rs);
+    free(p);
+    return rs->status;
+}
+
+Test(front, sign_in_page_and_headers)
+{
+    struct webadmin *wa = front();
+    struct wa_response rs;
+
+    cr_expect_eq(answer(wa, "GET", "/admin/signin", NULL, NULL, &rs), 200);
+    cr_expect(strstr(rs.headers.data, "Content-Security-Policy: default-src 'none'"));
+    cr_expect(strstr(rs.headers.data, "Set-Cookie: __Host-wa_signin="));
+    cr_expect(strstr(rs.headers.data, "HttpOnly; Secure; SameSite=Strict"));
+    cr_expect(strstr(rs.body.data, "name=\"csrf\""));
+    wa_response_free(&rs);
+    webadmin_free(wa);
+}
+
+Test(front, no_session_no_page)
+{
+    struct webadmin *wa = front();
+    struct wa_response rs;
+
+    cr_expect_eq(answer(wa, "GET", "/admin/nodes", NULL, NULL, &rs), 303);
+    cr_expect(strstr(rs.headers.data, "Location: /admin/signin\r\n"));
+    wa_response_free(&rs);
+    cr_expect_eq(answer(wa, "POST", "/admin/users/create",
+                        "__Host-wa_session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+                        "name=x&csrf=y", &rs), 303);
+    cr_expect(strstr(rs.headers.data, "Set-Cookie: __Host-wa_session=;"), "the bad cookie is "
+              "cleared");
+    wa_response_free(&rs);
+    cr_expect_eq(answer(wa, "GET", "/elsewhere", NULL, NULL, &rs), 404);
+    wa_response_free(&rs);
+    cr_expect_eq(answer(wa, "GET", "/admin/signin?a=%zz", NULL, NULL, &rs), 400);
+    wa_response_free(&rs);
+    webadmin_free(wa);
+}
+
+Test(front, sign_in_needs_its_token)
+{
+    struct webadmin *wa = front();
+    struct wa_response rs;
+
+    cr_expect_eq(answer(wa, "POST", "/admin/signin", NULL, "api_key=hskey-api-x", &rs), 403);
+    cr_expect_null(strstr(rs.headers.data, "__Host-wa_session="));
+    wa_response_free(&rs);
+    cr_expect_eq(answer(wa, "POST", "/admin/signin", "__Host-wa_signin=abc",
+                        "api_key=hskey-api-x&csrf=abd", &rs), 403);
+    wa_response_free(&rs);
+    /* with the token the key is checked against the server, which is not there */
+    cr_expect_eq(answer(wa, "POST", "/admin/signin", "__Host-wa_signin=abc",
+                        "api_key=hskey-api-x&csrf=abc", &rs), 502);
+    cr_expect_null(strstr(rs.headers.data, "__Host-wa_session="));
+    wa_response_free(&rs);
+    webadmin_free(wa);
+}

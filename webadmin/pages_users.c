@@ -1,0 +1,120 @@
+/* The overview and the users page. */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "webadmin/wa_internal.h"
+
+#define OVERVIEW_ONLINE_MAX 20 /* online nodes listed by name on the overview */
+
+json_t *wa__api_list(struct wa_ctx *x, const char *path, const char *key)
+{
+    long status;
+    json_t *answer = NULL, *list;
+
+    if (wa__api(x, "GET", path, NULL, &status, &answer) < 0)
+        return NULL;
+    if (status != 200) {
+        wa__error_page(x, 502, wa__api_message(answer));
+        json_decref(answer);
+        return NULL;
+    }
+    list = json_object_get(answer, key);
+    list = json_is_array(list) ? json_incref(list) : json_array();
+    json_decref(answer);
+    return list;
+}
+
+void wa__page_overview(struct wa_ctx *x)
+{
+    json_t *users = wa__api_list(x, "/api/v1/user", "users"), *nodes, *online, *n;
+    size_t i, n_online = 0, n_expired = 0;
+
+    if (!users)
+        return;
+    if (!(nodes = wa__api_list(x, "/api/v1/node", "nodes"))) {
+        json_decref(users);
+        return;
+    }
+    online = json_array();
+    json_array_foreach(nodes, i, n) {
+        if (json_is_true(json_object_get(n, "online"))) {
+            if (n_online++ < OVERVIEW_ONLINE_MAX)
+                json_array_append(online, n);
+        }
+        n_expired += wa__time_past(hs_json_str(n, "expiry"));
+    }
+    wa__render(x, 200, "overview", "Overview",
+               json_pack("{s:I, s:I, s:I, s:I, s:o}", "users", (json_int_t)json_array_size(users),
+                         "nodes", (json_int_t)json_array_size(nodes), "online",
+                         (json_int_t)n_online, "expired", (json_int_t)n_expired,
+                         "online_nodes", online));
+    json_decref(users);
+    json_decref(nodes);
+}
+
+static void add_times(json_t *list, const char *field, const char *human)
+{
+    size_t i;
+    json_t *el;
+    char buf[40];
+
+    json_array_foreach(list, i, el) {
+        wa__human_time(hs_json_str(el, field), buf, sizeof(buf));
+        json_object_set_new(el, human, json_string(buf));
+    }
+}
+
+void wa__page_users(struct wa_ctx *x)
+{
+    json_t *users = wa__api_list(x, "/api/v1/user", "users"), *data;
+
+    if (!users)
+        return;
+    add_times(users, "createdAt", "created");
+    data = json_pack("{s:o}", "users", users);
+    wa__render(x, wa__page_status(x, data), "users", "Users", data);
+}
+
+void wa__post_user_create(struct wa_ctx *x)
+{
+    const char *name = wa__form_get(&x->form, "name");
+    json_t *answer = NULL;
+    long status;
+
+    if (wa__api(x, "POST", "/api/v1/user", json_pack("{s:s}", "name", name ? name : ""),
+                &status, &answer) == 0)
+        wa__after_change(x, status, answer, "/users", wa__page_users);
+    json_decref(answer);
+}
+
+/* method on /api/v1/user/<args[0]><suffix>, then back to the list. */
+static void user_change(struct wa_ctx *x, const char *method, const char *suffix)
+{
+    json_t *answer = NULL;
+    uint64_t id;
+    long status;
+    char *path;
+
+    if (!wa__id_arg(x, &id))
+        return;
+    path = hs_aprintf("/api/v1/user/%" PRIu64 "%s", id, suffix);
+    if (wa__api(x, method, path, NULL, &status, &answer) == 0)
+        wa__after_change(x, status, answer, "/users", wa__page_users);
+    json_decref(answer);
+    free(path);
+}
+
+void wa__post_user_rename(struct wa_ctx *x)
+{
+    const char *name = wa__form_get(&x->form, "new_name");
+    char *suffix = wa__path_join("/rename", name ? name : "");
+
+    user_change(x, "POST", suffix);
+    free(suffix);
+}
+
+void wa__post_user_delete(struct wa_ctx *x)
+{
+    user_change(x, "DELETE", "");
+}

@@ -1,0 +1,153 @@
+/* webadmin's insides, shared by its files: form and cookie parsing, sessions, the REST client
+ * and the page handlers. */
+#ifndef HS_WEBADMIN_INTERNAL_H
+#define HS_WEBADMIN_INTERNAL_H
+
+#include <sodium.h>
+
+#include "webadmin/tmpl.h"
+#include "webadmin/webadmin.h"
+
+/* ---- urlencoded forms and queries (form.c) ---- */
+#define WA_MAX_FIELDS 64
+#define WA_MAX_FIELD_LEN 4096
+
+struct wa_form {
+    size_t n;
+    char *name[WA_MAX_FIELDS];
+    char *value[WA_MAX_FIELDS];
+};
+/* Parses "a=1&b=x%20y" (len bytes). -EINVAL on a bad escape or a NUL, -E2BIG past the field
+ * limits; on failure f is empty. Values are checked to be UTF-8. */
+int wa__form_parse(struct wa_form *f, const char *s, size_t len);
+void wa__form_free(struct wa_form *f);
+/* The first value of name, or NULL. */
+const char *wa__form_get(const struct wa_form *f, const char *name);
+/* The words of field name (split on spaces and commas) as a JSON array of strings. */
+json_t *wa__form_words(const struct wa_form *f, const char *name);
+/* The value of cookie `name` in a Cookie header, copied into out; false when absent or
+ * longer than outsize - 1. */
+bool wa__cookie_get(const char *header, const char *name, char *out, size_t outsize);
+
+/* ---- sessions (session.c) ---- */
+/* A session id is 32 random bytes in base64url (43 chars); the table keeps only a keyed hash
+ * of it, and the administrator's API key sealed with a key derived from the id, so neither
+ * the table nor a memory dump of it alone signs anyone in. */
+#define WA_SESSION_ID_LEN 43
+#define WA_CSRF_LEN 43
+#define WA_MAX_SESSIONS 1024
+#define WA_MAX_API_KEY 256
+
+struct wa_sessions;
+struct wa_session_view {
+    char csrf[WA_CSRF_LEN + 1];
+    char api_key[WA_MAX_API_KEY + 1]; /* wipe after use (sodium_memzero) */
+};
+
+struct wa_sessions *wa__sessions_new(int64_t max_us, int64_t idle_us);
+void wa__sessions_free(struct wa_sessions *ss);
+/* A new session for api_key: its id in id_out. -E2BIG when the key is too long; a full table
+ * drops the oldest session. */
+int wa__session_create(struct wa_sessions *ss, const char *api_key,
+                       char id_out[WA_SESSION_ID_LEN + 1]);
+/* The live session with this id (touching it), opened into v; -ENOENT for an unknown,
+ * expired or malformed id. */
+int wa__session_open(struct wa_sessions *ss, const char *id, struct wa_session_view *v);
+void wa__session_end(struct wa_sessions *ss, const char *id);
+/* Random base64url text of WA_CSRF_LEN chars. */
+void wa__random_token(char out[WA_CSRF_LEN + 1]);
+/* Constant-time compare of two tokens (NULL never matches). */
+bool wa__token_equal(const char *a, const char *b);
+
+/* ---- the REST client (client.c) ---- */
+#define WA_MAX_API_RESPONSE (64u << 20)
+
+struct wa_client;
+struct wa_client *wa__client_new(const char *base_url, const char *ca_file);
+void wa__client_free(struct wa_client *c);
+/* One request with `Authorization: Bearer key`; body is JSON (borrowed) or NULL. *status is
+ * the HTTP status and *out the parsed JSON answer (the caller's; NULL when not JSON).
+ * -EIO when the server could not be reached or answered too much. */
+int wa__client_call(struct wa_client *c, const char *key, const char *method, const char *path,
+                    const json_t *body, long *status, json_t **out);
+
+/* ---- pages ---- */
+struct webadmin {
+    struct webadmin_config cfg;
+    struct wa_sessions *sessions;
+    struct wa_client *client;
+    struct tmpl *head, *foot;
+    struct tmpl *pages[16];
+    const char *page_names[16];
+    size_t npages;
+};
+
+/* One request being answered by a page handler. */
+struct wa_ctx {
+    struct webadmin *wa;
+    const struct wa_request *rq;
+    struct wa_response *rs;
+    struct wa_form form;      /* the POST body */
+    struct wa_form query;
+    struct wa_session_view s; /* signed in when signed_in */
+    bool signed_in;
+    const char *args[2];      /* path segments matched by {} */
+    const char *error;        /* a failed change: shown on the page rendered after it */
+    int error_status;
+};
+
+/* Calls the API as the signed-in administrator, with body (JSON, stolen; NULL for none). A 401 ends the session (the key expired or
+ * was deleted) and answers with the sign-in page: then returns -EACCES and the handler stops.
+ * -EIO: the server is unreachable (a 502 page is written). Otherwise 0 with *status and
+ * *out as wa__client_call gives them. */
+int wa__api(struct wa_ctx *x, const char *method, const char *path, json_t *body, long *status,
+            json_t **out);
+/* GET path → its array member `key` (the caller's; empty when absent), or NULL after the
+ * page for a failed call was written. */
+json_t *wa__api_list(struct wa_ctx *x, const char *path, const char *key);
+/* The API's error message of a failed call, or a generic one. */
+const char *wa__api_message(const json_t *answer);
+
+/* Renders page `name` inside the layout with data (stolen); adds csrf, base, signed_in. */
+void wa__render(struct wa_ctx *x, int status, const char *name, const char *title, json_t *data);
+/* 303 to base_path + rel (rel starts with '/'). */
+void wa__redirect(struct wa_ctx *x, const char *rel);
+/* A short error page with status. */
+void wa__error_page(struct wa_ctx *x, int status, const char *message);
+
+/* The handlers of changes end in one of these: on a 200 answer, 303 back to `back`; else
+ * the page `show` rendered again with the API's message and a 400 (409 or 404 kept). */
+void wa__after_change(struct wa_ctx *x, long status, const json_t *answer, const char *back,
+                      void (*show)(struct wa_ctx *x));
+/* args[0] as a numeric id, or false after a 404 page. */
+bool wa__id_arg(struct wa_ctx *x, uint64_t *id);
+/* s percent-encoded as one path segment, appended to path (a malloc'd string, replaced). */
+char *wa__path_join(const char *path, const char *segment);
+/* Adds "error" to data when x carries one, and gives the status to render with. */
+int wa__page_status(struct wa_ctx *x, json_t *data);
+/* RFC 3339 text of the API as headscale's "2006-01-02 15:04:05", or "" for none/zero. */
+void wa__human_time(const char *rfc3339, char *out, size_t size);
+/* True when t (RFC 3339) is set and before now. */
+bool wa__time_past(const char *rfc3339);
+
+void wa__page_overview(struct wa_ctx *x);
+void wa__page_users(struct wa_ctx *x);
+void wa__post_user_create(struct wa_ctx *x);
+void wa__post_user_rename(struct wa_ctx *x);
+void wa__post_user_delete(struct wa_ctx *x);
+void wa__page_nodes(struct wa_ctx *x);
+void wa__page_node(struct wa_ctx *x);
+void wa__post_node_rename(struct wa_ctx *x);
+void wa__post_node_expire(struct wa_ctx *x);
+void wa__post_node_move(struct wa_ctx *x);
+void wa__post_node_tags(struct wa_ctx *x);
+void wa__post_node_delete(struct wa_ctx *x);
+void wa__page_preauthkeys(struct wa_ctx *x);
+void wa__post_preauthkey_create(struct wa_ctx *x);
+void wa__post_preauthkey_expire(struct wa_ctx *x);
+void wa__page_apikeys(struct wa_ctx *x);
+void wa__post_apikey_create(struct wa_ctx *x);
+void wa__post_apikey_expire(struct wa_ctx *x);
+void wa__post_apikey_delete(struct wa_ctx *x);
+
+#endif
