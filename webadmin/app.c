@@ -15,7 +15,7 @@
             "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 static const char *const page_files[] = { "signin", "error", "overview", "users", "nodes",
-                                          "node", "preauthkeys", "apikeys" };
+                                          "node", "preauthkeys", "apikeys", "routes", "policy" };
 
 struct route {
     const char *method;
@@ -36,6 +36,12 @@ static const struct route routes[] = {
     { "POST", "/nodes/{}/move", wa__post_node_move },
     { "POST", "/nodes/{}/tags", wa__post_node_tags },
     { "POST", "/nodes/{}/delete", wa__post_node_delete },
+    { "GET", "/routes", wa__page_routes },
+    { "POST", "/routes/{}/approve", wa__post_route_approve },
+    { "POST", "/routes/{}/disable", wa__post_route_disable },
+    { "GET", "/policy", wa__page_policy },
+    { "POST", "/policy/check", wa__post_policy_check },
+    { "POST", "/policy/save", wa__post_policy_save },
     { "GET", "/preauthkeys", wa__page_preauthkeys },
     { "POST", "/preauthkeys/create", wa__post_preauthkey_create },
     { "POST", "/preauthkeys/expire", wa__post_preauthkey_expire },

@@ -206,33 +206,39 @@ void wa__page_nodes(struct wa_ctx *x)
     wa__render(x, wa__page_status(x, data), "nodes", "Nodes", data);
 }
 
+json_t *wa__api_node(struct wa_ctx *x, uint64_t id, json_t **answer)
+{
+    char *path = hs_aprintf("/api/v1/node/%" PRIu64, id);
+    json_t *node = NULL;
+    long status;
+
+    *answer = NULL;
+    if (wa__api(x, "GET", path, NULL, &status, answer) == 0) {
+        node = json_object_get(*answer, "node");
+        if (status != 200 || !json_is_object(node)) {
+            wa__error_page(x, status == 404 ? 404 : 502, wa__api_message(*answer));
+            node = NULL;
+        }
+    }
+    free(path);
+    return node;
+}
+
 void wa__page_node(struct wa_ctx *x)
 {
-    json_t *answer = NULL, *node, *users, *data;
+    json_t *answer, *node, *users, *data;
     uint64_t id;
-    long status;
-    char *path;
 
     if (!wa__id_arg(x, &id))
         return;
-    path = hs_aprintf("/api/v1/node/%" PRIu64, id);
-    if (wa__api(x, "GET", path, NULL, &status, &answer) < 0)
-        goto out;
-    node = json_object_get(answer, "node");
-    if (status != 200 || !json_is_object(node)) {
-        wa__error_page(x, status == 404 ? 404 : 502, wa__api_message(answer));
-        goto out;
+    if ((node = wa__api_node(x, id, &answer)) &&
+        (users = wa__api_list(x, "/api/v1/user", "users"))) {
+        decorate(node);
+        data = json_pack("{s:O, s:o}", "node", node, "users",
+                         user_names(users, hs_json_str(json_object_get(node, "user"), "name")));
+        wa__render(x, wa__page_status(x, data), "node", hs_json_str(node, "givenName"), data);
     }
-    if (!(users = wa__api_list(x, "/api/v1/user", "users")))
-        goto out;
-    decorate(node);
-    data = json_pack("{s:O, s:o}", "node", node,
-                     "users", user_names(users, hs_json_str(json_object_get(node, "user"),
-                                                            "name")));
-    wa__render(x, wa__page_status(x, data), "node", hs_json_str(node, "givenName"), data);
-out:
     json_decref(answer);
-    free(path);
 }
 
 /* One change of node args[0]: method on /api/v1/node/<id><suffix> with body (stolen), then

@@ -105,6 +105,9 @@ int wa__api(struct wa_ctx *x, const char *method, const char *path, json_t *body
 /* GET path → its array member `key` (the caller's; empty when absent), or NULL after the
  * page for a failed call was written. */
 json_t *wa__api_list(struct wa_ctx *x, const char *path, const char *key);
+/* Node id's object, inside *answer (the caller's to free, NULL or not), or NULL after the
+ * page for a failed call was written. */
+json_t *wa__api_node(struct wa_ctx *x, uint64_t id, json_t **answer);
 /* The API's error message of a failed call, or a generic one. */
 const char *wa__api_message(const json_t *answer);
 
@@ -142,6 +145,12 @@ void wa__post_node_expire(struct wa_ctx *x);
 void wa__post_node_move(struct wa_ctx *x);
 void wa__post_node_tags(struct wa_ctx *x);
 void wa__post_node_delete(struct wa_ctx *x);
+void wa__page_routes(struct wa_ctx *x);
+void wa__post_route_approve(struct wa_ctx *x);
+void wa__post_route_disable(struct wa_ctx *x);
+void wa__page_policy(struct wa_ctx *x);
+void wa__post_policy_check(struct wa_ctx *x);
+void wa__post_policy_save(struct wa_ctx *x);
 void wa__page_preauthkeys(struct wa_ctx *x);
 void wa__post_preauthkey_create(struct wa_ctx *x);
 void wa__post_preauthkey_expire(struct wa_ctx *x);

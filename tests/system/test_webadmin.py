@@ -29,7 +29,8 @@ from selenium import webdriver  # noqa: E402
 from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import Select  # noqa: E402
+from selenium.webdriver.support import expected_conditions  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
@@ -331,6 +332,93 @@ def test_user_key_node_rename_sign_out(web):
     assert r.status_code == 303 and r.headers["Location"].endswith("/admin/signin")
     for name in ("users", "preauthkeys", "nodes", "node", "overview", "apikeys", "signin"):
         assert png_size(os.path.join(web.shots, f"{name}.png")) == (1280, 800)
+
+
+def test_routes_approve_and_disable(web):
+    """A real node announcing a subnet route and an exit node: both listed as announced;
+    approving the subnet route in the browser makes it approved and primary on the server;
+    disabling takes it back."""
+    srv = web.world.server
+    user = srv.create_user()
+    key = srv.preauth_key(user["id"])
+    node = web.world.node()
+    node.up(key, extra=("--advertise-routes=198.18.77.0/24", "--advertise-exit-node"))
+    node.wait_running()
+    web.sign_in()
+
+    def row(prefix):
+        return web.driver.find_element(
+            By.CSS_SELECTOR, f'tr[data-prefix="{prefix}"][data-node="{node.name}"]')
+
+    def click(prefix, then, what):
+        """Presses the row's button and waits for the next page's row to say `then`."""
+        button = row(prefix).find_element(By.TAG_NAME, "button")
+        button.click()
+        WebDriverWait(web.driver, WAIT).until(expected_conditions.staleness_of(button))
+        tailnet.poll(lambda: then in row(prefix).text, WAIT, what)
+
+    tailnet.poll(lambda: web.go("/admin/routes") or
+                 web.driver.find_elements(By.CSS_SELECTOR, f'tr[data-node="{node.name}"]'),
+                 WAIT, "the announced route listed")
+    assert "announced" in row("198.18.77.0/24").text
+    assert "exit node" in row("0.0.0.0/0").text
+    click("198.18.77.0/24", "primary", "the route approved and primary")
+    web.shot("routes")
+    sn = srv.node_by_name(node.name)
+    assert tailnet.field(sn, "approved_routes", "approvedRoutes") == ["198.18.77.0/24"]
+    click("0.0.0.0/0", "approved", "the exit route approved")
+    assert "approved" in row("::/0").text, "the other family's exit route with it"
+    click("198.18.77.0/24", "announced", "the route disabled")
+    sn = srv.node_by_name(node.name)
+    assert sorted(tailnet.field(sn, "approved_routes", "approvedRoutes")) == ["0.0.0.0/0",
+                                                                              "::/0"]
+
+
+BAD_POLICY = """{
+  // who may reach whom
+  "acls": [
+    {"action": "accept", "src": ["*"], "dst": ["*:*"]} "oops"
+  ]
+}
+"""
+
+
+def test_policy_check_error_fix_save(web):
+    """A draft with an error on line 4 is refused with that line shown and highlighted and the
+    draft kept; fixed, it checks; saved, the server has it; a comment that is an XSS payload
+    renders as text."""
+    srv = web.world.server
+    web.sign_in()
+    web.go("/admin/policy")
+
+    def submit(text, button):
+        box = web.driver.find_element(By.ID, "policy")
+        web.driver.execute_script("arguments[0].value = arguments[1]", box, text)
+        web.submit(button)
+        WebDriverWait(web.driver, WAIT).until(expected_conditions.staleness_of(box))
+
+    submit(BAD_POLICY, "check")
+    err = web.driver.find_element(By.ID, "error").text
+    assert "line 4" in err, err
+    bad = web.driver.find_elements(By.CSS_SELECTOR, "#excerpt li.bad")
+    assert len(bad) == 1 and bad[0].get_attribute("value") == "4" and '"oops"' in bad[0].text
+    assert web.driver.find_element(By.ID, "policy").get_attribute("value") == BAD_POLICY
+    web.shot("policy-error")
+    before = srv.api("GET", "/api/v1/policy")
+    submit(BAD_POLICY, "save")
+    assert "line 4" in web.driver.find_element(By.ID, "error").text
+    assert srv.api("GET", "/api/v1/policy") == before, "a refused draft changed the policy"
+
+    good = BAD_POLICY.replace(' "oops"', "").replace("who may reach whom", XSS)
+    submit(good, "check")
+    assert "valid" in web.driver.find_element(By.ID, "notice").text
+    submit(good, "save")
+    tailnet.poll(lambda: "saved" in web.driver.find_element(By.ID, "notice").text, WAIT,
+                 "the saved notice")
+    assert srv.api_ok("GET", "/api/v1/policy")["policy"] == good
+    assert web.driver.find_element(By.ID, "policy").get_attribute("value") == good
+    no_script_ran(web)
+    web.shot("policy")
 
 
 def no_script_ran(web):

@@ -160,7 +160,7 @@ Test(tmpl, broken_utf8_and_nul_are_replaced)
 Test(tmpl, every_template_of_the_web_admin_compiles)
 {
     const char *names[] = { "_head", "_foot", "signin", "error", "overview", "users", "nodes",
-                            "node", "preauthkeys", "apikeys" };
+                            "node", "preauthkeys", "apikeys", "routes", "policy" };
 
     for (size_t i = 0; i < HS_ARRAY_LEN(names); i++) {
         char *path = hs_aprintf("%s/templates/%s.html", HS_SOURCE_DIR, names[i]), *src, err[256];
