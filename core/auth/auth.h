@@ -1,6 +1,5 @@
 /* auth: pre-auth keys and API keys — generation in headscale's formats, keyed hashing at rest,
- * constant-time verification, and node registration (pre-auth key and interactive). OIDC is not
- * there yet.
+ * constant-time verification, and node registration (pre-auth key, interactive, OIDC).
  *
  * Formats (headscale >= 0.28): hskey-auth-<12 hex prefix>-<64 hex secret> and
  * hskey-api-<12 hex prefix>-<64 hex secret>. The store keeps only the prefix and
@@ -137,6 +136,53 @@ void auth_outcomes(struct auth *a, uint64_t out[AUTH_OUTCOMES]);
  * RequestTags) the policy lets its user give becomes tagged, as 0.22.3 treated it; nodes whose
  * requests are refused stay their user's. Errors are the store's. */
 int auth_adopt_requested_tags(struct auth *a);
+
+/* ---- OIDC login (oidc.c, oidc_provider.c, oidc_claims.c) ---- */
+
+#define AUTH_OIDC_STATE_MAX 64 /* the state text and its cookie */
+
+struct auth_oidc;
+/* With oidc.issuer set: reads the client secret and asks the provider for its discovery
+ * document and keys. When it cannot be reached, oidc.only_start_if_oidc_is_available makes
+ * that an error (why says what failed); otherwise a warning, and each login tries again.
+ * Borrows cfg and a. */
+int auth_oidc_new(const struct hs_config *cfg, struct auth *a, struct auth_oidc **out, char *why,
+                  size_t whysize);
+void auth_oidc_free(struct auth_oidc *o); /* NULL is fine */
+
+/* GET /register/<reg_id>: a fresh state, nonce (and PKCE verifier) bound to that pending
+ * registration; *location (malloc'd) is the provider's authorization URL, and state goes in
+ * a cookie for the callback. -ENOENT unknown or finished registration; -EHOSTUNREACH and
+ * others when the provider cannot be reached. Any thread. */
+int auth_oidc_begin(struct auth_oidc *o, const char *reg_id, char **location,
+                    char state[AUTH_OIDC_STATE_MAX], char *why, size_t whysize);
+
+/* A finished login: the user (found by issuer and subject, or created) and the node. */
+struct auth_oidc_login {
+    struct store_user user;
+    struct store_node node;
+};
+void auth_oidc_login_free(struct auth_oidc_login *l);
+/* GET /oidc/callback?state&code with the state cookie: the state is used up whatever
+ * happens; the code is exchanged, the ID token verified and the login checked against
+ * oidc.allowed_*, then the registration completed. -EINVAL a stray or replayed callback;
+ * -EACCES refused by the provider or by allowed_*; -EBADMSG an ID token that does not verify;
+ * others from the provider or the store. why says what in words fit for the user. */
+int auth_oidc_callback(struct auth_oidc *o, const char *state, const char *code,
+                       const char *cookie_state, struct auth_oidc_login *out, char *why,
+                       size_t whysize);
+
+/* The checks on an ID token's claims: iss, aud (and azp), exp and nbf with
+ * a minute of clock skew, nonce, sub. -EBADMSG with why. */
+int auth_oidc_check_claims(const struct hs_config *cfg, const json_t *claims, const char *nonce,
+                           int64_t now_s, char *why, size_t whysize);
+/* oidc.allowed_groups / allowed_domains / allowed_users: 0, or -EACCES with why. */
+int auth_oidc_allowed(const struct hs_config *cfg, const json_t *claims, char *why,
+                      size_t whysize);
+/* Appends ?key=value (&key=value once u has a query) with value percent-encoded. */
+void auth_query_add(struct hs_buf *u, const char *key, const char *value);
+/* headscale's provider identifier, "<issuer>/<subject>" (malloc'd). */
+char *auth_oidc_identifier(const char *iss, const char *sub);
 
 /* ---- JWT (RFC 7519 compact JWS, RS256 and ES256) ---- */
 

@@ -29,4 +29,16 @@ struct auth {
     uint64_t outcomes[AUTH_OUTCOMES]; /* atomic */
 };
 
+/* register.c, for the OIDC login: whether id is a pending registration, and completing it
+ * for a user with a register method and key expiry (0: the usual). */
+bool auth__registration_pending(struct auth *a, const char *id);
+int auth__registration_complete_as(struct auth *a, const char *id, uint64_t user_id,
+                                   enum register_method method, int64_t expiry,
+                                   struct store_node *out);
+
+struct auth_oidc;
+/* oidc_claims.c: applies oidc.allowed_*, finds or creates the user, completes reg_id. */
+int auth__oidc_login(struct auth_oidc *o, const json_t *claims, const char *reg_id,
+                     struct auth_oidc_login *out, char *why, size_t whysize);
+
 #endif

@@ -340,9 +340,10 @@ static int pending_get(struct auth *a, const char *id, struct store_registration
 }
 
 /* Completes registration id for user_id (0: a tagged node keeping `tags`; otherwise the tags
- * the node asks for are checked for that user). */
+ * the node asks for are checked for that user), with the node's key expiry (0: the usual). */
 static int complete_as(struct auth *a, const char *id, uint64_t user_id,
-                       const struct hs_strv *tags, struct store_node *out)
+                       const struct hs_strv *tags, enum register_method method, int64_t expiry,
+                       struct store_node *out)
 {
     uint64_t owner = user_id;
     struct store_registration r;
@@ -359,12 +360,11 @@ static int complete_as(struct auth *a, const char *id, uint64_t user_id,
     memcpy(rq.node_key, r.node_key, STORE_KEY_LEN);
     rq.hostname = hs_json_str(data, "hostname");
     rq.hostinfo_json = hostinfo = registration_hostinfo(data);
-    rq.expiry = json_integer_value(json_object_get(data, "expiry"));
+    rq.expiry = expiry ? expiry : json_integer_value(json_object_get(data, "expiry"));
     rq.ephemeral = json_is_true(json_object_get(data, "ephemeral"));
     rc = user_id ? owner_of(a, &rq, &owner, &asked) : 0;
     if (rc == 0)
-        rc = register_node(a, &rq, owner, user_id ? &asked : tags, REGISTER_CLI, 0,
-                           rq.ephemeral, out);
+        rc = register_node(a, &rq, owner, user_id ? &asked : tags, method, 0, rq.ephemeral, out);
     if (rc == 0 && (rc = store_registration_complete(a->st, id, user_id, out->id)) < 0)
         store_node_free(out);
     hs_strv_free(&asked);
@@ -379,8 +379,26 @@ int auth_registration_complete(struct auth *a, const char *id, uint64_t user_id,
 {
     if (!user_id)
         return -EINVAL;
-    return counted(a, complete_as(a, id, user_id, NULL, out), AUTH_LOGIN_COMPLETED,
-                   AUTH_OUTCOMES);
+    return counted(a, complete_as(a, id, user_id, NULL, REGISTER_CLI, 0, out),
+                   AUTH_LOGIN_COMPLETED, AUTH_OUTCOMES);
+}
+
+int auth__registration_complete_as(struct auth *a, const char *id, uint64_t user_id,
+                                   enum register_method method, int64_t expiry,
+                                   struct store_node *out)
+{
+    return counted(a, complete_as(a, id, user_id, NULL, method, expiry, out),
+                   AUTH_LOGIN_COMPLETED, AUTH_OUTCOMES);
+}
+
+bool auth__registration_pending(struct auth *a, const char *id)
+{
+    struct store_registration r;
+
+    if (!auth_registration_id_valid(id) || pending_get(a, id, &r) < 0)
+        return false;
+    store_registration_free(&r);
+    return true;
 }
 
 int auth_registration_approve(struct auth *a, const char *id, struct store_node *out)
@@ -395,7 +413,9 @@ int auth_registration_approve(struct auth *a, const char *id, struct store_node 
     store_registration_free(&r);
     if (rc < 0)
         return rc == -ENOENT ? -ENXIO : rc;
-    rc = old.user_id || old.tags.n ? complete_as(a, id, old.user_id, &old.tags, out) : -ENXIO;
+    rc = old.user_id || old.tags.n
+             ? complete_as(a, id, old.user_id, &old.tags, REGISTER_CLI, 0, out)
+             : -ENXIO;
     store_node_free(&old);
     return counted(a, rc, AUTH_LOGIN_COMPLETED, AUTH_OUTCOMES);
 }

@@ -325,6 +325,10 @@ static void check_oidc(struct load_ctx *c)
     if (*cfg->oidc_issuer && !hs_has_prefix(cfg->oidc_issuer, "https://") &&
         !hs_has_prefix(cfg->oidc_issuer, "http://"))
         problem(c, CONFIG_ERROR, "oidc.issuer", "must be an http:// or https:// URL");
+    if (*cfg->oidc_issuer && !*cfg->oidc_client_id)
+        problem(c, CONFIG_ERROR, "oidc.client_id", "is required with oidc.issuer");
+    if (*cfg->oidc_issuer && !hs_strv_contains(&cfg->oidc_scope, "openid"))
+        problem(c, CONFIG_ERROR, "oidc.scope", "must include openid");
 }
 
 void config__check(struct load_ctx *c)

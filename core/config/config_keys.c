@@ -47,7 +47,7 @@ static const int fam4 = AF_INET, fam6 = AF_INET6;
 /* Why inert keys do nothing (see key_def.inert). */
 #define NO_GRPC "gRPC is not served; the CLI uses the unix socket or the REST API"
 #define NO_ACME "ACME is not implemented; use tls_cert_path and tls_key_path"
-#define NO_OIDC "OIDC login is not implemented"
+#define NO_OIDC "oidc.issuer alone turns OIDC on (headscale reads this key only to check pkce.method)"
 #define NO_ORM "there is no ORM: statements are always prepared and parameterized"
 #define NO_BATCHER "it tunes headscale's Go batcher; here tuning.batch_change_delay does"
 
@@ -156,30 +156,26 @@ const struct key_def config__keys[] = {
      * so 0700 is what its socket really gets (checked with HEADSCALE_DEBUG_DUMP_CONFIG). */
     KEY("unix_socket_permission", K_MODE, unix_socket_permission, "0700"),
 
-    KEY("oidc.only_start_if_oidc_is_available", K_BOOL, oidc_only_start_if_available, "true",
-        .inert = NO_OIDC),
-    KEY("oidc.issuer", K_STR, oidc_issuer, "", .inert = NO_OIDC),
-    KEY("oidc.client_id", K_STR, oidc_client_id, "", .inert = NO_OIDC),
-    KEY("oidc.client_secret", K_STR, oidc_client_secret, "", .inert = NO_OIDC),
-    KEY("oidc.client_secret_path", K_PATH_ENV, oidc_client_secret_path, "", .inert = NO_OIDC),
-    KEY("oidc.scope", K_STRV, oidc_scope, "openid profile email", .inert = NO_OIDC),
-    KEY("oidc.extra_params", K_KV, oidc_extra_params, NULL, .inert = NO_OIDC),
-    KEY("oidc.allowed_domains", K_STRV, oidc_allowed_domains, NULL, .inert = NO_OIDC),
-    KEY("oidc.allowed_users", K_STRV, oidc_allowed_users, NULL, .inert = NO_OIDC),
-    KEY("oidc.allowed_groups", K_STRV, oidc_allowed_groups, NULL, .inert = NO_OIDC),
+    KEY("oidc.only_start_if_oidc_is_available", K_BOOL, oidc_only_start_if_available, "true"),
+    KEY("oidc.issuer", K_STR, oidc_issuer, ""),
+    KEY("oidc.client_id", K_STR, oidc_client_id, ""),
+    KEY("oidc.client_secret", K_STR, oidc_client_secret, ""),
+    KEY("oidc.client_secret_path", K_PATH_ENV, oidc_client_secret_path, ""),
+    KEY("oidc.scope", K_STRV, oidc_scope, "openid profile email"),
+    KEY("oidc.extra_params", K_KV, oidc_extra_params, NULL),
+    KEY("oidc.allowed_domains", K_STRV, oidc_allowed_domains, NULL),
+    KEY("oidc.allowed_users", K_STRV, oidc_allowed_users, NULL),
+    KEY("oidc.allowed_groups", K_STRV, oidc_allowed_groups, NULL),
     KEY("oidc.email_verified_required", K_BOOL, oidc_email_verified_required, "true",
-        .inert = NO_OIDC),
-    KEY("oidc.use_expiry_from_token", K_BOOL, oidc_use_expiry_from_token, "false",
-        .inert = NO_OIDC),
-    KEY("oidc.pkce.enabled", K_BOOL, oidc_pkce_enabled, "false", .inert = NO_OIDC),
-    KEY("oidc.pkce.method", K_CHOICE, oidc_pkce_method, "S256", .aux = pkce_methods,
-        .inert = NO_OIDC),
+        .legacy_def = "false"),
+    KEY("oidc.use_expiry_from_token", K_BOOL, oidc_use_expiry_from_token, "false"),
+    KEY("oidc.pkce.enabled", K_BOOL, oidc_pkce_enabled, "false"),
+    KEY("oidc.pkce.method", K_CHOICE, oidc_pkce_method, "S256", .aux = pkce_methods),
     KEY("oidc.strip_email_domain", K_BOOL, oidc_strip_email_domain, "false", .legacy_def = "true",
         .flags = KF_LEGACY),
-    KEY("oidc.expiry", K_DUR, oidc_expiry_us, "0", .legacy_def = "180d", .flags = KF_LEGACY,
-        .inert = NO_OIDC),
+    KEY("oidc.expiry", K_DUR, oidc_expiry_us, "0", .legacy_def = "180d", .flags = KF_LEGACY),
     NOFIELD("oidc.map_legacy_users", .inert = "headscale 0.26 removed it", .flags = KF_NEVER),
-    NOFIELD("oidc.enabled", .inert = NO_OIDC), /* headscale reads it only to check pkce.method */
+    NOFIELD("oidc.enabled", .inert = NO_OIDC, .flags = KF_NEVER),
 
     KEY("logtail.enabled", K_BOOL, logtail_enabled, "false"),
     KEY("taildrop.enabled", K_BOOL, taildrop_enabled, "true"),

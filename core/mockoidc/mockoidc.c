@@ -229,21 +229,6 @@ static char *session_add(struct mockoidc *m, struct hs_strv *scopes, const char 
     return code;
 }
 
-/* Appends a query parameter, percent-encoding the value. */
-static void append_param(struct hs_buf *b, const char *key, const char *value)
-{
-    static const char hex[] = "0123456789ABCDEF";
-
-    hs_buf_appendf(b, "%c%s=", strchr(b->data, '?') ? '&' : '?', key);
-    for (const unsigned char *p = (const unsigned char *)value; *p; p++) {
-        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-            strchr("-._~", *p))
-            hs_buf_append(b, p, 1);
-        else
-            hs_buf_appendf(b, "%%%c%c", hex[*p >> 4], hex[*p & 15]);
-    }
-}
-
 static enum MHD_Result serve_authorize(struct mockoidc *m, struct MHD_Connection *conn)
 {
     static const char *const needed[] = { "scope", "state", "client_id", "response_type",
@@ -272,8 +257,8 @@ static enum MHD_Result serve_authorize(struct mockoidc *m, struct MHD_Connection
     code = session_add(m, &scopes, arg(conn, "nonce"), arg(conn, "code_challenge"), method);
     hs_buf_init(&to, MOCK_MAX_BODY);
     hs_buf_puts(&to, arg(conn, "redirect_uri"));
-    append_param(&to, "code", code);
-    append_param(&to, "state", arg(conn, "state"));
+    auth_query_add(&to, "code", code);
+    auth_query_add(&to, "state", arg(conn, "state"));
     r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
     MHD_add_response_header(r, "Location", to.data);
     ret = MHD_queue_response(conn, 302, r);

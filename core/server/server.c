@@ -38,6 +38,7 @@ struct server {
     struct notify_bus *bus;
     struct store *st;
     struct auth *auth;
+    struct auth_oidc *oidc; /* NULL unless oidc.issuer is set */
     struct api *api;
     struct state *state;
     uint64_t loaded_seq;      /* the database's change number when the state loaded */
@@ -330,9 +331,42 @@ static enum MHD_Result serve_generate_204(struct MHD_Connection *conn)
 
 extern const char server_register_page[]; /* templates/register.html */
 
-/* GET /register/<id>: tells the operator the command that completes this login. The id is
- * checked to be ours (hex only) before it goes into the page. */
-static enum MHD_Result serve_register(struct MHD_Connection *conn, const char *id)
+static enum MHD_Result send_oidc_reply(struct MHD_Connection *conn, struct server_oidc_reply *r)
+{
+    size_t len = r->body.len;
+    char *data = hs_buf_steal(&r->body);
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, data ? data : hs_strdup(""), MHD_RESPMEM_MUST_FREE);
+    enum MHD_Result ret;
+
+    if (resp && r->location)
+        MHD_add_response_header(resp, "Location", r->location);
+    if (resp && r->cookie)
+        MHD_add_response_header(resp, "Set-Cookie", r->cookie);
+    if (resp)
+        MHD_add_response_header(resp, "Cache-Control", "no-store");
+    ret = queue_reply(conn, r->status, "text/html; charset=utf-8", resp);
+    server_oidc_reply_free(r);
+    return ret;
+}
+
+/* GET /oidc/callback?state=&code= (or error= when the provider refused). */
+static enum MHD_Result serve_oidc_callback(struct server *srv, struct MHD_Connection *conn)
+{
+    struct server_oidc_reply r;
+
+    if (!srv->oidc)
+        return send_reply(conn, 404, "text/plain", "404 page not found\n", 19);
+    server_oidc_callback(srv->oidc, query_lookup(conn, "state"), query_lookup(conn, "code"),
+                         MHD_lookup_connection_value(conn, MHD_COOKIE_KIND, "hs_oidc_state"),
+                         &r);
+    return send_oidc_reply(conn, &r);
+}
+
+/* GET /register/<id>: with OIDC, off to the provider; otherwise the command that completes
+ * this login. The id is checked to be ours (hex only) before it goes into the page. */
+static enum MHD_Result serve_register(struct server *srv, struct MHD_Connection *conn,
+                                      const char *id)
 {
     static const char prefix[] = "hskey-authreq-";
     struct hs_buf page;
@@ -342,6 +376,11 @@ static enum MHD_Result serve_register(struct MHD_Connection *conn, const char *i
     if (!hs_has_prefix(id, prefix) || strlen(id) != sizeof(prefix) - 1 + 24 ||
         strspn(id + sizeof(prefix) - 1, "0123456789abcdef") != 24)
         return send_reply(conn, 404, "text/plain", "unknown registration\n", 21);
+    if (srv->oidc) {
+        struct server_oidc_reply r;
+        server_oidc_register(srv->oidc, srv->cfg, id, &r);
+        return send_oidc_reply(conn, &r);
+    }
     hs_buf_init(&page, 1 << 16);
     for (p = server_register_page; (mark = strstr(p, "{{ID}}")); p = mark + 6) {
         hs_buf_append(&page, p, (size_t)(mark - p));
@@ -392,7 +431,9 @@ static enum MHD_Result serve_root(struct server *srv, struct MHD_Connection *con
     if (strcmp(url, "/bootstrap-dns") == 0 && srv->derp)
         return serve_bootstrap_dns(srv, conn);
     if (hs_has_prefix(url, "/register/"))
-        return serve_register(conn, url + strlen("/register/"));
+        return serve_register(srv, conn, url + strlen("/register/"));
+    if (strcmp(url, "/oidc/callback") == 0)
+        return serve_oidc_callback(srv, conn);
     if (strcmp(url, "/health") == 0)
         return serve_health(srv, conn);
     if (strcmp(url, "/version") == 0)
@@ -686,6 +727,7 @@ static void server_stop(struct server *srv)
     derpmap_free(srv->derpmap);
     state_free(srv->state);
     api_free(srv->api);
+    auth_oidc_free(srv->oidc);
     auth_free(srv->auth);
     store_close(srv->st);
     notify_free(srv->bus);
@@ -745,6 +787,19 @@ static int build_derp(struct server *srv)
     return 0;
 }
 
+static int build_oidc(struct server *srv)
+{
+    char why[512];
+    int rc = auth_oidc_new(srv->cfg, srv->auth, &srv->oidc, why, sizeof(why));
+
+    if (rc < 0)
+        log_errorx("server: OIDC: %s; not starting%s", why,
+                   hs_has_prefix(why, "oidc.") ? ""
+                   : " (oidc.only_start_if_oidc_is_available is on: set it to false to start "
+                     "anyway and retry at each login)");
+    return rc;
+}
+
 /* Everything `serve` and `configtest` share: key, database, migrations, policy. */
 static int server_build(struct server *srv, const struct hs_config *cfg)
 {
@@ -770,6 +825,8 @@ static int server_build(struct server *srv, const struct hs_config *cfg)
         log_errorx("server: cannot read the credential secret: %s", hs_strerror(rc));
         return rc;
     }
+    if (*cfg->oidc_issuer && (rc = build_oidc(srv)) < 0)
+        return rc;
     if ((rc = store_change_seq(srv->st, &srv->loaded_seq)) < 0 ||
         (rc = state_new(srv->st, srv->bus, &srv->state)) < 0) {
         log_errorx("server: cannot load nodes and users: %s", hs_strerror(rc));

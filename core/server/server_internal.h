@@ -4,6 +4,7 @@
 
 #include <microhttpd.h>
 
+#include "auth/auth.h"
 #include "control/control.h"
 #include "derp/derp.h"
 #include "metrics/metrics.h"
@@ -78,5 +79,20 @@ struct reload;
 struct reload *reload_new(const struct reload_deps *d);
 void reload_run(struct reload *r);
 void reload_free(struct reload *r); /* NULL is fine */
+
+/* The OIDC login's pages (server_oidc.c): what to answer, as the HTTP layer sends it. */
+struct server_oidc_reply {
+    int status;
+    char *location;      /* a redirect's target, or NULL */
+    char *cookie;        /* a Set-Cookie value, or NULL */
+    struct hs_buf body;  /* HTML */
+};
+/* GET /register/<id> with OIDC on: off to the provider, or a page saying why not. */
+void server_oidc_register(struct auth_oidc *o, const struct hs_config *cfg, const char *id,
+                          struct server_oidc_reply *r);
+/* GET /oidc/callback: the page saying how the login ended. */
+void server_oidc_callback(struct auth_oidc *o, const char *state, const char *code,
+                          const char *cookie, struct server_oidc_reply *r);
+void server_oidc_reply_free(struct server_oidc_reply *r);
 
 #endif

@@ -1,7 +1,11 @@
-"""OIDC: `headscale mockoidc`, the stand-in provider, checked as any OpenID client would see it.
+"""OIDC: `headscale mockoidc`, the stand-in provider, checked as any OpenID client would see it,
+and node logins through it (and through a provider the test scripts itself, for the tokens a
+real provider would never send).
 
 The provider's tokens are verified here with the `cryptography` package against the key set
-it publishes, independently of the C code that signs them."""
+it publishes, independently of the C code that signs them. Node logins are driven with the
+control-protocol client of noise_client.py and a plain HTTP client as the browser; a real
+tailscaled logs in the same way in test_tailscale_up_through_the_provider."""
 
 import base64
 import hashlib
@@ -11,12 +15,15 @@ import subprocess
 import time
 import urllib.parse
 import http.client
+import threading
+import http.server
 
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 import helpers
+from noise_client import ControlClient
 
 CLIENT_ID = "hs-test-client"
 CLIENT_SECRET = "hs-test-secret"
@@ -216,5 +223,216 @@ def test_mockoidc_access_ttl(tmp_path):
         _, jwks = m.get_json("/oidc/.well-known/jwks.json")
         claims = verify_jwt(tok["id_token"], jwks)
         assert 5390 <= claims["exp"] - time.time() <= 5410
+    finally:
+        m.stop()
+
+
+# ---- node logins ----
+
+class Browser:
+    """A plain HTTP client that keeps cookies per host:port and does not follow redirects."""
+
+    def __init__(self):
+        self.cookies = {}
+
+    def get(self, url):
+        u = urllib.parse.urlsplit(url)
+        jar = self.cookies.setdefault(u.netloc, {})
+        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in jar.items())} if jar else {}
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+        try:
+            conn.request("GET", u.path + ("?" + u.query if u.query else ""), headers=headers)
+            r = conn.getresponse()
+            body = r.read()
+            for name, value in r.getheaders():
+                if name.lower() == "set-cookie":
+                    k, _, v = value.split(";", 1)[0].partition("=")
+                    jar[k.strip()] = v.strip()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, body.decode(
+                errors="replace")
+        finally:
+            conn.close()
+
+
+def oidc_config(issuer, **extra):
+    cfg = {"issuer": issuer, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+           "scope": ["openid", "profile", "email", "groups"]}
+    cfg.update(extra)
+    if cfg["client_secret"] is helpers.DELETE:
+        del cfg["client_secret"]
+    return {"oidc": cfg}
+
+
+def start_login(server, hostname=None):
+    """A control client asking to log in without a key → (client, AuthURL)."""
+    c = ControlClient(server.port)
+    c.hostinfo = {"Hostname": hostname or helpers.unique("h"), "OS": "linux"}
+    st, _, resp = c.register()
+    assert st == 200 and resp.get("AuthURL"), (st, resp)
+    return c, resp["AuthURL"]
+
+
+def browse_login(auth_url, browser=None):
+    """Follows the AuthURL as a browser would: server → provider → callback.
+    → (status, page, the provider's authorization URL)."""
+    b = browser or Browser()
+    st, h, body = b.get(auth_url)
+    assert st == 302, (st, body)
+    authorize = h["location"]
+    st, h, body = b.get(authorize)
+    assert st == 302, (st, body)
+    st, _, page = b.get(h["location"])
+    return st, page, authorize
+
+
+def users_by_name(server):
+    return {u["name"]: u for u in server.users()}
+
+
+def test_login_through_the_provider(server_factory, tmp_path):
+    """A node logs in as the provider's user: the waiting client is answered, the user is
+    created once from the claims (identified by issuer and subject), logging in again finds
+    the same user."""
+    m = MockOidc(tmp_path, [ALICE, ALICE], ttl="1h")
+    secret = tmp_path / "secret"
+    secret.write_text(CLIENT_SECRET + "\n")
+    try:
+        s = server_factory(overrides=oidc_config(
+            m.issuer, client_secret=helpers.DELETE, client_secret_path=str(secret),
+            pkce={"enabled": True, "method": "S256"}, use_expiry_from_token=True,
+            extra_params={"domain_hint": "example.org"}))
+        c, url = start_login(s, "laptop")
+        st, page, authorize = browse_login(url)
+        assert st == 200 and "laptop" in page and "alice" in page, page
+        q = urllib.parse.parse_qs(urllib.parse.urlsplit(authorize).query)
+        assert q["code_challenge_method"] == ["S256"] and q["domain_hint"] == ["example.org"]
+        assert q["redirect_uri"] == [f"http://127.0.0.1:{s.port}/oidc/callback"]
+        st, _, resp = c.register(followup=url)
+        assert st == 200 and resp["MachineAuthorized"] is True, resp
+        alice = users_by_name(s)["alice"]
+        assert alice["provider"] == "oidc" and alice["email"] == ALICE["Email"]
+        assert alice["providerId"] == f"{m.issuer}/{ALICE['Subject']}"
+        node = s.api_ok("GET", "/api/v1/node")["nodes"][0]
+        assert node["user"]["name"] == "alice" and node["registerMethod"] == "REGISTER_METHOD_OIDC"
+        expiry = helpers.parse_time(node["expiry"]).timestamp()
+        assert 3500 < expiry - time.time() < 3700, node["expiry"]  # the token's exp
+        # Again (a second device of the same person): the same user.
+        c2, url2 = start_login(s, "phone")
+        st, page, _ = browse_login(url2)
+        assert st == 200, page
+        assert [u["name"] for u in s.users()].count("alice") == 1
+        assert len(s.api_ok("GET", "/api/v1/node")["nodes"]) == 2
+    finally:
+        m.stop()
+
+
+def assert_no_node_or_user(server, users_before):
+    assert server.api_ok("GET", "/api/v1/node")["nodes"] == []
+    assert sorted(u["name"] for u in server.users()) == users_before
+
+
+@pytest.mark.parametrize("oidc, refused, why", [
+    ({"allowed_groups": ["eng"]}, BOB, "not in a group allowed"),
+    ({"allowed_domains": ["example.org"]}, BOB, "not verified"),
+    ({"allowed_domains": ["example.org"], "email_verified_required": False}, BOB,
+     "e-mail domain may not"),
+    ({"allowed_users": ["alice@example.org"], "email_verified_required": False}, BOB,
+     "account may not"),
+])
+def test_allowed_lists(server_factory, tmp_path, oidc, refused, why):
+    """Someone the allowed_* lists leave out sees a page saying why, and nothing is created;
+    the login stays pending, and the next person, who is in, completes it."""
+    m = MockOidc(tmp_path, [refused, ALICE])
+    try:
+        s = server_factory(overrides=oidc_config(m.issuer, **oidc))
+        before = sorted(u["name"] for u in s.users())
+        c, url = start_login(s)
+        st, page, _ = browse_login(url)
+        assert st == 403 and why in page and "Access refused" in page, (st, page)
+        assert_no_node_or_user(s, before)
+        # The login stays open: the same link, followed again, signs in the next person.
+        st, page, _ = browse_login(url)
+        assert st == 200, page
+        assert "alice" in users_by_name(s)
+        st, _, resp = c.register(followup=url)
+        assert resp["MachineAuthorized"] is True, resp
+    finally:
+        m.stop()
+
+
+def test_stray_and_replayed_callbacks(server_factory, tmp_path):
+    """The callback must carry the state this browser was given, once: another browser's
+    state, a replay after success, and a made-up state are refused without effect."""
+    m = MockOidc(tmp_path, [ALICE, ALICE])
+    try:
+        s = server_factory(overrides=oidc_config(m.issuer))
+        c, url = start_login(s)
+        b = Browser()
+        st, h, _ = b.get(url)
+        st, h, _ = b.get(h["location"])
+        callback = h["location"]
+        st, _, page = Browser().get(callback)  # a browser without the cookie
+        assert st == 400 and "started in this browser" in page, page
+        st, _, page = b.get(callback)
+        assert st == 200, page
+        st, _, page = b.get(callback)  # the same answer again
+        assert st == 400 and "used already" in page, page
+        st, _, page = b.get(f"http://127.0.0.1:{s.port}/oidc/callback?state=x&code=y")
+        assert st == 400
+        assert len(s.api_ok("GET", "/api/v1/node")["nodes"]) == 1
+    finally:
+        m.stop()
+
+
+def test_unreachable_issuer(server_factory, tmp_path):
+    """only_start_if_oidc_is_available (the default) refuses to start while the provider does
+    not answer, saying so; without it the server starts, logins say the provider is away,
+    and work once it is back."""
+    port = helpers.free_port()
+    issuer = f"http://127.0.0.1:{port}/oidc"
+    s = server_factory(start=False, overrides=oidc_config(issuer))
+    r = s.cli("serve", timeout=60)
+    assert r.returncode != 0
+    assert "not starting" in r.stdout + r.stderr and issuer in r.stdout + r.stderr, r
+    s2 = server_factory(overrides=oidc_config(issuer, only_start_if_oidc_is_available=False))
+    assert "logins will try again" in s2.log_text()
+    c, url = start_login(s2)
+    st, _, page = Browser().get(url)
+    assert st == 503 and "cannot be reached" in page, page
+    m = MockOidc(tmp_path, [ALICE], port=port)
+    try:
+        st, page, _ = browse_login(url)
+        assert st == 200, page
+        st, _, resp = c.register(followup=url)
+        assert resp["MachineAuthorized"] is True, resp
+    finally:
+        m.stop()
+
+
+def test_legacy_layout_login(server_factory, db, tmp_path):
+    """A headscale 0.22.3 config: the user a login creates is named after the e-mail address
+    without its domain (strip_email_domain, true by default there), an unverified address is
+    taken (0.22.3 did not check), and the node's key lasts oidc.expiry."""
+    from test_config import LEGACY_DB, LEGACY_POLICY, LEGACY_SQLITE
+    carol = {"Subject": "sub-carol", "Email": "Carol.X@example.org", "EmailVerified": False,
+             "PreferredUsername": "c", "Groups": []}
+    m = MockOidc(tmp_path, [carol])
+    try:
+        text = LEGACY_SQLITE.replace("{db}", LEGACY_DB[db.kind]) + (
+            f"oidc:\n  issuer: {m.issuer}\n  client_id: {CLIENT_ID}\n"
+            f"  client_secret: {CLIENT_SECRET}\n  expiry: 30d\n")
+        s = server_factory(start=False, raw_config=text)
+        with open(os.path.join(s.tmp, "acl.hujson"), "w") as f:
+            f.write(LEGACY_POLICY)
+        s.start()
+        s.ensure_api_key()
+        c, url = start_login(s, "desk")
+        st, page, _ = browse_login(url)
+        assert st == 200 and "carol.x" in page, page
+        user = users_by_name(s)["carol.x"]
+        assert user["email"] == carol["Email"]
+        node = s.api_ok("GET", "/api/v1/node")["nodes"][0]
+        days = (helpers.parse_time(node["expiry"]).timestamp() - time.time()) / 86400
+        assert 29.9 < days < 30.1, node["expiry"]
     finally:
         m.stop()

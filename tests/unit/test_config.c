@@ -215,10 +215,7 @@ CFG_TEST(current_layout_file)
     char *p;
 
     cr_assert_eq(config_load(DATA "/current.yaml", CONFIG_FOR_SERVER, &cfg, &diags), 0);
-    /* Its oidc section is read but does nothing yet, and says so: one warning per key. */
-    for (size_t i = 0; i < diags.n; i++)
-        cr_assert(strstr(diags.v[i].msg, "has no effect yet: OIDC"), "%s", diags.v[i].msg);
-    cr_assert_eq(diags.n, 5);
+    cr_assert_eq(diags.n, 0);
     cr_assert(!cfg.legacy);
     cr_assert_str_eq(cfg.dir, dir);
     cr_assert_str_eq(cfg.server_url, "https://headscale.example.com");
@@ -280,11 +277,11 @@ CFG_TEST(legacy_0_22_file)
     /* Warnings only for the keys that do nothing here, one each, at their lines. */
     for (size_t i = 0; i < diags.n; i++)
         cr_assert(strstr(diags.v[i].msg, "has no effect"), "%s", diags.v[i].msg);
-    cr_assert_eq(count(CONFIG_WARNING), 14);
+    cr_assert_eq(count(CONFIG_WARNING), 5);
     cr_assert_eq(find(CONFIG_WARNING, "grpc_listen_addr")->line, 6);
     cr_assert_null(find(CONFIG_WARNING, "metrics_listen_addr"), "it works");
     cr_assert_eq(find(CONFIG_WARNING, "node_update_check_interval")->line, 27);
-    cr_assert_eq(find(CONFIG_WARNING, "oidc.issuer")->line, 69);
+    cr_assert_null(find(CONFIG_WARNING, "oidc.issuer"), "OIDC works");
     cr_assert_null(find(CONFIG_WARNING, "disable_check_updates"), "true: what we do");
     cr_assert_null(find(CONFIG_WARNING, "acme_url"), "the default");
     cr_assert_eq(cfg.db_type, DB_POSTGRES);
@@ -1122,6 +1119,21 @@ static const struct {
     { "dns.use_username_in_magic_dns", "tests/system/test_dns.py::test_022_layout_names_resolve" },
     { "unix_socket", "tests/system/test_api_http.py::test_unix_socket_needs_no_key" },
     { "unix_socket_permission", "tests/system/test_api_http.py::test_unix_socket_permission_setting_is_applied" },
+    { "oidc.only_start_if_oidc_is_available", "tests/system/test_oidc.py::test_unreachable_issuer" },
+    { "oidc.issuer", "tests/system/test_oidc.py::test_login_through_the_provider" },
+    { "oidc.client_id", "tests/system/test_oidc.py::test_login_through_the_provider" },
+    { "oidc.client_secret", "tests/system/test_oidc.py::test_stray_and_replayed_callbacks" },
+    { "oidc.client_secret_path", "tests/system/test_oidc.py::test_login_through_the_provider" },
+    { "oidc.scope", "tests/system/test_oidc.py::test_allowed_lists" },
+    { "oidc.extra_params", "tests/system/test_oidc.py::test_login_through_the_provider" },
+    { "oidc.allowed_domains", "tests/system/test_oidc.py::test_allowed_lists" },
+    { "oidc.allowed_users", "tests/system/test_oidc.py::test_allowed_lists" },
+    { "oidc.allowed_groups", "tests/system/test_oidc.py::test_allowed_lists" },
+    { "oidc.email_verified_required", "tests/system/test_oidc.py::test_allowed_lists" },
+    { "oidc.use_expiry_from_token", "tests/system/test_oidc.py::test_login_through_the_provider" },
+    { "oidc.pkce.enabled", "tests/system/test_oidc.py::test_login_through_the_provider" },
+    { "oidc.pkce.method", "tests/system/test_oidc.py::test_login_through_the_provider" },
+    { "oidc.expiry", "tests/system/test_oidc.py::test_legacy_layout_login" },
     { "oidc.strip_email_domain", "tests/unit/test_mapper.c::fqdn_forms" },
     { "logtail.enabled", "tests/unit/test_mapper.c::config_switches_reach_the_map" },
     { "taildrop.enabled", "tests/unit/test_mapper.c::config_switches_reach_the_map" },
@@ -1269,10 +1281,10 @@ CFG_TEST(every_key_works_or_warns)
 /* The same from the environment, and only for serve/configtest, not every CLI command. */
 CFG_TEST(inert_key_from_env_warns_for_the_server_only)
 {
-    setenv("HEADSCALE_OIDC_ISSUER", "https://id.example", 1);
+    setenv("HEADSCALE_TUNING_BATCHER_WORKERS", "7", 1);
     cr_assert_eq(load(""), 0);
-    cr_assert_eq(diags_naming("oidc.issuer", "has no effect yet: OIDC"), 1);
-    cr_assert_eq(find(CONFIG_WARNING, "oidc.issuer")->line, 0);
+    cr_assert_eq(diags_naming("tuning.batcher_workers", "has no effect"), 1);
+    cr_assert_eq(find(CONFIG_WARNING, "tuning.batcher_workers")->line, 0);
     fini();
     cr_assert_eq(config_load_text("", 0, NULL, CONFIG_FOR_CLI, &cfg, &diags), 0);
     cr_assert_eq(diags.n, 0);

@@ -1,0 +1,248 @@
+/* OIDC: what an ID token's claims must say (OpenID Connect Core 1.0 §3.1.3.7), who may log in
+ * (oidc.allowed_*), and the user a login belongs to (issuer + subject, as headscale keys
+ * them). */
+#include <ctype.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth/oidc_internal.h"
+
+static bool aud_ok(const json_t *claims, const char *client_id)
+{
+    const json_t *aud = json_object_get(claims, "aud"), *a;
+    const char *azp = hs_json_str(claims, "azp");
+    bool found = false;
+    size_t i;
+
+    if (json_is_string(aud))
+        return hs_streq(json_string_value(aud), client_id);
+    json_array_foreach(aud, i, a)
+        found |= hs_streq(json_string_value(a), client_id);
+    /* Several audiences: the party it was issued to must be us (§3.1.3.7 items 4-5). */
+    return found && (json_array_size(aud) == 1 || !azp || strcmp(azp, client_id) == 0);
+}
+
+/* A NumericDate claim; *present false when absent. -EINVAL when it is not a number. */
+static int numeric_date(const json_t *claims, const char *name, int64_t *out, bool *present)
+{
+    const json_t *v = json_object_get(claims, name);
+
+    *present = v != NULL;
+    if (!v)
+        return 0;
+    if (!json_is_number(v))
+        return -EINVAL;
+    *out = (int64_t)json_number_value(v);
+    return 0;
+}
+
+int auth_oidc_check_claims(const struct hs_config *cfg, const json_t *claims, const char *nonce,
+                           int64_t now_s, char *why, size_t whysize)
+{
+    const char *got_nonce = hs_json_str(claims, "nonce"), *sub = hs_json_str(claims, "sub");
+    int64_t exp = 0, nbf = 0;
+    bool has_exp, has_nbf;
+
+    if (!hs_streq(hs_json_str(claims, "iss"), cfg->oidc_issuer))
+        return snprintf(why, whysize, "the token was issued by someone else"), -EBADMSG;
+    if (!aud_ok(claims, cfg->oidc_client_id))
+        return snprintf(why, whysize, "the token was issued for another client"), -EBADMSG;
+    if (numeric_date(claims, "exp", &exp, &has_exp) < 0 ||
+        numeric_date(claims, "nbf", &nbf, &has_nbf) < 0 || !has_exp)
+        return snprintf(why, whysize, "the token's exp or nbf is missing or not a number"),
+               -EBADMSG;
+    if (exp + OIDC_CLOCK_SKEW_S <= now_s)
+        return snprintf(why, whysize, "the token has expired"), -EBADMSG;
+    if (has_nbf && nbf - OIDC_CLOCK_SKEW_S > now_s)
+        return snprintf(why, whysize, "the token is not valid yet"), -EBADMSG;
+    if (!got_nonce || !nonce || strlen(got_nonce) != strlen(nonce) ||
+        sodium_memcmp(got_nonce, nonce, strlen(nonce)) != 0)
+        return snprintf(why, whysize, "the token's nonce is not this login's"), -EBADMSG;
+    if (!sub || !*sub || strlen(sub) > 255)
+        return snprintf(why, whysize, "the token has no usable subject"), -EBADMSG;
+    return 0;
+}
+
+/* email_verified as providers send it: a boolean, or (some) the string "true". */
+static bool email_verified(const json_t *claims)
+{
+    const json_t *v = json_object_get(claims, "email_verified");
+
+    return json_is_true(v) || hs_streq(json_string_value(v), "true");
+}
+
+static bool in_groups(const json_t *claims, const struct hs_strv *allowed)
+{
+    const json_t *g;
+    size_t i;
+
+    json_array_foreach(json_object_get(claims, "groups"), i, g)
+        if (json_is_string(g) && hs_strv_contains(allowed, json_string_value(g)))
+            return true;
+    return false;
+}
+
+static bool list_has_nocase(const struct hs_strv *v, const char *s)
+{
+    for (size_t i = 0; s && i < v->n; i++)
+        if (strcasecmp(v->v[i], s) == 0)
+            return true;
+    return false;
+}
+
+/* oidc.allowed_groups, allowed_domains, allowed_users, as headscale applies them: a group
+ * match is enough for the first; the e-mail lists count only a verified address (unless
+ * oidc.email_verified_required is off). */
+int auth_oidc_allowed(const struct hs_config *cfg, const json_t *claims, char *why,
+                      size_t whysize)
+{
+    const char *email = hs_json_str(claims, "email");
+    const char *at = email ? strrchr(email, '@') : NULL;
+    bool trusted = email_verified(claims) || !cfg->oidc_email_verified_required;
+
+    if (cfg->oidc_allowed_groups.n && !in_groups(claims, &cfg->oidc_allowed_groups))
+        return snprintf(why, whysize, "you are not in a group allowed to log in here"), -EACCES;
+    if ((cfg->oidc_allowed_domains.n || cfg->oidc_allowed_users.n) && !trusted)
+        return snprintf(why, whysize, "your e-mail address is not verified"), -EACCES;
+    if (cfg->oidc_allowed_domains.n && !(at && list_has_nocase(&cfg->oidc_allowed_domains, at + 1)))
+        return snprintf(why, whysize, "your e-mail domain may not log in here"), -EACCES;
+    if (cfg->oidc_allowed_users.n && !list_has_nocase(&cfg->oidc_allowed_users, email))
+        return snprintf(why, whysize, "your account may not log in here"), -EACCES;
+    return 0;
+}
+
+/* headscale's "issuer/subject" (one slash between them). */
+char *auth_oidc_identifier(const char *iss, const char *sub)
+{
+    size_t n = strlen(iss);
+
+    while (*sub == '/')
+        sub++;
+    return hs_aprintf("%.*s/%s", (int)(n && iss[n - 1] == '/' ? n - 1 : n), iss, sub);
+}
+
+/* headscale's user name rules: 2+ characters, a letter first, then letters, digits, '-', '.',
+ * '_' and at most one '@'. */
+static bool name_valid(const char *s)
+{
+    int ats = 0;
+
+    if (!s || strlen(s) < 2 || strlen(s) > 255 || !isalpha((unsigned char)*s))
+        return false;
+    for (; *s; s++) {
+        ats += *s == '@';
+        if (!(isalnum((unsigned char)*s) || strchr("-._@", *s)) || (*s & 0x80) || ats > 1)
+            return false;
+    }
+    return true;
+}
+
+/* The name a new user gets: 0.22.3 made it from the e-mail (its domain stripped with
+ * oidc.strip_email_domain, else '@' → '.'); later versions take preferred_username. Failing
+ * those, the e-mail's local part, then "oidc-" and the subject. */
+static char *user_name(const struct hs_config *cfg, const json_t *claims, const char *email)
+{
+    const char *pref = hs_json_str(claims, "preferred_username");
+    char *name;
+
+    if (cfg->legacy && email) {
+        name = hs_strdup(email);
+        if (cfg->oidc_strip_email_domain)
+            name[strcspn(name, "@")] = '\0';
+        else if (strchr(name, '@'))
+            *strchr(name, '@') = '.';
+    } else if (name_valid(pref)) {
+        name = hs_strdup(pref);
+    } else if (email) {
+        name = hs_strndup(email, strcspn(email, "@"));
+    } else {
+        name = hs_aprintf("oidc-%s", hs_json_str(claims, "sub"));
+    }
+    for (char *p = name; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    return name;
+}
+
+/* The user whose provider identifier is id, created from the claims if there is none. */
+static int find_or_create_user(struct auth *a, const json_t *claims, const char *id,
+                               struct store_user *out)
+{
+    const struct hs_config *cfg = a->cfg;
+    struct store_user *all, in = { 0 };
+    const char *email = hs_json_str(claims, "email");
+    size_t n;
+    int rc = -ENOENT;
+
+    if ((rc = store_user_list(a->st, NULL, &all, &n)) < 0)
+        return rc;
+    rc = -ENOENT;
+    for (size_t i = 0; i < n && rc == -ENOENT; i++)
+        if (hs_streq(all[i].provider_id, id))
+            rc = store_user_get(a->st, all[i].id, out);
+    store_user_list_free(all, n);
+    if (rc != -ENOENT)
+        return rc;
+    if (!email_verified(claims) && cfg->oidc_email_verified_required)
+        email = NULL; /* an address nobody proved is not recorded */
+    in.name = user_name(cfg, claims, email);
+    in.email = (char *)email;
+    in.display_name = (char *)hs_json_str(claims, "name");
+    in.profile_pic_url = (char *)hs_json_str(claims, "picture");
+    in.provider = "oidc";
+    in.provider_id = (char *)id;
+    rc = store_user_create(a->st, &in, out);
+    if (rc == 0)
+        log_info("oidc: user %llu (%s) created for %s", (unsigned long long)out->id, in.name, id);
+    free(in.name);
+    return rc;
+}
+
+/* Node key expiry: the token's with oidc.use_expiry_from_token, else 0.22.3's oidc.expiry,
+ * else node.expiry (0: the usual default). */
+static int64_t login_expiry(const struct hs_config *cfg, const json_t *claims)
+{
+    json_t *exp = json_object_get(claims, "exp");
+
+    if (cfg->oidc_use_expiry_from_token && json_is_number(exp))
+        return (int64_t)json_number_value(exp) * HS_USEC_PER_SEC;
+    if (cfg->oidc_expiry_us)
+        return hs_now_us() + cfg->oidc_expiry_us;
+    return 0;
+}
+
+int auth__oidc_login(struct auth_oidc *o, const json_t *claims, const char *reg_id,
+                     struct auth_oidc_login *out, char *why, size_t whysize)
+{
+    char *id;
+    int rc;
+
+    *out = (struct auth_oidc_login){ 0 };
+    if ((rc = auth_oidc_allowed(o->cfg, claims, why, whysize)) < 0) {
+        log_info("oidc: login of %.100s refused: %s", hs_json_str(claims, "sub"), why);
+        return rc;
+    }
+    id = auth_oidc_identifier(hs_json_str(claims, "iss"), hs_json_str(claims, "sub"));
+    rc = find_or_create_user(o->auth, claims, id, &out->user);
+    free(id);
+    if (rc < 0) {
+        snprintf(why, whysize, "the user cannot be recorded: %s", hs_strerror(rc));
+        return rc;
+    }
+    rc = auth__registration_complete_as(o->auth, reg_id, out->user.id, REGISTER_OIDC,
+                                        login_expiry(o->cfg, claims), &out->node);
+    if (rc < 0) {
+        snprintf(why, whysize, rc == -ENOENT ? "this login is finished or expired"
+                               : rc == -EPERM ? "the tags this device asks for are not yours"
+                                              : "the device cannot be registered");
+        store_user_free(&out->user);
+    }
+    return rc;
+}
+
+void auth_oidc_login_free(struct auth_oidc_login *l)
+{
+    store_user_free(&l->user);
+    store_node_free(&l->node);
+}
