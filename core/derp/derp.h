@@ -39,10 +39,12 @@ int derpmap_start(struct derpmap *dm);
 typedef void (*derpmap_change_fn)(void *arg);
 void derpmap_set_listener(struct derpmap *dm, derpmap_change_fn fn, void *arg);
 /* SIGHUP: cfg's sources (derp.urls, derp.paths) and auto-update settings replace the
- * current ones, every source loaded anew, when all of them load; otherwise nothing changes
- * and err names the source and why (-EINVAL). The listener is not called: the caller pushes
- * the map. Same thread as derpmap_start and derpmap_stop. */
-int derpmap_reload(struct derpmap *dm, const struct hs_config *cfg, char *err, size_t errsize);
+ * current ones, every source loaded anew, when all of them load, and embedded replaces the
+ * embedded region (steals it; NULL: none). Otherwise nothing changes and err names the source
+ * and why (-EINVAL). The listener is not called: the caller pushes the map. Same thread as
+ * derpmap_start and derpmap_stop. */
+int derpmap_reload(struct derpmap *dm, const struct hs_config *cfg, json_t *embedded, char *err,
+                   size_t errsize);
 /* Stops the refresh thread (no listener call after it returns); the map stays readable. */
 void derpmap_stop(struct derpmap *dm);
 void derpmap_free(struct derpmap *dm);

@@ -331,12 +331,15 @@ void derpmap_set_embedded(struct derpmap *dm, json_t *region)
 
 /* The new sources are loaded aside (a fetch is not cancelled by derpmap_stop here: it ends
  * within DERPMAP_FETCH_TIMEOUT_MS), then swapped in with the refresher stopped, since it
- * reads the sources without the lock. */
-int derpmap_reload(struct derpmap *dm, const struct hs_config *cfg, char *err, size_t errsize)
+ * reads and writes the sources without the lock; the embedded region goes in then too, as
+ * publishing reads the sources. */
+int derpmap_reload(struct derpmap *dm, const struct hs_config *cfg, json_t *embedded, char *err,
+                   size_t errsize)
 {
     struct derpmap fresh = { 0 };
     char why[DERPMAP_ERR_MAX];
     struct derp_source *old;
+    json_t *old_embedded;
     size_t nold;
 
     atomic_init(&fresh.stop, false);
@@ -346,6 +349,7 @@ int derpmap_reload(struct derpmap *dm, const struct hs_config *cfg, char *err, s
         if (load_source(&fresh, &fresh.src[i], why, sizeof(why)) < 0) {
             snprintf(err, errsize, "%s: %s", fresh.src[i].where, why);
             free_sources(fresh.src, fresh.nsrc);
+            json_decref(embedded);
             return -EINVAL;
         }
     }
@@ -357,6 +361,11 @@ int derpmap_reload(struct derpmap *dm, const struct hs_config *cfg, char *err, s
     dm->period_us = cfg->derp_update_frequency_us;
     dm->refresh = cfg->derp_auto_update && dm->period_us > 0;
     free_sources(old, nold);
+    pthread_mutex_lock(&dm->mu);
+    old_embedded = dm->embedded;
+    dm->embedded = embedded;
+    pthread_mutex_unlock(&dm->mu);
+    json_decref(old_embedded);
     publish(dm);
     atomic_store(&dm->stop, false);
     if (derpmap_start(dm) < 0)

@@ -142,17 +142,16 @@ static void region_ids(json_t *map, struct hs_buf *out)
 static void reload_derp(const struct reload_deps *d, const struct hs_config *next)
 {
     json_t *before = derpmap_get(d->derpmap), *after;
+    json_t *embedded = d->derp && next->derp_server_auto_add_region
+                           ? derp_server_region(d->derp, next) : NULL;
     struct hs_buf was, now;
     char err[512];
 
-    if (derpmap_reload(d->derpmap, next, err, sizeof(err)) < 0) {
+    if (derpmap_reload(d->derpmap, next, embedded, err, sizeof(err)) < 0) {
         log_errorx("reload: DERP map not reloaded: %s; the map in force stays", err);
         json_decref(before);
         return;
     }
-    if (d->derp)
-        derpmap_set_embedded(d->derpmap, next->derp_server_auto_add_region
-                                             ? derp_server_region(d->derp, next) : NULL);
     after = derpmap_get(d->derpmap);
     if (json_equal(before, after)) {
         log_info("reload: DERP map unchanged");

@@ -25,7 +25,9 @@ import time
 
 import pytest
 
+import conftest
 import helpers
+import noise_client
 import tailnet as tn
 import test_derp_relay as dr
 
@@ -132,11 +134,15 @@ class World(dr.Relay):
         return {tuple(line.split()[-2:]) for line in r.stdout.splitlines() if line.strip()}
 
     def snapshot(self):
+        """Counts, and the connections that lasted over two seconds: the clients' latency
+        probes (HTTPS, UDP being blocked here) come and go on their own."""
         m = self.metrics()
+        tcp = self.connections()
+        time.sleep(2)
         return {"streams": m["headscale_control_streams"],
                 "derp": m["headscale_derp_clients"],
                 "accepted": m["headscale_control_connections_accepted_total"],
-                "tcp": self.connections()}
+                "tcp": tcp & self.connections()}
 
     def serial(self, sock=None):
         """The serial of the certificate a TLS connection got (a new one unless sock)."""
@@ -377,3 +383,32 @@ def test_json_lines_shaped_as_headscale(server_factory, tmp_path):
     assert {_shape(t) for t in theirs} == {("level", ("time", "message"), "int")}, theirs
     assert {t["level"] for t in theirs} <= {"trace", "debug", "info", "warn", "error"}
     assert {r["level"] for r in ours} <= {"trace", "debug", "info", "warn", "error"}
+
+
+def test_secret_scan_finds_a_secret_in_a_log(server_factory):
+    """The session-wide check of conftest.py sees what the harness collected: the pre-auth key
+    made here, the server's Noise private key, any privkey:<hex>; key prefixes and public keys
+    are not secrets. (A copy of its scanner, so that this test's planted lines do not fail the
+    session.)"""
+    scan = conftest.SecretScan()
+    s = server_factory()
+    uid = s.create_user()["id"]
+    scan.add_from_text(s.cli_ok("preauthkeys", "-u", uid, "create", "-e", "1h").stdout)
+    scan.server_secrets(s)
+    key = s.cli_json("preauthkeys", "-u", uid, "list")[0]
+    secret = helpers.AUTH_KEY_RE.search(
+        s.cli_ok("preauthkeys", "-u", uid, "create", "-e", "1h").stdout).group(0)
+    noise = open(s.config["noise"]["private_key_path"]).read().strip()
+    log = os.path.join(s.tmp, "planted.log")
+    with open(log, "w") as f:
+        f.write(f"{s.log_text()}"
+                f"a key prefix is fine: {key['key'][:23]}\n"
+                f"a public key is fine: {noise_client.key_text(bytes(32), 'nodekey:')}\n")
+    scan.scan(log)
+    assert scan.finds == [], "the server's own log and public values pass"
+    scan.add_from_text(secret)
+    with open(log, "a") as f:
+        f.write(f"key {secret.upper()}\n{noise.split(':', 1)[1]}\nprivkey:{'ab' * 32}\n")
+    scan.scan(log)
+    assert len(scan.finds) == 3, scan.finds
+    assert secret[-64:] not in "".join(scan.finds), "the report does not repeat the secret"
