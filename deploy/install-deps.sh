@@ -10,7 +10,7 @@ PKGS=(
   postgresql postgresql-client sqlite3 nginx iproute2 procps psmisc curl
   clang libclang-rt-14-dev
   python3 python3-pytest python3-yaml python3-requests
-  debhelper help2man debootstrap systemd strace
+  debhelper help2man debootstrap systemd systemd-container strace
   chromium chromium-driver
 )
 

@@ -3,8 +3,10 @@ dpkg-buildpackage, apt installs it (with the Depends it declares) into a fresh D
 by debootstrap, and there the binary runs, `headscale configtest` passes on the packaged
 config as the service user, `headscale serve` started the way the systemd unit says (its
 ExecStart, User, WorkingDirectory, UMask, RuntimeDirectory) answers /health in a network
-namespace of its own, using only the system calls and socket families the unit allows, and
-`dpkg --purge` takes away what the package made.
+namespace of its own, using only the system calls and socket families the unit allows (under
+systemd a refused call would only fail with EPERM), the root booted with systemd
+(systemd-nspawn) runs both units with their whole sandbox, and `dpkg --purge` takes away what
+the package made.
 
 The root is debootstrapped once per Debian suite (the build machine's) into
 .cache/debootstrap/<suite>/root; the packages apt fetches for the Depends are kept in
@@ -28,7 +30,7 @@ import helpers
 SUITE_DIR = os.path.join(helpers.REPO, ".cache", "debootstrap")
 MIRROR = os.environ.get("HS_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 TOOLS = ("debootstrap", "dpkg-buildpackage", "dh", "help2man", "systemd-analyze", "strace",
-         "unshare", "nsenter", "curl")
+         "systemd-nspawn", "unshare", "nsenter", "curl")
 UNIT_DIR = "/lib/systemd/system"
 DEADLINE = 20.0
 
@@ -401,4 +403,128 @@ def test_purge_removes_what_the_package_made(base_root, deb, tmp_path):
         assert "headscale" not in in_root(root, "dpkg-statoverride", "--list",
                                           check=False).stdout
     finally:
+        uninstall(root)
+
+
+class Booted:
+    """The root booted with systemd as its init (systemd-nspawn, loopback only)."""
+
+    def __init__(self, root, log_path):
+        self.root, self.log_path = root, log_path
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                ["systemd-nspawn", "-q", "-D", root, "--boot", "--private-network",
+                 "--register=no", "--keep-unit", "--console=read-only",
+                 "--machine=hs-package-test"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.pid1 = None
+        end = time.monotonic() + DEADLINE
+        while not (self.pid1 and os.path.exists(f"/proc/{self.pid1}/root/run/systemd/private")):
+            kids = run(["pgrep", "-P", str(self.proc.pid), "-x", "systemd"],
+                       check=False).stdout.split()
+            self.pid1 = int(kids[0]) if kids else None
+            assert self.proc.poll() is None and time.monotonic() < end, self.log()
+            time.sleep(0.1)
+        state = self.sh("systemctl", "is-system-running", "--wait", check=False,
+                        timeout=3 * DEADLINE).stdout.strip()
+        assert state in ("running", "degraded"), state + "\n" + self.log()
+
+    def log(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()[-3000:]
+
+    def sh(self, *argv, **kw):
+        """A command inside the booted root (all its namespaces)."""
+        return run(["nsenter", "-t", str(self.pid1), "-a", "-r", "-w"] + list(argv), **kw)
+
+    def health(self, port):
+        return run(["nsenter", "-t", str(self.pid1), "--net", "curl", "-s", "--max-time", "2",
+                    f"http://127.0.0.1:{port}/health"], check=False).stdout
+
+    def wait_active(self, unit, port):
+        end = time.monotonic() + DEADLINE
+        while '"pass"' not in self.health(port):
+            state = self.sh("systemctl", "is-active", unit, check=False).stdout.strip()
+            assert state in ("active", "activating") and time.monotonic() < end, \
+                f"{unit} {state}:\n" + self.journal(unit)
+            time.sleep(0.1)
+        return int(self.sh("systemctl", "show", "-p", "MainPID", "--value", unit).stdout)
+
+    def journal(self, unit):
+        return self.sh("journalctl", "-u", unit, "--no-pager", "-o", "cat",
+                       check=False).stdout[-4000:]
+
+    def poweroff(self):
+        if self.proc.poll() is None:
+            self.sh("systemctl", "poweroff", "--no-block", check=False)
+            try:
+                self.proc.wait(timeout=DEADLINE)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=DEADLINE)
+
+
+def replica_config(root, name, port):
+    """/etc/headscale/<name>.yaml for headscale@<name>: the packaged config with ports,
+    database and socket of its own (the noise key is shared, as replicas share it)."""
+    with open(root + "/etc/headscale/config.yaml") as f:
+        text = f.read()
+    for old, new in (("127.0.0.1:8080", f"127.0.0.1:{port}"),
+                     ("127.0.0.1:9090", f"127.0.0.1:{port + 1000}"),
+                     ("/var/lib/headscale/db.sqlite", f"/var/lib/headscale/{name}.sqlite"),
+                     ("/var/run/headscale/", f"/var/run/headscale-{name}/")):
+        assert old in text, old
+        text = text.replace(old, new)
+    with open(root + f"/etc/headscale/{name}.yaml", "w") as f:
+        f.write(text)
+
+
+def proc_status(booted, pid):
+    text = booted.sh("cat", f"/proc/{pid}/status").stdout
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+
+
+def test_units_run_under_systemd(base_root, deb, tmp_path):
+    """The units themselves, sandbox and all, under systemd: the server unit the package
+    enabled starts at boot, runs as headscale with CAP_NET_BIND_SERVICE alone, no new
+    privileges and a seccomp filter, answers /health and the CLI, reloads, stops cleanly;
+    the template runs a second server on its own config."""
+    root = install(base_root, deb, str(tmp_path / "boot"))
+    replica_config(root, "replica1", 8081)
+    booted = Booted(root, str(tmp_path / "boot.log"))
+    try:
+        pid = booted.wait_active("headscale.service", 8080)
+        uid, gid, _ = ids(root, "headscale")
+        status = proc_status(booted, pid)
+        assert status["Uid"].split()[:2] == [str(uid)] * 2, status["Uid"]
+        assert int(status["CapEff"], 16) == 1 << 10, status["CapEff"]  # CAP_NET_BIND_SERVICE
+        assert int(status["CapBnd"], 16) == 1 << 10, status["CapBnd"]
+        assert status["NoNewPrivs"] == "1" and status["Seccomp"] == "2", status
+        inside = f"/proc/{booted.pid1}/root"  # its /run is the container's own
+        assert stat_of(inside, "/run/headscale") == ("0o750", uid, gid)
+        assert stat_of(inside, "/run/headscale/headscale.sock") == ("0o770", uid, gid)
+        booted.sh("headscale", "users", "create", "carol")
+        assert "carol" in booted.sh("headscale", "users", "list").stdout
+
+        booted.sh("systemctl", "reload", "headscale")
+        end = time.monotonic() + DEADLINE
+        while "SIGHUP" not in booted.journal("headscale.service"):
+            assert time.monotonic() < end, booted.journal("headscale.service")
+            time.sleep(0.1)
+        assert booted.wait_active("headscale.service", 8080) == pid
+
+        booted.sh("systemctl", "start", "headscale@replica1")
+        booted.wait_active("headscale@replica1.service", 8081)
+        assert "carol" not in booted.sh("headscale", "-c", "/etc/headscale/replica1.yaml",
+                                        "users", "list").stdout
+        assert os.path.exists(root + "/var/lib/headscale/replica1.sqlite")
+
+        booted.sh("systemctl", "stop", "headscale", "headscale@replica1")
+        for unit in ("headscale", "headscale@replica1"):
+            r = booted.sh("systemctl", "show", "-p", "Result", "--value", unit)
+            assert r.stdout.strip() == "success", booted.journal(unit)
+        assert not os.path.exists(inside + "/run/headscale")
+        assert os.path.exists(inside + "/var/lib/headscale/db.sqlite")
+    finally:
+        booted.poweroff()
         uninstall(root)
