@@ -219,6 +219,7 @@ static int id_token_claims(struct auth_oidc *o, const json_t *tokens, json_t **c
                            char *why, size_t whysize)
 {
     const char *tok = hs_json_str(tokens, "id_token");
+    char refetch[256];
     json_t *keys;
     int rc;
 
@@ -229,7 +230,9 @@ static int id_token_claims(struct auth_oidc *o, const json_t *tokens, json_t **c
     keys = oidc__jwks(o);
     rc = auth_jwt_verify(tok, keys, claims, why, whysize);
     json_decref(keys);
-    if (rc == -ENOKEY && oidc__jwks_refresh(o, why, whysize) == 0) {
+    /* Not found: the provider may have rolled its keys. Why the refetch failed matters less
+     * than the missing key, which why still names. */
+    if (rc == -ENOKEY && oidc__jwks_refresh(o, refetch, sizeof(refetch)) == 0) {
         keys = oidc__jwks(o);
         rc = auth_jwt_verify(tok, keys, claims, why, whysize);
         json_decref(keys);

@@ -11,7 +11,7 @@
 #define OIDC_MAX_FLOWS 1024           /* logins between redirect and callback */
 #define OIDC_FLOW_TTL_US (15 * 60 * HS_USEC_PER_SEC)
 #define OIDC_CLOCK_SKEW_S 60          /* how far the provider's clock may be from ours */
-#define OIDC_JWKS_MIN_REFETCH_US (10 * HS_USEC_PER_SEC) /* an unknown kid refetches at most this often */
+#define OIDC_JWKS_MIN_REFETCH_US (10 * HS_USEC_PER_SEC) /* unknown kids refetch at most this often */
 #define OIDC_RANDOM_BYTES 24          /* state, nonce */
 #define OIDC_VERIFIER_BYTES 32        /* PKCE verifier: 43 characters */
 #define OIDC_TEXT_MAX AUTH_OIDC_STATE_MAX /* state, nonce, verifier as text */
@@ -33,7 +33,7 @@ struct auth_oidc {
     pthread_mutex_t mu; /* everything below */
     json_t *discovery;  /* NULL until the provider answered */
     json_t *jwks;
-    int64_t jwks_fetched_us;
+    int64_t jwks_fetched_us; /* the last refetch for an unknown kid (0: none yet) */
     struct oidc_flow flows[OIDC_MAX_FLOWS];
 };
 

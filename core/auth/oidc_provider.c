@@ -182,7 +182,6 @@ int oidc__discover(struct auth_oidc *o, char *why, size_t whysize)
     if (!o->discovery) { /* another login may have got there first */
         o->discovery = d;
         o->jwks = keys;
-        o->jwks_fetched_us = hs_monotonic_us();
         d = keys = NULL;
     }
     pthread_mutex_unlock(&o->mu);
@@ -219,7 +218,7 @@ int oidc__jwks_refresh(struct auth_oidc *o, char *why, size_t whysize)
     int rc;
 
     pthread_mutex_lock(&o->mu);
-    due = now - o->jwks_fetched_us >= OIDC_JWKS_MIN_REFETCH_US;
+    due = !o->jwks_fetched_us || now - o->jwks_fetched_us >= OIDC_JWKS_MIN_REFETCH_US;
     if (due)
         o->jwks_fetched_us = now;
     pthread_mutex_unlock(&o->mu);

@@ -20,7 +20,8 @@ import http.server
 
 import pytest
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 import helpers
 from noise_client import ControlClient
@@ -436,3 +437,158 @@ def test_legacy_layout_login(server_factory, db, tmp_path):
         assert 29.9 < days < 30.1, node["expiry"]
     finally:
         m.stop()
+
+
+# ---- a provider the test scripts: tokens no real provider would send ----
+
+def jwk_rsa(pub, kid):
+    n = pub.public_numbers()
+    return {"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256",
+            "n": b64url(n.n.to_bytes(256, "big")), "e": b64url(n.e.to_bytes(3, "big"))}
+
+
+def jwk_ec(pub, kid):
+    n = pub.public_numbers()
+    return {"kty": "EC", "kid": kid, "use": "sig", "alg": "ES256", "crv": "P-256",
+            "x": b64url(n.x.to_bytes(32, "big")), "y": b64url(n.y.to_bytes(32, "big"))}
+
+
+class ScriptedProvider:
+    """Serves discovery, a key set and a token endpoint whose answers the test sets."""
+
+    def __init__(self):
+        self.port = helpers.free_port()
+        self.issuer = f"http://127.0.0.1:{self.port}/idp"
+        self.rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.ec = ec.generate_private_key(ec.SECP256R1())
+        self.discovery = json.dumps({
+            "issuer": self.issuer, "authorization_endpoint": self.issuer + "/authorize",
+            "token_endpoint": self.issuer + "/token", "jwks_uri": self.issuer + "/jwks"}).encode()
+        self.jwks = json.dumps({"keys": [jwk_rsa(self.rsa.public_key(), "r1"),
+                                         jwk_ec(self.ec.public_key(), "e1")]}).encode()
+        self.token_body = b"{}"
+        self.jwks_fetches = 0
+        provider = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def reply(self, body):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                if self.path.endswith("/.well-known/openid-configuration"):
+                    return self.reply(provider.discovery)
+                if self.path.endswith("/jwks"):
+                    provider.jwks_fetches += 1
+                    return self.reply(provider.jwks)
+                self.send_error(404)
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                self.reply(provider.token_body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def claims(self, nonce, **over):
+        now = int(time.time())
+        c = {"iss": self.issuer, "aud": CLIENT_ID, "sub": "s-1", "exp": now + 600, "iat": now,
+             "nonce": nonce, "email": "dana@example.org", "email_verified": True,
+             "preferred_username": "dana"}
+        c.update(over)
+        return c
+
+    def sign(self, claims, alg="RS256", kid="r1", key=None):
+        head = b64url(json.dumps({"alg": alg, "kid": kid, "typ": "JWT"}).encode())
+        body = b64url(json.dumps(claims).encode())
+        msg = f"{head}.{body}".encode()
+        if alg == "ES256":
+            r, s = decode_dss_signature((key or self.ec).sign(msg, ec.ECDSA(hashes.SHA256())))
+            sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        elif alg == "none":
+            sig = b""
+        elif alg == "HS256":  # keyed with the public key: the classic algorithm confusion
+            sig = hashlib.sha256(b"public key" + msg).digest()
+        else:
+            sig = (key or self.rsa).sign(msg, padding.PKCS1v15(), hashes.SHA256())
+        return f"{head}.{body}.{b64url(sig)}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def scripted():
+    p = ScriptedProvider()
+    yield p
+    p.close()
+
+
+def scripted_login(server, provider, make_token):
+    """A login whose token endpoint answers with make_token(nonce) (a token, or the whole
+    body as bytes) → (status, page)."""
+    _, url = start_login(server)
+    b = Browser()
+    st, h, _ = b.get(url)
+    assert st == 302
+    q = urllib.parse.parse_qs(urllib.parse.urlsplit(h["location"]).query)
+    tok = make_token(q["nonce"][0])
+    provider.token_body = tok if isinstance(tok, bytes) else json.dumps(
+        {"id_token": tok, "access_token": "at", "token_type": "bearer"}).encode()
+    st, _, page = b.get(f"http://127.0.0.1:{server.port}/oidc/callback?"
+                        + urllib.parse.urlencode({"state": q["state"][0], "code": "c"}))
+    return st, page
+
+
+def test_tokens_that_must_be_refused(server_factory, scripted):
+    """Each bad ID token is refused with a page naming what is wrong, and creates nothing; an
+    ES256 token from the same provider is taken."""
+    p = scripted
+    s = server_factory(overrides=oidc_config(p.issuer))
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cases = [
+        ("signature does not verify", lambda n: p.sign(p.claims(n), key=other)),
+        ("issued for another client", lambda n: p.sign(p.claims(n, aud="someone-else"))),
+        ("has expired", lambda n: p.sign(p.claims(n, exp=int(time.time()) - 3600))),
+        ("not valid yet", lambda n: p.sign(p.claims(n, nbf=int(time.time()) + 3600))),
+        ("issued by someone else", lambda n: p.sign(p.claims(n, iss="http://evil.test"))),
+        ("nonce is not this login", lambda n: p.sign(p.claims("not-" + n))),
+        ("not a signed JWT", lambda n: p.sign(p.claims(n), alg="none")),
+        ("not RS256 or ES256", lambda n: p.sign(p.claims(n), alg="HS256")),
+        ("no usable key", lambda n: p.sign(p.claims(n), kid="rolled-away")),
+        ("longer than", lambda n: p.sign(p.claims(n, pad="x" * 20000))),
+        ("larger than", lambda n: json.dumps({"id_token": "a" * (10 << 20)}).encode()),
+        ("not a JSON object", lambda n: b"<html>oops</html>"),
+    ]
+    for why, make in cases:
+        fetches = p.jwks_fetches
+        st, page = scripted_login(s, p, make)
+        assert st in (400, 502) and why in page, (why, st, page)
+        if why == "no usable key":
+            assert p.jwks_fetches == fetches + 1  # looked for a rolled key once
+    assert s.api_ok("GET", "/api/v1/node")["nodes"] == []
+    assert "dana" not in users_by_name(s)
+    st, page = scripted_login(s, p, lambda n: p.sign(p.claims(n), alg="ES256", kid="e1"))
+    assert st == 200 and "dana" in page, page
+
+
+@pytest.mark.parametrize("discovery, jwks, why", [
+    (b"{not json", None, "not a JSON object"),
+    (b'{"issuer": "http://elsewhere.test/idp"}', None, "names the issuer"),
+    (None, b'{"no": "keys"}', 'no "keys" list'),
+])
+def test_bad_provider_documents_stop_the_start(server_factory, scripted, discovery, jwks, why):
+    if discovery:
+        scripted.discovery = discovery
+    if jwks:
+        scripted.jwks = jwks
+    s = server_factory(start=False, overrides=oidc_config(scripted.issuer))
+    r = s.cli("serve", timeout=60)
+    assert r.returncode != 0 and why in r.stdout + r.stderr, r
