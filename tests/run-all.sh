@@ -31,6 +31,7 @@ bash tests/lib/install-tailscale-ws.sh ${TS_VERSIONS//,/ } || exit 1
 
 step "real headscale servers to compare with (cached in .cache/headscale/<version>)"
 bash tests/lib/install-headscale.sh v0.29.3 v0.22.3 || exit 1
+bash tests/lib/install-pebble.sh v2.10.3 || exit 1  # the ACME test's CA
 
 step "the REST client go-swagger generates from headscale's OpenAPI document (as the Terraform provider's)"
 bash tests/lib/install-swagger-client.sh v0.29.3 >/dev/null || exit 1
@@ -62,8 +63,8 @@ FUZZ_BUILD=${HS_FUZZ_BUILD_DIR:-$ROOT/build-fuzz}
 FUZZ_SECONDS=${HS_FUZZ_SECONDS:-20}
 fuzz_ok=1
 if CC=clang cmake -S . -B "$FUZZ_BUILD" -DCMAKE_BUILD_TYPE=Debug -DHS_FUZZ=ON -DHS_TESTS=OFF \
-     >/dev/null && cmake --build "$FUZZ_BUILD" -j"$(nproc)" --target fuzz_policy fuzz_policy_yaml fuzz_policy_compile fuzz_config fuzz_config_records fuzz_noise fuzz_derp fuzz_net fuzz_webadmin; then
-  for f in policy policy_yaml policy_compile config config_records noise derp net webadmin; do
+     >/dev/null && cmake --build "$FUZZ_BUILD" -j"$(nproc)" --target fuzz_policy fuzz_policy_yaml fuzz_policy_compile fuzz_config fuzz_config_records fuzz_noise fuzz_derp fuzz_net fuzz_webadmin fuzz_acme; then
+  for f in policy policy_yaml policy_compile config config_records noise derp net webadmin acme; do
     work=$LOGDIR/fuzz-$f
     mkdir -p "$work"
     cp tests/fuzz/corpus/$f/* "$work/"

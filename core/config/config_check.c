@@ -189,6 +189,39 @@ static void check_dns(struct load_ctx *c)
                 "must list at least one nameserver when dns.override_local_dns is true");
 }
 
+/* A name a CA can issue for, written as it goes into a CSR: letters, digits, '-' and
+ * dots between labels. */
+static bool dns_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+
+    return n > 0 && n <= 253 && strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                          "0123456789-.") == n &&
+           s[0] != '.' && s[0] != '-' && s[n - 1] != '.' && !strstr(s, "..");
+}
+
+static void check_acme(struct load_ctx *c)
+{
+    const struct hs_config *cfg = c->cfg;
+    char host[256], port[16];
+
+    if (!dns_name_ok(cfg->tls_letsencrypt_hostname))
+        problem(c, CONFIG_ERROR, "tls_letsencrypt_hostname", "is not a DNS name");
+    if (!hs_has_prefix(cfg->acme_url, "https://") && !hs_has_prefix(cfg->acme_url, "http://"))
+        problem(c, CONFIG_ERROR, "acme_url", "must be an http(s) URL of an ACME directory");
+    if (!*cfg->tls_letsencrypt_cache_dir)
+        problem(c, CONFIG_ERROR, "tls_letsencrypt_cache_dir",
+                "must be set when tls_letsencrypt_hostname is");
+    if (strcmp(cfg->tls_letsencrypt_challenge_type, "HTTP-01") == 0 &&
+        hs_split_host_port(cfg->tls_letsencrypt_listen, host, sizeof(host), port,
+                           sizeof(port)) < 0)
+        problem(c, CONFIG_ERROR, "tls_letsencrypt_listen", "is not host:port (or :http)");
+    if (!hs_has_prefix(cfg->server_url, "https://"))
+        problem(c, CONFIG_WARNING, "server_url",
+                "does not start with https:// although the listener serves TLS "
+                "(tls_letsencrypt_hostname)");
+}
+
 static void check_tls(struct load_ctx *c)
 {
     const struct hs_config *cfg = c->cfg;
@@ -200,6 +233,8 @@ static void check_tls(struct load_ctx *c)
     if (*cfg->tls_letsencrypt_hostname && *cfg->tls_cert_path)
         problem(c, CONFIG_ERROR, "tls_letsencrypt_hostname",
                 "cannot be used together with tls_cert_path");
+    if (*cfg->tls_letsencrypt_hostname)
+        check_acme(c);
 }
 
 /* 0.22.3's private_key_path was the legacy protocol's key and the embedded DERP server's;

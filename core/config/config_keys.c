@@ -46,7 +46,6 @@ static const int fam4 = AF_INET, fam6 = AF_INET6;
 
 /* Why inert keys do nothing (see key_def.inert). */
 #define NO_GRPC "gRPC is not served; the CLI uses the unix socket or the REST API"
-#define NO_ACME "ACME is not implemented; use tls_cert_path and tls_key_path"
 #define NO_OIDC "oidc.issuer alone turns OIDC on (headscale reads this key only to check pkce.method)"
 #define NO_ORM "there is no ORM: statements are always prepared and parameterized"
 #define NO_BATCHER "it tunes headscale's Go batcher; here tuning.batch_change_delay does"
@@ -120,15 +119,13 @@ const struct key_def config__keys[] = {
     KEY("database.postgres.conn_max_idle_time_secs", K_INT, pg_conn_max_idle_time_secs, "3600",
         .min = 0, .max = INT_MAXV),
 
-    KEY("acme_url", K_STR, acme_url, "https://acme-v02.api.letsencrypt.org/directory",
-        .inert = NO_ACME),
-    KEY("acme_email", K_STR, acme_email, "", .inert = NO_ACME),
-    KEY("tls_letsencrypt_hostname", K_STR, tls_letsencrypt_hostname, "", .inert = NO_ACME),
-    KEY("tls_letsencrypt_cache_dir", K_PATH, tls_letsencrypt_cache_dir, "/var/www/.cache",
-        .inert = NO_ACME),
+    KEY("acme_url", K_STR, acme_url, "https://acme-v02.api.letsencrypt.org/directory"),
+    KEY("acme_email", K_STR, acme_email, ""),
+    KEY("tls_letsencrypt_hostname", K_STR, tls_letsencrypt_hostname, ""),
+    KEY("tls_letsencrypt_cache_dir", K_PATH, tls_letsencrypt_cache_dir, "/var/www/.cache"),
     KEY("tls_letsencrypt_challenge_type", K_CHOICE, tls_letsencrypt_challenge_type, "HTTP-01",
-        .aux = challenges, .inert = NO_ACME),
-    KEY("tls_letsencrypt_listen", K_STR, tls_letsencrypt_listen, ":http", .inert = NO_ACME),
+        .aux = challenges),
+    KEY("tls_letsencrypt_listen", K_STR, tls_letsencrypt_listen, ":http"),
     KEY("tls_cert_path", K_PATH, tls_cert_path, ""),
     KEY("tls_key_path", K_PATH, tls_key_path, ""),
 

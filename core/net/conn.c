@@ -2,8 +2,6 @@
 #include <netdb.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
-#include <openssl/x509v3.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -11,6 +9,7 @@
 #include <unistd.h>
 
 #include "net/net.h"
+#include "net/net_internal.h"
 
 /* Largest WebSocket message we send: Tailscale's clients read at most 32 KiB per message
  * (and close with 1009 past that). Also bounds `out`. */
@@ -32,143 +31,6 @@ struct net_conn {
     uint8_t ctl[WS_MAX_CONTROL];
 };
 
-/* ---- TLS context ---- */
-
-/* The context is swapped whole on a reload: a connection being set up holds its own
- * reference (SSL_new takes one), so what it started with stays valid to its end. */
-struct net_tls {
-    pthread_mutex_t mu;
-    SSL_CTX *ctx; /* guarded by mu */
-};
-
-/* Everything we serve over TLS is HTTP/1.1 (upgrades, and the REST API through
- * libmicrohttpd): never agree to h2. */
-static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
-                       const unsigned char *in, unsigned inlen, void *arg)
-{
-    static const unsigned char h11[] = "\x08http/1.1";
-    unsigned char *sel;
-
-    (void)ssl;
-    (void)arg;
-    if (SSL_select_next_proto(&sel, outlen, h11, sizeof(h11) - 1, in, inlen) !=
-        OPENSSL_NPN_NEGOTIATED)
-        return SSL_TLSEXT_ERR_NOACK;
-    *out = sel;
-    return SSL_TLSEXT_ERR_OK;
-}
-
-static void tls_error(const char *what, const char *path, char *err, size_t errsize)
-{
-    char reason[160];
-    ERR_error_string_n(ERR_get_error(), reason, sizeof(reason));
-    snprintf(err, errsize, "%s %s: %s", what, path, reason);
-    ERR_clear_error();
-}
-
-static SSL_CTX *build_ctx(const char *cert_path, const char *key_path, char *err,
-                          size_t errsize)
-{
-    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-
-    if (!ctx) {
-        tls_error("TLS", "context", err, errsize);
-        return NULL;
-    }
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    /* Partial writes and a moving buffer fit our send buffers; idle connections give their
-     * 34 KiB of record buffers back (thousands of idle map streams). */
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                              SSL_MODE_RELEASE_BUFFERS);
-    SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION |
-                                 SSL_OP_CIPHER_SERVER_PREFERENCE);
-    SSL_CTX_set_num_tickets(ctx, 0); /* no resumption state to keep per process */
-    /* Read what the socket has, not a record header and then its body: a DERP sender
-     * writes one small record per packet. */
-    SSL_CTX_set_read_ahead(ctx, 1);
-    SSL_CTX_set_alpn_select_cb(ctx, select_alpn, NULL);
-    if (SSL_CTX_use_certificate_chain_file(ctx, cert_path) != 1) {
-        tls_error("tls_cert_path", cert_path, err, errsize);
-    } else if (SSL_CTX_use_PrivateKey_file(ctx, key_path, SSL_FILETYPE_PEM) != 1) {
-        tls_error("tls_key_path", key_path, err, errsize);
-    } else if (SSL_CTX_check_private_key(ctx) != 1) {
-        tls_error("tls_key_path", key_path, err, errsize);
-    } else {
-        return ctx;
-    }
-    SSL_CTX_free(ctx);
-    return NULL;
-}
-
-struct net_tls *net_tls_new(const char *cert_path, const char *key_path, char *err,
-                            size_t errsize)
-{
-    SSL_CTX *ctx = build_ctx(cert_path, key_path, err, errsize);
-    struct net_tls *t;
-
-    if (!ctx)
-        return NULL;
-    t = hs_xcalloc(1, sizeof(*t));
-    pthread_mutex_init(&t->mu, NULL);
-    t->ctx = ctx;
-    return t;
-}
-
-int net_tls_reload(struct net_tls *t, const char *cert_path, const char *key_path, char *err,
-                   size_t errsize)
-{
-    SSL_CTX *ctx = build_ctx(cert_path, key_path, err, errsize), *old;
-
-    if (!ctx)
-        return -EINVAL;
-    pthread_mutex_lock(&t->mu);
-    old = t->ctx;
-    t->ctx = ctx;
-    pthread_mutex_unlock(&t->mu);
-    SSL_CTX_free(old);
-    return 0;
-}
-
-void net_tls_describe(struct net_tls *t, char *out, size_t outsize)
-{
-    X509 *cert;
-    BIGNUM *bn = NULL;
-    char *serial = NULL, until[64] = "?";
-    BIO *bio;
-
-    pthread_mutex_lock(&t->mu);
-    if ((cert = SSL_CTX_get0_certificate(t->ctx)))
-        X509_up_ref(cert);
-    pthread_mutex_unlock(&t->mu);
-    if (!cert) {
-        snprintf(out, outsize, "no certificate");
-        return;
-    }
-    if ((bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL)))
-        serial = BN_bn2hex(bn);
-    if ((bio = BIO_new(BIO_s_mem()))) {
-        if (ASN1_TIME_print(bio, X509_get0_notAfter(cert)) == 1) {
-            int n = BIO_read(bio, until, (int)sizeof(until) - 1);
-            until[n > 0 ? n : 0] = '\0';
-        }
-        BIO_free(bio);
-    }
-    snprintf(out, outsize, "serial %s, valid until %s", serial ? serial : "?", until);
-    OPENSSL_free(serial);
-    BN_free(bn);
-    X509_free(cert);
-    ERR_clear_error();
-}
-
-void net_tls_free(struct net_tls *t)
-{
-    if (t) {
-        SSL_CTX_free(t->ctx);
-        pthread_mutex_destroy(&t->mu);
-        free(t);
-    }
-}
-
 /* ---- connections ---- */
 
 struct net_conn *net_conn_new(int fd, struct net_tls *tls)
@@ -179,10 +41,7 @@ struct net_conn *net_conn_new(int fd, struct net_tls *tls)
     hs_buf_init(&c->in, HTTP1_MAX_HEAD + 65536);
     hs_buf_init(&c->out, OUT_MAX);
     if (tls) {
-        pthread_mutex_lock(&tls->mu);
-        c->ssl = SSL_new(tls->ctx);
-        pthread_mutex_unlock(&tls->mu);
-        if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) {
+        if (!(c->ssl = net__tls_ssl(tls)) || SSL_set_fd(c->ssl, fd) != 1) {
             ERR_clear_error();
             net_conn_close(c);
             return NULL;

@@ -23,19 +23,34 @@
 
 /* ---- TLS ---- */
 
+/* The listener's context. Each handshake takes the certificate it holds when the
+ * ClientHello arrives, so the certificate can be replaced (or a challenge answered) from any
+ * thread while it serves; connections already set up keep theirs. */
 struct net_tls;
 
-/* Loads a PEM certificate chain and key. NULL with a reason in err on failure. */
+#define NET_TLS_MAX_PEM (256u * 1024) /* per file: a chain and a key */
+
+/* Loads a PEM certificate chain and key (one file may hold both). NULL with a reason in
+ * err on failure. */
 struct net_tls *net_tls_new(const char *cert_path, const char *key_path, char *err,
                             size_t errsize);
+/* A context without a certificate yet: handshakes fail (but for a TLS-ALPN-01 challenge)
+ * until net_tls_reload() gives it one. NULL if OpenSSL cannot make one. */
+struct net_tls *net_tls_new_empty(void);
 void net_tls_free(struct net_tls *t);
 /* Loads the pair again (new files, or new content at the same paths): handshakes from now on
  * use it; connections already made keep the one they started with. On failure nothing
- * changes: -EINVAL with the reason in err. Any thread. */
+ * changes: a negative errno with the reason in err. Any thread. */
 int net_tls_reload(struct net_tls *t, const char *cert_path, const char *key_path, char *err,
                    size_t errsize);
 /* The certificate in use, for people: "serial 1A2B..., valid until Jan  1 00:00:00 2027 GMT". */
 void net_tls_describe(struct net_tls *t, char *out, size_t outsize);
+/* RFC 8737: while set, a ClientHello offering the ALPN "acme-tls/1" gets this certificate
+ * (PEM: certificate and key) and that protocol; NULL clears it. 0, or -EINVAL (logged). */
+int net_tls_set_challenge(struct net_tls *t, const char *pem, size_t len);
+/* Whether a ClientHello's ALPN extension body (RFC 7301 §3.1) offers proto: 1 yes, 0 no,
+ * -EINVAL when malformed. */
+int net_alpn_offers(const uint8_t *ext, size_t len, const char *proto);
 
 /* ---- connections ---- */
 

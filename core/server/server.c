@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "acme/acme.h"
 #include "api/api.h"
 #include "auth/auth.h"
 #include "control/control.h"
@@ -53,6 +54,7 @@ struct server {
     pthread_mutex_t derp_mu;
     struct front *front;  /* accepts on listen_addr */
     struct net_tls *tls;  /* NULL: plain HTTP */
+    struct acme *acme;    /* NULL unless tls_letsencrypt_hostname is set */
     struct MHD_Daemon *tcp, *unix_sock;
     char *unix_path;
     struct MHD_Daemon *metrics_http;  /* NULL unless metrics_listen_addr is set */
@@ -571,18 +573,45 @@ static struct MHD_Daemon *start_daemon(struct listener *l, int fd)
                             MHD_OPTION_END);
 }
 
+/* The listener's certificate: from tls_cert_path and tls_key_path, or by ACME. With ACME
+ * the listener starts without one (TLS-ALPN-01 needs it up to answer), and handshakes fail
+ * until the first certificate is there; a cached one is there at once. */
+static int start_tls(struct server *srv)
+{
+    const struct hs_config *cfg = srv->cfg;
+    struct acme_deps deps = { .cfg = cfg, .http_fd = -1 };
+    char err[512];
+
+    if (cfg->tls_letsencrypt_hostname && *cfg->tls_letsencrypt_hostname) {
+        if (!(srv->tls = deps.tls = net_tls_new_empty()))
+            return -ENOMEM;
+        if (!hs_streq(cfg->tls_letsencrypt_challenge_type, "TLS-ALPN-01")) {
+            if (acme_listen_addr(cfg->tls_letsencrypt_listen, err, sizeof(err)) < 0) {
+                log_errorx("server: tls_letsencrypt_listen \"%s\" is not host:port",
+                           cfg->tls_letsencrypt_listen);
+                return -EINVAL;
+            }
+            if ((deps.http_fd = listen_tcp(err)) < 0)
+                return deps.http_fd;
+        }
+        return acme_start(&deps, &srv->acme);
+    }
+    if (cfg->tls_cert_path && *cfg->tls_cert_path &&
+        !(srv->tls = net_tls_new(cfg->tls_cert_path, cfg->tls_key_path, err, sizeof(err)))) {
+        log_errorx("server: cannot load tls_cert_path/tls_key_path: %s", err);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 static int start_tcp(struct server *srv)
 {
     const struct hs_config *cfg = srv->cfg;
     struct front_deps deps = { .listen_fd = -1 };
-    char err[512];
     int rc;
 
-    if (cfg->tls_cert_path && *cfg->tls_cert_path &&
-        !(srv->tls = net_tls_new(cfg->tls_cert_path, cfg->tls_key_path, err, sizeof(err)))) {
-        log_errorx("server: cannot load the TLS certificate: %s", err);
-        return -EINVAL;
-    }
+    if ((rc = start_tls(srv)) < 0)
+        return rc;
     tcp_listener = (struct listener){ .srv = srv, .trusted = false };
     if (!(srv->tcp = start_daemon(&tcp_listener, -1))) {
         log_errorx("server: cannot start the HTTP server");
@@ -716,6 +745,7 @@ static void server_stop(struct server *srv)
     pthread_mutex_unlock(&srv->derp_mu);
     if (srv->tcp)
         MHD_stop_daemon(srv->tcp);
+    acme_stop(srv->acme);
     net_tls_free(srv->tls);
     if (srv->unix_sock)
         MHD_stop_daemon(srv->unix_sock);
@@ -898,7 +928,8 @@ static void start_reload(struct server *srv)
 {
     struct reload_deps deps = {
         .cfg = srv->cfg, .state = srv->state, .derpmap = srv->derpmap, .derp = srv->derp,
-        .tls = srv->tls, .mapper = srv->mapper, .svc = srv->svc, .dns = &srv->dns,
+        .tls = srv->acme ? NULL : srv->tls, /* ACME renews its own */
+        .mapper = srv->mapper, .svc = srv->svc, .dns = &srv->dns,
         .dns_changed = on_dns_change, .dns_arg = srv,
     };
 

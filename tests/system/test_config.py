@@ -311,9 +311,9 @@ def test_noise_key_generated_private_and_kept(server_factory):
 
 INERT = {"grpc_listen_addr": "127.0.0.1:50443",
          "oidc": {"enabled": True}, "tuning": {"batcher_workers": 3},
-         "tls_letsencrypt_hostname": "hs.example", "preauth_keys": {"revoked_retention": "1h"}}
+         "preauth_keys": {"revoked_retention": "1h"}}
 INERT_KEYS = ["grpc_listen_addr", "oidc.enabled", "tuning.batcher_workers",
-              "tls_letsencrypt_hostname", "preauth_keys.revoked_retention"]
+              "preauth_keys.revoked_retention"]
 
 
 def _inert_server(server_factory):

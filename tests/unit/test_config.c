@@ -277,7 +277,7 @@ CFG_TEST(legacy_0_22_file)
     /* Warnings only for the keys that do nothing here, one each, at their lines. */
     for (size_t i = 0; i < diags.n; i++)
         cr_assert(strstr(diags.v[i].msg, "has no effect"), "%s", diags.v[i].msg);
-    cr_assert_eq(count(CONFIG_WARNING), 5);
+    cr_assert_eq(count(CONFIG_WARNING), 3);
     cr_assert_eq(find(CONFIG_WARNING, "grpc_listen_addr")->line, 6);
     cr_assert_null(find(CONFIG_WARNING, "metrics_listen_addr"), "it works");
     cr_assert_eq(find(CONFIG_WARNING, "node_update_check_interval")->line, 27);
@@ -1085,6 +1085,12 @@ static const struct {
       "tests/system/test_routes_traffic.py::test_ha_probe_fails_over_a_hung_router" },
     { "node.routes.ha.probe_timeout",
       "tests/system/test_routes_traffic.py::test_ha_probe_fails_over_a_hung_router" },
+    { "tls_letsencrypt_hostname", "tests/system/test_acme.py::test_http01_issues_and_a_client_logs_in" },
+    { "tls_letsencrypt_challenge_type", "tests/system/test_acme.py::test_tls_alpn01_issues" },
+    { "tls_letsencrypt_listen", "tests/system/test_acme.py::test_http01_issues_and_a_client_logs_in" },
+    { "tls_letsencrypt_cache_dir", "tests/system/test_acme.py::test_restart_reuses_the_cached_certificate" },
+    { "acme_url", "tests/system/test_acme.py::test_unreachable_ca_is_retried" },
+    { "acme_email", "tests/system/test_acme.py::test_http01_issues_and_a_client_logs_in" },
     { "database.type", "tests/system/test_config.py::test_legacy_022_config_serves" },
     { "database.debug", "tests/system/test_config.py::test_database_debug_logs_statements" },
     { "database.sqlite.path", "tests/system/test_config.py::test_env_overrides_sqlite_path" },
