@@ -14,3 +14,34 @@ document.addEventListener("DOMContentLoaded", function () {
     });
   });
 });
+
+// Online state, live: every few seconds the badges marked data-live-node and the overview's
+// online count follow the server (GET live.json, with this session's cookie). Without this
+// script the page shows the state as it was when loaded.
+var LIVE_EVERY_MS = 5000;
+
+function applyLive(state) {
+  document.querySelectorAll("[data-live-node]").forEach(function (b) {
+    var on = state.nodes[b.dataset.liveNode];
+    if (on === undefined) return;
+    b.classList.toggle("on", on);
+    b.classList.toggle("off", !on);
+    b.textContent = on ? "online" : "offline";
+  });
+  var count = document.getElementById("count-online");
+  if (count) count.textContent = String(state.online);
+}
+
+document.addEventListener("DOMContentLoaded", function () {
+  if (!document.querySelector("[data-live-node], #count-online")) return;
+  var url = document.body.dataset.base + "/live.json";
+  var timer = setInterval(function () {
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) {
+        if (!r.ok || r.headers.get("Content-Type") !== "application/json") throw r;
+        return r.json();
+      })
+      .then(applyLive)
+      .catch(function () { clearInterval(timer); }); // signed out or gone: stop asking
+  }, LIVE_EVERY_MS);
+});

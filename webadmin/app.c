@@ -30,6 +30,7 @@ static const struct route routes[] = {
     { "POST", "/users/{}/rename", wa__post_user_rename },
     { "POST", "/users/{}/delete", wa__post_user_delete },
     { "GET", "/nodes", wa__page_nodes },
+    { "GET", "/live.json", wa__live },
     { "GET", "/nodes/{}", wa__page_node },
     { "POST", "/nodes/{}/rename", wa__post_node_rename },
     { "POST", "/nodes/{}/expire", wa__post_node_expire },

@@ -295,3 +295,31 @@ void wa__post_node_delete(struct wa_ctx *x)
 {
     node_change(x, "DELETE", "", NULL, "/nodes");
 }
+
+/* GET live.json: {"online": count, "nodes": {id: online}} for webadmin.js, which refreshes the
+ * online badges and counts of the page it runs on. */
+void wa__live(struct wa_ctx *x)
+{
+    json_t *all = wa__api_list(x, "/api/v1/node", "nodes"), *states, *n, *out;
+    size_t i, online = 0;
+    char *text;
+
+    if (!all)
+        return;
+    states = json_object();
+    json_array_foreach(all, i, n) {
+        bool on = json_is_true(json_object_get(n, "online"));
+        const char *id = hs_json_str(n, "id");
+        online += on;
+        if (id)
+            json_object_set_new(states, id, json_boolean(on));
+    }
+    out = json_pack("{s:I, s:o}", "online", (json_int_t)online, "nodes", states);
+    text = hs_json_dump(out, JSON_COMPACT);
+    hs_buf_reset(&x->rs->body);
+    hs_buf_puts(&x->rs->body, text);
+    x->rs->content_type = "application/json";
+    free(text);
+    json_decref(out);
+    json_decref(all);
+}

@@ -346,7 +346,7 @@ static bool between_attributes(const struct html *open, const struct html *now)
 
 static int close_section(struct compiler *c, size_t at, const char *name)
 {
-    struct piece *open, *p;
+    const struct piece *open;
 
     if (c->depth == 0)
         return fail(c, at, -EINVAL, "{{/%s}} closes no section", name);
@@ -359,9 +359,10 @@ static int close_section(struct compiler *c, size_t at, const char *name)
     } else if (!same_context(&c->open_html[c->depth - 1], &c->html))
         return fail(c, at, -EINVAL, "section %s ends in another HTML context than it starts",
                     name);
-    if (!(p = add_piece(c, P_END)))
+    if (!add_piece(c, P_END))
         return fail(c, at, -E2BIG, "more than %d pieces", TMPL_MAX_PIECES);
-    open->end = c->t->n - 1;
+    /* add_piece may have moved the pieces: find the opening one again */
+    c->t->pieces[c->open[c->depth - 1]].end = c->t->n - 1;
     c->depth--;
     return 0;
 }

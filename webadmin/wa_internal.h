@@ -140,6 +140,7 @@ void wa__post_user_rename(struct wa_ctx *x);
 void wa__post_user_delete(struct wa_ctx *x);
 void wa__page_nodes(struct wa_ctx *x);
 void wa__page_node(struct wa_ctx *x);
+void wa__live(struct wa_ctx *x);
 void wa__post_node_rename(struct wa_ctx *x);
 void wa__post_node_expire(struct wa_ctx *x);
 void wa__post_node_move(struct wa_ctx *x);

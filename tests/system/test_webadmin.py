@@ -183,10 +183,14 @@ class Stack:
     def sign_in(self, key=None):
         self.go("/admin/signin")
         self.driver.find_element(By.ID, "api_key").send_keys(key or self.world.server.api_key)
-        self.driver.find_element(By.ID, "signin").click()
+        self.submit("signin")
 
-    def submit(self, form_button_id):
-        self.driver.find_element(By.ID, form_button_id).click()
+    def submit(self, button_id):
+        """Presses a form's button and waits until the answer replaced the page."""
+        button = self.driver.find_element(By.ID, button_id)
+        button.click()
+        WebDriverWait(self.driver, WAIT).until(expected_conditions.staleness_of(button))
+
 
     def text(self):
         return self.driver.find_element(By.TAG_NAME, "body").text
@@ -374,6 +378,22 @@ def test_routes_approve_and_disable(web):
                                                                               "::/0"]
 
 
+def test_online_state_follows_without_reload(web):
+    """webadmin.js keeps the online badges current: a node that stops shows offline on the
+    page already open, with no reload (a mark set in the page survives)."""
+    srv = web.world.server
+    node = web.world.join(key=srv.preauth_key(srv.create_user()["id"]))
+    web.sign_in()
+    web.go("/admin/nodes?q=" + node.name)
+    badge = web.driver.find_element(By.CSS_SELECTOR, "[data-live-node]")
+    assert badge.text == "online"
+    web.driver.execute_script("window.__stay = 1")
+    node.stop()
+    tailnet.poll(lambda: badge.text == "offline", WAIT, "the badge to turn offline")
+    assert web.driver.execute_script("return window.__stay") == 1, "the page was reloaded"
+    web.world.discard(node)
+
+
 BAD_POLICY = """{
   // who may reach whom
   "acls": [
@@ -395,7 +415,6 @@ def test_policy_check_error_fix_save(web):
         box = web.driver.find_element(By.ID, "policy")
         web.driver.execute_script("arguments[0].value = arguments[1]", box, text)
         web.submit(button)
-        WebDriverWait(web.driver, WAIT).until(expected_conditions.staleness_of(box))
 
     submit(BAD_POLICY, "check")
     err = web.driver.find_element(By.ID, "error").text

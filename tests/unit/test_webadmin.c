@@ -129,6 +129,24 @@ Test(tmpl, limits)
     hs_buf_free(&big);
 }
 
+Test(tmpl, many_pieces)
+{
+    struct hs_buf src, want;
+
+    hs_buf_init(&src, 1u << 20);
+    hs_buf_init(&want, 1u << 20);
+    /* three pieces each, so that some section ends just where the pieces must grow */
+    for (int i = 0; i < 500; i++) {
+        hs_buf_puts(&src, "{{#s}}{{x}}{{/s}}");
+        hs_buf_puts(&want, "&lt;");
+    }
+    char *got = render(src.data, "{\"s\":{\"x\":\"<\"}}");
+    cr_expect_str_eq(got, want.data);
+    free(got);
+    hs_buf_free(&src);
+    hs_buf_free(&want);
+}
+
 Test(tmpl, output_limit_leaves_the_buffer_as_it_was)
 {
     struct tmpl *t;
