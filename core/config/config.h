@@ -217,14 +217,16 @@ int config_dns_records_parse(const char *text, size_t len, struct dns_record **o
                              char *err, size_t errsize);
 void config_dns_records_free(struct dns_record *v, size_t n);
 
-/* One derp.server.mesh_with entry: "host:port", "[v6]:port" or "http://host[:port][/path]"
- * (port 80 and path /derp when left out) → its parts. -EINVAL with the reason in *why (a
- * static sentence) otherwise; https:// is refused (the mesh dials peers in plain HTTP). */
+/* One derp.server.mesh_with entry: "host:port", "[v6]:port" or "http(s)://host[:port][/path]"
+ * (port 80 or 443 and path /derp when left out; host:port is plain HTTP). -EINVAL with the
+ * reason in *why (a static sentence) otherwise. */
 #define CONFIG_MESH_HOST_MAX 256
-#define CONFIG_MESH_PORT_MAX 8
-#define CONFIG_MESH_PATH_MAX 256
-int config_mesh_peer_split(const char *entry, char host[CONFIG_MESH_HOST_MAX],
-                           char port[CONFIG_MESH_PORT_MAX], char path[CONFIG_MESH_PATH_MAX],
-                           const char **why);
+struct config_mesh_peer {
+    char host[CONFIG_MESH_HOST_MAX];
+    char port[8];
+    char path[256];
+    bool tls;
+};
+int config_mesh_peer_split(const char *entry, struct config_mesh_peer *out, const char **why);
 
 #endif

@@ -250,39 +250,32 @@ static void derive_derp_key(struct load_ctx *c)
     cfg->derp_server_private_key_path = hs_strdup(cfg->legacy_private_key_path);
 }
 
-int config_mesh_peer_split(const char *entry, char host[CONFIG_MESH_HOST_MAX],
-                           char port[CONFIG_MESH_PORT_MAX], char path[CONFIG_MESH_PATH_MAX],
-                           const char **why)
+int config_mesh_peer_split(const char *entry, struct config_mesh_peer *out, const char **why)
 {
-    char authority[CONFIG_MESH_HOST_MAX + CONFIG_MESH_PORT_MAX + 4];
-    const char *p = entry, *slash;
-    bool url = hs_has_prefix(entry, "http://");
+    struct config_mesh_peer m = { .tls = hs_has_prefix(entry, "https://") };
+    char authority[sizeof(m.host) + sizeof(m.port) + 8];
+    bool url = m.tls || hs_has_prefix(entry, "http://");
+    const char *p = url ? strstr(entry, "://") + 3 : entry, *slash = p + strcspn(p, "/?#");
+    const char *dflt = m.tls ? ":443" : ":80";
+    size_t alen = (size_t)(slash - p);
     uint64_t num;
 
-    *why = "is neither host:port nor http://host[:port][/path]";
-    if (hs_has_prefix(entry, "https://")) {
-        *why = "uses https://: mesh peers are dialled in plain HTTP (give the peer's listen_addr)";
+    *why = "is neither host:port nor http(s)://host[:port][/path]";
+    if ((!url && strstr(entry, "://")) || alen == 0 || alen >= sizeof(m.host) + sizeof(m.port))
         return -EINVAL;
-    }
-    if (url)
-        p += strlen("http://");
-    else if (strstr(entry, "://"))
-        return -EINVAL;
-    slash = p + strcspn(p, "/?#");
-    if (*slash && (*slash != '/' || !url || strlen(slash) >= CONFIG_MESH_PATH_MAX ||
+    if (*slash && (*slash != '/' || !url || strlen(slash) >= sizeof(m.path) ||
                    strpbrk(slash, "?# \t\r\n")))
         return -EINVAL;
-    if (slash == p || (size_t)(slash - p) >= CONFIG_MESH_HOST_MAX + CONFIG_MESH_PORT_MAX)
+    /* A URL may leave the port out ("[v6]" alone has colons but no "]:"). */
+    snprintf(authority, sizeof(authority), "%.*s", (int)alen, p);
+    if (url && (p[0] == '[' ? !strstr(authority, "]:") : !memchr(p, ':', alen)))
+        strcat(authority, dflt);
+    if (hs_split_host_port(authority, m.host, sizeof(m.host), m.port, sizeof(m.port)) < 0 ||
+        !m.host[0] || strpbrk(m.host, " \t\r\n@") || hs_parse_u64(m.port, 65535, &num) < 0 ||
+        num == 0)
         return -EINVAL;
-    snprintf(authority, sizeof(authority), "%.*s%s", (int)(slash - p), p,
-             url && !memchr(p, ':', (size_t)(slash - p)) ? ":80" : "");
-    if (url && authority[0] == '[' && !strstr(authority, "]:"))
-        strcat(authority, ":80"); /* [v6] without a port */
-    if (hs_split_host_port(authority, host, CONFIG_MESH_HOST_MAX, port, CONFIG_MESH_PORT_MAX) < 0 ||
-        !host[0] || strpbrk(host, " \t\r\n@") ||
-        hs_parse_u64(port, 65535, &num) < 0 || num == 0)
-        return -EINVAL;
-    snprintf(path, CONFIG_MESH_PATH_MAX, "%s", *slash ? slash : "/derp");
+    snprintf(m.path, sizeof(m.path), "%s", *slash ? slash : "/derp");
+    *out = m;
     return 0;
 }
 
@@ -290,14 +283,14 @@ int config_mesh_peer_split(const char *entry, char host[CONFIG_MESH_HOST_MAX],
 static void check_mesh(struct load_ctx *c)
 {
     const struct hs_config *cfg = c->cfg;
-    char host[CONFIG_MESH_HOST_MAX], port[CONFIG_MESH_PORT_MAX], path[CONFIG_MESH_PATH_MAX];
+    struct config_mesh_peer m;
     const char *why;
 
     if (cfg->derp_server_mesh_with.n && !*cfg->derp_server_mesh_key_path)
         problem(c, CONFIG_ERROR, "derp.server.mesh_with",
                 "needs derp.server.mesh_key_path (the key the peers share)");
     for (size_t i = 0; i < cfg->derp_server_mesh_with.n; i++)
-        if (config_mesh_peer_split(cfg->derp_server_mesh_with.v[i], host, port, path, &why) < 0)
+        if (config_mesh_peer_split(cfg->derp_server_mesh_with.v[i], &m, &why) < 0)
             problem(c, CONFIG_ERROR, "derp.server.mesh_with", "entry \"%s\" %s",
                     cfg->derp_server_mesh_with.v[i], why);
 }

@@ -3,6 +3,7 @@
 #ifndef HS_DERP_SERVER_INTERNAL_H
 #define HS_DERP_SERVER_INTERNAL_H
 
+#include <openssl/ssl.h>
 #include <pthread.h>
 
 #include "config/config.h"
@@ -67,6 +68,7 @@ void derp__routes_free(struct mesh_routes *t);
 enum mesh_state {
     MESH_IDLE,       /* waiting for next_try */
     MESH_CONNECTING, /* TCP connect in flight */
+    MESH_TLS,        /* TLS handshake (https:// entries) */
     MESH_UPGRADING,  /* GET /derp sent, waiting for 101 */
     MESH_KEYING,     /* waiting for the ServerKey frame */
     MESH_HANDSHAKE,  /* ClientInfo + WatchConns sent, waiting for ServerInfo */
@@ -77,10 +79,11 @@ enum mesh_state {
 /* Our connection to one other server of the region. */
 struct mesh_peer {
     const char *entry; /* the config's text, for logs */
-    char host[CONFIG_MESH_HOST_MAX], port[CONFIG_MESH_PORT_MAX], path[CONFIG_MESH_PATH_MAX];
+    struct config_mesh_peer addr;
     uint8_t index;
     enum mesh_state st;
     int fd;
+    SSL *ssl; /* https:// entries, while connected */
     bool epollout;
     bool listed; /* got a PeerPresent on this connection */
     uint8_t *rx; /* DERP_RX_SIZE bytes while connected */
@@ -157,6 +160,7 @@ struct derp_server {
     struct dclient *watchers[DERP_MESH_MAX_WATCHERS];
     size_t nwatchers;
     struct mesh_peer *mesh; /* derp.server.mesh_with, in order */
+    SSL_CTX *mesh_tls;      /* verifies https:// peers (system CAs, SSL_CERT_FILE) */
     size_t nmesh;
     struct mesh_routes routes;
 };

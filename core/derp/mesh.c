@@ -7,7 +7,9 @@
  * such connections from the peers, is in derp_server.c.
  *
  * Everything here runs on the relay thread, except init and fini. */
+#include <arpa/inet.h>
 #include <netdb.h>
+#include <openssl/x509v3.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,6 +66,22 @@ static int load_mesh_key(struct derp_server *d, const char *path)
     return rc;
 }
 
+/* https:// peers are verified as any TLS client would: the system's CAs (or SSL_CERT_FILE /
+ * SSL_CERT_DIR) and the entry's host name or address. */
+static SSL_CTX *tls_client_ctx(void)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+
+    if (!ctx)
+        return NULL;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_set_default_verify_paths(ctx);
+    /* The send buffer may move and be retried in parts (hs_buf grows, the socket fills). */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    return ctx;
+}
+
 int derp__mesh_init(struct derp_server *d)
 {
     const struct hs_config *cfg = d->cfg;
@@ -91,10 +109,12 @@ int derp__mesh_init(struct derp_server *d)
         p->srv = d;
         p->backoff = DERP_MESH_RETRY_MIN_US;
         hs_buf_init(&p->tx, DERP_TX_HARD_LIMIT);
-        if (config_mesh_peer_split(p->entry, p->host, p->port, p->path, &why) < 0) {
+        if (config_mesh_peer_split(p->entry, &p->addr, &why) < 0) {
             log_errorx("derp: derp.server.mesh_with entry \"%s\" %s", p->entry, why);
             return -EINVAL;
         }
+        if (p->addr.tls && !d->mesh_tls && !(d->mesh_tls = tls_client_ctx()))
+            return -ENOMEM;
     }
     if (d->nmesh)
         log_info("derp: mesh with %zu peer(s)", d->nmesh);
@@ -113,6 +133,8 @@ void derp__mesh_fini(struct derp_server *d)
     d->mesh = NULL;
     d->nmesh = 0;
     derp__routes_free(&d->routes);
+    SSL_CTX_free(d->mesh_tls);
+    d->mesh_tls = NULL;
     sodium_memzero(d->mesh_key, sizeof(d->mesh_key));
 }
 
@@ -143,6 +165,8 @@ static void route_gone(void *arg, const uint8_t key[DERP_KEY_LEN])
  * forwarding entries on reconnect the same way; they come back with the next WatchConns). */
 static void peer_disconnect(struct mesh_peer *p)
 {
+    SSL_free(p->ssl); /* no close_notify: the link is dropped either way */
+    p->ssl = NULL;
     if (p->fd >= 0) {
         epoll_ctl(p->srv->epfd, EPOLL_CTL_DEL, p->fd, NULL);
         close(p->fd);
@@ -181,7 +205,7 @@ static int open_socket(struct mesh_peer *p)
     struct addrinfo *res;
     int fd, rc;
 
-    if ((rc = getaddrinfo(p->host, p->port, &hints, &res)) != 0) {
+    if ((rc = getaddrinfo(p->addr.host, p->addr.port, &hints, &res)) != 0) {
         log_info("derp: mesh peer %s: %s", p->entry, gai_strerror(rc));
         return -EHOSTUNREACH;
     }
@@ -220,7 +244,7 @@ static void peer_connect(struct mesh_peer *p)
     hs_buf_appendf(&p->tx,
                    "GET %s HTTP/1.1\r\nHost: %s:%s\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n"
                    "User-Agent: headscale-derp-mesh\r\n\r\n",
-                   p->path, p->host, p->port);
+                   p->addr.path, p->addr.host, p->addr.port);
 }
 
 void derp__mesh_tick(struct derp_server *d)
@@ -239,6 +263,95 @@ void derp__mesh_tick(struct derp_server *d)
         else if (p->stalled_since && now - p->stalled_since > MESH_WRITE_STALL_US)
             peer_fail(p, "not reading");
     }
+}
+
+/* ---- bytes, in TLS or not ---- */
+
+/* An SSL call's outcome as the socket calls give it: -EAGAIN to wait (for EPOLLOUT too when
+ * TLS needs to write), 0 at the end of the stream, -EIO when broken. */
+static ssize_t tls_result(struct mesh_peer *p, int ret)
+{
+    switch (SSL_get_error(p->ssl, ret)) {
+    case SSL_ERROR_WANT_WRITE:
+        set_events(p, true);
+        return -EAGAIN;
+    case SSL_ERROR_WANT_READ:
+        return -EAGAIN;
+    case SSL_ERROR_ZERO_RETURN:
+        return 0;
+    default:
+        return -EIO;
+    }
+}
+
+/* A socket call's outcome in the same terms. */
+static ssize_t sock_result(ssize_t n)
+{
+    if (n >= 0)
+        return n;
+    return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -EAGAIN : -errno;
+}
+
+static ssize_t peer_recv(struct mesh_peer *p, void *buf, size_t cap)
+{
+    size_t got;
+    int ret;
+
+    if (!p->ssl)
+        return sock_result(recv(p->fd, buf, cap, MSG_DONTWAIT));
+    ret = SSL_read_ex(p->ssl, buf, cap, &got);
+    return ret == 1 ? (ssize_t)got : tls_result(p, ret);
+}
+
+static ssize_t peer_send(struct mesh_peer *p, const void *buf, size_t len)
+{
+    size_t put;
+    int ret;
+
+    if (!p->ssl)
+        return sock_result(send(p->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT));
+    ret = SSL_write_ex(p->ssl, buf, len, &put);
+    return ret == 1 ? (ssize_t)put : tls_result(p, ret);
+}
+
+/* After the TCP connect: the TLS handshake for https:// entries, then the upgrade request. */
+static int start_tls(struct mesh_peer *p)
+{
+    struct in6_addr ip;
+    bool literal = inet_pton(AF_INET, p->addr.host, &ip) == 1 ||
+                   inet_pton(AF_INET6, p->addr.host, &ip) == 1;
+
+    if (!(p->ssl = SSL_new(p->srv->mesh_tls)) || SSL_set_fd(p->ssl, p->fd) != 1)
+        return -ENOMEM;
+    if (literal) {
+        if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(p->ssl), p->addr.host) != 1)
+            return -EINVAL;
+    } else if (SSL_set_tlsext_host_name(p->ssl, p->addr.host) != 1 ||
+               SSL_set1_host(p->ssl, p->addr.host) != 1) {
+        return -EINVAL;
+    }
+    SSL_set_connect_state(p->ssl);
+    p->st = MESH_TLS;
+    return 0;
+}
+
+/* 0 done, -EAGAIN to wait, or the handshake failed (log says why, e.g. the certificate). */
+static int tls_handshake(struct mesh_peer *p)
+{
+    int ret = SSL_do_handshake(p->ssl);
+    long verify;
+
+    if (ret == 1) {
+        p->st = MESH_UPGRADING;
+        return 0;
+    }
+    if (tls_result(p, ret) == -EAGAIN)
+        return -EAGAIN;
+    verify = SSL_get_verify_result(p->ssl);
+    log_info("derp: mesh peer %s: TLS handshake failed%s%s", p->entry,
+             verify != X509_V_OK ? ": " : "",
+             verify != X509_V_OK ? X509_verify_cert_error_string(verify) : "");
+    return -EPROTO;
 }
 
 /* ---- sending ---- */
@@ -282,10 +395,10 @@ static void peer_flush(struct mesh_peer *p)
 {
     ssize_t n;
 
-    if (p->st == MESH_CONNECTING || p->fd < 0)
+    if (p->st == MESH_CONNECTING || p->st == MESH_TLS || p->fd < 0)
         return;
-    n = p->tx.len ? send(p->fd, p->tx.data, p->tx.len, MSG_NOSIGNAL | MSG_DONTWAIT) : 0;
-    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+    n = p->tx.len ? peer_send(p, p->tx.data, p->tx.len) : 0;
+    if (n < 0 && n != -EAGAIN) {
         peer_fail(p, "write failed");
         return;
     }
@@ -296,7 +409,7 @@ static void peer_flush(struct mesh_peer *p)
         p->stalled_since = 0;
     else if (n > 0 || !p->stalled_since)
         p->stalled_since = hs_monotonic_us();
-    set_events(p, p->tx.len > 0);
+    set_events(p, p->tx.len > 0 || (p->ssl && SSL_want_write(p->ssl)));
 }
 
 void derp__mesh_flush(struct derp_server *d)
@@ -447,16 +560,19 @@ static const char *closed_why(const struct mesh_peer *p)
     return "connection closed by the peer";
 }
 
+/* Reads a bounded share per round of the loop (the socket stays readable for the next),
+ * but always what TLS holds already: epoll would not tell about it again. */
 static void peer_read(struct mesh_peer *p)
 {
-    for (int round = 0; round < 16 && p->fd >= 0; round++) {
-        ssize_t n = recv(p->fd, p->rx + p->rxlen, DERP_RX_SIZE - p->rxlen, MSG_DONTWAIT);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+    for (int round = 0; p->fd >= 0 && (round < 64 || (p->ssl && SSL_pending(p->ssl)));
+         round++) {
+        ssize_t n = peer_recv(p, p->rx + p->rxlen, DERP_RX_SIZE - p->rxlen);
+        if (n == -EAGAIN)
+            return;
+        if (n <= 0) {
             peer_fail(p, n < 0 ? "read failed" : closed_why(p));
             return;
         }
-        if (n < 0)
-            return;
         p->rxlen += (size_t)n;
         p->last_rx = hs_monotonic_us();
         if (process_rx(p) < 0) {
@@ -481,10 +597,29 @@ void derp__mesh_event(struct mesh_peer *p, uint32_t events)
             return;
         }
         p->st = MESH_UPGRADING;
-        peer_flush(p);
+        if (p->addr.tls && start_tls(p) < 0) {
+            peer_fail(p, "cannot set up TLS");
+            return;
+        }
     }
-    if (p->fd >= 0 && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+    if (p->st == MESH_TLS) {
+        int rc = tls_handshake(p);
+        if (rc == -EAGAIN) {
+            set_events(p, SSL_want_write(p->ssl)); /* no longer waiting for the connect */
+            return;
+        }
+        if (rc < 0) {
+            peer_fail(p, "no TLS");
+            return;
+        }
+    }
+    if (p->st == MESH_UPGRADING && p->tx.len)
+        peer_flush(p); /* the upgrade request */
+    /* TLS may need the socket writable to read on (and the other way round): try both. */
+    if (p->fd >= 0 && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR) || p->ssl))
         peer_read(p);
     if (p->fd >= 0 && (events & EPOLLOUT) && p->tx.len)
         peer_flush(p);
+    if (p->fd >= 0) /* EPOLLOUT only while something waits for it */
+        set_events(p, p->tx.len > 0 || (p->ssl && SSL_want_write(p->ssl)));
 }

@@ -1,8 +1,9 @@
 """The DERP mesh: the embedded relays of several servers act as one region (derper's
 --mesh-with / --mesh-psk-file; our derp.server.mesh_with / mesh_key_path).
 
-Each test runs two or three `headscale serve` processes on loopback, each with the embedded
-DERP on, its own DERP key and database, meshed through each other's plain-HTTP /derp. Raw DERP
+Each test runs one or two `headscale serve` processes on loopback, each with the embedded
+DERP on, its own DERP key and database, meshed through each other's /derp (plain HTTP, or
+HTTPS with a test CA in the TLS tests). Raw DERP
 clients (derp_client.py) connect to different servers and send packets to each other's keys:
 a packet for a key held by the other server must be forwarded there. The last test meshes one
 of ours with Tailscale's own derper (built by tests/lib/install-tailscale.sh) both ways.
@@ -10,9 +11,11 @@ of ours with Tailscale's own derper (built by tests/lib/install-tailscale.sh) bo
 verify_clients is off: the raw clients are no nodes of the tailnet (mesh peers are admitted by
 the mesh key whatever verify_clients says; a test checks that with it on)."""
 
+import http.client
 import os
 import secrets
 import socket
+import ssl
 import subprocess
 
 import pytest
@@ -20,6 +23,7 @@ import pytest
 import derp_client as dc
 import helpers
 import tailnet as tn
+from test_derp_relay import make_certs
 
 DERPER_VERSION = "v1.102.3"
 DEADLINE = 20.0  # for a mesh link to come up (first retry after 1 s, doubling)
@@ -55,8 +59,11 @@ def mesh_servers(server_factory, tmp_path, n=2, keys=None, full=True):
     return servers
 
 
-def client(port, pub=None, priv=None):
+def client(port, pub=None, priv=None, tls=None):
+    """A DERP client of the server on port (tls: an SSL context trusting its certificate)."""
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    if tls:
+        s = tls.wrap_socket(s, server_hostname="127.0.0.1")
     c = dc.DerpConn(s, host=f"127.0.0.1:{port}")
     c.handshake(pub, priv)
     return c
@@ -207,6 +214,54 @@ def test_restarted_peer_is_remeshed(server_factory, tmp_path):
         b2.close()
     finally:
         a1.close()
+
+
+def test_mesh_over_tls(server_factory, tmp_path):
+    """Replicas that serve TLS themselves are meshed through https:// entries: the peer's
+    certificate is checked against the CAs the process trusts (here SSL_CERT_FILE)."""
+    ca, cert, key = make_certs(str(tmp_path / "certs"))
+    ctx = ssl.create_default_context(cafile=ca)
+    a, b = mesh_servers(server_factory, tmp_path)
+    for s, other in ((a, b), (b, a)):
+        s.config.update({"server_url": f"https://127.0.0.1:{s.port}", "tls_cert_path": cert,
+                         "tls_key_path": key})
+        s.config["derp"]["server"]["mesh_with"] = [f"https://127.0.0.1:{other.port}"]
+        s.write_config()
+        s.env["SSL_CERT_FILE"] = ca
+        s.wait_healthy = tls_health(s, ctx)
+    a.start(), b.start()
+    a1, b1 = client(a.port, tls=ctx), client(b.port, tls=ctx)
+    try:
+        send_until_received(a1, b1)
+        send_until_received(b1, a1)
+    finally:
+        a1.close(), b1.close()
+
+
+def tls_health(server, ctx):
+    def wait(url=None, deadline=helpers.START_DEADLINE):
+        def ok():
+            assert server.proc.poll() is None, "exited:\n" + server.log_tail()
+            c = http.client.HTTPSConnection("127.0.0.1", server.port, timeout=2, context=ctx)
+            try:
+                c.request("GET", "/health")
+                return c.getresponse().status == 200
+            finally:
+                c.close()
+        tn.poll(ok, deadline, "/health over TLS")
+    return wait
+
+
+def test_mesh_refuses_an_untrusted_certificate(server_factory, tmp_path):
+    ca, cert, key = make_certs(str(tmp_path / "certs"))
+    a, b = mesh_servers(server_factory, tmp_path)
+    b.config.update({"tls_cert_path": cert, "tls_key_path": key})
+    b.wait_healthy = tls_health(b, ssl.create_default_context(cafile=ca))
+    a.config["derp"]["server"]["mesh_with"] = [f"https://127.0.0.1:{b.port}"]
+    a.write_config(), b.write_config()
+    a.start(), b.start()  # a does not trust the test CA
+    log_has(a, f"mesh peer https://127.0.0.1:{b.port}: TLS handshake failed: "
+               "unable to get local issuer certificate")
 
 
 # ---------------------------------------------------------------- with Tailscale's derper

@@ -657,31 +657,34 @@ Test(derp_mesh, mesh_key_file_format)
 
 Test(derp_mesh, mesh_with_entries)
 {
-    char host[CONFIG_MESH_HOST_MAX], port[CONFIG_MESH_PORT_MAX], path[CONFIG_MESH_PATH_MAX];
+    struct config_mesh_peer m;
     const char *why;
 
-    cr_assert_eq(config_mesh_peer_split("10.0.0.2:8080", host, port, path, &why), 0);
-    cr_assert_str_eq(host, "10.0.0.2");
-    cr_assert_str_eq(port, "8080");
-    cr_assert_str_eq(path, "/derp");
-    cr_assert_eq(config_mesh_peer_split("http://replica-2", host, port, path, &why), 0);
-    cr_assert_str_eq(host, "replica-2");
-    cr_assert_str_eq(port, "80");
-    cr_assert_eq(config_mesh_peer_split("http://[fd00::2]:81/relay/derp", host, port, path, &why),
-                 0);
-    cr_assert_str_eq(host, "fd00::2");
-    cr_assert_str_eq(port, "81");
-    cr_assert_str_eq(path, "/relay/derp");
-    cr_assert_eq(config_mesh_peer_split("http://[fd00::2]", host, port, path, &why), 0);
-    cr_assert_str_eq(port, "80");
-    cr_assert_eq(config_mesh_peer_split("https://r2:443", host, port, path, &why), -EINVAL);
-    cr_assert(strstr(why, "https"));
+    cr_assert_eq(config_mesh_peer_split("10.0.0.2:8080", &m, &why), 0);
+    cr_assert_str_eq(m.host, "10.0.0.2");
+    cr_assert_str_eq(m.port, "8080");
+    cr_assert_str_eq(m.path, "/derp");
+    cr_assert_not(m.tls);
+    cr_assert_eq(config_mesh_peer_split("http://replica-2", &m, &why), 0);
+    cr_assert_str_eq(m.host, "replica-2");
+    cr_assert_str_eq(m.port, "80");
+    cr_assert_eq(config_mesh_peer_split("http://[fd00::2]:81/relay/derp", &m, &why), 0);
+    cr_assert_str_eq(m.host, "fd00::2");
+    cr_assert_str_eq(m.port, "81");
+    cr_assert_str_eq(m.path, "/relay/derp");
+    cr_assert_eq(config_mesh_peer_split("http://[fd00::2]", &m, &why), 0);
+    cr_assert_str_eq(m.port, "80");
+    cr_assert_eq(config_mesh_peer_split("https://derp.example.com", &m, &why), 0);
+    cr_assert(m.tls);
+    cr_assert_str_eq(m.host, "derp.example.com");
+    cr_assert_str_eq(m.port, "443");
     static const char *bad[] = { "r2", "r2:", ":8080", "r2:0", "r2:65536", "r2:80x",
-                                 "ftp://r2:21", "r2:80/derp", "http://", "http://r2:80/d?x=1",
-                                 "http://u@r2:80", "http://r 2:80", "" };
-    for (size_t i = 0; i < HS_ARRAY_LEN(bad); i++)
-        cr_assert_eq(config_mesh_peer_split(bad[i], host, port, path, &why), -EINVAL, "%s",
-                     bad[i]);
+                                 "ftp://r2:21", "r2:80/derp", "http://", "https://:443",
+                                 "http://r2:80/d?x=1", "http://u@r2:80", "http://r 2:80", "" };
+    for (size_t i = 0; i < HS_ARRAY_LEN(bad); i++) {
+        cr_assert_eq(config_mesh_peer_split(bad[i], &m, &why), -EINVAL, "%s", bad[i]);
+        cr_assert(strstr(why, "host:port"));
+    }
 }
 
 /* ---- the mesh over real sockets: our relay thread on one side, a raw DERP speaker here ---- */
