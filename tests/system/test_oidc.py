@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 import helpers
+import tailnet
 from noise_client import ControlClient
 
 CLIENT_ID = "hs-test-client"
@@ -230,29 +231,34 @@ def test_mockoidc_access_ttl(tmp_path):
 
 # ---- node logins ----
 
-class Browser:
-    """A plain HTTP client that keeps cookies per host:port and does not follow redirects."""
+def loopback_http(method, host, port, path, headers=None, timeout=30):
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request(method, path, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
 
-    def __init__(self):
+
+class Browser:
+    """A plain HTTP client that keeps cookies per host:port and does not follow redirects;
+    http is how it reaches servers (loopback here, or a namespace's Namespace.http)."""
+
+    def __init__(self, http=loopback_http):
         self.cookies = {}
+        self.http = http
 
     def get(self, url):
         u = urllib.parse.urlsplit(url)
         jar = self.cookies.setdefault(u.netloc, {})
         headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in jar.items())} if jar else {}
-        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
-        try:
-            conn.request("GET", u.path + ("?" + u.query if u.query else ""), headers=headers)
-            r = conn.getresponse()
-            body = r.read()
-            for name, value in r.getheaders():
-                if name.lower() == "set-cookie":
-                    k, _, v = value.split(";", 1)[0].partition("=")
-                    jar[k.strip()] = v.strip()
-            return r.status, {k.lower(): v for k, v in r.getheaders()}, body.decode(
-                errors="replace")
-        finally:
-            conn.close()
+        st, h, body = self.http("GET", u.hostname, u.port,
+                                u.path + ("?" + u.query if u.query else ""), headers=headers)
+        if "set-cookie" in h:
+            k, _, v = h["set-cookie"].split(";", 1)[0].partition("=")
+            jar[k.strip()] = v.strip()
+        return st, h, body.decode(errors="replace")
 
 
 def oidc_config(issuer, **extra):
@@ -592,3 +598,51 @@ def test_bad_provider_documents_stop_the_start(server_factory, scripted, discove
     s = server_factory(start=False, overrides=oidc_config(scripted.issuer))
     r = s.cli("serve", timeout=60)
     assert r.returncode != 0 and why in r.stdout + r.stderr, r
+
+
+# ---- a real client ----
+
+def test_tailscale_up_through_the_provider(db, tmp_path):
+    """A real tailscaled: `tailscale up` shows an AuthURL, the login goes through mockoidc
+    (running in the test's network namespace), the node belongs to the provider's user and
+    reaches Running. Expired by an operator, it logs in through the provider again and is
+    the same node."""
+    version = tailnet.versions()[0]
+    if os.geteuid() != 0:
+        pytest.skip("tailnet tests need root (ip netns)")
+    if not tailnet.have_version(version):
+        pytest.skip(f"Tailscale {version} not built in {tailnet.TS_CACHE}/{version}")
+    port = 5556
+    issuer = f"http://127.0.0.1:{port}/oidc"
+
+    def start_mock(server):
+        env = dict(os.environ, MOCKOIDC_CLIENT_ID=CLIENT_ID, MOCKOIDC_CLIENT_SECRET=CLIENT_SECRET,
+                   MOCKOIDC_ADDR="127.0.0.1", MOCKOIDC_PORT=str(port),
+                   MOCKOIDC_USERS=json.dumps([ALICE, ALICE]))
+        tailnet.Proc(server.ns, "mockoidc", [helpers.HS_BIN, "mockoidc"],
+                     str(tmp_path / "mockoidc.log"), env=env).start()
+        tailnet.poll(lambda: server.ns.http("GET", "127.0.0.1", port,
+                                            "/oidc/.well-known/openid-configuration")[0] == 200,
+                     20, "mockoidc in the namespace")
+        helpers.deep_merge(server.config, oidc_config(issuer))
+        server.write_config()
+
+    def login(node):
+        node.up_async()
+        url = tailnet.poll(lambda: (node.status(check=False) or {}).get("AuthURL"), 60,
+                           f"{node.name}'s AuthURL")
+        st, page, _ = browse_login(url, Browser(w.ns.http))
+        assert st == 200 and node.name in page, page
+        node.wait_running(timeout=60)
+
+    with tailnet.World(tmp_path, db, version, users=(), server_setup=start_mock) as w:
+        n = w.node("oidc-laptop")
+        login(n)
+        first = w.server.node_by_name(n.name)
+        assert first["user"]["name"] == "alice" and first["user"]["provider"] == "oidc", first
+        w.server.cli_ok("nodes", "expire", "-i", first["id"])
+        n.wait_state("NeedsLogin", timeout=30)
+        login(n)
+        again = w.server.node_by_name(n.name)
+        assert again["id"] == first["id"] and not n.status()["Self"].get("Expired")
+        assert len(w.server.nodes()) == 1
