@@ -426,6 +426,55 @@ Test(derpmap, refresh_picks_up_changes_and_stops_promptly)
     rmdir(dir);
 }
 
+/* SIGHUP: new sources replace the old only when all of them load; the refresher, running
+ * with auto-update, goes on with the new ones. */
+Test(derpmap, reload_swaps_sources_or_keeps_them)
+{
+    char dir[] = "/tmp/hs-derp-XXXXXX", a[64], b[64], url[80];
+    struct hs_config next = { 0 };
+    struct derpmap *dm;
+    json_t *m;
+
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(a, sizeof(a), "%s/a.json", dir);
+    snprintf(b, sizeof(b), "%s/b.json", dir);
+    write_text(a, "{\"Regions\":{\"5\":{\"RegionCode\":\"a\"}}}");
+    write_text(b, "{\"Regions\":{\"6\":{\"RegionCode\":\"b\"}}}");
+    snprintf(url, sizeof(url), "file://%s", a);
+    hs_strv_push(&cfg.derp_urls, url);
+    cfg.derp_auto_update = true;
+    cfg.derp_update_frequency_us = 20000;
+    dm = start_counted();
+
+    hs_strv_push(&next.derp_paths, b);
+    hs_strv_push(&next.derp_paths, DATA "no-such-file.yaml");
+    next.derp_auto_update = true;
+    next.derp_update_frequency_us = 20000;
+    cr_expect_eq(derpmap_reload(dm, &next, NULL, err, sizeof(err)), -EINVAL);
+    cr_expect(strstr(err, "no-such-file.yaml") != NULL, "%s", err);
+    expect_region_code(dm, "5", "a");
+
+    hs_strv_free(&next.derp_paths);
+    hs_strv_push(&next.derp_paths, b);
+    cr_assert_eq(derpmap_reload(dm, &next, json_pack("{s:i, s:s}", "RegionID", 999,
+                                                      "RegionCode", "embedded"),
+                                err, sizeof(err)), 0, "%s", err);
+    m = derpmap_get(dm);
+    cr_expect_null(region(m, "5"), "the old source is gone");
+    cr_expect_eq(json_object_size(json_object_get(m, "Regions")), 2);
+    json_decref(m);
+    expect_region_code(dm, "999", "embedded");
+    write_text(b, "{\"Regions\":{\"6\":{\"RegionCode\":\"b2\"}}}");
+    wait_for_change(1);
+    expect_region_code(dm, "6", "b2");
+
+    derpmap_free(dm);
+    hs_strv_free(&next.derp_paths);
+    unlink(a);
+    unlink(b);
+    rmdir(dir);
+}
+
 /* A source missing at start is tried again, without auto-update too, until it loads. */
 Test(derpmap, source_missing_at_start_is_retried)
 {
