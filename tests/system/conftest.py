@@ -183,12 +183,14 @@ class SecretScan:
         self.copies = {}
 
     def add(self, secret):
-        if not isinstance(secret, str) or len(secret) < 16:
+        """Hex of 16 digits or more, or any other text of 8 characters or more (shorter ones,
+        test placeholders, would match ordinary words)."""
+        if not isinstance(secret, str):
             return
-        if _HEX.fullmatch(secret):
+        if len(secret) >= 16 and _HEX.fullmatch(secret):
             self.hex.add(secret.lower())
             self.lengths.add(len(secret))
-        else:
+        elif len(secret) >= 8 and not _HEX.fullmatch(secret):
             self.other.add(secret)
 
     def add_from_text(self, text):
@@ -201,14 +203,14 @@ class SecretScan:
             for m in _KEY_FIELD.finditer(text):
                 self.add(m.group(1))
 
-    def add_key_file(self, path):
-        """A private key file as the server writes it: privkey:<hex>."""
+    def add_file(self, path, key=False):
+        """A secret kept in a file; key: a private key as the server writes it, privkey:<hex>."""
         try:
-            with open(path) as f:
+            with open(path or "") as f:
                 text = f.read().strip()
         except (OSError, UnicodeDecodeError):
             return
-        self.add(text.split(":", 1)[-1])
+        self.add(text.split(":", 1)[-1] if key else text)
 
     def _hex_secret_in(self, run):
         run = run.lower()
@@ -256,12 +258,13 @@ class SecretScan:
 
     def server_secrets(self, server):
         cfg = server.config or {}
-        self.add_key_file((cfg.get("noise") or {}).get("private_key_path", ""))
+        self.add_file((cfg.get("noise") or {}).get("private_key_path"), key=True)
         derp_server = (cfg.get("derp") or {}).get("server") or {}
-        self.add_key_file(derp_server.get("private_key_path")
-                          or os.path.join(server.tmp, "derp_server_private.key"))
+        self.add_file(derp_server.get("private_key_path")
+                      or os.path.join(server.tmp, "derp_server_private.key"), key=True)
         oidc = cfg.get("oidc") or {}
         self.add(oidc.get("client_secret"))
+        self.add_file(oidc.get("client_secret_path"))
         for k, v in server.env.items():
             if "SECRET" in k:
                 self.add(v)
