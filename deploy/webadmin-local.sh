@@ -38,7 +38,7 @@ sed -e "/listen \[::\]/d" \
     -e "s|ssl_certificate .*;|ssl_certificate $DIR/cert.pem;|" \
     -e "s|ssl_certificate_key .*;|ssl_certificate_key $DIR/key.pem;|" \
     -e "s|include fastcgi_params;|include /etc/nginx/fastcgi_params;|" \
-    -e "s|unix:/run/headscale/webadmin.sock|unix:$SOCK|" \
+    -e "s|unix:/run/headscale-webadmin/webadmin.sock|unix:$SOCK|" \
     -e "s|/usr/share/headscale/static/|$ROOT/static/|" \
     -e "s|http://127.0.0.1:8080|$UPSTREAM|" \
     deploy/nginx-headscale.conf > "$DIR/site.conf"

@@ -20,6 +20,8 @@ import os
 import re
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import time
 
@@ -224,7 +226,8 @@ def test_installed_files_user_and_modes(root):
     assert not [n for n in os.listdir(wants) if n.startswith("headscale@")]
 
 
-@pytest.mark.parametrize("unit", ["headscale.service", "headscale@replica1.service"])
+@pytest.mark.parametrize("unit", ["headscale.service", "headscale@replica1.service",
+                                  "headscale-webadmin.service"])
 def test_units_verify_and_score(root, unit):
     r = run(["systemd-analyze", "verify", f"--root={root}", "--man=no",
              f"{UNIT_DIR}/{unit}"], check=False)
@@ -393,7 +396,8 @@ def test_purge_removes_what_the_package_made(base_root, deb, tmp_path):
         in_root(root, "headscale", "configtest", user="headscale")
         assert os.path.exists(root + "/var/lib/headscale/db.sqlite")
         in_root(root, "dpkg", "--purge", "headscale-c")
-        for path in ("/usr/bin/headscale", "/etc/headscale", "/var/lib/headscale",
+        for path in ("/usr/bin/headscale", "/usr/bin/headscale-webadmin",
+                     "/usr/share/headscale", "/etc/headscale", "/var/lib/headscale",
                      UNIT_DIR + "/headscale.service", UNIT_DIR + "/headscale@.service",
                      "/etc/systemd/system/multi-user.target.wants/headscale.service"):
             assert not os.path.lexists(root + path), path
@@ -484,11 +488,36 @@ def proc_status(booted, pid):
     return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
 
 
+def fastcgi_get(path, uri):
+    """The response to one FastCGI GET of uri (what nginx would send) on the unix socket."""
+    def record(kind, content):
+        return struct.pack(">BBHHBx", 1, kind, 1, len(content), 0) + content
+
+    params = b"".join(bytes([len(k), len(v)]) + k.encode() + v.encode() for k, v in
+                      (("REQUEST_METHOD", "GET"), ("DOCUMENT_URI", uri), ("QUERY_STRING", ""),
+                       ("HTTPS", "on"), ("HTTP_HOST", "localhost")))
+    begin = record(1, struct.pack(">HB5x", 1, 0))  # responder, close the connection after
+    out = b""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(DEADLINE)
+        s.connect(path)
+        s.sendall(begin + record(4, params) + record(4, b"") + record(5, b""))
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    while len(data) >= 8:
+        _, kind, _, clen, plen = struct.unpack(">BBHHB", data[:7])
+        if kind == 6:  # stdout
+            out += data[8:8 + clen]
+        data = data[8 + clen + plen:]
+    return out.decode(errors="replace")
+
+
 def test_units_run_under_systemd(base_root, deb, tmp_path):
     """The units themselves, sandbox and all, under systemd: the server unit the package
     enabled starts at boot, runs as headscale with CAP_NET_BIND_SERVICE alone, no new
     privileges and a seccomp filter, answers /health and the CLI, reloads, stops cleanly;
-    the template runs a second server on its own config."""
+    the template runs a second server on its own config; the web admin answers FastCGI."""
     root = install(base_root, deb, str(tmp_path / "boot"))
     replica_config(root, "replica1", 8081)
     booted = Booted(root, str(tmp_path / "boot.log"))
@@ -519,8 +548,24 @@ def test_units_run_under_systemd(base_root, deb, tmp_path):
                                         "users", "list").stdout
         assert os.path.exists(root + "/var/lib/headscale/replica1.sqlite")
 
-        booted.sh("systemctl", "stop", "headscale", "headscale@replica1")
-        for unit in ("headscale", "headscale@replica1"):
+        # The web admin, not enabled by the package: as a dynamic user in group www-data,
+        # whose members alone (nginx) may open its socket.
+        booted.sh("systemctl", "start", "headscale-webadmin")
+        sock = inside + "/run/headscale-webadmin/webadmin.sock"
+        end = time.monotonic() + DEADLINE
+        while not os.path.exists(sock):
+            assert time.monotonic() < end, booted.journal("headscale-webadmin")
+            time.sleep(0.1)
+        with open(root + "/etc/group") as f:
+            www = int(re.search(r"^www-data:x:(\d+):", f.read(), re.M).group(1))
+        assert stat_of(inside, "/run/headscale-webadmin")[::2] == ("0o750", www)
+        assert stat_of(inside, "/run/headscale-webadmin/webadmin.sock")[::2] == ("0o660", www)
+        page = fastcgi_get(sock, "/admin/")
+        assert re.match(r"Status: 30[23]", page) and "/admin/signin" in page, page
+        assert "<form" in fastcgi_get(sock, "/admin/signin")
+
+        booted.sh("systemctl", "stop", "headscale", "headscale@replica1", "headscale-webadmin")
+        for unit in ("headscale", "headscale@replica1", "headscale-webadmin"):
             r = booted.sh("systemctl", "show", "-p", "Result", "--value", unit)
             assert r.stdout.strip() == "success", booted.journal(unit)
         assert not os.path.exists(inside + "/run/headscale")
