@@ -15,7 +15,7 @@ static int auth_verdict(struct cli_ctx *ctx, const char *path, const char *human
     if (cli_api(ctx, "POST", path,
                 json_pack("{s:s}", "authId", cli_flag_str(&ctx->args, "auth-id")), &resp) < 0)
         return 1;
-    rc = cli_print(ctx, resp, human);
+    rc = cli_print(ctx, resp, &cli_msg_empty, human);
     json_decref(resp);
     return rc;
 }
@@ -44,7 +44,7 @@ int cli_cmd_nodes_backfill_ips(struct cli_ctx *ctx)
         return 1;
     if (ok == 0) {
         resp = json_pack("{s:s}", "Result", "Nothing changed");
-        rc = cli_print(ctx, resp, "Nothing changed");
+        rc = cli_print(ctx, resp, NULL, "Nothing changed");
         json_decref(resp);
         return rc;
     }
@@ -56,7 +56,7 @@ int cli_cmd_nodes_backfill_ips(struct cli_ctx *ctx)
                                                  : "Every node has the addresses it should");
     json_array_foreach(changes, i, c)
         hs_buf_appendf(&human, "\n  %s", json_string_value(c) ? json_string_value(c) : "");
-    rc = cli_print(ctx, resp, human.data);
+    rc = cli_print(ctx, resp, &cli_msg_backfill, human.data);
     hs_buf_free(&human);
     json_decref(resp);
     return rc;
@@ -86,7 +86,7 @@ int cli_cmd_debug_create_node(struct cli_ctx *ctx)
     human = hs_aprintf("Pending login %s created: complete it with \"headscale auth register "
                        "--auth-id %s --user %s\"", cli_flag_str(&ctx->args, "key"),
                        cli_flag_str(&ctx->args, "key"), cli_flag_str(&ctx->args, "user"));
-    rc = cli_print(ctx, json_object_get(resp, "node"), human);
+    rc = cli_print(ctx, json_object_get(resp, "node"), &cli_msg_node, human);
     free(human);
     json_decref(resp);
     return rc;

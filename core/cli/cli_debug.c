@@ -611,7 +611,7 @@ static int print_nodes(struct cli_ctx *ctx, const struct policy_net *net, const 
         }
     }
     if (rc == 0 && ctx->fmt != CLI_FMT_HUMAN)
-        rc = cli_print(ctx, all, NULL);
+        rc = cli_print(ctx, all, NULL, NULL);
     else if (rc == 0 && t->nnodes == 0)
         fprintf(ctx->out, "no nodes in the topology\n");
     hs_buf_free(&human);

@@ -93,9 +93,21 @@ int cli_format_parse(const char *s, enum cli_format *out); /* NULL/"" is human *
 bool cli_machine_output(int argc, char **argv);
 /* JSON pretty-printed with one TAB per level (Go's MarshalIndent(v, "", "\t")). */
 int cli_render_json(const json_t *j, struct hs_buf *out);
-/* YAML of a JSON value through libyaml's emitter; strings that would read back as another
- * type (numbers, booleans, null, empty) are double-quoted. */
+/* YAML of a JSON value laid out as yaml.v3 does (cli_yaml.c), ending with a newline; strings
+ * that would read back as another type (numbers, booleans, null, empty) are double-quoted. */
 int cli_render_yaml(const json_t *j, struct hs_buf *out);
+
+/* The messages headscale's CLI prints (cli_proto.c): 0.29.3's, and 0.22.3's for the commands
+ * only it has. */
+struct cli_msg;
+extern const struct cli_msg cli_msg_user, cli_msg_pre_auth_key, cli_msg_api_key, cli_msg_node,
+    cli_msg_backfill, cli_msg_health, cli_msg_empty, cli_msg_route;
+/* A REST reply object reshaped as headscale prints message m: through encoding/json
+ * (snake_case, zero values left out, Timestamps as {seconds, nanos}) or, when yaml, through
+ * yaml.v3 (every member under its lowercased Go name). New reference. */
+json_t *cli_proto(const json_t *rest, const struct cli_msg *m, bool yaml);
+/* The same for a list: an empty one is null in JSON (a nil slice), [] in YAML. */
+json_t *cli_proto_list(const json_t *rest, const struct cli_msg *m, bool yaml);
 /* Serializes j in a machine format (not CLI_FMT_HUMAN), without trailing newline. */
 int cli_render(const json_t *j, enum cli_format fmt, struct hs_buf *out);
 
@@ -155,11 +167,15 @@ struct cli_ctx {
 /* Prints the error as "Error: msg" (human) or {"error":"msg"} in the chosen format to
  * ctx->err. Returns 1, the exit status, so handlers can `return cli_fail(...)`. */
 int cli_fail(struct cli_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Success output: human text, or result rendered in the machine format. Returns 0. */
-int cli_print(struct cli_ctx *ctx, const json_t *result, const char *human);
-/* A list: the array in machine formats, else a table of cols. Returns 0 or 1. */
-int cli_print_list(struct cli_ctx *ctx, const json_t *rows, const struct cli_column *cols,
-                   size_t ncols);
+/* Success output: human text, or result rendered in the machine format, reshaped as message
+ * msg (NULL: as it is, for the plain maps and strings headscale prints). Returns 0 or 1. */
+int cli_print(struct cli_ctx *ctx, const json_t *result, const struct cli_msg *msg,
+              const char *human);
+/* A list of REST objects in a machine format, each reshaped as msg. Returns 0 or 1. */
+int cli_print_rows(struct cli_ctx *ctx, const json_t *rows, const struct cli_msg *msg);
+/* A list: cli_print_rows in machine formats, else a table of cols. Returns 0 or 1. */
+int cli_print_list(struct cli_ctx *ctx, const json_t *rows, const struct cli_msg *msg,
+                   const struct cli_column *cols, size_t ncols);
 /* The whole configuration, checked as the server checks it (serve, configtest, and commands
  * that open the database themselves); print = list the diagnostics on stderr, else log
  * them. 0, or -errno with nothing to free. */

@@ -24,7 +24,7 @@ static int print_done(struct cli_ctx *ctx, int api_rc, json_t *resp, const char 
 
     if (api_rc < 0)
         return 1;
-    rc = cli_print(ctx, resp, human);
+    rc = cli_print(ctx, resp, &cli_msg_empty, human);
     json_decref(resp);
     return rc;
 }
@@ -124,7 +124,7 @@ static int pak_create(struct cli_ctx *ctx, const char *user_id, struct hs_strv *
     if (!body || cli_api(ctx, "POST", "/api/v1/preauthkey", body, &resp) < 0)
         return 1;
     key = json_object_get(resp, "preAuthKey");
-    rc = cli_print(ctx, key, hs_json_str(key, "key"));
+    rc = cli_print(ctx, key, &cli_msg_pre_auth_key, hs_json_str(key, "key"));
     json_decref(resp);
     return rc;
 }
@@ -177,7 +177,7 @@ int cli_cmd_preauthkeys_list(struct cli_ctx *ctx)
 
     if (pak_fetch(ctx, &resp, &keys) < 0)
         return 1;
-    rc = cli_print_list(ctx, keys, pak_columns, HS_ARRAY_LEN(pak_columns));
+    rc = cli_print_list(ctx, keys, &cli_msg_pre_auth_key, pak_columns, HS_ARRAY_LEN(pak_columns));
     json_decref(keys);
     json_decref(resp);
     return rc;
@@ -256,7 +256,7 @@ int cli_cmd_apikeys_create(struct cli_ctx *ctx)
     if (!exp || cli_api(ctx, "POST", "/api/v1/apikey", json_pack("{s:o}", "expiration", exp),
                         &resp) < 0)
         return 1;
-    rc = cli_print(ctx, json_object_get(resp, "apiKey"), hs_json_str(resp, "apiKey"));
+    rc = cli_print(ctx, json_object_get(resp, "apiKey"), NULL, hs_json_str(resp, "apiKey"));
     json_decref(resp);
     return rc;
 }
@@ -268,7 +268,7 @@ int cli_cmd_apikeys_list(struct cli_ctx *ctx)
 
     if (cli_api(ctx, "GET", "/api/v1/apikey", NULL, &resp) < 0)
         return 1;
-    rc = cli_print_list(ctx, json_object_get(resp, "apiKeys"), api_columns,
+    rc = cli_print_list(ctx, json_object_get(resp, "apiKeys"), &cli_msg_api_key, api_columns,
                         HS_ARRAY_LEN(api_columns));
     json_decref(resp);
     return rc;

@@ -1,4 +1,5 @@
 /* serve, configtest, version, health, generate private-key. */
+#include <ctype.h>
 #include <sodium.h>
 #include <stdlib.h>
 
@@ -47,14 +48,36 @@ int cli_cmd_configtest(struct cli_ctx *ctx)
     return rc;
 }
 
+/* yaml.v3 names a struct's members by their lowercased Go names ("buildTime" → "buildtime"). */
+static json_t *lowercase_keys(const json_t *j)
+{
+    json_t *out, *v;
+    const char *key;
+    char lower[64];
+
+    if (!json_is_object(j))
+        return json_incref((json_t *)j);
+    out = json_object();
+    json_object_foreach((json_t *)j, key, v) {
+        size_t n = 0;
+        for (; key[n] && n + 1 < sizeof(lower); n++)
+            lower[n] = (char)tolower((unsigned char)key[n]);
+        lower[n] = '\0';
+        json_object_set_new(out, lower, lowercase_keys(v));
+    }
+    return out;
+}
+
 int cli_cmd_version(struct cli_ctx *ctx)
 {
-    json_t *j = server_version_json();
+    json_t *info = server_version_json();
+    json_t *j = ctx->fmt == CLI_FMT_YAML ? lowercase_keys(info) : json_incref(info);
     char *human = server_version_text();
-    int rc = cli_print(ctx, j, human);
+    int rc = cli_print(ctx, j, NULL, human);
 
     free(human);
     json_decref(j);
+    json_decref(info);
     return rc;
 }
 
@@ -69,7 +92,8 @@ int cli_cmd_health(struct cli_ctx *ctx)
     if (!json_is_true(json_object_get(resp, "databaseConnectivity")))
         rc = cli_fail(ctx, "the server answers but cannot reach its database");
     else
-        rc = cli_print(ctx, resp, "The server answers and its database is reachable");
+        rc = cli_print(ctx, resp, &cli_msg_health,
+                       "The server answers and its database is reachable");
     json_decref(resp);
     return rc;
 }
@@ -86,7 +110,7 @@ int cli_cmd_generate_private_key(struct cli_ctx *ctx)
     keys_generate(&kp);
     keys_format("privkey:", kp.priv, text);
     j = json_pack("{s:s}", "private_key", text);
-    rc = cli_print(ctx, j, text);
+    rc = cli_print(ctx, j, NULL, text);
     json_decref(j);
     sodium_memzero(&kp, sizeof(kp));
     sodium_memzero(text, sizeof(text));

@@ -141,7 +141,8 @@ int cli_cmd_nodes_list(struct cli_ctx *ctx)
     free(path);
     if (rc < 0)
         return 1;
-    rc = cli_print_list(ctx, json_object_get(resp, "nodes"), node_columns, ncols);
+    rc = cli_print_list(ctx, json_object_get(resp, "nodes"), &cli_msg_node, node_columns,
+                        ncols);
     json_decref(resp);
     return rc;
 }
@@ -236,7 +237,7 @@ static int node_call(struct cli_ctx *ctx, char *path, json_t *body, const char *
     free(path);
     if (rc < 0)
         return 1;
-    rc = cli_print(ctx, json_object_get(resp, "node"), human);
+    rc = cli_print(ctx, json_object_get(resp, "node"), &cli_msg_node, human);
     json_decref(resp);
     return rc;
 }
@@ -257,7 +258,7 @@ static int print_registered(struct cli_ctx *ctx, char *path, json_t *body)
     node = json_object_get(resp, "node");
     name = hs_json_str(node, "givenName");
     human = hs_aprintf("Login finished: node %s joined the tailnet", name ? name : "");
-    rc = cli_print(ctx, node, human);
+    rc = cli_print(ctx, node, &cli_msg_node, human);
     free(human);
     json_decref(resp);
     return rc;
@@ -396,7 +397,9 @@ static int node_delete(struct cli_ctx *ctx, const char *id)
     free(path);
     if (rc < 0)
         return 1;
-    rc = cli_print(ctx, resp, "The node is removed");
+    json_decref(resp);
+    resp = json_pack("{s:s}", "Result", "The node is removed");
+    rc = cli_print(ctx, resp, NULL, "The node is removed");
     json_decref(resp);
     return rc;
 }
@@ -426,7 +429,7 @@ int cli_cmd_nodes_delete(struct cli_ctx *ctx)
     if (ok > 0)
         return node_delete(ctx, id);
     declined = json_pack("{s:s}", "Result", "Nothing removed: not confirmed");
-    rc = cli_print(ctx, declined, "Nothing removed: not confirmed");
+    rc = cli_print(ctx, declined, NULL, "Nothing removed: not confirmed");
     json_decref(declined);
     return rc;
 }
@@ -524,7 +527,12 @@ int cli_cmd_nodes_list_routes(struct cli_ctx *ctx)
         id = NULL;
     if (routes_fetch(ctx, id, &nodes) < 0)
         return 1;
-    rc = ctx->fmt == CLI_FMT_HUMAN ? routes_table(ctx, nodes) : cli_print(ctx, nodes, NULL);
+    /* headscale filters into a new slice: no routes print as [], not as a nil list's null */
+    if (ctx->fmt == CLI_FMT_HUMAN)
+        rc = routes_table(ctx, nodes);
+    else
+        rc = json_array_size(nodes) ? cli_print_rows(ctx, nodes, &cli_msg_node)
+                                    : cli_print(ctx, nodes, NULL, NULL);
     json_decref(nodes);
     return rc;
 }

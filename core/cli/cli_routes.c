@@ -44,7 +44,7 @@ int cli_cmd_routes_list(struct cli_ctx *ctx)
     free(path);
     if (rc < 0)
         return 1;
-    rc = cli_print_list(ctx, json_object_get(resp, "routes"), route_columns,
+    rc = cli_print_list(ctx, json_object_get(resp, "routes"), &cli_msg_route, route_columns,
                         HS_ARRAY_LEN(route_columns));
     json_decref(resp);
     return rc;
@@ -65,7 +65,7 @@ static int route_call(struct cli_ctx *ctx, const char *method, const char *fmt,
     free(path);
     if (rc < 0)
         return 1;
-    rc = cli_print(ctx, resp, human);
+    rc = cli_print(ctx, resp, &cli_msg_empty, human);
     json_decref(resp);
     return rc;
 }

@@ -29,7 +29,7 @@ int cli_cmd_users_create(struct cli_ctx *ctx)
     set_if(body, "pictureUrl", cli_flag_str(&ctx->args, "picture-url"));
     if (cli_api(ctx, "POST", "/api/v1/user", body, &resp) < 0)
         return 1;
-    rc = cli_print(ctx, json_object_get(resp, "user"), "The user is created");
+    rc = cli_print(ctx, json_object_get(resp, "user"), &cli_msg_user, "The user is created");
     json_decref(resp);
     return rc;
 }
@@ -60,7 +60,7 @@ int cli_cmd_users_list(struct cli_ctx *ctx)
     free(path);
     if (rc < 0)
         return 1;
-    rc = cli_print_list(ctx, json_object_get(resp, "users"), user_columns,
+    rc = cli_print_list(ctx, json_object_get(resp, "users"), &cli_msg_user, user_columns,
                         HS_ARRAY_LEN(user_columns));
     json_decref(resp);
     return rc;
@@ -100,7 +100,7 @@ static int destroy(struct cli_ctx *ctx, const json_t *user)
         return 1;
     if (ok == 0) {
         resp = json_pack("{s:s}", "Result", "Nothing removed: not confirmed");
-        rc = cli_print(ctx, resp, "Nothing removed: not confirmed");
+        rc = cli_print(ctx, resp, NULL, "Nothing removed: not confirmed");
         json_decref(resp);
         return rc;
     }
@@ -109,7 +109,7 @@ static int destroy(struct cli_ctx *ctx, const json_t *user)
     free(path);
     if (rc < 0)
         return 1;
-    rc = cli_print(ctx, resp, "The user is removed");
+    rc = cli_print(ctx, resp, &cli_msg_empty, "The user is removed");
     json_decref(resp);
     return rc;
 }
@@ -148,7 +148,8 @@ int cli_cmd_users_rename(struct cli_ctx *ctx)
     free(path);
     if (rc < 0)
         return 1;
-    rc = cli_print(ctx, json_object_get(resp, "user"), "The user has its new name");
+    rc = cli_print(ctx, json_object_get(resp, "user"), &cli_msg_user,
+                   "The user has its new name");
     json_decref(resp);
     return rc;
 }

@@ -613,7 +613,7 @@ class Server(helpers.Server):
 
     # ---- CLI helpers that work with ours and with headscale ----
     def user_id(self, name):
-        for u in self.cli_json("users", "list"):
+        for u in self.cli_json("users", "list") or []:
             if u.get("name") == name:
                 return int(u["id"])
         raise AssertionError(f"no user {name}")
@@ -639,17 +639,9 @@ class Server(helpers.Server):
 
     def node_by_name(self, name):
         for n in self.nodes():
-            if n.get("name") == name or n.get("given_name", n.get("givenName")) == name:
+            if name in (n.get("name"), n.get("given_name")):
                 return n
         return None
-
-
-def field(d, *names, default=None):
-    """d[name] for the first of names present (snake_case vs camelCase JSON)."""
-    for n in names:
-        if n in d:
-            return d[n]
-    return default
 
 
 class Node:

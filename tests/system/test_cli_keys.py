@@ -80,7 +80,7 @@ def test_preauthkeys_create_json_output(mserver):
     name, uid = _user(mserver)
     data = mserver.cli_json("preauthkeys", "-u", name, "create", "-e", "30m")
     assert AUTH_KEY_RE.fullmatch(data["key"]), data
-    assert data["user"]["id"] == uid
+    assert data["user"]["id"] == int(uid)
 
 
 @pytest.mark.parametrize("alias", ["preauthkey", "authkey", "pre"])

@@ -419,7 +419,7 @@ def test_tuning_keepalive_and_batch_delay(server_factory):
             alive += _raw_message(a, 6 - (time.monotonic() - t0)) == {"KeepAlive": True}
         assert alive == 2 and time.monotonic() - t0 < 4, "no keep-alive every ~1s"
 
-        bid = [n["id"] for n in s.cli_json("nodes", "list") if n["givenName"] == "b"][0]
+        bid = [n["id"] for n in s.cli_json("nodes", "list") if n["given_name"] == "b"][0]
         t0 = time.monotonic()
         s.cli_ok("nodes", "rename", "-i", str(bid), "b-renamed")
         seen = None

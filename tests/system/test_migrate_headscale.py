@@ -232,17 +232,16 @@ def run_migration(w, op, legacy):
     # New rows take ids after the imported ones (PostgreSQL: the sequences were moved on).
     s.cli_ok("users", "create", "carol")
     assert {u["name"]: int(u["id"]) for u in s.cli_json("users", "list")}["carol"] == 3
-    f = tailnet.field
-    listed = {f(n, "given_name", "givenName"): n for n in s.cli_json("nodes", "list")}
+    listed = {n["given_name"]: n for n in s.cli_json("nodes", "list")}
     assert set(listed) == {n.name for n in nodes}, listed
     for n in nodes:
-        got = f(listed[n.name], "ip_addresses", "ipAddresses")
+        got = listed[n.name]["ip_addresses"]
         assert sorted(got) == before[n.name][0], listed[n.name]
     assert listed["srv"]["tags"] == ["tag:srv"], listed["srv"]
     if legacy:
         assert listed["web"]["tags"] == ["tag:web"], listed["web"]
     assert listed["laptop"]["user"]["name"] == "alice"
-    assert ROUTE in f(listed["router"], "approved_routes", "approvedRoutes"), listed["router"]
+    assert ROUTE in listed["router"]["approved_routes"], listed["router"]
     if legacy:  # the duplicate row was folded into the first: one route, its id, enabled
         rows = [r for r in s.cli_json("routes", "list") if r["prefix"] == ROUTE]
         assert [(str(r["id"]), r["enabled"]) for r in rows] == [(str(route_id), True)], rows

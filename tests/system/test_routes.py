@@ -73,8 +73,8 @@ def test_approve_routes_cli_and_rest(mserver):
     r = router(mserver, key, ["10.2.0.0/24"] + EXIT)
     try:
         n = mserver.cli_json("nodes", "approve-routes", "-i", r.id, "-r", "10.2.0.0/24")
-        assert n["approvedRoutes"] == ["10.2.0.0/24"]
-        assert n["subnetRoutes"] == ["10.2.0.0/24"]  # online, the only one: primary
+        assert n["approved_routes"] == ["10.2.0.0/24"]
+        assert n["subnet_routes"] == ["10.2.0.0/24"]  # online, the only one: primary
         # one exit route approves both; sorted as headscale sorts (length before address)
         n = approve(mserver, r.id, ["10.2.0.0/24", "::/0"])
         assert n["approvedRoutes"] == ["0.0.0.0/0", "10.2.0.0/24", "::/0"]
@@ -84,13 +84,13 @@ def test_approve_routes_cli_and_rest(mserver):
         assert mserver.api_ok("GET", f"/api/v1/node/{r.id}")["node"]["subnetRoutes"] == []
         # list-routes: the node, from the list
         rows = mserver.cli_json("nodes", "list-routes", "-i", r.id)
-        assert [x["id"] for x in rows] == [str(r.id)]
-        assert rows[0]["subnetRoutes"] == ["10.2.0.0/24"] + EXIT
+        assert [x["id"] for x in rows] == [r.id]
+        assert rows[0]["subnet_routes"] == ["10.2.0.0/24"] + EXIT
         table = mserver.cli_ok("nodes", "list-routes").stdout
         assert "Serving (Primary)" in table and "10.2.0.0/24" in table
         # an empty list clears
         n = mserver.cli_json("nodes", "approve-routes", "-i", r.id, "-r", "")
-        assert n["approvedRoutes"] == [] and n["subnetRoutes"] == []
+        assert "approved_routes" not in n and "subnet_routes" not in n, n  # empty: left out
         assert listed(mserver, r.id)["subnetRoutes"] == []
     finally:
         r.close()
@@ -151,8 +151,8 @@ def test_bad_approvals_change_nothing(mserver):
 
 # ---- 0.22.3's route ids ----
 
-ROUTE_KEYS = {"id", "machine", "prefix", "advertised", "enabled", "isPrimary", "createdAt",
-              "updatedAt", "deletedAt"}
+# headscale 0.22.3's Route as its CLI prints it: false and nil members left out
+ROUTE_KEYS = {"id", "machine", "prefix", "advertised", "created_at", "updated_at"}
 
 
 def routes_of(server, node_id):
@@ -168,9 +168,8 @@ def test_routes_022_enable_disable_delete(mserver):
         assert sorted(x["prefix"] for x in rows) == sorted(["10.7.0.0/24"] + EXIT)
         for x in rows:
             assert set(x) == ROUTE_KEYS, x
-            assert x["advertised"] is True and x["enabled"] is False and not x["isPrimary"]
-            assert x["machine"]["id"] == str(r.id) and x["deletedAt"] is None
-        ids = {x["prefix"]: x["id"] for x in rows}
+            assert x["advertised"] is True and x["machine"]["id"] == r.id, x
+        ids = {x["prefix"]: str(x["id"]) for x in rows}
         # the same ids every time, and in the all-routes list
         assert {x["prefix"]: x["id"] for x in routes_of(mserver, r.id).values()} == ids
         every = mserver.api_ok("GET", "/api/v1/routes")["routes"]
@@ -292,6 +291,6 @@ def test_route_ids_usable_before_any_list(server_factory):
         s.cli_ok("routes", "enable", "-r", "1")
         assert listed(s, r.id)["approvedRoutes"] == ["10.9.9.0/24"]
         (row,) = s.cli_json("routes", "list")
-        assert (row["id"], row["prefix"], row["enabled"]) == ("1", "10.9.9.0/24", True)
+        assert (row["id"], row["prefix"], row["enabled"]) == (1, "10.9.9.0/24", True)
     finally:
         r.close()

@@ -271,7 +271,7 @@ def wait_primary(viewer, name, route=LAN_ROUTE, deadline=REACH):
 def server_primary(w, route=LAN_ROUTE):
     """The node ids the server says serve route now (`subnetRoutes` of `nodes list`)."""
     return sorted(int(n["id"]) for n in w.server.nodes()
-                  if route in (n.get("subnetRoutes") or n.get("subnet_routes") or []))
+                  if route in (n.get("subnet_routes") or []))
 
 
 # ---- tests ---------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ DELAY = "2s"  # tuning.batch_change_delay: a batch is due this long after a chan
 
 def online(server, node_id):
     return next(n for n in server.cli_json("nodes", "list")
-                if int(n["id"]) == node_id).get("online")
+                if int(n["id"]) == node_id).get("online", False)
 
 
 def told_offline(msgs, node_id):

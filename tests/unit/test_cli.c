@@ -356,14 +356,131 @@ Test(cli_output, yaml)
     cr_assert(strstr(s, "\"yes\": \"no\"") != NULL, "%s", s);
     cr_assert(strstr(s, "note: 'a: b'") != NULL || strstr(s, "note: \"a: b\"") != NULL, "%s", s);
     cr_assert(s[0] == '-', "a top-level sequence: %s", s);
-    cr_assert(s[strlen(s) - 1] != '\n', "callers add the newline");
+    cr_assert(s[strlen(s) - 1] == '\n', "yaml.v3 ends with a newline, Println adds one");
     free(s);
 }
 
 Test(cli_output, yaml_scalar_string)
 {
     char *s = render("\"hskey-api-abc-def\"", CLI_FMT_YAML);
-    cr_assert_str_eq(s, "hskey-api-abc-def");
+    cr_assert_str_eq(s, "hskey-api-abc-def\n");
+    free(s);
+}
+
+/* A REST pre-auth key as headscale's CLI prints the gRPC one. */
+static char *shaped(const char *rest, bool list, enum cli_format fmt)
+{
+    json_error_t e;
+    json_t *j = json_loads(rest, 0, &e), *p;
+    struct hs_buf b;
+    bool yaml = fmt == CLI_FMT_YAML;
+
+    cr_assert_not_null(j, "%s", e.text);
+    p = list ? cli_proto_list(j, &cli_msg_pre_auth_key, yaml)
+             : cli_proto(j, &cli_msg_pre_auth_key, yaml);
+    hs_buf_init(&b, 1u << 20);
+    cr_assert_eq(cli_render(p, fmt, &b), 0);
+    json_decref(j);
+    json_decref(p);
+    return hs_buf_steal(&b);
+}
+
+#define PAK_REST                                                                          \
+    "{\"user\":{\"id\":\"1\",\"name\":\"alice\",\"createdAt\":\"2026-12-03T16:53:11.5Z\","    \
+    "\"displayName\":\"\",\"email\":\"\",\"providerId\":\"\",\"provider\":\"\","              \
+    "\"profilePicUrl\":\"\"},\"id\":\"2\",\"key\":\"hskey-auth-ab-***\",\"reusable\":true,"   \
+    "\"ephemeral\":false,\"used\":false,\"expiration\":\"2026-12-03T17:53:11+01:00\","        \
+    "\"createdAt\":\"0001-01-01T00:00:00Z\",\"aclTags\":[\"tag:a\"]}"
+
+Test(cli_proto, json_is_encoding_json_of_the_message)
+{
+    char *s = shaped(PAK_REST, false, CLI_FMT_JSON_LINE);
+
+    /* snake_case in declaration order; "" and false left out; numbers; Timestamps as
+     * seconds+nanos (zero nanos left out; Go's zero time is not nil) */
+    cr_assert_str_eq(s, "{\"user\":{\"id\":1,\"name\":\"alice\",\"created_at\":{\"seconds\":"
+                        "1796316791,\"nanos\":500000000}},\"id\":2,\"key\":\"hskey-auth-ab-***\","
+                        "\"reusable\":true,\"expiration\":{\"seconds\":1796316791},"
+                        "\"created_at\":{\"seconds\":-62135596800},\"acl_tags\":[\"tag:a\"]}");
+    free(s);
+    s = shaped("[]", true, CLI_FMT_JSON);
+    cr_assert_str_eq(s, "null", "an empty list is a nil slice");
+    free(s);
+}
+
+Test(cli_proto, yaml_is_yaml_v3_of_the_message)
+{
+    char *s = shaped("[" PAK_REST "]", true, CLI_FMT_YAML);
+
+    /* every member under its lowercased Go name, laid out as yaml.v3 does */
+    cr_assert_str_eq(s, "- user:\n"
+                        "    id: 1\n"
+                        "    name: alice\n"
+                        "    createdat:\n"
+                        "        seconds: 1796316791\n"
+                        "        nanos: 500000000\n"
+                        "    displayname: \"\"\n"
+                        "    email: \"\"\n"
+                        "    providerid: \"\"\n"
+                        "    provider: \"\"\n"
+                        "    profilepicurl: \"\"\n"
+                        "  id: 2\n"
+                        "  key: hskey-auth-ab-***\n"
+                        "  reusable: true\n"
+                        "  ephemeral: false\n"
+                        "  used: false\n"
+                        "  expiration:\n"
+                        "    seconds: 1796316791\n"
+                        "    nanos: 0\n"
+                        "  createdat:\n"
+                        "    seconds: -62135596800\n"
+                        "    nanos: 0\n"
+                        "  acltags:\n"
+                        "    - tag:a\n");
+    free(s);
+    s = shaped("{\"aclTags\":[]}", false, CLI_FMT_YAML);
+    cr_assert(strstr(s, "\nacltags: []\n") != NULL, "%s", s);
+    cr_assert(strstr(s, "\nexpiration: null\n") != NULL, "%s", s);
+    cr_assert(hs_has_prefix(s, "user: null\nid: 0\nkey: \"\"\n"), "%s", s);
+    free(s);
+}
+
+Test(cli_output, yaml_quotes_what_would_not_read_back_as_text)
+{
+    static const char *const quoted[] = { "12", "-1.5", ".5", "1e3", "0x1F", "0o17", "0b101",
+                                          "1_000", "1:20", "2024-01-02", "2024-1-2T03:04:05Z",
+                                          "yes", "Off", "~", "" };
+    static const char *const plain[] = { "100.64.0.1", "fd7a:115c:a1e0::1", "10.0.0.0/8",
+                                         "1.2.3", "0x", "1e", "tag:a", "nodekey:ab", "2024-x" };
+    char json[64], want[64];
+
+    for (size_t i = 0; i < HS_ARRAY_LEN(quoted); i++) {
+        snprintf(json, sizeof(json), "[\"%s\"]", quoted[i]);
+        snprintf(want, sizeof(want), "- \"%s\"\n", quoted[i]);
+        char *s = render(json, CLI_FMT_YAML);
+        cr_assert_str_eq(s, want);
+        free(s);
+    }
+    for (size_t i = 0; i < HS_ARRAY_LEN(plain); i++) {
+        snprintf(json, sizeof(json), "[\"%s\"]", plain[i]);
+        snprintf(want, sizeof(want), "- %s\n", plain[i]);
+        char *s = render(json, CLI_FMT_YAML);
+        cr_assert_str_eq(s, want);
+        free(s);
+    }
+}
+
+Test(cli_output, yaml_nested_mapping_steps_of_four)
+{
+    char *s = render("{\"user\":{\"id\":1,\"tags\":[\"a\",\"b: c\"]},\"e\":{},\"s\":\"1:20\"}",
+                     CLI_FMT_YAML);
+    cr_assert_str_eq(s, "user:\n"
+                        "    id: 1\n"
+                        "    tags:\n"
+                        "        - a\n"
+                        "        - 'b: c'\n"
+                        "e: {}\n"
+                        "s: \"1:20\"\n");
     free(s);
 }
 
@@ -924,7 +1041,7 @@ Test(cli_nodes, list_routes_one_prefix_per_line)
 
     r = FRUN(&f, "nodes", "routes", "-o", "json-line");
     cr_assert_eq(r.rc, 0, "%s", r.err);
-    cr_assert(hs_has_prefix(r.out, "[{\"id\":\"7\""), "%s", r.out);
+    cr_assert(hs_has_prefix(r.out, "[{\"id\":7,"), "%s", r.out);
     cr_assert(strstr(r.out, "\"bare\"") == NULL, "nodes without routes are left out");
     run_free(&r);
     fake_stop(&f);
@@ -1006,10 +1123,10 @@ Test(cli_nodes, json_output_is_the_node)
     fake_start(&f, 200, "{\"node\":" NODE_JSON "}");
     r = FRUN(&f, "nodes", "register", "-u", "alice", "-k", "k", "-o", "json");
     cr_assert_eq(r.rc, 0, "%s", r.err);
-    cr_assert(hs_has_prefix(r.out, "{\n\t\"id\": \"7\",\n"), "%s", r.out);
+    cr_assert(hs_has_prefix(r.out, "{\n\t\"id\": 7,\n"), "%s", r.out);
     run_free(&r);
     r = FRUN(&f, "nodes", "tag", "-i", "7", "-t", "tag:a", "-o", "json-line");
-    cr_assert(hs_has_prefix(r.out, "{\"id\":\"7\","), "%s", r.out);
+    cr_assert(hs_has_prefix(r.out, "{\"id\":7,"), "%s", r.out);
     run_free(&r);
     fake_stop(&f);
 }
