@@ -169,8 +169,8 @@ def test_users_keys_and_errors_print_as_headscale(sides):
     per_format(sides, lambda fmt: ("preauthkeys", "delete", "--id", next(ids)))
     compare(sides, "preauthkeys", "create", "-u", "999", errors=True)
 
-    for _ in FORMATS:
-        both(sides, "apikeys", "create", "-e", "1d")
+    made = compare(sides, "apikeys", "create", "-e", "1d")  # the key, as a JSON string
+    assert made.startswith("hskey-api-"), made
     keys = compare(sides, "apikeys", "list")
     assert [k["id"] for k in keys] == [1, 2, 3, 4], keys
     ids = iter(["2", "3", "4"])
@@ -178,6 +178,7 @@ def test_users_keys_and_errors_print_as_headscale(sides):
     ids = iter(["2", "3", "4"])
     per_format(sides, lambda fmt: ("apikeys", "delete", "--id", next(ids)))
     compare(sides, "health")
+    compare(sides, "generate", "private-key")
     compare(sides, "nodes", "list")
     compare(sides, "nodes", "list-routes")
 
@@ -205,6 +206,11 @@ def test_nodes_print_as_headscale(sides, tmp_path):
         both(sides, "debug", "create-node", "--name", f"more-{fmt}", "-u", user, "-k",
              second[fmt])
     per_format(sides, lambda fmt: ("nodes", "register", "-u", user, "-k", second[fmt]))
+    refused = {fmt: "hskey-authreq-" + secrets.token_hex(12) for fmt in FORMATS}
+    for fmt in FORMATS:
+        both(sides, "debug", "create-node", "--name", f"no-{fmt}", "-u", user, "-k",
+             refused[fmt])
+    assert per_format(sides, lambda fmt: ("auth", "reject", "--auth-id", refused[fmt]))[0] == {}
     compare(sides, "nodes", "list")
     compare(sides, "nodes", "list", "-u", user)
     per_format(sides, lambda fmt: ("nodes", "rename", "-i", nid, f"renamed-{fmt}"))
