@@ -343,6 +343,8 @@ void poll_on_state_change(void *arg, const struct state_change *ch)
                                                          : BATCH_DELAY_DEFAULT_US;
     int64_t now = hs_monotonic_us();
 
+    if (ch->kind == STATE_NODE_HERE)
+        return; /* for the presence of other replicas; peers hear STATE_NODE_ONLINE */
     pthread_mutex_lock(&s->mu);
     /* Under load a batch takes long to write out; wait as long as the last one took, so each
      * session gets one larger delta instead of a queue of small ones; in a herd, a second.

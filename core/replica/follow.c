@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "replica/replica.h"
+#include "replica/replica_internal.h"
 #include "util/util.h"
 
 #define FOLLOW_BATCH 64
@@ -14,16 +14,6 @@
 #define RETRY_MIN_MS 100
 #define RETRY_MAX_MS 5000
 
-struct replica {
-    struct store *st;
-    struct notify_bus *bus;
-    uint64_t origin;
-    uint64_t last;    /* every change up to here has been applied */
-    uint64_t behind;  /* the database's number at the last quiet check, if past last */
-    struct store_feed *feed;
-    int stop_pipe[2];
-    pthread_t thread;
-};
 
 static void resync(struct replica *r, uint64_t seq, const char *why)
 {
@@ -55,6 +45,7 @@ static void lost(struct replica *r, const char *what)
               what);
     store_feed_close(r->feed);
     r->feed = NULL;
+    atomic_store(&r->leader, false); /* the lock went with the connection */
 }
 
 /* A new feed; whatever was committed while there was none is read again. */
@@ -92,10 +83,15 @@ static void apply(struct replica *r, struct store_change *c)
 static void quiet_check(struct replica *r)
 {
     uint64_t seq;
+    bool lead;
 
     if (store_feed_seq(r->feed, &seq) < 0) {
         lost(r, "check");
         return;
+    }
+    if (!atomic_load(&r->leader) && store_feed_try_lead(r->feed, &lead) == 0 && lead) {
+        log_info("replica: this replica now does the work done once for all of them");
+        atomic_store(&r->leader, true);
     }
     if (seq <= r->last) {
         r->behind = 0;
@@ -140,40 +136,27 @@ static void *follow(void *arg)
     return NULL;
 }
 
-int replica_start(struct store *st, struct notify_bus *bus, uint64_t seq, struct replica **out)
+int replica__follow_start(struct replica *r)
 {
-    struct replica *r;
     int rc;
 
-    *out = NULL;
-    if (!store_shared(st))
-        return 0;
-    r = hs_xcalloc(1, sizeof(*r));
-    r->st = st;
-    r->bus = bus;
-    r->origin = store_origin(st);
-    r->last = seq;
-    if (pipe2(r->stop_pipe, O_CLOEXEC) < 0) {
-        rc = -errno;
-        free(r);
-        return rc;
-    }
+    if (pipe2(r->stop_pipe, O_CLOEXEC) < 0)
+        return -errno;
     if ((rc = pthread_create(&r->thread, NULL, follow, r)) != 0) {
         close(r->stop_pipe[0]);
         close(r->stop_pipe[1]);
-        free(r);
+        r->stop_pipe[0] = r->stop_pipe[1] = -1;
         return -rc;
     }
-    *out = r;
     return 0;
 }
 
-void replica_stop(struct replica *r)
+void replica__follow_stop(struct replica *r)
 {
-    if (!r)
+    if (r->stop_pipe[1] < 0)
         return;
     close(r->stop_pipe[1]); /* the follower sees POLLHUP */
     pthread_join(r->thread, NULL);
     close(r->stop_pipe[0]);
-    free(r);
+    r->stop_pipe[0] = r->stop_pipe[1] = -1;
 }

@@ -3,8 +3,13 @@
  * (store_feed). The follower here listens on a connection of its own and publishes the other
  * replicas' changes on the local bus, where the state applies them as it applies its own and
  * the map streams hear of them. Numbers that skip (a lost connection, a restarted database)
- * make it publish NOTIFY_RESYNC: the state then reads everything again. SQLite has no
- * replicas: replica_start does nothing there.
+ * make it publish NOTIFY_RESYNC: the state then reads everything again.
+ *
+ * Presence: each replica holds a lease (renewed every 10 s, 30 s long) and a row per node with
+ * a map stream on it, so every replica knows which nodes are online. One replica, elected by a
+ * PostgreSQL advisory lock on its feed's connection (taken over when that connection ends),
+ * deletes the rows of replicas whose lease ran out. SQLite has no replicas: replica_start does
+ * nothing there.
  *
  * Thread-safety: start and stop from one thread; the follower runs on its own thread and
  * calls notify_publish from it. */
@@ -14,14 +19,20 @@
 #include <stdint.h>
 
 #include "notify/notify.h"
+#include "state/state.h"
 #include "store/store.h"
 
 struct replica;
 
 /* Follows the changes committed after number seq (store_change_seq, read before the state
- * loaded). *out is NULL on SQLite. The first connection is made on the follower's thread:
- * a database that is down now only delays it. */
-int replica_start(struct store *st, struct notify_bus *bus, uint64_t seq, struct replica **out);
-void replica_stop(struct replica *r); /* NULL is fine */
+ * loaded), takes this replica's lease and keeps its presence rows for state's nodes. *out is
+ * NULL on SQLite. The follower connects on its own thread: a database that is down now only
+ * delays it. */
+int replica_start(struct store *st, struct notify_bus *bus, struct state *state, uint64_t seq,
+                  struct replica **out);
+/* Stops both threads and deletes our presence rows and lease (our nodes go offline
+ * everywhere at once). The state may still call in afterwards: free only after state_free. */
+void replica_stop(struct replica *r);
+void replica_free(struct replica *r); /* NULL is fine */
 
 #endif

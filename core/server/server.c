@@ -733,7 +733,6 @@ static void server_stop(struct server *srv)
     if (srv->unix_sock && (fd = MHD_quiesce_daemon(srv->unix_sock)) != MHD_INVALID_SOCKET)
         close(fd);
     replica_stop(srv->replica); /* its changes reach the service through the state */
-    srv->replica = NULL;
     derpmap_stop(srv->derpmap); /* its refresher calls into the service */
     dns_watch_free(srv->dns);   /* so does the extra records watcher */
     srv->dns = NULL;
@@ -756,6 +755,7 @@ static void server_stop(struct server *srv)
     mapper_free(srv->mapper);
     derpmap_free(srv->derpmap);
     state_free(srv->state);
+    replica_free(srv->replica); /* the state called into it until now */
     api_free(srv->api);
     auth_oidc_free(srv->oidc);
     auth_free(srv->auth);
@@ -991,7 +991,7 @@ int server_run(const struct hs_config *cfg)
     tune_malloc();
 
     if (server_build(&srv, cfg) < 0 || claim_database(&srv) < 0 ||
-        replica_start(srv.st, srv.bus, srv.loaded_seq, &srv.replica) < 0 ||
+        replica_start(srv.st, srv.bus, srv.state, srv.loaded_seq, &srv.replica) < 0 ||
         control_service_start(srv.svc) < 0 ||
         (srv.derp && derp_server_start(srv.derp) < 0) ||
         derpmap_start(srv.derpmap) < 0 ||

@@ -509,6 +509,20 @@ static void resync(struct state *s)
     state__auto_approve_all(s);
 }
 
+static void presence_all(struct state *s);
+
+static void remote_presence(struct state *s, uint64_t id)
+{
+    bool elsewhere;
+    int rc = store_presence_node(s->st, id, &elsewhere);
+
+    if (rc < 0)
+        log_warnx("state: cannot read where node %llu is connected: %s",
+                  (unsigned long long)id, hs_strerror(rc));
+    else
+        state_node_remote(s, id, elsewhere);
+}
+
 static void on_event(const struct notify_event *ev, void *arg)
 {
     struct state *s = arg;
@@ -535,8 +549,12 @@ static void on_event(const struct notify_event *ev, void *arg)
     case NOTIFY_REGISTRATION:
         emit(s, STATE_REGISTRATION_CHANGED, 0);
         break;
+    case NOTIFY_PRESENCE: /* ours too: the rows we delete for a dead replica */
+        remote_presence(s, ev->id);
+        break;
     case NOTIFY_RESYNC:
         resync(s);
+        presence_all(s);
         break;
     default:
         break;
@@ -590,6 +608,7 @@ int state_new(struct store *st, struct notify_bus *bus, struct state **out)
         state_free(s);
         return rc;
     }
+    presence_all(s); /* nodes connected to other replicas are online */
     if (bus && (s->sub_id = notify_subscribe(bus, on_event, s)) < 0) {
         rc = s->sub_id;
         state_free(s);
@@ -666,41 +685,29 @@ const struct state_node *state_node_at(struct state *s, size_t i) { return s->no
 size_t state_user_count(struct state *s) { return s->nusers; }
 const struct state_user *state_user_at(struct state *s, size_t i) { return s->users[i]; }
 
-void state_node_session(struct state *s, uint64_t id, bool opened, uint16_t capver)
+/* Write lock held: online again from sessions here and there; whether it flipped. */
+static bool update_online(struct state *s, struct state_node *n)
+{
+    bool online = n->sessions > 0 || n->remote;
+
+    if (n->online == online)
+        return false;
+    n->online = online;
+    drop_cache(s, n); /* Online and LastSeen are in it */
+    if (online)
+        n->online_since = hs_now_us();
+    n->disconnected_at = online ? 0 : hs_now_us();
+    if (!online)
+        n->unhealthy = false; /* an offline node is no candidate */
+    return true;
+}
+
+/* After a node's online flag or health changed: a router came or went, so primaries may move
+ * (failover); listeners hear it. Most nodes route nothing and never wait for wmu here. */
+static void online_changed(struct state *s, uint64_t id, bool changed, bool router)
 {
     struct moved m = { 0 };
-    bool changed = false, router = false;
-    size_t i;
 
-    pthread_rwlock_wrlock(&s->lock);
-    i = node_pos(s, id);
-    if (i < s->nnodes && s->nodes[i]->n.id == id) {
-        struct state_node *n = s->nodes[i];
-        bool was_unhealthy = n->unhealthy;
-        if (opened)
-            n->sessions++;
-        else if (n->sessions)
-            n->sessions--;
-        changed = n->online != (n->sessions > 0);
-        n->online = n->sessions > 0;
-        if (changed) {
-            drop_cache(s, n); /* Online and LastSeen are in it */
-            if (n->online)
-                n->online_since = hs_now_us();
-            n->disconnected_at = n->online ? 0 : hs_now_us();
-        }
-        if (capver && opened)
-            n->capver = capver;
-        if (opened)
-            n->session_epoch++;
-        /* A new session proves the node reachable again; an offline one is no candidate. */
-        if (opened || !n->online)
-            n->unhealthy = false;
-        router = (changed || was_unhealthy != n->unhealthy) && state__serves_subnet(n);
-    }
-    pthread_rwlock_unlock(&s->lock);
-    /* A router came or went: primaries may move (failover). Most nodes route nothing and
-     * never wait for wmu here. */
     if (router) {
         pthread_mutex_lock(&s->wmu);
         m.n = state__elect_compile(s, &m.v);
@@ -709,6 +716,81 @@ void state_node_session(struct state *s, uint64_t id, bool opened, uint16_t capv
     if (changed)
         emit(s, STATE_NODE_ONLINE, id);
     emit_moved(s, &m, 0);
+}
+
+void state_node_session(struct state *s, uint64_t id, bool opened, uint16_t capver)
+{
+    bool changed = false, router = false, here = false;
+    size_t i;
+
+    pthread_rwlock_wrlock(&s->lock);
+    i = node_pos(s, id);
+    if (i < s->nnodes && s->nodes[i]->n.id == id) {
+        struct state_node *n = s->nodes[i];
+        bool was_unhealthy = n->unhealthy;
+        here = opened ? n->sessions == 0 : n->sessions == 1;
+        if (opened)
+            n->sessions++;
+        else if (n->sessions)
+            n->sessions--;
+        changed = update_online(s, n);
+        if (capver && opened)
+            n->capver = capver;
+        if (opened) {
+            n->session_epoch++;
+            n->unhealthy = false; /* a new session proves the node reachable again */
+        }
+        router = (changed || was_unhealthy != n->unhealthy) && state__serves_subnet(n);
+    }
+    pthread_rwlock_unlock(&s->lock);
+    if (here)
+        emit(s, STATE_NODE_HERE, id);
+    online_changed(s, id, changed, router);
+}
+
+void state_node_remote(struct state *s, uint64_t id, bool elsewhere)
+{
+    bool changed = false, router = false;
+    size_t i;
+
+    pthread_rwlock_wrlock(&s->lock);
+    i = node_pos(s, id);
+    if (i < s->nnodes && s->nodes[i]->n.id == id) {
+        s->nodes[i]->remote = elsewhere;
+        changed = update_online(s, s->nodes[i]);
+        router = changed && state__serves_subnet(s->nodes[i]);
+    }
+    pthread_rwlock_unlock(&s->lock);
+    online_changed(s, id, changed, router);
+}
+
+/* Every node's presence on other replicas read again (at start and after a resync). */
+static void presence_all(struct state *s)
+{
+    uint64_t *ids;
+    size_t n;
+    struct found f = { 0 };
+    bool router = false;
+    int rc;
+
+    if ((rc = store_presence_others(s->st, &ids, &n)) < 0) {
+        log_warnx("state: cannot read which nodes other replicas serve: %s", hs_strerror(rc));
+        return;
+    }
+    pthread_rwlock_wrlock(&s->lock);
+    for (size_t i = 0; i < s->nnodes; i++) {
+        struct state_node *sn = s->nodes[i];
+        sn->remote = id_listed(ids, n, sn->n.id);
+        if (update_online(s, sn)) {
+            found_add(&f, STATE_NODE_ONLINE, sn->n.id, STATE_F_OTHER);
+            router = router || state__serves_subnet(sn);
+        }
+    }
+    pthread_rwlock_unlock(&s->lock);
+    free(ids);
+    for (size_t i = 0; i < f.n; i++)
+        online_changed(s, f.v[i].id, true, router && i == f.n - 1);
+    free(f.v);
 }
 
 void state_set_health(struct state *s, const uint64_t *ids, const bool *healthy, size_t n)

@@ -21,8 +21,9 @@ struct state;
 /* A node as the mapper sees it: the stored row plus runtime fields. */
 struct state_node {
     struct store_node n;    /* owned */
-    bool online;            /* a map stream is open (on this replica) */
-    unsigned sessions;      /* map streams open: online while any is */
+    bool online;            /* a map stream is open, here or on another replica */
+    unsigned sessions;      /* map streams open on this replica */
+    bool remote;            /* another replica has one open (presence; PostgreSQL) */
     int64_t online_since;   /* us */
     int64_t disconnected_at; /* us; 0 while online */
     uint64_t session_epoch; /* map sessions opened so far (runtime): an HA probe is judged
@@ -60,6 +61,7 @@ enum state_change_kind {
     STATE_NODE_CHANGED,  /* any stored field */
     STATE_NODE_REMOVED,
     STATE_NODE_ONLINE,   /* online flag flipped (runtime only) */
+    STATE_NODE_HERE,     /* its map streams on this replica began, or all ended (presence) */
     STATE_USER_CHANGED,  /* a user's profile (name...) changed */
     STATE_POLICY_CHANGED, /* a new policy is in force (its compiled form changed too) */
     STATE_REGISTRATION_CHANGED, /* a pending interactive login changed (id 0) */
@@ -112,6 +114,9 @@ const struct state_user *state_user_at(struct state *s, size_t i);
  * stream often opens before its old one is seen closing); each opened one must be closed
  * exactly once. Listeners hear STATE_NODE_ONLINE when that flips. */
 void state_node_session(struct state *s, uint64_t id, bool opened, uint16_t capver);
+/* Whether another replica holds a map stream of node id (its presence, as the store says).
+ * Online is sessions here or there; listeners hear STATE_NODE_ONLINE when that flips. */
+void state_node_remote(struct state *s, uint64_t id, bool elsewhere);
 /* Re-reads one node from the store (a static snapshot's way to see a write: it has no bus). */
 void state_refresh_node(struct state *s, uint64_t id);
 /* Sets a node's last_seen (us) after the store wrote it: that write publishes no event, and

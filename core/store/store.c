@@ -34,7 +34,9 @@ int store_open(const struct hs_config *cfg, struct notify_bus *bus, struct store
         free(st);
         return -EIO;
     }
-    randombytes_buf(&st->origin, sizeof(st->origin));
+    do /* 0 marks this process's own events on the bus */
+        randombytes_buf(&st->origin, sizeof(st->origin));
+    while (st->origin == 0);
     if ((rc = st->ops->open(cfg, &st->drv)) < 0) {
         free(st);
         return rc;

@@ -70,6 +70,31 @@ int store_feed_read(struct store_feed *f, struct store_change *out, size_t max);
 /* A round trip on the feed's connection: the number of the last committed change (a dead
  * connection that never said so is found here). -EIO when lost. */
 int store_feed_seq(struct store_feed *f, uint64_t *seq);
+/* Tries to take the one lock that elects a replica for the work done once (a session lock on
+ * the feed's connection: it is released when that connection ends, with its process or not).
+ * *got says whether this feed holds it now. */
+int store_feed_try_lead(struct store_feed *f, bool *got);
+
+/* ---- presence across replicas (PostgreSQL; SQLite: each does nothing and succeeds) ----
+ * A replica holds a lease in the replicas table while it runs and a presence row for each node
+ * with a map stream open on it; each presence change is announced (NOTIFY_PRESENCE, the node's
+ * id) so the others can tell online nodes apart from offline ones. */
+/* Our row, with its lease extended to lease_until (us); *made when it had to be made (the
+ * first call, or after it expired and was deleted). */
+int store_replica_renew(struct store *st, const char *name, int64_t lease_until, bool *made);
+/* In one transaction: our rows for the nodes in on made (a node deleted meanwhile gets none),
+ * those for the nodes in off deleted; only the rows that changed are announced. */
+int store_presence_write(struct store *st, const uint64_t *on, size_t non, const uint64_t *off,
+                         size_t noff);
+/* The nodes with a stream on another replica, ascending, distinct (caller frees *ids). */
+int store_presence_others(struct store *st, uint64_t **ids, size_t *n);
+/* Whether node id has a stream on another replica. */
+int store_presence_node(struct store *st, uint64_t id, bool *elsewhere);
+/* The replicas whose lease ran out before now, and their presence rows, deleted and announced;
+ * *nodes counts the rows. Run by one replica (replica.h). */
+int store_replicas_expire(struct store *st, int64_t now, size_t *nodes);
+/* Our row and our presence rows deleted and announced (a clean shutdown). */
+int store_replica_leave(struct store *st);
 
 /* A random 32-byte secret created once per database (kv table) and shared by all replicas:
  * the key of the keyed hash that protects credentials at rest. */

@@ -119,7 +119,7 @@ static void parse_payload(const char *s, struct store_change *c)
 
     *c = (struct store_change){ 0 };
     if (sscanf(s, "%llu %d %d %llu %llx%n", &seq, &entity, &op, &id, &origin, &end) == 5 &&
-        s[end] == '\0' && entity >= NOTIFY_USER && entity <= NOTIFY_REGISTRATION &&
+        s[end] == '\0' && entity >= NOTIFY_USER && entity <= NOTIFY_PRESENCE &&
         op >= NOTIFY_CREATE && op <= NOTIFY_DELETE) {
         c->seq = seq;
         c->ev = (struct notify_event){ .entity = entity, .op = op, .id = id };
@@ -151,6 +151,23 @@ int store_feed_seq(struct store_feed *f, uint64_t *seq)
     if ((rc = f->st->ops->feed_query(f->drv, "SELECT seq FROM changes WHERE id = 1", &res)) < 0)
         return rc;
     *seq = store__cell_u64(&res, 0, 0);
+    store__result_free(&res);
+    return 0;
+}
+
+/* pg_advisory_lock key of the replica that does the work done once: "hsleader" as a
+ * big-endian int64. Session level: it goes with the feed's connection. */
+#define FEED_LEAD_LOCK "7526478584947697010"
+
+int store_feed_try_lead(struct store_feed *f, bool *got)
+{
+    struct store_result res;
+    int rc;
+
+    if ((rc = f->st->ops->feed_query(f->drv, "SELECT pg_try_advisory_lock(" FEED_LEAD_LOCK ")",
+                                     &res)) < 0)
+        return rc;
+    *got = store__cell_bool(&res, 0, 0);
     store__result_free(&res);
     return 0;
 }

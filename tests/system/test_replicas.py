@@ -134,3 +134,35 @@ def test_sqlite_refuses_a_second_serve(db, server_factory):
     assert rc != 0
     assert "is in use by another headscale serve" in second.log_text(), second.log_text()
     assert first.api("GET", "/api/v1/user")[0] == 200  # the first one is unharmed
+
+
+def online(peer):
+    return bool((peer or {}).get("Online"))
+
+
+def test_presence_is_shared_and_a_dead_replicas_nodes_go_offline(tmp_path, db):
+    """A node connected to B is online for A's clients; it goes offline for them when its
+    stream on B closes, and when B dies (kill -9) within B's lease (30 s), once the replica
+    elected for such work removes B's rows."""
+    need_postgres(db)
+    with tailnet.World(tmp_path, db, tailnet.versions()[0]) as w:
+        b = start_replica(w, 8081)
+        try:
+            n1 = join(w, "n1", w.server)
+            n2 = join(w, "n2", b)
+            n3 = join(w, "n3", b)
+            n1.wait_peer("n2", online, timeout=30, what="n2 (on B) online for n1 (on A)")
+            n1.wait_peer("n3", online, timeout=30, what="n3 (on B) online for n1 (on A)")
+            n2.wait_peer("n1", online, timeout=30, what="n1 (on A) online for n2 (on B)")
+
+            n2.stop()  # its stream on B closes
+            n1.wait_peer("n2", lambda p: not online(p), timeout=30,
+                         what="n2 offline for n1 once its stream on B closed")
+
+            b.kill9()
+            n1.wait_peer("n3", lambda p: not online(p), timeout=60,
+                         what="n3 offline for n1 once B's lease ran out")
+            assert n1.peer("n3") is not None, "an offline node stays a peer"
+            assert "replicas whose lease ran out are offline" in w.server.log_text()
+        finally:
+            b.stop(check=False)

@@ -1,0 +1,233 @@
+/* Presence: our lease in the replicas table and a presence row for each node with a map
+ * stream here. The state tells us (STATE_NODE_HERE) when a node's streams here begin or all
+ * end; a writer thread turns that into rows in batches, so no map thread waits for SQL. Every
+ * RENEW it extends our lease; the elected replica also deletes replicas whose lease ran out. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "replica/replica_internal.h"
+#include "util/util.h"
+
+#define RENEW_US (10 * HS_USEC_PER_SEC)
+#define LEASE_US (30 * HS_USEC_PER_SEC)  /* a replica silent this long is taken for dead */
+#define COALESCE_US (50 * 1000)          /* a connect storm is written in batches */
+#define RETRY_US HS_USEC_PER_SEC
+
+/* mu held. */
+static void pend(struct replica *r, uint64_t id)
+{
+    if (r->npending == r->cappending) {
+        r->cappending = r->cappending ? 2 * r->cappending : 64;
+        r->pending = hs_xrealloc(r->pending, r->cappending * sizeof(*r->pending));
+    }
+    r->pending[r->npending++] = id;
+}
+
+static void on_state(void *arg, const struct state_change *ch)
+{
+    struct replica *r = arg;
+
+    if (ch->kind != STATE_NODE_HERE)
+        return;
+    pthread_mutex_lock(&r->mu);
+    if (!r->stopping) {
+        pend(r, ch->id);
+        pthread_cond_signal(&r->cv);
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+static size_t held_pos(const struct replica *r, uint64_t id)
+{
+    size_t lo = 0, hi = r->nheld;
+
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (r->held[mid] < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static bool held(const struct replica *r, uint64_t id)
+{
+    size_t i = held_pos(r, id);
+    return i < r->nheld && r->held[i] == id;
+}
+
+static void hold(struct replica *r, uint64_t id, bool on)
+{
+    size_t i = held_pos(r, id);
+
+    if (on == (i < r->nheld && r->held[i] == id))
+        return;
+    if (!on) {
+        memmove(r->held + i, r->held + i + 1, (r->nheld - i - 1) * sizeof(*r->held));
+        r->nheld--;
+        return;
+    }
+    if (r->nheld == r->capheld) {
+        r->capheld = r->capheld ? 2 * r->capheld : 64;
+        r->held = hs_xrealloc(r->held, r->capheld * sizeof(*r->held));
+    }
+    memmove(r->held + i + 1, r->held + i, (r->nheld - i) * sizeof(*r->held));
+    r->held[i] = id;
+    r->nheld++;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Writes the rows the nodes in ids (sorted, distinct) need now: the state's count of streams
+ * here decides, not the age of the event. Returns false on failure (the caller retries). */
+static bool write_rows(struct replica *r, const uint64_t *ids, size_t n)
+{
+    uint64_t *on = hs_xcalloc(n + 1, sizeof(*on)), *off = hs_xcalloc(n + 1, sizeof(*off));
+    size_t non = 0, noff = 0;
+    int rc;
+
+    state_rdlock(r->state);
+    for (size_t i = 0; i < n; i++) {
+        const struct state_node *sn = state_node_by_id(r->state, ids[i]);
+        bool want = sn && sn->sessions > 0;
+        if (want && !held(r, ids[i]))
+            on[non++] = ids[i];
+        else if (!want && held(r, ids[i]))
+            off[noff++] = ids[i];
+    }
+    state_unlock(r->state);
+    rc = store_presence_write(r->st, on, non, off, noff);
+    if (rc == 0) {
+        for (size_t i = 0; i < non; i++)
+            hold(r, on[i], true);
+        for (size_t i = 0; i < noff; i++)
+            hold(r, off[i], false);
+    } else {
+        log_warnx("replica: cannot write which nodes are connected here: %s; retrying",
+                  hs_strerror(rc));
+    }
+    free(on);
+    free(off);
+    return rc == 0;
+}
+
+/* Our lease again. If it had run out, the elected replica deleted our rows: all are written
+ * again. The elected replica (maybe us) deletes the rows of replicas whose lease ran out. */
+static void renew(struct replica *r)
+{
+    bool made = false;
+    size_t gone = 0;
+    int rc = store_replica_renew(r->st, r->name, hs_now_us() + LEASE_US, &made);
+
+    if (rc < 0) {
+        log_warnx("replica: cannot renew this replica's lease: %s", hs_strerror(rc));
+    } else if (made && r->nheld) {
+        log_warnx("replica: this replica's lease had run out; writing its %zu nodes again",
+                  r->nheld);
+        pthread_mutex_lock(&r->mu);
+        for (size_t i = 0; i < r->nheld; i++)
+            pend(r, r->held[i]);
+        pthread_mutex_unlock(&r->mu);
+        r->nheld = 0;
+    }
+    if (atomic_load(&r->leader) && store_replicas_expire(r->st, hs_now_us(), &gone) == 0 &&
+        gone)
+        log_info("replica: %zu nodes of replicas whose lease ran out are offline", gone);
+}
+
+static void wait_until(struct replica *r, int64_t at_mono)
+{
+    int64_t wall = hs_now_us() + (at_mono - hs_monotonic_us());
+    struct timespec ts = { .tv_sec = wall / HS_USEC_PER_SEC,
+                           .tv_nsec = (wall % HS_USEC_PER_SEC) * 1000 };
+
+    pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+}
+
+static void *writer(void *arg)
+{
+    struct replica *r = arg;
+    int64_t renew_at = hs_monotonic_us() + RENEW_US;
+
+    pthread_mutex_lock(&r->mu);
+    while (!r->stopping) {
+        if (r->npending == 0 && hs_monotonic_us() < renew_at) {
+            wait_until(r, renew_at);
+            continue;
+        }
+        if (r->npending) {
+            uint64_t *ids;
+            size_t n, k = 0;
+            pthread_mutex_unlock(&r->mu);
+            usleep(COALESCE_US); /* let the rest of a burst arrive */
+            pthread_mutex_lock(&r->mu);
+            ids = r->pending;
+            n = r->npending;
+            r->pending = NULL;
+            r->npending = r->cappending = 0;
+            pthread_mutex_unlock(&r->mu);
+            qsort(ids, n, sizeof(*ids), cmp_u64);
+            for (size_t i = 0; i < n; i++)
+                if (k == 0 || ids[k - 1] != ids[i])
+                    ids[k++] = ids[i];
+            bool ok = write_rows(r, ids, k);
+            pthread_mutex_lock(&r->mu);
+            if (!ok) {
+                for (size_t i = 0; i < k; i++)
+                    pend(r, ids[i]);
+                wait_until(r, hs_monotonic_us() + RETRY_US);
+            }
+            free(ids);
+            continue;
+        }
+        pthread_mutex_unlock(&r->mu);
+        renew(r);
+        renew_at = hs_monotonic_us() + RENEW_US;
+        pthread_mutex_lock(&r->mu);
+    }
+    pthread_mutex_unlock(&r->mu);
+    /* Our nodes go offline everywhere now, not when our lease runs out. */
+    if (store_replica_leave(r->st) < 0)
+        log_warnx("replica: cannot remove this replica's rows; others wait for its lease");
+    return NULL;
+}
+
+int replica__presence_start(struct replica *r)
+{
+    bool made;
+    char host[64] = "?";
+    int rc;
+
+    gethostname(host, sizeof(host) - 1);
+    snprintf(r->name, sizeof(r->name), "%s:%d", host, (int)getpid());
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    /* Before any stream opens: presence rows refer to this row. */
+    if ((rc = store_replica_renew(r->st, r->name, hs_now_us() + LEASE_US, &made)) < 0)
+        return rc;
+    state_listen(r->state, on_state, r);
+    if ((rc = pthread_create(&r->writer, NULL, writer, r)) != 0)
+        return -rc;
+    r->writer_started = true;
+    return 0;
+}
+
+void replica__presence_stop(struct replica *r)
+{
+    pthread_mutex_lock(&r->mu);
+    r->stopping = true;
+    pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    if (r->writer_started)
+        pthread_join(r->writer, NULL);
+    r->writer_started = false;
+}

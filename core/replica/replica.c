@@ -1,0 +1,51 @@
+/* Starting and stopping the follower and the presence writer. */
+#include <stdlib.h>
+
+#include "replica/replica_internal.h"
+#include "util/util.h"
+
+int replica_start(struct store *st, struct notify_bus *bus, struct state *state, uint64_t seq,
+                  struct replica **out)
+{
+    struct replica *r;
+    int rc;
+
+    *out = NULL;
+    if (!store_shared(st))
+        return 0;
+    r = hs_xcalloc(1, sizeof(*r));
+    r->st = st;
+    r->bus = bus;
+    r->state = state;
+    r->origin = store_origin(st);
+    r->last = seq;
+    r->stop_pipe[0] = r->stop_pipe[1] = -1;
+    atomic_init(&r->leader, false);
+    if ((rc = replica__presence_start(r)) < 0 || (rc = replica__follow_start(r)) < 0) {
+        log_errorx("replica: cannot start: %s", hs_strerror(rc));
+        replica_stop(r);
+        replica_free(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+void replica_stop(struct replica *r)
+{
+    if (!r)
+        return;
+    replica__follow_stop(r);
+    replica__presence_stop(r);
+}
+
+void replica_free(struct replica *r)
+{
+    if (!r)
+        return;
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+    free(r->pending);
+    free(r->held);
+    free(r);
+}

@@ -1,0 +1,44 @@
+/* replica internals shared by follow.c (the feed) and presence.c (leases and presence). */
+#ifndef HS_REPLICA_INTERNAL_H
+#define HS_REPLICA_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "replica/replica.h"
+#include "state/state.h"
+
+struct replica {
+    struct store *st;
+    struct notify_bus *bus;
+    struct state *state;
+    uint64_t origin;
+
+    /* The follower (its thread only, but leader) */
+    uint64_t last;    /* every change up to here has been applied */
+    uint64_t behind;  /* the database's number at the last quiet check, if past last */
+    struct store_feed *feed;
+    int stop_pipe[2];
+    pthread_t thread;
+    atomic_bool leader; /* the feed's connection holds the lock of the work done once */
+
+    /* Presence: the writer thread and what it is told (under mu) */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t *pending;  /* nodes whose streams here began or ended, not yet written */
+    size_t npending, cappending;
+    bool stopping;
+    bool writer_started;
+    pthread_t writer;
+    uint64_t *held;     /* the nodes we have presence rows for, ascending (writer only) */
+    size_t nheld, capheld;
+    char name[128];     /* host:pid, in the replicas table */
+};
+
+int replica__follow_start(struct replica *r);
+void replica__follow_stop(struct replica *r);
+int replica__presence_start(struct replica *r);
+void replica__presence_stop(struct replica *r);
+
+#endif
