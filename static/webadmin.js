@@ -22,8 +22,9 @@ var LIVE_EVERY_MS = 5000;
 
 function applyLive(state) {
   document.querySelectorAll("[data-live-node]").forEach(function (b) {
-    var on = state.nodes[b.dataset.liveNode];
-    if (on === undefined) return;
+    // only online nodes are listed; the rest are offline when the list is complete
+    var on = state.nodes[b.dataset.liveNode] === true;
+    if (!on && !state.complete) return;
     b.classList.toggle("on", on);
     b.classList.toggle("off", !on);
     b.textContent = on ? "online" : "offline";

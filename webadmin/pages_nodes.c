@@ -13,73 +13,6 @@ struct node_filter {
     const char *q, *user, *status, *sort;
 };
 
-static bool contains(const char *hay, const char *needle)
-{
-    return hay && strcasestr(hay, needle) != NULL;
-}
-
-/* Name, given name, user or an address contains q. */
-static bool node_matches_q(const json_t *n, const char *q)
-{
-    const json_t *user = json_object_get(n, "user"), *ip;
-    size_t i;
-
-    if (contains(hs_json_str(n, "name"), q) || contains(hs_json_str(n, "givenName"), q) ||
-        contains(hs_json_str(user, "name"), q))
-        return true;
-    json_array_foreach(json_object_get(n, "ipAddresses"), i, ip)
-        if (contains(json_string_value(ip), q))
-            return true;
-    return false;
-}
-
-static bool node_shown(const json_t *n, const struct node_filter *f)
-{
-    bool online = json_is_true(json_object_get(n, "online"));
-    bool expired = wa__time_past(hs_json_str(n, "expiry"));
-
-    if (f->q && *f->q && !node_matches_q(n, f->q))
-        return false;
-    if (f->user && *f->user && !hs_streq(hs_json_str(json_object_get(n, "user"), "name"),
-                                         f->user))
-        return false;
-    if (hs_streq(f->status, "online") && !online)
-        return false;
-    if (hs_streq(f->status, "offline") && online)
-        return false;
-    if (hs_streq(f->status, "expired") && !expired)
-        return false;
-    return true;
-}
-
-static const char *sort_text(const json_t *n, const char *sort_key)
-{
-    if (strcmp(sort_key, "user") == 0)
-        return hs_json_str(json_object_get(n, "user"), "name");
-    if (strcmp(sort_key, "lastseen") == 0)
-        return hs_json_str(n, "lastSeen");
-    return hs_json_str(n, "givenName");
-}
-
-/* qsort_r order of nodes by the sort key ("name", "user", "lastseen"), then by id. */
-static int by_key(const void *a, const void *b, void *key)
-{
-    const char *sort_key = key;
-    const json_t *na = *(json_t *const *)a, *nb = *(json_t *const *)b;
-    const char *ta = sort_text(na, sort_key), *tb = sort_text(nb, sort_key);
-    int c = strcmp(ta ? ta : "", tb ? tb : "");
-
-    if (strcmp(sort_key, "lastseen") == 0)
-        c = -c; /* most recent first */
-    if (c == 0) {
-        uint64_t ia = 0, ib = 0;
-        hs_parse_u64(hs_json_str(na, "id"), UINT64_MAX, &ia);
-        hs_parse_u64(hs_json_str(nb, "id"), UINT64_MAX, &ib);
-        c = ia < ib ? -1 : ia > ib;
-    }
-    return c;
-}
-
 /* The row a list shows: the node with the few things made readable. */
 static void decorate(json_t *n)
 {
@@ -105,21 +38,28 @@ static void decorate(json_t *n)
     hs_buf_free(&joined);
 }
 
-/* "?page=p&..." with the list's filters, for the pager's links. */
-static char *page_query(const struct node_filter *f, uint64_t p)
+/* "&q=...&user=..." for the filters set. */
+static void append_filters(struct hs_buf *b, const struct node_filter *f)
 {
     const char *names[] = { "q", "user", "status", "sort" };
     const char *values[] = { f->q, f->user, f->status, f->sort };
+
+    for (size_t i = 0; i < HS_ARRAY_LEN(names); i++) {
+        if (!values[i] || !*values[i])
+            continue;
+        hs_buf_appendf(b, "&%s=", names[i]);
+        tmpl_escape_url_component(b, values[i], strlen(values[i]));
+    }
+}
+
+/* "?page=p&..." with the list's filters, for the pager's links. */
+static char *page_query(const struct node_filter *f, uint64_t p)
+{
     struct hs_buf b;
 
     hs_buf_init(&b, 1u << 16);
     hs_buf_appendf(&b, "?page=%" PRIu64, p);
-    for (size_t i = 0; i < HS_ARRAY_LEN(names); i++) {
-        if (!values[i] || !*values[i])
-            continue;
-        hs_buf_appendf(&b, "&%s=", names[i]);
-        tmpl_escape_url_component(&b, values[i], strlen(values[i]));
-    }
+    append_filters(&b, f);
     return hs_buf_steal(&b);
 }
 
@@ -131,7 +71,7 @@ static void pager_link(json_t *j, const char *name, const struct node_filter *f,
     free(q);
 }
 
-static json_t *pager(const struct node_filter *f, uint64_t page, uint64_t pages, size_t total)
+static json_t *pager(const struct node_filter *f, uint64_t page, uint64_t pages, uint64_t total)
 {
     json_t *j = json_pack("{s:I, s:I, s:I}", "page", (json_int_t)page, "pages",
                           (json_int_t)pages, "total", (json_int_t)total);
@@ -143,66 +83,74 @@ static json_t *pager(const struct node_filter *f, uint64_t page, uint64_t pages,
     return j;
 }
 
-/* The shown nodes of all (filtered and sorted), page `page` of them. */
-static json_t *select_nodes(json_t *all, const struct node_filter *f, uint64_t *page,
-                            uint64_t *pages, size_t *total)
+json_t *wa__api_node_page(struct wa_ctx *x, const char *query)
 {
-    size_t n = 0, i;
-    json_t **v = hs_xcalloc(json_array_size(all) + 1, sizeof(*v)), *el, *out = json_array();
+    char *path = hs_aprintf("/api/v1/node/page?%s", query);
+    json_t *answer = NULL;
+    long status;
 
-    json_array_foreach(all, i, el)
-        if (node_shown(el, f))
-            v[n++] = el;
-    qsort_r(v, n, sizeof(*v), by_key, (void *)(f->sort && *f->sort ? f->sort : "name"));
-    *total = n;
-    *pages = n ? (n + NODES_PER_PAGE - 1) / NODES_PER_PAGE : 1;
-    if (*page > *pages)
-        *page = *pages;
-    for (i = (*page - 1) * NODES_PER_PAGE; i < n && i < *page * NODES_PER_PAGE; i++) {
-        decorate(v[i]);
-        json_array_append(out, v[i]);
+    if (wa__api(x, "GET", path, NULL, &status, &answer) == 0 &&
+        (status != 200 || !json_is_array(json_object_get(answer, "nodes")))) {
+        wa__error_page(x, status == 400 ? 400 : 502, wa__api_message(answer));
+        json_decref(answer);
+        answer = NULL;
     }
-    free(v);
-    return out;
+    free(path);
+    return answer;
 }
 
-static json_t *user_names(json_t *users, const char *selected)
+/* The users for a select, the one whose `field` is `value` marked selected. */
+static json_t *mark_selected(json_t *users, const char *field, const char *value)
 {
     size_t i;
     json_t *u;
 
     json_array_foreach(users, i, u)
-        json_object_set_new(u, "selected", json_boolean(hs_streq(hs_json_str(u, "name"),
-                                                                 selected)));
+        json_object_set_new(u, "selected", json_boolean(hs_streq(hs_json_str(u, field),
+                                                                 value)));
     return users;
 }
 
+/* The list's page from the server (filtered, sorted and cut there): the list is never moved
+ * whole, so a page costs the same at 50 nodes as at 5,000. */
 void wa__page_nodes(struct wa_ctx *x)
 {
     struct node_filter f = { wa__form_get(&x->query, "q"), wa__form_get(&x->query, "user"),
                              wa__form_get(&x->query, "status"),
                              wa__form_get(&x->query, "sort") };
     const char *pq = wa__form_get(&x->query, "page");
-    uint64_t page = 1, pages;
-    size_t total;
-    json_t *all, *users, *shown, *data;
+    uint64_t page = 1, pages, total;
+    struct hs_buf q;
+    json_t *answer, *users, *nodes, *n, *data;
+    size_t i;
 
     if (pq && (hs_parse_u64(pq, NODES_MAX_PAGE, &page) < 0 || page == 0))
         page = 1;
-    if (!(all = wa__api_list(x, "/api/v1/node", "nodes")))
+    hs_buf_init(&q, 1u << 16);
+    hs_buf_appendf(&q, "offset=%" PRIu64 "&limit=%d", (page - 1) * NODES_PER_PAGE,
+                   NODES_PER_PAGE);
+    append_filters(&q, &f);
+    answer = wa__api_node_page(x, q.data);
+    hs_buf_free(&q);
+    if (!answer)
         return;
     if (!(users = wa__api_list(x, "/api/v1/user", "users"))) {
-        json_decref(all);
+        json_decref(answer);
         return;
     }
-    shown = select_nodes(all, &f, &page, &pages, &total);
-    data = json_pack("{s:o, s:o, s:o, s:s, s:b, s:b, s:b, s:b, s:b}", "nodes", shown, "users",
-                     user_names(users, f.user), "pager", pager(&f, page, pages, total), "q",
-                     f.q ? f.q : "", "status_online", hs_streq(f.status, "online"),
-                     "status_offline", hs_streq(f.status, "offline"), "status_expired",
-                     hs_streq(f.status, "expired"), "sort_user", hs_streq(f.sort, "user"),
-                     "sort_lastseen", hs_streq(f.sort, "lastseen"));
-    json_decref(all);
+    nodes = json_object_get(answer, "nodes");
+    json_array_foreach(nodes, i, n)
+        decorate(n);
+    total = (uint64_t)json_integer_value(json_object_get(answer, "total"));
+    pages = total ? (total + NODES_PER_PAGE - 1) / NODES_PER_PAGE : 1;
+    data = json_pack("{s:O, s:o, s:o, s:s, s:b, s:b, s:b, s:b}", "nodes", nodes, "users",
+                     mark_selected(users, "id", f.user), "pager",
+                     pager(&f, page, pages, total), "q", f.q ? f.q : "", "status_online",
+                     hs_streq(f.status, "online"), "status_offline",
+                     hs_streq(f.status, "offline"), "status_expired",
+                     hs_streq(f.status, "expired"), "sort_lastseen",
+                     hs_streq(f.sort, "lastseen"));
+    json_decref(answer);
     wa__render(x, wa__page_status(x, data), "nodes", "Nodes", data);
 }
 
@@ -235,7 +183,8 @@ void wa__page_node(struct wa_ctx *x)
         (users = wa__api_list(x, "/api/v1/user", "users"))) {
         decorate(node);
         data = json_pack("{s:O, s:o}", "node", node, "users",
-                         user_names(users, hs_json_str(json_object_get(node, "user"), "name")));
+                         mark_selected(users, "name",
+                                       hs_json_str(json_object_get(node, "user"), "name")));
         wa__render(x, wa__page_status(x, data), "node", hs_json_str(node, "givenName"), data);
     }
     json_decref(answer);
@@ -296,30 +245,33 @@ void wa__post_node_delete(struct wa_ctx *x)
     node_change(x, "DELETE", "", NULL, "/nodes");
 }
 
-/* GET live.json: {"online": count, "nodes": {id: online}} for webadmin.js, which refreshes the
- * online badges and counts of the page it runs on. */
+/* GET live.json: {"online": count, "nodes": {id: true}, "complete": bool} for webadmin.js,
+ * which refreshes the online badges and counts of the page it runs on. Only online nodes are
+ * asked for (at most a page of NODE_PAGE_MAX): when there are more, "complete" is false and the
+ * badges of nodes not listed are left as they are. */
+#define LIVE_MAX 500
+
 void wa__live(struct wa_ctx *x)
 {
-    json_t *all = wa__api_list(x, "/api/v1/node", "nodes"), *states, *n, *out;
-    size_t i, online = 0;
+    json_t *page = wa__api_node_page(x, "status=online&limit=" WA_STR(LIVE_MAX)), *states, *n;
+    json_t *out;
+    size_t i;
     char *text;
 
-    if (!all)
+    if (!page)
         return;
     states = json_object();
-    json_array_foreach(all, i, n) {
-        bool on = json_is_true(json_object_get(n, "online"));
-        const char *id = hs_json_str(n, "id");
-        online += on;
-        if (id)
-            json_object_set_new(states, id, json_boolean(on));
-    }
-    out = json_pack("{s:I, s:o}", "online", (json_int_t)online, "nodes", states);
+    json_array_foreach(json_object_get(page, "nodes"), i, n)
+        if (hs_json_str(n, "id"))
+            json_object_set_new(states, hs_json_str(n, "id"), json_true());
+    out = json_pack("{s:O, s:o, s:b}", "online", json_object_get(page, "online"), "nodes",
+                    states, "complete",
+                    json_integer_value(json_object_get(page, "online")) <= LIVE_MAX);
     text = hs_json_dump(out, JSON_COMPACT);
     hs_buf_reset(&x->rs->body);
     hs_buf_puts(&x->rs->body, text);
     x->rs->content_type = "application/json";
     free(text);
     json_decref(out);
-    json_decref(all);
+    json_decref(page);
 }

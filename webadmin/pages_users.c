@@ -27,30 +27,21 @@ json_t *wa__api_list(struct wa_ctx *x, const char *path, const char *key)
 
 void wa__page_overview(struct wa_ctx *x)
 {
-    json_t *users = wa__api_list(x, "/api/v1/user", "users"), *nodes, *online, *n;
-    size_t i, n_online = 0, n_expired = 0;
+    json_t *users = wa__api_list(x, "/api/v1/user", "users"), *page;
 
     if (!users)
         return;
-    if (!(nodes = wa__api_list(x, "/api/v1/node", "nodes"))) {
-        json_decref(users);
-        return;
-    }
-    online = json_array();
-    json_array_foreach(nodes, i, n) {
-        if (json_is_true(json_object_get(n, "online"))) {
-            if (n_online++ < OVERVIEW_ONLINE_MAX)
-                json_array_append(online, n);
-        }
-        n_expired += wa__time_past(hs_json_str(n, "expiry"));
-    }
-    wa__render(x, 200, "overview", "Overview",
-               json_pack("{s:I, s:I, s:I, s:I, s:o}", "users", (json_int_t)json_array_size(users),
-                         "nodes", (json_int_t)json_array_size(nodes), "online",
-                         (json_int_t)n_online, "expired", (json_int_t)n_expired,
-                         "online_nodes", online));
+    page = wa__api_node_page(x, "status=online&limit=" WA_STR(OVERVIEW_ONLINE_MAX));
+    if (page)
+        wa__render(x, 200, "overview", "Overview",
+                   json_pack("{s:I, s:O, s:O, s:O, s:O}", "users",
+                             (json_int_t)json_array_size(users), "nodes",
+                             json_object_get(page, "count"), "online",
+                             json_object_get(page, "online"), "expired",
+                             json_object_get(page, "expired"), "online_nodes",
+                             json_object_get(page, "nodes")));
+    json_decref(page);
     json_decref(users);
-    json_decref(nodes);
 }
 
 static void add_times(json_t *list, const char *field, const char *human)

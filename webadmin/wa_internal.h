@@ -8,6 +8,10 @@
 #include "webadmin/tmpl.h"
 #include "webadmin/webadmin.h"
 
+/* A number macro as a string literal. */
+#define WA_STR_(x) #x
+#define WA_STR(x) WA_STR_(x)
+
 /* ---- urlencoded forms and queries (form.c) ---- */
 #define WA_MAX_FIELDS 64
 #define WA_MAX_FIELD_LEN 4096
@@ -105,6 +109,9 @@ int wa__api(struct wa_ctx *x, const char *method, const char *path, json_t *body
 /* GET path → its array member `key` (the caller's; empty when absent), or NULL after the
  * page for a failed call was written. */
 json_t *wa__api_list(struct wa_ctx *x, const char *path, const char *key);
+/* GET /api/v1/node/page?query (our server's filtered, sorted page with counts) → the answer
+ * (the caller's), or NULL after the page for a failed call was written. */
+json_t *wa__api_node_page(struct wa_ctx *x, const char *query);
 /* Node id's object, inside *answer (the caller's to free, NULL or not), or NULL after the
  * page for a failed call was written. */
 json_t *wa__api_node(struct wa_ctx *x, uint64_t id, json_t **answer);

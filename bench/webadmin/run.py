@@ -33,7 +33,7 @@ urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 PAGES = [("overview", "/admin/"), ("nodes page 1", "/admin/nodes"),
          ("nodes page 50, by last seen", "/admin/nodes?page=50&sort=lastseen"),
          ("nodes search", "/admin/nodes?q=bench-4242"),
-         ("nodes of one user, offline", "/admin/nodes?user=bench3&status=offline")]
+         ("nodes of one user (id 4), offline", "/admin/nodes?user=4&status=offline")]
 
 
 def port_pair():

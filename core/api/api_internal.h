@@ -143,8 +143,20 @@ bool api_jw_state_nodes(struct api_call *c, struct api_jw *w, struct api_refs *r
  * found in refs (refs->missed set when they are not). */
 void api_jw_state_node(struct api_call *c, struct api_jw *w, struct api_refs *refs,
                        const struct state_node *sn);
+/* The same as a row of GET /api/v1/node shows it (subnetRoutes filled). */
+void api_jw_state_list_node(struct api_call *c, struct api_jw *w, struct api_refs *refs,
+                            const struct state_node *sn);
 void api_jw_preauthkeys(struct api_call *c, struct api_jw *w, struct api_refs *refs,
                         const struct store_preauthkey *v, size_t n);
+/* Answers 200 with what write puts in w from the state's nodes and refs (users and keys
+ * loaded here); when write returns false (a row named a user or key refs lacks, made between
+ * the two reads) once more with refs loaded again. */
+void api_reply_state_nodes(struct api_call *c,
+                           bool (*write)(struct api_call *c, struct api_jw *w,
+                                         struct api_refs *refs, void *arg),
+                           void *arg);
+/* GET /api/v1/node/page (api_node_page.c). */
+void api_node_page(struct api_call *c);
 
 bool api_valid_username(const char *name, char *why, size_t whysize);
 bool api_valid_tag(const char *tag);

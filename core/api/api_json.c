@@ -559,6 +559,17 @@ void api_node_subnet_routes(struct state *s, const struct state_node *sn, bool w
             hs_strv_push(out, sn->serving.v[k]);
 }
 
+void api_jw_state_list_node(struct api_call *c, struct api_jw *w, struct api_refs *refs,
+                            const struct state_node *sn)
+{
+    struct hs_strv subnet = { 0 };
+
+    if (sn->serving.n)
+        api_node_subnet_routes(c->api->state, sn, true, &subnet);
+    jw_node(c, w, refs, &sn->n, true, sn->online, &subnet);
+    hs_strv_free(&subnet);
+}
+
 bool api_jw_state_nodes(struct api_call *c, struct api_jw *w, struct api_refs *refs,
                         uint64_t user_id)
 {
@@ -569,15 +580,11 @@ bool api_jw_state_nodes(struct api_call *c, struct api_jw *w, struct api_refs *r
     api_jw_arr(w);
     state_rdlock(s);
     for (size_t i = 0; i < state_node_count(s); i++) {
-        struct hs_strv subnet = { 0 };
         sn = state_node_at(s, i);
         /* Tagged nodes are the tags' (headscale 0.29 leaves them out of a user's list). */
         if (user_id && (sn->n.user_id != user_id || sn->n.tags.n))
             continue;
-        if (sn->serving.n)
-            api_node_subnet_routes(s, sn, true, &subnet);
-        jw_node(c, w, refs, &sn->n, true, sn->online, &subnet);
-        hs_strv_free(&subnet);
+        api_jw_state_list_node(c, w, refs, sn);
     }
     state_unlock(s);
     api_jw_arr_end(w);

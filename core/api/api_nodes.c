@@ -7,17 +7,47 @@
  * every write committed here before the write returns: two small queries (users, keys) and no
  * copy per row, as dashboards poll this also while thousands of nodes reconnect at once. The
  * state's read lock is held only while the rows are written out. */
+struct list_args {
+    uint64_t user_id;
+};
+
+static bool write_list(struct api_call *c, struct api_jw *w, struct api_refs *refs, void *arg)
+{
+    const struct list_args *a = arg;
+    bool complete;
+
+    /* A node takes about 1 KiB: growing by doubling would copy the body a dozen times. */
+    hs_buf_reserve(&c->resp->body, state_node_count(c->api->state) * 1024);
+    api_jw_obj(w);
+    api_jw_key(w, api_node_member(c, true));
+    complete = api_jw_state_nodes(c, w, refs, a->user_id);
+    api_jw_obj_end(w);
+    return complete;
+}
+
 void api_node_list(struct api_call *c)
 {
     const char *user = api_query(c, "user");
     struct store_user u = { 0 };
+    struct list_args a;
+
+    if (user && api_lookup_user(c, user, &u) < 0)
+        return;
+    a.user_id = u.id;
+    api_reply_state_nodes(c, write_list, &a);
+    store_user_free(&u);
+}
+
+void api_reply_state_nodes(struct api_call *c,
+                           bool (*write)(struct api_call *c, struct api_jw *w,
+                                         struct api_refs *refs, void *arg),
+                           void *arg)
+{
     struct api_refs refs;
     struct api_jw w;
     bool complete = false;
     int rc;
 
-    if (user && api_lookup_user(c, user, &u) < 0)
-        return;
     /* A second pass only when a user or key appeared between the two reads (or one went). */
     for (int pass = 0; pass < 2 && !complete; pass++) {
         if ((rc = api_refs_load(c, true, &refs)) < 0) {
@@ -25,17 +55,11 @@ void api_node_list(struct api_call *c)
             break;
         }
         api_reply_begin(c, &w);
-        /* A node takes about 1 KiB: growing by doubling would copy the body a dozen times. */
-        hs_buf_reserve(&c->resp->body, state_node_count(c->api->state) * 1024);
-        api_jw_obj(&w);
-        api_jw_key(&w, api_node_member(c, true));
-        complete = api_jw_state_nodes(c, &w, &refs, u.id);
-        api_jw_obj_end(&w);
+        complete = write(c, &w, &refs, arg);
         if (complete || pass == 1)
             api_reply_end(c, &w);
         api_refs_free(&refs);
     }
-    store_user_free(&u);
 }
 
 void api_node_get(struct api_call *c)
