@@ -297,15 +297,19 @@ def start_as_unit(root, trace, log_path):
 
 
 def server_pid(proc):
-    """strace's child, the process that becomes headscale (unshare and chroot exec)."""
+    """strace's child once it is headscale (unshare, sh and chroot exec in turn): before
+    that it may still be in this network namespace, where 127.0.0.1:8080 is another's."""
     end = time.monotonic() + DEADLINE
     while time.monotonic() < end:
-        kids = run(["pgrep", "-P", str(proc.pid)], check=False).stdout.split()
-        if kids:
-            return int(kids[0])
+        for kid in run(["pgrep", "-P", str(proc.pid)], check=False).stdout.split():
+            try:
+                if os.readlink(f"/proc/{kid}/exe").endswith("/usr/bin/headscale"):
+                    return int(kid)
+            except OSError:
+                pass
         assert proc.poll() is None, "strace exited at once:\n" + serve_log(proc)
         time.sleep(0.05)
-    raise AssertionError("strace started no process")
+    raise AssertionError("headscale did not start:\n" + serve_log(proc))
 
 
 def serve_log(proc):
@@ -325,6 +329,14 @@ def wait_log(proc, needle):
 def health_in_ns(pid):
     return run(["nsenter", f"--net=/proc/{pid}/ns/net", "curl", "-s", "--max-time", "2",
                 "http://127.0.0.1:8080/health"], check=False).stdout
+
+
+def wait_health(proc, pid):
+    end = time.monotonic() + DEADLINE
+    while '"pass"' not in (last := health_in_ns(pid)):
+        assert proc.poll() is None and time.monotonic() < end, \
+            f"/health answered {last!r}:\n" + serve_log(proc)
+        time.sleep(0.1)
 
 
 def used_by_server(trace):
@@ -355,13 +367,10 @@ def test_configtest_and_serve_as_the_unit_says(root, tmp_path):
 
     trace = str(tmp_path / "strace.txt")
     proc = start_as_unit(root, trace, str(tmp_path / "serve.log"))
+    pid = None
     try:
         pid = server_pid(proc)
-        end = time.monotonic() + DEADLINE
-        while '"pass"' not in health_in_ns(pid):
-            assert proc.poll() is None and time.monotonic() < end, \
-                "no /health:\n" + serve_log(proc)
-            time.sleep(0.1)
+        wait_health(proc, pid)
         # The CLI as root, over the socket the packaged config names.
         assert stat_of(root, "/run/headscale/headscale.sock") == ("0o770", uid, gid)
         in_root(root, "headscale", "users", "create", "alice")
@@ -370,11 +379,13 @@ def test_configtest_and_serve_as_the_unit_says(root, tmp_path):
         reload = unit_values(root, "headscale.service", "ExecReload")[0]
         in_root(root, *reload.replace("$MAINPID", str(pid)).split())
         wait_log(proc, "SIGHUP")
-        assert '"pass"' in health_in_ns(pid)
+        wait_health(proc, pid)
         os.kill(pid, signal.SIGTERM)
         assert proc.wait(timeout=DEADLINE) == 0, serve_log(proc)
     finally:
         if proc.poll() is None:
+            if pid:  # strace killed alone would leave it running
+                os.kill(pid, signal.SIGKILL)
             proc.kill()
             proc.wait(timeout=DEADLINE)
 
