@@ -166,3 +166,154 @@ def test_presence_is_shared_and_a_dead_replicas_nodes_go_offline(tmp_path, db):
             assert "replicas whose lease ran out are offline" in w.server.log_text()
         finally:
             b.stop(check=False)
+
+
+# ---------------------------------------------------------------- behind nginx, DERP mesh
+
+MESH_KEY = "5a" * 32
+NGINX_CONF = """
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+    upstream headscale {{
+        {servers}
+    }}
+    server {{
+        listen 0.0.0.0:{port};
+        location / {{
+            proxy_pass http://headscale;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $host;
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_read_timeout 1d;
+            proxy_send_timeout 1d;
+        }}
+    }}
+}}
+"""
+DERP_MAP = """regions:
+  {region}:
+    regionid: {region}
+    regioncode: lb
+    regionname: Replicas
+    nodes:
+      - name: lb
+        regionid: {region}
+        hostname: {ip}
+        ipv4: {ip}
+        ipv6: none
+        derpport: {port}
+        stunport: 3481
+        insecurefortests: true
+"""
+
+
+def meshed(server, port, stun_port, derp_map, mesh_key, peers):
+    """Config of a replica behind nginx: listens on port, its embedded DERP meshed with the
+    peers, the DERP map naming nginx as the region's only node."""
+    cfg = server.config
+    server.port = port
+    cfg["listen_addr"] = f"0.0.0.0:{port}"
+    cfg["metrics_listen_addr"] = f"127.0.0.1:{port + 1000}"
+    cfg["derp"] = {"urls": [], "paths": [derp_map], "auto_update_enabled": False,
+                   "server": {"enabled": True, "region_id": tailnet.DERP_REGION,
+                              "stun_listen_addr": f"0.0.0.0:{stun_port}",
+                              "automatically_add_embedded_derp_region": False,
+                              "verify_clients": True, "mesh_key_path": mesh_key,
+                              "mesh_with": peers}}
+    server.write_config()
+
+
+def pong_via_derp(src, dst, timeout=45):
+    """A pong src → dst relayed by the replicas' region (TS_DEBUG_ALWAYS_USE_DERP: there is
+    no direct path, so `tailscale ping` exits 1 even after its pongs)."""
+    def ok():
+        r = src.cli("ping", "--c", "2", "--timeout", "5s", dst.ip4, timeout=30)
+        return "via DERP(lb)" in r.stdout
+
+    tailnet.poll(ok, timeout, f"{src.name} → {dst.name} pong via DERP(lb)", interval=0.5)
+
+
+def gauge(server, name):
+    st, _, body = server.ns.http("GET", "127.0.0.1", server.port + 1000, "/metrics")
+    assert st == 200, st
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name} in the metrics of the replica on {server.port}")
+
+
+def test_behind_nginx_clients_relay_over_the_mesh_and_survive_a_replica(tmp_path, db):
+    """Two replicas behind nginx (the clients know one URL, and nginx is their DERP region
+    too); every client relays (TS_DEBUG_ALWAYS_USE_DERP), so two clients on different
+    replicas reach each other only over the DERP mesh. Then one replica is killed: its
+    clients come back through nginx to the other with a current map and relay again."""
+    need_postgres(db)
+    d = str(tmp_path)
+    derp_map = os.path.join(d, "derp-nginx.yaml")
+    with open(derp_map, "w") as f:
+        f.write(DERP_MAP.format(region=tailnet.DERP_REGION, ip=tailnet.SERVER_IP,
+                                port=tailnet.HS_PORT))
+    mesh_key = os.path.join(d, "mesh.key")
+    with open(mesh_key, "w") as f:
+        f.write(MESH_KEY + "\n")
+    os.chmod(mesh_key, 0o600)
+    peers = [f"{tailnet.SERVER_IP}:8081", f"{tailnet.SERVER_IP}:8082"]
+
+    def setup(a):
+        meshed(a, 8081, 3481, derp_map, mesh_key, peers)
+
+    with tailnet.World(tmp_path, db, tailnet.versions()[0], server_setup=setup,
+                       node_env={"TS_DEBUG_ALWAYS_USE_DERP": "true"}) as w:
+        a = w.server
+        b = tailnet.Server(w.ns, w.db, derp_map)
+        b.config["database"] = copy.deepcopy(a.config["database"])
+        b.config["noise"] = dict(a.config["noise"])
+        b.url = b.config["server_url"] = a.url  # nginx: what clients dial
+        meshed(b, 8082, 3482, derp_map, mesh_key, peers)
+        b.start()
+        lb = os.path.join(d, "nginx")
+        os.makedirs(lb)
+        conf = os.path.join(lb, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(NGINX_CONF.format(d=lb, port=tailnet.HS_PORT, servers="\n".join(
+                f"server {p} max_fails=1 fail_timeout=2s;" for p in peers)))
+        nginx = tailnet.Proc(w.ns, "nginx", ["nginx", "-c", conf, "-p", lb],
+                             os.path.join(lb, "nginx.out")).start()
+        try:
+            key = a.preauth_key(a.user_id("alice"), reusable=True)
+            nodes = [w.node(f"m{i}") for i in range(4)]
+            for n in nodes:
+                n.up(key)
+            for n in nodes:
+                n.wait_running()
+            # nginx's round robin spread the connections: each replica holds map streams and
+            # DERP clients of its own (besides the other replica's mesh connection)
+            for s in (a, b):
+                assert gauge(s, "headscale_control_streams") >= 1, s.port
+                tailnet.poll(lambda: gauge(s, "headscale_derp_clients") >= 2, 30,
+                             f"a DERP client on the replica on {s.port}")
+            for x in nodes:
+                for y in nodes:
+                    if x is not y:
+                        pong_via_derp(x, y)
+
+            b.kill9()
+            a.cli_ok("nodes", "rename", "-i", node_id(a, "m0"), "after")
+            for n in nodes[1:]:
+                n.wait_peer("m0", lambda p: dns_name(p) == "after", timeout=90,
+                            what=f"{n.name} to get a current map after B died")
+            for n in nodes[1:]:
+                pong_via_derp(n, nodes[0], timeout=90)
+        finally:
+            nginx.stop()
+            b.stop(check=False)
