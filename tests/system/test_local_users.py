@@ -13,6 +13,7 @@
 
 import os
 import pwd
+import signal
 import stat
 import subprocess
 import textwrap
@@ -268,9 +269,10 @@ def test_cli_refuses_a_socket_another_user_could_have_replaced(db, other, made):
     script, reqlog = os.path.join(s.tmp, "fake.py"), os.path.join(s.tmp, "fake.log")
     write(script, FAKE_SERVER)
     write(reqlog, "", 0o666)
+    # A session of its own: runuser forks the server, and killing runuser alone left it.
     fake = subprocess.Popen(["runuser", "-u", OTHER, "--", "python3", script, sock, reqlog],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         assert fake.stdout.readline().strip() == "ready", fake.stderr.read()
         assert os.stat(sock).st_uid == other.pw_uid
@@ -281,7 +283,7 @@ def test_cli_refuses_a_socket_another_user_could_have_replaced(db, other, made):
             in r.stderr, r.stderr
         assert read(reqlog) == "", "the request went to the other user's server"
     finally:
-        fake.kill()
+        os.killpg(fake.pid, signal.SIGKILL)
         fake.wait(timeout=10)
     os.chmod(d, 0o755)
 
