@@ -38,7 +38,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         init();
     if (size < 1)
         return 0;
-    text = strndup((const char *)data + 1, size - 1);
+    /* Not strndup: the input has no NUL after it, and strict_string_checks (run-all.sh)
+     * rightly reports strndup reading past it. */
+    text = malloc(size);
+    if (!text)
+        return 0;
+    memcpy(text, data + 1, size - 1);
+    text[size - 1] = '\0';
     switch (data[0] % 3) {
     case 0:
         if (auth_jwt_verify(text, jwks, &claims, err, sizeof(err)) == 0)
