@@ -34,7 +34,11 @@ static int numeric_date(const json_t *claims, const char *name, int64_t *out, bo
         return 0;
     if (!json_is_number(v))
         return -EINVAL;
-    *out = (int64_t)json_number_value(v);
+    double d = json_number_value(v);
+    /* Seconds since 1970 within ±2^62: a date, and safe to convert (1e91 is not). */
+    if (!(d >= -4.6e18 && d <= 4.6e18))
+        return -EINVAL;
+    *out = (int64_t)d;
     return 0;
 }
 
