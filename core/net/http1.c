@@ -15,6 +15,21 @@ static const char *find_head_end(const char *buf, size_t len)
     return NULL;
 }
 
+int http1_head_scan(struct http1_scan *s, const char *buf, size_t len)
+{
+    size_t m = len < HTTP1_MAX_HEAD ? len : HTTP1_MAX_HEAD;
+    size_t from = s->done > 3 ? s->done - 3 : 0; /* a CRLFCRLF may straddle the old end */
+    const char *end;
+
+    if (from >= m)
+        return len >= HTTP1_MAX_HEAD ? -E2BIG : -EAGAIN;
+    s->examined += m - from;
+    if ((end = find_head_end(buf + from, m - from)))
+        return (int)(end - buf);
+    s->done = m;
+    return len >= HTTP1_MAX_HEAD ? -E2BIG : -EAGAIN;
+}
+
 static bool is_tchar(char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||

@@ -135,6 +135,19 @@ struct http1_head {
  * success the head part is modified. */
 int http1_parse_head(char *buf, size_t len, struct http1_head *h);
 
+/* Where a request head arriving in pieces ends, found so that each byte is looked at a
+ * bounded number of times: a head trickled in a byte per read costs work linear in its size,
+ * not a rescan of all of it per read. Zero it for each new head. */
+struct http1_scan {
+    size_t done;     /* bytes searched already without finding the end */
+    size_t examined; /* bytes looked at over all calls: what the bound above is about */
+};
+
+/* buf[0..len) is the head so far: the bytes of the previous call on s, and maybe more.
+ * Returns the head's length through its blank line once it is there, -EAGAIN while it is
+ * not, -E2BIG when the first HTTP1_MAX_HEAD bytes hold no end. */
+int http1_head_scan(struct http1_scan *s, const char *buf, size_t len);
+
 /* Where a request body ends, tracked byte by byte as it passes (no copy, no decoding). */
 struct http1_body {
     uint8_t st;

@@ -69,11 +69,11 @@ struct fconn {
     int64_t req_deadline; /* the request being received is whole by then; 0: none pending */
     char *head; /* HTTP1_MAX_HEAD + 1 while reading the head */
     size_t headlen;
+    struct http1_scan scan; /* of the head being received (first, or next at checked) */
     /* proxying to libmicrohttpd */
     int pair;
     struct hs_buf up, down;
     size_t checked; /* bytes at the front of up that are whole heads or body: only these go on */
-    size_t scanned; /* bytes after checked searched for a head's end without finding it */
     struct http1_body body; /* the framing of the request passing up */
     struct refusal refusal; /* a request that is not passed on: answered after the others */
     bool client_eof, pair_eof, pair_shut;
@@ -410,25 +410,22 @@ static bool check_head(struct fconn *fc, const char *p, size_t n)
     char copy[HTTP1_MAX_HEAD + 1];
     struct http1_head h;
     const char *why = NULL;
-    size_t from = fc->scanned > 3 ? fc->scanned - 3 : 0, m = n < HTTP1_MAX_HEAD ? n : HTTP1_MAX_HEAD;
-    int hlen, rc = 0;
+    int hlen = http1_head_scan(&fc->scan, p, n), rc = 0;
 
-    /* Search only the new bytes for the blank line: a head trickling in a byte at a time
-     * must not cost a parse per byte. */
-    if (!memmem(p + from, m - from, "\r\n\r\n", 4)) {
-        fc->scanned = m;
-        if (n >= HTTP1_MAX_HEAD)
-            refuse_later(fc, (struct refusal){ 431, "request head too large", NULL });
+    /* Parsed once, when whole: a head trickling in a byte at a time must not cost a parse
+     * per byte. */
+    if (hlen == -EAGAIN)
         return false;
+    if (hlen > 0) {
+        memcpy(copy, p, (size_t)hlen);
+        hlen = http1_parse_head(copy, (size_t)hlen, &h);
     }
-    memcpy(copy, p, m);
-    hlen = http1_parse_head(copy, m, &h);
     if (hlen < 0 || (rc = http1_request_body(&h, &fc->body, &why)) < 0) {
         refuse_later(fc, head_refusal(hlen, &h, rc, why));
         return false;
     }
     fc->checked += (size_t)hlen;
-    fc->scanned = 0;
+    fc->scan = (struct http1_scan){ 0 };
     return true;
 }
 
@@ -457,7 +454,7 @@ static void check_up(struct fconn *fc)
             fc->req_deadline = hs_monotonic_us() + fc->f->deps.request_us;
         if (n >= 2 && p[0] == '\r' && p[1] == '\n') {
             fc->checked += 2; /* an empty line before a request is ignored (RFC 9112 §2.2) */
-            fc->scanned = 0;
+            fc->scan = (struct http1_scan){ 0 };
         } else if (!check_head(fc, p, n)) {
             break;
         } else if (http1_body_done(&fc->body)) {
@@ -618,6 +615,7 @@ static void route_proxy(struct fconn *fc)
     hs_buf_init(&fc->up, PROXY_BUF + 1);
     hs_buf_init(&fc->down, PROXY_BUF + 1);
     hs_buf_append(&fc->up, fc->head, fc->headlen); /* checked again as it goes up */
+    fc->scan = (struct http1_scan){ 0 };
     free(fc->head);
     fc->head = NULL;
     fc->headlen = 0;
@@ -684,9 +682,12 @@ static void read_head(struct fconn *fc)
 
     if (!read_some_head(fc, &eof))
         return;
-    /* The parser writes NULs into the head: parse a copy, keep the bytes as sent. */
-    memcpy(copy, fc->head, fc->headlen);
-    hlen = http1_parse_head(copy, fc->headlen, &h);
+    /* Only the new bytes are searched for the head's end; once it is there, the parser
+     * writes NULs into the head: parse a copy, keep the bytes as sent. */
+    if ((hlen = http1_head_scan(&fc->scan, fc->head, fc->headlen)) > 0) {
+        memcpy(copy, fc->head, (size_t)hlen);
+        hlen = http1_parse_head(copy, (size_t)hlen, &h);
+    }
     if (hlen == -EAGAIN && eof) {
         fconn_free(fc);
     } else if (hlen == -EAGAIN) {

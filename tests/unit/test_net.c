@@ -77,6 +77,49 @@ Test(http1, too_large)
     cr_assert_eq(http1_parse_head(buf, sizeof(buf) - 1, &h), -E2BIG);
 }
 
+/* A head of nearly HTTP1_MAX_HEAD bytes trickled in one byte per read: the end is found
+ * where it is, with each byte looked at a few times at most (not once per read, which would
+ * be some 33 million looks here). */
+Test(http1, head_scan_is_linear_in_a_trickled_head)
+{
+    static char buf[HTTP1_MAX_HEAD];
+    const char *start = "GET / HTTP/1.1\r\nX: ", *end = "\r\n\r\n";
+    struct http1_scan s = { 0 };
+    size_t total, n = strlen(start);
+    int rc = -EAGAIN;
+
+    memcpy(buf, start, n);
+    memset(buf + n, 'a', sizeof(buf) - n - strlen(end));
+    memcpy(buf + sizeof(buf) - strlen(end), end, strlen(end));
+    for (total = 1; total <= sizeof(buf); total++) {
+        rc = http1_head_scan(&s, buf, total);
+        if (rc != -EAGAIN)
+            break;
+    }
+    cr_assert_eq(rc, (int)sizeof(buf));
+    cr_assert_eq(total, sizeof(buf), "the end was found early, at %zu", total);
+    cr_assert_leq(s.examined, 4 * sizeof(buf), "%zu bytes looked at", s.examined);
+}
+
+Test(http1, head_scan_finds_an_end_split_across_reads_and_refuses_a_long_head)
+{
+    static char big[HTTP1_MAX_HEAD + 10];
+    const char *head = "GET / HTTP/1.1\r\nHost: a\r\n\r\nnext";
+    size_t len = strlen(head) - 4;
+    struct http1_scan s = { 0 };
+
+    /* Each cut through the blank line: the end is found once the last byte arrives. */
+    for (size_t cut = len - 4; cut < len; cut++) {
+        s = (struct http1_scan){ 0 };
+        cr_assert_eq(http1_head_scan(&s, head, cut), -EAGAIN);
+        cr_assert_eq(http1_head_scan(&s, head, strlen(head)), (int)len, "cut at %zu", cut);
+    }
+    s = (struct http1_scan){ 0 };
+    memset(big, 'a', sizeof(big));
+    cr_assert_eq(http1_head_scan(&s, big, HTTP1_MAX_HEAD - 1), -EAGAIN);
+    cr_assert_eq(http1_head_scan(&s, big, sizeof(big)), -E2BIG);
+}
+
 Test(http1, tokens_paths_and_query)
 {
     char out[64];
