@@ -105,8 +105,9 @@ def server_config(tmp, port, db, pg=None, grpc=False, policy_db=False):
         cfg["grpc_allow_insecure"] = False
     else:
         # ours: the load generator is one address for thousands of clients connecting at
-        # once, which the per-address cap of the HTTP front door would otherwise refuse
-        cfg["tuning"] = {"http_max_connections_per_ip": 0}
+        # once, which the per-address caps on connections and handshakes would otherwise
+        # refuse
+        cfg["tuning"] = {"http_max_connections_per_ip": 0, "handshake_rate_limit": 0}
     if db == "sqlite":
         cfg["database"] = {"type": "sqlite",
                            "sqlite": {"path": os.path.join(tmp, "db.sqlite"),

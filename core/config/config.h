@@ -154,6 +154,7 @@ struct hs_config {
     int64_t tuning_http_request_timeout_us;
     int tuning_http_max_connections;
     int tuning_http_max_connections_per_ip;
+    int tuning_handshake_rate_limit; /* Noise handshakes per minute per address; 0: none */
 };
 
 enum config_diag_level { CONFIG_WARNING, CONFIG_ERROR };

@@ -75,9 +75,15 @@ struct control_upgrade_req {
     char ok_head[256];       /* the 101 response, sent before the handshake response */
     size_t ok_len;
     bool websocket;          /* frame everything after ok_head as WebSocket messages */
-    struct sockaddr_storage addr; /* the client's, for the log */
+    struct sockaddr_storage addr; /* the client's: the log, the per-address limits */
     socklen_t addrlen;
+    bool unlimited;          /* from a trusted proxy: its clients all share its address */
 };
+
+/* Noise handshakes one client address may start per minute, all at once if it likes (IPv6:
+ * per /64); past that an upgrade is answered 429 before any work is spent on it. 0: no
+ * limit. Call before control_start(). */
+void control_limit_handshakes(struct control *c, unsigned per_minute);
 
 /* Runs the Noise responder on a worker (four X25519 and a dozen hashes: the thread that
  * accepts connections must not queue everything else behind a connect storm's). Success:

@@ -89,6 +89,8 @@ enum { JOBQ_HANDSHAKE, JOBQ_REQUEST, JOBQ_COUNT };
 struct control {
     struct key_pair key;
     struct control_handlers h;
+    struct reglimit *handshakes; /* per client address; NULL: no limit */
+    int64_t handshake_log_at;    /* the last refusal logged */
     int epfd, evfd;
     pthread_t loop_thread;
     bool running;
@@ -115,6 +117,22 @@ struct control {
     uint8_t *scratch;           /* CONTROL_READ_CHUNK: the loop thread reads into it */
     struct conn *attn;          /* to close, or to read again, at the end of the round */
 };
+
+/* Refusals of what clients send are logged at most this often: a flood must not flood the
+ * log too. control__log_due(&last) says whether a line may go out now (any thread). */
+#define CONTROL_REFUSAL_LOG_EVERY_US (10 * HS_USEC_PER_SEC)
+bool control__log_due(int64_t *last);
+
+/* ---- new registrations or handshakes per client address (reglimit.c); any thread ---- */
+
+struct reglimit;
+#define REGLIMIT_SOURCES 4096 /* client addresses tracked (about 100 KiB) */
+/* `burst` at once, then `burst` per window_us in the long run, per address; NULL (no limit)
+ * when burst is 0. Tracks at most max_sources addresses (1: one count for everyone). */
+struct reglimit *control__reglimit_new(unsigned burst, int64_t window_us, size_t max_sources);
+void control__reglimit_free(struct reglimit *l); /* NULL is fine */
+/* 0: ip may start one now (counted); otherwise the seconds until it may. */
+unsigned control__reglimit_take(struct reglimit *l, const uint8_t ip[16], int64_t now_us);
 
 /* h2.c */
 int h2_session_new(struct conn *cn);

@@ -1,4 +1,5 @@
-/* New pending registrations per client address, or all together: a generic cell rate
+/* New pending registrations or Noise handshakes per client address, or all together: a
+ * generic cell rate
  * (GCRA) limiter, one 64-bit "theoretical arrival time" per address. An address may start
  * `burst` at once, then one every window / burst. IPv6 clients are counted per /64, the block
  * one host usually holds, so rotating through its addresses gains nothing. The table is

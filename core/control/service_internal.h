@@ -7,6 +7,7 @@
 #include "auth/auth.h"
 #include "config/config.h"
 #include "control/control.h"
+#include "control/control_internal.h"
 #include "mapper/mapper.h"
 #include "state/state.h"
 #include "store/store.h"
@@ -65,22 +66,6 @@ int control__hostinfo_pending(const json_t *hi, char **out, size_t *len);
 /* Endpoints as a compact JSON array (caller frees): the valid "ip:port" strings, at most
  * CONTROL_ENDPOINTS_MAX, in the client's order; *dropped (may be NULL) counts the rest. */
 char *control__endpoints_text(const json_t *ep, size_t *dropped);
-
-/* Refusals of what clients send are logged at most this often: a flood must not flood the
- * log too. control__log_due(&last) says whether a line may go out now (any thread). */
-#define CONTROL_REFUSAL_LOG_EVERY_US (10 * HS_USEC_PER_SEC)
-bool control__log_due(int64_t *last);
-
-/* ---- new pending registrations per client address (reglimit.c); any thread ---- */
-
-struct reglimit;
-#define REGLIMIT_SOURCES 4096 /* client addresses tracked (about 100 KiB) */
-/* `burst` at once, then `burst` per window_us in the long run, per address; NULL (no limit)
- * when burst is 0. Tracks at most max_sources addresses (1: one count for everyone). */
-struct reglimit *control__reglimit_new(unsigned burst, int64_t window_us, size_t max_sources);
-void control__reglimit_free(struct reglimit *l); /* NULL is fine */
-/* 0: ip may start one now (counted); otherwise the seconds until it may. */
-unsigned control__reglimit_take(struct reglimit *l, const uint8_t ip[16], int64_t now_us);
 
 /* ---- HA health probes (haprobe.c) ---- */
 

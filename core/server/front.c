@@ -348,6 +348,7 @@ static void route_ts2021(struct fconn *fc, const struct http1_head *h, bool ws)
         memcpy(rq.handshake_b64, hs, strlen(hs) + 1);
     rq.addr = fc->addr;
     rq.addrlen = fc->addrlen;
+    rq.unlimited = front_addrs_trusted(fc->f->addrs, &fc->addr);
     rq.nc = fconn_release(fc);
     control_upgrade_async(fc->f->deps.control, &rq);
 }

@@ -120,6 +120,22 @@ static struct front_addr **bucket(struct front_addrs *a, const uint8_t key[16])
     return &a->buckets[v & (ADDR_BUCKETS - 1)];
 }
 
+static bool is_trusted(const struct front_addrs *a, int family, const uint8_t *addr)
+{
+    for (size_t i = 0; i < a->ntrusted; i++)
+        if (prefix_has(&a->trusted[i], family, addr))
+            return true;
+    return false;
+}
+
+bool front_addrs_trusted(const struct front_addrs *a, const struct sockaddr_storage *sa)
+{
+    uint8_t addr[16];
+    int family = addr_bytes(sa, addr);
+
+    return family >= 0 && is_trusted(a, family, addr);
+}
+
 int front_addrs_take(struct front_addrs *a, const struct sockaddr_storage *sa,
                      struct front_addr **slot)
 {
@@ -128,11 +144,8 @@ int front_addrs_take(struct front_addrs *a, const struct sockaddr_storage *sa,
     int family = addr_bytes(sa, addr);
 
     *slot = NULL;
-    if (a->cap == 0 || family < 0)
+    if (a->cap == 0 || family < 0 || is_trusted(a, family, addr))
         return 0;
-    for (size_t i = 0; i < a->ntrusted; i++)
-        if (prefix_has(&a->trusted[i], family, addr))
-            return 0;
     count_key(family, addr, key);
     b = bucket(a, key);
     for (e = *b; e && memcmp(e->key, key, 16) != 0; e = e->next)

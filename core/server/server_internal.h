@@ -45,6 +45,9 @@ void front_addrs_free(struct front_addrs *a);
 int front_addrs_take(struct front_addrs *a, const struct sockaddr_storage *sa,
                      struct front_addr **slot);
 void front_addrs_put(struct front_addrs *a, struct front_addr *slot);
+/* Whether sa is one of trusted_proxies: its clients share its address, so per-address
+ * limits do not apply to it. */
+bool front_addrs_trusted(const struct front_addrs *a, const struct sockaddr_storage *sa);
 
 /* /metrics on metrics_listen_addr (server_metrics.c). The deps must outlive the metrics
  * listener: stop it before freeing them. */
