@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "keys/keys.h"
+#include "metrics/metrics.h"
 #include "net/net.h"
 #include "noise/noise.h"
 #include "util/util.h"
@@ -150,11 +151,15 @@ struct control_service_stats {
     uint64_t lite_updates;   /* map requests that only report (OmitPeers, no stream) */
     uint64_t sent[CONTROL_MAP_KINDS];       /* map messages queued, by kind */
     uint64_t sent_bytes[CONTROL_MAP_KINDS]; /* their bytes as written (compressed or not) */
-    uint64_t batches;        /* batches of changes sent out */
-    uint64_t batch_nodes;    /* node changes they carried (a node once per kind of change) */
-    uint64_t last_batch_us;  /* how long the last one took to build and queue */
 };
 void control_service_get_stats(struct control_service *s, struct control_service_stats *out);
+/* The batches of changes sent out, as histograms that live as long as s: how long the
+ * first node change waited for its batch (us), how long a batch took to build and queue
+ * (us), and how many node changes it carried (a node once per kind of change). */
+enum control_batch_hist { CONTROL_BATCH_WINDOW, CONTROL_BATCH_DURATION, CONTROL_BATCH_SIZE,
+                          CONTROL_BATCH_HISTS };
+const struct metrics_hist *control_service_batch_hist(struct control_service *s,
+                                                      enum control_batch_hist which);
 
 /* HEAD /machine/ping-response?id=ID (on the front door, as headscale): completes the HA health
  * probe with that id; false when no probe out has it (unknown, answered, or judged). Any

@@ -384,6 +384,8 @@ void poll_on_state_change(void *arg, const struct state_change *ch)
         s->dns_for_all = true;
     if (!s->batch_due)
         s->batch_due = now + delay;
+    if (!s->batch_first)
+        s->batch_first = now;
     pthread_cond_signal(&s->cond);
     pthread_mutex_unlock(&s->mu);
 }
@@ -760,7 +762,7 @@ void poll_flush_batch(struct control_service *s)
     struct idset patched;
     uint64_t *ended;
     size_t nended;
-    int64_t started;
+    int64_t started, first;
     struct target *t;
     size_t n;
 
@@ -779,6 +781,8 @@ void poll_flush_batch(struct control_service *s)
     s->changed = s->patched = s->removed = s->online = (struct idset){ 0 };
     s->full_for_all = s->dns_for_all = false;
     s->batch_due = 0;
+    first = s->batch_first;
+    s->batch_first = 0;
     t = snapshot_sessions(s, &n);
     pthread_mutex_unlock(&s->mu);
     state_rdlock(s->state);
@@ -793,6 +797,8 @@ void poll_flush_batch(struct control_service *s)
 
     /* Going offline changes state, which queues the next batch for the peers. */
     started = hs_monotonic_us();
+    if (first)
+        metrics_hist_observe(&s->batch_hist[CONTROL_BATCH_WINDOW], started - first);
     sessions_ended(s, ended, nended);
     idset_sort(&b.changed);
     idset_sort(&b.patched);
@@ -802,9 +808,10 @@ void poll_flush_batch(struct control_service *s)
     pthread_mutex_lock(&s->mu);
     s->last_batch_end = hs_monotonic_us();
     s->last_batch_us = s->last_batch_end - started;
-    SERVICE_COUNT(s->stats.batches, 1);
-    SERVICE_COUNT(s->stats.batch_nodes, b.changed.n + b.patched.n + b.removed.n + b.online.n);
     pthread_mutex_unlock(&s->mu);
+    metrics_hist_observe(&s->batch_hist[CONTROL_BATCH_DURATION], hs_monotonic_us() - started);
+    metrics_hist_observe(&s->batch_hist[CONTROL_BATCH_SIZE],
+                         (int64_t)(b.changed.n + b.patched.n + b.removed.n + b.online.n));
     free(t);
     state_net_unref(b.net);
     idset_free(&b.changed);

@@ -206,6 +206,22 @@ static void *map_thread(void *arg)
     return NULL;
 }
 
+/* Microseconds for the window and the duration (1 ms to 10 s; the window is
+ * tuning.batch_change_delay, longer under load); node changes for the size. */
+static const int64_t batch_us_bounds[] = { 1000,   5000,   10000,   25000,   50000,  100000,
+                                           250000, 500000, 1000000, 2500000, 10000000 };
+static const int64_t batch_size_bounds[] = { 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000 };
+
+static void init_batch_hists(struct control_service *s)
+{
+    metrics_hist_init(&s->batch_hist[CONTROL_BATCH_WINDOW], batch_us_bounds,
+                      HS_ARRAY_LEN(batch_us_bounds));
+    metrics_hist_init(&s->batch_hist[CONTROL_BATCH_DURATION], batch_us_bounds,
+                      HS_ARRAY_LEN(batch_us_bounds));
+    metrics_hist_init(&s->batch_hist[CONTROL_BATCH_SIZE], batch_size_bounds,
+                      HS_ARRAY_LEN(batch_size_bounds));
+}
+
 int control_service_new(const struct control_service_deps *d, struct control_service **out)
 {
     struct control_service *s = hs_xcalloc(1, sizeof(*s));
@@ -224,6 +240,7 @@ int control_service_new(const struct control_service_deps *d, struct control_ser
     s->regturnover = control__reglimit_new((unsigned)d->cfg->tuning_register_cache_max_entries,
                                            d->cfg->tuning_register_cache_expiration_us, 1);
     pthread_mutex_init(&s->mu, NULL);
+    init_batch_hists(s);
     pthread_cond_init(&s->cond, NULL);
     haprobe_init(&s->probe);
     /* Asked once: sysconf reads /sys each time, and batches come many times a second. */
@@ -254,7 +271,6 @@ void control_service_get_stats(struct control_service *s, struct control_service
     pthread_mutex_lock(&s->mu);
     for (const struct session *x = s->sessions; x; x = x->next)
         n++;
-    out->last_batch_us = (uint64_t)s->last_batch_us;
     pthread_mutex_unlock(&s->mu);
     out->sessions = n;
     for (int k = 0; k < CONTROL_MAP_KINDS; k++) {
@@ -263,8 +279,12 @@ void control_service_get_stats(struct control_service *s, struct control_service
     }
     out->sessions_ended = __atomic_load_n(&s->stats.sessions_ended, __ATOMIC_RELAXED);
     out->lite_updates = __atomic_load_n(&s->stats.lite_updates, __ATOMIC_RELAXED);
-    out->batches = __atomic_load_n(&s->stats.batches, __ATOMIC_RELAXED);
-    out->batch_nodes = __atomic_load_n(&s->stats.batch_nodes, __ATOMIC_RELAXED);
+}
+
+const struct metrics_hist *control_service_batch_hist(struct control_service *s,
+                                                      enum control_batch_hist which)
+{
+    return &s->batch_hist[which];
 }
 
 struct control *control_service_control(struct control_service *s)

@@ -129,6 +129,7 @@ struct control_service {
     bool dns_for_all;       /* DNS configuration changed: everyone gets a DNSConfig */
     bool registrations_changed;
     int64_t batch_due;      /* monotonic us; 0 = nothing pending */
+    int64_t batch_first;    /* monotonic us of the first node change pending; 0 = none */
     int64_t last_batch_us;  /* how long the last batch took to build and queue (under mu) */
     int64_t last_batch_end; /* when it ended (monotonic) */
     /* Node changes per second (under mu): a herd (a connect storm, everyone back after a
@@ -138,6 +139,7 @@ struct control_service {
     struct haprobe probe;
     /* SERVICE_COUNT to write, control_service_get_stats to read (sessions is counted there) */
     struct control_service_stats stats;
+    struct metrics_hist batch_hist[CONTROL_BATCH_HISTS];
     size_t cores;           /* online CPUs at start: threads a large batch is split over */
     bool stopping;
     bool thread_started;

@@ -657,7 +657,7 @@ static int start_unix(struct server *srv)
 static int start_metrics(struct server *srv)
 {
     const char *addr = srv->cfg->metrics_listen_addr;
-    struct server_metrics_deps deps = { .svc = srv->svc, .state = srv->state,
+    struct server_metrics_deps deps = { .svc = srv->svc, .state = srv->state, .store = srv->st,
                                         .auth = srv->auth, .derp = srv->derp };
     int fd;
 

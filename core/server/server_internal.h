@@ -54,6 +54,7 @@ bool front_addrs_trusted(const struct front_addrs *a, const struct sockaddr_stor
 struct server_metrics_deps {
     struct control_service *svc;
     struct state *state;
+    struct store *store;
     struct auth *auth;
     struct derp_server *derp; /* NULL when the embedded DERP server is off */
 };

@@ -11,6 +11,7 @@
 #include "auth/auth.h"
 #include "server/server_internal.h"
 #include "state/state.h"
+#include "store/store.h"
 
 #define USEC 1000000
 
@@ -19,7 +20,6 @@ struct server_metrics {
     struct metrics *reg;
     struct metric *nodes, *online, *policy_compiles, *policy_compile_us;
     struct metric *sessions, *ended, *lite_updates, *sent[CONTROL_MAP_KINDS], *sent_bytes[CONTROL_MAP_KINDS];
-    struct metric *batches, *batch_nodes, *batch_us;
     struct metric *conns, *conns_total, *streams, *requests, *bad_frames;
     struct metric *derp_clients, *derp_packets, *derp_bytes, *derp_drops, *derp_bad;
     struct metric *registrations[AUTH_OUTCOMES];
@@ -32,6 +32,14 @@ static struct metric *add(struct server_metrics *sm, enum metric_type type, cons
     return metrics_add(sm->reg, &(struct metric_def){ .name = name, .labels = labels,
                                                       .help = help, .type = type,
                                                       .per_unit = per_unit });
+}
+
+static void add_hist(struct server_metrics *sm, const char *name, const char *labels,
+                     const char *help, int64_t per_unit, const struct metrics_hist *h)
+{
+    metrics_add_hist(sm->reg, &(struct metric_def){ .name = name, .labels = labels, .help = help,
+                                                    .type = METRIC_HISTOGRAM,
+                                                    .per_unit = per_unit }, h);
 }
 
 static void add_state(struct server_metrics *sm)
@@ -75,13 +83,30 @@ static void add_maps(struct server_metrics *sm)
                            "status=\"ok\"", "Map requests that only report (endpoints, "
                            "Hostinfo) without a stream", 1);
     add_sent(sm);
-    sm->batches = add(sm, METRIC_COUNTER, "headscale_map_batches_total", NULL,
-                      "Batches of changes sent out to the map streams", 1);
-    sm->batch_nodes = add(sm, METRIC_COUNTER, "headscale_map_batch_nodes_total", NULL,
-                          "Node changes the batches carried (a node once per kind of change)",
-                          1);
-    sm->batch_us = add(sm, METRIC_GAUGE, "headscale_map_batch_last_duration_seconds", NULL,
-                       "How long the last batch took to build and queue", USEC);
+    add_hist(sm, "headscale_map_batch_window_seconds", NULL,
+             "How long the first node change of a batch waited for it to go out", USEC,
+             control_service_batch_hist(sm->d.svc, CONTROL_BATCH_WINDOW));
+    add_hist(sm, "headscale_map_batch_duration_seconds", NULL,
+             "How long a batch of changes took to build and queue for the map streams", USEC,
+             control_service_batch_hist(sm->d.svc, CONTROL_BATCH_DURATION));
+    add_hist(sm, "headscale_map_batch_size", NULL,
+             "Node changes a batch carried (a node once per kind of change)", 1,
+             control_service_batch_hist(sm->d.svc, CONTROL_BATCH_SIZE));
+}
+
+/* Each statement timed by its first SQL word, and each commit. */
+static void add_store(struct server_metrics *sm)
+{
+    static const char *const labels[STORE_OPS] = {
+        [STORE_OP_SELECT] = "operation=\"select\"", [STORE_OP_INSERT] = "operation=\"insert\"",
+        [STORE_OP_UPDATE] = "operation=\"update\"", [STORE_OP_DELETE] = "operation=\"delete\"",
+        [STORE_OP_OTHER] = "operation=\"other\"",   [STORE_OP_COMMIT] = "operation=\"commit\"",
+    };
+
+    for (int i = 0; i < STORE_OPS; i++)
+        add_hist(sm, "headscale_store_operation_duration_seconds", labels[i],
+                 "Database statements and commits, by kind, as this server timed them", USEC,
+                 store_latency(sm->d.store, i));
 }
 
 static void add_control(struct server_metrics *sm)
@@ -174,9 +199,6 @@ static void collect_control(struct server_metrics *sm)
         metric_set(sm->sent[k], (int64_t)ss.sent[k]);
         metric_set(sm->sent_bytes[k], (int64_t)ss.sent_bytes[k]);
     }
-    metric_set(sm->batches, (int64_t)ss.batches);
-    metric_set(sm->batch_nodes, (int64_t)ss.batch_nodes);
-    metric_set(sm->batch_us, (int64_t)ss.last_batch_us);
     control_get_stats(control_service_control(sm->d.svc), &cs);
     metric_set(sm->conns, (int64_t)cs.conns_open);
     metric_set(sm->conns_total, (int64_t)cs.conns_total);
@@ -276,6 +298,7 @@ struct server_metrics *server_metrics_new(const struct server_metrics_deps *d)
     sm->reg = metrics_new();
     add_state(sm);
     add_maps(sm);
+    add_store(sm);
     add_control(sm);
     add_registrations(sm);
     add_derp(sm);

@@ -19,6 +19,11 @@ static const char *store_where(const struct hs_config *cfg)
     return cfg->db_type == DB_POSTGRES ? (cfg->pg_name ? cfg->pg_name : "") : cfg->sqlite_path;
 }
 
+/* Microseconds: 100 us to 5 s, a local SQLite write to a PostgreSQL commit under load. */
+static const int64_t latency_bounds[] = { 100,    250,    500,    1000,    2500,    5000,
+                                          10000,  25000,  50000,  100000,  250000,  500000,
+                                          1000000, 5000000 };
+
 int store_open(const struct hs_config *cfg, struct notify_bus *bus, struct store **out)
 {
     struct store *st;
@@ -30,6 +35,8 @@ int store_open(const struct hs_config *cfg, struct notify_bus *bus, struct store
     st->ops = cfg->db_type == DB_POSTGRES ? &store__pg_ops : &store__sqlite_ops;
     st->bus = bus;
     st->debug = cfg->db_debug;
+    for (int i = 0; i < STORE_OPS; i++)
+        metrics_hist_init(&st->latency[i], latency_bounds, HS_ARRAY_LEN(latency_bounds));
     if (sodium_init() < 0) {
         free(st);
         return -EIO;
@@ -318,15 +325,37 @@ void store__p_key(struct store_params *p, const char *prefix, const uint8_t key[
 
 /* ---- queries ---- */
 
+const struct metrics_hist *store_latency(const struct store *st, enum store_op op)
+{
+    return &st->latency[op];
+}
+
+static enum store_op sql_op(const char *sql)
+{
+    static const char *const verbs[] = { [STORE_OP_SELECT] = "SELECT", [STORE_OP_INSERT] = "INSERT",
+                                         [STORE_OP_UPDATE] = "UPDATE", [STORE_OP_DELETE] = "DELETE" };
+
+    sql += strspn(sql, " \t\r\n");
+    for (int i = 0; i < (int)HS_ARRAY_LEN(verbs); i++)
+        if (strncasecmp(sql, verbs[i], 6) == 0)
+            return i;
+    return STORE_OP_OTHER;
+}
+
 /* Every query and statement goes through here. With database.debug its text is logged, as
  * headscale's ORM logs each statement whatever log.level says; parameters are left out, so
  * keys and passwords stay out of the log. */
 static int run(struct store *st, struct store_conn *c, const char *sql, int nparams,
                const char *const *params, struct store_result *res)
 {
+    int64_t t0 = hs_monotonic_us();
+    int rc;
+
     if (st->debug)
         log_info("store: sql: %s", sql);
-    return st->ops->exec(c, sql, nparams, params, res);
+    rc = st->ops->exec(c, sql, nparams, params, res);
+    metrics_hist_observe(&st->latency[sql_op(sql)], hs_monotonic_us() - t0);
+    return rc;
 }
 
 static int conn_exec(struct store *st, struct store_conn *c, const char *sql,
@@ -452,10 +481,12 @@ static void tx_end(struct store_tx *tx)
 
 int store__commit(struct store_tx *tx)
 {
+    int64_t t0 = hs_monotonic_us();
     int rc = store__announce(tx);
 
     if (rc == 0)
         rc = tx->st->ops->commit(tx->c);
+    metrics_hist_observe(&tx->st->latency[STORE_OP_COMMIT], hs_monotonic_us() - t0);
 
     if (rc < 0) {
         tx->st->ops->rollback(tx->c);

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "config/config.h"
+#include "metrics/metrics.h"
 #include "notify/notify.h"
 #include "util/util.h"
 
@@ -37,6 +38,12 @@ int store_ping(struct store *st);
 /* Highest applied migration version, and the highest this binary knows. */
 int store_schema_version(struct store *st, int *applied, int *known);
 const char *store_backend_name(const struct store *st); /* "sqlite" or "postgres" */
+/* How long statements take, in microseconds, by their first SQL word, and COMMIT (a
+ * transaction's end, with its announcement to other replicas): for /metrics. The histogram
+ * lives as long as st. */
+enum store_op { STORE_OP_SELECT, STORE_OP_INSERT, STORE_OP_UPDATE, STORE_OP_DELETE,
+                STORE_OP_OTHER, STORE_OP_COMMIT, STORE_OPS };
+const struct metrics_hist *store_latency(const struct store *st, enum store_op op);
 
 /* serve claims the database for itself where only one process may use it: SQLite (a second
  * `serve` on the same file gets -EBUSY). PostgreSQL is shared by replicas: nothing to claim. */

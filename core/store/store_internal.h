@@ -98,6 +98,7 @@ struct store {
     struct notify_bus *bus;
     bool debug; /* database.debug: log every statement's text (never its parameters) */
     uint64_t origin; /* tags this process's announcements (store_origin) */
+    struct metrics_hist latency[STORE_OPS];
 };
 
 /* ---- results ---- */

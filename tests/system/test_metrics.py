@@ -35,9 +35,10 @@ FAMILIES = {
     "headscale_mapresponse_sent_bytes": "counter",
     "headscale_mapresponse_ended": "counter",
     "headscale_mapresponse_endpoint_updates": "counter",
-    "headscale_map_batches": "counter",
-    "headscale_map_batch_nodes": "counter",
-    "headscale_map_batch_last_duration_seconds": "gauge",
+    "headscale_map_batch_window_seconds": "histogram",
+    "headscale_map_batch_duration_seconds": "histogram",
+    "headscale_map_batch_size": "histogram",
+    "headscale_store_operation_duration_seconds": "histogram",
     "headscale_registrations": "counter",
     "headscale_control_connections": "gauge",
     "headscale_control_connections_accepted": "counter",
@@ -80,14 +81,17 @@ def check_format(text):
         elif line.startswith("# TYPE "):
             _, _, name, typ = line.split()
             assert name in helped and name not in typed, line
-            assert typ in ("counter", "gauge"), line
+            assert typ in ("counter", "gauge", "histogram"), line
             assert typ != "counter" or name.endswith("_total"), f"counter {name} lacks _total"
             typed[name] = typ
             family = name
         else:
             m = SAMPLE.match(line)
             assert m, f"not a sample line: {line!r}"
-            assert m.group(1) == family, f"{line!r} outside its family ({family})"
+            name = m.group(1)
+            if typed.get(family) == "histogram":
+                name = re.sub(r"_(bucket|sum|count)$", "", name)
+            assert name == family, f"{line!r} outside its family ({family})"
     return typed
 
 
@@ -104,6 +108,23 @@ def value(fams, family, **labels):
     (v,) = [x.value for x in fams[family].samples
             if all(x.labels.get(k) == w for k, w in labels.items())]
     return v
+
+
+def histogram(fams, family, **labels):
+    """(count, sum) of one histogram, after checking its buckets: le ascending, counts
+    cumulative, +Inf equal to _count."""
+    samples = [x for x in fams[family].samples
+               if all(x.labels.get(k) == w for k, w in labels.items())]
+    buckets = [(float(x.labels["le"]), x.value) for x in samples
+               if x.name == family + "_bucket"]
+    (count,) = [x.value for x in samples if x.name == family + "_count"]
+    (total,) = [x.value for x in samples if x.name == family + "_sum"]
+    assert len(buckets) >= 2 and buckets[-1][0] == float("inf"), buckets
+    assert [b[0] for b in buckets] == sorted(b[0] for b in buckets), buckets
+    assert all(a[1] <= b[1] for a, b in zip(buckets, buckets[1:])), f"not cumulative: {buckets}"
+    assert buckets[-1][1] == count, (buckets, count)
+    assert total >= 0
+    return count, total
 
 
 def wait_for(pred, what, timeout=20):
@@ -197,11 +218,16 @@ def test_metrics_move_with_a_connected_node(server_factory):
                     value(mid, "headscale_mapresponse_sent", type="delta") and f,
                     "the second node online and a delta to the first")
     assert value(fams, "headscale_map_sessions") == 2
-    assert value(fams, "headscale_map_batches") > value(mid, "headscale_map_batches")
-    assert value(fams, "headscale_map_batch_nodes") > value(mid, "headscale_map_batch_nodes")
+    batches, nodes = histogram(fams, "headscale_map_batch_size")
+    batches_mid, nodes_mid = histogram(mid, "headscale_map_batch_size")
+    assert batches > batches_mid and nodes > nodes_mid, (batches, nodes, batches_mid, nodes_mid)
+    assert histogram(fams, "headscale_map_batch_duration_seconds")[0] == batches
+    # Each batch that carried a node change timed how long the first one waited.
+    windows, waited = histogram(fams, "headscale_map_batch_window_seconds")
+    assert windows > histogram(mid, "headscale_map_batch_window_seconds")[0]
+    assert 0 < waited < 60 * windows
     assert value(fams, "headscale_mapresponse_sent_bytes", type="delta") > \
         value(mid, "headscale_mapresponse_sent_bytes", type="delta")
-    assert value(fams, "headscale_map_batch_last_duration_seconds") >= 0
 
     # The first stream closes: the counts go back.
     a.sock.close()
@@ -229,6 +255,33 @@ def test_metrics_move_with_a_connected_node(server_factory):
     assert regs(fams, "authkey", "refused") == regs(before, "authkey", "refused") + 1
     assert regs(fams, "interactive", "pending") == regs(before, "interactive", "pending") + 1
     b.sock.close()
+    s.check_sanitizers()
+
+
+STORE_OPS = ("select", "insert", "update", "delete", "other", "commit")
+
+
+def test_store_latency_moves_with_writes(server_factory):
+    s = server_factory()
+    before = scrape(s)
+    for op in STORE_OPS:
+        histogram(before, "headscale_store_operation_duration_seconds", operation=op)
+    s.create_user()
+    fams = scrape(s)
+    for op in ("insert", "commit", "select"):
+        n0, t0 = histogram(before, "headscale_store_operation_duration_seconds", operation=op)
+        n1, t1 = histogram(fams, "headscale_store_operation_duration_seconds", operation=op)
+        assert n1 > n0 and t1 > t0, (op, n0, n1, t0, t1)
+    # A rename is an UPDATE; a delete a DELETE: each moves its own kind.
+    user = s.create_user()
+    first = scrape(s)
+    s.cli_ok("users", "rename", "-i", str(user["id"]), "-r", unique("r"))
+    mid = scrape(s)
+    s.cli_ok("users", "destroy", "-i", str(user["id"]), "--force")
+    fams = scrape(s)
+    for op, f0, f1 in (("update", first, mid), ("delete", mid, fams)):
+        assert histogram(f1, "headscale_store_operation_duration_seconds", operation=op)[0] > \
+            histogram(f0, "headscale_store_operation_duration_seconds", operation=op)[0], op
     s.check_sanitizers()
 
 
