@@ -61,10 +61,12 @@ fi
 step "fuzz (short runs)"
 FUZZ_BUILD=${HS_FUZZ_BUILD_DIR:-$ROOT/build-fuzz}
 FUZZ_SECONDS=${HS_FUZZ_SECONDS:-20}
+FUZZ_TARGETS="policy policy_yaml policy_compile config config_records noise control api derp derp_mesh
+  derp_stun derp_map net webadmin acme auth_jwt"
 fuzz_ok=1
 if CC=clang cmake -S . -B "$FUZZ_BUILD" -DCMAKE_BUILD_TYPE=Debug -DHS_FUZZ=ON -DHS_TESTS=OFF \
-     >/dev/null && cmake --build "$FUZZ_BUILD" -j"$(nproc)" --target fuzz_policy fuzz_policy_yaml fuzz_policy_compile fuzz_config fuzz_config_records fuzz_noise fuzz_derp fuzz_net fuzz_webadmin fuzz_acme fuzz_auth_jwt; then
-  for f in policy policy_yaml policy_compile config config_records noise derp net webadmin acme auth_jwt; do
+     >/dev/null && cmake --build "$FUZZ_BUILD" -j"$(nproc)" --target $(printf 'fuzz_%s ' $FUZZ_TARGETS); then
+  for f in $FUZZ_TARGETS; do
     work=$LOGDIR/fuzz-$f
     mkdir -p "$work"
     cp tests/fuzz/corpus/$f/* "$work/"
