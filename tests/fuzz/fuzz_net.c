@@ -1,9 +1,11 @@
-/* net: hostile bytes at the front door. The first byte picks the parser (mod 3): 0 the
- * HTTP/1 request head (and the query decoder on its target), 1 a WebSocket stream decoded by
- * a real connection (ping/close replies queued, payload handed out in pieces), 2 a stream of
- * requests framed as the front door frames a proxied connection: each head checked, each
- * body followed to its end (Content-Length or chunked) in pieces of a size the next byte
- * sets. */
+/* net: hostile bytes at the front door. The first byte picks the parser (mod 4): 0 the
+ * HTTP/1 request head (and the query decoder on its target, the WebSocket key), 1 a WebSocket
+ * stream decoded by a real connection (ping/close replies queued, payload handed out in
+ * pieces), 2 a stream of requests framed as the front door frames a proxied connection: each
+ * head checked, each body followed to its end (Content-Length or chunked) in pieces of a size
+ * the next byte sets, 3 a head arriving in pieces of a size the next byte sets, its end
+ * searched for as the front door does (only in the new bytes). */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,7 +15,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void fuzz_head(const uint8_t *data, size_t size)
 {
-    char *buf = malloc(size + 1), out[256];
+    char *buf = malloc(size + 1), out[256], accept[29];
     struct http1_head h;
 
     memcpy(buf, data, size);
@@ -22,6 +24,8 @@ static void fuzz_head(const uint8_t *data, size_t size)
         http1_query_param(h.target, "X-Tailscale-Handshake", out, sizeof(out));
         http1_has_token(h.connection, "upgrade");
         http1_path_is(h.target, "/derp");
+        if (h.ws_key)
+            ws_accept_key(h.ws_key, accept);
     }
     free(buf);
 }
@@ -82,11 +86,49 @@ static void fuzz_stream(const uint8_t *data, size_t size)
     }
 }
 
+/* The end found in pieces must be where a search of the whole finds it, and where the head
+ * parser ends it (or the parser refuses the head); each call looks at its new bytes and at
+ * most 3 old ones. */
+static void fuzz_scan(const uint8_t *data, size_t size)
+{
+    struct http1_scan s = { 0 }, whole = { 0 };
+    struct http1_head h;
+    char *buf, *copy;
+    size_t step, len = 0, calls = 0;
+    int rc = -EAGAIN, hlen;
+
+    if (size < 1)
+        return;
+    step = (size_t)data[0] % 16 + 1;
+    buf = malloc(size);
+    memcpy(buf, data + 1, size - 1);
+    while (rc == -EAGAIN && len < size - 1) {
+        len = len + step < size - 1 ? len + step : size - 1;
+        rc = http1_head_scan(&s, buf, len);
+        calls++;
+    }
+    if (rc != http1_head_scan(&whole, buf, len) || s.examined > len + 3 * calls)
+        abort();
+    if (rc > 0) {
+        copy = malloc(len + 1);
+        memcpy(copy, buf, len);
+        copy[len] = '\0';
+        hlen = http1_parse_head(copy, len, &h);
+        if (hlen != rc && hlen != -EINVAL)
+            abort();
+        free(copy);
+    }
+    free(buf);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1 || size > 4 * HTTP1_MAX_HEAD)
         return 0;
-    switch (data[0] % 3) {
+    switch (data[0] % 4) {
+    case 3:
+        fuzz_scan(data + 1, size - 1);
+        break;
     case 1:
         fuzz_ws(data + 1, size - 1);
         break;
