@@ -214,6 +214,9 @@ void api_route_delete(struct api_call *c);
 void api_policy_get(struct api_call *c);
 void api_policy_set(struct api_call *c);
 void api_policy_check(struct api_call *c);
+void api_policy_history(struct api_call *c);
+void api_policy_version(struct api_call *c);
+void api_policy_rollback(struct api_call *c);
 void api_openapi(struct api_call *c);
 
 extern const char api_openapi_json[]; /* generated from core/api/openapi.json */

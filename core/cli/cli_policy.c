@@ -114,7 +114,7 @@ static int offline_send(struct cli_ctx *ctx, struct offline *o, bool store)
     rc = state_policy_check(o->state, text, len, POLICY_FORMAT_AUTO, err, sizeof(err));
     if (rc < 0)
         cli_fail(ctx, "invalid policy: %s", err);
-    else if (store && (rc = store_policy_set(o->st, text, &updated_at)) < 0)
+    else if (store && (rc = store_policy_set(o->st, text, "cli", 0, &updated_at, NULL)) < 0)
         cli_fail(ctx, "cannot store the policy: %s", hs_strerror(rc));
     else
         fprintf(ctx->out, "%s\n", store ? "The policy is stored: a server started on this "

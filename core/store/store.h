@@ -313,9 +313,29 @@ int store_registration_reject(struct store *st, const char *id);
 int store_registration_trim(struct store *st, int64_t now, size_t keep);
 int store_registration_count(struct store *st, size_t *out);
 
-/* ---- policy (policy.mode = database): newest row is the active policy ---- */
+/* ---- policy (policy.mode = database): newest row is the active policy ----
+ * Every save is a version; a save keeps the STORE_POLICY_VERSIONS newest and deletes older
+ * ones in the same transaction, so the history stays bounded. */
+#define STORE_POLICY_VERSIONS 100
+#define STORE_POLICY_WHO_MAX 32 /* "cli", "import", an API key's prefix, or "" */
+struct store_policy_version {
+    uint64_t id;
+    int64_t saved_at;
+    char saved_by[STORE_POLICY_WHO_MAX];
+    uint64_t restored_from; /* the version a rollback copied, or 0 */
+    uint64_t size;          /* bytes of text */
+    char *text;             /* only from store_policy_version_get (caller frees) */
+};
 /* -ENOENT when no policy has been stored. */
 int store_policy_get(struct store *st, char **text, int64_t *updated_at);
-int store_policy_set(struct store *st, const char *text, int64_t *updated_at);
+/* Stores text as the newest version. saved_by (cut to STORE_POLICY_WHO_MAX - 1) may be NULL;
+ * restored_from 0 unless this is a rollback. *id_out (may be NULL): the new version's id. */
+int store_policy_set(struct store *st, const char *text, const char *saved_by,
+                     uint64_t restored_from, int64_t *updated_at, uint64_t *id_out);
+/* The kept versions, newest first, without their text (store_policy_versions_free). */
+int store_policy_versions(struct store *st, struct store_policy_version **out, size_t *n);
+void store_policy_versions_free(struct store_policy_version *v, size_t n);
+/* One version with its text; -ENOENT when it is not kept. */
+int store_policy_version_get(struct store *st, uint64_t id, struct store_policy_version *out);
 
 #endif

@@ -690,7 +690,9 @@ static int import_policies(struct import *im)
         store__p_str(&p, store__cell(&r, i, 0));
         store__p_str(&p, store__cell(&r, i, 1));
         p_time_or_now(&p, &r, i, 2);
-        rc = insert(im, "INSERT INTO policies (id, data, created_at) VALUES ($1, $2, $3)", &p);
+        store__p_u64(&p, strlen(store__cell(&r, i, 1)));
+        rc = insert(im, "INSERT INTO policies (id, data, created_at, size, saved_by)"
+                        " VALUES ($1, $2, $3, $4, 'import')", &p);
     }
     store__result_free(&r);
     return rc;

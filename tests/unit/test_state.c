@@ -257,11 +257,12 @@ Test(state, store_policy_follows_the_bus)
     state_policy_source(fx.s, STATE_POLICY_STORE, NULL);
     cr_assert_eq(state_policy_reload(fx.s, err, sizeof(err)), 0, "no row yet: %s", err);
     expect_text(NULL);
-    cr_assert_eq(store_policy_set(fx.st, POLICY_AB, NULL), 0); /* the event reloads it */
+    /* the event reloads it */
+    cr_assert_eq(store_policy_set(fx.st, POLICY_AB, NULL, 0, NULL, NULL), 0);
     expect_text(POLICY_AB);
     cr_expect_eq(fx.policy_events, 1);
     /* A row that does not compile (written behind the API's back): the old one stays. */
-    cr_assert_eq(store_policy_set(fx.st, POLICY_FAILING_TEST, NULL), 0);
+    cr_assert_eq(store_policy_set(fx.st, POLICY_FAILING_TEST, NULL, 0, NULL, NULL), 0);
     expect_text(POLICY_AB);
     cr_expect_eq(fx.policy_events, 1);
     cr_expect_lt(state_policy_reload(fx.s, err, sizeof(err)), 0);
@@ -271,11 +272,12 @@ Test(state, store_policy_follows_the_bus)
 Test(state, empty_stored_policy_is_none)
 {
     state_policy_source(fx.s, STATE_POLICY_STORE, NULL);
-    cr_assert_eq(store_policy_set(fx.st, POLICY_AB, NULL), 0);
+    cr_assert_eq(store_policy_set(fx.st, POLICY_AB, NULL, 0, NULL, NULL), 0);
     expect_text(POLICY_AB);
-    cr_assert_eq(store_policy_set(fx.st, "{\"acls\": []}", NULL), 0);
+    cr_assert_eq(store_policy_set(fx.st, "{\"acls\": []}", NULL, 0, NULL, NULL), 0);
     cr_expect_not(sees(1, 2), "a policy without rules lets no one through");
-    cr_assert_eq(store_policy_set(fx.st, "", NULL), 0); /* how headscale's clients clear it */
+    /* how headscale's clients clear it */
+    cr_assert_eq(store_policy_set(fx.st, "", NULL, 0, NULL, NULL), 0);
     expect_text("");
     cr_expect(sees(1, 2) && sees(2, 1), "no policy: every node reaches every other");
     cr_expect_eq(fx.policy_events, 3);
@@ -288,7 +290,7 @@ Test(state, store_mode_ignores_nothing_file_mode_ignores_rows)
     write_file(POLICY_ALL);
     state_policy_source(fx.s, STATE_POLICY_FILE, fx.file);
     cr_assert_eq(state_policy_reload(fx.s, err, sizeof(err)), 0, "%s", err);
-    cr_assert_eq(store_policy_set(fx.st, POLICY_AB, NULL), 0);
+    cr_assert_eq(store_policy_set(fx.st, POLICY_AB, NULL, 0, NULL, NULL), 0);
     expect_text(POLICY_ALL);
 }
 
