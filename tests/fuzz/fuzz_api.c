@@ -1,7 +1,9 @@
 /* The REST API: hostile requests (users, pre-auth keys, API keys, nodes, routes, policy) to
  * the real handlers over a database that already holds a user, a key, a node and a policy
- * (world.h). Input: "METHOD /path?query" up to the first newline, then the body. Requests come as over
- * the unix socket (trusted), so every handler is reached without a key. */
+ * (world.h). Input: "METHOD /path?query" up to the first newline, then the body. Requests come
+ * as over the unix socket (trusted), so every handler is reached without a key, unless a
+ * space and an Authorization header value follow the path: then they come from the network
+ * and that is checked ("Bearer " and the world's API key placeholder passes, world.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,41 +34,46 @@ static const char *query(void *qctx, const char *key)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static int ready;
-    const uint8_t *nl = memchr(data, '\n', size);
-    char head[MAX_HEAD + 1], *sp, *q, *body;
-    size_t hlen = nl ? (size_t)(nl - data) : size, blen = nl ? size - hlen - 1 : 0;
     struct fuzz_world w;
-    struct api_request req = { .query = query, .trusted = true };
+    struct api_request req = { .query = query };
     struct api_response resp = { 0 };
     struct api *a;
+    char *in, *nl, *sp, *q, *authz;
 
-    if (hlen > MAX_HEAD || blen > API_MAX_BODY)
+    if (size > MAX_HEAD + 1 + API_MAX_BODY)
         return 0;
-    memcpy(head, data, hlen);
-    head[hlen] = '\0';
-    if (!(sp = strchr(head, ' ')))
-        return 0;
-    *sp = '\0';
-    if ((q = strchr(sp + 1, '?')))
-        *q++ = '\0';
     if (!ready) {
         fuzz_world_init();
         ready = 1;
     }
-    body = malloc(blen + 1); /* the server's bodies end in a NUL after body_len */
-    memcpy(body, nl ? nl + 1 : (const uint8_t *)"", blen);
-    body[blen] = '\0';
-    req.method = head;
+    in = malloc(size + 1); /* the server's bodies end in a NUL after body_len */
+    memcpy(in, data, size);
+    in[size] = '\0';
+    fuzz_world_put_keys((uint8_t *)in, size);
+    nl = memchr(in, '\n', size);
+    if ((nl ? (size_t)(nl - in) : size) > MAX_HEAD || !(sp = memchr(in, ' ', nl ? (size_t)(nl - in) : size)))
+        goto out;
+    if (nl)
+        *nl = '\0';
+    *sp = '\0';
+    if ((authz = strchr(sp + 1, ' ')))
+        *authz++ = '\0';
+    if ((q = strchr(sp + 1, '?')))
+        *q++ = '\0';
+    req.method = in;
     req.path = sp + 1;
     req.qctx = q;
-    req.body = body;
-    req.body_len = blen;
+    req.authorization = authz;
+    req.trusted = !authz;
+    req.body = nl ? nl + 1 : "";
+    req.body_len = nl ? size - (size_t)(nl + 1 - in) : 0;
     fuzz_world_open(&w);
     a = api_new(w.cfg, w.st, w.au, w.state);
     api_handle(a, &req, &resp);
     api_response_free(&resp);
     api_free(a);
     fuzz_world_close(&w);
-    free(body);
+out:
+    free(in);
     return 0;
 }

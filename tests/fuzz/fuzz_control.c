@@ -6,9 +6,9 @@
  * real register and map handlers, with a throwaway database behind them (world.h). The
  * workers' jobs and the loop's inbox are run in turn on this thread, so a run is repeatable.
  *
- * The connection is node 1's (machine key world.h gives it). Every occurrence of the pre-auth
- * key "hskey-auth-000000000000-000…0" (64 zeros) in the input is replaced by the world's real
- * key, so that seeds can register with one. */
+ * The connection is node 1's (machine key world.h gives it). The world's key placeholders in
+ * the input are replaced by its keys (fuzz_world_put_keys), so that seeds can register with
+ * its pre-auth key. */
 #include "../../core/control/loop.c"
 
 #include <sys/socket.h>
@@ -20,22 +20,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define INPUT_MAX (64u << 10) /* the socket holds it all, sealed, before the loop reads */
 #define ROUNDS 4              /* of jobs and inbox: answers may queue more */
-#define KEY_PLACEHOLDER "hskey-auth-000000000000-" \
-    "0000000000000000000000000000000000000000000000000000000000000000"
 
 static struct key_pair noise_key;
-
-/* Replaces every placeholder key in buf by the world's real one (the same length). */
-static void put_authkey(uint8_t *buf, size_t len)
-{
-    size_t klen = sizeof(KEY_PLACEHOLDER) - 1;
-    uint8_t *p = buf;
-
-    while ((p = memmem(p, len - (size_t)(p - buf), KEY_PLACEHOLDER, klen))) {
-        memcpy(p, fuzz_world_authkey, klen);
-        p += klen;
-    }
-}
 
 /* Seals the client's bytes into records on fd, as the client's transport t. */
 static void send_sealed(int fd, struct noise_transport *t, const uint8_t *pt, size_t len)
@@ -117,7 +103,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     input = hs_xmalloc(size + 1);
     memcpy(input, data, size);
-    put_authkey(input, size);
+    fuzz_world_put_keys(input, size);
     fuzz_world_open(&w);
     m = mapper_new(w.cfg, NULL);
     deps.cfg = w.cfg;

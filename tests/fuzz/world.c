@@ -84,7 +84,10 @@ static void open_at(struct fuzz_world *w, const char *path)
         fail("auth_new");
 }
 
-char fuzz_world_authkey[AUTH_KEY_TEXT_MAX];
+#define ZEROS64 "0000000000000000000000000000000000000000000000000000000000000000"
+static const char *const placeholders[] = { "hskey-auth-000000000000-" ZEROS64,
+                                            "hskey-api-000000000000-" ZEROS64 };
+static char keys[2][AUTH_KEY_TEXT_MAX]; /* the real ones, in that order */
 
 static void populate(struct fuzz_world *w)
 {
@@ -92,6 +95,7 @@ static void populate(struct fuzz_world *w)
     struct store_ip_config ips = { .v4 = &v4 };
     struct store_user user = { .name = "alice" }, uout;
     struct store_preauthkey key = { .user_id = 1, .reusable = true }, kout;
+    struct store_apikey aout;
     struct store_node node = { .user_id = 1, .hostname = "laptop", .given_name = "laptop",
                                .hostinfo_json = "{\"RoutableIPs\":[\"10.0.0.0/8\"]}",
                                .register_method = REGISTER_CLI, .expiry = 1900000000000000 },
@@ -100,9 +104,11 @@ static void populate(struct fuzz_world *w)
     if (store_user_create(w->st, &user, &uout) < 0)
         fail("store_user_create");
     store_user_free(&uout);
-    if (auth_preauthkey_create(w->au, &key, fuzz_world_authkey, &kout) < 0)
+    if (auth_preauthkey_create(w->au, &key, keys[0], &kout) < 0)
         fail("auth_preauthkey_create");
     store_preauthkey_free(&kout);
+    if (auth_apikey_create(w->au, 0, keys[1], &aout) < 0)
+        fail("auth_apikey_create");
     memset(node.machine_key, FUZZ_WORLD_MACHINE_KEY, sizeof(node.machine_key));
     memset(node.node_key, FUZZ_WORLD_NODE_KEY, sizeof(node.node_key));
     if (store_node_create(w->st, &node, &ips, &nout) < 0)
@@ -133,6 +139,21 @@ void fuzz_world_init(void)
     open_at(&w, template_path);
     populate(&w);
     fuzz_world_close(&w);
+}
+
+void fuzz_world_put_keys(uint8_t *buf, size_t len)
+{
+    for (size_t i = 0; i < HS_ARRAY_LEN(placeholders); i++) {
+        size_t klen = strlen(placeholders[i]);
+        uint8_t *p = buf;
+
+        if (strlen(keys[i]) != klen)
+            fail("a key of the expected length");
+        while ((p = memmem(p, len - (size_t)(p - buf), placeholders[i], klen))) {
+            memcpy(p, keys[i], klen);
+            p += klen;
+        }
+    }
 }
 
 void fuzz_world_open(struct fuzz_world *w)

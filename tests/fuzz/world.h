@@ -19,13 +19,17 @@ struct fuzz_world {
     struct auth *au;
 };
 
-/* What the template holds: user 1 "alice"; a reusable pre-auth key of hers (its text in
- * fuzz_world_authkey); node 1 "laptop" of hers, machine key 32 bytes of 0x01, node key 32
+/* What the template holds: user 1 "alice"; a reusable pre-auth key of hers; an API key;
+ * node 1 "laptop" of hers, machine key 32 bytes of 0x01, node key 32
  * bytes of 0x02, announcing 10.0.0.0/8; a policy where alice owns tag:web, her routes in
  * 10.0.0.0/8 are approved, and everyone reaches everything. */
 #define FUZZ_WORLD_MACHINE_KEY 0x01
 #define FUZZ_WORLD_NODE_KEY 0x02
-extern char fuzz_world_authkey[AUTH_KEY_TEXT_MAX];
+
+/* The keys are drawn at random when the template is made, so inputs name them by
+ * placeholders of the same length, which this replaces in buf: "hskey-auth-000000000000-"
+ * and "hskey-api-000000000000-", each followed by 64 zeros. */
+void fuzz_world_put_keys(uint8_t *buf, size_t len);
 
 /* Makes the template and exits on failure: a target without its world has nothing to fuzz.
  * Call once. */
