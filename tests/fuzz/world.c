@@ -117,7 +117,7 @@ static void populate(struct fuzz_world *w)
     if (store_policy_set(w->st, "{\"tagOwners\":{\"tag:web\":[\"alice@\"]},"
                                 "\"autoApprovers\":{\"routes\":{\"10.0.0.0/8\":[\"alice@\"]}},"
                                 "\"acls\":[{\"action\":\"accept\",\"src\":[\"*\"],"
-                                "\"dst\":[\"*:*\"]}]}", NULL) < 0)
+                                "\"dst\":[\"*:*\"]}]}", NULL, 0, NULL, NULL) < 0)
         fail("store_policy_set");
 }
 
