@@ -147,12 +147,27 @@ enum control_map_kind { CONTROL_MAP_FULL, CONTROL_MAP_DELTA, CONTROL_MAP_KEEPALI
                         CONTROL_MAP_KINDS };
 struct control_service_stats {
     uint64_t sessions;       /* map streams open */
-    uint64_t sessions_ended; /* map streams closed (by the client or its connection) */
+    uint64_t sessions_ended; /* map streams closed by the client or its connection */
+    uint64_t sessions_cancelled; /* map streams we ended (their node was deleted) */
     uint64_t lite_updates;   /* map requests that only report (OmitPeers, no stream) */
     uint64_t sent[CONTROL_MAP_KINDS];       /* map messages queued, by kind */
     uint64_t sent_bytes[CONTROL_MAP_KINDS]; /* their bytes as written (compressed or not) */
 };
 void control_service_get_stats(struct control_service *s, struct control_service_stats *out);
+/* One open map stream, for /debug. */
+struct control_session_info {
+    uint64_t node_id, conn_id;
+    int32_t stream_id;
+    int64_t opened_at;        /* us since the epoch */
+    uint64_t messages, bytes; /* map messages sent on it, and their bytes as written */
+    int last_kind;            /* enum control_map_kind of the last one; -1: none yet */
+    uint16_t capver;
+    bool zstd;
+};
+/* The open map streams of node_id (0: of every node), newest first; *out is the caller's
+ * (free()), NULL when there are none. Any thread. */
+size_t control_service_sessions(struct control_service *s, uint64_t node_id,
+                                struct control_session_info **out);
 /* The batches of changes sent out, as histograms that live as long as s: how long the
  * first node change waited for its batch (us), how long a batch took to build and queue
  * (us), and how many node changes it carried (a node once per kind of change). */

@@ -54,8 +54,8 @@ static void encode_failed(struct control_service *s, uint64_t conn_id)
  * net: the compiled policy to build it under (NULL: the current one). told (may be NULL) gets
  * what the map told about the policy, its net referenced when it was given, else unpinned
  * (only its generation kept). */
-static int send_full_map(struct control_service *s, uint64_t conn_id, int32_t stream_id,
-                         uint64_t node_id, bool zstd, bool first, bool end,
+static int send_full_map(struct control_service *s, struct session *x, uint64_t conn_id,
+                         int32_t stream_id, uint64_t node_id, bool zstd, bool first, bool end,
                          struct state_net *net, struct mapper_policy_state *told)
 {
     struct mapper_policy_state t = { 0 };
@@ -73,7 +73,7 @@ static int send_full_map(struct control_service *s, uint64_t conn_id, int32_t st
         *told = t;
     }
     if (rc == 0) {
-        SERVICE_SENT(s, CONTROL_MAP_FULL, out.len); /* before the client can have it */
+        service_sent(s, x, CONTROL_MAP_FULL, out.len); /* before the client can have it */
         session_write(s, conn_id, stream_id, &out, first, end);
     } else if (rc != -ENOENT)
         encode_failed(s, conn_id);
@@ -239,6 +239,7 @@ static void session_open(struct control_service *s, const struct control_request
     x->capver = capver;
     x->opening = true;
     x->next_keepalive = hs_monotonic_us() + keepalive_interval(s);
+    x->opened_at = hs_now_us();
     /* Register before sending: a change racing with the first map then arrives as a delta.
      * The node is online from here on, before its first map: a close right after that map
      * must find the session counted, or it would leave the node online for good. */
@@ -247,7 +248,8 @@ static void session_open(struct control_service *s, const struct control_request
     s->sessions = x;
     pthread_mutex_unlock(&s->mu);
     state_node_session(s->state, node_id, true, capver);
-    rc = send_full_map(s, rq->conn_id, rq->stream_id, node_id, zstd, true, false, NULL, &told);
+    rc = send_full_map(s, x, rq->conn_id, rq->stream_id, node_id, zstd, true, false, NULL,
+                       &told);
     if (rc == -ENOENT)
         control_reply(s->ctl, rq->conn_id, rq->stream_id, 404, "text/plain", "node gone\n", 10,
                       true); /* the stream's close removes the session */
@@ -286,7 +288,7 @@ void poll_handle(struct control_service *s, struct control_request *rq, json_t *
     } else if (omit_peers) {
         SERVICE_COUNT(s->stats.lite_updates, 1); /* before the client can have the answer */
         control_reply(s->ctl, rq->conn_id, rq->stream_id, 200, "application/json", "", 0, true);
-    } else if (send_full_map(s, rq->conn_id, rq->stream_id, n.id, zstd, true, true, NULL,
+    } else if (send_full_map(s, NULL, rq->conn_id, rq->stream_id, n.id, zstd, true, true, NULL,
                              NULL) < 0) {
         service_reply_text(s, rq, 404, "node not found\n");
     }
@@ -307,7 +309,10 @@ void poll_stream_closed(struct control_service *s, uint64_t conn_id, int32_t str
                 s->ended = hs_xrealloc(s->ended, s->capended * sizeof(*s->ended));
             }
             s->ended[s->nended++] = x->node_id;
-            SERVICE_COUNT(s->stats.sessions_ended, 1);
+            if (x->cancelled)
+                SERVICE_COUNT(s->stats.sessions_cancelled, 1);
+            else
+                SERVICE_COUNT(s->stats.sessions_ended, 1);
             if (x->opening) {
                 x->closed = true; /* session_open frees it */
             } else {
@@ -464,6 +469,17 @@ static void sessions_ended(struct control_service *s, const uint64_t *ids, size_
     }
 }
 
+/* Map thread: we end the stream (headscale counts such an end as "cancelled"). */
+static void session_cancel(struct control_service *s, const struct target *t)
+{
+    pthread_mutex_lock(&s->mu);
+    for (struct session *x = s->sessions; x; x = x->next)
+        if (x->conn_id == t->conn_id && x->stream_id == t->stream_id)
+            x->cancelled = true;
+    pthread_mutex_unlock(&s->mu);
+    control_stream_end(s->ctl, t->conn_id, t->stream_id);
+}
+
 static bool batch_mentions(const struct batch *b, uint64_t id)
 {
     return idset_has(&b->changed, id) || idset_has(&b->patched, id) ||
@@ -546,7 +562,7 @@ static void send_shared(struct control_service *s, const struct target *t, struc
         return;
     if (enc->len == 0 && mapper_encode(e->msg, t->zstd, enc) < 0)
         return;
-    SERVICE_SENT(s, CONTROL_MAP_DELTA, enc->len);
+    service_sent(s, t->x, CONTROL_MAP_DELTA, enc->len);
     control_stream_write(s->ctl, t->conn_id, t->stream_id, enc->data, enc->len);
 }
 
@@ -604,7 +620,7 @@ static void send_delta(struct control_service *s, const struct batch *b, const s
     if (e)
         send_shared(s, t, e);
     else if (rc == 0) {
-        SERVICE_SENT(s, CONTROL_MAP_DELTA, own.len);
+        service_sent(s, t->x, CONTROL_MAP_DELTA, own.len);
         session_write(s, t->conn_id, t->stream_id, &own, false, false);
     } else if (rc != -ENODATA)
         encode_failed(s, t->conn_id);
@@ -638,7 +654,7 @@ static void send_dns(struct control_service *s, const struct target *t, struct h
         rc = msg ? mapper_encode(msg, t->zstd, enc) : -ENOENT;
     }
     if (rc == 0) {
-        SERVICE_SENT(s, CONTROL_MAP_DELTA, enc->len);
+        service_sent(s, t->x, CONTROL_MAP_DELTA, enc->len);
         session_write(s, t->conn_id, t->stream_id, enc, false, false);
     } else if (rc != -ENOENT)
         encode_failed(s, t->conn_id);
@@ -659,7 +675,7 @@ static void send_batch(struct control_service *s, const struct batch *b, const s
     for (size_t i = 0; i < n; i++) {
         struct mapper_policy_state told = { 0 };
         if (idset_has(&b->removed, t[i].node_id)) {
-            control_stream_end(s->ctl, t[i].conn_id, t[i].stream_id); /* deleted: log it out */
+            session_cancel(s, &t[i]); /* deleted: log it out */
             continue;
         }
         /* Its own node changed, or everything did: a full map. A patch of its own endpoints
@@ -667,8 +683,8 @@ static void send_batch(struct control_service *s, const struct batch *b, const s
          * from a compiled policy older than the batch's, which it no longer pins. */
         if (b->full || (idset_fields(&b->changed, t[i].node_id) & ~STATE_F_SELF_REPORTED) ||
             (t[i].x && !t[i].told.net && !told_batch_net(&t[i], b))) {
-            if (send_full_map(s, t[i].conn_id, t[i].stream_id, t[i].node_id, t[i].zstd, false,
-                              false, b->net, &told) == 0)
+            if (send_full_map(s, t[i].x, t[i].conn_id, t[i].stream_id, t[i].node_id, t[i].zstd,
+                              false, false, b->net, &told) == 0)
                 session_told(s, &t[i], &told);
             continue;
         }
@@ -836,7 +852,7 @@ void poll_keepalives(struct control_service *s)
         if (x->next_keepalive > now)
             continue;
         x->next_keepalive = now + keepalive_interval(s);
-        SERVICE_SENT(s, CONTROL_MAP_KEEPALIVE, x->zstd ? z.len : raw.len);
+        service_sent(s, x, CONTROL_MAP_KEEPALIVE, x->zstd ? z.len : raw.len);
         control_stream_write(s->ctl, x->conn_id, x->stream_id, x->zstd ? z.data : raw.data,
                              x->zstd ? z.len : raw.len);
     }

@@ -278,7 +278,40 @@ void control_service_get_stats(struct control_service *s, struct control_service
         out->sent_bytes[k] = __atomic_load_n(&s->stats.sent_bytes[k], __ATOMIC_RELAXED);
     }
     out->sessions_ended = __atomic_load_n(&s->stats.sessions_ended, __ATOMIC_RELAXED);
+    out->sessions_cancelled = __atomic_load_n(&s->stats.sessions_cancelled, __ATOMIC_RELAXED);
     out->lite_updates = __atomic_load_n(&s->stats.lite_updates, __ATOMIC_RELAXED);
+}
+
+static struct control_session_info session_info(const struct session *x)
+{
+    return (struct control_session_info){
+        .node_id = x->node_id, .conn_id = x->conn_id, .stream_id = x->stream_id,
+        .opened_at = x->opened_at, .capver = x->capver, .zstd = x->zstd,
+        .messages = __atomic_load_n(&x->sent_msgs, __ATOMIC_RELAXED),
+        .bytes = __atomic_load_n(&x->sent_bytes, __ATOMIC_RELAXED),
+        .last_kind = __atomic_load_n(&x->last_kind, __ATOMIC_RELAXED) - 1,
+    };
+}
+
+size_t control_service_sessions(struct control_service *s, uint64_t node_id,
+                                struct control_session_info **out)
+{
+    struct control_session_info *v = NULL;
+    size_t n = 0, cap = 0;
+
+    pthread_mutex_lock(&s->mu);
+    for (const struct session *x = s->sessions; x; x = x->next) {
+        if (node_id && x->node_id != node_id)
+            continue;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 8;
+            v = hs_xrealloc(v, cap * sizeof(*v));
+        }
+        v[n++] = session_info(x);
+    }
+    pthread_mutex_unlock(&s->mu);
+    *out = v;
+    return n;
 }
 
 const struct metrics_hist *control_service_batch_hist(struct control_service *s,

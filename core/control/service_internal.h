@@ -24,6 +24,11 @@ struct session {
     bool opening;  /* its first map is being sent (session_open owns `told` until then) */
     bool closed;   /* its stream closed while opening: session_open frees it */
     int64_t next_keepalive; /* monotonic us */
+    int64_t opened_at;      /* us since the epoch, for /debug */
+    bool cancelled;         /* we ended its stream (its node was deleted); under mu */
+    /* What went out on it (atomic, for /debug): messages, bytes, kind of the last + 1. */
+    uint64_t sent_msgs, sent_bytes;
+    int last_kind;
     /* What the node was told about the policy (a reference to told.net when that is set:
      * batches pin theirs; the first map only records the generation); written by
      * session_open, then only by the map thread. */
@@ -148,9 +153,19 @@ struct control_service {
 
 #define SERVICE_COUNT(field, n) __atomic_add_fetch(&(field), (uint64_t)(n), __ATOMIC_RELAXED)
 /* A map message of `bytes`, counted before it is queued: a client that has it must find it
- * counted. */
-#define SERVICE_SENT(s, kind, bytes)                                                            \
-    (SERVICE_COUNT((s)->stats.sent[kind], 1), SERVICE_COUNT((s)->stats.sent_bytes[kind], bytes))
+ * counted. x: the session it goes out on, NULL when there is none (a single map request) or
+ * it may be freed meanwhile (still opening, in a batch's snapshot). */
+static inline void service_sent(struct control_service *s, struct session *x,
+                                enum control_map_kind kind, size_t bytes)
+{
+    SERVICE_COUNT(s->stats.sent[kind], 1);
+    SERVICE_COUNT(s->stats.sent_bytes[kind], bytes);
+    if (!x)
+        return;
+    SERVICE_COUNT(x->sent_msgs, 1);
+    SERVICE_COUNT(x->sent_bytes, bytes);
+    __atomic_store_n(&x->last_kind, (int)kind + 1, __ATOMIC_RELAXED);
+}
 
 void idset_add(struct idset *s, uint64_t id);
 /* Adds id, or ORs fields into its entry. */

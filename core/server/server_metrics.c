@@ -19,7 +19,8 @@ struct server_metrics {
     struct server_metrics_deps d;
     struct metrics *reg;
     struct metric *nodes, *online, *policy_compiles, *policy_compile_us;
-    struct metric *sessions, *ended, *lite_updates, *sent[CONTROL_MAP_KINDS], *sent_bytes[CONTROL_MAP_KINDS];
+    struct metric *sessions, *ended, *cancelled, *lite_updates;
+    struct metric *sent[CONTROL_MAP_KINDS], *sent_bytes[CONTROL_MAP_KINDS];
     struct metric *conns, *conns_total, *streams, *requests, *bad_frames;
     struct metric *derp_clients, *derp_packets, *derp_bytes, *derp_drops, *derp_bad;
     struct metric *registrations[AUTH_OUTCOMES];
@@ -77,8 +78,11 @@ static void add_maps(struct server_metrics *sm)
 {
     sm->sessions = add(sm, METRIC_GAUGE, "headscale_map_sessions", NULL,
                        "Streaming map polls open", 1);
+    /* headscale's reasons: the client went ("done"), the server ended it ("cancelled") */
     sm->ended = add(sm, METRIC_COUNTER, "headscale_mapresponse_ended_total", "reason=\"done\"",
                     "Streaming map polls ended", 1);
+    sm->cancelled = add(sm, METRIC_COUNTER, "headscale_mapresponse_ended_total",
+                        "reason=\"cancelled\"", "Streaming map polls ended", 1);
     sm->lite_updates = add(sm, METRIC_COUNTER, "headscale_mapresponse_endpoint_updates_total",
                            "status=\"ok\"", "Map requests that only report (endpoints, "
                            "Hostinfo) without a stream", 1);
@@ -194,6 +198,7 @@ static void collect_control(struct server_metrics *sm)
     control_service_get_stats(sm->d.svc, &ss);
     metric_set(sm->sessions, (int64_t)ss.sessions);
     metric_set(sm->ended, (int64_t)ss.sessions_ended);
+    metric_set(sm->cancelled, (int64_t)ss.sessions_cancelled);
     metric_set(sm->lite_updates, (int64_t)ss.lite_updates);
     for (int k = 0; k < CONTROL_MAP_KINDS; k++) {
         metric_set(sm->sent[k], (int64_t)ss.sent[k]);
