@@ -21,7 +21,7 @@ static void resync(struct replica *r, uint64_t seq, const char *why)
 
     log_info("replica: %s: reading every user, node and policy again (changes %llu to %llu)",
              why, (unsigned long long)r->last + 1, (unsigned long long)seq);
-    r->last = seq;
+    __atomic_store_n(&r->last, seq, __ATOMIC_RELAXED);
     r->behind = 0;
     notify_publish(r->bus, &ev);
 }
@@ -45,6 +45,7 @@ static void lost(struct replica *r, const char *what)
               what);
     store_feed_close(r->feed);
     r->feed = NULL;
+    atomic_store(&r->listening, false);
     atomic_store(&r->leader, false); /* the lock went with the connection */
 }
 
@@ -62,6 +63,7 @@ static bool connect_feed(struct replica *r)
     if (seq != r->last)
         resync(r, seq, seq < r->last ? "the database's change counter went back"
                                      : "changes were committed while not listening");
+    atomic_store(&r->listening, true);
     return true;
 }
 
@@ -73,7 +75,7 @@ static void apply(struct replica *r, struct store_change *c)
         resync(r, c->seq, c->ev.entity ? "changes were missed" : "an unreadable change");
         return;
     }
-    r->last = c->seq;
+    __atomic_store_n(&r->last, c->seq, __ATOMIC_RELAXED);
     if (c->origin != r->origin)
         notify_publish(r->bus, &c->ev);
 }
@@ -133,6 +135,7 @@ static void *follow(void *arg)
     }
     store_feed_close(r->feed);
     r->feed = NULL;
+    atomic_store(&r->listening, false);
     return NULL;
 }
 

@@ -49,3 +49,13 @@ void replica_free(struct replica *r)
     free(r->held);
     free(r);
 }
+
+void replica_status(struct replica *r, struct replica_status *out)
+{
+    *out = (struct replica_status){
+        .name = r->name,
+        .listening = atomic_load(&r->listening),
+        .leader = atomic_load(&r->leader),
+        .applied = __atomic_load_n(&r->last, __ATOMIC_RELAXED),
+    };
+}

@@ -16,6 +16,7 @@
 #ifndef HS_REPLICA_H
 #define HS_REPLICA_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "notify/notify.h"
@@ -34,5 +35,15 @@ int replica_start(struct store *st, struct notify_bus *bus, struct state *state,
  * everywhere at once). The state may still call in afterwards: free only after state_free. */
 void replica_stop(struct replica *r);
 void replica_free(struct replica *r); /* NULL is fine */
+
+/* For /debug, any thread: this replica's name in the replicas table (host:pid, valid as long
+ * as r), whether it hears the others now, whether it does the work done once for all, and
+ * the number of the last change it applied. */
+struct replica_status {
+    const char *name;
+    bool listening, leader;
+    uint64_t applied;
+};
+void replica_status(struct replica *r, struct replica_status *out);
 
 #endif

@@ -16,12 +16,13 @@ struct replica {
     uint64_t origin;
 
     /* The follower (its thread only, but leader) */
-    uint64_t last;    /* every change up to here has been applied */
+    uint64_t last;    /* every change up to here has been applied (atomic stores: /debug) */
     uint64_t behind;  /* the database's number at the last quiet check, if past last */
     struct store_feed *feed;
     int stop_pipe[2];
     pthread_t thread;
     atomic_bool leader; /* the feed's connection holds the lock of the work done once */
+    atomic_bool listening; /* the feed is connected */
 
     /* Presence: the writer thread and what it is told (under mu) */
     pthread_mutex_t mu;

@@ -59,6 +59,7 @@ struct server {
     char *unix_path;
     struct MHD_Daemon *metrics_http;  /* NULL unless metrics_listen_addr is set */
     struct server_metrics *metrics;
+    struct server_debug_deps debug; /* the /debug pages beside it */
     struct reload *reload; /* SIGHUP; made once everything runs */
 };
 
@@ -188,10 +189,12 @@ static void api_gate(struct listener *l, struct MHD_Connection *conn, const char
 
 static enum MHD_Result serve_health(struct server *srv, struct MHD_Connection *conn)
 {
-    static const char pass[] = "{\"status\":\"pass\"}", fail[] = "{\"status\":\"fail\"}";
+    /* headscale's body byte for byte: its JSON encoder ends it with a newline */
+    static const char pass[] = "{\"status\":\"pass\"}\n", fail[] = "{\"status\":\"fail\"}\n";
     bool ok = store_ping(srv->st) == 0;
-    return send_reply(conn, ok ? 200 : 500, "application/health+json", ok ? pass : fail,
-                      ok ? sizeof(pass) - 1 : sizeof(fail) - 1);
+
+    return send_reply(conn, ok ? 200 : 500, "application/health+json; charset=utf-8",
+                      ok ? pass : fail, ok ? sizeof(pass) - 1 : sizeof(fail) - 1);
 }
 
 static enum MHD_Result serve_version(struct MHD_Connection *conn)
@@ -466,6 +469,21 @@ static enum MHD_Result serve_metrics(struct server *srv, struct MHD_Connection *
     return ret;
 }
 
+static enum MHD_Result serve_debug(struct server *srv, struct MHD_Connection *conn,
+                                   const char *url)
+{
+    const char *id = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "id");
+    char *body = NULL;
+    int status = server_debug_page(&srv->debug, url, id, &body);
+    enum MHD_Result ret;
+
+    if (!body)
+        return send_reply(conn, 404, "text/plain", "404 page not found\n", 19);
+    ret = send_reply(conn, status, "application/json", body, strlen(body));
+    free(body);
+    return ret;
+}
+
 /* Everything the metrics listener answers: no API, no client protocol. */
 static enum MHD_Result serve_metrics_listener(struct server *srv, struct MHD_Connection *conn,
                                               const char *url, const char *method)
@@ -476,6 +494,8 @@ static enum MHD_Result serve_metrics_listener(struct server *srv, struct MHD_Con
         return serve_metrics(srv, conn);
     if (strcmp(url, "/health") == 0)
         return serve_health(srv, conn);
+    if (strncmp(url, "/debug/", 7) == 0)
+        return serve_debug(srv, conn, url);
     return send_reply(conn, 404, "text/plain", "404 page not found\n", 19);
 }
 
@@ -666,6 +686,9 @@ static int start_metrics(struct server *srv)
     if ((fd = listen_tcp(addr)) < 0)
         return fd;
     srv->metrics = server_metrics_new(&deps);
+    srv->debug = (struct server_debug_deps){ .cfg = srv->cfg, .svc = srv->svc,
+                                             .state = srv->state, .derpmap = srv->derpmap,
+                                             .replica = srv->replica };
     metrics_listener = (struct listener){ .srv = srv, .metrics = true };
     if (!(srv->metrics_http = start_daemon(&metrics_listener, fd))) {
         log_errorx("server: cannot serve metrics on %s", addr);

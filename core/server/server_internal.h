@@ -64,6 +64,21 @@ void server_metrics_free(struct server_metrics *sm); /* NULL is fine */
 /* The exposition text (metrics.h) appended to out; any thread. */
 int server_metrics_render(struct server_metrics *sm, struct hs_buf *out);
 
+/* /debug/overview, /debug/batcher, /debug/derp (headscale's) and /debug/node?id=N (ours) on
+ * the metrics listener (server_debug.c). The deps must outlive the listener. */
+struct server_debug_deps {
+    const struct hs_config *cfg;
+    struct control_service *svc;
+    struct state *state;
+    struct derpmap *derpmap;
+    struct replica *replica; /* NULL on SQLite */
+};
+/* The page at path as JSON in *body (the caller's to free) and its HTTP status; 404 and
+ * *body untouched for a path that is no page. id: the query's id argument, or NULL. Any
+ * thread. */
+int server_debug_page(const struct server_debug_deps *d, const char *path, const char *id,
+                      char **body);
+
 /* SIGHUP (reload.c): the config file read again and what can change while serving put in
  * force; see there. Runs on the thread that waits for signals; the deps outlive it. */
 struct dns_watch;

@@ -9,6 +9,7 @@ closing moves them back. DERP clients (derp_client, over plain HTTP) move the em
 counts. The main listener has no /metrics."""
 
 import http.client
+import json
 import re
 import socket
 import time
@@ -16,7 +17,7 @@ import time
 import pytest
 
 import derp_client as dc
-from helpers import free_port, unique
+from helpers import free_port, parse_time, unique
 from noise_client import ControlClient
 
 prom = pytest.importorskip("prometheus_client.parser",
@@ -166,7 +167,9 @@ def test_metrics_families_and_types(server_factory):
     maddr, main = s.config["metrics_listen_addr"], f"127.0.0.1:{s.port}"
     # /health as the main listener answers it; nothing else here, no /metrics there.
     assert get(maddr, "/health") == get(main, "/health")
-    assert get(maddr, "/health")[0] == 200
+    # headscale's answer to the byte: its JSON encoder ends the body with a newline
+    assert get(maddr, "/health") == (200, "application/health+json; charset=utf-8",
+                                     b'{"status":"pass"}\n')
     for path in ("/", "/key?v=113", "/api/v1/user", "/metrics/"):
         assert get(maddr, path)[0] == 404, path
     assert get(maddr, "/metrics", "POST")[0] == 405
@@ -282,6 +285,78 @@ def test_store_latency_moves_with_writes(server_factory):
     for op, f0, f1 in (("update", first, mid), ("delete", mid, fams)):
         assert histogram(f1, "headscale_store_operation_duration_seconds", operation=op)[0] > \
             histogram(f0, "headscale_store_operation_duration_seconds", operation=op)[0], op
+    s.check_sanitizers()
+
+
+def debug_page(s, path):
+    st, ctype, body = get(s.config["metrics_listen_addr"], path)
+    assert ctype.startswith("application/json"), (path, ctype)
+    return st, json.loads(body), body.decode()
+
+
+def test_debug_pages_and_cancelled_streams(server_factory, db):
+    s = server_factory()
+    user = s.create_user()
+    key = s.cli_json("preauthkeys", "-u", str(user["id"]), "create", "--reusable",
+                     "-e", "1h")["key"]
+    before = scrape(s)
+    a, b = registered_client(s, key), registered_client(s, key)
+    a.hostinfo["IPNVersion"] = "1.102.3-debugtest"
+    first = a.open_stream(require_peers=False)
+    node_id = first["Node"]["ID"]
+    wait_for(lambda: value(scrape(s), "headscale_nodes_online") == 1, "the stream to count")
+
+    st, ov, _ = debug_page(s, "/debug/overview")
+    assert st == 200, ov
+    assert ov["nodes"] == {"total": 2, "online": 1, "expired": 0, "ephemeral": 0}, ov
+    assert ov["users"] == {user["name"]: 2} and ov["total_users"] == 1, ov
+    assert ov["sessions"] == 1, ov
+    assert ov["policy"]["mode"] == s.config.get("policy", {}).get("mode", "file"), ov
+    assert ov["policy_version"] >= 1 and ov["primary_routes"] == 0, ov
+    assert ov["derp"]["configured"] is (ov["derp"]["regions"] > 0), ov
+    if db.kind == "postgres":  # the feed connects on its own thread: poll for it
+        ov = wait_for(lambda: (o := debug_page(s, "/debug/overview")[1])["replica"]["listening"]
+                      and o, "the replica feed to connect")
+        assert ":" in ov["replica"]["id"] and ov["replica"]["applied_change"] > 0, ov
+    else:
+        assert ov["replica"] is None, ov
+
+    st, bat, _ = debug_page(s, "/debug/batcher")
+    assert st == 200 and bat == {"connected_nodes": {str(node_id): {
+        "connected": True, "active_connections": 1}}, "total_nodes": 1}, bat
+    st, derp, _ = debug_page(s, "/debug/derp")
+    assert st == 200 and derp["configured"] == ov["derp"]["configured"], derp
+    assert derp["total_regions"] == len(derp["regions"]) == ov["derp"]["regions"], derp
+
+    st, node, text = debug_page(s, f"/debug/node?id={node_id}")
+    assert st == 200, node
+    assert node["id"] == node_id and node["online"] and node["user"] == user["name"], node
+    assert node["client_version"] == "1.102.3-debugtest" and node["os"] == "linux", node
+    (sess,) = node["sessions"]
+    # The full map first, then perhaps a delta (its own coming online)
+    assert sess["last_map_kind"] in ("full", "delta") and sess["messages_sent"] >= 1, sess
+    assert sess["bytes_sent"] >= 300 and sess["capability_version"] == a.capver, sess
+    assert abs(time.time() - parse_time(sess["opened_at"]).timestamp()) < 120, sess
+    # Public facts only: not even the node's public keys.
+    for k in (a.node_key, a.disco_key):
+        assert k.hex() not in text and k.hex() not in json.dumps(ov), "a key on /debug"
+    assert "privkey" not in text
+    assert debug_page(s, "/debug/node?id=x")[0] == 400
+    assert debug_page(s, "/debug/node")[0] == 400
+    assert debug_page(s, "/debug/node?id=999999")[0] == 404
+    assert get(s.config["metrics_listen_addr"], "/debug/nothing")[0] == 404
+    assert get(f"127.0.0.1:{s.port}", "/debug/overview")[0] == 404
+
+    # Deleting the node ends its stream from our side: headscale's "cancelled", not "done".
+    s.cli_ok("nodes", "delete", "-i", str(node_id), "--force")
+    fams = wait_for(lambda: (f := scrape(s)) and value(f, "headscale_map_sessions") == 0 and f,
+                    "the deleted node's stream to end")
+    assert value(fams, "headscale_mapresponse_ended", reason="cancelled") == \
+        value(before, "headscale_mapresponse_ended", reason="cancelled") + 1
+    assert value(fams, "headscale_mapresponse_ended", reason="done") == \
+        value(before, "headscale_mapresponse_ended", reason="done")
+    assert debug_page(s, "/debug/batcher")[1]["total_nodes"] == 0
+    del b
     s.check_sanitizers()
 
 
