@@ -67,6 +67,7 @@ static const struct route routes[] = {
     { "GET", "/api/v1/policy", api_policy_get, false },
     { "PUT", "/api/v1/policy", api_policy_set, false },
     { "POST", "/api/v1/policy/check", api_policy_check, false },
+    { "POST", "/api/v1/policy/preview", api_policy_preview, false },
     { "GET", "/api/v1/policy/history", api_policy_history, false },
     { "GET", "/api/v1/policy/history/{}", api_policy_version, false },
     { "POST", "/api/v1/policy/history/{}/rollback", api_policy_rollback, false },

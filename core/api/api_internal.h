@@ -215,6 +215,7 @@ void api_policy_get(struct api_call *c);
 void api_policy_set(struct api_call *c);
 void api_policy_check(struct api_call *c);
 void api_policy_history(struct api_call *c);
+void api_policy_preview(struct api_call *c);
 void api_policy_version(struct api_call *c);
 void api_policy_rollback(struct api_call *c);
 void api_openapi(struct api_call *c);

@@ -82,6 +82,16 @@ struct policy_net;
 int policy_compile(const struct policy *p, const struct policy_topology *t,
                    struct policy_net **out, char *err, size_t errsize);
 void policy_net_free(struct policy_net *c);
+/* policy_compile() without running the tests: for a preview, which reports them itself
+ * (policy_net_run_tests) instead of being refused by them. */
+int policy_compile_untested(const struct policy *p, const struct policy_topology *t,
+                            struct policy_net **out, char *err, size_t errsize);
+/* Runs the policy's `tests` one by one against c, calling fn for each with its index, its
+ * src as written and NULL when it passed or the reason it failed; then `sshTests` as one
+ * more call with index (size_t)-1 and src "sshTests" when there are any. Returns how many
+ * calls reported a failure. */
+typedef void (*policy_test_fn)(void *arg, size_t i, const char *src, const char *failure);
+size_t policy_net_run_tests(const struct policy_net *c, policy_test_fn fn, void *arg);
 
 /* Whether every user the rules name directly exists (a typo would match no one): -EINVAL
  * naming the first that does not. Group members are not checked (Tailscale lets a group
@@ -138,6 +148,9 @@ bool policy_net_sees(const struct policy_net *c, size_t a, size_t b);
 /* Node a's whole peer list at once: bit b of row (nodes / 64 words, rounded up) set when
  * policy_net_sees(c, a, b); a bound check and a call per node less than asking each. */
 void policy_net_sees_row(const struct policy_net *c, size_t a, uint64_t *row);
+/* Whom node a may open connections to (on some port and protocol), as a row like
+ * policy_net_sees_row's: directed, unlike sees (a may reach b without b reaching a). */
+void policy_net_reach_row(const struct policy_net *c, size_t a, uint64_t *row);
 /* The routes of node b that viewer a gets in b's AllowedIPs (besides b's addresses): b's
  * approved exit routes, and those of its subnet routes that a may reach or be reached from
  * and for which b is the primary router. Up to cap of them (CIDR text, borrowed from c) go

@@ -378,6 +378,12 @@ int policy_compile(const struct policy *p, const struct policy_topology *t,
     return pol__compile(p, t, true, out, err, errsize);
 }
 
+int policy_compile_untested(const struct policy *p, const struct policy_topology *t,
+                            struct policy_net **out, char *err, size_t errsize)
+{
+    return pol__compile(p, t, false, out, err, errsize);
+}
+
 static int check_user(const struct policy_net *c, const struct pol_alias *a, size_t r,
                       const char *side, char *err, size_t errsize)
 {
@@ -510,4 +516,33 @@ bool policy_net_sees(const struct policy_net *c, size_t a, size_t b)
         return true;
     return pol__bit(pol__class_peers(c, c->cls[a]), b) ||
            pol__bit(pol__class_peers(c, c->cls[b]), a);
+}
+
+/* The half of rule_peers where a is the source: the rule's destinations, and for
+ * autogroup:self an untagged a's fellow untagged nodes. */
+void policy_net_reach_row(const struct policy_net *c, size_t a, uint64_t *row)
+{
+    size_t words = (c->nnodes + 63) / 64; /* the caller's row; c->words may be more */
+    const struct pol_node *n;
+
+    memset(row, 0, words * sizeof(*row));
+    if (a >= c->nnodes)
+        return;
+    if (!c->p) {
+        policy_net_sees_row(c, a, row);
+        return;
+    }
+    n = c->nodes[a];
+    for (size_t r = 0; r < c->nrules; r++) {
+        const struct pol_crule *cr = &c->rules[r];
+        if (!pol__bit(cr->src_nodes, a))
+            continue;
+        for (size_t w = 0; w < words; w++)
+            row[w] |= cr->dst_nodes[w];
+        if (!cr->self || n->tagged || n->user == (size_t)-1)
+            continue;
+        for (size_t k = 0; k < c->user_nodes[n->user].n; k++)
+            pol__set(row, c->user_nodes[n->user].v[k]);
+    }
+    row[a / 64] &= ~(UINT64_C(1) << (a % 64));
 }

@@ -498,3 +498,26 @@ int pol__check_tests(const struct policy_net *c, char *err, size_t errsize)
         return pol__err(err, errsize, "%s", first);
     return pol__check_ssh_tests(c, err, errsize);
 }
+
+size_t policy_net_run_tests(const struct policy_net *c, policy_test_fn fn, void *arg)
+{
+    const struct pol_tests *tests = c->p ? c->p->tests : NULL;
+    struct run run = { .c = c };
+    size_t failed = 0;
+    char msg[512];
+
+    if (tests)
+        pol__internet_ranges(&run.inet);
+    for (size_t i = 0; tests && i < tests->n; i++) {
+        bool bad = run_test(&run, &tests->v[i], i, msg, sizeof(msg)) < 0;
+        failed += bad;
+        fn(arg, i, tests->v[i].src_text, bad ? msg : NULL);
+    }
+    pol__ents_free(&run.inet);
+    if (c->p && json_array_size(json_object_get(c->p->doc, "sshTests"))) {
+        bool bad = pol__check_ssh_tests(c, msg, sizeof(msg)) < 0;
+        failed += bad;
+        fn(arg, (size_t)-1, "sshTests", bad ? msg : NULL);
+    }
+    return failed;
+}

@@ -255,6 +255,24 @@ int state_policy_load(struct state *s, char *err, size_t errsize);
  * with a message in err. */
 int state_policy_check(struct state *s, const char *text, size_t len, enum policy_format fmt,
                        char *err, size_t errsize);
+/* A draft beside the policy in force, both compiled without their tests (policy_compile_
+ * untested) for one snapshot of the nodes: index i of both nets is nodes[i]. */
+struct state_preview_node {
+    uint64_t id;
+    char *name;  /* given name */
+    char *owner; /* a tagged node's tags joined with ","; else its user's name */
+    bool tagged;
+};
+struct state_preview {
+    struct policy_net *draft, *current;
+    struct state_preview_node *nodes;
+    size_t n;
+};
+/* draft (borrowed; NULL: no policy) compiled as above; installs nothing. 0 and out filled
+ * (state_preview_fini), or -EINVAL with the compiler's message in err. Any thread. */
+int state_policy_preview(struct state *s, const struct policy *draft, struct state_preview *out,
+                         char *err, size_t errsize);
+void state_preview_fini(struct state_preview *p);
 /* Whether a node of user_id (0: none) may take tag under the policy in force: the tag is in
  * its tagOwners and lists the user or a group the user is in. Without a policy every tag is
  * allowed (policy_tag_allowed). Any thread. */

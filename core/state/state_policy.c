@@ -409,6 +409,68 @@ int state_policy_check(struct state *s, const char *text, size_t len, enum polic
     return rc;
 }
 
+/* wmu held: node i as a preview lists it. */
+static void preview_node(struct state *s, size_t i, struct state_preview_node *out)
+{
+    const struct store_node *n = &s->nodes[i]->n;
+    const struct state_user *u = n->user_id ? state_user_by_id(s, n->user_id) : NULL;
+    struct hs_buf tags;
+
+    out->id = n->id;
+    out->name = hs_strdup(n->given_name ? n->given_name : "");
+    out->tagged = n->tags.n > 0;
+    if (!out->tagged) {
+        out->owner = hs_strdup(u && u->u.name ? u->u.name : "(no user)");
+        return;
+    }
+    hs_buf_init(&tags, 1u << 16);
+    for (size_t k = 0; k < n->tags.n; k++)
+        hs_buf_appendf(&tags, "%s%s", k ? "," : "", n->tags.v[k]);
+    out->owner = hs_strdup(tags.data ? tags.data : "");
+    hs_buf_free(&tags);
+}
+
+int state_policy_preview(struct state *s, const struct policy *draft, struct state_preview *out,
+                         char *err, size_t errsize)
+{
+    struct state_preview p = { 0 };
+    struct topology tp;
+    int rc;
+
+    pthread_mutex_lock(&s->wmu);
+    topology_build(s, &tp);
+    rc = policy_compile_untested(draft, &tp.t, &p.draft, err, errsize);
+    if (rc == 0)
+        rc = policy_compile_untested(s->policy, &tp.t, &p.current, err, errsize);
+    if (rc == 0) {
+        p.n = s->nnodes;
+        p.nodes = hs_xcalloc(p.n ? p.n : 1, sizeof(*p.nodes));
+        for (size_t i = 0; i < p.n; i++)
+            preview_node(s, i, &p.nodes[i]);
+    }
+    pthread_mutex_unlock(&s->wmu);
+    free(tp.users);
+    free(tp.nodes);
+    if (rc < 0) {
+        state_preview_fini(&p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+void state_preview_fini(struct state_preview *p)
+{
+    policy_net_free(p->draft);
+    policy_net_free(p->current);
+    for (size_t i = 0; i < p->n; i++) {
+        free(p->nodes[i].name);
+        free(p->nodes[i].owner);
+    }
+    free(p->nodes);
+    *p = (struct state_preview){ 0 };
+}
+
 bool state_policy_tag_allowed(struct state *s, uint64_t user_id, const char *tag)
 {
     const struct state_user *su;
