@@ -104,9 +104,11 @@ static bool put_node(struct state *s, struct store_node *n)
     if (i < s->nnodes && s->nodes[i]->n.id == n->id) {
         sn = s->nodes[i];
         drop_cache(s, sn);
+        state__keys_del(&s->keys, sn);
         store_node_free(&sn->n);
         hs_strv_free(&sn->routes);
         sn->n = *n;
+        state__keys_add(&s->keys, sn);
         sn->home_derp = hostinfo_facts(n, &sn->routes);
         state__node_serving(sn); /* its primaries stay until the next election */
         return false;
@@ -121,6 +123,7 @@ static bool put_node(struct state *s, struct store_node *n)
     sn->version = ++s->versions;
     sn->home_derp = hostinfo_facts(n, &sn->routes);
     state__node_serving(sn);
+    state__keys_add(&s->keys, sn);
     s->nodes[i] = sn;
     s->nnodes++;
     return true;
@@ -131,6 +134,7 @@ static bool drop_node(struct state *s, uint64_t id)
     size_t i = node_pos(s, id);
     if (i >= s->nnodes || s->nodes[i]->n.id != id)
         return false;
+    state__keys_del(&s->keys, s->nodes[i]);
     node_free(s->nodes[i]);
     memmove(s->nodes + i, s->nodes + i + 1, (s->nnodes - i - 1) * sizeof(*s->nodes));
     s->nnodes--;
@@ -588,6 +592,7 @@ int state_new(struct store *st, struct notify_bus *bus, struct state **out)
     int rc;
 
     pthread_rwlock_init(&s->lock, NULL);
+    state__keys_init(&s->keys);
     pthread_mutex_init(&s->wmu, NULL);
     s->st = st;
     s->bus = bus;
@@ -629,6 +634,7 @@ void state_free(struct state *s)
     for (size_t i = 0; i < s->nusers; i++)
         user_free(s->users[i]);
     free(s->nodes);
+    state__keys_free(&s->keys);
     free(s->users);
     state__policy_free(s);
     state__routes_free(s);
@@ -655,18 +661,10 @@ const struct state_node *state_node_by_id(struct state *s, uint64_t id)
     return i < s->nnodes && s->nodes[i]->n.id == id ? s->nodes[i] : NULL;
 }
 
-/* Linear, newest first (the store's answer when keys repeat): key lookups happen once per
- * map or registration request, not per peer. */
 const struct state_node *state_node_find(struct state *s, const uint8_t machine_key[32],
                                          const uint8_t node_key[32])
 {
-    for (size_t i = s->nnodes; i-- > 0;) {
-        const struct store_node *n = &s->nodes[i]->n;
-        if ((!machine_key || memcmp(n->machine_key, machine_key, 32) == 0) &&
-            (!node_key || memcmp(n->node_key, node_key, 32) == 0))
-            return s->nodes[i];
-    }
-    return NULL;
+    return state__keys_find(&s->keys, machine_key, node_key);
 }
 
 const struct state_node *state_node_by_nodekey(struct state *s, const uint8_t key[32])

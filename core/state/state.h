@@ -49,6 +49,7 @@ struct state_node {
     /* Changes (from one counter for all nodes, never reused) whenever peer_json is dropped:
      * what the mapper checks its cached runs of consecutive peers against. */
     uint64_t version;
+    struct state_node *key_next; /* the state's own: the next in its node-key hash chain */
 };
 
 struct state_user {
@@ -97,7 +98,8 @@ void state_rdlock(struct state *s);
 void state_unlock(struct state *s);
 
 /* Lookups: valid until state_unlock(). NULL when absent. By key: the newest node (highest
- * id) with this node key and/or machine key (NULL = any), as store_node_find answers. */
+ * id) with this node key and this machine key (NULL = any), as store_node_find answers; a
+ * hash lookup. */
 const struct state_node *state_node_by_id(struct state *s, uint64_t id);
 const struct state_node *state_node_by_nodekey(struct state *s, const uint8_t key[32]);
 const struct state_node *state_node_find(struct state *s, const uint8_t machine_key[32],

@@ -28,6 +28,21 @@ struct state_primary {
     bool unhealthy; /* candidates only: the node's HA probe mark */
 };
 
+/* Nodes by node key (state_keys.c); changed with the node array, under the same locks. */
+struct state_keys {
+    struct state_node **buckets; /* chains through state_node.key_next */
+    size_t nbuckets, n;          /* nbuckets a power of two */
+    uint8_t secret[16];          /* the hash's key (crypto_shorthash_KEYBYTES) */
+};
+
+void state__keys_init(struct state_keys *k);
+void state__keys_free(struct state_keys *k);
+void state__keys_add(struct state_keys *k, struct state_node *sn);
+void state__keys_del(struct state_keys *k, struct state_node *sn);
+/* The newest node with this node key (and machine key, unless NULL), or NULL. */
+struct state_node *state__keys_find(const struct state_keys *k, const uint8_t machine_key[32],
+                                    const uint8_t node_key[32]);
+
 /* Lock order: wmu, then lock. Every change of a node's stored fields or of the node and user
  * arrays holds wmu (and lock while it writes), so a compile that holds wmu alone may read them
  * while map builders hold the read lock. Runtime fields (online, peer_json, version) change
@@ -38,6 +53,7 @@ struct state {
     struct store *st;
     struct state_node **nodes;
     size_t nnodes, capnodes;
+    struct state_keys keys;   /* the same nodes by node key */
     struct state_user **users;
     size_t nusers, capusers;
     struct { state_listener_fn fn; void *arg; } listeners[STATE_MAX_LISTENERS];

@@ -464,3 +464,43 @@ Test(state, ssh_check_rules_point_at_the_server)
     cr_expect(strstr(ssh.data, "https://hs.example.com:8443/") != NULL, "%s", ssh.data);
     hs_buf_free(&ssh);
 }
+
+static uint64_t found(int machine, int node)
+{
+    uint8_t mk[32], nk[32];
+    const struct state_node *sn;
+    uint64_t id;
+
+    memset(mk, machine, sizeof(mk));
+    memset(nk, node, sizeof(nk));
+    state_rdlock(fx.s);
+    sn = state_node_find(fx.s, machine ? mk : NULL, nk);
+    id = sn ? sn->n.id : 0;
+    state_unlock(fx.s);
+    return id;
+}
+
+Test(state, nodes_found_by_key_through_rotation_delete_and_repeats)
+{
+    struct store_node v = { 0 };
+    uint64_t many[300];
+
+    for (int i = 0; i < 300; i++) /* past several growths of the index */
+        many[i] = add_node(fx.alice, NULL, 3 + (i % 250));
+    cr_expect_eq(found(0, 1), 1);
+    cr_expect_eq(found(1, 1), 1);
+    cr_expect_eq(found(2, 1), 0, "node key 1 belongs to machine 1");
+    cr_expect_eq(found(0, 3 + 249), many[249]);
+    cr_expect_eq(found(0, 3), many[250], "a repeated key finds the newest node");
+    cr_expect_eq(found(0, 255), 0);
+
+    memset(v.node_key, 254, sizeof(v.node_key)); /* the client rotates its node key */
+    cr_assert_eq(store_node_update(fx.st, 1, STORE_NODE_BIT(STORE_NODE_NODE_KEY), &v, NULL), 0);
+    cr_expect_eq(found(0, 1), 0, "the old key finds nothing");
+    cr_expect_eq(found(1, 254), 1);
+
+    cr_assert_eq(store_node_delete(fx.st, many[250]), 0);
+    cr_expect_eq(found(0, 3), many[0], "after the newest goes, the older answers");
+    cr_assert_eq(store_node_delete(fx.st, many[0]), 0);
+    cr_expect_eq(found(0, 3), 0);
+}
