@@ -38,18 +38,12 @@ void idset_add(struct idset *s, uint64_t id)
     idset_add_fields(s, id, 0);
 }
 
-static int cmp_id(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 static ssize_t idset_find(const struct idset *s, uint64_t id)
 {
     if (s->n == 0)
         return -1;
     if (s->sorted) {
-        const uint64_t *p = bsearch(&id, s->v, s->n, sizeof(*s->v), cmp_id);
+        const uint64_t *p = bsearch(&id, s->v, s->n, sizeof(*s->v), hs_u64_cmp);
         return p ? p - s->v : -1;
     }
     for (size_t i = 0; i < s->n; i++)
@@ -76,7 +70,7 @@ struct id_fields {
 
 static int cmp_pair(const void *a, const void *b)
 {
-    return cmp_id(&((const struct id_fields *)a)->id, &((const struct id_fields *)b)->id);
+    return hs_u64_cmp(&((const struct id_fields *)a)->id, &((const struct id_fields *)b)->id);
 }
 
 /* Sorts ids with their fields. */

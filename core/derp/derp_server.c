@@ -688,12 +688,6 @@ static void adopt_pending(struct derp_server *d)
     }
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return (x > y) - (x < y);
-}
-
 /* verify_clients is checked at ClientInfo; a node deleted, expired or re-keyed afterwards
  * must not keep relaying over the connection it has: ask the verifier again. */
 static void recheck_client(struct derp_server *d, struct dclient *c)
@@ -725,11 +719,11 @@ static void run_rechecks(struct derp_server *d)
     pthread_mutex_unlock(&d->mu);
     if (n == 0 && !all)
         return;
-    qsort(ids, n, sizeof(*ids), cmp_u64);
+    qsort(ids, n, sizeof(*ids), hs_u64_cmp);
     for (struct dclient *c = d->all; c; c = c->next) {
         if (!c->node_id || c->closing)
             continue; /* not admitted yet: the verifier sees the change at ClientInfo */
-        if (all || bsearch(&c->node_id, ids, n, sizeof(*ids), cmp_u64))
+        if (all || bsearch(&c->node_id, ids, n, sizeof(*ids), hs_u64_cmp))
             recheck_client(d, c);
     }
 }

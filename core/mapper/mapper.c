@@ -7,43 +7,16 @@
 #include "derp/derp.h"
 #include "mapper/mapper_internal.h"
 
-/* Distinct user ids referenced by the nodes of one response. */
-struct uidset {
-    uint64_t *v;
-    size_t n, cap;
-};
-
-static void uidset_add(struct uidset *u, uint64_t id)
-{
-    for (size_t i = 0; i < u->n; i++) {
-        if (u->v[i] == id)
-            return;
-    }
-    if (u->n == u->cap) {
-        u->cap = u->cap ? 2 * u->cap : 8;
-        u->v = hs_xrealloc(u->v, u->cap * sizeof(*u->v));
-    }
-    u->v[u->n++] = id;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-    return x < y ? -1 : x > y;
-}
-
+/* The user ids the nodes of one response name (struct hs_ids, repeats allowed). */
 /* UserProfiles sorted by id (as headscale); frees the set. */
-static json_t *profiles(struct state *s, struct uidset *u)
+static json_t *profiles(struct state *s, struct hs_ids *u)
 {
     json_t *a = json_array();
 
-    if (u->n)
-        qsort(u->v, u->n, sizeof(*u->v), cmp_u64);
+    u->n = hs_ids_sort_unique(u->v, u->n);
     for (size_t i = 0; i < u->n; i++)
         json_array_append_new(a, mapper__user_profile(s, u->v[i]));
-    free(u->v);
-    *u = (struct uidset){ 0 };
+    hs_ids_free(u);
     return a;
 }
 
@@ -155,23 +128,24 @@ static json_t *domain(const struct mapper *m, struct state *s, const struct stat
 /* The 0.22 naming's users for a viewer's DNSConfig: its own and its peers' owners (tagged
  * nodes had owners then, and their names carry them). Empty in other layouts. */
 static void dns_users(const struct mapper *m, struct state *s, const struct mapper__view *v,
-                      const struct state_node *me, struct uidset *out)
+                      const struct state_node *me, struct hs_ids *out)
 {
     if (!mapper_dns_per_user(m))
         return;
-    uidset_add(out, me->n.user_id ? me->n.user_id : MAPPER_TAGGED_USER_ID);
+    hs_ids_push(out, me->n.user_id ? me->n.user_id : MAPPER_TAGGED_USER_ID);
     for (size_t i = 0; i < state_node_count(s); i++) {
         const struct state_node *n = state_node_at(s, i);
         if (n != me && mapper__view_sees(v, s, i))
-            uidset_add(out, n->n.user_id ? n->n.user_id : MAPPER_TAGGED_USER_ID);
+            hs_ids_push(out, n->n.user_id ? n->n.user_id : MAPPER_TAGGED_USER_ID);
     }
+    out->n = hs_ids_sort_unique(out->v, out->n);
 }
 
 static void add_tailnet(json_t *resp, struct mapper *m, struct state *s,
                         const struct state_node *self, const struct mapper__view *v, int64_t now)
 {
     json_t *capmap = json_object_get(json_object_get(resp, "Node"), "CapMap");
-    struct uidset users = { 0 };
+    struct hs_ids users = { 0 };
 
     dns_users(m, s, v, self, &users);
     json_object_set_new(resp, "DNSConfig",
@@ -283,14 +257,14 @@ static int policy_tail(struct mapper *m, const struct mapper__view *v, struct ma
  * UserProfiles of the viewer's and its peers' users, DNS, DERP map, policy, ...) without its
  * opening brace. Frees users. */
 static int full_tail(struct mapper *m, struct state *s, const struct state_node *me,
-                     const struct mapper__view *v, struct uidset *users, int64_t now,
+                     const struct mapper__view *v, struct hs_ids *users, int64_t now,
                      struct mapper__sink *k, struct mapper_policy_state *told)
 {
     json_t *resp = json_object(), *node;
     char *rest;
     int rc;
 
-    uidset_add(users, mapper__user_id(me));
+    hs_ids_push(users, mapper__user_id(me));
     node = mapper__node(m, s, me, me->n.id, now, v->net);
     mapper__self_capmap(m, node, v->net, v->self);
     json_object_set_new(resp, "Node", node);
@@ -310,7 +284,7 @@ static int full_text(struct mapper *m, struct state *s, const struct state_node 
                      struct state_net *net, struct hs_buf *out,
                      struct mapper_policy_state *told)
 {
-    struct uidset users = { 0 };
+    struct hs_ids users = { 0 };
     struct mapper__view v;
     bool first = true;
     int rc;
@@ -327,7 +301,7 @@ static int full_text(struct mapper *m, struct state *s, const struct state_node 
             rc = hs_buf_append(out, ",", 1);
         if (rc == 0)
             rc = put_peer(m, s, &v, me->n.id, n, now, out);
-        uidset_add(&users, mapper__user_id(n));
+        hs_ids_push(&users, mapper__user_id(n));
         first = false;
     }
     if (rc == 0) {
@@ -369,7 +343,7 @@ static int full_zstd(struct mapper *m, struct state *s, const struct state_node 
                      struct mapper_policy_state *told)
 {
     size_t n = state_node_count(s), start;
-    struct uidset users = { 0 };
+    struct hs_ids users = { 0 };
     struct mapper__view v;
     struct hs_buf text;
     bool any = false; /* a peer is out: the next one needs a comma. A cached run starts with
@@ -393,7 +367,7 @@ static int full_zstd(struct mapper *m, struct state *s, const struct state_node 
             if (rc == 0)
                 rc = mapper__append_run(m, s, lo, len, now, out);
             for (size_t i = lo; i < lo + len; i++)
-                uidset_add(&users, mapper__user_id(state_node_at(s, i)));
+                hs_ids_push(&users, mapper__user_id(state_node_at(s, i)));
             any = true;
             continue;
         }
@@ -405,7 +379,7 @@ static int full_zstd(struct mapper *m, struct state *s, const struct state_node 
                 rc = hs_buf_append(&text, ",", 1);
             if (rc == 0)
                 rc = put_peer(m, s, &v, me->n.id, sn, now, &text);
-            uidset_add(&users, mapper__user_id(sn));
+            hs_ids_push(&users, mapper__user_id(sn));
             any = true;
         }
     }
@@ -453,7 +427,7 @@ int mapper_full_encoded(struct mapper *m, struct state *s, uint64_t self, int64_
 
 /* Changed peers as full Nodes; the node itself, if listed, comes back as "Node". */
 static void add_changed(json_t *resp, struct mapper *m, struct state *s, uint64_t self,
-                        const uint64_t *ids, size_t n, int64_t now, struct uidset *users,
+                        const uint64_t *ids, size_t n, int64_t now, struct hs_ids *users,
                         const struct state_net *net)
 {
     json_t *changed = json_array();
@@ -462,7 +436,7 @@ static void add_changed(json_t *resp, struct mapper *m, struct state *s, uint64_
         const struct state_node *sn = state_node_by_id(s, ids[i]);
         if (!sn)
             continue; /* gone meanwhile: the caller reports it in `removed` */
-        uidset_add(users, mapper__user_id(sn));
+        hs_ids_push(users, mapper__user_id(sn));
         if (ids[i] == self)
             json_object_set_new(resp, "Node", mapper__node(m, s, sn, self, now, net));
         else
@@ -555,7 +529,7 @@ static json_t *delta_of(struct mapper *m, struct state *s, uint64_t self,
                         const struct mapper_changes *ch, const struct mapper_plan *p,
                         int64_t now)
 {
-    struct uidset users = { 0 };
+    struct hs_ids users = { 0 };
     json_t *resp = json_object();
     const struct state_node *me;
 
@@ -566,7 +540,7 @@ static json_t *delta_of(struct mapper *m, struct state *s, uint64_t self,
     if (p && p->node && (me = state_node_by_id(s, self))) {
         json_t *node = mapper__node(m, s, me, self, now, p->now);
         mapper__self_capmap(m, node, p->now, state_net_index(p->now, self));
-        uidset_add(&users, mapper__user_id(me));
+        hs_ids_push(&users, mapper__user_id(me));
         json_object_set_new(resp, "Node", node);
     }
     if (json_object_size(resp) == 0) {
@@ -730,7 +704,7 @@ void mapper_set_extra_records(struct mapper *m, struct dns_record *v, size_t n)
 json_t *mapper_dns_update(struct mapper *m, struct state *s, uint64_t self)
 {
     const struct state_node *me = state_node_by_id(s, self);
-    struct uidset users = { 0 };
+    struct hs_ids users = { 0 };
     struct mapper__view v;
     json_t *resp, *node;
 

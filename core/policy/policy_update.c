@@ -20,13 +20,6 @@
 
 /* ---- where the nodes go ---- */
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-    return x < y ? -1 : x > y;
-}
-
 /* The index of the node with this id in old, or SIZE_MAX (nodes are in id order). */
 static size_t old_index(const struct policy_net *old, uint64_t id)
 {
@@ -566,7 +559,7 @@ int policy_recompile(const struct policy_net *old, const struct policy_topology 
         return pol__compile(old->p, t, false, out, NULL, 0);
     ids = hs_xcalloc(nchanged + 1, sizeof(*ids));
     memcpy(ids, changed, nchanged * sizeof(*ids));
-    qsort(ids, nchanged, sizeof(*ids), cmp_u64);
+    qsort(ids, nchanged, sizeof(*ids), hs_u64_cmp);
     ok = plan_nodes(&pl, old, t, ids, nchanged);
     free(ids);
     if (ok)

@@ -17,16 +17,6 @@
 #define COALESCE_US (50 * 1000)          /* a connect storm is written in batches */
 #define RETRY_US HS_USEC_PER_SEC
 
-/* mu held. */
-static void pend(struct replica *r, uint64_t id)
-{
-    if (r->npending == r->cappending) {
-        r->cappending = r->cappending ? 2 * r->cappending : 64;
-        r->pending = hs_xrealloc(r->pending, r->cappending * sizeof(*r->pending));
-    }
-    r->pending[r->npending++] = id;
-}
-
 static void on_state(void *arg, const struct state_change *ch)
 {
     struct replica *r = arg;
@@ -35,56 +25,10 @@ static void on_state(void *arg, const struct state_change *ch)
         return;
     pthread_mutex_lock(&r->mu);
     if (!r->stopping) {
-        pend(r, ch->id);
+        hs_ids_push(&r->pending, ch->id);
         pthread_cond_signal(&r->cv);
     }
     pthread_mutex_unlock(&r->mu);
-}
-
-static size_t held_pos(const struct replica *r, uint64_t id)
-{
-    size_t lo = 0, hi = r->nheld;
-
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (r->held[mid] < id)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
-static bool held(const struct replica *r, uint64_t id)
-{
-    size_t i = held_pos(r, id);
-    return i < r->nheld && r->held[i] == id;
-}
-
-static void hold(struct replica *r, uint64_t id, bool on)
-{
-    size_t i = held_pos(r, id);
-
-    if (on == (i < r->nheld && r->held[i] == id))
-        return;
-    if (!on) {
-        memmove(r->held + i, r->held + i + 1, (r->nheld - i - 1) * sizeof(*r->held));
-        r->nheld--;
-        return;
-    }
-    if (r->nheld == r->capheld) {
-        r->capheld = r->capheld ? 2 * r->capheld : 64;
-        r->held = hs_xrealloc(r->held, r->capheld * sizeof(*r->held));
-    }
-    memmove(r->held + i + 1, r->held + i, (r->nheld - i) * sizeof(*r->held));
-    r->held[i] = id;
-    r->nheld++;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
 }
 
 /* Writes the rows the nodes in ids (sorted, distinct) need now: the state's count of streams
@@ -99,18 +43,19 @@ static bool write_rows(struct replica *r, const uint64_t *ids, size_t n)
     for (size_t i = 0; i < n; i++) {
         const struct state_node *sn = state_node_by_id(r->state, ids[i]);
         bool want = sn && sn->sessions > 0;
-        if (want && !held(r, ids[i]))
+        bool have = hs_ids_has(r->held.v, r->held.n, ids[i]);
+        if (want && !have)
             on[non++] = ids[i];
-        else if (!want && held(r, ids[i]))
+        else if (!want && have)
             off[noff++] = ids[i];
     }
     state_unlock(r->state);
     rc = store_presence_write(r->st, on, non, off, noff);
     if (rc == 0) {
         for (size_t i = 0; i < non; i++)
-            hold(r, on[i], true);
+            hs_ids_set(&r->held, on[i], true);
         for (size_t i = 0; i < noff; i++)
-            hold(r, off[i], false);
+            hs_ids_set(&r->held, off[i], false);
     } else {
         log_warnx("replica: cannot write which nodes are connected here: %s; retrying",
                   hs_strerror(rc));
@@ -130,14 +75,14 @@ static void renew(struct replica *r)
 
     if (rc < 0) {
         log_warnx("replica: cannot renew this replica's lease: %s", hs_strerror(rc));
-    } else if (made && r->nheld) {
+    } else if (made && r->held.n) {
         log_warnx("replica: this replica's lease had run out; writing its %zu nodes again",
-                  r->nheld);
+                  r->held.n);
         pthread_mutex_lock(&r->mu);
-        for (size_t i = 0; i < r->nheld; i++)
-            pend(r, r->held[i]);
+        for (size_t i = 0; i < r->held.n; i++)
+            hs_ids_push(&r->pending, r->held.v[i]);
         pthread_mutex_unlock(&r->mu);
-        r->nheld = 0;
+        r->held.n = 0;
     }
     if (atomic_load(&r->leader) && store_replicas_expire(r->st, hs_now_us(), &gone) == 0 &&
         gone)
@@ -160,33 +105,27 @@ static void *writer(void *arg)
 
     pthread_mutex_lock(&r->mu);
     while (!r->stopping) {
-        if (r->npending == 0 && hs_monotonic_us() < renew_at) {
+        if (r->pending.n == 0 && hs_monotonic_us() < renew_at) {
             wait_until(r, renew_at);
             continue;
         }
-        if (r->npending) {
-            uint64_t *ids;
-            size_t n, k = 0;
+        if (r->pending.n) {
+            struct hs_ids batch;
             pthread_mutex_unlock(&r->mu);
             usleep(COALESCE_US); /* let the rest of a burst arrive */
             pthread_mutex_lock(&r->mu);
-            ids = r->pending;
-            n = r->npending;
-            r->pending = NULL;
-            r->npending = r->cappending = 0;
+            batch = r->pending;
+            r->pending = (struct hs_ids){ 0 };
             pthread_mutex_unlock(&r->mu);
-            qsort(ids, n, sizeof(*ids), cmp_u64);
-            for (size_t i = 0; i < n; i++)
-                if (k == 0 || ids[k - 1] != ids[i])
-                    ids[k++] = ids[i];
-            bool ok = write_rows(r, ids, k);
+            batch.n = hs_ids_sort_unique(batch.v, batch.n);
+            bool ok = write_rows(r, batch.v, batch.n);
             pthread_mutex_lock(&r->mu);
             if (!ok) {
-                for (size_t i = 0; i < k; i++)
-                    pend(r, ids[i]);
+                for (size_t i = 0; i < batch.n; i++)
+                    hs_ids_push(&r->pending, batch.v[i]);
                 wait_until(r, hs_monotonic_us() + RETRY_US);
             }
-            free(ids);
+            hs_ids_free(&batch);
             continue;
         }
         pthread_mutex_unlock(&r->mu);

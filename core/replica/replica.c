@@ -45,8 +45,8 @@ void replica_free(struct replica *r)
         return;
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
-    free(r->pending);
-    free(r->held);
+    hs_ids_free(&r->pending);
+    hs_ids_free(&r->held);
     free(r);
 }
 

@@ -27,13 +27,11 @@ struct replica {
     /* Presence: the writer thread and what it is told (under mu) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    uint64_t *pending;  /* nodes whose streams here began or ended, not yet written */
-    size_t npending, cappending;
+    struct hs_ids pending; /* nodes whose streams here began or ended, not yet written */
     bool stopping;
     bool writer_started;
     pthread_t writer;
-    uint64_t *held;     /* the nodes we have presence rows for, ascending (writer only) */
-    size_t nheld, capheld;
+    struct hs_ids held; /* the nodes we have presence rows for, ascending (writer only) */
     char name[128];     /* host:pid, in the replicas table */
 };
 

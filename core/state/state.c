@@ -398,22 +398,6 @@ static bool user_same(const struct store_user *a, const struct store_user *b)
            hs_streq(a->profile_pic_url, b->profile_pic_url);
 }
 
-static bool id_listed(const uint64_t *ids, size_t n, uint64_t id)
-{
-    size_t lo = 0, hi = n;
-
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (ids[mid] == id)
-            return true;
-        if (ids[mid] < id)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return false;
-}
-
 /* Write lock held: the users as listed (id order; taken over), the ones gone dropped. */
 static void resync_users(struct state *s, struct store_user *v, size_t n, struct found *f)
 {
@@ -431,7 +415,7 @@ static void resync_users(struct state *s, struct store_user *v, size_t n, struct
     }
     for (size_t i = s->nusers; i-- > 0;) {
         uint64_t id = s->users[i]->u.id;
-        if (!id_listed(ids, n, id)) {
+        if (!hs_ids_has(ids, n, id)) {
             found_add(f, STATE_USER_CHANGED, id, STATE_F_OTHER);
             drop_user(s, id);
         }
@@ -461,7 +445,7 @@ static void resync_nodes(struct state *s, struct store_node *v, size_t n, struct
     }
     for (size_t i = s->nnodes; i-- > 0;) {
         uint64_t id = s->nodes[i]->n.id;
-        if (!id_listed(ids, n, id)) {
+        if (!hs_ids_has(ids, n, id)) {
             found_add(f, STATE_NODE_REMOVED, id, STATE_F_OTHER);
             drop_node(s, id);
         }
@@ -700,9 +684,10 @@ static bool update_online(struct state *s, struct state_node *n)
     return true;
 }
 
-/* After a node's online flag or health changed: a router came or went, so primaries may move
- * (failover); listeners hear it. Most nodes route nothing and never wait for wmu here. */
-static void online_changed(struct state *s, uint64_t id, bool changed, bool router)
+/* After the online flags of ids flipped (or a health mark changed): if a router came or went
+ * (router), primaries may move (failover); listeners hear it all. Most nodes route nothing and
+ * never wait for wmu here. */
+static void online_changed(struct state *s, const uint64_t *ids, size_t n, bool router)
 {
     struct moved m = { 0 };
 
@@ -711,8 +696,8 @@ static void online_changed(struct state *s, uint64_t id, bool changed, bool rout
         m.n = state__elect_compile(s, &m.v);
         pthread_mutex_unlock(&s->wmu);
     }
-    if (changed)
-        emit(s, STATE_NODE_ONLINE, id);
+    for (size_t i = 0; i < n; i++)
+        emit(s, STATE_NODE_ONLINE, ids[i]);
     emit_moved(s, &m, 0);
 }
 
@@ -743,7 +728,7 @@ void state_node_session(struct state *s, uint64_t id, bool opened, uint16_t capv
     pthread_rwlock_unlock(&s->lock);
     if (here)
         emit(s, STATE_NODE_HERE, id);
-    online_changed(s, id, changed, router);
+    online_changed(s, &id, changed ? 1 : 0, router);
 }
 
 void state_node_remote(struct state *s, uint64_t id, bool elsewhere)
@@ -759,7 +744,7 @@ void state_node_remote(struct state *s, uint64_t id, bool elsewhere)
         router = changed && state__serves_subnet(s->nodes[i]);
     }
     pthread_rwlock_unlock(&s->lock);
-    online_changed(s, id, changed, router);
+    online_changed(s, &id, changed ? 1 : 0, router);
 }
 
 /* Every node's presence on other replicas read again (at start and after a resync). */
@@ -767,7 +752,7 @@ static void presence_all(struct state *s)
 {
     uint64_t *ids;
     size_t n;
-    struct found f = { 0 };
+    struct hs_ids flipped = { 0 };
     bool router = false;
     int rc;
 
@@ -778,17 +763,16 @@ static void presence_all(struct state *s)
     pthread_rwlock_wrlock(&s->lock);
     for (size_t i = 0; i < s->nnodes; i++) {
         struct state_node *sn = s->nodes[i];
-        sn->remote = id_listed(ids, n, sn->n.id);
+        sn->remote = hs_ids_has(ids, n, sn->n.id);
         if (update_online(s, sn)) {
-            found_add(&f, STATE_NODE_ONLINE, sn->n.id, STATE_F_OTHER);
+            hs_ids_push(&flipped, sn->n.id);
             router = router || state__serves_subnet(sn);
         }
     }
     pthread_rwlock_unlock(&s->lock);
     free(ids);
-    for (size_t i = 0; i < f.n; i++)
-        online_changed(s, f.v[i].id, true, router && i == f.n - 1);
-    free(f.v);
+    online_changed(s, flipped.v, flipped.n, router);
+    hs_ids_free(&flipped);
 }
 
 void state_set_health(struct state *s, const uint64_t *ids, const bool *healthy, size_t n)

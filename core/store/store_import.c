@@ -244,30 +244,9 @@ static void p_json(struct store_params *p, const struct store_result *r, size_t 
 
 /* ---- ids imported so far (rows come sorted by id) ---- */
 
-struct idset {
-    uint64_t *v;
-    size_t n, cap;
-};
-
-static void idset_add(struct idset *s, uint64_t id)
+static bool imported(const struct hs_ids *s, uint64_t id)
 {
-    if (s->n == s->cap) {
-        s->cap = s->cap ? 2 * s->cap : 64;
-        s->v = hs_xrealloc(s->v, s->cap * sizeof(*s->v));
-    }
-    s->v[s->n++] = id;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-    return x < y ? -1 : x > y;
-}
-
-static bool idset_has(const struct idset *s, uint64_t id)
-{
-    return id && s->n && bsearch(&id, s->v, s->n, sizeof(*s->v), cmp_u64);
+    return id && hs_ids_has(s->v, s->n, id);
 }
 
 /* ---- the import ---- */
@@ -276,7 +255,7 @@ struct import {
     struct store *st;
     struct store_conn *c;
     enum store_schema kind;
-    struct idset users, paks, nodes;
+    struct hs_ids users, paks, nodes;
     struct store_result routes;  /* 0.22.3: id, machine_id, prefix, enabled, created, updated */
     struct store_result pak_tags; /* 0.22.3: pre_auth_key_id, tag */
     size_t skipped;
@@ -329,7 +308,7 @@ static int import_users(struct import *im)
                     " provider, profile_pic_url, created_at, updated_at)"
                     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                     &p);
-        idset_add(&im->users, store__cell_u64(&r, i, 0));
+        hs_ids_push(&im->users, store__cell_u64(&r, i, 0));
     }
     log_info("store: import: %zu users", r.nrows);
     store__result_free(&r);
@@ -431,7 +410,7 @@ static int import_paks(struct import *im)
                     " used, tags, expiration, created_at)"
                     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                     &p);
-        idset_add(&im->paks, store__cell_u64(&r, i, 0));
+        hs_ids_push(&im->paks, store__cell_u64(&r, i, 0));
     }
     sodium_memzero(hash, sizeof(hash));
     log_info("store: import: %zu pre-auth keys", im->paks.n);
@@ -576,7 +555,7 @@ static int node_params(struct import *im, const struct store_result *r, size_t r
     bool tagged = node_tagged(r, row);
     const char *name = store__cell(r, row, 9);
 
-    if (!name || !*name || (!tagged && !idset_has(&im->users, user)))
+    if (!name || !*name || (!tagged && !imported(&im->users, user)))
         return -EINVAL;
     store__p_str(p, store__cell(r, row, 0));
     if (p_key(p, r, row, 1, NODE_MKEY_PREFIX) < 0 || p_key(p, r, row, 2, NODE_NODEKEY_PREFIX) < 0 ||
@@ -591,7 +570,7 @@ static int node_params(struct import *im, const struct store_result *r, size_t r
     p_text(p, r, row, 11);
     store__p_bool(p, store__cell_bool(r, row, 12));
     p_list(p, r, row, 13);
-    store__p_id(p, idset_has(&im->paks, key) ? key : 0);
+    store__p_id(p, imported(&im->paks, key) ? key : 0);
     store__p_time(p, cell_time(r, row, 15));
     store__p_time(p, cell_time(r, row, 16));
     p_approved(p, im, r, row);
@@ -629,7 +608,7 @@ static int import_nodes(struct import *im)
                     " created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
                     " $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
                     &p);
-        idset_add(&im->nodes, store__cell_u64(&r, i, 0));
+        hs_ids_push(&im->nodes, store__cell_u64(&r, i, 0));
     }
     log_info("store: import: %zu nodes", im->nodes.n);
     store__result_free(&r);
@@ -657,7 +636,7 @@ static int import_route_ids(struct import *im)
     int rc = 0;
 
     for (size_t i = 0; i < im->routes.nrows && rc == 0; i++) {
-        if (!idset_has(&im->nodes, store__cell_u64(&im->routes, i, 1)) ||
+        if (!imported(&im->nodes, store__cell_u64(&im->routes, i, 1)) ||
             route_seen_before(im, i))
             continue;
         store__params_init(&p);

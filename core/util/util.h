@@ -76,6 +76,23 @@ int hs_strv_copy(struct hs_strv *dst, const struct hs_strv *src);
 /* Splits s on any char of seps, skipping empty parts. */
 int hs_strv_split(struct hs_strv *sv, const char *s, const char *seps);
 
+/* ---- id lists (owned) ---- */
+struct hs_ids {
+    uint64_t *v;
+    size_t n, cap;
+};
+void hs_ids_push(struct hs_ids *s, uint64_t id); /* appends; order and repeats are the caller's */
+void hs_ids_free(struct hs_ids *s);
+/* Sorted set: adds (in true) or removes id keeping v ascending; whether it changed. */
+bool hs_ids_set(struct hs_ids *s, uint64_t id, bool in);
+/* On an ascending array: the first index whose id is >= id; whether id is there. */
+size_t hs_ids_lower(const uint64_t *v, size_t n, uint64_t id);
+bool hs_ids_has(const uint64_t *v, size_t n, uint64_t id);
+/* Sorts v ascending and drops repeats; the new count. */
+size_t hs_ids_sort_unique(uint64_t *v, size_t n);
+/* qsort/bsearch comparator for uint64_t. */
+int hs_u64_cmp(const void *a, const void *b);
+
 /* ---- numbers, strings ---- */
 /* Whole string must be a decimal number <= max. -EINVAL / -ERANGE. */
 int hs_parse_u64(const char *s, uint64_t max, uint64_t *out);

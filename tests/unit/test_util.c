@@ -426,3 +426,30 @@ Test(bcrypt, verifies_headscale_hashes)
     cr_assert_eq(hs_bcrypt_verify("abd", 3, mine), -EACCES);
     cr_assert_eq(hs_bcrypt_verify("a\0c", 3, mine), -EACCES, "a NUL would cut the secret short");
 }
+
+Test(ids, sorted_set_keeps_order_and_reports_changes)
+{
+    struct hs_ids s = { 0 };
+    uint64_t want[] = { 1, 5, 9, 40 };
+
+    for (int i = 0; i < 100; i++) /* repeats, in a scrambled order, past several growths */
+        hs_ids_set(&s, (uint64_t)((i * 37) % 50), true);
+    cr_expect_eq(s.n, 50);
+    for (size_t i = 1; i < s.n; i++)
+        cr_assert_lt(s.v[i - 1], s.v[i]);
+    cr_expect_not(hs_ids_set(&s, 7, true), "already there");
+    cr_expect(hs_ids_set(&s, 7, false));
+    cr_expect_not(hs_ids_set(&s, 7, false), "already gone");
+    cr_expect_not(hs_ids_has(s.v, s.n, 7));
+    cr_expect(hs_ids_has(s.v, s.n, 49));
+    cr_expect_not(hs_ids_has(s.v, s.n, 50));
+    cr_expect_eq(hs_ids_lower(s.v, s.n, 7), 7, "the gap 7 left: 8 is at index 7");
+    hs_ids_free(&s);
+
+    uint64_t v[] = { 9, 1, 40, 5, 9, 1, 1 };
+    size_t n = hs_ids_sort_unique(v, 7);
+    cr_assert_eq(n, 4);
+    cr_expect_arr_eq(v, want, sizeof(want));
+    cr_expect_eq(hs_ids_sort_unique(v, 0), 0);
+    cr_expect_not(hs_ids_has(v, 0, 1), "an empty array holds nothing");
+}
