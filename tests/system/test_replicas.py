@@ -309,3 +309,173 @@ def test_behind_nginx_clients_relay_over_the_mesh_and_survive_a_replica(tmp_path
         finally:
             nginx.stop()
             b.stop(check=False)
+
+
+# ---------------------------------------------------------------- three replicas
+
+THREE_NGINX = """
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+    {groups}
+}}
+"""
+# One front port per replica: its clients go there first and to the others when it is down.
+THREE_GROUP = """
+    upstream to{i} {{
+        server 127.0.0.1:{first} max_fails=1 fail_timeout=2s;
+        server 127.0.0.1:{second} backup;
+        server 127.0.0.1:{third} backup;
+    }}
+    server {{
+        listen 0.0.0.0:{front};
+        location / {{
+            proxy_pass http://to{i};
+            proxy_next_upstream error timeout;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $host;
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_read_timeout 1d;
+            proxy_send_timeout 1d;
+        }}
+    }}
+"""
+FRONTS = (8090, 8091, 8092)
+TAGGED = ('{"tagOwners": {"tag:srv": ["alice@"]},'
+          ' "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}')
+
+
+def three_nginx(w, ports):
+    """nginx with a front port per replica (FRONTS[i] → ports[i], the others as backups)."""
+    d = os.path.join(w.dir, "nginx3")
+    os.makedirs(d)
+    groups = "".join(THREE_GROUP.format(i=i, front=FRONTS[i], first=ports[i],
+                                        second=ports[(i + 1) % 3], third=ports[(i + 2) % 3])
+                     for i in range(3))
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(THREE_NGINX.format(d=d, groups=groups))
+    return tailnet.Proc(w.ns, "nginx", ["nginx", "-c", conf, "-p", d],
+                        os.path.join(d, "nginx.out")).start()
+
+
+class Front:
+    """What a Node logs in to (its login_server() reads .url): one of nginx's front ports."""
+    def __init__(self, port):
+        self.url = f"http://{tailnet.CONTROL_HOST}:{port}"
+
+
+def homes(w, servers):
+    """Node name → index in servers of the replica holding its map stream (presence rows)."""
+    rows = w.db.pg.psql("SELECT n.given_name, r.name FROM presence p JOIN replicas r USING "
+                        "(origin) JOIN nodes n ON n.id = p.node_id", dbname=w.server.pg_dbname)
+    pids = {s.proc.pid: i for i, s in enumerate(servers) if s.proc is not None}
+    out = {}
+    for line in rows.splitlines():
+        name, replica = line.split("|")
+        out[name] = pids.get(int(replica.rsplit(":", 1)[1]))
+    return out
+
+
+def tags(peer):
+    return list((peer or {}).get("Tags") or [])
+
+
+def test_three_replicas_behind_nginx_share_changes_and_outlive_the_elected_one(tmp_path, db):
+    """Three replicas behind nginx; each client enters through the front port of one replica
+    (the others its backups). Changes made through A reach the clients on B and C; a node that
+    joins on C is seen on A. Then A, the replica elected for the work done once, is killed
+    right after a committed change: its clients come back through nginx to B or C with a map
+    that has the change, the election moves, and the node that died with A goes offline in
+    everyone's view within the lease."""
+    need_postgres(db)
+    with tailnet.World(tmp_path, db, tailnet.versions()[0]) as w:
+        a = w.server
+        b, c = start_replica(w, 8081), start_replica(w, 8082)
+        servers = (a, b, c)
+        nginx = three_nginx(w, [s.port for s in servers])
+        try:
+            set_policy(a, TAGGED)
+            a.ensure_api_key()
+            key = a.preauth_key(a.user_id("alice"), reusable=True)
+
+            def enter(name, i):
+                n = w.node(name)
+                n.server = Front(FRONTS[i])
+                n.up(key)
+                n.wait_running()
+                return n
+
+            n1, n1b, n2, n3 = enter("n1", 0), enter("n1b", 0), enter("n2", 1), enter("n3", 2)
+            want = {"n1": 0, "n1b": 0, "n2": 1, "n3": 2}
+            tailnet.poll(lambda: homes(w, servers) == want, 30,
+                         f"each node's stream on the replica of its front port {want}")
+            for x in (n1, n2, n3):
+                for y in ("n1", "n2", "n3"):
+                    if x.name != y:
+                        x.wait_peer(y, online, timeout=30, what=f"{y} online for {x.name}")
+
+            # Through A: a rename of B's node, a tag on C's node, a policy for everyone.
+            a.cli_ok("nodes", "rename", "-i", node_id(a, "n2"), "two")
+            tailnet.poll(lambda: dns_name(n2.status()["Self"]) == "two", 30,
+                         "n2 (on B) to hear its new name given on A")
+            n3.wait_peer("n2", lambda p: dns_name(p) == "two", timeout=30,
+                         what="n3 (on C) to see n2's new name")
+            st, body = a.api("POST", f"/api/v1/node/{node_id(a, 'n3')}/tags",
+                             {"tags": ["tag:srv"]})
+            assert st == 200, (st, body)
+            n2.wait_peer("n3", lambda p: tags(p) == ["tag:srv"], timeout=30,
+                         what="n2 (on B) to see the tag given to n3 (on C) on A")
+            set_policy(a, NOBODY)
+            n2.wait_no_peer("n3", timeout=30)
+            n3.wait_no_peer("n1", timeout=30)
+            set_policy(a, TAGGED)
+            n3.wait_peer("n1", timeout=30, what="n1 back for n3 (policy set on A)")
+
+            # A node that joins on C is seen on A; expired and deleted through A, it is
+            # seen expired and then gone on B and C.
+            n4 = enter("n4", 2)
+            n1.wait_peer("n4", online, timeout=30, what="n1 (on A) to see n4, joined on C")
+            a.cli_ok("nodes", "expire", "-i", node_id(a, "n4"))
+            n2.wait_peer("n4", lambda p: p.get("Expired") is True, timeout=30,
+                         what="n2 (on B) to see n4 expired on A")
+            a.cli_ok("nodes", "delete", "-i", node_id(a, "n4"), "--force")
+            n2.wait_no_peer("n4", timeout=30)
+            n3.wait_no_peer("n4", timeout=30)
+            w.discard(n4, delete=False)
+
+            # A holds the election (it started first). A change committed through A, then A
+            # dies with one of its clients' hosts.
+            elected = "this replica now does the work done once"
+            assert elected in a.log_text() and elected not in b.log_text() + c.log_text()
+            a.cli_ok("nodes", "rename", "-i", node_id(a, "n1"), "one")
+            a.kill9()
+            n1b.kill9()
+            n2.wait_peer("n1", lambda p: dns_name(p) == "one", timeout=60,
+                         what="the rename committed on A just before it died")
+            n3.wait_peer("n1", lambda p: dns_name(p) == "one" and online(p), timeout=90,
+                         what="n1 back online through nginx on another replica")
+            tailnet.poll(lambda: homes(w, servers).get("one") in (1, 2), 30,
+                         "n1's stream on B or C")
+            b.cli_ok("nodes", "rename", "-i", node_id(b, "two"), "deux")
+            n1.wait_peer("n2", lambda p: dns_name(p) == "deux", timeout=30,
+                         what="n1, moved off A, to get a current map")
+            n2.wait_peer("n1b", lambda p: not online(p), timeout=60,
+                         what="n1b, gone with A, offline once A's lease ran out")
+            n3.wait_peer("n1b", lambda p: not online(p), timeout=30)
+            assert elected in b.log_text() + c.log_text(), "the election moved"
+            assert "replicas whose lease ran out are offline" in b.log_text() + c.log_text(), \
+                "the replica elected after A removes A's rows"
+        finally:
+            nginx.stop()
+            c.stop()
+            b.stop()
