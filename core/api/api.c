@@ -37,6 +37,9 @@ static const struct route routes[] = {
     { "DELETE", "/api/v1/apikey", api_apikey_delete, false },
     { "GET", "/api/v1/node", api_node_list, false },
     { "GET", "/api/v1/node/page", api_node_page, false }, /* ours: before node/{} */
+    { "GET", "/api/v1/node/stats", api_node_stats, false }, /* ours */
+    { "GET", "/api/v1/node/{}/hostinfo", api_node_hostinfo, false }, /* ours */
+    { "GET", "/api/v1/derpmap", api_derpmap, false }, /* ours */
     { "GET", "/api/v1/node/{}", api_node_get, false },
     { "DELETE", "/api/v1/node/{}", api_node_delete, false },
     { "POST", "/api/v1/node/register", api_node_register, false },

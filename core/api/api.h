@@ -47,6 +47,9 @@ struct state;
 struct api *api_new(const struct hs_config *cfg, struct store *st, struct auth *auth,
                     struct state *state);
 void api_free(struct api *a);
+/* The DERP map GET /api/v1/derpmap shows (borrowed; without it the map is empty). */
+struct derpmap;
+void api_set_derpmap(struct api *a, struct derpmap *dm);
 
 /* Returns false when the path is not /api or under /api/ (the caller serves it elsewhere). */
 bool api_handles(const char *path);

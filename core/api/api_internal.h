@@ -12,6 +12,7 @@ struct api {
     struct store *st;
     struct auth *auth;
     struct state *state;
+    struct derpmap *derpmap; /* NULL until api_set_derpmap */
 };
 
 /* One request in flight: the request, its path arguments, its parsed JSON body. */
@@ -157,6 +158,11 @@ void api_reply_state_nodes(struct api_call *c,
                            void *arg);
 /* GET /api/v1/node/page (api_node_page.c). */
 void api_node_page(struct api_call *c);
+/* Ours, for the web admin (api_stats.c): GET /api/v1/node/stats, /api/v1/node/{id}/hostinfo,
+ * /api/v1/derpmap. */
+void api_node_stats(struct api_call *c);
+void api_node_hostinfo(struct api_call *c);
+void api_derpmap(struct api_call *c);
 
 bool api_valid_username(const char *name, char *why, size_t whysize);
 bool api_valid_tag(const char *tag);

@@ -190,6 +190,7 @@ static void *map_thread(void *arg)
             poll_keepalives(s);
             poll_gc_ephemeral(s);
             state_check_expiry(s->state, hs_now_us());
+            state_sample_online(s->state, hs_now_us());
             haprobe_tick(s, now);
             if (++ticks % TRIM_EVERY_TICKS == 0)
                 malloc_trim(0);

@@ -52,6 +52,9 @@ void derpmap_free(struct derpmap *dm);
 /* The current tailcfg.DERPMap ({"Regions":{"<id>":{...}}}), a deep copy the caller owns
  * (decref). Never NULL; dm NULL gives {"Regions":{}}. */
 json_t *derpmap_get(struct derpmap *dm);
+/* How many sources (derp.urls and derp.paths) are configured, and how many of them have
+ * loaded at least once (their regions are in the map). Any thread; dm NULL gives 0 and 0. */
+void derpmap_source_counts(struct derpmap *dm, size_t *loaded, size_t *configured);
 
 /* Parses a DERP map document (JSON, or YAML with the same structure as headscale's
  * derp.yaml: regions: {900: {regionid, regioncode, regionname, nodes: [{name, regionid,

@@ -39,6 +39,7 @@ struct derpmap {
     derpmap_change_fn on_change;
     void *on_change_arg;
     json_t *embedded; /* the embedded relay's region, guarded by mu; wins every clash */
+    size_t published_loaded, published_nsrc; /* sources behind map, guarded by mu */
 };
 
 static char *resolve_path(const struct hs_config *cfg, const char *path)
@@ -165,6 +166,8 @@ static bool publish(struct derpmap *dm)
     old = dm->map;
     changed = !json_equal(old, m);
     dm->map = m;
+    dm->published_nsrc = dm->nsrc;
+    dm->published_loaded = dm->nsrc - never_loaded(dm);
     pthread_mutex_unlock(&dm->mu);
     json_decref(old);
     return changed;
@@ -315,6 +318,17 @@ json_t *derpmap_get(struct derpmap *dm)
     m = json_deep_copy(dm->map);
     pthread_mutex_unlock(&dm->mu);
     return m;
+}
+
+void derpmap_source_counts(struct derpmap *dm, size_t *loaded, size_t *configured)
+{
+    *loaded = *configured = 0;
+    if (!dm)
+        return;
+    pthread_mutex_lock(&dm->mu);
+    *loaded = dm->published_loaded;
+    *configured = dm->published_nsrc;
+    pthread_mutex_unlock(&dm->mu);
 }
 
 void derpmap_set_embedded(struct derpmap *dm, json_t *region)

@@ -896,6 +896,7 @@ static int server_build(struct server *srv, const struct hs_config *cfg)
     srv->api = api_new(cfg, srv->st, srv->auth, srv->state);
     if ((rc = derpmap_new(cfg, &srv->derpmap)) < 0)
         return rc;
+    api_set_derpmap(srv->api, srv->derpmap);
     srv->mapper = mapper_new(cfg, srv->derpmap);
     if (*cfg->dns_extra_records_path &&
         (rc = dns_watch_new(cfg->dns_extra_records_path, srv->mapper, &srv->dns)) < 0)

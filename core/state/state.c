@@ -578,6 +578,7 @@ int state_new(struct store *st, struct notify_bus *bus, struct state **out)
     pthread_rwlock_init(&s->lock, NULL);
     state__keys_init(&s->keys);
     pthread_mutex_init(&s->wmu, NULL);
+    pthread_mutex_init(&s->hmu, NULL);
     s->st = st;
     s->bus = bus;
     s->expiry_checked = hs_now_us(); /* already expired at start: clients learn it on connect */
@@ -624,6 +625,7 @@ void state_free(struct state *s)
     state__routes_free(s);
     pthread_rwlock_destroy(&s->lock);
     pthread_mutex_destroy(&s->wmu);
+    pthread_mutex_destroy(&s->hmu);
     free(s);
 }
 

@@ -128,6 +128,37 @@ void state_node_seen(struct state *s, uint64_t id, int64_t at);
  * as changed (their peers must see them expired). Call about once a second. */
 void state_check_expiry(struct state *s, int64_t now);
 
+/* ---- online history ----
+ * The number of online nodes (here and, through presence, on other replicas) sampled every
+ * STATE_HISTORY_STEP_US; the last STATE_HISTORY_POINTS samples (24 h) are kept in memory, for
+ * the web admin's chart. A point stands for its step and holds the step's latest sample, so
+ * the newest point follows the count until its step ends. Lost on restart. */
+#define STATE_HISTORY_STEP_US (300 * HS_USEC_PER_SEC)
+#define STATE_HISTORY_POINTS 288
+
+struct state_history_point {
+    int64_t at;      /* the start of its step, us since the epoch */
+    uint32_t online;
+};
+struct state_history {
+    struct state_history_point p[STATE_HISTORY_POINTS];
+    size_t head, n;  /* p[head] is the oldest of n points */
+};
+
+/* Records online at now: into the newest point while now is in its step, else as a new point
+ * (dropping the oldest when full). A time before the newest point's step (the clock went
+ * back) is ignored. */
+void state_history_add(struct state_history *h, int64_t now, uint32_t online);
+/* Copies the points, oldest first, into out; returns their count. */
+size_t state_history_read(const struct state_history *h,
+                          struct state_history_point out[STATE_HISTORY_POINTS]);
+/* Samples the online count now into the state's history. Call about once a second; any
+ * thread. */
+void state_sample_online(struct state *s, int64_t now);
+/* The state's history, oldest first; returns the count. Any thread. */
+size_t state_online_history(struct state *s,
+                            struct state_history_point out[STATE_HISTORY_POINTS]);
+
 /* ---- routes ----
  * A route is usable when the node announces it (Hostinfo.RoutableIPs: --advertise-routes,
  * --advertise-exit-node) and it is approved (nodes.approved_routes: `nodes approve-routes`,

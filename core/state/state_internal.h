@@ -79,6 +79,8 @@ struct state {
     bool net_exact;            /* net was compiled for exactly the current nodes */
     uint64_t gens;             /* the last state_net.gen handed out */
     uint64_t compiles, compile_us; /* policy compiles and their time (atomic; for /metrics) */
+    pthread_mutex_t hmu;           /* guards history */
+    struct state_history history;
 };
 
 /* wmu held. Compiles the policy in force again for the current users and nodes, after the

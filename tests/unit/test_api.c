@@ -771,3 +771,54 @@ Test(openapi, every_documented_operation_served)
                  api_route_count());
     json_decref(doc);
 }
+
+/* Ours, for the web admin: client versions counted from each node's Hostinfo (a hostile or
+ * odd IPNVersion counts as what it says, cut to 64 bytes, or not at all), the online history,
+ * one node's Hostinfo and endpoints, and the DERP map (empty without one). */
+Test(api, node_stats_hostinfo_and_derpmap)
+{
+    json_t *j, *v, *pts;
+    uint64_t id;
+    char path[64], longv[200];
+
+    cr_assert_eq(local("POST", "/api/v1/user", "{\"name\":\"alice\"}", &j), 200);
+    json_decref(j);
+    memset(longv, 'v', sizeof(longv));
+    snprintf(longv, sizeof(longv), "{\"IPNVersion\":\"%0150d\"}", 1);
+    id = make_node(1, 0, NULL, "a", "{\"Hostname\":\"a\",\"IPNVersion\":\"1.102.3-tX\"}");
+    make_node(1, 0, NULL, "b", "{\"IPNVersion\":\"1.102.3-tX\",\"OS\":\"linux\"}");
+    make_node(1, 0, NULL, "c", "{\"IPNVersion\":\"1.80.0\\\"<b>\"}");
+    make_node(1, 0, NULL, "d", "{\"IPNVersion\":42}");
+    make_node(1, 0, NULL, "e", NULL);
+    make_node(1, 0, NULL, "f", longv);
+    state_sample_online(state, hs_now_us());
+
+    cr_assert_eq(local("GET", "/api/v1/node/stats", NULL, &j), 200);
+    v = json_object_get(j, "clientVersions");
+    cr_assert_eq(json_array_size(v), 3, "%s", json_dumps(j, 0));
+    cr_assert_str_eq(hs_json_str(json_array_get(v, 0), "version"), "1.102.3-tX");
+    cr_assert_eq(json_integer_value(json_object_get(json_array_get(v, 0), "nodes")), 2);
+    cr_assert_str_eq(hs_json_str(json_array_get(v, 2), "version"), "1.80.0\"<b>");
+    cr_assert_eq(strlen(hs_json_str(json_array_get(v, 1), "version")), 64);
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(j, "onlineHistory"),
+                                                    "stepSeconds")), 300);
+    pts = json_object_get(json_object_get(j, "onlineHistory"), "points");
+    cr_assert_eq(json_array_size(pts), 1);
+    cr_assert_eq(json_integer_value(json_object_get(json_array_get(pts, 0), "online")), 0);
+    cr_assert_not_null(hs_json_str(json_array_get(pts, 0), "time"));
+    json_decref(j);
+
+    snprintf(path, sizeof(path), "/api/v1/node/%llu/hostinfo", (unsigned long long)id);
+    cr_assert_eq(local("GET", path, NULL, &j), 200);
+    cr_assert_str_eq(hs_json_str(json_object_get(j, "hostinfo"), "IPNVersion"), "1.102.3-tX");
+    cr_assert(json_is_array(json_object_get(j, "endpoints")));
+    json_decref(j);
+    cr_assert_eq(local("GET", "/api/v1/node/999/hostinfo", NULL, &j), 404);
+    json_decref(j);
+    cr_assert_eq(local("GET", "/api/v1/node/x/hostinfo", NULL, &j), 400);
+    json_decref(j);
+
+    cr_assert_eq(local("GET", "/api/v1/derpmap", NULL, &j), 200);
+    cr_assert_eq(json_object_size(json_object_get(json_object_get(j, "derpMap"), "Regions")), 0);
+    json_decref(j);
+}
