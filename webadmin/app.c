@@ -15,7 +15,8 @@
             "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 static const char *const page_files[] = { "signin", "error", "overview", "users", "nodes",
-                                          "node", "preauthkeys", "apikeys", "routes", "policy" };
+                                          "node", "preauthkeys", "apikeys", "routes", "policy",
+                                          "derp" };
 
 struct route {
     const char *method;
@@ -46,6 +47,7 @@ static const struct route routes[] = {
     { "GET", "/preauthkeys", wa__page_preauthkeys },
     { "POST", "/preauthkeys/create", wa__post_preauthkey_create },
     { "POST", "/preauthkeys/expire", wa__post_preauthkey_expire },
+    { "GET", "/derp", wa__page_derp },
     { "GET", "/apikeys", wa__page_apikeys },
     { "POST", "/apikeys/create", wa__post_apikey_create },
     { "POST", "/apikeys/expire", wa__post_apikey_expire },

@@ -179,7 +179,7 @@ void wa__page_node(struct wa_ctx *x)
 
     if (!wa__id_arg(x, &id))
         return;
-    if ((node = wa__api_node(x, id, &answer)) &&
+    if ((node = wa__api_node(x, id, &answer)) && wa__node_reported(x, id, node) == 0 &&
         (users = wa__api_list(x, "/api/v1/user", "users"))) {
         decorate(node);
         data = json_pack("{s:O, s:o}", "node", node, "users",

@@ -1,11 +1,9 @@
-/* The overview and the users page. */
+/* The users page. */
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "webadmin/wa_internal.h"
-
-#define OVERVIEW_ONLINE_MAX 20 /* online nodes listed by name on the overview */
 
 json_t *wa__api_list(struct wa_ctx *x, const char *path, const char *key)
 {
@@ -23,25 +21,6 @@ json_t *wa__api_list(struct wa_ctx *x, const char *path, const char *key)
     list = json_is_array(list) ? json_incref(list) : json_array();
     json_decref(answer);
     return list;
-}
-
-void wa__page_overview(struct wa_ctx *x)
-{
-    json_t *users = wa__api_list(x, "/api/v1/user", "users"), *page;
-
-    if (!users)
-        return;
-    page = wa__api_node_page(x, "status=online&limit=" WA_STR(OVERVIEW_ONLINE_MAX));
-    if (page)
-        wa__render(x, 200, "overview", "Overview",
-                   json_pack("{s:I, s:O, s:O, s:O, s:O}", "users",
-                             (json_int_t)json_array_size(users), "nodes",
-                             json_object_get(page, "count"), "online",
-                             json_object_get(page, "online"), "expired",
-                             json_object_get(page, "expired"), "online_nodes",
-                             json_object_get(page, "nodes")));
-    json_decref(page);
-    json_decref(users);
 }
 
 static void add_times(json_t *list, const char *field, const char *human)

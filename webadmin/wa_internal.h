@@ -141,6 +141,10 @@ void wa__human_time(const char *rfc3339, char *out, size_t size);
 bool wa__time_past(const char *rfc3339);
 
 void wa__page_overview(struct wa_ctx *x);
+void wa__page_derp(struct wa_ctx *x);
+/* Adds what node id reports of itself (endpoints, client_version, os, home_derp) to node;
+ * nothing when the server has no such view. -EACCES/-EIO after the page was written. */
+int wa__node_reported(struct wa_ctx *x, uint64_t id, json_t *node);
 void wa__page_users(struct wa_ctx *x);
 void wa__post_user_create(struct wa_ctx *x);
 void wa__post_user_rename(struct wa_ctx *x);

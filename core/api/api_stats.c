@@ -1,7 +1,8 @@
 /* Ours, not headscale's: what the web admin's overview, node and DERP pages show that
  * headscale's API does not carry. GET /api/v1/node/stats: the online count over the last
  * 24 h and the client versions in use; GET /api/v1/node/{id}/hostinfo: what a node reports
- * of itself (Hostinfo, endpoints); GET /api/v1/derpmap: the DERP map sent to clients. */
+ * of itself (Hostinfo, endpoints); GET /api/v1/derpmap: the DERP map sent to clients, its
+ * sources and the embedded relay's region id (null without one). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -138,10 +139,16 @@ void api_derpmap(struct api_call *c)
 {
     size_t loaded = 0, configured = 0;
 
+    const struct hs_config *cfg = c->api->cfg;
+
     derpmap_source_counts(c->api->derpmap, &loaded, &configured);
-    api_reply(c, 200, json_pack("{s:o, s:{s:I, s:I}}", "derpMap", derpmap_get(c->api->derpmap),
-                                "sources", "configured", (json_int_t)configured, "loaded",
-                                (json_int_t)loaded));
+    api_reply(c, 200, json_pack("{s:o, s:{s:I, s:I}, s:o}", "derpMap",
+                                derpmap_get(c->api->derpmap), "sources", "configured",
+                                (json_int_t)configured, "loaded", (json_int_t)loaded,
+                                "embeddedRegionId",
+                                cfg->derp_server_enabled
+                                    ? json_integer(cfg->derp_server_region_id)
+                                    : json_null()));
 }
 
 void api_set_derpmap(struct api *a, struct derpmap *dm)

@@ -572,3 +572,149 @@ def test_expired_api_key_cannot_sign_in(web):
     assert "not valid" in web.driver.find_element(By.ID, "error").text
     assert web.session_cookie() is None
     assert web.driver.find_elements(By.ID, "api_key")
+
+
+def test_overview_chart_and_versions(web):
+    """The overview draws the online count of the last 24 h as an inline SVG (from the
+    server's own samples), and lists the server's version (GET /version) and the client
+    versions in use: the real client's version string among them."""
+    srv = web.world.server
+    node = web.world.join(key=srv.preauth_key(srv.create_user()["id"]))
+    client_version = node.status()["Version"]
+    assert client_version
+    web.sign_in()
+
+    def shows_it():
+        web.go("/admin/")
+        rows = web.driver.find_elements(By.CSS_SELECTOR, "#versions tr.client-version")
+        return any(client_version in r.text for r in rows)
+    tailnet.poll(shows_it, WAIT, f"client version {client_version} on the overview")
+    row = next(r for r in web.driver.find_elements(By.CSS_SELECTOR, "#versions tr.client-version")
+               if client_version in r.text)
+    stats = srv.api_ok("GET", "/api/v1/node/stats")
+    want = next(v["nodes"] for v in stats["clientVersions"] if v["version"] == client_version)
+    assert row.find_elements(By.TAG_NAME, "td")[2].text == str(want) and want >= 1
+    assert web.driver.find_element(By.ID, "server-version").text.startswith(
+        srv.api_ok("GET", "/version")["version"])
+
+    chart = web.driver.find_element(By.ID, "online-chart")
+    assert chart.tag_name == "svg" and chart.size == {"width": 720, "height": 180}, chart.size
+    points = web.driver.find_element(By.ID, "online-series").get_attribute("points").split()
+    history = stats["onlineHistory"]
+    assert history["stepSeconds"] == 300 and 1 <= len(history["points"]) <= 288
+    assert len(points) == len(history["points"])
+    # the newest point is the live count, drawn above the zero line
+    online = int(web.driver.find_element(By.ID, "count-online").text)
+    assert online >= 1
+    assert f"{online} now" in web.driver.find_element(By.ID, "chart-caption").text
+    zero = int(web.driver.find_element(By.CSS_SELECTOR, "#online-chart line.axis")
+               .get_attribute("y1"))
+    assert int(points[-1].split(",")[1]) < zero
+    assert not web.driver.find_elements(By.CSS_SELECTOR, "script:not([src])")
+    web.shot("overview-chart")
+    web.world.discard(node)
+
+
+def test_derp_and_health_page(web):
+    """The DERP page shows the map the server sends (the test's derper region, as the real
+    client uses it), its sources, and the server's health and database state."""
+    srv = web.world.server
+    node = web.world.join(key=srv.preauth_key(srv.create_user()["id"]))
+    relay = tailnet.poll(lambda: node.status()["Self"].get("Relay"), WAIT, "a home DERP region")
+    web.sign_in()
+    web.go("/admin/derp")
+    assert web.driver.find_element(By.ID, "health-status").text == "pass"
+    assert web.driver.find_element(By.ID, "health-database").text == "reachable"
+    assert web.driver.find_element(By.ID, "derp-sources").text.startswith("1 of 1 loaded")
+    dm = srv.api_ok("GET", "/api/v1/derpmap")
+    regions = dm["derpMap"]["Regions"]
+    rows = web.driver.find_elements(By.CSS_SELECTOR, "#derp-regions tr.derp-region")
+    assert sorted(r.get_attribute("data-region") for r in rows) == sorted(regions)
+    home = next(r for r in regions.values() if r["RegionCode"] == relay)
+    row = next(r for r in rows if r.get_attribute("data-region") == str(home["RegionID"]))
+    assert relay in row.text and home["RegionName"] in row.text
+    for n in home["Nodes"]:
+        assert n["Name"] in row.text and n["HostName"] in row.text
+    assert "embedded" not in row.text and dm["embeddedRegionId"] is None
+    web.shot("derp")
+    web.world.discard(node)
+
+
+def test_node_detail_facts_and_actions(web):
+    """A real node's page shows its addresses, endpoints, client version, last seen and key
+    expiry as the server and the client know them; tag, move, expire and delete work from it."""
+    srv = web.world.server
+    owner, other = srv.create_user(), srv.create_user()
+    node = web.world.join(key=srv.preauth_key(owner["id"]))
+    st = node.status()
+    n = api_node(srv, node.name)
+    web.sign_in()
+    page = f"/admin/nodes/{n['id']}"
+    def endpoints_reported():
+        r = srv.api_ok("GET", f"/api/v1/node/{n['id']}/hostinfo")
+        return r if r["endpoints"] else None
+    reported = tailnet.poll(endpoints_reported, WAIT, "the node's endpoints reported")
+    web.go(page)
+    facts = web.driver.find_element(By.CSS_SELECTOR, "dl.facts").text
+    for ip in st["Self"]["TailscaleIPs"]:
+        assert ip in facts
+    assert web.driver.find_element(By.ID, "client-version").text.startswith(st["Version"])
+    eps = web.driver.find_element(By.ID, "endpoints").text.split()
+    assert eps and set(eps) <= set(reported["endpoints"]), (eps, reported["endpoints"])
+    assert "Key expiry" in facts and "Last seen" in facts
+    web.shot("node-detail")
+
+    Select(web.driver.find_element(By.ID, "move_user")).select_by_visible_text(other["name"])
+    web.submit("move")
+    assert not web.driver.find_elements(By.ID, "error"), web.text()
+    assert api_node(srv, node.name)["user"]["name"] == other["name"]
+
+    web.driver.find_element(By.ID, "tags").send_keys("tag:web")
+    web.submit("set-tags")
+    assert not web.driver.find_elements(By.ID, "error"), web.text()
+    assert api_node(srv, node.name)["tags"] == ["tag:web"]
+    assert "tag:web" in web.driver.find_element(By.CSS_SELECTOR, "dl.facts").text
+
+    web.submit("expire")
+    tailnet.poll(lambda: node.state() == "NeedsLogin", WAIT, "the client told its key expired")
+    web.go(page)
+    assert "expired" in web.driver.find_element(By.CSS_SELECTOR, "dl.facts").text
+
+    web.submit("delete")
+    assert web.driver.current_url.endswith("/admin/nodes")
+    assert srv.node_by_name(node.name) is None
+    web.world.discard(node, delete=False)
+
+
+def test_screenshot_every_page(web):
+    """Every page the navigation leads to (pages added later too), a node's page, the sign-in
+    and an error page, each saved as a 1280x800 PNG."""
+    web.sign_in()
+    web.go("/admin/")
+    links = {a.get_attribute("href") for a in
+             web.driver.find_elements(By.CSS_SELECTOR, "header nav a")}
+    assert any(h.endswith("/admin/derp") for h in links), links
+    shots = []
+    for href in sorted(links):
+        web.driver.get(href)
+        name = "page-" + (href.rstrip("/").rsplit("/", 1)[-1] or "overview")
+        name = "page-overview" if name == "page-admin" else name
+        assert web.driver.find_elements(By.TAG_NAME, "h1"), href
+        shots.append(web.shot(name))
+    srv = web.world.server
+    user = srv.create_user()
+    auth_id = "hskey-authreq-" + uuid.uuid4().hex[:24]
+    srv.api_ok("POST", "/api/v1/debug/node", {"user": user["name"], "key": auth_id,
+                                              "name": "shot-node"})
+    node = srv.api_ok("POST", "/api/v1/auth/register", {"user": user["name"],
+                                                        "authId": auth_id})["node"]
+    web.go(f"/admin/nodes/{node['id']}")
+    shots.append(web.shot("page-node"))
+    web.go("/admin/no-such-page")
+    assert web.driver.find_element(By.ID, "message").text == "No such page."
+    shots.append(web.shot("page-error"))
+    web.submit("signout")
+    shots.append(web.shot("page-signin"))
+    for path in shots:
+        assert png_size(path) == (1280, 800), path
+
