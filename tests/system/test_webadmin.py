@@ -26,7 +26,8 @@ import tailnet
 
 selenium = pytest.importorskip("selenium")
 from selenium import webdriver  # noqa: E402
-from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    NoAlertPresentException, WebDriverException)
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions  # noqa: E402
@@ -189,7 +190,7 @@ class Stack:
         """Presses a form's button and waits until the answer replaced the page."""
         button = self.driver.find_element(By.ID, button_id)
         button.click()
-        WebDriverWait(self.driver, WAIT).until(expected_conditions.staleness_of(button))
+        WebDriverWait(self.driver, WAIT).until(lambda d: gone(button))
         WebDriverWait(self.driver, WAIT).until(
             lambda d: d.execute_script("return document.readyState") == "complete")
 
@@ -210,6 +211,17 @@ class Stack:
 
     def csrf(self):
         return self.driver.find_element(By.NAME, "csrf").get_attribute("value")
+
+
+def gone(element):
+    """Whether element left the page: stale, or (chromedriver, while the next document is
+    replacing it) no longer in any document."""
+    try:
+        return expected_conditions.staleness_of(element)(None)
+    except WebDriverException as e:
+        if "does not belong to the document" in str(e):
+            return True
+        raise
 
 
 def browser(profile):
@@ -365,7 +377,7 @@ def test_routes_approve_and_disable(web):
         """Presses the row's button and waits for the next page's row to say `then`."""
         button = row(prefix).find_element(By.TAG_NAME, "button")
         button.click()
-        WebDriverWait(web.driver, WAIT).until(expected_conditions.staleness_of(button))
+        WebDriverWait(web.driver, WAIT).until(lambda d: gone(button))
         tailnet.poll(lambda: then in row(prefix).text, WAIT, what)
 
     tailnet.poll(lambda: web.go("/admin/routes") or
