@@ -140,6 +140,16 @@ static int api_extra(struct wa_ctx *x, const char *path, json_t **out)
     return 0;
 }
 
+/* Renders page name with data (stolen) and the server's /version answer (borrowed; NULL when
+ * it gave none) as "server". */
+static void render_with_version(struct wa_ctx *x, const char *name, const char *title,
+                                json_t *data, json_t *version)
+{
+    if (version)
+        json_object_set(data, "server", version);
+    wa__render(x, 200, name, title, data);
+}
+
 void wa__page_overview(struct wa_ctx *x)
 {
     json_t *users = wa__api_list(x, "/api/v1/user", "users"), *page = NULL, *stats = NULL;
@@ -161,9 +171,7 @@ void wa__page_overview(struct wa_ctx *x)
                                          json_integer_value(json_object_get(page, "online"))));
         json_object_set(data, "client_versions", json_object_get(stats, "clientVersions"));
     }
-    if (version)
-        json_object_set(data, "server", version);
-    wa__render(x, 200, "overview", "Overview", data);
+    render_with_version(x, "overview", "Overview", data, version);
 out:
     json_decref(version);
     json_decref(stats);
@@ -214,9 +222,7 @@ void wa__page_derp(struct wa_ctx *x)
         json_object_set_new(data, "regions", regions);
         json_object_set(data, "sources", json_object_get(derp, "sources"));
     }
-    if (version)
-        json_object_set(data, "server", version);
-    wa__render(x, 200, "derp", "DERP and health", data);
+    render_with_version(x, "derp", "DERP and health", data, version);
 out:
     json_decref(version);
     json_decref(api_health);
