@@ -615,13 +615,15 @@ def test_overview_chart_and_versions(web):
     history = stats["onlineHistory"]
     assert history["stepSeconds"] == 300 and 1 <= len(history["points"]) <= 288
     assert len(points) == len(history["points"])
-    # the newest point is the live count, drawn above the zero line
-    online = int(web.driver.find_element(By.ID, "count-online").text)
-    assert online >= 1
-    assert f"{online} now" in web.driver.find_element(By.ID, "chart-caption").text
-    zero = int(web.driver.find_element(By.CSS_SELECTOR, "#online-chart line.axis")
-               .get_attribute("y1"))
-    assert int(points[-1].split(",")[1]) < zero
+    # the newest point is the latest sample (this node online), drawn to the chart's scale
+    caption = web.driver.find_element(By.ID, "chart-caption").text
+    now, peak = map(int, re.search(r"(\d+) now, (\d+) at most", caption).groups())
+    assert 1 <= now <= peak, caption
+    top = int(web.driver.find_element(By.CSS_SELECTOR, "#online-chart text.tick").text)
+    assert top >= peak
+    zero, scale_top = (int(web.driver.find_element(By.CSS_SELECTOR, f"#online-chart {c}")
+                           .get_attribute("y1")) for c in ("line.axis", "line.grid"))
+    assert int(points[-1].split(",")[1]) == zero - now * (zero - scale_top) // top
     assert not web.driver.find_elements(By.CSS_SELECTOR, "script:not([src])")
     web.shot("overview-chart")
     web.world.discard(node)
