@@ -105,9 +105,10 @@ def server_config(tmp, port, db, pg=None, grpc=False, policy_db=False):
         cfg["grpc_allow_insecure"] = False
     else:
         # ours: the load generator is one address for thousands of clients connecting at
-        # once, which the per-address caps on connections and handshakes would otherwise
-        # refuse
-        cfg["tuning"] = {"http_max_connections_per_ip": 0, "handshake_rate_limit": 0}
+        # once, which the per-address caps on connections, handshakes and DERP clients would
+        # otherwise refuse
+        cfg["tuning"] = {"http_max_connections_per_ip": 0, "handshake_rate_limit": 0,
+                         "derp_max_clients_per_ip": 0}
     if db == "sqlite":
         cfg["database"] = {"type": "sqlite",
                            "sqlite": {"path": os.path.join(tmp, "db.sqlite"),

@@ -155,6 +155,8 @@ struct hs_config {
     int tuning_http_max_connections;
     int tuning_http_max_connections_per_ip;
     int tuning_handshake_rate_limit; /* Noise handshakes per minute per address; 0: none */
+    int tuning_derp_max_clients;        /* the embedded relay's clients (ours) */
+    int tuning_derp_max_clients_per_ip; /* the same per address; 0: no cap */
 };
 
 enum config_diag_level { CONFIG_WARNING, CONFIG_ERROR };

@@ -134,9 +134,16 @@ void derp_server_free(struct derp_server *d); /* stops, closes every client */
 void derp_server_key_hex(const struct derp_server *d, char out[65]);
 /* The embedded region (tailcfg.DERPRegion JSON) for the DERP map; caller owns it. */
 json_t *derp_server_region(const struct derp_server *d, const struct hs_config *cfg);
+/* Whether the relay takes one more client from sa (tuning.derp_max_clients in total and
+ * tuning.derp_max_clients_per_ip per address): asked before the upgrade is answered. 0 with
+ * *place (NULL when the address is not counted) for derp_server_adopt, which must follow
+ * at once; or -EMFILE with *why, a static sentence for the refusal. Front door thread. */
+int derp_server_admit(struct derp_server *d, const struct sockaddr_storage *sa,
+                      struct net_addr **place, const char **why);
 /* Hands an upgraded /derp connection to the relay, which owns it from now on; it sends the
- * ServerKey frame after whatever nc has queued (the 101 head). */
-void derp_server_adopt(struct derp_server *d, struct net_conn *nc);
+ * ServerKey frame after whatever nc has queued (the 101 head). place: from
+ * derp_server_admit, given back when the client goes. */
+void derp_server_adopt(struct derp_server *d, struct net_conn *nc, struct net_addr *place);
 
 struct derp_stats {
     uint64_t clients, packets_relayed, bytes_relayed, packets_dropped, bad_frames;

@@ -163,6 +163,16 @@ static void add_watcher(struct derp_server *d, struct dclient *w)
 
 /* ---- client lifecycle ---- */
 
+/* What an adopted client counts against, given back. */
+static void client_release(struct derp_server *d, struct dclient *c)
+{
+    net_addrs_put(d->addrs, c->place);
+    __atomic_sub_fetch(&d->nclients, 1, __ATOMIC_RELAXED);
+    hs_buf_free(&c->tx);
+    free(c->rx);
+    free(c);
+}
+
 static void client_free(struct derp_server *d, struct dclient *c)
 {
     remove_watcher(d, c);
@@ -183,9 +193,7 @@ static void client_free(struct derp_server *d, struct dclient *c)
         net_conn_abort(c->nc);
     else
         net_conn_close(c->nc);
-    hs_buf_free(&c->tx);
-    free(c->rx);
-    free(c);
+    client_release(d, c);
 }
 
 /* Tells those who sent to c that it left, and lets an older connection of the same key
@@ -799,14 +807,33 @@ static void remote_addr(struct dclient *c)
     }
 }
 
-void derp_server_adopt(struct derp_server *d, struct net_conn *nc)
+/* The count of clients only goes down while the front door asks (it is the one adopter):
+ * checking then counting in derp_server_adopt cannot pass the cap. */
+int derp_server_admit(struct derp_server *d, const struct sockaddr_storage *sa,
+                      struct net_addr **place, const char **why)
+{
+    if (__atomic_load_n(&d->nclients, __ATOMIC_RELAXED) >=
+        (size_t)d->cfg->tuning_derp_max_clients) {
+        *why = "the DERP server is busy: too many clients (tuning.derp_max_clients)\n";
+        return -EMFILE;
+    }
+    if (net_addrs_take(d->addrs, sa, place) < 0) {
+        *why = "too many DERP clients from your address (tuning.derp_max_clients_per_ip)\n";
+        return -EMFILE;
+    }
+    return 0;
+}
+
+void derp_server_adopt(struct derp_server *d, struct net_conn *nc, struct net_addr *place)
 {
     struct dclient *c = hs_xcalloc(1, sizeof(*c));
     struct pending *p = hs_xcalloc(1, sizeof(*p));
     uint8_t sk[sizeof(derp_magic) + DERP_KEY_LEN];
     uint64_t one = 1;
 
+    __atomic_add_fetch(&d->nclients, 1, __ATOMIC_RELAXED);
     c->nc = nc;
+    c->place = place;
     c->srv = d;
     remote_addr(c);
     c->rxcap = DERP_RX_INITIAL;
@@ -870,6 +897,7 @@ int derp_server_new(const struct hs_config *cfg, struct derp_server **out)
     d->cfg = cfg;
     d->epfd = d->stun_fd = -1;
     pthread_mutex_init(&d->mu, NULL);
+    d->addrs = net_addrs_new(&cfg->trusted_proxies, (unsigned)cfg->tuning_derp_max_clients_per_ip);
     /* Made here, not at start: derp_server_recheck() may be called before the relay runs. */
     if ((d->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
         rc = -errno;
@@ -958,9 +986,7 @@ void derp_server_free(struct derp_server *d)
         struct pending *p = d->inbox;
         d->inbox = p->next;
         net_conn_close(p->c->nc);
-        hs_buf_free(&p->c->tx);
-        free(p->c->rx);
-        free(p->c);
+        client_release(d, p->c);
         free(p);
     }
     derp__mesh_fini(d);
@@ -971,6 +997,7 @@ void derp_server_free(struct derp_server *d)
     if (d->epfd >= 0)
         close(d->epfd);
     sodium_memzero(&d->key, sizeof(d->key));
+    net_addrs_free(d->addrs);
     pthread_mutex_destroy(&d->mu);
     free(d);
 }

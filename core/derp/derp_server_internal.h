@@ -105,6 +105,7 @@ struct dclient {
     bool mesh;        /* ClientInfo carried our mesh key: another server of the region */
     bool watcher;     /* a mesh peer that sent WatchConns */
     uint8_t addr16[16]; /* remote IP (v4-mapped) and port, for PeerPresent */
+    struct net_addr *place; /* its address's count (derp_server_admit), or NULL */
     uint16_t port;
     bool ready;       /* ClientInfo accepted */
     bool registered;  /* in the key registry */
@@ -146,6 +147,8 @@ struct derp_server {
     uint64_t next_id;
     pthread_mutex_t mu; /* inbox and rechecks */
     struct pending *inbox;
+    size_t nclients;        /* adopted and not yet freed (__atomic: adopted elsewhere) */
+    struct net_addrs *addrs; /* clients per address */
     uint64_t rechecks[DERP_MAX_RECHECKS]; /* node ids to verify again */
     size_t nrechecks;
     bool recheck_all;   /* too many queued: verify every client */

@@ -108,6 +108,23 @@ const char *net_addr_text(const struct sockaddr_storage *sa, socklen_t len, char
  * took over, sent best effort (a fresh socket takes a small reply); the caller closes next. */
 void net_conn_reply(struct net_conn *c, int status, const char *reason, const char *msg);
 
+/* ---- connections per client address (addrs.c); any thread ---- */
+
+struct net_addr;
+struct net_addrs;
+/* At most per_address connections per address (0: no cap); the addresses and networks in
+ * trusted (trusted_proxies, checked when the config loaded) are not counted. */
+struct net_addrs *net_addrs_new(const struct hs_strv *trusted, unsigned per_address);
+void net_addrs_free(struct net_addrs *a); /* NULL is fine */
+/* Counts a connection from sa: 0 with *slot to give back with net_addrs_put (NULL when the
+ * address is not counted), or -EMFILE when the address holds its share already. */
+int net_addrs_take(struct net_addrs *a, const struct sockaddr_storage *sa,
+                   struct net_addr **slot);
+void net_addrs_put(struct net_addrs *a, struct net_addr *slot); /* NULL slot is fine */
+/* Whether sa is one of trusted: its clients share its address, so per-address limits do
+ * not apply to it. */
+bool net_addrs_trusted(const struct net_addrs *a, const struct sockaddr_storage *sa);
+
 /* ---- HTTP/1.1 requests ---- */
 
 #define HTTP1_MAX_HEAD 8192

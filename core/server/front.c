@@ -64,7 +64,7 @@ struct fconn {
     struct net_conn *nc;
     struct sockaddr_storage addr;
     socklen_t addrlen;
-    struct front_addr *slot; /* this client address's count, NULL when not counted */
+    struct net_addr *slot; /* this client address's count, NULL when not counted */
     int64_t deadline;     /* TLS + first head; then progress (proxied) or the linger */
     int64_t req_deadline; /* the request being received is whole by then; 0: none pending */
     char *head; /* HTTP1_MAX_HEAD + 1 while reading the head */
@@ -93,8 +93,8 @@ struct front {
     bool running;
     struct fconn *all, *dead;
     size_t count;
-    struct front_addrs *addrs;
-    struct warn_limit warn_total, warn_per_ip;
+    struct net_addrs *addrs;
+    struct warn_limit warn_total, warn_per_ip, warn_derp;
 };
 
 /* ---- bookkeeping ---- */
@@ -125,7 +125,7 @@ static void fconn_unlink(struct fconn *fc)
     if (fc->next)
         fc->next->prev = fc->prev;
     f->count--;
-    front_addrs_put(f->addrs, fc->slot);
+    net_addrs_put(f->addrs, fc->slot);
     fc->slot = NULL;
     free(fc->head);
     fc->head = NULL;
@@ -348,21 +348,42 @@ static void route_ts2021(struct fconn *fc, const struct http1_head *h, bool ws)
         memcpy(rq.handshake_b64, hs, strlen(hs) + 1);
     rq.addr = fc->addr;
     rq.addrlen = fc->addrlen;
-    rq.unlimited = front_addrs_trusted(fc->f->addrs, &fc->addr);
+    rq.unlimited = net_addrs_trusted(fc->f->addrs, &fc->addr);
     rq.nc = fconn_release(fc);
     control_upgrade_async(fc->f->deps.control, &rq);
+}
+
+/* The relay's caps, checked before the upgrade is answered so that a refusal is a plain 503
+ * (Tailscale's client then tries its next DERP region). */
+static bool derp_admitted(struct fconn *fc, struct net_addr **place)
+{
+    struct front *f = fc->f;
+    const char *why;
+    char who[NET_ADDR_TEXT];
+    unsigned skipped;
+
+    if (derp_server_admit(f->deps.derp, &fc->addr, place, &why) == 0)
+        return true;
+    if (warn_due(&f->warn_derp, &skipped))
+        log_warnx("server: /derp from %s: %.*s (%u more refused since the last warning)",
+                  peer(fc, who, sizeof(who)), (int)strcspn(why, "\n"), why, skipped);
+    reply_and_close(fc, 503, "Service Unavailable", why);
+    return false;
 }
 
 static void route_derp(struct fconn *fc, const struct http1_head *h, bool ws)
 {
     char key[65], resp[256];
+    struct net_addr *place;
     int n;
 
+    if (ws && !websocket_ok(h, "derp")) {
+        refuse_websocket(fc, "derp");
+        return;
+    }
+    if (!derp_admitted(fc, &place))
+        return;
     if (ws) {
-        if (!websocket_ok(h, "derp")) {
-            refuse_websocket(fc, "derp");
-            return;
-        }
         accept_websocket(fc, h, "derp");
     } else if (!h->derp_fast_start || strcmp(h->derp_fast_start, "1") != 0) {
         /* The 101 carries the server key so that clients can pin it; a fast-start client
@@ -373,7 +394,7 @@ static void route_derp(struct fconn *fc, const struct http1_head *h, bool ws)
                      "Connection: Upgrade\r\nDerp-Version: 2\r\nDerp-Public-Key: %s\r\n\r\n", key);
         net_conn_queue_raw(fc->nc, resp, (size_t)n);
     }
-    derp_server_adopt(fc->f->deps.derp, fconn_release(fc));
+    derp_server_adopt(fc->f->deps.derp, fconn_release(fc), place);
 }
 
 /* ---- proxying to libmicrohttpd ---- */
@@ -781,7 +802,7 @@ static void refuse_at_accept(struct front *f, int fd, const char *msg)
 /* The caps: total first (the server's memory), then the client's address. 0 when fd may
  * be taken, with *slot to count it under its address. */
 static int admit(struct front *f, int fd, const struct sockaddr_storage *sa, socklen_t len,
-                 struct front_addr **slot)
+                 struct net_addr **slot)
 {
     char who[NET_ADDR_TEXT];
     unsigned skipped;
@@ -794,7 +815,7 @@ static int admit(struct front *f, int fd, const struct sockaddr_storage *sa, soc
         refuse_at_accept(f, fd, "the server is busy: too many connections\n");
         return -EMFILE;
     }
-    if (front_addrs_take(f->addrs, sa, slot) < 0) {
+    if (net_addrs_take(f->addrs, sa, slot) < 0) {
         if (warn_due(&f->warn_per_ip, &skipped))
             log_warnx("server: %s holds %u HTTP connections "
                       "(tuning.http_max_connections_per_ip): refusing more; a reverse proxy "
@@ -811,14 +832,14 @@ static void accept_one(struct front *f, int fd, const struct sockaddr_storage *s
 {
     struct fconn *fc;
     struct net_conn *nc;
-    struct front_addr *slot;
+    struct net_addr *slot;
     struct epoll_event ev = { .events = EPOLLIN };
     int64_t now = hs_monotonic_us(), head_us = f->deps.request_us;
 
     if (admit(f, fd, sa, len, &slot) < 0)
         return;
     if (!(nc = net_conn_new(fd, f->deps.tls))) {
-        front_addrs_put(f->addrs, slot);
+        net_addrs_put(f->addrs, slot);
         return; /* it closed fd */
     }
     fc = hs_xcalloc(1, sizeof(*fc));
@@ -922,7 +943,7 @@ int front_start(const struct front_deps *deps, struct front **out)
 
     f->deps = *deps;
     f->deps.trusted_proxies = NULL; /* read here only */
-    f->addrs = front_addrs_new(deps->trusted_proxies, deps->max_conns_per_ip);
+    f->addrs = net_addrs_new(deps->trusted_proxies, deps->max_conns_per_ip);
     f->epfd = epoll_create1(EPOLL_CLOEXEC);
     f->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (f->epfd < 0 || f->evfd < 0 ||
@@ -958,7 +979,7 @@ void front_stop(struct front *f)
     while (f->all)
         fconn_free(f->all);
     reap(f);
-    front_addrs_free(f->addrs);
+    net_addrs_free(f->addrs);
     if (f->deps.listen_fd >= 0)
         close(f->deps.listen_fd);
     if (f->evfd >= 0)

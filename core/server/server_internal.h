@@ -35,19 +35,6 @@ int front_start(const struct front_deps *deps, struct front **out);
 /* Stops accepting and closes what it has not handed on; before the loops and mhd stop. */
 void front_stop(struct front *f);
 
-/* Connections per client address (front_addr.c). */
-struct front_addr;
-struct front_addrs;
-struct front_addrs *front_addrs_new(const struct hs_strv *trusted, unsigned per_address);
-void front_addrs_free(struct front_addrs *a);
-/* Counts a connection from sa: 0 with *slot to give back with front_addrs_put (NULL when
- * the address is not counted), or -EMFILE when the address holds its share already. */
-int front_addrs_take(struct front_addrs *a, const struct sockaddr_storage *sa,
-                     struct front_addr **slot);
-void front_addrs_put(struct front_addrs *a, struct front_addr *slot);
-/* Whether sa is one of trusted_proxies: its clients share its address, so per-address
- * limits do not apply to it. */
-bool front_addrs_trusted(const struct front_addrs *a, const struct sockaddr_storage *sa);
 
 /* /metrics on metrics_listen_addr (server_metrics.c). The deps must outlive the metrics
  * listener: stop it before freeing them. */

@@ -1,7 +1,9 @@
 """Abuse limits (issue 19) seen from outside, each hit by one client while another carries on:
 a request head over 8 KiB is answered 431 whether it is a connection's first or a later one;
 one address starting Noise handshakes faster than tuning.handshake_rate_limit is answered 429
-before any key work, while other addresses and trusted proxies still connect and register.
+before any key work, while other addresses and trusted proxies still connect and register;
+the embedded DERP relay refuses clients past tuning.derp_max_clients(_per_ip) with a 503
+before the upgrade, while the clients it holds still relay.
 The connection caps and the request deadline are in test_http_front.py, the registration
 limits in test_register_limits.py."""
 
@@ -11,6 +13,8 @@ import time
 
 import pytest
 
+import derp_client as dc
+from helpers import free_port
 from noise_client import (ControlClient, Handshake, new_private_key, read_http_head,
                           recv_exact, upgrade_request)
 from test_http_front import _connect, _read_response, _status
@@ -100,3 +104,73 @@ def test_handshake_rate_limit_refuses_one_address_while_others_carry_on(server_f
     # The refused address still gets plain HTTP.
     assert _health(s, "127.0.0.2") == 200
     assert "tuning.handshake_rate_limit" in s.log_text()
+
+
+# ---- the embedded DERP relay: clients in total and per address ----
+
+def _derp_from(s, src):
+    """A DERP connection from address src, upgrade answered → (DerpConn, status, body)."""
+    sock = socket.create_connection(("127.0.0.1", s.port), timeout=10, source_address=(src, 0))
+    c = dc.DerpConn(sock, f"127.0.0.1:{s.port}")
+    status = c.upgrade()
+    body = b""
+    if status != 101:
+        body = c.buf
+        while chunk := sock.recv(4096):
+            body += chunk
+    return c, status, body.decode("utf-8", "replace")
+
+
+def _derp_client(s, src, held):
+    c, status, body = _derp_from(s, src)
+    held.append(c)
+    assert status == 101, (status, body)
+    c.read_server_key()
+    c.client_info()
+    c.read_server_info()
+    return c
+
+
+def _derp_refused(s, src, why):
+    c, status, body = _derp_from(s, src)
+    c.close()
+    assert status == 503 and why in body, (status, body)
+
+
+def test_derp_client_caps_refuse_clearly_while_others_carry_on(server_factory, tmp_path):
+    s = server_factory(overrides={
+        "trusted_proxies": ["127.0.0.3"],
+        "tuning": {"derp_max_clients": 6, "derp_max_clients_per_ip": 3},
+        "derp": {"server": {"enabled": True, "region_id": 903, "region_code": "hslim",
+                            "region_name": "HS Limits Test",
+                            "stun_listen_addr": f"127.0.0.1:{free_port()}",
+                            "private_key_path": str(tmp_path / "derp.key"),
+                            "automatically_add_embedded_derp_region": True,
+                            "verify_clients": False}}})
+    held = []
+    try:
+        # Three from one address is its share; the fourth is refused before the upgrade.
+        mine = [_derp_client(s, "127.0.0.2", held) for _ in range(3)]
+        _derp_refused(s, "127.0.0.2", "too many DERP clients from your address")
+        # Another address joins meanwhile and relays to one of the first three.
+        other = _derp_client(s, "127.0.0.1", held)
+        other.send_packet(mine[0].pub, b"still relayed")
+        assert mine[0].recv_packet() == (other.pub, b"still relayed")
+        # A trusted proxy is not capped per address, only by the total: 4 held, 2 more fit.
+        for _ in range(2):
+            _derp_client(s, "127.0.0.3", held)
+        _derp_refused(s, "127.0.0.4", "the DERP server is busy")
+        # A client that goes gives its place back.
+        mine[1].close()
+        deadline = time.monotonic() + 10
+        while True:
+            c, status, _ = _derp_from(s, "127.0.0.2")
+            held.append(c)
+            if status == 101 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert status == 101
+    finally:
+        for c in held:
+            c.close()
+    assert "tuning.derp_max_clients" in s.log_text()

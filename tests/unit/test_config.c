@@ -1166,6 +1166,10 @@ static const struct {
       "tests/system/test_http_front.py::test_connection_caps_refuse_clearly_while_others_carry_on" },
     { "tuning.http_max_connections_per_ip",
       "tests/system/test_http_front.py::test_connection_caps_refuse_clearly_while_others_carry_on" },
+    { "tuning.derp_max_clients",
+      "tests/system/test_limits.py::test_derp_client_caps_refuse_clearly_while_others_carry_on" },
+    { "tuning.derp_max_clients_per_ip",
+      "tests/system/test_limits.py::test_derp_client_caps_refuse_clearly_while_others_carry_on" },
     { "tuning.handshake_rate_limit",
       "tests/system/test_limits.py::test_handshake_rate_limit_refuses_one_address_while_others_carry_on" },
 };

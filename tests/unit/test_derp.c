@@ -832,7 +832,7 @@ static void raw_connect(struct raw *r, const char *meshkey, bool expect_refusal)
     memset(r, 0, sizeof(*r));
     cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     fcntl(sv[0], F_SETFL, O_NONBLOCK);
-    derp_server_adopt(msrv, net_conn_new(sv[0], NULL));
+    derp_server_adopt(msrv, net_conn_new(sv[0], NULL), NULL);
     r->fd = sv[1];
     cr_assert_eq(raw_expect(r, DERP_FRAME_SERVER_KEY, p), 8 + DERP_KEY_LEN);
     memcpy(r->server, p + 8, DERP_KEY_LEN);

@@ -1,12 +1,12 @@
-/* The front door's count of connections per client address: one address may hold only so
- * many connections being set up or carrying HTTP requests, so that one host cannot take
- * every slot of the total. IPv6 clients are counted per /64, the block one host is usually
- * given (it could otherwise open each connection from a fresh address). Proxies listed in
- * trusted_proxies are not counted: every client behind them shares their address.
- *
- * Front door thread only. */
+/* Connections per client address, for the front door and the DERP relay: one address may
+ * hold only so many, so that one host cannot take every slot of a total. IPv6 clients are
+ * counted per /64, the block one host is usually given (it could otherwise open each
+ * connection from a fresh address). Proxies listed in trusted_proxies are not counted:
+ * every client behind them shares their address. A mutex guards the table: the relay takes
+ * on the front door's thread and gives back on its own. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,23 +14,24 @@
 #include <sodium.h>
 
 #include "config/config.h"
-#include "server/server_internal.h"
+#include "net/net.h"
 
 #define ADDR_BUCKETS 4096 /* a power of two */
 
-struct front_addr {
-    struct front_addr *next;
+struct net_addr {
+    struct net_addr *next;
     uint8_t key[16];
     uint32_t n;
 };
 
-struct front_addrs {
+struct net_addrs {
     unsigned cap;               /* connections per address; 0: no cap */
+    pthread_mutex_t mu;         /* guards the buckets and their counts */
     struct ip_prefix *trusted;
     size_t ntrusted;
     /* Keyed (SipHash): a client cannot choose addresses that pile into one bucket. */
     uint8_t seed[crypto_shorthash_KEYBYTES];
-    struct front_addr *buckets[ADDR_BUCKETS];
+    struct net_addr *buckets[ADDR_BUCKETS];
 };
 
 /* trusted_proxies holds addresses and networks (checked when the config loaded). */
@@ -44,11 +45,12 @@ static int trusted_parse(const char *s, struct ip_prefix *out)
     return config_parse_prefix(text, out);
 }
 
-struct front_addrs *front_addrs_new(const struct hs_strv *trusted, unsigned per_address)
+struct net_addrs *net_addrs_new(const struct hs_strv *trusted, unsigned per_address)
 {
-    struct front_addrs *a = hs_xcalloc(1, sizeof(*a));
+    struct net_addrs *a = hs_xcalloc(1, sizeof(*a));
 
     a->cap = per_address;
+    pthread_mutex_init(&a->mu, NULL);
     a->trusted = hs_xcalloc(trusted->n + 1, sizeof(*a->trusted));
     for (size_t i = 0; i < trusted->n; i++)
         if (trusted_parse(trusted->v[i], &a->trusted[a->ntrusted]) == 0)
@@ -57,16 +59,17 @@ struct front_addrs *front_addrs_new(const struct hs_strv *trusted, unsigned per_
     return a;
 }
 
-void front_addrs_free(struct front_addrs *a)
+void net_addrs_free(struct net_addrs *a)
 {
     if (!a)
         return;
     for (size_t i = 0; i < ADDR_BUCKETS; i++)
         while (a->buckets[i]) {
-            struct front_addr *e = a->buckets[i];
+            struct net_addr *e = a->buckets[i];
             a->buckets[i] = e->next;
             free(e);
         }
+    pthread_mutex_destroy(&a->mu);
     free(a->trusted);
     free(a);
 }
@@ -110,7 +113,7 @@ static void count_key(int family, const uint8_t *addr, uint8_t key[16])
     }
 }
 
-static struct front_addr **bucket(struct front_addrs *a, const uint8_t key[16])
+static struct net_addr **bucket(struct net_addrs *a, const uint8_t key[16])
 {
     uint8_t h[crypto_shorthash_BYTES];
     uint64_t v;
@@ -120,7 +123,7 @@ static struct front_addr **bucket(struct front_addrs *a, const uint8_t key[16])
     return &a->buckets[v & (ADDR_BUCKETS - 1)];
 }
 
-static bool is_trusted(const struct front_addrs *a, int family, const uint8_t *addr)
+static bool is_trusted(const struct net_addrs *a, int family, const uint8_t *addr)
 {
     for (size_t i = 0; i < a->ntrusted; i++)
         if (prefix_has(&a->trusted[i], family, addr))
@@ -128,7 +131,7 @@ static bool is_trusted(const struct front_addrs *a, int family, const uint8_t *a
     return false;
 }
 
-bool front_addrs_trusted(const struct front_addrs *a, const struct sockaddr_storage *sa)
+bool net_addrs_trusted(const struct net_addrs *a, const struct sockaddr_storage *sa)
 {
     uint8_t addr[16];
     int family = addr_bytes(sa, addr);
@@ -136,41 +139,57 @@ bool front_addrs_trusted(const struct front_addrs *a, const struct sockaddr_stor
     return family >= 0 && is_trusted(a, family, addr);
 }
 
-int front_addrs_take(struct front_addrs *a, const struct sockaddr_storage *sa,
-                     struct front_addr **slot)
+/* Under mu: the count of key, made when absent; NULL when it is full. */
+static struct net_addr *count_of(struct net_addrs *a, const uint8_t key[16])
 {
-    uint8_t addr[16], key[16];
-    struct front_addr **b, *e;
-    int family = addr_bytes(sa, addr);
+    struct net_addr **b = bucket(a, key), *e;
 
-    *slot = NULL;
-    if (a->cap == 0 || family < 0 || is_trusted(a, family, addr))
-        return 0;
-    count_key(family, addr, key);
-    b = bucket(a, key);
     for (e = *b; e && memcmp(e->key, key, 16) != 0; e = e->next)
         ;
     if (e && e->n >= a->cap)
-        return -EMFILE;
+        return NULL;
     if (!e) {
         e = hs_xcalloc(1, sizeof(*e));
         memcpy(e->key, key, 16);
         e->next = *b;
         *b = e;
     }
-    e->n++;
+    return e;
+}
+
+int net_addrs_take(struct net_addrs *a, const struct sockaddr_storage *sa,
+                   struct net_addr **slot)
+{
+    uint8_t addr[16], key[16];
+    struct net_addr *e;
+    int family = addr_bytes(sa, addr);
+
+    *slot = NULL;
+    if (a->cap == 0 || family < 0 || is_trusted(a, family, addr))
+        return 0;
+    count_key(family, addr, key);
+    pthread_mutex_lock(&a->mu);
+    if ((e = count_of(a, key)))
+        e->n++;
+    pthread_mutex_unlock(&a->mu);
+    if (!e)
+        return -EMFILE;
     *slot = e;
     return 0;
 }
 
-void front_addrs_put(struct front_addrs *a, struct front_addr *slot)
+void net_addrs_put(struct net_addrs *a, struct net_addr *slot)
 {
-    struct front_addr **p;
+    struct net_addr **p;
 
-    if (!slot || --slot->n > 0)
+    if (!slot)
         return;
-    for (p = bucket(a, slot->key); *p != slot; p = &(*p)->next)
-        ;
-    *p = slot->next;
-    free(slot);
+    pthread_mutex_lock(&a->mu);
+    if (--slot->n == 0) {
+        for (p = bucket(a, slot->key); *p != slot; p = &(*p)->next)
+            ;
+        *p = slot->next;
+        free(slot);
+    }
+    pthread_mutex_unlock(&a->mu);
 }
