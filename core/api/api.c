@@ -74,6 +74,9 @@ static const struct route routes[] = {
     { "GET", "/api/v1/policy/history", api_policy_history, false },
     { "GET", "/api/v1/policy/history/{}", api_policy_version, false },
     { "POST", "/api/v1/policy/history/{}/rollback", api_policy_rollback, false },
+    { "GET", "/api/v1/dns", api_dns_get, false }, /* ours: headscale has no DNS API */
+    { "PUT", "/api/v1/dns", api_dns_set, false },
+    { "DELETE", "/api/v1/dns", api_dns_clear, false },
 };
 
 size_t api_route_count(void)

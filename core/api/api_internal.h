@@ -224,6 +224,9 @@ void api_policy_history(struct api_call *c);
 void api_policy_preview(struct api_call *c);
 void api_policy_version(struct api_call *c);
 void api_policy_rollback(struct api_call *c);
+void api_dns_get(struct api_call *c);
+void api_dns_set(struct api_call *c);
+void api_dns_clear(struct api_call *c);
 void api_openapi(struct api_call *c);
 
 extern const char api_openapi_json[]; /* generated from core/api/openapi.json */

@@ -220,6 +220,43 @@ int config_dns_records_parse(const char *text, size_t len, struct dns_record **o
                              char *err, size_t errsize);
 void config_dns_records_free(struct dns_record *v, size_t n);
 
+/* The DNS settings that may change while serving (PUT /api/v1/dns): the dns section without
+ * base_domain (every node's name hangs on it), extra_records_path (the file stays the source
+ * of its records) and the 0.22 naming. In JSON (the API's shape, and how the store keeps
+ * them): {"magicDns", "overrideLocalDns", "nameservers": {"global": [..], "split": {domain:
+ * [..]}}, "searchDomains": [..], "extraRecords": [{"name", "type", "value"}]}. */
+#define CONFIG_DNS_MAX_NAMESERVERS 32 /* in one list */
+#define CONFIG_DNS_MAX_SPLIT 256      /* split DNS domains */
+#define CONFIG_DNS_MAX_SEARCH 64      /* search domains */
+#define CONFIG_DNS_MAX_RECORDS 4096   /* extra records */
+#define CONFIG_DNS_MAX_BYTES (1u << 20) /* their JSON text */
+struct dns_settings {
+    bool magic_dns;
+    bool override_local_dns;
+    struct hs_strv nameservers; /* global */
+    struct dns_split *split;
+    size_t nsplit;
+    struct hs_strv search_domains;
+    struct dns_record *records;
+    size_t nrecords;
+};
+/* cfg's settings, pointing into cfg (not to be finied). */
+struct dns_settings config_dns_settings_view(const struct hs_config *cfg);
+/* A copy of cfg's (the starting value); free with config_dns_settings_fini. */
+void config_dns_settings_of(const struct hs_config *cfg, struct dns_settings *out);
+void config_dns_settings_fini(struct dns_settings *d); /* zeroes d */
+/* Reads settings in the JSON shape above over base: a member left out keeps base's value, a
+ * null or empty one clears it. Every value is checked (addresses, domain names, counts,
+ * unknown members, what cfg does not allow to change: baseDomain other than cfg's, MagicDNS
+ * without a base domain or under the 0.22 layout). 0 with *out filled (free with
+ * config_dns_settings_fini); -EINVAL or -E2BIG with a sentence in err and *out untouched. */
+int config_dns_settings_parse(const struct hs_config *cfg, const struct dns_settings *base,
+                              const char *text, size_t len, struct dns_settings *out,
+                              char *err, size_t errsize);
+/* d in the JSON shape above (a new object). */
+json_t *config_dns_settings_json(const struct dns_settings *d);
+bool config_dns_settings_equal(const struct dns_settings *a, const struct dns_settings *b);
+
 /* One derp.server.mesh_with entry: "host:port", "[v6]:port" or "http(s)://host[:port][/path]"
  * (port 80 or 443 and path /derp when left out; host:port is plain HTTP). -EINVAL with the
  * reason in *why (a static sentence) otherwise. */

@@ -125,5 +125,15 @@ void config__check(struct load_ctx *c);
 void config__warn_inert(struct load_ctx *c);
 /* Parses an IP address of the given family (0 = any) into out[16]; returns the family. */
 int config__parse_ip(const char *s, int family, uint8_t out[16]);
+/* What a Tailscale client takes as a resolver (dnstype.Resolver.Addr): an IP address, an
+ * IP:port ([v6]:port), or a DNS-over-HTTP(S) URL. */
+bool config__is_nameserver(const char *s);
+/* Writes the message into err and returns -EINVAL. */
+int config__fail(char *err, size_t errsize, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* A JSON list of extra records (config_dns_records_parse's rules, at most max of them) into
+ * *out and *n; -EINVAL with the reason in err. */
+int config__dns_records_from_json(json_t *list, size_t max, struct dns_record **out, size_t *n,
+                                  char *err, size_t errsize);
 
 #endif

@@ -566,9 +566,7 @@ struct list_arg {
     struct hs_strv out;
 };
 
-/* What a Tailscale client takes as a resolver (dnstype.Resolver.Addr): an IP address, an
- * IP:port ([v6]:port), or a DNS-over-HTTP(S) URL. */
-static bool is_nameserver(const char *s)
+bool config__is_nameserver(const char *s)
 {
     char host[64], port[16];
     uint8_t a[16];
@@ -595,7 +593,7 @@ static int list_item(struct load_ctx *c, const struct ynode *n, const char *s, v
     case K_NSV:
         /* headscale passes any string on; a client drops what it cannot use. Say so, and
          * leave it out, rather than refuse a config headscale starts with. */
-        if (!is_nameserver(s)) {
+        if (!config__is_nameserver(s)) {
             config__diag(c, CONFIG_WARNING, c->cur_name, c->cur_env ? 0 : ynode_line(n),
                          "\"%.64s\" is not an IP address, IP:port or http(s):// URL: left out "
                          "(clients could not use it)", s);

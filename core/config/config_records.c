@@ -26,9 +26,7 @@ void config_dns_records_free(struct dns_record *v, size_t n)
     free(v);
 }
 
-static int fail(char *err, size_t errsize, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errsize, const char *fmt, ...)
+int config__fail(char *err, size_t errsize, const char *fmt, ...)
 {
     va_list ap;
 
@@ -84,65 +82,42 @@ static int one(json_t *e, size_t i, struct dns_record *r, char *err, size_t errs
     int bad = 0, fam;
 
     if (!json_is_object(e))
-        return fail(err, errsize, "record %zu is not an object {\"Name\",\"Type\",\"Value\"}", i);
+        return config__fail(err, errsize,
+                            "record %zu is not an object {\"Name\",\"Type\",\"Value\"}", i);
     name = member(e, "Name", &bad);
     type = member(e, "Type", &bad);
     value = member(e, "Value", &bad);
     if (bad)
-        return fail(err, errsize, "record %zu: Name, Type and Value must be strings", i);
+        return config__fail(err, errsize, "record %zu: Name, Type and Value must be strings", i);
     if (!name || !*name || !type || !value)
-        return fail(err, errsize, "record %zu needs a Name, a Type and a Value", i);
+        return config__fail(err, errsize, "record %zu needs a Name, a Type and a Value", i);
     if (strcasecmp(type, "A") && strcasecmp(type, "AAAA"))
-        return fail(err, errsize, "record %zu (%.64s): type must be A or AAAA, got \"%.16s\"", i,
-                    name, type);
+        return config__fail(err, errsize,
+                            "record %zu (%.64s): type must be A or AAAA, got \"%.16s\"", i,
+                            name, type);
     fam = strcasecmp(type, "A") == 0 ? AF_INET : AF_INET6;
     if (config__parse_ip(value, fam, a) != fam)
-        return fail(err, errsize, "record %zu (%.64s): \"%.64s\" is not an IPv%d address", i,
-                    name, value, fam == AF_INET ? 4 : 6);
+        return config__fail(err, errsize,
+                            "record %zu (%.64s): \"%.64s\" is not an IPv%d address", i,
+                            name, value, fam == AF_INET ? 4 : 6);
     r->name = hs_strdup(name);
     r->type = hs_strdup(type);
     r->value = hs_strdup(value);
     return 0;
 }
 
-int config_dns_records_parse(const char *text, size_t len, struct dns_record **out,
-                             size_t *nout, char *err, size_t errsize)
+int config__dns_records_from_json(json_t *list, size_t max, struct dns_record **out, size_t *nout,
+                                  char *err, size_t errsize)
 {
     struct dns_record *v;
-    json_error_t je;
-    json_t *root;
     size_t n = 0;
 
-    *out = NULL;
-    *nout = 0;
-    /* An empty file is most likely one being written: headscale waits for the next change. */
-    if (len == 0)
-        return 1;
-    if (len > CONFIG_MAX_EXTRA_RECORDS_BYTES)
-        return fail(err, errsize, "larger than %u bytes", CONFIG_MAX_EXTRA_RECORDS_BYTES);
-    root = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
-    if (!root)
-        return fail(err, errsize, "not valid JSON (line %d, column %d): %s", je.line,
-                    je.column, je.text);
-    if (json_is_null(root)) { /* Go decodes null into no list at all: nothing to apply */
-        json_decref(root);
-        return 1;
-    }
-    if (!json_is_array(root)) {
-        bool obj = json_is_object(root);
-        json_decref(root);
-        return fail(err, errsize, "expected a JSON list of records, got a %s",
-                    obj ? "JSON object" : "single value");
-    }
-    if (json_array_size(root) > CONFIG_MAX_EXTRA_RECORDS) {
-        json_decref(root);
-        return fail(err, errsize, "more than %u records", CONFIG_MAX_EXTRA_RECORDS);
-    }
-    v = hs_xcalloc(json_array_size(root) + 1, sizeof(*v));
-    for (size_t i = 0; i < json_array_size(root); i++) {
-        if (one(json_array_get(root, i), i, &v[n], err, errsize) < 0) {
+    if (json_array_size(list) > max)
+        return config__fail(err, errsize, "more than %zu records", max);
+    v = hs_xcalloc(json_array_size(list) + 1, sizeof(*v));
+    for (size_t i = 0; i < json_array_size(list); i++) {
+        if (one(json_array_get(list, i), i, &v[n], err, errsize) < 0) {
             config_dns_records_free(v, n);
-            json_decref(root);
             return -EINVAL;
         }
         /* headscale keeps a set: a record listed twice is sent once */
@@ -151,8 +126,40 @@ int config_dns_records_parse(const char *text, size_t len, struct dns_record **o
         else
             n++;
     }
-    json_decref(root);
     *out = v;
     *nout = n;
     return 0;
+}
+
+int config_dns_records_parse(const char *text, size_t len, struct dns_record **out,
+                             size_t *nout, char *err, size_t errsize)
+{
+    json_error_t je;
+    json_t *root;
+    int rc;
+
+    *out = NULL;
+    *nout = 0;
+    /* An empty file is most likely one being written: headscale waits for the next change. */
+    if (len == 0)
+        return 1;
+    if (len > CONFIG_MAX_EXTRA_RECORDS_BYTES)
+        return config__fail(err, errsize, "larger than %u bytes", CONFIG_MAX_EXTRA_RECORDS_BYTES);
+    root = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+    if (!root)
+        return config__fail(err, errsize, "not valid JSON (line %d, column %d): %s", je.line,
+                    je.column, je.text);
+    if (json_is_null(root)) { /* Go decodes null into no list at all: nothing to apply */
+        json_decref(root);
+        return 1;
+    }
+    if (!json_is_array(root)) {
+        bool obj = json_is_object(root);
+        json_decref(root);
+        return config__fail(err, errsize, "expected a JSON list of records, got a %s",
+                    obj ? "JSON object" : "single value");
+    }
+    rc = config__dns_records_from_json(root, CONFIG_MAX_EXTRA_RECORDS, out, nout, err, errsize);
+    json_decref(root);
+    return rc;
 }

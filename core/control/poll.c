@@ -375,6 +375,7 @@ void poll_on_state_change(void *arg, const struct state_change *ch)
     /* Sessions compare the compiled policy they were told about with the current one: a
      * batch with no lists still tells each what changed for it. */
     case STATE_POLICY_CHANGED: break;
+    case STATE_DNS_CHANGED: s->dns_for_all = true; break;
     default: s->full_for_all = true; break; /* a user's profile or name */
     }
     /* 0.22 naming: a node coming, going or moving between users may change which user
@@ -385,7 +386,7 @@ void poll_on_state_change(void *arg, const struct state_change *ch)
         s->dns_for_all = true;
     /* nodeAttrs may pick another NextDNS profile or stop the device info (headscale sends
      * DNSConfig with every policy change) */
-    if (ch->kind == STATE_POLICY_CHANGED && mapper_dns_has_nextdns(s->mapper))
+    if (ch->kind == STATE_POLICY_CHANGED && mapper_dns_has_nextdns(s->mapper, s->state))
         s->dns_for_all = true;
     if (!s->batch_due)
         s->batch_due = now + delay;
@@ -641,7 +642,7 @@ static void send_delta(struct control_service *s, const struct batch *b, const s
  * encoded for the batch. */
 static void send_dns(struct control_service *s, const struct target *t, struct hs_buf shared[2])
 {
-    bool same = !mapper_dns_per_user(s->mapper) && !mapper_dns_has_nextdns(s->mapper);
+    bool same = !mapper_dns_per_user(s->mapper) && !mapper_dns_has_nextdns(s->mapper, s->state);
     struct hs_buf own, *enc = same ? &shared[t->zstd] : &own;
     json_t *msg = NULL;
     int rc = 0;

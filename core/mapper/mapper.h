@@ -132,12 +132,12 @@ void mapper_set_extra_records(struct mapper *m, struct dns_record *v, size_t n);
 /* Whether DNSConfig depends on the users among a node's peers (the 0.22 naming with MagicDNS:
  * each user is a domain of its own). */
 bool mapper_dns_per_user(const struct mapper *m);
-/* Whether a configured resolver is NextDNS's: then DNSConfig depends on the node's
- * nodeAttrs (nextdns:<profile>, nextdns:no-device-info) too. */
-bool mapper_dns_has_nextdns(const struct mapper *m);
+/* Whether a resolver in force is NextDNS's: then DNSConfig depends on the node's nodeAttrs
+ * (nextdns:<profile>, nextdns:no-device-info) too. Takes no state lock. */
+bool mapper_dns_has_nextdns(const struct mapper *m, struct state *s);
 /* {"DNSConfig":{...}}: what a node is sent when only the DNS configuration changed (the
- * extra records file, or in the 0.22 layout the users among its peers). NULL if self is
- * unknown. */
+ * extra records file, the settings saved through the API, or in the 0.22 layout the users
+ * among its peers). NULL if self is unknown. */
 json_t *mapper_dns_update(struct mapper *m, struct state *s, uint64_t self);
 
 /* {"KeepAlive":true} */

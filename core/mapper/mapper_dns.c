@@ -1,10 +1,12 @@
-/* mapper: tailcfg.DNSConfig from the dns section (headscale reference §3.3; headscale
- * types/config.go dns() and util.GenerateMagicDNSRootDomains). */
+/* mapper: tailcfg.DNSConfig from the DNS settings in force (the dns section, or those saved
+ * through the API: state_dns_get) (headscale reference §3.3; headscale types/config.go dns()
+ * and util.GenerateMagicDNSRootDomains). */
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 
 #include "mapper/mapper_internal.h"
+#include "state/state.h"
 
 static json_t *resolvers(const struct hs_strv *ns)
 {
@@ -87,16 +89,30 @@ static void user_domain(struct mapper *m, struct state *s, uint64_t uid, char *o
     snprintf(out, size, "%s.%s", label, m->cfg->dns_base_domain);
 }
 
-static json_t *routes(struct mapper *m, struct state *s, const uint64_t *uids, size_t nuids)
+const struct dns_settings *mapper__dns_take(const struct mapper *m, struct state *s,
+                                            struct mapper__dns_ref *r)
+{
+    if ((r->snap = state_dns_get(s)))
+        return &r->snap->d;
+    r->view = config_dns_settings_view(m->cfg);
+    return &r->view;
+}
+
+void mapper__dns_drop(struct mapper__dns_ref *r)
+{
+    state_dns_put(r->snap);
+}
+
+static json_t *routes(struct mapper *m, struct state *s, const struct dns_settings *d,
+                      const uint64_t *uids, size_t nuids)
 {
     const struct hs_config *cfg = m->cfg;
     json_t *r = json_object();
     char dom[2 * MAPPER_FQDN_MAX];
 
-    for (size_t i = 0; i < cfg->dns_nsplit; i++)
-        json_object_set_new(r, cfg->dns_split[i].domain,
-                            resolvers(&cfg->dns_split[i].nameservers));
-    if (cfg->dns_magic_dns) {
+    for (size_t i = 0; i < d->nsplit; i++)
+        json_object_set_new(r, d->split[i].domain, resolvers(&d->split[i].nameservers));
+    if (d->magic_dns) {
         /* An empty resolver list: answered by MagicDNS itself (100.100.100.100). The base
          * domain needs no route: clients answer their peers' names anyway (headscale sends
          * none either). Zones are written without the final dot, as headscale does. */
@@ -115,22 +131,23 @@ static json_t *routes(struct mapper *m, struct state *s, const uint64_t *uids, s
  * headscale 0.22.3 sent them (checked side by side in test_dns.py): no base_domain, and
  * without `domains` the split-DNS domains are searched. (0.22.3 also dropped `domains` unless
  * override_local_dns was on, with a warning; we keep what the operator wrote.) */
-static void config_domains(const struct hs_config *cfg, json_t *a)
+static void config_domains(const struct hs_config *cfg, const struct dns_settings *d, json_t *a)
 {
     if (!cfg->legacy && cfg->dns_base_domain && *cfg->dns_base_domain)
         json_array_append_new(a, json_string(cfg->dns_base_domain));
-    for (size_t i = 0; i < cfg->dns_search_domains.n; i++)
-        json_array_append_new(a, json_string(cfg->dns_search_domains.v[i]));
-    for (size_t i = 0; cfg->legacy && !cfg->dns_search_domains.n && i < cfg->dns_nsplit; i++)
-        json_array_append_new(a, json_string(cfg->dns_split[i].domain));
+    for (size_t i = 0; i < d->search_domains.n; i++)
+        json_array_append_new(a, json_string(d->search_domains.v[i]));
+    for (size_t i = 0; cfg->legacy && !d->search_domains.n && i < d->nsplit; i++)
+        json_array_append_new(a, json_string(d->split[i].domain));
 }
 
-static json_t *domains(struct mapper *m, struct state *s, const struct state_node *self)
+static json_t *domains(struct mapper *m, struct state *s, const struct dns_settings *d,
+                       const struct state_node *self)
 {
     json_t *a = json_array();
     char dom[2 * MAPPER_FQDN_MAX];
 
-    config_domains(m->cfg, a);
+    config_domains(m->cfg, d, a);
     /* 0.22: the viewer's own user's domain, so its user's nodes answer to their bare name;
      * other users' nodes need their full name. */
     if (mapper_dns_per_user(m) && self) {
@@ -152,8 +169,8 @@ static json_t *records_json(const struct dns_record *v, size_t n)
     return a;
 }
 
-/* The file's records once it has been read, else the config's. */
-static json_t *extra_records(struct mapper *m)
+/* The file's records once it has been read, else the settings'. */
+static json_t *extra_records(struct mapper *m, const struct dns_settings *d)
 {
     json_t *a;
 
@@ -161,7 +178,7 @@ static json_t *extra_records(struct mapper *m)
     if (m->file_records_set)
         a = records_json(m->file_records, m->nfile_records);
     else
-        a = records_json(m->cfg->dns_extra_records, m->cfg->dns_nextra_records);
+        a = records_json(d->records, d->nrecords);
     pthread_mutex_unlock(&m->dns_mu);
     return a;
 }
@@ -178,17 +195,19 @@ static void set_nonempty(json_t *o, const char *field, json_t *v)
 json_t *mapper__dns_config(struct mapper *m, struct state *s, const struct state_node *self,
                            json_t *capmap, const uint64_t *uids, size_t nuids)
 {
-    const struct hs_config *cfg = m->cfg;
+    struct mapper__dns_ref ref;
+    const struct dns_settings *d = mapper__dns_take(m, s, &ref);
     json_t *dns = json_object();
 
     /* Without override_local_dns the global servers only back up the OS resolver. */
-    set_nonempty(dns, cfg->dns_override_local_dns ? "Resolvers" : "FallbackResolvers",
-                 resolvers(&cfg->dns_nameservers_global));
-    set_nonempty(dns, "Routes", routes(m, s, uids, nuids));
-    set_nonempty(dns, "Domains", domains(m, s, self));
-    if (cfg->dns_magic_dns) /* omitted when false, as Go's omitempty does */
+    set_nonempty(dns, d->override_local_dns ? "Resolvers" : "FallbackResolvers",
+                 resolvers(&d->nameservers));
+    set_nonempty(dns, "Routes", routes(m, s, d, uids, nuids));
+    set_nonempty(dns, "Domains", domains(m, s, d, self));
+    if (d->magic_dns) /* omitted when false, as Go's omitempty does */
         json_object_set_new(dns, "Proxied", json_true());
-    set_nonempty(dns, "ExtraRecords", extra_records(m));
+    set_nonempty(dns, "ExtraRecords", extra_records(m, d));
+    mapper__dns_drop(&ref);
     mapper__nextdns(dns, self, capmap);
     return dns;
 }

@@ -49,6 +49,16 @@ struct mapper {
     bool file_records_set;
 };
 
+/* The DNS settings in force: the state's (state_dns_get), or cfg's dns section for a state
+ * never given them (tools, unit tests). Release with mapper__dns_drop. */
+struct mapper__dns_ref {
+    const struct state_dns *snap;
+    struct dns_settings view;
+};
+const struct dns_settings *mapper__dns_take(const struct mapper *m, struct state *s,
+                                            struct mapper__dns_ref *r);
+void mapper__dns_drop(struct mapper__dns_ref *r);
+
 /* Whom a viewer sees under a compiled policy (state read lock held). */
 struct mapper__view {
     struct state_net *net;

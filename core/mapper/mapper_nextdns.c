@@ -22,18 +22,25 @@ static bool is_nextdns(const char *addr)
            (addr[n] == '\0' || addr[n] == '/' || addr[n] == '?');
 }
 
-bool mapper_dns_has_nextdns(const struct mapper *m)
+static bool any_nextdns(const struct dns_settings *d)
 {
-    const struct hs_config *cfg = m->cfg;
-
-    for (size_t i = 0; i < cfg->dns_nameservers_global.n; i++)
-        if (is_nextdns(cfg->dns_nameservers_global.v[i]))
+    for (size_t i = 0; i < d->nameservers.n; i++)
+        if (is_nextdns(d->nameservers.v[i]))
             return true;
-    for (size_t i = 0; i < cfg->dns_nsplit; i++)
-        for (size_t j = 0; j < cfg->dns_split[i].nameservers.n; j++)
-            if (is_nextdns(cfg->dns_split[i].nameservers.v[j]))
+    for (size_t i = 0; i < d->nsplit; i++)
+        for (size_t j = 0; j < d->split[i].nameservers.n; j++)
+            if (is_nextdns(d->split[i].nameservers.v[j]))
                 return true;
     return false;
+}
+
+bool mapper_dns_has_nextdns(const struct mapper *m, struct state *s)
+{
+    struct mapper__dns_ref ref;
+    bool yes = any_nextdns(mapper__dns_take(m, s, &ref));
+
+    mapper__dns_drop(&ref);
+    return yes;
 }
 
 static bool profile_ok(const char *p)

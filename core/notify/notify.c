@@ -84,7 +84,8 @@ void notify_publish(struct notify_bus *bus, struct notify_event *ev)
 const char *notify_entity_name(enum notify_entity e)
 {
     static const char *const names[] = { "?", "user", "node", "preauthkey", "apikey", "policy",
-                                         "route", "registration", "presence", "resync" };
+                                         "route", "registration", "presence", "dns",
+                                         "resync" };
     return (size_t)e < HS_ARRAY_LEN(names) ? names[e] : "?";
 }
 

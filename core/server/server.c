@@ -726,7 +726,8 @@ static bool tag_check(void *arg, uint64_t user_id, const char *tag)
     return state_policy_tag_allowed(srv->state, user_id, tag);
 }
 
-/* New extra records reach every client as a DNSConfig of their own. */
+/* New extra records from the file reach every client as a DNSConfig of their own (settings
+ * saved through the API go the state's way: STATE_DNS_CHANGED). */
 static void on_dns_change(void *arg)
 {
     struct server *srv = arg;
@@ -887,6 +888,10 @@ static int server_build(struct server *srv, const struct hs_config *cfg)
     }
     if ((rc = load_policy(srv)) < 0)
         return rc;
+    if ((rc = state_dns_configure(srv->state, cfg)) < 0) {
+        log_errorx("server: cannot read the DNS settings: %s", hs_strerror(rc));
+        return rc;
+    }
     auth_set_tag_check(srv->auth, tag_check, srv);
     if ((rc = auth_adopt_requested_tags(srv->auth)) < 0) {
         log_errorx("server: cannot tag the nodes imported from headscale 0.22.3: %s",

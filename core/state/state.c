@@ -493,6 +493,7 @@ static void resync(struct state *s)
     free(f.v);
     emit_moved(s, &m, 0);
     state__policy_event(s);
+    state__dns_event(s);
     emit(s, STATE_REGISTRATION_CHANGED, 0);
     state__auto_approve_all(s);
 }
@@ -533,6 +534,9 @@ static void on_event(const struct notify_event *ev, void *arg)
         break;
     case NOTIFY_POLICY:
         state__policy_event(s); /* reloads the stored row and tells listeners if it took */
+        break;
+    case NOTIFY_DNS:
+        state__dns_event(s);
         break;
     case NOTIFY_REGISTRATION:
         emit(s, STATE_REGISTRATION_CHANGED, 0);
@@ -579,6 +583,7 @@ int state_new(struct store *st, struct notify_bus *bus, struct state **out)
     state__keys_init(&s->keys);
     pthread_mutex_init(&s->wmu, NULL);
     pthread_mutex_init(&s->hmu, NULL);
+    pthread_mutex_init(&s->dns_mu, NULL);
     s->st = st;
     s->bus = bus;
     s->expiry_checked = hs_now_us(); /* already expired at start: clients learn it on connect */
@@ -622,6 +627,8 @@ void state_free(struct state *s)
     state__keys_free(&s->keys);
     free(s->users);
     state__policy_free(s);
+    state_dns_put(s->dns);
+    pthread_mutex_destroy(&s->dns_mu);
     state__routes_free(s);
     pthread_rwlock_destroy(&s->lock);
     pthread_mutex_destroy(&s->wmu);

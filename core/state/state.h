@@ -66,6 +66,7 @@ enum state_change_kind {
     STATE_USER_CHANGED,  /* a user's profile (name...) changed */
     STATE_POLICY_CHANGED, /* a new policy is in force (its compiled form changed too) */
     STATE_REGISTRATION_CHANGED, /* a pending interactive login changed (id 0) */
+    STATE_DNS_CHANGED,    /* other DNS settings are in force (id 0) */
 };
 /* For STATE_NODE_CHANGED: which parts changed. Only the first four fit a
  * PeersChangedPatch; anything else needs the full Node. */
@@ -313,5 +314,23 @@ bool state_policy_tag_allowed(struct state *s, uint64_t user_id, const char *tag
 /* A copy of the policy text in force (caller frees) and when it was stored (0 for a file).
  * -ENOENT when there is none. */
 int state_policy_text(struct state *s, char **text, int64_t *updated_at);
+
+/* ---- the DNS settings in force ----
+ * The config file's dns section until settings are saved through the API (store_dns_set);
+ * from then on the saved ones, on every replica, until they are cleared (store_dns_clear).
+ * A snapshot is immutable and reference counted. */
+struct state_dns {
+    struct dns_settings d;
+    bool stored;        /* saved through the API, not the config file's */
+    int64_t updated_at; /* when they were saved (0 for the config file's) */
+    int refs;           /* atomic */
+};
+/* cfg (borrowed for the state's life) gives the settings to fall back to; the saved ones, if
+ * any, are read and put in force (logged: they win over the file's). Call once before
+ * serving; until then state_dns_get answers NULL. -EIO when the store cannot be read. */
+int state_dns_configure(struct state *s, const struct hs_config *cfg);
+/* The snapshot in force, referenced (NULL before state_dns_configure); any thread, no lock. */
+const struct state_dns *state_dns_get(struct state *s);
+void state_dns_put(const struct state_dns *d); /* NULL is fine */
 
 #endif

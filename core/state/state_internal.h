@@ -81,6 +81,12 @@ struct state {
     uint64_t compiles, compile_us; /* policy compiles and their time (atomic; for /metrics) */
     pthread_mutex_t hmu;           /* guards history */
     struct state_history history;
+
+    /* The DNS settings (state_dns.c): the snapshot in force (NULL until configured), swapped
+     * under dns_mu; the config file whose dns section they fall back to. */
+    pthread_mutex_t dns_mu;
+    struct state_dns *dns;
+    const struct hs_config *dns_cfg;
 };
 
 /* wmu held. Compiles the policy in force again for the current users and nodes, after the
@@ -94,6 +100,9 @@ int state__compile(struct state *s, const struct policy *p, struct state_net **o
 /* A policy event from the store (database mode): reload, log a refusal. */
 void state__policy_event(struct state *s);
 void state__policy_free(struct state *s);
+/* A DNS event from the store (or a resync): read the saved settings again; listeners hear
+ * STATE_DNS_CHANGED when what nodes are sent changed. */
+void state__dns_event(struct state *s);
 /* Write lock held: sn->serving from its announced and approved routes. */
 void state__node_serving(struct state_node *sn);
 /* No lock held: the routes the policy's autoApprovers approve for the node (all nodes that

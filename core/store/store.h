@@ -338,4 +338,12 @@ void store_policy_versions_free(struct store_policy_version *v, size_t n);
 /* One version with its text; -ENOENT when it is not kept. */
 int store_policy_version_get(struct store *st, uint64_t id, struct store_policy_version *out);
 
+/* ---- DNS settings saved through the API (one row of JSON; config_dns_settings_parse) ----
+ * -ENOENT when none are stored (the config file's are in force). Set and clear publish a
+ * NOTIFY_DNS event (id 1, the row's); clearing what is not there publishes nothing and
+ * returns -ENOENT. */
+int store_dns_get(struct store *st, char **text, int64_t *updated_at);
+int store_dns_set(struct store *st, const char *text, int64_t *updated_at);
+int store_dns_clear(struct store *st);
+
 #endif

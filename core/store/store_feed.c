@@ -119,7 +119,7 @@ static void parse_payload(const char *s, struct store_change *c)
 
     *c = (struct store_change){ 0 };
     if (sscanf(s, "%llu %d %d %llu %llx%n", &seq, &entity, &op, &id, &origin, &end) == 5 &&
-        s[end] == '\0' && entity >= NOTIFY_USER && entity <= NOTIFY_PRESENCE &&
+        s[end] == '\0' && entity >= NOTIFY_USER && entity <= NOTIFY_DNS &&
         op >= NOTIFY_CREATE && op <= NOTIFY_DELETE) {
         c->seq = seq;
         c->ev = (struct notify_event){ .entity = entity, .op = op, .id = id };

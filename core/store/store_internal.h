@@ -147,6 +147,8 @@ int store__query(struct store *st, const char *sql, struct store_params *p,
 /* First row through fn into out; -ENOENT when there is none. */
 int store__get_one(struct store *st, const char *sql, struct store_params *p, store_row_fn fn,
                    void *out);
+/* A (text, time) row: the first row's first two columns; -ENOENT when there is none. */
+int store__get_text(struct store *st, const char *sql, char **text, int64_t *at);
 /* Every row through fn into a new array of elem_size elements; free_fn undoes a partial one. */
 int store__get_all(struct store *st, const char *sql, struct store_params *p, store_row_fn fn,
                    size_t elem_size, void (*free_fn)(void *elem), void **out, size_t *n);

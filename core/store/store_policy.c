@@ -9,35 +9,39 @@
 
 /* ---- policy ---- */
 
-struct policy_row {
+struct text_row {
     char *text;
-    int64_t created_at;
+    int64_t at;
 };
 
-static int policy_from_row(struct store_result *r, size_t row, void *out)
+static int text_from_row(struct store_result *r, size_t row, void *out)
 {
-    struct policy_row *p = out;
+    struct text_row *t = out;
 
-    p->text = store__cell_take(r, row, 0);
-    p->created_at = store__cell_i64(r, row, 1);
+    t->text = store__cell_take(r, row, 0);
+    t->at = store__cell_i64(r, row, 1);
+    return 0;
+}
+
+int store__get_text(struct store *st, const char *sql, char **text, int64_t *at)
+{
+    struct text_row row = { 0 };
+    int rc;
+
+    if (!text)
+        return -EINVAL;
+    if ((rc = store__get_one(st, sql, NULL, text_from_row, &row)) < 0)
+        return rc;
+    *text = row.text;
+    if (at)
+        *at = row.at;
     return 0;
 }
 
 int store_policy_get(struct store *st, char **text, int64_t *updated_at)
 {
-    struct policy_row row = { 0 };
-    int rc;
-
-    if (!text)
-        return -EINVAL;
-    rc = store__get_one(st, "SELECT data, created_at FROM policies ORDER BY id DESC LIMIT 1",
-                        NULL, policy_from_row, &row);
-    if (rc < 0)
-        return rc;
-    *text = row.text;
-    if (updated_at)
-        *updated_at = row.created_at;
-    return 0;
+    return store__get_text(st, "SELECT data, created_at FROM policies ORDER BY id DESC LIMIT 1",
+                           text, updated_at);
 }
 
 /* The newest STORE_POLICY_VERSIONS rows stay; the subquery's LIMIT finds the oldest kept. */

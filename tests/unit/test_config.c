@@ -1010,6 +1010,163 @@ CFG_TEST(nameservers_clients_cannot_use)
                  "    global: [bogus]\n", "dns.nameservers.global", 0, "at least one");
 }
 
+/* ---- DNS settings changed through the API (config_dns_settings_parse) ---- */
+
+static int dns_parse(const char *text, struct dns_settings *out, char *err, size_t errsize)
+{
+    struct dns_settings base;
+    int rc;
+
+    config_dns_settings_of(&cfg, &base);
+    err[0] = '\0';
+    rc = config_dns_settings_parse(&cfg, &base, text, strlen(text), out, err, errsize);
+    config_dns_settings_fini(&base);
+    return rc;
+}
+
+CFG_TEST(dns_settings_read_and_written)
+{
+    struct dns_settings d, back;
+    char err[512], *text;
+    json_t *j;
+
+    cr_assert_eq(load("dns:\n  base_domain: ts.example\n  magic_dns: true\n"
+                      "  override_local_dns: false\n"
+                      "  nameservers:\n    global: [9.9.9.9]\n  search_domains: [old.example]\n"),
+                 0);
+    cr_assert_eq(dns_parse("{\"nameservers\":{\"global\":[\"1.1.1.1\",\"[fd00::1]:53\","
+                           "\"https://dns.example/q\"],\"split\":{\"corp.example\":"
+                           "[\"10.0.0.53\"]}},\"searchDomains\":[\"a.example\",\"_x.b-c.example\"],"
+                           "\"extraRecords\":[{\"name\":\"db.ts.example\",\"type\":\"A\","
+                           "\"value\":\"100.64.0.9\"}],\"source\":\"config\",\"baseDomain\":"
+                           "\"ts.example\",\"updatedAt\":null}",
+                           &d, err, sizeof(err)),
+                 0, "%s", err);
+    cr_expect(d.magic_dns, "left out: the value in force stays");
+    cr_expect(!d.override_local_dns);
+    cr_assert_eq(d.nameservers.n, 3);
+    cr_expect_str_eq(d.nameservers.v[1], "[fd00::1]:53");
+    cr_assert_eq(d.nsplit, 1);
+    cr_expect_str_eq(d.split[0].domain, "corp.example");
+    cr_expect_str_eq(d.split[0].nameservers.v[0], "10.0.0.53");
+    cr_assert_eq(d.search_domains.n, 2);
+    cr_assert_eq(d.nrecords, 1);
+    cr_expect_str_eq(d.records[0].value, "100.64.0.9");
+
+    /* what is stored reads back the same */
+    j = config_dns_settings_json(&d);
+    text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    cr_assert_eq(dns_parse(text, &back, err, sizeof(err)), 0, "%s", err);
+    cr_expect(config_dns_settings_equal(&d, &back));
+    free(text);
+    config_dns_settings_fini(&back);
+
+    /* null and empty clear; the rest stays */
+    cr_assert_eq(dns_parse("{\"nameservers\":null,\"searchDomains\":[],\"magicDns\":false}",
+                           &back, err, sizeof(err)), 0, "%s", err);
+    cr_expect_eq(back.nameservers.n + back.nsplit + back.search_domains.n, 0);
+    cr_expect(!back.magic_dns);
+    cr_expect(!config_dns_settings_equal(&d, &back));
+    config_dns_settings_fini(&back);
+    config_dns_settings_fini(&d);
+}
+
+CFG_TEST(dns_settings_refused)
+{
+    static const struct {
+        const char *text, *needle;
+    } bad[] = {
+        { "[]", "expected a JSON object" },
+        { "{\"magicDns\":true", "not valid JSON" },
+        { "{\"magic_dns\":true}", "unknown member \"magic_dns\"" },
+        { "{\"magicDns\":\"yes\"}", "true or false" },
+        { "{\"magicDns\":true,\"magicDns\":false}", "not valid JSON" },
+        { "{\"baseDomain\":\"other.example\"}", "baseDomain cannot change" },
+        { "{\"nameservers\":{\"global\":[\"1.1.1.300\"]}}", "\"1.1.1.300\" is not an IP" },
+        { "{\"nameservers\":{\"global\":[\"tls://1.1.1.1\"]}}", "not an IP address" },
+        { "{\"nameservers\":{\"global\":[\"1.1.1.1\",\"1.1.1.1\"]}}", "listed twice" },
+        { "{\"nameservers\":{\"global\":[5]}}", "entry 0 is not a string" },
+        { "{\"nameservers\":{\"global\":\"1.1.1.1\"}}", "must be a list" },
+        { "{\"nameservers\":{\"globals\":[]}}", "unknown member \"globals\"" },
+        { "{\"nameservers\":{\"split\":{\"corp..example\":[\"10.0.0.1\"]}}}", "not a domain" },
+        { "{\"nameservers\":{\"split\":{\"corp.example\":[]}}}", "at least one nameserver" },
+        { "{\"nameservers\":{\"split\":[\"corp.example\"]}}", "map domains" },
+        { "{\"searchDomains\":[\"-a.example\"]}", "not a domain name" },
+        { "{\"searchDomains\":[\"a.example.\"]}", "not a domain name" },
+        { "{\"searchDomains\":[\"a b.example\"]}", "not a domain name" },
+        { "{\"searchDomains\":[\"<script>.example\"]}", "not a domain name" },
+        { "{\"extraRecords\":[{\"name\":\"x\",\"type\":\"A\",\"value\":\"fd7a::1\"}]}",
+          "not an IPv4 address" },
+        { "{\"extraRecords\":[{\"name\":\"x\",\"type\":\"TXT\",\"value\":\"hi\"}]}",
+          "must be A or AAAA" },
+        { "{\"extraRecords\":{}}", "must be a list" },
+        { "{\"overrideLocalDns\":true,\"nameservers\":{\"global\":[]}}", "at least one" },
+    };
+    struct dns_settings d = { .magic_dns = true, .nsplit = 77 };
+    char err[512];
+
+    cr_assert_eq(load("dns:\n  base_domain: ts.example\n"), 0);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cr_expect_eq(dns_parse(bad[i].text, &d, err, sizeof(err)), -EINVAL, "%s", bad[i].text);
+        cr_expect(strstr(err, bad[i].needle) != NULL, "%s: %s", bad[i].text, err);
+        cr_expect_eq(d.nsplit, 77, "untouched on failure");
+    }
+}
+
+CFG_TEST(dns_settings_limits)
+{
+    struct dns_settings d = { 0 };
+    struct hs_buf b;
+    char err[512];
+
+    cr_assert_eq(load("dns:\n  base_domain: ts.example\n"), 0);
+    hs_buf_init(&b, 1u << 22);
+    hs_buf_puts(&b, "{\"searchDomains\":[");
+    for (int i = 0; i <= CONFIG_DNS_MAX_SEARCH; i++)
+        hs_buf_appendf(&b, "%s\"d%d.example\"", i ? "," : "", i);
+    hs_buf_puts(&b, "]}");
+    cr_expect_eq(dns_parse(b.data, &d, err, sizeof(err)), -E2BIG);
+    cr_expect(strstr(err, "more than 64") != NULL, "%s", err);
+    hs_buf_reset(&b);
+    hs_buf_puts(&b, "{\"searchDomains\":[\"");
+    while (b.len <= CONFIG_DNS_MAX_BYTES)
+        hs_buf_puts(&b, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.");
+    hs_buf_puts(&b, "x\"]}");
+    cr_expect_eq(dns_parse(b.data, &d, err, sizeof(err)), -E2BIG);
+    cr_expect(strstr(err, "larger than") != NULL, "%s", err);
+    hs_buf_free(&b);
+}
+
+/* Without a base domain there is no MagicDNS; with the records file there are no records to
+ * set here; under the 0.22 layout MagicDNS names nodes and stays the file's. */
+CFG_TEST_TMP(dns_settings_what_the_file_keeps)
+{
+    struct dns_settings d;
+    char err[512], *path, *text;
+
+    cr_assert_eq(load("server_url: http://127.0.0.1:8080\n"), 0);
+    cr_expect_eq(dns_parse("{\"magicDns\":true}", &d, err, sizeof(err)), -EINVAL);
+    cr_expect(strstr(err, "dns.base_domain") != NULL, "%s", err);
+    fini();
+    make_tmp();
+    path = put("records.json", "[]");
+    text = hs_aprintf("dns:\n  base_domain: ts.example\n  extra_records_path: %s\n", path);
+    cr_assert_eq(load(text), 0);
+    cr_expect_eq(dns_parse("{\"extraRecords\":[{\"name\":\"a\",\"type\":\"A\",\"value\":"
+                           "\"100.64.0.1\"}]}", &d, err, sizeof(err)), -EINVAL);
+    cr_expect(strstr(err, "extra_records_path") != NULL, "%s", err);
+    cr_expect_eq(dns_parse("{\"extraRecords\":null,\"searchDomains\":[\"a.example\"]}", &d,
+                           err, sizeof(err)), 0, "%s", err);
+    config_dns_settings_fini(&d);
+    free(path);
+    free(text);
+    fini();
+    cr_assert_eq(load("dns_config:\n  base_domain: ts.example\n  magic_dns: true\n"), 0);
+    cr_expect_eq(dns_parse("{\"magicDns\":false}", &d, err, sizeof(err)), -EINVAL);
+    cr_expect(strstr(err, "0.22") != NULL, "%s", err);
+}
+
 /* ---- what a reload compares ---- */
 
 static void add_key(void *arg, const char *key)

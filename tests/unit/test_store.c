@@ -733,6 +733,30 @@ STORE_TEST(policy_versions_bounded)
     free(one.text);
 }
 
+/* ---- DNS settings ---- */
+
+STORE_TEST(dns_settings_set_replace_clear)
+{
+    char *text = NULL;
+    int64_t at = 0, at2 = 0;
+
+    cr_assert_eq(store_dns_get(fx.st, &text, &at), -ENOENT);
+    cr_assert_eq(store_dns_clear(fx.st), -ENOENT);
+    cr_assert_eq(fx.nev, 0, "clearing nothing announces nothing");
+    cr_assert_eq(store_dns_set(fx.st, "{\"magicDns\":true}", &at), 0);
+    expect_event(0, NOTIFY_DNS, NOTIFY_UPDATE, 1);
+    cr_assert_eq(store_dns_set(fx.st, "{\"magicDns\":false}", NULL), 0);
+    expect_event(1, NOTIFY_DNS, NOTIFY_UPDATE, 1);
+    cr_assert_eq(count_rows("SELECT COUNT(*) FROM dns_settings"), 1, "one row, replaced");
+    reopen_store();
+    cr_assert_eq(store_dns_get(fx.st, &text, &at2), 0);
+    cr_assert_str_eq(text, "{\"magicDns\":false}");
+    cr_assert_geq(at2, at);
+    free(text);
+    cr_assert_eq(store_dns_clear(fx.st), 0);
+    cr_assert_eq(store_dns_get(fx.st, &text, NULL), -ENOENT);
+}
+
 /* ---- pending registrations ---- */
 
 static void mk_registration(const char *id, int64_t expires_at)
