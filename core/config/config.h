@@ -157,6 +157,7 @@ struct hs_config {
     int tuning_handshake_rate_limit; /* Noise handshakes per minute per address; 0: none */
     int tuning_derp_max_clients;        /* the embedded relay's clients (ours) */
     int tuning_derp_max_clients_per_ip; /* the same per address; 0: no cap */
+    int tuning_control_max_body_buffer_mib; /* request bodies held by the control loop */
 };
 
 enum config_diag_level { CONFIG_WARNING, CONFIG_ERROR };

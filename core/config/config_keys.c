@@ -195,6 +195,7 @@ const struct key_def config__keys[] = {
     KEY("tuning.http_max_connections_per_ip", K_INT, tuning_http_max_connections_per_ip, "256", .min = 0, .max = 1000000),
     KEY("tuning.handshake_rate_limit", K_INT, tuning_handshake_rate_limit, "600", .min = 0, .max = 1000000),
     KEY("tuning.derp_max_clients", K_INT, tuning_derp_max_clients, "65536", .min = 1, .max = 10000000),
+    KEY("tuning.control_max_body_buffer_mib", K_INT, tuning_control_max_body_buffer_mib, "256", .min = 1, .max = 1048576),
     KEY("tuning.derp_max_clients_per_ip", K_INT, tuning_derp_max_clients_per_ip, "256", .min = 0, .max = 10000000),
     NOFIELD("tuning.notifier_send_timeout", .inert = NO_BATCHER, .flags = KF_NEVER),
     NOFIELD("tuning.node_mapsession_buffered_chan_size", .inert = NO_BATCHER, .flags = KF_NEVER),

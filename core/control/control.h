@@ -22,6 +22,9 @@
 #define CONTROL_MAX_PATH 512
 #define CONTROL_MAX_HEADER_BYTES 16384
 #define CONTROL_MAX_STREAMS 64           /* concurrent HTTP/2 streams per connection */
+/* Request bodies one connection may have half received at once, all its streams together:
+ * past it the stream that would grow them is refused (RST_STREAM REFUSED_STREAM). */
+#define CONTROL_MAX_CONN_BODY (2u << 20)
 #define CONTROL_MAX_STREAM_BACKLOG (32u << 20) /* unsent bytes per stream before we give up */
 #define CONTROL_MAX_CONN_TX (8u << 20)  /* encrypted bytes waiting for the socket */
 /* Reply bytes waiting for all clients together above which new full maps wait a little
@@ -81,10 +84,18 @@ struct control_upgrade_req {
     bool unlimited;          /* from a trusted proxy: its clients all share its address */
 };
 
-/* Noise handshakes one client address may start per minute, all at once if it likes (IPv6:
- * per /64); past that an upgrade is answered 429 before any work is spent on it. 0: no
- * limit. Call before control_start(). */
-void control_limit_handshakes(struct control *c, unsigned per_minute);
+/* What clients may make the control loop do or hold; set before control_start(). */
+struct control_limits {
+    /* Noise handshakes one client address may start per minute, all at once if it likes
+     * (IPv6: per /64); past that an upgrade is answered 429 before any work is spent on
+     * it. 0: no limit. */
+    unsigned handshakes_per_minute;
+    /* Request bodies held for all connections together, from their first byte until a
+     * worker takes the request: past it the stream that would grow them is refused
+     * (RST_STREAM REFUSED_STREAM, which clients retry). 0: no limit. */
+    size_t body_bytes;
+};
+void control_set_limits(struct control *c, const struct control_limits *l);
 
 /* Runs the Noise responder on a worker (four X25519 and a dozen hashes: the thread that
  * accepts connections must not queue everything else behind a connect storm's). Success:

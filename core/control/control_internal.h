@@ -19,7 +19,8 @@ struct stream {
     char path[CONTROL_MAX_PATH];
     size_t header_bytes;
     struct hs_buf body;
-    bool too_big;
+    bool too_big;      /* its body passed CONTROL_MAX_REQUEST_BODY: answered 413 */
+    bool refused;      /* over a body budget: reset with REFUSED_STREAM */
     bool dispatched;   /* handed to a worker */
     bool responded;    /* response headers submitted */
     bool deferred;     /* the data provider ran dry and waits for more */
@@ -43,6 +44,7 @@ struct conn {
     size_t rxlen;
     struct hs_buf tx; /* sealed bytes waiting for the socket */
     size_t nstreams;
+    size_t body_bytes; /* request bodies its streams are receiving (CONTROL_MAX_CONN_BODY) */
     nghttp2_session *h2;
     struct h2_map *h2maps; /* nghttp2's blocks of 16 KiB and more, each its own mapping */
     bool h2_dirty;         /* its frame buffer was written since the last h2_trim() */
@@ -91,6 +93,9 @@ struct control {
     struct control_handlers h;
     struct reglimit *handshakes; /* per client address; NULL: no limit */
     int64_t handshake_log_at;    /* the last refusal logged */
+    size_t body_bytes;           /* request bodies held (__atomic), see control_limits */
+    size_t max_body_bytes;       /* 0: no limit */
+    int64_t body_log_at;         /* the last refused stream logged */
     int epfd, evfd;
     pthread_t loop_thread;
     bool running;
@@ -148,6 +153,10 @@ void h2_session_free(struct conn *cn); /* reports every open stream closed */
 void h2_trim(struct conn *cn);
 
 /* loop.c */
+/* Counts len more bytes of request bodies against control_limits.body_bytes: false (nothing
+ * counted) when that would pass it. Any thread. */
+bool control__body_take(struct control *c, size_t len);
+void control__body_put(struct control *c, size_t len);
 /* Counts reply bytes in (delta > 0) and out of (delta < 0) the backlog; any thread. */
 void control__backlog_add(struct control *c, int64_t delta);
 void loop_dispatch(struct control *c, struct conn *cn, struct stream *st);

@@ -17,10 +17,19 @@ static struct stream *stream_find(struct conn *cn, int32_t id)
     return NULL;
 }
 
+/* The stream's body is dropped and no longer counted against the budgets. */
+static void body_drop(struct conn *cn, struct stream *st)
+{
+    cn->body_bytes -= st->body.len;
+    control__body_put(cn->ctl, st->body.len);
+    hs_buf_free(&st->body);
+    hs_buf_init(&st->body, 0);
+}
+
 static void stream_free(struct conn *cn, struct stream *st)
 {
     control__backlog_add(cn->ctl, -(int64_t)st->out.len);
-    hs_buf_free(&st->body);
+    body_drop(cn, st);
     hs_buf_free(&st->out);
     free(st);
 }
@@ -69,15 +78,48 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
     return 0;
 }
 
+/* A body that would pass the connection's or everyone's budget: the stream is reset as
+ * refused (not processed: the client may send it again later) and its body dropped. */
+static void refuse_body(nghttp2_session *s, struct conn *cn, struct stream *st, bool conn)
+{
+    if (control__log_due(&cn->ctl->body_log_at))
+        log_info("control: conn %llu: stream %d refused: request bodies held would pass %s",
+                 (unsigned long long)cn->id, (int)st->id,
+                 conn ? "the connection's share (CONTROL_MAX_CONN_BODY)"
+                      : "tuning.control_max_body_buffer_mib");
+    st->refused = true;
+    body_drop(cn, st);
+    nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM);
+}
+
 static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *data,
                          size_t len, void *user)
 {
+    struct conn *cn = user;
     struct stream *st = nghttp2_session_get_stream_user_data(s, sid);
 
     (void)flags;
-    (void)user;
-    if (st && !st->too_big && hs_buf_append(&st->body, data, len) < 0)
-        st->too_big = true;
+    if (!st || st->too_big || st->refused)
+        return 0;
+    if (len > st->body.max - st->body.len) {
+        st->too_big = true; /* answered 413 at its end; what comes until then is dropped */
+        body_drop(cn, st);
+        return 0;
+    }
+    if (len > CONTROL_MAX_CONN_BODY - cn->body_bytes) {
+        refuse_body(s, cn, st, true);
+        return 0;
+    }
+    if (!control__body_take(cn->ctl, len)) {
+        refuse_body(s, cn, st, false);
+        return 0;
+    }
+    if (hs_buf_append(&st->body, data, len) < 0) {
+        control__body_put(cn->ctl, len); /* out of memory: refused like over a budget */
+        refuse_body(s, cn, st, false);
+        return 0;
+    }
+    cn->body_bytes += len;
     return 0;
 }
 
@@ -91,7 +133,8 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user)
     if ((f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) ||
         !(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
         return 0;
-    if (!(st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id)) || st->dispatched)
+    if (!(st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id)) || st->dispatched ||
+        st->refused)
         return 0;
     st->dispatched = true;
     if (st->too_big)

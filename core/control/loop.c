@@ -579,7 +579,8 @@ void loop_dispatch(struct control *c, struct conn *cn, struct stream *st)
     rq->stream_id = st->id;
     hs_strlcpy(rq->method, st->method, sizeof(rq->method));
     hs_strlcpy(rq->path, st->path, sizeof(rq->path));
-    rq->body = st->body; /* moved */
+    rq->body = st->body; /* moved: counted against the budget until a worker takes it */
+    cn->body_bytes -= st->body.len;
     hs_buf_init(&st->body, 0);
     memcpy(rq->machine_key, cn->machine_key, KEY_LEN);
     rq->capver = cn->capver;
@@ -589,10 +590,28 @@ void loop_dispatch(struct control *c, struct conn *cn, struct stream *st)
     job_push(c, JOBQ_REQUEST, j);
 }
 
-void control_limit_handshakes(struct control *c, unsigned per_minute)
+void control_set_limits(struct control *c, const struct control_limits *l)
 {
     control__reglimit_free(c->handshakes);
-    c->handshakes = control__reglimit_new(per_minute, 60 * HS_USEC_PER_SEC, REGLIMIT_SOURCES);
+    c->handshakes = control__reglimit_new(l->handshakes_per_minute, 60 * HS_USEC_PER_SEC,
+                                          REGLIMIT_SOURCES);
+    c->max_body_bytes = l->body_bytes;
+}
+
+bool control__body_take(struct control *c, size_t len)
+{
+    size_t now = __atomic_add_fetch(&c->body_bytes, len, __ATOMIC_RELAXED);
+
+    if (c->max_body_bytes && now > c->max_body_bytes) {
+        __atomic_sub_fetch(&c->body_bytes, len, __ATOMIC_RELAXED);
+        return false;
+    }
+    return true;
+}
+
+void control__body_put(struct control *c, size_t len)
+{
+    __atomic_sub_fetch(&c->body_bytes, len, __ATOMIC_RELAXED);
 }
 
 /* Whether the address may start another handshake now; if not, the client is told when to
@@ -702,6 +721,7 @@ static void *worker_main(void *arg)
             run_upgrade(c, j->up);
             free(j->up);
         } else {
+            control__body_put(c, j->rq->body.len);
             c->h.request(c->h.ctx, j->rq);
         }
         free(j);

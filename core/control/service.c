@@ -241,7 +241,10 @@ int control_service_new(const struct control_service_deps *d, struct control_ser
     /* Asked once: sysconf reads /sys each time, and batches come many times a second. */
     s->cores = cores > 1 ? (size_t)cores : 1;
     s->ctl = control_new(d->noise_key, &h, 4);
-    control_limit_handshakes(s->ctl, (unsigned)d->cfg->tuning_handshake_rate_limit);
+    control_set_limits(s->ctl, &(struct control_limits){
+        .handshakes_per_minute = (unsigned)d->cfg->tuning_handshake_rate_limit,
+        .body_bytes = (size_t)d->cfg->tuning_control_max_body_buffer_mib << 20,
+    });
     state_listen(s->state, poll_on_state_change, s);
     *out = s;
     return 0;

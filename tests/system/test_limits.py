@@ -18,7 +18,7 @@ from helpers import free_port
 from noise_client import (ControlClient, Handshake, new_private_key, read_http_head,
                           recv_exact, upgrade_request)
 from test_http_front import _connect, _read_response, _status
-from test_register_limits import user_key
+from test_register_limits import NO_RATE_LIMIT, user_key
 
 pytest.importorskip("h2", reason="needs the h2 package (pip install h2)")
 
@@ -174,3 +174,86 @@ def test_derp_client_caps_refuse_clearly_while_others_carry_on(server_factory, t
         for c in held:
             c.close()
     assert "tuning.derp_max_clients" in s.log_text()
+
+
+# ---- HTTP/2 request bodies held by the control loop ----
+
+REFUSED_STREAM = 7  # RFC 9113 §7
+
+
+def _events(h2s, deadline):
+    """Reads once from the Noise connection → the h2 events it carried (answers flushed)."""
+    events = h2s.conn.receive_data(h2s.n.read(max(0.01, deadline - time.monotonic())))
+    h2s._flush()
+    return events
+
+
+def _hold_body(h2s, size, timeout=15):
+    """Opens a POST and sends size bytes of a longer body, then waits until the server has
+    seen them (a PING answered after them) → the error code the stream was reset with, or
+    None while the server holds the body."""
+    import h2.events
+    conn = h2s.conn
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"),
+                            (":authority", h2s.authority), (":path", "/machine/register"),
+                            ("content-length", str(2 * size))])
+    h2s._flush()
+    deadline = time.monotonic() + timeout
+    sent, reset, acked = 0, None, False
+    while reset is None and not acked:
+        assert time.monotonic() < deadline, f"stream {sid}: {sent} of {size} bytes sent"
+        room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size,
+                   size - sent)
+        if sent < size and room > 0:
+            conn.send_data(sid, b"x" * room)
+            sent += room
+            if sent == size:
+                conn.ping(b"hsbudget")
+            h2s._flush()
+            continue
+        for ev in _events(h2s, deadline):
+            if isinstance(ev, h2.events.StreamReset) and ev.stream_id == sid:
+                reset = ev.error_code
+            elif isinstance(ev, h2.events.PingAckReceived):
+                acked = True
+    return reset
+
+
+def test_h2_body_budgets_refuse_streams_while_others_carry_on(server_factory):
+    s = server_factory(overrides={"tuning": {"control_max_body_buffer_mib": 3,
+                                             **NO_RATE_LIMIT}})
+    part = 900 * 1024
+    socks = []
+    try:
+        # One connection: two bodies held, the third would pass its 2 MiB share.
+        a = ControlClient(s.port)
+        sock, conn_a = a.connect()
+        socks.append(sock)
+        assert _hold_body(conn_a, part) is None
+        assert _hold_body(conn_a, part) is None
+        assert _hold_body(conn_a, part) == REFUSED_STREAM
+        # Another connection may hold one more (2.7 MiB in all); a third connection's body
+        # would pass the 3 MiB everyone shares.
+        sock, conn_b = ControlClient(s.port).connect()
+        socks.append(sock)
+        assert _hold_body(conn_b, part) is None
+        sock, conn_c = ControlClient(s.port).connect()
+        socks.append(sock)
+        assert _hold_body(conn_c, part) == REFUSED_STREAM
+        # Small requests still pass, on a refused connection and from a new client.
+        st, _, body = conn_c.request("POST", "/machine/register", b'{"Version": 68}')
+        assert st not in (-1, None), body
+        _, key = user_key(s)
+        st, _, resp = ControlClient(s.port).register(auth_key=key)
+        assert st == 200 and resp.get("MachineAuthorized"), (st, resp)
+        # Bodies given up give their bytes back.
+        socks.pop(0).close()
+        deadline = time.monotonic() + 10
+        while _hold_body(conn_c, part) is not None:
+            assert time.monotonic() < deadline, "the closed connection's bodies still count"
+    finally:
+        for sock in socks:
+            sock.close()
+    # Refusals are logged at most once in 10 s: the first one says which budget.
+    assert "refused: request bodies held would pass the connection's share" in s.log_text()

@@ -1323,6 +1323,8 @@ static const struct {
       "tests/system/test_http_front.py::test_connection_caps_refuse_clearly_while_others_carry_on" },
     { "tuning.http_max_connections_per_ip",
       "tests/system/test_http_front.py::test_connection_caps_refuse_clearly_while_others_carry_on" },
+    { "tuning.control_max_body_buffer_mib",
+      "tests/system/test_limits.py::test_h2_body_budgets_refuse_streams_while_others_carry_on" },
     { "tuning.derp_max_clients",
       "tests/system/test_limits.py::test_derp_client_caps_refuse_clearly_while_others_carry_on" },
     { "tuning.derp_max_clients_per_ip",
