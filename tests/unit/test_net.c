@@ -1,5 +1,6 @@
 /* net: request-head parsing, WebSocket framing, and connections over real socket pairs. */
 #include <criterion/criterion.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -467,4 +468,66 @@ Test(tls, bad_paths_are_reported)
 
     cr_assert_null(net_tls_new("/nonexistent/cert.pem", "/nonexistent/key.pem", err, sizeof(err)));
     cr_assert(strstr(err, "certificate /nonexistent/cert.pem: No such file") != NULL, "%s", err);
+}
+
+/* ---- connections per client address ---- */
+
+static struct sockaddr_storage addr_of(const char *ip)
+{
+    struct sockaddr_storage ss = { 0 };
+
+    if (strchr(ip, ':')) {
+        struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+        a6->sin6_family = AF_INET6;
+        cr_assert_eq(inet_pton(AF_INET6, ip, &a6->sin6_addr), 1, "%s", ip);
+    } else {
+        struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+        a4->sin_family = AF_INET;
+        cr_assert_eq(inet_pton(AF_INET, ip, &a4->sin_addr), 1, "%s", ip);
+    }
+    return ss;
+}
+
+static int take(struct net_addrs *a, const char *ip, struct net_addr **slot)
+{
+    struct sockaddr_storage ss = addr_of(ip);
+
+    return net_addrs_take(a, &ss, slot);
+}
+
+/* IPv6 is counted per /64 (a host rotating through its block gains nothing), IPv4 in an
+ * IPv6 socket as the IPv4 address, trusted proxies not at all; a place given back is free
+ * again. */
+Test(net_addrs, ipv6_per_64_mapped_ipv4_and_trusted)
+{
+    struct hs_strv trusted = { 0 };
+    struct net_addr *s1, *s2, *s3;
+    struct net_addrs *a;
+    struct sockaddr_storage proxy;
+
+    hs_strv_push(&trusted, "2001:db8:ff::/48");
+    hs_strv_push(&trusted, "198.18.0.9");
+    a = net_addrs_new(&trusted, 2);
+    cr_assert_eq(take(a, "2001:db8:1:2::1", &s1), 0);
+    cr_assert_eq(take(a, "2001:db8:1:2:ffff::7", &s2), 0);
+    cr_assert_eq(take(a, "2001:db8:1:2:abcd::", &s3), -EMFILE, "same /64");
+    cr_assert_eq(take(a, "2001:db8:1:3::1", &s3), 0, "the next /64 is another host");
+    net_addrs_put(a, s3);
+    cr_assert_eq(take(a, "198.18.0.1", &s3), 0);
+    cr_assert_eq(take(a, "::ffff:198.18.0.1", &s3), 0, "mapped: the same IPv4 address");
+    cr_assert_eq(take(a, "198.18.0.1", &s3), -EMFILE);
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(take(a, "2001:db8:ff:1::1", &s3), 0);
+        cr_assert_null(s3, "a trusted proxy is not counted");
+        cr_assert_eq(take(a, "198.18.0.9", &s3), 0);
+        cr_assert_null(s3);
+    }
+    proxy = addr_of("198.18.0.9");
+    cr_assert(net_addrs_trusted(a, &proxy));
+    net_addrs_put(a, s1);
+    cr_assert_eq(take(a, "2001:db8:1:2::99", &s1), 0, "a place given back is free again");
+    net_addrs_put(a, s1);
+    net_addrs_put(a, s2);
+    net_addrs_free(a);
+    hs_strv_free(&trusted);
 }
