@@ -66,7 +66,8 @@ USER_LINE=""
 
 [ -x "$BIN" ] || cmake --build build -j"$(nproc)" --target headscale-webadmin
 
-"$BIN" --server "$UPSTREAM" --templates "$ROOT/templates" --listen "$SOCK" &
+"$BIN" --server "$UPSTREAM" --templates "$ROOT/templates" --listen "$SOCK" \
+  --sessions-file "$DIR/sessions" &
 WA_PID=$!
 trap 'kill $WA_PID 2>/dev/null' EXIT
 echo "webadmin-local: https://127.0.0.1:$PORT/admin/ (Ctrl-C to stop)"

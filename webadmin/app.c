@@ -81,7 +81,9 @@ struct webadmin *webadmin_new(const struct webadmin_config *cfg, char *err, size
     wa->cfg.templates_dir = hs_strdup(cfg->templates_dir);
     wa->cfg.ca_file = hs_strdup(cfg->ca_file);
     wa->cfg.base_path = hs_strdup(cfg->base_path);
-    wa->sessions = wa__sessions_new(cfg->session_max_us, cfg->session_idle_us);
+    wa->cfg.sessions_file = hs_strdup(cfg->sessions_file);
+    wa->sessions = wa__sessions_new(cfg->session_max_us, cfg->session_idle_us,
+                                    cfg->sessions_file);
     wa->client = wa__client_new(cfg->server_url, cfg->ca_file);
     if (!wa->client) {
         snprintf(err, errsize, "libcurl did not start");
@@ -116,6 +118,7 @@ void webadmin_free(struct webadmin *wa)
     free((char *)wa->cfg.templates_dir);
     free((char *)wa->cfg.ca_file);
     free((char *)wa->cfg.base_path);
+    free((char *)wa->cfg.sessions_file);
     free(wa);
 }
 

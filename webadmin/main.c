@@ -27,6 +27,7 @@
     "  --listen SOCKET     listen on this unix socket (default: the socket on stdin)\n"      \
     "  --session-max DUR   sessions end this long after sign-in (default: 12h)\n"            \
     "  --session-idle DUR  ... or after this long unused (default: 1h)\n"                    \
+    "  --sessions-file F   keep sessions in F (mode 0600) so that a restart signs no one out\n" \
     "  -h, --help          this text\n"
 
 struct options {
@@ -55,6 +56,7 @@ static int parse_args(int argc, char **argv, struct options *o)
         { "listen", required_argument, NULL, 'l' },
         { "session-max", required_argument, NULL, 'm' },
         { "session-idle", required_argument, NULL, 'i' },
+        { "sessions-file", required_argument, NULL, 'f' },
         { "help", no_argument, NULL, 'h' },
         { 0 },
     };
@@ -67,6 +69,7 @@ static int parse_args(int argc, char **argv, struct options *o)
         case 'c': o->cfg.ca_file = optarg; break;
         case 'b': o->cfg.base_path = optarg; break;
         case 'l': o->listen = optarg; break;
+        case 'f': o->cfg.sessions_file = optarg; break;
         case 'm':
             if (parse_duration_arg("--session-max", optarg, &o->cfg.session_max_us) < 0)
                 return -EINVAL;

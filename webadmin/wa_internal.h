@@ -48,7 +48,12 @@ struct wa_session_view {
     char api_key[WA_MAX_API_KEY + 1]; /* wipe after use (sodium_memzero) */
 };
 
-struct wa_sessions *wa__sessions_new(int64_t max_us, int64_t idle_us);
+/* path: NULL keeps sessions in memory only; else they are also kept in that file (mode 0600,
+ * rewritten whole when a session begins or ends and when one's last use moved by a minute)
+ * and read back from it here, so that a restart signs no one out. The file holds what memory
+ * holds: id hashes, API keys sealed under the ids, CSRF tokens; without a browser's cookie it
+ * signs no one in. A file that does not parse is ignored (with a warning) and replaced. */
+struct wa_sessions *wa__sessions_new(int64_t max_us, int64_t idle_us, const char *path);
 void wa__sessions_free(struct wa_sessions *ss);
 /* A new session for api_key: its id in id_out. -E2BIG when the key is too long; a full table
  * drops the oldest session. */

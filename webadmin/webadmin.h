@@ -26,6 +26,7 @@ struct webadmin_config {
     const char *base_path;     /* where nginx mounts the pages, e.g. "/admin" */
     int64_t session_max_us;    /* a session ends this long after sign-in ... */
     int64_t session_idle_us;   /* ... or after this long unused */
+    const char *sessions_file; /* optional: sessions kept here across restarts (0600) */
 };
 
 struct wa_request {

@@ -136,7 +136,8 @@ class Stack:
         self.webadmin = tailnet.Proc(
             self.world.ns, "webadmin",
             [WA_BIN, "--server", f"http://127.0.0.1:{tailnet.HS_PORT}", "--templates",
-             os.path.join(REPO, "templates"), "--listen", sock],
+             os.path.join(REPO, "templates"), "--listen", sock, "--sessions-file",
+             os.path.join(d, "sessions")],
             os.path.join(d, "webadmin.log"), env=srv._env()).start()
         self.nginx = tailnet.Proc(self.world.ns, "nginx",
                                   ["nginx", "-c", write_config(d), "-p", d],
@@ -732,3 +733,33 @@ def test_screenshot_every_page(web):
     for path in shots:
         assert png_size(path) == (1280, 800), path
 
+
+
+def test_session_survives_a_webadmin_restart(web):
+    """With --sessions-file, a restart of the FastCGI program signs no one out: the same cookie
+    opens the pages and its CSRF token still changes things; the file is 0600 and holds no
+    session id or API key in the clear. Signing out still ends the session after that."""
+    web.sign_in()
+    web.go("/admin/users")
+    cookie, token = web.session_cookie(), web.csrf()
+    rc = web.webadmin.stop()
+    assert rc == 0, web.webadmin.log(20)
+    path = os.path.join(web.tmp, "web", "sessions")
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    with open(path) as f:
+        text = f.read()
+    assert cookie not in text and web.world.server.api_key not in text
+    web.webadmin.start()
+    tailnet.poll(web._ready, 20, "the webadmin to answer again")
+    r = requests.get(web.url + "/admin/users", cookies={SESSION_COOKIE: cookie}, verify=False,
+                     allow_redirects=False, timeout=10)
+    assert r.status_code == 200 and 'id="new-user"' in r.text, r.status_code
+    name = helpers.unique("kept")
+    r = post(web, "/admin/users/create", {"name": name, "csrf": token}, cookie)
+    assert r.status_code == 303, r.text
+    assert name in [u["name"] for u in web.world.server.users()]
+    web.go("/admin/users")
+    web.submit("signout")
+    r = requests.get(web.url + "/admin/users", cookies={SESSION_COOKIE: cookie}, verify=False,
+                     allow_redirects=False, timeout=10)
+    assert r.status_code == 303 and r.headers["Location"].endswith("/admin/signin")

@@ -1,7 +1,9 @@
 /* webadmin: the template engine's escaping and refusals, forms and cookies, sessions, and the
  * front door (sign-in, CSRF, sessions) answered without a server. */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "webadmin/tmpl.h"
@@ -244,7 +246,7 @@ Test(form, cookies)
 
 Test(session, open_with_the_id_only)
 {
-    struct wa_sessions *ss = wa__sessions_new(3600 * HS_USEC_PER_SEC, 600 * HS_USEC_PER_SEC);
+    struct wa_sessions *ss = wa__sessions_new(3600 * HS_USEC_PER_SEC, 600 * HS_USEC_PER_SEC, NULL);
     char id[WA_SESSION_ID_LEN + 1], id2[WA_SESSION_ID_LEN + 1], other[WA_SESSION_ID_LEN + 1];
     struct wa_session_view v, v2;
 
@@ -267,7 +269,7 @@ Test(session, open_with_the_id_only)
 
 Test(session, expiry)
 {
-    struct wa_sessions *ss = wa__sessions_new(3600 * HS_USEC_PER_SEC, 1000);
+    struct wa_sessions *ss = wa__sessions_new(3600 * HS_USEC_PER_SEC, 1000, NULL);
     char id[WA_SESSION_ID_LEN + 1];
     struct wa_session_view v;
 
@@ -275,6 +277,86 @@ Test(session, expiry)
     usleep(5000);
     cr_expect_eq(wa__session_open(ss, id, &v), -ENOENT, "idle too long");
     wa__sessions_free(ss);
+}
+
+static char *sessions_path(char dir[64])
+{
+    snprintf(dir, 64, "/tmp/hs-wa-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    return hs_aprintf("%s/sessions", dir);
+}
+
+static void remove_dir(const char *dir, char *path)
+{
+    unlink(path);
+    rmdir(dir);
+    free(path);
+}
+
+/* A restart with the same file keeps the sessions that were live (their API key opens with the
+ * id alone, their CSRF token unchanged); the file is 0600 and holds neither an id nor a key
+ * in the clear; ended sessions stay ended. */
+Test(session, a_file_keeps_them_across_a_restart)
+{
+    char dir[64], *path = sessions_path(dir), id[WA_SESSION_ID_LEN + 1],
+                  gone[WA_SESSION_ID_LEN + 1], *text;
+    struct wa_sessions *ss = wa__sessions_new(3600 * HS_USEC_PER_SEC, 600 * HS_USEC_PER_SEC, path);
+    struct wa_session_view v, again;
+    struct stat sb;
+    size_t len;
+
+    cr_assert_eq(wa__session_create(ss, "hskey-api-kept", id), 0);
+    cr_assert_eq(wa__session_create(ss, "hskey-api-ended", gone), 0);
+    cr_assert_eq(wa__session_open(ss, id, &v), 0);
+    wa__session_end(ss, gone);
+    wa__sessions_free(ss);
+
+    cr_assert_eq(stat(path, &sb), 0);
+    cr_expect_eq(sb.st_mode & 0777, 0600);
+    cr_assert_eq(hs_read_file(path, 1 << 20, &text, &len), 0);
+    cr_expect_null(strstr(text, "hskey-api"), "an API key in the clear");
+    cr_expect_null(strstr(text, id), "a session id in the clear");
+    free(text);
+
+    ss = wa__sessions_new(3600 * HS_USEC_PER_SEC, 600 * HS_USEC_PER_SEC, path);
+    cr_assert_eq(wa__session_open(ss, id, &again), 0);
+    cr_expect_str_eq(again.api_key, "hskey-api-kept");
+    cr_expect_str_eq(again.csrf, v.csrf);
+    cr_expect_eq(wa__session_open(ss, gone, &again), -ENOENT);
+    wa__sessions_free(ss);
+    remove_dir(dir, path);
+}
+
+/* Expiry holds across a restart, and a damaged file signs no one in (and is replaced). */
+Test(session, a_file_keeps_expiry_and_refuses_damage)
+{
+    char dir[64], *path = sessions_path(dir), id[WA_SESSION_ID_LEN + 1], *text;
+    struct wa_sessions *ss = wa__sessions_new(3600 * HS_USEC_PER_SEC, 1000, path);
+    struct wa_session_view v;
+    size_t len;
+
+    cr_assert_eq(wa__session_create(ss, "k", id), 0);
+    wa__sessions_free(ss);
+    usleep(5000);
+    ss = wa__sessions_new(3600 * HS_USEC_PER_SEC, 1000, path);
+    cr_expect_eq(wa__session_open(ss, id, &v), -ENOENT, "idle too long before the restart");
+    wa__sessions_free(ss);
+
+    ss = wa__sessions_new(3600 * HS_USEC_PER_SEC, 600 * HS_USEC_PER_SEC, path);
+    cr_assert_eq(wa__session_create(ss, "k", id), 0);
+    wa__sessions_free(ss);
+    cr_assert_eq(hs_read_file(path, 1 << 20, &text, &len), 0);
+    for (size_t cut = 0; cut < len; cut += len / 7 + 1) {
+        char *bad = hs_strndup(text, cut);
+        bad[cut ? cut - 1 : 0] ^= cut ? 0x20 : 0; /* cut short, and one byte changed */
+        cr_assert_eq(hs_write_file_atomic(path, bad, strlen(bad), 0600), 0);
+        ss = wa__sessions_new(3600 * HS_USEC_PER_SEC, 600 * HS_USEC_PER_SEC, path);
+        cr_expect_eq(wa__session_open(ss, id, &v), -ENOENT, "opened from %zu bytes", cut);
+        wa__sessions_free(ss);
+        free(bad);
+    }
+    free(text);
+    remove_dir(dir, path);
 }
 
 Test(session, tokens_compare)
