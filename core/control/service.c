@@ -191,6 +191,7 @@ static void *map_thread(void *arg)
             poll_gc_ephemeral(s);
             state_check_expiry(s->state, hs_now_us());
             state_sample_online(s->state, hs_now_us());
+            state_retry(s->state);
             haprobe_tick(s, now);
             if (++ticks % TRIM_EVERY_TICKS == 0)
                 malloc_trim(0);

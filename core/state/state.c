@@ -302,6 +302,13 @@ static enum state_change_kind reload_node(struct state *s, uint64_t id, unsigned
      * announcement of it) install in the order they read, so the newer row stays. */
     pthread_mutex_lock(&s->wmu);
     rc = store_node_get(s->st, id, &n);
+    if (rc < 0 && rc != -ENOENT) {
+        /* Not "gone": the database did not answer. Peers keep the node as it was. */
+        pthread_mutex_unlock(&s->wmu);
+        state__stale(s, "a node", rc);
+        *fields = 0;
+        return STATE_NODE_CHANGED;
+    }
     pthread_rwlock_wrlock(&s->lock);
     if (rc == 0) {
         size_t i = node_pos(s, id);
@@ -331,9 +338,6 @@ static enum state_change_kind reload_node(struct state *s, uint64_t id, unsigned
         free(ids);
     }
     pthread_mutex_unlock(&s->wmu);
-    if (rc < 0 && rc != -ENOENT)
-        log_warnx("state: cannot reload node %llu: %s", (unsigned long long)id,
-                  hs_strerror(rc));
     return kind;
 }
 
@@ -347,7 +351,8 @@ static bool user_relevant(const struct state *s, uint64_t id, const struct store
     return !hs_streq(old->u.name, u->name) || !hs_streq(old->u.email, u->email);
 }
 
-static void reload_user(struct state *s, uint64_t id)
+/* Whether the user was read (or found gone). */
+static bool reload_user(struct state *s, uint64_t id)
 {
     struct store_user u;
     bool relevant;
@@ -355,6 +360,11 @@ static void reload_user(struct state *s, uint64_t id)
 
     pthread_mutex_lock(&s->wmu); /* read under it too, as reload_node */
     rc = store_user_get(s->st, id, &u);
+    if (rc < 0 && rc != -ENOENT) {
+        pthread_mutex_unlock(&s->wmu);
+        state__stale(s, "a user", rc);
+        return false;
+    }
     pthread_rwlock_wrlock(&s->lock);
     relevant = user_relevant(s, id, rc == 0 ? &u : NULL);
     if (rc == 0)
@@ -371,6 +381,7 @@ static void reload_user(struct state *s, uint64_t id)
     if (relevant)
         state__recompile(s, NULL, 0); /* users changed: everything may have */
     pthread_mutex_unlock(&s->wmu);
+    return true;
 }
 
 /* ---- reading everything again (changes from other replicas were missed) ---- */
@@ -471,7 +482,7 @@ static void resync(struct state *s)
         (rc = store_node_list(s->st, 0, &nodes, &nn)) < 0) {
         pthread_mutex_unlock(&s->wmu);
         store_user_list_free(users, nu);
-        log_warnx("state: cannot read users and nodes again: %s", hs_strerror(rc));
+        state__stale(s, "users and nodes", rc);
         return;
     }
     pthread_rwlock_wrlock(&s->lock);
@@ -529,8 +540,8 @@ static void on_event(const struct notify_event *ev, void *arg)
         break;
     }
     case NOTIFY_USER:
-        reload_user(s, ev->id);
-        emit(s, STATE_USER_CHANGED, ev->id);
+        if (reload_user(s, ev->id))
+            emit(s, STATE_USER_CHANGED, ev->id);
         break;
     case NOTIFY_POLICY:
         state__policy_event(s); /* reloads the stored row and tells listeners if it took */
@@ -830,6 +841,22 @@ static bool expiry_due(struct state *s, int64_t now)
     }
     pthread_rwlock_unlock(&s->lock);
     return due;
+}
+
+void state__stale(struct state *s, const char *what, int rc)
+{
+    if (!atomic_exchange(&s->stale, true))
+        log_warnx("state: cannot read %s: %s; keeping what is known, and reading everything "
+                  "again once the database answers", what, hs_strerror(rc));
+}
+
+void state_retry(struct state *s)
+{
+    if (!atomic_exchange(&s->stale, false))
+        return;
+    resync(s); /* marks the state stale again if the database still does not answer */
+    if (!atomic_load(&s->stale))
+        presence_all(s);
 }
 
 void state_check_expiry(struct state *s, int64_t now)

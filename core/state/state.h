@@ -128,6 +128,10 @@ void state_node_seen(struct state *s, uint64_t id, int64_t at);
 /* Nodes whose key expiry passed since the last call (now in us) are reported to listeners
  * as changed (their peers must see them expired). Call about once a second. */
 void state_check_expiry(struct state *s, int64_t now);
+/* When a read of the store failed since the last call (the database was unreachable while a
+ * change was announced), reads everything again, as after missed announcements; until then
+ * the state keeps what it had. Call about once a second. */
+void state_retry(struct state *s);
 
 /* ---- online history ----
  * The number of online nodes (here and, through presence, on other replicas) sampled every

@@ -4,6 +4,7 @@
 #define HS_STATE_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "policy/policy.h"
 #include "state/state.h"
@@ -87,6 +88,7 @@ struct state {
     pthread_mutex_t dns_mu;
     struct state_dns *dns;
     const struct hs_config *dns_cfg;
+    atomic_bool stale; /* a store read failed: state_retry() reads everything again */
 };
 
 /* wmu held. Compiles the policy in force again for the current users and nodes, after the
@@ -103,6 +105,9 @@ void state__policy_free(struct state *s);
 /* A DNS event from the store (or a resync): read the saved settings again; listeners hear
  * STATE_DNS_CHANGED when what nodes are sent changed. */
 void state__dns_event(struct state *s);
+/* A read of the store failed (rc < 0, not -ENOENT): what the state holds may be stale until
+ * state_retry(). Logged once per outage. */
+void state__stale(struct state *s, const char *what, int rc);
 /* Write lock held: sn->serving from its announced and approved routes. */
 void state__node_serving(struct state_node *sn);
 /* No lock held: the routes the policy's autoApprovers approve for the node (all nodes that

@@ -382,10 +382,14 @@ int state_policy_reload(struct state *s, char *err, size_t errsize)
 void state__policy_event(struct state *s)
 {
     char err[STATE_POLICY_ERR_MAX];
+    int rc;
 
     if (s->policy_from != STATE_POLICY_STORE)
         return; /* file mode: the store's policy rows are not in force */
-    if (state_policy_reload(s, err, sizeof(err)) < 0)
+    rc = state_policy_reload(s, err, sizeof(err));
+    if (rc == -EIO)
+        state__stale(s, "the stored policy", rc);
+    else if (rc < 0)
         log_errorx("policy: %s; the policy in force stays", err);
     else
         log_info("policy: the stored policy is in force");

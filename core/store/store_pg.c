@@ -5,7 +5,12 @@
  * transaction is reset once and the statement retried, so a restarted server costs one slow
  * query instead of an error. (Outside a transaction the store runs only reads, BEGIN and
  * idempotent writes — apikey touch, the server-secret insert — so a retry is harmless.) Inside a transaction nothing is retried: the transaction is lost
- * with its connection, and the caller sees -EIO. */
+ * with its connection, and the caller sees -EIO.
+ *
+ * While the database cannot be reached, every request would wait for a connect of its own and
+ * log the same failure (hundreds of lines a second under load): after a failed connect the
+ * pool answers -EIO at once for PG_RETRY_US, and the failure is logged once, then once per
+ * PG_LOG_EVERY_US with a count, and once more when a connect succeeds again. */
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -17,6 +22,8 @@
 #define PG_DEFAULT_POOL 10
 #define PG_CONNECT_TIMEOUT "10"
 #define PG_MAX_PARAMS 10
+#define PG_RETRY_US (250 * 1000)
+#define PG_LOG_EVERY_US (10 * HS_USEC_PER_SEC)
 /* pg_advisory_lock key for migrations: "hsmigrat" as a big-endian int64. */
 #define PG_MIGRATE_LOCK "7526479701740773748"
 
@@ -38,6 +45,10 @@ struct pg_pool {
     struct store_conn *conns;
     const char *kw[PG_MAX_PARAMS + 1];
     char *val[PG_MAX_PARAMS + 1];
+    /* An outage (under mu): since when connects fail (monotonic; 0: they do not), when the
+     * pool tries again, when it last said so, how many failed. */
+    int64_t down_since, retry_at, logged_at;
+    unsigned long failures;
 };
 
 /* ---- connecting ---- */
@@ -102,15 +113,56 @@ static void log_pg_error(const char *what, const char *msg)
     log_warnx("store: postgres: %s: %.*s", what, (int)len, msg ? msg : "");
 }
 
+static void connect_failed(struct pg_pool *p, const char *msg)
+{
+    int64_t now = hs_monotonic_us(), down;
+    unsigned long n = 0;
+
+    pthread_mutex_lock(&p->mu);
+    if (!p->down_since)
+        p->down_since = now;
+    p->retry_at = now + PG_RETRY_US;
+    if (++p->failures == 1 || now - p->logged_at >= PG_LOG_EVERY_US) {
+        p->logged_at = now;
+        n = p->failures;
+    }
+    down = now - p->down_since;
+    pthread_mutex_unlock(&p->mu);
+    if (n == 1)
+        log_pg_error("connect", msg);
+    else if (n)
+        log_warnx("store: postgres: still cannot connect after %.0f s (%lu attempts)",
+                  (double)down / HS_USEC_PER_SEC, n);
+}
+
+static void connect_worked(struct pg_pool *p)
+{
+    int64_t down = 0;
+    unsigned long n = 0;
+
+    pthread_mutex_lock(&p->mu);
+    if (p->down_since) {
+        down = hs_monotonic_us() - p->down_since;
+        n = p->failures;
+        p->down_since = p->retry_at = p->logged_at = 0;
+        p->failures = 0;
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (n)
+        log_info("store: postgres: connected again after %.1f s (%lu attempts failed)",
+                 (double)down / HS_USEC_PER_SEC, n);
+}
+
 static int pg_connect(struct pg_pool *p, struct store_conn *c)
 {
     c->pg = PQconnectdbParams(p->kw, (const char *const *)p->val, 0);
     if (!c->pg || PQstatus(c->pg) != CONNECTION_OK) {
-        log_pg_error("connect", c->pg ? PQerrorMessage(c->pg) : "out of memory");
+        connect_failed(p, c->pg ? PQerrorMessage(c->pg) : "out of memory");
         PQfinish(c->pg);
         c->pg = NULL;
         return -EIO;
     }
+    connect_worked(p);
     PQsetNoticeProcessor(c->pg, pg_notice, NULL);
     return 0;
 }
@@ -208,6 +260,10 @@ static int pg_acquire(void *drv, struct store_conn **out)
     pool_expire(p);
     while (!(c = pool_pick(p)))
         pthread_cond_wait(&p->cv, &p->mu);
+    if (!c->pg && p->down_since && hs_monotonic_us() < p->retry_at) {
+        pthread_mutex_unlock(&p->mu); /* a connect failed a moment ago: fail fast */
+        return -EIO;
+    }
     c->busy = true;
     pthread_mutex_unlock(&p->mu);
     /* Connect outside the lock: it can take up to connect_timeout. */

@@ -6,6 +6,8 @@
 #                        (eval "$(pgtmp.sh start DIR)", or split each line on the first '=')
 #   pgtmp.sh stop DIR    stop it (-m immediate); safe to call twice or without a start
 #   pgtmp.sh env DIR     print the lines of a running server again
+#   pgtmp.sh restart DIR stop it as a crash would (-m immediate) and start it again on the same
+#                        port and files (for tests of clients that must outlive a restart)
 #
 # Listens on a unix socket (in DIR) and on 127.0.0.1:PORT (a free port), trust auth, superuser
 # "postgres", database "headscale". Works as root without a tty: initdb/pg_ctl run as the
@@ -160,6 +162,16 @@ cmd_stop() {
     fi
 }
 
+cmd_restart() {
+    local root
+    root=$(root_of "$(cd "$1" && pwd)")
+    is_running "$root" || die "not running"
+    as_pg "$PGBIN/pg_ctl" -D "$root/data" -m immediate -w -t "$WAIT" stop </dev/null >/dev/null 2>&1 ||
+        die "pg_ctl stop failed"
+    start_server "$root" "$(cat "$root/port")" || { tail -n 20 "$root/postgres.log" >&2 || true; die "pg_ctl start failed"; }
+    print_env "$root"
+}
+
 cmd_env() {
     local root
     root=$(root_of "$(cd "$1" && pwd)")
@@ -167,10 +179,11 @@ cmd_env() {
     print_env "$root"
 }
 
-[ $# -eq 2 ] || die "usage: pgtmp.sh start|stop|env DIR"
+[ $# -eq 2 ] || die "usage: pgtmp.sh start|stop|restart|env DIR"
 case "$1" in
 start) cmd_start "$2" ;;
 stop) cmd_stop "$2" ;;
+restart) cmd_restart "$2" ;;
 env) cmd_env "$2" ;;
-*) die "usage: pgtmp.sh start|stop|env DIR" ;;
+*) die "usage: pgtmp.sh start|stop|restart|env DIR" ;;
 esac

@@ -214,6 +214,12 @@ class PgCluster:
     def stop(self):
         subprocess.run([PGTMP, "stop", self.workdir], capture_output=True, timeout=120)
 
+    def restart(self):
+        """Stopped as a crash would stop it, then started again on the same port."""
+        r = subprocess.run([PGTMP, "restart", self.workdir], capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, f"pgtmp.sh restart failed: {r.stderr}"
+
 
 def base_config(tmp, port, db, pg_dbname=None, pg_host=None, policy_mode="database",
                 policy_path=None):

@@ -5,6 +5,7 @@
  * (core/policy) to refuse or tell nodes apart. */
 #include <criterion/criterion.h>
 #include <ftw.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@ static struct fixture {
     uint64_t alice, bob;
     int policy_events;
     int online_events;
+    int removed_events;
 } fx;
 
 #define POLICY_ALL "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}]}"
@@ -46,6 +48,8 @@ static void on_change(void *arg, const struct state_change *ch)
         __atomic_add_fetch(&fx.policy_events, 1, __ATOMIC_RELAXED);
     if (ch->kind == STATE_NODE_ONLINE)
         __atomic_add_fetch(&fx.online_events, 1, __ATOMIC_RELAXED);
+    if (ch->kind == STATE_NODE_REMOVED)
+        __atomic_add_fetch(&fx.removed_events, 1, __ATOMIC_RELAXED);
 }
 
 static uint64_t add_user(const char *name)
@@ -503,4 +507,55 @@ Test(state, nodes_found_by_key_through_rotation_delete_and_repeats)
     cr_expect_eq(found(0, 3), many[0], "after the newest goes, the older answers");
     cr_assert_eq(store_node_delete(fx.st, many[0]), 0);
     cr_expect_eq(found(0, 3), 0);
+}
+
+/* SQL run on the database file from outside the store, as another process would. */
+static void sql_aside(const char *sql)
+{
+    sqlite3 *db;
+
+    cr_assert_eq(sqlite3_open(fx.db, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK, "%s: %s", sql,
+                 sqlite3_errmsg(db));
+    sqlite3_close(db);
+}
+
+static char *given_name(uint64_t id)
+{
+    const struct state_node *sn;
+    char *name;
+
+    state_rdlock(fx.s);
+    sn = state_node_by_id(fx.s, id);
+    name = sn ? strdup(sn->n.given_name) : NULL;
+    state_unlock(fx.s);
+    return name;
+}
+
+Test(state, a_failed_read_keeps_the_node_until_everything_is_read_again)
+{
+    char *name;
+
+    /* The database stops answering for nodes while a change to node 1 is announced. */
+    sql_aside("ALTER TABLE nodes RENAME TO nodes_away");
+    state_refresh_node(fx.s, 1);
+    name = given_name(1);
+    cr_assert_not_null(name, "a read that failed is not a deleted node");
+    cr_expect_str_eq(name, "host");
+    free(name);
+    cr_expect_eq(fx.removed_events, 0, "nobody is told the node left");
+
+    sql_aside("UPDATE nodes_away SET given_name = 'renamed' WHERE id = 1;"
+              "ALTER TABLE nodes_away RENAME TO nodes");
+    state_retry(fx.s);
+    name = given_name(1);
+    cr_expect_str_eq(name, "renamed", "read again once the database answers");
+    free(name);
+    cr_expect_eq(fx.removed_events, 0);
+
+    sql_aside("UPDATE nodes SET given_name = 'unseen' WHERE id = 1");
+    state_retry(fx.s); /* nothing failed since: no reading again */
+    name = given_name(1);
+    cr_expect_str_eq(name, "renamed");
+    free(name);
 }
