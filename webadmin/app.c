@@ -16,7 +16,7 @@
 
 static const char *const page_files[] = { "signin", "error", "overview", "users", "nodes",
                                           "node", "preauthkeys", "apikeys", "routes", "policy",
-                                          "derp" };
+                                          "derp", "dns" };
 
 struct route {
     const char *method;
@@ -44,6 +44,9 @@ static const struct route routes[] = {
     { "GET", "/policy", wa__page_policy },
     { "POST", "/policy/check", wa__post_policy_check },
     { "POST", "/policy/save", wa__post_policy_save },
+    { "GET", "/dns", wa__page_dns },
+    { "POST", "/dns/save", wa__post_dns_save },
+    { "POST", "/dns/revert", wa__post_dns_revert },
     { "GET", "/preauthkeys", wa__page_preauthkeys },
     { "POST", "/preauthkeys/create", wa__post_preauthkey_create },
     { "POST", "/preauthkeys/expire", wa__post_preauthkey_expire },

@@ -15,6 +15,7 @@ import re
 import socket
 import subprocess
 import threading
+import time
 import uuid
 
 import pytest
@@ -763,3 +764,55 @@ def test_session_survives_a_webadmin_restart(web):
     r = requests.get(web.url + "/admin/users", cookies={SESSION_COOKIE: cookie}, verify=False,
                      allow_redirects=False, timeout=10)
     assert r.status_code == 303 and r.headers["Location"].endswith("/admin/signin")
+
+
+def test_dns_change_in_browser_reaches_client(web):
+    """The DNS page: a search domain and an extra record saved in the browser reach a real
+    client within seconds (no restart); a bad nameserver is refused with the server's reason,
+    the form keeps what was typed and nothing changes; going back to the config file's
+    settings takes them away again."""
+    from test_dns import dns_status, query  # the client's view, as test_dns reads it
+    srv = web.world.server
+    node = web.world.join()
+    web.sign_in()
+    web.go("/admin/dns")
+    assert "config file's" in web.driver.find_element(By.ID, "dns-source").text
+    assert web.driver.find_element(By.ID, "dns-base-domain").text == "example.com"
+    assert web.driver.find_element(By.ID, "dns-magic").is_selected()
+
+    def fill(field, text):
+        box = web.driver.find_element(By.ID, field)
+        web.driver.execute_script("arguments[0].value = arguments[1]", box, text)
+
+    fill("dns-search", "webadmin.example\n")
+    fill("dns-records", "dnsweb.example.com A 100.64.0.123\n")
+    t0 = time.monotonic()
+    web.submit("dns-save")
+    assert "Saved" in web.driver.find_element(By.ID, "notice").text
+    assert "saved here" in web.driver.find_element(By.ID, "dns-source").text
+    tailnet.poll(lambda: query(node, "dnsweb.example.com") == ["100.64.0.123"], WAIT,
+                 "the record saved in the browser to resolve on the client")
+    print(f"DNS saved in the browser -> the client resolves it: "
+          f"{time.monotonic() - t0:.2f}s")
+    assert "webadmin.example" in dns_status(node)["Search Domains"]
+    got = srv.api_ok("GET", "/api/v1/dns")
+    assert got["source"] == "database" and got["searchDomains"] == ["webadmin.example"], got
+    web.shot("dns")
+
+    fill("dns-nameservers", "1.1.1.300\n")
+    web.submit("dns-save")
+    err = web.driver.find_element(By.ID, "error").text
+    assert "1.1.1.300" in err and "not an IP address" in err, err
+    assert web.driver.find_element(By.ID, "dns-nameservers").get_attribute("value").strip() \
+        == "1.1.1.300", "the form keeps what was typed"
+    assert srv.api_ok("GET", "/api/v1/dns") == got, "a refused form changed the settings"
+    no_script_ran(web)
+
+    web.go("/admin/dns")
+    web.submit("dns-revert")
+    assert "config file's" in web.driver.find_element(By.ID, "notice").text
+    assert srv.api_ok("GET", "/api/v1/dns")["source"] == "config"
+    tailnet.poll(lambda: query(node, "dnsweb.example.com") == [], WAIT,
+                 "the record to stop resolving after going back to the file's settings")
+    assert web.driver.find_elements(By.ID, "dns-revert") == []
+    web.world.discard(node)
