@@ -863,13 +863,14 @@ void poll_keepalives(struct control_service *s)
     json_decref(ka);
 }
 
-/* Ephemeral nodes go once offline for node.ephemeral.inactivity_timeout. */
+/* Ephemeral nodes go once offline for node.ephemeral.inactivity_timeout; among replicas,
+ * only the elected one removes them. */
 void poll_gc_ephemeral(struct control_service *s)
 {
     int64_t now = hs_now_us(), timeout = s->cfg->ephemeral_inactivity_timeout_us;
     struct idset doomed = { 0 };
 
-    if (timeout <= 0)
+    if (timeout <= 0 || !state_elected(s->state))
         return;
     state_rdlock(s->state);
     for (size_t i = 0; i < state_node_count(s->state); i++) {

@@ -47,6 +47,7 @@ static void lost(struct replica *r, const char *what)
     r->feed = NULL;
     atomic_store(&r->listening, false);
     atomic_store(&r->leader, false); /* the lock went with the connection */
+    state_set_elected(r->state, false);
 }
 
 /* A new feed; whatever was committed while there was none is read again. */
@@ -94,6 +95,7 @@ static void quiet_check(struct replica *r)
     if (!atomic_load(&r->leader) && store_feed_try_lead(r->feed, &lead) == 0 && lead) {
         log_info("replica: this replica now does the work done once for all of them");
         atomic_store(&r->leader, true);
+        state_set_elected(r->state, true);
     }
     if (seq <= r->last) {
         r->behind = 0;

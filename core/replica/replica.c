@@ -21,6 +21,7 @@ int replica_start(struct store *st, struct notify_bus *bus, struct state *state,
     r->last = seq;
     r->stop_pipe[0] = r->stop_pipe[1] = -1;
     atomic_init(&r->leader, false);
+    state_set_elected(state, false); /* until the election says otherwise */
     if ((rc = replica__presence_start(r)) < 0 || (rc = replica__follow_start(r)) < 0) {
         log_errorx("replica: cannot start: %s", hs_strerror(rc));
         replica_stop(r);

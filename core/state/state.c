@@ -592,6 +592,7 @@ int state_new(struct store *st, struct notify_bus *bus, struct state **out)
 
     pthread_rwlock_init(&s->lock, NULL);
     state__keys_init(&s->keys);
+    atomic_init(&s->elected, true);
     pthread_mutex_init(&s->wmu, NULL);
     pthread_mutex_init(&s->hmu, NULL);
     pthread_mutex_init(&s->dns_mu, NULL);
@@ -849,6 +850,9 @@ void state__stale(struct state *s, const char *what, int rc)
         log_warnx("state: cannot read %s: %s; keeping what is known, and reading everything "
                   "again once the database answers", what, hs_strerror(rc));
 }
+
+void state_set_elected(struct state *s, bool elected) { atomic_store(&s->elected, elected); }
+bool state_elected(struct state *s) { return atomic_load(&s->elected); }
 
 void state_retry(struct state *s)
 {

@@ -132,6 +132,11 @@ void state_check_expiry(struct state *s, int64_t now);
  * change was announced), reads everything again, as after missed announcements; until then
  * the state keeps what it had. Call about once a second. */
 void state_retry(struct state *s);
+/* Whether this process does the work done once for all replicas (removing inactive ephemeral
+ * nodes): alone on its database it always does; among replicas, the one core/replica says was
+ * elected. Replicas that all did it would race on the same deletes with clocks of their own. */
+void state_set_elected(struct state *s, bool elected);
+bool state_elected(struct state *s);
 
 /* ---- online history ----
  * The number of online nodes (here and, through presence, on other replicas) sampled every

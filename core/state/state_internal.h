@@ -89,6 +89,7 @@ struct state {
     struct state_dns *dns;
     const struct hs_config *dns_cfg;
     atomic_bool stale; /* a store read failed: state_retry() reads everything again */
+    atomic_bool elected; /* see state_elected() */
 };
 
 /* wmu held. Compiles the policy in force again for the current users and nodes, after the

@@ -552,3 +552,21 @@ def test_postgres_restart_under_load_leaves_no_client_stale(tmp_path, db):
         for s in (a, b):
             assert "reading every user, node and policy again" in s.log_text(), s.port
         n1.wait_ping(n2.ip4)
+
+
+def test_only_the_elected_replica_removes_inactive_ephemeral_nodes(tmp_path, db):
+    """An ephemeral node on B whose client dies is removed once its inactivity timeout (70 s)
+    has passed, by A (elected: it started first), not by every replica."""
+    with pinned_pair(tmp_path, db) as (w, b, n1, n2):
+        e = w.node("eph")
+        e.server = b
+        e.up(b.preauth_key(b.user_id("alice"), ephemeral=True))
+        e.wait_running()
+        n1.wait_peer("eph", online, timeout=30, what="the ephemeral node online for n1 (on A)")
+        e.kill9()
+        n1.wait_peer("eph", lambda p: not online(p), timeout=60)
+        n1.wait_no_peer("eph", timeout=150)
+        removed = "inactive: removing"
+        assert removed in w.server.log_text(), "A is elected: it removes the node"
+        assert removed not in b.log_text(), "B is not elected: it leaves the node to A"
+        assert b.node_by_name("eph") is None
