@@ -56,7 +56,7 @@ static struct state_dns *read_settings(struct state *s)
             log_errorx("dns: the settings saved through the API do not fit this config file "
                        "(%s): the config file's are in force", err);
         else if (rc != -ENOENT)
-            log_warnx("dns: cannot read the saved settings: %s", hs_strerror(rc));
+            state__stale(s, "the DNS settings", rc); /* read again with everything */
         d->d = file;
         d->updated_at = 0;
     }
