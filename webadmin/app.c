@@ -44,6 +44,8 @@ static const struct route routes[] = {
     { "GET", "/policy", wa__page_policy },
     { "POST", "/policy/check", wa__post_policy_check },
     { "POST", "/policy/save", wa__post_policy_save },
+    { "POST", "/policy/preview", wa__post_policy_preview },
+    { "POST", "/policy/versions/{}/rollback", wa__post_policy_rollback },
     { "GET", "/dns", wa__page_dns },
     { "POST", "/dns/save", wa__post_dns_save },
     { "POST", "/dns/revert", wa__post_dns_revert },

@@ -145,6 +145,12 @@ void wa__human_time(const char *rfc3339, char *out, size_t size);
 /* True when t (RFC 3339) is set and before now. */
 bool wa__time_past(const char *rfc3339);
 
+/* The lines of `from` turned into those of `to` (diff.c): an array of {op, text}, op " "
+ * (kept), "-" (only in from) or "+" (only in to); NULL when the lines that differ are more
+ * than WA_DIFF_MAX_LINES on either side (the table would be too big). */
+#define WA_DIFF_MAX_LINES 1000
+json_t *wa__line_diff(const char *from, const char *to);
+
 void wa__page_overview(struct wa_ctx *x);
 void wa__page_derp(struct wa_ctx *x);
 /* Adds what node id reports of itself (endpoints, client_version, os, home_derp) to node;
@@ -171,6 +177,8 @@ void wa__post_policy_save(struct wa_ctx *x);
 void wa__page_dns(struct wa_ctx *x);
 void wa__post_dns_save(struct wa_ctx *x);
 void wa__post_dns_revert(struct wa_ctx *x);
+void wa__post_policy_preview(struct wa_ctx *x);
+void wa__post_policy_rollback(struct wa_ctx *x);
 void wa__page_preauthkeys(struct wa_ctx *x);
 void wa__post_preauthkey_create(struct wa_ctx *x);
 void wa__post_preauthkey_expire(struct wa_ctx *x);

@@ -515,6 +515,24 @@ def test_db_guest_cannot_reach_default(dworld):
     wait_reachable(n["guest-1"], n["guest-2"])
 
 
+def test_db_rollback_puts_old_policy_in_force(dworld):
+    """A policy set, then one that opens guest → default over REST, then a rollback to the
+    first (POST /api/v1/policy/history/{id}/rollback): the path the old policy forbids works
+    in between and is refused again after."""
+    w, n = dworld, dworld.n
+    set_policy(w, JSON_022)
+    wait_refused(n["guest-1"], n["default-1"], control=n["default-2"])
+    old = w.server.api_ok("GET", "/api/v1/policy/history")["versions"][0]
+    assert old["current"] and old["savedBy"] == "cli", old
+    w.server.api_ok("PUT", "/api/v1/policy", {"policy": JSON_NO_SSH})
+    wait_reachable(n["guest-1"], n["default-1"])
+    r = w.server.api_ok("POST", f"/api/v1/policy/history/{old['id']}/rollback")
+    wait_refused(n["guest-1"], n["default-1"], control=n["default-2"])
+    newest = w.server.api_ok("GET", "/api/v1/policy/history")["versions"][0]
+    assert newest["id"] == r["versionId"] and newest["restoredFrom"] == old["id"], newest
+    assert_same_clients(w)
+
+
 def test_db_tag_then_policy_set(dworld):
     w, n = dworld, dworld.n
     g1, g2, d1 = n["guest-1"], n["guest-2"], n["default-1"]

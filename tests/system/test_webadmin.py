@@ -458,6 +458,84 @@ def test_policy_check_error_fix_save(web):
     web.shot("policy")
 
 
+ONLY_ALICE_BAD = """{
+  // alice's nodes reach each other; nobody else reaches anyone
+  "acls": [
+    {"action": "accept", "src": ["alice@"], "dst": ["alice@:*"]},
+    {"action": "accept", "src": ["alice@"] "dst": ["alice@:*"]},
+  ],
+  "tests": [{"src": "alice@", "accept": ["alice@:22"]}],
+}
+"""
+ONLY_ALICE = ONLY_ALICE_BAD.replace(
+    '    {"action": "accept", "src": ["alice@"] "dst": ["alice@:*"]},\n', "")
+
+
+def test_policy_preview_history_rollback(web):
+    """A draft with an error is previewed: refused with its line shown; fixed, the preview
+    shows the draft's test passing and the matrix with exactly the cells the server says
+    changed marked; saved, it is the version in force; the previous version compared (a line
+    diff) and rolled back to, which puts the old text in force again."""
+    srv = web.world.server
+    other = "carol" + uuid.uuid4().hex[:6]
+    srv.api_ok("POST", "/api/v1/user", {"name": other})
+    for user in ("alice", "alice", other):
+        key = "hskey-authreq-" + uuid.uuid4().hex[:24]
+        srv.api_ok("POST", "/api/v1/debug/node", {"user": user, "key": key,
+                                                  "name": "pv" + uuid.uuid4().hex[:6]})
+        srv.api_ok("POST", "/api/v1/auth/register", {"user": user, "authId": key})
+    if not srv.api_ok("GET", "/api/v1/policy/history")["versions"]:  # run alone
+        srv.api_ok("PUT", "/api/v1/policy", {"policy": '{"acls": [{"action": "accept", '
+                                                       '"src": ["*"], "dst": ["*:*"]}]}'})
+    old = srv.api_ok("GET", "/api/v1/policy")["policy"]
+    before = srv.api_ok("GET", "/api/v1/policy/history")["versions"]
+    web.sign_in()
+    web.go("/admin/policy")
+
+    def submit(text, button):
+        box = web.driver.find_element(By.ID, "policy")
+        web.driver.execute_script("arguments[0].value = arguments[1]", box, text)
+        web.submit(button)
+
+    submit(ONLY_ALICE_BAD, "preview")
+    assert "line 5" in web.driver.find_element(By.ID, "error").text
+    bad = web.driver.find_elements(By.CSS_SELECTOR, "#excerpt li.bad")
+    assert len(bad) == 1 and bad[0].get_attribute("value") == "5", [b.text for b in bad]
+    assert not web.driver.find_elements(By.ID, "matrix")
+
+    submit(ONLY_ALICE, "preview")
+    want = srv.api_ok("POST", "/api/v1/policy/preview", {"policy": ONLY_ALICE})
+    assert want["matrix"]["changed"] > 0, want
+    changed = web.driver.find_elements(By.CSS_SELECTOR, "#matrix td.changed")
+    assert len(changed) == want["matrix"]["changed"]
+    assert all("was" in c.text for c in changed), [c.text for c in changed]
+    rows = web.driver.find_elements(By.CSS_SELECTOR, "#matrix tbody tr")
+    assert len(rows) == len(want["matrix"]["groups"])
+    assert "passes" in web.driver.find_element(By.ID, "tests").text
+    assert srv.api_ok("GET", "/api/v1/policy/history")["versions"] == before, "preview stored"
+    web.shot("policy-preview")
+
+    submit(ONLY_ALICE, "save")
+    tailnet.poll(lambda: "saved" in web.driver.find_element(By.ID, "notice").text, WAIT,
+                 "the saved notice")
+    assert srv.api_ok("GET", "/api/v1/policy")["policy"] == ONLY_ALICE
+    prev = before[0]["id"]
+    web.driver.find_element(By.CSS_SELECTOR, f"#version-{prev} a").click()
+    WebDriverWait(web.driver, WAIT).until(lambda d: d.find_elements(By.ID, "diff"))
+    adds = [e.text for e in web.driver.find_elements(By.CSS_SELECTOR, "#diff pre .add")]
+    dels = [e.text for e in web.driver.find_elements(By.CSS_SELECTOR, "#diff pre .del")]
+    assert any("alice@" in d for d in dels) and adds, (adds, dels)
+    web.shot("policy-diff")
+    web.submit("rollback")
+    tailnet.poll(lambda: "newest" in web.driver.find_element(By.ID, "notice").text, WAIT,
+                 "the rollback notice")
+    assert srv.api_ok("GET", "/api/v1/policy")["policy"] == old
+    newest = srv.api_ok("GET", "/api/v1/policy/history")["versions"][0]
+    assert newest["restoredFrom"] == prev, newest
+    no_script_ran(web)
+    web.shot("policy-rolled-back")
+
+
 def test_node_page_api(web):
     """GET /api/v1/node/page, which the nodes page and the overview read: filters, sort and
     paging done by the server, counts over all nodes as the full list has them, and bad

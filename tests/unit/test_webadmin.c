@@ -195,6 +195,82 @@ Test(tmpl, every_template_of_the_web_admin_compiles)
     }
 }
 
+/* ---- the policy page's line diff ---- */
+
+/* The diff written as one string, "op text" per line, and checked to be a real edit script:
+ * its " " and "-" lines are `from`, its " " and "+" lines are `to`. */
+static char *diff_text(const char *from, const char *to)
+{
+    json_t *d = wa__line_diff(from, to), *l;
+    struct hs_buf all, a, b;
+    size_t i;
+    char *out;
+
+    cr_assert_not_null(d);
+    hs_buf_init(&all, 1 << 20);
+    hs_buf_init(&a, 1 << 20);
+    hs_buf_init(&b, 1 << 20);
+    json_array_foreach(d, i, l) {
+        const char *op = hs_json_str(l, "op"), *text = hs_json_str(l, "text");
+        hs_buf_appendf(&all, "%s%s\n", op, text);
+        if (op[0] != '+')
+            hs_buf_appendf(&a, "%s\n", text);
+        if (op[0] != '-')
+            hs_buf_appendf(&b, "%s\n", text);
+    }
+    cr_assert_str_eq(a.data ? a.data : "", from);
+    cr_assert_str_eq(b.data ? b.data : "", to);
+    json_decref(d);
+    hs_buf_free(&a);
+    hs_buf_free(&b);
+    out = hs_strdup(all.data ? all.data : "");
+    hs_buf_free(&all);
+    return out;
+}
+
+Test(diff, lines_kept_removed_and_added)
+{
+    char *d = diff_text("a\nb\nc\nd\n", "a\nc\nx\nd\n");
+
+    cr_assert_str_eq(d, " a\n-b\n c\n+x\n d\n");
+    free(d);
+    d = diff_text("", "one\ntwo\n");
+    cr_assert_str_eq(d, "+one\n+two\n");
+    free(d);
+    d = diff_text("k\nold 1\nold 2\nk\n", "k\nnew\nk\n");
+    cr_assert_str_eq(d, " k\n-old 1\n-old 2\n+new\n k\n", "removals before additions");
+    free(d);
+    d = diff_text("same\n", "same\n");
+    cr_assert_str_eq(d, " same\n");
+    free(d);
+    /* The minimal script: one line moved is one removal and one addition. */
+    d = diff_text("1\n2\n3\n4\n5\n", "2\n3\n4\n5\n1\n");
+    cr_assert_str_eq(d, "-1\n 2\n 3\n 4\n 5\n+1\n");
+    free(d);
+}
+
+Test(diff, bounded)
+{
+    struct hs_buf a, b;
+    json_t *d;
+
+    hs_buf_init(&a, 1 << 20);
+    hs_buf_init(&b, 1 << 20);
+    for (int i = 0; i < WA_DIFF_MAX_LINES + 1; i++) {
+        hs_buf_appendf(&a, "a%d\n", i);
+        hs_buf_appendf(&b, "b%d\n", i);
+    }
+    cr_assert_null(wa__line_diff(a.data, b.data), "past the bound: no table is built");
+    /* A long common head and tail do not count against it. */
+    hs_buf_appendf(&a, "x\n");
+    hs_buf_appendf(&b, "x\n");
+    d = wa__line_diff(a.data, a.data);
+    cr_assert_eq(json_array_size(d), WA_DIFF_MAX_LINES + 2);
+    json_decref(d);
+    hs_buf_free(&a);
+    hs_buf_free(&b);
+}
+
 /* ---- forms and cookies ---- */
 
 Test(form, fields_are_decoded_and_checked)
