@@ -421,6 +421,13 @@ BAD_POLICY = """{
 """
 
 
+def submit_draft(web, text, button):
+    """Puts text in the policy editor and presses button."""
+    box = web.driver.find_element(By.ID, "policy")
+    web.driver.execute_script("arguments[0].value = arguments[1]", box, text)
+    web.submit(button)
+
+
 def test_policy_check_error_fix_save(web):
     """A draft with an error on line 4 is refused with that line shown and highlighted and the
     draft kept; fixed, it checks; saved, the server has it; a comment that is an XSS payload
@@ -429,12 +436,7 @@ def test_policy_check_error_fix_save(web):
     web.sign_in()
     web.go("/admin/policy")
 
-    def submit(text, button):
-        box = web.driver.find_element(By.ID, "policy")
-        web.driver.execute_script("arguments[0].value = arguments[1]", box, text)
-        web.submit(button)
-
-    submit(BAD_POLICY, "check")
+    submit_draft(web, BAD_POLICY, "check")
     err = web.driver.find_element(By.ID, "error").text
     assert "line 4" in err, err
     bad = web.driver.find_elements(By.CSS_SELECTOR, "#excerpt li.bad")
@@ -442,14 +444,14 @@ def test_policy_check_error_fix_save(web):
     assert web.driver.find_element(By.ID, "policy").get_attribute("value") == BAD_POLICY
     web.shot("policy-error")
     before = srv.api("GET", "/api/v1/policy")
-    submit(BAD_POLICY, "save")
+    submit_draft(web, BAD_POLICY, "save")
     assert "line 4" in web.driver.find_element(By.ID, "error").text
     assert srv.api("GET", "/api/v1/policy") == before, "a refused draft changed the policy"
 
     good = BAD_POLICY.replace(' "oops"', "").replace("who may reach whom", XSS)
-    submit(good, "check")
+    submit_draft(web, good, "check")
     assert "valid" in web.driver.find_element(By.ID, "notice").text
-    submit(good, "save")
+    submit_draft(web, good, "save")
     tailnet.poll(lambda: "saved" in web.driver.find_element(By.ID, "notice").text, WAIT,
                  "the saved notice")
     assert srv.api_ok("GET", "/api/v1/policy")["policy"] == good
@@ -492,18 +494,13 @@ def test_policy_preview_history_rollback(web):
     web.sign_in()
     web.go("/admin/policy")
 
-    def submit(text, button):
-        box = web.driver.find_element(By.ID, "policy")
-        web.driver.execute_script("arguments[0].value = arguments[1]", box, text)
-        web.submit(button)
-
-    submit(ONLY_ALICE_BAD, "preview")
+    submit_draft(web, ONLY_ALICE_BAD, "preview")
     assert "line 5" in web.driver.find_element(By.ID, "error").text
     bad = web.driver.find_elements(By.CSS_SELECTOR, "#excerpt li.bad")
     assert len(bad) == 1 and bad[0].get_attribute("value") == "5", [b.text for b in bad]
     assert not web.driver.find_elements(By.ID, "matrix")
 
-    submit(ONLY_ALICE, "preview")
+    submit_draft(web, ONLY_ALICE, "preview")
     want = srv.api_ok("POST", "/api/v1/policy/preview", {"policy": ONLY_ALICE})
     assert want["matrix"]["changed"] > 0, want
     changed = web.driver.find_elements(By.CSS_SELECTOR, "#matrix td.changed")
@@ -515,7 +512,7 @@ def test_policy_preview_history_rollback(web):
     assert srv.api_ok("GET", "/api/v1/policy/history")["versions"] == before, "preview stored"
     web.shot("policy-preview")
 
-    submit(ONLY_ALICE, "save")
+    submit_draft(web, ONLY_ALICE, "save")
     tailnet.poll(lambda: "saved" in web.driver.find_element(By.ID, "notice").text, WAIT,
                  "the saved notice")
     assert srv.api_ok("GET", "/api/v1/policy")["policy"] == ONLY_ALICE
