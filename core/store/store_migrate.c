@@ -150,7 +150,9 @@ static int migrate_locked(struct store *st, struct store_conn *c, const char *wh
                    known);
         return -EPROTO;
     }
-    for (m = next_migration(backend, applied); m; m = next_migration(backend, m->version)) {
+    /* Every one, not only those above the highest applied: migrations may land out of order
+     * (a database may hold 0007 and lack 0006). apply_one skips those already recorded. */
+    for (m = next_migration(backend, 0); m; m = next_migration(backend, m->version)) {
         if ((rc = apply_one(st, c, m)) < 0)
             return rc;
     }

@@ -323,6 +323,20 @@ STORE_TEST(reopen_is_a_noop_and_keeps_data)
     store_user_free(&u);
 }
 
+/* Migrations land out of order while a release is made (0007 merged before 0006): a database
+ * that recorded the higher one must still get the lower one. */
+STORE_TEST(a_migration_missed_below_the_highest_is_applied)
+{
+    const char *drop[] = { "DELETE FROM schema_migrations WHERE version = 6",
+                           "DROP TABLE dns_settings" };
+
+    for (size_t i = 0; i < 2; i++)
+        cr_assert_eq(store__exec(fx.st, drop[i], 0, NULL, NULL), 0, "%s", drop[i]);
+    reopen_store();
+    cr_assert_eq(count_rows("SELECT COUNT(*) FROM schema_migrations WHERE version = 6"), 1);
+    cr_assert_eq(count_rows("SELECT COUNT(*) FROM dns_settings"), 0, "the table is back");
+}
+
 STORE_TEST(newer_schema_is_refused)
 {
     const char *params[] = { "9999", "future", "0" };
