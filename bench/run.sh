@@ -3,10 +3,10 @@
 # other on this machine, driven by bench/loadgen (N simulated Tailscale nodes).
 #
 #   bench/run.sh --nodes N [--servers ours-sqlite,ours-postgres,headscale] [--duration S]
-#                [--scenarios storm,steady,propagation,policy,failover,restart] [--api-poll-ms MS]
+#                [--scenarios storm,steady,propagation,policy,failover,kill,restart] [--api-poll-ms MS]
 #                [--concurrency C] [--ep-changes K] [--out-dir DIR] [--ours-bin PATH]
 #                [--headscale-version vX.Y.Z] [--connect-timeout S] [--event-timeout S]
-#                [--policy-timeout S] [--routers N] [--keep]
+#                [--policy-timeout S] [--routers N] [--replicas K] [--keep]
 #
 # Writes DIR/<date>-<N>.md, .json, .raw.json and PNG plots (DIR defaults to bench/results).
 # Builds the loadgen (cached under bench/.cache/) and headscale (tests/lib/install-headscale.sh,
@@ -38,7 +38,7 @@ while [ $# -gt 0 ]; do
         --out-dir) OUT_DIR=$2; shift 2 ;;
         --ours-bin) OURS_BIN=$2; shift 2 ;;
         --headscale-version) HS_VERSION=$2; shift 2 ;;
-        --concurrency|--ep-changes|--connect-timeout|--event-timeout|--settle|--scenarios|--api-poll-ms|--policy-timeout|--routers)
+        --concurrency|--ep-changes|--connect-timeout|--event-timeout|--settle|--scenarios|--api-poll-ms|--policy-timeout|--routers|--replicas)
             PASS+=("$1" "$2"); shift 2 ;;
         --keep) PASS+=("$1"); shift ;;
         -h|--help) usage 0 ;;

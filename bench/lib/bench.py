@@ -38,7 +38,7 @@ PGTMP = os.path.join(REPO, "tests", "lib", "pgtmp.sh")
 AUTH_KEY_RE = re.compile(r"hskey-auth-[0-9A-Za-z_-]+|[0-9a-f]{48}")
 API_KEY_RE = re.compile(r"hskey-api-[0-9A-Za-z_-]+")
 # Storm and steady state always run (the others build on them); these can be left out.
-OPTIONAL_SCENARIOS = ("propagation", "policy", "failover", "restart")
+OPTIONAL_SCENARIOS = ("propagation", "policy", "failover", "kill", "restart")
 SCENARIOS = ("storm", "steady") + OPTIONAL_SCENARIOS
 
 DERP_MAP_YAML = """\
@@ -57,6 +57,55 @@ regions:
         stunport: -1
         derpport: {derpport}
 """
+
+
+# Replicas mode: one nginx front port per replica; a front sends to its own replica and, when
+# that one refuses or is gone, to the others (backups), as a balancer in front of replicas does.
+NGINX_CONF = """\
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 16384; }}  # 2 per node (client + upstream)
+http {{
+    access_log off;
+    client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+{fronts}
+}}
+"""
+NGINX_FRONT = """\
+    upstream to{i} {{
+{servers}
+    }}
+    server {{
+        listen 127.0.0.1:{front};
+        location / {{
+            proxy_pass http://to{i};
+            proxy_next_upstream error timeout;
+            proxy_connect_timeout 2s;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $host;
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_read_timeout 1d;
+            proxy_send_timeout 1d;
+        }}
+    }}
+"""
+
+
+def nginx_conf(d, fronts, ports):
+    """nginx.conf text: front i → replica i first, the others as backups."""
+    parts = []
+    for i, front in enumerate(fronts):
+        order = ports[i:] + ports[:i]
+        servers = [f"        server 127.0.0.1:{order[0]} max_fails=1 fail_timeout=10s;"]
+        servers += [f"        server 127.0.0.1:{p} backup;" for p in order[1:]]
+        parts.append(NGINX_FRONT.format(i=i, front=front, servers="\n".join(servers)))
+    return NGINX_CONF.format(d=d, fronts="".join(parts))
 
 
 def log(msg):
@@ -137,6 +186,9 @@ class Run:
         self.first_exit = None  # after a restart: how the first server process ended
         self.cfg_path = os.path.join(self.tmp, "config.yaml")
         self.log_path = os.path.join(self.tmp, "server.log")
+        self.replicas = []  # replicas mode: the other serve processes (Replica)
+        self.nginx = None
+        self.fronts = []    # replicas mode: nginx front port per replica, this one first
 
     def cli(self, *a, timeout=60):
         r = subprocess.run([self.binary, "-c", self.cfg_path] + [str(x) for x in a],
@@ -195,6 +247,56 @@ class Run:
         if "policy" in self.args.scenarios:
             self.policy_tailnet()
         log(f"{self.name}: pid {self.proc.pid} on :{self.port}, dir {self.tmp}")
+        if self.args.replicas > 1:
+            self.start_replicas(cfg)
+
+    def start_replicas(self, cfg):
+        """Replicas 1..k-1: the same database and noise key, their own ports and socket; then
+        nginx with one front per replica."""
+        for i in range(1, self.args.replicas):
+            r = Replica(self, i, cfg)
+            self.replicas.append(r)
+            r.start()
+        d = os.path.join(self.tmp, "nginx")
+        os.makedirs(d)
+        self.fronts = [free_port() for _ in range(self.args.replicas)]
+        ports = [self.port] + [r.port for r in self.replicas]
+        conf = os.path.join(d, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(nginx_conf(d, self.fronts, ports))
+        with open(os.path.join(d, "nginx.out"), "ab") as out:
+            self.nginx = subprocess.Popen(["nginx", "-c", conf, "-p", d], stdout=out,
+                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        end = time.monotonic() + 30
+        for front in self.fronts:
+            while True:
+                if self.nginx.poll() is not None:
+                    raise RuntimeError(f"nginx exited {self.nginx.returncode}")
+                try:
+                    socket.create_connection(("127.0.0.1", front), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > end:
+                        raise RuntimeError(f"nginx front :{front} not listening")
+                    time.sleep(0.05)
+        log(f"{self.name}: {self.args.replicas} replicas on :{','.join(map(str, ports))}, "
+            f"nginx fronts :{','.join(map(str, self.fronts))}")
+
+    def urls(self):
+        """What the loadgen dials: the server, or one nginx front per replica."""
+        if self.fronts:
+            return ",".join(f"http://127.0.0.1:{p}" for p in self.fronts)
+        return f"http://127.0.0.1:{self.port}"
+
+    def kill_replica(self, i, node_id, name):
+        """SIGKILL replica i (not 0, whose process the figures follow), then rename node_id
+        through replica 0: (kill unix ns, rename done unix ns)."""
+        r = self.replicas[i - 1]
+        t_kill = time.time_ns()
+        r.proc.kill()
+        r.proc.wait(timeout=30)
+        self.cli("nodes", "rename", "-i", node_id, name)
+        return t_kill, time.time_ns()
 
     def api(self, method, path, body=None, timeout=60):
         """One REST call with the run's API key: (status, parsed body or text)."""
@@ -317,14 +419,9 @@ class Run:
             return ""
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.proc = None
+        for p in [self.nginx] + [r.proc for r in self.replicas] + [self.proc]:
+            stop_proc(p)
+        self.nginx, self.replicas, self.proc = None, [], None
         if self.pg is not None:
             subprocess.run([PGTMP, "stop", self.tmp], capture_output=True, timeout=120)
             self.pg = None
@@ -336,6 +433,41 @@ class Run:
             except OSError:
                 pass
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def stop_proc(proc):
+    """SIGTERM, and SIGKILL after 30 s; None or a process already gone is fine."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+class Replica:
+    """Another `serve` of a Run on its database and noise key (replicas mode). It starts and
+    waits like its Run, through the same methods (they read only the attributes set here)."""
+    env, spawn, wait_healthy, log_tail = Run.env, Run.spawn, Run.wait_healthy, Run.log_tail
+
+    def __init__(self, run, i, cfg):
+        self.name, self.binary, self.tmp = f"{run.name} replica {i}", run.binary, run.tmp
+        self.port = free_port()
+        cfg = json.loads(json.dumps(cfg))
+        cfg["server_url"] = f"http://127.0.0.1:{self.port}"
+        cfg["listen_addr"] = f"127.0.0.1:{self.port}"
+        cfg["metrics_listen_addr"] = f"127.0.0.1:{free_port()}"
+        cfg["unix_socket"] = os.path.join(run.tmp, f"hs{i}.sock")
+        self.cfg_path = os.path.join(run.tmp, f"config{i}.yaml")
+        self.log_path = os.path.join(run.tmp, f"server{i}.log")
+        write_yaml(self.cfg_path, cfg)
+        self.proc = None
+
+    def start(self):
+        self.spawn()
+        self.wait_healthy(0.1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -464,7 +596,7 @@ def pid_jiffies(pid):
 
 
 def loadgen_argv(run, a, out_path, log_path):
-    argv = [a.loadgen, "-url", f"http://127.0.0.1:{run.port}", "-authkey", run.authkey,
+    argv = [a.loadgen, "-url", run.urls(), "-authkey", run.authkey,
             "-nodes", str(a.nodes), "-concurrency", str(a.concurrency),
             "-server-pid", str(run.proc.pid), "-steady", str(a.duration),
             "-connect-timeout", f"{a.connect_timeout}s", "-event-timeout", f"{a.event_timeout}s",
@@ -480,6 +612,8 @@ def loadgen_argv(run, a, out_path, log_path):
                  "-authkeys-file", run.keys_path]
     if "failover" in a.scenarios:
         argv += ["-failover", "-routers", str(a.routers)]
+    if "kill" in a.scenarios:
+        argv.append("-kill")
     if "restart" in a.scenarios:
         argv.append("-restart")
     return argv
@@ -590,7 +724,16 @@ class Driver:
                 self.set_policy()
             elif line == "APPROVE":
                 self.approve_routes()
+            elif line.startswith("KILL "):
+                self.kill(line.split())
         self.poller.stop()
+
+    def answer(self, reply):
+        try:
+            self.proc.stdin.write(reply)
+            self.proc.stdin.flush()
+        except OSError:
+            pass  # the loadgen is gone: its exit is reported
 
     def set_policy(self):
         run = self.run
@@ -630,11 +773,7 @@ class Driver:
         finally:
             c.close()
         log(f"{run.name}: policy set: {reply.strip()}")
-        try:
-            self.proc.stdin.write(reply)
-            self.proc.stdin.flush()
-        except OSError:
-            pass
+        self.answer(reply)
 
     def approve_routes(self):
         """Every route a node announces is approved (the failover scenario's routers), over
@@ -658,11 +797,21 @@ class Driver:
             self.error = f"approving routes: {e}"
             reply = "FAIL " + " ".join(self.error.split())[:300] + "\n"
         log(f"{run.name}: routes approved: {reply.strip()}")
+        self.answer(reply)
+
+    def kill(self, words):
+        """"KILL <replica> <node id> <new name>": kill -9 that replica, rename the node through
+        replica 0; answered "KILLED <kill ns> <renamed ns>" (or "FAIL <why>")."""
         try:
-            self.proc.stdin.write(reply)
-            self.proc.stdin.flush()
-        except OSError:
-            pass
+            if len(words) != 4 or not 1 <= int(words[1]) < self.run.args.replicas:
+                raise RuntimeError(f"bad request {' '.join(words)!r}")
+            t_kill, t_renamed = self.run.kill_replica(int(words[1]), words[2], words[3])
+            reply = f"KILLED {t_kill} {t_renamed}\n"
+        except Exception as e:  # noqa: BLE001 — reported to the loadgen and the report
+            self.error = f"kill: {e}"
+            reply = "FAIL " + " ".join(self.error.split())[:300] + "\n"
+        log(f"{self.run.name}: {reply.strip()}")
+        self.answer(reply)
 
     def restart(self):
         self.restarting = True
@@ -675,11 +824,7 @@ class Driver:
             reply = "FAIL " + " ".join(str(e).split())[:300] + "\n"
         finally:
             self.restarting = False
-        try:
-            self.proc.stdin.write(reply)
-            self.proc.stdin.flush()
-        except OSError:
-            pass
+        self.answer(reply)
 
 
 def run_loadgen(run, a):
@@ -868,6 +1013,7 @@ def records_for(run_name, res, nodes):
     api_records(add, "storm", "storm", res.get("storm_api"))
     policy_records(add, res.get("policy"))
     failover_records(add, res.get("failover"))
+    kill_records(add, res.get("kill"))
     restart_records(add, res.get("restart"), phase(res, "restart"))
     add("machine", "other_processes_cpu_pct", res.get("machine_other_cpu_pct"), "%")
     add("machine", "loadavg_before", res.get("loadavg_before"), "load")
@@ -907,6 +1053,29 @@ def failover_records(add, fr):
             add(sc, m, v, "ms")
     if fr["all_s"] >= 0:
         add(sc, "failover_all_s", fr["all_s"], "s")
+
+
+def kill_records(add, kr):
+    """The replica-kill scenario (the loadgen's killResult): times from the SIGKILL; a node
+    that never saw the change counts as later than any (left out where a percentile lands)."""
+    if not kr or kr.get("error"):
+        return
+    sc = "kill"
+    add(sc, "kill_nodes", kr["nodes"], "nodes")
+    add(sc, "kill_back_nodes", kr["back"], "nodes")
+    add(sc, "kill_current_nodes", kr["current"], "nodes")
+    lat = (kr.get("current_ms") or []) + [float("inf")] * (kr["nodes"] - kr["current"])
+    for q, m in ((0.5, "kill_current_p50_ms"), (0.99, "kill_current_p99_ms"),
+                 (1.0, "kill_current_max_ms")):
+        v = pctl(lat, q)
+        if v is not None and v != float("inf"):
+            add(sc, m, v, "ms")
+    if kr["all_current_s"] >= 0:
+        add(sc, "kill_all_current_s", kr["all_current_s"], "s")
+    add(sc, "kill_back_p99_ms", pctl(kr.get("back_ms") or [], 0.99), "ms")
+    add(sc, "kill_rename_ms", kr["rename_ms"], "ms")
+    add(sc, "kill_others_current_nodes", kr["others_current"], "nodes")
+    add(sc, "kill_others_p99_ms", pctl(kr.get("others_ms") or [], 0.99), "ms")
 
 
 def policy_records(add, pr):
@@ -1028,6 +1197,10 @@ ORDER += [("failover", m) for m in (
     "failover_routes_approved", "failover_nodes", "failover_told_nodes",
     "failover_unrouted_nodes", "failover_p50_ms",
     "failover_p99_ms", "failover_max_ms", "failover_all_s")]
+ORDER += [("kill", m) for m in (
+    "kill_nodes", "kill_back_nodes", "kill_current_nodes", "kill_current_p50_ms",
+    "kill_current_p99_ms", "kill_current_max_ms", "kill_all_current_s", "kill_back_p99_ms",
+    "kill_rename_ms", "kill_others_current_nodes", "kill_others_p99_ms")]
 ORDER += [("restart", m) for m in (
     "restart_nodes", "restart_back_nodes", "restart_all_back_s", "restart_all_back_after_up_s",
     "restart_exit_s", "restart_down_s", "restart_converged_s", "restart_back_p50_ms",
@@ -1058,6 +1231,8 @@ def write_report(a, runs_done, records, raw, stamp, versions):
         idx[(name, rec["scenario"], rec["metric"])] = rec
     lines = [f"# Scale benchmark, {a.nodes} nodes ({stamp})", ""]
     extra = f" --policy-timeout {a.policy_timeout:g}" if "policy" in a.scenarios else ""
+    if a.replicas > 1:
+        extra += f" --replicas {a.replicas}"
     lines.append(f"Command: `bench/run.sh --nodes {a.nodes} --servers {','.join(a.servers)} "
                  f"--duration {a.duration} --scenarios {','.join(a.scenarios)}{extra}`  ")
     lines.append(f"Machine: {os.cpu_count()} cores, "
@@ -1077,6 +1252,14 @@ def write_report(a, runs_done, records, raw, stamp, versions):
     if "failover" in a.scenarios:
         load += (f"; then an HA failover: {a.routers} nodes announce subnet routes in pairs, "
                  f"approved over REST, and the primary of one route closes its stream")
+    if a.replicas > 1:
+        load += (f"; {a.replicas} replicas on one PostgreSQL, node i through nginx front "
+                 f"i mod {a.replicas} (the other replicas its backups); server CPU, RSS and "
+                 f"threads are replica 0's only")
+    if "kill" in a.scenarios:
+        load += (f"; then replica {a.replicas - 1} killed (SIGKILL) and a node of replica 0 "
+                 f"renamed through it: per node of the dead replica, the time until a message "
+                 f"on its new stream carried the new name (a current map)")
     if "restart" in a.scenarios:
         load += "; then a server restart (SIGTERM, start again on the same database)"
     if a.api_poll_ms > 0:
@@ -1294,8 +1477,8 @@ def plots(a, raw, stamp):
     # RSS vs N over every result file in the folder (the newest per N)
     per = {}
     for path in sorted(glob.glob(os.path.join(a.out_dir, "[0-9]*-*.json"))):
-        if path.endswith(".raw.json"):
-            continue
+        if path.endswith(".raw.json") or "-replicas" in path:
+            continue  # replicas runs: RSS is one replica's of several
         try:
             with open(path) as f:
                 recs = json.load(f)
@@ -1340,11 +1523,16 @@ def main():
     ap.add_argument("--policy-timeout", type=float, default=120,
                     help="policy scenario: how long to wait for every node's new PacketFilter")
     ap.add_argument("--scenarios",
-                    default=",".join(s for s in SCENARIOS if s not in ("policy", "failover")),
-                    help="storm and steady always run; propagation, policy, failover and "
-                         "restart are optional (policy and failover are not in the default)")
+                    default=",".join(s for s in SCENARIOS if s not in ("policy", "failover", "kill")),
+                    help="storm and steady always run; propagation, policy, failover, kill "
+                         "and restart are optional (policy, failover and kill are not in the "
+                         "default)")
     ap.add_argument("--routers", type=int, default=50,
                     help="failover scenario: nodes announcing subnet routes, two per route")
+    ap.add_argument("--replicas", type=int, default=1,
+                    help="ours-postgres only: this many serve processes on one database, "
+                         "each behind its own nginx front (the others its backups); node i "
+                         "dials front i modulo the count")
     ap.add_argument("--api-poll-ms", type=int, default=1000,
                     help="GET /api/v1/node this often during the storms (0: not at all)")
     ap.add_argument("--out-dir", required=True)
@@ -1398,6 +1586,14 @@ def main():
         if s not in SCENARIOS:
             ap.error(f"unknown scenario {s} (known: {','.join(SCENARIOS)})")
     a.scenarios = [s for s in SCENARIOS if s in a.scenarios or s not in OPTIONAL_SCENARIOS]
+    if a.replicas > 1:
+        a.stamp += f"-replicas{a.replicas}"  # beside, not over, a single-server run's files
+    if a.replicas < 1 or (a.replicas > 1 and a.servers != ["ours-postgres"]):
+        ap.error("--replicas K > 1 needs --servers ours-postgres (replicas share PostgreSQL)")
+    if a.replicas > 1 and "restart" in a.scenarios:
+        ap.error("--replicas: the restart scenario restarts one server; leave it out")
+    if "kill" in a.scenarios and a.replicas < 2:
+        ap.error("the kill scenario needs --replicas 2 or more")
     os.makedirs(a.out_dir, exist_ok=True)
     versions = {}
     records, raw, done = [], {}, []

@@ -40,6 +40,8 @@
 // "RESTART" and waits for "UP <pid> <sigterm ns> <exit ns> <health ns>" (unix ns, the new
 // server's PID) or "FAIL <reason>". For the policy change it prints "POLICY" and waits for
 // "SET <t0 ns> <answered ns> <http status>" (T0: just before the driver's PUT) or "FAIL <reason>".
+// For the replica kill (kill.go) it prints "KILL <replica> <node id> <new name>" and waits for
+// "KILLED <kill ns> <renamed ns>" or "FAIL <reason>".
 //
 // With -authkeys-file, node i logs in with line i of the file (the driver gives the policy
 // scenario's users and tags one key each), else every node with -authkey.
@@ -90,7 +92,7 @@ import (
 )
 
 var (
-	flagURL         = flag.String("url", "", "control server URL, e.g. http://127.0.0.1:8080")
+	flagURL         = flag.String("url", "", "control server URL, e.g. http://127.0.0.1:8080; a comma-separated list spreads the nodes (node i uses URL i modulo the count)")
 	flagAuthKey     = flag.String("authkey", "", "reusable pre-auth key")
 	flagNodes       = flag.Int("nodes", 10, "number of nodes in the connect storm")
 	flagConc        = flag.Int("concurrency", 100, "logins in flight at once during the storm (a slot is held until the node's first map)")
@@ -115,6 +117,7 @@ var (
 	flagPolicyTO    = flag.Duration("policy-timeout", 120*time.Second, "give up waiting for the nodes' new PacketFilter after this long")
 	flagFailover    = flag.Bool("failover", false, "run the HA failover scenario (needs -driver, which approves the routes): the first -routers nodes announce routes in pairs")
 	flagRouters     = flag.Int("routers", 50, "nodes announcing subnet routes in the failover scenario (two per route)")
+	flagKill        = flag.Bool("kill", false, "run the replica-kill scenario (needs -driver, which kills the replica behind the last -url, and at least two URLs)")
 )
 
 // ---------------------------------------------------------------------------------------------
@@ -197,6 +200,7 @@ type node struct {
 	hi       *tailcfg.Hostinfo
 	ep       netip.AddrPort
 	authKey  string
+	url      string // its server (or balancer front): one of -url
 	d        *controlclient.Direct
 
 	id atomic.Int64 // from its first map's Node.ID
@@ -218,6 +222,7 @@ type node struct {
 	rsBreak, rsBack, rsAttempts atomic.Int64
 	rsTry                       atomic.Int64 // unix ns: start of its latest attempt
 	rsErr                       atomic.Value // string: its last failed attempt after the break
+	killSeen                    atomic.Int64 // replica-kill scenario: unix ns it first saw the change made after the kill
 
 	// policy scenario (-policy): the PacketFilter this node holds (see filterTrack), and what
 	// happened to it after the scenario armed
@@ -266,7 +271,7 @@ func (c countingConn) Write(p []byte) (int, error) {
 var sysDialer = &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 
 func newNode(idx int, hostname string) *node {
-	n := &node{idx: idx, hostname: hostname, authKey: *flagAuthKey}
+	n := &node{idx: idx, hostname: hostname, authKey: *flagAuthKey, url: serverURLs[idx%len(serverURLs)]}
 	if len(authKeys) > 0 {
 		n.authKey = authKeys[idx%len(authKeys)]
 	}
@@ -314,7 +319,7 @@ func (n *node) login(ctx context.Context) error {
 	d, err := controlclient.NewDirect(controlclient.Options{
 		Persist:              persist.Persist{PrivateNodeKey: n.nkey},
 		GetMachinePrivateKey: func() (key.MachinePrivate, error) { return mk, nil },
-		ServerURL:            *flagURL,
+		ServerURL:            n.url,
 		AuthKey:              n.authKey,
 		Hostinfo:             n.hi.Clone(),
 		DiscoPublicKey:       n.disco,
@@ -360,7 +365,7 @@ func (n *node) stream(gotFirst chan struct{}, gotMap *bool) error {
 	if err != nil {
 		return err
 	}
-	u := strings.Replace(strings.TrimRight(*flagURL, "/")+"/machine/map", "http:", "https:", 1)
+	u := strings.Replace(strings.TrimRight(n.url, "/")+"/machine/map", "http:", "https:", 1)
 	hreq, err := http.NewRequestWithContext(n.ctx, "POST", u, bytes.NewReader(body))
 	if err != nil {
 		return err
@@ -423,6 +428,9 @@ func (n *node) stream(gotFirst chan struct{}, gotMap *bool) error {
 		}
 		if derr == nil && !m.KeepAlive && *flagFailover {
 			n.trackFailover(js, now)
+		}
+		if derr == nil && !m.KeepAlive && *flagKill {
+			n.trackKill(js, now)
 		}
 		*bp = zbuf
 		bufPool.Put(bp)
@@ -855,6 +863,7 @@ type result struct {
 	Restart       *restartResult  `json:"restart,omitempty"`
 	Policy        *policyResult   `json:"policy,omitempty"`
 	Failover      *failoverResult `json:"failover,omitempty"`
+	Kill          *killResult     `json:"kill,omitempty"`
 }
 
 var (
@@ -862,6 +871,8 @@ var (
 	allNodes []*node
 	nodesMu  sync.Mutex
 	authKeys []string // -authkeys-file
+	// -url split at commas: node i uses serverURLs[i % len]
+	serverURLs []string
 )
 
 func snapshotPhase(name string, startSrv procSample, startLoad float64, start time.Time) phase {
@@ -1177,6 +1188,17 @@ func main() {
 	if *flagFailover && (!*flagDriver || *flagRouters < 2 || *flagRouters > 2*256) {
 		log.Fatal("-failover needs -driver (the driver approves the routes) and 2 <= -routers <= 512")
 	}
+	for _, u := range strings.Split(*flagURL, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			serverURLs = append(serverURLs, u)
+		}
+	}
+	if len(serverURLs) == 0 {
+		log.Fatal("-url names no server")
+	}
+	if *flagKill && (!*flagDriver || len(serverURLs) < 2) {
+		log.Fatal("-kill needs -driver (the driver kills the replica) and at least two -url")
+	}
 	if *flagAuthKeys != "" {
 		b, err := os.ReadFile(*flagAuthKeys)
 		if err != nil {
@@ -1429,8 +1451,15 @@ loop:
 	for _, n := range nodesSnapshot() {
 		res.Reconnects += n.reconnects.Load()
 	}
-	// "total" is the first server process's run; the restart is measured on its own
+	// "total" is the first server process's run; the restart and the kill are measured on
+	// their own
 	res.Phases = append(res.Phases, snapshotPhase("total", base, loadBase, runStart))
+
+	// ---- 4c. one replica killed
+	if *flagKill {
+		time.Sleep(*flagSettle)
+		res.Kill = runKill()
+	}
 
 	// ---- 5. restart
 	if *flagRestart {
