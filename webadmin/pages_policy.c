@@ -274,7 +274,7 @@ static json_t *matrix_data(const json_t *m)
     bool per_node = hs_streq(hs_json_str(m, "grouping"), "node");
     json_t *head = json_array(), *rows = json_array(), *g;
     size_t i, n = json_array_size(groups);
-    char note[160];
+    char note[256];
 
     json_array_foreach(groups, i, g) {
         json_t *cells = json_array();
