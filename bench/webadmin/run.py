@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The web admin's page times at scale: a server (SQLite) with N registered nodes,
 headscale-webadmin and nginx as deploy/webadmin-local.sh configures them, and timed GETs of the
-overview and the nodes list through nginx (TLS, FastCGI, the API) from one signed-in session.
+overview and the nodes list through nginx (TLS, FastCGI, the API) from one signed-in session,
+and of the policy preview (a draft against the policy in force, the matrix grouped by owner at
+this size) through the page and through the API alone.
 
   bench/webadmin/run.py [--nodes 5000] [--runs 20] [--bin-dir build] [--out FILE.md]
 
@@ -77,11 +79,20 @@ def sign_in(url, key):
     return s
 
 
-def timed(s, url, runs):
+# In force: every user reaches every other; the draft closes bench9 off and opens a port.
+IN_FORCE = '{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}'
+DRAFT = ('{"groups": {"group:most": [%s]},\n "acls": [\n'
+         '  {"action": "accept", "src": ["group:most"], "dst": ["group:most:*"]},\n'
+         '  {"action": "accept", "src": ["bench9@"], "dst": ["bench0@:22"]},\n ],\n'
+         ' "tests": [{"src": "bench9@", "accept": ["bench0@:22"], "deny": ["bench1@:22"]}]}'
+         % ", ".join(f'"bench{i}@"' for i in range(9)))
+
+
+def timed(s, url, runs, post=None):
     ms = []
     for _ in range(runs):
         t = time.perf_counter()
-        r = s.get(url, timeout=60)
+        r = s.post(url, timeout=60, **post) if post else s.get(url, timeout=60)
         ms.append((time.perf_counter() - t) * 1000)
         assert r.status_code == 200, (url, r.status_code, r.text[:300])
     return statistics.median(ms), sorted(ms)[max(0, int(len(ms) * 0.95) - 1)], len(r.content)
@@ -130,6 +141,14 @@ def main():
         api.headers["Authorization"] = f"Bearer {srv.api_key}"
         rows.append((f"(GET /api/v1/node alone, no nginx)",
                      *timed(api, f"http://127.0.0.1:{srv.port}/api/v1/node", a.runs)))
+        srv.api_ok("PUT", "/api/v1/policy", {"policy": IN_FORCE})
+        csrf = re.search(r'name="csrf" value="([^"]+)"', s.get(url + "/admin/policy").text)
+        rows.append(("policy preview (POST /admin/policy/preview)",
+                     *timed(s, url + "/admin/policy/preview", a.runs,
+                            {"data": {"policy": DRAFT, "csrf": csrf.group(1)}})))
+        rows.append(("(POST /api/v1/policy/preview alone, no nginx)",
+                     *timed(api, f"http://127.0.0.1:{srv.port}/api/v1/policy/preview", a.runs,
+                            {"json": {"policy": DRAFT}})))
     finally:
         for p in procs:
             p.terminate()
