@@ -45,6 +45,11 @@ struct policy_user {
     uint64_t id;
     const char *name;  /* login name ("alice"); may be NULL */
     const char *email; /* may be NULL */
+    /* The identity provider's groups of an OIDC user, as the provider names them ("eng"):
+     * a group:<name> the policy uses without defining it in `groups` has as members the
+     * users whose provider groups hold <name>. A group the policy defines is its own. */
+    const char *const *groups;
+    size_t ngroups;
 };
 
 struct policy_node {
@@ -93,9 +98,10 @@ int policy_compile_untested(const struct policy *p, const struct policy_topology
 typedef void (*policy_test_fn)(void *arg, size_t i, const char *src, const char *failure);
 size_t policy_net_run_tests(const struct policy_net *c, policy_test_fn fn, void *arg);
 
-/* Whether every user the rules name directly exists (a typo would match no one): -EINVAL
- * naming the first that does not. Group members are not checked (Tailscale lets a group
- * list users who have not joined yet). For `policy set`/`check` and reloads; at start a
+/* Whether every user the rules name directly exists, and every group the policy does not
+ * define is some user's provider group (a typo would match no one): -EINVAL naming the
+ * first that does not. Group members are not checked (Tailscale lets a group list users
+ * who have not joined yet). For `policy set`/`check` and reloads; at start a
  * policy may name users the operator is about to create. */
 int policy_net_check_users(const struct policy_net *c, char *err, size_t errsize);
 

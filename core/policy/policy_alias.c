@@ -75,8 +75,9 @@ int pol__parse_alias(const struct policy *p, const char *s, struct pol_alias *a,
     if (hs_has_prefix(s, "autogroup:"))
         return parse_autogroup(s, a, err, errsize);
     if (hs_has_prefix(s, "group:")) {
-        if (!(a->group = pol__group(p, s)))
-            return pol__err(err, errsize, "group not found: \"%s\"", s);
+        if (!s[strlen("group:")])
+            return pol__err(err, errsize, "invalid group \"%s\"", s);
+        a->group = pol__group(p, s); /* NULL: an identity provider's group */
         a->kind = PA_GROUP;
     } else if (hs_has_prefix(s, "tag:")) {
         if (!pol__tagowner(p, s))

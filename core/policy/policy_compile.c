@@ -384,19 +384,33 @@ int policy_compile_untested(const struct policy *p, const struct policy_topology
     return pol__compile(p, t, false, out, err, errsize);
 }
 
+static bool provider_group_held(const struct policy_net *c, const char *group)
+{
+    for (size_t u = 0; u < c->nusers; u++) {
+        if (hs_strv_contains(&c->users[u].groups, group + strlen("group:")))
+            return true;
+    }
+    return false;
+}
+
 static int check_user(const struct policy_net *c, const struct pol_alias *a, size_t r,
                       const char *side, char *err, size_t errsize)
 {
     bool grant = c->p->rules[r].grant;
     size_t idx = r;
+    const char *what;
 
-    if (a->kind != PA_USER || hs_has_prefix(a->name, "user:*@") ||
-        pol__user_index(c, a->name) != (size_t)-1)
+    if (a->kind == PA_GROUP && !a->group && !provider_group_held(c, a->name))
+        what = "is not in groups and no user has it from the identity provider";
+    else if (a->kind == PA_USER && !hs_has_prefix(a->name, "user:*@") &&
+             pol__user_index(c, a->name) == (size_t)-1)
+        what = "not found";
+    else
         return 0;
     for (size_t k = 0; grant && k < r; k++) /* acls come first, then grants */
         idx -= !c->p->rules[k].grant;
-    return pol__err(err, errsize, "%s[%zu]: %s: user \"%s\" not found", grant ? "grants" : "acls",
-                    idx, side, a->name);
+    return pol__err(err, errsize, "%s[%zu]: %s: %s \"%s\" %s", grant ? "grants" : "acls", idx,
+                    side, a->kind == PA_GROUP ? "group" : "user", a->name, what);
 }
 
 int policy_net_check_users(const struct policy_net *c, char *err, size_t errsize)

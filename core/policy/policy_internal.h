@@ -72,7 +72,9 @@ struct pol_alias {
     uint8_t kind; /* enum pol_alias_kind */
     char *name;
     struct pol_ent ent;
-    const struct pol_group *group; /* PA_GROUP: the group (p->groups never moves) */
+    /* PA_GROUP: the group (p->groups never moves); NULL for one the policy does not define,
+     * whose members are the users holding it as a provider group (policy_user.groups). */
+    const struct pol_group *group;
 };
 
 struct pol_ports {
@@ -221,6 +223,7 @@ struct pol_nblock {
 struct pol_user {
     uint64_t id;
     char *name, *email;
+    struct hs_strv groups; /* provider groups */
 };
 
 /* A node set as bits over net->nodes. */

@@ -347,6 +347,7 @@ static void users_free(struct policy_net *c)
     for (size_t i = 0; i < c->nusers; i++) {
         free(c->users[i].name);
         free(c->users[i].email);
+        hs_strv_free(&c->users[i].groups);
     }
     free(c->users_shared);
     free(c->users_by_id);
@@ -391,6 +392,27 @@ static bool token_matches(const struct pol_user *u, const char *tok)
     /* "alice@" names the user alice (headscale's form for users without a domain). */
     return n > 1 && tok[n - 1] == '@' && u->name && strlen(u->name) == n - 1 &&
            strncmp(u->name, tok, n - 1) == 0;
+}
+
+/* Whether the provider put u in group (written "group:<name>"). */
+static bool provider_group_has(const struct pol_user *u, const char *group)
+{
+    return hs_strv_contains(&u->groups, group + strlen("group:"));
+}
+
+/* Whether u is a member of the group alias a: listed by the policy's group, or, for one the
+ * policy does not define, holding it from the identity provider. */
+static bool group_has(const struct pol_user *u, const struct pol_alias *a)
+{
+    const struct pol_group *g = a->group;
+
+    if (!g)
+        return provider_group_has(u, a->name);
+    for (size_t j = 0; j < g->n; j++) {
+        if (token_matches(u, g->members[j].name))
+            return true;
+    }
+    return false;
 }
 
 size_t pol__user_index(const struct policy_net *c, const char *token)
@@ -446,15 +468,8 @@ bool pol__rec_in_alias(const struct policy_net *c, const struct pol_alias *a,
         return true;
     case PA_USER:
         return !n->tagged && n->user != (size_t)-1 && token_matches(&c->users[n->user], a->name);
-    case PA_GROUP: {
-        const struct pol_group *g = a->group;
-        for (size_t j = 0; g && j < g->n; j++) {
-            if (!n->tagged && n->user != (size_t)-1 &&
-                token_matches(&c->users[n->user], g->members[j].name))
-                return true;
-        }
-        return false;
-    }
+    case PA_GROUP:
+        return !n->tagged && n->user != (size_t)-1 && group_has(&c->users[n->user], a);
     case PA_TAG:
         return node_has_tag(n, a->name);
     case PA_HOST:
@@ -567,6 +582,8 @@ static void copy_users(struct policy_net *c, const struct policy_topology *t)
         c->users[i].id = t->users[i].id;
         c->users[i].name = hs_strdup(t->users[i].name);
         c->users[i].email = hs_strdup(t->users[i].email);
+        for (size_t g = 0; g < t->users[i].ngroups; g++)
+            hs_strv_push(&c->users[i].groups, t->users[i].groups[g]);
     }
     c->nusers = t->nusers;
     index_users(c);
@@ -683,6 +700,10 @@ void pol__alias_bits(const struct policy_net *c, const struct pol_alias *a, uint
         g = a->group;
         for (size_t j = 0; g && j < g->n; j++)
             set_token(c, g->members[j].name, bits);
+        for (size_t u = 0; !g && u < c->nusers; u++) {
+            if (provider_group_has(&c->users[u], a->name))
+                set_user(c, u, bits);
+        }
         return;
     case PA_TAG:
         set_tag(c, a->name, bits);
@@ -700,7 +721,10 @@ void pol__alias_bits(const struct policy_net *c, const struct pol_alias *a, uint
 bool policy_tag_allowed(const struct policy *p, const struct policy_user *u,
                         const char *const *have, size_t nhave, const char *tag)
 {
-    struct pol_user pu = { .name = u ? (char *)u->name : NULL, .email = u ? (char *)u->email : NULL };
+    struct pol_user pu = { .name = u ? (char *)u->name : NULL,
+                           .email = u ? (char *)u->email : NULL,
+                           .groups = { .v = u ? (char **)u->groups : NULL,
+                                       .n = u ? u->ngroups : 0 } };
     const struct pol_tagowner *t;
 
     if (!p)
@@ -709,13 +733,10 @@ bool policy_tag_allowed(const struct policy *p, const struct policy_user *u,
         return false;
     for (size_t i = 0; i < t->n; i++) {
         const struct pol_alias *o = &t->owners[i];
-        const struct pol_group *g = o->kind == PA_GROUP ? o->group : NULL;
         if (o->kind == PA_USER && u && token_matches(&pu, o->name))
             return true;
-        for (size_t j = 0; g && u && j < g->n; j++) {
-            if (token_matches(&pu, g->members[j].name))
-                return true;
-        }
+        if (o->kind == PA_GROUP && u && group_has(&pu, o))
+            return true;
         for (size_t j = 0; o->kind == PA_TAG && j < nhave; j++) {
             if (strcmp(have[j], o->name) == 0)
                 return true;

@@ -492,8 +492,12 @@ static bool same_users(const struct policy_net *old, const struct policy_topolog
     for (size_t i = 0; i < t->nusers; i++) {
         const struct pol_user *u = &old->users[i];
         if (u->id != t->users[i].id || !hs_streq(u->name, t->users[i].name) ||
-            !hs_streq(u->email, t->users[i].email))
+            !hs_streq(u->email, t->users[i].email) || u->groups.n != t->users[i].ngroups)
             return false;
+        for (size_t g = 0; g < u->groups.n; g++) {
+            if (strcmp(u->groups.v[g], t->users[i].groups[g]) != 0)
+                return false;
+        }
     }
     return true;
 }

@@ -82,8 +82,8 @@ Test(policy, broken_policies_named)
         const char *text, *want;
     } cases[] = {
         { "{\"acls\": [", "line" },
-        { "{\"acls\": [{\"action\": \"accept\", \"src\": [\"group:nope\"], \"dst\": [\"*:*\"]}]}",
-          "group not found: \"group:nope\"" },
+        { "{\"acls\": [{\"action\": \"accept\", \"src\": [\"group:\"], \"dst\": [\"*:*\"]}]}",
+          "invalid group \"group:\"" },
         { "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"tag:nope:22\"]}]}",
           "tag not found: \"tag:nope\"" },
         { "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:99999\"]}]}",
@@ -159,6 +159,9 @@ Test(policy, compile_refusals_named)
     } cases[] = {
         { "{\"acls\": [{\"action\": \"accept\", \"src\": [\"bob@example.com\"], "
           "\"dst\": [\"*:*\"]}]}", "acls[0]: src: user \"bob@example.com\" not found" },
+        { "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"group:eng:22\"]}]}",
+          "acls[0]: dst: group \"group:eng\" is not in groups and no user has it from the "
+          "identity provider" },
         { "{\"acls\": [{\"action\": \"accept\", \"src\": [\"alice@example.com\"], "
           "\"dst\": [\"alice@example.com:22\"]}], \"tests\": [{\"src\": \"alice@example.com\", "
           "\"accept\": [\"alice@example.com:22\"], \"deny\": [\"alice@example.com:22\"]}]}",
@@ -181,6 +184,53 @@ Test(policy, compile_refusals_named)
         cr_assert(strstr(err, cases[i].want), "want \"%s\" in \"%s\"", cases[i].want, err);
         policy_free(p);
     }
+}
+
+/* A group the policy uses without defining it has as members the users whose identity
+ * provider put them in it; a group the policy defines keeps its own members only. */
+Test(policy, provider_groups_fill_undefined_groups)
+{
+    static const char *const eng[] = { "eng", "ops" }, *const ops[] = { "ops" };
+    static const struct policy_user users[] = {
+        { .id = 1, .name = "alice", .groups = eng, .ngroups = 2 },
+        { .id = 2, .name = "bob", .groups = ops, .ngroups = 1 },
+        { .id = 3, .name = "carol" },
+    };
+    static const struct policy_node nodes[] = {
+        { .id = 1, .name = "a", .user_id = 1, .ipv4 = "100.64.0.1" },
+        { .id = 2, .name = "b", .user_id = 2, .ipv4 = "100.64.0.2" },
+        { .id = 3, .name = "c", .user_id = 3, .ipv4 = "100.64.0.3" },
+    };
+    static const struct policy_topology topo = { .users = users, .nusers = 3, .nodes = nodes,
+                                                 .nnodes = 3 };
+    static const char text[] =
+        "{\"groups\": {\"group:ops\": [\"carol@\"]}, \"tagOwners\": {\"tag:web\": [\"group:eng\"]},"
+        " \"acls\": [{\"action\": \"accept\", \"src\": [\"group:eng\"], \"dst\": [\"carol@:22\"]},"
+        " {\"action\": \"accept\", \"src\": [\"group:ops\"], \"dst\": [\"carol@:80\"]}]}";
+    struct policy_user alice = users[0], bob = users[1];
+    struct policy_net *net;
+    struct policy *p;
+    struct hs_buf f;
+    char err[256];
+
+    cr_assert_eq(policy_load(text, strlen(text), POLICY_FORMAT_AUTO, &p, err, sizeof(err)), 0,
+                 "%s", err);
+    cr_assert_eq(policy_compile(p, &topo, &net, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(policy_net_check_users(net, err, sizeof(err)), 0, "%s", err);
+    hs_buf_init(&f, 1 << 20);
+    cr_assert_eq(policy_net_filter(net, 2, &f), 0);
+    /* Port 22 from alice alone (eng from the provider); port 80 from carol, whom the policy's
+     * own group:ops lists, and not from bob, whose provider says ops. */
+    cr_assert(strstr(f.data, "\"SrcIPs\":[\"100.64.0.1\"]"), "%s", f.data);
+    cr_assert(strstr(f.data, "\"SrcIPs\":[\"100.64.0.3\"]"), "%s", f.data);
+    cr_assert_null(strstr(f.data, "100.64.0.2"), "%s", f.data);
+    cr_assert(policy_net_sees(net, 0, 2));
+    cr_assert_not(policy_net_sees(net, 1, 0));
+    cr_assert(policy_tag_allowed(p, &alice, NULL, 0, "tag:web"));
+    cr_assert_not(policy_tag_allowed(p, &bob, NULL, 0, "tag:web"));
+    hs_buf_free(&f);
+    policy_net_free(net);
+    policy_free(p);
 }
 
 /* No policy: every node gets a subnet route from its primary router only (the first to serve
