@@ -169,37 +169,71 @@ static char *user_name(const struct hs_config *cfg, const json_t *claims, const 
     return name;
 }
 
-/* The user whose provider identifier is id, created from the claims if there is none. */
+/* The provider's groups of the claims: the strings of `groups`, at most OIDC_MAX_GROUPS of
+ * them, each of 1 to 255 bytes (longer names could never match a policy entry). */
+static void claim_groups(const json_t *claims, struct hs_strv *out)
+{
+    const json_t *g;
+    size_t i;
+
+    json_array_foreach(json_object_get(claims, "groups"), i, g) {
+        const char *name = json_string_value(g);
+        if (out->n == OIDC_MAX_GROUPS)
+            break;
+        if (name && *name && strlen(name) <= 255 && !hs_strv_contains(out, name))
+            hs_strv_push(out, name);
+    }
+}
+
+/* What the claims say of the user: display name, picture, groups, and the e-mail address
+ * unless nobody proved it (then it is not recorded). The strings are borrowed from claims. */
+static void profile_of(const struct hs_config *cfg, const json_t *claims, struct store_user *p)
+{
+    p->email = (char *)hs_json_str(claims, "email");
+    if (!email_verified(claims) && cfg->oidc_email_verified_required)
+        p->email = NULL;
+    p->display_name = (char *)hs_json_str(claims, "name");
+    p->profile_pic_url = (char *)hs_json_str(claims, "picture");
+    claim_groups(claims, &p->groups);
+}
+
+static bool profile_same(const struct store_user *a, const struct store_user *b)
+{
+    return hs_streq(a->display_name, b->display_name) && hs_streq(a->email, b->email) &&
+           hs_streq(a->profile_pic_url, b->profile_pic_url) && hs_strv_equal(&a->groups, &b->groups);
+}
+
+/* The user whose provider identifier is id with the profile of this login, created if there
+ * is none. The profile is written only when it changed: a change of groups recompiles the
+ * policy on every replica. */
 static int find_or_create_user(struct auth *a, const json_t *claims, const char *id,
                                struct store_user *out)
 {
-    const struct hs_config *cfg = a->cfg;
-    struct store_user *all, in = { 0 };
-    const char *email = hs_json_str(claims, "email");
-    size_t n;
-    int rc = -ENOENT;
+    struct store_user in = { 0 }, old;
+    int rc;
 
-    if ((rc = store_user_list(a->st, NULL, &all, &n)) < 0)
-        return rc;
-    rc = -ENOENT;
-    for (size_t i = 0; i < n && rc == -ENOENT; i++)
-        if (hs_streq(all[i].provider_id, id))
-            rc = store_user_get(a->st, all[i].id, out);
-    store_user_list_free(all, n);
-    if (rc != -ENOENT)
-        return rc;
-    if (!email_verified(claims) && cfg->oidc_email_verified_required)
-        email = NULL; /* an address nobody proved is not recorded */
-    in.name = user_name(cfg, claims, email);
-    in.email = (char *)email;
-    in.display_name = (char *)hs_json_str(claims, "name");
-    in.profile_pic_url = (char *)hs_json_str(claims, "picture");
-    in.provider = "oidc";
-    in.provider_id = (char *)id;
-    rc = store_user_create(a->st, &in, out);
-    if (rc == 0)
-        log_info("oidc: user %llu (%s) created for %s", (unsigned long long)out->id, in.name, id);
-    free(in.name);
+    profile_of(a->cfg, claims, &in);
+    if ((rc = store_user_get_by_provider_id(a->st, id, &old)) == 0) {
+        if (profile_same(&old, &in)) {
+            *out = old;
+        } else {
+            rc = store_user_update_profile(a->st, old.id, &in, out);
+            if (rc == 0)
+                log_info("oidc: user %llu (%s): profile updated from the provider",
+                         (unsigned long long)old.id, old.name);
+            store_user_free(&old);
+        }
+    } else if (rc == -ENOENT) {
+        in.name = user_name(a->cfg, claims, in.email);
+        in.provider = "oidc";
+        in.provider_id = (char *)id;
+        rc = store_user_create(a->st, &in, out);
+        if (rc == 0)
+            log_info("oidc: user %llu (%s) created for %s", (unsigned long long)out->id,
+                     in.name, id);
+        free(in.name);
+    }
+    hs_strv_free(&in.groups);
     return rc;
 }
 

@@ -15,6 +15,7 @@
 #define OIDC_RANDOM_BYTES 24          /* state, nonce */
 #define OIDC_VERIFIER_BYTES 32        /* PKCE verifier: 43 characters */
 #define OIDC_TEXT_MAX AUTH_OIDC_STATE_MAX /* state, nonce, verifier as text */
+#define OIDC_MAX_GROUPS 256           /* provider groups kept per user */
 
 /* One login between the redirect to the provider and its callback. */
 struct oidc_flow {

@@ -341,14 +341,16 @@ static enum state_change_kind reload_node(struct state *s, uint64_t id, unsigned
     return kind;
 }
 
-/* Whether the policy can tell the two apart: its users are ids, names and emails. */
+/* Whether the policy can tell the two apart: its users are ids, names, emails and the
+ * provider's groups. */
 static bool user_relevant(const struct state *s, uint64_t id, const struct store_user *u)
 {
     const struct state_user *old = state_user_by_id((struct state *)s, id);
 
     if (!old || !u)
         return old || u;
-    return !hs_streq(old->u.name, u->name) || !hs_streq(old->u.email, u->email);
+    return !hs_streq(old->u.name, u->name) || !hs_streq(old->u.email, u->email) ||
+           !hs_strv_equal(&old->u.groups, &u->groups);
 }
 
 /* Whether the user was read (or found gone). */
@@ -406,7 +408,8 @@ static bool user_same(const struct store_user *a, const struct store_user *b)
 {
     return hs_streq(a->name, b->name) && hs_streq(a->display_name, b->display_name) &&
            hs_streq(a->email, b->email) && hs_streq(a->provider_id, b->provider_id) &&
-           hs_streq(a->profile_pic_url, b->profile_pic_url);
+           hs_streq(a->profile_pic_url, b->profile_pic_url) &&
+           hs_strv_equal(&a->groups, &b->groups);
 }
 
 /* Write lock held: the users as listed (id order; taken over), the ones gone dropped. */

@@ -127,13 +127,21 @@ struct topology {
     struct policy_node *nodes;
 };
 
+/* u as the policy sees it (strings borrowed). */
+static struct policy_user policy_user_of(const struct store_user *u)
+{
+    return (struct policy_user){ .id = u->id, .name = u->name, .email = u->email,
+                                 .groups = (const char *const *)u->groups.v,
+                                 .ngroups = u->groups.n };
+}
+
 static void topology_build(struct state *s, struct topology *tp)
 {
     tp->users = hs_xcalloc(s->nusers ? s->nusers : 1, sizeof(*tp->users));
     tp->nodes = hs_xcalloc(s->nnodes ? s->nnodes : 1, sizeof(*tp->nodes));
     for (size_t i = 0; i < s->nusers; i++) {
         const struct store_user *u = &s->users[i]->u;
-        tp->users[i] = (struct policy_user){ .id = u->id, .name = u->name, .email = u->email };
+        tp->users[i] = policy_user_of(u);
     }
     for (size_t i = 0; i < s->nnodes; i++) {
         const struct state_node *sn = s->nodes[i];
@@ -306,14 +314,15 @@ static void policy_install(struct state *s, struct policy *p, char *text, int64_
     free(old_text);
 }
 
-/* A rule naming a user the tailnet lacks matches no one until that user exists (an OIDC user
+/* A rule naming a user the tailnet lacks (or a provider group no user holds) matches no one
+ * until that user exists or logs in with it (an OIDC user
  * who has not logged in yet, say): taken, as headscale takes it, with a warning. */
 static void warn_unknown_users(const struct state_net *n, const char *name)
 {
     char msg[STATE_POLICY_ERR_MAX];
 
     if (policy_net_check_users(n->pn, msg, sizeof(msg)) < 0)
-        log_warnx("policy: %s: %s: the rule matches no one until that user exists", name, msg);
+        log_warnx("policy: %s: %s: the rule matches no one until then", name, msg);
 }
 
 /* wmu held. 1: installed; 0: unchanged; <0 with err. */
@@ -484,7 +493,7 @@ bool state_policy_tag_allowed(struct state *s, uint64_t user_id, const char *tag
     pthread_rwlock_rdlock(&s->lock);
     su = user_id ? state_user_by_id(s, user_id) : NULL;
     if (su)
-        u = (struct policy_user){ .id = su->u.id, .name = su->u.name, .email = su->u.email };
+        u = policy_user_of(&su->u);
     ok = policy_tag_allowed(s->policy, su ? &u : NULL, NULL, 0, tag);
     pthread_rwlock_unlock(&s->lock);
     return ok;

@@ -123,6 +123,7 @@ struct store_user {
     char *provider;    /* "oidc" or NULL */
     char *profile_pic_url;
     int64_t created_at, updated_at;
+    struct hs_strv groups; /* the identity provider's groups at the last login (OIDC) */
 };
 void store_user_free(struct store_user *u); /* frees members, not u itself */
 void store_user_list_free(struct store_user *v, size_t n);
@@ -131,6 +132,9 @@ void store_user_list_free(struct store_user *v, size_t n);
 int store_user_create(struct store *st, const struct store_user *in, struct store_user *out);
 int store_user_get(struct store *st, uint64_t id, struct store_user *out);
 int store_user_get_by_name(struct store *st, const char *name, struct store_user *out);
+/* The OIDC user of that "iss/sub" identifier; -ENOENT if none. */
+int store_user_get_by_provider_id(struct store *st, const char *provider_id,
+                                  struct store_user *out);
 /* Filters are ANDed; NULL/0 means no filter. Sorted by id. */
 struct store_user_filter {
     uint64_t id;
@@ -140,6 +144,10 @@ struct store_user_filter {
 int store_user_list(struct store *st, const struct store_user_filter *f, struct store_user **out,
                     size_t *n);
 int store_user_rename(struct store *st, uint64_t id, const char *new_name);
+/* What the identity provider says of the user at a login: in's display_name, email,
+ * profile_pic_url and groups replace the stored ones (name and identifier stay). */
+int store_user_update_profile(struct store *st, uint64_t id, const struct store_user *in,
+                              struct store_user *out);
 /* Deletes the user and its pre-auth keys; -EBUSY while the user still owns nodes. */
 int store_user_delete(struct store *st, uint64_t id);
 

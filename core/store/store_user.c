@@ -6,7 +6,7 @@
 
 #define USER_COLS                                                                          \
     "id, name, display_name, email, provider_identifier, provider, profile_pic_url, "      \
-    "created_at, updated_at"
+    "created_at, updated_at, provider_groups"
 
 void store_user_free(struct store_user *u)
 {
@@ -18,6 +18,7 @@ void store_user_free(struct store_user *u)
     free(u->provider_id);
     free(u->provider);
     free(u->profile_pic_url);
+    hs_strv_free(&u->groups);
     memset(u, 0, sizeof(*u));
 }
 
@@ -48,7 +49,7 @@ static int user_from_row(struct store_result *r, size_t row, void *out)
         .created_at = store__cell_i64(r, row, 7),
         .updated_at = store__cell_i64(r, row, 8),
     };
-    return 0;
+    return store__cell_strv(r, row, 9, &u->groups);
 }
 
 int store_user_create(struct store *st, const struct store_user *in, struct store_user *out)
@@ -67,10 +68,11 @@ int store_user_create(struct store *st, const struct store_user *in, struct stor
     store__p_str(&p, in->provider);
     store__p_str(&p, in->profile_pic_url);
     store__p_i64(&p, now);
+    store__p_strv(&p, &in->groups);
     rc = store__write_row(st,
                           "INSERT INTO users (name, display_name, email, provider_identifier,"
-                          " provider, profile_pic_url, created_at, updated_at)"
-                          " VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING " USER_COLS,
+                          " provider, profile_pic_url, created_at, updated_at, provider_groups)"
+                          " VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) RETURNING " USER_COLS,
                           &p, NOTIFY_USER, NOTIFY_CREATE, user_from_row, out);
     store__params_free(&p);
     return rc;
@@ -84,6 +86,19 @@ int store_user_get(struct store *st, uint64_t id, struct store_user *out)
     store__p_u64(&p, id);
     return store__get_one(st, "SELECT " USER_COLS " FROM users WHERE id = $1", &p,
                           user_from_row, out);
+}
+
+int store_user_get_by_provider_id(struct store *st, const char *provider_id,
+                                  struct store_user *out)
+{
+    struct store_params p;
+
+    if (!provider_id || !*provider_id)
+        return -EINVAL;
+    store__params_init(&p);
+    store__p_str(&p, provider_id);
+    return store__get_one(st, "SELECT " USER_COLS " FROM users WHERE provider_identifier = $1",
+                          &p, user_from_row, out);
 }
 
 /* Names are unique only among local users; a local user wins over an OIDC one. */
@@ -136,6 +151,28 @@ int store_user_rename(struct store *st, uint64_t id, const char *new_name)
                             "UPDATE users SET name = $2, updated_at = $3 WHERE id = $1"
                             " RETURNING id",
                             &p, NOTIFY_USER, NOTIFY_UPDATE, NULL, NULL);
+}
+
+int store_user_update_profile(struct store *st, uint64_t id, const struct store_user *in,
+                              struct store_user *out)
+{
+    struct store_params p;
+    int rc;
+
+    store__params_init(&p);
+    store__p_u64(&p, id);
+    store__p_str(&p, in->display_name);
+    store__p_str(&p, in->email);
+    store__p_str(&p, in->profile_pic_url);
+    store__p_strv(&p, &in->groups);
+    store__p_i64(&p, hs_now_us());
+    rc = store__write_row(st,
+                          "UPDATE users SET display_name = $2, email = $3, profile_pic_url = $4,"
+                          " provider_groups = $5, updated_at = $6 WHERE id = $1"
+                          " RETURNING " USER_COLS,
+                          &p, NOTIFY_USER, NOTIFY_UPDATE, user_from_row, out);
+    store__params_free(&p);
+    return rc;
 }
 
 static int user_has_nodes(struct store_tx *tx, struct store_params *p, bool *yes)

@@ -602,47 +602,108 @@ def test_bad_provider_documents_stop_the_start(server_factory, scripted, discove
 
 # ---- a real client ----
 
-def test_tailscale_up_through_the_provider(db, tmp_path):
-    """A real tailscaled: `tailscale up` shows an AuthURL, the login goes through mockoidc
-    (running in the test's network namespace), the node belongs to the provider's user and
-    reaches Running. Expired by an operator, it logs in through the provider again and is
-    the same node."""
+MOCK_PORT = 5556  # mockoidc inside the world's own network namespace
+
+
+def real_client_version():
     version = tailnet.versions()[0]
     if os.geteuid() != 0:
         pytest.skip("tailnet tests need root (ip netns)")
     if not tailnet.have_version(version):
         pytest.skip(f"Tailscale {version} not built in {tailnet.TS_CACHE}/{version}")
-    port = 5556
-    issuer = f"http://127.0.0.1:{port}/oidc"
+    return version
 
-    def start_mock(server):
+
+def mock_in_namespace(tmp_path, users):
+    """server_setup hook: mockoidc with these users in the world's namespace, and the server
+    configured to log in through it."""
+
+    def setup(server):
         env = dict(os.environ, MOCKOIDC_CLIENT_ID=CLIENT_ID, MOCKOIDC_CLIENT_SECRET=CLIENT_SECRET,
-                   MOCKOIDC_ADDR="127.0.0.1", MOCKOIDC_PORT=str(port),
-                   MOCKOIDC_USERS=json.dumps([ALICE, ALICE]))
+                   MOCKOIDC_ADDR="127.0.0.1", MOCKOIDC_PORT=str(MOCK_PORT),
+                   MOCKOIDC_USERS=json.dumps(users))
         tailnet.Proc(server.ns, "mockoidc", [helpers.HS_BIN, "mockoidc"],
                      str(tmp_path / "mockoidc.log"), env=env).start()
-        tailnet.poll(lambda: server.ns.http("GET", "127.0.0.1", port,
+        tailnet.poll(lambda: server.ns.http("GET", "127.0.0.1", MOCK_PORT,
                                             "/oidc/.well-known/openid-configuration")[0] == 200,
                      20, "mockoidc in the namespace")
-        helpers.deep_merge(server.config, oidc_config(issuer))
+        helpers.deep_merge(server.config, oidc_config(f"http://127.0.0.1:{MOCK_PORT}/oidc"))
         server.write_config()
 
-    def login(node):
-        node.up_async()
-        url = tailnet.poll(lambda: (node.status(check=False) or {}).get("AuthURL"), 60,
-                           f"{node.name}'s AuthURL")
-        st, page, _ = browse_login(url, Browser(w.ns.http))
-        assert st == 200 and node.name in page, page
-        node.wait_running(timeout=60)
+    return setup
 
-    with tailnet.World(tmp_path, db, version, users=(), server_setup=start_mock) as w:
+
+def real_login(w, node):
+    """`tailscale up` without a key; its AuthURL followed through the provider by a browser in
+    the world's namespace; the node Running."""
+    node.up_async()
+    url = tailnet.poll(lambda: (node.status(check=False) or {}).get("AuthURL"), 60,
+                       f"{node.name}'s AuthURL")
+    st, page, _ = browse_login(url, Browser(w.ns.http))
+    assert st == 200 and node.name in page, page
+    node.wait_running(timeout=60)
+
+
+def relogin(w, node):
+    """An operator expires the node; it logs in through the provider again → its record."""
+    sn = w.server.node_by_name(node.name)
+    w.server.cli_ok("nodes", "expire", "-i", sn["id"])
+    node.wait_state("NeedsLogin", timeout=30)
+    real_login(w, node)
+    return w.server.node_by_name(node.name)
+
+
+def test_tailscale_up_through_the_provider(db, tmp_path):
+    """A real tailscaled: `tailscale up` shows an AuthURL, the login goes through mockoidc
+    (running in the test's network namespace), the node belongs to the provider's user and
+    reaches Running. Expired by an operator, it logs in through the provider again and is
+    the same node."""
+    with tailnet.World(tmp_path, db, real_client_version(), users=(),
+                       server_setup=mock_in_namespace(tmp_path, [ALICE, ALICE])) as w:
         n = w.node("oidc-laptop")
-        login(n)
+        real_login(w, n)
         first = w.server.node_by_name(n.name)
         assert first["user"]["name"] == "alice" and first["user"]["provider"] == "oidc", first
-        w.server.cli_ok("nodes", "expire", "-i", first["id"])
-        n.wait_state("NeedsLogin", timeout=30)
-        login(n)
-        again = w.server.node_by_name(n.name)
+        again = relogin(w, n)
         assert again["id"] == first["id"] and not n.status()["Self"].get("Expired")
         assert len(w.server.nodes()) == 1
+
+
+# group:eng is not defined here: its members are the users the provider puts in "eng".
+GROUP_POLICY = """\
+{
+  "acls": [
+    {"action": "accept", "src": ["group:eng"], "dst": ["srv@:*"]},
+    {"action": "accept", "src": ["srv@"], "dst": ["srv@:*"]},
+  ],
+}
+"""
+
+
+def test_provider_group_in_the_policy(db, tmp_path):
+    """A rule on a provider group, proven by TCP through the tailnet (every node in a
+    namespace of its own): alice, whom the provider puts in "eng", reaches the server node;
+    then the provider takes her out of "eng" (its next login says so), and after an operator
+    expires her node and she logs in again, the path is refused while another node of the
+    server's user still gets through. Her profile follows the provider too."""
+    from test_policy_tailnet import ECHO_PORT, set_policy, wait_reachable, wait_refused
+
+    left = dict(ALICE, Groups=["ops"], Email="alice@new.example.org")
+    with tailnet.World(tmp_path, db, real_client_version(), node_netns=True, users=("srv",),
+                       server_setup=mock_in_namespace(tmp_path, [ALICE, left])) as w:
+        set_policy(w, GROUP_POLICY)
+        tailnet.poll(lambda: 'group "group:eng" is not in groups' in w.server.log_text(), 10,
+                     "the warning that no one holds group:eng yet")
+        srv, other = w.join("srv-1", user="srv"), w.join("srv-2", user="srv")
+        laptop = w.node("oidc-laptop")
+        real_login(w, laptop)
+        for n in (srv, other, laptop):
+            n.ipv4 = n.ip4
+        srv.echo = tailnet.EchoServer(srv.ns, ECHO_PORT)
+        try:
+            wait_reachable(laptop, srv)
+            alice = relogin(w, laptop)["user"]
+            assert alice["name"] == "alice" and alice["email"] == left["Email"], alice
+            wait_refused(laptop, srv, control=other)
+        finally:
+            srv.echo.close()

@@ -452,6 +452,41 @@ STORE_TEST(user_unique_names)
     cr_assert_eq(fx.nev, 1);
 }
 
+/* An OIDC user is found by its identifier; a login's profile replaces the stored one (groups
+ * included) with one update event, and the name stays. */
+STORE_TEST(user_provider_profile)
+{
+    static char *groups[] = { "eng", "ops" };
+    struct store_user in = { .name = "dana", .provider_id = "https://idp/dana",
+                             .provider = "oidc", .groups = { groups, 2 } };
+    struct store_user u, got;
+
+    cr_assert_eq(store_user_create(fx.st, &in, &u), 0);
+    cr_assert_eq(u.groups.n, 2);
+    cr_assert_eq(store_user_get_by_provider_id(fx.st, "https://idp/dana", &got), 0);
+    cr_assert_eq(got.id, u.id);
+    cr_assert(hs_strv_equal(&got.groups, &in.groups));
+    store_user_free(&got);
+    cr_assert_eq(store_user_get_by_provider_id(fx.st, "https://idp/none", &got), -ENOENT);
+    cr_assert_eq(store_user_get_by_provider_id(fx.st, "", &got), -EINVAL);
+
+    ev_clear();
+    in = (struct store_user){ .display_name = "Dana D.", .email = "dana@x.org",
+                              .profile_pic_url = "https://pic/d", .groups = { groups + 1, 1 } };
+    cr_assert_eq(store_user_update_profile(fx.st, u.id, &in, &got), 0);
+    expect_event(0, NOTIFY_USER, NOTIFY_UPDATE, u.id);
+    cr_assert_str_eq(got.name, "dana");
+    cr_assert_str_eq(got.display_name, "Dana D.");
+    cr_assert_str_eq(got.email, "dana@x.org");
+    cr_assert_str_eq(got.profile_pic_url, "https://pic/d");
+    cr_assert_eq(got.groups.n, 1);
+    cr_assert_str_eq(got.groups.v[0], "ops");
+    store_user_free(&got);
+    cr_assert_eq(store_user_update_profile(fx.st, 999, &in, &got), -ENOENT);
+    cr_assert_eq(fx.nev, 1);
+    store_user_free(&u);
+}
+
 STORE_TEST(user_delete_takes_its_keys)
 {
     struct store_preauthkey *v;
