@@ -161,7 +161,7 @@ def test_policy_commands_on_the_database_of_a_stopped_server(server_factory, tmp
     s.cli_ok("users", "create", user)
     good, bad = tmp_path / "good.hujson", tmp_path / "bad.hujson"
     good.write_text('{"acls": [{"action": "accept", "src": ["%s@"], "dst": ["*:*"]}]}' % user)
-    bad.write_text('{"acls": [{"action": "accept", "src": ["group:nobody"], "dst": ["*:*"]}]}')
+    bad.write_text('{"acls": [{"action": "accept", "src": ["tag:nobody"], "dst": ["*:*"]}]}')
     s.stop()
 
     r = s.cli("policy", "set", "-f", good, BYPASS)  # no terminal to ask on, no --force
@@ -170,7 +170,7 @@ def test_policy_commands_on_the_database_of_a_stopped_server(server_factory, tmp
     assert r.returncode == 1 and "no policy has been stored" in r.stderr, (r.stdout, r.stderr)
     for cmd in ("check", "set"):
         r = s.cli("policy", cmd, "-f", bad, BYPASS, "--force")
-        assert r.returncode == 1 and "group:nobody" in r.stderr, (cmd, r.stdout, r.stderr)
+        assert r.returncode == 1 and "tag:nobody" in r.stderr, (cmd, r.stdout, r.stderr)
     s.cli_ok("policy", "check", "-f", good, BYPASS, "--force")
     s.cli_ok("policy", "set", "-f", good, BYPASS, "--force")
     assert s.cli_ok("policy", "get", BYPASS, "--force").stdout.strip() == good.read_text()
