@@ -147,6 +147,10 @@ void derp_server_adopt(struct derp_server *d, struct net_conn *nc, struct net_ad
 
 struct derp_stats {
     uint64_t clients, packets_relayed, bytes_relayed, packets_dropped, bad_frames;
+    /* the mesh: our links to the other servers that are up (watching their clients), the
+     * servers watching ours, packets we forwarded to one of them and packets they forwarded
+     * to a client here */
+    uint64_t mesh_peers, mesh_watchers, mesh_packets_out, mesh_packets_in;
 };
 void derp_server_stats(struct derp_server *d, struct derp_stats *out);
 

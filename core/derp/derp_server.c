@@ -16,7 +16,6 @@
 
 #include "derp/derp_server_internal.h"
 
-#define STAT_ADD(f, v) __atomic_add_fetch(&(f), (uint64_t)(v), __ATOMIC_RELAXED)
 #define LOOP_EVENTS 256
 #define PEERGONE_PER_SEC 20
 
@@ -135,6 +134,7 @@ static void remove_watcher(struct derp_server *d, struct dclient *c)
     for (size_t i = 0; c->watcher && i < d->nwatchers; i++) {
         if (d->watchers[i] == c) {
             d->watchers[i] = d->watchers[--d->nwatchers];
+            __atomic_store_n(&d->stats.mesh_watchers, d->nwatchers, __ATOMIC_RELAXED);
             break;
         }
     }
@@ -158,6 +158,7 @@ static void add_watcher(struct derp_server *d, struct dclient *w)
         for (struct dclient *c = d->reg[i]; c; c = c->hnext)
             send_present(w, c);
     d->watchers[d->nwatchers++] = w;
+    __atomic_store_n(&d->stats.mesh_watchers, d->nwatchers, __ATOMIC_RELAXED);
     w->watcher = true;
 }
 
@@ -396,6 +397,7 @@ static void handle_send_packet(struct dclient *c, const struct derp_frame *f)
     /* Not here: another server of the region may have it (a local client always wins). */
     rc = derp__mesh_forward(d, c->key, f->payload, f->payload + DERP_KEY_LEN, plen);
     if (rc == 0) {
+        STAT_ADD(d->stats.mesh_packets_out, 1);
         STAT_ADD(d->stats.packets_relayed, 1);
         STAT_ADD(d->stats.bytes_relayed, plen);
         return;
@@ -420,6 +422,7 @@ static void handle_forward_packet(struct dclient *c, const struct derp_frame *f)
         peer_gone_not_here(c, f->payload + DERP_KEY_LEN);
         return;
     }
+    STAT_ADD(c->srv->stats.mesh_packets_in, 1);
     deliver(dst, f->payload, f->payload + 2 * DERP_KEY_LEN, f->len - 2 * DERP_KEY_LEN);
 }
 
@@ -1014,6 +1017,10 @@ void derp_server_stats(struct derp_server *d, struct derp_stats *out)
     out->bytes_relayed = __atomic_load_n(&d->stats.bytes_relayed, __ATOMIC_RELAXED);
     out->packets_dropped = __atomic_load_n(&d->stats.packets_dropped, __ATOMIC_RELAXED);
     out->bad_frames = __atomic_load_n(&d->stats.bad_frames, __ATOMIC_RELAXED);
+    out->mesh_peers = __atomic_load_n(&d->stats.mesh_peers, __ATOMIC_RELAXED);
+    out->mesh_watchers = __atomic_load_n(&d->stats.mesh_watchers, __ATOMIC_RELAXED);
+    out->mesh_packets_out = __atomic_load_n(&d->stats.mesh_packets_out, __ATOMIC_RELAXED);
+    out->mesh_packets_in = __atomic_load_n(&d->stats.mesh_packets_in, __ATOMIC_RELAXED);
 }
 
 /* Host and port of server_url: clients reach the embedded relay where they reach us. */

@@ -24,6 +24,8 @@
 #define DERP_RX_INITIAL 8192 /* grown for a large frame, shrunk back when drained */
 #define DERP_MAX_RECHECKS 1024 /* queued node ids; past it every client is checked again */
 
+#define STAT_ADD(f, v) __atomic_add_fetch(&(f), (uint64_t)(v), __ATOMIC_RELAXED)
+
 /* ---- the mesh (derper's --mesh-with) ---- */
 #define DERP_MESH_MAX_PEERS 64     /* derp.server.mesh_with entries */
 #define DERP_MESH_MAX_WATCHERS 64  /* mesh peers subscribed to our connections */

@@ -165,6 +165,8 @@ static void route_gone(void *arg, const uint8_t key[DERP_KEY_LEN])
  * forwarding entries on reconnect the same way; they come back with the next WatchConns). */
 static void peer_disconnect(struct mesh_peer *p)
 {
+    if (p->st == MESH_WATCHING && p->fd >= 0)
+        STAT_ADD(p->srv->stats.mesh_peers, -1);
     SSL_free(p->ssl); /* no close_notify: the link is dropped either way */
     p->ssl = NULL;
     if (p->fd >= 0) {
@@ -496,6 +498,7 @@ static int on_frame(struct mesh_peer *p, const struct derp_frame *f)
         if (f->type != DERP_FRAME_SERVER_INFO)
             return f->type == DERP_FRAME_KEEP_ALIVE ? 0 : -EPROTO;
         p->st = MESH_WATCHING;
+        STAT_ADD(p->srv->stats.mesh_peers, 1);
         p->connected_at = hs_monotonic_us();
         log_info("derp: mesh peer %s: connected, watching its clients", p->entry);
         return 0;

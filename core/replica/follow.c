@@ -70,6 +70,8 @@ static bool connect_feed(struct replica *r)
 
 static void apply(struct replica *r, struct store_change *c)
 {
+    int64_t now;
+
     if (c->seq <= r->last)
         return; /* read again already */
     if (c->seq != r->last + 1 || c->ev.entity == 0) {
@@ -77,8 +79,12 @@ static void apply(struct replica *r, struct store_change *c)
         return;
     }
     __atomic_store_n(&r->last, c->seq, __ATOMIC_RELAXED);
-    if (c->origin != r->origin)
-        notify_publish(r->bus, &c->ev);
+    if (c->origin == r->origin)
+        return;
+    notify_publish(r->bus, &c->ev);
+    now = hs_now_us();
+    if (c->at) /* clocks of two hosts may disagree by a little: never below zero */
+        metrics_hist_observe(&r->lag, now > c->at ? now - c->at : 0);
 }
 
 /* Between announcements, a round trip: a dead connection shows here, and so does a number the

@@ -4,6 +4,10 @@
 #include "replica/replica_internal.h"
 #include "util/util.h"
 
+/* Microseconds: a LISTEN round trip on one host to a replica seconds behind. */
+static const int64_t lag_bounds[] = { 1000,   2500,   5000,    10000,   25000,   50000, 100000,
+                                      250000, 500000, 1000000, 2500000, 5000000, 10000000 };
+
 int replica_start(struct store *st, struct notify_bus *bus, struct state *state, uint64_t seq,
                   struct replica **out)
 {
@@ -22,6 +26,8 @@ int replica_start(struct store *st, struct notify_bus *bus, struct state *state,
     r->stop_pipe[0] = r->stop_pipe[1] = -1;
     atomic_init(&r->leader, false);
     state_set_elected(state, false); /* until the election says otherwise */
+    atomic_init(&r->listening, false);
+    metrics_hist_init(&r->lag, lag_bounds, HS_ARRAY_LEN(lag_bounds));
     if ((rc = replica__presence_start(r)) < 0 || (rc = replica__follow_start(r)) < 0) {
         log_errorx("replica: cannot start: %s", hs_strerror(rc));
         replica_stop(r);
@@ -49,6 +55,11 @@ void replica_free(struct replica *r)
     hs_ids_free(&r->pending);
     hs_ids_free(&r->held);
     free(r);
+}
+
+const struct metrics_hist *replica_lag(const struct replica *r)
+{
+    return &r->lag;
 }
 
 void replica_status(struct replica *r, struct replica_status *out)

@@ -45,5 +45,9 @@ struct replica_status {
     uint64_t applied;
 };
 void replica_status(struct replica *r, struct replica_status *out);
+/* How long other replicas' changes took from the writer's clock before its COMMIT to being
+ * published here (us; the hosts' clocks must agree for it to mean anything). Lives as long
+ * as r. */
+const struct metrics_hist *replica_lag(const struct replica *r);
 
 #endif

@@ -23,6 +23,7 @@ struct replica {
     pthread_t thread;
     atomic_bool leader; /* the feed's connection holds the lock of the work done once */
     atomic_bool listening; /* the feed is connected */
+    struct metrics_hist lag; /* other replicas' changes: their commit to our publishing (us) */
 
     /* Presence: the writer thread and what it is told (under mu) */
     pthread_mutex_t mu;

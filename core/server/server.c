@@ -678,7 +678,8 @@ static int start_metrics(struct server *srv)
 {
     const char *addr = srv->cfg->metrics_listen_addr;
     struct server_metrics_deps deps = { .svc = srv->svc, .state = srv->state, .store = srv->st,
-                                        .auth = srv->auth, .derp = srv->derp };
+                                        .replica = srv->replica, .auth = srv->auth,
+                                        .derp = srv->derp };
     int fd;
 
     if (!addr || !*addr)

@@ -42,6 +42,7 @@ struct server_metrics_deps {
     struct control_service *svc;
     struct state *state;
     struct store *store;
+    struct replica *replica; /* NULL on SQLite */
     struct auth *auth;
     struct derp_server *derp; /* NULL when the embedded DERP server is off */
 };

@@ -10,6 +10,7 @@
 
 #include "auth/auth.h"
 #include "server/server_internal.h"
+#include "replica/replica.h"
 #include "state/state.h"
 #include "store/store.h"
 
@@ -23,6 +24,7 @@ struct server_metrics {
     struct metric *sent[CONTROL_MAP_KINDS], *sent_bytes[CONTROL_MAP_KINDS];
     struct metric *conns, *conns_total, *streams, *requests, *bad_frames;
     struct metric *derp_clients, *derp_packets, *derp_bytes, *derp_drops, *derp_bad;
+    struct metric *mesh_peers, *mesh_watchers, *mesh_out, *mesh_in;
     struct metric *registrations[AUTH_OUTCOMES];
     struct metric *cpu_us, *rss, *vsize, *fds, *max_fds, *start_us;
 };
@@ -111,6 +113,10 @@ static void add_store(struct server_metrics *sm)
         add_hist(sm, "headscale_store_operation_duration_seconds", labels[i],
                  "Database statements and commits, by kind, as this server timed them", USEC,
                  store_latency(sm->d.store, i));
+    if (sm->d.replica)
+        add_hist(sm, "headscale_replica_notify_lag_seconds", NULL,
+                 "Other replicas' changes: from the writer's clock before its commit to this "
+                 "replica passing them on", USEC, replica_lag(sm->d.replica));
 }
 
 static void add_control(struct server_metrics *sm)
@@ -156,6 +162,16 @@ static void add_derp(struct server_metrics *sm)
                          "Packets dropped: no such client, or its queue was full", 1);
     sm->derp_bad = add(sm, METRIC_COUNTER, "headscale_derp_bad_frames_total", NULL,
                        "DERP connections closed for a malformed frame", 1);
+    sm->mesh_peers = add(sm, METRIC_GAUGE, "headscale_derp_mesh_peers", NULL,
+                         "Other servers of the region our relay is linked to (mesh_with)", 1);
+    sm->mesh_watchers = add(sm, METRIC_GAUGE, "headscale_derp_mesh_watchers", NULL,
+                            "Other servers of the region watching our relay's clients", 1);
+    sm->mesh_out = add(sm, METRIC_COUNTER, "headscale_derp_mesh_packets_forwarded_total",
+                       "direction=\"out\"", "Packets forwarded between the region's servers: "
+                       "out to another's client, in to one of ours", 1);
+    sm->mesh_in = add(sm, METRIC_COUNTER, "headscale_derp_mesh_packets_forwarded_total",
+                      "direction=\"in\"", "Packets forwarded between the region's servers: "
+                      "out to another's client, in to one of ours", 1);
 }
 
 static void add_process(struct server_metrics *sm)
@@ -233,6 +249,10 @@ static void collect_derp(struct server_metrics *sm)
     metric_set(sm->derp_bytes, (int64_t)ds.bytes_relayed);
     metric_set(sm->derp_drops, (int64_t)ds.packets_dropped);
     metric_set(sm->derp_bad, (int64_t)ds.bad_frames);
+    metric_set(sm->mesh_peers, (int64_t)ds.mesh_peers);
+    metric_set(sm->mesh_watchers, (int64_t)ds.mesh_watchers);
+    metric_set(sm->mesh_out, (int64_t)ds.mesh_packets_out);
+    metric_set(sm->mesh_in, (int64_t)ds.mesh_packets_in);
 }
 
 static int64_t count_fds(void)

@@ -58,6 +58,7 @@ struct store_change {
     struct notify_event ev; /* ev.entity 0: an announcement this binary cannot read */
     uint64_t seq;           /* the change's number in the database */
     uint64_t origin;        /* the process that wrote it (store_origin) */
+    int64_t at;             /* the writer's clock before COMMIT (us since the epoch); 0: unknown */
 };
 struct store_feed;
 /* Whether other processes may write the same database (PostgreSQL). */

@@ -1,8 +1,9 @@
 /* store: what replicas sharing a PostgreSQL database tell each other. The writing side
  * (store__announce) numbers a transaction's events and NOTIFYs them before COMMIT, so they are
  * delivered exactly when, and only if, it commits. The reading side is a feed: a connection of
- * its own that LISTENs. A payload is "<seq> <entity> <op> <id> <origin>", decimal but the
- * origin (hex); it never carries a secret, only what changed. */
+ * its own that LISTENs. A payload is "<seq> <entity> <op> <id> <origin> <at>", decimal but the
+ * origin (hex); at is the writer's clock (us since the epoch) just before COMMIT, for the
+ * followers' lag. It never carries a secret, only what changed and when. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +12,7 @@
 #include "store/store_internal.h"
 
 #define FEED_PAYLOAD_MAX 128
-#define ANNOUNCE_ITEM_MAX 64 /* "\"entity op id origin\"," */
+#define ANNOUNCE_ITEM_MAX 96 /* "\"entity op id origin at\"," */
 
 struct store_feed {
     struct store *st;
@@ -33,17 +34,18 @@ int store_claim(struct store *st)
     return st->ops->claim ? st->ops->claim(st->drv) : 0;
 }
 
-/* The events as a PostgreSQL text array literal: {"2 1 7 9f3a...","..."}. */
+/* The events as a PostgreSQL text array literal: {"2 1 7 9f3a... 1796...","..."}. */
 static char *announce_array(const struct store_tx *tx)
 {
+    int64_t at = hs_now_us();
     struct hs_buf b;
 
     hs_buf_init(&b, (tx->nev + 1) * ANNOUNCE_ITEM_MAX);
     hs_buf_puts(&b, "{");
     for (size_t i = 0; i < tx->nev; i++) {
         const struct notify_event *ev = &tx->ev[i];
-        hs_buf_appendf(&b, "%s\"%d %d %" PRIu64 " %" PRIx64 "\"", i ? "," : "",
-                       (int)ev->entity, (int)ev->op, ev->id, tx->st->origin);
+        hs_buf_appendf(&b, "%s\"%d %d %" PRIu64 " %" PRIx64 " %" PRId64 "\"", i ? "," : "",
+                       (int)ev->entity, (int)ev->op, ev->id, tx->st->origin, at);
     }
     hs_buf_puts(&b, "}");
     return b.data;
@@ -110,20 +112,24 @@ int store_feed_fd(const struct store_feed *f)
     return f->st->ops->feed_fd(f->drv);
 }
 
-/* "<seq> <entity> <op> <id> <origin>"; anything else keeps its number if it has one and reads
- * as entity 0 (the follower then reads everything again rather than guess). */
+/* "<seq> <entity> <op> <id> <origin> <at>", or without at (written by an older version: no
+ * lag then); anything else keeps its number if it has one and reads as entity 0 (the
+ * follower then reads everything again rather than guess). */
 static void parse_payload(const char *s, struct store_change *c)
 {
     unsigned long long seq, id, origin;
-    int entity, op, end = 0;
+    long long at = 0;
+    int entity, op, end = 0, end_at = 0;
 
     *c = (struct store_change){ 0 };
-    if (sscanf(s, "%llu %d %d %llu %llx%n", &seq, &entity, &op, &id, &origin, &end) == 5 &&
-        s[end] == '\0' && entity >= NOTIFY_USER && entity <= NOTIFY_DNS &&
-        op >= NOTIFY_CREATE && op <= NOTIFY_DELETE) {
+    if (sscanf(s, "%llu %d %d %llu %llx%n %lld%n", &seq, &entity, &op, &id, &origin, &end, &at,
+               &end_at) >= 5 &&
+        (s[end] == '\0' || (end_at && s[end_at] == '\0')) && entity >= NOTIFY_USER &&
+        entity <= NOTIFY_DNS && op >= NOTIFY_CREATE && op <= NOTIFY_DELETE) {
         c->seq = seq;
         c->ev = (struct notify_event){ .entity = entity, .op = op, .id = id };
         c->origin = origin;
+        c->at = end_at && s[end_at] == '\0' && at > 0 ? at : 0;
         return;
     }
     if (sscanf(s, "%llu", &seq) == 1)

@@ -8,6 +8,7 @@ stream (noise_client) moves the connection, session, online and map counts; its 
 closing moves them back. DERP clients (derp_client, over plain HTTP) move the embedded relay's
 counts. The main listener has no /metrics."""
 
+import copy
 import http.client
 import json
 import re
@@ -358,6 +359,69 @@ def test_debug_pages_and_cancelled_streams(server_factory, db):
     assert debug_page(s, "/debug/batcher")[1]["total_nodes"] == 0
     del b
     s.check_sanitizers()
+
+
+MESH_FWD = "headscale_derp_mesh_packets_forwarded"
+
+
+def test_derp_mesh_metrics_move_with_forwarded_packets(server_factory, tmp_path):
+    from test_derp_mesh import meshed_pair
+    a, b, a1, b1 = meshed_pair(server_factory, tmp_path)  # packets crossed both ways
+    try:
+        for s in (a, b):
+            fams = wait_for(lambda: (f := scrape(s)) and
+                            value(f, "headscale_derp_mesh_watchers") == 1 and f,
+                            "the other server to watch this one")
+            assert value(fams, "headscale_derp_mesh_peers") == 1
+            assert fams["headscale_derp_mesh_peers"].type == "gauge"
+            assert value(fams, MESH_FWD, direction="out") >= 1
+            assert value(fams, MESH_FWD, direction="in") >= 1
+        out_a = value(scrape(a), MESH_FWD, direction="out")
+        in_b = value(scrape(b), MESH_FWD, direction="in")
+        in_a = value(scrape(a), MESH_FWD, direction="in")
+        payload = b"m" * 64
+        a1.send_packet(b1.pub, payload)
+        assert b1.recv_packet(timeout=5) == (a1.pub, payload)
+        # One packet a1 → b1: out of a once, into b once, nothing into a.
+        assert value(scrape(a), MESH_FWD, direction="out") == out_a + 1
+        assert value(scrape(b), MESH_FWD, direction="in") == in_b + 1
+        assert value(scrape(a), MESH_FWD, direction="in") == in_a
+    finally:
+        a1.close(), b1.close()
+    b.stop()
+    fams = wait_for(lambda: (f := scrape(a)) and value(f, "headscale_derp_mesh_peers") == 0 and
+                    value(f, "headscale_derp_mesh_watchers") == 0 and f,
+                    "a to see b's links go")
+    a.check_sanitizers()
+
+
+LAG = "headscale_replica_notify_lag_seconds"
+
+
+def test_notify_lag_between_replicas(server_factory, db):
+    a = server_factory()
+    if db.kind == "sqlite":  # one server, no feed: nothing to measure
+        assert LAG not in scrape(a)
+        return
+    b = server_factory(start=False, api_key=False)
+    b.config["database"] = copy.deepcopy(a.config["database"])
+    b.write_config()
+    b.start()
+    wait_for(lambda: debug_page(b, "/debug/overview")[1]["replica"]["listening"],
+             "replica B to listen to the others")
+    before = histogram(scrape(b), LAG)
+    applied = debug_page(b, "/debug/overview")[1]["replica"]["applied_change"]
+    a.create_user()
+    a.create_user()
+    fams = wait_for(lambda: (f := scrape(b)) and histogram(f, LAG)[0] >= before[0] + 2 and f,
+                    "B to time A's two changes")
+    n, total = histogram(fams, LAG)
+    # From A's clock before its commit to B passing the change on: on one host, well under
+    # a few seconds each, and not nothing.
+    assert 0 < total - before[1] < 5 * (n - before[0]), (n, total, before)
+    assert debug_page(b, "/debug/overview")[1]["replica"]["applied_change"] >= applied + 2
+    b.check_sanitizers()
+    a.check_sanitizers()
 
 
 def test_metrics_address_taken_stops_the_start(server_factory):

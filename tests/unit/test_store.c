@@ -1147,6 +1147,9 @@ Test(postgres, feed_hears_other_replicas_in_order, .init = pg_init, .fini = fx_f
     cr_expect_eq(c[1].seq, seq0 + 2);
     cr_expect_eq(c[1].ev.id, out.id);
     cr_expect_eq(c[1].origin, store_origin(other));
+    /* Each says when it was written (the writer's clock, a moment ago). */
+    cr_expect(c[1].at >= c[0].at && c[0].at > hs_now_us() - 10 * HS_USEC_PER_SEC &&
+              c[1].at <= hs_now_us(), "at %lld, %lld", (long long)c[0].at, (long long)c[1].at);
     cr_assert_eq(store_change_seq(other, &seq), 0);
     cr_expect_eq(seq, seq0 + 2);
     store_user_free(&out);
@@ -1157,6 +1160,15 @@ Test(postgres, feed_hears_other_replicas_in_order, .init = pg_init, .fini = fx_f
     cr_assert_eq(feed_wait(f, c, 1), 1);
     cr_expect_eq(c[0].seq, 99);
     cr_expect_eq(c[0].ev.entity, 0);
+    /* An older version's payload (no time) reads, without a time; junk after it does not. */
+    cr_assert_eq(store__exec(other, "SELECT pg_notify('headscale_changes', '100 1 1 7 ab')", 0,
+                             NULL, NULL), 0);
+    cr_assert_eq(store__exec(other, "SELECT pg_notify('headscale_changes', '101 1 1 7 ab 5 x')",
+                             0, NULL, NULL), 0);
+    cr_assert_eq(feed_wait(f, c, 2), 2);
+    cr_expect(c[0].seq == 100 && c[0].ev.entity == NOTIFY_USER && c[0].origin == 0xab &&
+              c[0].at == 0);
+    cr_expect(c[1].seq == 101 && c[1].ev.entity == 0);
 
     /* A feed whose connection the database dropped says so. */
     char sql[200];
