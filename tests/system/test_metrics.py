@@ -217,9 +217,12 @@ def test_metrics_move_with_a_connected_node(server_factory):
     mid = scrape(s)
     b = registered_client(s, key)
     b.open_stream()
+    # A message is counted as it is queued, its batch once the whole batch is out: wait for both.
     fams = wait_for(lambda: (f := scrape(s)) and value(f, "headscale_nodes_online") == 2 and
                     value(f, "headscale_mapresponse_sent", type="delta") >
-                    value(mid, "headscale_mapresponse_sent", type="delta") and f,
+                    value(mid, "headscale_mapresponse_sent", type="delta") and
+                    histogram(f, "headscale_map_batch_size")[0] >
+                    histogram(mid, "headscale_map_batch_size")[0] and f,
                     "the second node online and a delta to the first")
     assert value(fams, "headscale_map_sessions") == 2
     batches, nodes = histogram(fams, "headscale_map_batch_size")
