@@ -10,9 +10,11 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* Provider groups too: a group:eng or group:ops the input does not define is theirs. */
+static const char *const g_alice[] = { "eng" }, *const g_bob[] = { "ops", "eng" };
 static const struct policy_user users[] = {
-    { .id = 1, .name = "alice", .email = "alice@example.com" },
-    { .id = 2, .name = "bob", .email = "bob@example.org" },
+    { .id = 1, .name = "alice", .email = "alice@example.com", .groups = g_alice, .ngroups = 1 },
+    { .id = 2, .name = "bob", .email = "bob@example.org", .groups = g_bob, .ngroups = 2 },
 };
 static const char *const t_server[] = { "tag:server" }, *const t_router[] = { "tag:router" },
                          *const t_exit[] = { "tag:exit" };
