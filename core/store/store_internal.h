@@ -54,6 +54,10 @@ struct store_ops {
     int (*exec_script)(struct store_conn *c, const char *sql);
     /* Serialises migrations between processes; NULL when BEGIN already does (SQLite). */
     int (*migrate_lock)(struct store_conn *c, bool lock);
+    /* First statement of a transaction that picks a new node's address and name by reading
+     * what is taken: makes such transactions of all processes take turns. NULL when BEGIN
+     * already does (SQLite's BEGIN IMMEDIATE). */
+    const char *alloc_lock_sql;
     /* After migrations, before the store is used: SQLite turns on WAL and opens its reader
      * here, so that a database refused at open is left byte for byte as it was. May be NULL. */
     int (*ready)(void *drv);

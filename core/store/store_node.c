@@ -177,9 +177,21 @@ static int pick_ip(struct store_tx *tx, const struct ip_prefix *pfx, bool random
     return rc;
 }
 
-/* Concurrent registrations on PostgreSQL (READ COMMITTED) can pick the same address or name;
- * the UNIQUE columns refuse the loser, which simply tries again with a fresh look. */
+/* Concurrent registrations on PostgreSQL (READ COMMITTED) could pick the same address or
+ * name: replicas registering nodes at once refused one in ten in a storm. Such transactions
+ * now take turns (begin_alloc); the UNIQUE columns still refuse a loser (a name or address
+ * written by another path), which then tries again with a fresh look. */
 #define NODE_CREATE_ATTEMPTS 8
+
+static int begin_alloc(struct store *st, struct store_tx *tx)
+{
+    int rc = store__begin(st, tx);
+
+    if (rc == 0 && st->ops->alloc_lock_sql &&
+        (rc = store__tx_exec(tx, st->ops->alloc_lock_sql, NULL, NULL)) < 0)
+        store__rollback(tx);
+    return rc;
+}
 
 static int node_create_once(struct store *st, const struct store_node *in,
                             const struct store_ip_config *ips, struct store_node *out);
@@ -206,7 +218,7 @@ static int node_create_once(struct store *st, const struct store_node *in,
 
     if (!in->given_name || !*in->given_name)
         return -EINVAL;
-    if ((rc = store__begin(st, &tx)) < 0)
+    if ((rc = begin_alloc(st, &tx)) < 0)
         return rc;
     if ((rc = pick_given_name(&tx, in->given_name, name, sizeof(name))) < 0 ||
         (rc = pick_ip(&tx, ips ? ips->v4 : NULL, ips && ips->random, "ipv4", v4, sizeof(v4))) ||
@@ -408,7 +420,7 @@ static int backfill_once(struct store *st, const struct store_ip_config *ips,
     struct store_tx tx;
     int rc;
 
-    if ((rc = store__begin(st, &tx)) < 0)
+    if ((rc = begin_alloc(st, &tx)) < 0)
         return rc;
     rc = store__tx_exec(&tx, "SELECT id, given_name, ipv4, ipv6 FROM nodes ORDER BY id", NULL,
                         &nodes);

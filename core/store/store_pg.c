@@ -26,6 +26,8 @@
 #define PG_LOG_EVERY_US (10 * HS_USEC_PER_SEC)
 /* pg_advisory_lock key for migrations: "hsmigrat" as a big-endian int64. */
 #define PG_MIGRATE_LOCK "7526479701740773748"
+/* pg_advisory_xact_lock key for picking node addresses: "hsnodeip". */
+#define PG_ALLOC_LOCK "7526480826971023728"
 
 struct pg_pool;
 
@@ -491,6 +493,7 @@ const struct store_ops store__pg_ops = {
     .exec = pg_exec,
     .exec_script = pg_exec_script,
     .migrate_lock = pg_migrate_lock,
+    .alloc_lock_sql = "SELECT pg_advisory_xact_lock(" PG_ALLOC_LOCK ")",
     .ready = NULL,
     .columns_sql = "SELECT table_name, column_name FROM information_schema.columns"
                    " WHERE table_schema = current_schema() ORDER BY table_name, ordinal_position",

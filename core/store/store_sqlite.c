@@ -464,6 +464,7 @@ const struct store_ops store__sqlite_ops = {
     .exec = sqlite_exec,
     .exec_script = sqlite_exec_script,
     .migrate_lock = NULL,
+    .alloc_lock_sql = NULL, /* BEGIN IMMEDIATE: one writer at a time */
     .ready = sqlite_ready,
     .claim = sqlite_claim,
     .columns_sql = "SELECT m.name, p.name FROM sqlite_master m, pragma_table_info(m.name) p"

@@ -1225,6 +1225,7 @@ Test(postgres, bad_password_or_host_fails_cleanly, .init = pg_init, .fini = fx_f
 /* ---- node creation under concurrency (the PostgreSQL pool runs these in parallel) ---- */
 
 struct node_race {
+    struct store *st;
     uint64_t user;
     int idx, rc;
     char ipv4[64];
@@ -1239,7 +1240,7 @@ static void *create_node(void *arg)
 
     memset(in.machine_key, r->idx + 1, sizeof(in.machine_key));
     memset(in.node_key, r->idx + 1, sizeof(in.node_key));
-    r->rc = store_node_create(fx.st, &in, &ips, &out);
+    r->rc = store_node_create(r->st, &in, &ips, &out);
     if (r->rc == 0) {
         snprintf(r->ipv4, sizeof(r->ipv4), "%s", out.ipv4);
         store_node_free(&out);
@@ -1247,17 +1248,21 @@ static void *create_node(void *arg)
     return NULL;
 }
 
+/* Two stores on one database are two replicas: half the registrations go through each. */
 STORE_TEST(node_create_race_gets_distinct_addresses_and_names)
 {
-    enum { N = 8 };
+    enum { N = 24 };
     pthread_t t[N];
     struct node_race r[N];
     uint64_t user = mk_user("alice");
     struct store_node *nodes;
+    struct store *other = NULL;
     size_t n;
 
+    if (fx.be == BE_PG)
+        cr_assert_eq(store_open(&fx.cfg, NULL, &other), 0);
     for (int i = 0; i < N; i++) {
-        r[i] = (struct node_race){ .user = user, .idx = i };
+        r[i] = (struct node_race){ .st = other && i % 2 ? other : fx.st, .user = user, .idx = i };
         cr_assert_eq(pthread_create(&t[i], NULL, create_node, &r[i]), 0);
     }
     for (int i = 0; i < N; i++) {
@@ -1272,6 +1277,7 @@ STORE_TEST(node_create_race_gets_distinct_addresses_and_names)
         for (size_t j = 0; j < i; j++)
             cr_assert_str_neq(nodes[i].given_name, nodes[j].given_name);
     store_node_list_free(nodes, n);
+    store_close(other);
 }
 
 /* Databases that look like headscale's but not like a version the import knows (here 0.25,
