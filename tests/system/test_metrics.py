@@ -218,12 +218,22 @@ def test_metrics_move_with_a_connected_node(server_factory):
     b = registered_client(s, key)
     b.open_stream()
     # A message is counted as it is queued, its batch once the whole batch is out: wait for both.
-    fams = wait_for(lambda: (f := scrape(s)) and value(f, "headscale_nodes_online") == 2 and
-                    value(f, "headscale_mapresponse_sent", type="delta") >
-                    value(mid, "headscale_mapresponse_sent", type="delta") and
-                    histogram(f, "headscale_map_batch_size")[0] >
-                    histogram(mid, "headscale_map_batch_size")[0] and f,
-                    "the second node online and a delta to the first")
+    seen = {}
+
+    def second_told():
+        f = scrape(s)
+        seen.update(online=value(f, "headscale_nodes_online"),
+                    deltas=value(f, "headscale_mapresponse_sent", type="delta"),
+                    batches=histogram(f, "headscale_map_batch_size")[0])
+        return f if (seen["online"] == 2 and seen["deltas"] > want["deltas"] and
+                     seen["batches"] > want["batches"]) else None
+
+    want = {"deltas": value(mid, "headscale_mapresponse_sent", type="delta"),
+            "batches": histogram(mid, "headscale_map_batch_size")[0]}
+    try:
+        fams = wait_for(second_told, "the second node online and a delta to the first")
+    except AssertionError as e:  # which of the three never came, for the next look at it
+        raise AssertionError(f"{e}: last seen {seen}, before {want}") from None
     assert value(fams, "headscale_map_sessions") == 2
     batches, nodes = histogram(fams, "headscale_map_batch_size")
     batches_mid, nodes_mid = histogram(mid, "headscale_map_batch_size")
