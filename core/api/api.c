@@ -255,6 +255,9 @@ void api_store_error(struct api_call *c, int rc, const char *what)
     case -EINVAL:
         api_error(c, 400, "invalid %s", what);
         break;
+    case -EDQUOT: /* see store.h */
+        api_error(c, 500, "database error: its disk is full; nothing was written");
+        break;
     default:
         api_error(c, 500, "database error: %s", hs_strerror(rc));
     }

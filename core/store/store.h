@@ -3,8 +3,9 @@
  *
  * Contract for every function below:
  *  - returns 0 on success or a negative errno: -ENOENT (no such row), -EEXIST (a unique value
- *    is taken), -EBUSY (refused because of dependent rows), -EINVAL (bad argument), -EIO (backend
- *    failure; details are logged);
+ *    is taken), -EBUSY (refused because of dependent rows), -EINVAL (bad argument), -EDQUOT
+ *    (the database's disk is full: nothing written), -EIO (backend failure; details are
+ *    logged);
  *  - out-parameters are written only on success and then belong to the caller
  *    (free with the matching *_free / *_list_free);
  *  - every committed write publishes exactly one notify event per changed row, after commit;

@@ -318,6 +318,8 @@ static int pg_check(struct store_conn *c, PGresult *r, const char *sql)
     if (state && (strcmp(state, "23502") == 0 || strcmp(state, "23514") == 0))
         return -EINVAL; /* not_null / check violation: the caller's bad argument */
     log_pg_error("query", r ? PQresultErrorMessage(r) : PQerrorMessage(c->pg));
+    if (state && strcmp(state, "53100") == 0) /* disk_full; -ENOSPC: an address pool ran out */
+        return -EDQUOT;
     return -EIO;
 }
 

@@ -46,6 +46,8 @@ static int sqlite_err(sqlite3 *db, int rc, const char *sql)
     if (ext == SQLITE_CONSTRAINT_NOTNULL || ext == SQLITE_CONSTRAINT_CHECK)
         return -EINVAL; /* a value the schema refuses: the caller's bad argument */
     log_warnx("store: sqlite: %s (%s)", sqlite3_errmsg(db), sqlite3_errstr(rc));
+    if ((ext & 0xff) == SQLITE_FULL)
+        return -EDQUOT; /* the write is undone (-ENOSPC means an address pool ran out) */
     return -EIO;
 }
 
