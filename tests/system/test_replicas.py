@@ -164,6 +164,7 @@ def test_presence_is_shared_and_a_dead_replicas_nodes_go_offline(tmp_path, db):
 # ---------------------------------------------------------------- behind nginx, DERP mesh
 
 MESH_KEY = "5a" * 32
+# nginx as the replicas' balancer: {http} holds the upstreams and servers.
 NGINX_CONF = """
 daemon off;
 pid {d}/nginx.pid;
@@ -174,13 +175,16 @@ http {{
     client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
     fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
     map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
-    upstream headscale {{
-        {servers}
-    }}
+    {http}
+}}
+"""
+# A front port proxying to an upstream: Upgrade passed on (/ts2021, /derp), streams unbuffered.
+FRONT = """
     server {{
         listen 0.0.0.0:{port};
         location / {{
-            proxy_pass http://headscale;
+            proxy_pass http://{upstream};
+            proxy_next_upstream error timeout;
             proxy_http_version 1.1;
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
@@ -191,8 +195,19 @@ http {{
             proxy_send_timeout 1d;
         }}
     }}
-}}
 """
+
+
+def start_nginx(w, name, http):
+    d = os.path.join(w.dir, name)
+    os.makedirs(d)
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX_CONF.format(d=d, http=http))
+    return tailnet.Proc(w.ns, "nginx", ["nginx", "-c", conf, "-p", d],
+                        os.path.join(d, "nginx.out")).start()
+
+
 DERP_MAP = """regions:
   {region}:
     regionid: {region}
@@ -274,14 +289,9 @@ def test_behind_nginx_clients_relay_over_the_mesh_and_survive_a_replica(tmp_path
         b.url = b.config["server_url"] = a.url  # nginx: what clients dial
         meshed(b, 8082, 3482, derp_map, mesh_key, peers)
         b.start()
-        lb = os.path.join(d, "nginx")
-        os.makedirs(lb)
-        conf = os.path.join(lb, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(NGINX_CONF.format(d=lb, port=tailnet.HS_PORT, servers="\n".join(
-                f"server {p} max_fails=1 fail_timeout=2s;" for p in peers)))
-        nginx = tailnet.Proc(w.ns, "nginx", ["nginx", "-c", conf, "-p", lb],
-                             os.path.join(lb, "nginx.out")).start()
+        servers = "".join(f"server {p} max_fails=1 fail_timeout=2s; " for p in peers)
+        nginx = start_nginx(w, "nginx", "upstream headscale { " + servers + "}" +
+                            FRONT.format(port=tailnet.HS_PORT, upstream="headscale"))
         try:
             key = a.preauth_key(a.user_id("alice"), reusable=True)
             nodes = [w.node(f"m{i}") for i in range(4)]
@@ -314,40 +324,12 @@ def test_behind_nginx_clients_relay_over_the_mesh_and_survive_a_replica(tmp_path
 
 # ---------------------------------------------------------------- three replicas
 
-THREE_NGINX = """
-daemon off;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
-    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
-    {groups}
-}}
-"""
 # One front port per replica: its clients go there first and to the others when it is down.
-THREE_GROUP = """
+THREE_UPSTREAM = """
     upstream to{i} {{
         server 127.0.0.1:{first} max_fails=1 fail_timeout=2s;
         server 127.0.0.1:{second} backup;
         server 127.0.0.1:{third} backup;
-    }}
-    server {{
-        listen 0.0.0.0:{front};
-        location / {{
-            proxy_pass http://to{i};
-            proxy_next_upstream error timeout;
-            proxy_http_version 1.1;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $connection_upgrade;
-            proxy_set_header Host $host;
-            proxy_buffering off;
-            proxy_request_buffering off;
-            proxy_read_timeout 1d;
-            proxy_send_timeout 1d;
-        }}
     }}
 """
 FRONTS = (8090, 8091, 8092)
@@ -357,16 +339,10 @@ TAGGED = ('{"tagOwners": {"tag:srv": ["alice@"]},'
 
 def three_nginx(w, ports):
     """nginx with a front port per replica (FRONTS[i] → ports[i], the others as backups)."""
-    d = os.path.join(w.dir, "nginx3")
-    os.makedirs(d)
-    groups = "".join(THREE_GROUP.format(i=i, front=FRONTS[i], first=ports[i],
-                                        second=ports[(i + 1) % 3], third=ports[(i + 2) % 3])
-                     for i in range(3))
-    conf = os.path.join(d, "nginx.conf")
-    with open(conf, "w") as f:
-        f.write(THREE_NGINX.format(d=d, groups=groups))
-    return tailnet.Proc(w.ns, "nginx", ["nginx", "-c", conf, "-p", d],
-                        os.path.join(d, "nginx.out")).start()
+    http = "".join(THREE_UPSTREAM.format(i=i, first=ports[i], second=ports[(i + 1) % 3],
+                                         third=ports[(i + 2) % 3]) +
+                   FRONT.format(port=FRONTS[i], upstream=f"to{i}") for i in range(3))
+    return start_nginx(w, "nginx3", http)
 
 
 class Front:
