@@ -153,7 +153,9 @@ def test_oversize_and_broken_bodies_refused(world):
     st, err = server.api("PUT", "/api/v1/dns", raw_body=b'{"magicDns": tru')
     assert st == 400 and "not valid JSON" in err["message"], (st, err)
     assert server.api_ok("GET", "/api/v1/dns") == before
-    assert shows_file(world.a)
+    # The client still gets the file's settings (the fixture's DELETE reaches it
+    # asynchronously, so wait for it rather than read it once).
+    poll(lambda: shows_file(world.a), CHANGE_DEADLINE, "the file's settings on the client")
 
 
 def test_saved_settings_survive_a_restart_and_delete_goes_back(world):
