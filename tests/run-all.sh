@@ -60,7 +60,7 @@ fi
 
 step "fuzz (short runs)"
 FUZZ_BUILD=${HS_FUZZ_BUILD_DIR:-$ROOT/build-fuzz}
-FUZZ_SECONDS=${HS_FUZZ_SECONDS:-20}
+FUZZ_SECONDS=${HS_FUZZ_SECONDS:-10}  # per target; long runs: bench/results/*-fuzz.md
 FUZZ_TARGETS="policy policy_yaml policy_compile config config_records noise control api derp derp_mesh
   derp_stun derp_map net webadmin acme auth_jwt"
 fuzz_ok=1
