@@ -708,6 +708,7 @@ class Driver:
         self.error = None
         self.policy_note = None  # how the PUT ended when it did not answer
         self.restarting = False  # the server is down on purpose
+        self.kill_cpu = None  # KillCpu, from the replica kill on
         self.thread = threading.Thread(target=self.serve, daemon=True)
         self.thread.start()
 
@@ -806,6 +807,7 @@ class Driver:
             if len(words) != 4 or not 1 <= int(words[1]) < self.run.args.replicas:
                 raise RuntimeError(f"bad request {' '.join(words)!r}")
             t_kill, t_renamed = self.run.kill_replica(int(words[1]), words[2], words[3])
+            self.kill_cpu = KillCpu(self.run, self.proc.pid, t_kill)
             reply = f"KILLED {t_kill} {t_renamed}\n"
         except Exception as e:  # noqa: BLE001 — reported to the loadgen and the report
             self.error = f"kill: {e}"
@@ -825,6 +827,41 @@ class Driver:
         finally:
             self.restarting = False
         self.answer(reply)
+
+
+class KillCpu:
+    """Who used the CPU while the dead replica's nodes came back: the surviving replicas, the
+    loadgen and the whole machine, sampled every 0.2 s for 60 s from the kill. The loadgen runs
+    on the same two cores and decodes every reconnected node's full map, so this tells whether
+    the server or the load generator set the pace."""
+
+    def __init__(self, run, loadgen_pid, t_kill_ns):
+        self.t_kill = t_kill_ns
+        self.pids = [run.proc.pid] + [r.proc.pid for r in run.replicas if r.proc.poll() is None]
+        self.loadgen_pid = loadgen_pid
+        self.samples = []  # (unix ns, servers jiffies, loadgen jiffies, machine busy jiffies)
+        threading.Thread(target=self.sample, daemon=True).start()
+
+    def sample(self):
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            self.samples.append((time.time_ns(), sum(pid_jiffies(p) for p in self.pids),
+                                 pid_jiffies(self.loadgen_pid), cpu_jiffies()[0]))
+            time.sleep(0.2)
+
+    def window(self, seconds):
+        """CPU percentages (100 = one core) over [kill, kill + seconds], or None."""
+        v = list(self.samples)
+        end = self.t_kill + int(seconds * 1e9)
+        inside = [x for x in v if x[0] <= end]
+        if len(inside) < 2:
+            return None
+        a, b = inside[0], inside[-1]
+        span = (b[0] - a[0]) / 1e9 * os.sysconf("SC_CLK_TCK") / 100
+        if span <= 0:
+            return None
+        return {"servers_pct": (b[1] - a[1]) / span, "loadgen_pct": (b[2] - a[2]) / span,
+                "machine_busy_pct": (b[3] - a[3]) / span, "window_s": (b[0] - a[0]) / 1e9}
 
 
 def run_loadgen(run, a):
@@ -891,6 +928,9 @@ def run_loadgen(run, a):
         if driver.policy_note:
             res["policy"]["api_note"] = driver.policy_note
     res["storm_api"] = poller.summary(res.get("storm_window"))
+    kr = res.get("kill")
+    if driver.kill_cpu and kr and kr.get("all_current_s", -1) > 0:
+        kr["cpu"] = driver.kill_cpu.window(kr["all_current_s"])
     if res.get("restart"):
         res["restart"]["api"] = poller.summary(res["restart"].get("api_window"))
     res["loadgen_wall_s"] = time.monotonic() - t0
@@ -1076,6 +1116,10 @@ def kill_records(add, kr):
     add(sc, "kill_rename_ms", kr["rename_ms"], "ms")
     add(sc, "kill_others_current_nodes", kr["others_current"], "nodes")
     add(sc, "kill_others_p99_ms", pctl(kr.get("others_ms") or [], 0.99), "ms")
+    cpu = kr.get("cpu") or {}
+    add(sc, "kill_servers_cpu_pct", cpu.get("servers_pct"), "%")
+    add(sc, "kill_loadgen_cpu_pct", cpu.get("loadgen_pct"), "%")
+    add(sc, "kill_machine_busy_pct", cpu.get("machine_busy_pct"), "%")
 
 
 def policy_records(add, pr):
@@ -1200,7 +1244,8 @@ ORDER += [("failover", m) for m in (
 ORDER += [("kill", m) for m in (
     "kill_nodes", "kill_back_nodes", "kill_current_nodes", "kill_current_p50_ms",
     "kill_current_p99_ms", "kill_current_max_ms", "kill_all_current_s", "kill_back_p99_ms",
-    "kill_rename_ms", "kill_others_current_nodes", "kill_others_p99_ms")]
+    "kill_rename_ms", "kill_others_current_nodes", "kill_others_p99_ms",
+    "kill_servers_cpu_pct", "kill_loadgen_cpu_pct", "kill_machine_busy_pct")]
 ORDER += [("restart", m) for m in (
     "restart_nodes", "restart_back_nodes", "restart_all_back_s", "restart_all_back_after_up_s",
     "restart_exit_s", "restart_down_s", "restart_converged_s", "restart_back_p50_ms",
