@@ -9,8 +9,8 @@
  * prefixes and secrets; "<prefix>.<secret>" API keys and bare 48-hex pre-auth keys of older
  * versions), and the checks below accept them too.
  *
- * OIDC: logins through an OpenID provider (oidc.c) and the JWT code it shares with
- * `headscale mockoidc` (jwt.c). */
+ * OIDC: logins through an OpenID provider (oidc.c), on a relying party (oidc_rp.c) that
+ * headscale-webadmin shares, and the JWT code (jwt.c) that `headscale mockoidc` signs with. */
 #ifndef HS_AUTH_H
 #define HS_AUTH_H
 
@@ -172,17 +172,77 @@ int auth_oidc_callback(struct auth_oidc *o, const char *state, const char *code,
                        const char *cookie_state, struct auth_oidc_login *out, char *why,
                        size_t whysize);
 
-/* The checks on an ID token's claims: iss, aud (and azp), exp and nbf with
- * a minute of clock skew, nonce, sub. -EBADMSG with why. */
-int auth_oidc_check_claims(const struct hs_config *cfg, const json_t *claims, const char *nonce,
-                           int64_t now_s, char *why, size_t whysize);
 /* oidc.allowed_groups / allowed_domains / allowed_users: 0, or -EACCES with why. */
 int auth_oidc_allowed(const struct hs_config *cfg, const json_t *claims, char *why,
                       size_t whysize);
-/* Appends ?key=value (&key=value once u has a query) with value percent-encoded. */
-void auth_query_add(struct hs_buf *u, const char *key, const char *value);
+
+/* ---- a relying party of an OpenID provider (oidc_rp.c, oidc_provider.c, jwt.c) ----
+ * The half of the OIDC login that knows no store: built on its own as the library hs_auth_rp,
+ * which headscale-webadmin links for its administrators' sign-in, so that both verify ID
+ * tokens with the same code. */
+
+#define AUTH_OIDC_CLOCK_SKEW_S 60 /* how far the provider's clock may be from ours */
+
+/* One authorization request's secrets: state, nonce and (with PKCE) the code verifier, as
+ * base64url text. */
+struct auth_oidc_request {
+    char state[AUTH_OIDC_STATE_MAX];
+    char nonce[AUTH_OIDC_STATE_MAX];
+    char verifier[AUTH_OIDC_STATE_MAX]; /* "" without PKCE */
+};
+/* Fresh random state and nonce, and a verifier when pkce. */
+void auth_oidc_request_new(struct auth_oidc_request *r, bool pkce);
+
+/* Sign-ins between the redirect and the callback, kept in a table of the caller's (who locks
+ * it if need be): a request, what the caller ties to it and when it expires. */
+struct auth_oidc_pending {
+    struct auth_oidc_request rq; /* rq.state "" = a free slot */
+    char ref[AUTH_REG_ID_MAX];   /* the caller's (the node logins: the registration id) */
+    int64_t expires_at;
+};
+/* A free or expired slot of the n in t; the one closest to expiring when all are taken. */
+struct auth_oidc_pending *auth_oidc_pending_slot(struct auth_oidc_pending *t, size_t n,
+                                                 int64_t now);
+/* Takes state's entry out of t (wiped, so that a second callback with it finds nothing): true
+ * with *out when it was there and had not expired. */
+bool auth_oidc_pending_take(struct auth_oidc_pending *t, size_t n, const char *state,
+                            int64_t now, struct auth_oidc_pending *out);
+
+struct auth_oidc_rp;
+/* A relying party of issuer as client_id (client_secret, redirect_uri); the strings are
+ * copied. Nothing is fetched yet. */
+struct auth_oidc_rp *auth_oidc_rp_new(const char *issuer, const char *client_id,
+                                      const char *client_secret, const char *redirect_uri);
+void auth_oidc_rp_free(struct auth_oidc_rp *rp); /* NULL is fine; wipes the secret */
+/* Fetches the discovery document and the keys unless already there; why on failure. */
+int auth_oidc_rp_discover(struct auth_oidc_rp *rp, char *why, size_t whysize);
+/* The provider's authorization URL for r (malloc'd; after a successful discover): scope
+ * words, a code challenge (S256 unless plain) when r has a verifier, and extra "key=value"
+ * parameters (NULL for none). */
+char *auth_oidc_rp_authorize_url(struct auth_oidc_rp *rp, const struct auth_oidc_request *r,
+                                 const struct hs_strv *scope, bool plain,
+                                 const struct hs_strv *extra);
+/* The callback's code for r: exchanges it (with r's verifier), verifies the ID token's
+ * signature with the provider's keys (refetched once for an unknown key id) and its claims
+ * (auth_oidc_check_claims with r's nonce), and adds the claims the token lacks from userinfo.
+ * *claims is the caller's. -EACCES refused by the provider; -EBADMSG a token that does not
+ * verify; others when the provider cannot be reached. why in words fit for the user. */
+int auth_oidc_rp_finish(struct auth_oidc_rp *rp, const struct auth_oidc_request *r,
+                        const char *code, json_t **claims, char *why, size_t whysize);
+
+/* The checks on an ID token's claims: iss, aud (and azp), exp and nbf with
+ * AUTH_OIDC_CLOCK_SKEW_S of clock skew, nonce, sub. -EBADMSG with why. */
+int auth_oidc_check_claims(const char *issuer, const char *client_id, const json_t *claims,
+                           const char *nonce, int64_t now_s, char *why, size_t whysize);
+/* email_verified as providers send it: a boolean, or (some) the string "true". */
+bool auth_oidc_email_verified(const json_t *claims);
 /* headscale's provider identifier, "<issuer>/<subject>" (malloc'd). */
 char *auth_oidc_identifier(const char *iss, const char *sub);
+/* Appends ?key=value (&key=value once u has a query) with value percent-encoded. */
+void auth_query_add(struct hs_buf *u, const char *key, const char *value);
+/* A secret kept in a file (up to 4 KiB), its trailing white space cut: *out is malloc'd.
+ * why names the file on failure. */
+int auth_secret_file_read(const char *path, char **out, char *why, size_t whysize);
 
 /* ---- JWT (RFC 7519 compact JWS, RS256 and ES256) ---- */
 

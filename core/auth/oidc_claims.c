@@ -1,81 +1,11 @@
-/* OIDC: what an ID token's claims must say (OpenID Connect Core 1.0 §3.1.3.7), who may log in
- * (oidc.allowed_*), and the user a login belongs to (issuer + subject, as headscale keys
- * them). */
+/* OIDC: who may log in (oidc.allowed_*), and the user a login belongs to (issuer + subject,
+ * as headscale keys them). What the ID token must say is oidc_rp.c's. */
 #include <ctype.h>
-#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "auth/oidc_internal.h"
-
-static bool aud_ok(const json_t *claims, const char *client_id)
-{
-    const json_t *aud = json_object_get(claims, "aud"), *a;
-    const char *azp = hs_json_str(claims, "azp");
-    bool found = false;
-    size_t i;
-
-    if (json_is_string(aud))
-        return hs_streq(json_string_value(aud), client_id);
-    json_array_foreach(aud, i, a)
-        found |= hs_streq(json_string_value(a), client_id);
-    /* Several audiences: the party it was issued to must be us (§3.1.3.7 items 4-5). */
-    return found && (json_array_size(aud) == 1 || !azp || strcmp(azp, client_id) == 0);
-}
-
-/* A NumericDate claim; *present false when absent. -EINVAL when it is not a number. */
-static int numeric_date(const json_t *claims, const char *name, int64_t *out, bool *present)
-{
-    const json_t *v = json_object_get(claims, name);
-
-    *present = v != NULL;
-    if (!v)
-        return 0;
-    if (!json_is_number(v))
-        return -EINVAL;
-    double d = json_number_value(v);
-    /* Seconds since 1970 within ±2^62: a date, and safe to convert (1e91 is not). */
-    if (!(d >= -4.6e18 && d <= 4.6e18))
-        return -EINVAL;
-    *out = (int64_t)d;
-    return 0;
-}
-
-int auth_oidc_check_claims(const struct hs_config *cfg, const json_t *claims, const char *nonce,
-                           int64_t now_s, char *why, size_t whysize)
-{
-    const char *got_nonce = hs_json_str(claims, "nonce"), *sub = hs_json_str(claims, "sub");
-    int64_t exp = 0, nbf = 0;
-    bool has_exp, has_nbf;
-
-    if (!hs_streq(hs_json_str(claims, "iss"), cfg->oidc_issuer))
-        return snprintf(why, whysize, "the token was issued by someone else"), -EBADMSG;
-    if (!aud_ok(claims, cfg->oidc_client_id))
-        return snprintf(why, whysize, "the token was issued for another client"), -EBADMSG;
-    if (numeric_date(claims, "exp", &exp, &has_exp) < 0 ||
-        numeric_date(claims, "nbf", &nbf, &has_nbf) < 0 || !has_exp)
-        return snprintf(why, whysize, "the token's exp or nbf is missing or not a number"),
-               -EBADMSG;
-    if (exp + OIDC_CLOCK_SKEW_S <= now_s)
-        return snprintf(why, whysize, "the token has expired"), -EBADMSG;
-    if (has_nbf && nbf - OIDC_CLOCK_SKEW_S > now_s)
-        return snprintf(why, whysize, "the token is not valid yet"), -EBADMSG;
-    if (!got_nonce || !nonce || strlen(got_nonce) != strlen(nonce) ||
-        sodium_memcmp(got_nonce, nonce, strlen(nonce)) != 0)
-        return snprintf(why, whysize, "the token's nonce is not this login's"), -EBADMSG;
-    if (!sub || !*sub || strlen(sub) > 255)
-        return snprintf(why, whysize, "the token has no usable subject"), -EBADMSG;
-    return 0;
-}
-
-/* email_verified as providers send it: a boolean, or (some) the string "true". */
-static bool email_verified(const json_t *claims)
-{
-    const json_t *v = json_object_get(claims, "email_verified");
-
-    return json_is_true(v) || hs_streq(json_string_value(v), "true");
-}
 
 static bool in_groups(const json_t *claims, const struct hs_strv *allowed)
 {
@@ -104,7 +34,7 @@ int auth_oidc_allowed(const struct hs_config *cfg, const json_t *claims, char *w
 {
     const char *email = hs_json_str(claims, "email");
     const char *at = email ? strrchr(email, '@') : NULL;
-    bool trusted = email_verified(claims) || !cfg->oidc_email_verified_required;
+    bool trusted = auth_oidc_email_verified(claims) || !cfg->oidc_email_verified_required;
 
     if (cfg->oidc_allowed_groups.n && !in_groups(claims, &cfg->oidc_allowed_groups))
         return snprintf(why, whysize, "you are not in a group allowed to log in here"), -EACCES;
@@ -115,16 +45,6 @@ int auth_oidc_allowed(const struct hs_config *cfg, const json_t *claims, char *w
     if (cfg->oidc_allowed_users.n && !list_has_nocase(&cfg->oidc_allowed_users, email))
         return snprintf(why, whysize, "your account may not log in here"), -EACCES;
     return 0;
-}
-
-/* headscale's "issuer/subject" (one slash between them). */
-char *auth_oidc_identifier(const char *iss, const char *sub)
-{
-    size_t n = strlen(iss);
-
-    while (*sub == '/')
-        sub++;
-    return hs_aprintf("%.*s/%s", (int)(n && iss[n - 1] == '/' ? n - 1 : n), iss, sub);
 }
 
 /* headscale's user name rules: 2+ characters, a letter first, then letters, digits, '-', '.',
@@ -190,7 +110,7 @@ static void claim_groups(const json_t *claims, struct hs_strv *out)
 static void profile_of(const struct hs_config *cfg, const json_t *claims, struct store_user *p)
 {
     p->email = (char *)hs_json_str(claims, "email");
-    if (!email_verified(claims) && cfg->oidc_email_verified_required)
+    if (!auth_oidc_email_verified(claims) && cfg->oidc_email_verified_required)
         p->email = NULL;
     p->display_name = (char *)hs_json_str(claims, "name");
     p->profile_pic_url = (char *)hs_json_str(claims, "picture");

@@ -123,15 +123,16 @@ static bool is_http_url(const char *s)
 
 /* The document must name our issuer exactly (OpenID Connect Discovery §4.3) and the
  * endpoints a code login needs. */
-static int check_discovery(const struct auth_oidc *o, const json_t *d, char *why, size_t whysize)
+static int check_discovery(const struct auth_oidc_rp *rp, const json_t *d, char *why,
+                           size_t whysize)
 {
     static const char *const needed[] = { "authorization_endpoint", "token_endpoint", "jwks_uri",
                                           NULL };
 
-    if (!hs_streq(hs_json_str(d, "issuer"), o->cfg->oidc_issuer)) {
+    if (!hs_streq(hs_json_str(d, "issuer"), rp->issuer)) {
         snprintf(why, whysize, "the discovery document names the issuer \"%.200s\", not %s",
                  hs_json_str(d, "issuer") ? hs_json_str(d, "issuer") : "(none)",
-                 o->cfg->oidc_issuer);
+                 rp->issuer);
         return -EBADMSG;
     }
     for (size_t i = 0; needed[i]; i++)
@@ -154,74 +155,74 @@ static int fetch_jwks(const char *uri, json_t **out, char *why, size_t whysize)
     return rc;
 }
 
-int oidc__discover(struct auth_oidc *o, char *why, size_t whysize)
+int auth_oidc_rp_discover(struct auth_oidc_rp *rp, char *why, size_t whysize)
 {
-    const char *iss = o->cfg->oidc_issuer;
+    const char *iss = rp->issuer;
     int n = (int)strlen(iss) - (*iss && iss[strlen(iss) - 1] == '/'); /* no "//" */
     char *url;
     json_t *d = NULL, *keys = NULL;
     int rc;
 
-    pthread_mutex_lock(&o->mu);
-    rc = o->discovery ? 1 : 0;
-    pthread_mutex_unlock(&o->mu);
+    pthread_mutex_lock(&rp->mu);
+    rc = rp->discovery ? 1 : 0;
+    pthread_mutex_unlock(&rp->mu);
     if (rc)
         return 0;
     url = hs_aprintf("%.*s/.well-known/openid-configuration", n, iss);
     rc = get_json(url, &d, why, whysize);
     free(url);
     if (rc == 0)
-        rc = check_discovery(o, d, why, whysize);
+        rc = check_discovery(rp, d, why, whysize);
     if (rc == 0)
         rc = fetch_jwks(hs_json_str(d, "jwks_uri"), &keys, why, whysize);
     if (rc < 0) {
         json_decref(d);
         return rc;
     }
-    pthread_mutex_lock(&o->mu);
-    if (!o->discovery) { /* another login may have got there first */
-        o->discovery = d;
-        o->jwks = keys;
+    pthread_mutex_lock(&rp->mu);
+    if (!rp->discovery) { /* another login may have got there first */
+        rp->discovery = d;
+        rp->jwks = keys;
         d = keys = NULL;
     }
-    pthread_mutex_unlock(&o->mu);
+    pthread_mutex_unlock(&rp->mu);
     json_decref(d);
     json_decref(keys);
     return 0;
 }
 
-json_t *oidc__discovery(struct auth_oidc *o)
+json_t *oidc__discovery(struct auth_oidc_rp *rp)
 {
     json_t *d;
 
-    pthread_mutex_lock(&o->mu);
-    d = json_incref(o->discovery);
-    pthread_mutex_unlock(&o->mu);
+    pthread_mutex_lock(&rp->mu);
+    d = json_incref(rp->discovery);
+    pthread_mutex_unlock(&rp->mu);
     return d;
 }
 
-json_t *oidc__jwks(struct auth_oidc *o)
+json_t *oidc__jwks(struct auth_oidc_rp *rp)
 {
     json_t *k;
 
-    pthread_mutex_lock(&o->mu);
-    k = json_incref(o->jwks);
-    pthread_mutex_unlock(&o->mu);
+    pthread_mutex_lock(&rp->mu);
+    k = json_incref(rp->jwks);
+    pthread_mutex_unlock(&rp->mu);
     return k;
 }
 
-int oidc__jwks_refresh(struct auth_oidc *o, char *why, size_t whysize)
+int oidc__jwks_refresh(struct auth_oidc_rp *rp, char *why, size_t whysize)
 {
-    json_t *d = oidc__discovery(o), *keys;
+    json_t *d = oidc__discovery(rp), *keys;
     int64_t now = hs_monotonic_us();
     bool due;
     int rc;
 
-    pthread_mutex_lock(&o->mu);
-    due = !o->jwks_fetched_us || now - o->jwks_fetched_us >= OIDC_JWKS_MIN_REFETCH_US;
+    pthread_mutex_lock(&rp->mu);
+    due = !rp->jwks_fetched_us || now - rp->jwks_fetched_us >= OIDC_JWKS_MIN_REFETCH_US;
     if (due)
-        o->jwks_fetched_us = now;
-    pthread_mutex_unlock(&o->mu);
+        rp->jwks_fetched_us = now;
+    pthread_mutex_unlock(&rp->mu);
     if (!d || !due) {
         json_decref(d);
         snprintf(why, whysize, "the provider's key set was fetched moments ago");
@@ -231,10 +232,10 @@ int oidc__jwks_refresh(struct auth_oidc *o, char *why, size_t whysize)
     json_decref(d);
     if (rc < 0)
         return rc;
-    pthread_mutex_lock(&o->mu);
-    json_decref(o->jwks);
-    o->jwks = keys;
-    pthread_mutex_unlock(&o->mu);
+    pthread_mutex_lock(&rp->mu);
+    json_decref(rp->jwks);
+    rp->jwks = keys;
+    pthread_mutex_unlock(&rp->mu);
     return 0;
 }
 
@@ -260,10 +261,10 @@ static bool secret_in_form(const json_t *d)
     return false;
 }
 
-int oidc__exchange(struct auth_oidc *o, const char *code, const char *verifier, json_t **out,
+int oidc__exchange(struct auth_oidc_rp *rp, const char *code, const char *verifier, json_t **out,
                    char *why, size_t whysize)
 {
-    json_t *d = oidc__discovery(o);
+    json_t *d = oidc__discovery(rp);
     struct http_call call = { 0 };
     struct hs_buf form;
     long status = 0;
@@ -272,12 +273,12 @@ int oidc__exchange(struct auth_oidc *o, const char *code, const char *verifier, 
     hs_buf_init(&form, 16384);
     form_add(&form, "grant_type", "authorization_code");
     form_add(&form, "code", code);
-    form_add(&form, "redirect_uri", o->redirect_uri);
-    form_add(&form, "client_id", o->cfg->oidc_client_id);
+    form_add(&form, "redirect_uri", rp->redirect_uri);
+    form_add(&form, "client_id", rp->client_id);
     if (secret_in_form(d))
-        form_add(&form, "client_secret", o->client_secret);
+        form_add(&form, "client_secret", rp->client_secret);
     else
-        call.basic_user = o->cfg->oidc_client_id, call.basic_pass = o->client_secret;
+        call.basic_user = rp->client_id, call.basic_pass = rp->client_secret;
     if (verifier && *verifier)
         form_add(&form, "code_verifier", verifier);
     call.url = hs_json_str(d, "token_endpoint");
@@ -294,9 +295,9 @@ int oidc__exchange(struct auth_oidc *o, const char *code, const char *verifier, 
     return rc;
 }
 
-json_t *oidc__userinfo(struct auth_oidc *o, const char *access_token)
+json_t *oidc__userinfo(struct auth_oidc_rp *rp, const char *access_token)
 {
-    json_t *d = oidc__discovery(o), *info = NULL;
+    json_t *d = oidc__discovery(rp), *info = NULL;
     struct http_call call = { .url = hs_json_str(d, "userinfo_endpoint"),
                               .bearer = access_token };
     char why[256];

@@ -59,7 +59,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     default:
         if ((j = hs_json_load(text, strlen(text), AUTH_JWT_MAX, NULL, 0))) {
-            auth_oidc_check_claims(&cfg, j, "n", 1, err, sizeof(err));
+            auth_oidc_check_claims(cfg.oidc_issuer, cfg.oidc_client_id, j, "n", 1, err,
+                                   sizeof(err));
             auth_oidc_allowed(&cfg, j, err, sizeof(err));
             json_decref(j);
         }

@@ -207,7 +207,8 @@ static int check(const char *claims_json, const char *nonce)
     int rc;
 
     cr_assert_not_null(c, "%s", claims_json);
-    rc = auth_oidc_check_claims(&cfg, c, nonce, NOW, why, sizeof(why));
+    rc = auth_oidc_check_claims(cfg.oidc_issuer, cfg.oidc_client_id, c, nonce, NOW, why,
+                                sizeof(why));
     json_decref(c);
     return rc;
 }
