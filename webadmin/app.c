@@ -8,7 +8,7 @@
 
 #define SESSION_COOKIE "__Host-wa_session"
 #define SIGNIN_COOKIE "__Host-wa_signin"
-#define COOKIE_ATTRS "Path=/; HttpOnly; Secure; SameSite=Strict"
+#define COOKIE_ATTRS "Path=/; HttpOnly; Secure"
 
 /* No inline script or style anywhere: everything comes from static/ on this origin. */
 #define CSP "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; " \
@@ -16,7 +16,7 @@
 
 static const char *const page_files[] = { "signin", "error", "overview", "users", "nodes",
                                           "node", "preauthkeys", "apikeys", "routes", "policy",
-                                          "derp", "dns" };
+                                          "derp", "dns", "signedin", "notadmin" };
 
 struct route {
     const char *method;
@@ -87,6 +87,13 @@ struct webadmin *webadmin_new(const struct webadmin_config *cfg, char *err, size
     wa->cfg.ca_file = hs_strdup(cfg->ca_file);
     wa->cfg.base_path = hs_strdup(cfg->base_path);
     wa->cfg.sessions_file = hs_strdup(cfg->sessions_file);
+    /* The provider's options are wa->oidc's (copied there) but for the administrators. */
+    wa->cfg.public_url = wa->cfg.oidc_issuer = wa->cfg.oidc_client_id = NULL;
+    wa->cfg.oidc_client_secret_file = wa->cfg.api_key_file = NULL;
+    wa->cfg.oidc_name = wa->cfg.oidc_scope = NULL;
+    hs_strv_copy(&wa->cfg.admin_emails, &cfg->admin_emails);
+    hs_strv_copy(&wa->cfg.admin_groups, &cfg->admin_groups);
+    hs_strv_copy(&wa->cfg.admin_ids, &cfg->admin_ids);
     wa->sessions = wa__sessions_new(cfg->session_max_us, cfg->session_idle_us,
                                     cfg->sessions_file);
     wa->client = wa__client_new(cfg->server_url, cfg->ca_file);
@@ -94,6 +101,8 @@ struct webadmin *webadmin_new(const struct webadmin_config *cfg, char *err, size
         snprintf(err, errsize, "libcurl did not start");
         goto fail;
     }
+    if (cfg->oidc_issuer && !(wa->oidc = wa__oidc_new(cfg, err, errsize)))
+        goto fail;
     if (!(wa->head = load_template(cfg->templates_dir, "_head", err, errsize)) ||
         !(wa->foot = load_template(cfg->templates_dir, "_foot", err, errsize)))
         goto fail;
@@ -118,12 +127,16 @@ void webadmin_free(struct webadmin *wa)
     tmpl_free(wa->head);
     tmpl_free(wa->foot);
     wa__client_free(wa->client);
+    wa__oidc_free(wa->oidc);
     wa__sessions_free(wa->sessions);
     free((char *)wa->cfg.server_url);
     free((char *)wa->cfg.templates_dir);
     free((char *)wa->cfg.ca_file);
     free((char *)wa->cfg.base_path);
     free((char *)wa->cfg.sessions_file);
+    hs_strv_free(&wa->cfg.admin_emails);
+    hs_strv_free(&wa->cfg.admin_groups);
+    hs_strv_free(&wa->cfg.admin_ids);
     free(wa);
 }
 
@@ -135,10 +148,17 @@ void wa_response_free(struct wa_response *rs)
 
 /* ---- answers ---- */
 
+void wa__set_cookie(struct wa_ctx *x, const char *name, const char *value, long max_age,
+                    bool lax)
+{
+    hs_buf_appendf(&x->rs->headers,
+                   "Set-Cookie: %s=%s; " COOKIE_ATTRS "; SameSite=%s; Max-Age=%ld\r\n", name,
+                   value, lax ? "Lax" : "Strict", max_age);
+}
+
 static void set_cookie(struct wa_ctx *x, const char *name, const char *value, long max_age)
 {
-    hs_buf_appendf(&x->rs->headers, "Set-Cookie: %s=%s; " COOKIE_ATTRS "; Max-Age=%ld\r\n",
-                   name, value, max_age);
+    wa__set_cookie(x, name, value, max_age, false);
 }
 
 static const struct tmpl *page_template(const struct webadmin *wa, const char *name)
@@ -247,7 +267,7 @@ bool wa__time_past(const char *rfc3339)
 
 /* ---- the API as the signed-in administrator ---- */
 
-static void signin_page(struct wa_ctx *x, int status, const char *message)
+void wa__signin_page(struct wa_ctx *x, int status, const char *message)
 {
     char token[WA_CSRF_LEN + 1];
     json_t *data = json_object();
@@ -257,6 +277,8 @@ static void signin_page(struct wa_ctx *x, int status, const char *message)
     json_object_set_new(data, "signin_csrf", json_string(token));
     if (message)
         json_object_set_new(data, "error", json_string(message));
+    if (x->wa->oidc)
+        json_object_set_new(data, "oidc_name", json_string(wa__oidc_name(x->wa->oidc)));
     x->signed_in = false;
     wa__render(x, status, "signin", "Sign in", data);
 }
@@ -286,7 +308,7 @@ int wa__api(struct wa_ctx *x, const char *method, const char *path, json_t *body
         json_decref(*out);
         *out = NULL;
         end_session(x);
-        signin_page(x, 401, "The API key of this session is no longer valid (expired or "
+        wa__signin_page(x, 401, "The API key of this session is no longer valid (expired or "
                             "deleted): sign in again.");
         return -EACCES;
     }
@@ -305,26 +327,33 @@ const char *wa__api_message(const json_t *answer)
 static void do_signin(struct wa_ctx *x)
 {
     const char *key = wa__form_get(&x->form, "api_key");
-    char expect[WA_CSRF_LEN + 1], id[WA_SESSION_ID_LEN + 1];
+    char expect[WA_CSRF_LEN + 1];
     long status = 0;
     json_t *answer = NULL;
 
     if (!wa__cookie_get(x->rq->cookie, SIGNIN_COOKIE, expect, sizeof(expect)) ||
         !wa__token_equal(expect, wa__form_get(&x->form, "csrf")))
-        return signin_page(x, 403, "The form's security token is missing or wrong: try again.");
+        return wa__signin_page(x, 403, "The form's security token is missing or wrong: try again.");
     if (!key || !*key || strlen(key) > WA_MAX_API_KEY)
-        return signin_page(x, 400, "Enter an API key (hskey-api-…).");
+        return wa__signin_page(x, 400, "Enter an API key (hskey-api-…).");
     if (wa__client_call(x->wa->client, key, "GET", "/api/v1/health", NULL, &status,
                         &answer) < 0)
-        return signin_page(x, 502, "The headscale server did not answer.");
+        return wa__signin_page(x, 502, "The headscale server did not answer.");
     json_decref(answer);
     if (status != 200)
-        return signin_page(x, 401, "This API key is not valid: unknown, expired or deleted.");
-    wa__session_create(x->wa->sessions, key, id);
+        return wa__signin_page(x, 401, "This API key is not valid: unknown, expired or deleted.");
+    wa__session_begin(x, key, false);
+    wa__redirect(x, "/");
+}
+
+void wa__session_begin(struct wa_ctx *x, const char *api_key, bool minted)
+{
+    char id[WA_SESSION_ID_LEN + 1];
+
+    wa__session_create(x->wa->sessions, api_key, minted, id);
     set_cookie(x, SESSION_COOKIE, id, (long)(x->wa->cfg.session_max_us / HS_USEC_PER_SEC));
     set_cookie(x, SIGNIN_COOKIE, "", 0);
     sodium_memzero(id, sizeof(id));
-    wa__redirect(x, "/");
 }
 
 /* ---- routing ---- */
@@ -430,11 +459,19 @@ static void dispatch(struct wa_ctx *x, const char *rel)
     if (strcmp(rel, "/signin") == 0) {
         if (strcmp(x->rq->method, "POST") == 0)
             return do_signin(x);
-        return signin_page(x, 200, NULL);
+        return wa__signin_page(x, 200, NULL);
+    }
+    if (x->wa->oidc && strcmp(x->rq->method, "GET") == 0) {
+        if (strcmp(rel, "/oidc/start") == 0)
+            return wa__oidc_start(x);
+        if (strcmp(rel, "/oidc/callback") == 0)
+            return wa__oidc_callback(x);
     }
     if (!check_session(x))
         return;
     if (strcmp(rel, "/signout") == 0 && strcmp(x->rq->method, "POST") == 0) {
+        if (x->s.minted)
+            wa__oidc_expire_key(x);
         end_session(x);
         return wa__redirect(x, "/signin");
     }

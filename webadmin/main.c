@@ -2,7 +2,6 @@
  * given as fd 0 (cgi-fcgi -start, spawn-fcgi, systemd with StandardInput=socket) or on
  * --listen PATH, and answers one request at a time. */
 #include <fcgiapp.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,87 +12,6 @@
 #include <unistd.h>
 
 #include "webadmin/webadmin.h"
-
-#define USAGE                                                                                \
-    "Usage: headscale-webadmin --server URL [options]\n"                                     \
-    "\n"                                                                                     \
-    "The web admin of headscale: a FastCGI program for nginx. It signs administrators in\n"  \
-    "with an API key and changes everything through the server's REST API.\n"                \
-    "\n"                                                                                     \
-    "  --server URL        the server's API, http(s)://host:port (required)\n"               \
-    "  --templates DIR     the HTML templates (default: templates)\n"                        \
-    "  --ca-file FILE      CA bundle to trust for an https server\n"                         \
-    "  --base PATH         where nginx serves the pages (default: /admin)\n"                 \
-    "  --listen SOCKET     listen on this unix socket (default: the socket on stdin)\n"      \
-    "  --session-max DUR   sessions end this long after sign-in (default: 12h)\n"            \
-    "  --session-idle DUR  ... or after this long unused (default: 1h)\n"                    \
-    "  --sessions-file F   keep sessions in F (mode 0600) so that a restart signs no one out\n" \
-    "  -h, --help          this text\n"
-
-struct options {
-    struct webadmin_config cfg;
-    const char *listen;
-};
-
-static int parse_duration_arg(const char *name, const char *text, int64_t *out)
-{
-    if (hs_parse_duration(text, out) < 0 || *out <= 0) {
-        fprintf(stderr, "headscale-webadmin: %s: \"%s\" is not a duration (e.g. 30m, 12h)\n",
-                name, text);
-        return -EINVAL;
-    }
-    return 0;
-}
-
-/* 0, 1 after --help, or -EINVAL with a message printed. */
-static int parse_args(int argc, char **argv, struct options *o)
-{
-    static const struct option longopts[] = {
-        { "server", required_argument, NULL, 's' },
-        { "templates", required_argument, NULL, 't' },
-        { "ca-file", required_argument, NULL, 'c' },
-        { "base", required_argument, NULL, 'b' },
-        { "listen", required_argument, NULL, 'l' },
-        { "session-max", required_argument, NULL, 'm' },
-        { "session-idle", required_argument, NULL, 'i' },
-        { "sessions-file", required_argument, NULL, 'f' },
-        { "help", no_argument, NULL, 'h' },
-        { 0 },
-    };
-    int c;
-
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 's': o->cfg.server_url = optarg; break;
-        case 't': o->cfg.templates_dir = optarg; break;
-        case 'c': o->cfg.ca_file = optarg; break;
-        case 'b': o->cfg.base_path = optarg; break;
-        case 'l': o->listen = optarg; break;
-        case 'f': o->cfg.sessions_file = optarg; break;
-        case 'm':
-            if (parse_duration_arg("--session-max", optarg, &o->cfg.session_max_us) < 0)
-                return -EINVAL;
-            break;
-        case 'i':
-            if (parse_duration_arg("--session-idle", optarg, &o->cfg.session_idle_us) < 0)
-                return -EINVAL;
-            break;
-        case 'h': fputs(USAGE, stdout); return 1;
-        default: fputs(USAGE, stderr); return -EINVAL;
-        }
-    }
-    if (optind < argc || !o->cfg.server_url ||
-        (!hs_has_prefix(o->cfg.server_url, "http://") &&
-         !hs_has_prefix(o->cfg.server_url, "https://"))) {
-        fputs("headscale-webadmin: --server http(s)://host:port is required\n", stderr);
-        return -EINVAL;
-    }
-    if (o->cfg.base_path[0] != '/' || o->cfg.base_path[strlen(o->cfg.base_path) - 1] == '/') {
-        fputs("headscale-webadmin: --base is a path like /admin (no trailing slash)\n", stderr);
-        return -EINVAL;
-    }
-    return 0;
-}
 
 /* The body of a POST, up to WA_MAX_BODY; false when it is larger (not read then). */
 static bool read_body(FCGX_Request *req, struct hs_buf *body)
@@ -178,16 +96,21 @@ static int listen_socket(const char *path)
 
 int main(int argc, char **argv)
 {
-    struct options o = { .cfg = { .templates_dir = "templates", .base_path = "/admin",
-                                  .session_max_us = 12 * 3600 * HS_USEC_PER_SEC,
-                                  .session_idle_us = 3600 * HS_USEC_PER_SEC } };
+    struct webadmin_options o;
     struct webadmin *wa;
     FCGX_Request req;
     char err[512];
-    int rc = parse_args(argc, argv, &o), fd;
+    int fd;
 
-    if (rc != 0)
-        return rc > 0 ? 0 : 2;
+    if (webadmin_options(argc, argv, &o, err, sizeof(err)) < 0) {
+        fprintf(stderr, "headscale-webadmin: %s\n", err);
+        return 2;
+    }
+    if (o.help) {
+        fputs(webadmin_usage, stdout);
+        webadmin_options_free(&o);
+        return 0;
+    }
     if (sodium_init() < 0 || FCGX_Init() != 0)
         log_fatalx("webadmin: libsodium or libfcgi did not start");
     if (!(wa = webadmin_new(&o.cfg, err, sizeof(err))))
@@ -197,11 +120,14 @@ int main(int argc, char **argv)
     listen_fd = fd;
     sigaction(SIGTERM, &(struct sigaction){ .sa_handler = on_term }, NULL); /* no SA_RESTART */
     FCGX_InitRequest(&req, fd, 0);
-    log_info("webadmin: serving %s for %s", o.cfg.base_path, o.cfg.server_url);
+    log_info("webadmin: serving %s for %s%s%s", o.cfg.base_path, o.cfg.server_url,
+             o.cfg.oidc_issuer ? ", administrators also sign in through " : "",
+             o.cfg.oidc_issuer ? o.cfg.oidc_issuer : "");
     while (FCGX_Accept_r(&req) >= 0) {
         serve(wa, &req);
         FCGX_Finish_r(&req);
     }
     webadmin_free(wa);
+    webadmin_options_free(&o);
     return 0;
 }

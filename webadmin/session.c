@@ -20,6 +20,7 @@ struct session {
     uint8_t sealed[SEALED_MAX];
     size_t sealed_len;
     char csrf[WA_CSRF_LEN + 1];
+    bool minted; /* the API key was made for this session (an OIDC sign-in) */
     int64_t created, last_used;
     int64_t saved_use; /* last_used as the file has it */
 };
@@ -118,7 +119,7 @@ static struct session *free_slot(struct wa_sessions *ss, int64_t now)
     return oldest;
 }
 
-int wa__session_create(struct wa_sessions *ss, const char *api_key,
+int wa__session_create(struct wa_sessions *ss, const char *api_key, bool minted,
                        char id_out[WA_SESSION_ID_LEN + 1])
 {
     size_t klen = strlen(api_key);
@@ -137,6 +138,7 @@ int wa__session_create(struct wa_sessions *ss, const char *api_key,
     sodium_memzero(seal_key, sizeof(seal_key));
     s->sealed_len = klen + crypto_secretbox_MACBYTES;
     wa__random_token(s->csrf);
+    s->minted = minted;
     s->created = s->last_used = s->saved_use = now;
     s->used = true;
     save(ss);
@@ -169,6 +171,7 @@ int wa__session_open(struct wa_sessions *ss, const char *id, struct wa_session_v
                                         s->nonce, seal_key) == 0) {
         v->api_key[s->sealed_len - crypto_secretbox_MACBYTES] = '\0';
         memcpy(v->csrf, s->csrf, sizeof(v->csrf));
+        v->minted = s->minted;
         s->last_used = now;
         rc = 0;
         if (now - s->saved_use >= WA_SESSION_SAVE_EVERY_US) {
@@ -197,13 +200,16 @@ void wa__session_end(struct wa_sessions *ss, const char *id)
 /* ---- the sessions file ----
  * Text, one record a line, fields split by one space, binary fields in base64 (URL-safe, no
  * padding):
- *   headscale-webadmin sessions 1
+ *   headscale-webadmin sessions 2
  *   key <hash_key>
- *   s <id_hash> <nonce> <sealed API key> <csrf> <created us> <last used us>
- * Only live sessions are written; a line that does not parse voids the whole file. */
-#define FILE_MAGIC "headscale-webadmin sessions 1"
+ *   s <id_hash> <nonce> <sealed API key> <csrf> <created us> <last used us> <minted>
+ * minted is 1 for a session whose API key was made for it, else 0; version 1 files (read
+ * too) end their lines before it. Only live sessions are written; a line that does not parse
+ * voids the whole file. */
+#define FILE_MAGIC "headscale-webadmin sessions 2"
+#define FILE_MAGIC_V1 "headscale-webadmin sessions 1"
 #define FILE_MAX (WA_MAX_SESSIONS * 1024u)
-#define FILE_FIELDS 7
+#define FILE_FIELDS 8
 
 static void put_b64(struct hs_buf *b, const uint8_t *p, size_t n)
 {
@@ -232,7 +238,8 @@ static void save(struct wa_sessions *ss)
         put_b64(&b, s->id_hash, sizeof(s->id_hash));
         put_b64(&b, s->nonce, sizeof(s->nonce));
         put_b64(&b, s->sealed, s->sealed_len);
-        hs_buf_appendf(&b, " %s %" PRId64 " %" PRId64, s->csrf, s->created, s->last_used);
+        hs_buf_appendf(&b, " %s %" PRId64 " %" PRId64 " %d", s->csrf, s->created,
+                       s->last_used, s->minted);
     }
     hs_buf_puts(&b, "\n");
     if ((rc = hs_write_file_atomic(ss->path, b.data, b.len, 0600)) < 0)
@@ -268,11 +275,14 @@ static int get_b64(const char *text, uint8_t *out, size_t max, size_t want, size
     return 0;
 }
 
-static int parse_session(char *line, struct session *s)
+/* A session line of a file of version 2 (v1: of version 1). */
+static int parse_session(char *line, bool v1, struct session *s)
 {
     char *f[FILE_FIELDS];
+    size_t n = v1 ? FILE_FIELDS - 1 : FILE_FIELDS;
 
-    if (split(line, f, FILE_FIELDS) != FILE_FIELDS || strcmp(f[0], "s") != 0 ||
+    if (split(line, f, n) != n || strcmp(f[0], "s") != 0 ||
+        (!v1 && strcmp(f[7], "0") != 0 && strcmp(f[7], "1") != 0) ||
         get_b64(f[1], s->id_hash, sizeof(s->id_hash), sizeof(s->id_hash), NULL) < 0 ||
         get_b64(f[2], s->nonce, sizeof(s->nonce), sizeof(s->nonce), NULL) < 0 ||
         get_b64(f[3], s->sealed, sizeof(s->sealed), 0, &s->sealed_len) < 0 ||
@@ -280,6 +290,7 @@ static int parse_session(char *line, struct session *s)
         hs_parse_i64(f[5], &s->created) < 0 || hs_parse_i64(f[6], &s->last_used) < 0)
         return -EINVAL;
     memcpy(s->csrf, f[4], WA_CSRF_LEN + 1);
+    s->minted = !v1 && f[7][0] == '1';
     s->saved_use = s->last_used;
     s->used = true;
     return 0;
@@ -291,11 +302,12 @@ static int parse_file(struct wa_sessions *ss, char *text)
     char *line = text, *next, *f[2];
     size_t n = 0;
     int64_t now = hs_now_us();
+    bool v1 = false;
 
     for (size_t i = 0; line && *line; i++, line = next) {
         if ((next = strchr(line, '\n')))
             *next++ = '\0';
-        if (i == 0 && strcmp(line, FILE_MAGIC) != 0)
+        if (i == 0 && !(v1 = strcmp(line, FILE_MAGIC_V1) == 0) && strcmp(line, FILE_MAGIC) != 0)
             return -EINVAL;
         if (i == 1 && (split(line, f, 2) != 2 || strcmp(f[0], "key") != 0 ||
                        get_b64(f[1], ss->hash_key, sizeof(ss->hash_key), sizeof(ss->hash_key),
@@ -303,7 +315,7 @@ static int parse_file(struct wa_sessions *ss, char *text)
             return -EINVAL;
         if (i < 2)
             continue;
-        if (n == WA_MAX_SESSIONS || parse_session(line, &ss->s[n]) < 0)
+        if (n == WA_MAX_SESSIONS || parse_session(line, v1, &ss->s[n]) < 0)
             return -EINVAL;
         if (expired(ss, &ss->s[n], now))
             sodium_memzero(&ss->s[n], sizeof(ss->s[n]));

@@ -46,6 +46,7 @@ struct wa_sessions;
 struct wa_session_view {
     char csrf[WA_CSRF_LEN + 1];
     char api_key[WA_MAX_API_KEY + 1]; /* wipe after use (sodium_memzero) */
+    bool minted; /* the key was made for this session: sign-out expires it */
 };
 
 /* path: NULL keeps sessions in memory only; else they are also kept in that file (mode 0600,
@@ -55,9 +56,9 @@ struct wa_session_view {
  * signs no one in. A file that does not parse is ignored (with a warning) and replaced. */
 struct wa_sessions *wa__sessions_new(int64_t max_us, int64_t idle_us, const char *path);
 void wa__sessions_free(struct wa_sessions *ss);
-/* A new session for api_key: its id in id_out. -E2BIG when the key is too long; a full table
- * drops the oldest session. */
-int wa__session_create(struct wa_sessions *ss, const char *api_key,
+/* A new session for api_key (minted: made for it) : its id in id_out. -E2BIG when the key is
+ * too long; a full table drops the oldest session. */
+int wa__session_create(struct wa_sessions *ss, const char *api_key, bool minted,
                        char id_out[WA_SESSION_ID_LEN + 1]);
 /* The live session with this id (touching it), opened into v; -ENOENT for an unknown,
  * expired or malformed id. */
@@ -80,11 +81,29 @@ void wa__client_free(struct wa_client *c);
 int wa__client_call(struct wa_client *c, const char *key, const char *method, const char *path,
                     const json_t *body, long *status, json_t **out);
 
+/* ---- sign-in through an OpenID provider (oidc.c) ---- */
+#define WA_OIDC_FLOWS 256                            /* sign-ins between redirect and callback */
+#define WA_OIDC_FLOW_TTL_US (10 * 60 * HS_USEC_PER_SEC) /* and how long one may take */
+#define WA_OIDC_COOKIE "__Host-wa_oidc"              /* the state of the browser's sign-in */
+
+struct wa_oidc;
+/* For cfg's provider (cfg->oidc_issuer set): reads the client secret and the service API key
+ * from their files, each of which must be readable by its owner only. NULL with err when one
+ * cannot be read or is open to others. The provider is asked nothing yet. */
+struct wa_oidc *wa__oidc_new(const struct webadmin_config *cfg, char *err, size_t errsize);
+void wa__oidc_free(struct wa_oidc *o); /* NULL is fine */
+/* The provider's name for the sign-in button. */
+const char *wa__oidc_name(const struct wa_oidc *o);
+/* Whether verified claims name one of cfg's administrators: a verified e-mail address of
+ * admin_emails, a group (the groups claim) of admin_groups, or "<iss>/<sub>" of admin_ids. */
+bool wa__oidc_is_admin(const struct webadmin_config *cfg, const json_t *claims);
+
 /* ---- pages ---- */
 struct webadmin {
     struct webadmin_config cfg;
     struct wa_sessions *sessions;
     struct wa_client *client;
+    struct wa_oidc *oidc; /* NULL: API keys only */
     struct tmpl *head, *foot;
     struct tmpl *pages[16];
     const char *page_names[16];
@@ -104,6 +123,21 @@ struct wa_ctx {
     const char *error;        /* a failed change: shown on the page rendered after it */
     int error_status;
 };
+
+/* A cookie (HttpOnly, Secure, Path=/) with SameSite=Strict, or Lax for one that must come
+ * back on the provider's redirect. */
+void wa__set_cookie(struct wa_ctx *x, const char *name, const char *value, long max_age,
+                    bool lax);
+/* The sign-in page (API key form, and the provider's button), with status and a message. */
+void wa__signin_page(struct wa_ctx *x, int status, const char *message);
+/* Signs the browser in with api_key (minted: made for this session): a new session and its
+ * cookie. */
+void wa__session_begin(struct wa_ctx *x, const char *api_key, bool minted);
+/* GET /oidc/start: off to the provider. GET /oidc/callback: back from it. */
+void wa__oidc_start(struct wa_ctx *x);
+void wa__oidc_callback(struct wa_ctx *x);
+/* At sign-out of a session whose API key was made for it: expires that key. */
+void wa__oidc_expire_key(struct wa_ctx *x);
 
 /* Calls the API as the signed-in administrator, with body (JSON, stolen; NULL for none). A 401 ends the session (the key expired or
  * was deleted) and answers with the sign-in page: then returns -EACCES and the handler stops.

@@ -27,7 +27,33 @@ struct webadmin_config {
     int64_t session_max_us;    /* a session ends this long after sign-in ... */
     int64_t session_idle_us;   /* ... or after this long unused */
     const char *sessions_file; /* optional: sessions kept here across restarts (0600) */
+    /* Sign-in through an OpenID provider for the administrators named below: all of
+     * public_url .. api_key_file and at least one list are set, or none (webadmin_options
+     * checks). */
+    const char *public_url;    /* the origin browsers reach the pages at: https://host[:port] */
+    const char *oidc_issuer;
+    const char *oidc_client_id;
+    const char *oidc_client_secret_file;
+    const char *oidc_name;     /* on the sign-in button; default: the issuer's host */
+    const char *oidc_scope;    /* space-separated; default "openid profile email" */
+    struct hs_strv admin_emails; /* verified e-mail addresses (any case) */
+    struct hs_strv admin_groups; /* provider groups (the groups claim) */
+    struct hs_strv admin_ids;    /* "<issuer>/<subject>", as headscale names a provider's user */
+    const char *api_key_file;  /* the web admin's own API key: mints each OIDC session's key */
 };
+
+/* The options of headscale-webadmin (main.c's command line). */
+struct webadmin_options {
+    struct webadmin_config cfg;
+    const char *listen;        /* a unix socket, or NULL for the socket on fd 0 */
+    bool help;
+};
+extern const char webadmin_usage[];
+/* Parses argv into o (defaults first; the strings are argv's). 0, or -EINVAL with a message
+ * in err: an unknown option, a bad value, or the OIDC sign-in's options given in part. */
+int webadmin_options(int argc, char **argv, struct webadmin_options *o, char *err,
+                     size_t errsize);
+void webadmin_options_free(struct webadmin_options *o); /* the lists */
 
 struct wa_request {
     const char *method;        /* "GET", "POST" */

@@ -52,14 +52,14 @@ pytestmark = pytest.mark.skipif(
 
 
 class Relay:
-    """127.0.0.1:port of the test's namespace → host:port inside ns, one thread pair per
-    connection, until close()."""
+    """127.0.0.1:port of the test's namespace (listen, or any free one) → host:port inside
+    ns, one thread pair per connection, until close()."""
 
-    def __init__(self, ns, port):
+    def __init__(self, ns, port, listen=0):
         self.ns = ns
         self.target = port
         self.srv = socket.socket()
-        self.srv.bind(("127.0.0.1", 0))
+        self.srv.bind(("127.0.0.1", listen))
         self.srv.listen(64)
         self.port = self.srv.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -102,9 +102,11 @@ def write_config(d):
 
 
 class Stack:
-    """World + headscale-webadmin + nginx + the relay + Chromium."""
+    """World + headscale-webadmin + nginx + the relay + Chromium. configure(stack, dir), when
+    given, runs before the webadmin starts (stack.url known) and returns more arguments for
+    it."""
 
-    def __init__(self, tmp, db):
+    def __init__(self, tmp, db, configure=None):
         self.tmp = str(tmp)
         self.shots = os.path.join(self.tmp, "webadmin-shots")
         os.makedirs(self.shots, exist_ok=True)
@@ -113,6 +115,7 @@ class Stack:
         self.driver = None
         self.relay = None
         self.webadmin = None
+        self.configure = configure
 
     def __enter__(self):
         os.makedirs(self.world.dir, exist_ok=True)
@@ -134,17 +137,18 @@ class Stack:
         d = os.path.join(self.tmp, "web")
         os.makedirs(d, exist_ok=True)
         sock = os.path.join(d, "webadmin.sock")
+        self.relay = Relay(self.world.ns, NGINX_PORT)
+        self.url = f"https://127.0.0.1:{self.relay.port}"
+        extra = self.configure(self, d) if self.configure else []
         self.webadmin = tailnet.Proc(
             self.world.ns, "webadmin",
             [WA_BIN, "--server", f"http://127.0.0.1:{tailnet.HS_PORT}", "--templates",
              os.path.join(REPO, "templates"), "--listen", sock, "--sessions-file",
-             os.path.join(d, "sessions")],
+             os.path.join(d, "sessions")] + extra,
             os.path.join(d, "webadmin.log"), env=srv._env()).start()
         self.nginx = tailnet.Proc(self.world.ns, "nginx",
                                   ["nginx", "-c", write_config(d), "-p", d],
                                   os.path.join(d, "nginx.out")).start()
-        self.relay = Relay(self.world.ns, NGINX_PORT)
-        self.url = f"https://127.0.0.1:{self.relay.port}"
         tailnet.poll(lambda: self._ready(), 20, "nginx and the webadmin to answer")
         self.driver = browser(os.path.join(self.tmp, "chromium"))
 

@@ -180,7 +180,8 @@ Test(tmpl, broken_utf8_and_nul_are_replaced)
 Test(tmpl, every_template_of_the_web_admin_compiles)
 {
     const char *names[] = { "_head", "_foot", "signin", "error", "overview", "users", "nodes",
-                            "node", "preauthkeys", "apikeys", "routes", "policy" };
+                            "node", "preauthkeys", "apikeys", "routes", "policy", "derp",
+                            "dns", "signedin", "notadmin" };
 
     for (size_t i = 0; i < HS_ARRAY_LEN(names); i++) {
         char *path = hs_aprintf("%s/templates/%s.html", HS_SOURCE_DIR, names[i]), *src, err[256];
@@ -326,8 +327,8 @@ Test(session, open_with_the_id_only)
     char id[WA_SESSION_ID_LEN + 1], id2[WA_SESSION_ID_LEN + 1], other[WA_SESSION_ID_LEN + 1];
     struct wa_session_view v, v2;
 
-    cr_assert_eq(wa__session_create(ss, "hskey-api-secret", id), 0);
-    cr_assert_eq(wa__session_create(ss, "hskey-api-other", id2), 0);
+    cr_assert_eq(wa__session_create(ss, "hskey-api-secret", false, id), 0);
+    cr_assert_eq(wa__session_create(ss, "hskey-api-other", false, id2), 0);
     cr_assert_eq(wa__session_open(ss, id, &v), 0);
     cr_expect_str_eq(v.api_key, "hskey-api-secret");
     cr_assert_eq(wa__session_open(ss, id2, &v2), 0);
@@ -349,7 +350,7 @@ Test(session, expiry)
     char id[WA_SESSION_ID_LEN + 1];
     struct wa_session_view v;
 
-    cr_assert_eq(wa__session_create(ss, "k", id), 0);
+    cr_assert_eq(wa__session_create(ss, "k", false, id), 0);
     usleep(5000);
     cr_expect_eq(wa__session_open(ss, id, &v), -ENOENT, "idle too long");
     wa__sessions_free(ss);
@@ -381,8 +382,8 @@ Test(session, a_file_keeps_them_across_a_restart)
     struct stat sb;
     size_t len;
 
-    cr_assert_eq(wa__session_create(ss, "hskey-api-kept", id), 0);
-    cr_assert_eq(wa__session_create(ss, "hskey-api-ended", gone), 0);
+    cr_assert_eq(wa__session_create(ss, "hskey-api-kept", false, id), 0);
+    cr_assert_eq(wa__session_create(ss, "hskey-api-ended", false, gone), 0);
     cr_assert_eq(wa__session_open(ss, id, &v), 0);
     wa__session_end(ss, gone);
     wa__sessions_free(ss);
@@ -403,6 +404,43 @@ Test(session, a_file_keeps_them_across_a_restart)
     remove_dir(dir, path);
 }
 
+/* Whether a key was made for its session is kept in the file; a file of version 1 (before
+ * that field) still opens its sessions, as keys of their own. */
+Test(session, a_file_keeps_minted_keys_and_reads_version_1)
+{
+    char dir[64], *path = sessions_path(dir), id[WA_SESSION_ID_LEN + 1], *text;
+    struct wa_sessions *ss = wa__sessions_new(3600 * HS_USEC_PER_SEC, 600 * HS_USEC_PER_SEC, path);
+    struct wa_session_view v;
+    struct hs_buf old;
+    size_t len;
+
+    cr_assert_eq(wa__session_create(ss, "hskey-api-made", true, id), 0);
+    wa__sessions_free(ss);
+    ss = wa__sessions_new(3600 * HS_USEC_PER_SEC, 600 * HS_USEC_PER_SEC, path);
+    cr_assert_eq(wa__session_open(ss, id, &v), 0);
+    cr_expect(v.minted);
+    wa__sessions_free(ss);
+
+    /* The same file as version 1 wrote it: another magic line, no last field. */
+    cr_assert_eq(hs_read_file(path, 1 << 20, &text, &len), 0);
+    cr_assert(hs_has_prefix(text, "headscale-webadmin sessions 2\n"));
+    cr_assert(len > 3 && strcmp(text + len - 3, " 1\n") == 0, "%s", text);
+    hs_buf_init(&old, 1 << 20);
+    hs_buf_puts(&old, "headscale-webadmin sessions 1\n");
+    hs_buf_append(&old, text + strlen("headscale-webadmin sessions 2\n"),
+                  len - 3 - strlen("headscale-webadmin sessions 2\n"));
+    hs_buf_puts(&old, "\n");
+    cr_assert_eq(hs_write_file_atomic(path, old.data, old.len, 0600), 0);
+    ss = wa__sessions_new(3600 * HS_USEC_PER_SEC, 600 * HS_USEC_PER_SEC, path);
+    cr_assert_eq(wa__session_open(ss, id, &v), 0);
+    cr_expect_str_eq(v.api_key, "hskey-api-made");
+    cr_expect_not(v.minted);
+    wa__sessions_free(ss);
+    hs_buf_free(&old);
+    free(text);
+    remove_dir(dir, path);
+}
+
 /* Expiry holds across a restart, and a damaged file signs no one in (and is replaced). */
 Test(session, a_file_keeps_expiry_and_refuses_damage)
 {
@@ -411,7 +449,7 @@ Test(session, a_file_keeps_expiry_and_refuses_damage)
     struct wa_session_view v;
     size_t len;
 
-    cr_assert_eq(wa__session_create(ss, "k", id), 0);
+    cr_assert_eq(wa__session_create(ss, "k", false, id), 0);
     wa__sessions_free(ss);
     usleep(5000);
     ss = wa__sessions_new(3600 * HS_USEC_PER_SEC, 1000, path);
@@ -419,7 +457,7 @@ Test(session, a_file_keeps_expiry_and_refuses_damage)
     wa__sessions_free(ss);
 
     ss = wa__sessions_new(3600 * HS_USEC_PER_SEC, 600 * HS_USEC_PER_SEC, path);
-    cr_assert_eq(wa__session_create(ss, "k", id), 0);
+    cr_assert_eq(wa__session_create(ss, "k", false, id), 0);
     wa__sessions_free(ss);
     cr_assert_eq(hs_read_file(path, 1 << 20, &text, &len), 0);
     for (size_t cut = 0; cut < len; cut += len / 7 + 1) {
@@ -529,4 +567,188 @@ Test(front, sign_in_needs_its_token)
     cr_expect_null(strstr(rs.headers.data, "__Host-wa_session="));
     wa_response_free(&rs);
     webadmin_free(wa);
+}
+
+/* ---- the command line ---- */
+
+/* webadmin_options on the words of line (space-separated) → its result; err filled. */
+static int options(const char *line, struct webadmin_options *o, char *err, size_t errsize)
+{
+    char *copy = hs_strdup(line), *argv[64] = { "headscale-webadmin" }, *save = NULL;
+    int argc = 1, rc;
+
+    for (char *w = strtok_r(copy, " ", &save); w && argc < 63; w = strtok_r(NULL, " ", &save))
+        argv[argc++] = w;
+    err[0] = '\0';
+    rc = webadmin_options(argc, argv, o, err, errsize);
+    if (rc == 0)
+        webadmin_options_free(o);
+    free(copy);
+    return rc;
+}
+
+#define OIDC_ALL "--server http://h:1 --public-url https://hs.example --oidc-issuer " \
+                 "https://id.example --oidc-client-id wa --oidc-client-secret-file /s " \
+                 "--api-key-file /k"
+
+Test(options, defaults_and_values)
+{
+    struct webadmin_options o;
+    char err[512];
+
+    cr_assert_eq(options("--server http://h:1", &o, err, sizeof(err)), 0, "%s", err);
+    cr_expect_str_eq(o.cfg.base_path, "/admin");
+    cr_expect_eq(o.cfg.session_max_us, 12 * 3600 * HS_USEC_PER_SEC);
+    cr_expect_null(o.cfg.oidc_issuer);
+    cr_assert_eq(options("--server https://h --base /x --session-idle 5m --help", &o, err,
+                         sizeof(err)), 0, "%s", err);
+    cr_expect(o.help);
+    cr_expect_eq(o.cfg.session_idle_us, 300 * HS_USEC_PER_SEC);
+    cr_expect_eq(options("", &o, err, sizeof(err)), -EINVAL);
+    cr_expect(strstr(err, "--server"), "%s", err);
+    cr_expect_eq(options("--server http://h:1 --base /x/", &o, err, sizeof(err)), -EINVAL);
+    cr_expect_eq(options("--server http://h:1 --session-max soon", &o, err, sizeof(err)),
+                 -EINVAL);
+    cr_expect_eq(options("--server http://h:1 --no-such", &o, err, sizeof(err)), -EINVAL);
+}
+
+Test(options, the_provider_options_all_or_none)
+{
+    struct webadmin_options o;
+    char err[512];
+
+    cr_assert_eq(options(OIDC_ALL " --oidc-admin-email a@b.example --oidc-admin-group ops "
+                         "--oidc-admin-group eng --oidc-admin-user https://id.example/x",
+                         &o, err, sizeof(err)), 0, "%s", err);
+    cr_expect_eq(options(OIDC_ALL, &o, err, sizeof(err)), -EINVAL, "no administrators");
+    cr_expect(strstr(err, "--oidc-admin-email"), "%s", err);
+    cr_expect_eq(options("--server http://h:1 --oidc-issuer https://id.example "
+                         "--oidc-admin-group ops", &o, err, sizeof(err)), -EINVAL);
+    cr_expect(strstr(err, "configured in part"), "%s", err);
+    cr_expect(strstr(err, "--public-url, --oidc-client-id, --oidc-client-secret-file, "
+                          "--api-key-file"), "%s", err);
+    cr_expect_eq(options("--server http://h:1 --api-key-file /k", &o, err, sizeof(err)),
+                 -EINVAL, "a service key alone is half a configuration");
+    cr_expect_eq(options("--server http://h:1 --oidc-name Corp", &o, err, sizeof(err)),
+                 -EINVAL);
+    cr_expect_eq(options(OIDC_ALL " --oidc-admin-group ops --public-url https://hs.example/admin",
+                         &o, err, sizeof(err)), -EINVAL, "a path in the origin");
+    cr_expect_eq(options(OIDC_ALL " --oidc-admin-group ops --oidc-issuer id.example", &o, err,
+                         sizeof(err)), -EINVAL);
+    /* A secret typed where its file belongs is not repeated in the message. */
+    cr_expect_eq(options("--server http://h:1 --oidc-client-secret", &o, err, sizeof(err)),
+                 -EINVAL);
+    cr_expect_eq(options("--server http://h:1 --oidc-client-secret-fil s3cr3t", &o, err,
+                         sizeof(err)), -EINVAL);
+    cr_expect_null(strstr(err, "s3cr3t"), "%s", err);
+}
+
+/* ---- who is an administrator ---- */
+
+static bool admin(const struct webadmin_config *cfg, const char *claims_json)
+{
+    json_t *c = json_loads(claims_json, 0, NULL);
+    bool yes;
+
+    cr_assert_not_null(c, "%s", claims_json);
+    yes = wa__oidc_is_admin(cfg, c);
+    json_decref(c);
+    return yes;
+}
+
+Test(oidc, who_is_an_administrator)
+{
+    struct webadmin_config cfg = { 0 };
+
+    cr_expect_not(admin(&cfg, "{\"iss\":\"https://id\",\"sub\":\"1\",\"email\":\"a@x\","
+                              "\"email_verified\":true}"), "no lists: nobody");
+    hs_strv_push(&cfg.admin_emails, "Ann@Example.org");
+    hs_strv_push(&cfg.admin_groups, "ops");
+    hs_strv_push(&cfg.admin_ids, "https://id/sub-9");
+    cr_expect(admin(&cfg, "{\"email\":\"ann@example.ORG\",\"email_verified\":true}"));
+    cr_expect(admin(&cfg, "{\"email\":\"ann@example.org\",\"email_verified\":\"true\"}"));
+    cr_expect_not(admin(&cfg, "{\"email\":\"ann@example.org\"}"), "unverified");
+    cr_expect_not(admin(&cfg, "{\"email\":\"ann@example.org\",\"email_verified\":false}"));
+    cr_expect_not(admin(&cfg, "{\"email\":\"ann@example.org.evil\",\"email_verified\":true}"));
+    cr_expect(admin(&cfg, "{\"groups\":[\"eng\",\"ops\"]}"));
+    cr_expect_not(admin(&cfg, "{\"groups\":[\"OPS\",\"opsx\",3]}"), "groups match exactly");
+    cr_expect_not(admin(&cfg, "{\"groups\":\"ops\"}"), "not a list");
+    cr_expect(admin(&cfg, "{\"iss\":\"https://id\",\"sub\":\"sub-9\"}"));
+    cr_expect(admin(&cfg, "{\"iss\":\"https://id/\",\"sub\":\"sub-9\"}"));
+    cr_expect_not(admin(&cfg, "{\"iss\":\"https://other\",\"sub\":\"sub-9\"}"));
+    cr_expect_not(admin(&cfg, "{\"iss\":\"https://id\",\"sub\":\"sub-90\"}"));
+    hs_strv_free(&cfg.admin_emails);
+    hs_strv_free(&cfg.admin_groups);
+    hs_strv_free(&cfg.admin_ids);
+}
+
+/* ---- the provider's sign-in at the front door, with no provider behind it ---- */
+
+/* A file of text with mode in dir (a mkdtemp'd folder) → its path (malloc'd). */
+static char *secret_file(const char *dir, const char *name, const char *text, mode_t mode)
+{
+    char *path = hs_aprintf("%s/%s", dir, name);
+
+    cr_assert_eq(hs_write_file_atomic(path, text, strlen(text), mode), 0);
+    cr_assert_eq(chmod(path, mode), 0);
+    return path;
+}
+
+Test(oidc, secret_files_are_checked_and_strays_refused)
+{
+    char dir[] = "/tmp/wa-oidc-XXXXXX", err[256];
+    struct webadmin_config cfg = { .server_url = "http://127.0.0.1:1",
+                                   .templates_dir = HS_SOURCE_DIR "/templates",
+                                   .base_path = "/admin",
+                                   .session_max_us = 3600 * HS_USEC_PER_SEC,
+                                   .session_idle_us = 600 * HS_USEC_PER_SEC,
+                                   .public_url = "https://hs.example",
+                                   .oidc_issuer = "http://127.0.0.1:1/oidc",
+                                   .oidc_client_id = "wa" };
+    struct wa_response rs;
+    struct webadmin *wa;
+    char *secret, *key;
+
+    cr_assert_not_null(mkdtemp(dir));
+    secret = secret_file(dir, "secret", "client-secret\n", 0600);
+    key = secret_file(dir, "key", "hskey-api-aaaaaaaaaaaa-b\n", 0644);
+    cfg.oidc_client_secret_file = secret;
+    cfg.api_key_file = key;
+    hs_strv_push(&cfg.admin_groups, "ops");
+    cr_expect_null(webadmin_new(&cfg, err, sizeof(err)), "a key others may read");
+    cr_expect(strstr(err, "--api-key-file: the file may be read by others"), "%s", err);
+    cr_assert_eq(chmod(key, 0400), 0);
+    wa = webadmin_new(&cfg, err, sizeof(err));
+    cr_assert_not_null(wa, "%s", err);
+
+    cr_expect_eq(answer(wa, "GET", "/admin/signin", NULL, NULL, &rs), 200);
+    cr_expect(strstr(rs.body.data, "Sign in with 127.0.0.1:1</a>"), "%s", rs.body.data);
+    wa_response_free(&rs);
+    cr_expect_eq(answer(wa, "GET", "/admin/oidc/start", NULL, NULL, &rs), 502,
+                 "the provider is not there");
+    cr_expect_null(strstr(rs.headers.data, "__Host-wa_oidc="));
+    wa_response_free(&rs);
+    cr_expect_eq(answer(wa, "GET", "/admin/oidc/callback?state=abc&code=c", NULL, NULL, &rs),
+                 400, "no state cookie");
+    cr_expect_null(strstr(rs.headers.data, "__Host-wa_session="));
+    wa_response_free(&rs);
+    cr_expect_eq(answer(wa, "GET", "/admin/oidc/callback?state=abc&code=c",
+                        "__Host-wa_oidc=abd", NULL, &rs), 400, "another browser's state");
+    wa_response_free(&rs);
+    cr_expect_eq(answer(wa, "GET", "/admin/oidc/callback?state=abc&code=c",
+                        "__Host-wa_oidc=abc", NULL, &rs), 400, "a state never given out");
+    cr_expect(strstr(rs.body.data, "used already or expired"));
+    cr_expect(strstr(rs.headers.data, "Set-Cookie: __Host-wa_oidc=;"), "the cookie is spent");
+    cr_expect_null(strstr(rs.headers.data, "__Host-wa_session="));
+    wa_response_free(&rs);
+    cr_expect_eq(answer(wa, "GET", "/admin/oidc/callback?error=access_denied&state=abc",
+                        "__Host-wa_oidc=abc", NULL, &rs), 401);
+    wa_response_free(&rs);
+    webadmin_free(wa);
+    hs_strv_free(&cfg.admin_groups);
+    unlink(secret);
+    unlink(key);
+    rmdir(dir);
+    free(secret);
+    free(key);
 }
