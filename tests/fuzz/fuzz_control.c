@@ -3,7 +3,7 @@
  * RegisterRequest and MapRequest bodies). It is sealed into Noise records as the client's
  * transport would, written to a socket, and a real connection of the event loop (loop.c is
  * included so that its static parts run as in the server) reads it through nghttp2 into the
- * real register and map handlers, with a throwaway database behind them (world.h). The
+ * real register and map handlers, over a database put back after each input (world.h). The
  * workers' jobs and the loop's inbox are run in turn on this thread, so a run is repeatable.
  *
  * The connection is node 1's (machine key world.h gives it). The world's key placeholders in
@@ -81,9 +81,16 @@ static void run_rounds(struct control *c, int client_fd)
     }
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+struct input {
+    const uint8_t *data;
+    size_t size;
+};
+
+/* One connection's bytes against a fresh world and control service: what it left in the
+ * database. */
+static uint64_t run(void *arg)
 {
-    static int ready;
+    const struct input *in = arg;
     struct fuzz_world w;
     struct mapper *m;
     struct control_service *svc;
@@ -91,19 +98,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct control *c;
     struct conn *cn;
     struct noise_transport client = { 0 };
-    uint8_t *input;
     int sv[2];
 
-    if (size > INPUT_MAX)
-        return 0;
-    if (!ready) {
-        fuzz_world_init();
-        keys_generate(&noise_key);
-        ready = 1;
-    }
-    input = hs_xmalloc(size + 1);
-    memcpy(input, data, size);
-    fuzz_world_put_keys(input, size);
     fuzz_world_open(&w);
     m = mapper_new(w.cfg, NULL);
     deps.cfg = w.cfg;
@@ -118,14 +114,34 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     c->epfd = epoll_create1(EPOLL_CLOEXEC);
     c->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     cn = conn_of_node(c, sv[0], &client);
-    send_sealed(sv[1], &client, input, size);
+    send_sealed(sv[1], &client, in->data, in->size);
     loop_adopt(c, cn); /* reads it all: nghttp2 dispatches the requests */
     run_rounds(c, sv[1]);
     loop_close_all(c);
     close(sv[1]);
     control_service_free(svc);
     mapper_free(m);
-    fuzz_world_close(&w);
-    free(input);
+    return fuzz_world_close(&w);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static int ready;
+    struct input in = { .size = size };
+    uint8_t *copy;
+
+    if (size > INPUT_MAX)
+        return 0;
+    if (!ready) {
+        fuzz_world_init(false);
+        keys_generate(&noise_key);
+        ready = 1;
+    }
+    copy = hs_xmalloc(size + 1);
+    memcpy(copy, data, size);
+    fuzz_world_put_keys(copy, size);
+    in.data = copy;
+    fuzz_world_run(run, &in);
+    free(copy);
     return 0;
 }

@@ -1,13 +1,25 @@
 #include "world.h"
 
-#include <fcntl.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <string.h>
 #include <unistd.h>
 
-static char dir[64], db_path[128], template_path[128];
+static char dir[64], db_path[128];
+/* What lives as long as the process: the configuration, the bus the store publishes on, the
+ * store. */
+static const struct hs_config *cfg;
+static struct notify_bus *bus;
+static struct store *st;
+/* The harness's own connections: live to the store's file (it restores and counts), snap
+ * the template in memory. */
+static sqlite3 *live, *snap;
+static sqlite3_stmt *counts; /* every table's row count and the AUTOINCREMENT counters */
+static int64_t seen_version;  /* live's PRAGMA data_version when the database was as snap */
+static bool keep_state;
+static struct state *kept; /* the last input's, over a database it did not change */
 
 static void fail(const char *what)
 {
@@ -15,8 +27,7 @@ static void fail(const char *what)
     exit(1);
 }
 
-/* The working copy with its WAL files. */
-static void remove_db(void)
+static void remove_dir(void)
 {
     char p[160];
 
@@ -25,63 +36,23 @@ static void remove_db(void)
     snprintf(p, sizeof(p), "%s-shm", db_path);
     unlink(p);
     unlink(db_path);
-}
-
-static void remove_dir(void)
-{
-    remove_db();
-    unlink(template_path);
     rmdir(dir);
 }
 
-static void copy_file(const char *from, const char *to)
+/* The configuration of db_path, loaded once. */
+static const struct hs_config *load_config(void)
 {
-    char buf[65536];
-    int in = open(from, O_RDONLY), out = open(to, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    ssize_t n;
-
-    if (in < 0 || out < 0)
-        fail("opening the template");
-    while ((n = read(in, buf, sizeof(buf))) > 0)
-        if (write(out, buf, (size_t)n) != n)
-            fail("copying the template");
-    close(in);
-    close(out);
-}
-
-/* The configuration for the database at path, loaded once for each (the YAML parser would be
- * most of a run's time). */
-static const struct hs_config *config_for(const char *path)
-{
-    static struct hs_config cfgs[2];
-    static const char *paths[2];
+    static struct hs_config c;
     char yaml[512];
     struct config_diags diags;
-    int i = paths[0] && strcmp(paths[0], path) != 0, n;
+    int n = snprintf(yaml, sizeof(yaml), "server_url: http://127.0.0.1:8080\n"
+                                         "database:\n  sqlite:\n    path: %s\n"
+                                         "policy:\n  mode: database\n", db_path);
 
-    if (paths[i])
-        return &cfgs[i];
-    n = snprintf(yaml, sizeof(yaml), "server_url: http://127.0.0.1:8080\n"
-                                     "database:\n  sqlite:\n    path: %s\n"
-                                     "policy:\n  mode: database\n", path);
-    if (config_load_text(yaml, (size_t)n, dir, CONFIG_FOR_SERVER, &cfgs[i], &diags) < 0)
+    if (config_load_text(yaml, (size_t)n, dir, CONFIG_FOR_SERVER, &c, &diags) < 0)
         fail("the configuration");
     config_diags_free(&diags);
-    paths[i] = path;
-    return &cfgs[i];
-}
-
-static void open_at(struct fuzz_world *w, const char *path)
-{
-    w->cfg = config_for(path);
-    w->bus = notify_new();
-    if (store_open(w->cfg, w->bus, &w->st) < 0)
-        fail("store_open");
-    if (state_new(w->st, w->bus, &w->state) < 0)
-        fail("state_new");
-    state_policy_source(w->state, STATE_POLICY_STORE, NULL);
-    if (auth_new(w->cfg, w->st, &w->au) < 0)
-        fail("auth_new");
+    return &c;
 }
 
 #define ZEROS64 "0000000000000000000000000000000000000000000000000000000000000000"
@@ -121,9 +92,71 @@ static void populate(struct fuzz_world *w)
         fail("store_policy_set");
 }
 
-void fuzz_world_init(void)
+static int64_t data_version(void)
 {
-    struct fuzz_world w = { 0 };
+    sqlite3_stmt *s;
+    int64_t v = -1;
+
+    if (sqlite3_prepare_v2(live, "PRAGMA data_version", -1, &s, NULL) == SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW)
+        v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    if (v < 0)
+        fail("PRAGMA data_version");
+    return v;
+}
+
+/* One statement that counts the rows of every table of the schema (known only now). */
+static void prepare_counts(void)
+{
+    sqlite3_stmt *names;
+    char sql[4096];
+    size_t n = (size_t)snprintf(sql, sizeof(sql), "SELECT 0");
+
+    if (sqlite3_prepare_v2(live, "SELECT name FROM sqlite_master WHERE type = 'table'"
+                                 " ORDER BY name", -1, &names, NULL) != SQLITE_OK)
+        fail("listing the tables");
+    while (sqlite3_step(names) == SQLITE_ROW && n < sizeof(sql))
+        n += (size_t)snprintf(sql + n, sizeof(sql) - n, ", (SELECT count(*) FROM \"%s\")",
+                              (const char *)sqlite3_column_text(names, 0));
+    sqlite3_finalize(names);
+    if (n >= sizeof(sql) - 64)
+        fail("the row count query's length");
+    /* The counters tell two runs apart that made and removed a row each. */
+    snprintf(sql + n, sizeof(sql) - n, ", (SELECT group_concat(name || seq) FROM sqlite_sequence)");
+    if (sqlite3_prepare_v2(live, sql, -1, &counts, NULL) != SQLITE_OK)
+        fail("the row count query");
+}
+
+/* The template as it is in the file now, copied to memory, and the harness's connection. */
+static void take_snapshot(void)
+{
+    sqlite3_backup *b;
+
+    if (sqlite3_open_v2(db_path, &live, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
+        sqlite3_open(":memory:", &snap) != SQLITE_OK)
+        fail("opening the snapshot");
+    b = sqlite3_backup_init(snap, "main", live, "main");
+    if (!b || sqlite3_backup_step(b, -1) != SQLITE_DONE || sqlite3_backup_finish(b) != SQLITE_OK)
+        fail("taking the snapshot");
+    prepare_counts();
+    seen_version = data_version();
+}
+
+static void close_all(void)
+{
+    state_free(kept);
+    sqlite3_finalize(counts);
+    sqlite3_close(live);
+    sqlite3_close(snap);
+    store_close(st);
+    notify_free(bus);
+    remove_dir();
+}
+
+void fuzz_world_init(bool state_from_store)
+{
+    struct fuzz_world w;
     const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
 
     /* A line per refused input would be most of the run's time; HS_FUZZ_LOG=1 shows them
@@ -134,11 +167,17 @@ void fuzz_world_init(void)
     if (!mkdtemp(dir))
         fail("mkdtemp");
     snprintf(db_path, sizeof(db_path), "%s/db.sqlite", dir);
-    snprintf(template_path, sizeof(template_path), "%s/template.sqlite", dir);
-    atexit(remove_dir);
-    open_at(&w, template_path);
+    atexit(close_all);
+    cfg = load_config();
+    bus = notify_new();
+    if (store_open(cfg, bus, &st) < 0)
+        fail("store_open");
+    fuzz_world_open(&w);
     populate(&w);
-    fuzz_world_close(&w);
+    auth_free(w.au);
+    state_free(w.state);
+    take_snapshot();
+    keep_state = state_from_store;
 }
 
 void fuzz_world_put_keys(uint8_t *buf, size_t len)
@@ -158,16 +197,79 @@ void fuzz_world_put_keys(uint8_t *buf, size_t len)
 
 void fuzz_world_open(struct fuzz_world *w)
 {
-    remove_db();
-    copy_file(template_path, db_path);
-    open_at(w, db_path);
+    *w = (struct fuzz_world){ .cfg = cfg, .bus = bus, .st = st, .state = kept };
+    kept = NULL;
+    if (!w->state) {
+        if (state_new(st, bus, &w->state) < 0)
+            fail("state_new");
+        state_policy_source(w->state, STATE_POLICY_STORE, NULL);
+    }
+    if (auth_new(cfg, st, &w->au) < 0)
+        fail("auth_new");
 }
 
-void fuzz_world_close(struct fuzz_world *w)
+uint64_t fuzz_world_mix(uint64_t h, const void *p, size_t len)
 {
+    const uint8_t *b = p;
+
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ b[i]) * 1099511628211ULL;
+    return h;
+}
+
+static uint64_t count_rows(void)
+{
+    uint64_t h = 1469598103934665603ULL;
+
+    if (sqlite3_step(counts) != SQLITE_ROW)
+        fail("counting rows");
+    for (int i = 0; i < sqlite3_column_count(counts); i++) {
+        const unsigned char *t = sqlite3_column_text(counts, i);
+        h = fuzz_world_mix(h, t ? t : (const unsigned char *)"", t ? strlen((const char *)t) + 1 : 1);
+    }
+    sqlite3_reset(counts);
+    return h;
+}
+
+/* The template back into the file, through SQLite (the store's connections see it as a
+ * write by another process). */
+static void restore(void)
+{
+    sqlite3_backup *b = sqlite3_backup_init(live, "main", snap, "main");
+
+    /* BUSY here: the input left a statement or transaction of the store's open. */
+    if (!b || sqlite3_backup_step(b, -1) != SQLITE_DONE || sqlite3_backup_finish(b) != SQLITE_OK)
+        fail("restoring the template (a transaction left open?)");
+}
+
+uint64_t fuzz_world_close(struct fuzz_world *w)
+{
+    uint64_t digest;
+    int64_t v;
+
     auth_free(w->au);
-    state_free(w->state);
-    store_close(w->st);
-    notify_free(w->bus);
+    digest = count_rows();
+    if ((v = data_version()) != seen_version) {
+        state_free(w->state);
+        restore();
+        seen_version = v; /* live's own writes do not move it */
+    } else if (keep_state) {
+        kept = w->state;
+    } else {
+        state_free(w->state);
+    }
     *w = (struct fuzz_world){ 0 };
+    return digest;
+}
+
+void fuzz_world_run(uint64_t (*run)(void *arg), void *arg)
+{
+    static unsigned long inputs;
+    uint64_t first = run(arg);
+
+    if (inputs++ % FUZZ_WORLD_TWICE_EVERY == 0 && run(arg) != first) {
+        fprintf(stderr, "fuzz world: the input came out differently when run again: the "
+                        "first run left something behind\n");
+        abort();
+    }
 }

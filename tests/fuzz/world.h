@@ -1,7 +1,13 @@
-/* A throwaway server world for the fuzz targets that drive handlers: the default
- * configuration (SQLite, policy in the database), a store, state and auth, as the server
- * builds them. The database starts each run as a copy of a template that prepare() filled
- * once, so one input always meets the same data and a finding replays on its own. */
+/* A server world for the fuzz targets that drive handlers: the default configuration
+ * (SQLite, policy in the database), a store, state and auth, as the server builds them.
+ *
+ * Inputs must not see each other: a finding has to replay on its own. The store stays open
+ * for the whole process (opening it, with its migrations and statement cache, was most of an
+ * input's time), while each input gets a fresh state and auth over it, and closing puts the
+ * database back as the template left it when the input changed it (SQLite's backup of a
+ * snapshot taken in memory after prepare; only when the data version moved, as most inputs
+ * write nothing). fuzz_world_run checks the claim: some inputs run twice, and the two runs
+ * must come out the same. */
 #ifndef HS_FUZZ_WORLD_H
 #define HS_FUZZ_WORLD_H
 
@@ -26,16 +32,34 @@ struct fuzz_world {
 #define FUZZ_WORLD_MACHINE_KEY 0x01
 #define FUZZ_WORLD_NODE_KEY 0x02
 
+/* Every this many inputs, the first of a process among them (so that an input replayed on
+ * its own is checked), fuzz_world_run runs the input twice. */
+#define FUZZ_WORLD_TWICE_EVERY 16
+
 /* The keys are drawn at random when the template is made, so inputs name them by
  * placeholders of the same length, which this replaces in buf: "hskey-auth-000000000000-"
  * and "hskey-api-000000000000-", each followed by 64 zeros. */
 void fuzz_world_put_keys(uint8_t *buf, size_t len);
 
 /* Makes the template and exits on failure: a target without its world has nothing to fuzz.
- * Call once. */
-void fuzz_world_init(void);
-/* Opens the world on a fresh copy of the template. */
+ * Call once. state_from_store: the target changes the state only through the store (the
+ * REST API reads the state and writes the store), so the state of an input that wrote
+ * nothing is as fresh as a new one and is kept for the next (building it was most of an
+ * input's time); otherwise every input gets a new one. */
+void fuzz_world_init(bool state_from_store);
+/* A fresh state and auth over the database as the template holds it. */
 void fuzz_world_open(struct fuzz_world *w);
-void fuzz_world_close(struct fuzz_world *w);
+/* Frees what open made and puts the database back. Returns a digest of what the input left
+ * in the database (the row count of every table: times and random keys differ between two
+ * runs of one input, the rows made or removed do not). */
+uint64_t fuzz_world_close(struct fuzz_world *w);
+
+/* Runs one input: run(arg) opens the world, feeds it the input, closes it and returns a
+ * digest of the outcome (fuzz_world_close's, mixed with what the target saw, see
+ * fuzz_world_mix). Aborts when an input run twice (see FUZZ_WORLD_TWICE_EVERY) comes out
+ * differently the second time: something of the first run was left behind. */
+void fuzz_world_run(uint64_t (*run)(void *arg), void *arg);
+/* Folds len bytes at p into the digest h (FNV-1a). */
+uint64_t fuzz_world_mix(uint64_t h, const void *p, size_t len);
 
 #endif
