@@ -284,3 +284,36 @@ Test(claims, identifier)
     free(a);
     free(b);
 }
+
+/* ---- sign-ins under way ---- */
+
+Test(pending, fresh_secrets_good_once_and_until_they_expire)
+{
+    struct auth_oidc_pending t[3] = { 0 }, got;
+    struct auth_oidc_request a, b;
+
+    auth_oidc_request_new(&a, true);
+    auth_oidc_request_new(&b, false);
+    cr_expect_eq(strlen(a.state), 32);
+    cr_expect_eq(strlen(a.verifier), 43, "PKCE wants 43 to 128 characters");
+    cr_expect_str_empty(b.verifier);
+    cr_expect_str_neq(a.state, b.state);
+    cr_expect_str_neq(a.state, a.nonce);
+
+    *auth_oidc_pending_slot(t, 3, 100) = (struct auth_oidc_pending){ .rq = a, .expires_at = 200 };
+    *auth_oidc_pending_slot(t, 3, 100) = (struct auth_oidc_pending){ .rq = b, .expires_at = 150 };
+    cr_expect_not(auth_oidc_pending_take(t, 3, b.state, 150, &got), "expired");
+    cr_expect_not(auth_oidc_pending_take(t, 3, b.state, 100, &got), "an expired one is gone");
+    cr_expect_not(auth_oidc_pending_take(t, 3, "", 100, &got));
+    cr_expect_not(auth_oidc_pending_take(t, 3, "x", 100, &got));
+    cr_assert(auth_oidc_pending_take(t, 3, a.state, 199, &got));
+    cr_expect_str_eq(got.rq.nonce, a.nonce);
+    cr_expect_str_eq(got.rq.verifier, a.verifier);
+    cr_expect_not(auth_oidc_pending_take(t, 3, a.state, 199, &got), "good once");
+
+    /* A full table gives up the entry closest to expiring. */
+    for (int i = 0; i < 3; i++)
+        t[i] = (struct auth_oidc_pending){ .rq = a, .expires_at = 500 - i };
+    cr_expect_eq(auth_oidc_pending_slot(t, 3, 100), &t[2]);
+    cr_expect_eq(auth_oidc_pending_slot(t, 3, 499), &t[1], "an expired one first");
+}
