@@ -492,6 +492,8 @@ void webadmin_handle(struct webadmin *wa, const struct wa_request *rq, struct wa
         rel += blen;
     else
         rel = NULL;
+    if (wa->oidc)
+        wa__oidc_sweep(wa);
     if (!rel)
         wa__error_page(&x, 404, "No such page.");
     else if (parse_input(&x))

@@ -3,8 +3,9 @@
  * the server's code (auth/auth.h's relying party, linked in as hs_auth_rp).
  *
  * An administrator so signed in has no API key of their own, so the web admin makes one for
- * each session with its service key (--api-key-file): it expires when the session would
- * (--session-max) and is expired at sign-out, and the API keys page lists it like any other,
+ * each session with its service key (--api-key-file): it expires when the session would at
+ * the latest (--session-max), is expired at sign-out or, for a session that ended unused, at
+ * the next request the web admin answers, and the API keys page lists it like any other,
  * where it can be expired to end that session. The session keeps it sealed as it keeps an
  * API key signed in with. */
 #include <errno.h>
@@ -258,23 +259,38 @@ void wa__oidc_callback(struct wa_ctx *x)
     json_decref(claims);
 }
 
-void wa__oidc_expire_key(struct wa_ctx *x)
+/* Expires the API key of prefix, calling the API with key; a failure is logged only (the
+ * key expires by itself when the session would have). */
+static void expire_prefix(struct webadmin *wa, const char *key, const char *prefix)
 {
-    char prefix[AUTH_PREFIX_LEN + 1];
-    json_t *answer = NULL;
+    json_t *body = json_pack("{s:s}", "prefix", prefix), *answer = NULL;
     long status = 0;
-    json_t *body;
 
-    /* The server made it: hskey-api-<prefix>-<secret>. */
-    if (!hs_has_prefix(x->s.api_key, "hskey-api-") ||
-        strlen(x->s.api_key) < strlen("hskey-api-") + AUTH_PREFIX_LEN)
-        return;
-    hs_strlcpy(prefix, x->s.api_key + strlen("hskey-api-"), sizeof(prefix));
-    body = json_pack("{s:s}", "prefix", prefix);
-    if (wa__client_call(x->wa->client, x->s.api_key, "POST", "/api/v1/apikey/expire", body,
-                        &status, &answer) < 0 || (status != 200 && status != 401))
+    if (wa__client_call(wa->client, key, "POST", "/api/v1/apikey/expire", body, &status,
+                        &answer) < 0 || (status != 200 && status != 401))
         log_warnx("webadmin: the API key %s of a session that ended could not be expired "
                   "(HTTP %ld); it expires by itself at the session's end", prefix, status);
     json_decref(body);
     json_decref(answer);
+}
+
+void wa__oidc_expire_key(struct wa_ctx *x)
+{
+    char prefix[WA_KEY_PREFIX_LEN + 1];
+
+    /* The server made it: hskey-api-<prefix>-<secret>. */
+    if (!hs_has_prefix(x->s.api_key, "hskey-api-") ||
+        strlen(x->s.api_key) < strlen("hskey-api-") + WA_KEY_PREFIX_LEN)
+        return;
+    hs_strlcpy(prefix, x->s.api_key + strlen("hskey-api-"), sizeof(prefix));
+    expire_prefix(x->wa, x->s.api_key, prefix);
+}
+
+void wa__oidc_sweep(struct webadmin *wa)
+{
+    char prefixes[8][WA_KEY_PREFIX_LEN + 1];
+    size_t n = wa__sessions_sweep(wa->sessions, prefixes, HS_ARRAY_LEN(prefixes));
+
+    for (size_t i = 0; i < n; i++)
+        expire_prefix(wa, wa->oidc->service_key, prefixes[i]);
 }

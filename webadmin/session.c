@@ -1,7 +1,8 @@
 /* Server-side sessions in memory: a keyed hash of each id, the API key sealed under a key
  * derived from the id (libsodium secretbox), an absolute and an idle expiry. A table of at
  * most WA_MAX_SESSIONS, searched linearly (an administrator console has few sessions).
- * Optionally kept in a file as well (see wa__sessions_new). */
+ * Optionally kept in a file as well (see wa__sessions_new). A session whose API key was made
+ * for it stays past its end until wa__sessions_sweep hands that key over to be expired. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,7 +21,7 @@ struct session {
     uint8_t sealed[SEALED_MAX];
     size_t sealed_len;
     char csrf[WA_CSRF_LEN + 1];
-    bool minted; /* the API key was made for this session (an OIDC sign-in) */
+    char minted[WA_KEY_PREFIX_LEN + 1]; /* the prefix of a key made for it, else "" */
     int64_t created, last_used;
     int64_t saved_use; /* last_used as the file has it */
 };
@@ -104,14 +105,15 @@ static bool expired(const struct wa_sessions *ss, const struct session *s, int64
     return now - s->created > ss->max_us || now - s->last_used > ss->idle_us;
 }
 
-/* A free slot: an unused or expired one, else the least recently used. */
+/* A free slot: an unused or expired one (not one whose made key is still to be expired),
+ * else the least recently used. */
 static struct session *free_slot(struct wa_sessions *ss, int64_t now)
 {
     struct session *oldest = &ss->s[0];
 
     for (size_t i = 0; i < WA_MAX_SESSIONS; i++) {
         struct session *s = &ss->s[i];
-        if (!s->used || expired(ss, s, now))
+        if (!s->used || (expired(ss, s, now) && !s->minted[0]))
             return s;
         if (s->last_used < oldest->last_used)
             oldest = s;
@@ -138,7 +140,9 @@ int wa__session_create(struct wa_sessions *ss, const char *api_key, bool minted,
     sodium_memzero(seal_key, sizeof(seal_key));
     s->sealed_len = klen + crypto_secretbox_MACBYTES;
     wa__random_token(s->csrf);
-    s->minted = minted;
+    if (minted && hs_has_prefix(api_key, "hskey-api-") &&
+        klen > strlen("hskey-api-") + WA_KEY_PREFIX_LEN)
+        hs_strlcpy(s->minted, api_key + strlen("hskey-api-"), sizeof(s->minted));
     s->created = s->last_used = s->saved_use = now;
     s->used = true;
     save(ss);
@@ -164,14 +168,15 @@ int wa__session_open(struct wa_sessions *ss, const char *id, struct wa_session_v
         return -ENOENT;
     s = find(ss, hash);
     if (s && expired(ss, s, now)) {
-        sodium_memzero(s, sizeof(*s));
+        if (!s->minted[0]) /* else wa__sessions_sweep's */
+            sodium_memzero(s, sizeof(*s));
         s = NULL;
     }
     if (s && crypto_secretbox_open_easy((uint8_t *)v->api_key, s->sealed, s->sealed_len,
                                         s->nonce, seal_key) == 0) {
         v->api_key[s->sealed_len - crypto_secretbox_MACBYTES] = '\0';
         memcpy(v->csrf, s->csrf, sizeof(v->csrf));
-        v->minted = s->minted;
+        v->minted = s->minted[0] != '\0';
         s->last_used = now;
         rc = 0;
         if (now - s->saved_use >= WA_SESSION_SAVE_EVERY_US) {
@@ -197,15 +202,33 @@ void wa__session_end(struct wa_sessions *ss, const char *id)
     }
 }
 
+size_t wa__sessions_sweep(struct wa_sessions *ss, char (*prefixes)[WA_KEY_PREFIX_LEN + 1],
+                          size_t max)
+{
+    int64_t now = hs_now_us();
+    size_t n = 0;
+
+    for (size_t i = 0; i < WA_MAX_SESSIONS && n < max; i++) {
+        struct session *s = &ss->s[i];
+        if (!s->used || !s->minted[0] || !expired(ss, s, now))
+            continue;
+        memcpy(prefixes[n++], s->minted, sizeof(s->minted));
+        sodium_memzero(s, sizeof(*s));
+    }
+    if (n)
+        save(ss);
+    return n;
+}
+
 /* ---- the sessions file ----
  * Text, one record a line, fields split by one space, binary fields in base64 (URL-safe, no
  * padding):
  *   headscale-webadmin sessions 2
  *   key <hash_key>
  *   s <id_hash> <nonce> <sealed API key> <csrf> <created us> <last used us> <minted>
- * minted is 1 for a session whose API key was made for it, else 0; version 1 files (read
- * too) end their lines before it. Only live sessions are written; a line that does not parse
- * voids the whole file. */
+ * minted is the prefix of an API key made for the session, else "-"; version 1 files (read
+ * too) end their lines before it. Only live sessions are written, and ended ones whose key
+ * is still to be expired; a line that does not parse voids the whole file. */
 #define FILE_MAGIC "headscale-webadmin sessions 2"
 #define FILE_MAGIC_V1 "headscale-webadmin sessions 1"
 #define FILE_MAX (WA_MAX_SESSIONS * 1024u)
@@ -232,14 +255,14 @@ static void save(struct wa_sessions *ss)
     put_b64(&b, ss->hash_key, sizeof(ss->hash_key));
     for (size_t i = 0; i < WA_MAX_SESSIONS; i++) {
         const struct session *s = &ss->s[i];
-        if (!s->used || expired(ss, s, now))
+        if (!s->used || (expired(ss, s, now) && !s->minted[0]))
             continue;
         hs_buf_puts(&b, "\ns");
         put_b64(&b, s->id_hash, sizeof(s->id_hash));
         put_b64(&b, s->nonce, sizeof(s->nonce));
         put_b64(&b, s->sealed, s->sealed_len);
-        hs_buf_appendf(&b, " %s %" PRId64 " %" PRId64 " %d", s->csrf, s->created,
-                       s->last_used, s->minted);
+        hs_buf_appendf(&b, " %s %" PRId64 " %" PRId64 " %s", s->csrf, s->created,
+                       s->last_used, s->minted[0] ? s->minted : "-");
     }
     hs_buf_puts(&b, "\n");
     if ((rc = hs_write_file_atomic(ss->path, b.data, b.len, 0600)) < 0)
@@ -282,7 +305,7 @@ static int parse_session(char *line, bool v1, struct session *s)
     size_t n = v1 ? FILE_FIELDS - 1 : FILE_FIELDS;
 
     if (split(line, f, n) != n || strcmp(f[0], "s") != 0 ||
-        (!v1 && strcmp(f[7], "0") != 0 && strcmp(f[7], "1") != 0) ||
+        (!v1 && strcmp(f[7], "-") != 0 && strlen(f[7]) != WA_KEY_PREFIX_LEN) ||
         get_b64(f[1], s->id_hash, sizeof(s->id_hash), sizeof(s->id_hash), NULL) < 0 ||
         get_b64(f[2], s->nonce, sizeof(s->nonce), sizeof(s->nonce), NULL) < 0 ||
         get_b64(f[3], s->sealed, sizeof(s->sealed), 0, &s->sealed_len) < 0 ||
@@ -290,7 +313,8 @@ static int parse_session(char *line, bool v1, struct session *s)
         hs_parse_i64(f[5], &s->created) < 0 || hs_parse_i64(f[6], &s->last_used) < 0)
         return -EINVAL;
     memcpy(s->csrf, f[4], WA_CSRF_LEN + 1);
-    s->minted = !v1 && f[7][0] == '1';
+    if (!v1 && strcmp(f[7], "-") != 0)
+        memcpy(s->minted, f[7], sizeof(s->minted));
     s->saved_use = s->last_used;
     s->used = true;
     return 0;
@@ -317,7 +341,7 @@ static int parse_file(struct wa_sessions *ss, char *text)
             continue;
         if (n == WA_MAX_SESSIONS || parse_session(line, v1, &ss->s[n]) < 0)
             return -EINVAL;
-        if (expired(ss, &ss->s[n], now))
+        if (expired(ss, &ss->s[n], now) && !ss->s[n].minted[0])
             sodium_memzero(&ss->s[n], sizeof(ss->s[n]));
         else
             n++;

@@ -41,6 +41,7 @@ bool wa__cookie_get(const char *header, const char *name, char *out, size_t outs
 #define WA_CSRF_LEN 43
 #define WA_MAX_SESSIONS 1024
 #define WA_MAX_API_KEY 256
+#define WA_KEY_PREFIX_LEN 12 /* hskey-api-<prefix>-<secret>, as the server makes them */
 
 struct wa_sessions;
 struct wa_session_view {
@@ -64,6 +65,11 @@ int wa__session_create(struct wa_sessions *ss, const char *api_key, bool minted,
  * expired or malformed id. */
 int wa__session_open(struct wa_sessions *ss, const char *id, struct wa_session_view *v);
 void wa__session_end(struct wa_sessions *ss, const char *id);
+/* Ends the expired sessions whose API keys were made for them and gives those keys' prefixes
+ * (at most max), for the caller to expire: such a session may end unused, without a
+ * sign-out. Other expired sessions end when next met. */
+size_t wa__sessions_sweep(struct wa_sessions *ss, char (*prefixes)[WA_KEY_PREFIX_LEN + 1],
+                          size_t max);
 /* Random base64url text of WA_CSRF_LEN chars. */
 void wa__random_token(char out[WA_CSRF_LEN + 1]);
 /* Constant-time compare of two tokens (NULL never matches). */
@@ -138,6 +144,8 @@ void wa__oidc_start(struct wa_ctx *x);
 void wa__oidc_callback(struct wa_ctx *x);
 /* At sign-out of a session whose API key was made for it: expires that key. */
 void wa__oidc_expire_key(struct wa_ctx *x);
+/* Expires the keys made for sessions that ended unused (wa__sessions_sweep). */
+void wa__oidc_sweep(struct webadmin *wa);
 
 /* Calls the API as the signed-in administrator, with body (JSON, stolen; NULL for none). A 401 ends the session (the key expired or
  * was deleted) and answers with the sign-in page: then returns -EACCES and the handler stops.

@@ -203,3 +203,37 @@ def test_sign_out_expires_the_session_key(web):
                      allow_redirects=False, timeout=10)
     assert r.status_code == 303 and r.headers["Location"].endswith("/admin/signin")
     assert re.search(r"webadmin: alice@example.org signed in", web.webadmin.log(200))
+
+
+def restart_webadmin(web, extra=()):
+    rc = web.webadmin.stop()
+    assert rc == 0, web.webadmin.log(20)
+    web.webadmin.argv = web.base_argv + list(extra)
+    web.webadmin.start()
+    tailnet.poll(web._ready, 20, "the webadmin to answer again")
+
+
+def test_a_session_ending_unused_expires_its_key(web):
+    """With --session-idle 3s: ALICE signs in and leaves; the program is restarted in between
+    (the sessions file keeps what is still to be done); once the session has ended, the next
+    request to the web admin, anyone's, has its key expired through the API."""
+    web.base_argv = list(web.webadmin.argv)
+    try:
+        restart_webadmin(web, ["--session-idle", "3s"])
+        before = api_keys(web)
+        _, _, r = http_sign_in(web)
+        assert r.status_code == 200 and "alice@example.org" in r.text, r.text
+        cookie = r.cookies[SESSION_COOKIE]
+        prefix, = set(api_keys(web)) - set(before)
+        restart_webadmin(web, ["--session-idle", "3s"])
+        assert not expired(api_keys(web)[prefix]["expiration"])
+
+        def key_expired():
+            requests.get(web.url + "/admin/signin", verify=False, timeout=10)
+            return expired(api_keys(web)[prefix]["expiration"])
+        tailnet.poll(key_expired, 30, "the unused session's key to expire")
+        r = requests.get(web.url + "/admin/nodes", cookies={SESSION_COOKIE: cookie},
+                         verify=False, allow_redirects=False, timeout=10)
+        assert r.status_code == 303 and r.headers["Location"].endswith("/admin/signin")
+    finally:
+        restart_webadmin(web)

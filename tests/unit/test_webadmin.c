@@ -404,6 +404,8 @@ Test(session, a_file_keeps_them_across_a_restart)
     remove_dir(dir, path);
 }
 
+#define MADE_KEY "hskey-api-0123456789ab-secret"
+
 /* Whether a key was made for its session is kept in the file; a file of version 1 (before
  * that field) still opens its sessions, as keys of their own. */
 Test(session, a_file_keeps_minted_keys_and_reads_version_1)
@@ -414,7 +416,7 @@ Test(session, a_file_keeps_minted_keys_and_reads_version_1)
     struct hs_buf old;
     size_t len;
 
-    cr_assert_eq(wa__session_create(ss, "hskey-api-made", true, id), 0);
+    cr_assert_eq(wa__session_create(ss, MADE_KEY, true, id), 0);
     wa__sessions_free(ss);
     ss = wa__sessions_new(3600 * HS_USEC_PER_SEC, 600 * HS_USEC_PER_SEC, path);
     cr_assert_eq(wa__session_open(ss, id, &v), 0);
@@ -424,20 +426,47 @@ Test(session, a_file_keeps_minted_keys_and_reads_version_1)
     /* The same file as version 1 wrote it: another magic line, no last field. */
     cr_assert_eq(hs_read_file(path, 1 << 20, &text, &len), 0);
     cr_assert(hs_has_prefix(text, "headscale-webadmin sessions 2\n"));
-    cr_assert(len > 3 && strcmp(text + len - 3, " 1\n") == 0, "%s", text);
+    cr_assert(len > 14 && strcmp(text + len - 14, " 0123456789ab\n") == 0, "%s", text);
     hs_buf_init(&old, 1 << 20);
     hs_buf_puts(&old, "headscale-webadmin sessions 1\n");
     hs_buf_append(&old, text + strlen("headscale-webadmin sessions 2\n"),
-                  len - 3 - strlen("headscale-webadmin sessions 2\n"));
+                  len - 14 - strlen("headscale-webadmin sessions 2\n"));
     hs_buf_puts(&old, "\n");
     cr_assert_eq(hs_write_file_atomic(path, old.data, old.len, 0600), 0);
     ss = wa__sessions_new(3600 * HS_USEC_PER_SEC, 600 * HS_USEC_PER_SEC, path);
     cr_assert_eq(wa__session_open(ss, id, &v), 0);
-    cr_expect_str_eq(v.api_key, "hskey-api-made");
+    cr_expect_str_eq(v.api_key, MADE_KEY);
     cr_expect_not(v.minted);
     wa__sessions_free(ss);
     hs_buf_free(&old);
     free(text);
+    remove_dir(dir, path);
+}
+
+#define IDLE_US 200000
+
+/* A session whose key was made for it and that ends unused stays until the sweep gives its
+ * key's prefix to expire, across a restart too; others just end. */
+Test(session, ended_sessions_give_their_made_keys_to_expire)
+{
+    char dir[64], *path = sessions_path(dir), id[WA_SESSION_ID_LEN + 1], got[8][13];
+    struct wa_sessions *ss = wa__sessions_new(3600 * HS_USEC_PER_SEC, IDLE_US, path);
+    struct wa_session_view v;
+
+    cr_assert_eq(wa__session_create(ss, MADE_KEY, true, id), 0);
+    cr_assert_eq(wa__session_create(ss, "hskey-api-111111111111-own", false, id), 0);
+    cr_expect_eq(wa__sessions_sweep(ss, got, 8), 0, "nothing has ended yet");
+    usleep(2 * IDLE_US);
+    cr_expect_eq(wa__session_open(ss, id, &v), -ENOENT);
+    wa__sessions_free(ss);
+    ss = wa__sessions_new(3600 * HS_USEC_PER_SEC, IDLE_US, path);
+    cr_assert_eq(wa__sessions_sweep(ss, got, 8), 1);
+    cr_expect_str_eq(got[0], "0123456789ab");
+    cr_expect_eq(wa__sessions_sweep(ss, got, 8), 0, "given once");
+    wa__sessions_free(ss);
+    ss = wa__sessions_new(3600 * HS_USEC_PER_SEC, IDLE_US, path);
+    cr_expect_eq(wa__sessions_sweep(ss, got, 8), 0, "and gone from the file");
+    wa__sessions_free(ss);
     remove_dir(dir, path);
 }
 
