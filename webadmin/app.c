@@ -470,7 +470,7 @@ static void dispatch(struct wa_ctx *x, const char *rel)
     if (!check_session(x))
         return;
     if (strcmp(rel, "/signout") == 0 && strcmp(x->rq->method, "POST") == 0) {
-        if (x->s.minted)
+        if (x->s.minted[0])
             wa__oidc_expire_key(x);
         end_session(x);
         return wa__redirect(x, "/signin");

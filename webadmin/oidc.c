@@ -276,14 +276,7 @@ static void expire_prefix(struct webadmin *wa, const char *key, const char *pref
 
 void wa__oidc_expire_key(struct wa_ctx *x)
 {
-    char prefix[WA_KEY_PREFIX_LEN + 1];
-
-    /* The server made it: hskey-api-<prefix>-<secret>. */
-    if (!hs_has_prefix(x->s.api_key, "hskey-api-") ||
-        strlen(x->s.api_key) < strlen("hskey-api-") + WA_KEY_PREFIX_LEN)
-        return;
-    hs_strlcpy(prefix, x->s.api_key + strlen("hskey-api-"), sizeof(prefix));
-    expire_prefix(x->wa, x->s.api_key, prefix);
+    expire_prefix(x->wa, x->s.api_key, x->s.minted);
 }
 
 void wa__oidc_sweep(struct webadmin *wa)

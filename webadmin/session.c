@@ -176,7 +176,7 @@ int wa__session_open(struct wa_sessions *ss, const char *id, struct wa_session_v
                                         s->nonce, seal_key) == 0) {
         v->api_key[s->sealed_len - crypto_secretbox_MACBYTES] = '\0';
         memcpy(v->csrf, s->csrf, sizeof(v->csrf));
-        v->minted = s->minted[0] != '\0';
+        memcpy(v->minted, s->minted, sizeof(v->minted));
         s->last_used = now;
         rc = 0;
         if (now - s->saved_use >= WA_SESSION_SAVE_EVERY_US) {

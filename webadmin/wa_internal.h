@@ -47,7 +47,8 @@ struct wa_sessions;
 struct wa_session_view {
     char csrf[WA_CSRF_LEN + 1];
     char api_key[WA_MAX_API_KEY + 1]; /* wipe after use (sodium_memzero) */
-    bool minted; /* the key was made for this session: sign-out expires it */
+    char minted[WA_KEY_PREFIX_LEN + 1]; /* the prefix of a key made for this session (sign-out
+                                         * expires it), else "" */
 };
 
 /* path: NULL keeps sessions in memory only; else they are also kept in that file (mode 0600,
@@ -57,8 +58,9 @@ struct wa_session_view {
  * signs no one in. A file that does not parse is ignored (with a warning) and replaced. */
 struct wa_sessions *wa__sessions_new(int64_t max_us, int64_t idle_us, const char *path);
 void wa__sessions_free(struct wa_sessions *ss);
-/* A new session for api_key (minted: made for it) : its id in id_out. -E2BIG when the key is
- * too long; a full table drops the oldest session. */
+/* A new session for api_key (minted: made for it, in the server's form
+ * hskey-api-<prefix>-<secret>): its id in id_out. -E2BIG when the key is too long; a full
+ * table drops the oldest session. */
 int wa__session_create(struct wa_sessions *ss, const char *api_key, bool minted,
                        char id_out[WA_SESSION_ID_LEN + 1]);
 /* The live session with this id (touching it), opened into v; -ENOENT for an unknown,
