@@ -89,6 +89,9 @@ struct hs_config {
     char *pg_name, *pg_user, *pg_pass;
     char *pg_sslmode; /* "disable", "require", "verify-full", ... ("true" → require) */
     int pg_max_open_conns, pg_max_idle_conns, pg_conn_max_idle_time_secs;
+    /* A PostgreSQL gone silent (a partition, a host gone) is given up after this long: the
+     * connect timeout, TCP keep-alives and TCP_USER_TIMEOUT of every connection (ours). */
+    int64_t pg_unreachable_timeout_us;
 
     /* TLS */
     char *tls_cert_path, *tls_key_path;
@@ -158,6 +161,9 @@ struct hs_config {
     int tuning_derp_max_clients;        /* the embedded relay's clients (ours) */
     int tuning_derp_max_clients_per_ip; /* the same per address; 0: no cap */
     int tuning_control_max_body_buffer_mib; /* request bodies held by the control loop */
+    /* A client gone silent on listen_addr (no FIN, no RST) is cut off after this long: TCP
+     * keep-alives and TCP_USER_TIMEOUT on every accepted connection (ours). */
+    int64_t tuning_unreachable_client_timeout_us;
 };
 
 enum config_diag_level { CONFIG_WARNING, CONFIG_ERROR };

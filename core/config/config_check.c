@@ -333,6 +333,10 @@ static void check_times(struct load_ctx *c)
         problem(c, CONFIG_ERROR, "tuning.register_cache_expiration", "must be longer than 0");
     if (cfg->tuning_http_request_timeout_us < HS_USEC_PER_SEC)
         problem(c, CONFIG_ERROR, "tuning.http_request_timeout", "must be at least 1s");
+    if (cfg->tuning_unreachable_client_timeout_us < HS_USEC_PER_SEC)
+        problem(c, CONFIG_ERROR, "tuning.unreachable_client_timeout", "must be at least 1s");
+    if (cfg->pg_unreachable_timeout_us < HS_USEC_PER_SEC)
+        problem(c, CONFIG_ERROR, "database.postgres.unreachable_timeout", "must be at least 1s");
     if (cfg->node_routes_ha_probe_interval_us == 0)
         return; /* probing disabled */
     if (cfg->node_routes_ha_probe_interval_us < 2 * HS_USEC_PER_SEC)

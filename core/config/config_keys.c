@@ -118,6 +118,7 @@ const struct key_def config__keys[] = {
     KEY("database.postgres.max_idle_conns", K_INT, pg_max_idle_conns, "10", .min = 0, .max = 100000),
     KEY("database.postgres.conn_max_idle_time_secs", K_INT, pg_conn_max_idle_time_secs, "3600",
         .min = 0, .max = INT_MAXV),
+    KEY("database.postgres.unreachable_timeout", K_DUR, pg_unreachable_timeout_us, "15s"),
 
     KEY("acme_url", K_STR, acme_url, "https://acme-v02.api.letsencrypt.org/directory"),
     KEY("acme_email", K_STR, acme_email, ""),
@@ -197,6 +198,7 @@ const struct key_def config__keys[] = {
     KEY("tuning.derp_max_clients", K_INT, tuning_derp_max_clients, "65536", .min = 1, .max = 10000000),
     KEY("tuning.control_max_body_buffer_mib", K_INT, tuning_control_max_body_buffer_mib, "256", .min = 1, .max = 1048576),
     KEY("tuning.derp_max_clients_per_ip", K_INT, tuning_derp_max_clients_per_ip, "256", .min = 0, .max = 10000000),
+    KEY("tuning.unreachable_client_timeout", K_DUR, tuning_unreachable_client_timeout_us, "60s"),
     NOFIELD("tuning.notifier_send_timeout", .inert = NO_BATCHER, .flags = KF_NEVER),
     NOFIELD("tuning.node_mapsession_buffered_chan_size", .inert = NO_BATCHER, .flags = KF_NEVER),
     NOFIELD("tuning.batcher_workers", .inert = NO_BATCHER, .flags = KF_NEVER),

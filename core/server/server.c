@@ -628,6 +628,7 @@ static int start_tcp(struct server *srv)
 {
     const struct hs_config *cfg = srv->cfg;
     struct front_deps deps = { .listen_fd = -1 };
+    struct hs_keepalive ka;
     int rc;
 
     if ((rc = start_tls(srv)) < 0)
@@ -639,6 +640,13 @@ static int start_tcp(struct server *srv)
     }
     if ((deps.listen_fd = listen_tcp(cfg->listen_addr)) < 0)
         return deps.listen_fd;
+    /* Map streams and DERP connections idle for minutes: without keep-alives a client whose
+     * network vanished would hold its stream, and look online, for the kernel's 15 minutes
+     * of retransmissions. Accepted sockets inherit these. */
+    hs_keepalive_for(cfg->tuning_unreachable_client_timeout_us, &ka);
+    if ((rc = hs_keepalive_set(deps.listen_fd, &ka)) < 0)
+        log_warnx("server: cannot set TCP keep-alives on %s: %s", cfg->listen_addr,
+                  hs_strerror(rc));
     deps.tls = srv->tls;
     deps.control = control_service_control(srv->svc);
     deps.derp = srv->derp;

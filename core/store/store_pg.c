@@ -5,7 +5,12 @@
  * transaction is reset once and the statement retried, so a restarted server costs one slow
  * query instead of an error. (Outside a transaction the store runs only reads, BEGIN and
  * idempotent writes — apikey touch, the server-secret insert — so a retry is harmless.) Inside a transaction nothing is retried: the transaction is lost
- * with its connection, and the caller sees -EIO.
+ * with its connection, and the caller sees -EIO. When the reset fails as well, the idle
+ * connections are closed with it: they lead to the same unreachable database.
+ *
+ * A database that goes silent (a partition: packets dropped, nothing closed) is given up
+ * after database.postgres.unreachable_timeout, on every connection, the replicas' feed too:
+ * connect_timeout, TCP keep-alives and tcp_user_timeout (libpq's parameters).
  *
  * While the database cannot be reached, every request would wait for a connect of its own and
  * log the same failure (hundreds of lines a second under load): after a failed connect the
@@ -20,8 +25,7 @@
 #include "store/store_internal.h"
 
 #define PG_DEFAULT_POOL 10
-#define PG_CONNECT_TIMEOUT "10"
-#define PG_MAX_PARAMS 10
+#define PG_MAX_PARAMS 16
 #define PG_RETRY_US (250 * 1000)
 #define PG_LOG_EVERY_US (10 * HS_USEC_PER_SEC)
 /* pg_advisory_lock key for migrations: "hsmigrat" as a big-endian int64. */
@@ -76,6 +80,31 @@ static void add_param(struct pg_pool *p, int *n, const char *kw, const char *val
     (*n)++;
 }
 
+static void add_int_param(struct pg_pool *p, int *n, const char *kw, long long val)
+{
+    char text[24];
+
+    snprintf(text, sizeof(text), "%lld", val);
+    add_param(p, n, kw, text);
+}
+
+/* database.postgres.unreachable_timeout: a partition must not hang a request for the
+ * kernel's 15 minutes of retransmissions, nor leave the replicas' feed deaf without knowing
+ * it. libpq counts connect_timeout in whole seconds, at least 2. */
+static void add_timeout_params(struct pg_pool *p, int *n, int64_t timeout_us)
+{
+    struct hs_keepalive ka;
+    int64_t connect_s = (timeout_us + HS_USEC_PER_SEC - 1) / HS_USEC_PER_SEC;
+
+    hs_keepalive_for(timeout_us, &ka);
+    add_int_param(p, n, "connect_timeout", connect_s < 2 ? 2 : connect_s);
+    add_param(p, n, "keepalives", "1");
+    add_int_param(p, n, "keepalives_idle", ka.idle_s);
+    add_int_param(p, n, "keepalives_interval", ka.interval_s);
+    add_int_param(p, n, "keepalives_count", ka.count);
+    add_int_param(p, n, "tcp_user_timeout", ka.user_timeout_ms);
+}
+
 static void build_params(struct pg_pool *p, const struct hs_config *cfg)
 {
     char port[16];
@@ -88,8 +117,8 @@ static void build_params(struct pg_pool *p, const struct hs_config *cfg)
     add_param(p, &n, "user", cfg->pg_user);
     add_param(p, &n, "password", cfg->pg_pass);
     add_param(p, &n, "sslmode", pg_sslmode(cfg->pg_sslmode));
-    add_param(p, &n, "connect_timeout", PG_CONNECT_TIMEOUT);
     add_param(p, &n, "application_name", "headscale");
+    add_timeout_params(p, &n, cfg->pg_unreachable_timeout_us);
     p->kw[n] = NULL;
     p->val[n] = NULL;
 }
@@ -336,6 +365,22 @@ static void copy_result(PGresult *r, struct store_result *res)
     }
 }
 
+/* A connection was lost and a new one failed too: the database is down or out of reach.
+ * The idle connections go the same way, and would each make a request wait a timeout to
+ * learn it; closed now, the next requests connect anew, failing fast while it lasts. */
+static void pool_drop_idle(struct pg_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < p->size; i++) {
+        struct store_conn *c = &p->conns[i];
+        if (!c->busy && c->pg) {
+            PQfinish(c->pg);
+            c->pg = NULL;
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
 /* Reconnects a broken connection once; only safe outside a transaction. */
 static bool pg_recover(struct store_conn *c)
 {
@@ -344,9 +389,11 @@ static bool pg_recover(struct store_conn *c)
     log_warnx("store: postgres: connection lost, reconnecting");
     PQreset(c->pg);
     if (PQstatus(c->pg) != CONNECTION_OK) {
-        log_pg_error("reconnect", PQerrorMessage(c->pg));
+        connect_failed(c->pool, PQerrorMessage(c->pg));
+        pool_drop_idle(c->pool);
         return false;
     }
+    connect_worked(c->pool);
     return true;
 }
 

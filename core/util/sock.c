@@ -1,5 +1,8 @@
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "util/util.h"
@@ -21,6 +24,34 @@ ssize_t hs_write_nonblock(int fd, const void *data, size_t len)
             return n < 0 ? -errno : -EPIPE;
     }
     return (ssize_t)off;
+}
+
+void hs_keepalive_for(int64_t timeout_us, struct hs_keepalive *k)
+{
+    int64_t ms = timeout_us / 1000;
+
+    if (ms < 1000)
+        ms = 1000;
+    if (ms > INT32_MAX)
+        ms = INT32_MAX;
+    k->user_timeout_ms = (unsigned)ms;
+    k->idle_s = ms / 3000 > 1 ? (int)(ms / 3000) : 1;
+    k->interval_s = ms / 6000 > 1 ? (int)(ms / 6000) : 1;
+    k->count = 4; /* idle + 4 intervals: the whole timeout */
+}
+
+int hs_keepalive_set(int fd, const struct hs_keepalive *k)
+{
+    int one = 1;
+
+    if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &k->idle_s, sizeof(k->idle_s)) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &k->interval_s, sizeof(k->interval_s)) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &k->count, sizeof(k->count)) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &k->user_timeout_ms,
+                   sizeof(k->user_timeout_ms)) < 0)
+        return -errno;
+    return 0;
 }
 
 int hs_split_host_port(const char *addr, char *host, size_t hostsize, char *port,

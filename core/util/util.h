@@ -154,6 +154,17 @@ char *hs_json_dump(const json_t *j, size_t flags); /* malloc'd, aborts on ENOMEM
 /* Writes what a non-blocking fd takes now: the bytes written (fewer than len when it would
  * block), or a negative errno when the socket is broken. */
 ssize_t hs_write_nonblock(int fd, const void *data, size_t len);
+/* TCP keep-alive timing that gives up a peer gone silent (its host or its network vanished
+ * without a FIN or an RST) about timeout_us after it last answered: probes start after a
+ * third of it, then every sixth, and data left unacknowledged that long ends the connection
+ * too (TCP_USER_TIMEOUT). Whole seconds, at least 1 each. */
+struct hs_keepalive {
+    int idle_s, interval_s, count;
+    unsigned user_timeout_ms;
+};
+void hs_keepalive_for(int64_t timeout_us, struct hs_keepalive *k);
+/* Sets k on fd (sockets accepted from a listening fd inherit it); 0 or -errno. */
+int hs_keepalive_set(int fd, const struct hs_keepalive *k);
 /* "host:port", "[v6]:port" or ":port" → host ("" = any) and port (non-empty). */
 int hs_split_host_port(const char *addr, char *host, size_t hostsize, char *port,
                        size_t portsize);

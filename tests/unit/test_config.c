@@ -171,12 +171,14 @@ CFG_TEST(bare_defaults)
     cr_assert_eq(cfg.pg_max_open_conns, 10);
     cr_assert_eq(cfg.pg_max_idle_conns, 10);
     cr_assert_eq(cfg.pg_conn_max_idle_time_secs, 3600);
+    cr_assert_eq(cfg.pg_unreachable_timeout_us, 15 * SEC);
     cr_assert_str_eq(cfg.pg_sslmode, "disable");
     cr_assert_eq(cfg.tuning_batch_change_delay_us, 20000);
     cr_assert_eq(cfg.tuning_register_cache_expiration_us, 15 * 60 * SEC);
     cr_assert_eq(cfg.tuning_register_cache_max_entries, 1024);
     cr_assert_eq(cfg.tuning_register_rate_limit, 20);
     cr_assert_eq(cfg.tuning_keepalive_interval_us, 50 * SEC);
+    cr_assert_eq(cfg.tuning_unreachable_client_timeout_us, 60 * SEC);
     cr_assert(cfg.taildrop_enabled && !cfg.logtail_enabled);
     cr_assert_eq(cfg.oidc_scope.n, 3);
     cr_assert_str_eq(cfg.oidc_scope.v[0], "openid");
@@ -1265,6 +1267,8 @@ static const struct {
       "tests/unit/test_store.c::idle_connections_follow_the_config" },
     { "database.postgres.conn_max_idle_time_secs",
       "tests/unit/test_store.c::idle_connections_follow_the_config" },
+    { "database.postgres.unreachable_timeout",
+      "tests/system/test_faults.py::test_postgres_partition_is_noticed_refused_and_healed" },
     { "tls_cert_path", "tests/system/test_derp_relay.py::test_real_clients_relay_through_embedded_derp" },
     { "tls_key_path", "tests/system/test_derp_relay.py::test_real_clients_relay_through_embedded_derp" },
     { "log.level", "tests/system/test_config.py::test_log_level_and_format" },
@@ -1331,6 +1335,8 @@ static const struct {
       "tests/system/test_limits.py::test_derp_client_caps_refuse_clearly_while_others_carry_on" },
     { "tuning.handshake_rate_limit",
       "tests/system/test_limits.py::test_handshake_rate_limit_refuses_one_address_while_others_carry_on" },
+    { "tuning.unreachable_client_timeout",
+      "tests/system/test_faults.py::test_half_open_client_is_cut_off_and_offline_for_peers" },
 };
 
 static const char *works_test(const char *key)

@@ -3,7 +3,10 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -70,6 +73,34 @@ Test(parse, durations)
     }
     for (size_t i = 0; i < HS_ARRAY_LEN(bad); i++)
         cr_assert_lt(hs_parse_duration(bad[i], &us), 0, "%s accepted", bad[i]);
+}
+
+/* The keep-alive split: probes from a third of the timeout, every sixth, and the whole of it
+ * as TCP_USER_TIMEOUT; a socket takes it as computed. */
+Test(sock, keepalive_split_and_set)
+{
+    struct hs_keepalive k;
+    unsigned got_ut = 0;
+    int fd, got_idle = 0, on = 0;
+    socklen_t len = sizeof(int);
+
+    hs_keepalive_for(60 * HS_USEC_PER_SEC, &k);
+    cr_assert(k.idle_s == 20 && k.interval_s == 10 && k.user_timeout_ms == 60000);
+    cr_assert_geq(k.idle_s + k.count * k.interval_s, 60);
+    hs_keepalive_for(2 * HS_USEC_PER_SEC, &k);
+    cr_assert(k.idle_s == 1 && k.interval_s == 1 && k.user_timeout_ms == 2000);
+    hs_keepalive_for(0, &k); /* never below a second */
+    cr_assert(k.idle_s == 1 && k.interval_s == 1 && k.user_timeout_ms == 1000);
+
+    hs_keepalive_for(15 * HS_USEC_PER_SEC, &k);
+    cr_assert_geq(fd = socket(AF_INET, SOCK_STREAM, 0), 0);
+    cr_assert_eq(hs_keepalive_set(fd, &k), 0);
+    getsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, &len);
+    getsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &got_idle, &len);
+    getsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &got_ut, &len);
+    cr_assert(on && got_idle == 5 && got_ut == 15000);
+    close(fd);
+    cr_assert_eq(hs_keepalive_set(-1, &k), -EBADF);
 }
 
 Test(time, rfc3339_round_trip)
