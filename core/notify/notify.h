@@ -30,6 +30,8 @@ struct notify_event {
     enum notify_op op;
     uint64_t id;      /* row id (0 for policy) */
     uint64_t seq;     /* assigned by the bus: strictly increasing per process */
+    uint64_t revision; /* a node update made here: the row's revision after it (store_node);
+                        * 0 when unknown (other entities, other replicas' announcements) */
 };
 
 struct notify_bus;

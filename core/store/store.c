@@ -460,13 +460,20 @@ int store__tx_exec(struct store_tx *tx, const char *sql, struct store_params *p,
     return conn_exec(tx->st, tx->c, sql, p, res);
 }
 
-void store__tx_event(struct store_tx *tx, enum notify_entity e, enum notify_op op, uint64_t id)
+void store__tx_event_rev(struct store_tx *tx, enum notify_entity e, enum notify_op op,
+                         uint64_t id, uint64_t revision)
 {
     if (tx->nev == tx->cap) {
         tx->cap = tx->cap ? 2 * tx->cap : 4;
         tx->ev = hs_xrealloc(tx->ev, tx->cap * sizeof(*tx->ev));
     }
-    tx->ev[tx->nev++] = (struct notify_event){ .entity = e, .op = op, .id = id };
+    tx->ev[tx->nev++] = (struct notify_event){ .entity = e, .op = op, .id = id,
+                                               .revision = revision };
+}
+
+void store__tx_event(struct store_tx *tx, enum notify_entity e, enum notify_op op, uint64_t id)
+{
+    store__tx_event_rev(tx, e, op, id, 0);
 }
 
 static void tx_end(struct store_tx *tx)
@@ -496,7 +503,7 @@ int store__commit(struct store_tx *tx)
     /* Publish with the connection back in the pool: subscribers may call into the store. */
     tx->st->ops->release(tx->st->drv, tx->c);
     tx->c = NULL;
-    for (size_t i = 0; i < tx->nev; i++)
+    for (size_t i = 0; i < tx->nev && !tx->quiet; i++)
         notify_publish(tx->st->bus, &tx->ev[i]);
     tx_end(tx);
     return 0;

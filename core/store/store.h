@@ -8,7 +8,8 @@
  *    logged);
  *  - out-parameters are written only on success and then belong to the caller
  *    (free with the matching *_free / *_list_free);
- *  - every committed write publishes exactly one notify event per changed row, after commit;
+ *  - every committed write publishes exactly one notify event per changed row, after commit
+ *    (store_node_update_many only announces them to other replicas: see there);
  *  - thread-safe: may be called from any thread (SQLite: one connection behind a mutex;
  *    PostgreSQL: a pool of database.postgres.max_open_conns connections).
  * Times are int64 microseconds since the epoch; 0 means NULL/unset. */
@@ -230,6 +231,7 @@ struct store_node {
     char *hostinfo_json;   /* JSON object text, NULL = {} */
     struct hs_strv approved_routes;
     int64_t last_seen, expiry, created_at, updated_at;
+    uint64_t revision;     /* counts the row's updates: of two reads, the higher is newer */
 };
 void store_node_free(struct store_node *n);
 void store_node_list_free(struct store_node *v, size_t n);
@@ -272,10 +274,21 @@ enum store_node_field {
     STORE_NODE_APPROVED_ROUTES,
 };
 #define STORE_NODE_BIT(f) (1u << (f))
-/* Sets the fields named by the bit mask from v; out (may be NULL) gets the new row.
- * -EEXIST when a new given name is taken. An update of last_seen alone publishes no event. */
+/* Sets the fields named by the bit mask from v and counts up the revision; out (may be NULL)
+ * gets the new row. -EEXIST when a new given name is taken. The event carries the new
+ * revision; an update of last_seen alone publishes none. */
 int store_node_update(struct store *st, uint64_t id, unsigned fields,
                       const struct store_node *v, struct store_node *out);
+/* One node's fields for store_node_update_many (v's members borrowed). */
+struct store_node_patch {
+    uint64_t id;
+    unsigned fields; /* STORE_NODE_BIT()s; 0 writes nothing */
+    struct store_node v;
+};
+/* Several updates as store_node_update's, in one transaction (the state's writer of what
+ * nodes report); a node gone meanwhile is skipped. The events are announced to other
+ * replicas but not published on this process's bus: the caller holds the values already. */
+int store_node_update_many(struct store *st, const struct store_node_patch *v, size_t n);
 /* The newest node with this node key and/or machine key (NULL = any, but not both). */
 int store_node_find(struct store *st, const uint8_t machine_key[STORE_KEY_LEN],
                     const uint8_t node_key[STORE_KEY_LEN], struct store_node *out);

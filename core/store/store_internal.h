@@ -164,11 +164,15 @@ struct store_tx {
     struct store_conn *c;
     struct notify_event *ev;
     size_t nev, cap;
+    bool quiet; /* announced to other replicas only, not published on this process's bus */
 };
 int store__begin(struct store *st, struct store_tx *tx);
 int store__tx_exec(struct store_tx *tx, const char *sql, struct store_params *p,
                    struct store_result *res);
 void store__tx_event(struct store_tx *tx, enum notify_entity e, enum notify_op op, uint64_t id);
+/* The same for a node update, with the row's revision after it. */
+void store__tx_event_rev(struct store_tx *tx, enum notify_entity e, enum notify_op op,
+                         uint64_t id, uint64_t revision);
 /* Announces the events to other replicas (PostgreSQL), commits, releases the connection,
  * then publishes; on failure behaves like rollback. */
 int store__commit(struct store_tx *tx);

@@ -13,7 +13,7 @@
 #define NODE_COLS                                                                          \
     "id, machine_key, node_key, disco_key, ipv4, ipv6, hostname, given_name, user_id, "    \
     "register_method, tags, auth_key_id, endpoints, host_info, approved_routes, "          \
-    "last_seen, expiry, created_at, updated_at, ephemeral"
+    "last_seen, expiry, created_at, updated_at, ephemeral, revision"
 
 /* register_method as stored by headscale (util.RegisterMethodAuthKey, ...). */
 static const char *const register_methods[] = {
@@ -84,6 +84,7 @@ static int node_from_row(struct store_result *r, size_t row, void *out)
     n->created_at = store__cell_i64(r, row, 17);
     n->updated_at = store__cell_i64(r, row, 18);
     n->ephemeral = store__cell_bool(r, row, 19);
+    n->revision = store__cell_u64(r, row, 20);
     return 0;
 }
 
@@ -300,44 +301,105 @@ static const char *const patch_columns[] = {
     [STORE_NODE_APPROVED_ROUTES] = "approved_routes",
 };
 
-int store_node_update(struct store *st, uint64_t id, unsigned fields,
+/* The UPDATE of one patch into sql and p (p's $1 is the id): updated_at, the revision and
+ * the named fields. */
+static void patch_sql(uint64_t id, unsigned fields, const struct store_node *v,
+                      struct hs_buf *sql, struct store_params *p)
+{
+    store__params_init(p);
+    store__p_u64(p, id);
+    store__p_i64(p, hs_now_us());
+    hs_buf_puts(sql, "UPDATE nodes SET updated_at = $2, revision = revision + 1");
+    for (unsigned bit = 0; bit < HS_ARRAY_LEN(patch_columns); bit++) {
+        if (!(fields & (1u << bit)) || !patch_columns[bit])
+            continue;
+        patch_param(p, bit, v);
+        hs_buf_appendf(sql, ", %s = $%d", patch_columns[bit], p->n);
+    }
+}
+
+/* last_seen alone changes nothing peers see: no event, no map churn. */
+static bool patch_silent(unsigned fields)
+{
+    return fields == (1u << STORE_NODE_LAST_SEEN);
+}
+
+/* One patch in tx, announced (unless silent) with the row's new revision; -ENOENT when the
+ * node is gone. out (may be NULL) gets the new row. */
+static int patch_exec(struct store_tx *tx, uint64_t id, unsigned fields,
                       const struct store_node *v, struct store_node *out)
 {
     struct store_params p;
+    struct store_result r;
     struct hs_buf sql;
+    int rc;
+
+    hs_buf_init(&sql, 1024);
+    patch_sql(id, fields, v, &sql, &p);
+    hs_buf_puts(&sql, out ? " WHERE id = $1 RETURNING " NODE_COLS
+                          : " WHERE id = $1 RETURNING id, revision");
+    rc = store__tx_exec(tx, sql.data, &p, &r);
+    store__params_free(&p);
+    hs_buf_free(&sql);
+    if (rc < 0)
+        return rc;
+    if (r.nrows == 0) {
+        store__result_free(&r);
+        return -ENOENT;
+    }
+    if (!patch_silent(fields))
+        store__tx_event_rev(tx, NOTIFY_NODE, NOTIFY_UPDATE, id,
+                            store__cell_u64(&r, 0, out ? 20 : 1));
+    if (out)
+        node_from_row(&r, 0, out);
+    store__result_free(&r);
+    return 0;
+}
+
+int store_node_update(struct store *st, uint64_t id, unsigned fields,
+                      const struct store_node *v, struct store_node *out)
+{
+    struct store_node row;
+    struct store_tx tx;
     int rc;
 
     if (!fields)
         return -EINVAL;
-    hs_buf_init(&sql, 4096);
-    store__params_init(&p);
-    store__p_u64(&p, id);
-    store__p_i64(&p, hs_now_us());
-    hs_buf_puts(&sql, "UPDATE nodes SET updated_at = $2");
-    for (unsigned bit = 0; bit < HS_ARRAY_LEN(patch_columns); bit++) {
-        if (!(fields & (1u << bit)) || !patch_columns[bit])
-            continue;
-        patch_param(&p, bit, v);
-        hs_buf_appendf(&sql, ", %s = $%d", patch_columns[bit], p.n);
+    if ((rc = store__begin(st, &tx)) < 0)
+        return rc;
+    if ((rc = patch_exec(&tx, id, fields, v, &row)) < 0) {
+        store__rollback(&tx);
+        return rc;
     }
-    hs_buf_puts(&sql, " WHERE id = $1 RETURNING " NODE_COLS);
-    /* last_seen alone changes nothing peers see: no event, no map churn. */
-    if (fields == (1u << STORE_NODE_LAST_SEEN)) {
-        struct store_result r;
-        rc = store__query(st, sql.data, &p, &r);
-        if (rc == 0 && r.nrows == 0)
-            rc = -ENOENT;
-        if (rc == 0 && out)
-            node_from_row(&r, 0, out);
-        if (rc == 0)
-            store__result_free(&r);
-    } else {
-        rc = store__write_row(st, sql.data, &p, NOTIFY_NODE, NOTIFY_UPDATE,
-                              out ? node_from_row : NULL, out);
+    if ((rc = store__commit(&tx)) < 0) {
+        store_node_free(&row);
+        return rc;
     }
-    store__params_free(&p);
-    hs_buf_free(&sql);
-    return rc;
+    if (out)
+        *out = row;
+    else
+        store_node_free(&row);
+    return 0;
+}
+
+int store_node_update_many(struct store *st, const struct store_node_patch *v, size_t n)
+{
+    struct store_tx tx;
+    int rc;
+
+    if (n == 0)
+        return 0;
+    if ((rc = store__begin(st, &tx)) < 0)
+        return rc;
+    tx.quiet = true;
+    for (size_t i = 0; i < n; i++) {
+        rc = v[i].fields ? patch_exec(&tx, v[i].id, v[i].fields, &v[i].v, NULL) : 0;
+        if (rc < 0 && rc != -ENOENT) { /* a node deleted meanwhile is no reason to fail */
+            store__rollback(&tx);
+            return rc;
+        }
+    }
+    return store__commit(&tx);
 }
 
 int store_node_find(struct store *st, const uint8_t machine_key[STORE_KEY_LEN],
@@ -406,7 +468,8 @@ static int backfill_node(struct store_tx *tx, const struct store_ip_config *ips,
     store__p_u64(&p, id);
     store__p_str(&p, addr[0][0] ? addr[0] : NULL);
     store__p_str(&p, addr[1][0] ? addr[1] : NULL);
-    rc = store__tx_exec(tx, "UPDATE nodes SET ipv4 = $2, ipv6 = $3 WHERE id = $1", &p, NULL);
+    rc = store__tx_exec(tx, "UPDATE nodes SET ipv4 = $2, ipv6 = $3, revision = revision + 1 "
+                        "WHERE id = $1", &p, NULL);
     store__params_free(&p);
     if (rc == 0)
         store__tx_event(tx, NOTIFY_NODE, NOTIFY_UPDATE, id);

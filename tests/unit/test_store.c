@@ -1280,6 +1280,58 @@ STORE_TEST(node_create_race_gets_distinct_addresses_and_names)
     store_close(other);
 }
 
+/* Every update counts the row's revision up and says it in its event; a batch of updates
+ * (the state's writer) is one transaction, skips a node gone meanwhile, and is announced to
+ * other replicas without being published on the writer's own bus. */
+STORE_TEST(node_revisions_and_batched_updates)
+{
+    struct node_race r = { .st = fx.st, .user = mk_user("alice") };
+    struct store_node v = { .given_name = "renamed" }, out, *nodes;
+    struct store_node_patch batch[2] = {
+        { .id = 999999, .fields = STORE_NODE_BIT(STORE_NODE_ENDPOINTS) },
+        { .fields = STORE_NODE_BIT(STORE_NODE_ENDPOINTS) | STORE_NODE_BIT(STORE_NODE_LAST_SEEN) },
+    };
+    struct store_feed *f = NULL;
+    struct store_change c[2];
+    size_t n;
+
+    create_node(&r);
+    cr_assert_eq(r.rc, 0);
+    cr_assert_eq(store_node_list(fx.st, 0, &nodes, &n), 0);
+    cr_assert_eq(n, 1);
+    batch[1].id = nodes[0].id;
+    cr_expect_eq(nodes[0].revision, 0, "a new row");
+    store_node_list_free(nodes, n);
+
+    ev_clear();
+    cr_assert_eq(store_node_update(fx.st, batch[1].id, STORE_NODE_BIT(STORE_NODE_GIVEN_NAME), &v,
+                                   &out), 0);
+    cr_expect_eq(out.revision, 1);
+    store_node_free(&out);
+    expect_event(0, NOTIFY_NODE, NOTIFY_UPDATE, batch[1].id);
+    cr_expect_eq(fx.ev[0].revision, 1, "the event names the revision it made");
+
+    if (fx.be == BE_PG)
+        cr_assert_eq(store_feed_open(fx.st, &f), 0);
+    ev_clear();
+    batch[0].v.endpoints_json = "[\"192.0.2.9:1\"]";
+    batch[1].v.endpoints_json = "[\"192.0.2.1:1\"]";
+    batch[1].v.last_seen = 4242;
+    cr_assert_eq(store_node_update_many(fx.st, batch, 2), 0, "a node gone is no failure");
+    cr_expect_eq(fx.nev, 0, "the writer's own bus hears nothing");
+    cr_assert_eq(store_node_get(fx.st, batch[1].id, &out), 0);
+    cr_expect_str_eq(out.endpoints_json, "[\"192.0.2.1:1\"]");
+    cr_expect_eq(out.last_seen, 4242);
+    cr_expect_eq(out.revision, 2);
+    store_node_free(&out);
+    if (f) { /* other replicas hear it */
+        cr_assert_eq(feed_wait(f, c, 1), 1);
+        cr_expect(c[0].ev.entity == NOTIFY_NODE && c[0].ev.id == batch[1].id);
+        store_feed_close(f);
+    }
+    cr_expect_eq(store_node_update_many(fx.st, batch, 0), 0, "nothing to write");
+}
+
 /* Databases that look like headscale's but not like a version the import knows (here 0.25,
  * with a routes table and no approved_routes; and 0.29 with a table of someone else's) are
  * refused at open and not written to. */
