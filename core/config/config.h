@@ -151,6 +151,7 @@ struct hs_config {
     int tuning_register_rate_limit;
     int64_t tuning_keepalive_interval_us; /* map stream keep-alive (ours; ~50 s) */
     int tuning_map_peer_run; /* peers per cached zstd frame of full maps (ours) */
+    int64_t tuning_node_write_interval_us; /* the state's writer of node reports (ours) */
     /* The HTTP front door (ours): a request's head and body arrive within the timeout; the
      * caps count connections being set up or carrying HTTP requests, not handed-off
      * /ts2021 and /derp streams. 0 per address: no cap. */

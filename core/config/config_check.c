@@ -329,6 +329,8 @@ static void check_times(struct load_ctx *c)
         problem(c, CONFIG_ERROR, "tuning.batch_change_delay", "must be longer than 0");
     if (cfg->tuning_keepalive_interval_us < HS_USEC_PER_SEC)
         problem(c, CONFIG_ERROR, "tuning.keepalive_interval", "must be at least 1s");
+    if (cfg->tuning_node_write_interval_us <= 0)
+        problem(c, CONFIG_ERROR, "tuning.node_write_interval", "must be longer than 0");
     if (cfg->tuning_register_cache_expiration_us <= 0)
         problem(c, CONFIG_ERROR, "tuning.register_cache_expiration", "must be longer than 0");
     if (cfg->tuning_http_request_timeout_us < HS_USEC_PER_SEC)

@@ -129,14 +129,12 @@ void control_get_stats(struct control *c, struct control_stats *out);
 
 struct control_service;
 struct hs_config;
-struct store;
 struct auth;
 struct state;
 struct mapper;
 
 struct control_service_deps {
     const struct hs_config *cfg;
-    struct store *st;
     struct auth *auth;
     struct state *state;
     struct mapper *mapper;

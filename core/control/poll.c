@@ -144,9 +144,10 @@ static char *hostinfo_update(struct control_service *s, const struct poll_node *
     return NULL;
 }
 
-/* Stores what the client reports, when it differs from what we have, within the limits of
- * what a node may make its peers carry (CONTROL_HOSTINFO_MAX, CONTROL_ENDPOINTS_MAX). An
- * expired node's reports are not taken: its peers must not learn where it is now. */
+/* Hands the state what the client reports, when it differs from what we have, within the
+ * limits of what a node may make its peers carry (CONTROL_HOSTINFO_MAX,
+ * CONTROL_ENDPOINTS_MAX): peers hear it at once, the store gets it from the state's writer.
+ * An expired node's reports are not taken: its peers must not learn where it is now. */
 static void update_node_info(struct control_service *s, const struct poll_node *n, json_t *req,
                              const uint8_t disco[32])
 {
@@ -171,9 +172,8 @@ static void update_node_info(struct control_service *s, const struct poll_node *
         v.endpoints_json = ep_text;
         fields |= STORE_NODE_BIT(STORE_NODE_ENDPOINTS);
     }
-    if (fields && store_node_update(s->st, n->id, fields, &v, NULL) < 0)
-        log_warnx("control: node %llu: cannot store endpoints/hostinfo",
-                  (unsigned long long)n->id);
+    if (fields)
+        state_node_report(s->state, n->id, fields, &v); /* -ENOENT: removed meanwhile */
     free(hi_text);
     free(ep_text);
 }
@@ -195,9 +195,7 @@ static bool session_expired(struct control_service *s, uint64_t node_id)
 /* Recorded at connect and disconnect; peers learn it only when the node goes offline. */
 static void touch_last_seen(struct control_service *s, uint64_t node_id)
 {
-    struct store_node v = { .last_seen = hs_now_us() };
-    if (store_node_update(s->st, node_id, STORE_NODE_BIT(STORE_NODE_LAST_SEEN), &v, NULL) == 0)
-        state_node_seen(s->state, node_id, v.last_seen);
+    state_node_seen(s->state, node_id, hs_now_us());
 }
 
 void poll_session_free(struct session *x)
@@ -883,7 +881,7 @@ void poll_gc_ephemeral(struct control_service *s)
     for (size_t i = 0; i < doomed.n; i++) {
         log_info("control: ephemeral node %llu inactive: removing",
                  (unsigned long long)doomed.v[i]);
-        store_node_delete(s->st, doomed.v[i]);
+        state_node_delete(s->state, doomed.v[i]);
     }
     idset_free(&doomed);
 }

@@ -139,9 +139,9 @@ static void do_logout(struct control_service *s, const struct control_request *r
     if (known_find(s, rq->machine_key, node_key, &n)) {
         /* Stored as now, not the client's 1970 sentinel, so peers see a sane time. */
         if (n.ephemeral)
-            store_node_delete(s->st, n.id);
+            state_node_delete(s->state, n.id);
         else
-            store_node_update(s->st, n.id, STORE_NODE_BIT(STORE_NODE_EXPIRY), &v, NULL);
+            state_node_write(s->state, n.id, STORE_NODE_BIT(STORE_NODE_EXPIRY), &v);
     }
     resp = json_pack("{s:b, s:b}", "NodeKeyExpired", true, "MachineAuthorized", false);
     service_reply_json(s, rq, 200, resp);
@@ -347,7 +347,7 @@ static void do_followup(struct control_service *s, const struct control_request 
         reply_error(s, rq, "unknown login URL");
         return;
     }
-    if (store_registration_get(s->st, id, &r) < 0) {
+    if (state_registration_get(s->state, id, &r) < 0) {
         do_interactive(s, rq, nr);
         return;
     }
@@ -384,7 +384,7 @@ static bool do_known(struct control_service *s, const struct control_request *rq
     if (n.expiry && n.expiry <= hs_now_us())
         return false; /* an expired node must log in again */
     memcpy(v.node_key, node_key, 32);
-    store_node_update(s->st, n.id, STORE_NODE_BIT(STORE_NODE_NODE_KEY), &v, NULL);
+    state_node_write(s->state, n.id, STORE_NODE_BIT(STORE_NODE_NODE_KEY), &v);
     reply_authorized(s, rq, n.user_id, n.expiry);
     return true;
 }
@@ -435,7 +435,7 @@ static bool followup_done(struct control_service *s, const char *reg_id,
 {
     struct store_registration r;
     bool done;
-    int rc = store_registration_get(s->st, reg_id, &r);
+    int rc = state_registration_get(s->state, reg_id, &r);
 
     *end = (struct followup_end){ 0 };
     if (rc < 0)
@@ -518,7 +518,7 @@ void register_sweep(struct control_service *s)
     if (now < s->next_sweep)
         return;
     s->next_sweep = now + REG_SWEEP_EVERY_US;
-    n = store_registration_trim(s->st, hs_now_us(),
+    n = state_registration_trim(s->state, hs_now_us(),
                                 (size_t)s->cfg->tuning_register_cache_max_entries);
     if (n > 0) {
         log_debug("control: %d pending registrations expired", n);

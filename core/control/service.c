@@ -227,7 +227,6 @@ int control_service_new(const struct control_service_deps *d, struct control_ser
     };
 
     s->cfg = d->cfg;
-    s->st = d->st;
     s->auth = d->auth;
     s->state = d->state;
     s->mapper = d->mapper;

@@ -111,7 +111,6 @@ struct idset {
 
 struct control_service {
     const struct hs_config *cfg;
-    struct store *st;
     struct auth *auth;
     struct state *state;
     struct mapper *mapper;

@@ -895,6 +895,7 @@ static int server_build(struct server *srv, const struct hs_config *cfg)
         log_errorx("server: cannot load nodes and users: %s", hs_strerror(rc));
         return rc;
     }
+    state_set_write_interval(srv->state, cfg->tuning_node_write_interval_us);
     if ((rc = load_policy(srv)) < 0)
         return rc;
     if ((rc = state_dns_configure(srv->state, cfg)) < 0) {
@@ -915,7 +916,7 @@ static int server_build(struct server *srv, const struct hs_config *cfg)
     if (*cfg->dns_extra_records_path &&
         (rc = dns_watch_new(cfg->dns_extra_records_path, srv->mapper, &srv->dns)) < 0)
         return rc;
-    struct control_service_deps deps = { .cfg = cfg, .st = srv->st, .auth = srv->auth,
+    struct control_service_deps deps = { .cfg = cfg, .auth = srv->auth,
                                          .state = srv->state, .mapper = srv->mapper,
                                          .noise_key = &srv->noise_key };
     if ((rc = control_service_new(&deps, &srv->svc)) < 0)

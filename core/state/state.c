@@ -287,36 +287,85 @@ static uint64_t *with_moved(uint64_t id, const struct moved *m, size_t *n)
     return v;
 }
 
-/* Re-reads the node; returns the change to report. Routers whose primaries moved because of
- * it are left in *m. */
-static enum state_change_kind reload_node(struct state *s, uint64_t id, unsigned *fields,
-                                          struct moved *m)
+/* A deep copy of a node's stored fields. */
+static void node_copy(const struct store_node *a, struct store_node *b)
 {
-    struct store_node n;
+    *b = *a;
+    b->ipv4 = hs_strdup(a->ipv4);
+    b->ipv6 = hs_strdup(a->ipv6);
+    b->hostname = hs_strdup(a->hostname);
+    b->given_name = hs_strdup(a->given_name);
+    b->endpoints_json = hs_strdup(a->endpoints_json);
+    b->hostinfo_json = hs_strdup(a->hostinfo_json);
+    b->tags = (struct hs_strv){ 0 };
+    b->approved_routes = (struct hs_strv){ 0 };
+    hs_strv_copy(&b->tags, &a->tags);
+    hs_strv_copy(&b->approved_routes, &a->approved_routes);
+}
+
+static void set_text(char **dst, const char *src)
+{
+    free(*dst);
+    *dst = hs_strdup(src);
+}
+
+/* The fields (STORE_NODE_BIT()s of what nodes report) of from, copied into to. */
+static void copy_reported(struct store_node *to, const struct store_node *from, unsigned fields)
+{
+    if (fields & STORE_NODE_BIT(STORE_NODE_DISCO_KEY))
+        memcpy(to->disco_key, from->disco_key, 32);
+    if (fields & STORE_NODE_BIT(STORE_NODE_ENDPOINTS))
+        set_text(&to->endpoints_json, from->endpoints_json);
+    if (fields & STORE_NODE_BIT(STORE_NODE_HOSTINFO))
+        set_text(&to->hostinfo_json, from->hostinfo_json);
+    if (fields & STORE_NODE_BIT(STORE_NODE_HOSTNAME))
+        set_text(&to->hostname, from->hostname ? from->hostname : ""); /* as stored */
+    if (fields & STORE_NODE_BIT(STORE_NODE_LAST_SEEN))
+        to->last_seen = from->last_seen;
+}
+
+struct state_node *state__node(struct state *s, uint64_t id)
+{
+    size_t i = node_pos(s, id);
+    return i < s->nnodes && s->nodes[i]->n.id == id ? s->nodes[i] : NULL;
+}
+
+/* wmu held. Installs row (taken over; NULL: the node is gone) as the node id. A row from the
+ * store (reported 0) older than the one in memory is dropped, and the fields the node
+ * reported that are not stored yet stay as in memory; a row that is the node's own report
+ * (its fields in reported) marks them unsaved. Returns the change to report, what differs
+ * in *fields (0: nothing to tell); routers whose primaries moved because of it are left in
+ * *m. */
+static enum state_change_kind install_node(struct state *s, uint64_t id, struct store_node *row,
+                                           unsigned reported, unsigned *fields, struct moved *m)
+{
     enum state_change_kind kind;
+    struct state_node *old;
     bool relevant = true, exact;
-    int rc;
 
     *fields = STATE_F_OTHER;
-    /* Read and installed under wmu: two reloads of one row (ours and another replica's
-     * announcement of it) install in the order they read, so the newer row stays. */
-    pthread_mutex_lock(&s->wmu);
-    rc = store_node_get(s->st, id, &n);
-    if (rc < 0 && rc != -ENOENT) {
-        /* Not "gone": the database did not answer. Peers keep the node as it was. */
-        pthread_mutex_unlock(&s->wmu);
-        state__stale(s, "a node", rc);
+    pthread_rwlock_wrlock(&s->lock);
+    old = state__node(s, id);
+    if (row && old && !reported && row->revision < old->n.revision) {
+        pthread_rwlock_unlock(&s->lock); /* a stale read: memory has newer */
+        store_node_free(row);
         *fields = 0;
         return STATE_NODE_CHANGED;
     }
-    pthread_rwlock_wrlock(&s->lock);
-    if (rc == 0) {
-        size_t i = node_pos(s, id);
-        if (i < s->nnodes && s->nodes[i]->n.id == id) {
-            *fields = node_diff(&s->nodes[i]->n, &n, s->nodes[i]->home_derp, home_derp_of(&n));
-            relevant = policy_relevant(s->nodes[i], &n);
+    if (row && old) {
+        if (!reported)
+            copy_reported(row, &old->n, old->unsaved);
+        *fields = node_diff(&old->n, row, old->home_derp, home_derp_of(row));
+        relevant = policy_relevant(old, row);
+    }
+    if (row) {
+        kind = put_node(s, row) ? STATE_NODE_ADDED : STATE_NODE_CHANGED;
+        if (reported) {
+            struct state_node *sn = state__node(s, id);
+            sn->unsaved |= reported;
+            sn->reports++;
+            state__writer_queue(s, sn);
         }
-        kind = put_node(s, &n) ? STATE_NODE_ADDED : STATE_NODE_CHANGED;
     } else {
         kind = drop_node(s, id) ? STATE_NODE_REMOVED : STATE_NODE_CHANGED;
         relevant = kind == STATE_NODE_REMOVED;
@@ -337,6 +386,45 @@ static enum state_change_kind reload_node(struct state *s, uint64_t id, unsigned
         state__recompile(s, exact ? ids : NULL, exact ? nids : 0);
         free(ids);
     }
+    return kind;
+}
+
+/* Whether memory has the node at this revision or a newer one (an announcement of a write
+ * already installed, or overtaken by a newer one: nothing to read). */
+static bool have_revision(struct state *s, uint64_t id, uint64_t revision)
+{
+    const struct state_node *sn;
+    bool have;
+
+    if (!revision)
+        return false;
+    pthread_rwlock_rdlock(&s->lock);
+    sn = state__node(s, id);
+    have = sn && sn->n.revision >= revision;
+    pthread_rwlock_unlock(&s->lock);
+    return have;
+}
+
+/* Re-reads the node; returns the change to report (as install_node). */
+static enum state_change_kind reload_node(struct state *s, uint64_t id, unsigned *fields,
+                                          struct moved *m)
+{
+    struct store_node n;
+    enum state_change_kind kind;
+    int rc;
+
+    /* Read and installed under wmu: two reloads of one row (ours and another replica's
+     * announcement of it) install in the order they read, so the newer row stays. */
+    pthread_mutex_lock(&s->wmu);
+    rc = store_node_get(s->st, id, &n);
+    if (rc < 0 && rc != -ENOENT) {
+        /* Not "gone": the database did not answer. Peers keep the node as it was. */
+        pthread_mutex_unlock(&s->wmu);
+        state__stale(s, "a node", rc);
+        *fields = 0;
+        return STATE_NODE_CHANGED;
+    }
+    kind = install_node(s, id, rc == 0 ? &n : NULL, 0, fields, m);
     pthread_mutex_unlock(&s->wmu);
     return kind;
 }
@@ -437,7 +525,8 @@ static void resync_users(struct state *s, struct store_user *v, size_t n, struct
     free(ids);
 }
 
-/* Write lock held: the same for nodes; runtime fields (online, sessions) stay. */
+/* Write lock held: the same for nodes (as install_node would have them); runtime fields
+ * (online, sessions) stay. */
 static void resync_nodes(struct state *s, struct store_node *v, size_t n, struct found *f)
 {
     uint64_t *ids = hs_xcalloc(n + 1, sizeof(*ids));
@@ -448,6 +537,11 @@ static void resync_nodes(struct state *s, struct store_node *v, size_t n, struct
         ids[i] = v[i].id;
         if (pos < s->nnodes && s->nodes[pos]->n.id == v[i].id) {
             struct state_node *sn = s->nodes[pos];
+            if (v[i].revision < sn->n.revision) { /* memory has newer (install_node) */
+                store_node_free(&v[i]);
+                continue;
+            }
+            copy_reported(&v[i], &sn->n, sn->unsaved);
             fields = node_diff(&sn->n, &v[i], sn->home_derp, home_derp_of(&v[i]));
             if (!fields) {
                 store_node_free(&v[i]);
@@ -534,7 +628,10 @@ static void on_event(const struct notify_event *ev, void *arg)
     case NOTIFY_NODE: {
         struct moved m = { 0 };
         unsigned fields;
-        enum state_change_kind kind = reload_node(s, ev->id, &fields, &m);
+        enum state_change_kind kind;
+        if (have_revision(s, ev->id, ev->revision))
+            break;
+        kind = reload_node(s, ev->id, &fields, &m);
         if (kind != STATE_NODE_CHANGED || fields)
             emit_fields(s, kind, ev->id, fields);
         if (kind != STATE_NODE_REMOVED)
@@ -599,6 +696,7 @@ int state_new(struct store *st, struct notify_bus *bus, struct state **out)
     pthread_mutex_init(&s->wmu, NULL);
     pthread_mutex_init(&s->hmu, NULL);
     pthread_mutex_init(&s->dns_mu, NULL);
+    state__writer_init(s);
     s->st = st;
     s->bus = bus;
     s->expiry_checked = hs_now_us(); /* already expired at start: clients learn it on connect */
@@ -624,6 +722,8 @@ int state_new(struct store *st, struct notify_bus *bus, struct state **out)
         state_free(s);
         return rc;
     }
+    if (bus)
+        state__writer_start(s);
     *out = s;
     return 0;
 }
@@ -632,6 +732,7 @@ void state_free(struct state *s)
 {
     if (!s)
         return;
+    state__writer_stop(s); /* writes what nodes reported last */
     if (s->sub_id > 0)
         notify_unsubscribe(s->bus, s->sub_id);
     for (size_t i = 0; i < s->nnodes; i++)
@@ -665,8 +766,7 @@ void state_unlock(struct state *s) { pthread_rwlock_unlock(&s->lock); }
 
 const struct state_node *state_node_by_id(struct state *s, uint64_t id)
 {
-    size_t i = node_pos(s, id);
-    return i < s->nnodes && s->nodes[i]->n.id == id ? s->nodes[i] : NULL;
+    return state__node(s, id);
 }
 
 const struct state_node *state_node_find(struct state *s, const uint8_t machine_key[32],
@@ -819,16 +919,51 @@ void state_refresh_node(struct state *s, uint64_t id)
     emit_moved(s, &m, 0);
 }
 
+/* A report (install_node) and what follows it: listeners told, autoApprovers asked when
+ * the Hostinfo (its routes) changed. */
+int state_node_report(struct state *s, uint64_t id, unsigned fields, const struct store_node *v)
+{
+    struct store_node row;
+    struct moved m = { 0 };
+    enum state_change_kind kind;
+    const struct state_node *sn;
+    unsigned changed;
+
+    fields &= STATE_REPORTED;
+    if (!fields)
+        return 0;
+    pthread_mutex_lock(&s->wmu); /* the node's stored fields change under it only */
+    pthread_rwlock_rdlock(&s->lock);
+    if ((sn = state__node(s, id)))
+        node_copy(&sn->n, &row);
+    pthread_rwlock_unlock(&s->lock);
+    if (!sn) {
+        pthread_mutex_unlock(&s->wmu);
+        return -ENOENT;
+    }
+    copy_reported(&row, v, fields);
+    kind = install_node(s, id, &row, fields, &changed, &m);
+    pthread_mutex_unlock(&s->wmu);
+    if (changed)
+        emit_fields(s, kind, id, changed);
+    if (fields & STORE_NODE_BIT(STORE_NODE_HOSTINFO))
+        state__auto_approve(s, id);
+    emit_moved(s, &m, id);
+    return 0;
+}
+
 void state_node_seen(struct state *s, uint64_t id, int64_t at)
 {
-    size_t i;
+    struct state_node *sn;
 
     pthread_mutex_lock(&s->wmu);
     pthread_rwlock_wrlock(&s->lock);
-    i = node_pos(s, id);
-    if (i < s->nnodes && s->nodes[i]->n.id == id) {
-        s->nodes[i]->n.last_seen = at;
-        drop_cache(s, s->nodes[i]); /* LastSeen is in it */
+    if ((sn = state__node(s, id))) {
+        sn->n.last_seen = at;
+        drop_cache(s, sn); /* LastSeen is in it */
+        sn->unsaved |= STORE_NODE_BIT(STORE_NODE_LAST_SEEN);
+        sn->reports++;
+        state__writer_queue(s, sn);
     }
     pthread_rwlock_unlock(&s->lock);
     pthread_mutex_unlock(&s->wmu);

@@ -1,7 +1,14 @@
 /* state: the in-memory view of users and nodes that map generation reads, so a map poll never
  * queries SQL. Loaded from the store at start, then kept current by the notify bus (each event
  * re-reads the one changed row). Online status and the live map sessions are runtime-only.
- * It also holds the policy in force and its compiled form for the current nodes (below).
+ * It also holds the policy in force and its compiled form for the current nodes (below), and
+ * is control's only way to the nodes and registrations in the store ("writes" below).
+ *
+ * Newer wins: every node row carries a revision the store counts up with each update. A row
+ * read back (after an announcement, ours or another replica's, or when everything is read
+ * again) is installed only if its revision is not below the one in memory, and an
+ * announcement of a revision memory has already installed reads nothing. What a node
+ * reported and the writer has not stored yet stays as reported whatever row comes in.
  *
  * Thread-safety: readers take state_rdlock()/state_unlock() around any use of the pointers
  * they get; the notify callback takes the write lock. Listeners are called after the write
@@ -50,6 +57,11 @@ struct state_node {
      * what the mapper checks its cached runs of consecutive peers against. */
     uint64_t version;
     struct state_node *key_next; /* the state's own: the next in its node-key hash chain */
+    /* What the node reported that the writer has not stored yet (STORE_NODE_BIT()s; under
+     * the write lock): rows read from the store keep these fields as in memory. */
+    unsigned unsaved;
+    uint32_t reports;  /* counts its reports: one that came while the writer wrote shows */
+    bool queued;       /* in the writer's list */
 };
 
 struct state_user {
@@ -122,9 +134,39 @@ void state_node_session(struct state *s, uint64_t id, bool opened, uint16_t capv
 void state_node_remote(struct state *s, uint64_t id, bool elsewhere);
 /* Re-reads one node from the store (a static snapshot's way to see a write: it has no bus). */
 void state_refresh_node(struct state *s, uint64_t id);
-/* Sets a node's last_seen (us) after the store wrote it: that write publishes no event, and
- * reading the row back would put SQL on the map path. Peers are not told (see poll.c). */
+
+/* ---- writes ----
+ * control/ writes through these, never to the store itself. An operator's kind of write (a
+ * logout's expiry, a node-key rotation, a removal) goes to the store at once and comes back
+ * through the bus like any other. What a node reports about itself (endpoints, Hostinfo and
+ * the hostname in it, disco key, last seen) is taken in memory at once, so its peers here
+ * hear it at once, and stored by the state's writer thread: every write interval
+ * (tuning.node_write_interval) the nodes that reported since, each with its newest values
+ * only, in one transaction; other replicas hear it from that commit. state_free() writes what
+ * is left (a clean stop loses nothing); a crash loses at most the last interval's reports. */
+#define STATE_WRITE_INTERVAL_DEFAULT_US HS_USEC_PER_SEC
+/* The writer's interval (us > 0); call before serving. */
+void state_set_write_interval(struct state *s, int64_t us);
+/* The node's own report: the fields of STATE_REPORTED (STORE_NODE_BIT()s; others are
+ * ignored) from v. Listeners hear what changed. -ENOENT when there is no such node. */
+#define STATE_REPORTED (STORE_NODE_BIT(STORE_NODE_DISCO_KEY) | \
+                        STORE_NODE_BIT(STORE_NODE_ENDPOINTS) | \
+                        STORE_NODE_BIT(STORE_NODE_HOSTINFO) | STORE_NODE_BIT(STORE_NODE_HOSTNAME))
+int state_node_report(struct state *s, uint64_t id, unsigned fields, const struct store_node *v);
+/* The node was seen at `at` (us; a map stream opened or closed): a report as above. Peers are
+ * not told (see poll.c). */
 void state_node_seen(struct state *s, uint64_t id, int64_t at);
+/* Writes the reports taken so far now (the writer's own step; state_free does it too).
+ * -errno when the store refused them: they stay and are tried again. */
+int state_flush(struct state *s);
+/* At once, through the store (store_node_update, store_node_delete). */
+int state_node_write(struct state *s, uint64_t id, unsigned fields, const struct store_node *v);
+int state_node_delete(struct state *s, uint64_t id);
+/* Pending interactive registrations: the store's (shared by replicas; they are few and
+ * short-lived, read only by logins waiting for an operator). */
+int state_registration_get(struct state *s, const char *id, struct store_registration *out);
+/* Deletes the expired ones and all but the `keep` newest others; how many went. */
+int state_registration_trim(struct state *s, int64_t now, size_t keep);
 /* Nodes whose key expiry passed since the last call (now in us) are reported to listeners
  * as changed (their peers must see them expired). Call about once a second. */
 void state_check_expiry(struct state *s, int64_t now);

@@ -44,6 +44,28 @@ void state__keys_del(struct state_keys *k, struct state_node *sn);
 struct state_node *state__keys_find(const struct state_keys *k, const uint8_t machine_key[32],
                                     const uint8_t node_key[32]);
 
+/* The writer of what nodes report (state_writer.c). Lock order: flush_mu, then the state's
+ * wmu and lock, then mu. */
+struct state_writer {
+    pthread_mutex_t flush_mu; /* one flush at a time: a node's writes stay in order */
+    pthread_mutex_t mu;       /* guards the rest */
+    pthread_cond_t cond;
+    pthread_t thread;
+    bool running, stop;
+    int64_t interval_us;
+    struct hs_ids queued;     /* the nodes to write (state_node.queued) */
+    int64_t failed_log_at;    /* when a failed write was last logged (monotonic us) */
+};
+
+void state__writer_init(struct state *s);
+void state__writer_start(struct state *s);
+/* Stops the thread and writes what is left. */
+void state__writer_stop(struct state *s);
+/* Write lock held: the node has unsaved reports; queues it unless it is queued. */
+void state__writer_queue(struct state *s, struct state_node *sn);
+/* wmu held, no lock: marks the node's reports stored when none came after `reports`. */
+void state__writer_saved(struct state *s, uint64_t id, uint32_t reports);
+
 /* Lock order: wmu, then lock. Every change of a node's stored fields or of the node and user
  * arrays holds wmu (and lock while it writes), so a compile that holds wmu alone may read them
  * while map builders hold the read lock. Runtime fields (online, peer_json, version) change
@@ -90,7 +112,11 @@ struct state {
     const struct hs_config *dns_cfg;
     atomic_bool stale; /* a store read failed: state_retry() reads everything again */
     atomic_bool elected; /* see state_elected() */
+    struct state_writer wr;
 };
+
+/* A lock held: the node id, or NULL (state_node_by_id, writable). */
+struct state_node *state__node(struct state *s, uint64_t id);
 
 /* wmu held. Compiles the policy in force again for the current users and nodes, after the
  * nodes listed changed (NULL: anything may have; a user change), and installs the result; on

@@ -1,9 +1,10 @@
 """No SQL on the map path (issue 13, part 1): a map request (a streaming poll, a lite update)
 and the registration of a known node find their node and user in the state, which the notify
 bus keeps current, not in the database. With database.debug every statement is logged: none
-may read the nodes or users table for such requests. Writes stay (the client's reports,
-last_seen), and the bus re-reads a row the store changed; the requests below report nothing
-new, so the only statement they may cause is the stream's last_seen update."""
+may read the nodes or users table for such requests. Writes stay (the client's reports and
+last_seen, taken in memory and stored by the state's writer, which reads nothing back); the
+requests below report nothing new, so the only statement they may cause is the stream's
+last_seen update."""
 
 from helpers import unique
 from noise_client import ControlClient
@@ -36,7 +37,7 @@ def joined(server):
 def test_map_requests_and_known_registration_read_no_nodes(server_factory):
     s = server_factory(overrides={"database": {"debug": True}})
     c = joined(s)
-    # The first map stores the disco key, Hostinfo and endpoints: a write, re-read by the bus.
+    # The first map reports the disco key, Hostinfo and endpoints (the writer stores them).
     c.full_map()
     mark = len(s.log_text())
 
@@ -46,8 +47,8 @@ def test_map_requests_and_known_registration_read_no_nodes(server_factory):
     assert resp["User"]["DisplayName"], resp
     first = c.open_stream()
     assert first["Node"]["Key"] == "nodekey:" + c.node_key.hex(), first["Node"]
-    # The stream's last_seen is written after its first map: wait for it, then one more
-    # request (answered after that write on the same server) before reading the log.
+    # The stream's last_seen is written by the state's writer after its first map (within
+    # tuning.node_write_interval): wait for it, then one more request before reading the log.
     poll(lambda: any(q.startswith("UPDATE nodes") and "last_seen" in q
                      for q in sql_since(s, mark)),
          10, "the stream's last_seen update")

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from helpers import API_KEY_RE, AUTH_KEY_RE, HS_BIN, free_port, now, rfc3339, unique
+from noise_client import ControlClient
 
 
 def _populate(s):
@@ -215,3 +216,36 @@ def test_sigterm_shutdown_is_clean_and_quick(server_factory):
     t0 = time.monotonic()
     assert s.stop() == 0
     assert time.monotonic() - t0 < 10
+
+
+def _peer_endpoints(viewer, node):
+    """node's Endpoints in viewer's full map (None when viewer does not list it)."""
+    key = "nodekey:" + node.node_key.hex()
+    for p in viewer.full_map().get("Peers") or []:
+        if p.get("Key") == key:
+            return p.get("Endpoints") or []
+    return None
+
+
+def test_reports_are_stored_on_sigterm(server_factory):
+    """What a node reports reaches its peers at once and is stored by the state's writer.
+    With tuning.node_write_interval longer than the test, only the writing on SIGTERM can
+    store it: after the restart the peers get the node's last report, not an earlier one."""
+    s = server_factory(overrides={"tuning": {"node_write_interval": "1h"}})
+    user = s.create_user()
+    key = s.cli_json("preauthkeys", "-u", str(user["id"]), "create", "--reusable",
+                     "-e", "1h")["key"]
+    node, viewer = ControlClient(s.port), ControlClient(s.port)
+    for c in (node, viewer):
+        c.hostinfo = {"Hostname": unique("persist"), "OS": "linux"}
+        st, _, resp = c.register(auth_key=key)
+        assert st == 200 and resp.get("MachineAuthorized"), (st, resp)
+    for port in (41641, 41642, 41643):
+        node.endpoints = [f"192.0.2.7:{port}"]
+        assert node.lite_update() == 200
+    assert _peer_endpoints(viewer, node) == ["192.0.2.7:41643"], "peers hear reports at once"
+
+    assert s.stop() == 0
+    s.start()
+    assert _peer_endpoints(viewer, node) == ["192.0.2.7:41643"], \
+        "the last report was stored when the server stopped"

@@ -1321,6 +1321,8 @@ static const struct {
     { "tuning.keepalive_interval",
       "tests/system/test_config.py::test_tuning_keepalive_and_batch_delay" },
     { "tuning.map_peer_run", "tests/unit/test_mapper.c::zstd_full_map_from_cached_runs" },
+    { "tuning.node_write_interval",
+      "tests/system/test_persistence.py::test_reports_are_stored_on_sigterm" },
     { "tuning.http_request_timeout",
       "tests/system/test_http_front.py::test_slow_drip_is_cut_at_the_request_deadline" },
     { "tuning.http_max_connections",

@@ -559,3 +559,181 @@ Test(state, a_failed_read_keeps_the_node_until_everything_is_read_again)
     cr_expect_str_eq(name, "renamed");
     free(name);
 }
+
+/* ---- what nodes report: stored by the writer, newest first ---- */
+
+/* Statements of one kind the store ran so far (its latency histogram's count). */
+static uint64_t statements(enum store_op op)
+{
+    const struct metrics_hist *h = store_latency(fx.st, op);
+    uint64_t n = 0;
+
+    for (size_t i = 0; i <= h->nbounds; i++)
+        n += h->n[i];
+    return n;
+}
+
+static void report_endpoints(uint64_t id, const char *endpoints)
+{
+    struct store_node v = { .endpoints_json = (char *)endpoints };
+
+    cr_assert_eq(state_node_report(fx.s, id, STORE_NODE_BIT(STORE_NODE_ENDPOINTS), &v), 0);
+}
+
+static char *endpoints_in_memory(uint64_t id)
+{
+    char *text;
+
+    state_rdlock(fx.s);
+    text = strdup(state_node_by_id(fx.s, id)->n.endpoints_json);
+    state_unlock(fx.s);
+    return text;
+}
+
+static struct store_node stored(uint64_t id)
+{
+    struct store_node n;
+
+    cr_assert_eq(store_node_get(fx.st, id, &n), 0);
+    return n;
+}
+
+static void expect_endpoints(uint64_t id, const char *memory, const char *store, const char *why)
+{
+    char *mem = endpoints_in_memory(id);
+    struct store_node n = stored(id);
+
+    cr_expect_str_eq(mem, memory, "in memory: %s", why);
+    cr_expect_str_eq(n.endpoints_json, store, "stored: %s", why);
+    free(mem);
+    store_node_free(&n);
+}
+
+Test(state, reports_coalesce_into_one_write_per_node)
+{
+    uint64_t updates, commits;
+    char ep[64];
+    struct store_node n;
+
+    state_set_write_interval(fx.s, 3600 * HS_USEC_PER_SEC); /* the test writes itself */
+    updates = statements(STORE_OP_UPDATE);
+    commits = statements(STORE_OP_COMMIT);
+    for (int i = 0; i < 50; i++) {
+        snprintf(ep, sizeof(ep), "[\"192.0.2.1:%d\"]", 1000 + i);
+        report_endpoints(1, ep);
+    }
+    report_endpoints(2, "[\"192.0.2.2:1\"]");
+    state_node_seen(fx.s, 2, 1234567);
+    cr_expect_eq(statements(STORE_OP_UPDATE), updates, "nothing written before the writer's turn");
+    expect_endpoints(1, ep, "[]", "peers have the newest at once, the store not yet");
+
+    cr_assert_eq(state_flush(fx.s), 0);
+    cr_expect_eq(statements(STORE_OP_UPDATE) - updates, 2, "one write per node");
+    cr_expect_eq(statements(STORE_OP_COMMIT) - commits, 1, "all in one transaction");
+    expect_endpoints(1, ep, ep, "the newest report is the one stored");
+    n = stored(2);
+    cr_expect_str_eq(n.endpoints_json, "[\"192.0.2.2:1\"]");
+    cr_expect_eq(n.last_seen, 1234567);
+    store_node_free(&n);
+
+    cr_assert_eq(state_flush(fx.s), 0);
+    cr_expect_eq(statements(STORE_OP_UPDATE) - updates, 2, "nothing is written twice");
+    cr_expect_eq(state_node_report(fx.s, 99, STORE_NODE_BIT(STORE_NODE_ENDPOINTS), &n), -ENOENT);
+}
+
+Test(state, a_row_read_before_a_report_is_stored_keeps_the_report)
+{
+    struct store_node v = { .given_name = "renamed" };
+    char *name;
+
+    state_set_write_interval(fx.s, 3600 * HS_USEC_PER_SEC);
+    report_endpoints(1, "[\"192.0.2.1:1\"]");
+    cr_assert_eq(state_flush(fx.s), 0);
+    report_endpoints(1, "[\"192.0.2.1:2\"]");
+
+    state_refresh_node(fx.s, 1); /* the store's row carries the first report */
+    expect_endpoints(1, "[\"192.0.2.1:2\"]", "[\"192.0.2.1:1\"]",
+                     "a re-read row older than the report does not roll it back");
+
+    /* An operator's write, announced on the bus and read back, is newer than memory's row:
+     * it is installed, with the report still on top. */
+    cr_assert_eq(store_node_update(fx.st, 1, STORE_NODE_BIT(STORE_NODE_GIVEN_NAME), &v, NULL), 0);
+    name = given_name(1);
+    cr_expect_str_eq(name, "renamed");
+    free(name);
+    expect_endpoints(1, "[\"192.0.2.1:2\"]", "[\"192.0.2.1:1\"]", "after an operator's write");
+
+    cr_assert_eq(state_flush(fx.s), 0);
+    expect_endpoints(1, "[\"192.0.2.1:2\"]", "[\"192.0.2.1:2\"]", "written at the writer's turn");
+}
+
+static void rename_node(uint64_t id, const char *name)
+{
+    struct store_node v = { .given_name = (char *)name };
+
+    cr_assert_eq(store_node_update(fx.st, id, STORE_NODE_BIT(STORE_NODE_GIVEN_NAME), &v, NULL), 0);
+}
+
+static void expect_name(uint64_t id, const char *want, const char *why)
+{
+    char *name = given_name(id);
+
+    cr_expect_str_eq(name, want, "%s", why);
+    free(name);
+}
+
+Test(state, a_row_older_than_memory_is_not_installed)
+{
+    struct notify_event ev = { .entity = NOTIFY_NODE, .op = NOTIFY_UPDATE, .id = 1 };
+
+    rename_node(1, "first");  /* revision 1 */
+    rename_node(1, "second"); /* revision 2 */
+    expect_name(1, "second", "each write is read back");
+
+    /* A read that returns the row as it was before the second write (a stale replica's
+     * view, a read that raced the write) is older than memory's. */
+    sql_aside("UPDATE nodes SET given_name = 'first', revision = 1 WHERE id = 1");
+    state_refresh_node(fx.s, 1);
+    expect_name(1, "second", "a row of revision 1 does not replace revision 2");
+
+    /* An announcement of a revision memory has (the echo of a write already read back)
+     * reads nothing; a newer one is read. */
+    sql_aside("UPDATE nodes SET given_name = 'unseen', revision = 2 WHERE id = 1");
+    ev.revision = 2;
+    notify_publish(fx.bus, &ev);
+    expect_name(1, "second", "revision 2 is installed already: nothing is read");
+    sql_aside("UPDATE nodes SET given_name = 'third', revision = 3 WHERE id = 1");
+    ev.revision = 3;
+    notify_publish(fx.bus, &ev);
+    expect_name(1, "third", "revision 3 is newer: read and installed");
+}
+
+Test(state, the_writer_writes_reports_on_its_own)
+{
+    int64_t deadline = hs_monotonic_us() + 10 * HS_USEC_PER_SEC;
+    struct store_node n;
+    bool done = false;
+
+    state_set_write_interval(fx.s, 20 * 1000); /* 20 ms */
+    report_endpoints(1, "[\"192.0.2.1:7\"]");
+    while (!done) {
+        cr_assert_lt(hs_monotonic_us(), deadline, "the writer never wrote the report");
+        usleep(10 * 1000);
+        n = stored(1);
+        done = strcmp(n.endpoints_json, "[\"192.0.2.1:7\"]") == 0;
+        store_node_free(&n);
+    }
+}
+
+Test(state, reports_left_are_written_when_the_state_is_freed)
+{
+    struct store_node n;
+
+    state_set_write_interval(fx.s, 3600 * HS_USEC_PER_SEC);
+    report_endpoints(2, "[\"192.0.2.2:7\"]");
+    state_free(fx.s); /* what a clean stop does */
+    fx.s = NULL;
+    n = stored(2);
+    cr_expect_str_eq(n.endpoints_json, "[\"192.0.2.2:7\"]");
+    store_node_free(&n);
+}
