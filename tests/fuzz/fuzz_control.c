@@ -103,7 +103,6 @@ static uint64_t run(void *arg)
     fuzz_world_open(&w);
     m = mapper_new(w.cfg, NULL);
     deps.cfg = w.cfg;
-    deps.st = w.st;
     deps.auth = w.au;
     deps.state = w.state;
     deps.mapper = m;

@@ -248,6 +248,10 @@ uint64_t fuzz_world_close(struct fuzz_world *w)
     int64_t v;
 
     auth_free(w->au);
+    if (!keep_state) { /* first: freeing it stores what nodes reported (state_free) */
+        state_free(w->state);
+        w->state = NULL;
+    }
     digest = count_rows();
     if ((v = data_version()) != seen_version) {
         state_free(w->state);
@@ -255,8 +259,6 @@ uint64_t fuzz_world_close(struct fuzz_world *w)
         seen_version = v; /* live's own writes do not move it */
     } else if (keep_state) {
         kept = w->state;
-    } else {
-        state_free(w->state);
     }
     *w = (struct fuzz_world){ 0 };
     return digest;
