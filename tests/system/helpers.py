@@ -52,6 +52,17 @@ def free_port():
         return s.getsockname()[1]
 
 
+def embedded_derp(region_id, key_path, stun_addr=None, add_region=True):
+    """Config overrides for the embedded DERP relay on listen_addr, verify_clients off (raw
+    test clients have no node keys); STUN on a free loopback port unless stun_addr."""
+    return {"derp": {"server": {
+        "enabled": True, "region_id": region_id, "region_code": f"hs{region_id}",
+        "region_name": f"HS Test {region_id}",
+        "stun_listen_addr": stun_addr or f"127.0.0.1:{free_port()}",
+        "private_key_path": str(key_path),
+        "automatically_add_embedded_derp_region": add_region, "verify_clients": False}}}
+
+
 class JsonServer:
     """Answers every GET on 127.0.0.1:port with body (JSON bytes), or only GETs of path
     when one is given (404 elsewhere), from a thread until close(); over TLS when tls (an

@@ -15,8 +15,10 @@ On the network (PostgreSQL restarts are in test_replicas.py):
   tuning.unreachable_client_timeout plus a little.
 - A client that stops reading its map stream while maps pile up is cut off at the per-stream
   backlog (CONTROL_MAX_STREAM_BACKLOG) with a log line, the server's memory stays bounded and
-  a client that reads gets its maps promptly. (A DERP reader that stops reading is dropped
-  alone: test_derp_relay.py::test_reader_that_never_reads_is_dropped_alone.)"""
+  a client that reads gets its maps promptly. A DERP client that stops reading while another
+  floods it loses packets past its queue (DERP_TX_PACKET_LIMIT) and is closed with a log line,
+  the server's memory stays bounded, others relay meanwhile (PeerGone and the TLS case:
+  test_derp_relay.py)."""
 
 import json
 import os
@@ -393,13 +395,10 @@ def _derp_in(ns):
 
 def test_half_open_client_is_cut_off_and_offline_for_peers(tmp_path, db):
     need_clients()
-    overrides = {
-        "tuning": {"unreachable_client_timeout": f"{CLIENT_TIMEOUT}s"},
-        "derp": {"server": {"enabled": True, "region_id": 904, "region_code": "hsfault",
-                            "region_name": "HS Faults Test", "stun_listen_addr": "127.0.0.1:3479",
-                            "private_key_path": str(tmp_path / "derp.key"),
-                            "automatically_add_embedded_derp_region": False,
-                            "verify_clients": False}}}
+    # The clients relay through the world's derper; raw clients test the embedded relay.
+    overrides = {"tuning": {"unreachable_client_timeout": f"{CLIENT_TIMEOUT}s"},
+                 **helpers.embedded_derp(904, tmp_path / "derp.key", "127.0.0.1:3479",
+                                         add_region=False)}
     with tailnet.World(tmp_path, db, tailnet.versions()[0], node_netns=True,
                        server_overrides=overrides) as w:
         key = w.key(reusable=True)
@@ -482,14 +481,17 @@ class RssPeak(threading.Thread):
             self.peak = max(self.peak, _rss(self.pid))
 
 
+def _small_quarantine():
+    """The sanitizer's quarantine of freed memory (256 MiB by default) would hide what the
+    server holds: kept small, RSS follows live memory."""
+    asan = os.environ.get("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+    return {"ASAN_OPTIONS": asan + ":quarantine_size_mb=16"}
+
+
 def test_slow_reader_is_cut_off_at_its_backlog_while_others_get_maps(server_factory):
     from noise_client import ControlClient
     from test_register_limits import NO_RATE_LIMIT, user_key
-    # The sanitizer's quarantine of freed memory (256 MiB by default) would hide what the
-    # server holds: keep it small, so that RSS follows live memory.
-    asan = os.environ.get("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
-    s = server_factory(overrides={"tuning": NO_RATE_LIMIT},
-                       env={"ASAN_OPTIONS": asan + ":quarantine_size_mb=16"})
+    s = server_factory(overrides={"tuning": NO_RATE_LIMIT}, env=_small_quarantine())
     _, key = user_key(s)
     for i in range(BIG_PEERS):  # peers whose Hostinfo makes every full map large
         c = ControlClient(s.port)
@@ -552,3 +554,45 @@ def test_slow_reader_is_cut_off_at_its_backlog_while_others_get_maps(server_fact
     assert ended is not None and "StreamReset" in str(ended), ended
     slow.close()
     good.close()
+
+
+DERP_FLOOD = 60 << 20  # bytes sent to a DERP client that reads none of them
+
+
+def test_derp_reader_that_stops_reading_is_dropped_memory_bounded(server_factory, tmp_path):
+    from test_limits import _derp_client
+    s = server_factory(env=_small_quarantine(),
+                       overrides=helpers.embedded_derp(905, tmp_path / "derp.key"))
+    held = []
+    peak = None
+    try:
+        stuck, sender, bystander = (_derp_client(s, "127.0.0.1", held) for _ in range(3))
+        stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        peak = RssPeak(s.proc.pid)
+        base = peak.peak
+        peak.start()
+        chunk = os.urandom(60000)
+        t0 = time.monotonic()
+        for _ in range(DERP_FLOOD // len(chunk)):  # the relay reads it all, drops what waits
+            sender.send_packet(stuck.pub, chunk)
+        flood_s = time.monotonic() - t0
+        rtts = [bystander.ping(timeout=5) for _ in range(5)]
+
+        def closed():  # judged stuck once bytes for it cannot be written for 5 s
+            sender.send_packet(stuck.pub, chunk)
+            return "not reading: closing" in s.log_text()
+
+        poll(closed, 30, "the relay to close the client that does not read", interval=0.2)
+        gone = time.monotonic() - t0
+    finally:
+        if peak:
+            peak.stop.set()
+            peak.join(10)
+        for c in held:
+            c.close()
+    grew = peak.peak - base
+    print(f"DERP: {DERP_FLOOD >> 20} MiB sent in {flood_s:.1f} s to a client that reads none; "
+          f"closed after {gone:.1f} s; others' pings {max(rtts) * 1000:.0f} ms at most; RSS "
+          f"+{grew >> 20} MiB")
+    assert max(rtts) < 1, rtts
+    assert grew < DERP_FLOOD // 2, f"RSS grew by {grew >> 20} MiB"

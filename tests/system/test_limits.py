@@ -14,7 +14,7 @@ import time
 import pytest
 
 import derp_client as dc
-from helpers import free_port
+from helpers import embedded_derp
 from noise_client import (ControlClient, Handshake, new_private_key, read_http_head,
                           recv_exact, upgrade_request)
 from test_http_front import _connect, _read_response, _status
@@ -141,12 +141,7 @@ def test_derp_client_caps_refuse_clearly_while_others_carry_on(server_factory, t
     s = server_factory(overrides={
         "trusted_proxies": ["127.0.0.3"],
         "tuning": {"derp_max_clients": 6, "derp_max_clients_per_ip": 3},
-        "derp": {"server": {"enabled": True, "region_id": 903, "region_code": "hslim",
-                            "region_name": "HS Limits Test",
-                            "stun_listen_addr": f"127.0.0.1:{free_port()}",
-                            "private_key_path": str(tmp_path / "derp.key"),
-                            "automatically_add_embedded_derp_region": True,
-                            "verify_clients": False}}})
+        **embedded_derp(903, tmp_path / "derp.key")})
     held = []
     try:
         # Three from one address is its share; the fourth is refused before the upgrade.
