@@ -258,6 +258,11 @@ void api_store_error(struct api_call *c, int rc, const char *what)
     case -EDQUOT: /* see store.h */
         api_error(c, 500, "database error: its disk is full; nothing was written");
         break;
+    case -EIO: /* unreachable, or a failure the server log names: "Input/output error" says
+                * neither */
+        api_error(c, 500, "database error: the database did not answer or failed the request "
+                          "(see the server log)");
+        break;
     default:
         api_error(c, 500, "database error: %s", hs_strerror(rc));
     }
