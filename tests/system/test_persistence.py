@@ -228,10 +228,12 @@ def _peer_endpoints(viewer, node):
 
 
 def test_reports_are_stored_on_sigterm(server_factory):
-    """What a node reports reaches its peers at once and is stored by the state's writer.
-    With tuning.node_write_interval longer than the test, only the writing on SIGTERM can
-    store it: after the restart the peers get the node's last report, not an earlier one."""
-    s = server_factory(overrides={"tuning": {"node_write_interval": "1h"}})
+    """What a node reports reaches its peers at once and is stored by the state's writer,
+    each node's newest values once. With tuning.node_write_interval longer than the test,
+    only the writing on SIGTERM can store it: three reports make one row write, and after the
+    restart the peers get the node's last report, not an earlier one."""
+    s = server_factory(overrides={"tuning": {"node_write_interval": "1h"},
+                                  "database": {"debug": True}})
     user = s.create_user()
     key = s.cli_json("preauthkeys", "-u", str(user["id"]), "create", "--reusable",
                      "-e", "1h")["key"]
@@ -240,12 +242,16 @@ def test_reports_are_stored_on_sigterm(server_factory):
         c.hostinfo = {"Hostname": unique("persist"), "OS": "linux"}
         st, _, resp = c.register(auth_key=key)
         assert st == 200 and resp.get("MachineAuthorized"), (st, resp)
+    mark = len(s.log_text())
     for port in (41641, 41642, 41643):
         node.endpoints = [f"192.0.2.7:{port}"]
         assert node.lite_update() == 200
     assert _peer_endpoints(viewer, node) == ["192.0.2.7:41643"], "peers hear reports at once"
 
     assert s.stop() == 0
+    writes = [line for line in s.log_text()[mark:].splitlines()
+              if "store: sql: UPDATE nodes" in line and "endpoints = " in line]
+    assert len(writes) == 1, writes
     s.start()
     assert _peer_endpoints(viewer, node) == ["192.0.2.7:41643"], \
         "the last report was stored when the server stopped"
