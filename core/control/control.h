@@ -185,9 +185,9 @@ enum control_batch_hist { CONTROL_BATCH_WINDOW, CONTROL_BATCH_DURATION, CONTROL_
 const struct metrics_hist *control_service_batch_hist(struct control_service *s,
                                                       enum control_batch_hist which);
 
-/* HEAD /machine/ping-response?id=ID (on the front door, as headscale): completes the HA health
- * probe with that id; false when no probe out has it (unknown, answered, or judged). Any
- * thread. */
+/* HEAD /machine/ping-response?id=ID (over Noise, where probes ask for the answer, or on the
+ * front door, as headscale): completes the HA health probe with that id; false when no probe
+ * out has it (unknown, answered, or judged). Any thread. */
 bool control_service_ping_answered(struct control_service *s, const char *id);
 
 /* Oldest client accepted: Tailscale v1.80 (capability version 113), as headscale. */

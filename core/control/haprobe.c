@@ -1,8 +1,14 @@
 /* HA health probes (node.routes.ha): a subnet router whose map stream stays open but which no
  * longer works (hung, its network gone one way) would keep its routes' primary role forever,
  * since only a closed stream makes it offline. So every probe_interval each online router that
- * shares a route with another online router is sent a PingRequest on its stream: a URL on our
- * server_url it must fetch (HEAD) within probe_timeout. The cycle's verdicts go to the state
+ * shares a route with another online router is sent a PingRequest on its stream: a URL it must
+ * fetch (HEAD) within probe_timeout, over its Noise connection (URLIsNoise). The client sends
+ * its Noise requests to "https://" and its control URL's host, one connection per host, so a
+ * URL on that host reaches the connection that carries the map stream, and the answer the
+ * replica that asked, whatever a load balancer in front would do with a new connection. Only
+ * routers with a stream here are asked; among replicas the state shares the verdicts (HEAD
+ * /machine/ping-response on the front door, as headscale's, is answered as well). The
+ * cycle's verdicts go to the state
  * together, so one election sees them all; a router that stayed silent is unhealthy and loses
  * its primaries to a healthy one until it answers again or reconnects (reference §6).
  *
@@ -43,7 +49,8 @@ static bool was_probed(const struct haprobe *p, uint64_t id, uint64_t epoch)
 /* One PingRequest to every open session of the node; whether any took it. */
 static bool send_ping(struct control_service *s, uint64_t node_id, const char *url)
 {
-    json_t *msg = json_pack("{s:b, s:{s:s}}", "KeepAlive", 1, "PingRequest", "URL", url);
+    json_t *msg = json_pack("{s:b, s:{s:s, s:b}}", "KeepAlive", 1, "PingRequest", "URL", url,
+                            "URLIsNoise", 1);
     struct hs_buf raw, z;
     bool sent = false;
 
@@ -95,24 +102,34 @@ static void cycle_prepare(struct control_service *s, struct haprobe *p, const ui
         p->seen[i] = (struct ha_seen){ .id = p->pings[i].node_id, .epoch = p->pings[i].epoch };
 }
 
+/* The host of server_url ("[v6]" kept in brackets), as *len bytes at the returned pointer. */
+static const char *url_host(const char *url, int *len)
+{
+    const char *h = strstr(url, "://"), *end;
+
+    h = h ? h + 3 : url;
+    end = *h == '[' ? strchr(h, ']') : NULL;
+    end = end ? end + 1 : h + strcspn(h, ":/?#");
+    *len = (int)(end - h);
+    return h;
+}
+
 static void cycle_start(struct control_service *s, int64_t now)
 {
     struct haprobe *p = &s->probe;
-    const char *base = s->cfg->server_url;
-    int blen = (int)strlen(base);
-    size_t n, cap = (size_t)blen + sizeof(PING_PATH) + HAPROBE_ID_LEN;
+    int hlen;
+    const char *host = url_host(s->cfg->server_url, &hlen);
+    size_t n, cap = sizeof("https://") + (size_t)hlen + sizeof(PING_PATH) + HAPROBE_ID_LEN;
     uint64_t *ids = state_ha_nodes(s->state, &n);
     char *url = hs_xcalloc(1, cap);
 
-    if (blen && base[blen - 1] == '/')
-        blen--;
     pthread_mutex_lock(&p->mu);
     cycle_prepare(s, p, ids, n);
     p->verdict_at = p->npings ? now + s->cfg->node_routes_ha_probe_timeout_us : 0;
     pthread_mutex_unlock(&p->mu);
     /* The list is fixed from here on: only the map thread changes it. */
     for (size_t i = 0; i < p->npings; i++) {
-        snprintf(url, cap, "%.*s%s%s", blen, base, PING_PATH, p->pings[i].id);
+        snprintf(url, cap, "https://%.*s%s%s", hlen, host, PING_PATH, p->pings[i].id);
         if (!send_ping(s, p->pings[i].node_id, url))
             p->pings[i].unsent = true; /* its stream is opening or closing: no verdict */
     }

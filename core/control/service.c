@@ -115,6 +115,26 @@ void service_reply_text(struct control_service *s, const struct control_request 
                   text, strlen(text), true);
 }
 
+/* HEAD /machine/ping-response?id=ID over Noise: an HA probe answered (haprobe.c). */
+static void ping_response(struct control_service *s, const struct control_request *rq)
+{
+    const char *q = strchr(rq->path, '?');
+    char id[HAPROBE_ID_LEN + 1] = "";
+
+    if (strcmp(rq->method, "HEAD") != 0) {
+        service_reply_text(s, rq, 405, "method not allowed\n");
+        return;
+    }
+    for (const char *p = q ? q + 1 : NULL; p && *p;) {
+        const char *amp = strchr(p, '&');
+        size_t len = amp ? (size_t)(amp - p) : strlen(p);
+        if (len > 3 && len - 3 <= HAPROBE_ID_LEN && memcmp(p, "id=", 3) == 0)
+            hs_strlcpy(id, p + 3, len - 3 + 1);
+        p = amp ? amp + 1 : NULL;
+    }
+    service_reply_text(s, rq, control_service_ping_answered(s, id) ? 200 : 404, "");
+}
+
 static void on_request(void *ctx, struct control_request *rq)
 {
     struct control_service *s = ctx;
@@ -122,7 +142,13 @@ static void on_request(void *ctx, struct control_request *rq)
     json_t *req = NULL;
     bool reg = strcmp(rq->path, "/machine/register") == 0;
     bool map = strcmp(rq->path, "/machine/map") == 0;
+    size_t ping_len = strlen("/machine/ping-response");
 
+    if (strncmp(rq->path, "/machine/ping-response", ping_len) == 0 &&
+        (rq->path[ping_len] == '?' || rq->path[ping_len] == '\0')) {
+        ping_response(s, rq);
+        goto out;
+    }
     if (!reg && !map) {
         /* Optional endpoints (set-dns, id-token, audit-log, ...): the client carries on. */
         service_reply_text(s, rq, 501, "not implemented\n");

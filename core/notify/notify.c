@@ -85,7 +85,7 @@ const char *notify_entity_name(enum notify_entity e)
 {
     static const char *const names[] = { "?", "user", "node", "preauthkey", "apikey", "policy",
                                          "route", "registration", "presence", "dns",
-                                         "resync" };
+                                         "primary", "health", "resync" };
     return (size_t)e < HS_ARRAY_LEN(names) ? names[e] : "?";
 }
 

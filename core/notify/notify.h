@@ -19,6 +19,8 @@ enum notify_entity {
     NOTIFY_REGISTRATION, /* a pending interactive login changed; id is 0 (ids are text) */
     NOTIFY_PRESENCE,     /* a node's map streams opened or all closed on a replica (id) */
     NOTIFY_DNS,          /* the DNS settings saved through the API changed (id 1) */
+    NOTIFY_PRIMARY,      /* the elected replica published other primary routers (id 0) */
+    NOTIFY_HEALTH,       /* a router's HA probe mark changed (id: the node) */
     NOTIFY_RESYNC,       /* changes from other replicas were missed: read everything again
                           * (published by core/replica only; never announced) */
 };

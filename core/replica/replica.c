@@ -25,7 +25,6 @@ int replica_start(struct store *st, struct notify_bus *bus, struct state *state,
     r->last = seq;
     r->stop_pipe[0] = r->stop_pipe[1] = -1;
     atomic_init(&r->leader, false);
-    state_set_elected(state, false); /* until the election says otherwise */
     atomic_init(&r->listening, false);
     metrics_hist_init(&r->lag, lag_bounds, HS_ARRAY_LEN(lag_bounds));
     if ((rc = replica__presence_start(r)) < 0 || (rc = replica__follow_start(r)) < 0) {

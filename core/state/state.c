@@ -263,12 +263,16 @@ struct moved {
 
 static void emit_moved(struct state *s, struct moved *m, uint64_t skip)
 {
+    bool any = m->n > 0;
+
     for (size_t i = 0; i < m->n; i++) {
         if (m->v[i] != skip)
             emit(s, STATE_NODE_CHANGED, m->v[i]);
     }
     free(m->v);
     *m = (struct moved){ 0 };
+    if (any) /* the other replicas' clients follow the elected replica's election */
+        state__publish(s);
 }
 
 /* The ids a recompile after a change of node id must look at: id and the nodes whose
@@ -607,6 +611,33 @@ static void resync(struct state *s)
 }
 
 static void presence_all(struct state *s);
+static void shared_all(struct state *s);
+static void apply_health(struct state *s, const uint64_t *ids, const bool *healthy, size_t n);
+
+/* Another replica published primaries (or we did: the store tells us too). A follower applies
+ * them; the elected replica keeps its own choice and only notes what the table holds, so
+ * that state_retry writes its choice again should a deposed replica have replaced it. */
+static void primaries_event(struct state *s)
+{
+    struct store_primary *v = NULL;
+    struct moved m = { 0 };
+    size_t n = 0;
+    int rc;
+
+    if ((rc = store_primaries_get(s->st, &v, &n)) < 0) {
+        state__stale(s, "the primary routers", rc);
+        return;
+    }
+    pthread_mutex_lock(&s->wmu);
+    pthread_rwlock_wrlock(&s->lock);
+    state__published_install(s, v, n);
+    pthread_rwlock_unlock(&s->lock);
+    if (!state_elected(s))
+        m.n = state__elect_compile(s, &m.v);
+    pthread_mutex_unlock(&s->wmu);
+    store_primaries_free(v, n);
+    emit_moved(s, &m, 0);
+}
 
 static void remote_presence(struct state *s, uint64_t id)
 {
@@ -655,9 +686,18 @@ static void on_event(const struct notify_event *ev, void *arg)
     case NOTIFY_PRESENCE: /* ours too: the rows we delete for a dead replica */
         remote_presence(s, ev->id);
         break;
+    case NOTIFY_PRIMARY:
+        primaries_event(s);
+        break;
+    case NOTIFY_HEALTH: { /* a mark made is announced as created, a mark cleared as deleted */
+        bool healthy = ev->op == NOTIFY_DELETE;
+        apply_health(s, &ev->id, &healthy, 1);
+        break;
+    }
     case NOTIFY_RESYNC:
         resync(s);
         presence_all(s);
+        shared_all(s);
         break;
     default:
         break;
@@ -692,7 +732,10 @@ int state_new(struct store *st, struct notify_bus *bus, struct state **out)
 
     pthread_rwlock_init(&s->lock, NULL);
     state__keys_init(&s->keys);
-    atomic_init(&s->elected, true);
+    /* Among replicas nothing is done once for all before the election says so. */
+    atomic_init(&s->elected, !store_shared(st));
+    s->shared = store_shared(st);
+    pthread_mutex_init(&s->pub_mu, NULL);
     pthread_mutex_init(&s->wmu, NULL);
     pthread_mutex_init(&s->hmu, NULL);
     pthread_mutex_init(&s->dns_mu, NULL);
@@ -717,6 +760,7 @@ int state_new(struct store *st, struct notify_bus *bus, struct state **out)
         return rc;
     }
     presence_all(s); /* nodes connected to other replicas are online */
+    shared_all(s);   /* and routed as the elected replica decided */
     if (bus && (s->sub_id = notify_subscribe(bus, on_event, s)) < 0) {
         rc = s->sub_id;
         state_free(s);
@@ -748,6 +792,7 @@ void state_free(struct state *s)
     state__routes_free(s);
     pthread_rwlock_destroy(&s->lock);
     pthread_mutex_destroy(&s->wmu);
+    pthread_mutex_destroy(&s->pub_mu);
     pthread_mutex_destroy(&s->hmu);
     free(s);
 }
@@ -899,7 +944,7 @@ static void presence_all(struct state *s)
     hs_ids_free(&flipped);
 }
 
-void state_set_health(struct state *s, const uint64_t *ids, const bool *healthy, size_t n)
+static void apply_health(struct state *s, const uint64_t *ids, const bool *healthy, size_t n)
 {
     struct moved m = { 0 };
 
@@ -907,6 +952,50 @@ void state_set_health(struct state *s, const uint64_t *ids, const bool *healthy,
     if (state__set_health(s, ids, healthy, n))
         m.n = state__elect_compile(s, &m.v);
     pthread_mutex_unlock(&s->wmu);
+    emit_moved(s, &m, 0);
+}
+
+void state_set_health(struct state *s, const uint64_t *ids, const bool *healthy, size_t n)
+{
+    int rc;
+
+    if (!s->shared) {
+        apply_health(s, ids, healthy, n);
+        return;
+    }
+    /* Every replica, this one too, gets the marks from the store's announcements: the
+     * elected one decides with them. */
+    if ((rc = store_health_set(s->st, ids, healthy, n)) < 0)
+        log_warnx("state: cannot record the verdicts of HA probes: %s", hs_strerror(rc));
+}
+
+/* Replicas: the published primaries and the health marks read again (at start, and after
+ * changes were missed). */
+static void shared_all(struct state *s)
+{
+    struct store_primary *v = NULL;
+    uint64_t *bad = NULL;
+    size_t nv = 0, nbad = 0;
+    struct moved m = { 0 };
+    int rc;
+
+    if (!s->shared)
+        return;
+    if ((rc = store_primaries_get(s->st, &v, &nv)) < 0 ||
+        (rc = store_health_unhealthy(s->st, &bad, &nbad)) < 0) {
+        store_primaries_free(v, nv);
+        state__stale(s, "the primary routers", rc);
+        return;
+    }
+    pthread_mutex_lock(&s->wmu);
+    pthread_rwlock_wrlock(&s->lock);
+    state__published_install(s, v, nv);
+    state__health_install(s, bad, nbad);
+    pthread_rwlock_unlock(&s->lock);
+    m.n = state__elect_compile(s, &m.v);
+    pthread_mutex_unlock(&s->wmu);
+    store_primaries_free(v, nv);
+    free(bad);
     emit_moved(s, &m, 0);
 }
 
@@ -989,16 +1078,33 @@ void state__stale(struct state *s, const char *what, int rc)
                   "again once the database answers", what, hs_strerror(rc));
 }
 
-void state_set_elected(struct state *s, bool elected) { atomic_store(&s->elected, elected); }
+void state_set_elected(struct state *s, bool elected)
+{
+    struct moved m = { 0 };
+
+    if (atomic_exchange(&s->elected, elected) == elected || !s->shared)
+        return;
+    /* Elected: the primaries are ours to decide from now on, starting from the published
+     * ones (a primary stays while online and healthy: no flap). Deposed: the next elected
+     * replica's choice is applied. */
+    pthread_mutex_lock(&s->wmu);
+    m.n = state__elect_compile(s, &m.v);
+    pthread_mutex_unlock(&s->wmu);
+    emit_moved(s, &m, 0);
+    state__publish(s);
+}
 bool state_elected(struct state *s) { return atomic_load(&s->elected); }
 
 void state_retry(struct state *s)
 {
+    state__publish(s); /* a publication that failed, or a deposed replica's that replaced ours */
     if (!atomic_exchange(&s->stale, false))
         return;
     resync(s); /* marks the state stale again if the database still does not answer */
-    if (!atomic_load(&s->stale))
+    if (!atomic_load(&s->stale)) {
         presence_all(s);
+        shared_all(s);
+    }
 }
 
 void state_check_expiry(struct state *s, int64_t now)

@@ -172,11 +172,15 @@ int state_registration_trim(struct state *s, int64_t now, size_t keep);
 void state_check_expiry(struct state *s, int64_t now);
 /* When a read of the store failed since the last call (the database was unreachable while a
  * change was announced), reads everything again, as after missed announcements; until then
- * the state keeps what it had. Call about once a second. */
+ * the state keeps what it had. Among replicas the elected one also writes its primary
+ * routers again here if the store holds others. Call about once a second. */
 void state_retry(struct state *s);
 /* Whether this process does the work done once for all replicas (removing inactive ephemeral
- * nodes): alone on its database it always does; among replicas, the one core/replica says was
- * elected. Replicas that all did it would race on the same deletes with clocks of their own. */
+ * nodes, choosing the primary routers of HA routes): alone on its database it always does;
+ * among replicas, the one core/replica says was elected (none until then). Replicas that all
+ * did it would race on the same deletes with clocks of their own, and could give their
+ * clients different primaries. On being elected the primaries are chosen again, starting
+ * from the published ones. */
 void state_set_elected(struct state *s, bool elected);
 bool state_elected(struct state *s);
 
@@ -233,6 +237,11 @@ size_t state_online_history(struct state *s,
  * into the policy and reported to listeners as STATE_NODE_CHANGED (their peers' AllowedIPs
  * and PrimaryRoutes change).
  *
+ * Replicas on one PostgreSQL database make this one decision: the elected replica elects from
+ * every replica's presence and health marks and publishes the primaries in the store; the
+ * others apply what it published (store_primaries_*), so every client of every replica sees
+ * the same primary. A new elected replica starts from the published choice.
+ *
  * Read lock held for the three below. */
 /* The nodes an HA probe asks: the online ones that serve a subnet route some other online
  * node serves too, and those marked unhealthy (a lone router left of a pair must be able to
@@ -241,7 +250,9 @@ size_t state_online_history(struct state *s,
 uint64_t *state_ha_nodes(struct state *s, size_t *n);
 /* One probe cycle's verdicts: healthy[i] for ids[i]. An unhealthy mark sticks only on a node
  * still online and serving routes. Primaries are elected again when a mark changed; the
- * routers that moved are reported as STATE_NODE_CHANGED. Takes the locks. */
+ * routers that moved are reported as STATE_NODE_CHANGED. Among replicas the verdicts go to
+ * the store, whose announcements bring the marks to every replica (this one too). Takes the
+ * locks; among replicas, one store write. */
 void state_set_health(struct state *s, const uint64_t *ids, const bool *healthy, size_t n);
 /* Whether node sn announces and has approved prefix (canonical text). */
 bool state_node_serves(const struct state_node *sn, const char *prefix);

@@ -90,6 +90,13 @@ struct state {
     size_t nprim;
     uint64_t *routers;          /* ids of the nodes serving any route, ascending (same locks) */
     size_t nrouters;
+    /* Replicas on one database (store_shared): the primaries the elected replica chose, as
+     * the store last said or as we last wrote them when elected, sorted by route (owned
+     * texts; same locks). Followers apply them; the elected one starts from them. */
+    bool shared;
+    struct state_primary *published;
+    size_t npublished;
+    pthread_mutex_t pub_mu;     /* orders publications; taken before wmu */
 
     /* The policy (under wmu to change, lock to swap). */
     enum state_policy_from policy_from;
@@ -158,6 +165,14 @@ size_t state__elect(struct state *s, uint64_t **changed);
  * nodes it changed. */
 size_t state__elect_compile(struct state *s, uint64_t **changed);
 void state__routes_free(struct state *s);
+/* Replicas (no-ops unless shared). wmu and the write lock held: the published choice is v. */
+void state__published_install(struct state *s, const struct store_primary *v, size_t n);
+/* Write lock held: the health marks are those of the unhealthy ids (ascending), for the nodes
+ * online and serving routes (the others are no candidates). */
+void state__health_install(struct state *s, const uint64_t *unhealthy, size_t n);
+/* No lock held: when elected, writes the primaries to the store for the other replicas if
+ * they differ from the published ones (a failure is logged; the next call tries again). */
+void state__publish(struct state *s);
 /* Write lock held (or no one else yet): s->routers again from the nodes' serving routes. */
 void state__list_routers(struct state *s);
 

@@ -9,7 +9,10 @@
  * §6; headscale's electPrimaryRoutes). The election runs whenever a router comes or goes
  * online, whenever a node's routes change and when an HA probe cycle changed a router's
  * health; the nodes whose primaries moved are compiled again into the policy (so the policy's
- * route viewers and the maps agree) and reported to listeners as changed. */
+ * route viewers and the maps agree) and reported to listeners as changed.
+ *
+ * Among replicas only the elected one elects; it publishes its choice in the store and the
+ * others take it as their election's result (state.h, "routes"). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -161,12 +164,38 @@ const uint64_t *state_router_ids(struct state *s, size_t *n)
     return s->routers;
 }
 
+/* A copy of v with routes of its own. */
+static struct state_primary *prim_copy(const struct state_primary *v, size_t n)
+{
+    struct state_primary *out = hs_xcalloc(n ? n : 1, sizeof(*out));
+
+    for (size_t i = 0; i < n; i++)
+        out[i] = (struct state_primary){ .route = hs_strdup(v[i].route), .id = v[i].id };
+    return out;
+}
+
+/* The primaries this replica gives its clients: its own election alone on its database or
+ * when elected among replicas, else the choice the elected one published. */
+static struct state_primary *primaries_now(struct state *s, size_t *n)
+{
+    size_t nc;
+    struct state_primary *c, *p;
+
+    if (s->shared && !state_elected(s)) {
+        *n = s->npublished;
+        return prim_copy(s->published, s->npublished);
+    }
+    c = candidates(s, &nc);
+    p = choose(s, c, nc, n);
+    free(c);
+    return p;
+}
+
 size_t state__elect(struct state *s, uint64_t **changed)
 {
-    size_t nc, np, k = 0;
-    struct state_primary *c = candidates(s, &nc), *p = choose(s, c, nc, &np);
+    size_t np, k = 0;
+    struct state_primary *p = primaries_now(s, &np);
 
-    free(c);
     state__list_routers(s); /* the election follows every change of what nodes serve */
     prim_free(s->prim, s->nprim);
     s->prim = p;
@@ -204,6 +233,9 @@ void state__routes_free(struct state *s)
     prim_free(s->prim, s->nprim);
     s->prim = NULL;
     s->nprim = 0;
+    prim_free(s->published, s->npublished);
+    s->published = NULL;
+    s->npublished = 0;
     free(s->routers);
     s->routers = NULL;
     s->nrouters = 0;
@@ -272,4 +304,79 @@ bool state__set_health(struct state *s, const uint64_t *ids, const bool *healthy
 uint64_t state_route_primary(struct state *s, const char *route)
 {
     return lookup(s->prim, s->nprim, route);
+}
+
+/* ---- one decision for all replicas ---- */
+
+void state__published_install(struct state *s, const struct store_primary *v, size_t n)
+{
+    struct state_primary *p = hs_xcalloc(n ? n : 1, sizeof(*p));
+
+    for (size_t i = 0; i < n; i++)
+        p[i] = (struct state_primary){ .route = hs_strdup(v[i].route), .id = v[i].node_id };
+    if (n) /* the database's collation is not strcmp's */
+        qsort(p, n, sizeof(*p), cmp_primary);
+    prim_free(s->published, s->npublished);
+    s->published = p;
+    s->npublished = n;
+}
+
+static bool prim_equal(const struct state_primary *a, size_t na, const struct state_primary *b,
+                       size_t nb)
+{
+    if (na != nb)
+        return false;
+    for (size_t i = 0; i < na; i++) {
+        if (a[i].id != b[i].id || strcmp(a[i].route, b[i].route) != 0)
+            return false;
+    }
+    return true;
+}
+
+void state__publish(struct state *s)
+{
+    /* Our own write's announcement comes back on this thread, inside the write: what it
+     * makes us do must not publish again. */
+    static __thread bool publishing;
+    struct store_primary *v = NULL;
+    size_t n = 0;
+    int rc;
+
+    if (!s->shared || !state_elected(s) || publishing)
+        return;
+    pthread_mutex_lock(&s->pub_mu); /* publications in the order of the elections */
+    pthread_rwlock_rdlock(&s->lock);
+    if (!prim_equal(s->prim, s->nprim, s->published, s->npublished)) {
+        n = s->nprim;
+        v = hs_xcalloc(n + 1, sizeof(*v));
+        for (size_t i = 0; i < n; i++)
+            v[i] = (struct store_primary){ .route = hs_strdup(s->prim[i].route),
+                                           .node_id = s->prim[i].id };
+    }
+    pthread_rwlock_unlock(&s->lock);
+    publishing = true;
+    rc = v ? store_primaries_set(s->st, v, n) : 0;
+    publishing = false;
+    if (rc < 0) {
+        log_warnx("state: cannot publish the primary routers of HA routes: %s; retrying",
+                  hs_strerror(rc));
+    } else if (v) {
+        pthread_mutex_lock(&s->wmu);
+        pthread_rwlock_wrlock(&s->lock);
+        state__published_install(s, v, n);
+        pthread_rwlock_unlock(&s->lock);
+        pthread_mutex_unlock(&s->wmu);
+        log_info("state: published the primary routers of %zu HA routes for every replica", n);
+    }
+    store_primaries_free(v, n);
+    pthread_mutex_unlock(&s->pub_mu);
+}
+
+void state__health_install(struct state *s, const uint64_t *unhealthy, size_t n)
+{
+    for (size_t i = 0; i < s->nnodes; i++) {
+        struct state_node *sn = s->nodes[i];
+        bool mark = hs_ids_has(unhealthy, n, sn->n.id) && sn->online && sn->serving.n;
+        sn->unhealthy = mark;
+    }
 }

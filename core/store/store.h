@@ -106,6 +106,27 @@ int store_replicas_expire(struct store *st, int64_t now, size_t *nodes);
 /* Our row and our presence rows deleted and announced (a clean shutdown). */
 int store_replica_leave(struct store *st);
 
+/* ---- HA subnet routes across replicas (PostgreSQL; SQLite: each does nothing, succeeds) ----
+ * The primary router of each HA route is chosen by the elected replica and published here for
+ * the others; the routers an HA probe found unhealthy are marked by the replica that probed
+ * them (only the one holding a router's stream can ask it). */
+struct store_primary {
+    char *route;      /* canonical prefix */
+    uint64_t node_id;
+};
+void store_primaries_free(struct store_primary *v, size_t n); /* NULL is fine */
+/* The published choice, in no particular order (caller frees). */
+int store_primaries_get(struct store *st, struct store_primary **out, size_t *n);
+/* Replaces the published choice with v (routes of deleted nodes are left out), announced as
+ * one NOTIFY_PRIMARY event (id 0). */
+int store_primaries_set(struct store *st, const struct store_primary *v, size_t n);
+/* Each router ids[i] marked unhealthy (healthy[i] false; a deleted node gets no mark) or
+ * cleared, in one transaction, announced as NOTIFY_HEALTH with the node's id: every unhealthy
+ * verdict (op NOTIFY_CREATE), and a cleared mark (NOTIFY_DELETE) when there was one. */
+int store_health_set(struct store *st, const uint64_t *ids, const bool *healthy, size_t n);
+/* The routers marked unhealthy, ascending (caller frees *ids). */
+int store_health_unhealthy(struct store *st, uint64_t **ids, size_t *n);
+
 /* A random 32-byte secret created once per database (kv table) and shared by all replicas:
  * the key of the keyed hash that protects credentials at rest. */
 int store_server_secret(struct store *st, uint8_t out[STORE_KEY_LEN]);

@@ -125,7 +125,7 @@ static void parse_payload(const char *s, struct store_change *c)
     if (sscanf(s, "%llu %d %d %llu %llx%n %lld%n", &seq, &entity, &op, &id, &origin, &end, &at,
                &end_at) >= 5 &&
         (s[end] == '\0' || (end_at && s[end_at] == '\0')) && entity >= NOTIFY_USER &&
-        entity <= NOTIFY_DNS && op >= NOTIFY_CREATE && op <= NOTIFY_DELETE) {
+        entity < NOTIFY_RESYNC && op >= NOTIFY_CREATE && op <= NOTIFY_DELETE) {
         c->seq = seq;
         c->ev = (struct notify_event){ .entity = entity, .op = op, .id = id };
         c->origin = origin;

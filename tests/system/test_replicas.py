@@ -12,6 +12,7 @@ import copy
 import os
 import signal
 import threading
+import time
 
 import pytest
 
@@ -27,17 +28,19 @@ def need_postgres(db):
         pytest.skip("replicas share a PostgreSQL database (SQLite: see the refusal test)")
 
 
-def start_replica(w, port):
-    """Another serve on w's database and noise key, listening on port."""
+def start_replica(w, port, overrides=None, server_url=None):
+    """Another serve on w's database and noise key, listening on port (its server_url there
+    unless given)."""
     a = w.server
-    r = tailnet.Server(w.ns, w.db, os.path.join(w.dir, "derpmap.yaml"))
+    r = tailnet.Server(w.ns, w.db, os.path.join(w.dir, "derpmap.yaml"), overrides=overrides)
     cfg = r.config
     cfg["database"] = copy.deepcopy(a.config["database"])
     cfg["noise"] = dict(a.config["noise"])
     cfg["listen_addr"] = f"0.0.0.0:{port}"
     cfg["metrics_listen_addr"] = f"127.0.0.1:{port + 1000}"
     r.port = port
-    r.url = cfg["server_url"] = f"http://{tailnet.CONTROL_HOST}:{port}"
+    r.url = f"http://{tailnet.CONTROL_HOST}:{port}"
+    cfg["server_url"] = server_url or r.url
     r.write_config()
     r.start()
     return r
@@ -337,12 +340,13 @@ TAGGED = ('{"tagOwners": {"tag:srv": ["alice@"]},'
           ' "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}')
 
 
-def three_nginx(w, ports):
-    """nginx with a front port per replica (FRONTS[i] → ports[i], the others as backups)."""
+def three_nginx(w, ports, more=""):
+    """nginx with a front port per replica (FRONTS[i] → ports[i], the others as backups), and
+    the servers and upstreams in more."""
     http = "".join(THREE_UPSTREAM.format(i=i, first=ports[i], second=ports[(i + 1) % 3],
                                          third=ports[(i + 2) % 3]) +
                    FRONT.format(port=FRONTS[i], upstream=f"to{i}") for i in range(3))
-    return start_nginx(w, "nginx3", http)
+    return start_nginx(w, "nginx3", http + more)
 
 
 class Front:
@@ -546,3 +550,140 @@ def test_only_the_elected_replica_removes_inactive_ephemeral_nodes(tmp_path, db)
         assert removed in w.server.log_text(), "A is elected: it removes the node"
         assert removed not in b.log_text(), "B is not elected: it leaves the node to A"
         assert b.node_by_name("eph") is None
+
+
+# ---------------------------------------------------------------- HA routes across replicas
+
+HA_ROUTE = "198.19.5.0/24"
+# Probes as fast as the configuration allows, so a hung router is found within seconds.
+PROBES = {"node": {"routes": {"ha": {"probe_interval": "2s", "probe_timeout": "1s"}}}}
+# Every replica's server_url: a round-robin front, as the one URL of a real deployment (a
+# probe answered on a new connection through it would reach any replica).
+ROUND_ROBIN = 8093
+ALL_UPSTREAM = """
+    upstream all {{ server 127.0.0.1:{0}; server 127.0.0.1:{1}; server 127.0.0.1:{2}; }}
+"""
+
+
+def primaries_seen(client, routers):
+    """The routers client sees as primary of HA_ROUTE (one, when all is well)."""
+    st = client.status()
+    peers = {p.get("HostName"): p for p in (st.get("Peer") or {}).values()}
+    return [r for r in routers if HA_ROUTE in (peers.get(r, {}).get("PrimaryRoutes") or [])]
+
+
+def wait_primary_everywhere(clients, routers, want, timeout=60):
+    tailnet.poll(lambda: all(primaries_seen(c, routers) == [want] for c in clients), timeout,
+                 f"every client ({', '.join(c.name for c in clients)}) to see {want} as the "
+                 f"primary of {HA_ROUTE}", interval=0.3)
+
+
+def hold_primary_everywhere(clients, routers, want, seconds):
+    """No client sees another primary for seconds (several probe cycles): no flap."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for c in clients:
+            seen = primaries_seen(c, routers)
+            assert seen == [want], f"{c.name} sees {seen} as the primary, not {want}"
+
+
+def replicas_of(w, servers, name):
+    """Indexes in servers of the live replicas with a map stream of node name."""
+    rows = w.db.pg.psql("SELECT r.name FROM presence p JOIN replicas r USING (origin) JOIN "
+                        f"nodes n ON n.id = p.node_id WHERE n.given_name = '{name}'",
+                        dbname=w.server.pg_dbname)
+    pids = {s.proc.pid: i for i, s in enumerate(servers) if s.proc is not None}
+    return {pids.get(int(line.rsplit(":", 1)[1])) for line in rows.split()} - {None}
+
+
+def published(w):
+    """The primary of HA_ROUTE the elected replica published."""
+    return w.db.pg.psql(f"SELECT node_id FROM route_primaries WHERE route = '{HA_ROUTE}'",
+                        dbname=w.server.pg_dbname).strip()
+
+
+def test_ha_primaries_are_one_decision_for_every_replica(tmp_path, db):
+    """Two routers of one subnet route homed on two replicas (B and C), a client on each of
+    three replicas: every client sees the same primary, and keeps seeing it while probes run
+    (their answers come back to the replica that asked). The primary's tailscaled killed:
+    every client moves to the standby, which keeps the route when the first comes back.
+    The elected replica (A) killed: the next one starts from the published choice, and no
+    client sees the route move. The primary hung (SIGSTOP, its stream stays open): the
+    probes of its replica find it, and every replica's clients move to the other router."""
+    need_postgres(db)
+    rr = f"http://{tailnet.CONTROL_HOST}:{ROUND_ROBIN}"
+
+    def setup(a):
+        a.config["server_url"] = rr
+        a.write_config()
+
+    with tailnet.World(tmp_path, db, tailnet.versions()[0], server_overrides=PROBES,
+                       server_setup=setup) as w:
+        a = w.server
+        b = start_replica(w, 8081, overrides=PROBES, server_url=rr)
+        c = start_replica(w, 8082, overrides=PROBES, server_url=rr)
+        servers = (a, b, c)
+        ports = [s.port for s in servers]
+        nginx = three_nginx(w, ports, ALL_UPSTREAM.format(*ports) +
+                            FRONT.format(port=ROUND_ROBIN, upstream="all"))
+        try:
+            key = a.preauth_key(a.user_id("alice"), reusable=True)
+
+            def enter(name, i, extra=()):
+                n = w.node(name)
+                n.server = Front(FRONTS[i])
+                n.up(key, extra=extra)
+                n.wait_running()
+                return n
+
+            advertise = [f"--advertise-routes={HA_ROUTE}"]
+            r1, r2 = enter("r1", 1, advertise), enter("r2", 2, advertise)
+            clients = [enter("c0", 0), enter("c1", 1), enter("c2", 2)]
+            want = {"r1": 1, "r2": 2, "c0": 0, "c1": 1, "c2": 2}
+            tailnet.poll(lambda: homes(w, servers) == want, 30,
+                         f"each node's stream on the replica of its front port {want}")
+            ids = {n.name: node_id(a, n.name) for n in (r1, r2)}
+            for r in (r1, r2):
+                a.cli_ok("nodes", "approve-routes", "-i", ids[r.name], "-r", HA_ROUTE)
+            routers = ("r1", "r2")
+            first, second = sorted(routers, key=lambda n: int(ids[n]))
+            nodes = {"r1": r1, "r2": r2}
+
+            wait_primary_everywhere(clients, routers, first)
+            hold_primary_everywhere(clients, routers, first, 8)
+            assert published(w) == ids[first]
+
+            # The primary's tailscaled dies: its stream on its replica closes.
+            nodes[first].kill9()
+            wait_primary_everywhere(clients, routers, second)
+            nodes[first].start()
+            tailnet.poll(lambda: all(online(c.peer(first)) for c in clients), 60,
+                         f"{first} back online for every client")
+            hold_primary_everywhere(clients, routers, second, 8)
+            assert published(w) == ids[second]
+
+            # The elected replica dies (its client c0 comes back through nginx elsewhere).
+            elected = "this replica now does the work done once"
+            assert elected in a.log_text() and elected not in b.log_text() + c.log_text()
+            a.kill9()
+            tailnet.poll(lambda: elected in b.log_text() + c.log_text(), 30,
+                         "the election to move to B or C")
+            tailnet.poll(lambda: replicas_of(w, servers, "c0") & {1, 2}, 90,
+                         "c0's stream on B or C")
+            hold_primary_everywhere(clients, routers, second, 8)
+            assert published(w) == ids[second]
+
+            # The primary hangs: only its own replica can ask it; every replica's clients move.
+            hung = nodes[second].proc
+            hung._signal(signal.SIGSTOP)
+            try:
+                wait_primary_everywhere(clients, routers, first, timeout=30)
+                assert published(w) == ids[first]
+                assert "left a health probe unanswered" in \
+                    servers[want[second]].log_text()
+            finally:
+                hung._signal(signal.SIGCONT)
+        finally:
+            nginx.stop()
+            c.stop()
+            b.stop()

@@ -1375,3 +1375,67 @@ Test(sqlite, unknown_headscale_versions_are_refused, .init = sqlite_init, .fini 
                   "CREATE TABLE policies (id INTEGER PRIMARY KEY, data TEXT);"
                   "CREATE TABLE invoices (id INTEGER PRIMARY KEY);");
 }
+
+/* ---- HA routes across replicas ---- */
+
+STORE_TEST(primaries_are_published_whole_and_health_marks_announced)
+{
+    uint64_t u = mk_user("alice"), a = mk_node(u, 1, "a"), b = mk_node(u, 2, "b"), *bad;
+    struct store_primary set[] = { { .route = "192.168.0.0/24", .node_id = b },
+                                   { .route = "10.0.0.0/8", .node_id = a },
+                                   { .route = "10.1.0.0/16", .node_id = 999 } }, *got;
+    uint64_t ids[] = { a, b };
+    bool unhealthy[] = { false, false }, healthy[] = { true, true };
+    size_t n;
+
+    ev_clear();
+    cr_assert_eq(store_primaries_set(fx.st, set, 3), 0);
+    cr_assert_eq(store_primaries_get(fx.st, &got, &n), 0);
+    if (fx.be == BE_SQLITE) { /* one process decides alone: nothing is kept or announced */
+        cr_expect_eq(n, 0);
+        cr_expect_eq(fx.nev, 0);
+        store_primaries_free(got, n);
+        cr_assert_eq(store_health_set(fx.st, ids, unhealthy, 2), 0);
+        cr_assert_eq(store_health_unhealthy(fx.st, &bad, &n), 0);
+        cr_expect_eq(n, 0);
+        free(bad);
+        return;
+    }
+    cr_assert_eq(n, 2, "the route of a node that does not exist is left out");
+    for (size_t i = 0; i < n; i++)
+        cr_expect_eq(got[i].node_id, strcmp(got[i].route, "10.0.0.0/8") == 0 ? a : b);
+    store_primaries_free(got, n);
+    cr_assert_eq(fx.nev, 1);
+    expect_event(0, NOTIFY_PRIMARY, NOTIFY_UPDATE, 0);
+    cr_assert_eq(store_primaries_set(fx.st, set + 1, 1), 0, "a new choice replaces the old");
+    cr_assert_eq(store_primaries_get(fx.st, &got, &n), 0);
+    cr_expect(n == 1 && got[0].node_id == a);
+    store_primaries_free(got, n);
+
+    /* Unhealthy verdicts are announced each time (a replica may have cleared its mark on a
+     * reconnect); a mark cleared once. */
+    ev_clear();
+    cr_assert_eq(store_health_set(fx.st, ids, unhealthy, 2), 0);
+    cr_assert_eq(store_health_set(fx.st, ids, unhealthy, 1), 0);
+    cr_assert_eq(fx.nev, 3);
+    expect_event(0, NOTIFY_HEALTH, NOTIFY_CREATE, a);
+    expect_event(1, NOTIFY_HEALTH, NOTIFY_CREATE, b);
+    expect_event(2, NOTIFY_HEALTH, NOTIFY_CREATE, a);
+    cr_assert_eq(store_health_unhealthy(fx.st, &bad, &n), 0);
+    cr_expect(n == 2 && bad[0] == a && bad[1] == b);
+    free(bad);
+    ev_clear();
+    cr_assert_eq(store_health_set(fx.st, ids + 1, healthy, 1), 0);
+    cr_assert_eq(store_health_set(fx.st, ids + 1, healthy, 1), 0);
+    cr_assert_eq(fx.nev, 1, "clearing what is clear announces nothing");
+    expect_event(0, NOTIFY_HEALTH, NOTIFY_DELETE, b);
+
+    /* Both go with their node. */
+    cr_assert_eq(store_node_delete(fx.st, a), 0);
+    cr_assert_eq(store_health_unhealthy(fx.st, &bad, &n), 0);
+    cr_expect_eq(n, 0);
+    free(bad);
+    cr_assert_eq(store_primaries_get(fx.st, &got, &n), 0);
+    cr_expect_eq(n, 0);
+    store_primaries_free(got, n);
+}
