@@ -191,7 +191,7 @@ const struct key_def config__keys[] = {
     KEY("tuning.register_rate_limit", K_INT, tuning_register_rate_limit, "20", .min = 0, .max = 1000000),
     KEY("tuning.keepalive_interval", K_DUR, tuning_keepalive_interval_us, "50s"),
     KEY("tuning.map_peer_run", K_INT, tuning_map_peer_run, "256", .min = 2, .max = 65536),
-    KEY("tuning.node_write_interval", K_DUR, tuning_node_write_interval_us, "1s"),
+    KEY("tuning.node_write_interval", K_DUR, tuning_node_write_interval_us, "100ms"),
     KEY("tuning.http_request_timeout", K_DUR, tuning_http_request_timeout_us, "30s"),
     KEY("tuning.http_max_connections", K_INT, tuning_http_max_connections, "16384", .min = 1, .max = 1000000),
     KEY("tuning.http_max_connections_per_ip", K_INT, tuning_http_max_connections_per_ip, "256", .min = 0, .max = 1000000),

@@ -144,7 +144,7 @@ void state_refresh_node(struct state *s, uint64_t id);
  * (tuning.node_write_interval) the nodes that reported since, each with its newest values
  * only, in one transaction; other replicas hear it from that commit. state_free() writes what
  * is left (a clean stop loses nothing); a crash loses at most the last interval's reports. */
-#define STATE_WRITE_INTERVAL_DEFAULT_US HS_USEC_PER_SEC
+#define STATE_WRITE_INTERVAL_DEFAULT_US (HS_USEC_PER_SEC / 10)
 /* The writer's interval (us > 0); call before serving. */
 void state_set_write_interval(struct state *s, int64_t us);
 /* The node's own report: the fields of STATE_REPORTED (STORE_NODE_BIT()s; others are
