@@ -151,9 +151,10 @@ int auth_oidc_new(const struct hs_config *cfg, struct auth *a, struct auth_oidc 
 void auth_oidc_free(struct auth_oidc *o); /* NULL is fine */
 
 /* GET /register/<reg_id>: a fresh state, nonce (and PKCE verifier) bound to that pending
- * registration; *location (malloc'd) is the provider's authorization URL, and state goes in
- * a cookie for the callback. -ENOENT unknown or finished registration; -EHOSTUNREACH and
- * others when the provider cannot be reached. Any thread. */
+ * registration, kept in the store with it (any replica takes the callback); *location
+ * (malloc'd) is the provider's authorization URL, and state goes in a cookie for the
+ * callback. -ENOENT unknown or finished registration; -EHOSTUNREACH and others when the
+ * provider cannot be reached, or the store's errors. Any thread. */
 int auth_oidc_begin(struct auth_oidc *o, const char *reg_id, char **location,
                     char state[AUTH_OIDC_STATE_MAX], char *why, size_t whysize);
 
@@ -164,10 +165,11 @@ struct auth_oidc_login {
 };
 void auth_oidc_login_free(struct auth_oidc_login *l);
 /* GET /oidc/callback?state&code with the state cookie: the state is used up whatever
- * happens; the code is exchanged, the ID token verified and the login checked against
- * oidc.allowed_*, then the registration completed. -EINVAL a stray or replayed callback;
- * -EACCES refused by the provider or by allowed_*; -EBADMSG an ID token that does not verify;
- * others from the provider or the store. why says what in words fit for the user. */
+ * happens (once for all replicas); the code is exchanged, the ID token verified and the
+ * login checked against oidc.allowed_*, then the registration completed. -EINVAL a stray or
+ * replayed callback; -EACCES refused by the provider or by allowed_*; -EBADMSG an ID token
+ * that does not verify; others from the provider or the store. why says what in words fit
+ * for the user. */
 int auth_oidc_callback(struct auth_oidc *o, const char *state, const char *code,
                        const char *cookie_state, struct auth_oidc_login *out, char *why,
                        size_t whysize);
@@ -197,7 +199,7 @@ void auth_oidc_request_new(struct auth_oidc_request *r, bool pkce);
  * it if need be): a request, what the caller ties to it and when it expires. */
 struct auth_oidc_pending {
     struct auth_oidc_request rq; /* rq.state "" = a free slot */
-    char ref[AUTH_REG_ID_MAX];   /* the caller's (the node logins: the registration id) */
+    char ref[AUTH_REG_ID_MAX];   /* the caller's */
     int64_t expires_at;
 };
 /* A free or expired slot of the n in t; the one closest to expiring when all are taken. */

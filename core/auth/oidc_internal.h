@@ -9,7 +9,6 @@
 
 #define OIDC_MAX_RESPONSE (1u << 20) /* bytes of any answer of the provider */
 #define OIDC_HTTP_TIMEOUT_MS 10000
-#define OIDC_MAX_FLOWS 1024           /* logins between redirect and callback */
 #define OIDC_FLOW_TTL_US (15 * 60 * HS_USEC_PER_SEC)
 #define OIDC_JWKS_MIN_REFETCH_US (10 * HS_USEC_PER_SEC) /* unknown kids refetch at most this often */
 #define OIDC_MAX_GROUPS 256           /* provider groups kept per user */
@@ -28,8 +27,6 @@ struct auth_oidc {
     const struct hs_config *cfg;
     struct auth *auth;
     struct auth_oidc_rp *rp;
-    pthread_mutex_t mu; /* flows */
-    struct auth_oidc_pending flows[OIDC_MAX_FLOWS]; /* ref: the registration id */
 };
 
 /* oidc_provider.c: the provider's documents and endpoints. Each sets why on failure. */

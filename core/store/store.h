@@ -353,6 +353,18 @@ int store_registration_complete(struct store *st, const char *id, uint64_t user_
                                 uint64_t node_id);
 /* Marks it refused (again is fine); -ENOENT if unknown, expired or completed. */
 int store_registration_reject(struct store *st, const char *id);
+/* OIDC logins between the redirect to the provider and its callback, kept with their
+ * registration (deleted with it) so that any replica can take the callback. A login is found
+ * by a keyed hash of its state; no secret of it is stored. Creating one deletes the expired
+ * logins and all but the STORE_OIDC_LOGINS_KEPT newest of its registration; -ENOENT when the
+ * registration is gone. Neither publishes an event (no client sees them). */
+#define STORE_OIDC_LOGINS_KEPT 4
+int store_oidc_login_create(struct store *st, const uint8_t state_hash[STORE_KEY_LEN],
+                            const char *reg_id, int64_t expires_at);
+/* Deletes the login and gives its registration's id (*reg_id, caller frees): one caller gets
+ * it, across replicas too. -ENOENT when there is none or it expired (then deleted as well). */
+int store_oidc_login_take(struct store *st, const uint8_t state_hash[STORE_KEY_LEN],
+                          int64_t now, char **reg_id);
 /* Deletes the rows expired at `now` and all but the `keep` newest others → how many went. */
 int store_registration_trim(struct store *st, int64_t now, size_t keep);
 int store_registration_count(struct store *st, size_t *out);

@@ -142,3 +142,71 @@ int store_registration_count(struct store *st, size_t *out)
     store__result_free(&res);
     return 0;
 }
+
+/* ---- OIDC logins of pending registrations ---- */
+
+int store_oidc_login_create(struct store *st, const uint8_t state_hash[STORE_KEY_LEN],
+                            const char *reg_id, int64_t expires_at)
+{
+    struct store_params p, q;
+    struct store_tx tx;
+    int64_t now = hs_now_us();
+    int rc;
+
+    if ((rc = store__begin(st, &tx)) < 0)
+        return rc;
+    store__params_init(&p);
+    store__p_key(&p, NULL, state_hash);
+    store__p_str(&p, reg_id);
+    store__p_i64(&p, now);
+    store__p_i64(&p, expires_at);
+    rc = store__tx_exec(&tx,
+                        "INSERT INTO oidc_logins (state_hash, registration_id, created_at,"
+                        " expires_at) VALUES ($1, $2, $3, $4)",
+                        &p, NULL);
+    store__params_free(&p);
+    /* Expired logins go, and those of this registration beyond the newest few (a page
+     * reloaded over and over must not fill the table). */
+    store__params_init(&q);
+    store__p_i64(&q, now);
+    store__p_str(&q, reg_id);
+    store__p_u64(&q, STORE_OIDC_LOGINS_KEPT);
+    if (rc == 0)
+        rc = store__tx_exec(&tx,
+                            "DELETE FROM oidc_logins WHERE expires_at <= $1 OR"
+                            " (registration_id = $2 AND state_hash NOT IN (SELECT state_hash"
+                            " FROM oidc_logins WHERE registration_id = $2 ORDER BY created_at"
+                            " DESC, state_hash LIMIT CAST($3 AS BIGINT)))",
+                            &q, NULL);
+    store__params_free(&q);
+    if (rc < 0) {
+        store__rollback(&tx);
+        return rc;
+    }
+    return store__commit(&tx);
+}
+
+int store_oidc_login_take(struct store *st, const uint8_t state_hash[STORE_KEY_LEN],
+                          int64_t now, char **reg_id)
+{
+    struct store_params p;
+    struct store_result r;
+    int rc;
+
+    store__params_init(&p);
+    store__p_key(&p, NULL, state_hash);
+    /* The delete is the test: of two callbacks with one state (two replicas, a replay),
+     * only one gets the row. */
+    rc = store__query(st,
+                      "DELETE FROM oidc_logins WHERE state_hash = $1"
+                      " RETURNING registration_id, expires_at",
+                      &p, &r);
+    store__params_free(&p);
+    if (rc < 0)
+        return rc;
+    rc = r.nrows == 1 && store__cell_i64(&r, 0, 1) > now ? 0 : -ENOENT;
+    if (rc == 0)
+        *reg_id = store__cell_take(&r, 0, 0);
+    store__result_free(&r);
+    return rc;
+}

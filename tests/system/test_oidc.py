@@ -669,6 +669,45 @@ def test_tailscale_up_through_the_provider(db, tmp_path):
         assert len(w.server.nodes()) == 1
 
 
+def test_callback_on_another_replica(db, tmp_path):
+    """Two replicas on PostgreSQL and a balancer without stickiness: the browser follows the
+    AuthURL on A and the provider sends it back to B (one host for both, so its cookie goes
+    along). B finds the login in the database: the node registers and reaches Running. The
+    same callback again is refused on either replica."""
+    from test_replicas import need_postgres, start_replica
+    need_postgres(db)
+    with tailnet.World(tmp_path, db, real_client_version(), users=(),
+                       server_setup=mock_in_namespace(tmp_path, [ALICE, ALICE])) as w:
+        a = w.server
+        # One server_url for both, as behind a balancer: the provider checks redirect_uri.
+        b = start_replica(w, 8081, overrides={"oidc": a.config["oidc"]},
+                          server_url=a.config["server_url"])
+        try:
+            n = w.node("oidc-laptop")
+            n.up_async()
+            url = tailnet.poll(lambda: (n.status(check=False) or {}).get("AuthURL"), 60,
+                               f"{n.name}'s AuthURL")
+            br = Browser(w.ns.http)
+            st, h, body = br.get(url)
+            assert st == 302 and urllib.parse.urlsplit(url).port == a.port, (st, url, body)
+            st, h, body = br.get(h["location"])
+            assert st == 302, (st, body)
+            on_a = urllib.parse.urlsplit(h["location"])
+            assert on_a.port == a.port and on_a.path == "/oidc/callback", on_a
+            on_b = on_a._replace(netloc=f"{on_a.hostname}:{b.port}")
+            br.cookies[on_b.netloc] = dict(br.cookies[on_a.netloc])
+            st, _, page = br.get(on_b.geturl())
+            assert st == 200 and n.name in page, page
+            n.wait_running(timeout=60)
+            for replay in (on_b, on_a):
+                st, _, page = br.get(replay.geturl())
+                assert st == 400 and "used already" in page, (replay.netloc, st, page)
+            assert len(a.nodes()) == 1
+            assert a.node_by_name(n.name)["user"]["name"] == "alice"
+        finally:
+            b.stop()
+
+
 # group:eng is not defined here: its members are the users the provider puts in "eng".
 GROUP_POLICY = """\
 {

@@ -1439,3 +1439,54 @@ STORE_TEST(primaries_are_published_whole_and_health_marks_announced)
     cr_expect_eq(n, 0);
     store_primaries_free(got, n);
 }
+
+/* ---- OIDC logins ---- */
+
+static int oidc_count(void)
+{
+    struct store_result r;
+    int n;
+
+    cr_assert_eq(store__exec(fx.st, "SELECT count(*) FROM oidc_logins", 0, NULL, &r), 0);
+    n = (int)store__cell_u64(&r, 0, 0);
+    store__result_free(&r);
+    return n;
+}
+
+STORE_TEST(oidc_logins_are_taken_once_and_go_with_their_registration)
+{
+    int64_t now = hs_now_us(), later = now + 600 * HS_USEC_PER_SEC;
+    uint8_t k[8][STORE_KEY_LEN];
+    char *reg = NULL;
+
+    for (size_t i = 0; i < 8; i++)
+        memset(k[i], 0x10 + (int)i, STORE_KEY_LEN);
+    mk_registration("hskey-authreq-a", later);
+    mk_registration("hskey-authreq-b", later);
+    cr_assert_eq(store_oidc_login_create(fx.st, k[0], "hskey-authreq-none", later), -ENOENT,
+                 "a login needs its registration");
+    cr_assert_eq(store_oidc_login_create(fx.st, k[0], "hskey-authreq-a", later), 0);
+    cr_assert_eq(store_oidc_login_take(fx.st, k[0], now, &reg), 0);
+    cr_expect_str_eq(reg, "hskey-authreq-a");
+    free(reg);
+    cr_assert_eq(store_oidc_login_take(fx.st, k[0], now, &reg), -ENOENT, "once only");
+
+    /* Expired: refused, and deleted all the same. */
+    cr_assert_eq(store_oidc_login_create(fx.st, k[1], "hskey-authreq-a", now + 10), 0);
+    cr_assert_eq(store_oidc_login_take(fx.st, k[1], now + 10, &reg), -ENOENT);
+    cr_assert_eq(oidc_count(), 0);
+
+    /* A registration keeps its newest few; the others' logins are not touched. */
+    cr_assert_eq(store_oidc_login_create(fx.st, k[2], "hskey-authreq-b", later), 0);
+    for (size_t i = 3; i < 8; i++)
+        cr_assert_eq(store_oidc_login_create(fx.st, k[i], "hskey-authreq-a", later), 0);
+    cr_assert_eq(oidc_count(), STORE_OIDC_LOGINS_KEPT + 1);
+    cr_assert_eq(store_oidc_login_take(fx.st, k[3], now, &reg), -ENOENT, "the oldest went");
+    cr_assert_eq(store_oidc_login_take(fx.st, k[7], now, &reg), 0, "the newest stays");
+    free(reg);
+
+    /* Gone with the registration. */
+    cr_assert_eq(store__exec(fx.st, "DELETE FROM registrations WHERE id = 'hskey-authreq-b'",
+                             0, NULL, NULL), 0);
+    cr_assert_eq(store_oidc_login_take(fx.st, k[2], now, &reg), -ENOENT);
+}
