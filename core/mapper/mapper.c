@@ -504,6 +504,8 @@ static json_t *patch_of(const struct state_node *sn, unsigned f)
         mapper__set_key(pc, "Key", "nodekey:", sn->n.node_key);
     if (f & STATE_F_DISCO_KEY)
         mapper__set_key(pc, "DiscoKey", "discokey:", sn->n.disco_key);
+    if ((f & STATE_F_CAP) && sn->capver)
+        json_object_set_new(pc, "Cap", json_integer(sn->capver));
     return pc;
 }
 

@@ -872,7 +872,7 @@ static void online_changed(struct state *s, const uint64_t *ids, size_t n, bool 
 
 void state_node_session(struct state *s, uint64_t id, bool opened, uint16_t capver)
 {
-    bool changed = false, router = false, here = false;
+    bool changed = false, router = false, here = false, new_cap = false;
     size_t i;
 
     pthread_rwlock_wrlock(&s->lock);
@@ -886,8 +886,11 @@ void state_node_session(struct state *s, uint64_t id, bool opened, uint16_t capv
         else if (n->sessions)
             n->sessions--;
         changed = update_online(s, n);
-        if (capver && opened)
+        if (capver && opened && n->capver != capver) {
             n->capver = capver;
+            drop_cache(s, n); /* Cap is in its peer JSON (online may not have flipped) */
+            new_cap = true;
+        }
         if (opened) {
             n->session_epoch++;
             n->unhealthy = false; /* a new session proves the node reachable again */
@@ -897,6 +900,11 @@ void state_node_session(struct state *s, uint64_t id, bool opened, uint16_t capv
     pthread_rwlock_unlock(&s->lock);
     if (here)
         emit(s, STATE_NODE_HERE, id);
+    /* Peers that were sent the node before its first map request (at its registration, or
+     * before a restart) hold it without its capability version: a full map has it, so
+     * deltas must tell it too. */
+    if (new_cap)
+        emit_fields(s, STATE_NODE_CHANGED, id, STATE_F_CAP);
     online_changed(s, &id, changed ? 1 : 0, router);
 }
 

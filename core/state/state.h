@@ -80,7 +80,7 @@ enum state_change_kind {
     STATE_REGISTRATION_CHANGED, /* a pending interactive login changed (id 0) */
     STATE_DNS_CHANGED,    /* other DNS settings are in force (id 0) */
 };
-/* For STATE_NODE_CHANGED: which parts changed. Only the first four fit a
+/* For STATE_NODE_CHANGED: which parts changed. STATE_F_PATCHABLE ones fit a
  * PeersChangedPatch; anything else needs the full Node. */
 enum state_field {
     STATE_F_ENDPOINTS = 1 << 0,
@@ -89,9 +89,10 @@ enum state_field {
     STATE_F_HOME_DERP = 1 << 3,
     STATE_F_HOSTINFO = 1 << 4, /* what the node itself reported (peers need the full Node) */
     STATE_F_OTHER = 1 << 5,    /* anything else: admin changes the node must hear about too */
+    STATE_F_CAP = 1 << 6,      /* capability version, from a map request (runtime only) */
 };
 #define STATE_F_PATCHABLE (STATE_F_ENDPOINTS | STATE_F_DISCO_KEY | STATE_F_NODE_KEY | \
-                           STATE_F_HOME_DERP)
+                           STATE_F_HOME_DERP | STATE_F_CAP)
 /* Changes that come from the node's own requests: nothing it needs to be told. */
 #define STATE_F_SELF_REPORTED (STATE_F_PATCHABLE | STATE_F_HOSTINFO)
 

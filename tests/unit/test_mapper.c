@@ -760,6 +760,28 @@ Test(mapper, patch_carries_only_moving_fields)
     json_decref(d);
 }
 
+Test(mapper, patch_carries_a_new_capability_version)
+{
+    /* Node 1 opened its session with capability version 106 (setup); node 2 never did. */
+    const uint64_t patched[] = { 1, 2 };
+    const unsigned fields[] = { STATE_F_CAP, STATE_F_CAP };
+    struct mapper_changes ch = { .patched = patched, .npatched = 2, .patched_fields = fields };
+    json_t *d = mapper_delta(fx.m, fx.s, 3, &ch, fx.now), *pcs, *pc;
+
+    cr_assert_not_null(d);
+    pcs = json_object_get(d, "PeersChangedPatch");
+    cr_assert_eq(json_array_size(pcs), 2);
+    pc = json_array_get(pcs, 0);
+    cr_expect_eq(json_integer_value(json_object_get(pc, "NodeID")), 1);
+    cr_expect_eq(json_integer_value(json_object_get(pc, "Cap")), 106);
+    cr_expect_null(json_object_get(pc, "Endpoints"));
+    cr_expect_null(json_object_get(pc, "Key"));
+    pc = json_array_get(pcs, 1);
+    cr_expect_eq(json_integer_value(json_object_get(pc, "NodeID")), 2);
+    cr_expect_null(json_object_get(pc, "Cap"), "no version known: nothing said");
+    json_decref(d);
+}
+
 Test(mapper, keepalive)
 {
     json_t *k = mapper_keepalive();

@@ -25,6 +25,7 @@ static struct fixture {
     int policy_events;
     int online_events;
     int removed_events;
+    int cap_events;
 } fx;
 
 #define POLICY_ALL "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}]}"
@@ -50,6 +51,8 @@ static void on_change(void *arg, const struct state_change *ch)
         __atomic_add_fetch(&fx.online_events, 1, __ATOMIC_RELAXED);
     if (ch->kind == STATE_NODE_REMOVED)
         __atomic_add_fetch(&fx.removed_events, 1, __ATOMIC_RELAXED);
+    if (ch->kind == STATE_NODE_CHANGED && ch->fields == STATE_F_CAP)
+        __atomic_add_fetch(&fx.cap_events, 1, __ATOMIC_RELAXED);
 }
 
 static uint64_t add_user(const char *name)
@@ -186,6 +189,22 @@ Test(state, online_while_any_session_is_open)
     cr_expect(is_online(1));
     state_node_session(fx.s, 99, true, 113); /* an unknown node: nothing */
     cr_expect_eq(fx.online_events, 3);
+}
+
+Test(state, a_new_capability_version_is_told_as_a_patchable_change)
+{
+    /* Peers sent the node at its registration hold it without Cap: its first map request
+     * must tell them (found by the soak: deltas never carried it, full maps did). */
+    state_node_session(fx.s, 1, true, 113);
+    cr_expect_eq(fx.cap_events, 1);
+    cr_expect(STATE_F_CAP & STATE_F_PATCHABLE, "Cap travels in a PeersChangedPatch");
+    state_node_session(fx.s, 1, false, 0);
+    state_node_session(fx.s, 1, true, 113);
+    cr_expect_eq(fx.cap_events, 1, "the same version again is no change");
+    state_node_session(fx.s, 1, true, 0);
+    cr_expect_eq(fx.cap_events, 1, "a request without a version changes nothing");
+    state_node_session(fx.s, 1, true, 130);
+    cr_expect_eq(fx.cap_events, 2, "an upgraded client is a change");
 }
 
 Test(state, no_policy_allows_all)
