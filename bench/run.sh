@@ -3,10 +3,11 @@
 # other on this machine, driven by bench/loadgen (N simulated Tailscale nodes).
 #
 #   bench/run.sh --nodes N [--servers ours-sqlite,ours-postgres,headscale] [--duration S]
-#                [--scenarios storm,steady,propagation,policy,failover,kill,restart] [--api-poll-ms MS]
+#                [--scenarios storm,steady,propagation,policy,failover,kill,soak,restart] [--api-poll-ms MS]
 #                [--concurrency C] [--ep-changes K] [--out-dir DIR] [--ours-bin PATH]
 #                [--headscale-version vX.Y.Z] [--connect-timeout S] [--event-timeout S]
 #                [--policy-timeout S] [--routers N] [--replicas K] [--keep]
+#                [--soak-churn PER_MIN] [--soak-endpoints PER_MIN] [--soak-policy-every S]
 #
 # Writes DIR/<date>-<N>.md, .json, .raw.json and PNG plots (DIR defaults to bench/results).
 # Builds the loadgen (cached under bench/.cache/) and headscale (tests/lib/install-headscale.sh,
@@ -28,7 +29,7 @@ OUT_DIR=$HERE/results
 OURS_BIN=${HS_BIN:-}
 PASS=()
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -38,7 +39,7 @@ while [ $# -gt 0 ]; do
         --out-dir) OUT_DIR=$2; shift 2 ;;
         --ours-bin) OURS_BIN=$2; shift 2 ;;
         --headscale-version) HS_VERSION=$2; shift 2 ;;
-        --concurrency|--ep-changes|--connect-timeout|--event-timeout|--settle|--scenarios|--api-poll-ms|--policy-timeout|--routers|--replicas)
+        --concurrency|--ep-changes|--connect-timeout|--event-timeout|--settle|--scenarios|--api-poll-ms|--policy-timeout|--routers|--replicas|--soak-churn|--soak-endpoints|--soak-policy-every)
             PASS+=("$1" "$2"); shift 2 ;;
         --keep) PASS+=("$1"); shift ;;
         -h|--help) usage 0 ;;

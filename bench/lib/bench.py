@@ -38,7 +38,7 @@ PGTMP = os.path.join(REPO, "tests", "lib", "pgtmp.sh")
 AUTH_KEY_RE = re.compile(r"hskey-auth-[0-9A-Za-z_-]+|[0-9a-f]{48}")
 API_KEY_RE = re.compile(r"hskey-api-[0-9A-Za-z_-]+")
 # Storm and steady state always run (the others build on them); these can be left out.
-OPTIONAL_SCENARIOS = ("propagation", "policy", "failover", "kill", "restart")
+OPTIONAL_SCENARIOS = ("propagation", "policy", "failover", "kill", "soak", "restart")
 SCENARIOS = ("storm", "steady") + OPTIONAL_SCENARIOS
 
 DERP_MAP_YAML = """\
@@ -106,6 +106,11 @@ def nginx_conf(d, fronts, ports):
         servers += [f"        server 127.0.0.1:{p} backup;" for p in order[1:]]
         parts.append(NGINX_FRONT.format(i=i, front=front, servers="\n".join(servers)))
     return NGINX_CONF.format(d=d, fronts="".join(parts))
+
+
+def uses_policies(a):
+    """The policy and soak scenarios set policies over REST: users, tags, keys per node."""
+    return "policy" in a.scenarios or "soak" in a.scenarios
 
 
 def log(msg):
@@ -220,7 +225,7 @@ class Run:
             f.write(DERP_MAP_YAML.format(derpport=free_port()))
         cfg = server_config(self.tmp, self.port, self.db, self.pg,
                             grpc=(self.server == "headscale"),
-                            policy_db="policy" in self.args.scenarios)
+                            policy_db=uses_policies(self.args))
         write_yaml(self.cfg_path, cfg)
         self.spawn()
         self.wait_healthy(0.1)
@@ -244,7 +249,7 @@ class Run:
         self.apikey = m.group(0) if m else (out.strip().splitlines() or [""])[-1].strip()
         if not self.apikey:
             raise RuntimeError(f"{self.name}: no API key in {out!r}")
-        if "policy" in self.args.scenarios:
+        if uses_policies(self.args):
             self.policy_tailnet()
         log(f"{self.name}: pid {self.proc.pid} on :{self.port}, dir {self.tmp}")
         if self.args.replicas > 1:
@@ -478,6 +483,9 @@ POLICY_TAGS = ("web", "api", "db", "cache", "ci", "mon", "log", "vpn", "dns", "m
                "storage")
 POLICY_DEVICES_PER_USER = 5
 POLICY_RULES = 200
+# The soak: its short steady state before the churn, and where its RSS trend starts.
+SOAK_STEADY_S = 10
+SOAK_RSS_FROM_S = 600
 
 
 def policy_layout(nodes):
@@ -596,9 +604,12 @@ def pid_jiffies(pid):
 
 
 def loadgen_argv(run, a, out_path, log_path):
+    soak = "soak" in a.scenarios
     argv = [a.loadgen, "-url", run.urls(), "-authkey", run.authkey,
             "-nodes", str(a.nodes), "-concurrency", str(a.concurrency),
-            "-server-pid", str(run.proc.pid), "-steady", str(a.duration),
+            "-server-pid", str(run.proc.pid),
+            # with the soak, --duration is the soak's length and steady state is short
+            "-steady", str(min(a.duration, SOAK_STEADY_S) if soak else a.duration),
             "-connect-timeout", f"{a.connect_timeout}s", "-event-timeout", f"{a.event_timeout}s",
             "-settle", f"{a.settle}s", "-out", out_path, "-log", log_path,
             "-label", run.name, "-driver"]
@@ -606,10 +617,16 @@ def loadgen_argv(run, a, out_path, log_path):
         argv += ["-ep-changes", str(a.ep_changes), "-delete-cmd",
                  f"{run.binary} -c {run.cfg_path} nodes delete --identifier {{id}} --force"]
     else:
-        argv += ["-ep-changes", "0", "-join=false"]
+        argv += ["-ep-changes", "0", "-join=false", "-delete-event=false"]
     if "policy" in a.scenarios:
-        argv += ["-policy", "-policy-timeout", f"{a.policy_timeout}s",
-                 "-authkeys-file", run.keys_path]
+        argv += ["-policy", "-policy-timeout", f"{a.policy_timeout}s"]
+    if uses_policies(a):
+        argv += ["-authkeys-file", run.keys_path]
+    if soak:
+        argv += ["-soak", f"{a.duration}s", "-soak-churn", str(a.soak_churn),
+                 "-soak-endpoints", str(a.soak_endpoints),
+                 "-soak-policy-every", f"{a.soak_policy_every}s", "-delete-cmd",
+                 f"{run.binary} -c {run.cfg_path} nodes delete --identifier {{id}} --force"]
     if "failover" in a.scenarios:
         argv += ["-failover", "-routers", str(a.routers)]
     if "kill" in a.scenarios:
@@ -722,7 +739,9 @@ class Driver:
             elif line == "RESTART":
                 self.restart()
             elif line == "POLICY":
-                self.set_policy()
+                self.set_policy(run_policy_new=True)
+            elif line.startswith("POLICY "):
+                self.set_policy(run_policy_new=line.split()[1] == "new")
             elif line == "APPROVE":
                 self.approve_routes()
             elif line.startswith("KILL "):
@@ -736,9 +755,11 @@ class Driver:
         except OSError:
             pass  # the loadgen is gone: its exit is reported
 
-    def set_policy(self):
+    def set_policy(self, run_policy_new):
+        """PUT the new policy (or, for the soak's turns, the initial one)."""
         run = self.run
-        body = json.dumps({"policy": run.policy_new}).encode()
+        text = run.policy_new if run_policy_new else run.policy_initial
+        body = json.dumps({"policy": text}).encode()
         hdrs = {"Authorization": f"Bearer {run.apikey}", "Content-Type": "application/json"}
         c = http.client.HTTPConnection("127.0.0.1", run.port,
                                        timeout=max(60, run.args.policy_timeout))
@@ -763,7 +784,7 @@ class Driver:
             why = f"{type(e).__name__}: {e}"
             st, cur = (run.api("GET", "/api/v1/policy", timeout=max(60, run.args.policy_timeout))
                        if t0 is not None else (0, None))
-            if st == 200 and isinstance(cur, dict) and cur.get("policy") == run.policy_new:
+            if st == 200 and isinstance(cur, dict) and cur.get("policy") == text:
                 self.policy_note = (f"PUT /api/v1/policy: the connection closed without an "
                                     f"answer after {(t1 - t0) / 1e9:.1f} s ({why}); "
                                     f"GET /api/v1/policy then showed the new policy in force")
@@ -873,6 +894,8 @@ def run_loadgen(run, a):
     limit = 2 * a.connect_timeout + a.duration + 4 * (a.event_timeout + a.settle) + 300
     if "policy" in a.scenarios:
         limit += 2 * a.policy_timeout + a.settle
+    if "soak" in a.scenarios:
+        limit += a.duration + 900  # the churn's last actions, the quiet wait, the comparison
     busy0, _ = cpu_jiffies()
     srv0 = pid_jiffies(run.proc.pid)
     with open("/proc/loadavg") as f:
@@ -942,6 +965,7 @@ def run_loadgen(run, a):
     except OSError:
         pass
     res["server_log_tail"] = run.log_tail(15).splitlines()
+    res["server_log_problems"] = log_problems(run.log_path)
     if run.first_exit is not None:
         res["first_server_exit"] = run.first_exit
     res["server_alive_after"] = run.proc.poll() is None
@@ -949,6 +973,24 @@ def run_loadgen(run, a):
         res["failed"] = (res.get("failed") or "") + \
             f" server exited with {run.proc.returncode}"
     return res
+
+
+def log_problems(path, keep=50):
+    """The server log's warn and error lines: {"warn": n, "error": n, "lines": first `keep`}
+    (text format: "<time> <level> <message>")."""
+    out = {"warn": 0, "error": 0, "lines": []}
+    try:
+        with open(path, "rb") as f:
+            for raw in f:
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                parts = line.split(None, 2)
+                if len(parts) >= 2 and parts[1] in ("warn", "error"):
+                    out[parts[1]] += 1
+                    if len(out["lines"]) < keep:
+                        out["lines"].append(line)
+    except OSError:
+        pass
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1054,6 +1096,11 @@ def records_for(run_name, res, nodes):
     policy_records(add, res.get("policy"))
     failover_records(add, res.get("failover"))
     kill_records(add, res.get("kill"))
+    soak_records(add, res.get("soak"))
+    lp = res.get("server_log_problems")
+    if lp:
+        add("total", "server_log_warn_lines", lp["warn"], "lines")
+        add("total", "server_log_error_lines", lp["error"], "lines")
     restart_records(add, res.get("restart"), phase(res, "restart"))
     add("machine", "other_processes_cpu_pct", res.get("machine_other_cpu_pct"), "%")
     add("machine", "loadavg_before", res.get("loadavg_before"), "load")
@@ -1171,6 +1218,79 @@ def policy_records(add, pr):
     add(sc, "policy_loadgen_cpu_s", pr["loadgen_cpu_s"], "s")
 
 
+def slope_per_min(points):
+    """Least-squares slope of [(t seconds, value)] per minute (None under 3 points)."""
+    if len(points) < 3:
+        return None
+    n = len(points)
+    mt = sum(t for t, _ in points) / n
+    mv = sum(v for _, v in points) / n
+    den = sum((t - mt) ** 2 for t, _ in points)
+    if den == 0:
+        return None
+    return 60 * sum((t - mt) * (v - mv) for t, v in points) / den
+
+
+def soak_rss_window(sr):
+    """The samples the RSS trend is taken over: from minute 10 on (from a sixth of the run on
+    when it is shorter than an hour, so that a pilot has a trend too)."""
+    start = min(SOAK_RSS_FROM_S, sr["duration_s"] / 6)
+    return [s for s in sr.get("samples") or [] if s["t_s"] >= start]
+
+
+def soak_records(add, sr):
+    """The soak scenario (the loadgen's soakResult)."""
+    if not sr or sr.get("error"):
+        return
+    sc = "soak"
+    add(sc, "soak_duration_s", sr["duration_s"], "s")
+    add(sc, "soak_joined", sr["joined"], "nodes")
+    add(sc, "soak_join_failed", sr["join_failed"], "nodes")
+    add(sc, "soak_left", sum(sr["left"].values()), "nodes")
+    add(sc, "soak_leave_errors", sum(sr["leave_errors"].values()), "nodes")
+    add(sc, "soak_endpoint_changes", sr["endpoint_changes"], "changes")
+    add(sc, "soak_policy_changes", len(sr.get("policies") or []), "changes")
+    add(sc, "soak_policy_errors", sr["policy_errors"], "changes")
+    add(sc, "soak_compared_nodes", sr["compared"], "nodes")
+    add(sc, "soak_equal_nodes", sr["equal"], "nodes")
+    add(sc, "soak_equal_on_recheck_nodes", sr["equal_on_recheck"], "nodes")
+    add(sc, "soak_differing_nodes", sr["differ"], "nodes")
+    add(sc, "soak_compare_errors", sr["compare_errors"], "nodes")
+    add(sc, "soak_online_differs_nodes", sr["online_differs_nodes"], "nodes")
+    add(sc, "soak_self_reported_differs_nodes", sr["self_reported_differs_nodes"], "nodes")
+    add(sc, "soak_peers_mean", sr["peers_mean"], "peers")
+    add(sc, "soak_quiet_wait_s", sr["quiet_wait_s"], "s")
+    samples = sr.get("samples") or []
+    if samples:
+        add(sc, "soak_server_rss_first_kib", samples[0]["server_rss_kib"], "KiB")
+        add(sc, "soak_server_rss_last_kib", samples[-1]["server_rss_kib"], "KiB")
+        add(sc, "soak_server_rss_max_kib", max(s["server_rss_kib"] for s in samples), "KiB")
+        wall = samples[-1]["t_s"] - samples[0]["t_s"]
+        if wall > 0:
+            add(sc, "soak_server_cpu_pct",
+                100 * (samples[-1]["server_cpu_s"] - samples[0]["server_cpu_s"]) / wall, "%")
+            add(sc, "soak_loadgen_cpu_pct",
+                100 * (samples[-1]["loadgen_cpu_s"] - samples[0]["loadgen_cpu_s"]) / wall, "%")
+        loads = [s["loadavg_1m"] for s in samples]
+        add(sc, "soak_loadavg_mean", sum(loads) / len(loads), "load")
+        add(sc, "soak_loadavg_max", max(loads), "load")
+        add(sc, "soak_reconnects", samples[-1]["reconnects"] - samples[0]["reconnects"], "count")
+    win = soak_rss_window(sr)
+    add(sc, "soak_rss_slope_kib_per_min",
+        slope_per_min([(s["t_s"], s["server_rss_kib"]) for s in win]), "KiB/min")
+    # departed nodes that were not deleted stay the server's: its RSS may follow their count
+    add(sc, "soak_registered_nodes_slope_per_min",
+        slope_per_min([(s["t_s"], s["registered_nodes"]) for s in win]), "nodes/min")
+    if samples:
+        add(sc, "soak_registered_nodes_first", samples[0]["registered_nodes"], "nodes")
+        add(sc, "soak_registered_nodes_last", samples[-1]["registered_nodes"], "nodes")
+    if win:
+        add(sc, "soak_rss_trend_from_s", win[0]["t_s"], "s")
+        add(sc, "soak_server_threads_last", win[-1]["server_threads"], "threads")
+    add(sc, "soak_loadgen_rss_last_kib", samples[-1]["loadgen_rss_kib"] if samples else None,
+        "KiB")
+
+
 def restart_records(add, rr, ph):
     if not rr or rr.get("error"):
         return
@@ -1255,6 +1375,19 @@ ORDER += [("restart", m) for m in (
     "restart_api_list_p50_ms", "restart_api_list_p99_ms", "restart_api_list_max_ms",
     "restart_server_cpu_s", "restart_server_rss_kib", "restart_server_rss_peak_kib",
     "restart_loadgen_cpu_s")]
+ORDER += [("soak", m) for m in (
+    "soak_duration_s", "soak_joined", "soak_join_failed", "soak_left", "soak_leave_errors",
+    "soak_endpoint_changes", "soak_policy_changes", "soak_policy_errors",
+    "soak_compared_nodes", "soak_equal_nodes", "soak_equal_on_recheck_nodes",
+    "soak_differing_nodes", "soak_compare_errors", "soak_online_differs_nodes",
+    "soak_self_reported_differs_nodes",
+    "soak_peers_mean", "soak_quiet_wait_s", "soak_server_rss_first_kib",
+    "soak_server_rss_last_kib", "soak_server_rss_max_kib", "soak_rss_trend_from_s",
+    "soak_rss_slope_kib_per_min", "soak_registered_nodes_first", "soak_registered_nodes_last",
+    "soak_registered_nodes_slope_per_min", "soak_server_threads_last", "soak_server_cpu_pct",
+    "soak_loadgen_cpu_pct", "soak_loadgen_rss_last_kib", "soak_loadavg_mean",
+    "soak_loadavg_max", "soak_reconnects")]
+ORDER += [("total", "server_log_warn_lines"), ("total", "server_log_error_lines")]
 ORDER += [("machine", "other_processes_cpu_pct"), ("machine", "loadavg_before")]
 
 
@@ -1268,6 +1401,38 @@ def fmt(v):
     return f"{v:.4g}"
 
 
+def soak_notes(sr):
+    """The soak's failures and findings, for the report's notes."""
+    if not sr:
+        return []
+    if sr.get("error"):
+        return [f"soak: {sr['error'][:300]}"]
+    bits = []
+    if sr["differ"] or sr["compare_errors"]:
+        fields = ", ".join(f"{k} ×{v}" for k, v in sorted(sr["differing_fields"].items()))
+        bits.append(f"soak: {sr['differ']} of {sr['compared']} nodes still differ from a fresh "
+                    f"full map on the recheck ({fields}), {sr['compare_errors']} could not be "
+                    f"compared; first: " + "; ".join(
+                        json.dumps(e, separators=(",", ":"))[:300]
+                        for e in (sr.get("examples") or [])[:3]))
+    if sr["equal_on_recheck"]:
+        bits.append(f"soak: {sr['equal_on_recheck']} nodes differed at the first comparison "
+                    "and were equal when asked again (a change still on its way)")
+    if sr.get("oddities"):
+        bits.append("soak: messages a client would ignore: " + "; ".join(
+            f"{k} ×{v}" for k, v in sorted(sr["oddities"].items())))
+    for k in ("leave_errors", "endpoint_errors"):
+        if sr.get(k):
+            bits.append(f"soak {k.replace('_', ' ')}: " + "; ".join(
+                f"{e} ×{c}" for e, c in list(sr[k].items())[:4]))
+    if sr["join_failed"]:
+        bits.append(f"soak: {sr['join_failed']} joiners never got a map")
+    if sr["policy_errors"]:
+        bits.append(f"soak: {sr['policy_errors']} policy changes failed: "
+                    + "; ".join(p for p in sr["policies"] if " 200 " not in p)[:300])
+    return bits
+
+
 def write_report(a, runs_done, records, raw, stamp, versions):
     names = [r for r in a.servers if r in runs_done]
     idx = {}
@@ -1278,6 +1443,9 @@ def write_report(a, runs_done, records, raw, stamp, versions):
     extra = f" --policy-timeout {a.policy_timeout:g}" if "policy" in a.scenarios else ""
     if a.replicas > 1:
         extra += f" --replicas {a.replicas}"
+    if "soak" in a.scenarios:
+        extra += (f" --soak-churn {a.soak_churn:g} --soak-endpoints {a.soak_endpoints:g}"
+                  f" --soak-policy-every {a.soak_policy_every:g}")
     lines.append(f"Command: `bench/run.sh --nodes {a.nodes} --servers {','.join(a.servers)} "
                  f"--duration {a.duration} --scenarios {','.join(a.scenarios)}{extra}`  ")
     lines.append(f"Machine: {os.cpu_count()} cores, "
@@ -1288,7 +1456,7 @@ def write_report(a, runs_done, records, raw, stamp, versions):
             f"login concurrency {a.concurrency}")
     if "propagation" in a.scenarios:
         load += f", {a.ep_changes} endpoint changes, 1 join, 1 delete"
-    load += f"; steady state {a.duration} s"
+    load += f"; steady state {min(a.duration, SOAK_STEADY_S) if 'soak' in a.scenarios else a.duration} s"
     if "policy" in a.scenarios:
         lay = policy_layout(a.nodes)
         load += (f"; then a {POLICY_RULES}-rule policy set over REST ({len(lay['users'])} users "
@@ -1305,6 +1473,12 @@ def write_report(a, runs_done, records, raw, stamp, versions):
         load += (f"; then replica {a.replicas - 1} killed (SIGKILL) and a node of replica 0 "
                  f"renamed through it: per node of the dead replica, the time until a message "
                  f"on its new stream carried the new name (a current map)")
+    if "soak" in a.scenarios:
+        load += (f"; then the soak for {a.duration:g} s: per minute {a.soak_churn:g} nodes leave for good (deleted, "
+                 f"logged out or disconnected in turns) and {a.soak_churn:g} join, "
+                 f"{a.soak_endpoints:g} send a new endpoint; every {a.soak_policy_every:g} s "
+                 f"the other of two policies is set (allow-all, the {POLICY_RULES}-rule one); "
+                 f"at the end every node's followed map is compared with a fresh full map")
     if "restart" in a.scenarios:
         load += "; then a server restart (SIGTERM, start again on the same database)"
     if a.api_poll_ms > 0:
@@ -1398,6 +1572,11 @@ def write_report(a, runs_done, records, raw, stamp, versions):
             if api and api.get("errors"):
                 bits.append(f"GET /api/v1/node during the {what}: {api['errors']} failed "
                             f"(last: {(api.get('last_error') or '')[:160]})")
+        bits += soak_notes(r.get("soak"))
+        lp = r.get("server_log_problems")
+        if lp and (lp["warn"] or lp["error"]):
+            bits.append(f"server log: {lp['warn']} warn and {lp['error']} error lines, first: "
+                        + " / ".join(f"`{x[:200]}`" for x in lp["lines"][:5]))
         if r.get("stream_errors"):
             bits.append("stream errors (last per node): " + "; ".join(
                 f"{k} ×{v}" for k, v in list(r["stream_errors"].items())[:5]))
@@ -1458,6 +1637,27 @@ def write_report(a, runs_done, records, raw, stamp, versions):
   *policy_peers_after_*: per node, the peers of its last full map in the window, else every
   other node minus the PeersRemoved it was sent (the initial policy showed every node to every
   other); *policy_full_map_nodes* counts the nodes that were sent a full map.
+- *soak_*: after steady state the tailnet churns for *soak_duration_s* (see Load above);
+  every node follows its map as the client's mapSession does (a non-empty Peers list replaces
+  the peers; PeersRemoved, PeersChanged, PeersChangedPatch; the last Node, DNSConfig, DERPMap,
+  Domain, SSHPolicy; the packet filter's chunks). When the churn is over and no map message
+  flowed for 5 s, each live node asks again with the same node key, not streaming (one full
+  map), and the two are compared: the set of peers and per peer its keys, endpoints, home
+  DERP, addresses, allowed IPs, routes, name, tags, user, Hostinfo and every other field but
+  LastSeen; the node itself; the packet filter, DNS, DERP map, domain, SSH policy.
+  *soak_equal_nodes* were equal at once; a node that differed is asked again after another
+  quiet spell (*soak_equal_on_recheck_nodes* were then equal, *soak_differing_nodes* were
+  not). Online is compared but counted apart (*soak_online_differs_nodes*), and so are the
+  fields of a node's own Node that it reported itself — endpoints, Hostinfo, home DERP, disco
+  key — which the server does not send back to it (*soak_self_reported_differs_nodes*).
+  *soak_rss_slope_kib_per_min*: least-squares slope of the server's RSS, sampled every 10 s,
+  from *soak_rss_trend_from_s* (minute 10; a sixth of a shorter run) to the end. Nodes
+  logged out or gone without a word stay the server's, so its node count grows by two
+  thirds of the churn (*soak_registered_nodes_**, slope over the same window) and some RSS
+  growth follows it (compare with *rss_per_node_kib* of a scale run).
+  *soak_loadavg_mean/max*: the machine's 1-minute load average at the samples (2 cores,
+  shared). *server_log_warn_lines / error_lines*: lines of those levels in the server's log
+  over the whole run (the notes list the first).
 - *restart_*: with every node idle, the server gets SIGTERM and is started again on the same
   config and database as soon as the old process is gone. Times are from the SIGTERM:
   *restart_exit_s* (old process gone), *restart_down_s* (new one answers /health),
@@ -1519,11 +1719,29 @@ def plots(a, raw, stamp):
     fig.savefig(p, dpi=90)
     plt.close(fig)
     made.append(p)
+    soaks = {n: r["soak"] for n, r in raw.items()
+             if isinstance(r, dict) and (r.get("soak") or {}).get("samples")}
+    if soaks:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for name, sr in sorted(soaks.items()):
+            ts = [x["t_s"] / 60 for x in sr["samples"]]
+            ax.plot(ts, [x["server_rss_kib"] / 1024 for x in sr["samples"]], label=name)
+        ax.set_xlabel("minutes into the soak")
+        ax.set_ylabel("server RSS, MiB (every 10 s)")
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"Soak, {a.nodes} nodes: server RSS")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        p = os.path.join(a.out_dir, f"{stamp}-{a.nodes}-rss.png")
+        fig.savefig(p, dpi=90)
+        plt.close(fig)
+        made.append(p)
     # RSS vs N over every result file in the folder (the newest per N)
     per = {}
     for path in sorted(glob.glob(os.path.join(a.out_dir, "[0-9]*-*.json"))):
-        if path.endswith(".raw.json") or "-replicas" in path:
-            continue  # replicas runs: RSS is one replica's of several
+        if path.endswith(".raw.json") or "-replicas" in path or "-soak" in path:
+            continue  # replicas runs: RSS is one replica's of several; soaks: churned
         try:
             with open(path) as f:
                 recs = json.load(f)
@@ -1568,10 +1786,18 @@ def main():
     ap.add_argument("--policy-timeout", type=float, default=120,
                     help="policy scenario: how long to wait for every node's new PacketFilter")
     ap.add_argument("--scenarios",
-                    default=",".join(s for s in SCENARIOS if s not in ("policy", "failover", "kill")),
+                    default=",".join(s for s in SCENARIOS
+                                     if s not in ("policy", "failover", "kill", "soak")),
                     help="storm and steady always run; propagation, policy, failover, kill "
                          "and restart are optional (policy, failover and kill are not in the "
                          "default)")
+    ap.add_argument("--soak-churn", type=float, default=None,
+                    help="soak: nodes leaving (and as many joining) per minute "
+                         "(default 1 %% of --nodes)")
+    ap.add_argument("--soak-endpoints", type=float, default=None,
+                    help="soak: endpoint changes per minute (default as --soak-churn)")
+    ap.add_argument("--soak-policy-every", type=float, default=300,
+                    help="soak: seconds between policy changes (0: none)")
     ap.add_argument("--routers", type=int, default=50,
                     help="failover scenario: nodes announcing subnet routes, two per route")
     ap.add_argument("--replicas", type=int, default=1,
@@ -1595,6 +1821,10 @@ def main():
                     help="only rewrite <out>/<stamp>-<nodes>.json and .md from its .raw.json "
                          "(for --servers, --scenarios and the options the report names)")
     a = ap.parse_args()
+    if a.soak_churn is None:
+        a.soak_churn = a.nodes / 100
+    if a.soak_endpoints is None:
+        a.soak_endpoints = a.soak_churn
     if a.replot or a.rerender:
         with open(os.path.join(a.out_dir, f"{a.stamp}-{a.nodes}.raw.json")) as f:
             raw = json.load(f)
@@ -1633,6 +1863,8 @@ def main():
     a.scenarios = [s for s in SCENARIOS if s in a.scenarios or s not in OPTIONAL_SCENARIOS]
     if a.replicas > 1:
         a.stamp += f"-replicas{a.replicas}"  # beside, not over, a single-server run's files
+    if "soak" in a.scenarios:
+        a.stamp += "-soak"
     if a.replicas < 1 or (a.replicas > 1 and a.servers != ["ours-postgres"]):
         ap.error("--replicas K > 1 needs --servers ours-postgres (replicas share PostgreSQL)")
     if a.replicas > 1 and "restart" in a.scenarios:

@@ -24,6 +24,8 @@
 //	policy    (-policy) with every node idle, the driver sets a new ACL policy; per node the
 //	          time until a message left it with a PacketFilter different from the one it held
 //	          before (policy.go), server CPU over the change, bytes, peers removed
+//	soak      (-soak D) for D, nodes leave and join, move and the driver switches policies;
+//	          then every node's followed map is compared with a fresh full map (soak.go)
 //	restart   (-restart) with every node idle, the driver stops the server (SIGTERM) and starts
 //	          it again on the same config and database; per node: when its stream broke, how
 //	          many attempts it made and when its first full map from the new server arrived
@@ -101,6 +103,7 @@ var (
 	flagEpChanges   = flag.Int("ep-changes", 3, "number of endpoint-change events")
 	flagJoin        = flag.Bool("join", true, "run the join event")
 	flagDeleteCmd   = flag.String("delete-cmd", "", "shell command deleting a node; {id} is replaced by its node ID (empty: skip the delete event)")
+	flagDeleteEvent = flag.Bool("delete-event", true, "run the delete event (needs -delete-cmd)")
 	flagConnectTO   = flag.Duration("connect-timeout", 10*time.Minute, "give up on the storm after this long")
 	flagEventTO     = flag.Duration("event-timeout", 60*time.Second, "give up waiting for an event's observers after this long")
 	flagSettle      = flag.Duration("settle", 2*time.Second, "quiet time after each event before the next (and before its byte/CPU window closes)")
@@ -198,7 +201,8 @@ type node struct {
 	nkey     key.NodePrivate
 	disco    key.DiscoPublic
 	hi       *tailcfg.Hostinfo
-	ep       netip.AddrPort
+	ep       netip.AddrPort // its endpoint; after a soak endpoint change, under epMu
+	epMu     sync.Mutex
 	authKey  string
 	url      string // its server (or balancer front): one of -url
 	d        *controlclient.Direct
@@ -231,6 +235,10 @@ type node struct {
 	pfFirst, pfLast                       atomic.Int64  // unix ns: first / last message that changed it
 	pfMsgs, pfRemoved, pfFull, pfFullPeer atomic.Int64  // filter messages, PeersRemoved entries, full maps, peers in the last one
 	pfSize, pfMsgSize                     atomic.Int64  // JSON bytes of the new filter / of the message that brought it
+
+	// soak scenario (-soak): its tailnet as its messages left it (soak.go)
+	soakMu sync.Mutex
+	soak   soakView
 
 	ctx                    context.Context
 	cancel                 context.CancelFunc
@@ -302,6 +310,18 @@ func newNode(idx int, hostname string) *node {
 	return n
 }
 
+func (n *node) endpoint() netip.AddrPort {
+	n.epMu.Lock()
+	defer n.epMu.Unlock()
+	return n.ep
+}
+
+func (n *node) setEndpoint(ep netip.AddrPort) {
+	n.epMu.Lock()
+	n.ep = ep
+	n.epMu.Unlock()
+}
+
 func (n *node) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	c, err := sysDialer.DialContext(ctx, network, addr)
 	if err != nil {
@@ -331,7 +351,7 @@ func (n *node) login(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	d.SetEndpoints([]tailcfg.Endpoint{{Addr: n.ep, Type: tailcfg.EndpointLocal}})
+	d.SetEndpoints([]tailcfg.Endpoint{{Addr: n.endpoint(), Type: tailcfg.EndpointLocal}})
 	n.d = d
 	url, err := d.TryLogin(ctx, controlclient.LoginDefault)
 	if err != nil {
@@ -355,7 +375,7 @@ func (n *node) stream(gotFirst chan struct{}, gotMap *bool) error {
 		KeepAlive:     true,
 		NodeKey:       n.nkey.Public(),
 		DiscoKey:      n.disco,
-		Endpoints:     []netip.AddrPort{n.ep},
+		Endpoints:     []netip.AddrPort{n.endpoint()},
 		EndpointTypes: []tailcfg.EndpointType{tailcfg.EndpointLocal},
 		Stream:        true,
 		Hostinfo:      n.hi,
@@ -431,6 +451,11 @@ func (n *node) stream(gotFirst chan struct{}, gotMap *bool) error {
 		}
 		if derr == nil && !m.KeepAlive && *flagKill {
 			n.trackKill(js, now)
+		}
+		if derr == nil && !m.KeepAlive && *flagSoak > 0 {
+			n.soakMu.Lock()
+			n.soak.apply(js, &n.pf)
+			n.soakMu.Unlock()
 		}
 		*bp = zbuf
 		bufPool.Put(bp)
@@ -864,6 +889,7 @@ type result struct {
 	Policy        *policyResult   `json:"policy,omitempty"`
 	Failover      *failoverResult `json:"failover,omitempty"`
 	Kill          *killResult     `json:"kill,omitempty"`
+	Soak          *soakResult     `json:"soak,omitempty"`
 }
 
 var (
@@ -1016,6 +1042,11 @@ func driverSay(line string) {
 // drain waits until no node has read a non-keep-alive message for 2 s (at most limit) and
 // returns how long that took and the unix ns of the last message any node read.
 func drain(limit time.Duration) (float64, int64) {
+	return drainQuiet(2*time.Second, limit)
+}
+
+// drainQuiet is drain with another quiet time than 2 s.
+func drainQuiet(quiet, limit time.Duration) (float64, int64) {
 	start := time.Now()
 	var lastTotal int64 = -1
 	stableSince := time.Now()
@@ -1026,7 +1057,7 @@ func drain(limit time.Duration) (float64, int64) {
 		}
 		if tot != lastTotal {
 			lastTotal, stableSince = tot, time.Now()
-		} else if time.Since(stableSince) >= 2*time.Second {
+		} else if time.Since(stableSince) >= quiet {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -1187,6 +1218,9 @@ func main() {
 	}
 	if *flagFailover && (!*flagDriver || *flagRouters < 2 || *flagRouters > 2*256) {
 		log.Fatal("-failover needs -driver (the driver approves the routes) and 2 <= -routers <= 512")
+	}
+	if *flagSoak > 0 && (!*flagDriver || *flagDeleteCmd == "") {
+		log.Fatal("-soak needs -driver (the driver sets the policies) and -delete-cmd")
 	}
 	for _, u := range strings.Split(*flagURL, ",") {
 		if u = strings.TrimSpace(u); u != "" {
@@ -1412,7 +1446,7 @@ loop:
 			return nil // observers are what we wait for; the joiner's own map is not required
 		}, idleRate))
 	}
-	if *flagDeleteCmd != "" && evIdx < maxEvents {
+	if *flagDeleteEvent && *flagDeleteCmd != "" && evIdx < maxEvents {
 		live = liveNodes()
 		victim := live[len(live)-1]
 		if victim.idx >= N && len(live) > 1 { // prefer an original node over the joiner
@@ -1447,6 +1481,11 @@ loop:
 		time.Sleep(*flagSettle)
 		res.Failover = runFailover()
 	}
+	// ---- 4c. soak
+	if *flagSoak > 0 {
+		time.Sleep(*flagSettle)
+		res.Soak = runSoak()
+	}
 	res.StreamErrors = countErrs(func(n *node) string { return strOf(&n.lastErr) })
 	for _, n := range nodesSnapshot() {
 		res.Reconnects += n.reconnects.Load()
@@ -1455,7 +1494,7 @@ loop:
 	// their own
 	res.Phases = append(res.Phases, snapshotPhase("total", base, loadBase, runStart))
 
-	// ---- 4c. one replica killed
+	// ---- 4d. one replica killed
 	if *flagKill {
 		time.Sleep(*flagSettle)
 		res.Kill = runKill()

@@ -4,8 +4,10 @@ a few seconds of steady state, the propagation events, a 200-rule policy set ove
 nodes belong to several users and tags for it), an HA failover (every node announces a route,
 nodes 0 and 1 the same one; the primary's stream is closed), then a server restart with every node
 reconnecting (about 10 s: over plain HTTP the client's Noise dial to a server that is down
-waits out its 10 s timeout). Checks that the result files are written and hold sane figures;
-the figures themselves are benchmark output, not asserted targets."""
+waits out its 10 s timeout). A second, short soak run churns 20 nodes (leaves, joins, endpoint
+and policy changes) and compares every node's followed map with a fresh full map. Checks that
+the result files are written and hold sane figures; the figures themselves are benchmark
+output, not asserted targets."""
 
 import json
 import os
@@ -20,17 +22,16 @@ RUN_SH = os.path.join(helpers.REPO, "bench", "run.sh")
 NODES = 20
 
 
-@pytest.fixture(scope="module")
-def bench_run(tmp_path_factory):
+def run_bench(out, *args):
+    """bench/run.sh on NODES nodes against our server on SQLite: its report's file stem, the
+    records, the raw results and the report's text."""
     if shutil.which("go") is None:
         pytest.skip("Go toolchain not installed (bench/loadgen is Go)")
-    out = tmp_path_factory.mktemp("bench")
     stamp_env = dict(os.environ)
     stamp_env.pop("HEADSCALE_CONFIG", None)
     r = subprocess.run([RUN_SH, "--nodes", str(NODES), "--servers", "ours-sqlite",
-                        "--duration", "5", "--out-dir", str(out),
-                        "--scenarios", "storm,steady,propagation,policy,failover,restart",
-                        "--ours-bin", os.path.abspath(helpers.HS_BIN)],
+                        "--out-dir", str(out), "--ours-bin", os.path.abspath(helpers.HS_BIN)]
+                       + list(args),
                        capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL,
                        env=stamp_env)
     assert r.returncode == 0, f"bench/run.sh rc {r.returncode}\n{r.stdout}\n{r.stderr[-4000:]}"
@@ -44,6 +45,13 @@ def bench_run(tmp_path_factory):
     with open(out / f"{stem}.md") as f:
         md = f.read()
     return {"dir": out, "stem": stem, "records": records, "raw": raw, "md": md}
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    return run_bench(out, "--duration", "5",
+                     "--scenarios", "storm,steady,propagation,policy,failover,restart")
 
 
 def metric(records, scenario, name):
@@ -171,3 +179,42 @@ def test_report_and_raw(bench_run):
     assert not helpers.sanitizer_lines(tail), tail
     # loadgen CPU is reported for each phase
     assert all("loadgen_cpu_s" in p for p in raw["phases"])
+
+
+SOAK_S = 45
+
+
+@pytest.fixture(scope="module")
+def soak_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("soak")
+    # 6 leave and 6 join a minute, 6 endpoint changes, the policy switched every 15 s
+    run = run_bench(out, "--duration", str(SOAK_S), "--scenarios", "soak",
+                    "--soak-churn", "6", "--soak-endpoints", "6", "--soak-policy-every", "15")
+    assert run["stem"].endswith(f"-soak-{NODES}"), run["stem"]
+    run["raw"] = run["raw"]["ours-sqlite"]
+    return run
+
+
+def test_soak_every_map_matches_a_fresh_one(soak_run):
+    recs, sr = soak_run["records"], soak_run["raw"]["soak"]
+    assert metric(recs, "soak", "soak_duration_s") >= SOAK_S
+    # the churn happened: about 6 a minute each way, every leave kind, both policies
+    assert metric(recs, "soak", "soak_joined") >= 3
+    assert metric(recs, "soak", "soak_left") == metric(recs, "soak", "soak_joined")
+    assert set(sr["left"]) == {"deleted", "logged out", "disconnected"}, sr["left"]
+    assert metric(recs, "soak", "soak_endpoint_changes") >= 3
+    assert metric(recs, "soak", "soak_policy_changes") >= 2
+    assert metric(recs, "soak", "soak_policy_errors") == 0
+    # every live node compared, and none differs once a change on its way has arrived
+    assert metric(recs, "soak", "soak_compared_nodes") == NODES
+    assert metric(recs, "soak", "soak_compare_errors") == 0
+    assert metric(recs, "soak", "soak_differing_nodes") == 0, sr.get("examples")
+    assert metric(recs, "soak", "soak_equal_nodes") \
+        + metric(recs, "soak", "soak_equal_on_recheck_nodes") == NODES
+    assert metric(recs, "soak", "soak_peers_mean") > 0
+    # RSS sampled every 10 s, the trend and the log scan reported
+    assert len(sr["samples"]) >= SOAK_S // 10
+    assert all(s["server_rss_kib"] > 1000 for s in sr["samples"])
+    assert "| soak | soak_rss_slope_kib_per_min |" in soak_run["md"]
+    assert metric(recs, "total", "server_log_error_lines") == 0, \
+        soak_run["raw"]["server_log_problems"]
