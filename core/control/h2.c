@@ -474,13 +474,28 @@ static void stream_append(struct conn *cn, struct stream *st, const struct hs_bu
     }
 }
 
+/* Takes out what was written to a stream before its reply (see h2_data). */
+static struct hs_buf stream_take_early(struct conn *cn, struct stream *st)
+{
+    struct hs_buf early = st->out;
+
+    hs_buf_init(&st->out, CONTROL_MAX_STREAM_BACKLOG);
+    control__backlog_add(cn->ctl, -(int64_t)early.len);
+    return early;
+}
+
 void h2_reply(struct conn *cn, struct msg *m)
 {
     struct stream *st = stream_find(cn, m->stream_id);
+    struct hs_buf early;
 
     if (!st || st->responded)
         return;
+    early = stream_take_early(cn, st);
     stream_append(cn, st, &m->data);
+    if (m->status == 200 && early.len)
+        stream_append(cn, st, &early); /* after the reply's own body: the first map */
+    hs_buf_free(&early);
     st->end = m->end;
     submit_response(cn, st, m->status, m->content_type ? m->content_type : "application/json",
                     m->retry_after);
@@ -490,10 +505,14 @@ void h2_data(struct conn *cn, struct msg *m)
 {
     struct stream *st = stream_find(cn, m->stream_id);
 
-    if (!st || !st->responded || st->end)
+    if (!st || st->end)
         return;
+    /* Before the reply it waits in the backlog and follows the reply: the map thread may
+     * send a delta to a map stream whose first map (the reply) another thread has built
+     * but not yet queued. Dropped, the delta's change was lost to that node for good. */
     stream_append(cn, st, &m->data);
-    stream_more(cn, st);
+    if (st->responded)
+        stream_more(cn, st);
 }
 
 void h2_end(struct conn *cn, struct msg *m)
@@ -503,10 +522,13 @@ void h2_end(struct conn *cn, struct msg *m)
     if (!st || st->end)
         return;
     st->end = true;
-    if (st->responded)
+    if (st->responded) {
         stream_more(cn, st);
-    else
+    } else {
+        struct hs_buf early = stream_take_early(cn, st); /* no first map: no deltas */
+        hs_buf_free(&early);
         submit_response(cn, st, 200, "application/json", 0);
+    }
 }
 
 void h2_session_free(struct conn *cn)
