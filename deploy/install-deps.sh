@@ -11,6 +11,7 @@ PKGS=(
   clang libclang-rt-14-dev
   python3 python3-pytest python3-yaml python3-requests
   debhelper help2man debootstrap systemd systemd-container strace
+  libfaketime
   chromium chromium-driver
 )
 

@@ -15,6 +15,7 @@
 #define ACME_MAX_CACHE_FILE (ACME_MAX_CHAIN + 8192)
 #define HTTP01_PREFIX "/.well-known/acme-challenge/"
 #define HTTP01_TIMEOUT_S 10
+#define ACME_WALL_CHECK_S 60 /* how stale a wait for a renewal date may let the wall clock get */
 
 struct acme {
     const struct hs_config *cfg;
@@ -243,20 +244,38 @@ static int install_cached(struct acme *a, int64_t due)
     return 0;
 }
 
-/* ---- the worker ---- */
+/* ---- the worker ----
+ * A renewal is due at a date (the certificate's, on the wall clock); the pauses between tries
+ * are durations (on the monotonic clock), so a clock set back does not hold a retry for hours. */
 
-/* Waits until Unix time `when` or a stop; true when stopped. */
-static bool wait_until(struct acme *a, int64_t when)
+/* Waits until the monotonic clock reaches at_us, or a stop; true when stopped. */
+static bool wait_monotonic(struct acme *a, int64_t at_us)
 {
-    struct timespec ts = { .tv_sec = (time_t)when };
     bool stop;
 
     pthread_mutex_lock(&a->mu);
-    while (!(stop = atomic_load(&a->stop)) && time(NULL) < when)
-        if (pthread_cond_timedwait(&a->cond, &a->mu, &ts) != 0 && time(NULL) >= when)
+    while (!(stop = atomic_load(&a->stop)))
+        if (hs_cond_wait_until(&a->cond, &a->mu, at_us))
             break;
     pthread_mutex_unlock(&a->mu);
     return stop;
+}
+
+static bool pause_for(struct acme *a, int64_t seconds)
+{
+    return wait_monotonic(a, hs_monotonic_us() + seconds * HS_USEC_PER_SEC);
+}
+
+/* Waits until Unix time `when`, or a stop, reading the wall clock again at least every
+ * ACME_WALL_CHECK_S (it may be set forward or back meanwhile); true when stopped. */
+static bool wait_wall(struct acme *a, int64_t when)
+{
+    int64_t left;
+
+    while ((left = when - time(NULL)) > 0)
+        if (pause_for(a, left < ACME_WALL_CHECK_S ? left : ACME_WALL_CHECK_S))
+            return true;
+    return atomic_load(&a->stop);
 }
 
 /* One order; the result cached and put into the listener's context. */
@@ -292,20 +311,21 @@ static void *worker(void *arg)
     int64_t due = cached_due(a), pause = ACME_RETRY_MIN_S;
 
     for (;;) {
-        if (wait_until(a, due))
+        if (wait_wall(a, due))
             break;
         if (renew(a) == 0) {
             /* never sooner than the shortest pause, whatever the CA's dates say */
+            if (pause_for(a, ACME_RETRY_MIN_S))
+                break;
             due = cached_due(a);
-            if (due < time(NULL) + ACME_RETRY_MIN_S)
-                due = time(NULL) + ACME_RETRY_MIN_S;
             pause = ACME_RETRY_MIN_S;
             continue;
         }
         if (atomic_load(&a->stop))
             break;
         log_info("acme: trying again in %" PRId64 " s", pause);
-        due = time(NULL) + pause;
+        if (pause_for(a, pause))
+            break;
         pause = pause * 2 < ACME_RETRY_MAX_S ? pause * 2 : ACME_RETRY_MAX_S;
     }
     return NULL;
@@ -333,7 +353,7 @@ int acme_start(const struct acme_deps *deps, struct acme **out)
     a->cert_path = hs_aprintf("%s/%s", cfg->tls_letsencrypt_cache_dir,
                               cfg->tls_letsencrypt_hostname);
     pthread_mutex_init(&a->mu, NULL);
-    pthread_cond_init(&a->cond, NULL);
+    hs_cond_init_monotonic(&a->cond);
     if ((rc = cache_dir(cfg)) < 0 || (rc = load_account(a)) < 0) {
         if (deps->http_fd >= 0)
             close(deps->http_fd);

@@ -235,17 +235,14 @@ void control__backlog_add(struct control *c, int64_t delta)
 void control_wait_backlog(struct control *c, int64_t timeout_us)
 {
     int64_t deadline;
-    struct timespec ts;
 
     if (__atomic_load_n(&c->backlog, __ATOMIC_RELAXED) < CONTROL_BACKLOG_SOFT)
         return;
     deadline = hs_monotonic_us() + timeout_us;
-    ts = (struct timespec){ .tv_sec = deadline / HS_USEC_PER_SEC,
-                            .tv_nsec = (deadline % HS_USEC_PER_SEC) * 1000 };
     pthread_mutex_lock(&c->bmu);
     __atomic_add_fetch(&c->backlog_waiters, 1, __ATOMIC_RELAXED);
     while (__atomic_load_n(&c->backlog, __ATOMIC_RELAXED) >= CONTROL_BACKLOG_SOFT)
-        if (pthread_cond_timedwait(&c->bcond, &c->bmu, &ts) == ETIMEDOUT)
+        if (hs_cond_wait_until(&c->bcond, &c->bmu, deadline))
             break;
     __atomic_sub_fetch(&c->backlog_waiters, 1, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&c->bmu);
@@ -752,13 +749,7 @@ struct control *control_new(const struct key_pair *noise_key, const struct contr
     pthread_mutex_init(&c->jmu, NULL);
     pthread_cond_init(&c->jcond, NULL);
     pthread_mutex_init(&c->bmu, NULL);
-    {
-        pthread_condattr_t a;
-        pthread_condattr_init(&a);
-        pthread_condattr_setclock(&a, CLOCK_MONOTONIC); /* control_wait_backlog's deadline */
-        pthread_cond_init(&c->bcond, &a);
-        pthread_condattr_destroy(&a);
-    }
+    hs_cond_init_monotonic(&c->bcond); /* control_wait_backlog's deadline */
     c->scratch = hs_xmalloc(CONTROL_READ_CHUNK);
     return c;
 }

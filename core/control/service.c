@@ -194,16 +194,11 @@ static void *map_thread(void *arg)
     pthread_mutex_lock(&s->mu);
     while (!s->stopping) {
         int64_t now = hs_monotonic_us(), wake = next_tick;
-        struct timespec ts;
 
         if (s->batch_due && s->batch_due < wake)
             wake = s->batch_due;
         if (wake > now) {
-            /* Condition waits use CLOCK_REALTIME; convert the monotonic deadline. */
-            int64_t abs = hs_now_us() + (wake - now);
-            ts.tv_sec = abs / HS_USEC_PER_SEC;
-            ts.tv_nsec = (abs % HS_USEC_PER_SEC) * 1000;
-            pthread_cond_timedwait(&s->cond, &s->mu, &ts);
+            hs_cond_wait_until(&s->cond, &s->mu, wake);
             continue;
         }
         pthread_mutex_unlock(&s->mu);
@@ -262,7 +257,7 @@ int control_service_new(const struct control_service_deps *d, struct control_ser
                                            d->cfg->tuning_register_cache_expiration_us, 1);
     pthread_mutex_init(&s->mu, NULL);
     init_batch_hists(s);
-    pthread_cond_init(&s->cond, NULL);
+    hs_cond_init_monotonic(&s->cond);
     haprobe_init(&s->probe);
     /* Asked once: sysconf reads /sys each time, and batches come many times a second. */
     s->cores = cores > 1 ? (size_t)cores : 1;

@@ -175,13 +175,8 @@ static bool publish(struct derpmap *dm)
 
 static void init_sync(struct derpmap *dm)
 {
-    pthread_condattr_t ca;
-
     pthread_mutex_init(&dm->mu, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&dm->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    hs_cond_init_monotonic(&dm->cv);
 }
 
 /* After a failure, retry sooner than the period (5 s, doubling), never later than it or
@@ -226,17 +221,11 @@ void derpmap_set_listener(struct derpmap *dm, derpmap_change_fn fn, void *arg)
 /* Sleeps up to us, or until stop; mu held. Returns true when stopping. */
 static bool wait_or_stop(struct derpmap *dm, int64_t us)
 {
-    struct timespec ts;
-    int64_t ns;
+    int64_t at = hs_monotonic_us() + us;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ns = ts.tv_nsec + (us % HS_USEC_PER_SEC) * 1000;
-    ts.tv_sec += (time_t)(us / HS_USEC_PER_SEC + ns / 1000000000);
-    ts.tv_nsec = (long)(ns % 1000000000);
-    while (!atomic_load(&dm->stop)) {
-        if (pthread_cond_timedwait(&dm->cv, &dm->mu, &ts) == ETIMEDOUT)
+    while (!atomic_load(&dm->stop))
+        if (hs_cond_wait_until(&dm->cv, &dm->mu, at))
             break;
-    }
     return atomic_load(&dm->stop);
 }
 

@@ -1,12 +1,13 @@
 /* Presence: our lease in the replicas table and a presence row for each node with a map
  * stream here. The state tells us (STATE_NODE_HERE) when a node's streams here begin or all
  * end; a writer thread turns that into rows in batches, so no map thread waits for SQL. Every
- * RENEW it extends our lease; the elected replica also deletes replicas whose lease ran out. */
+ * RENEW it extends our lease; the elected replica also deletes replicas whose lease ran out.
+ * Leases run on the database's clock; our waits on the monotonic one: a step of this host's
+ * clock moves neither. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "replica/replica_internal.h"
@@ -71,7 +72,7 @@ static void renew(struct replica *r)
 {
     bool made = false;
     size_t gone = 0;
-    int rc = store_replica_renew(r->st, r->name, hs_now_us() + LEASE_US, &made);
+    int rc = store_replica_renew(r->st, r->name, LEASE_US, &made);
 
     if (rc < 0) {
         log_warnx("replica: cannot renew this replica's lease: %s", hs_strerror(rc));
@@ -84,18 +85,9 @@ static void renew(struct replica *r)
         pthread_mutex_unlock(&r->mu);
         r->held.n = 0;
     }
-    if (atomic_load(&r->leader) && store_replicas_expire(r->st, hs_now_us(), &gone) == 0 &&
+    if (atomic_load(&r->leader) && store_replicas_expire(r->st, &gone) == 0 &&
         gone)
         log_info("replica: %zu nodes of replicas whose lease ran out are offline", gone);
-}
-
-static void wait_until(struct replica *r, int64_t at_mono)
-{
-    int64_t wall = hs_now_us() + (at_mono - hs_monotonic_us());
-    struct timespec ts = { .tv_sec = wall / HS_USEC_PER_SEC,
-                           .tv_nsec = (wall % HS_USEC_PER_SEC) * 1000 };
-
-    pthread_cond_timedwait(&r->cv, &r->mu, &ts);
 }
 
 static void *writer(void *arg)
@@ -106,7 +98,7 @@ static void *writer(void *arg)
     pthread_mutex_lock(&r->mu);
     while (!r->stopping) {
         if (r->pending.n == 0 && hs_monotonic_us() < renew_at) {
-            wait_until(r, renew_at);
+            hs_cond_wait_until(&r->cv, &r->mu, renew_at);
             continue;
         }
         if (r->pending.n) {
@@ -123,7 +115,7 @@ static void *writer(void *arg)
             if (!ok) {
                 for (size_t i = 0; i < batch.n; i++)
                     hs_ids_push(&r->pending, batch.v[i]);
-                wait_until(r, hs_monotonic_us() + RETRY_US);
+                hs_cond_wait_until(&r->cv, &r->mu, hs_monotonic_us() + RETRY_US);
             }
             hs_ids_free(&batch);
             continue;
@@ -149,9 +141,9 @@ int replica__presence_start(struct replica *r)
     gethostname(host, sizeof(host) - 1);
     snprintf(r->name, sizeof(r->name), "%s:%d", host, (int)getpid());
     pthread_mutex_init(&r->mu, NULL);
-    pthread_cond_init(&r->cv, NULL);
+    hs_cond_init_monotonic(&r->cv);
     /* Before any stream opens: presence rows refer to this row. */
-    if ((rc = store_replica_renew(r->st, r->name, hs_now_us() + LEASE_US, &made)) < 0)
+    if ((rc = store_replica_renew(r->st, r->name, LEASE_US, &made)) < 0)
         return rc;
     state_listen(r->state, on_state, r);
     if ((rc = pthread_create(&r->writer, NULL, writer, r)) != 0)

@@ -5,12 +5,13 @@
  * the map streams hear of them. Numbers that skip (a lost connection, a restarted database)
  * make it publish NOTIFY_RESYNC: the state then reads everything again.
  *
- * Presence: each replica holds a lease (renewed every 10 s, 30 s long) and a row per node with
- * a map stream on it, so every replica knows which nodes are online. One replica, elected by a
- * PostgreSQL advisory lock on its feed's connection (taken over when that connection ends),
- * deletes the rows of replicas whose lease ran out; the state learns of the election
- * (state_set_elected) and has it choose the primary routers of HA routes for all replicas.
- * SQLite has no replicas: replica_start does nothing there.
+ * Presence: each replica holds a lease (renewed every 10 s, 30 s long, timed by the database's
+ * clock, so a replica's own clock does not matter) and a row per node with a map stream on it,
+ * so every replica knows which nodes are online. One replica, elected by a PostgreSQL advisory
+ * lock on its feed's connection (taken over when that connection ends), deletes the rows of
+ * replicas whose lease ran out; the state learns of the election (state_set_elected) and has
+ * it choose the primary routers of HA routes for all replicas. SQLite has no replicas:
+ * replica_start does nothing there.
  *
  * Thread-safety: start and stop from one thread; the follower runs on its own thread and
  * calls notify_publish from it. */

@@ -143,15 +143,10 @@ static void check(struct dns_watch *w)
 static void *run(void *arg)
 {
     struct dns_watch *w = arg;
-    struct timespec until;
 
     pthread_mutex_lock(&w->mu);
     while (!w->stop) {
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_nsec += (long)(DNS_WATCH_INTERVAL_MS % 1000) * 1000000L;
-        until.tv_sec += DNS_WATCH_INTERVAL_MS / 1000 + until.tv_nsec / 1000000000L;
-        until.tv_nsec %= 1000000000L;
-        pthread_cond_timedwait(&w->cond, &w->mu, &until);
+        hs_cond_wait_until(&w->cond, &w->mu, hs_monotonic_us() + DNS_WATCH_INTERVAL_MS * 1000LL);
         if (w->stop)
             break;
         pthread_mutex_unlock(&w->mu);
@@ -166,17 +161,13 @@ static void *run(void *arg)
 
 int dns_watch_start(struct dns_watch *w, dns_watch_fn changed, void *arg)
 {
-    pthread_condattr_t ca;
     int rc;
 
     w->changed = changed;
     w->arg = arg;
     /* the wait above counts on the monotonic clock: a clock step must not stall it */
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_destroy(&w->cond);
-    pthread_cond_init(&w->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    hs_cond_init_monotonic(&w->cond);
     if ((rc = pthread_create(&w->thread, NULL, run, w)) != 0) {
         log_errorx("dns: cannot start the extra records watcher: %s", strerror(rc));
         return -rc;

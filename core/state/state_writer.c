@@ -15,14 +15,10 @@
 void state__writer_init(struct state *s)
 {
     struct state_writer *w = &s->wr;
-    pthread_condattr_t ca;
 
     pthread_mutex_init(&w->flush_mu, NULL);
     pthread_mutex_init(&w->mu, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&w->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    hs_cond_init_monotonic(&w->cond); /* writer_wait's deadline */
     w->interval_us = STATE_WRITE_INTERVAL_DEFAULT_US;
 }
 
@@ -148,18 +144,8 @@ int state_flush(struct state *s)
  * change of the interval applies to the wait under way. */
 static void writer_wait(struct state_writer *w, int64_t start)
 {
-    int64_t now;
-
-    while (!w->stop && (now = hs_monotonic_us()) < start + w->interval_us) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts); /* the cond's clock (state__writer_init) */
-        int64_t left = start + w->interval_us - now;
-        ts.tv_sec += (time_t)(left / HS_USEC_PER_SEC);
-        ts.tv_nsec += (long)(left % HS_USEC_PER_SEC) * 1000L;
-        ts.tv_sec += ts.tv_nsec / 1000000000L;
-        ts.tv_nsec %= 1000000000L;
-        pthread_cond_timedwait(&w->cond, &w->mu, &ts);
-    }
+    while (!w->stop && hs_monotonic_us() < start + w->interval_us)
+        hs_cond_wait_until(&w->cond, &w->mu, start + w->interval_us);
 }
 
 static void *writer_main(void *arg)

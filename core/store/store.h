@@ -89,9 +89,12 @@ int store_feed_try_lead(struct store_feed *f, bool *got);
  * A replica holds a lease in the replicas table while it runs and a presence row for each node
  * with a map stream open on it; each presence change is announced (NOTIFY_PRESENCE, the node's
  * id) so the others can tell online nodes apart from offline ones. */
-/* Our row, with its lease extended to lease_until (us); *made when it had to be made (the
+/* Leases and presence times are the database's clock (PostgreSQL's now()), never a
+ * replica's: one replica's clock set wrong must neither end another's lease early nor keep a
+ * dead one's nodes online longer. */
+/* Our row, with its lease extended to lease_us from now; *made when it had to be made (the
  * first call, or after it expired and was deleted). */
-int store_replica_renew(struct store *st, const char *name, int64_t lease_until, bool *made);
+int store_replica_renew(struct store *st, const char *name, int64_t lease_us, bool *made);
 /* In one transaction: our rows for the nodes in on made (a node deleted meanwhile gets none),
  * those for the nodes in off deleted; only the rows that changed are announced. */
 int store_presence_write(struct store *st, const uint64_t *on, size_t non, const uint64_t *off,
@@ -100,9 +103,9 @@ int store_presence_write(struct store *st, const uint64_t *on, size_t non, const
 int store_presence_others(struct store *st, uint64_t **ids, size_t *n);
 /* Whether node id has a stream on another replica. */
 int store_presence_node(struct store *st, uint64_t id, bool *elsewhere);
-/* The replicas whose lease ran out before now, and their presence rows, deleted and announced;
- * *nodes counts the rows. Run by one replica (replica.h). */
-int store_replicas_expire(struct store *st, int64_t now, size_t *nodes);
+/* The replicas whose lease ran out, and their presence rows, deleted and announced; *nodes
+ * counts the rows. Run by one replica (replica.h). */
+int store_replicas_expire(struct store *st, size_t *nodes);
 /* Our row and our presence rows deleted and announced (a clean shutdown). */
 int store_replica_leave(struct store *st);
 

@@ -4,12 +4,15 @@
 
 #include "store/store_internal.h"
 
+/* The database's clock in us since the epoch (PostgreSQL; only shared stores come here). */
+#define DB_NOW_US "CAST(EXTRACT(EPOCH FROM now()) * 1000000 AS BIGINT)"
+
 static void p_origin(struct store_params *p, const struct store *st)
 {
     store__p_i64(p, (int64_t)st->origin);
 }
 
-int store_replica_renew(struct store *st, const char *name, int64_t lease_until, bool *made)
+int store_replica_renew(struct store *st, const char *name, int64_t lease_us, bool *made)
 {
     struct store_params p;
     struct store_result r;
@@ -21,12 +24,11 @@ int store_replica_renew(struct store *st, const char *name, int64_t lease_until,
     store__params_init(&p);
     p_origin(&p, st);
     store__p_str(&p, name);
-    store__p_i64(&p, hs_now_us());
-    store__p_i64(&p, lease_until);
+    store__p_i64(&p, lease_us);
     /* xmax is 0 on a row this statement inserted (PostgreSQL): the lease was new or gone. */
     rc = store__query(st,
                       "INSERT INTO replicas (origin, name, started_at, lease_until)"
-                      " VALUES ($1, $2, $3, $4)"
+                      " VALUES ($1, $2, " DB_NOW_US ", " DB_NOW_US " + $3)"
                       " ON CONFLICT (origin) DO UPDATE SET lease_until = excluded.lease_until"
                       " RETURNING xmax = 0",
                       &p, &r);
@@ -38,7 +40,7 @@ int store_replica_renew(struct store *st, const char *name, int64_t lease_until,
     return 0;
 }
 
-/* One row made (op create: $3 is now) or deleted for node ($1) and our origin ($2). */
+/* One row made or deleted for node ($1) and our origin ($2). */
 static int presence_row(struct store_tx *tx, const char *sql, uint64_t node, enum notify_op op)
 {
     struct store_params p;
@@ -48,8 +50,6 @@ static int presence_row(struct store_tx *tx, const char *sql, uint64_t node, enu
     store__params_init(&p);
     store__p_u64(&p, node);
     p_origin(&p, tx->st);
-    if (op == NOTIFY_CREATE)
-        store__p_i64(&p, hs_now_us());
     rc = store__tx_exec(tx, sql, &p, &r);
     store__params_free(&p);
     if (rc < 0)
@@ -74,7 +74,7 @@ int store_presence_write(struct store *st, const uint64_t *on, size_t non, const
     for (size_t i = 0; i < non && rc == 0; i++)
         rc = presence_row(&tx,
                           "INSERT INTO presence (node_id, origin, since)"
-                          " SELECT $1, $2, $3 FROM nodes WHERE id = $1"
+                          " SELECT $1, $2, " DB_NOW_US " FROM nodes WHERE id = $1"
                           " ON CONFLICT DO NOTHING RETURNING node_id",
                           on[i], NOTIFY_CREATE);
     for (size_t i = 0; i < noff && rc == 0; i++)
@@ -137,10 +137,10 @@ int store_presence_node(struct store *st, uint64_t id, bool *elsewhere)
     return 0;
 }
 
-/* Deletes the presence rows of the replicas chosen by where ($1: now or our origin) and then
- * those replicas, announcing each node that lost one; *nodes counts them. */
+/* Deletes the presence rows of the replicas chosen by where ($1: our origin, when asked for)
+ * and then those replicas, announcing each node that lost one; *nodes counts them. */
 static int drop_replicas(struct store *st, const char *presence_sql, const char *replicas_sql,
-                         int64_t arg, size_t *nodes)
+                         const int64_t *origin, size_t *nodes)
 {
     struct store_tx tx;
     struct store_params p;
@@ -150,7 +150,8 @@ static int drop_replicas(struct store *st, const char *presence_sql, const char 
     if ((rc = store__begin(st, &tx)) < 0)
         return rc;
     store__params_init(&p);
-    store__p_i64(&p, arg);
+    if (origin)
+        store__p_i64(&p, *origin);
     rc = store__tx_exec(&tx, presence_sql, &p, &r);
     if (rc == 0) {
         for (size_t i = 0; i < r.nrows; i++)
@@ -168,21 +169,24 @@ static int drop_replicas(struct store *st, const char *presence_sql, const char 
     return store__commit(&tx);
 }
 
-int store_replicas_expire(struct store *st, int64_t now, size_t *nodes)
+int store_replicas_expire(struct store *st, size_t *nodes)
 {
     *nodes = 0;
     if (!store_shared(st))
         return 0;
     return drop_replicas(st,
                          "DELETE FROM presence WHERE origin IN"
-                         " (SELECT origin FROM replicas WHERE lease_until < $1) RETURNING node_id",
-                         "DELETE FROM replicas WHERE lease_until < $1", now, nodes);
+                         " (SELECT origin FROM replicas WHERE lease_until < " DB_NOW_US ")"
+                         " RETURNING node_id",
+                         "DELETE FROM replicas WHERE lease_until < " DB_NOW_US, NULL, nodes);
 }
 
 int store_replica_leave(struct store *st)
 {
+    int64_t origin = (int64_t)st->origin;
+
     if (!store_shared(st))
         return 0;
     return drop_replicas(st, "DELETE FROM presence WHERE origin = $1 RETURNING node_id",
-                         "DELETE FROM replicas WHERE origin = $1", (int64_t)st->origin, NULL);
+                         "DELETE FROM replicas WHERE origin = $1", &origin, NULL);
 }

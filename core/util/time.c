@@ -1,3 +1,5 @@
+#include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +19,26 @@ int64_t hs_monotonic_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * HS_USEC_PER_SEC + ts.tv_nsec / 1000;
+}
+
+void hs_cond_init_monotonic(pthread_cond_t *c)
+{
+    pthread_condattr_t ca;
+
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(c, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
+bool hs_cond_wait_until(pthread_cond_t *c, pthread_mutex_t *mu, int64_t at_us)
+{
+    struct timespec ts = { .tv_sec = (time_t)(at_us / HS_USEC_PER_SEC),
+                           .tv_nsec = (long)(at_us % HS_USEC_PER_SEC) * 1000 };
+
+    if (at_us < 0)
+        ts = (struct timespec){ 0 };
+    return pthread_cond_timedwait(c, mu, &ts) == ETIMEDOUT;
 }
 
 static int64_t unit_us(const char *u, size_t n)

@@ -8,6 +8,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -130,8 +131,17 @@ int hs_bcrypt_hash(const char *secret, size_t len, char out[HS_BCRYPT_LEN + 1]);
 
 /* ---- time: int64 microseconds since the Unix epoch; 0 means "unset" ---- */
 #define HS_USEC_PER_SEC INT64_C(1000000)
+/* The wall clock: for what is wall-clock by nature (key expiry, last seen, token times). It
+ * may step forward or back at any moment. */
 int64_t hs_now_us(void);
+/* The monotonic clock: for every duration, timeout, interval and backoff, so that a step of
+ * the wall clock neither fires them all at once nor stalls them. */
 int64_t hs_monotonic_us(void);
+/* A condition variable whose timed waits count on the monotonic clock. */
+void hs_cond_init_monotonic(pthread_cond_t *c);
+/* Waits on c (made by hs_cond_init_monotonic; mu held) until it is signalled or the monotonic
+ * clock reaches at_us; true when the time came. Spurious wake-ups return false too. */
+bool hs_cond_wait_until(pthread_cond_t *c, pthread_mutex_t *mu, int64_t at_us);
 /* Durations: Go style (1h30m, 800ms, 1.5h) plus d, w, y units (Prometheus style, 1d = 24h,
  * 1w = 7d, 1y = 365d). Bare "0" is 0. Negative values are refused. */
 int hs_parse_duration(const char *s, int64_t *out_us);

@@ -109,6 +109,33 @@ def rfc3339(t):
     return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class FakeClock:
+    """A wall clock of its own for the processes started with env(): libfaketime (Debian's
+    libfaketime, preloaded) reads their offset from the real clock ("+0", "+2h", "-2m", ...)
+    from a file that set() rewrites, at most a second late. Only CLOCK_REALTIME moves, as it
+    does when a host's clock is stepped; the monotonic clock stays the host's."""
+
+    LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
+
+    def __init__(self, folder, offset="+0"):
+        assert os.path.exists(self.LIB), \
+            f"{self.LIB} is missing: run deploy/install-deps.sh (package libfaketime)"
+        self.path = os.path.join(folder, "faketime")
+        self.set(offset)
+
+    def set(self, offset):
+        tmp = self.path + ".new"
+        with open(tmp, "w") as f:
+            f.write(offset + "\n")
+        os.replace(tmp, self.path)  # a reader sees the old offset or the new, never half
+
+    def env(self):
+        return {"LD_PRELOAD": self.LIB, "FAKETIME_TIMESTAMP_FILE": self.path,
+                "FAKETIME_CACHE_DURATION": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+                # ASan wants to be first among the libraries; the preloaded one is harmless
+                "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:verify_asan_link_order=0"}
+
+
 def deep_merge(base, extra):
     for k, v in (extra or {}).items():
         if isinstance(v, dict) and isinstance(base.get(k), dict):

@@ -28,11 +28,12 @@ def need_postgres(db):
         pytest.skip("replicas share a PostgreSQL database (SQLite: see the refusal test)")
 
 
-def start_replica(w, port, overrides=None, server_url=None):
+def start_replica(w, port, overrides=None, server_url=None, env=None):
     """Another serve on w's database and noise key, listening on port (its server_url there
-    unless given)."""
+    unless given; env: its own)."""
     a = w.server
-    r = tailnet.Server(w.ns, w.db, os.path.join(w.dir, "derpmap.yaml"), overrides=overrides)
+    r = tailnet.Server(w.ns, w.db, os.path.join(w.dir, "derpmap.yaml"), overrides=overrides,
+                       env=env)
     cfg = r.config
     cfg["database"] = copy.deepcopy(a.config["database"])
     cfg["noise"] = dict(a.config["noise"])
@@ -162,6 +163,45 @@ def test_presence_is_shared_and_a_dead_replicas_nodes_go_offline(tmp_path, db):
                      what="n3 offline for n1 once B's lease ran out")
         assert n1.peer("n3") is not None, "an offline node stays a peer"
         assert "replicas whose lease ran out are offline" in w.server.log_text()
+
+
+def test_replicas_with_clocks_off_keep_presence_by_the_database_clock(tmp_path, db):
+    """Leases are timed by the database's clock, not the replicas' (libfaketime,
+    helpers.FakeClock): B's clock 2 minutes behind must not make A (elected) take B's lease for
+    run out, so B's node stays online for A's clients over several renewals; C's clock
+    2 minutes ahead must not keep C's node online for long after C dies (kill -9): the lease
+    is 30 s."""
+    need_postgres(db)
+    (tmp_path / "behind").mkdir()
+    (tmp_path / "ahead").mkdir()
+    behind = helpers.FakeClock(str(tmp_path / "behind"), "-2m")
+    ahead = helpers.FakeClock(str(tmp_path / "ahead"), "+2m")
+    with tailnet.World(tmp_path, db, tailnet.versions()[0]) as w:
+        b = start_replica(w, 8081, env=behind.env())
+        c = start_replica(w, 8082, env=ahead.env())
+        try:
+            n1, n2, n3 = join(w, "n1", w.server), join(w, "n2", b), join(w, "n3", c)
+            n1.wait_peer("n2", online, timeout=30, what="n2 (on B, clock behind) online")
+            n1.wait_peer("n3", online, timeout=30, what="n3 (on C, clock ahead) online")
+            end = time.monotonic() + 25  # over two renewals (10 s) of every lease
+            while time.monotonic() < end:
+                assert online(n1.peer("n2")), "n2 (on B) went offline for n1 (on A)"
+                assert online(n1.peer("n3")), "n3 (on C) went offline for n1 (on A)"
+                time.sleep(0.5)
+            for r in (w.server, b, c):
+                assert "lease had run out" not in r.log_text()
+                assert "replicas whose lease ran out" not in r.log_text()
+
+            c.kill9()
+            died = time.monotonic()
+            n1.wait_peer("n3", lambda p: not online(p), timeout=60,
+                         what="n3 offline for n1 once C's lease ran out")
+            assert time.monotonic() - died < 50, "C's nodes stayed online past its lease"
+            assert online(n1.peer("n2")), "B's node is still online"
+        finally:
+            b.stop()
+            if c.running:
+                c.stop()
 
 
 # ---------------------------------------------------------------- behind nginx, DERP mesh

@@ -906,6 +906,52 @@ STORE_TEST(replicas_migrate_once)
         store_close(o[i].st);
 }
 
+/* Leases and presence are timed by the database's clock, whatever the replicas' clocks say:
+ * a live lease is kept, one that ran out is deleted with its replica's presence rows (and
+ * each node that lost one announced). The replica's own clock is nowhere in the statements. */
+Test(postgres, leases_run_on_the_database_clock, .init = pg_init, .fini = fx_fini)
+{
+    uint64_t node, *ids;
+    struct store *dead;
+    struct store_result res;
+    size_t n, gone = 99;
+    bool made, deleted = false;
+
+    if (fx.skip)
+        cr_skip("HS_TEST_PG_HOST is not set (start one with tests/lib/pgtmp.sh)");
+    node = mk_node(mk_user("alice"), 1, "n1");
+    cr_assert_eq(store_replica_renew(fx.st, "live:1", 30 * HS_USEC_PER_SEC, &made), 0);
+    cr_expect(made);
+    cr_assert_eq(store__exec(fx.st,
+                             "SELECT lease_until - CAST(EXTRACT(EPOCH FROM now()) * 1000000 AS"
+                             " BIGINT) BETWEEN 29000000 AND 30000000 FROM replicas",
+                             0, NULL, &res), 0);
+    cr_expect(store__cell_bool(&res, 0, 0), "30 s ahead of the database's now");
+    store__result_free(&res);
+
+    /* a replica that renewed once, with a lease that ran out at once, then died */
+    cr_assert_eq(store_open(&fx.cfg, NULL, &dead), 0);
+    cr_assert_eq(store_replica_renew(dead, "dead:2", -HS_USEC_PER_SEC, &made), 0);
+    cr_assert_eq(store_presence_write(dead, &node, 1, NULL, 0), 0);
+    cr_assert_eq(store_presence_others(fx.st, &ids, &n), 0);
+    cr_expect_eq(n, 1, "the dead replica's node is online until its lease is seen to run out");
+    free(ids);
+
+    ev_clear();
+    cr_assert_eq(store_replicas_expire(fx.st, &gone), 0);
+    cr_expect_eq(gone, 1);
+    cr_assert_eq(store_presence_others(fx.st, &ids, &n), 0);
+    cr_expect_eq(n, 0, "its node is offline");
+    free(ids);
+    for (size_t i = 0; i < fx.nev; i++)
+        deleted = deleted || (fx.ev[i].entity == NOTIFY_PRESENCE &&
+                              fx.ev[i].op == NOTIFY_DELETE && fx.ev[i].id == node);
+    cr_expect(deleted, "and announced");
+    cr_assert_eq(store_replica_renew(fx.st, "live:1", 30 * HS_USEC_PER_SEC, &made), 0);
+    cr_expect_not(made, "the live lease was kept");
+    store_close(dead);
+}
+
 /* ---- backend specifics ---- */
 
 Test(sqlite, file_and_folder_are_private, .init = sqlite_init, .fini = fx_fini)

@@ -130,6 +130,110 @@ Test(time, rfc3339_rejects)
         cr_assert_eq(hs_parse_rfc3339(bad[i], &us), -EINVAL, "%s accepted", bad[i]);
 }
 
+/* A monotonic wait ends at its monotonic deadline (not earlier, not much later); one already
+ * past ends at once; a signal ends it early and says so. */
+struct waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    bool waiting, timed_out;
+};
+
+static void *wait_long(void *arg)
+{
+    struct waiter *w = arg;
+
+    pthread_mutex_lock(&w->mu);
+    w->waiting = true; /* the mutex is ours until the wait lets go of it */
+    w->timed_out = hs_cond_wait_until(&w->cond, &w->mu, hs_monotonic_us() + 60 * HS_USEC_PER_SEC);
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+Test(time, monotonic_condition_waits)
+{
+    struct waiter w = { .mu = PTHREAD_MUTEX_INITIALIZER };
+    pthread_t t;
+    int64_t start, took;
+    bool timed_out;
+
+    hs_cond_init_monotonic(&w.cond);
+    pthread_mutex_lock(&w.mu);
+    start = hs_monotonic_us();
+    while (!(timed_out = hs_cond_wait_until(&w.cond, &w.mu, start + 50000)) &&
+           hs_monotonic_us() < start + 50000)
+        ; /* a spurious wake-up waits again */
+    took = hs_monotonic_us() - start;
+    cr_expect(timed_out);
+    cr_expect(took >= 50000 && took < 2 * HS_USEC_PER_SEC, "waited %lld us", (long long)took);
+    start = hs_monotonic_us();
+    cr_expect(hs_cond_wait_until(&w.cond, &w.mu, start - HS_USEC_PER_SEC), "a past deadline");
+    cr_expect(hs_cond_wait_until(&w.cond, &w.mu, -1), "a deadline before the clock began");
+    cr_expect_lt(hs_monotonic_us() - start, HS_USEC_PER_SEC);
+    pthread_mutex_unlock(&w.mu);
+
+    cr_assert_eq(pthread_create(&t, NULL, wait_long, &w), 0);
+    for (int i = 0; i < 5000; i++) {
+        bool signalled;
+        pthread_mutex_lock(&w.mu);
+        if ((signalled = w.waiting))
+            pthread_cond_signal(&w.cond);
+        pthread_mutex_unlock(&w.mu);
+        if (signalled)
+            break;
+        usleep(1000);
+    }
+    pthread_join(t, NULL);
+    cr_expect_not(w.timed_out, "the signal ended the wait");
+    pthread_cond_destroy(&w.cond);
+}
+
+/* Counts the files under dir (recursively) other than allowed whose text has needle. */
+static int files_with(const char *dir, const char *needle, const char *allowed)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+
+    cr_assert_not_null(d, "%s", dir);
+    while ((e = readdir(d))) {
+        char path[512], *text;
+        size_t len;
+        struct stat sb;
+
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        cr_assert_eq(stat(path, &sb), 0);
+        if (S_ISDIR(sb.st_mode)) {
+            n += files_with(path, needle, allowed);
+            continue;
+        }
+        if (strcmp(path + strlen(path) - 2, ".c") != 0 || strstr(path, allowed))
+            continue;
+        cr_assert_eq(hs_read_file(path, 1 << 24, &text, &len), 0, "%s", path);
+        if (strstr(text, needle)) {
+            cr_log_error("%s uses %s", path, needle);
+            n++;
+        }
+        free(text);
+    }
+    closedir(d);
+    return n;
+}
+
+/* A timed wait on the wall clock stalls for as long as the clock is set back (and fires at
+ * once when it is set forward); libfaketime cannot show it, as it moves such waits along with
+ * the clock it fakes. So every timed wait goes through hs_cond_wait_until. */
+Test(time, every_timed_wait_is_monotonic)
+{
+    static const char *const dirs[] = { HS_SOURCE_DIR "/core", HS_SOURCE_DIR "/webadmin" };
+
+    for (size_t i = 0; i < HS_ARRAY_LEN(dirs); i++) {
+        cr_expect_eq(files_with(dirs[i], "pthread_cond_timedwait", "core/util/time.c"), 0);
+        cr_expect_eq(files_with(dirs[i], "CLOCK_REALTIME", "core/util/time.c"), 0);
+    }
+}
+
 Test(hex, decode_exact)
 {
     uint8_t out[2];
