@@ -152,9 +152,9 @@ void wa__oidc_start(struct wa_ctx *x)
         return wa__signin_page(x, 502, "The sign-in provider cannot be reached now: try again "
                                        "later, or sign in with an API key.");
     }
-    f = auth_oidc_pending_slot(o->flows, WA_OIDC_FLOWS, hs_now_us());
+    f = auth_oidc_pending_slot(o->flows, WA_OIDC_FLOWS, hs_monotonic_us());
     auth_oidc_request_new(&f->rq, true);
-    f->expires_at = hs_now_us() + WA_OIDC_FLOW_TTL_US;
+    f->expires_at = hs_monotonic_us() + WA_OIDC_FLOW_TTL_US;
     location = auth_oidc_rp_authorize_url(o->rp, &f->rq, &o->scope, false, NULL);
     /* Lax: the cookie must come back on the provider's redirect to the callback. */
     wa__set_cookie(x, WA_OIDC_COOKIE, f->rq.state, WA_OIDC_FLOW_TTL_US / HS_USEC_PER_SEC, true);
@@ -215,7 +215,7 @@ static bool take_state(struct wa_ctx *x, struct auth_oidc_pending *p)
         return false;
     }
     wa__set_cookie(x, WA_OIDC_COOKIE, "", 0, true);
-    if (!auth_oidc_pending_take(x->wa->oidc->flows, WA_OIDC_FLOWS, state, hs_now_us(), p)) {
+    if (!auth_oidc_pending_take(x->wa->oidc->flows, WA_OIDC_FLOWS, state, hs_monotonic_us(), p)) {
         wa__signin_page(x, 400, "This sign-in is unknown, used already or expired: sign in "
                                 "again.");
         return false;

@@ -296,8 +296,9 @@ int auth_apikey_check(struct auth *a, const char *key, uint64_t *id_out)
     if (k.expiration && k.expiration <= now)
         return -EKEYEXPIRED;
     /* Last use to the minute: a dashboard polling every second would otherwise queue a
-     * write per request behind whatever else is being written. */
-    if (now - k.last_seen >= AUTH_APIKEY_TOUCH_US)
+     * write per request behind whatever else is being written. A last use ahead of now (the
+     * wall clock was set back) is written over at once, not kept until the clock catches up. */
+    if (now - k.last_seen >= AUTH_APIKEY_TOUCH_US || now < k.last_seen)
         store_apikey_touch(a->st, k.id, now);
     if (id_out)
         *id_out = k.id;

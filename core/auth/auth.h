@@ -200,7 +200,7 @@ void auth_oidc_request_new(struct auth_oidc_request *r, bool pkce);
 struct auth_oidc_pending {
     struct auth_oidc_request rq; /* rq.state "" = a free slot */
     char ref[AUTH_REG_ID_MAX];   /* the caller's */
-    int64_t expires_at;
+    int64_t expires_at;          /* monotonic us: a wall-clock step leaves it be */
 };
 /* A free or expired slot of the n in t; the one closest to expiring when all are taken. */
 struct auth_oidc_pending *auth_oidc_pending_slot(struct auth_oidc_pending *t, size_t n,

@@ -861,11 +861,12 @@ void poll_keepalives(struct control_service *s)
     json_decref(ka);
 }
 
-/* Ephemeral nodes go once offline for node.ephemeral.inactivity_timeout; among replicas,
- * only the elected one removes them. */
+/* Ephemeral nodes go once offline for node.ephemeral.inactivity_timeout, timed on the
+ * monotonic clock (a step of the wall clock neither removes them all at once nor keeps them);
+ * among replicas, only the elected one removes them. */
 void poll_gc_ephemeral(struct control_service *s)
 {
-    int64_t now = hs_now_us(), timeout = s->cfg->ephemeral_inactivity_timeout_us;
+    int64_t now = hs_monotonic_us(), timeout = s->cfg->ephemeral_inactivity_timeout_us;
     struct idset doomed = { 0 };
 
     if (timeout <= 0 || !state_elected(s->state))
@@ -873,7 +874,7 @@ void poll_gc_ephemeral(struct control_service *s)
     state_rdlock(s->state);
     for (size_t i = 0; i < state_node_count(s->state); i++) {
         const struct state_node *n = state_node_at(s->state, i);
-        int64_t since = n->disconnected_at ? n->disconnected_at : n->n.last_seen;
+        int64_t since = n->disconnected_at;
         if (n->n.ephemeral && !n->online && since && now - since >= timeout)
             idset_add(&doomed, n->n.id);
     }

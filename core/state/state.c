@@ -95,6 +95,19 @@ static int home_derp_of(const struct store_node *n)
     return hostinfo_facts(n, NULL);
 }
 
+/* When a node read from the store went offline, on the monotonic clock: its last_seen that
+ * many us ago (one ahead of our wall clock, which was set back, counts as now); 0 when it was
+ * never seen. */
+static int64_t offline_since(const struct store_node *n)
+{
+    int64_t ago = hs_now_us() - n->last_seen, since = hs_monotonic_us();
+
+    if (!n->last_seen)
+        return 0;
+    since -= ago > 0 ? ago : 0;
+    return since ? since : -1; /* 0 means online */
+}
+
 /* Inserts or replaces (keeping runtime fields); takes ownership of n. Write lock held. */
 static bool put_node(struct state *s, struct store_node *n)
 {
@@ -121,6 +134,7 @@ static bool put_node(struct state *s, struct store_node *n)
     sn = hs_xcalloc(1, sizeof(*sn));
     sn->n = *n;
     sn->version = ++s->versions;
+    sn->disconnected_at = offline_since(n);
     sn->home_derp = hostinfo_facts(n, &sn->routes);
     state__node_serving(sn);
     state__keys_add(&s->keys, sn);
@@ -847,7 +861,7 @@ static bool update_online(struct state *s, struct state_node *n)
     drop_cache(s, n); /* Online and LastSeen are in it */
     if (online)
         n->online_since = hs_now_us();
-    n->disconnected_at = online ? 0 : hs_now_us();
+    n->disconnected_at = online ? 0 : hs_monotonic_us();
     if (!online)
         n->unhealthy = false; /* an offline node is no candidate */
     return true;
@@ -1066,15 +1080,20 @@ void state_node_seen(struct state *s, uint64_t id, int64_t at)
     pthread_mutex_unlock(&s->wmu);
 }
 
+/* Whether expiry e passed between the last check and now, or, the wall clock having been set
+ * back past it, is to come again: either way the node's "Expired" changed. */
+static bool expiry_flipped(const struct state *s, int64_t e, int64_t now)
+{
+    return e && (e <= now) != (e <= s->expiry_checked);
+}
+
 static bool expiry_due(struct state *s, int64_t now)
 {
     bool due = false;
 
     pthread_rwlock_rdlock(&s->lock);
-    for (size_t i = 0; i < s->nnodes && !due; i++) {
-        int64_t e = s->nodes[i]->n.expiry;
-        due = e && e <= now && e > s->expiry_checked;
-    }
+    for (size_t i = 0; i < s->nnodes && !due; i++)
+        due = expiry_flipped(s, s->nodes[i]->n.expiry, now);
     pthread_rwlock_unlock(&s->lock);
     return due;
 }
@@ -1119,7 +1138,7 @@ void state_check_expiry(struct state *s, int64_t now)
 {
     struct { uint64_t *v; size_t n; } due = { 0 };
 
-    /* Called every second: look under the read lock, write only when something expired. */
+    /* Called every second: look under the read lock, write only when something flipped. */
     if (!expiry_due(s, now)) {
         s->expiry_checked = now;
         return;
@@ -1127,7 +1146,7 @@ void state_check_expiry(struct state *s, int64_t now)
     pthread_rwlock_wrlock(&s->lock);
     for (size_t i = 0; i < s->nnodes; i++) {
         struct state_node *n = s->nodes[i];
-        if (n->n.expiry && n->n.expiry <= now && n->n.expiry > s->expiry_checked) {
+        if (expiry_flipped(s, n->n.expiry, now)) {
             drop_cache(s, n); /* "Expired" is in it */
             due.v = hs_xrealloc(due.v, (due.n + 1) * sizeof(*due.v));
             due.v[due.n++] = n->n.id;

@@ -32,7 +32,8 @@ struct state_node {
     unsigned sessions;      /* map streams open on this replica */
     bool remote;            /* another replica has one open (presence; PostgreSQL) */
     int64_t online_since;   /* us */
-    int64_t disconnected_at; /* us; 0 while online */
+    int64_t disconnected_at; /* monotonic us (hs_monotonic_us) when it went offline here, or
+                              * its last_seen as of loading; 0 while online or never seen */
     uint64_t session_epoch; /* map sessions opened so far (runtime): an HA probe is judged
                              * against the session it was sent on */
     bool unhealthy;         /* its last HA probe went unanswered (runtime; see "routes") */
@@ -168,8 +169,9 @@ int state_node_delete(struct state *s, uint64_t id);
 int state_registration_get(struct state *s, const char *id, struct store_registration *out);
 /* Deletes the expired ones and all but the `keep` newest others; how many went. */
 int state_registration_trim(struct state *s, int64_t now, size_t keep);
-/* Nodes whose key expiry passed since the last call (now in us) are reported to listeners
- * as changed (their peers must see them expired). Call about once a second. */
+/* Nodes whose key expiry passed since the last call (now: the wall clock, us) are reported
+ * to listeners as changed (their peers must see them expired); so are those whose expiry is
+ * ahead again because the wall clock was set back past it. Call about once a second. */
 void state_check_expiry(struct state *s, int64_t now);
 /* When a read of the store failed since the last call (the database was unreachable while a
  * change was announced), reads everything again, as after missed announcements; until then
@@ -203,8 +205,9 @@ struct state_history {
 };
 
 /* Records online at now: into the newest point while now is in its step, else as a new point
- * (dropping the oldest when full). A time before the newest point's step (the clock went
- * back) is ignored. */
+ * (dropping the oldest when full). A time before the newest point's step (the wall clock was
+ * set back) drops the points after it, so the chart goes on from now instead of stopping
+ * until the clock catches up; a time before the epoch is ignored. */
 void state_history_add(struct state_history *h, int64_t now, uint32_t online);
 /* Copies the points, oldest first, into out; returns their count. */
 size_t state_history_read(const struct state_history *h,

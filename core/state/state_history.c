@@ -10,10 +10,10 @@ void state_history_add(struct state_history *h, int64_t now, uint32_t online)
 
     if (now < 0)
         return;
+    while (h->n && h->p[(h->head + h->n - 1) % STATE_HISTORY_POINTS].at > step)
+        h->n--;
     if (h->n) {
         newest = &h->p[(h->head + h->n - 1) % STATE_HISTORY_POINTS];
-        if (step < newest->at)
-            return;
         if (step == newest->at) {
             newest->online = online;
             return;

@@ -26,6 +26,7 @@ static struct fixture {
     int online_events;
     int removed_events;
     int cap_events;
+    int changed_node1; /* STATE_NODE_CHANGED for node 1 */
 } fx;
 
 #define POLICY_ALL "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}]}"
@@ -53,6 +54,8 @@ static void on_change(void *arg, const struct state_change *ch)
         __atomic_add_fetch(&fx.removed_events, 1, __ATOMIC_RELAXED);
     if (ch->kind == STATE_NODE_CHANGED && ch->fields == STATE_F_CAP)
         __atomic_add_fetch(&fx.cap_events, 1, __ATOMIC_RELAXED);
+    if (ch->kind == STATE_NODE_CHANGED && ch->id == 1)
+        __atomic_add_fetch(&fx.changed_node1, 1, __ATOMIC_RELAXED);
 }
 
 static uint64_t add_user(const char *name)
@@ -66,11 +69,12 @@ static uint64_t add_user(const char *name)
     return id;
 }
 
-static uint64_t add_node(uint64_t user, const char *tag, int key)
+static uint64_t add_node_seen(uint64_t user, const char *tag, int key, int64_t last_seen)
 {
     static const struct ip_prefix v4 = { .family = AF_INET, .addr = { 100, 64 }, .bits = 10 };
     struct store_ip_config ips = { .v4 = &v4 };
-    struct store_node in = { .user_id = user, .given_name = "host" }, out;
+    struct store_node in = { .user_id = user, .given_name = "host", .last_seen = last_seen },
+                      out;
     uint64_t id;
 
     memset(in.machine_key, key, sizeof(in.machine_key));
@@ -82,6 +86,11 @@ static uint64_t add_node(uint64_t user, const char *tag, int key)
     id = out.id;
     store_node_free(&out);
     return id;
+}
+
+static uint64_t add_node(uint64_t user, const char *tag, int key)
+{
+    return add_node_seen(user, tag, key, 0);
 }
 
 static void write_file(const char *text)
@@ -205,6 +214,53 @@ Test(state, a_new_capability_version_is_told_as_a_patchable_change)
     cr_expect_eq(fx.cap_events, 1, "a request without a version changes nothing");
     state_node_session(fx.s, 1, true, 130);
     cr_expect_eq(fx.cap_events, 2, "an upgraded client is a change");
+}
+
+/* The wall clock steps 2 h forward, then 2 h back: node 1's key expiry (1 h after the start)
+ * is reported when it passes and again when, the clock set back, it is to come once more. */
+Test(state, expiry_is_reported_when_the_wall_clock_steps_past_it_either_way)
+{
+    int64_t t = hs_now_us(), hour = 3600 * HS_USEC_PER_SEC;
+    struct store_node v = { .expiry = t + hour };
+
+    cr_assert_eq(store_node_update(fx.st, 1, STORE_NODE_BIT(STORE_NODE_EXPIRY), &v, NULL), 0);
+    fx.changed_node1 = 0;
+    state_check_expiry(fx.s, t + 1);
+    cr_expect_eq(fx.changed_node1, 0, "not expired yet");
+    state_check_expiry(fx.s, t + 2 * hour);
+    cr_expect_eq(fx.changed_node1, 1, "expired by the new wall time: peers are told");
+    state_check_expiry(fx.s, t + 2 * hour + 1);
+    cr_expect_eq(fx.changed_node1, 1, "told once");
+    state_check_expiry(fx.s, t + 1);
+    cr_expect_eq(fx.changed_node1, 2, "the clock set back: not expired again, peers are told");
+    state_check_expiry(fx.s, t + 2);
+    cr_expect_eq(fx.changed_node1, 2);
+    state_check_expiry(fx.s, t + hour);
+    cr_expect_eq(fx.changed_node1, 3, "expired again when the clock passes it once more");
+}
+
+/* A node read from the store counts as offline since its last_seen on the monotonic clock
+ * (the ephemeral collector's measure); a last_seen ahead of a wall clock set back counts as
+ * now, not as hours still to wait. */
+Test(state, offline_since_is_monotonic_from_last_seen)
+{
+    int64_t mono = hs_monotonic_us(), wall = hs_now_us(), ago, ahead;
+    uint64_t seen = add_node_seen(fx.alice, NULL, 7, wall - 10 * HS_USEC_PER_SEC);
+    uint64_t later = add_node_seen(fx.alice, NULL, 8, wall + 3600 * HS_USEC_PER_SEC);
+
+    state_rdlock(fx.s);
+    ago = state_node_by_id(fx.s, seen)->disconnected_at;
+    ahead = state_node_by_id(fx.s, later)->disconnected_at;
+    state_unlock(fx.s);
+    cr_expect(ago <= mono - 10 * HS_USEC_PER_SEC + HS_USEC_PER_SEC &&
+                  ago >= mono - 12 * HS_USEC_PER_SEC,
+              "10 s ago on the monotonic clock: %lld vs %lld", (long long)ago, (long long)mono);
+    cr_expect(ahead >= mono && ahead <= hs_monotonic_us(), "ahead of the wall clock: now");
+    state_node_session(fx.s, 1, true, 113);
+    state_node_session(fx.s, 1, false, 0);
+    state_rdlock(fx.s);
+    cr_expect_geq(state_node_by_id(fx.s, 1)->disconnected_at, mono, "a close: monotonic now");
+    state_unlock(fx.s);
 }
 
 Test(state, no_policy_allows_all)

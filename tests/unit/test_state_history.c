@@ -62,12 +62,27 @@ Test(state_history, a_full_ring_drops_the_oldest)
     cr_assert_eq(out[n - 1].at - out[0].at, 24 * 3600 * HS_USEC_PER_SEC - STEP);
 }
 
-Test(state_history, a_clock_gone_back_changes_nothing)
+Test(state_history, a_time_before_the_epoch_changes_nothing)
 {
     state_history_add(&h, T0 + STEP, 4);
-    state_history_add(&h, T0 + STEP - 1, 9);
     state_history_add(&h, -1, 9);
     cr_assert_eq(state_history_read(&h, out), 1);
     cr_assert_eq(out[0].at, T0 + STEP);
     cr_assert_eq(out[0].online, 4);
+}
+
+Test(state_history, a_clock_set_back_drops_what_lies_ahead_and_goes_on)
+{
+    int64_t back = 2 * 3600 * HS_USEC_PER_SEC; /* a multiple of the step */
+
+    for (int i = 0; i < 30; i++)
+        state_history_add(&h, T0 + i * STEP, (uint32_t)i);
+    state_history_add(&h, T0 + 29 * STEP - back + 1, 100);
+    cr_assert_eq(state_history_read(&h, out), 30 - back / STEP);
+    cr_assert_eq(out[0].at, T0, "the points before the new time stay");
+    cr_assert_eq(out[29 - back / STEP].at, T0 + 29 * STEP - back);
+    cr_assert_eq(out[29 - back / STEP].online, 100, "the newest point follows the count again");
+    state_history_add(&h, T0 + 30 * STEP - back, 101);
+    cr_assert_eq(state_history_read(&h, out), 31 - back / STEP, "and the next step adds one");
+    cr_assert_eq(out[30 - back / STEP].online, 101);
 }
