@@ -52,7 +52,7 @@ fi
 
 step "system tests (sqlite + postgres)"
 export HS_BIN=$BUILD/headscale HS_PG_RUNNING_DIR=$PGDIR
-if python3 -m pytest tests/system -q -p no:cacheprovider --db=both; then
+if python3 -m pytest tests/system -q -p no:cacheprovider --db=both --durations=30; then
   summary+=("system: pass")
 else
   summary+=("system: FAIL"); status=1
