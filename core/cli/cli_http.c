@@ -188,7 +188,12 @@ static void http_error(struct cli_http *h, CURLcode cc, const char *errbuf, char
                  "no permission to use the headscale socket \"%s\": run as the server's "
                  "user or a member of its group",
                  h->socket);
-    else if (h->socket && (unreachable(cc) || cc == CURLE_OPERATION_TIMEDOUT))
+    else if (cc == CURLE_OPERATION_TIMEDOUT)
+        snprintf(err, errsize,
+                 "headscale at %s did not answer within %.3g s (cli.timeout): the server is "
+                 "busy or stuck; the request may still take effect",
+                 h->socket ? h->socket : h->base, (double)h->timeout_us / HS_USEC_PER_SEC);
+    else if (h->socket && unreachable(cc))
         snprintf(err, errsize, "cannot reach headscale at %s: is \"headscale serve\" running?",
                  h->socket);
     else if (unreachable(cc))

@@ -635,6 +635,36 @@ static char *write_config(const char *body)
     return path;
 }
 
+/* A server that takes the connection and never answers: the wait is named as such, not as a
+ * server that is not running. */
+Test(cli_run, server_that_never_answers)
+{
+    char sock[] = "/tmp/test_cli_mute_XXXXXX";
+    int fd = mkstemp(sock);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+    cr_assert_geq(fd, 0);
+    close(fd);
+    unlink(sock);
+    strcpy(sa.sun_path, sock);
+    fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    cr_assert_eq(listen(fd, 4), 0); /* the kernel completes the connect; nothing reads */
+    char *body = hs_aprintf("unix_socket: %s\ncli:\n  timeout: 300ms\n", sock);
+    char *cfg = write_config(body);
+    struct run r = RUN("-c", cfg, "users", "list");
+
+    cr_assert_eq(r.rc, 1);
+    cr_assert(strstr(r.err, "did not answer within 0.3 s (cli.timeout)") != NULL, "%s", r.err);
+    cr_assert(strstr(r.err, "running?") == NULL, "%s", r.err);
+    run_free(&r);
+    close(fd);
+    unlink(sock);
+    unlink(cfg);
+    free(cfg);
+    free(body);
+}
+
 Test(cli_run, server_not_running)
 {
     char *cfg = write_config("server_url: http://127.0.0.1:8080\n"
