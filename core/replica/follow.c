@@ -50,7 +50,20 @@ static void lost(struct replica *r, const char *what)
     state_set_elected(r->state, false);
 }
 
-/* A new feed; whatever was committed while there was none is read again. */
+/* Takes the work done once when no live replica holds it (the lock goes with the feed). */
+static void try_lead(struct replica *r)
+{
+    bool lead;
+
+    if (!atomic_load(&r->leader) && store_feed_try_lead(r->feed, &lead) == 0 && lead) {
+        log_info("replica: this replica now does the work done once for all of them");
+        atomic_store(&r->leader, true);
+        state_set_elected(r->state, true);
+    }
+}
+
+/* A new feed; whatever was committed while there was none is read again. The lead is tried
+ * at once: a replica alone on its database decides HA primaries from its first request. */
 static bool connect_feed(struct replica *r)
 {
     uint64_t seq;
@@ -65,6 +78,7 @@ static bool connect_feed(struct replica *r)
         resync(r, seq, seq < r->last ? "the database's change counter went back"
                                      : "changes were committed while not listening");
     atomic_store(&r->listening, true);
+    try_lead(r);
     return true;
 }
 
@@ -92,17 +106,12 @@ static void apply(struct replica *r, struct store_change *c)
 static void quiet_check(struct replica *r)
 {
     uint64_t seq;
-    bool lead;
 
     if (store_feed_seq(r->feed, &seq) < 0) {
         lost(r, "check");
         return;
     }
-    if (!atomic_load(&r->leader) && store_feed_try_lead(r->feed, &lead) == 0 && lead) {
-        log_info("replica: this replica now does the work done once for all of them");
-        atomic_store(&r->leader, true);
-        state_set_elected(r->state, true);
-    }
+    try_lead(r);
     if (seq <= r->last) {
         r->behind = 0;
     } else if (r->behind && r->last < r->behind) {
@@ -153,6 +162,7 @@ int replica__follow_start(struct replica *r)
 
     if (pipe2(r->stop_pipe, O_CLOEXEC) < 0)
         return -errno;
+    connect_feed(r); /* before serving, so the lead is settled; the thread retries a failure */
     if ((rc = pthread_create(&r->thread, NULL, follow, r)) != 0) {
         close(r->stop_pipe[0]);
         close(r->stop_pipe[1]);
