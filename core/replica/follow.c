@@ -101,6 +101,22 @@ static void apply(struct replica *r, struct store_change *c)
         metrics_hist_observe(&r->lag, now > c->at ? now - c->at : 0);
 }
 
+/* Applies what arrived until there is no more; false when the feed was lost meanwhile. */
+static bool drain(struct replica *r, struct store_change *batch)
+{
+    int n;
+
+    while ((n = store_feed_read(r->feed, batch, FOLLOW_BATCH)) > 0) {
+        for (int i = 0; i < n; i++)
+            apply(r, &batch[i]);
+    }
+    if (n < 0) {
+        lost(r, "read");
+        return false;
+    }
+    return true;
+}
+
 /* Between announcements, a round trip: a dead connection shows here, and so does a number the
  * database has passed twice in a row without its announcement arriving. */
 static void quiet_check(struct replica *r)
@@ -138,13 +154,8 @@ static void *follow(void *arg)
         retry = RETRY_MIN_MS;
         if (!wait_for(r, QUIET_CHECK_MS))
             break;
-        int n = store_feed_read(r->feed, batch, FOLLOW_BATCH);
-        if (n < 0) {
-            lost(r, "read");
+        if (!drain(r, batch))
             continue;
-        }
-        for (int i = 0; i < n; i++)
-            apply(r, &batch[i]);
         if (hs_monotonic_us() - checked >= QUIET_CHECK_MS * 1000LL) {
             quiet_check(r);
             checked = hs_monotonic_us();

@@ -75,7 +75,8 @@ void store_feed_close(struct store_feed *f); /* NULL is fine */
 /* Readable when announcements (or the end of the connection) arrived. */
 int store_feed_fd(const struct store_feed *f);
 /* What arrived, up to max, in commit order; 0 when nothing did; -EIO when the connection is
- * lost (close it and open another). */
+ * lost (close it and open another). A loss met after some announcements were read is returned
+ * by the next call: read until 0 or an error. */
 int store_feed_read(struct store_feed *f, struct store_change *out, size_t max);
 /* A round trip on the feed's connection: the number of the last committed change (a dead
  * connection that never said so is found here). -EIO when lost. */

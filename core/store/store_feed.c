@@ -16,7 +16,8 @@
 
 struct store_feed {
     struct store *st;
-    void *drv; /* the driver's connection */
+    void *drv;  /* the driver's connection */
+    int failed; /* an error met after a batch was read: the next read returns it */
 };
 
 bool store_shared(const struct store *st)
@@ -142,11 +143,17 @@ int store_feed_read(struct store_feed *f, struct store_change *out, size_t max)
 {
     char payload[FEED_PAYLOAD_MAX];
     size_t n = 0;
-    int rc;
+    int rc = 0;
 
+    if (f->failed)
+        return f->failed;
     while (n < max && (rc = f->st->ops->feed_next(f->drv, payload, sizeof(payload))) > 0)
         parse_payload(payload, &out[n++]);
-    return n > 0 || n == max ? (int)n : rc;
+    if (rc < 0 && n > 0) {
+        f->failed = rc; /* what was read before the error is applied first */
+        return (int)n;
+    }
+    return rc < 0 ? rc : (int)n;
 }
 
 int store_feed_seq(struct store_feed *f, uint64_t *seq)

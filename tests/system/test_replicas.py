@@ -112,12 +112,20 @@ def test_missed_announcements_are_read_again(tmp_path, db):
         n2.wait_peer("n1")
         # B stopped, its listening connection closed by the database, then a change on A: its
         # announcement cannot reach B. B, continued, reconnects and must notice.
+        # The change waits until both feeds' backends are gone: a backend told to end may
+        # still take one more announcement before it does, and B would then miss nothing.
+        pg, dbname = w.db.pg, w.server.pg_dbname
         os.kill(b.proc.pid, signal.SIGSTOP)
         try:
-            killed = w.db.pg.psql("SELECT count(pg_terminate_backend(pid)) FROM "
-                                  "pg_stat_activity WHERE application_name = "
-                                  "'headscale feed'", dbname=w.server.pg_dbname)
-            assert int(killed.strip()) == 2, killed  # A's and B's
+            pids = pg.psql("SELECT pid FROM pg_stat_activity WHERE application_name = "
+                           "'headscale feed'", dbname=dbname).split()
+            assert len(pids) == 2, pids  # A's and B's
+            pg.psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    f"WHERE pid IN ({','.join(pids)})", dbname=dbname)
+            tailnet.poll(lambda: pg.psql(f"SELECT count(*) FROM pg_stat_activity "
+                                         f"WHERE pid IN ({','.join(pids)})",
+                                         dbname=dbname).strip() == "0",
+                         10, "the two feeds' backends to end")
             w.server.cli_ok("nodes", "rename", "-i", node_id(w.server, "n1"), "renamed")
         finally:
             os.kill(b.proc.pid, signal.SIGCONT)
