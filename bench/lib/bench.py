@@ -1163,6 +1163,12 @@ def kill_records(add, kr):
     add(sc, "kill_rename_ms", kr["rename_ms"], "ms")
     add(sc, "kill_others_current_nodes", kr["others_current"], "nodes")
     add(sc, "kill_others_p99_ms", pctl(kr.get("others_ms") or [], 0.99), "ms")
+    # what the clients read meanwhile: the dead replica's nodes their full maps, everyone the
+    # deltas that tell who is back
+    for who in ("dead", "others"):
+        if kr.get(f"{who}_msgs"):
+            add(sc, f"kill_{who}_msgs", kr[f"{who}_msgs"], "msgs")
+            add(sc, f"kill_{who}_mib", kr[f"{who}_bytes"] / 2**20, "MiB")
     cpu = kr.get("cpu") or {}
     add(sc, "kill_servers_cpu_pct", cpu.get("servers_pct"), "%")
     add(sc, "kill_loadgen_cpu_pct", cpu.get("loadgen_pct"), "%")
@@ -1365,6 +1371,7 @@ ORDER += [("kill", m) for m in (
     "kill_nodes", "kill_back_nodes", "kill_current_nodes", "kill_current_p50_ms",
     "kill_current_p99_ms", "kill_current_max_ms", "kill_all_current_s", "kill_back_p99_ms",
     "kill_rename_ms", "kill_others_current_nodes", "kill_others_p99_ms",
+    "kill_dead_msgs", "kill_dead_mib", "kill_others_msgs", "kill_others_mib",
     "kill_servers_cpu_pct", "kill_loadgen_cpu_pct", "kill_machine_busy_pct")]
 ORDER += [("restart", m) for m in (
     "restart_nodes", "restart_back_nodes", "restart_all_back_s", "restart_all_back_after_up_s",

@@ -36,6 +36,10 @@ type killResult struct {
 	Others        int            `json:"others"`          // live nodes of the surviving replicas
 	OthersCurrent int            `json:"others_current"`  // ... that saw the change
 	OthersMS      []float64      `json:"others_ms"`       // per node, sorted
+	DeadBytes     int64          `json:"dead_bytes"`      // map bytes the dead replica's nodes read until the last was current
+	DeadMsgs      int64          `json:"dead_msgs"`       // ... messages (keep-alives excluded)
+	OthersBytes   int64          `json:"others_bytes"`    // the same for the surviving replicas' nodes
+	OthersMsgs    int64          `json:"others_msgs"`     //
 	Errors        map[string]int `json:"errors"`          // the dead replica's nodes: last failed attempt
 	Error         string         `json:"error,omitempty"` //
 }
@@ -85,6 +89,8 @@ func runKill() *killResult {
 		kr.Error = "no live node on the killed replica or on the others"
 		return kr
 	}
+	db0, dm0 := sumTraffic(dead)
+	ob0, om0 := sumTraffic(others)
 	marker := fmt.Sprintf("killed-%d", time.Now().UnixNano())
 	mb := []byte(marker)
 	killMarker.Store(&mb)
@@ -103,6 +109,9 @@ func runKill() *killResult {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	db, dm := sumTraffic(dead)
+	ob, om := sumTraffic(others)
+	kr.DeadBytes, kr.DeadMsgs, kr.OthersBytes, kr.OthersMsgs = db-db0, dm-dm0, ob-ob0, om-om0
 	var last int64
 	for _, n := range dead {
 		if b := n.rsBack.Load(); b != 0 {
@@ -143,6 +152,15 @@ func runKill() *killResult {
 	log.Printf("kill: replica %d: %d/%d nodes back, %d/%d current (all in %.2fs); others %d/%d current",
 		kr.Replica, kr.Back, kr.Nodes, kr.Current, kr.Nodes, kr.AllCurrentS, kr.OthersCurrent, kr.Others)
 	return kr
+}
+
+// sumTraffic: the map bytes and messages ns have read so far.
+func sumTraffic(ns []*node) (bytes, msgs int64) {
+	for _, n := range ns {
+		bytes += n.mapBytes.Load()
+		msgs += n.mapMsgs.Load()
+	}
+	return bytes, msgs
 }
 
 func countKillSeen(ns []*node) int {

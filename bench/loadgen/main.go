@@ -215,6 +215,7 @@ type node struct {
 
 	wireRx, wireTx  atomic.Int64 // TCP bytes of its connections
 	mapBytes        atomic.Int64 // frames (len prefix + body) of non-keep-alive messages
+	mapMsgs         atomic.Int64 // ... and their count
 	msgs, keepalive atomic.Int64
 	peersSeen       atomic.Int64 // size of the last full Peers list
 	lastMsgAt       atomic.Int64 // unix ns of its last non-keep-alive message
@@ -474,6 +475,7 @@ func (n *node) stream(gotFirst chan struct{}, gotMap *bool) error {
 			continue
 		}
 		n.mapBytes.Add(int64(4 + size))
+		n.mapMsgs.Add(1)
 		n.lastMsgAt.Store(now)
 		if first {
 			first = false

@@ -116,6 +116,12 @@ void control_reply_busy(struct control *c, uint64_t conn_id, int32_t stream_id,
                         unsigned retry_after_s, const char *text);
 void control_stream_write(struct control *c, uint64_t conn_id, int32_t stream_id,
                           const void *data, size_t len);
+/* The same, taking body's contents instead of copying them (body is left empty): a full map
+ * of thousands of peers is a megabyte, and a reconnect storm sends thousands. */
+void control_reply_buf(struct control *c, uint64_t conn_id, int32_t stream_id, int status,
+                       const char *content_type, struct hs_buf *body, bool end);
+void control_stream_write_buf(struct control *c, uint64_t conn_id, int32_t stream_id,
+                              struct hs_buf *data);
 void control_stream_end(struct control *c, uint64_t conn_id, int32_t stream_id);
 void control_close_conn(struct control *c, uint64_t conn_id);
 

@@ -438,8 +438,8 @@ static void submit_response(struct conn *cn, struct stream *st, int status, cons
         nghttp2_submit_rst_stream(cn->h2, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
 }
 
-/* Every byte into st->out goes through here: the backlog counts them (send_data() and
- * stream_free() count them out). */
+/* Every byte into st->out goes through here or stream_append(): the backlog counts them
+ * (send_data() and stream_free() count them out). */
 static int out_append(struct conn *cn, struct stream *st, const void *data, size_t len)
 {
     int rc = hs_buf_append(&st->out, data, len);
@@ -464,9 +464,19 @@ static void stream_more(struct conn *cn, struct stream *st)
     }
 }
 
-/* Appends to the stream's backlog; a client that stops reading for this long is cut off. */
-static void stream_append(struct conn *cn, struct stream *st, const struct hs_buf *data)
+/* Appends to the stream's backlog; a client that stops reading for this long is cut off.
+ * Into an empty backlog data's contents are moved, not copied (data is left empty). */
+static void stream_append(struct conn *cn, struct stream *st, struct hs_buf *data)
 {
+    if (st->out.len == 0 && data->len <= st->out.max) {
+        size_t max = st->out.max;
+        hs_buf_free(&st->out);
+        st->out = *data;
+        st->out.max = max;
+        hs_buf_init(data, data->max);
+        control__backlog_add(cn->ctl, (int64_t)st->out.len);
+        return;
+    }
     if (out_append(cn, st, data->data, data->len) < 0) {
         log_warnx("control: conn %llu stream %d: client not reading, %zu bytes backlog: reset",
                   (unsigned long long)cn->id, st->id, st->out.len);

@@ -392,6 +392,37 @@ void control_stream_write(struct control *c, uint64_t conn_id, int32_t stream_id
     queue_push(c, m);
 }
 
+/* Moves body into m; false when it is too large for a stream's backlog. */
+static bool msg_take(struct msg *m, struct hs_buf *body)
+{
+    if (body->len > m->data.max)
+        return false;
+    hs_buf_free(&m->data);
+    m->data = *body;
+    m->data.max = CONTROL_MAX_STREAM_BACKLOG;
+    hs_buf_init(body, body->max);
+    return true;
+}
+
+void control_reply_buf(struct control *c, uint64_t conn_id, int32_t stream_id, int status,
+                       const char *content_type, struct hs_buf *body, bool end)
+{
+    struct msg *m = msg_new(MSG_REPLY, conn_id, stream_id);
+    m->status = msg_take(m, body) ? status : 500;
+    m->content_type = content_type;
+    m->end = end;
+    queue_push(c, m);
+}
+
+void control_stream_write_buf(struct control *c, uint64_t conn_id, int32_t stream_id,
+                              struct hs_buf *data)
+{
+    struct msg *m = msg_new(MSG_DATA, conn_id, stream_id);
+    if (!msg_take(m, data))
+        m->kind = MSG_CLOSE; /* as control_stream_write() */
+    queue_push(c, m);
+}
+
 void control_stream_end(struct control *c, uint64_t conn_id, int32_t stream_id)
 {
     queue_push(c, msg_new(MSG_END, conn_id, stream_id));

@@ -32,15 +32,20 @@ static int64_t keepalive_interval(const struct control_service *s)
     return base + (int64_t)(random() % (base / 6 + 1));
 }
 
-/* Queues one encoded message on a stream; the first one also sends the headers. */
+/* Queues one encoded message on a stream; the first one also sends the headers. A message
+ * of one node's own is taken (enc is left empty), one shared by several is copied. */
 static void session_write(struct control_service *s, uint64_t conn_id, int32_t stream_id,
-                          const struct hs_buf *enc, bool first, bool end)
+                          struct hs_buf *enc, bool first, bool end, bool shared)
 {
-    if (first)
+    if (first && shared)
         control_reply(s->ctl, conn_id, stream_id, 200, "application/json", enc->data,
                       enc->len, end);
-    else
+    else if (first)
+        control_reply_buf(s->ctl, conn_id, stream_id, 200, "application/json", enc, end);
+    else if (shared)
         control_stream_write(s->ctl, conn_id, stream_id, enc->data, enc->len);
+    else
+        control_stream_write_buf(s->ctl, conn_id, stream_id, enc);
 }
 
 static void encode_failed(struct control_service *s, uint64_t conn_id)
@@ -74,7 +79,7 @@ static int send_full_map(struct control_service *s, struct session *x, uint64_t 
     }
     if (rc == 0) {
         service_sent(s, x, CONTROL_MAP_FULL, out.len); /* before the client can have it */
-        session_write(s, conn_id, stream_id, &out, first, end);
+        session_write(s, conn_id, stream_id, &out, first, end, false);
     } else if (rc != -ENOENT)
         encode_failed(s, conn_id);
     hs_buf_free(&out);
@@ -620,7 +625,7 @@ static void send_delta(struct control_service *s, const struct batch *b, const s
         send_shared(s, t, e);
     else if (rc == 0) {
         service_sent(s, t->x, CONTROL_MAP_DELTA, own.len);
-        session_write(s, t->conn_id, t->stream_id, &own, false, false);
+        session_write(s, t->conn_id, t->stream_id, &own, false, false, false);
     } else if (rc != -ENODATA)
         encode_failed(s, t->conn_id);
     hs_buf_free(&own);
@@ -654,7 +659,7 @@ static void send_dns(struct control_service *s, const struct target *t, struct h
     }
     if (rc == 0) {
         service_sent(s, t->x, CONTROL_MAP_DELTA, enc->len);
-        session_write(s, t->conn_id, t->stream_id, enc, false, false);
+        session_write(s, t->conn_id, t->stream_id, enc, false, false, enc != &own);
     } else if (rc != -ENOENT)
         encode_failed(s, t->conn_id);
     json_decref(msg);

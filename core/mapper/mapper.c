@@ -48,11 +48,16 @@ json_t *mapper__user_profile(struct state *s, uint64_t uid)
 struct mapper *mapper_new(const struct hs_config *cfg, struct derpmap *dm)
 {
     struct mapper *m = hs_xcalloc(1, sizeof(*m));
+    size_t run = cfg->tuning_map_peer_run >= 2 ? (size_t)cfg->tuning_map_peer_run
+                                               : MAPPER_RUN_DEFAULT;
+    size_t span = run / MAPPER_SPANS_PER_RUN;
 
     m->cfg = cfg;
     m->dm = dm;
-    m->run = cfg->tuning_map_peer_run >= 2 ? (size_t)cfg->tuning_map_peer_run : MAPPER_RUN_DEFAULT;
-    pthread_mutex_init(&m->runs_mu, NULL);
+    while (span >= 2 && run % span) /* spans tile a run exactly */
+        span--;
+    mapper__runs_init(&m->runs, run);
+    mapper__runs_init(&m->spans, span >= 2 ? span : 0);
     pthread_mutex_init(&m->diff_mu, NULL);
     pthread_mutex_init(&m->parts_mu, NULL);
     pthread_mutex_init(&m->dns_mu, NULL);
@@ -64,8 +69,8 @@ void mapper_free(struct mapper *m)
 {
     if (!m)
         return;
-    mapper__runs_free(m);
-    pthread_mutex_destroy(&m->runs_mu);
+    mapper__runs_free(&m->runs);
+    mapper__runs_free(&m->spans);
     pthread_mutex_destroy(&m->diff_mu);
     mapper__zparts_free(m);
     pthread_mutex_destroy(&m->parts_mu);
@@ -335,62 +340,100 @@ static bool run_all_seen(const struct mapper__view *v, struct state *s, uint64_t
     return true;
 }
 
-/* The full map as a zstd message: the peers in runs of m->run; a run the viewer sees whole
- * is a cached frame (mapper_runs.c); the viewer's own run, runs it sees in part, and the head
- * and tail are compressed here. */
+/* A full map being written as zstd frames (full_zstd). */
+struct full {
+    struct mapper *m;
+    struct state *s;
+    const struct state_node *me;
+    struct mapper__view v;
+    struct hs_buf text; /* not compressed yet */
+    struct hs_buf *out;
+    struct hs_ids users;
+    int64_t now;
+    bool any; /* a peer is out: the next one needs a comma. A cached run starts with one
+               * unless it is the first run, so it can follow a peer only. */
+};
+
+static int put_each(struct full *f, size_t lo, size_t len)
+{
+    int rc = 0;
+
+    for (size_t i = lo; i < lo + len && rc == 0; i++) {
+        const struct state_node *sn = state_node_at(f->s, i);
+        if (sn == f->me || !mapper__view_sees(&f->v, f->s, i))
+            continue;
+        if (f->any)
+            rc = hs_buf_append(&f->text, ",", 1);
+        if (rc == 0)
+            rc = put_peer(f->m, f->s, &f->v, f->me->n.id, sn, f->now, &f->text);
+        hs_ids_push(&f->users, mapper__user_id(sn));
+        f->any = true;
+    }
+    return rc;
+}
+
+static int put_cached(struct full *f, struct mapper_runs *c, size_t lo, size_t len)
+{
+    int rc = 0;
+
+    if (f->text.len > 0) /* what came before goes out as a frame of its own */
+        rc = mapper__zstd_frame(f->out, f->text.data, f->text.len);
+    hs_buf_reset(&f->text);
+    if (rc == 0)
+        rc = mapper__append_run(f->m, c, f->s, lo, len, f->now, f->out);
+    for (size_t i = lo; i < lo + len; i++)
+        hs_ids_push(&f->users, mapper__user_id(state_node_at(f->s, i)));
+    f->any = true;
+    return rc;
+}
+
+/* Nodes [lo, hi) in runs of c: a run the viewer sees whole is a cached frame; the viewer's own
+ * run is cut into the smaller spans, if c has them; the rest is written peer by peer. */
+static int put_runs(struct full *f, struct mapper_runs *c, struct mapper_runs *inner, size_t lo,
+                    size_t hi)
+{
+    uint64_t self = f->me->n.id;
+    int rc = 0;
+
+    for (; lo < hi && rc == 0; lo += c->size) {
+        size_t len = hi - lo < c->size ? hi - lo : c->size;
+        /* Nodes are sorted by id: is the viewer in this run? */
+        bool mine = state_node_at(f->s, lo)->n.id <= self &&
+                    self <= state_node_at(f->s, lo + len - 1)->n.id;
+        if (mine && inner)
+            rc = put_runs(f, inner, NULL, lo, lo + len);
+        else if (!mine && (lo == 0 || f->any) && run_all_seen(&f->v, f->s, self, lo, len))
+            rc = put_cached(f, c, lo, len);
+        else
+            rc = put_each(f, lo, len);
+    }
+    return rc;
+}
+
+/* The full map as a zstd message: the peers in cached runs (put_runs); the viewer's own span,
+ * runs it sees in part, and the head and tail are compressed here. */
 static int full_zstd(struct mapper *m, struct state *s, const struct state_node *me, int64_t now,
                      struct state_net *net, struct hs_buf *out,
                      struct mapper_policy_state *told)
 {
-    size_t n = state_node_count(s), start;
-    struct hs_ids users = { 0 };
-    struct mapper__view v;
-    struct hs_buf text;
-    bool any = false; /* a peer is out: the next one needs a comma. A cached run starts with
-                       * one unless it is the first run, so it can follow a peer only. */
+    struct full f = { .m = m, .s = s, .me = me, .out = out, .now = now };
+    size_t start;
     int rc;
 
     if ((rc = mapper__begin_message(out, &start)) < 0)
         return rc;
-    mapper__view_init(&v, s, me->n.id, net);
-    hs_buf_init(&text, MAPPER_MAX_FRAME);
-    rc = hs_buf_puts(&text, "{\"Peers\":[");
-    for (size_t lo = 0; lo < n && rc == 0; lo += m->run) {
-        size_t len = n - lo < m->run ? n - lo : m->run;
-        /* Nodes are sorted by id: is the viewer in this run? */
-        bool mine = state_node_at(s, lo)->n.id <= me->n.id &&
-                    me->n.id <= state_node_at(s, lo + len - 1)->n.id;
-        if (!mine && (lo == 0 || any) && run_all_seen(&v, s, me->n.id, lo, len)) {
-            if (text.len > 0) /* what came before goes out as a frame of its own */
-                rc = mapper__zstd_frame(out, text.data, text.len);
-            hs_buf_reset(&text);
-            if (rc == 0)
-                rc = mapper__append_run(m, s, lo, len, now, out);
-            for (size_t i = lo; i < lo + len; i++)
-                hs_ids_push(&users, mapper__user_id(state_node_at(s, i)));
-            any = true;
-            continue;
-        }
-        for (size_t i = lo; i < lo + len && rc == 0; i++) {
-            const struct state_node *sn = state_node_at(s, i);
-            if (sn == me || !mapper__view_sees(&v, s, i))
-                continue;
-            if (any)
-                rc = hs_buf_append(&text, ",", 1);
-            if (rc == 0)
-                rc = put_peer(m, s, &v, me->n.id, sn, now, &text);
-            hs_ids_push(&users, mapper__user_id(sn));
-            any = true;
-        }
-    }
+    mapper__view_init(&f.v, s, me->n.id, net);
+    hs_buf_init(&f.text, MAPPER_MAX_FRAME);
+    if ((rc = hs_buf_puts(&f.text, "{\"Peers\":[")) == 0)
+        rc = put_runs(&f, &m->runs, m->spans.size ? &m->spans : NULL, 0, state_node_count(s));
     if (rc == 0) {
-        struct mapper__sink k = { .m = m, .text = &text, .z = out };
-        if ((rc = full_tail(m, s, me, &v, &users, now, &k, told)) == 0)
+        struct mapper__sink k = { .m = m, .text = &f.text, .z = out };
+        if ((rc = full_tail(m, s, me, &f.v, &f.users, now, &k, told)) == 0)
             rc = mapper__sink_flush(&k);
     } else {
-        free(users.v);
+        free(f.users.v);
     }
-    hs_buf_free(&text);
+    hs_buf_free(&f.text);
     return mapper__end_message(out, start, rc);
 }
 

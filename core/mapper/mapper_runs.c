@@ -2,10 +2,11 @@
  *
  * Most of a full map is the other nodes' JSON, the same bytes whoever asks. A zstd stream may
  * be several frames one after another (RFC 8878 §3.1; the client's decoder reads them all), so
- * each run of m->run consecutive nodes (by state index) is compressed once and its frame
+ * each run of tuning.map_peer_run consecutive nodes (by state index) is compressed once and its frame
  * copied into every full map until a node of the run changes (state_node.version) or the run
- * shifts. Only the viewer's own run and the map's head and tail are compressed per viewer:
- * after a restart, thousands of returning nodes each need a full map of thousands of peers. */
+ * shifts. The viewer's own run is made of smaller cached spans the same way, so only the
+ * viewer's own span and the map's head and tail are compressed per viewer: after a restart,
+ * thousands of returning nodes each need a full map of thousands of peers. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,13 +27,20 @@ static void run_free(struct mapper_run *r)
     free(r);
 }
 
-void mapper__runs_free(struct mapper *m)
+void mapper__runs_init(struct mapper_runs *c, size_t size)
 {
-    for (size_t i = 0; i < m->nruns; i++)
-        run_free(m->runs[i]);
-    free(m->runs);
-    m->runs = NULL;
-    m->nruns = 0;
+    *c = (struct mapper_runs){ .size = size };
+    pthread_mutex_init(&c->mu, NULL);
+}
+
+void mapper__runs_free(struct mapper_runs *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        run_free(c->v[i]);
+    free(c->v);
+    pthread_mutex_destroy(&c->mu);
+    c->v = NULL;
+    c->n = 0;
 }
 
 /* State read lock held: the nodes cannot change under us. */
@@ -77,34 +85,34 @@ static struct mapper_run *run_build(struct mapper *m, struct state *s, size_t lo
     return r;
 }
 
-int mapper__append_run(struct mapper *m, struct state *s, size_t lo, size_t n, int64_t now,
-                       struct hs_buf *out)
+int mapper__append_run(struct mapper *m, struct mapper_runs *c, struct state *s, size_t lo,
+                       size_t n, int64_t now, struct hs_buf *out)
 {
-    size_t k = lo / m->run;
+    size_t k = lo / c->size;
     struct mapper_run *fresh = NULL, *r;
     int rc;
 
-    pthread_mutex_lock(&m->runs_mu);
-    if (k >= m->nruns || !run_current(m->runs[k], s, lo, n)) {
+    pthread_mutex_lock(&c->mu);
+    if (k >= c->n || !run_current(c->v[k], s, lo, n)) {
         /* Compress without the lock; another thread may install the same run meanwhile. */
-        pthread_mutex_unlock(&m->runs_mu);
+        pthread_mutex_unlock(&c->mu);
         if (!(fresh = run_build(m, s, lo, n, now)))
             return -ENOMEM;
-        pthread_mutex_lock(&m->runs_mu);
-        if (k >= m->nruns) {
-            m->runs = hs_xrealloc(m->runs, (k + 1) * sizeof(*m->runs));
-            memset(m->runs + m->nruns, 0, (k + 1 - m->nruns) * sizeof(*m->runs));
-            m->nruns = k + 1;
+        pthread_mutex_lock(&c->mu);
+        if (k >= c->n) {
+            c->v = hs_xrealloc(c->v, (k + 1) * sizeof(*c->v));
+            memset(c->v + c->n, 0, (k + 1 - c->n) * sizeof(*c->v));
+            c->n = k + 1;
         }
-        if (!run_current(m->runs[k], s, lo, n)) {
-            run_free(m->runs[k]);
-            m->runs[k] = fresh;
+        if (!run_current(c->v[k], s, lo, n)) {
+            run_free(c->v[k]);
+            c->v[k] = fresh;
             fresh = NULL;
         }
     }
-    r = m->runs[k];
+    r = c->v[k];
     rc = hs_buf_append(out, r->z.data, r->z.len);
-    pthread_mutex_unlock(&m->runs_mu);
+    pthread_mutex_unlock(&c->mu);
     run_free(fresh);
     return rc;
 }

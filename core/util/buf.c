@@ -12,30 +12,54 @@ void hs_buf_init(struct hs_buf *b, size_t max)
 
 void hs_buf_free(struct hs_buf *b)
 {
-    free(b->data);
+    free(b->data ? b->data - b->skip : NULL);
     *b = (struct hs_buf){ .max = b->max };
+}
+
+/* What was consumed becomes room again: the contents move to the front of the allocation. */
+static void buf_unskip(struct hs_buf *b)
+{
+    if (!b->skip)
+        return;
+    memmove(b->data - b->skip, b->data, b->len + 1);
+    b->data -= b->skip;
+    b->cap += b->skip;
+    b->skip = 0;
 }
 
 void hs_buf_reset(struct hs_buf *b)
 {
-    b->len = 0;
-    if (b->data)
+    if (b->data) {
+        b->data -= b->skip;
+        b->cap += b->skip;
+        b->skip = 0;
         b->data[0] = '\0';
+    }
+    b->len = 0;
 }
 
 static int buf_reserve(struct hs_buf *b, size_t need)
 {
-    size_t cap = b->cap ? b->cap : 64;
+    size_t cap, total;
     char *p;
 
     if (need <= b->cap)
         return 0;
-    while (cap < need)
-        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-    if ((p = realloc(b->data, cap)) == NULL)
+    if (b->skip >= b->len) { /* moving the rest costs no more than what was consumed */
+        buf_unskip(b);
+        if (need <= b->cap)
+            return 0;
+    }
+    total = b->skip + b->cap;
+    cap = total ? total : 64;
+    if (need > SIZE_MAX - b->skip)
         return -ENOMEM;
-    b->data = p;
-    b->cap = cap;
+    while (cap < b->skip + need)
+        cap = cap > SIZE_MAX / 2 ? b->skip + need : cap * 2;
+    if ((p = realloc(b->data ? b->data - b->skip : NULL, cap)) == NULL)
+        return -ENOMEM;
+    b->data = p + b->skip;
+    b->cap = cap - b->skip;
     return 0;
 }
 
@@ -80,7 +104,10 @@ int hs_buf_appendf(struct hs_buf *b, const char *fmt, ...)
 
 char *hs_buf_steal(struct hs_buf *b)
 {
-    char *p = b->data ? b->data : hs_strdup("");
+    char *p;
+
+    buf_unskip(b); /* the caller frees what it gets */
+    p = b->data ? b->data : hs_strdup("");
     *b = (struct hs_buf){ .max = b->max };
     return p;
 }
@@ -98,9 +125,10 @@ void hs_buf_consume(struct hs_buf *b, size_t n)
         hs_buf_reset(b);
         return;
     }
-    memmove(b->data, b->data + n, b->len - n);
+    b->data += n; /* the NUL after the contents stays where it is */
     b->len -= n;
-    b->data[b->len] = '\0';
+    b->cap -= n;
+    b->skip += n;
 }
 
 void hs_buf_truncate(struct hs_buf *b, size_t len)

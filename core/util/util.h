@@ -37,6 +37,7 @@ void log_fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2), noret
 struct hs_buf {
     char *data;
     size_t len, cap, max;
+    size_t skip; /* bytes consumed before data: the allocation starts at data - skip */
 };
 void hs_buf_init(struct hs_buf *b, size_t max);
 void hs_buf_free(struct hs_buf *b);
@@ -49,7 +50,9 @@ int hs_buf_appendf(struct hs_buf *b, const char *fmt, ...) __attribute__((format
 int hs_buf_reserve(struct hs_buf *b, size_t n);
 /* Cuts the contents back to their first len bytes (len <= b->len): undoes appends. */
 void hs_buf_truncate(struct hs_buf *b, size_t len);
-/* Drops the first n bytes. */
+/* Drops the first n bytes. Amortised O(n): the rest moves to the front only when the
+ * buffer needs room and at least as much was dropped as is left (a stream sending a
+ * megabyte in 16 KiB frames would otherwise move it 64 times). */
 void hs_buf_consume(struct hs_buf *b, size_t n);
 /* When empty and holding more than keep bytes of capacity, gives the memory back: buffers of
  * long-lived connections must not keep the high-water mark of a burst. */

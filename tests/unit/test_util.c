@@ -308,6 +308,57 @@ Test(buf, truncate_undoes_appends)
     hs_buf_free(&b);
 }
 
+/* Consuming in frames does not move the rest each time; appends, resets, steals and frees
+ * after a consume see the right bytes and a block malloc gave (ASan checks the frees). */
+Test(buf, consume_is_cheap_and_keeps_contents)
+{
+    struct hs_buf b, model;
+    char chunk[97];
+    unsigned seed = 7;
+
+    hs_buf_init(&b, 1 << 20);
+    for (int i = 0; i < 10000; i++)
+        cr_assert_eq(hs_buf_appendf(&b, "%04d", i), 0);
+    char *before = b.data;
+    hs_buf_consume(&b, 16);
+    cr_assert_eq(b.data, before + 16, "the rest moved");
+    cr_assert(strncmp(b.data, "0004", 4) == 0);
+    cr_assert_eq(b.len, 40000 - 16);
+
+    hs_buf_init(&model, 1 << 20);
+    cr_assert_eq(hs_buf_append(&model, b.data, b.len), 0);
+    for (int i = 0; i < 20000; i++) {
+        seed = seed * 1103515245 + 12345;
+        size_t n = (seed >> 8) % sizeof(chunk);
+        if ((seed >> 4) & 1) {
+            memset(chunk, 'a' + (int)(i % 26), n);
+            cr_assert_eq(hs_buf_append(&b, chunk, n), 0);
+            cr_assert_eq(hs_buf_append(&model, chunk, n), 0);
+        } else {
+            hs_buf_consume(&b, n);
+            size_t m = n < model.len ? n : model.len; /* the model moves its bytes */
+            memmove(model.data, model.data + m, model.len - m);
+            model.len -= m;
+            model.data[model.len] = '\0';
+        }
+        cr_assert_eq(b.len, model.len);
+        cr_assert_eq(b.data[b.len], '\0');
+        cr_assert(memcmp(b.data, model.data, b.len) == 0, "step %d", i);
+    }
+    hs_buf_consume(&b, 1);
+    char *stolen = hs_buf_steal(&b);
+    cr_assert(strcmp(stolen, model.data + 1) == 0);
+    free(stolen);
+    cr_assert_eq(hs_buf_puts(&b, "xyz"), 0);
+    hs_buf_consume(&b, 1);
+    hs_buf_reset(&b);
+    cr_assert_eq(hs_buf_puts(&b, "again"), 0);
+    cr_assert_str_eq(b.data, "again");
+    hs_buf_consume(&b, 2);
+    hs_buf_free(&b);
+    hs_buf_free(&model);
+}
+
 /* ---- hs_write_file_atomic ---- */
 
 static char *tmp_dir(void)
