@@ -65,6 +65,7 @@ struct hs_config {
     bool derp_server_verify_clients;
     char *derp_server_mesh_key_path; /* our key: DERP mesh between replicas */
     struct hs_strv derp_server_mesh_with;
+    char *derp_server_mesh_url; /* how other replicas dial our relay ("": found, see README) */
     struct hs_strv derp_urls, derp_paths;
     bool derp_auto_update;
     int64_t derp_update_frequency_us;

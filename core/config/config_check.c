@@ -293,6 +293,17 @@ static void check_mesh(struct load_ctx *c)
         if (config_mesh_peer_split(cfg->derp_server_mesh_with.v[i], &m, &why) < 0)
             problem(c, CONFIG_ERROR, "derp.server.mesh_with", "entry \"%s\" %s",
                     cfg->derp_server_mesh_with.v[i], why);
+    if (!*cfg->derp_server_mesh_url)
+        return;
+    if (config_mesh_peer_split(cfg->derp_server_mesh_url, &m, &why) < 0)
+        problem(c, CONFIG_ERROR, "derp.server.mesh_url", "\"%s\" %s",
+                cfg->derp_server_mesh_url, why);
+    else if (!*cfg->derp_server_mesh_key_path)
+        problem(c, CONFIG_WARNING, "derp.server.mesh_url",
+                "has no effect without derp.server.mesh_key_path (no mesh)");
+    else if (cfg->db_type != DB_POSTGRES)
+        problem(c, CONFIG_WARNING, "derp.server.mesh_url",
+                "has no effect on SQLite (replicas share a PostgreSQL database)");
 }
 
 static void check_derp(struct load_ctx *c)
@@ -300,9 +311,12 @@ static void check_derp(struct load_ctx *c)
     const struct hs_config *cfg = c->cfg;
 
     if (!cfg->derp_server_enabled) {
-        if (cfg->derp_server_mesh_with.n || *cfg->derp_server_mesh_key_path)
-            problem(c, CONFIG_WARNING, cfg->derp_server_mesh_with.n ? "derp.server.mesh_with"
-                                                                     : "derp.server.mesh_key_path",
+        if (cfg->derp_server_mesh_with.n || *cfg->derp_server_mesh_key_path ||
+            *cfg->derp_server_mesh_url)
+            problem(c, CONFIG_WARNING,
+                    cfg->derp_server_mesh_with.n     ? "derp.server.mesh_with"
+                    : *cfg->derp_server_mesh_key_path ? "derp.server.mesh_key_path"
+                                                      : "derp.server.mesh_url",
                     "has no effect while derp.server.enabled is false");
         return;
     }

@@ -79,6 +79,7 @@ const struct key_def config__keys[] = {
      * --mesh-with). */
     KEY("derp.server.mesh_key_path", K_PATH, derp_server_mesh_key_path, ""),
     KEY("derp.server.mesh_with", K_STRV, derp_server_mesh_with, NULL),
+    KEY("derp.server.mesh_url", K_STR, derp_server_mesh_url, ""),
     NOFIELD("derp.server.stun.enabled", .flags = KF_NEVER, .idle = "true",
             .inert = "STUN runs whenever the embedded DERP does (headscale ignores the key too)"),
     KEY("derp.urls", K_STRV, derp_urls, NULL),

@@ -145,6 +145,13 @@ int derp_server_admit(struct derp_server *d, const struct sockaddr_storage *sa,
  * derp_server_admit, given back when the client goes. */
 void derp_server_adopt(struct derp_server *d, struct net_conn *nc, struct net_addr *place);
 
+/* Whether the relay can mesh (derp.server.mesh_key_path is set). */
+bool derp_server_meshes(const struct derp_server *d);
+/* The other replicas' relays, found in the database (replica.h): links are made to the URLs
+ * new in the list and dropped for those no longer in it; mesh_with's peers stay as they are.
+ * Any thread; copies urls. Without a mesh key it does nothing. */
+void derp_server_mesh_peers(struct derp_server *d, const struct hs_strv *urls);
+
 struct derp_stats {
     uint64_t clients, packets_relayed, bytes_relayed, packets_dropped, bad_frames;
     /* the mesh: our links to the other servers that are up (watching their clients), the

@@ -758,6 +758,7 @@ static void *loop_main(void *arg)
     struct epoll_event evs[LOOP_EVENTS];
     int64_t next_tick = hs_monotonic_us() + 1000000;
 
+    derp__mesh_sync(d); /* what the replicas found before we ran */
     derp__mesh_tick(d); /* dial the peers now, not a second from now */
 
     while (__atomic_load_n(&d->running, __ATOMIC_ACQUIRE)) {
@@ -767,6 +768,7 @@ static void *loop_main(void *arg)
             if (evs[i].data.ptr == d) {
                 adopt_pending(d);
                 run_rechecks(d);
+                derp__mesh_sync(d);
             } else if (evs[i].data.ptr == &d->stun_fd)
                 stun_read(d);
             else if (derp__mesh_owns(d, evs[i].data.ptr))
@@ -853,6 +855,26 @@ void derp_server_adopt(struct derp_server *d, struct net_conn *nc, struct net_ad
     pthread_mutex_lock(&d->mu);
     p->next = d->inbox;
     d->inbox = p;
+    pthread_mutex_unlock(&d->mu);
+    if (write(d->evfd, &one, sizeof(one)) < 0)
+        log_warn("derp: eventfd");
+}
+
+bool derp_server_meshes(const struct derp_server *d)
+{
+    return d->has_mesh_key;
+}
+
+void derp_server_mesh_peers(struct derp_server *d, const struct hs_strv *urls)
+{
+    uint64_t one = 1;
+
+    if (!d->has_mesh_key)
+        return;
+    pthread_mutex_lock(&d->mu);
+    hs_strv_free(&d->found_next);
+    hs_strv_copy(&d->found_next, urls);
+    d->found_new = true;
     pthread_mutex_unlock(&d->mu);
     if (write(d->evfd, &one, sizeof(one)) < 0)
         log_warn("derp: eventfd");

@@ -76,11 +76,13 @@ enum mesh_state {
     MESH_HANDSHAKE,  /* ClientInfo + WatchConns sent, waiting for ServerInfo */
     MESH_WATCHING,   /* receiving PeerPresent / PeerGone; packets may be forwarded */
     MESH_SELF,       /* the entry is this server: never dialled again */
+    MESH_OFF,        /* a free slot (a found peer whose replica is gone) */
 };
 
 /* Our connection to one other server of the region. */
 struct mesh_peer {
-    const char *entry; /* the config's text, for logs */
+    const char *entry; /* the config's text or the found URL (owned when found), for logs */
+    bool found;        /* from the replicas table, not from mesh_with */
     struct config_mesh_peer addr;
     uint8_t index;
     enum mesh_state st;
@@ -164,7 +166,11 @@ struct derp_server {
     bool has_mesh_key;
     struct dclient *watchers[DERP_MESH_MAX_WATCHERS];
     size_t nwatchers;
-    struct mesh_peer *mesh; /* derp.server.mesh_with, in order */
+    struct mesh_peer *mesh; /* derp.server.mesh_with in order, then peers the replicas found;
+                             * mesh_cap slots, nmesh of them used (MESH_OFF ones free) */
+    size_t mesh_cap;
+    struct hs_strv found_next; /* the replicas' latest list, under mu */
+    bool found_new;            /* under mu */
     SSL_CTX *mesh_tls;      /* verifies https:// peers (system CAs, SSL_CERT_FILE) */
     size_t nmesh;
     struct mesh_routes routes;
@@ -180,6 +186,9 @@ int derp__mesh_init(struct derp_server *d);
 void derp__mesh_fini(struct derp_server *d);
 /* Dials the peers whose retry time came; fails the ones stuck or silent. Once a second. */
 void derp__mesh_tick(struct derp_server *d);
+/* Applies the replicas' latest list of relays (derp_server_mesh_peers): links to new ones,
+ * drops those gone. On the relay thread, woken by the eventfd. */
+void derp__mesh_sync(struct derp_server *d);
 bool derp__mesh_owns(const struct derp_server *d, const void *ptr); /* an epoll tag of a peer */
 void derp__mesh_event(struct mesh_peer *p, uint32_t events);
 void derp__mesh_flush(struct derp_server *d);

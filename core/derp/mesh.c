@@ -82,11 +82,27 @@ static SSL_CTX *tls_client_ctx(void)
     return ctx;
 }
 
+/* Sets up slot i for entry (a mesh_with entry, or a URL the replicas found, then owned). */
+static int peer_init(struct derp_server *d, struct mesh_peer *p, const char *entry, size_t i)
+{
+    const char *why;
+
+    *p = (struct mesh_peer){ .entry = entry, .index = (uint8_t)i, .fd = -1, .srv = d,
+                             .backoff = DERP_MESH_RETRY_MIN_US };
+    hs_buf_init(&p->tx, DERP_TX_HARD_LIMIT);
+    if (config_mesh_peer_split(p->entry, &p->addr, &why) < 0) {
+        log_errorx("derp: mesh peer \"%s\" %s", p->entry, why);
+        return -EINVAL;
+    }
+    if (p->addr.tls && !d->mesh_tls && !(d->mesh_tls = tls_client_ctx()))
+        return -ENOMEM;
+    return 0;
+}
+
 int derp__mesh_init(struct derp_server *d)
 {
     const struct hs_config *cfg = d->cfg;
     const struct hs_strv *with = &cfg->derp_server_mesh_with;
-    const char *why;
     int rc;
 
     if (cfg->derp_server_mesh_key_path && *cfg->derp_server_mesh_key_path &&
@@ -100,21 +116,13 @@ int derp__mesh_init(struct derp_server *d)
         log_errorx("derp: derp.server.mesh_with needs derp.server.mesh_key_path");
         return -EINVAL;
     }
-    d->mesh = with->n ? hs_xcalloc(with->n, sizeof(*d->mesh)) : NULL;
+    /* Every slot at once: epoll holds pointers to them, and replicas may add peers later. */
+    d->mesh_cap = d->has_mesh_key ? DERP_MESH_MAX_PEERS : 0;
+    d->mesh = d->mesh_cap ? hs_xcalloc(d->mesh_cap, sizeof(*d->mesh)) : NULL;
     for (size_t i = 0; i < with->n; i++) {
-        struct mesh_peer *p = &d->mesh[d->nmesh++]; /* counted as set up: fini frees it */
-        p->entry = with->v[i];
-        p->index = (uint8_t)i;
-        p->fd = -1;
-        p->srv = d;
-        p->backoff = DERP_MESH_RETRY_MIN_US;
-        hs_buf_init(&p->tx, DERP_TX_HARD_LIMIT);
-        if (config_mesh_peer_split(p->entry, &p->addr, &why) < 0) {
-            log_errorx("derp: derp.server.mesh_with entry \"%s\" %s", p->entry, why);
-            return -EINVAL;
-        }
-        if (p->addr.tls && !d->mesh_tls && !(d->mesh_tls = tls_client_ctx()))
-            return -ENOMEM;
+        d->nmesh++; /* counted as set up: fini frees it */
+        if ((rc = peer_init(d, &d->mesh[i], with->v[i], i)) < 0)
+            return rc;
     }
     if (d->nmesh)
         log_info("derp: mesh with %zu peer(s)", d->nmesh);
@@ -128,8 +136,12 @@ void derp__mesh_fini(struct derp_server *d)
     for (size_t i = 0; i < d->nmesh; i++) {
         peer_disconnect(&d->mesh[i]);
         hs_buf_free(&d->mesh[i].tx);
+        if (d->mesh[i].found)
+            free((char *)d->mesh[i].entry);
     }
     free(d->mesh);
+    d->mesh_cap = 0;
+    hs_strv_free(&d->found_next);
     d->mesh = NULL;
     d->nmesh = 0;
     derp__routes_free(&d->routes);
@@ -141,7 +153,7 @@ void derp__mesh_fini(struct derp_server *d)
 bool derp__mesh_owns(const struct derp_server *d, const void *ptr)
 {
     uintptr_t a = (uintptr_t)ptr, lo = (uintptr_t)d->mesh;
-    return d->nmesh && a >= lo && a < lo + d->nmesh * sizeof(*d->mesh);
+    return d->mesh_cap && a >= lo && a < lo + d->mesh_cap * sizeof(*d->mesh);
 }
 
 /* ---- connection lifecycle ---- */
@@ -255,16 +267,86 @@ void derp__mesh_tick(struct derp_server *d)
 
     for (size_t i = 0; i < d->nmesh; i++) {
         struct mesh_peer *p = &d->mesh[i];
+        if (p->st == MESH_OFF || p->st == MESH_SELF)
+            continue;
         if (p->st == MESH_IDLE && now >= p->next_try)
             peer_connect(p);
-        else if (p->st != MESH_IDLE && p->st != MESH_SELF && p->st != MESH_WATCHING &&
-                 now > p->deadline)
+        else if (p->st != MESH_IDLE && p->st != MESH_WATCHING && now > p->deadline)
             peer_fail(p, "no DERP handshake in time");
         else if (p->st == MESH_WATCHING && now - p->last_rx > DERP_MESH_SILENCE_US)
             peer_fail(p, "silent (no keep-alive)");
         else if (p->stalled_since && now - p->stalled_since > MESH_WRITE_STALL_US)
             peer_fail(p, "not reading");
     }
+}
+
+/* ---- peers found by the replicas (derp_server_mesh_peers) ---- */
+
+static bool is_listed(const struct derp_server *d, const char *url, bool found)
+{
+    for (size_t i = 0; i < d->nmesh; i++)
+        if (d->mesh[i].st != MESH_OFF && d->mesh[i].found == found &&
+            strcmp(d->mesh[i].entry, url) == 0)
+            return true;
+    return false;
+}
+
+/* A found peer whose replica is gone: its link closes, its slot is free again. */
+static void drop_found(struct mesh_peer *p)
+{
+    log_info("derp: mesh peer %s: no longer a replica on the database; closing", p->entry);
+    peer_disconnect(p);
+    hs_buf_free(&p->tx);
+    free((char *)p->entry);
+    p->entry = NULL;
+    p->found = false;
+    p->st = MESH_OFF;
+}
+
+static void add_found(struct derp_server *d, const char *url)
+{
+    size_t i = 0;
+
+    while (i < d->nmesh && d->mesh[i].st != MESH_OFF)
+        i++;
+    if (i == d->mesh_cap) {
+        log_warnx("derp: mesh peer %s left out: at most %d peers", url, DERP_MESH_MAX_PEERS);
+        return;
+    }
+    if (peer_init(d, &d->mesh[i], hs_strdup(url), i) < 0) {
+        free((char *)d->mesh[i].entry);
+        d->mesh[i] = (struct mesh_peer){ .st = MESH_OFF, .fd = -1, .srv = d };
+        return;
+    }
+    d->mesh[i].found = true;
+    d->mesh[i].st = MESH_IDLE;
+    if (i == d->nmesh)
+        d->nmesh++;
+    log_info("derp: mesh peer %s: a replica on the database", url);
+}
+
+void derp__mesh_sync(struct derp_server *d)
+{
+    struct hs_strv urls;
+
+    pthread_mutex_lock(&d->mu);
+    if (!d->found_new) {
+        pthread_mutex_unlock(&d->mu);
+        return;
+    }
+    urls = d->found_next;
+    d->found_next = (struct hs_strv){ 0 };
+    d->found_new = false;
+    pthread_mutex_unlock(&d->mu);
+    for (size_t i = 0; i < d->nmesh; i++)
+        if (d->mesh[i].found && d->mesh[i].st != MESH_OFF &&
+            !hs_strv_contains(&urls, d->mesh[i].entry))
+            drop_found(&d->mesh[i]);
+    /* A URL mesh_with names already keeps its one link. */
+    for (size_t i = 0; i < urls.n; i++)
+        if (!is_listed(d, urls.v[i], false) && !is_listed(d, urls.v[i], true))
+            add_found(d, urls.v[i]);
+    hs_strv_free(&urls);
 }
 
 /* ---- bytes, in TLS or not ---- */

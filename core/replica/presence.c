@@ -66,13 +66,35 @@ static bool write_rows(struct replica *r, const uint64_t *ids, size_t n)
     return rc == 0;
 }
 
+/* Hands the other replicas' relays to the DERP mesh when the list changed. A failed read
+ * keeps the mesh as it is: a replica behind a database outage is not dropped for it. */
+static void find_relays(struct replica *r)
+{
+    struct hs_strv urls;
+    int rc;
+
+    if (!r->mesh.peers)
+        return;
+    if ((rc = store_replica_derp_urls(r->st, &urls)) < 0) {
+        log_warnx("replica: cannot read the other replicas' DERP relays: %s", hs_strerror(rc));
+        return;
+    }
+    if (!r->mesh_handed || !hs_strv_equal(&urls, &r->mesh_seen)) {
+        r->mesh.peers(r->mesh.arg, &urls);
+        atomic_store(&r->mesh_count, urls.n);
+        r->mesh_handed = true;
+    }
+    hs_strv_free(&r->mesh_seen);
+    r->mesh_seen = urls;
+}
+
 /* Our lease again. If it had run out, the elected replica deleted our rows: all are written
  * again. The elected replica (maybe us) deletes the rows of replicas whose lease ran out. */
 static void renew(struct replica *r)
 {
     bool made = false;
     size_t gone = 0;
-    int rc = store_replica_renew(r->st, r->name, LEASE_US, &made);
+    int rc = store_replica_renew(r->st, r->name, r->mesh.url, LEASE_US, &made);
 
     if (rc < 0) {
         log_warnx("replica: cannot renew this replica's lease: %s", hs_strerror(rc));
@@ -88,6 +110,7 @@ static void renew(struct replica *r)
     if (atomic_load(&r->leader) && store_replicas_expire(r->st, &gone) == 0 &&
         gone)
         log_info("replica: %zu nodes of replicas whose lease ran out are offline", gone);
+    find_relays(r);
 }
 
 static void *writer(void *arg)
@@ -143,8 +166,9 @@ int replica__presence_start(struct replica *r)
     pthread_mutex_init(&r->mu, NULL);
     hs_cond_init_monotonic(&r->cv);
     /* Before any stream opens: presence rows refer to this row. */
-    if ((rc = store_replica_renew(r->st, r->name, LEASE_US, &made)) < 0)
+    if ((rc = store_replica_renew(r->st, r->name, r->mesh.url, LEASE_US, &made)) < 0)
         return rc;
+    find_relays(r);
     state_listen(r->state, on_state, r);
     if ((rc = pthread_create(&r->writer, NULL, writer, r)) != 0)
         return -rc;

@@ -9,7 +9,7 @@ static const int64_t lag_bounds[] = { 1000,   2500,   5000,    10000,   25000,  
                                       250000, 500000, 1000000, 2500000, 5000000, 10000000 };
 
 int replica_start(struct store *st, struct notify_bus *bus, struct state *state, uint64_t seq,
-                  struct replica **out)
+                  const struct replica_mesh *mesh, struct replica **out)
 {
     struct replica *r;
     int rc;
@@ -24,6 +24,11 @@ int replica_start(struct store *st, struct notify_bus *bus, struct state *state,
     r->origin = store_origin(st);
     r->last = seq;
     r->stop_pipe[0] = r->stop_pipe[1] = -1;
+    if (mesh) {
+        r->mesh = *mesh;
+        r->mesh.url = mesh->url ? hs_strdup(mesh->url) : NULL;
+    }
+    atomic_init(&r->mesh_count, 0);
     atomic_init(&r->leader, false);
     atomic_init(&r->listening, false);
     metrics_hist_init(&r->lag, lag_bounds, HS_ARRAY_LEN(lag_bounds));
@@ -53,6 +58,8 @@ void replica_free(struct replica *r)
     pthread_cond_destroy(&r->cv);
     hs_ids_free(&r->pending);
     hs_ids_free(&r->held);
+    hs_strv_free(&r->mesh_seen);
+    free((char *)r->mesh.url);
     free(r);
 }
 
@@ -68,5 +75,6 @@ void replica_status(struct replica *r, struct replica_status *out)
         .listening = atomic_load(&r->listening),
         .leader = atomic_load(&r->leader),
         .applied = __atomic_load_n(&r->last, __ATOMIC_RELAXED),
+        .mesh_peers = atomic_load(&r->mesh_count),
     };
 }

@@ -10,7 +10,12 @@
  * so every replica knows which nodes are online. One replica, elected by a PostgreSQL advisory
  * lock on its feed's connection (taken over when that connection ends), deletes the rows of
  * replicas whose lease ran out; the state learns of the election (state_set_elected) and has
- * it choose the primary routers of HA routes for all replicas. SQLite has no replicas:
+ * it choose the primary routers of HA routes for all replicas.
+ *
+ * DERP mesh: each replica writes the URL of its embedded relay beside its lease; at start and
+ * at each renewal it reads the other live replicas' URLs and hands them to the relay, which
+ * meshes with them. A replica that dies drops out of the list with its lease. SQLite has no
+ * replicas:
  * replica_start does nothing there.
  *
  * Thread-safety: start and stop from one thread; the follower runs on its own thread and
@@ -27,12 +32,21 @@
 
 struct replica;
 
+/* The DERP mesh as replicas find it in the database (replica_start's mesh may be NULL: none). */
+struct replica_mesh {
+    const char *url; /* our relay, as the other replicas dial it; NULL: we offer none */
+    /* The other live replicas' relay URLs, sorted, whenever that list changes (and once at
+     * start); called on the presence thread. NULL: we look for none. */
+    void (*peers)(void *arg, const struct hs_strv *urls);
+    void *arg;
+};
+
 /* Follows the changes committed after number seq (store_change_seq, read before the state
  * loaded), takes this replica's lease and keeps its presence rows for state's nodes. *out is
  * NULL on SQLite. The follower connects on its own thread: a database that is down now only
  * delays it. */
 int replica_start(struct store *st, struct notify_bus *bus, struct state *state, uint64_t seq,
-                  struct replica **out);
+                  const struct replica_mesh *mesh, struct replica **out);
 /* Stops both threads and deletes our presence rows and lease (our nodes go offline
  * everywhere at once). The state may still call in afterwards: free only after state_free. */
 void replica_stop(struct replica *r);
@@ -45,6 +59,7 @@ struct replica_status {
     const char *name;
     bool listening, leader;
     uint64_t applied;
+    size_t mesh_peers; /* relays of other replicas found in the database */
 };
 void replica_status(struct replica *r, struct replica_status *out);
 /* How long other replicas' changes took from the writer's clock before its COMMIT to being

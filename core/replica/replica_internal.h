@@ -34,6 +34,10 @@ struct replica {
     pthread_t writer;
     struct hs_ids held; /* the nodes we have presence rows for, ascending (writer only) */
     char name[128];     /* host:pid, in the replicas table */
+    struct replica_mesh mesh; /* url owned */
+    struct hs_strv mesh_seen; /* the list last handed to mesh.peers (writer only) */
+    bool mesh_handed;         /* mesh.peers was called once (writer only) */
+    atomic_size_t mesh_count;
 };
 
 int replica__follow_start(struct replica *r);

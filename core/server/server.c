@@ -1016,6 +1016,61 @@ static int claim_database(struct server *srv)
     return rc;
 }
 
+static void on_mesh_peers(void *arg, const struct hs_strv *urls)
+{
+    derp_server_mesh_peers(arg, urls);
+}
+
+/* Where the other replicas dial our relay for the mesh: derp.server.mesh_url, or else our
+ * listener's port at the address PostgreSQL sees us connect from (loopback over a unix
+ * socket), which the replicas sharing that database can usually reach. NULL: none offered
+ * (no mesh key, SQLite, or TLS on the listener without mesh_url, since a certificate is
+ * rarely valid for a bare address). */
+static char *mesh_url(struct server *srv)
+{
+    const struct hs_config *cfg = srv->cfg;
+    char host[256], port[16], addr[64] = "";
+
+    if (!srv->derp || !derp_server_meshes(srv->derp) || !store_shared(srv->st))
+        return NULL;
+    if (*cfg->derp_server_mesh_url)
+        return hs_strdup(cfg->derp_server_mesh_url);
+    if (*cfg->tls_cert_path || *cfg->tls_letsencrypt_hostname) {
+        log_warnx("server: this replica serves TLS itself: set derp.server.mesh_url to a URL "
+                  "its certificate is valid for, so that the other replicas can mesh with its "
+                  "DERP relay (none offered now)");
+        return NULL;
+    }
+    if (hs_split_host_port(cfg->listen_addr, host, sizeof(host), port, sizeof(port)) < 0)
+        return NULL;
+    if (!host[0] || hs_streq(host, "0.0.0.0") || hs_streq(host, "::")) {
+        if (store_client_addr(srv->st, addr, sizeof(addr)) < 0 || !addr[0])
+            snprintf(addr, sizeof(addr), "127.0.0.1");
+        snprintf(host, sizeof(host), "%s", addr);
+    }
+    if (strchr(host, ':'))
+        return hs_aprintf("http://[%s]:%s/derp", host, port);
+    return hs_aprintf("http://%s:%s/derp", host, port);
+}
+
+/* Replicas on PostgreSQL: the feed, presence, and the DERP mesh with the others found in the
+ * database. */
+static int start_replica(struct server *srv)
+{
+    struct replica_mesh mesh = { .url = mesh_url(srv) };
+    int rc;
+
+    if (srv->derp && derp_server_meshes(srv->derp) && store_shared(srv->st)) {
+        mesh.peers = on_mesh_peers;
+        mesh.arg = srv->derp;
+    }
+    if (mesh.url)
+        log_info("server: this replica's DERP relay is offered to the others at %s", mesh.url);
+    rc = replica_start(srv->st, srv->bus, srv->state, srv->loaded_seq, &mesh, &srv->replica);
+    free((char *)mesh.url);
+    return rc;
+}
+
 int server_run(const struct hs_config *cfg)
 {
     struct server srv;
@@ -1030,7 +1085,7 @@ int server_run(const struct hs_config *cfg)
     tune_malloc();
 
     if (server_build(&srv, cfg) < 0 || claim_database(&srv) < 0 ||
-        replica_start(srv.st, srv.bus, srv.state, srv.loaded_seq, &srv.replica) < 0 ||
+        start_replica(&srv) < 0 ||
         control_service_start(srv.svc) < 0 ||
         (srv.derp && derp_server_start(srv.derp) < 0) ||
         derpmap_start(srv.derpmap) < 0 ||

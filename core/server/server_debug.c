@@ -75,8 +75,9 @@ static json_t *replica_json(struct replica *r)
     if (!r)
         return json_null(); /* SQLite: one server, no feed */
     replica_status(r, &rs);
-    return json_pack("{ss sb sb sI}", "id", rs.name, "listening", rs.listening, "leader",
-                     rs.leader, "applied_change", (json_int_t)rs.applied);
+    return json_pack("{ss sb sb sI sI}", "id", rs.name, "listening", rs.listening, "leader",
+                     rs.leader, "applied_change", (json_int_t)rs.applied, "derp_mesh_found",
+                     (json_int_t)rs.mesh_peers);
 }
 
 static json_t *overview(const struct server_debug_deps *d)

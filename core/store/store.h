@@ -93,9 +93,18 @@ int store_feed_try_lead(struct store_feed *f, bool *got);
 /* Leases and presence times are the database's clock (PostgreSQL's now()), never a
  * replica's: one replica's clock set wrong must neither end another's lease early nor keep a
  * dead one's nodes online longer. */
-/* Our row, with its lease extended to lease_us from now; *made when it had to be made (the
- * first call, or after it expired and was deleted). */
-int store_replica_renew(struct store *st, const char *name, int64_t lease_us, bool *made);
+/* Our row, with its lease extended to lease_us from now and the URL of our DERP relay for the
+ * others' mesh (NULL: none); *made when it had to be made (the first call, or after it expired
+ * and was deleted). */
+int store_replica_renew(struct store *st, const char *name, const char *derp_url,
+                        int64_t lease_us, bool *made);
+/* The DERP relay URLs of the other replicas whose lease runs, ascending, distinct, at most
+ * STORE_REPLICA_DERP_MAX (caller frees urls). */
+#define STORE_REPLICA_DERP_MAX 64
+int store_replica_derp_urls(struct store *st, struct hs_strv *urls);
+/* The address the database sees this process connect from (empty over a unix socket, and on
+ * SQLite): other hosts on the database's network can usually reach us there. */
+int store_client_addr(struct store *st, char *out, size_t size);
 /* In one transaction: our rows for the nodes in on made (a node deleted meanwhile gets none),
  * those for the nodes in off deleted; only the rows that changed are announced. */
 int store_presence_write(struct store *st, const uint64_t *on, size_t non, const uint64_t *off,

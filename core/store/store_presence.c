@@ -1,6 +1,7 @@
 /* store: presence of map streams across replicas (PostgreSQL; on SQLite every function
  * succeeds doing nothing: one process knows its own streams). Origins are stored as int64. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "store/store_internal.h"
 
@@ -12,7 +13,8 @@ static void p_origin(struct store_params *p, const struct store *st)
     store__p_i64(p, (int64_t)st->origin);
 }
 
-int store_replica_renew(struct store *st, const char *name, int64_t lease_us, bool *made)
+int store_replica_renew(struct store *st, const char *name, const char *derp_url,
+                        int64_t lease_us, bool *made)
 {
     struct store_params p;
     struct store_result r;
@@ -25,17 +27,63 @@ int store_replica_renew(struct store *st, const char *name, int64_t lease_us, bo
     p_origin(&p, st);
     store__p_str(&p, name);
     store__p_i64(&p, lease_us);
+    store__p_str(&p, derp_url);
     /* xmax is 0 on a row this statement inserted (PostgreSQL): the lease was new or gone. */
     rc = store__query(st,
-                      "INSERT INTO replicas (origin, name, started_at, lease_until)"
-                      " VALUES ($1, $2, " DB_NOW_US ", " DB_NOW_US " + $3)"
-                      " ON CONFLICT (origin) DO UPDATE SET lease_until = excluded.lease_until"
+                      "INSERT INTO replicas (origin, name, started_at, lease_until, derp_url)"
+                      " VALUES ($1, $2, " DB_NOW_US ", " DB_NOW_US " + $3, $4)"
+                      " ON CONFLICT (origin) DO UPDATE SET lease_until = excluded.lease_until,"
+                      " derp_url = excluded.derp_url"
                       " RETURNING xmax = 0",
                       &p, &r);
     store__params_free(&p);
     if (rc < 0)
         return rc;
     *made = store__cell_bool(&r, 0, 0);
+    store__result_free(&r);
+    return 0;
+}
+
+int store_replica_derp_urls(struct store *st, struct hs_strv *urls)
+{
+    struct store_params p;
+    struct store_result r;
+    int rc;
+
+    *urls = (struct hs_strv){ 0 };
+    if (!store_shared(st))
+        return 0;
+    store__params_init(&p);
+    p_origin(&p, st);
+    store__p_i64(&p, STORE_REPLICA_DERP_MAX);
+    rc = store__query(st,
+                      "SELECT DISTINCT derp_url FROM replicas WHERE origin <> $1"
+                      " AND derp_url IS NOT NULL AND lease_until >= " DB_NOW_US
+                      " ORDER BY derp_url LIMIT $2",
+                      &p, &r);
+    store__params_free(&p);
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; i < r.nrows; i++)
+        hs_strv_push(urls, store__cell(&r, i, 0));
+    store__result_free(&r);
+    return 0;
+}
+
+int store_client_addr(struct store *st, char *out, size_t size)
+{
+    struct store_result r;
+    const char *addr;
+    int rc;
+
+    *out = '\0';
+    if (!store_shared(st))
+        return 0;
+    if ((rc = store__query(st, "SELECT host(inet_client_addr())", NULL, &r)) < 0)
+        return rc;
+    addr = r.nrows ? store__cell(&r, 0, 0) : NULL;
+    if (addr && strlen(addr) < size)
+        memcpy(out, addr, strlen(addr) + 1);
     store__result_free(&r);
     return 0;
 }

@@ -10,6 +10,7 @@ SQLite serves one process: a second `serve` on the same file is refused."""
 import contextlib
 import copy
 import os
+import re
 import signal
 import threading
 import time
@@ -276,9 +277,10 @@ DERP_MAP = """regions:
 """
 
 
-def meshed(server, port, stun_port, derp_map, mesh_key, peers):
+def meshed(server, port, stun_port, derp_map, mesh_key, mesh_url=""):
     """Config of a replica behind nginx: listens on port, its embedded DERP meshed with the
-    peers, the DERP map naming nginx as the region's only node."""
+    other replicas it finds in the database (offered at mesh_url, or where the server works
+    out), the DERP map naming nginx as the region's only node."""
     cfg = server.config
     server.port = port
     cfg["listen_addr"] = f"0.0.0.0:{port}"
@@ -288,7 +290,7 @@ def meshed(server, port, stun_port, derp_map, mesh_key, peers):
                               "stun_listen_addr": f"0.0.0.0:{stun_port}",
                               "automatically_add_embedded_derp_region": False,
                               "verify_clients": True, "mesh_key_path": mesh_key,
-                              "mesh_with": peers}}
+                              "mesh_url": mesh_url}}
     server.write_config()
 
 
@@ -314,8 +316,10 @@ def gauge(server, name):
 def test_behind_nginx_clients_relay_over_the_mesh_and_survive_a_replica(tmp_path, db):
     """Two replicas behind nginx (the clients know one URL, and nginx is their DERP region
     too); every client relays (TS_DEBUG_ALWAYS_USE_DERP), so two clients on different
-    replicas reach each other only over the DERP mesh. Then one replica is killed: its
-    clients come back through nginx to the other with a current map and relay again."""
+    replicas reach each other only over the DERP mesh, which the replicas set up from the
+    database alone (no mesh_with: A offers the address it works out, B its mesh_url). Then
+    one replica is killed: its clients come back through nginx to the other with a current
+    map and relay again, and the survivor drops the dead relay once its lease runs out."""
     need_postgres(db)
     d = str(tmp_path)
     derp_map = os.path.join(d, "derp-nginx.yaml")
@@ -327,9 +331,10 @@ def test_behind_nginx_clients_relay_over_the_mesh_and_survive_a_replica(tmp_path
         f.write(MESH_KEY + "\n")
     os.chmod(mesh_key, 0o600)
     peers = [f"{tailnet.SERVER_IP}:8081", f"{tailnet.SERVER_IP}:8082"]
+    b_url = f"http://{tailnet.SERVER_IP}:8082/derp"
 
     def setup(a):
-        meshed(a, 8081, 3481, derp_map, mesh_key, peers)
+        meshed(a, 8081, 3481, derp_map, mesh_key)
 
     with tailnet.World(tmp_path, db, tailnet.versions()[0], server_setup=setup,
                        node_env={"TS_DEBUG_ALWAYS_USE_DERP": "true"}) as w:
@@ -338,8 +343,14 @@ def test_behind_nginx_clients_relay_over_the_mesh_and_survive_a_replica(tmp_path
         b.config["database"] = copy.deepcopy(a.config["database"])
         b.config["noise"] = dict(a.config["noise"])
         b.url = b.config["server_url"] = a.url  # nginx: what clients dial
-        meshed(b, 8082, 3482, derp_map, mesh_key, peers)
+        meshed(b, 8082, 3482, derp_map, mesh_key, b_url)
         b.start()
+        offered = re.search(r"DERP relay is offered to the others at (\S+)", a.log_text())
+        assert offered and offered.group(1).endswith(":8081/derp"), a.log_text()[-2000:]
+        tailnet.poll(lambda: f"mesh peer {offered.group(1)}: a replica on the database"
+                     in b.log_text(), 30, "B to find A's relay in the database")
+        tailnet.poll(lambda: f"mesh peer {b_url}: a replica on the database" in a.log_text(),
+                     30, "A to find B's relay at its mesh_url at a lease renewal")
         servers = "".join(f"server {p} max_fails=1 fail_timeout=2s; " for p in peers)
         nginx = start_nginx(w, "nginx", "upstream headscale { " + servers + "}" +
                             FRONT.format(port=tailnet.HS_PORT, upstream="headscale"))
@@ -368,6 +379,9 @@ def test_behind_nginx_clients_relay_over_the_mesh_and_survive_a_replica(tmp_path
                             what=f"{n.name} to get a current map after B died")
             for n in nodes[1:]:
                 pong_via_derp(n, nodes[0], timeout=90)
+            # B's lease (30 s) runs out: the elected A deletes it and drops its relay
+            tailnet.poll(lambda: f"mesh peer {b_url}: no longer a replica on the database"
+                         in a.log_text(), 60, "A to drop the dead replica's relay")
         finally:
             nginx.stop()
             b.stop(check=False)

@@ -132,6 +132,33 @@ static void expect_error(const char *text, const char *key, int line, const char
 
 /* ---- defaults ---- */
 
+/* derp.server.mesh_url must be a URL the other replicas can dial, and says so when it cannot
+ * take effect (no mesh key, SQLite, relay off). */
+#define MESH_BASE "derp:\n  server:\n    enabled: true\n    stun_listen_addr: 0.0.0.0:3478\n"
+CFG_TEST(mesh_url_checked_and_warned_when_inert)
+{
+    expect_error(MESH_BASE "    mesh_key_path: /k\n    mesh_url: ftp://x/derp\n",
+                 "derp.server.mesh_url", 0, "ftp://x/derp");
+    cr_assert_eq(load(MESH_BASE "    mesh_key_path: /k\n    mesh_url: http://10.0.0.1:8080/derp\n"
+                      "database:\n  type: postgres\n  postgres: {host: db, name: hs, user: hs}\n"),
+                 0);
+    cr_expect_null(find(CONFIG_WARNING, "derp.server.mesh_url"));
+    cr_expect_str_eq(cfg.derp_server_mesh_url, "http://10.0.0.1:8080/derp");
+    fini();
+    cr_assert_eq(load(MESH_BASE "    mesh_key_path: /k\n    mesh_url: http://10.0.0.1:8080/derp\n"),
+                 0);
+    cr_expect(find(CONFIG_WARNING, "derp.server.mesh_url") &&
+              strstr(find(CONFIG_WARNING, "derp.server.mesh_url")->msg, "SQLite"));
+    fini();
+    cr_assert_eq(load(MESH_BASE "    mesh_url: http://10.0.0.1:8080/derp\n"), 0);
+    cr_expect(find(CONFIG_WARNING, "derp.server.mesh_url") &&
+              strstr(find(CONFIG_WARNING, "derp.server.mesh_url")->msg, "mesh_key_path"));
+    fini();
+    cr_assert_eq(load("derp:\n  server:\n    mesh_url: http://10.0.0.1:8080/derp\n"), 0);
+    cr_expect(find(CONFIG_WARNING, "derp.server.mesh_url") &&
+              strstr(find(CONFIG_WARNING, "derp.server.mesh_url")->msg, "enabled is false"));
+}
+
 CFG_TEST(bare_defaults)
 {
     cr_assert_eq(config_load_text("", 0, NULL, CONFIG_FOR_SERVER, &cfg, &diags), 0);
@@ -1234,6 +1261,8 @@ static const struct {
     { "derp.server.verify_clients", "tests/system/test_derp_relay.py::test_verify_clients_refuses_unknown_keys" },
     { "derp.server.mesh_key_path", "tests/system/test_derp_mesh.py::test_wrong_mesh_key_is_refused" },
     { "derp.server.mesh_with", "tests/system/test_derp_mesh.py::test_packets_cross_the_mesh_both_ways" },
+    { "derp.server.mesh_url",
+      "tests/system/test_replicas.py::test_behind_nginx_clients_relay_over_the_mesh_and_survive_a_replica" },
     { "derp.urls", "tests/system/test_derp_sources.py::test_unreachable_derp_source_is_retried" },
     { "derp.paths", "tests/system/test_derp_sources.py::test_unreachable_derp_source_is_retried" },
     { "derp.auto_update_enabled", "tests/unit/test_derp.c::refresh_picks_up_changes_and_stops_promptly" },

@@ -1103,3 +1103,49 @@ Test(derp_mesh, client_side_skips_itself)
     mesh_teardown();
     close(lfd);
 }
+
+/* Relays the replicas found in the database: a new URL is dialled, one no longer listed has
+ * its link closed, and a URL mesh_with names already is not dialled a second time. */
+Test(derp_mesh, peers_found_by_replicas_are_dialled_and_dropped)
+{
+    struct raw one, two, fixed;
+    uint8_t pub[DERP_KEY_LEN], priv[DERP_KEY_LEN];
+    char e1[48], e2[48], ef[48];
+    int p1, p2, pf, l1 = listen_local(&p1), l2 = listen_local(&p2), lf = listen_local(&pf);
+    struct hs_strv urls = { 0 };
+    struct pollfd poll_fixed = { .fd = lf, .events = POLLIN };
+
+    snprintf(e1, sizeof(e1), "http://127.0.0.1:%d/derp", p1);
+    snprintf(e2, sizeof(e2), "http://127.0.0.1:%d/derp", p2);
+    snprintf(ef, sizeof(ef), "http://127.0.0.1:%d/derp", pf);
+    mesh_setup(ef);
+    crypto_box_keypair(pub, priv);
+    accept_mesh(lf, &fixed, pub);
+    expect_client_info(&fixed, priv);
+
+    hs_strv_push(&urls, e1);
+    hs_strv_push(&urls, ef);
+    derp_server_mesh_peers(msrv, &urls);
+    accept_mesh(l1, &one, pub);
+    expect_client_info(&one, priv);
+
+    hs_strv_free(&urls);
+    hs_strv_push(&urls, e2);
+    hs_strv_push(&urls, ef);
+    derp_server_mesh_peers(msrv, &urls);
+    cr_assert(raw_closed(&one), "the replica that left the list is dropped");
+    accept_mesh(l2, &two, pub); /* in the slot the first one left */
+    expect_client_info(&two, priv);
+    cr_assert_eq(poll(&poll_fixed, 1, 1500), 0, "mesh_with's peer is not dialled twice");
+
+    hs_strv_free(&urls);
+    derp_server_mesh_peers(msrv, &urls);
+    cr_assert(raw_closed(&two));
+    close(one.fd);
+    close(two.fd);
+    close(fixed.fd);
+    mesh_teardown();
+    close(l1);
+    close(l2);
+    close(lf);
+}

@@ -920,7 +920,7 @@ Test(postgres, leases_run_on_the_database_clock, .init = pg_init, .fini = fx_fin
     if (fx.skip)
         cr_skip("HS_TEST_PG_HOST is not set (start one with tests/lib/pgtmp.sh)");
     node = mk_node(mk_user("alice"), 1, "n1");
-    cr_assert_eq(store_replica_renew(fx.st, "live:1", 30 * HS_USEC_PER_SEC, &made), 0);
+    cr_assert_eq(store_replica_renew(fx.st, "live:1", NULL, 30 * HS_USEC_PER_SEC, &made), 0);
     cr_expect(made);
     cr_assert_eq(store__exec(fx.st,
                              "SELECT lease_until - CAST(EXTRACT(EPOCH FROM now()) * 1000000 AS"
@@ -931,7 +931,7 @@ Test(postgres, leases_run_on_the_database_clock, .init = pg_init, .fini = fx_fin
 
     /* a replica that renewed once, with a lease that ran out at once, then died */
     cr_assert_eq(store_open(&fx.cfg, NULL, &dead), 0);
-    cr_assert_eq(store_replica_renew(dead, "dead:2", -HS_USEC_PER_SEC, &made), 0);
+    cr_assert_eq(store_replica_renew(dead, "dead:2", NULL, -HS_USEC_PER_SEC, &made), 0);
     cr_assert_eq(store_presence_write(dead, &node, 1, NULL, 0), 0);
     cr_assert_eq(store_presence_others(fx.st, &ids, &n), 0);
     cr_expect_eq(n, 1, "the dead replica's node is online until its lease is seen to run out");
@@ -947,9 +947,63 @@ Test(postgres, leases_run_on_the_database_clock, .init = pg_init, .fini = fx_fin
         deleted = deleted || (fx.ev[i].entity == NOTIFY_PRESENCE &&
                               fx.ev[i].op == NOTIFY_DELETE && fx.ev[i].id == node);
     cr_expect(deleted, "and announced");
-    cr_assert_eq(store_replica_renew(fx.st, "live:1", 30 * HS_USEC_PER_SEC, &made), 0);
+    cr_assert_eq(store_replica_renew(fx.st, "live:1", NULL, 30 * HS_USEC_PER_SEC, &made), 0);
     cr_expect_not(made, "the live lease was kept");
     store_close(dead);
+}
+
+/* Each replica finds the others' DERP relays beside their leases: its own is left out, so is
+ * a replica whose lease ran out or that offers none, and a URL two replicas give (a restart
+ * before the old lease ends) is listed once. */
+Test(postgres, replicas_find_each_others_derp, .init = pg_init, .fini = fx_fini)
+{
+    struct store *b, *c, *gone, *none;
+    struct hs_strv urls;
+    char addr[64] = "x";
+    bool made;
+
+    if (fx.skip)
+        cr_skip("HS_TEST_PG_HOST is not set (start one with tests/lib/pgtmp.sh)");
+    cr_assert_eq(store_open(&fx.cfg, NULL, &b), 0);
+    cr_assert_eq(store_open(&fx.cfg, NULL, &c), 0);
+    cr_assert_eq(store_open(&fx.cfg, NULL, &gone), 0);
+    cr_assert_eq(store_open(&fx.cfg, NULL, &none), 0);
+    cr_assert_eq(store_replica_renew(fx.st, "a:1", "http://10.0.0.1:8080/derp",
+                                     30 * HS_USEC_PER_SEC, &made), 0);
+    cr_assert_eq(store_replica_renew(b, "b:2", "http://10.0.0.2:8080/derp",
+                                     30 * HS_USEC_PER_SEC, &made), 0);
+    cr_assert_eq(store_replica_renew(c, "c:3", "http://10.0.0.2:8080/derp",
+                                     30 * HS_USEC_PER_SEC, &made), 0);
+    cr_assert_eq(store_replica_renew(gone, "gone:4", "http://10.0.0.4:8080/derp",
+                                     -HS_USEC_PER_SEC, &made), 0);
+    cr_assert_eq(store_replica_renew(none, "none:5", NULL, 30 * HS_USEC_PER_SEC, &made), 0);
+
+    cr_assert_eq(store_replica_derp_urls(fx.st, &urls), 0);
+    cr_assert_eq(urls.n, 1);
+    cr_expect_str_eq(urls.v[0], "http://10.0.0.2:8080/derp");
+    hs_strv_free(&urls);
+    cr_assert_eq(store_replica_derp_urls(b, &urls), 0);
+    cr_assert_eq(urls.n, 2, "b sees a, and c's URL though it is b's own");
+    cr_expect_str_eq(urls.v[0], "http://10.0.0.1:8080/derp");
+    hs_strv_free(&urls);
+
+    /* a URL changed at renewal replaces the old one */
+    cr_assert_eq(store_replica_renew(b, "b:2", "http://10.0.0.9:8080/derp",
+                                     30 * HS_USEC_PER_SEC, &made), 0);
+    cr_expect_not(made);
+    cr_assert_eq(store_replica_leave(c), 0);
+    cr_assert_eq(store_replica_derp_urls(fx.st, &urls), 0);
+    cr_assert_eq(urls.n, 1);
+    cr_expect_str_eq(urls.v[0], "http://10.0.0.9:8080/derp");
+    hs_strv_free(&urls);
+
+    /* the test connects over TCP or a unix socket: an address, or none */
+    cr_assert_eq(store_client_addr(fx.st, addr, sizeof(addr)), 0);
+    cr_expect(addr[0] == '\0' || strchr(addr, '.') || strchr(addr, ':'), "%s", addr);
+    store_close(b);
+    store_close(c);
+    store_close(gone);
+    store_close(none);
 }
 
 /* ---- backend specifics ---- */
