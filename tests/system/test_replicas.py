@@ -9,6 +9,7 @@ SQLite serves one process: a second `serve` on the same file is refused."""
 
 import contextlib
 import copy
+import json
 import os
 import re
 import signal
@@ -313,6 +314,13 @@ def gauge(server, name):
     raise AssertionError(f"no {name} in the metrics of the replica on {server.port}")
 
 
+def mesh_found(server):
+    """How many other replicas' relays the replica found in the database (/debug/overview)."""
+    st, _, body = server.ns.http("GET", "127.0.0.1", server.port + 1000, "/debug/overview")
+    assert st == 200, st
+    return json.loads(body)["replica"]["derp_mesh_found"]
+
+
 def test_behind_nginx_clients_relay_over_the_mesh_and_survive_a_replica(tmp_path, db):
     """Two replicas behind nginx (the clients know one URL, and nginx is their DERP region
     too); every client relays (TS_DEBUG_ALWAYS_USE_DERP), so two clients on different
@@ -351,6 +359,8 @@ def test_behind_nginx_clients_relay_over_the_mesh_and_survive_a_replica(tmp_path
                      in b.log_text(), 30, "B to find A's relay in the database")
         tailnet.poll(lambda: f"mesh peer {b_url}: a replica on the database" in a.log_text(),
                      30, "A to find B's relay at its mesh_url at a lease renewal")
+        tailnet.poll(lambda: (mesh_found(a), mesh_found(b)) == (1, 1), 10,
+                     "/debug/overview to count the relay each replica found")
         servers = "".join(f"server {p} max_fails=1 fail_timeout=2s; " for p in peers)
         nginx = start_nginx(w, "nginx", "upstream headscale { " + servers + "}" +
                             FRONT.format(port=tailnet.HS_PORT, upstream="headscale"))
@@ -382,6 +392,7 @@ def test_behind_nginx_clients_relay_over_the_mesh_and_survive_a_replica(tmp_path
             # B's lease (30 s) runs out: the elected A deletes it and drops its relay
             tailnet.poll(lambda: f"mesh peer {b_url}: no longer a replica on the database"
                          in a.log_text(), 60, "A to drop the dead replica's relay")
+            tailnet.poll(lambda: mesh_found(a) == 0, 10, "A's count to drop to none")
         finally:
             nginx.stop()
             b.stop(check=False)
