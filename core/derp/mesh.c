@@ -282,11 +282,11 @@ void derp__mesh_tick(struct derp_server *d)
 
 /* ---- peers found by the replicas (derp_server_mesh_peers) ---- */
 
-static bool is_listed(const struct derp_server *d, const char *url, bool found)
+/* Whether a slot in use (from mesh_with or found) dials url already. */
+static bool is_listed(const struct derp_server *d, const char *url)
 {
     for (size_t i = 0; i < d->nmesh; i++)
-        if (d->mesh[i].st != MESH_OFF && d->mesh[i].found == found &&
-            strcmp(d->mesh[i].entry, url) == 0)
+        if (d->mesh[i].st != MESH_OFF && strcmp(d->mesh[i].entry, url) == 0)
             return true;
     return false;
 }
@@ -344,7 +344,7 @@ void derp__mesh_sync(struct derp_server *d)
             drop_found(&d->mesh[i]);
     /* A URL mesh_with names already keeps its one link. */
     for (size_t i = 0; i < urls.n; i++)
-        if (!is_listed(d, urls.v[i], false) && !is_listed(d, urls.v[i], true))
+        if (!is_listed(d, urls.v[i]))
             add_found(d, urls.v[i]);
     hs_strv_free(&urls);
 }

@@ -66,7 +66,8 @@ static bool write_rows(struct replica *r, const uint64_t *ids, size_t n)
     return rc == 0;
 }
 
-/* Hands the other replicas' relays to the DERP mesh when the list changed. A failed read
+/* Hands the other replicas' relays to the DERP mesh when the list changed (the relay starts
+ * with none, as mesh_seen does). A failed read
  * keeps the mesh as it is: a replica behind a database outage is not dropped for it. */
 static void find_relays(struct replica *r)
 {
@@ -79,10 +80,9 @@ static void find_relays(struct replica *r)
         log_warnx("replica: cannot read the other replicas' DERP relays: %s", hs_strerror(rc));
         return;
     }
-    if (!r->mesh_handed || !hs_strv_equal(&urls, &r->mesh_seen)) {
+    if (!hs_strv_equal(&urls, &r->mesh_seen)) {
         r->mesh.peers(r->mesh.arg, &urls);
         atomic_store(&r->mesh_count, urls.n);
-        r->mesh_handed = true;
     }
     hs_strv_free(&r->mesh_seen);
     r->mesh_seen = urls;

@@ -35,8 +35,8 @@ struct replica;
 /* The DERP mesh as replicas find it in the database (replica_start's mesh may be NULL: none). */
 struct replica_mesh {
     const char *url; /* our relay, as the other replicas dial it; NULL: we offer none */
-    /* The other live replicas' relay URLs, sorted, whenever that list changes (and once at
-     * start); called on the presence thread. NULL: we look for none. */
+    /* The other live replicas' relay URLs, sorted, whenever that list changes (it starts
+     * empty); called on the presence thread. NULL: we look for none. */
     void (*peers)(void *arg, const struct hs_strv *urls);
     void *arg;
 };

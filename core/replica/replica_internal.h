@@ -36,7 +36,6 @@ struct replica {
     char name[128];     /* host:pid, in the replicas table */
     struct replica_mesh mesh; /* url owned */
     struct hs_strv mesh_seen; /* the list last handed to mesh.peers (writer only) */
-    bool mesh_handed;         /* mesh.peers was called once (writer only) */
     atomic_size_t mesh_count;
 };
 

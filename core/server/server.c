@@ -1024,15 +1024,13 @@ static void on_mesh_peers(void *arg, const struct hs_strv *urls)
 /* Where the other replicas dial our relay for the mesh: derp.server.mesh_url, or else our
  * listener's port at the address PostgreSQL sees us connect from (loopback over a unix
  * socket), which the replicas sharing that database can usually reach. NULL: none offered
- * (no mesh key, SQLite, or TLS on the listener without mesh_url, since a certificate is
- * rarely valid for a bare address). */
+ * (TLS on the listener without mesh_url, since a certificate is rarely valid for a bare
+ * address). */
 static char *mesh_url(struct server *srv)
 {
     const struct hs_config *cfg = srv->cfg;
     char host[256], port[16], addr[64] = "";
 
-    if (!srv->derp || !derp_server_meshes(srv->derp) || !store_shared(srv->st))
-        return NULL;
     if (*cfg->derp_server_mesh_url)
         return hs_strdup(cfg->derp_server_mesh_url);
     if (*cfg->tls_cert_path || *cfg->tls_letsencrypt_hostname) {
@@ -1057,10 +1055,12 @@ static char *mesh_url(struct server *srv)
  * database. */
 static int start_replica(struct server *srv)
 {
-    struct replica_mesh mesh = { .url = mesh_url(srv) };
+    struct replica_mesh mesh = { 0 };
     int rc;
 
+    /* A relay with a mesh key, on a database replicas share. */
     if (srv->derp && derp_server_meshes(srv->derp) && store_shared(srv->st)) {
+        mesh.url = mesh_url(srv);
         mesh.peers = on_mesh_peers;
         mesh.arg = srv->derp;
     }
