@@ -734,8 +734,17 @@ class Node:
         if check:
             assert r.returncode == 0, (f"tailscale up ({self.name}) → rc {r.returncode}\n"
                                        f"stdout: {r.stdout}\nstderr: {r.stderr}\n"
-                                       f"tailscaled log:\n{self.proc.log(150)}")
+                                       f"{self._why_not_up()}")
         return r
+
+    def _why_not_up(self):
+        """What a failed `tailscale up` leaves to read: the client's state and health, the end
+        of its log (the newest lines: the start of a log tells little), and the server's."""
+        s = self.status(check=False) or {}
+        server = self.server or self.world.server
+        return (f"BackendState {s.get('BackendState')}, health {s.get('Health')}\n"
+                f"tailscaled log, last lines:\n{self.proc.log(60)}\n"
+                f"server log, last lines:\n{server.log_tail(40)}")
 
     def up_async(self, extra=()):
         """`tailscale up` without a key, in the background (interactive login) → Popen."""
