@@ -4,10 +4,10 @@
  * Inputs must not see each other: a finding has to replay on its own. The store stays open
  * for the whole process (opening it, with its migrations and statement cache, was most of an
  * input's time), while each input gets a fresh state and auth over it, and closing puts the
- * database back as the template left it when the input changed it (SQLite's backup of a
- * snapshot taken in memory after prepare; only when the data version moved, as most inputs
- * write nothing). fuzz_world_run checks the claim: some inputs run twice, and the two runs
- * must come out the same. */
+ * database back as the template left it when the input changed it (every table's rows
+ * from a copy of the template; only when the data version moved, as many inputs write
+ * nothing). fuzz_world_run checks the claim: some inputs run twice, and the two runs must
+ * come out the same. */
 #ifndef HS_FUZZ_WORLD_H
 #define HS_FUZZ_WORLD_H
 
@@ -51,7 +51,8 @@ void fuzz_world_init(bool state_from_store);
 void fuzz_world_open(struct fuzz_world *w);
 /* Frees what open made and puts the database back. Returns a digest of what the input left
  * in the database (the row count of every table: times and random keys differ between two
- * runs of one input, the rows made or removed do not). */
+ * runs of one input, the rows made or removed do not), or 0 when the input is not one that
+ * fuzz_world_run runs twice (only those compare digests). */
 uint64_t fuzz_world_close(struct fuzz_world *w);
 
 /* Runs one input: run(arg) opens the world, feeds it the input, closes it and returns a
