@@ -43,7 +43,10 @@ void config__diag(struct load_ctx *c, enum config_diag_level lvl, const char *ke
 
     if (lvl == CONFIG_ERROR && c->purpose == CONFIG_FOR_CLI && key && !cli_key(key))
         lvl = CONFIG_WARNING; /* the CLI must work with an incomplete server config */
-    d->v = hs_xrealloc(d->v, (d->n + 1) * sizeof(*d->v));
+    if (d->n == d->cap) { /* doubling: a file with thousands of bad entries stays linear */
+        d->cap = d->cap ? 2 * d->cap : 16;
+        d->v = hs_xrealloc(d->v, d->cap * sizeof(*d->v));
+    }
     g = &d->v[d->n++];
     *g = (struct config_diag){ .level = lvl, .line = line, .key = hs_strdup(key) };
     g->file = line > 0 ? hs_strdup(c->file) : NULL;

@@ -180,7 +180,7 @@ struct config_diag {
 
 struct config_diags {
     struct config_diag *v;
-    size_t n;
+    size_t n, cap;
     size_t nerrors;
 };
 
