@@ -67,8 +67,8 @@ static bool write_rows(struct replica *r, const uint64_t *ids, size_t n)
 }
 
 /* Hands the other replicas' relays to the DERP mesh when the list changed (the relay starts
- * with none, as mesh_seen does). A failed read
- * keeps the mesh as it is: a replica behind a database outage is not dropped for it. */
+ * with none, as mesh_seen does). A failed read keeps the mesh as it is: a replica behind a
+ * database outage is not dropped for it. */
 static void find_relays(struct replica *r)
 {
     struct hs_strv urls;

@@ -118,10 +118,11 @@ static void each_table(void (*add)(char *sql, size_t *n, size_t cap, const char 
                                  " AND name NOT LIKE 'sqlite_%' ORDER BY name", -1, &names,
                            NULL) != SQLITE_OK)
         fail("listing the tables");
-    while (sqlite3_step(names) == SQLITE_ROW)
+    while (sqlite3_step(names) == SQLITE_ROW && *n < cap)
         add(sql, n, cap, (const char *)sqlite3_column_text(names, 0));
     sqlite3_finalize(names);
-    add(sql, n, cap, "sqlite_sequence");
+    if (*n < cap)
+        add(sql, n, cap, "sqlite_sequence");
     if (*n >= cap - 1)
         fail("the length of a statement over every table");
 }
@@ -134,7 +135,6 @@ static void add_count(char *sql, size_t *n, size_t cap, const char *table)
                                ", (SELECT group_concat(name || seq) FROM sqlite_sequence)");
     else
         *n += (size_t)snprintf(sql + *n, cap - *n, ", (SELECT count(*) FROM \"%s\")", table);
-    *n = *n < cap ? *n : cap;
 }
 
 static void add_restore(char *sql, size_t *n, size_t cap, const char *table)
@@ -142,7 +142,6 @@ static void add_restore(char *sql, size_t *n, size_t cap, const char *table)
     *n += (size_t)snprintf(sql + *n, cap - *n,
                            "DELETE FROM main.\"%s\"; INSERT INTO main.\"%s\" SELECT * FROM "
                            "tmpl.\"%s\";", table, table, table);
-    *n = *n < cap ? *n : cap;
 }
 
 static void prepare_statements(void)
