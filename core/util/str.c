@@ -138,9 +138,14 @@ int hs_parse_bool(const char *s, bool *out)
     return -EINVAL;
 }
 
+/* Doubles when full: lists built from untrusted input (split DNS, tags) may hold thousands. */
 int hs_strv_push(struct hs_strv *sv, const char *s)
 {
-    sv->v = hs_xrealloc(sv->v, (sv->n + 2) * sizeof(char *));
+    if (sv->n + 2 > sv->cap) {
+        size_t cap = sv->cap ? 2 * sv->cap : 4;
+        sv->cap = cap < sv->n + 2 ? sv->n + 2 : cap;
+        sv->v = hs_xrealloc(sv->v, sv->cap * sizeof(char *));
+    }
     sv->v[sv->n++] = hs_strdup(s);
     sv->v[sv->n] = NULL;
     return 0;
@@ -151,8 +156,7 @@ void hs_strv_free(struct hs_strv *sv)
     for (size_t i = 0; i < sv->n; i++)
         free(sv->v[i]);
     free(sv->v);
-    sv->v = NULL;
-    sv->n = 0;
+    *sv = (struct hs_strv){ 0 };
 }
 
 bool hs_strv_contains(const struct hs_strv *sv, const char *s)

@@ -66,10 +66,11 @@ struct hs_str {
     size_t len;
 };
 
-/* ---- string list (owned) ---- */
+/* ---- string list (owned, NULL-terminated) ---- */
 struct hs_strv {
     char **v;
     size_t n;
+    size_t cap; /* slots in v, the terminator's included; 0 for a list built by hand */
 };
 int hs_strv_push(struct hs_strv *sv, const char *s);
 void hs_strv_free(struct hs_strv *sv);

@@ -270,6 +270,40 @@ Test(strv, equal_means_same_strings_in_the_same_order)
     hs_strv_free(&b);
 }
 
+Test(strv, grows_by_doubling_and_stays_terminated)
+{
+    struct hs_strv sv = { 0 };
+    char name[16];
+    size_t grew = 0, last_cap = 0;
+
+    for (int i = 0; i < 5000; i++) {
+        snprintf(name, sizeof name, "d%d", i);
+        hs_strv_push(&sv, name);
+        cr_assert_null(sv.v[sv.n]);
+        cr_assert_geq(sv.cap, sv.n + 1);
+        grew += sv.cap != last_cap;
+        last_cap = sv.cap;
+    }
+    cr_assert_str_eq(sv.v[0], "d0");
+    cr_assert_str_eq(sv.v[4999], "d4999");
+    cr_assert_leq(grew, 13, "5000 pushes took %zu allocations", grew);
+    hs_strv_free(&sv);
+    cr_assert_eq(sv.cap, 0);
+}
+
+Test(strv, push_onto_a_list_built_by_hand)
+{
+    char **v = hs_xcalloc(2, sizeof(*v));
+    v[0] = hs_strdup("a");
+    struct hs_strv sv = { .v = v, .n = 1 };
+
+    hs_strv_push(&sv, "b");
+    cr_assert_eq(sv.n, 2);
+    cr_assert_str_eq(sv.v[1], "b");
+    cr_assert_null(sv.v[2]);
+    hs_strv_free(&sv);
+}
+
 Test(json, rejects_duplicates_and_size)
 {
     char err[128];
